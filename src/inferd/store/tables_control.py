@@ -1,0 +1,3 @@
+"""Tables of the control plane (API keys, models, replicas, usage). Filled in by that work."""
+
+from __future__ import annotations
