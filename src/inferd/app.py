@@ -1,0 +1,37 @@
+"""``create_app(settings)``: build the services and mount every route, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from inferd import __version__
+from inferd.http import errors, health
+from inferd.http import openai as openai_routes
+from inferd.http.middleware import RequestGuard
+from inferd.services import Services
+from inferd.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The ASGI application; services start in its lifespan and stop with it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await Services.start(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.close()
+
+    app = FastAPI(title="inferd", version=__version__, lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(openai_routes.router)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
+                       max_file_bytes=settings.max_file_bytes)
+    return app

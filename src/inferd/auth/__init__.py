@@ -1,0 +1,1 @@
+"""Auth: API keys (hashed), scopes, per-key limits."""

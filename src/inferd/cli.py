@@ -1,0 +1,103 @@
+"""The ``inferd`` command: ``serve``, ``models``, ``migrate`` (and the other roles)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from inferd.settings import ModelSpec, Settings, load_settings
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except ValueError as exc:
+        raise click.ClickException(f"invalid settings: {exc}") from exc
+
+
+def _model_specs(values: tuple[str, ...]) -> list[ModelSpec] | None:
+    if not values:
+        return None
+    try:
+        return [ModelSpec.parse_cli(v) for v in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--model") from exc
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+config_option = click.option("--config", "config", type=click.Path(path_type=Path),
+                             default=None, help="YAML config file (also INFERD_CONFIG).")
+
+
+@click.group()
+@click.version_option(package_name="inferd")
+def main() -> None:
+    """inferd: OpenAI-compatible gateway, durable job queue and control plane for LLMs."""
+
+
+@main.command()
+@config_option
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8000).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the SQLite file and other state live (default ./data).")
+@click.option("--model", "models", multiple=True, metavar="NAME=PATH[,n_ctx=N,threads=N]",
+              help="Serve a local GGUF file as NAME (repeatable).")
+@click.option("--no-bundled", is_flag=True, help="Do not serve the bundled models.")
+@click.option("--threads", type=int, default=None, help="llama.cpp threads per model.")
+@click.option("--log-level", default=None)
+def serve(config: Path | None, host: str | None, port: int | None, data_dir: Path | None,
+          models: tuple[str, ...], no_bundled: bool, threads: int | None,
+          log_level: str | None) -> None:
+    """Run everything in one process: gateway, workers, local engines."""
+    specs = _model_specs(models)
+    settings = _settings(config, host=host, port=port, data_dir=data_dir, threads=threads,
+                         log_level=log_level, bundled_models=False if no_bundled else None)
+    if specs is not None:
+        settings = settings.model_copy(update={"models": [*settings.models, *specs]})
+    _run(settings)
+
+
+def _run(settings: Settings) -> None:
+    import uvicorn
+
+    from inferd.app import create_app
+
+    _configure_logging(settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level, loop="uvloop", http="httptools",
+                access_log=False, timeout_graceful_shutdown=5)
+
+
+@main.command("models")
+@config_option
+@click.option("--model", "models", multiple=True, metavar="NAME=PATH[,...]")
+def list_models(config: Path | None, models: tuple[str, ...]) -> None:
+    """List the models ``inferd serve`` would serve with these settings."""
+    settings = _settings(config)
+    specs = [*settings.all_models(), *(_model_specs(models) or [])]
+    for spec in specs:
+        click.echo(orjson.dumps(spec.model_dump(include={"name", "kind", "path", "n_ctx",
+                                                         "n_threads", "aliases"})).decode())
+
+
+@main.command()
+@config_option
+def migrate(config: Path | None) -> None:
+    """Bring the database schema to the newest version."""
+    from inferd.store.db import Database
+
+    settings = _settings(config)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url())
+    asyncio.run(db.migrate())
+    click.echo(f"migrated {db.dialect} database")

@@ -1,0 +1,70 @@
+"""An engine that answers at once by echoing the prompt back, word by word.
+
+It exists so that tests and benchmarks can measure inferd itself (queueing, routing, the HTTP
+layer) without the cost of a model. ``echo_delay`` adds a pause per word to imitate generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+from inferd.engines.local import Generation, LocalTextEngine
+from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.settings import ModelSpec
+
+EMBEDDING_DIMENSIONS = 8
+
+
+class EchoEngine(LocalTextEngine):
+    """Replies with the last user message (chat) or the prompt (completions)."""
+
+    kind = "echo"
+    capabilities = frozenset({"chat", "completions", "embeddings"})
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec.name)
+        self.delay = spec.echo_delay
+
+    def _generation(self, text: str, limit: int | None, stop: list[str]) -> Generation:
+        words = text.split()
+        return Generation(prompt=words, prompt_tokens=len(words),
+                          params={"max_tokens": limit, "stop": stop})
+
+    def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
+        self.check_fields(request)
+        users = [m for m in request.messages if m.role == "user"]
+        text = users[-1].text() if users else request.messages[-1].text()
+        return self._generation(text, request.token_limit(), request.stop_list())
+
+    def prepare_text(self, request: CompletionRequest, prompt: str) -> Generation:
+        self.check_fields(request)
+        return self._generation(prompt, request.token_limit(), request.stop_list())
+
+    async def generate(self, generation: Generation) -> AsyncIterator[str]:
+        limit = generation.params["max_tokens"]
+        generation.finish_reason = "stop"
+        for index, word in enumerate(generation.prompt):
+            if limit is not None and index >= limit:
+                generation.finish_reason = "length"
+                return
+            if word in generation.params["stop"]:
+                return
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            generation.completion_tokens += 1
+            yield word if index == 0 else f" {word}"
+
+    async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
+        data = []
+        tokens = 0
+        for index, text in enumerate(request.inputs()):
+            digest = hashlib.sha256(text.encode()).digest()
+            vector = [v / 2**31 for v in struct.unpack("<8i", digest)]
+            tokens += len(text.split())
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        return {"object": "list", "data": data, "model": request.model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

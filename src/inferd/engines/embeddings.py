@@ -1,0 +1,121 @@
+"""Sentence embeddings in this process (all-MiniLM-L6-v2 and other sentence-transformers models).
+
+The forward pass is Hugging Face ``transformers`` on PyTorch (CPU build); pooling and
+normalisation follow the model folder's own sentence-transformers config (``modules.json``,
+``1_Pooling/config.json``), so any model saved in that layout works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from inferd.engines.base import Engine, ModelInfo
+from inferd.errors import ContextLengthExceeded, UnsupportedParameter
+from inferd.schemas.openai import EmbeddingRequest
+from inferd.settings import ModelSpec
+
+
+class SentenceEmbeddingEngine(Engine):
+    """``/v1/embeddings`` from a sentence-transformers model folder."""
+
+    kind = "embeddings"
+    capabilities = frozenset({"embeddings"})
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec.name)
+        self.spec = spec
+        self.path = Path(spec.path)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"embed-{spec.name}")
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self.max_seq_length = 512
+        self.pooling = "mean"
+        self.normalize = False
+        self.dimensions = 0
+
+    def _read_config(self) -> None:
+        bert = self.path / "sentence_bert_config.json"
+        if bert.exists():
+            self.max_seq_length = int(json.loads(bert.read_text()).get("max_seq_length", 512))
+        pooling = self.path / "1_Pooling" / "config.json"
+        if pooling.exists():
+            cfg = json.loads(pooling.read_text())
+            self.pooling = "cls" if cfg.get("pooling_mode_cls_token") else "mean"
+        modules = self.path / "modules.json"
+        if modules.exists():
+            kinds = [m.get("type", "") for m in json.loads(modules.read_text())]
+            self.normalize = any(k.endswith("Normalize") for k in kinds)
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        if self.spec.n_threads:
+            torch.set_num_threads(self.spec.n_threads)
+        self._tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+        model = AutoModel.from_pretrained(str(self.path), local_files_only=True)
+        model.eval()
+        self._model = model
+        self.dimensions = int(model.config.hidden_size)
+
+    async def start(self) -> None:
+        self._read_config()
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._load)
+
+    async def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        self._model = None
+
+    def ready(self) -> bool:
+        return self._model is not None
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(name=self.name, kind=self.kind, capabilities=self.capabilities,
+                         context_length=self.max_seq_length,
+                         details={"dimensions": self.dimensions, "path": str(self.path)})
+
+    def _encode(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        import torch
+
+        batch = self._tokenizer(texts, padding=True, truncation=False, return_tensors="pt")
+        mask = batch["attention_mask"]
+        lengths = mask.sum(dim=1).tolist()
+        for index, length in enumerate(lengths):
+            if length > self.max_seq_length:
+                raise ContextLengthExceeded(
+                    f"This model's maximum input length is {self.max_seq_length} tokens; "
+                    f"input[{index}] is {length} tokens long.", param="input")
+        with torch.inference_mode():
+            hidden = self._model(**batch).last_hidden_state
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        if self.normalize:
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return pooled.tolist(), int(sum(lengths))
+
+    async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
+        if request.dimensions is not None and request.dimensions != self.dimensions:
+            raise UnsupportedParameter(
+                f"The model '{self.name}' produces {self.dimensions} dimensions only.",
+                param="dimensions")
+        texts = request.inputs()
+        vectors, tokens = await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._encode, texts)
+        data = []
+        for index, vector in enumerate(vectors):
+            value: Any = vector
+            if request.encoding_format == "base64":
+                import numpy as np
+
+                value = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+            data.append({"object": "embedding", "index": index, "embedding": value})
+        return {"object": "list", "data": data, "model": request.model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

@@ -1,0 +1,103 @@
+"""Every error leaves inferd in the OpenAI shape ``{"error": {...}}``: mapped here, once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from inferd.errors import InferdError, RateLimited
+
+log = logging.getLogger("inferd.http")
+
+_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                 403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
+                 409: "conflict_error", 413: "invalid_request_error", 415: "invalid_request_error",
+                 422: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def error_response(status: int, message: str, *, type: str | None = None,
+                   param: str | None = None, code: str | None = None,
+                   headers: dict[str, str] | None = None) -> Response:
+    body = {"error": {"message": message, "type": type or _STATUS_TYPES.get(status, "server_error"),
+                      "param": param, "code": code}}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+def inferd_error_response(exc: InferdError) -> Response:
+    headers = None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+    return error_response(exc.status, exc.message, type=exc.type, param=exc.param,
+                          code=exc.code, headers=headers)
+
+
+def param_path(loc: tuple[Any, ...] | list[Any]) -> str | None:
+    """``("body", "messages", 0, "role")`` -> ``"messages[0].role"``."""
+    parts = [p for p in loc if p not in ("body", "query", "path")]
+    # pydantic adds the union member or tag name to the location; they are not fields
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and (part.startswith(("function-", "tagged-union"))
+                                        or part in {"str", "list[str]", "int", "float",
+                                                    "bool", "text", "image_url",
+                                                    "list[tagged-union[TextPart,ImagePart]]"}):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or None
+
+
+def validation_error_response(errors: list[Any]) -> Response:
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    if first.get("type") == "json_invalid":
+        return error_response(400, "We could not parse the JSON body of your request. "
+                                   "(HINT: This likely means you aren't using your HTTP library "
+                                   "correctly.)", code="invalid_json")
+    param = param_path(first.get("loc", ()))
+    message = first.get("msg", "invalid value")
+    if first.get("type") == "missing":
+        message = f"Missing required parameter: '{param}'."
+        code = "missing_required_parameter"
+    else:
+        message = f"Invalid value for '{param}': {message}" if param else message
+        code = "invalid_value"
+    return error_response(400, message, param=param, code=code)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into the OpenAI error shape."""
+
+    @app.exception_handler(InferdError)
+    async def _inferd(_request: Request, exc: InferdError) -> Response:
+        return inferd_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_request: Request, exc: RequestValidationError) -> Response:
+        return validation_error_response(list(exc.errors()))
+
+    @app.exception_handler(ValidationError)
+    async def _validation(_request: Request, exc: ValidationError) -> Response:
+        return validation_error_response(list(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404 and message == "Not Found":
+            message = "Unknown request URL. Please check the URL and method."
+        return error_response(exc.status_code, message, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "The server had an error while processing your request.",
+                              type="server_error", code="internal_error")

@@ -1,0 +1,11 @@
+"""The OpenAI-compatible API: chat, completions, embeddings, models."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from inferd.http.openai import chat, completions, embeddings, models
+
+router = APIRouter()
+for module in (chat, completions, embeddings, models):
+    router.include_router(module.router)

@@ -1,0 +1,18 @@
+"""``POST /v1/embeddings``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from inferd.http.deps import ServicesDep, read_model
+from inferd.http.responses import json_response
+from inferd.schemas.openai import EmbeddingRequest
+
+router = APIRouter(tags=["openai"])
+
+
+@router.post("/v1/embeddings")
+async def create_embeddings(request: Request, services: ServicesDep) -> Response:
+    body = await read_model(request, EmbeddingRequest)
+    return json_response(await services.inference.embed(body))

@@ -1,0 +1,34 @@
+"""``GET /v1/models`` and ``GET /v1/models/{id}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from inferd.engines.base import ModelInfo
+from inferd.http.deps import ServicesDep
+from inferd.http.responses import json_response
+
+router = APIRouter(tags=["openai"])
+
+
+def model_object(info: ModelInfo, created: int) -> dict[str, Any]:
+    return {"id": info.name, "object": "model", "created": created, "owned_by": info.owned_by,
+            "capabilities": sorted(info.capabilities), "context_length": info.context_length,
+            "kind": info.kind}
+
+
+@router.get("/v1/models")
+async def list_models(services: ServicesDep) -> Response:
+    created = services.started_at
+    return json_response({"object": "list",
+                          "data": [model_object(m, created) for m in services.router.models()]})
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, services: ServicesDep) -> Response:
+    name = services.router.resolve(model_id)
+    info = next(m for m in services.router.models() if m.name == name)
+    return json_response(model_object(info, services.started_at))

@@ -1,0 +1,49 @@
+"""Server-sent events for OpenAI-style streams."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.responses import StreamingResponse
+
+from inferd.errors import InferdError
+
+log = logging.getLogger("inferd.http")
+
+DONE = b"data: [DONE]\n\n"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _is_usage_chunk(chunk: dict[str, Any]) -> bool:
+    return not chunk.get("choices") and "usage" in chunk
+
+
+async def openai_events(stream: AsyncIterator[dict[str, Any]],
+                        include_usage: bool) -> AsyncIterator[bytes]:
+    """``data: {chunk}`` lines, the usage chunk only if asked for, then ``[DONE]``.
+
+    An error after the stream began cannot change the status any more: it is sent as a final
+    ``data: {"error": ...}`` event, as OpenAI-compatible servers do.
+    """
+    try:
+        async for chunk in stream:
+            if _is_usage_chunk(chunk) and not include_usage:
+                continue
+            if include_usage and "usage" not in chunk:
+                chunk = {**chunk, "usage": None}
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+    except InferdError as exc:
+        yield b"data: " + orjson.dumps({"error": exc.to_dict()}) + b"\n\n"
+    except Exception:
+        log.exception("stream failed")
+        yield b"data: " + orjson.dumps({"error": {
+            "message": "The stream was interrupted by a server error.", "type": "server_error",
+            "param": None, "code": "stream_error"}}) + b"\n\n"
+    yield DONE
+
+
+def sse_response(events: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)

@@ -1,0 +1,1 @@
+"""Routing: model names to replicas, picking one per request, retries and health."""

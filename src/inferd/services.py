@@ -1,0 +1,50 @@
+"""Everything a running inferd holds, built in one place and closed in reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+from inferd.engines import build_engine
+from inferd.inference import Inference
+from inferd.routing.router import Replica, Router
+from inferd.settings import Settings
+from inferd.store.db import Database
+
+log = logging.getLogger("inferd")
+
+
+@dataclass
+class Services:
+    """The live objects of one process; the HTTP layer finds them on ``app.state``."""
+
+    settings: Settings
+    db: Database
+    router: Router
+    inference: Inference
+    started_at: int = field(default_factory=lambda: int(time.time()))
+    stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Services:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.resolved_database_url())
+        await db.migrate()
+        router = Router()
+        services = cls(settings=settings, db=db, router=router, inference=Inference(router))
+        services.stack.push_async_callback(db.close)
+        engines = [(spec, build_engine(spec)) for spec in settings.all_models()]
+        # Load models one after another: on two cores parallel loads only thrash.
+        for spec, engine in engines:
+            log.info("loading model %s (%s)", spec.name, spec.kind)
+            await engine.start()
+            services.stack.push_async_callback(engine.close)
+            router.add(Replica(id=f"local:{spec.name}", model=spec.name, engine=engine),
+                       aliases=spec.aliases)
+        return services
+
+    async def close(self) -> None:
+        await asyncio.shield(self.stack.aclose())
