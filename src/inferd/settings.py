@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _supported_url(cls, v: str) -> str:
-        if v and not v.split(":", 1)[0].split("+", 1)[0] in {"sqlite", "postgresql", "mysql",
+        if v and v.split(":", 1)[0].split("+", 1)[0] not in {"sqlite", "postgresql", "mysql",
                                                                  "mariadb"}:
             raise ValueError("database_url must be sqlite://, postgresql:// or mysql:// ...")
         return v

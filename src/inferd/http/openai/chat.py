@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from inferd.http.deps import ServicesDep, read_model, unless_disconnected
+from inferd.http.deps import PrincipalDep, ServicesDep, read_model, unless_disconnected
 from inferd.http.responses import json_response
 from inferd.http.sse import openai_events, sse_response
 from inferd.schemas.openai import ChatCompletionRequest
@@ -14,10 +14,11 @@ router = APIRouter(tags=["openai"])
 
 
 @router.post("/v1/chat/completions")
-async def create_chat_completion(request: Request, services: ServicesDep) -> Response:
+async def create_chat_completion(request: Request, services: ServicesDep,
+                              principal: PrincipalDep) -> Response:
     body = await read_model(request, ChatCompletionRequest)
     if body.stream:
-        stream = await services.inference.chat_stream(body)
+        stream = await services.inference.chat_stream(body, principal)
         return sse_response(openai_events(stream, body.include_usage()))
-    result = await unless_disconnected(request, services.inference.chat(body))
+    result = await unless_disconnected(request, services.inference.chat(body, principal))
     return json_response(result)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from inferd.http.deps import ServicesDep, read_model
+from inferd.http.deps import PrincipalDep, ServicesDep, read_model
 from inferd.http.responses import json_response
 from inferd.schemas.openai import EmbeddingRequest
 
@@ -13,6 +13,7 @@ router = APIRouter(tags=["openai"])
 
 
 @router.post("/v1/embeddings")
-async def create_embeddings(request: Request, services: ServicesDep) -> Response:
+async def create_embeddings(request: Request, services: ServicesDep,
+                              principal: PrincipalDep) -> Response:
     body = await read_model(request, EmbeddingRequest)
-    return json_response(await services.inference.embed(body))
+    return json_response(await services.inference.embed(body, principal))
