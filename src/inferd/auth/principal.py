@@ -1,4 +1,4 @@
-"""Who is calling: the principal a request is made on behalf of."""
+"""Who is calling: the principal a request is made on behalf of, with its key's limits."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Scope = Literal["admin", "user"]
+BudgetPeriod = Literal["day", "week", "month"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller of a request, resolved from its API key (or anonymous when keys are off)."""
+    """The caller of a request, resolved from its API key (or anonymous when keys are off).
+
+    Principals are built once per key when the key cache loads and shared by every request
+    made with that key, so the hot path allocates nothing for them.
+    """
 
     key_id: str | None
     scope: Scope
@@ -18,10 +23,21 @@ class Principal:
     # Secret for signing this key's webhooks (Standard Webhooks, HMAC-SHA256).
     webhook_secret: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    name: str = ""
+    rpm: int | None = None  # requests per minute
+    tpm: int | None = None  # tokens per minute
+    token_budget: int | None = None  # tokens in total, or per ``budget_period``
+    budget_period: BudgetPeriod | None = None
+    expires_at: float | None = None  # epoch seconds
 
     @property
     def is_admin(self) -> bool:
         return self.scope == "admin"
+
+    @property
+    def limited(self) -> bool:
+        """True when any limit applies (the limiter is skipped otherwise)."""
+        return self.rpm is not None or self.tpm is not None or self.token_budget is not None
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models

@@ -22,7 +22,7 @@ async def primed(stream: AsyncIterator[T]) -> AsyncIterator[T]:
     return _chain(first, stream)
 
 
-async def _empty() -> AsyncIterator[T]:  # type: ignore[misc]
+async def _empty() -> AsyncIterator[T]:
     return
     yield
 

@@ -39,7 +39,7 @@ def inferd_error_response(exc: InferdError) -> Response:
                           code=exc.code, headers=headers)
 
 
-def param_path(loc: tuple[Any, ...] | list[Any]) -> str | None:
+def param_path(loc: Any) -> str | None:
     """``("body", "messages", 0, "role")`` -> ``"messages[0].role"``."""
     parts = [p for p in loc if p not in ("body", "query", "path")]
     # pydantic adds the union member or tag name to the location; they are not fields
@@ -64,7 +64,7 @@ def validation_error_response(errors: list[Any]) -> Response:
                                    "(HINT: This likely means you aren't using your HTTP library "
                                    "correctly.)", code="invalid_json")
     param = param_path(first.get("loc", ()))
-    message = first.get("msg", "invalid value")
+    message = str(first.get("msg", "invalid value"))
     if first.get("type") == "missing":
         message = f"Missing required parameter: '{param}'."
         code = "missing_required_parameter"
@@ -94,7 +94,8 @@ def install(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404 and message == "Not Found":
             message = "Unknown request URL. Please check the URL and method."
-        return error_response(exc.status_code, message, headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, message, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -1,108 +1,216 @@
 """The router: a public model name (or alias) to the replicas that serve it.
 
-``Router.pick`` chooses a replica for a request; the request methods call its engine. Replicas
-are added at start-up from the configured local models (and, with the control plane, from the
-database).
+``Router.pick`` chooses a healthy replica with the fewest requests in flight relative to its
+weight (ties rotate). A request that fails on a replica before its first byte (connection
+refused or reset, timeout, 5xx or 429: ``UpstreamUnavailable``) is tried on another replica,
+then on the model's fallbacks; the failing replica cools down (see ``Replica``). Once a stream
+has delivered its first chunk nothing is retried: a break ends it with an error event.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from inferd.engines.base import Chunk, Engine, ModelInfo
+from inferd.engines.remote import UpstreamUnavailable
 from inferd.engines.streams import primed
-from inferd.errors import ModelNotFound, Unavailable
+from inferd.errors import ModelNotFound, Unavailable, UpstreamError
+from inferd.routing.replica import Replica
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+
+__all__ = ["ModelEntry", "Replica", "Router"]
+
+T = TypeVar("T")
+R = TypeVar("R", ChatCompletionRequest, CompletionRequest, EmbeddingRequest)
 
 
 @dataclass
-class Replica:
-    """One place a model runs."""
+class ModelEntry:
+    """A public model: its aliases, the models to fall back to, and its replicas."""
 
-    id: str
-    model: str
-    engine: Engine
-    weight: float = 1.0
-    in_flight: int = 0
-    meta: dict[str, Any] = field(default_factory=dict)
+    name: str
+    aliases: list[str] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)
+    replicas: list[Replica] = field(default_factory=list)
 
 
 class Router:
     """Maps model names to replicas and sends requests to one of them."""
 
-    def __init__(self) -> None:
-        self._replicas: dict[str, list[Replica]] = {}
+    def __init__(self, max_attempts: int = 3) -> None:
+        self._models: dict[str, ModelEntry] = {}
         self._aliases: dict[str, str] = {}
+        self._turn = 0
+        self.max_attempts = max_attempts
 
+    # -- the catalogue --------------------------------------------------------------------
     def add(self, replica: Replica, aliases: list[str] | None = None) -> None:
-        self._replicas.setdefault(replica.model, []).append(replica)
+        entry = self._models.get(replica.model) or self.set_model(replica.model)
+        entry.replicas.append(replica)
         for alias in aliases or []:
+            if alias not in entry.aliases:
+                entry.aliases.append(alias)
             self._aliases[alias] = replica.model
+
+    def set_model(self, name: str, aliases: list[str] | None = None,
+                  fallbacks: list[str] | None = None) -> ModelEntry:
+        """Create or update a model (its replicas are kept)."""
+        entry = self._models.setdefault(name, ModelEntry(name))
+        if aliases is not None:
+            for alias in entry.aliases:
+                self._aliases.pop(alias, None)
+            entry.aliases = list(aliases)
+            for alias in aliases:
+                self._aliases[alias] = name
+        if fallbacks is not None:
+            entry.fallbacks = list(fallbacks)
+        return entry
+
+    def remove_model(self, name: str) -> list[Replica]:
+        """Forget a model; returns its replicas so that the caller can close their engines."""
+        entry = self._models.pop(name, None)
+        if entry is None:
+            return []
+        for alias in entry.aliases:
+            self._aliases.pop(alias, None)
+        return entry.replicas
+
+    def remove_replica(self, replica_id: str) -> Replica | None:
+        for entry in self._models.values():
+            for replica in entry.replicas:
+                if replica.id == replica_id:
+                    entry.replicas.remove(replica)
+                    return replica
+        return None
+
+    def entry(self, name: str) -> ModelEntry:
+        return self._models[self.resolve(name)]
+
+    def entries(self) -> list[ModelEntry]:
+        return list(self._models.values())
+
+    def replicas(self) -> list[Replica]:
+        return [r for entry in self._models.values() for r in entry.replicas]
+
+    def replica(self, replica_id: str) -> Replica | None:
+        return next((r for r in self.replicas() if r.id == replica_id), None)
 
     def resolve(self, name: str) -> str:
         """The canonical model name for ``name``; raises ``ModelNotFound``."""
         canonical = self._aliases.get(name, name)
-        if canonical not in self._replicas:
+        if canonical not in self._models:
             raise ModelNotFound(name)
         return canonical
 
-    def pick(self, name: str) -> Replica:
-        replicas = self._replicas[self.resolve(name)]
-        ready = [r for r in replicas if r.engine.ready()]
+    def pick(self, name: str, exclude: set[str] | frozenset[str] = frozenset()) -> Replica:
+        """A replica for ``name``: available, least loaded for its weight; ties rotate.
+
+        When every replica is cooling down, one whose cooldown is over is tried (half-open)
+        before the model is declared unavailable.
+        """
+        replicas = self._models[self.resolve(name)].replicas
+        now = time.time()
+        ready = [r for r in replicas if r.id not in exclude and r.available(now)]
         if not ready:
-            raise Unavailable(f"No replica of model '{name}' is ready.")
-        return min(ready, key=lambda r: r.in_flight / r.weight)
+            ready = [r for r in replicas if r.id not in exclude and r.engine.ready()
+                     and now >= r.cooldown_until]
+        if not ready:
+            raise Unavailable(f"No replica of model '{name}' is available.")
+        self._turn += 1
+        offset = self._turn % len(ready)
+        rotated = ready[offset:] + ready[:offset]
+        return min(rotated, key=lambda r: (r.in_flight + 1) / r.weight)
 
     def models(self) -> list[ModelInfo]:
-        return [replicas[0].engine.info() for replicas in self._replicas.values()]
+        out = []
+        for entry in self._models.values():
+            if entry.replicas:
+                info = entry.replicas[0].engine.info()
+                info.name = entry.name
+                out.append(info)
+            else:
+                out.append(ModelInfo(name=entry.name, kind="none"))
+        return out
 
     def model_names(self) -> list[str]:
-        return list(self._replicas)
+        return list(self._models)
 
     def engines(self) -> list[Engine]:
-        return [r.engine for replicas in self._replicas.values() for r in replicas]
+        return [r.engine for r in self.replicas()]
 
     # -- requests ---------------------------------------------------------------------------
+    def _chain(self, name: str) -> list[str]:
+        """The model asked for, then its fallbacks (each once, unknown ones skipped)."""
+        first = self.resolve(name)
+        chain = [first]
+        for fallback in self._models[first].fallbacks:
+            canonical = self._aliases.get(fallback, fallback)
+            if canonical in self._models and canonical not in chain:
+                chain.append(canonical)
+        return chain
+
+    async def _run(self, request: R, call: Callable[[Replica, R], Awaitable[T]]) -> T:
+        """``call`` on replicas in turn until one answers (see the module docstring)."""
+        tried: set[str] = set()
+        error: UpstreamError | None = None
+        for model in self._chain(request.model):
+            req = request if model == self.resolve(request.model) else request.model_copy(
+                update={"model": model})
+            for _ in range(self.max_attempts):
+                try:
+                    replica = self.pick(model, tried)
+                except Unavailable:
+                    break
+                tried.add(replica.id)
+                replica.in_flight += 1
+                started = time.perf_counter()
+                try:
+                    result = await call(replica, req)
+                except UpstreamUnavailable as exc:
+                    replica.record_failure(exc.message)
+                    error = exc
+                    continue
+                finally:
+                    replica.in_flight -= 1
+                replica.record_success(time.perf_counter() - started)
+                return result
+        if error is not None:
+            raise error
+        raise Unavailable(f"No replica of model '{request.model}' is available.")
+
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        replica = self.pick(request.model)
-        replica.in_flight += 1
-        try:
-            return await replica.engine.chat(request)
-        finally:
-            replica.in_flight -= 1
+        return await self._run(request, lambda r, q: r.engine.chat(q))
 
     async def complete(self, request: CompletionRequest) -> dict[str, Any]:
-        replica = self.pick(request.model)
-        replica.in_flight += 1
-        try:
-            return await replica.engine.complete(request)
-        finally:
-            replica.in_flight -= 1
+        return await self._run(request, lambda r, q: r.engine.complete(q))
 
     async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
-        replica = self.pick(request.model)
-        replica.in_flight += 1
-        try:
-            return await replica.engine.embed(request)
-        finally:
-            replica.in_flight -= 1
+        return await self._run(request, lambda r, q: r.engine.embed(q))
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
-        replica = self.pick(request.model)
-        return await primed(_counted(replica, replica.engine.chat_stream(request)))
+        return await self._run(request, lambda r, q: _started(r, r.engine.chat_stream(q)))
 
     async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
-        replica = self.pick(request.model)
-        return await primed(_counted(replica, replica.engine.complete_stream(request)))
+        return await self._run(request, lambda r, q: _started(r, r.engine.complete_stream(q)))
+
+
+async def _started(replica: Replica, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    """Prime ``stream`` (errors before its first chunk may be retried), then count it."""
+    first = await primed(stream)
+    replica.in_flight += 1  # ``_run`` releases its own count when this returns
+    return _counted(replica, first)
 
 
 async def _counted(replica: Replica, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-    replica.in_flight += 1
     try:
         async for chunk in stream:
             yield chunk
+    except UpstreamError as exc:
+        replica.record_failure(exc.message)
+        raise
     finally:
         replica.in_flight -= 1
         aclose = getattr(stream, "aclose", None)

@@ -1,3 +1,60 @@
-"""Tables of the control plane (API keys, models, replicas, usage). Filled in by that work."""
+"""Tables of the control plane: API keys and usage records.
+
+``api_keys`` keeps only a SHA-256 hash of each key (plus a short display prefix); ids are
+integers because the S3 routes (``/delete_api_key``) address keys by an integer id.
+``metrics`` is the usage record of every inference request (S3's name for the table); it is
+written in batches by ``inferd.usage.UsageRecorder``, never once per request.
+"""
 
 from __future__ import annotations
+
+import sqlalchemy as sa
+
+from inferd.store.tables import metadata
+
+# An integer primary key that autoincrements on all three stores (SQLite needs INTEGER).
+_BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("owner", sa.String(191), nullable=True, index=True),
+    sa.Column("team", sa.String(191), nullable=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(32), nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("models", sa.JSON, nullable=True),  # null: every model
+    sa.Column("rpm", sa.Integer, nullable=True),
+    sa.Column("tpm", sa.Integer, nullable=True),
+    sa.Column("token_budget", sa.BigInteger, nullable=True),
+    sa.Column("budget_period", sa.String(16), nullable=True),  # null: total; day|week|month
+    sa.Column("expires_at", sa.Double, nullable=True),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("webhook_secret", sa.String(128), nullable=False),
+    sa.Column("extra", sa.JSON, nullable=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+usage_records = sa.Table(
+    "metrics", metadata,
+    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("key_id", sa.String(64), nullable=True),
+    sa.Column("model", sa.String(191), nullable=False),
+    sa.Column("replica", sa.String(191), nullable=True),
+    sa.Column("endpoint", sa.String(32), nullable=False),
+    sa.Column("stream", sa.Boolean, nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("error", sa.String(64), nullable=True),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("total_tokens", sa.Integer, nullable=False),
+    sa.Column("latency_ms", sa.Double, nullable=False),
+    sa.Column("ttft_ms", sa.Double, nullable=True),
+    sa.Index("ix_metrics_key_id_created_at", "key_id", "created_at"),
+    sa.Index("ix_metrics_model_created_at", "model", "created_at"),
+    sa.Index("ix_metrics_created_at", "created_at"),
+)

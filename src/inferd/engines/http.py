@@ -1,0 +1,108 @@
+"""The ``http`` replica kind: any OpenAI-compatible server (vLLM, SGLang, TGI, Ollama,
+llama.cpp's server, another inferd).
+
+Requests are forwarded as the client sent them, with the model name rewritten to the upstream's
+and the upstream's credential sent as a Bearer token. Answers come back with the public model
+name. Streams pass through chunk by chunk as they arrive; the upstream is asked for
+``stream_options.include_usage`` so that its final usage chunk is seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from inferd.engines.base import Chunk, ModelInfo
+from inferd.engines.remote import RemoteEngine, RemoteSpec, UpstreamUnavailable
+from inferd.errors import UpstreamError
+from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+
+
+def api_base(url: str) -> str:
+    """``http://host:port`` -> ``http://host:port/v1``; a URL with a path is kept as it is."""
+    url = url.rstrip("/")
+    return url if urlsplit(url).path not in ("", "/") else url + "/v1"
+
+
+class HttpEngine(RemoteEngine):
+    """Forwards OpenAI requests to an OpenAI-compatible server."""
+
+    kind = "http"
+    capabilities = frozenset({"chat", "completions", "embeddings"})
+
+    def __init__(self, name: str, spec: RemoteSpec) -> None:
+        super().__init__(name, spec)
+        self.base = api_base(spec.url)
+        self.root = self.base[: -len("/v1")] if self.base.endswith("/v1") else self.base
+        self.health_url = str(spec.options.get("health_url") or "")
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(name=self.name, kind=self.kind, capabilities=self.capabilities,
+                         owned_by="inferd")
+
+    async def probe(self) -> None:
+        """``GET /health`` of the server, else ``GET /v1/models`` (not every server has both)."""
+        if self.health_url:
+            await self.get_ok(self.health_url)
+            return
+        try:
+            await self.get_ok(self.root + "/health")
+        except UpstreamUnavailable as exc:
+            if "answered" not in str(exc):
+                raise  # not reachable at all: no point asking another path
+            await self.get_ok(self.base + "/models")
+
+    def _body(self, request: ChatCompletionRequest | CompletionRequest | EmbeddingRequest,
+              stream: bool = False) -> dict[str, Any]:
+        body = request.model_dump(exclude_unset=True)
+        body["model"] = self.upstream_model
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        elif "stream" in body:
+            body["stream"] = False
+            body.pop("stream_options", None)
+        return body
+
+    async def _answer(self, path: str, body: dict[str, Any], model: str) -> dict[str, Any]:
+        response = await self.post(self.base + path, body)
+        result = await self.read_json(response)
+        if not isinstance(result, dict):
+            raise UpstreamUnavailable(f"The replica of '{self.name}' answered a non-object.")
+        result["model"] = model
+        return result
+
+    async def _stream(self, path: str, body: dict[str, Any], model: str) -> AsyncIterator[Chunk]:
+        response = await self.post(self.base + path, body)
+        async for payload in self.sse_events(response, require_done=True):
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError as exc:
+                raise UpstreamError(
+                    f"The replica of '{self.name}' sent an invalid stream event.") from exc
+            if "error" in chunk:
+                error = chunk["error"]
+                message = error.get("message") if isinstance(error, dict) else error
+                raise UpstreamError(f"The replica of '{self.name}' failed: {message}")
+            chunk["model"] = model
+            if "usage" in chunk and chunk["usage"] is None:
+                del chunk["usage"]
+            yield chunk
+
+    async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        return await self._answer("/chat/completions", self._body(request), request.model)
+
+    def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
+        return self._stream("/chat/completions", self._body(request, stream=True), request.model)
+
+    async def complete(self, request: CompletionRequest) -> dict[str, Any]:
+        return await self._answer("/completions", self._body(request), request.model)
+
+    def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+        return self._stream("/completions", self._body(request, stream=True), request.model)
+
+    async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
+        return await self._answer("/embeddings", self._body(request), request.model)

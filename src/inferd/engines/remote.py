@@ -1,0 +1,190 @@
+"""What the remote engines (``http``, ``triton``) share: one pooled HTTP session per replica,
+the mapping of upstream failures onto inferd's errors, and reading an SSE body line by line.
+
+Failures the router may retry on another replica (the connection failed or timed out, the
+upstream answered 5xx or 429 before the first byte) raise ``UpstreamUnavailable``; an upstream's
+verdict on the request itself (400, 413, 422) is the client's problem and is passed through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from inferd.engines.base import Engine
+from inferd.errors import InvalidRequest, PayloadTooLarge, UpstreamError, UpstreamTimeout
+
+log = logging.getLogger("inferd.engines")
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The replica failed before answering: the router may try another one."""
+
+
+class UpstreamTimedOut(UpstreamUnavailable):
+    """The replica did not answer in time (before the first byte)."""
+
+    status = UpstreamTimeout.status
+    code = UpstreamTimeout.code
+
+
+@dataclass
+class RemoteSpec:
+    """Where a remote replica lives and how to reach it. ``api_key`` is never logged."""
+
+    url: str
+    upstream_model: str = ""
+    api_key: str = field(default="", repr=False)
+    timeout: float = 600.0  # seconds to wait for an answer (between bytes when streaming)
+    connect_timeout: float = 5.0
+    max_connections: int = 256
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class RemoteEngine(Engine):
+    """An engine that forwards to a server over HTTP through one pooled ``ClientSession``."""
+
+    def __init__(self, name: str, spec: RemoteSpec) -> None:
+        super().__init__(name)
+        self.spec = spec
+        self.upstream_model = spec.upstream_model or name
+        self._session: aiohttp.ClientSession | None = None
+        self._headers = {"Content-Type": "application/json"}
+        if spec.api_key:
+            self._headers["Authorization"] = f"Bearer {spec.api_key}"
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self.spec.max_connections, keepalive_timeout=30,
+                                         ttl_dns_cache=60)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.spec.connect_timeout,
+                                        sock_read=self.spec.timeout)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                              headers=self._headers, json_serialize=_dumps,
+                                              skip_auto_headers=("User-Agent",))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise UpstreamUnavailable(f"The replica of '{self.name}' is not started.")
+        return self._session
+
+    async def probe(self) -> None:
+        """Raise unless the upstream answers its health check."""
+        raise NotImplementedError
+
+    # -- calls ----------------------------------------------------------------------------
+    async def post(self, url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        """POST ``body``; returns a 2xx response (headers read) or raises the mapped error."""
+        try:
+            response = await self.session.post(url, data=orjson.dumps(body))
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise UpstreamTimedOut(f"The replica of '{self.name}' timed out.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(
+                f"The replica of '{self.name}' could not be reached: {_describe(exc)}") from exc
+        if response.status >= 300:
+            try:
+                await self.raise_for_status(response)
+            finally:
+                response.release()
+        return response
+
+    async def read_json(self, response: aiohttp.ClientResponse) -> Any:
+        try:
+            async with response:
+                return orjson.loads(await response.read())
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise UpstreamTimedOut(f"The replica of '{self.name}' timed out.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(
+                f"The replica of '{self.name}' failed mid-answer: {_describe(exc)}") from exc
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamUnavailable(
+                f"The replica of '{self.name}' answered with invalid JSON.") from exc
+
+    async def raise_for_status(self, response: aiohttp.ClientResponse) -> None:
+        status = response.status
+        message = await _error_message(response)
+        if status in (400, 422):
+            raise InvalidRequest(message, code="upstream_rejected")
+        if status == 413:
+            raise PayloadTooLarge(message)
+        # 401/403/404 mean the replica is misconfigured (credentials, model name): like 429
+        # and 5xx, another replica may well answer.
+        raise UpstreamUnavailable(
+            f"The replica of '{self.name}' answered {status}: {message}")
+
+    async def get_ok(self, url: str) -> None:
+        """GET ``url``; raise unless it answers 2xx within a few seconds."""
+        try:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                if resp.status >= 300:
+                    raise UpstreamUnavailable(f"health check answered {resp.status}")
+                await resp.read()
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise UpstreamTimedOut("health check timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(f"health check failed: {_describe(exc)}") from exc
+
+    async def sse_events(self, response: aiohttp.ClientResponse,
+                         require_done: bool = False) -> AsyncIterator[bytes]:
+        """The ``data:`` payloads of an SSE body, as they arrive; ``[DONE]`` ends it.
+
+        A body that breaks off, or ends without ``[DONE]`` when ``require_done`` is set, raises
+        ``UpstreamError``: the client's stream then ends with an error event.
+        """
+        try:
+            async with response:
+                async for line in response.content:
+                    if line.startswith(b"data:"):
+                        payload = line[5:].strip()
+                        if payload == b"[DONE]":
+                            return
+                        if payload:
+                            yield payload
+                if require_done:
+                    raise UpstreamError(
+                        f"The replica of '{self.name}' ended the stream before it finished.")
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise UpstreamTimeout(
+                f"The replica of '{self.name}' stopped sending mid-stream.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"The replica of '{self.name}' broke off the stream: {_describe(exc)}") from exc
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+async def _error_message(response: aiohttp.ClientResponse) -> str:
+    """The upstream's error text (OpenAI shape, Triton shape or plain text), shortened."""
+    try:
+        raw = await response.read()
+    except aiohttp.ClientError:
+        return f"HTTP {response.status}"
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace")[:500] or f"HTTP {response.status}"
+    if isinstance(body, dict):
+        error = body.get("error", body.get("detail", body))
+        if isinstance(error, dict):
+            return str(error.get("message", error))[:500]
+        return str(error)[:500]
+    return str(body)[:500]

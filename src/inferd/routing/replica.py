@@ -1,0 +1,94 @@
+"""A replica (one place a model runs) and its live state: health, load, cooldown, latency.
+
+State changes are plain attribute writes on the event loop (no locks needed): the router calls
+``record_success`` / ``record_failure`` around each request, the health checker calls
+``record_probe``. ``state()`` is what the admin API and the metrics read.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferd.engines.base import Engine
+
+# Exponential backoff of a failing replica: base * 2**(failures-1), capped.
+COOLDOWN_BASE = 1.0
+COOLDOWN_MAX = 60.0
+# Weight of the newest sample in the latency moving average.
+LATENCY_ALPHA = 0.2
+
+
+@dataclass
+class Replica:
+    """One place a model runs, with the state the router keeps about it."""
+
+    id: str
+    model: str
+    engine: Engine
+    weight: float = 1.0
+    in_flight: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+    kind: str = "local"
+    healthy: bool = True
+    cooldown_until: float = 0.0
+    failures: int = 0  # consecutive failed requests; reset by a successful one
+    last_error: str | None = None
+    last_error_at: float | None = None
+    latency: float | None = None  # moving average of successful request latency, seconds
+    requests: int = 0
+    errors: int = 0
+    cooldown_base: float = COOLDOWN_BASE
+    cooldown_max: float = COOLDOWN_MAX
+
+    def available(self, now: float) -> bool:
+        """Healthy and ready: the router may send it a request."""
+        return self.healthy and now >= self.cooldown_until and self.engine.ready()
+
+    def record_success(self, seconds: float) -> None:
+        self.requests += 1
+        self.failures = 0
+        self.latency = seconds if self.latency is None else (
+            LATENCY_ALPHA * seconds + (1 - LATENCY_ALPHA) * self.latency)
+
+    def record_failure(self, error: str, now: float | None = None) -> None:
+        """Take the replica out of rotation for a backoff that doubles per failure."""
+        now = time.time() if now is None else now
+        self.requests += 1
+        self.errors += 1
+        self.failures += 1
+        self.healthy = False
+        backoff = min(self.cooldown_max, self.cooldown_base * 2 ** (self.failures - 1))
+        self.cooldown_until = max(self.cooldown_until, now + backoff)
+        self.last_error = error
+        self.last_error_at = now
+
+    def record_probe(self, ok: bool, error: str | None = None, now: float | None = None) -> None:
+        """A health probe's outcome: brings a replica back once its cooldown is over."""
+        now = time.time() if now is None else now
+        if ok:
+            if not self.healthy and now >= self.cooldown_until:
+                self.healthy = True
+            return
+        if self.healthy:
+            self.record_failure(error or "health check failed", now)
+            self.requests -= 1  # a probe is not a request
+            self.errors -= 1
+        else:
+            self.last_error = error or "health check failed"
+            self.last_error_at = now
+
+    def state(self) -> dict[str, Any]:
+        """The live state shown by the admin API (never any credential)."""
+        now = time.time()
+        return {
+            "id": self.id, "model": self.model, "kind": self.kind, "weight": self.weight,
+            "healthy": self.healthy, "available": self.available(now),
+            "in_flight": self.in_flight,
+            "cooled_down_until": self.cooldown_until if self.cooldown_until > now else None,
+            "consecutive_failures": self.failures, "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "latency_ms": None if self.latency is None else round(self.latency * 1000, 3),
+            "requests": self.requests, "errors": self.errors,
+        }

@@ -1,0 +1,130 @@
+"""Repository for API keys (``api_keys``) and the version counter gateways poll.
+
+Every change to a key also writes a new random value under ``keys.version`` in the ``kv``
+table, in the same transaction; gateways compare that one value every few seconds and reload
+their in-memory key cache only when it changed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from inferd.store.db import Database
+from inferd.store.tables import kv
+from inferd.store.tables_control import api_keys, usage_records
+
+VERSION_KEY = "keys.version"
+
+# Columns a caller may set on create or update (everything but ids, hashes and times).
+EDITABLE = frozenset({"name", "owner", "team", "scope", "models", "rpm", "tpm", "token_budget",
+                      "budget_period", "expires_at", "enabled", "extra"})
+
+
+async def _bump_version(conn: AsyncConnection) -> None:
+    value = uuid.uuid4().hex
+    now = time.time()
+    updated = await conn.execute(
+        sa.update(kv).where(kv.c.key == VERSION_KEY).values(value=value, updated_at=now))
+    if updated.rowcount == 0:
+        try:
+            async with conn.begin_nested():
+                await conn.execute(sa.insert(kv).values(key=VERSION_KEY, value=value,
+                                                        updated_at=now))
+        except sa.exc.IntegrityError:
+            await conn.execute(sa.update(kv).where(kv.c.key == VERSION_KEY)
+                               .values(value=value, updated_at=now))
+
+
+def _row(row: sa.Row[Any]) -> dict[str, Any]:
+    return dict(row._mapping)
+
+
+class KeyStore:
+    """Create, read, update and delete API key rows."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def version(self) -> str | None:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(sa.select(kv.c.value)
+                                      .where(kv.c.key == VERSION_KEY))).first()
+        return None if row is None else str(row[0])
+
+    async def create(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Insert a key (``values`` holds ``key_hash``, ``prefix``, ``webhook_secret`` too)."""
+        now = time.time()
+        async with self.db.engine.begin() as conn:
+            result = await conn.execute(
+                sa.insert(api_keys).values(**values, created_at=now, updated_at=now))
+            key_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+            await _bump_version(conn)
+            row = (await conn.execute(sa.select(api_keys)
+                                      .where(api_keys.c.id == key_id))).one()
+        return _row(row)
+
+    async def all(self) -> list[dict[str, Any]]:
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(sa.select(api_keys).order_by(api_keys.c.id))
+            return [_row(r) for r in rows]
+
+    async def list(self, *, owner: str | None = None, limit: int = 100,
+                   offset: int = 0) -> list[dict[str, Any]]:
+        query = sa.select(api_keys).order_by(api_keys.c.id).limit(limit).offset(offset)
+        if owner is not None:
+            query = query.where(api_keys.c.owner == owner)
+        async with self.db.engine.connect() as conn:
+            return [_row(r) for r in await conn.execute(query)]
+
+    async def get(self, key_id: int) -> dict[str, Any] | None:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(sa.select(api_keys)
+                                      .where(api_keys.c.id == key_id))).first()
+        return None if row is None else _row(row)
+
+    async def find_by_name(self, name: str) -> dict[str, Any] | None:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(sa.select(api_keys).where(api_keys.c.name == name)
+                                      .order_by(api_keys.c.id).limit(1))).first()
+        return None if row is None else _row(row)
+
+    async def update(self, key_id: int, values: dict[str, Any]) -> dict[str, Any] | None:
+        """Change some columns; ``None`` when the key does not exist."""
+        async with self.db.engine.begin() as conn:
+            result = await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id)
+                                        .values(**values, updated_at=time.time()))
+            if result.rowcount == 0:
+                exists = (await conn.execute(sa.select(api_keys.c.id)
+                                             .where(api_keys.c.id == key_id))).first()
+                if exists is None:
+                    return None
+            await _bump_version(conn)
+            row = (await conn.execute(sa.select(api_keys)
+                                      .where(api_keys.c.id == key_id))).one()
+        return _row(row)
+
+    async def delete(self, key_id: int) -> bool:
+        async with self.db.engine.begin() as conn:
+            result = await conn.execute(sa.delete(api_keys).where(api_keys.c.id == key_id))
+            if result.rowcount:
+                await _bump_version(conn)
+        return bool(result.rowcount)
+
+    async def has_usage(self, key_id: int) -> bool:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(sa.select(usage_records.c.id)
+                                      .where(usage_records.c.key_id == str(key_id))
+                                      .limit(1))).first()
+        return row is not None
+
+    async def count_admins(self) -> int:
+        async with self.db.engine.connect() as conn:
+            value = (await conn.execute(
+                sa.select(sa.func.count()).select_from(api_keys)
+                .where(api_keys.c.scope == "admin", api_keys.c.enabled.is_(True)))).scalar()
+        return int(value or 0)
