@@ -319,11 +319,11 @@ def test_concurrent_clients_are_all_served(client: OpenAI) -> None:
 def test_disconnect_stops_generation(inferd_server: InferdProcess, client: OpenAI) -> None:
     body = {"model": CHAT_MODEL, "max_tokens": 1500, "temperature": 1.0, "stream": True,
             "messages": [{"role": "user", "content": "Write a very long essay about rivers."}]}
-    with httpx.Client(base_url=inferd_server.url, timeout=60) as http:
-        with http.stream("POST", "/v1/chat/completions", json=body) as response:
-            lines = response.iter_lines()
-            for _ in range(4):
-                next(lines)
+    with httpx.Client(base_url=inferd_server.url, timeout=60) as http, \
+            http.stream("POST", "/v1/chat/completions", json=body) as response:
+        lines = response.iter_lines()
+        for _ in range(4):
+            next(lines)
     # Had generation gone on, the model would be busy for >10 s more; it answers at once.
     started = time.monotonic()
     answer = client.chat.completions.create(model=CHAT_MODEL, messages=HELLO, max_tokens=3)

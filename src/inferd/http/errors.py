@@ -40,21 +40,30 @@ def inferd_error_response(exc: InferdError) -> Response:
 
 
 def param_path(loc: Any) -> str | None:
-    """``("body", "messages", 0, "role")`` -> ``"messages[0].role"``."""
-    parts = [p for p in loc if p not in ("body", "query", "path")]
-    # pydantic adds the union member or tag name to the location; they are not fields
+    """``("body", "messages", 0, "role")`` -> ``"messages[0].role"``.
+
+    pydantic puts union member names (``str``, ``list[str]``, ``tagged-union[...]``) and the tag
+    of a discriminated union into the location; they are not field names and are dropped.
+    """
     out = ""
-    for part in parts:
+    skip_tag = False
+    for part in loc:
+        if part in ("body", "query", "path"):
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
-        elif isinstance(part, str) and (part.startswith(("function-", "tagged-union"))
-                                        or part in {"str", "list[str]", "int", "float",
-                                                    "bool", "text", "image_url",
-                                                    "list[tagged-union[TextPart,ImagePart]]"}):
             continue
-        else:
-            out += f".{part}" if out else str(part)
+        if "[" in part or part.startswith("function-") or part in _TYPE_NAMES:
+            skip_tag = skip_tag or "tagged-union" in part
+            continue
+        if skip_tag:
+            skip_tag = False
+            continue
+        out += f".{part}" if out else str(part)
     return out or None
+
+
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
 
 
 def validation_error_response(errors: list[Any]) -> Response:

