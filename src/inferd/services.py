@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 
 from inferd.engines import build_engine
 from inferd.inference import Inference
+from inferd.routing.catalog import ReplicaCatalog, start_catalog
 from inferd.routing.router import Replica, Router
 from inferd.settings import Settings
 from inferd.store.db import Database
+from inferd.store.replicas import ReplicaStore
 
 log = logging.getLogger("inferd")
 
@@ -27,13 +29,14 @@ class Services:
     inference: Inference
     started_at: int = field(default_factory=lambda: int(time.time()))
     stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    catalog: ReplicaCatalog | None = None  # stored models/replicas, health checks
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url())
         await db.migrate()
-        router = Router()
+        router = Router(max_attempts=settings.router_max_attempts)
         services = cls(settings=settings, db=db, router=router, inference=Inference(router))
         services.stack.push_async_callback(db.close)
         engines = [(spec, build_engine(spec)) for spec in settings.all_models()]
@@ -44,6 +47,8 @@ class Services:
             services.stack.push_async_callback(engine.close)
             router.add(Replica(id=f"local:{spec.name}", model=spec.name, engine=engine),
                        aliases=spec.aliases)
+        services.catalog = await start_catalog(router, ReplicaStore(db), settings)
+        services.stack.push_async_callback(services.catalog.close)
         return services
 
     async def close(self) -> None:

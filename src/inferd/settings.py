@@ -95,6 +95,39 @@ class ModelSpec(BaseModel):
         return cls.model_validate(fields)
 
 
+# Where replicas may live unless the operator says otherwise: loopback and the private
+# networks engines usually run in. Link-local (169.254.0.0/16: cloud metadata) and public
+# addresses are refused.
+DEFAULT_REPLICA_NETWORKS = ["127.0.0.0/8", "::1/128", "localhost", "10.0.0.0/8",
+                            "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+
+
+class ReplicaSpec(BaseModel):
+    """One remote place a model runs (config file ``remote_models[].replicas`` or the API)."""
+
+    kind: Literal["http", "triton"] = "http"
+    url: str = Field(min_length=1, max_length=2048)
+    # The model's name on the upstream server ("" = the public name).
+    upstream_model: str = Field(default="", max_length=255)
+    # Sent upstream as a Bearer token; stored, never returned by the API nor logged.
+    api_key: str = Field(default="", max_length=4096, repr=False)
+    weight: float = Field(default=1.0, gt=0.0, le=1000.0)
+    timeout: float = Field(default=600.0, gt=0.0, le=86400.0)
+    enabled: bool = True
+    # Kind-specific extras: ``health_url`` (http); ``chat_template``, ``stop``,
+    # ``extra_outputs`` (triton).
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RemoteModelSpec(BaseModel):
+    """A public model served by remote replicas, with aliases and fallback models."""
+
+    name: str = Field(min_length=1, max_length=191)
+    aliases: list[str] = Field(default_factory=list)
+    fallbacks: list[str] = Field(default_factory=list)
+    replicas: list[ReplicaSpec] = Field(default_factory=list)
+
+
 def default_models(threads: int | None = None) -> list[ModelSpec]:
     """The two bundled models, when their packages are installed."""
     specs: list[ModelSpec] = []
@@ -129,7 +162,34 @@ class Settings(BaseSettings):
     # Threads per llama.cpp model (None: llama.cpp decides).
     threads: int | None = Field(default=None, ge=1)
     admin_key: str = ""
+    # API keys: "auto" = off on a loopback address until an admin key exists, required
+    # elsewhere; "on" = always required; "off" = no keys (loopback only). See README.
+    auth: Literal["auto", "on", "off"] = "auto"
+    # Seconds between checks for keys changed by another gateway (revocation delay).
+    key_refresh_seconds: float = Field(default=2.0, gt=0.0, le=3600.0)
+    # Where per-key limits live: "local" (this process) or "redis" (shared by gateways);
+    # "auto" = redis when ``redis_url`` is set.
+    limits_backend: Literal["auto", "local", "redis"] = "auto"
+    redis_url: str = ""
+    # Usage records are written in batches: at most every this many seconds.
+    usage_flush_seconds: float = Field(default=1.0, gt=0.0, le=3600.0)
+    # Logs: "json" (one object per line, with the request id) or "text".
+    log_format: Literal["json", "text"] = "json"
+    # One info log line per inference request (model, key, status, tokens, latency).
+    log_requests: bool = True
     config_file: Path | None = None
+    # Models served by remote replicas (http, triton); merged with the database at start.
+    remote_models: list[RemoteModelSpec] = Field(default_factory=list)
+    # Hosts/networks replica URLs may point at: CIDR networks, host names, "*.domain".
+    replica_allowed_hosts: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REPLICA_NETWORKS))
+    # Seconds between health probes of the replicas (and reloads of the catalogue).
+    health_check_interval: float = Field(default=5.0, gt=0.0)
+    # A failing replica cools down base * 2**(failures-1) seconds, at most max.
+    replica_cooldown_base: float = Field(default=1.0, gt=0.0)
+    replica_cooldown_max: float = Field(default=60.0, gt=0.0)
+    # Replicas one request may try per model before falling back.
+    router_max_attempts: int = Field(default=3, ge=1, le=20)
 
     @field_validator("database_url")
     @classmethod

@@ -8,7 +8,6 @@ verdict on the request itself (400, 413, 422) is the client's problem and is pas
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -88,7 +87,7 @@ class RemoteEngine(Engine):
         """POST ``body``; returns a 2xx response (headers read) or raises the mapped error."""
         try:
             response = await self.session.post(url, data=orjson.dumps(body))
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise UpstreamTimedOut(f"The replica of '{self.name}' timed out.") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(
@@ -104,7 +103,7 @@ class RemoteEngine(Engine):
         try:
             async with response:
                 return orjson.loads(await response.read())
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise UpstreamTimedOut(f"The replica of '{self.name}' timed out.") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(
@@ -132,7 +131,7 @@ class RemoteEngine(Engine):
                 if resp.status >= 300:
                     raise UpstreamUnavailable(f"health check answered {resp.status}")
                 await resp.read()
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise UpstreamTimedOut("health check timed out") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(f"health check failed: {_describe(exc)}") from exc
@@ -156,7 +155,7 @@ class RemoteEngine(Engine):
                 if require_done:
                     raise UpstreamError(
                         f"The replica of '{self.name}' ended the stream before it finished.")
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeout(
                 f"The replica of '{self.name}' stopped sending mid-stream.") from exc
         except aiohttp.ClientError as exc:

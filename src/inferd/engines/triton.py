@@ -1,8 +1,9 @@
 """The ``triton`` replica kind: Triton Inference Server's generate extension, as its vLLM
 backend serves it.
 
-``POST /v2/models/{name}/generate`` takes ``{"text_input": ..., "parameters": {...}}`` (scalar
-sampling parameters; a list of stop strings goes in ``sampling_parameters`` as JSON text) plus the backend's optional input tensors as top-level fields (``stream``,
+``POST /v2/models/{name}/generate`` takes ``{"text_input": ..., "parameters": {...}}``
+(scalar sampling parameters; a list of stop strings goes in ``sampling_parameters`` as JSON
+text) plus the backend's optional input tensors as top-level fields (``stream``,
 ``exclude_input_in_output``, ``return_finish_reason``, ``return_num_input_tokens``,
 ``return_num_output_tokens``) and answers ``{"model_name", "model_version", "text_output", ...}``.
 ``generate_stream`` answers the same objects as server-sent events, each ``text_output`` holding

@@ -26,4 +26,4 @@ kv = sa.Table(
     sa.Column("updated_at", sa.Double, nullable=False),
 )
 
-from inferd.store import tables_control, tables_jobs  # noqa: E402,F401  (register tables)
+from inferd.store import tables_control, tables_jobs, tables_replicas  # noqa: E402,F401

@@ -1,0 +1,181 @@
+"""Keeps the router in step with the stored models and replicas, and probes replica health.
+
+The database is the source of truth for remote replicas (the config file's are written into it
+at start-up, the admin API writes there too). ``ReplicaCatalog.sync`` reconciles the router with
+it: new replicas get an engine (one pooled HTTP session each), changed ones are rebuilt, removed
+ones are retired once their requests finish. ``run`` repeats a sync and a health probe of every
+replica each ``interval`` seconds, so every gateway sees another's changes within one interval
+and a cooled-down replica comes back as soon as it answers its health check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from inferd.engines.base import Engine
+from inferd.engines.remote import RemoteEngine, RemoteSpec
+from inferd.errors import Conflict, InvalidRequest
+from inferd.routing.replica import Replica
+from inferd.routing.router import Router
+from inferd.routing.security import HostAllowList
+from inferd.settings import ReplicaSpec, Settings
+from inferd.store.replicas import ReplicaRecord, ReplicaStore
+
+log = logging.getLogger("inferd.routing")
+
+RETIRE_GRACE = 60.0  # seconds a replaced engine may finish its requests before it is closed
+
+
+def build_remote_engine(name: str, spec: ReplicaSpec) -> RemoteEngine:
+    """The engine of a remote replica kind (not started)."""
+    remote = RemoteSpec(url=spec.url, upstream_model=spec.upstream_model, api_key=spec.api_key,
+                        timeout=spec.timeout, options=dict(spec.options))
+    if spec.kind == "triton":
+        from inferd.engines.triton import TritonEngine
+
+        return TritonEngine(name, remote)
+    from inferd.engines.http import HttpEngine
+
+    return HttpEngine(name, remote)
+
+
+async def probe(engine: Engine) -> str | None:
+    """None when ``engine`` is healthy, else why not."""
+    if not isinstance(engine, RemoteEngine):
+        return None if engine.ready() else "not ready"
+    try:
+        await engine.probe()
+    except Exception as exc:  # any failure of a probe only means "unhealthy"
+        return str(exc) or type(exc).__name__
+    return None
+
+
+class ReplicaCatalog:
+    """Builds the router's remote replicas from the store and watches their health."""
+
+    def __init__(self, router: Router, store: ReplicaStore, allow: HostAllowList, *,
+                 interval: float = 5.0, cooldown_base: float = 1.0,
+                 cooldown_max: float = 60.0) -> None:
+        self.router = router
+        self.store = store
+        self.allow = allow
+        self.interval = interval
+        self.cooldown_base = cooldown_base
+        self.cooldown_max = cooldown_max
+        self._built: dict[str, float] = {}  # replica id -> updated_at it was built from
+        self._stored_models: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+
+    async def sync(self) -> None:
+        """Make the router's remote replicas match the database."""
+        async with self._lock:
+            models, records = await self.store.catalogue()
+            active = {m.name for m in models if m.active}
+            for model in models:
+                self.router.set_model(model.name, model.aliases, model.fallbacks)
+            wanted = {str(r.id): r for r in records if r.enabled and r.model in active}
+            for replica_id, updated in list(self._built.items()):
+                record = wanted.get(replica_id)
+                if record is None or record.updated_at != updated:
+                    self._retire(replica_id)
+            for replica_id, record in wanted.items():
+                if replica_id not in self._built:
+                    await self._add(record)
+            names = {m.name for m in models}
+            for gone in self._stored_models - names:
+                entry = next((e for e in self.router.entries() if e.name == gone), None)
+                if entry is not None and not entry.replicas:
+                    self.router.remove_model(gone)
+            self._stored_models = names
+
+    async def _add(self, record: ReplicaRecord) -> None:
+        try:
+            await self.allow.check(record.url)
+        except InvalidRequest as exc:
+            log.warning("replica %s of %s not used: %s", record.id, record.model, exc.message)
+            return
+        engine = build_remote_engine(record.model, record.spec())
+        await engine.start()
+        self.router.add(Replica(id=str(record.id), model=record.model, engine=engine,
+                                weight=record.weight, kind=record.kind,
+                                cooldown_base=self.cooldown_base,
+                                cooldown_max=self.cooldown_max))
+        self._built[str(record.id)] = record.updated_at
+        log.info("replica %s of %s: %s %s", record.id, record.model, record.kind, record.url)
+
+    def _retire(self, replica_id: str) -> None:
+        self._built.pop(replica_id, None)
+        replica = self.router.remove_replica(replica_id)
+        if replica is not None:
+            task = asyncio.create_task(_close_when_idle(replica))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def probe_all(self) -> None:
+        """Probe every replica at once and record the outcomes."""
+        replicas = self.router.replicas()
+        results = await asyncio.gather(*(probe(r.engine) for r in replicas))
+        for replica, error in zip(replicas, results, strict=True):
+            replica.record_probe(error is None, error)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sync()
+                await self.probe_all()
+            except Exception:  # the loop must outlive a database or network hiccup
+                log.exception("replica sync or health check failed")
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        retiring = list(self._retiring)
+        for task in retiring:
+            task.cancel()
+        await asyncio.gather(*retiring, return_exceptions=True)
+        for replica_id in list(self._built):
+            replica = self.router.remove_replica(replica_id)
+            if replica is not None:
+                await replica.engine.close()
+        self._built.clear()
+
+
+async def _close_when_idle(replica: Replica) -> None:
+    deadline = time.monotonic() + RETIRE_GRACE
+    try:
+        while replica.in_flight and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    finally:
+        await replica.engine.close()
+
+
+async def start_catalog(router: Router, store: ReplicaStore, settings: Settings
+                        ) -> ReplicaCatalog:
+    """Record the local and configured models in the store, load every stored replica into
+    the router and start the periodic sync and health checks."""
+    for spec in settings.all_models():
+        record = await store.find_model(spec.name)
+        if record is None:
+            with contextlib.suppress(Conflict):
+                await store.create_model(spec.name, spec.aliases, [], source="local")
+        elif record.aliases != spec.aliases and record.source == "local":
+            await store.update_model(record.id, aliases=spec.aliases)
+    await store.apply_config(settings.remote_models)
+    catalog = ReplicaCatalog(router, store, HostAllowList(settings.replica_allowed_hosts),
+                             interval=settings.health_check_interval,
+                             cooldown_base=settings.replica_cooldown_base,
+                             cooldown_max=settings.replica_cooldown_max)
+    await catalog.sync()
+    catalog.start()
+    return catalog
