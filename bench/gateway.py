@@ -1,0 +1,247 @@
+"""The gateway benchmark: inferd next to LiteLLM, Portkey and a bare aiohttp proxy, one run.
+
+    .venv/bin/python bench/gateway.py            # about 4 minutes; --long adds the 1M run
+
+It installs what is missing (nginx-light and wrk from Debian, LiteLLM's proxy in its own venv
+under .bench/, Portkey's gateway from npm under .bench/), starts every server on loopback
+against the same nginx mock, runs ``wrk`` (POST, 16 connections, 10 s) on each path in turn for
+several interleaved rounds, and prints requests/s, p50 and p99 per path (median of the rounds)
+with ratios; then inferd at 256 connections, streaming time-to-first-byte and chunk delay
+(inferd vs direct), inferd's memory (idle, after 100k and optionally 1M requests) and whether
+every request left a usage record in the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness
+import inferd_target
+import tools
+import upstream_mock as mock
+from harness import Service, WrkResult, free_port, median, pct, run_wrk
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".bench" / "run"
+CHAT = b'{"model":"mock","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}'
+LITELLM_KEY = "sk-LsQ8xY2mT4vN7pR1wK9zB3cF6hJ0dG5a"  # its proxy refuses to start without one
+
+
+class Path_:
+    """One way to the mock: a URL, the headers it needs, and the server behind it."""
+
+    def __init__(self, name: str, url: str, headers: dict[str, str],
+                 service: Service | None) -> None:
+        self.name, self.url, self.headers, self.service = name, url, headers, service
+        self.runs: list[WrkResult] = []
+
+
+def start_everything(args: argparse.Namespace) -> tuple[list[Service], list[Path_],
+                                                         inferd_target.Inferd]:
+    services: list[Service] = []
+    mock_port, paced_port = free_port(), free_port()
+    conf = mock.nginx_config(WORK / "nginx", mock_port)
+    nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
+    nginx = Service("nginx", [nginx_bin, "-c", str(conf), "-p", str(WORK / "nginx")],
+                    mock_port, WORK)
+    paced = Service("paced", [sys.executable, str(ROOT / "bench" / "upstream_mock.py"), "paced",
+                              str(paced_port)], paced_port, WORK)
+    bare_port = free_port()
+    bare = Service("bare", [sys.executable, str(ROOT / "bench" / "bare_proxy.py"),
+                            str(bare_port), f"http://127.0.0.1:{mock_port}/v1"], bare_port, WORK)
+    for s in (nginx, paced, bare):
+        s.start()
+        services.append(s)
+    mock_url = f"http://127.0.0.1:{mock_port}"
+    harness.wait_ready(nginx, mock_url + "/v1/chat/completions", CHAT, {})
+    harness.wait_ready(bare, f"http://127.0.0.1:{bare_port}/v1/chat/completions", CHAT, {})
+    paths = [Path_("straight to the mock", mock_url + "/v1/chat/completions", {}, nginx),
+             Path_("bare aiohttp proxy", f"http://127.0.0.1:{bare_port}/v1/chat/completions",
+                   {}, bare)]
+    inferd = inferd_target.Inferd(ROOT, WORK, mock_url, f"http://127.0.0.1:{paced_port}",
+                                  store=args.store)
+    services.append(inferd.service)
+    inferd.start()
+    paths.append(Path_("inferd (key, limits, metering)", inferd.url + "/v1/chat/completions",
+                       inferd.headers, inferd.service))
+    if not args.skip_portkey:
+        port = free_port()
+        portkey = Service("portkey", ["node", str(tools.PORTKEY_BIN), f"--port={port}",
+                                      "--headless"], port, WORK,
+                          env={"NODE_ENV": "production"})
+        headers = {"x-portkey-provider": "openai", "Authorization": "Bearer sk-mock",
+                   "x-portkey-custom-host": mock_url + "/v1"}
+        portkey.start()
+        services.append(portkey)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        harness.wait_ready(portkey, url, CHAT, headers)
+        paths.append(Path_("Portkey gateway", url, headers, portkey))
+    if not args.skip_litellm:
+        port = free_port()
+        cfg = WORK / "litellm.yaml"
+        cfg.write_text("model_list:\n  - model_name: mock\n    litellm_params:\n"
+                       f"      model: openai/mock\n      api_base: {mock_url}/v1\n"
+                       "      api_key: sk-mock\n")
+        litellm = Service("litellm", [str(tools.LITELLM_BIN), "--config", str(cfg), "--host",
+                                      "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+                          port, WORK, env={"LITELLM_MASTER_KEY": LITELLM_KEY,
+                                           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}, cwd=WORK)
+        headers = {"Authorization": f"Bearer {LITELLM_KEY}"}
+        litellm.start()
+        services.append(litellm)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        harness.wait_ready(litellm, url, CHAT, headers, timeout=180)
+        paths.append(Path_("LiteLLM proxy (1 worker, no DB)", url, headers, litellm))
+    return services, paths, inferd
+
+
+def comparison(paths: list[Path_], inferd: inferd_target.Inferd,
+               args: argparse.Namespace) -> None:
+    for p in paths:  # warm-up (JIT, pools, caches), not in the table
+        result = run_wrk(p.url, CHAT, p.headers, args.connections, 2)
+        if p.service is inferd.service:
+            inferd.note_requests(result.requests)
+    for r in range(args.rounds):
+        for p in paths:
+            result = run_wrk(p.url, CHAT, p.headers, args.connections, args.duration)
+            p.runs.append(result)
+            if p.service is inferd.service:
+                inferd.note_requests(result.requests)
+            print(f"  round {r + 1} {p.name:34} {result.rps:10,.0f} req/s  "
+                  f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:7.2f} ms  "
+                  f"errors {result.errors}  (load {harness.load_average()})", flush=True)
+
+
+def print_table(paths: list[Path_], args: argparse.Namespace) -> None:
+    print(f"\nNon-streamed POST /v1/chat/completions, wrk {args.connections} connections, "
+          f"{args.duration:g} s per run, median of {args.rounds} interleaved rounds:\n")
+    print("| path | requests/s | p50 | p99 | errors |")
+    print("|---|---|---|---|---|")
+    for p in paths:
+        rps = median([r.rps for r in p.runs])
+        print(f"| {p.name} | {rps:,.0f} | {median([r.p50_ms for r in p.runs]):.2f} ms | "
+              f"{median([r.p99_ms for r in p.runs]):.2f} ms | {sum(r.errors for r in p.runs)} |")
+    ours = next(p for p in paths if p.name.startswith("inferd"))
+    ours_rps = median([r.rps for r in ours.runs])
+    print()
+    for p in paths:
+        if p is not ours:
+            print(f"inferd / {p.name}: {ours_rps / median([r.rps for r in p.runs]):.2f}x "
+                  "requests/s")
+
+
+def streaming(inferd: inferd_target.Inferd, samples: int) -> None:
+    direct_ttfb: list[float] = []
+    ours_ttfb: list[float] = []
+    body = (b'{"model":"MODEL","stream":true,'
+            b'"messages":[{"role":"user","content":"Say hello"}]}')
+
+    async def probe() -> tuple[list[float], list[float]]:
+        for _ in range(samples):  # interleaved, one at a time, fresh connection each
+            t, _d = await harness.stream_once(inferd.mock_port, "/sse/v1/chat/completions",
+                                              body.replace(b"MODEL", b"mock"), {})
+            direct_ttfb.append(t)
+            t, _d = await harness.stream_once(inferd.port, "/v1/chat/completions",
+                                              body.replace(b"MODEL", b"mock-sse"),
+                                              inferd.headers)
+            ours_ttfb.append(t)
+            inferd.note_requests(1)
+        direct_delay: list[float] = []
+        ours_delay: list[float] = []
+        for _ in range(max(5, samples // 20)):
+            _t, d = await harness.stream_once(inferd.paced_port, "/v1/chat/completions",
+                                              body.replace(b"MODEL", b"mock"), {})
+            direct_delay += d
+            _t, d = await harness.stream_once(inferd.port, "/v1/chat/completions",
+                                              body.replace(b"MODEL", b"mock-paced"),
+                                              inferd.headers)
+            ours_delay += d
+            inferd.note_requests(1)
+        return direct_delay, ours_delay
+
+    direct_delay, ours_delay = asyncio.run(probe())
+    print(f"\nStreaming (SSE), {samples} requests each, one at a time, fresh connection:")
+    print("| path | TTFB p50 | TTFB p99 | chunk delay p50 | chunk delay p99 | max |")
+    print("|---|---|---|---|---|---|")
+    for name, ttfb, delay in (("direct", direct_ttfb, direct_delay),
+                              ("through inferd", ours_ttfb, ours_delay)):
+        print(f"| {name} | {pct(ttfb, 50):.2f} ms | {pct(ttfb, 99):.2f} ms | "
+              f"{pct(delay, 50):.2f} ms | {pct(delay, 99):.2f} ms | {max(delay):.2f} ms |")
+    print(f"TTFB through inferd - direct, p50: {pct(ours_ttfb, 50) - pct(direct_ttfb, 50):.2f} ms"
+          f"; chunk delay (paced upstream, {mock.CHUNKS} chunks {mock.INTERVAL * 1000:.0f} ms "
+          f"apart) p50 {pct(ours_delay, 50):.2f} ms, max {max(ours_delay):.2f} ms")
+
+
+def many_connections(inferd: inferd_target.Inferd, args: argparse.Namespace) -> None:
+    result = run_wrk(inferd.url + "/v1/chat/completions", CHAT, inferd.headers, 256,
+                     args.duration)
+    inferd.note_requests(result.requests)
+    print(f"\ninferd at 256 connections: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+          f"p99 {result.p99_ms:.2f} ms, errors {result.errors}")
+
+
+def memory(inferd: inferd_target.Inferd, idle: float, args: argparse.Namespace) -> None:
+    marks = [100_000, 1_000_000] if args.long else [100_000]
+    rss: dict[int, float] = {}
+    for mark in marks:
+        while inferd.requests_sent < mark:
+            left = mark - inferd.requests_sent
+            seconds = max(2.0, min(30.0, left / 3000))
+            result = run_wrk(inferd.url + "/v1/chat/completions", CHAT, inferd.headers,
+                             args.connections, seconds)
+            inferd.note_requests(result.requests)
+        rss[mark] = inferd.service.rss_mb()
+        print(f"  inferd RSS after {inferd.requests_sent:,} requests: {rss[mark]:.1f} MB",
+              flush=True)
+    print(f"\ninferd memory: idle {idle:.1f} MB RSS; " + "; ".join(
+        f"after {m:,} requests {v:.1f} MB" for m, v in rss.items()))
+    if len(rss) == 2:
+        growth = (rss[1_000_000] - rss[100_000]) / rss[100_000] * 100
+        print(f"growth from 100k to 1M requests: {growth:+.1f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--stream-samples", type=int, default=300)
+    parser.add_argument("--long", action="store_true",
+                        help="also drive inferd to 1,000,000 requests for the leak check")
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite",
+                        help="inferd's database: a fresh SQLite file under .bench/, or a fresh "
+                             "database on the local PostgreSQL server")
+    parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument("--skip-portkey", action="store_true")
+    args = parser.parse_args()
+    tools.ensure(litellm=not args.skip_litellm, portkey=not args.skip_portkey)
+    print(f"cores: {harness.os.cpu_count()}, load before: {harness.load_average()}", flush=True)
+    services: list[Service] = []
+    try:
+        services, paths, inferd = start_everything(args)
+        idle = inferd.service.rss_mb()
+        print(f"inferd idle RSS: {idle:.1f} MB ({inferd.describe()})", flush=True)
+        comparison(paths, inferd, args)
+        print_table(paths, args)
+        many_connections(inferd, args)
+        streaming(inferd, args.stream_samples)
+        memory(inferd, idle, args)
+        time.sleep(inferd_target.FLUSH_WAIT)
+        inferd.check_usage()
+        print(f"load after: {harness.load_average()}")
+    finally:
+        for s in reversed(services):
+            with contextlib.suppress(Exception):
+                s.stop()
+
+
+if __name__ == "__main__":
+    main()
