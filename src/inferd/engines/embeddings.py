@@ -54,6 +54,9 @@ class SentenceEmbeddingEngine(Engine):
     def _load(self) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         if self.spec.n_threads:
             torch.set_num_threads(self.spec.n_threads)
