@@ -10,6 +10,9 @@ from fastapi import FastAPI
 from inferd import __version__
 from inferd.http import errors, health
 from inferd.http import openai as openai_routes
+from inferd.http.admin import models as admin_models
+from inferd.http.admin import replicas as admin_replicas
+from inferd.http.compat import s3_models
 from inferd.http.middleware import RequestGuard
 from inferd.services import Services
 from inferd.settings import Settings
@@ -32,6 +35,9 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(openai_routes.router)
+    app.include_router(admin_models.router)
+    app.include_router(admin_replicas.router)
+    app.include_router(s3_models.router)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
                        max_file_bytes=settings.max_file_bytes)
     return app

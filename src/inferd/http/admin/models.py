@@ -1,0 +1,60 @@
+"""``/admin/v1/models``: public models, their aliases and fallbacks (admin scope)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from inferd.auth.principal import Principal
+from inferd.errors import PermissionDenied, Unavailable
+from inferd.http.deps import PrincipalDep, ServicesDep, read_model
+from inferd.http.responses import json_response
+from inferd.routing.manage import ModelAdmin, ModelCreate, ModelUpdate
+from inferd.store.replicas import ReplicaStore
+
+router = APIRouter(prefix="/admin/v1", tags=["admin"])
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise PermissionDenied("This endpoint needs an admin key.")
+
+
+def get_model_admin(services: ServicesDep, principal: PrincipalDep) -> ModelAdmin:
+    """The model manager, for admin callers only."""
+    require_admin(principal)
+    if services.catalog is None:
+        raise Unavailable("The model catalogue is not running.")
+    return ModelAdmin(ReplicaStore(services.db), services.catalog)
+
+
+ModelAdminDep = Annotated[ModelAdmin, Depends(get_model_admin)]
+
+
+@router.get("/models")
+async def list_models(admin: ModelAdminDep) -> Response:
+    return json_response({"object": "list", "data": await admin.models()})
+
+
+@router.post("/models")
+async def create_model(request: Request, admin: ModelAdminDep) -> Response:
+    body = await read_model(request, ModelCreate)
+    return json_response(await admin.create_model(body), status=201)
+
+
+@router.get("/models/{model:path}")
+async def get_model(model: str, admin: ModelAdminDep) -> Response:
+    return json_response(await admin.model_view(await admin.find_model(model)))
+
+
+@router.patch("/models/{model:path}")
+async def update_model(model: str, request: Request, admin: ModelAdminDep) -> Response:
+    body = await read_model(request, ModelUpdate)
+    return json_response(await admin.update_model(model, body))
+
+
+@router.delete("/models/{model:path}")
+async def delete_model(model: str, admin: ModelAdminDep) -> Response:
+    return json_response(await admin.delete_model(model))

@@ -1,0 +1,1 @@
+"""The replaced systems' routes (S0-S4), mapped onto the core."""

@@ -1,0 +1,205 @@
+"""Managing models and replicas at run time: what the admin API and S3's routes call.
+
+Every change is validated (names, aliases, the replica URL allow-list), written to the store,
+then applied to this gateway's router at once (other gateways pick it up on their next sync).
+Views never hold a credential: a replica shows only whether it has one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from inferd.errors import Conflict, InvalidRequest, NotFound
+from inferd.routing.catalog import ReplicaCatalog
+from inferd.routing.replica import Replica
+from inferd.settings import ReplicaSpec
+from inferd.store.replicas import ModelRecord, ReplicaRecord, ReplicaStore
+
+Name = Field(min_length=1, max_length=191)
+
+
+class ModelCreate(BaseModel):
+    """Body of a model creation."""
+
+    name: str = Name
+    aliases: list[str] = Field(default_factory=list, max_length=50)
+    fallbacks: list[str] = Field(default_factory=list, max_length=10)
+    replicas: list[ReplicaSpec] = Field(default_factory=list, max_length=100)
+
+
+class ModelUpdate(BaseModel):
+    """Body of a model update (fields left out are kept)."""
+
+    aliases: list[str] | None = Field(default=None, max_length=50)
+    fallbacks: list[str] | None = Field(default=None, max_length=10)
+    active: bool | None = None
+
+
+class ReplicaCreate(ReplicaSpec):
+    """Body of ``POST /admin/v1/replicas``: a replica and the model it serves."""
+
+    model: str = Name
+
+
+class ReplicaUpdate(BaseModel):
+    """Body of a replica update (fields left out are kept; ``api_key: ""`` removes it)."""
+
+    url: str | None = Field(default=None, min_length=1, max_length=2048)
+    upstream_model: str | None = Field(default=None, max_length=255)
+    api_key: str | None = Field(default=None, max_length=4096, repr=False)
+    weight: float | None = Field(default=None, gt=0.0, le=1000.0)
+    timeout: float | None = Field(default=None, gt=0.0, le=86400.0)
+    enabled: bool | None = None
+    options: dict[str, Any] | None = None
+
+
+def live_view(replica: Replica) -> dict[str, Any]:
+    """A replica the router holds but the store does not (a local engine)."""
+    return {**replica.state(), "model_id": None, "url": None, "upstream_model": None,
+            "enabled": True, "has_api_key": False, "source": "local"}
+
+
+class ModelAdmin:
+    """Model and replica management on top of the store and the live catalogue."""
+
+    def __init__(self, store: ReplicaStore, catalog: ReplicaCatalog) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.router = catalog.router
+
+    # -- views ----------------------------------------------------------------------------
+    def replica_view(self, record: ReplicaRecord) -> dict[str, Any]:
+        live = self.router.replica(str(record.id))
+        state = live.state() if live is not None else {
+            "healthy": False, "available": False, "in_flight": 0, "cooled_down_until": None,
+            "consecutive_failures": 0, "last_error": None, "last_error_at": None,
+            "latency_ms": None, "requests": 0, "errors": 0,
+            "not_loaded": "disabled" if not record.enabled else "refused or inactive"}
+        return {**state, "id": str(record.id), "model": record.model,
+                "model_id": record.model_id, "kind": record.kind, "url": record.url,
+                "upstream_model": record.upstream_model, "weight": record.weight,
+                "timeout": record.timeout, "enabled": record.enabled,
+                "options": record.options, "has_api_key": record.has_credential,
+                "source": record.source, "created_at": record.created_at,
+                "updated_at": record.updated_at}
+
+    async def model_view(self, record: ModelRecord) -> dict[str, Any]:
+        stored = [self.replica_view(r) for r in await self.store.list_replicas(record.id)]
+        local = [live_view(r) for r in self.router.replicas()
+                 if r.model == record.name and r.kind == "local"]
+        replicas = local + stored
+        return {"id": record.id, "name": record.name, "object": "model",
+                "aliases": record.aliases, "fallbacks": record.fallbacks,
+                "active": record.active, "source": record.source,
+                "healthy": any(r["available"] for r in replicas), "replicas": replicas,
+                "created_at": record.created_at, "updated_at": record.updated_at}
+
+    # -- models ---------------------------------------------------------------------------
+    async def models(self, active: bool | None = None) -> list[dict[str, Any]]:
+        records = await self.store.list_models()
+        return [await self.model_view(r) for r in records
+                if active is None or r.active == active]
+
+    async def find_model(self, ref: str) -> ModelRecord:
+        """A model by id, name or alias; 404 otherwise."""
+        record = await self.store.get_model(int(ref)) if ref.isdigit() else None
+        if record is None:
+            record = await self.store.find_model(ref)
+        if record is None:
+            for candidate in await self.store.list_models():
+                if ref in candidate.aliases:
+                    return candidate
+            raise NotFound(f"No model '{ref}'.", code="model_not_found")
+        return record
+
+    async def _check_names(self, name: str, aliases: list[str], fallbacks: list[str]) -> None:
+        taken: dict[str, str] = {}
+        for other in await self.store.list_models():
+            if other.name != name:
+                taken[other.name] = other.name
+                taken.update({alias: other.name for alias in other.aliases})
+        for alias in aliases:
+            if not alias or len(alias) > 191:
+                raise InvalidRequest("Aliases must be 1 to 191 characters.", param="aliases")
+            if alias in taken or alias == name:
+                raise Conflict(f"'{alias}' already names model '{taken.get(alias, name)}'.")
+        if name in fallbacks:
+            raise InvalidRequest("A model cannot fall back to itself.", param="fallbacks")
+
+    async def create_model(self, body: ModelCreate) -> dict[str, Any]:
+        await self._check_names(body.name, body.aliases, body.fallbacks)
+        if await self.store.find_model(body.name) is not None:
+            raise Conflict(f"A model named '{body.name}' already exists.")
+        for replica in body.replicas:
+            await self.catalog.allow.check(replica.url)
+        record = await self.store.create_model(body.name, body.aliases, body.fallbacks)
+        for replica in body.replicas:
+            await self.store.create_replica(record.id, replica)
+        await self.catalog.sync()
+        return await self.model_view(record)
+
+    async def update_model(self, ref: str, body: ModelUpdate) -> dict[str, Any]:
+        record = await self.find_model(ref)
+        await self._check_names(record.name, body.aliases if body.aliases is not None
+                                else record.aliases, body.fallbacks or [])
+        updated = await self.store.update_model(record.id, aliases=body.aliases,
+                                                fallbacks=body.fallbacks, active=body.active)
+        assert updated is not None
+        await self.catalog.sync()
+        return await self.model_view(updated)
+
+    async def delete_model(self, ref: str) -> dict[str, Any]:
+        record = await self.find_model(ref)
+        if any(r.model == record.name and r.kind == "local" for r in self.router.replicas()):
+            raise Conflict(f"Model '{record.name}' runs on a local engine of this process; "
+                           "remove it from the configuration instead.")
+        await self.store.delete_model(record.id)
+        await self.catalog.sync()
+        return {"id": record.id, "name": record.name, "object": "model", "deleted": True}
+
+    # -- replicas -------------------------------------------------------------------------
+    async def replicas(self, model_id: int | None = None) -> list[dict[str, Any]]:
+        views = [self.replica_view(r) for r in await self.store.list_replicas(model_id)]
+        if model_id is None:
+            views = [live_view(r) for r in self.router.replicas() if r.kind == "local"] + views
+        return views
+
+    async def replica(self, replica_id: str) -> dict[str, Any]:
+        if replica_id.isdigit():
+            record = await self.store.get_replica(int(replica_id))
+            if record is not None:
+                return self.replica_view(record)
+        live = self.router.replica(replica_id)
+        if live is not None and live.kind == "local":
+            return live_view(live)
+        raise NotFound(f"No replica '{replica_id}'.", code="replica_not_found")
+
+    async def create_replica(self, model_ref: str, spec: ReplicaSpec) -> dict[str, Any]:
+        model = await self.find_model(model_ref)
+        await self.catalog.allow.check(spec.url)
+        record = await self.store.create_replica(model.id, spec)
+        await self.catalog.sync()
+        return self.replica_view(record)
+
+    async def update_replica(self, replica_id: str, body: ReplicaUpdate) -> dict[str, Any]:
+        changes = body.model_dump(exclude_unset=True)
+        if changes.get("url"):
+            await self.catalog.allow.check(changes["url"])
+        for field, value in list(changes.items()):
+            if value is None and field != "api_key":
+                raise InvalidRequest(f"'{field}' cannot be null.", param=field)
+        record = None
+        if replica_id.isdigit():
+            record = await self.store.update_replica(int(replica_id), changes)
+        if record is None:
+            raise NotFound(f"No replica '{replica_id}'.", code="replica_not_found")
+        await self.catalog.sync()
+        return self.replica_view(record)
+
+    async def delete_replica(self, replica_id: str) -> dict[str, Any]:
+        if not (replica_id.isdigit() and await self.store.delete_replica(int(replica_id))):
+            raise NotFound(f"No replica '{replica_id}'.", code="replica_not_found")
+        await self.catalog.sync()
+        return {"id": replica_id, "object": "replica", "deleted": True}

@@ -1,0 +1,137 @@
+"""The ``triton`` replica kind against a server that speaks Triton's generate protocol."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from inferd.engines.remote import RemoteSpec, UpstreamUnavailable
+from inferd.engines.triton import TritonEngine
+from inferd.errors import InvalidRequest, UnsupportedParameter, UpstreamError
+from inferd.routing.replica import Replica
+from inferd.routing.router import Router
+from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
+from tests.fake_triton import FakeTriton
+
+
+@pytest.fixture
+async def triton() -> AsyncIterator[tuple[FakeTriton, TritonEngine]]:
+    fake = FakeTriton("vllm_model")
+    async with fake as url:
+        engine = TritonEngine("llama", RemoteSpec(url=url, upstream_model="vllm_model"))
+        await engine.start()
+        try:
+            yield fake, engine
+        finally:
+            await engine.close()
+
+
+def chat(text: str, **fields: object) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
+        {"model": "llama", "messages": [{"role": "system", "content": "Be brief."},
+                                        {"role": "user", "content": text}], **fields})
+
+
+async def test_chat_renders_the_template_and_maps_the_answer(
+        triton: tuple[FakeTriton, TritonEngine]) -> None:
+    fake, engine = triton
+    result = await engine.chat(chat("one two three four", max_tokens=3, temperature=0.0))
+    assert result["object"] == "chat.completion"
+    assert result["model"] == "llama"
+    assert result["choices"][0]["message"]["content"] == "one two three"
+    assert result["choices"][0]["finish_reason"] == "length"
+    assert result["usage"]["completion_tokens"] == 3
+    assert result["usage"]["prompt_tokens"] > 4
+    sent = fake.requests[-1]
+    assert sent["text_input"].startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    assert sent["text_input"].endswith("<|im_start|>assistant\n")
+    assert sent["exclude_input_in_output"] is True and sent["stream"] is False
+    # a default stop string plus none of the client's: one stop, sent as a scalar parameter
+    assert sent["parameters"] == {"temperature": 0.0, "max_tokens": 3, "stop": "<|im_end|>"}
+
+
+async def test_several_stop_strings_travel_as_sampling_parameters(
+        triton: tuple[FakeTriton, TritonEngine]) -> None:
+    fake, engine = triton
+    result = await engine.chat(chat("alpha beta STOP gamma", stop=["STOP"]))
+    assert result["choices"][0]["message"]["content"] == "alpha beta"
+    sent = fake.requests[-1]
+    assert "parameters" not in sent
+    assert json.loads(sent["sampling_parameters"])["stop"] == ["STOP", "<|im_end|>"]
+
+
+async def test_chat_stream_yields_deltas_then_finish_and_usage(
+        triton: tuple[FakeTriton, TritonEngine]) -> None:
+    _, engine = triton
+    chunks = [c async for c in engine.chat_stream(chat("red green blue"))]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "red green blue"
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["completion_tokens"] == 3
+
+
+async def test_text_completion_and_its_stream(triton: tuple[FakeTriton, TritonEngine]) -> None:
+    _, engine = triton
+    request = CompletionRequest.model_validate({"model": "llama", "prompt": ["a b", "c d e"]})
+    result = await engine.complete(request)
+    assert [c["text"] for c in result["choices"]] == ["a b", "c d e"]
+    assert result["usage"]["completion_tokens"] == 5
+    stream_request = CompletionRequest.model_validate({"model": "llama", "prompt": "x y z",
+                                                       "stream": True})
+    chunks = [c async for c in engine.complete_stream(stream_request)]
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == "x y z"
+    assert chunks[-1]["usage"]["total_tokens"] > 3
+
+
+async def test_health_probe(triton: tuple[FakeTriton, TritonEngine]) -> None:
+    _, engine = triton
+    await engine.probe()
+
+
+async def test_errors_before_and_during_the_stream() -> None:
+    fake = FakeTriton("vllm_model", fail_after=2)
+    async with fake as url:
+        wrong = TritonEngine("llama", RemoteSpec(url=url, upstream_model="other"))
+        engine = TritonEngine("llama", RemoteSpec(url=url, upstream_model="vllm_model"))
+        await wrong.start()
+        await engine.start()
+        try:
+            with pytest.raises(InvalidRequest, match="unknown model"):
+                await wrong.chat(chat("hi"))
+            stream = engine.chat_stream(chat("one two three four"))
+            got = [await anext(stream), await anext(stream)]
+            assert got[1]["choices"][0]["delta"]["content"] == " two"
+            with pytest.raises(UpstreamError, match="engine died"):
+                await anext(stream)
+            with pytest.raises(UnsupportedParameter):
+                await engine.chat(chat("hi", n=2))
+        finally:
+            await wrong.close()
+            await engine.close()
+
+
+async def test_a_dead_triton_is_retried_elsewhere_and_cooled_down() -> None:
+    fake = FakeTriton("vllm_model")
+    async with fake as url:
+        dead = TritonEngine("llama", RemoteSpec(url="http://127.0.0.1:9", upstream_model="m"))
+        live = TritonEngine("llama", RemoteSpec(url=url, upstream_model="vllm_model"))
+        router = Router()
+        for engine, rid in ((dead, "dead"), (live, "live")):
+            await engine.start()
+            router.add(Replica(id=rid, model="llama", engine=engine, kind="triton"))
+        try:
+            for _ in range(3):
+                result = await router.chat(chat("still here"))
+                assert result["choices"][0]["message"]["content"] == "still here"
+            down = router.replica("dead")
+            assert down is not None and not down.healthy
+            assert down.last_error is not None and "could not be reached" in down.last_error
+            with pytest.raises(UpstreamUnavailable):
+                await dead.probe()
+        finally:
+            await dead.close()
+            await live.close()
