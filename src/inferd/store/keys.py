@@ -41,7 +41,7 @@ async def _bump_version(conn: AsyncConnection) -> None:
 
 
 def _row(row: sa.Row[Any]) -> dict[str, Any]:
-    return dict(row._mapping)
+    return {str(k): v for k, v in row._mapping.items()}
 
 
 class KeyStore:

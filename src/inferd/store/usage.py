@@ -77,14 +77,15 @@ class UsageStore:
         query = query.limit(limit)
         async with self.db.engine.connect() as conn:
             rows = await conn.execute(query)
-            return [_clean(dict(r._mapping)) for r in rows]
+            return [_clean({str(k): v for k, v in r._mapping.items()}) for r in rows]
 
     async def recent(self, *, limit: int = 100, key_id: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(t).order_by(t.c.id.desc()).limit(limit)
         if key_id is not None:
             query = query.where(t.c.key_id == key_id)
         async with self.db.engine.connect() as conn:
-            return [dict(r._mapping) for r in await conn.execute(query)]
+            return [{str(k): v for k, v in r._mapping.items()}
+                    for r in await conn.execute(query)]
 
     async def tokens_since(self, starts: dict[str, float]) -> dict[str, int]:
         """Total tokens per key id since each key's own start time (budget accounting)."""

@@ -1,0 +1,152 @@
+"""Managing API keys: what the admin API, the S3 routes and ``inferd keys`` share.
+
+``KeyAdmin`` validates a ``KeySpec`` / ``KeyUpdate``, writes through ``KeyStore`` and refreshes
+this process's ``KeyRing`` at once (other gateways follow within their refresh interval).
+``key_view`` is the one public shape of a key: never the hash, the secret key only on
+creation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from inferd.auth.keys import (
+    KeyRing,
+    display_prefix,
+    generate_key,
+    generate_webhook_secret,
+    hash_key,
+)
+from inferd.auth.principal import BudgetPeriod, Scope
+from inferd.errors import InvalidRequest, NotFound
+from inferd.store.keys import KeyStore
+
+MIN_KEY_CHARS = 16
+
+
+class KeyLimits(BaseModel):
+    """The limits and metadata an admin may set on a key (all optional on update)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=200)
+    owner: str | None = Field(default=None, max_length=191)
+    team: str | None = Field(default=None, max_length=191)
+    models: list[str] | None = Field(default=None, max_length=1000)
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    token_budget: int | None = Field(default=None, ge=0)
+    budget_period: BudgetPeriod | None = None
+    expires_at: float | None = Field(default=None, gt=0)
+    metadata: dict[str, str] | None = None
+
+
+class KeySpec(KeyLimits):
+    """A new key."""
+
+    scope: Scope = "user"
+    # Seconds from now (an alternative to ``expires_at``).
+    expires_in: float | None = Field(default=None, gt=0)
+
+
+class KeyUpdate(KeyLimits):
+    """A change to a key: only the fields present in the request are changed."""
+
+    scope: Scope | None = None
+    enabled: bool | None = None
+
+
+def key_view(row: dict[str, Any], *, key: str | None = None,
+             with_secret: bool = False) -> dict[str, Any]:
+    """A key as the API shows it (``key`` only when just created)."""
+    view: dict[str, Any] = {
+        "id": row["id"], "object": "api_key", "name": row["name"], "prefix": row["prefix"],
+        "scope": row["scope"], "owner": row["owner"], "team": row["team"],
+        "models": row["models"], "rpm": row["rpm"], "tpm": row["tpm"],
+        "token_budget": row["token_budget"], "budget_period": row["budget_period"],
+        "expires_at": row["expires_at"], "enabled": bool(row["enabled"]),
+        "metadata": row["extra"] or {}, "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+    if key is not None:
+        view["key"] = key
+    if key is not None or with_secret:
+        view["webhook_secret"] = row["webhook_secret"]
+    return view
+
+
+def _columns(spec: KeyLimits, *, only_set: bool) -> dict[str, Any]:
+    data = spec.model_dump(exclude_unset=only_set)
+    data.pop("expires_in", None)
+    if "metadata" in data:
+        data["extra"] = data.pop("metadata")
+    if data.get("name") is None and "name" in data:
+        data["name"] = ""
+    return data
+
+
+class KeyAdmin:
+    """Create, list, change and revoke keys."""
+
+    def __init__(self, store: KeyStore, ring: KeyRing | None = None) -> None:
+        self.store = store
+        self.ring = ring
+
+    async def _changed(self) -> None:
+        if self.ring is not None:
+            await self.ring.refresh()
+
+    async def create(self, spec: KeySpec, *, key: str | None = None) -> dict[str, Any]:
+        """A new key; the answer holds the key itself, which is never shown again."""
+        import time
+
+        if key is not None and len(key) < MIN_KEY_CHARS:
+            raise InvalidRequest(f"An API key must have at least {MIN_KEY_CHARS} characters.",
+                                 param="key")
+        secret = key or generate_key()
+        values = _columns(spec, only_set=False)
+        values["name"] = values.get("name") or ""
+        if spec.expires_in is not None:
+            values["expires_at"] = time.time() + spec.expires_in
+        values.update(key_hash=hash_key(secret), prefix=display_prefix(secret),
+                      webhook_secret=generate_webhook_secret(), enabled=True)
+        row = await self.store.create(values)
+        await self._changed()
+        return key_view(row, key=secret)
+
+    async def list(self, *, owner: str | None = None, limit: int = 100,
+                   offset: int = 0) -> list[dict[str, Any]]:
+        return [key_view(r) for r in await self.store.list(owner=owner, limit=limit,
+                                                            offset=offset)]
+
+    async def get(self, key_id: int) -> dict[str, Any]:
+        row = await self.store.get(key_id)
+        if row is None:
+            raise NotFound(f"No API key with id {key_id}.", code="key_not_found")
+        return key_view(row, with_secret=True)
+
+    async def update(self, key_id: int, change: KeyUpdate) -> dict[str, Any]:
+        values = _columns(change, only_set=True)
+        row = await self.store.update(key_id, values) if values else await self.store.get(key_id)
+        if row is None:
+            raise NotFound(f"No API key with id {key_id}.", code="key_not_found")
+        await self._changed()
+        return key_view(row)
+
+    async def disable(self, key_id: int) -> dict[str, Any]:
+        return await self.update(key_id, KeyUpdate(enabled=False))
+
+    async def delete(self, key_id: int) -> None:
+        if not await self.store.delete(key_id):
+            raise NotFound(f"No API key with id {key_id}.", code="key_not_found")
+        await self._changed()
+
+    async def revoke(self, key_id: int) -> Literal["deleted", "disabled"]:
+        """S3's rule: a key that was used is disabled (its usage stays), an unused one deleted."""
+        if await self.store.has_usage(key_id):
+            await self.disable(key_id)
+            return "disabled"
+        await self.delete(key_id)
+        return "deleted"

@@ -1,0 +1,143 @@
+"""``inferd keys ...``: manage API keys straight in the database.
+
+Running gateways see a change within their key refresh interval (``INFERD_KEY_REFRESH_SECONDS``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from inferd.auth.admin import KeyAdmin, KeySpec, KeyUpdate
+from inferd.errors import InferdError
+from inferd.settings import load_settings
+from inferd.store.db import Database
+from inferd.store.keys import KeyStore
+
+T = TypeVar("T")
+
+
+def _run(config: Path | None, work: Callable[[KeyAdmin], Awaitable[T]]) -> T:
+    try:
+        settings = load_settings(config)
+    except ValueError as exc:
+        raise click.ClickException(f"invalid settings: {exc}") from exc
+
+    async def main() -> T:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.resolved_database_url())
+        try:
+            await db.migrate()
+            return await work(KeyAdmin(KeyStore(db)))
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(main())
+    except InferdError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+def _echo(data: Any) -> None:
+    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+config_option = click.option("--config", "config", type=click.Path(path_type=Path),
+                             default=None, help="YAML config file (also INFERD_CONFIG).")
+
+
+def limit_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--name", default=None),
+        click.option("--owner", default=None, help="Who the key belongs to."),
+        click.option("--team", default=None),
+        click.option("--model", "models", multiple=True,
+                     help="A model the key may use (repeatable; default: every model)."),
+        click.option("--rpm", type=int, default=None, help="Requests per minute."),
+        click.option("--tpm", type=int, default=None, help="Tokens per minute."),
+        click.option("--budget", "token_budget", type=int, default=None,
+                     help="Token budget (in total, or per --budget-period)."),
+        click.option("--budget-period", type=click.Choice(["day", "week", "month"]),
+                     default=None),
+        click.option("--expires-at", type=float, default=None, help="Epoch seconds."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _fields(values: dict[str, Any]) -> dict[str, Any]:
+    fields = {k: v for k, v in values.items() if v is not None and k != "models"}
+    if values.get("models"):
+        fields["models"] = list(values["models"])
+    return fields
+
+
+@click.group("keys")
+def keys() -> None:
+    """Create, list, change and revoke API keys."""
+
+
+@keys.command("create")
+@config_option
+@limit_options
+@click.option("--scope", type=click.Choice(["user", "admin"]), default="user")
+@click.option("--expires-in", type=float, default=None, help="Seconds from now.")
+def create(config: Path | None, **values: Any) -> None:
+    """Create a key and print it (the key is shown only this once)."""
+    spec = KeySpec.model_validate(_fields(values))
+    _echo(_run(config, lambda admin: admin.create(spec)))
+
+
+@keys.command("list")
+@config_option
+@click.option("--owner", default=None)
+def list_keys(config: Path | None, owner: str | None) -> None:
+    """List keys (never the keys themselves)."""
+    for row in _run(config, lambda admin: admin.list(owner=owner, limit=100_000)):
+        click.echo(orjson.dumps(row).decode())
+
+
+@keys.command("get")
+@config_option
+@click.argument("key_id", type=int)
+def get(config: Path | None, key_id: int) -> None:
+    _echo(_run(config, lambda admin: admin.get(key_id)))
+
+
+@keys.command("update")
+@config_option
+@limit_options
+@click.option("--scope", type=click.Choice(["user", "admin"]), default=None)
+@click.option("--enable/--disable", "enabled", default=None)
+@click.option("--all-models", is_flag=True, help="Lift the model allow-list.")
+@click.argument("key_id", type=int)
+def update(config: Path | None, key_id: int, all_models: bool, **values: Any) -> None:
+    """Change a key's limits, models, scope or expiry (options given only)."""
+    fields = _fields(values)
+    if all_models:
+        fields["models"] = None
+    change = KeyUpdate.model_validate(fields)
+    _echo(_run(config, lambda admin: admin.update(key_id, change)))
+
+
+@keys.command("revoke")
+@config_option
+@click.argument("key_id", type=int)
+def revoke(config: Path | None, key_id: int) -> None:
+    """Disable a key (it stops working within seconds; its usage stays)."""
+    _echo(_run(config, lambda admin: admin.disable(key_id)))
+
+
+@keys.command("delete")
+@config_option
+@click.argument("key_id", type=int)
+def delete(config: Path | None, key_id: int) -> None:
+    """Delete a key for good."""
+    _run(config, lambda admin: admin.delete(key_id))
+    click.echo(f"deleted key {key_id}")

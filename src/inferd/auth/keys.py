@@ -1,0 +1,172 @@
+"""API keys: generation, hashing, and ``KeyRing``, the in-memory cache that authenticates.
+
+A key is ``sk-inferd-`` plus 32 random bytes (URL-safe base64). Only its SHA-256 hash is
+stored (a fast hash is right for a high-entropy random secret: there is nothing to guess) and
+a short prefix for display. ``KeyRing`` holds every key's ``Principal`` by hash, so
+authenticating a request costs a hash and a dict lookup, never a database read. It polls one
+version value in the database every ``refresh_seconds`` and reloads when any gateway changed
+a key, so a revoked key stops working everywhere within that time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from inferd.auth.principal import Principal
+from inferd.errors import AuthenticationFailed
+from inferd.store.keys import KeyStore
+
+log = logging.getLogger("inferd.auth")
+
+KEY_PREFIX = "sk-inferd-"
+DISPLAY_CHARS = len(KEY_PREFIX) + 6
+# An unknown key triggers at most one version check per this many seconds (so a key made
+# on another gateway works at once, while invalid keys cannot hammer the database).
+MISS_REFRESH_SECONDS = 1.0
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def display_prefix(key: str) -> str:
+    return key[:DISPLAY_CHARS]
+
+
+def generate_webhook_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` plus base64 of 32 random bytes."""
+    import base64
+
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def principal_from_row(row: dict[str, Any]) -> Principal:
+    models = row.get("models")
+    extra = {str(k): str(v) for k, v in (row.get("extra") or {}).items()}
+    for field in ("owner", "team"):
+        if row.get(field):
+            extra[field] = str(row[field])
+    return Principal(
+        key_id=str(row["id"]), scope=row["scope"],
+        allowed_models=None if models is None else frozenset(models),
+        webhook_secret=row.get("webhook_secret"), metadata=extra, name=row.get("name") or "",
+        rpm=row.get("rpm"), tpm=row.get("tpm"), token_budget=row.get("token_budget"),
+        budget_period=row.get("budget_period"), expires_at=row.get("expires_at"))
+
+
+class _Entry:
+    __slots__ = ("enabled", "key_hash", "principal")
+
+    def __init__(self, key_hash: str, principal: Principal, enabled: bool) -> None:
+        self.key_hash = key_hash
+        self.principal = principal
+        self.enabled = enabled
+
+
+LoadHook = Callable[[list[Principal]], Awaitable[None]]
+
+
+class KeyRing:
+    """Every API key's principal by hash, kept fresh by polling a version value."""
+
+    def __init__(self, store: KeyStore, *, refresh_seconds: float = 2.0,
+                 on_load: LoadHook | None = None) -> None:
+        self.store = store
+        self.refresh_seconds = refresh_seconds
+        self.on_load = on_load
+        self._entries: dict[str, _Entry] = {}
+        self._version: str | None = None
+        self._checked_at = 0.0
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.has_admin = False
+        self.count = 0
+
+    async def start(self) -> None:
+        await self.reload()
+        self._task = asyncio.get_running_loop().create_task(self._poll())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def reload(self) -> None:
+        """Load every key (the version is read first, so a change in between reloads again)."""
+        version = await self.store.version()
+        rows = await self.store.all()
+        entries = {r["key_hash"]: _Entry(r["key_hash"], principal_from_row(r), bool(r["enabled"]))
+                   for r in rows}
+        now = time.time()
+        self._entries = entries
+        self._version = version
+        self._checked_at = time.monotonic()
+        self.count = len(entries)
+        self.has_admin = any(e.enabled and e.principal.is_admin and
+                             (e.principal.expires_at is None or e.principal.expires_at > now)
+                             for e in entries.values())
+        if self.on_load is not None:
+            await self.on_load([e.principal for e in entries.values() if e.enabled])
+
+    async def refresh(self) -> bool:
+        """Reload if any key changed since the last load; True when it reloaded."""
+        async with self._lock:
+            self._checked_at = time.monotonic()
+            if await self.store.version() == self._version:
+                return False
+            await self.reload()
+            return True
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            try:
+                await self.refresh()
+            except Exception as exc:  # the store may be down for a while; keep the cache
+                log.warning("could not refresh API keys: %s", exc)
+
+    def principals(self) -> list[Principal]:
+        return [e.principal for e in self._entries.values()]
+
+    def authenticate(self, key: str) -> Principal:
+        """The key's principal; raises ``AuthenticationFailed`` (401) otherwise."""
+        digest = hash_key(key)
+        entry = self._entries.get(digest)
+        if entry is None or not secrets.compare_digest(entry.key_hash, digest):
+            raise AuthenticationFailed(
+                f"Incorrect API key provided: {display_prefix(key)}... You can find your API "
+                "key in your inferd admin or ask your administrator.")
+        if not entry.enabled:
+            raise AuthenticationFailed("This API key has been disabled.", code="key_disabled")
+        principal = entry.principal
+        if principal.expires_at is not None and principal.expires_at <= time.time():
+            raise AuthenticationFailed("This API key has expired.", code="key_expired")
+        return principal
+
+    def lookup(self, key: str) -> Principal | None:
+        """The key's principal, or None when it is unknown (not checking enabled/expiry)."""
+        entry = self._entries.get(hash_key(key))
+        return None if entry is None else entry.principal
+
+    async def authenticate_fresh(self, key: str) -> Principal:
+        """Like ``authenticate``, but an unknown key first checks for new keys (rate-limited)."""
+        try:
+            return self.authenticate(key)
+        except AuthenticationFailed:
+            if (hash_key(key) in self._entries
+                    or time.monotonic() - self._checked_at < MISS_REFRESH_SECONDS):
+                raise
+        await self.refresh()
+        return self.authenticate(key)

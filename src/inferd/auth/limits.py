@@ -1,0 +1,178 @@
+"""Per-key limits: requests/min, tokens/min and token budgets, exact under concurrency.
+
+The seam is ``Limiter``: ``acquire`` checks every limit of a key and reserves in one atomic
+step (or raises ``RateLimited``), ``settle`` corrects the token reservation with the real
+usage once the request is done. Two implementations:
+
+- ``LocalLimiter``: state in this process. The check-and-reserve runs without an ``await``
+  in the event loop, so concurrent requests cannot interleave inside it.
+- ``inferd.auth.redis_limits.RedisLimiter``: state in Redis, one script call per request, so
+  several gateways share the limits exactly.
+
+Rates are token buckets (the generic cell rate algorithm): a key with ``rpm=10`` may send 10
+requests at once and then one every 6 seconds; tokens/min works the same with the request's
+token estimate as its cost. A budget is a counter of tokens used since the period began
+(UTC day, ISO week, calendar month) or ever.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from inferd.auth.principal import BudgetPeriod, Principal
+from inferd.errors import RateLimited
+
+# A total budget (no period) has no end: tell clients to come back in an hour.
+NO_PERIOD_RETRY_SECONDS = 3600.0
+
+
+@dataclass(slots=True)
+class Reservation:
+    """What ``acquire`` took for one request; handed back to ``settle``."""
+
+    principal: Principal
+    tokens: int
+    budget_start: float | None
+
+
+class Limiter(Protocol):
+    """Atomic check-and-reserve of a key's limits."""
+
+    async def acquire(self, principal: Principal, tokens: int) -> Reservation:
+        """Reserve one request and ``tokens`` tokens, or raise ``RateLimited``."""
+        ...
+
+    def settle(self, reservation: Reservation, tokens: int) -> None:
+        """Replace the reserved token estimate with the tokens really used (no waiting)."""
+        ...
+
+    async def seed_budget(self, key_id: str, period_start: float, used: int) -> None:
+        """Start a budget counter at ``used`` unless it already counts this period."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def period_bounds(period: BudgetPeriod | None, now: float) -> tuple[float, float | None]:
+    """Start and end (epoch seconds, UTC) of the budget period holding ``now``."""
+    if period is None:
+        return 0.0, None
+    day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        start, end = day, day + timedelta(days=1)
+    elif period == "week":
+        start = day - timedelta(days=day.weekday())
+        end = start + timedelta(days=7)
+    else:
+        start = day.replace(day=1)
+        days = calendar.monthrange(start.year, start.month)[1]
+        end = start + timedelta(days=days)
+    return start.timestamp(), end.timestamp()
+
+
+def rate_limited(reason: str, principal: Principal, wait: float) -> RateLimited:
+    if reason == "rpm":
+        return RateLimited(f"Rate limit reached: {principal.rpm} requests per minute for this "
+                           f"API key. Try again in {wait:.1f}s.", retry_after=wait)
+    if reason == "tpm":
+        return RateLimited(f"Rate limit reached: {principal.tpm} tokens per minute for this "
+                           f"API key. Try again in {wait:.1f}s.", retry_after=wait)
+    return RateLimited(f"Token budget of {principal.token_budget} tokens for this API key is "
+                       "used up.", retry_after=wait, code="insufficient_quota")
+
+
+class _KeyState:
+    """Buckets and budget counter of one key (in this process)."""
+
+    __slots__ = ("budget_start", "budget_used", "req_level", "req_stamp", "tok_level",
+                 "tok_stamp")
+
+    def __init__(self, now: float) -> None:
+        # None: a full bucket (the capacity is known only on use, and may change)
+        self.req_level: float | None = None
+        self.req_stamp = now
+        self.tok_level: float | None = None
+        self.tok_stamp = now
+        self.budget_start = -1.0
+        self.budget_used = 0
+
+
+def _refill(level: float | None, stamp: float, capacity: int, now: float) -> float:
+    if level is None:
+        return float(capacity)
+    return min(float(capacity), level + (now - stamp) * capacity / 60.0)
+
+
+class LocalLimiter:
+    """Limits kept in this process's memory; exact for one process."""
+
+    def __init__(self) -> None:
+        self._state: dict[str, _KeyState] = {}
+
+    def _get(self, key_id: str, now: float) -> _KeyState:
+        state = self._state.get(key_id)
+        if state is None:
+            state = self._state[key_id] = _KeyState(now)
+        return state
+
+    async def acquire(self, principal: Principal, tokens: int) -> Reservation:
+        # No await between the checks and the updates: this block is atomic in the loop.
+        key_id = principal.key_id or ""
+        now = time.monotonic()
+        state = self._get(key_id, now)
+        req_level = tok_level = 0.0
+        if principal.rpm is not None:
+            req_level = _refill(state.req_level, state.req_stamp, principal.rpm, now)
+            if req_level < 1.0:
+                wait = (1.0 - req_level) * 60.0 / max(principal.rpm, 1)
+                raise rate_limited("rpm", principal, wait)
+        if principal.tpm is not None:
+            tok_level = _refill(state.tok_level, state.tok_stamp, principal.tpm, now)
+            need = min(tokens, principal.tpm)
+            if tok_level < need:
+                wait = (need - tok_level) * 60.0 / max(principal.tpm, 1)
+                raise rate_limited("tpm", principal, wait)
+        budget_start = None
+        if principal.token_budget is not None:
+            wall = time.time()
+            budget_start, end = period_bounds(principal.budget_period, wall)
+            if state.budget_start != budget_start:
+                state.budget_start, state.budget_used = budget_start, 0
+            if state.budget_used + tokens > principal.token_budget:
+                wait = end - wall if end is not None else NO_PERIOD_RETRY_SECONDS
+                raise rate_limited("budget", principal, wait)
+            state.budget_used += tokens
+        if principal.rpm is not None:
+            state.req_level, state.req_stamp = req_level - 1.0, now
+        if principal.tpm is not None:
+            state.tok_level, state.tok_stamp = tok_level - tokens, now
+        return Reservation(principal, tokens, budget_start)
+
+    def settle(self, reservation: Reservation, tokens: int) -> None:
+        delta = tokens - reservation.tokens
+        if not delta:
+            return
+        state = self._state.get(reservation.principal.key_id or "")
+        if state is None:
+            return
+        if reservation.principal.tpm is not None and state.tok_level is not None:
+            # May go below zero: a request that used more than estimated leaves a debt.
+            state.tok_level -= delta
+        if reservation.budget_start is not None and state.budget_start == reservation.budget_start:
+            state.budget_used += delta
+
+    async def seed_budget(self, key_id: str, period_start: float, used: int) -> None:
+        state = self._get(key_id, time.monotonic())
+        if state.budget_start != period_start:
+            state.budget_start, state.budget_used = period_start, used
+
+    def budget_used(self, key_id: str) -> int:
+        state = self._state.get(key_id)
+        return 0 if state is None else state.budget_used
+
+    async def close(self) -> None:
+        self._state.clear()

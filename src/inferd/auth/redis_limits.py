@@ -1,0 +1,154 @@
+"""``RedisLimiter``: the limits of ``inferd.auth.limits`` shared by every gateway through Redis.
+
+``acquire`` is one ``EVALSHA`` of a Lua script that refills the key's buckets with Redis's own
+clock, checks requests/min, tokens/min and the budget, and reserves all three or nothing:
+Redis runs a script atomically, so any number of gateways get exact limits. ``settle``
+queues the token correction; a background task sends the queued corrections in one pipeline,
+so a request never waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from inferd.auth.limits import (
+    NO_PERIOD_RETRY_SECONDS,
+    Reservation,
+    period_bounds,
+    rate_limited,
+)
+from inferd.auth.principal import Principal
+
+log = logging.getLogger("inferd.limits")
+
+# KEYS: request bucket, token bucket, budget counter.
+# ARGV: rpm, tpm (0: no limit), cost, budget (-1: none), budget ttl (0: none).
+# Returns {1, 0, 0} when reserved, else {0, wait in ms, reason 1=rpm 2=tpm 3=budget}.
+ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cost, budget, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local function level(key, cap)
+  local v = redis.call('HMGET', key, 'l', 's')
+  local l, s = tonumber(v[1]), tonumber(v[2])
+  if l == nil or s == nil then return cap end
+  return math.min(cap, l + (now - s) * cap / 60)
+end
+local rl, tl = 0, 0
+if rpm > 0 then
+  rl = level(KEYS[1], rpm)
+  if rl < 1 then return {0, math.ceil((1 - rl) * 60000 / rpm), 1} end
+end
+if tpm > 0 then
+  tl = level(KEYS[2], tpm)
+  local need = math.min(cost, tpm)
+  if tl < need then return {0, math.ceil((need - tl) * 60000 / tpm), 2} end
+end
+if budget >= 0 then
+  local used = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if used + cost > budget then return {0, 0, 3} end
+  redis.call('INCRBY', KEYS[3], cost)
+  if ttl > 0 then redis.call('EXPIRE', KEYS[3], ttl) end
+end
+if rpm > 0 then
+  redis.call('HSET', KEYS[1], 'l', tostring(rl - 1), 's', tostring(now))
+  redis.call('EXPIRE', KEYS[1], 120)
+end
+if tpm > 0 then
+  redis.call('HSET', KEYS[2], 'l', tostring(tl - cost), 's', tostring(now))
+  redis.call('EXPIRE', KEYS[2], 120)
+end
+return {1, 0, 0}
+"""
+
+_REASONS = {1: "rpm", 2: "tpm", 3: "budget"}
+
+
+class RedisLimiter:
+    """Exact limits across processes, one Redis round trip per request."""
+
+    def __init__(self, url: str, *, prefix: str = "inferd") -> None:
+        self.redis: aioredis.Redis = aioredis.from_url(url)
+        self.prefix = prefix
+        self._acquire = self.redis.register_script(ACQUIRE)
+        self._pending: list[tuple[str, int, bool]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def _keys(self, key_id: str, budget_start: float | None) -> list[str]:
+        base = f"{self.prefix}:limits:{{{key_id}}}"
+        period = "none" if budget_start is None else str(int(budget_start))
+        return [f"{base}:req", f"{base}:tok", f"{base}:budget:{period}"]
+
+    async def acquire(self, principal: Principal, tokens: int) -> Reservation:
+        key_id = principal.key_id or ""
+        budget_start = None
+        budget, ttl, end = -1, 0, None
+        if principal.token_budget is not None:
+            now = time.time()
+            budget_start, end = period_bounds(principal.budget_period, now)
+            budget = principal.token_budget
+            ttl = int(end - now) + 3600 if end is not None else 0
+        keys = self._keys(key_id, budget_start)
+        result: Any = await self._acquire(keys=keys, args=[
+            principal.rpm or 0, principal.tpm or 0, tokens, budget, ttl])
+        if int(result[0]) != 1:
+            reason = _REASONS[int(result[2])]
+            wait = int(result[1]) / 1000.0
+            if reason == "budget":
+                wait = end - time.time() if end is not None else NO_PERIOD_RETRY_SECONDS
+            raise rate_limited(reason, principal, wait)
+        return Reservation(principal, tokens, budget_start)
+
+    def settle(self, reservation: Reservation, tokens: int) -> None:
+        delta = tokens - reservation.tokens
+        if not delta:
+            return
+        principal = reservation.principal
+        keys = self._keys(principal.key_id or "", reservation.budget_start)
+        if principal.tpm is not None:
+            self._pending.append((keys[1], delta, True))
+        if reservation.budget_start is not None:
+            self._pending.append((keys[2], delta, False))
+        if self._pending and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0.01)  # gather the corrections of a burst into one pipeline
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key, delta, is_bucket in pending:
+                    if is_bucket:
+                        pipe.hincrbyfloat(key, "l", -delta)
+                    else:
+                        pipe.incrby(key, delta)
+                await pipe.execute()
+        except aioredis.RedisError as exc:
+            log.warning("could not settle %d token reservations in Redis: %s", len(pending), exc)
+
+    async def seed_budget(self, key_id: str, period_start: float, used: int) -> None:
+        await self.redis.set(self._keys(key_id, period_start)[2], used, nx=True)
+
+    async def budget_used(self, key_id: str, period_start: float | None) -> int:
+        value = await self.redis.get(self._keys(key_id, period_start)[2])
+        return int(value or 0)
+
+    async def reset(self, key_id: str) -> None:
+        """Forget a key's buckets and counters (tests, and a deleted key)."""
+        base = f"{self.prefix}:limits:{{{key_id}}}"
+        names = [k async for k in self.redis.scan_iter(match=f"{base}:*")]
+        if names:
+            await self.redis.delete(*names)
+
+    async def close(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            await self._flusher
+        await self.redis.aclose()

@@ -1,0 +1,64 @@
+"""``/admin/v1/usage``: usage aggregated by key, model and time (admin scope)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal, cast
+
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from inferd.errors import InvalidRequest, Unavailable
+from inferd.http.auth import AdminDep
+from inferd.http.deps import ServicesDep
+from inferd.http.responses import json_response
+from inferd.store.usage import GroupBy, UsageStore
+
+router = APIRouter(prefix="/admin/v1/usage", tags=["admin"])
+
+GROUPS = ("key", "model", "time")
+
+
+async def _store(services: ServicesDep) -> UsageStore:
+    inference = services.inference
+    if inference.usage_store is None:
+        raise Unavailable("Usage metering is not available in this process.")
+    if inference.usage is not None:
+        await inference.usage.flush()  # include the requests still in the buffer
+    store: UsageStore = inference.usage_store
+    return store
+
+
+def _groups(text: str) -> list[GroupBy]:
+    groups = [g.strip() for g in text.split(",") if g.strip()]
+    for group in groups:
+        if group not in GROUPS:
+            raise InvalidRequest(f"group_by accepts {', '.join(GROUPS)}; got '{group}'.",
+                                 param="group_by", code="invalid_value")
+    return [cast(GroupBy, g) for g in groups]
+
+
+@router.get("")
+async def usage(services: ServicesDep, _admin: AdminDep,
+                group_by: str = "key,model",
+                bucket: Literal["minute", "hour", "day"] = "hour",
+                since: float | None = None, until: float | None = None,
+                key_id: str | None = None, model: str | None = None,
+                limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> Response:
+    """Requests, errors, tokens and latency per group; ``since``/``until`` are epoch seconds."""
+    groups = _groups(group_by)
+    store = await _store(services)
+    rows = await store.aggregate(group_by=groups, bucket=bucket, since=since, until=until,
+                                 key_id=key_id, model=model, limit=limit)
+    return json_response({"object": "list", "group_by": groups, "bucket": bucket,
+                          "since": since, "until": until, "generated_at": time.time(),
+                          "data": rows})
+
+
+@router.get("/records")
+async def records(services: ServicesDep, _admin: AdminDep, key_id: str | None = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
+    """The newest usage records, one per request."""
+    store = await _store(services)
+    return json_response({"object": "list",
+                          "data": await store.recent(limit=limit, key_id=key_id)})

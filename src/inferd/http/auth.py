@@ -1,0 +1,116 @@
+"""API-key authentication as a small pure-ASGI middleware.
+
+For every HTTP request outside ``PUBLIC_PATHS`` it reads the key (``Authorization: Bearer``
+or ``X-API-Key``), resolves it through the in-memory ``KeyRing`` (no database read) and puts
+the ``Principal`` in ``scope["state"]["principal"]``, where ``http.deps.get_principal`` finds
+it. While keys are not enforced (see ``inferd.auth.bootstrap``) a request without a known key
+is the anonymous admin; a known key still applies, with its limits. Paths under
+``ADMIN_PREFIXES`` need an admin key (403 otherwise); other admin routes use ``AdminDep``.
+
+It also makes the request id (set by ``RequestGuard``) the context of every log line.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import Depends
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from inferd.auth.principal import ANONYMOUS, Principal
+from inferd.errors import AuthenticationFailed, InferdError, PermissionDenied
+from inferd.http.deps import get_principal
+from inferd.logs import request_id_var
+
+PUBLIC_PATHS = {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect",
+                "/openapi.json", "/favicon.ico", "/", "/ui", "/ui/"}
+PUBLIC_PREFIXES: tuple[str, ...] = ("/ui/static/",)
+ADMIN_PREFIXES: tuple[str, ...] = ("/admin/", "/tables", "/generate_api_key",
+                                   "/delete_api_key")
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            text: str = value.decode("latin-1")
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return text.strip() or None
+        if name == b"x-api-key":
+            key: str = value.decode("latin-1").strip()
+            return key or None
+    return None
+
+
+class AuthMiddleware:
+    """Resolves the caller's key into a ``Principal`` for every HTTP request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        request_id_var.set(state.get("request_id"))
+        path: str = scope["path"]
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        try:
+            state["principal"] = await self._principal(scope)
+        except InferdError as exc:
+            await _refuse(send, exc)
+            return
+        await self.app(scope, receive, send)
+
+    async def _principal(self, scope: Scope) -> Principal:
+        inference = scope["app"].state.services.inference
+        keys = inference.keys
+        token = _bearer(scope)
+        enforcing = inference.enforcing
+        if keys is None:
+            principal = ANONYMOUS
+        elif enforcing:
+            if token is None:
+                inference.metrics.auth_failures.inc()
+                raise AuthenticationFailed(
+                    "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
+                    code="missing_api_key")
+            try:
+                principal = await keys.authenticate_fresh(token)
+            except AuthenticationFailed:
+                inference.metrics.auth_failures.inc()
+                raise
+        else:
+            # Keys are off: any client may call; a known key still brings its limits.
+            known = keys.lookup(token) if token is not None else None
+            principal = keys.authenticate(token) if known is not None and token else ANONYMOUS
+        if not principal.is_admin and scope["path"].startswith(ADMIN_PREFIXES):
+            raise PermissionDenied("This endpoint needs an admin API key.",
+                                   code="admin_scope_required")
+        return principal
+
+
+async def _refuse(send: Send, exc: InferdError) -> None:
+    body = orjson.dumps({"error": exc.to_dict()})
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    if exc.status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="inferd"'))
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    """A route dependency: 403 unless the caller holds an admin key."""
+    if not principal.is_admin:
+        raise PermissionDenied("This endpoint needs an admin API key.",
+                               code="admin_scope_required")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]

@@ -1,0 +1,129 @@
+"""Prometheus collectors (prometheus-client), one registry per running inferd.
+
+Request metrics are updated by ``inferd.inference`` on every request. Gauges owned by other
+parts are read when ``/metrics`` is scraped, through callbacks registered here, so this module
+imports none of them:
+
+- ``register_gauge(name, help, read)``: any number, e.g. the job queue's depth;
+- ``register_replicas(read)``: the router's replica states (healthy, in flight, cooldown).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("inferd.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0, 60.0, 120.0)
+
+
+@dataclass
+class ReplicaState:
+    """What ``/metrics`` shows about one replica."""
+
+    id: str
+    model: str
+    healthy: bool
+    in_flight: int = 0
+    cooldown_until: float | None = None  # epoch seconds
+    failures: int = 0
+
+
+class _Callbacks(Collector):
+    """Reads the registered gauges and replica states at scrape time."""
+
+    def __init__(self) -> None:
+        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.replicas: list[Callable[[], Iterable[ReplicaState]]] = []
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (doc, read) in self.gauges.items():
+            family = GaugeMetricFamily(name, doc)
+            try:
+                family.add_metric([], float(read()))
+            except Exception as exc:  # a broken callback must not break the scrape
+                log.warning("metric %s failed: %s", name, exc)
+                continue
+            yield family
+        if not self.replicas:
+            return
+        labels = ["replica", "model"]
+        healthy = GaugeMetricFamily("inferd_replica_healthy",
+                                    "1 when the replica takes requests", labels=labels)
+        in_flight = GaugeMetricFamily("inferd_replica_in_flight",
+                                      "Requests the replica is serving", labels=labels)
+        cooldown = GaugeMetricFamily("inferd_replica_cooldown_seconds",
+                                     "Seconds until a cooled-down replica is tried again",
+                                     labels=labels)
+        failures = GaugeMetricFamily("inferd_replica_consecutive_failures",
+                                     "Failures since the replica last succeeded", labels=labels)
+        now = time.time()
+        for source in self.replicas:
+            try:
+                states = list(source())
+            except Exception as exc:
+                log.warning("replica states failed: %s", exc)
+                continue
+            for s in states:
+                key = [s.id, s.model]
+                healthy.add_metric(key, 1.0 if s.healthy else 0.0)
+                in_flight.add_metric(key, float(s.in_flight))
+                cooldown.add_metric(key, max(0.0, (s.cooldown_until or now) - now))
+                failures.add_metric(key, float(s.failures))
+        yield from (healthy, in_flight, cooldown, failures)
+
+
+class Metrics:
+    """The collectors of one process and the hooks other parts register with."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("inferd_requests", "Inference requests by outcome",
+                                ["model", "endpoint", "status"], registry=r)
+        self.latency = Histogram("inferd_request_duration_seconds",
+                                 "Time from request to last byte", ["model", "endpoint"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("inferd_time_to_first_token_seconds",
+                              "Time to the first streamed chunk", ["model"],
+                              buckets=LATENCY_BUCKETS, registry=r)
+        self.tokens = Counter("inferd_tokens", "Tokens processed", ["model", "type"],
+                              registry=r)
+        self.in_flight = Gauge("inferd_requests_in_flight", "Inference requests under way",
+                               ["model"], registry=r)
+        self.rate_limited = Counter("inferd_rate_limited", "Requests refused by a key's limits",
+                                    ["reason"], registry=r)
+        self.auth_failures = Counter("inferd_auth_failures", "Requests refused with 401",
+                                     registry=r)
+        self._callbacks = _Callbacks()
+        r.register(self._callbacks)
+        # Label children by key, so the hot path skips prometheus-client's label lookup.
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def register_gauge(self, name: str, doc: str, read: Callable[[], float]) -> None:
+        """Expose ``read()`` as gauge ``name`` (e.g. ``inferd_queue_depth``)."""
+        self._callbacks.gauges[name] = (doc, read)
+
+    def register_replicas(self, read: Callable[[], Iterable[ReplicaState]]) -> None:
+        """Expose the replica states ``read()`` returns at each scrape."""
+        self._callbacks.replicas.append(read)
+
+    def child(self, kind: str, *labels: str) -> Any:
+        key = (kind, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = getattr(self, kind).labels(*labels)
+        return child
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
