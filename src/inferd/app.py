@@ -13,6 +13,12 @@ from inferd.http import openai as openai_routes
 from inferd.http.admin import models as admin_models
 from inferd.http.admin import replicas as admin_replicas
 from inferd.http.compat import s3_models
+from inferd.http import metrics as metrics_routes
+from inferd.http.admin import keys as admin_keys
+from inferd.http.admin import tables as admin_tables
+from inferd.http.admin import usage as admin_usage
+from inferd.http.auth import AuthMiddleware
+from inferd.http.compat import s3_keys
 from inferd.http.middleware import RequestGuard
 from inferd.services import Services
 from inferd.settings import Settings
@@ -38,6 +44,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin_models.router)
     app.include_router(admin_replicas.router)
     app.include_router(s3_models.router)
+    for module in (metrics_routes, admin_keys, admin_usage, admin_tables, s3_keys):
+        app.include_router(module.router)
+    app.add_middleware(AuthMiddleware)  # inside RequestGuard: sees the request id
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
                        max_file_bytes=settings.max_file_bytes)
     return app

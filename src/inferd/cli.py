@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,10 @@ def _model_specs(values: tuple[str, ...]) -> list[ModelSpec] | None:
         raise click.BadParameter(str(exc), param_hint="--model") from exc
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def _configure_logging(level: str, fmt: str = "json") -> None:
+    from inferd.logs import configure
+
+    configure(level, fmt)
 
 
 config_option = click.option("--config", "config", type=click.Path(path_type=Path),
@@ -72,10 +72,11 @@ def _run(settings: Settings) -> None:
 
     from inferd.app import create_app
 
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level, loop="uvloop", http="httptools",
-                access_log=False, timeout_graceful_shutdown=5)
+                access_log=False, timeout_graceful_shutdown=5,
+                log_config={"version": 1, "disable_existing_loggers": False})
 
 
 @main.command("models")
@@ -101,3 +102,12 @@ def migrate(config: Path | None) -> None:
     db = Database(settings.resolved_database_url())
     asyncio.run(db.migrate())
     click.echo(f"migrated {db.dialect} database")
+
+
+def _add_keys_group() -> None:
+    from inferd.auth.cli import keys
+
+    main.add_command(keys)
+
+
+_add_keys_group()

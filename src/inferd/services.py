@@ -37,8 +37,11 @@ class Services:
         db = Database(settings.resolved_database_url())
         await db.migrate()
         router = Router(max_attempts=settings.router_max_attempts)
-        services = cls(settings=settings, db=db, router=router, inference=Inference(router))
+        services = cls(settings=settings, db=db, router=router,
+                       inference=await Inference.start(settings, db, router))
         services.stack.push_async_callback(db.close)
+        # keys, limits, usage recorder: closed before the database (flushes usage)
+        services.stack.push_async_callback(services.inference.close)
         engines = [(spec, build_engine(spec)) for spec in settings.all_models()]
         # Load models one after another: on two cores parallel loads only thrash.
         for spec, engine in engines:
