@@ -19,6 +19,10 @@ from inferd.http.admin import tables as admin_tables
 from inferd.http.admin import usage as admin_usage
 from inferd.http.auth import AuthMiddleware
 from inferd.http.compat import s3_keys
+from inferd.http import batches as batch_routes
+from inferd.http import files as file_routes
+from inferd.http import jobs as job_routes
+from inferd.http.compat import s0, s1, s4
 from inferd.http.middleware import RequestGuard
 from inferd.services import Services
 from inferd.settings import Settings
@@ -45,6 +49,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin_replicas.router)
     app.include_router(s3_models.router)
     for module in (metrics_routes, admin_keys, admin_usage, admin_tables, s3_keys):
+        app.include_router(module.router)
+    for module in (job_routes, file_routes, batch_routes, s0, s1, s4):  # jobs, batches, S0/S1/S4
         app.include_router(module.router)
     app.add_middleware(AuthMiddleware)  # inside RequestGuard: sees the request id
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,

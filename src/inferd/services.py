@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from inferd.engines import build_engine
 from inferd.inference import Inference
+from inferd.jobs.service import JobService, start_jobs
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
 from inferd.routing.router import Replica, Router
 from inferd.settings import Settings
@@ -30,6 +31,7 @@ class Services:
     started_at: int = field(default_factory=lambda: int(time.time()))
     stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     catalog: ReplicaCatalog | None = None  # stored models/replicas, health checks
+    jobs: JobService | None = None  # durable jobs, batches; in-process queue + workers
 
     @classmethod
     async def start(cls, settings: Settings) -> Services:
@@ -52,6 +54,8 @@ class Services:
                        aliases=spec.aliases)
         services.catalog = await start_catalog(router, ReplicaStore(db), settings)
         services.stack.push_async_callback(services.catalog.close)
+        services.jobs = await start_jobs(db, router, services.inference, settings)
+        services.stack.push_async_callback(services.jobs.close)
         return services
 
     async def close(self) -> None:

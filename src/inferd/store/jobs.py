@@ -203,6 +203,15 @@ class JobStore:
                         webhook_state=webhook_state))
         return bool(updated.rowcount == 1)
 
+    async def release(self, job_id: str, worker: str) -> None:
+        """Hand a job back on shutdown: pending again, and this attempt does not count."""
+        async with self.db.engine.begin() as conn:
+            await conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id, jobs.c.claimed_by == worker,
+                                      jobs.c.status == "running")
+                .values(status="pending", claimed_by=None, lease_expires_at=None,
+                        attempts=jobs.c.attempts - 1))
+
     async def recoverable(self) -> list[JobRecord]:
         """Jobs to (re-)enqueue: pending ones and running ones whose lease expired."""
         now = time.time()

@@ -1,1 +1,56 @@
-"""The replaced systems' routes (S0-S4), mapped onto the core."""
+"""The replaced systems' routes (S0-S4), mapped onto the core.
+
+The helpers here are shared by the compat APIs that run on the job system (S0, S1) and S4.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferd.errors import ModelNotFound, Unavailable
+from inferd.routing.router import Router
+from inferd.store.jobs import JobRecord
+
+
+def default_chat_model(router: Router) -> str:
+    """The first model that chats: what a replaced system's request without a known model
+    runs on."""
+    for info in router.models():
+        if "chat" in info.capabilities:
+            return info.name
+    raise Unavailable("No chat model is being served.")
+
+
+def chat_model(router: Router, name: str | None) -> str:
+    """``name`` when it is served, else the default chat model (the replaced systems named
+    models that are not served here)."""
+    if name:
+        try:
+            return router.resolve(name)
+        except ModelNotFound:
+            pass
+    return default_chat_model(router)
+
+
+def context_length(router: Router, model: str) -> int | None:
+    return next((m.context_length for m in router.models() if m.name == model), None)
+
+
+def token_limit(router: Router, model: str, limit: int | None) -> int | None:
+    """A token limit as an upper bound: one the model's context cannot hold means "as many as
+    fit" rather than an error."""
+    size = context_length(router, model)
+    if limit is None or (size is not None and limit >= size):
+        return None
+    return limit
+
+
+def result_text(job: JobRecord) -> str | None:
+    """The generated text of a finished chat or completion job."""
+    result: dict[str, Any] | None = job.result
+    if not result or not result.get("choices"):
+        return None
+    choice = result["choices"][0]
+    if "message" in choice:
+        return str(choice["message"].get("content") or "")
+    return str(choice.get("text") or "")

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from inferd.http.deps import PrincipalDep, ServicesDep, read_model, unless_disconnected
+from inferd.http.jobs import prefers_async, submit_async
 from inferd.http.responses import json_response
 from inferd.http.sse import openai_events, sse_response
 from inferd.schemas.openai import ChatCompletionRequest
@@ -16,6 +17,8 @@ router = APIRouter(tags=["openai"])
 @router.post("/v1/chat/completions")
 async def create_chat_completion(request: Request, services: ServicesDep,
                               principal: PrincipalDep) -> Response:
+    if prefers_async(request):  # Prefer: respond-async -> 202 with a durable job
+        return await submit_async(request, services, "/v1/chat/completions")
     body = await read_model(request, ChatCompletionRequest)
     if body.stream:
         stream = await services.inference.chat_stream(body, principal)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from inferd.http.deps import PrincipalDep, ServicesDep, read_model
+from inferd.http.jobs import prefers_async, submit_async
 from inferd.http.responses import json_response
 from inferd.schemas.openai import EmbeddingRequest
 
@@ -15,5 +16,7 @@ router = APIRouter(tags=["openai"])
 @router.post("/v1/embeddings")
 async def create_embeddings(request: Request, services: ServicesDep,
                               principal: PrincipalDep) -> Response:
+    if prefers_async(request):  # Prefer: respond-async -> 202 with a durable job
+        return await submit_async(request, services, "/v1/embeddings")
     body = await read_model(request, EmbeddingRequest)
     return json_response(await services.inference.embed(body, principal))

@@ -1,0 +1,56 @@
+"""``/v1/batches``: the OpenAI Batch API, run on the job system."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from inferd.http.deps import PrincipalDep
+from inferd.http.jobs import JobsDep
+from inferd.http.responses import json_response
+
+router = APIRouter(tags=["batch"])
+
+
+class BatchCreate(BaseModel):
+    """``POST /v1/batches``."""
+
+    model_config = ConfigDict(extra="allow")
+    input_file_id: str = Field(min_length=1)
+    endpoint: str = Field(min_length=1)
+    completion_window: str = "24h"
+    metadata: dict[str, Any] | None = None
+
+
+@router.post("/v1/batches")
+async def create_batch(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    spec = BatchCreate.model_validate_json(await request.body())
+    batch = await jobs.batches.create(principal, spec.input_file_id, spec.endpoint,
+                                      spec.completion_window, spec.metadata)
+    return json_response(await jobs.batches.batch_object(batch))
+
+
+@router.get("/v1/batches")
+async def list_batches(jobs: JobsDep, principal: PrincipalDep, after: str | None = None,
+                       limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Response:
+    records, has_more = await jobs.batches.store.page(
+        owner=principal.key_id, all_owners=principal.is_admin, after=after, limit=limit)
+    data = [await jobs.batches.batch_object(b) for b in records]
+    return json_response({"object": "list", "data": data, "has_more": has_more,
+                          "first_id": data[0]["id"] if data else None,
+                          "last_id": data[-1]["id"] if data else None})
+
+
+@router.get("/v1/batches/{batch_id}")
+async def retrieve_batch(batch_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    batch = await jobs.batches.get(principal, batch_id)
+    return json_response(await jobs.batches.batch_object(batch))
+
+
+@router.post("/v1/batches/{batch_id}/cancel")
+async def cancel_batch(batch_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    batch = await jobs.batches.cancel(principal, batch_id)
+    return json_response(await jobs.batches.batch_object(batch))

@@ -1,0 +1,113 @@
+"""S0 ("LLM API Service"): contexts (stored prompts) and results on the job system.
+
+``POST /models/send/{model}/{context_id}`` returns a result id at once; the result is a job whose
+status reads ``pending`` until it is ``completed`` or ``failed``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict
+from starlette.responses import Response
+
+from inferd.auth.principal import Principal
+from inferd.errors import NotFound
+from inferd.http.compat import result_text
+from inferd.http.deps import PrincipalDep, ServicesDep
+from inferd.http.jobs import JobsDep
+from inferd.http.responses import json_response
+from inferd.store.jobs import JobRecord
+from inferd.store.jobs_contexts import ContextRecord, ContextStore
+
+router = APIRouter(tags=["compat-s0"])
+
+_STATUS = {"pending": "pending", "running": "pending", "completed": "completed",
+           "failed": "failed", "cancelled": "failed"}
+
+
+class ContextCreate(BaseModel):
+    """``POST /contexts/``."""
+
+    model_config = ConfigDict(extra="ignore")
+    content: str
+
+
+def context_object(context: ContextRecord) -> dict[str, Any]:
+    return {"id": context.id, "content": context.content,
+            "created_at": int(context.created_at)}
+
+
+def result_object(job: JobRecord) -> dict[str, Any]:
+    error = (job.error or {}).get("message") if job.status in ("failed", "cancelled") else None
+    return {"id": job.id, "result_id": job.id, "context_id": (job.meta or {}).get("context_id"),
+            "model": job.model, "status": _STATUS[job.status], "content": result_text(job),
+            "error": error, "created_at": int(job.created_at),
+            "finished_at": None if job.finished_at is None else int(job.finished_at)}
+
+
+async def _context(services: ServicesDep, principal: Principal, context_id: int) -> ContextRecord:
+    context = await ContextStore(services.db).get(context_id)
+    if context is None or not (principal.is_admin or context.owner == principal.key_id):
+        raise NotFound(f"Context {context_id} not found.", param="context_id")
+    return context
+
+
+@router.post("/contexts/")
+async def create_context(request: Request, services: ServicesDep,
+                         principal: PrincipalDep) -> Response:
+    body = ContextCreate.model_validate_json(await request.body())
+    context = await ContextStore(services.db).create(principal.key_id, body.content)
+    return json_response(context_object(context))
+
+
+@router.get("/contexts/")
+async def list_contexts(services: ServicesDep, principal: PrincipalDep) -> Response:
+    contexts = await ContextStore(services.db).all(principal.key_id, principal.is_admin)
+    return json_response([context_object(c) for c in contexts])
+
+
+@router.get("/contexts/{context_id}")
+async def get_context(context_id: int, services: ServicesDep,
+                      principal: PrincipalDep) -> Response:
+    return json_response(context_object(await _context(services, principal, context_id)))
+
+
+@router.get("/results/")
+async def list_results(jobs: JobsDep, principal: PrincipalDep) -> Response:
+    found: list[JobRecord] = []
+    after = None
+    while True:
+        page = await jobs.page(principal, source="s0", after=after, limit=100)
+        found += page.jobs
+        if not page.has_more or not page.jobs:
+            break
+        after = page.jobs[-1].id
+    return json_response([result_object(j) for j in reversed(found)])
+
+
+@router.get("/results/{result_id}")
+async def get_result(result_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    job = await jobs.get(principal, result_id)
+    if job.source != "s0":
+        raise NotFound(f"Result {result_id} not found.", param="result_id")
+    return json_response(result_object(job))
+
+
+@router.get("/models/")
+async def list_models(services: ServicesDep) -> Response:
+    """The served models, as S0 listed Triton's repository index."""
+    return json_response([{"name": m.name, "version": "1",
+                           "state": "READY" if m.kind != "none" else "UNAVAILABLE"}
+                          for m in services.router.models()])
+
+
+@router.post("/models/send/{model_name}/{context_id}")
+async def send(model_name: str, context_id: int, services: ServicesDep, jobs: JobsDep,
+               principal: PrincipalDep) -> Response:
+    context = await _context(services, principal, context_id)
+    body = {"model": model_name, "messages": [{"role": "user", "content": context.content}]}
+    job, _ = await jobs.submit(principal, "/v1/chat/completions", body, source="s0",
+                               meta={"context_id": context.id})
+    return json_response(result_object(job), status=202)

@@ -1,0 +1,93 @@
+"""S1 ("protollm"): ``/generate`` and ``/chat_completion`` on the job system.
+
+The request is queued as a job (``job_id`` is its idempotency key, so a resubmit returns the
+same job) and the answer ``{"content": ...}`` is sent once the job has finished.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from inferd.auth.principal import Principal
+from inferd.http.compat import chat_model, result_text, token_limit
+from inferd.http.deps import PrincipalDep
+from inferd.http.errors import error_response
+from inferd.http.jobs import JobsDep
+from inferd.http.responses import json_response
+from inferd.jobs.service import JobService
+
+router = APIRouter(tags=["compat-s1"])
+
+
+class S1Meta(BaseModel):
+    """Generation settings of an S1 request."""
+
+    model_config = ConfigDict(extra="ignore")
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    tokens_limit: int = Field(default=8096, ge=1)
+    stop_words: list[str] | None = None
+    model: str | None = None
+
+
+class S1Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: str
+    content: str
+
+
+class S1Generate(BaseModel):
+    """``POST /generate``."""
+
+    model_config = ConfigDict(extra="ignore")
+    job_id: str = Field(min_length=1, max_length=255)
+    meta: S1Meta = Field(default_factory=S1Meta)
+    content: str
+
+
+class S1Chat(BaseModel):
+    """``POST /chat_completion``."""
+
+    model_config = ConfigDict(extra="ignore")
+    job_id: str = Field(min_length=1, max_length=255)
+    meta: S1Meta = Field(default_factory=S1Meta)
+    messages: list[S1Message] = Field(min_length=1)
+
+
+async def _run(jobs: JobService, principal: Principal, job_id: str, meta: S1Meta,
+               messages: list[dict[str, Any]]) -> Response:
+    model = chat_model(jobs.router, meta.model)
+    body: dict[str, Any] = {"model": model, "messages": messages,
+                            "temperature": meta.temperature}
+    limit = token_limit(jobs.router, model, meta.tokens_limit)
+    if limit is not None:
+        body["max_tokens"] = limit
+    stops = [s for s in meta.stop_words or [] if s][:4]
+    if stops:
+        body["stop"] = stops
+    job, _ = await jobs.submit(principal, "/v1/chat/completions", body, idempotency_key=job_id,
+                               source="s1")
+    job = await jobs.wait(principal, job.id)
+    if job.status != "completed":
+        error = job.error or {}
+        return error_response(job.status_code or 500, str(error.get("message") or job.status),
+                              type=error.get("type"), code=error.get("code"))
+    return json_response({"content": result_text(job)})
+
+
+@router.post("/generate")
+async def generate(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    body = S1Generate.model_validate_json(await request.body())
+    return await _run(jobs, principal, body.job_id, body.meta,
+                      [{"role": "user", "content": body.content}])
+
+
+@router.post("/chat_completion")
+async def chat_completion(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    body = S1Chat.model_validate_json(await request.body())
+    messages = [{"role": m.role if m.role in ("system", "user", "assistant") else "user",
+                 "content": m.content} for m in body.messages]
+    return await _run(jobs, principal, body.job_id, body.meta, messages)

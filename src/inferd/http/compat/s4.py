@@ -1,0 +1,148 @@
+"""S4 ("LLM-Host"): the old endpoints, on the router.
+
+``/old/initialize`` chooses the "current" model, loading a GGUF first when the name is not
+served yet (from ``path``, or ``<data_dir>/models/<name>.gguf``; loading is for admins);
+``/old/generate`` and ``/old/stream`` chat with the current model (``stream`` sends the tokens
+as plain text as they come); ``/old/status`` says what is loaded. The current model and its
+generation parameters are kept in the store, so every gateway shares them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response, StreamingResponse
+
+from inferd.auth.principal import Principal
+from inferd.engines import build_engine
+from inferd.errors import InvalidRequest, ModelNotFound, PermissionDenied
+from inferd.http.compat import default_chat_model
+from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
+from inferd.http.responses import json_response
+from inferd.routing.replica import Replica
+from inferd.schemas.openai import ChatCompletionRequest
+from inferd.services import Services
+from inferd.settings import ModelSpec
+from inferd.store.repo import KeyValueStore
+
+router = APIRouter(tags=["compat-s4"])
+
+STATE_KEY = "s4.current"
+GENERATION_PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "top_k", "min_p",
+                     "repeat_penalty")
+
+
+class Initialize(BaseModel):
+    """``POST /old/initialize``: which model, and the parameters to generate with."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    model: str | None = Field(default=None, min_length=1)
+    model_name: str | None = Field(default=None, min_length=1)
+    path: str | None = None
+    n_ctx: int | None = Field(default=None, ge=64)
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class OldChat(BaseModel):
+    """``POST /old/generate`` and ``/old/stream``: messages (and optional parameters)."""
+
+    model_config = ConfigDict(extra="allow")
+    messages: list[dict[str, Any]] = Field(min_length=1)
+
+
+async def _state(services: Services) -> dict[str, Any]:
+    raw = await KeyValueStore(services.db).get(STATE_KEY)
+    return orjson.loads(raw) if raw else {}
+
+
+async def _load(services: Services, principal: Principal, name: str,
+                spec: Initialize) -> None:
+    """Load a GGUF under ``name`` and add it to the router."""
+    if not principal.is_admin:
+        raise PermissionDenied("Loading a model needs an admin key.")
+    path = spec.path or str(services.settings.data_dir / "models" / f"{name}.gguf")
+    if not await asyncio.to_thread(Path(path).is_file):
+        raise ModelNotFound(name)
+    try:
+        model = ModelSpec(name=name, path=path, n_ctx=spec.n_ctx or 2048,
+                          n_threads=services.settings.threads)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="path") from None
+    engine = build_engine(model)
+    await engine.start()
+    services.stack.push_async_callback(engine.close)
+    services.router.add(Replica(id=f"local:{name}", model=name, engine=engine))
+
+
+@router.post("/old/initialize")
+async def initialize(request: Request, services: ServicesDep,
+                     principal: PrincipalDep) -> Response:
+    spec = Initialize.model_validate_json(await request.body())
+    name = spec.model or spec.model_name or default_chat_model(services.router)
+    try:
+        name = services.router.resolve(name)
+    except ModelNotFound:
+        await _load(services, principal, name, spec)
+    params = {k: v for k, v in {**(spec.model_extra or {}), **spec.params}.items()
+              if k in GENERATION_PARAMS}
+    if spec.max_new_tokens is not None:
+        params["max_tokens"] = spec.max_new_tokens
+    state = {"model": name, "params": params, "initialized_at": time.time()}
+    await KeyValueStore(services.db).set(STATE_KEY, orjson.dumps(state).decode())
+    return json_response({"status": "initialized", "model": name, "params": params})
+
+
+async def _request(services: Services, body: OldChat, stream: bool) -> ChatCompletionRequest:
+    state = await _state(services)
+    model = state.get("model") or default_chat_model(services.router)
+    extra = {k: v for k, v in (body.model_extra or {}).items() if k in GENERATION_PARAMS}
+    return ChatCompletionRequest.model_validate(
+        {**state.get("params", {}), **extra, "model": model, "messages": body.messages,
+         "stream": stream})
+
+
+@router.post("/old/generate")
+async def generate(request: Request, services: ServicesDep,
+                   principal: PrincipalDep) -> Response:
+    chat = await _request(services, OldChat.model_validate_json(await request.body()), False)
+    result = await unless_disconnected(request, services.inference.chat(chat, principal))
+    text = result["choices"][0]["message"]["content"]
+    return json_response({"response": text, "model": chat.model, "usage": result.get("usage")})
+
+
+@router.post("/old/stream")
+async def stream(request: Request, services: ServicesDep, principal: PrincipalDep) -> Response:
+    chat = await _request(services, OldChat.model_validate_json(await request.body()), True)
+    chunks = await services.inference.chat_stream(chat, principal)
+
+    async def tokens() -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            for choice in chunk.get("choices") or []:
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    yield piece.encode()
+
+    return StreamingResponse(tokens(), media_type="text/plain; charset=utf-8")
+
+
+@router.get("/old/status")
+async def status(services: ServicesDep) -> Response:
+    state = await _state(services)
+    models = {m.name: m for m in services.router.models()}
+    current = state.get("model")
+    loaded = current in models
+    return json_response({
+        "status": "loaded" if loaded else "not_initialized", "model": current if loaded else None,
+        "params": state.get("params", {}) if loaded else {},
+        "default_model": next((n for n, m in models.items() if "chat" in m.capabilities), None),
+        "models": sorted(models), "initialized_at": state.get("initialized_at")})
+
+

@@ -1,0 +1,72 @@
+"""``/v1/files``: upload batch input (JSONL), read files back (batch output and error files)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.datastructures import UploadFile
+from starlette.responses import Response
+
+from inferd.errors import InvalidRequest, PayloadTooLarge
+from inferd.http.deps import PrincipalDep, ServicesDep
+from inferd.http.jobs import JobsDep
+from inferd.http.responses import json_response
+from inferd.jobs.batches import file_object
+
+router = APIRouter(tags=["batch"])
+
+
+@router.post("/v1/files")
+async def upload_file(request: Request, jobs: JobsDep, services: ServicesDep,
+                      principal: PrincipalDep) -> Response:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest("Upload the file as multipart/form-data with the fields "
+                             "'file' and 'purpose'.", param="file")
+    limit = services.settings.max_file_bytes
+    async with request.form(max_part_size=limit) as form:
+        upload, purpose = form.get("file"), form.get("purpose")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest("Missing required parameter: 'file'.", param="file",
+                                 code="missing_required_parameter")
+        if not isinstance(purpose, str) or not purpose:
+            raise InvalidRequest("Missing required parameter: 'purpose'.", param="purpose",
+                                 code="missing_required_parameter")
+        content = await upload.read(limit + 1)
+        if len(content) > limit:
+            raise PayloadTooLarge(f"The file is larger than the limit of {limit} bytes.")
+        record = await jobs.batches.upload(principal, upload.filename or "", purpose, content)
+    return json_response(file_object(record))
+
+
+@router.get("/v1/files")
+async def list_files(jobs: JobsDep, principal: PrincipalDep, purpose: str | None = None,
+                     after: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> Response:
+    records, has_more = await jobs.batches.files.page(
+        owner=principal.key_id, all_owners=principal.is_admin, purpose=purpose, after=after,
+        limit=limit)
+    data = [file_object(r) for r in records]
+    return json_response({"object": "list", "data": data, "has_more": has_more,
+                          "first_id": data[0]["id"] if data else None,
+                          "last_id": data[-1]["id"] if data else None})
+
+
+@router.get("/v1/files/{file_id}")
+async def retrieve_file(file_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    return json_response(file_object(await jobs.batches.file(principal, file_id)))
+
+
+@router.get("/v1/files/{file_id}/content")
+async def file_content(file_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    record = await jobs.batches.file(principal, file_id)
+    content = await jobs.batches.files.content(record.id)
+    return Response(content, media_type="application/jsonl" if record.purpose != "user_data"
+                    else "application/octet-stream")
+
+
+@router.delete("/v1/files/{file_id}")
+async def delete_file(file_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    record = await jobs.batches.file(principal, file_id)
+    await jobs.batches.files.delete(record.id)
+    return json_response({"id": file_id, "object": "file", "deleted": True})

@@ -1,0 +1,178 @@
+"""``/v1/jobs``: submit any chat, completion or embedding request as a durable job, follow it
+(poll or server-sent events), cancel or delete it; ``Prefer: respond-async`` on the normal
+endpoints lands here too."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from inferd.errors import InvalidRequest, PermissionDenied, Unavailable
+from inferd.http.deps import PrincipalDep, get_principal, get_services
+from inferd.http.responses import json_response
+from inferd.http.sse import sse_response
+from inferd.jobs.requests import job_object
+from inferd.jobs.service import JobService, SSEvent
+from inferd.services import Services
+from inferd.store.jobs import JobRecord
+
+router = APIRouter(tags=["jobs"])
+
+Status = Literal["pending", "running", "completed", "failed", "cancelled"]
+
+
+def get_jobs(services: Annotated[Services, Depends(get_services)]) -> JobService:
+    if services.jobs is None:
+        raise Unavailable("The job system is not running in this process.")
+    return services.jobs
+
+
+JobsDep = Annotated[JobService, Depends(get_jobs)]
+
+
+class JobCreate(BaseModel):
+    """``POST /v1/jobs``: an endpoint, its usual body, and how to run it."""
+
+    model_config = ConfigDict(extra="forbid")
+    endpoint: str = Field(min_length=1)
+    body: dict[str, Any]
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    deadline_seconds: float | None = Field(default=None, gt=0)
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    metadata: dict[str, str] | None = None
+
+
+def idempotency_key(value: str | None) -> str | None:
+    if value is not None and not 1 <= len(value) <= 255:
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters.",
+                             param="Idempotency-Key")
+    return value
+
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+def accepted(job: JobRecord, created: bool) -> Response:
+    """202 for a new job, 200 for the existing job of a repeated idempotency key."""
+    return json_response(job_object(job), status=202 if created else 200,
+                         headers={"Location": f"/v1/jobs/{job.id}",
+                                  "Preference-Applied": "respond-async"})
+
+
+def prefers_async(request: Request) -> bool:
+    """True when the request carries ``Prefer: respond-async``."""
+    prefer = request.headers.get("prefer", "")
+    return any(p.split(";")[0].strip().lower() == "respond-async" for p in prefer.split(","))
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("We could not parse the JSON body of your request.",
+                             code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+async def submit_async(request: Request, services: Services, endpoint: str) -> Response:
+    """The ``Prefer: respond-async`` branch of the OpenAI endpoints: answer 202 with a job."""
+    jobs = get_jobs(services)
+    key = idempotency_key(request.headers.get("idempotency-key"))
+    job, created = await jobs.submit(get_principal(request), endpoint, await json_object(request),
+                                     idempotency_key=key)
+    return accepted(job, created)
+
+
+@router.post("/v1/jobs")
+async def create_job(request: Request, jobs: JobsDep, principal: PrincipalDep,
+                     key: IdempotencyKey = None) -> Response:
+    spec = JobCreate.model_validate_json(await request.body())
+    deadline = None if spec.deadline_seconds is None else time.time() + spec.deadline_seconds
+    job, created = await jobs.submit(principal, spec.endpoint, spec.body,
+                                     priority=spec.priority, deadline_at=deadline,
+                                     webhook_url=spec.webhook_url, metadata=spec.metadata,
+                                     idempotency_key=idempotency_key(key))
+    return accepted(job, created)
+
+
+@router.get("/v1/jobs")
+async def list_jobs(jobs: JobsDep, principal: PrincipalDep, status: Status | None = None,
+                    model: str | None = None, after: str | None = None,
+                    limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Response:
+    page = await jobs.page(principal, status=status, model=model, after=after, limit=limit)
+    data = [job_object(j) for j in page.jobs]
+    return json_response({"object": "list", "data": data,
+                          "first_id": data[0]["id"] if data else None,
+                          "last_id": data[-1]["id"] if data else None,
+                          "has_more": page.has_more})
+
+
+@router.get("/v1/jobs/{job_id}")
+async def retrieve_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    return json_response(job_object(await jobs.get(principal, job_id)))
+
+
+@router.post("/v1/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    return json_response(job_object(await jobs.cancel(principal, job_id)))
+
+
+@router.delete("/v1/jobs/{job_id}")
+async def delete_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    await jobs.delete(principal, job_id)
+    return json_response({"id": job_id, "object": "job.deleted", "deleted": True})
+
+
+@router.get("/v1/jobs/{job_id}/webhook_attempts")
+async def webhook_attempts(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
+    await jobs.get(principal, job_id)
+    attempts = jobs.webhooks.describe(await jobs.store.attempts(job_id))
+    return json_response({"object": "list", "data": attempts})
+
+
+@router.get("/v1/webhooks/secret")
+async def webhook_secret(jobs: JobsDep, principal: PrincipalDep) -> Response:
+    """The secret that signs the caller's webhooks: its key's own, else (admins only) the
+    installation's."""
+    if principal.webhook_secret:
+        return json_response({"object": "webhook_secret", "secret": principal.webhook_secret,
+                              "scope": "key"})
+    if not principal.is_admin:
+        raise PermissionDenied("Your key has no webhook secret of its own; ask an admin.")
+    return json_response({"object": "webhook_secret", "scope": "installation",
+                          "secret": await jobs.webhooks.installation_secret()})
+
+
+def _last_event_id(header: str | None, query: int | None) -> int:
+    if query is not None:
+        return query
+    if header is None or header == "":
+        return 0
+    if not header.isdigit():
+        raise InvalidRequest("Last-Event-ID must be an event id of this stream.",
+                             param="Last-Event-ID")
+    return int(header)
+
+
+async def _frames(events: AsyncIterator[SSEvent]) -> AsyncIterator[bytes]:
+    yield b"retry: 1000\n\n"
+    async for seq, kind, data in events:
+        head = b"" if seq is None else f"id: {seq}\n".encode()
+        yield head + f"event: {kind}\ndata: ".encode() + data.encode() + b"\n\n"
+
+
+@router.get("/v1/jobs/{job_id}/events")
+async def job_events(job_id: str, jobs: JobsDep, principal: PrincipalDep,
+                     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+                     after: Annotated[int | None, Query(ge=0)] = None) -> Response:
+    start = _last_event_id(last_event_id, after)
+    await jobs.get(principal, job_id)  # 404 before the stream starts
+    return sse_response(_frames(jobs.events(principal, job_id, start)))

@@ -1,0 +1,90 @@
+"""The job queue seam: what carries job ids from the API to the workers.
+
+Only ids travel; the job itself is in the database. A delivery is acknowledged after the
+result is committed, so a broker that redelivers unacknowledged messages (RabbitMQ) loses
+nothing when a worker dies. ``InProcessQueue`` is the embedded implementation: a priority heap
+per model, higher priority first, then oldest first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """What the queue carries: a job id and what it needs to route it."""
+
+    id: str
+    model: str
+    priority: int = 0
+
+
+class Delivery(Protocol):
+    """One received job id; ``ack`` once its outcome is stored, ``requeue`` to hand it back."""
+
+    job: QueuedJob
+
+    async def ack(self) -> None: ...
+
+    async def requeue(self) -> None: ...
+
+
+class JobQueue(Protocol):
+    """Publish job ids; receive them per model."""
+
+    async def put(self, job: QueuedJob) -> None: ...
+
+    async def get(self, model: str) -> Delivery: ...
+
+    def depth(self, model: str | None = None) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class _LocalDelivery:
+    job: QueuedJob
+    queue: InProcessQueue
+
+    async def ack(self) -> None:
+        return None
+
+    async def requeue(self) -> None:
+        await self.queue.put(self.job)
+
+
+class InProcessQueue:
+    """Priority queues in memory, one per model; an id already waiting is not added twice."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, asyncio.PriorityQueue[tuple[int, int, str]]] = {}
+        self._waiting: dict[str, QueuedJob] = {}
+        self._order = itertools.count()
+
+    def _queue(self, model: str) -> asyncio.PriorityQueue[tuple[int, int, str]]:
+        return self._queues.setdefault(model, asyncio.PriorityQueue())
+
+    async def put(self, job: QueuedJob) -> None:
+        if job.id in self._waiting:
+            return
+        self._waiting[job.id] = job
+        self._queue(job.model).put_nowait((-job.priority, next(self._order), job.id))
+
+    async def get(self, model: str) -> Delivery:
+        while True:
+            _, _, job_id = await self._queue(model).get()
+            job = self._waiting.pop(job_id, None)
+            if job is not None:
+                return _LocalDelivery(job, self)
+
+    def depth(self, model: str | None = None) -> int:
+        if model is None:
+            return len(self._waiting)
+        return sum(1 for j in self._waiting.values() if j.model == model)
+
+    async def close(self) -> None:
+        self._waiting.clear()

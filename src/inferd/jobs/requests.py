@@ -1,0 +1,73 @@
+"""What a job runs: its endpoint, the request model of that endpoint, and the job's API shape."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from urllib.parse import urlparse
+
+import orjson
+from pydantic import BaseModel
+
+from inferd.errors import InvalidRequest
+from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.store.jobs import JobRecord
+
+ENDPOINTS: dict[str, type[BaseModel]] = {
+    "/v1/chat/completions": ChatCompletionRequest,
+    "/v1/completions": CompletionRequest,
+    "/v1/embeddings": EmbeddingRequest,
+}
+
+
+def check_endpoint(endpoint: str, param: str = "endpoint") -> type[BaseModel]:
+    try:
+        return ENDPOINTS[endpoint]
+    except KeyError:
+        raise InvalidRequest(f"Unsupported endpoint '{endpoint}'. Use one of "
+                             f"{', '.join(ENDPOINTS)}.", param=param,
+                             code="invalid_endpoint") from None
+
+
+def parse_request(endpoint: str, body: dict[str, Any]) -> BaseModel:
+    """Validate ``body`` for ``endpoint`` (pydantic's ``ValidationError`` names the field)."""
+    return check_endpoint(endpoint).model_validate(body)
+
+
+def request_hash(endpoint: str, body: dict[str, Any]) -> str:
+    """Identifies "the same request" for idempotency: key order does not matter."""
+    return hashlib.sha256(orjson.dumps([endpoint, body], option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def idempotency_scope(owner: str | None, key: str) -> str:
+    """Keys are per owner: two users may use the same key."""
+    return hashlib.sha256(f"{owner or ''}\0{key}".encode()).hexdigest()
+
+
+def check_webhook_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise InvalidRequest("webhook_url must be an http:// or https:// URL.",
+                             param="webhook_url", code="invalid_webhook_url")
+    return url
+
+
+def _ts(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def job_object(job: JobRecord) -> dict[str, Any]:
+    """A job as the API shows it."""
+    meta = job.meta or {}
+    return {
+        "id": job.id, "object": "job", "endpoint": job.endpoint, "model": job.model,
+        "status": job.status, "priority": job.priority, "created_at": _ts(job.created_at),
+        "started_at": _ts(job.started_at), "finished_at": _ts(job.finished_at),
+        "deadline_at": _ts(job.deadline_at), "attempts": job.attempts,
+        "request": job.request, "result": job.result, "error": job.error,
+        "usage": job.usage, "webhook_url": job.webhook_url,
+        "webhook_status": job.webhook_state, "metadata": meta.get("metadata"),
+        "batch_id": job.batch_id, "custom_id": job.custom_id,
+    }

@@ -1,0 +1,177 @@
+"""Runs one job through ``Inference`` and turns what happens into an ``Outcome``.
+
+Chat and text completions run as a stream so that tokens reach ``/v1/jobs/{id}/events`` while
+they are generated; ``EventLog`` writes them in small batches (one write per
+``event_flush_seconds`` at most), each with the next sequence number.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from inferd.auth.principal import Principal
+from inferd.errors import InferdError
+from inferd.inference import Inference
+from inferd.jobs.requests import parse_request
+from inferd.schemas.openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    StreamOptions,
+    chat_completion,
+    usage_dict,
+)
+from inferd.store.jobs import JobEvent, JobRecord, JobStore
+
+log = logging.getLogger("inferd.jobs")
+
+
+@dataclass
+class Outcome:
+    """How a run ended, as it will be stored."""
+
+    status: str
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    status_code: int | None = None
+    usage: dict[str, Any] | None = None
+
+
+class EventLog:
+    """The event stream of one attempt: buffered token events with sequence numbers."""
+
+    def __init__(self, store: JobStore, job_id: str, next_seq: int, flush_every: float,
+                 notify: Callable[[str], None]) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.seq = next_seq
+        self.flush_every = flush_every
+        self.notify = notify
+        self._pending: list[JobEvent] = []
+        self._last_flush = time.monotonic()
+
+    def _event(self, kind: str, data: dict[str, Any]) -> JobEvent:
+        event = JobEvent(self.seq, kind, orjson.dumps(data).decode())
+        self.seq += 1
+        return event
+
+    async def start(self, attempt: int) -> None:
+        """The first event of an attempt; a later attempt drops the earlier attempts' events."""
+        first = self.seq
+        kind = "status" if attempt == 1 else "reset"
+        await self.store.add_events(self.job_id, [self._event(kind, {"status": "running",
+                                                                     "attempt": attempt})],
+                                    replace_before=first if attempt > 1 else None)
+        self.notify(self.job_id)
+
+    async def token(self, text: str, index: int = 0) -> None:
+        last = self._pending[-1] if self._pending else None
+        if last is not None and last.kind == "token":
+            data = orjson.loads(last.data)
+            if data["index"] == index:
+                data["text"] += text
+                last.data = orjson.dumps(data).decode()
+                await self._maybe_flush()
+                return
+        self._pending.append(self._event("token", {"index": index, "text": text}))
+        await self._maybe_flush()
+
+    async def _maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= self.flush_every:
+            await self.flush()
+
+    async def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._pending:
+            return
+        events, self._pending = self._pending, []
+        await self.store.add_events(self.job_id, events)
+        self.notify(self.job_id)
+
+
+@dataclass
+class _Accumulated:
+    texts: dict[int, str] = field(default_factory=dict)
+    finish: dict[int, str] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None
+    id: str = ""
+    created: int = 0
+
+
+def error_outcome(exc: Exception) -> Outcome:
+    if isinstance(exc, InferdError):
+        return Outcome("failed", error=exc.to_dict(), status_code=exc.status)
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first.get("loc", ())) or None
+        return Outcome("failed", status_code=400, error={
+            "message": f"Invalid value for '{param}': {first.get('msg')}",
+            "type": "invalid_request_error", "param": param, "code": "invalid_value"})
+    log.exception("job failed with an unexpected error")
+    return Outcome("failed", status_code=500, error={
+        "message": "The server had an error while processing the job.", "type": "server_error",
+        "param": None, "code": "internal_error"})
+
+
+async def run_job(inference: Inference, job: JobRecord, principal: Principal,
+                  events: EventLog) -> Outcome:
+    """Run ``job`` to its outcome; errors of the request become a ``failed`` outcome."""
+    try:
+        request = parse_request(job.endpoint, job.request)
+        if isinstance(request, EmbeddingRequest):
+            result = await inference.embed(request, principal)
+            return Outcome("completed", result=result, status_code=200,
+                           usage=result.get("usage"))
+        assert isinstance(request, ChatCompletionRequest | CompletionRequest)
+        return await _run_stream(inference, request, principal, events)
+    except (InferdError, ValidationError) as exc:
+        await events.flush()
+        return error_outcome(exc)
+    except Exception as exc:  # a bug must fail the job, not kill the worker
+        await events.flush()
+        return error_outcome(exc)
+
+
+async def _run_stream(inference: Inference, request: ChatCompletionRequest | CompletionRequest,
+                      principal: Principal, events: EventLog) -> Outcome:
+    streaming = request.model_copy(update={"stream": True,
+                                           "stream_options": StreamOptions(include_usage=True)})
+    acc = _Accumulated()
+    if isinstance(streaming, ChatCompletionRequest):
+        stream = await inference.chat_stream(streaming, principal)
+    else:
+        stream = await inference.complete_stream(streaming, principal)
+    async for chunk in stream:
+        acc.id, acc.created = chunk.get("id", acc.id), chunk.get("created", acc.created)
+        if chunk.get("usage"):
+            acc.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            index = choice.get("index", 0)
+            text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+            if text:
+                acc.texts[index] = acc.texts.get(index, "") + text
+                await events.token(text, index)
+            if choice.get("finish_reason"):
+                acc.finish[index] = choice["finish_reason"]
+    await events.flush()
+    usage = acc.usage or usage_dict(0, 0)
+    if isinstance(request, ChatCompletionRequest):
+        result = chat_completion(id=acc.id, model=request.model, text=acc.texts.get(0, ""),
+                                 finish_reason=acc.finish.get(0),
+                                 prompt_tokens=usage["prompt_tokens"],
+                                 completion_tokens=usage["completion_tokens"],
+                                 created=acc.created or None)
+    else:
+        result = {"id": acc.id, "object": "text_completion", "created": acc.created,
+                  "model": request.model, "usage": usage,
+                  "choices": [{"text": acc.texts.get(i, ""), "index": i, "logprobs": None,
+                               "finish_reason": acc.finish.get(i, "stop")}
+                              for i in range(len(request.prompts()))]}
+    return Outcome("completed", result=result, status_code=200, usage=usage)

@@ -1,0 +1,129 @@
+"""Job webhooks, signed the Standard Webhooks way.
+
+Headers: ``webhook-id`` (the same for every retry of one notice), ``webhook-timestamp`` (epoch
+seconds) and ``webhook-signature`` = ``v1,`` + base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}"))
+where ``key`` is the base64-decoded part of the ``whsec_...`` secret. The secret is the job
+owner's key secret when it has one, else the installation secret (generated once, shown to
+admins). Each attempt is recorded; failures are retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from inferd.jobs.config import JobSettings
+from inferd.jobs.requests import job_object
+from inferd.store.jobs import JobRecord, JobStore
+from inferd.store.repo import KeyValueStore
+
+log = logging.getLogger("inferd.jobs.webhooks")
+
+SECRET_KEY = "jobs.webhook_secret"
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value for ``body``."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes, tolerance: float = 300) -> bool:
+    """Check a received webhook (what a receiver does; used by the tests and the docs)."""
+    msg_id, ts = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "0")
+    if not ts.isdigit() or abs(time.time() - int(ts)) > tolerance:
+        return False
+    expected = sign(secret, msg_id, int(ts), body)
+    return any(hmac.compare_digest(expected, s)
+               for s in headers.get("webhook-signature", "").split())
+
+
+class WebhookSender:
+    """Delivers a finished job's notice to its webhook URL."""
+
+    def __init__(self, store: JobStore, kv: KeyValueStore, settings: JobSettings) -> None:
+        self.store = store
+        self.kv = kv
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[bool]] = set()
+        self._installation_secret: str | None = None
+
+    async def installation_secret(self) -> str:
+        if self._installation_secret is None:
+            self._installation_secret = await self.kv.setdefault(SECRET_KEY, new_secret())
+        return self._installation_secret
+
+    def in_flight(self, job_id: str) -> bool:
+        return any(t.get_name() == job_id for t in self._tasks)
+
+    def schedule(self, job: JobRecord, secret: str | None) -> None:
+        """Deliver in the background (the worker moves on at once)."""
+        task = asyncio.create_task(self.deliver(job, secret), name=job.id)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def payload(self, job: JobRecord) -> bytes:
+        stamp = datetime.fromtimestamp(job.finished_at or time.time(), UTC)
+        return orjson.dumps({"type": f"job.{job.status}",
+                             "timestamp": stamp.isoformat().replace("+00:00", "Z"),
+                             "data": job_object(job)})
+
+    async def deliver(self, job: JobRecord, secret: str | None) -> bool:
+        assert job.webhook_url is not None
+        key = secret or await self.installation_secret()
+        body, msg_id = self.payload(job), f"msg_{job.id}"
+        for attempt in range(1, self.settings.webhook_attempts + 1):
+            status, error = await self._post(job.webhook_url, key, msg_id, body)
+            await self.store.record_attempt(job.id, msg_id, attempt, job.webhook_url, status,
+                                            error)
+            if status is not None and 200 <= status < 300:
+                await self.store.set_webhook_state(job.id, "delivered")
+                return True
+            if attempt < self.settings.webhook_attempts:
+                await asyncio.sleep(self.settings.webhook_backoff_seconds * 2 ** (attempt - 1))
+        log.warning("webhook for job %s failed after %d attempts", job.id, attempt)
+        await self.store.set_webhook_state(job.id, "failed")
+        return False
+
+    async def _post(self, url: str, key: str, msg_id: str,
+                    body: bytes) -> tuple[int | None, str | None]:
+        timestamp = int(time.time())
+        headers = {"content-type": "application/json", "webhook-id": msg_id,
+                   "webhook-timestamp": str(timestamp),
+                   "webhook-signature": sign(key, msg_id, timestamp, body)}
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout_seconds))
+        try:
+            async with self._session.post(url, data=body, headers=headers,
+                                          allow_redirects=False) as response:
+                await response.read()
+                return response.status, None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"[:500]
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    def describe(self, attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**a, "created_at": int(a["created_at"])} for a in attempts]
