@@ -11,6 +11,7 @@ setup:
 
 setup-dev:
 	bash scripts/setup.sh dev
+	bash scripts/browser.sh
 
 lint:
 	.venv/bin/ruff check src tests bench

@@ -24,6 +24,7 @@ from inferd.http import files as file_routes
 from inferd.http import jobs as job_routes
 from inferd.http.compat import s0, s1, s4
 from inferd.http.middleware import RequestGuard
+from inferd.http.ui import router as ui_router
 from inferd.services import Services
 from inferd.settings import Settings
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     for module in (job_routes, file_routes, batch_routes, s0, s1, s4):  # jobs, batches, S0/S1/S4
         app.include_router(module.router)
+    app.include_router(ui_router)
     app.add_middleware(AuthMiddleware)  # inside RequestGuard: sees the request id
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
                        max_file_bytes=settings.max_file_bytes)
