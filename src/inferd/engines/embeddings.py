@@ -56,7 +56,7 @@ class SentenceEmbeddingEngine(Engine):
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
         if self.spec.n_threads:
             torch.set_num_threads(self.spec.n_threads)
