@@ -88,6 +88,7 @@ class KeyRing:
         self._entries: dict[str, _Entry] = {}
         self._version: str | None = None
         self._checked_at = 0.0
+        self._miss_checked_at = 0.0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.has_admin = False
@@ -165,8 +166,9 @@ class KeyRing:
         try:
             return self.authenticate(key)
         except AuthenticationFailed:
-            if (hash_key(key) in self._entries
-                    or time.monotonic() - self._checked_at < MISS_REFRESH_SECONDS):
+            now = time.monotonic()
+            if hash_key(key) in self._entries or now - self._miss_checked_at < MISS_REFRESH_SECONDS:
                 raise
+            self._miss_checked_at = now
         await self.refresh()
         return self.authenticate(key)
