@@ -44,7 +44,7 @@ class EchoEngine(LocalTextEngine):
         self.check_fields(request)
         return self._generation(prompt, request.token_limit(), request.stop_list())
 
-    async def generate(self, generation: Generation) -> AsyncIterator[str]:
+    async def generate(self, generation: Generation, stream: bool = True) -> AsyncIterator[str]:
         limit = generation.params["max_tokens"]
         generation.finish_reason = "stop"
         for index, word in enumerate(generation.prompt):

@@ -207,7 +207,12 @@ class LlamaCppEngine(LocalTextEngine):
         return Generation(prompt=tokens, prompt_tokens=len(tokens), params=params)
 
     # -- generation -----------------------------------------------------------------------
-    async def generate(self, generation: Generation) -> AsyncIterator[str]:
+    async def generate(self, generation: Generation, stream: bool = True) -> AsyncIterator[str]:
+        """Run the model on its own thread; hand pieces over per token only when streaming.
+
+        Without ``stream`` the thread keeps the text until the end, so the event loop is woken
+        once per request instead of once per token (it would take CPU from llama.cpp's threads).
+        """
         from llama_cpp import StoppingCriteriaList
 
         instance = await self._pool.get()
@@ -221,16 +226,24 @@ class LlamaCppEngine(LocalTextEngine):
 
         def run() -> None:
             try:
-                stream = instance.llama.create_completion(
+                chunks = instance.llama.create_completion(
                     prompt=generation.prompt, stream=True,
                     stopping_criteria=StoppingCriteriaList([stop_when_cancelled]),
                     **generation.params)
-                for chunk in stream:
+                kept: list[str] = []
+                finish = None
+                for chunk in chunks:
                     if cancel.is_set():
                         break
                     choice = chunk["choices"][0]
-                    loop.call_soon_threadsafe(pieces.put_nowait,
-                                              ("text", (choice["text"], choice["finish_reason"])))
+                    if stream:
+                        loop.call_soon_threadsafe(
+                            pieces.put_nowait, ("text", (choice["text"], choice["finish_reason"])))
+                    else:
+                        kept.append(choice["text"])
+                        finish = choice["finish_reason"] or finish
+                if not stream:
+                    loop.call_soon_threadsafe(pieces.put_nowait, ("text", ("".join(kept), finish)))
                 loop.call_soon_threadsafe(pieces.put_nowait, ("end", None))
             except BaseException as exc:  # handed to the event loop, re-raised there
                 loop.call_soon_threadsafe(pieces.put_nowait, ("error", exc))

@@ -56,8 +56,12 @@ class LocalTextEngine(Engine):
     def prepare_text(self, request: CompletionRequest, prompt: str) -> Generation:
         raise NotImplementedError
 
-    def generate(self, generation: Generation) -> AsyncIterator[str]:
-        """Yield text pieces; set ``completion_tokens`` and ``finish_reason`` when done."""
+    def generate(self, generation: Generation, stream: bool = True) -> AsyncIterator[str]:
+        """Yield text pieces; set ``completion_tokens`` and ``finish_reason`` when done.
+
+        ``stream=False`` tells the engine nobody reads the pieces before the end, so it may
+        hand the text over in one piece.
+        """
         raise NotImplementedError
 
     # -- validation -----------------------------------------------------------------------
@@ -74,7 +78,7 @@ class LocalTextEngine(Engine):
     # -- chat -----------------------------------------------------------------------------
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
         generation = self.prepare_chat(request)
-        text = "".join([piece async for piece in self.generate(generation)])
+        text = "".join([piece async for piece in self.generate(generation, stream=False)])
         return chat_completion(id=new_id("chatcmpl"), model=request.model, text=text,
                                finish_reason=generation.finish_reason,
                                prompt_tokens=generation.prompt_tokens,
@@ -99,7 +103,7 @@ class LocalTextEngine(Engine):
         generations = [self.prepare_text(request, p) for p in request.prompts()]
         choices = []
         for index, generation in enumerate(generations):
-            text = "".join([piece async for piece in self.generate(generation)])
+            text = "".join([piece async for piece in self.generate(generation, stream=False)])
             choices.append({"text": text, "index": index, "logprobs": None,
                             "finish_reason": generation.finish_reason or "stop"})
         return {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()),
