@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,8 @@ class FileStore:
             expires_at=record.expires_at))
         for part, start in enumerate(range(0, max(len(content), 1), FILE_PART_BYTES)):
             await conn.execute(sa.insert(file_parts).values(
-                file_id=record.id, part=part, data=content[start:start + FILE_PART_BYTES]))
+                file_id=record.id, part=part,
+                data=base64.b64encode(content[start:start + FILE_PART_BYTES]).decode()))
 
     async def insert(self, record: FileRecord, content: bytes) -> None:
         async with self.db.engine.begin() as conn:
@@ -57,7 +59,7 @@ class FileStore:
         query = (sa.select(file_parts.c.data).where(file_parts.c.file_id == file_id)
                  .order_by(file_parts.c.part))
         async with self.db.engine.connect() as conn:
-            return b"".join(bytes(r[0]) for r in (await conn.execute(query)).all())
+            return b"".join(base64.b64decode(r[0]) for r in (await conn.execute(query)).all())
 
     async def page(self, *, owner: str | None, all_owners: bool, purpose: str | None,
                    after: str | None, limit: int) -> tuple[list[FileRecord], bool]:

@@ -12,9 +12,9 @@ from sqlalchemy.dialects import mysql
 
 from inferd.store.tables import metadata
 
-# A file is stored in parts so that no single value exceeds MySQL's packet limit.
+# A file is stored in parts so that no single value exceeds MySQL's packet limit, base64 encoded
+# (the MySQL driver cannot bind binary parameters with the PyMySQL release it runs on).
 FILE_PART_BYTES = 1024 * 1024
-_Blob = sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
 _LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 jobs = sa.Table(
@@ -92,7 +92,7 @@ file_parts = sa.Table(
     "file_parts", metadata,
     sa.Column("file_id", sa.String(64), primary_key=True),
     sa.Column("part", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("data", _Blob, nullable=False),
+    sa.Column("data", _LongText, nullable=False),  # base64
 )
 
 batches = sa.Table(

@@ -15,7 +15,6 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-_Blob = sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
 _LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 TABLES = ("s0_contexts", "batches", "file_parts", "files", "webhook_attempts", "job_events",
           "jobs")
@@ -97,7 +96,7 @@ def upgrade() -> None:
         "file_parts",
         sa.Column("file_id", sa.String(64), primary_key=True),
         sa.Column("part", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("data", _Blob, nullable=False),
+        sa.Column("data", _LongText, nullable=False),  # base64
     )
 
     op.create_table(

@@ -1,0 +1,103 @@
+"""The job store on SQLite, PostgreSQL and MariaDB: one claim wins, a result is stored once,
+an expired lease is taken over, idempotency keys hold, events and files round-trip."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from inferd.store.db import Database
+from inferd.store.files import FileRecord, FileStore
+from inferd.store.jobs import JobEvent, JobRecord, JobStore, new_id
+from inferd.store.tables_jobs import FILE_PART_BYTES
+
+
+def _job(**fields: object) -> JobRecord:
+    base: dict[str, object] = {"id": new_id("job"), "endpoint": "/v1/chat/completions",
+                               "model": "echo", "request": {"model": "echo"},
+                               "request_hash": "h"}
+    return JobRecord(**{**base, **fields})  # type: ignore[arg-type]
+
+
+async def test_only_one_of_many_workers_claims_a_job(database: Database) -> None:
+    store = JobStore(database)
+    job, created = await store.insert(_job())
+    assert created
+    claims = await asyncio.gather(*(store.claim(job.id, f"w{i}", 30, 3) for i in range(5)))
+    winners = [c for c in claims if c is not None]
+    assert len(winners) == 1 and winners[0].status == "running" and winners[0].attempts == 1
+    worker = winners[0].claimed_by
+    assert worker is not None
+    assert not await store.finish(job.id, "someone-else", "completed", result={"x": 1})
+    assert await store.finish(job.id, worker, "completed", result={"x": 1})
+    assert not await store.finish(job.id, worker, "completed", result={"x": 2})
+    stored = await store.get(job.id)
+    assert stored is not None and stored.result == {"x": 1} and stored.finished
+
+
+async def test_an_expired_lease_is_taken_over_and_the_old_worker_loses(database: Database) -> None:
+    store = JobStore(database)
+    job, _ = await store.insert(_job())
+    assert await store.claim(job.id, "dead", 0.01, 3) is not None
+    await asyncio.sleep(0.05)
+    assert [j.id for j in await store.recoverable()] == [job.id]
+    taken = await store.claim(job.id, "alive", 30, 3)
+    assert taken is not None and taken.attempts == 2 and taken.claimed_by == "alive"
+    assert not await store.renew(job.id, "dead", 30)
+    assert not await store.finish(job.id, "dead", "completed", result={"from": "dead"})
+    assert await store.finish(job.id, "alive", "completed", result={"from": "alive"})
+    assert (await store.get(job.id)).result == {"from": "alive"}  # type: ignore[union-attr]
+
+
+async def test_attempts_and_deadline_limit_claims(database: Database) -> None:
+    store = JobStore(database)
+    late, _ = await store.insert(_job(deadline_at=time.time() - 1))
+    assert await store.claim(late.id, "w", 30, 3) is None
+    assert await store.overdue() == [late.id]
+    tired, _ = await store.insert(_job(attempts=3))
+    assert await store.claim(tired.id, "w", 30, 3) is None
+
+
+async def test_idempotency_key_returns_the_existing_job(database: Database) -> None:
+    store = JobStore(database)
+    first, created = await store.insert(_job(idempotency_scope="s1"))
+    again, created_again = await store.insert(_job(idempotency_scope="s1", request_hash="other"))
+    assert created and not created_again
+    assert again.id == first.id and again.request_hash == "h"
+
+
+async def test_cancel_wins_over_a_late_result(database: Database) -> None:
+    store = JobStore(database)
+    job, _ = await store.insert(_job(webhook_url="http://127.0.0.1:9/hook"))
+    await store.claim(job.id, "w", 30, 3)
+    assert await store.finish(job.id, None, "cancelled", from_status=("pending", "running"))
+    assert not await store.finish(job.id, "w", "completed", result={"late": True})
+    stored = await store.get(job.id)
+    assert stored is not None and stored.status == "cancelled" and stored.result is None
+    assert stored.webhook_state == "pending"
+    assert [j.id for j in await store.pending_webhooks()] == [job.id]
+
+
+async def test_events_replay_after_a_sequence_number_and_reset(database: Database) -> None:
+    store = JobStore(database)
+    job, _ = await store.insert(_job())
+    await store.add_events(job.id, [JobEvent(1, "status", "{}"), JobEvent(2, "token", "a"),
+                                    JobEvent(3, "token", "b")])
+    assert [e.data for e in await store.events_after(job.id, 1)] == ["a", "b"]
+    await store.add_events(job.id, [JobEvent(4, "reset", "{}")], replace_before=4)
+    assert [e.seq for e in await store.events_after(job.id, 0)] == [4]
+    assert await store.last_seq(job.id) == 4
+    assert await store.delete(job.id)
+    assert await store.events_after(job.id, 0) == []
+
+
+async def test_files_larger_than_one_part_round_trip(database: Database) -> None:
+    files = FileStore(database)
+    content = bytes(range(256)) * (FILE_PART_BYTES // 256 * 2 + 3)
+    record = FileRecord(id=new_id("file"), owner=None, purpose="batch", filename="x.jsonl",
+                        bytes=len(content), created_at=time.time())
+    await files.insert(record, content)
+    assert await files.content(record.id) == content
+    assert (await files.get(record.id)).bytes == len(content)  # type: ignore[union-attr]
+    assert await files.delete(record.id)
+    assert await files.get(record.id) is None
