@@ -4,9 +4,10 @@ It follows Triton's documented generate extension: ``POST /v2/models/{name}/gene
 ``/generate_stream`` take ``{"text_input", "parameters", <input tensors>...}``; the vLLM
 backend's inputs ``stream``, ``exclude_input_in_output``, ``sampling_parameters`` (JSON text,
 taking precedence over ``parameters``) and ``return_finish_reason`` /
-``return_num_input_tokens`` / ``return_num_output_tokens`` are honoured. The "model" echoes the
-prompt's last line of text word by word, up to ``max_tokens``. Errors are ``{"error": "..."}``: with an
-HTTP error status before inference, as an SSE event during a stream. ``GET /v2/health/ready``
+``return_num_input_tokens`` / ``return_num_output_tokens`` are honoured. The "model" echoes
+the prompt's last line of text word by word, up to ``max_tokens``. Errors are
+``{"error": "..."}``: with an HTTP error status before inference, as an SSE event during a
+stream. ``GET /v2/health/ready``
 answers 200. Every request body is kept in ``requests`` for the tests to inspect.
 """
 
