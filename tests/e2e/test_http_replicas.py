@@ -233,3 +233,46 @@ def test_llama_cpp_python_server_as_upstream(tmp_path: Path, llama_server: str) 
         assert chunks[-1].choices[0].finish_reason in ("stop", "length")
         state = httpx.get(gw.url + "/admin/v1/replicas").json()["data"][0]
         assert state["healthy"] is True and state["requests"] >= 2
+
+
+def test_upstream_credentials_and_admin_scope_with_keys_on(tmp_path: Path) -> None:
+    upstream_key = "sk-upstream-only-0123456789abcdef"
+    admin_key = "sk-gateway-admin-0123456789abcdef"
+    up = echo_upstream(tmp_path, "secured")
+    up.env.update(INFERD_ADMIN_KEY=upstream_key)
+    up.env.pop("INFERD_AUTH")
+    gw = gateway(tmp_path, [{"kind": "http", "url": f"http://127.0.0.1:{up.port}",
+                             "upstream_model": "echo", "api_key": upstream_key}])
+    gw.env.update(INFERD_ADMIN_KEY=admin_key)
+    gw.env.pop("INFERD_AUTH")
+    with up, gw:
+        admin = {"Authorization": f"Bearer {admin_key}"}
+        sdk = openai.OpenAI(base_url=gw.url + "/v1", api_key=admin_key, max_retries=0)
+        answer = sdk.chat.completions.create(model="chat",
+                                             messages=[{"role": "user", "content": "let in"}])
+        assert answer.choices[0].message.content == "let in"  # the Bearer reached upstream
+
+        made = httpx.post(gw.url + "/admin/v1/keys", json={"scope": "user"}, headers=admin)
+        assert made.status_code == 201, made.text
+        user = {"Authorization": f"Bearer {made.json()['key']}"}
+        for method, path in (("GET", "/admin/v1/models"), ("GET", "/admin/v1/replicas"),
+                             ("GET", "/admin/v1/replicas/1"), ("POST", "/admin/v1/replicas"),
+                             ("GET", "/models"), ("POST", "/models"),
+                             ("DELETE", "/replicas/1")):
+            response = httpx.request(method, gw.url + path, headers=user, json={})
+            assert response.status_code == 403, (method, path, response.text)
+            assert response.json()["error"]["type"] == "permission_error"
+
+        # a wrong upstream credential: the upstream says 401, the replica cools down, 502
+        replica_id = httpx.get(gw.url + "/admin/v1/replicas", headers=admin).json()["data"][0][
+            "id"]
+        changed = httpx.patch(f"{gw.url}/admin/v1/replicas/{replica_id}", headers=admin,
+                              json={"api_key": "sk-wrong"})
+        assert changed.status_code == 200 and "sk-wrong" not in changed.text
+        with pytest.raises(openai.APIStatusError) as failed:
+            sdk.chat.completions.create(model="chat",
+                                        messages=[{"role": "user", "content": "x"}])
+        assert failed.value.status_code == 502
+        state = httpx.get(f"{gw.url}/admin/v1/replicas/{replica_id}", headers=admin).json()
+        assert state["healthy"] is False and "401" in state["last_error"]
+        assert upstream_key not in gw.log() and "sk-wrong" not in gw.log()
