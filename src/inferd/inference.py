@@ -147,10 +147,11 @@ class Inference:
         if self.usage_store is None or self.limiter is None:
             return
         now = time.time()
-        starts = {p.key_id: period_bounds(p.budget_period, now)[0] for p in principals
-                  if p.token_budget is not None and p.key_id is not None}
+        budgeted = {p.key_id: p for p in principals
+                    if p.token_budget is not None and p.key_id is not None}
+        starts = {k: period_bounds(p.budget_period, now)[0] for k, p in budgeted.items()}
         for key_id, used in (await self.usage_store.tokens_since(starts)).items():
-            await self.limiter.seed_budget(key_id, starts[key_id], used)
+            await self.limiter.seed_budget(budgeted[key_id].limit_key, starts[key_id], used)
 
     def _replica_states(self) -> list[ReplicaState]:
         replicas = getattr(self.router, "replicas", None)

@@ -62,7 +62,8 @@ def principal_from_row(row: dict[str, Any]) -> Principal:
         allowed_models=None if models is None else frozenset(models),
         webhook_secret=row.get("webhook_secret"), metadata=extra, name=row.get("name") or "",
         rpm=row.get("rpm"), tpm=row.get("tpm"), token_budget=row.get("token_budget"),
-        budget_period=row.get("budget_period"), expires_at=row.get("expires_at"))
+        budget_period=row.get("budget_period"), expires_at=row.get("expires_at"),
+        limit_id=f"{row['id']}-{row['key_hash'][:16]}")
 
 
 class _Entry:
@@ -89,6 +90,7 @@ class KeyRing:
         self._version: str | None = None
         self._checked_at = 0.0
         self._miss_checked_at = 0.0
+        self._miss_check: asyncio.Future[bool] | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.has_admin = False
@@ -162,13 +164,21 @@ class KeyRing:
         return None if entry is None else entry.principal
 
     async def authenticate_fresh(self, key: str) -> Principal:
-        """Like ``authenticate``, but an unknown key first checks for new keys (rate-limited)."""
+        """Like ``authenticate``, but an unknown key first checks for new keys (rate-limited).
+
+        Requests that miss while such a check runs wait for it rather than failing.
+        """
         try:
             return self.authenticate(key)
         except AuthenticationFailed:
-            now = time.monotonic()
-            if hash_key(key) in self._entries or now - self._miss_checked_at < MISS_REFRESH_SECONDS:
+            if hash_key(key) in self._entries:
                 raise
-            self._miss_checked_at = now
-        await self.refresh()
+            check = self._miss_check
+            if check is None or check.done():
+                now = time.monotonic()
+                if now - self._miss_checked_at < MISS_REFRESH_SECONDS:
+                    raise
+                self._miss_checked_at = now
+                check = self._miss_check = asyncio.ensure_future(self.refresh())
+        await asyncio.shield(check)
         return self.authenticate(key)

@@ -51,7 +51,10 @@ class Limiter(Protocol):
         ...
 
     async def seed_budget(self, key_id: str, period_start: float, used: int) -> None:
-        """Start a budget counter at ``used`` unless it already counts this period."""
+        """Start a budget counter at ``used`` unless it already counts this period.
+
+        ``key_id`` is the principal's ``limit_key``.
+        """
         ...
 
     async def close(self) -> None: ...
@@ -121,7 +124,7 @@ class LocalLimiter:
 
     async def acquire(self, principal: Principal, tokens: int) -> Reservation:
         # No await between the checks and the updates: this block is atomic in the loop.
-        key_id = principal.key_id or ""
+        key_id = principal.limit_key
         now = time.monotonic()
         state = self._get(key_id, now)
         req_level = tok_level = 0.0
@@ -156,7 +159,7 @@ class LocalLimiter:
         delta = tokens - reservation.tokens
         if not delta:
             return
-        state = self._state.get(reservation.principal.key_id or "")
+        state = self._state.get(reservation.principal.limit_key)
         if state is None:
             return
         if reservation.principal.tpm is not None and state.tok_level is not None:

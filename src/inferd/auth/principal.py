@@ -29,6 +29,13 @@ class Principal:
     token_budget: int | None = None  # tokens in total, or per ``budget_period``
     budget_period: BudgetPeriod | None = None
     expires_at: float | None = None  # epoch seconds
+    # Names this key's limit counters: unique per key, even across installations sharing a
+    # Redis or a reused id (a prefix of the key's hash, which reveals nothing of the key).
+    limit_id: str | None = None
+
+    @property
+    def limit_key(self) -> str:
+        return self.limit_id or self.key_id or ""
 
     @property
     def is_admin(self) -> bool:

@@ -86,7 +86,7 @@ class RedisLimiter:
         return [f"{base}:req", f"{base}:tok", f"{base}:budget:{period}"]
 
     async def acquire(self, principal: Principal, tokens: int) -> Reservation:
-        key_id = principal.key_id or ""
+        key_id = principal.limit_key
         budget_start = None
         budget, ttl, end = -1, 0, None
         if principal.token_budget is not None:
@@ -110,7 +110,7 @@ class RedisLimiter:
         if not delta:
             return
         principal = reservation.principal
-        keys = self._keys(principal.key_id or "", reservation.budget_start)
+        keys = self._keys(principal.limit_key, reservation.budget_start)
         if principal.tpm is not None:
             self._pending.append((keys[1], delta, True))
         if reservation.budget_start is not None:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from inferd.auth.admin import KeySpec
 from inferd.errors import Conflict, NotFound
 from inferd.http.admin.keys import KeyAdminDep
-from inferd.http.deps import read_model
+from inferd.http.deps import ServicesDep, read_model
 from inferd.http.responses import json_response
 
 router = APIRouter(tags=["s3"])
@@ -47,7 +47,8 @@ async def generate_api_key(request: Request, admin: KeyAdminDep) -> Response:
 
 
 @router.post("/delete_api_key")
-async def delete_api_key(request: Request, admin: KeyAdminDep) -> Response:
+async def delete_api_key(request: Request, admin: KeyAdminDep,
+                         services: ServicesDep) -> Response:
     body = await read_model(request, DeleteKeyRequest)
     row = await admin.store.get(body.api_key_id)
     if row is None or row["owner"] != body.user_id:
@@ -55,5 +56,7 @@ async def delete_api_key(request: Request, admin: KeyAdminDep) -> Response:
                        code="key_not_found")
     if not row["enabled"]:
         raise Conflict("API key already disabled", code="key_already_disabled")
+    if services.inference.usage is not None:
+        await services.inference.usage.flush()  # "was it used" must see buffered records
     outcome = await admin.revoke(body.api_key_id)
     return json_response({"message": f"API key {outcome} successfully"})
