@@ -307,7 +307,9 @@ class JobStore:
                  .order_by(webhook_attempts.c.id))
         async with self.db.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [{k: v for k, v in r._mapping.items() if k not in {"id", "job_id"}} for r in rows]
+        # keys are str subclasses (quoted_name): plain str for JSON encoders
+        return [{str(k): v for k, v in r._asdict().items() if k not in {"id", "job_id"}}
+                for r in rows]
 
     async def set_webhook_state(self, job_id: str, state: str) -> None:
         async with self.db.engine.begin() as conn:
