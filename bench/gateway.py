@@ -108,13 +108,13 @@ def comparison(paths: list[Path_], inferd: inferd_target.Inferd,
     for p in paths:  # warm-up (JIT, pools, caches), not in the table
         result = run_wrk(p.url, CHAT, p.headers, args.connections, 2)
         if p.service is inferd.service:
-            inferd.note_requests(result.requests)
+            inferd.note_requests(result.requests, args.connections)
     for r in range(args.rounds):
         for p in paths:
             result = run_wrk(p.url, CHAT, p.headers, args.connections, args.duration)
             p.runs.append(result)
             if p.service is inferd.service:
-                inferd.note_requests(result.requests)
+                inferd.note_requests(result.requests, args.connections)
             print(f"  round {r + 1} {p.name:34} {result.rps:10,.0f} req/s  "
                   f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:7.2f} ms  "
                   f"errors {result.errors}  (load {harness.load_average()})", flush=True)
@@ -183,7 +183,7 @@ def streaming(inferd: inferd_target.Inferd, samples: int) -> None:
 def many_connections(inferd: inferd_target.Inferd, args: argparse.Namespace) -> None:
     result = run_wrk(inferd.url + "/v1/chat/completions", CHAT, inferd.headers, 256,
                      args.duration)
-    inferd.note_requests(result.requests)
+    inferd.note_requests(result.requests, 256)
     print(f"\ninferd at 256 connections: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
           f"p99 {result.p99_ms:.2f} ms, errors {result.errors}")
 
@@ -197,7 +197,7 @@ def memory(inferd: inferd_target.Inferd, idle: float, args: argparse.Namespace) 
             seconds = max(2.0, min(30.0, left / 3000))
             result = run_wrk(inferd.url + "/v1/chat/completions", CHAT, inferd.headers,
                              args.connections, seconds)
-            inferd.note_requests(result.requests)
+            inferd.note_requests(result.requests, args.connections)
         rss[mark] = inferd.service.rss_mb()
         print(f"  inferd RSS after {inferd.requests_sent:,} requests: {rss[mark]:.1f} MB",
               flush=True)

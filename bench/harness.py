@@ -120,7 +120,7 @@ def run_wrk(url: str, body: bytes, headers: dict[str, str], connections: int, se
             threads: int = 1) -> WrkResult:
     env = {**os.environ, "BENCH_BODY": body.decode(),
            "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in headers.items())}
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
                           "--timeout", "10s", "-s", str(WRK_SCRIPT), url],
                          env=env, capture_output=True, text=True, check=True).stdout
     line = next(s for s in out.splitlines() if s.startswith('{"requests"'))

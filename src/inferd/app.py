@@ -8,22 +8,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from inferd import __version__
+from inferd.http import batches as batch_routes
 from inferd.http import errors, health
+from inferd.http import files as file_routes
+from inferd.http import jobs as job_routes
+from inferd.http import metrics as metrics_routes
 from inferd.http import openai as openai_routes
+from inferd.http.admin import keys as admin_keys
 from inferd.http.admin import models as admin_models
 from inferd.http.admin import replicas as admin_replicas
-from inferd.http.compat import s3_models
-from inferd.http import metrics as metrics_routes
-from inferd.http.admin import keys as admin_keys
 from inferd.http.admin import tables as admin_tables
 from inferd.http.admin import usage as admin_usage
 from inferd.http.auth import AuthMiddleware
-from inferd.http.compat import s3_keys
-from inferd.http import batches as batch_routes
-from inferd.http import files as file_routes
-from inferd.http import jobs as job_routes
-from inferd.http.compat import s0, s1, s4
+from inferd.http.compat import s0, s1, s3_keys, s3_models, s4
 from inferd.http.middleware import RequestGuard
+from inferd.http.openai.chat import ChatFastPath
 from inferd.http.ui import router as ui_router
 from inferd.services import Services
 from inferd.settings import Settings
@@ -41,8 +40,11 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await services.close()
 
+    # inferd exports its own Prometheus metrics; the framework's OpenTelemetry hooks would
+    # look up providers on every request.
     app = FastAPI(title="inferd", version=__version__, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url="/docs", redoc_url=None,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     errors.install(app)
     app.include_router(health.router)
     app.include_router(openai_routes.router)
@@ -54,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (job_routes, file_routes, batch_routes, s0, s1, s4):  # jobs, batches, S0/S1/S4
         app.include_router(module.router)
     app.include_router(ui_router)
+    app.add_middleware(ChatFastPath)  # innermost: after auth, before the framework's routing
     app.add_middleware(AuthMiddleware)  # inside RequestGuard: sees the request id
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
                        max_file_bytes=settings.max_file_bytes)
