@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx
+import openai
 import pytest
+import yaml
 
 from inferd.engines.remote import RemoteSpec, UpstreamUnavailable
 from inferd.engines.triton import TritonEngine
@@ -14,6 +19,7 @@ from inferd.routing.replica import Replica
 from inferd.routing.router import Router
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
 from tests.fake_triton import FakeTriton
+from tests.helpers import InferdProcess
 
 
 @pytest.fixture
@@ -135,3 +141,33 @@ async def test_a_dead_triton_is_retried_elsewhere_and_cooled_down() -> None:
         finally:
             await dead.close()
             await live.close()
+
+
+async def test_triton_replica_through_a_running_gateway(tmp_path: Path) -> None:
+    fake = FakeTriton("vllm_model")
+    async with fake as url:
+        config = tmp_path / "gw.yaml"
+        config.write_text(yaml.safe_dump({"bundled_models": False, "remote_models": [
+            {"name": "tri", "replicas": [{"kind": "triton", "url": url,
+                                          "upstream_model": "vllm_model"}]}]}))
+        gw = InferdProcess(tmp_path / "gw", "--config", str(config), "--no-bundled",
+                           env={"INFERD_AUTH": "off"})
+        await asyncio.to_thread(gw.start)
+        try:
+            api = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)
+            answer = await api.chat.completions.create(
+                model="tri", messages=[{"role": "user", "content": "through the gateway"}])
+            assert answer.choices[0].message.content == "through the gateway"
+            assert answer.usage is not None and answer.usage.completion_tokens == 3
+            stream = await api.chat.completions.create(
+                model="tri", stream=True, stream_options={"include_usage": True},
+                messages=[{"role": "user", "content": "streamed words"}])
+            chunks = [c async for c in stream]
+            assert "".join(c.choices[0].delta.content or "" for c in chunks
+                           if c.choices) == "streamed words"
+            assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
+            async with httpx.AsyncClient() as http:
+                state = (await http.get(gw.url + "/admin/v1/replicas")).json()["data"][0]
+            assert state["kind"] == "triton" and state["healthy"] is True
+        finally:
+            await asyncio.to_thread(gw.stop)
