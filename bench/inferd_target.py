@@ -61,7 +61,7 @@ class Inferd:
         config.write_text(json.dumps({"remote_models": [
             {"name": name, "replicas": [{"kind": "http", "url": url, "upstream_model": "mock"}]}
             for name, url in models]}))
-        env = {"INFERD_ADMIN_KEY": ADMIN_KEY, "INFERD_DATA_DIR": str(data),
+        env = {"INFERD_ADMIN_KEY": ADMIN_KEY, "INFERD_AUTH": "on", "INFERD_DATA_DIR": str(data),
                "INFERD_BUNDLED_MODELS": "false", "INFERD_LOG_LEVEL": "warning"}
         env["INFERD_DATABASE_URL"] = fresh_postgres() if store == "postgresql" else ""
         role = "gateway" if self._has_gateway_command() else "serve"

@@ -67,15 +67,36 @@ def serve(config: Path | None, host: str | None, port: int | None, data_dir: Pat
     _run(settings)
 
 
+@main.command()
+@config_option
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8000).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the SQLite file and other state live (default ./data).")
+@click.option("--log-level", default=None)
+def gateway(config: Path | None, host: str | None, port: int | None, data_dir: Path | None,
+            log_level: str | None) -> None:
+    """Run the HTTP front door only: remote replicas (http, triton), no local models.
+
+    Keys, limits, routing and usage metering are the same as in ``serve``; models come from
+    ``remote_models`` in the config file and from the admin API.
+    """
+    _run(_settings(config, host=host, port=port, data_dir=data_dir, log_level=log_level,
+                   bundled_models=False).model_copy(update={"models": []}))
+
+
 def _run(settings: Settings) -> None:
     import uvicorn
 
     from inferd.app import create_app
 
     _configure_logging(settings.log_level, settings.log_format)
+    # uvloop + httptools; no access log (usage records and metrics cover every request);
+    # no proxy-header rewriting (nothing reads the client address) and no Server header.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level, loop="uvloop", http="httptools",
-                access_log=False, timeout_graceful_shutdown=5,
+                access_log=False, proxy_headers=False, server_header=False,
+                backlog=4096, timeout_graceful_shutdown=5,
                 log_config={"version": 1, "disable_existing_loggers": False})
 
 
