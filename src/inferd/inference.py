@@ -238,11 +238,13 @@ class Inference:
                                call.endpoint, call.stream, status, error, prompt, completion,
                                prompt + completion, latency * 1000.0,
                                None if ttft is None else ttft * 1000.0))
-        if self.log_requests:
-            log.info("%s %s %d", call.endpoint, model, status, extra={
-                "key_id": key_id, "model": model, "endpoint": call.endpoint, "status": status,
-                "error": error, "prompt_tokens": prompt, "completion_tokens": completion,
-                "latency_ms": round(latency * 1000.0, 3), "stream": call.stream})
+        if self.log_requests or status >= 500:
+            log.log(logging.WARNING if status >= 500 else logging.INFO,
+                    "%s %s %d", call.endpoint, model, status, extra={
+                        "key_id": key_id, "model": model, "endpoint": call.endpoint,
+                        "status": status, "error": error, "prompt_tokens": prompt,
+                        "completion_tokens": completion, "stream": call.stream,
+                        "latency_ms": round(latency * 1000.0, 3)})
 
     async def _metered(self, call: Call, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         usage: dict[str, Any] | None = None

@@ -26,7 +26,7 @@ def echo_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferdProcess]:
-    env = echo_env(INFERD_ADMIN_KEY=ADMIN_KEY)
+    env = echo_env(INFERD_ADMIN_KEY=ADMIN_KEY, INFERD_LOG_REQUESTS="true")
     with InferdProcess(tmp_path_factory.mktemp("control"), "--no-bundled", env=env) as proc:
         yield proc
 
