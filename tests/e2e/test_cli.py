@@ -60,10 +60,11 @@ def test_serve_from_config_file_and_environment(tmp_path: Path) -> None:
                       "    n_ctx: 512\n    aliases: [ff]\n")
     env = {"INFERD_CONFIG": str(config),
            "INFERD_MODELS": json.dumps([{"name": "from-env", "kind": "echo"}])}
-    with InferdProcess(tmp_path / "a", env=env) as server:
+    with InferdProcess(tmp_path, env=env) as server:
         ids = {m["id"] for m in httpx.get(server.url + "/v1/models").json()["data"]}
         assert ids == {"from-env"}  # the environment overrides the file's model list
-    with InferdProcess(tmp_path / "b", env={"INFERD_CONFIG": str(config)}) as server:
+    # same data directory: the model of the first run is no longer offered
+    with InferdProcess(tmp_path, env={"INFERD_CONFIG": str(config)}) as server:
         models = httpx.get(server.url + "/v1/models").json()["data"]
         assert [(m["id"], m["context_length"]) for m in models] == [("from-file", 512)]
         alias = httpx.post(server.url + "/v1/chat/completions", json={

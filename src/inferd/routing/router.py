@@ -131,8 +131,8 @@ class Router:
                 info = entry.replicas[0].engine.info()
                 info.name = entry.name
                 out.append(info)
-            else:
-                out.append(ModelInfo(name=entry.name, kind="none"))
+        # A model with no replica (a past run's local model, or one whose replicas are all
+        # removed) cannot answer, so it is not offered; the admin API still lists it.
         return out
 
     def model_names(self) -> list[str]:

@@ -53,5 +53,7 @@ async def retrieve_model(model_id: str, services: ServicesDep,
     allowed = _allowed(services, principal)
     if allowed is not None and name not in allowed and not principal.may_use(model_id):
         raise ModelNotFound(model_id)
-    info = next(m for m in services.router.models() if m.name == name)
+    info = next((m for m in services.router.models() if m.name == name), None)
+    if info is None:
+        raise ModelNotFound(model_id)
     return json_response(model_object(info, services.started_at))
