@@ -8,6 +8,7 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
+from inferd.auth.principal import Principal
 from inferd.engines import build_engine
 from inferd.inference import Inference
 from inferd.jobs.service import JobService, start_jobs
@@ -56,7 +57,25 @@ class Services:
         services.stack.push_async_callback(services.catalog.close)
         services.jobs = await start_jobs(db, router, services.inference, settings)
         services.stack.push_async_callback(services.jobs.close)
+        services.connect_jobs_to_keys()
         return services
+
+    def connect_jobs_to_keys(self) -> None:
+        """Jobs run as their submitter's key (limits, allow-list, webhook secret), also after a
+        restart; the job queue's depth is a metric."""
+        jobs, keys = self.jobs, self.inference.keys
+        if jobs is None:
+            return
+        self.inference.metrics.register_gauge("inferd_queue_depth",
+                                              "Jobs waiting in this process's queue.",
+                                              lambda: float(jobs.queue.depth()))
+        if keys is None:
+            return
+
+        async def owner(key_id: str) -> Principal:
+            return keys.owner(key_id)
+
+        jobs.principal_lookup = owner
 
     async def close(self) -> None:
         await asyncio.shield(self.stack.aclose())

@@ -158,6 +158,24 @@ class KeyRing:
             raise AuthenticationFailed("This API key has expired.", code="key_expired")
         return principal
 
+    def owner(self, key_id: str) -> Principal:
+        """The principal of the key with this id, for work it submitted earlier (a job).
+
+        Raises ``AuthenticationFailed`` when that key was deleted, disabled or has expired, so
+        queued work of a revoked key does not run.
+        """
+        for entry in self._entries.values():
+            if str(entry.principal.key_id) != key_id:
+                continue
+            if not entry.enabled:
+                break
+            principal = entry.principal
+            if principal.expires_at is not None and principal.expires_at <= time.time():
+                break
+            return principal
+        raise AuthenticationFailed("The API key that submitted this job is no longer valid.",
+                                   code="key_revoked")
+
     def lookup(self, key: str) -> Principal | None:
         """The key's principal, or None when it is unknown (not checking enabled/expiry)."""
         entry = self._entries.get(hash_key(key))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,10 +120,12 @@ def error_outcome(exc: Exception) -> Outcome:
         "param": None, "code": "internal_error"})
 
 
-async def run_job(inference: Inference, job: JobRecord, principal: Principal,
+async def run_job(inference: Inference, job: JobRecord, owner: Awaitable[Principal],
                   events: EventLog) -> Outcome:
-    """Run ``job`` to its outcome; errors of the request become a ``failed`` outcome."""
+    """Run ``job`` as ``owner`` to its outcome; errors (of the request, or a revoked key)
+    become a ``failed`` outcome."""
     try:
+        principal = await owner
         request = parse_request(job.endpoint, job.request)
         if isinstance(request, EmbeddingRequest):
             result = await inference.embed(request, principal)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from inferd.auth.principal import ANONYMOUS, Principal
-from inferd.errors import Conflict, NotFound, PermissionDenied
+from inferd.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied
 from inferd.inference import Inference
 from inferd.jobs.config import JobSettings
 from inferd.jobs.queue import InProcessQueue, JobQueue, QueuedJob
@@ -222,11 +222,21 @@ class JobService:
         self.signals.notify(job_id)
 
     # -- called by workers and the sweep ----------------------------------------------------
-    async def principal_of(self, job: JobRecord) -> Principal:
+    async def principal_of(self, job: JobRecord, strict: bool = False) -> Principal:
+        """Who a job runs as: its submitter's key as it is now.
+
+        ``strict`` (running the job) raises ``AuthenticationFailed`` when that key was revoked;
+        otherwise (signing its webhook) the job's own record of its owner is used.
+        """
         if job.owner is None:
             return ANONYMOUS
         if self.principal_lookup is not None:
-            found = await self.principal_lookup(job.owner)
+            try:
+                found = await self.principal_lookup(job.owner)
+            except AuthenticationFailed:
+                if strict:
+                    raise
+                found = None
             if found is not None:
                 return found
         return self._principals.get(job.owner) or Principal(

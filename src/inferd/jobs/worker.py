@@ -63,7 +63,8 @@ class WorkerPool:
         events = EventLog(service.store, job.id, await service.store.last_seq(job.id) + 1,
                           self.settings.event_flush_seconds, service.signals.notify)
         await events.start(job.attempts)
-        principal = await service.principal_of(job)
+        # resolved inside the job: a revoked key fails its job instead of the worker
+        principal = service.principal_of(job, strict=True)
         task = asyncio.create_task(run_job(service.inference, job, principal, events))
         self.running[job.id] = task
         heartbeat = asyncio.create_task(self._heartbeat(job.id, task))

@@ -20,6 +20,7 @@ from inferd.engines.streams import primed
 from inferd.errors import ModelNotFound, Unavailable, UpstreamError
 from inferd.routing.replica import Replica
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.usage import note_replica
 
 __all__ = ["ModelEntry", "Replica", "Router"]
 
@@ -165,6 +166,7 @@ class Router:
                 except Unavailable:
                     break
                 tried.add(replica.id)
+                note_replica(replica.id)
                 replica.in_flight += 1
                 started = time.perf_counter()
                 try:

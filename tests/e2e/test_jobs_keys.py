@@ -1,0 +1,81 @@
+"""Jobs run as the key that submitted them: its limits apply, and a revoked key's queued jobs
+fail instead of running. The queue's depth is a metric."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import InferdProcess
+
+ADMIN_KEY = "sk-test-admin-jobs-0123456789abcdef"
+# "slow" takes ~2 s per answer, so a second job waits in the queue (one worker per model).
+MODELS = json.dumps([{"name": "slow", "kind": "echo", "echo_delay": 0.2}])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferdProcess]:
+    env = {"INFERD_MODELS": MODELS, "INFERD_ADMIN_KEY": ADMIN_KEY,
+           "INFERD_KEY_REFRESH_SECONDS": "0.3", "INFERD_JOB_CONCURRENCY": "1"}
+    with InferdProcess(tmp_path_factory.mktemp("jobkeys"), "--no-bundled", env=env) as proc:
+        yield proc
+
+
+def client(server: InferdProcess, key: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
+                        timeout=30)
+
+
+def submit(http: httpx.Client, text: str) -> dict[str, Any]:
+    response = http.post("/v1/jobs", json={"endpoint": "/v1/chat/completions", "body": {
+        "model": "slow", "messages": [{"role": "user", "content": text}]}})
+    assert response.status_code == 202, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+def wait_finished(http: httpx.Client, job_id: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in {"completed", "failed", "cancelled"}:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_queued_job_of_a_revoked_key_fails(server: InferdProcess) -> None:
+    with client(server, ADMIN_KEY) as admin:
+        created = admin.post("/admin/v1/keys", json={"name": "jobs-user"}).json()
+        with client(server, created["key"]) as user:
+            first = submit(user, "one two three four five six seven eight nine ten")
+            second = submit(user, "this one waits in the queue")
+            metrics = admin.get("/metrics").text
+            depth = [line for line in metrics.splitlines()
+                     if line.startswith("inferd_queue_depth")]
+            assert depth and float(depth[0].split()[-1]) >= 1, depth
+            assert admin.delete(f"/admin/v1/keys/{created['id']}").status_code in {200, 204}
+            time.sleep(1.0)  # revocation reaches the key cache (refresh 0.3 s)
+        done_first = wait_finished(admin, first["id"])
+        done_second = wait_finished(admin, second["id"])
+    # the first was already running when the key went away; the second had not started
+    assert done_first["status"] in {"completed", "failed"}
+    assert done_second["status"] == "failed"
+    assert done_second["error"]["code"] == "key_revoked", done_second["error"]
+
+
+def test_jobs_count_against_the_keys_rate_limit(server: InferdProcess) -> None:
+    with client(server, ADMIN_KEY) as admin:
+        created = admin.post("/admin/v1/keys", json={"name": "limited", "rpm": 1}).json()
+        with client(server, created["key"]) as user:
+            jobs = [submit(user, "a b"), submit(user, "c d")]
+        results = [wait_finished(admin, job["id"]) for job in jobs]
+    statuses = sorted(r["status"] for r in results)
+    assert statuses == ["completed", "failed"], results
+    failed = next(r for r in results if r["status"] == "failed")
+    assert failed["error"]["code"] == "rate_limit_exceeded", failed["error"]
