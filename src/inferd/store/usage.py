@@ -24,14 +24,29 @@ class UsageStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._insert: tuple[str, bool] | None = None
 
     async def insert_many(self, records: Sequence[tuple[Any, ...]]) -> None:
         """Insert tuples ordered as ``FIELDS`` in one transaction (one executemany)."""
         if not records:
             return
-        rows = [dict(zip(FIELDS, r, strict=True)) for r in records]
         async with self.db.engine.begin() as conn:
-            await conn.execute(sa.insert(t), rows)
+            sql, positional = self._insert_sql(conn.dialect)
+            # The statement is compiled once; the rows go straight to the driver's executemany
+            # (no per-row work on the event loop: a batch of thousands would stall requests).
+            params: Any = (list(records) if positional
+                           else [dict(zip(FIELDS, r, strict=True)) for r in records])
+            await conn.exec_driver_sql(sql, params)
+
+    def _insert_sql(self, dialect: sa.Dialect) -> tuple[str, bool]:
+        if self._insert is None:
+            compiled = sa.insert(t).values({f: sa.bindparam(f) for f in FIELDS}).compile(
+                dialect=dialect)
+            order = compiled.positiontup
+            if compiled.positional and order is not None and tuple(order) != FIELDS:
+                raise RuntimeError(f"unexpected parameter order {order}")
+            self._insert = (str(compiled), bool(compiled.positional))
+        return self._insert
 
     def _bucket(self, seconds: int) -> sa.ColumnElement[Any]:
         # CAST rounds on PostgreSQL and MySQL, truncates on SQLite (which may lack floor()).

@@ -79,6 +79,11 @@ def _wants_async(scope: Scope) -> bool:
     return False
 
 
+def is_fast(scope: Scope) -> bool:
+    """Whether ``ChatFastPath`` answers this request (else the framework's route does)."""
+    return scope["path"] == PATH and scope["method"] == "POST" and not _wants_async(scope)
+
+
 def error_for(exc: Exception) -> Response:
     """The OpenAI-shaped answer the app's exception handlers would give for ``exc``."""
     if isinstance(exc, InferdError):
@@ -97,8 +102,7 @@ class ChatFastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST"
-                or _wants_async(scope)):
+        if scope["type"] != "http" or not is_fast(scope):
             await self.app(scope, receive, send)
             return
         try:
