@@ -17,7 +17,7 @@ import orjson
 from pydantic import ValidationError
 
 from inferd.auth.principal import Principal
-from inferd.errors import InferdError
+from inferd.errors import InferdError, RateLimited
 from inferd.inference import Inference
 from inferd.jobs.requests import parse_request
 from inferd.schemas.openai import (
@@ -37,7 +37,7 @@ log = logging.getLogger("inferd.jobs")
 class Outcome:
     """How a run ended, as it will be stored."""
 
-    status: str
+    status: str  # completed | failed | deferred (back to pending: the key's rate limit)
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     status_code: int | None = None
@@ -106,6 +106,10 @@ class _Accumulated:
 
 
 def error_outcome(exc: Exception) -> Outcome:
+    if isinstance(exc, RateLimited) and exc.code == "rate_limit_exceeded":
+        # the key's per-minute limit: the job waits its turn instead of failing (a used-up
+        # budget, code insufficient_quota, does fail)
+        return Outcome("deferred", error=exc.to_dict(), status_code=429)
     if isinstance(exc, InferdError):
         return Outcome("failed", error=exc.to_dict(), status_code=exc.status)
     if isinstance(exc, ValidationError):

@@ -82,6 +82,11 @@ class WorkerPool:
         finally:
             heartbeat.cancel()
             self.running.pop(job.id, None)
+        if outcome.status == "deferred":
+            # pending again without using up an attempt; the sweep offers it again
+            await service.store.release(job.id, self.worker_id)
+            await delivery.ack()
+            return
         stored = await service.store.finish(
             job.id, self.worker_id, outcome.status, result=outcome.result, error=outcome.error,
             status_code=outcome.status_code, usage=outcome.usage)
