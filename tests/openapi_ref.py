@@ -42,9 +42,14 @@ def _document() -> dict[str, Any]:
 
 
 def validate(schema_name: str, instance: Any) -> None:
-    """Raise ``jsonschema.ValidationError`` if ``instance`` does not match the named schema."""
+    """Raise ``jsonschema.ValidationError`` if ``instance`` does not match the named schema.
+
+    Without the reference document (a clone with no ``../shared``) this check is left out and
+    the calling test's other assertions still run; ``test_reference_spec_is_available`` is the
+    one test that reports the skip.
+    """
     if not SPEC.exists():
-        pytest.skip(f"the OpenAI reference spec is not at {SPEC} (a clone without ../shared)")
+        return
     import jsonschema
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT202012
@@ -54,3 +59,8 @@ def validate(schema_name: str, instance: Any) -> None:
     registry: Registry[Any] = Registry().with_resource("urn:openai", resource)
     schema = {"$ref": f"urn:openai#/components/schemas/{schema_name}"}
     jsonschema.Draft202012Validator(schema, registry=registry).validate(instance)
+
+
+def require_spec() -> None:
+    if not SPEC.exists():
+        pytest.skip(f"the OpenAI reference spec is not at {SPEC} (a clone without ../shared)")
