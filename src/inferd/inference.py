@@ -26,6 +26,7 @@ from inferd.auth.keys import KeyRing
 from inferd.auth.limits import Limiter, LocalLimiter, Reservation, period_bounds
 from inferd.auth.principal import ANONYMOUS, Principal
 from inferd.engines.base import Chunk
+from inferd.engines.streams import primed
 from inferd.errors import InferdError, ModelNotFound, PermissionDenied, RateLimited
 from inferd.logs import request_id_var
 from inferd.metrics import Metrics, ReplicaState
@@ -287,7 +288,9 @@ class Inference:
             self._failed(call, exc)
             raise
         call.ttft = time.perf_counter()
-        return self._metered(call, stream)
+        # started, so that its accounting runs even if the response is never sent (the
+        # client left first): asyncio closes a started generator when it is dropped
+        return await primed(self._metered(call, stream))
 
     async def complete(self, request: CompletionRequest,
                        principal: Principal = ANONYMOUS) -> dict[str, Any]:
@@ -311,7 +314,9 @@ class Inference:
             self._failed(call, exc)
             raise
         call.ttft = time.perf_counter()
-        return self._metered(call, stream)
+        # started, so that its accounting runs even if the response is never sent (the
+        # client left first): asyncio closes a started generator when it is dropped
+        return await primed(self._metered(call, stream))
 
     async def embed(self, request: EmbeddingRequest,
                     principal: Principal = ANONYMOUS) -> dict[str, Any]:
