@@ -16,7 +16,15 @@ from urllib.parse import urlsplit
 import orjson
 
 from inferd.engines.base import Chunk, ModelInfo
-from inferd.engines.remote import RemoteEngine, RemoteSpec, UpstreamUnavailable
+from inferd.engines.remote import (
+    RemoteEngine,
+    RemoteSpec,
+    UpstreamTimedOut,
+    UpstreamUnavailable,
+    describe,
+    error_text,
+)
+from inferd.engines.upstream import UpstreamPool
 from inferd.errors import UpstreamError
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
@@ -38,6 +46,7 @@ class HttpEngine(RemoteEngine):
         self.base = api_base(spec.url)
         self.root = self.base[: -len("/v1")] if self.base.endswith("/v1") else self.base
         self.health_url = str(spec.options.get("health_url") or "")
+        self._pool: UpstreamPool | None = None  # non-streamed calls; streams use aiohttp
 
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.name, kind=self.kind, capabilities=self.capabilities,
@@ -67,9 +76,40 @@ class HttpEngine(RemoteEngine):
             body.pop("stream_options", None)
         return body
 
+    async def start(self) -> None:
+        await super().start()
+        self._pool = UpstreamPool(self.base, self._headers,
+                                  max_connections=self.spec.max_connections,
+                                  connect_timeout=self.spec.connect_timeout,
+                                  timeout=self.spec.timeout)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        await super().close()
+
+    async def _post_json(self, path: str, body: dict[str, Any]) -> Any:
+        """A non-streamed call through the lean pool, errors mapped as ``post`` maps them."""
+        if self._pool is None:
+            raise UpstreamUnavailable(f"The replica of '{self.name}' is not started.")
+        try:
+            status, raw = await self._pool.post(path, orjson.dumps(body))
+        except TimeoutError as exc:
+            raise UpstreamTimedOut(f"The replica of '{self.name}' timed out.") from exc
+        except OSError as exc:
+            raise UpstreamUnavailable(
+                f"The replica of '{self.name}' could not be reached: {describe(exc)}") from exc
+        if status >= 300:
+            raise self.status_error(status, error_text(raw, status))
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamUnavailable(
+                f"The replica of '{self.name}' answered with invalid JSON.") from exc
+
     async def _answer(self, path: str, body: dict[str, Any], model: str) -> dict[str, Any]:
-        response = await self.post(self.base + path, body)
-        result = await self.read_json(response)
+        result = await self._post_json(path, body)
         if not isinstance(result, dict):
             raise UpstreamUnavailable(f"The replica of '{self.name}' answered a non-object.")
         result["model"] = model

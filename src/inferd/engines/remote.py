@@ -17,7 +17,13 @@ import aiohttp
 import orjson
 
 from inferd.engines.base import Engine
-from inferd.errors import InvalidRequest, PayloadTooLarge, UpstreamError, UpstreamTimeout
+from inferd.errors import (
+    InferdError,
+    InvalidRequest,
+    PayloadTooLarge,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 log = logging.getLogger("inferd.engines")
 
@@ -91,7 +97,7 @@ class RemoteEngine(Engine):
             raise UpstreamTimedOut(f"The replica of '{self.name}' timed out.") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(
-                f"The replica of '{self.name}' could not be reached: {_describe(exc)}") from exc
+                f"The replica of '{self.name}' could not be reached: {describe(exc)}") from exc
         if response.status >= 300:
             try:
                 await self.raise_for_status(response)
@@ -107,21 +113,23 @@ class RemoteEngine(Engine):
             raise UpstreamTimedOut(f"The replica of '{self.name}' timed out.") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(
-                f"The replica of '{self.name}' failed mid-answer: {_describe(exc)}") from exc
+                f"The replica of '{self.name}' failed mid-answer: {describe(exc)}") from exc
         except orjson.JSONDecodeError as exc:
             raise UpstreamUnavailable(
                 f"The replica of '{self.name}' answered with invalid JSON.") from exc
 
     async def raise_for_status(self, response: aiohttp.ClientResponse) -> None:
-        status = response.status
-        message = await _error_message(response)
+        raise self.status_error(response.status, await _error_message(response))
+
+    def status_error(self, status: int, message: str) -> InferdError:
+        """The error for an upstream's non-2xx answer (see the module docstring)."""
         if status in (400, 422):
-            raise InvalidRequest(message, code="upstream_rejected")
+            return InvalidRequest(message, code="upstream_rejected")
         if status == 413:
-            raise PayloadTooLarge(message)
+            return PayloadTooLarge(message)
         # 401/403/404 mean the replica is misconfigured (credentials, model name): like 429
         # and 5xx, another replica may well answer.
-        raise UpstreamUnavailable(
+        return UpstreamUnavailable(
             f"The replica of '{self.name}' answered {status}: {message}")
 
     async def get_ok(self, url: str) -> None:
@@ -134,7 +142,7 @@ class RemoteEngine(Engine):
         except TimeoutError as exc:
             raise UpstreamTimedOut("health check timed out") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(f"health check failed: {_describe(exc)}") from exc
+            raise UpstreamUnavailable(f"health check failed: {describe(exc)}") from exc
 
     async def sse_events(self, response: aiohttp.ClientResponse,
                          require_done: bool = False) -> AsyncIterator[bytes]:
@@ -160,14 +168,14 @@ class RemoteEngine(Engine):
                 f"The replica of '{self.name}' stopped sending mid-stream.") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(
-                f"The replica of '{self.name}' broke off the stream: {_describe(exc)}") from exc
+                f"The replica of '{self.name}' broke off the stream: {describe(exc)}") from exc
 
 
 def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
@@ -177,10 +185,15 @@ async def _error_message(response: aiohttp.ClientResponse) -> str:
         raw = await response.read()
     except aiohttp.ClientError:
         return f"HTTP {response.status}"
+    return error_text(raw, response.status)
+
+
+def error_text(raw: bytes, status: int) -> str:
+    """The error text of an upstream's answer body (OpenAI, Triton or plain), shortened."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return raw.decode("utf-8", "replace")[:500] or f"HTTP {response.status}"
+        return raw.decode("utf-8", "replace")[:500] or f"HTTP {status}"
     if isinstance(body, dict):
         error = body.get("error", body.get("detail", body))
         if isinstance(error, dict):
