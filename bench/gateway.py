@@ -30,6 +30,7 @@ import upstream_mock as mock
 from harness import Service, WrkResult, free_port, median, pct, run_wrk
 
 ROOT = Path(__file__).resolve().parent.parent
+FIGURES: dict[str, float] = {}  # what the verdicts at the end are judged on
 WORK = ROOT / ".bench" / "run"
 CHAT = b'{"model":"mock","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}'
 LITELLM_KEY = "sk-LsQ8xY2mT4vN7pR1wK9zB3cF6hJ0dG5a"  # its proxy refuses to start without one
@@ -131,6 +132,9 @@ def print_table(paths: list[Path_], args: argparse.Namespace) -> None:
               f"{median([r.p99_ms for r in p.runs]):.2f} ms | {sum(r.errors for r in p.runs)} |")
     ours = next(p for p in paths if p.name.startswith("inferd"))
     ours_rps = median([r.rps for r in ours.runs])
+    FIGURES.update(rps=ours_rps, p99=median([r.p99_ms for r in ours.runs]))
+    for p in paths:
+        FIGURES[p.name.split()[0].lower()] = median([r.rps for r in p.runs])
     print()
     for p in paths:
         if p is not ours:
@@ -156,7 +160,7 @@ def streaming(inferd: inferd_target.Inferd, samples: int) -> None:
             inferd.note_requests(1)
         direct_delay: list[float] = []
         ours_delay: list[float] = []
-        for _ in range(max(5, samples // 20)):
+        for _ in range(max(5, samples // 10)):
             _t, d = await harness.stream_once(inferd.paced_port, "/v1/chat/completions",
                                               body.replace(b"MODEL", b"mock"), {})
             direct_delay += d
@@ -175,6 +179,9 @@ def streaming(inferd: inferd_target.Inferd, samples: int) -> None:
                               ("through inferd", ours_ttfb, ours_delay)):
         print(f"| {name} | {pct(ttfb, 50):.2f} ms | {pct(ttfb, 99):.2f} ms | "
               f"{pct(delay, 50):.2f} ms | {pct(delay, 99):.2f} ms | {max(delay):.2f} ms |")
+    FIGURES.update(ttfb_extra=pct(ours_ttfb, 50) - pct(direct_ttfb, 50),
+                   chunk_extra=pct(ours_delay, 50) - pct(direct_delay, 50),
+                   chunk_max=max(ours_delay))
     print(f"TTFB through inferd - direct, p50: {pct(ours_ttfb, 50) - pct(direct_ttfb, 50):.2f} ms"
           f"; chunk delay (paced upstream, {mock.CHUNKS} chunks {mock.INTERVAL * 1000:.0f} ms "
           f"apart) p50 {pct(ours_delay, 50):.2f} ms, max {max(ours_delay):.2f} ms")
@@ -184,6 +191,7 @@ def many_connections(inferd: inferd_target.Inferd, args: argparse.Namespace) -> 
     result = run_wrk(inferd.url + "/v1/chat/completions", CHAT, inferd.headers, 256,
                      args.duration)
     inferd.note_requests(result.requests, 256)
+    FIGURES["errors_256"] = result.errors
     print(f"\ninferd at 256 connections: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
           f"p99 {result.p99_ms:.2f} ms, errors {result.errors}")
 
@@ -203,9 +211,34 @@ def memory(inferd: inferd_target.Inferd, idle: float, args: argparse.Namespace) 
               flush=True)
     print(f"\ninferd memory: idle {idle:.1f} MB RSS; " + "; ".join(
         f"after {m:,} requests {v:.1f} MB" for m, v in rss.items()))
+    FIGURES["idle_rss"] = idle
     if len(rss) == 2:
         growth = (rss[1_000_000] - rss[100_000]) / rss[100_000] * 100
+        FIGURES["growth"] = growth
         print(f"growth from 100k to 1M requests: {growth:+.1f}%")
+
+
+def verdicts() -> None:
+    """The issue's targets, each met or not on this run."""
+    f = FIGURES
+    checks = [(">= 3,500 requests/s", f["rps"] >= 3500),
+              ("p99 < 10 ms at 16 connections", f["p99"] < 10),
+              ("no error at 256 connections", f["errors_256"] == 0),
+              ("streaming TTFB within 1 ms of direct at p50", f["ttfb_extra"] <= 1),
+              ("chunks not buffered (added delay p50 <= 1 ms)", f["chunk_extra"] <= 1),
+              ("idle RSS < 150 MB", f["idle_rss"] < 150),
+              ("no usage record dropped", f["usage_ok"] == 1)]
+    if "bare" in f:
+        checks.append((">= half the bare proxy", f["rps"] >= f["bare"] / 2))
+    if "portkey" in f:
+        checks.append((">= 3x Portkey", f["rps"] >= 3 * f["portkey"]))
+    if "litellm" in f:
+        checks.append((">= 35x LiteLLM", f["rps"] >= 35 * f["litellm"]))
+    if "growth" in f:
+        checks.append(("RSS within 10% from 100k to 1M requests", abs(f["growth"]) <= 10))
+    print("\ntargets:")
+    for name, ok in checks:
+        print(f"  [{'met' if ok else 'NOT met'}] {name}")
 
 
 def main() -> None:
@@ -235,8 +268,9 @@ def main() -> None:
         streaming(inferd, args.stream_samples)
         memory(inferd, idle, args)
         time.sleep(inferd_target.FLUSH_WAIT)
-        inferd.check_usage()
+        FIGURES["usage_ok"] = float(inferd.check_usage())
         print(f"load after: {harness.load_average()}")
+        verdicts()
     finally:
         for s in reversed(services):
             with contextlib.suppress(Exception):

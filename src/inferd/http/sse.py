@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Send
 
 from inferd.errors import InferdError
 
@@ -47,3 +49,41 @@ async def openai_events(stream: AsyncIterator[dict[str, Any]],
 
 def sse_response(events: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+_RAW_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                *((k.lower().encode(), v.encode()) for k, v in SSE_HEADERS.items())]
+
+
+async def send_sse(receive: Receive, send: Send, events: AsyncIterator[bytes]) -> None:
+    """``sse_response`` for a raw ASGI handler: each event is sent as soon as it is made.
+
+    One watcher task waits for the client to go away; then the stream (and with it the
+    upstream request or the generation) is cancelled and closed, and this returns normally.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": _RAW_HEADERS})
+        async for event in events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+    finally:
+        watcher.cancel()
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()  # a no-op when the stream ended; else releases the upstream

@@ -29,7 +29,7 @@ from inferd.http.deps import (
 from inferd.http.errors import error_response, inferd_error_response, validation_error_response
 from inferd.http.jobs import prefers_async, submit_async
 from inferd.http.responses import json_response
-from inferd.http.sse import openai_events, sse_response
+from inferd.http.sse import openai_events, send_sse, sse_response
 from inferd.schemas.openai import ChatCompletionRequest
 from inferd.services import Services
 
@@ -122,8 +122,7 @@ class ChatFastPath:
             await error_for(exc)(scope, receive, send)
             return
         if request.stream:
-            events = sse_response(openai_events(stream, request.include_usage()))
-            await events(scope, receive, send)
+            await send_sse(receive, send, openai_events(stream, request.include_usage()))
         else:
             await send_json(send, result)
 
