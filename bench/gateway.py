@@ -45,9 +45,9 @@ class Path_:
         self.runs: list[WrkResult] = []
 
 
-def start_everything(args: argparse.Namespace) -> tuple[list[Service], list[Path_],
-                                                         inferd_target.Inferd]:
-    services: list[Service] = []
+def start_everything(args: argparse.Namespace, services: list[Service]) -> tuple[
+        list[Path_], inferd_target.Inferd]:
+    """Start every server, appending each to ``services`` at once (stopped even on failure)."""
     mock_port, paced_port = free_port(), free_port()
     conf = mock.nginx_config(WORK / "nginx", mock_port)
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -101,7 +101,7 @@ def start_everything(args: argparse.Namespace) -> tuple[list[Service], list[Path
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         harness.wait_ready(litellm, url, CHAT, headers, timeout=180)
         paths.append(Path_("LiteLLM proxy (1 worker, no DB)", url, headers, litellm))
-    return services, paths, inferd
+    return paths, inferd
 
 
 def comparison(paths: list[Path_], inferd: inferd_target.Inferd,
@@ -259,7 +259,7 @@ def main() -> None:
     print(f"cores: {harness.os.cpu_count()}, load before: {harness.load_average()}", flush=True)
     services: list[Service] = []
     try:
-        services, paths, inferd = start_everything(args)
+        paths, inferd = start_everything(args, services)
         idle = inferd.service.rss_mb()
         print(f"inferd idle RSS: {idle:.1f} MB ({inferd.describe()})", flush=True)
         comparison(paths, inferd, args)
