@@ -205,7 +205,11 @@ def llama_server(tmp_path: Path) -> Iterator[str]:
     log = (tmp_path / "llama_server.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf,
                              "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024",
-                             "--model_alias", "smollm2"], stdout=log, stderr=subprocess.STDOUT)
+                             "--model_alias", "smollm2",
+                             # by default it cuts a running stream short whenever another
+                             # request arrives -- the gateway's health probes included
+                             "--interrupt_requests", "False"],
+                            stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: _port_listening(port) or proc.poll() is not None, timeout=120)
         assert proc.poll() is None, (tmp_path / "llama_server.log").read_text()[-3000:]
