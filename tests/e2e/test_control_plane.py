@@ -214,6 +214,26 @@ def test_s3_generate_and_delete_api_key(server: InferdProcess) -> None:
         assert http.post("/generate_api_key", json={}).status_code == 400
 
 
+def test_s3_chat_completions_without_the_v1_prefix(server: InferdProcess) -> None:
+    key = new_key(server)["key"]
+    # an OpenAI client pointed at the S3 proxy's root, as S3's users have it
+    s3 = openai.OpenAI(base_url=server.url, api_key=key, max_retries=0)
+    answer = s3.chat.completions.create(model="echo",
+                                        messages=[{"role": "user", "content": "no prefix"}])
+    assert answer.choices[0].message.content == "no prefix"
+    stream = s3.chat.completions.create(model="echo", stream=True,
+                                        messages=[{"role": "user", "content": "a b c"}])
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "a b c"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server.url, api_key="sk-wrong-key", max_retries=0) \
+            .chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}])
+    queued = httpx.post(server.url + "/chat/completions", headers={
+        "Authorization": f"Bearer {key}", "Prefer": "respond-async"}, json={
+        "model": "echo", "messages": [{"role": "user", "content": "later"}]})
+    assert queued.status_code == 202, queued.text
+    assert queued.json()["endpoint"] == "/v1/chat/completions"
+
+
 def test_metrics_in_prometheus_format(server: InferdProcess) -> None:
     key = new_key(server)["key"]
     chat(sdk(server, key))

@@ -36,9 +36,12 @@ from inferd.services import Services
 log = logging.getLogger("inferd.http")
 
 PATH = "/v1/chat/completions"
+# S3's proxy serves OpenAI's chat API without the /v1 prefix; its clients keep working.
+PATHS = frozenset({PATH, "/chat/completions"})
 router = APIRouter(tags=["openai"])
 
 
+@router.post("/chat/completions", include_in_schema=False)
 @router.post(PATH)
 async def create_chat_completion(request: Request, services: ServicesDep,
                                  principal: PrincipalDep) -> Response:
@@ -81,7 +84,7 @@ def _wants_async(scope: Scope) -> bool:
 
 def is_fast(scope: Scope) -> bool:
     """Whether ``ChatFastPath`` answers this request (else the framework's route does)."""
-    return scope["path"] == PATH and scope["method"] == "POST" and not _wants_async(scope)
+    return scope["path"] in PATHS and scope["method"] == "POST" and not _wants_async(scope)
 
 
 def error_for(exc: Exception) -> Response:
