@@ -337,3 +337,15 @@ def test_disconnect_stops_generation(inferd_server: InferdProcess, client: OpenA
     answer = client.chat.completions.create(model=CHAT_MODEL, messages=HELLO, max_tokens=3)
     assert answer.choices[0].message.content
     assert time.monotonic() - started < 6
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"top_k": "many"}, "top_k"), ({"min_p": 2}, "min_p"),
+    ({"repeat_penalty": 0}, "repeat_penalty"),
+    ({"logit_bias": {"99999999": 5}}, "logit_bias"), ({"logit_bias": {"2": 500}}, "logit_bias"),
+    ({"max_tokens": 10**30}, "max_tokens"), ({"seed": 10**30}, "seed"),
+])
+def test_llama_extras_and_numbers_out_of_range_are_400(http: httpx.Client,
+                                                      extra: dict[str, Any], param: str) -> None:
+    body = {"model": CHAT_MODEL, "messages": HELLO, "max_tokens": 3, **extra}
+    assert _error(http.post("/v1/chat/completions", json=body), 400)["param"] == param

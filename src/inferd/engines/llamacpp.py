@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from inferd.engines import families
 from inferd.engines.base import ModelInfo
 from inferd.engines.local import Generation, LocalTextEngine
@@ -27,6 +29,16 @@ from inferd.settings import ModelSpec
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_P = 1.0
 DEFAULT_COMPLETION_TOKENS = 16  # /v1/completions without max_tokens, as OpenAI does
+
+
+class LlamaSampling(BaseModel):
+    """llama.cpp's own sampling fields, accepted beside OpenAI's."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: int | None = Field(default=None, ge=0, le=100_000)
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    typical_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    repeat_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
 
 
 @dataclass
@@ -132,16 +144,31 @@ class LlamaCppEngine(LocalTextEngine):
             "presence_penalty": request.presence_penalty or 0.0,
             "frequency_penalty": request.frequency_penalty or 0.0,
         }
-        for key in self.extra_fields:
-            if key in extra:
-                params[key] = extra[key]
+        try:
+            sampling = LlamaSampling.model_validate(
+                {k: v for k, v in extra.items() if k in self.extra_fields})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = str(first["loc"][0]) if first["loc"] else None
+            raise InvalidRequest(f"Invalid value for '{name}': {first['msg']}",
+                                 param=name, code="invalid_value") from exc
+        params.update(sampling.model_dump(exclude_none=True))
         if request.logit_bias:
-            try:
-                params["logit_bias"] = {int(k): float(v) for k, v in request.logit_bias.items()}
-            except ValueError as exc:
-                raise InvalidRequest("logit_bias keys must be token ids",
-                                     param="logit_bias") from exc
+            params["logit_bias"] = self._logit_bias(request.logit_bias)
         return params
+
+    def _logit_bias(self, bias: dict[str, float]) -> dict[int, float]:
+        vocabulary = self._instances[0].llama.n_vocab()
+        out: dict[int, float] = {}
+        for key, value in bias.items():
+            if not key.isdigit() or int(key) >= vocabulary:
+                raise InvalidRequest(f"logit_bias: '{key}' is not a token id of this model "
+                                     f"(0 to {vocabulary - 1}).", param="logit_bias")
+            if not -100 <= value <= 100:
+                raise InvalidRequest("logit_bias values must be between -100 and 100.",
+                                     param="logit_bias")
+            out[int(key)] = value
+        return out
 
     def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
         self.check_fields(request)

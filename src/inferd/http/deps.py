@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from pydantic import BaseModel
 from starlette.types import Receive
 
@@ -80,3 +80,9 @@ async def _principal(request: Request) -> Principal:
 
 
 PrincipalDep = Annotated[Principal, Depends(_principal)]
+
+
+# Ids in a path, bounded to what their columns hold (larger numbers name no row and must not
+# reach a database driver): BIGINT ids, and the INTEGER ids of S0's contexts.
+RowId = Annotated[int, Path(ge=0, le=2**63 - 1)]
+ContextId = Annotated[int, Path(ge=0, le=2**31 - 1)]

@@ -106,6 +106,12 @@ def install(app: FastAPI) -> None:
         headers = dict(exc.headers) if exc.headers else None
         return error_response(exc.status_code, message, headers=headers)
 
+    @app.exception_handler(OverflowError)
+    async def _overflow(_request: Request, exc: OverflowError) -> Response:
+        # a number in the request larger than the database can hold
+        return error_response(400, "A number in the request is too large.",
+                              code="invalid_value")
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)

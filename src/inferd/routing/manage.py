@@ -55,6 +55,19 @@ class ReplicaUpdate(BaseModel):
     options: dict[str, Any] | None = None
 
 
+# The largest id a BIGINT column holds; a larger number names no row (and must not reach the
+# database driver, which would fail on it).
+MAX_ROW_ID = 2**63 - 1
+
+
+def _row_id(text: str) -> int | None:
+    """``text`` as a row id, or None when it is not one."""
+    if not text.isdigit():
+        return None
+    value = int(text)
+    return value if value <= MAX_ROW_ID else None
+
+
 def live_view(replica: Replica) -> dict[str, Any]:
     """A replica the router holds but the store does not (a local engine)."""
     return {**replica.state(), "model_id": None, "url": None, "upstream_model": None,
@@ -104,7 +117,8 @@ class ModelAdmin:
 
     async def find_model(self, ref: str) -> ModelRecord:
         """A model by id, name or alias; 404 otherwise."""
-        record = await self.store.get_model(int(ref)) if ref.isdigit() else None
+        row_id = _row_id(ref)
+        record = await self.store.get_model(row_id) if row_id is not None else None
         if record is None:
             record = await self.store.find_model(ref)
         if record is None:
@@ -167,8 +181,9 @@ class ModelAdmin:
         return views
 
     async def replica(self, replica_id: str) -> dict[str, Any]:
-        if replica_id.isdigit():
-            record = await self.store.get_replica(int(replica_id))
+        row_id = _row_id(replica_id)
+        if row_id is not None:
+            record = await self.store.get_replica(row_id)
             if record is not None:
                 return self.replica_view(record)
         live = self.router.replica(replica_id)
@@ -191,15 +206,17 @@ class ModelAdmin:
             if value is None and field != "api_key":
                 raise InvalidRequest(f"'{field}' cannot be null.", param=field)
         record = None
-        if replica_id.isdigit():
-            record = await self.store.update_replica(int(replica_id), changes)
+        row_id = _row_id(replica_id)
+        if row_id is not None:
+            record = await self.store.update_replica(row_id, changes)
         if record is None:
             raise NotFound(f"No replica '{replica_id}'.", code="replica_not_found")
         await self.catalog.sync()
         return self.replica_view(record)
 
     async def delete_replica(self, replica_id: str) -> dict[str, Any]:
-        if not (replica_id.isdigit() and await self.store.delete_replica(int(replica_id))):
+        row_id = _row_id(replica_id)
+        if row_id is None or not await self.store.delete_replica(row_id):
             raise NotFound(f"No replica '{replica_id}'.", code="replica_not_found")
         await self.catalog.sync()
         return {"id": replica_id, "object": "replica", "deleted": True}

@@ -71,6 +71,10 @@ class ResponseFormat(BaseModel):
 
 StopField = str | list[str] | None
 
+# Bounds that keep every number a database column and the engines can hold.
+MAX_TOKENS = 2**31 - 1
+INT64 = 2**63 - 1
+
 
 class _Sampling(_Wire):
     """Sampling fields shared by chat and text completions."""
@@ -78,9 +82,9 @@ class _Sampling(_Wire):
     model: str = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     stop: StopField = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-INT64 - 1, le=INT64)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     n: int | None = Field(default=None, ge=1, le=128)
@@ -109,12 +113,12 @@ class ChatCompletionRequest(_Sampling):
     """``POST /v1/chat/completions``."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -149,7 +153,7 @@ class EmbeddingRequest(_Wire):
     model: str = Field(min_length=1)
     input: str | list[str] = Field(...)
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1, le=65_536)
     user: str | None = None
 
     @field_validator("input")

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from inferd.auth.admin import KeyAdmin, KeySpec, KeyUpdate
 from inferd.errors import Unavailable
 from inferd.http.auth import AdminDep
-from inferd.http.deps import ServicesDep, read_model
+from inferd.http.deps import RowId, ServicesDep, read_model
 from inferd.http.responses import json_response
 
 router = APIRouter(prefix="/admin/v1/keys", tags=["admin"])
@@ -42,28 +42,28 @@ async def list_keys(admin: KeyAdminDep, owner: str | None = None,
 
 
 @router.get("/{key_id}")
-async def get_key(key_id: int, admin: KeyAdminDep) -> Response:
+async def get_key(key_id: RowId, admin: KeyAdminDep) -> Response:
     return json_response(await admin.get(key_id))
 
 
 @router.patch("/{key_id}")
-async def update_key(key_id: int, request: Request, admin: KeyAdminDep) -> Response:
+async def update_key(key_id: RowId, request: Request, admin: KeyAdminDep) -> Response:
     """Change limits, models, scope, expiry, metadata or ``enabled``; other fields stay."""
     change = await read_model(request, KeyUpdate)
     return json_response(await admin.update(key_id, change))
 
 
 @router.post("/{key_id}/disable")
-async def disable_key(key_id: int, admin: KeyAdminDep) -> Response:
+async def disable_key(key_id: RowId, admin: KeyAdminDep) -> Response:
     return json_response(await admin.disable(key_id))
 
 
 @router.post("/{key_id}/enable")
-async def enable_key(key_id: int, admin: KeyAdminDep) -> Response:
+async def enable_key(key_id: RowId, admin: KeyAdminDep) -> Response:
     return json_response(await admin.update(key_id, KeyUpdate(enabled=True)))
 
 
 @router.delete("/{key_id}")
-async def delete_key(key_id: int, admin: KeyAdminDep) -> Response:
+async def delete_key(key_id: RowId, admin: KeyAdminDep) -> Response:
     await admin.delete(key_id)
     return json_response({"id": key_id, "object": "api_key", "deleted": True})

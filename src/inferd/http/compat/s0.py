@@ -15,7 +15,7 @@ from starlette.responses import Response
 from inferd.auth.principal import Principal
 from inferd.errors import NotFound
 from inferd.http.compat import result_text
-from inferd.http.deps import PrincipalDep, ServicesDep
+from inferd.http.deps import ContextId, PrincipalDep, ServicesDep
 from inferd.http.jobs import JobsDep
 from inferd.http.responses import json_response
 from inferd.store.jobs import JobRecord
@@ -69,7 +69,7 @@ async def list_contexts(services: ServicesDep, principal: PrincipalDep) -> Respo
 
 
 @router.get("/contexts/{context_id}")
-async def get_context(context_id: int, services: ServicesDep,
+async def get_context(context_id: ContextId, services: ServicesDep,
                       principal: PrincipalDep) -> Response:
     return json_response(context_object(await _context(services, principal, context_id)))
 
@@ -104,7 +104,7 @@ async def list_models(services: ServicesDep) -> Response:
 
 
 @router.post("/models/send/{model_name}/{context_id}")
-async def send(model_name: str, context_id: int, services: ServicesDep, jobs: JobsDep,
+async def send(model_name: str, context_id: ContextId, services: ServicesDep, jobs: JobsDep,
                principal: PrincipalDep) -> Response:
     context = await _context(services, principal, context_id)
     body = {"model": model_name, "messages": [{"role": "user", "content": context.content}]}

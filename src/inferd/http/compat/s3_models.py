@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from inferd.http.admin.models import ModelAdminDep
-from inferd.http.deps import read_model
+from inferd.http.deps import RowId, read_model
 from inferd.http.responses import json_response
 from inferd.routing.manage import ModelCreate, ReplicaUpdate
 from inferd.settings import ReplicaSpec
@@ -31,25 +31,25 @@ async def create_model(request: Request, admin: ModelAdminDep) -> Response:
 
 
 @router.get("/models/{model_id:int}/replicas")
-async def list_replicas(model_id: int, admin: ModelAdminDep) -> Response:
+async def list_replicas(model_id: RowId, admin: ModelAdminDep) -> Response:
     record = await admin.find_model(str(model_id))
     return json_response(await admin.replicas(record.id))
 
 
 @router.post("/models/{model_id:int}/replicas")
-async def create_replica(model_id: int, request: Request, admin: ModelAdminDep) -> Response:
+async def create_replica(model_id: RowId, request: Request, admin: ModelAdminDep) -> Response:
     spec = await read_model(request, ReplicaSpec)
     return json_response(await admin.create_replica(str(model_id), spec), status=201)
 
 
 @router.put("/models/replicas/{replica_id:int}")
-async def update_replica(replica_id: int, request: Request, admin: ModelAdminDep) -> Response:
+async def update_replica(replica_id: RowId, request: Request, admin: ModelAdminDep) -> Response:
     body = await read_model(request, ReplicaUpdate)
     return json_response(await admin.update_replica(str(replica_id), body))
 
 
 @router.delete("/replicas/{replica_id:int}")
-async def delete_replica(replica_id: int, admin: ModelAdminDep) -> Response:
+async def delete_replica(replica_id: RowId, admin: ModelAdminDep) -> Response:
     return json_response(await admin.delete_replica(str(replica_id)))
 
 
@@ -62,5 +62,5 @@ async def get_model(name: str, admin: ModelAdminDep) -> Response:
 
 
 @router.delete("/models/{model_id:int}")
-async def delete_model(model_id: int, admin: ModelAdminDep) -> Response:
+async def delete_model(model_id: RowId, admin: ModelAdminDep) -> Response:
     return json_response(await admin.delete_model(str(model_id)))

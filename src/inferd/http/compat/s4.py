@@ -27,7 +27,7 @@ from inferd.http.compat import default_chat_model
 from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
 from inferd.http.responses import json_response
 from inferd.routing.replica import Replica
-from inferd.schemas.openai import ChatCompletionRequest
+from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest
 from inferd.services import Services
 from inferd.settings import ModelSpec
 from inferd.store.repo import KeyValueStore
@@ -47,7 +47,7 @@ class Initialize(BaseModel):
     model_name: str | None = Field(default=None, min_length=1)
     path: str | None = None
     n_ctx: int | None = Field(default=None, ge=64)
-    max_new_tokens: int | None = Field(default=None, ge=1)
+    max_new_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -95,6 +95,9 @@ async def initialize(request: Request, services: ServicesDep,
               if k in GENERATION_PARAMS}
     if spec.max_new_tokens is not None:
         params["max_tokens"] = spec.max_new_tokens
+    # the parameters must make a valid request now, not fail every later /old/generate
+    ChatCompletionRequest.model_validate(
+        {**params, "model": name, "messages": [{"role": "user", "content": ""}]})
     state = {"model": name, "params": params, "initialized_at": time.time()}
     await KeyValueStore(services.db).set(STATE_KEY, orjson.dumps(state).decode())
     return json_response({"status": "initialized", "model": name, "params": params})
