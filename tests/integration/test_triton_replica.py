@@ -19,7 +19,7 @@ from inferd.routing.replica import Replica
 from inferd.routing.router import Router
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
 from tests.fake_triton import FakeTriton
-from tests.helpers import InferdProcess
+from tests.helpers import InferdProcess, free_port
 
 
 @pytest.fixture
@@ -95,7 +95,15 @@ async def test_text_completion_and_its_stream(triton: tuple[FakeTriton, TritonEn
 
 async def test_health_probe(triton: tuple[FakeTriton, TritonEngine]) -> None:
     _, engine = triton
-    await engine.probe()
+    await engine.probe()  # GET /v2/health/ready answers 200
+    gone = TritonEngine("llama", RemoteSpec(url=f"http://127.0.0.1:{free_port()}",
+                                            upstream_model="vllm_model"))
+    await gone.start()
+    try:
+        with pytest.raises(UpstreamUnavailable):
+            await gone.probe()
+    finally:
+        await gone.close()
 
 
 async def test_errors_before_and_during_the_stream() -> None:
