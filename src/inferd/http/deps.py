@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from starlette.types import Receive
 
 from inferd.auth.principal import ANONYMOUS, Principal
+from inferd.http.disconnect import cancel_on_disconnect
 from inferd.services import Services
 
 M = TypeVar("M", bound=BaseModel)
@@ -44,29 +45,15 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
 async def until_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     """``unless_disconnected`` for a raw ASGI ``receive`` (the body must have been read).
 
-    ``work`` runs in the calling task; one watcher task waits for ``http.disconnect`` and
-    cancels the caller if it comes first. One task per request instead of two plus a wait.
+    ``work`` runs in the calling task; one watcher task cancels it if the client goes first.
     """
-    caller = asyncio.current_task()
-    assert caller is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        gone = True
-        caller.cancel()
-
-    watcher = asyncio.get_running_loop().create_task(watch())
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if gone:
-            raise asyncio.CancelledError("client disconnected") from None
-        raise
-    finally:
-        watcher.cancel()
+    with cancel_on_disconnect(receive) as client:
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if client.gone:
+                raise asyncio.CancelledError("client disconnected") from None
+            raise
 
 
 def get_principal(request: Request) -> Principal:

@@ -12,6 +12,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Send
 
 from inferd.errors import InferdError
+from inferd.http.disconnect import cancel_on_disconnect
 
 log = logging.getLogger("inferd.http")
 
@@ -61,29 +62,20 @@ async def send_sse(receive: Receive, send: Send, events: AsyncIterator[bytes]) -
     One watcher task waits for the client to go away; then the stream (and with it the
     upstream request or the generation) is cancelled and closed, and this returns normally.
     """
-    task = asyncio.current_task()
-    assert task is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        gone = True
-        task.cancel()
-
-    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        await send({"type": "http.response.start", "status": 200, "headers": _RAW_HEADERS})
-        async for event in events:
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except asyncio.CancelledError:
-        if not gone:
-            raise
-        task.uncancel()
-    finally:
-        watcher.cancel()
+        with cancel_on_disconnect(receive) as client:
+            try:
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": _RAW_HEADERS})
+                async for event in events:
+                    await send({"type": "http.response.body", "body": event,
+                                "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except asyncio.CancelledError:
+                if not client.gone:
+                    raise
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+    finally:  # after the watcher is gone
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()  # a no-op when the stream ended; else releases the upstream
