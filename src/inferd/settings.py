@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -238,8 +239,22 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         file_values = loaded
         file_values["config_file"] = path
     env_settings = Settings()
-    merged: dict[str, Any] = dict(file_values)
+    merged: dict[str, Any] = replaced_systems_env(os.environ)
+    merged.update(file_values)
     for key in env_settings.model_fields_set:
         merged[key] = getattr(env_settings, key)
     merged.update({k: v for k, v in overrides.items() if v is not None})
     return Settings.model_validate(merged)
+
+
+def replaced_systems_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """Settings from the variables the replaced systems' deployments already set.
+
+    protollm (S1) configures Redis with ``REDIS_HOST`` / ``REDIS_PORT``: inferd keeps its shared
+    limits there. An ``INFERD_*`` variable or the config file takes precedence.
+    """
+    values: dict[str, Any] = {}
+    if env.get("REDIS_HOST"):
+        port = env.get("REDIS_PORT") or "6379"
+        values["redis_url"] = f"redis://{env['REDIS_HOST']}:{port}/0"
+    return values

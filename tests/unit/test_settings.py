@@ -54,3 +54,11 @@ def test_async_driver_mapping() -> None:
     assert async_database_url("postgresql://u@h/db") == "postgresql+asyncpg://u@h/db"
     assert async_database_url("mysql://root@h/db") == "mysql+aiomysql://root@h/db"
     assert async_database_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+
+
+def test_protollm_redis_variables_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_HOST", "cache.internal")
+    monkeypatch.setenv("REDIS_PORT", "6380")
+    assert load_settings().redis_url == "redis://cache.internal:6380/0"
+    monkeypatch.setenv("INFERD_REDIS_URL", "redis://127.0.0.1:6379/2")
+    assert load_settings().redis_url == "redis://127.0.0.1:6379/2"  # inferd's own wins
