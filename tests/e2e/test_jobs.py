@@ -7,7 +7,6 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,12 +20,6 @@ from tests.helpers import InferdProcess, free_port
 
 CHAT_MODEL = "smollm2-135m-instruct"
 EMBED_MODEL = "all-minilm-l6-v2"
-
-
-@pytest.fixture(scope="module")
-def http(inferd_server: InferdProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=inferd_server.url, timeout=120) as c:
-        yield c
 
 
 def chat_job(content: str = "Say hello.", max_tokens: int = 8, **extra: Any) -> dict[str, Any]:

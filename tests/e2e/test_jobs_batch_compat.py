@@ -7,30 +7,16 @@ import io
 import json
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
 from openai import OpenAI
 
-from tests.helpers import InferdProcess
-
 CHAT_MODEL = "smollm2-135m-instruct"
 EMBED_MODEL = "all-minilm-l6-v2"
 
 
-@pytest.fixture(scope="module")
-def client(inferd_server: InferdProcess) -> Iterator[OpenAI]:
-    with OpenAI(base_url=inferd_server.url + "/v1", api_key="unused", max_retries=0,
-                timeout=120) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def http(inferd_server: InferdProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=inferd_server.url, timeout=180) as c:
-        yield c
 
 
 def line(custom_id: str, body: dict[str, object], url: str = "/v1/chat/completions") -> str:

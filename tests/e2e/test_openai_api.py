@@ -24,17 +24,6 @@ EMBED_MODEL = "all-minilm-l6-v2"
 HELLO = [{"role": "user", "content": "Write one sentence about the sea."}]
 
 
-@pytest.fixture(scope="module")
-def client(inferd_server: InferdProcess) -> Iterator[OpenAI]:
-    with OpenAI(base_url=inferd_server.url + "/v1", api_key="unused", max_retries=0,
-                timeout=120) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def http(inferd_server: InferdProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=inferd_server.url, timeout=120) as c:
-        yield c
 
 
 def test_reference_spec_is_available() -> None:
