@@ -111,7 +111,8 @@ class Inference:
         limiter: Limiter = LocalLimiter()
         if settings.limits_backend == "redis" or (settings.limits_backend == "auto"
                                                   and settings.redis_url):
-            limiter = RedisLimiter(settings.redis_url or "redis://127.0.0.1:6379/0")
+            limiter = RedisLimiter(settings.redis_url or "redis://127.0.0.1:6379/0",
+                                   prefix=settings.redis_prefix)
         usage_store = UsageStore(db)
         usage = UsageRecorder(usage_store.insert_many, flush_seconds=settings.usage_flush_seconds)
         self = cls(router, limiter=limiter, usage=usage, log_requests=settings.log_requests)

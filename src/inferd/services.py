@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from inferd.auth.principal import Principal
 from inferd.engines import build_engine
+from inferd.errors import InferdError
 from inferd.inference import Inference
 from inferd.jobs.service import JobService, start_jobs
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
@@ -38,7 +39,7 @@ class Services:
     async def start(cls, settings: Settings) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url())
-        await db.migrate()
+        await prepare_schema(db, settings)
         router = Router(max_attempts=settings.router_max_attempts)
         services = cls(settings=settings, db=db, router=router,
                        inference=await Inference.start(settings, db, router))
@@ -79,3 +80,22 @@ class Services:
 
     async def close(self) -> None:
         await asyncio.shield(self.stack.aclose())
+
+
+class SchemaNotMigrated(InferdError):
+    """A shared database whose schema is older than this code."""
+
+
+async def prepare_schema(db: Database, settings: Settings) -> None:
+    """``serve`` (and any role on a SQLite file) migrates by itself; the roles of a cluster
+    on a shared database refuse an old schema, so that one step (``inferd migrate``) decides
+    when it changes."""
+    if settings.role == "serve" or db.dialect == "sqlite":
+        await db.migrate()
+        return
+    if await db.pending_migrations():
+        await db.close()
+        raise SchemaNotMigrated(
+            f"The {db.dialect} database schema is not up to date: run `inferd migrate` "
+            "(with the same INFERD_DATABASE_URL) before starting inferd "
+            f"{settings.role}.")

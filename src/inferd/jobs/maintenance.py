@@ -4,12 +4,15 @@ and delete what is past its retention."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 import time
 from typing import TYPE_CHECKING
 
 from inferd.store.batches import BatchStore
 from inferd.store.files import FileStore
+from inferd.store.leases import LeaseStore
 
 if TYPE_CHECKING:
     from inferd.jobs.service import JobService
@@ -53,18 +56,43 @@ async def purge(service: JobService, now: float | None = None) -> dict[str, int]
 
 
 async def run_forever(service: JobService) -> None:
+    """Sweep every ``sweep_seconds`` while this process holds the cluster's maintenance lease
+    (one process of a cluster sweeps; another takes over when it stops)."""
     last_purge = 0.0
-    while True:
-        await asyncio.sleep(service.settings.sweep_seconds)
-        try:
-            await fail_overdue(service)
-            await recover(service)
-            if time.monotonic() - last_purge > RETENTION_EVERY:
-                last_purge = time.monotonic()
-                removed = await purge(service)
-                if any(removed.values()):
-                    log.info("retention removed %s", removed)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the next sweep tries again
-            log.exception("job maintenance failed")
+    leases, holder = LeaseStore(service.db), f"sweep-{secrets.token_hex(6)}"
+    ttl = max(10.0, 5 * service.settings.sweep_seconds)
+    try:
+        while True:
+            await asyncio.sleep(service.settings.sweep_seconds)
+            if await _holds(leases, holder, ttl):
+                last_purge = await _sweep(service, last_purge)
+    finally:  # hand the lease over at once on a clean stop
+        with contextlib.suppress(Exception):
+            await asyncio.shield(leases.release("maintenance", holder))
+
+
+async def _holds(leases: LeaseStore, holder: str, ttl: float) -> bool:
+    try:
+        return await leases.acquire("maintenance", holder, ttl)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # the database is away: try again on the next sweep
+        log.warning("could not take the maintenance lease", exc_info=True)
+        return False
+
+
+async def _sweep(service: JobService, last_purge: float) -> float:
+    """One sweep; returns when retention last ran."""
+    try:
+        await fail_overdue(service)
+        await recover(service)
+        if time.monotonic() - last_purge > RETENTION_EVERY:
+            last_purge = time.monotonic()
+            removed = await purge(service)
+            if any(removed.values()):
+                log.info("retention removed %s", removed)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # the next sweep tries again
+        log.exception("job maintenance failed")
+    return last_purge

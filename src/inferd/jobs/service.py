@@ -277,7 +277,13 @@ class JobService:
 
 async def start_jobs(db: Database, router: Router, inference: Inference,
                      settings: Settings) -> JobService:
-    """The job service of ``inferd serve``: in-process queue and workers, started."""
-    service = JobService(db, router, inference, JobSettings.load(settings.config_file))
+    """The job service of this process's role (``inferd.jobs.cluster``), started."""
+    from inferd.jobs import cluster
+
+    job_settings = JobSettings.load(settings.config_file)
+    service = JobService(db, router, inference, job_settings,
+                         queue=cluster.build_queue(settings, job_settings),
+                         run_workers=cluster.runs_jobs(settings))
+    cluster.attach(service, settings)
     await service.start()
     return service

@@ -33,10 +33,13 @@ class WorkerPool:
         self._loops: dict[str, list[asyncio.Task[None]]] = {}
         self.running: dict[str, asyncio.Task[Outcome]] = {}
         self._closing = False
+        # The models this process may run (``inferd worker --model``); None = any.
+        self.only: set[str] | None = None
 
     def ensure(self, model: str) -> None:
         """Start this model's worker loops unless they run already."""
-        if self._closing or model in self._loops:
+        if self._closing or model in self._loops or (self.only is not None
+                                                      and model not in self.only):
             return
         count = self.settings.workers_for(model)
         self._loops[model] = [asyncio.create_task(self._loop(model), name=f"worker:{model}:{i}")

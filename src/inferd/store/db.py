@@ -68,6 +68,17 @@ class Database:
         """Bring the schema to the newest revision (runs Alembic in a worker thread)."""
         await asyncio.to_thread(upgrade, self.url)
 
+    async def pending_migrations(self) -> bool:
+        """True when the schema is older than this code (``inferd migrate`` has not run)."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        heads = set(ScriptDirectory.from_config(alembic_config(self.url)).get_heads())
+        async with self.engine.connect() as conn:
+            current = await conn.run_sync(
+                lambda sync: set(MigrationContext.configure(sync).get_current_heads()))
+        return current != heads
+
     async def close(self) -> None:
         await self.engine.dispose()
 
