@@ -90,18 +90,20 @@ def gateway(config: Path | None, host: str | None, port: int | None, data_dir: P
 @config_option
 @click.option("--host", default=None, help="Address of the probe/metrics port (127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Local state (default ./data).")
 @click.option("--model", "models", multiple=True, metavar="NAME | NAME=PATH[,...]",
               help="Host this model in-process and consume only its queue (repeatable): a "
                    "bundled or configured model's name, or a GGUF file as for serve.")
 @click.option("--log-level", default=None)
-def worker(config: Path | None, host: str | None, port: int | None, models: tuple[str, ...],
-           log_level: str | None) -> None:
+def worker(config: Path | None, host: str | None, port: int | None, data_dir: Path | None,
+           models: tuple[str, ...], log_level: str | None) -> None:
     """Consume job ids from RabbitMQ, run them, commit the result, then acknowledge.
 
     Without ``--model`` it runs jobs of every model known to the cluster on their remote
     replicas. Its HTTP port serves the same API (for probes and metrics).
     """
-    settings = _settings(config, host=host, port=port, log_level=log_level)
+    settings = _settings(config, host=host, port=port, data_dir=data_dir, log_level=log_level)
     known = {spec.name: spec for spec in settings.all_models()}
     specs: list[ModelSpec] = []
     for value in models:

@@ -108,7 +108,6 @@ class RabbitQueue:
             dead_queue = await self._publisher.declare_queue(self.dead_letter_exchange,
                                                              durable=True)
             await dead_queue.bind(dead)
-            self._retry = asyncio.create_task(self._retry_forever(), name="broker:republish")
 
     async def _queue(self, channel: AbstractRobustChannel, model: str) -> AbstractQueue:
         # Every declaration must carry the same arguments, or RabbitMQ refuses it.
@@ -123,6 +122,9 @@ class RabbitQueue:
         now = time.monotonic()
         if now - self._recent.get(job.id, -1e9) < self.republish_seconds:
             return  # published lately (a sweep finding it pending again)
+        if len(self._recent) > 100_000:
+            self._recent = {k: t for k, t in self._recent.items()
+                            if now - t < self.republish_seconds}
         try:
             await asyncio.wait_for(self._publish(job, 1), self.publish_timeout)
         except asyncio.CancelledError:
@@ -130,6 +132,8 @@ class RabbitQueue:
         except Exception as exc:  # broker down or slow: the row is committed; retry later
             log.warning("could not publish job %s (%s); will retry", job.id, exc)
             self._unpublished[job.id] = job
+            if self._retry is None or self._retry.done():
+                self._retry = asyncio.create_task(self._retry_forever(), name="broker:retry")
             return
         self._recent[job.id] = now
         self._unpublished.pop(job.id, None)
@@ -149,10 +153,8 @@ class RabbitQueue:
             message, routing_key=queue_name(self.prefix, job.model), mandatory=True)
 
     async def _retry_forever(self) -> None:
-        while True:
+        while self._unpublished:
             await asyncio.sleep(1.0)
-            cutoff = time.monotonic() - self.republish_seconds
-            self._recent = {k: t for k, t in self._recent.items() if t > cutoff}
             for job in list(self._unpublished.values()):
                 await self.put(job)
                 if job.id in self._unpublished:
