@@ -124,6 +124,38 @@ def worker(config: Path | None, host: str | None, port: int | None, data_dir: Pa
     _run(settings)
 
 
+@main.command()
+@config_option
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8000).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Local state (default ./data).")
+@click.option("--model", "models", multiple=True, metavar="NAME=PATH[,n_ctx=N,threads=N]",
+              help="Serve a local GGUF file as NAME (repeatable).")
+@click.option("--no-bundled", is_flag=True, help="Do not serve the bundled models.")
+@click.option("--url", "engine_url", default=None,
+              help="OpenAI base URL gateways reach this engine at (INFERD_ENGINE_URL).")
+@click.option("--log-level", default=None)
+def engine(config: Path | None, host: str | None, port: int | None, data_dir: Path | None,
+           models: tuple[str, ...], no_bundled: bool, engine_url: str | None,
+           log_level: str | None) -> None:
+    """Host local models, serve the OpenAI API for them, and register as their replica.
+
+    Gateways of the same database route to it while its heartbeat lasts.
+    """
+    specs = _model_specs(models)
+    settings = _settings(config, host=host, port=port, data_dir=data_dir, log_level=log_level,
+                         engine_url=engine_url, bundled_models=False if no_bundled else None)
+    if specs is not None:
+        settings = settings.model_copy(update={"models": [*settings.models, *specs]})
+    if not settings.engine_url:
+        import socket
+
+        host = settings.host if settings.host not in ("0.0.0.0", "::") else socket.getfqdn()
+        settings = settings.model_copy(update={"engine_url": f"http://{host}:{settings.port}/v1"})
+    _run(settings.model_copy(update={"role": "engine"}))
+
+
 def _check_schema(settings: Settings) -> None:
     """A cluster role on a shared database stops here when ``inferd migrate`` has not run."""
     from inferd.services import SchemaNotMigrated, prepare_schema

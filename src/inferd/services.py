@@ -12,8 +12,10 @@ from inferd.auth.principal import Principal
 from inferd.engines import build_engine
 from inferd.errors import InferdError
 from inferd.inference import Inference
+from inferd.jobs.cluster import follow_models
 from inferd.jobs.service import JobService, start_jobs
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
+from inferd.routing.registration import EngineRegistration
 from inferd.routing.router import Replica, Router
 from inferd.settings import Settings
 from inferd.store.db import Database
@@ -56,8 +58,16 @@ class Services:
                        aliases=spec.aliases)
         services.catalog = await start_catalog(router, ReplicaStore(db), settings)
         services.stack.push_async_callback(services.catalog.close)
+        if settings.role == "engine":
+            registration = EngineRegistration(ReplicaStore(db), settings)
+            await registration.register([spec.name for spec, _ in engines])
+            services.stack.push_async_callback(registration.close)
         services.jobs = await start_jobs(db, router, services.inference, settings)
         services.stack.push_async_callback(services.jobs.close)
+        if settings.role == "worker" and not settings.worker_models:
+            follow = asyncio.create_task(
+                follow_models(services.jobs, settings.health_check_interval))
+            services.stack.callback(follow.cancel)
         services.connect_jobs_to_keys()
         return services
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from openai import APIStatusError, OpenAI
 
 from tests.cluster.conftest import migrate, submit, wait_finished
 from tests.helpers import InferdProcess
@@ -73,3 +74,39 @@ def test_kill_9_a_worker_mid_job_and_another_finishes_it(
     assert finished["attempts"] == 2  # the killed run, then the one that finished
     assert finished["result"]["choices"][0]["message"]["content"] == \
         "one two three four five six seven eight"
+
+
+def test_an_engine_registers_itself_and_leaves_routing_when_it_dies(
+        start: Callable[..., InferdProcess], cluster_env: dict[str, str]) -> None:
+    assert migrate(cluster_env).returncode == 0
+    engine = start("engine", "--no-bundled", INFERD_ENGINE_HEARTBEAT_SECONDS="0.5")
+    start("worker")  # no --model: runs jobs of every model on its replicas
+    gateway = start("gateway")
+    messages = [{"role": "user", "content": "through the engine"}]
+    with OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0) as client, \
+            httpx.Client(base_url=gateway.url, timeout=30) as http:
+        reply = client.chat.completions.create(model="echo", messages=messages)
+        assert reply.choices[0].message.content == "through the engine"
+        stream = client.chat.completions.create(model="echo", messages=messages, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == \
+            "through the engine"
+        job = submit(http, "echo", "a job for the engine")
+        done = wait_finished(http, [job["id"]])[job["id"]]
+        assert done["result"]["choices"][0]["message"]["content"] == "a job for the engine"
+        replicas = http.get("/admin/v1/replicas").json()["data"]
+        mine = [r for r in replicas if r["model"] == "echo"]
+        assert mine and mine[0]["url"] == engine.url + "/v1"
+        engine.kill()
+        end = time.monotonic() + 30
+        while True:  # the heartbeat stops; the gateway drops the replica
+            try:
+                client.chat.completions.create(model="echo", messages=messages)
+            except APIStatusError as exc:
+                error = exc.response.json()["error"]
+                if exc.status_code == 503:
+                    assert error["type"] == "service_unavailable"
+                    break
+                # still listed until its heartbeat is stale: a clear 502, never a 500
+                assert (exc.status_code, error["type"]) == (502, "upstream_error"), error
+            assert time.monotonic() < end, "the dead engine stayed in routing"
+            time.sleep(0.2)

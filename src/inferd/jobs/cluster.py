@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -58,3 +59,13 @@ def attach(service: JobService, settings: Settings) -> None:
                 await service.after_finish(job.id)
 
         queue.on_dead = dead
+
+
+async def follow_models(service: JobService, every: float) -> None:
+    """A worker without ``--model`` consumes the queue of every model the cluster knows,
+    including models added after it started."""
+    while True:
+        if service.pool is not None:
+            for model in service.router.model_names():
+                service.pool.ensure(model)
+        await asyncio.sleep(every)
