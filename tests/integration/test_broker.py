@@ -121,9 +121,14 @@ async def test_a_broker_outage_keeps_the_job_for_later(prefix: str) -> None:
     try:
         await queue.put(QueuedJob("job-3", "m"))
         assert queue.unpublished() == 1
-        queue.url = URL  # the broker is back
-        await queue.put(QueuedJob("job-3", "m"))
+        await queue.put(QueuedJob("job-4", "m"))  # while it is down: kept without waiting
+        assert queue.unpublished() == 2
+        queue.url = URL  # the broker is back: the background retry publishes both
+        for _ in range(300):  # poll with a deadline
+            if not queue.unpublished():
+                break
+            await asyncio.sleep(0.1)
         assert queue.unpublished() == 0
-        assert await waiting(prefix, queue_name(prefix, "m")) == 1
+        assert await waiting(prefix, queue_name(prefix, "m")) == 2
     finally:
         await queue.close()

@@ -88,6 +88,7 @@ class RabbitQueue:
         self._recent: dict[str, float] = {}  # job id -> when this process published it
         self._unpublished: dict[str, QueuedJob] = {}
         self._retry: asyncio.Task[None] | None = None
+        self._down_until = 0.0  # monotonic time until which publishing is not tried
         self._lock = asyncio.Lock()
 
     @property
@@ -100,7 +101,9 @@ class RabbitQueue:
         async with self._lock:
             if self._connection is not None:
                 return
-            self._connection = await aio_pika.connect_robust(self.url, timeout=10)
+            # reconnect every second (the default waits 5 s) so an outage ends sooner
+            self._connection = await aio_pika.connect_robust(self.url, timeout=10,
+                                                             reconnect_interval=1)
             self._publisher = await self._connection.channel(publisher_confirms=True,
                                                              on_return_raises=True)
             dead = await self._publisher.declare_exchange(
@@ -125,18 +128,27 @@ class RabbitQueue:
         if len(self._recent) > 100_000:
             self._recent = {k: t for k, t in self._recent.items()
                             if now - t < self.republish_seconds}
+        if now < self._down_until:
+            self._keep(job)  # the broker failed a moment ago: do not wait for it again
+            return
         try:
             await asyncio.wait_for(self._publish(job, 1), self.publish_timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # broker down or slow: the row is committed; retry later
-            log.warning("could not publish job %s (%s); will retry", job.id, exc)
-            self._unpublished[job.id] = job
-            if self._retry is None or self._retry.done():
-                self._retry = asyncio.create_task(self._retry_forever(), name="broker:retry")
+            if time.monotonic() >= self._down_until:
+                log.warning("could not publish job %s (%s); keeping job ids to publish "
+                            "when the broker is back", job.id, exc)
+            self._down_until = time.monotonic() + 1.0
+            self._keep(job)
             return
         self._recent[job.id] = now
         self._unpublished.pop(job.id, None)
+
+    def _keep(self, job: QueuedJob) -> None:
+        self._unpublished[job.id] = job
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.create_task(self._retry_forever(), name="broker:retry")
 
     async def _publish(self, job: QueuedJob, deliveries: int) -> None:
         await self.connect()
@@ -155,6 +167,7 @@ class RabbitQueue:
     async def _retry_forever(self) -> None:
         while self._unpublished:
             await asyncio.sleep(1.0)
+            self._down_until = 0.0
             for job in list(self._unpublished.values()):
                 await self.put(job)
                 if job.id in self._unpublished:
