@@ -31,8 +31,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import aio_pika
+import aiohttp
 import asyncpg
 import httpx
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,59 +143,69 @@ def start(env: dict[str, str], procs: list[subprocess.Popen[bytes]], tmp: Path,
 
 
 async def submit_jobs(gateways: list[str], jobs: int, clients: int) -> tuple[float, float]:
-    """(accepted/s, completed/s) for ``jobs`` chat jobs spread over the gateways."""
-    body = {"endpoint": "/v1/chat/completions", "body": CHAT}
-    https = [httpx.AsyncClient(base_url=g, timeout=60,
-                               limits=httpx.Limits(max_connections=clients)) for g in gateways]
+    """(accepted/s, completed/s) for ``jobs`` chat jobs spread over the gateways.
+
+    aiohttp as the client: it costs the shared CPU about a third of what httpx does.
+    """
+    body = orjson.dumps({"endpoint": "/v1/chat/completions", "body": CHAT})
+    headers = {"Content-Type": "application/json"}
+    sessions = [aiohttp.ClientSession(base_url=g, connector=aiohttp.TCPConnector(
+        limit=clients)) for g in gateways]
     todo = iter(range(jobs))
     started = time.perf_counter()
 
-    async def submitter(http: httpx.AsyncClient) -> None:
+    async def submitter(http: aiohttp.ClientSession) -> None:
         for _ in todo:
-            response = await http.post("/v1/jobs", json=body)
-            assert response.status_code == 202, response.text
+            async with http.post("/v1/jobs", data=body, headers=headers) as response:
+                assert response.status == 202, await response.text()
+                await response.read()
 
-    await asyncio.gather(*(submitter(https[i % len(https)]) for i in range(clients)))
+    await asyncio.gather(*(submitter(sessions[i % len(sessions)]) for i in range(clients)))
     accepted = jobs / (time.perf_counter() - started)
     while True:
         busy = 0
         for status in ("pending", "running"):
-            page = (await https[0].get("/v1/jobs", params={"status": status,
-                                                           "limit": 1})).json()
-            busy += len(page["data"])
+            async with sessions[0].get("/v1/jobs", params={"status": status,
+                                                           "limit": 1}) as response:
+                busy += len((await response.json())["data"])
         if not busy:
             break
         await asyncio.sleep(0.02)
     completed = jobs / (time.perf_counter() - started)
-    failed = (await https[0].get("/v1/jobs", params={"status": "failed", "limit": 1})).json()
+    async with sessions[0].get("/v1/jobs", params={"status": "failed", "limit": 1}) as response:
+        failed = await response.json()
     assert not failed["data"], failed
-    for http in https:
-        await http.aclose()
+    for session in sessions:
+        await session.close()
     return accepted, completed
 
 
 async def sync_rps(gateways: list[str], seconds: float, clients: int) -> float:
-    https = [httpx.AsyncClient(base_url=g, timeout=30,
-                               limits=httpx.Limits(max_connections=clients)) for g in gateways]
-    for http in https:  # until each gateway routes to the engine
+    body = orjson.dumps(CHAT)
+    headers = {"Content-Type": "application/json"}
+    sessions = [aiohttp.ClientSession(base_url=g, connector=aiohttp.TCPConnector(
+        limit=clients)) for g in gateways]
+    for http in sessions:  # until each gateway routes to the engine
         for _ in range(300):
-            if (await http.post("/v1/chat/completions", json=CHAT)).status_code == 200:
-                break
+            async with http.post("/v1/chat/completions", data=body, headers=headers) as r:
+                if r.status == 200:
+                    break
             await asyncio.sleep(0.2)
     count, end = 0, time.perf_counter() + seconds
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client(http: aiohttp.ClientSession) -> None:
         nonlocal count
         while time.perf_counter() < end:
-            response = await http.post("/v1/chat/completions", json=CHAT)
-            assert response.status_code == 200, response.text
+            async with http.post("/v1/chat/completions", data=body, headers=headers) as r:
+                assert r.status == 200, await r.text()
+                await r.read()
             count += 1
 
     started = time.perf_counter()
-    await asyncio.gather(*(client(https[i % len(https)]) for i in range(clients)))
+    await asyncio.gather(*(client(sessions[i % len(sessions)]) for i in range(clients)))
     rate = count / (time.perf_counter() - started)
-    for http in https:
-        await http.aclose()
+    for session in sessions:
+        await session.close()
     return rate
 
 

@@ -31,6 +31,7 @@ from inferd.jobs.worker import WorkerPool
 from inferd.routing.router import Router
 from inferd.settings import Settings
 from inferd.store.db import Database
+from inferd.store.job_inserts import GroupInserter
 from inferd.store.jobs import JobPage, JobRecord, JobStore, new_id
 from inferd.store.repo import KeyValueStore
 
@@ -74,6 +75,7 @@ class JobService:
 
         self.db, self.router, self.inference, self.settings = db, router, inference, settings
         self.store = JobStore(db)
+        self.inserts = GroupInserter(self.store)
         self.kv = KeyValueStore(db)
         self.queue: JobQueue = queue or InProcessQueue()
         self.signals = Signals()
@@ -129,7 +131,7 @@ class JobService:
                                if idempotency_key else None),
             deadline_at=deadline_at, webhook_url=check_webhook_url(webhook_url),
             meta={**(meta or {}), **({"metadata": metadata} if metadata else {})} or None)
-        record, created = await self.store.insert(job)
+        record, created = await self.inserts.insert(job)
         if not created:
             if record.request_hash != job.request_hash or record.endpoint != endpoint:
                 raise Conflict("This idempotency key was already used with a different "
