@@ -205,6 +205,9 @@ class Settings(BaseSettings):
     worker_models: list[str] = Field(default_factory=list)
     # The OpenAI base URL other processes reach an ``inferd engine`` at (its replica URL).
     engine_url: str = ""
+    # The key gateways send to an engine (stored as its replica's credential); "" = the admin
+    # key. Needed when the engine requires keys.
+    engine_api_key: str = Field(default="", repr=False)
     # Seconds between an engine's heartbeats; routing drops it after three missed ones.
     engine_heartbeat_seconds: float = Field(default=5.0, gt=0.0, le=3600.0)
 

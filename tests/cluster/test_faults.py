@@ -92,3 +92,83 @@ def test_broker_restart_while_submitting_500_jobs_completes_each_once(
     for job in done.values():
         words = job["request"]["messages"][0]["content"]
         assert job["result"]["choices"][0]["message"]["content"] == words
+
+
+ADMIN = "sk-admin-for-the-cluster-tests"
+
+
+async def mixed_load(url: str, key: str, stop: asyncio.Event) -> list[int]:
+    """Sync chats, job submissions and job reads with a user key until ``stop``."""
+    statuses: list[int] = []
+    headers = {"Authorization": f"Bearer {key}"}
+    chat = {"model": "echo", "messages": [{"role": "user", "content": "still here"}]}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+
+        async def loop(kind: int) -> None:
+            while not stop.is_set():
+                if kind == 0:
+                    response = await http.post("/v1/chat/completions", json=chat)
+                elif kind == 1:
+                    response = await http.post("/v1/jobs", json={
+                        "endpoint": "/v1/chat/completions", "body": chat})
+                else:
+                    response = await http.get("/v1/jobs", params={"limit": 5})
+                statuses.append(response.status_code)
+                if response.status_code >= 500:
+                    error = response.json()["error"]  # the OpenAI error shape, not a trace
+                    assert error["type"] == "service_unavailable", error
+                await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(loop(i % 3) for i in range(6)))
+    return statuses
+
+
+async def terminate_backends(database: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        rows = await conn.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+    finally:
+        await conn.close()
+    return len(rows)
+
+
+def test_terminated_database_connections_give_503s_and_recover(
+        start: Callable[..., InferdProcess], cluster_env: dict[str, str]) -> None:
+    assert migrate(cluster_env).returncode == 0
+    env = {"INFERD_ADMIN_KEY": ADMIN}
+    start("engine", "--no-bundled", **env)
+    start("worker", "--model", "echo", **env)
+    gateway = start("gateway", **env)
+    with httpx.Client(base_url=gateway.url, timeout=30,
+                      headers={"Authorization": f"Bearer {ADMIN}"}) as admin:
+        created = admin.post("/admin/v1/keys", json={"name": "load"})
+        assert created.status_code == 201, created.text
+        key = created.json()["key"]
+        submit(admin, "echo", "warm up")
+    database = cluster_env["INFERD_DATABASE_URL"].rsplit("/", 1)[1]
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        stop = asyncio.Event()
+        load = asyncio.create_task(mixed_load(gateway.url, key, stop))
+        await asyncio.sleep(1)
+        killed = [await terminate_backends(database) for _ in range(5)]
+        await asyncio.sleep(1)
+        stop.set()
+        return killed, await load
+
+    killed, statuses = asyncio.run(scenario())
+    assert killed[0] > 0  # inferd's connections were there and were terminated
+    assert set(statuses) <= {200, 202, 503}, {s: statuses.count(s) for s in set(statuses)}
+    assert statuses.count(200) > 0
+    # recovered without a restart: the same key works for sync requests and jobs
+    with httpx.Client(base_url=gateway.url, timeout=30,
+                      headers={"Authorization": f"Bearer {key}"}) as http:
+        job = submit(http, "echo", "after the outage")
+        done = wait_finished(http, [job["id"]])[job["id"]]
+        assert done["status"] == "completed", done
+        reply = http.post("/v1/chat/completions", json={
+            "model": "echo", "messages": [{"role": "user", "content": "ok"}]})
+        assert reply.status_code == 200, reply.text

@@ -54,6 +54,9 @@ class WorkerPool:
                 raise
             except Exception:  # keep the loop alive; the job's lease brings it back
                 log.exception("worker failed on job %s", delivery.job.id)
+                # The job's row is the truth: the sweep offers it again. Letting the message
+                # go frees the broker's prefetch slot (holding it would stall this loop).
+                await delivery.ack()
 
     async def process(self, delivery: Delivery) -> None:
         service, job_id = self.service, delivery.job.id

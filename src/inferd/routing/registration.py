@@ -27,6 +27,7 @@ class EngineRegistration:
         self.store = store
         self.beats = HeartbeatStore(store.db)
         self.url = settings.engine_url
+        self.api_key = settings.engine_api_key or settings.admin_key
         self.every = settings.engine_heartbeat_seconds
         self.replica_ids: list[int] = []
         self._task: asyncio.Task[None] | None = None
@@ -42,9 +43,13 @@ class EngineRegistration:
                 assert record is not None
             mine = [r for r in await self.store.list_replicas(record.id)
                     if r.source == "engine" and r.url == self.url]
-            replica = mine[0] if mine else await self.store.create_replica(
-                record.id, ReplicaSpec(kind="http", url=self.url, upstream_model=name),
-                source="engine")
+            spec = ReplicaSpec(kind="http", url=self.url, upstream_model=name,
+                               api_key=self.api_key)
+            if mine:
+                replica = mine[0]
+                await self.store.update_replica(replica.id, {"api_key": self.api_key})
+            else:
+                replica = await self.store.create_replica(record.id, spec, source="engine")
             self.replica_ids.append(replica.id)
             await self.beats.beat(replica.id, 3 * self.every)
             log.info("registered as replica %s of %s at %s", replica.id, name, self.url)
