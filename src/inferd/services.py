@@ -7,8 +7,10 @@ import logging
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 
 from inferd.auth.principal import Principal
+from inferd.changes import ChangeBus, Handler
 from inferd.engines import build_engine
 from inferd.errors import InferdError
 from inferd.inference import Inference
@@ -58,8 +60,10 @@ class Services:
                        aliases=spec.aliases)
         services.catalog = await start_catalog(router, ReplicaStore(db), settings)
         services.stack.push_async_callback(services.catalog.close)
+        services.connect_changes()
         if settings.role == "engine":
-            registration = EngineRegistration(ReplicaStore(db), settings)
+            registration = EngineRegistration(ReplicaStore(db), settings,
+                                              announce=services.catalog.announce)
             await registration.register([spec.name for spec, _ in engines])
             services.stack.push_async_callback(registration.close)
         services.jobs = await start_jobs(db, router, services.inference, settings)
@@ -70,6 +74,20 @@ class Services:
             services.stack.callback(follow.cancel)
         services.connect_jobs_to_keys()
         return services
+
+    def connect_changes(self) -> None:
+        """With Redis: key and catalogue changes reach every process at once (pub/sub)."""
+        if not self.settings.redis_url or self.catalog is None:
+            return
+        bus = ChangeBus(self.settings.redis_url, self.settings.redis_prefix)
+        handlers: dict[str, Handler] = {"catalog": self.catalog.sync}
+        self.catalog.announce = partial(bus.publish, "catalog")
+        keys = self.inference.keys
+        if keys is not None:
+            handlers["keys"] = keys.refresh
+            keys.announce = partial(bus.publish, "keys")
+        bus.listen(handlers)
+        self.stack.push_async_callback(bus.close)
 
     def connect_jobs_to_keys(self) -> None:
         """Jobs run as their submitter's key (limits, allow-list, webhook secret), also after a

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from inferd.engines.base import Engine
 from inferd.engines.remote import RemoteEngine, RemoteSpec
@@ -70,6 +71,7 @@ class ReplicaCatalog:
         self._task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        self.announce: Callable[[], Awaitable[None]] | None = None
 
     async def sync(self) -> None:
         """Make the router's remote replicas match the database."""
@@ -92,6 +94,12 @@ class ReplicaCatalog:
                 if entry is not None and not entry.replicas:
                     self.router.remove_model(gone)
             self._stored_models = names
+
+    async def changed(self) -> None:
+        """After a change made here: sync, and tell the other processes (``announce``)."""
+        await self.sync()
+        if self.announce is not None:
+            await self.announce()
 
     async def _add(self, record: ReplicaRecord) -> None:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from inferd.errors import Conflict
 from inferd.settings import ReplicaSpec, Settings
@@ -23,8 +24,10 @@ log = logging.getLogger("inferd.engine")
 class EngineRegistration:
     """The replicas this engine registered, and the task that keeps them alive."""
 
-    def __init__(self, store: ReplicaStore, settings: Settings) -> None:
+    def __init__(self, store: ReplicaStore, settings: Settings, *,
+                 announce: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
+        self.announce = announce
         self.beats = HeartbeatStore(store.db)
         self.url = settings.engine_url
         self.api_key = settings.engine_api_key or settings.admin_key
@@ -54,6 +57,8 @@ class EngineRegistration:
             await self.beats.beat(replica.id, 3 * self.every)
             log.info("registered as replica %s of %s at %s", replica.id, name, self.url)
         self._task = asyncio.create_task(self._beat_forever(), name="engine:heartbeat")
+        if self.announce is not None:
+            await self.announce()
 
     async def _beat_forever(self) -> None:
         while True:
@@ -73,3 +78,5 @@ class EngineRegistration:
             with contextlib.suppress(Exception):
                 await self.beats.forget(replica_id)
                 await self.store.delete_replica(replica_id)
+        if self.announce is not None and self.replica_ids:
+            await self.announce()
