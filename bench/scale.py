@@ -111,7 +111,11 @@ def cluster(tmp: Path) -> Iterator[tuple[dict[str, str], list[subprocess.Popen[b
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            proc.wait(20)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                print(f"warning: {proc.args[3]} did not stop in 30 s; killed", file=sys.stderr)
+                proc.kill()
         asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
 
 

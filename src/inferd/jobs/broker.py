@@ -235,6 +235,6 @@ class RabbitQueue:
             self._retry.cancel()
             await asyncio.gather(self._retry, return_exceptions=True)
         if self._connection is not None:
-            with contextlib.suppress(Exception):
-                await self._connection.close()
+            with contextlib.suppress(Exception):  # a broker that is away must not hold us
+                await asyncio.wait_for(self._connection.close(), 5)
         self._connection = None
