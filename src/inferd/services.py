@@ -16,8 +16,8 @@ from inferd.errors import InferdError
 from inferd.inference import Inference
 from inferd.jobs.cluster import follow_models
 from inferd.jobs.service import JobService, start_jobs
+from inferd.roles import start_role
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
-from inferd.routing.registration import EngineRegistration
 from inferd.routing.router import Replica, Router
 from inferd.settings import Settings
 from inferd.store.db import Database
@@ -61,11 +61,7 @@ class Services:
         services.catalog = await start_catalog(router, ReplicaStore(db), settings)
         services.stack.push_async_callback(services.catalog.close)
         services.connect_changes()
-        if settings.role == "engine":
-            registration = EngineRegistration(ReplicaStore(db), settings,
-                                              announce=services.catalog.announce)
-            await registration.register([spec.name for spec, _ in engines])
-            services.stack.push_async_callback(registration.close)
+        await start_role(services, {spec.name: engine for spec, engine in engines})
         services.jobs = await start_jobs(db, router, services.inference, settings)
         services.stack.push_async_callback(services.jobs.close)
         if settings.role == "worker" and not settings.worker_models:

@@ -106,7 +106,8 @@ DEFAULT_REPLICA_NETWORKS = ["127.0.0.0/8", "::1/128", "localhost", "10.0.0.0/8",
 class ReplicaSpec(BaseModel):
     """One remote place a model runs (config file ``remote_models[].replicas`` or the API)."""
 
-    kind: Literal["http", "triton"] = "http"
+    # "queue": workers hosting the model (``inferd worker --model``), registered by them.
+    kind: Literal["http", "triton", "queue"] = "http"
     url: str = Field(min_length=1, max_length=2048)
     # The model's name on the upstream server ("" = the public name).
     upstream_model: str = Field(default="", max_length=255)

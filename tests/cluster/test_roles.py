@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from openai import APIStatusError, OpenAI
+from openai import APIStatusError, BadRequestError, OpenAI
 
 from tests.cluster.conftest import migrate, submit, wait_finished
 from tests.helpers import InferdProcess
@@ -110,3 +110,30 @@ def test_an_engine_registers_itself_and_leaves_routing_when_it_dies(
                 assert (exc.status_code, error["type"]) == (502, "upstream_error"), error
             assert time.monotonic() < end, "the dead engine stayed in routing"
             time.sleep(0.2)
+
+
+def test_sync_requests_and_streams_reach_a_model_only_workers_host(
+        start: Callable[..., InferdProcess], cluster_env: dict[str, str]) -> None:
+    assert migrate(cluster_env).returncode == 0
+    start("worker", "--model", "echo")
+    start("worker", "--model", "echo")
+    gateway = start("gateway")
+    messages = [{"role": "user", "content": "over the broker and back"}]
+    with OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0) as client:
+        reply = client.chat.completions.create(model="echo", messages=messages)
+        assert reply.choices[0].message.content == "over the broker and back"
+        assert reply.usage is not None and reply.usage.completion_tokens == 5
+        stream = client.chat.completions.create(model="echo", messages=messages, stream=True,
+                                                stream_options={"include_usage": True})
+        chunks = list(stream)
+        words = [c.choices[0].delta.content for c in chunks if c.choices
+                 and c.choices[0].delta.content]
+        assert len(words) >= 5  # token by token, not one block
+        assert "".join(words) == "over the broker and back"
+        assert chunks[-1].usage is not None
+        text = client.completions.create(model="echo", prompt="plain text prompt")
+        assert text.choices[0].text == "plain text prompt"
+        with pytest.raises(BadRequestError) as bad:  # bad input: a 400, never a 500
+            client.chat.completions.create(model="echo", messages=messages,
+                                           extra_body={"n": 0})
+        assert bad.value.status_code == 400

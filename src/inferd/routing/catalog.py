@@ -72,6 +72,8 @@ class ReplicaCatalog:
         self._retiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self.announce: Callable[[], Awaitable[None]] | None = None
+        # Builds the engine of a ``queue`` replica (a process with a broker sets it).
+        self.queue_engine: Callable[[str, ReplicaSpec], Engine] | None = None
 
     async def sync(self) -> None:
         """Make the router's remote replicas match the database."""
@@ -102,12 +104,19 @@ class ReplicaCatalog:
             await self.announce()
 
     async def _add(self, record: ReplicaRecord) -> None:
-        try:
-            await self.allow.check(record.url)
-        except InvalidRequest as exc:
-            log.warning("replica %s of %s not used: %s", record.id, record.model, exc.message)
-            return
-        engine = build_remote_engine(record.model, record.spec())
+        engine: Engine
+        if record.kind == "queue":  # workers over the broker: only where one is configured
+            if self.queue_engine is None:
+                return
+            engine = self.queue_engine(record.model, record.spec())
+        else:
+            try:
+                await self.allow.check(record.url)
+            except InvalidRequest as exc:
+                log.warning("replica %s of %s not used: %s", record.id, record.model,
+                            exc.message)
+                return
+            engine = build_remote_engine(record.model, record.spec())
         await engine.start()
         self.router.add(Replica(id=str(record.id), model=record.model, engine=engine,
                                 weight=record.weight, kind=record.kind,

@@ -24,13 +24,15 @@ log = logging.getLogger("inferd.engine")
 class EngineRegistration:
     """The replicas this engine registered, and the task that keeps them alive."""
 
-    def __init__(self, store: ReplicaStore, settings: Settings, *,
+    def __init__(self, store: ReplicaStore, settings: Settings, *, kind: str = "http",
+                 url: str | None = None,
                  announce: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.announce = announce
         self.beats = HeartbeatStore(store.db)
-        self.url = settings.engine_url
-        self.api_key = settings.engine_api_key or settings.admin_key
+        self.kind = kind
+        self.url = url or settings.engine_url
+        self.api_key = (settings.engine_api_key or settings.admin_key) if kind == "http" else ""
         self.every = settings.engine_heartbeat_seconds
         self.replica_ids: list[int] = []
         self._task: asyncio.Task[None] | None = None
@@ -46,8 +48,9 @@ class EngineRegistration:
                 assert record is not None
             mine = [r for r in await self.store.list_replicas(record.id)
                     if r.source == "engine" and r.url == self.url]
-            spec = ReplicaSpec(kind="http", url=self.url, upstream_model=name,
-                               api_key=self.api_key)
+            spec = ReplicaSpec.model_validate({"kind": self.kind, "url": self.url,
+                                               "upstream_model": name,
+                                               "api_key": self.api_key})
             if mine:
                 replica = mine[0]
                 await self.store.update_replica(replica.id, {"api_key": self.api_key})
