@@ -72,6 +72,7 @@ class DiffusersEngine(Engine):
         super().__init__(spec.name)
         self.spec = spec
         self._pipeline: Any = None
+        self.steps_run = 0  # denoising steps run since start (written by the pipeline thread)
         self._thread = ThreadPoolExecutor(max_workers=1,
                                           thread_name_prefix=f"diffusers-{spec.name}")
 
@@ -92,6 +93,10 @@ class DiffusersEngine(Engine):
 
     def ready(self) -> bool:
         return self._pipeline is not None
+
+    async def idle(self) -> None:
+        """Return once the pipeline's thread has finished everything handed to it so far."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, lambda: None)
 
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.name, kind=self.kind, capabilities=self.capabilities,
@@ -161,6 +166,7 @@ class DiffusersEngine(Engine):
 
         def step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]
                      ) -> dict[str, Any]:
+            self.steps_run += 1
             if stop.is_set():
                 raise GenerationStopped
             on_step(step + 1, plan.steps)

@@ -34,7 +34,12 @@ async def create_image(request: Request, services: ServicesDep, images: ImagesDe
         return await submit_async(request, services, ENDPOINT)
     body = await read_model(request, ImageGenerationRequest)
     # a client that leaves stops the generation at its next step
-    return json_response(await unless_disconnected(request, images.generate(body, principal)))
+    result = await unless_disconnected(request, images.generate(body, principal))
+    base = str(request.base_url).rstrip("/")
+    for item in result.get("data") or []:
+        if str(item.get("url", "")).startswith("/"):  # inferd's own: absolute for the client
+            item["url"] = base + item["url"]
+    return json_response(result)
 
 
 @router.get("/v1/images/{image_id}/content")
