@@ -22,7 +22,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.helpers import InferdProcess
+from tests.helpers import InferdProcess, free_port
 
 ADMIN_KEY = "sk-test-admin-images-0123456789abcdef"
 
@@ -285,3 +285,48 @@ def test_batch_api_runs_image_lines(sdk: openai.OpenAI) -> None:
     for line in out:
         body = line["response"]["body"]
         assert picture(base64.b64decode(body["data"][0]["b64_json"])).size == (64, 64)
+
+
+# -- http replicas ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gateway(server: InferdProcess, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[InferdProcess]:
+    """A second inferd whose image models are ``http`` replicas of ``server`` (and one dead
+    replica that the router must route around)."""
+    tmp = tmp_path_factory.mktemp("images-gw")
+    images_only = {"capabilities": ["images"]}
+    dead = {"kind": "http", "url": f"http://127.0.0.1:{free_port()}", "options": images_only}
+    live = {"kind": "http", "url": server.url, "upstream_model": "tiny-sd",
+            "api_key": ADMIN_KEY, "options": images_only}
+    config = tmp / "gateway.yaml"
+    config.write_text(yaml.safe_dump({
+        "bundled_models": False, "health_check_interval": 0.5, "remote_models": [
+            {"name": "remote-sd", "replicas": [dead, live]},
+            {"name": "fallback-sd", "fallbacks": ["remote-sd"],
+             "replicas": [dead]}]}))
+    with InferdProcess(tmp, "--config", str(config), "--no-bundled",
+                       env={"INFERD_AUTH": "off"}) as proc:
+        yield proc
+
+
+def test_http_replica_passes_images_through_with_the_model_renamed(
+        gateway: InferdProcess) -> None:
+    with openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0,
+                       timeout=120) as sdk:
+        listed = {m.id: m for m in sdk.models.list().data}
+        assert (listed["remote-sd"].model_extra or {}).get("capabilities") == ["images"]
+        # "remote-sd" is unknown upstream: only the rewritten name "tiny-sd" is served there
+        for _ in range(3):  # whichever replica is picked first, the live one answers
+            result = sdk.images.generate(model="remote-sd", prompt="a bridge", size="128x64",  # type: ignore[arg-type]
+                                         extra_body={"seed": 4})
+            assert result.data is not None and result.data[0].b64_json is not None
+            assert picture(base64.b64decode(result.data[0].b64_json)).size == (128, 64)
+        fallen = sdk.images.generate(model="fallback-sd", prompt="a bridge", size="128x64",  # type: ignore[arg-type]
+                                     extra_body={"seed": 4})
+        assert fallen.data is not None
+        assert fallen.data[0].b64_json == result.data[0].b64_json  # same seed, same picture
+        stored = sdk.images.generate(model="remote-sd", prompt="a bridge",
+                                     response_format="url")
+    assert stored.data is not None and stored.data[0].url is not None
+    assert stored.data[0].url.startswith(gateway.url + "/v1/images/")  # kept by the gateway
+    assert picture(httpx.get(stored.data[0].url).content).size == (64, 64)
