@@ -330,3 +330,33 @@ def test_http_replica_passes_images_through_with_the_model_renamed(
     assert stored.data is not None and stored.data[0].url is not None
     assert stored.data[0].url.startswith(gateway.url + "/v1/images/")  # kept by the gateway
     assert picture(httpx.get(stored.data[0].url).content).size == (64, 64)
+
+
+# -- configuration ----------------------------------------------------------------------------
+def test_cli_writes_a_pipeline_that_serve_model_flag_and_env_load(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")}
+    folder = tmp_path / "pipe"
+    made = subprocess.run([sys.executable, "-m", "inferd", "images", "tiny-pipeline",
+                           str(folder), "--seed", "3"], env=env, capture_output=True, text=True,
+                          check=True)
+    assert made.stdout.strip() == str(folder) and (folder / "model_index.json").exists()
+    listed = subprocess.run([sys.executable, "-m", "inferd", "models"], capture_output=True,
+                            text=True, check=True, env={**env, "INFERD_BUNDLED_MODELS": "false",
+                            "INFERD_MODELS": json.dumps([{"name": "env-sd", "kind": "diffusers",
+                                                          "path": str(folder), "steps": 7}])})
+    assert json.loads(listed.stdout) == {"name": "env-sd", "kind": "diffusers",
+                                         "path": str(folder), "aliases": [], "steps": 7,
+                                         "guidance_scale": 7.5, "size": "512x512"}
+    with InferdProcess(tmp_path / "serve", "--no-bundled", "--model",
+                       f"flag-sd={folder},kind=diffusers,steps=2,size=96x64",
+                       env={"INFERD_AUTH": "off"}) as proc:
+        response = httpx.post(proc.url + "/v1/images/generations", timeout=60,
+                              json={"prompt": "from the command line"})
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["steps"] == 2
+    assert picture(base64.b64decode(response.json()["data"][0]["b64_json"])).size == (96, 64)
