@@ -17,6 +17,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -140,7 +141,9 @@ class DiffusersEngine(Engine):
             loop.call_soon_threadsafe(steps.put_nowait, (step, of))
 
         created = int(time.time())
-        future = loop.run_in_executor(self._thread, self._generate, plan, stop, on_step)
+        # nobody to tell: the thread need not wake the event loop at every step
+        report = on_step if progress is not None else None
+        future = loop.run_in_executor(self._thread, self._generate, plan, stop, report)
         future.add_done_callback(lambda _: steps.put_nowait(None))
         try:
             while (item := await steps.get()) is not None:
@@ -156,7 +159,7 @@ class DiffusersEngine(Engine):
                                seed=plan.seed)
 
     def _generate(self, plan: Plan, stop: threading.Event,
-                  on_step: Any) -> list[bytes]:
+                  on_step: Callable[[int, int], None] | None) -> list[bytes]:
         """Run the pipeline (in its own thread) and encode the pictures."""
         import torch
 
@@ -169,7 +172,8 @@ class DiffusersEngine(Engine):
             self.steps_run += 1
             if stop.is_set():
                 raise GenerationStopped
-            on_step(step + 1, plan.steps)
+            if on_step is not None:
+                on_step(step + 1, plan.steps)
             return kwargs
 
         generator = torch.Generator(device="cpu").manual_seed(plan.seed)
