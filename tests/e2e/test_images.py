@@ -23,6 +23,7 @@ import yaml
 from PIL import Image
 
 from tests.helpers import InferdProcess, free_port
+from tests.openapi_ref import validate
 
 ADMIN_KEY = "sk-test-admin-images-0123456789abcdef"
 
@@ -94,6 +95,7 @@ def test_sdk_gets_real_pictures_of_each_size_and_format(sdk: openai.OpenAI) -> N
             image = picture(base64.b64decode(item.b64_json))
             assert image.format == pil and f"{image.width}x{image.height}" == size
         assert result.usage is not None
+        validate("ImagesResponse", result.model_dump(exclude_none=True))
 
 
 def test_same_seed_same_picture(sdk: openai.OpenAI) -> None:
@@ -119,6 +121,7 @@ def test_url_answers_are_readable_by_their_key_only(server: InferdProcess,
                                      output_format="jpeg")  # type: ignore[arg-type]
     assert result.data is not None and result.data[0].url is not None
     url = result.data[0].url
+    validate("ImagesResponse", result.model_dump(exclude_none=True))
     assert url.startswith(server.url + "/v1/images/") and url.endswith("/content")
     mine = httpx.get(url, headers={"Authorization": f"Bearer {owner}"})
     assert mine.status_code == 200 and mine.headers["content-type"] == "image/jpeg"

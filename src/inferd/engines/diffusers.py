@@ -74,6 +74,7 @@ class DiffusersEngine(Engine):
         self.spec = spec
         self._pipeline: Any = None
         self.steps_run = 0  # denoising steps run since start (written by the pipeline thread)
+        self._stops: set[threading.Event] = set()  # one per generation queued or running
         self._thread = ThreadPoolExecutor(max_workers=1,
                                           thread_name_prefix=f"diffusers-{spec.name}")
 
@@ -89,6 +90,8 @@ class DiffusersEngine(Engine):
         return pipeline
 
     async def close(self) -> None:
+        for stop in list(self._stops):  # a run in progress ends at its next step
+            stop.set()
         self._thread.shutdown(wait=False, cancel_futures=True)
         self._pipeline = None
 
@@ -136,6 +139,7 @@ class DiffusersEngine(Engine):
         loop = asyncio.get_running_loop()
         steps: asyncio.Queue[tuple[int, int] | None] = asyncio.Queue()
         stop = threading.Event()
+        self._stops.add(stop)
 
         def on_step(step: int, of: int) -> None:  # in the pipeline's thread
             loop.call_soon_threadsafe(steps.put_nowait, (step, of))
@@ -153,6 +157,8 @@ class DiffusersEngine(Engine):
         except BaseException:
             stop.set()  # the thread ends the run at its next step
             raise
+        finally:
+            self._stops.discard(stop)
         data = [{"b64_json": base64.b64encode(p).decode()} for p in pictures]
         return images_response(created, data, size=f"{plan.width}x{plan.height}",
                                output_format=plan.output_format, steps=plan.steps,

@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 IMAGE_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+# The sizes OpenAI's answer may name; other sizes are left out of ``size`` in the answer.
+OPENAI_SIZES = frozenset({"1024x1024", "1024x1536", "1536x1024"})
 _SIZE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
 
 
@@ -61,13 +63,17 @@ class ImageGenerationRequest(BaseModel):
 def images_response(created: int, data: list[dict[str, Any]], *, size: str,
                     output_format: str, steps: int | None = None,
                     seed: int | None = None) -> dict[str, Any]:
-    """OpenAI's ``ImagesResponse``; ``usage`` counts images (and inference steps)."""
+    """OpenAI's ``ImagesResponse``; ``usage`` counts images (and inference steps) beside
+    OpenAI's token fields (always 0 here)."""
     usage: dict[str, Any] = {"images": len(data), "input_tokens": 0, "output_tokens": 0,
-                             "total_tokens": 0}
+                             "total_tokens": 0,
+                             "input_tokens_details": {"text_tokens": 0, "image_tokens": 0}}
     if steps is not None:
         usage["steps"] = steps * len(data)
-    answer: dict[str, Any] = {"created": created, "data": data, "size": size,
+    answer: dict[str, Any] = {"created": created, "data": data,
                               "output_format": output_format, "usage": usage}
+    if size in OPENAI_SIZES:
+        answer["size"] = size
     if seed is not None:
         answer["seed"] = seed
     return answer
