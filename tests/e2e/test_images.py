@@ -164,7 +164,10 @@ def test_keys_allow_list_rpm_and_ipm_apply(server: InferdProcess, admin: httpx.C
     echo_only = new_key(admin, models=["echo"])
     refused = post(echo_only)
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
-    ipm = new_key(admin, ipm=3)
+    created = create_key(admin, ipm=3)
+    assert created["ipm"] == 3
+    assert admin.get(f"/admin/v1/keys/{created['id']}").json()["ipm"] == 3
+    ipm = created["key"]
     assert post(ipm, n=2).status_code == 200
     over = post(ipm, n=2)  # a third and fourth picture in the same minute
     assert over.status_code == 429, over.text
