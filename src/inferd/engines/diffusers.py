@@ -30,7 +30,7 @@ from inferd.settings import ModelSpec
 log = logging.getLogger("inferd.engines")
 
 # Fields that do not change what this engine draws.
-IGNORABLE_FIELDS = frozenset({"user", "moderation", "quality", "style", "stream"})
+IGNORABLE_FIELDS = frozenset({"user", "moderation", "quality", "style"})
 MAX_SIDE = 2048
 SIDE_MULTIPLE = 8  # the VAE works on 8x8 pixel blocks
 
@@ -109,7 +109,9 @@ class DiffusersEngine(Engine):
 
     def plan(self, request: ImageGenerationRequest) -> Plan:
         """Check ``request`` against what this engine can do and fill in the defaults."""
-        extras = set(request.model_extra or {}) - IGNORABLE_FIELDS
+        extra = request.model_extra or {}
+        # no partial pictures are streamed: "stream": false is what every answer does anyway
+        extras = {k for k in extra if not (k == "stream" and not extra[k])} - IGNORABLE_FIELDS
         if extras:
             name = sorted(extras)[0]
             raise UnsupportedParameter(f"Unrecognized request argument supplied: {name}",

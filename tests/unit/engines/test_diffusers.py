@@ -100,7 +100,7 @@ async def test_a_cancelled_generation_stops_between_steps(engine: DiffusersEngin
         await task
     await engine.idle()  # the thread has given up the run
     assert 2 <= engine.steps_run - before < 400
-    after = await engine.images(request(seed=3))  # and serves the next request
+    after = await engine.images(request(seed=3, stream=False))  # and serves the next one
     assert pictures(after)[0].size == (64, 64)
 
 
@@ -108,6 +108,7 @@ async def test_a_cancelled_generation_stops_between_steps(engine: DiffusersEngin
     ({"size": "65x64"}, InvalidRequest, "size"),
     ({"size": "4096x64"}, InvalidRequest, "size"),
     ({"frobnicate": 1}, UnsupportedParameter, "frobnicate"),
+    ({"stream": True}, UnsupportedParameter, "stream"),
     ({"background": "transparent"}, UnsupportedParameter, "background"),
 ])
 async def test_refuses_what_it_cannot_draw(engine: DiffusersEngine, fields: dict[str, Any],
