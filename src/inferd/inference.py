@@ -346,5 +346,7 @@ class Inference:
             self._failed(call, exc)
             raise
         call.images, call.steps = image_usage(result)
+        self.metrics.child("images", call.model, "images").inc(call.images)
+        self.metrics.child("images", call.model, "steps").inc(call.steps)
         self._done(call, None)
         return result

@@ -194,6 +194,11 @@ def test_usage_counts_images_and_steps(server: InferdProcess, admin: httpx.Clien
     row = wait_for(rows)[0]
     assert row["model"] == "tiny-sd" and row["requests"] == 1
     assert row["images"] == 3 and row["steps"] == 6
+    metrics = admin.get("/metrics").text
+    counted = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+               if line.startswith("inferd_images_total{")}
+    assert counted['inferd_images_total{model="tiny-sd",type="images"}'] >= 3
+    assert counted['inferd_images_total{model="tiny-sd",type="steps"}'] >= 6
 
 
 def test_s2_model_generate_answers_png_bytes(admin: httpx.Client) -> None:
