@@ -11,6 +11,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +26,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.helpers import InferdProcess, free_port
+from tests.helpers import ROOT, InferdProcess, free_port
 from tests.openapi_ref import validate
 
 ADMIN_KEY = "sk-test-admin-images-0123456789abcdef"
@@ -345,12 +349,7 @@ def test_http_replica_passes_images_through_with_the_model_renamed(
 
 # -- configuration ----------------------------------------------------------------------------
 def test_cli_writes_a_pipeline_that_serve_model_flag_and_env_load(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from tests.helpers import ROOT
-
-    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     folder = tmp_path / "pipe"
     made = subprocess.run([sys.executable, "-m", "inferd", "images", "tiny-pipeline",
                            str(folder), "--seed", "3"], env=env, capture_output=True, text=True,
@@ -371,3 +370,28 @@ def test_cli_writes_a_pipeline_that_serve_model_flag_and_env_load(tmp_path: Path
     assert response.status_code == 200, response.text
     assert response.json()["usage"]["steps"] == 2
     assert picture(base64.b64decode(response.json()["data"][0]["b64_json"])).size == (96, 64)
+
+
+def test_a_client_that_leaves_stops_its_generation(server: InferdProcess,
+                                                   admin: httpx.Client) -> None:
+    created = create_key(admin)
+    body = json.dumps({"model": "tiny-sd", "prompt": "never fetched", "steps": 500,
+                       "size": "256x256"}).encode()
+    head = (f"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {created['key']}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+
+    def generating() -> bool:
+        return any(line.startswith('inferd_requests_in_flight{model="tiny-sd"}')
+                   and float(line.split()[-1]) >= 1
+                   for line in admin.get("/metrics").text.splitlines())
+
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head + body)
+        wait_for(generating)
+    # the generation ends at its next step: metered as given up (499), and the thread is free
+    records = wait_for(lambda: admin.get("/admin/v1/usage/records", params={
+        "key_id": str(created["id"])}).json()["data"])
+    assert [(r["endpoint"], r["status"]) for r in records] == [("images", 499)]
+    after = admin.post("/v1/images/generations", json={"model": "tiny-sd", "prompt": "next"})
+    assert after.status_code == 200
