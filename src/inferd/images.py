@@ -19,10 +19,9 @@ from inferd.errors import InvalidRequest, NotFound
 from inferd.inference import Inference
 from inferd.routing.router import Router
 from inferd.schemas.images import IMAGE_FORMATS, ImageGenerationRequest
-from inferd.store.files import FileRecord, FileStore
+from inferd.store.files import IMAGE_PURPOSE, FileRecord, FileStore
 from inferd.store.jobs import new_id
 
-IMAGE_PURPOSE = "image"
 ENDPOINT = "/v1/images/generations"
 
 

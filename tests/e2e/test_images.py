@@ -133,6 +133,14 @@ def test_url_answers_are_readable_by_their_key_only(server: InferdProcess,
     theirs = httpx.get(url, headers={"Authorization": f"Bearer {other}"})
     assert theirs.status_code == 404
     assert theirs.json()["error"]["code"] == "image_not_found"
+    # nor through the files API, not even for an admin
+    image_id = url.split("/")[-2]
+    for key in (owner, ADMIN_KEY):
+        auth = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(f"{server.url}/v1/files/{image_id}/content",
+                         headers=auth).status_code == 404
+        listed = httpx.get(f"{server.url}/v1/files", headers=auth).json()["data"]
+        assert image_id not in {f["id"] for f in listed}
 
 
 @pytest.mark.parametrize(("body", "status", "param"), [
