@@ -132,3 +132,24 @@ async def test_a_broker_outage_keeps_the_job_for_later(prefix: str) -> None:
         assert await waiting(prefix, queue_name(prefix, "m")) == 2
     finally:
         await queue.close()
+
+
+async def test_a_consumer_started_before_the_broker_is_reachable_waits_for_it(
+        prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    consumer = RabbitQueue("amqp://guest:guest@127.0.0.1:1/", prefix=prefix)
+    publisher = RabbitQueue(URL, prefix=prefix)
+    try:
+        get = asyncio.ensure_future(consumer.get("m"))
+        for _ in range(300):  # until its first attempt has failed
+            if any("cannot consume m yet" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
+        assert not get.done()
+        consumer.url = URL  # reachable now
+        await publisher.put(QueuedJob("job-5", "m"))
+        delivery = await asyncio.wait_for(get, 30)
+        assert delivery.job.id == "job-5"
+        await delivery.ack()
+    finally:
+        await consumer.close()
+        await publisher.close()

@@ -85,6 +85,7 @@ class RabbitQueue:
         self._declared: set[str] = set()
         self._consumers: dict[str, asyncio.Queue[RabbitDelivery]] = {}
         self._channels: list[AbstractRobustChannel] = []
+        self._starting: list[asyncio.Task[None]] = []
         self._recent: dict[str, float] = {}  # job id -> when this process published it
         self._unpublished: dict[str, QueuedJob] = {}
         self._retry: asyncio.Task[None] | None = None
@@ -102,15 +103,20 @@ class RabbitQueue:
             if self._connection is not None:
                 return
             # reconnect every second (the default waits 5 s) so an outage ends sooner
-            self._connection = await aio_pika.connect_robust(self.url, timeout=10,
-                                                             reconnect_interval=1)
-            self._publisher = await self._connection.channel(publisher_confirms=True,
-                                                             on_return_raises=True)
-            dead = await self._publisher.declare_exchange(
-                self.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
-            dead_queue = await self._publisher.declare_queue(self.dead_letter_exchange,
-                                                             durable=True)
-            await dead_queue.bind(dead)
+            connection = await aio_pika.connect_robust(self.url, timeout=10,
+                                                       reconnect_interval=1)
+            try:
+                self._publisher = await connection.channel(publisher_confirms=True,
+                                                           on_return_raises=True)
+                dead = await self._publisher.declare_exchange(
+                    self.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+                dead_queue = await self._publisher.declare_queue(self.dead_letter_exchange,
+                                                                 durable=True)
+                await dead_queue.bind(dead)
+            except BaseException:
+                await connection.close()
+                raise
+            self._connection = connection
 
     async def _queue(self, channel: AbstractRobustChannel, model: str) -> AbstractQueue:
         # Every declaration must carry the same arguments, or RabbitMQ refuses it.
@@ -183,8 +189,20 @@ class RabbitQueue:
         inbox = self._consumers.get(model)
         if inbox is None:
             inbox = self._consumers[model] = asyncio.Queue()
-            await self._consume(model, inbox)
+            self._starting.append(asyncio.create_task(self._consume_when_up(model, inbox)))
         return await inbox.get()
+
+    async def _consume_when_up(self, model: str, inbox: asyncio.Queue[RabbitDelivery]) -> None:
+        """Start consuming, however long the broker takes to be reachable."""
+        while True:
+            try:
+                await self._consume(model, inbox)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # not reachable yet: the worker waits for it
+                log.warning("cannot consume %s yet (%s); retrying", model, exc)
+                await asyncio.sleep(1.0)
 
     async def _consume(self, model: str, inbox: asyncio.Queue[RabbitDelivery]) -> None:
         await self.connect()
@@ -231,9 +249,10 @@ class RabbitQueue:
         return sum(q.qsize() for q in self._consumers.values())
 
     async def close(self) -> None:
-        if self._retry is not None:
-            self._retry.cancel()
-            await asyncio.gather(self._retry, return_exceptions=True)
+        tasks = [t for t in (self._retry, *self._starting) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._connection is not None:
             with contextlib.suppress(Exception):  # a broker that is away must not hold us
                 await asyncio.wait_for(self._connection.close(), 5)
