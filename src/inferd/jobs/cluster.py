@@ -5,7 +5,7 @@
 | serve   | RabbitMQ if configured, else in-process | yes, every model                  |
 | gateway | RabbitMQ if configured     | no with a broker; yes (remote replicas) without |
 | worker  | RabbitMQ (required)        | yes: ``--model`` names, else every model it knows |
-| engine  | RabbitMQ if configured     | no: it serves its models over HTTP              |
+| engine  | RabbitMQ if configured     | no with a broker (workers do); yes without      |
 """
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ def build_queue(settings: Settings, jobs: JobSettings) -> JobQueue:
 
 
 def runs_jobs(settings: Settings) -> bool:
-    if settings.role == "engine":
-        return False
-    return not (settings.role == "gateway" and settings.broker_url)
+    """Gateways and engines leave jobs to the workers when there is a broker."""
+    return not (settings.role in ("gateway", "engine") and settings.broker_url)
 
 
 def attach(service: JobService, settings: Settings) -> None:
