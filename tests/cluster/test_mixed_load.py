@@ -1,10 +1,12 @@
 """Two gateways, two workers and one engine on PostgreSQL, RabbitMQ and Redis: a mixed load of
-sync, streamed and async requests all succeed, a key's limit is exact across the gateways, and
-usage adds up exactly."""
+sync, streamed, async and batch requests all succeed, a key's limit is exact across the
+gateways, and usage adds up exactly."""
 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -12,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from openai import AsyncOpenAI, RateLimitError
+from openai import AsyncOpenAI, OpenAI, RateLimitError
 
 from tests.cluster.conftest import migrate, submit, wait_finished
 from tests.helpers import InferdProcess, require_service
@@ -83,6 +85,32 @@ async def limited(urls: list[str], key: str, attempts: int) -> tuple[int, int]:
     return ok, refused
 
 
+def run_batch(url: str, key: str, lines: int) -> int:
+    """A batch of chat requests through a gateway, run by the workers: its total tokens."""
+    client = OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+    text = "\n".join(json.dumps({"custom_id": f"c{i}", "method": "POST",
+                                 "url": "/v1/chat/completions", "body": {
+                                     "model": "echo", "messages": [
+                                         {"role": "user", "content": f"batch line {i}"}]}})
+                     for i in range(lines))
+    uploaded = client.files.create(file=("in.jsonl", io.BytesIO(text.encode())),
+                                   purpose="batch")
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h")
+    end = time.monotonic() + 120
+    while batch.status not in ("completed", "failed", "cancelled", "expired"):
+        assert time.monotonic() < end, "the batch did not finish"
+        time.sleep(0.2)
+        batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed" and batch.request_counts is not None
+    assert batch.request_counts.completed == lines and batch.output_file_id
+    content = client.files.content(batch.output_file_id).text
+    output = [json.loads(x) for x in content.splitlines()]
+    client.close()
+    assert sorted(o["custom_id"] for o in output) == sorted(f"c{i}" for i in range(lines))
+    return sum(int(o["response"]["body"]["usage"]["total_tokens"]) for o in output)
+
+
 def test_two_gateways_two_workers_one_engine_under_mixed_load(
         start: Callable[..., InferdProcess], cluster_env: dict[str, str]) -> None:
     require_service("redis")
@@ -105,6 +133,8 @@ def test_two_gateways_two_workers_one_engine_under_mixed_load(
         done = wait_finished(http, job_ids)
         assert {j["status"] for j in done.values()} == {"completed"}
         tokens += sum(j["usage"]["total_tokens"] for j in done.values())
+        tokens += run_batch(urls[1], user["key"], lines=6)
+        requests += 6
         ok, refused = asyncio.run(limited(urls, capped["key"], attempts=40))
         assert (ok, refused) == (25, 15)  # exact across the two gateways (Redis)
         end = time.monotonic() + 30
