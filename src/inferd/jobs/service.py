@@ -270,9 +270,15 @@ class JobService:
         if done:
             await self.after_finish(job_id)
 
-    async def after_finish(self, job_id: str) -> None:
-        """Wake followers, send the webhook, and finish the batch when this was its last job."""
+    async def after_finish(self, job_id: str, known: JobRecord | None = None) -> None:
+        """Wake followers, send the webhook, and finish the batch when this was its last job.
+
+        ``known``: the job as its worker claimed it; one with neither webhook nor batch needs
+        no second read.
+        """
         self.signals.notify(job_id)
+        if known is not None and not known.webhook_url and not known.batch_id:
+            return
         job = await self.store.get(job_id)
         if job is None:
             return

@@ -99,7 +99,7 @@ class WorkerPool:
             status_code=outcome.status_code, usage=outcome.usage)
         await delivery.ack()
         if stored:
-            await service.after_finish(job.id)
+            await service.after_finish(job.id, job)
 
     async def _heartbeat(self, job_id: str, task: asyncio.Task[Outcome]) -> None:
         every = self.settings.lease_seconds / 3
