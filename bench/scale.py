@@ -5,7 +5,8 @@
 2. accepted jobs/s: ``POST /v1/jobs`` over two ``inferd gateway`` processes (202 = the row is
    committed and the broker confirmed the id).
 3. completed jobs/s: two ``inferd worker --model echo`` processes (the echo engine answers at
-   once), from the first submission until no job is pending or running.
+   once), from the first submission until no job is pending or running; then the workers
+   alone: a backlog submitted while they are paused (SIGSTOP), drained after SIGCONT.
 4. sync requests/s: ``/v1/chat/completions`` through one gateway, then two, to one
    ``inferd engine`` hosting the echo model (registered as the gateways' http replica).
 
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -146,7 +148,22 @@ def start(env: dict[str, str], procs: list[subprocess.Popen[bytes]], tmp: Path,
     raise RuntimeError(f"{args} did not start")
 
 
-async def submit_jobs(gateways: list[str], jobs: int, clients: int) -> tuple[float, float]:
+async def wait_idle(gateway: str) -> None:
+    """Until no job is pending or running."""
+    async with aiohttp.ClientSession(base_url=gateway) as http:
+        while True:
+            busy = 0
+            for status in ("pending", "running"):
+                async with http.get("/v1/jobs", params={"status": status,
+                                                        "limit": 1}) as response:
+                    busy += len((await response.json())["data"])
+            if not busy:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def submit_jobs(gateways: list[str], jobs: int, clients: int,
+                      wait: bool = True) -> tuple[float, float]:
     """(accepted/s, completed/s) for ``jobs`` chat jobs spread over the gateways.
 
     aiohttp as the client: it costs the shared CPU about a third of what httpx does.
@@ -166,15 +183,11 @@ async def submit_jobs(gateways: list[str], jobs: int, clients: int) -> tuple[flo
 
     await asyncio.gather(*(submitter(sessions[i % len(sessions)]) for i in range(clients)))
     accepted = jobs / (time.perf_counter() - started)
-    while True:
-        busy = 0
-        for status in ("pending", "running"):
-            async with sessions[0].get("/v1/jobs", params={"status": status,
-                                                           "limit": 1}) as response:
-                busy += len((await response.json())["data"])
-        if not busy:
-            break
-        await asyncio.sleep(0.02)
+    if not wait:
+        for session in sessions:
+            await session.close()
+        return accepted, 0.0
+    await wait_idle(gateways[0])
     completed = jobs / (time.perf_counter() - started)
     async with sessions[0].get("/v1/jobs", params={"status": "failed", "limit": 1}) as response:
         failed = await response.json()
@@ -231,6 +244,17 @@ def main() -> None:
         print(f"jobs            accepted {accepted:8.0f} jobs/s (2 gateways)   completed "
               f"{completed:8.0f} jobs/s (2 workers)   ({args.jobs} jobs, {args.clients} "
               "clients)")
+        # the workers alone: a backlog built while they are paused, then drained
+        workers = procs[:2]
+        for worker in workers:
+            worker.send_signal(signal.SIGSTOP)
+        asyncio.run(submit_jobs(gateways, args.jobs, args.clients, wait=False))
+        started = time.perf_counter()
+        for worker in workers:
+            worker.send_signal(signal.SIGCONT)
+        asyncio.run(wait_idle(gateways[0]))
+        print(f"backlog         drained  {args.jobs / (time.perf_counter() - started):8.0f} "
+              f"jobs/s (2 workers, gateways idle)")
     with tempfile.TemporaryDirectory() as tmp, cluster(Path(tmp)) as (env, procs):
         start(env, procs, Path(tmp), "engine", "--no-bundled")
         gateways = [start(env, procs, Path(tmp), "gateway") for _ in range(2)]
