@@ -67,8 +67,8 @@ def test_kill_9_a_worker_mid_job_and_another_finishes_it(
         while http.get(f"/v1/jobs/{job['id']}").json()["status"] != "running":
             assert time.monotonic() < end, "the job never started"
             time.sleep(0.05)
+        first.kill()  # mid-job: the job is running, its message unacknowledged
         start("worker", "--model", "slow")
-        first.kill()
         finished = wait_finished(http, [job["id"]])[job["id"]]
     assert finished["status"] == "completed", finished
     assert finished["attempts"] == 2  # the killed run, then the one that finished
