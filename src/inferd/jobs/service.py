@@ -275,9 +275,10 @@ class JobService:
             await self.batches.maybe_finalize(job.batch_id)
 
 
-async def start_jobs(db: Database, router: Router, inference: Inference,
-                     settings: Settings) -> JobService:
+async def start_jobs(db: Database, router: Router, inference: Inference, settings: Settings,
+                     principal_lookup: PrincipalLookup | None = None) -> JobService:
     """The job service of ``inferd serve``: in-process queue and workers, started."""
     service = JobService(db, router, inference, JobSettings.load(settings.config_file))
+    service.principal_lookup = principal_lookup
     await service.start()
     return service
