@@ -20,11 +20,12 @@ from typing import Any
 
 from inferd.auth.limits import Limiter, LocalLimiter, period_bounds
 from inferd.auth.principal import ANONYMOUS, Principal
-from inferd.engines.base import Chunk
+from inferd.engines.base import Chunk, Progress
 from inferd.engines.streams import primed
 from inferd.errors import InferdError, ModelNotFound, PermissionDenied, RateLimited
 from inferd.metering import CLIENT_CLOSED, Call, Metering
 from inferd.routing.router import Router
+from inferd.schemas.images import ImageGenerationRequest, image_usage
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.settings import Settings
 from inferd.usage import current_call
@@ -217,6 +218,23 @@ class Inference:
             self._failed(call, exc)
             raise
         self._done(call, result.get("usage"))
+        return result
+
+    async def images(self, request: ImageGenerationRequest, principal: Principal = ANONYMOUS,
+                     progress: Progress | None = None) -> dict[str, Any]:
+        """Generate images; metered as images and steps (rpm and ipm apply, tokens do not)."""
+        call = await self._begin("images", request.model, principal, False, lambda: 0)
+        try:
+            if principal.ipm is not None:
+                await self.limiter.acquire_images(principal, request.n)
+            result = await self.router.images(request, progress)
+        except BaseException as exc:
+            self._failed(call, exc)
+            raise
+        call.images, call.steps = image_usage(result)
+        self.metering.metrics.child("images", call.model, "images").inc(call.images)
+        self.metering.metrics.child("images", call.model, "steps").inc(call.steps)
+        self._done(call, None)
         return result
 
 

@@ -31,8 +31,8 @@ CLIENT_CLOSED = 499
 class Call:
     """One request on its way through: what metering needs at the end."""
 
-    __slots__ = ("endpoint", "model", "principal", "replica", "request_id", "reservation",
-                 "started", "stream", "ttft")
+    __slots__ = ("endpoint", "images", "model", "principal", "replica", "request_id",
+                 "reservation", "started", "steps", "stream", "ttft")
 
     def __init__(self, endpoint: str, model: str, principal: Principal, stream: bool) -> None:
         self.endpoint = endpoint
@@ -44,6 +44,8 @@ class Call:
         self.replica: str | None = None
         self.reservation: Reservation | None = None
         self.request_id = request_id_var.get()
+        self.images: int | None = None  # image generation only: pictures and steps made
+        self.steps: int | None = None
 
 
 def replica_states(router: Router) -> list[ReplicaState]:
@@ -111,7 +113,8 @@ class Metering:
         self.recorder.record((time.time(), call.request_id, key_id, model, call.replica,
                               call.endpoint, call.stream, status, error, prompt, completion,
                               prompt + completion, latency * 1000.0,
-                              None if ttft is None else ttft * 1000.0))
+                              None if ttft is None else ttft * 1000.0, call.images,
+                              call.steps))
         if self.log_requests or status >= 500:
             log.log(logging.WARNING if status >= 500 else logging.INFO,
                     "%s %s %d", call.endpoint, model, status, extra={

@@ -16,6 +16,7 @@ import orjson
 
 from inferd.auth.principal import Principal
 from inferd.errors import Conflict, JobCancelled, ModelNotFound, NotFound, PermissionDenied
+from inferd.images import ImageService
 from inferd.inference import Inference
 from inferd.jobs.batches import BatchService
 from inferd.jobs.config import JobSettings
@@ -35,8 +36,10 @@ from inferd.jobs.signals import Signals
 from inferd.jobs.webhooks import WebhookSender
 from inferd.jobs.worker import WorkerPool
 from inferd.routing.router import Router
+from inferd.schemas.images import ImageGenerationRequest
 from inferd.settings import Settings
 from inferd.store.db import Database
+from inferd.store.files import FileStore
 from inferd.store.jobs import JobPage, JobRecord, JobStore, new_id
 from inferd.store.repo import KeyValueStore
 
@@ -71,6 +74,7 @@ class JobService:
             self.store, settings, batches=self.batches, webhooks=self.webhooks,
             owners=self.owners, finisher=self.finisher, enqueue=self.enqueue,
             models=self.taken_models, running=lambda: set(self.pool.running) if self.pool else ())
+        self.images = ImageService(inference, FileStore(db), settings.retention_seconds)
         self._sweep: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
@@ -109,7 +113,8 @@ class JobService:
 
     async def _run(self, job: JobRecord, events: EventLog) -> Outcome:
         # the owner is resolved inside the job: a revoked key fails its job, not the worker
-        return await run_job(self.inference, job, self.owners.of(job, strict=True), events)
+        return await run_job(self.inference, job, self.owners.of(job, strict=True), events,
+                             self.images)
 
     # -- submit -----------------------------------------------------------------------------
     async def submit(self, principal: Principal, endpoint: str, body: dict[str, Any], *,
@@ -123,6 +128,8 @@ class JobService:
         request differs.
         """
         request = parse_request(endpoint, body)
+        if isinstance(request, ImageGenerationRequest):
+            request = self.images.with_model(request)
         model = self.router.resolve(str(getattr(request, "model", "")))
         if not principal.may_use(model):
             raise PermissionDenied(f"This key may not use the model '{model}'.", param="model")
