@@ -10,23 +10,21 @@
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from contextlib import AsyncExitStack
 
 from inferd.engines.base import Engine
 from inferd.engines.queue import QueueEngine, RpcClient, RpcServer
 from inferd.jobs.config import JobSettings
+from inferd.routing.catalog import ReplicaCatalog
 from inferd.routing.registration import EngineRegistration
-from inferd.settings import ReplicaSpec
+from inferd.settings import ReplicaSpec, Settings
+from inferd.store.db import Database
 from inferd.store.replicas import ReplicaStore
 
-if TYPE_CHECKING:
-    from inferd.services import Services
 
-
-async def start_role(services: Services, engines: dict[str, Engine]) -> None:
-    settings, catalog = services.settings, services.catalog
-    assert catalog is not None
-    stack = services.stack
+async def start_role(settings: Settings, db: Database, catalog: ReplicaCatalog,
+                     stack: AsyncExitStack, engines: dict[str, Engine]) -> None:
+    """Start what ``settings.role`` adds; everything started is closed by ``stack``."""
     if settings.broker_url and settings.role in ("gateway", "serve"):
         client = RpcClient(settings.broker_url, settings.broker_prefix)
         stack.push_async_callback(client.close)
@@ -37,7 +35,7 @@ async def start_role(services: Services, engines: dict[str, Engine]) -> None:
         catalog.queue_engine = queue_engine
         await catalog.sync()
     if settings.role == "engine":
-        registration = EngineRegistration(ReplicaStore(services.db), settings,
+        registration = EngineRegistration(ReplicaStore(db), settings,
                                           announce=catalog.announce)
         await registration.register(list(engines))
         stack.push_async_callback(registration.close)
@@ -49,7 +47,7 @@ async def start_role(services: Services, engines: dict[str, Engine]) -> None:
         stack.push_async_callback(server.close)
         # one replica per worker: a worker that stops takes only its own row along
         url = f"queue://{settings.broker_prefix}/{secrets.token_hex(6)}"
-        registration = EngineRegistration(ReplicaStore(services.db), settings, kind="queue",
+        registration = EngineRegistration(ReplicaStore(db), settings, kind="queue",
                                           url=url, announce=catalog.announce)
         await registration.register(list(engines))
         stack.push_async_callback(registration.close)

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -44,8 +43,8 @@ def runs_jobs(settings: Settings) -> bool:
 
 def attach(service: JobService, settings: Settings) -> None:
     """Limit the workers to the models this process hosts; fail dead-lettered jobs."""
-    if service.pool is not None and settings.role == "worker" and settings.worker_models:
-        service.pool.only = set(settings.worker_models)
+    if settings.role == "worker" and settings.worker_models:
+        service.only = set(settings.worker_models)
     queue = service.queue
     if isinstance(queue, RabbitQueue):
 
@@ -55,16 +54,7 @@ def attach(service: JobService, settings: Settings) -> None:
             if await service.store.finish(job.id, None, "failed", error=error, status_code=500,
                                           from_status=("pending", "running")):
                 log.warning("job %s failed: %s", job.id, reason)
-                await service.after_finish(job.id)
+                await service.finisher.finished(job.id)
 
         queue.on_dead = dead
 
-
-async def follow_models(service: JobService, every: float) -> None:
-    """A worker without ``--model`` consumes the queue of every model the cluster knows,
-    including models added after it started."""
-    while True:
-        if service.pool is not None:
-            for model in service.router.model_names():
-                service.pool.ensure(model)
-        await asyncio.sleep(every)
