@@ -35,7 +35,7 @@ export function drawChart(box, title, data, metric, { height = 180, compact = fa
   const width = Math.max(220, figure.clientWidth || box.clientWidth || 300);
   const opts = {
     width, height,
-    legend: { show: !compact },
+    legend: { show: !compact, live: false },
     cursor: { show: !compact },
     axes: compact ? [{ show: false }, { show: false }] : [axis, { ...axis, size: 56 }],
     scales: { x: { time: true } },

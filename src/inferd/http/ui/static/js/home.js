@@ -4,11 +4,9 @@ import { $, el, badge } from "./ui.js";
 import { loadSeries, drawChart } from "./chart.js";
 
 async function uptime() {
-  // /metrics is public and carries the standard process start time.
-  const metrics = await fetch("/metrics").then((r) => (r.ok ? r.text() : "")).catch(() => "");
-  const match = metrics.match(/^process_start_time_seconds ([0-9.e+]+)$/m);
-  if (!match) return "—";
-  let s = Math.max(0, Math.round(Date.now() / 1000 - Number(match[1])));
+  const health = await fetch("/health").then((r) => r.json()).catch(() => ({}));
+  if (typeof health.uptime_seconds !== "number") return "—";
+  let s = Math.round(health.uptime_seconds);
   const d = Math.floor(s / 86400); s -= d * 86400;
   const h = Math.floor(s / 3600); s -= h * 3600;
   const m = Math.floor(s / 60);

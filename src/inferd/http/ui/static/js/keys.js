@@ -23,7 +23,7 @@ async function spend(keys) {
     const since = periodStart(period);
     const rows = list(await api("GET", `/admin/v1/usage?group_by=key&since=${since}`));
     for (const row of rows) {
-      for (const k of keys) if (k.id === row.key_id && (k.budget_period || "") === period) out.set(k.id, row.total_tokens);
+      for (const k of keys) if (String(k.id) === String(row.key_id) && (k.budget_period || "") === period) out.set(k.id, row.total_tokens);
     }
   }
   return out;
