@@ -50,7 +50,9 @@ def login(driver: Any, url: str, key: str) -> None:
          or d.find_element(By.ID, "logout").is_displayed())
     if driver.find_element(By.ID, "logout").is_displayed():
         return
-    driver.find_element(By.ID, "login-key").send_keys(key)
+    field = driver.find_element(By.ID, "login-key")
+    field.clear()
+    field.send_keys(key)
     driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
     wait(driver, lambda d: d.find_element(By.ID, "logout").is_displayed())
 

@@ -161,6 +161,10 @@ function resetForms(event) {
 
 export default {
   init() {
+    // Replica health changes by itself: refresh while the page is shown.
+    setInterval(() => {
+      if (!$("#page-models").hidden && document.visibilityState === "visible") load().catch(() => {});
+    }, 2000);
     $("#model-form").addEventListener("submit", saveModel);
     $("#replica-form").addEventListener("submit", saveReplica);
     $("#model-form").addEventListener("reset", resetForms);
