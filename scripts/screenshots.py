@@ -23,6 +23,8 @@ from tests.helpers import InferdProcess  # noqa: E402
 ADMIN = "sk-admin-screenshots-0123456789"
 PAGES = ["home", "models", "playground", "keys", "jobs", "monitoring"]
 SIZES = [(1400, 900), (390, 844)]
+# True once the page drew its data (a table row, a stat, a chart or a model to pick).
+FILLED = "return document.querySelectorAll('tbody tr, .stat, .chart, option').length"
 
 
 def traffic(url: str) -> None:
@@ -51,9 +53,9 @@ def main(out: Path) -> None:
                 login(driver, server.url, ADMIN)
                 for name in PAGES:
                     page(driver, server.url, name)
-                    wait(driver, lambda d, n=name: d.find_element(By.ID, f"page-{n}").is_displayed())
-                    wait(driver, lambda d: d.execute_script(
-                        "return document.querySelectorAll('tbody tr, .stat, .chart, option').length"))
+                    wait(driver, lambda d, n=name: d.find_element(By.ID, f"page-{n}")
+                         .is_displayed())
+                    wait(driver, lambda d: d.execute_script(FILLED))
                     driver.execute_script("window.scrollTo(0, 0)")
                     full = driver.execute_script("return document.body.scrollHeight")
                     driver.set_window_size(width, max(height, min(int(full) + 40, 4000)))

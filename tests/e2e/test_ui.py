@@ -45,7 +45,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture
 def admin(server: InferdProcess, browser: Any) -> Any:
-    if browser.execute_script("return sessionStorage.getItem('inferd.key')") not in (None, ADMIN_KEY):
+    stored = browser.execute_script("return sessionStorage.getItem('inferd.key')")
+    if stored not in (None, ADMIN_KEY):
         _logout(browser)
     login(browser, server.url, ADMIN_KEY)
     return browser
