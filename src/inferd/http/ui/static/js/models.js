@@ -15,7 +15,7 @@ async function testModel(name, out) {
     out.className = "badge ok";
   } catch (error) {
     out.textContent = error.message;
-    out.className = "badge bad";
+    out.className = "error-text";
   }
 }
 
