@@ -238,6 +238,9 @@ def test_http_replica_added_in_the_ui_turns_unhealthy_when_its_server_stops(
         wait(d, lambda d: (row := _replica_row(d, upstream.url))
              and row.find_elements(_by(), ".badge.ok"))
 
+        click_in_row(d, "#models-table", "remote-echo", "Test")  # a one-token request
+        wait(d, lambda d: "ok," in find(d, ".result[data-model=remote-echo]").text)
+
         # Side-by-side: the bundled model and the new remote one answer the same prompt.
         page(d, server.url, "playground")
         select(d, "#chat-model", CHAT)

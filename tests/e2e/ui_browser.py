@@ -34,11 +34,21 @@ def chromium(profile: Path, width: int = 1400, height: int = 900) -> Any:
 
 def wait(driver: Any, condition: Callable[[Any], Any], timeout: float = 60) -> Any:
     """Polls ``condition(driver)`` until it is truthy (a Selenium wait with a deadline)."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1,
-                         ignored_exceptions=(StaleElementReferenceException,)).until(condition)
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(StaleElementReferenceException,)
+                             ).until(condition)
+    except TimeoutException:
+        # Say what the page showed: its messages and the visible page's text.
+        shown = driver.execute_script(
+            "return [location.hash, ...[...document.querySelectorAll('.say:not([hidden])')]"
+            ".map(e => e.id + ': ' + e.textContent),"
+            " (document.querySelector('.page:not([hidden])') || document.body).innerText"
+            ".slice(0, 3000)]")
+        raise AssertionError(f"condition not reached in {timeout} s; page: {shown}") from None
 
 
 def login(driver: Any, url: str, key: str) -> None:

@@ -107,6 +107,7 @@ async function save(event) {
       const created = await api("POST", "/admin/v1/keys", body(v));
       $("#key-secret").textContent = created.key;
       $("#key-created").hidden = false;
+      $("#key-copy").textContent = "Copy";
       say("#key-say", "");
     }
     event.target.reset();

@@ -4,18 +4,28 @@ import { $, el, badge, button, csv, fillTable, fmtTime, formValues, say } from "
 
 let editingModel = null; // the model name being edited, or null when adding
 let editingReplica = null; // the replica id being edited, or null when adding
+// The last test of each model, kept here because the tables are redrawn every few seconds.
+const tests = new Map();
+
+function showTest(out, result) {
+  out.textContent = result.text;
+  out.className = `result ${result.cls}`;
+}
 
 async function testModel(name, out) {
-  out.textContent = "testing…";
+  showTest(out, { text: "testing…", cls: "hint" });
   const started = performance.now();
+  let result;
   try {
     await api("POST", "/v1/chat/completions", {
       model: name, max_tokens: 1, messages: [{ role: "user", content: "Hi" }] });
-    out.textContent = `ok, ${Math.round(performance.now() - started)} ms`;
-    out.className = "badge ok";
+    result = { text: `ok, ${Math.round(performance.now() - started)} ms`, cls: "badge ok" };
   } catch (error) {
-    out.textContent = error.message;
-    out.className = "error-text";
+    result = { text: error.message, cls: "error-text" };
+  }
+  tests.set(name, result);
+  for (const node of document.querySelectorAll(".result")) {
+    if (node.dataset.model === name) showTest(node, result);
   }
 }
 
@@ -26,7 +36,8 @@ function act(label, run, cls = "") {
 }
 
 function modelActions(m) {
-  const out = el("span", { class: "result", "aria-live": "polite" });
+  const out = el("span", { class: "result", "data-model": m.name, "aria-live": "polite" });
+  if (tests.has(m.name)) showTest(out, tests.get(m.name));
   return el("span", { class: "actions" },
     button("Test", () => testModel(m.name, out)),
     button("Edit", () => editModel(m), "quiet"),
