@@ -1,9 +1,10 @@
-"""Renders every page of the web UI at laptop (1400x900) and phone (390x844) sizes.
+"""Renders every page of the web UI at laptop (1400x900) and phone (390x844) sizes, and
+at laptop size in the dark theme.
 
     PYTHONPATH=src python scripts/screenshots.py OUT_DIR
 
 Starts its own ``inferd serve`` with an admin key, sends a few requests (chat, a job, a new
-key) so the pages have something to show, then saves ``OUT_DIR/<page>-<width>.png``.
+key) so the pages have something to show, then saves ``OUT_DIR/<page>-<width>[-dark].png``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tests.helpers import InferdProcess  # noqa: E402
 
 ADMIN = "sk-admin-screenshots-0123456789"
 PAGES = ["home", "models", "playground", "keys", "jobs", "monitoring"]
-SIZES = [(1400, 900), (390, 844)]
+SIZES = [(1400, 900, "light"), (390, 844, "light"), (1400, 900, "dark")]
 # True once the page drew its data (a table row, a stat, a chart or a model to pick).
 FILLED = "return document.querySelectorAll('tbody tr, .stat, .chart, option').length"
 
@@ -47,9 +48,13 @@ def main(out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp, \
             InferdProcess(Path(tmp) / "data", env={"INFERD_ADMIN_KEY": ADMIN}) as server:
         traffic(server.url)
-        for width, height in SIZES:
-            driver = chromium(Path(tmp) / f"profile-{width}", width, height)
+        for width, height, scheme in SIZES:
+            driver = chromium(Path(tmp) / f"profile-{width}-{scheme}", width, height)
+            suffix = f"{width}" if scheme == "light" else f"{width}-{scheme}"
             try:
+                # The page follows the system theme: emulate a dark one.
+                driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [
+                    {"name": "prefers-color-scheme", "value": scheme}]})
                 login(driver, server.url, ADMIN)
                 for name in PAGES:
                     page(driver, server.url, name)
@@ -59,7 +64,7 @@ def main(out: Path) -> None:
                     driver.execute_script("window.scrollTo(0, 0)")
                     full = driver.execute_script("return document.body.scrollHeight")
                     driver.set_window_size(width, max(height, min(int(full) + 40, 4000)))
-                    driver.save_screenshot(str(out / f"{name}-{width}.png"))
+                    driver.save_screenshot(str(out / f"{name}-{suffix}.png"))
                     driver.set_window_size(width, height)
                 for error in console_errors(driver):
                     print("console:", error)

@@ -370,3 +370,21 @@ def test_usage_series_api(server: InferdProcess) -> None:
         own_requests = sum(b["requests"] for b in own["series"][0]["data"])
         assert own_requests == len(mine) >= 1
         assert own_requests < sum(b["requests"] for b in buckets)  # not everyone's
+
+
+def test_first_run_without_an_admin_key_says_how_to_make_one(
+        tmp_path: Path, browser: Any) -> None:
+    # On loopback with no admin key yet, keys are not enforced: everyone is the admin.
+    open_server = _upstream(tmp_path)
+    open_server.env.pop("INFERD_AUTH")
+    open_server.env.pop("INFERD_ADMIN_KEY", None)
+    d = browser
+    with open_server:
+        d.get(open_server.url + "/ui/#home")
+        wait(d, lambda d: find(d, "#first-run").is_displayed())
+        assert "inferd keys create --scope admin" in find(d, "#first-run").text
+        assert find(d, "#who").text.startswith("keys off")
+        page(d, open_server.url, "models")
+        wait(d, lambda d: "echo" in find(d, "#replicas-table").text)
+        shot(d, tmp_path, "first-run")
+    d.execute_script("sessionStorage.clear()")
