@@ -388,3 +388,31 @@ def test_first_run_without_an_admin_key_says_how_to_make_one(
         wait(d, lambda d: "echo" in find(d, "#replicas-table").text)
         shot(d, tmp_path, "first-run")
     d.execute_script("sessionStorage.clear()")
+
+
+def test_image_tab_shows_only_with_an_image_model_and_draws(
+        tmp_path: Path, browser: Any, tiny_pipeline: Path) -> None:
+    config = tmp_path / "images.yaml"
+    config.write_text(yaml.safe_dump({"models": [
+        {"name": "tiny-sd", "kind": "diffusers", "path": str(tiny_pipeline), "steps": 2,
+         "size": "64x64"}, {"name": "echo", "kind": "echo"}]}))
+    d = browser
+    with InferdProcess(tmp_path / "images", "--config", str(config), "--no-bundled",
+                       env={"INFERD_AUTH": "off"}) as images:
+        page(d, images.url, "playground")
+        wait(d, lambda d: find(d, "#image-tab").is_displayed())
+        find(d, "#image-tab").click()
+        fill(d, "#image-form [name=prompt]", "a lighthouse at dusk")
+        find(d, "#image-form button").click()
+        wait(d, lambda d: find(d, "#image-out").is_displayed(), timeout=120)
+        width = d.execute_script("return document.querySelector('#image-out img').naturalWidth")
+        assert width == 64
+        assert "2 steps" in find(d, "#image-out figcaption").text
+        shot(d, tmp_path, "playground-image")
+    d.execute_script("sessionStorage.clear()")
+
+
+def test_no_image_tab_without_an_image_model(server: InferdProcess, admin: Any) -> None:
+    page(admin, server.url, "playground")
+    wait(admin, lambda d: d.find_elements(_by(), "#chat-model option"))
+    assert not find(admin, "#image-tab").is_displayed()

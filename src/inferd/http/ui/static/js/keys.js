@@ -64,7 +64,7 @@ async function load() {
     ["scope", (k) => k.scope],
     ["owner / team", (k) => [k.owner, k.team].filter(Boolean).join(" / ") || "—"],
     ["models", (k) => (k.models ? k.models.join(", ") : "all")],
-    ["rpm", (k) => k.rpm], ["tpm", (k) => k.tpm],
+    ["rpm", (k) => k.rpm], ["tpm", (k) => k.tpm], ["ipm", (k) => k.ipm],
     ["spend", (k) => spendCell(k, used)],
     ["expires", (k) => (k.expires_at ? fmtTime(k.expires_at) : "never")],
     ["status", (k) => el("span", { class: `badge ${k.enabled ? "ok" : "bad"}` }, k.enabled ? "active" : "disabled")],
@@ -75,7 +75,7 @@ async function load() {
 function edit(k) {
   editing = k;
   const f = $("#key-form").elements;
-  for (const name of ["name", "owner", "team", "rpm", "tpm", "token_budget"]) f[name].value = k[name] ?? "";
+  for (const name of ["name", "owner", "team", "rpm", "tpm", "ipm", "token_budget"]) f[name].value = k[name] ?? "";
   f.scope.value = k.scope;
   f.models.value = k.models ? k.models.join(", ") : "";
   f.budget_period.value = k.budget_period || "";
@@ -89,7 +89,7 @@ function edit(k) {
 function body(v) {
   const number = (s) => (s === "" ? null : Number(s));
   const out = { name: v.name, owner: v.owner || null, team: v.team || null, scope: v.scope,
-    models: csv(v.models).length ? csv(v.models) : null, rpm: number(v.rpm), tpm: number(v.tpm),
+    models: csv(v.models).length ? csv(v.models) : null, rpm: number(v.rpm), tpm: number(v.tpm), ipm: number(v.ipm),
     token_budget: number(v.token_budget), budget_period: v.budget_period || null,
     expires_at: v.expires ? new Date(v.expires).getTime() / 1000 : null };
   if (!editing) for (const [name, value] of Object.entries(out)) if (value === null) delete out[name];

@@ -139,12 +139,15 @@ async function generate(event) {
   const started = performance.now();
   say("#image-say", "Generating…", "ok");
   try {
-    const data = await api("POST", "/v1/images/generations", {
-      model: v.model, prompt: v.prompt, size: v.size, steps: Number(v.steps), response_format: "b64_json" });
+    const body = { model: v.model, prompt: v.prompt, size: v.size, response_format: "b64_json" };
+    if (v.steps) body.steps = Number(v.steps);
+    const data = await api("POST", "/v1/images/generations", body);
     const image = data.data[0];
     const out = $("#image-out");
     out.querySelector("img").src = image.b64_json ? `data:image/png;base64,${image.b64_json}` : image.url;
-    out.querySelector("figcaption").textContent = `${v.size}, ${v.steps} steps, ${fmtNum((performance.now() - started) / 1000, 1)} s`;
+    const steps = data.usage?.steps ?? v.steps;
+    out.querySelector("figcaption").textContent =
+      `${v.size === "auto" ? "default size" : v.size}, ${steps} steps, ${fmtNum((performance.now() - started) / 1000, 1)} s`;
     out.hidden = false;
     say("#image-say", "");
   } catch (error) {
