@@ -409,6 +409,18 @@ def test_image_tab_shows_only_with_an_image_model_and_draws(
         assert width == 64
         assert "2 steps" in find(d, "#image-out figcaption").text
         shot(d, tmp_path, "playground-image")
+
+        # A long image job: its progress shows live in the Jobs page, and Cancel stops it.
+        job = httpx.post(images.url + "/v1/jobs", timeout=30, json={
+            "endpoint": "/v1/images/generations", "body": {
+                "model": "tiny-sd", "prompt": "slow", "n": 8, "size": "512x512",
+                "steps": 500}}).json()
+        page(d, images.url, f"jobs/{job['id']}")
+        wait(d, lambda d: "progress: step" in find(d, "#job-events").text, timeout=120)
+        find(d, "#job-detail button.danger").click()
+        wait(d, lambda d: "cancelled" in find(d, "#job-detail h3").text)
+        assert httpx.get(f"{images.url}/v1/jobs/{job['id']}").json()["status"] == "cancelled"
+        shot(d, tmp_path, "job-cancelled")
     d.execute_script("sessionStorage.clear()")
 
 

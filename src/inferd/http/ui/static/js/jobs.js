@@ -56,6 +56,12 @@ function pre(value) {
   return el("pre", {}, value === null || value === undefined ? "—" : JSON.stringify(value, null, 2));
 }
 
+export function eventLine(kind, data) {
+  if (kind === "token") return `token ${JSON.stringify(data.text)}`;
+  if (kind === "progress") return `progress: step ${data.step} of ${data.of}`;
+  return `${kind}${data.status ? `: ${data.status}` : ""}`;
+}
+
 async function detail(id) {
   watching?.abort();
   const box = $("#job-detail");
@@ -83,8 +89,7 @@ async function detail(id) {
     for await (const frame of events(`/v1/jobs/${id}/events`, { signal: watching.signal })) {
       let data = {};
       try { data = JSON.parse(frame.data); } catch { /* plain text */ }
-      const line = frame.event === "token" ? `token ${JSON.stringify(data.text)}` : `${frame.event}${data.status ? `: ${data.status}` : ""}`;
-      log.append(el("li", {}, line));
+      log.append(el("li", {}, eventLine(frame.event, data)));
       if (data.status) status.textContent = data.status;
       if (FINAL.includes(frame.event)) {
         status.replaceWith(statusBadge(frame.event));
