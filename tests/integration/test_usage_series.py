@@ -10,9 +10,9 @@ T0 = 1_700_000_040.0  # on a minute boundary
 
 
 def _record(key_id: str, model: str, at: float, latency: float, ttft: float | None,
-            status: int = 200) -> tuple[object, ...]:
+            status: int = 200, images: int = 0) -> tuple[object, ...]:
     return (at, "req", key_id, model, "local:x", "chat", ttft is not None, status, None, 2, 3,
-            5, latency, ttft)
+            5, latency, ttft, images, images * 20)
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -27,7 +27,7 @@ async def test_series_buckets_split_and_percentiles(database: Database) -> None:
     store = UsageStore(database)
     latencies = [float(v) for v in range(10, 210, 10)]  # 20 requests in the first minute
     records = [_record("1", "a", T0 + i, lat, lat / 2) for i, lat in enumerate(latencies)]
-    records += [_record("2", "b", T0 + 125, 40.0, None, status=500),  # third minute
+    records += [_record("2", "b", T0 + 125, 40.0, None, status=500, images=2),  # third minute
                 _record("2", "a", T0 + 3600, 1.0, None)]  # outside the range asked
     await store.insert_many(records)
     series = UsageSeries(database)
@@ -41,6 +41,7 @@ async def test_series_buckets_split_and_percentiles(database: Database) -> None:
     assert a[0]["p50_ttft_ms"] == 50.0 and a[0]["total_tokens"] == 100
     assert a[1]["p50_latency_ms"] is None
     assert [x["errors"] for x in b] == [0, 0, 1, 0] and b[2]["p95_ttft_ms"] is None
+    assert (b[2]["images"], b[2]["steps"], a[0]["images"]) == (2, 40, 0)
 
     by_key = await series.series(bucket=60, since=T0, until=T0 + 240, split_by="key",
                                  model="b")

@@ -31,16 +31,20 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 class _Bucket:
-    __slots__ = ("completion", "errors", "latency", "prompt", "requests", "ttft")
+    __slots__ = ("completion", "errors", "images", "latency", "prompt", "requests", "steps",
+                 "ttft")
 
     def __init__(self) -> None:
-        self.requests = self.errors = self.prompt = self.completion = 0
+        self.requests = self.errors = self.prompt = self.completion = self.images = 0
+        self.steps = 0
         self.latency: list[float] = []
         self.ttft: list[float] = []
 
     def add(self, status: int, prompt: int, completion: int, latency: float,
-            ttft: float | None) -> None:
+            ttft: float | None, images: int, steps: int) -> None:
         self.requests += 1
+        self.images += images
+        self.steps += steps
         self.errors += status >= 400
         self.prompt += prompt
         self.completion += completion
@@ -51,7 +55,8 @@ class _Bucket:
     def view(self, start: float) -> dict[str, Any]:
         return {"bucket_start": start, "requests": self.requests, "errors": self.errors,
                 "prompt_tokens": self.prompt, "completion_tokens": self.completion,
-                "total_tokens": self.prompt + self.completion,
+                "total_tokens": self.prompt + self.completion, "images": self.images,
+                "steps": self.steps,
                 "p50_latency_ms": percentile(self.latency, 50),
                 "p95_latency_ms": percentile(self.latency, 95),
                 "p50_ttft_ms": percentile(self.ttft, 50),
@@ -71,7 +76,8 @@ class UsageSeries:
         (empty buckets are zeros) so charts line up."""
         query = sa.select(t.c.created_at, t.c.model, t.c.key_id, t.c.status,
                           t.c.prompt_tokens, t.c.completion_tokens, t.c.latency_ms,
-                          t.c.ttft_ms).where(t.c.created_at >= since, t.c.created_at < until)
+                          t.c.ttft_ms, t.c.images, t.c.steps
+                          ).where(t.c.created_at >= since, t.c.created_at < until)
         if model is not None:
             query = query.where(t.c.model == model)
         if key_id is not None:
@@ -87,12 +93,13 @@ def _fold(rows: Iterable[Any], *, bucket: int, since: float, until: float,
     first = math.floor(since / bucket) * bucket
     starts = [float(first + i * bucket) for i in range(math.ceil((until - first) / bucket))]
     groups: dict[str, dict[float, _Bucket]] = {}
-    for created, model, key_id, status, prompt, completion, latency, ttft in rows:
+    for created, model, key_id, status, prompt, completion, latency, ttft, images, steps in rows:
         name = {"model": model, "key": key_id or "(no key)", "none": "all"}[split_by]
         start = float(math.floor(created / bucket) * bucket)
         buckets = groups.setdefault(str(name), {})
         buckets.setdefault(start, _Bucket()).add(int(status), int(prompt), int(completion),
                                                  float(latency),
-                                                 None if ttft is None else float(ttft))
+                                                 None if ttft is None else float(ttft),
+                                                 int(images or 0), int(steps or 0))
     return {name: [buckets.get(s, _Bucket()).view(s) for s in starts]
             for name, buckets in sorted(groups.items())}

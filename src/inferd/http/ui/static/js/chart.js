@@ -32,22 +32,26 @@ export function drawChart(box, title, data, metric, { height = 180, compact = fa
     return figure;
   }
   const axis = { stroke: css("--muted"), grid: { stroke: css("--line") }, ticks: { stroke: css("--line") } };
-  const width = Math.max(220, figure.clientWidth || box.clientWidth || 300);
+  const inner = () => Math.max(200, figure.clientWidth - 20); // the figure's width less its padding
+  // Counts are bars (one bucket alone still shows); latencies are lines with points.
+  const counts = !/latency|ttft/.test(typeof metric === "string" ? metric : "");
+  const bars = counts ? uPlot.paths.bars({ size: [0.8, 24] }) : undefined;
   const opts = {
-    width, height,
+    width: inner(), height,
     legend: { show: !compact, live: false },
     cursor: { show: !compact },
     axes: compact ? [{ show: false }, { show: false }] : [axis, { ...axis, size: 56 }],
     scales: { x: { time: true } },
-    series: [{}, ...series.map((s, i) => ({
-      label: s.name, stroke: PALETTE[i % PALETTE.length], width: 2, spanGaps: true,
-      fill: compact ? `${PALETTE[i % PALETTE.length]}33` : undefined,
-    }))],
+    series: [{}, ...series.map((s, i) => {
+      const color = PALETTE[i % PALETTE.length];
+      return { label: s.name, stroke: color, width: counts ? 1 : 2, spanGaps: true, paths: bars,
+        fill: counts ? `${color}99` : undefined, points: { show: !counts, size: 5, fill: color } };
+    })],
   };
   const plot = new uPlot(opts, [xs, ...series.map((s) => s.data.map((b) => get(b)))], figure);
   new ResizeObserver(() => {
-    const w = figure.clientWidth;
-    if (w && Math.abs(w - plot.width) > 4) plot.setSize({ width: w, height });
+    const w = inner();
+    if (Math.abs(w - plot.width) > 4) plot.setSize({ width: w, height });
   }).observe(figure);
   return figure;
 }

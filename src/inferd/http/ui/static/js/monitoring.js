@@ -5,7 +5,7 @@ import { $, el, fillTable, fmtTime, formValues, text } from "./ui.js";
 import { loadSeries, drawChart } from "./chart.js";
 
 const CHARTS = [
-  ["Requests", "requests"], ["Tokens", "total_tokens"], ["Errors", "errors"],
+  ["Requests", "requests"], ["Tokens", "total_tokens"], ["Errors", "errors"], ["Images", "images"],
   ["p50 latency (ms)", "p50_latency_ms"], ["p95 latency (ms)", "p95_latency_ms"],
   ["p50 time to first token (ms)", "p50_ttft_ms"], ["p95 time to first token (ms)", "p95_ttft_ms"],
 ];
