@@ -240,6 +240,8 @@ def test_http_replica_added_in_the_ui_turns_unhealthy_when_its_server_stops(
 
         click_in_row(d, "#models-table", "remote-echo", "Test")  # a one-token request
         wait(d, lambda d: "ok," in find(d, ".result[data-model=remote-echo]").text)
+        click_in_row(d, "#models-table", "all-minilm-l6-v2", "Test")  # an embedding
+        wait(d, lambda d: "ok," in find(d, ".result[data-model='all-minilm-l6-v2']").text)
 
         # Side-by-side: the bundled model and the new remote one answer the same prompt.
         page(d, server.url, "playground")

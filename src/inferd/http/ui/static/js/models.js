@@ -6,6 +6,17 @@ let editingModel = null; // the model name being edited, or null when adding
 let editingReplica = null; // the replica id being edited, or null when adding
 // The last test of each model, kept here because the tables are redrawn every few seconds.
 const tests = new Map();
+let capabilities = new Map(); // model -> its capabilities, from /v1/models
+
+// The smallest real request a model of each kind answers.
+function probe(name) {
+  const caps = capabilities.get(name) || ["chat"];
+  if (caps.includes("chat") || caps.includes("completions")) {
+    return ["/v1/chat/completions", { model: name, max_tokens: 1, messages: [{ role: "user", content: "Hi" }] }];
+  }
+  if (caps.includes("embeddings")) return ["/v1/embeddings", { model: name, input: "Hi" }];
+  return ["/v1/images/generations", { model: name, prompt: "test", steps: 1 }];
+}
 
 function showTest(out, result) {
   out.textContent = result.text;
@@ -17,8 +28,8 @@ async function testModel(name, out) {
   const started = performance.now();
   let result;
   try {
-    await api("POST", "/v1/chat/completions", {
-      model: name, max_tokens: 1, messages: [{ role: "user", content: "Hi" }] });
+    const [path, body] = probe(name);
+    await api("POST", path, body);
     result = { text: `ok, ${Math.round(performance.now() - started)} ms`, cls: "badge ok" };
   } catch (error) {
     result = { text: error.message, cls: "error-text" };
@@ -71,6 +82,7 @@ function lastError(r) {
 
 async function load() {
   const models = list(await api("GET", "/admin/v1/models"));
+  capabilities = new Map(list(await api("GET", "/v1/models")).map((m) => [m.id, m.capabilities || []]));
   fillTable($("#models-table"), models, [
     ["model", (m) => el("strong", {}, m.name)],
     ["health", (m) => badge(m.healthy, "serving", "down")],
