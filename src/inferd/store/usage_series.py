@@ -94,9 +94,10 @@ def _fold(rows: Iterable[Any], *, bucket: int, since: float, until: float,
     starts = [float(first + i * bucket) for i in range(math.ceil((until - first) / bucket))]
     groups: dict[str, dict[float, _Bucket]] = {}
     for created, model, key_id, status, prompt, completion, latency, ttft, images, steps in rows:
-        name = {"model": model, "key": key_id or "(no key)", "none": "all"}[split_by]
-        start = float(math.floor(created / bucket) * bucket)
-        buckets = groups.setdefault(str(name), {})
+        name = model if split_by == "model" else "all" if split_by == "none" \
+            else str(key_id or "(no key)")
+        start = float(created // bucket * bucket)
+        buckets = groups.setdefault(name, {})
         buckets.setdefault(start, _Bucket()).add(int(status), int(prompt), int(completion),
                                                  float(latency),
                                                  None if ttft is None else float(ttft),
