@@ -63,7 +63,7 @@ async def test_a_second_ring_sees_changes_made_elsewhere(database: Database) -> 
         # an unknown key triggers a (rate-limited) check for new keys
         assert (await other.authenticate_fresh(created["key"])).is_admin
         await admin.disable(created["id"])
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
                 other.authenticate(created["key"])
