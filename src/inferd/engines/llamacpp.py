@@ -246,6 +246,8 @@ class LlamaCppEngine(LocalTextEngine):
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancel = threading.Event()
+        params = generation.params
+        reproducible = params.get("temperature") == 0 or params.get("seed") is not None
 
         def stop_when_cancelled(_ids: Any, _logits: Any) -> bool:
             generation.completion_tokens += 1
@@ -253,6 +255,12 @@ class LlamaCppEngine(LocalTextEngine):
 
         def run() -> None:
             try:
+                if reproducible:
+                    # llama.cpp reuses the KV cache of the longest prefix shared with the
+                    # previous request and evaluates the rest in a different batch shape, which
+                    # changes the logits slightly: greedy and seeded output would depend on
+                    # what ran before. Such requests evaluate their whole prompt afresh.
+                    instance.llama.reset()
                 chunks = instance.llama.create_completion(
                     prompt=generation.prompt, stream=True,
                     stopping_criteria=StoppingCriteriaList([stop_when_cancelled]),
