@@ -114,7 +114,9 @@ async def test_a_job_finished_by_another_process_leaves_no_signal_behind(
         waiting = asyncio.create_task(service.wait(ANONYMOUS, job.id, within=30))
         follow = asyncio.create_task(_drain(service.events(ANONYMOUS, job.id)))
         deadline = time.monotonic() + 10
-        while len(service.signals) == 0 and time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # until both follow the job
+            if len(service.signals) and service.signals._followers.get(job.id) == 2:
+                break
             await asyncio.sleep(0.01)
         assert len(service.signals) == 1  # followed: one event for the job
         assert await other.finish(job.id, None, "failed", error={"message": "x"},
