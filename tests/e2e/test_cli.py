@@ -43,6 +43,14 @@ def test_bad_model_option_is_a_clear_error() -> None:
     assert "does not exist" in result.stderr
 
 
+def test_a_typo_in_the_config_file_stops_serve_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "inferd.yaml"
+    config.write_text("bundled_models: false\njobs:\n  concurency: 2\n")
+    result = inferd("serve", "--config", str(config))
+    assert result.returncode != 0
+    assert "unknown key 'jobs.concurency'" in result.stderr and str(config) in result.stderr
+
+
 def test_serve_a_gguf_under_another_name(tmp_path: Path) -> None:
     with InferdProcess(tmp_path, "--no-bundled", "--model",
                        f"my-model={GGUF},n_ctx=1024,threads=2") as server:

@@ -17,8 +17,8 @@ import orjson
 
 from inferd.auth.principal import Principal
 from inferd.errors import Conflict, InvalidRequest, NotFound
-from inferd.jobs.config import JobSettings
 from inferd.jobs.requests import ENDPOINTS
+from inferd.settings import JobSettings
 from inferd.store.batches import BatchRecord, BatchStore
 from inferd.store.db import Database
 from inferd.store.files import IMAGE_PURPOSE, FileRecord, FileStore

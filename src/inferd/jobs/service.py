@@ -19,7 +19,6 @@ from inferd.errors import Conflict, JobCancelled, ModelNotFound, NotFound, Permi
 from inferd.images import ImageService
 from inferd.inference import Inference
 from inferd.jobs.batches import BatchService
-from inferd.jobs.config import JobSettings
 from inferd.jobs.finish import Finisher
 from inferd.jobs.maintenance import Maintenance
 from inferd.jobs.owners import Owners, PrincipalLookup
@@ -37,7 +36,7 @@ from inferd.jobs.webhooks import WebhookSender
 from inferd.jobs.worker import WorkerPool
 from inferd.routing.router import Router
 from inferd.schemas.images import ImageGenerationRequest
-from inferd.settings import Settings
+from inferd.settings import JobSettings, Settings
 from inferd.store.db import Database
 from inferd.store.files import FileStore
 from inferd.store.jobs import JobPage, JobRecord, JobStore, new_id
@@ -241,7 +240,7 @@ class JobService:
 async def start_jobs(db: Database, router: Router, inference: Inference, settings: Settings,
                      principal_lookup: PrincipalLookup | None = None) -> JobService:
     """The job service of ``inferd serve``: in-process queue and workers, started."""
-    service = JobService(db, router, inference, JobSettings.load(settings.config_file),
+    service = JobService(db, router, inference, settings.jobs,
                          principal_lookup=principal_lookup)
     await service.start()
     return service

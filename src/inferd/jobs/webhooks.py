@@ -22,8 +22,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from inferd.jobs.config import JobSettings
 from inferd.jobs.requests import job_object
+from inferd.settings import JobSettings
 from inferd.store.jobs import JobRecord, JobStore
 from inferd.store.repo import KeyValueStore
 

@@ -11,11 +11,10 @@ import pytest
 
 from inferd.engines.echo import EchoEngine
 from inferd.inference import Inference
-from inferd.jobs.config import JobSettings
 from inferd.jobs.service import JobService
 from inferd.metering import Metering
 from inferd.routing.router import Replica, Router
-from inferd.settings import ModelSpec, load_settings
+from inferd.settings import JobSettings, ModelSpec, load_settings
 from inferd.store.db import Database
 
 
