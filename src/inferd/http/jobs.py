@@ -63,10 +63,15 @@ def accepted(job: JobRecord, created: bool) -> Response:
                                   "Preference-Applied": "respond-async"})
 
 
+def respond_async(prefer: str) -> bool:
+    """Whether a ``Prefer`` header value asks for ``respond-async`` (RFC 7240: a comma-
+    separated list of preferences, each with optional ``;`` parameters)."""
+    return any(p.split(";")[0].strip().lower() == "respond-async" for p in prefer.split(","))
+
+
 def prefers_async(request: Request) -> bool:
     """True when the request carries ``Prefer: respond-async``."""
-    prefer = request.headers.get("prefer", "")
-    return any(p.split(";")[0].strip().lower() == "respond-async" for p in prefer.split(","))
+    return any(respond_async(value) for value in request.headers.getlist("prefer"))
 
 
 async def json_object(request: Request) -> dict[str, Any]:

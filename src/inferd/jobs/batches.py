@@ -60,8 +60,7 @@ def file_object(record: FileRecord) -> dict[str, Any]:
 
 
 def _line_error(message: str) -> dict[str, Any]:
-    return {"message": message, "type": "invalid_request_error", "param": None,
-            "code": "invalid_request"}
+    return InvalidRequest(message, code="invalid_request").to_dict()
 
 
 class BatchService:

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from inferd.errors import JobCancelled
 from inferd.store.db import Database
 from inferd.store.tables_jobs import job_events, jobs, webhook_attempts
 
@@ -240,8 +241,8 @@ class JobStore:
             result = await conn.execute(
                 sa.update(jobs).where(jobs.c.batch_id == batch_id, jobs.c.status == "pending")
                 .values(status="cancelled", finished_at=time.time(),
-                        error={"message": "The batch was cancelled.", "type": "cancelled",
-                               "param": None, "code": "batch_cancelled"}))
+                        error=JobCancelled("The batch was cancelled.",
+                                           code="batch_cancelled").to_dict()))
         return int(result.rowcount)
 
     async def delete(self, job_id: str) -> bool:

@@ -84,3 +84,11 @@ async def test_a_key_over_its_rate_is_deferred_and_a_used_budget_fails(parts: Pa
     outcome, _, _ = await run(parts, "/v1/completions", {**request, "max_tokens": 50},
                               owner(budget))
     assert outcome.status == "failed" and outcome.error["code"] == "insufficient_quota"
+
+
+async def test_job_errors_name_fields_as_the_api_does(parts: Parts) -> None:
+    outcome, _, _ = await run(parts, "/v1/chat/completions",
+                              {"model": "echo", "messages": [{"role": "robot", "content": "a"}]})
+    assert outcome.status == "failed" and outcome.status_code == 400
+    assert outcome.error["param"] == "messages[0].role"  # as in a 400 of the HTTP API
+    assert outcome.error["message"].startswith("Invalid value for 'messages[0].role'")
