@@ -16,6 +16,7 @@ import orjson
 
 from inferd.auth.principal import Principal
 from inferd.errors import Conflict, JobCancelled, ModelNotFound, NotFound, PermissionDenied
+from inferd.ids import new_id
 from inferd.images import ImageService
 from inferd.inference import Inference
 from inferd.jobs.batches import BatchService
@@ -39,7 +40,7 @@ from inferd.schemas.images import ImageGenerationRequest
 from inferd.settings import JobSettings, Settings
 from inferd.store.db import Database
 from inferd.store.files import FileStore
-from inferd.store.jobs import JobPage, JobRecord, JobStore, new_id
+from inferd.store.jobs import JobPage, JobRecord, JobStore
 from inferd.store.repo import KeyValueStore
 
 SSEvent = tuple[int | None, str, str]

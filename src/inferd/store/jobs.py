@@ -6,7 +6,6 @@ workers or a worker and a cancelling client can never both win: the ``rowcount``
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field, fields
@@ -20,11 +19,6 @@ from inferd.store.db import Database
 from inferd.store.tables_jobs import job_events, jobs, webhook_attempts
 
 TERMINAL = ("completed", "failed", "cancelled")
-
-
-def new_id(prefix: str) -> str:
-    """A time-ordered id: sorting ids sorts by creation time."""
-    return f"{prefix}_{time.time_ns():016x}{secrets.token_hex(4)}"
 
 
 @dataclass

@@ -8,8 +8,9 @@ import orjson
 
 from inferd.auth.principal import ANONYMOUS, Principal
 from inferd.errors import AuthenticationFailed
+from inferd.ids import new_id
 from inferd.jobs.runner import EventLog, run_job
-from inferd.store.jobs import JobRecord, JobStore, new_id
+from inferd.store.jobs import JobRecord, JobStore
 from tests.unit.jobs.conftest import Parts
 
 

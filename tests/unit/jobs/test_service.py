@@ -10,7 +10,8 @@ import pytest
 
 from inferd.auth.principal import ANONYMOUS, Principal
 from inferd.errors import Conflict, ModelNotFound, PermissionDenied
-from inferd.store.jobs import JobRecord, JobStore, new_id
+from inferd.ids import new_id
+from inferd.store.jobs import JobRecord, JobStore
 from tests.unit.jobs.conftest import Parts, add_echo
 
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "one two three"}]}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from inferd.ids import new_id
 from inferd.jobs.queue import QueuedJob
 from inferd.jobs.runner import EventLog, Outcome
 from inferd.jobs.worker import WorkerPool
-from inferd.store.jobs import JobRecord, new_id
+from inferd.store.jobs import JobRecord
 from tests.unit.jobs.conftest import Parts
 
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "a b"}]}
