@@ -77,7 +77,9 @@ class Services:
             log.info("loading model %s (%s)", spec.name, spec.kind)
             await engine.start()
             stack.push_async_callback(engine.close)
-            router.add(Replica(id=f"local:{spec.name}", model=spec.name, engine=engine),
+            router.add(Replica(id=f"local:{spec.name}", model=spec.name, engine=engine,
+                               cooldown_base=settings.replica_cooldown_base,
+                               cooldown_max=settings.replica_cooldown_max),
                        aliases=spec.aliases)
         catalog = await start_catalog(router, ReplicaStore(db), settings)
         stack.push_async_callback(catalog.close)

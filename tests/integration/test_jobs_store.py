@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from inferd.ids import new_id
 from inferd.store.db import Database
 from inferd.store.files import FileRecord, FileStore
-from inferd.store.jobs import JobEvent, JobRecord, JobStore, new_id
+from inferd.store.jobs import JobEvent, JobRecord, JobStore
 from inferd.store.tables_jobs import FILE_PART_BYTES
 
 

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inferd.auth.principal import Principal
 from inferd.auth.service import Auth
-from inferd.errors import InferdError, PermissionDenied
+from inferd.errors import InferdError, PermissionDenied, envelope
 from inferd.http.deps import get_principal
 from inferd.logs import request_id_var
 
@@ -77,7 +77,7 @@ class AuthMiddleware:
 
 
 async def _refuse(send: Send, exc: InferdError) -> None:
-    body = orjson.dumps({"error": exc.to_dict()})
+    body = orjson.dumps(envelope(exc))
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
     if exc.status == 401:

@@ -14,9 +14,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from inferd.jobs.broker import RabbitQueue
-from inferd.jobs.config import JobSettings
 from inferd.jobs.queue import InProcessQueue, JobQueue, QueuedJob
-from inferd.settings import Settings
+from inferd.settings import JobSettings, Settings
 
 if TYPE_CHECKING:
     from inferd.jobs.service import JobService

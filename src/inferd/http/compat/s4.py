@@ -79,7 +79,10 @@ async def _load(services: Services, principal: Principal, name: str,
     engine = build_engine(model)
     await engine.start()
     services.stack.push_async_callback(engine.close)
-    services.router.add(Replica(id=f"local:{name}", model=name, engine=engine))
+    settings = services.settings
+    services.router.add(Replica(id=f"local:{name}", model=name, engine=engine,
+                                cooldown_base=settings.replica_cooldown_base,
+                                cooldown_max=settings.replica_cooldown_max))
 
 
 @router.post("/old/initialize")
