@@ -25,12 +25,13 @@ from inferd.auth.bootstrap import AuthPolicy, bootstrap
 from inferd.auth.keys import KeyRing
 from inferd.auth.limits import Limiter, LocalLimiter, Reservation, period_bounds
 from inferd.auth.principal import ANONYMOUS, Principal
-from inferd.engines.base import Chunk
+from inferd.engines.base import Chunk, Progress
 from inferd.engines.streams import primed
 from inferd.errors import InferdError, ModelNotFound, PermissionDenied, RateLimited
 from inferd.logs import request_id_var
 from inferd.metrics import Metrics, ReplicaState
 from inferd.routing.router import Router
+from inferd.schemas.images import ImageGenerationRequest, image_usage
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.settings import Settings
 from inferd.store.db import Database
@@ -71,8 +72,8 @@ def estimate_embedding(request: EmbeddingRequest) -> int:
 class Call:
     """One request on its way through: what metering needs at the end."""
 
-    __slots__ = ("endpoint", "model", "principal", "replica", "request_id", "reservation",
-                 "started", "stream", "ttft")
+    __slots__ = ("endpoint", "images", "model", "principal", "replica", "request_id",
+                 "reservation", "started", "steps", "stream", "ttft")
 
     def __init__(self, endpoint: str, model: str, principal: Principal, stream: bool) -> None:
         self.endpoint = endpoint
@@ -84,6 +85,8 @@ class Call:
         self.replica: str | None = None
         self.reservation: Reservation | None = None
         self.request_id = request_id_var.get()
+        self.images: int | None = None  # image generation only: pictures and steps made
+        self.steps: int | None = None
 
 
 class Inference:
@@ -238,7 +241,8 @@ class Inference:
             self.usage.record((time.time(), call.request_id, key_id, model, replica,
                                call.endpoint, call.stream, status, error, prompt, completion,
                                prompt + completion, latency * 1000.0,
-                               None if ttft is None else ttft * 1000.0))
+                               None if ttft is None else ttft * 1000.0, call.images,
+                               call.steps))
         if self.log_requests or status >= 500:
             log.log(logging.WARNING if status >= 500 else logging.INFO,
                     "%s %s %d", call.endpoint, model, status, extra={
@@ -328,4 +332,21 @@ class Inference:
             self._failed(call, exc)
             raise
         self._done(call, result.get("usage"))
+        return result
+
+    async def images(self, request: ImageGenerationRequest, principal: Principal = ANONYMOUS,
+                     progress: Progress | None = None) -> dict[str, Any]:
+        """Generate images; metered as images and steps (rpm and ipm apply, tokens do not)."""
+        call = await self._begin("images", request.model, principal, False, lambda: 0)
+        try:
+            if principal.ipm is not None and self.limiter is not None:
+                await self.limiter.acquire_images(principal, request.n)
+            result = await self.router.images(request, progress)
+        except BaseException as exc:
+            self._failed(call, exc)
+            raise
+        call.images, call.steps = image_usage(result)
+        self.metrics.child("images", call.model, "images").inc(call.images)
+        self.metrics.child("images", call.model, "steps").inc(call.steps)
+        self._done(call, None)
         return result

@@ -18,7 +18,7 @@ from inferd.auth.principal import Principal
 from inferd.errors import Conflict, InvalidRequest, NotFound
 from inferd.jobs.requests import ENDPOINTS
 from inferd.store.batches import BatchRecord, BatchStore
-from inferd.store.files import FileRecord, FileStore
+from inferd.store.files import IMAGE_PURPOSE, FileRecord, FileStore
 from inferd.store.jobs import JobRecord, new_id
 
 if TYPE_CHECKING:
@@ -95,7 +95,8 @@ class BatchService:
 
     async def file(self, principal: Principal, file_id: str) -> FileRecord:
         record = await self.files.get(file_id)
-        if record is None or not (principal.is_admin or record.owner == principal.key_id):
+        if record is None or record.purpose == IMAGE_PURPOSE or not (
+                principal.is_admin or record.owner == principal.key_id):
             raise NotFound(f"No such File object: {file_id}", param="file_id",
                            code="file_not_found")
         return record

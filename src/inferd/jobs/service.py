@@ -16,6 +16,7 @@ import orjson
 
 from inferd.auth.principal import ANONYMOUS, Principal
 from inferd.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied
+from inferd.images import ImageService
 from inferd.inference import Inference
 from inferd.jobs.config import JobSettings
 from inferd.jobs.queue import InProcessQueue, JobQueue, QueuedJob
@@ -29,8 +30,10 @@ from inferd.jobs.requests import (
 from inferd.jobs.webhooks import WebhookSender
 from inferd.jobs.worker import WorkerPool
 from inferd.routing.router import Router
+from inferd.schemas.images import ImageGenerationRequest
 from inferd.settings import Settings
 from inferd.store.db import Database
+from inferd.store.files import FileStore
 from inferd.store.jobs import JobPage, JobRecord, JobStore, new_id
 from inferd.store.repo import KeyValueStore
 
@@ -80,6 +83,7 @@ class JobService:
         self.webhooks = WebhookSender(self.store, self.kv, settings)
         self.pool = WorkerPool(self, self.queue) if run_workers else None
         self.batches = BatchService(self)
+        self.images = ImageService(inference, FileStore(db), settings.retention_seconds)
         self.principal_lookup: PrincipalLookup | None = None
         self._principals: dict[str, Principal] = {}
         self._maintenance: asyncio.Task[None] | None = None
@@ -117,6 +121,8 @@ class JobService:
         request differs.
         """
         request = parse_request(endpoint, body)
+        if isinstance(request, ImageGenerationRequest):
+            request = self.images.with_model(request)
         model = self.router.resolve(str(getattr(request, "model", "")))
         if not principal.may_use(model):
             raise PermissionDenied(f"This key may not use the model '{model}'.", param="model")

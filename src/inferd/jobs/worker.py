@@ -65,7 +65,8 @@ class WorkerPool:
         await events.start(job.attempts)
         # resolved inside the job: a revoked key fails its job instead of the worker
         principal = service.principal_of(job, strict=True)
-        task = asyncio.create_task(run_job(service.inference, job, principal, events))
+        task = asyncio.create_task(run_job(service.inference, job, principal, events,
+                                           service.images))
         self.running[job.id] = task
         heartbeat = asyncio.create_task(self._heartbeat(job.id, task))
         try:
