@@ -38,7 +38,7 @@ from inferd.store.db import Database
 from inferd.store.keys import KeyStore
 from inferd.store.repo import KeyValueStore
 from inferd.store.usage import UsageStore
-from inferd.usage import UsageRecorder, current_call
+from inferd.usage import UsageRecord, UsageRecorder, current_call
 
 log = logging.getLogger("inferd.requests")
 
@@ -238,11 +238,11 @@ class Inference:
         key_id = call.principal.key_id
         if self.usage is not None:
             replica = call.replica or self._only_replica(model)
-            self.usage.record((time.time(), call.request_id, key_id, model, replica,
-                               call.endpoint, call.stream, status, error, prompt, completion,
-                               prompt + completion, latency * 1000.0,
-                               None if ttft is None else ttft * 1000.0, call.images,
-                               call.steps))
+            self.usage.record(UsageRecord(
+                time.time(), call.request_id, key_id, model, replica, call.endpoint,
+                call.stream, status, error, prompt, completion, prompt + completion,
+                latency * 1000.0, None if ttft is None else ttft * 1000.0, call.images,
+                call.steps))
         if self.log_requests or status >= 500:
             log.log(logging.WARNING if status >= 500 else logging.INFO,
                     "%s %s %d", call.endpoint, model, status, extra={

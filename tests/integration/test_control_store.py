@@ -13,13 +13,13 @@ from inferd.store.db import Database
 from inferd.store.keys import KeyStore
 from inferd.store.monitor import REDACTED, TableBrowser
 from inferd.store.usage import UsageStore
-from inferd.usage import UsageRecorder
+from inferd.usage import UsageRecord, UsageRecorder
 
 
 def _record(key_id: str | None, model: str, at: float, status: int = 200,
-            tokens: tuple[int, int] = (3, 5)) -> tuple[object, ...]:
-    return (at, "req", key_id, model, "local:x", "chat", False, status, None, tokens[0],
-            tokens[1], sum(tokens), 12.5, None, None, None)
+            tokens: tuple[int, int] = (3, 5)) -> UsageRecord:
+    return UsageRecord(at, "req", key_id, model, "local:x", "chat", False, status, None,
+                       tokens[0], tokens[1], sum(tokens), 12.5, None, None, None)
 
 
 async def test_keys_hashed_cached_and_revoked_through_the_ring(database: Database) -> None:

@@ -6,7 +6,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from inferd.metrics import Metrics, ReplicaState
-from inferd.usage import UsageRecorder
+from inferd.store.tables_control import usage_records
+from inferd.usage import UsageRecord, UsageRecorder
+
+
+def _record(i: int) -> UsageRecord:
+    """A record told apart by its ``created_at``."""
+    return UsageRecord(float(i), None, None, "m", None, "chat", False, 200, None, 0, 0, 0,
+                       1.0, None, None, None)
 
 
 class FlakyStore:
@@ -14,9 +21,9 @@ class FlakyStore:
 
     def __init__(self, failures: int = 0) -> None:
         self.failures = failures
-        self.batches: list[list[Any]] = []
+        self.batches: list[list[UsageRecord]] = []
 
-    async def write(self, records: Sequence[tuple[Any, ...]]) -> None:
+    async def write(self, records: Sequence[UsageRecord]) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("database is down")
@@ -27,29 +34,29 @@ async def test_n_records_are_written_in_few_batches() -> None:
     store = FlakyStore()
     recorder = UsageRecorder(store.write, flush_seconds=3600, batch_size=1000)
     for i in range(2500):
-        recorder.record((i,))
+        recorder.record(_record(i))
     assert store.batches == []  # nothing written on the request path
     await recorder.close()
     assert [len(b) for b in store.batches] == [1000, 1000, 500]
-    assert [r[0] for b in store.batches for r in b] == list(range(2500))
+    assert [r.created_at for b in store.batches for r in b] == list(range(2500))
 
 
 async def test_failed_write_keeps_records_for_the_next_flush() -> None:
     store = FlakyStore(failures=1)
     recorder = UsageRecorder(store.write, flush_seconds=3600)
     for i in range(10):
-        recorder.record((i,))
+        recorder.record(_record(i))
     assert await recorder.flush() == 0 and recorder.pending == 10
-    recorder.record((10,))
+    recorder.record(_record(10))
     assert await recorder.flush() == 11
-    assert [r[0] for r in store.batches[0]] == list(range(11))
+    assert [r.created_at for r in store.batches[0]] == list(range(11))
 
 
 async def test_buffer_is_bounded_while_the_store_is_down() -> None:
     store = FlakyStore(failures=5)
     recorder = UsageRecorder(store.write, flush_seconds=3600, max_buffer=5)
     for i in range(8):
-        recorder.record((i,))
+        recorder.record(_record(i))
     await recorder.flush()
     assert recorder.pending == 5 and recorder.dropped == 3
 
@@ -108,3 +115,7 @@ async def test_a_stream_dropped_before_it_is_read_is_still_metered(tmp_path: Any
     finally:
         await inference.close()
         await db.close()
+
+
+def test_a_usage_record_has_one_field_per_column_of_the_usage_table() -> None:
+    assert UsageRecord._fields == tuple(c.name for c in usage_records.columns if c.name != "id")
