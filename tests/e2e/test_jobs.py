@@ -3,9 +3,7 @@ bundled models."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import time
 import uuid
 from typing import Any
 
@@ -16,7 +14,7 @@ from aiohttp import web
 from openai import OpenAI
 
 from inferd.jobs.webhooks import verify
-from tests.helpers import InferdProcess, free_port
+from tests.helpers import InferdProcess, free_port, wait_for, wait_for_async
 
 CHAT_MODEL = "smollm2-135m-instruct"
 EMBED_MODEL = "all-minilm-l6-v2"
@@ -29,13 +27,11 @@ def chat_job(content: str = "Say hello.", max_tokens: int = 8, **extra: Any) -> 
 
 
 def wait_done(http: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    def finished() -> dict[str, Any] | None:
         job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("completed", "failed", "cancelled"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish")
+        return job if job["status"] in ("completed", "failed", "cancelled") else None
+
+    return wait_for(finished, within=timeout, what=f"job {job_id} finishing")
 
 
 def sse(http: httpx.Client, job_id: str, headers: dict[str, str] | None = None,
@@ -211,13 +207,15 @@ async def test_webhook_is_signed_retried_and_recorded(inferd_server: InferdProce
         async with httpx.AsyncClient(base_url=inferd_server.url, timeout=60) as http:
             job = (await http.post("/v1/jobs", json=chat_job(
                 webhook_url=f"http://127.0.0.1:{port}/hook"))).json()
-            for _ in range(300):
-                if len(received) >= 2:
-                    break
-                await asyncio.sleep(0.1)
+
+            async def delivered() -> dict[str, Any] | None:
+                # inferd records an attempt after the hook answered: wait on what it stored
+                final: dict[str, Any] = (await http.get(f"/v1/jobs/{job['id']}")).json()
+                return final if final["webhook_status"] == "delivered" else None
+
+            final = await wait_for_async(delivered, within=120, what="the webhook delivery")
             secret = (await http.get("/v1/webhooks/secret")).json()["secret"]
             attempts = (await http.get(f"/v1/jobs/{job['id']}/webhook_attempts")).json()["data"]
-            final = (await http.get(f"/v1/jobs/{job['id']}")).json()
     finally:
         await runner.cleanup()
     assert len(received) == 2
