@@ -23,11 +23,12 @@ from starlette.responses import Response
 
 from inferd.auth.admin import KeySpec
 from inferd.errors import Conflict, NotFound
+from inferd.http.admin import models as admin_models
 from inferd.http.admin.keys import KeyAdminDep
 from inferd.http.admin.models import ModelAdminDep
 from inferd.http.deps import RowId, ServicesDep, read_model
 from inferd.http.responses import json_response
-from inferd.routing.manage import ModelCreate, ReplicaUpdate
+from inferd.routing.manage import ReplicaUpdate
 from inferd.settings import ReplicaSpec
 
 router = APIRouter(tags=["proxy-toolkit (S3)"])
@@ -80,10 +81,8 @@ async def list_models(admin: ModelAdminDep, active: bool | None = None) -> Respo
     return json_response(await admin.models(active))
 
 
-@router.post("/models")
-async def create_model(request: Request, admin: ModelAdminDep) -> Response:
-    body = await read_model(request, ModelCreate)
-    return json_response(await admin.create_model(body), status=201)
+# The same operation as the admin API's, under the toolkit's path.
+router.add_api_route("/models", admin_models.create_model, methods=["POST"])
 
 
 @router.get("/models/{model_id:int}/replicas")
