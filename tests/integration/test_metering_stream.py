@@ -7,6 +7,7 @@ from typing import Any
 
 from inferd.engines.echo import EchoEngine
 from inferd.inference import Inference
+from inferd.metering import Metering
 from inferd.routing.router import Replica, Router
 from inferd.schemas.openai import ChatCompletionRequest
 from inferd.settings import ModelSpec, load_settings
@@ -23,23 +24,24 @@ async def test_a_stream_dropped_before_it_is_read_is_still_metered(tmp_path: Any
     router = Router()
     router.add(Replica(id="local:echo", model="echo",
                        engine=EchoEngine(ModelSpec(name="echo", kind="echo"))))
-    inference = await Inference.start(settings, db, router)
-    in_flight = inference.metrics.child("in_flight", "echo")
+    metering = await Metering.start(settings, db)
+    inference = Inference(router, metering)
+    in_flight = metering.metrics.child("in_flight", "echo")
+    recorder = metering.recorder
     try:
-        assert inference.usage is not None
-        before = inference.usage.pending
+        before = recorder.pending
         stream = await inference.chat_stream(ChatCompletionRequest.model_validate(
             {"model": "echo", "messages": [{"role": "user", "content": "a b c"}]}))
         assert in_flight._value.get() == 1
         del stream
         gc.collect()
-        usage = inference.usage
 
         async def metered() -> bool:
-            return usage.pending == before + 1
+            return recorder.pending == before + 1
 
         await wait_for_async(metered, within=30, what="the dropped stream's usage record")
         assert in_flight._value.get() == 0
     finally:
         await inference.close()
+        await metering.close()
         await db.close()
