@@ -10,12 +10,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
+from aiohttp import web
 
 T = TypeVar("T")
 
@@ -75,6 +77,19 @@ async def wait_for_async(check: Callable[[], Awaitable[T]], *, within: float = 6
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what} was not reached within {within} s (last: {value!r})")
         await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """``app`` served on a free loopback port for the block; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 class InferdProcess:

@@ -20,7 +20,7 @@ from inferd.routing.security import HostAllowList
 from inferd.settings import ReplicaSpec, load_settings
 from inferd.store.db import Database
 from inferd.store.replicas import ReplicaStore
-from tests.helpers import free_port
+from tests.helpers import free_port, serving
 
 LOOPBACK = HostAllowList(["127.0.0.0/8"])
 
@@ -34,12 +34,8 @@ async def upstream() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/health", health)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 @pytest.fixture
