@@ -28,7 +28,6 @@ from inferd.routing.router import Router
 from inferd.schemas.images import ImageGenerationRequest, image_usage
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.settings import Settings
-from inferd.usage import current_call
 
 # Completion tokens reserved when a request sets no max_tokens (settled with the real count).
 DEFAULT_COMPLETION_ESTIMATE = 256
@@ -99,7 +98,6 @@ class Inference:
     async def _begin(self, endpoint: str, model: str, principal: Principal, stream: bool,
                      estimate: Callable[[], int]) -> Call:
         call = Call(endpoint, model, principal, stream)
-        current_call.set(call)
         try:
             if principal.allowed_models is not None:
                 self.check_model(principal, model)
@@ -160,7 +158,7 @@ class Inference:
         call = await self._begin("chat", request.model, principal, False,
                                  lambda: estimate_chat(request))
         try:
-            result = await self.router.chat(request)
+            result = await self.router.chat(request, call)
         except BaseException as exc:
             self._failed(call, exc)
             raise
@@ -173,7 +171,7 @@ class Inference:
         call = await self._begin("chat", request.model, principal, True,
                                  lambda: estimate_chat(request))
         try:
-            stream = await self.router.chat_stream(request)
+            stream = await self.router.chat_stream(request, call)
         except BaseException as exc:
             self._failed(call, exc)
             raise
@@ -187,7 +185,7 @@ class Inference:
         call = await self._begin("completions", request.model, principal, False,
                                  lambda: estimate_completion(request))
         try:
-            result = await self.router.complete(request)
+            result = await self.router.complete(request, call)
         except BaseException as exc:
             self._failed(call, exc)
             raise
@@ -199,7 +197,7 @@ class Inference:
         call = await self._begin("completions", request.model, principal, True,
                                  lambda: estimate_completion(request))
         try:
-            stream = await self.router.complete_stream(request)
+            stream = await self.router.complete_stream(request, call)
         except BaseException as exc:
             self._failed(call, exc)
             raise
@@ -213,7 +211,7 @@ class Inference:
         call = await self._begin("embeddings", request.model, principal, False,
                                  lambda: estimate_embedding(request))
         try:
-            result = await self.router.embed(request)
+            result = await self.router.embed(request, call)
         except BaseException as exc:
             self._failed(call, exc)
             raise
@@ -227,7 +225,7 @@ class Inference:
         try:
             if principal.ipm is not None:
                 await self.limiter.acquire_images(principal, request.n)
-            result = await self.router.images(request, progress)
+            result = await self.router.images(request, progress, call)
         except BaseException as exc:
             self._failed(call, exc)
             raise

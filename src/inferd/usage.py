@@ -13,29 +13,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 log = logging.getLogger("inferd.usage")
-
-
-class Placed(Protocol):
-    """A request being metered, as the router sees it: it can say which replica serves it."""
-
-    replica: str | None
-
-
-# The request being metered in this context: set by ``Inference`` when a request begins, so
-# that the router (several calls below, through fallbacks and retries) can name the replica
-# that finally serves it without every engine call carrying the request along.
-current_call: ContextVar[Placed | None] = ContextVar("inferd_current_call", default=None)
-
-
-def note_replica(replica_id: str) -> None:
-    """Tell metering which replica serves the current request (the router calls this)."""
-    call = current_call.get()
-    if call is not None:
-        call.replica = replica_id
 
 
 class UsageRecord(NamedTuple):
