@@ -291,7 +291,7 @@ def test_batch_api_runs_image_lines(sdk: openai.OpenAI) -> None:
                                endpoint="/v1/images/generations",  # type: ignore[arg-type]
                                completion_window="24h")
     finished = wait_for(lambda: (b := sdk.batches.retrieve(batch.id)).status in {
-        "completed", "failed"} and b, timeout=120)
+        "completed", "failed"} and b, within=120)
     assert finished.status == "completed" and finished.output_file_id
     out = [json.loads(line) for line in
            sdk.files.content(finished.output_file_id).text.splitlines()]
