@@ -20,6 +20,7 @@ from inferd.http.admin import models as admin_models
 from inferd.http.admin import replicas as admin_replicas
 from inferd.http.admin import tables as admin_tables
 from inferd.http.admin import usage as admin_usage
+from inferd.http.admin import usage_series
 from inferd.http.auth import AuthMiddleware
 from inferd.http.compat import contexts_results, model_host, proxy_toolkit, queued_generate
 from inferd.http.middleware import RequestGuard
@@ -52,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin_models.router)
     app.include_router(admin_replicas.router)
     app.include_router(proxy_toolkit.router)  # S3: keys, models, replicas
-    for module in (metrics_routes, admin_keys, admin_usage, admin_tables):
+    for module in (metrics_routes, admin_keys, admin_usage, usage_series, admin_tables):
         app.include_router(module.router)
     for module in (job_routes, file_routes, batch_routes,
                    contexts_results, queued_generate, model_host):  # S0, S1, S4

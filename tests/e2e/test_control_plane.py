@@ -290,6 +290,6 @@ def test_cli_revocation_reaches_the_running_server(server: InferdProcess) -> Non
             return True
         return False
 
-    wait_for(refused, within=30, what="the CLI's revocation reaching the server")
+    wait_for(refused, within=60, what="the CLI's revocation reaching the server")
 
 

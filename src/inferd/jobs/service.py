@@ -37,10 +37,11 @@ from inferd.jobs.webhooks import WebhookSender
 from inferd.jobs.worker import WorkerPool
 from inferd.routing.router import Router
 from inferd.schemas.images import ImageGenerationRequest
-from inferd.settings import Settings
 from inferd.store.db import Database
 from inferd.store.files import FileStore
+from inferd.store.job_inserts import GroupInserter
 from inferd.store.jobs import JobPage, JobRecord, JobStore, new_id
+from inferd.store.leases import LeaseStore
 from inferd.store.repo import KeyValueStore
 
 SSEvent = tuple[int | None, str, str]
@@ -60,6 +61,9 @@ class JobService:
                  ) -> None:
         self.db, self.router, self.inference, self.settings = db, router, inference, settings
         self.store = JobStore(db)
+        self.inserts = GroupInserter(self.store)
+        # The models this process may run (``inferd worker --model``); None = any it can.
+        self.only: set[str] | None = None
         self.queue: JobQueue = queue or InProcessQueue()
         self.signals = Signals()
         self.owners = Owners(principal_lookup)
@@ -85,7 +89,7 @@ class JobService:
                 self.pool.ensure(model)
         await self.maintenance.recover()
         await self.maintenance.resume_webhooks()
-        self._sweep = asyncio.create_task(self.maintenance.run_forever())
+        self._sweep = asyncio.create_task(self.maintenance.run_forever(LeaseStore(self.db)))
 
     async def close(self) -> None:
         if self._sweep is not None:
@@ -98,6 +102,8 @@ class JobService:
 
     def runnable(self, model: str) -> bool:
         """Whether this process can run ``model`` now (its router has a replica of it)."""
+        if self.only is not None and model not in self.only:
+            return False
         try:
             return bool(self.router.entry(model).replicas)
         except ModelNotFound:
@@ -142,7 +148,7 @@ class JobService:
                                if idempotency_key else None),
             deadline_at=deadline_at, webhook_url=check_webhook_url(webhook_url),
             meta={**(meta or {}), **({"metadata": metadata} if metadata else {})} or None)
-        record, created = await self.store.insert(job)
+        record, created = await self.inserts.insert(job)
         if not created:
             if record.request_hash != job.request_hash or record.endpoint != endpoint:
                 raise Conflict("This idempotency key was already used with a different "
@@ -237,11 +243,3 @@ class JobService:
         await self.store.delete(job_id)
         self.signals.notify(job_id)
 
-
-async def start_jobs(db: Database, router: Router, inference: Inference, settings: Settings,
-                     principal_lookup: PrincipalLookup | None = None) -> JobService:
-    """The job service of ``inferd serve``: in-process queue and workers, started."""
-    service = JobService(db, router, inference, JobSettings.load(settings.config_file),
-                         principal_lookup=principal_lookup)
-    await service.start()
-    return service
