@@ -14,7 +14,8 @@ from inferd.changes import ChangeBus
 from inferd.engines import build_engine
 from inferd.errors import InferdError
 from inferd.inference import Inference, build_limiter
-from inferd.jobs.service import JobService, start_jobs
+from inferd.jobs.cluster import start_jobs
+from inferd.jobs.service import JobService
 from inferd.metering import Metering
 from inferd.roles import start_role
 from inferd.routing.catalog import ReplicaCatalog, start_catalog

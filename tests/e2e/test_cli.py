@@ -75,6 +75,7 @@ def test_serve_from_config_file_and_environment(tmp_path: Path) -> None:
     with InferdProcess(tmp_path, env={"INFERD_CONFIG": str(config)}) as server:
         models = httpx.get(server.url + "/v1/models").json()["data"]
         assert [(m["id"], m["context_length"]) for m in models] == [("from-file", 512)]
+        # a generous read timeout: httpx's 5 s default is not enough on a loaded machine
         alias = httpx.post(server.url + "/v1/chat/completions", timeout=120, json={
             "model": "ff", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]})
         assert alias.status_code == 200, alias.text

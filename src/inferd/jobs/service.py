@@ -37,7 +37,7 @@ from inferd.jobs.webhooks import WebhookSender
 from inferd.jobs.worker import WorkerPool
 from inferd.routing.router import Router
 from inferd.schemas.images import ImageGenerationRequest
-from inferd.settings import JobSettings, Settings
+from inferd.settings import JobSettings
 from inferd.store.db import Database
 from inferd.store.files import FileStore
 from inferd.store.job_inserts import GroupInserter
@@ -244,16 +244,3 @@ class JobService:
         await self.store.delete(job_id)
         self.signals.notify(job_id)
 
-
-async def start_jobs(db: Database, router: Router, inference: Inference, settings: Settings,
-                     principal_lookup: PrincipalLookup | None = None) -> JobService:
-    """The job service of this process's role (``inferd.jobs.cluster``), started."""
-    from inferd.jobs import cluster
-
-    service = JobService(db, router, inference, settings.jobs,
-                         queue=cluster.build_queue(settings, settings.jobs),
-                         run_workers=cluster.runs_jobs(settings),
-                         principal_lookup=principal_lookup)
-    cluster.attach(service, settings)
-    await service.start()
-    return service

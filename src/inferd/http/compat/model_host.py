@@ -1,4 +1,4 @@
-"""S4 ("LLM-Host"): the old endpoints, on the router.
+"""The model-host API (S4, "LLM-Host"): the old ``/old/*`` endpoints, on the router.
 
 ``/old/initialize`` chooses the "current" model, loading a GGUF first when the name is not
 served yet (from ``path``, or ``<data_dir>/models/<name>.gguf``; loading is for admins);
@@ -32,7 +32,7 @@ from inferd.services import Services
 from inferd.settings import ModelSpec
 from inferd.store.repo import KeyValueStore
 
-router = APIRouter(tags=["compat-s4"])
+router = APIRouter(tags=["model-host (S4)"])
 
 STATE_KEY = "s4.current"
 GENERATION_PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "top_k", "min_p",
