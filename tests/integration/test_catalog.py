@@ -40,7 +40,8 @@ async def upstream() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def catalog(database: Database) -> AsyncIterator[ReplicaCatalog]:
-    catalog = ReplicaCatalog(Router(), ReplicaStore(database), LOOPBACK, interval=3600)
+    catalog = ReplicaCatalog(Router(), ReplicaStore(database), LOOPBACK, interval=3600,
+                             cooldown_base=1.0, cooldown_max=60.0)
     yield catalog
     await catalog.close()
 

@@ -31,7 +31,8 @@ async def admin(database: Database) -> AsyncIterator[ModelAdmin]:
                        engine=EchoEngine(ModelSpec(name="echo", kind="echo"))))
     store = ReplicaStore(database)
     await store.create_model("echo", [], [], source="local")
-    catalog = ReplicaCatalog(router, store, HostAllowList(["127.0.0.0/8"]), interval=3600)
+    catalog = ReplicaCatalog(router, store, HostAllowList(["127.0.0.0/8"]), interval=3600,
+                             cooldown_base=1.0, cooldown_max=60.0)
     yield ModelAdmin(store, catalog)
     await catalog.close()
 
