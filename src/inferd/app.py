@@ -11,6 +11,7 @@ from inferd import __version__
 from inferd.http import batches as batch_routes
 from inferd.http import errors, health
 from inferd.http import files as file_routes
+from inferd.http import images as image_routes
 from inferd.http import jobs as job_routes
 from inferd.http import metrics as metrics_routes
 from inferd.http import openai as openai_routes
@@ -55,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     for module in (job_routes, file_routes, batch_routes, s0, s1, s4):  # jobs, batches, S0/S1/S4
         app.include_router(module.router)
+    app.include_router(image_routes.router)  # /v1/images/*, S2's /model/generate
     app.include_router(ui_router)
     app.add_middleware(ChatFastPath)  # innermost: after auth, before the framework's routing
     app.add_middleware(AuthMiddleware)  # inside RequestGuard: sees the request id
