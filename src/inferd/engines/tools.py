@@ -15,6 +15,7 @@ text back into ``tool_calls``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -104,10 +105,8 @@ def template_renders_tools(template: str) -> bool:
 def call_text(name: str, arguments: Any) -> str:
     """One call in the format the model reads and writes."""
     if isinstance(arguments, str):
-        try:
+        with contextlib.suppress(ValueError):  # else kept as the string the client sent
             arguments = json.loads(arguments) if arguments.strip() else {}
-        except ValueError:
-            pass  # kept as the string the client sent
     return f"{TOOL_OPEN}\n" + json.dumps({"name": name, "arguments": arguments}) + \
         f"\n{TOOL_CLOSE}"
 
