@@ -200,10 +200,10 @@ def test_claude_code_configuration(keyed: InferdProcess,
 
 
 def test_wrong_key_is_401_in_anthropic_shape(keyed: InferdProcess) -> None:
-    with anthropic.Anthropic(base_url=keyed.url, api_key="sk-wrong", max_retries=0) as client:
-        with pytest.raises(anthropic.AuthenticationError) as refused:
-            client.messages.create(model="echo", max_tokens=5,
-                                   messages=[{"role": "user", "content": "hi"}])
+    with anthropic.Anthropic(base_url=keyed.url, api_key="sk-wrong", max_retries=0) as client, \
+            pytest.raises(anthropic.AuthenticationError) as refused:
+        client.messages.create(model="echo", max_tokens=5,
+                               messages=[{"role": "user", "content": "hi"}])
     body = refused.value.body
     assert isinstance(body, dict) and body["type"] == "error"
     assert body["error"]["type"] == "authentication_error"
