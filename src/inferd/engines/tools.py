@@ -176,19 +176,37 @@ def add_system_prompt(messages: list[Message], tool_plan: ToolPlan) -> list[Mess
 
 # -- the grammar --------------------------------------------------------------------------
 
+def _arguments_schema(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The function's schema, or any JSON object when the grammar converter cannot take it
+    (some JSON-schema features have no GBNF form); the call stays well-formed JSON."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        json_schema_to_gbnf(json.dumps(parameters))
+    except Exception:  # the converter raises plain exceptions for what it does not support
+        return {"type": "object"}
+    return parameters
+
+
 def grammar_text(tool_plan: ToolPlan) -> str:
     """GBNF: one call (or up to ``MAX_PARALLEL_CALLS``), or for ``auto`` a plain answer."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    schema = {"oneOf": [{"type": "object",
-                         "properties": {"name": {"const": f["name"]},
-                                        "arguments": f["parameters"]},
-                         "required": ["name", "arguments"]}
-                        for f in tool_plan.functions]}
+    alternatives: list[dict[str, Any]] = []
+    schema: dict[str, Any] = {"oneOf": alternatives}
+    for function in tool_plan.functions:
+        arguments = dict(_arguments_schema(function["parameters"]))
+        # "#/$defs/..." references (pydantic's nested models) resolve from the root: the
+        # definitions move there.
+        for key in ("$defs", "definitions"):
+            schema.setdefault(key, {}).update(arguments.pop(key, None) or {})
+        alternatives.append({"type": "object", "required": ["name", "arguments"],
+                             "properties": {"name": {"const": function["name"]},
+                                            "arguments": arguments}})
     try:
         converted = json_schema_to_gbnf(json.dumps(schema), prop_order=["name", "arguments"])
-    except Exception as exc:  # the converter raises plain exceptions for bad schemas
-        raise InvalidRequest(f"A function's 'parameters' schema is not supported: {exc}",
+    except Exception as exc:  # e.g. two functions defining the same name differently
+        raise InvalidRequest(f"The functions' 'parameters' schemas are not supported: {exc}",
                              param="tools", code="invalid_value") from exc
     # The converter's start rule becomes ``call``; nothing else refers to it by that name.
     converted = re.sub(r"^root ::=", "call ::=", converted, flags=re.MULTILINE)

@@ -132,3 +132,23 @@ async def test_anthropic_events_for_text_then_a_tool() -> None:
     assert out[6][1]["delta"] == {"type": "input_json_delta", "partial_json": '{"a": 1}'}
     assert out[8][1]["delta"]["stop_reason"] == "tool_use"
     assert out[8][1]["usage"] == {"input_tokens": 7, "output_tokens": 5}
+
+
+def test_grammar_takes_nested_definitions_and_unsupported_schemas() -> None:
+    from pydantic import BaseModel
+
+    class Inner(BaseModel):
+        x: int
+
+    class Outer(BaseModel):
+        inner: Inner
+        tags: list[str]
+
+    nested = {"type": "function", "function": {"name": "outer",
+                                               "parameters": Outer.model_json_schema()}}
+    odd = {"type": "function", "function": {"name": "odd", "parameters": {
+        "type": "object", "properties": {"x": {"type": "no-such-type"}}}}}
+    plan = tools.ToolPlan(tools._functions([nested, odd]), required=True, parallel=False)
+    text = tools.grammar_text(plan)
+    assert '"\\"inner\\""' in text  # the nested model's fields are in the grammar
+    assert tools.grammar(plan) is not None  # and the unsupported schema fell back
