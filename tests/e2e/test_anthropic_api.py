@@ -65,6 +65,7 @@ def test_stream_is_parsed_by_the_sdk(claude: anthropic.Anthropic) -> None:
     assert text and whole.content[0].type == "text" and text == whole.content[0].text
     assert final.stop_reason == whole.stop_reason
     assert final.usage.output_tokens == whole.usage.output_tokens
+    assert final.usage.input_tokens == whole.usage.input_tokens > 0
 
 
 def test_tool_use_loop(claude: anthropic.Anthropic) -> None:
