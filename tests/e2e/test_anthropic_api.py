@@ -219,3 +219,11 @@ def test_rate_limit_applies(keyed: InferdProcess) -> None:
                                    messages=[{"role": "user", "content": "again"}])
     assert limited.value.response.headers.get("retry-after")
     assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+
+
+def test_max_tokens_over_the_context_uses_what_is_left(claude: anthropic.Anthropic) -> None:
+    # Claude Code asks for 32000 tokens; the bundled model's context is 2048
+    message = claude.messages.create(model=CHAT_MODEL, max_tokens=32000, extra_body=GREEDY,
+                                     messages=[{"role": "user", "content": "Say hello."}])
+    assert message.content and message.content[0].type == "text"
+    assert 0 < message.usage.input_tokens + message.usage.output_tokens <= 2048

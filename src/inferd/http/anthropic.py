@@ -21,7 +21,7 @@ from starlette.responses import Response
 from inferd.anthropic import translate
 from inferd.anthropic.events import events
 from inferd.engines.local import LocalTextEngine
-from inferd.errors import InferdError, RateLimited
+from inferd.errors import ContextLengthExceeded, InferdError, RateLimited
 from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
 from inferd.http.errors import param_path
 from inferd.http.responses import json_response
@@ -89,10 +89,20 @@ async def create_message(request: Request, services: ServicesDep,
     try:
         body = translate.MessagesRequest.model_validate_json(await request.body())
         chat = translate.to_chat(body)
-        if body.stream:
-            stream = await services.inference.chat_stream(chat, principal)
-        else:
-            result = await unless_disconnected(request, services.inference.chat(chat, principal))
+        for attempt in (1, 2):
+            try:
+                if body.stream:
+                    stream = await services.inference.chat_stream(chat, principal)
+                else:
+                    result = await unless_disconnected(
+                        request, services.inference.chat(chat, principal))
+                break
+            except ContextLengthExceeded as exc:
+                # Anthropic's max_tokens is a ceiling every client must send (Claude Code
+                # sends 32000): over a smaller context the answer may use what is left.
+                if exc.param != "max_tokens" or attempt == 2:
+                    raise
+                chat.max_tokens = None
     except Exception as exc:
         return error_response(exc)
     if body.stream:
