@@ -152,3 +152,21 @@ def test_bad_tools_are_400(http: httpx.Client, extra: dict[str, Any], param: str
                          json={"model": CHAT_MODEL, "messages": ASK, **extra})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
+
+
+def test_auto_with_parallel_calls_gives_well_formed_answers(client: OpenAI) -> None:
+    # auto: a plain answer or calls, whichever the model picks; either way well-formed
+    answer = client.chat.completions.create(
+        model=CHAT_MODEL, tools=[WEATHER, TIME], temperature=0, max_tokens=120,  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "Weather and time in Paris and Rome?"}])
+    choice = answer.choices[0]
+    if choice.message.tool_calls:
+        assert choice.message.content is None
+        assert choice.finish_reason in ("tool_calls", "length")
+        assert len(choice.message.tool_calls) <= 8
+        for call in choice.message.tool_calls:
+            assert call.function.name in ("get_weather", "get_time")  # type: ignore[union-attr]
+            assert isinstance(json.loads(call.function.arguments)["city"], str)  # type: ignore[union-attr]
+    else:
+        assert choice.message.content and not choice.message.content.startswith("<tool_call>")
+        assert choice.finish_reason in ("stop", "length")
