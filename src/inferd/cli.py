@@ -83,7 +83,99 @@ def gateway(config: Path | None, host: str | None, port: int | None, data_dir: P
     ``remote_models`` in the config file and from the admin API.
     """
     _run(_settings(config, host=host, port=port, data_dir=data_dir, log_level=log_level,
-                   bundled_models=False).model_copy(update={"models": []}))
+                   bundled_models=False).model_copy(update={"models": [], "role": "gateway"}))
+
+
+@main.command()
+@config_option
+@click.option("--host", default=None, help="Address of the probe/metrics port (127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8000).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Local state (default ./data).")
+@click.option("--model", "models", multiple=True, metavar="NAME | NAME=PATH[,...]",
+              help="Host this model in-process and consume only its queue (repeatable): a "
+                   "bundled or configured model's name, or a GGUF file as for serve.")
+@click.option("--log-level", default=None)
+def worker(config: Path | None, host: str | None, port: int | None, data_dir: Path | None,
+           models: tuple[str, ...], log_level: str | None) -> None:
+    """Consume job ids from RabbitMQ, run them, commit the result, then acknowledge.
+
+    Without ``--model`` it runs jobs of every model known to the cluster on their remote
+    replicas. Its HTTP port serves the same API (for probes and metrics).
+    """
+    settings = _settings(config, host=host, port=port, data_dir=data_dir, log_level=log_level)
+    known = {spec.name: spec for spec in settings.all_models()}
+    specs: list[ModelSpec] = []
+    for value in models:
+        if "=" in value:
+            specs += _model_specs((value,)) or []
+        elif value in known:
+            specs.append(known[value])
+        else:
+            raise click.BadParameter(f"unknown model {value!r} (known: "
+                                     f"{', '.join(sorted(known)) or 'none'})",
+                                     param_hint="--model")
+    settings = settings.model_copy(update={
+        "role": "worker", "models": specs, "bundled_models": False,
+        "worker_models": [s.name for s in specs]})
+    if not settings.broker_url:
+        raise click.ClickException("inferd worker needs a broker: set INFERD_BROKER_URL "
+                                   "(or RABBIT_MQ_HOST)")
+    _run(settings)
+
+
+@main.command()
+@config_option
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8000).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Local state (default ./data).")
+@click.option("--model", "models", multiple=True, metavar="NAME=PATH[,n_ctx=N,threads=N]",
+              help="Serve a local GGUF file as NAME (repeatable).")
+@click.option("--no-bundled", is_flag=True, help="Do not serve the bundled models.")
+@click.option("--url", "engine_url", default=None,
+              help="OpenAI base URL gateways reach this engine at (INFERD_ENGINE_URL).")
+@click.option("--log-level", default=None)
+def engine(config: Path | None, host: str | None, port: int | None, data_dir: Path | None,
+           models: tuple[str, ...], no_bundled: bool, engine_url: str | None,
+           log_level: str | None) -> None:
+    """Host local models, serve the OpenAI API for them, and register as their replica.
+
+    Gateways of the same database route to it while its heartbeat lasts.
+    """
+    specs = _model_specs(models)
+    settings = _settings(config, host=host, port=port, data_dir=data_dir, log_level=log_level,
+                         engine_url=engine_url, bundled_models=False if no_bundled else None)
+    if specs is not None:
+        settings = settings.model_copy(update={"models": [*settings.models, *specs]})
+    if not settings.engine_url:
+        import socket
+
+        host = settings.host if settings.host not in ("0.0.0.0", "::") else socket.getfqdn()
+        settings = settings.model_copy(update={"engine_url": f"http://{host}:{settings.port}/v1"})
+    _run(settings.model_copy(update={"role": "engine"}))
+
+
+def _check_schema(settings: Settings) -> None:
+    """A cluster role on a shared database stops here when ``inferd migrate`` has not run."""
+    from inferd.services import SchemaNotMigrated, prepare_schema
+    from inferd.store.db import Database
+
+    if settings.role == "serve":
+        return
+
+    async def check() -> None:
+        db = Database(settings.resolved_database_url())
+        if db.dialect == "sqlite":
+            await db.close()
+            return
+        await prepare_schema(db, settings)
+        await db.close()
+
+    try:
+        asyncio.run(check())
+    except SchemaNotMigrated as exc:
+        raise click.ClickException(exc.message) from exc
 
 
 def _run(settings: Settings) -> None:
@@ -94,6 +186,7 @@ def _run(settings: Settings) -> None:
     from inferd.http.openai.chat import is_fast
 
     _configure_logging(settings.log_level, settings.log_format)
+    _check_schema(settings)
     # uvloop + httptools; no access log (usage records and metrics cover every request);
     # no proxy-header rewriting (nothing reads the client address) and no Server header.
     app = HotPathFront(create_app(settings), is_fast)

@@ -244,5 +244,6 @@ def build_limiter(settings: Settings) -> Limiter:
 
     if settings.limits_backend == "redis" or (settings.limits_backend == "auto"
                                               and settings.redis_url):
-        return RedisLimiter(settings.redis_url or "redis://127.0.0.1:6379/0")
+        return RedisLimiter(settings.redis_url or "redis://127.0.0.1:6379/0",
+                            prefix=settings.redis_prefix)
     return LocalLimiter()

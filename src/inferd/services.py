@@ -7,12 +7,16 @@ import logging
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 
 from inferd.auth.service import Auth
+from inferd.changes import ChangeBus
 from inferd.engines import build_engine
+from inferd.errors import InferdError
 from inferd.inference import Inference, build_limiter
 from inferd.jobs.service import JobService, start_jobs
 from inferd.metering import Metering
+from inferd.roles import start_role
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
 from inferd.routing.router import Replica, Router
 from inferd.settings import Settings
@@ -55,8 +59,8 @@ class Services:
     async def _start(cls, settings: Settings, stack: AsyncExitStack) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url())
-        await db.migrate()
         stack.push_async_callback(db.close)
+        await prepare_schema(db, settings)
         router = Router(max_attempts=settings.router_max_attempts)
         # usage records and limits are closed after the keys and before the database
         metering = await Metering.start(settings, db)
@@ -77,6 +81,8 @@ class Services:
                        aliases=spec.aliases)
         catalog = await start_catalog(router, ReplicaStore(db), settings)
         stack.push_async_callback(catalog.close)
+        connect_changes(settings, catalog, auth, stack)
+        await start_role(settings, db, catalog, stack, {s.name: e for s, e in engines})
         # Jobs run as their submitter's key (limits, allow-list, webhook secret), also after
         # a restart.
         jobs = await start_jobs(db, router, inference, settings, principal_lookup=auth.owner)
@@ -89,3 +95,33 @@ class Services:
 
     async def close(self) -> None:
         await asyncio.shield(self.stack.aclose())
+
+
+class SchemaNotMigrated(InferdError):
+    """A shared database whose schema is older than this code."""
+
+
+async def prepare_schema(db: Database, settings: Settings) -> None:
+    """``serve`` (and any role on a SQLite file) migrates by itself; the roles of a cluster
+    on a shared database refuse an old schema, so that one step (``inferd migrate``) decides
+    when it changes."""
+    if settings.role == "serve" or db.dialect == "sqlite":
+        await db.migrate()
+        return
+    if await db.pending_migrations():
+        raise SchemaNotMigrated(
+            f"The {db.dialect} database schema is not up to date: run `inferd migrate` "
+            "(with the same INFERD_DATABASE_URL) before starting inferd "
+            f"{settings.role}.")
+
+
+def connect_changes(settings: Settings, catalog: ReplicaCatalog, auth: Auth,
+                    stack: AsyncExitStack) -> None:
+    """With Redis: key and catalogue changes reach every process at once (pub/sub)."""
+    if not settings.redis_url:
+        return
+    bus = ChangeBus(settings.redis_url, settings.redis_prefix)
+    catalog.announce = partial(bus.publish, "catalog")
+    auth.keys.announce = partial(bus.publish, "keys")
+    bus.listen({"catalog": catalog.sync, "keys": auth.keys.refresh})
+    stack.push_async_callback(bus.close)

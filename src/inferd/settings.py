@@ -110,7 +110,8 @@ DEFAULT_REPLICA_NETWORKS = ["127.0.0.0/8", "::1/128", "localhost", "10.0.0.0/8",
 class ReplicaSpec(BaseModel):
     """One remote place a model runs (config file ``remote_models[].replicas`` or the API)."""
 
-    kind: Literal["http", "triton"] = "http"
+    # "queue": workers hosting the model (``inferd worker --model``), registered by them.
+    kind: Literal["http", "triton", "queue"] = "http"
     url: str = Field(min_length=1, max_length=2048)
     # The model's name on the upstream server ("" = the public name).
     upstream_model: str = Field(default="", max_length=255)
@@ -196,6 +197,24 @@ class Settings(BaseSettings):
     replica_cooldown_max: float = Field(default=60.0, gt=0.0)
     # Replicas one request may try per model before falling back.
     router_max_attempts: int = Field(default=3, ge=1, le=20)
+    # Scale-out (README "Scaling out"): which role this process plays (set by the command).
+    role: Literal["serve", "gateway", "worker", "engine"] = "serve"
+    # RabbitMQ for job ids (``amqp://user:pass@host:5672/``); "" = the in-process queue.
+    broker_url: str = ""
+    # Queues are ``<broker_prefix>.jobs.<model>``; Redis keys start with ``<redis_prefix>:``.
+    broker_prefix: str = Field(default="inferd", min_length=1, max_length=100)
+    redis_prefix: str = Field(default="inferd", min_length=1, max_length=100)
+    # A job message redelivered more often than this (its workers died) fails the job.
+    broker_max_deliveries: int = Field(default=5, ge=1, le=100)
+    # Models an ``inferd worker`` hosts and consumes (``--model``); empty = every model.
+    worker_models: list[str] = Field(default_factory=list)
+    # The OpenAI base URL other processes reach an ``inferd engine`` at (its replica URL).
+    engine_url: str = ""
+    # The key gateways send to an engine (stored as its replica's credential); "" = the admin
+    # key. Needed when the engine requires keys.
+    engine_api_key: str = Field(default="", repr=False)
+    # Seconds between an engine's heartbeats; routing drops it after three missed ones.
+    engine_heartbeat_seconds: float = Field(default=5.0, gt=0.0, le=3600.0)
 
     @field_validator("database_url")
     @classmethod
@@ -254,11 +273,24 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 def replaced_systems_env(env: Mapping[str, str]) -> dict[str, Any]:
     """Settings from the variables the replaced systems' deployments already set.
 
-    protollm (S1) configures Redis with ``REDIS_HOST`` / ``REDIS_PORT``: inferd keeps its shared
-    limits there. An ``INFERD_*`` variable or the config file takes precedence.
+    protollm (S1) configures Redis with ``REDIS_HOST`` / ``REDIS_PORT`` / ``REDIS_PREFIX`` and
+    RabbitMQ with ``RABBIT_MQ_HOST`` / ``RABBIT_MQ_PORT`` / ``RABBIT_MQ_LOGIN`` /
+    ``RABBIT_MQ_PASSWORD`` / ``QUEUE_NAME``. An ``INFERD_*`` variable or the config file takes
+    precedence.
     """
+    from urllib.parse import quote
+
     values: dict[str, Any] = {}
     if env.get("REDIS_HOST"):
         port = env.get("REDIS_PORT") or "6379"
         values["redis_url"] = f"redis://{env['REDIS_HOST']}:{port}/0"
+    if env.get("REDIS_PREFIX"):
+        values["redis_prefix"] = env["REDIS_PREFIX"]
+    if env.get("RABBIT_MQ_HOST"):
+        login = quote(env.get("RABBIT_MQ_LOGIN") or "guest", safe="")
+        password = quote(env.get("RABBIT_MQ_PASSWORD") or "guest", safe="")
+        port = env.get("RABBIT_MQ_PORT") or "5672"
+        values["broker_url"] = f"amqp://{login}:{password}@{env['RABBIT_MQ_HOST']}:{port}/"
+    if env.get("QUEUE_NAME"):
+        values["broker_prefix"] = env["QUEUE_NAME"]
     return values

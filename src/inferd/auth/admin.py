@@ -99,6 +99,8 @@ class KeyAdmin:
     async def _changed(self) -> None:
         if self.ring is not None:
             await self.ring.refresh()
+            if self.ring.announce is not None:
+                await self.ring.announce()
 
     async def create(self, spec: KeySpec, *, key: str | None = None) -> dict[str, Any]:
         """A new key; the answer holds the key itself, which is never shown again."""

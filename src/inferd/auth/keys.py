@@ -96,6 +96,8 @@ class KeyRing:
         self._task: asyncio.Task[None] | None = None
         self.has_admin = False
         self.count = 0
+        # Tells the other processes that keys changed (Redis pub/sub), when configured.
+        self.announce: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         await self.reload()

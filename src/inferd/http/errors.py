@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from inferd.errors import InferdError, RateLimited
+from inferd.store.db import STORE_ERRORS, unreachable
 
 log = logging.getLogger("inferd.http")
 
@@ -111,6 +112,20 @@ def install(app: FastAPI) -> None:
         # a number in the request larger than the database can hold
         return error_response(400, "A number in the request is too large.",
                               code="invalid_value")
+
+    async def _store(request: Request, exc: Exception) -> Response:
+        # handled here, inside the app, so the connection stays usable (an error that
+        # reaches the server's last handler closes it)
+        if not unreachable(exc):
+            return await _unexpected(request, exc)
+        log.warning("database unreachable on %s %s: %s", request.method, request.url.path,
+                    exc.__class__.__name__)
+        return error_response(503, "The database is unreachable; please retry shortly.",
+                              type="service_unavailable", code="store_unavailable",
+                              headers={"Retry-After": "1"})
+
+    for error in STORE_ERRORS:
+        app.add_exception_handler(error, _store)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -11,7 +11,7 @@ from inferd.jobs.config import JobSettings
 from inferd.jobs.owners import Owners
 from inferd.jobs.signals import Signals
 from inferd.jobs.webhooks import WebhookSender
-from inferd.store.jobs import JobStore
+from inferd.store.jobs import JobRecord, JobStore
 
 
 class Finisher:
@@ -26,9 +26,15 @@ class Finisher:
         self.owners = owners
         self.batches = batches
 
-    async def finished(self, job_id: str) -> None:
-        """Wake followers, send the webhook, and finish the batch when this was its last job."""
+    async def finished(self, job_id: str, known: JobRecord | None = None) -> None:
+        """Wake followers, send the webhook, and finish the batch when this was its last job.
+
+        ``known``: the job as its worker claimed it; one with neither webhook nor batch needs
+        no second read.
+        """
         self.signals.notify(job_id)
+        if known is not None and not known.webhook_url and not known.batch_id:
+            return
         job = await self.store.get(job_id)
         if job is None:
             return

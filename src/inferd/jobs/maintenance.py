@@ -8,7 +8,9 @@ now (``models``), so that no process claims, and fails, a job another process se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection
 
@@ -18,6 +20,7 @@ from inferd.jobs.finish import Finisher
 from inferd.jobs.owners import Owners
 from inferd.jobs.webhooks import WebhookSender
 from inferd.store.jobs import JobRecord, JobStore
+from inferd.store.leases import LeaseStore
 
 log = logging.getLogger("inferd.jobs")
 
@@ -75,19 +78,48 @@ class Maintenance:
         files = await self.batches.files.purge_expired(now)
         return {"jobs": jobs, "batches": len(batches), "files": files}
 
-    async def run_forever(self) -> None:
+    async def run_forever(self, leases: LeaseStore | None = None) -> None:
+        """Sweep every ``sweep_seconds``. With ``leases``, only the one process holding the
+        lease for this set of models sweeps it (once per cluster, not once per process;
+        another takes over when it stops)."""
         last_purge = 0.0
-        while True:
-            await asyncio.sleep(self.settings.sweep_seconds)
-            try:
-                await self.fail_overdue()
-                await self.recover()
-                if time.monotonic() - last_purge > RETENTION_EVERY:
-                    last_purge = time.monotonic()
-                    removed = await self.purge()
-                    if any(removed.values()):
-                        log.info("retention removed %s", removed)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the next sweep tries again
-                log.exception("job maintenance failed")
+        holder = f"sweep-{secrets.token_hex(6)}"
+        ttl = max(10.0, 5 * self.settings.sweep_seconds)
+        try:
+            while True:
+                await asyncio.sleep(self.settings.sweep_seconds)
+                if leases is None or await self._holds(leases, holder, ttl):
+                    last_purge = await self._sweep(last_purge)
+        finally:  # hand the lease over at once on a clean stop
+            if leases is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(leases.release(self._lease_name(), holder))
+
+    def _lease_name(self) -> str:
+        models = self.models()
+        return "maintenance:" + ("*" if models is None else ",".join(sorted(models)))[:160]
+
+    async def _holds(self, leases: LeaseStore, holder: str, ttl: float) -> bool:
+        try:
+            return await leases.acquire(self._lease_name(), holder, ttl)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the database is away: try again on the next sweep
+            log.warning("could not take the maintenance lease", exc_info=True)
+            return False
+
+    async def _sweep(self, last_purge: float) -> float:
+        """One sweep; returns when retention last ran."""
+        try:
+            await self.fail_overdue()
+            await self.recover()
+            if time.monotonic() - last_purge > RETENTION_EVERY:
+                last_purge = time.monotonic()
+                removed = await self.purge()
+                if any(removed.values()):
+                    log.info("retention removed %s", removed)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the next sweep tries again
+            log.exception("job maintenance failed")
+        return last_purge

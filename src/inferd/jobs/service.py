@@ -40,7 +40,9 @@ from inferd.schemas.images import ImageGenerationRequest
 from inferd.settings import Settings
 from inferd.store.db import Database
 from inferd.store.files import FileStore
+from inferd.store.job_inserts import GroupInserter
 from inferd.store.jobs import JobPage, JobRecord, JobStore, new_id
+from inferd.store.leases import LeaseStore
 from inferd.store.repo import KeyValueStore
 
 SSEvent = tuple[int | None, str, str]
@@ -60,6 +62,9 @@ class JobService:
                  ) -> None:
         self.db, self.router, self.inference, self.settings = db, router, inference, settings
         self.store = JobStore(db)
+        self.inserts = GroupInserter(self.store)
+        # The models this process may run (``inferd worker --model``); None = any it can.
+        self.only: set[str] | None = None
         self.queue: JobQueue = queue or InProcessQueue()
         self.signals = Signals()
         self.owners = Owners(principal_lookup)
@@ -85,7 +90,7 @@ class JobService:
                 self.pool.ensure(model)
         await self.maintenance.recover()
         await self.maintenance.resume_webhooks()
-        self._sweep = asyncio.create_task(self.maintenance.run_forever())
+        self._sweep = asyncio.create_task(self.maintenance.run_forever(LeaseStore(self.db)))
 
     async def close(self) -> None:
         if self._sweep is not None:
@@ -98,6 +103,8 @@ class JobService:
 
     def runnable(self, model: str) -> bool:
         """Whether this process can run ``model`` now (its router has a replica of it)."""
+        if self.only is not None and model not in self.only:
+            return False
         try:
             return bool(self.router.entry(model).replicas)
         except ModelNotFound:
@@ -142,7 +149,7 @@ class JobService:
                                if idempotency_key else None),
             deadline_at=deadline_at, webhook_url=check_webhook_url(webhook_url),
             meta={**(meta or {}), **({"metadata": metadata} if metadata else {})} or None)
-        record, created = await self.store.insert(job)
+        record, created = await self.inserts.insert(job)
         if not created:
             if record.request_hash != job.request_hash or record.endpoint != endpoint:
                 raise Conflict("This idempotency key was already used with a different "
@@ -240,8 +247,14 @@ class JobService:
 
 async def start_jobs(db: Database, router: Router, inference: Inference, settings: Settings,
                      principal_lookup: PrincipalLookup | None = None) -> JobService:
-    """The job service of ``inferd serve``: in-process queue and workers, started."""
-    service = JobService(db, router, inference, JobSettings.load(settings.config_file),
+    """The job service of this process's role (``inferd.jobs.cluster``), started."""
+    from inferd.jobs import cluster
+
+    job_settings = JobSettings.load(settings.config_file)
+    service = JobService(db, router, inference, job_settings,
+                         queue=cluster.build_queue(settings, job_settings),
+                         run_workers=cluster.runs_jobs(settings),
                          principal_lookup=principal_lookup)
+    cluster.attach(service, settings)
     await service.start()
     return service

@@ -60,6 +60,9 @@ class WorkerPool:
                 raise
             except Exception:  # keep the loop alive; the job's lease brings it back
                 log.exception("worker failed on job %s", delivery.job.id)
+                # The job's row is the truth: the sweep offers it again. Letting the message
+                # go frees the broker's prefetch slot (holding it would stall this loop).
+                await delivery.ack()
 
     async def process(self, delivery: Delivery) -> None:
         store, job_id = self.store, delivery.job.id
@@ -99,7 +102,7 @@ class WorkerPool:
             status_code=outcome.status_code, usage=outcome.usage)
         await delivery.ack()
         if stored:
-            await self.finisher.finished(job.id)
+            await self.finisher.finished(job.id, job)
 
     async def _heartbeat(self, job_id: str, task: asyncio.Task[Outcome]) -> None:
         every = self.settings.lease_seconds / 3

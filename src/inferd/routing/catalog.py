@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from inferd.engines.base import Engine
 from inferd.engines.remote import RemoteEngine, RemoteSpec
@@ -70,6 +71,9 @@ class ReplicaCatalog:
         self._task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        self.announce: Callable[[], Awaitable[None]] | None = None
+        # Builds the engine of a ``queue`` replica (a process with a broker sets it).
+        self.queue_engine: Callable[[str, ReplicaSpec], Engine] | None = None
 
     async def sync(self) -> None:
         """Make the router's remote replicas match the database."""
@@ -93,13 +97,26 @@ class ReplicaCatalog:
                     self.router.remove_model(gone)
             self._stored_models = names
 
+    async def changed(self) -> None:
+        """After a change made here: sync, and tell the other processes (``announce``)."""
+        await self.sync()
+        if self.announce is not None:
+            await self.announce()
+
     async def _add(self, record: ReplicaRecord) -> None:
-        try:
-            await self.allow.check(record.url)
-        except InvalidRequest as exc:
-            log.warning("replica %s of %s not used: %s", record.id, record.model, exc.message)
-            return
-        engine = build_remote_engine(record.model, record.spec())
+        engine: Engine
+        if record.kind == "queue":  # workers over the broker: only where one is configured
+            if self.queue_engine is None:
+                return
+            engine = self.queue_engine(record.model, record.spec())
+        else:
+            try:
+                await self.allow.check(record.url)
+            except InvalidRequest as exc:
+                log.warning("replica %s of %s not used: %s", record.id, record.model,
+                            exc.message)
+                return
+            engine = build_remote_engine(record.model, record.spec())
         await engine.start()
         self.router.add(Replica(id=str(record.id), model=record.model, engine=engine,
                                 weight=record.weight, kind=record.kind,

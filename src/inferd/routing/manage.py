@@ -151,7 +151,7 @@ class ModelAdmin:
         record = await self.store.create_model(body.name, body.aliases, body.fallbacks)
         for replica in body.replicas:
             await self.store.create_replica(record.id, replica)
-        await self.catalog.sync()
+        await self.catalog.changed()
         return await self.model_view(record)
 
     async def update_model(self, ref: str, body: ModelUpdate) -> dict[str, Any]:
@@ -161,7 +161,7 @@ class ModelAdmin:
         updated = await self.store.update_model(record.id, aliases=body.aliases,
                                                 fallbacks=body.fallbacks, active=body.active)
         assert updated is not None
-        await self.catalog.sync()
+        await self.catalog.changed()
         return await self.model_view(updated)
 
     async def delete_model(self, ref: str) -> dict[str, Any]:
@@ -170,7 +170,7 @@ class ModelAdmin:
             raise Conflict(f"Model '{record.name}' runs on a local engine of this process; "
                            "remove it from the configuration instead.")
         await self.store.delete_model(record.id)
-        await self.catalog.sync()
+        await self.catalog.changed()
         return {"id": record.id, "name": record.name, "object": "model", "deleted": True}
 
     # -- replicas -------------------------------------------------------------------------
@@ -195,7 +195,7 @@ class ModelAdmin:
         model = await self.find_model(model_ref)
         await self.catalog.allow.check(spec.url)
         record = await self.store.create_replica(model.id, spec)
-        await self.catalog.sync()
+        await self.catalog.changed()
         return self.replica_view(record)
 
     async def update_replica(self, replica_id: str, body: ReplicaUpdate) -> dict[str, Any]:
@@ -211,12 +211,12 @@ class ModelAdmin:
             record = await self.store.update_replica(row_id, changes)
         if record is None:
             raise NotFound(f"No replica '{replica_id}'.", code="replica_not_found")
-        await self.catalog.sync()
+        await self.catalog.changed()
         return self.replica_view(record)
 
     async def delete_replica(self, replica_id: str) -> dict[str, Any]:
         row_id = _row_id(replica_id)
         if row_id is None or not await self.store.delete_replica(row_id):
             raise NotFound(f"No replica '{replica_id}'.", code="replica_not_found")
-        await self.catalog.sync()
+        await self.catalog.changed()
         return {"id": replica_id, "object": "replica", "deleted": True}

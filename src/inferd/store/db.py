@@ -13,6 +13,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -68,8 +69,44 @@ class Database:
         """Bring the schema to the newest revision (runs Alembic in a worker thread)."""
         await asyncio.to_thread(upgrade, self.url)
 
+    async def pending_migrations(self) -> bool:
+        """True when the schema is older than this code (``inferd migrate`` has not run)."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        heads = set(ScriptDirectory.from_config(alembic_config(self.url)).get_heads())
+        async with self.engine.connect() as conn:
+            current = await conn.run_sync(
+                lambda sync: set(MigrationContext.configure(sync).get_current_heads()))
+        return current != heads
+
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+# What a store call may raise when the database goes away (wrapped by SQLAlchemy or not).
+STORE_ERRORS: tuple[type[Exception], ...] = (sa_exc.DBAPIError, ConnectionError)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` means the database cannot be reached right now (a restart, a dropped
+    or terminated connection, a refused connect): a 503 to the client, not a bug. The pool's
+    pre-ping replaces dead connections, so the next request recovers without a restart."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    lost = (ConnectionError, sa_exc.DisconnectionError, asyncpg.PostgresConnectionError,
+            asyncpg.exceptions.ConnectionDoesNotExistError,
+            asyncpg.exceptions.OperatorInterventionError)
+    seen: BaseException | None = exc
+    for _ in range(10):  # the driver's error is wrapped a few times
+        if seen is None:
+            return False
+        if isinstance(seen, lost) or (isinstance(seen, sa_exc.DBAPIError)
+                                      and (seen.connection_invalidated
+                                           or isinstance(seen, sa_exc.OperationalError))):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def alembic_config(url: str) -> Config:

@@ -164,15 +164,21 @@ class JobStore:
         now = time.time()
         claimable = sa.or_(jobs.c.status == "pending",
                            sa.and_(jobs.c.status == "running", jobs.c.lease_expires_at < now))
+        update = (sa.update(jobs).where(jobs.c.id == job_id, claimable,
+                                        jobs.c.attempts < max_attempts,
+                                        sa.or_(jobs.c.deadline_at.is_(None),
+                                               jobs.c.deadline_at > now))
+                  .values(status="running", claimed_by=worker, lease_expires_at=now + lease,
+                          attempts=jobs.c.attempts + 1,
+                          started_at=sa.func.coalesce(jobs.c.started_at, now)))
+        # PostgreSQL and SQLite return the claimed row at once (one round trip, not two);
+        # MySQL/MariaDB have no UPDATE ... RETURNING.
+        returning = self.db.dialect in ("postgresql", "sqlite")
         async with self.db.engine.begin() as conn:
-            result = await conn.execute(
-                sa.update(jobs).where(jobs.c.id == job_id, claimable,
-                                      jobs.c.attempts < max_attempts,
-                                      sa.or_(jobs.c.deadline_at.is_(None),
-                                             jobs.c.deadline_at > now))
-                .values(status="running", claimed_by=worker, lease_expires_at=now + lease,
-                        attempts=jobs.c.attempts + 1,
-                        started_at=sa.func.coalesce(jobs.c.started_at, now)))
+            if returning:
+                row = (await conn.execute(update.returning(*jobs.c))).first()
+                return None if row is None else _record(row)
+            result = await conn.execute(update)
         if result.rowcount != 1:
             return None
         return await self.get(job_id)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferd.errors import Conflict
 from inferd.settings import RemoteModelSpec, ReplicaSpec
+from inferd.store import heartbeats
 from inferd.store.db import Database
 from inferd.store.tables_replicas import llm_models, replica_security_rules, replicas
 
@@ -202,6 +203,9 @@ class ReplicaStore:
                                                 replica_security_rules.c.secret)
                                       .where(replica_security_rules.c.rule == BEARER))
             secrets = {int(r.replica_id): str(r.secret) for r in rows}
+            live = await heartbeats.alive(conn)
+        # a self-registered engine takes part only while it beats
+        records = [r for r in records if r.source != "engine" or r.id in live]
         for record in records:
             record.api_key = secrets.get(record.id, "")
         return models, records

@@ -1,0 +1,53 @@
+"""What each role adds to the services every process has (README "Scaling out").
+
+- ``gateway`` / ``serve`` with a broker: ``queue`` replicas (workers hosting a model) become
+  routable, so sync requests and streams reach models only workers host.
+- ``engine``: registers itself as an ``http`` replica of its models, with a heartbeat.
+- ``worker --model``: answers sync requests for its models over the broker and registers a
+  ``queue`` replica of each, with a heartbeat.
+"""
+
+from __future__ import annotations
+
+import secrets
+from contextlib import AsyncExitStack
+
+from inferd.engines.base import Engine
+from inferd.engines.queue import QueueEngine, RpcClient, RpcServer
+from inferd.jobs.config import JobSettings
+from inferd.routing.catalog import ReplicaCatalog
+from inferd.routing.registration import EngineRegistration
+from inferd.settings import ReplicaSpec, Settings
+from inferd.store.db import Database
+from inferd.store.replicas import ReplicaStore
+
+
+async def start_role(settings: Settings, db: Database, catalog: ReplicaCatalog,
+                     stack: AsyncExitStack, engines: dict[str, Engine]) -> None:
+    """Start what ``settings.role`` adds; everything started is closed by ``stack``."""
+    if settings.broker_url and settings.role in ("gateway", "serve"):
+        client = RpcClient(settings.broker_url, settings.broker_prefix)
+        stack.push_async_callback(client.close)
+
+        def queue_engine(name: str, spec: ReplicaSpec) -> Engine:
+            return QueueEngine(name, client, spec.upstream_model, spec.timeout)
+
+        catalog.queue_engine = queue_engine
+        await catalog.sync()
+    if settings.role == "engine":
+        registration = EngineRegistration(ReplicaStore(db), settings,
+                                          announce=catalog.announce)
+        await registration.register(list(engines))
+        stack.push_async_callback(registration.close)
+    if settings.role == "worker" and settings.broker_url and engines:
+        concurrency = JobSettings.load(settings.config_file).concurrency
+        server = RpcServer(settings.broker_url, settings.broker_prefix, engines,
+                           prefetch=max(1, concurrency))
+        await server.start()
+        stack.push_async_callback(server.close)
+        # one replica per worker: a worker that stops takes only its own row along
+        url = f"queue://{settings.broker_prefix}/{secrets.token_hex(6)}"
+        registration = EngineRegistration(ReplicaStore(db), settings, kind="queue",
+                                          url=url, announce=catalog.announce)
+        await registration.register(list(engines))
+        stack.push_async_callback(registration.close)

@@ -1,0 +1,155 @@
+"""The RabbitMQ job queue against the real broker: confirms, priorities, acknowledgement,
+redelivery limit and dead letters, and the outbox when the broker cannot be reached."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import aio_pika
+import pytest
+
+from inferd.jobs.broker import RabbitQueue, queue_name
+from inferd.jobs.queue import QueuedJob
+from tests.helpers import require_service
+
+pytestmark = pytest.mark.rabbitmq
+
+URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    require_service("rabbitmq")
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    yield name
+    connection = await aio_pika.connect(URL)
+    async with connection:
+        channel = await connection.channel()
+        for model in ("m", "n"):
+            await channel.queue_delete(queue_name(name, model))
+        await channel.queue_delete(f"{name}.dead")
+        await channel.exchange_delete(f"{name}.dead")
+
+
+async def waiting(prefix: str, queue: str) -> int:
+    connection = await aio_pika.connect(URL)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+
+
+async def test_job_ids_go_through_durable_queues_in_priority_order(prefix: str) -> None:
+    publisher = RabbitQueue(URL, prefix=prefix)
+    try:
+        for job_id, priority in (("low", -3), ("normal", 0), ("high", 4), ("other", 0)):
+            await publisher.put(QueuedJob(job_id, "n" if job_id == "other" else "m", priority))
+        assert publisher.unpublished() == 0
+        # confirmed: the messages are on the broker before anyone consumes
+        assert await waiting(prefix, queue_name(prefix, "m")) == 3
+    finally:
+        await publisher.close()
+    consumer = RabbitQueue(URL, prefix=prefix, prefetch=lambda _m: 1)
+    try:
+        order = []
+        for _ in range(3):
+            delivery = await asyncio.wait_for(consumer.get("m"), 10)
+            order.append((delivery.job.id, delivery.job.priority))
+            await delivery.ack()
+        assert order == [("high", 4), ("normal", 0), ("low", -3)]
+        other = await asyncio.wait_for(consumer.get("n"), 10)
+        assert other.job == QueuedJob("other", "n", 0)
+        await other.ack()
+    finally:
+        await consumer.close()
+    assert await waiting(prefix, queue_name(prefix, "m")) == 0
+
+
+async def test_unacknowledged_job_comes_back_then_dead_letters(prefix: str) -> None:
+    publisher = RabbitQueue(URL, prefix=prefix)
+    await publisher.put(QueuedJob("job-1", "m"))
+    await publisher.close()
+    dead: list[tuple[str, str]] = []
+    gone = asyncio.Event()
+
+    async def on_dead(job: QueuedJob, reason: str) -> None:
+        dead.append((job.id, reason))
+        gone.set()
+
+    received = 0
+    for _ in range(4):  # each consumer dies before it acknowledges
+        consumer = RabbitQueue(URL, prefix=prefix, max_deliveries=3)
+        consumer.on_dead = on_dead
+        try:
+            get = asyncio.ensure_future(consumer.get("m"))
+            dead_letter = asyncio.ensure_future(gone.wait())
+            await asyncio.wait({get, dead_letter}, timeout=20,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if get.done():
+                assert get.result().job.id == "job-1"
+                received += 1
+            for task in (get, dead_letter):
+                task.cancel()
+        finally:
+            await consumer.close()
+        if dead:
+            break
+    assert received == 3
+    assert dead and dead[0][0] == "job-1" and "delivered 3 times" in dead[0][1]
+    assert await waiting(prefix, f"{prefix}.dead") == 1
+    assert await waiting(prefix, queue_name(prefix, "m")) == 0
+
+
+async def test_requeue_hands_the_job_to_the_next_get(prefix: str) -> None:
+    queue = RabbitQueue(URL, prefix=prefix, max_deliveries=5)
+    try:
+        await queue.put(QueuedJob("job-2", "m"))
+        first = await asyncio.wait_for(queue.get("m"), 10)
+        await first.requeue()
+        again = await asyncio.wait_for(queue.get("m"), 10)
+        assert again.job.id == "job-2"
+        await again.ack()
+    finally:
+        await queue.close()
+
+
+async def test_a_broker_outage_keeps_the_job_for_later(prefix: str) -> None:
+    # nothing listens on this port: the publish fails, the id is kept and put() returns
+    queue = RabbitQueue("amqp://guest:guest@127.0.0.1:1/", prefix=prefix, publish_timeout=2)
+    try:
+        await queue.put(QueuedJob("job-3", "m"))
+        assert queue.unpublished() == 1
+        await queue.put(QueuedJob("job-4", "m"))  # while it is down: kept without waiting
+        assert queue.unpublished() == 2
+        queue.url = URL  # the broker is back: the background retry publishes both
+        for _ in range(300):  # poll with a deadline
+            if not queue.unpublished():
+                break
+            await asyncio.sleep(0.1)
+        assert queue.unpublished() == 0
+        assert await waiting(prefix, queue_name(prefix, "m")) == 2
+    finally:
+        await queue.close()
+
+
+async def test_a_consumer_started_before_the_broker_is_reachable_waits_for_it(
+        prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    consumer = RabbitQueue("amqp://guest:guest@127.0.0.1:1/", prefix=prefix)
+    publisher = RabbitQueue(URL, prefix=prefix)
+    try:
+        get = asyncio.ensure_future(consumer.get("m"))
+        for _ in range(300):  # until its first attempt has failed
+            if any("cannot consume m yet" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
+        assert not get.done()
+        consumer.url = URL  # reachable now
+        await publisher.put(QueuedJob("job-5", "m"))
+        delivery = await asyncio.wait_for(get, 30)
+        assert delivery.job.id == "job-5"
+        await delivery.ack()
+    finally:
+        await consumer.close()
+        await publisher.close()

@@ -1,0 +1,52 @@
+"""Group commit of new jobs on every supported store: each submitter gets its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from inferd.store.job_inserts import GroupInserter
+from inferd.store.jobs import JobRecord, JobStore, new_id
+
+
+def record(**extra: Any) -> JobRecord:
+    return JobRecord(id=new_id("job"), endpoint="/v1/chat/completions", model="echo",
+                     request={"model": "echo"}, request_hash="h", owner=None,
+                     owner_scope="user", source="api", **extra)
+
+
+async def test_concurrent_inserts_share_transactions_and_all_land(database: Any) -> None:
+    store = JobStore(database)
+    inserts = GroupInserter(store)
+    jobs = [record() for _ in range(120)]
+    results = await asyncio.gather(*(inserts.insert(j) for j in jobs))
+    assert all(created for _, created in results)
+    for job in jobs:
+        stored = await store.get(job.id)
+        assert stored is not None and stored.status == "pending"
+
+
+async def test_a_refused_group_fails_its_callers_and_the_next_group_lands(database: Any) -> None:
+    store = JobStore(database)
+    inserts = GroupInserter(store)
+    first = record()
+    await inserts.insert(first)
+    duplicate = record()
+    duplicate.id = first.id  # the same primary key: the whole group is refused
+    with pytest.raises(sa.exc.IntegrityError):
+        await inserts.insert(duplicate)
+    later = record()
+    assert await inserts.insert(later) == (later, True)
+    assert await store.get(later.id) is not None
+
+
+async def test_an_idempotency_key_still_returns_the_existing_job(database: Any) -> None:
+    store = JobStore(database)
+    inserts = GroupInserter(store)
+    first = record(idempotency_scope="k:1")
+    assert (await inserts.insert(first))[1] is True
+    again, created = await inserts.insert(record(idempotency_scope="k:1"))
+    assert not created and again.id == first.id
