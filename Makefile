@@ -1,10 +1,10 @@
 # inferd: `make run` serves, `make test` runs every check. Both set everything up first.
-.PHONY: run test setup setup-dev lint typecheck pytest services bench
+.PHONY: run test setup setup-dev lint imports typecheck pytest services bench
 
 run: setup
 	.venv/bin/inferd serve
 
-test: setup-dev lint typecheck pytest
+test: setup-dev lint imports typecheck pytest
 
 setup:
 	bash scripts/setup.sh
@@ -15,6 +15,11 @@ setup-dev:
 
 lint:
 	.venv/bin/ruff check src tests bench
+
+# The import contracts in .importlinter: no cycle anywhere in src/inferd, the web framework only
+# in http/, SQL only in store/ (src first on the path: the tree checked is this checkout's).
+imports:
+	PYTHONPATH=src .venv/bin/lint-imports
 
 typecheck:
 	.venv/bin/mypy

@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.helpers import InferdProcess  # noqa: E402
-
-from inferd.settings import bundled_gguf_path  # noqa: E402
+from harness import InferdServer
+from inferd.settings import bundled_gguf_path
 
 MODEL = "smollm2-135m-instruct"
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
@@ -60,7 +55,7 @@ def main() -> None:
                   n_threads_batch=args.threads, verbose=False)
     eos = llama.token_eos()
     with tempfile.TemporaryDirectory() as tmp, \
-            InferdProcess(Path(tmp), "--threads", str(args.threads)) as server:
+            InferdServer(Path(tmp), "--threads", str(args.threads)) as server:
         via_server(server.url, 8, {str(eos): -100.0})  # warm-up
         direct(llama, 8, {eos: -100.0})
         rates: dict[str, list[float]] = {"inferd /v1/chat/completions": [],

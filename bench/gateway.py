@@ -1,6 +1,7 @@
 """The gateway benchmark: inferd next to LiteLLM, Portkey and a bare aiohttp proxy, one run.
 
     .venv/bin/python bench/gateway.py            # about 4 minutes; --long adds the 1M run
+    .venv/bin/python bench/gateway.py --proxy-only   # inferd vs straight to the mock only
 
 It installs what is missing (nginx-light and wrk from Debian, LiteLLM's proxy in its own venv
 under .bench/, Portkey's gateway from npm under .bench/), starts every server on loopback
@@ -8,7 +9,8 @@ against the same nginx mock, runs ``wrk`` (POST, 16 connections, 10 s) on each p
 several interleaved rounds, and prints requests/s, p50 and p99 per path (median of the rounds)
 with ratios; then inferd at 256 connections, streaming time-to-first-byte and chunk delay
 (inferd vs direct), inferd's memory (idle, after 100k and optionally 1M requests) and whether
-every request left a usage record in the database.
+every request left a usage record in the database. ``--proxy-only`` measures just the proxy
+overhead: the mock straight, then through inferd, with the throughput ratio and the added p50.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness
 import inferd_target
@@ -55,18 +55,22 @@ def start_everything(args: argparse.Namespace, services: list[Service]) -> tuple
                     mock_port, WORK)
     paced = Service("paced", [sys.executable, str(ROOT / "bench" / "upstream_mock.py"), "paced",
                               str(paced_port)], paced_port, WORK)
-    bare_port = free_port()
-    bare = Service("bare", [sys.executable, str(ROOT / "bench" / "bare_proxy.py"),
-                            str(bare_port), f"http://127.0.0.1:{mock_port}/v1"], bare_port, WORK)
-    for s in (nginx, paced, bare):
+    for s in (nginx, paced):
         s.start()
         services.append(s)
     mock_url = f"http://127.0.0.1:{mock_port}"
     harness.wait_ready(nginx, mock_url + "/v1/chat/completions", CHAT, {})
-    harness.wait_ready(bare, f"http://127.0.0.1:{bare_port}/v1/chat/completions", CHAT, {})
-    paths = [Path_("straight to the mock", mock_url + "/v1/chat/completions", {}, nginx),
-             Path_("bare aiohttp proxy", f"http://127.0.0.1:{bare_port}/v1/chat/completions",
-                   {}, bare)]
+    paths = [Path_("straight to the mock", mock_url + "/v1/chat/completions", {}, nginx)]
+    if not args.proxy_only:
+        bare_port = free_port()
+        bare = Service("bare", [sys.executable, str(ROOT / "bench" / "bare_proxy.py"),
+                                str(bare_port), f"http://127.0.0.1:{mock_port}/v1"], bare_port,
+                       WORK)
+        bare.start()
+        services.append(bare)
+        url = f"http://127.0.0.1:{bare_port}/v1/chat/completions"
+        harness.wait_ready(bare, url, CHAT, {})
+        paths.append(Path_("bare aiohttp proxy", url, {}, bare))
     inferd = inferd_target.Inferd(ROOT, WORK, mock_url, f"http://127.0.0.1:{paced_port}",
                                   store=args.store)
     services.append(inferd.service)
@@ -140,6 +144,15 @@ def print_table(paths: list[Path_], args: argparse.Namespace) -> None:
         if p is not ours:
             print(f"inferd / {p.name}: {ours_rps / median([r.rps for r in p.runs]):.2f}x "
                   "requests/s")
+
+
+def proxy_overhead(paths: list[Path_]) -> None:
+    """What going through inferd costs next to the mock straight: throughput and p50."""
+    direct, ours = paths[0], next(p for p in paths if p.name.startswith("inferd"))
+    ratio = median([r.rps for r in ours.runs]) / median([r.rps for r in direct.runs])
+    added = median([r.p50_ms for r in ours.runs]) - median([r.p50_ms for r in direct.runs])
+    print(f"inferd/direct throughput ratio: {ratio:.3f} (direct is {1 / ratio:.1f}x faster); "
+          f"added p50 latency {added:.2f} ms")
 
 
 def streaming(inferd: inferd_target.Inferd, samples: int) -> None:
@@ -254,7 +267,11 @@ def main() -> None:
                              "database on the local PostgreSQL server")
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--skip-portkey", action="store_true")
+    parser.add_argument("--proxy-only", action="store_true",
+                        help="only the proxy overhead: the mock straight, then through inferd")
     args = parser.parse_args()
+    if args.proxy_only:
+        args.skip_litellm = args.skip_portkey = True
     tools.ensure(litellm=not args.skip_litellm, portkey=not args.skip_portkey)
     print(f"cores: {harness.os.cpu_count()}, load before: {harness.load_average()}", flush=True)
     services: list[Service] = []
@@ -264,6 +281,9 @@ def main() -> None:
         print(f"inferd idle RSS: {idle:.1f} MB ({inferd.describe()})", flush=True)
         comparison(paths, inferd, args)
         print_table(paths, args)
+        if args.proxy_only:
+            proxy_overhead(paths)
+            return
         many_connections(inferd, args)
         streaming(inferd, args.stream_samples)
         memory(inferd, idle, args)

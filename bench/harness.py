@@ -1,4 +1,9 @@
-"""Pieces of the gateway benchmark: processes, ``wrk`` runs, streaming probes, statistics."""
+"""What every benchmark script shares: free ports, server processes (``inferd serve`` among
+them), ``wrk`` runs, streaming probes, statistics.
+
+The scripts are run as ``.venv/bin/python bench/<script>.py``: Python puts ``bench/`` first on
+the path, so they ``import harness`` as it is.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
 WRK_SCRIPT = BENCH_DIR / "wrk_post.lua"
 
 
@@ -70,6 +77,61 @@ class Service:
     def log_tail(self, lines: int = 20) -> str:
         text = (self.logdir / f"{self.name}.log").read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
+
+
+def start_inferd(data_dir: Path, args: list[str], env: dict[str, str] | None = None,
+                 command: str = "serve", timeout: float = 120.0) -> tuple[
+                     subprocess.Popen[bytes], str]:
+    """``python -m inferd <command>`` on a free port with this checkout's ``src``, once ready
+    (``GET /ready`` answers 200); returns the process and its URL. Stop it with ``stop``."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inferd", command, "--port", str(port), "--data-dir",
+         str(data_dir), "--log-level", "warning", *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"inferd exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/ready", timeout=1) as response:
+                if response.status == 200:
+                    return proc, url
+        except OSError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("inferd did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a clean shutdown), SIGKILL if it does not end."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class InferdServer:
+    """``with InferdServer(data_dir, *args) as server``: ``inferd serve`` for one block."""
+
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir, self.args, self.env = data_dir, list(args), env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def __enter__(self) -> InferdServer:
+        self.proc, self.url = start_inferd(self.data_dir, self.args, self.env, timeout=300)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            stop(self.proc)
 
 
 def post(url: str, body: bytes, headers: dict[str, str], timeout: float = 5.0) -> tuple[int, bytes]:

@@ -20,11 +20,8 @@ import argparse
 import base64
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,42 +31,19 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-
-from inferd.engines.diffusers import encode  # noqa: E402
-from inferd.engines.diffusion_tiny import build_tiny_pipeline  # noqa: E402
+import harness
+from inferd.engines.diffusers import encode
+from inferd.engines.diffusion_tiny import build_tiny_pipeline
 
 SIZES = ("64x64", "256x256")
 SETTLE_SECONDS = 0.5  # idle time before each measured call (see the docstring)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_inferd(data_dir: Path, pipeline: Path, steps: int) -> tuple[subprocess.Popen[bytes],
                                                                        str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "inferd", "serve", "--port", str(port), "--data-dir",
-         str(data_dir), "--log-level", "warning", "--no-bundled", "--model",
-         f"tiny-sd={pipeline},kind=diffusers,steps={steps}"],
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "INFERD_AUTH": "off",
-             "INFERD_JOB_EVENT_FLUSH_SECONDS": "0.1"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("inferd did not start")
+    return harness.start_inferd(
+        data_dir, ["--no-bundled", "--model", f"tiny-sd={pipeline},kind=diffusers,steps={steps}"],
+        {"INFERD_AUTH": "off", "INFERD_JOB_EVENT_FLUSH_SECONDS": "0.1"}, timeout=120)
 
 
 def direct_process(folder: str, steps: int, conn: Connection) -> None:
@@ -177,8 +151,7 @@ def main() -> None:
         finally:
             ours.send(None)
             child.join(30)
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+            harness.stop(proc)
 
 
 if __name__ == "__main__":

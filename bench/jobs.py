@@ -12,11 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,34 +19,9 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import start_inferd, stop
+
 CHAT_MODEL = "smollm2-135m-instruct"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(data_dir: Path, args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes],
-                                                                         str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "inferd", "serve", "--port", str(port), "--data-dir",
-         str(data_dir), "--log-level", "warning", *args],
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **env},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("inferd did not start")
 
 
 async def run(url: str, body: dict[str, Any], jobs: int, clients: int) -> dict[str, float]:
@@ -84,12 +54,11 @@ async def run(url: str, body: dict[str, Any], jobs: int, clients: int) -> dict[s
 def scenario(name: str, args: list[str], env: dict[str, str], body: dict[str, Any], jobs: int,
              clients: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start(Path(tmp), args, env)
+        proc, url = start_inferd(Path(tmp), args, env, timeout=300)
         try:
             figures = asyncio.run(run(url, body, jobs, clients))
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+            stop(proc)
     print(f"{name:<22} jobs={int(figures['jobs']):>5}  accepted {figures['accepted_per_s']:8.1f}"
           f" jobs/s   completed {figures['completed_per_s']:8.1f} jobs/s", flush=True)
     return figures
@@ -120,8 +89,7 @@ def main() -> None:
 
 
 def bundled_gguf() -> str:
-    sys.path.insert(0, str(ROOT / "src"))
-    from inferd.settings import bundled_gguf_path
+    from inferd.settings import bundled_gguf_path  # inferd's venv runs the benchmark
 
     return bundled_gguf_path()
 

@@ -1,18 +1,25 @@
-"""Test helpers: services on this machine, free ports, and ``inferd`` as a subprocess."""
+"""Test helpers: services on this machine, free ports, waiting on state with a deadline, and
+``inferd`` as a subprocess."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+from aiohttp import web
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = {"postgresql": 5432, "mariadb": 3306, "redis": 6379, "rabbitmq": 5672}
@@ -40,6 +47,49 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def wait_for(check: Callable[[], T], *, within: float = 60.0, interval: float = 0.1,
+             what: str = "the condition") -> T:
+    """Poll ``check`` until it returns a true value (returned), failing after ``within`` s.
+
+    The deadline only bounds a wait for state that is expected to change; it is not a
+    performance bound (the machine is shared and slow), so it is generous.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} was not reached within {within} s (last: {value!r})")
+        time.sleep(interval)
+
+
+async def wait_for_async(check: Callable[[], Awaitable[T]], *, within: float = 60.0,
+                         interval: float = 0.05, what: str = "the condition") -> T:
+    """``wait_for`` for coroutines: polls without blocking the event loop."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} was not reached within {within} s (last: {value!r})")
+        await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """``app`` served on a free loopback port for the block; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 class InferdProcess:

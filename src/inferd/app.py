@@ -23,7 +23,7 @@ from inferd.http.admin import tables as admin_tables
 from inferd.http.admin import usage as admin_usage
 from inferd.http.admin import usage_series
 from inferd.http.auth import AuthMiddleware
-from inferd.http.compat import s0, s1, s3_keys, s3_models, s4
+from inferd.http.compat import contexts_results, model_host, proxy_toolkit, queued_generate
 from inferd.http.middleware import RequestGuard
 from inferd.http.openai.chat import ChatFastPath
 from inferd.http.ui import router as ui_router
@@ -54,11 +54,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(anthropic_routes.router)
     app.include_router(admin_models.router)
     app.include_router(admin_replicas.router)
-    app.include_router(s3_models.router)
-    for module in (metrics_routes, admin_keys, admin_usage, usage_series, admin_tables,
-                   s3_keys):
+    app.include_router(proxy_toolkit.router)  # S3: keys, models, replicas
+    for module in (metrics_routes, admin_keys, admin_usage, usage_series, admin_tables):
         app.include_router(module.router)
-    for module in (job_routes, file_routes, batch_routes, s0, s1, s4):  # jobs, batches, S0/S1/S4
+    for module in (job_routes, file_routes, batch_routes,
+                   contexts_results, queued_generate, model_host):  # S0, S1, S4
         app.include_router(module.router)
     app.include_router(image_routes.router)  # /v1/images/*, S2's /model/generate
     app.include_router(ui_router)

@@ -1,7 +1,9 @@
 """The domain error tree. Each error knows its HTTP status and its OpenAI error type.
 
-Core code raises these; ``inferd.http.errors`` turns them into the OpenAI error shape
-``{"error": {"message", "type", "param", "code"}}`` in one place.
+Core code raises these; ``envelope`` is the one builder of the OpenAI error shape
+``{"error": {"message", "type", "param", "code"}}`` (``inferd.http.errors`` sends it, jobs
+store its inner object), and ``invalid_request`` the one mapping of a validation failure,
+with the one field-path format (``messages[0].role``).
 
     InferdError (500 server_error)
     ├── InvalidRequest (400 invalid_request_error)
@@ -14,8 +16,10 @@ Core code raises these; ``inferd.http.errors`` turns them into the OpenAI error 
     ├── Conflict (409 conflict_error)
     ├── PayloadTooLarge (413 invalid_request_error)
     ├── RateLimited (429 rate_limit_error, with Retry-After)
-    ├── UpstreamError (502 upstream_error)
-    │   └── UpstreamTimeout (504)
+    ├── InternalError (code internal_error), StreamInterrupted (code stream_error)
+    ├── UpstreamError (502 upstream_error): the upstream failed mid-answer
+    │   └── UpstreamUnavailable: failed before answering; the router tries another replica
+    │       └── UpstreamTimeout (504): no answer in time (the one timeout error)
     ├── Unavailable (503 service_unavailable)
     └── how a job ended without a result (stored in the job, see ``inferd.jobs``):
         DeadlineExceeded (408 timeout_error), MaxAttemptsExceeded (500),
@@ -23,6 +27,9 @@ Core code raises these; ``inferd.http.errors`` turns them into the OpenAI error 
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 
 class InferdError(Exception):
@@ -39,10 +46,30 @@ class InferdError(Exception):
         if code is not None:
             self.code = code
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         """The OpenAI error object (the value under ``"error"``)."""
         return {"message": self.message, "type": self.type, "param": self.param,
                 "code": self.code}
+
+
+def envelope(error: InferdError) -> dict[str, Any]:
+    """``{"error": {...}}``: what a client receives for ``error``."""
+    return {"error": error.to_dict()}
+
+
+class InternalError(InferdError):
+    code = "internal_error"
+
+    def __init__(self, message: str = "The server had an error while processing your "
+                                      "request.") -> None:
+        super().__init__(message)
+
+
+class StreamInterrupted(InferdError):
+    code = "stream_error"
+
+    def __init__(self) -> None:
+        super().__init__("The stream was interrupted by a server error.")
 
 
 class InvalidRequest(InferdError):
@@ -113,7 +140,11 @@ class UpstreamError(InferdError):
     code = "upstream_error"
 
 
-class UpstreamTimeout(UpstreamError):
+class UpstreamUnavailable(UpstreamError):
+    """The replica failed before answering: the router may try another one."""
+
+
+class UpstreamTimeout(UpstreamUnavailable):
     status = 504
     code = "upstream_timeout"
 
@@ -149,3 +180,47 @@ class JobCancelled(InferdError):
     def __init__(self, message: str = "The job was cancelled.", *,
                  code: str | None = None) -> None:
         super().__init__(message, code=code)
+
+
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
+def param_path(loc: Iterable[Any]) -> str | None:
+    """``("body", "messages", 0, "role")`` -> ``"messages[0].role"``.
+
+    pydantic puts union member names (``str``, ``list[str]``, ``tagged-union[...]``) and the tag
+    of a discriminated union into the location; they are not field names and are dropped.
+    """
+    out = ""
+    skip_tag = False
+    for part in loc:
+        if part in ("body", "query", "path"):
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        part = str(part)
+        if "[" in part or part.startswith("function-") or part in _TYPE_NAMES:
+            skip_tag = skip_tag or "tagged-union" in part
+            continue
+        if skip_tag:
+            skip_tag = False
+            continue
+        out += f".{part}" if out else part
+    return out or None
+
+
+def invalid_request(errors: list[Any] | tuple[Any, ...]) -> InvalidRequest:
+    """The 400 for pydantic's validation ``errors`` (its first one, naming the field)."""
+    first: Mapping[str, Any] = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        return InvalidRequest("We could not parse the JSON body of your request. (HINT: This "
+                              "likely means you aren't using your HTTP library correctly.)",
+                              code="invalid_json")
+    param = param_path(first.get("loc", ()))
+    if first.get("type") == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param,
+                              code="missing_required_parameter")
+    message = str(first.get("msg", "invalid value"))
+    return InvalidRequest(f"Invalid value for '{param}': {message}" if param else message,
+                          param=param, code="invalid_value")

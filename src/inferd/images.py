@@ -16,11 +16,11 @@ from typing import Any
 from inferd.auth.principal import ANONYMOUS, Principal
 from inferd.engines.base import Progress
 from inferd.errors import InvalidRequest, NotFound
+from inferd.ids import new_id
 from inferd.inference import Inference
 from inferd.routing.router import Router
 from inferd.schemas.images import IMAGE_FORMATS, ImageGenerationRequest
 from inferd.store.files import IMAGE_PURPOSE, FileRecord, FileStore
-from inferd.store.jobs import new_id
 
 ENDPOINT = "/v1/images/generations"
 

@@ -15,7 +15,7 @@ Nothing here reads or writes the database on the way of a request.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from inferd.auth.limits import Limiter, LocalLimiter, period_bounds
@@ -28,7 +28,6 @@ from inferd.routing.router import Router
 from inferd.schemas.images import ImageGenerationRequest, image_usage
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.settings import Settings
-from inferd.usage import current_call
 
 # Completion tokens reserved when a request sets no max_tokens (settled with the real count).
 DEFAULT_COMPLETION_ESTIMATE = 256
@@ -99,7 +98,6 @@ class Inference:
     async def _begin(self, endpoint: str, model: str, principal: Principal, stream: bool,
                      estimate: Callable[[], int]) -> Call:
         call = Call(endpoint, model, principal, stream)
-        current_call.set(call)
         try:
             if principal.allowed_models is not None:
                 self.check_model(principal, model)
@@ -154,71 +152,58 @@ class Inference:
             if aclose is not None:
                 await aclose()
 
-    # -- the requests -------------------------------------------------------------------------
-    async def chat(self, request: ChatCompletionRequest,
-                   principal: Principal = ANONYMOUS) -> dict[str, Any]:
-        call = await self._begin("chat", request.model, principal, False,
-                                 lambda: estimate_chat(request))
+    async def _answer(self, call: Call, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
         try:
-            result = await self.router.chat(request)
+            result = await run
         except BaseException as exc:
             self._failed(call, exc)
             raise
         self._done(call, result.get("usage"))
         return result
+
+    async def _started(self, call: Call,
+                       start: Awaitable[AsyncIterator[Chunk]]) -> AsyncIterator[Chunk]:
+        try:
+            stream = await start
+        except BaseException as exc:
+            self._failed(call, exc)
+            raise
+        call.ttft = time.perf_counter()
+        # started, so that its accounting runs even if the response is never sent (the
+        # client left first): asyncio closes a started generator when it is dropped
+        return await primed(self._metered(call, stream))
+
+    # -- the requests -------------------------------------------------------------------------
+    async def chat(self, request: ChatCompletionRequest,
+                   principal: Principal = ANONYMOUS) -> dict[str, Any]:
+        call = await self._begin("chat", request.model, principal, False,
+                                 lambda: estimate_chat(request))
+        return await self._answer(call, self.router.chat(request, call))
 
     async def chat_stream(self, request: ChatCompletionRequest,
                           principal: Principal = ANONYMOUS) -> AsyncIterator[Chunk]:
         """A started stream: errors before the first chunk are raised here."""
         call = await self._begin("chat", request.model, principal, True,
                                  lambda: estimate_chat(request))
-        try:
-            stream = await self.router.chat_stream(request)
-        except BaseException as exc:
-            self._failed(call, exc)
-            raise
-        call.ttft = time.perf_counter()
-        # started, so that its accounting runs even if the response is never sent (the
-        # client left first): asyncio closes a started generator when it is dropped
-        return await primed(self._metered(call, stream))
+        return await self._started(call, self.router.chat_stream(request, call))
 
     async def complete(self, request: CompletionRequest,
                        principal: Principal = ANONYMOUS) -> dict[str, Any]:
         call = await self._begin("completions", request.model, principal, False,
                                  lambda: estimate_completion(request))
-        try:
-            result = await self.router.complete(request)
-        except BaseException as exc:
-            self._failed(call, exc)
-            raise
-        self._done(call, result.get("usage"))
-        return result
+        return await self._answer(call, self.router.complete(request, call))
 
     async def complete_stream(self, request: CompletionRequest,
                               principal: Principal = ANONYMOUS) -> AsyncIterator[Chunk]:
         call = await self._begin("completions", request.model, principal, True,
                                  lambda: estimate_completion(request))
-        try:
-            stream = await self.router.complete_stream(request)
-        except BaseException as exc:
-            self._failed(call, exc)
-            raise
-        call.ttft = time.perf_counter()
-        # started, so that its accounting runs even if the response is never sent (the
-        # client left first): asyncio closes a started generator when it is dropped
-        return await primed(self._metered(call, stream))
+        return await self._started(call, self.router.complete_stream(request, call))
 
     async def embed(self, request: EmbeddingRequest,
                     principal: Principal = ANONYMOUS) -> dict[str, Any]:
         call = await self._begin("embeddings", request.model, principal, False,
                                  lambda: estimate_embedding(request))
-        try:
-            result = await self.router.embed(request)
-        except BaseException as exc:
-            self._failed(call, exc)
-            raise
-        self._done(call, result.get("usage"))
-        return result
+        return await self._answer(call, self.router.embed(request, call))
 
     async def images(self, request: ImageGenerationRequest, principal: Principal = ANONYMOUS,
                      progress: Progress | None = None) -> dict[str, Any]:
@@ -227,7 +212,7 @@ class Inference:
         try:
             if principal.ipm is not None:
                 await self.limiter.acquire_images(principal, request.n)
-            result = await self.router.images(request, progress)
+            result = await self.router.images(request, progress, call)
         except BaseException as exc:
             self._failed(call, exc)
             raise

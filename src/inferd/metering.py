@@ -20,7 +20,7 @@ from inferd.routing.router import Router
 from inferd.settings import Settings
 from inferd.store.db import Database
 from inferd.store.usage import UsageStore
-from inferd.usage import UsageRecorder
+from inferd.usage import UsageRecord, UsageRecorder
 
 log = logging.getLogger("inferd.requests")
 
@@ -110,11 +110,11 @@ class Metering:
         if completion:
             metrics.child("tokens", model, "completion").inc(completion)
         key_id = call.principal.key_id
-        self.recorder.record((time.time(), call.request_id, key_id, model, call.replica,
-                              call.endpoint, call.stream, status, error, prompt, completion,
-                              prompt + completion, latency * 1000.0,
-                              None if ttft is None else ttft * 1000.0, call.images,
-                              call.steps))
+        self.recorder.record(UsageRecord(
+            time.time(), call.request_id, key_id, model, call.replica, call.endpoint,
+            call.stream, status, error, prompt, completion, prompt + completion,
+            latency * 1000.0, None if ttft is None else ttft * 1000.0, call.images,
+            call.steps))
         if self.log_requests or status >= 500:
             log.log(logging.WARNING if status >= 500 else logging.INFO,
                     "%s %s %d", call.endpoint, model, status, extra={

@@ -14,7 +14,6 @@ from contextlib import AsyncExitStack
 
 from inferd.engines.base import Engine
 from inferd.engines.queue import QueueEngine, RpcClient, RpcServer
-from inferd.jobs.config import JobSettings
 from inferd.routing.catalog import ReplicaCatalog
 from inferd.routing.registration import EngineRegistration
 from inferd.settings import ReplicaSpec, Settings
@@ -40,7 +39,7 @@ async def start_role(settings: Settings, db: Database, catalog: ReplicaCatalog,
         await registration.register(list(engines))
         stack.push_async_callback(registration.close)
     if settings.role == "worker" and settings.broker_url and engines:
-        concurrency = JobSettings.load(settings.config_file).concurrency
+        concurrency = settings.jobs.concurrency
         server = RpcServer(settings.broker_url, settings.broker_prefix, engines,
                            prefetch=max(1, concurrency))
         await server.start()

@@ -14,7 +14,8 @@ from inferd.changes import ChangeBus
 from inferd.engines import build_engine
 from inferd.errors import InferdError
 from inferd.inference import Inference, build_limiter
-from inferd.jobs.service import JobService, start_jobs
+from inferd.jobs.cluster import start_jobs
+from inferd.jobs.service import JobService
 from inferd.metering import Metering
 from inferd.roles import start_role
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
@@ -77,7 +78,9 @@ class Services:
             log.info("loading model %s (%s)", spec.name, spec.kind)
             await engine.start()
             stack.push_async_callback(engine.close)
-            router.add(Replica(id=f"local:{spec.name}", model=spec.name, engine=engine),
+            router.add(Replica(id=f"local:{spec.name}", model=spec.name, engine=engine,
+                               cooldown_base=settings.replica_cooldown_base,
+                               cooldown_max=settings.replica_cooldown_max),
                        aliases=spec.aliases)
         catalog = await start_catalog(router, ReplicaStore(db), settings)
         stack.push_async_callback(catalog.close)

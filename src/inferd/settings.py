@@ -1,8 +1,10 @@
 """Typed settings, read from the environment (``INFERD_*``), a YAML config file and the CLI.
 
-Precedence, highest first: CLI flags, environment variables, config file, defaults. Everything
-is validated at start-up so that a bad value stops the process with a clear message instead of
-failing on the first request.
+Precedence, highest first: CLI flags, environment variables, config file, defaults. The file is
+read once, here; the job system's settings are its ``jobs:`` map (``INFERD_JOB_*``). Everything
+is validated at start-up so that a bad value, or a key the file should not have (a typo),
+stops the process with a message naming it, instead of failing on the first request or
+being ignored.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -148,6 +150,34 @@ def default_models(threads: int | None = None) -> list[ModelSpec]:
     return specs
 
 
+class JobSettings(BaseSettings):
+    """How jobs run: workers per model, leases, retries, retention (``jobs:`` in the config
+    file, ``INFERD_JOB_*`` in the environment)."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERD_JOB_", extra="ignore")
+
+    # Jobs of one model run at once in this process (``INFERD_JOB_CONCURRENCY``).
+    concurrency: int = Field(default=1, ge=0, le=256)
+    # Per-model override, e.g. ``{"smollm2-135m-instruct": 2}``.
+    concurrency_per_model: dict[str, int] = Field(default_factory=dict)
+    # A worker renews its lease every third of this; a job whose lease lapses runs again.
+    lease_seconds: float = Field(default=30.0, gt=0.5)
+    max_attempts: int = Field(default=3, ge=1)
+    # Finished jobs, batches and files are deleted this long after they finished.
+    retention_seconds: float = Field(default=7 * 86400.0, gt=0)
+    # How often lost jobs are re-enqueued and deadlines enforced.
+    sweep_seconds: float = Field(default=2.0, gt=0)
+    # Token events are written at most this often per job.
+    event_flush_seconds: float = Field(default=0.1, ge=0)
+    webhook_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_backoff_seconds: float = Field(default=1.0, ge=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_batch_lines: int = Field(default=50_000, ge=1)
+
+    def workers_for(self, model: str) -> int:
+        return self.concurrency_per_model.get(model, self.concurrency)
+
+
 class Settings(BaseSettings):
     """All of inferd's settings. Environment variables use the ``INFERD_`` prefix."""
 
@@ -215,6 +245,8 @@ class Settings(BaseSettings):
     engine_api_key: str = Field(default="", repr=False)
     # Seconds between an engine's heartbeats; routing drops it after three missed ones.
     engine_heartbeat_seconds: float = Field(default=5.0, gt=0.0, le=3600.0)
+    # The job system (``jobs:`` map of the config file, ``INFERD_JOB_*`` variables).
+    jobs: JobSettings = Field(default_factory=JobSettings)
 
     @field_validator("database_url")
     @classmethod
@@ -259,15 +291,40 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {path} must hold a mapping")
+        unknown_keys(loaded, Settings, path)
         file_values = loaded
         file_values["config_file"] = path
     env_settings = Settings()
     merged: dict[str, Any] = replaced_systems_env(os.environ)
     merged.update(file_values)
-    for key in env_settings.model_fields_set:
+    for key in env_settings.model_fields_set - {"jobs"}:
         merged[key] = getattr(env_settings, key)
+    job_env = JobSettings()  # INFERD_JOB_* over the file's jobs: map
+    merged["jobs"] = {**(file_values.get("jobs") or {}),
+                      **{k: getattr(job_env, k) for k in job_env.model_fields_set}}
     merged.update({k: v for k, v in overrides.items() if v is not None})
     return Settings.model_validate(merged)
+
+
+def unknown_keys(values: Mapping[str, Any], model: type[BaseModel], path: Path,
+                 prefix: str = "") -> None:
+    """Refuse a key of the config file that no setting has, naming it and the file."""
+    for key, value in values.items():
+        field = model.model_fields.get(str(key))
+        if field is None:
+            known = ", ".join(sorted(model.model_fields))
+            raise ValueError(f"unknown key '{prefix}{key}' in the config file {path} "
+                             f"(known keys here: {known})")
+        inner = field.annotation
+        if get_origin(inner) is list and isinstance(value, list):
+            inner = get_args(inner)[0]
+            items = [(f"{prefix}{key}[{i}].", v) for i, v in enumerate(value)]
+        else:
+            items = [(f"{prefix}{key}.", value)]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            for where, item in items:
+                if isinstance(item, Mapping):
+                    unknown_keys(item, inner, path, where)
 
 
 def replaced_systems_env(env: Mapping[str, str]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The usage recorder: every request's usage, written to the store in batches.
 
-``UsageRecorder.record`` appends one tuple to an in-memory buffer (no I/O, no await); a
+``UsageRecorder.record`` appends one ``UsageRecord`` to an in-memory buffer (no I/O, no await); a
 background task writes the buffer in one multi-row insert every ``flush_seconds``, or sooner
 when ``batch_size`` records are waiting. A failed write keeps the records for the next try
 (up to ``max_buffer``; beyond that the oldest are dropped and counted). ``close`` writes
@@ -13,24 +13,34 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
-from typing import Any
+from typing import NamedTuple
 
 log = logging.getLogger("inferd.usage")
 
-# The request being metered in this context (an ``inferd.inference.Call``).
-current_call: ContextVar[Any] = ContextVar("inferd_current_call", default=None)
+
+class UsageRecord(NamedTuple):
+    """One request's usage: one row of the usage table (``metrics``), its fields in column
+    order. A tuple, so that a batch goes to the driver's executemany as it is."""
+
+    created_at: float
+    request_id: str | None
+    key_id: str | None
+    model: str
+    replica: str | None
+    endpoint: str
+    stream: bool
+    status: int
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    latency_ms: float
+    ttft_ms: float | None
+    images: int | None  # image generation: pictures made
+    steps: int | None  # and denoising steps run
 
 
-def note_replica(replica_id: str) -> None:
-    """Tell metering which replica serves the current request (the router calls this)."""
-    call = current_call.get()
-    if call is not None:
-        call.replica = replica_id
-
-# A record: the values of ``inferd.store.usage.FIELDS``, in order.
-Record = tuple[Any, ...]
-Writer = Callable[[Sequence[Record]], Awaitable[None]]
+Writer = Callable[[Sequence[UsageRecord]], Awaitable[None]]
 
 
 class UsageRecorder:
@@ -42,7 +52,7 @@ class UsageRecorder:
         self.flush_seconds = flush_seconds
         self.batch_size = batch_size
         self.max_buffer = max_buffer
-        self._buffer: list[Record] = []
+        self._buffer: list[UsageRecord] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -54,7 +64,7 @@ class UsageRecorder:
     def pending(self) -> int:
         return len(self._buffer)
 
-    def record(self, record: Record) -> None:
+    def record(self, record: UsageRecord) -> None:
         buffer = self._buffer
         buffer.append(record)
         if len(buffer) >= self.batch_size:

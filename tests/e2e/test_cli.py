@@ -43,6 +43,14 @@ def test_bad_model_option_is_a_clear_error() -> None:
     assert "does not exist" in result.stderr
 
 
+def test_a_typo_in_the_config_file_stops_serve_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "inferd.yaml"
+    config.write_text("bundled_models: false\njobs:\n  concurency: 2\n")
+    result = inferd("serve", "--config", str(config))
+    assert result.returncode != 0
+    assert "unknown key 'jobs.concurency'" in result.stderr and str(config) in result.stderr
+
+
 def test_serve_a_gguf_under_another_name(tmp_path: Path) -> None:
     with InferdProcess(tmp_path, "--no-bundled", "--model",
                        f"my-model={GGUF},n_ctx=1024,threads=2") as server:
@@ -67,7 +75,8 @@ def test_serve_from_config_file_and_environment(tmp_path: Path) -> None:
     with InferdProcess(tmp_path, env={"INFERD_CONFIG": str(config)}) as server:
         models = httpx.get(server.url + "/v1/models").json()["data"]
         assert [(m["id"], m["context_length"]) for m in models] == [("from-file", 512)]
-        alias = httpx.post(server.url + "/v1/chat/completions", json={
+        # a generous read timeout: httpx's 5 s default is not enough on a loaded machine
+        alias = httpx.post(server.url + "/v1/chat/completions", timeout=120, json={
             "model": "ff", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]})
         assert alias.status_code == 200, alias.text
 

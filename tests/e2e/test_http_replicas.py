@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from inferd.settings import bundled_gguf_path
-from tests.helpers import InferdProcess, free_port
+from tests.helpers import InferdProcess, free_port, wait_for
 
 NO_AUTH = {"INFERD_AUTH": "off"}
 
@@ -45,15 +45,6 @@ def gateway(tmp: Path, replicas: list[dict[str, Any]], **settings: Any) -> Infer
 def client(server: InferdProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0,
                          timeout=60)
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture
@@ -211,7 +202,7 @@ def llama_server(tmp_path: Path) -> Iterator[str]:
                              "--interrupt_requests", "False"],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: _port_listening(port) or proc.poll() is not None, timeout=120)
+        wait_for(lambda: _port_listening(port) or proc.poll() is not None, within=120)
         assert proc.poll() is None, (tmp_path / "llama_server.log").read_text()[-3000:]
         yield f"http://127.0.0.1:{port}"
     finally:

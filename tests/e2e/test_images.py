@@ -15,7 +15,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.helpers import ROOT, InferdProcess, free_port
+from tests.helpers import ROOT, InferdProcess, free_port, wait_for
 from tests.openapi_ref import validate
 
 ADMIN_KEY = "sk-test-admin-images-0123456789abcdef"
@@ -78,14 +77,6 @@ def picture(data: bytes) -> Image.Image:
     return image
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def test_sdk_gets_real_pictures_of_each_size_and_format(sdk: openai.OpenAI) -> None:
@@ -228,7 +219,7 @@ def wait_job(http: httpx.Client, job_id: str) -> dict[str, Any]:
         job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
         return job if job["status"] in {"completed", "failed", "cancelled"} else None
 
-    found: dict[str, Any] = wait_for(done, timeout=120)
+    found: dict[str, Any] = wait_for(done, within=120)
     return found
 
 
@@ -300,7 +291,7 @@ def test_batch_api_runs_image_lines(sdk: openai.OpenAI) -> None:
                                endpoint="/v1/images/generations",  # type: ignore[arg-type]
                                completion_window="24h")
     finished = wait_for(lambda: (b := sdk.batches.retrieve(batch.id)).status in {
-        "completed", "failed"} and b, timeout=120)
+        "completed", "failed"} and b, within=120)
     assert finished.status == "completed" and finished.output_file_id
     out = [json.loads(line) for line in
            sdk.files.content(finished.output_file_id).text.splitlines()]

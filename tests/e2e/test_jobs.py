@@ -3,9 +3,7 @@ bundled models."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import time
 import uuid
 from typing import Any
 
@@ -16,7 +14,7 @@ from aiohttp import web
 from openai import OpenAI
 
 from inferd.jobs.webhooks import verify
-from tests.helpers import InferdProcess, free_port
+from tests.helpers import InferdProcess, serving, wait_for, wait_for_async
 
 CHAT_MODEL = "smollm2-135m-instruct"
 EMBED_MODEL = "all-minilm-l6-v2"
@@ -29,13 +27,11 @@ def chat_job(content: str = "Say hello.", max_tokens: int = 8, **extra: Any) -> 
 
 
 def wait_done(http: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    def finished() -> dict[str, Any] | None:
         job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("completed", "failed", "cancelled"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish")
+        return job if job["status"] in ("completed", "failed", "cancelled") else None
+
+    return wait_for(finished, within=timeout, what=f"job {job_id} finishing")
 
 
 def sse(http: httpx.Client, job_id: str, headers: dict[str, str] | None = None,
@@ -203,23 +199,18 @@ async def test_webhook_is_signed_retried_and_recorded(inferd_server: InferdProce
 
     app = web.Application()
     app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with httpx.AsyncClient(base_url=inferd_server.url, timeout=60) as http:
-            job = (await http.post("/v1/jobs", json=chat_job(
-                webhook_url=f"http://127.0.0.1:{port}/hook"))).json()
-            for _ in range(300):
-                if len(received) >= 2:
-                    break
-                await asyncio.sleep(0.1)
-            secret = (await http.get("/v1/webhooks/secret")).json()["secret"]
-            attempts = (await http.get(f"/v1/jobs/{job['id']}/webhook_attempts")).json()["data"]
-            final = (await http.get(f"/v1/jobs/{job['id']}")).json()
-    finally:
-        await runner.cleanup()
+    async with serving(app) as hook_url, \
+            httpx.AsyncClient(base_url=inferd_server.url, timeout=60) as http:
+        job = (await http.post("/v1/jobs", json=chat_job(webhook_url=hook_url + "/hook"))).json()
+
+        async def delivered() -> dict[str, Any] | None:
+            # inferd records an attempt after the hook answered: wait on what it stored
+            final: dict[str, Any] = (await http.get(f"/v1/jobs/{job['id']}")).json()
+            return final if final["webhook_status"] == "delivered" else None
+
+        final = await wait_for_async(delivered, within=120, what="the webhook delivery")
+        secret = (await http.get("/v1/webhooks/secret")).json()["secret"]
+        attempts = (await http.get(f"/v1/jobs/{job['id']}/webhook_attempts")).json()["data"]
     assert len(received) == 2
     for headers, body in received:
         assert verify(secret, headers, body)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import uuid
 
 import httpx
 import openai
 import pytest
 from openai import OpenAI
+
+from tests.helpers import wait_for
 
 CHAT_MODEL = "smollm2-135m-instruct"
 EMBED_MODEL = "all-minilm-l6-v2"
@@ -39,11 +40,8 @@ def test_batch_flow_with_the_openai_sdk(client: OpenAI) -> None:
                                   completion_window="24h", metadata={"run": "e2e"})
     assert batch.status == "in_progress" and batch.request_counts
     assert batch.request_counts.total == 5
-    end = time.monotonic() + 120
-    while batch.status not in ("completed", "failed", "cancelled", "expired"):
-        assert time.monotonic() < end
-        time.sleep(0.2)
-        batch = client.batches.retrieve(batch.id)
+    batch = wait_for(lambda: (b := client.batches.retrieve(batch.id)).status in (
+        "completed", "failed", "cancelled", "expired") and b, within=120, what="the batch")
     assert batch.status == "completed" and batch.metadata == {"run": "e2e"}
     counts = batch.request_counts
     assert counts is not None and (counts.total, counts.completed, counts.failed) == (5, 2, 3)
@@ -72,9 +70,9 @@ def test_cancelling_a_batch_accounts_for_every_request(client: OpenAI) -> None:
                                   completion_window="24h")
     batch = client.batches.cancel(batch.id)
     assert batch.status in ("cancelling", "cancelled")
-    while batch.status == "cancelling":
-        time.sleep(0.2)
-        batch = client.batches.retrieve(batch.id)
+    if batch.status == "cancelling":
+        batch = wait_for(lambda: (b := client.batches.retrieve(batch.id)).status != "cancelling"
+                         and b, within=120, what="the batch's cancellation")
     counts = batch.request_counts
     assert batch.status == "cancelled" and counts is not None
     assert counts.completed + counts.failed == counts.total == 6 and counts.failed >= 1
@@ -116,11 +114,8 @@ def test_s0_contexts_and_results(http: httpx.Client) -> None:
     assert sent.status_code == 202 and sent.json()["status"] == "pending"
     result_id = sent.json()["result_id"]
     assert http.post(f"/models/send/no-such-model/{context['id']}").status_code == 404
-    end = time.monotonic() + 120
-    result = http.get(f"/results/{result_id}").json()
-    while result["status"] == "pending" and time.monotonic() < end:
-        time.sleep(0.2)
-        result = http.get(f"/results/{result_id}").json()
+    result = wait_for(lambda: (r := http.get(f"/results/{result_id}").json())["status"]
+                      != "pending" and r, within=120, what="the result")
     assert result["status"] == "completed" and result["content"]
     assert result["context_id"] == context["id"]
     assert result_id in [r["id"] for r in http.get("/results/").json()]

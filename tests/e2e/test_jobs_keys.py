@@ -4,14 +4,13 @@ key's queued jobs fail instead of running. The queue's depth is a metric."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers import InferdProcess
+from tests.helpers import InferdProcess, wait_for
 
 ADMIN_KEY = "sk-test-admin-jobs-0123456789abcdef"
 # "slow" takes ~2 s per answer, so a second job waits in the queue (one worker per model).
@@ -39,14 +38,12 @@ def submit(http: httpx.Client, text: str) -> dict[str, Any]:
     return job
 
 
-def wait_finished(http: httpx.Client, job_id: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_finished(http: httpx.Client, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
         job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in {"completed", "failed", "cancelled"}:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish")
+        return job if job["status"] in {"completed", "failed", "cancelled"} else None
+
+    return wait_for(finished, within=timeout, what=f"job {job_id} finishing")
 
 
 def test_queued_job_of_a_revoked_key_fails(server: InferdProcess) -> None:
@@ -60,7 +57,9 @@ def test_queued_job_of_a_revoked_key_fails(server: InferdProcess) -> None:
                      if line.startswith("inferd_queue_depth")]
             assert depth and float(depth[0].split()[-1]) >= 1, depth
             assert admin.delete(f"/admin/v1/keys/{created['id']}").status_code in {200, 204}
-            time.sleep(1.0)  # revocation reaches the key cache (refresh 0.3 s)
+            # the revocation reaches the key cache (refresh 0.3 s): the key stops working
+            wait_for(lambda: user.get("/v1/jobs").status_code == 401,
+                     what="the revocation reaching the key cache")
         done_first = wait_finished(admin, first["id"])
         done_second = wait_finished(admin, second["id"])
     # the first was already running when the key went away; the second had not started

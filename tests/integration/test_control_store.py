@@ -13,13 +13,14 @@ from inferd.store.db import Database
 from inferd.store.keys import KeyStore
 from inferd.store.monitor import REDACTED, TableBrowser
 from inferd.store.usage import UsageStore
-from inferd.usage import UsageRecorder
+from inferd.usage import UsageRecord, UsageRecorder
+from tests.helpers import wait_for_async
 
 
 def _record(key_id: str | None, model: str, at: float, status: int = 200,
-            tokens: tuple[int, int] = (3, 5)) -> tuple[object, ...]:
-    return (at, "req", key_id, model, "local:x", "chat", False, status, None, tokens[0],
-            tokens[1], sum(tokens), 12.5, None, None, None)
+            tokens: tuple[int, int] = (3, 5)) -> UsageRecord:
+    return UsageRecord(at, "req", key_id, model, "local:x", "chat", False, status, None,
+                       tokens[0], tokens[1], sum(tokens), 12.5, None, None, None)
 
 
 async def test_keys_hashed_cached_and_revoked_through_the_ring(database: Database) -> None:
@@ -63,13 +64,15 @@ async def test_a_second_ring_sees_changes_made_elsewhere(database: Database) -> 
         # an unknown key triggers a (rate-limited) check for new keys
         assert (await other.authenticate_fresh(created["key"])).is_admin
         await admin.disable(created["id"])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        async def refused() -> bool:
             try:
                 other.authenticate(created["key"])
             except AuthenticationFailed:
-                break
-            await __import__("asyncio").sleep(0.05)
+                return True
+            return False
+
+        await wait_for_async(refused, within=30, what="the disabled key reaching the ring")
         with pytest.raises(AuthenticationFailed):
             other.authenticate(created["key"])
     finally:

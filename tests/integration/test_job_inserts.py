@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from inferd.ids import new_id
 from inferd.store.job_inserts import GroupInserter
-from inferd.store.jobs import JobRecord, JobStore, new_id
+from inferd.store.jobs import JobRecord, JobStore
 
 
 def record(**extra: Any) -> JobRecord:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+from inferd.ids import new_id
 from inferd.store.db import Database
 from inferd.store.files import FileRecord, FileStore
-from inferd.store.jobs import JobEvent, JobRecord, JobStore, new_id
+from inferd.store.jobs import JobEvent, JobRecord, JobStore
 from inferd.store.tables_jobs import FILE_PART_BYTES
+from tests.helpers import wait_for_async
 
 
 def _job(**fields: object) -> JobRecord:
@@ -39,8 +41,11 @@ async def test_an_expired_lease_is_taken_over_and_the_old_worker_loses(database:
     store = JobStore(database)
     job, _ = await store.insert(_job())
     assert await store.claim(job.id, "dead", 0.01, 3) is not None
-    await asyncio.sleep(0.05)
-    assert [j.id for j in await store.recoverable()] == [job.id]
+
+    async def expired() -> list[str]:
+        return [j.id for j in await store.recoverable()]
+
+    assert await wait_for_async(expired, within=30, what="the lease's expiry") == [job.id]
     taken = await store.claim(job.id, "alive", 30, 3)
     assert taken is not None and taken.attempts == 2 and taken.claimed_by == "alive"
     assert not await store.renew(job.id, "dead", 30)

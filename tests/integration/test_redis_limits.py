@@ -11,7 +11,7 @@ import pytest
 from inferd.auth.principal import Principal
 from inferd.auth.redis_limits import RedisLimiter
 from inferd.errors import RateLimited
-from tests.helpers import require_service
+from tests.helpers import require_service, wait_for_async
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -59,8 +59,15 @@ async def test_tokens_per_minute_settled_through_redis(limiters: list[RedisLimit
     with pytest.raises(RateLimited):
         await limiters[1].acquire(key, 600)
     limiters[0].settle(first, 100)
-    await asyncio.sleep(0.1)  # the correction is sent in the background
-    await limiters[1].acquire(key, 600)
+
+    async def admitted() -> bool:  # the correction is sent in the background
+        try:
+            await limiters[1].acquire(key, 600)
+        except RateLimited:
+            return False
+        return True
+
+    await wait_for_async(admitted, within=30, what="the settled tokens reaching Redis")
 
 
 async def test_budget_exact_and_seeded(limiters: list[RedisLimiter]) -> None:

@@ -10,22 +10,48 @@ import pytest
 from inferd.auth.limits import LocalLimiter, period_bounds
 from inferd.auth.principal import Principal
 from inferd.errors import RateLimited
-
-
-async def _attempt(limiter: LocalLimiter, principal: Principal, tokens: int = 1) -> bool:
-    await asyncio.sleep(0)  # let all the attempts start before any of them runs
-    try:
-        await limiter.acquire(principal, tokens)
-    except RateLimited:
-        return False
-    return True
+from tests.helpers import wait_for_async
 
 
 async def test_100_parallel_requests_against_10_rpm_let_exactly_10_through() -> None:
+    """100 requests all in flight at once (each waits for the others before its check, and
+    an admitted one is still running while the rest are checked): exactly 10 get through."""
     limiter = LocalLimiter()
     key = Principal(key_id="1", scope="user", rpm=10)
-    results = await asyncio.gather(*(_attempt(limiter, key) for _ in range(100)))
-    assert sum(results) == 10
+    go = asyncio.Event()
+    waiting = 0
+
+    async def request() -> bool:
+        nonlocal waiting
+        waiting += 1
+        await go.wait()
+        try:
+            await limiter.acquire(key, 1)
+        except RateLimited:
+            return False
+        await asyncio.sleep(0)  # the admitted request's work: others run meanwhile
+        return True
+
+    tasks = [asyncio.create_task(request()) for _ in range(100)]
+
+    async def all_waiting() -> bool:
+        return waiting == 100
+
+    await wait_for_async(all_waiting, within=30, what="100 requests in flight")
+    go.set()
+    assert sum(await asyncio.gather(*tasks)) == 10
+
+
+def test_acquire_checks_and_reserves_in_one_step() -> None:
+    """``acquire`` never suspends: no other request can run between its check and its update
+    (what makes the limiter exact under concurrency in one event loop)."""
+    limiter = LocalLimiter()
+    key = Principal(key_id="1", scope="user", rpm=1, tpm=100)
+    for tokens in (10, 10):  # admitted, then refused
+        step = limiter.acquire(key, tokens)
+        with pytest.raises((StopIteration, RateLimited)):
+            step.send(None)
+        step.close()
 
 
 async def test_refused_request_says_when_to_retry() -> None:

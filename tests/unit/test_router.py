@@ -95,6 +95,28 @@ async def test_fallback_model_answers_when_every_replica_fails(
         await router.chat(chat())
 
 
+class Metered:
+    """What a metering caller hands the router: it learns which replica served."""
+
+    def __init__(self) -> None:
+        self.replica: str | None = None
+
+
+async def test_the_caller_learns_the_replica_that_answered(dead_engine: HttpEngine) -> None:
+    router = Router()
+    router.add(Replica(id="dead", model="m", engine=dead_engine, kind="http"))
+    router.add(echo_replica("backup", model="small"))
+    router.set_model("m", fallbacks=["small"])
+    placed = Metered()
+    await router.chat(chat(), placed)  # "dead" is tried first and fails, then the fallback
+    assert placed.replica == "backup"
+    streamed = Metered()
+    stream = await router.chat_stream(chat(stream=True), streamed)
+    async for _ in stream:
+        pass
+    assert streamed.replica == "backup"
+
+
 async def test_stream_errors_before_the_first_chunk_are_retried(
         dead_engine: HttpEngine) -> None:
     router = Router()

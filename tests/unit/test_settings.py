@@ -62,3 +62,32 @@ def test_protollm_redis_variables_are_accepted(monkeypatch: pytest.MonkeyPatch) 
     assert load_settings().redis_url == "redis://cache.internal:6380/0"
     monkeypatch.setenv("INFERD_REDIS_URL", "redis://127.0.0.1:6379/2")
     assert load_settings().redis_url == "redis://127.0.0.1:6379/2"  # inferd's own wins
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ("prot: 9000\n", "'prot'"),
+    ("jobs:\n  concurency: 2\n", "'jobs.concurency'"),
+    ("models:\n  - {name: e, kind: echo, n_cxt: 4}\n", "'models[0].n_cxt'"),
+    ("remote_models:\n  - name: r\n    replicas: [{url: 'http://h', wieght: 2}]\n",
+     "'remote_models[0].replicas[0].wieght'"),
+])
+def test_unknown_config_keys_are_refused_naming_key_and_file(tmp_path: Path, text: str,
+                                                             named: str) -> None:
+    config = tmp_path / "inferd.yaml"
+    config.write_text(text)
+    with pytest.raises(ValueError, match="unknown key") as refused:
+        load_settings(config)
+    assert named in str(refused.value) and str(config) in str(refused.value)
+
+
+def test_job_settings_from_the_file_under_the_environment(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "inferd.yaml"
+    config.write_text("jobs:\n  concurrency: 3\n  max_attempts: 5\n"
+                      "  concurrency_per_model: {m: 2}\n")
+    monkeypatch.setenv("INFERD_JOB_MAX_ATTEMPTS", "7")
+    jobs = load_settings(config).jobs
+    assert (jobs.concurrency, jobs.max_attempts) == (3, 7)  # env beats file
+    assert jobs.workers_for("m") == 2 and jobs.workers_for("other") == 3
+    monkeypatch.delenv("INFERD_JOB_MAX_ATTEMPTS")
+    assert load_settings().jobs.max_attempts == 3  # defaults without a file

@@ -16,11 +16,11 @@ from inferd.auth.keys import (
     KeyRing,
     display_prefix,
     generate_key,
-    generate_webhook_secret,
     hash_key,
 )
 from inferd.auth.principal import BudgetPeriod, Scope
 from inferd.errors import InvalidRequest, NotFound
+from inferd.ids import new_webhook_secret
 from inferd.store.keys import KeyStore
 
 MIN_KEY_CHARS = 16
@@ -115,7 +115,7 @@ class KeyAdmin:
         if spec.expires_in is not None:
             values["expires_at"] = time.time() + spec.expires_in
         values.update(key_hash=hash_key(secret), prefix=display_prefix(secret),
-                      webhook_secret=generate_webhook_secret(), enabled=True)
+                      webhook_secret=new_webhook_secret(), enabled=True)
         row = await self.store.create(values)
         await self._changed()
         return key_view(row, key=secret)

@@ -44,13 +44,6 @@ def display_prefix(key: str) -> str:
     return key[:DISPLAY_CHARS]
 
 
-def generate_webhook_secret() -> str:
-    """A Standard Webhooks secret: ``whsec_`` plus base64 of 32 random bytes."""
-    import base64
-
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
 def principal_from_row(row: dict[str, Any]) -> Principal:
     models = row.get("models")
     extra = {str(k): str(v) for k, v in (row.get("extra") or {}).items()}

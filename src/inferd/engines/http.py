@@ -17,12 +17,12 @@ import orjson
 
 from inferd.engines.base import Chunk, ModelInfo, Progress
 from inferd.engines.remote import (
+    TRANSPORT_ERRORS,
     RemoteEngine,
     RemoteSpec,
-    UpstreamTimedOut,
     UpstreamUnavailable,
-    describe,
     error_text,
+    transport_error,
 )
 from inferd.engines.upstream import UpstreamPool
 from inferd.errors import UpstreamError
@@ -99,18 +99,11 @@ class HttpEngine(RemoteEngine):
             raise UpstreamUnavailable(f"The replica of '{self.name}' is not started.")
         try:
             status, raw = await self._pool.post(path, orjson.dumps(body))
-        except TimeoutError as exc:
-            raise UpstreamTimedOut(f"The replica of '{self.name}' timed out.") from exc
-        except OSError as exc:
-            raise UpstreamUnavailable(
-                f"The replica of '{self.name}' could not be reached: {describe(exc)}") from exc
-        if status >= 300:
-            raise self.status_error(status, error_text(raw, status))
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamUnavailable(
-                f"The replica of '{self.name}' answered with invalid JSON.") from exc
+            if status < 300:
+                return orjson.loads(raw)
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(exc, self.what) from exc
+        raise self.status_error(status, error_text(raw, status))
 
     async def _answer(self, path: str, body: dict[str, Any], model: str) -> dict[str, Any]:
         result = await self._post_json(path, body)

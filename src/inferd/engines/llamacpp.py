@@ -256,6 +256,7 @@ class LlamaCppEngine(LocalTextEngine):
 
         def run() -> None:
             try:
+                forget_if_reproducible(instance.llama, generation.params)
                 chunks = instance.llama.create_completion(
                     prompt=generation.prompt, stream=True,
                     stopping_criteria=StoppingCriteriaList([stop_when_cancelled]),
@@ -298,6 +299,17 @@ class LlamaCppEngine(LocalTextEngine):
                 yield text
         finally:
             cancel.set()
+
+
+def forget_if_reproducible(llama: Any, params: dict[str, Any]) -> None:
+    """Make a greedy or seeded request evaluate its whole prompt afresh.
+
+    llama.cpp reuses the KV cache of the longest prefix shared with the previous request and
+    evaluates the rest in a different batch shape, which changes the logits slightly: greedy
+    and seeded output would depend on what ran before.
+    """
+    if params.get("temperature") == 0 or params.get("seed") is not None:
+        llama.reset()
 
 
 def _map_error(exc: BaseException) -> BaseException:

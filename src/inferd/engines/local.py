@@ -15,12 +15,12 @@ from typing import Any
 from inferd.engines.base import Chunk, Engine
 from inferd.engines.toolparse import ToolStream, with_tool_calls
 from inferd.errors import UnsupportedParameter
+from inferd.ids import new_id
 from inferd.schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
     chat_chunk,
     chat_completion,
-    new_id,
     usage_chunk,
     usage_dict,
 )
@@ -80,7 +80,7 @@ class LocalTextEngine(Engine):
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
         generation = self.prepare_chat(request)
         text = "".join([piece async for piece in self.generate(generation, stream=False)])
-        result = chat_completion(id=new_id("chatcmpl"), model=request.model, text=text,
+        result = chat_completion(id=new_id("chatcmpl", "-"), model=request.model, text=text,
                                  finish_reason=generation.finish_reason,
                                  prompt_tokens=generation.prompt_tokens,
                                  completion_tokens=generation.completion_tokens)
@@ -90,7 +90,7 @@ class LocalTextEngine(Engine):
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
         generation = self.prepare_chat(request)
-        cid, created, model = new_id("chatcmpl"), int(time.time()), request.model
+        cid, created, model = new_id("chatcmpl", "-"), int(time.time()), request.model
         yield chat_chunk(id=cid, model=model, created=created,
                          delta={"role": "assistant", "content": ""})
         calls = ToolStream() if generation.extra.get("tools") is not None else None
@@ -115,14 +115,14 @@ class LocalTextEngine(Engine):
             text = "".join([piece async for piece in self.generate(generation, stream=False)])
             choices.append({"text": text, "index": index, "logprobs": None,
                             "finish_reason": generation.finish_reason or "stop"})
-        return {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()),
+        return {"id": new_id("cmpl", "-"), "object": "text_completion", "created": int(time.time()),
                 "model": request.model, "choices": choices,
                 "usage": usage_dict(sum(g.prompt_tokens for g in generations),
                                     sum(g.completion_tokens for g in generations))}
 
     async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
         generations = [self.prepare_text(request, p) for p in request.prompts()]
-        cid, created, model = new_id("cmpl"), int(time.time()), request.model
+        cid, created, model = new_id("cmpl", "-"), int(time.time()), request.model
 
         def chunk(index: int, text: str, finish: str | None) -> Chunk:
             return {"id": cid, "object": "text_completion", "created": created, "model": model,

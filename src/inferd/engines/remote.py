@@ -2,8 +2,10 @@
 the mapping of upstream failures onto inferd's errors, and reading an SSE body line by line.
 
 Failures the router may retry on another replica (the connection failed or timed out, the
-upstream answered 5xx or 429 before the first byte) raise ``UpstreamUnavailable``; an upstream's
-verdict on the request itself (400, 413, 422) is the client's problem and is passed through.
+upstream answered 5xx or 429 before the first byte) raise ``UpstreamUnavailable`` (a timeout:
+its subclass ``UpstreamTimeout``); an upstream's verdict on the request itself (400, 413, 422)
+is the client's problem and is passed through. ``transport_error`` is the one mapping of a
+transport exception (of aiohttp or of the lean pool) onto these errors.
 """
 
 from __future__ import annotations
@@ -23,20 +25,27 @@ from inferd.errors import (
     PayloadTooLarge,
     UpstreamError,
     UpstreamTimeout,
+    UpstreamUnavailable,
 )
+
+__all__ = ["RemoteEngine", "RemoteSpec", "UpstreamUnavailable", "transport_error"]
 
 log = logging.getLogger("inferd.engines")
 
 
-class UpstreamUnavailable(UpstreamError):
-    """The replica failed before answering: the router may try another one."""
+def transport_error(exc: BaseException, what: str,
+                    failed: str = "could not be reached") -> UpstreamUnavailable:
+    """The error for a transport failure of ``what`` (e.g. "The replica of 'm'"): a timeout,
+    a connection or protocol failure (``what`` ``failed``), or an answer that is not JSON."""
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(f"{what} timed out.")
+    if isinstance(exc, orjson.JSONDecodeError):
+        return UpstreamUnavailable(f"{what} answered with invalid JSON.")
+    return UpstreamUnavailable(f"{what} {failed}: {describe(exc)}")
 
 
-class UpstreamTimedOut(UpstreamUnavailable):
-    """The replica did not answer in time (before the first byte)."""
-
-    status = UpstreamTimeout.status
-    code = UpstreamTimeout.code
+# What ``transport_error`` maps (orjson's decode error is a ValueError).
+TRANSPORT_ERRORS = (TimeoutError, OSError, aiohttp.ClientError, orjson.JSONDecodeError)
 
 
 @dataclass
@@ -79,6 +88,11 @@ class RemoteEngine(Engine):
             self._session = None
 
     @property
+    def what(self) -> str:
+        """How errors name this replica."""
+        return f"The replica of '{self.name}'"
+
+    @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             raise UpstreamUnavailable(f"The replica of '{self.name}' is not started.")
@@ -93,11 +107,8 @@ class RemoteEngine(Engine):
         """POST ``body``; returns a 2xx response (headers read) or raises the mapped error."""
         try:
             response = await self.session.post(url, data=orjson.dumps(body))
-        except TimeoutError as exc:
-            raise UpstreamTimedOut(f"The replica of '{self.name}' timed out.") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(
-                f"The replica of '{self.name}' could not be reached: {describe(exc)}") from exc
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(exc, self.what) from exc
         if response.status >= 300:
             try:
                 await self.raise_for_status(response)
@@ -109,14 +120,8 @@ class RemoteEngine(Engine):
         try:
             async with response:
                 return orjson.loads(await response.read())
-        except TimeoutError as exc:
-            raise UpstreamTimedOut(f"The replica of '{self.name}' timed out.") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(
-                f"The replica of '{self.name}' failed mid-answer: {describe(exc)}") from exc
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamUnavailable(
-                f"The replica of '{self.name}' answered with invalid JSON.") from exc
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(exc, self.what, "failed mid-answer") from exc
 
     async def raise_for_status(self, response: aiohttp.ClientResponse) -> None:
         raise self.status_error(response.status, await _error_message(response))
@@ -139,10 +144,8 @@ class RemoteEngine(Engine):
                 if resp.status >= 300:
                     raise UpstreamUnavailable(f"health check answered {resp.status}")
                 await resp.read()
-        except TimeoutError as exc:
-            raise UpstreamTimedOut("health check timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(f"health check failed: {describe(exc)}") from exc
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(exc, "health check", "failed") from exc
 
     async def sse_events(self, response: aiohttp.ClientResponse,
                          require_done: bool = False) -> AsyncIterator[bytes]:

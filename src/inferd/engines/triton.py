@@ -25,12 +25,12 @@ from inferd.engines.base import Chunk, ModelInfo
 from inferd.engines.families import CHATML_TEMPLATE, Family
 from inferd.engines.remote import RemoteEngine, RemoteSpec, UpstreamUnavailable
 from inferd.errors import InvalidRequest, UnsupportedParameter, UpstreamError
+from inferd.ids import new_id
 from inferd.schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
     chat_chunk,
     chat_completion,
-    new_id,
     usage_chunk,
     usage_dict,
 )
@@ -148,14 +148,14 @@ class TritonEngine(RemoteEngine):
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
         text, finish, prompt, completion = await self._generate(
             self._body(request, self._prompt(request), stream=False))
-        return chat_completion(id=new_id("chatcmpl"), model=request.model, text=text,
+        return chat_completion(id=new_id("chatcmpl", "-"), model=request.model, text=text,
                                finish_reason=finish, prompt_tokens=prompt,
                                completion_tokens=completion)
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
         body = self._body(request, self._prompt(request), stream=True)
         counts: dict[str, Any] = {"prompt": 0, "completion": 0, "finish": "stop"}
-        cid, created, model = new_id("chatcmpl"), int(time.time()), request.model
+        cid, created, model = new_id("chatcmpl", "-"), int(time.time()), request.model
         first = True
         async for piece in self._pieces(body, counts):
             delta = {"role": "assistant", "content": piece} if first else {"content": piece}
@@ -173,12 +173,12 @@ class TritonEngine(RemoteEngine):
             prompt_tokens, completion_tokens = prompt_tokens + p, completion_tokens + c
             choices.append({"text": text, "index": index, "logprobs": None,
                             "finish_reason": finish})
-        return {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()),
+        return {"id": new_id("cmpl", "-"), "object": "text_completion", "created": int(time.time()),
                 "model": request.model, "choices": choices,
                 "usage": usage_dict(prompt_tokens, completion_tokens)}
 
     async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
-        cid, created, model = new_id("cmpl"), int(time.time()), request.model
+        cid, created, model = new_id("cmpl", "-"), int(time.time()), request.model
         totals = {"prompt": 0, "completion": 0}
         for index, prompt in enumerate(request.prompts()):
             counts: dict[str, Any] = {"prompt": 0, "completion": 0, "finish": "stop"}

@@ -27,10 +27,6 @@ class UpstreamClosed(ConnectionError):
     """The connection ended before a complete answer."""
 
 
-class UpstreamTimedOutError(TimeoutError):
-    """No complete answer within the timeout."""
-
-
 class _Connection(asyncio.Protocol):
     """One upstream connection: one request at a time, answers parsed as they arrive."""
 
@@ -104,7 +100,7 @@ class _Connection(asyncio.Protocol):
 
 def _expire(waiter: asyncio.Future[tuple[int, bytes]]) -> None:
     if not waiter.done():
-        waiter.set_exception(UpstreamTimedOutError("no answer in time"))
+        waiter.set_exception(TimeoutError("no answer in time"))
 
 
 class UpstreamPool:
@@ -136,7 +132,7 @@ class UpstreamPool:
         """POST ``body`` to ``prefix + path``; returns the status and the whole answer body.
 
         Raises ``OSError`` (``UpstreamClosed``, connection refused...) or
-        ``UpstreamTimedOutError``.
+        ``TimeoutError``.
         """
         data = b"POST %s%s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
             self.prefix, path.encode(), self._head, len(body), body)

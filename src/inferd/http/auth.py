@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inferd.auth.principal import Principal
 from inferd.auth.service import Auth
-from inferd.errors import InferdError, PermissionDenied
+from inferd.errors import InferdError, PermissionDenied, envelope
 from inferd.http.anthropic import PREFIX as ANTHROPIC_PREFIX
 from inferd.http.anthropic import error_body as anthropic_error_body
 from inferd.http.deps import get_principal
@@ -82,7 +82,7 @@ async def _refuse(send: Send, exc: InferdError, path: str) -> None:
     if path.startswith(ANTHROPIC_PREFIX):  # Anthropic's clients expect Anthropic's shape
         body = anthropic_error_body(exc.status, exc.message)
     else:
-        body = orjson.dumps({"error": exc.to_dict()})
+        body = orjson.dumps(envelope(exc))
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
     if exc.status == 401:

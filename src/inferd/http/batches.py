@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from inferd.http.deps import PrincipalDep
 from inferd.http.jobs import JobsDep
-from inferd.http.responses import json_response
+from inferd.http.responses import json_response, page_response
 
 router = APIRouter(tags=["batch"])
 
@@ -39,9 +39,7 @@ async def list_batches(jobs: JobsDep, principal: PrincipalDep, after: str | None
     records, has_more = await jobs.batches.store.page(
         owner=principal.key_id, all_owners=principal.is_admin, after=after, limit=limit)
     data = [await jobs.batches.batch_object(b) for b in records]
-    return json_response({"object": "list", "data": data, "has_more": has_more,
-                          "first_id": data[0]["id"] if data else None,
-                          "last_id": data[-1]["id"] if data else None})
+    return page_response(data, has_more)
 
 
 @router.get("/v1/batches/{batch_id}")

@@ -12,8 +12,18 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from inferd.errors import InferdError, RateLimited
+from inferd.errors import (
+    InferdError,
+    InternalError,
+    RateLimited,
+    envelope,
+    invalid_request,
+    param_path,
+)
 from inferd.store.db import STORE_ERRORS, unreachable
+
+__all__ = ["error_response", "inferd_error_response", "install", "param_path",
+           "validation_error_response"]
 
 log = logging.getLogger("inferd.http")
 
@@ -26,62 +36,22 @@ _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
 def error_response(status: int, message: str, *, type: str | None = None,
                    param: str | None = None, code: str | None = None,
                    headers: dict[str, str] | None = None) -> Response:
-    body = {"error": {"message": message, "type": type or _STATUS_TYPES.get(status, "server_error"),
-                      "param": param, "code": code}}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
-                    headers=headers)
+    """The answer for a failure that is no ``InferdError`` (the framework's own 404, 405...)."""
+    error = InferdError(message, param=param, code=code)
+    error.status, error.type = status, type or _STATUS_TYPES.get(status, "server_error")
+    return inferd_error_response(error, headers)
 
 
-def inferd_error_response(exc: InferdError) -> Response:
-    headers = None
+def inferd_error_response(exc: InferdError,
+                          headers: dict[str, str] | None = None) -> Response:
     if isinstance(exc, RateLimited):
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-    return error_response(exc.status, exc.message, type=exc.type, param=exc.param,
-                          code=exc.code, headers=headers)
-
-
-def param_path(loc: Any) -> str | None:
-    """``("body", "messages", 0, "role")`` -> ``"messages[0].role"``.
-
-    pydantic puts union member names (``str``, ``list[str]``, ``tagged-union[...]``) and the tag
-    of a discriminated union into the location; they are not field names and are dropped.
-    """
-    out = ""
-    skip_tag = False
-    for part in loc:
-        if part in ("body", "query", "path"):
-            continue
-        if isinstance(part, int):
-            out += f"[{part}]"
-            continue
-        if "[" in part or part.startswith("function-") or part in _TYPE_NAMES:
-            skip_tag = skip_tag or "tagged-union" in part
-            continue
-        if skip_tag:
-            skip_tag = False
-            continue
-        out += f".{part}" if out else str(part)
-    return out or None
-
-
-_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+        headers = {**(headers or {}), "Retry-After": str(max(1, round(exc.retry_after)))}
+    return Response(orjson.dumps(envelope(exc)), status_code=exc.status,
+                    media_type="application/json", headers=headers)
 
 
 def validation_error_response(errors: list[Any]) -> Response:
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
-    if first.get("type") == "json_invalid":
-        return error_response(400, "We could not parse the JSON body of your request. "
-                                   "(HINT: This likely means you aren't using your HTTP library "
-                                   "correctly.)", code="invalid_json")
-    param = param_path(first.get("loc", ()))
-    message = str(first.get("msg", "invalid value"))
-    if first.get("type") == "missing":
-        message = f"Missing required parameter: '{param}'."
-        code = "missing_required_parameter"
-    else:
-        message = f"Invalid value for '{param}': {message}" if param else message
-        code = "invalid_value"
-    return error_response(400, message, param=param, code=code)
+    return inferd_error_response(invalid_request(errors))
 
 
 def install(app: FastAPI) -> None:
@@ -130,5 +100,4 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "The server had an error while processing your request.",
-                              type="server_error", code="internal_error")
+        return inferd_error_response(InternalError())

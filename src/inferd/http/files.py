@@ -11,7 +11,7 @@ from starlette.responses import Response
 from inferd.errors import InvalidRequest, PayloadTooLarge
 from inferd.http.deps import PrincipalDep, ServicesDep
 from inferd.http.jobs import JobsDep
-from inferd.http.responses import json_response
+from inferd.http.responses import json_response, page_response
 from inferd.jobs.batches import file_object
 
 router = APIRouter(tags=["batch"])
@@ -47,9 +47,7 @@ async def list_files(jobs: JobsDep, principal: PrincipalDep, purpose: str | None
         owner=principal.key_id, all_owners=principal.is_admin, purpose=purpose, after=after,
         limit=limit)
     data = [file_object(r) for r in records]
-    return json_response({"object": "list", "data": data, "has_more": has_more,
-                          "first_id": data[0]["id"] if data else None,
-                          "last_id": data[-1]["id"] if data else None})
+    return page_response(data, has_more)
 
 
 @router.get("/v1/files/{file_id}")

@@ -59,7 +59,7 @@ class S2Generate(BaseModel):
     seed: int | None = None
 
 
-@router.post("/model/generate", tags=["compat-s2"])
+@router.post("/model/generate", tags=["image-backend (S2)"])
 async def s2_generate(request: Request, images: ImagesDep, principal: PrincipalDep) -> Response:
     spec = await read_model(request, S2Generate)
     body = ImageGenerationRequest(prompt=spec.text, model=spec.model, size=spec.size,

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from inferd.errors import InvalidRequest, PermissionDenied
 from inferd.http.deps import PrincipalDep, get_principal, get_services
-from inferd.http.responses import json_response
+from inferd.http.responses import json_response, page_response
 from inferd.http.sse import sse_response
 from inferd.jobs.requests import job_object
 from inferd.jobs.service import JobService, SSEvent
@@ -63,10 +63,15 @@ def accepted(job: JobRecord, created: bool) -> Response:
                                   "Preference-Applied": "respond-async"})
 
 
+def respond_async(prefer: str) -> bool:
+    """Whether a ``Prefer`` header value asks for ``respond-async`` (RFC 7240: a comma-
+    separated list of preferences, each with optional ``;`` parameters)."""
+    return any(p.split(";")[0].strip().lower() == "respond-async" for p in prefer.split(","))
+
+
 def prefers_async(request: Request) -> bool:
     """True when the request carries ``Prefer: respond-async``."""
-    prefer = request.headers.get("prefer", "")
-    return any(p.split(";")[0].strip().lower() == "respond-async" for p in prefer.split(","))
+    return any(respond_async(value) for value in request.headers.getlist("prefer"))
 
 
 async def json_object(request: Request) -> dict[str, Any]:
@@ -107,10 +112,7 @@ async def list_jobs(jobs: JobsDep, principal: PrincipalDep, status: Status | Non
                     limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Response:
     page = await jobs.page(principal, status=status, model=model, after=after, limit=limit)
     data = [job_object(j) for j in page.jobs]
-    return json_response({"object": "list", "data": data,
-                          "first_id": data[0]["id"] if data else None,
-                          "last_id": data[-1]["id"] if data else None,
-                          "has_more": page.has_more})
+    return page_response(data, page.has_more)
 
 
 @router.get("/v1/jobs/{job_id}")

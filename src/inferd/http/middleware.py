@@ -10,16 +10,11 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inferd.errors import PayloadTooLarge
+from inferd.errors import PayloadTooLarge, envelope
 
 # Request ids: 16 random hex digits per process, then a counter (no syscall per request).
 _ID_PREFIX = os.urandom(8).hex().encode()
 _ID_COUNTER = itertools.count()
-
-
-def _error_body(message: str, code: str) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error",
-                                   "param": None, "code": code}})
 
 
 class RequestGuard:
@@ -84,8 +79,8 @@ class RequestGuard:
                 await self._reject(send, rid, limit)
 
     async def _reject(self, send: Send, rid: bytes, limit: int) -> None:
-        body = _error_body(f"Request body is larger than the limit of {limit} bytes.",
-                           "payload_too_large")
+        body = orjson.dumps(envelope(PayloadTooLarge(
+            f"Request body is larger than the limit of {limit} bytes.")))
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),

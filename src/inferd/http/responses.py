@@ -12,3 +12,12 @@ def json_response(content: Any, status: int = 200,
                   headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json",
                     headers=headers)
+
+
+def page_response(data: list[dict[str, Any]], has_more: bool) -> Response:
+    """One page of a cursor-paginated list, as OpenAI's list endpoints answer it (the next
+    page starts ``after`` the ``last_id``)."""
+    return json_response({"object": "list", "data": data,
+                          "first_id": data[0]["id"] if data else None,
+                          "last_id": data[-1]["id"] if data else None,
+                          "has_more": has_more})

@@ -11,7 +11,7 @@ import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Send
 
-from inferd.errors import InferdError
+from inferd.errors import InferdError, StreamInterrupted, envelope
 from inferd.http.disconnect import cancel_on_disconnect
 
 log = logging.getLogger("inferd.http")
@@ -39,12 +39,10 @@ async def openai_events(stream: AsyncIterator[dict[str, Any]],
                 chunk = {**chunk, "usage": None}
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
     except InferdError as exc:
-        yield b"data: " + orjson.dumps({"error": exc.to_dict()}) + b"\n\n"
+        yield b"data: " + orjson.dumps(envelope(exc)) + b"\n\n"
     except Exception:
         log.exception("stream failed")
-        yield b"data: " + orjson.dumps({"error": {
-            "message": "The stream was interrupted by a server error.", "type": "server_error",
-            "param": None, "code": "stream_error"}}) + b"\n\n"
+        yield b"data: " + orjson.dumps(envelope(StreamInterrupted())) + b"\n\n"
     yield DONE
 
 

@@ -17,12 +17,13 @@ import orjson
 
 from inferd.auth.principal import Principal
 from inferd.errors import Conflict, InvalidRequest, NotFound
-from inferd.jobs.config import JobSettings
+from inferd.ids import new_id, unix_seconds
 from inferd.jobs.requests import ENDPOINTS
+from inferd.settings import JobSettings
 from inferd.store.batches import BatchRecord, BatchStore
 from inferd.store.db import Database
 from inferd.store.files import IMAGE_PURPOSE, FileRecord, FileStore
-from inferd.store.jobs import JobRecord, JobStore, new_id
+from inferd.store.jobs import JobRecord, JobStore
 
 WINDOWS = ("24h",)
 
@@ -54,14 +55,13 @@ def _object(line: str) -> dict[str, Any] | None:
 
 def file_object(record: FileRecord) -> dict[str, Any]:
     return {"id": record.id, "object": "file", "bytes": record.bytes,
-            "created_at": int(record.created_at), "filename": record.filename,
+            "created_at": unix_seconds(record.created_at), "filename": record.filename,
             "purpose": record.purpose, "status": "processed", "status_details": None,
-            "expires_at": None if record.expires_at is None else int(record.expires_at)}
+            "expires_at": unix_seconds(record.expires_at)}
 
 
 def _line_error(message: str) -> dict[str, Any]:
-    return {"message": message, "type": "invalid_request_error", "param": None,
-            "code": "invalid_request"}
+    return InvalidRequest(message, code="invalid_request").to_dict()
 
 
 class BatchService:
@@ -206,17 +206,14 @@ class BatchService:
                 "failed": failed}
 
     async def batch_object(self, batch: BatchRecord) -> dict[str, Any]:
-        def ts(value: float | None) -> int | None:
-            return None if value is None else int(value)
-
+        times = {name: unix_seconds(getattr(batch, name)) for name in (
+            "created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at",
+            "cancelling_at", "cancelled_at")}
         return {"id": batch.id, "object": "batch", "endpoint": batch.endpoint, "errors": None,
                 "input_file_id": batch.input_file_id,
                 "completion_window": batch.completion_window, "status": batch.status,
                 "output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id,
-                "created_at": int(batch.created_at), "in_progress_at": ts(batch.in_progress_at),
-                "expires_at": ts(batch.expires_at), "finalizing_at": ts(batch.finalizing_at),
-                "completed_at": ts(batch.completed_at), "failed_at": None, "expired_at": None,
-                "cancelling_at": ts(batch.cancelling_at), "cancelled_at": ts(batch.cancelled_at),
+                **times, "failed_at": None, "expired_at": None,
                 "request_counts": await self.counts(batch), "metadata": batch.meta}
 
     # -- finish -----------------------------------------------------------------------------

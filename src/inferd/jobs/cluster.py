@@ -11,15 +11,15 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
+from inferd.inference import Inference
 from inferd.jobs.broker import RabbitQueue
-from inferd.jobs.config import JobSettings
+from inferd.jobs.owners import PrincipalLookup
 from inferd.jobs.queue import InProcessQueue, JobQueue, QueuedJob
-from inferd.settings import Settings
-
-if TYPE_CHECKING:
-    from inferd.jobs.service import JobService
+from inferd.jobs.service import JobService
+from inferd.routing.router import Router
+from inferd.settings import JobSettings, Settings
+from inferd.store.db import Database
 
 log = logging.getLogger("inferd.jobs")
 
@@ -58,3 +58,14 @@ def attach(service: JobService, settings: Settings) -> None:
 
         queue.on_dead = dead
 
+
+async def start_jobs(db: Database, router: Router, inference: Inference, settings: Settings,
+                     principal_lookup: PrincipalLookup | None = None) -> JobService:
+    """The job service of this process's role, started."""
+    service = JobService(db, router, inference, settings.jobs,
+                         queue=build_queue(settings, settings.jobs),
+                         run_workers=runs_jobs(settings),
+                         principal_lookup=principal_lookup)
+    attach(service, settings)
+    await service.start()
+    return service

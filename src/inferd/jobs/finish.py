@@ -7,10 +7,10 @@ import time
 
 from inferd.errors import DeadlineExceeded, InferdError, MaxAttemptsExceeded
 from inferd.jobs.batches import BatchService
-from inferd.jobs.config import JobSettings
 from inferd.jobs.owners import Owners
 from inferd.jobs.signals import Signals
 from inferd.jobs.webhooks import WebhookSender
+from inferd.settings import JobSettings
 from inferd.store.jobs import JobRecord, JobStore
 
 

@@ -15,10 +15,10 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 
 from inferd.jobs.batches import BatchService
-from inferd.jobs.config import JobSettings
 from inferd.jobs.finish import Finisher
 from inferd.jobs.owners import Owners
 from inferd.jobs.webhooks import WebhookSender
+from inferd.settings import JobSettings
 from inferd.store.jobs import JobRecord, JobStore
 from inferd.store.leases import LeaseStore
 

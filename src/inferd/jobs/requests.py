@@ -10,6 +10,7 @@ import orjson
 from pydantic import BaseModel
 
 from inferd.errors import InvalidRequest
+from inferd.ids import unix_seconds
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.store.jobs import JobRecord
@@ -56,18 +57,14 @@ def check_webhook_url(url: str | None) -> str | None:
     return url
 
 
-def _ts(value: float | None) -> int | None:
-    return None if value is None else int(value)
-
-
 def job_object(job: JobRecord) -> dict[str, Any]:
     """A job as the API shows it."""
     meta = job.meta or {}
     return {
         "id": job.id, "object": "job", "endpoint": job.endpoint, "model": job.model,
-        "status": job.status, "priority": job.priority, "created_at": _ts(job.created_at),
-        "started_at": _ts(job.started_at), "finished_at": _ts(job.finished_at),
-        "deadline_at": _ts(job.deadline_at), "attempts": job.attempts,
+        "status": job.status, "priority": job.priority, "created_at": unix_seconds(job.created_at),
+        "started_at": unix_seconds(job.started_at), "finished_at": unix_seconds(job.finished_at),
+        "deadline_at": unix_seconds(job.deadline_at), "attempts": job.attempts,
         "request": job.request, "result": job.result, "error": job.error,
         "usage": job.usage, "webhook_url": job.webhook_url,
         "webhook_status": job.webhook_state, "metadata": meta.get("metadata"),

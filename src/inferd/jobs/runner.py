@@ -17,7 +17,7 @@ import orjson
 from pydantic import ValidationError
 
 from inferd.auth.principal import Principal
-from inferd.errors import InferdError, RateLimited
+from inferd.errors import InferdError, InternalError, RateLimited, invalid_request
 from inferd.images import ImageService
 from inferd.inference import Inference
 from inferd.jobs.requests import parse_request
@@ -117,18 +117,12 @@ def error_outcome(exc: Exception) -> Outcome:
         # the key's per-minute limit: the job waits its turn instead of failing (a used-up
         # budget, code insufficient_quota, does fail)
         return Outcome("deferred", error=exc.to_dict(), status_code=429)
-    if isinstance(exc, InferdError):
-        return Outcome("failed", error=exc.to_dict(), status_code=exc.status)
     if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first.get("loc", ())) or None
-        return Outcome("failed", status_code=400, error={
-            "message": f"Invalid value for '{param}': {first.get('msg')}",
-            "type": "invalid_request_error", "param": param, "code": "invalid_value"})
-    log.exception("job failed with an unexpected error")
-    return Outcome("failed", status_code=500, error={
-        "message": "The server had an error while processing the job.", "type": "server_error",
-        "param": None, "code": "internal_error"})
+        exc = invalid_request(exc.errors())
+    if not isinstance(exc, InferdError):
+        log.exception("job failed with an unexpected error")
+        exc = InternalError("The server had an error while processing the job.")
+    return Outcome("failed", error=exc.to_dict(), status_code=exc.status)
 
 
 async def run_job(inference: Inference, job: JobRecord, owner: Awaitable[Principal],

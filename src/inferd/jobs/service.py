@@ -16,10 +16,10 @@ import orjson
 
 from inferd.auth.principal import Principal
 from inferd.errors import Conflict, JobCancelled, ModelNotFound, NotFound, PermissionDenied
+from inferd.ids import new_id
 from inferd.images import ImageService
 from inferd.inference import Inference
 from inferd.jobs.batches import BatchService
-from inferd.jobs.config import JobSettings
 from inferd.jobs.finish import Finisher
 from inferd.jobs.maintenance import Maintenance
 from inferd.jobs.owners import Owners, PrincipalLookup
@@ -37,11 +37,11 @@ from inferd.jobs.webhooks import WebhookSender
 from inferd.jobs.worker import WorkerPool
 from inferd.routing.router import Router
 from inferd.schemas.images import ImageGenerationRequest
-from inferd.settings import Settings
+from inferd.settings import JobSettings
 from inferd.store.db import Database
 from inferd.store.files import FileStore
 from inferd.store.job_inserts import GroupInserter
-from inferd.store.jobs import JobPage, JobRecord, JobStore, new_id
+from inferd.store.jobs import JobPage, JobRecord, JobStore
 from inferd.store.leases import LeaseStore
 from inferd.store.repo import KeyValueStore
 
@@ -244,17 +244,3 @@ class JobService:
         await self.store.delete(job_id)
         self.signals.notify(job_id)
 
-
-async def start_jobs(db: Database, router: Router, inference: Inference, settings: Settings,
-                     principal_lookup: PrincipalLookup | None = None) -> JobService:
-    """The job service of this process's role (``inferd.jobs.cluster``), started."""
-    from inferd.jobs import cluster
-
-    job_settings = JobSettings.load(settings.config_file)
-    service = JobService(db, router, inference, job_settings,
-                         queue=cluster.build_queue(settings, job_settings),
-                         run_workers=cluster.runs_jobs(settings),
-                         principal_lookup=principal_lookup)
-    cluster.attach(service, settings)
-    await service.start()
-    return service

@@ -14,7 +14,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -22,18 +21,15 @@ from typing import Any
 import aiohttp
 import orjson
 
-from inferd.jobs.config import JobSettings
+from inferd.ids import new_webhook_secret
 from inferd.jobs.requests import job_object
+from inferd.settings import JobSettings
 from inferd.store.jobs import JobRecord, JobStore
 from inferd.store.repo import KeyValueStore
 
 log = logging.getLogger("inferd.jobs.webhooks")
 
 SECRET_KEY = "jobs.webhook_secret"
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -66,7 +62,7 @@ class WebhookSender:
 
     async def installation_secret(self) -> str:
         if self._installation_secret is None:
-            self._installation_secret = await self.kv.setdefault(SECRET_KEY, new_secret())
+            self._installation_secret = await self.kv.setdefault(SECRET_KEY, new_webhook_secret())
         return self._installation_secret
 
     def in_flight(self, job_id: str) -> bool:

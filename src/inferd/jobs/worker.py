@@ -14,11 +14,11 @@ import secrets
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from inferd.jobs.config import JobSettings
 from inferd.jobs.finish import Finisher
 from inferd.jobs.queue import Delivery, JobQueue
 from inferd.jobs.runner import EventLog, Outcome
 from inferd.jobs.signals import Signals
+from inferd.settings import JobSettings
 from inferd.store.jobs import JobRecord, JobStore
 
 log = logging.getLogger("inferd.jobs.worker")

@@ -58,8 +58,7 @@ class ReplicaCatalog:
     """Builds the router's remote replicas from the store and watches their health."""
 
     def __init__(self, router: Router, store: ReplicaStore, allow: HostAllowList, *,
-                 interval: float = 5.0, cooldown_base: float = 1.0,
-                 cooldown_max: float = 60.0) -> None:
+                 interval: float, cooldown_base: float, cooldown_max: float) -> None:
         self.router = router
         self.store = store
         self.allow = allow

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferd.engines.base import Engine
+from inferd.settings import Settings
 
-# Exponential backoff of a failing replica: base * 2**(failures-1), capped.
-COOLDOWN_BASE = 1.0
-COOLDOWN_MAX = 60.0
+# Exponential backoff of a failing replica: base * 2**(failures-1), capped; the defaults are
+# the settings' (``replica_cooldown_base``, ``replica_cooldown_max``).
+COOLDOWN_BASE: float = Settings.model_fields["replica_cooldown_base"].default
+COOLDOWN_MAX: float = Settings.model_fields["replica_cooldown_max"].default
 # Weight of the newest sample in the latency moving average.
 LATENCY_ALPHA = 0.2
 

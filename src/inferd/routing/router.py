@@ -5,6 +5,8 @@ weight (ties rotate). A request that fails on a replica before its first byte (c
 refused or reset, timeout, 5xx or 429: ``UpstreamUnavailable``) is tried on another replica,
 then on the model's fallbacks; the failing replica cools down (see ``Replica``). Once a stream
 has delivered its first chunk nothing is retried: a break ends it with an error event.
+A caller that meters the request passes it as ``placed``: the router writes there the replica
+that served it (the last one tried).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from inferd.engines.base import Chunk, Engine, ModelInfo, Progress
 from inferd.engines.remote import UpstreamUnavailable
@@ -21,13 +23,18 @@ from inferd.errors import ModelNotFound, Unavailable, UpstreamError
 from inferd.routing.replica import Replica
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from inferd.usage import note_replica
 
-__all__ = ["ModelEntry", "Replica", "Router"]
+__all__ = ["ModelEntry", "Placed", "Replica", "Router"]
 
 T = TypeVar("T")
 R = TypeVar("R", ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
             ImageGenerationRequest)
+
+
+class Placed(Protocol):
+    """A request being metered, as the router sees it: it is told which replica serves it."""
+
+    replica: str | None
 
 
 @dataclass
@@ -155,7 +162,8 @@ class Router:
                 chain.append(canonical)
         return chain
 
-    async def _run(self, request: R, call: Callable[[Replica, R], Awaitable[T]]) -> T:
+    async def _run(self, request: R, call: Callable[[Replica, R], Awaitable[T]],
+                   placed: Placed | None) -> T:
         """``call`` on replicas in turn until one answers (see the module docstring)."""
         tried: set[str] = set()
         error: UpstreamError | None = None
@@ -168,7 +176,8 @@ class Router:
                 except Unavailable:
                     break
                 tried.add(replica.id)
-                note_replica(replica.id)
+                if placed is not None:
+                    placed.replica = replica.id
                 replica.in_flight += 1
                 started = time.perf_counter()
                 try:
@@ -185,24 +194,31 @@ class Router:
             raise error
         raise Unavailable(f"No replica of model '{request.model}' is available.")
 
-    async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.chat(q))
+    async def chat(self, request: ChatCompletionRequest,
+                   placed: Placed | None = None) -> dict[str, Any]:
+        return await self._run(request, lambda r, q: r.engine.chat(q), placed)
 
-    async def complete(self, request: CompletionRequest) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.complete(q))
+    async def complete(self, request: CompletionRequest,
+                       placed: Placed | None = None) -> dict[str, Any]:
+        return await self._run(request, lambda r, q: r.engine.complete(q), placed)
 
-    async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.embed(q))
+    async def embed(self, request: EmbeddingRequest,
+                    placed: Placed | None = None) -> dict[str, Any]:
+        return await self._run(request, lambda r, q: r.engine.embed(q), placed)
 
-    async def images(self, request: ImageGenerationRequest,
-                     progress: Progress | None = None) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.images(q, progress))
+    async def images(self, request: ImageGenerationRequest, progress: Progress | None = None,
+                     placed: Placed | None = None) -> dict[str, Any]:
+        return await self._run(request, lambda r, q: r.engine.images(q, progress), placed)
 
-    async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
-        return await self._run(request, lambda r, q: _started(r, r.engine.chat_stream(q)))
+    async def chat_stream(self, request: ChatCompletionRequest,
+                          placed: Placed | None = None) -> AsyncIterator[Chunk]:
+        return await self._run(request, lambda r, q: _started(r, r.engine.chat_stream(q)),
+                               placed)
 
-    async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
-        return await self._run(request, lambda r, q: _started(r, r.engine.complete_stream(q)))
+    async def complete_stream(self, request: CompletionRequest,
+                              placed: Placed | None = None) -> AsyncIterator[Chunk]:
+        return await self._run(request, lambda r, q: _started(r, r.engine.complete_stream(q)),
+                               placed)
 
 
 async def _started(replica: Replica, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:

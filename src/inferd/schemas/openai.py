@@ -9,7 +9,6 @@ Responses are plain dicts in the OpenAI shapes (cheap to build and to pass throu
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -170,10 +169,6 @@ class EmbeddingRequest(_Wire):
 
 
 # ---------------------------------------------------------------------------- responses
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
 
 def usage_dict(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion,

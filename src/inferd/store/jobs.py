@@ -6,7 +6,6 @@ workers or a worker and a cancelling client can never both win: the ``rowcount``
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field, fields
@@ -15,15 +14,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from inferd.errors import JobCancelled
 from inferd.store.db import Database
 from inferd.store.tables_jobs import job_events, jobs, webhook_attempts
 
 TERMINAL = ("completed", "failed", "cancelled")
-
-
-def new_id(prefix: str) -> str:
-    """A time-ordered id: sorting ids sorts by creation time."""
-    return f"{prefix}_{time.time_ns():016x}{secrets.token_hex(4)}"
 
 
 @dataclass
@@ -246,8 +241,8 @@ class JobStore:
             result = await conn.execute(
                 sa.update(jobs).where(jobs.c.batch_id == batch_id, jobs.c.status == "pending")
                 .values(status="cancelled", finished_at=time.time(),
-                        error={"message": "The batch was cancelled.", "type": "cancelled",
-                               "param": None, "code": "batch_cancelled"}))
+                        error=JobCancelled("The batch was cancelled.",
+                                           code="batch_cancelled").to_dict()))
         return int(result.rowcount)
 
     async def delete(self, job_id: str) -> bool:

@@ -1,22 +1,17 @@
-"""Table definitions: one ``MetaData`` for the whole schema.
+"""The whole schema: every table module gathered, so ``metadata`` describes all tables.
 
-Conventions: times are epoch seconds in ``Double`` columns (identical on SQLite, PostgreSQL and
-MariaDB); ids exposed over the API are strings unless a replaced system's API needs integers;
-JSON documents are ``JSON`` columns. Feature tables live in ``tables_*.py`` modules beside this
-one and are imported at the bottom so that ``metadata`` always describes the whole schema.
+Migrations, the schema monitor and tests read ``metadata`` from here. The shared ``MetaData``
+and column types live in ``inferd.store.schema``; feature tables in ``tables_*.py``.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-metadata = sa.MetaData(naming_convention={
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-})
+from inferd.store import tables_control, tables_jobs, tables_replicas
+from inferd.store.schema import metadata
+
+__all__ = ["kv", "metadata", "tables_control", "tables_jobs", "tables_replicas"]
 
 # Small key/value facts about this installation (instance id, bootstrap state).
 kv = sa.Table(
@@ -25,5 +20,3 @@ kv = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
 )
-
-from inferd.store import tables_control, tables_jobs, tables_replicas  # noqa: E402,F401

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from inferd.store.tables import metadata
-
-# An integer primary key that autoincrements on all three stores (SQLite needs INTEGER).
-_BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+from inferd.store.schema import BigId, metadata
 
 api_keys = sa.Table(
     "api_keys", metadata,
-    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(200), nullable=False, server_default=""),
     sa.Column("owner", sa.String(191), nullable=True, index=True),
     sa.Column("team", sa.String(191), nullable=True),
@@ -40,7 +37,7 @@ api_keys = sa.Table(
 
 usage_records = sa.Table(
     "metrics", metadata,
-    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("request_id", sa.String(64), nullable=True),
     sa.Column("key_id", sa.String(64), nullable=True),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from inferd.store.tables import metadata
+from inferd.store.schema import metadata
 
 # A file is stored in parts so that no single value exceeds MySQL's packet limit, base64 encoded
 # (the MySQL driver cannot bind binary parameters with the PyMySQL release it runs on).

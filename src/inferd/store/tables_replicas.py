@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from inferd.store.tables import metadata
-
-_Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+from inferd.store.schema import BigId, metadata
 
 llm_models = sa.Table(
     "llm_models", metadata,
-    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(191), nullable=False, unique=True),
     sa.Column("aliases", sa.JSON, nullable=False),
     sa.Column("fallbacks", sa.JSON, nullable=False),
@@ -29,8 +27,8 @@ llm_models = sa.Table(
 
 replicas = sa.Table(
     "replicas", metadata,
-    sa.Column("id", _Id, primary_key=True, autoincrement=True),
-    sa.Column("model_id", _Id, sa.ForeignKey("llm_models.id", ondelete="CASCADE"),
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("model_id", BigId, sa.ForeignKey("llm_models.id", ondelete="CASCADE"),
               nullable=False, index=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("url", sa.String(2048), nullable=False),
@@ -46,8 +44,8 @@ replicas = sa.Table(
 
 replica_security_rules = sa.Table(
     "replica_security_rules", metadata,
-    sa.Column("id", _Id, primary_key=True, autoincrement=True),
-    sa.Column("replica_id", _Id, sa.ForeignKey("replicas.id", ondelete="CASCADE"),
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("replica_id", BigId, sa.ForeignKey("replicas.id", ondelete="CASCADE"),
               nullable=False, index=True),
     sa.Column("rule", sa.String(32), nullable=False),  # bearer_token
     sa.Column("secret", sa.Text, nullable=False),

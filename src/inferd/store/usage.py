@@ -9,14 +9,13 @@ import sqlalchemy as sa
 
 from inferd.store.db import Database
 from inferd.store.tables_control import usage_records as t
+from inferd.usage import UsageRecord
 
 GroupBy = Literal["key", "model", "time"]
 BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
 
-# The order of the values in a record tuple handed to ``insert_many``.
-FIELDS = ("created_at", "request_id", "key_id", "model", "replica", "endpoint", "stream",
-          "status", "error", "prompt_tokens", "completion_tokens", "total_tokens",
-          "latency_ms", "ttft_ms", "images", "steps")
+# The columns ``insert_many`` writes, in the order of a record's fields.
+FIELDS = UsageRecord._fields
 
 
 class UsageStore:
@@ -26,8 +25,8 @@ class UsageStore:
         self.db = db
         self._insert: tuple[str, bool] | None = None
 
-    async def insert_many(self, records: Sequence[tuple[Any, ...]]) -> None:
-        """Insert tuples ordered as ``FIELDS`` in one transaction (one executemany)."""
+    async def insert_many(self, records: Sequence[UsageRecord]) -> None:
+        """Insert records in one transaction (one executemany)."""
         if not records:
             return
         async with self.db.engine.begin() as conn:

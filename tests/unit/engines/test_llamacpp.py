@@ -99,3 +99,19 @@ async def test_default_completion_length_is_16(engine: LlamaCppEngine) -> None:
     result = await engine.complete(CompletionRequest(model="smol", prompt="Once upon a time",
                                                      temperature=0, logit_bias={"2": -100}))
     assert result["usage"]["completion_tokens"] == 16
+
+
+async def test_greedy_answer_does_not_depend_on_what_ran_before(engine: LlamaCppEngine) -> None:
+    """The same greedy (or seeded) request gives the same text whatever ran before it on the
+    same instance: alone, again right after itself, after a request sharing its prefix."""
+    async def text(request: ChatCompletionRequest) -> str:
+        result = await engine.chat(request)
+        return str(result["choices"][0]["message"]["content"])
+
+    greedy = chat("Say hello in one short sentence.", max_tokens=25, temperature=0, seed=7)
+    first = await text(greedy)
+    assert await text(greedy) == first
+    await text(chat("Say hello in one long sentence.", max_tokens=5, temperature=0))
+    assert await text(greedy) == first
+    seeded = chat("Say hello in one short sentence.", max_tokens=25, temperature=0.9, seed=1234)
+    assert await text(seeded) == await text(seeded)

@@ -7,9 +7,10 @@ import time
 import pytest
 
 from inferd.errors import InvalidRequest
+from inferd.ids import new_webhook_secret
 from inferd.jobs.queue import InProcessQueue, QueuedJob
 from inferd.jobs.requests import check_webhook_url, idempotency_scope, request_hash
-from inferd.jobs.webhooks import new_secret, sign, verify
+from inferd.jobs.webhooks import sign, verify
 
 
 def test_signature_matches_the_standard_webhooks_reference_vector() -> None:
@@ -21,13 +22,13 @@ def test_signature_matches_the_standard_webhooks_reference_vector() -> None:
 
 
 def test_verify_accepts_a_fresh_signature_and_refuses_a_changed_body() -> None:
-    secret = new_secret()
+    secret = new_webhook_secret()
     ts = int(time.time())
     headers = {"webhook-id": "msg_1", "webhook-timestamp": str(ts),
                "webhook-signature": sign(secret, "msg_1", ts, b"{}")}
     assert verify(secret, headers, b"{}")
     assert not verify(secret, headers, b'{"a":1}')
-    assert not verify(new_secret(), headers, b"{}")
+    assert not verify(new_webhook_secret(), headers, b"{}")
 
 
 def test_webhook_url_must_be_http() -> None:

@@ -1,6 +1,12 @@
-"""The replaced systems' routes (S0-S4), mapped onto the core.
+"""The replaced systems' APIs, mapped onto the core; one module per system:
 
-The helpers here are shared by the compat APIs that run on the job system (S0, S1) and S4.
+- ``contexts_results``: the contexts/results API (S0), on the job system;
+- ``queued_generate``: the queued generate API (S1), on the job system;
+- ``proxy_toolkit``: the proxy toolkit's keys, models and replicas (S3);
+- ``model_host``: the model-host API (S4), on the router.
+
+The helpers here are shared by the APIs that run chats (contexts/results, queued generate and
+model host).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferd.auth.principal import ANONYMOUS, Principal
-from inferd.errors import InferdError
+from inferd.errors import InferdError, InternalError
 from inferd.http.deps import (
     PrincipalDep,
     ServicesDep,
@@ -26,8 +26,8 @@ from inferd.http.deps import (
     unless_disconnected,
     until_disconnected,
 )
-from inferd.http.errors import error_response, inferd_error_response, validation_error_response
-from inferd.http.jobs import prefers_async, submit_async
+from inferd.http.errors import inferd_error_response, validation_error_response
+from inferd.http.jobs import prefers_async, respond_async, submit_async
 from inferd.http.responses import json_response
 from inferd.http.sse import openai_events, send_sse, sse_response
 from inferd.schemas.openai import ChatCompletionRequest
@@ -76,10 +76,8 @@ async def read_body(receive: Receive) -> bytes:
 
 
 def _wants_async(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"prefer" and b"respond-async" in value.lower():
-            return True
-    return False
+    return any(name == b"prefer" and respond_async(value.decode("latin-1"))
+               for name, value in scope["headers"])
 
 
 def is_fast(scope: Scope) -> bool:
@@ -94,8 +92,7 @@ def error_for(exc: Exception) -> Response:
     if isinstance(exc, ValidationError):
         return validation_error_response(list(exc.errors()))
     log.exception("unhandled error on POST %s", PATH, exc_info=exc)
-    return error_response(500, "The server had an error while processing your request.",
-                          type="server_error", code="internal_error")
+    return inferd_error_response(InternalError())
 
 
 class ChatFastPath:

@@ -1,4 +1,5 @@
-"""S1 ("protollm"): ``/generate`` and ``/chat_completion`` on the job system.
+"""The queued generate API (S1, "protollm"): ``/generate`` and ``/chat_completion`` on the
+job system.
 
 The request is queued as a job (``job_id`` is its idempotency key, so a resubmit returns the
 same job) and the answer ``{"content": ...}`` is sent once the job has finished.
@@ -20,7 +21,7 @@ from inferd.http.jobs import JobsDep
 from inferd.http.responses import json_response
 from inferd.jobs.service import JobService
 
-router = APIRouter(tags=["compat-s1"])
+router = APIRouter(tags=["queued-generate (S1)"])
 
 
 class S1Meta(BaseModel):

@@ -1,4 +1,4 @@
-"""S4 ("LLM-Host"): the old endpoints, on the router.
+"""The model-host API (S4, "LLM-Host"): the old ``/old/*`` endpoints, on the router.
 
 ``/old/initialize`` chooses the "current" model, loading a GGUF first when the name is not
 served yet (from ``path``, or ``<data_dir>/models/<name>.gguf``; loading is for admins);
@@ -32,7 +32,7 @@ from inferd.services import Services
 from inferd.settings import ModelSpec
 from inferd.store.repo import KeyValueStore
 
-router = APIRouter(tags=["compat-s4"])
+router = APIRouter(tags=["model-host (S4)"])
 
 STATE_KEY = "s4.current"
 GENERATION_PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "top_k", "min_p",
@@ -79,7 +79,10 @@ async def _load(services: Services, principal: Principal, name: str,
     engine = build_engine(model)
     await engine.start()
     services.stack.push_async_callback(engine.close)
-    services.router.add(Replica(id=f"local:{name}", model=name, engine=engine))
+    settings = services.settings
+    services.router.add(Replica(id=f"local:{name}", model=name, engine=engine,
+                                cooldown_base=settings.replica_cooldown_base,
+                                cooldown_max=settings.replica_cooldown_max))
 
 
 @router.post("/old/initialize")

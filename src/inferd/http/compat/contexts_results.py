@@ -1,4 +1,5 @@
-"""S0 ("LLM API Service"): contexts (stored prompts) and results on the job system.
+"""The contexts/results API (S0, "LLM API Service"): stored prompts and their results, on the
+job system.
 
 ``POST /models/send/{model}/{context_id}`` returns a result id at once; the result is a job whose
 status reads ``pending`` until it is ``completed`` or ``failed``.
@@ -21,7 +22,7 @@ from inferd.http.responses import json_response
 from inferd.store.jobs import JobRecord
 from inferd.store.jobs_contexts import ContextRecord, ContextStore
 
-router = APIRouter(tags=["compat-s0"])
+router = APIRouter(tags=["contexts-results (S0)"])
 
 _STATUS = {"pending": "pending", "running": "pending", "completed": "completed",
            "failed": "failed", "cancelled": "failed"}

@@ -1,0 +1,123 @@
+"""Model and replica management (what the admin API and the proxy toolkit's routes call):
+validation, the store and this gateway's router changed together, no credential in a view.
+
+Stores are real (SQLite, PostgreSQL, MariaDB); the local engine is the echo engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from inferd.engines.echo import EchoEngine
+from inferd.errors import Conflict, InvalidRequest, NotFound
+from inferd.routing.catalog import ReplicaCatalog
+from inferd.routing.manage import ModelAdmin, ModelCreate, ModelUpdate, ReplicaUpdate
+from inferd.routing.replica import Replica
+from inferd.routing.router import Router
+from inferd.routing.security import HostAllowList
+from inferd.settings import ModelSpec, ReplicaSpec
+from inferd.store.db import Database
+from inferd.store.replicas import ReplicaStore
+
+SECRET = "sk-upstream-secret-value"
+
+
+@pytest.fixture
+async def admin(database: Database) -> AsyncIterator[ModelAdmin]:
+    router = Router()
+    router.add(Replica(id="local:echo", model="echo",
+                       engine=EchoEngine(ModelSpec(name="echo", kind="echo"))))
+    store = ReplicaStore(database)
+    await store.create_model("echo", [], [], source="local")
+    catalog = ReplicaCatalog(router, store, HostAllowList(["127.0.0.0/8"]), interval=3600)
+    yield ModelAdmin(store, catalog)
+    await catalog.close()
+
+
+def _create(name: str, *, aliases: list[str] | None = None, fallbacks: list[str] | None = None,
+            replicas: list[ReplicaSpec] | None = None) -> ModelCreate:
+    return ModelCreate(name=name, aliases=aliases or [], fallbacks=fallbacks or [],
+                       replicas=replicas or [])
+
+
+async def test_a_created_model_is_stored_and_routed_without_showing_its_key(
+        admin: ModelAdmin) -> None:
+    view = await admin.create_model(_create("llama", aliases=["l3"], replicas=[
+        ReplicaSpec(url="http://127.0.0.1:9/v1", api_key=SECRET)]))
+    assert view["name"] == "llama" and view["aliases"] == ["l3"]
+    assert [r["has_api_key"] for r in view["replicas"]] == [True]
+    assert SECRET not in repr(view) and SECRET not in repr(await admin.models())
+    assert admin.router.resolve("l3") == "llama"
+    found = await admin.find_model("l3")
+    assert found.name == "llama"
+    assert (await admin.find_model(str(found.id))).name == "llama"
+    replica_id = view["replicas"][0]["id"]
+    assert admin.router.replica(replica_id) is not None
+
+
+async def test_names_are_checked(admin: ModelAdmin) -> None:
+    await admin.create_model(_create("a", aliases=["x"]))
+    with pytest.raises(Conflict):
+        await admin.create_model(_create("a"))
+    with pytest.raises(Conflict):
+        await admin.create_model(_create("b", aliases=["x"]))  # an alias of "a"
+    with pytest.raises(Conflict):
+        await admin.create_model(_create("b", aliases=["a"]))  # the name of "a"
+    with pytest.raises(InvalidRequest) as info:
+        await admin.create_model(_create("b", fallbacks=["b"]))
+    assert info.value.param == "fallbacks"
+    with pytest.raises(InvalidRequest):  # outside the allow-list: nothing is created
+        await admin.create_model(_create("c", replicas=[ReplicaSpec(url="http://10.9.9.9")]))
+    assert {m["name"] for m in await admin.models()} == {"echo", "a"}
+
+
+async def test_unknown_and_out_of_range_references_are_404(admin: ModelAdmin) -> None:
+    for ref in ("nope", "999999", str(2**63), "9" * 40):
+        with pytest.raises(NotFound):
+            await admin.find_model(ref)
+        with pytest.raises(NotFound):
+            await admin.replica(ref)
+        with pytest.raises(NotFound):
+            await admin.delete_replica(ref)
+        with pytest.raises(NotFound):
+            await admin.update_replica(ref, ReplicaUpdate(weight=2.0))
+
+
+async def test_replica_updates_are_validated_and_applied(admin: ModelAdmin) -> None:
+    await admin.create_model(_create("m"))
+    created = await admin.create_replica("m", ReplicaSpec(url="http://127.0.0.1:9"))
+    replica_id = created["id"]
+    with pytest.raises(InvalidRequest) as info:
+        await admin.update_replica(replica_id, ReplicaUpdate.model_validate({"weight": None}))
+    assert info.value.param == "weight"
+    with pytest.raises(InvalidRequest):
+        await admin.update_replica(replica_id, ReplicaUpdate(url="http://10.9.9.9"))
+    updated = await admin.update_replica(replica_id, ReplicaUpdate(weight=3.0, api_key=SECRET))
+    assert updated["weight"] == 3.0 and updated["has_api_key"] and SECRET not in repr(updated)
+    live = admin.router.replica(replica_id)
+    assert live is not None and live.weight == 3.0
+    off = await admin.update_replica(replica_id, ReplicaUpdate(enabled=False))
+    assert off["not_loaded"] == "disabled" and admin.router.replica(replica_id) is None
+    assert (await admin.delete_replica(replica_id))["deleted"] is True
+    assert await admin.replicas((await admin.find_model("m")).id) == []
+
+
+async def test_local_models_show_their_engine_and_cannot_be_deleted(admin: ModelAdmin) -> None:
+    assert (await admin.replica("local:echo"))["source"] == "local"
+    assert [r["id"] for r in await admin.replicas()][:1] == ["local:echo"]
+    with pytest.raises(Conflict):
+        await admin.delete_model("echo")
+    await admin.create_model(_create("gone"))
+    assert (await admin.delete_model("gone"))["deleted"] is True
+    with pytest.raises(NotFound):
+        await admin.find_model("gone")
+
+
+async def test_a_model_can_be_deactivated_and_renamed_by_alias(admin: ModelAdmin) -> None:
+    await admin.create_model(_create("m", replicas=[ReplicaSpec(url="http://127.0.0.1:9")]))
+    view = await admin.update_model("m", ModelUpdate(aliases=["mm"], active=False))
+    assert view["aliases"] == ["mm"] and view["active"] is False
+    assert admin.router.replicas() == [r for r in admin.router.replicas() if r.kind == "local"]
+    assert [m["name"] for m in await admin.models(active=False)] == ["m"]
