@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from inferd import __version__
+from inferd.http import anthropic as anthropic_routes
 from inferd.http import batches as batch_routes
 from inferd.http import errors, health
 from inferd.http import files as file_routes
@@ -50,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(openai_routes.router)
+    app.include_router(anthropic_routes.router)
     app.include_router(admin_models.router)
     app.include_router(admin_replicas.router)
     app.include_router(proxy_toolkit.router)  # S3: keys, models, replicas

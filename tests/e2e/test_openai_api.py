@@ -238,7 +238,8 @@ def test_malformed_json_is_400(http: httpx.Client) -> None:
     ({"messages": HELLO}, "model"),
     ({"model": CHAT_MODEL, "messages": HELLO, "n": 2}, "n"),
     ({"model": CHAT_MODEL, "messages": HELLO,
-      "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+      "tools": [{"type": "retrieval", "function": {"name": "f"}}]}, "tools[0]"),
+    ({"model": CHAT_MODEL, "messages": HELLO, "tool_choice": "required"}, "tool_choice"),
     ({"model": CHAT_MODEL, "messages": HELLO, "frobnicate": True}, "frobnicate"),
     ({"model": CHAT_MODEL, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},

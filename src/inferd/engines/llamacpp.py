@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from inferd.engines import families
+from inferd.engines import families, tools
 from inferd.engines.base import ModelInfo
 from inferd.engines.local import Generation, LocalTextEngine
 from inferd.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
@@ -66,6 +66,7 @@ class LlamaCppEngine(LocalTextEngine):
         self._family: families.Family = families.Family()
         self._n_ctx = spec.n_ctx
         self._metadata: dict[str, str] = {}
+        self._native_tools = False  # whether the chat template renders ``tools`` itself
 
     # -- lifecycle ------------------------------------------------------------------------
     def _load(self) -> Any:
@@ -91,6 +92,7 @@ class LlamaCppEngine(LocalTextEngine):
         template = self._metadata.get("tokenizer.chat_template") or self._family.fallback_template
         eos = first._model.token_get_text(first.token_eos()) if first.token_eos() >= 0 else ""
         bos = first._model.token_get_text(first.token_bos()) if first.token_bos() >= 0 else ""
+        self._native_tools = tools.template_renders_tools(template)
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
                                               add_generation_prompt=True)
 
@@ -172,20 +174,15 @@ class LlamaCppEngine(LocalTextEngine):
 
     def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
         self.check_fields(request)
-        for name in ("tools", "logprobs"):
-            if getattr(request, name):
-                raise UnsupportedParameter(
-                    f"The model '{self.name}' does not support '{name}'.", param=name)
-        if request.tool_choice not in (None, "none"):
+        if request.logprobs:
             raise UnsupportedParameter(
-                f"The model '{self.name}' does not support 'tool_choice'.", param="tool_choice")
-        messages = []
-        for index, message in enumerate(request.messages):
-            try:
-                messages.append({"role": message.role, "content": message.text()})
-            except ValueError as exc:
-                raise UnsupportedParameter(str(exc), param=f"messages[{index}].content") from exc
-        prepared = self._formatter(messages=self._family.prepare(messages))
+                f"The model '{self.name}' does not support 'logprobs'.", param="logprobs")
+        tool_plan = tools.plan(request)
+        messages = tools.render_messages(request.messages, self._native_tools)
+        if tool_plan is not None and not self._native_tools:
+            messages = tools.add_system_prompt(messages, tool_plan)
+        native = tool_plan.openai_tools() if tool_plan and self._native_tools else None
+        prepared = self._formatter(messages=self._family.prepare(messages), tools=native)
         tokens = self._tokenize(prepared.prompt, add_bos=not prepared.added_special, special=True)
         params = self._sampling(request, request.token_limit(), len(tokens), None)
         stops = list(params["stop"]) + [s for s in self._family.extra_stop
@@ -194,10 +191,16 @@ class LlamaCppEngine(LocalTextEngine):
             extra = [prepared.stop] if isinstance(prepared.stop, str) else list(prepared.stop)
             stops += [s for s in extra if s not in stops]
         params["stop"] = stops
-        grammar = self._grammar(request)
+        if tool_plan is not None and request.response_format is not None \
+                and request.response_format.type != "text":
+            raise UnsupportedParameter("'response_format' cannot be combined with 'tools' on "
+                                       f"the model '{self.name}'.", param="response_format")
+        grammar = self._grammar(request) if tool_plan is None else tools.grammar(tool_plan)
         if grammar is not None:
             params["grammar"] = grammar
-        return Generation(prompt=tokens, prompt_tokens=len(tokens), params=params)
+        generation = Generation(prompt=tokens, prompt_tokens=len(tokens), params=params)
+        generation.extra["tools"] = tool_plan
+        return generation
 
     def _grammar(self, request: ChatCompletionRequest) -> Any:
         fmt = request.response_format

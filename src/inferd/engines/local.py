@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferd.engines.base import Chunk, Engine
+from inferd.engines.toolparse import ToolStream, with_tool_calls
 from inferd.errors import UnsupportedParameter
 from inferd.ids import new_id
 from inferd.schemas.openai import (
@@ -79,21 +80,29 @@ class LocalTextEngine(Engine):
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
         generation = self.prepare_chat(request)
         text = "".join([piece async for piece in self.generate(generation, stream=False)])
-        return chat_completion(id=new_id("chatcmpl", "-"), model=request.model, text=text,
-                               finish_reason=generation.finish_reason,
-                               prompt_tokens=generation.prompt_tokens,
-                               completion_tokens=generation.completion_tokens)
+        result = chat_completion(id=new_id("chatcmpl", "-"), model=request.model, text=text,
+                                 finish_reason=generation.finish_reason,
+                                 prompt_tokens=generation.prompt_tokens,
+                                 completion_tokens=generation.completion_tokens)
+        if generation.extra.get("tools") is not None:
+            with_tool_calls(result["choices"][0], text)
+        return result
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
         generation = self.prepare_chat(request)
         cid, created, model = new_id("chatcmpl", "-"), int(time.time()), request.model
         yield chat_chunk(id=cid, model=model, created=created,
                          delta={"role": "assistant", "content": ""})
+        calls = ToolStream() if generation.extra.get("tools") is not None else None
         async for piece in self.generate(generation):
-            if piece:
-                yield chat_chunk(id=cid, model=model, created=created, delta={"content": piece})
+            for delta in calls.feed(piece) if calls else [{"content": piece}] if piece else []:
+                yield chat_chunk(id=cid, model=model, created=created, delta=delta)
+        for delta in calls.finish() if calls else []:
+            yield chat_chunk(id=cid, model=model, created=created, delta=delta)
+        finish = generation.finish_reason or "stop"
         yield chat_chunk(id=cid, model=model, created=created, delta={},
-                         finish_reason=generation.finish_reason or "stop")
+                         finish_reason="tool_calls" if calls and calls.called
+                         and finish == "stop" else finish)
         yield usage_chunk(id=cid, model=model, created=created, obj="chat.completion.chunk",
                           prompt_tokens=generation.prompt_tokens,
                           completion_tokens=generation.completion_tokens)

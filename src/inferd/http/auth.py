@@ -21,6 +21,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from inferd.auth.principal import Principal
 from inferd.auth.service import Auth
 from inferd.errors import InferdError, PermissionDenied, envelope
+from inferd.http.anthropic import PREFIX as ANTHROPIC_PREFIX
+from inferd.http.anthropic import error_body as anthropic_error_body
 from inferd.http.deps import get_principal
 from inferd.logs import request_id_var
 
@@ -64,7 +66,7 @@ class AuthMiddleware:
         try:
             state["principal"] = await self._principal(scope)
         except InferdError as exc:
-            await _refuse(send, exc)
+            await _refuse(send, exc, path)
             return
         await self.app(scope, receive, send)
 
@@ -76,8 +78,11 @@ class AuthMiddleware:
         return principal
 
 
-async def _refuse(send: Send, exc: InferdError) -> None:
-    body = orjson.dumps(envelope(exc))
+async def _refuse(send: Send, exc: InferdError, path: str) -> None:
+    if path.startswith(ANTHROPIC_PREFIX):  # Anthropic's clients expect Anthropic's shape
+        body = anthropic_error_body(exc.status, exc.message)
+    else:
+        body = orjson.dumps(envelope(exc))
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
     if exc.status == 401:

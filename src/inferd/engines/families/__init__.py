@@ -34,7 +34,7 @@ class Family:
         out: list[Message] = []
         for message in messages:
             role = "system" if message["role"] == "developer" else message["role"]
-            out.append({"role": role, "content": message["content"]})
+            out.append({**message, "role": role})  # tool names and ids kept
         if self.system_role:
             return out
         return _fold_system(out)

@@ -1,0 +1,94 @@
+"""A stream of chat-completion chunks as Anthropic's Messages event sequence.
+
+``message_start``, ``ping``, then per content block ``content_block_start``, its deltas
+(``text_delta`` or ``input_json_delta``) and ``content_block_stop``; at the end
+``message_delta`` with the stop reason and usage, then ``message_stop``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from inferd.anthropic.translate import STOP_REASONS, new_message_id
+
+Event = tuple[str, dict[str, Any]]
+
+
+class _Blocks:
+    """The content block being written, and the index of the next one."""
+
+    def __init__(self) -> None:
+        self.index = -1
+        self.kind: str | None = None  # "text" or "tool_use" while a block is open
+        self.tool_index: int | None = None  # the chat chunk's index of the open tool call
+
+    def close(self) -> list[Event]:
+        if self.kind is None:
+            return []
+        self.kind = None
+        return [("content_block_stop", {"type": "content_block_stop", "index": self.index})]
+
+    def open(self, kind: str, block: dict[str, Any]) -> list[Event]:
+        out = self.close()
+        self.index += 1
+        self.kind = kind
+        out.append(("content_block_start", {"type": "content_block_start", "index": self.index,
+                                            "content_block": block}))
+        return out
+
+    def delta(self, delta: dict[str, Any]) -> Event:
+        return ("content_block_delta", {"type": "content_block_delta", "index": self.index,
+                                        "delta": delta})
+
+    def text(self, text: str) -> list[Event]:
+        out = [] if self.kind == "text" else self.open("text", {"type": "text", "text": ""})
+        return [*out, self.delta({"type": "text_delta", "text": text})]
+
+    def tool(self, call: dict[str, Any]) -> list[Event]:
+        out: list[Event] = []
+        function = call.get("function") or {}
+        if call.get("id") or self.kind != "tool_use" or call.get("index") != self.tool_index:
+            self.tool_index = call.get("index")
+            out += self.open("tool_use", {"type": "tool_use", "id": call.get("id") or
+                                          new_message_id(), "name": function.get("name", ""),
+                                          "input": {}})
+        if function.get("arguments"):
+            out.append(self.delta({"type": "input_json_delta",
+                                   "partial_json": function["arguments"]}))
+        return out
+
+
+def message_start(model: str) -> Event:
+    return ("message_start", {"type": "message_start", "message": {
+        "id": new_message_id(), "type": "message", "role": "assistant", "model": model,
+        "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 0, "output_tokens": 0}}})
+
+
+async def events(chunks: AsyncIterator[dict[str, Any]], model: str) -> AsyncIterator[Event]:
+    """Anthropic's events for a started chat stream (errors propagate to the caller)."""
+    yield message_start(model)
+    yield ("ping", {"type": "ping"})
+    blocks = _Blocks()
+    finish = "stop"
+    usage: dict[str, Any] = {}
+    async for chunk in chunks:
+        usage = chunk.get("usage") or usage
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                for event in blocks.text(delta["content"]):
+                    yield event
+            for call in delta.get("tool_calls") or []:
+                for event in blocks.tool(call):
+                    yield event
+            finish = choice.get("finish_reason") or finish
+    for event in blocks.close():
+        yield event
+    yield ("message_delta", {"type": "message_delta",
+                             "delta": {"stop_reason": STOP_REASONS.get(finish, "end_turn"),
+                                       "stop_sequence": None},
+                             "usage": {"input_tokens": usage.get("prompt_tokens", 0),
+                                       "output_tokens": usage.get("completion_tokens", 0)}})
+    yield ("message_stop", {"type": "message_stop"})

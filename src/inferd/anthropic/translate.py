@@ -1,0 +1,254 @@
+"""Messages request <-> chat completion."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from inferd.errors import InvalidRequest, UnsupportedParameter
+from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest
+
+# Fields a client such as Claude Code sends that do not change what inferd can answer.
+IGNORED_FIELDS = frozenset({"metadata", "service_tier", "thinking", "context_management",
+                            "cache_control", "inference_geo", "speed", "diagnostics",
+                            "user_profile_id", "workspace_id", "container"})
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+                "content_filter": "refusal"}
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TextBlock(_Block):
+    type: Literal["text"]
+    text: str
+
+
+class ToolUseBlock(_Block):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolResultBlock(_Block):
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: str | list[TextBlock] = ""
+    is_error: bool | None = None
+
+
+class OtherBlock(_Block):
+    """Blocks inferd cannot feed a text model (images, documents); refused by name."""
+
+    type: Literal["image", "document", "thinking", "redacted_thinking", "search_result"]
+
+
+Block = Annotated[TextBlock | ToolUseBlock | ToolResultBlock | OtherBlock,
+                  Field(discriminator="type")]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["user", "assistant"]
+    content: str | list[Block]
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    input_schema: dict[str, Any]
+    type: str | None = None
+
+
+class ToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
+
+
+class OutputConfig(BaseModel):
+    """``output_config``: ``format`` becomes the chat request's JSON-schema response format;
+    ``effort`` has no meaning for these models and is ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+    effort: str | None = None
+    format: dict[str, Any] | None = None
+
+
+class CountTokensRequest(BaseModel):
+    """``POST /v1/messages/count_tokens``."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    system: str | list[TextBlock] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    output_config: OutputConfig | None = None
+
+
+class MessagesRequest(CountTokensRequest):
+    """``POST /v1/messages``."""
+
+    max_tokens: int = Field(ge=1, le=MAX_TOKENS)
+    stop_sequences: list[str] | None = None
+    temperature: float | None = Field(default=None, ge=0.0, le=1.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=0)
+    stream: bool = False
+
+
+def _text(content: str | list[TextBlock]) -> str:
+    return content if isinstance(content, str) else "".join(b.text for b in content)
+
+
+def _user(index: int, blocks: list[Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for block in blocks:
+        if isinstance(block, ToolResultBlock):
+            text = _text(block.content)
+            out.append({"role": "tool", "tool_call_id": block.tool_use_id,
+                        "content": f"Error: {text}" if block.is_error else text})
+        elif isinstance(block, TextBlock):
+            texts.append(block.text)
+        elif isinstance(block, ToolUseBlock):
+            raise InvalidRequest(f"messages.{index}: 'tool_use' blocks belong to assistant "
+                                 "messages.", param=f"messages.{index}.content")
+        elif block.type != "thinking" and block.type != "redacted_thinking":
+            raise UnsupportedParameter(f"messages.{index}: content blocks of type "
+                                       f"'{block.type}' are not supported.",
+                                       param=f"messages.{index}.content")
+    if texts:
+        out.append({"role": "user", "content": "\n".join(texts)})
+    return out
+
+
+def _assistant(blocks: list[Any]) -> dict[str, Any]:
+    texts = [b.text for b in blocks if isinstance(b, TextBlock)]
+    calls = [{"id": b.id, "type": "function",
+              "function": {"name": b.name, "arguments": json.dumps(b.input)}}
+             for b in blocks if isinstance(b, ToolUseBlock)]
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def chat_messages(request: CountTokensRequest) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if request.system:
+        out.append({"role": "system", "content": _text(request.system)})
+    for index, message in enumerate(request.messages):
+        blocks: list[Any] = ([TextBlock(type="text", text=message.content)]
+                             if isinstance(message.content, str) else list(message.content))
+        if message.role == "user":
+            out += _user(index, blocks)
+        else:
+            out.append(_assistant(blocks))
+    return out
+
+
+def _tools(request: CountTokensRequest) -> dict[str, Any]:
+    if not request.tools:
+        return {}
+    tools = []
+    for index, tool in enumerate(request.tools):
+        if tool.type not in (None, "custom"):
+            raise UnsupportedParameter(f"tools.{index}: server tools of type '{tool.type}' are "
+                                       "not supported.", param=f"tools.{index}.type")
+        tools.append({"type": "function", "function": {
+            "name": tool.name, "description": tool.description or "",
+            "parameters": tool.input_schema}})
+    fields: dict[str, Any] = {"tools": tools}
+    choice = request.tool_choice
+    if choice is not None:
+        if choice.type == "tool":
+            if not choice.name:
+                raise InvalidRequest("tool_choice.name: required when type is 'tool'.",
+                                     param="tool_choice.name")
+            fields["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+        else:
+            fields["tool_choice"] = {"auto": "auto", "any": "required",
+                                     "none": "none"}[choice.type]
+        if choice.disable_parallel_tool_use:
+            fields["parallel_tool_calls"] = False
+    return fields
+
+
+def _refuse_unknown(request: CountTokensRequest) -> None:
+    unknown = set(request.model_extra or {}) - IGNORED_FIELDS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InvalidRequest(f"{name}: Extra inputs are not permitted", param=name)
+
+
+def to_chat(request: MessagesRequest) -> ChatCompletionRequest:
+    """The chat-completions request that answers a Messages request."""
+    _refuse_unknown(request)
+    body: dict[str, Any] = {"model": request.model, "messages": chat_messages(request),
+                            "max_tokens": request.max_tokens, **_tools(request)}
+    if request.stop_sequences:
+        body["stop"] = request.stop_sequences
+    for name in ("temperature", "top_p", "top_k"):
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value
+    fmt = request.output_config.format if request.output_config else None
+    if fmt is not None:
+        if fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+            raise InvalidRequest("output_config.format: a {\"type\": \"json_schema\", "
+                                 "\"schema\": {...}} object is required.",
+                                 param="output_config.format")
+        body["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"name": "output", "schema": fmt["schema"]}}
+    if request.stream:
+        body.update(stream=True, stream_options={"include_usage": True})
+    return ChatCompletionRequest.model_validate(body)
+
+
+def count_request(request: CountTokensRequest) -> ChatCompletionRequest:
+    """The chat request whose prompt a count_tokens request measures."""
+    _refuse_unknown(request)
+    return ChatCompletionRequest.model_validate(
+        {"model": request.model, "messages": chat_messages(request), **_tools(request)})
+
+
+def new_message_id() -> str:
+    return "msg_" + uuid.uuid4().hex[:24]
+
+
+def _arguments(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {"_raw": text}  # an upstream's malformed arguments, kept visible
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def from_chat(result: dict[str, Any], model: str) -> dict[str, Any]:
+    """The Message for a (non-streamed) chat completion."""
+    choice = result["choices"][0]
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    if message.get("content"):
+        content.append({"type": "text", "text": message["content"]})
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        content.append({"type": "tool_use", "id": call.get("id") or new_message_id(),
+                        "name": function.get("name", ""),
+                        "input": _arguments(function.get("arguments") or "")})
+    usage = result.get("usage") or {}
+    return {"id": new_message_id(), "type": "message", "role": "assistant", "model": model,
+            "content": content,
+            "stop_reason": STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn"),
+            "stop_sequence": None,
+            "usage": {"input_tokens": usage.get("prompt_tokens", 0),
+                      "output_tokens": usage.get("completion_tokens", 0)}}
