@@ -61,9 +61,11 @@ class ModelSpec(BaseModel):
     n_ctx: int = Field(default=2048, ge=64, le=1_048_576)
     n_threads: int | None = Field(default=None, ge=1, le=512)
     n_batch: int = Field(default=512, ge=1)
-    # How many requests this model may run at once. A llama.cpp ``Llama`` object is not
-    # thread-safe, so each unit of concurrency is a separate loaded copy of the weights.
+    # Loaded copies of the weights; each batches up to ``parallel`` requests on one context.
     instances: int = Field(default=1, ge=1, le=16)
+    # Sequences decoded together per copy (llama.cpp's ``n_seq_max``); ``n_ctx`` is the
+    # context of each sequence, so the KV cache holds ``n_ctx * parallel`` tokens.
+    parallel: int = Field(default=4, ge=1, le=64)
     # Chat template family override (see ``inferd.engines.families``); "" = detect.
     family: str = ""
     # Seconds the echo engine waits per token (only for ``kind: echo``, used in tests/bench).

@@ -1,9 +1,9 @@
 """GGUF models run in this process by llama.cpp (``llama-cpp-python``).
 
-A ``Llama`` object is not thread-safe, so each loaded copy ("instance") is used by one request
-at a time, on a thread of its own so the event loop never blocks. Requests wait for a free
-instance in arrival order (``asyncio.Queue`` serves its getters first come, first served).
-Generation checks a cancel flag at every token, so a client that goes away stops the work.
+Requests become sequences of a ``BatchLoop`` (continuous batching on one llama.cpp context per
+loaded copy); this module turns OpenAI requests into token prompts and sampling parameters and
+hands text pieces back to the event loop. A cancelled generation (client gone) frees its sequence
+at the next decode step.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inferd.engines import families
 from inferd.engines.base import ModelInfo
+from inferd.engines.llamacpp.batch import BatchLoop, Event, SeqRequest
+from inferd.engines.llamacpp.sampling import SamplingParams, grammar_error
 from inferd.engines.local import Generation, LocalTextEngine
 from inferd.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
@@ -29,6 +29,8 @@ from inferd.settings import ModelSpec
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_P = 1.0
 DEFAULT_COMPLETION_TOKENS = 16  # /v1/completions without max_tokens, as OpenAI does
+# The weights' own context is only used for tokenizing; sequences live in the batch contexts.
+TOKENIZER_CTX = 64
 
 
 class LlamaSampling(BaseModel):
@@ -41,51 +43,54 @@ class LlamaSampling(BaseModel):
     repeat_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
 
 
-@dataclass
-class _Instance:
-    llama: Any
-    thread: ThreadPoolExecutor
+    cache_prompt: bool | None = None
 
 
-class _Cancelled(Exception):
-    pass
+class _Copy:
+    """One loaded copy of the weights and the batch loop running its sequences."""
+
+    def __init__(self, llama: Any, loop: BatchLoop) -> None:
+        self.llama = llama
+        self.loop = loop
+        self.load = 0  # sequences submitted and not yet done
 
 
 class LlamaCppEngine(LocalTextEngine):
     """Chat and text completions from a GGUF file."""
 
     kind = "llamacpp"
-    extra_fields = frozenset({"top_k", "min_p", "repeat_penalty", "typical_p"})
+    extra_fields = frozenset({"top_k", "min_p", "repeat_penalty", "typical_p", "cache_prompt"})
+    max_choices = 16
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec.name)
         self.spec = spec
-        self._pool: asyncio.Queue[_Instance] = asyncio.Queue()
-        self._instances: list[_Instance] = []
+        self._copies: list[_Copy] = []
         self._formatter: Any = None
         self._family: families.Family = families.Family()
         self._n_ctx = spec.n_ctx
         self._metadata: dict[str, str] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
-    def _load(self) -> Any:
+    def _load(self) -> _Copy:
+        import llama_cpp
         from llama_cpp import Llama
 
-        return Llama(model_path=self.spec.path, n_ctx=self.spec.n_ctx,
-                     n_threads=self.spec.n_threads, n_threads_batch=self.spec.n_threads,
-                     n_batch=self.spec.n_batch, verbose=False)
+        llama = Llama(model_path=self.spec.path, n_ctx=TOKENIZER_CTX, n_batch=TOKENIZER_CTX,
+                      n_threads=self.spec.n_threads, verbose=False)
+        n_threads = llama.context_params.n_threads
+        loop = BatchLoop(llama.model, parallel=self.spec.parallel, n_ctx_seq=self.spec.n_ctx,
+                         n_batch=self.spec.n_batch, n_threads=n_threads)
+        self._n_ctx = llama_cpp.llama_n_ctx(loop.ctx) // self.spec.parallel
+        loop.n_ctx_seq = self._n_ctx
+        return _Copy(llama, loop)
 
     async def start(self) -> None:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        for index in range(self.spec.instances):
-            thread = ThreadPoolExecutor(1, thread_name_prefix=f"llama-{self.name}-{index}")
-            llama = await asyncio.get_running_loop().run_in_executor(thread, self._load)
-            instance = _Instance(llama, thread)
-            self._instances.append(instance)
-            self._pool.put_nowait(instance)
-        first = self._instances[0].llama
-        self._n_ctx = first.n_ctx()
+        for _ in range(self.spec.instances):
+            self._copies.append(await asyncio.to_thread(self._load))
+        first = self._copies[0].llama
         self._metadata = dict(first.metadata)
         self._family = families.detect(self._metadata, self.spec.family)
         template = self._metadata.get("tokenizer.chat_template") or self._family.fallback_template
@@ -95,30 +100,31 @@ class LlamaCppEngine(LocalTextEngine):
                                               add_generation_prompt=True)
 
     async def close(self) -> None:
-        while self._instances:
-            instance = self._instances.pop()
-            instance.thread.shutdown(wait=True)
-            instance.llama.close()
+        while self._copies:
+            copy = self._copies.pop()
+            await asyncio.to_thread(copy.loop.close)
+            copy.llama.close()
 
     def ready(self) -> bool:
-        return bool(self._instances)
+        return bool(self._copies)
 
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.name, kind=self.kind, capabilities=self.capabilities,
                          context_length=self._n_ctx,
                          details={"family": self._family.name, "path": self.spec.path,
                                   "instances": self.spec.instances,
+                                  "parallel": self.spec.parallel,
                                   "architecture": self._metadata.get("general.architecture")})
 
     # -- request preparation --------------------------------------------------------------
     def _tokenize(self, text: str, add_bos: bool, special: bool) -> list[int]:
-        llama = self._instances[0].llama
+        llama = self._copies[0].llama
         tokens: list[int] = llama.tokenize(text.encode("utf-8"), add_bos=add_bos,
                                            special=special)
         return tokens
 
-    def _sampling(self, request: ChatCompletionRequest | CompletionRequest,
-                  limit: int | None, n_prompt: int, default_limit: int | None) -> dict[str, Any]:
+    def _limit(self, request: ChatCompletionRequest | CompletionRequest,
+               limit: int | None, n_prompt: int, default_limit: int | None) -> int:
         if n_prompt >= self._n_ctx:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {self._n_ctx} tokens. However, your "
@@ -131,34 +137,38 @@ class LlamaCppEngine(LocalTextEngine):
                 "completion). Please reduce the prompt or the completion length.",
                 param="max_tokens")
         if limit is None:
-            limit = default_limit or self._n_ctx - n_prompt
-            limit = min(limit, self._n_ctx - n_prompt)
+            limit = min(default_limit or self._n_ctx, self._n_ctx - n_prompt)
+        return limit
+
+    def _sampling(self, request: ChatCompletionRequest | CompletionRequest,
+                  limit: int | None, n_prompt: int, default_limit: int | None) -> dict[str, Any]:
         extra = request.model_extra or {}
-        params: dict[str, Any] = {
-            "max_tokens": limit,
-            "temperature": DEFAULT_TEMPERATURE if request.temperature is None
-            else request.temperature,
-            "top_p": DEFAULT_TOP_P if request.top_p is None else request.top_p,
-            "stop": request.stop_list(),
-            "seed": request.seed,
-            "presence_penalty": request.presence_penalty or 0.0,
-            "frequency_penalty": request.frequency_penalty or 0.0,
-        }
         try:
-            sampling = LlamaSampling.model_validate(
+            own = LlamaSampling.model_validate(
                 {k: v for k, v in extra.items() if k in self.extra_fields})
         except ValidationError as exc:
             first = exc.errors()[0]
             name = str(first["loc"][0]) if first["loc"] else None
             raise InvalidRequest(f"Invalid value for '{name}': {first['msg']}",
                                  param=name, code="invalid_value") from exc
-        params.update(sampling.model_dump(exclude_none=True))
-        if request.logit_bias:
-            params["logit_bias"] = self._logit_bias(request.logit_bias)
-        return params
+        sampling = SamplingParams(
+            temperature=DEFAULT_TEMPERATURE if request.temperature is None
+            else request.temperature,
+            top_p=DEFAULT_TOP_P if request.top_p is None else request.top_p,
+            top_k=own.top_k or 0, min_p=own.min_p or 0.0,
+            typical_p=1.0 if own.typical_p is None else own.typical_p,
+            repeat_penalty=own.repeat_penalty or 1.0,
+            presence_penalty=request.presence_penalty or 0.0,
+            frequency_penalty=request.frequency_penalty or 0.0, seed=request.seed,
+            logit_bias=self._logit_bias(request.logit_bias) if request.logit_bias else {})
+        return {"max_tokens": self._limit(request, limit, n_prompt, default_limit),
+                "stop": request.stop_list(), "sampling": sampling,
+                # The cache is opt-in: reading a prompt in other chunks than alone can change
+                # the last bits of the logits, and greedy output must not depend on history.
+                "cache_prompt": bool(own.cache_prompt or extra.get("prompt_cache_key"))}
 
     def _logit_bias(self, bias: dict[str, float]) -> dict[int, float]:
-        vocabulary = self._instances[0].llama.n_vocab()
+        vocabulary = self._copies[0].loop.n_vocab
         out: dict[int, float] = {}
         for key, value in bias.items():
             if not key.isdigit() or int(key) >= vocabulary:
@@ -172,10 +182,9 @@ class LlamaCppEngine(LocalTextEngine):
 
     def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
         self.check_fields(request)
-        for name in ("tools", "logprobs"):
-            if getattr(request, name):
-                raise UnsupportedParameter(
-                    f"The model '{self.name}' does not support '{name}'.", param=name)
+        if request.tools:
+            raise UnsupportedParameter(
+                f"The model '{self.name}' does not support 'tools'.", param="tools")
         if request.tool_choice not in (None, "none"):
             raise UnsupportedParameter(
                 f"The model '{self.name}' does not support 'tool_choice'.", param="tool_choice")
@@ -194,111 +203,90 @@ class LlamaCppEngine(LocalTextEngine):
             extra = [prepared.stop] if isinstance(prepared.stop, str) else list(prepared.stop)
             stops += [s for s in extra if s not in stops]
         params["stop"] = stops
-        grammar = self._grammar(request)
-        if grammar is not None:
-            params["grammar"] = grammar
+        params["sampling"].grammar = self._grammar(request)
+        if request.logprobs:
+            params["logprobs"] = request.top_logprobs or 0
+        elif request.top_logprobs:
+            raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true.",
+                                 param="top_logprobs")
         return Generation(prompt=tokens, prompt_tokens=len(tokens), params=params)
 
-    def _grammar(self, request: ChatCompletionRequest) -> Any:
+    def _grammar(self, request: ChatCompletionRequest) -> str | None:
         fmt = request.response_format
         if fmt is None or fmt.type == "text":
             return None
-        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+        from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
         if fmt.type == "json_object":
-            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+            return JSON_GBNF
         schema = (fmt.json_schema or {}).get("schema")
         if not isinstance(schema, dict):
             raise InvalidRequest("response_format.json_schema.schema must be a JSON schema "
                                  "object", param="response_format.json_schema.schema")
         try:
-            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            grammar: str = json_schema_to_gbnf(json.dumps(schema))
         except Exception as exc:  # the converter raises plain exceptions for bad schemas
             raise InvalidRequest(f"response_format.json_schema is not supported: {exc}",
                                  param="response_format.json_schema") from exc
+        if (reason := grammar_error(self._copies[0].loop.vocab, grammar)) is not None:
+            raise InvalidRequest(f"response_format.json_schema is not supported: {reason}",
+                                 param="response_format.json_schema")
+        return grammar
 
     def prepare_text(self, request: CompletionRequest, prompt: str) -> Generation:
         self.check_fields(request)
-        for name in ("suffix", "logprobs"):
-            if getattr(request, name) is not None:
-                raise UnsupportedParameter(
-                    f"The model '{self.name}' does not support '{name}'.", param=name)
+        if request.suffix is not None:
+            raise UnsupportedParameter(
+                f"The model '{self.name}' does not support 'suffix'.", param="suffix")
         if request.best_of not in (None, 1):
             raise UnsupportedParameter(f"The model '{self.name}' supports only best_of=1.",
                                        param="best_of")
+        if request.logprobs is not None and not 0 <= request.logprobs <= 5:
+            raise InvalidRequest("'logprobs' must be between 0 and 5.", param="logprobs")
         tokens = self._tokenize(prompt, add_bos=True, special=False)
         params = self._sampling(request, request.token_limit(), len(tokens),
                                 DEFAULT_COMPLETION_TOKENS)
+        if request.logprobs is not None:
+            params["logprobs"] = request.logprobs
         if request.echo:
-            params["echo"] = True
+            params["echo"] = prompt
         return Generation(prompt=tokens, prompt_tokens=len(tokens), params=params)
 
     # -- generation -----------------------------------------------------------------------
     async def generate(self, generation: Generation, stream: bool = True) -> AsyncIterator[str]:
-        """Run the model on its own thread; hand pieces over per token only when streaming.
+        """Run the prompt as one sequence of the least busy copy's batch.
 
-        Without ``stream`` the thread keeps the text until the end, so the event loop is woken
-        once per request instead of once per token (it would take CPU from llama.cpp's threads).
+        Without ``stream`` the engine thread keeps the text until the end, so the event loop is
+        woken once per request instead of once per token.
         """
-        from llama_cpp import StoppingCriteriaList
-
-        instance = await self._pool.get()
         loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        cancel = threading.Event()
-
-        def stop_when_cancelled(_ids: Any, _logits: Any) -> bool:
-            generation.completion_tokens += 1
-            return cancel.is_set()
-
-        def run() -> None:
-            try:
-                chunks = instance.llama.create_completion(
-                    prompt=generation.prompt, stream=True,
-                    stopping_criteria=StoppingCriteriaList([stop_when_cancelled]),
-                    **generation.params)
-                kept: list[str] = []
-                finish = None
-                for chunk in chunks:
-                    if cancel.is_set():
-                        break
-                    choice = chunk["choices"][0]
-                    if stream:
-                        loop.call_soon_threadsafe(
-                            pieces.put_nowait, ("text", (choice["text"], choice["finish_reason"])))
-                    else:
-                        kept.append(choice["text"])
-                        finish = choice["finish_reason"] or finish
-                if not stream:
-                    loop.call_soon_threadsafe(pieces.put_nowait, ("text", ("".join(kept), finish)))
-                loop.call_soon_threadsafe(pieces.put_nowait, ("end", None))
-            except BaseException as exc:  # handed to the event loop, re-raised there
-                loop.call_soon_threadsafe(pieces.put_nowait, ("error", exc))
-
-        future = loop.run_in_executor(instance.thread, run)
-        # The instance goes back to the pool only when its thread is done with it.
-        future.add_done_callback(lambda _f: self._pool.put_nowait(instance))
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        params = generation.params
+        request = SeqRequest(
+            prompt=list(generation.prompt), params=params["sampling"],
+            max_tokens=params["max_tokens"], stops=params["stop"],
+            emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+            stream=stream, logprobs=params.get("logprobs"),
+            cache_prompt=params.get("cache_prompt", False), cancelled=threading.Event())
+        copy = min(self._copies, key=lambda c: c.load)
+        copy.load += 1
+        copy.loop.submit(request)
+        entries: list[dict[str, Any]] = generation.extra.setdefault("logprobs", [])
         try:
+            if "echo" in params:
+                yield params["echo"]
             while True:
-                kind, value = await pieces.get()
-                if kind == "end":
-                    # llama.cpp samples one token past the limit before it stops; it is not
-                    # part of the answer.
-                    generation.completion_tokens = min(generation.completion_tokens,
-                                                       generation.params["max_tokens"])
-                    return
+                kind, value = await events.get()
+                if kind == "done":
+                    break
                 if kind == "error":
-                    raise _map_error(value)
-                text, finish = value
-                if finish is not None:
-                    generation.finish_reason = finish
+                    raise value
+                text, new = value
+                entries.extend(new)
                 yield text
         finally:
-            cancel.set()
-
-
-def _map_error(exc: BaseException) -> BaseException:
-    message = str(exc)
-    if isinstance(exc, ValueError) and "exceed context window" in message:
-        return ContextLengthExceeded(message, param="messages")
-    return exc
+            request.cancelled.set()
+            copy.load -= 1
+            generation.completion_tokens = request.completion_tokens
+            generation.finish_reason = request.finish_reason
+            generation.extra["cached_tokens"] = request.cached_tokens
