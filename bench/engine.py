@@ -62,7 +62,8 @@ def find_llama_server(build: bool) -> str | None:
         return None
     work = Path(tempfile.mkdtemp(prefix="llama-server-build-"))
     subprocess.run([sys.executable, "-m", "pip", "download",
-                    f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "--no-binary", ":all:", "--no-deps", "-d", str(work)], check=True)
+                    f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "--no-binary", ":all:",
+                    "--no-deps", "-d", str(work)], check=True)
     subprocess.run(["tar", "xzf", next(work.glob("*.tar.gz")), "-C", str(work)], check=True)
     source = next(work.glob("llama_cpp_python-*")) / "vendor" / "llama.cpp"
     subprocess.run(["cmake", "-B", "build", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_CURL=OFF",
