@@ -145,7 +145,7 @@ async def multi_turn(url: str, cache: bool, turns: int = 6) -> float:
 def raw_rate(threads: int, tokens: int) -> float:
     from llama_cpp import Llama
 
-    llama = Llama(model_path=bundled_gguf_path(), n_ctx=2048, n_threads=threads,
+    llama: Any = Llama(model_path=bundled_gguf_path(), n_ctx=2048, n_threads=threads,
                   n_threads_batch=threads, verbose=False)
     ban = {llama.token_eos(): -100.0}
     llama.create_chat_completion(messages=prompt(0), max_tokens=8, temperature=0)
