@@ -13,6 +13,8 @@ from tests.helpers import InferdProcess, require_service
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
+pytest_plugins = ["tests.diffusion"]  # the ``tiny_pipeline`` fixture
+
 
 async def _pg_exec(sql: str) -> None:
     import asyncpg

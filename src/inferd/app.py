@@ -11,6 +11,7 @@ from inferd import __version__
 from inferd.http import batches as batch_routes
 from inferd.http import errors, health
 from inferd.http import files as file_routes
+from inferd.http import images as image_routes
 from inferd.http import jobs as job_routes
 from inferd.http import metrics as metrics_routes
 from inferd.http import openai as openai_routes
@@ -19,6 +20,7 @@ from inferd.http.admin import models as admin_models
 from inferd.http.admin import replicas as admin_replicas
 from inferd.http.admin import tables as admin_tables
 from inferd.http.admin import usage as admin_usage
+from inferd.http.admin import usage_series
 from inferd.http.auth import AuthMiddleware
 from inferd.http.compat import s0, s1, s3_keys, s3_models, s4
 from inferd.http.middleware import RequestGuard
@@ -51,10 +53,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin_models.router)
     app.include_router(admin_replicas.router)
     app.include_router(s3_models.router)
-    for module in (metrics_routes, admin_keys, admin_usage, admin_tables, s3_keys):
+    for module in (metrics_routes, admin_keys, admin_usage, usage_series, admin_tables,
+                   s3_keys):
         app.include_router(module.router)
     for module in (job_routes, file_routes, batch_routes, s0, s1, s4):  # jobs, batches, S0/S1/S4
         app.include_router(module.router)
+    app.include_router(image_routes.router)  # /v1/images/*, S2's /model/generate
     app.include_router(ui_router)
     app.add_middleware(ChatFastPath)  # innermost: after auth, before the framework's routing
     app.add_middleware(AuthMiddleware)  # inside RequestGuard: sees the request id

@@ -117,8 +117,10 @@ def list_models(config: Path | None, models: tuple[str, ...]) -> None:
     settings = _settings(config)
     specs = [*settings.all_models(), *(_model_specs(models) or [])]
     for spec in specs:
-        click.echo(orjson.dumps(spec.model_dump(include={"name", "kind", "path", "n_ctx",
-                                                         "n_threads", "aliases"})).decode())
+        fields = {"name", "kind", "path", "n_ctx", "n_threads", "aliases"}
+        if spec.kind == "diffusers":
+            fields = {"name", "kind", "path", "aliases", "steps", "guidance_scale", "size"}
+        click.echo(orjson.dumps(spec.model_dump(include=fields)).decode())
 
 
 @main.command()
@@ -141,3 +143,12 @@ def _add_keys_group() -> None:
 
 
 _add_keys_group()
+
+
+def _add_images_group() -> None:
+    from inferd.images_cli import images
+
+    main.add_command(images)
+
+
+_add_images_group()

@@ -99,6 +99,8 @@ class Metrics:
                               buckets=LATENCY_BUCKETS, registry=r)
         self.tokens = Counter("inferd_tokens", "Tokens processed", ["model", "type"],
                               registry=r)
+        self.images = Counter("inferd_images", "Pictures generated and denoising steps run",
+                              ["model", "type"], registry=r)
         self.in_flight = Gauge("inferd_requests_in_flight", "Inference requests under way",
                                ["model"], registry=r)
         self.rate_limited = Counter("inferd_rate_limited", "Requests refused by a key's limits",

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ModelKind = Literal["llamacpp", "embeddings", "echo"]
+ModelKind = Literal["llamacpp", "embeddings", "echo", "diffusers"]
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
 MINILM_NAME = "all-minilm-l6-v2"
@@ -70,6 +70,10 @@ class ModelSpec(BaseModel):
     family: str = ""
     # Seconds the echo engine waits per token (only for ``kind: echo``, used in tests/bench).
     echo_delay: float = Field(default=0.0, ge=0.0)
+    # Image defaults of a ``kind: diffusers`` pipeline (a request may override each).
+    steps: int = Field(default=30, ge=1, le=500)
+    guidance_scale: float = Field(default=7.5, ge=0.0, le=100.0)
+    size: str = Field(default="512x512", pattern=r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")
 
     @model_validator(mode="after")
     def _path_exists(self) -> ModelSpec:

@@ -19,7 +19,7 @@ from inferd.usage import UsageRecorder
 def _record(key_id: str | None, model: str, at: float, status: int = 200,
             tokens: tuple[int, int] = (3, 5)) -> tuple[object, ...]:
     return (at, "req", key_id, model, "local:x", "chat", False, status, None, tokens[0],
-            tokens[1], sum(tokens), 12.5, None)
+            tokens[1], sum(tokens), 12.5, None, None, None)
 
 
 async def test_keys_hashed_cached_and_revoked_through_the_ring(database: Database) -> None:

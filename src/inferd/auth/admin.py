@@ -37,6 +37,7 @@ class KeyLimits(BaseModel):
     models: list[str] | None = Field(default=None, max_length=1000)
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
+    ipm: int | None = Field(default=None, ge=1)  # images per minute
     token_budget: int | None = Field(default=None, ge=0)
     budget_period: BudgetPeriod | None = None
     expires_at: float | None = Field(default=None, gt=0)
@@ -65,6 +66,7 @@ def key_view(row: dict[str, Any], *, key: str | None = None,
         "id": row["id"], "object": "api_key", "name": row["name"], "prefix": row["prefix"],
         "scope": row["scope"], "owner": row["owner"], "team": row["team"],
         "models": row["models"], "rpm": row["rpm"], "tpm": row["tpm"],
+        "ipm": row.get("ipm"),
         "token_budget": row["token_budget"], "budget_period": row["budget_period"],
         "expires_at": row["expires_at"], "enabled": bool(row["enabled"]),
         "metadata": row["extra"] or {}, "created_at": row["created_at"],

@@ -60,6 +60,7 @@ def limit_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="A model the key may use (repeatable; default: every model)."),
         click.option("--rpm", type=int, default=None, help="Requests per minute."),
         click.option("--tpm", type=int, default=None, help="Tokens per minute."),
+        click.option("--ipm", type=int, default=None, help="Images per minute."),
         click.option("--budget", "token_budget", type=int, default=None,
                      help="Token budget (in total, or per --budget-period)."),
         click.option("--budget-period", type=click.Choice(["day", "week", "month"]),

@@ -61,7 +61,8 @@ def principal_from_row(row: dict[str, Any]) -> Principal:
         key_id=str(row["id"]), scope=row["scope"],
         allowed_models=None if models is None else frozenset(models),
         webhook_secret=row.get("webhook_secret"), metadata=extra, name=row.get("name") or "",
-        rpm=row.get("rpm"), tpm=row.get("tpm"), token_budget=row.get("token_budget"),
+        rpm=row.get("rpm"), tpm=row.get("tpm"), ipm=row.get("ipm"),
+        token_budget=row.get("token_budget"),
         budget_period=row.get("budget_period"), expires_at=row.get("expires_at"),
         limit_id=f"{row['id']}-{row['key_hash'][:16]}")
 

@@ -50,6 +50,10 @@ class Limiter(Protocol):
         """Replace the reserved token estimate with the tokens really used (no waiting)."""
         ...
 
+    async def acquire_images(self, principal: Principal, count: int) -> None:
+        """Take ``count`` images from the key's images/min bucket, or raise ``RateLimited``."""
+        ...
+
     async def seed_budget(self, key_id: str, period_start: float, used: int) -> None:
         """Start a budget counter at ``used`` unless it already counts this period.
 
@@ -80,6 +84,9 @@ def period_bounds(period: BudgetPeriod | None, now: float) -> tuple[float, float
 def rate_limited(reason: str, principal: Principal, wait: float) -> RateLimited:
     if reason == "rpm":
         return RateLimited(f"Rate limit reached: {principal.rpm} requests per minute for this "
+                           f"API key. Try again in {wait:.1f}s.", retry_after=wait)
+    if reason == "ipm":
+        return RateLimited(f"Rate limit reached: {principal.ipm} images per minute for this "
                            f"API key. Try again in {wait:.1f}s.", retry_after=wait)
     if reason == "tpm":
         return RateLimited(f"Rate limit reached: {principal.tpm} tokens per minute for this "
@@ -115,6 +122,7 @@ class LocalLimiter:
 
     def __init__(self) -> None:
         self._state: dict[str, _KeyState] = {}
+        self._images: dict[str, tuple[float | None, float]] = {}  # key: (level, stamp)
 
     def _get(self, key_id: str, now: float) -> _KeyState:
         state = self._state.get(key_id)
@@ -155,6 +163,17 @@ class LocalLimiter:
             state.tok_level, state.tok_stamp = tok_level - tokens, now
         return Reservation(principal, tokens, budget_start)
 
+    async def acquire_images(self, principal: Principal, count: int) -> None:
+        if principal.ipm is None:
+            return
+        now = time.monotonic()
+        level, stamp = self._images.get(principal.limit_key, (None, now))
+        level = _refill(level, stamp, principal.ipm, now)
+        need = min(count, principal.ipm)  # a request for more than a minute's worth waits
+        if level < need:  # for a full bucket, then leaves a debt
+            raise rate_limited("ipm", principal, (need - level) * 60.0 / principal.ipm)
+        self._images[principal.limit_key] = (level - count, now)
+
     def settle(self, reservation: Reservation, tokens: int) -> None:
         delta = tokens - reservation.tokens
         if not delta:
@@ -179,3 +198,4 @@ class LocalLimiter:
 
     async def close(self) -> None:
         self._state.clear()
+        self._images.clear()

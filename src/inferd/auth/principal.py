@@ -26,6 +26,7 @@ class Principal:
     name: str = ""
     rpm: int | None = None  # requests per minute
     tpm: int | None = None  # tokens per minute
+    ipm: int | None = None  # images per minute
     token_budget: int | None = None  # tokens in total, or per ``budget_period``
     budget_period: BudgetPeriod | None = None
     expires_at: float | None = None  # epoch seconds
@@ -44,7 +45,8 @@ class Principal:
     @property
     def limited(self) -> bool:
         """True when any limit applies (the limiter is skipped otherwise)."""
-        return self.rpm is not None or self.tpm is not None or self.token_budget is not None
+        return (self.rpm is not None or self.tpm is not None or self.token_budget is not None
+                or self.ipm is not None)
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models

@@ -69,6 +69,21 @@ return {1, 0, 0}
 
 _REASONS = {1: "rpm", 2: "tpm", 3: "budget"}
 
+# KEYS: the images bucket. ARGV: ipm, images asked for. Returns 0 when taken, else the wait in ms.
+ACQUIRE_IMAGES = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local cap, cost = tonumber(ARGV[1]), tonumber(ARGV[2])
+local v = redis.call('HMGET', KEYS[1], 'l', 's')
+local l, s = tonumber(v[1]), tonumber(v[2])
+if l == nil or s == nil then l = cap else l = math.min(cap, l + (now - s) * cap / 60) end
+local need = math.min(cost, cap)
+if l < need then return math.ceil((need - l) * 60000 / cap) end
+redis.call('HSET', KEYS[1], 'l', tostring(l - cost), 's', tostring(now))
+redis.call('EXPIRE', KEYS[1], 120)
+return 0
+"""
+
 
 class RedisLimiter:
     """Exact limits across processes, one Redis round trip per request."""
@@ -77,6 +92,7 @@ class RedisLimiter:
         self.redis: aioredis.Redis = aioredis.from_url(url)
         self.prefix = prefix
         self._acquire = self.redis.register_script(ACQUIRE)
+        self._acquire_images = self.redis.register_script(ACQUIRE_IMAGES)
         self._pending: list[tuple[str, int, bool]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -104,6 +120,14 @@ class RedisLimiter:
                 wait = end - time.time() if end is not None else NO_PERIOD_RETRY_SECONDS
             raise rate_limited(reason, principal, wait)
         return Reservation(principal, tokens, budget_start)
+
+    async def acquire_images(self, principal: Principal, count: int) -> None:
+        if principal.ipm is None:
+            return
+        key = f"{self.prefix}:limits:{{{principal.limit_key}}}:img"
+        wait: Any = await self._acquire_images(keys=[key], args=[principal.ipm, count])
+        if int(wait):
+            raise rate_limited("ipm", principal, int(wait) / 1000.0)
 
     def settle(self, reservation: Reservation, tokens: int) -> None:
         delta = tokens - reservation.tokens

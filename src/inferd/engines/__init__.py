@@ -16,6 +16,10 @@ def build_engine(spec: ModelSpec) -> Engine:
         from inferd.engines.embeddings import SentenceEmbeddingEngine
 
         return SentenceEmbeddingEngine(spec)
+    if spec.kind == "diffusers":
+        from inferd.engines.diffusers import DiffusersEngine
+
+        return DiffusersEngine(spec)
     from inferd.engines.echo import EchoEngine
 
     return EchoEngine(spec)

@@ -6,20 +6,24 @@ An engine answers OpenAI-shaped requests with OpenAI-shaped dicts. Streams yield
 asked for ``stream_options.include_usage``, and the usage recorder always reads it.
 
 Kinds: ``llamacpp`` (GGUF in this process), ``embeddings`` (sentence embeddings in this process),
+``diffusers`` (text-to-image pipelines in this process),
 ``echo`` (answers at once; for tests and benchmarks), and the remote kinds of
 ``inferd.routing`` (``http``, ``triton``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from inferd.errors import InvalidRequest
+from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 Chunk = dict[str, Any]
+# Told ``(step, of)`` after each denoising step of an image generation.
+Progress = Callable[[int, int], Awaitable[None]]
 
 
 @dataclass
@@ -74,3 +78,8 @@ class Engine:
 
     async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
         raise self._unsupported("embeddings")
+
+    async def images(self, request: ImageGenerationRequest,
+                     progress: Progress | None = None) -> dict[str, Any]:
+        """An ``ImagesResponse`` whose ``data`` items carry ``b64_json``."""
+        raise self._unsupported("image generation")

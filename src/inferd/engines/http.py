@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from inferd.engines.base import Chunk, ModelInfo
+from inferd.engines.base import Chunk, ModelInfo, Progress
 from inferd.engines.remote import (
     RemoteEngine,
     RemoteSpec,
@@ -26,6 +26,7 @@ from inferd.engines.remote import (
 )
 from inferd.engines.upstream import UpstreamPool
 from inferd.errors import UpstreamError
+from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 
@@ -47,6 +48,9 @@ class HttpEngine(RemoteEngine):
         self.root = self.base[: -len("/v1")] if self.base.endswith("/v1") else self.base
         self.health_url = str(spec.options.get("health_url") or "")
         self._pool: UpstreamPool | None = None  # non-streamed calls; streams use aiohttp
+        # What the upstream serves, as /v1/models shows it (e.g. ["images"] for an image server)
+        if spec.options.get("capabilities"):
+            self.capabilities = frozenset(str(c) for c in spec.options["capabilities"])
 
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.name, kind=self.kind, capabilities=self.capabilities,
@@ -64,8 +68,8 @@ class HttpEngine(RemoteEngine):
                 raise  # not reachable at all: no point asking another path
             await self.get_ok(self.base + "/models")
 
-    def _body(self, request: ChatCompletionRequest | CompletionRequest | EmbeddingRequest,
-              stream: bool = False) -> dict[str, Any]:
+    def _body(self, request: ChatCompletionRequest | CompletionRequest | EmbeddingRequest
+              | ImageGenerationRequest, stream: bool = False) -> dict[str, Any]:
         body = request.model_dump(exclude_unset=True)
         body["model"] = self.upstream_model
         if stream:
@@ -146,3 +150,12 @@ class HttpEngine(RemoteEngine):
 
     async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
         return await self._answer("/embeddings", self._body(request), request.model)
+
+    async def images(self, request: ImageGenerationRequest,
+                     progress: Progress | None = None) -> dict[str, Any]:
+        """``/images/generations`` passed through (no step progress crosses HTTP)."""
+        result = await self._post_json("/images/generations", self._body(request))
+        if not isinstance(result, dict) or not isinstance(result.get("data"), list):
+            raise UpstreamUnavailable(
+                f"The replica of '{self.name}' answered something other than images.")
+        return result

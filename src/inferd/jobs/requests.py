@@ -10,6 +10,7 @@ import orjson
 from pydantic import BaseModel
 
 from inferd.errors import InvalidRequest
+from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.store.jobs import JobRecord
 
@@ -17,6 +18,7 @@ ENDPOINTS: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatCompletionRequest,
     "/v1/completions": CompletionRequest,
     "/v1/embeddings": EmbeddingRequest,
+    "/v1/images/generations": ImageGenerationRequest,
 }
 
 

@@ -18,8 +18,10 @@ from pydantic import ValidationError
 
 from inferd.auth.principal import Principal
 from inferd.errors import InferdError, RateLimited
+from inferd.images import ImageService
 from inferd.inference import Inference
 from inferd.jobs.requests import parse_request
+from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -83,6 +85,11 @@ class EventLog:
         self._pending.append(self._event("token", {"index": index, "text": text}))
         await self._maybe_flush()
 
+    async def progress(self, step: int, of: int) -> None:
+        """One event per denoising step of an image generation."""
+        self._pending.append(self._event("progress", {"step": step, "of": of}))
+        await self._maybe_flush()
+
     async def _maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush >= self.flush_every:
             await self.flush()
@@ -125,12 +132,18 @@ def error_outcome(exc: Exception) -> Outcome:
 
 
 async def run_job(inference: Inference, job: JobRecord, owner: Awaitable[Principal],
-                  events: EventLog) -> Outcome:
+                  events: EventLog, images: ImageService | None = None) -> Outcome:
     """Run ``job`` as ``owner`` to its outcome; errors (of the request, or a revoked key)
     become a ``failed`` outcome."""
     try:
         principal = await owner
         request = parse_request(job.endpoint, job.request)
+        if isinstance(request, ImageGenerationRequest):
+            assert images is not None
+            result = await images.generate(request, principal, events.progress)
+            await events.flush()
+            return Outcome("completed", result=result, status_code=200,
+                           usage=result.get("usage"))
         if isinstance(request, EmbeddingRequest):
             result = await inference.embed(request, principal)
             return Outcome("completed", result=result, status_code=200,

@@ -14,18 +14,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from inferd.engines.base import Chunk, Engine, ModelInfo
+from inferd.engines.base import Chunk, Engine, ModelInfo, Progress
 from inferd.engines.remote import UpstreamUnavailable
 from inferd.engines.streams import primed
 from inferd.errors import ModelNotFound, Unavailable, UpstreamError
 from inferd.routing.replica import Replica
+from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.usage import note_replica
 
 __all__ = ["ModelEntry", "Replica", "Router"]
 
 T = TypeVar("T")
-R = TypeVar("R", ChatCompletionRequest, CompletionRequest, EmbeddingRequest)
+R = TypeVar("R", ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
+            ImageGenerationRequest)
 
 
 @dataclass
@@ -191,6 +193,10 @@ class Router:
 
     async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
         return await self._run(request, lambda r, q: r.engine.embed(q))
+
+    async def images(self, request: ImageGenerationRequest,
+                     progress: Progress | None = None) -> dict[str, Any]:
+        return await self._run(request, lambda r, q: r.engine.images(q, progress))
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
         return await self._run(request, lambda r, q: _started(r, r.engine.chat_stream(q)))

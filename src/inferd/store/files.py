@@ -13,6 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from inferd.store.db import Database
 from inferd.store.tables_jobs import FILE_PART_BYTES, file_parts, files
 
+# Pictures answered by URL: served by ``/v1/images/{id}/content`` to their key only, never
+# listed or read through the files API.
+IMAGE_PURPOSE = "image"
+
 
 @dataclass
 class FileRecord:
@@ -67,6 +71,7 @@ class FileStore:
         if not all_owners:
             query = query.where(files.c.owner.is_(None) if owner is None
                                 else files.c.owner == owner)
+        query = query.where(files.c.purpose != IMAGE_PURPOSE)
         if purpose:
             query = query.where(files.c.purpose == purpose)
         if after:

@@ -21,8 +21,8 @@ from inferd.store.tables_control import api_keys, usage_records
 VERSION_KEY = "keys.version"
 
 # Columns a caller may set on create or update (everything but ids, hashes and times).
-EDITABLE = frozenset({"name", "owner", "team", "scope", "models", "rpm", "tpm", "token_budget",
-                      "budget_period", "expires_at", "enabled", "extra"})
+EDITABLE = frozenset({"name", "owner", "team", "scope", "models", "rpm", "tpm", "ipm",
+                      "token_budget", "budget_period", "expires_at", "enabled", "extra"})
 
 
 async def _bump_version(conn: AsyncConnection) -> None:

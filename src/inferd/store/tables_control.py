@@ -27,6 +27,7 @@ api_keys = sa.Table(
     sa.Column("models", sa.JSON, nullable=True),  # null: every model
     sa.Column("rpm", sa.Integer, nullable=True),
     sa.Column("tpm", sa.Integer, nullable=True),
+    sa.Column("ipm", sa.Integer, nullable=True),  # images per minute
     sa.Column("token_budget", sa.BigInteger, nullable=True),
     sa.Column("budget_period", sa.String(16), nullable=True),  # null: total; day|week|month
     sa.Column("expires_at", sa.Double, nullable=True),
@@ -54,6 +55,8 @@ usage_records = sa.Table(
     sa.Column("total_tokens", sa.Integer, nullable=False),
     sa.Column("latency_ms", sa.Double, nullable=False),
     sa.Column("ttft_ms", sa.Double, nullable=True),
+    sa.Column("images", sa.Integer, nullable=True),  # image generation: pictures made
+    sa.Column("steps", sa.Integer, nullable=True),  # and denoising steps run
     sa.Index("ix_metrics_key_id_created_at", "key_id", "created_at"),
     sa.Index("ix_metrics_model_created_at", "model", "created_at"),
     sa.Index("ix_metrics_created_at", "created_at"),

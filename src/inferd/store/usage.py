@@ -16,7 +16,7 @@ BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
 # The order of the values in a record tuple handed to ``insert_many``.
 FIELDS = ("created_at", "request_id", "key_id", "model", "replica", "endpoint", "stream",
           "status", "error", "prompt_tokens", "completion_tokens", "total_tokens",
-          "latency_ms", "ttft_ms")
+          "latency_ms", "ttft_ms", "images", "steps")
 
 
 class UsageStore:
@@ -77,6 +77,8 @@ class UsageStore:
             sa.func.avg(t.c.latency_ms).label("avg_latency_ms"),
             sa.func.max(t.c.latency_ms).label("max_latency_ms"),
             sa.func.avg(t.c.ttft_ms).label("avg_ttft_ms"),
+            sa.func.coalesce(sa.func.sum(t.c.images), 0).label("images"),
+            sa.func.coalesce(sa.func.sum(t.c.steps), 0).label("steps"),
         )
         if since is not None:
             query = query.where(t.c.created_at >= since)

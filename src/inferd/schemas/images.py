@@ -1,0 +1,89 @@
+"""The wire model of ``POST /v1/images/generations`` (OpenAI's shape, plus ``seed``, ``steps``
+and ``guidance_scale`` as extensions), and the shape of its answer.
+
+Unknown fields are kept (an ``http`` replica may honour them); the local diffusers engine
+refuses the ones it cannot honour, by name.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+IMAGE_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+# The sizes OpenAI's answer may name; other sizes are left out of ``size`` in the answer.
+OPENAI_SIZES = frozenset({"1024x1024", "1024x1536", "1536x1024"})
+_SIZE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
+
+
+class ImageGenerationRequest(BaseModel):
+    """``POST /v1/images/generations``."""
+
+    model_config = ConfigDict(extra="allow")
+    prompt: str = Field(min_length=1, max_length=32000)
+    model: str = ""  # "" = the first model that generates images
+    n: int = Field(default=1, ge=1, le=10)
+    size: str | None = None  # "WIDTHxHEIGHT" or "auto"; None = the model's default
+    response_format: Literal["b64_json", "url"] | None = None
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+    output_compression: int | None = Field(default=None, ge=0, le=100)
+    quality: str | None = None
+    style: str | None = None
+    background: str | None = None
+    moderation: str | None = None
+    user: str | None = None
+    # extensions
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    steps: int | None = Field(default=None, ge=1, le=500)
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=100.0)
+    negative_prompt: str | None = Field(default=None, max_length=32000)
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is None or value == "auto" or _SIZE.match(value):
+            return value
+        raise ValueError("size must be 'WIDTHxHEIGHT' (e.g. '512x512') or 'auto'")
+
+    def dimensions(self) -> tuple[int, int] | None:
+        """``(width, height)`` asked for, or None for the model's default."""
+        if self.size is None or self.size == "auto":
+            return None
+        match = _SIZE.match(self.size)
+        assert match is not None  # checked by the validator
+        return int(match.group(1)), int(match.group(2))
+
+    @property
+    def media_type(self) -> str:
+        return IMAGE_FORMATS[self.output_format]
+
+
+def images_response(created: int, data: list[dict[str, Any]], *, size: str,
+                    output_format: str, steps: int | None = None,
+                    seed: int | None = None) -> dict[str, Any]:
+    """OpenAI's ``ImagesResponse``; ``usage`` counts images (and inference steps) beside
+    OpenAI's token fields (always 0 here)."""
+    usage: dict[str, Any] = {"images": len(data), "input_tokens": 0, "output_tokens": 0,
+                             "total_tokens": 0,
+                             "input_tokens_details": {"text_tokens": 0, "image_tokens": 0}}
+    if steps is not None:
+        usage["steps"] = steps * len(data)
+    answer: dict[str, Any] = {"created": created, "data": data,
+                              "output_format": output_format, "usage": usage}
+    if size in OPENAI_SIZES:
+        answer["size"] = size
+    if seed is not None:
+        answer["seed"] = seed
+    return answer
+
+
+def image_usage(result: dict[str, Any]) -> tuple[int, int]:
+    """``(images, steps)`` of an images answer (any server's: data counted when no usage)."""
+    usage = result.get("usage") or {}
+    images = usage.get("images")
+    if not isinstance(images, int):
+        images = len(result.get("data") or [])
+    steps = usage.get("steps")
+    return images, steps if isinstance(steps, int) else 0
