@@ -16,6 +16,7 @@ from inferd.http import jobs as job_routes
 from inferd.http import metrics as metrics_routes
 from inferd.http import openai as openai_routes
 from inferd.http.admin import keys as admin_keys
+from inferd.http.admin import loading as admin_loading
 from inferd.http.admin import models as admin_models
 from inferd.http.admin import replicas as admin_replicas
 from inferd.http.admin import tables as admin_tables
@@ -54,7 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin_replicas.router)
     app.include_router(s3_models.router)
     for module in (metrics_routes, admin_keys, admin_usage, usage_series, admin_tables,
-                   s3_keys):
+                   s3_keys, admin_loading):
         app.include_router(module.router)
     for module in (job_routes, file_routes, batch_routes, s0, s1, s4):  # jobs, batches, S0/S1/S4
         app.include_router(module.router)

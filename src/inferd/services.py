@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from inferd.auth.service import Auth
 from inferd.engines import build_engine
+from inferd.engines.residency import RESIDENCY
 from inferd.inference import Inference, build_limiter
 from inferd.jobs.service import JobService, start_jobs
 from inferd.metering import Metering
@@ -67,6 +68,7 @@ class Services:
         auth = await Auth.start(settings, db, on_load=inference.seed_budgets,
                                 on_failure=metering.metrics.auth_failures.inc)
         stack.push_async_callback(auth.close)
+        RESIDENCY.max_loaded = settings.max_loaded_models
         engines = [(spec, build_engine(spec)) for spec in settings.all_models()]
         # Load models one after another: on two cores parallel loads only thrash.
         for spec, engine in engines:

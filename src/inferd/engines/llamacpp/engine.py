@@ -17,10 +17,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inferd.engines import families
-from inferd.engines.base import ModelInfo
+from inferd.engines.base import Chunk, ModelInfo
 from inferd.engines.llamacpp.batch import BatchLoop, Event, SeqRequest
 from inferd.engines.llamacpp.sampling import SamplingParams, grammar_error
 from inferd.engines.local import Generation, LocalTextEngine
+from inferd.engines.residency import RESIDENCY, IdleTimer
 from inferd.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
 from inferd.settings import ModelSpec
@@ -70,6 +71,11 @@ class LlamaCppEngine(LocalTextEngine):
         self._family: families.Family = families.Family()
         self._n_ctx = spec.n_ctx
         self._metadata: dict[str, str] = {}
+        self.state = "unloaded"
+        self.active = 0  # requests running or waiting for the load
+        self.last_used = 0.0
+        self._lock = asyncio.Lock()
+        self._timer = IdleTimer(self, spec.keep_alive)
 
     # -- lifecycle ------------------------------------------------------------------------
     def _load(self) -> _Copy:
@@ -86,6 +92,27 @@ class LlamaCppEngine(LocalTextEngine):
         return _Copy(llama, loop)
 
     async def start(self) -> None:
+        RESIDENCY.register(self)
+        if self.spec.load == "startup":
+            await self.load()
+
+    async def load(self) -> None:
+        """Load the weights unless loaded; concurrent callers wait for the same load."""
+        async with self._lock:
+            if self.state == "loaded":
+                return
+            self.state = "loading"
+            try:
+                await RESIDENCY.make_room(self)
+                await self._load_copies()
+            except BaseException:
+                self.state = "unloaded"
+                await self._free_copies()
+                raise
+            self.state = "loaded"
+            self._timer.touch()
+
+    async def _load_copies(self) -> None:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         for _ in range(self.spec.instances):
@@ -99,21 +126,81 @@ class LlamaCppEngine(LocalTextEngine):
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
                                               add_generation_prompt=True)
 
-    async def close(self) -> None:
+    async def unload(self) -> bool:
+        """Free the weights if no request is running; False when busy."""
+        async with self._lock:
+            if self.active:
+                return False
+            self._timer.cancel()
+            await self._free_copies()
+            self.state = "unloaded"
+            return True
+
+    async def _free_copies(self) -> None:
         while self._copies:
             copy = self._copies.pop()
             await asyncio.to_thread(copy.loop.close)
             copy.llama.close()
 
+    async def close(self) -> None:
+        self._timer.cancel()
+        await self._free_copies()
+        self.state = "unloaded"
+        RESIDENCY.forget(self)
+
     def ready(self) -> bool:
-        return bool(self._copies)
+        return self.state == "loaded" or self.spec.load == "on_demand"
+
+    # -- requests keep the model loaded while they run ------------------------------------
+    async def _acquire(self) -> None:
+        self.active += 1
+        try:
+            await self.load()
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        self.active -= 1
+        self._timer.touch()
+
+    async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        await self._acquire()
+        try:
+            return await super().chat(request)
+        finally:
+            self._release()
+
+    async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
+        await self._acquire()
+        try:
+            async for chunk in super().chat_stream(request):
+                yield chunk
+        finally:
+            self._release()
+
+    async def complete(self, request: CompletionRequest) -> dict[str, Any]:
+        await self._acquire()
+        try:
+            return await super().complete(request)
+        finally:
+            self._release()
+
+    async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+        await self._acquire()
+        try:
+            async for chunk in super().complete_stream(request):
+                yield chunk
+        finally:
+            self._release()
 
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.name, kind=self.kind, capabilities=self.capabilities,
                          context_length=self._n_ctx,
                          details={"family": self._family.name, "path": self.spec.path,
                                   "instances": self.spec.instances,
-                                  "parallel": self.spec.parallel,
+                                  "parallel": self.spec.parallel, "state": self.state,
+                                  "load": self.spec.load, "keep_alive": self.spec.keep_alive,
                                   "architecture": self._metadata.get("general.architecture")})
 
     # -- request preparation --------------------------------------------------------------
