@@ -159,7 +159,9 @@ class BatchLoop:
                 n += 1
             return n
 
-        slot = max(free, key=shared) if request.cache_prompt else free[0]
+        # Without the cache, take the slot holding the least, to keep others' prefixes.
+        slot = (max(free, key=shared) if request.cache_prompt
+                else min(free, key=lambda s: len(s.cells)))
         keep = shared(slot) if request.cache_prompt else 0
         llama_cpp.llama_memory_seq_rm(self.memory, slot.seq, keep, -1)
         slot.cells = slot.cells[:keep]

@@ -9,6 +9,7 @@ at the next decode step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import AsyncIterator
@@ -352,7 +353,7 @@ class LlamaCppEngine(LocalTextEngine):
         request = SeqRequest(
             prompt=list(generation.prompt), params=params["sampling"],
             max_tokens=params["max_tokens"], stops=params["stop"],
-            emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+            emit=lambda event: _deliver(loop, events, event),
             stream=stream, logprobs=params.get("logprobs"),
             cache_prompt=params.get("cache_prompt", False), cancelled=threading.Event())
         copy = min(self._copies, key=lambda c: c.load)
@@ -377,3 +378,9 @@ class LlamaCppEngine(LocalTextEngine):
             generation.completion_tokens = request.completion_tokens
             generation.finish_reason = request.finish_reason
             generation.extra["cached_tokens"] = request.cached_tokens
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[Event], event: Event) -> None:
+    """Hand an event to the request's event loop; a loop already closed has no reader left."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(events.put_nowait, event)
