@@ -1,10 +1,10 @@
 """Continuous batching: one thread per model runs every request's sequence on one context.
 
-Each step builds one ``llama_batch``: the last sampled token of every running sequence, then
-chunks of the prompts still being read, up to ``n_batch`` tokens, so a long prompt does not stall
-running streams. Requests join and leave between steps. The context is created with
-``kv_unified=false``: each sequence owns ``n_ctx`` cells of its own, and the experiment behind this
-design showed greedy output token-for-token identical to running the prompt alone.
+Each step decodes one ``llama_batch`` with the last sampled token of every running sequence,
+then chunks of the prompts still being read (each in its own decode), up to ``n_batch`` prompt
+tokens a step, so a long prompt does not stall running streams. Requests join and leave between
+steps. The context is created with ``kv_unified=false``: each sequence owns ``n_ctx`` cells of
+its own, and greedy output is token-for-token identical to running the prompt alone.
 
 A sequence slot keeps its KV cells after its request ends; a request that asks for the prompt
 cache (``cache_prompt``) takes the free slot sharing the longest prefix with its prompt and only
@@ -184,6 +184,13 @@ class BatchLoop:
         return int(i)
 
     def _step(self) -> None:
+        """One decode of every running sequence's next token, then prompt chunks.
+
+        Each prompt chunk is decoded in a call of its own: with one KV stream per sequence,
+        llama.cpp splits a batch into micro-batches holding the same number of tokens of every
+        sequence, so a prompt beside one-token decodes would be read one token at a time. Alone,
+        a prompt is also read exactly as it would be with nothing else running.
+        """
         self.batch.n_tokens = 0
         rows: list[tuple[_Slot, int]] = []
         for slot in self.slots:
@@ -195,14 +202,16 @@ class BatchLoop:
             elif slot.last >= 0:
                 rows.append((slot, self._add(slot.last, len(slot.cells), slot.seq, True)))
                 slot.cells.append(slot.last)
+        self._decode(rows)
+        # Prompt tokens read per step, so a long prompt does not stall running streams.
+        budget = self.n_batch
         for slot in self.slots:
             request = slot.request
-            if request is None or slot.last >= 0:
+            if request is None or slot.last >= 0 or budget <= 0:
                 continue
-            room = self.n_batch - self.batch.n_tokens
-            if room <= 0:
-                break
-            chunk = request.prompt[slot.read:slot.read + room]
+            self.batch.n_tokens = 0
+            chunk = request.prompt[slot.read:slot.read + budget]
+            rows = []
             for offset, token in enumerate(chunk):
                 last = slot.read + offset == len(request.prompt) - 1
                 index = self._add(token, slot.read + offset, slot.seq, last)
@@ -210,6 +219,11 @@ class BatchLoop:
                     rows.append((slot, index))
             slot.read += len(chunk)
             slot.cells.extend(chunk)
+            budget -= len(chunk)
+            self._decode(rows)
+
+    def _decode(self, rows: list[tuple[_Slot, int]]) -> None:
+        """Decode the batch, then sample the sequences whose logits it computed."""
         if not self.batch.n_tokens:
             return
         status = llama_cpp.llama_decode(self.ctx, self.batch)
