@@ -77,8 +77,8 @@ class LocalTextEngine(Engine):
     def check_fields(self, request: ChatCompletionRequest | CompletionRequest) -> None:
         """Refuse, by name, any parameter this engine cannot honour."""
         if (request.n or 1) > self.max_choices:
-            raise UnsupportedParameter(
-                f"The model '{self.name}' supports n up to {self.max_choices}.", param="n")
+            most = "only n=1" if self.max_choices == 1 else f"n up to {self.max_choices}"
+            raise UnsupportedParameter(f"The model '{self.name}' supports {most}.", param="n")
         extras = set(request.model_extra or {}) - IGNORABLE_FIELDS - self.extra_fields
         if extras:
             name = sorted(extras)[0]
