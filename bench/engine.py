@@ -116,7 +116,9 @@ async def stream_chat(client: httpx.AsyncClient, url: str, messages: list[dict[s
 async def concurrent(url: str, n: int, tokens: int) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=900) as client:
         started = time.perf_counter()
-        results = await asyncio.gather(*(stream_chat(client, url, prompt(i), tokens)
+        # No prompt cache here (llama-server caches by default): every prompt is read whole.
+        results = await asyncio.gather(*(stream_chat(client, url, prompt(i), tokens,
+                                                     cache_prompt=False)
                                          for i in range(n)))
         wall = time.perf_counter() - started
     ttfts = [r[0] for r in results]
