@@ -208,7 +208,12 @@ def main() -> None:
                 wait_http(url, service)
                 run_target("llama-server", url, args, table)
                 for cache in (False, True):
-                    turns["llama-server"][cache] = asyncio.run(multi_turn(url, cache))
+                    try:
+                        turns["llama-server"][cache] = asyncio.run(multi_turn(url, cache))
+                    except httpx.HTTPError as exc:  # reported, the rest of the run goes on
+                        print(f"llama-server 6-turn chat (cache {cache}) failed: {exc!r}\n"
+                              f"{service.log_tail(5)}")
+                        break
             finally:
                 service.stop()
     raw = raw_rate(args.threads, args.tokens)
@@ -233,7 +238,7 @@ def report(args: argparse.Namespace, table: dict[str, dict[int, dict[str, Any]]]
               f", mean TTFT inferd/llama-server {a['mean'] / b['mean']:.2f}x")
     print(f"greedy answers in the 8-request batch identical to lone runs: {same}")
     for name, values in turns.items():
-        if values:
+        if len(values) == 2:
             print(f"6-turn chat, last-turn TTFT, {name}: without cache {values[False]:.3f} s, "
                   f"with cache {values[True]:.3f} s")
     one = table["inferd"][args.levels[0]]["tps"] if args.levels[0] == 1 else float("nan")
