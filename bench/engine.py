@@ -1,79 +1,244 @@
-"""Generation speed of the bundled model: through inferd's API vs llama-cpp-python directly.
+"""The embedded engine against llama.cpp's own server and raw llama-cpp-python, side by side.
 
-Runs both in one process tree, interleaved over several rounds, with the same prompt, the same
-number of threads and greedy decoding (so both produce the same tokens), and prints tokens/s for
-each and the ratio. The end-of-turn token is banned so every run generates exactly
-``--tokens`` tokens.
+One run on the bundled model, same threads, same parallel sequences, greedy decoding:
 
-    .venv/bin/python bench/engine.py [--rounds 5] [--tokens 256] [--threads 2]
+- concurrency table: 1, 2, 4, 8, 16 simultaneous streamed chats of ``--tokens`` tokens each;
+  aggregate tokens/s, mean and p95 time to first token (TTFT), for inferd and llama-server;
+- whether inferd's greedy answers in the 8-request batch equal the same prompts run alone;
+- a 6-turn chat: TTFT of the last turn with and without the prompt cache (``cache_prompt``);
+- 1 request: inferd tokens/s against llama-cpp-python's ``create_chat_completion`` in-process.
+
+llama-server: ``$LLAMA_SERVER``, ``llama-server`` on PATH, or a build from the llama.cpp sources
+vendored in the llama-cpp-python sdist (``--build`` does it: pip download + cmake, a few minutes
+on 2 cores, into ``~/.cache/inferd/llama-server``).
+
+    .venv/bin/python bench/engine.py [--build] [--threads 2] [--parallel 8] [--tokens 128]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from harness import InferdServer
+from harness import InferdServer, Service, free_port, pct
 from inferd.settings import bundled_gguf_path
 
 MODEL = "smollm2-135m-instruct"
-MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+TOPICS = ["a lighthouse keeper", "a lost cat", "the first snow", "a robot gardener",
+          "a river town", "an old violin", "a night train", "a desert well", "a glass city",
+          "a tired dragon", "a paper boat", "a mountain school", "a silent bell", "a red kite",
+          "a clockmaker", "a winter market"]
+CACHE = Path.home() / ".cache" / "inferd" / "llama-server"
+LLAMA_CPP_PYTHON = "0.3.16"
 
 
-def via_server(url: str, tokens: int, ban: dict[str, float]) -> tuple[int, float]:
-    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": tokens, "temperature": 0,
-            "logit_bias": ban}
+def prompt(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Write a long story about {TOPICS[i % len(TOPICS)]}."}]
+
+
+# -- llama-server --------------------------------------------------------------------------
+def find_llama_server(build: bool) -> str | None:
+    for candidate in (os.environ.get("LLAMA_SERVER"), shutil.which("llama-server"),
+                      str(CACHE / "bin" / "llama-server")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    if not build:
+        return None
+    work = Path(tempfile.mkdtemp(prefix="llama-server-build-"))
+    subprocess.run([sys.executable, "-m", "pip", "download",
+                    f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "--no-binary", ":all:",
+                    "--no-deps", "-d", str(work)], check=True)
+    subprocess.run(["tar", "xzf", next(work.glob("*.tar.gz")), "-C", str(work)], check=True)
+    source = next(work.glob("llama_cpp_python-*")) / "vendor" / "llama.cpp"
+    subprocess.run(["cmake", "-B", "build", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_CURL=OFF",
+                    "-DBUILD_SHARED_LIBS=OFF", "-DCMAKE_BUILD_TYPE=Release"], cwd=source,
+                   check=True)
+    subprocess.run(["cmake", "--build", "build", "--target", "llama-server", "-j2"], cwd=source,
+                   check=True)
+    (CACHE / "bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy(source / "build" / "bin" / "llama-server", CACHE / "bin" / "llama-server")
+    return str(CACHE / "bin" / "llama-server")
+
+
+def wait_http(url: str, service: Service, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise RuntimeError(f"{service.name} exited:\n{service.log_tail()}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{service.name} did not start:\n{service.log_tail()}")
+
+
+# -- measurements --------------------------------------------------------------------------
+async def stream_chat(client: httpx.AsyncClient, url: str, messages: list[dict[str, str]],
+                      tokens: int, **extra: Any) -> tuple[float, int, str]:
+    """(TTFT seconds, completion tokens, text) of one streamed greedy chat."""
+    body = {"model": MODEL, "messages": messages, "max_tokens": tokens, "temperature": 0,
+            "stream": True, "stream_options": {"include_usage": True}, **extra}
     started = time.perf_counter()
-    answer = httpx.post(url + "/v1/chat/completions", json=body, timeout=600).json()
-    elapsed = time.perf_counter() - started
-    return answer["usage"]["completion_tokens"], elapsed
+    ttft, count, text = 0.0, 0, []
+    async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            for choice in chunk.get("choices") or []:
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    ttft = ttft or time.perf_counter() - started
+                    text.append(piece)
+            if chunk.get("usage"):
+                count = chunk["usage"]["completion_tokens"]
+    return ttft, count, "".join(text)
 
 
-def direct(llama: object, tokens: int, ban: dict[int, float]) -> tuple[int, float]:
+async def concurrent(url: str, n: int, tokens: int) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=900) as client:
+        started = time.perf_counter()
+        # No prompt cache here (llama-server caches by default): every prompt is read whole.
+        results = await asyncio.gather(*(stream_chat(client, url, prompt(i), tokens,
+                                                     cache_prompt=False)
+                                         for i in range(n)))
+        wall = time.perf_counter() - started
+    ttfts = [r[0] for r in results]
+    return {"tps": sum(r[1] for r in results) / wall, "mean": sum(ttfts) / n,
+            "p95": pct(ttfts, 95), "texts": [r[2] for r in results]}
+
+
+async def lone(url: str, i: int, tokens: int) -> str:
+    async with httpx.AsyncClient(timeout=900) as client:
+        return (await stream_chat(client, url, prompt(i), tokens))[2]
+
+
+async def multi_turn(url: str, cache: bool, turns: int = 6) -> float:
+    """TTFT of the last turn of a chat whose earlier turns ran with the same cache setting."""
+    messages: list[dict[str, str]] = [
+        {"role": "system", "content": "You are a helpful assistant who answers in detail."}]
+    ttft = 0.0
+    async with httpx.AsyncClient(timeout=900) as client:
+        for turn in range(turns):
+            messages.append({"role": "user", "content": f"Tell me about {TOPICS[turn]}."})
+            ttft, _, text = await stream_chat(client, url, messages, 64, cache_prompt=cache)
+            messages.append({"role": "assistant", "content": text})
+    return ttft
+
+
+def raw_rate(threads: int, tokens: int) -> float:
+    from llama_cpp import Llama
+
+    llama: Any = Llama(model_path=bundled_gguf_path(), n_ctx=2048, n_threads=threads,
+                  n_threads_batch=threads, verbose=False)
+    ban = {llama.token_eos(): -100.0}
+    llama.create_chat_completion(messages=prompt(0), max_tokens=8, temperature=0)
     started = time.perf_counter()
-    answer = llama.create_chat_completion(  # type: ignore[attr-defined]
-        messages=MESSAGES, max_tokens=tokens, temperature=0, logit_bias=ban)
-    elapsed = time.perf_counter() - started
-    return int(answer["usage"]["completion_tokens"]), elapsed
+    answer = llama.create_chat_completion(messages=prompt(0), max_tokens=tokens, temperature=0,
+                                          logit_bias=ban)
+    rate = int(answer["usage"]["completion_tokens"]) / (time.perf_counter() - started)
+    llama.close()
+    return rate
+
+
+# -- the run -------------------------------------------------------------------------------
+def run_target(name: str, url: str, args: argparse.Namespace,
+               table: dict[str, dict[int, dict[str, Any]]]) -> None:
+    asyncio.run(concurrent(url, 1, 8))  # warm-up
+    for n in args.levels:
+        table[name][n] = asyncio.run(concurrent(url, n, args.tokens))
+        row = table[name][n]
+        print(f"  {name:13} {n:3} concurrent: {row['tps']:7.1f} tok/s, TTFT mean "
+              f"{row['mean']:.2f} s p95 {row['p95']:.2f} s", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--build", action="store_true",
+                        help="build llama-server from the llama-cpp-python sdist if missing")
     args = parser.parse_args()
+    server_bin = find_llama_server(args.build)
+    table: dict[str, dict[int, dict[str, Any]]] = {"inferd": {}, "llama-server": {}}
+    turns: dict[str, dict[bool, float]] = {"inferd": {}, "llama-server": {}}
+    n_ctx = 1024
+    model = f"{MODEL}={bundled_gguf_path()},n_ctx={n_ctx},parallel={args.parallel}"
+    with tempfile.TemporaryDirectory() as tmp:
+        with InferdServer(Path(tmp), "--no-bundled", "--model", model, "--threads",
+                          str(args.threads)) as server:
+            run_target("inferd", server.url, args, table)
+            together = table["inferd"].get(8, {}).get("texts", [])
+            same = all(asyncio.run(lone(server.url, i, args.tokens)) == text
+                       for i, text in enumerate(together))
+            for cache in (False, True):
+                turns["inferd"][cache] = asyncio.run(multi_turn(server.url, cache))
+        if server_bin is None:
+            print("llama-server not found: set LLAMA_SERVER, put it on PATH, or pass --build "
+                  "(builds it from the llama-cpp-python sdist)")
+        else:
+            port = free_port()
+            service = Service("llama-server", [
+                server_bin, "-m", bundled_gguf_path(), "--port", str(port), "-t",
+                str(args.threads), "-tb", str(args.threads), "--parallel", str(args.parallel),
+                "-c", str(n_ctx * args.parallel), "--alias", MODEL], port, Path(tmp))
+            service.start()
+            try:
+                url = f"http://127.0.0.1:{port}"
+                wait_http(url, service)
+                run_target("llama-server", url, args, table)
+                for cache in (False, True):
+                    try:
+                        turns["llama-server"][cache] = asyncio.run(multi_turn(url, cache))
+                    except httpx.HTTPError as exc:  # reported, the rest of the run goes on
+                        print(f"llama-server 6-turn chat (cache {cache}) failed: {exc!r}\n"
+                              f"{service.log_tail(5)}")
+                        break
+            finally:
+                service.stop()
+    raw = raw_rate(args.threads, args.tokens)
+    report(args, table, turns, raw, same)
 
-    from llama_cpp import Llama
 
-    llama = Llama(model_path=bundled_gguf_path(), n_ctx=2048, n_threads=args.threads,
-                  n_threads_batch=args.threads, verbose=False)
-    eos = llama.token_eos()
-    with tempfile.TemporaryDirectory() as tmp, \
-            InferdServer(Path(tmp), "--threads", str(args.threads)) as server:
-        via_server(server.url, 8, {str(eos): -100.0})  # warm-up
-        direct(llama, 8, {eos: -100.0})
-        rates: dict[str, list[float]] = {"inferd /v1/chat/completions": [],
-                                         "llama-cpp-python direct": []}
-        for _ in range(args.rounds):
-            n, t = via_server(server.url, args.tokens, {str(eos): -100.0})
-            rates["inferd /v1/chat/completions"].append(n / t)
-            n, t = direct(llama, args.tokens, {eos: -100.0})
-            rates["llama-cpp-python direct"].append(n / t)
-    print(f"{'path':32} {'tokens/s (median)':>18} {'min':>8} {'max':>8}")
-    for name, values in rates.items():
-        print(f"{name:32} {statistics.median(values):18.1f} {min(values):8.1f} "
-              f"{max(values):8.1f}")
-    server_rate = statistics.median(rates["inferd /v1/chat/completions"])
-    direct_rate = statistics.median(rates["llama-cpp-python direct"])
-    print(f"ratio inferd/direct: {server_rate / direct_rate:.3f} "
-          f"(loss {100 * (1 - server_rate / direct_rate):.1f}%; {args.rounds} rounds of "
-          f"{args.tokens} tokens, {args.threads} threads)")
+def report(args: argparse.Namespace, table: dict[str, dict[int, dict[str, Any]]],
+           turns: dict[str, dict[bool, float]], raw: float, same: bool) -> None:
+    print(f"\n{args.tokens}-token greedy chats, {args.threads} threads, "
+          f"{args.parallel} parallel sequences\n")
+    print("| concurrent | inferd tok/s | TTFT mean | TTFT p95 | llama-server tok/s | "
+          "TTFT mean | TTFT p95 |")
+    print("|---|---|---|---|---|---|---|")
+    for n in args.levels:
+        a, b = table["inferd"][n], table["llama-server"].get(n)
+        right = (f"{b['tps']:.1f} | {b['mean']:.2f} s | {b['p95']:.2f} s" if b
+                 else "- | - | -")
+        print(f"| {n} | {a['tps']:.1f} | {a['mean']:.2f} s | {a['p95']:.2f} s | {right} |")
+    if 8 in table["llama-server"] and 8 in table["inferd"]:
+        a, b = table["inferd"][8], table["llama-server"][8]
+        print(f"\n8 concurrent: aggregate tokens/s inferd/llama-server {a['tps'] / b['tps']:.2f}x"
+              f", mean TTFT inferd/llama-server {a['mean'] / b['mean']:.2f}x")
+    print(f"greedy answers in the 8-request batch identical to lone runs: {same}")
+    for name, values in turns.items():
+        if len(values) == 2:
+            print(f"6-turn chat, last-turn TTFT, {name}: without cache {values[False]:.3f} s, "
+                  f"with cache {values[True]:.3f} s")
+    one = table["inferd"][args.levels[0]]["tps"] if args.levels[0] == 1 else float("nan")
+    print(f"1 request: inferd {one:.1f} tok/s, llama-cpp-python direct {raw:.1f} tok/s, "
+          f"ratio {one / raw:.3f}")
 
 
 if __name__ == "__main__":

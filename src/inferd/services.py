@@ -12,6 +12,7 @@ from functools import partial
 from inferd.auth.service import Auth
 from inferd.changes import ChangeBus
 from inferd.engines import build_engine
+from inferd.engines.residency import RESIDENCY
 from inferd.errors import InferdError
 from inferd.inference import Inference, build_limiter
 from inferd.jobs.cluster import start_jobs
@@ -72,6 +73,7 @@ class Services:
         auth = await Auth.start(settings, db, on_load=inference.seed_budgets,
                                 on_failure=metering.metrics.auth_failures.inc)
         stack.push_async_callback(auth.close)
+        RESIDENCY.max_loaded = settings.max_loaded_models
         engines = [(spec, build_engine(spec)) for spec in settings.all_models()]
         # Load models one after another: on two cores parallel loads only thrash.
         for spec, engine in engines:

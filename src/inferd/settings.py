@@ -63,9 +63,15 @@ class ModelSpec(BaseModel):
     n_ctx: int = Field(default=2048, ge=64, le=1_048_576)
     n_threads: int | None = Field(default=None, ge=1, le=512)
     n_batch: int = Field(default=512, ge=1)
-    # How many requests this model may run at once. A llama.cpp ``Llama`` object is not
-    # thread-safe, so each unit of concurrency is a separate loaded copy of the weights.
+    # Loaded copies of the weights; each batches up to ``parallel`` requests on one context.
     instances: int = Field(default=1, ge=1, le=16)
+    # Sequences decoded together per copy (llama.cpp's ``n_seq_max``); ``n_ctx`` is the
+    # context of each sequence, so the KV cache holds ``n_ctx * parallel`` tokens.
+    parallel: int = Field(default=4, ge=1, le=64)
+    # ``on_demand``: loaded by its first request, unloaded after ``keep_alive`` idle seconds
+    # (-1: never) or to make room under ``max_loaded_models``.
+    load: Literal["startup", "on_demand"] = "startup"
+    keep_alive: float = Field(default=-1, ge=-1)
     # Chat template family override (see ``inferd.engines.families``); "" = detect.
     family: str = ""
     # Seconds the echo engine waits per token (only for ``kind: echo``, used in tests/bench).
@@ -197,6 +203,9 @@ class Settings(BaseSettings):
     bundled_models: bool = True
     # Threads per llama.cpp model (None: llama.cpp decides).
     threads: int | None = Field(default=None, ge=1)
+    # Most llama.cpp models loaded at once (0: no limit); the least recently used idle one
+    # is unloaded to make room.
+    max_loaded_models: int = Field(default=0, ge=0)
     admin_key: str = ""
     # API keys: "auto" = off on a loopback address until an admin key exists, required
     # elsewhere; "on" = always required; "off" = no keys (loopback only). See README.

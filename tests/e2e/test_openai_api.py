@@ -236,7 +236,7 @@ def test_malformed_json_is_400(http: httpx.Client) -> None:
     ({"model": CHAT_MODEL, "messages": HELLO, "max_tokens": 0}, "max_tokens"),
     ({"model": CHAT_MODEL, "messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"messages": HELLO}, "model"),
-    ({"model": CHAT_MODEL, "messages": HELLO, "n": 2}, "n"),
+    ({"model": CHAT_MODEL, "messages": HELLO, "n": 17}, "n"),  # n up to 16
     ({"model": CHAT_MODEL, "messages": HELLO,
       "tools": [{"type": "retrieval", "function": {"name": "f"}}]}, "tools[0]"),
     ({"model": CHAT_MODEL, "messages": HELLO, "tool_choice": "required"}, "tool_choice"),

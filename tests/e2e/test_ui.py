@@ -321,22 +321,27 @@ def test_job_from_the_playground_runs_and_its_events_show(server: InferdProcess,
     wait(d, lambda d: "No jobs match." in find(d, "#jobs-table").text)
 
 
-def _chart_total(d: Any, metric: str) -> int:
-    figure = find(d, f"#mon-charts figure[data-metric='{metric}']")
-    return int(figure.get_attribute("data-total"))
+def _chart_total(d: Any, metric: str) -> int | None:
+    """The chart's total, read in one script call (charts are redrawn while we look)."""
+    value = d.execute_script(
+        "const f = document.querySelector(arguments[0]); return f ? f.dataset.total : null;",
+        f"#mon-charts figure[data-metric='{metric}']")
+    return None if value in (None, "") else int(value)
 
 
 def test_a_request_appears_in_the_monitoring_chart(server: InferdProcess, admin: Any,
                                                    tmp_path: Path) -> None:
     d = admin
     page(d, server.url, "monitoring")
-    wait(d, lambda d: d.find_elements(_by(), "#mon-charts figure[data-metric='Requests']"))
+    wait(d, lambda d: _chart_total(d, "Requests") is not None)
     before = _chart_total(d, "Requests")
+    assert before is not None
     sdk(server, ADMIN_KEY).chat.completions.create(
         model=CHAT, max_tokens=2, messages=[{"role": "user", "content": "One more"}])
     find(d, "#mon-form button").click()
     wait(d, lambda d: _chart_total(d, "Requests") == before + 1)
     assert d.find_elements(_by(), "#mon-charts figure[data-metric='Requests'] canvas")
+    find(d, "#records-form button").click()  # the records list refreshes on its own button
     wait(d, lambda d: d.find_elements(_by(), "#records-table tbody tr:not(.empty)"))
     wait(d, lambda d: d.find_elements(_by(), "#table-name option"))
     shot(d, tmp_path, "monitoring")

@@ -7,9 +7,10 @@ chat and text completions, streamed or not, with usage.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from inferd.engines.base import Chunk, Engine
@@ -44,11 +45,19 @@ class Generation:
 
 
 class LocalTextEngine(Engine):
-    """Builds OpenAI answers from an engine's ``generate`` stream of text pieces."""
+    """Builds OpenAI answers from an engine's ``generate`` stream of text pieces.
+
+    ``n`` choices are separate generations run at once (a batching engine decodes them
+    together); with a ``seed``, choice ``i`` uses ``seed + i`` so the choices differ yet repeat.
+    An engine that reports logprobs appends OpenAI ``ChatCompletionTokenLogprob`` entries to
+    ``generation.extra["logprobs"]`` before yielding the piece they belong to.
+    """
 
     capabilities = frozenset({"chat", "completions"})
     # Extra (non-OpenAI) sampling fields this engine honours.
     extra_fields: frozenset[str] = frozenset()
+    # Largest ``n`` this engine accepts.
+    max_choices = 1
 
     # -- to implement ---------------------------------------------------------------------
     def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
@@ -68,72 +77,211 @@ class LocalTextEngine(Engine):
     # -- validation -----------------------------------------------------------------------
     def check_fields(self, request: ChatCompletionRequest | CompletionRequest) -> None:
         """Refuse, by name, any parameter this engine cannot honour."""
-        if request.n not in (None, 1):
-            raise UnsupportedParameter(f"The model '{self.name}' supports only n=1.", param="n")
+        if (request.n or 1) > self.max_choices:
+            most = "only n=1" if self.max_choices == 1 else f"n up to {self.max_choices}"
+            raise UnsupportedParameter(f"The model '{self.name}' supports {most}.", param="n")
         extras = set(request.model_extra or {}) - IGNORABLE_FIELDS - self.extra_fields
         if extras:
             name = sorted(extras)[0]
             raise UnsupportedParameter(
                 f"Unrecognized request argument supplied: {name}", param=name)
 
+    def _choices(self, first: Generation, n: int | None) -> list[Generation]:
+        out = [first]
+        for index in range(1, n or 1):
+            out.append(choice_of(first, index))
+        return out
+
+    async def _run(self, generations: list[Generation]) -> list[str]:
+        async def one(generation: Generation) -> str:
+            return "".join([p async for p in self.generate(generation, stream=False)])
+
+        return list(await asyncio.gather(*(one(g) for g in generations)))
+
     # -- chat -----------------------------------------------------------------------------
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        generation = self.prepare_chat(request)
-        text = "".join([piece async for piece in self.generate(generation, stream=False)])
-        result = chat_completion(id=new_id("chatcmpl", "-"), model=request.model, text=text,
-                                 finish_reason=generation.finish_reason,
-                                 prompt_tokens=generation.prompt_tokens,
-                                 completion_tokens=generation.completion_tokens)
-        if generation.extra.get("tools") is not None:
-            with_tool_calls(result["choices"][0], text)
-        return result
+        generations = self._choices(self.prepare_chat(request), request.n)
+        texts = await self._run(generations)
+        first = generations[0]
+        out = chat_completion(id=new_id("chatcmpl", "-"), model=request.model, text=texts[0],
+                              finish_reason=first.finish_reason,
+                              prompt_tokens=first.prompt_tokens,
+                              completion_tokens=sum(g.completion_tokens for g in generations))
+        template = out["choices"][0]
+        out["choices"] = [
+            {**template, "index": i, "message": {**template["message"], "content": text},
+             "finish_reason": g.finish_reason or "stop",
+             "logprobs": _chat_logprobs(g, g.extra.get("logprobs", []))}
+            for i, (g, text) in enumerate(zip(generations, texts, strict=True))]
+        for choice, g, text in zip(out["choices"], generations, texts, strict=True):
+            if g.extra.get("tools") is not None:
+                with_tool_calls(choice, text)
+        _cached(out["usage"], generations)
+        return out
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
-        generation = self.prepare_chat(request)
+        generations = self._choices(self.prepare_chat(request), request.n)
         cid, created, model = new_id("chatcmpl", "-"), int(time.time()), request.model
-        yield chat_chunk(id=cid, model=model, created=created,
-                         delta={"role": "assistant", "content": ""})
-        calls = ToolStream() if generation.extra.get("tools") is not None else None
-        async for piece in self.generate(generation):
-            for delta in calls.feed(piece) if calls else [{"content": piece}] if piece else []:
-                yield chat_chunk(id=cid, model=model, created=created, delta=delta)
-        for delta in calls.finish() if calls else []:
-            yield chat_chunk(id=cid, model=model, created=created, delta=delta)
-        finish = generation.finish_reason or "stop"
-        yield chat_chunk(id=cid, model=model, created=created, delta={},
-                         finish_reason="tool_calls" if calls and calls.called
-                         and finish == "stop" else finish)
-        yield usage_chunk(id=cid, model=model, created=created, obj="chat.completion.chunk",
-                          prompt_tokens=generation.prompt_tokens,
-                          completion_tokens=generation.completion_tokens)
+        # with tools, each choice's text goes through a parser that emits tool-call deltas
+        calls = [ToolStream() if g.extra.get("tools") is not None else None for g in generations]
+        for index in range(len(generations)):
+            yield _indexed(chat_chunk(id=cid, model=model, created=created,
+                                      delta={"role": "assistant", "content": ""}), index)
+        async for index, piece, entries in merged(self, generations):
+            generation, parser = generations[index], calls[index]
+            if piece is None:
+                for delta in parser.finish() if parser else []:
+                    yield _indexed(chat_chunk(id=cid, model=model, created=created,
+                                              delta=delta), index)
+                finish = generation.finish_reason or "stop"
+                if parser and parser.called and finish == "stop":
+                    finish = "tool_calls"
+                yield _indexed(chat_chunk(id=cid, model=model, created=created, delta={},
+                                          finish_reason=finish), index)
+            elif parser is not None:
+                for delta in parser.feed(piece):
+                    yield _indexed(chat_chunk(id=cid, model=model, created=created,
+                                              delta=delta), index)
+            elif piece or entries:
+                chunk = chat_chunk(id=cid, model=model, created=created,
+                                   delta={"content": piece})
+                chunk["choices"][0]["logprobs"] = _chat_logprobs(generation, entries)
+                yield _indexed(chunk, index)
+        last = usage_chunk(id=cid, model=model, created=created, obj="chat.completion.chunk",
+                           prompt_tokens=generations[0].prompt_tokens,
+                           completion_tokens=sum(g.completion_tokens for g in generations))
+        _cached(last["usage"], generations)
+        yield last
 
     # -- text completions -----------------------------------------------------------------
+    def _text_generations(self, request: CompletionRequest) -> list[Generation]:
+        return [g for p in request.prompts() for g in self._choices(
+            self.prepare_text(request, p), request.n)]
+
     async def complete(self, request: CompletionRequest) -> dict[str, Any]:
-        generations = [self.prepare_text(request, p) for p in request.prompts()]
-        choices = []
-        for index, generation in enumerate(generations):
-            text = "".join([piece async for piece in self.generate(generation, stream=False)])
-            choices.append({"text": text, "index": index, "logprobs": None,
-                            "finish_reason": generation.finish_reason or "stop"})
+        generations = self._text_generations(request)
+        texts = await self._run(generations)
+        choices = [{"text": text, "index": index,
+                    "logprobs": _text_logprobs(g, g.extra.get("logprobs", []), text),
+                    "finish_reason": g.finish_reason or "stop"}
+                   for index, (g, text) in enumerate(zip(generations, texts, strict=True))]
+        usage = usage_dict(_prompt_total(generations),
+                           sum(g.completion_tokens for g in generations))
+        _cached(usage, generations)
         return {"id": new_id("cmpl", "-"), "object": "text_completion", "created": int(time.time()),
-                "model": request.model, "choices": choices,
-                "usage": usage_dict(sum(g.prompt_tokens for g in generations),
-                                    sum(g.completion_tokens for g in generations))}
+                "model": request.model, "choices": choices, "usage": usage}
 
     async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
-        generations = [self.prepare_text(request, p) for p in request.prompts()]
+        generations = self._text_generations(request)
         cid, created, model = new_id("cmpl", "-"), int(time.time()), request.model
 
-        def chunk(index: int, text: str, finish: str | None) -> Chunk:
+        def chunk(index: int, text: str, finish: str | None, logprobs: Any = None) -> Chunk:
             return {"id": cid, "object": "text_completion", "created": created, "model": model,
-                    "choices": [{"text": text, "index": index, "logprobs": None,
+                    "choices": [{"text": text, "index": index, "logprobs": logprobs,
                                  "finish_reason": finish}]}
 
-        for index, generation in enumerate(generations):
-            async for piece in self.generate(generation):
-                if piece:
-                    yield chunk(index, piece, None)
-            yield chunk(index, "", generation.finish_reason or "stop")
-        yield usage_chunk(id=cid, model=model, created=created, obj="text_completion",
-                          prompt_tokens=sum(g.prompt_tokens for g in generations),
-                          completion_tokens=sum(g.completion_tokens for g in generations))
+        async for index, piece, entries in merged(self, generations):
+            generation = generations[index]
+            if piece is None:
+                yield chunk(index, "", generation.finish_reason or "stop")
+            elif piece or entries:
+                yield chunk(index, piece, None, _text_logprobs(generation, entries, piece))
+        last = usage_chunk(id=cid, model=model, created=created, obj="text_completion",
+                           prompt_tokens=_prompt_total(generations),
+                           completion_tokens=sum(g.completion_tokens for g in generations))
+        _cached(last["usage"], generations)
+        yield last
+
+
+def choice_of(first: Generation, index: int) -> Generation:
+    """Choice ``index`` of an ``n > 1`` request: the same prompt, its own sampling state."""
+    params = dict(first.params)
+    sampling = params.get("sampling")
+    if sampling is not None:
+        seed = getattr(sampling, "seed", None)
+        params["sampling"] = replace(sampling, seed=None if seed is None else seed + index)
+    return Generation(prompt=first.prompt, prompt_tokens=first.prompt_tokens, params=params,
+                      extra={"choice": index})
+
+
+async def merged(engine: LocalTextEngine, generations: list[Generation],
+                 ) -> AsyncIterator[tuple[int, str | None, list[dict[str, Any]]]]:
+    """Pieces of all generations as they come: (choice, text, logprob entries); text None = end.
+
+    Several generations run at once so a batching engine decodes them in the same steps.
+    """
+    if len(generations) == 1:
+        seen = 0
+        async for piece in engine.generate(generations[0]):
+            entries = generations[0].extra.get("logprobs", [])
+            yield 0, piece, entries[seen:]
+            seen = len(entries)
+        yield 0, None, []
+        return
+    queue: asyncio.Queue[tuple[int, str | Exception | None, list[dict[str, Any]]]] = (
+        asyncio.Queue())
+
+    async def pump(index: int, generation: Generation) -> None:
+        seen = 0
+        try:
+            async for piece in engine.generate(generation):
+                entries = generation.extra.get("logprobs", [])
+                queue.put_nowait((index, piece, entries[seen:]))
+                seen = len(entries)
+            queue.put_nowait((index, None, []))
+        except Exception as exc:  # re-raised by the reader
+            queue.put_nowait((index, exc, []))
+
+    tasks = [asyncio.create_task(pump(i, g)) for i, g in enumerate(generations)]
+    try:
+        done = 0
+        while done < len(tasks):
+            index, item, entries = await queue.get()
+            if isinstance(item, Exception):
+                raise item
+            done += item is None
+            yield index, item, entries
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def _indexed(chunk: Chunk, index: int) -> Chunk:
+    chunk["choices"][0]["index"] = index
+    return chunk
+
+
+def _chat_logprobs(generation: Generation,
+                   entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if generation.params.get("logprobs") is None:
+        return None
+    return {"content": entries, "refusal": None}
+
+
+def _text_logprobs(generation: Generation, entries: list[dict[str, Any]],
+                   text: str) -> dict[str, Any] | None:
+    """The legacy completions shape; offsets count from the start of the choice's text."""
+    if generation.params.get("logprobs") is None:
+        return None
+    offsets = []
+    offset = generation.extra.get("text_offset", 0)
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry["token"])
+    generation.extra["text_offset"] = offset
+    return {"tokens": [e["token"] for e in entries],
+            "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]}
+                             for e in entries],
+            "text_offset": offsets}
+
+
+def _prompt_total(generations: list[Generation]) -> int:
+    """Prompt tokens, counted once per prompt however many choices it has."""
+    return sum(g.prompt_tokens for g in generations if not g.extra.get("choice"))
+
+
+def _cached(usage: dict[str, Any], generations: list[Generation]) -> None:
+    cached = sum(g.extra.get("cached_tokens", 0) for g in generations
+                 if not g.extra.get("choice"))
+    usage["prompt_tokens_details"] = {"cached_tokens": cached}

@@ -181,6 +181,7 @@ async def _run_stream(inference: Inference, request: ChatCompletionRequest | Com
                                  prompt_tokens=usage["prompt_tokens"],
                                  completion_tokens=usage["completion_tokens"],
                                  created=acc.created or None)
+        result["usage"] = usage  # as the engine reported it (cached tokens included)
     else:
         result = {"id": acc.id, "object": "text_completion", "created": acc.created,
                   "model": request.model, "usage": usage,

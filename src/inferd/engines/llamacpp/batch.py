@@ -1,0 +1,293 @@
+"""Continuous batching: one thread per model runs every request's sequence on one context.
+
+Each step decodes one ``llama_batch`` with the last sampled token of every running sequence,
+then chunks of the prompts still being read (each in its own decode), up to ``n_batch`` prompt
+tokens a step, so a long prompt does not stall running streams. Requests join and leave between
+steps. The context is created with ``kv_unified=false``: each sequence owns ``n_ctx`` cells of
+its own, and greedy output is token-for-token identical to running the prompt alone.
+
+A sequence slot keeps its KV cells after its request ends; a request that asks for the prompt
+cache (``cache_prompt``) takes the free slot sharing the longest prefix with its prompt and only
+reads the rest.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+
+from inferd.engines.llamacpp.sampling import (
+    SamplerChain,
+    SamplingParams,
+    StopFinder,
+    TokenText,
+    token_logprobs,
+)
+
+log = logging.getLogger(__name__)
+
+# What the engine thread hands back: ("piece", (text, logprob entries)), ("done", None) or
+# ("error", exception).
+Event = tuple[str, Any]
+
+
+@dataclass
+class SeqRequest:
+    """One sequence to generate; outcome fields are written by the engine thread."""
+
+    prompt: list[int]
+    params: SamplingParams
+    max_tokens: int
+    stops: list[str]
+    emit: Callable[[Event], object]
+    stream: bool = True
+    logprobs: int | None = None  # None: no logprobs; else how many top alternatives
+    cache_prompt: bool = False
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    finish_reason: str | None = None
+
+
+@dataclass
+class _Slot:
+    seq: int
+    cells: list[int] = field(default_factory=list)  # tokens whose KV this sequence holds
+    request: SeqRequest | None = None
+    chain: SamplerChain | None = None
+    decoder: TokenText | None = None
+    stopper: StopFinder | None = None
+    read: int = 0  # prompt tokens already in the KV cache
+    last: int = -1  # sampled token not yet decoded
+    kept: list[str] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+
+class BatchLoop:
+    """Owns a llama.cpp context with ``parallel`` sequences and the thread that drives it."""
+
+    def __init__(self, model: Any, *, parallel: int, n_ctx_seq: int, n_batch: int,
+                 n_threads: int) -> None:
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx_seq * parallel
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_seq_max = parallel
+        params.n_threads = params.n_threads_batch = n_threads
+        params.kv_unified = False
+        params.no_perf = True
+        self.ctx = llama_cpp.llama_init_from_model(model, params)
+        if not self.ctx:
+            raise RuntimeError("llama.cpp could not create a context")
+        self.vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_seq = n_ctx_seq
+        self.n_batch = n_batch
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self.slots = [_Slot(seq) for seq in range(parallel)]
+        self.inbox: queue.Queue[SeqRequest | None] = queue.Queue()
+        self.waiting: collections.deque[SeqRequest] = collections.deque()
+        self.thread = threading.Thread(target=self._run, name="llama-batch", daemon=True)
+        self.thread.start()
+
+    def submit(self, request: SeqRequest) -> None:
+        self.inbox.put(request)
+
+    def close(self) -> None:
+        self.inbox.put(None)
+        self.thread.join()
+        for slot in self.slots:
+            if slot.request is not None:
+                self._finish(slot, "stop")
+        llama_cpp.llama_batch_free(self.batch)
+        llama_cpp.llama_free(self.ctx)
+        self.ctx = None
+
+    # -- the loop -------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            running = any(s.request is not None for s in self.slots)
+            try:
+                item = self.inbox.get(block=not running and not self.waiting)
+                while True:
+                    if item is None:
+                        return
+                    self.waiting.append(item)
+                    item = self.inbox.get_nowait()
+            except queue.Empty:
+                pass
+            self._admit()
+            if any(s.request is not None for s in self.slots):
+                try:
+                    self._step()
+                except Exception as exc:  # one failed decode fails the requests in it
+                    log.exception("llama.cpp decode failed")
+                    for slot in self.slots:
+                        if slot.request is not None:
+                            slot.request.emit(("error", exc))
+                            self._release(slot)
+                            slot.cells = []
+                            llama_cpp.llama_memory_seq_rm(self.memory, slot.seq, -1, -1)
+
+    def _admit(self) -> None:
+        while self.waiting:
+            request = self.waiting[0]
+            if request.cancelled.is_set():
+                self.waiting.popleft()
+                request.emit(("done", None))
+                continue
+            free = [s for s in self.slots if s.request is None]
+            if not free:
+                return
+            self.waiting.popleft()
+            self._start(request, free)
+
+    def _start(self, request: SeqRequest, free: list[_Slot]) -> None:
+        def shared(slot: _Slot) -> int:
+            n = 0
+            # At least one prompt token is always read again: its logits pick the first token.
+            for a, b in zip(slot.cells, request.prompt[:-1], strict=False):
+                if a != b:
+                    break
+                n += 1
+            return n
+
+        # Without the cache, take the slot holding the least, to keep others' prefixes.
+        slot = (max(free, key=shared) if request.cache_prompt
+                else min(free, key=lambda s: len(s.cells)))
+        keep = shared(slot) if request.cache_prompt else 0
+        llama_cpp.llama_memory_seq_rm(self.memory, slot.seq, keep, -1)
+        slot.cells = slot.cells[:keep]
+        request.cached_tokens = keep
+        slot.request, slot.read, slot.last = request, keep, -1
+        slot.kept, slot.entries = [], []
+        slot.decoder = TokenText(self.vocab)
+        slot.stopper = StopFinder(request.stops)
+        try:
+            slot.chain = SamplerChain(self.vocab, self.n_vocab, request.params)
+        except Exception as exc:
+            request.emit(("error", exc))
+            self._release(slot)
+
+    def _add(self, token: int, pos: int, seq: int, logits: bool) -> int:
+        b, i = self.batch, self.batch.n_tokens
+        b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, pos, 1, logits
+        b.seq_id[i][0] = seq
+        b.n_tokens = i + 1
+        return int(i)
+
+    def _step(self) -> None:
+        """One decode of every running sequence's next token, then prompt chunks.
+
+        Each prompt chunk is decoded in a call of its own: with one KV stream per sequence,
+        llama.cpp splits a batch into micro-batches holding the same number of tokens of every
+        sequence, so a prompt beside one-token decodes would be read one token at a time. Alone,
+        a prompt is also read exactly as it would be with nothing else running.
+        """
+        self.batch.n_tokens = 0
+        rows: list[tuple[_Slot, int]] = []
+        for slot in self.slots:
+            request = slot.request
+            if request is None:
+                continue
+            if request.cancelled.is_set():
+                self._finish(slot, "stop")
+            elif slot.last >= 0:
+                rows.append((slot, self._add(slot.last, len(slot.cells), slot.seq, True)))
+                slot.cells.append(slot.last)
+        self._decode(rows)
+        # Prompt tokens read per step, so a long prompt does not stall running streams.
+        budget = self.n_batch
+        for slot in self.slots:
+            request = slot.request
+            if request is None or slot.last >= 0 or budget <= 0:
+                continue
+            self.batch.n_tokens = 0
+            chunk = request.prompt[slot.read:slot.read + budget]
+            rows = []
+            for offset, token in enumerate(chunk):
+                last = slot.read + offset == len(request.prompt) - 1
+                index = self._add(token, slot.read + offset, slot.seq, last)
+                if last:
+                    rows.append((slot, index))
+            slot.read += len(chunk)
+            slot.cells.extend(chunk)
+            budget -= len(chunk)
+            self._decode(rows)
+
+    def _decode(self, rows: list[tuple[_Slot, int]]) -> None:
+        """Decode the batch, then sample the sequences whose logits it computed."""
+        if not self.batch.n_tokens:
+            return
+        status = llama_cpp.llama_decode(self.ctx, self.batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode returned {status}")
+        for slot, index in rows:
+            self._sampled(slot, index)
+
+    def _sampled(self, slot: _Slot, index: int) -> None:
+        request, chain = slot.request, slot.chain
+        assert request is not None and chain is not None and slot.stopper is not None
+        assert slot.decoder is not None
+        token = chain.sample(self.ctx, index)
+        if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+            self._finish(slot, "stop")
+            return
+        request.completion_tokens += 1
+        entry = None
+        if request.logprobs is not None:
+            entry = self._entry(slot.decoder, index, token, request.logprobs)
+        text, stopped = slot.stopper.feed(slot.decoder.text(token))
+        if text or (entry is not None and not stopped):
+            self._emit(slot, text, [entry] if entry is not None else [])
+        if stopped:
+            self._finish(slot, "stop")
+        elif (request.completion_tokens >= request.max_tokens
+              or len(slot.cells) >= self.n_ctx_seq):
+            self._finish(slot, "length")
+        else:
+            slot.last = token
+
+    def _entry(self, decoder: TokenText, index: int, token: int, top: int) -> dict[str, Any]:
+        logprob, best = token_logprobs(self.ctx, index, self.n_vocab, token, top)
+
+        def shaped(tok: int, lp: float) -> dict[str, Any]:
+            raw = decoder.piece(tok)
+            return {"token": raw.decode("utf-8", errors="replace"), "logprob": lp,
+                    "bytes": list(raw)}
+
+        return {**shaped(token, logprob), "top_logprobs": [shaped(t, lp) for t, lp in best]}
+
+    def _emit(self, slot: _Slot, text: str, entries: list[dict[str, Any]]) -> None:
+        request = slot.request
+        assert request is not None
+        if request.stream:
+            request.emit(("piece", (text, entries)))
+        else:
+            slot.kept.append(text)
+            slot.entries.extend(entries)
+
+    def _finish(self, slot: _Slot, reason: str) -> None:
+        request = slot.request
+        assert request is not None
+        rest = slot.stopper.flush() if slot.stopper is not None else ""
+        if rest or not request.stream:
+            self._emit(slot, rest, [])
+        if not request.stream:
+            request.emit(("piece", ("".join(slot.kept), slot.entries)))
+        request.finish_reason = reason
+        request.emit(("done", None))
+        self._release(slot)
+
+    def _release(self, slot: _Slot) -> None:
+        if slot.chain is not None:
+            slot.chain.close()
+        slot.request, slot.chain, slot.decoder, slot.stopper = None, None, None, None
+        slot.last, slot.kept, slot.entries = -1, [], []

@@ -1,0 +1,388 @@
+"""GGUF models run in this process by llama.cpp (``llama-cpp-python``).
+
+Requests become sequences of a ``BatchLoop`` (continuous batching on one llama.cpp context per
+loaded copy); this module turns OpenAI requests into token prompts and sampling parameters and
+hands text pieces back to the event loop. A cancelled generation (client gone) frees its sequence
+at the next decode step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from inferd.engines import families, tools
+from inferd.engines.base import Chunk, ModelInfo
+from inferd.engines.llamacpp.batch import BatchLoop, Event, SeqRequest
+from inferd.engines.llamacpp.sampling import SamplingParams, grammar_error
+from inferd.engines.local import Generation, LocalTextEngine
+from inferd.engines.residency import RESIDENCY, IdleTimer
+from inferd.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
+from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
+from inferd.settings import ModelSpec
+
+# Defaults of the OpenAI API where llama.cpp's differ.
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_TOP_P = 1.0
+DEFAULT_COMPLETION_TOKENS = 16  # /v1/completions without max_tokens, as OpenAI does
+# The weights' own context is only used for tokenizing; sequences live in the batch contexts.
+TOKENIZER_CTX = 64
+
+
+class LlamaSampling(BaseModel):
+    """llama.cpp's own sampling fields, accepted beside OpenAI's."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: int | None = Field(default=None, ge=0, le=100_000)
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    typical_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    repeat_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+
+
+    cache_prompt: bool | None = None
+
+
+class _Copy:
+    """One loaded copy of the weights and the batch loop running its sequences."""
+
+    def __init__(self, llama: Any, loop: BatchLoop) -> None:
+        self.llama = llama
+        self.loop = loop
+        self.load = 0  # sequences submitted and not yet done
+
+
+class LlamaCppEngine(LocalTextEngine):
+    """Chat and text completions from a GGUF file."""
+
+    kind = "llamacpp"
+    extra_fields = frozenset({"top_k", "min_p", "repeat_penalty", "typical_p", "cache_prompt"})
+    max_choices = 16
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec.name)
+        self.spec = spec
+        self._copies: list[_Copy] = []
+        self._formatter: Any = None
+        self._family: families.Family = families.Family()
+        self._n_ctx = spec.n_ctx
+        self._metadata: dict[str, str] = {}
+        self._native_tools = False  # whether the chat template renders ``tools`` itself
+        self.state = "unloaded"
+        self.active = 0  # requests running or waiting for the load
+        self.last_used = 0.0
+        self._lock = asyncio.Lock()
+        self._timer = IdleTimer(self, spec.keep_alive)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def _load(self) -> _Copy:
+        import llama_cpp
+        from llama_cpp import Llama
+
+        llama = Llama(model_path=self.spec.path, n_ctx=TOKENIZER_CTX, n_batch=TOKENIZER_CTX,
+                      n_threads=self.spec.n_threads, verbose=False)
+        n_threads = llama.context_params.n_threads
+        loop = BatchLoop(llama.model, parallel=self.spec.parallel, n_ctx_seq=self.spec.n_ctx,
+                         n_batch=self.spec.n_batch, n_threads=n_threads)
+        self._n_ctx = llama_cpp.llama_n_ctx(loop.ctx) // self.spec.parallel
+        loop.n_ctx_seq = self._n_ctx
+        return _Copy(llama, loop)
+
+    async def start(self) -> None:
+        RESIDENCY.register(self)
+        if self.spec.load == "startup":
+            await self.load()
+
+    async def load(self) -> None:
+        """Load the weights unless loaded; concurrent callers wait for the same load."""
+        async with self._lock:
+            if self.state == "loaded":
+                return
+            self.state = "loading"
+            try:
+                await RESIDENCY.make_room(self)
+                await self._load_copies()
+            except BaseException:
+                self.state = "unloaded"
+                await self._free_copies()
+                raise
+            self.state = "loaded"
+            self._timer.touch()
+
+    async def _load_copies(self) -> None:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        for _ in range(self.spec.instances):
+            self._copies.append(await asyncio.to_thread(self._load))
+        first = self._copies[0].llama
+        self._metadata = dict(first.metadata)
+        self._family = families.detect(self._metadata, self.spec.family)
+        template = self._metadata.get("tokenizer.chat_template") or self._family.fallback_template
+        eos = first._model.token_get_text(first.token_eos()) if first.token_eos() >= 0 else ""
+        bos = first._model.token_get_text(first.token_bos()) if first.token_bos() >= 0 else ""
+        self._native_tools = tools.template_renders_tools(template)
+        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
+                                              add_generation_prompt=True)
+
+    async def unload(self) -> bool:
+        """Free the weights if no request is running; False when busy."""
+        async with self._lock:
+            if self.active:
+                return False
+            self._timer.cancel()
+            await self._free_copies()
+            self.state = "unloaded"
+            return True
+
+    async def _free_copies(self) -> None:
+        while self._copies:
+            copy = self._copies.pop()
+            await asyncio.to_thread(copy.loop.close)
+            copy.llama.close()
+
+    async def close(self) -> None:
+        self._timer.cancel()
+        await self._free_copies()
+        self.state = "unloaded"
+        RESIDENCY.forget(self)
+
+    def ready(self) -> bool:
+        return self.state == "loaded" or self.spec.load == "on_demand"
+
+    # -- requests keep the model loaded while they run ------------------------------------
+    async def _acquire(self) -> None:
+        self.active += 1
+        try:
+            await self.load()
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        self.active -= 1
+        self._timer.touch()
+
+    async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        await self._acquire()
+        try:
+            return await super().chat(request)
+        finally:
+            self._release()
+
+    async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
+        await self._acquire()
+        try:
+            async for chunk in super().chat_stream(request):
+                yield chunk
+        finally:
+            self._release()
+
+    async def complete(self, request: CompletionRequest) -> dict[str, Any]:
+        await self._acquire()
+        try:
+            return await super().complete(request)
+        finally:
+            self._release()
+
+    async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+        await self._acquire()
+        try:
+            async for chunk in super().complete_stream(request):
+                yield chunk
+        finally:
+            self._release()
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(name=self.name, kind=self.kind, capabilities=self.capabilities,
+                         context_length=self._n_ctx,
+                         details={"family": self._family.name, "path": self.spec.path,
+                                  "instances": self.spec.instances,
+                                  "parallel": self.spec.parallel, "state": self.state,
+                                  "load": self.spec.load, "keep_alive": self.spec.keep_alive,
+                                  "architecture": self._metadata.get("general.architecture")})
+
+    # -- request preparation --------------------------------------------------------------
+    def _tokenize(self, text: str, add_bos: bool, special: bool) -> list[int]:
+        llama = self._copies[0].llama
+        tokens: list[int] = llama.tokenize(text.encode("utf-8"), add_bos=add_bos,
+                                           special=special)
+        return tokens
+
+    def _limit(self, request: ChatCompletionRequest | CompletionRequest,
+               limit: int | None, n_prompt: int, default_limit: int | None) -> int:
+        if n_prompt >= self._n_ctx:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self._n_ctx} tokens. However, your "
+                f"prompt is {n_prompt} tokens long.", param="messages"
+                if isinstance(request, ChatCompletionRequest) else "prompt")
+        if limit is not None and n_prompt + limit > self._n_ctx:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self._n_ctx} tokens. However, you "
+                f"requested {n_prompt + limit} tokens ({n_prompt} in the prompt, {limit} for the "
+                "completion). Please reduce the prompt or the completion length.",
+                param="max_tokens")
+        if limit is None:
+            limit = min(default_limit or self._n_ctx, self._n_ctx - n_prompt)
+        return limit
+
+    def _sampling(self, request: ChatCompletionRequest | CompletionRequest,
+                  limit: int | None, n_prompt: int, default_limit: int | None) -> dict[str, Any]:
+        extra = request.model_extra or {}
+        try:
+            own = LlamaSampling.model_validate(
+                {k: v for k, v in extra.items() if k in self.extra_fields})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = str(first["loc"][0]) if first["loc"] else None
+            raise InvalidRequest(f"Invalid value for '{name}': {first['msg']}",
+                                 param=name, code="invalid_value") from exc
+        sampling = SamplingParams(
+            temperature=DEFAULT_TEMPERATURE if request.temperature is None
+            else request.temperature,
+            top_p=DEFAULT_TOP_P if request.top_p is None else request.top_p,
+            top_k=own.top_k or 0, min_p=own.min_p or 0.0,
+            typical_p=1.0 if own.typical_p is None else own.typical_p,
+            repeat_penalty=own.repeat_penalty or 1.0,
+            presence_penalty=request.presence_penalty or 0.0,
+            frequency_penalty=request.frequency_penalty or 0.0, seed=request.seed,
+            logit_bias=self._logit_bias(request.logit_bias) if request.logit_bias else {})
+        return {"max_tokens": self._limit(request, limit, n_prompt, default_limit),
+                "stop": request.stop_list(), "sampling": sampling,
+                # The cache is opt-in: reading a prompt in other chunks than alone can change
+                # the last bits of the logits, and greedy output must not depend on history.
+                "cache_prompt": bool(own.cache_prompt or extra.get("prompt_cache_key"))}
+
+    def _logit_bias(self, bias: dict[str, float]) -> dict[int, float]:
+        vocabulary = self._copies[0].loop.n_vocab
+        out: dict[int, float] = {}
+        for key, value in bias.items():
+            if not key.isdigit() or int(key) >= vocabulary:
+                raise InvalidRequest(f"logit_bias: '{key}' is not a token id of this model "
+                                     f"(0 to {vocabulary - 1}).", param="logit_bias")
+            if not -100 <= value <= 100:
+                raise InvalidRequest("logit_bias values must be between -100 and 100.",
+                                     param="logit_bias")
+            out[int(key)] = value
+        return out
+
+    def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
+        self.check_fields(request)
+        tool_plan = tools.plan(request)
+        messages = tools.render_messages(request.messages, self._native_tools)
+        if tool_plan is not None and not self._native_tools:
+            messages = tools.add_system_prompt(messages, tool_plan)
+        native = tool_plan.openai_tools() if tool_plan and self._native_tools else None
+        prepared = self._formatter(messages=self._family.prepare(messages), tools=native)
+        tokens = self._tokenize(prepared.prompt, add_bos=not prepared.added_special, special=True)
+        params = self._sampling(request, request.token_limit(), len(tokens), None)
+        stops = list(params["stop"]) + [s for s in self._family.extra_stop
+                                        if s not in params["stop"]]
+        if prepared.stop:
+            extra = [prepared.stop] if isinstance(prepared.stop, str) else list(prepared.stop)
+            stops += [s for s in extra if s not in stops]
+        params["stop"] = stops
+        if tool_plan is not None and request.response_format is not None \
+                and request.response_format.type != "text":
+            raise UnsupportedParameter("'response_format' cannot be combined with 'tools' on "
+                                       f"the model '{self.name}'.", param="response_format")
+        params["sampling"].grammar = (self._grammar(request) if tool_plan is None
+                                      else tools.grammar_text(tool_plan))
+        if request.logprobs:
+            params["logprobs"] = request.top_logprobs or 0
+        elif request.top_logprobs:
+            raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true.",
+                                 param="top_logprobs")
+        generation = Generation(prompt=tokens, prompt_tokens=len(tokens), params=params)
+        generation.extra["tools"] = tool_plan
+        return generation
+
+    def _grammar(self, request: ChatCompletionRequest) -> str | None:
+        fmt = request.response_format
+        if fmt is None or fmt.type == "text":
+            return None
+        from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+        if fmt.type == "json_object":
+            return JSON_GBNF
+        schema = (fmt.json_schema or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise InvalidRequest("response_format.json_schema.schema must be a JSON schema "
+                                 "object", param="response_format.json_schema.schema")
+        try:
+            grammar: str = json_schema_to_gbnf(json.dumps(schema))
+        except Exception as exc:  # the converter raises plain exceptions for bad schemas
+            raise InvalidRequest(f"response_format.json_schema is not supported: {exc}",
+                                 param="response_format.json_schema") from exc
+        if (reason := grammar_error(self._copies[0].loop.vocab, grammar)) is not None:
+            raise InvalidRequest(f"response_format.json_schema is not supported: {reason}",
+                                 param="response_format.json_schema")
+        return grammar
+
+    def prepare_text(self, request: CompletionRequest, prompt: str) -> Generation:
+        self.check_fields(request)
+        if request.suffix is not None:
+            raise UnsupportedParameter(
+                f"The model '{self.name}' does not support 'suffix'.", param="suffix")
+        if request.best_of not in (None, 1):
+            raise UnsupportedParameter(f"The model '{self.name}' supports only best_of=1.",
+                                       param="best_of")
+        if request.logprobs is not None and not 0 <= request.logprobs <= 5:
+            raise InvalidRequest("'logprobs' must be between 0 and 5.", param="logprobs")
+        tokens = self._tokenize(prompt, add_bos=True, special=False)
+        params = self._sampling(request, request.token_limit(), len(tokens),
+                                DEFAULT_COMPLETION_TOKENS)
+        if request.logprobs is not None:
+            params["logprobs"] = request.logprobs
+        if request.echo:
+            params["echo"] = prompt
+        return Generation(prompt=tokens, prompt_tokens=len(tokens), params=params)
+
+    # -- generation -----------------------------------------------------------------------
+    async def generate(self, generation: Generation, stream: bool = True) -> AsyncIterator[str]:
+        """Run the prompt as one sequence of the least busy copy's batch.
+
+        Without ``stream`` the engine thread keeps the text until the end, so the event loop is
+        woken once per request instead of once per token.
+        """
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        params = generation.params
+        request = SeqRequest(
+            prompt=list(generation.prompt), params=params["sampling"],
+            max_tokens=params["max_tokens"], stops=params["stop"],
+            emit=lambda event: _deliver(loop, events, event),
+            stream=stream, logprobs=params.get("logprobs"),
+            cache_prompt=params.get("cache_prompt", False), cancelled=threading.Event())
+        copy = min(self._copies, key=lambda c: c.load)
+        copy.load += 1
+        copy.loop.submit(request)
+        entries: list[dict[str, Any]] = generation.extra.setdefault("logprobs", [])
+        try:
+            if "echo" in params:
+                yield params["echo"]
+            while True:
+                kind, value = await events.get()
+                if kind == "done":
+                    break
+                if kind == "error":
+                    raise value
+                text, new = value
+                entries.extend(new)
+                yield text
+        finally:
+            request.cancelled.set()
+            copy.load -= 1
+            generation.completion_tokens = request.completion_tokens
+            generation.finish_reason = request.finish_reason
+            generation.extra["cached_tokens"] = request.cached_tokens
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[Event], event: Event) -> None:
+    """Hand an event to the request's event loop; a loop already closed has no reader left."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(events.put_nowait, event)

@@ -1,0 +1,166 @@
+"""Per-sequence sampling: a llama.cpp sampler chain, logprobs, and stop strings.
+
+Every sequence of the batch owns its chain (its seed, its grammar, its penalties), so requests
+that share a decode step never share sampling state.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+import numpy as np
+
+# llama.cpp's server looks this far back for the repetition penalties.
+PENALTY_LAST_N = 64
+
+
+@dataclass
+class SamplingParams:
+    """What a request asks of the sampler; built by the engine from the OpenAI fields."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    grammar: str | None = None  # GBNF, root rule "root"
+
+
+def grammar_error(vocab: Any, grammar: str) -> str | None:
+    """Parse a GBNF grammar the way the sampler will; the reason it fails, or None."""
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    if not sampler:
+        return "the grammar does not parse"
+    llama_cpp.llama_sampler_free(sampler)
+    return None
+
+
+class SamplerChain:
+    """A llama.cpp sampler chain; freed with ``close`` (the chain owns its samplers)."""
+
+    def __init__(self, vocab: Any, n_vocab: int, params: SamplingParams) -> None:
+        self.chain = llama_cpp.llama_sampler_chain_init(
+            llama_cpp.llama_sampler_chain_default_params())
+        # The ctypes array handed to the logit-bias sampler must outlive this call.
+        self._keep: list[Any] = []
+        self._build(vocab, n_vocab, params)
+
+    def _add(self, sampler: Any) -> None:
+        if not sampler:
+            raise ValueError("llama.cpp refused a sampler")
+        llama_cpp.llama_sampler_chain_add(self.chain, sampler)
+
+    def _build(self, vocab: Any, n_vocab: int, p: SamplingParams) -> None:
+        # The grammar goes first so every later step only sees tokens it allows.
+        if p.grammar is not None:
+            self._add(llama_cpp.llama_sampler_init_grammar(vocab, p.grammar.encode(), b"root"))
+        if p.logit_bias:
+            array = (llama_cpp.llama_logit_bias * len(p.logit_bias))(
+                *[llama_cpp.llama_logit_bias(token, bias) for token, bias in p.logit_bias.items()])
+            self._keep.append(array)
+            self._add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(p.logit_bias), array))
+        if p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
+            self._add(llama_cpp.llama_sampler_init_penalties(
+                PENALTY_LAST_N, p.repeat_penalty, p.frequency_penalty, p.presence_penalty))
+        if p.temperature <= 0.0:
+            self._add(llama_cpp.llama_sampler_init_greedy())
+            return
+        if p.top_k > 0:
+            self._add(llama_cpp.llama_sampler_init_top_k(p.top_k))
+        if p.typical_p < 1.0:
+            self._add(llama_cpp.llama_sampler_init_typical(p.typical_p, 1))
+        if p.top_p < 1.0:
+            self._add(llama_cpp.llama_sampler_init_top_p(p.top_p, 1))
+        if p.min_p > 0.0:
+            self._add(llama_cpp.llama_sampler_init_min_p(p.min_p, 1))
+        self._add(llama_cpp.llama_sampler_init_temp(p.temperature))
+        seed = random.getrandbits(32) if p.seed is None else p.seed & 0xFFFFFFFF
+        self._add(llama_cpp.llama_sampler_init_dist(seed))
+
+    def sample(self, ctx: Any, index: int) -> int:
+        """Pick the next token from the logits at ``index`` of the last batch (and accept it)."""
+        return int(llama_cpp.llama_sampler_sample(self.chain, ctx, index))
+
+    def close(self) -> None:
+        if self.chain:
+            llama_cpp.llama_sampler_free(self.chain)
+            self.chain = None
+        self._keep.clear()
+
+
+def token_logprobs(ctx: Any, index: int, n_vocab: int, token: int,
+                   top: int) -> tuple[float, list[tuple[int, float]]]:
+    """Log-probability of ``token`` under the model, and the ``top`` most likely tokens."""
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), shape=(n_vocab,))
+    shifted = logits.astype(np.float64) - float(logits.max())
+    log_total = math.log(float(np.exp(shifted).sum()))
+    logprobs = shifted - log_total
+    best: list[tuple[int, float]] = []
+    if top > 0:
+        ids = np.argpartition(-logprobs, top)[:top]
+        ids = ids[np.argsort(-logprobs[ids])]
+        best = [(int(i), float(logprobs[i])) for i in ids]
+    return float(logprobs[token]), best
+
+
+class TokenText:
+    """Token ids to text, one token at a time, never splitting a UTF-8 character."""
+
+    def __init__(self, vocab: Any) -> None:
+        self.vocab = vocab
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buf = ctypes.create_string_buffer(256)
+
+    def piece(self, token: int) -> bytes:
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._buf, len(self._buf), 0, False)
+        if n < 0:  # the buffer is too small; -n is the size needed
+            self._buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, self._buf, -n, 0, False)
+        return bytes(self._buf.raw[:n])
+
+    def text(self, token: int) -> str:
+        return self._decoder.decode(self.piece(token))
+
+
+class StopFinder:
+    """Holds back text that could be the start of a stop string until it is known not to be."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Text now safe to send, and whether a stop string was found (text cut before it)."""
+        self.pending += text
+        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            out, self.pending = self.pending[:cut], ""
+            return out, True
+        if self.hold <= 0:
+            out, self.pending = self.pending, ""
+            return out, False
+        keep = 0
+        for stop in self.stops:
+            for size in range(min(len(stop) - 1, len(self.pending)), 0, -1):
+                if self.pending.endswith(stop[:size]):
+                    keep = max(keep, size)
+                    break
+        out = self.pending[:len(self.pending) - keep]
+        self.pending = self.pending[len(out):]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out

