@@ -26,4 +26,9 @@ kv = sa.Table(
     sa.Column("updated_at", sa.Double, nullable=False),
 )
 
-from inferd.store import tables_control, tables_jobs, tables_replicas  # noqa: E402,F401
+from inferd.store import (  # noqa: E402,F401
+    tables_control,
+    tables_jobs,
+    tables_replicas,
+    tables_responses,
+)
