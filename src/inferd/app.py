@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from inferd import __version__
 from inferd.http import batches as batch_routes
@@ -62,4 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AuthMiddleware)  # inside RequestGuard: sees the request id
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
                        max_file_bytes=settings.max_file_bytes)
+    if settings.cors_origins:  # outermost: a preflight is answered before auth asks for a key
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["*"], allow_headers=["*"],
+                           expose_headers=["Retry-After", "X-Request-Id"])
     return app

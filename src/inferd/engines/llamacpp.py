@@ -22,7 +22,7 @@ from inferd.engines import families
 from inferd.engines.base import ModelInfo
 from inferd.engines.local import Generation, LocalTextEngine
 from inferd.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
-from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
+from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, Prompt
 from inferd.settings import ModelSpec
 
 # Defaults of the OpenAI API where llama.cpp's differ.
@@ -217,7 +217,19 @@ class LlamaCppEngine(LocalTextEngine):
             raise InvalidRequest(f"response_format.json_schema is not supported: {exc}",
                                  param="response_format.json_schema") from exc
 
-    def prepare_text(self, request: CompletionRequest, prompt: str) -> Generation:
+    def _detokenize(self, ids: list[int]) -> str:
+        llama = self._instances[0].llama
+        text: bytes = llama.detokenize(ids, special=False)
+        return text.decode("utf-8", errors="replace")
+
+    def _token_ids(self, ids: list[int]) -> list[int]:
+        vocabulary = self._instances[0].llama.n_vocab()
+        if any(i >= vocabulary for i in ids):
+            raise InvalidRequest(f"The prompt holds a token id that is not a token of the model "
+                                 f"'{self.name}' (0 to {vocabulary - 1}).", param="prompt")
+        return ids
+
+    def prepare_text(self, request: CompletionRequest, prompt: Prompt) -> Generation:
         self.check_fields(request)
         for name in ("suffix", "logprobs"):
             if getattr(request, name) is not None:
@@ -226,12 +238,14 @@ class LlamaCppEngine(LocalTextEngine):
         if request.best_of not in (None, 1):
             raise UnsupportedParameter(f"The model '{self.name}' supports only best_of=1.",
                                        param="best_of")
-        tokens = self._tokenize(prompt, add_bos=True, special=False)
+        tokens = (self._tokenize(prompt, add_bos=True, special=False)
+                  if isinstance(prompt, str) else self._token_ids(prompt))
         params = self._sampling(request, request.token_limit(), len(tokens),
                                 DEFAULT_COMPLETION_TOKENS)
+        generation = Generation(prompt=tokens, prompt_tokens=len(tokens), params=params)
         if request.echo:
-            params["echo"] = True
-        return Generation(prompt=tokens, prompt_tokens=len(tokens), params=params)
+            generation.echo = prompt if isinstance(prompt, str) else self._detokenize(prompt)
+        return generation
 
     # -- generation -----------------------------------------------------------------------
     async def generate(self, generation: Generation, stream: bool = True) -> AsyncIterator[str]:

@@ -17,6 +17,7 @@ from inferd.errors import UnsupportedParameter
 from inferd.schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
+    Prompt,
     chat_chunk,
     chat_completion,
     new_id,
@@ -40,6 +41,7 @@ class Generation:
     completion_tokens: int = 0
     finish_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    echo: str = ""  # ``echo: true`` on a text completion: the prompt, put before the answer
 
 
 class LocalTextEngine(Engine):
@@ -53,7 +55,8 @@ class LocalTextEngine(Engine):
     def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
         raise NotImplementedError
 
-    def prepare_text(self, request: CompletionRequest, prompt: str) -> Generation:
+    def prepare_text(self, request: CompletionRequest, prompt: Prompt) -> Generation:
+        """``prompt`` is text, or token ids of this model's tokenizer."""
         raise NotImplementedError
 
     def generate(self, generation: Generation, stream: bool = True) -> AsyncIterator[str]:
@@ -104,7 +107,7 @@ class LocalTextEngine(Engine):
         choices = []
         for index, generation in enumerate(generations):
             text = "".join([piece async for piece in self.generate(generation, stream=False)])
-            choices.append({"text": text, "index": index, "logprobs": None,
+            choices.append({"text": generation.echo + text, "index": index, "logprobs": None,
                             "finish_reason": generation.finish_reason or "stop"})
         return {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()),
                 "model": request.model, "choices": choices,
@@ -121,6 +124,8 @@ class LocalTextEngine(Engine):
                                  "finish_reason": finish}]}
 
         for index, generation in enumerate(generations):
+            if generation.echo:
+                yield chunk(index, generation.echo, None)
             async for piece in self.generate(generation):
                 if piece:
                     yield chunk(index, piece, None)
