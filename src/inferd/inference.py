@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from inferd.auth.admin import KeyAdmin
@@ -33,6 +33,7 @@ from inferd.metrics import Metrics, ReplicaState
 from inferd.routing.router import Router
 from inferd.schemas.images import ImageGenerationRequest, image_usage
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.schemas.rerank import RerankRequest, ScoreRequest
 from inferd.settings import Settings
 from inferd.store.db import Database
 from inferd.store.keys import KeyStore
@@ -328,6 +329,27 @@ class Inference:
                                  lambda: estimate_embedding(request))
         try:
             result = await self.router.embed(request)
+        except BaseException as exc:
+            self._failed(call, exc)
+            raise
+        self._done(call, result.get("usage"))
+        return result
+
+    async def rerank(self, request: RerankRequest,
+                     principal: Principal = ANONYMOUS) -> dict[str, Any]:
+        return await self._simple("rerank", request, principal, self.router.rerank)
+
+    async def score(self, request: ScoreRequest,
+                    principal: Principal = ANONYMOUS) -> dict[str, Any]:
+        return await self._simple("score", request, principal, self.router.score)
+
+    async def _simple(self, endpoint: str, request: Any, principal: Principal,
+                      run: Callable[[Any], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """A request answered in one piece, metered by its usage's tokens."""
+        size = len(request.model_dump_json()) // 4 + 1
+        call = await self._begin(endpoint, request.model, principal, False, lambda: size)
+        try:
+            result = await run(request)
         except BaseException as exc:
             self._failed(call, exc)
             raise

@@ -20,6 +20,7 @@ from typing import Any
 from inferd.errors import InvalidRequest
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.schemas.rerank import RerankRequest, ScoreRequest
 
 Chunk = dict[str, Any]
 # Told ``(step, of)`` after each denoising step of an image generation.
@@ -78,6 +79,17 @@ class Engine:
 
     async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
         raise self._unsupported("embeddings")
+
+    async def rerank(self, request: RerankRequest) -> dict[str, Any]:
+        """By default: cosine similarity of this engine's embeddings (see ``similarity``)."""
+        from inferd.engines import similarity
+
+        return await similarity.rerank(self.embed, request)
+
+    async def score(self, request: ScoreRequest) -> dict[str, Any]:
+        from inferd.engines import similarity
+
+        return await similarity.score(self.embed, request)
 
     async def images(self, request: ImageGenerationRequest,
                      progress: Progress | None = None) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from inferd.engines.upstream import UpstreamPool
 from inferd.errors import UpstreamError
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.schemas.rerank import RerankRequest, ScoreRequest
 
 
 def api_base(url: str) -> str:
@@ -150,6 +151,20 @@ class HttpEngine(RemoteEngine):
 
     async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
         return await self._answer("/embeddings", self._body(request), request.model)
+
+    async def rerank(self, request: RerankRequest) -> dict[str, Any]:
+        """Passed through when the upstream serves ``/rerank`` (capability ``rerank``), else
+        answered from its embeddings."""
+        if "rerank" not in self.capabilities:
+            return await super().rerank(request)
+        body = {**request.model_dump(exclude_unset=True), "model": self.upstream_model}
+        return await self._answer("/rerank", body, request.model)
+
+    async def score(self, request: ScoreRequest) -> dict[str, Any]:
+        if "score" not in self.capabilities:
+            return await super().score(request)
+        body = {**request.model_dump(exclude_unset=True), "model": self.upstream_model}
+        return await self._answer("/score", body, request.model)
 
     async def images(self, request: ImageGenerationRequest,
                      progress: Progress | None = None) -> dict[str, Any]:

@@ -21,13 +21,14 @@ from inferd.errors import ModelNotFound, Unavailable, UpstreamError
 from inferd.routing.replica import Replica
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.schemas.rerank import RerankRequest, ScoreRequest
 from inferd.usage import note_replica
 
 __all__ = ["ModelEntry", "Replica", "Router"]
 
 T = TypeVar("T")
 R = TypeVar("R", ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
-            ImageGenerationRequest)
+            ImageGenerationRequest, RerankRequest, ScoreRequest)
 
 
 @dataclass
@@ -193,6 +194,12 @@ class Router:
 
     async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
         return await self._run(request, lambda r, q: r.engine.embed(q))
+
+    async def rerank(self, request: RerankRequest) -> dict[str, Any]:
+        return await self._run(request, lambda r, q: r.engine.rerank(q))
+
+    async def score(self, request: ScoreRequest) -> dict[str, Any]:
+        return await self._run(request, lambda r, q: r.engine.score(q))
 
     async def images(self, request: ImageGenerationRequest,
                      progress: Progress | None = None) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from inferd.http.openai import chat, completions, embeddings, models, responses
+from inferd.http.openai import chat, completions, embeddings, models, rerank, responses
 
 router = APIRouter()
-for module in (chat, completions, embeddings, models, responses):
+for module in (chat, completions, embeddings, models, rerank, responses):
     router.include_router(module.router)
