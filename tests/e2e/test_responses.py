@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
+from openai.types.responses import Response
 from pydantic import BaseModel
 
 MODEL = "smollm2-135m-instruct"
@@ -137,5 +138,7 @@ def test_errors_in_openai_shape(http: httpx.Client) -> None:
     assert bg.status_code == 400 and bg.json()["error"]["param"] == "store"
     sync = http.post("/v1/responses", json={"model": MODEL, "input": "x",
                                             "max_output_tokens": 2}).json()
+    Response.model_validate(sync)  # the SDK's own model, strictly validated
+    Response.model_validate(http.get(f"/v1/responses/{sync['id']}").json())
     not_bg = http.post(f"/v1/responses/{sync['id']}/cancel")
     assert not_bg.status_code == 400
