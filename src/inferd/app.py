@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from inferd import __version__
 from inferd.http import batches as batch_routes
+from inferd.http import docs as docs_routes
 from inferd.http import errors, health
 from inferd.http import files as file_routes
 from inferd.http import images as image_routes
@@ -25,6 +26,7 @@ from inferd.http.auth import AuthMiddleware
 from inferd.http.compat import s0, s1, s3_keys, s3_models, s4
 from inferd.http.middleware import RequestGuard
 from inferd.http.openai.chat import ChatFastPath
+from inferd.http.openapi import install_openapi
 from inferd.http.ui import router as ui_router
 from inferd.services import Services
 from inferd.settings import Settings
@@ -45,9 +47,11 @@ def create_app(settings: Settings) -> FastAPI:
     # inferd exports its own Prometheus metrics; the framework's OpenTelemetry hooks would
     # look up providers on every request.
     app = FastAPI(title="inferd", version=__version__, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None,
+                  docs_url=None, redoc_url=None,  # served from the package: http/docs.py
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     errors.install(app)
+    app.include_router(docs_routes.router)
+    install_openapi(app)
     app.include_router(health.router)
     app.include_router(openai_routes.router)
     app.include_router(admin_models.router)

@@ -127,10 +127,17 @@ class ResponseStream:
         return self._usage
 
 
+# Response error codes are an enum in OpenAI's API; inferd's own code stays in the message.
+ERROR_CODES = frozenset({"server_error", "rate_limit_exceeded", "invalid_prompt"})
+
+
 def failed_event(response: dict[str, Any], error: dict[str, Any],
                  status: str = "failed") -> Event:
     """The last event of a response that did not complete."""
+    code = error.get("code") or "server_error"
+    message = str(error.get("message", ""))
+    if code not in ERROR_CODES:
+        code, message = "server_error", f"{message} ({code})"
     return {"type": "response.failed",
             "response": {**response, "status": status,
-                         "error": {"code": error.get("code") or "server_error",
-                                   "message": error.get("message", "")}}}
+                         "error": {"code": code, "message": message}}}

@@ -198,8 +198,9 @@ def base_response(request: ResponseCreateRequest, response_id: str,
         "store": request.store is not False, "temperature": request.temperature,
         "text": text or {"format": {"type": "text"}},
         "tool_choice": request.tool_choice or "auto", "tools": request.tools or [],
-        "top_p": request.top_p, "truncation": "disabled", "usage": None,
-        "metadata": request.metadata or {}, "user": request.user,
+        "top_p": request.top_p, "truncation": "disabled",
+        "metadata": request.metadata or {},
+        **({"user": request.user} if request.user is not None else {}),
     }
 
 
