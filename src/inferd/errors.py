@@ -16,7 +16,10 @@ Core code raises these; ``inferd.http.errors`` turns them into the OpenAI error 
     ├── RateLimited (429 rate_limit_error, with Retry-After)
     ├── UpstreamError (502 upstream_error)
     │   └── UpstreamTimeout (504)
-    └── Unavailable (503 service_unavailable)
+    ├── Unavailable (503 service_unavailable)
+    └── how a job ended without a result (stored in the job, see ``inferd.jobs``):
+        DeadlineExceeded (408 timeout_error), MaxAttemptsExceeded (500),
+        JobCancelled (cancelled)
 """
 
 from __future__ import annotations
@@ -119,3 +122,30 @@ class Unavailable(InferdError):
     status = 503
     type = "service_unavailable"
     code = "service_unavailable"
+
+
+class DeadlineExceeded(InferdError):
+    status = 408
+    type = "timeout_error"
+    code = "deadline_exceeded"
+
+    def __init__(self) -> None:
+        super().__init__("The job did not start before its deadline.", param="deadline")
+
+
+class MaxAttemptsExceeded(InferdError):
+    code = "max_attempts_exceeded"
+
+    def __init__(self, attempts: int) -> None:
+        super().__init__(f"The job failed {attempts} times (its worker stopped).")
+
+
+class JobCancelled(InferdError):
+    """A job cancelled before it finished (by its owner, or with its batch)."""
+
+    type = "cancelled"
+    code = "cancelled"
+
+    def __init__(self, message: str = "The job was cancelled.", *,
+                 code: str | None = None) -> None:
+        super().__init__(message, code=code)

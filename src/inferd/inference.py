@@ -6,46 +6,33 @@ HTTP routes and job workers take one path:
 1. the key's model allow-list (403 ``model_not_allowed``);
 2. the key's limits: one atomic check-and-reserve of requests/min and of an estimate of the
    tokens (429 with ``Retry-After``), settled with the real usage when the request is done;
-3. metering: Prometheus metrics, one usage record (buffered, written in batches), and one
-   structured log line.
+3. the router, which picks a replica and runs the engine;
+4. metering (``inferd.metering``): metrics, one usage record and one log line per request.
 
 Nothing here reads or writes the database on the way of a request.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from inferd.auth.admin import KeyAdmin
-from inferd.auth.bootstrap import AuthPolicy, bootstrap
-from inferd.auth.keys import KeyRing
-from inferd.auth.limits import Limiter, LocalLimiter, Reservation, period_bounds
+from inferd.auth.limits import Limiter, LocalLimiter, period_bounds
 from inferd.auth.principal import ANONYMOUS, Principal
 from inferd.engines.base import Chunk, Progress
 from inferd.engines.streams import primed
 from inferd.errors import InferdError, ModelNotFound, PermissionDenied, RateLimited
-from inferd.logs import request_id_var
-from inferd.metrics import Metrics, ReplicaState
+from inferd.metering import CLIENT_CLOSED, Call, Metering
 from inferd.routing.router import Router
 from inferd.schemas.images import ImageGenerationRequest, image_usage
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
 from inferd.settings import Settings
-from inferd.store.db import Database
-from inferd.store.keys import KeyStore
-from inferd.store.repo import KeyValueStore
-from inferd.store.usage import UsageStore
-from inferd.usage import UsageRecorder, current_call
-
-log = logging.getLogger("inferd.requests")
+from inferd.usage import current_call
 
 # Completion tokens reserved when a request sets no max_tokens (settled with the real count).
 DEFAULT_COMPLETION_ESTIMATE = 256
-CLIENT_CLOSED = 499
 
 
 def estimate_chat(request: ChatCompletionRequest) -> int:
@@ -70,108 +57,33 @@ def estimate_embedding(request: EmbeddingRequest) -> int:
     return sum(len(text) for text in request.inputs()) // 4 + 1
 
 
-class Call:
-    """One request on its way through: what metering needs at the end."""
-
-    __slots__ = ("endpoint", "images", "model", "principal", "replica", "request_id",
-                 "reservation", "started", "steps", "stream", "ttft")
-
-    def __init__(self, endpoint: str, model: str, principal: Principal, stream: bool) -> None:
-        self.endpoint = endpoint
-        self.model = model
-        self.principal = principal
-        self.stream = stream
-        self.started = time.perf_counter()
-        self.ttft: float | None = None
-        self.replica: str | None = None
-        self.reservation: Reservation | None = None
-        self.request_id = request_id_var.get()
-        self.images: int | None = None  # image generation only: pictures and steps made
-        self.steps: int | None = None
-
-
 class Inference:
     """Runs chat, completion and embedding requests through limits, the router and metering."""
 
-    def __init__(self, router: Router, *, limiter: Limiter | None = None,
-                 usage: UsageRecorder | None = None, metrics: Metrics | None = None,
-                 log_requests: bool = False) -> None:
+    def __init__(self, router: Router, metering: Metering, *,
+                 limiter: Limiter | None = None) -> None:
         self.router = router
-        self.limiter = limiter
-        self.usage = usage
-        self.metrics = metrics or Metrics()
-        self.log_requests = log_requests
-        self.keys: KeyRing | None = None
-        self.key_admin: KeyAdmin | None = None
-        self.usage_store: UsageStore | None = None
-        self.policy = AuthPolicy("off", "127.0.0.1")
-        self._closers: list[Callable[[], Any]] = []
-
-    @classmethod
-    async def start(cls, settings: Settings, db: Database, router: Router) -> Inference:
-        """Build keys, limits and metering for a running inferd (``close`` undoes it)."""
-        from inferd.auth.redis_limits import RedisLimiter
-
-        limiter: Limiter = LocalLimiter()
-        if settings.limits_backend == "redis" or (settings.limits_backend == "auto"
-                                                  and settings.redis_url):
-            limiter = RedisLimiter(settings.redis_url or "redis://127.0.0.1:6379/0")
-        usage_store = UsageStore(db)
-        usage = UsageRecorder(usage_store.insert_many, flush_seconds=settings.usage_flush_seconds)
-        self = cls(router, limiter=limiter, usage=usage, log_requests=settings.log_requests)
-        self.usage_store = usage_store
-        key_store = KeyStore(db)
-        generated = await bootstrap(settings, key_store, KeyValueStore(db))
-        self.policy = AuthPolicy(settings.auth, settings.host)
-        self.keys = KeyRing(key_store, refresh_seconds=settings.key_refresh_seconds,
-                            on_load=self._seed_budgets)
-        self.key_admin = KeyAdmin(key_store, self.keys)
-        await self.keys.start()
-        await usage.start()
-        self._closers = [self.keys.close, usage.close, limiter.close]
-        self.metrics.register_replicas(self._replica_states)
-        self.metrics.register_gauge("inferd_usage_records_pending",
-                                    "Usage records waiting to be written",
-                                    lambda: float(usage.pending))
-        if generated:
-            print("inferd: generated the first admin API key (shown only this once):\n"
-                  f"  {generated}", file=sys.stderr, flush=True)
-        return self
+        self.metering = metering
+        self.limiter: Limiter = limiter or LocalLimiter()
 
     async def close(self) -> None:
-        for close in self._closers:
-            await close()
-        self._closers = []
+        await self.limiter.close()
 
-    @property
-    def enforcing(self) -> bool:
-        """Whether requests must carry a valid key right now (see ``inferd.auth.bootstrap``)."""
-        return self.policy.enforcing(self.keys is not None and self.keys.has_admin)
-
-    async def _seed_budgets(self, principals: list[Principal]) -> None:
-        if self.usage_store is None or self.limiter is None:
-            return
+    async def seed_budgets(self, principals: list[Principal]) -> None:
+        """Start each budgeted key's period with the tokens it already used (from the usage
+        store), so that a restart does not hand out a fresh budget."""
         now = time.time()
         budgeted = {p.key_id: p for p in principals
                     if p.token_budget is not None and p.key_id is not None}
         starts = {k: period_bounds(p.budget_period, now)[0] for k, p in budgeted.items()}
-        for key_id, used in (await self.usage_store.tokens_since(starts)).items():
+        for key_id, used in (await self.metering.store.tokens_since(starts)).items():
             await self.limiter.seed_budget(budgeted[key_id].limit_key, starts[key_id], used)
-
-    def _replica_states(self) -> list[ReplicaState]:
-        replicas = getattr(self.router, "replicas", None)
-        if replicas is None:
-            return []
-        return [ReplicaState(id=r.id, model=r.model, healthy=bool(getattr(r, "healthy", True)),
-                             in_flight=r.in_flight, failures=getattr(r, "failures", 0),
-                             cooldown_until=getattr(r, "cooldown_until", None))
-                for r in replicas()]
 
     def _only_replica(self, model: str) -> str | None:
         """The replica of a model that has just one (when the router did not say which)."""
         try:
-            replicas = self.router.entry(self.router.resolve(model)).replicas
-        except (InferdError, KeyError, AttributeError):
+            replicas = self.router.entry(model).replicas
+        except ModelNotFound:
             return None
         return replicas[0].id if len(replicas) == 1 else None
 
@@ -192,19 +104,19 @@ class Inference:
         try:
             if principal.allowed_models is not None:
                 self.check_model(principal, model)
-            if principal.limited and self.limiter is not None:
+            if principal.limited:
                 call.reservation = await self.limiter.acquire(principal, estimate())
         except InferdError as exc:
             if isinstance(exc, RateLimited):
-                self.metrics.child("rate_limited", exc.code or "").inc()
+                self.metering.metrics.child("rate_limited", exc.code or "").inc()
             if not isinstance(exc, ModelNotFound):
                 self._end(call, None, exc.status, exc.code)
             raise
-        self.metrics.child("in_flight", model).inc()
+        self.metering.metrics.child("in_flight", model).inc()
         return call
 
     def _failed(self, call: Call, exc: BaseException, usage: dict[str, Any] | None = None) -> None:
-        self.metrics.child("in_flight", call.model).dec()
+        self.metering.metrics.child("in_flight", call.model).dec()
         if isinstance(exc, InferdError):
             self._end(call, usage, exc.status, exc.code)
         elif isinstance(exc, Exception):
@@ -213,44 +125,18 @@ class Inference:
             self._end(call, usage, CLIENT_CLOSED, "client_closed")
 
     def _done(self, call: Call, usage: dict[str, Any] | None) -> None:
-        self.metrics.child("in_flight", call.model).dec()
+        self.metering.metrics.child("in_flight", call.model).dec()
         self._end(call, usage, 200, None)
 
     def _end(self, call: Call, usage: dict[str, Any] | None, status: int,
              error: str | None) -> None:
-        latency = time.perf_counter() - call.started
-        prompt = completion = 0
-        if usage:
-            prompt = usage.get("prompt_tokens") or 0
-            completion = usage.get("completion_tokens") or 0
-        if call.reservation is not None and self.limiter is not None:
-            self.limiter.settle(call.reservation, prompt + completion)
-        model, metrics = call.model, self.metrics
-        metrics.child("requests", model, call.endpoint, str(status)).inc()
-        metrics.child("latency", model, call.endpoint).observe(latency)
-        ttft = None
-        if call.ttft is not None:
-            ttft = call.ttft - call.started
-            metrics.child("ttft", model).observe(ttft)
-        if prompt:
-            metrics.child("tokens", model, "prompt").inc(prompt)
-        if completion:
-            metrics.child("tokens", model, "completion").inc(completion)
-        key_id = call.principal.key_id
-        if self.usage is not None:
-            replica = call.replica or self._only_replica(model)
-            self.usage.record((time.time(), call.request_id, key_id, model, replica,
-                               call.endpoint, call.stream, status, error, prompt, completion,
-                               prompt + completion, latency * 1000.0,
-                               None if ttft is None else ttft * 1000.0, call.images,
-                               call.steps))
-        if self.log_requests or status >= 500:
-            log.log(logging.WARNING if status >= 500 else logging.INFO,
-                    "%s %s %d", call.endpoint, model, status, extra={
-                        "key_id": key_id, "model": model, "endpoint": call.endpoint,
-                        "status": status, "error": error, "prompt_tokens": prompt,
-                        "completion_tokens": completion, "stream": call.stream,
-                        "latency_ms": round(latency * 1000.0, 3)})
+        if call.reservation is not None:
+            usage = usage or {}
+            self.limiter.settle(call.reservation, (usage.get("prompt_tokens") or 0)
+                                + (usage.get("completion_tokens") or 0))
+        if call.replica is None:
+            call.replica = self._only_replica(call.model)
+        self.metering.finish(call, usage, status, error)
 
     async def _metered(self, call: Call, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         usage: dict[str, Any] | None = None
@@ -361,14 +247,24 @@ class Inference:
         """Generate images; metered as images and steps (rpm and ipm apply, tokens do not)."""
         call = await self._begin("images", request.model, principal, False, lambda: 0)
         try:
-            if principal.ipm is not None and self.limiter is not None:
+            if principal.ipm is not None:
                 await self.limiter.acquire_images(principal, request.n)
             result = await self.router.images(request, progress)
         except BaseException as exc:
             self._failed(call, exc)
             raise
         call.images, call.steps = image_usage(result)
-        self.metrics.child("images", call.model, "images").inc(call.images)
-        self.metrics.child("images", call.model, "steps").inc(call.steps)
+        self.metering.metrics.child("images", call.model, "images").inc(call.images)
+        self.metering.metrics.child("images", call.model, "steps").inc(call.steps)
         self._done(call, None)
         return result
+
+
+def build_limiter(settings: Settings) -> Limiter:
+    """Per-key limits in this process, or in Redis when gateways share them."""
+    from inferd.auth.redis_limits import RedisLimiter
+
+    if settings.limits_backend == "redis" or (settings.limits_backend == "auto"
+                                              and settings.redis_url):
+        return RedisLimiter(settings.redis_url or "redis://127.0.0.1:6379/0")
+    return LocalLimiter()

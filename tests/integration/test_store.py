@@ -40,5 +40,16 @@ async def test_kv_store_round_trip_and_race_safe_setdefault(database: Database) 
     assert await store.get("boot") == results[0]
 
 
+async def test_kv_store_concurrent_first_writes_all_succeed(database: Database) -> None:
+    """Several writers store the same new keys at once: none fails, one value wins."""
+    store = KeyValueStore(database)
+    keys = [f"fact-{k}" for k in range(5)]
+    await asyncio.gather(*(store.set(key, f"v{i}") for i in range(6) for key in keys))
+    for key in keys:
+        assert await store.get(key) in {f"v{i}" for i in range(6)}
+    await store.set(keys[0], "last")
+    assert await store.get(keys[0]) == "last"
+
+
 async def test_ping(database: Database) -> None:
     assert await database.ping()

@@ -80,6 +80,7 @@ async def test_a_stream_dropped_before_it_is_read_is_still_metered(tmp_path: Any
 
     from inferd.engines.echo import EchoEngine
     from inferd.inference import Inference
+    from inferd.metering import Metering
     from inferd.routing.router import Replica, Router
     from inferd.schemas.openai import ChatCompletionRequest
     from inferd.settings import ModelSpec, load_settings
@@ -91,11 +92,11 @@ async def test_a_stream_dropped_before_it_is_read_is_still_metered(tmp_path: Any
     router = Router()
     router.add(Replica(id="local:echo", model="echo",
                        engine=EchoEngine(ModelSpec(name="echo", kind="echo"))))
-    inference = await Inference.start(settings, db, router)
-    in_flight = inference.metrics.child("in_flight", "echo")
+    metering = await Metering.start(settings, db)
+    inference = Inference(router, metering)
+    in_flight = metering.metrics.child("in_flight", "echo")
     try:
-        assert inference.usage is not None
-        before = inference.usage.pending
+        before = metering.recorder.pending
         stream = await inference.chat_stream(ChatCompletionRequest.model_validate(
             {"model": "echo", "messages": [{"role": "user", "content": "a b c"}]}))
         assert in_flight._value.get() == 1
@@ -103,8 +104,9 @@ async def test_a_stream_dropped_before_it_is_read_is_still_metered(tmp_path: Any
         gc.collect()
         for _ in range(20):
             await asyncio.sleep(0.01)
-        assert inference.usage.pending == before + 1
+        assert metering.recorder.pending == before + 1
         assert in_flight._value.get() == 0
     finally:
         await inference.close()
+        await metering.close()
         await db.close()

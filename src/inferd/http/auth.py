@@ -18,8 +18,9 @@ import orjson
 from fastapi import Depends
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from inferd.auth.principal import ANONYMOUS, Principal
-from inferd.errors import AuthenticationFailed, InferdError, PermissionDenied
+from inferd.auth.principal import Principal
+from inferd.auth.service import Auth
+from inferd.errors import InferdError, PermissionDenied
 from inferd.http.deps import get_principal
 from inferd.logs import request_id_var
 
@@ -68,30 +69,10 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
     async def _principal(self, scope: Scope) -> Principal:
-        inference = scope["app"].state.services.inference
-        keys = inference.keys
-        token = _bearer(scope)
-        enforcing = inference.enforcing
-        if keys is None:
-            principal = ANONYMOUS
-        elif enforcing:
-            if token is None:
-                inference.metrics.auth_failures.inc()
-                raise AuthenticationFailed(
-                    "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
-                    code="missing_api_key")
-            try:
-                principal = await keys.authenticate_fresh(token)
-            except AuthenticationFailed:
-                inference.metrics.auth_failures.inc()
-                raise
-        else:
-            # Keys are off: any client may call; a known key still brings its limits.
-            known = keys.lookup(token) if token is not None else None
-            principal = keys.authenticate(token) if known is not None and token else ANONYMOUS
-        if not principal.is_admin and scope["path"].startswith(ADMIN_PREFIXES):
-            raise PermissionDenied("This endpoint needs an admin API key.",
-                                   code="admin_scope_required")
+        auth: Auth = scope["app"].state.services.auth
+        principal = await auth.principal(_bearer(scope))
+        if scope["path"].startswith(ADMIN_PREFIXES):
+            check_admin(principal)
         return principal
 
 
@@ -105,11 +86,16 @@ async def _refuse(send: Send, exc: InferdError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-    """A route dependency: 403 unless the caller holds an admin key."""
+def check_admin(principal: Principal) -> None:
+    """403 unless ``principal`` holds an admin key."""
     if not principal.is_admin:
         raise PermissionDenied("This endpoint needs an admin API key.",
                                code="admin_scope_required")
+
+
+def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    """A route dependency: 403 unless the caller holds an admin key."""
+    check_admin(principal)
     return principal
 
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from inferd.errors import InvalidRequest, PermissionDenied, Unavailable
+from inferd.errors import InvalidRequest, PermissionDenied
 from inferd.http.deps import PrincipalDep, get_principal, get_services
 from inferd.http.responses import json_response
 from inferd.http.sse import sse_response
@@ -28,8 +28,6 @@ Status = Literal["pending", "running", "completed", "failed", "cancelled"]
 
 
 def get_jobs(services: Annotated[Services, Depends(get_services)]) -> JobService:
-    if services.jobs is None:
-        raise Unavailable("The job system is not running in this process.")
     return services.jobs
 
 

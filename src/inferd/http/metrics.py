@@ -13,4 +13,4 @@ router = APIRouter(tags=["monitoring"])
 
 @router.get("/metrics")
 async def metrics(services: ServicesDep) -> Response:
-    return Response(services.inference.metrics.render(), media_type=CONTENT_TYPE)
+    return Response(services.metering.metrics.render(), media_type=CONTENT_TYPE)

@@ -10,19 +10,19 @@ status set, atomically and once.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 
 from inferd.auth.principal import Principal
 from inferd.errors import Conflict, InvalidRequest, NotFound
+from inferd.jobs.config import JobSettings
 from inferd.jobs.requests import ENDPOINTS
 from inferd.store.batches import BatchRecord, BatchStore
+from inferd.store.db import Database
 from inferd.store.files import IMAGE_PURPOSE, FileRecord, FileStore
-from inferd.store.jobs import JobRecord, new_id
-
-if TYPE_CHECKING:
-    from inferd.jobs.service import JobService
+from inferd.store.jobs import JobRecord, JobStore, new_id
 
 WINDOWS = ("24h",)
 
@@ -67,10 +67,17 @@ def _line_error(message: str) -> dict[str, Any]:
 class BatchService:
     """Create, follow, cancel and finish batches."""
 
-    def __init__(self, jobs: JobService) -> None:
+    def __init__(self, db: Database, jobs: JobStore, settings: JobSettings, *,
+                 resolve: Callable[[str], str],
+                 enqueue: Callable[[JobRecord], Awaitable[None]]) -> None:
+        """``resolve`` maps a model name to its canonical one (``ModelNotFound`` otherwise);
+        ``enqueue`` hands a committed job to the workers."""
+        self.store = BatchStore(db)
+        self.files = FileStore(db)
         self.jobs = jobs
-        self.store = BatchStore(jobs.db)
-        self.files = FileStore(jobs.db)
+        self.settings = settings
+        self.resolve = resolve
+        self.enqueue = enqueue
 
     # -- files ------------------------------------------------------------------------------
     async def upload(self, principal: Principal, filename: str, purpose: str,
@@ -81,15 +88,15 @@ class BatchService:
         lines = None
         if purpose == "batch":
             lines = len(jsonl_lines(content))
-            if lines > self.jobs.settings.max_batch_lines:
+            if lines > self.settings.max_batch_lines:
                 raise InvalidRequest(f"The file has {lines} requests; a batch may have at most "
-                                     f"{self.jobs.settings.max_batch_lines}.", param="file",
+                                     f"{self.settings.max_batch_lines}.", param="file",
                                      code="too_many_requests")
         now = time.time()
         record = FileRecord(id=new_id("file"), owner=principal.key_id, purpose=purpose,
                             filename=filename or "upload.jsonl", bytes=len(content),
                             created_at=now, lines=lines,
-                            expires_at=now + self.jobs.settings.retention_seconds)
+                            expires_at=now + self.settings.retention_seconds)
         await self.files.insert(record, content)
         return record
 
@@ -127,7 +134,7 @@ class BatchService:
         await self.store.create(batch, records)
         for record in records:
             if record.status == "pending":
-                await self.jobs.enqueue(record)
+                await self.enqueue(record)
         if not any(r.status == "pending" for r in records):
             await self.maybe_finalize(batch.id)
         return await self.get(principal, batch.id)
@@ -164,7 +171,7 @@ class BatchService:
 
     def _model(self, principal: Principal, name: str, index: int) -> str:
         try:
-            model = self.jobs.router.resolve(name)
+            model = self.resolve(name)
         except NotFound:
             raise InvalidRequest(f"Line {index + 1} of the input file names the model '{name}', "
                                  "which does not exist; no batch was created.",
@@ -188,12 +195,12 @@ class BatchService:
         if not await self.store.mark_cancelling(batch.id):
             raise Conflict(f"Cannot cancel a batch with status '{batch.status}'.",
                            code="batch_not_cancellable")
-        await self.jobs.store.cancel_batch_pending(batch.id)
+        await self.jobs.cancel_batch_pending(batch.id)
         await self.maybe_finalize(batch.id)
         return await self.get(principal, batch_id)
 
     async def counts(self, batch: BatchRecord) -> dict[str, int]:
-        by_status = await self.jobs.store.batch_counts(batch.id)
+        by_status = await self.jobs.batch_counts(batch.id)
         failed = by_status.get("failed", 0) + by_status.get("cancelled", 0)
         return {"total": batch.total, "completed": by_status.get("completed", 0),
                 "failed": failed}
@@ -215,7 +222,7 @@ class BatchService:
     # -- finish -----------------------------------------------------------------------------
     async def maybe_finalize(self, batch_id: str) -> bool:
         """Write the output files and the final status once no job of the batch is left."""
-        by_status = await self.jobs.store.batch_counts(batch_id)
+        by_status = await self.jobs.batch_counts(batch_id)
         if by_status.get("pending", 0) or by_status.get("running", 0):
             return False
         batch = await self.store.get(batch_id)
@@ -223,7 +230,7 @@ class BatchService:
             return False
         output: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
-        for job in await self.jobs.store.of_batch(batch_id):
+        for job in await self.jobs.of_batch(batch_id):
             line = output_line(job)
             (output if job.status == "completed" else errors).append(line)
         outputs: list[tuple[FileRecord, bytes]] = []
@@ -237,7 +244,7 @@ class BatchService:
             record = FileRecord(id=new_id("file"), owner=batch.owner, purpose="batch_output",
                                 filename=f"{batch_id}_{kind}.jsonl", bytes=len(content),
                                 created_at=now, lines=len(lines),
-                                expires_at=now + self.jobs.settings.retention_seconds)
+                                expires_at=now + self.settings.retention_seconds)
             outputs.append((record, content))
             ids.append(record.id)
         return await self.store.finalize(batch_id, outputs, ids[0], ids[1])

@@ -1,70 +1,93 @@
 """Periodic work of the job system: re-enqueue lost jobs, enforce deadlines, finish batches,
-and delete what is past its retention."""
+and delete what is past its retention.
+
+Several processes may share one database; each sweeps only the jobs of the models it can run
+now (``models``), so that no process claims, and fails, a job another process serves.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Collection
 
-from inferd.store.batches import BatchStore
-from inferd.store.files import FileStore
-
-if TYPE_CHECKING:
-    from inferd.jobs.service import JobService
+from inferd.jobs.batches import BatchService
+from inferd.jobs.config import JobSettings
+from inferd.jobs.finish import Finisher
+from inferd.jobs.owners import Owners
+from inferd.jobs.webhooks import WebhookSender
+from inferd.store.jobs import JobRecord, JobStore
 
 log = logging.getLogger("inferd.jobs")
 
 RETENTION_EVERY = 300.0
 
 
-async def recover(service: JobService) -> int:
-    """Enqueue every pending job and every running job whose lease lapsed (a dead worker's)."""
-    running = service.pool.running if service.pool is not None else {}
-    found = [job for job in await service.store.recoverable() if job.id not in running]
-    for job in found:
-        await service.enqueue(job)
-    for batch_id in await BatchStore(service.db).unfinished():
-        await service.batches.maybe_finalize(batch_id)
-    return len(found)
+class Maintenance:
+    """The sweep of one process."""
 
+    def __init__(self, store: JobStore, settings: JobSettings, *, batches: BatchService,
+                 webhooks: WebhookSender, owners: Owners, finisher: Finisher,
+                 enqueue: Callable[[JobRecord], Awaitable[None]],
+                 models: Callable[[], Collection[str] | None],
+                 running: Callable[[], Collection[str]]) -> None:
+        """``models``: the models whose jobs this process takes (None: all);
+        ``running``: ids of the jobs this process runs right now."""
+        self.store = store
+        self.settings = settings
+        self.batches = batches
+        self.webhooks = webhooks
+        self.owners = owners
+        self.finisher = finisher
+        self.enqueue = enqueue
+        self.models = models
+        self.running = running
 
-async def resume_webhooks(service: JobService) -> None:
-    """Webhooks a previous run did not get through."""
-    for job in await service.store.pending_webhooks():
-        if not service.webhooks.in_flight(job.id):
-            principal = await service.principal_of(job)
-            service.webhooks.schedule(job, principal.webhook_secret)
+    async def recover(self) -> int:
+        """Enqueue the pending jobs and the running jobs whose lease lapsed (a dead worker's)
+        of the models this process takes."""
+        running = self.running()
+        found = [job for job in await self.store.recoverable(self.models())
+                 if job.id not in running]
+        for job in found:
+            await self.enqueue(job)
+        for batch_id in await self.batches.store.unfinished():
+            await self.batches.maybe_finalize(batch_id)
+        return len(found)
 
+    async def resume_webhooks(self) -> None:
+        """Webhooks a previous run did not get through."""
+        for job in await self.store.pending_webhooks():
+            if not self.webhooks.in_flight(job.id):
+                principal = await self.owners.of(job)
+                self.webhooks.schedule(job, principal.webhook_secret)
 
-async def fail_overdue(service: JobService) -> None:
-    for job_id in await service.store.overdue():
-        await service.settle_unclaimable(job_id)
+    async def fail_overdue(self) -> None:
+        for job_id in await self.store.overdue():
+            await self.finisher.unclaimable(job_id)
 
+    async def purge(self, now: float | None = None) -> dict[str, int]:
+        """Delete finished jobs, batches and files older than the retention."""
+        before = (now or time.time()) - self.settings.retention_seconds
+        jobs = await self.store.purge_finished(before)
+        batches = await self.batches.store.purge_finished(before)
+        files = await self.batches.files.purge_expired(now)
+        return {"jobs": jobs, "batches": len(batches), "files": files}
 
-async def purge(service: JobService, now: float | None = None) -> dict[str, int]:
-    """Delete finished jobs, batches and files older than the retention."""
-    before = (now or time.time()) - service.settings.retention_seconds
-    jobs = await service.store.purge_finished(before)
-    batches = await BatchStore(service.db).purge_finished(before)
-    files = await FileStore(service.db).purge_expired(now)
-    return {"jobs": jobs, "batches": len(batches), "files": files}
-
-
-async def run_forever(service: JobService) -> None:
-    last_purge = 0.0
-    while True:
-        await asyncio.sleep(service.settings.sweep_seconds)
-        try:
-            await fail_overdue(service)
-            await recover(service)
-            if time.monotonic() - last_purge > RETENTION_EVERY:
-                last_purge = time.monotonic()
-                removed = await purge(service)
-                if any(removed.values()):
-                    log.info("retention removed %s", removed)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the next sweep tries again
-            log.exception("job maintenance failed")
+    async def run_forever(self) -> None:
+        last_purge = 0.0
+        while True:
+            await asyncio.sleep(self.settings.sweep_seconds)
+            try:
+                await self.fail_overdue()
+                await self.recover()
+                if time.monotonic() - last_purge > RETENTION_EVERY:
+                    last_purge = time.monotonic()
+                    removed = await self.purge()
+                    if any(removed.values()):
+                        log.info("retention removed %s", removed)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the next sweep tries again
+                log.exception("job maintenance failed")

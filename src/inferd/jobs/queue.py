@@ -24,17 +24,22 @@ class QueuedJob:
 
 
 class Delivery(Protocol):
-    """One received job id; ``ack`` once its outcome is stored, ``requeue`` to hand it back."""
+    """One received job id; ``ack`` once its outcome is stored (or it needs no run)."""
 
     job: QueuedJob
 
     async def ack(self) -> None: ...
 
-    async def requeue(self) -> None: ...
-
 
 class JobQueue(Protocol):
-    """Publish job ids; receive them per model."""
+    """What the job service and the workers need of a queue; nothing else is used.
+
+    - ``put``: publish a committed job's id (publishing one already waiting may be a no-op:
+      the database, not the queue, decides who runs a job, by its claim);
+    - ``get``: wait for the next id of one model, highest priority first;
+    - ``depth``: ids waiting (of one model, or all), for the queue-depth metric;
+    - ``close``: stop; unacknowledged ids are the sweep's to publish again.
+    """
 
     async def put(self, job: QueuedJob) -> None: ...
 
@@ -48,13 +53,9 @@ class JobQueue(Protocol):
 @dataclass
 class _LocalDelivery:
     job: QueuedJob
-    queue: InProcessQueue
 
     async def ack(self) -> None:
-        return None
-
-    async def requeue(self) -> None:
-        await self.queue.put(self.job)
+        return None  # nothing to confirm: an in-memory id is gone once taken
 
 
 class InProcessQueue:
@@ -79,7 +80,7 @@ class InProcessQueue:
             _, _, job_id = await self._queue(model).get()
             job = self._waiting.pop(job_id, None)
             if job is not None:
-                return _LocalDelivery(job, self)
+                return _LocalDelivery(job)
 
     def depth(self, model: str | None = None) -> int:
         if model is None:

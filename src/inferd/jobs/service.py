@@ -9,16 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import orjson
 
-from inferd.auth.principal import ANONYMOUS, Principal
-from inferd.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied
+from inferd.auth.principal import Principal
+from inferd.errors import Conflict, JobCancelled, ModelNotFound, NotFound, PermissionDenied
 from inferd.images import ImageService
 from inferd.inference import Inference
+from inferd.jobs.batches import BatchService
 from inferd.jobs.config import JobSettings
+from inferd.jobs.finish import Finisher
+from inferd.jobs.maintenance import Maintenance
+from inferd.jobs.owners import Owners, PrincipalLookup
 from inferd.jobs.queue import InProcessQueue, JobQueue, QueuedJob
 from inferd.jobs.requests import (
     check_webhook_url,
@@ -27,6 +31,8 @@ from inferd.jobs.requests import (
     parse_request,
     request_hash,
 )
+from inferd.jobs.runner import EventLog, Outcome, run_job
+from inferd.jobs.signals import Signals
 from inferd.jobs.webhooks import WebhookSender
 from inferd.jobs.worker import WorkerPool
 from inferd.routing.router import Router
@@ -37,77 +43,78 @@ from inferd.store.files import FileStore
 from inferd.store.jobs import JobPage, JobRecord, JobStore, new_id
 from inferd.store.repo import KeyValueStore
 
-PrincipalLookup = Callable[[str], Awaitable[Principal | None]]
 SSEvent = tuple[int | None, str, str]
 
 
-class Signals:
-    """Wake-ups for whoever follows a job in this process (SSE streams, waiters)."""
-
-    def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
-
-    def event(self, key: str) -> asyncio.Event:
-        """Take this before reading the state, then wait on it: no wake-up is missed."""
-        return self._events.setdefault(key, asyncio.Event())
-
-    def notify(self, key: str) -> None:
-        event = self._events.pop(key, None)
-        if event is not None:
-            event.set()
-
-    @staticmethod
-    async def wait(event: asyncio.Event, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
-
-
-def _deadline_error() -> dict[str, Any]:
-    return {"message": "The job did not start before its deadline.", "type": "timeout_error",
-            "param": "deadline", "code": "deadline_exceeded"}
-
-
 class JobService:
-    """Everything the HTTP routes and the compat APIs do with jobs."""
+    """Everything the HTTP routes and the compat APIs do with jobs.
+
+    It builds its parts and hands each only what it uses; none of them knows the service.
+    With ``run_workers`` this process runs jobs, of the models its router can run now only:
+    other processes sharing the database run the rest.
+    """
 
     def __init__(self, db: Database, router: Router, inference: Inference,
                  settings: JobSettings, queue: JobQueue | None = None,
-                 run_workers: bool = True) -> None:
-        from inferd.jobs.batches import BatchService
-
+                 run_workers: bool = True, principal_lookup: PrincipalLookup | None = None
+                 ) -> None:
         self.db, self.router, self.inference, self.settings = db, router, inference, settings
         self.store = JobStore(db)
-        self.kv = KeyValueStore(db)
         self.queue: JobQueue = queue or InProcessQueue()
         self.signals = Signals()
-        self.webhooks = WebhookSender(self.store, self.kv, settings)
-        self.pool = WorkerPool(self, self.queue) if run_workers else None
-        self.batches = BatchService(self)
+        self.owners = Owners(principal_lookup)
+        self.webhooks = WebhookSender(self.store, KeyValueStore(db), settings)
+        self.batches = BatchService(db, self.store, settings, resolve=router.resolve,
+                                    enqueue=self.enqueue)
+        self.finisher = Finisher(self.store, settings, self.signals, self.webhooks,
+                                 self.owners, self.batches)
+        self.pool = (WorkerPool(self.store, self.queue, settings, self.signals, self._run,
+                                self.finisher) if run_workers else None)
+        self.maintenance = Maintenance(
+            self.store, settings, batches=self.batches, webhooks=self.webhooks,
+            owners=self.owners, finisher=self.finisher, enqueue=self.enqueue,
+            models=self.taken_models, running=lambda: set(self.pool.running) if self.pool else ())
         self.images = ImageService(inference, FileStore(db), settings.retention_seconds)
-        self.principal_lookup: PrincipalLookup | None = None
-        self._principals: dict[str, Principal] = {}
-        self._maintenance: asyncio.Task[None] | None = None
+        self._sweep: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
     async def start(self) -> None:
         """Start workers, re-enqueue what a previous run left, resume webhooks, sweep."""
-        from inferd.jobs import maintenance
-
-        if self.pool is not None:
-            for model in self.router.model_names():
+        for model in self.runnable_models():
+            if self.pool is not None:
                 self.pool.ensure(model)
-        await maintenance.recover(self)
-        await maintenance.resume_webhooks(self)
-        self._maintenance = asyncio.create_task(maintenance.run_forever(self))
+        await self.maintenance.recover()
+        await self.maintenance.resume_webhooks()
+        self._sweep = asyncio.create_task(self.maintenance.run_forever())
 
     async def close(self) -> None:
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            await asyncio.gather(self._maintenance, return_exceptions=True)
+        if self._sweep is not None:
+            self._sweep.cancel()
+            await asyncio.gather(self._sweep, return_exceptions=True)
         if self.pool is not None:
             await self.pool.close()
         await self.webhooks.close()
         await self.queue.close()
+
+    def runnable(self, model: str) -> bool:
+        """Whether this process can run ``model`` now (its router has a replica of it)."""
+        try:
+            return bool(self.router.entry(model).replicas)
+        except ModelNotFound:
+            return False
+
+    def runnable_models(self) -> list[str]:
+        return [m for m in self.router.model_names() if self.runnable(m)]
+
+    def taken_models(self) -> Collection[str] | None:
+        """The models whose jobs this process takes from the database (None: all of them,
+        when it only publishes jobs for workers elsewhere)."""
+        return self.runnable_models() if self.pool is not None else None
+
+    async def _run(self, job: JobRecord, events: EventLog) -> Outcome:
+        # the owner is resolved inside the job: a revoked key fails its job, not the worker
+        return await run_job(self.inference, job, self.owners.of(job, strict=True), events,
+                             self.images)
 
     # -- submit -----------------------------------------------------------------------------
     async def submit(self, principal: Principal, endpoint: str, body: dict[str, Any], *,
@@ -141,13 +148,16 @@ class JobService:
                 raise Conflict("This idempotency key was already used with a different "
                                "request.", param="idempotency_key", code="idempotency_conflict")
             return record, False
-        if principal.key_id is not None:
-            self._principals[principal.key_id] = principal
+        self.owners.remember(principal)
         await self.enqueue(record)
         return record, True
 
     async def enqueue(self, job: JobRecord) -> None:
+        """Hand a committed job to the workers. A job of a model this process cannot run stays
+        pending in the database for the process that can (its sweep enqueues it there)."""
         if self.pool is not None:
+            if not self.runnable(job.model):
+                return
             self.pool.ensure(job.model)
         await self.queue.put(QueuedJob(job.id, job.model, job.priority))
 
@@ -169,37 +179,39 @@ class JobService:
                    within: float | None = None) -> JobRecord:
         """Until the job has finished (or ``within`` seconds passed): its latest state."""
         end = None if within is None else time.monotonic() + within
-        while True:
-            changed = self.signals.event(job_id)
-            job = await self.get(principal, job_id)
-            left = 1.0 if end is None else min(1.0, end - time.monotonic())
-            if job.finished or left <= 0:
-                return job
-            await self.signals.wait(changed, left)
+        with self.signals.follow(job_id) as follower:
+            while True:
+                changed = follower.changed()
+                job = await self.get(principal, job_id)
+                left = 1.0 if end is None else min(1.0, end - time.monotonic())
+                if job.finished or left <= 0:
+                    return job
+                await follower.wait(changed, left)
 
     async def events(self, principal: Principal, job_id: str,
                      after: int = 0) -> AsyncIterator[SSEvent]:
         """The job's events after sequence number ``after``, live until it finishes, then a
         last event named after its final status carrying the whole job."""
         await self.get(principal, job_id)
-        last, said = after, ""
-        while True:
-            changed = self.signals.event(job_id)
-            for event in await self.store.events_after(job_id, last):
-                last = event.seq
-                yield event.seq, event.kind, event.data
-            job = await self.store.get(job_id)
-            if job is None:
-                return
-            if job.finished:
+        with self.signals.follow(job_id) as follower:
+            last, said = after, ""
+            while True:
+                changed = follower.changed()
                 for event in await self.store.events_after(job_id, last):
+                    last = event.seq
                     yield event.seq, event.kind, event.data
-                yield None, job.status, orjson.dumps(job_object(job)).decode()
-                return
-            if job.status == "pending" and said != "pending":
-                said = "pending"
-                yield None, "status", '{"status":"pending"}'
-            await self.signals.wait(changed, 1.0)
+                job = await self.store.get(job_id)
+                if job is None:
+                    return
+                if job.finished:
+                    for event in await self.store.events_after(job_id, last):
+                        yield event.seq, event.kind, event.data
+                    yield None, job.status, orjson.dumps(job_object(job)).decode()
+                    return
+                if job.status == "pending" and said != "pending":
+                    said = "pending"
+                    yield None, "status", '{"status":"pending"}'
+                await follower.wait(changed, 1.0)
 
     # -- change -----------------------------------------------------------------------------
     async def cancel(self, principal: Principal, job_id: str) -> JobRecord:
@@ -207,16 +219,14 @@ class JobService:
         if job.finished:
             raise Conflict(f"The job '{job_id}' has already finished ({job.status}).",
                            code="job_finished")
-        error = {"message": "The job was cancelled.", "type": "cancelled", "param": None,
-                 "code": "cancelled"}
-        if not await self.store.finish(job_id, None, "cancelled", error=error,
+        if not await self.store.finish(job_id, None, "cancelled", error=JobCancelled().to_dict(),
                                        from_status=("pending", "running")):
             job = await self.get(principal, job_id)
             raise Conflict(f"The job '{job_id}' has already finished ({job.status}).",
                            code="job_finished")
         if self.pool is not None:
             self.pool.cancel_local(job_id)
-        await self.after_finish(job_id)
+        await self.finisher.finished(job_id)
         return await self.get(principal, job_id)
 
     async def delete(self, principal: Principal, job_id: str) -> None:
@@ -227,63 +237,11 @@ class JobService:
         await self.store.delete(job_id)
         self.signals.notify(job_id)
 
-    # -- called by workers and the sweep ----------------------------------------------------
-    async def principal_of(self, job: JobRecord, strict: bool = False) -> Principal:
-        """Who a job runs as: its submitter's key as it is now.
 
-        ``strict`` (running the job) raises ``AuthenticationFailed`` when that key was revoked;
-        otherwise (signing its webhook) the job's own record of its owner is used.
-        """
-        if job.owner is None:
-            return ANONYMOUS
-        if self.principal_lookup is not None:
-            try:
-                found = await self.principal_lookup(job.owner)
-            except AuthenticationFailed:
-                if strict:
-                    raise
-                found = None
-            if found is not None:
-                return found
-        return self._principals.get(job.owner) or Principal(
-            key_id=job.owner, scope="admin" if job.owner_scope == "admin" else "user")
-
-    async def settle_unclaimable(self, job_id: str) -> None:
-        """A job no worker could claim: fail it if it is past its deadline or its attempts."""
-        job = await self.store.get(job_id)
-        if job is None or job.finished:
-            return
-        now = time.time()
-        if job.status == "pending" and job.deadline_at is not None and job.deadline_at <= now:
-            done = await self.store.finish(job_id, None, "failed", error=_deadline_error(),
-                                           status_code=408, from_status=("pending",))
-        elif job.attempts >= self.settings.max_attempts and (
-                job.status == "pending" or (job.lease_expires_at or 0) < now):
-            done = await self.store.finish(
-                job_id, None, "failed", status_code=500, from_status=("pending", "running"),
-                error={"message": f"The job failed {job.attempts} times (its worker stopped).",
-                       "type": "server_error", "param": None, "code": "max_attempts_exceeded"})
-        else:
-            return
-        if done:
-            await self.after_finish(job_id)
-
-    async def after_finish(self, job_id: str) -> None:
-        """Wake followers, send the webhook, and finish the batch when this was its last job."""
-        self.signals.notify(job_id)
-        job = await self.store.get(job_id)
-        if job is None:
-            return
-        if job.webhook_url and job.webhook_state == "pending":
-            principal = await self.principal_of(job)
-            self.webhooks.schedule(job, principal.webhook_secret)
-        if job.batch_id:
-            await self.batches.maybe_finalize(job.batch_id)
-
-
-async def start_jobs(db: Database, router: Router, inference: Inference,
-                     settings: Settings) -> JobService:
+async def start_jobs(db: Database, router: Router, inference: Inference, settings: Settings,
+                     principal_lookup: PrincipalLookup | None = None) -> JobService:
     """The job service of ``inferd serve``: in-process queue and workers, started."""
-    service = JobService(db, router, inference, JobSettings.load(settings.config_file))
+    service = JobService(db, router, inference, JobSettings.load(settings.config_file),
+                         principal_lookup=principal_lookup)
     await service.start()
     return service

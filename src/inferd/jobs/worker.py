@@ -11,24 +11,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from inferd.jobs.config import JobSettings
+from inferd.jobs.finish import Finisher
 from inferd.jobs.queue import Delivery, JobQueue
-from inferd.jobs.runner import EventLog, Outcome, run_job
-
-if TYPE_CHECKING:
-    from inferd.jobs.service import JobService
+from inferd.jobs.runner import EventLog, Outcome
+from inferd.jobs.signals import Signals
+from inferd.store.jobs import JobRecord, JobStore
 
 log = logging.getLogger("inferd.jobs.worker")
+
+# Runs a claimed job to its outcome, writing its token events to the log it is given.
+Run = Callable[[JobRecord, EventLog], Coroutine[Any, Any, Outcome]]
 
 
 class WorkerPool:
     """In-process workers: ``concurrency`` loops per model, started as models appear."""
 
-    def __init__(self, service: JobService, queue: JobQueue) -> None:
-        self.service = service
+    def __init__(self, store: JobStore, queue: JobQueue, settings: JobSettings,
+                 signals: Signals, run: Run, finisher: Finisher) -> None:
+        self.store = store
         self.queue = queue
-        self.settings = service.settings
+        self.settings = settings
+        self.signals = signals
+        self.run = run
+        self.finisher = finisher
         self.worker_id = f"w-{secrets.token_hex(6)}"
         self._loops: dict[str, list[asyncio.Task[None]]] = {}
         self.running: dict[str, asyncio.Task[Outcome]] = {}
@@ -53,54 +62,51 @@ class WorkerPool:
                 log.exception("worker failed on job %s", delivery.job.id)
 
     async def process(self, delivery: Delivery) -> None:
-        service, job_id = self.service, delivery.job.id
-        job = await service.store.claim(job_id, self.worker_id, self.settings.lease_seconds,
-                                        self.settings.max_attempts)
+        store, job_id = self.store, delivery.job.id
+        job = await store.claim(job_id, self.worker_id, self.settings.lease_seconds,
+                                self.settings.max_attempts)
         if job is None:
-            await service.settle_unclaimable(job_id)
+            await self.finisher.unclaimable(job_id)
             await delivery.ack()
             return
-        events = EventLog(service.store, job.id, await service.store.last_seq(job.id) + 1,
-                          self.settings.event_flush_seconds, service.signals.notify)
+        events = EventLog(store, job.id, await store.last_seq(job.id) + 1,
+                          self.settings.event_flush_seconds, self.signals.notify)
         await events.start(job.attempts)
-        # resolved inside the job: a revoked key fails its job instead of the worker
-        principal = service.principal_of(job, strict=True)
-        task = asyncio.create_task(run_job(service.inference, job, principal, events,
-                                           service.images))
+        task = asyncio.create_task(self.run(job, events))
         self.running[job.id] = task
         heartbeat = asyncio.create_task(self._heartbeat(job.id, task))
         try:
             outcome = await task
         except asyncio.CancelledError:
             if self._closing:
-                await service.store.release(job.id, self.worker_id)
+                await store.release(job.id, self.worker_id)
                 raise
             # cancelled through the API (the row says so already) or taken over
             await events.flush()
             await delivery.ack()
-            service.signals.notify(job.id)
+            self.signals.notify(job.id)
             return
         finally:
             heartbeat.cancel()
             self.running.pop(job.id, None)
         if outcome.status == "deferred":
             # pending again without using up an attempt; the sweep offers it again
-            await service.store.release(job.id, self.worker_id)
+            await store.release(job.id, self.worker_id)
             await delivery.ack()
             return
-        stored = await service.store.finish(
+        stored = await store.finish(
             job.id, self.worker_id, outcome.status, result=outcome.result, error=outcome.error,
             status_code=outcome.status_code, usage=outcome.usage)
         await delivery.ack()
         if stored:
-            await service.after_finish(job.id)
+            await self.finisher.finished(job.id)
 
     async def _heartbeat(self, job_id: str, task: asyncio.Task[Outcome]) -> None:
         every = self.settings.lease_seconds / 3
         while not task.done():
             await asyncio.sleep(every)
             try:
-                ours = await self.service.store.renew(job_id, self.worker_id,
+                ours = await self.store.renew(job_id, self.worker_id,
                                                       self.settings.lease_seconds)
             except Exception:  # a database hiccup: try again on the next beat
                 log.warning("could not renew the lease of job %s", job_id, exc_info=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -212,13 +213,18 @@ class JobStore:
                 .values(status="pending", claimed_by=None, lease_expires_at=None,
                         attempts=jobs.c.attempts - 1))
 
-    async def recoverable(self) -> list[JobRecord]:
-        """Jobs to (re-)enqueue: pending ones and running ones whose lease expired."""
+    async def recoverable(self, models: Collection[str] | None = None) -> list[JobRecord]:
+        """Jobs to (re-)enqueue: pending ones and running ones whose lease expired; only of
+        ``models`` when given."""
         now = time.time()
         query = (sa.select(jobs).where(sa.or_(
             jobs.c.status == "pending",
             sa.and_(jobs.c.status == "running", jobs.c.lease_expires_at < now)))
             .order_by(jobs.c.priority.desc(), jobs.c.id))
+        if models is not None:
+            if not models:
+                return []
+            query = query.where(jobs.c.model.in_(sorted(models)))
         async with self.db.engine.connect() as conn:
             return [_record(r) for r in (await conn.execute(query)).all()]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from inferd.store.db import Database
 from inferd.store.tables import kv
@@ -22,12 +23,20 @@ class KeyValueStore:
         return None if row is None else str(row[0])
 
     async def set(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` in one upsert (two first writes cannot collide)."""
+        row = {"key": key, "value": value, "updated_at": time.time()}
+        change = {"value": value, "updated_at": row["updated_at"]}
+        statement: sa.Executable
+        if self.db.dialect == "mysql":
+            statement = mysql.insert(kv).values(row).on_duplicate_key_update(change)
+        elif self.db.dialect == "postgresql":
+            statement = postgresql.insert(kv).values(row).on_conflict_do_update(
+                index_elements=[kv.c.key], set_=change)
+        else:
+            statement = sqlite.insert(kv).values(row).on_conflict_do_update(
+                index_elements=[kv.c.key], set_=change)
         async with self.db.engine.begin() as conn:
-            updated = await conn.execute(
-                sa.update(kv).where(kv.c.key == key).values(value=value, updated_at=time.time()))
-            if updated.rowcount == 0:
-                await conn.execute(sa.insert(kv).values(key=key, value=value,
-                                                        updated_at=time.time()))
+            await conn.execute(statement)
 
     async def setdefault(self, key: str, value: str) -> str:
         """Store ``value`` unless the key exists; return what is stored (race-safe)."""

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from inferd.auth.admin import KeyAdmin, KeySpec, KeyUpdate
-from inferd.errors import Unavailable
 from inferd.http.auth import AdminDep
 from inferd.http.deps import RowId, ServicesDep, read_model
 from inferd.http.responses import json_response
@@ -17,10 +16,7 @@ router = APIRouter(prefix="/admin/v1/keys", tags=["admin"])
 
 
 def get_key_admin(services: ServicesDep, _admin: AdminDep) -> KeyAdmin:
-    admin: KeyAdmin | None = services.inference.key_admin
-    if admin is None:
-        raise Unavailable("API keys are not available in this process.")
-    return admin
+    return services.auth.admin
 
 
 KeyAdminDep = Annotated[KeyAdmin, Depends(get_key_admin)]

@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from inferd.auth.principal import Principal
-from inferd.errors import PermissionDenied, Unavailable
-from inferd.http.deps import PrincipalDep, ServicesDep, read_model
+from inferd.http.auth import AdminDep
+from inferd.http.deps import ServicesDep, read_model
 from inferd.http.responses import json_response
 from inferd.routing.manage import ModelAdmin, ModelCreate, ModelUpdate
 from inferd.store.replicas import ReplicaStore
@@ -17,16 +16,8 @@ from inferd.store.replicas import ReplicaStore
 router = APIRouter(prefix="/admin/v1", tags=["admin"])
 
 
-def require_admin(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise PermissionDenied("This endpoint needs an admin key.")
-
-
-def get_model_admin(services: ServicesDep, principal: PrincipalDep) -> ModelAdmin:
+def get_model_admin(services: ServicesDep, _admin: AdminDep) -> ModelAdmin:
     """The model manager, for admin callers only."""
-    require_admin(principal)
-    if services.catalog is None:
-        raise Unavailable("The model catalogue is not running.")
     return ModelAdmin(ReplicaStore(services.db), services.catalog)
 
 

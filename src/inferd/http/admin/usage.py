@@ -8,7 +8,7 @@ from typing import Annotated, Literal, cast
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from inferd.errors import InvalidRequest, Unavailable
+from inferd.errors import InvalidRequest
 from inferd.http.auth import AdminDep
 from inferd.http.deps import ServicesDep
 from inferd.http.responses import json_response
@@ -20,13 +20,7 @@ GROUPS = ("key", "model", "time")
 
 
 async def _store(services: ServicesDep) -> UsageStore:
-    inference = services.inference
-    if inference.usage_store is None:
-        raise Unavailable("Usage metering is not available in this process.")
-    if inference.usage is not None:
-        await inference.usage.flush()  # include the requests still in the buffer
-    store: UsageStore = inference.usage_store
-    return store
+    return await services.metering.flushed_store()  # with the requests still in the buffer
 
 
 def _groups(text: str) -> list[GroupBy]:

@@ -56,7 +56,6 @@ async def delete_api_key(request: Request, admin: KeyAdminDep,
                        code="key_not_found")
     if not row["enabled"]:
         raise Conflict("API key already disabled", code="key_already_disabled")
-    if services.inference.usage is not None:
-        await services.inference.usage.flush()  # "was it used" must see buffered records
+    await services.metering.recorder.flush()  # "was it used" must see buffered records
     outcome = await admin.revoke(body.api_key_id)
     return json_response({"message": f"API key {outcome} successfully"})

@@ -1,0 +1,59 @@
+"""What follows a job's end, whoever ended it (a worker, a cancel, the sweep): wake its
+followers, send its webhook, finish its batch when it was the last job."""
+
+from __future__ import annotations
+
+import time
+
+from inferd.errors import DeadlineExceeded, InferdError, MaxAttemptsExceeded
+from inferd.jobs.batches import BatchService
+from inferd.jobs.config import JobSettings
+from inferd.jobs.owners import Owners
+from inferd.jobs.signals import Signals
+from inferd.jobs.webhooks import WebhookSender
+from inferd.store.jobs import JobStore
+
+
+class Finisher:
+    """Settles jobs no worker can claim and runs the after-effects of every finished job."""
+
+    def __init__(self, store: JobStore, settings: JobSettings, signals: Signals,
+                 webhooks: WebhookSender, owners: Owners, batches: BatchService) -> None:
+        self.store = store
+        self.settings = settings
+        self.signals = signals
+        self.webhooks = webhooks
+        self.owners = owners
+        self.batches = batches
+
+    async def finished(self, job_id: str) -> None:
+        """Wake followers, send the webhook, and finish the batch when this was its last job."""
+        self.signals.notify(job_id)
+        job = await self.store.get(job_id)
+        if job is None:
+            return
+        if job.webhook_url and job.webhook_state == "pending":
+            principal = await self.owners.of(job)
+            self.webhooks.schedule(job, principal.webhook_secret)
+        if job.batch_id:
+            await self.batches.maybe_finalize(job.batch_id)
+
+    async def unclaimable(self, job_id: str) -> None:
+        """A job no worker could claim: fail it if it is past its deadline or its attempts."""
+        job = await self.store.get(job_id)
+        if job is None or job.finished:
+            return
+        now = time.time()
+        error: InferdError
+        from_status: tuple[str, ...]
+        if job.status == "pending" and job.deadline_at is not None and job.deadline_at <= now:
+            error, from_status = DeadlineExceeded(), ("pending",)
+        elif job.attempts >= self.settings.max_attempts and (
+                job.status == "pending" or (job.lease_expires_at or 0) < now):
+            error = MaxAttemptsExceeded(job.attempts)
+            from_status = ("pending", "running")
+        else:
+            return
+        if await self.store.finish(job_id, None, "failed", error=error.to_dict(),
+                                   status_code=error.status, from_status=from_status):
+            await self.finished(job_id)

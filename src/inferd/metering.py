@@ -1,0 +1,125 @@
+"""Metering: what every finished request leaves behind.
+
+``Metering`` owns the Prometheus metrics, the usage recorder (buffered, written in batches) and
+the usage store it writes to. ``Metering.finish`` turns one ``Call`` into metric updates, one
+usage record and, when asked for (or on a 5xx), one structured log line. Nothing here reads or
+writes the database on the way of a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from inferd.auth.limits import Reservation
+from inferd.auth.principal import Principal
+from inferd.logs import request_id_var
+from inferd.metrics import Metrics, ReplicaState
+from inferd.routing.router import Router
+from inferd.settings import Settings
+from inferd.store.db import Database
+from inferd.store.usage import UsageStore
+from inferd.usage import UsageRecorder
+
+log = logging.getLogger("inferd.requests")
+
+# The status recorded for a request whose client went away before the answer.
+CLIENT_CLOSED = 499
+
+
+class Call:
+    """One request on its way through: what metering needs at the end."""
+
+    __slots__ = ("endpoint", "images", "model", "principal", "replica", "request_id",
+                 "reservation", "started", "steps", "stream", "ttft")
+
+    def __init__(self, endpoint: str, model: str, principal: Principal, stream: bool) -> None:
+        self.endpoint = endpoint
+        self.model = model
+        self.principal = principal
+        self.stream = stream
+        self.started = time.perf_counter()
+        self.ttft: float | None = None
+        self.replica: str | None = None
+        self.reservation: Reservation | None = None
+        self.request_id = request_id_var.get()
+        self.images: int | None = None  # image generation only: pictures and steps made
+        self.steps: int | None = None
+
+
+def replica_states(router: Router) -> list[ReplicaState]:
+    """The router's replicas as the metrics export them."""
+    return [ReplicaState(id=r.id, model=r.model, healthy=r.healthy, in_flight=r.in_flight,
+                         failures=r.failures, cooldown_until=r.cooldown_until)
+            for r in router.replicas()]
+
+
+class Metering:
+    """Metrics, the usage recorder and the usage store of one process."""
+
+    def __init__(self, store: UsageStore, recorder: UsageRecorder, *,
+                 metrics: Metrics | None = None, log_requests: bool = False) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.metrics = metrics or Metrics()
+        self.log_requests = log_requests
+
+    @classmethod
+    async def start(cls, settings: Settings, db: Database) -> Metering:
+        """The recorder writing to ``db``, started (``close`` writes what is left)."""
+        store = UsageStore(db)
+        recorder = UsageRecorder(store.insert_many, flush_seconds=settings.usage_flush_seconds)
+        self = cls(store, recorder, log_requests=settings.log_requests)
+        await recorder.start()
+        self.metrics.register_gauge("inferd_usage_records_pending",
+                                    "Usage records waiting to be written",
+                                    lambda: float(recorder.pending))
+        return self
+
+    async def close(self) -> None:
+        await self.recorder.close()
+
+    async def flushed_store(self) -> UsageStore:
+        """The usage store, once the records still in the buffer are written (for readers
+        that must see every request made so far)."""
+        await self.recorder.flush()
+        return self.store
+
+    def watch(self, router: Router) -> None:
+        """Export the router's replicas (health, load, failures) as gauges."""
+        self.metrics.register_replicas(lambda: replica_states(router))
+
+    def finish(self, call: Call, usage: dict[str, Any] | None, status: int,
+               error: str | None) -> None:
+        """Record a finished call: metrics, one usage record, and its log line."""
+        latency = time.perf_counter() - call.started
+        prompt = completion = 0
+        if usage:
+            prompt = usage.get("prompt_tokens") or 0
+            completion = usage.get("completion_tokens") or 0
+        model, metrics = call.model, self.metrics
+        metrics.child("requests", model, call.endpoint, str(status)).inc()
+        metrics.child("latency", model, call.endpoint).observe(latency)
+        ttft = None
+        if call.ttft is not None:
+            ttft = call.ttft - call.started
+            metrics.child("ttft", model).observe(ttft)
+        if prompt:
+            metrics.child("tokens", model, "prompt").inc(prompt)
+        if completion:
+            metrics.child("tokens", model, "completion").inc(completion)
+        key_id = call.principal.key_id
+        self.recorder.record((time.time(), call.request_id, key_id, model, call.replica,
+                              call.endpoint, call.stream, status, error, prompt, completion,
+                              prompt + completion, latency * 1000.0,
+                              None if ttft is None else ttft * 1000.0, call.images,
+                              call.steps))
+        if self.log_requests or status >= 500:
+            log.log(logging.WARNING if status >= 500 else logging.INFO,
+                    "%s %s %d", call.endpoint, model, status, extra={
+                        "key_id": key_id, "model": model, "endpoint": call.endpoint,
+                        "status": status, "error": error, "prompt_tokens": prompt,
+                        "completion_tokens": completion, "stream": call.stream,
+                        "latency_ms": round(latency * 1000.0, 3)})
+
