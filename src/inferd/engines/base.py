@@ -20,6 +20,7 @@ from typing import Any
 from inferd.errors import InvalidRequest
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
 
 Chunk = dict[str, Any]
@@ -90,6 +91,10 @@ class Engine:
         from inferd.engines import similarity
 
         return await similarity.score(self.embed, request)
+
+    async def forward(self, request: Forward) -> Forwarded:
+        """Pass a request through as it is (``http`` replicas that declare the capability)."""
+        raise self._unsupported(f"'{request.path}'")
 
     async def images(self, request: ImageGenerationRequest,
                      progress: Progress | None = None) -> dict[str, Any]:

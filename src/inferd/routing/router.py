@@ -21,6 +21,7 @@ from inferd.errors import ModelNotFound, Unavailable, UpstreamError
 from inferd.routing.replica import Replica
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
 from inferd.usage import note_replica
 
@@ -28,7 +29,7 @@ __all__ = ["ModelEntry", "Replica", "Router"]
 
 T = TypeVar("T")
 R = TypeVar("R", ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
-            ImageGenerationRequest, RerankRequest, ScoreRequest)
+            ImageGenerationRequest, RerankRequest, ScoreRequest, Forward)
 
 
 @dataclass
@@ -200,6 +201,14 @@ class Router:
 
     async def score(self, request: ScoreRequest) -> dict[str, Any]:
         return await self._run(request, lambda r, q: r.engine.score(q))
+
+    async def forward(self, request: Forward) -> Forwarded:
+        return await self._run(request, lambda r, q: r.engine.forward(q))
+
+    def serving(self, capability: str) -> list[str]:
+        """The models with a replica that declares ``capability``."""
+        return [e.name for e in self.entries()
+                if any(capability in r.engine.capabilities for r in e.replicas)]
 
     async def images(self, request: ImageGenerationRequest,
                      progress: Progress | None = None) -> dict[str, Any]:

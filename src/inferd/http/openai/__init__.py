@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from inferd.http.openai import chat, completions, embeddings, models, rerank, responses
+from inferd.http.openai import (
+    chat,
+    completions,
+    embeddings,
+    models,
+    passthrough,
+    rerank,
+    responses,
+)
 
 router = APIRouter()
-for module in (chat, completions, embeddings, models, rerank, responses):
+for module in (chat, completions, embeddings, models, passthrough, rerank, responses):
     router.include_router(module.router)
