@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,7 +111,7 @@ class ResponseService:
         return _numbered(self._stream(principal, prepared, chunks))
 
     async def _stream(self, principal: Principal, prepared: Prepared,
-                      chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[Event]:
+                      chunks: AsyncIterator[dict[str, Any]]) -> AsyncGenerator[Event]:
         state = ResponseStream(prepared.response)
         for event in state.start():
             yield event
@@ -122,6 +122,10 @@ class ResponseService:
         except InferdError as exc:
             yield failed_event(prepared.response, exc.to_dict())
             return
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
         for event in state.finish():
             if event["type"] in TERMINAL_EVENTS:
                 await self._save(principal, prepared, state.response)
@@ -237,8 +241,9 @@ class ResponseService:
                 "has_more": len(items) > limit}
 
 
-async def _numbered(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+async def _numbered(events: AsyncGenerator[Event]) -> AsyncIterator[Event]:
     seq = 0
-    async for event in events:
-        yield {**event, "sequence_number": seq}
-        seq += 1
+    async with contextlib.aclosing(events):  # a client that leaves stops the generation
+        async for event in events:
+            yield {**event, "sequence_number": seq}
+            seq += 1

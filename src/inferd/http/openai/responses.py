@@ -32,12 +32,16 @@ ResponseId = Annotated[str, Path(min_length=1, max_length=64)]
 async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
     """``event: <type>`` + ``data: <json>`` per event, as OpenAI sends them."""
     try:
-        async for event in events:
+        async for event in events:  # sse_response closes this generator, and it ``events``
             yield (b"event: " + str(event.get("type", "")).encode() + b"\ndata: "
                    + orjson.dumps(event) + b"\n\n")
     except InferdError as exc:  # after the stream began: an ``error`` event ends it
         error = exc.to_dict()
         yield b"event: error\ndata: " + orjson.dumps({"type": "error", **error}) + b"\n\n"
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 @router.post("/v1/responses")
