@@ -116,6 +116,26 @@ def test_background_polled_and_streamed_from_a_sequence_number(client: OpenAI) -
     assert [e.sequence_number for e in rest] == [n for n in numbers if n > middle]
 
 
+def test_a_finished_background_response_outlives_its_job(client: OpenAI,
+                                                         http: httpx.Client) -> None:
+    created = client.responses.create(model=MODEL, input="Say yes.", background=True,
+                                      max_output_tokens=8, temperature=0)
+    jobs = http.get("/v1/jobs", params={"limit": 100}).json()["data"]
+    job_id = next(j["id"] for j in jobs if j["endpoint"] == "/v1/responses"
+                  and j["request"]["response"]["id"] == created.id)
+    deadline = time.monotonic() + 180  # followed through the job only, not the response
+    job = http.get(f"/v1/jobs/{job_id}").json()
+    while job["status"] in ("pending", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = http.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "completed"
+    # finished jobs are purged after their retention time; the response stays
+    assert http.delete(f"/v1/jobs/{job_id}").status_code in (200, 204)
+    kept = client.responses.retrieve(created.id)
+    assert kept.status in ("completed", "incomplete")
+    assert kept.output_text == job["result"]["output"][0]["content"][0]["text"]
+
+
 def test_cancel_a_background_response(client: OpenAI) -> None:
     created = client.responses.create(model=MODEL, input="Write a long story.",
                                       background=True, max_output_tokens=2000)

@@ -32,6 +32,7 @@ from inferd.schemas.openai import (
     usage_dict,
 )
 from inferd.store.jobs import JobEvent, JobRecord, JobStore
+from inferd.store.responses import ResponseStore
 
 log = logging.getLogger("inferd.jobs")
 
@@ -145,7 +146,8 @@ async def run_job(inference: Inference, job: JobRecord, owner: Awaitable[Princip
         principal = await owner
         if job.endpoint == background.ENDPOINT:
             result, usage = await background.run_response(
-                inference, background.ResponseJob.model_validate(job.request), principal, events)
+                inference, background.ResponseJob.model_validate(job.request), principal, events,
+                ResponseStore(events.store.db))
             return Outcome("completed", result=result, status_code=200, usage=usage)
         request = parse_request(job.endpoint, job.request)
         if isinstance(request, ImageGenerationRequest):

@@ -12,6 +12,7 @@ from inferd.auth.principal import Principal
 from inferd.inference import Inference
 from inferd.responses.events import ResponseStream
 from inferd.schemas.openai import ChatCompletionRequest, StreamOptions
+from inferd.store.responses import ResponseStore
 
 ENDPOINT = "/v1/responses"
 EVENT_KIND = "response"
@@ -33,8 +34,13 @@ class EventSink(Protocol):
 
 
 async def run_response(inference: Inference, job: ResponseJob, principal: Principal,
-                       events: EventSink) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Generate the response, storing its events; ``(response object, chat usage)``."""
+                       events: EventSink, responses: ResponseStore
+                       ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Generate the response, storing its events; ``(response object, chat usage)``.
+
+    The finished object is also written to the response's row, so that it outlives the job
+    (finished jobs are purged after their retention time).
+    """
     chat = ChatCompletionRequest.model_validate(job.chat).model_copy(
         update={"stream": True, "stream_options": StreamOptions(include_usage=True)})
     state = ResponseStream(job.response)
@@ -48,4 +54,5 @@ async def run_response(inference: Inference, job: ResponseJob, principal: Princi
     for event in state.finish():
         await events.add(EVENT_KIND, event)
     await events.flush()
+    await responses.set_response(state.response["id"], state.response)
     return state.response, state.usage
