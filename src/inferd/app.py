@@ -22,6 +22,7 @@ from inferd.http.admin import models as admin_models
 from inferd.http.admin import replicas as admin_replicas
 from inferd.http.admin import tables as admin_tables
 from inferd.http.admin import usage as admin_usage
+from inferd.http.admin import usage_series
 from inferd.http.auth import AuthMiddleware
 from inferd.http.compat import s0, s1, s3_keys, s3_models, s4
 from inferd.http.middleware import RequestGuard
@@ -57,7 +58,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin_models.router)
     app.include_router(admin_replicas.router)
     app.include_router(s3_models.router)
-    for module in (metrics_routes, admin_keys, admin_usage, admin_tables, s3_keys):
+    for module in (metrics_routes, admin_keys, admin_usage, usage_series, admin_tables,
+                   s3_keys):
         app.include_router(module.router)
     for module in (job_routes, file_routes, batch_routes, s0, s1, s4):  # jobs, batches, S0/S1/S4
         app.include_router(module.router)

@@ -275,7 +275,7 @@ def test_cli_revocation_reaches_the_running_server(server: InferdProcess) -> Non
     assert str(created["id"]) in cli("list")
     revoked = json.loads(cli("revoke", str(created["id"])))
     assert revoked["enabled"] is False
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             chat(client)
@@ -283,6 +283,6 @@ def test_cli_revocation_reaches_the_running_server(server: InferdProcess) -> Non
             break
         time.sleep(0.1)
     else:
-        pytest.fail("a key revoked by the CLI still worked after 5 s")
+        pytest.fail("a key revoked by the CLI still worked after 60 s")
 
 

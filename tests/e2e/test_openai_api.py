@@ -196,7 +196,9 @@ def test_models_list_and_retrieve(client: OpenAI) -> None:
 
 
 def test_health_and_ready(http: httpx.Client) -> None:
-    assert http.get("/health").json() == {"status": "ok"}
+    health = http.get("/health").json()
+    assert set(health) == {"status", "uptime_seconds"}
+    assert health["status"] == "ok" and health["uptime_seconds"] > 0
     ready = http.get("/ready")
     assert ready.status_code == 200
     assert ready.json()["models"] == {CHAT_MODEL: True, EMBED_MODEL: True}

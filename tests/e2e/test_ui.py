@@ -1,21 +1,24 @@
-"""The web UI in a real browser (Debian's headless Chromium driven by Selenium)."""
+"""The web UI in a real browser (Debian's headless Chromium driven by Selenium) against a
+running ``inferd serve``, with the official ``openai`` SDK as the other client."""
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
+import openai
 import pytest
+import yaml
 
+from tests.e2e.ui_browser import HAVE_BROWSER, chromium, console_errors, login, page, wait
 from tests.helpers import InferdProcess
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ADMIN_KEY = "sk-admin-ui-test-0123456789abcdef"
+CHAT = "smollm2-135m-instruct"
 
-HAVE_BROWSER = os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
 # In CI (INFERD_REQUIRE_SERVICES=1) a missing browser fails the test instead of skipping it.
 pytestmark = pytest.mark.skipif(
     not HAVE_BROWSER and os.environ.get("INFERD_REQUIRE_SERVICES") != "1",
@@ -24,89 +27,406 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferdProcess]:
-    with InferdProcess(tmp_path_factory.mktemp("ui"),
-                       env={"INFERD_ADMIN_KEY": ADMIN_KEY}) as process:
+    env = {"INFERD_ADMIN_KEY": ADMIN_KEY, "INFERD_HEALTH_CHECK_INTERVAL": "0.5",
+           "INFERD_REPLICA_COOLDOWN_BASE": "0.5", "INFERD_REPLICA_COOLDOWN_MAX": "1"}
+    with InferdProcess(tmp_path_factory.mktemp("ui"), env=env) as process:
         yield process
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    os.environ["SE_OFFLINE"] = "true"  # never let Selenium fetch a driver
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1280,900",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(0)
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    driver = chromium(tmp_path_factory.mktemp("chromium"), 1280, 900)
     yield driver
+    errors = console_errors(driver)
     driver.quit()
+    # Refused requests show in the console as failed loads; a script error is a bug.
+    assert not [e for e in errors if "Failed to load resource" not in e], errors
 
 
-def _wait(driver: object, condition: object, timeout: float = 60) -> object:
-    from selenium.webdriver.support.ui import WebDriverWait
+@pytest.fixture
+def admin(server: InferdProcess, browser: Any) -> Any:
+    stored = browser.execute_script("return sessionStorage.getItem('inferd.key')")
+    if stored not in (None, ADMIN_KEY):
+        _logout(browser)
+    login(browser, server.url, ADMIN_KEY)
+    return browser
 
-    return WebDriverWait(driver, timeout).until(condition)  # type: ignore[arg-type]
 
-
-def test_pages_playground_and_keys(server: InferdProcess, browser: object,
-                                   tmp_path: Path) -> None:
+def _by(kind: str = "css") -> Any:
     from selenium.webdriver.common.by import By
 
+    return {"css": By.CSS_SELECTOR, "id": By.ID}[kind]
+
+
+def find(d: Any, css: str) -> Any:
+    return d.find_element(_by(), css)
+
+
+def fill(d: Any, css: str, value: str) -> None:
+    field = find(d, css)
+    field.clear()
+    field.send_keys(value)
+
+
+def select(d: Any, css: str, value: str) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    wait(d, lambda d: value in [o.get_attribute("value") for o in
+                                find(d, css).find_elements(_by(), "option")])
+    options = find(d, css).find_elements(_by(), "option")
+    index = [o.get_attribute("value") for o in options].index(value)
+    Select(find(d, css)).select_by_index(index)
+
+
+def click_in_row(d: Any, table: str, text: str, label: str) -> None:
+    """Clicks the button ``label`` in the row of ``table`` holding ``text`` (tables are
+    redrawn as data arrives, so a stale row is looked up again)."""
+    def attempt(d: Any) -> bool:
+        for row in d.find_elements(_by(), f"{table} tbody tr"):
+            if text in row.text:
+                for b in row.find_elements(_by(), "button"):
+                    if b.text == label:
+                        b.click()
+                        return True
+        return False
+    wait(d, attempt)
+
+
+def shot(d: Any, tmp_path: Path, name: str) -> None:
+    """Every test leaves a screenshot of its page (and copies it where a reviewer asked)."""
+    path = tmp_path / f"{name}.png"
+    d.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000
+    folder = os.environ.get("INFERD_UI_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        d.save_screenshot(str(Path(folder) / f"{name}.png"))
+
+
+def _logout(d: Any) -> None:
+    find(d, "#logout").click()
+    wait(d, lambda d: find(d, "#login").is_displayed())
+
+
+def sdk(server: InferdProcess, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def test_login_refuses_bad_keys_and_logs_out(server: InferdProcess, browser: Any,
+                                             tmp_path: Path) -> None:
     d = browser
-    d.get(server.url + "/")  # type: ignore[attr-defined]
-    _wait(d, lambda d: "ready" in d.find_element(By.ID, "status").text)
+    page(d, server.url, "keys")
+    wait(d, lambda d: find(d, "#login").is_displayed())
+    assert not find(d, "#page-keys").is_displayed()
+    fill(d, "#login-key", "sk-not-a-key-at-all-000000")
+    find(d, "#login-form button").click()
+    wait(d, lambda d: "refused" in find(d, "#login-say").text)
 
-    # Without a key the admin pages say so, in the page
-    d.get(server.url + "/ui/#keys")  # type: ignore[attr-defined]
-    _wait(d, lambda d: d.find_element(By.ID, "notice").is_displayed())
-    assert "admin API key" in d.find_element(By.ID, "notice").text  # type: ignore[attr-defined]
+    login(d, server.url, ADMIN_KEY)
+    page(d, server.url, "keys")
+    wait(d, lambda d: "INFERD_ADMIN_KEY" in find(d, "#keys-table").text)
+    assert d.execute_script("return sessionStorage.getItem('inferd.key')") == ADMIN_KEY
+    shot(d, tmp_path, "keys")
 
-    key = d.find_element(By.ID, "api-key")  # type: ignore[attr-defined]
-    key.send_keys(ADMIN_KEY)
-    d.execute_script("arguments[0].dispatchEvent(new Event('change'))", key)  # type: ignore[attr-defined]
+    _logout(d)
+    assert d.execute_script("return sessionStorage.getItem('inferd.key')") is None
+    page(d, server.url, "monitoring")
+    wait(d, lambda d: find(d, "#login").is_displayed())
+    assert not find(d, "#page-monitoring").is_displayed()
 
-    # Models page lists the bundled models and the local replicas
-    d.get(server.url + "/ui/#models")  # type: ignore[attr-defined]
-    _wait(d, lambda d: "smollm2-135m-instruct" in d.find_element(By.ID, "models-table").text)
-    _wait(d, lambda d: "local" in d.find_element(By.ID, "replicas-table").text)
 
-    # Playground: a real streamed answer from the bundled model, with usage
-    d.get(server.url + "/ui/#playground")  # type: ignore[attr-defined]
-    _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#chat-model option"))
-    d.find_element(By.ID, "chat-max-tokens").clear()  # type: ignore[attr-defined]
-    d.find_element(By.ID, "chat-max-tokens").send_keys("12")  # type: ignore[attr-defined]
-    d.find_element(By.ID, "chat-input").send_keys("Say hello to the sea.")  # type: ignore[attr-defined]
-    d.find_element(By.ID, "chat-send").click()  # type: ignore[attr-defined]
-    _wait(d, lambda d: "completion" in d.find_element(By.ID, "chat-usage").text)
-    answer = d.find_element(By.CSS_SELECTOR, ".msg.assistant").text  # type: ignore[attr-defined]
-    assert answer and answer != "…"
+def test_key_made_in_the_ui_works_in_the_sdk_with_its_limits(
+        server: InferdProcess, admin: Any, tmp_path: Path) -> None:
+    d = admin
+    page(d, server.url, "keys")
+    wait(d, lambda d: "INFERD_ADMIN_KEY" in find(d, "#keys-table").text)
+    fill(d, "#key-form [name=name]", "ui-made")
+    fill(d, "#key-form [name=owner]", "alice")
+    fill(d, "#key-form [name=team]", "research")
+    fill(d, "#key-form [name=models]", CHAT)
+    fill(d, "#key-form [name=tpm]", "100000")
+    fill(d, "#key-form [name=token_budget]", "50000")
+    select(d, "#key-form [name=budget_period]", "month")
+    find(d, "#key-form button[type=submit]").click()
+    wait(d, lambda d: find(d, "#key-secret").text.startswith("sk-"))
+    secret = find(d, "#key-secret").text
+    row = wait(d, lambda d: next((r for r in d.find_elements(_by(), "#keys-table tbody tr")
+                                  if "ui-made" in r.text), None))
+    assert "alice / research" in row.text and "0 / 50,000 per month" in row.text
 
-    # API keys: create one (shown once), see it listed, revoke it
-    d.get(server.url + "/ui/#keys")  # type: ignore[attr-defined]
-    d.find_element(By.ID, "key-name").send_keys("ui-made")  # type: ignore[attr-defined]
-    d.find_element(By.ID, "key-rpm").send_keys("30")  # type: ignore[attr-defined]
-    d.find_element(By.CSS_SELECTOR, "#key-form button").click()  # type: ignore[attr-defined]
-    _wait(d, lambda d: d.find_element(By.ID, "key-secret").text.startswith("sk-"))
-    _wait(d, lambda d: "ui-made" in d.find_element(By.ID, "keys-table").text)
-    row = next(r for r in d.find_elements(By.CSS_SELECTOR, "#keys-table tbody tr")  # type: ignore[attr-defined]
-               if "ui-made" in r.text)
-    assert "30" in row.text
-    row.find_element(By.TAG_NAME, "button").click()
-    _wait(d, lambda d: "ui-made" not in d.find_element(By.ID, "keys-table").text
-          or "disabled" in d.find_element(By.ID, "keys-table").text)
+    answer = sdk(server, secret).chat.completions.create(
+        model=CHAT, max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
+    assert answer.usage is not None
+    with pytest.raises(openai.PermissionDeniedError):  # the key's model allow-list
+        sdk(server, secret).embeddings.create(model="all-minilm-l6-v2", input="x")
 
-    # Monitoring: usage aggregates include the playground request; tables are browsable
-    d.get(server.url + "/ui/#monitoring")  # type: ignore[attr-defined]
-    _wait(d, lambda d: "smollm2-135m-instruct" in d.find_element(By.ID, "usage-table").text,
-          timeout=30)
-    _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#table-name option"))
-    d.save_screenshot(str(tmp_path / "monitoring.png"))  # type: ignore[attr-defined]
-    if os.environ.get("INFERD_UI_SCREENSHOTS"):
-        d.save_screenshot(os.environ["INFERD_UI_SCREENSHOTS"])  # type: ignore[attr-defined]
-    assert (tmp_path / "monitoring.png").stat().st_size > 10_000
+    # Spend against budget shows the tokens just used; edit the key down to 1 request/min.
+    page(d, server.url, "home")
+    page(d, server.url, "keys")
+    spent = f"{answer.usage.total_tokens} / 50,000 per month"
+    wait(d, lambda d: any("ui-made" in r.text and spent in r.text
+                          for r in d.find_elements(_by(), "#keys-table tbody tr")))
+    click_in_row(d, "#keys-table", "ui-made", "Edit")
+    wait(d, lambda d: find(d, "#key-form [name=name]").get_attribute("value") == "ui-made")
+    fill(d, "#key-form [name=rpm]", "1")
+    find(d, "#key-form button[type=submit]").click()
+    wait(d, lambda d: "Saved" in find(d, "#key-say").text)
+    with pytest.raises(openai.RateLimitError):
+        for _ in range(3):
+            sdk(server, secret).chat.completions.create(
+                model=CHAT, max_tokens=1, messages=[{"role": "user", "content": "Hi"}])
+
+    # A user key sees the Playground, its jobs and its own usage, not the admin pages.
+    _logout(d)
+    login(d, server.url, secret)
+    wait(d, lambda d: find(d, "#who").text == "user key")
+    assert not find(d, "nav a[data-page=keys]").is_displayed()
+    assert not find(d, "nav a[data-page=models]").is_displayed()
+    page(d, server.url, "monitoring")
+    wait(d, lambda d: find(d, "#mon-charts figure"))
+    requests = find(d, "#mon-charts").get_attribute("data-requests")
+    assert int(requests) >= 2  # its own requests only (the admin made others)
+    shot(d, tmp_path, "monitoring-user")
+    _logout(d)
+    login(d, server.url, ADMIN_KEY)
+
+    # Disable, then delete (two steps)
+    page(d, server.url, "keys")
+    click_in_row(d, "#keys-table", "ui-made", "Disable")
+    wait(d, lambda d: any("ui-made" in r.text and "disabled" in r.text
+                          for r in d.find_elements(_by(), "#keys-table tbody tr")))
+    with pytest.raises(openai.AuthenticationError):
+        sdk(server, secret).models.list()
+    click_in_row(d, "#keys-table", "ui-made", "Delete")
+    click_in_row(d, "#keys-table", "ui-made", "Confirm delete")
+    wait(d, lambda d: "ui-made" not in find(d, "#keys-table").text)
+
+
+def _upstream(tmp: Path) -> InferdProcess:
+    config = tmp / "upstream.yaml"
+    config.write_text(yaml.safe_dump({"bundled_models": False, "models": [
+        {"name": "echo", "kind": "echo", "echo_delay": 0.02}]}))
+    return InferdProcess(tmp / "upstream", "--config", str(config), "--no-bundled",
+                         env={"INFERD_AUTH": "off"})
+
+
+def _replica_row(d: Any, url: str) -> Any:
+    return next((r for r in d.find_elements(_by(), "#replicas-table tbody tr") if url in r.text),
+                None)
+
+
+def test_http_replica_added_in_the_ui_turns_unhealthy_when_its_server_stops(
+        server: InferdProcess, admin: Any, tmp_path: Path) -> None:
+    d = admin
+    upstream = _upstream(tmp_path).start()
+    try:
+        page(d, server.url, "models")
+        wait(d, lambda d: CHAT in find(d, "#models-table").text)
+        find(d, "#model-box summary").click()
+        fill(d, "#model-form [name=name]", "remote-echo")
+        fill(d, "#model-form [name=aliases]", "echo-alias")
+        find(d, "#model-form button[type=submit]").click()
+        wait(d, lambda d: "remote-echo" in find(d, "#models-table").text)
+
+        find(d, "#replica-box summary").click()
+        select(d, "#replica-model", "remote-echo")
+        fill(d, "#replica-form [name=url]", upstream.url + "/v1")
+        fill(d, "#replica-form [name=upstream_model]", "echo")
+        find(d, "#replica-form button[type=submit]").click()
+        wait(d, lambda d: "Saved" in find(d, "#replica-say").text)
+        # The page refreshes replica state by itself; no reload needed.
+        wait(d, lambda d: (row := _replica_row(d, upstream.url))
+             and row.find_elements(_by(), ".badge.ok"))
+
+        click_in_row(d, "#models-table", "remote-echo", "Test")  # a one-token request
+        wait(d, lambda d: "ok," in find(d, ".result[data-model=remote-echo]").text)
+        click_in_row(d, "#models-table", "all-minilm-l6-v2", "Test")  # an embedding
+        wait(d, lambda d: "ok," in find(d, ".result[data-model='all-minilm-l6-v2']").text)
+
+        # Side-by-side: the bundled model and the new remote one answer the same prompt.
+        page(d, server.url, "playground")
+        select(d, "#chat-model", CHAT)
+        select(d, "#chat-compare", "remote-echo")
+        fill(d, "#chat-max-tokens", "8")
+        fill(d, "#chat-input", "compare these two")
+        find(d, "#chat-send").click()
+        wait(d, lambda d: len(d.find_elements(_by(), ".chat-col .usage")) == 2, timeout=120)
+        echo = find(d, ".chat-col[data-model=remote-echo] .msg.assistant").text
+        assert echo == "compare these two"
+        shot(d, tmp_path, "playground-compare")
+    finally:
+        upstream.stop()
+
+    page(d, server.url, "models")
+    wait(d, lambda d: (row := _replica_row(d, upstream.url))
+         and row.find_elements(_by(), ".badge.bad") and row.find_elements(_by(), ".error-text"))
+    row = _replica_row(d, upstream.url)
+    assert row.find_element(_by(), ".error-text").text.strip()
+    shot(d, tmp_path, "models-unhealthy")
+
+
+def test_playground_streams_tokens_one_by_one(server: InferdProcess, admin: Any,
+                                              tmp_path: Path) -> None:
+    d = admin
+    page(d, server.url, "playground")
+    find(d, "#chat-clear").click()
+    select(d, "#chat-model", CHAT)
+    select(d, "#chat-compare", "")
+    fill(d, "#chat-max-tokens", "24")
+    fill(d, "#chat-system", "You are a poet.")
+    fill(d, "#chat-input", "Write about the sea.")
+    # Record how many token spans the answer holds at every change the page makes.
+    d.execute_script("""
+        window.seen = [];
+        new MutationObserver(() => {
+          const answer = document.querySelector('.msg.assistant');
+          if (answer) window.seen.push(answer.querySelectorAll('.tok').length);
+        }).observe(document.querySelector('#chat-columns'), {childList: true, subtree: true});
+    """)
+    find(d, "#chat-send").click()
+    usage = wait(d, lambda d: d.find_elements(_by(), ".chat-col .usage"), timeout=120)[0].text
+    assert "TTFT" in usage and "tokens/s" in usage and "completion" in usage
+    seen = [n for n in d.execute_script("return window.seen") if n]
+    # The answer grew in several steps, one chunk at a time, not all at once.
+    assert len(set(seen)) >= 3 and seen == sorted(seen), seen
+    assert find(d, ".msg.assistant").text.strip()
+    shot(d, tmp_path, "playground")
+
+
+def test_job_from_the_playground_runs_and_its_events_show(server: InferdProcess, admin: Any,
+                                                          tmp_path: Path) -> None:
+    d = admin
+    page(d, server.url, "playground")
+    find(d, "#chat-clear").click()
+    select(d, "#chat-model", CHAT)
+    select(d, "#chat-compare", "")
+    fill(d, "#chat-max-tokens", "8")
+    find(d, "#chat-job").click()
+    fill(d, "#chat-input", "Name a fruit.")
+    find(d, "#chat-send").click()
+    wait(d, lambda d: find(d, ".job-box .badge").text == "completed", timeout=120)
+    assert "completed" in find(d, ".job-box .events").text
+    find(d, "#chat-job").click()  # back to plain chat for the other tests
+    job_link = find(d, ".job-box a")
+    job_id = job_link.text
+    job_link.click()
+    wait(d, lambda d: job_id in find(d, "#job-detail").text)
+    wait(d, lambda d: "completed" in find(d, "#job-events").text)
+    assert job_id in find(d, "#jobs-table").text
+    assert "This job has no webhook." in find(d, "#webhook-table").text
+    shot(d, tmp_path, "job")
+
+    select(d, "#jobs-filter [name=status]", "failed")
+    find(d, "#jobs-filter button").click()
+    wait(d, lambda d: "No jobs match." in find(d, "#jobs-table").text)
+
+
+def _chart_total(d: Any, metric: str) -> int:
+    figure = find(d, f"#mon-charts figure[data-metric='{metric}']")
+    return int(figure.get_attribute("data-total"))
+
+
+def test_a_request_appears_in_the_monitoring_chart(server: InferdProcess, admin: Any,
+                                                   tmp_path: Path) -> None:
+    d = admin
+    page(d, server.url, "monitoring")
+    wait(d, lambda d: d.find_elements(_by(), "#mon-charts figure[data-metric='Requests']"))
+    before = _chart_total(d, "Requests")
+    sdk(server, ADMIN_KEY).chat.completions.create(
+        model=CHAT, max_tokens=2, messages=[{"role": "user", "content": "One more"}])
+    find(d, "#mon-form button").click()
+    wait(d, lambda d: _chart_total(d, "Requests") == before + 1)
+    assert d.find_elements(_by(), "#mon-charts figure[data-metric='Requests'] canvas")
+    wait(d, lambda d: d.find_elements(_by(), "#records-table tbody tr:not(.empty)"))
+    wait(d, lambda d: d.find_elements(_by(), "#table-name option"))
+    shot(d, tmp_path, "monitoring")
+
+
+def test_usage_series_api(server: InferdProcess) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        records = http.get("/admin/v1/usage/records?limit=1000", headers=admin).json()["data"]
+        series = http.get("/admin/v1/usage/series?bucket=minute&split_by=none",
+                          headers=admin).json()
+        assert series["object"] == "usage.series" and len(series["series"]) == 1
+        buckets = series["series"][0]["data"]
+        assert len(buckets) in (60, 61)  # every minute of the last hour, empty ones too
+        assert sum(b["requests"] for b in buckets) == len(records) > 0
+        busy = [b for b in buckets if b["requests"]]
+        assert all(b["p50_latency_ms"] <= b["p95_latency_ms"] for b in busy)
+
+        bad = http.get("/admin/v1/usage/series?from=100&to=50", headers=admin)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "from"
+        too_many = http.get("/admin/v1/usage/series?bucket=minute&from=0&to=1e9",
+                            headers=admin)
+        assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "bucket"
+        key = http.post("/admin/v1/keys", headers=admin, json={"name": "series"}).json()
+        user = {"Authorization": f"Bearer {key['key']}"}
+        assert http.get("/admin/v1/usage/series", headers=user).status_code == 403
+        sent = http.post("/v1/embeddings", headers=user,
+                         json={"model": "all-minilm-l6-v2", "input": "count me"})
+        assert sent.status_code == 200
+        own = http.get("/v1/usage/series?split_by=none", headers=user).json()
+        mine = [r for r in http.get("/admin/v1/usage/records?limit=1000", headers=admin)
+                .json()["data"] if str(r["key_id"]) == str(key["id"])]
+        own_requests = sum(b["requests"] for b in own["series"][0]["data"])
+        assert own_requests == len(mine) >= 1
+        assert own_requests < sum(b["requests"] for b in buckets)  # not everyone's
+
+
+def test_first_run_without_an_admin_key_says_how_to_make_one(
+        tmp_path: Path, browser: Any) -> None:
+    # On loopback with no admin key yet, keys are not enforced: everyone is the admin.
+    open_server = _upstream(tmp_path)
+    open_server.env.pop("INFERD_AUTH")
+    open_server.env.pop("INFERD_ADMIN_KEY", None)
+    d = browser
+    with open_server:
+        d.get(open_server.url + "/ui/#home")
+        wait(d, lambda d: find(d, "#first-run").is_displayed())
+        assert "inferd keys create --scope admin" in find(d, "#first-run").text
+        assert find(d, "#who").text.startswith("keys off")
+        page(d, open_server.url, "models")
+        wait(d, lambda d: "echo" in find(d, "#replicas-table").text)
+        shot(d, tmp_path, "first-run")
+    d.execute_script("sessionStorage.clear()")
+
+
+def test_image_tab_shows_only_with_an_image_model_and_draws(
+        tmp_path: Path, browser: Any, tiny_pipeline: Path) -> None:
+    config = tmp_path / "images.yaml"
+    config.write_text(yaml.safe_dump({"models": [
+        {"name": "tiny-sd", "kind": "diffusers", "path": str(tiny_pipeline), "steps": 2,
+         "size": "64x64"}, {"name": "echo", "kind": "echo"}]}))
+    d = browser
+    with InferdProcess(tmp_path / "images", "--config", str(config), "--no-bundled",
+                       env={"INFERD_AUTH": "off"}) as images:
+        page(d, images.url, "playground")
+        wait(d, lambda d: find(d, "#image-tab").is_displayed())
+        find(d, "#image-tab").click()
+        fill(d, "#image-form [name=prompt]", "a lighthouse at dusk")
+        find(d, "#image-form button").click()
+        wait(d, lambda d: find(d, "#image-out").is_displayed(), timeout=120)
+        width = d.execute_script("return document.querySelector('#image-out img').naturalWidth")
+        assert width == 64
+        assert "2 steps" in find(d, "#image-out figcaption").text
+        shot(d, tmp_path, "playground-image")
+
+        # A long image job: its progress shows live in the Jobs page, and Cancel stops it.
+        job = httpx.post(images.url + "/v1/jobs", timeout=30, json={
+            "endpoint": "/v1/images/generations", "body": {
+                "model": "tiny-sd", "prompt": "slow", "n": 8, "size": "512x512",
+                "steps": 500}}).json()
+        page(d, images.url, f"jobs/{job['id']}")
+        wait(d, lambda d: "progress: step" in find(d, "#job-events").text, timeout=120)
+        find(d, "#job-detail button.danger").click()
+        wait(d, lambda d: "cancelled" in find(d, "#job-detail h3").text)
+        assert httpx.get(f"{images.url}/v1/jobs/{job['id']}").json()["status"] == "cancelled"
+        shot(d, tmp_path, "job-cancelled")
+    d.execute_script("sessionStorage.clear()")
+
+
+def test_no_image_tab_without_an_image_model(server: InferdProcess, admin: Any) -> None:
+    page(admin, server.url, "playground")
+    wait(admin, lambda d: d.find_elements(_by(), "#chat-model option"))
+    assert not find(admin, "#image-tab").is_displayed()

@@ -27,8 +27,8 @@ log = logging.getLogger("inferd.auth")
 
 KEY_PREFIX = "sk-inferd-"
 DISPLAY_CHARS = len(KEY_PREFIX) + 6
-# An unknown key triggers at most one version check per this many seconds (so a key made
-# on another gateway works at once, while invalid keys cannot hammer the database).
+# Unknown keys trigger at most one version check per this many seconds (so a key made on
+# another gateway works within it, while invalid keys cannot hammer the database).
 MISS_REFRESH_SECONDS = 1.0
 
 
@@ -183,21 +183,27 @@ class KeyRing:
         return None if entry is None else entry.principal
 
     async def authenticate_fresh(self, key: str) -> Principal:
-        """Like ``authenticate``, but an unknown key first checks for new keys (rate-limited).
+        """Like ``authenticate``, but an unknown key first waits for a check for new keys.
 
-        Requests that miss while such a check runs wait for it rather than failing.
+        The check starts after the request arrived, so a key committed elsewhere just before
+        is always found; misses share one check at most every ``MISS_REFRESH_SECONDS``, so
+        unknown keys cannot hammer the database (they wait up to that long for their 401).
         """
         try:
             return self.authenticate(key)
         except AuthenticationFailed:
             if hash_key(key) in self._entries:
                 raise
-            check = self._miss_check
-            if check is None or check.done():
-                now = time.monotonic()
-                if now - self._miss_checked_at < MISS_REFRESH_SECONDS:
-                    raise
-                self._miss_checked_at = now
-                check = self._miss_check = asyncio.ensure_future(self.refresh())
-        await asyncio.shield(check)
+        if self._miss_check is None:
+            self._miss_check = asyncio.ensure_future(self._check_for_new_keys())
+        await asyncio.shield(self._miss_check)
         return self.authenticate(key)
+
+    async def _check_for_new_keys(self) -> bool:
+        wait = self._miss_checked_at + MISS_REFRESH_SECONDS - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        # Misses from now on wait for the next check: this one may read too early for them.
+        self._miss_check = None
+        self._miss_checked_at = time.monotonic()
+        return await self.refresh()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
 from starlette.responses import Response
 
@@ -9,11 +11,12 @@ from inferd.http.deps import ServicesDep
 from inferd.http.responses import json_response
 
 router = APIRouter(tags=["health"])
+STARTED = time.time()  # when this process loaded its routes: the UI shows the uptime
 
 
 @router.get("/health")
 async def health() -> Response:
-    return json_response({"status": "ok"})
+    return json_response({"status": "ok", "uptime_seconds": round(time.time() - STARTED, 1)})
 
 
 @router.get("/ready")

@@ -1,7 +1,8 @@
-"""The web UI: Home, Models, Playground, API Keys and Monitoring, as one static page.
+"""The web UI: plain HTML, CSS and ES modules under ``static/`` (no build step).
 
-The page is plain HTML and JavaScript that call inferd's own public API with the API key the
-user enters (kept in the browser's localStorage); the server adds nothing but the files.
+The pages call inferd's own public API with the key the user types once (kept in the
+browser's sessionStorage); the server adds nothing but the files. Charts use the vendored
+uPlot under ``static/vendor/``.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from inferd.errors import NotFound
 
 STATIC = Path(__file__).parent / "static"
-FILES = {p.name: p for p in STATIC.iterdir() if p.is_file()}
+# Every file the UI may serve, found once at import: a request can only name one of these,
+# so no path in a URL can reach outside the folder.
+FILES = {p.relative_to(STATIC).as_posix(): p for p in STATIC.rglob("*") if p.is_file()}
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-         ".css": "text/css; charset=utf-8"}
+         ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 
 router = APIRouter(include_in_schema=False)
 
@@ -33,10 +36,10 @@ async def index() -> Response:
                         headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/ui/static/{name}")
+@router.get("/ui/static/{name:path}")
 async def static(name: str) -> Response:
     path = FILES.get(name)
     if path is None:
         raise NotFound(f"No UI file named '{name}'.")
-    return FileResponse(path, media_type=TYPES.get(path.suffix, "application/octet-stream"),
+    return FileResponse(path, media_type=TYPES.get(path.suffix, "text/plain; charset=utf-8"),
                         headers={"Cache-Control": "no-cache"})

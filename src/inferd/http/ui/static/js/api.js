@@ -1,0 +1,94 @@
+// The one way the pages talk to inferd: its public HTTP API, with the key typed at log-in.
+const STORE = "inferd.key";
+
+export const session = {
+  key: sessionStorage.getItem(STORE) || "",
+  role: null, // "admin", "user" or "open" (keys not enforced: the anonymous admin)
+};
+
+export function setKey(key) {
+  session.key = key;
+  if (key) sessionStorage.setItem(STORE, key);
+  else sessionStorage.removeItem(STORE);
+}
+
+export const isAdmin = () => session.role === "admin" || session.role === "open";
+
+export function headers(extra = {}) {
+  const h = { "Content-Type": "application/json", ...extra };
+  if (session.key) h.Authorization = `Bearer ${session.key}`;
+  return h;
+}
+
+export class ApiError extends Error {
+  constructor(message, status, param) {
+    super(message);
+    this.status = status;
+    this.param = param;
+  }
+}
+
+async function failure(response) {
+  const text = await response.text();
+  let error = null;
+  try { error = JSON.parse(text).error; } catch { /* not JSON: use the status line */ }
+  return new ApiError((error && error.message) || `${response.status} ${response.statusText}`,
+    response.status, error && error.param);
+}
+
+export async function api(method, path, body) {
+  const response = await fetch(path, {
+    method, headers: headers(), body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (!response.ok) throw await failure(response);
+  const text = await response.text();
+  return text ? JSON.parse(text) : null;
+}
+
+export const list = (data) => (Array.isArray(data) ? data : (data && data.data) || []);
+
+// Server-sent events over fetch (EventSource cannot send the Authorization header).
+// Yields {event, data, id} for each frame until the stream ends or `signal` aborts.
+export async function* events(path, { method = "GET", body, signal } = {}) {
+  const response = await fetch(path, {
+    method, headers: headers({ Accept: "text/event-stream" }), signal,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (!response.ok) throw await failure(response);
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const frame = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const out = { event: "message", data: "", id: null };
+      for (const line of frame.split("\n")) {
+        const colon = line.indexOf(":");
+        if (colon <= 0) continue;
+        const field = line.slice(0, colon);
+        const value = line.slice(colon + 1).replace(/^ /, "");
+        if (field === "data") out.data += (out.data ? "\n" : "") + value;
+        else if (field === "event") out.event = value;
+        else if (field === "id") out.id = value;
+      }
+      if (out.data) yield out;
+    }
+  }
+}
+
+// Works out what the typed key may do: admin, user, or no key needed at all.
+export async function whoAmI() {
+  try {
+    await api("GET", "/admin/v1/keys?limit=1");
+    return session.key ? "admin" : "open";
+  } catch (error) {
+    if (error.status === 403) return "user";
+    if (error.status === 503) return session.key ? "admin" : "open"; // keys off in this process
+    throw error;
+  }
+}

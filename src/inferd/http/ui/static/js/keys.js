@@ -1,0 +1,140 @@
+// API Keys: create with every limit (shown once, with Copy), spend against budget, edit,
+// disable, delete.
+import { api, list } from "./api.js";
+import { $, el, button, csv, fillTable, fmtNum, fmtTime, formValues, say } from "./ui.js";
+
+let editing = null; // the key being edited, or null when creating
+
+// Start of the current budget period in UTC, as the server counts it (null: in total).
+function periodStart(period) {
+  const now = new Date();
+  const day = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate());
+  if (period === "day") return day / 1000;
+  if (period === "week") return (day - ((now.getUTCDay() + 6) % 7) * 86400000) / 1000;
+  if (period === "month") return Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1) / 1000;
+  return 0;
+}
+
+// Tokens used per key since the start of each key's budget period.
+async function spend(keys) {
+  const out = new Map();
+  const periods = new Set(keys.map((k) => k.budget_period || ""));
+  for (const period of periods) {
+    const since = periodStart(period);
+    const rows = list(await api("GET", `/admin/v1/usage?group_by=key&since=${since}`));
+    for (const row of rows) {
+      for (const k of keys) if (String(k.id) === String(row.key_id) && (k.budget_period || "") === period) out.set(k.id, row.total_tokens);
+    }
+  }
+  return out;
+}
+
+function spendCell(k, used) {
+  const tokens = used.get(k.id) || 0;
+  if (k.token_budget === null || k.token_budget === undefined) return `${fmtNum(tokens)} tokens`;
+  const share = k.token_budget ? Math.min(1, tokens / k.token_budget) : 1;
+  return el("div", { class: "spend" },
+    el("meter", { min: 0, max: 1, value: share, high: 0.8, optimum: 0 }),
+    el("span", {}, `${fmtNum(tokens)} / ${fmtNum(k.token_budget)} per ${k.budget_period || "total"}`));
+}
+
+function act(label, run, cls = "quiet") {
+  return button(label, async () => {
+    try { await run(); await load(); } catch (error) { say("#key-say", error.message); }
+  }, cls);
+}
+
+function actions(k) {
+  const remove = button("Delete", () => {
+    // Two steps so a stray click or key press deletes nothing.
+    remove.replaceWith(act("Confirm delete", () => api("DELETE", `/admin/v1/keys/${k.id}`), "danger"));
+  }, "danger");
+  return el("span", { class: "actions" },
+    button("Edit", () => edit(k), "quiet"),
+    act(k.enabled ? "Disable" : "Enable", () => api("POST", `/admin/v1/keys/${k.id}/${k.enabled ? "disable" : "enable"}`)),
+    remove);
+}
+
+async function load() {
+  const keys = list(await api("GET", "/admin/v1/keys?limit=1000"));
+  const used = await spend(keys);
+  fillTable($("#keys-table"), keys, [
+    ["name", (k) => el("strong", {}, k.name)],
+    ["prefix", (k) => el("code", {}, k.prefix)],
+    ["scope", (k) => k.scope],
+    ["owner / team", (k) => [k.owner, k.team].filter(Boolean).join(" / ") || "—"],
+    ["models", (k) => (k.models ? k.models.join(", ") : "all")],
+    ["rpm", (k) => k.rpm], ["tpm", (k) => k.tpm], ["ipm", (k) => k.ipm],
+    ["spend", (k) => spendCell(k, used)],
+    ["expires", (k) => (k.expires_at ? fmtTime(k.expires_at) : "never")],
+    ["status", (k) => el("span", { class: `badge ${k.enabled ? "ok" : "bad"}` }, k.enabled ? "active" : "disabled")],
+    ["", actions],
+  ], "No keys yet.");
+}
+
+function edit(k) {
+  editing = k;
+  const f = $("#key-form").elements;
+  for (const name of ["name", "owner", "team", "rpm", "tpm", "ipm", "token_budget"]) f[name].value = k[name] ?? "";
+  f.scope.value = k.scope;
+  f.models.value = k.models ? k.models.join(", ") : "";
+  f.budget_period.value = k.budget_period || "";
+  f.expires.value = k.expires_at ? new Date(k.expires_at * 1000 - new Date().getTimezoneOffset() * 60000).toISOString().slice(0, 16) : "";
+  $("#key-form-title").textContent = `Edit key ${k.name}`;
+  $("#key-form button[type=submit]").textContent = "Save key";
+  $("#key-box").open = true;
+  f.name.focus();
+}
+
+function body(v) {
+  const number = (s) => (s === "" ? null : Number(s));
+  const out = { name: v.name, owner: v.owner || null, team: v.team || null, scope: v.scope,
+    models: csv(v.models).length ? csv(v.models) : null, rpm: number(v.rpm), tpm: number(v.tpm), ipm: number(v.ipm),
+    token_budget: number(v.token_budget), budget_period: v.budget_period || null,
+    expires_at: v.expires ? new Date(v.expires).getTime() / 1000 : null };
+  if (!editing) for (const [name, value] of Object.entries(out)) if (value === null) delete out[name];
+  return out;
+}
+
+async function save(event) {
+  event.preventDefault();
+  const v = formValues(event.target);
+  try {
+    if (editing) {
+      await api("PATCH", `/admin/v1/keys/${editing.id}`, body(v));
+      say("#key-say", "Saved.", "ok");
+    } else {
+      const created = await api("POST", "/admin/v1/keys", body(v));
+      $("#key-secret").textContent = created.key;
+      $("#key-created").hidden = false;
+      $("#key-copy").textContent = "Copy";
+      say("#key-say", "");
+    }
+    event.target.reset();
+    await load();
+  } catch (error) {
+    say("#key-say", error.message);
+  }
+}
+
+export default {
+  init() {
+    $("#key-form").addEventListener("submit", save);
+    $("#key-form").addEventListener("reset", () => {
+      editing = null;
+      $("#key-form-title").textContent = "Create a key";
+      $("#key-form button[type=submit]").textContent = "Create key";
+    });
+    $("#key-copy").addEventListener("click", async () => {
+      const secret = $("#key-secret").textContent;
+      try {
+        await navigator.clipboard.writeText(secret);
+      } catch {
+        // Clipboard API needs a secure context: select the text so Ctrl+C copies it.
+        getSelection().selectAllChildren($("#key-secret"));
+      }
+      $("#key-copy").textContent = "Copied";
+    });
+  },
+  load,
+};

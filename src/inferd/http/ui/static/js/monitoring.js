@@ -1,0 +1,71 @@
+// Monitoring: charts over time per model or key with a range picker, the usage records list
+// and the read-only table viewer.
+import { api, list, isAdmin } from "./api.js";
+import { $, el, fillTable, fmtTime, formValues, text } from "./ui.js";
+import { loadSeries, drawChart } from "./chart.js";
+
+const CHARTS = [
+  ["Requests", "requests"], ["Tokens", "total_tokens"], ["Errors", "errors"], ["Images", "images"],
+  ["p50 latency (ms)", "p50_latency_ms"], ["p95 latency (ms)", "p95_latency_ms"],
+  ["p50 time to first token (ms)", "p50_ttft_ms"], ["p95 time to first token (ms)", "p95_ttft_ms"],
+];
+
+async function charts() {
+  const v = formValues($("#mon-form"));
+  const filters = { model: v.model };
+  if (isAdmin()) filters.key = v.key;
+  const data = await loadSeries(v.range, v.split, filters);
+  const box = $("#mon-charts");
+  box.replaceChildren();
+  box.dataset.requests = String(data.series.reduce((n, s) => n + s.data.reduce((m, b) => m + b.requests, 0), 0));
+  for (const [title, metric] of CHARTS) drawChart(box, title, data, metric);
+}
+
+async function records() {
+  const v = formValues($("#records-form"));
+  const query = new URLSearchParams({ limit: v.limit });
+  if (v.key_id) query.set("key_id", v.key_id);
+  const rows = list(await api("GET", `/admin/v1/usage/records?${query}`));
+  fillTable($("#records-table"), rows, [
+    ["time", (r) => fmtTime(r.created_at)], ["model", (r) => r.model], ["key", (r) => r.key_id],
+    ["endpoint", (r) => r.endpoint], ["status", (r) => r.status],
+    ["tokens", (r) => `${r.prompt_tokens} + ${r.completion_tokens}`],
+    ["latency ms", (r) => Math.round(r.latency_ms)],
+    ["TTFT ms", (r) => (r.ttft_ms === null ? "—" : Math.round(r.ttft_ms))],
+    ["error", (r) => r.error],
+  ], "No requests recorded yet.");
+}
+
+async function table() {
+  const select = $("#table-name");
+  if (!select.options.length) {
+    const tables = (await api("GET", "/tables")).tables.map((t) => (typeof t === "string" ? t : t.name));
+    select.replaceChildren(...tables.map((t) => new Option(t, t)));
+  }
+  if (!select.value) return;
+  const data = await api("GET", `/tables/${encodeURIComponent(select.value)}`);
+  const rows = list(data);
+  const columns = rows.length ? Object.keys(rows[0]) : [];
+  fillTable($("#table-rows"), rows, columns.map((c) => [c, (r) => text(r[c])]), "This table is empty.");
+}
+
+export default {
+  init() {
+    const run = (fn) => (event) => { event?.preventDefault(); fn().catch((e) => say(e)); };
+    $("#mon-form").addEventListener("submit", run(charts));
+    $("#mon-range").addEventListener("change", run(charts));
+    $("#mon-split").addEventListener("change", run(charts));
+    $("#records-form").addEventListener("submit", run(records));
+    $("#table-name").addEventListener("change", run(table));
+  },
+  async load() {
+    await charts();
+    if (isAdmin()) await Promise.all([records(), table()]);
+  },
+};
+
+function say(error) {
+  const box = $("#notice");
+  box.textContent = error.message;
+  box.hidden = false;
+}
