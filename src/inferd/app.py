@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from inferd import __version__
 from inferd.http import anthropic as anthropic_routes
 from inferd.http import batches as batch_routes
+from inferd.http import docs as docs_routes
 from inferd.http import errors, health
 from inferd.http import files as file_routes
 from inferd.http import images as image_routes
@@ -27,6 +29,7 @@ from inferd.http.auth import AuthMiddleware
 from inferd.http.compat import contexts_results, model_host, proxy_toolkit, queued_generate
 from inferd.http.middleware import RequestGuard
 from inferd.http.openai.chat import ChatFastPath
+from inferd.http.openapi import install_openapi
 from inferd.http.ui import router as ui_router
 from inferd.services import Services
 from inferd.settings import Settings
@@ -47,9 +50,11 @@ def create_app(settings: Settings) -> FastAPI:
     # inferd exports its own Prometheus metrics; the framework's OpenTelemetry hooks would
     # look up providers on every request.
     app = FastAPI(title="inferd", version=__version__, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None,
+                  docs_url=None, redoc_url=None,  # served from the package: http/docs.py
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     errors.install(app)
+    app.include_router(docs_routes.router)
+    install_openapi(app)
     app.include_router(health.router)
     app.include_router(openai_routes.router)
     app.include_router(anthropic_routes.router)
@@ -68,4 +73,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AuthMiddleware)  # inside RequestGuard: sees the request id
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
                        max_file_bytes=settings.max_file_bytes)
+    if settings.cors_origins:  # outermost: a preflight is answered before auth asks for a key
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["*"], allow_headers=["*"],
+                           expose_headers=["Retry-After", "X-Request-Id"])
     return app

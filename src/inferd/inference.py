@@ -27,6 +27,8 @@ from inferd.metering import CLIENT_CLOSED, Call, Metering
 from inferd.routing.router import Router
 from inferd.schemas.images import ImageGenerationRequest, image_usage
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.schemas.passthrough import Forward, Forwarded
+from inferd.schemas.rerank import RerankRequest, ScoreRequest
 from inferd.settings import Settings
 
 # Completion tokens reserved when a request sets no max_tokens (settled with the real count).
@@ -204,6 +206,41 @@ class Inference:
         call = await self._begin("embeddings", request.model, principal, False,
                                  lambda: estimate_embedding(request))
         return await self._answer(call, self.router.embed(request, call))
+
+    async def rerank(self, request: RerankRequest,
+                     principal: Principal = ANONYMOUS) -> dict[str, Any]:
+        return await self._simple("rerank", request, principal, self.router.rerank)
+
+    async def score(self, request: ScoreRequest,
+                    principal: Principal = ANONYMOUS) -> dict[str, Any]:
+        return await self._simple("score", request, principal, self.router.score)
+
+    async def forward(self, request: Forward, principal: Principal = ANONYMOUS) -> Forwarded:
+        """Audio and moderations passed through to a replica: limited and metered like any
+        request (by the answer's usage when it reports one)."""
+        size = sum(len(f.value) for f in request.form or []) // 4 + 1
+        call = await self._begin(request.path.strip("/").replace("/", "."), request.model,
+                                 principal, False, lambda: size)
+        try:
+            result = await self.router.forward(request)
+        except BaseException as exc:
+            self._failed(call, exc)
+            raise
+        self._done(call, result.usage)
+        return result
+
+    async def _simple(self, endpoint: str, request: Any, principal: Principal,
+                      run: Callable[[Any], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """A request answered in one piece, metered by its usage's tokens."""
+        size = len(request.model_dump_json()) // 4 + 1
+        call = await self._begin(endpoint, request.model, principal, False, lambda: size)
+        try:
+            result = await run(request)
+        except BaseException as exc:
+            self._failed(call, exc)
+            raise
+        self._done(call, result.get("usage"))
+        return result
 
     async def images(self, request: ImageGenerationRequest, principal: Principal = ANONYMOUS,
                      progress: Progress | None = None) -> dict[str, Any]:

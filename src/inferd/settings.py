@@ -224,6 +224,9 @@ class Settings(BaseSettings):
     # default: writing it costs about a fifth of the gateway's throughput.
     log_requests: bool = False
     config_file: Path | None = None
+    # Browser origins allowed to call the API from another site (CORS); empty = CORS off.
+    # "*" allows any origin.
+    cors_origins: list[str] = Field(default_factory=list)
     # Models served by remote replicas (http, triton); merged with the database at start.
     remote_models: list[RemoteModelSpec] = Field(default_factory=list)
     # Hosts/networks replica URLs may point at: CIDR networks, host names, "*.domain".

@@ -20,6 +20,8 @@ from typing import Any
 from inferd.errors import InvalidRequest
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.schemas.passthrough import Forward, Forwarded
+from inferd.schemas.rerank import RerankRequest, ScoreRequest
 
 Chunk = dict[str, Any]
 # Told ``(step, of)`` after each denoising step of an image generation.
@@ -78,6 +80,21 @@ class Engine:
 
     async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
         raise self._unsupported("embeddings")
+
+    async def rerank(self, request: RerankRequest) -> dict[str, Any]:
+        """By default: cosine similarity of this engine's embeddings (see ``similarity``)."""
+        from inferd.engines import similarity
+
+        return await similarity.rerank(self.embed, request)
+
+    async def score(self, request: ScoreRequest) -> dict[str, Any]:
+        from inferd.engines import similarity
+
+        return await similarity.score(self.embed, request)
+
+    async def forward(self, request: Forward) -> Forwarded:
+        """Pass a request through as it is (``http`` replicas that declare the capability)."""
+        raise self._unsupported(f"'{request.path}'")
 
     async def images(self, request: ImageGenerationRequest,
                      progress: Progress | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from inferd.engines.local import Generation, LocalTextEngine
-from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Prompt
 from inferd.settings import ModelSpec
 
 EMBEDDING_DIMENSIONS = 8
@@ -40,13 +40,19 @@ class EchoEngine(LocalTextEngine):
         text = users[-1].text() if users else request.messages[-1].text()
         return self._generation(text, request.token_limit(), request.stop_list())
 
-    def prepare_text(self, request: CompletionRequest, prompt: str) -> Generation:
+    def prepare_text(self, request: CompletionRequest, prompt: Prompt) -> Generation:
         self.check_fields(request)
-        return self._generation(prompt, request.token_limit(), request.stop_list())
+        text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+        generation = self._generation(text, request.token_limit(), request.stop_list())
+        if request.echo:
+            generation.params["echo"] = text
+        return generation
 
     async def generate(self, generation: Generation, stream: bool = True) -> AsyncIterator[str]:
         limit = generation.params["max_tokens"]
         generation.finish_reason = "stop"
+        if "echo" in generation.params:  # ``echo: true``: the prompt comes first
+            yield generation.params["echo"]
         for index, word in enumerate(generation.prompt):
             if limit is not None and index >= limit:
                 generation.finish_reason = "length"
@@ -61,7 +67,8 @@ class EchoEngine(LocalTextEngine):
     async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
         data = []
         tokens = 0
-        for index, text in enumerate(request.inputs()):
+        for index, given in enumerate(request.inputs()):
+            text = given if isinstance(given, str) else " ".join(map(str, given))
             digest = hashlib.sha256(text.encode()).digest()
             vector = [v / 2**31 for v in struct.unpack("<8i", digest)]
             tokens += len(text.split())

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from inferd.engines.base import Engine, ModelInfo
-from inferd.errors import ContextLengthExceeded, UnsupportedParameter
-from inferd.schemas.openai import EmbeddingRequest
+from inferd.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
+from inferd.schemas.openai import EmbeddingRequest, Prompt
 from inferd.settings import ModelSpec
 
 
@@ -82,9 +82,20 @@ class SentenceEmbeddingEngine(Engine):
                          context_length=self.max_seq_length,
                          details={"dimensions": self.dimensions, "path": str(self.path)})
 
-    def _encode(self, texts: list[str]) -> tuple[list[list[float]], int]:
+    def _text(self, given: Prompt, index: int) -> str:
+        """An input as text: token ids (of this model's tokenizer) are decoded."""
+        if isinstance(given, str):
+            return given
+        if any(i >= self._tokenizer.vocab_size for i in given):
+            raise InvalidRequest(f"input[{index}] holds a token id that is not a token of the "
+                                 f"model '{self.name}'.", param="input")
+        text: str = self._tokenizer.decode(given, skip_special_tokens=True)
+        return text
+
+    def _encode(self, given: list[Prompt]) -> tuple[list[list[float]], int]:
         import torch
 
+        texts = [self._text(g, i) for i, g in enumerate(given)]
         batch = self._tokenizer(texts, padding=True, truncation=False, return_tensors="pt")
         mask = batch["attention_mask"]
         lengths = mask.sum(dim=1).tolist()

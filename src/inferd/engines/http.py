@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import orjson
 
 from inferd.engines.base import Chunk, ModelInfo, Progress
@@ -28,6 +29,8 @@ from inferd.engines.upstream import UpstreamPool
 from inferd.errors import UpstreamError
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.schemas.passthrough import Forward, Forwarded
+from inferd.schemas.rerank import RerankRequest, ScoreRequest
 
 
 def api_base(url: str) -> str:
@@ -143,6 +146,62 @@ class HttpEngine(RemoteEngine):
 
     async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
         return await self._answer("/embeddings", self._body(request), request.model)
+
+    async def rerank(self, request: RerankRequest) -> dict[str, Any]:
+        """Passed through when the upstream serves ``/rerank`` (capability ``rerank``), else
+        answered from its embeddings."""
+        if "rerank" not in self.capabilities:
+            return await super().rerank(request)
+        body = {**request.model_dump(exclude_unset=True), "model": self.upstream_model}
+        return await self._answer("/rerank", body, request.model)
+
+    async def score(self, request: ScoreRequest) -> dict[str, Any]:
+        if "score" not in self.capabilities:
+            return await super().score(request)
+        body = {**request.model_dump(exclude_unset=True), "model": self.upstream_model}
+        return await self._answer("/score", body, request.model)
+
+    async def forward(self, request: Forward) -> Forwarded:
+        """POST the body or form on with the upstream's model name; the answer comes back
+        as it is (a JSON answer naming a model names the public one)."""
+        if request.capability not in self.capabilities:
+            return await super().forward(request)
+        data: Any
+        headers = {}
+        if request.form is not None:
+            form = aiohttp.FormData()
+            for field in request.form:
+                if field.filename is not None:  # a file
+                    form.add_field(field.name, field.value, filename=field.filename,
+                                   content_type=field.content_type)
+                else:  # a plain field (bytes would be sent as a file)
+                    form.add_field(field.name, self.upstream_model if field.name == "model"
+                                   else field.value.decode())
+            data = form()
+            # the session's JSON content type would hide the multipart boundary
+            headers["Content-Type"] = data.content_type
+        else:
+            data = orjson.dumps({**(request.json_body or {}), "model": self.upstream_model})
+            headers["Content-Type"] = "application/json"
+        try:
+            response = await self.session.post(self.base + request.path, data=data,
+                                               headers=headers)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise transport_error(exc, f"The replica of '{self.name}'") from exc
+        async with response:
+            if response.status >= 300:
+                await self.raise_for_status(response)
+            body = await response.read()
+            content_type = response.headers.get("Content-Type", "application/octet-stream")
+        usage = None
+        if content_type.startswith("application/json"):
+            answer = orjson.loads(body)
+            if isinstance(answer, dict):
+                usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
+                if "model" in answer:
+                    answer["model"] = request.model
+                    body = orjson.dumps(answer)
+        return Forwarded(body=body, content_type=content_type, usage=usage)
 
     async def images(self, request: ImageGenerationRequest,
                      progress: Progress | None = None) -> dict[str, Any]:

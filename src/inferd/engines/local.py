@@ -20,6 +20,7 @@ from inferd.ids import new_id
 from inferd.schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
+    Prompt,
     chat_chunk,
     chat_completion,
     usage_chunk,
@@ -63,7 +64,8 @@ class LocalTextEngine(Engine):
     def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
         raise NotImplementedError
 
-    def prepare_text(self, request: CompletionRequest, prompt: str) -> Generation:
+    def prepare_text(self, request: CompletionRequest, prompt: Prompt) -> Generation:
+        """``prompt`` is text, or token ids of this model's tokenizer."""
         raise NotImplementedError
 
     def generate(self, generation: Generation, stream: bool = True) -> AsyncIterator[str]:

@@ -81,9 +81,12 @@ class TritonEngine(RemoteEngine):
                 raise UnsupportedParameter(
                     f"The model '{self.name}' does not support '{name}'.", param=name)
 
-    def _body(self, request: ChatCompletionRequest | CompletionRequest, text: str,
+    def _body(self, request: ChatCompletionRequest | CompletionRequest, text: str | list[int],
               stream: bool) -> dict[str, Any]:
         self._check(request)
+        if not isinstance(text, str):  # the generate protocol takes text only
+            raise UnsupportedParameter(f"The model '{self.name}' takes the prompt as text, not "
+                                       "as token ids.", param="prompt")
         params: dict[str, Any] = {}
         for field, name in SAMPLING.items():
             value = getattr(request, field)

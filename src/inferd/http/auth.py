@@ -26,9 +26,9 @@ from inferd.http.anthropic import error_body as anthropic_error_body
 from inferd.http.deps import get_principal
 from inferd.logs import request_id_var
 
-PUBLIC_PATHS = {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect",
+PUBLIC_PATHS = {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
                 "/openapi.json", "/favicon.ico", "/", "/ui", "/ui/"}
-PUBLIC_PREFIXES: tuple[str, ...] = ("/ui/static/",)
+PUBLIC_PREFIXES: tuple[str, ...] = ("/ui/static/", "/docs/static/")
 ADMIN_PREFIXES: tuple[str, ...] = ("/admin/", "/tables", "/generate_api_key",
                                    "/delete_api_key")
 

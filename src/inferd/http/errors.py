@@ -20,6 +20,7 @@ from inferd.errors import (
     invalid_request,
     param_path,
 )
+from inferd.http.unknown import unknown_route_message
 from inferd.store.db import STORE_ERRORS, unreachable
 
 __all__ = ["error_response", "inferd_error_response", "install", "param_path",
@@ -70,10 +71,12 @@ def install(app: FastAPI) -> None:
         return validation_error_response(list(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404 and message == "Not Found":
-            message = "Unknown request URL. Please check the URL and method."
+            # the documented paths (the OpenAPI document is built once and cached)
+            paths = request.app.openapi().get("paths", {})
+            message = unknown_route_message(request.method, request.url.path, paths)
         headers = dict(exc.headers) if exc.headers else None
         return error_response(exc.status_code, message, headers=headers)
 

@@ -15,6 +15,7 @@ from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.store.jobs import JobRecord
 
+RESPONSES = "/v1/responses"  # background responses: submitted by inferd.responses only
 ENDPOINTS: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatCompletionRequest,
     "/v1/completions": CompletionRequest,
@@ -32,8 +33,15 @@ def check_endpoint(endpoint: str, param: str = "endpoint") -> type[BaseModel]:
                              code="invalid_endpoint") from None
 
 
-def parse_request(endpoint: str, body: dict[str, Any]) -> BaseModel:
-    """Validate ``body`` for ``endpoint`` (pydantic's ``ValidationError`` names the field)."""
+def parse_request(endpoint: str, body: dict[str, Any], internal: bool = False) -> BaseModel:
+    """Validate ``body`` for ``endpoint`` (pydantic's ``ValidationError`` names the field).
+
+    ``internal`` admits the endpoints only inferd itself submits (background responses).
+    """
+    if internal and endpoint == RESPONSES:
+        from inferd.responses.background import ResponseJob
+
+        return ResponseJob.model_validate(body)
     return check_endpoint(endpoint).model_validate(body)
 
 

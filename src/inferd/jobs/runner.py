@@ -21,6 +21,7 @@ from inferd.errors import InferdError, InternalError, RateLimited, invalid_reque
 from inferd.images import ImageService
 from inferd.inference import Inference
 from inferd.jobs.requests import parse_request
+from inferd.responses import background
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import (
     ChatCompletionRequest,
@@ -31,6 +32,7 @@ from inferd.schemas.openai import (
     usage_dict,
 )
 from inferd.store.jobs import JobEvent, JobRecord, JobStore
+from inferd.store.responses import ResponseStore
 
 log = logging.getLogger("inferd.jobs")
 
@@ -85,6 +87,11 @@ class EventLog:
         self._pending.append(self._event("token", {"index": index, "text": text}))
         await self._maybe_flush()
 
+    async def add(self, kind: str, data: dict[str, Any]) -> None:
+        """One event as it is (a Responses stream event), numbered in ``sequence_number``."""
+        self._pending.append(self._event(kind, {**data, "sequence_number": self.seq}))
+        await self._maybe_flush()
+
     async def progress(self, step: int, of: int) -> None:
         """One event per denoising step of an image generation."""
         self._pending.append(self._event("progress", {"step": step, "of": of}))
@@ -131,6 +138,11 @@ async def run_job(inference: Inference, job: JobRecord, owner: Awaitable[Princip
     become a ``failed`` outcome."""
     try:
         principal = await owner
+        if job.endpoint == background.ENDPOINT:
+            result, usage = await background.run_response(
+                inference, background.ResponseJob.model_validate(job.request), principal, events,
+                ResponseStore(events.store.db))
+            return Outcome("completed", result=result, status_code=200, usage=usage)
         request = parse_request(job.endpoint, job.request)
         if isinstance(request, ImageGenerationRequest):
             assert images is not None

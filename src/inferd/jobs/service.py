@@ -134,7 +134,7 @@ class JobService:
         A known idempotency key returns the job it made (``created`` false), or 409 when the
         request differs.
         """
-        request = parse_request(endpoint, body)
+        request = parse_request(endpoint, body, internal=source == "responses")
         if isinstance(request, ImageGenerationRequest):
             request = self.images.with_model(request)
         model = self.router.resolve(str(getattr(request, "model", "")))

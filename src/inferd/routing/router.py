@@ -23,12 +23,14 @@ from inferd.errors import ModelNotFound, Unavailable, UpstreamError
 from inferd.routing.replica import Replica
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.schemas.passthrough import Forward, Forwarded
+from inferd.schemas.rerank import RerankRequest, ScoreRequest
 
 __all__ = ["ModelEntry", "Placed", "Replica", "Router"]
 
 T = TypeVar("T")
 R = TypeVar("R", ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
-            ImageGenerationRequest)
+            ImageGenerationRequest, RerankRequest, ScoreRequest, Forward)
 
 
 class Placed(Protocol):
@@ -209,6 +211,23 @@ class Router:
     async def images(self, request: ImageGenerationRequest, progress: Progress | None = None,
                      placed: Placed | None = None) -> dict[str, Any]:
         return await self._run(request, lambda r, q: r.engine.images(q, progress), placed)
+
+    async def rerank(self, request: RerankRequest,
+                     placed: Placed | None = None) -> dict[str, Any]:
+        return await self._run(request, lambda r, q: r.engine.rerank(q), placed)
+
+    async def score(self, request: ScoreRequest,
+                    placed: Placed | None = None) -> dict[str, Any]:
+        return await self._run(request, lambda r, q: r.engine.score(q), placed)
+
+    async def forward(self, request: Forward, placed: Placed | None = None) -> Forwarded:
+        return await self._run(request, lambda r, q: r.engine.forward(q), placed)
+
+    def serving(self, capability: str) -> list[str]:
+        """The models with a replica that declares ``capability``."""
+        return [e.name for e in self.entries()
+                if any(capability in r.engine.capabilities for r in e.replicas)]
+
 
     async def chat_stream(self, request: ChatCompletionRequest,
                           placed: Placed | None = None) -> AsyncIterator[Chunk]:

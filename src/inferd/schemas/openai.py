@@ -123,10 +123,33 @@ class ChatCompletionRequest(_Sampling):
         return self.max_completion_tokens or self.max_tokens
 
 
+# A prompt or an embedding input given as token ids of the model's own tokenizer, as the
+# OpenAI API allows: a list of ints, or a list of such lists.
+TokenIds = list[Annotated[int, Field(ge=0, le=2**31 - 1)]]
+Prompt = str | TokenIds
+PromptField = str | list[str] | TokenIds | list[TokenIds]
+
+
+def _prompts(value: PromptField) -> list[Prompt]:
+    if isinstance(value, str):
+        return [value]
+    if value and all(isinstance(v, int) for v in value):
+        return [list(value)]  # type: ignore[arg-type]
+    return list(value)  # type: ignore[arg-type]
+
+
+def _check_prompts(value: PromptField, name: str) -> PromptField:
+    if isinstance(value, list) and not value:
+        raise ValueError(f"{name} must not be an empty list")
+    if isinstance(value, list) and any(isinstance(v, list) and not v for v in value):
+        raise ValueError(f"{name} must not hold an empty list of token ids")
+    return value
+
+
 class CompletionRequest(_Sampling):
     """``POST /v1/completions``."""
 
-    prompt: str | list[str] = Field(...)
+    prompt: PromptField = Field(...)
     echo: bool | None = None
     suffix: str | None = None
     logprobs: int | None = None
@@ -134,13 +157,12 @@ class CompletionRequest(_Sampling):
 
     @field_validator("prompt")
     @classmethod
-    def _non_empty(cls, v: str | list[str]) -> str | list[str]:
-        if isinstance(v, list) and not v:
-            raise ValueError("prompt must not be an empty list")
-        return v
+    def _non_empty(cls, v: PromptField) -> PromptField:
+        return _check_prompts(v, "prompt")
 
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def prompts(self) -> list[Prompt]:
+        """Each prompt: a string, or a list of token ids."""
+        return _prompts(self.prompt)
 
     def token_limit(self) -> int | None:
         return self.max_tokens
@@ -150,22 +172,21 @@ class EmbeddingRequest(_Wire):
     """``POST /v1/embeddings``."""
 
     model: str = Field(min_length=1)
-    input: str | list[str] = Field(...)
+    input: PromptField = Field(...)
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1, le=65_536)
     user: str | None = None
 
     @field_validator("input")
     @classmethod
-    def _non_empty(cls, v: str | list[str]) -> str | list[str]:
-        if isinstance(v, list) and not v:
-            raise ValueError("input must not be an empty list")
-        if isinstance(v, list) and len(v) > 2048:
+    def _non_empty(cls, v: PromptField) -> PromptField:
+        if isinstance(v, list) and len(v) > 2048 and not isinstance(v[0], int):
             raise ValueError("input may hold at most 2048 items")
-        return v
+        return _check_prompts(v, "input")
 
-    def inputs(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def inputs(self) -> list[Prompt]:
+        """Each input: a string, or a list of token ids."""
+        return _prompts(self.input)
 
 
 # ---------------------------------------------------------------------------- responses

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from inferd.store import tables_control, tables_jobs, tables_replicas
+from inferd.store import tables_control, tables_jobs, tables_replicas, tables_responses
 from inferd.store.schema import metadata
 
-__all__ = ["kv", "metadata", "tables_control", "tables_jobs", "tables_replicas"]
+__all__ = ["kv", "metadata", "tables_control", "tables_jobs", "tables_replicas",
+           "tables_responses"]
 
 # Small key/value facts about this installation (instance id, bootstrap state).
 kv = sa.Table(

@@ -24,7 +24,7 @@ from inferd.engines.llamacpp.sampling import SamplingParams, grammar_error
 from inferd.engines.local import Generation, LocalTextEngine
 from inferd.engines.residency import RESIDENCY, IdleTimer
 from inferd.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
-from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
+from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, Prompt
 from inferd.settings import ModelSpec
 
 # Defaults of the OpenAI API where llama.cpp's differ.
@@ -323,7 +323,19 @@ class LlamaCppEngine(LocalTextEngine):
                                  param="response_format.json_schema")
         return grammar
 
-    def prepare_text(self, request: CompletionRequest, prompt: str) -> Generation:
+    def _token_ids(self, ids: list[int]) -> list[int]:
+        vocabulary = self._copies[0].loop.n_vocab
+        if any(i >= vocabulary for i in ids):
+            raise InvalidRequest(f"The prompt holds a token id that is not a token of the model "
+                                 f"'{self.name}' (0 to {vocabulary - 1}).", param="prompt")
+        return ids
+
+    def _detokenize(self, ids: list[int]) -> str:
+        text: bytes = self._copies[0].llama.detokenize(ids, special=False)
+        return text.decode("utf-8", errors="replace")
+
+    def prepare_text(self, request: CompletionRequest, prompt: Prompt) -> Generation:
+        """``prompt`` is text, or token ids of this model's tokenizer."""
         self.check_fields(request)
         if request.suffix is not None:
             raise UnsupportedParameter(
@@ -333,13 +345,14 @@ class LlamaCppEngine(LocalTextEngine):
                                        param="best_of")
         if request.logprobs is not None and not 0 <= request.logprobs <= 5:
             raise InvalidRequest("'logprobs' must be between 0 and 5.", param="logprobs")
-        tokens = self._tokenize(prompt, add_bos=True, special=False)
+        tokens = (self._tokenize(prompt, add_bos=True, special=False)
+                  if isinstance(prompt, str) else self._token_ids(prompt))
         params = self._sampling(request, request.token_limit(), len(tokens),
                                 DEFAULT_COMPLETION_TOKENS)
         if request.logprobs is not None:
             params["logprobs"] = request.logprobs
         if request.echo:
-            params["echo"] = prompt
+            params["echo"] = prompt if isinstance(prompt, str) else self._detokenize(prompt)
         return Generation(prompt=tokens, prompt_tokens=len(tokens), params=params)
 
     # -- generation -----------------------------------------------------------------------

@@ -1,0 +1,93 @@
+"""``/v1/responses``: the Responses API (thin routes; the logic is ``inferd.responses``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.responses import Response
+
+from inferd.errors import InferdError
+from inferd.http.deps import PrincipalDep, ServicesDep, read_model, unless_disconnected
+from inferd.http.responses import json_response
+from inferd.http.sse import sse_response
+from inferd.responses.events import Event
+from inferd.responses.service import ResponseService
+from inferd.schemas.responses import ResponseCreateRequest
+from inferd.store.responses import ResponseStore
+
+router = APIRouter(tags=["responses"])
+
+
+async def _service(services: ServicesDep) -> ResponseService:
+    return ResponseService(services.inference, ResponseStore(services.db), services.jobs)
+
+
+ResponsesDep = Annotated[ResponseService, Depends(_service)]
+ResponseId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+    """``event: <type>`` + ``data: <json>`` per event, as OpenAI sends them."""
+    try:
+        async for event in events:  # sse_response closes this generator, and it ``events``
+            yield (b"event: " + str(event.get("type", "")).encode() + b"\ndata: "
+                   + orjson.dumps(event) + b"\n\n")
+    except InferdError as exc:  # after the stream began: an ``error`` event ends it
+        error = exc.to_dict()
+        yield b"event: error\ndata: " + orjson.dumps({"type": "error", **error}) + b"\n\n"
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+@router.post("/v1/responses")
+async def create_response(request: Request, principal: PrincipalDep,
+                          responses: ResponsesDep) -> Response:
+    body = await read_model(request, ResponseCreateRequest)
+    prepared = await responses.prepare(principal, body)
+    if body.background:
+        created = await responses.create_background(principal, prepared)
+        if body.stream:
+            return sse_response(_sse(await responses.follow(principal, created["id"])))
+        return json_response(created)
+    if body.stream:
+        return sse_response(_sse(await responses.create_stream(principal, prepared)))
+    return json_response(await unless_disconnected(request,
+                                                   responses.create(principal, prepared)))
+
+
+@router.get("/v1/responses/{response_id}")
+async def get_response(response_id: ResponseId, principal: PrincipalDep,
+                       responses: ResponsesDep, stream: bool = False,
+                       starting_after: Annotated[int | None, Query(ge=0)] = None) -> Response:
+    if stream:
+        events = await responses.follow(principal, response_id, starting_after)
+        return sse_response(_sse(events))
+    return json_response(await responses.retrieve(principal, response_id))
+
+
+@router.post("/v1/responses/{response_id}/cancel")
+async def cancel_response(response_id: ResponseId, principal: PrincipalDep,
+                          responses: ResponsesDep) -> Response:
+    return json_response(await responses.cancel(principal, response_id))
+
+
+@router.delete("/v1/responses/{response_id}")
+async def delete_response(response_id: ResponseId, principal: PrincipalDep,
+                          responses: ResponsesDep) -> Response:
+    return json_response(await responses.delete(principal, response_id))
+
+
+@router.get("/v1/responses/{response_id}/input_items")
+async def list_input_items(response_id: ResponseId, principal: PrincipalDep,
+                           responses: ResponsesDep,
+                           limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                           order: Literal["asc", "desc"] = "desc",
+                           after: str | None = None) -> Response:
+    page: dict[str, Any] = await responses.input_items(principal, response_id, limit=limit,
+                                                       order=order, after=after)
+    return json_response(page)

@@ -1,0 +1,252 @@
+"""The Responses API's logic: create (answered, streamed or in the background), retrieve,
+follow, cancel, delete, and list a response's input items.
+
+A stored response belongs to the key that made it: any other key is told it does not exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from inferd.auth.principal import Principal
+from inferd.errors import Conflict, InferdError, InvalidRequest, NotFound, Unavailable
+from inferd.inference import Inference
+from inferd.responses.background import EVENT_KIND, ResponseJob
+from inferd.responses.events import Event, ResponseStream, failed_event
+from inferd.schemas.openai import ChatCompletionRequest
+from inferd.schemas.responses import (
+    Item,
+    ResponseCreateRequest,
+    base_response,
+    finish,
+    new_id,
+    normalize_input,
+    output_from_chat,
+    to_chat,
+)
+from inferd.store.responses import ResponseRecord, ResponseStore
+
+if TYPE_CHECKING:  # the job service runs background responses; it imports this package
+    from inferd.jobs.service import JobService
+
+RESPONSES = "/v1/responses"  # the job endpoint of background responses
+
+TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+JOB_STATUS = {"pending": "queued", "running": "in_progress"}
+_ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
+
+
+@dataclass
+class Prepared:
+    """A create request resolved against its conversation."""
+
+    request: ResponseCreateRequest
+    response: dict[str, Any]
+    input_items: list[Item]
+    history: list[Item]
+    chat: ChatCompletionRequest
+
+
+def _with_ids(items: list[Item]) -> list[Item]:
+    """Input items as ``/input_items`` lists them: each with an id."""
+    return [item if item.get("id") else
+            {"id": new_id(_ITEM_PREFIX.get(str(item.get("type", "message")), "item")), **item}
+            for item in items]
+
+
+class ResponseService:
+    """Everything the ``/v1/responses`` routes do."""
+
+    def __init__(self, inference: Inference, store: ResponseStore,
+                 jobs: JobService | None) -> None:
+        self.inference = inference
+        self.store = store
+        self.jobs = jobs
+
+    # -- create -----------------------------------------------------------------------------
+    async def prepare(self, principal: Principal, request: ResponseCreateRequest) -> Prepared:
+        if request.background and request.store is False:
+            raise InvalidRequest("background responses must be stored (store: true).",
+                                 param="store")
+        history: list[Item] = []
+        if request.previous_response_id is not None:
+            previous = await self._own(principal, request.previous_response_id,
+                                       "previous_response_id")
+            done = await self.current(principal, previous)
+            if done["status"] not in ("completed", "incomplete"):
+                raise InvalidRequest(f"The previous response is {done['status']}.",
+                                     param="previous_response_id")
+            history = previous.history + list(done["output"])
+        input_items = _with_ids(normalize_input(request.input))
+        status = "queued" if request.background else "in_progress"
+        response = base_response(request, new_id("resp"), status)
+        return Prepared(request, response, input_items, history + input_items,
+                        to_chat(request, history + input_items))
+
+    async def _save(self, principal: Principal, prepared: Prepared,
+                    response: dict[str, Any], job_id: str | None = None) -> None:
+        if prepared.request.store is False:
+            return
+        await self.store.insert(ResponseRecord(
+            id=response["id"], owner=principal.key_id, model=prepared.request.model,
+            created_at=time.time(), history=prepared.history,
+            input_items=prepared.input_items, job_id=job_id, response=response))
+
+    async def create(self, principal: Principal, prepared: Prepared) -> dict[str, Any]:
+        result = await self.inference.chat(prepared.chat, principal)
+        finish_reason = (result.get("choices") or [{}])[0].get("finish_reason")
+        response = finish(prepared.response, output_from_chat(result), result.get("usage"),
+                          finish_reason)
+        await self._save(principal, prepared, response)
+        return response
+
+    async def create_stream(self, principal: Principal,
+                            prepared: Prepared) -> AsyncIterator[Event]:
+        """A started stream: an error before the first token is raised here."""
+        chat = prepared.chat.model_copy(update={"stream": True})
+        chunks = await self.inference.chat_stream(chat, principal)
+        return _numbered(self._stream(principal, prepared, chunks))
+
+    async def _stream(self, principal: Principal, prepared: Prepared,
+                      chunks: AsyncIterator[dict[str, Any]]) -> AsyncGenerator[Event]:
+        state = ResponseStream(prepared.response)
+        for event in state.start():
+            yield event
+        try:
+            async for chunk in chunks:
+                for event in state.feed(chunk):
+                    yield event
+        except InferdError as exc:
+            yield failed_event(prepared.response, exc.to_dict())
+            return
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        for event in state.finish():
+            if event["type"] in TERMINAL_EVENTS:
+                await self._save(principal, prepared, state.response)
+            yield event
+
+    async def create_background(self, principal: Principal,
+                                prepared: Prepared) -> dict[str, Any]:
+        """Commit the response and its job, then answer ``queued``."""
+        jobs = self._jobs()
+        body = ResponseJob(model=prepared.request.model,
+                           chat=prepared.chat.model_dump(exclude_none=True),
+                           response=prepared.response).model_dump()
+        job, _ = await jobs.submit(principal, RESPONSES, body, source="responses")
+        await self._save(principal, prepared, prepared.response, job_id=job.id)
+        return prepared.response
+
+    # -- read -------------------------------------------------------------------------------
+    def _jobs(self) -> JobService:
+        if self.jobs is None:
+            raise Unavailable("Background responses need the job system, which is not "
+                              "running in this process.")
+        return self.jobs
+
+    async def _own(self, principal: Principal, response_id: str,
+                   param: str = "response_id") -> ResponseRecord:
+        record = await self.store.get(response_id)
+        if record is None or record.owner != principal.key_id:
+            raise NotFound(f"No response with id '{response_id}'.", param=param,
+                           code="response_not_found")
+        return record
+
+    async def current(self, principal: Principal, record: ResponseRecord) -> dict[str, Any]:
+        """The response as it is now (a background one: its job's state or result)."""
+        response = record.response or {}
+        if record.job_id is None or self.jobs is None:
+            return response
+        job = await self.jobs.store.get(record.job_id)
+        if job is None:  # the job was purged: the row holds the last state read
+            return response
+        if job.status in JOB_STATUS:
+            return {**response, "status": JOB_STATUS[job.status]}
+        if job.status == "completed" and job.result is not None:
+            final = job.result
+        else:
+            final = failed_event(response, job.error or {}, job.status)["response"]
+            if job.status == "cancelled":
+                final["error"] = None
+        if response.get("status") != final.get("status"):
+            await self.store.set_response(record.id, final)  # outlives the job's retention
+        return final
+
+    async def retrieve(self, principal: Principal, response_id: str) -> dict[str, Any]:
+        return await self.current(principal, await self._own(principal, response_id))
+
+    async def follow(self, principal: Principal, response_id: str,
+                     after: int | None = None) -> AsyncIterator[Event]:
+        """A background response's stream events after sequence number ``after``, live until
+        it ends; raises here (before any event) when there is nothing to follow."""
+        record = await self._own(principal, response_id)
+        if record.job_id is None:
+            raise InvalidRequest("Only background responses can be streamed again.",
+                                 param="stream")
+        jobs = self._jobs()  # checked before the stream starts
+        return self._follow(principal, record, jobs, after or 0)
+
+    async def _follow(self, principal: Principal, record: ResponseRecord, jobs: JobService,
+                      after: int) -> AsyncIterator[Event]:
+        assert record.job_id is not None
+        last_seq, last_type = after, ""
+        async for seq, kind, data in jobs.events(principal, record.job_id, after):
+            if seq is not None and kind == EVENT_KIND:
+                event = orjson.loads(data)
+                last_seq, last_type = seq, event.get("type", "")
+                yield event
+            elif seq is None and last_type not in TERMINAL_EVENTS:
+                final = await self.current(principal, record)
+                if final.get("status") in ("completed", "incomplete"):
+                    return  # its closing event was read before ``after``
+                yield {**failed_event(final, final.get("error") or {}, final["status"]),
+                       "sequence_number": last_seq + 1}
+
+    # -- change -----------------------------------------------------------------------------
+    async def cancel(self, principal: Principal, response_id: str) -> dict[str, Any]:
+        record = await self._own(principal, response_id)
+        if record.job_id is None:
+            raise InvalidRequest("Only background responses can be cancelled.",
+                                 param="response_id", code="not_background")
+        with contextlib.suppress(Conflict):  # already finished: answer its final state
+            await self._jobs().cancel(principal, record.job_id)
+        return await self.current(principal, record)
+
+    async def delete(self, principal: Principal, response_id: str) -> dict[str, Any]:
+        record = await self._own(principal, response_id)
+        if record.job_id is not None and self.jobs is not None:
+            with contextlib.suppress(NotFound):
+                await self.jobs.delete(principal, record.job_id)
+        await self.store.delete(record.id)
+        return {"id": record.id, "object": "response", "deleted": True}
+
+    async def input_items(self, principal: Principal, response_id: str, *, limit: int = 20,
+                          order: str = "desc", after: str | None = None) -> dict[str, Any]:
+        record = await self._own(principal, response_id)
+        items = list(record.input_items)
+        if order == "desc":
+            items.reverse()
+        if after is not None:
+            ids = [item.get("id") for item in items]
+            items = items[ids.index(after) + 1:] if after in ids else []
+        page = items[:limit]
+        return {"object": "list", "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": len(items) > limit}
+
+
+async def _numbered(events: AsyncGenerator[Event]) -> AsyncIterator[Event]:
+    seq = 0
+    async with contextlib.aclosing(events):  # a client that leaves stops the generation
+        async for event in events:
+            yield {**event, "sequence_number": seq}
+            seq += 1

@@ -1,0 +1,43 @@
+"""Requests inferd passes through to ``http`` replicas as they are: audio (transcriptions,
+speech) and moderations. Only the model name is read and rewritten."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# OpenAI path (under /v1) -> the capability a replica declares for it
+CAPABILITIES = {"/audio/transcriptions": "audio.transcriptions",
+                "/audio/speech": "audio.speech", "/moderations": "moderations"}
+
+
+class FormField(BaseModel):
+    """One field of a multipart form (a file when ``filename`` is set)."""
+
+    name: str
+    value: bytes
+    filename: str | None = None
+    content_type: str | None = None
+
+
+class Forward(BaseModel):
+    """One request to pass through: a JSON body or a multipart form."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    path: str
+    model: str = Field(min_length=1)
+    json_body: dict[str, Any] | None = None
+    form: list[FormField] | None = None
+
+    @property
+    def capability(self) -> str:
+        return CAPABILITIES[self.path]
+
+
+class Forwarded(BaseModel):
+    """What the replica answered."""
+
+    body: bytes
+    content_type: str
+    usage: dict[str, Any] | None = None
