@@ -265,6 +265,30 @@ def test_http_replica_added_in_the_ui_turns_unhealthy_when_its_server_stops(
     shot(d, tmp_path, "models-unhealthy")
 
 
+def test_local_model_is_unloaded_and_loaded_from_the_models_page(
+        server: InferdProcess, admin: Any, tmp_path: Path) -> None:
+    d = admin
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    def state() -> str:
+        engines = httpx.get(server.url + "/admin/v1/engines", headers=headers, timeout=60).json()
+        return next(e["state"] for e in engines["data"] if e["id"] == CHAT)
+
+    page(d, server.url, "models")
+    badge = f"[data-engine='{CHAT}']"
+    wait(d, lambda d: d.find_elements(_by(), badge) and find(d, badge).text == "loaded")
+    click_in_row(d, "#models-table", CHAT, "Unload")
+    wait(d, lambda d: find(d, badge).text == "unloaded")
+    assert state() == "unloaded"
+    shot(d, tmp_path, "models-unloaded")
+    click_in_row(d, "#models-table", CHAT, "Load")
+    wait(d, lambda d: find(d, badge).text == "loaded", timeout=120)
+    assert state() == "loaded"
+    answer = sdk(server, ADMIN_KEY).chat.completions.create(
+        model=CHAT, max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
+    assert answer.usage is not None and answer.usage.completion_tokens > 0
+
+
 def test_playground_streams_tokens_one_by_one(server: InferdProcess, admin: Any,
                                               tmp_path: Path) -> None:
     d = admin

@@ -73,6 +73,7 @@ class LlamaCppEngine(LocalTextEngine):
         self._n_ctx = spec.n_ctx
         self._metadata: dict[str, str] = {}
         self._native_tools = False  # whether the chat template renders ``tools`` itself
+        self._loaded_once = False
         self.state = "unloaded"
         self.active = 0  # requests running or waiting for the load
         self.last_used = 0.0
@@ -112,6 +113,7 @@ class LlamaCppEngine(LocalTextEngine):
                 await self._free_copies()
                 raise
             self.state = "loaded"
+            self._loaded_once = True
             self._timer.touch()
 
     async def _load_copies(self) -> None:
@@ -152,7 +154,8 @@ class LlamaCppEngine(LocalTextEngine):
         RESIDENCY.forget(self)
 
     def ready(self) -> bool:
-        return self.state == "loaded" or self.spec.load == "on_demand"
+        # Once loaded, an unloaded model loads again on its next request (as on-demand ones do).
+        return self.state == "loaded" or self.spec.load == "on_demand" or self._loaded_once
 
     # -- requests keep the model loaded while they run ------------------------------------
     async def _acquire(self) -> None:
