@@ -11,11 +11,11 @@ from pydantic import BaseModel
 
 from inferd.errors import InvalidRequest
 from inferd.ids import unix_seconds
+from inferd.responses import RESPONSES
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.store.jobs import JobRecord
 
-RESPONSES = "/v1/responses"  # background responses: submitted by inferd.responses only
 ENDPOINTS: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatCompletionRequest,
     "/v1/completions": CompletionRequest,

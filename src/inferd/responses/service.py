@@ -17,6 +17,7 @@ import orjson
 from inferd.auth.principal import Principal
 from inferd.errors import Conflict, InferdError, InvalidRequest, NotFound, Unavailable
 from inferd.inference import Inference
+from inferd.responses import RESPONSES
 from inferd.responses.background import EVENT_KIND, ResponseJob
 from inferd.responses.events import Event, ResponseStream, failed_event
 from inferd.schemas.openai import ChatCompletionRequest
@@ -35,7 +36,6 @@ from inferd.store.responses import ResponseRecord, ResponseStore
 if TYPE_CHECKING:  # the job service runs background responses; it imports this package
     from inferd.jobs.service import JobService
 
-RESPONSES = "/v1/responses"  # the job endpoint of background responses
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 JOB_STATUS = {"pending": "queued", "running": "in_progress"}
