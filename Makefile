@@ -1,5 +1,5 @@
 # inferd: `make run` serves, `make test` runs every check. Both set everything up first.
-.PHONY: run test setup setup-dev lint imports typecheck pytest services bench
+.PHONY: run test setup setup-dev lint imports typecheck pytest services bench soak crash
 
 run: setup
 	.venv/bin/inferd serve
@@ -29,3 +29,12 @@ pytest:
 
 services:
 	bash scripts/services.sh
+
+# Reliability runs (README "Reliability"): 30 minutes of mixed load watched for leaks, and 50
+# kill -9 of inferd serve during jobs and batches on SQLite and PostgreSQL.
+soak: setup-dev
+	.venv/bin/python bench/soak.py --minutes 30
+
+crash: setup-dev
+	.venv/bin/python bench/crash.py --kills 50 --database sqlite
+	.venv/bin/python bench/crash.py --kills 50 --database postgresql

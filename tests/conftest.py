@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,23 +42,37 @@ async def _mysql_exec(sql: str) -> None:
         conn.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database on each supported store (a fresh one per test)."""
-    kind = request.param
+DATABASES = ["sqlite", "postgresql", "mariadb"]
+
+
+@contextmanager
+def fresh_database(kind: str, directory: Path) -> Iterator[str]:
+    """An empty database of ``kind`` for the block (SQLite: a file in ``directory``); yields
+    its SQLAlchemy async URL (``inferd`` takes it as ``INFERD_DATABASE_URL`` too)."""
     if kind == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        yield f"sqlite+aiosqlite:///{directory / 'test.db'}"
         return
     require_service(kind)
     name = f"inferd_{uuid.uuid4().hex[:12]}"
     if kind == "postgresql":
         asyncio.run(_pg_exec(f'CREATE DATABASE "{name}"'))
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-        asyncio.run(_pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        try:
+            yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        finally:
+            asyncio.run(_pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     else:
         asyncio.run(_mysql_exec(f"CREATE DATABASE `{name}`"))
-        yield f"mysql+aiomysql://root@127.0.0.1:3306/{name}"
-        asyncio.run(_mysql_exec(f"DROP DATABASE IF EXISTS `{name}`"))
+        try:
+            yield f"mysql+aiomysql://root@127.0.0.1:3306/{name}"
+        finally:
+            asyncio.run(_mysql_exec(f"DROP DATABASE IF EXISTS `{name}`"))
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database on each supported store (a fresh one per test)."""
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -72,6 +90,30 @@ async def database(database_url: str) -> AsyncIterator[object]:
 
 @pytest.fixture(scope="session")
 def inferd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferdProcess]:
-    """One ``inferd serve`` with the real bundled models, shared by the end-to-end tests."""
-    with InferdProcess(tmp_path_factory.mktemp("serve")) as server:
+    """One ``inferd serve`` with the real bundled models, shared by the end-to-end tests.
+
+    Webhooks may go to 127.0.0.1 (the tests' receivers) besides public addresses.
+    """
+    env = {"INFERD_JOB_WEBHOOK_ALLOWED_HOSTS": '["public", "127.0.0.1/32"]'}
+    with InferdProcess(tmp_path_factory.mktemp("serve"), env=env) as server:
         yield server
+
+
+@pytest.fixture
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[str]]]:
+    """A resolver the test controls: a name put in the map resolves to its addresses (change
+    them to rebind it); other names resolve as usual."""
+    answers: dict[str, list[str]] = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name not in answers:
+            return real(host, port, *args, **kwargs)
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (a, int(port or 0), 0, 0))
+                if ipaddress.ip_address(a).version == 6 else
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, int(port or 0)))
+                for a in answers[name]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield answers

@@ -5,7 +5,8 @@ It follows Triton's documented generate extension: ``POST /v2/models/{name}/gene
 backend's inputs ``stream``, ``exclude_input_in_output``, ``sampling_parameters`` (JSON text,
 taking precedence over ``parameters``) and ``return_finish_reason`` /
 ``return_num_input_tokens`` / ``return_num_output_tokens`` are honoured. The "model" echoes
-the prompt's last line of text word by word, up to ``max_tokens``. Errors are
+the prompt's last line of text word by word, up to ``max_tokens``, or gives the ``reply`` it
+was made with (split at spaces, so its line breaks are kept). Errors are
 ``{"error": "..."}``: with an HTTP error status before inference, as an SSE event during a
 stream. ``GET /v2/health/ready``
 answers 200. Every request body is kept in ``requests`` for the tests to inspect.
@@ -27,9 +28,11 @@ KNOWN_INPUTS = {"text_input", "parameters", "stream", "exclude_input_in_output",
 class FakeTriton:
     """An aiohttp server on loopback; ``async with FakeTriton(model) as url: ...``."""
 
-    def __init__(self, model: str = "vllm_model", fail_after: int | None = None) -> None:
+    def __init__(self, model: str = "vllm_model", fail_after: int | None = None,
+                 reply: str | None = None) -> None:
         self.model = model
         self.fail_after = fail_after  # break a stream with an error event after N pieces
+        self.reply = reply
         self.requests: list[dict[str, Any]] = []
         self.runner: web.AppRunner | None = None
         self.url = ""
@@ -72,6 +75,8 @@ class FakeTriton:
         lines = [line.replace("<|im_end|>", "") for line in prompt.splitlines()
                  if line.strip() and not line.startswith("<|im_start|>")]
         words = lines[-1].split() if lines else []
+        if self.reply is not None:
+            words = self.reply.split(" ")
         stop = params.get("stop") or []
         stop = [stop] if isinstance(stop, str) else stop
         kept: list[str] = []

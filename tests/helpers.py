@@ -96,13 +96,14 @@ class InferdProcess:
     """``python -m inferd <args>`` in a subprocess, with its own data directory and port."""
 
     def __init__(self, data_dir: Path, *args: str, port: int | None = None,
-                 env: dict[str, str] | None = None, command: str = "serve") -> None:
+                 env: dict[str, str] | None = None, command: str = "serve",
+                 log_path: Path | None = None) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir
         self.args = [command, "--port", str(self.port), "--data-dir", str(data_dir), *args]
         self.env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir / f"inferd-{self.port}.log"
+        self.log_path = log_path or data_dir / f"inferd-{self.port}.log"
 
     @property
     def url(self) -> str:

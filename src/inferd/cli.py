@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 import orjson
 
+from inferd.cli_options import config_option
 from inferd.settings import ModelSpec, Settings, load_settings
 
 
@@ -35,8 +37,35 @@ def _configure_logging(level: str, fmt: str = "json") -> None:
     configure(level, fmt)
 
 
-config_option = click.option("--config", "config", type=click.Path(path_type=Path),
-                             default=None, help="YAML config file (also INFERD_CONFIG).")
+def server_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options every role that listens shares: config file, address, state, log level."""
+    for option in reversed((
+        config_option,
+        click.option("--host", default=None, help="Address to bind (default 127.0.0.1)."),
+        click.option("--port", type=int, default=None, help="Port (default 8000)."),
+        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                     help="Where the SQLite file and other state live (default ./data)."),
+        click.option("--log-level", default=None),
+    )):
+        command = option(command)
+    return command
+
+
+def local_model_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--model`` and ``--no-bundled``, for the roles that host GGUF files in-process."""
+    command = click.option("--no-bundled", is_flag=True,
+                           help="Do not serve the bundled models.")(command)
+    return click.option("--model", "models", multiple=True,
+                        metavar="NAME=PATH[,n_ctx=N,threads=N]",
+                        help="Serve a local GGUF file as NAME (repeatable).")(command)
+
+
+def _with_local_models(settings: Settings, models: tuple[str, ...]) -> Settings:
+    """``settings`` with the ``--model`` files added to the configured models."""
+    specs = _model_specs(models)
+    if specs is None:
+        return settings
+    return settings.model_copy(update={"models": [*settings.models, *specs]})
 
 
 @click.group()
@@ -46,35 +75,20 @@ def main() -> None:
 
 
 @main.command()
-@config_option
-@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default 8000).")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Where the SQLite file and other state live (default ./data).")
-@click.option("--model", "models", multiple=True, metavar="NAME=PATH[,n_ctx=N,threads=N]",
-              help="Serve a local GGUF file as NAME (repeatable).")
-@click.option("--no-bundled", is_flag=True, help="Do not serve the bundled models.")
+@server_options
+@local_model_options
 @click.option("--threads", type=int, default=None, help="llama.cpp threads per model.")
-@click.option("--log-level", default=None)
 def serve(config: Path | None, host: str | None, port: int | None, data_dir: Path | None,
           models: tuple[str, ...], no_bundled: bool, threads: int | None,
           log_level: str | None) -> None:
     """Run everything in one process: gateway, workers, local engines."""
-    specs = _model_specs(models)
-    settings = _settings(config, host=host, port=port, data_dir=data_dir, threads=threads,
-                         log_level=log_level, bundled_models=False if no_bundled else None)
-    if specs is not None:
-        settings = settings.model_copy(update={"models": [*settings.models, *specs]})
-    _run(settings)
+    _run(_with_local_models(
+        _settings(config, host=host, port=port, data_dir=data_dir, threads=threads,
+                  log_level=log_level, bundled_models=False if no_bundled else None), models))
 
 
 @main.command()
-@config_option
-@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default 8000).")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Where the SQLite file and other state live (default ./data).")
-@click.option("--log-level", default=None)
+@server_options
 def gateway(config: Path | None, host: str | None, port: int | None, data_dir: Path | None,
             log_level: str | None) -> None:
     """Run the HTTP front door only: remote replicas (http, triton), no local models.
@@ -87,15 +101,10 @@ def gateway(config: Path | None, host: str | None, port: int | None, data_dir: P
 
 
 @main.command()
-@config_option
-@click.option("--host", default=None, help="Address of the probe/metrics port (127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default 8000).")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Local state (default ./data).")
+@server_options
 @click.option("--model", "models", multiple=True, metavar="NAME | NAME=PATH[,...]",
               help="Host this model in-process and consume only its queue (repeatable): a "
                    "bundled or configured model's name, or a GGUF file as for serve.")
-@click.option("--log-level", default=None)
 def worker(config: Path | None, host: str | None, port: int | None, data_dir: Path | None,
            models: tuple[str, ...], log_level: str | None) -> None:
     """Consume job ids from RabbitMQ, run them, commit the result, then acknowledge.
@@ -125,17 +134,10 @@ def worker(config: Path | None, host: str | None, port: int | None, data_dir: Pa
 
 
 @main.command()
-@config_option
-@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default 8000).")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Local state (default ./data).")
-@click.option("--model", "models", multiple=True, metavar="NAME=PATH[,n_ctx=N,threads=N]",
-              help="Serve a local GGUF file as NAME (repeatable).")
-@click.option("--no-bundled", is_flag=True, help="Do not serve the bundled models.")
+@server_options
+@local_model_options
 @click.option("--url", "engine_url", default=None,
               help="OpenAI base URL gateways reach this engine at (INFERD_ENGINE_URL).")
-@click.option("--log-level", default=None)
 def engine(config: Path | None, host: str | None, port: int | None, data_dir: Path | None,
            models: tuple[str, ...], no_bundled: bool, engine_url: str | None,
            log_level: str | None) -> None:
@@ -143,11 +145,9 @@ def engine(config: Path | None, host: str | None, port: int | None, data_dir: Pa
 
     Gateways of the same database route to it while its heartbeat lasts.
     """
-    specs = _model_specs(models)
-    settings = _settings(config, host=host, port=port, data_dir=data_dir, log_level=log_level,
-                         engine_url=engine_url, bundled_models=False if no_bundled else None)
-    if specs is not None:
-        settings = settings.model_copy(update={"models": [*settings.models, *specs]})
+    settings = _with_local_models(
+        _settings(config, host=host, port=port, data_dir=data_dir, log_level=log_level,
+                  engine_url=engine_url, bundled_models=False if no_bundled else None), models)
     if not settings.engine_url:
         import socket
 
@@ -159,13 +159,13 @@ def engine(config: Path | None, host: str | None, port: int | None, data_dir: Pa
 def _check_schema(settings: Settings) -> None:
     """A cluster role on a shared database stops here when ``inferd migrate`` has not run."""
     from inferd.services import SchemaNotMigrated, prepare_schema
-    from inferd.store.db import Database
+    from inferd.store.db import open_database
 
     if settings.role == "serve":
         return
 
     async def check() -> None:
-        db = Database(settings.resolved_database_url())
+        db = open_database(settings)
         if db.dialect == "sqlite":
             await db.close()
             return
@@ -184,19 +184,24 @@ def _run(settings: Settings) -> None:
     from inferd.app import create_app
     from inferd.http.middleware import HotPathFront
     from inferd.http.openai.chat import is_fast
+    from inferd.http.server import guarded_protocol
 
     _configure_logging(settings.log_level, settings.log_format)
     _check_schema(settings)
-    # uvloop + httptools; no access log (usage records and metrics cover every request);
-    # no proxy-header rewriting (nothing reads the client address) and no Server header.
+    # uvloop + httptools (with bounds on each request head: inferd.http.server); no access
+    # log (usage records and metrics cover every request); no proxy-header rewriting (nothing
+    # reads the client address) and no Server header.
     app = HotPathFront(create_app(settings), is_fast)
     # What is alive now (modules, schemas, routes) lives as long as the process: the cyclic
     # collector need not walk it again, and young collections may run less often.
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
+    protocol = guarded_protocol(settings.max_header_bytes, settings.header_timeout_seconds)
     uvicorn.run(app, host=settings.host, port=settings.port,
-                log_level=settings.log_level, loop="uvloop", http="httptools",
+                log_level=settings.log_level, loop="uvloop", http=protocol,
+                h11_max_incomplete_event_size=settings.max_header_bytes,
+                timeout_keep_alive=settings.keep_alive_seconds,
                 access_log=False, proxy_headers=False, server_header=False,
                 backlog=4096, timeout_graceful_shutdown=5,
                 log_config={"version": 1, "disable_existing_loggers": False})
@@ -220,11 +225,11 @@ def list_models(config: Path | None, models: tuple[str, ...]) -> None:
 @config_option
 def migrate(config: Path | None) -> None:
     """Bring the database schema to the newest version."""
-    from inferd.store.db import Database
+    from inferd.store.db import open_database
 
     settings = _settings(config)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url())
+    db = open_database(settings)
     asyncio.run(db.migrate())
     click.echo(f"migrated {db.dialect} database")
 
@@ -245,3 +250,12 @@ def _add_images_group() -> None:
 
 
 _add_images_group()
+
+
+def _add_secrets_group() -> None:
+    from inferd.secrets_cli import secrets
+
+    main.add_command(secrets)
+
+
+_add_secrets_group()

@@ -15,6 +15,8 @@ with the one field-path format (``messages[0].role``).
     │   └── ModelNotFound (code model_not_found)
     ├── Conflict (409 conflict_error)
     ├── PayloadTooLarge (413 invalid_request_error)
+    ├── HeadersTooLarge (431 invalid_request_error), RequestTimeout (408 timeout_error): the
+    │   server's own answers to a request head that is too large or too slow
     ├── RateLimited (429 rate_limit_error, with Retry-After)
     ├── InternalError (code internal_error), StreamInterrupted (code stream_error)
     ├── UpstreamError (502 upstream_error): the upstream failed mid-answer
@@ -28,6 +30,7 @@ with the one field-path format (``messages[0].role``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -124,6 +127,18 @@ class PayloadTooLarge(InferdError):
     code = "payload_too_large"
 
 
+class HeadersTooLarge(InferdError):
+    status = 431
+    type = "invalid_request_error"
+    code = "headers_too_large"
+
+
+class RequestTimeout(InferdError):
+    status = 408
+    type = "timeout_error"
+    code = "request_timeout"
+
+
 class RateLimited(InferdError):
     status = 429
     type = "rate_limit_error"
@@ -132,6 +147,11 @@ class RateLimited(InferdError):
     def __init__(self, message: str, *, retry_after: float = 1.0, code: str | None = None):
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+    @property
+    def retry_after_header(self) -> str:
+        """The ``Retry-After`` value: whole seconds, at least 1."""
+        return str(max(1, round(self.retry_after)))
 
 
 class UpstreamError(InferdError):
@@ -210,9 +230,23 @@ def param_path(loc: Iterable[Any]) -> str | None:
     return out or None
 
 
+def _depth_path(error: Mapping[str, Any]) -> list[str]:
+    """The segments of an error's parameter path (``a[0].b`` -> ``a``, ``[0]``, ``b``)."""
+    return re.findall(r"[^.\[]+|\[\d+\]", param_path(error.get("loc", ())) or "")
+
+
 def invalid_request(errors: list[Any] | tuple[Any, ...]) -> InvalidRequest:
-    """The 400 for pydantic's validation ``errors`` (its first one, naming the field)."""
+    """The 400 for pydantic's validation ``errors``: the first one, naming the field.
+
+    A value that fits no member of a union (``content``: a string or a list of parts) fails
+    once per member; of the failures inside the first one's field, the one that reaches deepest
+    names the part at fault (``messages[0].content[1]``), not the member the value was never
+    meant for.
+    """
     first: Mapping[str, Any] = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    field = _depth_path(first)
+    inside = [e for e in errors if _depth_path(e)[:len(field)] == field]
+    first = max(inside, key=lambda e: len(_depth_path(e)), default=first)
     if first.get("type") == "json_invalid":
         return InvalidRequest("We could not parse the JSON body of your request. (HINT: This "
                               "likely means you aren't using your HTTP library correctly.)",

@@ -7,12 +7,16 @@ import secrets
 import time
 from typing import overload
 
+# Random bits in every id: ids of jobs, files, batches and pictures are the only thing that
+# names them in a URL, so they must not be guessable (ownership is checked too).
+ID_RANDOM_BYTES = 16
+
 
 def new_id(prefix: str, sep: str = "_") -> str:
-    """``job_18eaa0df2bb6b5c94eb70e8d``: a time-ordered id (sorting ids sorts by creation,
-    which pagination by ``after`` relies on), 24 hex digits after the prefix. OpenAI's
-    response ids use ``-`` (``chatcmpl-...``)."""
-    return f"{prefix}{sep}{time.time_ns():016x}{secrets.token_hex(4)}"
+    """``job_18eaa0df2bb6b5c9`` + 32 hex digits: a time-ordered id (sorting ids sorts by
+    creation, which pagination by ``after`` relies on) that cannot be guessed (128 random
+    bits after the nanosecond clock). OpenAI's response ids use ``-`` (``chatcmpl-...``)."""
+    return f"{prefix}{sep}{time.time_ns():016x}{secrets.token_hex(ID_RANDOM_BYTES)}"
 
 
 def new_webhook_secret() -> str:

@@ -20,10 +20,11 @@ from typing import Any
 
 from inferd.auth.limits import Limiter, LocalLimiter, period_bounds
 from inferd.auth.principal import ANONYMOUS, Principal
-from inferd.engines.base import Chunk, Progress
+from inferd.engines.base import Chunk, ModelInfo, Progress
 from inferd.engines.streams import primed
 from inferd.errors import InferdError, ModelNotFound, PermissionDenied, RateLimited
 from inferd.metering import CLIENT_CLOSED, Call, Metering
+from inferd.metrics import UNKNOWN_MODEL
 from inferd.routing.router import Router
 from inferd.schemas.images import ImageGenerationRequest, image_usage
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -35,7 +36,7 @@ from inferd.settings import Settings
 DEFAULT_COMPLETION_ESTIMATE = 256
 
 
-def estimate_chat(request: ChatCompletionRequest) -> int:
+def estimate_chat_prompt(request: ChatCompletionRequest) -> int:
     chars = 0
     for message in request.messages:
         content = message.content
@@ -43,14 +44,39 @@ def estimate_chat(request: ChatCompletionRequest) -> int:
             chars += len(content)
         elif content is not None:
             chars += sum(len(getattr(part, "text", "")) for part in content)
-    return chars // 4 + 4 * len(request.messages) + (request.token_limit()
-                                                     or DEFAULT_COMPLETION_ESTIMATE)
+    return chars // 4 + 4 * len(request.messages)
+
+
+def estimate_chat(request: ChatCompletionRequest) -> int:
+    return estimate_chat_prompt(request) + (request.token_limit()
+                                            or DEFAULT_COMPLETION_ESTIMATE)
+
+
+def estimate_completion_prompt(request: CompletionRequest) -> int:
+    return sum(len(p) for p in request.prompts()) // 4
 
 
 def estimate_completion(request: CompletionRequest) -> int:
-    prompts = request.prompts()
-    return sum(len(p) for p in prompts) // 4 + len(prompts) * (request.token_limit()
-                                                              or DEFAULT_COMPLETION_ESTIMATE)
+    return estimate_completion_prompt(request) + len(request.prompts()) * (
+        request.token_limit() or DEFAULT_COMPLETION_ESTIMATE)
+
+
+def pieces(chunk: Chunk) -> int:
+    """The generated pieces in a stream chunk: one per choice that carries text or a tool
+    call (engines stream about one token per chunk)."""
+    count = 0
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("tool_calls") or choice.get("text"):
+            count += 1
+    return count
+
+
+def partial_usage(prompt_estimate: int, completion: int) -> dict[str, Any]:
+    """The usage of a stream that ended before the engine reported its own: the prompt as
+    estimated, the pieces already sent as completion tokens (what was delivered is billed)."""
+    return {"prompt_tokens": prompt_estimate, "completion_tokens": completion,
+            "total_tokens": prompt_estimate + completion}
 
 
 def estimate_embedding(request: EmbeddingRequest) -> int:
@@ -88,6 +114,23 @@ class Inference:
         return replicas[0].id if len(replicas) == 1 else None
 
     # -- the shared path ----------------------------------------------------------------------
+    def allowed_names(self, principal: Principal) -> set[str] | None:
+        """Canonical names of the models the key may use (None: every model)."""
+        if principal.allowed_models is None:
+            return None
+        names = set()
+        for name in principal.allowed_models:
+            try:
+                names.add(self.router.resolve(name))
+            except ModelNotFound:
+                continue
+        return names
+
+    def visible_models(self, principal: Principal) -> list[ModelInfo]:
+        """The served models the key may use: what every model list shows it."""
+        allowed = self.allowed_names(principal)
+        return [m for m in self.router.models() if allowed is None or m.name in allowed]
+
     def check_model(self, principal: Principal, model: str) -> None:
         """403 when the key may not use ``model`` (by the name asked for or its canonical one)."""
         if principal.may_use(model):
@@ -99,7 +142,10 @@ class Inference:
 
     async def _begin(self, endpoint: str, model: str, principal: Principal, stream: bool,
                      estimate: Callable[[], int]) -> Call:
-        call = Call(endpoint, model, principal, stream)
+        # Metric labels name only models the router knows: any other name a client sends is
+        # counted as UNKNOWN_MODEL, so that clients cannot grow /metrics without bound.
+        call = Call(endpoint, model, principal, stream,
+                    model if self.router.knows(model) else UNKNOWN_MODEL)
         try:
             if principal.allowed_models is not None:
                 self.check_model(principal, model)
@@ -111,11 +157,11 @@ class Inference:
             if not isinstance(exc, ModelNotFound):
                 self._end(call, None, exc.status, exc.code)
             raise
-        self.metering.metrics.child("in_flight", model).inc()
+        self.metering.metrics.child("in_flight", call.label).inc()
         return call
 
     def _failed(self, call: Call, exc: BaseException, usage: dict[str, Any] | None = None) -> None:
-        self.metering.metrics.child("in_flight", call.model).dec()
+        self.metering.metrics.child("in_flight", call.label).dec()
         if isinstance(exc, InferdError):
             self._end(call, usage, exc.status, exc.code)
         elif isinstance(exc, Exception):
@@ -124,7 +170,7 @@ class Inference:
             self._end(call, usage, CLIENT_CLOSED, "client_closed")
 
     def _done(self, call: Call, usage: dict[str, Any] | None) -> None:
-        self.metering.metrics.child("in_flight", call.model).dec()
+        self.metering.metrics.child("in_flight", call.label).dec()
         self._end(call, usage, 200, None)
 
     def _end(self, call: Call, usage: dict[str, Any] | None, status: int,
@@ -137,15 +183,18 @@ class Inference:
             call.replica = self._only_replica(call.model)
         self.metering.finish(call, usage, status, error)
 
-    async def _metered(self, call: Call, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    async def _metered(self, call: Call, stream: AsyncIterator[Chunk],
+                       prompt_estimate: int) -> AsyncIterator[Chunk]:
         usage: dict[str, Any] | None = None
+        sent = 0
         try:
             async for chunk in stream:
                 if chunk.get("usage"):
                     usage = chunk["usage"]
+                sent += pieces(chunk)
                 yield chunk
-        except BaseException as exc:
-            self._failed(call, exc, usage)
+        except BaseException as exc:  # broken off (upstream, client): bill what was sent
+            self._failed(call, exc, usage or partial_usage(prompt_estimate, sent))
             raise
         else:
             self._done(call, usage)
@@ -163,8 +212,8 @@ class Inference:
         self._done(call, result.get("usage"))
         return result
 
-    async def _started(self, call: Call,
-                       start: Awaitable[AsyncIterator[Chunk]]) -> AsyncIterator[Chunk]:
+    async def _started(self, call: Call, start: Awaitable[AsyncIterator[Chunk]],
+                       prompt_estimate: int) -> AsyncIterator[Chunk]:
         try:
             stream = await start
         except BaseException as exc:
@@ -173,7 +222,7 @@ class Inference:
         call.ttft = time.perf_counter()
         # started, so that its accounting runs even if the response is never sent (the
         # client left first): asyncio closes a started generator when it is dropped
-        return await primed(self._metered(call, stream))
+        return await primed(self._metered(call, stream, prompt_estimate))
 
     # -- the requests -------------------------------------------------------------------------
     async def chat(self, request: ChatCompletionRequest,
@@ -187,7 +236,8 @@ class Inference:
         """A started stream: errors before the first chunk are raised here."""
         call = await self._begin("chat", request.model, principal, True,
                                  lambda: estimate_chat(request))
-        return await self._started(call, self.router.chat_stream(request, call))
+        return await self._started(call, self.router.chat_stream(request, call),
+                                   estimate_chat_prompt(request))
 
     async def complete(self, request: CompletionRequest,
                        principal: Principal = ANONYMOUS) -> dict[str, Any]:
@@ -199,7 +249,8 @@ class Inference:
                               principal: Principal = ANONYMOUS) -> AsyncIterator[Chunk]:
         call = await self._begin("completions", request.model, principal, True,
                                  lambda: estimate_completion(request))
-        return await self._started(call, self.router.complete_stream(request, call))
+        return await self._started(call, self.router.complete_stream(request, call),
+                                   estimate_completion_prompt(request))
 
     async def embed(self, request: EmbeddingRequest,
                     principal: Principal = ANONYMOUS) -> dict[str, Any]:
@@ -222,7 +273,7 @@ class Inference:
         call = await self._begin(request.path.strip("/").replace("/", "."), request.model,
                                  principal, False, lambda: size)
         try:
-            result = await self.router.forward(request)
+            result = await self.router.forward(request, call)
         except BaseException as exc:
             self._failed(call, exc)
             raise
@@ -230,12 +281,12 @@ class Inference:
         return result
 
     async def _simple(self, endpoint: str, request: Any, principal: Principal,
-                      run: Callable[[Any], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+                      run: Callable[[Any, Call], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         """A request answered in one piece, metered by its usage's tokens."""
         size = len(request.model_dump_json()) // 4 + 1
         call = await self._begin(endpoint, request.model, principal, False, lambda: size)
         try:
-            result = await run(request)
+            result = await run(request, call)
         except BaseException as exc:
             self._failed(call, exc)
             raise
@@ -254,8 +305,8 @@ class Inference:
             self._failed(call, exc)
             raise
         call.images, call.steps = image_usage(result)
-        self.metering.metrics.child("images", call.model, "images").inc(call.images)
-        self.metering.metrics.child("images", call.model, "steps").inc(call.steps)
+        self.metering.metrics.child("images", call.label, "images").inc(call.images)
+        self.metering.metrics.child("images", call.label, "steps").inc(call.steps)
         self._done(call, None)
         return result
 

@@ -66,6 +66,8 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # aiosqlite logs every statement with its parameters (replica URLs, credentials) at debug
+    logging.getLogger("aiosqlite").setLevel(max(root.level, logging.INFO))
 
 
 def uvicorn_log_config() -> dict[str, Any]:

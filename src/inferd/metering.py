@@ -18,7 +18,7 @@ from inferd.logs import request_id_var
 from inferd.metrics import Metrics, ReplicaState
 from inferd.routing.router import Router
 from inferd.settings import Settings
-from inferd.store.db import Database
+from inferd.store.db import Database, unreachable
 from inferd.store.usage import UsageStore
 from inferd.usage import UsageRecord, UsageRecorder
 
@@ -31,12 +31,15 @@ CLIENT_CLOSED = 499
 class Call:
     """One request on its way through: what metering needs at the end."""
 
-    __slots__ = ("endpoint", "images", "model", "principal", "replica", "request_id",
+    __slots__ = ("endpoint", "images", "label", "model", "principal", "replica", "request_id",
                  "reservation", "started", "steps", "stream", "ttft")
 
-    def __init__(self, endpoint: str, model: str, principal: Principal, stream: bool) -> None:
+    def __init__(self, endpoint: str, model: str, principal: Principal, stream: bool,
+                 label: str | None = None) -> None:
         self.endpoint = endpoint
         self.model = model
+        # the model's value in metric labels: ``model`` when it is known (see Inference)
+        self.label = model if label is None else label
         self.principal = principal
         self.stream = stream
         self.started = time.perf_counter()
@@ -46,6 +49,10 @@ class Call:
         self.request_id = request_id_var.get()
         self.images: int | None = None  # image generation only: pictures and steps made
         self.steps: int | None = None
+
+    def may_use(self, model: str) -> bool:
+        """Whether the caller's key may use ``model`` (the router skips other fallbacks)."""
+        return self.principal.may_use(model)
 
 
 def replica_states(router: Router) -> list[ReplicaState]:
@@ -69,12 +76,16 @@ class Metering:
     async def start(cls, settings: Settings, db: Database) -> Metering:
         """The recorder writing to ``db``, started (``close`` writes what is left)."""
         store = UsageStore(db)
-        recorder = UsageRecorder(store.insert_many, flush_seconds=settings.usage_flush_seconds)
+        recorder = UsageRecorder(store.insert_many, flush_seconds=settings.usage_flush_seconds,
+                                 transient=unreachable)
         self = cls(store, recorder, log_requests=settings.log_requests)
         await recorder.start()
         self.metrics.register_gauge("inferd_usage_records_pending",
                                     "Usage records waiting to be written",
                                     lambda: float(recorder.pending))
+        self.metrics.register_gauge("inferd_usage_records_rejected",
+                                    "Usage records the database refused (dropped and logged)",
+                                    lambda: float(recorder.rejected))
         return self
 
     async def close(self) -> None:
@@ -98,7 +109,7 @@ class Metering:
         if usage:
             prompt = usage.get("prompt_tokens") or 0
             completion = usage.get("completion_tokens") or 0
-        model, metrics = call.model, self.metrics
+        model, metrics = call.label, self.metrics
         metrics.child("requests", model, call.endpoint, str(status)).inc()
         metrics.child("latency", model, call.endpoint).observe(latency)
         ttft = None
@@ -110,15 +121,16 @@ class Metering:
         if completion:
             metrics.child("tokens", model, "completion").inc(completion)
         key_id = call.principal.key_id
-        self.recorder.record(UsageRecord(
-            time.time(), call.request_id, key_id, model, call.replica, call.endpoint,
-            call.stream, status, error, prompt, completion, prompt + completion,
-            latency * 1000.0, None if ttft is None else ttft * 1000.0, call.images,
-            call.steps))
+        if call.principal.metered:  # else the gateway that forwarded it records it
+            self.recorder.record(UsageRecord(
+                time.time(), call.request_id, key_id, call.model, call.replica, call.endpoint,
+                call.stream, status, error, prompt, completion, prompt + completion,
+                latency * 1000.0, None if ttft is None else ttft * 1000.0, call.images,
+                call.steps))
         if self.log_requests or status >= 500:
             log.log(logging.WARNING if status >= 500 else logging.INFO,
-                    "%s %s %d", call.endpoint, model, status, extra={
-                        "key_id": key_id, "model": model, "endpoint": call.endpoint,
+                    "%s %s %d", call.endpoint, call.model, status, extra={
+                        "key_id": key_id, "model": call.model, "endpoint": call.endpoint,
                         "status": status, "error": error, "prompt_tokens": prompt,
                         "completion_tokens": completion, "stream": call.stream,
                         "latency_ms": round(latency * 1000.0, 3)})

@@ -6,23 +6,37 @@ imports none of them:
 
 - ``register_gauge(name, help, read)``: any number, e.g. the job queue's depth;
 - ``register_replicas(read)``: the router's replica states (healthy, in flight, cooldown).
+
+Every label value comes from a bounded set: model names the router knows (others are counted
+as ``UNKNOWN_MODEL``), replica ids, endpoint names, HTTP statuses and error codes of inferd
+itself; never a key, a request id or any other string a client chooses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 log = logging.getLogger("inferd.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The model label of requests for a model the router does not know.
+UNKNOWN_MODEL = "_unknown"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0, 60.0, 120.0)
 
@@ -83,6 +97,16 @@ class _Callbacks(Collector):
         yield from (healthy, in_flight, cooldown, failures)
 
 
+class _Collected(Collector):
+    """Metric families collected earlier (rendered later, in another thread)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
 class Metrics:
     """The collectors of one process and the hooks other parts register with."""
 
@@ -107,8 +131,10 @@ class Metrics:
                                     ["reason"], registry=r)
         self.auth_failures = Counter("inferd_auth_failures", "Requests refused with 401",
                                      registry=r)
+        # process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total...
+        ProcessCollector(registry=r)
+        # read at each scrape, on the event loop (the state they read is the loop's)
         self._callbacks = _Callbacks()
-        r.register(self._callbacks)
         # Label children by key, so the hot path skips prometheus-client's label lookup.
         self._children: dict[tuple[str, ...], Any] = {}
 
@@ -128,4 +154,13 @@ class Metrics:
         return child
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return self._render(list(self._callbacks.collect()))
+
+    async def render_off_loop(self) -> bytes:
+        """``render()`` with the text built in a worker thread: a scrape does not hold up the
+        event loop (and the requests on it) however many series there are. The registered
+        callbacks are still read on the loop, where the state they read changes."""
+        return await asyncio.to_thread(self._render, list(self._callbacks.collect()))
+
+    def _render(self, collected: list[Metric]) -> bytes:
+        return generate_latest(self.registry) + generate_latest(_Collected(collected))

@@ -22,7 +22,7 @@ from inferd.roles import start_role
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
 from inferd.routing.router import Replica, Router
 from inferd.settings import Settings
-from inferd.store.db import Database
+from inferd.store.db import Database, open_database
 from inferd.store.replicas import ReplicaStore
 
 log = logging.getLogger("inferd")
@@ -60,8 +60,11 @@ class Services:
     @classmethod
     async def _start(cls, settings: Settings, stack: AsyncExitStack) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database(settings.resolved_database_url())
+        db = open_database(settings)
         stack.push_async_callback(db.close)
+        if not db.secrets.encrypts:
+            log.warning("INFERD_SECRET_KEY is not set: replica credentials and webhook "
+                        "secrets are stored in the database in plaintext")
         await prepare_schema(db, settings)
         router = Router(max_attempts=settings.router_max_attempts)
         # usage records and limits are closed after the keys and before the database
@@ -70,8 +73,10 @@ class Services:
         metering.watch(router)
         inference = Inference(router, metering, limiter=build_limiter(settings))
         stack.push_async_callback(inference.close)
+        throttled = metering.metrics.child("rate_limited", "too_many_failed_authentications")
         auth = await Auth.start(settings, db, on_load=inference.seed_budgets,
-                                on_failure=metering.metrics.auth_failures.inc)
+                                on_failure=metering.metrics.auth_failures.inc,
+                                on_throttled=throttled.inc)
         stack.push_async_callback(auth.close)
         RESIDENCY.max_loaded = settings.max_loaded_models
         engines = [(spec, build_engine(spec)) for spec in settings.all_models()]
@@ -95,6 +100,10 @@ class Services:
         metering.metrics.register_gauge("inferd_queue_depth",
                                         "Jobs waiting in this process's queue.",
                                         lambda: float(jobs.queue.depth()))
+        loop = asyncio.get_running_loop()  # read from the scrape's thread too
+        metering.metrics.register_gauge(
+            "inferd_asyncio_tasks", "Tasks on the event loop; growth under steady load is a "
+            "leak (bench/soak.py watches it).", lambda: float(len(asyncio.all_tasks(loop))))
         return cls(settings=settings, db=db, router=router, auth=auth, metering=metering,
                    inference=inference, catalog=catalog, jobs=jobs, stack=stack)
 

@@ -178,6 +178,9 @@ class JobSettings(BaseSettings):
     webhook_attempts: int = Field(default=5, ge=1, le=20)
     webhook_backoff_seconds: float = Field(default=1.0, ge=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Hosts/networks webhook URLs may point at (checked at submission and again when sent):
+    # "public" (globally routable addresses), CIDR networks, host names, "*.domain".
+    webhook_allowed_hosts: list[str] = Field(default_factory=lambda: ["public"])
     max_batch_lines: int = Field(default=50_000, ge=1)
 
     def workers_for(self, model: str) -> int:
@@ -198,6 +201,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     # Batch input files may be larger than a single request.
     max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    # Upper bound on a request's head (request line and headers): 431 and the connection closed.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Seconds a client has to send a complete request head, from its first byte (or from the
+    # connection's opening): 408 and the connection closed (slowloris).
+    header_timeout_seconds: float = Field(default=10.0, gt=0.0, le=3600.0)
+    # Seconds an idle keep-alive connection stays open between two requests.
+    keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
+    # /ready turns 503 after this many writes in a row failed for lack of storage (disk full,
+    # read-only); it turns 200 again at the next write that succeeds.
+    unready_after_failed_writes: int = Field(default=3, ge=1, le=1000)
     models: list[ModelSpec] = Field(default_factory=list)
     # When false, the bundled models are not added automatically.
     bundled_models: bool = True
@@ -210,6 +223,10 @@ class Settings(BaseSettings):
     # API keys: "auto" = off on a loopback address until an admin key exists, required
     # elsewhere; "on" = always required; "off" = no keys (loopback only). See README.
     auth: Literal["auto", "on", "off"] = "auto"
+    # Failed authentications one client address may make per window before its requests
+    # get 429 (0: no throttling); counted per process.
+    auth_failure_limit: int = Field(default=30, ge=0)
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0.0, le=86400.0)
     # Seconds between checks for keys changed by another gateway (revocation delay).
     key_refresh_seconds: float = Field(default=2.0, gt=0.0, le=3600.0)
     # Where per-key limits live: "local" (this process) or "redis" (shared by gateways);
@@ -257,8 +274,19 @@ class Settings(BaseSettings):
     engine_api_key: str = Field(default="", repr=False)
     # Seconds between an engine's heartbeats; routing drops it after three missed ones.
     engine_heartbeat_seconds: float = Field(default=5.0, gt=0.0, le=3600.0)
+    # Fernet key(s) that encrypt replica credentials and webhook secrets in the database,
+    # newest first, comma-separated (README "Security"); "" = stored in plaintext.
+    secret_key: str = Field(default="", repr=False)
     # The job system (``jobs:`` map of the config file, ``INFERD_JOB_*`` variables).
     jobs: JobSettings = Field(default_factory=JobSettings)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _fernet_keys(cls, v: str) -> str:
+        from inferd.secretbox import parse_keys
+
+        parse_keys(v)
+        return v
 
     @field_validator("database_url")
     @classmethod

@@ -65,7 +65,7 @@ def test_missing_and_invalid_keys_get_401(server: InferdProcess) -> None:
 
 def test_user_key_chats_and_lists_only_its_models(server: InferdProcess) -> None:
     key = new_key(server, name="alice", owner="alice", models=["echo"])
-    assert key["key"].startswith("sk-inferd-") and key["prefix"] == key["key"][:16]
+    assert key["key"].startswith("sk-inferd-") and key["prefix"] == key["key"][:14]
     client = sdk(server, key["key"])
     assert chat(client) == "hello there"
     assert [m.id for m in client.models.list()] == ["echo"]

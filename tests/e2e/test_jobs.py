@@ -94,6 +94,12 @@ def test_job_lifecycle_list_filters_and_cursor(http: httpx.Client) -> None:
 @pytest.mark.parametrize(("body", "status", "param"), [
     (chat_job(webhook_url="ftp://example.com/hook"), 400, "webhook_url"),
     (chat_job(webhook_url="javascript:alert(1)"), 400, "webhook_url"),
+    # outside the webhook allow-list (public addresses and 127.0.0.1 here)
+    (chat_job(webhook_url="http://169.254.169.254/latest/meta-data"), 400, "webhook_url"),
+    (chat_job(webhook_url="http://2852039166/"), 400, "webhook_url"),
+    (chat_job(webhook_url="http://[::ffff:169.254.169.254]/"), 400, "webhook_url"),
+    (chat_job(webhook_url="http://127.0.0.2:8000/hook"), 400, "webhook_url"),
+    (chat_job(webhook_url="http://10.0.0.1/hook"), 400, "webhook_url"),
     ({"endpoint": "/v1/images", "body": {"model": CHAT_MODEL}}, 400, "endpoint"),
     ({"endpoint": "/v1/chat/completions", "body": {"model": "no-such-model",
                                                    "messages": [{"role": "user",
@@ -219,3 +225,48 @@ async def test_webhook_is_signed_retried_and_recorded(inferd_server: InferdProce
     assert payload["type"] == "job.completed" and payload["data"]["id"] == job["id"]
     assert [a["status_code"] for a in attempts] == [500, 200]
     assert final["webhook_status"] == "delivered"
+
+
+def _same_answer(body: dict[str, Any]) -> dict[str, Any]:
+    """What must match between a job's result and a sync answer: all but ids, times and the
+    spacing of a call's arguments (streamed as the model wrote them, parsed when not)."""
+    choices = []
+    for choice in body["choices"]:
+        message = dict(choice["message"])
+        message["tool_calls"] = [
+            {**call, "id": None, "function": {**call["function"], "arguments": orjson.loads(
+                call["function"]["arguments"])}} for call in message.get("tool_calls") or []]
+        choices.append({**choice, "message": message})
+    return {"object": body["object"], "model": body["model"], "choices": choices,
+            "usage": body["usage"]}
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+
+
+@pytest.mark.parametrize("extra", [
+    {"n": 2, "logprobs": True, "top_logprobs": 1},
+    {"tools": [WEATHER], "tool_choice": "required", "parallel_tool_calls": False,
+     "max_tokens": 120},
+], ids=["two-choices", "tool-call"])
+def test_job_result_is_the_body_a_sync_request_answers(http: httpx.Client,
+                                                       extra: dict[str, Any]) -> None:
+    job = chat_job("What is the weather in Paris?", max_tokens=24)
+    job["body"].update(extra)
+    sync = http.post("/v1/chat/completions", json=job["body"])
+    assert sync.status_code == 200, sync.text
+    done = wait_done(http, http.post("/v1/jobs", json=job).json()["id"])
+    assert done["status"] == "completed", done
+    assert _same_answer(done["result"]) == _same_answer(sync.json())
+    choices = done["result"]["choices"]
+    assert len(choices) == extra.get("n", 1)
+    if "tools" in extra:
+        assert choices[0]["finish_reason"] == "tool_calls"
+        call = choices[0]["message"]["tool_calls"][0]
+        assert call["function"]["name"] == "get_weather" and call["id"].startswith("call_")
+        assert "city" in orjson.loads(call["function"]["arguments"])
+    else:
+        assert all(c["logprobs"]["content"] for c in choices)

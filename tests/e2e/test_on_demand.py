@@ -37,6 +37,13 @@ def states(http: httpx.Client) -> dict[str, Any]:
     return {m["id"]: m["state"] for m in data}
 
 
+def settled(http: httpx.Client) -> dict[str, Any]:
+    """Each model's memory state while none is changing: both admin views must agree."""
+    models = {m["name"]: m["state"] for m in http.get("/admin/v1/models").json()["data"]}
+    assert models == states(http)
+    return models
+
+
 def wait_state(http: httpx.Client, model: str, state: str) -> None:
     deadline = time.monotonic() + 60
     while states(http)[model] != state:
@@ -55,7 +62,7 @@ def test_load_on_demand_keep_alive_and_budget(server: InferdProcess) -> None:
     with httpx.Client(base_url=server.url, timeout=120,
                       headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as http:
         assert httpx.get(server.url + "/ready").status_code == 200
-        assert states(http) == {"first": "unloaded", "second": "unloaded", "brief": "unloaded"}
+        assert settled(http) == {"first": "unloaded", "second": "unloaded", "brief": "unloaded"}
         assert ask(client, "first")
         assert states(http)["first"] == "loaded"
         assert ask(client, "second")
@@ -63,10 +70,13 @@ def test_load_on_demand_keep_alive_and_budget(server: InferdProcess) -> None:
         # unloads it as soon as its request ends.
         assert ask(client, "brief")
         wait_state(http, "brief", "unloaded")
-        assert states(http) == {"first": "unloaded", "second": "loaded", "brief": "unloaded"}
+        assert settled(http) == {"first": "unloaded", "second": "loaded", "brief": "unloaded"}
         assert http.post("/admin/v1/engines/first/load").json()["state"] == "loaded"
-        assert states(http) == {"first": "loaded", "second": "loaded", "brief": "unloaded"}
+        assert settled(http) == {"first": "loaded", "second": "loaded", "brief": "unloaded"}
         assert http.post("/admin/v1/engines/second/unload").json()["state"] == "unloaded"
         assert http.post("/admin/v1/engines/nope/load").status_code == 404
+        first = http.get("/admin/v1/models/first").json()
+        assert first["state"] == "loaded" and first["loadable"] is True
+        assert [r["state"] for r in first["replicas"]] == ["loaded"]
         anonymous = httpx.get(server.url + "/admin/v1/engines")
         assert anonymous.status_code == 401

@@ -243,7 +243,11 @@ def test_malformed_json_is_400(http: httpx.Client) -> None:
     ({"model": CHAT_MODEL, "messages": HELLO, "frobnicate": True}, "frobnicate"),
     ({"model": CHAT_MODEL, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
-     "messages[0].content"),
+     "messages[0].content[0]"),  # the bundled model reads text only
+    ({"model": CHAT_MODEL, "messages": [*HELLO, {"role": "user", "content": [
+        {"type": "text", "text": "and this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]},
+     "messages[1].content[1]"),
 ])
 def test_invalid_fields_are_400_naming_the_field(http: httpx.Client, body: dict[str, Any],
                                                  param: str) -> None:

@@ -14,9 +14,9 @@ from aiohttp import web
 
 from inferd.engines.http import HttpEngine
 from inferd.errors import ModelNotFound
+from inferd.outbound import HostAllowList
 from inferd.routing.catalog import ReplicaCatalog, build_remote_engine, start_catalog
 from inferd.routing.router import Router
-from inferd.routing.security import HostAllowList
 from inferd.settings import ReplicaSpec, load_settings
 from inferd.store.db import Database
 from inferd.store.replicas import ReplicaStore

@@ -9,9 +9,16 @@ import time
 from inferd.ids import new_id
 from inferd.store.db import Database
 from inferd.store.files import FileRecord, FileStore
-from inferd.store.jobs import JobEvent, JobRecord, JobStore
+from inferd.store.jobs import JobEvent, JobRecord, JobStore, Outcome
 from inferd.store.tables_jobs import FILE_PART_BYTES
+from inferd.store.usage import UsageStore
+from inferd.usage import UsageRecord
 from tests.helpers import wait_for_async
+
+
+def _usage(request_id: str) -> UsageRecord:
+    return UsageRecord(time.time(), request_id, "1", "echo", None, "chat", False, 200, None,
+                       1, 2, 3, 4.0, None, None, None)
 
 
 def _job(**fields: object) -> JobRecord:
@@ -106,3 +113,83 @@ async def test_files_larger_than_one_part_round_trip(database: Database) -> None
     assert (await files.get(record.id)).bytes == len(content)  # type: ignore[union-attr]
     assert await files.delete(record.id)
     assert await files.get(record.id) is None
+
+
+async def test_a_group_claim_takes_each_claimable_job_once_with_its_last_event(
+        database: Database) -> None:
+    store = JobStore(database)
+    fresh, _ = await store.insert(_job())
+    rerun, _ = await store.insert(_job())
+    await store.add_events(rerun.id, [JobEvent(1, "status", "{}"), JobEvent(2, "token", "{}")])
+    late, _ = await store.insert(_job(deadline_at=time.time() - 1))
+    claims = await store.claim_many([fresh.id, rerun.id, late.id, fresh.id, "job_unknown"],
+                                    "w1", 30, 3)
+    assert [None if c is None else (c[0].id, c[1]) for c in claims] == [
+        (fresh.id, 0), (rerun.id, 2), None, None, None]  # a repeated id: its first caller only
+    first = claims[0]
+    assert first is not None and first[0].status == "running" and first[0].attempts == 1
+    assert first[0].claimed_by == "w1" and first[0].request == {"model": "echo"}
+    # claimed now: another worker's group gets nothing
+    assert await store.claim_many([fresh.id, rerun.id], "w2", 30, 3) == [None, None]
+
+
+async def test_a_group_finish_stores_only_the_outcomes_of_jobs_still_held(
+        database: Database) -> None:
+    store = JobStore(database)
+    mine, _ = await store.insert(_job())
+    cancelled, _ = await store.insert(_job(webhook_url="http://127.0.0.1:9/hook"))
+    hooked, _ = await store.insert(_job(webhook_url="http://127.0.0.1:9/hook"))
+    for job in (mine, cancelled, hooked):
+        assert await store.claim(job.id, "w1", 30, 3) is not None
+    assert await store.finish(cancelled.id, None, "cancelled", from_status=("running",))
+    usage = UsageStore(database)
+    before = await usage.count()
+    stored = await store.finish_many("w1", [
+        (mine.id, Outcome("completed", result={"n": 1}, status_code=200,
+                          usage={"total_tokens": 3}), [_usage(mine.id)]),
+        (cancelled.id, Outcome("completed", result={"n": 2}, status_code=200),
+         [_usage(cancelled.id)]),
+        (hooked.id, Outcome("failed", error={"message": "no"}, status_code=500), ())])
+    assert stored == [True, False, True]
+    # billed with the stored outcomes only: the cancelled job's run is not billed here
+    assert await usage.count() == before + 1
+    done = await store.get(mine.id)
+    assert done is not None and done.status == "completed" and done.result == {"n": 1}
+    assert done.usage == {"total_tokens": 3} and done.lease_expires_at is None
+    assert done.finished_at is not None and done.webhook_state is None
+    kept = await store.get(cancelled.id)
+    assert kept is not None and kept.status == "cancelled" and kept.result is None
+    failed = await store.get(hooked.id)
+    assert failed is not None and failed.status == "failed" and failed.error == {"message": "no"}
+    assert failed.webhook_state == "pending"
+    # stored once: a second group with the same job changes nothing
+    assert await store.finish_many("w1", [(mine.id, Outcome("failed"), ())]) == [False]
+    assert (await store.get(mine.id)).status == "completed"  # type: ignore[union-attr]
+
+
+async def test_events_of_several_jobs_go_in_one_insert(database: Database) -> None:
+    store = JobStore(database)
+    first, _ = await store.insert(_job())
+    second, _ = await store.insert(_job())
+    await store.add_events_many([(first.id, [JobEvent(1, "status", '{"a":1}')]),
+                                 (second.id, [JobEvent(1, "status", "{}"),
+                                              JobEvent(2, "token", '{"text":"x"}')])])
+    assert [(e.seq, e.data) for e in await store.events_after(first.id, 0)] == [(1, '{"a":1}')]
+    assert [e.kind for e in await store.events_after(second.id, 0)] == ["status", "token"]
+
+
+async def test_a_job_the_broker_holds_is_not_recovered_until_its_mark_lapses(
+        database: Database) -> None:
+    store = JobStore(database)
+    queued, _ = await store.insert(_job())
+    lost, _ = await store.insert(_job())
+    lapsed, _ = await store.insert(_job())
+    await store.mark_queued([queued.id], time.time() + 600)
+    await store.mark_queued([lapsed.id], time.time() - 1)
+    assert {j.id for j in await store.recoverable()} == {lost.id, lapsed.id}
+    # claimed, then handed back: not queued any more, so the sweep publishes it again
+    assert await store.claim(queued.id, "w", 30, 3) is not None
+    await store.mark_queued([queued.id], time.time() + 600)  # a late mark of a running job
+    assert (await store.get(queued.id)).status == "running"  # type: ignore[union-attr]
+    await store.release(queued.id, "w")
+    assert queued.id in {j.id for j in await store.recoverable()}

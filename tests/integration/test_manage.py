@@ -12,11 +12,11 @@ import pytest
 
 from inferd.engines.echo import EchoEngine
 from inferd.errors import Conflict, InvalidRequest, NotFound
+from inferd.outbound import HostAllowList
 from inferd.routing.catalog import ReplicaCatalog
 from inferd.routing.manage import ModelAdmin, ModelCreate, ModelUpdate, ReplicaUpdate
 from inferd.routing.replica import Replica
 from inferd.routing.router import Router
-from inferd.routing.security import HostAllowList
 from inferd.settings import ModelSpec, ReplicaSpec
 from inferd.store.db import Database
 from inferd.store.replicas import ReplicaStore

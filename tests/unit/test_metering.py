@@ -1,10 +1,23 @@
-"""The usage recorder's batching and retries, and the metrics callback registry."""
+"""The usage recorder's batching and retries, the metrics callback registry, bounded metric
+labels and rendering off the event loop."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from typing import Any
 
+import pytest
+
+from inferd import metrics as metrics_module
+from inferd.engines.echo import EchoEngine
+from inferd.errors import ModelNotFound
+from inferd.inference import Inference
+from inferd.metering import Metering
 from inferd.metrics import Metrics, ReplicaState
+from inferd.routing.router import Replica, Router
+from inferd.schemas.openai import ChatCompletionRequest
+from inferd.settings import ModelSpec
 from inferd.store.tables_control import usage_records
 from inferd.usage import UsageRecord, UsageRecorder
 
@@ -80,3 +93,60 @@ def test_registered_gauges_and_replica_states_are_scraped() -> None:
 
 def test_a_usage_record_has_one_field_per_column_of_the_usage_table() -> None:
     assert UsageRecord._fields == tuple(c.name for c in usage_records.columns if c.name != "id")
+
+
+async def test_metrics_are_rendered_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exposition text is built in a worker thread; the registered callbacks (which read
+    the loop's state) still run on the loop."""
+    rendered_in: list[int] = []
+    read_in: list[int] = []
+    real = metrics_module.generate_latest
+
+    def spy(registry: Any) -> bytes:
+        rendered_in.append(threading.get_ident())
+        return real(registry)
+
+    monkeypatch.setattr(metrics_module, "generate_latest", spy)
+    metrics = Metrics()
+    metrics.register_gauge("inferd_queue_depth", "Jobs waiting",
+                           lambda: read_in.append(threading.get_ident()) or 3)
+    metrics.child("requests", "m", "chat", "200").inc()
+    text = (await metrics.render_off_loop()).decode()
+    assert "inferd_queue_depth 3.0" in text
+    assert 'inferd_requests_total{endpoint="chat",model="m",status="200"} 1.0' in text
+    loop_thread = threading.get_ident()
+    assert rendered_in and loop_thread not in rendered_in
+    assert read_in == [loop_thread]
+
+
+async def test_unknown_model_names_are_one_label() -> None:
+    """A request for a model the router does not know is counted under ``_unknown``: clients
+    cannot add label values (series) to the metrics."""
+    router = Router()
+    router.add(Replica(id="local:echo", model="echo",
+                       engine=EchoEngine(ModelSpec(name="echo", kind="echo"))),
+               aliases=["echo-alias"])
+    store = FlakyStore()
+    metering = Metering(None, UsageRecorder(store.write, flush_seconds=3600))  # type: ignore[arg-type]
+    inference = Inference(router, metering)
+    names = [f"made-up-{i}" for i in range(50)]
+    for name in names:
+        with pytest.raises(ModelNotFound):
+            await inference.chat(_chat(name))
+    await inference.chat(_chat("echo"))
+    await inference.chat(_chat("echo-alias"))
+    text = metering.metrics.render().decode()
+    assert not any(name in text for name in names)
+    assert ('inferd_requests_total{endpoint="chat",model="_unknown",status="404"} 50.0'
+            in text)
+    assert 'inferd_requests_total{endpoint="chat",model="echo",status="200"} 1.0' in text
+    assert 'inferd_requests_total{endpoint="chat",model="echo-alias",status="200"} 1.0' in text
+    assert 'inferd_requests_in_flight{model="_unknown"} 0.0' in text
+    # the usage records keep the name that was asked for
+    await metering.recorder.flush()
+    assert {r.model for batch in store.batches for r in batch} >= set(names)
+
+
+def _chat(model: str) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
+        {"model": model, "messages": [{"role": "user", "content": "a b"}]})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from inferd.errors import InvalidRequest
-from inferd.routing.security import HostAllowList
+from inferd.outbound import HostAllowList
 from inferd.settings import DEFAULT_REPLICA_NETWORKS
 
 

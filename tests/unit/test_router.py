@@ -101,6 +101,9 @@ class Metered:
     def __init__(self) -> None:
         self.replica: str | None = None
 
+    def may_use(self, model: str) -> bool:
+        return True
+
 
 async def test_the_caller_learns_the_replica_that_answered(dead_engine: HttpEngine) -> None:
     router = Router()

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferd.errors import InvalidRequest, UnsupportedParameter
-from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest
+from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest, ModelName
 
 # Fields a client such as Claude Code sends that do not change what inferd can answer.
 IGNORED_FIELDS = frozenset({"metadata", "service_tier", "thinking", "context_management",
@@ -86,7 +86,7 @@ class CountTokensRequest(BaseModel):
     """``POST /v1/messages/count_tokens``."""
 
     model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1)
+    model: ModelName
     messages: list[Message] = Field(min_length=1)
     system: str | list[TextBlock] | None = None
     tools: list[Tool] | None = None

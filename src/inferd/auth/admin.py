@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inferd.auth.keys import (
+    MIN_KEY_CHARS,
     KeyRing,
     display_prefix,
     generate_key,
@@ -21,9 +22,8 @@ from inferd.auth.keys import (
 from inferd.auth.principal import BudgetPeriod, Scope
 from inferd.errors import InvalidRequest, NotFound
 from inferd.ids import new_webhook_secret
+from inferd.schemas.openai import INT32, INT64, MAX_DURATION, MAX_EPOCH
 from inferd.store.keys import KeyStore
-
-MIN_KEY_CHARS = 16
 
 
 class KeyLimits(BaseModel):
@@ -35,12 +35,12 @@ class KeyLimits(BaseModel):
     owner: str | None = Field(default=None, max_length=191)
     team: str | None = Field(default=None, max_length=191)
     models: list[str] | None = Field(default=None, max_length=1000)
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    ipm: int | None = Field(default=None, ge=1)  # images per minute
-    token_budget: int | None = Field(default=None, ge=0)
+    rpm: int | None = Field(default=None, ge=1, le=INT32)
+    tpm: int | None = Field(default=None, ge=1, le=INT32)
+    ipm: int | None = Field(default=None, ge=1, le=INT32)  # images per minute
+    token_budget: int | None = Field(default=None, ge=0, le=INT64)
     budget_period: BudgetPeriod | None = None
-    expires_at: float | None = Field(default=None, gt=0)
+    expires_at: float | None = Field(default=None, gt=0, le=MAX_EPOCH, allow_inf_nan=False)
     metadata: dict[str, str] | None = None
 
 
@@ -49,14 +49,22 @@ class KeySpec(KeyLimits):
 
     scope: Scope = "user"
     # Seconds from now (an alternative to ``expires_at``).
-    expires_in: float | None = Field(default=None, gt=0)
+    expires_in: float | None = Field(default=None, gt=0, le=MAX_DURATION, allow_inf_nan=False)
 
 
 class KeyUpdate(KeyLimits):
-    """A change to a key: only the fields present in the request are changed."""
+    """A change to a key: only the fields present in the request are changed. ``scope`` and
+    ``enabled`` are never null (a key always has both): absent means unchanged."""
 
     scope: Scope | None = None
     enabled: bool | None = None
+
+    @field_validator("scope", "enabled")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:  # sent as null (an absent field is not validated)
+            raise ValueError("may be left out, but not null")
+        return value
 
 
 def key_view(row: dict[str, Any], *, key: str | None = None,

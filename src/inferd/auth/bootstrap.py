@@ -20,8 +20,8 @@ import ipaddress
 import secrets
 import time
 
-from inferd.auth.admin import MIN_KEY_CHARS, KeyAdmin, KeySpec
-from inferd.auth.keys import display_prefix, hash_key
+from inferd.auth.admin import KeyAdmin, KeySpec
+from inferd.auth.keys import MIN_KEY_CHARS, display_prefix, hash_key
 from inferd.settings import Settings
 from inferd.store.keys import KeyStore
 from inferd.store.repo import KeyValueStore
@@ -64,7 +64,8 @@ async def _install_env_key(admin: KeyAdmin, store: KeyStore, key: str) -> None:
     row = await store.find_by_name(ENV_KEY_NAME)
     if row is None:
         await admin.create(KeySpec(name=ENV_KEY_NAME, scope="admin"), key=key)
-    elif row["key_hash"] != hash_key(key) or not row["enabled"] or row["scope"] != "admin":
+    elif (not secrets.compare_digest(row["key_hash"], hash_key(key)) or not row["enabled"]
+          or row["scope"] != "admin"):
         await store.update(row["id"], {"key_hash": hash_key(key), "prefix": display_prefix(key),
                                        "enabled": True, "scope": "admin", "expires_at": None})
 

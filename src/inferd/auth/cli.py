@@ -14,9 +14,10 @@ import click
 import orjson
 
 from inferd.auth.admin import KeyAdmin, KeySpec, KeyUpdate
+from inferd.cli_options import config_option
 from inferd.errors import InferdError
 from inferd.settings import load_settings
-from inferd.store.db import Database
+from inferd.store.db import open_database
 from inferd.store.keys import KeyStore
 
 T = TypeVar("T")
@@ -30,7 +31,7 @@ def _run(config: Path | None, work: Callable[[KeyAdmin], Awaitable[T]]) -> T:
 
     async def main() -> T:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database(settings.resolved_database_url())
+        db = open_database(settings)
         try:
             await db.migrate()
             return await work(KeyAdmin(KeyStore(db)))
@@ -45,10 +46,6 @@ def _run(config: Path | None, work: Callable[[KeyAdmin], Awaitable[T]]) -> T:
 
 def _echo(data: Any) -> None:
     click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
-
-
-config_option = click.option("--config", "config", type=click.Path(path_type=Path),
-                             default=None, help="YAML config file (also INFERD_CONFIG).")
 
 
 def limit_options(func: Callable[..., Any]) -> Callable[..., Any]:

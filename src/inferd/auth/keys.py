@@ -2,7 +2,9 @@
 
 A key is ``sk-inferd-`` plus 32 random bytes (URL-safe base64). Only its SHA-256 hash is
 stored (a fast hash is right for a high-entropy random secret: there is nothing to guess) and
-a short prefix for display. ``KeyRing`` holds every key's ``Principal`` by hash, so
+a short prefix for display: the ``sk-inferd-`` mark, if any, and at most ``SHOWN_CHARS`` more
+characters, so that a display prefix never reveals a key (an admin may choose a key of only
+``MIN_KEY_CHARS`` characters). ``KeyRing`` holds every key's ``Principal`` by hash, so
 authenticating a request costs a hash and a dict lookup, never a database read. It polls one
 version value in the database every ``refresh_seconds`` and reloads when any gateway changed
 a key, so a revoked key stops working everywhere within that time.
@@ -26,7 +28,9 @@ from inferd.store.keys import KeyStore
 log = logging.getLogger("inferd.auth")
 
 KEY_PREFIX = "sk-inferd-"
-DISPLAY_CHARS = len(KEY_PREFIX) + 6
+SHOWN_CHARS = 4
+# A key an admin chooses (``INFERD_ADMIN_KEY``) has at least this many characters.
+MIN_KEY_CHARS = 24
 # Unknown keys trigger at most one version check per this many seconds (so a key made on
 # another gateway works within it, while invalid keys cannot hammer the database).
 MISS_REFRESH_SECONDS = 1.0
@@ -41,7 +45,9 @@ def hash_key(key: str) -> str:
 
 
 def display_prefix(key: str) -> str:
-    return key[:DISPLAY_CHARS]
+    """What lists show of a key: ``sk-inferd-AbCd`` (or ``AbCd`` for a key without the mark)."""
+    mark = KEY_PREFIX if key.startswith(KEY_PREFIX) else ""
+    return key[:len(mark) + SHOWN_CHARS]
 
 
 def principal_from_row(row: dict[str, Any]) -> Principal:
@@ -171,6 +177,20 @@ class KeyRing:
             return principal
         raise AuthenticationFailed("The API key that submitted this job is no longer valid.",
                                    code="key_revoked")
+
+    async def owner_fresh(self, key_id: str) -> Principal:
+        """Like ``owner``, but a key id this process has not loaded yet (made by another
+        process a moment ago, its job claimed here at once) first waits for a check for new
+        keys, as ``authenticate_fresh`` does; a key it knows as revoked fails at once."""
+        try:
+            return self.owner(key_id)
+        except AuthenticationFailed:
+            if any(str(e.principal.key_id) == key_id for e in self._entries.values()):
+                raise
+        if self._miss_check is None:
+            self._miss_check = asyncio.ensure_future(self._check_for_new_keys())
+        await asyncio.shield(self._miss_check)
+        return self.owner(key_id)
 
     def lookup(self, key: str) -> Principal | None:
         """The key's principal, or None when it is unknown (not checking enabled/expiry)."""

@@ -8,6 +8,10 @@ from typing import Literal
 Scope = Literal["admin", "user"]
 BudgetPeriod = Literal["day", "week", "month"]
 
+# Sent by a gateway (or worker) with every request it forwards to an http replica: the sender
+# meters the request, so an inferd engine receiving it with its engine credential does not.
+FORWARDED_HEADER = "X-Inferd-Forwarded"
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -33,6 +37,10 @@ class Principal:
     # Names this key's limit counters: unique per key, even across installations sharing a
     # Redis or a reused id (a prefix of the key's hash, which reveals nothing of the key).
     limit_id: str | None = None
+    # False on an engine for a request a gateway forwarded with the engine credential: the
+    # gateway (or worker) that received it records its usage, so the engine does not count
+    # it a second time.
+    metered: bool = True
 
     @property
     def limit_key(self) -> str:

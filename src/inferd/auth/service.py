@@ -1,8 +1,11 @@
 """``Auth``: who is calling. API keys (the in-memory ``KeyRing``), key administration, the
-rule for when keys are required, and the first start's bootstrap (see ``auth.bootstrap``)."""
+rule for when keys are required, the first start's bootstrap (see ``auth.bootstrap``) and the
+throttling of addresses that keep failing to authenticate (see ``auth.throttle``)."""
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
 import sys
 from collections.abc import Callable
 
@@ -10,7 +13,8 @@ from inferd.auth.admin import KeyAdmin
 from inferd.auth.bootstrap import AuthPolicy, bootstrap
 from inferd.auth.keys import KeyRing, LoadHook
 from inferd.auth.principal import ANONYMOUS, Principal
-from inferd.errors import AuthenticationFailed
+from inferd.auth.throttle import AuthThrottle
+from inferd.errors import AuthenticationFailed, RateLimited
 from inferd.settings import Settings
 from inferd.store.db import Database
 from inferd.store.keys import KeyStore
@@ -21,26 +25,39 @@ class Auth:
     """Keys, their administration and the policy of one process."""
 
     def __init__(self, keys: KeyRing, admin: KeyAdmin, policy: AuthPolicy, *,
-                 on_failure: Callable[[], None] | None = None) -> None:
+                 throttle: AuthThrottle | None = None,
+                 on_failure: Callable[[], None] | None = None,
+                 on_throttled: Callable[[], None] | None = None) -> None:
         self.keys = keys
         self.admin = admin
         self.policy = policy
+        self.throttle = throttle or AuthThrottle(0, 1.0)
         self.on_failure = on_failure or (lambda: None)
+        self.on_throttled = on_throttled or (lambda: None)
+        # The credential gateways call this engine with (``inferd engine`` only, else "").
+        self.forwarding_key = ""
+        self._unmetered: dict[str | None, Principal] = {}
 
     @classmethod
     async def start(cls, settings: Settings, db: Database, *, on_load: LoadHook | None = None,
-                    on_failure: Callable[[], None] | None = None) -> Auth:
+                    on_failure: Callable[[], None] | None = None,
+                    on_throttled: Callable[[], None] | None = None) -> Auth:
         """Apply the bootstrap rule, print a newly generated admin key once, load the keys.
 
         ``on_load`` sees every key each time they are loaded; ``on_failure`` counts refused
-        keys. ``close`` stops the key refresh.
+        keys and ``on_throttled`` the requests of throttled addresses. ``close`` stops the key
+        refresh.
         """
         store = KeyStore(db)
         generated = await bootstrap(settings, store, KeyValueStore(db))
         keys = KeyRing(store, refresh_seconds=settings.key_refresh_seconds, on_load=on_load)
+        throttle = AuthThrottle(settings.auth_failure_limit,
+                                settings.auth_failure_window_seconds)
         self = cls(keys, KeyAdmin(store, keys), AuthPolicy(settings.auth, settings.host),
-                   on_failure=on_failure)
+                   throttle=throttle, on_failure=on_failure, on_throttled=on_throttled)
         await keys.start()
+        if settings.role == "engine":
+            self.forwarding_key = settings.engine_api_key or settings.admin_key
         if generated:
             print("inferd: generated the first admin API key (shown only this once):\n"
                   f"  {generated}", file=sys.stderr, flush=True)
@@ -54,24 +71,44 @@ class Auth:
         """Whether requests must carry a valid key right now (see ``inferd.auth.bootstrap``)."""
         return self.policy.enforcing(self.keys.has_admin)
 
-    async def principal(self, token: str | None) -> Principal:
-        """The caller presenting ``token`` (None: no key sent); 401 when keys are required
-        and it is missing or not valid."""
+    async def principal(self, token: str | None, address: str | None = None) -> Principal:
+        """The caller presenting ``token`` (None: no key sent) from the client ``address``;
+        401 when keys are required and it is missing or not valid, 429 while ``address`` is
+        throttled for failing too often."""
         if not self.enforcing:
             # Keys are off: any client may call; a known key still brings its limits.
             known = self.keys.lookup(token) if token else None
             return self.keys.authenticate(token) if known is not None and token else ANONYMOUS
-        if token is None:
-            self.on_failure()
-            raise AuthenticationFailed(
-                "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
-                code="missing_api_key")
         try:
+            self.throttle.check(address)
+        except RateLimited:
+            self.on_throttled()
+            raise
+        try:
+            if token is None:
+                raise AuthenticationFailed(
+                    "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
+                    code="missing_api_key")
             return await self.keys.authenticate_fresh(token)
         except AuthenticationFailed:
             self.on_failure()
+            self.throttle.failed(address)
             raise
+
+    def forwarded(self, principal: Principal, token: str | None) -> Principal:
+        """The caller of a request a gateway forwarded (it carries ``FORWARDED_HEADER``):
+        with this engine's credential it is not metered here, as the gateway that received it
+        records its usage; any other key is metered as usual (the header alone proves
+        nothing)."""
+        if not (self.forwarding_key and token
+                and secrets.compare_digest(token.encode(), self.forwarding_key.encode())):
+            return principal
+        unmetered = self._unmetered.get(principal.key_id)
+        if unmetered is None or unmetered.scope != principal.scope:
+            unmetered = self._unmetered[principal.key_id] = dataclasses.replace(
+                principal, metered=False)
+        return unmetered
 
     async def owner(self, key_id: str) -> Principal:
         """The key that submitted earlier work (a job), as it is now; 401 when revoked."""
-        return self.keys.owner(key_id)
+        return await self.keys.owner_fresh(key_id)

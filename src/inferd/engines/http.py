@@ -4,7 +4,8 @@ llama.cpp's server, another inferd).
 Requests are forwarded as the client sent them, with the model name rewritten to the upstream's
 and the upstream's credential sent as a Bearer token. Answers come back with the public model
 name. Streams pass through chunk by chunk as they arrive; the upstream is asked for
-``stream_options.include_usage`` so that its final usage chunk is seen.
+``stream_options.include_usage`` so that its final usage chunk is seen. A query string in the
+replica URL (``?api-version=...``, ``?token=...``) is sent with every request.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from inferd.engines.remote import (
     error_text,
     transport_error,
 )
-from inferd.engines.upstream import UpstreamPool
+from inferd.engines.upstream import UpstreamClosed, UpstreamPool
 from inferd.errors import UpstreamError
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -34,8 +35,9 @@ from inferd.schemas.rerank import RerankRequest, ScoreRequest
 
 
 def api_base(url: str) -> str:
-    """``http://host:port`` -> ``http://host:port/v1``; a URL with a path is kept as it is."""
-    url = url.rstrip("/")
+    """``http://host:port`` -> ``http://host:port/v1``; a URL with a path is kept as it is
+    (its query string is left out: see ``HttpEngine.url``)."""
+    url = urlsplit(url)._replace(query="", fragment="").geturl().rstrip("/")
     return url if urlsplit(url).path not in ("", "/") else url + "/v1"
 
 
@@ -48,12 +50,19 @@ class HttpEngine(RemoteEngine):
     def __init__(self, name: str, spec: RemoteSpec) -> None:
         super().__init__(name, spec)
         self.base = api_base(spec.url)
+        query = urlsplit(spec.url).query
+        self.query = f"?{query}" if query else ""
         self.root = self.base[: -len("/v1")] if self.base.endswith("/v1") else self.base
         self.health_url = str(spec.options.get("health_url") or "")
         self._pool: UpstreamPool | None = None  # non-streamed calls; streams use aiohttp
         # What the upstream serves, as /v1/models shows it (e.g. ["images"] for an image server)
         if spec.options.get("capabilities"):
             self.capabilities = frozenset(str(c) for c in spec.options["capabilities"])
+
+    def url(self, path: str) -> str:
+        """The upstream URL of an API path (``/chat/completions``), with the replica URL's
+        query string."""
+        return self.base + path + self.query
 
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.name, kind=self.kind, capabilities=self.capabilities,
@@ -65,11 +74,11 @@ class HttpEngine(RemoteEngine):
             await self.get_ok(self.health_url)
             return
         try:
-            await self.get_ok(self.root + "/health")
+            await self.get_ok(self.root + "/health" + self.query)
         except UpstreamUnavailable as exc:
             if "answered" not in str(exc):
                 raise  # not reachable at all: no point asking another path
-            await self.get_ok(self.base + "/models")
+            await self.get_ok(self.url("/models"))
 
     def _body(self, request: ChatCompletionRequest | CompletionRequest | EmbeddingRequest
               | ImageGenerationRequest, stream: bool = False) -> dict[str, Any]:
@@ -88,7 +97,8 @@ class HttpEngine(RemoteEngine):
         self._pool = UpstreamPool(self.base, self._headers,
                                   max_connections=self.spec.max_connections,
                                   connect_timeout=self.spec.connect_timeout,
-                                  timeout=self.spec.timeout)
+                                  timeout=self.spec.timeout,
+                                  resolve=self.spec.allow.resolve if self.spec.allow else None)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -101,11 +111,13 @@ class HttpEngine(RemoteEngine):
         if self._pool is None:
             raise UpstreamUnavailable(f"The replica of '{self.name}' is not started.")
         try:
-            status, raw = await self._pool.post(path, orjson.dumps(body))
+            status, raw = await self._pool.post(path + self.query, orjson.dumps(body))
             if status < 300:
                 return orjson.loads(raw)
         except TRANSPORT_ERRORS as exc:
-            raise transport_error(exc, self.what) from exc
+            failed = ("broke off its answer" if isinstance(exc, UpstreamClosed)
+                      and exc.mid_answer else "could not be reached")
+            raise transport_error(exc, self.what, failed) from exc
         raise self.status_error(status, error_text(raw, status))
 
     async def _answer(self, path: str, body: dict[str, Any], model: str) -> dict[str, Any]:
@@ -116,7 +128,7 @@ class HttpEngine(RemoteEngine):
         return result
 
     async def _stream(self, path: str, body: dict[str, Any], model: str) -> AsyncIterator[Chunk]:
-        response = await self.post(self.base + path, body)
+        response = await self.post(self.url(path), body)
         async for payload in self.sse_events(response, require_done=True):
             try:
                 chunk = orjson.loads(payload)
@@ -184,8 +196,8 @@ class HttpEngine(RemoteEngine):
             data = orjson.dumps({**(request.json_body or {}), "model": self.upstream_model})
             headers["Content-Type"] = "application/json"
         try:
-            response = await self.session.post(self.base + request.path, data=data,
-                                               headers=headers)
+            response = await self.session.post(self.url(request.path), data=data,
+                                               headers=headers, allow_redirects=False)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise transport_error(exc, f"The replica of '{self.name}'") from exc
         async with response:

@@ -49,7 +49,8 @@ class LocalTextEngine(Engine):
     """Builds OpenAI answers from an engine's ``generate`` stream of text pieces.
 
     ``n`` choices are separate generations run at once (a batching engine decodes them
-    together); with a ``seed``, choice ``i`` uses ``seed + i`` so the choices differ yet repeat.
+    together, and may read their shared prompt once: ``choice_of`` links each to the first);
+    with a ``seed``, choice ``i`` uses ``seed + i`` so the choices differ yet repeat.
     An engine that reports logprobs appends OpenAI ``ChatCompletionTokenLogprob`` entries to
     ``generation.extra["logprobs"]`` before yielding the piece they belong to.
     """
@@ -95,10 +96,53 @@ class LocalTextEngine(Engine):
         return out
 
     async def _run(self, generations: list[Generation]) -> list[str]:
-        async def one(generation: Generation) -> str:
-            return "".join([p async for p in self.generate(generation, stream=False)])
+        texts = [""] * len(generations)
+        async for index, piece, _ in self.merged(generations, stream=False):
+            texts[index] += piece or ""
+        return texts
 
-        return list(await asyncio.gather(*(one(g) for g in generations)))
+    async def merged(self, generations: list[Generation], stream: bool = True,
+                     ) -> AsyncIterator[tuple[int, str | None, list[dict[str, Any]]]]:
+        """Pieces of all generations as they come: (choice, text, logprob entries); text None
+        = that choice ended.
+
+        Several generations run at once so a batching engine decodes them in the same steps;
+        an engine that can share the work of choices of one prompt overrides this.
+        """
+        if len(generations) == 1:
+            seen = 0
+            async for piece in self.generate(generations[0], stream):
+                entries = generations[0].extra.get("logprobs", [])
+                yield 0, piece, entries[seen:]
+                seen = len(entries)
+            yield 0, None, []
+            return
+        queue: asyncio.Queue[tuple[int, str | Exception | None, list[dict[str, Any]]]] = (
+            asyncio.Queue())
+
+        async def pump(index: int, generation: Generation) -> None:
+            seen = 0
+            try:
+                async for piece in self.generate(generation, stream):
+                    entries = generation.extra.get("logprobs", [])
+                    queue.put_nowait((index, piece, entries[seen:]))
+                    seen = len(entries)
+                queue.put_nowait((index, None, []))
+            except Exception as exc:  # re-raised by the reader
+                queue.put_nowait((index, exc, []))
+
+        tasks = [asyncio.create_task(pump(i, g)) for i, g in enumerate(generations)]
+        try:
+            done = 0
+            while done < len(tasks):
+                index, item, entries = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                done += item is None
+                yield index, item, entries
+        finally:
+            for task in tasks:
+                task.cancel()
 
     # -- chat -----------------------------------------------------------------------------
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
@@ -129,7 +173,7 @@ class LocalTextEngine(Engine):
         for index in range(len(generations)):
             yield _indexed(chat_chunk(id=cid, model=model, created=created,
                                       delta={"role": "assistant", "content": ""}), index)
-        async for index, piece, entries in merged(self, generations):
+        async for index, piece, entries in self.merged(generations):
             generation, parser = generations[index], calls[index]
             if piece is None:
                 for delta in parser.finish() if parser else []:
@@ -182,7 +226,7 @@ class LocalTextEngine(Engine):
                     "choices": [{"text": text, "index": index, "logprobs": logprobs,
                                  "finish_reason": finish}]}
 
-        async for index, piece, entries in merged(self, generations):
+        async for index, piece, entries in self.merged(generations):
             generation = generations[index]
             if piece is None:
                 yield chunk(index, "", generation.finish_reason or "stop")
@@ -203,49 +247,7 @@ def choice_of(first: Generation, index: int) -> Generation:
         seed = getattr(sampling, "seed", None)
         params["sampling"] = replace(sampling, seed=None if seed is None else seed + index)
     return Generation(prompt=first.prompt, prompt_tokens=first.prompt_tokens, params=params,
-                      extra={"choice": index})
-
-
-async def merged(engine: LocalTextEngine, generations: list[Generation],
-                 ) -> AsyncIterator[tuple[int, str | None, list[dict[str, Any]]]]:
-    """Pieces of all generations as they come: (choice, text, logprob entries); text None = end.
-
-    Several generations run at once so a batching engine decodes them in the same steps.
-    """
-    if len(generations) == 1:
-        seen = 0
-        async for piece in engine.generate(generations[0]):
-            entries = generations[0].extra.get("logprobs", [])
-            yield 0, piece, entries[seen:]
-            seen = len(entries)
-        yield 0, None, []
-        return
-    queue: asyncio.Queue[tuple[int, str | Exception | None, list[dict[str, Any]]]] = (
-        asyncio.Queue())
-
-    async def pump(index: int, generation: Generation) -> None:
-        seen = 0
-        try:
-            async for piece in engine.generate(generation):
-                entries = generation.extra.get("logprobs", [])
-                queue.put_nowait((index, piece, entries[seen:]))
-                seen = len(entries)
-            queue.put_nowait((index, None, []))
-        except Exception as exc:  # re-raised by the reader
-            queue.put_nowait((index, exc, []))
-
-    tasks = [asyncio.create_task(pump(i, g)) for i, g in enumerate(generations)]
-    try:
-        done = 0
-        while done < len(tasks):
-            index, item, entries = await queue.get()
-            if isinstance(item, Exception):
-                raise item
-            done += item is None
-            yield index, item, entries
-    finally:
-        for task in tasks:
-            task.cancel()
+                      extra={"choice": index, "first": first})
 
 
 def _indexed(chunk: Chunk, index: int) -> Chunk:

@@ -11,7 +11,6 @@ client waits for its answer, so one lost with a broker restart fails with a clea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -24,6 +23,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, Abstrac
 from inferd.engines.base import Chunk, Engine
 from inferd.errors import InferdError, UpstreamError, UpstreamTimeout
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.tasks import bounded, cancel_and_wait
 
 log = logging.getLogger("inferd.engines.queue")
 
@@ -100,8 +100,7 @@ class RpcClient:
 
     async def close(self) -> None:
         if self._connection is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._connection.close(), 5)
+            await bounded(self._connection.close(), 5, "closing the RPC connection")
         self._connection = self._channel = None
 
 
@@ -187,12 +186,9 @@ class RpcServer:
                     "type": "server_error", "param": None, "code": "internal_error"}})
 
     async def close(self) -> None:
-        for task in list(self._running):
-            task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        await cancel_and_wait(list(self._running), what="queued requests")
         if self._connection is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._connection.close(), 5)
+            await bounded(self._connection.close(), 5, "closing the RPC connection")
 
 
 def rpc_model(prefix: str, routing_key: str) -> str:

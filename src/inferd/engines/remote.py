@@ -6,6 +6,11 @@ upstream answered 5xx or 429 before the first byte) raise ``UpstreamUnavailable`
 its subclass ``UpstreamTimeout``); an upstream's verdict on the request itself (400, 413, 422)
 is the client's problem and is passed through. ``transport_error`` is the one mapping of a
 transport exception (of aiohttp or of the lean pool) onto these errors.
+
+Redirects are never followed: a replica answering 3xx would otherwise send the request, with
+its credential, to wherever the ``Location`` points. With an allow-list (``RemoteSpec.allow``)
+every connection is checked when it is made: a host name is resolved and its addresses checked
+right before connecting, so a name rebound to an address outside the list is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from inferd.auth.principal import FORWARDED_HEADER
 from inferd.engines.base import Engine
 from inferd.errors import (
     InferdError,
@@ -27,6 +33,7 @@ from inferd.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from inferd.outbound import HostAllowList, connector_options
 
 __all__ = ["RemoteEngine", "RemoteSpec", "UpstreamUnavailable", "transport_error"]
 
@@ -59,6 +66,8 @@ class RemoteSpec:
     connect_timeout: float = 5.0
     max_connections: int = 256
     options: dict[str, Any] = field(default_factory=dict)
+    # Where connections may go (checked at connect time); None: anywhere (tests, tools)
+    allow: HostAllowList | None = field(default=None, repr=False, compare=False)
 
 
 class RemoteEngine(Engine):
@@ -69,13 +78,14 @@ class RemoteEngine(Engine):
         self.spec = spec
         self.upstream_model = spec.upstream_model or name
         self._session: aiohttp.ClientSession | None = None
-        self._headers = {"Content-Type": "application/json"}
+        # the header tells an inferd engine that this process meters the request
+        self._headers = {"Content-Type": "application/json", FORWARDED_HEADER: "1"}
         if spec.api_key:
             self._headers["Authorization"] = f"Bearer {spec.api_key}"
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.spec.max_connections, keepalive_timeout=30,
-                                         ttl_dns_cache=60)
+                                         ttl_dns_cache=60, **connector_options(self.spec.allow))
         timeout = aiohttp.ClientTimeout(total=None, connect=self.spec.connect_timeout,
                                         sock_read=self.spec.timeout)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
@@ -106,7 +116,8 @@ class RemoteEngine(Engine):
     async def post(self, url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
         """POST ``body``; returns a 2xx response (headers read) or raises the mapped error."""
         try:
-            response = await self.session.post(url, data=orjson.dumps(body))
+            response = await self.session.post(url, data=orjson.dumps(body),
+                                               allow_redirects=False)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, self.what) from exc
         if response.status >= 300:
@@ -128,6 +139,10 @@ class RemoteEngine(Engine):
 
     def status_error(self, status: int, message: str) -> InferdError:
         """The error for an upstream's non-2xx answer (see the module docstring)."""
+        if 300 <= status < 400:
+            return UpstreamUnavailable(
+                f"The replica of '{self.name}' answered a redirect ({status}); inferd does not "
+                "follow redirects of replicas: point the replica URL at the final address.")
         if status in (400, 422):
             return InvalidRequest(message, code="upstream_rejected")
         if status == 413:
@@ -140,7 +155,8 @@ class RemoteEngine(Engine):
     async def get_ok(self, url: str) -> None:
         """GET ``url``; raise unless it answers 2xx within a few seconds."""
         try:
-            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=5),
+                                        allow_redirects=False) as resp:
                 if resp.status >= 300:
                     raise UpstreamUnavailable(f"health check answered {resp.status}")
                 await resp.read()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferd.errors import InvalidRequest, UnsupportedParameter
-from inferd.schemas.openai import ChatCompletionRequest, ChatMessage
+from inferd.schemas.openai import ChatCompletionRequest, ChatMessage, NonTextContent
 
 TOOL_OPEN = "<tool_call>"
 TOOL_CLOSE = "</tool_call>"
@@ -120,19 +120,32 @@ def _assistant_text(message: ChatMessage, text: str) -> str:
     return "\n".join(parts)
 
 
-def render_messages(messages: list[ChatMessage], native: bool) -> list[Message]:
+def unreadable(model: str, message: int, exc: NonTextContent) -> UnsupportedParameter:
+    """The 400 for a content part a text-only model cannot read, naming the part."""
+    where = f"messages[{message}].content[{exc.part}]"
+    if exc.kind == "image_url":
+        what = ("does not accept images: it has no vision projector. Send images to a model "
+                "served by a vision-capable replica")
+    else:
+        what = f"does not accept content parts of type '{exc.kind}'"
+    return UnsupportedParameter(f"The model '{model}' reads text only and {what} ({where}).",
+                                param=where)
+
+
+def render_messages(messages: list[ChatMessage], native: bool, model: str) -> list[Message]:
     """Chat messages as role/content pairs, tool calls and tool results written out.
 
     A template that knows tools gets ``tool`` messages as they are; any other template gets
     a tool result as a user turn in ``<tool_response>`` tags, which every template renders.
+    Only text is read: any other content part is a 400 naming ``model`` and the part.
     """
     names: dict[str, str] = {}
     out: list[Message] = []
     for index, message in enumerate(messages):
         try:
             text = message.text()
-        except ValueError as exc:
-            raise UnsupportedParameter(str(exc), param=f"messages[{index}].content") from exc
+        except NonTextContent as exc:
+            raise unreadable(model, index, exc) from exc
         extra = message.model_extra or {}
         if message.role == "assistant":
             for call in extra.get("tool_calls") or []:
@@ -151,6 +164,18 @@ def render_messages(messages: list[ChatMessage], native: bool) -> list[Message]:
         else:
             out.append({"role": message.role, "content": text})
     return out
+
+
+def chat_messages(request: ChatCompletionRequest, native: bool,
+                  ) -> tuple[list[Message], ToolPlan | None, list[dict[str, Any]] | None]:
+    """A chat's messages for a chat template, its tool plan, and the ``tools`` to hand the
+    template: the template's own rendering when it renders tools (``native``), else the tools
+    described in the system prompt."""
+    tool_plan = plan(request)
+    messages = render_messages(request.messages, native, request.model)
+    if tool_plan is not None and not native:
+        messages = add_system_prompt(messages, tool_plan)
+    return messages, tool_plan, tool_plan.openai_tools() if tool_plan and native else None
 
 
 def system_prompt(tool_plan: ToolPlan) -> str:

@@ -9,7 +9,11 @@ text) plus the backend's optional input tensors as top-level fields (``stream``,
 ``generate_stream`` answers the same objects as server-sent events, each ``text_output`` holding
 only the new text; an error arrives as ``{"error": "..."}``, before or during the stream.
 Triton takes plain text, so a chat is rendered with a chat template first (ChatML unless the
-replica's options name another).
+replica's options name another). ``tools`` are rendered by that template when it renders them,
+else described in the system prompt (as on the local engine), and the answer's Hermes-style
+``<tool_call>`` blocks are parsed back into ``tool_calls`` by the local engine's parser, streamed
+too. No grammar constrains the upstream's output, so the model must be tuned for tool calls.
+Only text content is read: an image part is a 400 (send images to an ``http`` replica).
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from typing import Any
 import jinja2
 import orjson
 
+from inferd.engines import tools
 from inferd.engines.base import Chunk, ModelInfo
 from inferd.engines.families import CHATML_TEMPLATE, Family
 from inferd.engines.remote import RemoteEngine, RemoteSpec, UpstreamUnavailable
-from inferd.errors import InvalidRequest, UnsupportedParameter, UpstreamError
+from inferd.engines.toolparse import ToolStream, with_tool_calls
+from inferd.errors import UnsupportedParameter, UpstreamError
 from inferd.ids import new_id
 from inferd.schemas.openai import (
     ChatCompletionRequest,
@@ -40,7 +46,7 @@ SAMPLING = {"temperature": "temperature", "top_p": "top_p", "seed": "seed",
             "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty"}
 # Non-OpenAI sampling fields vLLM understands, passed through when a client sends them.
 EXTRA_SAMPLING = frozenset({"top_k", "min_p", "repetition_penalty", "ignore_eos", "min_tokens"})
-REFUSED = ("tools", "response_format", "logprobs", "logit_bias", "suffix", "best_of")
+REFUSED = ("response_format", "logprobs", "logit_bias", "suffix", "best_of")
 
 
 def _scalar(value: Any) -> Any:
@@ -61,6 +67,7 @@ class TritonEngine(RemoteEngine):
         self.health_url = f"{root}/v2/health/ready"
         template = str(spec.options.get("chat_template") or CHATML_TEMPLATE)
         self.template = jinja2.Environment(autoescape=False).from_string(template)
+        self.native_tools = tools.template_renders_tools(template)
         self.stop = [str(s) for s in spec.options.get("stop", ["<|im_end|>"])]
         # Servers older than r24.12 lack the token-count and finish-reason outputs.
         self.extra_outputs = bool(spec.options.get("extra_outputs", True))
@@ -114,13 +121,12 @@ class TritonEngine(RemoteEngine):
                         return_num_output_tokens=True)
         return body
 
-    def _prompt(self, request: ChatCompletionRequest) -> str:
-        try:
-            messages = [{"role": m.role, "content": m.text()} for m in request.messages]
-        except ValueError as exc:
-            raise InvalidRequest(str(exc), param="messages") from exc
-        return self.template.render(messages=self.family.prepare(messages),
-                                    add_generation_prompt=True)
+    def _prompt(self, request: ChatCompletionRequest) -> tuple[str, bool]:
+        """The rendered chat, and whether the answer may hold tool calls."""
+        messages, plan, native = tools.chat_messages(request, self.native_tools)
+        prompt = self.template.render(messages=self.family.prepare(messages), tools=native,
+                                      add_generation_prompt=True)
+        return prompt, plan is not None
 
     # -- calls ----------------------------------------------------------------------------
     async def _generate(self, body: dict[str, Any]) -> tuple[str, str, int, int]:
@@ -149,23 +155,34 @@ class TritonEngine(RemoteEngine):
                 yield text
 
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        prompt_text, with_tools = self._prompt(request)
         text, finish, prompt, completion = await self._generate(
-            self._body(request, self._prompt(request), stream=False))
-        return chat_completion(id=new_id("chatcmpl", "-"), model=request.model, text=text,
-                               finish_reason=finish, prompt_tokens=prompt,
-                               completion_tokens=completion)
+            self._body(request, prompt_text, stream=False))
+        out = chat_completion(id=new_id("chatcmpl", "-"), model=request.model, text=text,
+                              finish_reason=finish, prompt_tokens=prompt,
+                              completion_tokens=completion)
+        if with_tools:
+            with_tool_calls(out["choices"][0], text)
+        return out
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
-        body = self._body(request, self._prompt(request), stream=True)
+        prompt_text, with_tools = self._prompt(request)
+        body = self._body(request, prompt_text, stream=True)
         counts: dict[str, Any] = {"prompt": 0, "completion": 0, "finish": "stop"}
         cid, created, model = new_id("chatcmpl", "-"), int(time.time()), request.model
-        first = True
+        parser = ToolStream() if with_tools else None
+        role: dict[str, Any] = {"role": "assistant"}  # on the first delta
         async for piece in self._pieces(body, counts):
-            delta = {"role": "assistant", "content": piece} if first else {"content": piece}
-            first = False
-            yield chat_chunk(id=cid, model=model, created=created, delta=delta)
-        yield chat_chunk(id=cid, model=model, created=created, delta={},
-                         finish_reason=counts["finish"])
+            for delta in parser.feed(piece) if parser else [{"content": piece}]:
+                yield chat_chunk(id=cid, model=model, created=created, delta={**role, **delta})
+                role = {}
+        for delta in parser.finish() if parser else []:
+            yield chat_chunk(id=cid, model=model, created=created, delta={**role, **delta})
+            role = {}
+        finish = counts["finish"]
+        if parser and parser.called and finish == "stop":
+            finish = "tool_calls"
+        yield chat_chunk(id=cid, model=model, created=created, delta={}, finish_reason=finish)
         yield usage_chunk(id=cid, model=model, created=created, obj="chat.completion.chunk",
                           prompt_tokens=counts["prompt"], completion_tokens=counts["completion"])
 

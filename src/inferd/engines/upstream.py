@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -24,7 +25,11 @@ import httptools
 
 
 class UpstreamClosed(ConnectionError):
-    """The connection ended before a complete answer."""
+    """The connection ended before a complete answer (``mid_answer``: after part of it)."""
+
+    def __init__(self, message: str, mid_answer: bool = False) -> None:
+        super().__init__(message)
+        self.mid_answer = mid_answer
 
 
 class _Connection(asyncio.Protocol):
@@ -50,14 +55,19 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamClosed(f"invalid HTTP answer: {exc}"))
+            self._fail(UpstreamClosed(f"invalid HTTP answer: {exc}", mid_answer=True))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
         if self.waiter is not None and self.received and not self.framed:
             self._complete(False)  # an answer delimited by the end of the connection
-        self._fail(UpstreamClosed(f"connection closed by the upstream{f': {exc}' if exc else ''}"))
+        why = f": {exc}" if exc else ""
+        if self.received:
+            self._fail(UpstreamClosed(f"the upstream closed the connection mid-answer{why}",
+                                      mid_answer=True))
+        else:
+            self._fail(UpstreamClosed(f"connection closed by the upstream{why}"))
 
     # -- httptools callbacks ----------------------------------------------------------------
     def on_header(self, name: bytes, _value: bytes) -> None:
@@ -107,11 +117,14 @@ class UpstreamPool:
     """Pooled keep-alive connections to one upstream, for JSON POSTs.
 
     ``base_url`` is the upstream's API root (``http://host:port/v1``); ``headers`` are sent with
-    every request (``Content-Type``, the upstream's ``Authorization``).
+    every request (``Content-Type``, the upstream's ``Authorization``). ``resolve`` (host, port)
+    returns the addresses a new connection may go to (an allow-list's check at connect time);
+    without it the host is connected to as it resolves.
     """
 
     def __init__(self, base_url: str, headers: dict[str, str], *, max_connections: int = 256,
-                 connect_timeout: float = 5.0, timeout: float = 600.0) -> None:
+                 connect_timeout: float = 5.0, timeout: float = 600.0,
+                 resolve: Callable[[str, int], Awaitable[list[str]]] | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -124,6 +137,7 @@ class UpstreamPool:
         self._head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
         self.connect_timeout = connect_timeout
         self.timeout = timeout
+        self.resolve = resolve
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
         self._max_idle = max_connections
@@ -168,12 +182,25 @@ class UpstreamPool:
         return None
 
     async def _connect(self) -> _Connection:
+        return await asyncio.wait_for(self._open(), self.connect_timeout)
+
+    async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        _transport, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: _Connection(loop), self.host, self.port,
-                                   ssl=self.ssl),
-            self.connect_timeout)
-        return conn
+        if self.resolve is None:
+            _transport, conn = await loop.create_connection(
+                lambda: _Connection(loop), self.host, self.port, ssl=self.ssl)
+            return conn
+        addresses = await self.resolve(self.host, self.port)  # each one checked
+        failure: OSError | None = None
+        for address in addresses:
+            try:
+                _transport, conn = await loop.create_connection(
+                    lambda: _Connection(loop), address, self.port, ssl=self.ssl,
+                    server_hostname=self.host if self.ssl else None)
+                return conn
+            except OSError as exc:
+                failure = exc
+        raise failure or OSError(f"no address for {self.host}")
 
     async def _wait(self, waiter: asyncio.Future[tuple[int, bytes]]) -> tuple[int, bytes]:
         timer = waiter.get_loop().call_later(self.timeout, _expire, waiter)

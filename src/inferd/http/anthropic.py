@@ -26,7 +26,7 @@ from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
 from inferd.http.errors import param_path
 from inferd.http.responses import json_response
 from inferd.http.sse import sse_response
-from inferd.inference import DEFAULT_COMPLETION_ESTIMATE, estimate_chat
+from inferd.inference import estimate_chat_prompt
 
 log = logging.getLogger("inferd.http")
 
@@ -51,7 +51,7 @@ def error_response(exc: Exception) -> Response:
         status = 529 if exc.status == 503 else exc.status
         message = exc.message
         if isinstance(exc, RateLimited):
-            headers["retry-after"] = str(max(1, round(exc.retry_after)))
+            headers["retry-after"] = exc.retry_after_header
     elif isinstance(exc, ValidationError):
         status, message = 400, _validation_message(exc)
     else:
@@ -123,7 +123,7 @@ async def count_tokens(request: Request, services: ServicesDep,
         if isinstance(engine, LocalTextEngine):
             tokens = engine.prepare_chat(chat).prompt_tokens
         else:
-            tokens = estimate_chat(chat) - DEFAULT_COMPLETION_ESTIMATE
+            tokens = estimate_chat_prompt(chat)
     except Exception as exc:
         return error_response(exc)
     return json_response({"input_tokens": tokens})

@@ -1,11 +1,13 @@
 """API-key authentication as a small pure-ASGI middleware.
 
-For every HTTP request outside ``PUBLIC_PATHS`` it reads the key (``Authorization: Bearer``
-or ``X-API-Key``), resolves it through the in-memory ``KeyRing`` (no database read) and puts
-the ``Principal`` in ``scope["state"]["principal"]``, where ``http.deps.get_principal`` finds
-it. While keys are not enforced (see ``inferd.auth.bootstrap``) a request without a known key
-is the anonymous admin; a known key still applies, with its limits. Paths under
-``ADMIN_PREFIXES`` need an admin key (403 otherwise); other admin routes use ``AdminDep``.
+For every HTTP request outside the public routes (``inferd.http.access``) it reads the key
+(``Authorization: Bearer`` or ``X-API-Key``), resolves it through the in-memory ``KeyRing`` (no
+database read) and puts the ``Principal`` in ``scope["state"]["principal"]``, where
+``http.deps.get_principal`` finds it. While keys are not enforced (see
+``inferd.auth.bootstrap``) a request without a known key is the anonymous admin; a known key
+still applies, with its limits. Paths under ``ADMIN_PREFIXES`` need an admin key (403
+otherwise); other admin routes use ``AdminDep``.
+A client address that keeps failing to authenticate gets 429 for a while (``auth.throttle``).
 
 It also makes the request id (set by ``RequestGuard``) the context of every log line.
 """
@@ -18,17 +20,18 @@ import orjson
 from fastapi import Depends
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from inferd.auth.principal import Principal
+from inferd.auth.principal import FORWARDED_HEADER, Principal
 from inferd.auth.service import Auth
-from inferd.errors import InferdError, PermissionDenied, envelope
+from inferd.errors import InferdError, PermissionDenied, RateLimited, envelope
+from inferd.http.access import public_paths
 from inferd.http.anthropic import PREFIX as ANTHROPIC_PREFIX
 from inferd.http.anthropic import error_body as anthropic_error_body
 from inferd.http.deps import get_principal
 from inferd.logs import request_id_var
 
-PUBLIC_PATHS = {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
-                "/openapi.json", "/favicon.ico", "/", "/ui", "/ui/"}
-PUBLIC_PREFIXES: tuple[str, ...] = ("/ui/static/", "/docs/static/")
+_PUBLIC_ROUTES, PUBLIC_PREFIXES = public_paths()  # the ``public`` routes of ``http.access``
+# Paths browsers ask for that no route serves: a 404 for everyone, never a 401.
+PUBLIC_PATHS = _PUBLIC_ROUTES | {"/favicon.ico", "/docs/oauth2-redirect"}
 ADMIN_PREFIXES: tuple[str, ...] = ("/admin/", "/tables", "/generate_api_key",
                                    "/delete_api_key")
 
@@ -45,6 +48,13 @@ def _bearer(scope: Scope) -> str | None:
             key: str = value.decode("latin-1").strip()
             return key or None
     return None
+
+
+_FORWARDED = FORWARDED_HEADER.lower().encode()
+
+
+def _forwarded(scope: Scope) -> bool:
+    return any(name == _FORWARDED for name, _ in scope["headers"])
 
 
 class AuthMiddleware:
@@ -72,7 +82,11 @@ class AuthMiddleware:
 
     async def _principal(self, scope: Scope) -> Principal:
         auth: Auth = scope["app"].state.services.auth
-        principal = await auth.principal(_bearer(scope))
+        client = scope.get("client")
+        token = _bearer(scope)
+        principal = await auth.principal(token, client[0] if client else None)
+        if auth.forwarding_key and _forwarded(scope):
+            principal = auth.forwarded(principal, token)
         if scope["path"].startswith(ADMIN_PREFIXES):
             check_admin(principal)
         return principal
@@ -87,6 +101,8 @@ async def _refuse(send: Send, exc: InferdError, path: str) -> None:
                (b"content-length", str(len(body)).encode())]
     if exc.status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="inferd"'))
+    if isinstance(exc, RateLimited):
+        headers.append((b"retry-after", exc.retry_after_header.encode()))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from inferd.http.deps import PrincipalDep
+from inferd.http.deps import PrincipalDep, read_strict
 from inferd.http.jobs import JobsDep
 from inferd.http.responses import json_response, page_response
 
@@ -27,7 +27,7 @@ class BatchCreate(BaseModel):
 
 @router.post("/v1/batches")
 async def create_batch(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:
-    spec = BatchCreate.model_validate_json(await request.body())
+    spec = await read_strict(request, BatchCreate)
     batch = await jobs.batches.create(principal, spec.input_file_id, spec.endpoint,
                                       spec.completion_window, spec.metadata)
     return json_response(await jobs.batches.batch_object(batch))

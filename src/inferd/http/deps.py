@@ -12,6 +12,7 @@ from starlette.types import Receive
 
 from inferd.auth.principal import ANONYMOUS, Principal
 from inferd.http.disconnect import cancel_on_disconnect
+from inferd.json_bodies import parse_json
 from inferd.services import Services
 
 M = TypeVar("M", bound=BaseModel)
@@ -35,6 +36,12 @@ ServicesDep = Annotated[Services, Depends(_services)]
 async def read_model(request: Request, model: type[M]) -> M:
     """Parse the JSON body into ``model``; errors become 400s naming the field."""
     return model.model_validate_json(await request.body())
+
+
+async def read_strict(request: Request, model: type[M]) -> M:
+    """``read_model`` for a body that is stored or changes configuration: the rules of
+    ``inferd.json_bodies`` first (no NaN, NUL or deep nesting, no key given twice)."""
+    return model.model_validate(parse_json(await request.body(), unique_keys=True))
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:

@@ -22,6 +22,7 @@ from inferd.errors import (
 )
 from inferd.http.unknown import unknown_route_message
 from inferd.store.db import STORE_ERRORS, unreachable
+from inferd.store.faults import MESSAGES, bad_value, storage_fault
 
 __all__ = ["error_response", "inferd_error_response", "install", "param_path",
            "validation_error_response"]
@@ -46,7 +47,7 @@ def error_response(status: int, message: str, *, type: str | None = None,
 def inferd_error_response(exc: InferdError,
                           headers: dict[str, str] | None = None) -> Response:
     if isinstance(exc, RateLimited):
-        headers = {**(headers or {}), "Retry-After": str(max(1, round(exc.retry_after)))}
+        headers = {**(headers or {}), "Retry-After": exc.retry_after_header}
     return Response(orjson.dumps(envelope(exc)), status_code=exc.status,
                     media_type="application/json", headers=headers)
 
@@ -89,6 +90,16 @@ def install(app: FastAPI) -> None:
     async def _store(request: Request, exc: Exception) -> Response:
         # handled here, inside the app, so the connection stays usable (an error that
         # reaches the server's last handler closes it)
+        fault = storage_fault(exc)
+        if fault is not None:  # disk full, read-only, I/O error: the database's or a file's
+            log.warning("storage fault (%s) on %s %s: %s", fault, request.method,
+                        request.url.path, exc.__class__.__name__)
+            return error_response(503, MESSAGES[fault] + " Please retry later.",
+                                  type="service_unavailable", code="store_unavailable",
+                                  headers={"Retry-After": "5"})
+        if bad_value(exc):
+            return error_response(400, "A value in the request cannot be stored (too long, "
+                                  "out of range or not valid text).", code="invalid_value")
         if not unreachable(exc):
             return await _unexpected(request, exc)
         log.warning("database unreachable on %s %s: %s", request.method, request.url.path,
@@ -97,7 +108,7 @@ def install(app: FastAPI) -> None:
                               type="service_unavailable", code="store_unavailable",
                               headers={"Retry-After": "1"})
 
-    for error in STORE_ERRORS:
+    for error in (*STORE_ERRORS, OSError):  # OSError: files inferd writes (uploads)
         app.add_exception_handler(error, _store)
 
     @app.exception_handler(Exception)

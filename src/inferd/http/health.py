@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import APIRouter
 from starlette.responses import Response
@@ -21,8 +22,17 @@ async def health() -> Response:
 
 @router.get("/ready")
 async def ready(services: ServicesDep) -> Response:
+    """Ready when the database answers, writes to it succeed and every model is loaded.
+
+    ``store_writes`` turns false after a few writes in a row failed for lack of storage (disk
+    full, read-only: ``inferd.store.faults``), while reads may still work; it turns true again
+    at the next write that succeeds (``/ready`` tries one itself while it is false)."""
     models = {e.name: e.ready() for e in services.router.engines()}
     store = await services.db.ping()
-    ok = store and all(models.values())
-    return json_response({"status": "ready" if ok else "not_ready", "store": store,
-                          "models": models}, status=200 if ok else 503)
+    writes = store and await services.db.writable()
+    ok = store and writes and all(models.values())
+    body: dict[str, Any] = {"status": "ready" if ok else "not_ready", "store": store,
+                            "store_writes": writes, "models": models}
+    if store and not writes:
+        body["storage_fault"] = services.db.writes.last_fault
+    return json_response(body, status=200 if ok else 503)

@@ -8,17 +8,18 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from inferd.errors import InvalidRequest, PermissionDenied
-from inferd.http.deps import PrincipalDep, get_principal, get_services
+from inferd.http.deps import PrincipalDep, get_principal, get_services, read_strict
 from inferd.http.responses import json_response, page_response
 from inferd.http.sse import sse_response
 from inferd.jobs.requests import job_object
 from inferd.jobs.service import JobService, SSEvent
+from inferd.json_bodies import parse_json
+from inferd.schemas.openai import MAX_DURATION
 from inferd.services import Services
 from inferd.store.jobs import JobRecord
 
@@ -41,7 +42,8 @@ class JobCreate(BaseModel):
     endpoint: str = Field(min_length=1)
     body: dict[str, Any]
     priority: int = Field(default=0, ge=-1000, le=1000)
-    deadline_seconds: float | None = Field(default=None, gt=0)
+    deadline_seconds: float | None = Field(default=None, gt=0, le=MAX_DURATION,
+                                           allow_inf_nan=False)
     webhook_url: str | None = Field(default=None, max_length=2048)
     metadata: dict[str, str] | None = None
 
@@ -75,11 +77,8 @@ def prefers_async(request: Request) -> bool:
 
 
 async def json_object(request: Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("We could not parse the JSON body of your request.",
-                             code="invalid_json") from None
+    """The body of a request that becomes a job (stored: the rules of ``read_strict``)."""
+    body = parse_json(await request.body(), unique_keys=True)
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     return body
@@ -97,7 +96,7 @@ async def submit_async(request: Request, services: Services, endpoint: str) -> R
 @router.post("/v1/jobs")
 async def create_job(request: Request, jobs: JobsDep, principal: PrincipalDep,
                      key: IdempotencyKey = None) -> Response:
-    spec = JobCreate.model_validate_json(await request.body())
+    spec = await read_strict(request, JobCreate)
     deadline = None if spec.deadline_seconds is None else time.time() + spec.deadline_seconds
     job, created = await jobs.submit(principal, spec.endpoint, spec.body,
                                      priority=spec.priority, deadline_at=deadline,
@@ -156,7 +155,7 @@ def _last_event_id(header: str | None, query: int | None) -> int:
         return query
     if header is None or header == "":
         return 0
-    if not header.isdigit():
+    if not (header.isascii() and header.isdigit()):  # "³" is a digit to isdigit() only
         raise InvalidRequest("Last-Event-ID must be an event id of this stream.",
                              param="Last-Event-ID")
     return int(header)

@@ -1,4 +1,5 @@
-"""``GET /metrics``: Prometheus text format (public, like ``/health``)."""
+"""``GET /metrics``: Prometheus text format (public, like ``/health``), rendered off the event
+loop."""
 
 from __future__ import annotations
 
@@ -13,4 +14,4 @@ router = APIRouter(tags=["monitoring"])
 
 @router.get("/metrics")
 async def metrics(services: ServicesDep) -> Response:
-    return Response(services.metering.metrics.render(), media_type=CONTENT_TYPE)
+    return Response(await services.metering.metrics.render_off_loop(), media_type=CONTENT_TYPE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -15,10 +16,15 @@ from inferd.errors import PayloadTooLarge, envelope
 # Request ids: 16 random hex digits per process, then a counter (no syscall per request).
 _ID_PREFIX = os.urandom(8).hex().encode()
 _ID_COUNTER = itertools.count()
+# A client's X-Request-ID is kept when it is 1 to 64 visible ASCII characters (what logs and the
+# usage table's ``request_id`` column hold); any other value is replaced by a generated id.
+MAX_REQUEST_ID = 64
+_CLIENT_ID = re.compile(rb"[!-~]{1,%d}\Z" % MAX_REQUEST_ID)
 
 
 class RequestGuard:
-    """Refuses bodies over ``max_body_bytes`` with 413 and tags responses with a request id.
+    """Refuses bodies over ``max_body_bytes`` with 413 and tags responses with a request id
+    (the client's ``X-Request-ID`` when it is well-formed, else a new one).
 
     A declared ``Content-Length`` over the limit is refused before any byte is read; a chunked
     body is counted as it arrives.
@@ -42,7 +48,7 @@ class RequestGuard:
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 declared = value
-            elif name == b"x-request-id":
+            elif name == b"x-request-id" and _CLIENT_ID.match(value):
                 request_id = value
         rid = request_id or b"%s%016x" % (_ID_PREFIX, next(_ID_COUNTER))
         scope.setdefault("state", {})["request_id"] = rid.decode("latin-1")

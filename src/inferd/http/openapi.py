@@ -1,9 +1,8 @@
-"""The OpenAPI document: request bodies from the real pydantic request models, and the
-statuses inferd sends (400 in the OpenAI error shape, never FastAPI's 422; 202 for the
-requests that may become jobs).
-
-The OpenAI routes read their bodies themselves (to answer errors in OpenAI's shape, and fast),
-so FastAPI cannot see them; this table tells the document what each one takes.
+"""The OpenAPI document: every operation's request body and answers from the real pydantic
+models (``inferd.http.openapi_routes``), and the statuses inferd really sends: errors in the
+OpenAI shape (the shared ``ErrorResponse``; Anthropic's on ``/v1/messages``), 400 where the
+framework would say 422, 201 for what is created, 202 for jobs, streams as
+``text/event-stream`` and ``/metrics`` as ``text/plain``.
 """
 
 from __future__ import annotations
@@ -14,68 +13,129 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from inferd.schemas.images import ImageGenerationRequest
-from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from inferd.schemas.rerank import RerankRequest, ScoreRequest
-from inferd.schemas.responses import ResponseCreateRequest
+from inferd.http.auth import ADMIN_PREFIXES, PUBLIC_PATHS
+from inferd.http.openapi_routes import JSON, MULTIPART, OPS, Op
+from inferd.schemas.answers import AnthropicError, Job
 
 REF = "#/components/schemas/{model}"
-# path -> (request model, whether ``Prefer: respond-async`` makes it a 202 job)
-BODIES: dict[str, tuple[type[BaseModel], bool]] = {
-    "/v1/chat/completions": (ChatCompletionRequest, True),
-    "/v1/completions": (CompletionRequest, True),
-    "/v1/embeddings": (EmbeddingRequest, True),
-    "/v1/images/generations": (ImageGenerationRequest, False),
-    "/v1/responses": (ResponseCreateRequest, False),
-    "/v1/rerank": (RerankRequest, False),
-    "/v1/score": (ScoreRequest, False),
-}
-ERRORS = {"400": "Invalid request (the field is named in `error.param`)",
-          "401": "Missing or invalid API key", "403": "The key may not use this model",
-          "404": "Unknown model or object", "429": "Rate limit or token budget exceeded"}
+ERRORS = {400: "Invalid request (the field is named in `error.param`)",
+          401: "Missing or invalid API key", 403: "The key may not do this",
+          404: "Unknown model or object", 408: "The job did not start before its deadline",
+          405: "Method not allowed on this path", 409: "Conflicts with the current state",
+          413: "The request body is too large",
+          429: "Rate limit, token budget or failed-authentication limit exceeded",
+          502: "The model's replica failed", 503: "No replica available, or the database is "
+          "unreachable (retry)", 504: "The model's replica did not answer in time",
+          529: "Overloaded (Anthropic's name for 503)"}
 ERROR_SCHEMA = {
     "type": "object", "required": ["error"], "title": "ErrorResponse",
     "properties": {"error": {"type": "object", "required": ["message", "type"], "properties": {
         "message": {"type": "string"}, "type": {"type": "string"},
         "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+ANTHROPIC_ERROR_REF = {"$ref": REF.format(model=AnthropicError.__name__)}
+SUCCESS = {200: "OK", 201: "Created", 202: "Accepted as a job: follow it at `/v1/jobs/{id}`"}
+PREFER = {"name": "Prefer", "in": "header", "required": False,
+          "schema": {"type": "string", "enum": ["respond-async"]},
+          "description": "`respond-async`: accept the request as a durable job (202)."}
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}
+Refs = dict[tuple[Any, JsonSchemaMode], dict[str, Any]]
 
 
-def _add_body(doc: dict[str, Any], operation: dict[str, Any], model: type[BaseModel],
-              async_job: bool) -> None:
-    schema = model.model_json_schema(ref_template=REF, mode="validation")
+def _schemas(doc: dict[str, Any]) -> Refs:
+    """Every model of the table in ``components.schemas`` (names made unique by pydantic);
+    returns the ``$ref`` of each."""
+    wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {
+        (AnthropicError, "serialization"): None, (Job, "serialization"): None}
+    for op in OPS.values():
+        if op.body is not None:
+            wanted[(op.body, "validation")] = None
+        for model in (op.answer, *op.also.values()):
+            if model is not None:
+                wanted[(model, "serialization")] = None
+    refs, defs = models_json_schema(list(wanted), ref_template=REF)
     components = doc.setdefault("components", {}).setdefault("schemas", {})
-    components.update(schema.pop("$defs", {}))
-    components[model.__name__] = schema
-    operation["requestBody"] = {"required": True, "content": {"application/json": {
-        "schema": {"$ref": REF.format(model=model.__name__)}}}}
-    responses = operation.setdefault("responses", {})
-    for status, description in ERRORS.items():
-        responses.setdefault(status, _error(description))
-    if async_job:
-        operation.setdefault("parameters", []).append({
-            "name": "Prefer", "in": "header", "required": False,
-            "schema": {"type": "string", "enum": ["respond-async"]},
-            "description": "`respond-async`: accept the request as a durable job (202)."})
-        responses["202"] = {"description": "Accepted as a job: poll `/v1/jobs/{id}`",
-                            "content": {"application/json": {"schema": {"type": "object"}}}}
+    components.update(defs.get("$defs", {}))
+    components["ErrorResponse"] = ERROR_SCHEMA
+    return refs
+
+
+def _error(status: int, op: Op | None) -> dict[str, Any]:
+    anthropic = op is not None and op.anthropic and status != 413  # 413 is answered up front
+    return {"description": ERRORS.get(status, "Error"), "content": {JSON: {
+        "schema": ANTHROPIC_ERROR_REF if anthropic else ERROR_REF}}}
+
+
+def _answer(op: Op, model: type[BaseModel] | None, refs: Refs) -> dict[str, Any]:
+    content: dict[str, Any] = {}
+    if model is not None:
+        schema = refs[(model, "serialization")]
+        content[JSON] = {"schema": {"type": "array", "items": schema} if op.many else schema}
+    for media in op.media:
+        content[media] = {"schema": {"type": "string"}}
+    return content
+
+
+def _statuses(path: str, operation: dict[str, Any], op: Op | None) -> list[int]:
+    """The error statuses of an operation: those every route shares, then its own."""
+    if path in PUBLIC_PATHS:
+        return sorted({*(op.errors if op else ())})
+    statuses = {401, 429}
+    if operation.get("parameters") or (op and (op.body or op.form)):
+        statuses.add(400)
+    if path.startswith(ADMIN_PREFIXES):
+        statuses.add(403)
+    if op is not None:
+        statuses.update(op.errors)
+    return sorted(statuses)
+
+
+def _request_body(op: Op, refs: Refs) -> dict[str, Any] | None:
+    if op.body is not None:
+        return {"required": True, "content": {JSON: {"schema": refs[(op.body, "validation")]}}}
+    if op.form:
+        fields = {name: ({"type": "string", "format": "binary"} if name == "file"
+                         else {"type": "string"}) for name in (*op.form, *op.form_optional)}
+        return {"required": True, "content": {MULTIPART: {"schema": {
+            "type": "object", "required": list(op.form), "properties": fields}}}}
+    return None
+
+
+def _describe(path: str, method: str, operation: dict[str, Any], refs: Refs) -> None:
+    op = OPS.get((method, path))
+    responses: dict[str, Any] = {}
+    if op is None:  # an operation the table does not know: the framework's answer, no 422
+        responses = {k: v for k, v in operation.get("responses", {}).items() if k != "422"}
+    else:
+        responses[str(op.status)] = {"description": SUCCESS.get(op.status, "OK"),
+                                     "content": _answer(op, op.answer, refs)}
+        for status, model in op.also.items():
+            responses[str(status)] = {"description": SUCCESS.get(status, "Answer"),
+                                      "content": _answer(op, model, refs)}
+        body = _request_body(op, refs)
+        if body is not None:
+            operation["requestBody"] = body
+        if op.job:
+            operation.setdefault("parameters", []).append(PREFER)
+            job = refs[(Job, "serialization")]
+            responses["202"] = {"description": SUCCESS[202], "content": {JSON: {"schema": job}}}
+            # a repeated Idempotency-Key with ``Prefer: respond-async``: the existing job
+            ok = responses["200"]["content"][JSON]
+            ok["schema"] = {"anyOf": [ok["schema"], job]}
+    for status in _statuses(path, operation, op):
+        responses.setdefault(str(status), _error(status, op))
+    operation["responses"] = dict(sorted(responses.items()))
 
 
 def build(app: FastAPI) -> dict[str, Any]:
     doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
-    doc.setdefault("components", {}).setdefault("schemas", {})["ErrorResponse"] = ERROR_SCHEMA
+    refs = _schemas(doc)
     for path, item in doc.get("paths", {}).items():
         for method, operation in item.items():
-            responses = operation.get("responses", {})
-            if responses.pop("422", None) is not None:  # validation errors are sent as 400
-                responses.setdefault("400", _error(ERRORS["400"]))
-            if path in BODIES and method == "post":
-                _add_body(doc, operation, *BODIES[path])
+            _describe(path, method, operation, refs)
     for schema in ("HTTPValidationError", "ValidationError"):
         doc["components"]["schemas"].pop(schema, None)
     chat = doc.get("paths", {}).get("/v1/chat/completions")

@@ -19,6 +19,7 @@ from inferd.auth.principal import Principal
 from inferd.errors import Conflict, InvalidRequest, NotFound
 from inferd.ids import new_id, unix_seconds
 from inferd.jobs.requests import ENDPOINTS
+from inferd.json_bodies import check_value
 from inferd.settings import JobSettings
 from inferd.store.batches import BatchRecord, BatchStore
 from inferd.store.db import Database
@@ -51,6 +52,15 @@ def _object(line: str) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def _refused(item: dict[str, Any]) -> str | None:
+    """Why a line breaks the rules of stored bodies (``inferd.json_bodies``), if it does."""
+    try:
+        check_value(item)
+    except InvalidRequest as exc:
+        return f"{exc.message} ({exc.param})" if exc.param else exc.message
+    return None
 
 
 def file_object(record: FileRecord) -> dict[str, Any]:
@@ -148,6 +158,8 @@ class BatchService:
         problem = None
         if item is None:
             problem = f"Line {index + 1} is not a JSON object."
+        elif (refused := _refused(item)) is not None:
+            problem = f"Line {index + 1}: {refused}"
         else:
             job.custom_id = str(item["custom_id"])[:191] if item.get("custom_id") else None
             body = item.get("body")

@@ -34,6 +34,7 @@ from aio_pika.abc import (
 )
 
 from inferd.jobs.queue import Delivery, QueuedJob
+from inferd.tasks import bounded, cancel_and_wait
 
 log = logging.getLogger("inferd.jobs.broker")
 
@@ -126,19 +127,21 @@ class RabbitQueue:
                        "x-dead-letter-exchange": self.dead_letter_exchange})
 
     # -- publish ----------------------------------------------------------------------------
-    async def put(self, job: QueuedJob) -> None:
-        """Publish a job id and wait for the broker's confirm; on failure keep it to retry."""
+    async def put(self, job: QueuedJob) -> bool:
+        """Publish a job id and wait for the broker's confirm (True); on failure keep it to
+        retry (False)."""
         now = time.monotonic()
         if now - self._recent.get(job.id, -1e9) < self.republish_seconds:
-            return  # published lately (a sweep finding it pending again)
+            return False  # published lately (a sweep finding it pending again)
         if len(self._recent) > 100_000:
             self._recent = {k: t for k, t in self._recent.items()
                             if now - t < self.republish_seconds}
         if now < self._down_until:
             self._keep(job)  # the broker failed a moment ago: do not wait for it again
-            return
+            return False
         try:
-            await asyncio.wait_for(self._publish(job, 1), self.publish_timeout)
+            async with asyncio.timeout(self.publish_timeout):  # no task per publish
+                await self._publish(job, 1)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # broker down or slow: the row is committed; retry later
@@ -147,9 +150,10 @@ class RabbitQueue:
                             "when the broker is back", job.id, exc)
             self._down_until = time.monotonic() + 1.0
             self._keep(job)
-            return
+            return False
         self._recent[job.id] = now
         self._unpublished.pop(job.id, None)
+        return True
 
     def _keep(self, job: QueuedJob) -> None:
         self._unpublished[job.id] = job
@@ -249,11 +253,8 @@ class RabbitQueue:
         return sum(q.qsize() for q in self._consumers.values())
 
     async def close(self) -> None:
-        tasks = [t for t in (self._retry, *self._starting) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._connection is not None:
-            with contextlib.suppress(Exception):  # a broker that is away must not hold us
-                await asyncio.wait_for(self._connection.close(), 5)
+        await cancel_and_wait([t for t in (self._retry, *self._starting) if t is not None],
+                              what="broker tasks")
+        if self._connection is not None:  # a broker that is away must not hold us
+            await bounded(self._connection.close(), 5, "closing the broker connection")
         self._connection = None

@@ -46,6 +46,7 @@ class Maintenance:
         self.enqueue = enqueue
         self.models = models
         self.running = running
+        self.stopping = False  # set on close: the loop ends at its next turn
 
     async def recover(self) -> int:
         """Enqueue the pending jobs and the running jobs whose lease lapsed (a dead worker's)
@@ -86,7 +87,7 @@ class Maintenance:
         holder = f"sweep-{secrets.token_hex(6)}"
         ttl = max(10.0, 5 * self.settings.sweep_seconds)
         try:
-            while True:
+            while not self.stopping:
                 await asyncio.sleep(self.settings.sweep_seconds)
                 if leases is None or await self._holds(leases, holder, ttl):
                     last_purge = await self._sweep(last_purge)

@@ -35,13 +35,14 @@ class JobQueue(Protocol):
     """What the job service and the workers need of a queue; nothing else is used.
 
     - ``put``: publish a committed job's id (publishing one already waiting may be a no-op:
-      the database, not the queue, decides who runs a job, by its claim);
+      the database, not the queue, decides who runs a job, by its claim); True when a durable
+      queue confirmed it just now (its row is then marked queued: sweeps leave it alone);
     - ``get``: wait for the next id of one model, highest priority first;
     - ``depth``: ids waiting (of one model, or all), for the queue-depth metric;
     - ``close``: stop; unacknowledged ids are the sweep's to publish again.
     """
 
-    async def put(self, job: QueuedJob) -> None: ...
+    async def put(self, job: QueuedJob) -> bool: ...
 
     async def get(self, model: str) -> Delivery: ...
 
@@ -69,11 +70,11 @@ class InProcessQueue:
     def _queue(self, model: str) -> asyncio.PriorityQueue[tuple[int, int, str]]:
         return self._queues.setdefault(model, asyncio.PriorityQueue())
 
-    async def put(self, job: QueuedJob) -> None:
-        if job.id in self._waiting:
-            return
-        self._waiting[job.id] = job
-        self._queue(job.model).put_nowait((-job.priority, next(self._order), job.id))
+    async def put(self, job: QueuedJob) -> bool:
+        if job.id not in self._waiting:
+            self._waiting[job.id] = job
+            self._queue(job.model).put_nowait((-job.priority, next(self._order), job.id))
+        return False  # memory is not durable: a restart's recovery must find it again
 
     async def get(self, model: str) -> Delivery:
         while True:

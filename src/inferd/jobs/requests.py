@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
-from urllib.parse import urlparse
 
 import orjson
 from pydantic import BaseModel
 
 from inferd.errors import InvalidRequest
 from inferd.ids import unix_seconds
+from inferd.outbound import HostAllowList
 from inferd.responses import RESPONSES
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -55,13 +55,10 @@ def idempotency_scope(owner: str | None, key: str) -> str:
     return hashlib.sha256(f"{owner or ''}\0{key}".encode()).hexdigest()
 
 
-def check_webhook_url(url: str | None) -> str | None:
-    if url is None:
-        return None
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise InvalidRequest("webhook_url must be an http:// or https:// URL.",
-                             param="webhook_url", code="invalid_webhook_url")
+async def check_webhook_url(url: str | None, allow: HostAllowList) -> str | None:
+    """``url`` when a webhook may be sent there (see ``inferd.outbound``); else a 400."""
+    if url is not None:
+        await allow.check(url)
     return url
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -22,38 +21,34 @@ from inferd.images import ImageService
 from inferd.inference import Inference
 from inferd.jobs.requests import parse_request
 from inferd.responses import background
+from inferd.schemas.fold import ChunkFold
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
     StreamOptions,
-    chat_completion,
-    usage_dict,
 )
 from inferd.store.jobs import JobEvent, JobRecord, JobStore
+from inferd.store.jobs import Outcome as Outcome  # where the workers know it from
 from inferd.store.responses import ResponseStore
 
 log = logging.getLogger("inferd.jobs")
 
 
-@dataclass
-class Outcome:
-    """How a run ended, as it will be stored."""
-
-    status: str  # completed | failed | deferred (back to pending: the key's rate limit)
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    status_code: int | None = None
-    usage: dict[str, Any] | None = None
+# Stores one job's new events: (job id, events).
+EventWriter = Callable[[tuple[str, list[JobEvent]]], Awaitable[None]]
 
 
 class EventLog:
     """The event stream of one attempt: buffered token events with sequence numbers."""
 
     def __init__(self, store: JobStore, job_id: str, next_seq: int, flush_every: float,
-                 notify: Callable[[str], None]) -> None:
+                 notify: Callable[[str], None], write: EventWriter | None = None) -> None:
+        """``write``: how events reach the store (a worker's shares one multi-row insert
+        among the jobs it runs at once); by default ``store.add_events``."""
         self.store = store
+        self.write: EventWriter = write or (lambda batch: store.add_events(*batch))
         self.job_id = job_id
         self.seq = next_seq
         self.flush_every = flush_every
@@ -69,10 +64,12 @@ class EventLog:
     async def start(self, attempt: int) -> None:
         """The first event of an attempt; a later attempt drops the earlier attempts' events."""
         first = self.seq
-        kind = "status" if attempt == 1 else "reset"
-        await self.store.add_events(self.job_id, [self._event(kind, {"status": "running",
-                                                                     "attempt": attempt})],
-                                    replace_before=first if attempt > 1 else None)
+        if attempt == 1:
+            await self.write((self.job_id, [self._event("status", {"status": "running",
+                                                                   "attempt": attempt})]))
+        else:
+            await self.store.add_events(self.job_id, [self._event("reset", {
+                "status": "running", "attempt": attempt})], replace_before=first)
         self.notify(self.job_id)
 
     async def token(self, text: str, index: int = 0) -> None:
@@ -106,17 +103,8 @@ class EventLog:
         if not self._pending:
             return
         events, self._pending = self._pending, []
-        await self.store.add_events(self.job_id, events)
+        await self.write((self.job_id, events))
         self.notify(self.job_id)
-
-
-@dataclass
-class _Accumulated:
-    texts: dict[int, str] = field(default_factory=dict)
-    finish: dict[int, str] = field(default_factory=dict)
-    usage: dict[str, Any] | None = None
-    id: str = ""
-    created: int = 0
 
 
 def error_outcome(exc: Exception) -> Outcome:
@@ -168,36 +156,19 @@ async def _run_stream(inference: Inference, request: ChatCompletionRequest | Com
                       principal: Principal, events: EventLog) -> Outcome:
     streaming = request.model_copy(update={"stream": True,
                                            "stream_options": StreamOptions(include_usage=True)})
-    acc = _Accumulated()
+    fold = ChunkFold()
     if isinstance(streaming, ChatCompletionRequest):
         stream = await inference.chat_stream(streaming, principal)
     else:
         stream = await inference.complete_stream(streaming, principal)
     async for chunk in stream:
-        acc.id, acc.created = chunk.get("id", acc.id), chunk.get("created", acc.created)
-        if chunk.get("usage"):
-            acc.usage = chunk["usage"]
+        fold.feed(chunk)
         for choice in chunk.get("choices") or []:
-            index = choice.get("index", 0)
             text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
             if text:
-                acc.texts[index] = acc.texts.get(index, "") + text
-                await events.token(text, index)
-            if choice.get("finish_reason"):
-                acc.finish[index] = choice["finish_reason"]
+                await events.token(text, choice.get("index", 0))
     await events.flush()
-    usage = acc.usage or usage_dict(0, 0)
-    if isinstance(request, ChatCompletionRequest):
-        result = chat_completion(id=acc.id, model=request.model, text=acc.texts.get(0, ""),
-                                 finish_reason=acc.finish.get(0),
-                                 prompt_tokens=usage["prompt_tokens"],
-                                 completion_tokens=usage["completion_tokens"],
-                                 created=acc.created or None)
-        result["usage"] = usage  # as the engine reported it (cached tokens included)
-    else:
-        result = {"id": acc.id, "object": "text_completion", "created": acc.created,
-                  "model": request.model, "usage": usage,
-                  "choices": [{"text": acc.texts.get(i, ""), "index": i, "logprobs": None,
-                               "finish_reason": acc.finish.get(i, "stop")}
-                              for i in range(len(request.prompts()))]}
-    return Outcome("completed", result=result, status_code=200, usage=usage)
+    # the body a sync request answers: every choice, tool calls, logprobs, the engine's usage
+    result = (fold.chat(request.model) if isinstance(request, ChatCompletionRequest)
+              else fold.completion(request.model))
+    return Outcome("completed", result=result, status_code=200, usage=result["usage"])

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from inferd.auth.principal import Principal
-from inferd.errors import Conflict, JobCancelled, ModelNotFound, NotFound, PermissionDenied
+from inferd.errors import Conflict, JobCancelled, ModelNotFound, NotFound
 from inferd.ids import new_id
 from inferd.images import ImageService
 from inferd.inference import Inference
@@ -40,12 +40,17 @@ from inferd.schemas.images import ImageGenerationRequest
 from inferd.settings import JobSettings
 from inferd.store.db import Database
 from inferd.store.files import FileStore
+from inferd.store.groups import Grouped
 from inferd.store.job_inserts import GroupInserter
 from inferd.store.jobs import JobPage, JobRecord, JobStore
 from inferd.store.leases import LeaseStore
 from inferd.store.repo import KeyValueStore
+from inferd.tasks import cancel_and_wait
 
 SSEvent = tuple[int | None, str, str]
+# How long a job id the broker confirmed counts as queued, in leases: a sweep republishes it
+# only after that (a message lost some other way: a deep queue gets no copies meanwhile).
+QUEUED_LEASES = 10
 
 
 class JobService:
@@ -63,6 +68,9 @@ class JobService:
         self.db, self.router, self.inference, self.settings = db, router, inference, settings
         self.store = JobStore(db)
         self.inserts = GroupInserter(self.store)
+        # ids the broker confirmed, marked queued for QUEUED_LEASES leases
+        self._queued: Grouped[str, None] = Grouped(lambda ids: self.store.mark_queued(
+            ids, time.time() + QUEUED_LEASES * settings.lease_seconds))
         # The models this process may run (``inferd worker --model``); None = any it can.
         self.only: set[str] | None = None
         self.queue: JobQueue = queue or InProcessQueue()
@@ -74,7 +82,8 @@ class JobService:
         self.finisher = Finisher(self.store, settings, self.signals, self.webhooks,
                                  self.owners, self.batches)
         self.pool = (WorkerPool(self.store, self.queue, settings, self.signals, self._run,
-                                self.finisher) if run_workers else None)
+                                self.finisher, spill=inference.metering.recorder.record_many)
+                     if run_workers else None)
         self.maintenance = Maintenance(
             self.store, settings, batches=self.batches, webhooks=self.webhooks,
             owners=self.owners, finisher=self.finisher, enqueue=self.enqueue,
@@ -93,9 +102,9 @@ class JobService:
         self._sweep = asyncio.create_task(self.maintenance.run_forever(LeaseStore(self.db)))
 
     async def close(self) -> None:
+        self.maintenance.stopping = True  # ends its loop even if a cancellation is lost
         if self._sweep is not None:
-            self._sweep.cancel()
-            await asyncio.gather(self._sweep, return_exceptions=True)
+            await cancel_and_wait([self._sweep], what="job sweep")
         if self.pool is not None:
             await self.pool.close()
         await self.webhooks.close()
@@ -137,9 +146,10 @@ class JobService:
         request = parse_request(endpoint, body, internal=source == "responses")
         if isinstance(request, ImageGenerationRequest):
             request = self.images.with_model(request)
-        model = self.router.resolve(str(getattr(request, "model", "")))
-        if not principal.may_use(model):
-            raise PermissionDenied(f"This key may not use the model '{model}'.", param="model")
+        asked = str(getattr(request, "model", ""))
+        model = self.router.resolve(asked)
+        if principal.allowed_models is not None:
+            self.inference.check_model(principal, asked)  # 403 model_not_allowed
         stored = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         job = JobRecord(
             id=new_id("job"), endpoint=endpoint, model=model, request=stored,
@@ -147,7 +157,8 @@ class JobService:
             owner_scope=principal.scope, source=source, priority=priority,
             idempotency_scope=(idempotency_scope(principal.key_id, idempotency_key)
                                if idempotency_key else None),
-            deadline_at=deadline_at, webhook_url=check_webhook_url(webhook_url),
+            deadline_at=deadline_at,
+            webhook_url=await check_webhook_url(webhook_url, self.webhooks.allow),
             meta={**(meta or {}), **({"metadata": metadata} if metadata else {})} or None)
         record, created = await self.inserts.insert(job)
         if not created:
@@ -166,7 +177,8 @@ class JobService:
             if not self.runnable(job.model):
                 return
             self.pool.ensure(job.model)
-        await self.queue.put(QueuedJob(job.id, job.model, job.priority))
+        if await self.queue.put(QueuedJob(job.id, job.model, job.priority)):
+            self._queued.post(job.id)  # not awaited: it only spares the sweep a republish
 
     # -- read -------------------------------------------------------------------------------
     async def get(self, principal: Principal, job_id: str) -> JobRecord:

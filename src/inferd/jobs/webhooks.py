@@ -5,6 +5,11 @@ seconds) and ``webhook-signature`` = ``v1,`` + base64(HMAC-SHA256(key, f"{id}.{t
 where ``key`` is the base64-decoded part of the ``whsec_...`` secret. The secret is the job
 owner's key secret when it has one, else the installation secret (generated once, shown to
 admins). Each attempt is recorded; failures are retried with exponential backoff.
+
+The URL is checked against ``jobs.webhook_allowed_hosts`` when the job is submitted and again
+before each attempt, and every connection goes only to addresses that list allows (resolved
+at connect time: see ``inferd.outbound``); redirects are never followed. A refused URL fails
+the delivery at once, and its attempt records only why (nothing of a refused host is read).
 """
 
 from __future__ import annotations
@@ -21,15 +26,17 @@ from typing import Any
 import aiohttp
 import orjson
 
+from inferd.errors import InvalidRequest
 from inferd.ids import new_webhook_secret
 from inferd.jobs.requests import job_object
+from inferd.outbound import WEBHOOK, AddressRefused, HostAllowList, connector_options
 from inferd.settings import JobSettings
 from inferd.store.jobs import JobRecord, JobStore
-from inferd.store.repo import KeyValueStore
+from inferd.store.repo import WEBHOOK_SECRET, KeyValueStore
 
 log = logging.getLogger("inferd.jobs.webhooks")
 
-SECRET_KEY = "jobs.webhook_secret"
+REFUSED = "refused: "  # the start of an attempt's error when the allow-list refused the URL
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -56,13 +63,15 @@ class WebhookSender:
         self.store = store
         self.kv = kv
         self.settings = settings
+        self.allow = HostAllowList(settings.webhook_allowed_hosts, WEBHOOK)
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[bool]] = set()
         self._installation_secret: str | None = None
 
     async def installation_secret(self) -> str:
         if self._installation_secret is None:
-            self._installation_secret = await self.kv.setdefault(SECRET_KEY, new_webhook_secret())
+            self._installation_secret = await self.kv.setdefault_secret(WEBHOOK_SECRET,
+                                                                        new_webhook_secret())
         return self._installation_secret
 
     def in_flight(self, job_id: str) -> bool:
@@ -91,6 +100,8 @@ class WebhookSender:
             if status is not None and 200 <= status < 300:
                 await self.store.set_webhook_state(job.id, "delivered")
                 return True
+            if error is not None and error.startswith(REFUSED):
+                break  # the same URL would be refused again
             if attempt < self.settings.webhook_attempts:
                 await asyncio.sleep(self.settings.webhook_backoff_seconds * 2 ** (attempt - 1))
         log.warning("webhook for job %s failed after %d attempts", job.id, attempt)
@@ -103,14 +114,22 @@ class WebhookSender:
         headers = {"content-type": "application/json", "webhook-id": msg_id,
                    "webhook-timestamp": str(timestamp),
                    "webhook-signature": sign(key, msg_id, timestamp, body)}
+        try:
+            await self.allow.check(url)  # the setting may have changed since submission
+        except InvalidRequest as exc:
+            return None, f"{REFUSED}{exc.message}"
         if self._session is None:
             self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(**connector_options(self.allow)),
                 timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout_seconds))
         try:
             async with self._session.post(url, data=body, headers=headers,
                                           allow_redirects=False) as response:
-                await response.read()
-                return response.status, None
+                return response.status, None  # the receiver's answer body is never read
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, AddressRefused):
+                return None, f"{REFUSED}{exc.os_error}"
+            return None, f"{type(exc).__name__}: {exc}"[:500]
         except (aiohttp.ClientError, TimeoutError) as exc:
             return None, f"{type(exc).__name__}: {exc}"[:500]
 

@@ -1,47 +1,76 @@
 """The worker loop: take a job id from the queue, claim the job with a lease, run it, store the
 outcome once, acknowledge.
 
+The loops of one process share their database round trips: the jobs they take at once are
+claimed by one statement, their events written by one insert and their outcomes stored by one
+transaction (``Grouped``: no timer, a lone job goes at once). Each job is still acknowledged
+only after its own outcome is committed.
+
 While a job runs its lease is renewed every third of ``lease_seconds``; when renewal fails (the
 job was cancelled, or another worker took it over after this one stalled) the run is stopped.
 A worker that dies simply stops renewing: the job's lease lapses and the sweep enqueues it again.
+
+A run's usage records are held back (``inferd.usage.holding``) and committed with its outcome,
+in one transaction: a job whose result is stored is billed, whatever happens next. The records
+of a run whose outcome is not stored (cancelled, handed back, deferred, superseded) go to the
+usage recorder; those of a run cut short by a crash are lost with it (the job runs again and
+is billed then).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from inferd.jobs.finish import Finisher
 from inferd.jobs.queue import Delivery, JobQueue
 from inferd.jobs.runner import EventLog, Outcome
 from inferd.jobs.signals import Signals
+from inferd.logs import request_id_var
 from inferd.settings import JobSettings
-from inferd.store.jobs import JobRecord, JobStore
+from inferd.store.groups import Grouped
+from inferd.store.jobs import JobEvent, JobRecord, JobStore
+from inferd.tasks import cancel_and_wait
+from inferd.usage import UsageRecord, holding
 
 log = logging.getLogger("inferd.jobs.worker")
 
 # Runs a claimed job to its outcome, writing its token events to the log it is given.
 Run = Callable[[JobRecord, EventLog], Coroutine[Any, Any, Outcome]]
+# Takes the usage records of a run whose outcome was not stored (the usage recorder's).
+Spill = Callable[[Sequence[UsageRecord]], None]
 
 
 class WorkerPool:
     """In-process workers: ``concurrency`` loops per model, started as models appear."""
 
     def __init__(self, store: JobStore, queue: JobQueue, settings: JobSettings,
-                 signals: Signals, run: Run, finisher: Finisher) -> None:
+                 signals: Signals, run: Run, finisher: Finisher,
+                 spill: Spill | None = None) -> None:
         self.store = store
         self.queue = queue
         self.settings = settings
         self.signals = signals
         self.run = run
         self.finisher = finisher
+        self.spill: Spill = spill or (lambda records: None)
         self.worker_id = f"w-{secrets.token_hex(6)}"
         self._loops: dict[str, list[asyncio.Task[None]]] = {}
         self.running: dict[str, asyncio.Task[Outcome]] = {}
         self._closing = False
+        self._claims: Grouped[str, tuple[JobRecord, int] | None] = Grouped(self._claim)
+        self._events: Grouped[tuple[str, list[JobEvent]], None] = Grouped(
+            store.add_events_many)
+        self._finishes: Grouped[tuple[str, Outcome, Sequence[UsageRecord]], bool] = Grouped(
+            lambda outcomes: store.finish_many(self.worker_id, outcomes))
+
+    async def _claim(self, job_ids: list[str]) -> list[tuple[JobRecord, int] | None]:
+        return await self.store.claim_many(job_ids, self.worker_id, self.settings.lease_seconds,
+                                           self.settings.max_attempts)
 
     def ensure(self, model: str) -> None:
         """Start this model's worker loops unless they run already."""
@@ -52,7 +81,7 @@ class WorkerPool:
                               for i in range(count)]
 
     async def _loop(self, model: str) -> None:
-        while True:
+        while not self._closing:  # also ends a loop whose cancellation was lost
             delivery = await self.queue.get(model)
             try:
                 await self.process(delivery)
@@ -66,21 +95,25 @@ class WorkerPool:
 
     async def process(self, delivery: Delivery) -> None:
         store, job_id = self.store, delivery.job.id
-        job = await store.claim(job_id, self.worker_id, self.settings.lease_seconds,
-                                self.settings.max_attempts)
-        if job is None:
+        claimed = await self._claim_or_hand_back(job_id)
+        if claimed is None:
             await self.finisher.unclaimable(job_id)
             await delivery.ack()
             return
-        events = EventLog(store, job.id, await store.last_seq(job.id) + 1,
-                          self.settings.event_flush_seconds, self.signals.notify)
+        job, last_seq = claimed
+        events = EventLog(store, job.id, last_seq + 1, self.settings.event_flush_seconds,
+                          self.signals.notify, self._events)
         await events.start(job.attempts)
-        task = asyncio.create_task(self.run(job, events))
+        records: list[UsageRecord] = []
+        context = holding(records)
+        context.run(request_id_var.set, job.id)  # its usage records and logs name the job
+        task = asyncio.create_task(self.run(job, events), context=context)
         self.running[job.id] = task
         heartbeat = asyncio.create_task(self._heartbeat(job.id, task))
         try:
             outcome = await task
         except asyncio.CancelledError:
+            self.spill(records)
             if self._closing:
                 await store.release(job.id, self.worker_id)
                 raise
@@ -94,15 +127,28 @@ class WorkerPool:
             self.running.pop(job.id, None)
         if outcome.status == "deferred":
             # pending again without using up an attempt; the sweep offers it again
+            self.spill(records)
             await store.release(job.id, self.worker_id)
             await delivery.ack()
             return
-        stored = await store.finish(
-            job.id, self.worker_id, outcome.status, result=outcome.result, error=outcome.error,
-            status_code=outcome.status_code, usage=outcome.usage)
+        stored = await self._finishes((job.id, outcome, records))
         await delivery.ack()
         if stored:
             await self.finisher.finished(job.id, job)
+        else:
+            self.spill(records)
+
+    async def _claim_or_hand_back(self, job_id: str) -> tuple[JobRecord, int] | None:
+        """Claim in this process's group; stopped meanwhile, hand the job back once the
+        group's claim has landed (else it would sit claimed until its lease lapses)."""
+        claim = asyncio.ensure_future(self._claims(job_id))
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                if await claim is not None:
+                    await self.store.release(job_id, self.worker_id)
+            raise
 
     async def _heartbeat(self, job_id: str, task: asyncio.Task[Outcome]) -> None:
         every = self.settings.lease_seconds / 3
@@ -129,6 +175,6 @@ class WorkerPool:
         """Stop the loops; jobs that were running go back to ``pending`` for the next start."""
         self._closing = True
         loops = [t for tasks in self._loops.values() for t in tasks]
-        for task in [*self.running.values(), *loops]:
+        for task in self.running.values():
             task.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
+        await cancel_and_wait(loops, what="worker loops")

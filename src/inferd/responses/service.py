@@ -10,7 +10,7 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -31,10 +31,25 @@ from inferd.schemas.responses import (
     output_from_chat,
     to_chat,
 )
+from inferd.store.jobs import JobRecord, JobStore
 from inferd.store.responses import ResponseRecord, ResponseStore
 
-if TYPE_CHECKING:  # the job service runs background responses; it imports this package
-    from inferd.jobs.service import JobService
+
+class BackgroundJobs(Protocol):
+    """What background responses need of the job service. The job service runs background
+    responses, so it imports this package; the dependency back is this protocol."""
+
+    store: JobStore
+
+    async def submit(self, principal: Principal, endpoint: str, body: dict[str, Any], *,
+                     source: str = "api") -> tuple[JobRecord, bool]: ...
+
+    def events(self, principal: Principal, job_id: str,
+               after: int = 0) -> AsyncIterator[tuple[int | None, str, str]]: ...
+
+    async def cancel(self, principal: Principal, job_id: str) -> JobRecord: ...
+
+    async def delete(self, principal: Principal, job_id: str) -> None: ...
 
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -64,7 +79,7 @@ class ResponseService:
     """Everything the ``/v1/responses`` routes do."""
 
     def __init__(self, inference: Inference, store: ResponseStore,
-                 jobs: JobService | None) -> None:
+                 jobs: BackgroundJobs | None) -> None:
         self.inference = inference
         self.store = store
         self.jobs = jobs
@@ -146,7 +161,7 @@ class ResponseService:
         return prepared.response
 
     # -- read -------------------------------------------------------------------------------
-    def _jobs(self) -> JobService:
+    def _jobs(self) -> BackgroundJobs:
         if self.jobs is None:
             raise Unavailable("Background responses need the job system, which is not "
                               "running in this process.")
@@ -194,7 +209,7 @@ class ResponseService:
         jobs = self._jobs()  # checked before the stream starts
         return self._follow(principal, record, jobs, after or 0)
 
-    async def _follow(self, principal: Principal, record: ResponseRecord, jobs: JobService,
+    async def _follow(self, principal: Principal, record: ResponseRecord, jobs: BackgroundJobs,
                       after: int) -> AsyncIterator[Event]:
         assert record.job_id is not None
         last_seq, last_type = after, ""

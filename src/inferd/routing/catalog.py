@@ -15,13 +15,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from inferd.engines.base import Engine
 from inferd.engines.remote import RemoteEngine, RemoteSpec
 from inferd.errors import Conflict, InvalidRequest
+from inferd.outbound import HostAllowList
+from inferd.redact import redact_url
 from inferd.routing.replica import Replica
 from inferd.routing.router import Router
-from inferd.routing.security import HostAllowList
 from inferd.settings import ReplicaSpec, Settings
 from inferd.store.replicas import ReplicaRecord, ReplicaStore
 
@@ -30,10 +32,12 @@ log = logging.getLogger("inferd.routing")
 RETIRE_GRACE = 60.0  # seconds a replaced engine may finish its requests before it is closed
 
 
-def build_remote_engine(name: str, spec: ReplicaSpec) -> RemoteEngine:
-    """The engine of a remote replica kind (not started)."""
+def build_remote_engine(name: str, spec: ReplicaSpec,
+                        allow: HostAllowList | None = None) -> RemoteEngine:
+    """The engine of a remote replica kind (not started); with ``allow``, every connection
+    it makes is checked against that list when it is made."""
     remote = RemoteSpec(url=spec.url, upstream_model=spec.upstream_model, api_key=spec.api_key,
-                        timeout=spec.timeout, options=dict(spec.options))
+                        timeout=spec.timeout, options=dict(spec.options), allow=allow)
     if spec.kind == "triton":
         from inferd.engines.triton import TritonEngine
 
@@ -96,6 +100,18 @@ class ReplicaCatalog:
                     self.router.remove_model(gone)
             self._stored_models = names
 
+    async def check(self, url: str, options: dict[str, Any] | None = None) -> None:
+        """Raise ``InvalidRequest`` unless the replica URL, and every other URL its options
+        name (``health_url``), are inside the allow-list."""
+        await self.allow.check(url)
+        health_url = (options or {}).get("health_url")
+        if health_url:
+            try:
+                await self.allow.check(str(health_url))
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"options.health_url: {exc.message}",
+                                     param="options.health_url", code=exc.code) from exc
+
     async def changed(self) -> None:
         """After a change made here: sync, and tell the other processes (``announce``)."""
         await self.sync()
@@ -110,19 +126,20 @@ class ReplicaCatalog:
             engine = self.queue_engine(record.model, record.spec())
         else:
             try:
-                await self.allow.check(record.url)
+                await self.check(record.url, record.options)
             except InvalidRequest as exc:
                 log.warning("replica %s of %s not used: %s", record.id, record.model,
                             exc.message)
                 return
-            engine = build_remote_engine(record.model, record.spec())
+            engine = build_remote_engine(record.model, record.spec(), self.allow)
         await engine.start()
         self.router.add(Replica(id=str(record.id), model=record.model, engine=engine,
                                 weight=record.weight, kind=record.kind,
                                 cooldown_base=self.cooldown_base,
                                 cooldown_max=self.cooldown_max))
         self._built[str(record.id)] = record.updated_at
-        log.info("replica %s of %s: %s %s", record.id, record.model, record.kind, record.url)
+        log.info("replica %s of %s: %s %s", record.id, record.model, record.kind,
+                 redact_url(record.url))
 
     def _retire(self, replica_id: str) -> None:
         self._built.pop(replica_id, None)

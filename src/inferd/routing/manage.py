@@ -2,7 +2,8 @@
 
 Every change is validated (names, aliases, the replica URL allow-list), written to the store,
 then applied to this gateway's router at once (other gateways pick it up on their next sync).
-Views never hold a credential: a replica shows only whether it has one.
+Views never hold a credential: a replica shows only whether it has one, and its URL with
+query values and user information masked (``inferd.redact``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from inferd.engines.residency import Resident
 from inferd.errors import Conflict, InvalidRequest, NotFound
+from inferd.redact import redact_url
 from inferd.routing.catalog import ReplicaCatalog
 from inferd.routing.replica import Replica
 from inferd.settings import ReplicaSpec
@@ -62,16 +65,44 @@ MAX_ROW_ID = 2**63 - 1
 
 def _row_id(text: str) -> int | None:
     """``text`` as a row id, or None when it is not one."""
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "³" is a digit to isdigit(), not to int()
         return None
     value = int(text)
     return value if value <= MAX_ROW_ID else None
 
 
+def shown_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A replica's options as views show them: URLs (``health_url``) masked."""
+    return {k: redact_url(v) if k.endswith("url") and isinstance(v, str) else v
+            for k, v in options.items()}
+
+
+def unmasked_options(sent: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """``sent`` with each URL that is the masked form of the stored one set back to it."""
+    return {k: stored[k] if (isinstance(v, str) and isinstance(stored.get(k), str)
+                             and v != stored[k] and v == shown_options(stored)[k]) else v
+            for k, v in sent.items()}
+
+
 def live_view(replica: Replica) -> dict[str, Any]:
-    """A replica the router holds but the store does not (a local engine)."""
+    """A replica the router holds but the store does not (a local engine), with its memory
+    state: ``loaded`` / ``loading`` / ``unloaded`` (engines without weights to load: loaded)."""
+    engine = replica.engine
+    state = engine.state if isinstance(engine, Resident) else "loaded"
     return {**replica.state(), "model_id": None, "url": None, "upstream_model": None,
-            "enabled": True, "has_api_key": False, "source": "local"}
+            "enabled": True, "has_api_key": False, "source": "local", "state": state,
+            "loadable": isinstance(engine, Resident)}
+
+
+# A model served in this process is as loaded as its most loaded replica.
+STATES = ("loaded", "loading", "unloaded")
+
+
+def memory_state(local: list[dict[str, Any]]) -> str | None:
+    """The model's memory state, from the views of its in-process replicas; None when it
+    has none (it runs elsewhere)."""
+    states = {r["state"] for r in local}
+    return next((s for s in STATES if s in states), None)
 
 
 class ModelAdmin:
@@ -87,14 +118,15 @@ class ModelAdmin:
         live = self.router.replica(str(record.id))
         state = live.state() if live is not None else {
             "healthy": False, "available": False, "in_flight": 0, "cooled_down_until": None,
-            "consecutive_failures": 0, "last_error": None, "last_error_at": None,
-            "latency_ms": None, "requests": 0, "errors": 0,
+            "consecutive_failures": 0, "cooldown_seconds": 0.0, "last_error": None,
+            "last_error_at": None, "latency_ms": None, "requests": 0, "errors": 0,
             "not_loaded": "disabled" if not record.enabled else "refused or inactive"}
         return {**state, "id": str(record.id), "model": record.model,
-                "model_id": record.model_id, "kind": record.kind, "url": record.url,
+                "model_id": record.model_id, "kind": record.kind,
+                "url": redact_url(record.url),
                 "upstream_model": record.upstream_model, "weight": record.weight,
                 "timeout": record.timeout, "enabled": record.enabled,
-                "options": record.options, "has_api_key": record.has_credential,
+                "options": shown_options(record.options), "has_api_key": record.has_credential,
                 "source": record.source, "created_at": record.created_at,
                 "updated_at": record.updated_at}
 
@@ -106,7 +138,9 @@ class ModelAdmin:
         return {"id": record.id, "name": record.name, "object": "model",
                 "aliases": record.aliases, "fallbacks": record.fallbacks,
                 "active": record.active, "source": record.source,
-                "healthy": any(r["available"] for r in replicas), "replicas": replicas,
+                "healthy": any(r["available"] for r in replicas),
+                "state": memory_state(local),
+                "loadable": any(r["loadable"] for r in local), "replicas": replicas,
                 "created_at": record.created_at, "updated_at": record.updated_at}
 
     # -- models ---------------------------------------------------------------------------
@@ -147,7 +181,7 @@ class ModelAdmin:
         if await self.store.find_model(body.name) is not None:
             raise Conflict(f"A model named '{body.name}' already exists.")
         for replica in body.replicas:
-            await self.catalog.allow.check(replica.url)
+            await self.catalog.check(replica.url, replica.options)
         record = await self.store.create_model(body.name, body.aliases, body.fallbacks)
         for replica in body.replicas:
             await self.store.create_replica(record.id, replica)
@@ -193,20 +227,27 @@ class ModelAdmin:
 
     async def create_replica(self, model_ref: str, spec: ReplicaSpec) -> dict[str, Any]:
         model = await self.find_model(model_ref)
-        await self.catalog.allow.check(spec.url)
+        await self.catalog.check(spec.url, spec.options)
         record = await self.store.create_replica(model.id, spec)
         await self.catalog.changed()
         return self.replica_view(record)
 
     async def update_replica(self, replica_id: str, body: ReplicaUpdate) -> dict[str, Any]:
         changes = body.model_dump(exclude_unset=True)
-        if changes.get("url"):
-            await self.catalog.allow.check(changes["url"])
         for field, value in list(changes.items()):
             if value is None and field != "api_key":
                 raise InvalidRequest(f"'{field}' cannot be null.", param=field)
         record = None
         row_id = _row_id(replica_id)
+        current = await self.store.get_replica(row_id) if row_id is not None else None
+        if current is not None:  # masked URLs a view showed, sent back: keep the real ones
+            if changes.get("url") == redact_url(current.url):
+                del changes["url"]
+            if changes.get("options"):
+                changes["options"] = unmasked_options(changes["options"], current.options)
+        if current is not None and (changes.get("url") or changes.get("options")):
+            await self.catalog.check(changes.get("url") or current.url,
+                                     changes.get("options", current.options))
         if row_id is not None:
             record = await self.store.update_replica(row_id, changes)
         if record is None:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from inferd.errors import Conflict
+from inferd.redact import redact_url
 from inferd.settings import ReplicaSpec, Settings
 from inferd.store.heartbeats import HeartbeatStore
 from inferd.store.replicas import ReplicaStore
@@ -47,7 +48,7 @@ class EngineRegistration:
                 record = await self.store.find_model(name)
                 assert record is not None
             mine = [r for r in await self.store.list_replicas(record.id)
-                    if r.source == "engine" and r.url == self.url]
+                    if r.source == "engine" and r.url == redact_url(self.url)]
             spec = ReplicaSpec.model_validate({"kind": self.kind, "url": self.url,
                                                "upstream_model": name,
                                                "api_key": self.api_key})
@@ -58,7 +59,8 @@ class EngineRegistration:
                 replica = await self.store.create_replica(record.id, spec, source="engine")
             self.replica_ids.append(replica.id)
             await self.beats.beat(replica.id, 3 * self.every)
-            log.info("registered as replica %s of %s at %s", replica.id, name, self.url)
+            log.info("registered as replica %s of %s at %s", replica.id, name,
+                     redact_url(self.url))
         self._task = asyncio.create_task(self._beat_forever(), name="engine:heartbeat")
         if self.announce is not None:
             await self.announce()

@@ -36,6 +36,7 @@ class Replica:
     healthy: bool = True
     cooldown_until: float = 0.0
     failures: int = 0  # consecutive failed requests; reset by a successful one
+    cooldown: float = 0.0  # seconds of the latest cooldown (it doubles per failure)
     last_error: str | None = None
     last_error_at: float | None = None
     latency: float | None = None  # moving average of successful request latency, seconds
@@ -62,6 +63,7 @@ class Replica:
         self.failures += 1
         self.healthy = False
         backoff = min(self.cooldown_max, self.cooldown_base * 2 ** (self.failures - 1))
+        self.cooldown = backoff
         self.cooldown_until = max(self.cooldown_until, now + backoff)
         self.last_error = error
         self.last_error_at = now
@@ -89,7 +91,8 @@ class Replica:
             "healthy": self.healthy, "available": self.available(now),
             "in_flight": self.in_flight,
             "cooled_down_until": self.cooldown_until if self.cooldown_until > now else None,
-            "consecutive_failures": self.failures, "last_error": self.last_error,
+            "consecutive_failures": self.failures, "cooldown_seconds": self.cooldown,
+            "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "latency_ms": None if self.latency is None else round(self.latency * 1000, 3),
             "requests": self.requests, "errors": self.errors,

@@ -6,7 +6,8 @@ refused or reset, timeout, 5xx or 429: ``UpstreamUnavailable``) is tried on anot
 then on the model's fallbacks; the failing replica cools down (see ``Replica``). Once a stream
 has delivered its first chunk nothing is retried: a break ends it with an error event.
 A caller that meters the request passes it as ``placed``: the router writes there the replica
-that served it (the last one tried).
+that served it (the last one tried), and skips the fallbacks its key may not use (a fallback
+never widens a key's model allow-list).
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ R = TypeVar("R", ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
 
 
 class Placed(Protocol):
-    """A request being metered, as the router sees it: it is told which replica serves it."""
+    """A request being metered, as the router sees it: it is told which replica serves it and
+    says which models its key may use."""
 
     replica: str | None
+
+    def may_use(self, model: str) -> bool: ...
 
 
 @dataclass
@@ -110,6 +114,10 @@ class Router:
     def replica(self, replica_id: str) -> Replica | None:
         return next((r for r in self.replicas() if r.id == replica_id), None)
 
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is a model or an alias of one (without raising)."""
+        return self._aliases.get(name, name) in self._models
+
     def resolve(self, name: str) -> str:
         """The canonical model name for ``name``; raises ``ModelNotFound``."""
         canonical = self._aliases.get(name, name)
@@ -154,14 +162,19 @@ class Router:
         return [r.engine for r in self.replicas()]
 
     # -- requests ---------------------------------------------------------------------------
-    def _chain(self, name: str) -> list[str]:
-        """The model asked for, then its fallbacks (each once, unknown ones skipped)."""
+    def _chain(self, name: str, placed: Placed | None = None) -> list[str]:
+        """The model asked for, then its fallbacks (each once; unknown ones, and those the
+        request's key may not use, skipped)."""
         first = self.resolve(name)
         chain = [first]
         for fallback in self._models[first].fallbacks:
             canonical = self._aliases.get(fallback, fallback)
-            if canonical in self._models and canonical not in chain:
-                chain.append(canonical)
+            if canonical not in self._models or canonical in chain:
+                continue
+            if placed is not None and not (placed.may_use(fallback)
+                                           or placed.may_use(canonical)):
+                continue
+            chain.append(canonical)
         return chain
 
     async def _run(self, request: R, call: Callable[[Replica, R], Awaitable[T]],
@@ -169,7 +182,7 @@ class Router:
         """``call`` on replicas in turn until one answers (see the module docstring)."""
         tried: set[str] = set()
         error: UpstreamError | None = None
-        for model in self._chain(request.model):
+        for model in self._chain(request.model, placed):
             req = request if model == self.resolve(request.model) else request.model_copy(
                 update={"model": model})
             for _ in range(self.max_attempts):

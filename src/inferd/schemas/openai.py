@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Wire(BaseModel):
@@ -27,13 +27,33 @@ class TextPart(BaseModel):
 
 
 class ImagePart(BaseModel):
-    """An image part; accepted by the schema, refused by text-only engines."""
+    """An image (or audio, file) part: passed through to replicas as it is, refused by
+    text-only engines. inferd never fetches an image URL itself."""
 
     model_config = ConfigDict(extra="allow")
     type: Literal["image_url", "input_audio", "file", "refusal"]
 
+    @model_validator(mode="after")
+    def _image_url(self) -> ImagePart:
+        if self.type == "image_url":
+            image = (self.model_extra or {}).get("image_url")
+            url = image.get("url") if isinstance(image, dict) else None
+            if not isinstance(url, str) or not url.startswith(("data:", "http://", "https://")):
+                raise ValueError("an image_url part needs 'image_url': {'url': ...} with an "
+                                 "http(s) URL or a data URL")
+        return self
+
 
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
+class NonTextContent(ValueError):
+    """A content part other than text, where only text is read; ``part`` is its index."""
+
+    def __init__(self, part: int, kind: str) -> None:
+        super().__init__(f"content part of type '{kind}' is not supported")
+        self.part = part
+        self.kind = kind
 
 
 class ChatMessage(BaseModel):
@@ -45,15 +65,15 @@ class ChatMessage(BaseModel):
     name: str | None = None
 
     def text(self) -> str:
-        """The content as one string; raises ``ValueError`` for non-text parts."""
+        """The content as one string; raises ``NonTextContent`` for non-text parts."""
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
         texts: list[str] = []
-        for part in self.content:
+        for index, part in enumerate(self.content):
             if not isinstance(part, TextPart):
-                raise ValueError(f"content part of type '{part.type}' is not supported")
+                raise NonTextContent(index, part.type)
             texts.append(part.text)
         return "".join(texts)
 
@@ -72,13 +92,29 @@ StopField = str | list[str] | None
 
 # Bounds that keep every number a database column and the engines can hold.
 MAX_TOKENS = 2**31 - 1
+INT32 = 2**31 - 1
 INT64 = 2**63 - 1
+# Times: epoch seconds up to the year 9999, durations up to ten years (an API answer shows
+# times as whole seconds: a larger value would not serialise).
+MAX_EPOCH = 253_402_300_799.0
+MAX_DURATION = 10 * 365 * 86400.0
+
+
+def _printable(name: str) -> str:
+    if not name.isprintable():
+        raise ValueError("a model name may not contain control characters")
+    return name
+
+
+# A model name as every table holds it (the usage table records even unknown ones): at most
+# 191 characters (an indexed column on MariaDB), no control characters.
+ModelName = Annotated[str, Field(min_length=1, max_length=191), AfterValidator(_printable)]
 
 
 class _Sampling(_Wire):
     """Sampling fields shared by chat and text completions."""
 
-    model: str = Field(min_length=1)
+    model: ModelName
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
@@ -171,7 +207,7 @@ class CompletionRequest(_Sampling):
 class EmbeddingRequest(_Wire):
     """``POST /v1/embeddings``."""
 
-    model: str = Field(min_length=1)
+    model: ModelName
     input: PromptField = Field(...)
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1, le=65_536)

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inferd.schemas.openai import ModelName
+
 # OpenAI path (under /v1) -> the capability a replica declares for it
 CAPABILITIES = {"/audio/transcriptions": "audio.transcriptions",
                 "/audio/speech": "audio.speech", "/moderations": "moderations"}
@@ -26,7 +28,7 @@ class Forward(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     path: str
-    model: str = Field(min_length=1)
+    model: ModelName
     json_body: dict[str, Any] | None = None
     form: list[FormField] | None = None
 
@@ -41,3 +43,20 @@ class Forwarded(BaseModel):
     body: bytes
     content_type: str
     usage: dict[str, Any] | None = None
+
+
+class ModerationRequest(BaseModel):
+    """``POST /v1/moderations`` as the route checks it (the rest goes to the replica as sent):
+    an ``input``, and a model name or none (the first moderation model)."""
+
+    model_config = ConfigDict(extra="allow")
+    input: Any
+    model: str | None = None
+
+
+class SpeechRequest(BaseModel):
+    """``POST /v1/audio/speech`` as the route checks it: a model and the text to speak."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    input: str = Field(min_length=1)

@@ -7,12 +7,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from inferd.schemas.openai import ModelName
+
 
 class RerankRequest(BaseModel):
     """``POST /v1/rerank``: order ``documents`` by relevance to ``query``."""
 
     model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1)
+    model: ModelName
     query: str
     documents: list[str | dict[str, Any]] = Field(min_length=1, max_length=1000)
     top_n: int | None = Field(default=None, ge=1)
@@ -35,7 +37,7 @@ class ScoreRequest(BaseModel):
     or two lists of the same length, pair by pair)."""
 
     model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1)
+    model: ModelName
     text_1: str | list[str]
     text_2: str | list[str]
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferd.errors import InvalidRequest
-from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest
+from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest, ModelName
 
 Item = dict[str, Any]
 
@@ -44,7 +44,7 @@ class ResponseCreateRequest(BaseModel):
     """``POST /v1/responses``."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
-    model: str = Field(min_length=1)
+    model: ModelName
     input: str | list[Item] = Field(...)
     instructions: str | None = None
     max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)

@@ -7,22 +7,37 @@ MySQL/MariaDB are the production stores. The same Alembic migrations run on all 
 from __future__ import annotations
 
 import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
 
+from inferd.secretbox import SecretBox
+from inferd.settings import Settings
+from inferd.store.faults import READ_ONLY, WriteHealth
+from inferd.store.tables import kv
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# While writes fail, readiness tries a write of its own at most this often (seconds), of this
+# many bytes: more than a page or two, so that it succeeds only where real writes can.
+PROBE_INTERVAL = 1.0
+PROBE_BYTES = 60_000  # under MySQL's TEXT limit
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -37,10 +52,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Database:
-    """One database: engine, session factory, health check and migrations."""
+    """One database: engine, session factory, health check and migrations.
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    ``secrets`` encrypts the secrets the repositories store (replica credentials, webhook
+    secrets) and decrypts them when read; without it they are stored as they are.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False, secrets: SecretBox | None = None
+                 ) -> None:
         self.url = url
+        self.secrets = secrets or SecretBox()
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
@@ -49,12 +70,39 @@ class Database:
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
         else:
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True, pool_recycle=1800)
+            # No pre-ping: on asyncpg it costs three round trips per checkout (a transaction
+            # around "SELECT 1"), more than most statements it guards. A dead connection fails
+            # its statement instead (a 503, see ``unreachable``) and the pool then replaces
+            # every connection older than that failure, so one failure per outage, not one
+            # per connection.
+            kwargs.update(pool_size=10, max_overflow=20, pool_recycle=1800)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False,
                                            class_=AsyncSession)
+        self.writes = WriteHealth()
+        self.writes.watch(self.engine.sync_engine)
+        self._probed = 0.0
+        # The same pool, each statement committing by itself (see ``statement``).
+        self._autocommit = (self.engine if self.dialect == "sqlite" else
+                            self.engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+    @asynccontextmanager
+    async def statement(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one statement that is atomic by itself (an ``UPDATE``, a
+        multi-row ``INSERT``, a ``SELECT``) on the hot paths.
+
+        On PostgreSQL and MySQL it runs in autocommit mode: no ``BEGIN`` and ``COMMIT`` round
+        trips around it (a transaction of one statement costs three). SQLite is in-process (no
+        round trips), where a transaction keeps an executemany atomic and fast.
+        """
+        if self.dialect == "sqlite":
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._autocommit.connect() as conn:
+            yield conn
 
     async def ping(self) -> bool:
         """True when a trivial query succeeds."""
@@ -64,6 +112,30 @@ class Database:
             return True
         except Exception:  # any driver error means "not reachable"
             return False
+
+    async def writable(self) -> bool:
+        """False while writes fail for lack of storage (``WriteHealth``). While they do, a
+        call tries a write of its own (``PROBE_BYTES``, at most once per ``PROBE_INTERVAL``,
+        removed in the same transaction), so that readiness comes back when the storage does,
+        without waiting for traffic."""
+        if self.writes.ok:
+            return True
+        now = time.monotonic()
+        if now - self._probed >= PROBE_INTERVAL:
+            self._probed = now
+            if self.dialect == "sqlite" and self.writes.last_fault == READ_ONLY:
+                # a connection opened while a read-only one is open cannot write either:
+                # start from no connection at all (see inferd.store.faults)
+                await self.engine.dispose()
+            key = f"probe:{secrets.token_hex(8)}"  # one per call: no two probes collide
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.execute(sa.insert(kv).values(key=key, value="p" * PROBE_BYTES,
+                                                            updated_at=time.time()))
+                    await conn.execute(sa.delete(kv).where(kv.c.key == key))
+            except Exception:  # counted by WriteHealth when it is a storage fault
+                pass
+        return self.writes.ok
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision (runs Alembic in a worker thread)."""
@@ -84,14 +156,22 @@ class Database:
         await self.engine.dispose()
 
 
+def open_database(settings: Settings) -> Database:
+    """The database ``settings`` name, with their secret key (``INFERD_SECRET_KEY``)."""
+    db = Database(settings.resolved_database_url(),
+                  secrets=SecretBox.from_setting(settings.secret_key))
+    db.writes.threshold = settings.unready_after_failed_writes
+    return db
+
+
 # What a store call may raise when the database goes away (wrapped by SQLAlchemy or not).
 STORE_ERRORS: tuple[type[Exception], ...] = (sa_exc.DBAPIError, ConnectionError)
 
 
 def unreachable(exc: BaseException) -> bool:
     """True when ``exc`` means the database cannot be reached right now (a restart, a dropped
-    or terminated connection, a refused connect): a 503 to the client, not a bug. The pool's
-    pre-ping replaces dead connections, so the next request recovers without a restart."""
+    or terminated connection, a refused connect): a 503 to the client, not a bug. The pool
+    then replaces its connections, so the next request recovers without a restart."""
     import asyncpg  # type: ignore[import-untyped]
 
     lost = (ConnectionError, sa_exc.DisconnectionError, asyncpg.PostgresConnectionError,

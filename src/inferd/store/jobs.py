@@ -7,7 +7,7 @@ workers or a worker and a cancelling client can never both win: the ``rowcount``
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from inferd.errors import JobCancelled
 from inferd.store.db import Database
 from inferd.store.tables_jobs import job_events, jobs, webhook_attempts
+from inferd.store.usage import insert_records
+from inferd.usage import UsageRecord
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -71,6 +73,17 @@ class JobEvent:
     data: str
 
 
+@dataclass
+class Outcome:
+    """How a run of a job ended, as it will be stored."""
+
+    status: str  # completed | failed | deferred (back to pending: the key's rate limit)
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    status_code: int | None = None
+    usage: dict[str, Any] | None = None
+
+
 def _record(row: sa.Row[Any]) -> JobRecord:
     return JobRecord(**dict(row._mapping))
 
@@ -93,7 +106,7 @@ class JobStore:
     async def insert(self, job: JobRecord) -> tuple[JobRecord, bool]:
         """Insert ``job``; with a taken idempotency key return ``(existing, False)``."""
         try:
-            async with self.db.engine.begin() as conn:
+            async with self.db.statement() as conn:
                 await conn.execute(sa.insert(jobs).values(**job.values()))
             return job, True
         except sa.exc.IntegrityError:
@@ -111,12 +124,12 @@ class JobStore:
             await conn.execute(sa.insert(jobs), [r.values() for r in records[start:start + 500]])
 
     async def get(self, job_id: str) -> JobRecord | None:
-        async with self.db.engine.connect() as conn:
+        async with self.db.statement() as conn:
             row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
         return None if row is None else _record(row)
 
     async def by_idempotency(self, scope: str) -> JobRecord | None:
-        async with self.db.engine.connect() as conn:
+        async with self.db.statement() as conn:
             row = (await conn.execute(
                 sa.select(jobs).where(jobs.c.idempotency_scope == scope))).first()
         return None if row is None else _record(row)
@@ -136,12 +149,12 @@ class JobStore:
             query = query.where(jobs.c.source == source)
         if after:
             query = query.where(jobs.c.id < after)
-        async with self.db.engine.connect() as conn:
+        async with self.db.statement() as conn:
             rows = (await conn.execute(query)).all()
         return JobPage([_record(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
     async def of_batch(self, batch_id: str) -> list[JobRecord]:
-        async with self.db.engine.connect() as conn:
+        async with self.db.statement() as conn:
             rows = (await conn.execute(sa.select(jobs).where(jobs.c.batch_id == batch_id)
                                        .order_by(jobs.c.batch_index))).all()
         return [_record(r) for r in rows]
@@ -149,38 +162,60 @@ class JobStore:
     async def batch_counts(self, batch_id: str) -> dict[str, int]:
         query = (sa.select(jobs.c.status, sa.func.count()).where(jobs.c.batch_id == batch_id)
                  .group_by(jobs.c.status))
-        async with self.db.engine.connect() as conn:
+        async with self.db.statement() as conn:
             return {str(s): int(n) for s, n in (await conn.execute(query)).all()}
 
     # -- the worker's state changes ---------------------------------------------------------
     async def claim(self, job_id: str, worker: str, lease: float,
                     max_attempts: int) -> JobRecord | None:
         """Take a pending job, or a running one whose lease expired; None if someone else has it."""
+        claimed = (await self.claim_many([job_id], worker, lease, max_attempts))[0]
+        return None if claimed is None else claimed[0]
+
+    async def claim_many(self, job_ids: list[str], worker: str, lease: float,
+                         max_attempts: int) -> list[tuple[JobRecord, int] | None]:
+        """``claim`` for many jobs in one statement: per id, the claimed job with the last
+        sequence number of its events (its next attempt's events follow it), or None.
+
+        PostgreSQL and SQLite return the claimed rows at once (``UPDATE ... RETURNING``: one
+        round trip for the whole group); MySQL/MariaDB have no ``RETURNING``, so there each job
+        is claimed, then read.
+        """
         now = time.time()
         claimable = sa.or_(jobs.c.status == "pending",
                            sa.and_(jobs.c.status == "running", jobs.c.lease_expires_at < now))
-        update = (sa.update(jobs).where(jobs.c.id == job_id, claimable,
-                                        jobs.c.attempts < max_attempts,
-                                        sa.or_(jobs.c.deadline_at.is_(None),
-                                               jobs.c.deadline_at > now))
-                  .values(status="running", claimed_by=worker, lease_expires_at=now + lease,
-                          attempts=jobs.c.attempts + 1,
-                          started_at=sa.func.coalesce(jobs.c.started_at, now)))
-        # PostgreSQL and SQLite return the claimed row at once (one round trip, not two);
-        # MySQL/MariaDB have no UPDATE ... RETURNING.
-        returning = self.db.dialect in ("postgresql", "sqlite")
-        async with self.db.engine.begin() as conn:
-            if returning:
-                row = (await conn.execute(update.returning(*jobs.c))).first()
-                return None if row is None else _record(row)
-            result = await conn.execute(update)
-        if result.rowcount != 1:
-            return None
-        return await self.get(job_id)
+        values = {"status": "running", "claimed_by": worker, "lease_expires_at": now + lease,
+                  "attempts": jobs.c.attempts + 1,
+                  "started_at": sa.func.coalesce(jobs.c.started_at, now)}
+        conditions = [claimable, jobs.c.attempts < max_attempts,
+                      sa.or_(jobs.c.deadline_at.is_(None), jobs.c.deadline_at > now)]
+        found: dict[str, tuple[JobRecord, int]] = {}
+        unique = list(dict.fromkeys(job_ids))
+        if self.db.dialect in ("postgresql", "sqlite"):
+            last = (sa.select(sa.func.coalesce(sa.func.max(job_events.c.seq), 0))
+                    .where(job_events.c.job_id == jobs.c.id).correlate(jobs).scalar_subquery())
+            update = (sa.update(jobs).where(jobs.c.id.in_(unique), *conditions).values(**values)
+                      .returning(*jobs.c, last.label("last_seq")))
+            async with self.db.statement() as conn:
+                for row in (await conn.execute(update)).all():
+                    data = dict(row._mapping)
+                    seq = int(data.pop("last_seq") or 0)
+                    found[str(data["id"])] = (JobRecord(**data), seq)
+        else:
+            for job_id in unique:
+                async with self.db.statement() as conn:
+                    result = await conn.execute(sa.update(jobs).where(
+                        jobs.c.id == job_id, *conditions).values(**values))
+                if result.rowcount == 1:
+                    job = await self.get(job_id)
+                    if job is not None:
+                        found[job_id] = (job, await self.last_seq(job_id))
+        # an id twice in one group (a redelivered message) is claimed by its first caller only
+        return [found.pop(job_id, None) for job_id in job_ids]
 
     async def renew(self, job_id: str, worker: str, lease: float) -> bool:
         """Extend the lease; False when the job is no longer ours (cancelled or taken over)."""
-        async with self.db.engine.begin() as conn:
+        async with self.db.statement() as conn:
             result = await conn.execute(
                 sa.update(jobs).where(jobs.c.id == job_id, jobs.c.claimed_by == worker,
                                       jobs.c.status == "running")
@@ -190,24 +225,83 @@ class JobStore:
     async def finish(self, job_id: str, worker: str | None, status: str, *,
                      result: dict[str, Any] | None = None, error: dict[str, Any] | None = None,
                      status_code: int | None = None, usage: dict[str, Any] | None = None,
-                     from_status: tuple[str, ...] = ("running",)) -> bool:
+                     from_status: tuple[str, ...] = ("running",),
+                     usage_records: Sequence[UsageRecord] = ()) -> bool:
         """Store the outcome once: only the worker holding the job (or, for ``worker=None``,
-        whoever moves it out of ``from_status``) succeeds."""
+        whoever moves it out of ``from_status``) succeeds. ``usage_records`` (the run's
+        metering) are committed in the same transaction, and only with a stored outcome."""
         condition = [jobs.c.id == job_id, jobs.c.status.in_(from_status)]
         if worker is not None:
             condition.append(jobs.c.claimed_by == worker)
         webhook_state = sa.case((jobs.c.webhook_url.is_not(None), "pending"), else_=None)
-        async with self.db.engine.begin() as conn:
+        # With usage records: one transaction for both statements (not autocommit).
+        async with (self.db.engine.begin() if usage_records else self.db.statement()) as conn:
             updated = await conn.execute(
                 sa.update(jobs).where(*condition)
                 .values(status=status, result=result, error=error, status_code=status_code,
                         usage=usage, finished_at=time.time(), lease_expires_at=None,
                         webhook_state=webhook_state))
-        return bool(updated.rowcount == 1)
+            stored = bool(updated.rowcount == 1)
+            if stored:
+                await insert_records(conn, usage_records)
+        return stored
+
+    async def finish_many(
+            self, worker: str,
+            outcomes: list[tuple[str, Outcome, Sequence[UsageRecord]]]) -> list[bool]:
+        """Store the outcomes (job id, outcome, the run's usage records) of jobs ``worker``
+        holds, in one transaction: per outcome, True when it was stored (False: the job was
+        cancelled or taken over meanwhile). The usage records of the stored outcomes are
+        committed with them, so a stored result is always billed.
+
+        The jobs still ours are locked first (``SELECT ... FOR UPDATE``), then updated with one
+        ``executemany``: four round trips for the whole group.
+        """
+        ids = list(dict.fromkeys(job_id for job_id, _, _ in outcomes))
+        ours_now = [jobs.c.claimed_by == worker, jobs.c.status == "running"]
+        webhook_state = sa.case((jobs.c.webhook_url.is_not(None), "pending"), else_=None)
+        update = (sa.update(jobs).where(jobs.c.id == sa.bindparam("b_id"), *ours_now)
+                  .values(status=sa.bindparam("b_status"),
+                          result=sa.bindparam("b_result", type_=jobs.c.result.type),
+                          error=sa.bindparam("b_error", type_=jobs.c.error.type),
+                          status_code=sa.bindparam("b_status_code"),
+                          usage=sa.bindparam("b_usage", type_=jobs.c.usage.type),
+                          finished_at=sa.bindparam("b_finished_at"), lease_expires_at=None,
+                          webhook_state=webhook_state))
+        async with self.db.engine.begin() as conn:
+            ours = {str(i) for i in (await conn.execute(
+                sa.select(jobs.c.id).where(jobs.c.id.in_(ids), *ours_now)
+                .with_for_update())).scalars()}
+            stored, rows, now = [], [], time.time()
+            billed: list[UsageRecord] = []
+            for job_id, outcome, records in outcomes:
+                mine = job_id in ours
+                ours.discard(job_id)  # once per job, whatever the group holds
+                stored.append(mine)
+                if mine:
+                    rows.append({"b_id": job_id, "b_status": outcome.status,
+                                 "b_result": outcome.result, "b_error": outcome.error,
+                                 "b_status_code": outcome.status_code,
+                                 "b_usage": outcome.usage, "b_finished_at": now})
+                    billed.extend(records)
+            if rows:
+                await conn.execute(update, rows)
+            await insert_records(conn, billed)
+        return stored
+
+    async def mark_queued(self, job_ids: list[str], until: float) -> list[None]:
+        """A durable queue (the broker) confirmed these pending jobs' ids: sweeps leave them
+        alone until ``until`` instead of publishing them again (which, with a deep queue,
+        would fill it with copies). A job handed back (``release``) is unmarked."""
+        async with self.db.statement() as conn:
+            await conn.execute(sa.update(jobs).where(jobs.c.id.in_(job_ids),
+                                                     jobs.c.status == "pending")
+                               .values(lease_expires_at=until))
+        return [None] * len(job_ids)
 
     async def release(self, job_id: str, worker: str) -> None:
         """Hand a job back on shutdown: pending again, and this attempt does not count."""
-        async with self.db.engine.begin() as conn:
+        async with self.db.statement() as conn:
             await conn.execute(
                 sa.update(jobs).where(jobs.c.id == job_id, jobs.c.claimed_by == worker,
                                       jobs.c.status == "running")
@@ -215,29 +309,31 @@ class JobStore:
                         attempts=jobs.c.attempts - 1))
 
     async def recoverable(self, models: Collection[str] | None = None) -> list[JobRecord]:
-        """Jobs to (re-)enqueue: pending ones and running ones whose lease expired; only of
-        ``models`` when given."""
+        """Jobs to (re-)enqueue: pending ones not known to be queued and running ones whose
+        lease expired; only of ``models`` when given."""
         now = time.time()
+        # A pending job's lease is the broker's (``mark_queued``): its id is queued until then.
+        lapsed = sa.or_(jobs.c.lease_expires_at.is_(None), jobs.c.lease_expires_at < now)
         query = (sa.select(jobs).where(sa.or_(
-            jobs.c.status == "pending",
+            sa.and_(jobs.c.status == "pending", lapsed),
             sa.and_(jobs.c.status == "running", jobs.c.lease_expires_at < now)))
             .order_by(jobs.c.priority.desc(), jobs.c.id))
         if models is not None:
             if not models:
                 return []
             query = query.where(jobs.c.model.in_(sorted(models)))
-        async with self.db.engine.connect() as conn:
+        async with self.db.statement() as conn:
             return [_record(r) for r in (await conn.execute(query)).all()]
 
     async def overdue(self) -> list[str]:
         """Ids of pending jobs past their deadline."""
         query = sa.select(jobs.c.id).where(jobs.c.status == "pending",
                                            jobs.c.deadline_at < time.time())
-        async with self.db.engine.connect() as conn:
+        async with self.db.statement() as conn:
             return [str(r[0]) for r in (await conn.execute(query)).all()]
 
     async def cancel_batch_pending(self, batch_id: str) -> int:
-        async with self.db.engine.begin() as conn:
+        async with self.db.statement() as conn:
             result = await conn.execute(
                 sa.update(jobs).where(jobs.c.batch_id == batch_id, jobs.c.status == "pending")
                 .values(status="cancelled", finished_at=time.time(),
@@ -277,7 +373,7 @@ class JobStore:
 
     # -- events -----------------------------------------------------------------------------
     async def last_seq(self, job_id: str) -> int:
-        async with self.db.engine.connect() as conn:
+        async with self.db.statement() as conn:
             value = (await conn.execute(sa.select(sa.func.max(job_events.c.seq))
                                         .where(job_events.c.job_id == job_id))).scalar()
         return int(value or 0)
@@ -294,17 +390,27 @@ class JobStore:
                 {"job_id": job_id, "seq": e.seq, "kind": e.kind, "data": e.data,
                  "created_at": now} for e in events])
 
+    async def add_events_many(self, batches: list[tuple[str, list[JobEvent]]]) -> list[None]:
+        """Append the events of several jobs in one multi-row ``INSERT``."""
+        now = time.time()
+        rows = [{"job_id": job_id, "seq": e.seq, "kind": e.kind, "data": e.data,
+                 "created_at": now} for job_id, events in batches for e in events]
+        if rows:
+            async with self.db.statement() as conn:
+                await conn.execute(sa.insert(job_events), rows)
+        return [None] * len(batches)
+
     async def events_after(self, job_id: str, seq: int) -> list[JobEvent]:
         query = (sa.select(job_events.c.seq, job_events.c.kind, job_events.c.data)
                  .where(job_events.c.job_id == job_id, job_events.c.seq > seq)
                  .order_by(job_events.c.seq))
-        async with self.db.engine.connect() as conn:
+        async with self.db.statement() as conn:
             return [JobEvent(int(s), str(k), str(d)) for s, k, d in (await conn.execute(query))]
 
     # -- webhooks ---------------------------------------------------------------------------
     async def record_attempt(self, job_id: str, webhook_id: str, attempt: int, url: str,
                              status_code: int | None, error: str | None) -> None:
-        async with self.db.engine.begin() as conn:
+        async with self.db.statement() as conn:
             await conn.execute(sa.insert(webhook_attempts).values(
                 job_id=job_id, webhook_id=webhook_id, attempt=attempt, url=url,
                 status_code=status_code, error=error, created_at=time.time()))
@@ -312,19 +418,19 @@ class JobStore:
     async def attempts(self, job_id: str) -> list[dict[str, Any]]:
         query = (sa.select(webhook_attempts).where(webhook_attempts.c.job_id == job_id)
                  .order_by(webhook_attempts.c.id))
-        async with self.db.engine.connect() as conn:
+        async with self.db.statement() as conn:
             rows = (await conn.execute(query)).all()
         # keys are str subclasses (quoted_name): plain str for JSON encoders
         return [{str(k): v for k, v in r._asdict().items() if k not in {"id", "job_id"}}
                 for r in rows]
 
     async def set_webhook_state(self, job_id: str, state: str) -> None:
-        async with self.db.engine.begin() as conn:
+        async with self.db.statement() as conn:
             await conn.execute(sa.update(jobs).where(jobs.c.id == job_id)
                                .values(webhook_state=state))
 
     async def pending_webhooks(self) -> list[JobRecord]:
-        async with self.db.engine.connect() as conn:
+        async with self.db.statement() as conn:
             rows = (await conn.execute(sa.select(jobs).where(jobs.c.webhook_state == "pending")
                                        .order_by(jobs.c.id))).all()
         return [_record(r) for r in rows]

@@ -2,7 +2,8 @@
 
 Only tables on ``ALLOWED_TABLES`` are shown, at most 100 rows, newest first. A column is
 redacted when its name says it holds a secret (``SECRET_MARKERS``); inside JSON documents the
-same rule applies to keys, and a password inside a URL (``scheme://user:pass@host``) is masked.
+same rule applies to keys; a URL has its query values and user information masked
+(``inferd.redact``), and a password inside a longer text (``scheme://user:pass@host``) too.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from inferd.redact import redact_url
 from inferd.store.db import Database
 from inferd.store.tables import metadata
 
@@ -20,6 +22,7 @@ SECRET_MARKERS = ("hash", "secret", "password", "passwd", "credential", "api_key
                   "authorization", "private", "access_token", "refresh_token", "cookie")
 REDACTED = "[redacted]"
 MAX_ROWS = 100
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*:)[^/@\s]+@")
 
 
@@ -35,6 +38,8 @@ def redact(value: Any) -> Any:
         return {k: REDACTED if is_secret(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
+    if isinstance(value, str) and _URL.fullmatch(value):
+        return redact_url(value)
     if isinstance(value, str) and "@" in value:
         return _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED + "@", value)
     return value

@@ -1,7 +1,9 @@
 """Repository of models, replicas and replica credentials (all their SQL).
 
 Reads for the API never touch ``replica_security_rules.secret``; only ``catalogue()`` (which
-builds the engines) reads it.
+builds the engines) reads it. Credentials are stored encrypted (``Database.secrets``). A replica
+URL that carries secrets (a query string, ``user:pass@``) is stored masked in ``replicas.url``
+(what views and ``/tables`` show) and whole, encrypted, as a security rule ``url``.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferd.errors import Conflict
+from inferd.redact import redact_url
 from inferd.settings import RemoteModelSpec, ReplicaSpec
 from inferd.store import heartbeats
 from inferd.store.db import Database
 from inferd.store.tables_replicas import llm_models, replica_security_rules, replicas
 
 BEARER = "bearer_token"
+FULL_URL = "url"  # the whole replica URL, when ``replicas.url`` holds it masked
 
 
 @dataclass
@@ -69,7 +73,8 @@ def _model(row: Any) -> ModelRecord:
                        source=row.source, created_at=row.created_at, updated_at=row.updated_at)
 
 
-_HAS_KEY = sa.exists().where(replica_security_rules.c.replica_id == replicas.c.id)
+_HAS_KEY = sa.exists().where(replica_security_rules.c.replica_id == replicas.c.id,
+                             replica_security_rules.c.rule == BEARER)
 _REPLICA_COLUMNS = [*replicas.c, llm_models.c.name.label("model_name"),
                     _HAS_KEY.label("has_credential")]
 
@@ -88,6 +93,21 @@ class ReplicaStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    async def _set_rule(self, conn: AsyncConnection, replica_id: int, rule: str,
+                        secret: str) -> None:
+        """Store ``secret`` (encrypted) as the replica's ``rule``; "" removes it."""
+        await conn.execute(sa.delete(replica_security_rules).where(
+            replica_security_rules.c.replica_id == replica_id,
+            replica_security_rules.c.rule == rule))
+        if secret:
+            await conn.execute(sa.insert(replica_security_rules).values(
+                replica_id=replica_id, rule=rule, secret=self.db.secrets.seal(secret),
+                created_at=time.time()))
+
+    async def _set_url(self, conn: AsyncConnection, replica_id: int, url: str) -> None:
+        """Keep the whole ``url`` among the secrets when its stored form is masked."""
+        await self._set_rule(conn, replica_id, FULL_URL, url if redact_url(url) != url else "")
 
     # -- models ---------------------------------------------------------------------------
     async def list_models(self) -> list[ModelRecord]:
@@ -164,12 +184,13 @@ class ReplicaStore:
         now = time.time()
         async with self.db.engine.begin() as conn:
             result = await conn.execute(sa.insert(replicas).values(
-                model_id=model_id, kind=spec.kind, url=spec.url,
+                model_id=model_id, kind=spec.kind, url=redact_url(spec.url),
                 upstream_model=spec.upstream_model, weight=spec.weight, timeout=spec.timeout,
                 enabled=spec.enabled, options=spec.options, source=source,
                 created_at=now, updated_at=now))
             replica_id = _inserted_id(result)
-            await _set_secret(conn, replica_id, spec.api_key)
+            await self._set_rule(conn, replica_id, BEARER, spec.api_key)
+            await self._set_url(conn, replica_id, spec.url)
         record = await self.get_replica(replica_id)
         assert record is not None
         return record
@@ -178,13 +199,17 @@ class ReplicaStore:
                              ) -> ReplicaRecord | None:
         """Apply ``changes`` (fields of ``ReplicaSpec``; ``api_key`` "" removes it)."""
         values = {k: v for k, v in changes.items() if k in replicas.c and k != "id"}
+        if values.get("url"):
+            values["url"] = redact_url(values["url"])
         async with self.db.engine.begin() as conn:
             result = await conn.execute(sa.update(replicas).where(replicas.c.id == replica_id)
                                         .values(**values, updated_at=time.time()))
             if not result.rowcount:
                 return None
             if "api_key" in changes:
-                await _set_secret(conn, replica_id, changes["api_key"] or "")
+                await self._set_rule(conn, replica_id, BEARER, changes["api_key"] or "")
+            if values.get("url"):
+                await self._set_url(conn, replica_id, changes["url"])
         return await self.get_replica(replica_id)
 
     async def delete_replica(self, replica_id: int) -> bool:
@@ -200,14 +225,16 @@ class ReplicaStore:
         records = await self.list_replicas()
         async with self.db.engine.connect() as conn:
             rows = await conn.execute(sa.select(replica_security_rules.c.replica_id,
-                                                replica_security_rules.c.secret)
-                                      .where(replica_security_rules.c.rule == BEARER))
-            secrets = {int(r.replica_id): str(r.secret) for r in rows}
+                                                replica_security_rules.c.rule,
+                                                replica_security_rules.c.secret))
+            secrets = {(int(r.replica_id), str(r.rule)): self.db.secrets.open(str(r.secret))
+                       for r in rows}
             live = await heartbeats.alive(conn)
         # a self-registered engine takes part only while it beats
         records = [r for r in records if r.source != "engine" or r.id in live]
         for record in records:
-            record.api_key = secrets.get(record.id, "")
+            record.api_key = secrets.get((record.id, BEARER), "")
+            record.url = secrets.get((record.id, FULL_URL), record.url)
         return models, records
 
     async def apply_config(self, specs: list[RemoteModelSpec]) -> None:
@@ -225,10 +252,11 @@ class ReplicaStore:
             else:
                 await self.update_model(record.id, aliases=spec.aliases,
                                         fallbacks=spec.fallbacks)
-            existing = {(r.kind, r.url, r.upstream_model): r
+            existing = {(r.kind, r.url, r.upstream_model): r  # URLs as stored: masked
                         for r in await self.list_replicas(record.id) if r.source == "config"}
             for replica in spec.replicas:
-                same = existing.pop((replica.kind, replica.url, replica.upstream_model), None)
+                same = existing.pop((replica.kind, redact_url(replica.url),
+                                     replica.upstream_model), None)
                 if same is None:
                     await self.create_replica(record.id, replica, source="config")
                 else:
@@ -243,9 +271,4 @@ def _inserted_id(result: Any) -> int:
     return int(key[0])
 
 
-async def _set_secret(conn: AsyncConnection, replica_id: int, secret: str) -> None:
-    await conn.execute(sa.delete(replica_security_rules)
-                       .where(replica_security_rules.c.replica_id == replica_id))
-    if secret:
-        await conn.execute(sa.insert(replica_security_rules).values(
-            replica_id=replica_id, rule=BEARER, secret=secret, created_at=time.time()))
+

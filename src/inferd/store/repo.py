@@ -1,4 +1,7 @@
-"""Repository for installation facts kept in the ``kv`` table."""
+"""Repository for installation facts kept in the ``kv`` table.
+
+Facts that are secrets (``SECRET_KEYS``) are stored encrypted (``Database.secrets``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,9 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from inferd.store.db import Database
 from inferd.store.tables import kv
+
+WEBHOOK_SECRET = "jobs.webhook_secret"  # the installation's webhook signing secret
+SECRET_KEYS = (WEBHOOK_SECRET,)
 
 
 class KeyValueStore:
@@ -49,3 +55,7 @@ class KeyValueStore:
             current = await self.get(key)
             assert current is not None
             return current
+
+    async def setdefault_secret(self, key: str, value: str) -> str:
+        """``setdefault`` for a secret: stored encrypted, returned decrypted."""
+        return self.db.secrets.open(await self.setdefault(key, self.db.secrets.seal(value)))

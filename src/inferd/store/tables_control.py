@@ -1,7 +1,9 @@
 """Tables of the control plane: API keys and usage records.
 
 ``api_keys`` keeps only a SHA-256 hash of each key (plus a short display prefix); ids are
-integers because the S3 routes (``/delete_api_key``) address keys by an integer id.
+integers because the S3 routes (``/delete_api_key``) address keys by an integer id. They are
+never reused (``AUTOINCREMENT`` on SQLite, sequences elsewhere): other tables name a key's
+objects by its id, so a new key must never take the id of a deleted one.
 ``metrics`` is the usage record of every inference request (S3's name for the table); it is
 written in batches by ``inferd.usage.UsageRecorder``, never once per request.
 """
@@ -29,10 +31,11 @@ api_keys = sa.Table(
     sa.Column("budget_period", sa.String(16), nullable=True),  # null: total; day|week|month
     sa.Column("expires_at", sa.Double, nullable=True),
     sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
-    sa.Column("webhook_secret", sa.String(128), nullable=False),
+    sa.Column("webhook_secret", sa.String(512), nullable=False),  # encrypted: secretbox
     sa.Column("extra", sa.JSON, nullable=True),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 usage_records = sa.Table(

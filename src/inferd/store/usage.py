@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferd.store.db import Database
 from inferd.store.tables_control import usage_records as t
@@ -18,34 +19,46 @@ BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
 FIELDS = UsageRecord._fields
 
 
+# The compiled multi-row insert per dialect: (SQL, whether its parameters are positional).
+_INSERTS: dict[str, tuple[str, bool]] = {}
+
+
+def _insert_sql(dialect: sa.Dialect) -> tuple[str, bool]:
+    cached = _INSERTS.get(dialect.name)
+    if cached is None:
+        compiled = sa.insert(t).values({f: sa.bindparam(f) for f in FIELDS}).compile(
+            dialect=dialect)
+        order = compiled.positiontup
+        if compiled.positional and order is not None and tuple(order) != FIELDS:
+            raise RuntimeError(f"unexpected parameter order {order}")
+        cached = _INSERTS[dialect.name] = (str(compiled), bool(compiled.positional))
+    return cached
+
+
+async def insert_records(conn: AsyncConnection, records: Sequence[UsageRecord]) -> None:
+    """Insert records in the caller's transaction (one executemany)."""
+    if not records:
+        return
+    sql, positional = _insert_sql(conn.dialect)
+    # The statement is compiled once; the rows go straight to the driver's executemany
+    # (no per-row work on the event loop: a batch of thousands would stall requests).
+    params: Any = (list(records) if positional
+                   else [dict(zip(FIELDS, r, strict=True)) for r in records])
+    await conn.exec_driver_sql(sql, params)
+
+
 class UsageStore:
     """Writes usage records in batches and answers aggregate queries over them."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._insert: tuple[str, bool] | None = None
 
     async def insert_many(self, records: Sequence[UsageRecord]) -> None:
         """Insert records in one transaction (one executemany)."""
         if not records:
             return
         async with self.db.engine.begin() as conn:
-            sql, positional = self._insert_sql(conn.dialect)
-            # The statement is compiled once; the rows go straight to the driver's executemany
-            # (no per-row work on the event loop: a batch of thousands would stall requests).
-            params: Any = (list(records) if positional
-                           else [dict(zip(FIELDS, r, strict=True)) for r in records])
-            await conn.exec_driver_sql(sql, params)
-
-    def _insert_sql(self, dialect: sa.Dialect) -> tuple[str, bool]:
-        if self._insert is None:
-            compiled = sa.insert(t).values({f: sa.bindparam(f) for f in FIELDS}).compile(
-                dialect=dialect)
-            order = compiled.positiontup
-            if compiled.positional and order is not None and tuple(order) != FIELDS:
-                raise RuntimeError(f"unexpected parameter order {order}")
-            self._insert = (str(compiled), bool(compiled.positional))
-        return self._insert
+            await insert_records(conn, records)
 
     def _bucket(self, seconds: int) -> sa.ColumnElement[Any]:
         # CAST rounds on PostgreSQL and MySQL, truncates on SQLite (which may lack floor()).

@@ -98,6 +98,38 @@ async def test_n_choices_and_logprobs(engine: LlamaCppEngine) -> None:
         len(c["logprobs"]["content"]) for c in choices)
 
 
+async def test_n_choices_read_the_prompt_once_and_greedy_ones_equal_a_lone_run(
+        engine: LlamaCppEngine) -> None:
+    loop = engine._copies[0].loop
+    read = loop.prompt_tokens_read
+    alone = await engine.chat(chat(QUESTION))
+    n_prompt = alone["usage"]["prompt_tokens"]
+    assert loop.prompt_tokens_read - read == n_prompt
+    read = loop.prompt_tokens_read
+    # Three choices in a batch of four sequences: one reads, two get its KV cells copied.
+    three = await engine.chat(chat(QUESTION, n=3))
+    assert loop.prompt_tokens_read - read == n_prompt
+    lone = alone["choices"][0]["message"]["content"]
+    assert [c["message"]["content"] for c in three["choices"]] == [lone] * 3
+    assert three["usage"]["prompt_tokens"] == n_prompt
+    # Streamed, and more choices than free sequences: the ones left over read it themselves.
+    read = loop.prompt_tokens_read
+    texts = [""] * 6
+    async for chunk in engine.chat_stream(chat(QUESTION, n=6)):
+        for choice in chunk["choices"]:
+            texts[choice["index"]] += choice["delta"].get("content") or ""
+    assert texts == [lone] * 6
+    assert loop.prompt_tokens_read - read == 3 * n_prompt  # 4 seats: 1 read + 3 copies, 2 more
+    # Seeded choices share the prompt too, each with its own seed.
+    read = loop.prompt_tokens_read
+    seeded = await engine.chat(chat(QUESTION, n=3, temperature=1.0, seed=3))
+    assert loop.prompt_tokens_read - read == n_prompt
+    assert len({c["message"]["content"] for c in seeded["choices"]}) == 3
+    single = await engine.chat(chat(QUESTION, temperature=1.0, seed=4))
+    assert seeded["choices"][1]["message"]["content"] == single["choices"][0]["message"][
+        "content"]  # choice i uses seed + i, as a lone request with that seed would
+
+
 async def test_greedy_logprob_is_the_top_alternative(engine: LlamaCppEngine) -> None:
     result = await engine.complete(CompletionRequest.model_validate(
         {"model": "smol", "prompt": "The capital of France is", "temperature": 0,

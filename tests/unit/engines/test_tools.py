@@ -64,11 +64,11 @@ def test_messages_carry_calls_and_results() -> None:
             {"id": "call_1", "type": "function",
              "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}])
-    rendered = tools.render_messages(req.messages, native=False)
+    rendered = tools.render_messages(req.messages, native=False, model="smol")
     assert rendered[1]["content"] == tools.call_text("get_weather", {"city": "Paris"})
     assert rendered[2]["role"] == "user" and '"name": "get_weather"' in rendered[2]["content"]
     assert "sunny" in rendered[2]["content"]
-    native = tools.render_messages(req.messages, native=True)
+    native = tools.render_messages(req.messages, native=True, model="smol")
     assert native[2] == {"role": "tool", "content": "sunny", "name": "get_weather",
                          "tool_call_id": "call_1"}
 

@@ -11,6 +11,7 @@ from inferd.ids import new_webhook_secret
 from inferd.jobs.queue import InProcessQueue, QueuedJob
 from inferd.jobs.requests import check_webhook_url, idempotency_scope, request_hash
 from inferd.jobs.webhooks import sign, verify
+from inferd.outbound import WEBHOOK, HostAllowList
 
 
 def test_signature_matches_the_standard_webhooks_reference_vector() -> None:
@@ -31,11 +32,15 @@ def test_verify_accepts_a_fresh_signature_and_refuses_a_changed_body() -> None:
     assert not verify(new_webhook_secret(), headers, b"{}")
 
 
-def test_webhook_url_must_be_http() -> None:
-    assert check_webhook_url("https://example.com/hook") == "https://example.com/hook"
+async def test_webhook_url_must_be_http() -> None:
+    allow = HostAllowList(["public"], WEBHOOK)
+    assert await check_webhook_url("https://93.184.216.34/hook", allow) == \
+        "https://93.184.216.34/hook"
+    assert await check_webhook_url(None, allow) is None
     for bad in ("ftp://example.com/x", "file:///etc/passwd", "example.com", "http://"):
-        with pytest.raises(InvalidRequest):
-            check_webhook_url(bad)
+        with pytest.raises(InvalidRequest) as info:
+            await check_webhook_url(bad, allow)
+        assert info.value.param == "webhook_url"
 
 
 def test_request_hash_ignores_key_order_and_scope_is_per_owner() -> None:

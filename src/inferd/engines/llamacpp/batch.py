@@ -9,6 +9,12 @@ its own, and greedy output is token-for-token identical to running the prompt al
 A sequence slot keeps its KV cells after its request ends; a request that asks for the prompt
 cache (``cache_prompt``) takes the free slot sharing the longest prefix with its prompt and only
 reads the rest.
+
+The choices of an ``n > 1`` request share one prompt: the first (the leader) carries the others
+as ``followers``. The leader reads the prompt; each follower that got a free slot beside it then
+receives a copy of the leader's KV cells (``llama_memory_seq_cp``, a copy of the whole stream
+since every sequence has its own) and samples its first token from the same logits with its own
+sampler chain. A follower that found no free slot waits and reads the prompt itself.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class SeqRequest:
     logprobs: int | None = None  # None: no logprobs; else how many top alternatives
     cache_prompt: bool = False
     cancelled: threading.Event = field(default_factory=threading.Event)
+    followers: list[SeqRequest] = field(default_factory=list)  # other choices of the prompt
     completion_tokens: int = 0
     cached_tokens: int = 0
     finish_reason: str | None = None
@@ -68,6 +75,8 @@ class _Slot:
     last: int = -1  # sampled token not yet decoded
     kept: list[str] = field(default_factory=list)
     entries: list[dict[str, Any]] = field(default_factory=list)
+    followers: list[_Slot] = field(default_factory=list)  # slots waiting for this prompt's KV
+    leader: _Slot | None = None  # the slot whose prompt KV this one waits for
 
 
 class BatchLoop:
@@ -94,6 +103,7 @@ class BatchLoop:
         self.slots = [_Slot(seq) for seq in range(parallel)]
         self.inbox: queue.Queue[SeqRequest | None] = queue.Queue()
         self.waiting: collections.deque[SeqRequest] = collections.deque()
+        self.prompt_tokens_read = 0  # prompt tokens decoded since start (not cached or copied)
         self.thread = threading.Thread(target=self._run, name="llama-batch", daemon=True)
         self.thread.start()
 
@@ -147,9 +157,18 @@ class BatchLoop:
             if not free:
                 return
             self.waiting.popleft()
-            self._start(request, free)
+            slot = self._start(request, free)
+            followers, request.followers = collections.deque(request.followers), []
+            while slot is not None and followers:
+                free = [s for s in self.slots if s.request is None]
+                if not free:
+                    break
+                self._follow(followers.popleft(), slot, free)
+            # Choices without a slot (or whose leader failed) read the prompt themselves.
+            self.waiting.extendleft(reversed(followers))
 
-    def _start(self, request: SeqRequest, free: list[_Slot]) -> None:
+    def _start(self, request: SeqRequest, free: list[_Slot]) -> _Slot | None:
+        """Give ``request`` a free slot; None when its sampler could not be built."""
         def shared(slot: _Slot) -> int:
             n = 0
             # At least one prompt token is always read again: its logits pick the first token.
@@ -163,6 +182,17 @@ class BatchLoop:
         slot = (max(free, key=shared) if request.cache_prompt
                 else min(free, key=lambda s: len(s.cells)))
         keep = shared(slot) if request.cache_prompt else 0
+        return slot if self._occupy(slot, request, keep) else None
+
+    def _follow(self, request: SeqRequest, leader: _Slot, free: list[_Slot]) -> None:
+        """Seat a follower; it decodes nothing until the leader's prompt KV is copied to it."""
+        slot = min(free, key=lambda s: len(s.cells))
+        if self._occupy(slot, request, 0):
+            slot.leader = leader
+            leader.followers.append(slot)
+
+    def _occupy(self, slot: _Slot, request: SeqRequest, keep: int) -> bool:
+        """Seat ``request`` in ``slot`` keeping ``keep`` cached cells; False if it failed."""
         llama_cpp.llama_memory_seq_rm(self.memory, slot.seq, keep, -1)
         slot.cells = slot.cells[:keep]
         request.cached_tokens = keep
@@ -175,6 +205,8 @@ class BatchLoop:
         except Exception as exc:
             request.emit(("error", exc))
             self._release(slot)
+            return False
+        return True
 
     def _add(self, token: int, pos: int, seq: int, logits: bool) -> int:
         b, i = self.batch, self.batch.n_tokens
@@ -207,7 +239,7 @@ class BatchLoop:
         budget = self.n_batch
         for slot in self.slots:
             request = slot.request
-            if request is None or slot.last >= 0 or budget <= 0:
+            if request is None or slot.last >= 0 or slot.leader is not None or budget <= 0:
                 continue
             self.batch.n_tokens = 0
             chunk = request.prompt[slot.read:slot.read + budget]
@@ -219,6 +251,7 @@ class BatchLoop:
                     rows.append((slot, index))
             slot.read += len(chunk)
             slot.cells.extend(chunk)
+            self.prompt_tokens_read += len(chunk)
             budget -= len(chunk)
             self._decode(rows)
 
@@ -230,7 +263,20 @@ class BatchLoop:
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
         for slot, index in rows:
+            for follower in slot.followers:
+                self._copy_prompt(slot, follower, index)
+            slot.followers = []
             self._sampled(slot, index)
+
+    def _copy_prompt(self, leader: _Slot, follower: _Slot, index: int) -> None:
+        """The leader's prompt is read: the follower gets its KV cells and its first token."""
+        follower.leader = None
+        assert follower.request is not None  # a follower that ends leaves its leader's list
+        # Different streams: the copy is of the whole stream (done at the next decode).
+        llama_cpp.llama_memory_seq_cp(self.memory, leader.seq, follower.seq, -1, -1)
+        follower.cells = list(leader.cells)
+        follower.read = len(follower.request.prompt)
+        self._sampled(follower, index)
 
     def _sampled(self, slot: _Slot, index: int) -> None:
         request, chain = slot.request, slot.chain
@@ -287,6 +333,11 @@ class BatchLoop:
         self._release(slot)
 
     def _release(self, slot: _Slot) -> None:
+        for follower in slot.followers:  # the leader ended before its prompt was read
+            follower.leader = None
+        if slot.leader is not None:
+            slot.leader.followers.remove(slot)
+        slot.followers, slot.leader = [], None
         if slot.chain is not None:
             slot.chain.close()
         slot.request, slot.chain, slot.decoder, slot.stopper = None, None, None, None

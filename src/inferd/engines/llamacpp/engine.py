@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -275,11 +276,7 @@ class LlamaCppEngine(LocalTextEngine):
 
     def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
         self.check_fields(request)
-        tool_plan = tools.plan(request)
-        messages = tools.render_messages(request.messages, self._native_tools)
-        if tool_plan is not None and not self._native_tools:
-            messages = tools.add_system_prompt(messages, tool_plan)
-        native = tool_plan.openai_tools() if tool_plan and self._native_tools else None
+        messages, tool_plan, native = tools.chat_messages(request, self._native_tools)
         prepared = self._formatter(messages=self._family.prepare(messages), tools=native)
         tokens = self._tokenize(prepared.prompt, add_bos=not prepared.added_special, special=True)
         params = self._sampling(request, request.token_limit(), len(tokens), None)
@@ -359,46 +356,85 @@ class LlamaCppEngine(LocalTextEngine):
         return Generation(prompt=tokens, prompt_tokens=len(tokens), params=params)
 
     # -- generation -----------------------------------------------------------------------
+    def _sequence(self, generation: Generation, stream: bool,
+                  emit: Callable[[Event], object]) -> SeqRequest:
+        params = generation.params
+        return SeqRequest(
+            prompt=list(generation.prompt), params=params["sampling"],
+            max_tokens=params["max_tokens"], stops=params["stop"], emit=emit, stream=stream,
+            logprobs=params.get("logprobs"), cache_prompt=params.get("cache_prompt", False),
+            cancelled=threading.Event())
+
+    def _submit(self, leader: SeqRequest) -> _Copy:
+        """Run ``leader`` (and its followers) on the least busy copy."""
+        copy = min(self._copies, key=lambda c: c.load)
+        copy.load += 1 + len(leader.followers)
+        copy.loop.submit(leader)
+        return copy
+
     async def generate(self, generation: Generation, stream: bool = True) -> AsyncIterator[str]:
         """Run the prompt as one sequence of the least busy copy's batch.
 
         Without ``stream`` the engine thread keeps the text until the end, so the event loop is
         woken once per request instead of once per token.
         """
+        async for _, piece, _ in self.merged([generation], stream):
+            if piece is not None:
+                yield piece
+
+    async def merged(self, generations: list[Generation], stream: bool = True,
+                     ) -> AsyncIterator[tuple[int, str | None, list[dict[str, Any]]]]:
+        """All generations as sequences of the batch; the choices of one prompt (``n > 1``)
+        follow its first choice, so the prompt is read once and its KV cells copied."""
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Event] = asyncio.Queue()
-        params = generation.params
-        request = SeqRequest(
-            prompt=list(generation.prompt), params=params["sampling"],
-            max_tokens=params["max_tokens"], stops=params["stop"],
-            emit=lambda event: _deliver(loop, events, event),
-            stream=stream, logprobs=params.get("logprobs"),
-            cache_prompt=params.get("cache_prompt", False), cancelled=threading.Event())
-        copy = min(self._copies, key=lambda c: c.load)
-        copy.load += 1
-        copy.loop.submit(request)
-        entries: list[dict[str, Any]] = generation.extra.setdefault("logprobs", [])
+        events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        requests = [self._sequence(g, stream, functools.partial(_deliver, loop, events, i))
+                    for i, g in enumerate(generations)]
+        position = {id(g): i for i, g in enumerate(generations)}
+        leaders = []
+        for generation, request in zip(generations, requests, strict=True):
+            first = position.get(id(generation.extra.get("first")))
+            if first is None:
+                leaders.append(request)
+            else:
+                requests[first].followers.append(request)
+        copies = [(self._submit(leader), 1 + len(leader.followers)) for leader in leaders]
+        for generation in generations:
+            generation.extra.setdefault("logprobs", [])
         try:
-            if "echo" in params:
-                yield params["echo"]
-            while True:
-                kind, value = await events.get()
-                if kind == "done":
-                    break
+            for index, generation in enumerate(generations):
+                if "echo" in generation.params:
+                    yield index, generation.params["echo"], []
+            done = 0
+            while done < len(requests):
+                index, (kind, value) = await events.get()
                 if kind == "error":
                     raise value
-                text, new = value
-                entries.extend(new)
-                yield text
+                if kind == "done":
+                    done += 1
+                    _settle(generations[index], requests[index])
+                    yield index, None, []
+                    continue
+                text, entries = value
+                generations[index].extra["logprobs"].extend(entries)
+                yield index, text, entries
         finally:
-            request.cancelled.set()
-            copy.load -= 1
-            generation.completion_tokens = request.completion_tokens
-            generation.finish_reason = request.finish_reason
-            generation.extra["cached_tokens"] = request.cached_tokens
+            for generation, request in zip(generations, requests, strict=True):
+                request.cancelled.set()
+                _settle(generation, request)
+            for copy, load in copies:
+                copy.load -= load
 
 
-def _deliver(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[Event], event: Event) -> None:
-    """Hand an event to the request's event loop; a loop already closed has no reader left."""
+def _settle(generation: Generation, request: SeqRequest) -> None:
+    """What the engine thread counted, onto the generation."""
+    generation.completion_tokens = request.completion_tokens
+    generation.finish_reason = request.finish_reason
+    generation.extra["cached_tokens"] = request.cached_tokens
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[tuple[int, Event]],
+             index: int, event: Event) -> None:
+    """Hand choice ``index``'s event to its event loop; a loop already closed has no reader."""
     with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(events.put_nowait, event)
+        loop.call_soon_threadsafe(events.put_nowait, (index, event))

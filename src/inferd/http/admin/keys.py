@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from inferd.auth.admin import KeyAdmin, KeySpec, KeyUpdate
 from inferd.http.auth import AdminDep
-from inferd.http.deps import RowId, ServicesDep, read_model
+from inferd.http.deps import RowId, ServicesDep, read_strict
 from inferd.http.responses import json_response
 
 router = APIRouter(prefix="/admin/v1/keys", tags=["admin"])
@@ -25,7 +25,7 @@ KeyAdminDep = Annotated[KeyAdmin, Depends(get_key_admin)]
 @router.post("")
 async def create_key(request: Request, admin: KeyAdminDep) -> Response:
     """A new key; the answer is the only time the key itself is shown."""
-    spec = await read_model(request, KeySpec)
+    spec = await read_strict(request, KeySpec)
     return json_response(await admin.create(spec), status=201)
 
 
@@ -45,7 +45,7 @@ async def get_key(key_id: RowId, admin: KeyAdminDep) -> Response:
 @router.patch("/{key_id}")
 async def update_key(key_id: RowId, request: Request, admin: KeyAdminDep) -> Response:
     """Change limits, models, scope, expiry, metadata or ``enabled``; other fields stay."""
-    change = await read_model(request, KeyUpdate)
+    change = await read_strict(request, KeyUpdate)
     return json_response(await admin.update(key_id, change))
 
 

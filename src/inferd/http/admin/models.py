@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from inferd.http.auth import AdminDep
-from inferd.http.deps import ServicesDep, read_model
+from inferd.http.deps import ServicesDep, read_strict
 from inferd.http.responses import json_response
 from inferd.routing.manage import ModelAdmin, ModelCreate, ModelUpdate
 from inferd.store.replicas import ReplicaStore
@@ -31,7 +31,7 @@ async def list_models(admin: ModelAdminDep) -> Response:
 
 @router.post("/models")
 async def create_model(request: Request, admin: ModelAdminDep) -> Response:
-    body = await read_model(request, ModelCreate)
+    body = await read_strict(request, ModelCreate)
     return json_response(await admin.create_model(body), status=201)
 
 
@@ -42,7 +42,7 @@ async def get_model(model: str, admin: ModelAdminDep) -> Response:
 
 @router.patch("/models/{model:path}")
 async def update_model(model: str, request: Request, admin: ModelAdminDep) -> Response:
-    body = await read_model(request, ModelUpdate)
+    body = await read_strict(request, ModelUpdate)
     return json_response(await admin.update_model(model, body))
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from inferd.http.admin.models import ModelAdminDep
-from inferd.http.deps import read_model
+from inferd.http.deps import read_strict
 from inferd.http.responses import json_response
 from inferd.routing.manage import ReplicaCreate, ReplicaUpdate
 from inferd.settings import ReplicaSpec
@@ -25,7 +25,7 @@ async def list_replicas(admin: ModelAdminDep) -> Response:
 
 @router.post("/replicas")
 async def create_replica(request: Request, admin: ModelAdminDep) -> Response:
-    body = await read_model(request, ReplicaCreate)
+    body = await read_strict(request, ReplicaCreate)
     spec = ReplicaSpec.model_validate(body.model_dump(exclude={"model"}))
     return json_response(await admin.create_replica(body.model, spec), status=201)
 
@@ -37,7 +37,7 @@ async def get_replica(replica_id: str, admin: ModelAdminDep) -> Response:
 
 @router.patch("/replicas/{replica_id}")
 async def update_replica(replica_id: str, request: Request, admin: ModelAdminDep) -> Response:
-    body = await read_model(request, ReplicaUpdate)
+    body = await read_strict(request, ReplicaUpdate)
     return json_response(await admin.update_replica(replica_id, body))
 
 

@@ -13,29 +13,37 @@ from __future__ import annotations
 
 from typing import Any
 
+from inferd.auth.principal import ANONYMOUS, Principal
 from inferd.errors import ModelNotFound, Unavailable
+from inferd.inference import Inference
 from inferd.routing.router import Router
 from inferd.store.jobs import JobRecord
 
 
-def default_chat_model(router: Router) -> str:
-    """The first model that chats: what a replaced system's request without a known model
-    runs on."""
-    for info in router.models():
+def default_chat_model(inference: Inference, principal: Principal = ANONYMOUS) -> str:
+    """The first model that chats and that the caller's key may use: what a replaced system's
+    request without a known model runs on."""
+    for info in inference.visible_models(principal):
         if "chat" in info.capabilities:
             return info.name
-    raise Unavailable("No chat model is being served.")
+    raise Unavailable("No chat model this key may use is being served.")
 
 
-def chat_model(router: Router, name: str | None) -> str:
-    """``name`` when it is served, else the default chat model (the replaced systems named
-    models that are not served here)."""
+def serves_chat(router: Router, name: str) -> bool:
+    """Whether the model ``name`` (canonical) has a replica that chats."""
+    return name in router.serving("chat")
+
+
+def chat_model(inference: Inference, name: str | None,
+               principal: Principal = ANONYMOUS) -> str:
+    """``name`` when it is served, else the caller's default chat model (the replaced systems
+    named models that are not served here)."""
     if name:
         try:
-            return router.resolve(name)
+            return inference.router.resolve(name)
         except ModelNotFound:
             pass
-    return default_chat_model(router)
+    return default_chat_model(inference, principal)
 
 
 def context_length(router: Router, model: str) -> int | None:

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from inferd.auth.principal import Principal
 from inferd.errors import NotFound
 from inferd.http.compat import result_text
-from inferd.http.deps import ContextId, PrincipalDep, ServicesDep
+from inferd.http.deps import ContextId, PrincipalDep, ServicesDep, read_strict
 from inferd.http.jobs import JobsDep
 from inferd.http.responses import json_response
 from inferd.store.jobs import JobRecord
@@ -58,7 +58,7 @@ async def _context(services: ServicesDep, principal: Principal, context_id: int)
 @router.post("/contexts/")
 async def create_context(request: Request, services: ServicesDep,
                          principal: PrincipalDep) -> Response:
-    body = ContextCreate.model_validate_json(await request.body())
+    body = await read_strict(request, ContextCreate)
     context = await ContextStore(services.db).create(principal.key_id, body.content)
     return json_response(context_object(context))
 
@@ -97,11 +97,11 @@ async def get_result(result_id: str, jobs: JobsDep, principal: PrincipalDep) -> 
 
 
 @router.get("/models/")
-async def list_models(services: ServicesDep) -> Response:
-    """The served models, as S0 listed Triton's repository index."""
+async def list_models(services: ServicesDep, principal: PrincipalDep) -> Response:
+    """The served models the caller's key may use, as S0 listed Triton's repository index."""
     return json_response([{"name": m.name, "version": "1",
                            "state": "READY" if m.kind != "none" else "UNAVAILABLE"}
-                          for m in services.router.models()])
+                          for m in services.inference.visible_models(principal)])
 
 
 @router.post("/models/send/{model_name}/{context_id}")

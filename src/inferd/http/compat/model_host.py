@@ -1,10 +1,11 @@
 """The model-host API (S4, "LLM-Host"): the old ``/old/*`` endpoints, on the router.
 
-``/old/initialize`` chooses the "current" model, loading a GGUF first when the name is not
-served yet (from ``path``, or ``<data_dir>/models/<name>.gguf``; loading is for admins);
-``/old/generate`` and ``/old/stream`` chat with the current model (``stream`` sends the tokens
-as plain text as they come); ``/old/status`` says what is loaded. The current model and its
-generation parameters are kept in the store, so every gateway shares them.
+``/old/initialize`` chooses the caller's "current" model, loading a GGUF first when the name is
+not served yet (from ``path``, or ``<data_dir>/models/<name>.gguf``; loading is for admins);
+``/old/generate`` and ``/old/stream`` chat with it (``stream`` sends the tokens as plain text as
+they come); ``/old/status`` says what is loaded. The current model is the calling key's own:
+one key's choice never changes another's, and a key may only choose a chat model its allow-list
+names. It is kept in the store with its generation parameters, so every gateway shares it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from inferd.auth.principal import Principal
 from inferd.engines import build_engine
 from inferd.engines.residency import Resident
 from inferd.errors import InvalidRequest, ModelNotFound, PermissionDenied
-from inferd.http.compat import default_chat_model
+from inferd.http.compat import default_chat_model, serves_chat
 from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
 from inferd.http.responses import json_response
 from inferd.routing.replica import Replica
@@ -59,8 +60,14 @@ class OldChat(BaseModel):
     messages: list[dict[str, Any]] = Field(min_length=1)
 
 
-async def _state(services: Services) -> dict[str, Any]:
-    raw = await KeyValueStore(services.db).get(STATE_KEY)
+def _state_key(principal: Principal) -> str:
+    """Where the caller's current model is kept: one entry per key (one for everyone when
+    keys are off)."""
+    return STATE_KEY if principal.key_id is None else f"{STATE_KEY}:{principal.key_id}"
+
+
+async def _state(services: Services, principal: Principal) -> dict[str, Any]:
+    raw = await KeyValueStore(services.db).get(_state_key(principal))
     return orjson.loads(raw) if raw else {}
 
 
@@ -90,11 +97,17 @@ async def _load(services: Services, principal: Principal, name: str,
 async def initialize(request: Request, services: ServicesDep,
                      principal: PrincipalDep) -> Response:
     spec = Initialize.model_validate_json(await request.body())
-    name = spec.model or spec.model_name or default_chat_model(services.router)
+    name = spec.model or spec.model_name or default_chat_model(services.inference, principal)
     try:
         name = services.router.resolve(name)
     except ModelNotFound:
+        if not principal.may_use(name):
+            raise  # neither served nor a name this key could use once loaded
         await _load(services, principal, name, spec)
+    services.inference.check_model(principal, name)
+    if not serves_chat(services.router, name):
+        raise InvalidRequest(f"The model '{name}' cannot chat, so it cannot be the current "
+                             "model.", param="model", code="model_not_supported")
     # An on-demand model configured here loads now, as the admin load route does.
     for engine in services.router.engines():
         if isinstance(engine, Resident) and engine.name == name:
@@ -107,13 +120,14 @@ async def initialize(request: Request, services: ServicesDep,
     ChatCompletionRequest.model_validate(
         {**params, "model": name, "messages": [{"role": "user", "content": ""}]})
     state = {"model": name, "params": params, "initialized_at": time.time()}
-    await KeyValueStore(services.db).set(STATE_KEY, orjson.dumps(state).decode())
+    await KeyValueStore(services.db).set(_state_key(principal), orjson.dumps(state).decode())
     return json_response({"status": "initialized", "model": name, "params": params})
 
 
-async def _request(services: Services, body: OldChat, stream: bool) -> ChatCompletionRequest:
-    state = await _state(services)
-    model = state.get("model") or default_chat_model(services.router)
+async def _request(services: Services, principal: Principal, body: OldChat,
+                   stream: bool) -> ChatCompletionRequest:
+    state = await _state(services, principal)
+    model = state.get("model") or default_chat_model(services.inference, principal)
     extra = {k: v for k, v in (body.model_extra or {}).items() if k in GENERATION_PARAMS}
     return ChatCompletionRequest.model_validate(
         {**state.get("params", {}), **extra, "model": model, "messages": body.messages,
@@ -123,7 +137,8 @@ async def _request(services: Services, body: OldChat, stream: bool) -> ChatCompl
 @router.post("/old/generate")
 async def generate(request: Request, services: ServicesDep,
                    principal: PrincipalDep) -> Response:
-    chat = await _request(services, OldChat.model_validate_json(await request.body()), False)
+    chat = await _request(services, principal, OldChat.model_validate_json(await request.body()),
+                          False)
     result = await unless_disconnected(request, services.inference.chat(chat, principal))
     text = result["choices"][0]["message"]["content"]
     return json_response({"response": text, "model": chat.model, "usage": result.get("usage")})
@@ -131,7 +146,8 @@ async def generate(request: Request, services: ServicesDep,
 
 @router.post("/old/stream")
 async def stream(request: Request, services: ServicesDep, principal: PrincipalDep) -> Response:
-    chat = await _request(services, OldChat.model_validate_json(await request.body()), True)
+    chat = await _request(services, principal, OldChat.model_validate_json(await request.body()),
+                          True)
     chunks = await services.inference.chat_stream(chat, principal)
 
     async def tokens() -> AsyncIterator[bytes]:
@@ -145,9 +161,10 @@ async def stream(request: Request, services: ServicesDep, principal: PrincipalDe
 
 
 @router.get("/old/status")
-async def status(services: ServicesDep) -> Response:
-    state = await _state(services)
-    models = {m.name: m for m in services.router.models()}
+async def status(services: ServicesDep, principal: PrincipalDep) -> Response:
+    """The caller's current model, and the models its key may choose."""
+    state = await _state(services, principal)
+    models = {m.name: m for m in services.inference.visible_models(principal)}
     current = state.get("model")
     loaded = current in models
     return json_response({

@@ -26,9 +26,10 @@ from inferd.errors import Conflict, NotFound
 from inferd.http.admin import models as admin_models
 from inferd.http.admin.keys import KeyAdminDep
 from inferd.http.admin.models import ModelAdminDep
-from inferd.http.deps import RowId, ServicesDep, read_model
+from inferd.http.deps import RowId, ServicesDep, read_strict
 from inferd.http.responses import json_response
 from inferd.routing.manage import ReplicaUpdate
+from inferd.schemas.openai import INT32, INT64
 from inferd.settings import ReplicaSpec
 
 router = APIRouter(tags=["proxy-toolkit (S3)"])
@@ -39,7 +40,7 @@ class GenerateKeyRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     user_id: str = Field(min_length=1, max_length=191)
-    allowed_rpm: int | None = Field(default=None, ge=1)
+    allowed_rpm: int | None = Field(default=None, ge=1, le=INT32)
 
 
 class DeleteKeyRequest(BaseModel):
@@ -47,12 +48,12 @@ class DeleteKeyRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     user_id: str = Field(min_length=1)
-    api_key_id: int
+    api_key_id: int = Field(ge=0, le=INT64)
 
 
 @router.post("/generate_api_key")
 async def generate_api_key(request: Request, admin: KeyAdminDep) -> Response:
-    body = await read_model(request, GenerateKeyRequest)
+    body = await read_strict(request, GenerateKeyRequest)
     created = await admin.create(KeySpec(owner=body.user_id, rpm=body.allowed_rpm,
                                          name=f"user {body.user_id}"))
     return json_response({"api_key": created["key"], "id": created["id"],
@@ -62,7 +63,7 @@ async def generate_api_key(request: Request, admin: KeyAdminDep) -> Response:
 @router.post("/delete_api_key")
 async def delete_api_key(request: Request, admin: KeyAdminDep,
                          services: ServicesDep) -> Response:
-    body = await read_model(request, DeleteKeyRequest)
+    body = await read_strict(request, DeleteKeyRequest)
     row = await admin.store.get(body.api_key_id)
     if row is None or row["owner"] != body.user_id:
         raise NotFound("API key not found for the given user_id and api_key_id",
@@ -92,13 +93,13 @@ async def list_replicas(model_id: RowId, admin: ModelAdminDep) -> Response:
 
 @router.post("/models/{model_id:int}/replicas")
 async def create_replica(model_id: RowId, request: Request, admin: ModelAdminDep) -> Response:
-    spec = await read_model(request, ReplicaSpec)
+    spec = await read_strict(request, ReplicaSpec)
     return json_response(await admin.create_replica(str(model_id), spec), status=201)
 
 
 @router.put("/models/replicas/{replica_id:int}")
 async def update_replica(replica_id: RowId, request: Request, admin: ModelAdminDep) -> Response:
-    body = await read_model(request, ReplicaUpdate)
+    body = await read_strict(request, ReplicaUpdate)
     return json_response(await admin.update_replica(str(replica_id), body))
 
 

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from inferd.auth.principal import Principal
 from inferd.http.compat import chat_model, result_text, token_limit
-from inferd.http.deps import PrincipalDep
+from inferd.http.deps import PrincipalDep, read_strict
 from inferd.http.errors import error_response
 from inferd.http.jobs import JobsDep
 from inferd.http.responses import json_response
@@ -60,7 +60,7 @@ class S1Chat(BaseModel):
 
 async def _run(jobs: JobService, principal: Principal, job_id: str, meta: S1Meta,
                messages: list[dict[str, Any]]) -> Response:
-    model = chat_model(jobs.router, meta.model)
+    model = chat_model(jobs.inference, meta.model, principal)
     body: dict[str, Any] = {"model": model, "messages": messages,
                             "temperature": meta.temperature}
     limit = token_limit(jobs.router, model, meta.tokens_limit)
@@ -81,14 +81,14 @@ async def _run(jobs: JobService, principal: Principal, job_id: str, meta: S1Meta
 
 @router.post("/generate")
 async def generate(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:
-    body = S1Generate.model_validate_json(await request.body())
+    body = await read_strict(request, S1Generate)
     return await _run(jobs, principal, body.job_id, body.meta,
                       [{"role": "user", "content": body.content}])
 
 
 @router.post("/chat_completion")
 async def chat_completion(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:
-    body = S1Chat.model_validate_json(await request.body())
+    body = await read_strict(request, S1Chat)
     messages = [{"role": m.role if m.role in ("system", "user", "assistant") else "user",
                  "content": m.content} for m in body.messages]
     return await _run(jobs, principal, body.job_id, body.meta, messages)

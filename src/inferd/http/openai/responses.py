@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response
 
 from inferd.errors import InferdError
-from inferd.http.deps import PrincipalDep, ServicesDep, read_model, unless_disconnected
+from inferd.http.deps import PrincipalDep, ServicesDep, read_strict, unless_disconnected
 from inferd.http.responses import json_response
 from inferd.http.sse import sse_response
 from inferd.responses.events import Event
@@ -47,7 +47,7 @@ async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
 @router.post("/v1/responses")
 async def create_response(request: Request, principal: PrincipalDep,
                           responses: ResponsesDep) -> Response:
-    body = await read_model(request, ResponseCreateRequest)
+    body = await read_strict(request, ResponseCreateRequest)
     prepared = await responses.prepare(principal, body)
     if body.background:
         created = await responses.create_background(principal, prepared)

@@ -7,7 +7,6 @@ let editingReplica = null; // the replica id being edited, or null when adding
 // The last test of each model, kept here because the tables are redrawn every few seconds.
 const tests = new Map();
 let capabilities = new Map(); // model -> its capabilities, from /v1/models
-let engines = new Map(); // in-process model -> its state (loaded / loading / unloaded)
 
 // The smallest real request a model of each kind answers.
 function probe(name) {
@@ -50,11 +49,11 @@ function act(label, run, cls = "") {
 function modelActions(m) {
   const out = el("span", { class: "result", "data-model": m.name, "aria-live": "polite" });
   if (tests.has(m.name)) showTest(out, tests.get(m.name));
-  const engine = engines.get(m.name);
-  const residency = engine
-    ? [act(engine.state === "unloaded" ? "Load" : "Unload", () => api("POST",
-      `/admin/v1/engines/${encodeURIComponent(m.name)}/${engine.state === "unloaded" ? "load" : "unload"}`),
-    "quiet")]
+  // In-process models that load and unload (their weights in this server's memory).
+  const verb = m.state === "unloaded" ? "load" : "unload";
+  const residency = m.loadable
+    ? [act(verb === "load" ? "Load" : "Unload", () => api("POST",
+      `/admin/v1/engines/${encodeURIComponent(m.name)}/${verb}`), "quiet")]
     : [];
   return el("span", { class: "actions" },
     button("Test", () => testModel(m.name, out)),
@@ -91,7 +90,6 @@ function lastError(r) {
 async function load() {
   const models = list(await api("GET", "/admin/v1/models"));
   capabilities = new Map(list(await api("GET", "/v1/models")).map((m) => [m.id, m.capabilities || []]));
-  engines = new Map(list(await api("GET", "/admin/v1/engines")).map((e) => [e.id, e]));
   fillTable($("#models-table"), models, [
     ["model", (m) => el("strong", {}, m.name)],
     ["health", (m) => badge(m.healthy, "serving", "down")],
@@ -99,8 +97,8 @@ async function load() {
     ["fallbacks", (m) => m.fallbacks.join(", ")],
     ["replicas", (m) => m.replicas.length],
     ["active", (m) => (m.active ? "yes" : "no")],
-    ["memory", (m) => (engines.has(m.name)
-      ? el("span", { class: "badge", "data-engine": m.name }, engines.get(m.name).state) : "—")],
+    ["memory", (m) => (m.state
+      ? el("span", { class: "badge", "data-engine": m.name }, m.state) : "—")],
     ["", modelActions],
   ], "No models yet: add one below.");
   const select = $("#replica-model");

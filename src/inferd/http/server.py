@@ -1,0 +1,158 @@
+"""The HTTP/1.1 protocol the server runs: uvicorn's httptools protocol with bounds on the
+request head, which uvicorn does not have.
+
+Before a request is authenticated, all a client can make the server hold is its request head
+(request line and headers). uvicorn's httptools protocol buffers a head of any size for as long
+as the client likes: a few connections sending endless headers grow memory without bound, and
+connections that send a header byte now and then (slowloris) are never closed, because every
+byte cancels the keep-alive timer. ``GuardedHttpToolsProtocol`` adds the two bounds other
+servers have (nginx ``large_client_header_buffers`` and ``client_header_timeout``, Node's
+``maxHeaderSize`` and ``headersTimeout``):
+
+- **size**: a head over ``max_head_bytes`` is answered 431 ``headers_too_large`` and the
+  connection is closed; the parser never holds more than the limit and one read;
+- **time**: a head must be complete ``head_timeout`` seconds after its first byte (or after the
+  connection opened): otherwise 408 ``request_timeout`` (nothing when no byte came) and close.
+  The clock runs only while no request of the connection is being answered, so a long
+  generation or a slow upload of an authenticated request is not cut; the idle time between
+  requests stays uvicorn's keep-alive timeout.
+
+Its answers, and uvicorn's 400 for a request that does not parse, are in the OpenAI error shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from inferd.errors import HeadersTooLarge, InferdError, InvalidRequest, RequestTimeout, envelope
+
+# Seconds a refused connection is still read (and what it sends dropped) after the answer, so
+# that a client still sending its head reads the answer instead of a connection reset.
+LINGER_SECONDS = 1.0
+
+
+def error_bytes(error: InferdError, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A complete HTTP/1.1 response for ``error`` in the OpenAI shape, closing the connection."""
+    body = orjson.dumps(envelope(error))
+    status = error.status
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode())]
+    lines += [name + b": " + value + b"\r\n" for name, value in default_headers]
+    lines += [b"content-type: application/json\r\n",
+              b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n", body]
+    return b"".join(lines)
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a size limit and a deadline on each request head."""
+
+    max_head_bytes: int = 64 * 1024
+    head_timeout: float = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True  # between two requests, or reading a request's head
+        self._head_bytes = 0  # bytes of the current head received so far
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    # -- the request head's clock -------------------------------------------------------------
+    def _answering(self) -> bool:
+        """Whether a request of this connection is being answered."""
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _arm(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or self._answering():
+            return  # a pipelined head waits for the answer before it; armed again after it
+        if self._in_head and self._head_bytes:
+            self._refuse(RequestTimeout(
+                f"The request head was not complete within {self.head_timeout:g} seconds."))
+        else:
+            self.transport.close()
+
+    # -- uvicorn's protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # answered and closing: dropped
+        if not self._answering():
+            self._arm()
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._in_head and self._head_bytes > self.max_head_bytes \
+                and not self.transport.is_closing():
+            if self._answering():
+                self.flow.pause_reading()  # refused once the answer before it is sent
+            else:
+                self._refuse_head()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport.is_closing() or self._answering() or not self._in_head:
+            return
+        if self._head_bytes > self.max_head_bytes:
+            self._refuse_head()
+        elif self._head_bytes:
+            self._arm()  # a pipelined head arrived in part while the answer before it ran
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(InvalidRequest(msg, code="invalid_http"), linger=False)
+
+    # -- refusing -----------------------------------------------------------------------------
+    def _refuse_head(self) -> None:
+        self._refuse(HeadersTooLarge(
+            f"The request line and headers are larger than the limit of "
+            f"{self.max_head_bytes} bytes."))
+
+    def _refuse(self, error: InferdError, *, linger: bool = True) -> None:
+        """Answer ``error`` and close; with ``linger``, after reading what is still coming for
+        ``LINGER_SECONDS`` (a client still sending would otherwise get a reset, not the
+        answer)."""
+        self._refused = True
+        self._disarm()
+        self.logger.debug("refused a connection: %s", error.message)
+        self.transport.write(error_bytes(error, self.server_state.default_headers))
+        if not linger or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+
+def guarded_protocol(max_head_bytes: int, head_timeout: float) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class for uvicorn's ``http`` setting, with these limits."""
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,),
+                {"max_head_bytes": max_head_bytes, "head_timeout": head_timeout})

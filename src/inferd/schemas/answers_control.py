@@ -1,0 +1,201 @@
+"""What the control-plane and replaced systems' routes answer, as pydantic models: the
+OpenAPI document's response schemas (see ``inferd.schemas.answers``, which holds the data
+plane's). They describe the dicts the routes build; nothing builds answers from them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from inferd.schemas.answers import Answer
+
+
+# -- health -------------------------------------------------------------------------------------
+class Health(Answer):
+    status: Literal["ok"]
+    uptime_seconds: float
+
+
+class Readiness(Answer):
+    status: Literal["ready", "not_ready"]
+    store: bool
+    models: dict[str, bool]
+
+
+# -- keys ---------------------------------------------------------------------------------------
+class ApiKey(Answer):
+    """A key as the admin API shows it: never the hash; ``key`` only in the creation answer,
+    ``webhook_secret`` in that one and in a single key's view."""
+
+    id: int | str
+    object: Literal["api_key"]
+    name: str | None
+    prefix: str
+    scope: Literal["admin", "user"]
+    owner: str | None
+    team: str | None
+    models: list[str] | None
+    rpm: int | None
+    tpm: int | None
+    token_budget: int | None
+    budget_period: str | None
+    expires_at: float | None
+    enabled: bool
+    metadata: dict[str, Any]
+    key: str | None = None
+    webhook_secret: str | None = None
+
+
+class ApiKeyList(Answer):
+    object: Literal["list"]
+    data: list[ApiKey]
+
+
+# -- models, replicas, engines -----------------------------------------------------------------
+class Replica(Answer):
+    id: str
+    model: str
+    kind: str
+    healthy: bool
+    available: bool
+    in_flight: int
+    enabled: bool
+    has_api_key: bool
+    source: str
+
+
+class ManagedModel(Answer):
+    id: int | str | None
+    name: str
+    object: Literal["model"]
+    aliases: list[str]
+    fallbacks: list[str]
+    active: bool
+    healthy: bool
+    replicas: list[Replica]
+
+
+class ManagedModelList(Answer):
+    object: Literal["list"]
+    data: list[ManagedModel]
+
+
+class ReplicaList(Answer):
+    object: Literal["list"]
+    data: list[Replica]
+
+
+class Engine(Answer):
+    """An in-process model and its memory state."""
+
+    id: str
+    object: Literal["model"]
+    state: str
+    active_requests: int
+
+
+class EngineList(Answer):
+    object: Literal["list"]
+    data: list[Engine]
+
+
+# -- usage and monitoring -----------------------------------------------------------------------
+class UsageGroups(Answer):
+    object: Literal["list"]
+    group_by: list[str]
+    bucket: str
+    since: float | None
+    until: float | None
+    generated_at: float
+    data: list[dict[str, Any]]
+
+
+class UsageRecords(Answer):
+    object: Literal["list"]
+    data: list[dict[str, Any]]
+
+
+class TableNames(Answer):
+    tables: list[str]
+
+
+class TableRows(Answer):
+    table: str
+    data: list[dict[str, Any]]
+
+
+# -- the replaced systems' APIs -----------------------------------------------------------------
+class Context(Answer):
+    """S0's stored prompt."""
+
+    id: int
+    content: str
+    created_at: int
+
+
+class ContextResult(Answer):
+    """S0's result: a job seen as ``pending`` → ``completed`` | ``failed``."""
+
+    id: str
+    result_id: str
+    context_id: int | None
+    model: str | None
+    status: Literal["pending", "completed", "failed"]
+    content: str | None
+    error: str | None
+    created_at: int
+    finished_at: int | None
+
+
+class RepositoryModel(Answer):
+    """S0's model list entry (Triton's repository index)."""
+
+    name: str
+    version: str
+    state: Literal["READY", "UNAVAILABLE"]
+
+
+class GeneratedContent(Answer):
+    """S1's answer."""
+
+    content: str | None
+
+
+class GeneratedKey(Answer):
+    """S3's ``/generate_api_key`` answer."""
+
+    api_key: str
+    id: int | str
+    enabled: bool
+
+
+class KeyRevoked(Answer):
+    """S3's ``/delete_api_key`` answer."""
+
+    message: str
+
+
+class HostInitialized(Answer):
+    """S4's ``/old/initialize`` answer."""
+
+    status: Literal["initialized"]
+    model: str
+    params: dict[str, Any]
+
+
+class HostGenerated(Answer):
+    """S4's ``/old/generate`` answer."""
+
+    response: str | None
+    model: str
+    usage: dict[str, Any] | None
+
+
+class HostStatus(Answer):
+    """S4's ``/old/status`` answer."""
+
+    status: Literal["loaded", "not_initialized"]
+    model: str | None
+    params: dict[str, Any]
+    default_model: str | None
+    models: list[str]
+    initialized_at: float | None
