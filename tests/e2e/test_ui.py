@@ -69,13 +69,20 @@ def fill(d: Any, css: str, value: str) -> None:
 
 
 def select(d: Any, css: str, value: str) -> None:
+    """Chooses ``value`` in the ``<select>`` at ``css``. Pages redraw their option lists as data
+    arrives (keeping the chosen value), so an option can go stale between finding and clicking
+    it: the choice is made again until the select shows it."""
     from selenium.webdriver.support.ui import Select
 
-    wait(d, lambda d: value in [o.get_attribute("value") for o in
-                                find(d, css).find_elements(_by(), "option")])
-    options = find(d, css).find_elements(_by(), "option")
-    index = [o.get_attribute("value") for o in options].index(value)
-    Select(find(d, css)).select_by_index(index)
+    def attempt(d: Any) -> bool:
+        element = find(d, css)
+        values = [o.get_attribute("value") for o in element.find_elements(_by(), "option")]
+        if value not in values:
+            return False
+        Select(element).select_by_index(values.index(value))
+        return bool(find(d, css).get_attribute("value") == value)
+
+    wait(d, attempt)
 
 
 def click_in_row(d: Any, table: str, text: str, label: str) -> None:
