@@ -57,10 +57,11 @@ def find_llama_server(build: bool) -> str | None:
         return None
     work = Path(tempfile.mkdtemp(prefix="llama-server-build-"))
     subprocess.run([sys.executable, "-m", "pip", "download",
-                    f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "--no-binary", ":all:",
+                    f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "--no-binary", "llama-cpp-python",
                     "--no-deps", "-d", str(work)], check=True)
     subprocess.run(["tar", "xzf", next(work.glob("*.tar.gz")), "-C", str(work)], check=True)
-    source = next(work.glob("llama_cpp_python-*")) / "vendor" / "llama.cpp"
+    unpacked = next(p for p in work.glob("llama_cpp_python-*") if p.is_dir())
+    source = unpacked / "vendor" / "llama.cpp"
     subprocess.run(["cmake", "-B", "build", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_CURL=OFF",
                     "-DBUILD_SHARED_LIBS=OFF", "-DCMAKE_BUILD_TYPE=Release"], cwd=source,
                    check=True)

@@ -61,6 +61,8 @@ class ModelSpec(BaseModel):
     path: str = ""
     aliases: list[str] = Field(default_factory=list)
     n_ctx: int = Field(default=2048, ge=64, le=1_048_576)
+    # llama.cpp threads, for decoding and for reading prompts (None: ``Settings.threads``, else
+    # every core this process may run on).
     n_threads: int | None = Field(default=None, ge=1, le=512)
     n_batch: int = Field(default=512, ge=1)
     # Loaded copies of the weights; each batches up to ``parallel`` requests on one context.
@@ -214,7 +216,8 @@ class Settings(BaseSettings):
     models: list[ModelSpec] = Field(default_factory=list)
     # When false, the bundled models are not added automatically.
     bundled_models: bool = True
-    # Threads per llama.cpp model (None: llama.cpp decides).
+    # Threads of each llama.cpp model without its own ``n_threads`` (None: every core this
+    # process may run on).
     threads: int | None = Field(default=None, ge=1)
     # Most llama.cpp models loaded at once (0: no limit); the least recently used idle one
     # is unloaded to make room.
@@ -302,8 +305,14 @@ class Settings(BaseSettings):
         return async_database_url(url)
 
     def all_models(self) -> list[ModelSpec]:
-        """Configured models plus the bundled ones (unless disabled or shadowed by name)."""
-        specs = list(self.models)
+        """Configured models plus the bundled ones (unless disabled or shadowed by name).
+
+        ``threads`` (``--threads``) is the llama.cpp thread count of every GGUF model that does
+        not set its own ``n_threads``.
+        """
+        specs = [s.model_copy(update={"n_threads": self.threads})
+                 if self.threads and s.kind == "llamacpp" and s.n_threads is None else s
+                 for s in self.models]
         if self.bundled_models:
             names = {s.name for s in specs}
             specs += [s for s in default_models(self.threads) if s.name not in names]

@@ -62,6 +62,15 @@ def test_serve_a_gguf_under_another_name(tmp_path: Path) -> None:
         assert answer.choices[0].message.content
 
 
+def test_serve_threads_reach_a_gguf_given_by_path(tmp_path: Path) -> None:
+    """``--threads`` is the llama.cpp thread count of every ``--model`` without ``threads=``."""
+    with InferdProcess(tmp_path, "--no-bundled", "--threads", "2",
+                       "--model", f"plain={GGUF},n_ctx=256,parallel=1",
+                       "--model", f"own={GGUF},n_ctx=256,parallel=1,threads=1") as server:
+        engines = httpx.get(server.url + "/admin/v1/engines", timeout=30).json()["data"]
+        assert {e["id"]: e["n_threads"] for e in engines} == {"plain": 2, "own": 1}
+
+
 def test_serve_from_config_file_and_environment(tmp_path: Path) -> None:
     config = tmp_path / "inferd.yaml"
     config.write_text(f"bundled_models: false\nmodels:\n  - name: from-file\n    path: {GGUF}\n"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from inferd.settings import ModelSpec, async_database_url, load_settings
+from inferd.settings import ModelSpec, Settings, async_database_url, load_settings
 
 
 def test_parse_cli_model(tmp_path: Path) -> None:
@@ -19,6 +19,18 @@ def test_parse_cli_model(tmp_path: Path) -> None:
         ModelSpec.parse_cli("no-path")
     with pytest.raises(ValueError, match="does not exist"):
         ModelSpec.parse_cli(f"x={tmp_path / 'missing.gguf'}")
+
+
+def test_threads_setting_reaches_models_without_their_own(tmp_path: Path) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    models = [ModelSpec.parse_cli(f"plain={gguf}"), ModelSpec.parse_cli(f"own={gguf},threads=1"),
+              ModelSpec(name="e", kind="echo")]
+    specs = {s.name: s.n_threads
+             for s in Settings(threads=3, bundled_models=False, models=models).all_models()}
+    assert specs == {"plain": 3, "own": 1, "e": None}
+    unset = Settings(bundled_models=False, models=models).all_models()
+    assert [s.n_threads for s in unset] == [None, 1, None]
 
 
 def test_config_file_then_env_then_overrides(tmp_path: Path,

@@ -22,6 +22,7 @@ class Resident(Protocol):
     active: int
     last_used: float
     spec: Any
+    threads: int  # llama.cpp threads of each loaded copy
 
     async def load(self) -> None: ...
 

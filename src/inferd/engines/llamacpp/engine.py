@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -80,6 +81,9 @@ class LlamaCppEngine(LocalTextEngine):
         self.last_used = 0.0
         self._lock = asyncio.Lock()
         self._timer = IdleTimer(self, spec.keep_alive)
+        # Not llama-cpp-python's default (half the cores): a batch step is one matrix product
+        # per layer over every sequence, and it scales with every core given to it.
+        self.threads = spec.n_threads or usable_cores()
 
     # -- lifecycle ------------------------------------------------------------------------
     def _load(self) -> _Copy:
@@ -87,10 +91,9 @@ class LlamaCppEngine(LocalTextEngine):
         from llama_cpp import Llama
 
         llama = Llama(model_path=self.spec.path, n_ctx=TOKENIZER_CTX, n_batch=TOKENIZER_CTX,
-                      n_threads=self.spec.n_threads, verbose=False)
-        n_threads = llama.context_params.n_threads
+                      n_threads=self.threads, n_threads_batch=self.threads, verbose=False)
         loop = BatchLoop(llama.model, parallel=self.spec.parallel, n_ctx_seq=self.spec.n_ctx,
-                         n_batch=self.spec.n_batch, n_threads=n_threads)
+                         n_batch=self.spec.n_batch, n_threads=self.threads)
         self._n_ctx = llama_cpp.llama_n_ctx(loop.ctx) // self.spec.parallel
         loop.n_ctx_seq = self._n_ctx
         return _Copy(llama, loop)
@@ -206,7 +209,8 @@ class LlamaCppEngine(LocalTextEngine):
                          context_length=self._n_ctx,
                          details={"family": self._family.name, "path": self.spec.path,
                                   "instances": self.spec.instances,
-                                  "parallel": self.spec.parallel, "state": self.state,
+                                  "parallel": self.spec.parallel, "threads": self.threads,
+                                  "state": self.state,
                                   "load": self.spec.load, "keep_alive": self.spec.keep_alive,
                                   "architecture": self._metadata.get("general.architecture")})
 
@@ -424,6 +428,13 @@ class LlamaCppEngine(LocalTextEngine):
                 _settle(generation, request)
             for copy, load in copies:
                 copy.load -= load
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def _settle(generation: Generation, request: SeqRequest) -> None:

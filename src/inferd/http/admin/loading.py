@@ -26,7 +26,7 @@ def view(engine: Resident) -> dict[str, Any]:
     return {"id": engine.name, "object": "model", "state": engine.state,
             "load": engine.spec.load, "keep_alive": engine.spec.keep_alive,
             "active_requests": engine.active, "parallel": engine.spec.parallel,
-            "n_ctx": engine.spec.n_ctx}
+            "n_ctx": engine.spec.n_ctx, "n_threads": engine.threads}
 
 
 def find(services: Services, name: str) -> Resident:
