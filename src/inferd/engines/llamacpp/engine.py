@@ -81,9 +81,7 @@ class LlamaCppEngine(LocalTextEngine):
         self.last_used = 0.0
         self._lock = asyncio.Lock()
         self._timer = IdleTimer(self, spec.keep_alive)
-        # Not llama-cpp-python's default (half the cores): a batch step is one matrix product
-        # per layer over every sequence, and it scales with every core given to it.
-        self.threads = spec.n_threads or usable_cores()
+        self.threads = spec.n_threads or default_threads()
 
     # -- lifecycle ------------------------------------------------------------------------
     def _load(self) -> _Copy:
@@ -430,11 +428,15 @@ class LlamaCppEngine(LocalTextEngine):
                 copy.load -= load
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity), at least 1."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+def default_threads() -> int:
+    """Half the cores this process may run on (at least 1), as llama-cpp-python does.
+
+    Not every core: llama.cpp's threads spin at each barrier of a decode, and when one of them
+    is descheduled on a machine that is busy with other work, the others wait for it; with a
+    thread on every core a decode step can take ten times longer than with half of them.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // 2)
 
 
 def _settle(generation: Generation, request: SeqRequest) -> None:
