@@ -196,7 +196,8 @@ def _run(settings: Settings) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
-    protocol = guarded_protocol(settings.max_header_bytes, settings.header_timeout_seconds)
+    protocol = guarded_protocol(settings.max_header_bytes, settings.header_timeout_seconds,
+                                settings.body_timeout_seconds, settings.body_min_rate)
     uvicorn.run(app, host=settings.host, port=settings.port,
                 log_level=settings.log_level, loop="uvloop", http=protocol,
                 h11_max_incomplete_event_size=settings.max_header_bytes,

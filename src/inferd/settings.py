@@ -206,6 +206,11 @@ class Settings(BaseSettings):
     # Seconds a client has to send a complete request head, from its first byte (or from the
     # connection's opening): 408 and the connection closed (slowloris).
     header_timeout_seconds: float = Field(default=10.0, gt=0.0, le=3600.0)
+    # After the head, the body must keep arriving: no pause over this many seconds, and at
+    # least ``body_min_rate`` bytes a second on average after the first this many seconds:
+    # 408 and the connection closed (slowloris on the body).
+    body_timeout_seconds: float = Field(default=30.0, gt=0.0, le=3600.0)
+    body_min_rate: float = Field(default=500.0, gt=0.0, le=1024.0**3)
     # Seconds an idle keep-alive connection stays open between two requests.
     keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
     # /ready turns 503 after this many writes in a row failed for lack of storage (disk full,

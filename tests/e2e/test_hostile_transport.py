@@ -19,6 +19,8 @@ from tests.helpers import InferdProcess
 
 ADMIN_KEY = "sk-test-admin-transport-0123456789"
 HEADER_TIMEOUT = 2.0  # seconds (the default is 10)
+BODY_TIMEOUT = 4.0  # seconds (the default is 30)
+BODY_MIN_RATE = 200  # bytes a second (the default is 500)
 MAX_BODY = 8 * 1024 * 1024  # the default body limit
 MAX_HEAD = 64 * 1024  # the default head limit
 # Memory growth allowed over a whole test: generous (the machine is shared), and far below
@@ -30,7 +32,9 @@ RSS_BOUND = 200 * 1024 * 1024
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferdProcess]:
     env = {"INFERD_MODELS": json.dumps([{"name": "echo", "kind": "echo"}]),
            "INFERD_ADMIN_KEY": ADMIN_KEY,
-           "INFERD_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)}
+           "INFERD_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
+           "INFERD_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+           "INFERD_BODY_MIN_RATE": str(BODY_MIN_RATE)}
     with InferdProcess(tmp_path_factory.mktemp("transport"), "--no-bundled", env=env) as proc:
         yield proc
 
@@ -236,6 +240,93 @@ async def test_a_50_megabyte_chunked_body_gets_413_without_being_buffered(
     error = json.loads(body)["error"]
     assert error["code"] == "payload_too_large" and str(MAX_BODY) in error["message"]
     assert after - before < RSS_BOUND
+
+
+def chat_body(size: int) -> bytes:
+    """A chat request of ``size`` bytes for the echo model."""
+    start, end = b'{"model": "echo", "max_tokens": 4, "messages": [{"role": "user", "content": "', \
+        b'"}]}'
+    return start + b"x" * (size - len(start) - len(end)) + end
+
+
+def chat_head(key: str, length: int) -> bytes:
+    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n").encode()
+
+
+async def paced(server: InferdProcess, head: bytes, pieces: list[bytes],
+                pause: float) -> bytes:
+    """Send ``head``, then each piece ``pause`` seconds after the one before, until the server
+    answers or closes; returns its answer (b"" for a close without one). The pause is the
+    client's pace, not a bound the test asserts on."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(head)
+    read = asyncio.create_task(reader.read(65536))
+    try:
+        for piece in pieces:
+            await asyncio.wait([read], timeout=pause)
+            if read.done():
+                break
+            try:
+                writer.write(piece)
+                await writer.drain()
+            except ConnectionError:
+                break
+        try:
+            data = await asyncio.wait_for(read, 120)
+            while data and not complete(data):
+                more = await asyncio.wait_for(reader.read(65536), 60)
+                if not more:
+                    break
+                data += more
+        except ConnectionError:
+            data = b""
+        return data
+    finally:
+        read.cancel()
+        writer.close()
+
+
+async def test_a_body_sent_a_byte_now_and_then_gets_408_and_is_closed(
+        server: InferdProcess, user_key: str) -> None:
+    """A complete head, then the body one byte every half second (slowloris on the body):
+    never a pause over the body timeout, but far under the minimum rate: 408, closed, while a
+    normal request is served meanwhile."""
+    body = chat_body(4096)
+    pieces = [body[i:i + 1] for i in range(len(body))]
+    slow = asyncio.create_task(paced(server, chat_head(user_key, len(body)), pieces, 0.5))
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        response = await http.get("/v1/models", headers={"Authorization": f"Bearer {user_key}"})
+        assert response.status_code == 200
+    raw = await asyncio.wait_for(slow, 300)  # 4,096 half seconds if never cut
+    status, headers, answer = parse(raw)
+    assert status == 408, raw[:300]
+    assert headers["connection"] == "close"
+    error = json.loads(answer)["error"]
+    assert error["code"] == "request_timeout" and "body" in error["message"]
+
+
+async def test_a_body_that_stops_arriving_gets_408(server: InferdProcess,
+                                                   user_key: str) -> None:
+    body = chat_body(4096)
+    raw = await paced(server, chat_head(user_key, len(body)) + body[:1000], [], 0)
+    status, headers, answer = parse(raw)
+    assert status == 408, raw[:300]
+    assert headers["connection"] == "close"
+    assert json.loads(answer)["error"]["code"] == "request_timeout"
+
+
+async def test_a_long_upload_at_a_normal_rate_is_served(server: InferdProcess,
+                                                        user_key: str) -> None:
+    """A body sent in 16 KiB pieces four times a second, for longer than the body timeout:
+    at 64 KiB/s it is far over the minimum rate and never pauses long, so it is served."""
+    size = 16 * 1024 * (4 * int(BODY_TIMEOUT) + 8)
+    body = chat_body(size)
+    pieces = [body[i:i + 16 * 1024] for i in range(0, len(body), 16 * 1024)]
+    raw = await paced(server, chat_head(user_key, len(body)), pieces, 0.25)
+    status, _headers, answer = parse(raw)
+    assert status == 200, raw[:300]
+    assert json.loads(answer)["choices"][0]["message"]["role"] == "assistant"
 
 
 # -- pathological JSON ------------------------------------------------------------------------

@@ -358,6 +358,8 @@ def _sample(metrics: str, name: str, **labels: str) -> float:
     ({"top_k": "many"}, "top_k"), ({"min_p": 2}, "min_p"),
     ({"repeat_penalty": 0}, "repeat_penalty"),
     ({"logit_bias": {"99999999": 5}}, "logit_bias"), ({"logit_bias": {"2": 500}}, "logit_bias"),
+    # token ids are ASCII digits: not what str.isdigit() or int() also take
+    *[({"logit_bias": {key: 5}}, "logit_bias") for key in ("²", "١٢", "+1", " 1", "1_000")],
     ({"max_tokens": 10**30}, "max_tokens"), ({"seed": 10**30}, "seed"),
 ])
 def test_llama_extras_and_numbers_out_of_range_are_400(http: httpx.Client,

@@ -6,7 +6,8 @@ restart): jobs submitted afterwards complete and the jobs accepted earlier are n
 The data directory is a small tmpfs mounted by the test (root only: skipped otherwise). As root,
 ``chmod`` does not stop writes, and a mount cannot turn read-only while SQLite holds its files
 open for writing, so the read-only case restarts the server on a read-only mount (after a
-``kill -9``, as when the storage fails under it).
+``kill -9``, as when the storage fails under it), then turns the mount writable again under
+that same process.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def test_a_full_disk_gives_503_then_recovers_without_a_restart(tmp_path: Path) -
         check_database(data / "inferd.db", jobs)
 
 
-def test_a_read_only_data_directory_gives_503_and_nothing_is_lost(
+def test_a_read_only_data_directory_gives_503_then_recovers_without_a_restart(
         tmp_path: Path) -> None:
     with tmpfs(tmp_path / "data", "64m") as data:
         with server(tmp_path, data) as proc, \
@@ -178,13 +179,10 @@ def test_a_read_only_data_directory_gives_503_and_nothing_is_lost(
             body = wait_for(unready, within=60, what="/ready noticing the failing writes")
             assert body["store_writes"] is False and body["storage_fault"] == "read_only"
 
-        mount("-o", "remount,rw", str(data))  # writable again
-        # SQLite keeps connections it opened read-only so (and new ones opened beside them):
-        # this recovery takes a restart
-        with server(tmp_path, data) as proc, \
-                httpx.Client(base_url=proc.url, timeout=60) as http:
+            mount("-o", "remount,rw", str(data))  # writable again, under the same process
             wait_for(lambda: ready(http)[0] == 200, within=60, what="/ready recovering")
             after = [accepted(submit(http, f"after {i}")) for i in range(3)]
             completed(http, jobs + after)
             jobs += after
+            proc.stop()
         check_database(data / "inferd.db", jobs)

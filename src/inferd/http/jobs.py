@@ -29,6 +29,7 @@ from inferd.images import ENDPOINT as IMAGES_ENDPOINT
 from inferd.jobs.requests import job_object
 from inferd.jobs.service import JobService, SSEvent
 from inferd.json_bodies import parse_json
+from inferd.numerals import ascii_int
 from inferd.schemas.openai import MAX_DURATION
 from inferd.services import Services
 from inferd.store.jobs import JobRecord
@@ -235,10 +236,11 @@ def _last_event_id(header: str | None, query: int | None) -> int:
         return query
     if header is None or header == "":
         return 0
-    if not (header.isascii() and header.isdigit()):  # "³" is a digit to isdigit() only
+    event_id = ascii_int(header)
+    if event_id is None:
         raise InvalidRequest("Last-Event-ID must be an event id of this stream.",
                              param="Last-Event-ID")
-    return int(header)
+    return event_id
 
 
 async def _frames(events: AsyncIterator[SSEvent]) -> AsyncIterator[bytes]:

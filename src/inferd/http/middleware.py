@@ -52,6 +52,7 @@ class RequestGuard:
                 request_id = value
         rid = request_id or b"%s%016x" % (_ID_PREFIX, next(_ID_COUNTER))
         scope.setdefault("state", {})["request_id"] = rid.decode("latin-1")
+        # bytes.isdigit() is true for ASCII digits only (unlike str.isdigit(): inferd.numerals)
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._reject(send, rid, limit)
             return

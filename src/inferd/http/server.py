@@ -1,5 +1,5 @@
 """The HTTP/1.1 protocol the server runs: uvicorn's httptools protocol with bounds on the
-request head, which uvicorn does not have.
+request head and on the pace of the body, which uvicorn does not have.
 
 Before a request is authenticated, all a client can make the server hold is its request head
 (request line and headers). uvicorn's httptools protocol buffers a head of any size for as long
@@ -14,8 +14,20 @@ servers have (nginx ``large_client_header_buffers`` and ``client_header_timeout`
 - **time**: a head must be complete ``head_timeout`` seconds after its first byte (or after the
   connection opened): otherwise 408 ``request_timeout`` (nothing when no byte came) and close.
   The clock runs only while no request of the connection is being answered, so a long
-  generation or a slow upload of an authenticated request is not cut; the idle time between
-  requests stays uvicorn's keep-alive timeout.
+  generation is not cut; the idle time between requests stays uvicorn's keep-alive timeout.
+
+A complete head starts the request's task, which then waits for the body: a client sending the
+body a byte now and then (slowloris on the body) would hold the connection and the task for as
+long as it likes. ``GuardedHttpToolsProtocol`` bounds the body's pace too (nginx
+``client_body_timeout``, Apache ``mod_reqtimeout`` ``body=...,MinRate=...``):
+
+- **body**: after the head, the body must keep arriving: no pause longer than
+  ``body_timeout`` seconds, and on average at least ``body_min_rate`` bytes a second after the
+  first ``body_timeout`` seconds (each ``body_min_rate`` bytes received extend the deadline by
+  a second). Otherwise 408 ``request_timeout`` (or, once the answer has started, the
+  connection closed). The clock stops while the server itself holds the body back (reading
+  paused until the application reads what it has, or ``Expect: 100-continue`` not yet
+  answered), so an upload at any normal rate passes, however long.
 
 Its answers, and uvicorn's 400 for a request that does not parse, are in the OpenAI error shape.
 """
@@ -34,6 +46,9 @@ from inferd.errors import HeadersTooLarge, InferdError, InvalidRequest, RequestT
 # Seconds a refused connection is still read (and what it sends dropped) after the answer, so
 # that a client still sending its head reads the answer instead of a connection reset.
 LINGER_SECONDS = 1.0
+# Seconds a late body is given before it is refused, so that bytes that came while the process
+# was not running (a busy machine) are read first: the loop runs due timers before it reads.
+OVERDUE_GRACE_SECONDS = 0.2
 
 
 def error_bytes(error: InferdError, default_headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -52,6 +67,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     max_head_bytes: int = 64 * 1024
     head_timeout: float = 10.0
+    body_timeout: float = 30.0
+    body_min_rate: float = 500.0  # bytes a second
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -59,6 +76,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # bytes of the current head received so far
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._in_body = False  # a request's head is complete, its body not yet
+        self._body_started = 0.0  # when the body's clock (re)started
+        self._body_last = 0.0  # when a byte of it last arrived
+        self._body_bytes = 0  # bytes received since the clock started
+        self._body_overdue = False  # found late once: refused if still late after the grace
+        self._body_timer: asyncio.TimerHandle | None = None
 
     # -- the request head's clock -------------------------------------------------------------
     def _answering(self) -> bool:
@@ -84,6 +107,63 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         else:
             self.transport.close()
 
+    # -- the request body's clock -------------------------------------------------------------
+    def _start_body_clock(self) -> None:
+        """Start (or restart) the body's clock; its timer is armed by ``data_received`` once
+        the bytes at hand are parsed, so a request whose body came with its head costs none."""
+        self._in_body = True
+        self._body_started = self._body_last = self.loop.time()
+        self._body_bytes = 0
+        self._body_overdue = False
+
+    def _arm_body(self, when: float) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+        self._body_timer = self.loop.call_at(when, self._body_timed_out)
+
+    def _stop_body_clock(self) -> None:
+        self._in_body = False
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_deadline(self) -> float:
+        """When the body is late: a pause over ``body_timeout``, or fewer bytes than
+        ``body_min_rate`` a second beyond the first ``body_timeout`` seconds."""
+        return min(self._body_last + self.body_timeout,
+                   self._body_started + self.body_timeout
+                   + self._body_bytes / self.body_min_rate)
+
+    def _held_back(self) -> bool:
+        """Whether the server, not the client, holds the body back."""
+        return self.flow.read_paused or (
+            self.cycle is not None and self.cycle.waiting_for_100_continue)
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if not self._in_body or self.transport.is_closing():
+            return
+        if self._held_back():
+            self._start_body_clock()  # the client could not send: its clock starts again
+            self._arm_body(self._body_started + self.body_timeout)
+            return
+        deadline, now = self._body_deadline(), self.loop.time()
+        if now < deadline:
+            self._body_overdue = False
+            self._arm_body(deadline)
+            return
+        if not self._body_overdue:  # what has come meanwhile is read before refusing
+            self._body_overdue = True
+            self._arm_body(now + OVERDUE_GRACE_SECONDS)
+            return
+        self._stop_body_clock()
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # an answer is under way: no other can be sent
+            return
+        self._refuse(RequestTimeout(
+            f"The request body did not arrive in time (a pause over "
+            f"{self.body_timeout:g} seconds, or under {self.body_min_rate:g} bytes a second)."))
+
     # -- uvicorn's protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -91,6 +171,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._stop_body_clock()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -100,7 +181,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm()
         if self._in_head:
             self._head_bytes += len(data)
+        elif self._in_body:
+            self._body_bytes += len(data)
+            self._body_last = self.loop.time()
         super().data_received(data)
+        if self._in_body and self._body_timer is None and not self._refused:
+            self._arm_body(self._body_deadline())
         if self._in_head and self._head_bytes > self.max_head_bytes \
                 and not self.transport.is_closing():
             if self._answering():
@@ -113,8 +199,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._disarm()
         super().on_headers_complete()
+        if not (self.parser.should_upgrade() and self._should_upgrade()):
+            self._start_body_clock()  # stopped by on_message_complete
 
     def on_message_complete(self) -> None:
+        self._stop_body_clock()
         super().on_message_complete()
         self._in_head = True
 
@@ -142,6 +231,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         answer)."""
         self._refused = True
         self._disarm()
+        self._stop_body_clock()
         self.logger.debug("refused a connection: %s", error.message)
         self.transport.write(error_bytes(error, self.server_state.default_headers))
         if not linger or not self.transport.can_write_eof():
@@ -152,7 +242,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
 
-def guarded_protocol(max_head_bytes: int, head_timeout: float) -> type[GuardedHttpToolsProtocol]:
+def guarded_protocol(max_head_bytes: int, head_timeout: float, body_timeout: float,
+                     body_min_rate: float) -> type[GuardedHttpToolsProtocol]:
     """The protocol class for uvicorn's ``http`` setting, with these limits."""
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,),
-                {"max_head_bytes": max_head_bytes, "head_timeout": head_timeout})
+                {"max_head_bytes": max_head_bytes, "head_timeout": head_timeout,
+                 "body_timeout": body_timeout, "body_min_rate": body_min_rate})

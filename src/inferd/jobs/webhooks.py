@@ -29,6 +29,7 @@ import orjson
 from inferd.errors import InvalidRequest
 from inferd.ids import new_webhook_secret
 from inferd.jobs.requests import job_object
+from inferd.numerals import ascii_int
 from inferd.outbound import WEBHOOK, AddressRefused, HostAllowList, connector_options
 from inferd.settings import JobSettings
 from inferd.store.jobs import JobRecord, JobStore
@@ -48,10 +49,11 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 def verify(secret: str, headers: dict[str, str], body: bytes, tolerance: float = 300) -> bool:
     """Check a received webhook (what a receiver does; used by the tests and the docs)."""
-    msg_id, ts = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "0")
-    if not ts.isdigit() or abs(time.time() - int(ts)) > tolerance:
-        return False
-    expected = sign(secret, msg_id, int(ts), body)
+    msg_id = headers.get("webhook-id", "")
+    timestamp = ascii_int(headers.get("webhook-timestamp", ""))
+    if timestamp is None or abs(time.time() - timestamp) > tolerance:
+        return False  # what was signed is the header as sent: ASCII digits only
+    expected = sign(secret, msg_id, timestamp, body)
     return any(hmac.compare_digest(expected, s)
                for s in headers.get("webhook-signature", "").split())
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from inferd.engines.residency import Resident
 from inferd.errors import Conflict, InvalidRequest, NotFound
+from inferd.numerals import ascii_int
 from inferd.redact import redact_url
 from inferd.routing.catalog import ReplicaCatalog
 from inferd.routing.replica import Replica
@@ -65,10 +66,8 @@ MAX_ROW_ID = 2**63 - 1
 
 def _row_id(text: str) -> int | None:
     """``text`` as a row id, or None when it is not one."""
-    if not (text.isascii() and text.isdigit()):  # "³" is a digit to isdigit(), not to int()
-        return None
-    value = int(text)
-    return value if value <= MAX_ROW_ID else None
+    value = ascii_int(text)
+    return value if value is not None and value <= MAX_ROW_ID else None
 
 
 def shown_options(options: dict[str, Any]) -> dict[str, Any]:

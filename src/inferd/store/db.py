@@ -7,6 +7,9 @@ MySQL/MariaDB are the production stores. The same Alembic migrations run on all 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -27,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import await_
 
 from inferd.secretbox import SecretBox
 from inferd.settings import Settings
@@ -38,6 +42,8 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # many bytes: more than a page or two, so that it succeeds only where real writes can.
 PROBE_INTERVAL = 1.0
 PROBE_BYTES = 60_000  # under MySQL's TEXT limit
+# Seconds a SQLite reopen waits for the connections in use to be given back (see ``_reopen``).
+REOPEN_WAIT = 5.0
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -77,8 +83,18 @@ class Database:
             # per connection.
             kwargs.update(pool_size=10, max_overflow=20, pool_recycle=1800)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self._file = Path(parsed.database) if self.dialect == "sqlite" and parsed.database \
+            and parsed.database != ":memory:" else None
+        self.open_connections = 0  # DBAPI connections open now
+        self._reopening: asyncio.Event | None = None  # set when new connections may open
+        self._none_open: asyncio.Event | None = None  # set when the last one has closed
         if self.dialect == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            sync = self.engine.sync_engine
+            event.listen(sync, "connect", _sqlite_pragmas)
+            event.listen(sync, "do_connect", self._before_connect)
+            event.listen(sync.pool, "connect", self._opened)
+            event.listen(sync.pool, "close", self._closed)
+            event.listen(sync.pool, "close_detached", self._closed_detached)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False,
                                            class_=AsyncSession)
         self.writes = WriteHealth()
@@ -113,6 +129,57 @@ class Database:
         except Exception:  # any driver error means "not reachable"
             return False
 
+    # -- SQLite's way back from read-only storage ----------------------------------------------
+    # A SQLite file that cannot be written is opened read-only, and so is the WAL index (-shm)
+    # beside it; the WAL index is shared by every connection of the process to that file, so
+    # it stays read-only, and so do connections opened later, for as long as any connection
+    # to the file is open, closed ones that are not yet collected included. The way back is a
+    # moment with none open: ``_reopen``.
+    def _opened(self, _dbapi_connection: Any, _record: Any) -> None:
+        self.open_connections += 1
+
+    def _closed(self, _dbapi_connection: Any, _record: Any) -> None:
+        self._closed_detached(_dbapi_connection)
+
+    def _closed_detached(self, _dbapi_connection: Any) -> None:
+        self.open_connections -= 1
+        if self._none_open is not None and self.open_connections <= 0:
+            self._none_open.set()
+
+    def _before_connect(self, *_args: Any) -> None:
+        """A new connection waits while the open ones are being closed (``_reopen``); runs in
+        SQLAlchemy's greenlet, where it may await."""
+        if self._reopening is not None:
+            await_(self._reopening.wait())
+
+    def _file_writable(self) -> bool:
+        """Whether the SQLite file and its directory can be written (a read-only mount or
+        file mode says no, to root too)."""
+        return self._file is not None and all(
+            os.access(path, os.W_OK) for path in (self._file, self._file.parent)
+            if path.exists())
+
+    async def _reopen(self) -> None:
+        """Close every connection, then let new ones open: no new connection opens until
+        the ones in use are given back (``WriteHealth`` closes each as it comes back while
+        the storage is read-only) or ``REOPEN_WAIT`` has passed."""
+        if self._reopening is not None:
+            return
+        self._reopening, self._none_open = asyncio.Event(), asyncio.Event()
+        try:
+            await self.engine.dispose()
+            if self.open_connections > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._none_open.wait(), REOPEN_WAIT)
+            # Python's sqlite3 closes with sqlite3_close_v2: a closed connection whose
+            # statements are still held by cursors not yet collected (reference cycles, which
+            # the cyclic collector reaches late: ``inferd.cli``) keeps its files open until
+            # they are. Collect them now.
+            gc.collect()
+        finally:
+            self._reopening.set()
+            self._reopening = self._none_open = None
+
     async def writable(self) -> bool:
         """False while writes fail for lack of storage (``WriteHealth``). While they do, a
         call tries a write of its own (``PROBE_BYTES``, at most once per ``PROBE_INTERVAL``,
@@ -124,9 +191,9 @@ class Database:
         if now - self._probed >= PROBE_INTERVAL:
             self._probed = now
             if self.dialect == "sqlite" and self.writes.last_fault == READ_ONLY:
-                # a connection opened while a read-only one is open cannot write either:
-                # start from no connection at all (see inferd.store.faults)
-                await self.engine.dispose()
+                if not self._file_writable():
+                    return False  # still read-only: nothing to try
+                await self._reopen()  # writable again: from no connection at all
             key = f"probe:{secrets.token_hex(8)}"  # one per call: no two probes collide
             try:
                 async with self.engine.begin() as conn:

@@ -32,6 +32,26 @@ def test_verify_accepts_a_fresh_signature_and_refuses_a_changed_body() -> None:
     assert not verify(new_webhook_secret(), headers, b"{}")
 
 
+@pytest.mark.parametrize("timestamp", ["²", "١٢", "+1", " 1", "1_000", "", "soon"])
+def test_verify_refuses_a_timestamp_that_is_not_ascii_digits(timestamp: str) -> None:
+    secret = new_webhook_secret()
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": timestamp,
+               "webhook-signature": sign(secret, "msg_1", int(time.time()), b"{}")}
+    assert verify(secret, headers, b"{}") is False
+
+
+def test_verify_refuses_the_current_time_in_other_digits() -> None:
+    """Arabic-Indic digits are a number to ``int()``, but the signed text was ASCII: the
+    header as received is not what was signed."""
+    secret = new_webhook_secret()
+    ts = int(time.time())
+    arabic = str(ts).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": arabic,
+               "webhook-signature": sign(secret, "msg_1", ts, b"{}")}
+    assert verify(secret, headers, b"{}") is False
+    assert verify(secret, {**headers, "webhook-timestamp": str(ts)}, b"{}") is True
+
+
 async def test_webhook_url_must_be_http() -> None:
     allow = HostAllowList(["public"], WEBHOOK)
     assert await check_webhook_url("https://93.184.216.34/hook", allow) == \

@@ -25,6 +25,7 @@ from inferd.engines.llamacpp.sampling import SamplingParams, grammar_error
 from inferd.engines.local import Generation, LocalTextEngine
 from inferd.engines.residency import RESIDENCY, IdleTimer
 from inferd.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
+from inferd.numerals import ascii_int
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, Prompt
 from inferd.settings import ModelSpec
 
@@ -265,13 +266,14 @@ class LlamaCppEngine(LocalTextEngine):
         vocabulary = self._copies[0].loop.n_vocab
         out: dict[int, float] = {}
         for key, value in bias.items():
-            if not key.isdigit() or int(key) >= vocabulary:
+            token = ascii_int(key)
+            if token is None or token >= vocabulary:
                 raise InvalidRequest(f"logit_bias: '{key}' is not a token id of this model "
                                      f"(0 to {vocabulary - 1}).", param="logit_bias")
             if not -100 <= value <= 100:
                 raise InvalidRequest("logit_bias values must be between -100 and 100.",
                                      param="logit_bias")
-            out[int(key)] = value
+            out[token] = value
         return out
 
     def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
