@@ -166,13 +166,13 @@ async def test_grouped_acks_cover_only_the_jobs_that_are_done(prefix: str) -> No
             await publisher.put(QueuedJob(f"job-{i}", "m"))
         got = {}
         for _ in range(6):
-            delivery = await asyncio.wait_for(consumer.get("m"), 10)
+            delivery = await asyncio.wait_for(consumer.get("m"), 30)
             assert isinstance(delivery, RabbitDelivery)
             got[delivery.job.id] = delivery
         acks = got["job-1"].acks
 
         async def sent(frames: int) -> None:
-            for _ in range(300):  # until they are sent
+            for _ in range(1500):  # until they are sent (30 s at most)
                 if acks.sent == frames and not acks.done:
                     return
                 await asyncio.sleep(0.02)
@@ -187,10 +187,10 @@ async def test_grouped_acks_cover_only_the_jobs_that_are_done(prefix: str) -> No
         assert acks.open == {got["job-6"].message.delivery_tag}
         await consumer.close()  # job-6 was never acknowledged: it goes back to the queue
         consumer = RabbitQueue(URL, prefix=prefix, prefetch=lambda _m: 6)
-        again = await asyncio.wait_for(consumer.get("m"), 10)
+        again = await asyncio.wait_for(consumer.get("m"), 30)
         assert again.job.id == "job-6"
         await again.ack()
-        for _ in range(300):  # until the broker has it
+        for _ in range(1500):  # until the broker has it (30 s at most)
             if await waiting(prefix, queue_name(prefix, "m")) == 0 and not again.acks.open:
                 break
             await asyncio.sleep(0.02)
