@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -92,35 +93,78 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the listening TCP socket of ``port`` (Linux ``/proc``):
+    a ``/ready`` answer on the port may come from another process's server."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                    inodes.add(f"socket:[{fields[9]}]")
+    fds = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):  # the process may be exiting
+        return any(os.readlink(fd) in inodes for fd in fds.iterdir())
+    return False
+
+
 class InferdProcess:
     """``python -m inferd <args>`` in a subprocess, with its own data directory and port."""
 
     def __init__(self, data_dir: Path, *args: str, port: int | None = None,
                  env: dict[str, str] | None = None, command: str = "serve",
                  log_path: Path | None = None) -> None:
+        self.chosen_port = port is not None
         self.port = port or free_port()
         self.data_dir = data_dir
-        self.args = [command, "--port", str(self.port), "--data-dir", str(data_dir), *args]
+        self.command = command
+        self.extra = list(args)
         self.env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = log_path or data_dir / f"inferd-{self.port}.log"
+
+    @property
+    def args(self) -> list[str]:
+        return [self.command, "--port", str(self.port), "--data-dir", str(self.data_dir),
+                *self.extra]
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120.0) -> InferdProcess:
+        """Start it and wait until it answers ``/ready`` itself. A free port is only free
+        until someone binds it: another process (another test run on this machine) may take
+        it first, and then this one starts again on a new port."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "inferd", *self.args], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        for _ in range(5):
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            with self.log_path.open("ab") as log:
+                self.proc = subprocess.Popen([sys.executable, "-m", "inferd", *self.args],
+                                             env=self.env, stdout=log,
+                                             stderr=subprocess.STDOUT, cwd=ROOT)
+            if self._ready(timeout):
+                return self
+            taken = "address already in use" in self.log_path.read_text(
+                errors="replace")[offset:].lower()
+            if self.chosen_port or not taken:
+                raise RuntimeError(f"inferd exited with {self.proc.returncode}:\n{self.log()}")
+            self.port = free_port()
+        raise RuntimeError(f"inferd found no free port:\n{self.log()}")
+
+    def _ready(self, timeout: float) -> bool:
+        """True once this process answers ``/ready`` on its port; False if it exited."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"inferd exited with {self.proc.returncode}:\n{self.log()}")
+                return False
             try:
-                if httpx.get(self.url + "/ready", timeout=1.0).status_code == 200:
-                    return self
+                if (httpx.get(self.url + "/ready", timeout=1.0).status_code == 200
+                        and _listens(self.proc.pid, self.port)):
+                    return True
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import Scope
 
 from inferd import __version__
 from inferd.http import anthropic as anthropic_routes
@@ -27,7 +28,9 @@ from inferd.http.admin import usage as admin_usage
 from inferd.http.admin import usage_series
 from inferd.http.auth import AuthMiddleware
 from inferd.http.compat import contexts_results, model_host, proxy_toolkit, queued_generate
+from inferd.http.jobs import JobsFastPath
 from inferd.http.middleware import RequestGuard
+from inferd.http.openai import chat
 from inferd.http.openai.chat import ChatFastPath
 from inferd.http.openapi import install_openapi
 from inferd.http.ui import router as ui_router
@@ -69,7 +72,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     app.include_router(image_routes.router)  # /v1/images/*, S2's /model/generate
     app.include_router(ui_router)
-    app.add_middleware(ChatFastPath)  # innermost: after auth, before the framework's routing
+    # innermost: after auth, before the framework's routing (see inferd.http.fast)
+    app.add_middleware(JobsFastPath)
+    app.add_middleware(ChatFastPath)
     app.add_middleware(AuthMiddleware)  # inside RequestGuard: sees the request id
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
                        max_file_bytes=settings.max_file_bytes)
@@ -78,3 +83,9 @@ def create_app(settings: Settings) -> FastAPI:
                            allow_methods=["*"], allow_headers=["*"],
                            expose_headers=["Retry-After", "X-Request-Id"])
     return app
+
+
+def is_hot(scope: Scope) -> bool:
+    """The requests a fast path answers: the server runs them past the framework's outer
+    layers (``http.middleware.HotPathFront``)."""
+    return chat.is_fast(scope) or job_routes.is_fast(scope)

@@ -181,9 +181,8 @@ def _check_schema(settings: Settings) -> None:
 def _run(settings: Settings) -> None:
     import uvicorn
 
-    from inferd.app import create_app
+    from inferd.app import create_app, is_hot
     from inferd.http.middleware import HotPathFront
-    from inferd.http.openai.chat import is_fast
     from inferd.http.server import guarded_protocol
 
     _configure_logging(settings.log_level, settings.log_format)
@@ -191,7 +190,7 @@ def _run(settings: Settings) -> None:
     # uvloop + httptools (with bounds on each request head: inferd.http.server); no access
     # log (usage records and metrics cover every request); no proxy-header rewriting (nothing
     # reads the client address) and no Server header.
-    app = HotPathFront(create_app(settings), is_fast)
+    app = HotPathFront(create_app(settings), is_hot)
     # What is alive now (modules, schemas, routes) lives as long as the process: the cyclic
     # collector need not walk it again, and young collections may run less often.
     gc.collect()

@@ -91,13 +91,19 @@ def submit(http: httpx.Client, model: str, text: str, **extra: Any) -> dict[str,
 
 def wait_finished(http: httpx.Client, job_ids: list[str], timeout: float = 120
                   ) -> dict[str, dict[str, Any]]:
-    end, done = time.monotonic() + timeout, {}
-    while time.monotonic() < end and len(done) < len(job_ids):
-        for job_id in job_ids:
-            if job_id not in done:
-                job = http.get(f"/v1/jobs/{job_id}").json()
-                if job["status"] in ("completed", "failed", "cancelled"):
-                    done[job_id] = job
-        time.sleep(0.1)
-    assert len(done) == len(job_ids), f"{len(job_ids) - len(done)} jobs did not finish"
+    """Each job once it has finished, read in turn: a job still running is read again until
+    it ends (one request per poll, not one per unfinished job). ``timeout`` bounds the wait
+    for the next job to finish, so a long list gets time in proportion to its length."""
+    done: dict[str, dict[str, Any]] = {}
+    end = time.monotonic() + timeout
+    for job_id in job_ids:
+        while True:
+            job = http.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] in ("completed", "failed", "cancelled"):
+                break
+            assert time.monotonic() < end, \
+                f"{len(job_ids) - len(done)} jobs did not finish; {job_id}: {job}"
+            time.sleep(0.1)
+        done[job_id] = job
+        end = time.monotonic() + timeout  # progress: the next job gets the whole wait
     return done

@@ -160,13 +160,15 @@ def test_a_one_megabyte_header_gets_431(server: InferdProcess, user_key: str) ->
 
 async def test_slowloris_connections_are_closed_while_normal_requests_are_served(
         server: InferdProcess, user_key: str) -> None:
-    """200 connections send a header byte every half second and never finish their head: each
-    is answered 408 and closed after the header timeout; a normal request is served meanwhile.
-    """
+    """200 connections (and one more each half second while a normal request waits) send a
+    header byte every half second and never finish their head: each is answered 408 and closed
+    after the header timeout; a normal request is served meanwhile."""
     before = rss(server)
     closed: dict[int, bytes] = {}
+    clients: list[asyncio.Task[None]] = []
+    served = asyncio.Event()
 
-    async def slow_client(i: int) -> None:
+    async def slow_client(i: int, going: asyncio.Event) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         read = asyncio.create_task(reader.read(65536))
@@ -178,6 +180,7 @@ async def test_slowloris_connections_are_closed_while_normal_requests_are_served
                 except ConnectionError:
                     break
                 await asyncio.wait([read], timeout=0.5)
+                going.set()
             try:
                 closed[i] = await asyncio.wait_for(read, 30)
             except ConnectionError:
@@ -185,26 +188,41 @@ async def test_slowloris_connections_are_closed_while_normal_requests_are_served
         finally:
             writer.close()
 
-    clients = [asyncio.create_task(slow_client(i)) for i in range(200)]
+    async def attack() -> None:
+        # After the first 200, one more each half second until the normal request has its
+        # answer: however slow the machine, a fresh one is still open when the answer comes.
+        while not served.is_set():
+            going = asyncio.Event()
+            clients.append(asyncio.create_task(slow_client(len(clients), going)))
+            waiter = asyncio.ensure_future(going.wait())
+            await asyncio.wait([clients[-1], waiter], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+
+    clients.extend(asyncio.create_task(slow_client(i, asyncio.Event())) for i in range(200))
+    attacking = asyncio.create_task(attack())
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
             response = await http.get("/v1/models",
                                       headers={"Authorization": f"Bearer {user_key}"})
             assert response.status_code == 200
-            assert len(closed) < 200  # the attack was still under way while it was served
+            assert len(closed) < len(clients)  # the attack was still under way
+            served.set()
+        await attacking
         deadline = asyncio.get_running_loop().time() + 120
-        while len(closed) < 200 and asyncio.get_running_loop().time() < deadline:
+        while len(closed) < len(clients) and asyncio.get_running_loop().time() < deadline:
             await asyncio.wait(clients, timeout=1)
-        assert len(closed) == 200, f"{200 - len(closed)} slowloris connections still open"
+        assert len(closed) == len(clients), \
+            f"{len(clients) - len(closed)} slowloris connections still open"
     finally:
+        attacking.cancel()
         for task in clients:
             task.cancel()
-        await asyncio.gather(*clients, return_exceptions=True)
+        await asyncio.gather(attacking, *clients, return_exceptions=True)
     answered = [raw for raw in closed.values() if raw]
     assert answered and all(parse(raw)[0] == 408 for raw in answered)
     assert json.loads(parse(answered[0])[2])["error"]["code"] == "request_timeout"
     after = rss(server)
-    print(f"200 slowloris connections: server RSS {before >> 20} -> {after >> 20} MiB")
+    print(f"{len(clients)} slowloris connections: server RSS {before >> 20} -> {after >> 20} MiB")
     assert after - before < RSS_BOUND
 
 

@@ -236,8 +236,11 @@ def test_upstream_credentials_and_admin_scope_with_keys_on(tmp_path: Path) -> No
     up = echo_upstream(tmp_path, "secured")
     up.env.update(INFERD_ADMIN_KEY=upstream_key)
     up.env.pop("INFERD_AUTH")
+    # A minute of cooldown after a failure: the health probe (which needs no credential) must
+    # not bring the replica back before its state is read below, however slow that read is.
     gw = gateway(tmp_path, [{"kind": "http", "url": f"http://127.0.0.1:{up.port}",
-                             "upstream_model": "echo", "api_key": upstream_key}])
+                             "upstream_model": "echo", "api_key": upstream_key}],
+                 replica_cooldown_base=60, replica_cooldown_max=60)
     gw.env.update(INFERD_ADMIN_KEY=admin_key)
     gw.env.pop("INFERD_AUTH")
     with up, gw:

@@ -157,9 +157,10 @@ def test_key_made_in_the_ui_works_in_the_sdk_with_its_limits(
     find(d, "#key-form button[type=submit]").click()
     wait(d, lambda d: find(d, "#key-secret").text.startswith("sk-"))
     secret = find(d, "#key-secret").text
-    row = wait(d, lambda d: next((r for r in d.find_elements(_by(), "#keys-table tbody tr")
+    # The row's text is read in the wait: the table is redrawn as data arrives.
+    row = wait(d, lambda d: next((r.text for r in d.find_elements(_by(), "#keys-table tbody tr")
                                   if "ui-made" in r.text), None))
-    assert "alice / research" in row.text and "0 / 50,000 per month" in row.text
+    assert "alice / research" in row and "0 / 50,000 per month" in row
 
     answer = sdk(server, secret).chat.completions.create(
         model=CHAT, max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
@@ -265,10 +266,10 @@ def test_http_replica_added_in_the_ui_turns_unhealthy_when_its_server_stops(
         upstream.stop()
 
     page(d, server.url, "models")
+    # The error is read in the wait: the replicas table is redrawn every few seconds.
     wait(d, lambda d: (row := _replica_row(d, upstream.url))
-         and row.find_elements(_by(), ".badge.bad") and row.find_elements(_by(), ".error-text"))
-    row = _replica_row(d, upstream.url)
-    assert row.find_element(_by(), ".error-text").text.strip()
+         and row.find_elements(_by(), ".badge.bad") and row.find_elements(_by(), ".error-text")
+         and row.find_element(_by(), ".error-text").text.strip())
     shot(d, tmp_path, "models-unhealthy")
 
 
@@ -315,7 +316,8 @@ def test_playground_streams_tokens_one_by_one(server: InferdProcess, admin: Any,
         }).observe(document.querySelector('#chat-columns'), {childList: true, subtree: true});
     """)
     find(d, "#chat-send").click()
-    usage = wait(d, lambda d: d.find_elements(_by(), ".chat-col .usage"), timeout=120)[0].text
+    usage = wait(d, lambda d: [u.text for u in d.find_elements(_by(), ".chat-col .usage")
+                               if u.text], timeout=120)[0]
     assert "TTFT" in usage and "tokens/s" in usage and "completion" in usage
     seen = [n for n in d.execute_script("return window.seen") if n]
     # The answer grew in several steps, one chunk at a time, not all at once.

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 
-from inferd.jobs.broker import RabbitQueue, queue_name
+from inferd.jobs.broker import RabbitDelivery, RabbitQueue, queue_name
 from inferd.jobs.queue import QueuedJob
 from tests.helpers import require_service
 
@@ -150,6 +150,52 @@ async def test_a_consumer_started_before_the_broker_is_reachable_waits_for_it(
         delivery = await asyncio.wait_for(get, 30)
         assert delivery.job.id == "job-5"
         await delivery.ack()
+    finally:
+        await consumer.close()
+        await publisher.close()
+
+
+async def test_grouped_acks_cover_only_the_jobs_that_are_done(prefix: str) -> None:
+    """Acknowledgements due together go as one ``multiple`` ack where no open message lies
+    between them, and never cover a message still running: after the consumer goes away, the
+    broker hands out again exactly the jobs that were not acknowledged."""
+    publisher = RabbitQueue(URL, prefix=prefix)
+    consumer = RabbitQueue(URL, prefix=prefix, prefetch=lambda _m: 6)
+    try:
+        for i in range(1, 7):
+            await publisher.put(QueuedJob(f"job-{i}", "m"))
+        got = {}
+        for _ in range(6):
+            delivery = await asyncio.wait_for(consumer.get("m"), 30)
+            assert isinstance(delivery, RabbitDelivery)
+            got[delivery.job.id] = delivery
+        acks = got["job-1"].acks
+
+        async def sent(frames: int) -> None:
+            for _ in range(1500):  # until they are sent (30 s at most)
+                if acks.sent == frames and not acks.done:
+                    return
+                await asyncio.sleep(0.02)
+            raise AssertionError(f"{acks.sent} ack frames sent, {frames} expected")
+
+        for i in (2, 3, 5):  # job-1 still runs: each by itself
+            await got[f"job-{i}"].ack()
+        await sent(3)
+        for i in (1, 4):  # 1 to 5 are done now: one ack up to job-4 (2 and 3 are settled)
+            await got[f"job-{i}"].ack()
+        await sent(4)
+        assert acks.open == {got["job-6"].message.delivery_tag}
+        await consumer.close()  # job-6 was never acknowledged: it goes back to the queue
+        consumer = RabbitQueue(URL, prefix=prefix, prefetch=lambda _m: 6)
+        again = await asyncio.wait_for(consumer.get("m"), 30)
+        assert again.job.id == "job-6"
+        await again.ack()
+        for _ in range(1500):  # until the broker has it (30 s at most)
+            if await waiting(prefix, queue_name(prefix, "m")) == 0 and not again.acks.open:
+                break
+            await asyncio.sleep(0.02)
+        assert await waiting(prefix, queue_name(prefix, "m")) == 0
+        assert consumer.depth("m") == 0  # nothing else came back
     finally:
         await consumer.close()
         await publisher.close()

@@ -24,8 +24,8 @@ from inferd.http.unknown import unknown_route_message
 from inferd.store.db import STORE_ERRORS, unreachable
 from inferd.store.faults import MESSAGES, bad_value, storage_fault
 
-__all__ = ["error_response", "inferd_error_response", "install", "param_path",
-           "validation_error_response"]
+__all__ = ["error_response", "exception_response", "inferd_error_response", "install",
+           "param_path", "validation_error_response"]
 
 log = logging.getLogger("inferd.http")
 
@@ -82,36 +82,57 @@ def install(app: FastAPI) -> None:
         return error_response(exc.status_code, message, headers=headers)
 
     @app.exception_handler(OverflowError)
-    async def _overflow(_request: Request, exc: OverflowError) -> Response:
-        # a number in the request larger than the database can hold
-        return error_response(400, "A number in the request is too large.",
-                              code="invalid_value")
+    async def _overflow(request: Request, exc: OverflowError) -> Response:
+        return exception_response(exc, request.method, request.url.path)
 
     async def _store(request: Request, exc: Exception) -> Response:
         # handled here, inside the app, so the connection stays usable (an error that
         # reaches the server's last handler closes it)
-        fault = storage_fault(exc)
-        if fault is not None:  # disk full, read-only, I/O error: the database's or a file's
-            log.warning("storage fault (%s) on %s %s: %s", fault, request.method,
-                        request.url.path, exc.__class__.__name__)
-            return error_response(503, MESSAGES[fault] + " Please retry later.",
-                                  type="service_unavailable", code="store_unavailable",
-                                  headers={"Retry-After": "5"})
-        if bad_value(exc):
-            return error_response(400, "A value in the request cannot be stored (too long, "
-                                  "out of range or not valid text).", code="invalid_value")
-        if not unreachable(exc):
-            return await _unexpected(request, exc)
-        log.warning("database unreachable on %s %s: %s", request.method, request.url.path,
-                    exc.__class__.__name__)
-        return error_response(503, "The database is unreachable; please retry shortly.",
-                              type="service_unavailable", code="store_unavailable",
-                              headers={"Retry-After": "1"})
+        return exception_response(exc, request.method, request.url.path)
 
     for error in (*STORE_ERRORS, OSError):  # OSError: files inferd writes (uploads)
         app.add_exception_handler(error, _store)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return inferd_error_response(InternalError())
+        return exception_response(exc, request.method, request.url.path)
+
+
+def exception_response(exc: Exception, method: str, path: str) -> Response:
+    """The answer to ``exc`` raised by a request's handler: what the handlers ``install``
+    registers give (the framework's own ``HTTPException`` aside); the fast paths, which run
+    outside the framework's exception middleware, answer with it too."""
+    if isinstance(exc, InferdError):
+        return inferd_error_response(exc)
+    if isinstance(exc, RequestValidationError | ValidationError):
+        return validation_error_response(list(exc.errors()))
+    if isinstance(exc, OverflowError):  # a number in the request larger than the database holds
+        return error_response(400, "A number in the request is too large.",
+                              code="invalid_value")
+    if isinstance(exc, (*STORE_ERRORS, OSError)):
+        return _store_error_response(exc, method, path)
+    return _unexpected_response(exc, method, path)
+
+
+def _store_error_response(exc: Exception, method: str, path: str) -> Response:
+    fault = storage_fault(exc)
+    if fault is not None:  # disk full, read-only, I/O error: the database's or a file's
+        log.warning("storage fault (%s) on %s %s: %s", fault, method, path,
+                    exc.__class__.__name__)
+        return error_response(503, MESSAGES[fault] + " Please retry later.",
+                              type="service_unavailable", code="store_unavailable",
+                              headers={"Retry-After": "5"})
+    if bad_value(exc):
+        return error_response(400, "A value in the request cannot be stored (too long, "
+                              "out of range or not valid text).", code="invalid_value")
+    if not unreachable(exc):
+        return _unexpected_response(exc, method, path)
+    log.warning("database unreachable on %s %s: %s", method, path, exc.__class__.__name__)
+    return error_response(503, "The database is unreachable; please retry shortly.",
+                          type="service_unavailable", code="store_unavailable",
+                          headers={"Retry-After": "1"})
+
+
+def _unexpected_response(exc: Exception, method: str, path: str) -> Response:
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return inferd_error_response(InternalError())

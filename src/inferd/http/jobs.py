@@ -1,6 +1,12 @@
 """``/v1/jobs``: submit any chat, completion or embedding request as a durable job, follow it
 (poll or server-sent events), cancel or delete it; ``Prefer: respond-async`` on the normal
-endpoints lands here too."""
+endpoints lands here too.
+
+Submissions, the hot path of a gateway taking async work, are answered by ``JobsFastPath``
+(pure ASGI, see ``inferd.http.fast``): ``POST /v1/jobs`` and every ``Prefer: respond-async``
+request. The routes below stay the documented ones; both go through ``create`` or
+``submit_request``, so a submission is checked and stored the same way whichever answers it.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from inferd.auth.principal import Principal
 from inferd.errors import InvalidRequest, PermissionDenied
-from inferd.http.deps import PrincipalDep, get_principal, get_services, read_strict
+from inferd.http.deps import PrincipalDep, get_principal, get_services
+from inferd.http.fast import ClientGone, header, principal_of, read_body, send_error, send_json
 from inferd.http.responses import json_response, page_response
 from inferd.http.sse import sse_response
+from inferd.images import ENDPOINT as IMAGES_ENDPOINT
 from inferd.jobs.requests import job_object
 from inferd.jobs.service import JobService, SSEvent
 from inferd.json_bodies import parse_json
@@ -25,6 +35,13 @@ from inferd.services import Services
 from inferd.store.jobs import JobRecord
 
 router = APIRouter(tags=["jobs"])
+
+PATH = "/v1/jobs"
+# The paths whose ``Prefer: respond-async`` requests become jobs, and the job endpoint of each.
+ASYNC_PATHS = {"/v1/chat/completions": "/v1/chat/completions",
+               "/chat/completions": "/v1/chat/completions",  # S3's unprefixed chat path
+               "/v1/completions": "/v1/completions", "/v1/embeddings": "/v1/embeddings",
+               IMAGES_ENDPOINT: IMAGES_ENDPOINT}
 
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
 
@@ -66,6 +83,13 @@ def accepted(job: JobRecord, created: bool) -> Response:
                                   "Preference-Applied": "respond-async"})
 
 
+async def send_accepted(send: Send, job: JobRecord, created: bool) -> None:
+    """``accepted``, sent straight to ASGI (the fast path)."""
+    await send_json(send, job_object(job), 202 if created else 200,
+                    [(b"location", f"/v1/jobs/{job.id}".encode()),
+                     (b"preference-applied", b"respond-async")])
+
+
 def respond_async(prefer: str) -> bool:
     """Whether a ``Prefer`` header value asks for ``respond-async`` (RFC 7240: a comma-
     separated list of preferences, each with optional ``;`` parameters)."""
@@ -77,33 +101,89 @@ def prefers_async(request: Request) -> bool:
     return any(respond_async(value) for value in request.headers.getlist("prefer"))
 
 
-async def json_object(request: Request) -> dict[str, Any]:
+def wants_async(scope: Scope) -> bool:
+    """``prefers_async`` for a raw ASGI scope."""
+    return any(name == b"prefer" and respond_async(value.decode("latin-1"))
+               for name, value in scope["headers"])
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
     """The body of a request that becomes a job (stored: the rules of ``read_strict``)."""
-    body = parse_json(await request.body(), unique_keys=True)
+    body = parse_json(raw, unique_keys=True)
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     return body
 
 
+async def create(jobs: JobService, principal: Principal, raw: bytes,
+                 key: str | None) -> tuple[JobRecord, bool]:
+    """``POST /v1/jobs`` with body ``raw`` and ``Idempotency-Key`` ``key``: ``(job, created)``."""
+    # read_strict's rules: inferd.json_bodies first, then the model
+    spec = JobCreate.model_validate(parse_json(raw, unique_keys=True))
+    deadline = None if spec.deadline_seconds is None else time.time() + spec.deadline_seconds
+    return await jobs.submit(principal, spec.endpoint, spec.body, priority=spec.priority,
+                             deadline_at=deadline, webhook_url=spec.webhook_url,
+                             metadata=spec.metadata, idempotency_key=idempotency_key(key))
+
+
+async def submit_request(jobs: JobService, principal: Principal, endpoint: str, raw: bytes,
+                         key: str | None) -> tuple[JobRecord, bool]:
+    """A ``Prefer: respond-async`` request to ``endpoint``, as a job: ``(job, created)``."""
+    key = idempotency_key(key)
+    return await jobs.submit(principal, endpoint, json_object(raw), idempotency_key=key)
+
+
 async def submit_async(request: Request, services: Services, endpoint: str) -> Response:
     """The ``Prefer: respond-async`` branch of the OpenAI endpoints: answer 202 with a job."""
-    jobs = get_jobs(services)
-    key = idempotency_key(request.headers.get("idempotency-key"))
-    job, created = await jobs.submit(get_principal(request), endpoint, await json_object(request),
-                                     idempotency_key=key)
+    job, created = await submit_request(get_jobs(services), get_principal(request), endpoint,
+                                        await request.body(),
+                                        request.headers.get("idempotency-key"))
     return accepted(job, created)
 
 
-@router.post("/v1/jobs")
+@router.post(PATH)
 async def create_job(request: Request, jobs: JobsDep, principal: PrincipalDep,
                      key: IdempotencyKey = None) -> Response:
-    spec = await read_strict(request, JobCreate)
-    deadline = None if spec.deadline_seconds is None else time.time() + spec.deadline_seconds
-    job, created = await jobs.submit(principal, spec.endpoint, spec.body,
-                                     priority=spec.priority, deadline_at=deadline,
-                                     webhook_url=spec.webhook_url, metadata=spec.metadata,
-                                     idempotency_key=idempotency_key(key))
-    return accepted(job, created)
+    return accepted(*await create(jobs, principal, await request.body(), key))
+
+
+def is_fast(scope: Scope) -> bool:
+    """Whether ``JobsFastPath`` answers this request (else the framework's route does)."""
+    if scope["method"] != "POST":
+        return False
+    path = scope["path"]
+    return path == PATH or (path in ASYNC_PATHS and wants_async(scope))
+
+
+class JobsFastPath:
+    """Answers job submissions directly (``POST /v1/jobs``, ``Prefer: respond-async``);
+    everything else goes to ``app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_fast(scope):
+            await self.app(scope, receive, send)
+            return
+        try:
+            raw = await read_body(receive)  # PayloadTooLarge: RequestGuard answers 413
+        except ClientGone:
+            return
+        jobs = get_jobs(scope["app"].state.services)
+        principal = principal_of(scope)
+        key = header(scope, b"idempotency-key")
+        path = scope["path"]
+        try:
+            if path == PATH:
+                job, created = await create(jobs, principal, raw, key)
+            else:
+                job, created = await submit_request(jobs, principal, ASYNC_PATHS[path], raw,
+                                                    key)
+        except Exception as exc:  # nothing sent yet: answer in the OpenAI error shape
+            await send_error(scope, receive, send, exc)
+            return
+        await send_accepted(send, job, created)
 
 
 @router.get("/v1/jobs")

@@ -98,9 +98,9 @@ class RequestGuard:
 class HotPathFront:
     """The ASGI app the server runs: hot requests skip the framework's outer layers.
 
-    For a request that ``is_hot`` accepts (a plain ``POST /v1/chat/completions``) it runs the
-    application's own middleware stack (``app.user_middleware``: request guard, auth, the chat
-    fast path), built once, without the framework's error, telemetry and body-limit wrappers
+    For a request that ``is_hot`` accepts (``POST /v1/chat/completions``, a job submission) it
+    runs the application's own middleware stack (``app.user_middleware``: request guard, auth,
+    the fast paths), built once, without the framework's error, telemetry and body-limit wrappers
     around it; everything else (and the lifespan) goes to ``app`` unchanged. The hot stack's
     innermost handler answers every error in the OpenAI shape itself.
     """

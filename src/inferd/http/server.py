@@ -43,9 +43,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from inferd.errors import HeadersTooLarge, InferdError, InvalidRequest, RequestTimeout, envelope
 
-# Seconds a refused connection is still read (and what it sends dropped) after the answer, so
-# that a client still sending its head reads the answer instead of a connection reset.
-LINGER_SECONDS = 1.0
+# A refused connection is still read (and what it sends dropped) after the answer, so that a
+# client still sending its head reads the answer instead of a connection reset: it is closed
+# once the client has sent nothing for LINGER_SECONDS, or LINGER_MAX_SECONDS after the answer
+# (nginx's ``lingering_timeout`` and ``lingering_time``). A fixed second was not enough: a busy
+# client still sending then lost the answer to the reset.
+LINGER_SECONDS = 5.0
+LINGER_MAX_SECONDS = 30.0
 # Seconds a late body is given before it is refused, so that bytes that came while the process
 # was not running (a busy machine) are read first: the loop runs due timers before it reads.
 OVERDUE_GRACE_SECONDS = 0.2
@@ -76,6 +80,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # bytes of the current head received so far
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._linger_end = 0.0  # the loop time a lingering connection is closed at the latest
         self._in_body = False  # a request's head is complete, its body not yet
         self._body_started = 0.0  # when the body's clock (re)started
         self._body_last = 0.0  # when a byte of it last arrived
@@ -171,11 +177,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         self._stop_body_clock()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
+            if self._linger_timer is not None:
+                self._linger()  # still sending: read on
             return  # answered and closing: dropped
         if not self._answering():
             self._arm()
@@ -226,9 +236,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             f"{self.max_head_bytes} bytes."))
 
     def _refuse(self, error: InferdError, *, linger: bool = True) -> None:
-        """Answer ``error`` and close; with ``linger``, after reading what is still coming for
-        ``LINGER_SECONDS`` (a client still sending would otherwise get a reset, not the
-        answer)."""
+        """Answer ``error`` and close; with ``linger``, once the client has stopped sending
+        (a client still sending would otherwise get a reset, not the answer)."""
         self._refused = True
         self._disarm()
         self._stop_body_clock()
@@ -239,7 +248,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self.transport.write_eof()
         self.flow.resume_reading()
-        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        self._linger_end = self.loop.time() + LINGER_MAX_SECONDS
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after ``LINGER_SECONDS`` without data from the client, at the latest at
+        ``_linger_end`` (the client's own close ends it sooner)."""
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+        delay = max(0.0, min(LINGER_SECONDS, self._linger_end - self.loop.time()))
+        self._linger_timer = self.loop.call_later(delay, self.transport.close)
 
 
 def guarded_protocol(max_head_bytes: int, head_timeout: float, body_timeout: float,

@@ -7,6 +7,9 @@ separate processes.
   republishes pending jobs): an outage delays jobs, it never loses one.
 - Consuming: manual acknowledgement after the outcome is committed, prefetch = the worker's
   concurrency for that model, so unacknowledged work goes back to the queue when a worker dies.
+  The acknowledgements due at the same moment (a group of outcomes committed together) go as
+  one ``basic.ack`` with ``multiple`` where no message still running lies between them
+  (``Acks``): never earlier, never for a message whose outcome is not committed.
 - Redelivery limit: a message redelivered after a crash is republished with a delivery count;
   past ``max_deliveries`` it is rejected to the dead-letter exchange (``<prefix>.dead``) and
   ``on_dead`` fails the job with the reason.
@@ -33,6 +36,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from inferd.jobs.acks import Acks
 from inferd.jobs.queue import Delivery, QueuedJob
 from inferd.tasks import bounded, cancel_and_wait
 
@@ -59,16 +63,17 @@ class RabbitDelivery:
 
     job: QueuedJob
     message: AbstractIncomingMessage
+    acks: Acks
 
     async def ack(self) -> None:
         # After a reconnect the old channel is gone: the broker redelivers the message and the
         # next claim finds the job finished, so nothing is stored twice.
-        with contextlib.suppress(Exception):
-            await self.message.ack()
+        self.acks.ack(self.message.delivery_tag)
 
     async def requeue(self) -> None:
         with contextlib.suppress(Exception):
             await self.message.nack(requeue=True)
+        self.acks.settled(self.message.delivery_tag)
 
 
 class RabbitQueue:
@@ -216,14 +221,25 @@ class RabbitQueue:
         await channel.set_qos(prefetch_count=max(1, self.prefetch(model)))
         queue = await self._queue(channel, model)
 
+        acks: dict[int, Acks] = {}  # per aiormq channel (a new one after each reconnect)
+
         async def received(message: AbstractIncomingMessage) -> None:
-            delivery = await self._receive(message)
+            key = id(message.channel)
+            if key not in acks:
+                for old in [k for k, a in acks.items() if a.channel.is_closed]:
+                    del acks[old]
+                acks[key] = Acks(message.channel)
+            acks[key].delivered(message.delivery_tag)  # open until settled, whatever follows
+            delivery = await self._receive(message, acks[key])
             if delivery is not None:
                 inbox.put_nowait(delivery)
+            else:  # rejected, or acknowledged after its copy was published
+                acks[key].settled(message.delivery_tag)
 
         await queue.consume(received, no_ack=False)
 
-    async def _receive(self, message: AbstractIncomingMessage) -> RabbitDelivery | None:
+    async def _receive(self, message: AbstractIncomingMessage,
+                       acks: Acks) -> RabbitDelivery | None:
         try:
             data: dict[str, Any] = orjson.loads(message.body)
             job = QueuedJob(str(data["id"]), str(data["model"]), int(data.get("priority", 0)))
@@ -232,7 +248,7 @@ class RabbitQueue:
             await message.reject(requeue=False)
             return None
         if not message.redelivered:
-            return RabbitDelivery(job, message)
+            return RabbitDelivery(job, message, acks)
         count = int(str((message.headers or {}).get(DELIVERIES_HEADER, 1))) + 1
         if count > self.max_deliveries:
             await message.reject(requeue=False)  # to the dead-letter queue, for inspection

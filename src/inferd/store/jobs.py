@@ -23,6 +23,61 @@ from inferd.usage import UsageRecord
 TERMINAL = ("completed", "failed", "cancelled")
 
 
+# The statements of the worker's hot path are built once, with their values as bound
+# parameters: building one costs more than the round trip it saves when the group is small,
+# and a statement object built once keeps its cache key (SQLAlchemy compiles it once per
+# dialect). Parameter names differ from every column name (in an UPDATE, a parameter named
+# after a column would set it).
+def _claimable(now: Any) -> list[Any]:
+    """A job ``claim`` may take: pending, or running with a lapsed lease; attempts left; not
+    past its deadline."""
+    return [sa.or_(jobs.c.status == "pending",
+                   sa.and_(jobs.c.status == "running", jobs.c.lease_expires_at < now)),
+            jobs.c.attempts < sa.bindparam("c_max_attempts", type_=jobs.c.attempts.type),
+            sa.or_(jobs.c.deadline_at.is_(None), jobs.c.deadline_at > now)]
+
+
+def _claimed(now: Any) -> dict[str, Any]:
+    """What a claim sets."""
+    return {"status": "running",
+            "claimed_by": sa.bindparam("c_worker", type_=jobs.c.claimed_by.type),
+            "lease_expires_at": sa.bindparam("c_lease_end", type_=jobs.c.lease_expires_at.type),
+            "attempts": jobs.c.attempts + 1,
+            "started_at": sa.func.coalesce(jobs.c.started_at, now)}
+
+
+_NOW = sa.bindparam("c_now", type_=jobs.c.started_at.type)
+_LAST_SEQ = (sa.select(sa.func.coalesce(sa.func.max(job_events.c.seq), 0))
+             .where(job_events.c.job_id == jobs.c.id).correlate(jobs).scalar_subquery())
+# ``claim_many`` on PostgreSQL and SQLite: the claimable jobs among ``c_ids``, claimed and
+# returned with the last sequence number of their events; on MySQL one job (``c_id``).
+_CLAIM = (sa.update(jobs)
+          .where(jobs.c.id.in_(sa.bindparam("c_ids", expanding=True)), *_claimable(_NOW))
+          .values(**_claimed(_NOW)).returning(*jobs.c, _LAST_SEQ.label("last_seq")))
+_CLAIM_ONE = (sa.update(jobs).where(jobs.c.id == sa.bindparam("c_id"), *_claimable(_NOW))
+              .values(**_claimed(_NOW)))
+# ``finish_many``: lock the jobs still ours, then store each outcome (an executemany).
+_OURS_NOW = [jobs.c.claimed_by == sa.bindparam("b_worker", type_=jobs.c.claimed_by.type),
+             jobs.c.status == "running"]
+_LOCK_OURS = (sa.select(jobs.c.id).where(jobs.c.id.in_(sa.bindparam("b_ids", expanding=True)),
+                                         *_OURS_NOW).with_for_update())
+_FINISH = (sa.update(jobs).where(jobs.c.id == sa.bindparam("b_id"), *_OURS_NOW)
+           .values(status=sa.bindparam("b_status"),
+                   result=sa.bindparam("b_result", type_=jobs.c.result.type),
+                   error=sa.bindparam("b_error", type_=jobs.c.error.type),
+                   status_code=sa.bindparam("b_status_code"),
+                   usage=sa.bindparam("b_usage", type_=jobs.c.usage.type),
+                   finished_at=sa.bindparam("b_finished_at"), lease_expires_at=None,
+                   webhook_state=sa.case((jobs.c.webhook_url.is_not(None), "pending"),
+                                         else_=None)))
+_MARK_QUEUED = (sa.update(jobs)
+                .where(jobs.c.id.in_(sa.bindparam("q_ids", expanding=True)),
+                       jobs.c.status == "pending")
+                .values(lease_expires_at=sa.bindparam("q_until",
+                                                      type_=jobs.c.lease_expires_at.type)))
+_INSERT_EVENTS = sa.insert(job_events)
+
+
 @dataclass
 class JobRecord:
     """One row of ``jobs``."""
@@ -182,30 +237,20 @@ class JobStore:
         is claimed, then read.
         """
         now = time.time()
-        claimable = sa.or_(jobs.c.status == "pending",
-                           sa.and_(jobs.c.status == "running", jobs.c.lease_expires_at < now))
-        values = {"status": "running", "claimed_by": worker, "lease_expires_at": now + lease,
-                  "attempts": jobs.c.attempts + 1,
-                  "started_at": sa.func.coalesce(jobs.c.started_at, now)}
-        conditions = [claimable, jobs.c.attempts < max_attempts,
-                      sa.or_(jobs.c.deadline_at.is_(None), jobs.c.deadline_at > now)]
+        params: dict[str, Any] = {"c_now": now, "c_worker": worker, "c_lease_end": now + lease,
+                                  "c_max_attempts": max_attempts}
         found: dict[str, tuple[JobRecord, int]] = {}
         unique = list(dict.fromkeys(job_ids))
         if self.db.dialect in ("postgresql", "sqlite"):
-            last = (sa.select(sa.func.coalesce(sa.func.max(job_events.c.seq), 0))
-                    .where(job_events.c.job_id == jobs.c.id).correlate(jobs).scalar_subquery())
-            update = (sa.update(jobs).where(jobs.c.id.in_(unique), *conditions).values(**values)
-                      .returning(*jobs.c, last.label("last_seq")))
             async with self.db.statement() as conn:
-                for row in (await conn.execute(update)).all():
+                for row in (await conn.execute(_CLAIM, {**params, "c_ids": unique})).all():
                     data = dict(row._mapping)
                     seq = int(data.pop("last_seq") or 0)
                     found[str(data["id"])] = (JobRecord(**data), seq)
         else:
             for job_id in unique:
                 async with self.db.statement() as conn:
-                    result = await conn.execute(sa.update(jobs).where(
-                        jobs.c.id == job_id, *conditions).values(**values))
+                    result = await conn.execute(_CLAIM_ONE, {**params, "c_id": job_id})
                 if result.rowcount == 1:
                     job = await self.get(job_id)
                     if job is not None:
@@ -258,20 +303,9 @@ class JobStore:
         ``executemany``: four round trips for the whole group.
         """
         ids = list(dict.fromkeys(job_id for job_id, _, _ in outcomes))
-        ours_now = [jobs.c.claimed_by == worker, jobs.c.status == "running"]
-        webhook_state = sa.case((jobs.c.webhook_url.is_not(None), "pending"), else_=None)
-        update = (sa.update(jobs).where(jobs.c.id == sa.bindparam("b_id"), *ours_now)
-                  .values(status=sa.bindparam("b_status"),
-                          result=sa.bindparam("b_result", type_=jobs.c.result.type),
-                          error=sa.bindparam("b_error", type_=jobs.c.error.type),
-                          status_code=sa.bindparam("b_status_code"),
-                          usage=sa.bindparam("b_usage", type_=jobs.c.usage.type),
-                          finished_at=sa.bindparam("b_finished_at"), lease_expires_at=None,
-                          webhook_state=webhook_state))
         async with self.db.engine.begin() as conn:
             ours = {str(i) for i in (await conn.execute(
-                sa.select(jobs.c.id).where(jobs.c.id.in_(ids), *ours_now)
-                .with_for_update())).scalars()}
+                _LOCK_OURS, {"b_ids": ids, "b_worker": worker})).scalars()}
             stored, rows, now = [], [], time.time()
             billed: list[UsageRecord] = []
             for job_id, outcome, records in outcomes:
@@ -279,13 +313,13 @@ class JobStore:
                 ours.discard(job_id)  # once per job, whatever the group holds
                 stored.append(mine)
                 if mine:
-                    rows.append({"b_id": job_id, "b_status": outcome.status,
+                    rows.append({"b_id": job_id, "b_worker": worker, "b_status": outcome.status,
                                  "b_result": outcome.result, "b_error": outcome.error,
                                  "b_status_code": outcome.status_code,
                                  "b_usage": outcome.usage, "b_finished_at": now})
                     billed.extend(records)
             if rows:
-                await conn.execute(update, rows)
+                await conn.execute(_FINISH, rows)
             await insert_records(conn, billed)
         return stored
 
@@ -294,9 +328,7 @@ class JobStore:
         alone until ``until`` instead of publishing them again (which, with a deep queue,
         would fill it with copies). A job handed back (``release``) is unmarked."""
         async with self.db.statement() as conn:
-            await conn.execute(sa.update(jobs).where(jobs.c.id.in_(job_ids),
-                                                     jobs.c.status == "pending")
-                               .values(lease_expires_at=until))
+            await conn.execute(_MARK_QUEUED, {"q_ids": job_ids, "q_until": until})
         return [None] * len(job_ids)
 
     async def release(self, job_id: str, worker: str) -> None:
@@ -397,7 +429,7 @@ class JobStore:
                  "created_at": now} for job_id, events in batches for e in events]
         if rows:
             async with self.db.statement() as conn:
-                await conn.execute(sa.insert(job_events), rows)
+                await conn.execute(_INSERT_EVENTS, rows)
         return [None] * len(batches)
 
     async def events_after(self, job_id: str, seq: int) -> list[JobEvent]:

@@ -53,11 +53,14 @@ def chat(text: str, **fields: object) -> ChatCompletionRequest:
 
 
 async def test_requests_run_side_by_side(engine: LlamaCppEngine) -> None:
-    streams = [engine.chat_stream(chat(f"Count to {i}", max_tokens=40, temperature=0))
+    # The end of turn is banned, so no answer ends before its 200 tokens whatever the model
+    # says: all four are still running when the last one has started.
+    streams = [engine.chat_stream(chat(f"Count to {i}", max_tokens=200, temperature=0,
+                                       logit_bias={"2": -100}))
                for i in range(4)]
-    for stream in streams:  # the role chunk, then the first token of each
-        await anext(stream)
-        await anext(stream)
+    # The role chunk, then the first token of each, asked for together.
+    await asyncio.gather(*(anext(stream) for stream in streams))
+    await asyncio.gather(*(anext(stream) for stream in streams))
     slots = engine._copies[0].loop.slots
     # Every stream has produced a token and none has ended: all four sequences are running.
     assert sum(slot.request is not None for slot in slots) == 4

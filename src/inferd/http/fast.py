@@ -1,0 +1,69 @@
+"""What the pure-ASGI fast paths share (``ChatFastPath``, ``JobsFastPath``): reading a body,
+answering JSON, and answering an error as the app's exception handlers would.
+
+A fast path sits inside the auth middleware (the principal is in the scope, the request id
+set) and skips the framework's routing, dependency injection, exception middleware and response
+classes; the framework's route for the same path stays the documented one (OpenAPI).
+"""
+
+from __future__ import annotations
+
+import orjson
+from starlette.types import Message, Receive, Scope, Send
+
+from inferd.auth.principal import ANONYMOUS, Principal
+from inferd.http.errors import exception_response
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body (``PayloadTooLarge`` from ``RequestGuard`` passes through: it
+    answers 413)."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    parts = [body]
+    while message.get("more_body"):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        parts.append(message.get("body", b""))
+    return b"".join(parts)
+
+
+def principal_of(scope: Scope) -> Principal:
+    """The caller, as the auth middleware left it in the scope (``http.deps.get_principal``)."""
+    principal: Principal = (scope.get("state") or {}).get("principal", ANONYMOUS)
+    return principal
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case), as the framework's ``headers.get``."""
+    for key, value in scope["headers"]:
+        if key == name:
+            text: str = value.decode("latin-1")
+            return text
+    return None
+
+
+async def send_json(send: Send, content: object, status: int = 200,
+                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = orjson.dumps(content)
+    start: Message = {"type": "http.response.start", "status": status,
+                      "headers": [(b"content-type", b"application/json"),
+                                  (b"content-length", b"%d" % len(body)), *(headers or ())]}
+    await send(start)
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+    """Answer ``exc`` (nothing sent yet) in the OpenAI error shape, with the status the app's
+    exception handlers give it."""
+    response = exception_response(exc, scope["method"], scope["path"])
+    await response(scope, receive, send)
