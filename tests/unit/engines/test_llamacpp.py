@@ -9,6 +9,7 @@ import llama_cpp
 import pytest
 
 from inferd.engines.llamacpp import LlamaCppEngine
+from inferd.engines.llamacpp.batch import runs
 from inferd.engines.llamacpp.engine import default_threads
 from inferd.errors import ContextLengthExceeded, UnsupportedParameter
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
@@ -65,6 +66,42 @@ async def test_requests_run_side_by_side(engine: LlamaCppEngine) -> None:
     # Every stream has produced a token and none has ended: all four sequences are running.
     assert sum(slot.request is not None for slot in slots) == 4
     for stream in streams:
+        await stream.aclose()
+
+
+def test_runs_are_the_micro_batches_of_a_step() -> None:
+    assert runs({0, 1, 2, 3}) == 1
+    assert runs({0, 2, 4, 6}) == 4
+    assert runs({3, 0, 1, 5, 6}) == 3
+    assert runs({2}) == 1
+
+
+async def test_a_new_request_fills_the_gap_between_running_sequences(
+        engine: LlamaCppEngine) -> None:
+    # Three streams run on sequences 0, 1 and 2; the middle one ends. A new request must take
+    # sequence 1 (one micro-batch per step), not the empty sequence 3 (two micro-batches),
+    # although sequence 1 still holds the cells of the request that ended there.
+    streams = [engine.chat_stream(chat(f"Count to {i}", max_tokens=200, temperature=0,
+                                       logit_bias={"2": -100}))
+               for i in range(3)]
+    await asyncio.gather(*(anext(stream) for stream in streams))
+    await asyncio.gather(*(anext(stream) for stream in streams))
+    slots = engine._copies[0].loop.slots
+    assert {slot.seq for slot in slots if slot.request is not None} == {0, 1, 2}
+    middle = slots[1].request
+    assert middle is not None
+    middle.cancelled.set()
+    deadline = asyncio.get_running_loop().time() + 60
+    while slots[1].request is not None:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    assert slots[1].cells and not slots[3].cells
+    late = engine.chat_stream(chat("Count to 9", max_tokens=200, temperature=0,
+                                   logit_bias={"2": -100}))
+    await anext(late)
+    await anext(late)
+    assert {slot.seq for slot in slots if slot.request is not None} == {0, 1, 2}
+    for stream in [*streams, late]:
         await stream.aclose()
 
 

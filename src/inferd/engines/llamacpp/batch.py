@@ -4,7 +4,9 @@ Each step decodes one ``llama_batch`` with the last sampled token of every runni
 then chunks of the prompts still being read (each in its own decode), up to ``n_batch`` prompt
 tokens a step, so a long prompt does not stall running streams. Requests join and leave between
 steps. The context is created with ``kv_unified=false``: each sequence owns ``n_ctx`` cells of
-its own, and greedy output is token-for-token identical to running the prompt alone.
+its own, and greedy output is token-for-token identical to running the prompt alone. llama.cpp
+then decodes sequences with consecutive ids together and the others in further passes over the
+weights (see ``runs``), so a request takes the free slot that keeps the running ids contiguous.
 
 A sequence slot keeps its KV cells after its request ends; a request that asks for the prompt
 cache (``cache_prompt``) takes the free slot sharing the longest prefix with its prompt and only
@@ -42,6 +44,17 @@ log = logging.getLogger(__name__)
 # What the engine thread hands back: ("piece", (text, logprob entries)), ("done", None) or
 # ("error", exception).
 Event = tuple[str, Any]
+
+
+def runs(seqs: set[int]) -> int:
+    """Runs of consecutive ids in ``seqs``: the micro-batches llama.cpp splits a step into.
+
+    With one KV stream per sequence, llama.cpp only puts sequences with consecutive ids in one
+    micro-batch (``split_equal``), and each micro-batch is a pass over all the weights: a step of
+    sequences 0, 2, 4 and 6 costs four passes where 0, 1, 2 and 3 cost one.
+    """
+    ordered = sorted(seqs)
+    return sum(1 for i, seq in enumerate(ordered) if i == 0 or seq != ordered[i - 1] + 1)
 
 
 @dataclass
@@ -178,18 +191,25 @@ class BatchLoop:
                 n += 1
             return n
 
-        # Without the cache, take the slot holding the least, to keep others' prefixes.
-        slot = (max(free, key=shared) if request.cache_prompt
-                else min(free, key=lambda s: len(s.cells)))
+        # With the cache, the longest shared prefix first; without, the slot holding the least,
+        # to keep others' prefixes. Then the slot that keeps the running sequences' ids
+        # contiguous (see ``runs``); ``min`` keeps the first of equals.
+        slot = (min(free, key=lambda s: (-shared(s), self._runs_with(s)))
+                if request.cache_prompt
+                else min(free, key=lambda s: (self._runs_with(s), len(s.cells))))
         keep = shared(slot) if request.cache_prompt else 0
         return slot if self._occupy(slot, request, keep) else None
 
     def _follow(self, request: SeqRequest, leader: _Slot, free: list[_Slot]) -> None:
         """Seat a follower; it decodes nothing until the leader's prompt KV is copied to it."""
-        slot = min(free, key=lambda s: len(s.cells))
+        slot = min(free, key=lambda s: (self._runs_with(s), len(s.cells)))
         if self._occupy(slot, request, 0):
             slot.leader = leader
             leader.followers.append(slot)
+
+    def _runs_with(self, slot: _Slot) -> int:
+        """How many decodes a step would cost with ``slot`` running beside the running ones."""
+        return runs({s.seq for s in self.slots if s.request is not None} | {slot.seq})
 
     def _occupy(self, slot: _Slot, request: SeqRequest, keep: int) -> bool:
         """Seat ``request`` in ``slot`` keeping ``keep`` cached cells; False if it failed."""
