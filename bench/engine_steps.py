@@ -115,7 +115,7 @@ async def steps(args: argparse.Namespace, timers: Timers) -> None:
                   f"  steps {c['steps']}, decodes {c['decodes']}, micro-batches "
                   f"{c['micro-batches']}; in llama_decode {t['decode']:.2f} s "
                   f"({100 * t['decode'] / t['step']:.0f}% of the steps), Python {python:.2f} s "
-                  f"(of which per-sequence sampling/text/stops/delivery "
+                  f"(per-sequence sampling/text/stops/delivery, timed apart: "
                   f"{t['per-sequence Python']:.2f} s)\n"
                   f"  generation decode {1000 * per_step:.1f}"
                   f" ms/step; prompts: {c['prompt decodes']} decodes of {c['prompt tokens']} "
