@@ -80,8 +80,9 @@ async def test_a_new_request_fills_the_gap_between_running_sequences(
         engine: LlamaCppEngine) -> None:
     # Three streams run on sequences 0, 1 and 2; the middle one ends. A new request must take
     # sequence 1 (one micro-batch per step), not the empty sequence 3 (two micro-batches),
-    # although sequence 1 still holds the cells of the request that ended there.
-    streams = [engine.chat_stream(chat(f"Count to {i}", max_tokens=200, temperature=0,
+    # although sequence 1 still holds the cells of the request that ended there. 450 tokens
+    # with the end of turn banned: the other two still run when the last one has started.
+    streams = [engine.chat_stream(chat(f"Count to {i}", max_tokens=450, temperature=0,
                                        logit_bias={"2": -100}))
                for i in range(3)]
     await asyncio.gather(*(anext(stream) for stream in streams))
@@ -96,7 +97,7 @@ async def test_a_new_request_fills_the_gap_between_running_sequences(
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.01)
     assert slots[1].cells and not slots[3].cells
-    late = engine.chat_stream(chat("Count to 9", max_tokens=200, temperature=0,
+    late = engine.chat_stream(chat("Count to 9", max_tokens=450, temperature=0,
                                    logit_bias={"2": -100}))
     await anext(late)
     await anext(late)
