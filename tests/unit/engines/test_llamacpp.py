@@ -92,7 +92,7 @@ async def test_a_new_request_fills_the_gap_between_running_sequences(
     middle = slots[1].request
     assert middle is not None
     middle.cancelled.set()
-    deadline = asyncio.get_running_loop().time() + 60
+    deadline = asyncio.get_running_loop().time() + 240  # a step can stall on a busy machine
     while slots[1].request is not None:
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.01)
