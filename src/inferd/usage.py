@@ -82,6 +82,7 @@ class UsageRecorder:
         self.batch_size = batch_size
         self.max_buffer = max_buffer
         self._buffer: list[UsageRecord] = []
+        self._writing = 0  # records taken from the buffer by a flush still writing them
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -92,7 +93,8 @@ class UsageRecorder:
 
     @property
     def pending(self) -> int:
-        return len(self._buffer)
+        """Records not yet durable: buffered, or taken by a flush whose write has not ended."""
+        return len(self._buffer) + self._writing
 
     def record(self, record: UsageRecord) -> None:
         held = _held.get()
@@ -125,6 +127,7 @@ class UsageRecorder:
         """Write everything buffered now; returns how many records were written."""
         async with self._lock:
             batch, self._buffer = self._buffer, []
+            self._writing = len(batch)
             written = done = 0  # done: written or rejected
             try:
                 for start in range(0, len(batch), self.batch_size):
@@ -150,6 +153,8 @@ class UsageRecorder:
                     self.dropped += overflow
                 log.warning("could not write %d usage records (kept for retry): %s",
                             len(rest), exc)
+            finally:
+                self._writing = 0
             self.written += written
             return written
 

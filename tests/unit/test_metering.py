@@ -3,6 +3,7 @@ labels and rendering off the event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -51,6 +52,29 @@ async def test_n_records_are_written_in_few_batches() -> None:
     await recorder.close()
     assert [len(b) for b in store.batches] == [1000, 1000, 500]
     assert [r.created_at for b in store.batches for r in b] == list(range(2500))
+
+
+async def test_records_being_written_are_still_pending_until_the_write_ends() -> None:
+    """``pending`` (the ``inferd_usage_records_pending`` gauge) counts what is not durable yet:
+    a batch taken from the buffer stays pending while its write runs."""
+    started, release = asyncio.Event(), asyncio.Event()
+    written: list[UsageRecord] = []
+
+    async def slow_write(records: Sequence[UsageRecord]) -> None:
+        started.set()
+        await release.wait()
+        written.extend(records)
+
+    recorder = UsageRecorder(slow_write, flush_seconds=3600)
+    for i in range(5):
+        recorder.record(_record(i))
+    flush = asyncio.create_task(recorder.flush())
+    await started.wait()
+    recorder.record(_record(5))
+    assert recorder.pending == 6  # five being written, one buffered
+    release.set()
+    assert await flush == 5
+    assert recorder.pending == 1 and len(written) == 5
 
 
 async def test_failed_write_keeps_records_for_the_next_flush() -> None:
