@@ -88,12 +88,12 @@ def wait_http(url: str, service: Service, timeout: float = 180) -> None:
 
 # -- measurements --------------------------------------------------------------------------
 async def stream_chat(client: httpx.AsyncClient, url: str, messages: list[dict[str, str]],
-                      tokens: int, **extra: Any) -> tuple[float, int, str]:
-    """(TTFT seconds, completion tokens, text) of one streamed greedy chat."""
+                      tokens: int, **extra: Any) -> tuple[float, int, str, int]:
+    """(TTFT seconds, completion tokens, text, prompt tokens) of one streamed greedy chat."""
     body = {"model": MODEL, "messages": messages, "max_tokens": tokens, "temperature": 0,
             "stream": True, "stream_options": {"include_usage": True}, **extra}
     started = time.perf_counter()
-    ttft, count, text = 0.0, 0, []
+    ttft, count, text, read = 0.0, 0, [], 0
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -106,7 +106,8 @@ async def stream_chat(client: httpx.AsyncClient, url: str, messages: list[dict[s
                     text.append(piece)
             if chunk.get("usage"):
                 count = chunk["usage"]["completion_tokens"]
-    return ttft, count, "".join(text)
+                read = chunk["usage"]["prompt_tokens"]
+    return ttft, count, "".join(text), read
 
 
 async def concurrent(url: str, n: int, tokens: int) -> dict[str, Any]:
@@ -119,7 +120,8 @@ async def concurrent(url: str, n: int, tokens: int) -> dict[str, Any]:
         wall = time.perf_counter() - started
     ttfts = [r[0] for r in results]
     return {"tps": sum(r[1] for r in results) / wall, "mean": sum(ttfts) / n,
-            "p95": pct(ttfts, 95), "texts": [r[2] for r in results]}
+            "p95": pct(ttfts, 95), "texts": [r[2] for r in results],
+            "prompt": sum(r[3] for r in results) / n}
 
 
 async def lone(url: str, i: int, tokens: int) -> str:
@@ -135,7 +137,7 @@ async def multi_turn(url: str, cache: bool, turns: int = 6) -> float:
     async with httpx.AsyncClient(timeout=900) as client:
         for turn in range(turns):
             messages.append({"role": "user", "content": f"Tell me about {TOPICS[turn]}."})
-            ttft, _, text = await stream_chat(client, url, messages, 64, cache_prompt=cache)
+            ttft, _, text, _ = await stream_chat(client, url, messages, 64, cache_prompt=cache)
             messages.append({"role": "assistant", "content": text})
     return ttft
 
@@ -197,7 +199,11 @@ def main() -> None:
             service = Service("llama-server", [
                 server_bin, "-m", bundled_gguf_path(), "--port", str(port), "-t",
                 str(args.threads), "-tb", str(args.threads), "--parallel", str(args.parallel),
-                "-c", str(n_ctx * args.parallel), "--alias", MODEL], port, Path(tmp))
+                "-c", str(n_ctx * args.parallel), "--alias", MODEL,
+                # The model's own chat template, as inferd applies it: without --jinja
+                # llama-server falls back to a built-in ChatML that drops SmolLM2's default
+                # system prompt, and reads 18-token prompts where inferd reads 39.
+                "--jinja"], port, Path(tmp))
             service.start()
             try:
                 url = f"http://127.0.0.1:{port}"
@@ -228,6 +234,10 @@ def report(args: argparse.Namespace, table: dict[str, dict[int, dict[str, Any]]]
         right = (f"{b['tps']:.1f} | {b['mean']:.2f} s | {b['p95']:.2f} s" if b
                  else "- | - | -")
         print(f"| {n} | {a['tps']:.1f} | {a['mean']:.2f} s | {a['p95']:.2f} s | {right} |")
+    prompts = {name: rows[args.levels[0]]["prompt"] for name, rows in table.items()
+               if args.levels[0] in rows}
+    print("prompt tokens per request: " + ", ".join(f"{name} {value:.0f}"
+                                                     for name, value in prompts.items()))
     if 8 in table["llama-server"] and 8 in table["inferd"]:
         a, b = table["inferd"][8], table["llama-server"][8]
         print(f"\n8 concurrent: aggregate tokens/s inferd/llama-server {a['tps'] / b['tps']:.2f}x"
