@@ -103,6 +103,9 @@ class BatchLoop:
         params.n_seq_max = parallel
         params.n_threads = params.n_threads_batch = n_threads
         params.kv_unified = False
+        # Flash attention: a decode step of 8 sequences ~1.1x faster on this CPU build (see
+        # README, engine figures); greedy output stays the same alone and inside a batch.
+        params.flash_attn = True
         params.no_perf = True
         self.ctx = llama_cpp.llama_init_from_model(model, params)
         if not self.ctx:
