@@ -13,16 +13,17 @@ mkdir -p "$out"
 for i in $(seq 1 "$runs"); do
   dir=$(mktemp -d /tmp/inferd-clone.XXXXXX)
   git clone -q "$repo" "$dir/inferd"
+  at=$(git -C "$dir/inferd" rev-parse --short HEAD)  # what this run tests (HEAD may move)
   start=$(date +%s)
   (cd "$dir/inferd" && bash .ci/run) > "$out/run$i.log" 2>&1
   code=$?
   took=$(( $(date +%s) - start ))
   summary=$(grep -E '^[0-9]+ (passed|failed)|^=+ .*(passed|failed)' "$out/run$i.log" | tail -1)
-  echo "run $i of $runs at $head: exit $code in ${took}s: ${summary:-no pytest summary}"
+  echo "run $i of $runs at $at: exit $code in ${took}s: ${summary:-no pytest summary}"
   rm -rf "$dir"
   if [ "$code" -ne 0 ]; then
     echo "run $i failed; its log: $out/run$i.log"
     exit "$code"
   fi
 done
-echo "all $runs runs passed at $head"
+echo "all $runs runs passed (HEAD was $head when they began)"

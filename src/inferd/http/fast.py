@@ -1,5 +1,6 @@
-"""What the pure-ASGI fast paths share (``ChatFastPath``, ``JobsFastPath``): reading a body,
-answering JSON, and answering an error as the app's exception handlers would.
+"""What the pure-ASGI fast paths share (``ChatFastPath``, ``JobsFastPath``): the ``FastPath``
+entry (take the requests it answers, read their body, pass everything else on), reading a
+body, answering JSON, and answering an error as the app's exception handlers would.
 
 A fast path sits inside the auth middleware (the principal is in the scope, the request id
 set) and skips the framework's routing, dependency injection, exception middleware and response
@@ -9,7 +10,7 @@ classes; the framework's route for the same path stays the documented one (OpenA
 from __future__ import annotations
 
 import orjson
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferd.auth.principal import ANONYMOUS, Principal
 from inferd.http.errors import exception_response
@@ -67,3 +68,28 @@ async def send_error(scope: Scope, receive: Receive, send: Send, exc: Exception)
     exception handlers give it."""
     response = exception_response(exc, scope["method"], scope["path"])
     await response(scope, receive, send)
+
+
+class FastPath:
+    """An ASGI middleware answering the requests ``takes`` accepts with ``answer``, given their
+    whole body; every other request (and a client gone before its body arrived) goes on to
+    ``app`` or ends there."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    def takes(self, scope: Scope) -> bool:  # pragma: no cover - each subclass says
+        raise NotImplementedError
+
+    async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+        raise NotImplementedError  # pragma: no cover - each subclass answers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.takes(scope):
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await read_body(receive)  # PayloadTooLarge: RequestGuard answers 413
+        except ClientGone:
+            return
+        await self.answer(scope, body, receive, send)

@@ -17,12 +17,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from inferd.auth.principal import Principal
 from inferd.errors import InvalidRequest, PermissionDenied
 from inferd.http.deps import PrincipalDep, get_principal, get_services
-from inferd.http.fast import ClientGone, header, principal_of, read_body, send_error, send_json
+from inferd.http.fast import FastPath, header, principal_of, send_error, send_json
 from inferd.http.responses import json_response, page_response
 from inferd.http.sse import sse_response
 from inferd.images import ENDPOINT as IMAGES_ENDPOINT
@@ -155,30 +155,23 @@ def is_fast(scope: Scope) -> bool:
     return path == PATH or (path in ASYNC_PATHS and wants_async(scope))
 
 
-class JobsFastPath:
+class JobsFastPath(FastPath):
     """Answers job submissions directly (``POST /v1/jobs``, ``Prefer: respond-async``);
     everything else goes to ``app``."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def takes(self, scope: Scope) -> bool:
+        return is_fast(scope)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_fast(scope):
-            await self.app(scope, receive, send)
-            return
-        try:
-            raw = await read_body(receive)  # PayloadTooLarge: RequestGuard answers 413
-        except ClientGone:
-            return
+    async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
         jobs = get_jobs(scope["app"].state.services)
         principal = principal_of(scope)
         key = header(scope, b"idempotency-key")
         path = scope["path"]
         try:
             if path == PATH:
-                job, created = await create(jobs, principal, raw, key)
+                job, created = await create(jobs, principal, body, key)
             else:
-                job, created = await submit_request(jobs, principal, ASYNC_PATHS[path], raw,
+                job, created = await submit_request(jobs, principal, ASYNC_PATHS[path], body,
                                                     key)
         except Exception as exc:  # nothing sent yet: answer in the OpenAI error shape
             await send_error(scope, receive, send, exc)

@@ -161,47 +161,34 @@ class LlamaCppEngine(LocalTextEngine):
         return self.state == "loaded" or self.spec.load == "on_demand" or self._loaded_once
 
     # -- requests keep the model loaded while they run ------------------------------------
-    async def _acquire(self) -> None:
+    @contextlib.asynccontextmanager
+    async def _in_use(self) -> AsyncIterator[None]:
+        """Counts a request as running (loading the model first) until it ends."""
         self.active += 1
         try:
             await self.load()
-        except BaseException:
-            self._release()
-            raise
-
-    def _release(self) -> None:
-        self.active -= 1
-        self._timer.touch()
+            yield
+        finally:
+            self.active -= 1
+            self._timer.touch()
 
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        await self._acquire()
-        try:
+        async with self._in_use():
             return await super().chat(request)
-        finally:
-            self._release()
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
-        await self._acquire()
-        try:
+        async with self._in_use():
             async for chunk in super().chat_stream(request):
                 yield chunk
-        finally:
-            self._release()
 
     async def complete(self, request: CompletionRequest) -> dict[str, Any]:
-        await self._acquire()
-        try:
+        async with self._in_use():
             return await super().complete(request)
-        finally:
-            self._release()
 
     async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
-        await self._acquire()
-        try:
+        async with self._in_use():
             async for chunk in super().complete_stream(request):
                 yield chunk
-        finally:
-            self._release()
 
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.name, kind=self.kind, capabilities=self.capabilities,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from inferd.http.deps import (
     PrincipalDep,
@@ -21,7 +21,7 @@ from inferd.http.deps import (
     unless_disconnected,
     until_disconnected,
 )
-from inferd.http.fast import ClientGone, principal_of, read_body, send_error, send_json
+from inferd.http.fast import FastPath, principal_of, send_error, send_json
 from inferd.http.jobs import prefers_async, submit_async, wants_async
 from inferd.http.responses import json_response
 from inferd.http.sse import openai_events, send_sse, sse_response
@@ -53,20 +53,13 @@ def is_fast(scope: Scope) -> bool:
     return scope["path"] in PATHS and scope["method"] == "POST" and not wants_async(scope)
 
 
-class ChatFastPath:
+class ChatFastPath(FastPath):
     """Answers ``POST /v1/chat/completions`` directly; everything else goes to ``app``."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def takes(self, scope: Scope) -> bool:
+        return is_fast(scope)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_fast(scope):
-            await self.app(scope, receive, send)
-            return
-        try:
-            body = await read_body(receive)  # PayloadTooLarge: RequestGuard answers 413
-        except ClientGone:
-            return
+    async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
         services: Services = scope["app"].state.services
         principal = principal_of(scope)
         inference = services.inference
