@@ -1,18 +1,23 @@
 """The embedded engine against llama.cpp's own server and raw llama-cpp-python, side by side.
 
-One run on the bundled model, same threads, same parallel sequences, greedy decoding:
+One run on the bundled model, same threads, same parallel sequences, greedy decoding. Both
+servers run for the whole bench and are measured in turns (the order flipped every round, raw
+llama-cpp-python taking its turn at 1 request), ``--rounds`` times; each figure is the median
+of its rounds, so load that comes and goes on a shared machine falls on both sides alike:
 
 - concurrency table: 1, 2, 4, 8, 16 simultaneous streamed chats of ``--tokens`` tokens each;
   aggregate tokens/s, mean and p95 time to first token (TTFT), for inferd and llama-server;
 - whether inferd's greedy answers in the 8-request batch equal the same prompts run alone;
 - a 6-turn chat: TTFT of the last turn with and without the prompt cache (``cache_prompt``);
-- 1 request: inferd tokens/s against llama-cpp-python's ``create_chat_completion`` in-process.
+- 1 request: inferd tokens/s against llama-cpp-python's ``create_chat_completion`` in-process,
+  both counted from the request to its last token (the prompt read whole in both).
 
 llama-server: ``$LLAMA_SERVER``, ``llama-server`` on PATH, or a build from the llama.cpp sources
 vendored in the llama-cpp-python sdist (``--build`` does it: pip download + cmake, a few minutes
 on 2 cores, into ``~/.cache/inferd/llama-server``).
 
     .venv/bin/python bench/engine.py [--build] [--threads 2] [--parallel 8] [--tokens 128]
+                                     [--levels 1 2 4 8 16] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -142,30 +148,56 @@ async def multi_turn(url: str, cache: bool, turns: int = 6) -> float:
     return ttft
 
 
-def raw_rate(threads: int, tokens: int) -> float:
+def raw_model(threads: int) -> Any:
     from llama_cpp import Llama
 
     llama: Any = Llama(model_path=bundled_gguf_path(), n_ctx=2048, n_threads=threads,
-                  n_threads_batch=threads, verbose=False)
-    ban = {llama.token_eos(): -100.0}
-    llama.create_chat_completion(messages=prompt(0), max_tokens=8, temperature=0)
+                       n_threads_batch=threads, verbose=False)
+    llama.create_chat_completion(messages=prompt(0), max_tokens=8, temperature=0)  # warm-up
+    return llama
+
+
+def raw_rate(llama: Any, tokens: int) -> float:
+    """Tokens/s of one greedy chat in-process, from the call to its last token, the prompt
+    read whole (``reset``: no prefix kept from the call before), end of text banned."""
+    llama.reset()
     started = time.perf_counter()
     answer = llama.create_chat_completion(messages=prompt(0), max_tokens=tokens, temperature=0,
-                                          logit_bias=ban)
-    rate = int(answer["usage"]["completion_tokens"]) / (time.perf_counter() - started)
-    llama.close()
-    return rate
+                                          logit_bias={llama.token_eos(): -100.0})
+    return int(answer["usage"]["completion_tokens"]) / (time.perf_counter() - started)
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each figure over the rounds (texts and prompt size of the first)."""
+    return {**rows[0], **{key: statistics.median(row[key] for row in rows)
+                          for key in ("tps", "mean", "p95")}, "rounds": len(rows)}
 
 
 # -- the run -------------------------------------------------------------------------------
-def run_target(name: str, url: str, args: argparse.Namespace,
-               table: dict[str, dict[int, dict[str, Any]]]) -> None:
-    asyncio.run(concurrent(url, 1, 8))  # warm-up
-    for n in args.levels:
-        table[name][n] = asyncio.run(concurrent(url, n, args.tokens))
-        row = table[name][n]
-        print(f"  {name:13} {n:3} concurrent: {row['tps']:7.1f} tok/s, TTFT mean "
-              f"{row['mean']:.2f} s p95 {row['p95']:.2f} s", flush=True)
+def measure(targets: dict[str, str], llama: Any, args: argparse.Namespace,
+            ) -> tuple[dict[str, dict[int, dict[str, Any]]], float]:
+    """Every level of every target, in turns, ``args.rounds`` times: the median rows and the
+    median raw rate."""
+    rows: dict[str, dict[int, list[dict[str, Any]]]] = {
+        name: {n: [] for n in args.levels} for name in targets}
+    raws: list[float] = []
+    for url in targets.values():
+        asyncio.run(concurrent(url, 1, 8))  # warm-up
+    for r in range(args.rounds):
+        order = list(targets) if r % 2 == 0 else list(reversed(targets))
+        for n in args.levels:
+            for name in order:
+                row = asyncio.run(concurrent(targets[name], n, args.tokens))
+                rows[name][n].append(row)
+                print(f"  round {r + 1} {name:13} {n:3} concurrent: {row['tps']:7.1f} tok/s, "
+                      f"TTFT mean {row['mean']:.2f} s p95 {row['p95']:.2f} s", flush=True)
+            if n == 1:
+                raws.append(raw_rate(llama, args.tokens))
+                print(f"  round {r + 1} raw llama-cpp-python 1 request: {raws[-1]:7.1f} tok/s",
+                      flush=True)
+    table = {name: {n: median_row(found) for n, found in levels.items()}
+             for name, levels in rows.items()}
+    return table, statistics.median(raws) if raws else float("nan")
 
 
 def main() -> None:
@@ -174,23 +206,20 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="times every level is measured on each side (medians reported)")
     parser.add_argument("--build", action="store_true",
                         help="build llama-server from the llama-cpp-python sdist if missing")
     args = parser.parse_args()
     server_bin = find_llama_server(args.build)
-    table: dict[str, dict[int, dict[str, Any]]] = {"inferd": {}, "llama-server": {}}
     turns: dict[str, dict[bool, float]] = {"inferd": {}, "llama-server": {}}
     n_ctx = 1024
     model = f"{MODEL}={bundled_gguf_path()},n_ctx={n_ctx},parallel={args.parallel}"
-    with tempfile.TemporaryDirectory() as tmp:
-        with InferdServer(Path(tmp), "--no-bundled", "--model", model, "--threads",
-                          str(args.threads)) as server:
-            run_target("inferd", server.url, args, table)
-            together = table["inferd"].get(8, {}).get("texts", [])
-            same = all(asyncio.run(lone(server.url, i, args.tokens)) == text
-                       for i, text in enumerate(together))
-            for cache in (False, True):
-                turns["inferd"][cache] = asyncio.run(multi_turn(server.url, cache))
+    with tempfile.TemporaryDirectory() as tmp, InferdServer(
+            Path(tmp), "--no-bundled", "--model", model, "--threads", str(args.threads),
+    ) as server:
+        targets = {"inferd": server.url}
+        service = None
         if server_bin is None:
             print("llama-server not found: set LLAMA_SERVER, put it on PATH, or pass --build "
                   "(builds it from the llama-cpp-python sdist)")
@@ -205,27 +234,32 @@ def main() -> None:
                 # system prompt, and reads 18-token prompts where inferd reads 39.
                 "--jinja"], port, Path(tmp))
             service.start()
-            try:
-                url = f"http://127.0.0.1:{port}"
-                wait_http(url, service)
-                run_target("llama-server", url, args, table)
+        try:
+            if service is not None:
+                targets["llama-server"] = f"http://127.0.0.1:{port}"
+                wait_http(targets["llama-server"], service)
+            table, raw = measure(targets, raw_model(args.threads), args)
+            together = table["inferd"].get(8, {}).get("texts", [])
+            same = all(asyncio.run(lone(server.url, i, args.tokens)) == text
+                       for i, text in enumerate(together))
+            for name, url in targets.items():
                 for cache in (False, True):
                     try:
-                        turns["llama-server"][cache] = asyncio.run(multi_turn(url, cache))
+                        turns[name][cache] = asyncio.run(multi_turn(url, cache))
                     except httpx.HTTPError as exc:  # reported, the rest of the run goes on
-                        print(f"llama-server 6-turn chat (cache {cache}) failed: {exc!r}\n"
-                              f"{service.log_tail(5)}")
+                        print(f"{name} 6-turn chat (cache {cache}) failed: {exc!r}")
                         break
-            finally:
+        finally:
+            if service is not None:
                 service.stop()
-    raw = raw_rate(args.threads, args.tokens)
+    table.setdefault("llama-server", {})
     report(args, table, turns, raw, same)
 
 
 def report(args: argparse.Namespace, table: dict[str, dict[int, dict[str, Any]]],
            turns: dict[str, dict[bool, float]], raw: float, same: bool) -> None:
     print(f"\n{args.tokens}-token greedy chats, {args.threads} threads, "
-          f"{args.parallel} parallel sequences\n")
+          f"{args.parallel} parallel sequences, medians of {args.rounds} rounds\n")
     print("| concurrent | inferd tok/s | TTFT mean | TTFT p95 | llama-server tok/s | "
           "TTFT mean | TTFT p95 |")
     print("|---|---|---|---|---|---|---|")
