@@ -9,7 +9,7 @@ import time
 from inferd.ids import new_id
 from inferd.store.db import Database
 from inferd.store.files import FileRecord, FileStore
-from inferd.store.jobs import JobEvent, JobRecord, JobStore, Outcome
+from inferd.store.jobs import Finished, JobEvent, JobRecord, JobStore, Outcome
 from inferd.store.tables_jobs import FILE_PART_BYTES
 from inferd.store.usage import UsageStore
 from inferd.usage import UsageRecord
@@ -123,12 +123,19 @@ async def test_a_group_claim_takes_each_claimable_job_once_with_its_last_event(
     await store.add_events(rerun.id, [JobEvent(1, "status", "{}"), JobEvent(2, "token", "{}")])
     late, _ = await store.insert(_job(deadline_at=time.time() - 1))
     claims = await store.claim_many([fresh.id, rerun.id, late.id, fresh.id, "job_unknown"],
-                                    "w1", 30, 3)
-    assert [None if c is None else (c[0].id, c[1]) for c in claims] == [
-        (fresh.id, 0), (rerun.id, 2), None, None, None]  # a repeated id: its first caller only
+                                    "w1", 30, 3, start=True)
+    assert [None if c is None else c.job.id for c in claims] == [
+        fresh.id, rerun.id, None, None, None]  # a repeated id: its first caller only
     first = claims[0]
-    assert first is not None and first[0].status == "running" and first[0].attempts == 1
-    assert first[0].claimed_by == "w1" and first[0].request == {"model": "echo"}
+    assert first is not None and first.job.status == "running" and first.job.attempts == 1
+    assert first.job.claimed_by == "w1" and first.job.request == {"model": "echo"}
+    # with start=True PostgreSQL writes a first attempt's running event with the claim
+    # (last_seq is then its number)
+    started = database.dialect == "postgresql"
+    assert [(c.started, c.last_seq) for c in claims if c is not None] == [
+        (started, 1 if started else 0), (started, 3 if started else 2)]
+    assert [(e.seq, e.kind, e.data) for e in await store.events_after(fresh.id, 0)] == (
+        [(1, "status", '{"status":"running","attempt":1}')] if started else [])
     # claimed now: another worker's group gets nothing
     assert await store.claim_many([fresh.id, rerun.id], "w2", 30, 3) == [None, None]
 
@@ -144,15 +151,22 @@ async def test_a_group_finish_stores_only_the_outcomes_of_jobs_still_held(
     assert await store.finish(cancelled.id, None, "cancelled", from_status=("running",))
     usage = UsageStore(database)
     before = await usage.count()
+    mine_seq = await store.last_seq(mine.id)
     stored = await store.finish_many("w1", [
-        (mine.id, Outcome("completed", result={"n": 1}, status_code=200,
-                          usage={"total_tokens": 3}), [_usage(mine.id)]),
-        (cancelled.id, Outcome("completed", result={"n": 2}, status_code=200),
-         [_usage(cancelled.id)]),
-        (hooked.id, Outcome("failed", error={"message": "no"}, status_code=500), ())])
-    assert stored == [True, False, True]
+        Finished(mine.id, Outcome("completed", result={"n": 1}, status_code=200,
+                                  usage={"total_tokens": 3}), [_usage(mine.id)],
+                 [JobEvent(mine_seq + 1, "token", '{"index":0,"text":"last"}')]),
+        Finished(cancelled.id, Outcome("completed", result={"n": 2}, status_code=200),
+                 [_usage(cancelled.id)], [JobEvent(9, "token", '{"index":0,"text":"x"}')]),
+        Finished(hooked.id, Outcome("failed", error={"message": "no"}, status_code=500)),
+        Finished(mine.id, Outcome("failed"), [_usage(mine.id)])])  # twice: its first only
+    assert stored == [True, False, True, False]
     # billed with the stored outcomes only: the cancelled job's run is not billed here
     assert await usage.count() == before + 1
+    # the run's last events are stored with its outcome, and only with a stored one
+    assert [(e.seq, e.data) for e in await store.events_after(mine.id, mine_seq)] == [
+        (mine_seq + 1, '{"index":0,"text":"last"}')]
+    assert await store.events_after(cancelled.id, 1) == []
     done = await store.get(mine.id)
     assert done is not None and done.status == "completed" and done.result == {"n": 1}
     assert done.usage == {"total_tokens": 3} and done.lease_expires_at is None
@@ -163,7 +177,7 @@ async def test_a_group_finish_stores_only_the_outcomes_of_jobs_still_held(
     assert failed is not None and failed.status == "failed" and failed.error == {"message": "no"}
     assert failed.webhook_state == "pending"
     # stored once: a second group with the same job changes nothing
-    assert await store.finish_many("w1", [(mine.id, Outcome("failed"), ())]) == [False]
+    assert await store.finish_many("w1", [Finished(mine.id, Outcome("failed"))]) == [False]
     assert (await store.get(mine.id)).status == "completed"  # type: ignore[union-attr]
 
 

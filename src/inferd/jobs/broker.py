@@ -79,6 +79,8 @@ class RabbitDelivery:
 class RabbitQueue:
     """``JobQueue`` on RabbitMQ (aio-pika)."""
 
+    durable = True
+
     def __init__(self, url: str, *, prefix: str = "inferd", prefetch: Callable[[str], int] =
                  lambda _model: 1, max_deliveries: int = 5, publish_timeout: float = 5.0,
                  republish_seconds: float = 30.0) -> None:

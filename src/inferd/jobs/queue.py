@@ -39,8 +39,12 @@ class JobQueue(Protocol):
       queue confirmed it just now (its row is then marked queued: sweeps leave it alone);
     - ``get``: wait for the next id of one model, highest priority first;
     - ``depth``: ids waiting (of one model, or all), for the queue-depth metric;
-    - ``close``: stop; unacknowledged ids are the sweep's to publish again.
+    - ``close``: stop; unacknowledged ids are the sweep's to publish again;
+    - ``durable``: whether ids survive this process (a broker): a job submitted here is then
+      stored already marked queued, and unmarked only if its publish fails.
     """
+
+    durable: bool
 
     async def put(self, job: QueuedJob) -> bool: ...
 
@@ -61,6 +65,8 @@ class _LocalDelivery:
 
 class InProcessQueue:
     """Priority queues in memory, one per model; an id already waiting is not added twice."""
+
+    durable = False
 
     def __init__(self) -> None:
         self._queues: dict[str, asyncio.PriorityQueue[tuple[int, int, str]]] = {}

@@ -44,9 +44,13 @@ class EventLog:
     """The event stream of one attempt: buffered token events with sequence numbers."""
 
     def __init__(self, store: JobStore, job_id: str, next_seq: int, flush_every: float,
-                 notify: Callable[[str], None], write: EventWriter | None = None) -> None:
+                 notify: Callable[[str], None], write: EventWriter | None = None,
+                 hold_last: bool = False) -> None:
         """``write``: how events reach the store (a worker's shares one multi-row insert
-        among the jobs it runs at once); by default ``store.add_events``."""
+        among the jobs it runs at once); by default ``store.add_events``. ``hold_last``: the
+        events still unwritten when the run ends (``last``) stay here for ``take``: a worker
+        stores them with the outcome, in the same statement."""
+        self.hold_last = hold_last
         self.store = store
         self.write: EventWriter = write or (lambda batch: store.add_events(*batch))
         self.job_id = job_id
@@ -61,13 +65,14 @@ class EventLog:
         self.seq += 1
         return event
 
-    async def start(self, attempt: int) -> None:
-        """The first event of an attempt; a later attempt drops the earlier attempts' events."""
+    async def start(self, attempt: int, written: bool = False) -> None:
+        """The first event of an attempt; a later attempt drops the earlier attempts' events.
+        ``written``: the claim wrote it already (``Claimed.started``)."""
         first = self.seq
-        if attempt == 1:
+        if attempt == 1 and not written:
             await self.write((self.job_id, [self._event("status", {"status": "running",
                                                                    "attempt": attempt})]))
-        else:
+        elif attempt > 1:
             await self.store.add_events(self.job_id, [self._event("reset", {
                 "status": "running", "attempt": attempt})], replace_before=first)
         self.notify(self.job_id)
@@ -97,6 +102,16 @@ class EventLog:
     async def _maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush >= self.flush_every:
             await self.flush()
+
+    async def last(self) -> None:
+        """The run is over: write what is left, or with ``hold_last`` keep it for ``take``."""
+        if not self.hold_last:
+            await self.flush()
+
+    def take(self) -> list[JobEvent]:
+        """The events not written yet (they are the taker's to store now)."""
+        events, self._pending = self._pending, []
+        return events
 
     async def flush(self) -> None:
         self._last_flush = time.monotonic()
@@ -135,7 +150,7 @@ async def run_job(inference: Inference, job: JobRecord, owner: Awaitable[Princip
         if isinstance(request, ImageGenerationRequest):
             assert images is not None
             result = await images.generate(request, principal, events.progress)
-            await events.flush()
+            await events.last()
             return Outcome("completed", result=result, status_code=200,
                            usage=result.get("usage"))
         if isinstance(request, EmbeddingRequest):
@@ -145,10 +160,10 @@ async def run_job(inference: Inference, job: JobRecord, owner: Awaitable[Princip
         assert isinstance(request, ChatCompletionRequest | CompletionRequest)
         return await _run_stream(inference, request, principal, events)
     except (InferdError, ValidationError) as exc:
-        await events.flush()
+        await events.last()
         return error_outcome(exc)
     except Exception as exc:  # a bug must fail the job, not kill the worker
-        await events.flush()
+        await events.last()
         return error_outcome(exc)
 
 
@@ -167,7 +182,7 @@ async def _run_stream(inference: Inference, request: ChatCompletionRequest | Com
             text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
             if text:
                 await events.token(text, choice.get("index", 0))
-    await events.flush()
+    await events.last()
     # the body a sync request answers: every choice, tool calls, logprobs, the engine's usage
     result = (fold.chat(request.model) if isinstance(request, ChatCompletionRequest)
               else fold.completion(request.model))

@@ -68,9 +68,12 @@ class JobService:
         self.db, self.router, self.inference, self.settings = db, router, inference, settings
         self.store = JobStore(db)
         self.inserts = GroupInserter(self.store)
-        # ids the broker confirmed, marked queued for QUEUED_LEASES leases
+        # ids the broker confirmed, marked queued for QUEUED_LEASES leases (jobs submitted
+        # here are stored marked); ids it did not take, unmarked for the sweep to publish
         self._queued: Grouped[str, None] = Grouped(lambda ids: self.store.mark_queued(
-            ids, time.time() + QUEUED_LEASES * settings.lease_seconds))
+            ids, self.queued_until()))
+        self._unqueued: Grouped[str, None] = Grouped(lambda ids: self.store.mark_queued(
+            ids, None))
         # The models this process may run (``inferd worker --model``); None = any it can.
         self.only: set[str] | None = None
         self.queue: JobQueue = queue or InProcessQueue()
@@ -119,6 +122,14 @@ class JobService:
         except ModelNotFound:
             return False
 
+    def queued_until(self) -> float:
+        """Until when a job id the broker took counts as queued (see ``QUEUED_LEASES``)."""
+        return time.time() + QUEUED_LEASES * self.settings.lease_seconds
+
+    def _publishes(self, model: str) -> bool:
+        """Whether ``enqueue`` hands a new job of ``model`` to a durable queue."""
+        return self.queue.durable and (self.pool is None or self.runnable(model))
+
     def runnable_models(self) -> list[str]:
         return [m for m in self.router.model_names() if self.runnable(m)]
 
@@ -160,6 +171,12 @@ class JobService:
             deadline_at=deadline_at,
             webhook_url=await check_webhook_url(webhook_url, self.webhooks.allow),
             meta={**(meta or {}), **({"metadata": metadata} if metadata else {})} or None)
+        # Published to a broker, the job is stored already marked queued: one statement less
+        # per submission than marking it once the broker confirmed (a failed publish unmarks
+        # it; a gateway that dies between commit and publish leaves the mark to lapse).
+        premarked = self._publishes(model)
+        if premarked:
+            job.lease_expires_at = self.queued_until()
         record, created = await self.inserts.insert(job)
         if not created:
             if record.request_hash != job.request_hash or record.endpoint != endpoint:
@@ -167,18 +184,23 @@ class JobService:
                                "request.", param="idempotency_key", code="idempotency_conflict")
             return record, False
         self.owners.remember(principal)
-        await self.enqueue(record)
+        await self.enqueue(record, premarked=premarked)
         return record, True
 
-    async def enqueue(self, job: JobRecord) -> None:
+    async def enqueue(self, job: JobRecord, *, premarked: bool = False) -> None:
         """Hand a committed job to the workers. A job of a model this process cannot run stays
-        pending in the database for the process that can (its sweep enqueues it there)."""
+        pending in the database for the process that can (its sweep enqueues it there).
+        ``premarked``: the job was stored marked queued (``submit``)."""
         if self.pool is not None:
             if not self.runnable(job.model):
                 return
             self.pool.ensure(job.model)
-        if await self.queue.put(QueuedJob(job.id, job.model, job.priority)):
-            self._queued.post(job.id)  # not awaited: it only spares the sweep a republish
+        published = await self.queue.put(QueuedJob(job.id, job.model, job.priority))
+        # not awaited: the marks only spare the sweep a republish, or hand it one
+        if published and not premarked:
+            self._queued.post(job.id)
+        elif premarked and not published:
+            self._unqueued.post(job.id)
 
     # -- read -------------------------------------------------------------------------------
     async def get(self, principal: Principal, job_id: str) -> JobRecord:

@@ -33,7 +33,7 @@ from inferd.jobs.signals import Signals
 from inferd.logs import request_id_var
 from inferd.settings import JobSettings
 from inferd.store.groups import Grouped
-from inferd.store.jobs import JobEvent, JobRecord, JobStore
+from inferd.store.jobs import Claimed, Finished, JobEvent, JobRecord, JobStore
 from inferd.tasks import cancel_and_wait
 from inferd.usage import UsageRecord, holding
 
@@ -62,15 +62,15 @@ class WorkerPool:
         self._loops: dict[str, list[asyncio.Task[None]]] = {}
         self.running: dict[str, asyncio.Task[Outcome]] = {}
         self._closing = False
-        self._claims: Grouped[str, tuple[JobRecord, int] | None] = Grouped(self._claim)
+        self._claims: Grouped[str, Claimed | None] = Grouped(self._claim)
         self._events: Grouped[tuple[str, list[JobEvent]], None] = Grouped(
             store.add_events_many)
-        self._finishes: Grouped[tuple[str, Outcome, Sequence[UsageRecord]], bool] = Grouped(
+        self._finishes: Grouped[Finished, bool] = Grouped(
             lambda outcomes: store.finish_many(self.worker_id, outcomes))
 
-    async def _claim(self, job_ids: list[str]) -> list[tuple[JobRecord, int] | None]:
+    async def _claim(self, job_ids: list[str]) -> list[Claimed | None]:
         return await self.store.claim_many(job_ids, self.worker_id, self.settings.lease_seconds,
-                                           self.settings.max_attempts)
+                                           self.settings.max_attempts, start=True)
 
     def ensure(self, model: str) -> None:
         """Start this model's worker loops unless they run already."""
@@ -100,10 +100,10 @@ class WorkerPool:
             await self.finisher.unclaimable(job_id)
             await delivery.ack()
             return
-        job, last_seq = claimed
+        job, last_seq, started = claimed
         events = EventLog(store, job.id, last_seq + 1, self.settings.event_flush_seconds,
-                          self.signals.notify, self._events)
-        await events.start(job.attempts)
+                          self.signals.notify, self._events, hold_last=True)
+        await events.start(job.attempts, written=started)
         records: list[UsageRecord] = []
         context = holding(records)
         context.run(request_id_var.set, job.id)  # its usage records and logs name the job
@@ -128,17 +128,20 @@ class WorkerPool:
         if outcome.status == "deferred":
             # pending again without using up an attempt; the sweep offers it again
             self.spill(records)
+            await events.flush()
             await store.release(job.id, self.worker_id)
             await delivery.ack()
             return
-        stored = await self._finishes((job.id, outcome, records))
+        # The run's last events go with its outcome; not stored (the job was cancelled or
+        # another worker's attempt owns its log now), they are dropped with it.
+        stored = await self._finishes(Finished(job.id, outcome, records, events.take()))
         await delivery.ack()
         if stored:
             await self.finisher.finished(job.id, job)
         else:
             self.spill(records)
 
-    async def _claim_or_hand_back(self, job_id: str) -> tuple[JobRecord, int] | None:
+    async def _claim_or_hand_back(self, job_id: str) -> Claimed | None:
         """Claim in this process's group; stopped meanwhile, hand the job back once the
         group's claim has landed (else it would sit claimed until its lease lapses)."""
         claim = asyncio.ensure_future(self._claims(job_id))

@@ -6,16 +6,20 @@ workers or a worker and a cancelling client can never both win: the ``rowcount``
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferd.errors import JobCancelled
 from inferd.store.db import Database
+from inferd.store.tables_control import usage_records as usage_table
 from inferd.store.tables_jobs import job_events, jobs, webhook_attempts
 from inferd.store.usage import insert_records
 from inferd.usage import UsageRecord
@@ -76,6 +80,16 @@ _MARK_QUEUED = (sa.update(jobs)
                 .values(lease_expires_at=sa.bindparam("q_until",
                                                       type_=jobs.c.lease_expires_at.type)))
 _INSERT_EVENTS = sa.insert(job_events)
+# ``claim_many`` on PostgreSQL: the claim, and the first attempt's ``running`` event written by
+# the same statement (a data-modifying CTE); the rows come back with that event's number.
+_START_DATA = '{"status":"running","attempt":1}'  # what ``EventLog.start`` writes
+_CLAIMED = _CLAIM.cte("claimed")
+_STARTED = sa.insert(job_events).from_select(
+    ["job_id", "seq", "kind", "data", "created_at"],
+    sa.select(_CLAIMED.c.id, _CLAIMED.c.last_seq + 1, sa.literal_column("'status'"),
+              sa.literal_column(f"'{_START_DATA}'"), _NOW)
+    .where(_CLAIMED.c.attempts == 1)).cte("started")
+_CLAIM_STARTING = sa.select(_CLAIMED).add_cte(_STARTED)
 
 
 @dataclass
@@ -137,6 +151,69 @@ class Outcome:
     error: dict[str, Any] | None = None
     status_code: int | None = None
     usage: dict[str, Any] | None = None
+
+
+class Claimed(NamedTuple):
+    """A job ``claim_many`` took: the job, the last sequence number of its events, and
+    whether its ``running`` event was written with the claim (its first attempt, on
+    PostgreSQL: ``last_seq`` is then that event's)."""
+
+    job: JobRecord
+    last_seq: int
+    started: bool = False
+
+
+class Finished(NamedTuple):
+    """One outcome for ``finish_many``: the job, how its run ended, the run's usage records
+    and the events it left to store with the outcome."""
+
+    job_id: str
+    outcome: Outcome
+    records: Sequence[UsageRecord] = ()
+    events: Sequence[JobEvent] = ()
+
+
+def _json(value: Any) -> str:
+    """A JSON column's value as text, as SQLAlchemy's ``JSON`` binds it (``None`` is JSON
+    ``null``)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # what orjson refuses (integers beyond 64 bits, ...)
+        return json.dumps(value)
+
+
+def _pg_finish_sql() -> str:
+    """``finish_many`` on PostgreSQL as one statement: the outcomes (arrays, one element per
+    job) update the jobs still held, and the events and usage records of those jobs only are
+    inserted, in data-modifying CTEs, which run once and commit with the statement."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+    def array(column: sa.Column[Any]) -> str:
+        return f"{column.type.compile(dialect=dialect)}[]"
+
+    fields = [usage_table.c[f] for f in UsageRecord._fields]
+    usage_args = ", ".join(f"${14 + i}::{array(c)}" for i, c in enumerate(fields))
+    usage_cols = ", ".join(c.name for c in fields)
+    return (
+        "WITH v AS (SELECT * FROM unnest($1::VARCHAR[], $2::VARCHAR[], $3::TEXT[], $4::TEXT[], "
+        "$5::INTEGER[], $6::TEXT[]) AS v(id, status, result, error, status_code, usage)), "
+        "done AS (UPDATE jobs SET status = v.status, result = v.result::json, "
+        "error = v.error::json, status_code = v.status_code, usage = v.usage::json, "
+        "finished_at = $7, lease_expires_at = NULL, "
+        "webhook_state = CASE WHEN jobs.webhook_url IS NOT NULL THEN 'pending' END "
+        "FROM v WHERE jobs.id = v.id AND jobs.claimed_by = $8 AND jobs.status = 'running' "
+        "RETURNING jobs.id), "
+        "ev AS (INSERT INTO job_events (job_id, seq, kind, data, created_at) "
+        "SELECT e.job_id, e.seq, e.kind, e.data, $7 FROM unnest($9::VARCHAR[], $10::INTEGER[], "
+        "$11::VARCHAR[], $12::TEXT[]) AS e(job_id, seq, kind, data) "
+        "WHERE e.job_id IN (SELECT id FROM done)), "
+        f"us AS (INSERT INTO {usage_table.name} ({usage_cols}) SELECT {usage_cols} "
+        f"FROM unnest($13::VARCHAR[], {usage_args}) AS u(job_id, {usage_cols}) "
+        "WHERE u.job_id IN (SELECT id FROM done)) "
+        "SELECT id FROM done")
+
+
+_PG_FINISH = _pg_finish_sql()
 
 
 def _record(row: sa.Row[Any]) -> JobRecord:
@@ -228,25 +305,31 @@ class JobStore:
         return None if claimed is None else claimed[0]
 
     async def claim_many(self, job_ids: list[str], worker: str, lease: float,
-                         max_attempts: int) -> list[tuple[JobRecord, int] | None]:
+                         max_attempts: int, *, start: bool = False) -> list[Claimed | None]:
         """``claim`` for many jobs in one statement: per id, the claimed job with the last
         sequence number of its events (its next attempt's events follow it), or None.
 
         PostgreSQL and SQLite return the claimed rows at once (``UPDATE ... RETURNING``: one
-        round trip for the whole group); MySQL/MariaDB have no ``RETURNING``, so there each job
-        is claimed, then read.
+        round trip for the whole group; on PostgreSQL, with ``start``, the same statement
+        writes each first attempt's ``running`` event); MySQL/MariaDB have no ``RETURNING``,
+        so there each job is claimed, then read.
         """
         now = time.time()
         params: dict[str, Any] = {"c_now": now, "c_worker": worker, "c_lease_end": now + lease,
                                   "c_max_attempts": max_attempts}
-        found: dict[str, tuple[JobRecord, int]] = {}
+        found: dict[str, Claimed] = {}
         unique = list(dict.fromkeys(job_ids))
         if self.db.dialect in ("postgresql", "sqlite"):
+            starting = start and self.db.dialect == "postgresql"
             async with self.db.statement() as conn:
-                for row in (await conn.execute(_CLAIM, {**params, "c_ids": unique})).all():
-                    data = dict(row._mapping)
-                    seq = int(data.pop("last_seq") or 0)
-                    found[str(data["id"])] = (JobRecord(**data), seq)
+                rows = (await conn.execute(_CLAIM_STARTING if starting else _CLAIM,
+                                           {**params, "c_ids": unique})).all()
+            for row in rows:
+                data = dict(row._mapping)
+                seq = int(data.pop("last_seq") or 0)
+                claimed = JobRecord(**data)
+                started = starting and claimed.attempts == 1
+                found[claimed.id] = Claimed(claimed, seq + 1 if started else seq, started)
         else:
             for job_id in unique:
                 async with self.db.statement() as conn:
@@ -254,7 +337,7 @@ class JobStore:
                 if result.rowcount == 1:
                     job = await self.get(job_id)
                     if job is not None:
-                        found[job_id] = (job, await self.last_seq(job_id))
+                        found[job_id] = Claimed(job, await self.last_seq(job_id))
         # an id twice in one group (a redelivered message) is claimed by its first caller only
         return [found.pop(job_id, None) for job_id in job_ids]
 
@@ -291,24 +374,26 @@ class JobStore:
                 await insert_records(conn, usage_records)
         return stored
 
-    async def finish_many(
-            self, worker: str,
-            outcomes: list[tuple[str, Outcome, Sequence[UsageRecord]]]) -> list[bool]:
-        """Store the outcomes (job id, outcome, the run's usage records) of jobs ``worker``
-        holds, in one transaction: per outcome, True when it was stored (False: the job was
-        cancelled or taken over meanwhile). The usage records of the stored outcomes are
-        committed with them, so a stored result is always billed.
+    async def finish_many(self, worker: str, outcomes: list[Finished]) -> list[bool]:
+        """Store the outcomes of jobs ``worker`` holds, with the events their runs left and
+        their usage records, atomically: per outcome, True when it was stored (False: the job
+        was cancelled or taken over meanwhile; its events and records are not stored). A
+        stored result is always billed. A job twice in the group is stored once (its first).
 
-        The jobs still ours are locked first (``SELECT ... FOR UPDATE``), then updated with one
-        ``executemany``: four round trips for the whole group.
+        PostgreSQL: one statement for the whole group (``_PG_FINISH``). Elsewhere, one
+        transaction: the jobs still ours are locked (``SELECT ... FOR UPDATE``), then updated
+        with one ``executemany``, their events and records inserted.
         """
-        ids = list(dict.fromkeys(job_id for job_id, _, _ in outcomes))
+        if self.db.dialect == "postgresql":
+            return await self._finish_many_pg(worker, outcomes)
+        ids = list(dict.fromkeys(item.job_id for item in outcomes))
         async with self.db.engine.begin() as conn:
             ours = {str(i) for i in (await conn.execute(
                 _LOCK_OURS, {"b_ids": ids, "b_worker": worker})).scalars()}
             stored, rows, now = [], [], time.time()
             billed: list[UsageRecord] = []
-            for job_id, outcome, records in outcomes:
+            events: list[dict[str, Any]] = []
+            for job_id, outcome, records, left in outcomes:
                 mine = job_id in ours
                 ours.discard(job_id)  # once per job, whatever the group holds
                 stored.append(mine)
@@ -318,15 +403,45 @@ class JobStore:
                                  "b_status_code": outcome.status_code,
                                  "b_usage": outcome.usage, "b_finished_at": now})
                     billed.extend(records)
+                    events.extend({"job_id": job_id, "seq": e.seq, "kind": e.kind,
+                                   "data": e.data, "created_at": now} for e in left)
             if rows:
                 await conn.execute(_FINISH, rows)
+            if events:
+                await conn.execute(_INSERT_EVENTS, events)
             await insert_records(conn, billed)
         return stored
 
-    async def mark_queued(self, job_ids: list[str], until: float) -> list[None]:
+    async def _finish_many_pg(self, worker: str, outcomes: list[Finished]) -> list[bool]:
+        first: dict[str, Finished] = {}
+        for item in outcomes:
+            first.setdefault(item.job_id, item)
+        per_job: list[list[Any]] = [[] for _ in range(6)]  # $1..$6
+        per_event: list[list[Any]] = [[] for _ in range(4)]  # $9..$12
+        per_record: list[list[Any]] = [[] for _ in range(1 + len(UsageRecord._fields))]
+        for job_id, outcome, records, left in first.values():
+            value: object
+            for column, value in zip(per_job, (job_id, outcome.status, _json(outcome.result),
+                                               _json(outcome.error), outcome.status_code,
+                                               _json(outcome.usage)), strict=True):
+                column.append(value)
+            for event in left:
+                for column, value in zip(per_event, (job_id, event.seq, event.kind, event.data),
+                                         strict=True):
+                    column.append(value)
+            for record in records:
+                for column, value in zip(per_record, (job_id, *record), strict=True):
+                    column.append(value)
+        params = (*per_job, time.time(), worker, *per_event, *per_record)
+        async with self.db.statement() as conn:
+            done = {str(i) for i in (await conn.exec_driver_sql(_PG_FINISH, params)).scalars()}
+        return [item.job_id in done and first[item.job_id] is item for item in outcomes]
+
+    async def mark_queued(self, job_ids: list[str], until: float | None) -> list[None]:
         """A durable queue (the broker) confirmed these pending jobs' ids: sweeps leave them
         alone until ``until`` instead of publishing them again (which, with a deep queue,
-        would fill it with copies). A job handed back (``release``) is unmarked."""
+        would fill it with copies). A job handed back (``release``) is unmarked, and so is
+        one stored marked whose publish failed (``until`` None): the next sweep publishes it."""
         async with self.db.statement() as conn:
             await conn.execute(_MARK_QUEUED, {"q_ids": job_ids, "q_until": until})
         return [None] * len(job_ids)
