@@ -14,20 +14,30 @@ from inferd.store.jobs import JobRecord, JobStore
 
 
 def record(**extra: Any) -> JobRecord:
+    fields: dict[str, Any] = {"request": {"model": "echo"}, **extra}
     return JobRecord(id=new_id("job"), endpoint="/v1/chat/completions", model="echo",
-                     request={"model": "echo"}, request_hash="h", owner=None,
-                     owner_scope="user", source="api", **extra)
+                     request_hash="h", owner=None, owner_scope="user", source="api", **fields)
 
 
 async def test_concurrent_inserts_share_transactions_and_all_land(database: Any) -> None:
     store = JobStore(database)
     inserts = GroupInserter(store)
     jobs = [record() for _ in range(120)]
+    full = record(priority=3, meta={"metadata": {"k": "ü"}}, deadline_at=1e10,
+                  webhook_url="http://127.0.0.1:9/hook", lease_expires_at=2e9,
+                  request={"model": "echo", "messages": [{"role": "user", "content": "x"}],
+                           "n": 2, "temperature": 0.5})
+    jobs.append(full)
     results = await asyncio.gather(*(inserts.insert(j) for j in jobs))
     assert all(created for _, created in results)
     for job in jobs:
         stored = await store.get(job.id)
         assert stored is not None and stored.status == "pending"
+    # every column round-trips (PostgreSQL's group insert binds one array per column)
+    stored = await store.get(full.id)
+    assert stored is not None
+    assert stored.values() == {**full.values(), "created_at": stored.created_at}
+    assert abs(stored.created_at - full.created_at) < 1e-3
 
 
 async def test_a_refused_group_fails_its_callers_and_the_next_group_lands(database: Any) -> None:

@@ -173,7 +173,7 @@ class Finished(NamedTuple):
     events: Sequence[JobEvent] = ()
 
 
-def _json(value: Any) -> str:
+def json_text(value: Any) -> str:
     """A JSON column's value as text, as SQLAlchemy's ``JSON`` binds it (``None`` is JSON
     ``null``)."""
     try:
@@ -421,9 +421,9 @@ class JobStore:
         per_record: list[list[Any]] = [[] for _ in range(1 + len(UsageRecord._fields))]
         for job_id, outcome, records, left in first.values():
             value: object
-            for column, value in zip(per_job, (job_id, outcome.status, _json(outcome.result),
-                                               _json(outcome.error), outcome.status_code,
-                                               _json(outcome.usage)), strict=True):
+            for column, value in zip(per_job, (job_id, outcome.status, json_text(outcome.result),
+                                               json_text(outcome.error), outcome.status_code,
+                                               json_text(outcome.usage)), strict=True):
                 column.append(value)
             for event in left:
                 for column, value in zip(per_event, (job_id, event.seq, event.kind, event.data),
