@@ -14,9 +14,9 @@ from inferd.store.jobs import JobRecord, JobStore
 
 
 def record(**extra: Any) -> JobRecord:
-    fields: dict[str, Any] = {"request": {"model": "echo"}, **extra}
+    fields: dict[str, Any] = {"request": {"model": "echo"}, "source": "api", **extra}
     return JobRecord(id=new_id("job"), endpoint="/v1/chat/completions", model="echo",
-                     request_hash="h", owner=None, owner_scope="user", source="api", **fields)
+                     request_hash="h", owner=None, owner_scope="user", **fields)
 
 
 async def test_concurrent_inserts_share_transactions_and_all_land(database: Any) -> None:
@@ -61,3 +61,14 @@ async def test_an_idempotency_key_still_returns_the_existing_job(database: Any) 
     assert (await inserts.insert(first))[1] is True
     again, created = await inserts.insert(record(idempotency_scope="k:1"))
     assert not created and again.id == first.id
+
+
+async def test_a_value_too_long_for_its_column_is_refused_not_cut(database: Any) -> None:
+    if database.dialect == "sqlite":
+        pytest.skip("SQLite does not enforce column lengths")
+    store = JobStore(database)
+    inserts = GroupInserter(store)
+    too_long = record(source="s" * 17)  # ``source`` is VARCHAR(16)
+    with pytest.raises(sa.exc.DBAPIError):
+        await inserts.insert(too_long)
+    assert await store.get(too_long.id) is None

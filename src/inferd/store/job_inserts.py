@@ -8,10 +8,9 @@ takes the single-row path, which reports a taken key.
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from inferd.store.groups import Grouped
-from inferd.store.jobs import JobRecord, JobStore, json_text
+from inferd.store.jobs import JobRecord, JobStore, json_text, pg_array
 from inferd.store.tables_jobs import jobs
 
 MAX_ROWS = 500
@@ -48,7 +47,6 @@ def _pg_insert_sql() -> tuple[str, list[str], list[int]]:
     """The group insert on PostgreSQL: ``INSERT ... SELECT ... FROM unnest(arrays)``, one
     array parameter per column (JSON columns as text, cast back); its column names; the
     indexes of its JSON columns."""
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     names, arrays, values, json_indexes = [], [], [], []
     for index, column in enumerate(jobs.c):
         names.append(column.name)
@@ -57,7 +55,7 @@ def _pg_insert_sql() -> tuple[str, list[str], list[int]]:
             arrays.append(f"${index + 1}::TEXT[]")
             values.append(f"{column.name}::json")
         else:
-            arrays.append(f"${index + 1}::{column.type.compile(dialect=dialect)}[]")
+            arrays.append(f"${index + 1}::{pg_array(column)}")
             values.append(column.name)
     sql = (f"INSERT INTO {jobs.name} ({', '.join(names)}) SELECT {', '.join(values)} "
            f"FROM unnest({', '.join(arrays)}) AS t({', '.join(names)})")

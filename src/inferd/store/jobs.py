@@ -182,17 +182,21 @@ def json_text(value: Any) -> str:
         return json.dumps(value)
 
 
+def pg_array(column: sa.Column[Any]) -> str:
+    """The PostgreSQL array type that binds a column's values for ``unnest``. Strings go as
+    unbounded ``VARCHAR``: an explicit cast to ``VARCHAR(n)`` would cut a longer value short,
+    where the insert or update itself refuses it, as a bound value would be."""
+    if isinstance(column.type, sa.String):
+        return "VARCHAR[]"
+    return f"{column.type.compile(dialect=postgresql.dialect())}[]"  # type: ignore[no-untyped-call]
+
+
 def _pg_finish_sql() -> str:
     """``finish_many`` on PostgreSQL as one statement: the outcomes (arrays, one element per
     job) update the jobs still held, and the events and usage records of those jobs only are
     inserted, in data-modifying CTEs, which run once and commit with the statement."""
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-
-    def array(column: sa.Column[Any]) -> str:
-        return f"{column.type.compile(dialect=dialect)}[]"
-
     fields = [usage_table.c[f] for f in UsageRecord._fields]
-    usage_args = ", ".join(f"${14 + i}::{array(c)}" for i, c in enumerate(fields))
+    usage_args = ", ".join(f"${14 + i}::{pg_array(c)}" for i, c in enumerate(fields))
     usage_cols = ", ".join(c.name for c in fields)
     return (
         "WITH v AS (SELECT * FROM unnest($1::VARCHAR[], $2::VARCHAR[], $3::TEXT[], $4::TEXT[], "
