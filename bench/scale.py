@@ -3,14 +3,14 @@
 1. raw broker: persistent publishes with publisher confirms, then consume + ack (no inferd):
    the yardstick for what follows.
 2. accepted jobs/s: ``POST /v1/jobs`` over two ``inferd gateway`` processes (202 = the row is
-   committed and the broker confirmed the id).
+   committed and the broker confirmed the id), after ``--warmup`` jobs that are not measured.
 3. completed jobs/s: two ``inferd worker --model echo`` processes (the echo engine answers at
    once), from the first submission until no job is pending or running; then the workers
    alone: a backlog submitted while they are paused (SIGSTOP), drained after SIGCONT.
 4. sync requests/s: ``/v1/chat/completions`` through one gateway, then two, to one
    ``inferd engine`` hosting the echo model (registered as the gateways' http replica).
 
-    .venv/bin/python bench/scale.py [--jobs 2000] [--clients 32] [--messages 5000]
+    .venv/bin/python bench/scale.py [--jobs 2000] [--clients 32] [--messages 5000] [--warmup 300]
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres) and RabbitMQ on 127.0.0.1:5672 (guest).
 """
@@ -232,6 +232,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=int, default=300,
+                        help="jobs run to completion before the measured ones")
     args = parser.parse_args()
     published, consumed = asyncio.run(raw_broker(args.messages))
     print(f"raw broker      publish+confirm {published:8.0f} msg/s   consume+ack "
@@ -240,6 +242,8 @@ def main() -> None:
         for _ in range(2):
             start(env, procs, Path(tmp), "worker", "--model", "echo")
         gateways = [start(env, procs, Path(tmp), "gateway") for _ in range(2)]
+        # warm-up, not measured: pools filled, statements prepared, queues declared
+        asyncio.run(submit_jobs(gateways, args.warmup, args.clients))
         accepted, completed = asyncio.run(submit_jobs(gateways, args.jobs, args.clients))
         print(f"jobs            accepted {accepted:8.0f} jobs/s (2 gateways)   completed "
               f"{completed:8.0f} jobs/s (2 workers)   ({args.jobs} jobs, {args.clients} "
