@@ -170,7 +170,8 @@ def raw_rate(llama: Any, tokens: int) -> float:
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The median of each figure over the rounds (texts and prompt size of the first)."""
     return {**rows[0], **{key: statistics.median(row[key] for row in rows)
-                          for key in ("tps", "mean", "p95")}, "rounds": len(rows)}
+                          for key in ("tps", "mean", "p95")}, "rounds": len(rows),
+            "tps_rounds": [row["tps"] for row in rows]}
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -276,6 +277,11 @@ def report(args: argparse.Namespace, table: dict[str, dict[int, dict[str, Any]]]
         a, b = table["inferd"][8], table["llama-server"][8]
         print(f"\n8 concurrent: aggregate tokens/s inferd/llama-server {a['tps'] / b['tps']:.2f}x"
               f", mean TTFT inferd/llama-server {a['mean'] / b['mean']:.2f}x")
+        # the same round's turns side by side: what load came or went fell on both
+        paired = [x / y for x, y in zip(a["tps_rounds"], b["tps_rounds"], strict=True)]
+        print("8 concurrent, aggregate ratio of each round's turns: "
+              + " ".join(f"{r:.2f}" for r in paired)
+              + f"; median {statistics.median(paired):.2f}x, mean {statistics.mean(paired):.2f}x")
     print(f"greedy answers in the 8-request batch identical to lone runs: {same}")
     for name, values in turns.items():
         if len(values) == 2:

@@ -5,8 +5,10 @@
 2. accepted jobs/s: ``POST /v1/jobs`` over two ``inferd gateway`` processes (202 = the row is
    committed and the broker confirmed the id), after ``--warmup`` jobs that are not measured.
 3. completed jobs/s: two ``inferd worker --model echo`` processes (the echo engine answers at
-   once), from the first submission until no job is pending or running; then the workers
-   alone: a backlog submitted while they are paused (SIGSTOP), drained after SIGCONT.
+   once), from the first submission until no job is pending or running, and the CPU time each
+   role spent per job meanwhile (gateways, workers, PostgreSQL, RabbitMQ, this client); then
+   the workers alone: a backlog submitted while they are paused (SIGSTOP), drained after
+   SIGCONT.
 4. sync requests/s: ``/v1/chat/completions`` through one gateway, then two, to one
    ``inferd engine`` hosting the echo model (registered as the gateways' http replica).
 
@@ -87,6 +89,29 @@ async def raw_broker(messages: int) -> tuple[float, float]:
         consumed = messages / (time.perf_counter() - started)
         await consumer.queue_delete(name)
     return published, consumed
+
+
+def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds used so far, by role: the cluster's workers and gateways, PostgreSQL's
+    and RabbitMQ's processes (all of them on this machine, from ``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    ours = {proc.pid: f"{proc.args[3]}s" for proc in procs}  # type: ignore[index]
+    used: dict[str, float] = {"workers": 0.0, "gateways": 0.0, "postgres": 0.0,
+                              "rabbitmq": 0.0}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        role = ours.get(int(entry)) or ("postgres" if b"postgres" in command
+                                        else "rabbitmq" if b"beam" in command else None)
+        if role in used:
+            fields = stat.rpartition(")")[2].split()
+            used[role] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return used
 
 
 def free_port() -> int:
@@ -244,10 +269,17 @@ def main() -> None:
         gateways = [start(env, procs, Path(tmp), "gateway") for _ in range(2)]
         # warm-up, not measured: pools filled, statements prepared, queues declared
         asyncio.run(submit_jobs(gateways, args.warmup, args.clients))
+        before, client_before = cpu_seconds(procs), time.process_time()
         accepted, completed = asyncio.run(submit_jobs(gateways, args.jobs, args.clients))
+        spent = {role: seconds - before.get(role, 0.0)
+                 for role, seconds in cpu_seconds(procs).items()}
+        spent["client (this bench)"] = time.process_time() - client_before
         print(f"jobs            accepted {accepted:8.0f} jobs/s (2 gateways)   completed "
               f"{completed:8.0f} jobs/s (2 workers)   ({args.jobs} jobs, {args.clients} "
               "clients)")
+        print("cpu per job     " + "   ".join(
+            f"{role} {seconds / args.jobs * 1000:.2f} ms" for role, seconds in spent.items())
+              + f"   total {sum(spent.values()) / args.jobs * 1000:.2f} ms")
         # the workers alone: a backlog built while they are paused, then drained
         workers = procs[:2]
         for worker in workers:
