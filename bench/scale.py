@@ -7,8 +7,8 @@
 3. completed jobs/s: two ``inferd worker --model echo`` processes (the echo engine answers at
    once), from the first submission until no job is pending or running, and the CPU time each
    role spent per job meanwhile (gateways, workers, PostgreSQL, RabbitMQ, this client); then
-   the workers alone: a backlog submitted while they are paused (SIGSTOP), drained after
-   SIGCONT.
+   the gateways alone (accepted jobs/s while the workers are paused with SIGSTOP), and the
+   workers alone: that backlog drained after SIGCONT.
 4. sync requests/s: ``/v1/chat/completions`` through one gateway, then two, to one
    ``inferd engine`` hosting the echo model (registered as the gateways' http replica).
 
@@ -284,7 +284,8 @@ def main() -> None:
         workers = procs[:2]
         for worker in workers:
             worker.send_signal(signal.SIGSTOP)
-        asyncio.run(submit_jobs(gateways, args.jobs, args.clients, wait=False))
+        alone, _ = asyncio.run(submit_jobs(gateways, args.jobs, args.clients, wait=False))
+        print(f"jobs            accepted {alone:8.0f} jobs/s (2 gateways, workers paused)")
         started = time.perf_counter()
         for worker in workers:
             worker.send_signal(signal.SIGCONT)
