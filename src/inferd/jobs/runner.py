@@ -29,7 +29,7 @@ from inferd.schemas.openai import (
     EmbeddingRequest,
     StreamOptions,
 )
-from inferd.store.jobs import JobEvent, JobRecord, JobStore
+from inferd.store.jobs import FIRST_START_DATA, JobEvent, JobRecord, JobStore
 from inferd.store.jobs import Outcome as Outcome  # where the workers know it from
 from inferd.store.responses import ResponseStore
 
@@ -70,8 +70,9 @@ class EventLog:
         ``written``: the claim wrote it already (``Claimed.started``)."""
         first = self.seq
         if attempt == 1 and not written:
-            await self.write((self.job_id, [self._event("status", {"status": "running",
-                                                                   "attempt": attempt})]))
+            event = JobEvent(self.seq, "status", FIRST_START_DATA)
+            self.seq += 1
+            await self.write((self.job_id, [event]))
         elif attempt > 1:
             await self.store.add_events(self.job_id, [self._event("reset", {
                 "status": "running", "attempt": attempt})], replace_before=first)

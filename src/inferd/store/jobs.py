@@ -82,12 +82,13 @@ _MARK_QUEUED = (sa.update(jobs)
 _INSERT_EVENTS = sa.insert(job_events)
 # ``claim_many`` on PostgreSQL: the claim, and the first attempt's ``running`` event written by
 # the same statement (a data-modifying CTE); the rows come back with that event's number.
-_START_DATA = '{"status":"running","attempt":1}'  # what ``EventLog.start`` writes
+# The data of a first attempt's ``running`` event (``EventLog.start`` writes the same).
+FIRST_START_DATA = orjson.dumps({"status": "running", "attempt": 1}).decode()
 _CLAIMED = _CLAIM.cte("claimed")
 _STARTED = sa.insert(job_events).from_select(
     ["job_id", "seq", "kind", "data", "created_at"],
     sa.select(_CLAIMED.c.id, _CLAIMED.c.last_seq + 1, sa.literal_column("'status'"),
-              sa.literal_column(f"'{_START_DATA}'"), _NOW)
+              sa.literal(FIRST_START_DATA), _NOW)
     .where(_CLAIMED.c.attempts == 1)).cte("started")
 _CLAIM_STARTING = sa.select(_CLAIMED).add_cte(_STARTED)
 
@@ -180,6 +181,12 @@ def json_text(value: Any) -> str:
         return orjson.dumps(value).decode()
     except TypeError:  # what orjson refuses (integers beyond 64 bits, ...)
         return json.dumps(value)
+
+
+def _append(columns: list[list[Any]], row: Sequence[Any]) -> None:
+    """Add one row to per-column arrays."""
+    for column, value in zip(columns, row, strict=True):
+        column.append(value)
 
 
 def pg_array(column: sa.Column[Any]) -> str:
@@ -424,18 +431,13 @@ class JobStore:
         per_event: list[list[Any]] = [[] for _ in range(4)]  # $9..$12
         per_record: list[list[Any]] = [[] for _ in range(1 + len(UsageRecord._fields))]
         for job_id, outcome, records, left in first.values():
-            value: object
-            for column, value in zip(per_job, (job_id, outcome.status, json_text(outcome.result),
-                                               json_text(outcome.error), outcome.status_code,
-                                               json_text(outcome.usage)), strict=True):
-                column.append(value)
+            _append(per_job, (job_id, outcome.status, json_text(outcome.result),
+                              json_text(outcome.error), outcome.status_code,
+                              json_text(outcome.usage)))
             for event in left:
-                for column, value in zip(per_event, (job_id, event.seq, event.kind, event.data),
-                                         strict=True):
-                    column.append(value)
+                _append(per_event, (job_id, event.seq, event.kind, event.data))
             for record in records:
-                for column, value in zip(per_record, (job_id, *record), strict=True):
-                    column.append(value)
+                _append(per_record, (job_id, *record))
         params = (*per_job, time.time(), worker, *per_event, *per_record)
         async with self.db.statement() as conn:
             done = {str(i) for i in (await conn.exec_driver_sql(_PG_FINISH, params)).scalars()}
