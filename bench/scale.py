@@ -13,6 +13,10 @@
    ``inferd engine`` hosting the echo model (registered as the gateways' http replica).
 
     .venv/bin/python bench/scale.py [--jobs 2000] [--clients 32] [--messages 5000] [--warmup 300]
+                                    [--group 1 32] [--no-sync]
+
+``--group`` runs the jobs part once per value of ``INFERD_BROKER_GROUP`` (job ids per broker
+message), in turns, each on a fresh cluster.
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres) and RabbitMQ on 127.0.0.1:5672 (guest).
 """
@@ -121,14 +125,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def cluster(tmp: Path) -> Iterator[tuple[dict[str, str], list[subprocess.Popen[bytes]]]]:
+def cluster(tmp: Path, group: int = 1
+            ) -> Iterator[tuple[dict[str, str], list[subprocess.Popen[bytes]]]]:
     db = f"inferd_bench_{uuid.uuid4().hex[:8]}"
     asyncio.run(_pg(f'CREATE DATABASE "{db}"'))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"),
            "INFERD_DATABASE_URL": f"{PG}/{db}", "INFERD_BROKER_URL": AMQP,
            "INFERD_BROKER_PREFIX": f"bench-{uuid.uuid4().hex[:8]}", "INFERD_MODELS": ECHO,
            "INFERD_JOB_CONCURRENCY": "16", "INFERD_HEALTH_CHECK_INTERVAL": "1",
-           "INFERD_LOG_LEVEL": "warning"}
+           "INFERD_LOG_LEVEL": "warning", "INFERD_BROKER_GROUP": str(group)}
     subprocess.run([sys.executable, "-m", "inferd", "migrate"], env=env, check=True,
                    capture_output=True)
     procs: list[subprocess.Popen[bytes]] = []
@@ -259,11 +264,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=int, default=300,
                         help="jobs run to completion before the measured ones")
+    parser.add_argument("--group", type=int, nargs="+", default=[1],
+                        help="INFERD_BROKER_GROUP values to run the jobs part with, in turns")
+    parser.add_argument("--no-sync", action="store_true", help="skip the sync chat part")
     args = parser.parse_args()
     published, consumed = asyncio.run(raw_broker(args.messages))
     print(f"raw broker      publish+confirm {published:8.0f} msg/s   consume+ack "
           f"{consumed:8.0f} msg/s   ({args.messages} persistent messages)")
-    with tempfile.TemporaryDirectory() as tmp, cluster(Path(tmp)) as (env, procs):
+    for group in args.group:
+        jobs_part(args, group)
+    if not args.no_sync:
+        sync_part(args)
+    print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+
+
+def jobs_part(args: argparse.Namespace, group: int) -> None:
+    print(f"-- INFERD_BROKER_GROUP={group}")
+    with tempfile.TemporaryDirectory() as tmp, cluster(Path(tmp), group) as (env, procs):
         for _ in range(2):
             start(env, procs, Path(tmp), "worker", "--model", "echo")
         gateways = [start(env, procs, Path(tmp), "gateway") for _ in range(2)]
@@ -292,6 +309,9 @@ def main() -> None:
         asyncio.run(wait_idle(gateways[0]))
         print(f"backlog         drained  {args.jobs / (time.perf_counter() - started):8.0f} "
               f"jobs/s (2 workers, gateways idle)")
+
+
+def sync_part(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp, cluster(Path(tmp)) as (env, procs):
         start(env, procs, Path(tmp), "engine", "--no-bundled")
         gateways = [start(env, procs, Path(tmp), "gateway") for _ in range(2)]
@@ -300,7 +320,6 @@ def main() -> None:
         print(f"sync chat       1 gateway {one:8.0f} req/s   2 gateways {two:8.0f} req/s   "
               f"ratio {two / one:4.2f}   (one echo engine, {args.clients} clients, "
               f"{args.seconds:.0f} s each)")
-    print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

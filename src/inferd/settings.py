@@ -273,6 +273,9 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="inferd", min_length=1, max_length=100)
     # A job message redelivered more often than this (its workers died) fails the job.
     broker_max_deliveries: int = Field(default=5, ge=1, le=100)
+    # Job ids one broker message may carry (ids published together for one model and
+    # priority); 1 = a message per job. More suits many short jobs (README "Scaling out").
+    broker_group: int = Field(default=1, ge=1, le=1000)
     # Models an ``inferd worker`` hosts and consumes (``--model``); empty = every model.
     worker_models: list[str] = Field(default_factory=list)
     # The OpenAI base URL other processes reach an ``inferd engine`` at (its replica URL).

@@ -69,14 +69,15 @@ async def submit_many(urls: list[str], count: int, restart_after: int) -> list[s
 # (process start, rabbitmqctl, the wait for each next job to finish).
 @pytest.mark.timeout(1200)
 @pytest.mark.broker_restart
+@pytest.mark.parametrize("group", ["1", "16"])  # a message per job; up to 16 ids a message
 def test_broker_restart_while_submitting_500_jobs_completes_each_once(
-        start: Callable[..., InferdProcess], cluster_env: dict[str, str]) -> None:
+        start: Callable[..., InferdProcess], cluster_env: dict[str, str], group: str) -> None:
     if shutil.which("rabbitmqctl") is None:
         pytest.skip("rabbitmqctl is not installed: cannot restart the broker")
     assert migrate(cluster_env).returncode == 0
-    start("worker", "--model", "echo")
-    start("worker", "--model", "echo")
-    gateways = [start("gateway"), start("gateway")]
+    start("worker", "--model", "echo", INFERD_BROKER_GROUP=group)
+    start("worker", "--model", "echo", INFERD_BROKER_GROUP=group)
+    gateways = [start("gateway", INFERD_BROKER_GROUP=group) for _ in range(2)]
     with httpx.Client(base_url=gateways[0].url, timeout=30) as http:
         submit(http, "echo", "warm up")  # the gateways know the model
         ids: list[str] = []

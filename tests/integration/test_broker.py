@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aio_pika
 import pytest
@@ -199,3 +199,124 @@ async def test_grouped_acks_cover_only_the_jobs_that_are_done(prefix: str) -> No
     finally:
         await consumer.close()
         await publisher.close()
+
+
+async def received(consumer: RabbitQueue, model: str, count: int) -> list[RabbitDelivery]:
+    deliveries = []
+    for _ in range(count):
+        delivery = await asyncio.wait_for(consumer.get(model), 30)
+        assert isinstance(delivery, RabbitDelivery)
+        deliveries.append(delivery)
+    return deliveries
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    for _ in range(1500):  # 30 s at most
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_ids_put_together_share_one_message_acked_after_its_last_job(
+        prefix: str) -> None:
+    """With ``group``, the ids put in one turn of the event loop for a model and priority go
+    as one message; it is acknowledged only once every job in it is, so a consumer that goes
+    away with one job open leaves the whole message for the next (whose claims skip the jobs
+    already finished)."""
+    publisher = RabbitQueue(URL, prefix=prefix, group=8)
+    try:
+        jobs = [QueuedJob(f"g-{i}", "m") for i in range(10)] + [QueuedJob("high", "m", 3)]
+        assert await asyncio.gather(*(publisher.put(job) for job in jobs)) == [True] * 11
+        # 8 + 2 ids of priority 0 and the one of priority 3: three messages, all confirmed
+        assert await waiting(prefix, queue_name(prefix, "m")) == 3
+    finally:
+        await publisher.close()
+    consumer = RabbitQueue(URL, prefix=prefix, prefetch=lambda _m: 3)
+    try:
+        got = await received(consumer, "m", 11)
+        assert got[0].job == QueuedJob("high", "m", 3)  # its message comes first
+        assert sorted(d.job.id for d in got[1:]) == sorted(f"g-{i}" for i in range(10))
+        assert len({d.message.delivery_tag for d in got}) == 3
+        acks = got[0].acks
+        open_job = next(d for d in got if d.shared is not None and d.shared.left == 8)
+        for delivery in got:
+            if delivery is not open_job:
+                await delivery.ack()
+                await delivery.ack()  # twice: still counted once
+
+        async def two_acked() -> bool:
+            return acks.open == {open_job.message.delivery_tag} and not acks.done
+
+        await until(two_acked, "the messages whose jobs are all done acknowledged")
+        await consumer.close()
+        consumer = RabbitQueue(URL, prefix=prefix, prefetch=lambda _m: 3)
+        again = await received(consumer, "m", 8)  # the open job's whole message, redelivered
+        assert open_job.job.id in {d.job.id for d in again}
+        assert {d.message.delivery_tag for d in again} == {again[0].message.delivery_tag}
+        for delivery in again:
+            await delivery.ack()
+
+        async def all_acked() -> bool:
+            return not again[0].acks.open and not again[0].acks.done
+
+        await until(all_acked, "the redelivered message acknowledged")
+        assert consumer.depth("m") == 0
+    finally:
+        await consumer.close()
+    assert await waiting(prefix, queue_name(prefix, "m")) == 0
+
+
+async def test_a_job_handed_back_from_a_shared_message_comes_back_alone(prefix: str) -> None:
+    queue = RabbitQueue(URL, prefix=prefix, group=8, prefetch=lambda _m: 2)
+    try:
+        await asyncio.gather(*(queue.put(QueuedJob(f"h-{i}", "m")) for i in range(3)))
+        first, second, third = await received(queue, "m", 3)
+        assert first.shared is not None and first.shared.left == 3
+        await first.requeue()  # the others are still this consumer's
+        await second.ack()
+        assert first.message.delivery_tag in first.acks.open  # third still runs
+        again = await received(queue, "m", 1)
+        assert again[0].job == first.job and again[0].shared is None
+        await again[0].ack()
+        await third.ack()
+
+        async def settled() -> bool:
+            return not first.acks.open and not first.acks.done
+
+        await until(settled, "both messages acknowledged")
+    finally:
+        await queue.close()
+    assert await waiting(prefix, queue_name(prefix, "m")) == 0
+
+
+async def test_a_shared_message_past_its_delivery_limit_fails_each_of_its_jobs(
+        prefix: str) -> None:
+    publisher = RabbitQueue(URL, prefix=prefix, group=8)
+    await asyncio.gather(*(publisher.put(QueuedJob(f"d-{i}", "m")) for i in range(3)))
+    await publisher.close()
+    dead: list[str] = []
+    consumer = RabbitQueue(URL, prefix=prefix, max_deliveries=1)
+    try:
+        assert len(await received(consumer, "m", 3)) == 3  # never acknowledged
+    finally:
+        await consumer.close()
+    consumer = RabbitQueue(URL, prefix=prefix, max_deliveries=1)
+
+    async def on_dead(job: QueuedJob, reason: str) -> None:
+        assert "delivered 1 times" in reason
+        dead.append(job.id)
+
+    consumer.on_dead = on_dead
+    get = asyncio.ensure_future(consumer.get("m"))
+    try:
+        async def all_dead() -> bool:
+            return len(dead) == 3
+
+        await until(all_dead, "each job of the message failed")
+        assert sorted(dead) == ["d-0", "d-1", "d-2"] and not get.done()
+    finally:
+        get.cancel()
+        await consumer.close()
+    assert await waiting(prefix, f"{prefix}.dead") == 1
+    assert await waiting(prefix, queue_name(prefix, "m")) == 0

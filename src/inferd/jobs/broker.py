@@ -14,6 +14,11 @@ separate processes.
   past ``max_deliveries`` it is rejected to the dead-letter exchange (``<prefix>.dead``) and
   ``on_dead`` fails the job with the reason.
 - Priorities: ``x-max-priority`` queues; a job's priority (0 by default) maps to the middle.
+- Groups (``group`` > 1): the ids published in the same turn of the event loop for one model
+  and priority (a gateway's group commit hands them over together) share one message, up to
+  ``group`` ids: one publish, one confirm and one acknowledgement for all of them. The message
+  is acknowledged when every job in it is stored; a worker then holds up to prefetch x group
+  jobs, so groups suit short jobs (a worker that takes a group runs all of it).
 - Reconnects by itself (``connect_robust``): queues and consumers are declared again.
 """
 
@@ -57,6 +62,13 @@ def broker_priority(priority: int) -> int:
     return max(0, min(MAX_PRIORITY, priority + MAX_PRIORITY // 2))
 
 
+class _Shared:
+    """A message that carries several job ids: acknowledged when the last of them is."""
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+
+
 @dataclass
 class RabbitDelivery:
     """One job id received from RabbitMQ; acknowledged once its outcome is stored."""
@@ -64,16 +76,52 @@ class RabbitDelivery:
     job: QueuedJob
     message: AbstractIncomingMessage
     acks: Acks
+    shared: _Shared | None = None  # the message carries other job ids too
+    queue: RabbitQueue | None = None  # for a part handed back on its own
+    _settled: bool = False
+
+    def _last(self) -> bool:
+        """Settle this part; True when it was the message's last one open."""
+        if self._settled:
+            return False
+        self._settled = True
+        if self.shared is None:
+            return True
+        self.shared.left -= 1
+        return self.shared.left == 0
 
     async def ack(self) -> None:
         # After a reconnect the old channel is gone: the broker redelivers the message and the
         # next claim finds the job finished, so nothing is stored twice.
-        self.acks.ack(self.message.delivery_tag)
+        if self._last():
+            self.acks.ack(self.message.delivery_tag)
 
     async def requeue(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.message.nack(requeue=True)
-        self.acks.settled(self.message.delivery_tag)
+        """Hand the job back to the queue for the next consumer."""
+        if self.shared is not None and self.queue is not None and not self._settled:
+            # the message's other jobs are this consumer's: the job goes back on its own
+            await self.queue._publish([self.job], _deliveries(self.message))
+            await self.ack()
+            return
+        if self._last():
+            with contextlib.suppress(Exception):
+                await self.message.nack(requeue=True)
+            self.acks.settled(self.message.delivery_tag)
+
+
+def _deliveries(message: AbstractIncomingMessage) -> int:
+    """How often a message's jobs were delivered before this delivery."""
+    return int(str((message.headers or {}).get(DELIVERIES_HEADER, 1)))
+
+
+def _jobs_of(body: bytes) -> list[QueuedJob]:
+    """The job ids of a message: ``{"id": ...}`` (one) or ``{"ids": [...]}`` (a group)."""
+    data: dict[str, Any] = orjson.loads(body)
+    model, priority = str(data["model"]), int(data.get("priority", 0))
+    ids = data["ids"] if "ids" in data else [data["id"]]
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise ValueError("ids must be a non-empty list of strings")
+    return [QueuedJob(job_id, model, priority) for job_id in ids]
 
 
 class RabbitQueue:
@@ -83,8 +131,8 @@ class RabbitQueue:
 
     def __init__(self, url: str, *, prefix: str = "inferd", prefetch: Callable[[str], int] =
                  lambda _model: 1, max_deliveries: int = 5, publish_timeout: float = 5.0,
-                 republish_seconds: float = 30.0) -> None:
-        self.url, self.prefix, self.prefetch = url, prefix, prefetch
+                 republish_seconds: float = 30.0, group: int = 1) -> None:
+        self.url, self.prefix, self.prefetch, self.group = url, prefix, prefetch, group
         self.max_deliveries, self.publish_timeout = max_deliveries, publish_timeout
         self.republish_seconds = republish_seconds
         self.on_dead: DeadHandler | None = None
@@ -96,6 +144,10 @@ class RabbitQueue:
         self._starting: list[asyncio.Task[None]] = []
         self._recent: dict[str, float] = {}  # job id -> when this process published it
         self._unpublished: dict[str, QueuedJob] = {}
+        # (model, priority) -> the group being formed: its jobs, with the futures of all but
+        # the first (the first publishes the group and tells the others)
+        self._forming: dict[tuple[str, int], list[tuple[QueuedJob,
+                                                         asyncio.Future[None] | None]]] = {}
         self._retry: asyncio.Task[None] | None = None
         self._down_until = 0.0  # monotonic time until which publishing is not tried
         self._lock = asyncio.Lock()
@@ -148,7 +200,10 @@ class RabbitQueue:
             return False
         try:
             async with asyncio.timeout(self.publish_timeout):  # no task per publish
-                await self._publish(job, 1)
+                if self.group > 1:
+                    await self._publish_grouped(job)
+                else:
+                    await self._publish([job], 1)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # broker down or slow: the row is committed; retry later
@@ -167,13 +222,44 @@ class RabbitQueue:
         if self._retry is None or self._retry.done():
             self._retry = asyncio.create_task(self._retry_forever(), name="broker:retry")
 
-    async def _publish(self, job: QueuedJob, deliveries: int) -> None:
+    async def _publish_grouped(self, job: QueuedJob) -> None:
+        """Publish ``job`` in one message with the other ids put in this turn of the event
+        loop for the same model and priority; returns once the broker confirmed it."""
+        key = (job.model, job.priority)
+        forming = self._forming.get(key)
+        if forming is not None and len(forming) < self.group:
+            joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            forming.append((job, joined))
+            await joined
+            return
+        forming = self._forming[key] = [(job, None)]
+        try:
+            try:
+                await asyncio.sleep(0)  # the puts resumed in this turn join the group
+            finally:
+                if self._forming.get(key) is forming:
+                    del self._forming[key]
+            await self._publish([queued for queued, _ in forming], 1)
+        except BaseException as exc:
+            for _, other in forming[1:]:
+                if other is not None and not other.done():  # each keeps its id to retry
+                    other.set_exception(ConnectionError(f"publishing a group failed: {exc!r}"))
+            raise
+        for _, other in forming[1:]:
+            if other is not None and not other.done():
+                other.set_result(None)
+
+    async def _publish(self, jobs: list[QueuedJob], deliveries: int) -> None:
+        """One message with the ids of ``jobs`` (one model, one priority)."""
         await self.connect()
         assert self._publisher is not None
+        job = jobs[0]
         if job.model not in self._declared:
             await self._queue(self._publisher, job.model)
             self._declared.add(job.model)
-        body = orjson.dumps({"id": job.id, "model": job.model, "priority": job.priority})
+        ids: dict[str, Any] = ({"id": job.id} if len(jobs) == 1  # as read by older workers
+                               else {"ids": [queued.id for queued in jobs]})
+        body = orjson.dumps({**ids, "model": job.model, "priority": job.priority})
         message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                                    priority=broker_priority(job.priority), message_id=job.id,
                                    content_type="application/json",
@@ -232,36 +318,37 @@ class RabbitQueue:
                     del acks[old]
                 acks[key] = Acks(message.channel)
             acks[key].delivered(message.delivery_tag)  # open until settled, whatever follows
-            delivery = await self._receive(message, acks[key])
-            if delivery is not None:
+            deliveries = await self._receive(message, acks[key])
+            for delivery in deliveries:
                 inbox.put_nowait(delivery)
-            else:  # rejected, or acknowledged after its copy was published
+            if not deliveries:  # rejected, or acknowledged after its copy was published
                 acks[key].settled(message.delivery_tag)
 
         await queue.consume(received, no_ack=False)
 
     async def _receive(self, message: AbstractIncomingMessage,
-                       acks: Acks) -> RabbitDelivery | None:
+                       acks: Acks) -> list[RabbitDelivery]:
         try:
-            data: dict[str, Any] = orjson.loads(message.body)
-            job = QueuedJob(str(data["id"]), str(data["model"]), int(data.get("priority", 0)))
+            jobs = _jobs_of(message.body)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.error("dropping a malformed job message to %s", self.dead_letter_exchange)
             await message.reject(requeue=False)
-            return None
+            return []
         if not message.redelivered:
-            return RabbitDelivery(job, message, acks)
-        count = int(str((message.headers or {}).get(DELIVERIES_HEADER, 1))) + 1
+            shared = _Shared(len(jobs)) if len(jobs) > 1 else None
+            return [RabbitDelivery(job, message, acks, shared, self) for job in jobs]
+        count = _deliveries(message) + 1
         if count > self.max_deliveries:
             await message.reject(requeue=False)  # to the dead-letter queue, for inspection
             if self.on_dead is not None:
-                await self.on_dead(job, f"The job's message was delivered {count - 1} times "
-                                        "without finishing (its workers stopped).")
-            return None
+                for job in jobs:  # one already finished is left as it is (on_dead checks)
+                    await self.on_dead(job, f"The job's message was delivered {count - 1} "
+                                            "times without finishing (its workers stopped).")
+            return []
         # RabbitMQ's classic queues do not count deliveries: carry the count in a copy.
-        await self._publish(job, count)
+        await self._publish(jobs, count)
         await message.ack()
-        return None
+        return []
 
     def depth(self, model: str | None = None) -> int:
         """Job ids received by this process and not yet taken by a worker loop."""

@@ -33,7 +33,8 @@ def build_queue(settings: Settings, jobs: JobSettings) -> JobQueue:
         return InProcessQueue()
     return RabbitQueue(settings.broker_url, prefix=settings.broker_prefix,
                        prefetch=jobs.workers_for, max_deliveries=settings.broker_max_deliveries,
-                       republish_seconds=max(jobs.lease_seconds, 2 * jobs.sweep_seconds))
+                       republish_seconds=max(jobs.lease_seconds, 2 * jobs.sweep_seconds),
+                       group=settings.broker_group)
 
 
 def runs_jobs(settings: Settings) -> bool:
