@@ -227,6 +227,24 @@ async def submit_jobs(gateways: list[str], jobs: int, clients: int,
     return accepted, completed
 
 
+def create_batch(gateway: str, lines: int) -> float:
+    """Seconds ``POST /v1/batches`` takes for a file of ``lines`` chat requests."""
+    body = "\n".join(orjson.dumps({"custom_id": f"r{i}", "method": "POST",
+                                    "url": "/v1/chat/completions", "body": CHAT}).decode()
+                      for i in range(lines))
+    with httpx.Client(base_url=gateway, timeout=300) as http:
+        upload = http.post("/v1/files", files={"file": ("batch.jsonl", body.encode())},
+                           data={"purpose": "batch"})
+        assert upload.status_code == 200, upload.text
+        started = time.perf_counter()
+        created = http.post("/v1/batches", json={
+            "input_file_id": upload.json()["id"], "endpoint": "/v1/chat/completions",
+            "completion_window": "24h"})
+        seconds = time.perf_counter() - started
+        assert created.status_code == 200, created.text
+    return seconds
+
+
 async def sync_rps(gateways: list[str], seconds: float, clients: int) -> float:
     body = orjson.dumps(CHAT)
     headers = {"Content-Type": "application/json"}
@@ -266,6 +284,7 @@ def main() -> None:
                         help="jobs run to completion before the measured ones")
     parser.add_argument("--group", type=int, nargs="+", default=[1],
                         help="INFERD_BROKER_GROUP values to run the jobs part with, in turns")
+    parser.add_argument("--batch", type=int, default=2000, help="lines of the batch created")
     parser.add_argument("--no-sync", action="store_true", help="skip the sync chat part")
     args = parser.parse_args()
     published, consumed = asyncio.run(raw_broker(args.messages))
@@ -309,6 +328,15 @@ def jobs_part(args: argparse.Namespace, group: int) -> None:
         asyncio.run(wait_idle(gateways[0]))
         print(f"backlog         drained  {args.jobs / (time.perf_counter() - started):8.0f} "
               f"jobs/s (2 workers, gateways idle)")
+        # a batch's creation: its rows committed and every id confirmed by the broker
+        for worker in workers:
+            worker.send_signal(signal.SIGSTOP)
+        seconds = create_batch(gateways[0], args.batch)
+        for worker in workers:
+            worker.send_signal(signal.SIGCONT)
+        print(f"batch           created  in {seconds:5.2f} s   ({args.batch} lines, one "
+              f"gateway, workers paused)")
+        asyncio.run(wait_idle(gateways[0]))
 
 
 def sync_part(args: argparse.Namespace) -> None:

@@ -127,7 +127,10 @@ def test_two_gateways_two_workers_one_engine_under_mixed_load(
     assert migrate(cluster_env).returncode == 0
     env = {"INFERD_ADMIN_KEY": ADMIN, "INFERD_REDIS_URL": REDIS_URL,
            "INFERD_REDIS_PREFIX": f"test-{uuid.uuid4().hex[:10]}",
-           "INFERD_JOB_CONCURRENCY": "4"}
+           "INFERD_JOB_CONCURRENCY": "4",
+           # job ids submitted together (a batch's, concurrent jobs') share broker messages;
+           # the other cluster tests keep a message per job
+           "INFERD_BROKER_GROUP": "8"}
     start("engine", "--no-bundled", **env)
     start("worker", **env)
     start("worker", **env)

@@ -18,6 +18,7 @@ import orjson
 from inferd.auth.principal import Principal
 from inferd.errors import Conflict, InvalidRequest, NotFound
 from inferd.ids import new_id, unix_seconds
+from inferd.jobs.queue import enqueue_each
 from inferd.jobs.requests import ENDPOINTS
 from inferd.json_bodies import check_value
 from inferd.settings import JobSettings
@@ -142,9 +143,7 @@ class BatchService:
                    for index, line in enumerate(lines)]
         batch.total = len(records)
         await self.store.create(batch, records)
-        for record in records:
-            if record.status == "pending":
-                await self.enqueue(record)
+        await enqueue_each(self.enqueue, [r for r in records if r.status == "pending"])
         if not any(r.status == "pending" for r in records):
             await self.maybe_finalize(batch.id)
         return await self.get(principal, batch.id)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Collection
 from inferd.jobs.batches import BatchService
 from inferd.jobs.finish import Finisher
 from inferd.jobs.owners import Owners
+from inferd.jobs.queue import enqueue_each
 from inferd.jobs.webhooks import WebhookSender
 from inferd.settings import JobSettings
 from inferd.store.jobs import JobRecord, JobStore
@@ -54,8 +55,7 @@ class Maintenance:
         running = self.running()
         found = [job for job in await self.store.recoverable(self.models())
                  if job.id not in running]
-        for job in found:
-            await self.enqueue(job)
+        await enqueue_each(self.enqueue, found)
         for batch_id in await self.batches.store.unfinished():
             await self.batches.maybe_finalize(batch_id)
         return len(found)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,15 @@ class JobQueue(Protocol):
     def depth(self, model: str | None = None) -> int: ...
 
     async def close(self) -> None: ...
+
+
+async def enqueue_each(enqueue: Callable[[T], Awaitable[None]], jobs: Sequence[T],
+                       at_once: int = 256) -> None:
+    """Enqueue many committed jobs (a batch's, a sweep's), ``at_once`` of them concurrently:
+    a broker's confirms come back together instead of one round trip after the other, and
+    ids put together may share a message (``INFERD_BROKER_GROUP``). Started in order."""
+    for first in range(0, len(jobs), at_once):
+        await asyncio.gather(*(enqueue(job) for job in jobs[first:first + at_once]))
 
 
 @dataclass
