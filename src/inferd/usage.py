@@ -143,6 +143,7 @@ class UsageRecorder:
                     else:
                         written += len(chunk)
                         done += len(chunk)
+                    self._writing -= len(chunk)  # durable (or refused): no longer pending
                     self.flushes += 1
             except Exception as exc:  # the store may be down: keep the rest for the next try
                 rest = batch[done:]

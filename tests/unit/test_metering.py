@@ -77,6 +77,22 @@ async def test_records_being_written_are_still_pending_until_the_write_ends() ->
     assert recorder.pending == 1 and len(written) == 5
 
 
+async def test_each_chunk_written_stops_being_pending_at_once() -> None:
+    """In a flush of several chunks, a chunk written is no longer pending while the next
+    ones are still being written."""
+    seen: list[int] = []
+    recorder: UsageRecorder
+
+    async def write(records: Sequence[UsageRecord]) -> None:
+        seen.append(recorder.pending)
+
+    recorder = UsageRecorder(write, flush_seconds=3600, batch_size=10)
+    for i in range(25):
+        recorder.record(_record(i))
+    assert await recorder.flush() == 25
+    assert seen == [25, 15, 5] and recorder.pending == 0
+
+
 async def test_failed_write_keeps_records_for_the_next_flush() -> None:
     store = FlakyStore(failures=1)
     recorder = UsageRecorder(store.write, flush_seconds=3600)
