@@ -102,19 +102,6 @@ async def test_unacknowledged_job_comes_back_then_dead_letters(prefix: str) -> N
     assert await waiting(prefix, queue_name(prefix, "m")) == 0
 
 
-async def test_requeue_hands_the_job_to_the_next_get(prefix: str) -> None:
-    queue = RabbitQueue(URL, prefix=prefix, max_deliveries=5)
-    try:
-        await queue.put(QueuedJob("job-2", "m"))
-        first = await asyncio.wait_for(queue.get("m"), 10)
-        await first.requeue()
-        again = await asyncio.wait_for(queue.get("m"), 10)
-        assert again.job.id == "job-2"
-        await again.ack()
-    finally:
-        await queue.close()
-
-
 async def test_a_broker_outage_keeps_the_job_for_later(prefix: str) -> None:
     # nothing listens on this port: the publish fails, the id is kept and put() returns
     queue = RabbitQueue("amqp://guest:guest@127.0.0.1:1/", prefix=prefix, publish_timeout=2)
@@ -264,29 +251,6 @@ async def test_ids_put_together_share_one_message_acked_after_its_last_job(
         assert consumer.depth("m") == 0
     finally:
         await consumer.close()
-    assert await waiting(prefix, queue_name(prefix, "m")) == 0
-
-
-async def test_a_job_handed_back_from_a_shared_message_comes_back_alone(prefix: str) -> None:
-    queue = RabbitQueue(URL, prefix=prefix, group=8, prefetch=lambda _m: 2)
-    try:
-        await asyncio.gather(*(queue.put(QueuedJob(f"h-{i}", "m")) for i in range(3)))
-        first, second, third = await received(queue, "m", 3)
-        assert first.shared is not None and first.shared.left == 3
-        await first.requeue()  # the others are still this consumer's
-        await second.ack()
-        assert first.message.delivery_tag in first.acks.open  # third still runs
-        again = await received(queue, "m", 1)
-        assert again[0].job == first.job and again[0].shared is None
-        await again[0].ack()
-        await third.ack()
-
-        async def settled() -> bool:
-            return not first.acks.open and not first.acks.done
-
-        await until(settled, "both messages acknowledged")
-    finally:
-        await queue.close()
     assert await waiting(prefix, queue_name(prefix, "m")) == 0
 
 

@@ -31,7 +31,7 @@ class Acks:
             self.open.add(tag)
 
     def settled(self, tag: int | None) -> None:
-        """Settled by itself (rejected, requeued, acknowledged at once): called once its own
+        """Settled by itself (rejected, or acknowledged at once): called once its own
         frame is sent, so that no ``multiple`` ack covered it meanwhile."""
         self.open.discard(tag or 0)
         self.done.discard(tag or 0)

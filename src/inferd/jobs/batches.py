@@ -143,8 +143,9 @@ class BatchService:
                    for index, line in enumerate(lines)]
         batch.total = len(records)
         await self.store.create(batch, records)
-        await enqueue_each(self.enqueue, [r for r in records if r.status == "pending"])
-        if not any(r.status == "pending" for r in records):
+        pending = [r for r in records if r.status == "pending"]
+        await enqueue_each(self.enqueue, pending)
+        if not pending:
             await self.maybe_finalize(batch.id)
         return await self.get(principal, batch.id)
 

@@ -25,7 +25,6 @@ separate processes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -77,36 +76,19 @@ class RabbitDelivery:
     message: AbstractIncomingMessage
     acks: Acks
     shared: _Shared | None = None  # the message carries other job ids too
-    queue: RabbitQueue | None = None  # for a part handed back on its own
     _settled: bool = False
-
-    def _last(self) -> bool:
-        """Settle this part; True when it was the message's last one open."""
-        if self._settled:
-            return False
-        self._settled = True
-        if self.shared is None:
-            return True
-        self.shared.left -= 1
-        return self.shared.left == 0
 
     async def ack(self) -> None:
         # After a reconnect the old channel is gone: the broker redelivers the message and the
         # next claim finds the job finished, so nothing is stored twice.
-        if self._last():
-            self.acks.ack(self.message.delivery_tag)
-
-    async def requeue(self) -> None:
-        """Hand the job back to the queue for the next consumer."""
-        if self.shared is not None and self.queue is not None and not self._settled:
-            # the message's other jobs are this consumer's: the job goes back on its own
-            await self.queue._publish([self.job], _deliveries(self.message))
-            await self.ack()
+        if self._settled:
             return
-        if self._last():
-            with contextlib.suppress(Exception):
-                await self.message.nack(requeue=True)
-            self.acks.settled(self.message.delivery_tag)
+        self._settled = True
+        if self.shared is not None:
+            self.shared.left -= 1
+            if self.shared.left:
+                return  # the message's other jobs are still open
+        self.acks.ack(self.message.delivery_tag)
 
 
 def _deliveries(message: AbstractIncomingMessage) -> int:
@@ -336,7 +318,7 @@ class RabbitQueue:
             return []
         if not message.redelivered:
             shared = _Shared(len(jobs)) if len(jobs) > 1 else None
-            return [RabbitDelivery(job, message, acks, shared, self) for job in jobs]
+            return [RabbitDelivery(job, message, acks, shared) for job in jobs]
         count = _deliveries(message) + 1
         if count > self.max_deliveries:
             await message.reject(requeue=False)  # to the dead-letter queue, for inspection
