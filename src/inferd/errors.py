@@ -8,7 +8,9 @@ with the one field-path format (``messages[0].role``).
     InferdError (500 server_error)
     ├── InvalidRequest (400 invalid_request_error)
     │   ├── ContextLengthExceeded (code context_length_exceeded)
-    │   └── UnsupportedParameter (code unsupported_parameter)
+    │   ├── UnsupportedParameter (code unsupported_parameter)
+    │   └── EngineNotInstalled (code engine_not_installed): the model's runtime is an extra
+    │       this install lacks (``pip install 'inferd[llamacpp]'``)
     ├── AuthenticationFailed (401 authentication_error)
     ├── PermissionDenied (403 permission_error)
     ├── NotFound (404 not_found_error)
@@ -86,6 +88,18 @@ class ContextLengthExceeded(InvalidRequest):
 
 class UnsupportedParameter(InvalidRequest):
     code = "unsupported_parameter"
+
+
+class EngineNotInstalled(InvalidRequest):
+    """A model whose engine needs a package this install lacks (an extra of inferd)."""
+
+    code = "engine_not_installed"
+
+    def __init__(self, model: str, package: str, extra: str) -> None:
+        super().__init__(f"the model '{model}' needs {package}: pip install 'inferd[{extra}]'",
+                         param="model")
+        self.model = model
+        self.extra = extra
 
 
 class AuthenticationFailed(InferdError):

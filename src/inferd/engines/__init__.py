@@ -1,13 +1,48 @@
-"""Engines: what runs a model. ``build_engine`` makes the right one for a model spec."""
+"""Engines: what runs a model. ``build_engine`` makes the right one for a model spec.
+
+The in-process engines need runtimes the base install lacks: each comes with an extra of inferd
+(``pip install 'inferd[llamacpp]'``). Their modules are imported only when such a model is
+built, and a model whose runtime is missing is refused with the extra to install.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+
 from inferd.engines.base import Engine
+from inferd.errors import EngineNotInstalled
 from inferd.settings import ModelSpec
+
+# kind -> (the extra that installs its runtime, [(module, package)] that runtime needs)
+RUNTIMES: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "llamacpp": ("llamacpp", [("llama_cpp", "llama-cpp-python")]),
+    "embeddings": ("embeddings", [("torch", "torch"), ("transformers", "transformers")]),
+    "diffusers": ("images", [("torch", "torch"), ("transformers", "transformers"),
+                             ("diffusers", "diffusers")]),
+}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # in sys.modules without a spec: it is there
+        return True
+
+
+def missing_runtime(spec: ModelSpec) -> EngineNotInstalled | None:
+    """Why ``spec`` cannot run in this install (its extra is not installed), or None."""
+    extra, modules = RUNTIMES.get(spec.kind, ("", []))
+    for module, package in modules:
+        if not _installed(module):
+            return EngineNotInstalled(spec.name, package, extra)
+    return None
 
 
 def build_engine(spec: ModelSpec) -> Engine:
     """The local engine for ``spec`` (imports heavy runtimes only when needed)."""
+    missing = missing_runtime(spec)
+    if missing is not None:
+        raise missing
     if spec.kind == "llamacpp":
         from inferd.engines.llamacpp import LlamaCppEngine
 

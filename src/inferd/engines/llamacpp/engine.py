@@ -89,6 +89,10 @@ class LlamaCppEngine(LocalTextEngine):
         import llama_cpp
         from llama_cpp import Llama
 
+        from inferd.engines.llamacpp.backends import backend_dir, load_backends
+
+        if load_backends() == 0:
+            raise RuntimeError(f"llama.cpp found no CPU backend in {backend_dir()}")
         llama = Llama(model_path=self.spec.path, n_ctx=TOKENIZER_CTX, n_batch=TOKENIZER_CTX,
                       n_threads=self.threads, n_threads_batch=self.threads, verbose=False)
         loop = BatchLoop(llama.model, parallel=self.spec.parallel, n_ctx_seq=self.spec.n_ctx,
