@@ -115,7 +115,8 @@ class InferdProcess:
 
     def __init__(self, data_dir: Path, *args: str, port: int | None = None,
                  env: dict[str, str] | None = None, command: str = "serve",
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, python: str = sys.executable) -> None:
+        self.python = python  # another venv's interpreter runs the inferd installed there
         self.chosen_port = port is not None
         self.port = port or free_port()
         self.data_dir = data_dir
@@ -142,7 +143,7 @@ class InferdProcess:
         for _ in range(5):
             offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             with self.log_path.open("ab") as log:
-                self.proc = subprocess.Popen([sys.executable, "-m", "inferd", *self.args],
+                self.proc = subprocess.Popen([self.python, "-m", "inferd", *self.args],
                                              env=self.env, stdout=log,
                                              stderr=subprocess.STDOUT, cwd=ROOT)
             if self._ready(timeout):
