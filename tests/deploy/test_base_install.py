@@ -151,6 +151,15 @@ def test_gateway_and_worker_route_to_an_http_replica(
             done = wait_finished(http, [job["id"]])[job["id"]]
             assert done["status"] == "completed", done
             assert done["result"]["choices"][0]["message"]["content"] == "a job for the worker"
+        # loading a GGUF at run time (the model-host API) is refused in the OpenAI shape
+        weights = tmp_path / "weights.gguf"
+        weights.write_bytes(b"GGUF")
+        refused = httpx.post(upstream.url + "/old/initialize", timeout=30,
+                             json={"model": "tiny", "path": str(weights)})
+        assert refused.status_code == 400
+        assert refused.json() == {"error": {
+            "message": "the model 'tiny' needs llama-cpp-python: pip install 'inferd[llamacpp]'",
+            "type": "invalid_request_error", "param": "model", "code": "engine_not_installed"}}
 
 
 @pytest.mark.parametrize(("role", "model", "message"), [
