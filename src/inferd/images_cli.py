@@ -21,10 +21,9 @@ def tiny_pipeline(path: Path, seed: int) -> None:
     Serve it with ``inferd serve --model tiny-sd=PATH,kind=diffusers`` to try the image API
     without downloading weights.
     """
-    from inferd.engines import missing_runtime
-    from inferd.settings import ModelSpec
+    from inferd.engines import missing_kind
 
-    missing = missing_runtime(ModelSpec(name="tiny-sd", kind="diffusers", path=str(path)))
+    missing = missing_kind("diffusers", "tiny-sd")
     if missing is not None:
         raise click.ClickException(missing.message)
     from inferd.engines.diffusion_tiny import build_tiny_pipeline

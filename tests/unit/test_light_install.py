@@ -107,3 +107,13 @@ def test_serve_refuses_at_start_with_one_line(monkeypatch: pytest.MonkeyPatch, t
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: {message}"
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_the_tiny_pipeline_command_names_the_images_extra(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    result = CliRunner().invoke(main, ["images", "tiny-pipeline", str(tmp_path / "pipe")])
+    assert result.exit_code == 1
+    assert result.output.strip() == \
+        "Error: the model 'tiny-sd' needs diffusers: pip install 'inferd[images]'"
+    assert not (tmp_path / "pipe").exists()

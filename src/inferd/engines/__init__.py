@@ -31,10 +31,15 @@ def _installed(module: str) -> bool:
 
 def missing_runtime(spec: ModelSpec) -> EngineNotInstalled | None:
     """Why ``spec`` cannot run in this install (its extra is not installed), or None."""
-    extra, modules = RUNTIMES.get(spec.kind, ("", []))
+    return missing_kind(spec.kind, spec.name)
+
+
+def missing_kind(kind: str, model: str) -> EngineNotInstalled | None:
+    """Why a model ``model`` of ``kind`` cannot run in this install, or None."""
+    extra, modules = RUNTIMES.get(kind, ("", []))
     for module, package in modules:
         if not _installed(module):
-            return EngineNotInstalled(spec.name, package, extra)
+            return EngineNotInstalled(model, package, extra)
     return None
 
 
