@@ -117,3 +117,14 @@ def test_the_tiny_pipeline_command_names_the_images_extra(monkeypatch: pytest.Mo
     assert result.output.strip() == \
         "Error: the model 'tiny-sd' needs diffusers: pip install 'inferd[images]'"
     assert not (tmp_path / "pipe").exists()
+
+
+def test_llama_cpp_has_a_cpu_backend_before_a_model_loads() -> None:
+    """The engine asks ggml for its backends first (a portable build links none); with this
+    venv's build the CPU backend is linked in and the call leaves it registered."""
+    pytest.importorskip("llama_cpp")
+    from inferd.engines.llamacpp.backends import backend_dir, load_backends
+
+    assert load_backends() >= 1
+    assert load_backends() >= 1  # asking again loads nothing twice
+    assert any(backend_dir().glob("libggml*.so"))
