@@ -192,3 +192,28 @@ def test_the_pinned_torch_is_on_a_public_index() -> None:
     assert done.returncode == 0, done.stderr
     available = re.search(r"Available versions: (.*)", done.stdout)
     assert available and version in [v.strip() for v in available.group(1).split(",")]
+
+
+def _requirements(extras: str) -> list[str]:
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "requirements.py"), extras],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return [canonicalize_name(Requirement(line).name) for line in done.stdout.splitlines()]
+
+
+def test_each_target_installs_the_requirements_of_its_extras() -> None:
+    base = _requirements("")
+    assert not set(base) & ENGINE_RUNTIMES and {"uvicorn", "asyncpg", "aio-pika"} <= set(base)
+    engine = _requirements("llamacpp,embeddings")
+    assert {"llama-cpp-python", "torch", "transformers"} <= set(engine)
+    assert "diffusers" not in engine
+    images = _requirements("images")
+    assert {"torch", "diffusers", "pillow"} <= set(images) and "llama-cpp-python" not in images
+    # `all` names inferd's own extras: they are expanded, never passed to pip as inferd[...]
+    everything = _requirements("all")
+    assert "inferd" not in everything and len(everything) == len(set(everything))
+    assert set(engine) | set(images) == set(everything)
+    assert set(base) < set(everything)
+    refused = subprocess.run([sys.executable, str(ROOT / "scripts" / "requirements.py"),
+                              "cuda"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "no extra 'cuda'" in refused.stderr
