@@ -272,7 +272,7 @@ def test_no_secret_value_is_committed() -> None:
 
 
 def test_without_the_operators_env_files_nothing_renders() -> None:
-    with pytest.raises(RuntimeError, match="secrets.env"):
+    with pytest.raises(RuntimeError, match=r"secrets\.env"):
         render("cpu", env_files=False)
 
 
@@ -468,7 +468,7 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
     for c in spec["containers"] + spec.get("initContainers", []):
         ctx = c.get("securityContext", {})
         where = c["name"]
-        if not (ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is True):
+        if ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is not True:
             found.append(f"{where}: runAsNonRoot")
         if ctx.get("runAsUser") == 0:
             found.append(f"{where}: runAsUser 0")
