@@ -39,6 +39,21 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
+def test_compose_files_pass_the_compose_specification() -> None:
+    """Against the published Compose Specification schema (compose-spec/compose-spec,
+    schema/compose-spec.json, kept in tests/deploy/schemas/): a misspelt key fails."""
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parent / "schemas" / "compose-spec.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    for path in (COMPOSE, COMPOSE_GPU):
+        validator.validate(yaml.safe_load(path.read_text()))
+    broken = yaml.safe_load(COMPOSE.read_text())
+    broken["services"]["engine"]["stop_grace_perod"] = "130s"
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate(broken)
+
+
 def test_services_their_commands_and_image_targets(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert set(services) >= {"postgres", "rabbitmq", "redis", "migrate", *ROLES}
