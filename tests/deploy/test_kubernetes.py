@@ -500,6 +500,12 @@ def test_every_pod_meets_the_restricted_pod_security_level(name: str) -> None:
         assert restricted_violations(pod) == [], pod_name
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_namespace_enforces_the_restricted_level(overlay: str) -> None:
+    (namespace,) = by_kind(render(overlay), "Namespace").values()
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
 def test_the_restricted_check_finds_what_it_looks_for() -> None:
     (_, pod) = next(p for p in workloads(render("cpu")) if p[0] == "inferd-gateway")
     assert restricted_violations(pod) == []
