@@ -19,14 +19,14 @@ COMPOSE_GPU = COMPOSE.parent / "compose.gpu.yaml"
 ROLES = ("gateway", "worker", "engine")
 # The secrets each role reads, and no other (README "Scaling out").
 SECRETS = ("INFERD_DATABASE_URL", "INFERD_BROKER_URL", "INFERD_REDIS_URL", "INFERD_ADMIN_KEY",
-           "INFERD_SECRET_KEY", "INFERD_ENGINE_KEY")
+           "INFERD_SECRET_KEY", "INFERD_ENGINE_API_KEY")
 NEEDS = {
     "migrate": {"INFERD_DATABASE_URL"},
     "gateway": {"INFERD_DATABASE_URL", "INFERD_BROKER_URL", "INFERD_REDIS_URL",
-                "INFERD_ADMIN_KEY", "INFERD_SECRET_KEY", "INFERD_ENGINE_KEY"},
+                "INFERD_ADMIN_KEY", "INFERD_SECRET_KEY", "INFERD_ENGINE_API_KEY"},
     "worker": {"INFERD_DATABASE_URL", "INFERD_BROKER_URL", "INFERD_REDIS_URL",
                "INFERD_SECRET_KEY"},
-    "engine": {"INFERD_ENGINE_KEY"},
+    "engine": {"INFERD_ENGINE_API_KEY"},
 }
 # The Dockerfile target each service's image is built from.
 TARGETS = {"migrate": "gateway", "gateway": "gateway", "worker": "gateway", "engine": "engine"}
@@ -138,7 +138,7 @@ def test_secrets_come_from_the_environment_file(compose: dict[str, Any]) -> None
     text = COMPOSE.read_text() + COMPOSE_GPU.read_text()
     used = set(re.findall(r"\$\{([A-Z_]+):\?", text))
     assert {"POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD", "INFERD_ADMIN_KEY",
-            "INFERD_SECRET_KEY", "INFERD_ENGINE_KEY", "VLLM_API_KEY"} <= used
+            "INFERD_SECRET_KEY", "INFERD_ENGINE_API_KEY", "VLLM_API_KEY"} <= used
     example = dict(line.split("=", 1) for line in
                    (COMPOSE.parent / ".env.example").read_text().splitlines()
                    if "=" in line and not line.startswith("#"))

@@ -34,7 +34,7 @@ ROLES = ("inferd-gateway", "inferd-worker", "inferd-engine")
 EVERYTHING = ["secrets", "network-policies", "keda", "gpu", "monitoring"]
 # Test values for the env files the operator writes (never real secrets).
 TEST_VALUES = {"INFERD_ADMIN_KEY": "sk-admin-test-0123456789abcdef",
-               "INFERD_SECRET_KEY": "test-secret-key", "INFERD_ENGINE_KEY": "test-engine-key",
+               "INFERD_SECRET_KEY": "test-secret-key", "INFERD_ENGINE_API_KEY": "test-engine-key",
                "VLLM_API_KEY": "0123456789abcdef"}
 
 
@@ -292,10 +292,10 @@ def test_the_base_alone_uses_existing_secrets_by_name() -> None:
 ROLE_SECRETS = {
     "inferd-gateway": {"inferd-secrets/INFERD_DATABASE_URL", "inferd-secrets/INFERD_BROKER_URL",
                        "inferd-secrets/INFERD_REDIS_URL", "inferd-secrets/INFERD_ADMIN_KEY",
-                       "inferd-secrets/INFERD_SECRET_KEY", "inferd-engine-key/INFERD_ENGINE_KEY"},
+                       "inferd-secrets/INFERD_SECRET_KEY", "inferd-engine-key/INFERD_ENGINE_API_KEY"},
     "inferd-worker": {"inferd-secrets/INFERD_DATABASE_URL", "inferd-secrets/INFERD_BROKER_URL",
                       "inferd-secrets/INFERD_REDIS_URL", "inferd-secrets/INFERD_SECRET_KEY"},
-    "inferd-engine": {"inferd-engine-key/INFERD_ENGINE_KEY"},
+    "inferd-engine": {"inferd-engine-key/INFERD_ENGINE_API_KEY"},
 }
 
 
