@@ -276,6 +276,9 @@ class Settings(BaseSettings):
     # Job ids one broker message may carry (ids published together for one model and
     # priority); 1 = a message per job. More suits many short jobs (README "Scaling out").
     broker_group: int = Field(default=1, ge=1, le=1000)
+    # A sync request to a model whose workers are all stopped (scaled to zero) waits this
+    # many seconds in its request queue for one to start (README "Scaling out").
+    scale_from_zero_seconds: float = Field(default=300.0, gt=0.0, le=86400.0)
     # Models an ``inferd worker`` hosts and consumes (``--model``); empty = every model.
     worker_models: list[str] = Field(default_factory=list)
     # The OpenAI base URL other processes reach an ``inferd engine`` at (its replica URL).

@@ -292,7 +292,8 @@ def test_the_base_alone_uses_existing_secrets_by_name() -> None:
 ROLE_SECRETS = {
     "inferd-gateway": {"inferd-secrets/INFERD_DATABASE_URL", "inferd-secrets/INFERD_BROKER_URL",
                        "inferd-secrets/INFERD_REDIS_URL", "inferd-secrets/INFERD_ADMIN_KEY",
-                       "inferd-secrets/INFERD_SECRET_KEY", "inferd-engine-key/INFERD_ENGINE_API_KEY"},
+                       "inferd-secrets/INFERD_SECRET_KEY",
+                       "inferd-engine-key/INFERD_ENGINE_API_KEY"},
     "inferd-worker": {"inferd-secrets/INFERD_DATABASE_URL", "inferd-secrets/INFERD_BROKER_URL",
                       "inferd-secrets/INFERD_REDIS_URL", "inferd-secrets/INFERD_SECRET_KEY"},
     "inferd-engine": {"inferd-engine-key/INFERD_ENGINE_API_KEY"},
