@@ -24,7 +24,8 @@ responses = sa.Table(
     sa.Column("model", sa.String(191), nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("job_id", sa.String(64), nullable=True),  # background responses only
-    sa.Column("history", sa.JSON, nullable=True),  # rows before revision 0010 only
+    # rows before revision 0010 only (SQL NULL otherwise, not a JSON null)
+    sa.Column("history", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("input_items", sa.JSON, nullable=False),
     sa.Column("response", sa.JSON, nullable=True),
     sa.Column("previous_id", sa.String(64), nullable=True, index=True),

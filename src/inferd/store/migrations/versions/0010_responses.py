@@ -108,7 +108,7 @@ def _rewrite_rows() -> None:
             if (previous is not None and previous.owner == row.owner
                     and status in ("completed", "incomplete")):
                 bind.execute(sa.update(rows).where(rows.c.id == row.id).values(
-                    previous_id=previous_id, history=None,
+                    previous_id=previous_id, history=sa.null(),
                     size_bytes=_bytes(items, response)))
             else:
                 history = _loads(bind.execute(sa.select(rows.c.history)
