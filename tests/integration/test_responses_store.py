@@ -122,14 +122,14 @@ async def test_rows_stored_whole_before_0010_stay_readable(database: Database) -
     rows = []
     for n in range(4):
         previous = f"resp_{n - 1:04d}" if n else None
-        history = history + [user("old", n)]
+        history = [*history, user("old", n)]
         rows.append({"id": f"resp_{n:04d}", "owner": OWNER, "model": "m",
                      "created_at": time.time() + n, "job_id": None, "history": list(history),
                      "input_items": [user("old", n)],
                      "response": answer(f"resp_{n:04d}", n, previous)})
         history = history + answer("x", n, None)["output"]
     rows[3]["response"]["previous_response_id"] = "resp_gone"  # its predecessor is not kept
-    rows[3]["history"] = expected_history(3, "old") + [user("old", 3)]
+    rows[3]["history"] = [*expected_history(3, "old"), user("old", 3)]
     before = Database(database.url)
     try:
         async with before.engine.begin() as conn:
@@ -152,13 +152,12 @@ async def test_rows_stored_whole_before_0010_stay_readable(database: Database) -
                                           response=answer("resp_new", 4, "resp_0003"),
                                           previous_id="resp_0003"))
         got = await service(db).history(principal, "resp_new")  # type: ignore[arg-type]
-        assert got == expected_history(4, "old") + [user("new", 4),
-                                                    *answer("x", 4, None)["output"]]
+        assert got == [*expected_history(4, "old"), user("new", 4), *answer("x", 4, None)["output"]]
         await db.close()
         await asyncio.to_thread(downgrade, db.url, "0009")  # and back: whole histories again
         db = Database(database.url)
         async with db.engine.connect() as conn:
             kept = dict((await conn.execute(sa.select(legacy.c.id, legacy.c.history))).all())
-        assert kept["resp_new"] == expected_history(4, "old") + [user("new", 4)]
+        assert kept["resp_new"] == [*expected_history(4, "old"), user("new", 4)]
     finally:
         await db.close()
