@@ -27,7 +27,8 @@ MODELS = json.dumps([{"name": "echo", "kind": "echo"},
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferdProcess]:
     env = {"INFERD_MODELS": MODELS, "INFERD_ADMIN_KEY": ADMIN_KEY,
-           "INFERD_KEY_REFRESH_SECONDS": "0.3", "INFERD_CONVERSATION_MAX_ITEMS": "12"}
+           "INFERD_KEY_REFRESH_SECONDS": "0.3", "INFERD_CONVERSATION_MAX_ITEMS": "12",
+           "INFERD_RESPONSES_MAX_CHAIN": "3"}
     with InferdProcess(tmp_path_factory.mktemp("conversations"), "--no-bundled",
                        env=env) as proc:
         yield proc
@@ -241,3 +242,25 @@ def test_input_tokens_needs_a_model_and_owns_its_references(
     with pytest.raises(openai.NotFoundError):
         b.responses.input_tokens.count(model="echo", input="x",
                                        previous_response_id=first.id)
+
+
+def test_a_previous_response_chain_is_walked_and_bounded(
+        server: InferdProcess, keys: dict[str, dict[str, Any]]) -> None:
+    a = sdk(server, keys["a"]["key"])
+    chain = [a.responses.create(model="echo", input="one")]
+    for word in ("two", "three"):
+        chain.append(a.responses.create(model="echo", input=word,
+                                        previous_response_id=chain[-1].id))
+    a.responses.delete(chain[1].id)  # hidden, still part of the third one's conversation
+    with pytest.raises(openai.NotFoundError):
+        a.responses.retrieve(chain[1].id)
+    with pytest.raises(openai.NotFoundError):
+        a.responses.create(model="echo", input="x", previous_response_id=chain[1].id)
+    # INFERD_RESPONSES_MAX_CHAIN is 3: a request reads at most three stored responses back
+    fourth = a.responses.create(model="echo", input="four", previous_response_id=chain[2].id)
+    with pytest.raises(openai.BadRequestError) as long:
+        a.responses.create(model="echo", input="five", previous_response_id=fourth.id)
+    assert long.value.code == "conversation_too_long"
+    assert long.value.param == "previous_response_id"
+    branch = a.responses.create(model="echo", input="again", previous_response_id=chain[0].id)
+    assert branch.output_text == "again"
