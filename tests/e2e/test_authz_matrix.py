@@ -5,8 +5,9 @@ Callers: no key, user key A, user key B, the admin key, and a disabled, an expir
 deleted key. One ``inferd serve`` (echo engines, an on-demand llama.cpp model that is never
 loaded by a user, and an ``http`` replica standing in for an image, audio and moderation
 server), objects created once: A and B each own a job, a file, a batch, a context and an S0
-result; A also owns stored responses, conversations and a picture. Each route has a probe (a request that
-succeeds for a caller the policy allows); a cell is the status and error code one caller gets.
+result; A also owns stored responses, conversations and a picture. Each route has a probe (a
+request that succeeds for a caller the policy allows); a cell is the status and error code one
+caller gets.
 A route the app serves without a policy entry, or without a probe here, fails the test.
 """
 
