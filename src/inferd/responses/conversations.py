@@ -90,13 +90,18 @@ class ConversationService:
         await self.store.delete(record.id)
         return {"id": record.id, "object": "conversation.deleted", "deleted": True}
 
-    async def append(self, conversation_id: str, items: list[Item],
-                     param: str = "items") -> list[Item]:
-        """Add items (already checked) unless the conversation would hold too many."""
-        if await self.store.count(conversation_id) + len(items) > self.max_items:
+    async def check_room(self, conversation_id: str, adding: int,
+                         param: str = "conversation") -> None:
+        """400 unless the conversation can take ``adding`` more items (a response checks
+        for its input and one output item before it runs)."""
+        if await self.store.count(conversation_id) + adding > self.max_items:
             raise InvalidRequest(f"A conversation holds at most {self.max_items} items "
                                  "(INFERD_CONVERSATION_MAX_ITEMS); start a new one.",
                                  param=param, code="conversation_too_long")
+
+    async def append(self, conversation_id: str, items: list[Item]) -> list[Item]:
+        """Add items (already checked) unless the conversation would hold too many."""
+        await self.check_room(conversation_id, len(items), "items")
         await self.store.add_items(conversation_id, items)
         return items
 

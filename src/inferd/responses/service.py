@@ -127,6 +127,7 @@ class ResponseService:
         input_items = _with_ids(given)
         if conversation_id is not None:
             input_items = stored_items(input_items, "input")
+            await self.conversations.check_room(conversation_id, len(input_items) + 1)
         status = "queued" if request.background else "in_progress"
         response = base_response(request, new_id("resp"), status)
         return Prepared(request, response, input_items,
@@ -163,11 +164,10 @@ class ResponseService:
 
     async def _save(self, principal: Principal, prepared: Prepared,
                     response: dict[str, Any], job_id: str | None = None) -> None:
-        if prepared.conversation_id is not None and job_id is None:
-            await self.conversations.append(
+        if prepared.conversation_id is not None and job_id is None:  # room checked before
+            await self.conversations.store.add_items(
                 prepared.conversation_id,
-                prepared.input_items + stored_items(list(response.get("output") or [])),
-                "conversation")
+                prepared.input_items + stored_items(list(response.get("output") or [])))
         if prepared.request.store is False:
             return
         await self.store.insert(ResponseRecord(
@@ -233,10 +233,10 @@ class ResponseService:
         body = ResponseJob(model=prepared.request.model,
                            chat=prepared.chat.model_dump(exclude_none=True),
                            response=prepared.response,
-                           conversation=prepared.conversation_id).model_dump(exclude_none=True)
+                           conversation=prepared.conversation_id).model_dump()
         if prepared.conversation_id is not None:  # the output follows when the job ends
-            await self.conversations.append(prepared.conversation_id, prepared.input_items,
-                                            "conversation")
+            await self.conversations.store.add_items(prepared.conversation_id,
+                                                     prepared.input_items)
         job, _ = await jobs.submit(principal, RESPONSES, body, source="responses")
         await self._save(principal, prepared, prepared.response, job_id=job.id)
         return prepared.response
