@@ -264,3 +264,20 @@ def test_a_previous_response_chain_is_walked_and_bounded(
     assert long.value.param == "previous_response_id"
     branch = a.responses.create(model="echo", input="again", previous_response_id=chain[0].id)
     assert branch.output_text == "again"
+
+
+def test_a_queued_background_stream_waits_for_its_turn(
+        server: InferdProcess, keys: dict[str, dict[str, Any]]) -> None:
+    """While its job waits behind another (one worker per model), a background stream says
+    nothing; then it sends the whole response, numbered from 0 (it used to end at once with a
+    ``response.failed`` whose status was ``queued``)."""
+    a = sdk(server, keys["a"]["key"])
+    ahead = a.responses.create(model="slow", input=" ".join(["word"] * 40), background=True)
+    events = list(a.responses.create(model="slow", input="after the other one",
+                                     background=True, stream=True))
+    assert a.responses.retrieve(ahead.id).status == "completed"  # it ran first
+    types = [e.type for e in events]
+    assert types[0] == "response.created" and types[-1] == "response.completed", types
+    assert "response.failed" not in types
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[-1].response.output_text == "after the other one"  # type: ignore[union-attr]

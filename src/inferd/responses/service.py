@@ -234,10 +234,10 @@ class ResponseService:
                            chat=prepared.chat.model_dump(exclude_none=True),
                            response=prepared.response,
                            conversation=prepared.conversation_id).model_dump()
+        job, _ = await jobs.submit(principal, RESPONSES, body, source="responses")
         if prepared.conversation_id is not None:  # the output follows when the job ends
             await self.conversations.store.add_items(prepared.conversation_id,
                                                      prepared.input_items)
-        job, _ = await jobs.submit(principal, RESPONSES, body, source="responses")
         await self._save(principal, prepared, prepared.response, job_id=job.id)
         return prepared.response
 
