@@ -1,5 +1,5 @@
 # inferd: `make run` serves, `make test` runs every check. Both set everything up first.
-.PHONY: run test setup setup-dev lint imports typecheck pytest services bench soak crash
+.PHONY: run test setup setup-dev lint imports typecheck pytest services bench soak crash stresstest
 
 run: setup
 	.venv/bin/inferd serve
@@ -38,3 +38,12 @@ soak: setup-dev
 crash: setup-dev
 	.venv/bin/python bench/crash.py --kills 50 --database sqlite
 	.venv/bin/python bench/crash.py --kills 50 --database postgresql
+
+# Load against a deployment's gateway (README "Scaling out"): watch the autoscalers add pods.
+#   make stresstest URL=https://inferd.example.com KEY=sk-... [CONCURRENCY=32 DURATION=300]
+URL ?= http://127.0.0.1:8000
+KEY ?= $(INFERD_API_KEY)
+CONCURRENCY ?= 16
+DURATION ?= 120
+stresstest: setup
+	.venv/bin/inferd bench --url $(URL) --api-key "$(KEY)" --concurrency $(CONCURRENCY) --duration $(DURATION)

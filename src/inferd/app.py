@@ -22,6 +22,7 @@ from inferd.http import openai as openai_routes
 from inferd.http.admin import keys as admin_keys
 from inferd.http.admin import loading as admin_loading
 from inferd.http.admin import models as admin_models
+from inferd.http.admin import prompts as admin_prompts
 from inferd.http.admin import replicas as admin_replicas
 from inferd.http.admin import tables as admin_tables
 from inferd.http.admin import usage as admin_usage
@@ -65,7 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin_replicas.router)
     app.include_router(proxy_toolkit.router)  # S3: keys, models, replicas
     for module in (metrics_routes, admin_keys, admin_usage, usage_series, admin_tables,
-                   admin_loading):
+                   admin_loading, admin_prompts):
         app.include_router(module.router)
     for module in (job_routes, file_routes, batch_routes,
                    contexts_results, queued_generate, model_host):  # S0, S1, S4

@@ -16,6 +16,7 @@ from inferd.engines.base import Engine
 from inferd.engines.queue import QueueEngine, RpcClient, RpcServer
 from inferd.routing.catalog import ReplicaCatalog
 from inferd.routing.registration import EngineRegistration
+from inferd.routing.standby import ensure_standby
 from inferd.settings import ReplicaSpec, Settings
 from inferd.store.db import Database
 from inferd.store.replicas import ReplicaStore
@@ -50,3 +51,5 @@ async def start_role(settings: Settings, db: Database, catalog: ReplicaCatalog,
                                           url=url, announce=catalog.announce)
         await registration.register(list(engines))
         stack.push_async_callback(registration.close)
+        await ensure_standby(ReplicaStore(db), settings.broker_prefix, list(engines),
+                             settings.scale_from_zero_seconds)

@@ -203,6 +203,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     # Batch input files may be larger than a single request.
     max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    # Stored responses a ``previous_response_id`` conversation may chain (longer: 400).
+    responses_max_chain: int = Field(default=500, ge=1, le=100_000)
+    # Items a conversation (``/v1/conversations``) may hold (more: 400).
+    conversation_max_items: int = Field(default=10_000, ge=1, le=10_000_000)
     # Upper bound on a request's head (request line and headers): 431 and the connection closed.
     max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     # Seconds a client has to send a complete request head, from its first byte (or from the
@@ -276,6 +280,9 @@ class Settings(BaseSettings):
     # Job ids one broker message may carry (ids published together for one model and
     # priority); 1 = a message per job. More suits many short jobs (README "Scaling out").
     broker_group: int = Field(default=1, ge=1, le=1000)
+    # A sync request to a model whose workers are all stopped (scaled to zero) waits this
+    # many seconds in its request queue for one to start (README "Scaling out").
+    scale_from_zero_seconds: float = Field(default=300.0, gt=0.0, le=86400.0)
     # Models an ``inferd worker`` hosts and consumes (``--model``); empty = every model.
     worker_models: list[str] = Field(default_factory=list)
     # The OpenAI base URL other processes reach an ``inferd engine`` at (its replica URL).

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import time
 from collections.abc import Callable
 
+import aio_pika
 import httpx
 import pytest
 from openai import APIStatusError, BadRequestError, OpenAI
 
-from tests.cluster.conftest import migrate, submit, wait_finished
-from tests.helpers import InferdProcess
+from tests.cluster.conftest import AMQP, migrate, submit, wait_finished
+from tests.helpers import InferdProcess, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -137,3 +140,38 @@ def test_sync_requests_and_streams_reach_a_model_only_workers_host(
             client.chat.completions.create(model="echo", messages=messages,
                                            extra_body={"n": 0})
         assert bad.value.status_code == 400
+
+
+def test_a_request_waits_for_a_worker_when_the_model_scaled_to_zero(
+        start: Callable[..., InferdProcess], cluster_env: dict[str, str]) -> None:
+    assert migrate(cluster_env).returncode == 0
+    start("worker", "--model", "echo").stop()  # scaled in: no worker of "echo" runs
+    gateway = start("gateway")
+    body = {"model": "echo", "messages": [{"role": "user", "content": "held until a worker"}]}
+    with httpx.Client(base_url=gateway.url, timeout=120) as http:
+        # the model's only replica is its standby, and it is the one that will answer
+        models = http.get("/admin/v1/models").json()["data"]
+        echo = next(m for m in models if m["name"] == "echo")
+        assert [r["source"] for r in echo["replicas"]] == ["standby"], echo
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(http.post, "/v1/chat/completions", json=body)
+            # the request waits in the model's request queue: no answer while no worker runs
+            wait_for(lambda: _rpc_messages(cluster_env, "echo") == 1, within=60,
+                     what="the request to wait in the queue")
+            assert not held.done()
+            start("worker", "--model", "echo")  # a worker starts (the autoscaler's job)
+            response = held.result(timeout=120)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "held until a worker"
+
+
+def _rpc_messages(env: dict[str, str], model: str) -> int:
+    async def count() -> int:
+        connection = await aio_pika.connect(AMQP)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(
+                f"{env['INFERD_BROKER_PREFIX']}.rpc.{model}", durable=True, passive=True)
+            return int(queue.declaration_result.message_count or 0)
+
+    return asyncio.run(count())

@@ -5,8 +5,9 @@ Callers: no key, user key A, user key B, the admin key, and a disabled, an expir
 deleted key. One ``inferd serve`` (echo engines, an on-demand llama.cpp model that is never
 loaded by a user, and an ``http`` replica standing in for an image, audio and moderation
 server), objects created once: A and B each own a job, a file, a batch, a context and an S0
-result; A also owns stored responses and a picture. Each route has a probe (a request that
-succeeds for a caller the policy allows); a cell is the status and error code one caller gets.
+result; A also owns stored responses, conversations and a picture. Each route has a probe (a
+request that succeeds for a caller the policy allows); a cell is the status and error code one
+caller gets.
 A route the app serves without a policy entry, or without a probe here, fails the test.
 """
 
@@ -209,6 +210,8 @@ def world(server: InferdProcess) -> Iterator[World]:
         for name in ("r-patch", "r-delete", "r-put", "r-s3-delete"):
             ids[name] = ok(admin.post("/admin/v1/replicas", json={"model": "spare", **replica}),
                            201)["id"]
+        for name in ("prompt", "prompt-del"):
+            ids[name] = ok(admin.post("/admin/v1/prompts", json={"name": name}), 201)["id"]
         deleted = make_key(admin, "deleted")
         ok(admin.delete(f"/admin/v1/keys/{deleted['id']}"))
         w.keys["deleted"] = deleted["key"]
@@ -230,6 +233,13 @@ def world(server: InferdProcess) -> Iterator[World]:
                                                            "input": "bye"}))["id"]
         ids["resp-bg"] = ok(a.post("/v1/responses", json={
             "model": "slow", "input": SLOW_TEXT, "background": True}))["id"]
+        ids["conv"] = ok(a.post("/v1/conversations", json={
+            "items": [{"role": "user", "content": "hi"}]}))["id"]
+        ids["conv-del"] = ok(a.post("/v1/conversations", json={}))["id"]
+        ids["conv-item"] = ok(a.get(f"/v1/conversations/{ids['conv']}/items"))["data"][0]["id"]
+        added = ok(a.post(f"/v1/conversations/{ids['conv']}/items", json={
+            "items": [{"role": "user", "content": "to delete"}]}))
+        ids["conv-item-del"] = added["data"][0]["id"]
         picture = ok(a.post("/v1/images/generations", json={
             "model": "pics", "prompt": "a fox", "response_format": "url"}))
         ids["img"] = picture["data"][0]["url"].rsplit("/", 2)[-2]
@@ -364,6 +374,22 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/v1/responses/{response_id}/input_items"): Probe(
         "/v1/responses/{resp}/input_items"),
     ("GET", "/v1/images/{image_id}/content"): Probe("/v1/images/{img}/content"),
+    ("POST", "/v1/responses/input_tokens"): Probe("/v1/responses/input_tokens", json=lambda ids: {
+        "model": "echo", "input": "again", "previous_response_id": ids["resp"]}),
+    ("POST", "/v1/conversations"): Probe("/v1/conversations", json=const({})),
+    ("GET", "/v1/conversations/{conversation_id}"): Probe("/v1/conversations/{conv}"),
+    ("POST", "/v1/conversations/{conversation_id}"): Probe(
+        "/v1/conversations/{conv}", json=const({"metadata": {"k": "v"}})),
+    ("DELETE", "/v1/conversations/{conversation_id}"): Probe("/v1/conversations/{conv-del}"),
+    ("POST", "/v1/conversations/{conversation_id}/items"): Probe(
+        "/v1/conversations/{conv}/items", json=const({"items": [
+            {"role": "user", "content": "more"}]})),
+    ("GET", "/v1/conversations/{conversation_id}/items"): Probe(
+        "/v1/conversations/{conv}/items"),
+    ("GET", "/v1/conversations/{conversation_id}/items/{item_id}"): Probe(
+        "/v1/conversations/{conv}/items/{conv-item}"),
+    ("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}"): Probe(
+        "/v1/conversations/{conv}/items/{conv-item-del}"),
     ("POST", "/admin/v1/keys"): Probe("/admin/v1/keys", ok=201, json=const({"name": "new"})),
     ("GET", "/admin/v1/keys"): Probe("/admin/v1/keys"),
     ("GET", "/admin/v1/keys/{key_id}"): Probe("/admin/v1/keys/{t-disable}"),
@@ -394,6 +420,13 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/admin/v1/usage/series"): Probe("/admin/v1/usage/series"),
     ("GET", "/admin/v1/tables"): Probe("/admin/v1/tables"),
     ("GET", "/admin/v1/tables/{name}"): Probe("/admin/v1/tables/api_keys"),
+    ("POST", "/admin/v1/prompts"): Probe("/admin/v1/prompts", ok=201, json=const(
+        {"name": "p", "instructions": "Be brief."})),
+    ("GET", "/admin/v1/prompts"): Probe("/admin/v1/prompts"),
+    ("GET", "/admin/v1/prompts/{prompt_id}"): Probe("/admin/v1/prompts/{prompt}"),
+    ("POST", "/admin/v1/prompts/{prompt_id}/versions"): Probe(
+        "/admin/v1/prompts/{prompt}/versions", ok=201, json=const({"instructions": "Be kind."})),
+    ("DELETE", "/admin/v1/prompts/{prompt_id}"): Probe("/admin/v1/prompts/{prompt-del}"),
     ("GET", "/tables"): Probe("/tables"),
     ("GET", "/tables/{name}"): Probe("/tables/metrics"),
     ("POST", "/generate_api_key"): Probe("/generate_api_key", json=const({"user_id": "u"})),

@@ -87,6 +87,35 @@ def test_stream_event_sequence(client: OpenAI) -> None:
     assert client.responses.retrieve(final.id).output_text == deltas  # stored at the end
 
 
+def test_input_tokens_counts_what_a_response_sends(client: OpenAI) -> None:
+    question = {"model": MODEL, "input": "Say hello.", "instructions": "Answer briefly."}
+    counted = client.responses.input_tokens.count(**question)  # type: ignore[arg-type]
+    answered = client.responses.create(**question, max_output_tokens=4,  # type: ignore[arg-type]
+                                       temperature=0, store=False)
+    assert counted.object == "response.input_tokens"
+    assert answered.usage is not None and counted.input_tokens == answered.usage.input_tokens
+    first = client.responses.create(model=MODEL, input="My name is Ada.", max_output_tokens=4)
+    following = client.responses.input_tokens.count(model=MODEL, input="Say hello.",
+                                                     instructions="Answer briefly.",
+                                                     previous_response_id=first.id)
+    assert following.input_tokens > counted.input_tokens
+
+
+def test_a_conversation_is_the_context_of_its_responses(client: OpenAI) -> None:
+    conversation = client.conversations.create(items=[
+        {"role": "user", "content": "My name is Ada."}])
+    alone = client.responses.create(model=MODEL, input="What is my name?",
+                                    max_output_tokens=8, temperature=0, store=False)
+    within = client.responses.create(model=MODEL, input="What is my name?",
+                                     conversation=conversation.id, max_output_tokens=8,
+                                     temperature=0)
+    assert within.usage is not None and alone.usage is not None
+    assert within.usage.input_tokens > alone.usage.input_tokens
+    items = client.conversations.items.list(conversation.id, order="asc").data
+    assert [i.type for i in items] == ["message"] * 3
+    assert items[-1].id == within.output[0].id
+
+
 class City(BaseModel):
     name: str
     country: str
@@ -108,6 +137,7 @@ def test_background_polled_and_streamed_from_a_sequence_number(client: OpenAI) -
     events = list(client.responses.retrieve(created.id, stream=True))
     numbers = [e.sequence_number for e in events]
     assert numbers == sorted(set(numbers)) and events[0].type == "response.created"
+    assert numbers == list(range(len(events)))  # numbered from 0, as OpenAI numbers them
     assert events[-1].type in ("response.completed", "response.incomplete")
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert text == done.output_text

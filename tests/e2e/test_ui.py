@@ -210,6 +210,43 @@ def test_key_made_in_the_ui_works_in_the_sdk_with_its_limits(
     wait(d, lambda d: "ui-made" not in find(d, "#keys-table").text)
 
 
+def test_prompt_made_in_the_ui_is_used_by_the_sdk(server: InferdProcess, admin: Any,
+                                                   tmp_path: Path) -> None:
+    d = admin
+    page(d, server.url, "prompts")
+    wait(d, lambda d: find(d, "#page-prompts").is_displayed())
+    fill(d, "#prompt-form [name=name]", "ui-prompt")
+    fill(d, "#prompt-form [name=instructions]", "Answer as a {{role}}.")
+    fill(d, "#prompt-form [name=input]", "Name a {{thing}}.")
+    find(d, "#prompt-form button[type=submit]").click()
+    wait(d, lambda d: "Created pmpt_" in find(d, "#prompt-say").text)
+    prompt_id = find(d, "#prompt-say").text.split()[1].rstrip(".")
+    row = wait(d, lambda d: next((r.text for r in d.find_elements(
+        _by(), "#prompts-table tbody tr") if "ui-prompt" in r.text), None))
+    assert "role, thing" in row and prompt_id in row
+    client = sdk(server, ADMIN_KEY)  # the prompt is the admin key's (no key id given)
+    counted = client.responses.input_tokens.count(model=CHAT, extra_body={"prompt": {
+        "id": prompt_id, "variables": {"role": "poet", "thing": "colour"}}})
+    # a new version from the page: the latest from then on, with its own variables
+    click_in_row(d, "#prompts-table", "ui-prompt", "New version")
+    wait(d, lambda d: find(d, "#prompt-form [name=name]").get_attribute("disabled"))
+    fill(d, "#prompt-form [name=input]", "Name a {{thing}} and a {{place}} for a long list.")
+    find(d, "#prompt-form button[type=submit]").click()
+    wait(d, lambda d: "Version 2 of ui-prompt" in find(d, "#prompt-say").text)
+    wait(d, lambda d: any("ui-prompt" in r.text and "role, thing, place" in r.text
+                          for r in d.find_elements(_by(), "#prompts-table tbody tr")))
+    shot(d, tmp_path, "prompts")
+    longer = client.responses.input_tokens.count(model=CHAT, extra_body={"prompt": {
+        "id": prompt_id, "variables": {"role": "poet", "thing": "colour", "place": "sea"}}})
+    assert longer.input_tokens > counted.input_tokens
+    with pytest.raises(openai.BadRequestError):  # version 2 uses {{place}}
+        client.responses.input_tokens.count(model=CHAT, extra_body={"prompt": {
+            "id": prompt_id, "variables": {"role": "poet", "thing": "colour"}}})
+    click_in_row(d, "#prompts-table", "ui-prompt", "Delete")
+    click_in_row(d, "#prompts-table", "ui-prompt", "Confirm delete")
+    wait(d, lambda d: "ui-prompt" not in find(d, "#prompts-table").text)
+
+
 def _upstream(tmp: Path) -> InferdProcess:
     config = tmp / "upstream.yaml"
     config.write_text(yaml.safe_dump({"bundled_models": False, "models": [

@@ -161,3 +161,15 @@ async def test_no_available_replica_is_503() -> None:
     with pytest.raises(Unavailable):
         await router.chat(chat())
     await asyncio.sleep(0)
+
+
+def test_a_standby_is_picked_only_when_nothing_else_can_answer() -> None:
+    router = Router()
+    standby, worker = echo_replica("standby"), echo_replica("worker")
+    standby.standby = True
+    router.add(standby)
+    router.add(worker)
+    worker.in_flight = 50  # busy, still preferred over a request held for a worker
+    assert {router.pick("m").id for _ in range(4)} == {"worker"}
+    worker.record_failure("down")
+    assert router.pick("m").id == "standby"

@@ -53,6 +53,7 @@ class RpcClient:
         self._channel: AbstractRobustChannel | None = None
         self._reply_to = ""
         self._waiting: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._declared: set[str] = set()
         self._lock = asyncio.Lock()
 
     async def _connect(self) -> AbstractRobustChannel:
@@ -75,6 +76,11 @@ class RpcClient:
                    wait_seconds: float) -> AsyncIterator[dict[str, Any]]:
         """Send one request; yield the worker's reply messages until the last one."""
         channel = await self._connect()
+        if model not in self._declared:
+            # the queue outlives its workers: a request sent while none runs waits in it
+            # (and the autoscaler sees it) instead of being dropped by the broker
+            await channel.declare_queue(rpc_queue(self.prefix, model), durable=True)
+            self._declared.add(model)
         correlation = uuid.uuid4().hex
         inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._waiting[correlation] = inbox

@@ -103,6 +103,15 @@ POLICY: dict[tuple[str, str], Access] = {
     (POST, "/v1/responses/{response_id}/cancel"): "private",
     (DELETE, "/v1/responses/{response_id}"): "private",
     (GET, "/v1/responses/{response_id}/input_items"): "private",
+    (POST, "/v1/responses/input_tokens"): "private",  # ``previous_response_id`` as above
+    (POST, "/v1/conversations"): "key",
+    (GET, "/v1/conversations/{conversation_id}"): "private",
+    (POST, "/v1/conversations/{conversation_id}"): "private",
+    (DELETE, "/v1/conversations/{conversation_id}"): "private",
+    (POST, "/v1/conversations/{conversation_id}/items"): "private",
+    (GET, "/v1/conversations/{conversation_id}/items"): "private",
+    (GET, "/v1/conversations/{conversation_id}/items/{item_id}"): "private",
+    (DELETE, "/v1/conversations/{conversation_id}/items/{item_id}"): "private",
     (GET, "/v1/images/{image_id}/content"): "private",
     # the control plane
     (POST, "/admin/v1/keys"): "admin",
@@ -130,6 +139,11 @@ POLICY: dict[tuple[str, str], Access] = {
     (GET, "/admin/v1/usage/series"): "admin",
     (GET, "/admin/v1/tables"): "admin",
     (GET, "/admin/v1/tables/{name}"): "admin",
+    (POST, "/admin/v1/prompts"): "admin",
+    (GET, "/admin/v1/prompts"): "admin",
+    (GET, "/admin/v1/prompts/{prompt_id}"): "admin",
+    (POST, "/admin/v1/prompts/{prompt_id}/versions"): "admin",
+    (DELETE, "/admin/v1/prompts/{prompt_id}"): "admin",
     # the proxy toolkit's control plane (S3)
     (GET, "/tables"): "admin",
     (GET, "/tables/{name}"): "admin",

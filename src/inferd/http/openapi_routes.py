@@ -28,7 +28,15 @@ from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.schemas.passthrough import ModerationRequest, SpeechRequest
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
-from inferd.schemas.responses import ResponseCreateRequest
+from inferd.schemas.responses import (
+    ConversationCreate,
+    ConversationItemsCreate,
+    ConversationUpdate,
+    InputTokensRequest,
+    PromptCreate,
+    PromptTemplate,
+    ResponseCreateRequest,
+)
 from inferd.settings import ReplicaSpec
 
 JSON = "application/json"
@@ -104,6 +112,23 @@ OPS: dict[tuple[str, str], Op] = {
                                                        errors=(404, 409, 503)),
     ("delete", "/v1/responses/{response_id}"): Op(a.Deleted, errors=(404, 409, 503)),
     ("get", "/v1/responses/{response_id}/input_items"): Op(a.ItemList, errors=(404, 503)),
+    ("post", "/v1/responses/input_tokens"): Op(a.InputTokens, body=InputTokensRequest,
+                                               errors=(403, 404, 413, 503)),
+    # the Conversations API
+    ("post", "/v1/conversations"): Op(a.Conversation, body=ConversationCreate,
+                                      errors=(413, 503)),
+    ("get", "/v1/conversations/{conversation_id}"): Op(a.Conversation, errors=(404, 503)),
+    ("post", "/v1/conversations/{conversation_id}"): Op(a.Conversation,
+                                                        body=ConversationUpdate,
+                                                        errors=(404, 413, 503)),
+    ("delete", "/v1/conversations/{conversation_id}"): Op(a.Deleted, errors=(404, 503)),
+    ("post", "/v1/conversations/{conversation_id}/items"): Op(
+        a.ItemList, body=ConversationItemsCreate, errors=(404, 413, 503)),
+    ("get", "/v1/conversations/{conversation_id}/items"): Op(a.ItemList, errors=(404, 503)),
+    ("get", "/v1/conversations/{conversation_id}/items/{item_id}"): Op(
+        a.ConversationItem, errors=(404, 503)),
+    ("delete", "/v1/conversations/{conversation_id}/items/{item_id}"): Op(
+        a.Conversation, errors=(404, 503)),
     # Anthropic's Messages API
     ("post", "/v1/messages"): Op(a.AnthropicMessage, body=MessagesRequest, media=(SSE,),
                                  errors=(403, 404, 413, 502, 504, 529), anthropic=True),
@@ -161,6 +186,14 @@ OPS: dict[tuple[str, str], Op] = {
     ("get", "/admin/v1/usage/series"): Op(a.UsageSeries, errors=(503,)),
     ("get", "/admin/v1/tables"): Op(c.TableNames),
     ("get", "/admin/v1/tables/{name}"): Op(c.TableRows, errors=(404, 503)),
+    ("post", "/admin/v1/prompts"): Op(c.Prompt, status=201, body=PromptCreate,
+                                      errors=(404, 413, 503)),
+    ("get", "/admin/v1/prompts"): Op(c.PromptList, errors=(503,)),
+    ("get", "/admin/v1/prompts/{prompt_id}"): Op(c.Prompt, errors=(404, 503)),
+    ("post", "/admin/v1/prompts/{prompt_id}/versions"): Op(c.Prompt, status=201,
+                                                           body=PromptTemplate,
+                                                           errors=(404, 413, 503)),
+    ("delete", "/admin/v1/prompts/{prompt_id}"): Op(a.Deleted, errors=(404, 503)),
     # the proxy toolkit's routes (S3)
     ("get", "/tables"): Op(c.TableNames),
     ("get", "/tables/{name}"): Op(c.TableRows, errors=(404, 503)),

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 # Families of the OpenAI API that inferd does not implement.
 NOT_SERVED = ("/v1/assistants", "/v1/threads", "/v1/vector_stores", "/v1/fine_tuning",
               "/v1/uploads", "/v1/realtime", "/v1/evals", "/v1/containers",
-              "/v1/conversations", "/v1/chatkit", "/v1/videos", "/v1/organization",
+              "/v1/chatkit", "/v1/videos", "/v1/organization",
               "/v1/audio/translations", "/v1/fine-tunes", "/v1/edits", "/v1/engines")
 
 

@@ -1,6 +1,8 @@
 """A background response as a durable job: the job's request holds the translated chat
 request and the Response object so far; its events are the typed stream events, numbered by
-the job's event log, so a stream resumes from any sequence number."""
+the job's event log, so a stream resumes from any sequence number. The log numbers from 1 and
+an attempt's first event is its ``running`` status, so a response's first event is the job's
+event ``FIRST_SEQ``: streams number the events from 0 (OpenAI's numbering) by that offset."""
 
 from __future__ import annotations
 
@@ -10,12 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from inferd.auth.principal import Principal
 from inferd.inference import Inference
+from inferd.responses.conversations import stored_items
 from inferd.responses.events import ResponseStream
 from inferd.schemas.openai import ChatCompletionRequest, StreamOptions
+from inferd.store.conversations import ConversationStore
 from inferd.store.responses import ResponseStore
 
 ENDPOINT = "/v1/responses"
 EVENT_KIND = "response"
+FIRST_SEQ = 2
 
 
 class ResponseJob(BaseModel):
@@ -25,6 +30,7 @@ class ResponseJob(BaseModel):
     model: str = Field(min_length=1)
     chat: dict[str, Any]
     response: dict[str, Any]
+    conversation: str | None = None  # its output items are added to it at the end
 
 
 class EventSink(Protocol):
@@ -55,4 +61,7 @@ async def run_response(inference: Inference, job: ResponseJob, principal: Princi
         await events.add(EVENT_KIND, event)
     await events.flush()
     await responses.set_response(state.response["id"], state.response)
+    if job.conversation is not None:
+        await ConversationStore(responses.db).add_items(
+            job.conversation, stored_items(list(state.response.get("output") or [])))
     return state.response, state.usage

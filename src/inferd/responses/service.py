@@ -1,7 +1,10 @@
 """The Responses API's logic: create (answered, streamed or in the background), retrieve,
-follow, cancel, delete, and list a response's input items.
+follow, cancel, delete, list a response's input items, and count a request's input tokens.
 
 A stored response belongs to the key that made it: any other key is told it does not exist.
+A request's context is one of: the chain of stored responses it continues
+(``previous_response_id``, read back link by link), or a conversation's items
+(``conversation``); a ``prompt`` template's instructions and messages come first.
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ from typing import Any, Protocol
 import orjson
 
 from inferd.auth.principal import Principal
+from inferd.engines.local import LocalTextEngine
 from inferd.errors import Conflict, InferdError, InvalidRequest, NotFound, Unavailable
-from inferd.inference import Inference
+from inferd.inference import Inference, estimate_chat_prompt
 from inferd.responses import RESPONSES
-from inferd.responses.background import EVENT_KIND, ResponseJob
+from inferd.responses.background import EVENT_KIND, FIRST_SEQ, ResponseJob
+from inferd.responses.conversations import ConversationService, stored_items
 from inferd.responses.events import Event, ResponseStream, failed_event
+from inferd.responses.prompts import PromptService
 from inferd.schemas.openai import ChatCompletionRequest
 from inferd.schemas.responses import (
+    InputTokensRequest,
     Item,
     ResponseCreateRequest,
     base_response,
@@ -32,7 +39,7 @@ from inferd.schemas.responses import (
     to_chat,
 )
 from inferd.store.jobs import JobRecord, JobStore
-from inferd.store.responses import ResponseRecord, ResponseStore
+from inferd.store.responses import ChainTooLong, ResponseRecord, ResponseStore
 
 
 class BackgroundJobs(Protocol):
@@ -64,8 +71,8 @@ class Prepared:
     request: ResponseCreateRequest
     response: dict[str, Any]
     input_items: list[Item]
-    history: list[Item]
     chat: ChatCompletionRequest
+    conversation_id: str | None = None
 
 
 def _with_ids(items: list[Item]) -> list[Item]:
@@ -79,39 +86,109 @@ class ResponseService:
     """Everything the ``/v1/responses`` routes do."""
 
     def __init__(self, inference: Inference, store: ResponseStore,
-                 jobs: BackgroundJobs | None) -> None:
+                 jobs: BackgroundJobs | None, conversations: ConversationService,
+                 prompts: PromptService, max_chain: int) -> None:
         self.inference = inference
         self.store = store
         self.jobs = jobs
+        self.conversations = conversations
+        self.prompts = prompts
+        self.max_chain = max_chain
 
     # -- create -----------------------------------------------------------------------------
     async def prepare(self, principal: Principal, request: ResponseCreateRequest) -> Prepared:
         if request.background and request.store is False:
             raise InvalidRequest("background responses must be stored (store: true).",
                                  param="store")
+        conversation_id = request.conversation_id
+        if conversation_id is not None and request.previous_response_id is not None:
+            raise InvalidRequest("conversation and previous_response_id cannot be used "
+                                 "together.", param="conversation")
+        prompt_items: list[Item] = []
+        if request.prompt is not None:
+            instructions, prompt_items, version = await self.prompts.resolve(principal,
+                                                                             request.prompt)
+            update: dict[str, Any] = {"prompt": request.prompt.model_copy(
+                update={"version": version})}
+            if request.instructions is None and instructions is not None:
+                update["instructions"] = instructions
+            request = request.model_copy(update=update)
+        if request.input is None and not prompt_items:
+            raise InvalidRequest("input is required (or a prompt with messages).",
+                                 param="input", code="missing_required_parameter")
         history: list[Item] = []
         if request.previous_response_id is not None:
-            previous = await self._own(principal, request.previous_response_id,
-                                       "previous_response_id")
-            done = await self.current(principal, previous)
-            if done["status"] not in ("completed", "incomplete"):
-                raise InvalidRequest(f"The previous response is {done['status']}.",
-                                     param="previous_response_id")
-            history = previous.history + list(done["output"])
-        input_items = _with_ids(normalize_input(request.input))
+            history = await self.history(principal, request.previous_response_id)
+        elif conversation_id is not None:
+            conversation = await self.conversations.own(principal, conversation_id,
+                                                        "conversation")
+            history = await self.conversations.store.items(conversation.id)
+        given = [] if request.input is None else normalize_input(request.input)
+        input_items = _with_ids(given)
+        if conversation_id is not None:
+            input_items = stored_items(input_items, "input")
+            await self.conversations.check_room(conversation_id, len(input_items) + 1)
         status = "queued" if request.background else "in_progress"
         response = base_response(request, new_id("resp"), status)
-        return Prepared(request, response, input_items, history + input_items,
-                        to_chat(request, history + input_items))
+        return Prepared(request, response, input_items,
+                        to_chat(request, prompt_items + history + input_items),
+                        conversation_id)
+
+    async def history(self, principal: Principal, previous_id: str) -> list[Item]:
+        """The conversation up to and including the output of ``previous_id``: the stored
+        responses of its chain, oldest first, each with its input items and output."""
+        try:
+            chain = await self.store.chain(previous_id, self.max_chain)
+        except ChainTooLong:
+            raise InvalidRequest(
+                f"The conversation of '{previous_id}' is longer than {self.max_chain} "
+                "responses (INFERD_RESPONSES_MAX_CHAIN); start a new one, or use a "
+                "conversation.", param="previous_response_id",
+                code="conversation_too_long") from None
+        if not chain or chain[0].deleted or chain[0].owner != principal.key_id:
+            raise NotFound(f"No response with id '{previous_id}'.",
+                           param="previous_response_id", code="response_not_found")
+        done = await self.current(principal, chain[0])
+        if done["status"] not in ("completed", "incomplete"):
+            raise InvalidRequest(f"The previous response is {done['status']}.",
+                                 param="previous_response_id")
+        history: list[Item] = []
+        for record in reversed(chain):
+            if record.history is not None:  # stored whole before revision 0010
+                history = list(record.history)
+            else:
+                history.extend(record.input_items)
+            final = done if record is chain[0] else (record.response or {})
+            history.extend(final.get("output") or [])
+        return history
 
     async def _save(self, principal: Principal, prepared: Prepared,
                     response: dict[str, Any], job_id: str | None = None) -> None:
+        if prepared.conversation_id is not None and job_id is None:  # room checked before
+            await self.conversations.store.add_items(
+                prepared.conversation_id,
+                prepared.input_items + stored_items(list(response.get("output") or [])))
         if prepared.request.store is False:
             return
         await self.store.insert(ResponseRecord(
             id=response["id"], owner=principal.key_id, model=prepared.request.model,
-            created_at=time.time(), history=prepared.history,
-            input_items=prepared.input_items, job_id=job_id, response=response))
+            created_at=time.time(), input_items=prepared.input_items, job_id=job_id,
+            response=response, previous_id=prepared.request.previous_response_id))
+
+    async def count_input_tokens(self, principal: Principal,
+                                 request: InputTokensRequest) -> dict[str, Any]:
+        """``POST /v1/responses/input_tokens``: the prompt tokens the request would send."""
+        if request.model is None:
+            raise InvalidRequest("model is required to count tokens.", param="model",
+                                 code="missing_required_parameter")
+        prepared = await self.prepare(principal, request.model_copy(
+            update={"background": False, "stream": False}))
+        chat = prepared.chat
+        self.inference.check_model(principal, chat.model)
+        engine = self.inference.router.pick(chat.model).engine
+        tokens = (engine.prepare_chat(chat).prompt_tokens
+                  if isinstance(engine, LocalTextEngine) else estimate_chat_prompt(chat))
+        return {"object": "response.input_tokens", "input_tokens": tokens}
 
     async def create(self, principal: Principal, prepared: Prepared) -> dict[str, Any]:
         result = await self.inference.chat(prepared.chat, principal)
@@ -155,8 +232,12 @@ class ResponseService:
         jobs = self._jobs()
         body = ResponseJob(model=prepared.request.model,
                            chat=prepared.chat.model_dump(exclude_none=True),
-                           response=prepared.response).model_dump()
+                           response=prepared.response,
+                           conversation=prepared.conversation_id).model_dump()
         job, _ = await jobs.submit(principal, RESPONSES, body, source="responses")
+        if prepared.conversation_id is not None:  # the output follows when the job ends
+            await self.conversations.store.add_items(prepared.conversation_id,
+                                                     prepared.input_items)
         await self._save(principal, prepared, prepared.response, job_id=job.id)
         return prepared.response
 
@@ -170,7 +251,7 @@ class ResponseService:
     async def _own(self, principal: Principal, response_id: str,
                    param: str = "response_id") -> ResponseRecord:
         record = await self.store.get(response_id)
-        if record is None or record.owner != principal.key_id:
+        if record is None or record.deleted or record.owner != principal.key_id:
             raise NotFound(f"No response with id '{response_id}'.", param=param,
                            code="response_not_found")
         return record
@@ -207,18 +288,21 @@ class ResponseService:
             raise InvalidRequest("Only background responses can be streamed again.",
                                  param="stream")
         jobs = self._jobs()  # checked before the stream starts
-        return self._follow(principal, record, jobs, after or 0)
+        return self._follow(principal, record, jobs, -1 if after is None else after)
 
     async def _follow(self, principal: Principal, record: ResponseRecord, jobs: BackgroundJobs,
                       after: int) -> AsyncIterator[Event]:
+        """Events numbered from 0 as OpenAI's are: the job's event number less ``FIRST_SEQ``
+        (a later attempt's events follow the earlier one's, with higher numbers)."""
         assert record.job_id is not None
         last_seq, last_type = after, ""
-        async for seq, kind, data in jobs.events(principal, record.job_id, after):
+        async for seq, kind, data in jobs.events(principal, record.job_id,
+                                                 max(after + FIRST_SEQ, 0)):
             if seq is not None and kind == EVENT_KIND:
-                event = orjson.loads(data)
-                last_seq, last_type = seq, event.get("type", "")
+                event = {**orjson.loads(data), "sequence_number": seq - FIRST_SEQ}
+                last_seq, last_type = event["sequence_number"], event.get("type", "")
                 yield event
-            elif seq is None and last_type not in TERMINAL_EVENTS:
+            elif seq is None and kind != "status" and last_type not in TERMINAL_EVENTS:
                 final = await self.current(principal, record)
                 if final.get("status") in ("completed", "incomplete"):
                     return  # its closing event was read before ``after``

@@ -24,6 +24,7 @@ from inferd.outbound import HostAllowList
 from inferd.redact import redact_url
 from inferd.routing.replica import Replica
 from inferd.routing.router import Router
+from inferd.routing.standby import STANDBY
 from inferd.settings import ReplicaSpec, Settings
 from inferd.store.replicas import ReplicaRecord, ReplicaStore
 
@@ -135,6 +136,7 @@ class ReplicaCatalog:
         await engine.start()
         self.router.add(Replica(id=str(record.id), model=record.model, engine=engine,
                                 weight=record.weight, kind=record.kind,
+                                standby=record.source == STANDBY,
                                 cooldown_base=self.cooldown_base,
                                 cooldown_max=self.cooldown_max))
         self._built[str(record.id)] = record.updated_at

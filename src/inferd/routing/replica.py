@@ -33,6 +33,8 @@ class Replica:
     in_flight: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     kind: str = "local"
+    # Used only when no other replica of the model is available (``inferd.routing.standby``).
+    standby: bool = False
     healthy: bool = True
     cooldown_until: float = 0.0
     failures: int = 0  # consecutive failed requests; reset by a successful one

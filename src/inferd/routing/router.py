@@ -139,6 +139,8 @@ class Router:
                      and now >= r.cooldown_until]
         if not ready:
             raise Unavailable(f"No replica of model '{name}' is available.")
+        # a standby (a request held until a worker starts) only when nothing else can answer
+        ready = [r for r in ready if not r.standby] or ready
         self._turn += 1
         offset = self._turn % len(ready)
         rotated = ready[offset:] + ready[:offset]

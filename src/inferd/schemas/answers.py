@@ -174,6 +174,23 @@ class ItemList(Answer):
     has_more: bool
 
 
+class Conversation(Answer):
+    id: str
+    object: Literal["conversation"]
+    created_at: int
+    metadata: dict[str, Any]
+
+
+class InputTokens(Answer):
+    object: Literal["response.input_tokens"]
+    input_tokens: int
+
+
+class ConversationItem(Answer):
+    id: str
+    type: str
+
+
 # -- Anthropic's Messages API -------------------------------------------------------------------
 class AnthropicUsage(Answer):
     input_tokens: int

@@ -199,3 +199,27 @@ class HostStatus(Answer):
     default_model: str | None
     models: list[str]
     initialized_at: float | None
+
+
+class PromptVersion(Answer):
+    version: str
+    created_at: int
+    instructions: str | None = None
+    input: list[dict[str, Any]] | None = None
+    variables: list[str]
+
+
+class Prompt(Answer):
+    id: str
+    object: Literal["prompt"]
+    name: str
+    key_id: str | None
+    created_at: int
+    version: str
+    variables: list[str]
+    versions: list[PromptVersion]
+
+
+class PromptList(Answer):
+    object: Literal["list"]
+    data: list[Prompt]

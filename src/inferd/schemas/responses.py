@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from inferd.errors import InvalidRequest
 from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest, ModelName
@@ -40,12 +40,35 @@ class TextConfig(BaseModel):
     format: TextFormat | None = None
 
 
+ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# OpenAI's metadata: up to 16 pairs, keys up to 64 characters, values up to 512.
+Metadata = Annotated[dict[Annotated[str, StringConstraints(max_length=64)],
+                          Annotated[str, StringConstraints(max_length=512)]],
+                     Field(max_length=16)]
+
+
+class ConversationRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: ObjectId
+
+
+class PromptRef(BaseModel):
+    """``prompt``: a stored template (``/admin/v1/prompts``), its version (the latest when
+    left out) and the values of its ``{{variables}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: ObjectId
+    version: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,9}$")] | None = None
+    variables: dict[Annotated[str, StringConstraints(max_length=64)],
+                    str | dict[str, Any]] | None = None
+
+
 class ResponseCreateRequest(BaseModel):
     """``POST /v1/responses``."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
     model: ModelName
-    input: str | list[Item] = Field(...)
+    input: str | list[Item] | None = None  # required unless ``prompt`` holds messages
     instructions: str | None = None
     max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
@@ -58,8 +81,61 @@ class ResponseCreateRequest(BaseModel):
     background: bool | None = False
     store: bool | None = True
     previous_response_id: str | None = Field(default=None, max_length=64)
+    conversation: ObjectId | ConversationRef | None = None
+    prompt: PromptRef | None = None
     metadata: dict[str, str] | None = None
     user: str | None = None
+
+    @property
+    def conversation_id(self) -> str | None:
+        if isinstance(self.conversation, ConversationRef):
+            return self.conversation.id
+        return self.conversation
+
+
+class InputTokensRequest(ResponseCreateRequest):
+    """``POST /v1/responses/input_tokens``: what a create request would send the model."""
+
+    model: ModelName | None = None  # type: ignore[assignment]
+
+
+class ConversationCreate(BaseModel):
+    """``POST /v1/conversations``."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: list[Item] | None = Field(default=None, max_length=20)
+    metadata: Metadata | None = None
+
+
+class ConversationUpdate(BaseModel):
+    """``POST /v1/conversations/{id}``: its metadata, replaced."""
+
+    model_config = ConfigDict(extra="forbid")
+    metadata: Metadata
+
+
+class ConversationItemsCreate(BaseModel):
+    """``POST /v1/conversations/{id}/items``."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: list[Item] = Field(min_length=1, max_length=20)
+
+
+class PromptTemplate(BaseModel):
+    """A version of a prompt template: instructions and messages put before the request's
+    input; ``{{name}}`` in their text is replaced by the variable ``name``."""
+
+    model_config = ConfigDict(extra="forbid")
+    instructions: str | None = Field(default=None, max_length=1_000_000)
+    input: list[Item] | None = Field(default=None, max_length=100)
+
+
+class PromptCreate(PromptTemplate):
+    """``POST /admin/v1/prompts``: a prompt and its version 1. It belongs to ``key_id`` (the
+    key that may use it; by default the admin key that creates it)."""
+
+    name: str = Field(min_length=1, max_length=191)
+    key_id: int | None = Field(default=None, ge=1)
 
 
 # -------------------------------------------------------------------------- input → messages
@@ -96,11 +172,14 @@ def normalize_input(value: str | list[Item]) -> list[Item]:
     return [dict(item) for item in value]
 
 
-def items_to_messages(items: list[Item]) -> list[dict[str, Any]]:
-    """Conversation items as chat messages; consecutive function calls share one message."""
+def items_to_messages(items: list[Item], name: str = "input") -> list[dict[str, Any]]:
+    """Conversation items as chat messages; consecutive function calls share one message.
+    ``name``: the request field the items came from (errors name ``name[i]``)."""
     messages: list[dict[str, Any]] = []
     for i, item in enumerate(items):
-        param = f"input[{i}]"
+        param = f"{name}[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest("An item must be an object.", param=param)
         kind = item.get("type", "message")
         if kind == "message":
             role = item.get("role")
@@ -202,6 +281,9 @@ def base_response(request: ResponseCreateRequest, response_id: str,
         "top_p": request.top_p, "truncation": "disabled",
         "metadata": request.metadata or {},
         **({"user": request.user} if request.user is not None else {}),
+        **({"conversation": {"id": request.conversation_id}}
+           if request.conversation_id is not None else {}),
+        **({"prompt": request.prompt.model_dump()} if request.prompt is not None else {}),
     }
 
 

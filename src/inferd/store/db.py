@@ -12,7 +12,7 @@ import gc
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,11 @@ from inferd.store.faults import READ_ONLY, WriteHealth
 from inferd.store.tables import kv
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The database lock ``inferd migrate`` holds while it migrates (PostgreSQL advisory lock key,
+# MySQL/MariaDB named lock): processes starting together migrate one after the other, and the
+# later ones find the schema done.
+MIGRATION_LOCK_KEY = 0x696E_6665_7264_6D67  # "inferdmg"
+MIGRATION_LOCK_NAME = "inferd.migrate"
 # While writes fail, readiness tries a write of its own at most this often (seconds), of this
 # many bytes: more than a page or two, so that it succeeds only where real writes can.
 PROBE_INTERVAL = 1.0
@@ -254,6 +259,31 @@ def unreachable(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+@contextlib.contextmanager
+def migration_lock(connection: sa.Connection) -> Iterator[None]:
+    """Hold the migration lock on ``connection`` for the block (a session lock: it outlives
+    the block's transactions; SQLite needs none, one file has one writer)."""
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        release = text("SELECT pg_advisory_unlock(:k)")
+    elif dialect in ("mysql", "mariadb"):
+        got = connection.execute(text("SELECT GET_LOCK(:n, :t)"),
+                                 {"n": MIGRATION_LOCK_NAME, "t": 3600}).scalar()
+        if got != 1:
+            raise RuntimeError("another inferd migrate held the migration lock for an hour")
+        release = text("SELECT RELEASE_LOCK(:n)")
+    else:
+        yield
+        return
+    connection.commit()  # end the statement's transaction: Alembic begins its own
+    try:
+        yield
+    finally:
+        connection.execute(release, {"k": MIGRATION_LOCK_KEY, "n": MIGRATION_LOCK_NAME})
+        connection.commit()
 
 
 def alembic_config(url: str) -> Config:

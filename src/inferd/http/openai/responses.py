@@ -1,4 +1,5 @@
-"""``/v1/responses``: the Responses API (thin routes; the logic is ``inferd.responses``)."""
+"""``/v1/responses`` and ``/v1/conversations``: the Responses and Conversations APIs (thin
+routes; the logic is ``inferd.responses``)."""
 
 from __future__ import annotations
 
@@ -13,20 +14,44 @@ from inferd.errors import InferdError
 from inferd.http.deps import PrincipalDep, ServicesDep, read_strict, unless_disconnected
 from inferd.http.responses import json_response
 from inferd.http.sse import sse_response
+from inferd.responses.conversations import ConversationService
 from inferd.responses.events import Event
+from inferd.responses.prompts import PromptService
 from inferd.responses.service import ResponseService
-from inferd.schemas.responses import ResponseCreateRequest
+from inferd.schemas.responses import (
+    ConversationCreate,
+    ConversationItemsCreate,
+    ConversationUpdate,
+    InputTokensRequest,
+    ResponseCreateRequest,
+)
+from inferd.services import Services
+from inferd.store.conversations import ConversationStore, PromptStore
 from inferd.store.responses import ResponseStore
 
 router = APIRouter(tags=["responses"])
 
 
+def conversation_service(services: Services) -> ConversationService:
+    return ConversationService(ConversationStore(services.db),
+                               services.settings.conversation_max_items)
+
+
 async def _service(services: ServicesDep) -> ResponseService:
-    return ResponseService(services.inference, ResponseStore(services.db), services.jobs)
+    return ResponseService(services.inference, ResponseStore(services.db), services.jobs,
+                           conversation_service(services), PromptService(PromptStore(services.db)),
+                           services.settings.responses_max_chain)
+
+
+async def _conversations(services: ServicesDep) -> ConversationService:
+    return conversation_service(services)
 
 
 ResponsesDep = Annotated[ResponseService, Depends(_service)]
+ConversationsDep = Annotated[ConversationService, Depends(_conversations)]
 ResponseId = Annotated[str, Path(min_length=1, max_length=64)]
+ConversationId = Annotated[str, Path(min_length=1, max_length=64)]
+ItemId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
@@ -60,6 +85,13 @@ async def create_response(request: Request, principal: PrincipalDep,
                                                    responses.create(principal, prepared)))
 
 
+@router.post("/v1/responses/input_tokens")
+async def count_input_tokens(request: Request, principal: PrincipalDep,
+                             responses: ResponsesDep) -> Response:
+    body = await read_strict(request, InputTokensRequest)
+    return json_response(await responses.count_input_tokens(principal, body))
+
+
 @router.get("/v1/responses/{response_id}")
 async def get_response(response_id: ResponseId, principal: PrincipalDep,
                        responses: ResponsesDep, stream: bool = False,
@@ -91,3 +123,65 @@ async def list_input_items(response_id: ResponseId, principal: PrincipalDep,
     page: dict[str, Any] = await responses.input_items(principal, response_id, limit=limit,
                                                        order=order, after=after)
     return json_response(page)
+
+
+# -- the Conversations API ---------------------------------------------------------------------
+@router.post("/v1/conversations")
+async def create_conversation(request: Request, principal: PrincipalDep,
+                              conversations: ConversationsDep) -> Response:
+    body = await read_strict(request, ConversationCreate)
+    return json_response(await conversations.create(principal, body))
+
+
+@router.get("/v1/conversations/{conversation_id}")
+async def get_conversation(conversation_id: ConversationId, principal: PrincipalDep,
+                           conversations: ConversationsDep) -> Response:
+    return json_response(await conversations.retrieve(principal, conversation_id))
+
+
+@router.post("/v1/conversations/{conversation_id}")
+async def update_conversation(conversation_id: ConversationId, request: Request,
+                              principal: PrincipalDep,
+                              conversations: ConversationsDep) -> Response:
+    body = await read_strict(request, ConversationUpdate)
+    return json_response(await conversations.update(principal, conversation_id,
+                                                    body.metadata))
+
+
+@router.delete("/v1/conversations/{conversation_id}")
+async def delete_conversation(conversation_id: ConversationId, principal: PrincipalDep,
+                              conversations: ConversationsDep) -> Response:
+    return json_response(await conversations.delete(principal, conversation_id))
+
+
+@router.post("/v1/conversations/{conversation_id}/items")
+async def add_conversation_items(conversation_id: ConversationId, request: Request,
+                                 principal: PrincipalDep,
+                                 conversations: ConversationsDep) -> Response:
+    body = await read_strict(request, ConversationItemsCreate)
+    return json_response(await conversations.add_items(principal, conversation_id, body))
+
+
+@router.get("/v1/conversations/{conversation_id}/items")
+async def list_conversation_items(conversation_id: ConversationId, principal: PrincipalDep,
+                                  conversations: ConversationsDep,
+                                  limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                                  order: Literal["asc", "desc"] = "desc",
+                                  after: Annotated[str | None, Query(max_length=64)] = None
+                                  ) -> Response:
+    return json_response(await conversations.list_items(principal, conversation_id,
+                                                        limit=limit, order=order, after=after))
+
+
+@router.get("/v1/conversations/{conversation_id}/items/{item_id}")
+async def get_conversation_item(conversation_id: ConversationId, item_id: ItemId,
+                                principal: PrincipalDep,
+                                conversations: ConversationsDep) -> Response:
+    return json_response(await conversations.get_item(principal, conversation_id, item_id))
+
+
+@router.delete("/v1/conversations/{conversation_id}/items/{item_id}")
+async def delete_conversation_item(conversation_id: ConversationId, item_id: ItemId,
+                                   principal: PrincipalDep,
+                                   conversations: ConversationsDep) -> Response:
+    return json_response(await conversations.delete_item(principal, conversation_id, item_id))

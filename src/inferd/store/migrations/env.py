@@ -8,16 +8,20 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from inferd.store.db import migration_lock
 from inferd.store.tables import metadata
 
 config = context.config
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=metadata,
-                      render_as_batch=connection.dialect.name == "sqlite")
-    with context.begin_transaction():
-        context.run_migrations()
+    # One migration at a time per database (`inferd migrate` in every starting pod): a later
+    # one waits, then reads the version the earlier one committed and finds nothing to do.
+    with migration_lock(connection):
+        context.configure(connection=connection, target_metadata=metadata,
+                          render_as_batch=connection.dialect.name == "sqlite")
+        with context.begin_transaction():
+            context.run_migrations()
 
 
 async def _run_async() -> None:

@@ -5,11 +5,12 @@ import home from "./home.js";
 import models from "./models.js";
 import playground from "./playground.js";
 import keys from "./keys.js";
+import prompts from "./prompts.js";
 import jobs from "./jobs.js";
 import monitoring from "./monitoring.js";
 
-const pages = { home, models, playground, keys, jobs, monitoring };
-const ADMIN_ONLY = new Set(["models", "keys"]);
+const pages = { home, models, playground, keys, prompts, jobs, monitoring };
+const ADMIN_ONLY = new Set(["models", "keys", "prompts"]);
 for (const page of Object.values(pages)) page.init?.();
 
 function currentPage() {
