@@ -1,9 +1,11 @@
-"""The compose file and the Dockerfile: parsed, linted and checked for what each role needs."""
+"""The compose files: parsed, validated and checked for what each role needs (the Dockerfile:
+test_image.py)."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
