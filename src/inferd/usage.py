@@ -65,6 +65,11 @@ def holding(records: list[UsageRecord]) -> contextvars.Context:
     return context
 
 
+def in_job() -> bool:
+    """Whether the current code runs a job (its usage records are held, see ``holding``)."""
+    return _held.get() is not None
+
+
 def _always(_exc: Exception) -> bool:
     return True
 

@@ -43,6 +43,14 @@ def wait_done(client: OpenAI, response_id: str) -> Any:
     return response
 
 
+# The answer must be a JSON array of at least 301 integers. No token of the bundled model's
+# vocabulary holds two digits, so every item takes a token of its own: the grammar cannot let
+# the answer end (an end-of-sequence token) before 300 tokens, whatever the model prefers.
+ENDLESS = {"format": {"type": "json_schema", "name": "numbers", "strict": True,
+                      "schema": {"type": "array", "items": {"type": "integer"},
+                                 "minItems": 301}}}
+
+
 def test_background_response_survives_kill_9(tmp_path: Path) -> None:
     args = ("--no-bundled", "--model", f"{MODEL}={bundled_gguf_path()}")
     server = InferdProcess(tmp_path, *args, env=ENV)
@@ -51,7 +59,7 @@ def test_background_response_survives_kill_9(tmp_path: Path) -> None:
         owner = sdk(server, owner_key)
         created = owner.responses.create(model=MODEL, input="1, 2, 3, 4, 5, 6,",
                                          background=True, max_output_tokens=300,
-                                         temperature=0)
+                                         temperature=0, text=ENDLESS)
         assert created.status == "queued"
         seen = []
         for event in owner.responses.retrieve(created.id, stream=True):
