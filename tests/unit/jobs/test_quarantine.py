@@ -6,6 +6,7 @@ capped; a background response's job is private to its key."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -122,7 +123,10 @@ async def test_a_job_on_probation_runs_alone_in_its_process(parts: Parts) -> Non
     await service.close()
 
 
-async def test_a_deferred_job_backs_off_and_leaves_no_usage_record(parts: Parts) -> None:
+async def test_a_deferred_job_backs_off_and_leaves_no_usage_record(
+        parts: Parts, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="inferd.requests")
+    parts.metering.log_requests = True  # a line per request answered
     recorder = parts.metering.recorder
     service = parts.service()
     limited = Principal(key_id="7", scope="user", rpm=1)
@@ -147,6 +151,10 @@ async def test_a_deferred_job_backs_off_and_leaves_no_usage_record(parts: Parts)
     await recorder.flush()
     rows = await UsageStore(parts.db).recent(limit=10)
     assert [(r["request_id"], r["status"]) for r in rows] == [(first.id, 200)]
+    # and its log line is a debug one
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "inferd.requests"]
+    assert (logging.DEBUG, "chat echo 429") in lines
+    assert all(level == logging.DEBUG for level, text in lines if text.endswith("429")), lines
     await service.close()
 
 
