@@ -9,6 +9,7 @@ so together they may let a key pass its cap by what each accepted within that se
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from inferd.auth.principal import Principal
@@ -27,6 +28,8 @@ class PendingCaps:
         self.store = store
         self.settings = settings
         self._counts: dict[tuple[str | None, bool], tuple[int, float]] = {}
+        # one count at a time per key: concurrent submissions share it
+        self._counting: dict[tuple[str | None, bool], asyncio.Future[int]] = {}
 
     async def check_jobs(self, principal: Principal, adding: int = 1) -> None:
         """429 ``too_many_pending_jobs`` when ``adding`` jobs would pass the key's cap."""
@@ -52,9 +55,17 @@ class PendingCaps:
         if known is None or now - known[1] > FRESH_SECONDS or known[0] + adding > cap:
             if len(self._counts) >= MAX_KEYS:
                 self._counts.clear()
-            known = (await self.store.count_unfinished(owner, batch=batch), now)
+            known = (await self._count(key), now)
         if known[0] + adding > cap:
             self._counts[key] = known
             return False
         self._counts[key] = (known[0] + adding, known[1])
         return True
+
+    async def _count(self, key: tuple[str | None, bool]) -> int:
+        counting = self._counting.get(key)
+        if counting is None:
+            counting = asyncio.ensure_future(self.store.count_unfinished(key[0], batch=key[1]))
+            self._counting[key] = counting
+            counting.add_done_callback(lambda _: self._counting.pop(key, None))
+        return await asyncio.shield(counting)
