@@ -23,7 +23,7 @@ usage record is dropped (a deferral is not a request answered).
 
 A run's usage records are held back (``inferd.usage.holding``) and committed with its outcome,
 in one transaction: a job whose result is stored is billed, whatever happens next. The records
-of a run whose outcome is not stored (cancelled, handed back, deferred, superseded) go to the
+of a run whose outcome is not stored (cancelled, handed back, superseded) go to the
 usage recorder; those of a run cut short by a crash are lost with it (the job runs again and
 is billed then).
 """
