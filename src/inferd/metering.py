@@ -20,7 +20,7 @@ from inferd.routing.router import Router
 from inferd.settings import Settings
 from inferd.store.db import Database, unreachable
 from inferd.store.usage import UsageStore
-from inferd.usage import UsageRecord, UsageRecorder
+from inferd.usage import UsageRecord, UsageRecorder, in_job
 
 log = logging.getLogger("inferd.requests")
 
@@ -127,8 +127,11 @@ class Metering:
                 call.stream, status, error, prompt, completion, prompt + completion,
                 latency * 1000.0, None if ttft is None else ttft * 1000.0, call.images,
                 call.steps))
+        level = logging.WARNING if status >= 500 else logging.INFO
+        if error == "rate_limit_exceeded" and in_job():  # the job is deferred, not answered
+            level = logging.DEBUG
         if self.log_requests or status >= 500:
-            log.log(logging.WARNING if status >= 500 else logging.INFO,
+            log.log(level,
                     "%s %s %d", call.endpoint, call.model, status, extra={
                         "key_id": key_id, "model": call.model, "endpoint": call.endpoint,
                         "status": status, "error": error, "prompt_tokens": prompt,

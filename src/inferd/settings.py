@@ -184,6 +184,22 @@ class JobSettings(BaseSettings):
     # "public" (globally routable addresses), CIDR networks, host names, "*.domain".
     webhook_allowed_hosts: list[str] = Field(default_factory=lambda: ["public"])
     max_batch_lines: int = Field(default=50_000, ge=1)
+    # A job whose runs ended their process this many times fails with ``job_quarantined``.
+    # From the first such crash it runs alone in its process (on probation), so every crash
+    # after the first is its own; at least 2, so that one crash never fails a job.
+    max_crashes: int = Field(default=2, ge=2, le=100)
+    # A job deferred by its key's rate limit waits this long, doubled at each deferral up to
+    # ``defer_max_seconds``, before it is tried again.
+    defer_seconds: float = Field(default=1.0, gt=0, le=3600)
+    defer_max_seconds: float = Field(default=60.0, gt=0, le=86400)
+    # Per key: unfinished (pending or running) jobs, and unfinished lines of its batches;
+    # a submission past either gets 429.
+    max_pending_per_key: int = Field(default=10_000, ge=1)
+    max_batch_lines_per_key: int = Field(default=50_000, ge=1)
+
+    def defer_delay(self, deferrals: int) -> float:
+        """How long a job deferred ``deferrals`` times before waits now."""
+        return float(min(self.defer_max_seconds, self.defer_seconds * 2.0 ** min(deferrals, 32)))
 
     def workers_for(self, model: str) -> int:
         return self.concurrency_per_model.get(model, self.concurrency)

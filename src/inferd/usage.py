@@ -65,6 +65,11 @@ def holding(records: list[UsageRecord]) -> contextvars.Context:
     return context
 
 
+def in_job() -> bool:
+    """Whether the current code runs a job (its usage records are held, see ``holding``)."""
+    return _held.get() is not None
+
+
 def _always(_exc: Exception) -> bool:
     return True
 
@@ -108,7 +113,7 @@ class UsageRecorder:
 
     def record_many(self, records: Sequence[UsageRecord]) -> None:
         """Buffer records held back by a job whose result was not stored (cancelled, handed
-        back, deferred): the work they describe was done."""
+        back): the work they describe was done."""
         self._buffer.extend(records)
         if len(self._buffer) >= self.batch_size:
             self._wake.set()

@@ -15,12 +15,21 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from inferd.anthropic import translate
 from inferd.auth.principal import Principal
-from inferd.errors import InferdError, InternalError, RateLimited, invalid_request
+from inferd.errors import (
+    ContextLengthExceeded,
+    InferdError,
+    InternalError,
+    InvalidRequest,
+    RateLimited,
+    invalid_request,
+)
 from inferd.images import ImageService
 from inferd.inference import Inference
-from inferd.jobs.requests import parse_request
-from inferd.responses import background
+from inferd.jobs.requests import MESSAGES, parse_request
+from inferd.responses import RESPONSES, background
+from inferd.responses.service import ResponseService
 from inferd.schemas.fold import ChunkFold
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import (
@@ -29,6 +38,8 @@ from inferd.schemas.openai import (
     EmbeddingRequest,
     StreamOptions,
 )
+from inferd.schemas.responses import ResponseCreateRequest
+from inferd.store.db import Database
 from inferd.store.jobs import FIRST_START_DATA, JobEvent, JobRecord, JobStore
 from inferd.store.jobs import Outcome as Outcome  # where the workers know it from
 from inferd.store.responses import ResponseStore
@@ -142,6 +153,8 @@ async def run_job(inference: Inference, job: JobRecord, owner: Awaitable[Princip
     become a ``failed`` outcome."""
     try:
         principal = await owner
+        if job.source == "batch" and job.endpoint in (RESPONSES, MESSAGES):
+            return await _run_batch_line(inference, job, principal, events.store.db)
         if job.endpoint == background.ENDPOINT:
             result, usage = await background.run_response(
                 inference, background.ResponseJob.model_validate(job.request), principal, events,
@@ -166,6 +179,39 @@ async def run_job(inference: Inference, job: JobRecord, owner: Awaitable[Princip
     except Exception as exc:  # a bug must fail the job, not kill the worker
         await events.last()
         return error_outcome(exc)
+
+
+async def _run_batch_line(inference: Inference, job: JobRecord, principal: Principal,
+                          db: Database) -> Outcome:
+    """A batch line of the Responses or the Anthropic Messages API: its answer is that API's
+    object (a Response, a Message); ``usage`` is the chat usage it was made of."""
+    if job.endpoint == RESPONSES:
+        request = ResponseCreateRequest.model_validate(job.request)
+        if request.background:
+            raise InvalidRequest("A batch runs its requests in the background already; "
+                                 "'background' must be false.", param="background")
+        responses = ResponseService(inference, ResponseStore(db), None)
+        response = await responses.create(principal,
+                                          await responses.prepare(principal, request))
+        used = response.get("usage") or {}
+        usage = {"prompt_tokens": used.get("input_tokens", 0),
+                 "completion_tokens": used.get("output_tokens", 0),
+                 "total_tokens": used.get("total_tokens", 0)} if used else None
+        return Outcome("completed", result=response, status_code=200, usage=usage)
+    body = translate.MessagesRequest.model_validate(job.request)
+    if body.stream:
+        body = body.model_copy(update={"stream": False})
+    chat = translate.to_chat(body)
+    try:
+        result = await inference.chat(chat, principal)
+    except ContextLengthExceeded as exc:
+        # Anthropic's max_tokens is a ceiling every client sends (as ``POST /v1/messages``)
+        if exc.param != "max_tokens":
+            raise
+        chat.max_tokens = None
+        result = await inference.chat(chat, principal)
+    return Outcome("completed", result=translate.from_chat(result, body.model),
+                   status_code=200, usage=result.get("usage"))
 
 
 async def _run_stream(inference: Inference, request: ChatCompletionRequest | CompletionRequest,
