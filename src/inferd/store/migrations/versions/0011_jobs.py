@@ -1,6 +1,6 @@
 """jobs: crash quarantine and rate-limit backoff
 
-Revision ID: 0010
+Revision ID: 0011
 Revises: 0009
 
 ``jobs.crashes`` counts the runs of a job that ended with their process (its lease lapsed
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
