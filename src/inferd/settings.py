@@ -249,6 +249,12 @@ class Settings(BaseSettings):
     # default: writing it costs about a fifth of the gateway's throughput.
     log_requests: bool = False
     config_file: Path | None = None
+    # ``/metrics`` answers only callers with a valid key (401 otherwise; Prometheus sends one
+    # with ``authorization: {credentials: KEY}``). Off: public, like ``/health``.
+    metrics_require_key: bool = False
+    # ``/ready`` names the models (and whether each is loaded) only to callers with a valid
+    # key; anyone still gets its status code and ``status``/``store`` fields (probes).
+    ready_require_key: bool = False
     # Browser origins allowed to call the API from another site (CORS); empty = CORS off.
     # "*" allows any origin.
     cors_origins: list[str] = Field(default_factory=list)
