@@ -28,6 +28,7 @@ from inferd.schemas.openai import (
     CompletionRequest,
     EmbeddingRequest,
     StreamOptions,
+    legacy_answer,
 )
 from inferd.store.jobs import FIRST_START_DATA, JobEvent, JobRecord, JobStore
 from inferd.store.jobs import Outcome as Outcome  # where the workers know it from
@@ -187,4 +188,6 @@ async def _run_stream(inference: Inference, request: ChatCompletionRequest | Com
     # the body a sync request answers: every choice, tool calls, logprobs, the engine's usage
     result = (fold.chat(request.model) if isinstance(request, ChatCompletionRequest)
               else fold.completion(request.model))
+    if isinstance(request, ChatCompletionRequest) and request.legacy_functions:
+        result = legacy_answer(result)  # the client sent ``functions``
     return Outcome("completed", result=result, status_code=200, usage=result["usage"])
