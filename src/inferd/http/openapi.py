@@ -119,7 +119,9 @@ def _answer(op: Op, model: type[BaseModel] | None, refs: Refs) -> dict[str, Any]
 def _statuses(path: str, operation: dict[str, Any], op: Op | None) -> list[int]:
     """The error statuses of an operation: those every route shares, then its own."""
     if path in PUBLIC_PATHS:
-        return sorted({*(op.errors if op else ())})
+        # ``/metrics`` refuses a caller without a valid key under ``metrics_require_key``
+        keyed = {401, 429} if path == "/metrics" else set()
+        return sorted({*(op.errors if op else ()), *keyed})
     statuses = {401, 429}
     if operation.get("parameters") or (op and (op.body or op.form)):
         statuses.add(400)

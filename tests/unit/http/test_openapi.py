@@ -113,3 +113,6 @@ def test_security_schemes_and_each_operations_security_follow_the_access_policy(
             assert operation["security"] == keyed, path
     assert seen == len(operations)
     assert operations[("post", "/chat/completions")]["security"] == keyed
+    # a key may be required there (INFERD_METRICS_REQUIRE_KEY): its refusals are documented
+    assert {"401", "429"} <= set(operations[("get", "/metrics")]["responses"])
+    assert "401" not in operations[("get", "/ready")]["responses"]  # /ready never refuses
