@@ -78,6 +78,11 @@ class ModelSpec(BaseModel):
     family: str = ""
     # Seconds the echo engine waits per token (only for ``kind: echo``, used in tests/bench).
     echo_delay: float = Field(default=0.0, ge=0.0)
+    # ``kind: embeddings``: read ``input`` given as token ids (lists of ints) as ids of this
+    # model's own tokenizer. Off by default: clients that tokenize for OpenAI's models
+    # (LangChain's ``OpenAIEmbeddings`` sends tiktoken ids) would get wrong vectors, so such
+    # input is a 400 that says to send text.
+    token_id_input: bool = False
     # Image defaults of a ``kind: diffusers`` pipeline (a request may override each).
     steps: int = Field(default=30, ge=1, le=500)
     guidance_scale: float = Field(default=7.5, ge=0.0, le=100.0)
@@ -269,6 +274,12 @@ class Settings(BaseSettings):
     # default: writing it costs about a fifth of the gateway's throughput.
     log_requests: bool = False
     config_file: Path | None = None
+    # ``/metrics`` answers only callers with a valid key (401 otherwise; Prometheus sends one
+    # with ``authorization: {credentials: KEY}``). Off: public, like ``/health``.
+    metrics_require_key: bool = False
+    # ``/ready`` names the models (and whether each is loaded) only to callers with a valid
+    # key; anyone still gets its status code and ``status``/``store`` fields (probes).
+    ready_require_key: bool = False
     # Browser origins allowed to call the API from another site (CORS); empty = CORS off.
     # "*" allows any origin.
     cors_origins: list[str] = Field(default_factory=list)

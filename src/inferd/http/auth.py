@@ -14,6 +14,7 @@ It also makes the request id (set by ``RequestGuard``) the context of every log 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 import orjson
@@ -32,6 +33,9 @@ from inferd.logs import request_id_var
 _PUBLIC_ROUTES, PUBLIC_PREFIXES = public_paths()  # the ``public`` routes of ``http.access``
 # Paths browsers ask for that no route serves: a 404 for everyone, never a 401.
 PUBLIC_PATHS = _PUBLIC_ROUTES | {"/favicon.ico", "/docs/oauth2-redirect"}
+# Public routes that settings may put behind a key (``metrics_require_key``,
+# ``ready_require_key``).
+KEYED_PROBES = frozenset({"/metrics", "/ready"})
 ADMIN_PREFIXES: tuple[str, ...] = ("/admin/", "/tables", "/generate_api_key",
                                    "/delete_api_key")
 
@@ -71,6 +75,12 @@ class AuthMiddleware:
         request_id_var.set(state.get("request_id"))
         path: str = scope["path"]
         if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            if path in KEYED_PROBES:
+                try:
+                    await self._probe(scope, state, path)
+                except InferdError as exc:
+                    await _refuse(send, exc, path)
+                    return
             await self.app(scope, receive, send)
             return
         try:
@@ -79,6 +89,19 @@ class AuthMiddleware:
             await _refuse(send, exc, path)
             return
         await self.app(scope, receive, send)
+
+    async def _probe(self, scope: Scope, state: dict[str, object], path: str) -> None:
+        """``/metrics`` needs a key when ``metrics_require_key`` is on; ``/ready`` reads one
+        when ``ready_require_key`` is on (a missing or refused key is no error there: the
+        answer leaves the models out). Probes without a key are not counted as failures."""
+        services = scope["app"].state.services
+        settings = services.settings
+        if path == "/metrics" and settings.metrics_require_key:
+            state["principal"] = await self._principal(scope)
+        elif path == "/ready" and settings.ready_require_key and (
+                _bearer(scope) is not None or not services.auth.enforcing):
+            with contextlib.suppress(InferdError):
+                state["principal"] = await self._principal(scope)
 
     async def _principal(self, scope: Scope) -> Principal:
         auth: Auth = scope["app"].state.services.auth

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from inferd.http.deps import ServicesDep
@@ -21,18 +21,23 @@ async def health() -> Response:
 
 
 @router.get("/ready")
-async def ready(services: ServicesDep) -> Response:
+async def ready(request: Request, services: ServicesDep) -> Response:
     """Ready when the database answers, writes to it succeed and every model is loaded.
 
     ``store_writes`` turns false after a few writes in a row failed for lack of storage (disk
     full, read-only: ``inferd.store.faults``), while reads may still work; it turns true again
-    at the next write that succeeds (``/ready`` tries one itself while it is false)."""
+    at the next write that succeeds (``/ready`` tries one itself while it is false).
+
+    With ``ready_require_key`` the models are named only to a caller with a valid key (the
+    auth middleware puts its principal in the request's state); the status is for anyone."""
     models = {e.name: e.ready() for e in services.router.engines()}
     store = await services.db.ping()
     writes = store and await services.db.writable()
     ok = store and writes and all(models.values())
     body: dict[str, Any] = {"status": "ready" if ok else "not_ready", "store": store,
-                            "store_writes": writes, "models": models}
+                            "store_writes": writes}
+    if not services.settings.ready_require_key or "principal" in request.scope.get("state", {}):
+        body["models"] = models
     if store and not writes:
         body["storage_fault"] = services.db.writes.last_fault
     return json_response(body, status=200 if ok else 503)

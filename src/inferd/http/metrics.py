@@ -1,5 +1,6 @@
-"""``GET /metrics``: Prometheus text format (public, like ``/health``), rendered off the event
-loop."""
+"""``GET /metrics``: Prometheus text format, rendered off the event loop. Public, like
+``/health``, unless ``metrics_require_key`` is on: then the auth middleware answers 401 to a
+caller without a valid key (``inferd.http.auth``)."""
 
 from __future__ import annotations
 

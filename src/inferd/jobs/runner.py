@@ -37,6 +37,7 @@ from inferd.schemas.openai import (
     CompletionRequest,
     EmbeddingRequest,
     StreamOptions,
+    legacy_answer,
 )
 from inferd.schemas.responses import ResponseCreateRequest
 from inferd.store.db import Database
@@ -233,4 +234,6 @@ async def _run_stream(inference: Inference, request: ChatCompletionRequest | Com
     # the body a sync request answers: every choice, tool calls, logprobs, the engine's usage
     result = (fold.chat(request.model) if isinstance(request, ChatCompletionRequest)
               else fold.completion(request.model))
+    if isinstance(request, ChatCompletionRequest) and request.legacy_functions:
+        result = legacy_answer(result)  # the client sent ``functions``
     return Outcome("completed", result=result, status_code=200, usage=result["usage"])
