@@ -45,9 +45,13 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await Services.start(settings)
         app.state.services = services
+        scrapes = await metrics_routes.start_metrics_port(services) \
+            if settings.metrics_port else None
         try:
             yield
         finally:
+            if scrapes is not None:
+                await scrapes.cleanup()
             await services.close()
 
     # inferd exports its own Prometheus metrics; the framework's OpenTelemetry hooks would

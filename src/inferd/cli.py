@@ -149,11 +149,25 @@ def engine(config: Path | None, host: str | None, port: int | None, data_dir: Pa
         _settings(config, host=host, port=port, data_dir=data_dir, log_level=log_level,
                   engine_url=engine_url, bundled_models=False if no_bundled else None), models)
     if not settings.engine_url:
-        import socket
-
-        host = settings.host if settings.host not in ("0.0.0.0", "::") else socket.getfqdn()
-        settings = settings.model_copy(update={"engine_url": f"http://{host}:{settings.port}/v1"})
+        settings = settings.model_copy(update={"engine_url": advertised_url(settings)})
     _run(settings.model_copy(update={"role": "engine"}))
+
+
+def advertised_url(settings: Settings) -> str:
+    """The URL gateways reach this engine at: ``engine_host`` (e.g. the pod IP), else the bound
+    address, else (bound to every address) the host's name; an IPv6 address in brackets."""
+    import ipaddress
+    import socket
+
+    host = settings.engine_host or (
+        settings.host if settings.host not in ("0.0.0.0", "::", "") else socket.getfqdn())
+    host = host.strip("[]")
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:  # a name
+        pass
+    return f"http://{host}:{settings.port}/v1"
 
 
 def _check_schema(settings: Settings) -> None:
@@ -178,6 +192,16 @@ def _check_schema(settings: Settings) -> None:
         raise click.ClickException(exc.message) from exc
 
 
+def _check_cluster_safety(settings: Settings) -> None:
+    """A cluster role reachable from other hosts stops here on unsafe secrets."""
+    from inferd.auth.bootstrap import StartupRefused, unsafe_cluster_settings
+
+    try:
+        unsafe_cluster_settings(settings)
+    except StartupRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def _run(settings: Settings) -> None:
     import uvicorn
 
@@ -186,6 +210,7 @@ def _run(settings: Settings) -> None:
     from inferd.http.server import guarded_protocol
 
     _configure_logging(settings.log_level, settings.log_format)
+    _check_cluster_safety(settings)
     _check_schema(settings)
     # uvloop + httptools (with bounds on each request head: inferd.http.server); no access
     # log (usage records and metrics cover every request); no proxy-header rewriting (nothing
@@ -198,13 +223,31 @@ def _run(settings: Settings) -> None:
     gc.set_threshold(10_000, 20, 20)
     protocol = guarded_protocol(settings.max_header_bytes, settings.header_timeout_seconds,
                                 settings.body_timeout_seconds, settings.body_min_rate)
-    uvicorn.run(app, host=settings.host, port=settings.port,
-                log_level=settings.log_level, loop="uvloop", http=protocol,
-                h11_max_incomplete_event_size=settings.max_header_bytes,
-                timeout_keep_alive=settings.keep_alive_seconds,
-                access_log=False, proxy_headers=False, server_header=False,
-                backlog=4096, timeout_graceful_shutdown=5,
-                log_config={"version": 1, "disable_existing_loggers": False})
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                            log_level=settings.log_level, loop="uvloop", http=protocol,
+                            h11_max_incomplete_event_size=settings.max_header_bytes,
+                            timeout_keep_alive=settings.keep_alive_seconds,
+                            access_log=False, proxy_headers=False, server_header=False,
+                            backlog=4096,
+                            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+                            log_config={"version": 1, "disable_existing_loggers": False})
+    draining_server(config, settings.shutdown_grace_seconds).run()
+
+
+def draining_server(config: Any, grace: float) -> Any:
+    """uvicorn's server, whose stop signal also starts the process's drain
+    (``inferd.lifecycle``): readiness turns 503 and the job workers stop taking jobs while the
+    server finishes the requests in flight."""
+    import uvicorn
+
+    from inferd.lifecycle import DRAIN
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            DRAIN.begin(grace)
+            super().handle_exit(sig, frame)
+
+    return DrainingServer(config)
 
 
 @main.command("models")

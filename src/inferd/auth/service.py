@@ -57,7 +57,7 @@ class Auth:
                    throttle=throttle, on_failure=on_failure, on_throttled=on_throttled)
         await keys.start()
         if settings.role == "engine":
-            self.forwarding_key = settings.engine_api_key or settings.admin_key
+            self.forwarding_key = settings.engine_api_key
         if generated:
             print("inferd: generated the first admin API key (shown only this once):\n"
                   f"  {generated}", file=sys.stderr, flush=True)

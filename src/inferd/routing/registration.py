@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 
 from inferd.errors import Conflict
@@ -20,6 +21,8 @@ from inferd.store.heartbeats import HeartbeatStore
 from inferd.store.replicas import ReplicaStore
 
 log = logging.getLogger("inferd.engine")
+# The replica option naming the engine instance that registered it.
+INSTANCE = "engine_instance"
 
 
 class EngineRegistration:
@@ -33,13 +36,18 @@ class EngineRegistration:
         self.beats = HeartbeatStore(store.db)
         self.kind = kind
         self.url = url or settings.engine_url
-        self.api_key = (settings.engine_api_key or settings.admin_key) if kind == "http" else ""
+        self.api_key = settings.engine_api_key if kind == "http" else ""
         self.every = settings.engine_heartbeat_seconds
+        # Its replicas are known by this instance's name, not by their URL: engines behind
+        # one service name (``docker compose --scale engine=2``) are replicas of their own,
+        # and one stopping leaves the others' rows alone.
+        self.instance = settings.engine_instance or socket.gethostname()
         self.replica_ids: list[int] = []
         self._task: asyncio.Task[None] | None = None
 
     async def register(self, models: list[str]) -> None:
-        """One replica per model at ``engine_url`` (an old one of the same URL is reused)."""
+        """One replica per model at ``engine_url`` (the one this instance registered before is
+        reused)."""
         for name in models:
             record = await self.store.find_model(name)
             if record is None:
@@ -48,13 +56,16 @@ class EngineRegistration:
                 record = await self.store.find_model(name)
                 assert record is not None
             mine = [r for r in await self.store.list_replicas(record.id)
-                    if r.source == "engine" and r.url == redact_url(self.url)]
+                    if r.source == "engine" and self._is_mine(r.url, r.options)]
             spec = ReplicaSpec.model_validate({"kind": self.kind, "url": self.url,
                                                "upstream_model": name,
-                                               "api_key": self.api_key})
+                                               "api_key": self.api_key,
+                                               "options": {INSTANCE: self.instance}})
             if mine:
                 replica = mine[0]
-                await self.store.update_replica(replica.id, {"api_key": self.api_key})
+                await self.store.update_replica(replica.id, {
+                    "api_key": self.api_key, "url": self.url,
+                    "options": {**replica.options, INSTANCE: self.instance}})
             else:
                 replica = await self.store.create_replica(record.id, spec, source="engine")
             self.replica_ids.append(replica.id)
@@ -64,6 +75,13 @@ class EngineRegistration:
         self._task = asyncio.create_task(self._beat_forever(), name="engine:heartbeat")
         if self.announce is not None:
             await self.announce()
+
+    def _is_mine(self, url: str, options: dict[str, object]) -> bool:
+        """A replica this instance registered before (a restart reuses it); a row from before
+        instance names existed is known by its URL."""
+        if INSTANCE in options:
+            return options[INSTANCE] == self.instance
+        return url == redact_url(self.url)
 
     async def _beat_forever(self) -> None:
         while True:

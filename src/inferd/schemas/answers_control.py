@@ -16,8 +16,9 @@ class Health(Answer):
 
 
 class Readiness(Answer):
-    status: Literal["ready", "not_ready"]
-    store: bool
+    status: Literal["ready", "not_ready", "draining"]
+    store: bool | None  # None: a shared database, not checked without ?deep=true
+    store_writes: bool | None
     models: dict[str, bool]
 
 

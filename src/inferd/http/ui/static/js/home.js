@@ -45,7 +45,7 @@ export default {
   async load() {
     $("#base-url").textContent = `${location.origin}/v1`;
     $("#first-run").hidden = session.role !== "open";
-    const ready = await fetch("/ready").then((r) => r.json()).catch(() => ({ status: "unreachable" }));
+    const ready = await fetch("/ready?deep=true").then((r) => r.json()).catch(() => ({ status: "unreachable" }));
     const info = await fetch("/openapi.json").then((r) => r.json()).catch(() => ({ info: {} }));
     const stats = [
       stat("status", ready.status, ready.status === "ready" ? "ok" : "bad"),
