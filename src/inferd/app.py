@@ -16,6 +16,7 @@ from inferd.http import docs as docs_routes
 from inferd.http import errors, health
 from inferd.http import files as file_routes
 from inferd.http import images as image_routes
+from inferd.http import internal as engine_routes
 from inferd.http import jobs as job_routes
 from inferd.http import metrics as metrics_routes
 from inferd.http import openai as openai_routes
@@ -75,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
                    contexts_results, queued_generate, model_host):  # S0, S1, S4
         app.include_router(module.router)
     app.include_router(image_routes.router)  # /v1/images/*, S2's /model/generate
+    app.include_router(engine_routes.router)  # engines registering with a gateway
     app.include_router(ui_router)
     # innermost: after auth, before the framework's routing (see inferd.http.fast)
     app.add_middleware(JobsFastPath)

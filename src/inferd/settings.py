@@ -299,6 +299,10 @@ class Settings(BaseSettings):
     # The address other processes reach an ``inferd engine`` at when ``engine_url`` is not
     # set (e.g. the pod IP from the downward API; an IPv6 address is bracketed in the URL).
     engine_host: str = Field(default="", max_length=255)
+    # The gateway an ``inferd engine`` registers with over HTTP, with its
+    # ``engine_api_key`` (e.g. http://inferd-gateway:8000); "" = it registers in the shared
+    # database itself (README "Scaling out").
+    gateway_url: str = Field(default="", max_length=2048)
     # Seconds between an engine's heartbeats; routing drops it after three missed ones.
     engine_heartbeat_seconds: float = Field(default=5.0, gt=0.0, le=3600.0)
     # Fernet key(s) that encrypt replica credentials and webhook secrets in the database,
@@ -313,6 +317,13 @@ class Settings(BaseSettings):
         from inferd.secretbox import parse_keys
 
         parse_keys(v)
+        return v
+
+    @field_validator("gateway_url")
+    @classmethod
+    def _gateway_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("gateway_url must be an http:// or https:// URL")
         return v
 
     @field_validator("database_url")

@@ -50,16 +50,24 @@ def is_loopback(host: str) -> bool:
 class AuthPolicy:
     """Whether this process requires a key on the current request."""
 
-    def __init__(self, mode: str, host: str) -> None:
+    def __init__(self, mode: str, host: str, *, keyed: bool = False) -> None:
         self.mode = mode
         self.loopback = is_loopback(host)
+        # An engine with a key of its own requires it, with or without an admin key.
+        self.keyed = keyed
 
     def enforcing(self, has_admin: bool) -> bool:
         if self.mode == "off":
             return False
-        if self.mode == "on" or not self.loopback:
+        if self.mode == "on" or not self.loopback or self.keyed:
             return True
         return has_admin
+
+
+def engine_keyed(settings: Settings) -> bool:
+    """An ``inferd engine`` with its own key: it requires that key (the one gateways send),
+    and needs no admin key."""
+    return settings.role == "engine" and bool(settings.engine_api_key)
 
 
 # Words of the values that documentation, examples and templates put where a secret goes.
@@ -99,6 +107,8 @@ def unsafe_cluster_settings(settings: Settings) -> None:
                         ("INFERD_ENGINE_API_KEY", settings.engine_api_key)):
         if value and (reason := placeholder_reason(value)) is not None:
             raise StartupRefused(f"{name} looks like a placeholder: {reason}. {advice}")
+    if settings.role == "engine" and settings.gateway_url and settings.engine_api_key:
+        return  # it stores no secret: only its own key, hashed, in a database of its own
     if settings.role == "engine":
         if not settings.engine_api_key:
             raise StartupRefused(
@@ -135,13 +145,18 @@ async def bootstrap(settings: Settings, store: KeyStore, facts: KeyValueStore) -
     if settings.auth == "off" and not policy.loopback:
         raise StartupRefused(
             f"INFERD_AUTH=off is only allowed on a loopback address, not {settings.host}.")
+    if settings.admin_key and settings.engine_api_key and secrets.compare_digest(
+            settings.admin_key.encode(), settings.engine_api_key.encode()):
+        raise StartupRefused("INFERD_ENGINE_API_KEY must not be the admin key: engines hold "
+                             "it, gateways store it as a replica credential and accept it only "
+                             "to register engines.")
     admin = KeyAdmin(store)
     if settings.admin_key:
         await _install_env_key(admin, store, settings.admin_key)
     if settings.role == "engine" and settings.engine_api_key:
         await _install_env_key(admin, store, settings.engine_api_key, name=ENGINE_KEY_NAME,
                                scope="user")
-    if await store.count_admins() > 0 or settings.auth == "off":
+    if await store.count_admins() > 0 or settings.auth == "off" or engine_keyed(settings):
         return None
     if settings.auth == "on":
         # Whoever stores the fact first generates the key (several gateways may start at once).

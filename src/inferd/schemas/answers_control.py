@@ -99,6 +99,34 @@ class EngineList(Answer):
     data: list[Engine]
 
 
+class EngineReplica(Answer):
+    id: str
+    model: str
+
+
+class EngineRegistered(Answer):
+    """An engine instance registered with a gateway: its replica of each model."""
+
+    object: Literal["engine"]
+    instance: str
+    heartbeat_seconds: float
+    replicas: list[EngineReplica]
+
+
+class EngineBeat(Answer):
+    object: Literal["engine"]
+    instance: str
+    heartbeat_seconds: float
+    replicas: int
+
+
+class EngineLeft(Answer):
+    object: Literal["engine"]
+    instance: str
+    deleted: bool
+    replicas: int
+
+
 # -- usage and monitoring -----------------------------------------------------------------------
 class UsageGroups(Answer):
     object: Literal["list"]
