@@ -9,11 +9,13 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+import sqlalchemy as sa
 
 from inferd.errors import InvalidRequest, NotFound
 from inferd.outbound import HostAllowList
 from inferd.routing.catalog import ReplicaCatalog
 from inferd.routing.registration import (
+    FORGET_AFTER,
     INSTANCE,
     EngineHeartbeat,
     EngineRegister,
@@ -25,6 +27,8 @@ from inferd.store.db import Database
 from inferd.store.heartbeats import PREFIX
 from inferd.store.replicas import ReplicaStore
 from inferd.store.repo import KeyValueStore
+from inferd.store.tables import kv
+from inferd.store.tables_replicas import replicas
 
 ENGINE_KEY = "sk-engines-own-key-of-the-enrolment-tests"
 URL = "http://127.0.0.1:9/v1"
@@ -114,3 +118,25 @@ async def test_bad_registrations_are_refused(enrolment: GatewayEnrolment) -> Non
         await enrolment.register("e", EngineRegister(url=URL, models=["m" * 192]))
     assert await enrolment.replicas.store.list_replicas() == []
 
+
+
+async def test_replicas_of_an_engine_silent_for_an_hour_are_forgotten(
+        enrolment: GatewayEnrolment) -> None:
+    """A killed engine that never comes back (a pod lost with its node, under a new name each
+    time) leaves no rows forever: the next registration deletes them."""
+    gone = await enrolment.register("engine-lost", EngineRegister(url=URL, models=["echo"]))
+    gone_id = int(gone["replicas"][0]["id"])
+    long_ago = time.time() - FORGET_AFTER - 60
+    async with enrolment.replicas.store.db.engine.begin() as conn:
+        await conn.execute(sa.update(kv).where(kv.c.key == f"{PREFIX}{gone_id}")
+                           .values(updated_at=long_ago))
+        await conn.execute(sa.update(replicas).where(replicas.c.id == gone_id)
+                           .values(updated_at=long_ago))
+    recent = await enrolment.register("engine-quiet", EngineRegister(url=URL, models=["echo"]))
+    await enrolment.register("engine-new", EngineRegister(url=URL, models=["echo"]))
+    left = {r.options[INSTANCE] for r in await enrolment.replicas.store.list_replicas()}
+    assert left == {"engine-quiet", "engine-new"}
+    assert await KeyValueStore(enrolment.replicas.store.db).get(f"{PREFIX}{gone_id}") is None
+    with pytest.raises(NotFound):  # if it comes back, its heartbeat tells it to register again
+        await enrolment.heartbeat("engine-lost", EngineHeartbeat())
+    assert recent["replicas"]

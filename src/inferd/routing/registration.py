@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -40,6 +41,10 @@ INSTANCE = "engine_instance"
 # A replica is stale after this many missed beats.
 MISSED_BEATS = 3
 MAX_INSTANCE_CHARS = 200
+# An engine's replicas silent this long (killed, never stopped cleanly: a pod lost with its
+# node) are deleted when another engine registers, so rows of engines that never come back do
+# not pile up. An engine that comes back later registers again (its heartbeat gets a 404).
+FORGET_AFTER = 3600.0
 
 
 class EngineReplicas:
@@ -85,6 +90,15 @@ class EngineReplicas:
     async def beat(self, ids: list[int], every: float) -> None:
         for replica_id in ids:
             await self.beats.beat(replica_id, MISSED_BEATS * every)
+
+    async def forget_silent(self, now: float | None = None) -> list[int]:
+        """Delete the engines' replicas with no heartbeat for ``FORGET_AFTER`` seconds."""
+        now = time.time() if now is None else now
+        beats = await self.beats.last_beats()
+        silent = [r.id for r in await self.store.list_replicas() if r.source == "engine"
+                  and now - max(beats.get(r.id, 0.0), r.updated_at) > FORGET_AFTER]
+        await self.remove(silent)
+        return silent
 
     async def remove(self, ids: list[int]) -> None:
         """Delete the replicas and their heartbeats."""
@@ -153,6 +167,9 @@ class GatewayEnrolment:
         kept = {r.id for r in records}
         await self.replicas.remove([r.id for r in await self.replicas.of(instance)
                                     if r.id not in kept])
+        for replica_id in await self.replicas.forget_silent():
+            log.info("replica %s forgotten: its engine has been silent for %.0f s", replica_id,
+                     FORGET_AFTER)
         await self.catalog.changed()
         log.info("engine %s registered at %s: %s", instance, redact_url(body.url),
                  ", ".join(models))
