@@ -69,7 +69,7 @@ ADMIN_ONE = (403, 404, 409)
 OPS: dict[tuple[str, str], Op] = {
     # health and monitoring (public)
     ("get", "/health"): Op(c.Health),
-    ("get", "/ready"): Op(c.Readiness, also={503: c.Readiness}),
+    ("get", "/ready"): Op(c.Readiness, also={503: c.Readiness}, errors=(400,)),  # ?deep=
     ("get", "/metrics"): Op(media=(TEXT,)),
     # the OpenAI API
     ("post", "/v1/chat/completions"): Op(a.ChatCompletion, body=ChatCompletionRequest,
