@@ -167,7 +167,10 @@ class HostAllowList:
     async def check(self, url: str) -> None:
         """Raise ``InvalidRequest`` (400) unless ``url`` may be used."""
         what = self.purpose.what
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+            raise self._refused(f"{what} is not a valid URL ({exc}).") from exc
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise self._refused(f"{what} '{redact_url(url)}' must be an http:// or https:// "
                                 "URL with a host.")

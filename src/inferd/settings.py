@@ -295,6 +295,15 @@ class Settings(BaseSettings):
     replica_cooldown_max: float = Field(default=60.0, gt=0.0)
     # Replicas one request may try per model before falling back.
     router_max_attempts: int = Field(default=3, ge=1, le=20)
+    # "production" (default) or "development": a cluster role bound to a non-loopback
+    # address refuses unsafe settings (placeholder admin key, no secret key) unless
+    # "development" (README "Security").
+    env: Literal["production", "development"] = "production"
+    # On SIGTERM: seconds in-flight requests, streams and running jobs have to finish before
+    # the process exits (what is left of a job is handed back at once).
+    shutdown_grace_seconds: float = Field(default=120.0, ge=0.0, le=86400.0)
+    # A port of its own for ``GET /metrics`` (0 = served on the main port, with the API).
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     # Scale-out (README "Scaling out"): which role this process plays (set by the command).
     role: Literal["serve", "gateway", "worker", "engine"] = "serve"
     # RabbitMQ for job ids (``amqp://user:pass@host:5672/``); "" = the in-process queue.
@@ -314,9 +323,20 @@ class Settings(BaseSettings):
     worker_models: list[str] = Field(default_factory=list)
     # The OpenAI base URL other processes reach an ``inferd engine`` at (its replica URL).
     engine_url: str = ""
-    # The key gateways send to an engine (stored as its replica's credential); "" = the admin
-    # key. Needed when the engine requires keys.
+    # The key gateways send to an engine (stored as its replica's credential, and installed
+    # by the engine as a user-scope key named INFERD_ENGINE_API_KEY); never the admin key.
+    # Needed when the engine requires keys.
     engine_api_key: str = Field(default="", repr=False)
+    # This engine instance's identity in routing (its replicas' key): "" = the host name, so
+    # two engines behind one service name stay two replicas (README "Scaling out").
+    engine_instance: str = Field(default="", max_length=200)
+    # The address other processes reach an ``inferd engine`` at when ``engine_url`` is not
+    # set (e.g. the pod IP from the downward API; an IPv6 address is bracketed in the URL).
+    engine_host: str = Field(default="", max_length=255)
+    # The gateway an ``inferd engine`` registers with over HTTP, with its
+    # ``engine_api_key`` (e.g. http://inferd-gateway:8000); "" = it registers in the shared
+    # database itself (README "Scaling out").
+    gateway_url: str = Field(default="", max_length=2048)
     # Seconds between an engine's heartbeats; routing drops it after three missed ones.
     engine_heartbeat_seconds: float = Field(default=5.0, gt=0.0, le=3600.0)
     # Fernet key(s) that encrypt replica credentials and webhook secrets in the database,
@@ -331,6 +351,13 @@ class Settings(BaseSettings):
         from inferd.secretbox import parse_keys
 
         parse_keys(v)
+        return v
+
+    @field_validator("gateway_url")
+    @classmethod
+    def _gateway_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("gateway_url must be an http:// or https:// URL")
         return v
 
     @field_validator("database_url")

@@ -125,3 +125,10 @@ async def test_named_hosts_are_trusted_by_name(fake_dns: dict[str, list[str]]) -
         ["10.1.2.4"]
     with pytest.raises(AddressRefused):
         await allow.resolve("other.test", 80)  # not named, and it does not resolve
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://[fd00::1/v1", "http://]x[/"])
+async def test_a_malformed_url_is_a_400_not_a_crash(url: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        await HostAllowList(["127.0.0.0/8"], REPLICA).check(url)
+    assert info.value.status == 400 and info.value.code == "replica_url_not_allowed"

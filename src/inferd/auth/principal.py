@@ -41,6 +41,9 @@ class Principal:
     # gateway (or worker) that received it records its usage, so the engine does not count
     # it a second time.
     metered: bool = True
+    # The engines' key on a gateway (``INFERD_ENGINE_API_KEY``): it may only call the engine
+    # registration routes (``/internal/v1/engines``), nothing else.
+    engine: bool = False
 
     @property
     def limit_key(self) -> str:
@@ -62,3 +65,6 @@ class Principal:
 
 # Used when inferd runs without keys (loopback only).
 ANONYMOUS = Principal(key_id=None, scope="admin")
+
+# An engine registering with a gateway, with the engines' key (see ``Principal.engine``).
+ENGINE = Principal(key_id=None, scope="user", name="INFERD_ENGINE_API_KEY", engine=True)

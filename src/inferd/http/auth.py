@@ -6,7 +6,8 @@ database read) and puts the ``Principal`` in ``scope["state"]["principal"]``, wh
 ``http.deps.get_principal`` finds it. While keys are not enforced (see
 ``inferd.auth.bootstrap``) a request without a known key is the anonymous admin; a known key
 still applies, with its limits. Paths under ``ADMIN_PREFIXES`` need an admin key (403
-otherwise); other admin routes use ``AdminDep``.
+otherwise); other admin routes use ``AdminDep``. The engines' key (the ``ENGINE`` principal)
+gets 403 everywhere but the engine registration routes (``EngineDep``).
 A client address that keeps failing to authenticate gets 429 for a while (``auth.throttle``).
 
 It also makes the request id (set by ``RequestGuard``) the context of every log line.
@@ -24,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from inferd.auth.principal import FORWARDED_HEADER, Principal
 from inferd.auth.service import Auth
 from inferd.errors import InferdError, PermissionDenied, RateLimited, envelope
-from inferd.http.access import public_paths
+from inferd.http.access import ENGINE_PREFIX, public_paths
 from inferd.http.anthropic import PREFIX as ANTHROPIC_PREFIX
 from inferd.http.anthropic import error_body as anthropic_error_body
 from inferd.http.deps import get_principal
@@ -110,6 +111,10 @@ class AuthMiddleware:
         principal = await auth.principal(token, client[0] if client else None)
         if auth.forwarding_key and _forwarded(scope):
             principal = auth.forwarded(principal, token)
+        if principal.engine and not scope["path"].startswith(ENGINE_PREFIX):
+            raise PermissionDenied(
+                "This is the engines' key (INFERD_ENGINE_API_KEY): it may only register "
+                f"engines ({ENGINE_PREFIX}...). Use an API key.", code="engine_key_not_allowed")
         if scope["path"].startswith(ADMIN_PREFIXES):
             check_admin(principal)
         return principal
@@ -144,3 +149,14 @@ def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Pr
 
 
 AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+def require_engine(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    """A route dependency: 403 unless the caller holds the engines' key or an admin key."""
+    if not (principal.engine or principal.is_admin):
+        raise PermissionDenied("This endpoint needs the engines' key (INFERD_ENGINE_API_KEY) "
+                               "or an admin API key.", code="engine_scope_required")
+    return principal
+
+
+EngineDep = Annotated[Principal, Depends(require_engine)]

@@ -42,6 +42,7 @@ from inferd.jobs.finish import Finisher
 from inferd.jobs.queue import Delivery, JobQueue
 from inferd.jobs.runner import EventLog, Outcome
 from inferd.jobs.signals import Signals
+from inferd.lifecycle import DRAIN
 from inferd.logs import request_id_var
 from inferd.settings import JobSettings
 from inferd.store.groups import Grouped
@@ -131,6 +132,8 @@ class WorkerPool:
         self._loops: dict[str, list[asyncio.Task[None]]] = {}
         self.running: dict[str, asyncio.Task[Outcome]] = {}
         self._closing = False
+        self._idle: set[asyncio.Task[Any]] = set()  # loops waiting for their next job
+        self._drain_undo: Callable[[], None] | None = None
         self._claims: Grouped[str, Claimed | None] = Grouped(self._claim)
         self._events: Grouped[tuple[str, list[JobEvent]], None] = Grouped(
             store.add_events_many)
@@ -146,13 +149,37 @@ class WorkerPool:
         """Start this model's worker loops unless they run already."""
         if self._closing or model in self._loops:
             return
+        self._watch_drain()
         count = self.settings.workers_for(model)
         self._loops[model] = [asyncio.create_task(self._loop(model), name=f"worker:{model}:{i}")
                               for i in range(count)]
 
+    def _watch_drain(self) -> None:
+        """From SIGTERM on (``inferd.lifecycle``), loops waiting for a job stop waiting."""
+        if self._drain_undo is not None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def begin() -> None:  # called from the signal handler: act on the loop's turn
+            loop.call_soon_threadsafe(self._stop_idle)
+
+        self._drain_undo = DRAIN.on_begin(begin)
+
+    def _stop_idle(self) -> None:
+        for task in list(self._idle):
+            task.cancel()
+
     async def _loop(self, model: str) -> None:
-        while not self._closing:  # also ends a loop whose cancellation was lost
-            delivery = await self.queue.get(model)
+        me = asyncio.current_task()
+        assert me is not None
+        # ``_closing`` also ends a loop whose cancellation was lost; a draining process takes
+        # no new job.
+        while not self._closing and not DRAIN.active:
+            self._idle.add(me)
+            try:
+                delivery = await self.queue.get(model)
+            finally:
+                self._idle.discard(me)
             try:
                 await self.process(delivery)
             except asyncio.CancelledError:
@@ -263,9 +290,19 @@ class WorkerPool:
         return True
 
     async def close(self) -> None:
-        """Stop the loops; jobs that were running go back to ``pending`` for the next start."""
+        """Stop the loops. Draining (SIGTERM), the running jobs have what is left of the
+        grace to finish; then, and at once otherwise, the jobs still running go back to
+        ``pending`` (their leases released) for another worker."""
         self._closing = True
+        if self._drain_undo is not None:
+            self._drain_undo()
         loops = [t for tasks in self._loops.values() for t in tasks]
+        self._stop_idle()
+        busy = [t for t in loops if not t.done()]
+        if busy and self.running and DRAIN.active and DRAIN.remaining() > 0:
+            log.info("waiting up to %.0f s for %d running job(s) to finish",
+                     DRAIN.remaining(), len(self.running))
+            await asyncio.wait(busy, timeout=DRAIN.remaining())
         for task in self.running.values():
             task.cancel()
         await cancel_and_wait(loops, what="worker loops")

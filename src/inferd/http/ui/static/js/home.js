@@ -46,7 +46,7 @@ export default {
     $("#base-url").textContent = `${location.origin}/v1`;
     $("#first-run").hidden = session.role !== "open";
     // the key: with INFERD_READY_REQUIRE_KEY, /ready names the models only to keyed callers
-    const ready = await fetch("/ready", { headers: headers() }).then((r) => r.json()).catch(() => ({ status: "unreachable" }));
+    const ready = await fetch("/ready?deep=true", { headers: headers() }).then((r) => r.json()).catch(() => ({ status: "unreachable" }));
     const info = await fetch("/openapi.json").then((r) => r.json()).catch(() => ({ info: {} }));
     const stats = [
       stat("status", ready.status, ready.status === "ready" ? "ok" : "bad"),
