@@ -29,6 +29,8 @@ from inferd.images import ImageService
 from inferd.inference import Inference
 from inferd.jobs.requests import MESSAGES, parse_request
 from inferd.responses import RESPONSES, background
+from inferd.responses.conversations import ConversationService
+from inferd.responses.prompts import PromptService
 from inferd.responses.service import ResponseService
 from inferd.schemas.fold import ChunkFold
 from inferd.schemas.images import ImageGenerationRequest
@@ -40,6 +42,8 @@ from inferd.schemas.openai import (
     legacy_answer,
 )
 from inferd.schemas.responses import ResponseCreateRequest
+from inferd.settings import Settings
+from inferd.store.conversations import ConversationStore, PromptStore
 from inferd.store.db import Database
 from inferd.store.jobs import FIRST_START_DATA, JobEvent, JobRecord, JobStore
 from inferd.store.jobs import Outcome as Outcome  # where the workers know it from
@@ -191,7 +195,13 @@ async def _run_batch_line(inference: Inference, job: JobRecord, principal: Princ
         if request.background:
             raise InvalidRequest("A batch runs its requests in the background already; "
                                  "'background' must be false.", param="background")
-        responses = ResponseService(inference, ResponseStore(db), None)
+        # a batch line is answered at once (not in the background), with the default bounds
+        defaults = Settings.model_fields
+        responses = ResponseService(
+            inference, ResponseStore(db), None,
+            ConversationService(ConversationStore(db),
+                                defaults["conversation_max_items"].default),
+            PromptService(PromptStore(db)), defaults["responses_max_chain"].default)
         response = await responses.create(principal,
                                           await responses.prepare(principal, request))
         used = response.get("usage") or {}
