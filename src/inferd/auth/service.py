@@ -37,6 +37,8 @@ class Auth:
         # The credential gateways call this engine with (``inferd engine`` only, else "").
         self.forwarding_key = ""
         self._unmetered: dict[str | None, Principal] = {}
+        # The caller while keys are off: the anonymous admin, with the default storage quota.
+        self.anonymous = ANONYMOUS
 
     @classmethod
     async def start(cls, settings: Settings, db: Database, *, on_load: LoadHook | None = None,
@@ -50,11 +52,16 @@ class Auth:
         """
         store = KeyStore(db)
         generated = await bootstrap(settings, store, KeyValueStore(db))
-        keys = KeyRing(store, refresh_seconds=settings.key_refresh_seconds, on_load=on_load)
+        storage = (settings.storage_quota_bytes, settings.storage_quota_objects)
+        keys = KeyRing(store, refresh_seconds=settings.key_refresh_seconds, on_load=on_load,
+                       storage=storage)
         throttle = AuthThrottle(settings.auth_failure_limit,
                                 settings.auth_failure_window_seconds)
-        self = cls(keys, KeyAdmin(store, keys), AuthPolicy(settings.auth, settings.host),
+        self = cls(keys, KeyAdmin(store, keys, storage=storage),
+                   AuthPolicy(settings.auth, settings.host),
                    throttle=throttle, on_failure=on_failure, on_throttled=on_throttled)
+        self.anonymous = dataclasses.replace(ANONYMOUS, storage_bytes=storage[0],
+                                             storage_objects=storage[1])
         await keys.start()
         if settings.role == "engine":
             self.forwarding_key = settings.engine_api_key or settings.admin_key
@@ -78,7 +85,8 @@ class Auth:
         if not self.enforcing:
             # Keys are off: any client may call; a known key still brings its limits.
             known = self.keys.lookup(token) if token else None
-            return self.keys.authenticate(token) if known is not None and token else ANONYMOUS
+            return (self.keys.authenticate(token) if known is not None and token
+                    else self.anonymous)
         try:
             self.throttle.check(address)
         except RateLimited:

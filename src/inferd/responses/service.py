@@ -33,6 +33,7 @@ from inferd.schemas.responses import (
 )
 from inferd.store.jobs import JobRecord, JobStore
 from inferd.store.responses import ResponseRecord, ResponseStore
+from inferd.store.storage import StorageStore
 
 
 class BackgroundJobs(Protocol):
@@ -99,6 +100,10 @@ class ResponseService:
                                      param="previous_response_id")
             history = previous.history + list(done["output"])
         input_items = _with_ids(normalize_input(request.input))
+        if request.store is not False:  # refused before it runs when the key's storage is full
+            size = len(orjson.dumps([history, input_items]))
+            await StorageStore(self.store.db).check_room(principal.key_id,
+                                                         principal.storage_quota, size=size)
         status = "queued" if request.background else "in_progress"
         response = base_response(request, new_id("resp"), status)
         return Prepared(request, response, input_items, history + input_items,

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferd.store.db import Database
+from inferd.store.storage import RESPONSE, ensure_counter, release, reserve
 from inferd.store.tables_responses import responses
 
 
@@ -25,6 +28,18 @@ class ResponseRecord:
     response: dict[str, Any] | None = None
 
 
+def stored_bytes(record: ResponseRecord) -> int:
+    """What a stored response counts in its key's storage: its documents as JSON."""
+    return len(orjson.dumps([record.history, record.input_items, record.response]))
+
+
+async def count_response(conn: AsyncConnection, record: ResponseRecord) -> None:
+    """Count a response in its key's storage, in the transaction that stores it. Never
+    refused: the work is done by then (``ResponseService`` checks for room before it runs)."""
+    await reserve(conn, kind=RESPONSE, object_id=record.id, owner=record.owner,
+                  size=stored_bytes(record), quota=None)
+
+
 class ResponseStore:
     """Insert, read and delete stored responses."""
 
@@ -32,7 +47,9 @@ class ResponseStore:
         self.db = db
 
     async def insert(self, record: ResponseRecord) -> None:
+        await ensure_counter(self.db, record.owner)
         async with self.db.engine.begin() as conn:
+            await count_response(conn, record)
             await conn.execute(sa.insert(responses).values(
                 id=record.id, owner=record.owner, model=record.model,
                 created_at=record.created_at, job_id=record.job_id, history=record.history,
@@ -53,4 +70,5 @@ class ResponseStore:
         async with self.db.engine.begin() as conn:
             result = await conn.execute(sa.delete(responses)
                                         .where(responses.c.id == response_id))
+            await release(conn, RESPONSE, [response_id])
         return bool(result.rowcount)
