@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import llama_cpp
 import pytest
 
 from inferd.app import create_app
-from inferd.engines.llamacpp import LlamaCppEngine
 from inferd.engines.llamacpp.engine import MAX_CHARS_PER_TOKEN
 from inferd.settings import bundled_gguf_path, load_settings
 from tests.helpers import wait_for_async
@@ -46,23 +46,23 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
 
 
 class HeldTokenizer:
-    """Wraps the engine's tokenizer: each call waits until ``release`` is set (at most a
+    """Wraps llama.cpp's tokenizer: each call waits until ``release`` is set (at most a
     minute, so that a tokenizer run on the event loop shows as a wrong order, not a hang)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.entered = threading.Event()
         self.release = threading.Event()
         self.calls = 0
-        real = LlamaCppEngine._tokenize
+        real = llama_cpp.Llama.tokenize
 
-        def held(engine: LlamaCppEngine, text: str, add_bos: bool,
-                 special: bool) -> list[int]:
+        def held(llama: llama_cpp.Llama, text: bytes, *args: Any, **kwargs: Any) -> list[int]:
             self.calls += 1
             self.entered.set()
             self.release.wait(60)
-            return real(engine, text, add_bos, special)
+            tokens: list[int] = real(llama, text, *args, **kwargs)
+            return tokens
 
-        monkeypatch.setattr(LlamaCppEngine, "_tokenize", held)
+        monkeypatch.setattr(llama_cpp.Llama, "tokenize", held)
 
 
 @pytest.mark.parametrize(("path", "body"), [
