@@ -90,9 +90,9 @@ async def ensure_counter(db: Database, owner: str | None) -> None:
 async def reserve(conn: AsyncConnection, *, kind: str, object_id: str, owner: str | None,
                   size: int, quota: Quota | None) -> None:
     """Count a new object of ``size`` bytes in its key's storage, inside the transaction that
-    stores it (after ``ensure_counter``). Raises 413 (``object_too_large``) for an object larger than the whole byte
-    quota and 429 (``storage_quota_exceeded``) when the key's objects would pass its quota;
-    ``quota=None`` counts without refusing."""
+    stores it (after ``ensure_counter``). Raises 413 (``object_too_large``) for an object
+    larger than the whole byte quota and 429 (``storage_quota_exceeded``) when the key's
+    objects would pass its quota; ``quota=None`` counts without refusing."""
     key = _owner(owner)
     if quota is not None and quota.bytes and size > quota.bytes:
         raise _too_large(size, quota)
