@@ -3,7 +3,7 @@ sending long ``POST /v1/messages/count_tokens`` requests (the bundled model's to
 chat template) and prompts of several megabytes (refused before tokenizing), one after the
 other. Before the tokenizer ran in a worker thread, a 7 MB prompt held ``/health`` for seconds.
 
-    .venv/bin/python bench/tokenize.py [--seconds 20] [--chars 120000]
+    .venv/bin/python bench/count_tokens.py [--seconds 20] [--chars 120000]
 """
 
 from __future__ import annotations
