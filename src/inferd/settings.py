@@ -87,6 +87,22 @@ class ModelSpec(BaseModel):
     steps: int = Field(default=30, ge=1, le=500)
     guidance_scale: float = Field(default=7.5, ge=0.0, le=100.0)
     size: str = Field(default="512x512", pattern=r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")
+    # The most a request may ask of it: steps, and a size of at most this many pixels with
+    # neither side longer than the longer side here (400 naming the field and the bound).
+    max_steps: int = Field(default=100, ge=1, le=500)
+    max_size: str = Field(default="1024x1024", pattern=r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")
+
+    @model_validator(mode="after")
+    def _defaults_within_bounds(self) -> ModelSpec:
+        if self.steps > self.max_steps:
+            raise ValueError(f"model {self.name!r}: steps {self.steps} is over max_steps "
+                             f"{self.max_steps}")
+        width, height = (int(v) for v in self.size.split("x"))
+        most_w, most_h = (int(v) for v in self.max_size.split("x"))
+        if width * height > most_w * most_h or max(width, height) > max(most_w, most_h):
+            raise ValueError(f"model {self.name!r}: size {self.size} is over max_size "
+                             f"{self.max_size}")
+        return self
 
     @model_validator(mode="after")
     def _path_exists(self) -> ModelSpec:
@@ -262,6 +278,11 @@ class Settings(BaseSettings):
     auth_failure_window_seconds: float = Field(default=60.0, gt=0.0, le=86400.0)
     # Seconds between checks for keys changed by another gateway (revocation delay).
     key_refresh_seconds: float = Field(default=2.0, gt=0.0, le=3600.0)
+    # Storage quota of each API key without its own (``storage_bytes`` / ``storage_objects``
+    # of the key): the bytes and the number of files, contexts, stored responses and stored
+    # pictures it may keep at once (0: no limit). Also the quota of the caller when keys are off.
+    storage_quota_bytes: int = Field(default=1024**3, ge=0)
+    storage_quota_objects: int = Field(default=10_000, ge=0)
     # Where per-key limits live: "local" (this process) or "redis" (shared by gateways);
     # "auto" = redis when ``redis_url`` is set.
     limits_backend: Literal["auto", "local", "redis"] = "auto"

@@ -48,6 +48,7 @@ class UsageRecord(NamedTuple):
     ttft_ms: float | None
     images: int | None  # image generation: pictures made
     steps: int | None  # and denoising steps run
+    image_units: int | None = None  # and their cost units (steps x megapixels x pictures)
 
 
 Writer = Callable[[Sequence[UsageRecord]], Awaitable[None]]

@@ -40,6 +40,8 @@ class Auth:
         # ``ENGINE`` principal, which may only register engines ("" = none).
         self.engine_key = b""
         self._unmetered: dict[str | None, Principal] = {}
+        # The caller while keys are off: the anonymous admin, with the default storage quota.
+        self.anonymous = ANONYMOUS
 
     @classmethod
     async def start(cls, settings: Settings, db: Database, *, on_load: LoadHook | None = None,
@@ -53,12 +55,16 @@ class Auth:
         """
         store = KeyStore(db)
         generated = await bootstrap(settings, store, KeyValueStore(db))
-        keys = KeyRing(store, refresh_seconds=settings.key_refresh_seconds, on_load=on_load)
+        storage = (settings.storage_quota_bytes, settings.storage_quota_objects)
+        keys = KeyRing(store, refresh_seconds=settings.key_refresh_seconds, on_load=on_load,
+                       storage=storage)
         throttle = AuthThrottle(settings.auth_failure_limit,
                                 settings.auth_failure_window_seconds)
-        self = cls(keys, KeyAdmin(store, keys),
+        self = cls(keys, KeyAdmin(store, keys, storage=storage),
                    AuthPolicy(settings.auth, settings.host, keyed=engine_keyed(settings)),
                    throttle=throttle, on_failure=on_failure, on_throttled=on_throttled)
+        self.anonymous = dataclasses.replace(ANONYMOUS, storage_bytes=storage[0],
+                                             storage_objects=storage[1])
         await keys.start()
         if settings.role == "engine":
             self.forwarding_key = settings.engine_api_key
@@ -87,7 +93,8 @@ class Auth:
         if not self.enforcing:
             # Keys are off: any client may call; a known key still brings its limits.
             known = self.keys.lookup(token) if token else None
-            return self.keys.authenticate(token) if known is not None and token else ANONYMOUS
+            return (self.keys.authenticate(token) if known is not None and token
+                    else self.anonymous)
         try:
             self.throttle.check(address)
         except RateLimited:

@@ -111,7 +111,7 @@ class BatchService:
                             filename=filename or "upload.jsonl", bytes=len(content),
                             created_at=now, lines=lines,
                             expires_at=now + self.settings.retention_seconds)
-        await self.files.insert(record, content)
+        await self.files.insert(record, content, principal.storage_quota)
         return record
 
     async def file(self, principal: Principal, file_id: str) -> FileRecord:
