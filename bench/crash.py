@@ -284,8 +284,9 @@ async def main(kills: int, kind: str, seed: int, window: float) -> Totals:
         env = {"INFERD_MODELS": ECHO, "INFERD_AUTH": "off",
                "INFERD_JOB_LEASE_SECONDS": "3", "INFERD_JOB_SWEEP_SECONDS": "0.3",
                "INFERD_JOB_CONCURRENCY": "2", "INFERD_JOB_EVENT_FLUSH_SECONDS": "0.02",
-               # kills must not use up a job's attempts: each must complete in the end
-               "INFERD_JOB_MAX_ATTEMPTS": "1000"}
+               # kills must not use up a job's attempts: each must complete in the end; the
+               # kills are not the jobs' doing, so none may be quarantined either
+               "INFERD_JOB_MAX_ATTEMPTS": "1000", "INFERD_JOB_MAX_CRASHES": "100"}
         if server_url:
             env["INFERD_DATABASE_URL"] = server_url
         try:

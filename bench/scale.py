@@ -133,7 +133,10 @@ def cluster(tmp: Path, group: int = 1
            "INFERD_DATABASE_URL": f"{PG}/{db}", "INFERD_BROKER_URL": AMQP,
            "INFERD_BROKER_PREFIX": f"bench-{uuid.uuid4().hex[:8]}", "INFERD_MODELS": ECHO,
            "INFERD_JOB_CONCURRENCY": "16", "INFERD_HEALTH_CHECK_INTERVAL": "1",
-           "INFERD_LOG_LEVEL": "warning", "INFERD_BROKER_GROUP": str(group)}
+           "INFERD_LOG_LEVEL": "warning", "INFERD_BROKER_GROUP": str(group),
+           # the backlog built while the workers are paused is one key's (no auth)
+           "INFERD_JOB_MAX_PENDING_PER_KEY": "100000000",
+           "INFERD_JOB_MAX_BATCH_LINES_PER_KEY": "100000000"}
     subprocess.run([sys.executable, "-m", "inferd", "migrate"], env=env, check=True,
                    capture_output=True)
     procs: list[subprocess.Popen[bytes]] = []

@@ -122,7 +122,10 @@ class InferdProcess:
         self.data_dir = data_dir
         self.command = command
         self.extra = list(args)
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
+        # A test that stops a process with work in flight says how long it may drain; others
+        # stop as soon as the work in flight has had a few seconds.
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT / "src"),
+                    "INFERD_SHUTDOWN_GRACE_SECONDS": "5", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = log_path or data_dir / f"inferd-{self.port}.log"
 

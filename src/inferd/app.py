@@ -16,6 +16,7 @@ from inferd.http import docs as docs_routes
 from inferd.http import errors, health
 from inferd.http import files as file_routes
 from inferd.http import images as image_routes
+from inferd.http import internal as engine_routes
 from inferd.http import jobs as job_routes
 from inferd.http import metrics as metrics_routes
 from inferd.http import openai as openai_routes
@@ -46,9 +47,13 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await Services.start(settings)
         app.state.services = services
+        scrapes = await metrics_routes.start_metrics_port(services) \
+            if settings.metrics_port else None
         try:
             yield
         finally:
+            if scrapes is not None:
+                await scrapes.cleanup()
             await services.close()
 
     # inferd exports its own Prometheus metrics; the framework's OpenTelemetry hooks would
@@ -72,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
                    contexts_results, queued_generate, model_host):  # S0, S1, S4
         app.include_router(module.router)
     app.include_router(image_routes.router)  # /v1/images/*, S2's /model/generate
+    app.include_router(engine_routes.router)  # engines registering with a gateway
     app.include_router(ui_router)
     # innermost: after auth, before the framework's routing (see inferd.http.fast)
     app.add_middleware(JobsFastPath)

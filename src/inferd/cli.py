@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -149,11 +150,25 @@ def engine(config: Path | None, host: str | None, port: int | None, data_dir: Pa
         _settings(config, host=host, port=port, data_dir=data_dir, log_level=log_level,
                   engine_url=engine_url, bundled_models=False if no_bundled else None), models)
     if not settings.engine_url:
-        import socket
-
-        host = settings.host if settings.host not in ("0.0.0.0", "::") else socket.getfqdn()
-        settings = settings.model_copy(update={"engine_url": f"http://{host}:{settings.port}/v1"})
+        settings = settings.model_copy(update={"engine_url": advertised_url(settings)})
     _run(settings.model_copy(update={"role": "engine"}))
+
+
+def advertised_url(settings: Settings) -> str:
+    """The URL gateways reach this engine at: ``engine_host`` (e.g. the pod IP), else the bound
+    address, else (bound to every address) the host's name; an IPv6 address in brackets."""
+    import ipaddress
+    import socket
+
+    host = settings.engine_host or (
+        settings.host if settings.host not in ("0.0.0.0", "::", "") else socket.getfqdn())
+    host = host.strip("[]")
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:  # a name
+        pass
+    return f"http://{host}:{settings.port}/v1"
 
 
 def _check_schema(settings: Settings) -> None:
@@ -189,6 +204,16 @@ def _check_engines(settings: Settings) -> None:
             raise click.ClickException(missing.message)
 
 
+def _check_cluster_safety(settings: Settings) -> None:
+    """A cluster role reachable from other hosts stops here on unsafe secrets."""
+    from inferd.auth.bootstrap import StartupRefused, unsafe_cluster_settings
+
+    try:
+        unsafe_cluster_settings(settings)
+    except StartupRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def _run(settings: Settings) -> None:
     import uvicorn
 
@@ -198,6 +223,7 @@ def _run(settings: Settings) -> None:
 
     _configure_logging(settings.log_level, settings.log_format)
     _check_engines(settings)
+    _check_cluster_safety(settings)
     _check_schema(settings)
     # uvloop + httptools (with bounds on each request head: inferd.http.server); no access
     # log (usage records and metrics cover every request); no proxy-header rewriting (nothing
@@ -210,13 +236,31 @@ def _run(settings: Settings) -> None:
     gc.set_threshold(10_000, 20, 20)
     protocol = guarded_protocol(settings.max_header_bytes, settings.header_timeout_seconds,
                                 settings.body_timeout_seconds, settings.body_min_rate)
-    uvicorn.run(app, host=settings.host, port=settings.port,
-                log_level=settings.log_level, loop="uvloop", http=protocol,
-                h11_max_incomplete_event_size=settings.max_header_bytes,
-                timeout_keep_alive=settings.keep_alive_seconds,
-                access_log=False, proxy_headers=False, server_header=False,
-                backlog=4096, timeout_graceful_shutdown=5,
-                log_config={"version": 1, "disable_existing_loggers": False})
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                            log_level=settings.log_level, loop="uvloop", http=protocol,
+                            h11_max_incomplete_event_size=settings.max_header_bytes,
+                            timeout_keep_alive=settings.keep_alive_seconds,
+                            access_log=False, proxy_headers=False, server_header=False,
+                            backlog=4096,
+                            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+                            log_config={"version": 1, "disable_existing_loggers": False})
+    draining_server(config, settings.shutdown_grace_seconds).run()
+
+
+def draining_server(config: Any, grace: float) -> Any:
+    """uvicorn's server, whose stop signal also starts the process's drain
+    (``inferd.lifecycle``): readiness turns 503 and the job workers stop taking jobs while the
+    server finishes the requests in flight."""
+    import uvicorn
+
+    from inferd.lifecycle import DRAIN
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            DRAIN.begin(grace)
+            super().handle_exit(sig, frame)
+
+    return DrainingServer(config)
 
 
 @main.command("models")
@@ -244,6 +288,68 @@ def migrate(config: Path | None) -> None:
     db = open_database(settings)
     asyncio.run(db.migrate())
     click.echo(f"migrated {db.dialect} database")
+
+
+@main.command("bench")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+              help="Base URL of the server (inferd or any OpenAI-compatible one).")
+@click.option("--model", default="smollm2-135m-instruct", show_default=True)
+@click.option("--embedding-model", default="all-minilm-l6-v2", show_default=True)
+@click.option("--image-model", default="", help="Model of the images in the mix.")
+@click.option("--api-key", envvar="INFERD_API_KEY", default="", help="Bearer key (or "
+              "INFERD_API_KEY).")
+@click.option("-c", "--concurrency", type=click.IntRange(1, 10_000), default=8,
+              show_default=True, help="Requests in flight.")
+@click.option("-n", "--requests", type=click.IntRange(1), default=None,
+              help="Stop after this many requests.")
+@click.option("-d", "--duration", type=click.FloatRange(min=0.1), default=None,
+              help="Stop after this many seconds (default 30 without --requests).")
+@click.option("--mix", default="chat", show_default=True,
+              help="Weighted kinds: chat, stream, embeddings, images, health "
+                   "(e.g. chat=3,stream=1,health=1).")
+@click.option("--prompt-words", default="8-32", show_default=True,
+              help="Prompt length in words, a range LOW-HIGH or one number.")
+@click.option("--max-tokens", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
+              help="Seconds one request may take.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress line while it runs.")
+def bench(url: str, model: str, embedding_model: str, image_model: str, api_key: str,
+          concurrency: int, requests: int | None, duration: float | None, mix: str,
+          prompt_words: str, max_tokens: int, timeout: float, as_json: bool,
+          quiet: bool) -> None:
+    """Load a server and print requests/s, tokens/s, latency and TTFT percentiles, errors.
+
+    S2's `make stresstest` (hey against the backend) with tokens and streams in view:
+    `inferd bench --url http://gateway:8000 -c 32 -d 120 --mix chat=3,stream=1,health=1`.
+    """
+    from inferd.loadtest import Plan, Runner, parse_mix, render, summary
+
+    try:
+        weights = parse_mix(mix)
+        low, _, high = prompt_words.partition("-")
+        words = (int(low), int(high or low))
+        if not 1 <= words[0] <= words[1]:
+            raise ValueError("--prompt-words needs 1 <= LOW <= HIGH")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    plan = Plan(url=url, model=model, embedding_model=embedding_model,
+                image_model=image_model, api_key=api_key, concurrency=concurrency,
+                requests=requests, duration=duration if duration or requests else 30.0,
+                mix=weights, prompt_words=words, max_tokens=max_tokens, timeout=timeout)
+
+    def progress(samples: list[Any], elapsed: float) -> None:
+        failed = sum(1 for s in samples if not 200 <= s.status < 300)
+        click.echo(f"\r{elapsed:6.1f} s  {len(samples)} done  {failed} failed", err=True,
+                   nl=False)
+
+    started = time.monotonic()
+    samples = asyncio.run(Runner(plan).run(None if quiet or as_json else progress))
+    report = summary(samples, time.monotonic() - started)
+    if not (quiet or as_json):
+        click.echo("", err=True)
+    click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if as_json
+               else render(report))
 
 
 def _add_keys_group() -> None:

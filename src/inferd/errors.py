@@ -205,6 +205,17 @@ class MaxAttemptsExceeded(InferdError):
         super().__init__(f"The job failed {attempts} times (its worker stopped).")
 
 
+class JobQuarantined(InferdError):
+    """A job whose runs ended the process running them: it is not tried again."""
+
+    code = "job_quarantined"
+
+    def __init__(self, crashes: int) -> None:
+        super().__init__(f"The job was quarantined: its runs ended the process running them "
+                         f"{crashes} times (from the second on, while it ran alone), so it is "
+                         "not tried again.")
+
+
 class JobCancelled(InferdError):
     """A job cancelled before it finished (by its owner, or with its batch)."""
 

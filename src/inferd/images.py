@@ -21,6 +21,7 @@ from inferd.inference import Inference
 from inferd.routing.router import Router
 from inferd.schemas.images import IMAGE_FORMATS, ImageGenerationRequest
 from inferd.store.files import IMAGE_PURPOSE, FileRecord, FileStore
+from inferd.store.storage import StorageStore
 
 ENDPOINT = "/v1/images/generations"
 
@@ -59,6 +60,10 @@ class ImageService:
         engine_request = request.model_copy(update={"response_format": "b64_json"})
         if request.response_format is None:  # not sent: an http replica sees it unset too
             engine_request.model_fields_set.discard("response_format")
+        if asked == "url":  # kept: refused before it runs when the key's storage is full
+            await StorageStore(self.files.db).check_room(principal.key_id,
+                                                         principal.storage_quota,
+                                                         count=request.n)
         result = await self.inference.images(engine_request, principal, progress)
         if asked == "url":
             await self._store(result, request.output_format, principal)

@@ -14,6 +14,7 @@ Nothing here reads or writes the database on the way of a request.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -26,7 +27,15 @@ from inferd.errors import InferdError, ModelNotFound, PermissionDenied, RateLimi
 from inferd.metering import CLIENT_CLOSED, Call, Metering
 from inferd.metrics import UNKNOWN_MODEL
 from inferd.routing.router import Router
-from inferd.schemas.images import ImageGenerationRequest, image_usage
+from inferd.schemas.images import (
+    DEFAULT_SIZE,
+    DEFAULT_STEPS,
+    ImageGenerationRequest,
+    check_bounds,
+    image_units,
+    image_usage,
+    parse_size,
+)
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
@@ -104,6 +113,12 @@ class Inference:
         starts = {k: period_bounds(p.budget_period, now)[0] for k, p in budgeted.items()}
         for key_id, used in (await self.metering.store.tokens_since(starts)).items():
             await self.limiter.seed_budget(budgeted[key_id].limit_key, starts[key_id], used)
+        imaging = {p.key_id: p for p in principals
+                   if p.image_budget is not None and p.key_id is not None}
+        starts = {k: period_bounds(p.budget_period, now)[0] for k, p in imaging.items()}
+        for key_id, used in (await self.metering.store.image_units_since(starts)).items():
+            await self.limiter.seed_image_budget(imaging[key_id].limit_key, starts[key_id],
+                                                 used)
 
     def _only_replica(self, model: str) -> str | None:
         """The replica of a model that has just one (when the router did not say which)."""
@@ -280,6 +295,21 @@ class Inference:
         self._done(call, result.usage)
         return result
 
+    async def count_tokens(self, endpoint: str, model: str, principal: Principal,
+                           estimate: int, count: Callable[[], Awaitable[int]]) -> int:
+        """A prompt's tokens counted (``count``) under the key's limits like any request: it
+        takes one request of the key's rpm and its ``estimate`` of tokens, and leaves a usage
+        record of its prompt tokens (no completion tokens)."""
+        call = await self._begin(endpoint, model, principal, False, lambda: estimate)
+        try:
+            tokens = await count()
+        except BaseException as exc:
+            self._failed(call, exc)
+            raise
+        self._done(call, {"prompt_tokens": tokens, "completion_tokens": 0,
+                          "total_tokens": tokens})
+        return tokens
+
     async def _simple(self, endpoint: str, request: Any, principal: Principal,
                       run: Callable[[Any, Call], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         """A request answered in one piece, metered by its usage's tokens."""
@@ -293,13 +323,33 @@ class Inference:
         self._done(call, result.get("usage"))
         return result
 
+    def image_cost(self, request: ImageGenerationRequest) -> int:
+        """The request's cost in image units, with the model's defaults for what it leaves
+        out; 400 when it asks more than the model's ``max_steps`` or ``max_size``."""
+        details: dict[str, Any] = {}
+        with contextlib.suppress(ModelNotFound):
+            replicas = self.router.entry(request.model).replicas
+            if replicas:
+                details = replicas[0].engine.info().details
+        steps = request.steps or int(details.get("steps") or DEFAULT_STEPS)
+        width, height = request.dimensions() or parse_size(str(details.get("size")
+                                                                or DEFAULT_SIZE))
+        check_bounds(request.model, steps, width, height, details.get("max_steps"),
+                     details.get("max_size"))
+        return image_units(request.n, steps, width, height)
+
     async def images(self, request: ImageGenerationRequest, principal: Principal = ANONYMOUS,
                      progress: Progress | None = None) -> dict[str, Any]:
-        """Generate images; metered as images and steps (rpm and ipm apply, tokens do not)."""
+        """Generate images; metered as images, steps and image units (rpm, ipm, upm and the
+        image budget apply, tokens do not)."""
+        units = self.image_cost(request)  # 400 past the model's max_steps or max_size
         call = await self._begin("images", request.model, principal, False, lambda: 0)
         try:
             if principal.ipm is not None:
                 await self.limiter.acquire_images(principal, request.n)
+            if principal.upm is not None or principal.image_budget is not None:
+                await self.limiter.acquire_image_units(principal, units)
+            call.image_units = units
             result = await self.router.images(request, progress, call)
         except BaseException as exc:
             self._failed(call, exc)

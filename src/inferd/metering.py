@@ -20,7 +20,7 @@ from inferd.routing.router import Router
 from inferd.settings import Settings
 from inferd.store.db import Database, unreachable
 from inferd.store.usage import UsageStore
-from inferd.usage import UsageRecord, UsageRecorder
+from inferd.usage import UsageRecord, UsageRecorder, in_job
 
 log = logging.getLogger("inferd.requests")
 
@@ -31,8 +31,8 @@ CLIENT_CLOSED = 499
 class Call:
     """One request on its way through: what metering needs at the end."""
 
-    __slots__ = ("endpoint", "images", "label", "model", "principal", "replica", "request_id",
-                 "reservation", "started", "steps", "stream", "ttft")
+    __slots__ = ("endpoint", "image_units", "images", "label", "model", "principal",
+                 "replica", "request_id", "reservation", "started", "steps", "stream", "ttft")
 
     def __init__(self, endpoint: str, model: str, principal: Principal, stream: bool,
                  label: str | None = None) -> None:
@@ -49,6 +49,7 @@ class Call:
         self.request_id = request_id_var.get()
         self.images: int | None = None  # image generation only: pictures and steps made
         self.steps: int | None = None
+        self.image_units: int | None = None
 
     def may_use(self, model: str) -> bool:
         """Whether the caller's key may use ``model`` (the router skips other fallbacks)."""
@@ -126,9 +127,12 @@ class Metering:
                 time.time(), call.request_id, key_id, call.model, call.replica, call.endpoint,
                 call.stream, status, error, prompt, completion, prompt + completion,
                 latency * 1000.0, None if ttft is None else ttft * 1000.0, call.images,
-                call.steps))
+                call.steps, call.image_units))
+        level = logging.WARNING if status >= 500 else logging.INFO
+        if error == "rate_limit_exceeded" and in_job():  # the job is deferred, not answered
+            level = logging.DEBUG
         if self.log_requests or status >= 500:
-            log.log(logging.WARNING if status >= 500 else logging.INFO,
+            log.log(level,
                     "%s %s %d", call.endpoint, call.model, status, extra={
                         "key_id": key_id, "model": call.model, "endpoint": call.endpoint,
                         "status": status, "error": error, "prompt_tokens": prompt,

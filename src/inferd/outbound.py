@@ -18,6 +18,12 @@ entry names is resolved, and every address it resolves to must be allowed. IP ad
 normalised first, so that the forms a resolver accepts (``127.1``, ``2852039166``,
 ``0251.0376.0251.0376``, ``0xa9fea9fe``, ``::ffff:169.254.169.254``) are checked as the
 address they mean.
+
+A host must be written with the characters of a host name (ASCII letters, digits, ``-``, ``.``,
+``_``; an internationalised name in its ``xn--`` form) or be an IPv6 address in brackets.
+Anything else (``%``, which would end the host at one parser and not at another; a zone id;
+non-ASCII letters, which clients encode each their own way) is refused, so that the host
+checked is always the host resolved.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ PUBLIC = "public"
 # Numbers a resolver reads as an IPv4 address (inet_aton): one to four parts, each decimal,
 # octal (leading 0) or hexadecimal (0x).
 _NUMERIC_V4 = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}")
+_HOST = re.compile(r"[a-z0-9._-]+|\[[0-9a-f:.]+\]")
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
@@ -72,6 +79,20 @@ def parse_address(host: str) -> Address | None:
         if ip in _NAT64:
             return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return ip
+
+
+def valid_host(host: str) -> bool:
+    """True when ``host`` (as a URL writes it: an IPv6 address in brackets) holds only the
+    characters of a host name or of an IPv6 address."""
+    return _HOST.fullmatch(host.lower()) is not None
+
+
+def _url_host(netloc: str) -> str:
+    """The host part of a URL's ``netloc`` as written (user information and port removed)."""
+    host = netloc.rpartition("@")[2]
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.partition(":")[0]
 
 
 def is_public(ip: Address) -> bool:
@@ -146,13 +167,21 @@ class HostAllowList:
     async def check(self, url: str) -> None:
         """Raise ``InvalidRequest`` (400) unless ``url`` may be used."""
         what = self.purpose.what
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+            raise self._refused(f"{what} is not a valid URL ({exc}).") from exc
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise self._refused(f"{what} '{redact_url(url)}' must be an http:// or https:// "
                                 "URL with a host.")
         if parts.username or parts.password:
             hint = "; use 'api_key'" if self.purpose is REPLICA else ""
             raise self._refused(f"{what} may not carry credentials in the URL{hint}.")
+        if not valid_host(_url_host(parts.netloc)):
+            raise self._refused(
+                f"{what} '{redact_url(url)}' has a host with characters no host name holds: "
+                "use ASCII letters, digits, '-', '.' and '_' (an internationalised name in its "
+                "'xn--' form), or an IPv6 address in brackets without a zone.")
         try:
             parts.port  # noqa: B018  (raises on a malformed port)
         except ValueError as exc:
@@ -167,6 +196,8 @@ class HostAllowList:
     async def resolve(self, host: str, port: int = 0) -> list[str]:
         """The addresses to connect to for ``host``, each allowed; ``AddressRefused`` (an
         ``OSError``) when the host is not allowed or cannot be resolved."""
+        if not valid_host(host if ":" not in host else f"[{host.strip('[]')}]"):
+            raise AddressRefused(f"Host '{host}' is not a valid host name.")
         if self.names_host(host):
             return await _resolve(host, port)
         ip = parse_address(host)

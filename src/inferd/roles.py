@@ -2,7 +2,8 @@
 
 - ``gateway`` / ``serve`` with a broker: ``queue`` replicas (workers hosting a model) become
   routable, so sync requests and streams reach models only workers host.
-- ``engine``: registers itself as an ``http`` replica of its models, with a heartbeat.
+- ``engine``: registers itself as an ``http`` replica of its models, with a heartbeat: through
+  the gateway at ``INFERD_GATEWAY_URL`` with its own key, else in the shared database.
 - ``worker --model``: answers sync requests for its models over the broker and registers a
   ``queue`` replica of each, with a heartbeat.
 """
@@ -15,6 +16,7 @@ from contextlib import AsyncExitStack
 from inferd.engines.base import Engine
 from inferd.engines.queue import QueueEngine, RpcClient, RpcServer
 from inferd.routing.catalog import ReplicaCatalog
+from inferd.routing.enlist import GatewayRegistration
 from inferd.routing.registration import EngineRegistration
 from inferd.routing.standby import ensure_standby
 from inferd.settings import ReplicaSpec, Settings
@@ -34,7 +36,11 @@ async def start_role(settings: Settings, db: Database, catalog: ReplicaCatalog,
 
         catalog.queue_engine = queue_engine
         await catalog.sync()
-    if settings.role == "engine":
+    if settings.role == "engine" and settings.gateway_url:
+        enlisted = GatewayRegistration(settings)
+        enlisted.start(list(engines))
+        stack.push_async_callback(enlisted.close)
+    elif settings.role == "engine":
         registration = EngineRegistration(ReplicaStore(db), settings,
                                           announce=catalog.announce)
         await registration.register(list(engines))

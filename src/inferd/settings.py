@@ -78,10 +78,31 @@ class ModelSpec(BaseModel):
     family: str = ""
     # Seconds the echo engine waits per token (only for ``kind: echo``, used in tests/bench).
     echo_delay: float = Field(default=0.0, ge=0.0)
+    # ``kind: embeddings``: read ``input`` given as token ids (lists of ints) as ids of this
+    # model's own tokenizer. Off by default: clients that tokenize for OpenAI's models
+    # (LangChain's ``OpenAIEmbeddings`` sends tiktoken ids) would get wrong vectors, so such
+    # input is a 400 that says to send text.
+    token_id_input: bool = False
     # Image defaults of a ``kind: diffusers`` pipeline (a request may override each).
     steps: int = Field(default=30, ge=1, le=500)
     guidance_scale: float = Field(default=7.5, ge=0.0, le=100.0)
     size: str = Field(default="512x512", pattern=r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")
+    # The most a request may ask of it: steps, and a size of at most this many pixels with
+    # neither side longer than the longer side here (400 naming the field and the bound).
+    max_steps: int = Field(default=100, ge=1, le=500)
+    max_size: str = Field(default="1024x1024", pattern=r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")
+
+    @model_validator(mode="after")
+    def _defaults_within_bounds(self) -> ModelSpec:
+        if self.steps > self.max_steps:
+            raise ValueError(f"model {self.name!r}: steps {self.steps} is over max_steps "
+                             f"{self.max_steps}")
+        width, height = (int(v) for v in self.size.split("x"))
+        most_w, most_h = (int(v) for v in self.max_size.split("x"))
+        if width * height > most_w * most_h or max(width, height) > max(most_w, most_h):
+            raise ValueError(f"model {self.name!r}: size {self.size} is over max_size "
+                             f"{self.max_size}")
+        return self
 
     @model_validator(mode="after")
     def _path_exists(self) -> ModelSpec:
@@ -184,6 +205,22 @@ class JobSettings(BaseSettings):
     # "public" (globally routable addresses), CIDR networks, host names, "*.domain".
     webhook_allowed_hosts: list[str] = Field(default_factory=lambda: ["public"])
     max_batch_lines: int = Field(default=50_000, ge=1)
+    # A job whose runs ended their process this many times fails with ``job_quarantined``.
+    # From the first such crash it runs alone in its process (on probation), so every crash
+    # after the first is its own; at least 2, so that one crash never fails a job.
+    max_crashes: int = Field(default=2, ge=2, le=100)
+    # A job deferred by its key's rate limit waits this long, doubled at each deferral up to
+    # ``defer_max_seconds``, before it is tried again.
+    defer_seconds: float = Field(default=1.0, gt=0, le=3600)
+    defer_max_seconds: float = Field(default=60.0, gt=0, le=86400)
+    # Per key: unfinished (pending or running) jobs, and unfinished lines of its batches;
+    # a submission past either gets 429.
+    max_pending_per_key: int = Field(default=10_000, ge=1)
+    max_batch_lines_per_key: int = Field(default=50_000, ge=1)
+
+    def defer_delay(self, deferrals: int) -> float:
+        """How long a job deferred ``deferrals`` times before waits now."""
+        return float(min(self.defer_max_seconds, self.defer_seconds * 2.0 ** min(deferrals, 32)))
 
     def workers_for(self, model: str) -> int:
         return self.concurrency_per_model.get(model, self.concurrency)
@@ -241,6 +278,11 @@ class Settings(BaseSettings):
     auth_failure_window_seconds: float = Field(default=60.0, gt=0.0, le=86400.0)
     # Seconds between checks for keys changed by another gateway (revocation delay).
     key_refresh_seconds: float = Field(default=2.0, gt=0.0, le=3600.0)
+    # Storage quota of each API key without its own (``storage_bytes`` / ``storage_objects``
+    # of the key): the bytes and the number of files, contexts, stored responses and stored
+    # pictures it may keep at once (0: no limit). Also the quota of the caller when keys are off.
+    storage_quota_bytes: int = Field(default=1024**3, ge=0)
+    storage_quota_objects: int = Field(default=10_000, ge=0)
     # Where per-key limits live: "local" (this process) or "redis" (shared by gateways);
     # "auto" = redis when ``redis_url`` is set.
     limits_backend: Literal["auto", "local", "redis"] = "auto"
@@ -253,6 +295,12 @@ class Settings(BaseSettings):
     # default: writing it costs about a fifth of the gateway's throughput.
     log_requests: bool = False
     config_file: Path | None = None
+    # ``/metrics`` answers only callers with a valid key (401 otherwise; Prometheus sends one
+    # with ``authorization: {credentials: KEY}``). Off: public, like ``/health``.
+    metrics_require_key: bool = False
+    # ``/ready`` names the models (and whether each is loaded) only to callers with a valid
+    # key; anyone still gets its status code and ``status``/``store`` fields (probes).
+    ready_require_key: bool = False
     # Browser origins allowed to call the API from another site (CORS); empty = CORS off.
     # "*" allows any origin.
     cors_origins: list[str] = Field(default_factory=list)
@@ -268,6 +316,15 @@ class Settings(BaseSettings):
     replica_cooldown_max: float = Field(default=60.0, gt=0.0)
     # Replicas one request may try per model before falling back.
     router_max_attempts: int = Field(default=3, ge=1, le=20)
+    # "production" (default) or "development": a cluster role bound to a non-loopback
+    # address refuses unsafe settings (placeholder admin key, no secret key) unless
+    # "development" (README "Security").
+    env: Literal["production", "development"] = "production"
+    # On SIGTERM: seconds in-flight requests, streams and running jobs have to finish before
+    # the process exits (what is left of a job is handed back at once).
+    shutdown_grace_seconds: float = Field(default=120.0, ge=0.0, le=86400.0)
+    # A port of its own for ``GET /metrics`` (0 = served on the main port, with the API).
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     # Scale-out (README "Scaling out"): which role this process plays (set by the command).
     role: Literal["serve", "gateway", "worker", "engine"] = "serve"
     # RabbitMQ for job ids (``amqp://user:pass@host:5672/``); "" = the in-process queue.
@@ -287,9 +344,20 @@ class Settings(BaseSettings):
     worker_models: list[str] = Field(default_factory=list)
     # The OpenAI base URL other processes reach an ``inferd engine`` at (its replica URL).
     engine_url: str = ""
-    # The key gateways send to an engine (stored as its replica's credential); "" = the admin
-    # key. Needed when the engine requires keys.
+    # The key gateways send to an engine (stored as its replica's credential, and installed
+    # by the engine as a user-scope key named INFERD_ENGINE_API_KEY); never the admin key.
+    # Needed when the engine requires keys.
     engine_api_key: str = Field(default="", repr=False)
+    # This engine instance's identity in routing (its replicas' key): "" = the host name, so
+    # two engines behind one service name stay two replicas (README "Scaling out").
+    engine_instance: str = Field(default="", max_length=200)
+    # The address other processes reach an ``inferd engine`` at when ``engine_url`` is not
+    # set (e.g. the pod IP from the downward API; an IPv6 address is bracketed in the URL).
+    engine_host: str = Field(default="", max_length=255)
+    # The gateway an ``inferd engine`` registers with over HTTP, with its
+    # ``engine_api_key`` (e.g. http://inferd-gateway:8000); "" = it registers in the shared
+    # database itself (README "Scaling out").
+    gateway_url: str = Field(default="", max_length=2048)
     # Seconds between an engine's heartbeats; routing drops it after three missed ones.
     engine_heartbeat_seconds: float = Field(default=5.0, gt=0.0, le=3600.0)
     # Fernet key(s) that encrypt replica credentials and webhook secrets in the database,
@@ -304,6 +372,13 @@ class Settings(BaseSettings):
         from inferd.secretbox import parse_keys
 
         parse_keys(v)
+        return v
+
+    @field_validator("gateway_url")
+    @classmethod
+    def _gateway_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("gateway_url must be an http:// or https:// URL")
         return v
 
     @field_validator("database_url")

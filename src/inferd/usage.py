@@ -48,6 +48,7 @@ class UsageRecord(NamedTuple):
     ttft_ms: float | None
     images: int | None  # image generation: pictures made
     steps: int | None  # and denoising steps run
+    image_units: int | None = None  # and their cost units (steps x megapixels x pictures)
 
 
 Writer = Callable[[Sequence[UsageRecord]], Awaitable[None]]
@@ -63,6 +64,11 @@ def holding(records: list[UsageRecord]) -> contextvars.Context:
     context = contextvars.copy_context()
     context.run(_held.set, records)
     return context
+
+
+def in_job() -> bool:
+    """Whether the current code runs a job (its usage records are held, see ``holding``)."""
+    return _held.get() is not None
 
 
 def _always(_exc: Exception) -> bool:
@@ -108,7 +114,7 @@ class UsageRecorder:
 
     def record_many(self, records: Sequence[UsageRecord]) -> None:
         """Buffer records held back by a job whose result was not stored (cancelled, handed
-        back, deferred): the work they describe was done."""
+        back): the work they describe was done."""
         self._buffer.extend(records)
         if len(self._buffer) >= self.batch_size:
             self._wake.set()

@@ -23,6 +23,8 @@ from tests.conftest import _pg_exec
 from tests.helpers import ROOT, InferdProcess, require_service
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+# The key gateways send to an engine: its own, never the admin key.
+ENGINE_KEY = "sk-engine-key-of-the-cluster-tests"
 ECHO = json.dumps([{"name": "echo", "kind": "echo"},
                    {"name": "slow", "kind": "echo", "echo_delay": 0.5}])
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.cluster.conftest import migrate
+from tests.cluster.conftest import ENGINE_KEY, migrate
 from tests.helpers import InferdProcess, require_service
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.redis]
@@ -41,7 +41,8 @@ def test_revocation_and_new_replicas_reach_the_other_gateway_at_once(
     with httpx.Client(base_url=first.url, headers=admin, timeout=30) as one, \
             httpx.Client(base_url=second.url, timeout=30) as two:
         assert two.post("/v1/chat/completions", json=CHAT, headers=admin).status_code == 404
-        start("engine", "--no-bundled", **env)  # registers itself after both gateways started
+        # registers itself after both gateways started
+        start("engine", "--no-bundled", **env, INFERD_ENGINE_API_KEY=ENGINE_KEY)
         until(lambda: two.post("/v1/chat/completions", json=CHAT,
                                headers=admin).status_code == 200,
               "the second gateway never routed to the new engine")

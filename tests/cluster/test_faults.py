@@ -15,7 +15,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.cluster.conftest import migrate, submit, wait_finished
+from tests.cluster.conftest import ENGINE_KEY, migrate, submit, wait_finished
 from tests.helpers import InferdProcess
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -144,7 +144,7 @@ def test_terminated_database_connections_give_503s_and_recover(
         start: Callable[..., InferdProcess], cluster_env: dict[str, str]) -> None:
     assert migrate(cluster_env).returncode == 0
     env = {"INFERD_ADMIN_KEY": ADMIN}
-    start("engine", "--no-bundled", **env)
+    start("engine", "--no-bundled", **env, INFERD_ENGINE_API_KEY=ENGINE_KEY)
     start("worker", "--model", "echo", **env)
     gateway = start("gateway", **env)
     with httpx.Client(base_url=gateway.url, timeout=30,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from openai import AsyncOpenAI
 
-from tests.cluster.conftest import migrate, submit, wait_finished
+from tests.cluster.conftest import ENGINE_KEY, migrate, submit, wait_finished
 from tests.helpers import InferdProcess
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -42,7 +42,7 @@ def test_usage_through_an_engine_is_recorded_once(
         start: Callable[..., InferdProcess], cluster_env: dict[str, str]) -> None:
     assert migrate(cluster_env).returncode == 0
     env = {"INFERD_ADMIN_KEY": ADMIN, "INFERD_USAGE_FLUSH_SECONDS": "0.2"}
-    engine = start("engine", "--no-bundled", **env)
+    engine = start("engine", "--no-bundled", **env, INFERD_ENGINE_API_KEY=ENGINE_KEY)
     worker = start("worker", **env)  # runs the jobs on the engine's replica
     gateway = start("gateway", **env)
     admin = {"Authorization": f"Bearer {ADMIN}"}

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from openai import AsyncOpenAI, OpenAI, RateLimitError
 
-from tests.cluster.conftest import migrate, submit, wait_finished
+from tests.cluster.conftest import ENGINE_KEY, migrate, submit, wait_finished
 from tests.helpers import InferdProcess, require_service
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.redis]
@@ -131,7 +131,7 @@ def test_two_gateways_two_workers_one_engine_under_mixed_load(
            # job ids submitted together (a batch's, concurrent jobs') share broker messages;
            # the other cluster tests keep a message per job
            "INFERD_BROKER_GROUP": "8"}
-    start("engine", "--no-bundled", **env)
+    start("engine", "--no-bundled", **env, INFERD_ENGINE_API_KEY=ENGINE_KEY)
     start("worker", **env)
     start("worker", **env)
     gateways = [start("gateway", **env), start("gateway", **env)]

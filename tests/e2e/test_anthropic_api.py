@@ -13,7 +13,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.helpers import InferdProcess
+from tests.helpers import InferdProcess, wait_for
 
 CHAT_MODEL = "smollm2-135m-instruct"
 WEATHER = {"name": "get_weather", "description": "The current weather of a city",
@@ -227,3 +227,40 @@ def test_max_tokens_over_the_context_uses_what_is_left(claude: anthropic.Anthrop
                                      messages=[{"role": "user", "content": "Say hello."}])
     assert message.content and message.content[0].type == "text"
     assert 0 < message.usage.input_tokens + message.usage.output_tokens <= 2048
+
+
+def _count(client: anthropic.Anthropic, text: str = "count these words") -> int:
+    counted = client.messages.count_tokens(model="echo",
+                                           messages=[{"role": "user", "content": text}])
+    return counted.input_tokens
+
+
+def test_count_tokens_counts_against_rpm_and_is_recorded(keyed: InferdProcess) -> None:
+    key = _new_key(keyed, rpm=2)
+    with anthropic.Anthropic(base_url=keyed.url, api_key=key["key"], max_retries=0) as client:
+        deadline = time.monotonic() + 20
+        while True:  # a new key reaches the key ring within its refresh period
+            try:
+                first = _count(client)
+                break
+            except anthropic.AuthenticationError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert first > 0
+        assert _count(client) == first
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            _count(client)
+    assert limited.value.response.headers.get("retry-after")
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    def counted() -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = httpx.get(
+            keyed.url + "/admin/v1/usage/records", params={"key_id": key["id"]},
+            headers=headers).json()["data"]
+        return [r for r in records if r["endpoint"] == "count_tokens"]
+
+    records = wait_for(lambda: len(counted()) >= 3 and counted())
+    assert sorted(r["status"] for r in records) == [200, 200, 429]
+    assert all(r["prompt_tokens"] == first and r["completion_tokens"] == 0
+               for r in records if r["status"] == 200)

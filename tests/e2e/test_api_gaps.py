@@ -25,12 +25,22 @@ def cosine(a: list[float], b: list[float]) -> float:
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
-def test_embedding_input_as_token_ids(client: OpenAI) -> None:
+def test_embedding_input_as_token_ids(client: OpenAI, token_id_server: InferdProcess) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_minilm_path(), local_files_only=True)
     texts = ["the cat sat on the mat", "stock markets fell sharply"]
     ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    # The model's setting ``token_id_input``: off by default, ids are refused by name.
+    for given in (ids, ids[0]):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.embeddings.create(model=EMBED, input=given)
+        body = refused.value.body
+        assert isinstance(body, dict) and body["param"] == "input"
+        assert body["code"] == "token_ids_not_accepted"
+        assert "input[0]" in body["message"]
+        assert "check_embedding_ctx_length=False" in body["message"]
+    client = OpenAI(base_url=token_id_server.url + "/v1", api_key="unused", max_retries=0)
     by_text = client.embeddings.create(model=EMBED, input=texts).data
     by_ids = client.embeddings.create(model=EMBED, input=ids).data
     one = client.embeddings.create(model=EMBED, input=ids[0]).data

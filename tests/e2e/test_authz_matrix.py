@@ -1,8 +1,9 @@
 """The authorization matrix: every route of the app by every kind of caller, against the policy
 ``inferd.http.access.POLICY`` (printed in the README's "Security" section).
 
-Callers: no key, user key A, user key B, the admin key, and a disabled, an expired and a
-deleted key. One ``inferd serve`` (echo engines, an on-demand llama.cpp model that is never
+Callers: no key, user key A, user key B, the admin key, the engines' key
+(``INFERD_ENGINE_API_KEY``: the engine registration routes only), and a disabled, an expired
+and a deleted key. One ``inferd serve`` (echo engines, an on-demand llama.cpp model that is never
 loaded by a user, and an ``http`` replica standing in for an image, audio and moderation
 server), objects created once: A and B each own a job, a file, a batch, a context and an S0
 result; A also owns stored responses, conversations and a picture. Each route has a probe (a
@@ -37,12 +38,14 @@ from tests.fake_audio import FakeAudio, silent_wav
 from tests.helpers import ROOT, InferdProcess, wait_for
 
 ADMIN_KEY = "sk-test-admin-authz-0123456789abcdef"
+ENGINE_KEY = "sk-test-engines-authz-0123456789abcdef"
 SLOW_TEXT = " ".join(f"w{i}" for i in range(600))  # 600 words at 0.5 s: running for minutes
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA"
                        "60e6kgAAAABJRU5ErkJggg==")
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hello there"}]}
 INVALID = ("none", "disabled", "expired", "deleted")
-VALID = ("B", "A", "admin")  # B first: its 404s are seen before A or an admin deletes anything
+# B first: its 404s are seen before A or an admin deletes anything
+VALID = ("B", "A", "admin", "engine")
 REFUSED_CODES = {"none": "missing_api_key", "disabled": "key_disabled",
                  "expired": "key_expired", "deleted": "invalid_api_key"}
 
@@ -110,6 +113,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferdProcess]:
               {"name": "tiny", "kind": "llamacpp", "path": bundled_gguf_path(),
                "load": "on_demand", "n_ctx": 256, "parallel": 1}]
     env = {"INFERD_MODELS": json.dumps(models), "INFERD_ADMIN_KEY": ADMIN_KEY,
+           "INFERD_ENGINE_API_KEY": ENGINE_KEY,
            "INFERD_KEY_REFRESH_SECONDS": "0.3",
            # the matrix fails to authenticate hundreds of times from one address on purpose
            "INFERD_AUTH_FAILURE_LIMIT": "0"}
@@ -188,8 +192,12 @@ def make_key(admin: httpx.Client, name: str, **spec: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def world(server: InferdProcess) -> Iterator[World]:
-    w = World(server.url, keys={"none": None, "admin": ADMIN_KEY})
+    w = World(server.url, keys={"none": None, "admin": ADMIN_KEY, "engine": ENGINE_KEY})
     ids = w.ids
+    # engine instances: the admin and the engines' key each register, beat for and remove
+    # their own (a user's is refused before it is looked up)
+    ids.update({"inst": "matrix-user", "inst@admin": "matrix-admin",
+                "inst@engine": "matrix-engine"})
     with w.client("admin") as admin:
         for name in ("A", "B"):
             created = make_key(admin, name)
@@ -442,6 +450,11 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("PUT", "/models/replicas/{replica_id:int}"): Probe("/models/replicas/{r-put}",
                                                         json=const({"weight": 3})),
     ("DELETE", "/replicas/{replica_id:int}"): Probe("/replicas/{r-s3-delete}"),
+    ("PUT", "/internal/v1/engines/{instance}"): Probe("/internal/v1/engines/{inst}", json=const(
+        {"url": "http://127.0.0.1:9/v1", "models": ["enrolled"]})),
+    ("POST", "/internal/v1/engines/{instance}/heartbeat"): Probe(
+        "/internal/v1/engines/{inst}/heartbeat", json=const({"heartbeat_seconds": 60})),
+    ("DELETE", "/internal/v1/engines/{instance}"): Probe("/internal/v1/engines/{inst}"),
 }
 
 
@@ -458,6 +471,10 @@ def expected(access: Access, probe: Probe, caller: str) -> Cell:
         return Cell(probe.ok, None)
     if caller in INVALID:
         return Cell(401, REFUSED_CODES[caller])
+    if caller == "engine":
+        return Cell(probe.ok, None) if access == "engine" else Cell(403, "engine_key_not_allowed")
+    if access == "engine" and caller != "admin":
+        return Cell(403, "engine_scope_required")
     if access == "admin" and caller != "admin":
         return Cell(403, "admin_scope_required")
     others = {"owner": ("B",), "private": ("B", "admin")}.get(access, ())
@@ -487,8 +504,10 @@ def check(world: World, caller: str, route: tuple[str, str],
     """A description of how the cell differs from the policy, or None."""
     access, probe = POLICY[route], PROBES[route]
     want = expected(access, probe, caller)
-    if route[1].startswith("/v1/messages") and want.status == 401:
-        want = Cell(401, "authentication_error")  # Anthropic's clients expect its shape
+    if route[1].startswith("/v1/messages") and want.status in (401, 403):
+        # Anthropic's clients expect its shape
+        want = Cell(want.status, {401: "authentication_error",
+                                  403: "permission_error"}[want.status])
     got = observed(response)
     if got.status != want.status or (want.code is not None and got.code != want.code):
         return (f"{route[0]} {route[1]} as {caller}: expected {want.status} {want.code or ''}"
@@ -541,7 +560,7 @@ def test_every_cell_of_the_matrix_follows_the_policy(world: World) -> None:
         for caller in VALID:
             problems.append(check(world, caller, route, call(world, caller, route)))
     found = [p for p in problems if p]
-    assert not found, f"{len(found)} of {len(routes) * 7} cells differ:\n" + "\n".join(found)
+    assert not found, f"{len(found)} of {len(routes) * 8} cells differ:\n" + "\n".join(found)
 
 
 ID_FORMATS = {"job": r"job_[0-9a-f]{48}", "file": r"file_[0-9a-f]{48}",

@@ -38,7 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory,
     config = tmp / "inferd.yaml"
     config.write_text(yaml.safe_dump({"models": [
         {"name": "tiny-sd", "kind": "diffusers", "path": str(tiny_pipeline), "steps": 3,
-         "size": "64x64", "aliases": ["sd"]},
+         "size": "64x64", "aliases": ["sd"], "max_steps": 500},  # long runs to cancel
         {"name": "echo", "kind": "echo"}]}))
     env = {"INFERD_ADMIN_KEY": ADMIN_KEY, "INFERD_KEY_REFRESH_SECONDS": "0.3",
            "INFERD_USAGE_FLUSH_SECONDS": "0.2", "INFERD_JOB_EVENT_FLUSH_SECONDS": "0"}

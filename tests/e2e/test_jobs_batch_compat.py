@@ -62,6 +62,64 @@ def test_batch_flow_with_the_openai_sdk(client: OpenAI) -> None:
         client.batches.cancel(batch.id)
 
 
+def finished(client: OpenAI, batch_id: str) -> openai.types.Batch:
+    batch: openai.types.Batch = wait_for(
+        lambda: (b := client.batches.retrieve(batch_id)).status in (
+            "completed", "failed", "cancelled", "expired") and b, within=180, what="the batch")
+    return batch
+
+
+def lines_of(client: OpenAI, file_id: str | None) -> dict[str, dict[str, object]]:
+    assert file_id is not None
+    return {item["custom_id"]: item for item in
+            (json.loads(x) for x in client.files.content(file_id).text.splitlines())}
+
+
+def test_batches_of_responses_and_of_messages_answer_in_their_own_shapes(
+        client: OpenAI) -> None:
+    response = {"model": CHAT_MODEL, "input": "Say hi.", "max_output_tokens": 6,
+                "temperature": 0}
+    text = "\n".join([
+        line("r1", response, url="/v1/responses"),
+        line("r2", {**response, "instructions": "Answer in French."}, url="/v1/responses"),
+        line("bad", {**response, "input": []}, url="/v1/responses"),
+        line("wrong-url", response)])
+    batch = client.batches.create(input_file_id=upload(client, text), endpoint="/v1/responses",
+                                  completion_window="24h")
+    batch = finished(client, batch.id)
+    counts = batch.request_counts
+    assert counts is not None and (counts.total, counts.completed, counts.failed) == (4, 2, 2)
+    output = lines_of(client, batch.output_file_id)
+    assert sorted(output) == ["r1", "r2"]
+    for item in output.values():
+        body = item["response"]["body"]  # type: ignore[index]
+        assert body["object"] == "response" and body["status"] in ("completed", "incomplete")
+        assert body["output"][0]["type"] == "message" and body["usage"]["output_tokens"] >= 1
+    errors = lines_of(client, batch.error_file_id)
+    assert errors["bad"]["response"]["status_code"] == 400  # type: ignore[index]
+    assert "url" in errors["wrong-url"]["error"]["message"]  # type: ignore[index]
+
+    message = {"model": CHAT_MODEL, "max_tokens": 6, "temperature": 0,
+               "messages": [{"role": "user", "content": "Say hi."}]}
+    text = "\n".join([line("m1", message, url="/v1/messages"),
+                      line("m2", {**message, "system": "Be brief."}, url="/v1/messages"),
+                      line("no-max", {**message, "max_tokens": None}, url="/v1/messages")])
+    batch = client.batches.create(input_file_id=upload(client, text),
+                                  endpoint="/v1/messages",  # type: ignore[arg-type]
+                                  completion_window="24h")
+    batch = finished(client, batch.id)
+    counts = batch.request_counts
+    assert counts is not None and (counts.total, counts.completed, counts.failed) == (3, 2, 1)
+    output = lines_of(client, batch.output_file_id)
+    assert sorted(output) == ["m1", "m2"]
+    for item in output.values():
+        body = item["response"]["body"]  # type: ignore[index]
+        assert body["type"] == "message" and body["role"] == "assistant"
+        assert body["content"][0]["type"] == "text" and body["usage"]["output_tokens"] >= 1
+    errors = lines_of(client, batch.error_file_id)
+    assert errors["no-max"]["response"]["status_code"] == 400  # type: ignore[index]
+
+
 def test_cancelling_a_batch_accounts_for_every_request(client: OpenAI) -> None:
     body = {"model": CHAT_MODEL, "max_tokens": 40,
             "messages": [{"role": "user", "content": "Count to twenty."}]}

@@ -14,6 +14,9 @@ from tests.helpers import InferdProcess
 
 MODEL = "smollm2-135m-instruct"
 FAST_LEASES = {"INFERD_JOB_LEASE_SECONDS": "1.5", "INFERD_JOB_SWEEP_SECONDS": "0.3"}
+# The bundled model's end-of-generation tokens, banned: every run goes to max_tokens whatever
+# the model would prefer (greedy decoding never picks a token 100 logits down).
+NO_END = {"0": -100, "2": -100, "4": -100}
 
 
 def test_job_survives_kill_9_mid_generation(tmp_path: Path) -> None:
@@ -24,7 +27,7 @@ def test_job_survives_kill_9_mid_generation(tmp_path: Path) -> None:
         queued = [http.post("/v1/jobs", json={
             "endpoint": "/v1/completions",
             "body": {"model": MODEL, "prompt": "1, 2, 3, 4, 5, 6,", "max_tokens": 300,
-                     "temperature": 0}}).json() for _ in range(2)]
+                     "temperature": 0, "logit_bias": NO_END}}).json() for _ in range(2)]
         first = queued[0]["id"]
         # wait until tokens of the first job are stored, then kill the process at once
         with http.stream("GET", f"/v1/jobs/{first}/events") as response:

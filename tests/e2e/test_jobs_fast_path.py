@@ -140,3 +140,44 @@ async def test_the_fast_path_answers_every_submission_as_the_framework_route_doe
             stored = [{k: v for k, v in j.items() if k not in _VARYING} for j in jobs]
             assert stored[0] == stored[1]
     assert statuses == {200, 202, 400, 404, 409, 413}  # every kind of answer was compared
+
+
+async def test_both_paths_refuse_a_key_past_its_unfinished_jobs_with_a_429(
+        tmp_path: Path) -> None:
+    """``max_pending_per_key``: the fast path and the framework's route answer the same 429,
+    in the OpenAI error shape, for ``POST /v1/jobs`` and ``Prefer: respond-async`` alike."""
+    slow = {"name": "slow", "kind": "echo", "echo_delay": 5.0}  # its jobs stay unfinished
+    apps = []
+    for name in ("fast", "framework"):
+        apps.append(create_app(load_settings(
+            data_dir=tmp_path / name, bundled_models=False, models=[slow],
+            max_body_bytes=MAX_BODY, jobs={"max_pending_per_key": 2})))
+    apps[1].user_middleware = [m for m in apps[1].user_middleware
+                               if m.cls is not JobsFastPath]
+    job = {"endpoint": "/v1/chat/completions",
+           "body": {"model": "slow", "messages": [{"role": "user", "content": "a b c"}]}}
+    async with AsyncExitStack() as stack:
+        for app in apps:
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        fast = httpx.AsyncClient(transport=httpx.ASGITransport(HotPathFront(apps[0], is_hot)),
+                                 base_url="http://test")
+        framework = httpx.AsyncClient(transport=httpx.ASGITransport(apps[1]),
+                                      base_url="http://test")
+        answers = []
+        for client in (fast, framework):
+            accepted = [await client.post("/v1/jobs", json=job) for _ in range(2)]
+            assert [r.status_code for r in accepted] == [202, 202]
+            refused = [await client.post("/v1/jobs", json=job),
+                       await client.post("/v1/chat/completions", json=job["body"],
+                                         headers=ASYNC)]
+            for response in refused:
+                assert response.status_code == 429, response.text
+                error = response.json()["error"]
+                assert set(error) == {"message", "type", "param", "code"}
+                assert (error["type"], error["code"]) == ("rate_limit_error",
+                                                          "too_many_pending_jobs")
+                assert int(response.headers["retry-after"]) >= 1
+            answers.append([answer(r) for r in refused])
+            listed = (await client.get("/v1/jobs", params={"limit": 100})).json()["data"]
+            assert len(listed) == 2  # nothing stored for the refused ones
+        assert answers[0] == answers[1]

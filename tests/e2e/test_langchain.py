@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import openai
 import pytest
 import tiktoken
 import tiktoken.model
@@ -114,9 +115,26 @@ def model_tokenizer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(tiktoken.model.MODEL_TO_ENCODING, EMBED_MODEL, "minilm-words")
 
 
-def test_embeddings_sent_as_token_id_arrays(inferd_server: InferdProcess, client: OpenAI,
-                                            model_tokenizer: None) -> None:
+def test_default_token_id_arrays_are_refused_with_the_setting_to_change(
+        inferd_server: InferdProcess, model_tokenizer: None) -> None:
     embeddings, sent = _embeddings(inferd_server)  # LangChain's defaults: it tokenizes
+    with pytest.raises(openai.BadRequestError) as info:
+        embeddings.embed_documents(TEXTS)
+    assert all(isinstance(i, int) for ids in sent[-1]["input"] for i in ids)
+    error = info.value.body
+    assert isinstance(error, dict) and error["param"] == "input"
+    assert "check_embedding_ctx_length=False" in error["message"]
+    with pytest.raises(openai.BadRequestError):
+        embeddings.embed_query(TEXTS[0])
+    fixed, _ = _embeddings(inferd_server, check_embedding_ctx_length=False)
+    assert len(fixed.embed_query(TEXTS[0])) == 384
+
+
+def test_embeddings_sent_as_token_id_arrays(token_id_server: InferdProcess, client: OpenAI,
+                                            model_tokenizer: None) -> None:
+    """A model set to read ids of its own tokenizer (``token_id_input``), and a tokenizer
+    that gives them: LangChain's defaults work."""
+    embeddings, sent = _embeddings(token_id_server)  # LangChain's defaults: it tokenizes
     vectors = np.array(embeddings.embed_documents(TEXTS))
     arrays = sent[-1]["input"]
     assert len(arrays) == 2 and all(isinstance(i, int) for ids in arrays for i in ids)

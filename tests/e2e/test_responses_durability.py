@@ -43,6 +43,14 @@ def wait_done(client: OpenAI, response_id: str) -> Any:
     return response
 
 
+# The answer must be a JSON array of at least 301 integers. No token of the bundled model's
+# vocabulary holds two digits, so every item takes a token of its own: the grammar cannot let
+# the answer end (an end-of-sequence token) before 300 tokens, whatever the model prefers.
+ENDLESS = {"format": {"type": "json_schema", "name": "numbers", "strict": True,
+                      "schema": {"type": "array", "items": {"type": "integer"},
+                                 "minItems": 301}}}
+
+
 def test_background_response_survives_kill_9(tmp_path: Path) -> None:
     args = ("--no-bundled", "--model", f"{MODEL}={bundled_gguf_path()}")
     server = InferdProcess(tmp_path, *args, env=ENV)
@@ -51,7 +59,7 @@ def test_background_response_survives_kill_9(tmp_path: Path) -> None:
         owner = sdk(server, owner_key)
         created = owner.responses.create(model=MODEL, input="1, 2, 3, 4, 5, 6,",
                                          background=True, max_output_tokens=300,
-                                         temperature=0)
+                                         temperature=0, text=ENDLESS)
         assert created.status == "queued"
         seen = []
         for event in owner.responses.retrieve(created.id, stream=True):
@@ -94,3 +102,19 @@ def test_background_response_survives_kill_9(tmp_path: Path) -> None:
             sdk(again, other_key).responses.create(model=MODEL, input="Go on.",
                                                    previous_response_id=created.id,
                                                    max_output_tokens=4)
+        # nor does an admin key reach it through its job (no admin override)
+        as_owner = {"Authorization": f"Bearer {owner_key}"}
+        as_admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        owned = httpx.get(again.url + "/v1/jobs", headers=as_owner).json()["data"]
+        job_id = next(j["id"] for j in owned if j["endpoint"] == "/v1/responses")
+        assert httpx.get(f"{again.url}/v1/jobs/{job_id}", headers=as_owner).status_code == 200
+        for method, path in (("GET", ""), ("GET", "/events"), ("GET", "/webhook_attempts"),
+                             ("POST", "/cancel"), ("DELETE", "")):
+            refused = httpx.request(method, f"{again.url}/v1/jobs/{job_id}{path}",
+                                    headers=as_admin)
+            assert refused.status_code == 404, (method, path, refused.text)
+            assert refused.json()["error"]["code"] == "job_not_found"
+        listed = httpx.get(again.url + "/v1/jobs", params={"limit": 100},
+                           headers=as_admin).json()["data"]
+        assert job_id not in [j["id"] for j in listed]
+        assert httpx.get(f"{again.url}/v1/jobs/{job_id}", headers=as_owner).status_code == 200

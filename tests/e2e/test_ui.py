@@ -472,7 +472,7 @@ def test_image_tab_shows_only_with_an_image_model_and_draws(
     config = tmp_path / "images.yaml"
     config.write_text(yaml.safe_dump({"models": [
         {"name": "tiny-sd", "kind": "diffusers", "path": str(tiny_pipeline), "steps": 2,
-         "size": "64x64"}, {"name": "echo", "kind": "echo"}]}))
+         "size": "64x64", "max_steps": 500}, {"name": "echo", "kind": "echo"}]}))
     d = browser
     with InferdProcess(tmp_path / "images", "--config", str(config), "--no-bundled",
                        env={"INFERD_AUTH": "off"}) as images:

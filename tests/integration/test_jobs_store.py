@@ -207,3 +207,43 @@ async def test_a_job_the_broker_holds_is_not_recovered_until_its_mark_lapses(
     assert (await store.get(queued.id)).status == "running"  # type: ignore[union-attr]
     await store.release(queued.id, "w")
     assert queued.id in {j.id for j in await store.recoverable()}
+
+
+async def test_a_lapsed_claim_counts_a_crash_and_the_last_allowed_one_is_not_claimed(
+        database: Database) -> None:
+    store = JobStore(database)
+    job, _ = await store.insert(_job())
+    first = await store.claim(job.id, "first", 0.01, 5, 2)
+    assert first is not None and first.crashes == 0  # a pending job: no crash
+
+    async def lapsed() -> list[str]:
+        return [j.id for j in await store.recoverable()]
+
+    await wait_for_async(lapsed, within=30, what="the first lease's expiry")
+    second = await store.claim(job.id, "second", 0.01, 5, 2)
+    # counted from the status before the claim (MySQL assigns left to right)
+    assert second is not None and (second.crashes, second.attempts) == (1, 2)
+    await wait_for_async(lapsed, within=30, what="the second lease's expiry")
+    assert await store.claim(job.id, "third", 30, 5, 2) is None  # quarantined, not run
+    assert await store.claim(job.id, "third", 30, 5, 3) is not None  # a laxer limit runs it
+
+
+async def test_a_deferred_job_is_neither_claimed_nor_recovered_before_its_time(
+        database: Database) -> None:
+    store = JobStore(database)
+    job, _ = await store.insert(_job(owner="k1"))
+    assert await store.claim(job.id, "w", 30, 3) is not None
+    assert await store.count_unfinished("k1", batch=False) == 1
+    await store.release(job.id, "w", not_before=time.time() + 3600)
+    back = await store.get(job.id)
+    assert back is not None and (back.status, back.attempts, back.deferrals) == ("pending", 0, 1)
+    assert job.id not in [j.id for j in await store.recoverable()]
+    assert await store.claim(job.id, "w", 30, 3) is None
+    due, _ = await store.insert(_job(owner="k1"))
+    assert await store.claim(due.id, "w", 30, 3) is not None
+    await store.release(due.id, "w", not_before=time.time() - 1)  # its time has come
+    assert due.id in [j.id for j in await store.recoverable()]
+    assert await store.claim(due.id, "w", 30, 3) is not None
+    assert await store.count_unfinished("k1", batch=False) == 2
+    assert await store.count_unfinished("k1", batch=True) == 0
+    assert await store.count_unfinished("k2", batch=False) == 0

@@ -122,3 +122,32 @@ async def test_a_model_can_be_deactivated_and_renamed_by_alias(admin: ModelAdmin
     assert view["aliases"] == ["mm"] and view["active"] is False
     assert admin.router.replicas() == [r for r in admin.router.replicas() if r.kind == "local"]
     assert [m["name"] for m in await admin.models(active=False)] == ["m"]
+
+
+async def test_a_url_on_another_host_needs_its_credential_again(admin: ModelAdmin) -> None:
+    await admin.create_model(_create("m"))
+    created = await admin.create_replica("m", ReplicaSpec(url="http://127.0.0.1:9/v1",
+                                                          api_key=SECRET))
+    replica_id = created["id"]
+    for url in ("http://127.0.0.2:9/v1", "http://127.0.0.1:10/v1", "https://127.0.0.1:9/v1"):
+        with pytest.raises(InvalidRequest) as info:
+            await admin.update_replica(replica_id, ReplicaUpdate(url=url))
+        assert (info.value.param, info.value.code) == ("api_key", "api_key_required")
+        assert "127.0.0.1:9" in info.value.message and SECRET not in info.value.message
+    kept = await admin.replica(replica_id)
+    assert kept["url"] == "http://127.0.0.1:9/v1" and kept["has_api_key"]
+    # The same host (another path, its default port spelled out): the credential stays.
+    same = await admin.update_replica(replica_id, ReplicaUpdate(url="http://127.0.0.1:9/v2"))
+    assert same["has_api_key"] and same["url"] == "http://127.0.0.1:9/v2"
+    # A new host with its credential, or with none.
+    moved = await admin.update_replica(replica_id, ReplicaUpdate(url="http://127.0.0.2:9/v1",
+                                                                 api_key="sk-other"))
+    assert moved["has_api_key"] and moved["url"] == "http://127.0.0.2:9/v1"
+    stored = {r.id: r for r in (await admin.store.catalogue())[1]}
+    assert stored[int(replica_id)].api_key == "sk-other"
+    bare = await admin.update_replica(replica_id, ReplicaUpdate(url="http://127.0.0.3:9/v1",
+                                                                api_key=""))
+    assert not bare["has_api_key"]
+    # Without a credential, a replica moves freely.
+    free = await admin.update_replica(replica_id, ReplicaUpdate(url="http://127.0.0.4:9/v1"))
+    assert free["url"] == "http://127.0.0.4:9/v1" and not free["has_api_key"]

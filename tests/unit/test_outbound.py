@@ -78,6 +78,30 @@ async def test_tests_may_allow_loopback_and_credentials_are_refused() -> None:
         await allow.check("http://user:pw@127.0.0.1/")
 
 
+@pytest.mark.parametrize("url", [
+    "http://93.184.216.34%25.attacker.test/hook",  # '%' ended the host at the address check
+    "http://93.184.216.34%.attacker.test/hook",
+    "http://[2606:4700:4700::1111%25eth0]/hook",  # a zone id
+    "http://b\u00fccher.test/hook",  # non-ASCII: clients encode it each their own way
+    "http://8.8.8.8\\.attacker.test/",
+    "http://hook test/",
+])
+async def test_hosts_with_characters_no_host_name_holds_are_refused(url: str) -> None:
+    allow = HostAllowList(["public", "*.test"], WEBHOOK)
+    with pytest.raises(InvalidRequest) as info:
+        await allow.check(url)
+    assert info.value.code == "webhook_url_not_allowed" and info.value.param == "webhook_url"
+    assert "host" in info.value.message
+    with pytest.raises(AddressRefused):
+        await allow.resolve("93.184.216.34%.attacker.test", 80)
+
+
+@pytest.mark.parametrize("url", ["http://hook_1.test:8080/x", "http://[2606:4700:4700::1111]/",
+                                 "http://xn--bcher-kva.test/", "https://HOOK.test./"])
+async def test_host_names_addresses_and_encoded_names_are_valid(url: str) -> None:
+    await HostAllowList(["public", "*.test", "hook_1.test"], WEBHOOK).check(url)
+
+
 async def test_a_name_is_checked_again_when_connecting(fake_dns: dict[str, list[str]]) -> None:
     allow = HostAllowList(["public"], WEBHOOK)
     fake_dns["hook.test"] = ["93.184.216.34"]
@@ -101,3 +125,10 @@ async def test_named_hosts_are_trusted_by_name(fake_dns: dict[str, list[str]]) -
         ["10.1.2.4"]
     with pytest.raises(AddressRefused):
         await allow.resolve("other.test", 80)  # not named, and it does not resolve
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://[fd00::1/v1", "http://]x[/"])
+async def test_a_malformed_url_is_a_400_not_a_crash(url: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        await HostAllowList(["127.0.0.0/8"], REPLICA).check(url)
+    assert info.value.status == 400 and info.value.code == "replica_url_not_allowed"

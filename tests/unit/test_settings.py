@@ -103,3 +103,27 @@ def test_job_settings_from_the_file_under_the_environment(tmp_path: Path,
     assert jobs.workers_for("m") == 2 and jobs.workers_for("other") == 3
     monkeypatch.delenv("INFERD_JOB_MAX_ATTEMPTS")
     assert load_settings().jobs.max_attempts == 3  # defaults without a file
+
+
+@pytest.mark.parametrize(("fields", "named"), [
+    ({"steps": 50, "max_steps": 40}, "max_steps 40"),
+    ({"size": "1024x1024", "max_size": "512x512"}, "max_size 512x512"),
+    ({"size": "64x2048", "max_size": "1024x1024"}, "max_size 1024x1024"),
+])
+def test_an_image_models_defaults_must_be_within_its_bounds(tmp_path: Path,
+                                                            fields: dict[str, object],
+                                                            named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        ModelSpec.model_validate({"name": "sd", "kind": "diffusers", "path": str(tmp_path),
+                                  **fields})
+
+
+def test_storage_quota_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (Settings().storage_quota_bytes, Settings().storage_quota_objects) == (
+        1024**3, 10_000)
+    monkeypatch.setenv("INFERD_STORAGE_QUOTA_BYTES", "0")
+    monkeypatch.setenv("INFERD_STORAGE_QUOTA_OBJECTS", "5")
+    assert (Settings().storage_quota_bytes, Settings().storage_quota_objects) == (0, 5)
+    monkeypatch.setenv("INFERD_STORAGE_QUOTA_OBJECTS", "-1")
+    with pytest.raises(ValueError):
+        Settings()

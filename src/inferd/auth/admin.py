@@ -24,6 +24,7 @@ from inferd.errors import InvalidRequest, NotFound
 from inferd.ids import new_webhook_secret
 from inferd.schemas.openai import INT32, INT64, MAX_DURATION, MAX_EPOCH
 from inferd.store.keys import KeyStore
+from inferd.store.storage import StorageStore
 
 
 class KeyLimits(BaseModel):
@@ -38,6 +39,12 @@ class KeyLimits(BaseModel):
     rpm: int | None = Field(default=None, ge=1, le=INT32)
     tpm: int | None = Field(default=None, ge=1, le=INT32)
     ipm: int | None = Field(default=None, ge=1, le=INT32)  # images per minute
+    # image cost units (steps x megapixels x pictures) per minute, and per budget period
+    upm: int | None = Field(default=None, ge=1, le=INT32)
+    image_budget: int | None = Field(default=None, ge=0, le=INT64)
+    # storage quota (null: the settings' default; 0: no limit)
+    storage_bytes: int | None = Field(default=None, ge=0, le=INT64)
+    storage_objects: int | None = Field(default=None, ge=0, le=INT32)
     token_budget: int | None = Field(default=None, ge=0, le=INT64)
     budget_period: BudgetPeriod | None = None
     expires_at: float | None = Field(default=None, gt=0, le=MAX_EPOCH, allow_inf_nan=False)
@@ -74,7 +81,8 @@ def key_view(row: dict[str, Any], *, key: str | None = None,
         "id": row["id"], "object": "api_key", "name": row["name"], "prefix": row["prefix"],
         "scope": row["scope"], "owner": row["owner"], "team": row["team"],
         "models": row["models"], "rpm": row["rpm"], "tpm": row["tpm"],
-        "ipm": row.get("ipm"),
+        "ipm": row.get("ipm"), "upm": row.get("upm"), "image_budget": row.get("image_budget"),
+        "storage_bytes": row.get("storage_bytes"), "storage_objects": row.get("storage_objects"),
         "token_budget": row["token_budget"], "budget_period": row["budget_period"],
         "expires_at": row["expires_at"], "enabled": bool(row["enabled"]),
         "metadata": row["extra"] or {}, "created_at": row["created_at"],
@@ -100,9 +108,11 @@ def _columns(spec: KeyLimits, *, only_set: bool) -> dict[str, Any]:
 class KeyAdmin:
     """Create, list, change and revoke keys."""
 
-    def __init__(self, store: KeyStore, ring: KeyRing | None = None) -> None:
+    def __init__(self, store: KeyStore, ring: KeyRing | None = None, *,
+                 storage: tuple[int, int] = (0, 0)) -> None:
         self.store = store
         self.ring = ring
+        self.storage = storage  # the default storage quota: (bytes, objects)
 
     async def _changed(self) -> None:
         if self.ring is not None:
@@ -137,7 +147,16 @@ class KeyAdmin:
         row = await self.store.get(key_id)
         if row is None:
             raise NotFound(f"No API key with id {key_id}.", code="key_not_found")
-        return key_view(row, with_secret=True)
+        view = key_view(row, with_secret=True)
+        use = await StorageStore(self.store.db).use(str(key_id))
+        quota_bytes, quota_objects = self.storage
+        view["storage"] = {
+            "bytes": use.bytes, "objects": use.objects,
+            "quota_bytes": quota_bytes if row.get("storage_bytes") is None
+            else row["storage_bytes"],
+            "quota_objects": quota_objects if row.get("storage_objects") is None
+            else row["storage_objects"]}
+        return view
 
     async def update(self, key_id: int, change: KeyUpdate) -> dict[str, Any]:
         values = _columns(change, only_set=True)

@@ -22,11 +22,15 @@ import time
 
 from inferd.auth.admin import KeyAdmin, KeySpec
 from inferd.auth.keys import MIN_KEY_CHARS, display_prefix, hash_key
+from inferd.auth.principal import Scope
 from inferd.settings import Settings
 from inferd.store.keys import KeyStore
 from inferd.store.repo import KeyValueStore
 
 ENV_KEY_NAME = "INFERD_ADMIN_KEY"
+# An engine's own key (``INFERD_ENGINE_API_KEY``), stored with the user scope: what gateways
+# send it, so it is what its replicas' credential holds, never the admin key.
+ENGINE_KEY_NAME = "INFERD_ENGINE_API_KEY"
 GENERATED_FACT = "auth.admin_key_generated"
 
 
@@ -46,28 +50,93 @@ def is_loopback(host: str) -> bool:
 class AuthPolicy:
     """Whether this process requires a key on the current request."""
 
-    def __init__(self, mode: str, host: str) -> None:
+    def __init__(self, mode: str, host: str, *, keyed: bool = False) -> None:
         self.mode = mode
         self.loopback = is_loopback(host)
+        # An engine with a key of its own requires it, with or without an admin key.
+        self.keyed = keyed
 
     def enforcing(self, has_admin: bool) -> bool:
         if self.mode == "off":
             return False
-        if self.mode == "on" or not self.loopback:
+        if self.mode == "on" or not self.loopback or self.keyed:
             return True
         return has_admin
 
 
-async def _install_env_key(admin: KeyAdmin, store: KeyStore, key: str) -> None:
+def engine_keyed(settings: Settings) -> bool:
+    """An ``inferd engine`` with its own key: it requires that key (the one gateways send),
+    and needs no admin key."""
+    return settings.role == "engine" and bool(settings.engine_api_key)
+
+
+# Words of the values that documentation, examples and templates put where a secret goes.
+PLACEHOLDER_WORDS = ("change", "example", "placeholder", "replace", "secret", "sample",
+                     "dummy", "default", "insecure", "password", "xxxx", "todo")
+# Fewer distinct characters than this is no random key ("aaaa...", "0123401234...").
+MIN_DISTINCT_CHARS = 10
+
+
+def placeholder_reason(key: str) -> str | None:
+    """Why ``key`` looks like a placeholder rather than a generated secret, or None."""
     if len(key) < MIN_KEY_CHARS:
-        raise StartupRefused(f"INFERD_ADMIN_KEY must have at least {MIN_KEY_CHARS} characters.")
-    row = await store.find_by_name(ENV_KEY_NAME)
+        return f"it has fewer than {MIN_KEY_CHARS} characters"
+    lowered = key.lower()
+    for word in PLACEHOLDER_WORDS:
+        if word in lowered:
+            return f"it contains '{word}', as placeholders and examples do"
+    if len(set(key)) < MIN_DISTINCT_CHARS:
+        return f"it has fewer than {MIN_DISTINCT_CHARS} distinct characters"
+    return None
+
+
+def unsafe_cluster_settings(settings: Settings) -> None:
+    """Refuse what no cluster should run with (``StartupRefused`` saying what to set).
+
+    Applies to ``gateway``, ``worker`` and ``engine`` bound to an address other hosts can
+    reach, unless ``INFERD_ENV=development``: an admin key or engine key that looks like a
+    placeholder (short, an example's words, too few distinct characters), an engine that would
+    hand gateways the admin key, and no ``INFERD_SECRET_KEY`` (replica credentials and webhook
+    secrets would be stored in plaintext)."""
+    if settings.role == "serve" or settings.env == "development" \
+            or is_loopback(settings.host):
+        return
+    advice = ("Generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+              " (or set INFERD_ENV=development on a machine of your own).")
+    for name, value in (("INFERD_ADMIN_KEY", settings.admin_key),
+                        ("INFERD_ENGINE_API_KEY", settings.engine_api_key)):
+        if value and (reason := placeholder_reason(value)) is not None:
+            raise StartupRefused(f"{name} looks like a placeholder: {reason}. {advice}")
+    if settings.role == "engine" and settings.gateway_url and settings.engine_api_key:
+        return  # it stores no secret: only its own key, hashed, in a database of its own
+    if settings.role == "engine":
+        if not settings.engine_api_key:
+            raise StartupRefused(
+                "inferd engine needs INFERD_ENGINE_API_KEY: the key gateways send to it (stored "
+                f"as its replicas' credential; never the admin key). {advice}")
+        if settings.admin_key and secrets.compare_digest(settings.engine_api_key.encode(),
+                                                         settings.admin_key.encode()):
+            raise StartupRefused("INFERD_ENGINE_API_KEY must not be the admin key: it is "
+                                 f"stored as a replica credential. {advice}")
+    if not settings.secret_key:
+        raise StartupRefused(
+            f"inferd {settings.role} needs INFERD_SECRET_KEY (a Fernet key: `python -c 'from "
+            "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`) to "
+            "encrypt the replica credentials and webhook secrets it stores (or set "
+            "INFERD_ENV=development on a machine of your own).")
+
+
+async def _install_env_key(admin: KeyAdmin, store: KeyStore, key: str,
+                           name: str = ENV_KEY_NAME, scope: Scope = "admin") -> None:
+    if len(key) < MIN_KEY_CHARS:
+        raise StartupRefused(f"{name} must have at least {MIN_KEY_CHARS} characters.")
+    row = await store.find_by_name(name)
     if row is None:
-        await admin.create(KeySpec(name=ENV_KEY_NAME, scope="admin"), key=key)
+        await admin.create(KeySpec(name=name, scope=scope), key=key)
     elif (not secrets.compare_digest(row["key_hash"], hash_key(key)) or not row["enabled"]
-          or row["scope"] != "admin"):
+          or row["scope"] != scope):
         await store.update(row["id"], {"key_hash": hash_key(key), "prefix": display_prefix(key),
-                                       "enabled": True, "scope": "admin", "expires_at": None})
+                                       "enabled": True, "scope": scope, "expires_at": None})
 
 
 async def bootstrap(settings: Settings, store: KeyStore, facts: KeyValueStore) -> str | None:
@@ -76,10 +145,18 @@ async def bootstrap(settings: Settings, store: KeyStore, facts: KeyValueStore) -
     if settings.auth == "off" and not policy.loopback:
         raise StartupRefused(
             f"INFERD_AUTH=off is only allowed on a loopback address, not {settings.host}.")
+    if settings.admin_key and settings.engine_api_key and secrets.compare_digest(
+            settings.admin_key.encode(), settings.engine_api_key.encode()):
+        raise StartupRefused("INFERD_ENGINE_API_KEY must not be the admin key: engines hold "
+                             "it, gateways store it as a replica credential and accept it only "
+                             "to register engines.")
     admin = KeyAdmin(store)
     if settings.admin_key:
         await _install_env_key(admin, store, settings.admin_key)
-    if await store.count_admins() > 0 or settings.auth == "off":
+    if settings.role == "engine" and settings.engine_api_key:
+        await _install_env_key(admin, store, settings.engine_api_key, name=ENGINE_KEY_NAME,
+                               scope="user")
+    if await store.count_admins() > 0 or settings.auth == "off" or engine_keyed(settings):
         return None
     if settings.auth == "on":
         # Whoever stores the fact first generates the key (several gateways may start at once).

@@ -50,7 +50,10 @@ def display_prefix(key: str) -> str:
     return key[:len(mark) + SHOWN_CHARS]
 
 
-def principal_from_row(row: dict[str, Any]) -> Principal:
+def principal_from_row(row: dict[str, Any],
+                       storage: tuple[int, int] = (0, 0)) -> Principal:
+    """The principal of a key row; ``storage``: the default quota (bytes, objects) of keys
+    without their own."""
     models = row.get("models")
     extra = {str(k): str(v) for k, v in (row.get("extra") or {}).items()}
     for field in ("owner", "team"):
@@ -60,10 +63,16 @@ def principal_from_row(row: dict[str, Any]) -> Principal:
         key_id=str(row["id"]), scope=row["scope"],
         allowed_models=None if models is None else frozenset(models),
         webhook_secret=row.get("webhook_secret"), metadata=extra, name=row.get("name") or "",
-        rpm=row.get("rpm"), tpm=row.get("tpm"), ipm=row.get("ipm"),
-        token_budget=row.get("token_budget"),
+        rpm=row.get("rpm"), tpm=row.get("tpm"), ipm=row.get("ipm"), upm=row.get("upm"),
+        image_budget=row.get("image_budget"), token_budget=row.get("token_budget"),
+        storage_bytes=_or(row.get("storage_bytes"), storage[0]),
+        storage_objects=_or(row.get("storage_objects"), storage[1]),
         budget_period=row.get("budget_period"), expires_at=row.get("expires_at"),
         limit_id=f"{row['id']}-{row['key_hash'][:16]}")
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else int(value)
 
 
 class _Entry:
@@ -82,8 +91,10 @@ class KeyRing:
     """Every API key's principal by hash, kept fresh by polling a version value."""
 
     def __init__(self, store: KeyStore, *, refresh_seconds: float = 2.0,
-                 on_load: LoadHook | None = None) -> None:
+                 on_load: LoadHook | None = None,
+                 storage: tuple[int, int] = (0, 0)) -> None:
         self.store = store
+        self.storage = storage  # the default storage quota: (bytes, objects)
         self.refresh_seconds = refresh_seconds
         self.on_load = on_load
         self._entries: dict[str, _Entry] = {}
@@ -112,7 +123,8 @@ class KeyRing:
         """Load every key (the version is read first, so a change in between reloads again)."""
         version = await self.store.version()
         rows = await self.store.all()
-        entries = {r["key_hash"]: _Entry(r["key_hash"], principal_from_row(r), bool(r["enabled"]))
+        entries = {r["key_hash"]: _Entry(r["key_hash"], principal_from_row(r, self.storage),
+                                         bool(r["enabled"]))
                    for r in rows}
         now = time.time()
         self._entries = entries

@@ -1,4 +1,5 @@
-"""Per-key limits: requests/min, tokens/min and token budgets, exact under concurrency.
+"""Per-key limits: requests/min, tokens/min and token budgets, images/min, image cost units/min
+and image budgets, exact under concurrency.
 
 The seam is ``Limiter``: ``acquire`` checks every limit of a key and reserves in one atomic
 step (or raises ``RateLimited``), ``settle`` corrects the token reservation with the real
@@ -54,11 +55,20 @@ class Limiter(Protocol):
         """Take ``count`` images from the key's images/min bucket, or raise ``RateLimited``."""
         ...
 
+    async def acquire_image_units(self, principal: Principal, units: int) -> None:
+        """Take ``units`` image cost units from the key's units/min bucket (``upm``) and its
+        image budget together, or raise ``RateLimited``."""
+        ...
+
     async def seed_budget(self, key_id: str, period_start: float, used: int) -> None:
         """Start a budget counter at ``used`` unless it already counts this period.
 
         ``key_id`` is the principal's ``limit_key``.
         """
+        ...
+
+    async def seed_image_budget(self, key_id: str, period_start: float, used: int) -> None:
+        """``seed_budget`` for the image budget (image cost units)."""
         ...
 
     async def close(self) -> None: ...
@@ -88,6 +98,14 @@ def rate_limited(reason: str, principal: Principal, wait: float) -> RateLimited:
     if reason == "ipm":
         return RateLimited(f"Rate limit reached: {principal.ipm} images per minute for this "
                            f"API key. Try again in {wait:.1f}s.", retry_after=wait)
+    if reason == "upm":
+        return RateLimited(f"Rate limit reached: {principal.upm} image units (steps x "
+                           "megapixels x images) per minute for this API key. Try again in "
+                           f"{wait:.1f}s.", retry_after=wait)
+    if reason == "image_budget":
+        return RateLimited(f"Image budget of {principal.image_budget} image units (steps x "
+                           "megapixels x images) for this API key is used up.",
+                           retry_after=wait, code="insufficient_quota")
     if reason == "tpm":
         return RateLimited(f"Rate limit reached: {principal.tpm} tokens per minute for this "
                            f"API key. Try again in {wait:.1f}s.", retry_after=wait)
@@ -123,6 +141,8 @@ class LocalLimiter:
     def __init__(self) -> None:
         self._state: dict[str, _KeyState] = {}
         self._images: dict[str, tuple[float | None, float]] = {}  # key: (level, stamp)
+        self._units: dict[str, tuple[float | None, float]] = {}  # key: (level, stamp)
+        self._unit_budgets: dict[str, tuple[float, int]] = {}  # key: (period start, used)
 
     def _get(self, key_id: str, now: float) -> _KeyState:
         state = self._state.get(key_id)
@@ -174,6 +194,33 @@ class LocalLimiter:
             raise rate_limited("ipm", principal, (need - level) * 60.0 / principal.ipm)
         self._images[principal.limit_key] = (level - count, now)
 
+    async def acquire_image_units(self, principal: Principal, units: int) -> None:
+        # No await: the checks and the updates are atomic in the loop.
+        key = principal.limit_key
+        now = time.monotonic()
+        level = 0.0
+        if principal.upm is not None:
+            saved, stamp = self._units.get(key, (None, now))
+            level = _refill(saved, stamp, principal.upm, now)
+            need = min(units, principal.upm)
+            if level < need:
+                raise rate_limited("upm", principal, (need - level) * 60.0 / principal.upm)
+        if principal.image_budget is not None:
+            wall = time.time()
+            start, end = period_bounds(principal.budget_period, wall)
+            counted, used = self._unit_budgets.get(key, (start, 0))
+            used = used if counted == start else 0
+            if used + units > principal.image_budget:
+                wait = end - wall if end is not None else NO_PERIOD_RETRY_SECONDS
+                raise rate_limited("image_budget", principal, wait)
+            self._unit_budgets[key] = (start, used + units)
+        if principal.upm is not None:
+            self._units[key] = (level - units, now)
+
+    async def seed_image_budget(self, key_id: str, period_start: float, used: int) -> None:
+        if self._unit_budgets.get(key_id, (None, 0))[0] != period_start:
+            self._unit_budgets[key_id] = (period_start, used)
+
     def settle(self, reservation: Reservation, tokens: int) -> None:
         delta = tokens - reservation.tokens
         if not delta:
@@ -199,3 +246,5 @@ class LocalLimiter:
     async def close(self) -> None:
         self._state.clear()
         self._images.clear()
+        self._units.clear()
+        self._unit_budgets.clear()

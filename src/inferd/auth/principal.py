@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from inferd.store.storage import Quota
+
 Scope = Literal["admin", "user"]
 BudgetPeriod = Literal["day", "week", "month"]
 
@@ -31,9 +33,15 @@ class Principal:
     rpm: int | None = None  # requests per minute
     tpm: int | None = None  # tokens per minute
     ipm: int | None = None  # images per minute
+    # image cost units (steps x megapixels x pictures) per minute, and per ``budget_period``
+    upm: int | None = None
+    image_budget: int | None = None
     token_budget: int | None = None  # tokens in total, or per ``budget_period``
     budget_period: BudgetPeriod | None = None
     expires_at: float | None = None  # epoch seconds
+    # Storage quota of the key's stored objects (its own, else the settings'): 0 = no limit.
+    storage_bytes: int = 0
+    storage_objects: int = 0
     # Names this key's limit counters: unique per key, even across installations sharing a
     # Redis or a reused id (a prefix of the key's hash, which reveals nothing of the key).
     limit_id: str | None = None
@@ -41,10 +49,17 @@ class Principal:
     # gateway (or worker) that received it records its usage, so the engine does not count
     # it a second time.
     metered: bool = True
+    # The engines' key on a gateway (``INFERD_ENGINE_API_KEY``): it may only call the engine
+    # registration routes (``/internal/v1/engines``), nothing else.
+    engine: bool = False
 
     @property
     def limit_key(self) -> str:
         return self.limit_id or self.key_id or ""
+
+    @property
+    def storage_quota(self) -> Quota:
+        return Quota(self.storage_bytes, self.storage_objects)
 
     @property
     def is_admin(self) -> bool:
@@ -54,7 +69,8 @@ class Principal:
     def limited(self) -> bool:
         """True when any limit applies (the limiter is skipped otherwise)."""
         return (self.rpm is not None or self.tpm is not None or self.token_budget is not None
-                or self.ipm is not None)
+                or self.ipm is not None or self.upm is not None
+                or self.image_budget is not None)
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models
@@ -62,3 +78,6 @@ class Principal:
 
 # Used when inferd runs without keys (loopback only).
 ANONYMOUS = Principal(key_id=None, scope="admin")
+
+# An engine registering with a gateway, with the engines' key (see ``Principal.engine``).
+ENGINE = Principal(key_id=None, scope="user", name="INFERD_ENGINE_API_KEY", engine=True)

@@ -84,6 +84,35 @@ redis.call('EXPIRE', KEYS[1], 120)
 return 0
 """
 
+# KEYS: the image units bucket, the image budget counter. ARGV: upm (0: none), units, budget
+# (-1: none), budget ttl (0: none). Returns {0, 0} when taken, else {1, wait in ms} (upm) or
+# {2, 0} (budget).
+ACQUIRE_UNITS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local cap, cost = tonumber(ARGV[1]), tonumber(ARGV[2])
+local budget, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+local l = 0
+if cap > 0 then
+  local v = redis.call('HMGET', KEYS[1], 'l', 's')
+  local sl, ss = tonumber(v[1]), tonumber(v[2])
+  if sl == nil or ss == nil then l = cap else l = math.min(cap, sl + (now - ss) * cap / 60) end
+  local need = math.min(cost, cap)
+  if l < need then return {1, math.ceil((need - l) * 60000 / cap)} end
+end
+if budget >= 0 then
+  local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if used + cost > budget then return {2, 0} end
+  redis.call('INCRBY', KEYS[2], cost)
+  if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+end
+if cap > 0 then
+  redis.call('HSET', KEYS[1], 'l', tostring(l - cost), 's', tostring(now))
+  redis.call('EXPIRE', KEYS[1], 120)
+end
+return {0, 0}
+"""
+
 
 class RedisLimiter:
     """Exact limits across processes, one Redis round trip per request."""
@@ -93,6 +122,7 @@ class RedisLimiter:
         self.prefix = prefix
         self._acquire = self.redis.register_script(ACQUIRE)
         self._acquire_images = self.redis.register_script(ACQUIRE_IMAGES)
+        self._acquire_units = self.redis.register_script(ACQUIRE_UNITS)
         self._pending: list[tuple[str, int, bool]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -128,6 +158,31 @@ class RedisLimiter:
         wait: Any = await self._acquire_images(keys=[key], args=[principal.ipm, count])
         if int(wait):
             raise rate_limited("ipm", principal, int(wait) / 1000.0)
+
+    def _unit_keys(self, key_id: str, budget_start: float | None) -> list[str]:
+        base = f"{self.prefix}:limits:{{{key_id}}}"
+        period = "none" if budget_start is None else str(int(budget_start))
+        return [f"{base}:units", f"{base}:unit-budget:{period}"]
+
+    async def acquire_image_units(self, principal: Principal, units: int) -> None:
+        budget, ttl, start, end = -1, 0, None, None
+        if principal.image_budget is not None:
+            now = time.time()
+            start, end = period_bounds(principal.budget_period, now)
+            budget = principal.image_budget
+            ttl = int(end - now) + 3600 if end is not None else 0
+        result: Any = await self._acquire_units(
+            keys=self._unit_keys(principal.limit_key, start),
+            args=[principal.upm or 0, units, budget, ttl])
+        reason = int(result[0])
+        if reason == 1:
+            raise rate_limited("upm", principal, int(result[1]) / 1000.0)
+        if reason == 2:
+            wait = end - time.time() if end is not None else NO_PERIOD_RETRY_SECONDS
+            raise rate_limited("image_budget", principal, wait)
+
+    async def seed_image_budget(self, key_id: str, period_start: float, used: int) -> None:
+        await self.redis.set(self._unit_keys(key_id, period_start)[1], used, nx=True)
 
     def settle(self, reservation: Reservation, tokens: int) -> None:
         delta = tokens - reservation.tokens

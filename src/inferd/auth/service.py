@@ -10,9 +10,9 @@ import sys
 from collections.abc import Callable
 
 from inferd.auth.admin import KeyAdmin
-from inferd.auth.bootstrap import AuthPolicy, bootstrap
+from inferd.auth.bootstrap import AuthPolicy, bootstrap, engine_keyed
 from inferd.auth.keys import KeyRing, LoadHook
-from inferd.auth.principal import ANONYMOUS, Principal
+from inferd.auth.principal import ANONYMOUS, ENGINE, Principal
 from inferd.auth.throttle import AuthThrottle
 from inferd.errors import AuthenticationFailed, RateLimited
 from inferd.settings import Settings
@@ -36,7 +36,12 @@ class Auth:
         self.on_throttled = on_throttled or (lambda: None)
         # The credential gateways call this engine with (``inferd engine`` only, else "").
         self.forwarding_key = ""
+        # The engines' key on a process of the cluster's database (not on an engine): the
+        # ``ENGINE`` principal, which may only register engines ("" = none).
+        self.engine_key = b""
         self._unmetered: dict[str | None, Principal] = {}
+        # The caller while keys are off: the anonymous admin, with the default storage quota.
+        self.anonymous = ANONYMOUS
 
     @classmethod
     async def start(cls, settings: Settings, db: Database, *, on_load: LoadHook | None = None,
@@ -50,14 +55,21 @@ class Auth:
         """
         store = KeyStore(db)
         generated = await bootstrap(settings, store, KeyValueStore(db))
-        keys = KeyRing(store, refresh_seconds=settings.key_refresh_seconds, on_load=on_load)
+        storage = (settings.storage_quota_bytes, settings.storage_quota_objects)
+        keys = KeyRing(store, refresh_seconds=settings.key_refresh_seconds, on_load=on_load,
+                       storage=storage)
         throttle = AuthThrottle(settings.auth_failure_limit,
                                 settings.auth_failure_window_seconds)
-        self = cls(keys, KeyAdmin(store, keys), AuthPolicy(settings.auth, settings.host),
+        self = cls(keys, KeyAdmin(store, keys, storage=storage),
+                   AuthPolicy(settings.auth, settings.host, keyed=engine_keyed(settings)),
                    throttle=throttle, on_failure=on_failure, on_throttled=on_throttled)
+        self.anonymous = dataclasses.replace(ANONYMOUS, storage_bytes=storage[0],
+                                             storage_objects=storage[1])
         await keys.start()
         if settings.role == "engine":
-            self.forwarding_key = settings.engine_api_key or settings.admin_key
+            self.forwarding_key = settings.engine_api_key
+        else:
+            self.engine_key = settings.engine_api_key.encode()
         if generated:
             print("inferd: generated the first admin API key (shown only this once):\n"
                   f"  {generated}", file=sys.stderr, flush=True)
@@ -74,11 +86,15 @@ class Auth:
     async def principal(self, token: str | None, address: str | None = None) -> Principal:
         """The caller presenting ``token`` (None: no key sent) from the client ``address``;
         401 when keys are required and it is missing or not valid, 429 while ``address`` is
-        throttled for failing too often."""
+        throttled for failing too often. The engines' key is the ``ENGINE`` principal."""
+        if self.engine_key and token and secrets.compare_digest(token.encode(),
+                                                                self.engine_key):
+            return ENGINE
         if not self.enforcing:
             # Keys are off: any client may call; a known key still brings its limits.
             known = self.keys.lookup(token) if token else None
-            return self.keys.authenticate(token) if known is not None and token else ANONYMOUS
+            return (self.keys.authenticate(token) if known is not None and token
+                    else self.anonymous)
         try:
             self.throttle.check(address)
         except RateLimited:

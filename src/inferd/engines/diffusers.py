@@ -24,7 +24,7 @@ from typing import Any
 
 from inferd.engines.base import Engine, ModelInfo, Progress
 from inferd.errors import InvalidRequest, UnsupportedParameter
-from inferd.schemas.images import ImageGenerationRequest, images_response
+from inferd.schemas.images import ImageGenerationRequest, check_bounds, images_response
 from inferd.settings import ModelSpec
 
 log = logging.getLogger("inferd.engines")
@@ -105,7 +105,9 @@ class DiffusersEngine(Engine):
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.name, kind=self.kind, capabilities=self.capabilities,
                          details={"steps": self.spec.steps, "size": self.spec.size,
-                                  "guidance_scale": self.spec.guidance_scale})
+                                  "guidance_scale": self.spec.guidance_scale,
+                                  "max_steps": self.spec.max_steps,
+                                  "max_size": self.spec.max_size})
 
     def plan(self, request: ImageGenerationRequest) -> Plan:
         """Check ``request`` against what this engine can do and fill in the defaults."""
@@ -124,9 +126,11 @@ class DiffusersEngine(Engine):
             width, height = (int(v) for v in self.spec.size.split("x"))
         else:
             width, height = _side(size[0], "size"), _side(size[1], "size")
+        steps = request.steps or self.spec.steps
+        check_bounds(self.name, steps, width, height, self.spec.max_steps, self.spec.max_size)
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         return Plan(prompt=request.prompt, negative_prompt=request.negative_prompt, n=request.n,
-                    width=width, height=height, steps=request.steps or self.spec.steps,
+                    width=width, height=height, steps=steps,
                     guidance_scale=(self.spec.guidance_scale if request.guidance_scale is None
                                     else request.guidance_scale),
                     seed=seed, output_format=request.output_format,

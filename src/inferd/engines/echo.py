@@ -13,7 +13,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from inferd.engines.local import Generation, LocalTextEngine
-from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Prompt
+from inferd.engines.tools import unreadable
+from inferd.schemas.openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    NonTextContent,
+    Prompt,
+)
 from inferd.settings import ModelSpec
 
 EMBEDDING_DIMENSIONS = 8
@@ -36,6 +43,11 @@ class EchoEngine(LocalTextEngine):
 
     def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
         self.check_fields(request)
+        for index, message in enumerate(request.messages):  # text only, like a text model
+            try:
+                message.text()
+            except NonTextContent as exc:
+                raise unreadable(self.name, index, exc) from exc
         users = [m for m in request.messages if m.role == "user"]
         text = users[-1].text() if users else request.messages[-1].text()
         return self._generation(text, request.token_limit(), request.stop_list())

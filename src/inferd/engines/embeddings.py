@@ -3,6 +3,11 @@
 The forward pass is Hugging Face ``transformers`` on PyTorch (CPU build); pooling and
 normalisation follow the model folder's own sentence-transformers config (``modules.json``,
 ``1_Pooling/config.json``), so any model saved in that layout works.
+
+Input given as token ids is refused unless the model's ``token_id_input`` setting is on: ids
+are read as the model's own tokenizer's, and a client that tokenized for another model (the
+default ``OpenAIEmbeddings`` of LangChain sends tiktoken ids) would get vectors of other words,
+with no error to notice.
 """
 
 from __future__ import annotations
@@ -115,12 +120,29 @@ class SentenceEmbeddingEngine(Engine):
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
         return pooled.tolist(), int(sum(lengths))
 
+    def check_token_ids(self, inputs: list[Prompt]) -> None:
+        """A 400 for token-id input unless the model is set to read it."""
+        if self.spec.token_id_input:
+            return
+        index = next((i for i, given in enumerate(inputs) if not isinstance(given, str)), None)
+        if index is None:
+            return
+        raise InvalidRequest(
+            f"The model '{self.name}' takes text: input[{index}] is a list of token ids, "
+            "which would be read as ids of this model's own tokenizer (ids from another "
+            "tokenizer, such as tiktoken's, give the vectors of other words). Send the texts "
+            "as strings; with LangChain's OpenAIEmbeddings, set "
+            "check_embedding_ctx_length=False. (An operator can let this model read ids of "
+            "its own tokenizer with its setting token_id_input: true.)",
+            param="input", code="token_ids_not_accepted")
+
     async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
         if request.dimensions is not None and request.dimensions != self.dimensions:
             raise UnsupportedParameter(
                 f"The model '{self.name}' produces {self.dimensions} dimensions only.",
                 param="dimensions")
         texts = request.inputs()
+        self.check_token_ids(texts)
         vectors, tokens = await asyncio.get_running_loop().run_in_executor(
             self._thread, self._encode, texts)
         data = []

@@ -27,6 +27,11 @@ from inferd.schemas.openai import (
     usage_dict,
 )
 
+# Requests whose text is longer than this many characters are tokenized (with their template
+# applied) in a worker thread, so that a long prompt never holds the event loop; shorter ones
+# cost microseconds and are prepared inline.
+INLINE_PREPARE_CHARS = 8192
+
 # Fields a local engine may ignore without changing the answer a client gets.
 IGNORABLE_FIELDS = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls",
                               "prompt_cache_key", "safety_identifier", "stream", "model",
@@ -76,6 +81,20 @@ class LocalTextEngine(Engine):
         hand the text over in one piece.
         """
         raise NotImplementedError
+
+    async def prepare_chat_off_loop(self, request: ChatCompletionRequest) -> Generation:
+        """``prepare_chat``, in a worker thread when the request is long (see
+        ``INLINE_PREPARE_CHARS``)."""
+        if chat_chars(request) <= INLINE_PREPARE_CHARS:
+            return self.prepare_chat(request)
+        return await asyncio.to_thread(self.prepare_chat, request)
+
+    async def prepare_text_off_loop(self, request: CompletionRequest,
+                                    prompt: Prompt) -> Generation:
+        """``prepare_text``, in a worker thread when the prompt is long."""
+        if len(prompt) <= INLINE_PREPARE_CHARS:
+            return self.prepare_text(request, prompt)
+        return await asyncio.to_thread(self.prepare_text, request, prompt)
 
     # -- validation -----------------------------------------------------------------------
     def check_fields(self, request: ChatCompletionRequest | CompletionRequest) -> None:
@@ -146,7 +165,7 @@ class LocalTextEngine(Engine):
 
     # -- chat -----------------------------------------------------------------------------
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        generations = self._choices(self.prepare_chat(request), request.n)
+        generations = self._choices(await self.prepare_chat_off_loop(request), request.n)
         texts = await self._run(generations)
         first = generations[0]
         out = chat_completion(id=new_id("chatcmpl", "-"), model=request.model, text=texts[0],
@@ -166,7 +185,7 @@ class LocalTextEngine(Engine):
         return out
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
-        generations = self._choices(self.prepare_chat(request), request.n)
+        generations = self._choices(await self.prepare_chat_off_loop(request), request.n)
         cid, created, model = new_id("chatcmpl", "-"), int(time.time()), request.model
         # with tools, each choice's text goes through a parser that emits tool-call deltas
         calls = [ToolStream() if g.extra.get("tools") is not None else None for g in generations]
@@ -200,12 +219,12 @@ class LocalTextEngine(Engine):
         yield last
 
     # -- text completions -----------------------------------------------------------------
-    def _text_generations(self, request: CompletionRequest) -> list[Generation]:
+    async def _text_generations(self, request: CompletionRequest) -> list[Generation]:
         return [g for p in request.prompts() for g in self._choices(
-            self.prepare_text(request, p), request.n)]
+            await self.prepare_text_off_loop(request, p), request.n)]
 
     async def complete(self, request: CompletionRequest) -> dict[str, Any]:
-        generations = self._text_generations(request)
+        generations = await self._text_generations(request)
         texts = await self._run(generations)
         choices = [{"text": text, "index": index,
                     "logprobs": _text_logprobs(g, g.extra.get("logprobs", []), text),
@@ -218,7 +237,7 @@ class LocalTextEngine(Engine):
                 "model": request.model, "choices": choices, "usage": usage}
 
     async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
-        generations = self._text_generations(request)
+        generations = await self._text_generations(request)
         cid, created, model = new_id("cmpl", "-"), int(time.time()), request.model
 
         def chunk(index: int, text: str, finish: str | None, logprobs: Any = None) -> Chunk:
@@ -289,3 +308,17 @@ def _cached(usage: dict[str, Any], generations: list[Generation]) -> None:
     cached = sum(g.extra.get("cached_tokens", 0) for g in generations
                  if not g.extra.get("choice"))
     usage["prompt_tokens_details"] = {"cached_tokens": cached}
+
+
+def chat_chars(request: ChatCompletionRequest) -> int:
+    """About how many characters preparing ``request`` reads: its messages' text and tools."""
+    chars = 0
+    for message in request.messages:
+        content = message.content
+        if isinstance(content, str):
+            chars += len(content)
+        elif content is not None:
+            chars += sum(len(getattr(part, "text", "") or "") for part in content)
+    if request.tools:
+        chars += sum(len(str(tool)) for tool in request.tools)
+    return chars

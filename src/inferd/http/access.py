@@ -10,13 +10,15 @@ Callers: no key, a user key, an admin key, and keys that are disabled, expired o
 Every route but the public ones answers 401 to a missing or refused key (``missing_api_key``,
 ``invalid_api_key`` for an unknown or deleted key, ``key_disabled``, ``key_expired``). While
 keys are not required (loopback, no admin key yet) every caller is the anonymous admin.
+The engines' key (``INFERD_ENGINE_API_KEY`` on a gateway) is no key of the table: it may call
+the ``engine`` routes and is refused everywhere else.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-Access = Literal["public", "key", "owner", "private", "admin"]
+Access = Literal["public", "key", "owner", "private", "admin", "engine"]
 
 LEVELS: dict[Access, str] = {
     "public": "no key needed",
@@ -28,7 +30,13 @@ LEVELS: dict[Access, str] = {
     "private": "any valid key, on its own objects only: admin keys too get 404 for another "
                "key's",
     "admin": "admin keys only; a user key gets 403 `admin_scope_required`",
+    "engine": "the engines' key (`INFERD_ENGINE_API_KEY`) or an admin key; a user key gets 403 "
+              "`engine_scope_required`. The engines' key gets 403 `engine_key_not_allowed` "
+              "on every other route",
 }
+
+# The routes the engines' key may call (the ``engine`` level), and nothing else.
+ENGINE_PREFIX = "/internal/v1/engines/"
 
 GET, POST, PUT, PATCH, DELETE = "GET", "POST", "PUT", "PATCH", "DELETE"
 
@@ -157,6 +165,10 @@ POLICY: dict[tuple[str, str], Access] = {
     (POST, "/models/{model_id:int}/replicas"): "admin",
     (PUT, "/models/replicas/{replica_id:int}"): "admin",
     (DELETE, "/replicas/{replica_id:int}"): "admin",
+    # engines registering with a gateway (``inferd engine`` with INFERD_GATEWAY_URL)
+    (PUT, "/internal/v1/engines/{instance}"): "engine",
+    (POST, "/internal/v1/engines/{instance}/heartbeat"): "engine",
+    (DELETE, "/internal/v1/engines/{instance}"): "engine",
 }
 
 

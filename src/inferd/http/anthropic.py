@@ -9,6 +9,7 @@ the ``anthropic-version`` header is accepted and not needed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -113,17 +114,23 @@ async def create_message(request: Request, services: ServicesDep,
 @router.post(PREFIX + "/count_tokens")
 async def count_tokens(request: Request, services: ServicesDep,
                        principal: PrincipalDep) -> Response:
-    """Prompt tokens as the model's own tokenizer and template count them (local engines);
-    an estimate of four characters a token for remote ones."""
+    """Prompt tokens as the model's own tokenizer and template count them (local engines,
+    off the event loop); an estimate of four characters a token for remote ones. Counted
+    against the key's limits and recorded in its usage like any request."""
     try:
         body = translate.CountTokensRequest.model_validate_json(await request.body())
         chat = translate.count_request(body)
         services.inference.check_model(principal, body.model)
-        engine = services.inference.router.pick(body.model).engine
-        if isinstance(engine, LocalTextEngine):
-            tokens = engine.prepare_chat(chat).prompt_tokens
-        else:
-            tokens = estimate_chat_prompt(chat)
+        estimate = estimate_chat_prompt(chat)
+
+        async def count() -> int:
+            engine = services.inference.router.pick(body.model).engine
+            if isinstance(engine, LocalTextEngine):
+                return (await asyncio.to_thread(engine.prepare_chat, chat)).prompt_tokens
+            return estimate
+
+        tokens = await services.inference.count_tokens("count_tokens", body.model, principal,
+                                                       estimate, count)
     except Exception as exc:
         return error_response(exc)
     return json_response({"input_tokens": tokens})

@@ -6,7 +6,8 @@ database read) and puts the ``Principal`` in ``scope["state"]["principal"]``, wh
 ``http.deps.get_principal`` finds it. While keys are not enforced (see
 ``inferd.auth.bootstrap``) a request without a known key is the anonymous admin; a known key
 still applies, with its limits. Paths under ``ADMIN_PREFIXES`` need an admin key (403
-otherwise); other admin routes use ``AdminDep``.
+otherwise); other admin routes use ``AdminDep``. The engines' key (the ``ENGINE`` principal)
+gets 403 everywhere but the engine registration routes (``EngineDep``).
 A client address that keeps failing to authenticate gets 429 for a while (``auth.throttle``).
 
 It also makes the request id (set by ``RequestGuard``) the context of every log line.
@@ -14,6 +15,7 @@ It also makes the request id (set by ``RequestGuard``) the context of every log 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 import orjson
@@ -23,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from inferd.auth.principal import FORWARDED_HEADER, Principal
 from inferd.auth.service import Auth
 from inferd.errors import InferdError, PermissionDenied, RateLimited, envelope
-from inferd.http.access import public_paths
+from inferd.http.access import ENGINE_PREFIX, public_paths
 from inferd.http.anthropic import PREFIX as ANTHROPIC_PREFIX
 from inferd.http.anthropic import error_body as anthropic_error_body
 from inferd.http.deps import get_principal
@@ -32,6 +34,9 @@ from inferd.logs import request_id_var
 _PUBLIC_ROUTES, PUBLIC_PREFIXES = public_paths()  # the ``public`` routes of ``http.access``
 # Paths browsers ask for that no route serves: a 404 for everyone, never a 401.
 PUBLIC_PATHS = _PUBLIC_ROUTES | {"/favicon.ico", "/docs/oauth2-redirect"}
+# Public routes that settings may put behind a key (``metrics_require_key``,
+# ``ready_require_key``).
+KEYED_PROBES = frozenset({"/metrics", "/ready"})
 ADMIN_PREFIXES: tuple[str, ...] = ("/admin/", "/tables", "/generate_api_key",
                                    "/delete_api_key")
 
@@ -71,6 +76,12 @@ class AuthMiddleware:
         request_id_var.set(state.get("request_id"))
         path: str = scope["path"]
         if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            if path in KEYED_PROBES:
+                try:
+                    await self._probe(scope, state, path)
+                except InferdError as exc:
+                    await _refuse(send, exc, path)
+                    return
             await self.app(scope, receive, send)
             return
         try:
@@ -80,6 +91,19 @@ class AuthMiddleware:
             return
         await self.app(scope, receive, send)
 
+    async def _probe(self, scope: Scope, state: dict[str, object], path: str) -> None:
+        """``/metrics`` needs a key when ``metrics_require_key`` is on; ``/ready`` reads one
+        when ``ready_require_key`` is on (a missing or refused key is no error there: the
+        answer leaves the models out). Probes without a key are not counted as failures."""
+        services = scope["app"].state.services
+        settings = services.settings
+        if path == "/metrics" and settings.metrics_require_key:
+            state["principal"] = await self._principal(scope)
+        elif path == "/ready" and settings.ready_require_key and (
+                _bearer(scope) is not None or not services.auth.enforcing):
+            with contextlib.suppress(InferdError):
+                state["principal"] = await self._principal(scope)
+
     async def _principal(self, scope: Scope) -> Principal:
         auth: Auth = scope["app"].state.services.auth
         client = scope.get("client")
@@ -87,6 +111,10 @@ class AuthMiddleware:
         principal = await auth.principal(token, client[0] if client else None)
         if auth.forwarding_key and _forwarded(scope):
             principal = auth.forwarded(principal, token)
+        if principal.engine and not scope["path"].startswith(ENGINE_PREFIX):
+            raise PermissionDenied(
+                "This is the engines' key (INFERD_ENGINE_API_KEY): it may only register "
+                f"engines ({ENGINE_PREFIX}...). Use an API key.", code="engine_key_not_allowed")
         if scope["path"].startswith(ADMIN_PREFIXES):
             check_admin(principal)
         return principal
@@ -121,3 +149,14 @@ def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Pr
 
 
 AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+def require_engine(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    """A route dependency: 403 unless the caller holds the engines' key or an admin key."""
+    if not (principal.engine or principal.is_admin):
+        raise PermissionDenied("This endpoint needs the engines' key (INFERD_ENGINE_API_KEY) "
+                               "or an admin API key.", code="engine_scope_required")
+    return principal
+
+
+EngineDep = Annotated[Principal, Depends(require_engine)]

@@ -3,10 +3,17 @@ models (``inferd.http.openapi_routes``), and the statuses inferd really sends: e
 OpenAI shape (the shared ``ErrorResponse``; Anthropic's on ``/v1/messages``), 400 where the
 framework would say 422, 201 for what is created, 202 for jobs, streams as
 ``text/event-stream`` and ``/metrics`` as ``text/plain``.
+
+Its security schemes are the two ways a key is sent (``Authorization: Bearer`` and
+``X-API-Key``), so Swagger's "Authorize" button and client generators send keys; each
+operation's ``security`` follows its access level (``inferd.http.access``): none for the public
+routes, a key for the others, and a key optional on ``/metrics`` and ``/ready`` (settings may
+ask for one there).
 """
 
 from __future__ import annotations
 
+import re
 from copy import deepcopy
 from typing import Any
 
@@ -15,7 +22,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from inferd.http.auth import ADMIN_PREFIXES, PUBLIC_PATHS
+from inferd.http.access import LEVELS, POLICY
+from inferd.http.auth import ADMIN_PREFIXES, KEYED_PROBES, PUBLIC_PATHS
 from inferd.http.openapi_routes import JSON, MULTIPART, OPS, Op
 from inferd.schemas.answers import AnthropicError, Job
 
@@ -40,6 +48,35 @@ SUCCESS = {200: "OK", 201: "Created", 202: "Accepted as a job: follow it at `/v1
 PREFER = {"name": "Prefer", "in": "header", "required": False,
           "schema": {"type": "string", "enum": ["respond-async"]},
           "description": "`respond-async`: accept the request as a durable job (202)."}
+
+
+SECURITY_SCHEMES = {
+    "bearerAuth": {"type": "http", "scheme": "bearer",
+                   "description": "An inferd API key as `Authorization: Bearer KEY`."},
+    "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                   "description": "An inferd API key as `X-API-Key: KEY`."},
+}
+KEYED: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
+# POLICY spells paths as the route table does (``{model:path}``); the document without the
+# converters.
+ACCESS = {(method.lower(), re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path)): access
+          for (method, path), access in POLICY.items()}
+
+
+def _security(path: str, method: str, operation: dict[str, Any]) -> None:
+    """The operation's ``security`` by its access level; ``x-inferd-access`` names it."""
+    access = ACCESS.get((method, path))
+    if access is None:
+        return  # the document's default: a key
+    operation["x-inferd-access"] = access
+    if access == "public":
+        # a key optional: the empty requirement first
+        operation["security"] = [{}, *KEYED] if path in KEYED_PROBES else []
+    else:
+        operation["security"] = KEYED
+    who = LEVELS[access]
+    description = operation.get("description", "")
+    operation["description"] = f"{description}\n\nAccess: `{access}` ({who}).".lstrip()
 
 
 Refs = dict[tuple[Any, JsonSchemaMode], dict[str, Any]]
@@ -82,7 +119,9 @@ def _answer(op: Op, model: type[BaseModel] | None, refs: Refs) -> dict[str, Any]
 def _statuses(path: str, operation: dict[str, Any], op: Op | None) -> list[int]:
     """The error statuses of an operation: those every route shares, then its own."""
     if path in PUBLIC_PATHS:
-        return sorted({*(op.errors if op else ())})
+        # ``/metrics`` refuses a caller without a valid key under ``metrics_require_key``
+        keyed = {401, 429} if path == "/metrics" else set()
+        return sorted({*(op.errors if op else ()), *keyed})
     statuses = {401, 429}
     if operation.get("parameters") or (op and (op.body or op.form)):
         statuses.add(400)
@@ -133,9 +172,12 @@ def _describe(path: str, method: str, operation: dict[str, Any], refs: Refs) -> 
 def build(app: FastAPI) -> dict[str, Any]:
     doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
     refs = _schemas(doc)
+    doc["components"]["securitySchemes"] = SECURITY_SCHEMES
+    doc["security"] = KEYED
     for path, item in doc.get("paths", {}).items():
         for method, operation in item.items():
             _describe(path, method, operation, refs)
+            _security(path, method, operation)
     for schema in ("HTTPValidationError", "ValidationError"):
         doc["components"]["schemas"].pop(schema, None)
     chat = doc.get("paths", {}).get("/v1/chat/completions")

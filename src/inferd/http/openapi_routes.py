@@ -22,6 +22,7 @@ from inferd.http.compat.queued_generate import S1Chat, S1Generate
 from inferd.http.images import S2Generate
 from inferd.http.jobs import JobCreate
 from inferd.routing.manage import ModelCreate, ModelUpdate, ReplicaCreate, ReplicaUpdate
+from inferd.routing.registration import EngineHeartbeat, EngineRegister
 from inferd.schemas import answers as a
 from inferd.schemas import answers_control as c
 from inferd.schemas.images import ImageGenerationRequest
@@ -76,7 +77,7 @@ ADMIN_ONE = (403, 404, 409)
 OPS: dict[tuple[str, str], Op] = {
     # health and monitoring (public)
     ("get", "/health"): Op(c.Health),
-    ("get", "/ready"): Op(c.Readiness, also={503: c.Readiness}),
+    ("get", "/ready"): Op(c.Readiness, also={503: c.Readiness}, errors=(400,)),  # ?deep=
     ("get", "/metrics"): Op(media=(TEXT,)),
     # the OpenAI API
     ("post", "/v1/chat/completions"): Op(a.ChatCompletion, body=ChatCompletionRequest,
@@ -194,6 +195,13 @@ OPS: dict[tuple[str, str], Op] = {
                                                            body=PromptTemplate,
                                                            errors=(404, 413, 503)),
     ("delete", "/admin/v1/prompts/{prompt_id}"): Op(a.Deleted, errors=(404, 503)),
+    # engines registering with a gateway (the engines' key or an admin key)
+    ("put", "/internal/v1/engines/{instance}"): Op(c.EngineRegistered, body=EngineRegister,
+                                                   errors=(403, 413, 503)),
+    ("post", "/internal/v1/engines/{instance}/heartbeat"): Op(c.EngineBeat,
+                                                              body=EngineHeartbeat,
+                                                              errors=(403, 404, 413, 503)),
+    ("delete", "/internal/v1/engines/{instance}"): Op(c.EngineLeft, errors=(403, 404, 503)),
     # the proxy toolkit's routes (S3)
     ("get", "/tables"): Op(c.TableNames),
     ("get", "/tables/{name}"): Op(c.TableRows, errors=(404, 503)),

@@ -18,8 +18,9 @@ import orjson
 from inferd.auth.principal import Principal
 from inferd.errors import Conflict, InvalidRequest, NotFound
 from inferd.ids import new_id, unix_seconds
+from inferd.jobs.caps import PendingCaps
 from inferd.jobs.queue import enqueue_each
-from inferd.jobs.requests import ENDPOINTS
+from inferd.jobs.requests import BATCH_ENDPOINTS
 from inferd.json_bodies import check_value
 from inferd.settings import JobSettings
 from inferd.store.batches import BatchRecord, BatchStore
@@ -80,7 +81,8 @@ class BatchService:
 
     def __init__(self, db: Database, jobs: JobStore, settings: JobSettings, *,
                  resolve: Callable[[str], str],
-                 enqueue: Callable[[JobRecord], Awaitable[None]]) -> None:
+                 enqueue: Callable[[JobRecord], Awaitable[None]],
+                 caps: PendingCaps | None = None) -> None:
         """``resolve`` maps a model name to its canonical one (``ModelNotFound`` otherwise);
         ``enqueue`` hands a committed job to the workers."""
         self.store = BatchStore(db)
@@ -89,6 +91,7 @@ class BatchService:
         self.settings = settings
         self.resolve = resolve
         self.enqueue = enqueue
+        self.caps = caps or PendingCaps(jobs, settings)
 
     # -- files ------------------------------------------------------------------------------
     async def upload(self, principal: Principal, filename: str, purpose: str,
@@ -108,7 +111,7 @@ class BatchService:
                             filename=filename or "upload.jsonl", bytes=len(content),
                             created_at=now, lines=lines,
                             expires_at=now + self.settings.retention_seconds)
-        await self.files.insert(record, content)
+        await self.files.insert(record, content, principal.storage_quota)
         return record
 
     async def file(self, principal: Principal, file_id: str) -> FileRecord:
@@ -122,9 +125,9 @@ class BatchService:
     # -- create -----------------------------------------------------------------------------
     async def create(self, principal: Principal, input_file_id: str, endpoint: str,
                      completion_window: str, metadata: dict[str, Any] | None) -> BatchRecord:
-        if endpoint not in ENDPOINTS:
+        if endpoint not in BATCH_ENDPOINTS:
             raise InvalidRequest(f"Unsupported endpoint '{endpoint}'; use one of "
-                                 f"{', '.join(ENDPOINTS)}.", param="endpoint",
+                                 f"{', '.join(BATCH_ENDPOINTS)}.", param="endpoint",
                                  code="invalid_endpoint")
         if completion_window not in WINDOWS:
             raise InvalidRequest("completion_window must be '24h'.", param="completion_window")
@@ -142,6 +145,8 @@ class BatchService:
         records = [self._line_job(principal, batch, index, line)
                    for index, line in enumerate(lines)]
         batch.total = len(records)
+        # 429 past the key's unfinished batch lines
+        await self.caps.check_batch(principal, sum(r.status == "pending" for r in records))
         await self.store.create(batch, records)
         pending = [r for r in records if r.status == "pending"]
         await enqueue_each(self.enqueue, pending)

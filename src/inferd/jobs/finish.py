@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from inferd.errors import DeadlineExceeded, InferdError, MaxAttemptsExceeded
+from inferd.errors import DeadlineExceeded, InferdError, JobQuarantined, MaxAttemptsExceeded
 from inferd.jobs.batches import BatchService
 from inferd.jobs.owners import Owners
 from inferd.jobs.signals import Signals
@@ -45,14 +45,18 @@ class Finisher:
             await self.batches.maybe_finalize(job.batch_id)
 
     async def unclaimable(self, job_id: str) -> None:
-        """A job no worker could claim: fail it if it is past its deadline or its attempts."""
+        """A job no worker could claim: fail it if it is past its deadline or its attempts,
+        or quarantine it when the run its process died in was its last allowed crash."""
         job = await self.store.get(job_id)
         if job is None or job.finished:
             return
         now = time.time()
         error: InferdError
         from_status: tuple[str, ...]
-        if job.status == "pending" and job.deadline_at is not None and job.deadline_at <= now:
+        lapsed = job.status == "running" and (job.lease_expires_at or 0) < now
+        if lapsed and job.crashes + 1 >= self.settings.max_crashes:
+            error, from_status = JobQuarantined(job.crashes + 1), ("running",)
+        elif job.status == "pending" and job.deadline_at is not None and job.deadline_at <= now:
             error, from_status = DeadlineExceeded(), ("pending",)
         elif job.attempts >= self.settings.max_attempts and (
                 job.status == "pending" or (job.lease_expires_at or 0) < now):

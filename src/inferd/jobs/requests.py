@@ -24,6 +24,12 @@ ENDPOINTS: dict[str, type[BaseModel]] = {
 }
 
 
+# What the Batch API runs besides ``ENDPOINTS``: Responses and Anthropic Messages requests,
+# each line answered in its own API's shape (``inferd.jobs.runner``).
+MESSAGES = "/v1/messages"
+BATCH_ENDPOINTS = (*ENDPOINTS, RESPONSES, MESSAGES)
+
+
 def check_endpoint(endpoint: str, param: str = "endpoint") -> type[BaseModel]:
     try:
         return ENDPOINTS[endpoint]

@@ -15,12 +15,23 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from inferd.anthropic import translate
 from inferd.auth.principal import Principal
-from inferd.errors import InferdError, InternalError, RateLimited, invalid_request
+from inferd.errors import (
+    ContextLengthExceeded,
+    InferdError,
+    InternalError,
+    InvalidRequest,
+    RateLimited,
+    invalid_request,
+)
 from inferd.images import ImageService
 from inferd.inference import Inference
-from inferd.jobs.requests import parse_request
-from inferd.responses import background
+from inferd.jobs.requests import MESSAGES, parse_request
+from inferd.responses import RESPONSES, background
+from inferd.responses.conversations import ConversationService
+from inferd.responses.prompts import PromptService
+from inferd.responses.service import ResponseService
 from inferd.schemas.fold import ChunkFold
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import (
@@ -28,7 +39,12 @@ from inferd.schemas.openai import (
     CompletionRequest,
     EmbeddingRequest,
     StreamOptions,
+    legacy_answer,
 )
+from inferd.schemas.responses import ResponseCreateRequest
+from inferd.settings import Settings
+from inferd.store.conversations import ConversationStore, PromptStore
+from inferd.store.db import Database
 from inferd.store.jobs import FIRST_START_DATA, JobEvent, JobRecord, JobStore
 from inferd.store.jobs import Outcome as Outcome  # where the workers know it from
 from inferd.store.responses import ResponseStore
@@ -142,6 +158,8 @@ async def run_job(inference: Inference, job: JobRecord, owner: Awaitable[Princip
     become a ``failed`` outcome."""
     try:
         principal = await owner
+        if job.source == "batch" and job.endpoint in (RESPONSES, MESSAGES):
+            return await _run_batch_line(inference, job, principal, events.store.db)
         if job.endpoint == background.ENDPOINT:
             result, usage = await background.run_response(
                 inference, background.ResponseJob.model_validate(job.request), principal, events,
@@ -168,6 +186,45 @@ async def run_job(inference: Inference, job: JobRecord, owner: Awaitable[Princip
         return error_outcome(exc)
 
 
+async def _run_batch_line(inference: Inference, job: JobRecord, principal: Principal,
+                          db: Database) -> Outcome:
+    """A batch line of the Responses or the Anthropic Messages API: its answer is that API's
+    object (a Response, a Message); ``usage`` is the chat usage it was made of."""
+    if job.endpoint == RESPONSES:
+        request = ResponseCreateRequest.model_validate(job.request)
+        if request.background:
+            raise InvalidRequest("A batch runs its requests in the background already; "
+                                 "'background' must be false.", param="background")
+        # a batch line is answered at once (not in the background), with the default bounds
+        defaults = Settings.model_fields
+        responses = ResponseService(
+            inference, ResponseStore(db), None,
+            ConversationService(ConversationStore(db),
+                                defaults["conversation_max_items"].default),
+            PromptService(PromptStore(db)), defaults["responses_max_chain"].default)
+        response = await responses.create(principal,
+                                          await responses.prepare(principal, request))
+        used = response.get("usage") or {}
+        usage = {"prompt_tokens": used.get("input_tokens", 0),
+                 "completion_tokens": used.get("output_tokens", 0),
+                 "total_tokens": used.get("total_tokens", 0)} if used else None
+        return Outcome("completed", result=response, status_code=200, usage=usage)
+    body = translate.MessagesRequest.model_validate(job.request)
+    if body.stream:
+        body = body.model_copy(update={"stream": False})
+    chat = translate.to_chat(body)
+    try:
+        result = await inference.chat(chat, principal)
+    except ContextLengthExceeded as exc:
+        # Anthropic's max_tokens is a ceiling every client sends (as ``POST /v1/messages``)
+        if exc.param != "max_tokens":
+            raise
+        chat.max_tokens = None
+        result = await inference.chat(chat, principal)
+    return Outcome("completed", result=translate.from_chat(result, body.model),
+                   status_code=200, usage=result.get("usage"))
+
+
 async def _run_stream(inference: Inference, request: ChatCompletionRequest | CompletionRequest,
                       principal: Principal, events: EventLog) -> Outcome:
     streaming = request.model_copy(update={"stream": True,
@@ -187,4 +244,6 @@ async def _run_stream(inference: Inference, request: ChatCompletionRequest | Com
     # the body a sync request answers: every choice, tool calls, logprobs, the engine's usage
     result = (fold.chat(request.model) if isinstance(request, ChatCompletionRequest)
               else fold.completion(request.model))
+    if isinstance(request, ChatCompletionRequest) and request.legacy_functions:
+        result = legacy_answer(result)  # the client sent ``functions``
     return Outcome("completed", result=result, status_code=200, usage=result["usage"])

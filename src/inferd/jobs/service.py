@@ -20,6 +20,7 @@ from inferd.ids import new_id
 from inferd.images import ImageService
 from inferd.inference import Inference
 from inferd.jobs.batches import BatchService
+from inferd.jobs.caps import PendingCaps
 from inferd.jobs.finish import Finisher
 from inferd.jobs.maintenance import Maintenance
 from inferd.jobs.owners import Owners, PrincipalLookup
@@ -48,6 +49,9 @@ from inferd.store.repo import KeyValueStore
 from inferd.tasks import cancel_and_wait
 
 SSEvent = tuple[int | None, str, str]
+# The jobs of background responses: private to their key, as the responses are (no admin
+# override, README "Authorization"); any other job an admin may see.
+PRIVATE_SOURCE = "responses"
 # How long a job id the broker confirmed counts as queued, in leases: a sweep republishes it
 # only after that (a message lost some other way: a deep queue gets no copies meanwhile).
 QUEUED_LEASES = 10
@@ -80,8 +84,9 @@ class JobService:
         self.signals = Signals()
         self.owners = Owners(principal_lookup)
         self.webhooks = WebhookSender(self.store, KeyValueStore(db), settings)
+        self.caps = PendingCaps(self.store, settings)
         self.batches = BatchService(db, self.store, settings, resolve=router.resolve,
-                                    enqueue=self.enqueue)
+                                    enqueue=self.enqueue, caps=self.caps)
         self.finisher = Finisher(self.store, settings, self.signals, self.webhooks,
                                  self.owners, self.batches)
         self.pool = (WorkerPool(self.store, self.queue, settings, self.signals, self._run,
@@ -161,6 +166,7 @@ class JobService:
         model = self.router.resolve(asked)
         if principal.allowed_models is not None:
             self.inference.check_model(principal, asked)  # 403 model_not_allowed
+        await self.caps.check_jobs(principal)  # 429 past the key's unfinished jobs
         stored = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         job = JobRecord(
             id=new_id("job"), endpoint=endpoint, model=model, request=stored,
@@ -205,7 +211,8 @@ class JobService:
     # -- read -------------------------------------------------------------------------------
     async def get(self, principal: Principal, job_id: str) -> JobRecord:
         job = await self.store.get(job_id)
-        if job is None or not (principal.is_admin or job.owner == principal.key_id):
+        if job is None or not (job.owner == principal.key_id or (
+                principal.is_admin and job.source != PRIVATE_SOURCE)):
             raise NotFound(f"No job with id '{job_id}'.", param="job_id", code="job_not_found")
         return job
 
@@ -214,7 +221,7 @@ class JobService:
                    source: str | None = None) -> JobPage:
         return await self.store.page(owner=principal.key_id, all_owners=principal.is_admin,
                                      status=status, model=model, after=after, limit=limit,
-                                     source=source)
+                                     source=source, private_source=PRIVATE_SOURCE)
 
     async def wait(self, principal: Principal, job_id: str,
                    within: float | None = None) -> JobRecord:

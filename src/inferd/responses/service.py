@@ -40,6 +40,7 @@ from inferd.schemas.responses import (
 )
 from inferd.store.jobs import JobRecord, JobStore
 from inferd.store.responses import ChainTooLong, ResponseRecord, ResponseStore
+from inferd.store.storage import StorageStore
 
 
 class BackgroundJobs(Protocol):
@@ -128,6 +129,10 @@ class ResponseService:
         if conversation_id is not None:
             input_items = stored_items(input_items, "input")
             await self.conversations.check_room(conversation_id, len(input_items) + 1)
+        if request.store is not False:  # refused before it runs when the key's storage is full
+            size = len(orjson.dumps(input_items))
+            await StorageStore(self.store.db).check_room(principal.key_id,
+                                                         principal.storage_quota, size=size)
         status = "queued" if request.background else "in_progress"
         response = base_response(request, new_id("resp"), status)
         return Prepared(request, response, input_items,

@@ -9,6 +9,7 @@ query values and user information masked (``inferd.redact``).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
@@ -48,7 +49,9 @@ class ReplicaCreate(ReplicaSpec):
 
 
 class ReplicaUpdate(BaseModel):
-    """Body of a replica update (fields left out are kept; ``api_key: ""`` removes it)."""
+    """Body of a replica update (fields left out are kept; ``api_key: ""`` removes it). A
+    ``url`` on another host (scheme, host or port) needs ``api_key`` too when the replica has
+    a credential: it was given for the old host, and is not sent to a new one unasked."""
 
     url: str | None = Field(default=None, min_length=1, max_length=2048)
     upstream_model: str | None = Field(default=None, max_length=255)
@@ -68,6 +71,17 @@ def _row_id(text: str) -> int | None:
     """``text`` as a row id, or None when it is not one."""
     value = ascii_int(text)
     return value if value is not None and value <= MAX_ROW_ID else None
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """Where ``url`` sends requests, and so its credential: scheme, host and port."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return (parts.scheme.lower(), (parts.hostname or "").rstrip("."),
+            port or {"http": 80, "https": 443}.get(parts.scheme.lower()))
 
 
 def shown_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -244,6 +258,13 @@ class ModelAdmin:
                 del changes["url"]
             if changes.get("options"):
                 changes["options"] = unmasked_options(changes["options"], current.options)
+        if (current is not None and changes.get("url") and current.has_credential
+                and "api_key" not in changes and origin(changes["url"]) != origin(current.url)):
+            raise InvalidRequest(
+                "This replica's upstream credential was given for "
+                f"'{redact_url(current.url)}'; a URL on another host must come with its "
+                "credential again: send 'api_key' with the new 'url' (\"\" for none).",
+                param="api_key", code="api_key_required")
         if current is not None and (changes.get("url") or changes.get("options")):
             await self.catalog.check(changes.get("url") or current.url,
                                      changes.get("options", current.options))

@@ -16,8 +16,9 @@ class Health(Answer):
 
 
 class Readiness(Answer):
-    status: Literal["ready", "not_ready"]
-    store: bool
+    status: Literal["ready", "not_ready", "draining"]
+    store: bool | None  # None: a shared database, not checked without ?deep=true
+    store_writes: bool | None
     models: dict[str, bool]
 
 
@@ -96,6 +97,34 @@ class Engine(Answer):
 class EngineList(Answer):
     object: Literal["list"]
     data: list[Engine]
+
+
+class EngineReplica(Answer):
+    id: str
+    model: str
+
+
+class EngineRegistered(Answer):
+    """An engine instance registered with a gateway: its replica of each model."""
+
+    object: Literal["engine"]
+    instance: str
+    heartbeat_seconds: float
+    replicas: list[EngineReplica]
+
+
+class EngineBeat(Answer):
+    object: Literal["engine"]
+    instance: str
+    heartbeat_seconds: float
+    replicas: int
+
+
+class EngineLeft(Answer):
+    object: Literal["engine"]
+    instance: str
+    deleted: bool
+    replicas: int
 
 
 # -- usage and monitoring -----------------------------------------------------------------------

@@ -7,15 +7,49 @@ refuses the ones it cannot honour, by name.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from inferd.errors import InvalidRequest
+
 IMAGE_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # The sizes OpenAI's answer may name; other sizes are left out of ``size`` in the answer.
 OPENAI_SIZES = frozenset({"1024x1024", "1024x1536", "1536x1024"})
 _SIZE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
+# What the cost of a request is reckoned with when its model does not say its defaults (a
+# remote replica): the defaults of a ``kind: diffusers`` model.
+DEFAULT_STEPS = 30
+DEFAULT_SIZE = "512x512"
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """``(width, height)`` of a ``"WIDTHxHEIGHT"`` string."""
+    width, height = size.split("x")
+    return int(width), int(height)
+
+
+def image_units(n: int, steps: int, width: int, height: int) -> int:
+    """The cost of a request in image units: steps x megapixels x pictures, rounded up."""
+    return math.ceil(n * steps * width * height / 1_000_000)
+
+
+def check_bounds(model: str, steps: int, width: int, height: int, max_steps: int | None,
+                 max_size: str | None) -> None:
+    """400 naming the field and the bound when a request asks more of ``model`` than its
+    ``max_steps`` or ``max_size`` (at most that many pixels, no side over its longer side)."""
+    if max_steps is not None and steps > max_steps:
+        raise InvalidRequest(f"steps must be at most {max_steps} for the model '{model}'; got "
+                             f"{steps}.", param="steps", code="steps_too_large")
+    if max_size is not None:
+        most_w, most_h = parse_size(max_size)
+        if width * height > most_w * most_h or max(width, height) > max(most_w, most_h):
+            raise InvalidRequest(
+                f"size must be at most {max_size} ({most_w * most_h} pixels, no side over "
+                f"{max(most_w, most_h)}) for the model '{model}'; got {width}x{height}.",
+                param="size", code="size_too_large")
 
 
 class ImageGenerationRequest(BaseModel):

@@ -9,9 +9,20 @@ Responses are plain dicts in the OpenAI shapes (cheap to build and to pass throu
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+
+from inferd.errors import InvalidRequest
 
 
 class _Wire(BaseModel):
@@ -144,8 +155,27 @@ class _Sampling(_Wire):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+class Prediction(BaseModel):
+    """``prediction`` (Predicted Outputs): text the answer is expected to repeat. A latency
+    hint only: it never changes the answer, so an engine may ignore it."""
+
+    type: Literal["content"]
+    content: str | list[TextPart]
+
+
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
+
+
 class ChatCompletionRequest(_Sampling):
-    """``POST /v1/chat/completions``."""
+    """``POST /v1/chat/completions``.
+
+    Besides the core fields it takes what current clients send: ``reasoning_effort`` and
+    ``verbosity`` (forwarded to ``http`` replicas; a local model, which does no reasoning,
+    ignores them), ``prediction`` (a latency hint), ``modalities: ["text"]`` and ``audio:
+    null`` (audio output is refused), and the deprecated ``functions``/``function_call``,
+    read as ``tools``/``tool_choice``; a request that used them gets the legacy answer shape
+    (``message.function_call``, ``finish_reason: "function_call"``: ``legacy_answer``).
+    """
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
@@ -154,9 +184,147 @@ class ChatCompletionRequest(_Sampling):
     tool_choice: Any = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    reasoning_effort: ReasoningEffort | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    prediction: Prediction | None = None
+    modalities: list[str] | None = Field(default=None, max_length=2)
+    audio: dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    function_call: str | dict[str, Any] | None = None
+    _legacy_functions: bool = PrivateAttr(default=False)
+
+    @field_validator("modalities")
+    @classmethod
+    def _text_only(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and any(m != "text" for m in v):
+            raise ValueError("only the 'text' output modality is supported: this server does "
+                             "not produce audio")
+        return v
+
+    @field_validator("audio")
+    @classmethod
+    def _no_audio(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            raise ValueError("audio output is not supported: leave 'audio' out or send null")
+        return v
+
+    @model_validator(mode="after")
+    def _legacy(self) -> ChatCompletionRequest:
+        _legacy_history(self.messages)
+        if self.functions is None and self.function_call is None:
+            return self
+        if self.functions is None:
+            if self.function_call == "none" and self.tools is None:
+                self._drop_legacy()
+                return self
+            raise InvalidRequest("'function_call' is only allowed when 'functions' are "
+                                 "specified (with 'tools', use 'tool_choice').",
+                                 param="function_call", code="invalid_value")
+        if self.tools is not None or self.tool_choice is not None:
+            raise InvalidRequest("Send 'tools' and 'tool_choice', or the deprecated "
+                                 "'functions' and 'function_call', not both.",
+                                 param="functions", code="invalid_value")
+        self.tools = [{"type": "function", "function": f} for f in self.functions]
+        choice = self.function_call
+        if isinstance(choice, dict):
+            name = choice.get("name")
+            if not isinstance(name, str):
+                raise InvalidRequest("Invalid value for 'function_call': expected 'none', "
+                                     "'auto' or {\"name\": ...}.", param="function_call",
+                                     code="invalid_value")
+            if not any(isinstance(f, dict) and f.get("name") == name for f in self.functions):
+                raise InvalidRequest(f"Invalid value for 'function_call': no function named "
+                                     f"'{name}' in 'functions'.", param="function_call",
+                                     code="invalid_value")
+            self.tool_choice = {"type": "function", "function": {"name": name}}
+        elif choice in ("none", "auto"):
+            self.tool_choice = choice
+        elif choice is not None:
+            raise InvalidRequest("Invalid value for 'function_call': expected 'none', 'auto' "
+                                 "or {\"name\": ...}.", param="function_call",
+                                 code="invalid_value")
+        extra = self.__pydantic_extra__
+        if extra is not None:
+            extra.setdefault("parallel_tool_calls", False)  # the legacy answer holds one call
+        self._drop_legacy()
+        self._legacy_functions = True
+        return self
+
+    def _drop_legacy(self) -> None:
+        """Forget ``functions``/``function_call`` once read as tools (a replica gets tools)."""
+        self.functions = self.function_call = None
+        self.__pydantic_fields_set__.difference_update({"functions", "function_call"})
+
+    @property
+    def legacy_functions(self) -> bool:
+        """Whether the client sent ``functions``: it reads the legacy answer shape."""
+        return self._legacy_functions
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+
+def _legacy_history(messages: list[ChatMessage]) -> None:
+    """Earlier turns of the legacy function calling as tool calls: an assistant message's
+    ``function_call`` becomes its one tool call, and a ``function`` message answering it the
+    ``tool`` message of that call."""
+    last: str | None = None
+    for index, message in enumerate(messages):
+        extra = message.__pydantic_extra__
+        if extra is None:
+            continue
+        if message.role == "assistant" and isinstance(extra.get("function_call"), dict):
+            call = extra.pop("function_call")
+            if not extra.get("tool_calls"):
+                last = f"call_{index}"
+                extra["tool_calls"] = [{"id": last, "type": "function", "function": {
+                    "name": str(call.get("name", "")),
+                    "arguments": call.get("arguments", "{}")}}]
+        elif message.role == "function" and last is not None and "tool_call_id" not in extra:
+            message.role = "tool"
+            extra["tool_call_id"] = last
+
+
+def _legacy_message(message: dict[str, Any], key: str) -> dict[str, Any]:
+    """A message or delta with its first tool call as ``function_call`` (the rest dropped:
+    a legacy request asks for one call)."""
+    out = {k: v for k, v in message.items() if k != "tool_calls"}
+    calls = [c for c in message.get("tool_calls") or []
+             if isinstance(c, dict) and not c.get("index")]
+    if calls:
+        function = calls[0].get("function") or {}
+        if key == "message":
+            out["function_call"] = {"name": function.get("name", ""),
+                                    "arguments": function.get("arguments", "")}
+        else:
+            out["function_call"] = {k: function[k] for k in ("name", "arguments")
+                                    if k in function}
+    return out
+
+
+def _legacy_choices(body: dict[str, Any], key: str) -> dict[str, Any]:
+    choices = []
+    for choice in body.get("choices") or []:
+        choice = dict(choice)
+        if isinstance(choice.get(key), dict):
+            choice[key] = _legacy_message(choice[key], key)
+        if choice.get("finish_reason") == "tool_calls":
+            choice["finish_reason"] = "function_call"
+        choices.append(choice)
+    return {**body, "choices": choices} if "choices" in body else body
+
+
+def legacy_answer(result: dict[str, Any]) -> dict[str, Any]:
+    """A chat completion in the shape a ``functions`` request gets: ``message.function_call``
+    and ``finish_reason: "function_call"`` instead of ``tool_calls``."""
+    return _legacy_choices(result, "message")
+
+
+async def legacy_stream(chunks: AsyncIterator[dict[str, Any]]
+                        ) -> AsyncIterator[dict[str, Any]]:
+    """Stream chunks in the legacy shape: ``delta.function_call`` pieces."""
+    async for chunk in chunks:
+        yield _legacy_choices(chunk, "delta")
 
 
 # A prompt or an embedding input given as token ids of the model's own tokenizer, as the

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from inferd.store.db import Database
 from inferd.store.files import FileRecord, FileStore
 from inferd.store.jobs import JobRecord, JobStore
+from inferd.store.storage import ensure_counter
 from inferd.store.tables_jobs import batches, jobs
 
 
@@ -92,6 +93,8 @@ class BatchStore:
         """
         now = time.time()
         final = sa.case((batches.c.status == "cancelling", "cancelled"), else_="completed")
+        for record, _ in outputs[:1]:  # one owner: the batch's
+            await ensure_counter(self.db, record.owner)
         async with self.db.engine.begin() as conn:
             result = await conn.execute(
                 sa.update(batches).where(batches.c.id == batch_id,

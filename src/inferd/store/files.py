@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferd.store.db import Database
+from inferd.store.storage import FILE, IMAGE, Quota, ensure_counter, release, reserve
 from inferd.store.tables_jobs import FILE_PART_BYTES, file_parts, files
 
 # Pictures answered by URL: served by ``/v1/images/{id}/content`` to their key only, never
@@ -39,8 +40,12 @@ class FileStore:
         self.db = db
 
     @staticmethod
-    async def insert_in(conn: AsyncConnection, record: FileRecord, content: bytes) -> None:
-        """Insert a file and its bytes inside the caller's transaction."""
+    async def insert_in(conn: AsyncConnection, record: FileRecord, content: bytes,
+                        quota: Quota | None = None) -> None:
+        """Insert a file and its bytes inside the caller's transaction, counted in its owner's
+        storage: refused past ``quota`` (413 or 429), always counted when None."""
+        await reserve(conn, kind=IMAGE if record.purpose == IMAGE_PURPOSE else FILE,
+                      object_id=record.id, owner=record.owner, size=len(content), quota=quota)
         await conn.execute(sa.insert(files).values(
             id=record.id, owner=record.owner, purpose=record.purpose, filename=record.filename,
             bytes=record.bytes, lines=record.lines, created_at=record.created_at,
@@ -50,9 +55,11 @@ class FileStore:
                 file_id=record.id, part=part,
                 data=base64.b64encode(content[start:start + FILE_PART_BYTES]).decode()))
 
-    async def insert(self, record: FileRecord, content: bytes) -> None:
+    async def insert(self, record: FileRecord, content: bytes,
+                     quota: Quota | None = None) -> None:
+        await ensure_counter(self.db, record.owner)
         async with self.db.engine.begin() as conn:
-            await self.insert_in(conn, record, content)
+            await self.insert_in(conn, record, content, quota)
 
     async def get(self, file_id: str) -> FileRecord | None:
         async with self.db.engine.connect() as conn:
@@ -84,6 +91,8 @@ class FileStore:
         async with self.db.engine.begin() as conn:
             deleted = await conn.execute(sa.delete(files).where(files.c.id == file_id))
             await conn.execute(sa.delete(file_parts).where(file_parts.c.file_id == file_id))
+            for kind in (FILE, IMAGE):
+                await release(conn, kind, [file_id])
         return bool(deleted.rowcount == 1)
 
     async def purge_expired(self, before: float | None = None) -> int:

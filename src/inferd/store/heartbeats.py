@@ -40,6 +40,14 @@ class HeartbeatStore:
             await conn.execute(sa.delete(kv).where(kv.c.key == f"{PREFIX}{replica_id}"))
 
 
+    async def last_beats(self) -> dict[int, float]:
+        """Replica id -> when its heartbeat was last written (epoch seconds)."""
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(sa.select(kv.c.key, kv.c.updated_at)
+                                      .where(kv.c.key.like(f"{PREFIX}%")))
+            return {int(key.removeprefix(PREFIX)): float(at) for key, at in rows}
+
+
 async def alive(conn: AsyncConnection, now: float | None = None) -> set[int]:
     """Ids of the replicas whose heartbeat is fresh."""
     now = time.time() if now is None else now

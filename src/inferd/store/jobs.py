@@ -33,21 +33,29 @@ TERMINAL = ("completed", "failed", "cancelled")
 # dialect). Parameter names differ from every column name (in an UPDATE, a parameter named
 # after a column would set it).
 def _claimable(now: Any) -> list[Any]:
-    """A job ``claim`` may take: pending, or running with a lapsed lease; attempts left; not
-    past its deadline."""
-    return [sa.or_(jobs.c.status == "pending",
-                   sa.and_(jobs.c.status == "running", jobs.c.lease_expires_at < now)),
+    """A job ``claim`` may take: pending and due (``not_before``), or running with a lapsed
+    lease (its process died: a crash) unless that crash is its last allowed one (it is then
+    quarantined, see ``Finisher.unclaimable``); attempts left; not past its deadline."""
+    return [sa.or_(sa.and_(jobs.c.status == "pending",
+                           sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now)),
+                   sa.and_(jobs.c.status == "running", jobs.c.lease_expires_at < now,
+                           jobs.c.crashes + 1 < sa.bindparam(
+                               "c_max_crashes", type_=jobs.c.crashes.type))),
             jobs.c.attempts < sa.bindparam("c_max_attempts", type_=jobs.c.attempts.type),
             sa.or_(jobs.c.deadline_at.is_(None), jobs.c.deadline_at > now)]
 
 
-def _claimed(now: Any) -> dict[str, Any]:
-    """What a claim sets."""
-    return {"status": "running",
-            "claimed_by": sa.bindparam("c_worker", type_=jobs.c.claimed_by.type),
-            "lease_expires_at": sa.bindparam("c_lease_end", type_=jobs.c.lease_expires_at.type),
-            "attempts": jobs.c.attempts + 1,
-            "started_at": sa.func.coalesce(jobs.c.started_at, now)}
+def _claimed(now: Any) -> list[tuple[Any, Any]]:
+    """What a claim sets, in order: ``crashes`` first, as it reads the status before the claim
+    (MySQL evaluates the assignments of an UPDATE from left to right)."""
+    return [(jobs.c.crashes,
+             jobs.c.crashes + sa.case((jobs.c.status == "running", 1), else_=0)),
+            (jobs.c.status, "running"),
+            (jobs.c.claimed_by, sa.bindparam("c_worker", type_=jobs.c.claimed_by.type)),
+            (jobs.c.lease_expires_at,
+             sa.bindparam("c_lease_end", type_=jobs.c.lease_expires_at.type)),
+            (jobs.c.attempts, jobs.c.attempts + 1),
+            (jobs.c.started_at, sa.func.coalesce(jobs.c.started_at, now))]
 
 
 _NOW = sa.bindparam("c_now", type_=jobs.c.started_at.type)
@@ -57,9 +65,9 @@ _LAST_SEQ = (sa.select(sa.func.coalesce(sa.func.max(job_events.c.seq), 0))
 # returned with the last sequence number of their events; on MySQL one job (``c_id``).
 _CLAIM = (sa.update(jobs)
           .where(jobs.c.id.in_(sa.bindparam("c_ids", expanding=True)), *_claimable(_NOW))
-          .values(**_claimed(_NOW)).returning(*jobs.c, _LAST_SEQ.label("last_seq")))
+          .ordered_values(*_claimed(_NOW)).returning(*jobs.c, _LAST_SEQ.label("last_seq")))
 _CLAIM_ONE = (sa.update(jobs).where(jobs.c.id == sa.bindparam("c_id"), *_claimable(_NOW))
-              .values(**_claimed(_NOW)))
+              .ordered_values(*_claimed(_NOW)))
 # ``finish_many``: lock the jobs still ours, then store each outcome (an executemany).
 _OURS_NOW = [jobs.c.claimed_by == sa.bindparam("b_worker", type_=jobs.c.claimed_by.type),
              jobs.c.status == "running"]
@@ -125,6 +133,14 @@ class JobRecord:
     batch_id: str | None = None
     batch_index: int | None = None
     custom_id: str | None = None
+    crashes: int = 0
+    deferrals: int = 0
+    not_before: float | None = None
+
+    @property
+    def on_probation(self) -> bool:
+        """A run of this job ended with its process: it runs alone until it finishes."""
+        return self.crashes > 0
 
     @property
     def finished(self) -> bool:
@@ -279,11 +295,16 @@ class JobStore:
 
     async def page(self, *, owner: str | None, all_owners: bool, status: str | None = None,
                    model: str | None = None, source: str | None = None,
-                   after: str | None = None, limit: int = 20) -> JobPage:
-        """Newest first; ``after`` is the id of the last job of the previous page."""
+                   after: str | None = None, limit: int = 20,
+                   private_source: str | None = None) -> JobPage:
+        """Newest first; ``after`` is the id of the last job of the previous page.
+        ``all_owners``: every owner's jobs, but of ``private_source`` only ``owner``'s."""
         query = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit + 1)
+        own = jobs.c.owner.is_(None) if owner is None else jobs.c.owner == owner
         if not all_owners:
-            query = query.where(jobs.c.owner.is_(None) if owner is None else jobs.c.owner == owner)
+            query = query.where(own)
+        elif private_source is not None:
+            query = query.where(sa.or_(jobs.c.source != private_source, own))
         if status:
             query = query.where(jobs.c.status == status)
         if model:
@@ -310,13 +331,15 @@ class JobStore:
 
     # -- the worker's state changes ---------------------------------------------------------
     async def claim(self, job_id: str, worker: str, lease: float,
-                    max_attempts: int) -> JobRecord | None:
+                    max_attempts: int, max_crashes: int = 2) -> JobRecord | None:
         """Take a pending job, or a running one whose lease expired; None if someone else has it."""
-        claimed = (await self.claim_many([job_id], worker, lease, max_attempts))[0]
+        claimed = (await self.claim_many([job_id], worker, lease, max_attempts,
+                                         max_crashes=max_crashes))[0]
         return None if claimed is None else claimed[0]
 
     async def claim_many(self, job_ids: list[str], worker: str, lease: float,
-                         max_attempts: int, *, start: bool = False) -> list[Claimed | None]:
+                         max_attempts: int, *, start: bool = False,
+                         max_crashes: int = 2) -> list[Claimed | None]:
         """``claim`` for many jobs in one statement: per id, the claimed job with the last
         sequence number of its events (its next attempt's events follow it), or None.
 
@@ -327,7 +350,7 @@ class JobStore:
         """
         now = time.time()
         params: dict[str, Any] = {"c_now": now, "c_worker": worker, "c_lease_end": now + lease,
-                                  "c_max_attempts": max_attempts}
+                                  "c_max_attempts": max_attempts, "c_max_crashes": max_crashes}
         found: dict[str, Claimed] = {}
         unique = list(dict.fromkeys(job_ids))
         if self.db.dialect in ("postgresql", "sqlite"):
@@ -452,14 +475,31 @@ class JobStore:
             await conn.execute(_MARK_QUEUED, {"q_ids": job_ids, "q_until": until})
         return [None] * len(job_ids)
 
-    async def release(self, job_id: str, worker: str) -> None:
-        """Hand a job back on shutdown: pending again, and this attempt does not count."""
+    async def release(self, job_id: str, worker: str, *,
+                      not_before: float | None = None) -> None:
+        """Hand a job back on shutdown: pending again, and this attempt does not count.
+        ``not_before``: a deferral (its key's rate limit): no claim or sweep takes the job
+        before that time, and its deferrals are counted (the next one waits longer)."""
+        values: dict[str, Any] = {"status": "pending", "claimed_by": None,
+                                  "lease_expires_at": None, "attempts": jobs.c.attempts - 1}
+        if not_before is not None:
+            values.update(not_before=not_before, deferrals=jobs.c.deferrals + 1)
         async with self.db.statement() as conn:
             await conn.execute(
                 sa.update(jobs).where(jobs.c.id == job_id, jobs.c.claimed_by == worker,
                                       jobs.c.status == "running")
-                .values(status="pending", claimed_by=None, lease_expires_at=None,
-                        attempts=jobs.c.attempts - 1))
+                .values(**values))
+
+    async def count_unfinished(self, owner: str | None, *, batch: bool) -> int:
+        """How many jobs of ``owner`` are pending or running: its batches' lines (``batch``),
+        or its other jobs."""
+        source = jobs.c.source == "batch"
+        query = (sa.select(sa.func.count()).select_from(jobs)
+                 .where(jobs.c.owner.is_(None) if owner is None else jobs.c.owner == owner,
+                        jobs.c.status.in_(("pending", "running")),
+                        source if batch else sa.not_(source)))
+        async with self.db.statement() as conn:
+            return int((await conn.execute(query)).scalar() or 0)
 
     async def recoverable(self, models: Collection[str] | None = None) -> list[JobRecord]:
         """Jobs to (re-)enqueue: pending ones not known to be queued and running ones whose
@@ -467,8 +507,9 @@ class JobStore:
         now = time.time()
         # A pending job's lease is the broker's (``mark_queued``): its id is queued until then.
         lapsed = sa.or_(jobs.c.lease_expires_at.is_(None), jobs.c.lease_expires_at < now)
+        due = sa.or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now)  # deferred: later
         query = (sa.select(jobs).where(sa.or_(
-            sa.and_(jobs.c.status == "pending", lapsed),
+            sa.and_(jobs.c.status == "pending", lapsed, due),
             sa.and_(jobs.c.status == "running", jobs.c.lease_expires_at < now)))
             .order_by(jobs.c.priority.desc(), jobs.c.id))
         if models is not None:

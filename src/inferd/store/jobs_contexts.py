@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from inferd.store.db import Database
+from inferd.store.storage import CONTEXT, Quota, ensure_counter, reserve
 from inferd.store.tables_jobs import s0_contexts
 
 
@@ -27,12 +28,17 @@ class ContextStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, owner: str | None, content: str) -> ContextRecord:
+    async def create(self, owner: str | None, content: str,
+                     quota: Quota | None = None) -> ContextRecord:
+        """Store a context, counted in its owner's storage (refused past ``quota``)."""
         now = time.time()
+        await ensure_counter(self.db, owner)
         async with self.db.engine.begin() as conn:
             result = await conn.execute(sa.insert(s0_contexts).values(
                 owner=owner, content=content, created_at=now))
             new_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            await reserve(conn, kind=CONTEXT, object_id=str(new_id), owner=owner,
+                          size=len(content.encode()), quota=quota)
         return ContextRecord(id=new_id, owner=owner, content=content, created_at=now)
 
     async def get(self, context_id: int) -> ContextRecord | None:

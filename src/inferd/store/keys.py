@@ -28,6 +28,7 @@ VERSION_KEY = "keys.version"
 
 # Columns a caller may set on create or update (everything but ids, hashes and times).
 EDITABLE = frozenset({"name", "owner", "team", "scope", "models", "rpm", "tpm", "ipm",
+                      "upm", "image_budget", "storage_bytes", "storage_objects",
                       "token_budget", "budget_period", "expires_at", "enabled", "extra"})
 
 

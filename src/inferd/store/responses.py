@@ -11,8 +11,10 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferd.store.db import Database
+from inferd.store.storage import RESPONSE, ensure_counter, release, reserve
 from inferd.store.tables_responses import responses
 
 
@@ -50,6 +52,13 @@ class ChainTooLong(Exception):
     """A conversation has more stored responses than the walk may read."""
 
 
+async def count_response(conn: AsyncConnection, record: ResponseRecord) -> None:
+    """Count a response in its key's storage, in the transaction that stores it. Never
+    refused: the work is done by then (``ResponseService`` checks for room before it runs)."""
+    await reserve(conn, kind=RESPONSE, object_id=record.id, owner=record.owner,
+                  size=stored_bytes(record), quota=None)
+
+
 class ResponseStore:
     """Insert, read, walk and delete stored responses."""
 
@@ -58,7 +67,9 @@ class ResponseStore:
 
     async def insert(self, record: ResponseRecord) -> None:
         record.size_bytes = stored_bytes(record)
+        await ensure_counter(self.db, record.owner)
         async with self.db.engine.begin() as conn:
+            await count_response(conn, record)
             await conn.execute(sa.insert(responses).values(
                 id=record.id, owner=record.owner, model=record.model,
                 created_at=record.created_at, job_id=record.job_id, history=record.history,
@@ -115,6 +126,7 @@ class ResponseStore:
                                    .values(deleted=True))
                 return True
             await conn.execute(sa.delete(responses).where(responses.c.id == response_id))
+            await release(conn, RESPONSE, [response_id])
             previous = row.previous_id
             while previous is not None:  # hidden predecessors no response continues any more
                 up = (await conn.execute(sa.select(responses.c.previous_id, responses.c.deleted)
@@ -122,6 +134,7 @@ class ResponseStore:
                 if up is None or not up.deleted or await _continued(conn, previous):
                     break
                 await conn.execute(sa.delete(responses).where(responses.c.id == previous))
+                await release(conn, RESPONSE, [previous])
                 previous = up.previous_id
         return True
 

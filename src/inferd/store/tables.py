@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from inferd.store import tables_control, tables_jobs, tables_replicas, tables_responses
+from inferd.store import (
+    tables_control,
+    tables_jobs,
+    tables_replicas,
+    tables_responses,
+    tables_storage,
+)
 from inferd.store.schema import metadata
 
 __all__ = ["kv", "metadata", "tables_control", "tables_jobs", "tables_replicas",
-           "tables_responses"]
+           "tables_responses", "tables_storage"]
 
 # Small key/value facts about this installation (instance id, bootstrap state).
 kv = sa.Table(

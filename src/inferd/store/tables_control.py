@@ -27,6 +27,12 @@ api_keys = sa.Table(
     sa.Column("rpm", sa.Integer, nullable=True),
     sa.Column("tpm", sa.Integer, nullable=True),
     sa.Column("ipm", sa.Integer, nullable=True),  # images per minute
+    # image cost units (steps x megapixels x pictures) per minute and per budget period
+    sa.Column("upm", sa.Integer, nullable=True),
+    sa.Column("image_budget", sa.BigInteger, nullable=True),
+    # storage quota (null: the settings' default)
+    sa.Column("storage_bytes", sa.BigInteger, nullable=True),
+    sa.Column("storage_objects", sa.Integer, nullable=True),
     sa.Column("token_budget", sa.BigInteger, nullable=True),
     sa.Column("budget_period", sa.String(16), nullable=True),  # null: total; day|week|month
     sa.Column("expires_at", sa.Double, nullable=True),
@@ -57,6 +63,7 @@ usage_records = sa.Table(
     sa.Column("ttft_ms", sa.Double, nullable=True),
     sa.Column("images", sa.Integer, nullable=True),  # image generation: pictures made
     sa.Column("steps", sa.Integer, nullable=True),  # and denoising steps run
+    sa.Column("image_units", sa.Integer, nullable=True),  # and their cost units
     sa.Index("ix_metrics_key_id_created_at", "key_id", "created_at"),
     sa.Index("ix_metrics_model_created_at", "model", "created_at"),
     sa.Index("ix_metrics_created_at", "created_at"),

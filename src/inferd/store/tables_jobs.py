@@ -47,8 +47,14 @@ jobs = sa.Table(
     sa.Column("batch_id", sa.String(64), nullable=True),
     sa.Column("batch_index", sa.Integer, nullable=True),
     sa.Column("custom_id", sa.String(191), nullable=True),
+    # runs that ended with their process (the job then runs alone: on probation)
+    sa.Column("crashes", sa.Integer, nullable=False, server_default="0"),
+    # times put back by its key's rate limit, and when it may run again (backoff)
+    sa.Column("deferrals", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("not_before", sa.Double, nullable=True),
     sa.Index("ix_jobs_status_model", "status", "model", "priority"),
     sa.Index("ix_jobs_owner_id", "owner", "id"),
+    sa.Index("ix_jobs_owner_status", "owner", "status"),
     sa.Index("ix_jobs_batch", "batch_id", "batch_index"),
     sa.Index("ix_jobs_finished", "finished_at"),
 )

@@ -91,6 +91,7 @@ class UsageStore:
             sa.func.avg(t.c.ttft_ms).label("avg_ttft_ms"),
             sa.func.coalesce(sa.func.sum(t.c.images), 0).label("images"),
             sa.func.coalesce(sa.func.sum(t.c.steps), 0).label("steps"),
+            sa.func.coalesce(sa.func.sum(t.c.image_units), 0).label("image_units"),
         )
         if since is not None:
             query = query.where(t.c.created_at >= since)
@@ -125,6 +126,17 @@ class UsageStore:
             for key_id, start in starts.items():
                 value = (await conn.execute(
                     sa.select(sa.func.coalesce(sa.func.sum(t.c.total_tokens), 0))
+                    .where(t.c.key_id == key_id, t.c.created_at >= start))).scalar()
+                out[key_id] = int(value or 0)
+        return out
+
+    async def image_units_since(self, starts: dict[str, float]) -> dict[str, int]:
+        """Image cost units per key id since each key's own start time (image budgets)."""
+        out: dict[str, int] = {}
+        async with self.db.engine.connect() as conn:
+            for key_id, start in starts.items():
+                value = (await conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.sum(t.c.image_units), 0))
                     .where(t.c.key_id == key_id, t.c.created_at >= start))).scalar()
                 out[key_id] = int(value or 0)
         return out

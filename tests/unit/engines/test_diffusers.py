@@ -22,8 +22,9 @@ from inferd.settings import ModelSpec
 
 @pytest.fixture(scope="module")
 def spec(tiny_pipeline: Path) -> ModelSpec:
+    # long runs (400 steps) show cancellation between steps
     return ModelSpec(name="tiny-sd", kind="diffusers", path=str(tiny_pipeline), steps=3,
-                     size="64x64")
+                     size="64x64", max_steps=500)
 
 
 @pytest.fixture

@@ -83,3 +83,36 @@ def test_answers_come_from_response_models_and_every_reference_resolves() -> Non
     assert "key_hash" not in key["properties"] and "prefix" in key["required"]
     refs = set(re.findall(r"#/components/schemas/([^\"']+)", str(document)))
     assert refs <= set(schemas)
+
+
+def test_security_schemes_and_each_operations_security_follow_the_access_policy() -> None:
+    from inferd.http.access import POLICY
+
+    document = _document()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["bearerAuth"] == {**schemes["bearerAuth"], "type": "http",
+                                     "scheme": "bearer"}
+    assert schemes["apiKeyAuth"] == {**schemes["apiKeyAuth"], "type": "apiKey",
+                                     "in": "header", "name": "X-API-Key"}
+    keyed = [{"bearerAuth": []}, {"apiKeyAuth": []}]
+    assert document["security"] == keyed
+    operations = _operations()
+    seen = 0
+    for (method, route), access in POLICY.items():
+        path = re.sub(r"\{(\w+):[^}]*\}", r"{\1}", route)
+        operation = operations.get((method.lower(), path))
+        if operation is None:
+            continue  # routes left out of the document (the UI's files)
+        seen += 1
+        assert operation["x-inferd-access"] == access
+        if path in ("/metrics", "/ready"):
+            assert operation["security"] == [{}, *keyed]  # a key optional (settings)
+        elif access == "public":
+            assert operation["security"] == [], path
+        else:
+            assert operation["security"] == keyed, path
+    assert seen == len(operations)
+    assert operations[("post", "/chat/completions")]["security"] == keyed
+    # a key may be required there (INFERD_METRICS_REQUIRE_KEY): its refusals are documented
+    assert {"401", "429"} <= set(operations[("get", "/metrics")]["responses"])
+    assert "401" not in operations[("get", "/ready")]["responses"]  # /ready never refuses

@@ -33,6 +33,9 @@ from inferd.settings import ModelSpec
 # Defaults of the OpenAI API where llama.cpp's differ.
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_P = 1.0
+# A text longer than the context times this many characters cannot fit in it: refused before
+# tokenizing (no vocabulary has tokens this long on average).
+MAX_CHARS_PER_TOKEN = 64
 DEFAULT_COMPLETION_TOKENS = 16  # /v1/completions without max_tokens, as OpenAI does
 # The weights' own context is only used for tokenizing; sequences live in the batch contexts.
 TOKENIZER_CTX = 64
@@ -206,6 +209,13 @@ class LlamaCppEngine(LocalTextEngine):
 
     # -- request preparation --------------------------------------------------------------
     def _tokenize(self, text: str, add_bos: bool, special: bool) -> list[int]:
+        if len(text) > self._n_ctx * MAX_CHARS_PER_TOKEN:
+            # no token is this long: the text cannot fit, whatever its tokens (refused before
+            # the tokenizer spends seconds on megabytes)
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self._n_ctx} tokens. However, your "
+                f"prompt is {len(text)} characters long, more than {self._n_ctx} tokens can "
+                "hold.", param="messages" if special else "prompt")
         llama = self._copies[0].llama
         tokens: list[int] = llama.tokenize(text.encode("utf-8"), add_bos=add_bos,
                                            special=special)

@@ -21,8 +21,10 @@ router = APIRouter(tags=["admin"])
 
 BUCKETS = {"minute": 60, "5m": 300, "hour": 3600, "day": 86400}
 Bucket = Literal["minute", "5m", "hour", "day"]
-From = Annotated[float | None, Query(alias="from", description="epoch seconds")]
-To = Annotated[float | None, Query(alias="to", description="epoch seconds")]
+# Finite times only: NaN and infinity name no bucket (and were once a 500).
+From = Annotated[float | None, Query(alias="from", description="epoch seconds",
+                                     allow_inf_nan=False)]
+To = Annotated[float | None, Query(alias="to", description="epoch seconds", allow_inf_nan=False)]
 
 
 async def _series(services: ServicesDep, *, bucket: Bucket, since: float | None,

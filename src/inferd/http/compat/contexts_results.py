@@ -59,7 +59,8 @@ async def _context(services: ServicesDep, principal: Principal, context_id: int)
 async def create_context(request: Request, services: ServicesDep,
                          principal: PrincipalDep) -> Response:
     body = await read_strict(request, ContextCreate)
-    context = await ContextStore(services.db).create(principal.key_id, body.content)
+    context = await ContextStore(services.db).create(principal.key_id, body.content,
+                                                     principal.storage_quota)
     return json_response(context_object(context))
 
 

@@ -25,7 +25,7 @@ from inferd.http.fast import FastPath, principal_of, send_error, send_json
 from inferd.http.jobs import prefers_async, submit_async, wants_async
 from inferd.http.responses import json_response
 from inferd.http.sse import openai_events, send_sse, sse_response
-from inferd.schemas.openai import ChatCompletionRequest
+from inferd.schemas.openai import ChatCompletionRequest, legacy_answer, legacy_stream
 from inferd.services import Services
 
 PATH = "/v1/chat/completions"
@@ -43,9 +43,11 @@ async def create_chat_completion(request: Request, services: ServicesDep,
     body = await read_model(request, ChatCompletionRequest)
     if body.stream:
         stream = await services.inference.chat_stream(body, principal)
+        if body.legacy_functions:
+            stream = legacy_stream(stream)
         return sse_response(openai_events(stream, body.include_usage()))
     result = await unless_disconnected(request, services.inference.chat(body, principal))
-    return json_response(result)
+    return json_response(legacy_answer(result) if body.legacy_functions else result)
 
 
 def is_fast(scope: Scope) -> bool:
@@ -73,7 +75,9 @@ class ChatFastPath(FastPath):
             await send_error(scope, receive, send, exc)
             return
         if request.stream:
+            if request.legacy_functions:  # the client sent ``functions``: the legacy shape
+                stream = legacy_stream(stream)
             await send_sse(receive, send, openai_events(stream, request.include_usage()))
         else:
-            await send_json(send, result)
+            await send_json(send, legacy_answer(result) if request.legacy_functions else result)
 

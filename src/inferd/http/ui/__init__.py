@@ -3,6 +3,11 @@
 The pages call inferd's own public API with the key the user types once (kept in the
 browser's sessionStorage); the server adds nothing but the files. Charts use the vendored
 uPlot under ``static/vendor/``.
+
+Every answer carries ``SECURITY_HEADERS``: a Content-Security-Policy that allows only the UI's
+own files (no inline script or style, no other origin but images a replica links to, no
+framing), ``X-Frame-Options: DENY`` for browsers without CSP framing rules, and
+``X-Content-Type-Options: nosniff``.
 """
 
 from __future__ import annotations
@@ -21,19 +26,26 @@ FILES = {p.relative_to(STATIC).as_posix(): p for p in STATIC.rglob("*") if p.is_
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
          ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; "
+       "img-src 'self' data: blob: https:; connect-src 'self'; font-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY",
+                    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+                    "Cache-Control": "no-cache"}
+
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/")
 async def root() -> Response:
-    return RedirectResponse("/ui/")
+    return RedirectResponse("/ui/", headers=SECURITY_HEADERS)
 
 
 @router.get("/ui")
 @router.get("/ui/")
 async def index() -> Response:
     return FileResponse(STATIC / "index.html", media_type=TYPES[".html"],
-                        headers={"Cache-Control": "no-cache"})
+                        headers=SECURITY_HEADERS)
 
 
 @router.get("/ui/static/{name:path}")
@@ -42,4 +54,4 @@ async def static(name: str) -> Response:
     if path is None:
         raise NotFound(f"No UI file named '{name}'.")
     return FileResponse(path, media_type=TYPES.get(path.suffix, "text/plain; charset=utf-8"),
-                        headers={"Cache-Control": "no-cache"})
+                        headers=SECURITY_HEADERS)

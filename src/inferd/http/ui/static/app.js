@@ -72,7 +72,7 @@ const loaders = {
     $("#base-url").textContent = `${location.origin}/v1`;
     const status = $("#status");
     status.replaceChildren();
-    const ready = await fetch("/ready").then((r) => r.json()).catch(() => ({ status: "unreachable" }));
+    const ready = await fetch("/ready?deep=true").then((r) => r.json()).catch(() => ({ status: "unreachable" }));
     const add = (term, value) => {
       const dt = document.createElement("dt"); dt.textContent = term;
       const dd = document.createElement("dd"); dd.textContent = value;

@@ -1,5 +1,5 @@
 // Home: version, uptime, store, models and replica health, the last hour in small charts.
-import { api, list, session, isAdmin } from "./api.js";
+import { api, headers, list, session, isAdmin } from "./api.js";
 import { $, el, badge } from "./ui.js";
 import { loadSeries, drawChart } from "./chart.js";
 
@@ -45,7 +45,8 @@ export default {
   async load() {
     $("#base-url").textContent = `${location.origin}/v1`;
     $("#first-run").hidden = session.role !== "open";
-    const ready = await fetch("/ready").then((r) => r.json()).catch(() => ({ status: "unreachable" }));
+    // the key: with INFERD_READY_REQUIRE_KEY, /ready names the models only to keyed callers
+    const ready = await fetch("/ready?deep=true", { headers: headers() }).then((r) => r.json()).catch(() => ({ status: "unreachable" }));
     const info = await fetch("/openapi.json").then((r) => r.json()).catch(() => ({ info: {} }));
     const stats = [
       stat("status", ready.status, ready.status === "ready" ? "ok" : "bad"),

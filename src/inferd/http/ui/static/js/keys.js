@@ -75,7 +75,7 @@ async function load() {
 function edit(k) {
   editing = k;
   const f = $("#key-form").elements;
-  for (const name of ["name", "owner", "team", "rpm", "tpm", "ipm", "token_budget"]) f[name].value = k[name] ?? "";
+  for (const name of ["name", "owner", "team", "rpm", "tpm", "ipm", "upm", "token_budget", "image_budget", "storage_bytes", "storage_objects"]) f[name].value = k[name] ?? "";
   f.scope.value = k.scope;
   f.models.value = k.models ? k.models.join(", ") : "";
   f.budget_period.value = k.budget_period || "";
@@ -90,6 +90,8 @@ function body(v) {
   const number = (s) => (s === "" ? null : Number(s));
   const out = { name: v.name, owner: v.owner || null, team: v.team || null, scope: v.scope,
     models: csv(v.models).length ? csv(v.models) : null, rpm: number(v.rpm), tpm: number(v.tpm), ipm: number(v.ipm),
+    upm: number(v.upm), image_budget: number(v.image_budget),
+    storage_bytes: number(v.storage_bytes), storage_objects: number(v.storage_objects),
     token_budget: number(v.token_budget), budget_period: v.budget_period || null,
     expires_at: v.expires ? new Date(v.expires).getTime() / 1000 : null };
   if (!editing) for (const [name, value] of Object.entries(out)) if (value === null) delete out[name];

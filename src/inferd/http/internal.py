@@ -1,0 +1,44 @@
+"""``/internal/v1/engines/{instance}``: engines register with a gateway (the engines' key,
+``INFERD_ENGINE_API_KEY``, or an admin key). See ``inferd.routing.registration``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from inferd.http.auth import EngineDep
+from inferd.http.deps import ServicesDep, read_strict
+from inferd.http.responses import json_response
+from inferd.routing.registration import EngineHeartbeat, EngineRegister, GatewayEnrolment
+from inferd.store.replicas import ReplicaStore
+
+router = APIRouter(prefix="/internal/v1", tags=["engines"])
+
+
+def get_enrolment(services: ServicesDep, _caller: EngineDep) -> GatewayEnrolment:
+    """The engine registrations, for the engines' key and admin keys only."""
+    return GatewayEnrolment(ReplicaStore(services.db), services.catalog, services.settings)
+
+
+EnrolmentDep = Annotated[GatewayEnrolment, Depends(get_enrolment)]
+
+
+@router.put("/engines/{instance}")
+async def register(instance: str, request: Request, enrolment: EnrolmentDep) -> Response:
+    body = await read_strict(request, EngineRegister)
+    return json_response(await enrolment.register(instance, body))
+
+
+@router.post("/engines/{instance}/heartbeat")
+async def heartbeat(instance: str, request: Request, enrolment: EnrolmentDep) -> Response:
+    raw = await request.body()
+    body = EngineHeartbeat() if not raw.strip() else await read_strict(request,
+                                                                        EngineHeartbeat)
+    return json_response(await enrolment.heartbeat(instance, body))
+
+
+@router.delete("/engines/{instance}")
+async def deregister(instance: str, enrolment: EnrolmentDep) -> Response:
+    return json_response(await enrolment.deregister(instance))

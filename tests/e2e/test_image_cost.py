@@ -1,0 +1,118 @@
+"""What an image request may cost: the model's ``max_steps`` and ``max_size`` (400 naming the
+field and the bound), and a key's image units (steps x megapixels x pictures) per minute and
+image budget, shown in its usage. ``inferd serve`` on the tiny random-weight pipeline, the
+official openai SDK as client; stored pictures count in the key's storage quota."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from tests.helpers import InferdProcess, wait_for
+
+ADMIN_KEY = "sk-test-admin-imagecost-0123456789abcdef"
+# 256x256, 20 steps, 4 pictures: ceil(20 x 0.065536 x 4) = 6 units (refused in these tests
+# before it runs: the tiny pipeline is slow on a busy machine)
+BIG: dict[str, Any] = {"size": "256x256", "n": 4, "extra_body": {"steps": 20}}
+BIG_UNITS = math.ceil(20 * 256 * 256 * 4 / 1_000_000)
+SMALL: dict[str, Any] = {"size": "64x64", "extra_body": {"steps": 1}}  # 1 unit
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory,
+           tiny_pipeline: Path) -> Iterator[InferdProcess]:
+    tmp = tmp_path_factory.mktemp("image-cost")
+    config = tmp / "inferd.yaml"
+    config.write_text(yaml.safe_dump({"models": [
+        {"name": "tiny-sd", "kind": "diffusers", "path": str(tiny_pipeline), "steps": 2,
+         "size": "64x64", "max_steps": 20, "max_size": "256x256"}]}))
+    env = {"INFERD_ADMIN_KEY": ADMIN_KEY, "INFERD_KEY_REFRESH_SECONDS": "0.3",
+           "INFERD_USAGE_FLUSH_SECONDS": "0.2"}
+    with InferdProcess(tmp, "--config", str(config), "--no-bundled", env=env) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def admin(server: InferdProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=120,
+                      headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as c:
+        yield c
+
+
+def client_of(server: InferdProcess, admin: httpx.Client,
+              **limits: Any) -> tuple[dict[str, Any], openai.OpenAI]:
+    created = admin.post("/admin/v1/keys", json={"name": "cost", **limits})
+    assert created.status_code == 201, created.text
+    key: dict[str, Any] = created.json()
+    wait_for(lambda: httpx.get(server.url + "/v1/models", headers={
+        "Authorization": f"Bearer {key['key']}"}).status_code == 200)
+    return key, openai.OpenAI(base_url=server.url + "/v1", api_key=key["key"],
+                              max_retries=0, timeout=120)
+
+
+def draw(client: openai.OpenAI, shape: dict[str, Any], **more: Any) -> Any:
+    return client.images.generate(model="tiny-sd", prompt="a red cube", **shape, **more)
+
+
+@pytest.mark.parametrize(("fields", "param", "bound"), [
+    ({"extra_body": {"steps": 21}}, "steps", "at most 20"),
+    ({"size": "512x512"}, "size", "at most 256x256"),
+    ({"size": "64x512"}, "size", "no side over 256"),
+])
+def test_requests_past_the_models_bounds_are_refused_naming_them(
+        server: InferdProcess, admin: httpx.Client, fields: dict[str, Any], param: str,
+        bound: str) -> None:
+    _, client = client_of(server, admin)
+    with pytest.raises(openai.BadRequestError) as refused:
+        draw(client, fields)
+    assert refused.value.param == param
+    assert bound in refused.value.message
+
+
+def test_image_units_per_minute_count_steps_megapixels_and_pictures(
+        server: InferdProcess, admin: httpx.Client) -> None:
+    key, client = client_of(server, admin, upm=BIG_UNITS - 1, ipm=100)
+    assert len(draw(client, SMALL).data) == 1  # 1 unit of 5
+    with pytest.raises(openai.RateLimitError) as limited:  # 6 units: more than the 4 left
+        draw(client, BIG)
+    assert f"{BIG_UNITS - 1} image units" in limited.value.message
+    assert limited.value.response.headers.get("retry-after")
+
+    def usage() -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = admin.get("/admin/v1/usage", params={
+            "group_by": "key", "key_id": key["id"]}).json()["data"]
+        return rows if rows and rows[0]["requests"] == 2 else []
+
+    totals = wait_for(usage)[0]
+    assert totals["image_units"] == 1 and totals["images"] == 1  # the refused one cost none
+    records = admin.get("/admin/v1/usage/records", params={"key_id": key["id"]}).json()["data"]
+    assert sorted((r["status"], r["image_units"]) for r in records) == [(200, 1), (429, None)]
+
+
+def test_the_image_budget_counts_cost_not_pictures(server: InferdProcess,
+                                                   admin: httpx.Client) -> None:
+    _, client = client_of(server, admin, image_budget=BIG_UNITS - 1, budget_period="day")
+    with pytest.raises(openai.RateLimitError) as spent:  # one request, 6 units: over 5
+        draw(client, BIG)
+    assert spent.value.code == "insufficient_quota"
+    assert draw(client, SMALL).data  # 1 unit fits
+
+
+def test_pictures_kept_by_url_count_in_the_storage_quota(server: InferdProcess,
+                                                         admin: httpx.Client) -> None:
+    key, client = client_of(server, admin, storage_objects=2)
+    kept = draw(client, SMALL, n=2, response_format="url")
+    assert len(kept.data) == 2 and all(item.url for item in kept.data)
+    with pytest.raises(openai.RateLimitError) as full:
+        draw(client, SMALL, response_format="url")
+    assert full.value.code == "storage_quota_exceeded"
+    assert draw(client, SMALL).data[0].b64_json  # not kept: no room needed
+    storage = admin.get(f"/admin/v1/keys/{key['id']}").json()["storage"]
+    assert storage["objects"] == 2 and storage["bytes"] > 0
