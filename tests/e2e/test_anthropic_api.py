@@ -264,3 +264,37 @@ def test_count_tokens_counts_against_rpm_and_is_recorded(keyed: InferdProcess) -
     assert sorted(r["status"] for r in records) == [200, 200, 429]
     assert all(r["prompt_tokens"] == first and r["completion_tokens"] == 0
                for r in records if r["status"] == 200)
+
+
+def test_responses_input_tokens_count_against_rpm_and_are_recorded(keyed: InferdProcess
+                                                                   ) -> None:
+    """``POST /v1/responses/input_tokens`` is limited and metered as ``count_tokens`` is."""
+    import openai
+
+    key = _new_key(keyed, rpm=2)
+    client = openai.OpenAI(base_url=keyed.url + "/v1", api_key=key["key"], max_retries=0)
+    deadline = time.monotonic() + 20
+    while True:  # a new key reaches the key ring within its refresh period
+        try:
+            first = client.responses.input_tokens.count(model="echo", input="count these")
+            break
+        except openai.AuthenticationError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    assert first.input_tokens > 0
+    client.responses.input_tokens.count(model="echo", input="count these")
+    with pytest.raises(openai.RateLimitError):
+        client.responses.input_tokens.count(model="echo", input="count these")
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    def counted() -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = httpx.get(
+            keyed.url + "/admin/v1/usage/records", params={"key_id": key["id"]},
+            headers=headers).json()["data"]
+        return [r for r in records if r["endpoint"] == "responses.input_tokens"]
+
+    records = wait_for(lambda: len(counted()) >= 3 and counted())
+    assert sorted(r["status"] for r in records) == [200, 200, 429]
+    assert all(r["prompt_tokens"] == first.input_tokens and r["completion_tokens"] == 0
+               for r in records if r["status"] == 200)

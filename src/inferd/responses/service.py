@@ -9,6 +9,7 @@ A request's context is one of: the chain of stored responses it continues
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -190,9 +191,17 @@ class ResponseService:
             update={"background": False, "stream": False}))
         chat = prepared.chat
         self.inference.check_model(principal, chat.model)
-        engine = self.inference.router.pick(chat.model).engine
-        tokens = (engine.prepare_chat(chat).prompt_tokens
-                  if isinstance(engine, LocalTextEngine) else estimate_chat_prompt(chat))
+        estimate = estimate_chat_prompt(chat)
+
+        async def count() -> int:  # the model's own tokenizer, off the event loop
+            engine = self.inference.router.pick(chat.model).engine
+            if isinstance(engine, LocalTextEngine):
+                return (await asyncio.to_thread(engine.prepare_chat, chat)).prompt_tokens
+            return estimate
+
+        # limited and metered like any request (as Anthropic's count_tokens)
+        tokens = await self.inference.count_tokens("responses.input_tokens", chat.model,
+                                                   principal, estimate, count)
         return {"object": "response.input_tokens", "input_tokens": tokens}
 
     async def create(self, principal: Principal, prepared: Prepared) -> dict[str, Any]:
