@@ -10,7 +10,7 @@ SmolLM2 model: how often an answer breaks the promise of its constraint.
 - a forced call cut by a small ``max_tokens``: answers with markup in ``content`` or no call;
 - ``response_format`` together with a forced tool: answers that are not the call (a 400 too).
 
-    .venv/bin/python bench/constrained.py [--seeds 20] [--url http://127.0.0.1:8000]
+    .venv/bin/python bench/constrained.py [--seeds 20] [--url http://127.0.0.1:8000] [--only NAME]
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ async def rate(http: httpx.AsyncClient, seeds: int,
     return broken
 
 
-async def run(url: str, seeds: int) -> None:
+async def run(url: str, seeds: int, only: str = "") -> None:
     async with httpx.AsyncClient(base_url=url, timeout=600) as http:
         cases: list[tuple[str, Callable[[int], Awaitable[bool]]]] = []
         for name, schema, prompt in SCHEMAS:
@@ -246,6 +246,8 @@ async def run(url: str, seeds: int) -> None:
                           "response_format": {"type": "json_schema", "json_schema": {
                               "name": "out", "schema": POEM}}})))
         for name, one in cases:
+            if only and only not in name:
+                continue
             broken = await rate(http, seeds, one)
             print(f"{name:<42} {broken:>3} of {seeds} broken", flush=True)
 
@@ -254,14 +256,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--url", help="a running inferd serving the bundled model")
+    parser.add_argument("--only", default="", help="run the cases whose name holds this")
     opts = parser.parse_args()
     if opts.url:
-        asyncio.run(run(opts.url, opts.seeds))
+        asyncio.run(run(opts.url, opts.seeds, opts.only))
         return
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_inferd(Path(tmp), [], timeout=300)
         try:
-            asyncio.run(run(url, opts.seeds))
+            asyncio.run(run(url, opts.seeds, opts.only))
         finally:
             stop(proc)
 

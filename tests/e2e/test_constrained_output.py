@@ -158,7 +158,9 @@ def test_a_forced_call_cut_by_max_tokens_is_a_partial_call(client: OpenAI,
     assert calls[0]["arguments"] == whole.message.tool_calls[0].function.arguments  # type: ignore[index,union-attr]
 
 
-@pytest.mark.parametrize("choice", [{"type": "any"}, {"type": "tool", "name": "save_note"}])
+@pytest.mark.parametrize("choice", [
+    {"type": "any", "disable_parallel_tool_use": True},
+    {"type": "tool", "name": "save_note", "disable_parallel_tool_use": True}])
 @pytest.mark.parametrize("stream", [False, True])
 def test_anthropic_forced_tool_use(claude: anthropic.Anthropic, choice: dict[str, Any],
                                    stream: bool) -> None:
@@ -168,7 +170,7 @@ def test_anthropic_forced_tool_use(claude: anthropic.Anthropic, choice: dict[str
                    "input_schema": WEATHER["function"]["parameters"]}]  # type: ignore[index]
     for _ in range(6):  # the Messages API has no seed: each request samples anew
         kwargs: Any = {"model": CHAT_MODEL, "max_tokens": 400, "messages": LIST_ASK,
-                       "tools": tools, "tool_choice": choice, "temperature": 1}
+                       "tools": tools, "tool_choice": choice, "extra_body": {"temperature": 1}}
         if stream:
             with claude.messages.stream(**kwargs) as events:
                 message = events.get_final_message()  # the SDK parses the streamed input
