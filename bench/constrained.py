@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -122,18 +123,28 @@ async def json_answer(http: httpx.AsyncClient, seed: int, stream: bool,
 
 def call_ok(content: str | None, calls: list[dict[str, Any]], finish: str,
             names: set[str], cut: bool = False) -> bool:
-    if content or not calls or "<tool_call>" in (content or ""):
+    """A call: no text, calls named after the functions, finished (``tool_calls``: every
+    call's arguments parse) or cut by max_tokens (``length``: all but the last parse)."""
+    ok = _call_ok(content, calls, finish, names, cut)
+    if not ok:
+        print(f"  broken: finish={finish} content={content!r:.80} calls={calls!r:.200}",
+              file=sys.stderr)
+    return ok
+
+
+def _call_ok(content: str | None, calls: list[dict[str, Any]], finish: str,
+             names: set[str], cut: bool) -> bool:
+    if content or not calls or any(c["name"] not in names for c in calls):
         return False
-    if cut:
-        return finish == "length" and all(c["name"] in names for c in calls)
-    if finish != "tool_calls":
+    if finish not in ("tool_calls", "length") or (cut and finish != "length"):
         return False
-    for call in calls:
+    whole = calls if finish == "tool_calls" else calls[:-1]
+    for call in whole:
         try:
             arguments = strict_json(call["arguments"])
         except ValueError:
             return False
-        if call["name"] not in names or not isinstance(arguments, dict):
+        if not isinstance(arguments, dict):
             return False
     return True
 
@@ -182,12 +193,14 @@ async def anthropic_call(http: httpx.AsyncClient, seed: int, stream: bool,
             elif event["type"] == "message_delta":
                 stop_reason = event["delta"].get("stop_reason") or stop_reason
         content = list(blocks.values())
-        for block in content:
-            if block["type"] == "tool_use":
-                try:
-                    block["input"] = strict_json(block["json"] or "{}")
-                except ValueError:
-                    return False
+        uses = [b for b in content if b["type"] == "tool_use"]
+        # cut by max_tokens, the last call's input is partial
+        for block in uses if stop_reason == "tool_use" else uses[:-1]:
+            try:
+                block["input"] = strict_json(block["json"] or "{}")
+            except ValueError:
+                print(f"  broken: input {block['json']!r:.200}", file=sys.stderr)
+                return False
     else:
         response = await http.post("/v1/messages", json=body)
         if response.status_code != 200:
@@ -196,7 +209,10 @@ async def anthropic_call(http: httpx.AsyncClient, seed: int, stream: bool,
         content, stop_reason = message["content"], message["stop_reason"]
     uses = [b for b in content if b["type"] == "tool_use"]
     texts = [b for b in content if b["type"] == "text" and b.get("text")]
-    return stop_reason == "tool_use" and bool(uses) and not texts
+    ok = stop_reason in ("tool_use", "max_tokens") and bool(uses) and not texts
+    if not ok:
+        print(f"  broken: stop_reason={stop_reason} content={content!r:.200}", file=sys.stderr)
+    return ok
 
 
 async def rate(http: httpx.AsyncClient, seeds: int,
