@@ -224,7 +224,8 @@ async def rate(http: httpx.AsyncClient, seeds: int,
     async def client() -> None:
         nonlocal broken
         for seed in todo:
-            broken += not await one(seed)
+            ok = await one(seed)  # awaited before the sum is read: no count lost
+            broken += not ok
 
     await asyncio.gather(*(client() for _ in range(clients)))
     return broken
