@@ -179,8 +179,9 @@ class LocalTextEngine(Engine):
              "logprobs": _chat_logprobs(g, g.extra.get("logprobs", []))}
             for i, (g, text) in enumerate(zip(generations, texts, strict=True))]
         for choice, g, text in zip(out["choices"], generations, texts, strict=True):
-            if g.extra.get("tools") is not None:
-                with_tool_calls(choice, text)
+            names = _names(g)
+            if names is not None:
+                with_tool_calls(choice, text, names)
         _cached(out["usage"], generations)
         return out
 
@@ -188,7 +189,8 @@ class LocalTextEngine(Engine):
         generations = self._choices(await self.prepare_chat_off_loop(request), request.n)
         cid, created, model = new_id("chatcmpl", "-"), int(time.time()), request.model
         # with tools, each choice's text goes through a parser that emits tool-call deltas
-        calls = [ToolStream() if g.extra.get("tools") is not None else None for g in generations]
+        calls = [None if (names := _names(g)) is None else ToolStream(names)
+                 for g in generations]
         for index in range(len(generations)):
             yield _indexed(chat_chunk(id=cid, model=model, created=created,
                                       delta={"role": "assistant", "content": ""}), index)
@@ -267,6 +269,13 @@ def choice_of(first: Generation, index: int) -> Generation:
         params["sampling"] = replace(sampling, seed=None if seed is None else seed + index)
     return Generation(prompt=first.prompt, prompt_tokens=first.prompt_tokens, params=params,
                       extra={"choice": index, "first": first})
+
+
+def _names(generation: Generation) -> list[str] | None:
+    """The functions a generation may call, None without tools (every choice of a request
+    has the tools of its first)."""
+    plan = (generation.extra.get("first") or generation).extra.get("tools")
+    return None if plan is None else [f["name"] for f in plan.functions]
 
 
 def _indexed(chunk: Chunk, index: int) -> Chunk:

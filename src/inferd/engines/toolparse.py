@@ -3,70 +3,104 @@
 The streamed form is what the SDKs expect: per call a first delta with ``index``, ``id``,
 ``type`` and ``function.name`` (and empty ``arguments``), then deltas that carry the arguments
 incrementally; their concatenation is the arguments' JSON text.
+
+An answer that opens with ``<tool_call>`` is calls, never text: a call cut short by
+``max_tokens`` is still reported as a call, with the arguments written so far (as OpenAI does),
+and its name taken from the functions offered when the cut came before the name was whole.
+Both forms read the text with the same ``ToolStream``, so they always agree.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from inferd.engines.tools import TOOL_CLOSE, TOOL_OPEN
 
-_BLOCK = re.compile(re.escape(TOOL_OPEN) + r"\s*(.*?)\s*" + re.escape(TOOL_CLOSE), re.DOTALL)
 _HEAD = re.compile(r'\s*' + re.escape(TOOL_OPEN) +
                    r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*(?=\S)',
                    re.DOTALL)
-# The shortest text that follows a call's arguments: the object's "}" and the closing tag.
-_TAIL = len("}" + TOOL_CLOSE)
+_SPACE = re.compile(r"\s+")
 
 
 def _call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
-def parse(text: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """``(content, tool_calls)`` of a whole answer; a call cut short (max_tokens) is dropped."""
-    if not text.lstrip().startswith(TOOL_OPEN):
-        return text, []
-    calls = []
-    for match in _BLOCK.finditer(text):
-        try:
-            call = json.loads(match.group(1))
-        except ValueError:
-            continue
-        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
-            continue
-        calls.append({"id": _call_id(), "type": "function",
-                      "function": {"name": call["name"],
-                                   "arguments": json.dumps(call.get("arguments", {}))}})
-    if not calls:
-        return text, []
-    return None, calls
+class _ValueEnd:
+    """Finds where a JSON value ends, reading it piece by piece (strings and nesting
+    followed, so a ``}`` or a closing tag inside a string does not end it)."""
+
+    def __init__(self) -> None:
+        self.kind = ""  # "container", "string" or "scalar", from the first character
+        self.depth = 0
+        self.in_string = False
+        self.escaped = False
+
+    def feed(self, text: str, start: int) -> int | None:
+        """Read ``text[start:]``; the index just past the value's end, or None if not yet."""
+        for i in range(start, len(text)):
+            c = text[i]
+            if not self.kind:
+                if c in "{[":
+                    self.kind, self.depth = "container", 1
+                elif c == '"':
+                    self.kind, self.in_string = "string", True
+                else:
+                    self.kind = "scalar"
+                continue
+            if self.kind == "scalar":
+                if c.isspace() or c in ",]}":
+                    return i
+                continue
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif c == "\\":
+                    self.escaped = True
+                elif c == '"':
+                    self.in_string = False
+                    if self.kind == "string":
+                        return i + 1
+                continue
+            if c == '"':
+                self.in_string = True
+            elif c in "{[":
+                self.depth += 1
+            elif c in "}]":
+                self.depth -= 1
+                if self.depth == 0:
+                    return i + 1
+        return None
 
 
-def with_tool_calls(choice: dict[str, Any], text: str) -> None:
-    """Rewrite a chat completion's choice whose text holds calls into ``tool_calls``."""
-    content, calls = parse(text)
-    if not calls:
-        return
-    choice["message"]["content"] = content
-    choice["message"]["tool_calls"] = calls
-    if choice["finish_reason"] == "stop":
-        choice["finish_reason"] = "tool_calls"
+def _head_prefix(name: str) -> str:
+    """A call's text up to its arguments, without white space."""
+    return TOOL_OPEN + '{"name":' + json.dumps(name) + ',"arguments":'
 
 
 class ToolStream:
-    """Feeds on the streamed text; returns the deltas to send for each piece."""
+    """Feeds on the streamed text; returns the deltas to send for each piece.
 
-    def __init__(self) -> None:
+    ``names`` are the functions offered: a call cut before its name was whole gets the one
+    name its text can still become, if only one can.
+    """
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self.names = list(names)
         self.text = ""
         self.mode: str | None = None  # None until the first characters decide: text or tools
         self.pos = 0  # where the current call starts (tools mode)
         self.index = -1  # index of the current call; -1 before the first
         self.args_start: int | None = None  # where the current call's arguments start
-        self.sent = 0  # characters of the current call's arguments already sent
+        self.args_end: int | None = None  # where they end, once known
+        self.value = _ValueEnd()
+        self.scanned = 0  # how far the arguments were read
+        self.complete = 0  # calls whose arguments ended
 
     @property
     def called(self) -> bool:
@@ -87,10 +121,25 @@ class ToolStream:
         return self._calls()
 
     def finish(self) -> list[dict[str, Any]]:
-        """Deltas for what is left at the end (text that only looked like a call's start)."""
-        if self.mode is None and self.text:
+        """Deltas for what is left at the end: text that only looked like a call's start, or
+        the first call, cut before its arguments began."""
+        head = self.text.lstrip()
+        if self.mode is None and head and TOOL_OPEN.startswith(head):
+            self.mode = "tools"  # the opening tag, cut short: a call, not text
+        if self.mode is None:
+            if not self.text:
+                return []
             self.mode = "text"
             return [{"content": self.text}]
+        if self.mode == "tools" and self.args_start is None and not self.called:
+            rest = _SPACE.sub("", self.text[self.pos:])
+            if rest:
+                fits = [n for n in self.names
+                        if _head_prefix(n).startswith(rest) or rest.startswith(_head_prefix(n))]
+                if len(fits) == 1:
+                    self.index += 1
+                    return [self._delta({"id": _call_id(), "type": "function",
+                                         "function": {"name": fits[0], "arguments": ""}})]
         return []
 
     def _delta(self, call: dict[str, Any]) -> dict[str, Any]:
@@ -104,22 +153,58 @@ class ToolStream:
                 if head is None:
                     return out
                 self.index += 1
-                self.args_start, self.sent = head.end(), 0
+                self.args_start = self.scanned = head.end()
+                self.args_end, self.value = None, _ValueEnd()
                 name = json.loads(f'"{head.group(1)}"')
                 out.append(self._delta({"id": _call_id(), "type": "function",
                                         "function": {"name": name, "arguments": ""}}))
-            close = self.text.find(TOOL_CLOSE, self.args_start)
+            if self.args_end is None:
+                sent = self.scanned
+                end = self.value.feed(self.text, self.scanned)
+                self.scanned = len(self.text) if end is None else end
+                if self.scanned > sent:
+                    out.append(self._delta({"function": {
+                        "arguments": self.text[sent:self.scanned]}}))
+                if end is None:
+                    return out
+                self.args_end = end
+                self.complete += 1
+            close = self.text.find(TOOL_CLOSE, self.args_end)
             if close < 0:
-                # Hold back what may turn out to be the call's closing "}" and tag.
-                held = self.text[self.args_start:len(self.text) - _TAIL]
-                safe = len(held.rstrip(" \t\r\n}"))
-                if safe > self.sent:
-                    chunk = self.text[self.args_start + self.sent:self.args_start + safe]
-                    self.sent = safe
-                    out.append(self._delta({"function": {"arguments": chunk}}))
                 return out
-            raw = self.text[self.args_start:close].rstrip()
-            raw = raw[:-1].rstrip() if raw.endswith("}") else raw
-            if len(raw) > self.sent:
-                out.append(self._delta({"function": {"arguments": raw[self.sent:]}}))
             self.pos, self.args_start = close + len(TOOL_CLOSE), None
+
+
+def parse(text: str, names: Iterable[str] = ()) -> tuple[str | None, list[dict[str, Any]]]:
+    """``(content, tool_calls)`` of a whole answer. A call cut short (max_tokens) is kept
+    with the arguments written so far; an answer of calls has no content."""
+    stream = ToolStream(names)
+    deltas = stream.feed(text) + stream.finish()
+    if stream.mode != "tools":
+        return text, []
+    calls: list[dict[str, Any]] = []
+    for delta in deltas:
+        for part in delta.get("tool_calls", []):
+            if "id" in part:
+                calls.append({"id": part["id"], "type": "function",
+                              "function": dict(part["function"])})
+            else:
+                calls[-1]["function"]["arguments"] += part["function"]["arguments"]
+    for call in calls[:stream.complete]:
+        function = call["function"]
+        with contextlib.suppress(ValueError):  # else kept as written
+            # the arguments the grammar let through, written the usual way
+            function["arguments"] = json.dumps(json.loads(function["arguments"]))
+    return None, calls
+
+
+def with_tool_calls(choice: dict[str, Any], text: str, names: Iterable[str] = ()) -> None:
+    """Rewrite a chat completion's choice whose text holds calls into ``tool_calls``."""
+    content, calls = parse(text, names)
+    if content is not None:
+        return
+    choice["message"]["content"] = None
+    if calls:
+        choice["message"]["tool_calls"] = calls
+        if choice["finish_reason"] == "stop":
+            choice["finish_reason"] = "tool_calls"

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from inferd.engines import jsongrammar
 from inferd.errors import InvalidRequest, UnsupportedParameter
 from inferd.schemas.openai import ChatCompletionRequest, ChatMessage, NonTextContent
 
@@ -213,10 +214,9 @@ def _arguments_schema(parameters: dict[str, Any]) -> dict[str, Any]:
     return parameters
 
 
-def grammar_text(tool_plan: ToolPlan) -> str:
-    """GBNF: one call (or up to ``MAX_PARALLEL_CALLS``), or for ``auto`` a plain answer."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
+def grammar_text(tool_plan: ToolPlan, answer: str | None = None) -> str:
+    """GBNF: one call (or up to ``MAX_PARALLEL_CALLS``), or for ``auto`` a plain answer; with
+    ``answer`` (the GBNF of a ``response_format``) that answer follows it instead."""
     alternatives: list[dict[str, Any]] = []
     schema: dict[str, Any] = {"oneOf": alternatives}
     for function in tool_plan.functions:
@@ -229,7 +229,7 @@ def grammar_text(tool_plan: ToolPlan) -> str:
                              "properties": {"name": {"const": function["name"]},
                                             "arguments": arguments}})
     try:
-        converted = json_schema_to_gbnf(json.dumps(schema), prop_order=["name", "arguments"])
+        converted = jsongrammar.schema_gbnf(schema, prop_order=["name", "arguments"])
     except Exception as exc:  # e.g. two functions defining the same name differently
         raise InvalidRequest(f"The functions' 'parameters' schemas are not supported: {exc}",
                              param="tools", code="invalid_value") from exc
@@ -240,6 +240,11 @@ def grammar_text(tool_plan: ToolPlan) -> str:
              f'block ::= "{TOOL_OPEN}\\n" call "\\n{TOOL_CLOSE}"']
     if tool_plan.required:
         rules.insert(0, "root ::= calls")
+    elif answer is not None:
+        taken = {"root", "calls", "block", *jsongrammar.rules(converted)}
+        renamed, start = jsongrammar.prefixed(answer, "answer-", taken)
+        rules.insert(0, f"root ::= calls | {start}")
+        rules.append(renamed)
     else:
         # A plain answer may not open with "<" (the start of a call) nor with blank space.
         rules.insert(0, "root ::= calls | text")

@@ -9,7 +9,7 @@ import pytest
 
 from inferd.anthropic.events import events
 from inferd.engines import tools
-from inferd.engines.toolparse import ToolStream, parse
+from inferd.engines.toolparse import ToolStream, parse, with_tool_calls
 from inferd.errors import InvalidRequest
 from inferd.schemas.openai import ChatCompletionRequest
 
@@ -79,8 +79,9 @@ def test_parse_whole_answer() -> None:
     assert [c["function"]["name"] for c in calls] == ["get_weather", "get_time"]
     assert json.loads(calls[0]["function"]["arguments"])["city"] == 'Pa"ris'
     assert parse("Just text.") == ("Just text.", [])
-    # cut short by max_tokens: nothing complete to report
-    assert parse('<tool_call>\n{"name": "get_wea') == ('<tool_call>\n{"name": "get_wea', [])
+    # cut short by max_tokens before the name is whole, and no functions to complete it from:
+    # no call to report, and no markup as content either
+    assert parse('<tool_call>\n{"name": "get_wea') == (None, [])
 
 
 @pytest.mark.parametrize("step", [1, 2, 3, 5, 11, 1000])
@@ -102,6 +103,81 @@ def test_stream_gives_the_same_calls_in_any_pieces(step: int) -> None:
     assert [c["name"] for c in calls.values()] == [c["function"]["name"] for c in whole]
     assert [json.loads(c["arguments"]) for c in calls.values()] == \
         [json.loads(c["function"]["arguments"]) for c in whole]
+
+
+def _streamed(text: str, step: int, names: list[str]) -> list[dict[str, str]]:
+    """The calls a client assembles from the deltas of ``text`` fed ``step`` characters at a
+    time."""
+    stream = ToolStream(names)
+    deltas = []
+    for start in range(0, len(text), step):
+        deltas += stream.feed(text[start:start + step])
+    deltas += stream.finish()
+    calls: dict[int, dict[str, str]] = {}
+    for delta in deltas:
+        assert "content" not in delta
+        (call,) = delta["tool_calls"]
+        entry = calls.setdefault(call["index"], {"name": "", "arguments": ""})
+        entry["name"] += call["function"].get("name", "")
+        entry["arguments"] += call["function"]["arguments"]
+    return list(calls.values())
+
+
+@pytest.mark.parametrize("step", [1, 4, 1000])
+def test_a_closing_tag_inside_a_string_does_not_end_the_call(step: int) -> None:
+    text = ('<tool_call>\n{"name": "save", "arguments": {"body": "a </tool_call> b}"}}'
+            '\n</tool_call>')
+    content, calls = parse(text, ["save"])
+    assert content is None
+    assert [json.loads(c["function"]["arguments"]) for c in calls] == [
+        {"body": "a </tool_call> b}"}]
+    assert [json.loads(c["arguments"]) for c in _streamed(text, step, ["save"])] == [
+        {"body": "a </tool_call> b}"}]
+
+
+@pytest.mark.parametrize("step", [1, 3, 1000])
+@pytest.mark.parametrize("cut", [27, 40, 48, 49, 60, 75, 86, 90, 100])
+def test_a_call_cut_short_is_still_a_call(cut: int, step: int) -> None:
+    # max_tokens may end the answer anywhere in a call: it is reported as the call so far
+    whole = ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", '
+             '"unit": "celsius"}}\n</tool_call>')
+    text = whole[:cut]
+    names = ["get_weather", "get_time"]
+    content, calls = parse(text, names)
+    assert content is None
+    assert [c["function"]["name"] for c in calls] == ["get_weather"]
+    arguments = calls[0]["function"]["arguments"]
+    assert '{"city": "Paris", "unit": "celsius"}'.startswith(arguments)
+    assert _streamed(text, step, names) == [{"name": "get_weather", "arguments": arguments}]
+
+
+def test_a_call_cut_before_its_name_is_known() -> None:
+    names = ["get_weather", "get_time"]
+    for text in ("<", "<tool_call>", '<tool_call>\n{"name": "get_'):
+        assert parse(text, names) == (None, [])  # either function: nothing to report
+        assert _streamed(text, 1, names) == []
+    content, calls = parse('<tool_call>\n{"name": "get_t', names)
+    assert content is None and calls[0]["function"] == {"name": "get_time", "arguments": ""}
+    content, calls = parse("<tool", ["get_time"])  # one function: it is that one
+    assert content is None and calls[0]["function"] == {"name": "get_time", "arguments": ""}
+    # a second call cut before its name is not guessed
+    first = '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>\n<tool'
+    assert [c["function"]["name"] for c in parse(first, ["get_time"])[1]] == ["get_time"]
+
+
+def test_with_tool_calls_keeps_length_for_a_cut_call() -> None:
+    choice: dict[str, Any] = {"message": {"role": "assistant", "content": "x"},
+                              "finish_reason": "length"}
+    with_tool_calls(choice, '<tool_call>\n{"name": "f", "arguments": {"a": "b', ["f"])
+    assert choice["finish_reason"] == "length"
+    assert choice["message"]["content"] is None
+    assert choice["message"]["tool_calls"][0]["function"] == {"name": "f",
+                                                              "arguments": '{"a": "b'}
+    done: dict[str, Any] = {"message": {"role": "assistant", "content": "x"},
+                            "finish_reason": "stop"}
+    with_tool_calls(done, '<tool_call>\n{"name": "f", "arguments": {"a":1}}\n</tool_call>', ["f"])
+    assert done["finish_reason"] == "tool_calls"
+    assert done["message"]["tool_calls"][0]["function"]["arguments"] == '{"a": 1}'
 
 
 def test_stream_of_text_stays_text() -> None:

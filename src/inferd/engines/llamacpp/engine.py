@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from inferd.engines import families, tools
+from inferd.engines import families, jsongrammar, tools
 from inferd.engines.base import Chunk, ModelInfo
 from inferd.engines.llamacpp.batch import BatchLoop, Event, SeqRequest
 from inferd.engines.llamacpp.sampling import SamplingParams, grammar_error
@@ -290,13 +289,12 @@ class LlamaCppEngine(LocalTextEngine):
         if prepared.stop:
             extra = [prepared.stop] if isinstance(prepared.stop, str) else list(prepared.stop)
             stops += [s for s in extra if s not in stops]
-        params["stop"] = stops
-        if tool_plan is not None and request.response_format is not None \
-                and request.response_format.type != "text":
-            raise UnsupportedParameter("'response_format' cannot be combined with 'tools' on "
-                                       f"the model '{self.name}'.", param="response_format")
-        params["sampling"].grammar = (self._grammar(request) if tool_plan is None
-                                      else tools.grammar_text(tool_plan))
+        # A forced call ends where its grammar ends: no stop string may cut it short.
+        params["stop"] = [] if tool_plan is not None and tool_plan.required else stops
+        # With tools, a response_format shapes the text answer only (a forced call has none).
+        answer = self._grammar(request)
+        params["sampling"].grammar = (answer if tool_plan is None
+                                      else tools.grammar_text(tool_plan, answer))
         if request.logprobs:
             params["logprobs"] = request.top_logprobs or 0
         elif request.top_logprobs:
@@ -310,16 +308,14 @@ class LlamaCppEngine(LocalTextEngine):
         fmt = request.response_format
         if fmt is None or fmt.type == "text":
             return None
-        from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
         if fmt.type == "json_object":
-            return JSON_GBNF
+            return jsongrammar.JSON_OBJECT
         schema = (fmt.json_schema or {}).get("schema")
         if not isinstance(schema, dict):
             raise InvalidRequest("response_format.json_schema.schema must be a JSON schema "
                                  "object", param="response_format.json_schema.schema")
         try:
-            grammar: str = json_schema_to_gbnf(json.dumps(schema))
+            grammar = jsongrammar.schema_gbnf(schema)
         except Exception as exc:  # the converter raises plain exceptions for bad schemas
             raise InvalidRequest(f"response_format.json_schema is not supported: {exc}",
                                  param="response_format.json_schema") from exc
