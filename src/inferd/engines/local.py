@@ -65,6 +65,11 @@ class LocalTextEngine(Engine):
     def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
         raise NotImplementedError
 
+    async def prepared_chat(self, request: ChatCompletionRequest) -> Generation:
+        """``prepare_chat``, for an engine to override that does part of it off the event
+        loop (a grammar built from a schema)."""
+        return self.prepare_chat(request)
+
     def prepare_text(self, request: CompletionRequest, prompt: Prompt) -> Generation:
         """``prompt`` is text, or token ids of this model's tokenizer."""
         raise NotImplementedError
@@ -146,7 +151,7 @@ class LocalTextEngine(Engine):
 
     # -- chat -----------------------------------------------------------------------------
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        generations = self._choices(self.prepare_chat(request), request.n)
+        generations = self._choices(await self.prepared_chat(request), request.n)
         texts = await self._run(generations)
         first = generations[0]
         out = chat_completion(id=new_id("chatcmpl", "-"), model=request.model, text=texts[0],
@@ -166,7 +171,7 @@ class LocalTextEngine(Engine):
         return out
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
-        generations = self._choices(self.prepare_chat(request), request.n)
+        generations = self._choices(await self.prepared_chat(request), request.n)
         cid, created, model = new_id("chatcmpl", "-"), int(time.time()), request.model
         # with tools, each choice's text goes through a parser that emits tool-call deltas
         calls = [ToolStream() if g.extra.get("tools") is not None else None for g in generations]
