@@ -33,12 +33,15 @@ def main() -> int:
                         help="repeat a run's examples (default: new examples every run)")
     args = parser.parse_args()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp, InferdProcess(Path(tmp)) as server, \
+    with tempfile.TemporaryDirectory() as tmp, \
+            InferdProcess(Path(tmp)).start(timeout=600) as server, \
             httpx.Client(base_url=server.url, timeout=300) as client:
         assert server.proc is not None
         tally = schema_fuzzing.run(client, server.proc, args.examples, args.seed,
                                    fail_fast=False)
         alive = server.proc.poll() is None
+        if not alive:
+            print(server.log())
     for line in tally.failures:
         print(line)
     print(f"generated examples asked: {args.examples} (+ {len(schema_fuzzing.ADVERSARIAL)} "

@@ -239,6 +239,7 @@ class Tally:
     failures: list[str] = field(default_factory=list)  # crash, 5xx, bad shape, no answer
     crashes: int = 0
     seconds: float = 0.0
+    previous: str = ""  # the last request sent
     slowest: list[tuple[float, str]] = field(default_factory=list)  # the 5 slowest requests
 
     def timed(self, seconds: float, what: str) -> None:
@@ -261,6 +262,8 @@ def check(client: httpx.Client, proc: subprocess.Popen[bytes], endpoint: str, sc
           tally: Tally) -> str | None:
     """Send ``schema`` through ``endpoint``; count the outcome; a failure's description."""
     path, body, shape = ENDPOINTS[endpoint]
+    if tally.crashes:  # nothing more to learn from a dead process: the first cause stands
+        return tally.failures[0]
     tally.tried += 1
     problem: str | None = None
     started = time.perf_counter()
@@ -273,10 +276,12 @@ def check(client: httpx.Client, proc: subprocess.Popen[bytes], endpoint: str, sc
     tally.timed(time.perf_counter() - started, f"{endpoint}: {str(schema)[:120]}")
     if proc.poll() is not None:
         tally.crashes += 1
-        problem = f"the process exited with {proc.returncode}"
+        problem = (f"the process exited with {proc.returncode} (the request before: "
+                   f"{tally.previous})")
     if problem is not None:
         problem = f"{endpoint}: {problem}; schema {str(schema)[:300]}"
         tally.failures.append(problem)
+    tally.previous = f"{endpoint}: {str(schema)[:300]}"
     return problem
 
 

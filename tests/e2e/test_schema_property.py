@@ -35,7 +35,10 @@ def test_no_schema_crashes_the_server(server: InferdProcess) -> None:
     the generated ones."""
     assert server.proc is not None
     with httpx.Client(base_url=server.url, timeout=120) as client:
-        tally = schema_fuzzing.run(client, server.proc, EXAMPLES, endpoints_each=2)
+        try:
+            tally = schema_fuzzing.run(client, server.proc, EXAMPLES, endpoints_each=2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nserver log:\n{server.log()}") from exc
     assert tally.failures == [] and tally.crashes == 0, server.log()
     # the adversarial shapes were refused by the bounds, and ordinary schemas answered
     assert sum(tally.refused.values()) >= len(schema_fuzzing.ADVERSARIAL)
