@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -219,6 +220,21 @@ def count_request(request: CountTokensRequest) -> ChatCompletionRequest:
     _refuse_unknown(request)
     return ChatCompletionRequest.model_validate(
         {"model": request.model, "messages": chat_messages(request), **_tools(request)})
+
+
+# The chat request's names of the places a schema sits, and this API's (a refusal of a schema
+# names the place it was found).
+_SCHEMA_PLACES = [(re.compile(r"\bresponse_format\.json_schema\.schema\b"),
+                   "output_config.format.schema"),
+                  (re.compile(r"\btools\[(\d+)\]\.function\.parameters\b"),
+                   r"tools.\1.input_schema")]
+
+
+def own_names(message: str) -> str:
+    """An error message of the chat request, naming the Messages request's fields instead."""
+    for chat_name, own in _SCHEMA_PLACES:
+        message = chat_name.sub(own, message)
+    return message
 
 
 def new_message_id() -> str:

@@ -70,6 +70,11 @@ class LocalTextEngine(Engine):
     def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
         raise NotImplementedError
 
+    async def prepared_chat(self, request: ChatCompletionRequest) -> Generation:
+        """``prepare_chat`` (off the event loop when the request is long), for an engine to
+        override that does more of it off the loop (a grammar built from a schema)."""
+        return await self.prepare_chat_off_loop(request)
+
     def prepare_text(self, request: CompletionRequest, prompt: Prompt) -> Generation:
         """``prompt`` is text, or token ids of this model's tokenizer."""
         raise NotImplementedError
@@ -165,7 +170,7 @@ class LocalTextEngine(Engine):
 
     # -- chat -----------------------------------------------------------------------------
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        generations = self._choices(await self.prepare_chat_off_loop(request), request.n)
+        generations = self._choices(await self.prepared_chat(request), request.n)
         texts = await self._run(generations)
         first = generations[0]
         out = chat_completion(id=new_id("chatcmpl", "-"), model=request.model, text=texts[0],
@@ -186,7 +191,7 @@ class LocalTextEngine(Engine):
         return out
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
-        generations = self._choices(await self.prepare_chat_off_loop(request), request.n)
+        generations = self._choices(await self.prepared_chat(request), request.n)
         cid, created, model = new_id("chatcmpl", "-"), int(time.time()), request.model
         # with tools, each choice's text goes through a parser that emits tool-call deltas
         calls = [None if (names := _names(g)) is None else ToolStream(names)

@@ -50,7 +50,7 @@ def error_response(exc: Exception) -> Response:
     if isinstance(exc, InferdError):
         # Anthropic says 529 when it is overloaded; inferd's 503 means the same.
         status = 529 if exc.status == 503 else exc.status
-        message = exc.message
+        message = translate.own_names(exc.message)
         if isinstance(exc, RateLimited):
             headers["retry-after"] = exc.retry_after_header
     elif isinstance(exc, ValidationError):

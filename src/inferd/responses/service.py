@@ -37,6 +37,7 @@ from inferd.schemas.responses import (
     new_id,
     normalize_input,
     output_from_chat,
+    own_names,
     to_chat,
 )
 from inferd.store.jobs import JobRecord, JobStore
@@ -205,7 +206,10 @@ class ResponseService:
         return {"object": "response.input_tokens", "input_tokens": tokens}
 
     async def create(self, principal: Principal, prepared: Prepared) -> dict[str, Any]:
-        result = await self.inference.chat(prepared.chat, principal)
+        try:
+            result = await self.inference.chat(prepared.chat, principal)
+        except InvalidRequest as exc:
+            raise own_names(exc) from None
         finish_reason = (result.get("choices") or [{}])[0].get("finish_reason")
         response = finish(prepared.response, output_from_chat(result), result.get("usage"),
                           finish_reason)
@@ -216,7 +220,10 @@ class ResponseService:
                             prepared: Prepared) -> AsyncIterator[Event]:
         """A started stream: an error before the first token is raised here."""
         chat = prepared.chat.model_copy(update={"stream": True})
-        chunks = await self.inference.chat_stream(chat, principal)
+        try:
+            chunks = await self.inference.chat_stream(chat, principal)
+        except InvalidRequest as exc:
+            raise own_names(exc) from None
         return _numbered(self._stream(principal, prepared, chunks))
 
     async def _stream(self, principal: Principal, prepared: Prepared,

@@ -8,6 +8,7 @@ object and its typed stream events by ``inferd.responses.events``.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -241,6 +242,24 @@ def _response_format(text: TextConfig | None) -> dict[str, Any] | None:
     if fmt.strict is not None:
         schema["strict"] = fmt.strict
     return {"type": "json_schema", "json_schema": schema}
+
+
+# The chat request's names of the places a schema sits, and this API's (a refusal of a schema
+# names the place it was found).
+_SCHEMA_PLACES = [(re.compile(r"\bresponse_format\.json_schema\.schema\b"),
+                   "text.format.schema"),
+                  (re.compile(r"\btools\[(\d+)\]\.function\.parameters\b"),
+                   r"tools[\1].parameters")]
+
+
+def own_names(error: InvalidRequest) -> InvalidRequest:
+    """``error`` of the chat request, naming the Responses request's fields instead."""
+    for chat_name, own in _SCHEMA_PLACES:
+        error.message = chat_name.sub(own, error.message)
+        if error.param is not None:
+            error.param = chat_name.sub(own, error.param)
+    error.args = (error.message,)
+    return error
 
 
 def to_chat(request: ResponseCreateRequest, items: list[Item]) -> ChatCompletionRequest:

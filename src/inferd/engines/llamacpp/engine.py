@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from inferd.engines import families, jsongrammar, tools
+from inferd.engines import families, jsongrammar, schema_bounds, tools
 from inferd.engines.base import Chunk, ModelInfo
 from inferd.engines.llamacpp.batch import BatchLoop, Event, SeqRequest
 from inferd.engines.llamacpp.sampling import SamplingParams, grammar_error
@@ -291,10 +291,6 @@ class LlamaCppEngine(LocalTextEngine):
             stops += [s for s in extra if s not in stops]
         # A forced call ends where its grammar ends: no stop string may cut it short.
         params["stop"] = [] if tool_plan is not None and tool_plan.required else stops
-        # With tools, a response_format shapes the text answer only (a forced call has none).
-        answer = self._grammar(request)
-        params["sampling"].grammar = (answer if tool_plan is None
-                                      else tools.grammar_text(tool_plan, answer))
         if request.logprobs:
             params["logprobs"] = request.top_logprobs or 0
         elif request.top_logprobs:
@@ -303,6 +299,31 @@ class LlamaCppEngine(LocalTextEngine):
         generation = Generation(prompt=tokens, prompt_tokens=len(tokens), params=params)
         generation.extra["tools"] = tool_plan
         return generation
+
+    async def prepared_chat(self, request: ChatCompletionRequest) -> Generation:
+        generation = await self.prepare_chat_off_loop(request)
+        # Converting a schema and parsing its grammar take time in proportion to the schema:
+        # done on a worker thread, the event loop keeps serving meanwhile.
+        generation.params["sampling"].grammar = await asyncio.to_thread(
+            self._request_grammar, request, generation.extra["tools"])
+        return generation
+
+    def _request_grammar(self, request: ChatCompletionRequest,
+                         tool_plan: tools.ToolPlan | None) -> str | None:
+        """The request's grammar, its schemas within ``schema_bounds``; off the event loop."""
+        if tool_plan is None:
+            return self._grammar(request)
+        for index, tool in enumerate(request.tools or []):
+            parameters = (tool.get("function") or {}).get("parameters")
+            if parameters:
+                schema_bounds.check_schema(parameters, f"tools[{index}].function.parameters")
+        # With tools, a response_format shapes the text answer only (a forced call has none).
+        grammar = tools.grammar_text(tool_plan, self._grammar(request))
+        schema_bounds.check_grammar(grammar, "tools")
+        if (reason := grammar_error(self._copies[0].loop.vocab, grammar)) is not None:
+            raise InvalidRequest(f"The functions' 'parameters' schemas are not supported: "
+                                 f"{reason}", param="tools", code="invalid_value")
+        return grammar
 
     def _grammar(self, request: ChatCompletionRequest) -> str | None:
         fmt = request.response_format
@@ -314,11 +335,13 @@ class LlamaCppEngine(LocalTextEngine):
         if not isinstance(schema, dict):
             raise InvalidRequest("response_format.json_schema.schema must be a JSON schema "
                                  "object", param="response_format.json_schema.schema")
+        schema_bounds.check_schema(schema, "response_format.json_schema.schema")
         try:
             grammar = jsongrammar.schema_gbnf(schema)
         except Exception as exc:  # the converter raises plain exceptions for bad schemas
             raise InvalidRequest(f"response_format.json_schema is not supported: {exc}",
                                  param="response_format.json_schema") from exc
+        schema_bounds.check_grammar(grammar, "response_format.json_schema.schema")
         if (reason := grammar_error(self._copies[0].loop.vocab, grammar)) is not None:
             raise InvalidRequest(f"response_format.json_schema is not supported: {reason}",
                                  param="response_format.json_schema")
