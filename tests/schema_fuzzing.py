@@ -161,6 +161,7 @@ ADVERSARIAL: list[dict[str, Any]] = [
     {"type": "array", "items": {"type": "array", "items": {"type": "string", "maxLength": 1000},
                                 "maxItems": 1000}, "maxItems": 1000},
     {"type": "string", "pattern": "no anchors"},
+    {"type": "string", "pattern": "^a]b}$"},
     {"type": "object", "description": "x" * 300_000},
 ]
 
@@ -212,6 +213,7 @@ ENDPOINTS: dict[str, tuple[str, Callable[[Any], dict[str, Any]], str]] = {
 
 # How a refusal's message names the bound it exceeded.
 _BOUNDS = [("can match nothing", "pattern repeats an empty part"),
+           ("no opening bracket", "pattern stray bracket"),
            ("quantifier", "pattern quantifier"), ("add up", "total of counts"),
            ("nest more than", "schema nesting"), ("entries", "branches"),
            ("bytes of JSON", "schema size"), ("characters; at most", "pattern length"),

@@ -137,7 +137,8 @@ def _pattern(pattern: Any, path: str) -> int:
 
 
 def _empty_repeat(pattern: str) -> str | None:
-    """Why the pattern repeats a part that can match nothing, or None.
+    """Why the pattern repeats a part that can match nothing (or holds a bracket the
+    converter cannot read), or None.
 
     Such a part (``(a?)*``, ``(b|){0,50}``) makes llama.cpp's grammar recurse without end
     (a crash) or try every way of splitting the text (a sampler stuck for minutes). Read as
@@ -214,6 +215,8 @@ def _empty_repeat(pattern: str) -> str | None:
             if low == 0 and frames[-1][2] is not None:
                 frames[-1][2] = True
             i = end
+        elif c in "]}":  # the converter would loop on it for ever
+            return f"'{c}' has no opening bracket; write it as '\\{c}'."
         else:
             atom(False)
         i += 1

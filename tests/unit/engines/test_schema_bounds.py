@@ -105,6 +105,15 @@ def test_ordinary_patterns_are_accepted(pattern: str) -> None:
     accepted({"type": "string", "pattern": pattern})
 
 
+@pytest.mark.parametrize("pattern", ["^a]$", "^}$", "^(a)}{$"])
+def test_a_stray_closing_bracket_is_refused(pattern: str) -> None:
+    """The converter looped for ever on it, holding a worker thread and a core."""
+    error = refused({"type": "string", "pattern": pattern})
+    assert "no opening bracket" in error.message
+    accepted({"type": "string", "pattern": pattern.replace("]", "\\]").replace("}", "\\}")
+              .replace("{", "\\{")})
+
+
 def test_a_long_pattern_is_refused() -> None:
     error = refused({"type": "string", "pattern": "^" + "a" * MAX_PATTERN + "$"})
     assert str(MAX_PATTERN) in error.message
