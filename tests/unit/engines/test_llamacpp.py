@@ -149,12 +149,14 @@ async def test_context_length_and_unsupported_parameters(engine: LlamaCppEngine)
     # with tools, a response_format shapes the text answer of auto; a forced call has none,
     # and no stop string cuts it
     tool = [{"type": "function", "function": {"name": "f"}}]
-    auto = engine.prepare_chat(chat("hi", tools=tool, response_format={"type": "json_object"},
-                                    stop=["\n"]))
+    auto = await engine.prepared_chat(chat("hi", tools=tool,
+                                           response_format={"type": "json_object"},
+                                           stop=["\n"]))
     assert "root ::= calls | answer-root" in auto.params["sampling"].grammar
     assert "\n" in auto.params["stop"]
-    forced = engine.prepare_chat(chat("hi", tools=tool, tool_choice="required", stop=["\n"],
-                                      response_format={"type": "json_object"}))
+    forced = await engine.prepared_chat(chat("hi", tools=tool, tool_choice="required",
+                                             stop=["\n"],
+                                             response_format={"type": "json_object"}))
     assert forced.params["sampling"].grammar.startswith("root ::= calls\n")
     assert forced.params["stop"] == []
     with pytest.raises(UnsupportedParameter):

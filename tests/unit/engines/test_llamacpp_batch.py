@@ -145,8 +145,11 @@ async def test_greedy_logprob_is_the_top_alternative(engine: LlamaCppEngine) -> 
 async def test_prompt_cache_reuses_the_shared_prefix(engine: LlamaCppEngine) -> None:
     turns = [{"role": "system", "content": "You are a terse assistant. " * 10},
              {"role": "user", "content": "Name a colour."}]
+    # greedy: the reply (whose tokens the next turn finds cached) is the same on every run,
+    # not a sample that may read back as other tokens
     first = await engine.chat(ChatCompletionRequest.model_validate(
-        {"model": "smol", "messages": turns, "max_tokens": 8, "cache_prompt": True}))
+        {"model": "smol", "messages": turns, "max_tokens": 8, "cache_prompt": True,
+         "temperature": 0}))
     assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     turns += [{"role": "assistant", "content": first["choices"][0]["message"]["content"]},
               {"role": "user", "content": "Another one."}]
