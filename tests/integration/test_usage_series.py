@@ -5,14 +5,15 @@ from __future__ import annotations
 from inferd.store.db import Database
 from inferd.store.usage import UsageStore
 from inferd.store.usage_series import UsageSeries, percentile
+from inferd.usage import UsageRecord
 
 T0 = 1_700_000_040.0  # on a minute boundary
 
 
 def _record(key_id: str, model: str, at: float, latency: float, ttft: float | None,
-            status: int = 200, images: int = 0) -> tuple[object, ...]:
-    return (at, "req", key_id, model, "local:x", "chat", ttft is not None, status, None, 2, 3,
-            5, latency, ttft, images, images * 20)
+            status: int = 200, images: int = 0) -> UsageRecord:
+    return UsageRecord(at, "req", key_id, model, "local:x", "chat", ttft is not None, status,
+                       None, 2, 3, 5, latency, ttft, images, images * 20)
 
 
 def test_percentile_is_nearest_rank() -> None:

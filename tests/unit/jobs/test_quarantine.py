@@ -165,7 +165,8 @@ def test_deferrals_double_up_to_a_cap() -> None:
 
 
 async def test_a_key_is_capped_on_unfinished_jobs_and_batch_lines(parts: Parts) -> None:
-    service = parts.service(max_pending_per_key=2, max_batch_lines_per_key=3)
+    # no worker (concurrency 0): the jobs stay unfinished until cancelled, whatever the pace
+    service = parts.service(max_pending_per_key=2, max_batch_lines_per_key=3, concurrency=0)
     key = Principal(key_id="9", scope="user")
     other = Principal(key_id="10", scope="user")
     chat = {"model": "echo", "messages": [{"role": "user", "content": "a"}]}
