@@ -136,3 +136,30 @@ async def test_the_caller_without_a_key_is_counted_too(database: Database) -> No
     second.owner = None
     with pytest.raises(RateLimited):
         await files.insert(second, content, Quota(bytes=0, objects=1))
+
+
+async def test_a_conversation_counts_as_one_object_that_grows_with_its_items(
+        database: Database) -> None:
+    from inferd.store.conversations import ConversationRecord, ConversationStore
+
+    conversations, storage = ConversationStore(database), StorageStore(database)
+    quota = Quota(bytes=2000, objects=10)
+    item = {"id": "msg_1", "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "x" * 300}]}
+    record = ConversationRecord("conv_quota", "7", time.time(), {})
+    await conversations.create(record, [item], quota)
+    created = await storage.use("7")
+    assert created.objects == 1 and created.bytes > 300
+    await conversations.add_items(record.id, [{**item, "id": "msg_2"}], quota)
+    grown = await storage.use("7")
+    assert grown.objects == 1 and grown.bytes > created.bytes + 300
+    with pytest.raises(RateLimited) as refused:  # past the key's bytes: refused, not stored
+        await conversations.add_items(record.id, [{**item, "id": f"msg_{i}"}
+                                                  for i in range(3, 10)], quota)
+    assert refused.value.code == "storage_quota_exceeded"
+    assert await conversations.count(record.id) == 2 and await storage.use("7") == grown
+    # a response's items, whose room was checked before it ran, are counted, never refused
+    await conversations.add_items(record.id, [{**item, "id": "msg_out"}] * 5, None)
+    assert (await storage.use("7")).bytes > quota.bytes
+    await conversations.delete(record.id)  # everything it counted comes back
+    assert await storage.use("7") == StorageUse(bytes=0, objects=0)

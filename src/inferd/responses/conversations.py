@@ -19,6 +19,7 @@ from inferd.schemas.responses import (
     new_id,
 )
 from inferd.store.conversations import ConversationRecord, ConversationStore
+from inferd.store.storage import Quota
 
 ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
                "reasoning": "rs"}
@@ -72,7 +73,7 @@ class ConversationService:
         items = stored_items(body.items or [])
         record = ConversationRecord(new_id("conv"), principal.key_id, time.time(),
                                     dict(body.metadata or {}))
-        await self.store.create(record, items)
+        await self.store.create(record, items, principal.storage_quota)
         return conversation_object(record)
 
     async def retrieve(self, principal: Principal, conversation_id: str) -> dict[str, Any]:
@@ -99,16 +100,18 @@ class ConversationService:
                                  "(INFERD_CONVERSATION_MAX_ITEMS); start a new one.",
                                  param=param, code="conversation_too_long")
 
-    async def append(self, conversation_id: str, items: list[Item]) -> list[Item]:
-        """Add items (already checked) unless the conversation would hold too many."""
-        await self.check_room(conversation_id, len(items), "items")
-        await self.store.add_items(conversation_id, items)
+    async def append(self, record: ConversationRecord, items: list[Item],
+                     quota: Quota | None) -> list[Item]:
+        """Add items (already checked) unless the conversation would hold too many, or the
+        key's storage (``quota``) would pass its quota."""
+        await self.check_room(record.id, len(items), "items")
+        await self.store.add_items(record.id, items, quota)
         return items
 
     async def add_items(self, principal: Principal, conversation_id: str,
                         body: ConversationItemsCreate) -> dict[str, Any]:
         record = await self.own(principal, conversation_id)
-        items = await self.append(record.id, stored_items(body.items))
+        items = await self.append(record, stored_items(body.items), principal.storage_quota)
         return _page(items, False)
 
     async def list_items(self, principal: Principal, conversation_id: str, *, limit: int,

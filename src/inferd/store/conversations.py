@@ -6,9 +6,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from inferd.store.db import Database
+from inferd.store.storage import CONVERSATION, Quota, ensure_counter, grow, release, reserve
 from inferd.store.tables_responses import (
     conversation_items,
     conversations,
@@ -31,8 +33,14 @@ class ConversationStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, record: ConversationRecord, items: list[dict[str, Any]]) -> None:
+    async def create(self, record: ConversationRecord, items: list[dict[str, Any]],
+                     quota: Quota | None) -> None:
+        """Store a conversation, counted in its key's storage as one object that grows with
+        its items (``quota``: 413/429 past the key's quota; None counts without refusing)."""
+        await ensure_counter(self.db, record.owner)
         async with self.db.engine.begin() as conn:
+            await reserve(conn, kind=CONVERSATION, object_id=record.id, owner=record.owner,
+                          size=len(orjson.dumps([record.metadata, items])), quota=quota)
             await conn.execute(sa.insert(conversations).values(
                 id=record.id, owner=record.owner, created_at=record.created_at,
                 metadata=record.metadata))
@@ -56,6 +64,7 @@ class ConversationStore:
                 conversation_items.c.conversation_id == conversation_id))
             await conn.execute(sa.delete(conversations)
                                .where(conversations.c.id == conversation_id))
+            await release(conn, CONVERSATION, [conversation_id])
 
     async def count(self, conversation_id: str) -> int:
         async with self.db.engine.connect() as conn:
@@ -63,8 +72,15 @@ class ConversationStore:
                 conversation_items.c.conversation_id == conversation_id))).scalar()
         return int(value or 0)
 
-    async def add_items(self, conversation_id: str, items: list[dict[str, Any]]) -> None:
+    async def add_items(self, conversation_id: str, items: list[dict[str, Any]],
+                        quota: Quota | None = None) -> None:
+        """Add items, their bytes counted in the conversation's (and its key's) storage
+        (``quota``: 429 past the key's quota; None, for a response's items whose room was
+        checked before it ran, counts without refusing); an item deleted later gives its
+        bytes back with its conversation."""
         async with self.db.engine.begin() as conn:
+            await grow(conn, kind=CONVERSATION, object_id=conversation_id,
+                       size=len(orjson.dumps(items)), quota=quota)
             await _add_items(conn, conversation_id, items)
 
     async def items(self, conversation_id: str) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from inferd.store.tables_storage import storage_objects, storage_usage
 RETRY_SECONDS = 3600.0
 
 FILE, CONTEXT, RESPONSE, IMAGE = "file", "context", "response", "image"
+CONVERSATION = "conversation"  # one object that grows with its items
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,34 @@ async def reserve(conn: AsyncConnection, *, kind: str, object_id: str, owner: st
             pass
     await conn.execute(sa.insert(storage_objects).values(
         kind=kind, object_id=object_id, owner=key, bytes=size))
+
+
+async def grow(conn: AsyncConnection, *, kind: str, object_id: str, size: int,
+               quota: Quota | None) -> None:
+    """Count ``size`` more bytes of an object counted already (a conversation's new items),
+    inside the transaction that stores them; 429 (``storage_quota_exceeded``) when the key's
+    bytes would pass its quota, ``quota=None`` counts without refusing. An object counted
+    before quotas existed is not counted now either."""
+    if size <= 0:
+        return
+    counted = (await conn.execute(sa.select(storage_objects.c.owner).where(
+        storage_objects.c.kind == kind, storage_objects.c.object_id == object_id))).first()
+    if counted is None:
+        return
+    key = str(counted.owner)
+    where = [storage_usage.c.owner == key]
+    if quota is not None and quota.bytes:
+        where.append(storage_usage.c.bytes + size <= quota.bytes)
+    result = await conn.execute(sa.update(storage_usage).where(*where).values(
+        bytes=storage_usage.c.bytes + size, updated_at=time.time()))
+    if not result.rowcount:
+        row = (await conn.execute(sa.select(storage_usage.c.bytes, storage_usage.c.objects)
+                                  .where(storage_usage.c.owner == key))).first()
+        assert quota is not None and row is not None  # the object's key has its row
+        raise _exceeded(StorageUse(int(row[0]), int(row[1])), size, 0, quota)
+    await conn.execute(sa.update(storage_objects).where(
+        storage_objects.c.kind == kind, storage_objects.c.object_id == object_id)
+        .values(bytes=storage_objects.c.bytes + size))
 
 
 async def release(conn: AsyncConnection, kind: str, object_ids: Collection[str]) -> None:
