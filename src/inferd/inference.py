@@ -36,7 +36,12 @@ from inferd.schemas.images import (
     image_usage,
     parse_size,
 )
-from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from inferd.schemas.openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    message_chars,
+)
 from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
 from inferd.settings import Settings
@@ -46,14 +51,7 @@ DEFAULT_COMPLETION_ESTIMATE = 256
 
 
 def estimate_chat_prompt(request: ChatCompletionRequest) -> int:
-    chars = 0
-    for message in request.messages:
-        content = message.content
-        if isinstance(content, str):
-            chars += len(content)
-        elif content is not None:
-            chars += sum(len(getattr(part, "text", "")) for part in content)
-    return chars // 4 + 4 * len(request.messages)
+    return message_chars(request) // 4 + 4 * len(request.messages)
 
 
 def estimate_chat(request: ChatCompletionRequest) -> int:

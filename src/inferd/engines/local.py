@@ -23,6 +23,7 @@ from inferd.schemas.openai import (
     Prompt,
     chat_chunk,
     chat_completion,
+    message_chars,
     usage_chunk,
     usage_dict,
 )
@@ -326,13 +327,7 @@ def _cached(usage: dict[str, Any], generations: list[Generation]) -> None:
 
 def chat_chars(request: ChatCompletionRequest) -> int:
     """About how many characters preparing ``request`` reads: its messages' text and tools."""
-    chars = 0
-    for message in request.messages:
-        content = message.content
-        if isinstance(content, str):
-            chars += len(content)
-        elif content is not None:
-            chars += sum(len(getattr(part, "text", "") or "") for part in content)
+    chars = message_chars(request)
     if request.tools:
         chars += sum(len(str(tool)) for tool in request.tools)
     return chars

@@ -395,6 +395,18 @@ class EmbeddingRequest(_Wire):
 
 # ---------------------------------------------------------------------------- responses
 
+def message_chars(request: ChatCompletionRequest) -> int:
+    """The characters of a chat's message text (string contents and text parts)."""
+    chars = 0
+    for message in request.messages:
+        content = message.content
+        if isinstance(content, str):
+            chars += len(content)
+        elif content is not None:
+            chars += sum(len(getattr(part, "text", "") or "") for part in content)
+    return chars
+
+
 def usage_dict(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}
