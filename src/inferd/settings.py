@@ -70,6 +70,10 @@ class ModelSpec(BaseModel):
     # Sequences decoded together per copy (llama.cpp's ``n_seq_max``); ``n_ctx`` is the
     # context of each sequence, so the KV cache holds ``n_ctx * parallel`` tokens.
     parallel: int = Field(default=4, ge=1, le=64)
+    # ``llamacpp``: a request reuses the KV cells a finished request left of the same prefix
+    # (the prompt cache; a request may decline with ``cache_prompt: false``). Off: every
+    # prompt is read whole, so greedy answers are bit-for-bit those of a lone run.
+    cache_prompt: bool = True
     # ``on_demand``: loaded by its first request, unloaded after ``keep_alive`` idle seconds
     # (-1: never) or to make room under ``max_loaded_models``.
     load: Literal["startup", "on_demand"] = "startup"

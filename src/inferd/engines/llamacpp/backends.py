@@ -1,4 +1,5 @@
-"""llama.cpp's CPU backend when it is built as loadable libraries (the engine image).
+"""llama.cpp's CPU backend when it is built as loadable libraries (the engine image), and
+whether it runs AMX kernels (``amx_in_use``).
 
 A portable build (``GGML_NATIVE=OFF GGML_BACKEND_DL=ON GGML_CPU_ALL_VARIANTS=ON``) links no CPU
 backend: it installs one library per instruction-set level (``libggml-cpu-haswell.so``, ...)
@@ -37,3 +38,11 @@ def load_backends() -> int:
             lib.ggml_backend_load_all_from_path(str(backend_dir()).encode())
         count: int = lib.ggml_backend_reg_count()
     return count
+
+
+def amx_in_use() -> bool:
+    """Whether llama.cpp's CPU backend runs AMX kernels here (built with them, which the
+    build only does for, or loads only on, a CPU that has AMX)."""
+    import llama_cpp
+
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()

@@ -8,9 +8,12 @@ its own, and greedy output is token-for-token identical to running the prompt al
 then decodes sequences with consecutive ids together and the others in further passes over the
 weights (see ``runs``), so a request takes the free slot that keeps the running ids contiguous.
 
-A sequence slot keeps its KV cells after its request ends; a request that asks for the prompt
-cache (``cache_prompt``) takes the free slot sharing the longest prefix with its prompt and only
-reads the rest.
+A sequence slot keeps its KV cells after its request ends, until a request needs the slot: the
+prompt cache. A request that may use it (``cache_prompt``) reads only what no free slot holds
+already; ``choose_seat`` picks the slot (see there): the one sharing the longest prefix with the
+prompt when the request continues what it holds, else an empty slot or the least recently used
+one, into which a long shared prefix (a system prompt) is copied first, so one conversation does
+not evict another's cells for a few tokens of the chat template's head.
 
 The choices of an ``n > 1`` request share one prompt: the first (the leader) carries the others
 as ``followers``. The leader reads the prompt; each follower that got a free slot beside it then
@@ -44,6 +47,11 @@ log = logging.getLogger(__name__)
 # What the engine thread hands back: ("piece", (text, logprob entries)), ("done", None) or
 # ("error", exception).
 Event = tuple[str, Any]
+
+
+# A shared prefix shorter than this is read again rather than copied from another slot: a copy
+# moves the slot's whole KV stream (all ``n_ctx`` cells, about 23 KB each for the bundled model).
+MIN_COPY = 32
 
 
 def runs(seqs: set[int]) -> int:
@@ -90,13 +98,78 @@ class _Slot:
     entries: list[dict[str, Any]] = field(default_factory=list)
     followers: list[_Slot] = field(default_factory=list)  # slots waiting for this prompt's KV
     leader: _Slot | None = None  # the slot whose prompt KV this one waits for
+    used: int = 0  # when a request last took or left it (a counter; 0: never)
+
+
+def shared_prefix(cells: list[int], prompt: list[int]) -> int:
+    """How many of ``prompt``'s first tokens ``cells`` holds, short of the last token: that
+    one is always read again, its logits pick the first token of the answer."""
+    n = 0
+    for a, b in zip(cells, prompt[:-1], strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class Seat:
+    """Where a request runs: ``slot``, keeping its first ``keep`` cells; with a ``source``,
+    the slot's cells are first replaced by a copy of the source's (then cut to ``keep``)."""
+
+    slot: _Slot
+    keep: int
+    source: _Slot | None = None
+
+
+def choose_seat(free: list[_Slot], running: set[int], prompt: list[int], cache: bool,
+                *, min_copy: int = MIN_COPY) -> Seat:
+    """The free slot a request takes, and what it keeps of the cells found there.
+
+    Without the cache: the slot that keeps the running ids contiguous (one decode per run of
+    ids, see ``runs``), the emptiest of equals. With it, slots are kept for their cells:
+
+    - the *victim*, the slot to give up if need be, is an empty one, else the least recently
+      used;
+    - the *hit* is the slot sharing the longest prefix with ``prompt`` (of equals, the one
+      holding the fewest tokens beyond it);
+    - the request takes the hit in place when nothing lies beyond the shared prefix (it
+      continues what the hit holds) or the hit is the victim anyway;
+    - it takes the victim, into which the hit's cells are copied first, when the shared prefix
+      is ``min_copy`` tokens or more and the victim is empty or the hit holds more beyond the
+      prefix than in it (another conversation after a common system prompt);
+    - else it takes the hit in place if the hit holds no more beyond the prefix than in it (a
+      reply the client changed, a branch left), or the victim, reusing what that one shares.
+
+    Contiguity of the running ids only orders equals. An empty ``prompt`` reuses nothing.
+    """
+    def contiguity(slot: _Slot) -> int:
+        return runs(running | {slot.seq})
+
+    if not cache:
+        return Seat(min(free, key=lambda s: (contiguity(s), len(s.cells))), 0)
+    shares = {s.seq: shared_prefix(s.cells, prompt) for s in free}
+    victim = min(free, key=lambda s: (bool(s.cells), s.used if s.cells else 0, contiguity(s)))
+    hit = min(free, key=lambda s: (-shares[s.seq], len(s.cells) - shares[s.seq],
+                                   contiguity(s)))
+    shared = shares[hit.seq]
+    beyond = len(hit.cells) - shared
+    if shared == 0:
+        return Seat(victim, 0)
+    if beyond == 0 or hit is victim:
+        return Seat(hit, shared)
+    if shared >= min_copy and (not victim.cells or beyond > shared):
+        return Seat(victim, shared, source=hit)
+    if beyond <= shared:
+        return Seat(hit, shared)
+    return Seat(victim, shares[victim.seq])
 
 
 class BatchLoop:
     """Owns a llama.cpp context with ``parallel`` sequences and the thread that drives it."""
 
     def __init__(self, model: Any, *, parallel: int, n_ctx_seq: int, n_batch: int,
-                 n_threads: int) -> None:
+                 n_threads: int, cache_prompt: bool = True) -> None:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx_seq * parallel
         params.n_batch = params.n_ubatch = n_batch
@@ -120,6 +193,11 @@ class BatchLoop:
         self.inbox: queue.Queue[SeqRequest | None] = queue.Queue()
         self.waiting: collections.deque[SeqRequest] = collections.deque()
         self.prompt_tokens_read = 0  # prompt tokens decoded since start (not cached or copied)
+        # Whether requests may reuse the cells other requests left (each may still decline).
+        self.cache_prompt = cache_prompt
+        self.cached_tokens = 0  # prompt tokens found cached since start
+        self.prefix_copies = 0  # shared prefixes copied from one slot to another
+        self.clock = 0  # counts slots taken and left: the order of ``_Slot.used``
         self.thread = threading.Thread(target=self._run, name="llama-batch", daemon=True)
         self.thread.start()
 
@@ -185,40 +263,34 @@ class BatchLoop:
 
     def _start(self, request: SeqRequest, free: list[_Slot]) -> _Slot | None:
         """Give ``request`` a free slot; None when its sampler could not be built."""
-        def shared(slot: _Slot) -> int:
-            n = 0
-            # At least one prompt token is always read again: its logits pick the first token.
-            for a, b in zip(slot.cells, request.prompt[:-1], strict=False):
-                if a != b:
-                    break
-                n += 1
-            return n
-
-        # With the cache, the longest shared prefix first; without, the slot holding the least,
-        # to keep others' prefixes. Then the slot that keeps the running sequences' ids
-        # contiguous (see ``runs``); ``min`` keeps the first of equals.
-        slot = (min(free, key=lambda s: (-shared(s), self._runs_with(s)))
-                if request.cache_prompt
-                else min(free, key=lambda s: (self._runs_with(s), len(s.cells))))
-        keep = shared(slot) if request.cache_prompt else 0
-        return slot if self._occupy(slot, request, keep) else None
+        running = {s.seq for s in self.slots if s.request is not None}
+        # A request that declines the cache reuses nothing, yet leaves others' cells alone.
+        seat = choose_seat(free, running, request.prompt if request.cache_prompt else [],
+                           self.cache_prompt)
+        if seat.source is not None:
+            # Different streams: the copy is of the whole stream (done at the next decode),
+            # then cut to the shared prefix.
+            llama_cpp.llama_memory_seq_cp(self.memory, seat.source.seq, seat.slot.seq, -1, -1)
+            seat.slot.cells = list(seat.source.cells)
+            self.prefix_copies += 1
+        return seat.slot if self._occupy(seat.slot, request, seat.keep) else None
 
     def _follow(self, request: SeqRequest, leader: _Slot, free: list[_Slot]) -> None:
         """Seat a follower; it decodes nothing until the leader's prompt KV is copied to it."""
-        slot = min(free, key=lambda s: (self._runs_with(s), len(s.cells)))
+        running = {s.seq for s in self.slots if s.request is not None}
+        slot = choose_seat(free, running, [], self.cache_prompt).slot  # the victim's
         if self._occupy(slot, request, 0):
             slot.leader = leader
             leader.followers.append(slot)
-
-    def _runs_with(self, slot: _Slot) -> int:
-        """How many decodes a step would cost with ``slot`` running beside the running ones."""
-        return runs({s.seq for s in self.slots if s.request is not None} | {slot.seq})
 
     def _occupy(self, slot: _Slot, request: SeqRequest, keep: int) -> bool:
         """Seat ``request`` in ``slot`` keeping ``keep`` cached cells; False if it failed."""
         llama_cpp.llama_memory_seq_rm(self.memory, slot.seq, keep, -1)
         slot.cells = slot.cells[:keep]
         request.cached_tokens = keep
+        self.cached_tokens += keep
+        self.clock += 1
+        slot.used = self.clock
         slot.request, slot.read, slot.last = request, keep, -1
         slot.kept, slot.entries = [], []
         slot.decoder = TokenText(self.vocab)
@@ -365,3 +437,5 @@ class BatchLoop:
             slot.chain.close()
         slot.request, slot.chain, slot.decoder, slot.stopper = None, None, None, None
         slot.last, slot.kept, slot.entries = -1, [], []
+        self.clock += 1
+        slot.used = self.clock

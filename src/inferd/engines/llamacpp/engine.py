@@ -54,12 +54,21 @@ class LlamaSampling(BaseModel):
 
 
 class _Copy:
-    """One loaded copy of the weights and the batch loop running its sequences."""
+    """One loaded copy of the weights and the batch loop running its sequences; ``llama``
+    holds the vocabulary only (tokenizer, chat template, metadata)."""
 
-    def __init__(self, llama: Any, loop: BatchLoop) -> None:
+    def __init__(self, llama: Any, weights: Any, loop: BatchLoop) -> None:
         self.llama = llama
+        self.weights = weights
         self.loop = loop
         self.load = 0  # sequences submitted and not yet done
+
+    def close(self) -> None:
+        import llama_cpp
+
+        self.loop.close()
+        llama_cpp.llama_model_free(self.weights)
+        self.llama.close()
 
 
 class LlamaCppEngine(LocalTextEngine):
@@ -91,17 +100,35 @@ class LlamaCppEngine(LocalTextEngine):
         import llama_cpp
         from llama_cpp import Llama
 
-        from inferd.engines.llamacpp.backends import backend_dir, load_backends
+        from inferd.engines.llamacpp.backends import amx_in_use, backend_dir, load_backends
 
         if load_backends() == 0:
             raise RuntimeError(f"llama.cpp found no CPU backend in {backend_dir()}")
         llama = Llama(model_path=self.spec.path, n_ctx=TOKENIZER_CTX, n_batch=TOKENIZER_CTX,
-                      n_threads=self.threads, n_threads_batch=self.threads, verbose=False)
-        loop = BatchLoop(llama.model, parallel=self.spec.parallel, n_ctx_seq=self.spec.n_ctx,
-                         n_batch=self.spec.n_batch, n_threads=self.threads)
+                      n_threads=self.threads, n_threads_batch=self.threads, vocab_only=True,
+                      verbose=False)
+        params = llama_cpp.llama_model_default_params()
+        # Extra buffer types hold weights repacked for other kernels. On a CPU with AMX they
+        # include llama.cpp's AMX kernels, which in this version compute wrong products for
+        # Q4_0/Q4_1 weights once a batch holds 32 rows or more (a prompt read at once): the
+        # bundled model's predictions then depend on how its prompt was split, and are worse
+        # read whole. Without them every batch size gives the same logits.
+        params.use_extra_bufts = not amx_in_use()
+        weights = llama_cpp.llama_model_load_from_file(self.spec.path.encode(), params)
+        if not weights:
+            llama.close()
+            raise RuntimeError(f"llama.cpp could not load {self.spec.path}")
+        try:
+            loop = BatchLoop(weights, parallel=self.spec.parallel, n_ctx_seq=self.spec.n_ctx,
+                             n_batch=self.spec.n_batch, n_threads=self.threads,
+                             cache_prompt=self.spec.cache_prompt)
+        except BaseException:
+            llama_cpp.llama_model_free(weights)
+            llama.close()
+            raise
         self._n_ctx = llama_cpp.llama_n_ctx(loop.ctx) // self.spec.parallel
         loop.n_ctx_seq = self._n_ctx
-        return _Copy(llama, loop)
+        return _Copy(llama, weights, loop)
 
     async def start(self) -> None:
         RESIDENCY.register(self)
@@ -153,8 +180,7 @@ class LlamaCppEngine(LocalTextEngine):
     async def _free_copies(self) -> None:
         while self._copies:
             copy = self._copies.pop()
-            await asyncio.to_thread(copy.loop.close)
-            copy.llama.close()
+            await asyncio.to_thread(copy.close)
 
     async def close(self) -> None:
         self._timer.cancel()
@@ -202,6 +228,7 @@ class LlamaCppEngine(LocalTextEngine):
                          details={"family": self._family.name, "path": self.spec.path,
                                   "instances": self.spec.instances,
                                   "parallel": self.spec.parallel, "threads": self.threads,
+                                  "cache_prompt": self.spec.cache_prompt,
                                   "state": self.state,
                                   "load": self.spec.load, "keep_alive": self.spec.keep_alive,
                                   "architecture": self._metadata.get("general.architecture")})
@@ -260,9 +287,8 @@ class LlamaCppEngine(LocalTextEngine):
             logit_bias=self._logit_bias(request.logit_bias) if request.logit_bias else {})
         return {"max_tokens": self._limit(request, limit, n_prompt, default_limit),
                 "stop": request.stop_list(), "sampling": sampling,
-                # The cache is opt-in: reading a prompt in other chunks than alone can change
-                # the last bits of the logits, and greedy output must not depend on history.
-                "cache_prompt": bool(own.cache_prompt or extra.get("prompt_cache_key"))}
+                # The prompt cache is on unless the model's settings or the request turn it off.
+                "cache_prompt": self.spec.cache_prompt and own.cache_prompt is not False}
 
     def _logit_bias(self, bias: dict[str, float]) -> dict[int, float]:
         vocabulary = self._copies[0].loop.n_vocab
@@ -386,7 +412,7 @@ class LlamaCppEngine(LocalTextEngine):
         return SeqRequest(
             prompt=list(generation.prompt), params=params["sampling"],
             max_tokens=params["max_tokens"], stops=params["stop"], emit=emit, stream=stream,
-            logprobs=params.get("logprobs"), cache_prompt=params.get("cache_prompt", False),
+            logprobs=params.get("logprobs"), cache_prompt=params.get("cache_prompt", True),
             cancelled=threading.Event())
 
     def _submit(self, leader: SeqRequest) -> _Copy:
