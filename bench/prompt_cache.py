@@ -110,7 +110,9 @@ async def run(targets: dict[str, str], args: argparse.Namespace,
     talks = {name: [Conversation([{"role": "system",
                                    "content": system_prompt(i, args.common_system)}])
                     for i in range(args.conversations)] for name in targets}
-    async with httpx.AsyncClient(timeout=900) as client:
+    # A connection per request: a kept-alive one the server closes as it is reused fails.
+    async with httpx.AsyncClient(timeout=900, limits=httpx.Limits(
+            max_keepalive_connections=0)) as client:
         for url in targets.values():  # warm-up, a prompt no conversation starts with
             await ask(client, url, [{"role": "user", "content": "Hello."}], 4)
         flip = False
@@ -122,8 +124,12 @@ async def run(targets: dict[str, str], args: argparse.Namespace,
                     talk = talks[name][i]
                     talk.messages.append({"role": "user", "content":
                                           QUESTIONS[turn % len(QUESTIONS)]})
-                    ttft, text, usage, timings = await ask(client, targets[name],
-                                                           talk.messages, args.tokens)
+                    try:
+                        ttft, text, usage, timings = await ask(client, targets[name],
+                                                               talk.messages, args.tokens)
+                    except httpx.HTTPError as exc:
+                        raise RuntimeError(f"{name}, turn {turn + 1} of conversation {i}: "
+                                           f"{exc!r}") from exc
                     prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
                     reusable = (None if talk.last is None
                                 else min(sum(talk.last), prompt - 1))
@@ -214,6 +220,11 @@ def main() -> None:
                 targets["llama-server"] = f"http://127.0.0.1:{port}"
                 wait_http(targets["llama-server"], service)
             talks = asyncio.run(run(targets, args))
+        except RuntimeError:
+            if service is not None:
+                print(f"llama-server alive: {service.alive()}; its log ends:\n"
+                      f"{service.log_tail(40)}")
+            raise
         finally:
             if service is not None:
                 service.stop()
