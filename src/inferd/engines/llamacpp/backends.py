@@ -41,8 +41,8 @@ def load_backends() -> int:
 
 
 def amx_in_use() -> bool:
-    """Whether llama.cpp's CPU backend runs AMX kernels here (built with them, which the
-    build only does for, or loads only on, a CPU that has AMX)."""
+    """Whether llama.cpp's CPU backend runs AMX kernels here (built with them, which a build
+    only does for, or a portable build only loads on, a CPU that has AMX)."""
     import llama_cpp
 
     return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()

@@ -169,10 +169,13 @@ class BatchLoop:
     """Owns a llama.cpp context with ``parallel`` sequences and the thread that drives it."""
 
     def __init__(self, model: Any, *, parallel: int, n_ctx_seq: int, n_batch: int,
-                 n_threads: int, cache_prompt: bool = True) -> None:
+                 n_threads: int, cache_prompt: bool = True,
+                 n_ubatch: int | None = None) -> None:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx_seq * parallel
-        params.n_batch = params.n_ubatch = n_batch
+        params.n_batch = n_batch
+        # rows computed in one pass; a decode of more is split (``n_ubatch``: a smaller cap)
+        params.n_ubatch = min(n_batch, n_ubatch or n_batch)
         params.n_seq_max = parallel
         params.n_threads = params.n_threads_batch = n_threads
         params.kv_unified = False

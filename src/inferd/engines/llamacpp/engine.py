@@ -38,6 +38,8 @@ MAX_CHARS_PER_TOKEN = 64
 DEFAULT_COMPLETION_TOKENS = 16  # /v1/completions without max_tokens, as OpenAI does
 # The weights' own context is only used for tokenizing; sequences live in the batch contexts.
 TOKENIZER_CTX = 64
+# The most rows llama.cpp computes in one pass where it runs AMX kernels (see ``_load``).
+AMX_UBATCH = 31
 
 
 class LlamaSampling(BaseModel):
@@ -107,21 +109,21 @@ class LlamaCppEngine(LocalTextEngine):
         llama = Llama(model_path=self.spec.path, n_ctx=TOKENIZER_CTX, n_batch=TOKENIZER_CTX,
                       n_threads=self.threads, n_threads_batch=self.threads, vocab_only=True,
                       verbose=False)
-        params = llama_cpp.llama_model_default_params()
-        # Extra buffer types hold weights repacked for other kernels. On a CPU with AMX they
-        # include llama.cpp's AMX kernels, which in this version compute wrong products for
-        # Q4_0/Q4_1 weights once a batch holds 32 rows or more (a prompt read at once): the
-        # bundled model's predictions then depend on how its prompt was split, and are worse
-        # read whole. Without them every batch size gives the same logits.
-        params.use_extra_bufts = not amx_in_use()
-        weights = llama_cpp.llama_model_load_from_file(self.spec.path.encode(), params)
+        weights = llama_cpp.llama_model_load_from_file(
+            self.spec.path.encode(), llama_cpp.llama_model_default_params())
         if not weights:
             llama.close()
             raise RuntimeError(f"llama.cpp could not load {self.spec.path}")
         try:
             loop = BatchLoop(weights, parallel=self.spec.parallel, n_ctx_seq=self.spec.n_ctx,
                              n_batch=self.spec.n_batch, n_threads=self.threads,
-                             cache_prompt=self.spec.cache_prompt)
+                             cache_prompt=self.spec.cache_prompt,
+                             # llama.cpp's AMX kernels, in the version pinned here, compute
+                             # wrong products for Q4_0/Q4_1 weights in batches of 32 rows or
+                             # more (a prompt read at once: the bundled model's predictions
+                             # then depend on how its prompt was split, and are worse read
+                             # whole); below that every batch size gives the same logits.
+                             n_ubatch=AMX_UBATCH if amx_in_use() else None)
         except BaseException:
             llama_cpp.llama_model_free(weights)
             llama.close()
