@@ -18,7 +18,17 @@ token, which is always read), and the time to the first token (TTFT).
         [--conversations 8] [--turns 4] [--tokens 48] [--common-system] [--no-repack]
 
 ``--no-repack`` starts llama-server without its extra weight buffers (its AMX kernels among
-them), as inferd runs the weights on a CPU with AMX.
+them).
+
+Run of 2026-12-07 on the 2-core development machine (a CPU with AMX; load average 2-6), the
+defaults (8 conversations, 4 turns, 48-token answers, prompts of 263 to 462 tokens, 1 thread):
+
+| target | returning turns | cached / reusable: min | TTFT returning: median | TTFT first turn |
+|---|---|---|---|---|
+| inferd | 24 | 99.7% | 0.081 s | 0.500 s |
+| llama-server | 24 | 99.6% | 0.051 s | 0.426 s |
+
+Before, inferd's returning turns reused the chat template's head only (7 tokens of ~330).
 """
 
 from __future__ import annotations
