@@ -27,7 +27,6 @@ defaults (8 conversations, 4 turns, 48-token answers, prompts of 263 to 462 toke
 |---|---|---|---|---|
 | inferd | 24 | 99.7% | 0.081 s | 0.500 s |
 | llama-server | 24 | 99.6% | 0.051 s | 0.426 s |
-
 """
 
 from __future__ import annotations
