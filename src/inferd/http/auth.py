@@ -1,6 +1,7 @@
 """API-key authentication as a small pure-ASGI middleware.
 
-For every HTTP request outside the public routes (``inferd.http.access``) it reads the key
+For every HTTP request outside the public routes (declared ``access="public"``, see
+``inferd.http.operation``) it reads the key
 (``Authorization: Bearer`` or ``X-API-Key``), resolves it through the in-memory ``KeyRing`` (no
 database read) and puts the ``Principal`` in ``scope["state"]["principal"]``, where
 ``http.deps.get_principal`` finds it. While keys are not enforced (see
@@ -25,15 +26,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from inferd.auth.principal import FORWARDED_HEADER, Principal
 from inferd.auth.service import Auth
 from inferd.errors import InferdError, PermissionDenied, RateLimited, envelope
-from inferd.http.access import ENGINE_PREFIX, public_paths
 from inferd.http.anthropic import PREFIX as ANTHROPIC_PREFIX
 from inferd.http.anthropic import error_body as anthropic_error_body
 from inferd.http.deps import get_principal
+from inferd.http.operation import ENGINE_PREFIX, REGISTRY, Registry
 from inferd.logs import request_id_var
 
-_PUBLIC_ROUTES, PUBLIC_PREFIXES = public_paths()  # the ``public`` routes of ``http.access``
 # Paths browsers ask for that no route serves: a 404 for everyone, never a 401.
-PUBLIC_PATHS = _PUBLIC_ROUTES | {"/favicon.ico", "/docs/oauth2-redirect"}
+BROWSER_PATHS = frozenset({"/favicon.ico", "/docs/oauth2-redirect"})
 # Public routes that settings may put behind a key (``metrics_require_key``,
 # ``ready_require_key``).
 KEYED_PROBES = frozenset({"/metrics", "/ready"})
@@ -65,8 +65,12 @@ def _forwarded(scope: Scope) -> bool:
 class AuthMiddleware:
     """Resolves the caller's key into a ``Principal`` for every HTTP request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, registry: Registry = REGISTRY) -> None:
+        """``registry``: the declared routes (its ``public`` ones need no key). The middleware
+        is built when the app serves its first request, every route declared by then."""
         self.app = app
+        exact, self.public_prefixes = registry.public_paths()
+        self.public_paths = exact | BROWSER_PATHS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,7 +79,7 @@ class AuthMiddleware:
         state = scope.setdefault("state", {})
         request_id_var.set(state.get("request_id"))
         path: str = scope["path"]
-        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        if path in self.public_paths or path.startswith(self.public_prefixes):
             if path in KEYED_PROBES:
                 try:
                     await self._probe(scope, state, path)

@@ -13,8 +13,10 @@ from starlette.responses import Response
 
 from inferd.http.deps import PrincipalDep, ServicesDep, read_model, unless_disconnected
 from inferd.http.jobs import get_jobs, prefers_async, submit_async
+from inferd.http.operation import INFER, endpoint
 from inferd.http.responses import json_response
 from inferd.images import ENDPOINT, ImageService
+from inferd.schemas import answers as a
 from inferd.schemas.images import ImageGenerationRequest
 
 router = APIRouter(tags=["images"])
@@ -27,7 +29,8 @@ def get_images(services: ServicesDep) -> ImageService:
 ImagesDep = Annotated[ImageService, Depends(get_images)]
 
 
-@router.post(ENDPOINT)
+@endpoint(router, "POST", ENDPOINT, access="key", answer=a.ImagesAnswer,
+          body=ImageGenerationRequest, errors=(*INFER, 409, 413), job=True)
 async def create_image(request: Request, services: ServicesDep, images: ImagesDep,
                        principal: PrincipalDep) -> Response:
     if prefers_async(request):  # Prefer: respond-async -> 202 with a durable job
@@ -42,7 +45,8 @@ async def create_image(request: Request, services: ServicesDep, images: ImagesDe
     return json_response(result)
 
 
-@router.get("/v1/images/{image_id}/content")
+@endpoint(router, "GET", "/v1/images/{image_id}/content", access="private",
+          media=("image/png", "image/jpeg", "image/webp"), errors=(404,))
 async def image_content(image_id: str, images: ImagesDep, principal: PrincipalDep) -> Response:
     content, media_type = await images.content(principal, image_id)
     return Response(content, media_type=media_type,
@@ -59,7 +63,8 @@ class S2Generate(BaseModel):
     seed: int | None = None
 
 
-@router.post("/model/generate", tags=["image-backend (S2)"])
+@endpoint(router, "POST", "/model/generate", access="key", body=S2Generate, media=("image/png",),
+          errors=(*INFER, 409, 413), tags=["image-backend (S2)"])
 async def s2_generate(request: Request, images: ImagesDep, principal: PrincipalDep) -> Response:
     spec = await read_model(request, S2Generate)
     body = ImageGenerationRequest(prompt=spec.text, model=spec.model, size=spec.size,

@@ -23,6 +23,7 @@ from inferd.auth.principal import Principal
 from inferd.errors import InvalidRequest, PermissionDenied
 from inferd.http.deps import PrincipalDep, get_principal, get_services
 from inferd.http.fast import FastPath, header, principal_of, send_error, send_json
+from inferd.http.operation import SSE, endpoint
 from inferd.http.responses import json_response, page_response
 from inferd.http.sse import sse_response
 from inferd.images import ENDPOINT as IMAGES_ENDPOINT
@@ -30,6 +31,7 @@ from inferd.jobs.requests import job_object
 from inferd.jobs.service import JobService, SSEvent
 from inferd.json_bodies import parse_json
 from inferd.numerals import ascii_int
+from inferd.schemas import answers as a
 from inferd.schemas.openai import MAX_DURATION
 from inferd.services import Services
 from inferd.store.jobs import JobRecord
@@ -141,7 +143,8 @@ async def submit_async(request: Request, services: Services, endpoint: str) -> R
     return accepted(job, created)
 
 
-@router.post(PATH)
+@endpoint(router, "POST", PATH, access="key", answer=a.Job, status=202, body=JobCreate,
+          also={200: a.Job}, errors=(403, 404, 409, 413, 503))
 async def create_job(request: Request, jobs: JobsDep, principal: PrincipalDep,
                      key: IdempotencyKey = None) -> Response:
     return accepted(*await create(jobs, principal, await request.body(), key))
@@ -179,7 +182,7 @@ class JobsFastPath(FastPath):
         await send_accepted(send, job, created)
 
 
-@router.get("/v1/jobs")
+@endpoint(router, "GET", "/v1/jobs", access="owner", answer=a.JobList, errors=(503,))
 async def list_jobs(jobs: JobsDep, principal: PrincipalDep, status: Status | None = None,
                     model: str | None = None, after: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Response:
@@ -188,30 +191,34 @@ async def list_jobs(jobs: JobsDep, principal: PrincipalDep, status: Status | Non
     return page_response(data, page.has_more)
 
 
-@router.get("/v1/jobs/{job_id}")
+@endpoint(router, "GET", "/v1/jobs/{job_id}", access="owner", answer=a.Job, errors=(404, 503))
 async def retrieve_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     return json_response(job_object(await jobs.get(principal, job_id)))
 
 
-@router.post("/v1/jobs/{job_id}/cancel")
+@endpoint(router, "POST", "/v1/jobs/{job_id}/cancel", access="owner", answer=a.Job,
+          errors=(404, 409, 503))
 async def cancel_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     return json_response(job_object(await jobs.cancel(principal, job_id)))
 
 
-@router.delete("/v1/jobs/{job_id}")
+@endpoint(router, "DELETE", "/v1/jobs/{job_id}", access="owner", answer=a.Deleted,
+          errors=(404, 409, 503))
 async def delete_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     await jobs.delete(principal, job_id)
     return json_response({"id": job_id, "object": "job.deleted", "deleted": True})
 
 
-@router.get("/v1/jobs/{job_id}/webhook_attempts")
+@endpoint(router, "GET", "/v1/jobs/{job_id}/webhook_attempts", access="owner",
+          answer=a.WebhookAttempts, errors=(404, 503))
 async def webhook_attempts(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     await jobs.get(principal, job_id)
     attempts = jobs.webhooks.describe(await jobs.store.attempts(job_id))
     return json_response({"object": "list", "data": attempts})
 
 
-@router.get("/v1/webhooks/secret")
+@endpoint(router, "GET", "/v1/webhooks/secret", access="key", answer=a.WebhookSecret,
+          errors=(403, 503))
 async def webhook_secret(jobs: JobsDep, principal: PrincipalDep) -> Response:
     """The secret that signs the caller's webhooks: its key's own, else (admins only) the
     installation's."""
@@ -243,7 +250,8 @@ async def _frames(events: AsyncIterator[SSEvent]) -> AsyncIterator[bytes]:
         yield head + f"event: {kind}\ndata: ".encode() + data.encode() + b"\n\n"
 
 
-@router.get("/v1/jobs/{job_id}/events")
+@endpoint(router, "GET", "/v1/jobs/{job_id}/events", access="owner", media=(SSE,),
+          errors=(404, 503))
 async def job_events(job_id: str, jobs: JobsDep, principal: PrincipalDep,
                      last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
                      after: Annotated[int | None, Query(ge=0)] = None) -> Response:

@@ -9,12 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from inferd.auth.admin import KeySpec
 from inferd.auth.service import Auth
 from inferd.http.auth import AuthMiddleware, _bearer
 from inferd.http.deps import PrincipalDep
+from inferd.http.operation import Registry, endpoint
 from inferd.settings import load_settings
 from inferd.store.db import Database
 
@@ -24,20 +25,22 @@ ADMIN_KEY = "sk-test-admin-0123456789abcdef"
 def app_for(auth: Auth) -> FastAPI:
     app = FastAPI()
     app.state.services = SimpleNamespace(auth=auth)
+    registry, router = Registry(), APIRouter()
 
-    @app.get("/health")
+    @endpoint(router, "GET", "/health", access="public", registry=registry)
     async def health() -> dict[str, bool]:
         return {"ok": True}
 
-    @app.get("/v1/me")
+    @endpoint(router, "GET", "/v1/me", access="key", registry=registry)
     async def me(principal: PrincipalDep) -> dict[str, Any]:
         return {"key_id": principal.key_id, "scope": principal.scope}
 
-    @app.get("/admin/v1/thing")
+    @endpoint(router, "GET", "/admin/v1/thing", access="admin", registry=registry)
     async def admin_thing() -> dict[str, bool]:
         return {"admin": True}
 
-    app.add_middleware(AuthMiddleware)
+    app.include_router(router)
+    app.add_middleware(AuthMiddleware, registry=registry)  # its public routes need no key
     return app
 
 

@@ -12,20 +12,23 @@ from starlette.responses import Response
 from inferd.errors import NotFound
 from inferd.http.auth import AdminDep
 from inferd.http.deps import ServicesDep
+from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
+from inferd.schemas import answers_control as c
 from inferd.store.monitor import TableBrowser
 
 router = APIRouter(tags=["admin"])
 
 
-@router.get("/tables")
-@router.get("/admin/v1/tables")
+@endpoint(router, "GET", "/tables", access="admin", answer=c.TableNames)
+@endpoint(router, "GET", "/admin/v1/tables", access="admin", answer=c.TableNames)
 async def list_tables(services: ServicesDep, _admin: AdminDep) -> Response:
     return json_response({"tables": TableBrowser(services.db).tables()})
 
 
-@router.get("/tables/{name}")
-@router.get("/admin/v1/tables/{name}")
+@endpoint(router, "GET", "/tables/{name}", access="admin", answer=c.TableRows, errors=(404, 503))
+@endpoint(router, "GET", "/admin/v1/tables/{name}", access="admin", answer=c.TableRows,
+          errors=(404, 503))
 async def table_rows(name: str, services: ServicesDep, _admin: AdminDep) -> Response:
     """The newest 100 rows of an allowed table."""
     rows = await TableBrowser(services.db).rows(name)

@@ -11,7 +11,9 @@ from starlette.responses import Response
 from inferd.errors import InvalidRequest
 from inferd.http.auth import AdminDep
 from inferd.http.deps import ServicesDep
+from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
+from inferd.schemas import answers_control as c
 from inferd.store.usage import GroupBy, UsageStore
 
 router = APIRouter(prefix="/admin/v1/usage", tags=["admin"])
@@ -32,7 +34,7 @@ def _groups(text: str) -> list[GroupBy]:
     return [cast(GroupBy, g) for g in groups]
 
 
-@router.get("")
+@endpoint(router, "GET", "", access="admin", answer=c.UsageGroups, errors=(503,))
 async def usage(services: ServicesDep, _admin: AdminDep,
                 group_by: str = "key,model",
                 bucket: Literal["minute", "hour", "day"] = "hour",
@@ -49,7 +51,7 @@ async def usage(services: ServicesDep, _admin: AdminDep,
                           "data": rows})
 
 
-@router.get("/records")
+@endpoint(router, "GET", "/records", access="admin", answer=c.UsageRecords, errors=(503,))
 async def records(services: ServicesDep, _admin: AdminDep, key_id: str | None = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
     """The newest usage records, one per request."""

@@ -14,7 +14,9 @@ from inferd.errors import InvalidRequest
 from inferd.http.admin.usage import _store
 from inferd.http.auth import AdminDep
 from inferd.http.deps import PrincipalDep, ServicesDep
+from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
+from inferd.schemas import answers as a
 from inferd.store.usage_series import MAX_BUCKETS, SplitBy, UsageSeries
 
 router = APIRouter(tags=["admin"])
@@ -50,7 +52,8 @@ async def _series(services: ServicesDep, *, bucket: Bucket, since: float | None,
                           "series": [{"name": n, "data": d} for n, d in series.items()]})
 
 
-@router.get("/admin/v1/usage/series")
+@endpoint(router, "GET", "/admin/v1/usage/series", access="admin", answer=a.UsageSeries,
+          errors=(503,))
 async def admin_series(services: ServicesDep, _admin: AdminDep, bucket: Bucket = "minute",
                        since: From = None, until: To = None, split_by: SplitBy = "model",
                        model: str | None = None,
@@ -62,7 +65,7 @@ async def admin_series(services: ServicesDep, _admin: AdminDep, bucket: Bucket =
                          split_by=split_by, model=model, key_id=key)
 
 
-@router.get("/v1/usage/series")
+@endpoint(router, "GET", "/v1/usage/series", access="key", answer=a.UsageSeries, errors=(503,))
 async def own_series(services: ServicesDep, principal: PrincipalDep, bucket: Bucket = "minute",
                      since: From = None, until: To = None, split_by: SplitBy = "model",
                      model: str | None = None) -> Response:

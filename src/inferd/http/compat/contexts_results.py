@@ -18,7 +18,9 @@ from inferd.errors import NotFound
 from inferd.http.compat import result_text
 from inferd.http.deps import ContextId, PrincipalDep, ServicesDep, read_strict
 from inferd.http.jobs import JobsDep
+from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
+from inferd.schemas import answers_control as c
 from inferd.store.jobs import JobRecord
 from inferd.store.jobs_contexts import ContextRecord, ContextStore
 
@@ -55,7 +57,8 @@ async def _context(services: ServicesDep, principal: Principal, context_id: int)
     return context
 
 
-@router.post("/contexts/")
+@endpoint(router, "POST", "/contexts/", access="key", answer=c.Context, body=ContextCreate,
+          errors=(413, 503))
 async def create_context(request: Request, services: ServicesDep,
                          principal: PrincipalDep) -> Response:
     body = await read_strict(request, ContextCreate)
@@ -64,19 +67,21 @@ async def create_context(request: Request, services: ServicesDep,
     return json_response(context_object(context))
 
 
-@router.get("/contexts/")
+@endpoint(router, "GET", "/contexts/", access="owner", answer=c.Context, many=True, errors=(503,))
 async def list_contexts(services: ServicesDep, principal: PrincipalDep) -> Response:
     contexts = await ContextStore(services.db).all(principal.key_id, principal.is_admin)
     return json_response([context_object(c) for c in contexts])
 
 
-@router.get("/contexts/{context_id}")
+@endpoint(router, "GET", "/contexts/{context_id}", access="owner", answer=c.Context,
+          errors=(404, 503))
 async def get_context(context_id: ContextId, services: ServicesDep,
                       principal: PrincipalDep) -> Response:
     return json_response(context_object(await _context(services, principal, context_id)))
 
 
-@router.get("/results/")
+@endpoint(router, "GET", "/results/", access="owner", answer=c.ContextResult, many=True,
+          errors=(503,))
 async def list_results(jobs: JobsDep, principal: PrincipalDep) -> Response:
     found: list[JobRecord] = []
     after = None
@@ -89,7 +94,8 @@ async def list_results(jobs: JobsDep, principal: PrincipalDep) -> Response:
     return json_response([result_object(j) for j in reversed(found)])
 
 
-@router.get("/results/{result_id}")
+@endpoint(router, "GET", "/results/{result_id}", access="owner", answer=c.ContextResult,
+          errors=(404, 503))
 async def get_result(result_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     job = await jobs.get(principal, result_id)
     if job.source != "s0":
@@ -97,7 +103,7 @@ async def get_result(result_id: str, jobs: JobsDep, principal: PrincipalDep) -> 
     return json_response(result_object(job))
 
 
-@router.get("/models/")
+@endpoint(router, "GET", "/models/", access="key", answer=c.RepositoryModel, many=True)
 async def list_models(services: ServicesDep, principal: PrincipalDep) -> Response:
     """The served models the caller's key may use, as S0 listed Triton's repository index."""
     return json_response([{"name": m.name, "version": "1",
@@ -105,7 +111,8 @@ async def list_models(services: ServicesDep, principal: PrincipalDep) -> Respons
                           for m in services.inference.visible_models(principal)])
 
 
-@router.post("/models/send/{model_name}/{context_id}")
+@endpoint(router, "POST", "/models/send/{model_name}/{context_id}", access="owner",
+          answer=c.ContextResult, status=202, errors=(403, 404, 503))
 async def send(model_name: str, context_id: ContextId, services: ServicesDep, jobs: JobsDep,
                principal: PrincipalDep) -> Response:
     context = await _context(services, principal, context_id)

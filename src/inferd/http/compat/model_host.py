@@ -27,8 +27,10 @@ from inferd.engines.residency import Resident
 from inferd.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from inferd.http.compat import default_chat_model, serves_chat
 from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
+from inferd.http.operation import INFER, TEXT, endpoint
 from inferd.http.responses import json_response
 from inferd.routing.replica import Replica
+from inferd.schemas import answers_control as c
 from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest
 from inferd.services import Services
 from inferd.settings import ModelSpec
@@ -93,7 +95,8 @@ async def _load(services: Services, principal: Principal, name: str,
                                 cooldown_max=settings.replica_cooldown_max))
 
 
-@router.post("/old/initialize")
+@endpoint(router, "POST", "/old/initialize", access="key", answer=c.HostInitialized,
+          body=Initialize, errors=(403, 404, 413, 503))
 async def initialize(request: Request, services: ServicesDep,
                      principal: PrincipalDep) -> Response:
     spec = Initialize.model_validate_json(await request.body())
@@ -134,7 +137,8 @@ async def _request(services: Services, principal: Principal, body: OldChat,
          "stream": stream})
 
 
-@router.post("/old/generate")
+@endpoint(router, "POST", "/old/generate", access="key", answer=c.HostGenerated, body=OldChat,
+          errors=(*INFER, 413))
 async def generate(request: Request, services: ServicesDep,
                    principal: PrincipalDep) -> Response:
     chat = await _request(services, principal, OldChat.model_validate_json(await request.body()),
@@ -144,7 +148,8 @@ async def generate(request: Request, services: ServicesDep,
     return json_response({"response": text, "model": chat.model, "usage": result.get("usage")})
 
 
-@router.post("/old/stream")
+@endpoint(router, "POST", "/old/stream", access="key", body=OldChat, media=(TEXT,),
+          errors=(*INFER, 413))
 async def stream(request: Request, services: ServicesDep, principal: PrincipalDep) -> Response:
     chat = await _request(services, principal, OldChat.model_validate_json(await request.body()),
                           True)
@@ -160,7 +165,7 @@ async def stream(request: Request, services: ServicesDep, principal: PrincipalDe
     return StreamingResponse(tokens(), media_type="text/plain; charset=utf-8")
 
 
-@router.get("/old/status")
+@endpoint(router, "GET", "/old/status", access="key", answer=c.HostStatus, errors=(503,))
 async def status(services: ServicesDep, principal: PrincipalDep) -> Response:
     """The caller's current model, and the models its key may choose."""
     state = await _state(services, principal)

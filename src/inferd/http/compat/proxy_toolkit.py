@@ -27,8 +27,11 @@ from inferd.http.admin import models as admin_models
 from inferd.http.admin.keys import KeyAdminDep
 from inferd.http.admin.models import ModelAdminDep
 from inferd.http.deps import RowId, ServicesDep, read_strict
+from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
-from inferd.routing.manage import ReplicaUpdate
+from inferd.routing.manage import ModelCreate, ReplicaUpdate
+from inferd.schemas import answers as a
+from inferd.schemas import answers_control as c
 from inferd.schemas.openai import INT32, INT64
 from inferd.settings import ReplicaSpec
 
@@ -51,7 +54,8 @@ class DeleteKeyRequest(BaseModel):
     api_key_id: int = Field(ge=0, le=INT64)
 
 
-@router.post("/generate_api_key")
+@endpoint(router, "POST", "/generate_api_key", access="admin", answer=c.GeneratedKey,
+          body=GenerateKeyRequest, errors=(413, 503))
 async def generate_api_key(request: Request, admin: KeyAdminDep) -> Response:
     body = await read_strict(request, GenerateKeyRequest)
     created = await admin.create(KeySpec(owner=body.user_id, rpm=body.allowed_rpm,
@@ -60,7 +64,8 @@ async def generate_api_key(request: Request, admin: KeyAdminDep) -> Response:
                           "enabled": created["enabled"]})
 
 
-@router.post("/delete_api_key")
+@endpoint(router, "POST", "/delete_api_key", access="admin", answer=c.KeyRevoked,
+          body=DeleteKeyRequest, errors=(404, 409, 413, 503))
 async def delete_api_key(request: Request, admin: KeyAdminDep,
                          services: ServicesDep) -> Response:
     body = await read_strict(request, DeleteKeyRequest)
@@ -76,39 +81,46 @@ async def delete_api_key(request: Request, admin: KeyAdminDep,
 
 
 # -- models and replicas ----------------------------------------------------------------------
-@router.get("/models")
+@endpoint(router, "GET", "/models", access="admin", answer=c.ManagedModel, many=True,
+          errors=(403, 503))
 async def list_models(admin: ModelAdminDep, active: bool | None = None) -> Response:
     return json_response(await admin.models(active))
 
 
 # The same operation as the admin API's, under the toolkit's path.
-router.add_api_route("/models", admin_models.create_model, methods=["POST"])
+endpoint(router, "POST", "/models", access="admin", answer=c.ManagedModel, status=201,
+         body=ModelCreate, errors=(403, 409, 413, 503))(admin_models.create_model)
 
 
-@router.get("/models/{model_id:int}/replicas")
+@endpoint(router, "GET", "/models/{model_id:int}/replicas", access="admin", answer=c.Replica,
+          many=True, errors=(403, 404, 503))
 async def list_replicas(model_id: RowId, admin: ModelAdminDep) -> Response:
     record = await admin.find_model(str(model_id))
     return json_response(await admin.replicas(record.id))
 
 
-@router.post("/models/{model_id:int}/replicas")
+@endpoint(router, "POST", "/models/{model_id:int}/replicas", access="admin", answer=c.Replica,
+          status=201, body=ReplicaSpec, errors=(403, 404, 409, 413, 503))
 async def create_replica(model_id: RowId, request: Request, admin: ModelAdminDep) -> Response:
     spec = await read_strict(request, ReplicaSpec)
     return json_response(await admin.create_replica(str(model_id), spec), status=201)
 
 
-@router.put("/models/replicas/{replica_id:int}")
+@endpoint(router, "PUT", "/models/replicas/{replica_id:int}", access="admin", answer=c.Replica,
+          body=ReplicaUpdate, errors=(403, 404, 409, 413, 503))
 async def update_replica(replica_id: RowId, request: Request, admin: ModelAdminDep) -> Response:
     body = await read_strict(request, ReplicaUpdate)
     return json_response(await admin.update_replica(str(replica_id), body))
 
 
-@router.delete("/replicas/{replica_id:int}")
+@endpoint(router, "DELETE", "/replicas/{replica_id:int}", access="admin", answer=a.Deleted,
+          errors=(403, 404, 503))
 async def delete_replica(replica_id: RowId, admin: ModelAdminDep) -> Response:
     return json_response(await admin.delete_replica(str(replica_id)))
 
 
-@router.get("/models/{name}")
+@endpoint(router, "GET", "/models/{name}", access="admin", answer=c.ManagedModel,
+          errors=(403, 404, 503))
 async def get_model(name: str, admin: ModelAdminDep) -> Response:
     record = await admin.store.find_model(name)
     if record is None:
@@ -116,6 +128,7 @@ async def get_model(name: str, admin: ModelAdminDep) -> Response:
     return json_response(await admin.model_view(record))
 
 
-@router.delete("/models/{model_id:int}")
+@endpoint(router, "DELETE", "/models/{model_id:int}", access="admin", answer=a.Deleted,
+          errors=(403, 404, 405, 409, 503))
 async def delete_model(model_id: RowId, admin: ModelAdminDep) -> Response:
     return json_response(await admin.delete_model(str(model_id)))

@@ -18,8 +18,10 @@ from inferd.http.compat import chat_model, result_text, token_limit
 from inferd.http.deps import PrincipalDep, read_strict
 from inferd.http.errors import error_response
 from inferd.http.jobs import JobsDep
+from inferd.http.operation import UPSTREAM, endpoint
 from inferd.http.responses import json_response
 from inferd.jobs.service import JobService
+from inferd.schemas import answers_control as c
 
 router = APIRouter(tags=["queued-generate (S1)"])
 
@@ -79,14 +81,16 @@ async def _run(jobs: JobService, principal: Principal, job_id: str, meta: S1Meta
     return json_response({"content": result_text(job)})
 
 
-@router.post("/generate")
+@endpoint(router, "POST", "/generate", access="key", answer=c.GeneratedContent, body=S1Generate,
+          errors=(403, 404, 408, 409, 413, *UPSTREAM))
 async def generate(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:
     body = await read_strict(request, S1Generate)
     return await _run(jobs, principal, body.job_id, body.meta,
                       [{"role": "user", "content": body.content}])
 
 
-@router.post("/chat_completion")
+@endpoint(router, "POST", "/chat_completion", access="key", answer=c.GeneratedContent, body=S1Chat,
+          errors=(403, 404, 408, 409, 413, *UPSTREAM))
 async def chat_completion(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:
     body = await read_strict(request, S1Chat)
     messages = [{"role": m.role if m.role in ("system", "user", "assistant") else "user",

@@ -23,8 +23,10 @@ from inferd.http.deps import (
 )
 from inferd.http.fast import FastPath, principal_of, send_error, send_json
 from inferd.http.jobs import prefers_async, submit_async, wants_async
+from inferd.http.operation import INFER, SSE, endpoint
 from inferd.http.responses import json_response
 from inferd.http.sse import openai_events, send_sse, sse_response
+from inferd.schemas import answers as a
 from inferd.schemas.openai import ChatCompletionRequest, legacy_answer, legacy_stream
 from inferd.services import Services
 
@@ -34,8 +36,11 @@ PATHS = frozenset({PATH, "/chat/completions"})
 router = APIRouter(tags=["openai"])
 
 
-@router.post("/chat/completions", include_in_schema=False)
-@router.post(PATH)
+@endpoint(router, "POST", PATH, access="key", answer=a.ChatCompletion, body=ChatCompletionRequest,
+          media=(SSE,), errors=(*INFER, 409, 413), job=True)
+# S3's proxy serves it without the /v1 prefix: the same operation (its jobs run PATH)
+@endpoint(router, "POST", "/chat/completions", access="key", answer=a.ChatCompletion,
+          body=ChatCompletionRequest, media=(SSE,), errors=(*INFER, 409, 413), job=True)
 async def create_chat_completion(request: Request, services: ServicesDep,
                                  principal: PrincipalDep) -> Response:
     if prefers_async(request):  # Prefer: respond-async -> 202 with a durable job
