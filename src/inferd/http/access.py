@@ -22,7 +22,7 @@ from inferd.http.routes import declared
 
 __all__ = ["ENGINE_PREFIX", "LEVELS", "POLICY", "Access", "policy_table", "public_paths"]
 
-# Every route of the app, with its access level (path, then method order).
+# Every route of the app, with its access level, in the order the app routes them.
 POLICY: dict[tuple[str, str], Access] = declared().policy()
 
 

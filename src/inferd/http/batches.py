@@ -27,6 +27,7 @@ class BatchCreate(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
+# ``owner``: from the caller's own input file
 @endpoint(router, "POST", "/v1/batches", access="owner", answer=a.Batch, body=BatchCreate,
           errors=(403, 404, 413, 503))
 async def create_batch(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:

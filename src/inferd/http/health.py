@@ -23,6 +23,7 @@ async def health() -> Response:
     return json_response({"status": "ok", "uptime_seconds": round(time.time() - STARTED, 1)})
 
 
+# 400: a bad ``?deep=``; 503: not ready
 @endpoint(router, "GET", "/ready", access="public", answer=c.Readiness, also={503: c.Readiness},
           errors=(400,))
 async def ready(request: Request, services: ServicesDep, deep: bool = False) -> Response:

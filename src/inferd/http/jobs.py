@@ -217,6 +217,7 @@ async def webhook_attempts(job_id: str, jobs: JobsDep, principal: PrincipalDep) 
     return json_response({"object": "list", "data": attempts})
 
 
+# the calling key's own secret
 @endpoint(router, "GET", "/v1/webhooks/secret", access="key", answer=a.WebhookSecret,
           errors=(403, 503))
 async def webhook_secret(jobs: JobsDep, principal: PrincipalDep) -> Response:

@@ -118,8 +118,8 @@ class Registry:
         return len(self.operations)
 
     def policy(self) -> dict[tuple[str, str], Access]:
-        """The access level of every route, in a stable order (path, then method)."""
-        return {op.key: op.access for op in sorted(self, key=lambda op: (op.path, op.method))}
+        """The access level of every route, in the registry's order."""
+        return {op.key: op.access for op in self}
 
     def documented(self) -> dict[tuple[str, str], Operation]:
         """The operations of the OpenAPI document, by its (lowercase method, path)."""

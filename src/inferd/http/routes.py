@@ -4,6 +4,9 @@ operation in ``inferd.http.operation.REGISTRY``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 from fastapi import APIRouter
 
 from inferd.http import anthropic, batches, docs, files, health, images, internal, jobs, metrics
@@ -47,6 +50,23 @@ ROUTERS: tuple[APIRouter, ...] = (
 )
 
 
+def _routed(routes: Iterable[Any]) -> Iterator[tuple[str, str]]:
+    """(method, path) of each route, in the order the app tries them."""
+    for entry in routes:
+        included = getattr(entry, "effective_route_contexts", None)
+        for route in included() if included is not None else [entry]:
+            for method in sorted(getattr(route, "methods", None) or ()):
+                yield method, route.path
+
+
 def declared() -> Registry:
-    """The registry, every route of the app declared in it."""
-    return REGISTRY
+    """Every declared operation, in the order the app routes them (creating an object before
+    deleting it, as written), then any declared outside ``ROUTERS``."""
+    ordered = Registry()
+    for key in _routed(route for router in ROUTERS for route in router.routes):
+        if key in REGISTRY.operations and key not in ordered.operations:
+            ordered.add(REGISTRY.operations[key])
+    for op in REGISTRY:
+        if op.key not in ordered.operations:
+            ordered.add(op)
+    return ordered

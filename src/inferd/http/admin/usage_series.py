@@ -65,6 +65,7 @@ async def admin_series(services: ServicesDep, _admin: AdminDep, bucket: Bucket =
                          split_by=split_by, model=model, key_id=key)
 
 
+# the calling key's own usage
 @endpoint(router, "GET", "/v1/usage/series", access="key", answer=a.UsageSeries, errors=(503,))
 async def own_series(services: ServicesDep, principal: PrincipalDep, bucket: Bucket = "minute",
                      since: From = None, until: To = None, split_by: SplitBy = "model",

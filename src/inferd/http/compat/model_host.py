@@ -95,6 +95,7 @@ async def _load(services: Services, principal: Principal, name: str,
                                 cooldown_max=settings.replica_cooldown_max))
 
 
+# the current model is the calling key's own
 @endpoint(router, "POST", "/old/initialize", access="key", answer=c.HostInitialized,
           body=Initialize, errors=(403, 404, 413, 503))
 async def initialize(request: Request, services: ServicesDep,

@@ -128,6 +128,7 @@ async def get_model(name: str, admin: ModelAdminDep) -> Response:
     return json_response(await admin.model_view(record))
 
 
+# a path that is no number names a model for GET only: 405
 @endpoint(router, "DELETE", "/models/{model_id:int}", access="admin", answer=a.Deleted,
           errors=(403, 404, 405, 409, 503))
 async def delete_model(model_id: RowId, admin: ModelAdminDep) -> Response:

@@ -81,6 +81,7 @@ async def _run(jobs: JobService, principal: Principal, job_id: str, meta: S1Meta
     return json_response({"content": result_text(job)})
 
 
+# ``job_id`` is scoped to the calling key; a failed job answers its own failure status
 @endpoint(router, "POST", "/generate", access="key", answer=c.GeneratedContent, body=S1Generate,
           errors=(403, 404, 408, 409, 413, *UPSTREAM))
 async def generate(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:

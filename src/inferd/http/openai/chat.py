@@ -36,11 +36,11 @@ PATHS = frozenset({PATH, "/chat/completions"})
 router = APIRouter(tags=["openai"])
 
 
-@endpoint(router, "POST", PATH, access="key", answer=a.ChatCompletion, body=ChatCompletionRequest,
-          media=(SSE,), errors=(*INFER, 409, 413), job=True)
 # S3's proxy serves it without the /v1 prefix: the same operation (its jobs run PATH)
 @endpoint(router, "POST", "/chat/completions", access="key", answer=a.ChatCompletion,
           body=ChatCompletionRequest, media=(SSE,), errors=(*INFER, 409, 413), job=True)
+@endpoint(router, "POST", PATH, access="key", answer=a.ChatCompletion, body=ChatCompletionRequest,
+          media=(SSE,), errors=(*INFER, 409, 413), job=True)
 async def create_chat_completion(request: Request, services: ServicesDep,
                                  principal: PrincipalDep) -> Response:
     if prefers_async(request):  # Prefer: respond-async -> 202 with a durable job

@@ -71,6 +71,7 @@ async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
             await aclose()
 
 
+# ``private``: ``previous_response_id`` is the caller's own
 @endpoint(router, "POST", "/v1/responses", access="private", answer=a.ResponseObject,
           body=ResponseCreateRequest, media=(SSE,), errors=(*INFER, 409, 413))
 async def create_response(request: Request, principal: PrincipalDep,
@@ -88,6 +89,7 @@ async def create_response(request: Request, principal: PrincipalDep,
                                                    responses.create(principal, prepared)))
 
 
+# ``private``: ``previous_response_id`` as above
 @endpoint(router, "POST", "/v1/responses/input_tokens", access="private", answer=a.InputTokens,
           body=InputTokensRequest, errors=(403, 404, 413, 503))
 async def count_input_tokens(request: Request, principal: PrincipalDep,
