@@ -1,7 +1,6 @@
 """API-key authentication as a small pure-ASGI middleware.
 
-For every HTTP request outside the public routes (declared ``access="public"``, see
-``inferd.http.operation``) it reads the key
+For every HTTP request outside the public routes (``inferd.http.access``) it reads the key
 (``Authorization: Bearer`` or ``X-API-Key``), resolves it through the in-memory ``KeyRing`` (no
 database read) and puts the ``Principal`` in ``scope["state"]["principal"]``, where
 ``http.deps.get_principal`` finds it. While keys are not enforced (see

@@ -1,6 +1,6 @@
-"""Every router of the app, in the order the app mounts them (the first match wins: S0's
-``/models/`` before the toolkit's ``/models/{name}``...). Importing this module declares every
-operation in ``inferd.http.operation.REGISTRY``."""
+"""Every router of the app, in the order the app mounts them (the first matching route
+answers). Importing this module declares every operation in
+``inferd.http.operation.REGISTRY``."""
 
 from __future__ import annotations
 
