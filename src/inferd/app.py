@@ -28,7 +28,7 @@ from inferd.http.admin import replicas as admin_replicas
 from inferd.http.admin import tables as admin_tables
 from inferd.http.admin import usage as admin_usage
 from inferd.http.admin import usage_series
-from inferd.http.auth import AuthMiddleware
+from inferd.http.auth import AuthMiddleware, RequirePrincipal
 from inferd.http.compat import contexts_results, model_host, proxy_toolkit, queued_generate
 from inferd.http.jobs import JobsFastPath
 from inferd.http.middleware import RequestGuard
@@ -79,7 +79,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(image_routes.router)  # /v1/images/*, S2's /model/generate
     app.include_router(engine_routes.router)  # engines registering with a gateway
     app.include_router(ui_router)
-    # innermost: after auth, before the framework's routing (see inferd.http.fast)
+    # innermost: a request without a principal never reaches a route (401)
+    app.add_middleware(RequirePrincipal)
+    # after auth, before the framework's routing (see inferd.http.fast)
     app.add_middleware(JobsFastPath)
     app.add_middleware(ChatFastPath)
     app.add_middleware(AuthMiddleware)  # inside RequestGuard: sees the request id

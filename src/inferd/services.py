@@ -95,7 +95,8 @@ class Services:
         await start_role(settings, db, catalog, stack, {s.name: e for s, e in engines})
         # Jobs run as their submitter's key (limits, allow-list, webhook secret), also after
         # a restart.
-        jobs = await start_jobs(db, router, inference, settings, principal_lookup=auth.owner)
+        jobs = await start_jobs(db, router, inference, settings, principal_lookup=auth.owner,
+                                open_mode=auth.open_mode)
         stack.push_async_callback(jobs.close)
         metering.metrics.register_gauge("inferd_queue_depth",
                                         "Jobs waiting in this process's queue.",

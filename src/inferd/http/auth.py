@@ -4,7 +4,8 @@ For every HTTP request outside the public routes (``inferd.http.access``) it rea
 (``Authorization: Bearer`` or ``X-API-Key``), resolves it through the in-memory ``KeyRing`` (no
 database read) and puts the ``Principal`` in ``scope["state"]["principal"]``, where
 ``http.deps.get_principal`` finds it. While keys are not enforced (see
-``inferd.auth.bootstrap``) a request without a known key is the anonymous admin; a known key
+``inferd.auth.bootstrap``) a request without a known key is the open-mode admin
+(``OPEN_MODE``, set here on purpose; a route finding no principal answers 401); a known key
 still applies, with its limits. Paths under ``ADMIN_PREFIXES`` need an admin key (403
 otherwise); other admin routes use ``AdminDep``. The engines' key (the ``ENGINE`` principal)
 gets 403 everywhere but the engine registration routes (``EngineDep``).
@@ -24,11 +25,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inferd.auth.principal import FORWARDED_HEADER, Principal
 from inferd.auth.service import Auth
-from inferd.errors import InferdError, PermissionDenied, RateLimited, envelope
+from inferd.errors import (
+    AuthenticationFailed,
+    InferdError,
+    PermissionDenied,
+    RateLimited,
+    envelope,
+)
 from inferd.http.access import ENGINE_PREFIX, public_paths
 from inferd.http.anthropic import PREFIX as ANTHROPIC_PREFIX
 from inferd.http.anthropic import error_body as anthropic_error_body
 from inferd.http.deps import get_principal
+from inferd.http.fast import NO_PRINCIPAL
 from inferd.logs import request_id_var
 
 _PUBLIC_ROUTES, PUBLIC_PREFIXES = public_paths()  # the ``public`` routes of ``http.access``
@@ -118,6 +126,26 @@ class AuthMiddleware:
         if scope["path"].startswith(ADMIN_PREFIXES):
             check_admin(principal)
         return principal
+
+
+class RequirePrincipal:
+    """The innermost check, around the routes: a request outside the public routes that
+    reaches them without a principal in its scope (it did not pass ``AuthMiddleware``) is
+    refused with 401 in the OpenAI error shape. A missing caller is never an admin: open mode
+    is the ``OPEN_MODE`` principal, which ``AuthMiddleware`` sets on purpose. The fast paths
+    (outside this check) refuse such a request themselves (``http.fast.principal_of``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "principal" not in (scope.get("state") or {}):
+            path: str = scope["path"]
+            if not (path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)):
+                await _refuse(send, AuthenticationFailed(NO_PRINCIPAL, code="missing_api_key"),
+                              path)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _refuse(send: Send, exc: InferdError, path: str) -> None:

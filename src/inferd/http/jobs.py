@@ -164,10 +164,10 @@ class JobsFastPath(FastPath):
 
     async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
         jobs = get_jobs(scope["app"].state.services)
-        principal = principal_of(scope)
         key = header(scope, b"idempotency-key")
         path = scope["path"]
         try:
+            principal = principal_of(scope)
             if path == PATH:
                 job, created = await create(jobs, principal, body, key)
             else:

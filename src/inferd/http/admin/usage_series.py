@@ -73,7 +73,7 @@ async def own_series(services: ServicesDep, principal: PrincipalDep, bucket: Buc
 
 def _own(principal: Principal) -> str:
     if principal.key_id is None:
-        # The anonymous caller (keys off) has no requests of its own to single out.
+        # The open-mode caller (keys off) has no requests of its own to single out.
         raise InvalidRequest("This endpoint charts the calling key's usage; send an API key.",
                              code="missing_api_key")
     return principal.key_id
