@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from inferd.auth.principal import Principal
+from inferd.control import JobRecord
 from inferd.errors import InvalidRequest, PermissionDenied
 from inferd.http.deps import PrincipalDep, get_principal, get_services
 from inferd.http.fast import FastPath, header, principal_of, send_error, send_json
@@ -32,7 +33,6 @@ from inferd.json_bodies import parse_json
 from inferd.numerals import ascii_int
 from inferd.schemas.openai import MAX_DURATION
 from inferd.services import Services
-from inferd.store.jobs import JobRecord
 
 router = APIRouter(tags=["jobs"])
 

@@ -13,13 +13,12 @@ from inferd.http.deps import PrincipalDep, ServicesDep, read_strict
 from inferd.http.responses import json_response
 from inferd.responses.prompts import PromptService
 from inferd.schemas.responses import PromptCreate, PromptTemplate
-from inferd.store.conversations import PromptStore
 
 router = APIRouter(prefix="/admin/v1/prompts", tags=["admin"])
 
 
 def _prompts(services: ServicesDep, _admin: AdminDep) -> PromptService:
-    return PromptService(PromptStore(services.db))
+    return services.control.prompts
 
 
 PromptsDep = Annotated[PromptService, Depends(_prompts)]

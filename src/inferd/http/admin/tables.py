@@ -1,7 +1,7 @@
 """S3's monitoring routes ``/tables`` and ``/tables/{name}`` (admin scope, read-only).
 
-Also under ``/admin/v1/tables``. Rows come from ``inferd.store.monitor`` with secrets and
-hashes redacted.
+Also under ``/admin/v1/tables``. Rows come from ``inferd.store.monitor`` (through
+``services.control.tables``) with secrets and hashes redacted.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from inferd.errors import NotFound
 from inferd.http.auth import AdminDep
 from inferd.http.deps import ServicesDep
 from inferd.http.responses import json_response
-from inferd.store.monitor import TableBrowser
 
 router = APIRouter(tags=["admin"])
 
@@ -21,14 +20,14 @@ router = APIRouter(tags=["admin"])
 @router.get("/tables")
 @router.get("/admin/v1/tables")
 async def list_tables(services: ServicesDep, _admin: AdminDep) -> Response:
-    return json_response({"tables": TableBrowser(services.db).tables()})
+    return json_response({"tables": services.control.tables.tables()})
 
 
 @router.get("/tables/{name}")
 @router.get("/admin/v1/tables/{name}")
 async def table_rows(name: str, services: ServicesDep, _admin: AdminDep) -> Response:
     """The newest 100 rows of an allowed table."""
-    rows = await TableBrowser(services.db).rows(name)
+    rows = await services.control.tables.rows(name)
     if rows is None:
         raise NotFound(f"No table named '{name}' is available.", code="table_not_found")
     return json_response({"table": name, "data": rows})

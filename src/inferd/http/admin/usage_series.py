@@ -10,12 +10,11 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from inferd.auth.principal import Principal
+from inferd.control import MAX_BUCKETS, SplitBy
 from inferd.errors import InvalidRequest
-from inferd.http.admin.usage import _store
 from inferd.http.auth import AdminDep
 from inferd.http.deps import PrincipalDep, ServicesDep
 from inferd.http.responses import json_response
-from inferd.store.usage_series import MAX_BUCKETS, SplitBy, UsageSeries
 
 router = APIRouter(tags=["admin"])
 
@@ -41,9 +40,9 @@ async def _series(services: ServicesDep, *, bucket: Bucket, since: float | None,
         raise InvalidRequest(f"That range has more than {MAX_BUCKETS} '{bucket}' buckets; "
                              "pick a larger bucket or a shorter range.", param="bucket",
                              code="invalid_value")
-    store = await _store(services)
-    series = await UsageSeries(store.db).series(bucket=seconds, since=since, until=until,
-                                                split_by=split_by, model=model, key_id=key_id)
+    await services.metering.recorder.flush()  # with the requests still in the buffer
+    series = await services.control.usage_series.series(
+        bucket=seconds, since=since, until=until, split_by=split_by, model=model, key_id=key_id)
     return json_response({"object": "usage.series", "bucket": bucket,
                           "bucket_seconds": seconds, "from": since, "to": until,
                           "split_by": split_by, "generated_at": now,

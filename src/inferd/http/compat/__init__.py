@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from inferd.auth.principal import Principal
+from inferd.control import JobRecord
 from inferd.errors import ModelNotFound, Unavailable
 from inferd.inference import Inference
 from inferd.routing.router import Router
-from inferd.store.jobs import JobRecord
 
 
 def default_chat_model(inference: Inference, principal: Principal) -> str:
