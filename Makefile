@@ -17,7 +17,8 @@ lint:
 	.venv/bin/ruff check src tests bench
 
 # The import contracts in .importlinter: no cycle anywhere in src/inferd, the web framework only
-# in http/, SQL only in store/ (src first on the path: the tree checked is this checkout's).
+# in http/, SQL only in store/, http/ never importing store/ (src first on the path: the tree
+# checked is this checkout's).
 imports:
 	PYTHONPATH=src .venv/bin/lint-imports
 

@@ -13,7 +13,7 @@ from inferd import __version__
 from inferd.http import errors, routes
 from inferd.http import jobs as job_routes
 from inferd.http import metrics as metrics_routes
-from inferd.http.auth import AuthMiddleware
+from inferd.http.auth import AuthMiddleware, RequirePrincipal
 from inferd.http.jobs import JobsFastPath
 from inferd.http.middleware import RequestGuard
 from inferd.http.openai import chat
@@ -49,7 +49,9 @@ def create_app(settings: Settings) -> FastAPI:
     install_openapi(app)
     for router in routes.ROUTERS:  # every route declared once (inferd.http.operation)
         app.include_router(router)
-    # innermost: after auth, before the framework's routing (see inferd.http.fast)
+    # innermost: a request without a principal never reaches a route (401)
+    app.add_middleware(RequirePrincipal)
+    # after auth, before the framework's routing (see inferd.http.fast)
     app.add_middleware(JobsFastPath)
     app.add_middleware(ChatFastPath)
     app.add_middleware(AuthMiddleware)  # inside RequestGuard: sees the request id

@@ -10,8 +10,9 @@ from fastapi import Depends, Path, Request
 from pydantic import BaseModel
 from starlette.types import Receive
 
-from inferd.auth.principal import ANONYMOUS, Principal
+from inferd.auth.principal import Principal
 from inferd.http.disconnect import cancel_on_disconnect
+from inferd.http.fast import principal_of
 from inferd.json_bodies import parse_json
 from inferd.services import Services
 
@@ -64,9 +65,9 @@ async def until_disconnected(receive: Receive, work: Awaitable[T]) -> T:
 
 
 def get_principal(request: Request) -> Principal:
-    """The caller; the auth middleware puts it in the request scope (anonymous without keys)."""
-    principal: Principal = request.scope.get("state", {}).get("principal", ANONYMOUS)
-    return principal
+    """The caller, as the auth middleware put it in the request scope (``OPEN_MODE`` while
+    keys are not required); 401 when there is none (``fast.principal_of``)."""
+    return principal_of(request.scope)
 
 
 async def _principal(request: Request) -> Principal:

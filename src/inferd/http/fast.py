@@ -12,7 +12,8 @@ from __future__ import annotations
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inferd.auth.principal import ANONYMOUS, Principal
+from inferd.auth.principal import Principal
+from inferd.errors import AuthenticationFailed
 from inferd.http.errors import exception_response
 
 
@@ -38,9 +39,19 @@ async def read_body(receive: Receive) -> bytes:
     return b"".join(parts)
 
 
+NO_PRINCIPAL = ("This request has no authenticated caller. Send an API key as "
+                "'Authorization: Bearer KEY'.")
+
+
 def principal_of(scope: Scope) -> Principal:
-    """The caller, as the auth middleware left it in the scope (``http.deps.get_principal``)."""
-    principal: Principal = (scope.get("state") or {}).get("principal", ANONYMOUS)
+    """The caller, as the auth middleware left it in the scope (``http.deps.get_principal``).
+
+    A request that reached a route without one (it did not pass the auth middleware) is
+    refused with 401: a missing caller is never taken for an admin.
+    """
+    principal: Principal | None = (scope.get("state") or {}).get("principal")
+    if principal is None:
+        raise AuthenticationFailed(NO_PRINCIPAL, code="missing_api_key")
     return principal
 
 

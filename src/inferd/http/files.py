@@ -15,7 +15,6 @@ from inferd.http.operation import endpoint
 from inferd.http.responses import json_response, page_response
 from inferd.jobs.batches import file_object
 from inferd.schemas import answers as a
-from inferd.store.storage import StorageStore
 
 router = APIRouter(tags=["batch"])
 
@@ -28,7 +27,7 @@ async def upload_file(request: Request, jobs: JobsDep, services: ServicesDep,
         raise InvalidRequest("Upload the file as multipart/form-data with the fields "
                              "'file' and 'purpose'.", param="file")
     # a key whose storage is full is refused before its upload is read
-    await StorageStore(services.db).check_room(principal.key_id, principal.storage_quota)
+    await services.control.storage.check_room(principal.key_id, principal.storage_quota)
     limit = services.settings.max_file_bytes
     async with request.form(max_part_size=limit) as form:
         upload, purpose = form.get("file"), form.get("purpose")

@@ -14,14 +14,13 @@ from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
 from inferd.routing.registration import EngineHeartbeat, EngineRegister, GatewayEnrolment
 from inferd.schemas import answers_control as c
-from inferd.store.replicas import ReplicaStore
 
 router = APIRouter(prefix="/internal/v1", tags=["engines"])
 
 
 def get_enrolment(services: ServicesDep, _caller: EngineDep) -> GatewayEnrolment:
     """The engine registrations, for the engines' key and admin keys only."""
-    return GatewayEnrolment(ReplicaStore(services.db), services.catalog, services.settings)
+    return services.control.enrolment
 
 
 EnrolmentDep = Annotated[GatewayEnrolment, Depends(get_enrolment)]

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from inferd.auth.principal import Principal
+from inferd.control import JobRecord
 from inferd.errors import InvalidRequest, PermissionDenied
 from inferd.http.deps import PrincipalDep, get_principal, get_services
 from inferd.http.fast import FastPath, header, principal_of, send_error, send_json
@@ -34,7 +35,6 @@ from inferd.numerals import ascii_int
 from inferd.schemas import answers as a
 from inferd.schemas.openai import MAX_DURATION
 from inferd.services import Services
-from inferd.store.jobs import JobRecord
 
 router = APIRouter(tags=["jobs"])
 
@@ -167,10 +167,10 @@ class JobsFastPath(FastPath):
 
     async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
         jobs = get_jobs(scope["app"].state.services)
-        principal = principal_of(scope)
         key = header(scope, b"idempotency-key")
         path = scope["path"]
         try:
+            principal = principal_of(scope)
             if path == PATH:
                 job, created = await create(jobs, principal, body, key)
             else:

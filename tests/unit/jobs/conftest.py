@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from inferd.auth.principal import OPEN_MODE
 from inferd.engines.echo import EchoEngine
 from inferd.inference import Inference
 from inferd.jobs.service import JobService
@@ -28,7 +29,7 @@ class Parts:
     def service(self, **settings: object) -> JobService:
         values = {"sweep_seconds": 0.05, "event_flush_seconds": 0.0, **settings}
         return JobService(self.db, self.router, self.inference,
-                          JobSettings.model_validate(values))
+                          JobSettings.model_validate(values), open_mode=OPEN_MODE)
 
 
 def add_echo(router: Router, name: str = "echo") -> None:

@@ -14,14 +14,13 @@ from inferd.http.responses import json_response
 from inferd.routing.manage import ModelAdmin, ModelCreate, ModelUpdate
 from inferd.schemas import answers as a
 from inferd.schemas import answers_control as c
-from inferd.store.replicas import ReplicaStore
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"])
 
 
 def get_model_admin(services: ServicesDep, _admin: AdminDep) -> ModelAdmin:
     """The model manager, for admin callers only."""
-    return ModelAdmin(ReplicaStore(services.db), services.catalog)
+    return services.control.models
 
 
 ModelAdminDep = Annotated[ModelAdmin, Depends(get_model_admin)]

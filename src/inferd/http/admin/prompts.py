@@ -16,13 +16,12 @@ from inferd.responses.prompts import PromptService
 from inferd.schemas import answers as a
 from inferd.schemas import answers_control as c
 from inferd.schemas.responses import PromptCreate, PromptTemplate
-from inferd.store.conversations import PromptStore
 
 router = APIRouter(prefix="/admin/v1/prompts", tags=["admin"])
 
 
 def _prompts(services: ServicesDep, _admin: AdminDep) -> PromptService:
-    return PromptService(PromptStore(services.db))
+    return services.control.prompts
 
 
 PromptsDep = Annotated[PromptService, Depends(_prompts)]

@@ -8,21 +8,17 @@ from typing import Annotated, Literal, cast
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
+from inferd.control import GroupBy
 from inferd.errors import InvalidRequest
 from inferd.http.auth import AdminDep
 from inferd.http.deps import ServicesDep
 from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
 from inferd.schemas import answers_control as c
-from inferd.store.usage import GroupBy, UsageStore
 
 router = APIRouter(prefix="/admin/v1/usage", tags=["admin"])
 
 GROUPS = ("key", "model", "time")
-
-
-async def _store(services: ServicesDep) -> UsageStore:
-    return await services.metering.flushed_store()  # with the requests still in the buffer
 
 
 def _groups(text: str) -> list[GroupBy]:
@@ -43,7 +39,8 @@ async def usage(services: ServicesDep, _admin: AdminDep,
                 limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> Response:
     """Requests, errors, tokens and latency per group; ``since``/``until`` are epoch seconds."""
     groups = _groups(group_by)
-    store = await _store(services)
+    # with the requests still in the buffer
+    store = await services.metering.flushed_store()
     rows = await store.aggregate(group_by=groups, bucket=bucket, since=since, until=until,
                                  key_id=key_id, model=model, limit=limit)
     return json_response({"object": "list", "group_by": groups, "bucket": bucket,
@@ -55,6 +52,6 @@ async def usage(services: ServicesDep, _admin: AdminDep,
 async def records(services: ServicesDep, _admin: AdminDep, key_id: str | None = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
     """The newest usage records, one per request."""
-    store = await _store(services)
+    store = await services.metering.flushed_store()
     return json_response({"object": "list",
                           "data": await store.recent(limit=limit, key_id=key_id)})

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from inferd.auth.principal import ANONYMOUS, Principal
+from inferd.auth.principal import Principal
+from inferd.control import JobRecord
 from inferd.errors import ModelNotFound, Unavailable
 from inferd.inference import Inference
 from inferd.routing.router import Router
-from inferd.store.jobs import JobRecord
 
 
-def default_chat_model(inference: Inference, principal: Principal = ANONYMOUS) -> str:
+def default_chat_model(inference: Inference, principal: Principal) -> str:
     """The first model that chats and that the caller's key may use: what a replaced system's
     request without a known model runs on."""
     for info in inference.visible_models(principal):
@@ -35,7 +35,7 @@ def serves_chat(router: Router, name: str) -> bool:
 
 
 def chat_model(inference: Inference, name: str | None,
-               principal: Principal = ANONYMOUS) -> str:
+               principal: Principal) -> str:
     """``name`` when it is served, else the caller's default chat model (the replaced systems
     named models that are not served here)."""
     if name:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
 from inferd.auth.principal import Principal
+from inferd.control import ContextRecord, JobRecord
 from inferd.errors import NotFound
 from inferd.http.compat import result_text
 from inferd.http.deps import ContextId, PrincipalDep, ServicesDep, read_strict
@@ -21,8 +22,6 @@ from inferd.http.jobs import JobsDep
 from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
 from inferd.schemas import answers_control as c
-from inferd.store.jobs import JobRecord
-from inferd.store.jobs_contexts import ContextRecord, ContextStore
 
 router = APIRouter(tags=["contexts-results (S0)"])
 
@@ -51,7 +50,7 @@ def result_object(job: JobRecord) -> dict[str, Any]:
 
 
 async def _context(services: ServicesDep, principal: Principal, context_id: int) -> ContextRecord:
-    context = await ContextStore(services.db).get(context_id)
+    context = await services.control.contexts.get(context_id)
     if context is None or not (principal.is_admin or context.owner == principal.key_id):
         raise NotFound(f"Context {context_id} not found.", param="context_id")
     return context
@@ -62,14 +61,14 @@ async def _context(services: ServicesDep, principal: Principal, context_id: int)
 async def create_context(request: Request, services: ServicesDep,
                          principal: PrincipalDep) -> Response:
     body = await read_strict(request, ContextCreate)
-    context = await ContextStore(services.db).create(principal.key_id, body.content,
+    context = await services.control.contexts.create(principal.key_id, body.content,
                                                      principal.storage_quota)
     return json_response(context_object(context))
 
 
 @endpoint(router, "GET", "/contexts/", access="owner", answer=c.Context, many=True, errors=(503,))
 async def list_contexts(services: ServicesDep, principal: PrincipalDep) -> Response:
-    contexts = await ContextStore(services.db).all(principal.key_id, principal.is_admin)
+    contexts = await services.control.contexts.all(principal.key_id, principal.is_admin)
     return json_response([context_object(c) for c in contexts])
 
 

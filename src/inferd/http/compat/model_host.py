@@ -34,7 +34,6 @@ from inferd.schemas import answers_control as c
 from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest
 from inferd.services import Services
 from inferd.settings import ModelSpec
-from inferd.store.repo import KeyValueStore
 
 router = APIRouter(tags=["model-host (S4)"])
 
@@ -69,7 +68,7 @@ def _state_key(principal: Principal) -> str:
 
 
 async def _state(services: Services, principal: Principal) -> dict[str, Any]:
-    raw = await KeyValueStore(services.db).get(_state_key(principal))
+    raw = await services.control.kv.get(_state_key(principal))
     return orjson.loads(raw) if raw else {}
 
 
@@ -124,7 +123,7 @@ async def initialize(request: Request, services: ServicesDep,
     ChatCompletionRequest.model_validate(
         {**params, "model": name, "messages": [{"role": "user", "content": ""}]})
     state = {"model": name, "params": params, "initialized_at": time.time()}
-    await KeyValueStore(services.db).set(_state_key(principal), orjson.dumps(state).decode())
+    await services.control.kv.set(_state_key(principal), orjson.dumps(state).decode())
     return json_response({"status": "initialized", "model": name, "params": params})
 
 

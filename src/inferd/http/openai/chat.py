@@ -68,9 +68,9 @@ class ChatFastPath(FastPath):
 
     async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
         services: Services = scope["app"].state.services
-        principal = principal_of(scope)
         inference = services.inference
         try:
+            principal = principal_of(scope)
             request = ChatCompletionRequest.model_validate_json(body)
             if request.stream:
                 stream = await inference.chat_stream(request, principal)

@@ -17,7 +17,6 @@ from inferd.http.responses import json_response
 from inferd.http.sse import sse_response
 from inferd.responses.conversations import ConversationService
 from inferd.responses.events import Event
-from inferd.responses.prompts import PromptService
 from inferd.responses.service import ResponseService
 from inferd.schemas import answers as a
 from inferd.schemas.responses import (
@@ -27,26 +26,16 @@ from inferd.schemas.responses import (
     InputTokensRequest,
     ResponseCreateRequest,
 )
-from inferd.services import Services
-from inferd.store.conversations import ConversationStore, PromptStore
-from inferd.store.responses import ResponseStore
 
 router = APIRouter(tags=["responses"])
 
 
-def conversation_service(services: Services) -> ConversationService:
-    return ConversationService(ConversationStore(services.db),
-                               services.settings.conversation_max_items)
-
-
 async def _service(services: ServicesDep) -> ResponseService:
-    return ResponseService(services.inference, ResponseStore(services.db), services.jobs,
-                           conversation_service(services), PromptService(PromptStore(services.db)),
-                           services.settings.responses_max_chain)
+    return services.control.responses
 
 
 async def _conversations(services: ServicesDep) -> ConversationService:
-    return conversation_service(services)
+    return services.control.conversations
 
 
 ResponsesDep = Annotated[ResponseService, Depends(_service)]
