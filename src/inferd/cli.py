@@ -320,7 +320,7 @@ def bench(url: str, model: str, embedding_model: str, image_model: str, api_key:
           quiet: bool) -> None:
     """Load a server and print requests/s, tokens/s, latency and TTFT percentiles, errors.
 
-    S2's `make stresstest` (hey against the backend) with tokens and streams in view:
+    The image backend's `make stresstest` (hey against the backend) with tokens and streams in view:
     `inferd bench --url http://gateway:8000 -c 32 -d 120 --mix chat=3,stream=1,health=1`.
     """
     from inferd.loadtest import Plan, Runner, parse_mix, render, summary

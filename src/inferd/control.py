@@ -39,7 +39,8 @@ __all__ = ["MAX_BUCKETS", "ContextRecord", "Control", "GroupBy", "JobRecord", "S
 class Control:
     """``models``: models and replicas (admin); ``enrolment``: engines registering with a
     gateway; ``prompts``, ``conversations``, ``responses``: the Responses API's parts;
-    ``contexts``: S0's stored prompts; ``kv``: small stored facts (S4's current model per key);
+    ``contexts``: the contexts-and-results API's stored prompts; ``kv``: small stored facts (the
+    model-host API's current model per key);
     ``storage``: the storage quota of a key's objects; ``tables``: the monitoring tables;
     ``usage_series``: usage per time bucket."""
 

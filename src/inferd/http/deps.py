@@ -78,6 +78,7 @@ PrincipalDep = Annotated[Principal, Depends(_principal)]
 
 
 # Ids in a path, bounded to what their columns hold (larger numbers name no row and must not
-# reach a database driver): BIGINT ids, and the INTEGER ids of S0's contexts.
+# reach a database driver): BIGINT ids, and the INTEGER ids of the
+# contexts-and-results API's contexts.
 RowId = Annotated[int, Path(ge=0, le=2**63 - 1)]
 ContextId = Annotated[int, Path(ge=0, le=2**31 - 1)]

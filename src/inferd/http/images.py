@@ -1,14 +1,11 @@
-"""``/v1/images/generations`` (OpenAI's image API; ``Prefer: respond-async`` makes it a job),
-``GET /v1/images/{id}/content`` (pictures answered by URL), and S2's ``POST /model/generate``
-(``{"text": ...}`` in, PNG bytes out)."""
+"""``/v1/images/generations`` (OpenAI's image API; ``Prefer: respond-async`` makes it a job)
+and ``GET /v1/images/{id}/content`` (pictures answered by URL)."""
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from inferd.http.deps import PrincipalDep, ServicesDep, read_model, unless_disconnected
@@ -52,22 +49,3 @@ async def image_content(image_id: str, images: ImagesDep, principal: PrincipalDe
     return Response(content, media_type=media_type,
                     headers={"Cache-Control": "private, max-age=86400"})
 
-
-class S2Generate(BaseModel):
-    """S2's image request: the prompt as ``text`` (a model and size may be added)."""
-
-    model_config = ConfigDict(extra="ignore")
-    text: str = Field(min_length=1, max_length=32000)
-    model: str = ""
-    size: str | None = None
-    seed: int | None = None
-
-
-@endpoint(router, "POST", "/model/generate", access="key", body=S2Generate, media=("image/png",),
-          errors=(*INFER, 409, 413), tags=["image-backend (S2)"])
-async def s2_generate(request: Request, images: ImagesDep, principal: PrincipalDep) -> Response:
-    spec = await read_model(request, S2Generate)
-    body = ImageGenerationRequest(prompt=spec.text, model=spec.model, size=spec.size,
-                                  seed=spec.seed, output_format="png")
-    result = await unless_disconnected(request, images.generate(body, principal))
-    return Response(base64.b64decode(result["data"][0]["b64_json"]), media_type="image/png")

@@ -41,7 +41,7 @@ router = APIRouter(tags=["jobs"])
 PATH = "/v1/jobs"
 # The paths whose ``Prefer: respond-async`` requests become jobs, and the job endpoint of each.
 ASYNC_PATHS = {"/v1/chat/completions": "/v1/chat/completions",
-               "/chat/completions": "/v1/chat/completions",  # S3's unprefixed chat path
+               "/chat/completions": "/v1/chat/completions",  # the proxy toolkit's path
                "/v1/completions": "/v1/completions", "/v1/embeddings": "/v1/embeddings",
                IMAGES_ENDPOINT: IMAGES_ENDPOINT}
 

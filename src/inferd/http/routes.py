@@ -19,7 +19,13 @@ from inferd.http.admin import replicas as admin_replicas
 from inferd.http.admin import tables as admin_tables
 from inferd.http.admin import usage as admin_usage
 from inferd.http.admin import usage_series
-from inferd.http.compat import contexts_results, model_host, proxy_toolkit, queued_generate
+from inferd.http.compat import (
+    contexts_results,
+    image_backend,
+    model_host,
+    proxy_toolkit,
+    queued_generate,
+)
 from inferd.http.operation import REGISTRY, Registry
 from inferd.http.ui import router as ui_router
 
@@ -30,7 +36,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     anthropic.router,
     admin_models.router,
     admin_replicas.router,
-    proxy_toolkit.router,  # S3: keys, models, replicas
+    proxy_toolkit.router,  # the proxy toolkit's keys, models, replicas
     metrics.router,
     admin_keys.router,
     admin_usage.router,
@@ -41,10 +47,11 @@ ROUTERS: tuple[APIRouter, ...] = (
     jobs.router,
     files.router,
     batches.router,
-    contexts_results.router,  # S0
-    queued_generate.router,  # S1
-    model_host.router,  # S4
-    images.router,  # /v1/images/*, S2's /model/generate
+    contexts_results.router,
+    queued_generate.router,
+    model_host.router,
+    images.router,  # /v1/images/*
+    image_backend.router,  # the image backend's /model/generate
     internal.router,  # engines registering with a gateway
     ui_router,
 )

@@ -154,7 +154,7 @@ class TableRows(Answer):
 
 # -- the replaced systems' APIs -----------------------------------------------------------------
 class Context(Answer):
-    """S0's stored prompt."""
+    """The contexts-and-results API's stored prompt."""
 
     id: int
     content: str
@@ -162,7 +162,8 @@ class Context(Answer):
 
 
 class ContextResult(Answer):
-    """S0's result: a job seen as ``pending`` → ``completed`` | ``failed``."""
+    """The contexts-and-results API's result: a job seen as ``pending`` → ``completed`` |
+    ``failed``."""
 
     id: str
     result_id: str
@@ -176,7 +177,7 @@ class ContextResult(Answer):
 
 
 class RepositoryModel(Answer):
-    """S0's model list entry (Triton's repository index)."""
+    """The contexts-and-results API's model list entry (Triton's repository index)."""
 
     name: str
     version: str
@@ -184,13 +185,13 @@ class RepositoryModel(Answer):
 
 
 class GeneratedContent(Answer):
-    """S1's answer."""
+    """The queued generate API's answer."""
 
     content: str | None
 
 
 class GeneratedKey(Answer):
-    """S3's ``/generate_api_key`` answer."""
+    """The proxy toolkit's ``/generate_api_key`` answer."""
 
     api_key: str
     id: int | str
@@ -198,13 +199,13 @@ class GeneratedKey(Answer):
 
 
 class KeyRevoked(Answer):
-    """S3's ``/delete_api_key`` answer."""
+    """The proxy toolkit's ``/delete_api_key`` answer."""
 
     message: str
 
 
 class HostInitialized(Answer):
-    """S4's ``/old/initialize`` answer."""
+    """The model-host API's ``/old/initialize`` answer."""
 
     status: Literal["initialized"]
     model: str
@@ -212,7 +213,7 @@ class HostInitialized(Answer):
 
 
 class HostGenerated(Answer):
-    """S4's ``/old/generate`` answer."""
+    """The model-host API's ``/old/generate`` answer."""
 
     response: str | None
     model: str
@@ -220,7 +221,7 @@ class HostGenerated(Answer):
 
 
 class HostStatus(Answer):
-    """S4's ``/old/status`` answer."""
+    """The model-host API's ``/old/status`` answer."""
 
     status: Literal["loaded", "not_initialized"]
     model: str | None

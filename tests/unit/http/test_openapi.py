@@ -62,7 +62,7 @@ def test_request_bodies_of_the_replaced_systems_and_the_control_plane() -> None:
     ops = _operations()
     for (method, path), model in (
             (("post", "/admin/v1/keys"), "KeySpec"), (("post", "/v1/jobs"), "JobCreate"),
-            (("post", "/contexts/"), "ContextCreate"), (("post", "/generate"), "S1Generate"),
+            (("post", "/contexts/"), "ContextCreate"), (("post", "/generate"), "QueuedGenerate"),
             (("post", "/generate_api_key"), "GenerateKeyRequest"),
             (("post", "/old/initialize"), "Initialize"),
             (("post", "/v1/messages"), "MessagesRequest"),

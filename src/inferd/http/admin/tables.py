@@ -1,4 +1,5 @@
-"""S3's monitoring routes ``/tables`` and ``/tables/{name}`` (admin scope, read-only).
+"""The proxy toolkit's monitoring routes ``/tables`` and ``/tables/{name}`` (admin scope,
+read-only).
 
 Also under ``/admin/v1/tables``. Rows come from ``inferd.store.monitor`` (through
 ``services.control.tables``) with secrets and hashes redacted.

@@ -1,11 +1,15 @@
 """The replaced systems' APIs, mapped onto the core; one module per system:
 
-- ``contexts_results``: the contexts/results API (S0), on the job system;
-- ``queued_generate``: the queued generate API (S1), on the job system;
-- ``proxy_toolkit``: the proxy toolkit's keys, models and replicas (S3);
-- ``model_host``: the model-host API (S4), on the router.
+- ``contexts_results``: the contexts-and-results API (stored prompts, their results as
+  jobs), on the job system;
+- ``queued_generate``: the queued generate API (protollm's ``/generate``,
+  ``/chat_completion``), on the job system;
+- ``image_backend``: the image-generating LLM backend's ``/model/generate``, on the image
+  service;
+- ``proxy_toolkit``: the proxy toolkit's keys, models and replicas;
+- ``model_host``: the model-host API (``/old/*``), on the router.
 
-The helpers here are shared by the APIs that run chats (contexts/results, queued generate and
+The helpers here are shared by the APIs that run chats (contexts-and-results, queued generate and
 model host).
 """
 

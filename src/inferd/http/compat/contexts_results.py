@@ -1,4 +1,4 @@
-"""The contexts/results API (S0, "LLM API Service"): stored prompts and their results, on the
+"""The contexts-and-results API ("LLM API Service"): stored prompts and their results, on the
 job system.
 
 ``POST /models/send/{model}/{context_id}`` returns a result id at once; the result is a job whose
@@ -23,7 +23,9 @@ from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
 from inferd.schemas import answers_control as c
 
-router = APIRouter(tags=["contexts-results (S0)"])
+router = APIRouter(tags=["contexts-results"])
+
+SOURCE = "contexts"  # the source of the jobs this API starts (its results)
 
 _STATUS = {"pending": "pending", "running": "pending", "completed": "completed",
            "failed": "failed", "cancelled": "failed"}
@@ -85,7 +87,7 @@ async def list_results(jobs: JobsDep, principal: PrincipalDep) -> Response:
     found: list[JobRecord] = []
     after = None
     while True:
-        page = await jobs.page(principal, source="s0", after=after, limit=100)
+        page = await jobs.page(principal, source=SOURCE, after=after, limit=100)
         found += page.jobs
         if not page.has_more or not page.jobs:
             break
@@ -97,14 +99,15 @@ async def list_results(jobs: JobsDep, principal: PrincipalDep) -> Response:
           errors=(404, 503))
 async def get_result(result_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     job = await jobs.get(principal, result_id)
-    if job.source != "s0":
+    if job.source != SOURCE:
         raise NotFound(f"Result {result_id} not found.", param="result_id")
     return json_response(result_object(job))
 
 
 @endpoint(router, "GET", "/models/", access="key", answer=c.RepositoryModel, many=True)
 async def list_models(services: ServicesDep, principal: PrincipalDep) -> Response:
-    """The served models the caller's key may use, as S0 listed Triton's repository index."""
+    """The served models the caller's key may use, as the contexts-and-results API listed
+    Triton's repository index."""
     return json_response([{"name": m.name, "version": "1",
                            "state": "READY" if m.kind != "none" else "UNAVAILABLE"}
                           for m in services.inference.visible_models(principal)])
@@ -116,6 +119,6 @@ async def send(model_name: str, context_id: ContextId, services: ServicesDep, jo
                principal: PrincipalDep) -> Response:
     context = await _context(services, principal, context_id)
     body = {"model": model_name, "messages": [{"role": "user", "content": context.content}]}
-    job, _ = await jobs.submit(principal, "/v1/chat/completions", body, source="s0",
+    job, _ = await jobs.submit(principal, "/v1/chat/completions", body, source=SOURCE,
                                meta={"context_id": context.id})
     return json_response(result_object(job), status=202)

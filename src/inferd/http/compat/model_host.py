@@ -1,4 +1,4 @@
-"""The model-host API (S4, "LLM-Host"): the old ``/old/*`` endpoints, on the router.
+"""The model-host API ("LLM-Host"): the old ``/old/*`` endpoints, on the router.
 
 ``/old/initialize`` chooses the caller's "current" model, loading a GGUF first when the name is
 not served yet (from ``path``, or ``<data_dir>/models/<name>.gguf``; loading is for admins);
@@ -35,9 +35,9 @@ from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest
 from inferd.services import Services
 from inferd.settings import ModelSpec
 
-router = APIRouter(tags=["model-host (S4)"])
+router = APIRouter(tags=["model-host"])
 
-STATE_KEY = "s4.current"
+STATE_KEY = "model-host.current"
 GENERATION_PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "top_k", "min_p",
                      "repeat_penalty")
 

@@ -1,4 +1,5 @@
-"""The Hyperstack toolkit's (S3) routes: API keys, models and replicas (admin scope).
+"""The proxy toolkit's (Hyperstack LLM Inference Toolkit) routes: API keys, models and
+replicas (admin scope).
 
 Keys: ``POST /generate_api_key`` takes ``{"user_id", "allowed_rpm"?}`` and answers
 ``{"api_key", "id", "enabled"}``; ``POST /delete_api_key`` takes ``{"user_id", "api_key_id"}``
@@ -8,7 +9,7 @@ it is already disabled.
 Models and replicas, on the same manager as ``/admin/v1``: ``GET/POST /models``,
 ``GET /models/{name}``, ``DELETE /models/{id}``, ``GET/POST /models/{id}/replicas``,
 ``PUT /models/replicas/{id}``, ``DELETE /replicas/{id}``. (``GET /models/`` with a trailing
-slash is the contexts/results API's, in ``contexts_results``.)
+slash is the contexts-and-results API's, in ``contexts_results``.)
 
 The toolkit's other routes are shared with inferd's own API: ``POST /chat/completions`` is the
 OpenAI chat route without ``/v1`` (``inferd.http.openai.chat``) and ``/tables`` is
@@ -35,11 +36,11 @@ from inferd.schemas import answers_control as c
 from inferd.schemas.openai import INT32, INT64
 from inferd.settings import ReplicaSpec
 
-router = APIRouter(tags=["proxy-toolkit (S3)"])
+router = APIRouter(tags=["proxy-toolkit"])
 
 
 class GenerateKeyRequest(BaseModel):
-    """S3's ``GenerateAPIKeyRequestSchema``."""
+    """The proxy toolkit's ``GenerateAPIKeyRequestSchema``."""
 
     model_config = ConfigDict(extra="ignore")
     user_id: str = Field(min_length=1, max_length=191)
@@ -47,7 +48,7 @@ class GenerateKeyRequest(BaseModel):
 
 
 class DeleteKeyRequest(BaseModel):
-    """S3's ``DeleteAPIKeyRequestSchema``."""
+    """The proxy toolkit's ``DeleteAPIKeyRequestSchema``."""
 
     model_config = ConfigDict(extra="ignore")
     user_id: str = Field(min_length=1)

@@ -31,12 +31,12 @@ from inferd.schemas.openai import ChatCompletionRequest, legacy_answer, legacy_s
 from inferd.services import Services
 
 PATH = "/v1/chat/completions"
-# S3's proxy serves OpenAI's chat API without the /v1 prefix; its clients keep working.
+# The proxy toolkit serves OpenAI's chat API without the /v1 prefix; its clients keep working.
 PATHS = frozenset({PATH, "/chat/completions"})
 router = APIRouter(tags=["openai"])
 
 
-# S3's proxy serves it without the /v1 prefix: the same operation (its jobs run PATH)
+# The proxy toolkit serves it without the /v1 prefix: the same operation (its jobs run PATH)
 @endpoint(router, "POST", "/chat/completions", access="key", answer=a.ChatCompletion,
           body=ChatCompletionRequest, media=(SSE,), errors=(*INFER, 409, 413), job=True)
 @endpoint(router, "POST", PATH, access="key", answer=a.ChatCompletion, body=ChatCompletionRequest,
