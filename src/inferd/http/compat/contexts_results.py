@@ -21,7 +21,7 @@ from inferd.http.deps import ContextId, PrincipalDep, ServicesDep, read_strict
 from inferd.http.jobs import JobsDep
 from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
-from inferd.schemas import answers_control as c
+from inferd.schemas import compat
 
 router = APIRouter(tags=["contexts-results"])
 
@@ -58,7 +58,7 @@ async def _context(services: ServicesDep, principal: Principal, context_id: int)
     return context
 
 
-@endpoint(router, "POST", "/contexts/", access="key", answer=c.Context, body=ContextCreate,
+@endpoint(router, "POST", "/contexts/", access="key", answer=compat.Context, body=ContextCreate,
           errors=(413, 503))
 async def create_context(request: Request, services: ServicesDep,
                          principal: PrincipalDep) -> Response:
@@ -68,20 +68,21 @@ async def create_context(request: Request, services: ServicesDep,
     return json_response(context_object(context))
 
 
-@endpoint(router, "GET", "/contexts/", access="owner", answer=c.Context, many=True, errors=(503,))
+@endpoint(router, "GET", "/contexts/", access="owner", answer=compat.Context, many=True,
+          errors=(503,))
 async def list_contexts(services: ServicesDep, principal: PrincipalDep) -> Response:
     contexts = await services.control.contexts.all(principal.key_id, principal.is_admin)
     return json_response([context_object(c) for c in contexts])
 
 
-@endpoint(router, "GET", "/contexts/{context_id}", access="owner", answer=c.Context,
+@endpoint(router, "GET", "/contexts/{context_id}", access="owner", answer=compat.Context,
           errors=(404, 503))
 async def get_context(context_id: ContextId, services: ServicesDep,
                       principal: PrincipalDep) -> Response:
     return json_response(context_object(await _context(services, principal, context_id)))
 
 
-@endpoint(router, "GET", "/results/", access="owner", answer=c.ContextResult, many=True,
+@endpoint(router, "GET", "/results/", access="owner", answer=compat.ContextResult, many=True,
           errors=(503,))
 async def list_results(jobs: JobsDep, principal: PrincipalDep) -> Response:
     found: list[JobRecord] = []
@@ -95,7 +96,7 @@ async def list_results(jobs: JobsDep, principal: PrincipalDep) -> Response:
     return json_response([result_object(j) for j in reversed(found)])
 
 
-@endpoint(router, "GET", "/results/{result_id}", access="owner", answer=c.ContextResult,
+@endpoint(router, "GET", "/results/{result_id}", access="owner", answer=compat.ContextResult,
           errors=(404, 503))
 async def get_result(result_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     job = await jobs.get(principal, result_id)
@@ -104,7 +105,7 @@ async def get_result(result_id: str, jobs: JobsDep, principal: PrincipalDep) -> 
     return json_response(result_object(job))
 
 
-@endpoint(router, "GET", "/models/", access="key", answer=c.RepositoryModel, many=True)
+@endpoint(router, "GET", "/models/", access="key", answer=compat.RepositoryModel, many=True)
 async def list_models(services: ServicesDep, principal: PrincipalDep) -> Response:
     """The served models the caller's key may use, as the contexts-and-results API listed
     Triton's repository index."""
@@ -114,7 +115,7 @@ async def list_models(services: ServicesDep, principal: PrincipalDep) -> Respons
 
 
 @endpoint(router, "POST", "/models/send/{model_name}/{context_id}", access="owner",
-          answer=c.ContextResult, status=202, errors=(403, 404, 503))
+          answer=compat.ContextResult, status=202, errors=(403, 404, 503))
 async def send(model_name: str, context_id: ContextId, services: ServicesDep, jobs: JobsDep,
                principal: PrincipalDep) -> Response:
     context = await _context(services, principal, context_id)

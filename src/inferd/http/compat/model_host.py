@@ -30,7 +30,7 @@ from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
 from inferd.http.operation import INFER, TEXT, endpoint
 from inferd.http.responses import json_response
 from inferd.routing.replica import Replica
-from inferd.schemas import answers_control as c
+from inferd.schemas import compat
 from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest
 from inferd.services import Services
 from inferd.settings import ModelSpec
@@ -95,7 +95,7 @@ async def _load(services: Services, principal: Principal, name: str,
 
 
 # the current model is the calling key's own
-@endpoint(router, "POST", "/old/initialize", access="key", answer=c.HostInitialized,
+@endpoint(router, "POST", "/old/initialize", access="key", answer=compat.HostInitialized,
           body=Initialize, errors=(403, 404, 413, 503))
 async def initialize(request: Request, services: ServicesDep,
                      principal: PrincipalDep) -> Response:
@@ -137,7 +137,7 @@ async def _request(services: Services, principal: Principal, body: OldChat,
          "stream": stream})
 
 
-@endpoint(router, "POST", "/old/generate", access="key", answer=c.HostGenerated, body=OldChat,
+@endpoint(router, "POST", "/old/generate", access="key", answer=compat.HostGenerated, body=OldChat,
           errors=(*INFER, 413))
 async def generate(request: Request, services: ServicesDep,
                    principal: PrincipalDep) -> Response:
@@ -165,7 +165,7 @@ async def stream(request: Request, services: ServicesDep, principal: PrincipalDe
     return StreamingResponse(tokens(), media_type="text/plain; charset=utf-8")
 
 
-@endpoint(router, "GET", "/old/status", access="key", answer=c.HostStatus, errors=(503,))
+@endpoint(router, "GET", "/old/status", access="key", answer=compat.HostStatus, errors=(503,))
 async def status(services: ServicesDep, principal: PrincipalDep) -> Response:
     """The caller's current model, and the models its key may choose."""
     state = await _state(services, principal)

@@ -33,6 +33,7 @@ from inferd.http.responses import json_response
 from inferd.routing.manage import ModelCreate, ReplicaUpdate
 from inferd.schemas import answers as a
 from inferd.schemas import answers_control as c
+from inferd.schemas import compat
 from inferd.schemas.openai import INT32, INT64
 from inferd.settings import ReplicaSpec
 
@@ -55,7 +56,7 @@ class DeleteKeyRequest(BaseModel):
     api_key_id: int = Field(ge=0, le=INT64)
 
 
-@endpoint(router, "POST", "/generate_api_key", access="admin", answer=c.GeneratedKey,
+@endpoint(router, "POST", "/generate_api_key", access="admin", answer=compat.GeneratedKey,
           body=GenerateKeyRequest, errors=(413, 503))
 async def generate_api_key(request: Request, admin: KeyAdminDep) -> Response:
     body = await read_strict(request, GenerateKeyRequest)
@@ -65,7 +66,7 @@ async def generate_api_key(request: Request, admin: KeyAdminDep) -> Response:
                           "enabled": created["enabled"]})
 
 
-@endpoint(router, "POST", "/delete_api_key", access="admin", answer=c.KeyRevoked,
+@endpoint(router, "POST", "/delete_api_key", access="admin", answer=compat.KeyRevoked,
           body=DeleteKeyRequest, errors=(404, 409, 413, 503))
 async def delete_api_key(request: Request, admin: KeyAdminDep,
                          services: ServicesDep) -> Response:

@@ -21,7 +21,7 @@ from inferd.http.jobs import JobsDep
 from inferd.http.operation import UPSTREAM, endpoint
 from inferd.http.responses import json_response
 from inferd.jobs.service import JobService
-from inferd.schemas import answers_control as c
+from inferd.schemas import compat
 
 SOURCE = "queued"  # the source of the jobs this API starts
 
@@ -84,15 +84,15 @@ async def _run(jobs: JobService, principal: Principal, job_id: str, meta: Queued
 
 
 # ``job_id`` is scoped to the calling key; a failed job answers its own failure status
-@endpoint(router, "POST", "/generate", access="key", answer=c.GeneratedContent, body=QueuedGenerate,
-          errors=(403, 404, 408, 409, 413, *UPSTREAM))
+@endpoint(router, "POST", "/generate", access="key", answer=compat.GeneratedContent,
+          body=QueuedGenerate, errors=(403, 404, 408, 409, 413, *UPSTREAM))
 async def generate(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:
     body = await read_strict(request, QueuedGenerate)
     return await _run(jobs, principal, body.job_id, body.meta,
                       [{"role": "user", "content": body.content}])
 
 
-@endpoint(router, "POST", "/chat_completion", access="key", answer=c.GeneratedContent,
+@endpoint(router, "POST", "/chat_completion", access="key", answer=compat.GeneratedContent,
           body=QueuedChat, errors=(403, 404, 408, 409, 413, *UPSTREAM))
 async def chat_completion(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:
     body = await read_strict(request, QueuedChat)
