@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 RUN = {"bash", "sh", "python"}
 NO_RUN = {"{.bash .no-run}", "{.python .no-run}"}
-SHOWN = {"json", "yaml", "text"}  # not code to run: configuration, answers, logs
-FENCE = re.compile(r"^(\s*)```(.*)$")
+SHOWN = {"json", "yaml", "text", "markdown"}  # configuration, answers, logs, these docs
+FENCE = re.compile(r"^\s*(`{3,})(.*)$")
 ADMIN = "sk-inferd-docs-examples-admin-key"
 OPENING = "make run    #"  # README's opening block: CI runs it (make test is this suite)
 
@@ -63,14 +63,14 @@ def examples() -> list[Example]:
     for page in PAGES:
         lines = page.read_text().splitlines()
         start: int | None = None
-        info = ""
+        info = fence = ""
         for number, text in enumerate(lines, 1):
             match = FENCE.match(text)
             if not match:
                 continue
             if start is None:
-                start, info = number, match.group(2).strip()
-            else:
+                start, fence, info = number, match.group(1), match.group(2).strip()
+            elif match.group(1).startswith(fence) and not match.group(2).strip():
                 found.append(Example(page, start, info, "\n".join(lines[start:number - 1])))
                 start = None
         assert start is None, f"{page}: a code block opened at line {start} is never closed"
@@ -89,7 +89,8 @@ def test_every_code_block_is_known() -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline: Path) -> Iterator[InferdProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory,
+           tiny_pipeline: Path) -> Iterator[InferdProcess]:
     data = tmp_path_factory.mktemp("docs-examples")
     env = {"INFERD_AUTH": "off", "INFERD_ADMIN_KEY": ADMIN}
     model = f"sd={tiny_pipeline},kind=diffusers,steps=2,size=64x64"
