@@ -20,7 +20,7 @@ lint:
 # page fails the build; the API reference is generated from the OpenAPI document, offline.
 # Its examples run against a real server in pytest (tests/docs/test_examples.py).
 docs:
-	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
 
 # The import contracts in .importlinter: no cycle anywhere in src/inferd, the web framework only
 # in http/, SQL only in store/ (src first on the path: the tree checked is this checkout's).
