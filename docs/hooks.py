@@ -29,6 +29,9 @@ TAG_TITLES = {
     "responses": "Responses and conversations", "jobs": "Jobs", "batch": "Files and batches",
     "images": "Images", "health": "Health",
     "monitoring": "Monitoring", "admin": "Admin API", "engines": "Engine registration",
+    "contexts-results (S0)": "Contexts and results (S0)",
+    "queued-generate (S1)": "Queued generate (S1)", "image-backend (S2)": "Image backend (S2)",
+    "proxy-toolkit (S3)": "Proxy toolkit (S3)", "model-host (S4)": "Model host (S4)",
 }
 
 _pages: dict[str, str] = {}
