@@ -1,5 +1,5 @@
 """The authorization matrix: every route of the app by every kind of caller, against the policy
-``inferd.http.access.POLICY`` (printed in the README's "Security" section).
+``inferd.http.access.POLICY`` (printed in the documentation: docs/security/authorization.md).
 
 Callers: no key, user key A, user key B, the admin key, the engines' key
 (``INFERD_ENGINE_API_KEY``: the engine registration routes only), and a disabled, an expired
@@ -545,8 +545,8 @@ def test_every_route_has_a_policy_and_a_probe(tmp_path: Path) -> None:
     assert set(PROBES) == set(POLICY)
 
 
-def test_the_readme_prints_the_policy() -> None:
-    assert policy_table() in (ROOT / "README.md").read_text()
+def test_the_docs_print_the_policy() -> None:
+    assert policy_table() in (ROOT / "docs" / "security" / "authorization.md").read_text()
 
 
 def test_every_cell_of_the_matrix_follows_the_policy(world: World) -> None:

@@ -3,7 +3,7 @@
 billed once, event logs consistent, no orphaned rows, batch counts adding up.
 
 ``INFERD_CRASH_KILLS`` sets the number of kills (8 here so that ``make test`` stays fast;
-the script's own default, 50, is the README's figure).
+the script's own default, 50, is the figure of docs/performance/reliability.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The 3-minute soak (``bench/soak.py --minutes 3``): mixed load at half the measured capacity,
 no request failing, memory and descriptors not growing past their bounds. The 30-minute run
-is the README's figure (``make soak``)."""
+is the figure of docs/performance/reliability.md (``make soak``)."""
 
 from __future__ import annotations
 
