@@ -157,6 +157,12 @@ def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mig
 
 
 @pytest.fixture
+def sqlite_template(migrated_templates: MigratedTemplates) -> str:
+    """The session's migrated SQLite database (its URL), for ``copy_database``."""
+    return migrated_templates.url("sqlite")
+
+
+@pytest.fixture
 def database_template(database_url: str, migrated_templates: MigratedTemplates) -> str | None:
     """The session's migrated database of ``database_url``'s store (None: PostgreSQL)."""
     kind = _kind_of(database_url)
