@@ -6,6 +6,7 @@ OpenAPI), which answers through the same function as the fast path."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ from starlette.types import Receive, Scope, Send
 
 from inferd.app import create_app
 from inferd.settings import load_settings
-from tests.helpers import InferdProcess
+from tests.helpers import InferdProcess, wait_for
 
-MODELS = [{"name": "echo", "kind": "echo"}]
+MODELS = [{"name": "echo", "kind": "echo"},
+          {"name": "slow", "kind": "echo", "echo_delay": 600.0}]  # ten minutes a word
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hello there"}],
         "max_tokens": 8}
 # (path, body): valid and invalid chat requests
@@ -79,3 +81,38 @@ def test_a_test_client_of_create_app_answers_as_the_served_app(
             assert answer(route) == expected, path
             statuses.add(expected[0])
     assert statuses == {200, 400, 404}  # valid and invalid bodies were compared
+
+
+def metric(server: InferdProcess, name: str, **labels: str) -> float:
+    """One sample of the server's Prometheus metrics (0 when not exported yet)."""
+    wanted = {f'{k}="{v}"' for k, v in labels.items()}
+    for line in httpx.get(server.url + "/metrics").text.splitlines():
+        head, _, value = line.rpartition(" ")
+        if head.startswith(name + "{") and set(head[len(name) + 1:-1].split(",")) == wanted:
+            return float(value)
+    return 0.0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_ends_its_request_as_client_closed(served: InferdProcess,
+                                                                stream: bool) -> None:
+    """The server notices a lost connection while the model works (the generation is
+    cancelled): the request is counted with status 499 and nothing stays in flight."""
+    before = metric(served, "inferd_requests_total", endpoint="chat", model="slow",
+                    status="499")
+    body = json.dumps({"model": "slow", "stream": stream, "max_tokens": 4,
+                       "messages": [{"role": "user", "content": "one two three four"}]})
+    with socket.create_connection(("127.0.0.1", served.port)) as conn:
+        conn.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                     f"{body}".encode())
+        wait_for(lambda: metric(served, "inferd_requests_in_flight", model="slow") == 1,
+                 within=60, what="the request in flight")
+    # the connection is closed: the request must end long before the model would answer
+
+    def closed() -> bool:
+        return (metric(served, "inferd_requests_total", endpoint="chat", model="slow",
+                       status="499") == before + 1
+                and metric(served, "inferd_requests_in_flight", model="slow") == 0)
+
+    wait_for(closed, within=60, what="the request ending as client-closed")

@@ -43,13 +43,16 @@ It uses uvicorn's internals (the parser, the request cycle, flow control, the se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from inferd.errors import HeadersTooLarge, InferdError, InvalidRequest, RequestTimeout, envelope
+from inferd.http.disconnect import WATCH
 
 # A refused connection is still read (and what it sends dropped) after the answer, so that a
 # client still sending its head reads the answer instead of a connection reset: it is closed
@@ -112,6 +115,36 @@ class CoalescingTransport:
         return getattr(self.transport, name)
 
 
+class ConnectionWatch:
+    """Calls back what the requests of a connection ask to hear of its loss (the scope
+    extension ``inferd.http.disconnect.WATCH``): a request notices a client that went away
+    without a task of its own waiting for ``http.disconnect``."""
+
+    __slots__ = ("callbacks", "flow", "lost")
+
+    def __init__(self, flow: Any) -> None:
+        self.flow = flow
+        self.callbacks: list[Callable[[], None]] = []
+        self.lost = False
+
+    def add(self, gone: Callable[[], None]) -> None:
+        if self.lost:
+            gone()
+            return
+        self.flow.resume_reading()  # a lost connection is noticed only while reading
+        self.callbacks.append(gone)
+
+    def discard(self, gone: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self.callbacks.remove(gone)
+
+    def connection_lost(self) -> None:
+        self.lost = True
+        callbacks, self.callbacks = self.callbacks, []
+        for gone in callbacks:
+            gone()
+
+
 def error_bytes(error: InferdError, default_headers: list[tuple[bytes, bytes]]) -> bytes:
     """A complete HTTP/1.1 response for ``error`` in the OpenAI shape, closing the connection."""
     body = orjson.dumps(envelope(error))
@@ -145,6 +178,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_bytes = 0  # bytes received since the clock started
         self._body_overdue = False  # found late once: refused if still late after the grace
         self._body_timer: asyncio.TimerHandle | None = None
+        self._watch: ConnectionWatch  # set with the connection
 
     # -- the request head's clock -------------------------------------------------------------
     def _answering(self) -> bool:
@@ -231,6 +265,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         coalescing = CoalescingTransport(transport, self.loop)
         super().connection_made(coalescing)  # type: ignore[arg-type]
+        self._watch = ConnectionWatch(self.flow)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -239,6 +274,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._linger_timer.cancel()
         self._stop_body_clock()
         super().connection_lost(exc)
+        self._watch.connection_lost()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -267,6 +303,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_bytes = 0
         self._disarm()
+        self.scope["extensions"] = {WATCH: self._watch}  # type: ignore[dict-item]
         super().on_headers_complete()
         if not (self.parser.should_upgrade() and self._should_upgrade()):
             self._start_body_clock()  # stopped by on_message_complete

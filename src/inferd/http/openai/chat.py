@@ -47,13 +47,13 @@ async def answer(scope: Scope, body: bytes, receive: Receive, send: Send) -> Non
         if request.stream:
             stream = await inference.chat_stream(request, principal)
         else:
-            result = await until_disconnected(receive, inference.chat(request, principal))
+            result = await until_disconnected(receive, inference.chat(request, principal), scope)
     except Exception as exc:  # nothing sent yet: answer in the OpenAI error shape
         await send_error(scope, receive, send, exc)
         return
     if request.stream:
         if request.legacy_functions:  # the client sent ``functions``: the legacy shape
             stream = legacy_stream(stream)
-        await send_sse(receive, send, openai_events(stream, request.include_usage()))
+        await send_sse(receive, send, openai_events(stream, request.include_usage()), scope)
     else:
         await send_json(send, legacy_answer(result) if request.legacy_functions else result)
