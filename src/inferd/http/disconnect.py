@@ -15,6 +15,8 @@ WATCH = "inferd.disconnect"
 
 
 class Watch(Protocol):
+    """The extension's object: ``add`` a callback for the connection's loss, ``discard`` it."""
+
     def add(self, gone: Callable[[], None]) -> None: ...
 
     def discard(self, gone: Callable[[], None]) -> None: ...

@@ -58,8 +58,9 @@ async def send_sse(receive: Receive, send: Send, events: AsyncIterator[bytes],
                    scope: Scope | None = None) -> None:
     """``sse_response`` for a raw ASGI handler: each event is sent as soon as it is made.
 
-    One watcher task waits for the client to go away; then the stream (and with it the
-    upstream request or the generation) is cancelled and closed, and this returns normally.
+    When the client goes away (``http.disconnect.cancel_on_disconnect``: the server's callback
+    when ``scope`` carries it, else one watcher task), the stream (and with it the upstream
+    request or the generation) is cancelled and closed, and this returns normally.
     """
     try:
         with cancel_on_disconnect(receive, scope) as client:
