@@ -4,8 +4,8 @@ Every route declares its access level where it is defined (``@endpoint(..., acce
 ``inferd.http.operation``); ``POLICY`` collects them, by method and path as the route table
 spells them. The auth middleware lets the ``public`` routes through without a key
 (``public_paths``); the docs' Authorization page (``docs/security/authorization.md``) prints
-the table (``policy_table``); ``tests/e2e/test_authz_matrix.py`` fails when any route answers a caller otherwise than its
-level says.
+the table (``policy_table``); ``tests/e2e/test_authz_matrix.py`` fails when any route
+answers a caller otherwise than its level says.
 
 Callers: no key, a user key, an admin key, and keys that are disabled, expired or deleted.
 Every route but the public ones answers 401 to a missing or refused key (``missing_api_key``,
