@@ -1,10 +1,17 @@
 # inferd: `make run` serves, `make test` runs every check. Both set everything up first.
-.PHONY: run test setup setup-dev lint imports typecheck docs pytest services bench soak crash stresstest
+# `make check` is the fast tier: the static checks and tests/unit (no process, no service).
+.PHONY: run test check setup setup-dev lint imports typecheck docs pytest unit services bench soak crash stresstest
 
 run: setup
 	.venv/bin/inferd serve
 
 test: setup-dev lint imports typecheck docs pytest
+
+check: .venv/bin/pytest lint imports typecheck unit
+
+# Sets up the dev venv when it is missing (`make setup-dev` brings an existing one up to date).
+.venv/bin/pytest:
+	bash scripts/setup.sh dev
 
 setup:
 	bash scripts/setup.sh
@@ -33,6 +40,9 @@ typecheck:
 
 pytest:
 	.venv/bin/python -m pytest -q -ra
+
+unit:
+	.venv/bin/python -m pytest -q -ra tests/unit
 
 services:
 	bash scripts/services.sh

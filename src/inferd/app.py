@@ -14,17 +14,19 @@ from inferd.http import errors, routes
 from inferd.http import jobs as job_routes
 from inferd.http import metrics as metrics_routes
 from inferd.http.auth import AuthMiddleware, RequirePrincipal
-from inferd.http.jobs import JobsFastPath
+from inferd.http.fast import Answer
+from inferd.http.front import HotPathApp
 from inferd.http.middleware import RequestGuard
 from inferd.http.openai import chat
-from inferd.http.openai.chat import ChatFastPath
 from inferd.http.openapi import install_openapi
 from inferd.services import Services
 from inferd.settings import Settings
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The ASGI application; services start in its lifespan and stop with it."""
+    """The ASGI application, as the server runs it (``inferd.http.front.HotPathApp``: chat
+    requests and job submissions skip the framework); services start in its lifespan and stop
+    with it."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,19 +43,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     # inferd exports its own Prometheus metrics; the framework's OpenTelemetry hooks would
     # look up providers on every request.
-    app = FastAPI(title="inferd", version=__version__, lifespan=lifespan,
-                  # served from the package, declared like every route: http/docs.py
-                  openapi_url=None, docs_url=None, redoc_url=None,
-                  telemetry={"tracing": False, "metrics": False, "logs": False})
+    app = HotPathApp(hot_answer, title="inferd", version=__version__, lifespan=lifespan,
+                     # served from the package, declared like every route: http/docs.py
+                     openapi_url=None, docs_url=None, redoc_url=None,
+                     telemetry={"tracing": False, "metrics": False, "logs": False})
     errors.install(app)
     install_openapi(app)
     for router in routes.ROUTERS:  # every route declared once (inferd.http.operation)
         app.include_router(router)
     # innermost: a request without a principal never reaches a route (401)
     app.add_middleware(RequirePrincipal)
-    # after auth, before the framework's routing (see inferd.http.fast)
-    app.add_middleware(JobsFastPath)
-    app.add_middleware(ChatFastPath)
     app.add_middleware(AuthMiddleware)  # inside RequestGuard: sees the request id
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
                        max_file_bytes=settings.max_file_bytes)
@@ -64,7 +63,16 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def is_hot(scope: Scope) -> bool:
-    """The requests a fast path answers: the server runs them past the framework's outer
-    layers (``http.middleware.HotPathFront``)."""
-    return chat.is_fast(scope) or job_routes.is_fast(scope)
+def hot_answer(scope: Scope) -> Answer | None:
+    """The fast path's answer to this HTTP request, if one answers it: a chat completion or a
+    job submission (``Prefer: respond-async`` to any of the job endpoints)."""
+    if scope["method"] != "POST":
+        return None
+    path = scope["path"]
+    if path == job_routes.PATH:
+        return job_routes.answer
+    if path not in job_routes.ASYNC_PATHS:
+        return None
+    if job_routes.wants_async(scope):
+        return job_routes.answer
+    return chat.answer if path in chat.PATHS else None

@@ -145,8 +145,9 @@ class RequirePrincipal:
     """The innermost check, around the routes: a request outside the public routes that
     reaches them without a principal in its scope (it did not pass ``AuthMiddleware``) is
     refused with 401 in the OpenAI error shape. A missing caller is never an admin: open mode
-    is the ``OPEN_MODE`` principal, which ``AuthMiddleware`` sets on purpose. The fast paths
-    (outside this check) refuse such a request themselves (``http.fast.principal_of``)."""
+    is the ``OPEN_MODE`` principal, which ``AuthMiddleware`` sets on purpose. The fast paths run
+    inside this check too (``HotPathApp`` wraps them in the app's middleware) and also refuse
+    such a request themselves (``http.fast.principal_of``)."""
 
     def __init__(self, app: ASGIApp, registry: Registry = REGISTRY) -> None:
         self.app = app

@@ -8,7 +8,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Request
 from pydantic import BaseModel
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
 from inferd.auth.principal import Principal
 from inferd.http.disconnect import cancel_on_disconnect
@@ -47,15 +47,17 @@ async def read_strict(request: Request, model: type[M]) -> M:
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     """Run ``work``; cancel it if the client goes away first (so a model stops generating)."""
-    return await until_disconnected(request.receive, work)
+    return await until_disconnected(request.receive, work, request.scope)
 
 
-async def until_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+async def until_disconnected(receive: Receive, work: Awaitable[T], scope: Scope | None = None
+                             ) -> T:
     """``unless_disconnected`` for a raw ASGI ``receive`` (the body must have been read).
 
-    ``work`` runs in the calling task; one watcher task cancels it if the client goes first.
+    ``work`` runs in the calling task; it is cancelled if the client goes first (see
+    ``http.disconnect.cancel_on_disconnect``).
     """
-    with cancel_on_disconnect(receive) as client:
+    with cancel_on_disconnect(receive, scope) as client:
         try:
             return await work
         except asyncio.CancelledError:

@@ -9,7 +9,9 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from inferd.http.deps import PrincipalDep, ServicesDep, read_model, unless_disconnected
-from inferd.http.jobs import get_jobs, prefers_async, submit_async
+from inferd.http.fast import Answered
+from inferd.http.jobs import answer as submit_job
+from inferd.http.jobs import get_jobs, wants_async
 from inferd.http.operation import INFER, endpoint
 from inferd.http.responses import json_response
 from inferd.images import ENDPOINT, ImageService
@@ -30,8 +32,8 @@ ImagesDep = Annotated[ImageService, Depends(get_images)]
           body=ImageGenerationRequest, errors=(*INFER, 409, 413), job=True)
 async def create_image(request: Request, services: ServicesDep, images: ImagesDep,
                        principal: PrincipalDep) -> Response:
-    if prefers_async(request):  # Prefer: respond-async -> 202 with a durable job
-        return await submit_async(request, services, ENDPOINT)
+    if wants_async(request.scope):  # Prefer: respond-async -> 202 with a durable job
+        return Answered(submit_job)
     body = await read_model(request, ImageGenerationRequest)
     # a client that leaves stops the generation at its next step
     result = await unless_disconnected(request, images.generate(body, principal))

@@ -2,10 +2,10 @@
 (poll or server-sent events), cancel or delete it; ``Prefer: respond-async`` on the normal
 endpoints lands here too.
 
-Submissions, the hot path of a gateway taking async work, are answered by ``JobsFastPath``
-(pure ASGI, see ``inferd.http.fast``): ``POST /v1/jobs`` and every ``Prefer: respond-async``
-request. The routes below stay the documented ones; both go through ``create`` or
-``submit_request``, so a submission is checked and stored the same way whichever answers it.
+Submissions, the hot path of a gateway taking async work, are answered by ``answer`` (pure
+ASGI, see ``inferd.http.fast``): ``POST /v1/jobs`` and every ``Prefer: respond-async``
+request. The routes for them stay the documented ones (OpenAPI) and answer through ``answer``
+too.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from starlette.types import Receive, Scope, Send
 from inferd.auth.principal import Principal
 from inferd.control import JobRecord
 from inferd.errors import InvalidRequest, PermissionDenied
-from inferd.http.deps import PrincipalDep, get_principal, get_services
-from inferd.http.fast import FastPath, header, principal_of, send_error, send_json
+from inferd.http.deps import PrincipalDep, get_services
+from inferd.http.fast import Answered, header, principal_of, send_error, send_json
 from inferd.http.operation import SSE, endpoint
 from inferd.http.responses import json_response, page_response
 from inferd.http.sse import sse_response
@@ -78,15 +78,8 @@ def idempotency_key(value: str | None) -> str | None:
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
-def accepted(job: JobRecord, created: bool) -> Response:
-    """202 for a new job, 200 for the existing job of a repeated idempotency key."""
-    return json_response(job_object(job), status=202 if created else 200,
-                         headers={"Location": f"/v1/jobs/{job.id}",
-                                  "Preference-Applied": "respond-async"})
-
-
 async def send_accepted(send: Send, job: JobRecord, created: bool) -> None:
-    """``accepted``, sent straight to ASGI (the fast path)."""
+    """202 for a new job, 200 for the existing job of a repeated idempotency key."""
     await send_json(send, job_object(job), 202 if created else 200,
                     [(b"location", f"/v1/jobs/{job.id}".encode()),
                      (b"preference-applied", b"respond-async")])
@@ -98,13 +91,8 @@ def respond_async(prefer: str) -> bool:
     return any(p.split(";")[0].strip().lower() == "respond-async" for p in prefer.split(","))
 
 
-def prefers_async(request: Request) -> bool:
-    """True when the request carries ``Prefer: respond-async``."""
-    return any(respond_async(value) for value in request.headers.getlist("prefer"))
-
-
 def wants_async(scope: Scope) -> bool:
-    """``prefers_async`` for a raw ASGI scope."""
+    """True when the request carries ``Prefer: respond-async``."""
     return any(name == b"prefer" and respond_async(value.decode("latin-1"))
                for name, value in scope["headers"])
 
@@ -135,51 +123,28 @@ async def submit_request(jobs: JobService, principal: Principal, endpoint: str, 
     return await jobs.submit(principal, endpoint, json_object(raw), idempotency_key=key)
 
 
-async def submit_async(request: Request, services: Services, endpoint: str) -> Response:
-    """The ``Prefer: respond-async`` branch of the OpenAI endpoints: answer 202 with a job."""
-    job, created = await submit_request(get_jobs(services), get_principal(request), endpoint,
-                                        await request.body(),
-                                        request.headers.get("idempotency-key"))
-    return accepted(job, created)
-
-
 @endpoint(router, "POST", PATH, access="key", answer=a.Job, status=202, body=JobCreate,
           also={200: a.Job}, errors=(403, 404, 409, 413, 503))
-async def create_job(request: Request, jobs: JobsDep, principal: PrincipalDep,
-                     key: IdempotencyKey = None) -> Response:
-    return accepted(*await create(jobs, principal, await request.body(), key))
+async def create_job(request: Request, key: IdempotencyKey = None) -> Response:
+    return Answered(answer)  # ``key``: the header, as documented (``answer`` reads it)
 
 
-def is_fast(scope: Scope) -> bool:
-    """Whether ``JobsFastPath`` answers this request (else the framework's route does)."""
-    if scope["method"] != "POST":
-        return False
+async def answer(scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+    """A job submission with ``body``: ``POST /v1/jobs``, or a ``Prefer: respond-async``
+    request to one of ``ASYNC_PATHS``."""
+    jobs = get_jobs(scope["app"].state.services)
+    key = header(scope, b"idempotency-key")
     path = scope["path"]
-    return path == PATH or (path in ASYNC_PATHS and wants_async(scope))
-
-
-class JobsFastPath(FastPath):
-    """Answers job submissions directly (``POST /v1/jobs``, ``Prefer: respond-async``);
-    everything else goes to ``app``."""
-
-    def takes(self, scope: Scope) -> bool:
-        return is_fast(scope)
-
-    async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
-        jobs = get_jobs(scope["app"].state.services)
-        key = header(scope, b"idempotency-key")
-        path = scope["path"]
-        try:
-            principal = principal_of(scope)
-            if path == PATH:
-                job, created = await create(jobs, principal, body, key)
-            else:
-                job, created = await submit_request(jobs, principal, ASYNC_PATHS[path], body,
-                                                    key)
-        except Exception as exc:  # nothing sent yet: answer in the OpenAI error shape
-            await send_error(scope, receive, send, exc)
-            return
-        await send_accepted(send, job, created)
+    try:
+        principal = principal_of(scope)
+        if path == PATH:
+            job, created = await create(jobs, principal, body, key)
+        else:
+            job, created = await submit_request(jobs, principal, ASYNC_PATHS[path], body, key)
+    except Exception as exc:  # nothing sent yet: answer in the OpenAI error shape
+        await send_error(scope, receive, send, exc)
+        return
+    await send_accepted(send, job, created)
 
 
 @endpoint(router, "GET", "/v1/jobs", access="owner", answer=a.JobList, errors=(503,))

@@ -9,8 +9,8 @@ Each route of the app is declared once, next to its code::
 The decorator adds the route to ``router`` (the framework's routing) and records an
 ``Operation`` in a ``Registry`` (``REGISTRY`` unless told otherwise). Everything else that
 needs to know the routes is derived from the registry: who may call each one (the access
-policy, ``inferd.http.access``: the auth middleware's public paths and the README's table) and
-what each takes and answers (the OpenAPI document, ``inferd.http.openapi``).
+policy, ``inferd.http.access``: the auth middleware's public paths and the docs' authorization
+table) and what each takes and answers (the OpenAPI document, ``inferd.http.openapi``).
 
 Most routes read their bodies themselves (to answer errors in the OpenAI shape, and fast) and
 build their answers as plain dicts, so the framework cannot see either: the declaration tells

@@ -15,10 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from inferd.app import create_app, is_hot
+from inferd.app import create_app
 from inferd.http.anthropic import PREFIX as ANTHROPIC_PREFIX
 from inferd.http.auth import AuthMiddleware, PublicRoutes
-from inferd.http.middleware import HotPathFront
 from inferd.http.routes import declared
 from inferd.settings import load_settings
 
@@ -58,8 +57,7 @@ async def apps(tmp_path: Path) -> AsyncIterator[tuple[Any, Any]]:
 
 
 def client(app: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(HotPathFront(app, is_hot)),
-                             base_url="http://test")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test")
 
 
 def assert_refused(response: httpx.Response, what: str) -> None:

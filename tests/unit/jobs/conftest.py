@@ -17,6 +17,7 @@ from inferd.metering import Metering
 from inferd.routing.router import Replica, Router
 from inferd.settings import JobSettings, ModelSpec, load_settings
 from inferd.store.db import Database
+from tests.conftest import copy_database
 
 
 @dataclass
@@ -38,8 +39,10 @@ def add_echo(router: Router, name: str = "echo") -> None:
 
 
 @pytest.fixture
-async def parts(tmp_path: Path) -> AsyncIterator[Parts]:
+async def parts(tmp_path: Path, sqlite_template: str) -> AsyncIterator[Parts]:
     settings = load_settings(data_dir=tmp_path, bundled_models=False)
+    if settings.resolved_database_url().startswith("sqlite"):  # a copy of one migrated file
+        await copy_database(sqlite_template, settings.resolved_database_url())
     db = Database(settings.resolved_database_url())
     await db.migrate()
     router = Router()
