@@ -1,10 +1,17 @@
 # inferd: `make run` serves, `make test` runs every check. Both set everything up first.
-.PHONY: run test setup setup-dev lint imports typecheck pytest services bench soak crash stresstest
+# `make check` is the fast tier: the static checks and tests/unit (no process, no service).
+.PHONY: run test check setup setup-dev lint imports typecheck docs pytest unit services bench soak crash stresstest
 
 run: setup
 	.venv/bin/inferd serve
 
-test: setup-dev lint imports typecheck pytest
+test: setup-dev lint imports typecheck docs pytest
+
+check: .venv/bin/pytest lint imports typecheck unit
+
+# Sets up the dev venv when it is missing (`make setup-dev` brings an existing one up to date).
+.venv/bin/pytest:
+	bash scripts/setup.sh dev
 
 setup:
 	bash scripts/setup.sh
@@ -14,10 +21,17 @@ setup-dev:
 	bash scripts/browser.sh
 
 lint:
-	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff check src tests bench docs/hooks.py
+
+# The documentation site (mkdocs.yml, docs/) into site/: strict, so a broken link, anchor or
+# page fails the build; the API reference is generated from the OpenAPI document, offline.
+# Its examples run against a real server in pytest (tests/docs/test_examples.py).
+docs:
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
 
 # The import contracts in .importlinter: no cycle anywhere in src/inferd, the web framework only
-# in http/, SQL only in store/ (src first on the path: the tree checked is this checkout's).
+# in http/, SQL only in store/, http/ never importing store/ (src first on the path: the tree
+# checked is this checkout's).
 imports:
 	PYTHONPATH=src .venv/bin/lint-imports
 
@@ -27,11 +41,14 @@ typecheck:
 pytest:
 	.venv/bin/python -m pytest -q -ra
 
+unit:
+	.venv/bin/python -m pytest -q -ra tests/unit
+
 services:
 	bash scripts/services.sh
 
-# Reliability runs (README "Reliability"): 30 minutes of mixed load watched for leaks, and 50
-# kill -9 of inferd serve during jobs and batches on SQLite and PostgreSQL.
+# Reliability runs (docs/performance/reliability.md): 30 minutes of mixed load watched for
+# leaks, and 50 kill -9 of inferd serve during jobs and batches on SQLite and PostgreSQL.
 soak: setup-dev
 	.venv/bin/python bench/soak.py --minutes 30
 
@@ -39,7 +56,8 @@ crash: setup-dev
 	.venv/bin/python bench/crash.py --kills 50 --database sqlite
 	.venv/bin/python bench/crash.py --kills 50 --database postgresql
 
-# Load against a deployment's gateway (README "Scaling out"): watch the autoscalers add pods.
+# Load against a deployment's gateway (docs/operating/scaling-out.md): watch the autoscalers
+# add pods.
 #   make stresstest URL=https://inferd.example.com KEY=sk-... [CONCURRENCY=32 DURATION=300]
 URL ?= http://127.0.0.1:8000
 KEY ?= $(INFERD_API_KEY)

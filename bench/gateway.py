@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/gateway.py            # about 4 minutes; --long adds the 1M run
     .venv/bin/python bench/gateway.py --proxy-only   # inferd vs straight to the mock only
+    .venv/bin/python bench/gateway.py --bare-only --duration 5   # inferd vs the bare proxy only
 
 It installs what is missing (nginx-light and wrk from Debian, LiteLLM's proxy in its own venv
 under .bench/, Portkey's gateway from npm under .bench/), starts every server on loopback
@@ -11,6 +12,8 @@ with ratios; then inferd at 256 connections, streaming time-to-first-byte and ch
 (inferd vs direct), inferd's memory (idle, after 100k and optionally 1M requests) and whether
 every request left a usage record in the database. ``--proxy-only`` measures just the proxy
 overhead: the mock straight, then through inferd, with the throughput ratio and the added p50.
+``--bare-only`` runs just the table of the mock straight, the bare aiohttp proxy and inferd
+(about a minute with ``--duration 5``).
 """
 
 from __future__ import annotations
@@ -269,8 +272,11 @@ def main() -> None:
     parser.add_argument("--skip-portkey", action="store_true")
     parser.add_argument("--proxy-only", action="store_true",
                         help="only the proxy overhead: the mock straight, then through inferd")
+    parser.add_argument("--bare-only", action="store_true",
+                        help="only the table: the mock straight, the bare aiohttp proxy and "
+                             "inferd")
     args = parser.parse_args()
-    if args.proxy_only:
+    if args.proxy_only or args.bare_only:
         args.skip_litellm = args.skip_portkey = True
     tools.ensure(litellm=not args.skip_litellm, portkey=not args.skip_portkey)
     print(f"cores: {harness.os.cpu_count()}, load before: {harness.load_average()}", flush=True)
@@ -283,6 +289,8 @@ def main() -> None:
         print_table(paths, args)
         if args.proxy_only:
             proxy_overhead(paths)
+            return
+        if args.bare_only:
             return
         many_connections(inferd, args)
         streaming(inferd, args.stream_samples)

@@ -39,7 +39,7 @@ ENV = {"INFERD_MODELS": MODELS, "INFERD_ADMIN_KEY": ADMIN_KEY,
        "INFERD_JOB_WEBHOOK_ATTEMPTS": "1", "INFERD_JOB_WEBHOOK_TIMEOUT_SECONDS": "1",
        # the fuzzer checks that each operation refuses missing and wrong keys (the document
        # declares its security schemes): those failures must not throttle the keys it uses
-       # after them (the throttle has tests of its own: test_auth_throttle.py)
+       # after them (the throttle has tests of its own: tests/unit/auth/test_throttle.py)
        "INFERD_AUTH_FAILURE_LIMIT": "0"}
 CLOSED = "http://127.0.0.1:9/"  # the discard port: nothing listens there
 

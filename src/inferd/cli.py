@@ -217,8 +217,7 @@ def _check_cluster_safety(settings: Settings) -> None:
 def _run(settings: Settings) -> None:
     import uvicorn
 
-    from inferd.app import create_app, is_hot
-    from inferd.http.middleware import HotPathFront
+    from inferd.app import create_app
     from inferd.http.server import guarded_protocol
 
     _configure_logging(settings.log_level, settings.log_format)
@@ -228,7 +227,7 @@ def _run(settings: Settings) -> None:
     # uvloop + httptools (with bounds on each request head: inferd.http.server); no access
     # log (usage records and metrics cover every request); no proxy-header rewriting (nothing
     # reads the client address) and no Server header.
-    app = HotPathFront(create_app(settings), is_hot)
+    app = create_app(settings)
     # What is alive now (modules, schemas, routes) lives as long as the process: the cyclic
     # collector need not walk it again, and young collections may run less often.
     gc.collect()
@@ -320,7 +319,7 @@ def bench(url: str, model: str, embedding_model: str, image_model: str, api_key:
           quiet: bool) -> None:
     """Load a server and print requests/s, tokens/s, latency and TTFT percentiles, errors.
 
-    S2's `make stresstest` (hey against the backend) with tokens and streams in view:
+    The image backend's `make stresstest` (hey against the backend) with tokens and streams in view:
     `inferd bench --url http://gateway:8000 -c 32 -d 120 --mix chat=3,stream=1,health=1`.
     """
     from inferd.loadtest import Plan, Runner, parse_mix, render, summary

@@ -13,7 +13,7 @@ import base64
 import time
 from typing import Any
 
-from inferd.auth.principal import ANONYMOUS, Principal
+from inferd.auth.principal import Principal
 from inferd.engines.base import Progress
 from inferd.errors import InvalidRequest, NotFound
 from inferd.ids import new_id
@@ -53,7 +53,7 @@ class ImageService:
             return request
         return request.model_copy(update={"model": default_image_model(self.inference.router)})
 
-    async def generate(self, request: ImageGenerationRequest, principal: Principal = ANONYMOUS,
+    async def generate(self, request: ImageGenerationRequest, principal: Principal,
                        progress: Progress | None = None) -> dict[str, Any]:
         request = self.with_model(request)
         asked = request.response_format or "b64_json"

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from inferd.auth.limits import Limiter, LocalLimiter, period_bounds
-from inferd.auth.principal import ANONYMOUS, Principal
+from inferd.auth.principal import Principal
 from inferd.engines.base import Chunk, ModelInfo, Progress
 from inferd.engines.streams import primed
 from inferd.errors import InferdError, ModelNotFound, PermissionDenied, RateLimited
@@ -239,13 +239,13 @@ class Inference:
 
     # -- the requests -------------------------------------------------------------------------
     async def chat(self, request: ChatCompletionRequest,
-                   principal: Principal = ANONYMOUS) -> dict[str, Any]:
+                   principal: Principal) -> dict[str, Any]:
         call = await self._begin("chat", request.model, principal, False,
                                  lambda: estimate_chat(request))
         return await self._answer(call, self.router.chat(request, call))
 
     async def chat_stream(self, request: ChatCompletionRequest,
-                          principal: Principal = ANONYMOUS) -> AsyncIterator[Chunk]:
+                          principal: Principal) -> AsyncIterator[Chunk]:
         """A started stream: errors before the first chunk are raised here."""
         call = await self._begin("chat", request.model, principal, True,
                                  lambda: estimate_chat(request))
@@ -253,33 +253,33 @@ class Inference:
                                    estimate_chat_prompt(request))
 
     async def complete(self, request: CompletionRequest,
-                       principal: Principal = ANONYMOUS) -> dict[str, Any]:
+                       principal: Principal) -> dict[str, Any]:
         call = await self._begin("completions", request.model, principal, False,
                                  lambda: estimate_completion(request))
         return await self._answer(call, self.router.complete(request, call))
 
     async def complete_stream(self, request: CompletionRequest,
-                              principal: Principal = ANONYMOUS) -> AsyncIterator[Chunk]:
+                              principal: Principal) -> AsyncIterator[Chunk]:
         call = await self._begin("completions", request.model, principal, True,
                                  lambda: estimate_completion(request))
         return await self._started(call, self.router.complete_stream(request, call),
                                    estimate_completion_prompt(request))
 
     async def embed(self, request: EmbeddingRequest,
-                    principal: Principal = ANONYMOUS) -> dict[str, Any]:
+                    principal: Principal) -> dict[str, Any]:
         call = await self._begin("embeddings", request.model, principal, False,
                                  lambda: estimate_embedding(request))
         return await self._answer(call, self.router.embed(request, call))
 
     async def rerank(self, request: RerankRequest,
-                     principal: Principal = ANONYMOUS) -> dict[str, Any]:
+                     principal: Principal) -> dict[str, Any]:
         return await self._simple("rerank", request, principal, self.router.rerank)
 
     async def score(self, request: ScoreRequest,
-                    principal: Principal = ANONYMOUS) -> dict[str, Any]:
+                    principal: Principal) -> dict[str, Any]:
         return await self._simple("score", request, principal, self.router.score)
 
-    async def forward(self, request: Forward, principal: Principal = ANONYMOUS) -> Forwarded:
+    async def forward(self, request: Forward, principal: Principal) -> Forwarded:
         """Audio and moderations passed through to a replica: limited and metered like any
         request (by the answer's usage when it reports one)."""
         size = sum(len(f.value) for f in request.form or []) // 4 + 1
@@ -336,7 +336,7 @@ class Inference:
                      details.get("max_size"))
         return image_units(request.n, steps, width, height)
 
-    async def images(self, request: ImageGenerationRequest, principal: Principal = ANONYMOUS,
+    async def images(self, request: ImageGenerationRequest, principal: Principal,
                      progress: Progress | None = None) -> dict[str, Any]:
         """Generate images; metered as images, steps and image units (rpm, ipm, upm and the
         image budget apply, tokens do not)."""

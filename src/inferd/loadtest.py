@@ -1,8 +1,8 @@
 """``inferd bench``: drive an inferd (or any OpenAI-compatible server) and report what it did.
 
-The job of S2's ``make stresstest`` (``hey`` against the backend, to watch the autoscaler add
-pods), with what ``hey`` cannot see: tokens per second, time to the first token of a stream,
-and the errors by status. A run is bounded by ``--requests`` or ``--duration`` (whichever
+The job of the image backend's ``make stresstest`` (``hey`` against the backend, to watch the
+autoscaler add pods), with what ``hey`` cannot see: tokens per second, time to the first token of a
+stream, and the errors by status. A run is bounded by ``--requests`` or ``--duration`` (whichever
 ends first), with ``--concurrency`` requests in flight; each request is drawn from ``--mix``
 (weights of ``chat``, ``stream``, ``embeddings``, ``images``, ``health``).
 """

@@ -11,6 +11,7 @@ from functools import partial
 
 from inferd.auth.service import Auth
 from inferd.changes import ChangeBus
+from inferd.control import Control, build_control
 from inferd.engines import build_engine
 from inferd.engines.residency import RESIDENCY
 from inferd.errors import InferdError
@@ -34,7 +35,8 @@ class Services:
 
     ``auth``: who is calling (keys, key admin, policy); ``metering``: metrics and usage;
     ``inference``: a request through limits, router and engine; ``catalog``: stored models
-    and replicas, health checks; ``jobs``: durable jobs and batches with their workers.
+    and replicas, health checks; ``jobs``: durable jobs and batches with their workers;
+    ``control``: the services over stored state the routes use (``inferd.control``).
     """
 
     settings: Settings
@@ -45,6 +47,7 @@ class Services:
     inference: Inference
     catalog: ReplicaCatalog
     jobs: JobService
+    control: Control
     stack: AsyncExitStack
     started_at: int = field(default_factory=lambda: int(time.time()))
 
@@ -95,7 +98,8 @@ class Services:
         await start_role(settings, db, catalog, stack, {s.name: e for s, e in engines})
         # Jobs run as their submitter's key (limits, allow-list, webhook secret), also after
         # a restart.
-        jobs = await start_jobs(db, router, inference, settings, principal_lookup=auth.owner)
+        jobs = await start_jobs(db, router, inference, settings, principal_lookup=auth.owner,
+                                open_mode=auth.open_mode)
         stack.push_async_callback(jobs.close)
         metering.metrics.register_gauge("inferd_queue_depth",
                                         "Jobs waiting in this process's queue.",
@@ -104,8 +108,10 @@ class Services:
         metering.metrics.register_gauge(
             "inferd_asyncio_tasks", "Tasks on the event loop; growth under steady load is a "
             "leak (bench/soak.py watches it).", lambda: float(len(asyncio.all_tasks(loop))))
+        control = build_control(settings, db, catalog, inference, jobs)
         return cls(settings=settings, db=db, router=router, auth=auth, metering=metering,
-                   inference=inference, catalog=catalog, jobs=jobs, stack=stack)
+                   inference=inference, catalog=catalog, jobs=jobs, control=control,
+                   stack=stack)
 
     async def close(self) -> None:
         await asyncio.shield(self.stack.aclose())

@@ -473,10 +473,10 @@ def unknown_keys(values: Mapping[str, Any], model: type[BaseModel], path: Path,
 def replaced_systems_env(env: Mapping[str, str]) -> dict[str, Any]:
     """Settings from the variables the replaced systems' deployments already set.
 
-    protollm (S1) configures Redis with ``REDIS_HOST`` / ``REDIS_PORT`` / ``REDIS_PREFIX`` and
-    RabbitMQ with ``RABBIT_MQ_HOST`` / ``RABBIT_MQ_PORT`` / ``RABBIT_MQ_LOGIN`` /
-    ``RABBIT_MQ_PASSWORD`` / ``QUEUE_NAME``. An ``INFERD_*`` variable or the config file takes
-    precedence.
+    protollm (the queued generate system) configures Redis with ``REDIS_HOST`` / ``REDIS_PORT`` /
+    ``REDIS_PREFIX`` and RabbitMQ with ``RABBIT_MQ_HOST`` / ``RABBIT_MQ_PORT`` /
+    ``RABBIT_MQ_LOGIN`` / ``RABBIT_MQ_PASSWORD`` / ``QUEUE_NAME``. An ``INFERD_*`` variable or the
+    config file takes precedence.
     """
     from urllib.parse import quote
 

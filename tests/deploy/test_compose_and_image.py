@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "compose" / "compose.yaml"
 COMPOSE_GPU = COMPOSE.parent / "compose.gpu.yaml"
 ROLES = ("gateway", "worker", "engine")
-# The secrets each role reads, and no other (README "Scaling out").
+# The secrets each role reads, and no other (docs/operating/scaling-out.md).
 SECRETS = ("INFERD_DATABASE_URL", "INFERD_BROKER_URL", "INFERD_REDIS_URL", "INFERD_ADMIN_KEY",
            "INFERD_SECRET_KEY", "INFERD_ENGINE_API_KEY")
 NEEDS = {

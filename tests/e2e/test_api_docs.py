@@ -23,7 +23,7 @@ def test_openapi_has_request_bodies_and_real_statuses(http: httpx.Client) -> Non
     chat = schemas["ChatCompletionRequest"]
     assert {"model", "messages"} <= set(chat["required"])
     assert "202" in paths["/v1/chat/completions"]["post"]["responses"]
-    assert "/chat/completions" in paths  # S3's root alias is documented too
+    assert "/chat/completions" in paths  # the proxy toolkit's root alias is documented too
     statuses = {s for item in paths.values() for op in item.values() for s in op["responses"]}
     assert "422" not in statuses
     refs = set(re.findall(r'"#/components/schemas/([^"]+)"', http.get("/openapi.json").text))

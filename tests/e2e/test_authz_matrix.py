@@ -1,14 +1,14 @@
 """The authorization matrix: every route of the app by every kind of caller, against the policy
-``inferd.http.access.POLICY`` (printed in the README's "Security" section).
+``inferd.http.access.POLICY`` (printed in the documentation: docs/security/authorization.md).
 
 Callers: no key, user key A, user key B, the admin key, the engines' key
 (``INFERD_ENGINE_API_KEY``: the engine registration routes only), and a disabled, an expired
 and a deleted key. One ``inferd serve`` (echo engines, an on-demand llama.cpp model that is never
 loaded by a user, and an ``http`` replica standing in for an image, audio and moderation
-server), objects created once: A and B each own a job, a file, a batch, a context and an S0
-result; A also owns stored responses, conversations and a picture. Each route has a probe (a
-request that succeeds for a caller the policy allows); a cell is the status and error code one
-caller gets.
+server), objects created once: A and B each own a job, a file, a batch, a context and a
+contexts-and-results result; A also owns stored responses, conversations and a picture. Each route
+has a probe (a request that succeeds for a caller the policy allows); a cell is the status and
+error code one caller gets.
 A route the app serves without a policy entry, or without a probe here, fails the test.
 """
 
@@ -172,7 +172,8 @@ def upload(http: httpx.Client, model: str, text: str = "hi") -> str:
 
 
 def own_objects(http: httpx.Client, ids: dict[str, Any], suffix: str) -> None:
-    """A job, a file, a batch, a context and an S0 result of the caller (named ``*suffix``)."""
+    """A job, a file, a batch, a context and a contexts-and-results result of the caller
+    (named ``*suffix``)."""
     job = ok(http.post("/v1/jobs", json={"endpoint": "/v1/chat/completions", "body": CHAT}), 202)
     ids["job" + suffix] = job["id"]
     ids["file" + suffix] = upload(http, "echo")
@@ -208,14 +209,15 @@ def world(server: InferdProcess) -> Iterator[World]:
         w.keys["expired"] = make_key(admin, "expired", expires_at=1000)["key"]
         for name in ("t-disable", "t-delete"):
             ids[name] = make_key(admin, name)["id"]
-        ids["s3key"] = ok(admin.post("/generate_api_key", json={"user_id": "s3user"}))["id"]
+        ids["toolkit-key"] = ok(admin.post("/generate_api_key",
+                                           json={"user_id": "toolkit-user"}))["id"]
         replica = {"kind": "http", "url": "http://127.0.0.1:9/v1"}
-        for name in ("spare", "spare-del", "s3-del"):
+        for name in ("spare", "spare-del", "toolkit-del"):
             model = ok(admin.post("/admin/v1/models", json={"name": name,
                                                             "replicas": [replica]}), 201)
             ids[f"{name}-id"] = model["id"]
             ids[f"{name}-replica"] = model["replicas"][0]["id"]
-        for name in ("r-patch", "r-delete", "r-put", "r-s3-delete"):
+        for name in ("r-patch", "r-delete", "r-put", "r-toolkit-delete"):
             ids[name] = ok(admin.post("/admin/v1/replicas", json={"model": "spare", **replica}),
                            201)["id"]
         for name in ("prompt", "prompt-del"):
@@ -341,9 +343,9 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/old/stream"): Probe("/old/stream", json=const(MESSAGES)),
     ("GET", "/old/status"): Probe("/old/status"),
     ("POST", "/generate"): Probe("/generate", json=const(
-        {"job_id": "s1-generate", "content": "hi", "meta": {"model": "echo"}})),
+        {"job_id": "queued-generate", "content": "hi", "meta": {"model": "echo"}})),
     ("POST", "/chat_completion"): Probe("/chat_completion", json=const(
-        {"job_id": "s1-chat", "meta": {"model": "echo"}, **MESSAGES})),
+        {"job_id": "queued-chat", "meta": {"model": "echo"}, **MESSAGES})),
     ("POST", "/v1/jobs"): Probe("/v1/jobs", ok=202, json=const(
         {"endpoint": "/v1/chat/completions", "body": CHAT})),
     ("GET", "/v1/jobs"): Probe("/v1/jobs?limit=100", listed=data_ids, own=("job", "job-B")),
@@ -439,17 +441,17 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/tables/{name}"): Probe("/tables/metrics"),
     ("POST", "/generate_api_key"): Probe("/generate_api_key", json=const({"user_id": "u"})),
     ("POST", "/delete_api_key"): Probe("/delete_api_key", json=lambda ids: {
-        "user_id": "s3user", "api_key_id": ids["s3key"]}),
+        "user_id": "toolkit-user", "api_key_id": ids["toolkit-key"]}),
     ("GET", "/models"): Probe("/models"),
-    ("POST", "/models"): Probe("/models", ok=201, json=const({"name": "s3-created"})),
+    ("POST", "/models"): Probe("/models", ok=201, json=const({"name": "toolkit-created"})),
     ("GET", "/models/{name}"): Probe("/models/echo"),
-    ("DELETE", "/models/{model_id:int}"): Probe("/models/{s3-del-id}"),
+    ("DELETE", "/models/{model_id:int}"): Probe("/models/{toolkit-del-id}"),
     ("GET", "/models/{model_id:int}/replicas"): Probe("/models/{spare-id}/replicas"),
     ("POST", "/models/{model_id:int}/replicas"): Probe("/models/{spare-id}/replicas", ok=201,
                                                        json=const(REPLICA)),
     ("PUT", "/models/replicas/{replica_id:int}"): Probe("/models/replicas/{r-put}",
                                                         json=const({"weight": 3})),
-    ("DELETE", "/replicas/{replica_id:int}"): Probe("/replicas/{r-s3-delete}"),
+    ("DELETE", "/replicas/{replica_id:int}"): Probe("/replicas/{r-toolkit-delete}"),
     ("PUT", "/internal/v1/engines/{instance}"): Probe("/internal/v1/engines/{inst}", json=const(
         {"url": "http://127.0.0.1:9/v1", "models": ["enrolled"]})),
     ("POST", "/internal/v1/engines/{instance}/heartbeat"): Probe(
@@ -543,8 +545,8 @@ def test_every_route_has_a_policy_and_a_probe(tmp_path: Path) -> None:
     assert set(PROBES) == set(POLICY)
 
 
-def test_the_readme_prints_the_policy() -> None:
-    assert policy_table() in (ROOT / "README.md").read_text()
+def test_the_docs_print_the_policy() -> None:
+    assert policy_table() in (ROOT / "docs" / "security" / "authorization.md").read_text()
 
 
 def test_every_cell_of_the_matrix_follows_the_policy(world: World) -> None:
@@ -625,7 +627,7 @@ def test_the_model_hosts_current_model_is_the_keys_own_and_allowed(world: World)
         assert host_y.post("/old/initialize", json={"model": "nope"}).status_code == 404
         assert ok(host_y.post("/old/initialize", json={"model": "echo"}))["model"] == "echo"
         assert ok(host_x.get("/old/status"))["model"] == "slow"
-        # the S0 model list shows a key its own models, as /v1/models does
+        # the contexts-and-results API's model list shows a key its own models, as /v1/models does
         assert [m["name"] for m in ok(host_y.get("/models/"))] == ["echo"]
     with world.client("admin") as admin:
         unfit = admin.post("/old/initialize", json={"model": "vectors"})
@@ -633,9 +635,9 @@ def test_the_model_hosts_current_model_is_the_keys_own_and_allowed(world: World)
         assert unfit.json()["error"]["param"] == "model"
 
 
-def test_idempotency_keys_and_s1_job_ids_belong_to_their_key(world: World) -> None:
-    """The same ``Idempotency-Key`` (or S1 ``job_id``) from two keys names two jobs: B never
-    gets A's job back, nor a conflict with it."""
+def test_idempotency_keys_and_queued_job_ids_belong_to_their_key(world: World) -> None:
+    """The same ``Idempotency-Key`` (or queued generate ``job_id``) from two keys names two
+    jobs: B never gets A's job back, nor a conflict with it."""
     headers = {"Idempotency-Key": "shared-idempotency-key"}
     with world.client("A") as a, world.client("B") as b:
         first = ok(a.post("/v1/jobs", headers=headers, json={
@@ -646,6 +648,6 @@ def test_idempotency_keys_and_s1_job_ids_belong_to_their_key(world: World) -> No
         again = ok(a.post("/v1/jobs", headers=headers, json={
             "endpoint": "/v1/chat/completions", "body": CHAT}))
         assert again["id"] == first["id"]
-        s1 = {"job_id": "shared-s1-job", "meta": {"model": "echo"}}
-        assert ok(a.post("/generate", json={**s1, "content": "from a"}))["content"] == "from a"
-        assert ok(b.post("/generate", json={**s1, "content": "from b"}))["content"] == "from b"
+        queued = {"job_id": "shared-queued-job", "meta": {"model": "echo"}}
+        assert ok(a.post("/generate", json={**queued, "content": "from a"}))["content"] == "from a"
+        assert ok(b.post("/generate", json={**queued, "content": "from b"}))["content"] == "from b"

@@ -199,7 +199,7 @@ def test_tables_are_admin_only_and_redacted(server: InferdProcess) -> None:
     assert key["key"] not in text and ADMIN_KEY not in text
 
 
-def test_s3_generate_and_delete_api_key(server: InferdProcess) -> None:
+def test_proxy_toolkit_generate_and_delete_api_key(server: InferdProcess) -> None:
     with admin(server) as http:
         made = http.post("/generate_api_key", json={"user_id": "dave", "allowed_rpm": 20})
         assert made.status_code == 200
@@ -218,15 +218,15 @@ def test_s3_generate_and_delete_api_key(server: InferdProcess) -> None:
         assert http.post("/generate_api_key", json={}).status_code == 400
 
 
-def test_s3_chat_completions_without_the_v1_prefix(server: InferdProcess) -> None:
+def test_proxy_toolkit_chat_completions_without_the_v1_prefix(server: InferdProcess) -> None:
     key = new_key(server)["key"]
-    # an OpenAI client pointed at the S3 proxy's root, as S3's users have it
-    s3 = openai.OpenAI(base_url=server.url, api_key=key, max_retries=0)
-    answer = s3.chat.completions.create(model="echo",
-                                        messages=[{"role": "user", "content": "no prefix"}])
+    # an OpenAI client pointed at the proxy toolkit's root, as its users have it
+    toolkit = openai.OpenAI(base_url=server.url, api_key=key, max_retries=0)
+    answer = toolkit.chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "no prefix"}])
     assert answer.choices[0].message.content == "no prefix"
-    stream = s3.chat.completions.create(model="echo", stream=True,
-                                        messages=[{"role": "user", "content": "a b c"}])
+    stream = toolkit.chat.completions.create(
+        model="echo", stream=True, messages=[{"role": "user", "content": "a b c"}])
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "a b c"
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=server.url, api_key="sk-wrong-key", max_retries=0) \

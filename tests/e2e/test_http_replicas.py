@@ -112,7 +112,7 @@ def test_admin_api_shows_state_and_never_the_credential(
     assert httpx.post(gw.url + "/admin/v1/models", json={"name": ""}).status_code == 400
 
 
-def test_s3_routes_manage_models_and_replicas(pair: tuple[InferdProcess, ...]) -> None:
+def test_proxy_toolkit_routes_manage_models_and_replicas(pair: tuple[InferdProcess, ...]) -> None:
     a, _, gw = pair
     created = httpx.post(gw.url + "/models", json={"name": "extra", "aliases": ["ex"]})
     assert created.status_code == 201, created.text
@@ -123,8 +123,8 @@ def test_s3_routes_manage_models_and_replicas(pair: tuple[InferdProcess, ...]) -
     assert replica.status_code == 201, replica.text
     replica_id = replica.json()["id"]
     answer = client(gw).chat.completions.create(
-        model="ex", messages=[{"role": "user", "content": "via s3"}])
-    assert answer.choices[0].message.content == "via s3"
+        model="ex", messages=[{"role": "user", "content": "via the toolkit"}])
+    assert answer.choices[0].message.content == "via the toolkit"
     assert [r["id"] for r in httpx.get(f"{gw.url}/models/{model_id}/replicas").json()] == [
         replica_id]
     updated = httpx.put(f"{gw.url}/models/replicas/{replica_id}", json={"weight": 3})

@@ -3,7 +3,7 @@ its folder (``kind: diffusers``), the official openai SDK as client.
 
 Pictures are checked with Pillow; determinism by seed; ``url`` answers readable by their key
 only; keys' allow-lists, rpm and ipm; usage counting images and steps; image jobs with step
-progress and cancellation; the Batch API; S2's ``/model/generate``.
+progress and cancellation; the Batch API; the image backend's ``/model/generate``.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def test_usage_counts_images_and_steps(server: InferdProcess, admin: httpx.Clien
     assert counted['inferd_images_total{model="tiny-sd",type="steps"}'] >= 6
 
 
-def test_s2_model_generate_answers_png_bytes(admin: httpx.Client) -> None:
+def test_image_backend_model_generate_answers_png_bytes(admin: httpx.Client) -> None:
     response = admin.post("/model/generate", json={"text": "a castle"})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"

@@ -1,5 +1,6 @@
 """End to end with the bundled models: the OpenAI Batch API through the official SDK, and the
-APIs of the replaced systems S0, S1 and S4 with their documents' own examples."""
+APIs of the replaced systems (contexts and results, queued generate, model host) with their
+documents' own examples."""
 
 from __future__ import annotations
 
@@ -160,7 +161,7 @@ def test_bad_batch_files_are_refused_and_nothing_is_half_created(client: OpenAI,
     assert big.status_code == 400 and big.json()["error"]["param"] == "purpose"
 
 
-def test_s0_contexts_and_results(http: httpx.Client) -> None:
+def test_contexts_and_results(http: httpx.Client) -> None:
     context = http.post("/contexts/", json={"content": "Name a colour."}).json()
     assert context["content"] == "Name a colour." and isinstance(context["id"], int)
     assert context in http.get("/contexts/").json()
@@ -180,7 +181,7 @@ def test_s0_contexts_and_results(http: httpx.Client) -> None:
     assert http.get("/results/nope").status_code == 404
 
 
-def test_s1_generate_and_chat_completion_as_documented(http: httpx.Client) -> None:
+def test_queued_generate_and_chat_completion_as_documented(http: httpx.Client) -> None:
     job_id = uuid.uuid4().hex
     body = {"job_id": job_id, "meta": {"temperature": 0.5, "tokens_limit": 20,
                                        "stop_words": ["stop"], "model": "gpt-model"},
@@ -201,7 +202,7 @@ def test_s1_generate_and_chat_completion_as_documented(http: httpx.Client) -> No
     assert http.post("/generate", json={"meta": {}}).status_code == 400
 
 
-def test_s4_old_endpoints(http: httpx.Client) -> None:
+def test_model_host_old_endpoints(http: httpx.Client) -> None:
     init = http.post("/old/initialize", json={"model": CHAT_MODEL, "temperature": 0,
                                               "max_new_tokens": 8})
     assert init.status_code == 200 and init.json()["model"] == CHAT_MODEL

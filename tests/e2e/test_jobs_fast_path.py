@@ -1,10 +1,12 @@
-"""Job submissions are answered by a pure-ASGI fast path (``http.jobs.JobsFastPath``), the
-framework's routes for the same paths are kept: both must answer every request alike.
+"""Job submissions are answered by a pure-ASGI fast path (``http.jobs.answer``); the
+framework's routes for the same operations are kept (the documented ones) and answer through
+the same function: both ways must answer every request alike.
 
-Two apps on their own SQLite files get the same requests: one as ``inferd serve`` runs it
-(``HotPathFront``: submissions take the fast path), one without the fast path (the framework's
-routes answer). Status, headers and body must match, ids and times aside; a submission that
-is accepted is stored the same way by both.
+Two apps on their own SQLite files get the same requests: one as ``create_app`` builds it and
+``inferd serve`` runs it (``HotPathApp``: submissions take the fast path), one entered through
+the framework's own stack (its routing, dependencies and exception middleware: the routes
+answer). Status, headers and body must match, ids and times aside; a submission that is
+accepted is stored the same way by both.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
-from inferd.app import create_app, is_hot
-from inferd.http.jobs import JobsFastPath, is_fast
-from inferd.http.middleware import HotPathFront
+from inferd.app import create_app, hot_answer
+from inferd.http.jobs import answer as submit_job
 from inferd.settings import load_settings
 
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hello there"}]}
@@ -83,6 +86,15 @@ CASES: list[tuple[str, dict[str, str], bytes]] = [
 ]
 
 
+def through_the_framework(app: FastAPI) -> Any:
+    """``app`` entered past its fast paths: every request goes through the framework."""
+
+    async def framework(scope: Scope, receive: Receive, send: Send) -> None:
+        await FastAPI.__call__(app, scope, receive, send)
+
+    return framework
+
+
 def settings(directory: Path) -> Any:
     return load_settings(data_dir=directory, bundled_models=False,
                          models=[{"name": "echo", "kind": "echo"}], max_body_bytes=MAX_BODY)
@@ -92,14 +104,11 @@ def settings(directory: Path) -> Any:
 async def clients(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     fast = create_app(settings(tmp_path / "fast"))
     framework = create_app(settings(tmp_path / "framework"))
-    framework.user_middleware = [m for m in framework.user_middleware
-                                 if m.cls is not JobsFastPath]
     async with AsyncExitStack() as stack:
         for app in (fast, framework):
             await stack.enter_async_context(app.router.lifespan_context(app))
-        yield (httpx.AsyncClient(transport=httpx.ASGITransport(HotPathFront(fast, is_hot)),
-                                 base_url="http://test"),
-               httpx.AsyncClient(transport=httpx.ASGITransport(framework),
+        yield (httpx.AsyncClient(transport=httpx.ASGITransport(fast), base_url="http://test"),
+               httpx.AsyncClient(transport=httpx.ASGITransport(through_the_framework(framework)),
                                  base_url="http://test"))
 
 
@@ -128,7 +137,7 @@ async def test_the_fast_path_answers_every_submission_as_the_framework_route_doe
     for path, headers, content in CASES:
         scope = {"type": "http", "method": "POST", "path": path,
                  "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
-        assert is_fast(scope) and is_hot(scope)  # the first app answers it on the fast path
+        assert hot_answer(scope) is submit_job  # the first app answers it on the fast path
         got = [await client.post(path, headers=headers, content=content)
                for client in (fast, framework)]
         expected = answer(got[1])
@@ -152,17 +161,15 @@ async def test_both_paths_refuse_a_key_past_its_unfinished_jobs_with_a_429(
         apps.append(create_app(load_settings(
             data_dir=tmp_path / name, bundled_models=False, models=[slow],
             max_body_bytes=MAX_BODY, jobs={"max_pending_per_key": 2})))
-    apps[1].user_middleware = [m for m in apps[1].user_middleware
-                               if m.cls is not JobsFastPath]
     job = {"endpoint": "/v1/chat/completions",
            "body": {"model": "slow", "messages": [{"role": "user", "content": "a b c"}]}}
     async with AsyncExitStack() as stack:
         for app in apps:
             await stack.enter_async_context(app.router.lifespan_context(app))
-        fast = httpx.AsyncClient(transport=httpx.ASGITransport(HotPathFront(apps[0], is_hot)),
-                                 base_url="http://test")
-        framework = httpx.AsyncClient(transport=httpx.ASGITransport(apps[1]),
-                                      base_url="http://test")
+        fast = httpx.AsyncClient(transport=httpx.ASGITransport(apps[0]), base_url="http://test")
+        framework = httpx.AsyncClient(
+            transport=httpx.ASGITransport(through_the_framework(apps[1])),
+            base_url="http://test")
         answers = []
         for client in (fast, framework):
             accepted = [await client.post("/v1/jobs", json=job) for _ in range(2)]

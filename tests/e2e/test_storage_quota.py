@@ -1,6 +1,6 @@
 """Per-key storage quotas end to end: ``inferd serve`` with a default quota from the settings,
 keys with their own (admin API), the official openai SDK as client for files and stored
-responses, S0's ``/contexts/``; the key's GET shows what it stores."""
+responses, the contexts-and-results API's ``/contexts/``; the key's GET shows what it stores."""
 
 from __future__ import annotations
 

@@ -72,8 +72,8 @@ async def test_attempts_and_deadline_limit_claims(database: Database) -> None:
 
 async def test_idempotency_key_returns_the_existing_job(database: Database) -> None:
     store = JobStore(database)
-    first, created = await store.insert(_job(idempotency_scope="s1"))
-    again, created_again = await store.insert(_job(idempotency_scope="s1", request_hash="other"))
+    first, created = await store.insert(_job(idempotency_scope="scope"))
+    again, created_again = await store.insert(_job(idempotency_scope="scope", request_hash="other"))
     assert created and not created_again
     assert again.id == first.id and again.request_hash == "h"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+from inferd.auth.principal import OPEN_MODE
 from inferd.engines.echo import EchoEngine
 from inferd.inference import Inference
 from inferd.metering import Metering
@@ -31,7 +32,7 @@ async def test_a_stream_dropped_before_it_is_read_is_still_metered(tmp_path: Any
     try:
         before = recorder.pending
         stream = await inference.chat_stream(ChatCompletionRequest.model_validate(
-            {"model": "echo", "messages": [{"role": "user", "content": "a b c"}]}))
+            {"model": "echo", "messages": [{"role": "user", "content": "a b c"}]}), OPEN_MODE)
         assert in_flight._value.get() == 1
         del stream
         gc.collect()

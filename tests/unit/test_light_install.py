@@ -1,11 +1,9 @@
-"""The base install: the roles that host no model import no machine-learning runtime, and a
-model whose runtime (an extra of inferd) is missing is refused with the extra to install."""
+"""The base install: a model whose runtime (an extra of inferd) is missing is refused with the
+extra to install (that the roles hosting no model import no machine-learning runtime is
+checked in a fresh interpreter: tests/integration/test_light_install.py)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,50 +14,6 @@ from inferd.cli import main
 from inferd.engines import build_engine
 from inferd.errors import EngineNotInstalled, InvalidRequest
 from inferd.settings import ModelSpec
-
-ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "transformers", "diffusers", "llama_cpp", "numpy", "tokenizers",
-         "safetensors", "PIL", "huggingface_hub")
-# The modules that run a model in-process: imported only when such a model is built.
-ENGINE_MODULES = ("inferd.engines.llamacpp", "inferd.engines.embeddings",
-                  "inferd.engines.diffusers", "inferd.engines.diffusion_tiny")
-# Scripts that run inside another program (alembic), not modules to import.
-NOT_MODULES = ("inferd.__main__", "inferd.store.migrations")
-
-_PROBE = """
-import json, sys, importlib, pathlib
-import inferd
-skip = tuple(sys.argv[1].split(","))
-top = pathlib.Path(inferd.__file__).parent
-# the files themselves (pkgutil.walk_packages would import the engine packages to walk them)
-names = [".".join(("inferd", *f.relative_to(top).with_suffix("").parts)).removesuffix(".__init__")
-         for f in sorted(top.rglob("*.py"))]
-names = [n for n in names if not n.startswith(skip)]
-for name in names:
-    importlib.import_module(name)
-from inferd.app import create_app
-from inferd.settings import load_settings
-for role in ("gateway", "worker"):
-    settings = load_settings(None, bundled_models=False).model_copy(
-        update={"models": [], "role": role})
-    create_app(settings)
-heavy = sorted(m for m in sys.argv[2].split(",") if m in sys.modules)
-print(json.dumps({"imported": len(names), "heavy": heavy}))
-"""
-
-
-def test_every_module_but_the_engines_imports_no_ml_runtime(tmp_path: Path) -> None:
-    """In a fresh interpreter (this one may have loaded them for other tests): every module of
-    inferd outside the in-process engines (cli, app factory, http, jobs, the worker, routing,
-    store...) and the gateway and worker apps built, and none of the runtimes is loaded."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "INFERD_DATA_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", _PROBE, ",".join(ENGINE_MODULES + NOT_MODULES),
-                           ",".join(HEAVY)], env=env, capture_output=True, text=True,
-                          cwd=tmp_path, timeout=240)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["heavy"] == []
-    assert report["imported"] > 100  # the walk covered the package, not a part of it
 
 
 @pytest.mark.parametrize(("kind", "module", "package", "extra"), [

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from inferd import metrics as metrics_module
+from inferd.auth.principal import OPEN_MODE
 from inferd.engines.echo import EchoEngine
 from inferd.errors import ModelNotFound
 from inferd.inference import Inference
@@ -172,9 +173,9 @@ async def test_unknown_model_names_are_one_label() -> None:
     names = [f"made-up-{i}" for i in range(50)]
     for name in names:
         with pytest.raises(ModelNotFound):
-            await inference.chat(_chat(name))
-    await inference.chat(_chat("echo"))
-    await inference.chat(_chat("echo-alias"))
+            await inference.chat(_chat(name), OPEN_MODE)
+    await inference.chat(_chat("echo"), OPEN_MODE)
+    await inference.chat(_chat("echo-alias"), OPEN_MODE)
     text = metering.metrics.render().decode()
     assert not any(name in text for name in names)
     assert ('inferd_requests_total{endpoint="chat",model="_unknown",status="404"} 50.0'

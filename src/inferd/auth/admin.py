@@ -1,4 +1,4 @@
-"""Managing API keys: what the admin API, the S3 routes and ``inferd keys`` share.
+"""Managing API keys: what the admin API, the proxy toolkit's routes and ``inferd keys`` share.
 
 ``KeyAdmin`` validates a ``KeySpec`` / ``KeyUpdate``, writes through ``KeyStore`` and refreshes
 this process's ``KeyRing`` at once (other gateways follow within their refresh interval).
@@ -175,7 +175,8 @@ class KeyAdmin:
         await self._changed()
 
     async def revoke(self, key_id: int) -> Literal["deleted", "disabled"]:
-        """S3's rule: a key that was used is disabled (its usage stays), an unused one deleted."""
+        """The proxy toolkit's rule: a key that was used is disabled (its usage stays), an
+        unused one deleted."""
         if await self.store.has_usage(key_id):
             await self.disable(key_id)
             return "disabled"

@@ -2,7 +2,8 @@
 
 The rule (``INFERD_AUTH``):
 
-- ``off``: no keys; every caller is the anonymous admin. Refused unless bound to loopback.
+- ``off``: no keys; every caller is the open-mode admin (``OPEN_MODE``). Refused unless
+  bound to loopback.
 - ``auto`` (default): on a loopback address, keys are off until an admin key exists (from
   ``INFERD_ADMIN_KEY``, the API or ``inferd keys create --scope admin``), then required. On
   any other address keys are required, and inferd refuses to start without an admin key.

@@ -17,7 +17,8 @@ FORWARDED_HEADER = "X-Inferd-Forwarded"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller of a request, resolved from its API key (or anonymous when keys are off).
+    """The caller of a request, resolved from its API key (or ``OPEN_MODE`` while keys are
+    not required).
 
     Principals are built once per key when the key cache loads and shared by every request
     made with that key, so the hot path allocates nothing for them.
@@ -52,6 +53,9 @@ class Principal:
     # The engines' key on a gateway (``INFERD_ENGINE_API_KEY``): it may only call the engine
     # registration routes (``/internal/v1/engines``), nothing else.
     engine: bool = False
+    # True only for ``OPEN_MODE``: the caller while keys are not required, set on purpose by
+    # the auth middleware (never a fallback for a request or a job without a caller).
+    open_mode: bool = False
 
     @property
     def limit_key(self) -> str:
@@ -76,8 +80,12 @@ class Principal:
         return self.allowed_models is None or model in self.allowed_models
 
 
-# Used when inferd runs without keys (loopback only).
-ANONYMOUS = Principal(key_id=None, scope="admin")
+# The caller while keys are not required (loopback with no admin key yet, or ``auth = off``):
+# an admin without a key. Only the auth middleware hands it to a request (through
+# ``Auth.principal``), and a job made by such a request runs as it; a request or job without a
+# caller is refused, never given this principal. No parameter of type ``Principal`` has a
+# default (``tests/unit/test_no_default_principal.py``).
+OPEN_MODE = Principal(key_id=None, scope="admin", open_mode=True)
 
 # An engine registering with a gateway, with the engines' key (see ``Principal.engine``).
 ENGINE = Principal(key_id=None, scope="user", name="INFERD_ENGINE_API_KEY", engine=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from inferd.auth.admin import KeyAdmin
 from inferd.auth.bootstrap import AuthPolicy, bootstrap, engine_keyed
 from inferd.auth.keys import KeyRing, LoadHook
-from inferd.auth.principal import ANONYMOUS, ENGINE, Principal
+from inferd.auth.principal import ENGINE, OPEN_MODE, Principal
 from inferd.auth.throttle import AuthThrottle
 from inferd.errors import AuthenticationFailed, RateLimited
 from inferd.settings import Settings
@@ -40,8 +40,8 @@ class Auth:
         # ``ENGINE`` principal, which may only register engines ("" = none).
         self.engine_key = b""
         self._unmetered: dict[str | None, Principal] = {}
-        # The caller while keys are off: the anonymous admin, with the default storage quota.
-        self.anonymous = ANONYMOUS
+        # The caller while keys are not required: ``OPEN_MODE``, with the default storage quota.
+        self.open_mode = OPEN_MODE
 
     @classmethod
     async def start(cls, settings: Settings, db: Database, *, on_load: LoadHook | None = None,
@@ -63,7 +63,7 @@ class Auth:
         self = cls(keys, KeyAdmin(store, keys, storage=storage),
                    AuthPolicy(settings.auth, settings.host, keyed=engine_keyed(settings)),
                    throttle=throttle, on_failure=on_failure, on_throttled=on_throttled)
-        self.anonymous = dataclasses.replace(ANONYMOUS, storage_bytes=storage[0],
+        self.open_mode = dataclasses.replace(OPEN_MODE, storage_bytes=storage[0],
                                              storage_objects=storage[1])
         await keys.start()
         if settings.role == "engine":
@@ -94,7 +94,7 @@ class Auth:
             # Keys are off: any client may call; a known key still brings its limits.
             known = self.keys.lookup(token) if token else None
             return (self.keys.authenticate(token) if known is not None and token
-                    else self.anonymous)
+                    else self.open_mode)
         try:
             self.throttle.check(address)
         except RateLimited:

@@ -113,6 +113,12 @@ def _expire(waiter: asyncio.Future[tuple[int, bytes]]) -> None:
         waiter.set_exception(TimeoutError("no answer in time"))
 
 
+# How often the answers in flight are checked for their deadline, at most: a request's timeout
+# is kept to within a quarter of itself (and a second), with one timer for the whole pool
+# instead of one per request.
+SWEEP_SECONDS = 1.0
+
+
 class UpstreamPool:
     """Pooled keep-alive connections to one upstream, for JSON POSTs.
 
@@ -141,6 +147,10 @@ class UpstreamPool:
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
         self._max_idle = max_connections
+        # the answers awaited and the loop time each is given up at (checked by ``_sweep``)
+        self._deadlines: dict[asyncio.Future[tuple[int, bytes]], float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_every = max(0.01, min(SWEEP_SECONDS, timeout / 4))
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         """POST ``body`` to ``prefix + path``; returns the status and the whole answer body.
@@ -203,11 +213,23 @@ class UpstreamPool:
         raise failure or OSError(f"no address for {self.host}")
 
     async def _wait(self, waiter: asyncio.Future[tuple[int, bytes]]) -> tuple[int, bytes]:
-        timer = waiter.get_loop().call_later(self.timeout, _expire, waiter)
+        loop = waiter.get_loop()
+        deadlines = self._deadlines
+        deadlines[waiter] = loop.time() + self.timeout
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._sweep_every, self._sweep, loop)
         try:
             return await waiter
         finally:
-            timer.cancel()
+            del deadlines[waiter]
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the answers past their deadline; check again while any is awaited."""
+        now = loop.time()
+        for waiter in [w for w, deadline in self._deadlines.items() if deadline <= now]:
+            _expire(waiter)
+        self._sweeper = (loop.call_later(self._sweep_every, self._sweep, loop)
+                         if self._deadlines else None)
 
     def close(self) -> None:
         for conn in self._idle:

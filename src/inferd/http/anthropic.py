@@ -21,13 +21,16 @@ from starlette.responses import Response
 
 from inferd.anthropic import translate
 from inferd.anthropic.events import events
+from inferd.anthropic.translate import CountTokensRequest, MessagesRequest
 from inferd.engines.local import LocalTextEngine
 from inferd.errors import ContextLengthExceeded, InferdError, RateLimited
 from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
 from inferd.http.errors import param_path
+from inferd.http.operation import SSE, endpoint
 from inferd.http.responses import json_response
 from inferd.http.sse import sse_response
 from inferd.inference import estimate_chat_prompt
+from inferd.schemas import answers as a
 
 log = logging.getLogger("inferd.http")
 
@@ -84,7 +87,8 @@ async def _sse(stream: AsyncIterator[dict[str, Any]], model: str) -> AsyncIterat
         yield b"event: error\ndata: " + error_body(status, message) + b"\n\n"
 
 
-@router.post(PREFIX)
+@endpoint(router, "POST", PREFIX, access="key", answer=a.AnthropicMessage, body=MessagesRequest,
+          media=(SSE,), errors=(403, 404, 413, 502, 504, 529), anthropic=True)
 async def create_message(request: Request, services: ServicesDep,
                          principal: PrincipalDep) -> Response:
     try:
@@ -111,7 +115,8 @@ async def create_message(request: Request, services: ServicesDep,
     return json_response(translate.from_chat(result, body.model))
 
 
-@router.post(PREFIX + "/count_tokens")
+@endpoint(router, "POST", PREFIX + "/count_tokens", access="key", answer=a.TokenCount,
+          body=CountTokensRequest, errors=(403, 404, 413, 529), anthropic=True)
 async def count_tokens(request: Request, services: ServicesDep,
                        principal: PrincipalDep) -> Response:
     """Prompt tokens as the model's own tokenizer and template count them (local engines,

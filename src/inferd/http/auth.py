@@ -4,7 +4,8 @@ For every HTTP request outside the public routes (``inferd.http.access``) it rea
 (``Authorization: Bearer`` or ``X-API-Key``), resolves it through the in-memory ``KeyRing`` (no
 database read) and puts the ``Principal`` in ``scope["state"]["principal"]``, where
 ``http.deps.get_principal`` finds it. While keys are not enforced (see
-``inferd.auth.bootstrap``) a request without a known key is the anonymous admin; a known key
+``inferd.auth.bootstrap``) a request without a known key is the open-mode admin
+(``OPEN_MODE``, set here on purpose; a route finding no principal answers 401); a known key
 still applies, with its limits. Paths under ``ADMIN_PREFIXES`` need an admin key (403
 otherwise); other admin routes use ``AdminDep``. The engines' key (the ``ENGINE`` principal)
 gets 403 everywhere but the engine registration routes (``EngineDep``).
@@ -24,16 +25,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inferd.auth.principal import FORWARDED_HEADER, Principal
 from inferd.auth.service import Auth
-from inferd.errors import InferdError, PermissionDenied, RateLimited, envelope
-from inferd.http.access import ENGINE_PREFIX, public_paths
+from inferd.errors import (
+    AuthenticationFailed,
+    InferdError,
+    PermissionDenied,
+    RateLimited,
+    envelope,
+)
 from inferd.http.anthropic import PREFIX as ANTHROPIC_PREFIX
 from inferd.http.anthropic import error_body as anthropic_error_body
 from inferd.http.deps import get_principal
+from inferd.http.fast import NO_PRINCIPAL
+from inferd.http.operation import ENGINE_PREFIX, REGISTRY, Registry
 from inferd.logs import request_id_var
 
-_PUBLIC_ROUTES, PUBLIC_PREFIXES = public_paths()  # the ``public`` routes of ``http.access``
 # Paths browsers ask for that no route serves: a 404 for everyone, never a 401.
-PUBLIC_PATHS = _PUBLIC_ROUTES | {"/favicon.ico", "/docs/oauth2-redirect"}
+BROWSER_PATHS = frozenset({"/favicon.ico", "/docs/oauth2-redirect"})
 # Public routes that settings may put behind a key (``metrics_require_key``,
 # ``ready_require_key``).
 KEYED_PROBES = frozenset({"/metrics", "/ready"})
@@ -62,11 +69,25 @@ def _forwarded(scope: Scope) -> bool:
     return any(name == _FORWARDED for name, _ in scope["headers"])
 
 
+class PublicRoutes:
+    """The routes ``registry`` declares ``public`` (no key needed), and the paths browsers ask
+    for. The middlewares below are built when the app serves its first request, every route
+    declared by then."""
+
+    def __init__(self, registry: Registry) -> None:
+        exact, self.prefixes = registry.public_paths()
+        self.exact = exact | BROWSER_PATHS
+
+    def __contains__(self, path: str) -> bool:
+        return path in self.exact or path.startswith(self.prefixes)
+
+
 class AuthMiddleware:
     """Resolves the caller's key into a ``Principal`` for every HTTP request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, registry: Registry = REGISTRY) -> None:
         self.app = app
+        self.public = PublicRoutes(registry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,7 +96,7 @@ class AuthMiddleware:
         state = scope.setdefault("state", {})
         request_id_var.set(state.get("request_id"))
         path: str = scope["path"]
-        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        if path in self.public:
             if path in KEYED_PROBES:
                 try:
                     await self._probe(scope, state, path)
@@ -118,6 +139,28 @@ class AuthMiddleware:
         if scope["path"].startswith(ADMIN_PREFIXES):
             check_admin(principal)
         return principal
+
+
+class RequirePrincipal:
+    """The innermost check, around the routes: a request outside the public routes that
+    reaches them without a principal in its scope (it did not pass ``AuthMiddleware``) is
+    refused with 401 in the OpenAI error shape. A missing caller is never an admin: open mode
+    is the ``OPEN_MODE`` principal, which ``AuthMiddleware`` sets on purpose. The fast paths run
+    inside this check too (``HotPathApp`` wraps them in the app's middleware) and also refuse
+    such a request themselves (``http.fast.principal_of``)."""
+
+    def __init__(self, app: ASGIApp, registry: Registry = REGISTRY) -> None:
+        self.app = app
+        self.public = PublicRoutes(registry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "principal" not in (scope.get("state") or {}):
+            path: str = scope["path"]
+            if path not in self.public:
+                await _refuse(send, AuthenticationFailed(NO_PRINCIPAL, code="missing_api_key"),
+                              path)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _refuse(send: Send, exc: InferdError, path: str) -> None:

@@ -10,7 +10,9 @@ from starlette.responses import Response
 
 from inferd.http.deps import PrincipalDep, read_strict
 from inferd.http.jobs import JobsDep
+from inferd.http.operation import endpoint
 from inferd.http.responses import json_response, page_response
+from inferd.schemas import answers as a
 
 router = APIRouter(tags=["batch"])
 
@@ -25,7 +27,9 @@ class BatchCreate(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-@router.post("/v1/batches")
+# ``owner``: from the caller's own input file
+@endpoint(router, "POST", "/v1/batches", access="owner", answer=a.Batch, body=BatchCreate,
+          errors=(403, 404, 413, 503))
 async def create_batch(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:
     spec = await read_strict(request, BatchCreate)
     batch = await jobs.batches.create(principal, spec.input_file_id, spec.endpoint,
@@ -33,7 +37,7 @@ async def create_batch(request: Request, jobs: JobsDep, principal: PrincipalDep)
     return json_response(await jobs.batches.batch_object(batch))
 
 
-@router.get("/v1/batches")
+@endpoint(router, "GET", "/v1/batches", access="owner", answer=a.BatchList, errors=(503,))
 async def list_batches(jobs: JobsDep, principal: PrincipalDep, after: str | None = None,
                        limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Response:
     records, has_more = await jobs.batches.store.page(
@@ -42,13 +46,15 @@ async def list_batches(jobs: JobsDep, principal: PrincipalDep, after: str | None
     return page_response(data, has_more)
 
 
-@router.get("/v1/batches/{batch_id}")
+@endpoint(router, "GET", "/v1/batches/{batch_id}", access="owner", answer=a.Batch,
+          errors=(404, 503))
 async def retrieve_batch(batch_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     batch = await jobs.batches.get(principal, batch_id)
     return json_response(await jobs.batches.batch_object(batch))
 
 
-@router.post("/v1/batches/{batch_id}/cancel")
+@endpoint(router, "POST", "/v1/batches/{batch_id}/cancel", access="owner", answer=a.Batch,
+          errors=(404, 409, 503))
 async def cancel_batch(batch_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     batch = await jobs.batches.cancel(principal, batch_id)
     return json_response(await jobs.batches.batch_object(batch))

@@ -8,10 +8,11 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Request
 from pydantic import BaseModel
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
-from inferd.auth.principal import ANONYMOUS, Principal
+from inferd.auth.principal import Principal
 from inferd.http.disconnect import cancel_on_disconnect
+from inferd.http.fast import principal_of
 from inferd.json_bodies import parse_json
 from inferd.services import Services
 
@@ -46,15 +47,17 @@ async def read_strict(request: Request, model: type[M]) -> M:
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     """Run ``work``; cancel it if the client goes away first (so a model stops generating)."""
-    return await until_disconnected(request.receive, work)
+    return await until_disconnected(request.receive, work, request.scope)
 
 
-async def until_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+async def until_disconnected(receive: Receive, work: Awaitable[T], scope: Scope | None = None
+                             ) -> T:
     """``unless_disconnected`` for a raw ASGI ``receive`` (the body must have been read).
 
-    ``work`` runs in the calling task; one watcher task cancels it if the client goes first.
+    ``work`` runs in the calling task; it is cancelled if the client goes first (see
+    ``http.disconnect.cancel_on_disconnect``).
     """
-    with cancel_on_disconnect(receive) as client:
+    with cancel_on_disconnect(receive, scope) as client:
         try:
             return await work
         except asyncio.CancelledError:
@@ -64,9 +67,9 @@ async def until_disconnected(receive: Receive, work: Awaitable[T]) -> T:
 
 
 def get_principal(request: Request) -> Principal:
-    """The caller; the auth middleware puts it in the request scope (anonymous without keys)."""
-    principal: Principal = request.scope.get("state", {}).get("principal", ANONYMOUS)
-    return principal
+    """The caller, as the auth middleware put it in the request scope (``OPEN_MODE`` while
+    keys are not required); 401 when there is none (``fast.principal_of``)."""
+    return principal_of(request.scope)
 
 
 async def _principal(request: Request) -> Principal:
@@ -77,6 +80,7 @@ PrincipalDep = Annotated[Principal, Depends(_principal)]
 
 
 # Ids in a path, bounded to what their columns hold (larger numbers name no row and must not
-# reach a database driver): BIGINT ids, and the INTEGER ids of S0's contexts.
+# reach a database driver): BIGINT ids, and the INTEGER ids of the
+# contexts-and-results API's contexts.
 RowId = Annotated[int, Path(ge=0, le=2**63 - 1)]
 ContextId = Annotated[int, Path(ge=0, le=2**31 - 1)]

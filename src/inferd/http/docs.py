@@ -1,5 +1,6 @@
-"""``/docs`` (Swagger UI) and ``/redoc``, with their scripts and styles served from the package
-(vendored by ``scripts/vendor-docs.sh``), so they work without internet access."""
+"""``/openapi.json``, ``/docs`` (Swagger UI) and ``/redoc``, with their scripts and styles
+served from the package (vendored by ``scripts/vendor-docs.sh``), so they work without
+internet access."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from inferd.errors import NotFound
+from inferd.http.operation import endpoint
 
 STATIC = Path(__file__).parent / "docs_static"
 PREFIX = "/docs/static/"
@@ -20,7 +23,13 @@ FILES = {p.name: p for p in STATIC.iterdir() if p.suffix in TYPES} if STATIC.is_
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/docs")
+@endpoint(router, "GET", "/openapi.json", access="public")
+async def openapi_document(request: Request) -> Response:
+    """The document the app builds once (``inferd.http.openapi``)."""
+    return JSONResponse(request.app.openapi())
+
+
+@endpoint(router, "GET", "/docs", access="public")
 async def swagger_ui() -> HTMLResponse:
     return get_swagger_ui_html(openapi_url="/openapi.json", title="inferd API",
                                swagger_js_url=PREFIX + "swagger-ui-bundle.js",
@@ -28,7 +37,7 @@ async def swagger_ui() -> HTMLResponse:
                                swagger_favicon_url=PREFIX + "favicon-32x32.png")
 
 
-@router.get("/redoc")
+@endpoint(router, "GET", "/redoc", access="public")
 async def redoc() -> HTMLResponse:
     return get_redoc_html(openapi_url="/openapi.json", title="inferd API",
                           redoc_js_url=PREFIX + "redoc.standalone.js",
@@ -36,7 +45,7 @@ async def redoc() -> HTMLResponse:
                           with_google_fonts=False)
 
 
-@router.get(PREFIX + "{name}")
+@endpoint(router, "GET", PREFIX + "{name}", access="public")
 async def asset(name: str) -> Response:
     path = FILES.get(name)
     if path is None:

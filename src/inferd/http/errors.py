@@ -21,8 +21,7 @@ from inferd.errors import (
     param_path,
 )
 from inferd.http.unknown import unknown_route_message
-from inferd.store.db import STORE_ERRORS, unreachable
-from inferd.store.faults import MESSAGES, bad_value, storage_fault
+from inferd.storage_faults import MESSAGES, STORE_ERRORS, bad_value, storage_fault, unreachable
 
 __all__ = ["error_response", "exception_response", "inferd_error_response", "install",
            "param_path", "validation_error_response"]

@@ -1,18 +1,24 @@
-"""What the pure-ASGI fast paths share (``ChatFastPath``, ``JobsFastPath``): the ``FastPath``
-entry (take the requests it answers, read their body, pass everything else on), reading a
-body, answering JSON, and answering an error as the app's exception handlers would.
+"""What the pure-ASGI fast paths share (``http.openai.chat.answer``, ``http.jobs.answer``):
+reading a body, answering JSON, answering an error as the app's exception handlers would, and
+``Answered``, through which the framework's route for the same operation gives the same answer.
 
-A fast path sits inside the auth middleware (the principal is in the scope, the request id
-set) and skips the framework's routing, dependency injection, exception middleware and response
-classes; the framework's route for the same path stays the documented one (OpenAPI).
+A fast path's answer runs inside the request guard and the auth middleware (the principal is
+in the scope, the request id set) and skips the framework's routing, dependency injection,
+exception middleware and response classes: ``inferd.app.create_app`` sends the requests it
+answers there. The framework's route for the same operation stays the documented one (OpenAPI)
+and answers through the same function (``Answered``), so the two cannot differ.
 """
 
 from __future__ import annotations
 
-import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from collections.abc import Awaitable, Callable
 
-from inferd.auth.principal import ANONYMOUS, Principal
+import orjson
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from inferd.auth.principal import Principal
+from inferd.errors import AuthenticationFailed
 from inferd.http.errors import exception_response
 
 
@@ -38,9 +44,19 @@ async def read_body(receive: Receive) -> bytes:
     return b"".join(parts)
 
 
+NO_PRINCIPAL = ("This request has no authenticated caller. Send an API key as "
+                "'Authorization: Bearer KEY'.")
+
+
 def principal_of(scope: Scope) -> Principal:
-    """The caller, as the auth middleware left it in the scope (``http.deps.get_principal``)."""
-    principal: Principal = (scope.get("state") or {}).get("principal", ANONYMOUS)
+    """The caller, as the auth middleware left it in the scope (``http.deps.get_principal``).
+
+    A request that reached a route without one (it did not pass the auth middleware) is
+    refused with 401: a missing caller is never taken for an admin.
+    """
+    principal: Principal | None = (scope.get("state") or {}).get("principal")
+    if principal is None:
+        raise AuthenticationFailed(NO_PRINCIPAL, code="missing_api_key")
     return principal
 
 
@@ -70,26 +86,37 @@ async def send_error(scope: Scope, receive: Receive, send: Send, exc: Exception)
     await response(scope, receive, send)
 
 
-class FastPath:
-    """An ASGI middleware answering the requests ``takes`` accepts with ``answer``, given their
-    whole body; every other request (and a client gone before its body arrived) goes on to
-    ``app`` or ends there."""
+# A fast path's answer: given the request's scope and whole body, it answers every outcome
+# itself (errors in the OpenAI shape); ``receive`` then only tells of a disconnect.
+Answer = Callable[[Scope, bytes, Receive, Send], Awaitable[None]]
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    def takes(self, scope: Scope) -> bool:  # pragma: no cover - each subclass says
-        raise NotImplementedError
+async def answer_with(answer: Answer, scope: Scope, receive: Receive, send: Send) -> None:
+    """Read the whole body, then ``answer``; a client gone before its body arrived gets
+    nothing."""
+    try:
+        body = await read_body(receive)  # PayloadTooLarge: RequestGuard answers 413
+    except ClientGone:
+        return
+    await answer(scope, body, receive, send)
 
-    async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
-        raise NotImplementedError  # pragma: no cover - each subclass answers
+
+def hot_app(answer: Answer) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """The ASGI app that answers every request with ``answer``."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await answer_with(answer, scope, receive, send)
+
+    return app
+
+
+class Answered(Response):
+    """What a framework route returns for an operation a fast path answers: the fast path's
+    own ``answer``, run as the response (the route reads no body: it is still to be read)."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__()
+        self.answer = answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.takes(scope):
-            await self.app(scope, receive, send)
-            return
-        try:
-            body = await read_body(receive)  # PayloadTooLarge: RequestGuard answers 413
-        except ClientGone:
-            return
-        await self.answer(scope, body, receive, send)
+        await answer_with(self.answer, scope, receive, send)

@@ -11,21 +11,23 @@ from starlette.responses import Response
 from inferd.errors import InvalidRequest, PayloadTooLarge
 from inferd.http.deps import PrincipalDep, ServicesDep
 from inferd.http.jobs import JobsDep
+from inferd.http.operation import endpoint
 from inferd.http.responses import json_response, page_response
 from inferd.jobs.batches import file_object
-from inferd.store.storage import StorageStore
+from inferd.schemas import answers as a
 
 router = APIRouter(tags=["batch"])
 
 
-@router.post("/v1/files")
+@endpoint(router, "POST", "/v1/files", access="key", answer=a.File, form=("file", "purpose"),
+          errors=(413, 503))
 async def upload_file(request: Request, jobs: JobsDep, services: ServicesDep,
                       principal: PrincipalDep) -> Response:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidRequest("Upload the file as multipart/form-data with the fields "
                              "'file' and 'purpose'.", param="file")
     # a key whose storage is full is refused before its upload is read
-    await StorageStore(services.db).check_room(principal.key_id, principal.storage_quota)
+    await services.control.storage.check_room(principal.key_id, principal.storage_quota)
     limit = services.settings.max_file_bytes
     async with request.form(max_part_size=limit) as form:
         upload, purpose = form.get("file"), form.get("purpose")
@@ -42,7 +44,7 @@ async def upload_file(request: Request, jobs: JobsDep, services: ServicesDep,
     return json_response(file_object(record))
 
 
-@router.get("/v1/files")
+@endpoint(router, "GET", "/v1/files", access="owner", answer=a.FileList, errors=(503,))
 async def list_files(jobs: JobsDep, principal: PrincipalDep, purpose: str | None = None,
                      after: str | None = None,
                      limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> Response:
@@ -53,12 +55,13 @@ async def list_files(jobs: JobsDep, principal: PrincipalDep, purpose: str | None
     return page_response(data, has_more)
 
 
-@router.get("/v1/files/{file_id}")
+@endpoint(router, "GET", "/v1/files/{file_id}", access="owner", answer=a.File, errors=(404, 503))
 async def retrieve_file(file_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     return json_response(file_object(await jobs.batches.file(principal, file_id)))
 
 
-@router.get("/v1/files/{file_id}/content")
+@endpoint(router, "GET", "/v1/files/{file_id}/content", access="owner",
+          media=("application/jsonl", "application/octet-stream"), errors=(404, 503))
 async def file_content(file_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     record = await jobs.batches.file(principal, file_id)
     content = await jobs.batches.files.content(record.id)
@@ -66,7 +69,8 @@ async def file_content(file_id: str, jobs: JobsDep, principal: PrincipalDep) -> 
                     else "application/octet-stream")
 
 
-@router.delete("/v1/files/{file_id}")
+@endpoint(router, "DELETE", "/v1/files/{file_id}", access="owner", answer=a.Deleted,
+          errors=(404, 503))
 async def delete_file(file_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     record = await jobs.batches.file(principal, file_id)
     await jobs.batches.files.delete(record.id)

@@ -9,19 +9,23 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from inferd.http.deps import ServicesDep
+from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
 from inferd.lifecycle import DRAIN
+from inferd.schemas import answers_control as c
 
 router = APIRouter(tags=["health"])
 STARTED = time.time()  # when this process loaded its routes: the UI shows the uptime
 
 
-@router.get("/health")
+@endpoint(router, "GET", "/health", access="public", answer=c.Health)
 async def health() -> Response:
     return json_response({"status": "ok", "uptime_seconds": round(time.time() - STARTED, 1)})
 
 
-@router.get("/ready")
+# 400: a bad ``?deep=``; 503: not ready
+@endpoint(router, "GET", "/ready", access="public", answer=c.Readiness, also={503: c.Readiness},
+          errors=(400,))
 async def ready(request: Request, services: ServicesDep, deep: bool = False) -> Response:
     """Ready when this process can take new work: not draining (``inferd.lifecycle``), every
     model loaded, and, where the store is this process's own (a SQLite file), the store

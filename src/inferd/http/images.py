@@ -1,20 +1,21 @@
-"""``/v1/images/generations`` (OpenAI's image API; ``Prefer: respond-async`` makes it a job),
-``GET /v1/images/{id}/content`` (pictures answered by URL), and S2's ``POST /model/generate``
-(``{"text": ...}`` in, PNG bytes out)."""
+"""``/v1/images/generations`` (OpenAI's image API; ``Prefer: respond-async`` makes it a job)
+and ``GET /v1/images/{id}/content`` (pictures answered by URL)."""
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from inferd.http.deps import PrincipalDep, ServicesDep, read_model, unless_disconnected
-from inferd.http.jobs import get_jobs, prefers_async, submit_async
+from inferd.http.fast import Answered
+from inferd.http.jobs import answer as submit_job
+from inferd.http.jobs import get_jobs, wants_async
+from inferd.http.operation import INFER, endpoint
 from inferd.http.responses import json_response
 from inferd.images import ENDPOINT, ImageService
+from inferd.schemas import answers as a
 from inferd.schemas.images import ImageGenerationRequest
 
 router = APIRouter(tags=["images"])
@@ -27,11 +28,12 @@ def get_images(services: ServicesDep) -> ImageService:
 ImagesDep = Annotated[ImageService, Depends(get_images)]
 
 
-@router.post(ENDPOINT)
+@endpoint(router, "POST", ENDPOINT, access="key", answer=a.ImagesAnswer,
+          body=ImageGenerationRequest, errors=(*INFER, 409, 413), job=True)
 async def create_image(request: Request, services: ServicesDep, images: ImagesDep,
                        principal: PrincipalDep) -> Response:
-    if prefers_async(request):  # Prefer: respond-async -> 202 with a durable job
-        return await submit_async(request, services, ENDPOINT)
+    if wants_async(request.scope):  # Prefer: respond-async -> 202 with a durable job
+        return Answered(submit_job)
     body = await read_model(request, ImageGenerationRequest)
     # a client that leaves stops the generation at its next step
     result = await unless_disconnected(request, images.generate(body, principal))
@@ -42,27 +44,10 @@ async def create_image(request: Request, services: ServicesDep, images: ImagesDe
     return json_response(result)
 
 
-@router.get("/v1/images/{image_id}/content")
+@endpoint(router, "GET", "/v1/images/{image_id}/content", access="private",
+          media=("image/png", "image/jpeg", "image/webp"), errors=(404,))
 async def image_content(image_id: str, images: ImagesDep, principal: PrincipalDep) -> Response:
     content, media_type = await images.content(principal, image_id)
     return Response(content, media_type=media_type,
                     headers={"Cache-Control": "private, max-age=86400"})
 
-
-class S2Generate(BaseModel):
-    """S2's image request: the prompt as ``text`` (a model and size may be added)."""
-
-    model_config = ConfigDict(extra="ignore")
-    text: str = Field(min_length=1, max_length=32000)
-    model: str = ""
-    size: str | None = None
-    seed: int | None = None
-
-
-@router.post("/model/generate", tags=["image-backend (S2)"])
-async def s2_generate(request: Request, images: ImagesDep, principal: PrincipalDep) -> Response:
-    spec = await read_model(request, S2Generate)
-    body = ImageGenerationRequest(prompt=spec.text, model=spec.model, size=spec.size,
-                                  seed=spec.seed, output_format="png")
-    result = await unless_disconnected(request, images.generate(body, principal))
-    return Response(base64.b64decode(result["data"][0]["b64_json"]), media_type="image/png")

@@ -10,28 +10,31 @@ from starlette.responses import Response
 
 from inferd.http.auth import EngineDep
 from inferd.http.deps import ServicesDep, read_strict
+from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
 from inferd.routing.registration import EngineHeartbeat, EngineRegister, GatewayEnrolment
-from inferd.store.replicas import ReplicaStore
+from inferd.schemas import answers_control as c
 
 router = APIRouter(prefix="/internal/v1", tags=["engines"])
 
 
 def get_enrolment(services: ServicesDep, _caller: EngineDep) -> GatewayEnrolment:
     """The engine registrations, for the engines' key and admin keys only."""
-    return GatewayEnrolment(ReplicaStore(services.db), services.catalog, services.settings)
+    return services.control.enrolment
 
 
 EnrolmentDep = Annotated[GatewayEnrolment, Depends(get_enrolment)]
 
 
-@router.put("/engines/{instance}")
+@endpoint(router, "PUT", "/engines/{instance}", access="engine", answer=c.EngineRegistered,
+          body=EngineRegister, errors=(403, 413, 503))
 async def register(instance: str, request: Request, enrolment: EnrolmentDep) -> Response:
     body = await read_strict(request, EngineRegister)
     return json_response(await enrolment.register(instance, body))
 
 
-@router.post("/engines/{instance}/heartbeat")
+@endpoint(router, "POST", "/engines/{instance}/heartbeat", access="engine", answer=c.EngineBeat,
+          body=EngineHeartbeat, errors=(403, 404, 413, 503))
 async def heartbeat(instance: str, request: Request, enrolment: EnrolmentDep) -> Response:
     raw = await request.body()
     body = EngineHeartbeat() if not raw.strip() else await read_strict(request,
@@ -39,6 +42,7 @@ async def heartbeat(instance: str, request: Request, enrolment: EnrolmentDep) ->
     return json_response(await enrolment.heartbeat(instance, body))
 
 
-@router.delete("/engines/{instance}")
+@endpoint(router, "DELETE", "/engines/{instance}", access="engine", answer=c.EngineLeft,
+          errors=(403, 404, 503))
 async def deregister(instance: str, enrolment: EnrolmentDep) -> Response:
     return json_response(await enrolment.deregister(instance))

@@ -2,10 +2,10 @@
 (poll or server-sent events), cancel or delete it; ``Prefer: respond-async`` on the normal
 endpoints lands here too.
 
-Submissions, the hot path of a gateway taking async work, are answered by ``JobsFastPath``
-(pure ASGI, see ``inferd.http.fast``): ``POST /v1/jobs`` and every ``Prefer: respond-async``
-request. The routes below stay the documented ones; both go through ``create`` or
-``submit_request``, so a submission is checked and stored the same way whichever answers it.
+Submissions, the hot path of a gateway taking async work, are answered by ``answer`` (pure
+ASGI, see ``inferd.http.fast``): ``POST /v1/jobs`` and every ``Prefer: respond-async``
+request. The routes for them stay the documented ones (OpenAPI) and answer through ``answer``
+too.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from inferd.auth.principal import Principal
+from inferd.control import JobRecord
 from inferd.errors import InvalidRequest, PermissionDenied
-from inferd.http.deps import PrincipalDep, get_principal, get_services
-from inferd.http.fast import FastPath, header, principal_of, send_error, send_json
+from inferd.http.deps import PrincipalDep, get_services
+from inferd.http.fast import Answered, header, principal_of, send_error, send_json
+from inferd.http.operation import SSE, endpoint
 from inferd.http.responses import json_response, page_response
 from inferd.http.sse import sse_response
 from inferd.images import ENDPOINT as IMAGES_ENDPOINT
@@ -30,16 +32,16 @@ from inferd.jobs.requests import job_object
 from inferd.jobs.service import JobService, SSEvent
 from inferd.json_bodies import parse_json
 from inferd.numerals import ascii_int
+from inferd.schemas import answers as a
 from inferd.schemas.openai import MAX_DURATION
 from inferd.services import Services
-from inferd.store.jobs import JobRecord
 
 router = APIRouter(tags=["jobs"])
 
 PATH = "/v1/jobs"
 # The paths whose ``Prefer: respond-async`` requests become jobs, and the job endpoint of each.
 ASYNC_PATHS = {"/v1/chat/completions": "/v1/chat/completions",
-               "/chat/completions": "/v1/chat/completions",  # S3's unprefixed chat path
+               "/chat/completions": "/v1/chat/completions",  # the proxy toolkit's path
                "/v1/completions": "/v1/completions", "/v1/embeddings": "/v1/embeddings",
                IMAGES_ENDPOINT: IMAGES_ENDPOINT}
 
@@ -76,15 +78,8 @@ def idempotency_key(value: str | None) -> str | None:
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
 
-def accepted(job: JobRecord, created: bool) -> Response:
-    """202 for a new job, 200 for the existing job of a repeated idempotency key."""
-    return json_response(job_object(job), status=202 if created else 200,
-                         headers={"Location": f"/v1/jobs/{job.id}",
-                                  "Preference-Applied": "respond-async"})
-
-
 async def send_accepted(send: Send, job: JobRecord, created: bool) -> None:
-    """``accepted``, sent straight to ASGI (the fast path)."""
+    """202 for a new job, 200 for the existing job of a repeated idempotency key."""
     await send_json(send, job_object(job), 202 if created else 200,
                     [(b"location", f"/v1/jobs/{job.id}".encode()),
                      (b"preference-applied", b"respond-async")])
@@ -96,13 +91,8 @@ def respond_async(prefer: str) -> bool:
     return any(p.split(";")[0].strip().lower() == "respond-async" for p in prefer.split(","))
 
 
-def prefers_async(request: Request) -> bool:
-    """True when the request carries ``Prefer: respond-async``."""
-    return any(respond_async(value) for value in request.headers.getlist("prefer"))
-
-
 def wants_async(scope: Scope) -> bool:
-    """``prefers_async`` for a raw ASGI scope."""
+    """True when the request carries ``Prefer: respond-async``."""
     return any(name == b"prefer" and respond_async(value.decode("latin-1"))
                for name, value in scope["headers"])
 
@@ -133,53 +123,31 @@ async def submit_request(jobs: JobService, principal: Principal, endpoint: str, 
     return await jobs.submit(principal, endpoint, json_object(raw), idempotency_key=key)
 
 
-async def submit_async(request: Request, services: Services, endpoint: str) -> Response:
-    """The ``Prefer: respond-async`` branch of the OpenAI endpoints: answer 202 with a job."""
-    job, created = await submit_request(get_jobs(services), get_principal(request), endpoint,
-                                        await request.body(),
-                                        request.headers.get("idempotency-key"))
-    return accepted(job, created)
+@endpoint(router, "POST", PATH, access="key", answer=a.Job, status=202, body=JobCreate,
+          also={200: a.Job}, errors=(403, 404, 409, 413, 503))
+async def create_job(request: Request, key: IdempotencyKey = None) -> Response:
+    return Answered(answer)  # ``key``: the header, as documented (``answer`` reads it)
 
 
-@router.post(PATH)
-async def create_job(request: Request, jobs: JobsDep, principal: PrincipalDep,
-                     key: IdempotencyKey = None) -> Response:
-    return accepted(*await create(jobs, principal, await request.body(), key))
-
-
-def is_fast(scope: Scope) -> bool:
-    """Whether ``JobsFastPath`` answers this request (else the framework's route does)."""
-    if scope["method"] != "POST":
-        return False
+async def answer(scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+    """A job submission with ``body``: ``POST /v1/jobs``, or a ``Prefer: respond-async``
+    request to one of ``ASYNC_PATHS``."""
+    jobs = get_jobs(scope["app"].state.services)
+    key = header(scope, b"idempotency-key")
     path = scope["path"]
-    return path == PATH or (path in ASYNC_PATHS and wants_async(scope))
-
-
-class JobsFastPath(FastPath):
-    """Answers job submissions directly (``POST /v1/jobs``, ``Prefer: respond-async``);
-    everything else goes to ``app``."""
-
-    def takes(self, scope: Scope) -> bool:
-        return is_fast(scope)
-
-    async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
-        jobs = get_jobs(scope["app"].state.services)
+    try:
         principal = principal_of(scope)
-        key = header(scope, b"idempotency-key")
-        path = scope["path"]
-        try:
-            if path == PATH:
-                job, created = await create(jobs, principal, body, key)
-            else:
-                job, created = await submit_request(jobs, principal, ASYNC_PATHS[path], body,
-                                                    key)
-        except Exception as exc:  # nothing sent yet: answer in the OpenAI error shape
-            await send_error(scope, receive, send, exc)
-            return
-        await send_accepted(send, job, created)
+        if path == PATH:
+            job, created = await create(jobs, principal, body, key)
+        else:
+            job, created = await submit_request(jobs, principal, ASYNC_PATHS[path], body, key)
+    except Exception as exc:  # nothing sent yet: answer in the OpenAI error shape
+        await send_error(scope, receive, send, exc)
+        return
+    await send_accepted(send, job, created)
 
 
-@router.get("/v1/jobs")
+@endpoint(router, "GET", "/v1/jobs", access="owner", answer=a.JobList, errors=(503,))
 async def list_jobs(jobs: JobsDep, principal: PrincipalDep, status: Status | None = None,
                     model: str | None = None, after: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Response:
@@ -188,30 +156,35 @@ async def list_jobs(jobs: JobsDep, principal: PrincipalDep, status: Status | Non
     return page_response(data, page.has_more)
 
 
-@router.get("/v1/jobs/{job_id}")
+@endpoint(router, "GET", "/v1/jobs/{job_id}", access="owner", answer=a.Job, errors=(404, 503))
 async def retrieve_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     return json_response(job_object(await jobs.get(principal, job_id)))
 
 
-@router.post("/v1/jobs/{job_id}/cancel")
+@endpoint(router, "POST", "/v1/jobs/{job_id}/cancel", access="owner", answer=a.Job,
+          errors=(404, 409, 503))
 async def cancel_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     return json_response(job_object(await jobs.cancel(principal, job_id)))
 
 
-@router.delete("/v1/jobs/{job_id}")
+@endpoint(router, "DELETE", "/v1/jobs/{job_id}", access="owner", answer=a.Deleted,
+          errors=(404, 409, 503))
 async def delete_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     await jobs.delete(principal, job_id)
     return json_response({"id": job_id, "object": "job.deleted", "deleted": True})
 
 
-@router.get("/v1/jobs/{job_id}/webhook_attempts")
+@endpoint(router, "GET", "/v1/jobs/{job_id}/webhook_attempts", access="owner",
+          answer=a.WebhookAttempts, errors=(404, 503))
 async def webhook_attempts(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     await jobs.get(principal, job_id)
     attempts = jobs.webhooks.describe(await jobs.store.attempts(job_id))
     return json_response({"object": "list", "data": attempts})
 
 
-@router.get("/v1/webhooks/secret")
+# the calling key's own secret
+@endpoint(router, "GET", "/v1/webhooks/secret", access="key", answer=a.WebhookSecret,
+          errors=(403, 503))
 async def webhook_secret(jobs: JobsDep, principal: PrincipalDep) -> Response:
     """The secret that signs the caller's webhooks: its key's own, else (admins only) the
     installation's."""
@@ -243,7 +216,8 @@ async def _frames(events: AsyncIterator[SSEvent]) -> AsyncIterator[bytes]:
         yield head + f"event: {kind}\ndata: ".encode() + data.encode() + b"\n\n"
 
 
-@router.get("/v1/jobs/{job_id}/events")
+@endpoint(router, "GET", "/v1/jobs/{job_id}/events", access="owner", media=(SSE,),
+          errors=(404, 503))
 async def job_events(job_id: str, jobs: JobsDep, principal: PrincipalDep,
                      last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
                      after: Annotated[int | None, Query(ge=0)] = None) -> Response:

@@ -12,13 +12,14 @@ from starlette.responses import Response
 
 from inferd.errors import NotFound
 from inferd.http.deps import ServicesDep
+from inferd.http.operation import TEXT, endpoint
 from inferd.metrics import CONTENT_TYPE
 from inferd.services import Services
 
 router = APIRouter(tags=["monitoring"])
 
 
-@router.get("/metrics")
+@endpoint(router, "GET", "/metrics", access="public", media=(TEXT,))
 async def metrics(services: ServicesDep) -> Response:
     if services.settings.metrics_port:
         raise NotFound(f"Metrics are served on port {services.settings.metrics_port}.")

@@ -1,11 +1,10 @@
-"""ASGI middleware: body size limit (413) and request ids; the front door of the hot path."""
+"""ASGI middleware: body size limit (413) and request ids."""
 
 from __future__ import annotations
 
 import itertools
 import os
 import re
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -93,29 +92,3 @@ class RequestGuard:
                                 (b"content-length", str(len(body)).encode()),
                                 (b"x-request-id", rid)]})
         await send({"type": "http.response.body", "body": body})
-
-
-class HotPathFront:
-    """The ASGI app the server runs: hot requests skip the framework's outer layers.
-
-    For a request that ``is_hot`` accepts (``POST /v1/chat/completions``, a job submission) it
-    runs the application's own middleware stack (``app.user_middleware``: request guard, auth,
-    the fast paths), built once, without the framework's error, telemetry and body-limit wrappers
-    around it; everything else (and the lifespan) goes to ``app`` unchanged. The hot stack's
-    innermost handler answers every error in the OpenAI shape itself.
-    """
-
-    def __init__(self, app: Any, is_hot: Callable[[Scope], bool]) -> None:
-        self.app = app
-        self.is_hot = is_hot
-        stack: ASGIApp = app
-        for cls, args, kwargs in reversed(app.user_middleware):
-            stack = cls(stack, *args, **kwargs)
-        self.hot = stack
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.is_hot(scope):
-            scope["app"] = self.app  # what the framework would set: routes find services there
-            await self.hot(scope, receive, send)
-            return
-        await self.app(scope, receive, send)

@@ -1,20 +1,18 @@
 """The OpenAPI document: every operation's request body and answers from the real pydantic
-models (``inferd.http.openapi_routes``), and the statuses inferd really sends: errors in the
-OpenAI shape (the shared ``ErrorResponse``; Anthropic's on ``/v1/messages``), 400 where the
-framework would say 422, 201 for what is created, 202 for jobs, streams as
-``text/event-stream`` and ``/metrics`` as ``text/plain``.
+models, as each route declares them (``inferd.http.operation``), and the statuses inferd really
+sends: errors in the OpenAI shape (the shared ``ErrorResponse``; Anthropic's on
+``/v1/messages``), 400 where the framework would say 422, 201 for what is created, 202 for
+jobs, streams as ``text/event-stream`` and ``/metrics`` as ``text/plain``.
 
 Its security schemes are the two ways a key is sent (``Authorization: Bearer`` and
 ``X-API-Key``), so Swagger's "Authorize" button and client generators send keys; each
-operation's ``security`` follows its access level (``inferd.http.access``): none for the public
+operation's ``security`` follows its declared access level: none for the public
 routes, a key for the others, and a key optional on ``/metrics`` and ``/ready`` (settings may
 ask for one there).
 """
 
 from __future__ import annotations
 
-import re
-from copy import deepcopy
 from typing import Any
 
 from fastapi import FastAPI
@@ -22,9 +20,10 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from inferd.http.access import LEVELS, POLICY
-from inferd.http.auth import ADMIN_PREFIXES, KEYED_PROBES, PUBLIC_PATHS
-from inferd.http.openapi_routes import JSON, MULTIPART, OPS, Op
+from inferd.http.auth import ADMIN_PREFIXES, KEYED_PROBES
+from inferd.http.operation import JSON, LEVELS, MULTIPART, Registry
+from inferd.http.operation import Operation as Op
+from inferd.http.routes import declared
 from inferd.schemas.answers import AnthropicError, Job
 
 REF = "#/components/schemas/{model}"
@@ -57,17 +56,13 @@ SECURITY_SCHEMES = {
                    "description": "An inferd API key as `X-API-Key: KEY`."},
 }
 KEYED: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
-# POLICY spells paths as the route table does (``{model:path}``); the document without the
-# converters.
-ACCESS = {(method.lower(), re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path)): access
-          for (method, path), access in POLICY.items()}
 
 
-def _security(path: str, method: str, operation: dict[str, Any]) -> None:
+def _security(path: str, operation: dict[str, Any], op: Op | None) -> None:
     """The operation's ``security`` by its access level; ``x-inferd-access`` names it."""
-    access = ACCESS.get((method, path))
-    if access is None:
+    if op is None:
         return  # the document's default: a key
+    access = op.access
     operation["x-inferd-access"] = access
     if access == "public":
         # a key optional: the empty requirement first
@@ -82,12 +77,12 @@ def _security(path: str, method: str, operation: dict[str, Any]) -> None:
 Refs = dict[tuple[Any, JsonSchemaMode], dict[str, Any]]
 
 
-def _schemas(doc: dict[str, Any]) -> Refs:
-    """Every model of the table in ``components.schemas`` (names made unique by pydantic);
-    returns the ``$ref`` of each."""
+def _schemas(doc: dict[str, Any], ops: dict[tuple[str, str], Op]) -> Refs:
+    """Every model of the declared operations in ``components.schemas`` (names made unique by
+    pydantic); returns the ``$ref`` of each."""
     wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {
         (AnthropicError, "serialization"): None, (Job, "serialization"): None}
-    for op in OPS.values():
+    for op in ops.values():
         if op.body is not None:
             wanted[(op.body, "validation")] = None
         for model in (op.answer, *op.also.values()):
@@ -118,7 +113,7 @@ def _answer(op: Op, model: type[BaseModel] | None, refs: Refs) -> dict[str, Any]
 
 def _statuses(path: str, operation: dict[str, Any], op: Op | None) -> list[int]:
     """The error statuses of an operation: those every route shares, then its own."""
-    if path in PUBLIC_PATHS:
+    if op is not None and op.access == "public":
         # ``/metrics`` refuses a caller without a valid key under ``metrics_require_key``
         keyed = {401, 429} if path == "/metrics" else set()
         return sorted({*(op.errors if op else ()), *keyed})
@@ -143,10 +138,9 @@ def _request_body(op: Op, refs: Refs) -> dict[str, Any] | None:
     return None
 
 
-def _describe(path: str, method: str, operation: dict[str, Any], refs: Refs) -> None:
-    op = OPS.get((method, path))
+def _describe(path: str, operation: dict[str, Any], op: Op | None, refs: Refs) -> None:
     responses: dict[str, Any] = {}
-    if op is None:  # an operation the table does not know: the framework's answer, no 422
+    if op is None:  # an operation nobody declared: the framework's answer, no 422
         responses = {k: v for k, v in operation.get("responses", {}).items() if k != "422"}
     else:
         responses[str(op.status)] = {"description": SUCCESS.get(op.status, "OK"),
@@ -169,32 +163,30 @@ def _describe(path: str, method: str, operation: dict[str, Any], refs: Refs) -> 
     operation["responses"] = dict(sorted(responses.items()))
 
 
-def build(app: FastAPI) -> dict[str, Any]:
+def build(app: FastAPI, registry: Registry | None = None) -> dict[str, Any]:
+    """The document of ``app``'s routes, described by their declarations in ``registry``
+    (every route of inferd's unless told)."""
+    ops = (declared() if registry is None else registry).documented()
     doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
-    refs = _schemas(doc)
+    refs = _schemas(doc, ops)
     doc["components"]["securitySchemes"] = SECURITY_SCHEMES
     doc["security"] = KEYED
     for path, item in doc.get("paths", {}).items():
         for method, operation in item.items():
-            _describe(path, method, operation, refs)
-            _security(path, method, operation)
+            op = ops.get((method, path))
+            _describe(path, operation, op, refs)
+            _security(path, operation, op)
     for schema in ("HTTPValidationError", "ValidationError"):
         doc["components"]["schemas"].pop(schema, None)
-    chat = doc.get("paths", {}).get("/v1/chat/completions")
-    if chat is not None:  # S3's clients post to the root: the same operation
-        alias = deepcopy(chat)
-        for operation in alias.values():
-            operation["operationId"] = operation.get("operationId", "chat") + "_root"
-        doc["paths"]["/chat/completions"] = alias
     return doc
 
 
-def install_openapi(app: FastAPI) -> None:
+def install_openapi(app: FastAPI, registry: Registry | None = None) -> None:
     """Make ``app.openapi()`` (and ``/openapi.json``) return the document above, built once."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = build(app)
+            app.openapi_schema = build(app, registry)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

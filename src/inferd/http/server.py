@@ -30,18 +30,29 @@ long as it likes. ``GuardedHttpToolsProtocol`` bounds the body's pace too (nginx
   answered), so an upload at any normal rate passes, however long.
 
 Its answers, and uvicorn's 400 for a request that does not parse, are in the OpenAI error shape.
+
+It also writes what one turn of the event loop sends on a connection in one system call
+(``CoalescingTransport``): uvicorn writes a response's head and its body apart, which costs a
+second system call and a second wake-up of the client for every answer.
+
+It uses uvicorn's internals (the parser, the request cycle, flow control, the server state):
+``pyproject.toml`` pins uvicorn to the release series it was checked against, and
+``uvicorn_internals_missing`` (run at start and by the tests) names what a release lacks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from inferd.errors import HeadersTooLarge, InferdError, InvalidRequest, RequestTimeout, envelope
+from inferd.http.disconnect import WATCH
 
 # A refused connection is still read (and what it sends dropped) after the answer, so that a
 # client still sending its head reads the answer instead of a connection reset: it is closed
@@ -53,6 +64,85 @@ LINGER_MAX_SECONDS = 30.0
 # Seconds a late body is given before it is refused, so that bytes that came while the process
 # was not running (a busy machine) are read first: the loop runs due timers before it reads.
 OVERDUE_GRACE_SECONDS = 0.2
+
+
+class CoalescingTransport:
+    """A connection's transport whose writes within one turn of the event loop go out together
+    (at the end of the turn, or before the connection is closed or half-closed)."""
+
+    __slots__ = ("_loop", "_pending", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        pending = self._pending
+        if pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self.flush)
+        else:
+            pending.append(data)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if not pending or self.transport.is_closing():
+            return
+        if len(pending) == 1:
+            self.transport.write(pending[0])
+        else:
+            self.transport.writelines(pending)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self.transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def pause_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.transport.resume_reading()
+
+    def __getattr__(self, name: str) -> Any:  # the rest of asyncio.Transport, as it is
+        return getattr(self.transport, name)
+
+
+class ConnectionWatch:
+    """Calls back what the requests of a connection ask to hear of its loss (the scope
+    extension ``inferd.http.disconnect.WATCH``): a request notices a client that went away
+    without a task of its own waiting for ``http.disconnect``."""
+
+    __slots__ = ("callbacks", "flow", "lost")
+
+    def __init__(self, flow: Any) -> None:
+        self.flow = flow
+        self.callbacks: list[Callable[[], None]] = []
+        self.lost = False
+
+    def add(self, gone: Callable[[], None]) -> None:
+        if self.lost:
+            gone()
+            return
+        self.flow.resume_reading()  # a lost connection is noticed only while reading
+        self.callbacks.append(gone)
+
+    def discard(self, gone: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self.callbacks.remove(gone)
+
+    def connection_lost(self) -> None:
+        self.lost = True
+        callbacks, self.callbacks = self.callbacks, []
+        for gone in callbacks:
+            gone()
 
 
 def error_bytes(error: InferdError, default_headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -88,6 +178,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_bytes = 0  # bytes received since the clock started
         self._body_overdue = False  # found late once: refused if still late after the grace
         self._body_timer: asyncio.TimerHandle | None = None
+        self._watch: ConnectionWatch  # set with the connection
 
     # -- the request head's clock -------------------------------------------------------------
     def _answering(self) -> bool:
@@ -172,7 +263,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- uvicorn's protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        coalescing = CoalescingTransport(transport, self.loop)
+        super().connection_made(coalescing)  # type: ignore[arg-type]
+        self._watch = ConnectionWatch(self.flow)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -181,20 +274,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._linger_timer.cancel()
         self._stop_body_clock()
         super().connection_lost(exc)
+        self._watch.connection_lost()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             if self._linger_timer is not None:
                 self._linger()  # still sending: read on
             return  # answered and closing: dropped
-        if not self._answering():
-            self._arm()
         if self._in_head:
             self._head_bytes += len(data)
         elif self._in_body:
             self._body_bytes += len(data)
             self._body_last = self.loop.time()
         super().data_received(data)
+        # a head still in part: its clock runs (a whole head, the usual case, costs no timer)
+        if self._in_head and self._head_bytes and not self._answering():
+            self._arm()
         if self._in_body and self._body_timer is None and not self._refused:
             self._arm_body(self._body_deadline())
         if self._in_head and self._head_bytes > self.max_head_bytes \
@@ -208,6 +303,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_bytes = 0
         self._disarm()
+        self.scope["extensions"] = {WATCH: self._watch}  # type: ignore[dict-item]
         super().on_headers_complete()
         if not (self.parser.should_upgrade() and self._should_upgrade()):
             self._start_body_clock()  # stopped by on_message_complete
@@ -260,9 +356,68 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._linger_timer = self.loop.call_later(delay, self.transport.close)
 
 
+# What this module uses of uvicorn beyond asyncio's protocol interface (checked by
+# ``uvicorn_internals_missing``): the protocol's methods it extends or calls, the state it
+# reads (set by the protocol's constructor), and the state of a request cycle, of the flow
+# control and of the server it reads.
+PROTOCOL_METHODS = ("connection_made", "connection_lost", "data_received", "on_headers_complete",
+                    "on_message_complete", "on_response_complete", "send_400_response",
+                    "_should_upgrade")
+PROTOCOL_STATE = ("loop", "logger", "parser", "server_state", "transport", "flow", "cycle")
+CYCLE_STATE = ("response_started", "response_complete", "waiting_for_100_continue")
+FLOW_STATE = ("read_paused", "pause_reading", "resume_reading")
+SERVER_STATE = ("default_headers",)
+
+
+def uvicorn_internals_missing() -> list[str]:
+    """What ``GuardedHttpToolsProtocol`` uses of uvicorn and the installed uvicorn lacks (an
+    empty list when everything is there)."""
+    import uvicorn
+    from uvicorn.protocols.http.flow_control import FlowControl
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+    from uvicorn.server import ServerState
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover - not run
+        pass
+
+    missing = [f"HttpToolsProtocol.{name}()" for name in PROTOCOL_METHODS
+               if not callable(getattr(HttpToolsProtocol, name, None))]
+    loop = asyncio.new_event_loop()
+    try:
+        state = ServerState()
+        config = uvicorn.Config(app, http=HttpToolsProtocol, log_config=None)
+        protocol = HttpToolsProtocol(config, state, {}, _loop=loop)
+        unused: Any = None  # what the flow control and the cycle only store
+        flow = FlowControl(unused)
+        cycle = RequestResponseCycle(
+            scope=unused, transport=unused, flow=flow, logger=protocol.logger,
+            access_logger=protocol.logger, access_log=False, default_headers=[],
+            message_event=asyncio.Event(), expect_100_continue=False, keep_alive=True,
+            on_response=lambda: None)
+    except TypeError as exc:  # a constructor takes other arguments
+        return [*missing, f"a constructor's arguments: {exc}"]
+    finally:
+        loop.close()
+    for what, obj, names in (("HttpToolsProtocol", protocol, PROTOCOL_STATE),
+                             ("RequestResponseCycle", cycle, CYCLE_STATE),
+                             ("FlowControl", flow, FLOW_STATE),
+                             ("ServerState", state, SERVER_STATE)):
+        missing += [f"{what}.{name}" for name in names if not hasattr(obj, name)]
+    return missing
+
+
 def guarded_protocol(max_head_bytes: int, head_timeout: float, body_timeout: float,
                      body_min_rate: float) -> type[GuardedHttpToolsProtocol]:
-    """The protocol class for uvicorn's ``http`` setting, with these limits."""
+    """The protocol class for uvicorn's ``http`` setting, with these limits; ``RuntimeError``
+    when the installed uvicorn lacks what the class uses (a release it was not checked
+    against)."""
+    missing = uvicorn_internals_missing()
+    if missing:
+        import uvicorn
+
+        raise RuntimeError(f"uvicorn {uvicorn.__version__} lacks what inferd.http.server uses "
+                           f"({', '.join(missing)}): install the release series pyproject.toml "
+                           "names")
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,),
                 {"max_head_bytes": max_head_bytes, "head_timeout": head_timeout,
                  "body_timeout": body_timeout, "body_min_rate": body_min_rate})

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Send
+from starlette.types import Receive, Scope, Send
 
 from inferd.errors import InferdError, StreamInterrupted, envelope
 from inferd.http.disconnect import cancel_on_disconnect
@@ -54,14 +54,16 @@ _RAW_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
                 *((k.lower().encode(), v.encode()) for k, v in SSE_HEADERS.items())]
 
 
-async def send_sse(receive: Receive, send: Send, events: AsyncIterator[bytes]) -> None:
+async def send_sse(receive: Receive, send: Send, events: AsyncIterator[bytes],
+                   scope: Scope | None = None) -> None:
     """``sse_response`` for a raw ASGI handler: each event is sent as soon as it is made.
 
-    One watcher task waits for the client to go away; then the stream (and with it the
-    upstream request or the generation) is cancelled and closed, and this returns normally.
+    When the client goes away (``http.disconnect.cancel_on_disconnect``: the server's callback
+    when ``scope`` carries it, else one watcher task), the stream (and with it the upstream
+    request or the generation) is cancelled and closed, and this returns normally.
     """
     try:
-        with cancel_on_disconnect(receive) as client:
+        with cancel_on_disconnect(receive, scope) as client:
             try:
                 await send({"type": "http.response.start", "status": 200,
                             "headers": _RAW_HEADERS})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from inferd.auth.principal import Principal
 from inferd.inference import Inference
 from inferd.jobs.broker import RabbitQueue
 from inferd.jobs.owners import PrincipalLookup
@@ -61,12 +62,12 @@ def attach(service: JobService, settings: Settings) -> None:
 
 
 async def start_jobs(db: Database, router: Router, inference: Inference, settings: Settings,
-                     principal_lookup: PrincipalLookup | None = None) -> JobService:
+                     principal_lookup: PrincipalLookup, open_mode: Principal) -> JobService:
     """The job service of this process's role, started."""
     service = JobService(db, router, inference, settings.jobs,
                          queue=build_queue(settings, settings.jobs),
                          run_workers=runs_jobs(settings),
-                         principal_lookup=principal_lookup)
+                         principal_lookup=principal_lookup, open_mode=open_mode)
     attach(service, settings)
     await service.start()
     return service

@@ -39,8 +39,8 @@ class Finisher:
         if job is None:
             return
         if job.webhook_url and job.webhook_state == "pending":
-            principal = await self.owners.of(job)
-            self.webhooks.schedule(job, principal.webhook_secret)
+            secret = await self.owners.webhook_secret(job)
+            self.webhooks.schedule(job, secret)
         if job.batch_id:
             await self.batches.maybe_finalize(job.batch_id)
 

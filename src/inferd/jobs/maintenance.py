@@ -64,8 +64,8 @@ class Maintenance:
         """Webhooks a previous run did not get through."""
         for job in await self.store.pending_webhooks():
             if not self.webhooks.in_flight(job.id):
-                principal = await self.owners.of(job)
-                self.webhooks.schedule(job, principal.webhook_secret)
+                secret = await self.owners.webhook_secret(job)
+                self.webhooks.schedule(job, secret)
 
     async def fail_overdue(self) -> None:
         for job_id in await self.store.overdue():

@@ -67,8 +67,8 @@ class JobService:
 
     def __init__(self, db: Database, router: Router, inference: Inference,
                  settings: JobSettings, queue: JobQueue | None = None,
-                 run_workers: bool = True, principal_lookup: PrincipalLookup | None = None
-                 ) -> None:
+                 run_workers: bool = True, principal_lookup: PrincipalLookup | None = None,
+                 *, open_mode: Principal) -> None:
         self.db, self.router, self.inference, self.settings = db, router, inference, settings
         self.store = JobStore(db)
         self.inserts = GroupInserter(self.store)
@@ -82,7 +82,7 @@ class JobService:
         self.only: set[str] | None = None
         self.queue: JobQueue = queue or InProcessQueue()
         self.signals = Signals()
-        self.owners = Owners(principal_lookup)
+        self.owners = Owners(principal_lookup, open_mode)
         self.webhooks = WebhookSender(self.store, KeyValueStore(db), settings)
         self.caps = PendingCaps(self.store, settings)
         self.batches = BatchService(db, self.store, settings, resolve=router.resolve,
@@ -145,7 +145,7 @@ class JobService:
 
     async def _run(self, job: JobRecord, events: EventLog) -> Outcome:
         # the owner is resolved inside the job: a revoked key fails its job, not the worker
-        return await run_job(self.inference, job, self.owners.of(job, strict=True), events,
+        return await run_job(self.inference, job, self.owners.of(job), events,
                              self.images)
 
     # -- submit -----------------------------------------------------------------------------

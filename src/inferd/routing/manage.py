@@ -1,4 +1,4 @@
-"""Managing models and replicas at run time: what the admin API and S3's routes call.
+"""Managing models and replicas at run time: what the admin API and the proxy toolkit's routes call.
 
 Every change is validated (names, aliases, the replica URL allow-list), written to the store,
 then applied to this gateway's router at once (other gateways pick it up on their next sync).

@@ -1,6 +1,7 @@
-"""What the control-plane and replaced systems' routes answer, as pydantic models: the
-OpenAPI document's response schemas (see ``inferd.schemas.answers``, which holds the data
-plane's). They describe the dicts the routes build; nothing builds answers from them."""
+"""What the control-plane routes answer, as pydantic models: the OpenAPI document's response
+schemas (see ``inferd.schemas.answers``, which holds the data plane's, and
+``inferd.schemas.compat``, the replaced systems' APIs'). They describe the dicts the
+routes build; nothing builds answers from them."""
 
 from __future__ import annotations
 
@@ -150,84 +151,6 @@ class TableNames(Answer):
 class TableRows(Answer):
     table: str
     data: list[dict[str, Any]]
-
-
-# -- the replaced systems' APIs -----------------------------------------------------------------
-class Context(Answer):
-    """S0's stored prompt."""
-
-    id: int
-    content: str
-    created_at: int
-
-
-class ContextResult(Answer):
-    """S0's result: a job seen as ``pending`` → ``completed`` | ``failed``."""
-
-    id: str
-    result_id: str
-    context_id: int | None
-    model: str | None
-    status: Literal["pending", "completed", "failed"]
-    content: str | None
-    error: str | None
-    created_at: int
-    finished_at: int | None
-
-
-class RepositoryModel(Answer):
-    """S0's model list entry (Triton's repository index)."""
-
-    name: str
-    version: str
-    state: Literal["READY", "UNAVAILABLE"]
-
-
-class GeneratedContent(Answer):
-    """S1's answer."""
-
-    content: str | None
-
-
-class GeneratedKey(Answer):
-    """S3's ``/generate_api_key`` answer."""
-
-    api_key: str
-    id: int | str
-    enabled: bool
-
-
-class KeyRevoked(Answer):
-    """S3's ``/delete_api_key`` answer."""
-
-    message: str
-
-
-class HostInitialized(Answer):
-    """S4's ``/old/initialize`` answer."""
-
-    status: Literal["initialized"]
-    model: str
-    params: dict[str, Any]
-
-
-class HostGenerated(Answer):
-    """S4's ``/old/generate`` answer."""
-
-    response: str | None
-    model: str
-    usage: dict[str, Any] | None
-
-
-class HostStatus(Answer):
-    """S4's ``/old/status`` answer."""
-
-    status: Literal["loaded", "not_initialized"]
-    model: str | None
-    params: dict[str, Any]
-    default_model: str | None
-    models: list[str]
-    initialized_at: float | None
 
 
 class PromptVersion(Answer):

@@ -1,4 +1,5 @@
-"""S0's contexts (stored prompts); S0's results are jobs with ``source = "s0"``."""
+"""The contexts-and-results API's contexts (stored prompts); its results are jobs with
+``source = "contexts"``."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import sqlalchemy as sa
 
 from inferd.store.db import Database
 from inferd.store.storage import CONTEXT, Quota, ensure_counter, reserve
-from inferd.store.tables_jobs import s0_contexts
+from inferd.store.tables_jobs import compat_contexts
 
 
 @dataclass
 class ContextRecord:
-    """One S0 context."""
+    """One context of the contexts-and-results API."""
 
     id: int
     owner: str | None
@@ -23,7 +24,7 @@ class ContextRecord:
 
 
 class ContextStore:
-    """All SQL on S0 contexts."""
+    """All SQL on the contexts-and-results API's contexts."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -34,7 +35,7 @@ class ContextStore:
         now = time.time()
         await ensure_counter(self.db, owner)
         async with self.db.engine.begin() as conn:
-            result = await conn.execute(sa.insert(s0_contexts).values(
+            result = await conn.execute(sa.insert(compat_contexts).values(
                 owner=owner, content=content, created_at=now))
             new_id = int(result.inserted_primary_key[0])  # type: ignore[index]
             await reserve(conn, kind=CONTEXT, object_id=str(new_id), owner=owner,
@@ -43,14 +44,14 @@ class ContextStore:
 
     async def get(self, context_id: int) -> ContextRecord | None:
         async with self.db.engine.connect() as conn:
-            row = (await conn.execute(sa.select(s0_contexts)
-                                      .where(s0_contexts.c.id == context_id))).first()
+            row = (await conn.execute(sa.select(compat_contexts)
+                                      .where(compat_contexts.c.id == context_id))).first()
         return None if row is None else ContextRecord(**dict(row._mapping))
 
     async def all(self, owner: str | None, all_owners: bool) -> list[ContextRecord]:
-        query = sa.select(s0_contexts).order_by(s0_contexts.c.id)
+        query = sa.select(compat_contexts).order_by(compat_contexts.c.id)
         if not all_owners:
-            query = query.where(s0_contexts.c.owner.is_(None) if owner is None
-                                else s0_contexts.c.owner == owner)
+            query = query.where(compat_contexts.c.owner.is_(None) if owner is None
+                                else compat_contexts.c.owner == owner)
         async with self.db.engine.connect() as conn:
             return [ContextRecord(**dict(r._mapping)) for r in (await conn.execute(query)).all()]

@@ -1,4 +1,5 @@
-"""Read-only views of whole tables for monitoring (S3's ``/tables``), with secrets redacted.
+"""Read-only views of whole tables for monitoring (the proxy toolkit's ``/tables``), with
+secrets redacted.
 
 Only tables on ``ALLOWED_TABLES`` are shown, at most 100 rows, newest first. A column is
 redacted when its name says it holds a secret (``SECRET_MARKERS``); inside JSON documents the

@@ -1,11 +1,11 @@
 """Tables of the control plane: API keys and usage records.
 
-``api_keys`` keeps only a SHA-256 hash of each key (plus a short display prefix); ids are
-integers because the S3 routes (``/delete_api_key``) address keys by an integer id. They are
-never reused (``AUTOINCREMENT`` on SQLite, sequences elsewhere): other tables name a key's
-objects by its id, so a new key must never take the id of a deleted one.
-``metrics`` is the usage record of every inference request (S3's name for the table); it is
-written in batches by ``inferd.usage.UsageRecorder``, never once per request.
+``api_keys`` keeps only a SHA-256 hash of each key (plus a short display prefix); ids are integers
+because the proxy toolkit's routes (``/delete_api_key``) address keys by an integer id. They are
+never reused (``AUTOINCREMENT`` on SQLite, sequences elsewhere): other tables name a key's objects
+by its id, so a new key must never take the id of a deleted one.
+``metrics`` is the usage record of every inference request (the proxy toolkit's name for the
+table); it is written in batches by ``inferd.usage.UsageRecorder``, never once per request.
 """
 
 from __future__ import annotations

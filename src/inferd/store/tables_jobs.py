@@ -1,4 +1,5 @@
-"""Tables of the job system: jobs, their events and webhook attempts, files, batches, S0 contexts.
+"""Tables of the job system: jobs, their events and webhook attempts, files, batches, and the
+contexts-and-results API's stored prompts.
 
 Ids are time-ordered strings (``job_<16 hex of ns><8 hex random>``), so "newest first" and cursor
 pagination are an index scan on the primary key. Idempotency keys are stored as a hash of
@@ -124,9 +125,10 @@ batches = sa.Table(
     sa.Index("ix_batches_status", "status"),
 )
 
-# S0's prompts ("contexts"); its results are jobs with source "s0".
-s0_contexts = sa.Table(
-    "s0_contexts", metadata,
+# The contexts-and-results API's prompts ("contexts"); its results are jobs with source
+# "contexts".
+compat_contexts = sa.Table(
+    "compat_contexts", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("owner", sa.String(64), nullable=True),
     sa.Column("content", _LongText, nullable=False),

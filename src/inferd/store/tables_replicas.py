@@ -1,4 +1,4 @@
-"""Tables of models and replicas (S3's names: ``llm_models``, ``replicas``,
+"""Tables of models and replicas (the proxy toolkit's names: ``llm_models``, ``replicas``,
 ``replica_security_rules``).
 
 A model is a public name with aliases and fallback models; a replica is one remote place it

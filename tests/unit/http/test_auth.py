@@ -9,12 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from inferd.auth.admin import KeySpec
 from inferd.auth.service import Auth
 from inferd.http.auth import AuthMiddleware, _bearer
 from inferd.http.deps import PrincipalDep
+from inferd.http.operation import Registry, endpoint
 from inferd.settings import load_settings
 from inferd.store.db import Database
 
@@ -24,20 +25,23 @@ ADMIN_KEY = "sk-test-admin-0123456789abcdef"
 def app_for(auth: Auth) -> FastAPI:
     app = FastAPI()
     app.state.services = SimpleNamespace(auth=auth)
+    registry, router = Registry(), APIRouter()
 
-    @app.get("/health")
+    @endpoint(router, "GET", "/health", access="public", registry=registry)
     async def health() -> dict[str, bool]:
         return {"ok": True}
 
-    @app.get("/v1/me")
+    @endpoint(router, "GET", "/v1/me", access="key", registry=registry)
     async def me(principal: PrincipalDep) -> dict[str, Any]:
-        return {"key_id": principal.key_id, "scope": principal.scope}
+        return {"key_id": principal.key_id, "scope": principal.scope,
+                "open_mode": principal.open_mode}
 
-    @app.get("/admin/v1/thing")
+    @endpoint(router, "GET", "/admin/v1/thing", access="admin", registry=registry)
     async def admin_thing() -> dict[str, bool]:
         return {"admin": True}
 
-    app.add_middleware(AuthMiddleware)
+    app.include_router(router)
+    app.add_middleware(AuthMiddleware, registry=registry)  # its public routes need no key
     return app
 
 
@@ -80,7 +84,8 @@ async def test_keys_by_bearer_or_x_api_key_and_the_admin_prefixes(keyed: Any) ->
     user = await auth.admin.create(KeySpec(name="u"))
     await auth.keys.reload()
     by_header = await client.get("/v1/me", headers={"X-API-Key": user["key"]})
-    assert by_header.json() == {"key_id": str(user["id"]), "scope": "user"}
+    assert by_header.json() == {"key_id": str(user["id"]), "scope": "user",
+                                "open_mode": False}
     refused = await client.get("/admin/v1/thing",
                                headers={"Authorization": f"Bearer {user['key']}"})
     assert refused.status_code == 403
@@ -89,7 +94,7 @@ async def test_keys_by_bearer_or_x_api_key_and_the_admin_prefixes(keyed: Any) ->
     assert admin.json() == {"admin": True}
 
 
-async def test_without_enforcement_callers_are_anonymous_admins(tmp_path: Path) -> None:
+async def test_without_enforcement_callers_are_the_open_mode_admin(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, bundled_models=False, auth="off")
     db = Database(settings.resolved_database_url())
     await db.migrate()
@@ -99,7 +104,7 @@ async def test_without_enforcement_callers_are_anonymous_admins(tmp_path: Path) 
         transport = httpx.ASGITransport(app=app_for(auth))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             me = await client.get("/v1/me", headers={"Authorization": "Bearer unknown-key"})
-            assert me.json() == {"key_id": None, "scope": "admin"}
+            assert me.json() == {"key_id": None, "scope": "admin", "open_mode": True}
             assert (await client.get("/admin/v1/thing")).status_code == 200
     finally:
         await auth.close()

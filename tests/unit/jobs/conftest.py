@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from inferd.auth.principal import OPEN_MODE
 from inferd.engines.echo import EchoEngine
 from inferd.inference import Inference
 from inferd.jobs.service import JobService
@@ -16,6 +17,7 @@ from inferd.metering import Metering
 from inferd.routing.router import Replica, Router
 from inferd.settings import JobSettings, ModelSpec, load_settings
 from inferd.store.db import Database
+from tests.conftest import copy_database
 
 
 @dataclass
@@ -28,7 +30,7 @@ class Parts:
     def service(self, **settings: object) -> JobService:
         values = {"sweep_seconds": 0.05, "event_flush_seconds": 0.0, **settings}
         return JobService(self.db, self.router, self.inference,
-                          JobSettings.model_validate(values))
+                          JobSettings.model_validate(values), open_mode=OPEN_MODE)
 
 
 def add_echo(router: Router, name: str = "echo") -> None:
@@ -37,8 +39,10 @@ def add_echo(router: Router, name: str = "echo") -> None:
 
 
 @pytest.fixture
-async def parts(tmp_path: Path) -> AsyncIterator[Parts]:
+async def parts(tmp_path: Path, sqlite_template: str) -> AsyncIterator[Parts]:
     settings = load_settings(data_dir=tmp_path, bundled_models=False)
+    if settings.resolved_database_url().startswith("sqlite"):  # a copy of one migrated file
+        await copy_database(sqlite_template, settings.resolved_database_url())
     db = Database(settings.resolved_database_url())
     await db.migrate()
     router = Router()

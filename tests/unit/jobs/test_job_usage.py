@@ -4,7 +4,7 @@ its records to the recorder."""
 
 from __future__ import annotations
 
-from inferd.auth.principal import ANONYMOUS
+from inferd.auth.principal import OPEN_MODE
 from inferd.engines.echo import EchoEngine
 from inferd.routing.router import Replica
 from inferd.settings import ModelSpec
@@ -21,10 +21,10 @@ async def test_the_usage_of_a_job_is_stored_with_its_result(parts: Parts) -> Non
     service = parts.service()
     await service.start()
     try:
-        jobs = [(await service.submit(ANONYMOUS, "/v1/chat/completions", CHAT))[0]
+        jobs = [(await service.submit(OPEN_MODE, "/v1/chat/completions", CHAT))[0]
                 for _ in range(3)]
         for job in jobs:
-            done = await service.wait(ANONYMOUS, job.id, within=30)
+            done = await service.wait(OPEN_MODE, job.id, within=30)
             assert done.status == "completed", done
         rows = await UsageStore(parts.db).recent(limit=10)
         assert recorder.pending == 0
@@ -45,14 +45,14 @@ async def test_a_cancelled_run_hands_its_usage_to_the_recorder(parts: Parts) -> 
     await service.start()
     try:
         words = " ".join(f"w{i}" for i in range(400))
-        job, _ = await service.submit(ANONYMOUS, "/v1/chat/completions", {
+        job, _ = await service.submit(OPEN_MODE, "/v1/chat/completions", {
             "model": "slow", "messages": [{"role": "user", "content": words}]})
 
         async def generating() -> bool:
             return any(e.kind == "token" for e in await service.store.events_after(job.id, 0))
 
         await wait_for_async(generating, what="the job's first tokens")
-        await service.cancel(ANONYMOUS, job.id)
+        await service.cancel(OPEN_MODE, job.id)
 
         async def spilled() -> bool:
             return recorder.pending == 1

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from inferd.auth.principal import ANONYMOUS, Principal
+from inferd.auth.principal import OPEN_MODE, Principal
 from inferd.errors import AuthenticationFailed
 from inferd.ids import new_id
 from inferd.jobs.runner import EventLog, run_job
@@ -20,7 +20,7 @@ async def job_in(store: JobStore, endpoint: str, request: dict[str, Any]) -> Job
     return record
 
 
-async def owner(principal: Principal = ANONYMOUS) -> Principal:
+async def owner(principal: Principal = OPEN_MODE) -> Principal:
     return principal
 
 

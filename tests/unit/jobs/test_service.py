@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from inferd.auth.principal import ANONYMOUS, Principal
+from inferd.auth.principal import OPEN_MODE, Principal
 from inferd.errors import Conflict, ModelNotFound, PermissionDenied
 from inferd.ids import new_id
 from inferd.store.jobs import JobRecord, JobStore
@@ -18,7 +18,7 @@ CHAT = {"model": "echo", "messages": [{"role": "user", "content": "one two three
 
 
 async def finished(service: Any, job_id: str) -> JobRecord:
-    job: JobRecord = await service.wait(ANONYMOUS, job_id, within=30)
+    job: JobRecord = await service.wait(OPEN_MODE, job_id, within=30)
     assert job.finished, job
     return job
 
@@ -27,7 +27,7 @@ async def test_a_submitted_job_runs_to_its_result(parts: Parts) -> None:
     service = parts.service()
     await service.start()
     try:
-        job, created = await service.submit(ANONYMOUS, "/v1/chat/completions", CHAT)
+        job, created = await service.submit(OPEN_MODE, "/v1/chat/completions", CHAT)
         assert created and job.status == "pending" and job.model == "echo"
         done = await finished(service, job.id)
         assert done.status == "completed" and done.attempts == 1
@@ -43,13 +43,13 @@ async def test_idempotency_key_returns_the_job_or_refuses_another_request(parts:
     service = parts.service()
     await service.start()
     try:
-        first, created = await service.submit(ANONYMOUS, "/v1/chat/completions", CHAT,
+        first, created = await service.submit(OPEN_MODE, "/v1/chat/completions", CHAT,
                                               idempotency_key="k")
-        again, created_again = await service.submit(ANONYMOUS, "/v1/chat/completions", CHAT,
+        again, created_again = await service.submit(OPEN_MODE, "/v1/chat/completions", CHAT,
                                                     idempotency_key="k")
         assert created and not created_again and again.id == first.id
         with pytest.raises(Conflict) as refused:
-            await service.submit(ANONYMOUS, "/v1/chat/completions",
+            await service.submit(OPEN_MODE, "/v1/chat/completions",
                                  {**CHAT, "max_tokens": 1}, idempotency_key="k")
         assert refused.value.code == "idempotency_conflict"
     finally:
@@ -59,7 +59,7 @@ async def test_idempotency_key_returns_the_job_or_refuses_another_request(parts:
 async def test_submit_refuses_unknown_and_forbidden_models(parts: Parts) -> None:
     service = parts.service()
     with pytest.raises(ModelNotFound):
-        await service.submit(ANONYMOUS, "/v1/chat/completions", {**CHAT, "model": "nope"})
+        await service.submit(OPEN_MODE, "/v1/chat/completions", {**CHAT, "model": "nope"})
     limited = Principal(key_id="1", scope="user", allowed_models=frozenset({"other"}))
     with pytest.raises(PermissionDenied):
         await service.submit(limited, "/v1/chat/completions", CHAT)
@@ -70,12 +70,12 @@ async def test_cancel_a_pending_job_then_cancel_again(parts: Parts) -> None:
     service = parts.service(concurrency=0)  # no worker takes it
     await service.start()
     try:
-        job, _ = await service.submit(ANONYMOUS, "/v1/chat/completions", CHAT)
-        cancelled = await service.cancel(ANONYMOUS, job.id)
+        job, _ = await service.submit(OPEN_MODE, "/v1/chat/completions", CHAT)
+        cancelled = await service.cancel(OPEN_MODE, job.id)
         assert cancelled.status == "cancelled"
         assert cancelled.error is not None and cancelled.error["code"] == "cancelled"
         with pytest.raises(Conflict):
-            await service.cancel(ANONYMOUS, job.id)
+            await service.cancel(OPEN_MODE, job.id)
     finally:
         await service.close()
 
@@ -111,9 +111,9 @@ async def test_a_job_finished_by_another_process_leaves_no_signal_behind(
     other = JobStore(parts.db)  # another process's view of the same database
     await service.start()
     try:
-        job, _ = await service.submit(ANONYMOUS, "/v1/chat/completions", CHAT)
-        waiting = asyncio.create_task(service.wait(ANONYMOUS, job.id, within=30))
-        follow = asyncio.create_task(_drain(service.events(ANONYMOUS, job.id)))
+        job, _ = await service.submit(OPEN_MODE, "/v1/chat/completions", CHAT)
+        waiting = asyncio.create_task(service.wait(OPEN_MODE, job.id, within=30))
+        follow = asyncio.create_task(_drain(service.events(OPEN_MODE, job.id)))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # until both follow the job
             if len(service.signals) and service.signals._followers.get(job.id) == 2:

@@ -10,7 +10,10 @@ from starlette.responses import Response
 from inferd.auth.admin import KeyAdmin, KeySpec, KeyUpdate
 from inferd.http.auth import AdminDep
 from inferd.http.deps import RowId, ServicesDep, read_strict
+from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
+from inferd.schemas import answers as a
+from inferd.schemas import answers_control as c
 
 router = APIRouter(prefix="/admin/v1/keys", tags=["admin"])
 
@@ -22,14 +25,15 @@ def get_key_admin(services: ServicesDep, _admin: AdminDep) -> KeyAdmin:
 KeyAdminDep = Annotated[KeyAdmin, Depends(get_key_admin)]
 
 
-@router.post("")
+@endpoint(router, "POST", "", access="admin", answer=c.ApiKey, status=201, body=KeySpec,
+          errors=(409, 413, 503))
 async def create_key(request: Request, admin: KeyAdminDep) -> Response:
     """A new key; the answer is the only time the key itself is shown."""
     spec = await read_strict(request, KeySpec)
     return json_response(await admin.create(spec), status=201)
 
 
-@router.get("")
+@endpoint(router, "GET", "", access="admin", answer=c.ApiKeyList, errors=(503,))
 async def list_keys(admin: KeyAdminDep, owner: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     offset: Annotated[int, Query(ge=0)] = 0) -> Response:
@@ -37,29 +41,31 @@ async def list_keys(admin: KeyAdminDep, owner: str | None = None,
     return json_response({"object": "list", "data": keys})
 
 
-@router.get("/{key_id}")
+@endpoint(router, "GET", "/{key_id}", access="admin", answer=c.ApiKey, errors=(404, 503))
 async def get_key(key_id: RowId, admin: KeyAdminDep) -> Response:
     return json_response(await admin.get(key_id))
 
 
-@router.patch("/{key_id}")
+@endpoint(router, "PATCH", "/{key_id}", access="admin", answer=c.ApiKey, body=KeyUpdate,
+          errors=(404, 409, 413, 503))
 async def update_key(key_id: RowId, request: Request, admin: KeyAdminDep) -> Response:
     """Change limits, models, scope, expiry, metadata or ``enabled``; other fields stay."""
     change = await read_strict(request, KeyUpdate)
     return json_response(await admin.update(key_id, change))
 
 
-@router.post("/{key_id}/disable")
+@endpoint(router, "POST", "/{key_id}/disable", access="admin", answer=c.ApiKey,
+          errors=(404, 409, 503))
 async def disable_key(key_id: RowId, admin: KeyAdminDep) -> Response:
     return json_response(await admin.disable(key_id))
 
 
-@router.post("/{key_id}/enable")
+@endpoint(router, "POST", "/{key_id}/enable", access="admin", answer=c.ApiKey, errors=(404, 503))
 async def enable_key(key_id: RowId, admin: KeyAdminDep) -> Response:
     return json_response(await admin.update(key_id, KeyUpdate(enabled=True)))
 
 
-@router.delete("/{key_id}")
+@endpoint(router, "DELETE", "/{key_id}", access="admin", answer=a.Deleted, errors=(404, 409, 503))
 async def delete_key(key_id: RowId, admin: KeyAdminDep) -> Response:
     await admin.delete(key_id)
     return json_response({"id": key_id, "object": "api_key", "deleted": True})

@@ -11,7 +11,9 @@ from inferd.engines.residency import Resident
 from inferd.errors import Conflict, ModelNotFound
 from inferd.http.auth import AdminDep
 from inferd.http.deps import ServicesDep
+from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
+from inferd.schemas import answers_control as c
 from inferd.services import Services
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"])
@@ -37,19 +39,21 @@ def find(services: Services, name: str) -> Resident:
     raise ModelNotFound(name)
 
 
-@router.get("/engines")
+@endpoint(router, "GET", "/engines", access="admin", answer=c.EngineList)
 async def list_engines(services: ServicesDep, _admin: AdminDep) -> Response:
     return json_response({"object": "list", "data": [view(e) for e in local_models(services)]})
 
 
-@router.post("/engines/{model:path}/load")
+@endpoint(router, "POST", "/engines/{model:path}/load", access="admin", answer=c.Engine,
+          errors=(404, 409, 503))
 async def load(model: str, services: ServicesDep, _admin: AdminDep) -> Response:
     engine = find(services, model)
     await engine.load()
     return json_response(view(engine))
 
 
-@router.post("/engines/{model:path}/unload")
+@endpoint(router, "POST", "/engines/{model:path}/unload", access="admin", answer=c.Engine,
+          errors=(404, 409))
 async def unload(model: str, services: ServicesDep, _admin: AdminDep) -> Response:
     engine = find(services, model)
     if not await engine.unload():

@@ -8,19 +8,17 @@ from typing import Annotated, Literal, cast
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
+from inferd.control import GroupBy
 from inferd.errors import InvalidRequest
 from inferd.http.auth import AdminDep
 from inferd.http.deps import ServicesDep
+from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
-from inferd.store.usage import GroupBy, UsageStore
+from inferd.schemas import answers_control as c
 
 router = APIRouter(prefix="/admin/v1/usage", tags=["admin"])
 
 GROUPS = ("key", "model", "time")
-
-
-async def _store(services: ServicesDep) -> UsageStore:
-    return await services.metering.flushed_store()  # with the requests still in the buffer
 
 
 def _groups(text: str) -> list[GroupBy]:
@@ -32,7 +30,7 @@ def _groups(text: str) -> list[GroupBy]:
     return [cast(GroupBy, g) for g in groups]
 
 
-@router.get("")
+@endpoint(router, "GET", "", access="admin", answer=c.UsageGroups, errors=(503,))
 async def usage(services: ServicesDep, _admin: AdminDep,
                 group_by: str = "key,model",
                 bucket: Literal["minute", "hour", "day"] = "hour",
@@ -41,7 +39,8 @@ async def usage(services: ServicesDep, _admin: AdminDep,
                 limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> Response:
     """Requests, errors, tokens and latency per group; ``since``/``until`` are epoch seconds."""
     groups = _groups(group_by)
-    store = await _store(services)
+    # with the requests still in the buffer
+    store = await services.metering.flushed_store()
     rows = await store.aggregate(group_by=groups, bucket=bucket, since=since, until=until,
                                  key_id=key_id, model=model, limit=limit)
     return json_response({"object": "list", "group_by": groups, "bucket": bucket,
@@ -49,10 +48,10 @@ async def usage(services: ServicesDep, _admin: AdminDep,
                           "data": rows})
 
 
-@router.get("/records")
+@endpoint(router, "GET", "/records", access="admin", answer=c.UsageRecords, errors=(503,))
 async def records(services: ServicesDep, _admin: AdminDep, key_id: str | None = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
     """The newest usage records, one per request."""
-    store = await _store(services)
+    store = await services.metering.flushed_store()
     return json_response({"object": "list",
                           "data": await store.recent(limit=limit, key_id=key_id)})

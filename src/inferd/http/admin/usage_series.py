@@ -10,12 +10,13 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from inferd.auth.principal import Principal
+from inferd.control import MAX_BUCKETS, SplitBy
 from inferd.errors import InvalidRequest
-from inferd.http.admin.usage import _store
 from inferd.http.auth import AdminDep
 from inferd.http.deps import PrincipalDep, ServicesDep
+from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
-from inferd.store.usage_series import MAX_BUCKETS, SplitBy, UsageSeries
+from inferd.schemas import answers as a
 
 router = APIRouter(tags=["admin"])
 
@@ -41,16 +42,17 @@ async def _series(services: ServicesDep, *, bucket: Bucket, since: float | None,
         raise InvalidRequest(f"That range has more than {MAX_BUCKETS} '{bucket}' buckets; "
                              "pick a larger bucket or a shorter range.", param="bucket",
                              code="invalid_value")
-    store = await _store(services)
-    series = await UsageSeries(store.db).series(bucket=seconds, since=since, until=until,
-                                                split_by=split_by, model=model, key_id=key_id)
+    await services.metering.recorder.flush()  # with the requests still in the buffer
+    series = await services.control.usage_series.series(
+        bucket=seconds, since=since, until=until, split_by=split_by, model=model, key_id=key_id)
     return json_response({"object": "usage.series", "bucket": bucket,
                           "bucket_seconds": seconds, "from": since, "to": until,
                           "split_by": split_by, "generated_at": now,
                           "series": [{"name": n, "data": d} for n, d in series.items()]})
 
 
-@router.get("/admin/v1/usage/series")
+@endpoint(router, "GET", "/admin/v1/usage/series", access="admin", answer=a.UsageSeries,
+          errors=(503,))
 async def admin_series(services: ServicesDep, _admin: AdminDep, bucket: Bucket = "minute",
                        since: From = None, until: To = None, split_by: SplitBy = "model",
                        model: str | None = None,
@@ -62,7 +64,8 @@ async def admin_series(services: ServicesDep, _admin: AdminDep, bucket: Bucket =
                          split_by=split_by, model=model, key_id=key)
 
 
-@router.get("/v1/usage/series")
+# the calling key's own usage
+@endpoint(router, "GET", "/v1/usage/series", access="key", answer=a.UsageSeries, errors=(503,))
 async def own_series(services: ServicesDep, principal: PrincipalDep, bucket: Bucket = "minute",
                      since: From = None, until: To = None, split_by: SplitBy = "model",
                      model: str | None = None) -> Response:
@@ -73,7 +76,7 @@ async def own_series(services: ServicesDep, principal: PrincipalDep, bucket: Buc
 
 def _own(principal: Principal) -> str:
     if principal.key_id is None:
-        # The anonymous caller (keys off) has no requests of its own to single out.
+        # The open-mode caller (keys off) has no requests of its own to single out.
         raise InvalidRequest("This endpoint charts the calling key's usage; send an API key.",
                              code="missing_api_key")
     return principal.key_id

@@ -1,11 +1,15 @@
 """The replaced systems' APIs, mapped onto the core; one module per system:
 
-- ``contexts_results``: the contexts/results API (S0), on the job system;
-- ``queued_generate``: the queued generate API (S1), on the job system;
-- ``proxy_toolkit``: the proxy toolkit's keys, models and replicas (S3);
-- ``model_host``: the model-host API (S4), on the router.
+- ``contexts_results``: the contexts-and-results API (stored prompts, their results as
+  jobs), on the job system;
+- ``queued_generate``: the queued generate API (protollm's ``/generate``,
+  ``/chat_completion``), on the job system;
+- ``image_backend``: the image-generating LLM backend's ``/model/generate``, on the image
+  service;
+- ``proxy_toolkit``: the proxy toolkit's keys, models and replicas;
+- ``model_host``: the model-host API (``/old/*``), on the router.
 
-The helpers here are shared by the APIs that run chats (contexts/results, queued generate and
+The helpers here are shared by the APIs that run chats (contexts-and-results, queued generate and
 model host).
 """
 
@@ -13,14 +17,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from inferd.auth.principal import ANONYMOUS, Principal
+from inferd.auth.principal import Principal
+from inferd.control import JobRecord
 from inferd.errors import ModelNotFound, Unavailable
 from inferd.inference import Inference
 from inferd.routing.router import Router
-from inferd.store.jobs import JobRecord
 
 
-def default_chat_model(inference: Inference, principal: Principal = ANONYMOUS) -> str:
+def default_chat_model(inference: Inference, principal: Principal) -> str:
     """The first model that chats and that the caller's key may use: what a replaced system's
     request without a known model runs on."""
     for info in inference.visible_models(principal):
@@ -35,7 +39,7 @@ def serves_chat(router: Router, name: str) -> bool:
 
 
 def chat_model(inference: Inference, name: str | None,
-               principal: Principal = ANONYMOUS) -> str:
+               principal: Principal) -> str:
     """``name`` when it is served, else the caller's default chat model (the replaced systems
     named models that are not served here)."""
     if name:

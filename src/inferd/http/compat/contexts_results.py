@@ -1,4 +1,4 @@
-"""The contexts/results API (S0, "LLM API Service"): stored prompts and their results, on the
+"""The contexts-and-results API ("LLM API Service"): stored prompts and their results, on the
 job system.
 
 ``POST /models/send/{model}/{context_id}`` returns a result id at once; the result is a job whose
@@ -14,15 +14,18 @@ from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
 from inferd.auth.principal import Principal
+from inferd.control import ContextRecord, JobRecord
 from inferd.errors import NotFound
 from inferd.http.compat import result_text
 from inferd.http.deps import ContextId, PrincipalDep, ServicesDep, read_strict
 from inferd.http.jobs import JobsDep
+from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
-from inferd.store.jobs import JobRecord
-from inferd.store.jobs_contexts import ContextRecord, ContextStore
+from inferd.schemas import compat
 
-router = APIRouter(tags=["contexts-results (S0)"])
+router = APIRouter(tags=["contexts-results"])
+
+SOURCE = "contexts"  # the source of the jobs this API starts (its results)
 
 _STATUS = {"pending": "pending", "running": "pending", "completed": "completed",
            "failed": "failed", "cancelled": "failed"}
@@ -49,39 +52,43 @@ def result_object(job: JobRecord) -> dict[str, Any]:
 
 
 async def _context(services: ServicesDep, principal: Principal, context_id: int) -> ContextRecord:
-    context = await ContextStore(services.db).get(context_id)
+    context = await services.control.contexts.get(context_id)
     if context is None or not (principal.is_admin or context.owner == principal.key_id):
         raise NotFound(f"Context {context_id} not found.", param="context_id")
     return context
 
 
-@router.post("/contexts/")
+@endpoint(router, "POST", "/contexts/", access="key", answer=compat.Context, body=ContextCreate,
+          errors=(413, 503))
 async def create_context(request: Request, services: ServicesDep,
                          principal: PrincipalDep) -> Response:
     body = await read_strict(request, ContextCreate)
-    context = await ContextStore(services.db).create(principal.key_id, body.content,
+    context = await services.control.contexts.create(principal.key_id, body.content,
                                                      principal.storage_quota)
     return json_response(context_object(context))
 
 
-@router.get("/contexts/")
+@endpoint(router, "GET", "/contexts/", access="owner", answer=compat.Context, many=True,
+          errors=(503,))
 async def list_contexts(services: ServicesDep, principal: PrincipalDep) -> Response:
-    contexts = await ContextStore(services.db).all(principal.key_id, principal.is_admin)
+    contexts = await services.control.contexts.all(principal.key_id, principal.is_admin)
     return json_response([context_object(c) for c in contexts])
 
 
-@router.get("/contexts/{context_id}")
+@endpoint(router, "GET", "/contexts/{context_id}", access="owner", answer=compat.Context,
+          errors=(404, 503))
 async def get_context(context_id: ContextId, services: ServicesDep,
                       principal: PrincipalDep) -> Response:
     return json_response(context_object(await _context(services, principal, context_id)))
 
 
-@router.get("/results/")
+@endpoint(router, "GET", "/results/", access="owner", answer=compat.ContextResult, many=True,
+          errors=(503,))
 async def list_results(jobs: JobsDep, principal: PrincipalDep) -> Response:
     found: list[JobRecord] = []
     after = None
     while True:
-        page = await jobs.page(principal, source="s0", after=after, limit=100)
+        page = await jobs.page(principal, source=SOURCE, after=after, limit=100)
         found += page.jobs
         if not page.has_more or not page.jobs:
             break
@@ -89,27 +96,30 @@ async def list_results(jobs: JobsDep, principal: PrincipalDep) -> Response:
     return json_response([result_object(j) for j in reversed(found)])
 
 
-@router.get("/results/{result_id}")
+@endpoint(router, "GET", "/results/{result_id}", access="owner", answer=compat.ContextResult,
+          errors=(404, 503))
 async def get_result(result_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     job = await jobs.get(principal, result_id)
-    if job.source != "s0":
+    if job.source != SOURCE:
         raise NotFound(f"Result {result_id} not found.", param="result_id")
     return json_response(result_object(job))
 
 
-@router.get("/models/")
+@endpoint(router, "GET", "/models/", access="key", answer=compat.RepositoryModel, many=True)
 async def list_models(services: ServicesDep, principal: PrincipalDep) -> Response:
-    """The served models the caller's key may use, as S0 listed Triton's repository index."""
+    """The served models the caller's key may use, as the contexts-and-results API listed
+    Triton's repository index."""
     return json_response([{"name": m.name, "version": "1",
                            "state": "READY" if m.kind != "none" else "UNAVAILABLE"}
                           for m in services.inference.visible_models(principal)])
 
 
-@router.post("/models/send/{model_name}/{context_id}")
+@endpoint(router, "POST", "/models/send/{model_name}/{context_id}", access="owner",
+          answer=compat.ContextResult, status=202, errors=(403, 404, 503))
 async def send(model_name: str, context_id: ContextId, services: ServicesDep, jobs: JobsDep,
                principal: PrincipalDep) -> Response:
     context = await _context(services, principal, context_id)
     body = {"model": model_name, "messages": [{"role": "user", "content": context.content}]}
-    job, _ = await jobs.submit(principal, "/v1/chat/completions", body, source="s0",
+    job, _ = await jobs.submit(principal, "/v1/chat/completions", body, source=SOURCE,
                                meta={"context_id": context.id})
     return json_response(result_object(job), status=202)

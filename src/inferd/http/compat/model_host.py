@@ -1,4 +1,4 @@
-"""The model-host API (S4, "LLM-Host"): the old ``/old/*`` endpoints, on the router.
+"""The model-host API ("LLM-Host"): the old ``/old/*`` endpoints, on the router.
 
 ``/old/initialize`` chooses the caller's "current" model, loading a GGUF first when the name is
 not served yet (from ``path``, or ``<data_dir>/models/<name>.gguf``; loading is for admins);
@@ -27,16 +27,17 @@ from inferd.engines.residency import Resident
 from inferd.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from inferd.http.compat import default_chat_model, serves_chat
 from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
+from inferd.http.operation import INFER, TEXT, endpoint
 from inferd.http.responses import json_response
 from inferd.routing.replica import Replica
+from inferd.schemas import compat
 from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest
 from inferd.services import Services
 from inferd.settings import ModelSpec
-from inferd.store.repo import KeyValueStore
 
-router = APIRouter(tags=["model-host (S4)"])
+router = APIRouter(tags=["model-host"])
 
-STATE_KEY = "s4.current"
+STATE_KEY = "model-host.current"
 GENERATION_PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "top_k", "min_p",
                      "repeat_penalty")
 
@@ -67,7 +68,7 @@ def _state_key(principal: Principal) -> str:
 
 
 async def _state(services: Services, principal: Principal) -> dict[str, Any]:
-    raw = await KeyValueStore(services.db).get(_state_key(principal))
+    raw = await services.control.kv.get(_state_key(principal))
     return orjson.loads(raw) if raw else {}
 
 
@@ -93,7 +94,9 @@ async def _load(services: Services, principal: Principal, name: str,
                                 cooldown_max=settings.replica_cooldown_max))
 
 
-@router.post("/old/initialize")
+# the current model is the calling key's own
+@endpoint(router, "POST", "/old/initialize", access="key", answer=compat.HostInitialized,
+          body=Initialize, errors=(403, 404, 413, 503))
 async def initialize(request: Request, services: ServicesDep,
                      principal: PrincipalDep) -> Response:
     spec = Initialize.model_validate_json(await request.body())
@@ -120,7 +123,7 @@ async def initialize(request: Request, services: ServicesDep,
     ChatCompletionRequest.model_validate(
         {**params, "model": name, "messages": [{"role": "user", "content": ""}]})
     state = {"model": name, "params": params, "initialized_at": time.time()}
-    await KeyValueStore(services.db).set(_state_key(principal), orjson.dumps(state).decode())
+    await services.control.kv.set(_state_key(principal), orjson.dumps(state).decode())
     return json_response({"status": "initialized", "model": name, "params": params})
 
 
@@ -134,7 +137,8 @@ async def _request(services: Services, principal: Principal, body: OldChat,
          "stream": stream})
 
 
-@router.post("/old/generate")
+@endpoint(router, "POST", "/old/generate", access="key", answer=compat.HostGenerated, body=OldChat,
+          errors=(*INFER, 413))
 async def generate(request: Request, services: ServicesDep,
                    principal: PrincipalDep) -> Response:
     chat = await _request(services, principal, OldChat.model_validate_json(await request.body()),
@@ -144,7 +148,8 @@ async def generate(request: Request, services: ServicesDep,
     return json_response({"response": text, "model": chat.model, "usage": result.get("usage")})
 
 
-@router.post("/old/stream")
+@endpoint(router, "POST", "/old/stream", access="key", body=OldChat, media=(TEXT,),
+          errors=(*INFER, 413))
 async def stream(request: Request, services: ServicesDep, principal: PrincipalDep) -> Response:
     chat = await _request(services, principal, OldChat.model_validate_json(await request.body()),
                           True)
@@ -160,7 +165,7 @@ async def stream(request: Request, services: ServicesDep, principal: PrincipalDe
     return StreamingResponse(tokens(), media_type="text/plain; charset=utf-8")
 
 
-@router.get("/old/status")
+@endpoint(router, "GET", "/old/status", access="key", answer=compat.HostStatus, errors=(503,))
 async def status(services: ServicesDep, principal: PrincipalDep) -> Response:
     """The caller's current model, and the models its key may choose."""
     state = await _state(services, principal)

@@ -1,4 +1,4 @@
-"""The queued generate API (S1, "protollm"): ``/generate`` and ``/chat_completion`` on the
+"""The queued generate API ("protollm"): ``/generate`` and ``/chat_completion`` on the
 job system.
 
 The request is queued as a job (``job_id`` is its idempotency key, so a resubmit returns the
@@ -18,14 +18,18 @@ from inferd.http.compat import chat_model, result_text, token_limit
 from inferd.http.deps import PrincipalDep, read_strict
 from inferd.http.errors import error_response
 from inferd.http.jobs import JobsDep
+from inferd.http.operation import UPSTREAM, endpoint
 from inferd.http.responses import json_response
 from inferd.jobs.service import JobService
+from inferd.schemas import compat
 
-router = APIRouter(tags=["queued-generate (S1)"])
+SOURCE = "queued"  # the source of the jobs this API starts
+
+router = APIRouter(tags=["queued-generate"])
 
 
-class S1Meta(BaseModel):
-    """Generation settings of an S1 request."""
+class QueuedMeta(BaseModel):
+    """Generation settings of a queued generate request."""
 
     model_config = ConfigDict(extra="ignore")
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
@@ -34,31 +38,31 @@ class S1Meta(BaseModel):
     model: str | None = None
 
 
-class S1Message(BaseModel):
+class QueuedMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: str
     content: str
 
 
-class S1Generate(BaseModel):
+class QueuedGenerate(BaseModel):
     """``POST /generate``."""
 
     model_config = ConfigDict(extra="ignore")
     job_id: str = Field(min_length=1, max_length=255)
-    meta: S1Meta = Field(default_factory=S1Meta)
+    meta: QueuedMeta = Field(default_factory=QueuedMeta)
     content: str
 
 
-class S1Chat(BaseModel):
+class QueuedChat(BaseModel):
     """``POST /chat_completion``."""
 
     model_config = ConfigDict(extra="ignore")
     job_id: str = Field(min_length=1, max_length=255)
-    meta: S1Meta = Field(default_factory=S1Meta)
-    messages: list[S1Message] = Field(min_length=1)
+    meta: QueuedMeta = Field(default_factory=QueuedMeta)
+    messages: list[QueuedMessage] = Field(min_length=1)
 
 
-async def _run(jobs: JobService, principal: Principal, job_id: str, meta: S1Meta,
+async def _run(jobs: JobService, principal: Principal, job_id: str, meta: QueuedMeta,
                messages: list[dict[str, Any]]) -> Response:
     model = chat_model(jobs.inference, meta.model, principal)
     body: dict[str, Any] = {"model": model, "messages": messages,
@@ -70,7 +74,7 @@ async def _run(jobs: JobService, principal: Principal, job_id: str, meta: S1Meta
     if stops:
         body["stop"] = stops
     job, _ = await jobs.submit(principal, "/v1/chat/completions", body, idempotency_key=job_id,
-                               source="s1")
+                               source=SOURCE)
     job = await jobs.wait(principal, job.id)
     if job.status != "completed":
         error = job.error or {}
@@ -79,16 +83,19 @@ async def _run(jobs: JobService, principal: Principal, job_id: str, meta: S1Meta
     return json_response({"content": result_text(job)})
 
 
-@router.post("/generate")
+# ``job_id`` is scoped to the calling key; a failed job answers its own failure status
+@endpoint(router, "POST", "/generate", access="key", answer=compat.GeneratedContent,
+          body=QueuedGenerate, errors=(403, 404, 408, 409, 413, *UPSTREAM))
 async def generate(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:
-    body = await read_strict(request, S1Generate)
+    body = await read_strict(request, QueuedGenerate)
     return await _run(jobs, principal, body.job_id, body.meta,
                       [{"role": "user", "content": body.content}])
 
 
-@router.post("/chat_completion")
+@endpoint(router, "POST", "/chat_completion", access="key", answer=compat.GeneratedContent,
+          body=QueuedChat, errors=(403, 404, 408, 409, 413, *UPSTREAM))
 async def chat_completion(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:
-    body = await read_strict(request, S1Chat)
+    body = await read_strict(request, QueuedChat)
     messages = [{"role": m.role if m.role in ("system", "user", "assistant") else "user",
                  "content": m.content} for m in body.messages]
     return await _run(jobs, principal, body.job_id, body.meta, messages)

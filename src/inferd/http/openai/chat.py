@@ -1,11 +1,10 @@
 """``POST /v1/chat/completions``.
 
-The route below is the documented one (OpenAPI). Every chat request, the hottest path of the
-gateway, is answered by ``ChatFastPath``: a pure ASGI handler that sits inside the auth
-middleware and skips the framework's routing, dependency injection and response classes (see
-``inferd.http.fast``); one with ``Prefer: respond-async`` by ``http.jobs.JobsFastPath``. They
-call the same ``Inference`` and job service as the route and answer errors in the same OpenAI
-shape.
+Every chat request, the hottest path of the gateway, is answered by ``answer``: a pure ASGI
+handler run inside the auth middleware that skips the framework's routing, dependency
+injection and response classes (see ``inferd.http.fast``); one with ``Prefer: respond-async`` by
+``http.jobs.answer``. The route below is the documented one (OpenAPI) and answers through the
+same functions.
 """
 
 from __future__ import annotations
@@ -14,70 +13,47 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from inferd.http.deps import (
-    PrincipalDep,
-    ServicesDep,
-    read_model,
-    unless_disconnected,
-    until_disconnected,
-)
-from inferd.http.fast import FastPath, principal_of, send_error, send_json
-from inferd.http.jobs import prefers_async, submit_async, wants_async
-from inferd.http.responses import json_response
-from inferd.http.sse import openai_events, send_sse, sse_response
+from inferd.http import jobs
+from inferd.http.deps import until_disconnected
+from inferd.http.fast import Answered, principal_of, send_error, send_json
+from inferd.http.operation import INFER, SSE, endpoint
+from inferd.http.sse import openai_events, send_sse
+from inferd.schemas import answers as a
 from inferd.schemas.openai import ChatCompletionRequest, legacy_answer, legacy_stream
 from inferd.services import Services
 
 PATH = "/v1/chat/completions"
-# S3's proxy serves OpenAI's chat API without the /v1 prefix; its clients keep working.
+# The proxy toolkit serves OpenAI's chat API without the /v1 prefix; its clients keep working.
 PATHS = frozenset({PATH, "/chat/completions"})
 router = APIRouter(tags=["openai"])
 
 
-@router.post("/chat/completions", include_in_schema=False)
-@router.post(PATH)
-async def create_chat_completion(request: Request, services: ServicesDep,
-                                 principal: PrincipalDep) -> Response:
-    if prefers_async(request):  # Prefer: respond-async -> 202 with a durable job
-        return await submit_async(request, services, PATH)
-    body = await read_model(request, ChatCompletionRequest)
-    if body.stream:
-        stream = await services.inference.chat_stream(body, principal)
-        if body.legacy_functions:
-            stream = legacy_stream(stream)
-        return sse_response(openai_events(stream, body.include_usage()))
-    result = await unless_disconnected(request, services.inference.chat(body, principal))
-    return json_response(legacy_answer(result) if body.legacy_functions else result)
+# The proxy toolkit serves it without the /v1 prefix: the same operation (its jobs run PATH)
+@endpoint(router, "POST", "/chat/completions", access="key", answer=a.ChatCompletion,
+          body=ChatCompletionRequest, media=(SSE,), errors=(*INFER, 409, 413), job=True)
+@endpoint(router, "POST", PATH, access="key", answer=a.ChatCompletion, body=ChatCompletionRequest,
+          media=(SSE,), errors=(*INFER, 409, 413), job=True)
+async def create_chat_completion(request: Request) -> Response:
+    return Answered(jobs.answer if jobs.wants_async(request.scope) else answer)
 
 
-def is_fast(scope: Scope) -> bool:
-    """Whether ``ChatFastPath`` answers this request (else the framework's route does)."""
-    return scope["path"] in PATHS and scope["method"] == "POST" and not wants_async(scope)
-
-
-class ChatFastPath(FastPath):
-    """Answers ``POST /v1/chat/completions`` directly; everything else goes to ``app``."""
-
-    def takes(self, scope: Scope) -> bool:
-        return is_fast(scope)
-
-    async def answer(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
-        services: Services = scope["app"].state.services
+async def answer(scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+    """``POST /v1/chat/completions`` with ``body``: the completion, its stream, or the error."""
+    services: Services = scope["app"].state.services
+    inference = services.inference
+    try:
         principal = principal_of(scope)
-        inference = services.inference
-        try:
-            request = ChatCompletionRequest.model_validate_json(body)
-            if request.stream:
-                stream = await inference.chat_stream(request, principal)
-            else:
-                result = await until_disconnected(receive, inference.chat(request, principal))
-        except Exception as exc:  # nothing sent yet: answer in the OpenAI error shape
-            await send_error(scope, receive, send, exc)
-            return
+        request = ChatCompletionRequest.model_validate_json(body)
         if request.stream:
-            if request.legacy_functions:  # the client sent ``functions``: the legacy shape
-                stream = legacy_stream(stream)
-            await send_sse(receive, send, openai_events(stream, request.include_usage()))
+            stream = await inference.chat_stream(request, principal)
         else:
-            await send_json(send, legacy_answer(result) if request.legacy_functions else result)
-
+            result = await until_disconnected(receive, inference.chat(request, principal), scope)
+    except Exception as exc:  # nothing sent yet: answer in the OpenAI error shape
+        await send_error(scope, receive, send, exc)
+        return
+    if request.stream:
+        if request.legacy_functions:  # the client sent ``functions``: the legacy shape
+            stream = legacy_stream(stream)
+        await send_sse(receive, send, openai_events(stream, request.include_usage()), scope)
+    else:
+        await send_json(send, legacy_answer(result) if request.legacy_functions else result)

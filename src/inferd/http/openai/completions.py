@@ -5,20 +5,24 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from inferd.http import jobs
 from inferd.http.deps import PrincipalDep, ServicesDep, read_model, unless_disconnected
-from inferd.http.jobs import prefers_async, submit_async
+from inferd.http.fast import Answered
+from inferd.http.operation import INFER, SSE, endpoint
 from inferd.http.responses import json_response
 from inferd.http.sse import openai_events, sse_response
+from inferd.schemas import answers as a
 from inferd.schemas.openai import CompletionRequest
 
 router = APIRouter(tags=["openai"])
 
 
-@router.post("/v1/completions")
+@endpoint(router, "POST", "/v1/completions", access="key", answer=a.TextCompletion,
+          body=CompletionRequest, media=(SSE,), errors=(*INFER, 409, 413), job=True)
 async def create_completion(request: Request, services: ServicesDep,
                               principal: PrincipalDep) -> Response:
-    if prefers_async(request):  # Prefer: respond-async -> 202 with a durable job
-        return await submit_async(request, services, "/v1/completions")
+    if jobs.wants_async(request.scope):  # Prefer: respond-async -> 202 with a durable job
+        return Answered(jobs.answer)
     body = await read_model(request, CompletionRequest)
     if body.stream:
         stream = await services.inference.complete_stream(body, principal)

@@ -10,7 +10,9 @@ from starlette.responses import Response
 from inferd.engines.base import ModelInfo
 from inferd.errors import ModelNotFound
 from inferd.http.deps import PrincipalDep, ServicesDep
+from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
+from inferd.schemas import answers as a
 
 router = APIRouter(tags=["openai"])
 
@@ -21,7 +23,7 @@ def model_object(info: ModelInfo, created: int) -> dict[str, Any]:
             "kind": info.kind}
 
 
-@router.get("/v1/models")
+@endpoint(router, "GET", "/v1/models", access="key", answer=a.ModelList)
 async def list_models(services: ServicesDep, principal: PrincipalDep) -> Response:
     """The models the caller's key may use."""
     created = services.started_at
@@ -30,7 +32,7 @@ async def list_models(services: ServicesDep, principal: PrincipalDep) -> Respons
                                    for m in services.inference.visible_models(principal)]})
 
 
-@router.get("/v1/models/{model_id:path}")
+@endpoint(router, "GET", "/v1/models/{model_id:path}", access="key", answer=a.Model, errors=(404,))
 async def retrieve_model(model_id: str, services: ServicesDep,
                          principal: PrincipalDep) -> Response:
     name = services.router.resolve(model_id)

@@ -13,8 +13,10 @@ from starlette.responses import Response
 
 from inferd.errors import InvalidRequest
 from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
+from inferd.http.operation import INFER, TEXT, endpoint
 from inferd.passthrough import model_for
-from inferd.schemas.passthrough import FormField, Forward
+from inferd.schemas import answers as a
+from inferd.schemas.passthrough import FormField, Forward, ModerationRequest, SpeechRequest
 from inferd.services import Services
 
 router = APIRouter(tags=["openai"])
@@ -36,7 +38,8 @@ async def _send(request: Request, services: Services, principal: Any,
     return Response(answer.body, media_type=answer.content_type)
 
 
-@router.post("/v1/moderations")
+@endpoint(router, "POST", "/v1/moderations", access="key", answer=a.ModerationList,
+          body=ModerationRequest, errors=(*INFER, 413))
 async def moderations(request: Request, services: ServicesDep,
                       principal: PrincipalDep) -> Response:
     body = await _json(request)
@@ -47,7 +50,8 @@ async def moderations(request: Request, services: ServicesDep,
                        Forward(path="/moderations", model=model, json_body=body))
 
 
-@router.post("/v1/audio/speech")
+@endpoint(router, "POST", "/v1/audio/speech", access="key", body=SpeechRequest,
+          media=("audio/*", "application/octet-stream"), errors=(*INFER, 413))
 async def speech(request: Request, services: ServicesDep, principal: PrincipalDep) -> Response:
     body = await _json(request)
     for name in ("model", "input"):
@@ -58,7 +62,9 @@ async def speech(request: Request, services: ServicesDep, principal: PrincipalDe
                        Forward(path="/audio/speech", model=model, json_body=body))
 
 
-@router.post("/v1/audio/transcriptions")
+@endpoint(router, "POST", "/v1/audio/transcriptions", access="key", answer=a.Transcription,
+          form=("file",), form_optional=("model", "response_format"), media=(TEXT,),
+          errors=(*INFER, 413))
 async def transcriptions(request: Request, services: ServicesDep,
                          principal: PrincipalDep) -> Response:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):

@@ -12,12 +12,13 @@ from starlette.responses import Response
 
 from inferd.errors import InferdError
 from inferd.http.deps import PrincipalDep, ServicesDep, read_strict, unless_disconnected
+from inferd.http.operation import INFER, SSE, endpoint
 from inferd.http.responses import json_response
 from inferd.http.sse import sse_response
 from inferd.responses.conversations import ConversationService
 from inferd.responses.events import Event
-from inferd.responses.prompts import PromptService
 from inferd.responses.service import ResponseService
+from inferd.schemas import answers as a
 from inferd.schemas.responses import (
     ConversationCreate,
     ConversationItemsCreate,
@@ -25,26 +26,16 @@ from inferd.schemas.responses import (
     InputTokensRequest,
     ResponseCreateRequest,
 )
-from inferd.services import Services
-from inferd.store.conversations import ConversationStore, PromptStore
-from inferd.store.responses import ResponseStore
 
 router = APIRouter(tags=["responses"])
 
 
-def conversation_service(services: Services) -> ConversationService:
-    return ConversationService(ConversationStore(services.db),
-                               services.settings.conversation_max_items)
-
-
 async def _service(services: ServicesDep) -> ResponseService:
-    return ResponseService(services.inference, ResponseStore(services.db), services.jobs,
-                           conversation_service(services), PromptService(PromptStore(services.db)),
-                           services.settings.responses_max_chain)
+    return services.control.responses
 
 
 async def _conversations(services: ServicesDep) -> ConversationService:
-    return conversation_service(services)
+    return services.control.conversations
 
 
 ResponsesDep = Annotated[ResponseService, Depends(_service)]
@@ -69,7 +60,9 @@ async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
             await aclose()
 
 
-@router.post("/v1/responses")
+# ``private``: ``previous_response_id`` is the caller's own
+@endpoint(router, "POST", "/v1/responses", access="private", answer=a.ResponseObject,
+          body=ResponseCreateRequest, media=(SSE,), errors=(*INFER, 409, 413))
 async def create_response(request: Request, principal: PrincipalDep,
                           responses: ResponsesDep) -> Response:
     body = await read_strict(request, ResponseCreateRequest)
@@ -85,14 +78,17 @@ async def create_response(request: Request, principal: PrincipalDep,
                                                    responses.create(principal, prepared)))
 
 
-@router.post("/v1/responses/input_tokens")
+# ``private``: ``previous_response_id`` as above
+@endpoint(router, "POST", "/v1/responses/input_tokens", access="private", answer=a.InputTokens,
+          body=InputTokensRequest, errors=(403, 404, 413, 503))
 async def count_input_tokens(request: Request, principal: PrincipalDep,
                              responses: ResponsesDep) -> Response:
     body = await read_strict(request, InputTokensRequest)
     return json_response(await responses.count_input_tokens(principal, body))
 
 
-@router.get("/v1/responses/{response_id}")
+@endpoint(router, "GET", "/v1/responses/{response_id}", access="private", answer=a.ResponseObject,
+          media=(SSE,), errors=(404, 503))
 async def get_response(response_id: ResponseId, principal: PrincipalDep,
                        responses: ResponsesDep, stream: bool = False,
                        starting_after: Annotated[int | None, Query(ge=0)] = None) -> Response:
@@ -102,19 +98,22 @@ async def get_response(response_id: ResponseId, principal: PrincipalDep,
     return json_response(await responses.retrieve(principal, response_id))
 
 
-@router.post("/v1/responses/{response_id}/cancel")
+@endpoint(router, "POST", "/v1/responses/{response_id}/cancel", access="private",
+          answer=a.ResponseObject, errors=(404, 409, 503))
 async def cancel_response(response_id: ResponseId, principal: PrincipalDep,
                           responses: ResponsesDep) -> Response:
     return json_response(await responses.cancel(principal, response_id))
 
 
-@router.delete("/v1/responses/{response_id}")
+@endpoint(router, "DELETE", "/v1/responses/{response_id}", access="private", answer=a.Deleted,
+          errors=(404, 409, 503))
 async def delete_response(response_id: ResponseId, principal: PrincipalDep,
                           responses: ResponsesDep) -> Response:
     return json_response(await responses.delete(principal, response_id))
 
 
-@router.get("/v1/responses/{response_id}/input_items")
+@endpoint(router, "GET", "/v1/responses/{response_id}/input_items", access="private",
+          answer=a.ItemList, errors=(404, 503))
 async def list_input_items(response_id: ResponseId, principal: PrincipalDep,
                            responses: ResponsesDep,
                            limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -126,20 +125,23 @@ async def list_input_items(response_id: ResponseId, principal: PrincipalDep,
 
 
 # -- the Conversations API ---------------------------------------------------------------------
-@router.post("/v1/conversations")
+@endpoint(router, "POST", "/v1/conversations", access="key", answer=a.Conversation,
+          body=ConversationCreate, errors=(413, 503))
 async def create_conversation(request: Request, principal: PrincipalDep,
                               conversations: ConversationsDep) -> Response:
     body = await read_strict(request, ConversationCreate)
     return json_response(await conversations.create(principal, body))
 
 
-@router.get("/v1/conversations/{conversation_id}")
+@endpoint(router, "GET", "/v1/conversations/{conversation_id}", access="private",
+          answer=a.Conversation, errors=(404, 503))
 async def get_conversation(conversation_id: ConversationId, principal: PrincipalDep,
                            conversations: ConversationsDep) -> Response:
     return json_response(await conversations.retrieve(principal, conversation_id))
 
 
-@router.post("/v1/conversations/{conversation_id}")
+@endpoint(router, "POST", "/v1/conversations/{conversation_id}", access="private",
+          answer=a.Conversation, body=ConversationUpdate, errors=(404, 413, 503))
 async def update_conversation(conversation_id: ConversationId, request: Request,
                               principal: PrincipalDep,
                               conversations: ConversationsDep) -> Response:
@@ -148,13 +150,15 @@ async def update_conversation(conversation_id: ConversationId, request: Request,
                                                     body.metadata))
 
 
-@router.delete("/v1/conversations/{conversation_id}")
+@endpoint(router, "DELETE", "/v1/conversations/{conversation_id}", access="private",
+          answer=a.Deleted, errors=(404, 503))
 async def delete_conversation(conversation_id: ConversationId, principal: PrincipalDep,
                               conversations: ConversationsDep) -> Response:
     return json_response(await conversations.delete(principal, conversation_id))
 
 
-@router.post("/v1/conversations/{conversation_id}/items")
+@endpoint(router, "POST", "/v1/conversations/{conversation_id}/items", access="private",
+          answer=a.ItemList, body=ConversationItemsCreate, errors=(404, 413, 503))
 async def add_conversation_items(conversation_id: ConversationId, request: Request,
                                  principal: PrincipalDep,
                                  conversations: ConversationsDep) -> Response:
@@ -162,7 +166,8 @@ async def add_conversation_items(conversation_id: ConversationId, request: Reque
     return json_response(await conversations.add_items(principal, conversation_id, body))
 
 
-@router.get("/v1/conversations/{conversation_id}/items")
+@endpoint(router, "GET", "/v1/conversations/{conversation_id}/items", access="private",
+          answer=a.ItemList, errors=(404, 503))
 async def list_conversation_items(conversation_id: ConversationId, principal: PrincipalDep,
                                   conversations: ConversationsDep,
                                   limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -173,14 +178,16 @@ async def list_conversation_items(conversation_id: ConversationId, principal: Pr
                                                         limit=limit, order=order, after=after))
 
 
-@router.get("/v1/conversations/{conversation_id}/items/{item_id}")
+@endpoint(router, "GET", "/v1/conversations/{conversation_id}/items/{item_id}", access="private",
+          answer=a.ConversationItem, errors=(404, 503))
 async def get_conversation_item(conversation_id: ConversationId, item_id: ItemId,
                                 principal: PrincipalDep,
                                 conversations: ConversationsDep) -> Response:
     return json_response(await conversations.get_item(principal, conversation_id, item_id))
 
 
-@router.delete("/v1/conversations/{conversation_id}/items/{item_id}")
+@endpoint(router, "DELETE", "/v1/conversations/{conversation_id}/items/{item_id}", access="private",
+          answer=a.Conversation, errors=(404, 503))
 async def delete_conversation_item(conversation_id: ConversationId, item_id: ItemId,
                                    principal: PrincipalDep,
                                    conversations: ConversationsDep) -> Response:

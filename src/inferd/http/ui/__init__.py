@@ -18,6 +18,7 @@ from fastapi import APIRouter
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from inferd.errors import NotFound
+from inferd.http.operation import endpoint
 
 STATIC = Path(__file__).parent / "static"
 # Every file the UI may serve, found once at import: a request can only name one of these,
@@ -36,19 +37,19 @@ SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY",
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/")
+@endpoint(router, "GET", "/", access="public")
 async def root() -> Response:
     return RedirectResponse("/ui/", headers=SECURITY_HEADERS)
 
 
-@router.get("/ui")
-@router.get("/ui/")
+@endpoint(router, "GET", "/ui", access="public")
+@endpoint(router, "GET", "/ui/", access="public")
 async def index() -> Response:
     return FileResponse(STATIC / "index.html", media_type=TYPES[".html"],
                         headers=SECURITY_HEADERS)
 
 
-@router.get("/ui/static/{name:path}")
+@endpoint(router, "GET", "/ui/static/{name:path}", access="public")
 async def static(name: str) -> Response:
     path = FILES.get(name)
     if path is None:

@@ -1,4 +1,4 @@
-"""jobs: jobs, job events, webhook attempts, files, batches, S0 contexts
+"""jobs: jobs, job events, webhook attempts, files, batches, the contexts-and-results API's contexts
 
 Revision ID: 0002
 Revises: 0001
@@ -122,7 +122,7 @@ def upgrade() -> None:
         sa.Index("ix_batches_status", "status"),
     )
 
-    # S0's prompts ("contexts"); its results are jobs with source "s0".
+    # The contexts-and-results API's prompts ("contexts"); its results are jobs with source "s0".
     op.create_table(
         "s0_contexts",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

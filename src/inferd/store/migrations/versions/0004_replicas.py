@@ -1,4 +1,4 @@
-"""replicas: models, replicas and their security rules (S3's tables)
+"""replicas: models, replicas and their security rules (the proxy toolkit's tables)
 
 Revision ID: 0004
 Revises: 0003

@@ -9,7 +9,7 @@ import uuid
 import aio_pika
 import pytest
 
-from inferd.auth.principal import ANONYMOUS
+from inferd.auth.principal import OPEN_MODE
 from inferd.jobs.broker import RabbitQueue, queue_name
 from inferd.jobs.service import JobService
 from inferd.settings import JobSettings
@@ -32,14 +32,14 @@ async def test_a_submitted_job_is_stored_marked_and_unmarked_when_its_publish_fa
     down = RabbitQueue("amqp://guest:guest@127.0.0.1:1/", prefix=prefix, publish_timeout=2)
     try:
         confirmed = await JobService(parts.db, parts.router, parts.inference, JobSettings(),
-                                     queue=up, run_workers=False).submit(
-            ANONYMOUS, "/v1/chat/completions", CHAT)
+                                     queue=up, run_workers=False, open_mode=OPEN_MODE).submit(
+            OPEN_MODE, "/v1/chat/completions", CHAT)
         stored = await store.get(confirmed[0].id)
         assert stored is not None and stored.lease_expires_at is not None
         assert stored.lease_expires_at > time.time() + 60  # queued: the sweep leaves it
         lost = await JobService(parts.db, parts.router, parts.inference, JobSettings(),
-                                queue=down, run_workers=False).submit(
-            ANONYMOUS, "/v1/chat/completions", CHAT)
+                                queue=down, run_workers=False, open_mode=OPEN_MODE).submit(
+            OPEN_MODE, "/v1/chat/completions", CHAT)
         assert down.unpublished() == 1
 
         async def unmarked() -> bool:
