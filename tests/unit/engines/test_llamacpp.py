@@ -9,8 +9,8 @@ import llama_cpp
 import pytest
 
 from inferd.engines.llamacpp import LlamaCppEngine
-from inferd.engines.llamacpp.batch import runs
 from inferd.engines.llamacpp.engine import default_threads
+from inferd.engines.llamacpp.seats import runs
 from inferd.errors import ContextLengthExceeded, UnsupportedParameter
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
 from inferd.settings import ModelSpec, bundled_gguf_path

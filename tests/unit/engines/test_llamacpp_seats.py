@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from inferd.engines.llamacpp.batch import _Slot, choose_seat, shared_prefix
+from inferd.engines.llamacpp.batch import _Slot
+from inferd.engines.llamacpp.seats import choose_seat, shared_prefix
 
 HEAD = list(range(1000, 1007))  # a chat template's head: every prompt starts with it
 SYSTEM = list(range(2000, 2040))  # a system prompt of 40 tokens
