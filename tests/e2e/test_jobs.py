@@ -235,8 +235,9 @@ async def test_webhook_is_signed_retried_and_recorded(inferd_server: InferdProce
 
 
 def _same_answer(body: dict[str, Any]) -> dict[str, Any]:
-    """What must match between a job's result and a sync answer: all but ids, times and the
-    spacing of a call's arguments (streamed as the model wrote them, parsed when not)."""
+    """What must match between a job's result and a sync answer: all but ids, times, the
+    spacing of a call's arguments (streamed as the model wrote them, parsed when not) and how
+    much of the prompt the engine's cache held (the state the earlier requests left)."""
     choices = []
     for choice in body["choices"]:
         message = dict(choice["message"])
@@ -244,8 +245,11 @@ def _same_answer(body: dict[str, Any]) -> dict[str, Any]:
             {**call, "id": None, "function": {**call["function"], "arguments": orjson.loads(
                 call["function"]["arguments"])}} for call in message.get("tool_calls") or []]
         choices.append({**choice, "message": message})
+    usage = dict(body["usage"])
+    cached = usage.pop("prompt_tokens_details")["cached_tokens"]
+    assert 0 <= cached <= usage["prompt_tokens"]
     return {"object": body["object"], "model": body["model"], "choices": choices,
-            "usage": body["usage"]}
+            "usage": usage}
 
 
 WEATHER = {"type": "function", "function": {
