@@ -93,14 +93,17 @@ def wait_http(url: str, service: Service, timeout: float = 180) -> None:
 
 
 # -- measurements --------------------------------------------------------------------------
-async def stream_chat(client: httpx.AsyncClient, url: str, messages: list[dict[str, str]],
-                      tokens: int, **extra: Any) -> tuple[float, int, str, int]:
-    """(TTFT seconds, completion tokens, text, prompt tokens) of one streamed greedy chat."""
+async def stream_chat_details(client: httpx.AsyncClient, url: str,
+                              messages: list[dict[str, str]], tokens: int, **extra: Any
+                              ) -> tuple[float, str, dict[str, Any], dict[str, Any]]:
+    """(TTFT seconds, text, usage, timings) of one streamed greedy chat (``timings``: what
+    llama-server adds to its chunks, empty from inferd)."""
     body = {"model": MODEL, "messages": messages, "max_tokens": tokens, "temperature": 0,
             "stream": True, "stream_options": {"include_usage": True}, **extra}
     started = time.perf_counter()
-    ttft, count, text, read = 0.0, 0, [], 0
+    ttft, text, usage, timings = 0.0, [], {}, {}
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -110,10 +113,16 @@ async def stream_chat(client: httpx.AsyncClient, url: str, messages: list[dict[s
                 if piece:
                     ttft = ttft or time.perf_counter() - started
                     text.append(piece)
-            if chunk.get("usage"):
-                count = chunk["usage"]["completion_tokens"]
-                read = chunk["usage"]["prompt_tokens"]
-    return ttft, count, "".join(text), read
+            usage = chunk.get("usage") or usage
+            timings = chunk.get("timings") or timings
+    return ttft, "".join(text), usage, timings
+
+
+async def stream_chat(client: httpx.AsyncClient, url: str, messages: list[dict[str, str]],
+                      tokens: int, **extra: Any) -> tuple[float, int, str, int]:
+    """(TTFT seconds, completion tokens, text, prompt tokens) of one streamed greedy chat."""
+    ttft, text, usage, _ = await stream_chat_details(client, url, messages, tokens, **extra)
+    return ttft, usage.get("completion_tokens", 0), text, usage.get("prompt_tokens", 0)
 
 
 async def concurrent(url: str, n: int, tokens: int) -> dict[str, Any]:

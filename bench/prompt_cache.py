@@ -33,17 +33,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from engine import MODEL, TOPICS, find_llama_server, wait_http
+from engine import MODEL, TOPICS, find_llama_server, stream_chat_details, wait_http
 from harness import InferdServer, Service, free_port, load_average
 from inferd.settings import bundled_gguf_path
 
@@ -93,24 +91,7 @@ def cached_of(usage: dict[str, Any], timings: dict[str, Any]) -> int:
 async def ask(client: httpx.AsyncClient, url: str, messages: list[dict[str, str]],
               tokens: int) -> tuple[float, str, dict[str, Any], dict[str, Any]]:
     """(TTFT, text, usage, timings) of one streamed greedy chat."""
-    body = {"model": MODEL, "messages": messages, "max_tokens": tokens, "temperature": 0,
-            "stream": True, "stream_options": {"include_usage": True}}
-    started = time.perf_counter()
-    ttft, text, usage, timings = 0.0, [], {}, {}
-    async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            for choice in chunk.get("choices") or []:
-                piece = (choice.get("delta") or {}).get("content")
-                if piece:
-                    ttft = ttft or time.perf_counter() - started
-                    text.append(piece)
-            usage = chunk.get("usage") or usage
-            timings = chunk.get("timings") or timings
-    return ttft, "".join(text), usage, timings
+    return await stream_chat_details(client, url, messages, tokens)
 
 
 async def run(targets: dict[str, str], args: argparse.Namespace,
