@@ -23,6 +23,12 @@ GREEDY = {"temperature": 0}  # the SDK sends sampling fields only as extra body 
 ASK: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
+def prompt_tokens(usage: Any) -> int:
+    """The whole prompt of a message's usage: the tokens read afresh and those read from the
+    engine's prompt cache (the cache is on by default, so a repeated prompt has some)."""
+    return int(usage.input_tokens) + int(usage.cache_read_input_tokens or 0)
+
+
 @pytest.fixture(scope="module")
 def claude(inferd_server: InferdProcess) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(base_url=inferd_server.url, api_key="unused", max_retries=0,
@@ -65,7 +71,21 @@ def test_stream_is_parsed_by_the_sdk(claude: anthropic.Anthropic) -> None:
     assert text and whole.content[0].type == "text" and text == whole.content[0].text
     assert final.stop_reason == whole.stop_reason
     assert final.usage.output_tokens == whole.usage.output_tokens
-    assert final.usage.input_tokens == whole.usage.input_tokens > 0
+    assert prompt_tokens(final.usage) == prompt_tokens(whole.usage) > 0
+
+
+def test_a_repeated_prompt_reports_its_cached_tokens(claude: anthropic.Anthropic) -> None:
+    system = "You are a careful assistant. " * 20  # a prefix long enough to be worth keeping
+    ask: list[Any] = [{"role": "user", "content": "Name a colour."}]
+    first = claude.messages.create(model=CHAT_MODEL, max_tokens=2, extra_body=GREEDY,
+                                   system=system, messages=ask)
+    again = claude.messages.create(model=CHAT_MODEL, max_tokens=2, extra_body=GREEDY,
+                                   system=system, messages=ask)
+    assert prompt_tokens(again.usage) == prompt_tokens(first.usage) > 100
+    # the second visit finds at least the system prompt in the engine's cache
+    assert again.usage.cache_read_input_tokens is not None
+    assert again.usage.cache_read_input_tokens > 100
+    assert again.usage.input_tokens < first.usage.input_tokens
 
 
 def test_tool_use_loop(claude: anthropic.Anthropic) -> None:
@@ -88,7 +108,7 @@ def test_tool_use_loop(claude: anthropic.Anthropic) -> None:
     # the tool_use turn and its result reached the prompt
     alone = claude.messages.count_tokens(model=CHAT_MODEL, tools=[WEATHER],  # type: ignore[list-item]
                                          tool_choice={"type": "none"}, messages=ASK)
-    assert final.usage.input_tokens > alone.input_tokens + 20
+    assert prompt_tokens(final.usage) > alone.input_tokens + 20
 
 
 def test_streamed_tool_use_has_input_json_deltas(claude: anthropic.Anthropic) -> None:
@@ -112,7 +132,8 @@ def test_count_tokens_matches_the_prompt_of_a_request(claude: anthropic.Anthropi
                                            messages=messages)
     used = claude.messages.create(model=CHAT_MODEL, max_tokens=1, system="Be brief.",
                                   messages=messages)
-    assert counted.input_tokens == used.usage.input_tokens
+    assert counted.input_tokens == prompt_tokens(used.usage)
+    assert used.usage.cache_creation_input_tokens == 0
     longer = claude.messages.count_tokens(model=CHAT_MODEL, system="Be brief.", messages=[
         {"role": "user", "content": "Count the tokens of this much longer question, please."}])
     assert longer.input_tokens > counted.input_tokens

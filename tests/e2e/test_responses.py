@@ -65,6 +65,8 @@ def test_previous_response_id_continues_the_conversation(client: OpenAI) -> None
                                     max_output_tokens=8, temperature=0, store=False)
     assert second.usage is not None and alone.usage is not None
     assert second.usage.input_tokens > alone.usage.input_tokens
+    # the next turn starts with the first turn's prompt, which the engine keeps in its cache
+    assert 0 < second.usage.input_tokens_details.cached_tokens < second.usage.input_tokens
 
 
 def test_stream_event_sequence(client: OpenAI) -> None:

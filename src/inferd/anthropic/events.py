@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from inferd.anthropic.translate import STOP_REASONS, new_message_id
+from inferd.anthropic.translate import STOP_REASONS, message_usage, new_message_id
 
 Event = tuple[str, dict[str, Any]]
 
@@ -89,6 +89,5 @@ async def events(chunks: AsyncIterator[dict[str, Any]], model: str) -> AsyncIter
     yield ("message_delta", {"type": "message_delta",
                              "delta": {"stop_reason": STOP_REASONS.get(finish, "end_turn"),
                                        "stop_sequence": None},
-                             "usage": {"input_tokens": usage.get("prompt_tokens", 0),
-                                       "output_tokens": usage.get("completion_tokens", 0)}})
+                             "usage": message_usage(usage)})
     yield ("message_stop", {"type": "message_stop"})

@@ -249,6 +249,19 @@ def _arguments(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
+def message_usage(usage: dict[str, Any]) -> dict[str, int]:
+    """Anthropic's usage from a chat usage: ``input_tokens`` counts the prompt tokens read
+    afresh and ``cache_read_input_tokens`` those found in the engine's prompt cache, so their
+    sum is the whole prompt (what ``count_tokens`` answers); nothing is written to a cache on
+    request, so ``cache_creation_input_tokens`` is 0."""
+    prompt = int(usage.get("prompt_tokens") or 0)
+    cached = min(prompt, int((usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+                             or 0))
+    return {"input_tokens": prompt - cached, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": cached,
+            "output_tokens": int(usage.get("completion_tokens") or 0)}
+
+
 def from_chat(result: dict[str, Any], model: str) -> dict[str, Any]:
     """The Message for a (non-streamed) chat completion."""
     choice = result["choices"][0]
@@ -266,5 +279,4 @@ def from_chat(result: dict[str, Any], model: str) -> dict[str, Any]:
             "content": content,
             "stop_reason": STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn"),
             "stop_sequence": None,
-            "usage": {"input_tokens": usage.get("prompt_tokens", 0),
-                      "output_tokens": usage.get("completion_tokens", 0)}}
+            "usage": message_usage(usage)}

@@ -309,8 +309,9 @@ def base_response(request: ResponseCreateRequest, response_id: str,
 def response_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     prompt = int((usage or {}).get("prompt_tokens") or 0)
     completion = int((usage or {}).get("completion_tokens") or 0)
+    cached = int(((usage or {}).get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
     return {"input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
             "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": prompt + completion}
 

@@ -207,7 +207,8 @@ async def test_anthropic_events_for_text_then_a_tool() -> None:
                                           "input": {}}
     assert out[6][1]["delta"] == {"type": "input_json_delta", "partial_json": '{"a": 1}'}
     assert out[8][1]["delta"]["stop_reason"] == "tool_use"
-    assert out[8][1]["usage"] == {"input_tokens": 7, "output_tokens": 5}
+    assert out[8][1]["usage"] == {"input_tokens": 7, "cache_creation_input_tokens": 0,
+                                  "cache_read_input_tokens": 0, "output_tokens": 5}
 
 
 def test_grammar_takes_nested_definitions_and_unsupported_schemas() -> None:
