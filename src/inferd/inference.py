@@ -200,11 +200,24 @@ class Inference:
                        prompt_estimate: int) -> AsyncIterator[Chunk]:
         usage: dict[str, Any] | None = None
         sent = 0
+        # The time to first token is taken when the first chunk that carries generated text
+        # is handed to the response (not when the stream opens: engines send the role first),
+        # and the time between two such chunks is the inter-token latency.
+        last: float | None = None
+        gaps = self.metering.metrics.child("inter_token", call.label)
         try:
             async for chunk in stream:
                 if chunk.get("usage"):
                     usage = chunk["usage"]
-                sent += pieces(chunk)
+                count = pieces(chunk)
+                if count:
+                    now = time.perf_counter()
+                    if last is None:
+                        call.ttft = now
+                    else:
+                        gaps.observe(now - last)
+                    last = now
+                    sent += count
                 yield chunk
         except BaseException as exc:  # broken off (upstream, client): bill what was sent
             self._failed(call, exc, usage or partial_usage(prompt_estimate, sent))
@@ -232,7 +245,6 @@ class Inference:
         except BaseException as exc:
             self._failed(call, exc)
             raise
-        call.ttft = time.perf_counter()
         # started, so that its accounting runs even if the response is never sent (the
         # client left first): asyncio closes a started generator when it is dropped
         return await primed(self._metered(call, stream, prompt_estimate))

@@ -5,7 +5,11 @@ parts are read when ``/metrics`` is scraped, through callbacks registered here, 
 imports none of them:
 
 - ``register_gauge(name, help, read)``: any number, e.g. the job queue's depth;
-- ``register_replicas(read)``: the router's replica states (healthy, in flight, cooldown).
+- ``register_family(name, help, labels, read)``: a labelled gauge, e.g. the pending jobs per
+  model (``read`` returns the label values and the value of each series);
+- ``register_replicas(read)``: the router's replica states (healthy, in flight, cooldown);
+- ``register_refresh(refresh)``: a coroutine awaited before each scrape (``render_off_loop``)
+  to bring up to date what the callbacks read, e.g. the job counts of the database.
 
 Every label value comes from a bounded set: model names the router knows (others are counted
 as ``UNKNOWN_MODEL``), replica ids, endpoint names, HTTP statuses and error codes of inferd
@@ -17,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +43,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNKNOWN_MODEL = "_unknown"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0, 60.0, 120.0)
+# The time between two generated chunks of a stream: engines take a few ms to a few hundred
+# ms per token.
+INTER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2,
+                       0.3, 0.5, 1.0, 2.5)
+# How long the coroutines of ``register_refresh`` may hold up a scrape.
+REFRESH_TIMEOUT = 5.0
+Series = Iterable[tuple[Sequence[str], float]]
 
 
 @dataclass
@@ -58,6 +69,7 @@ class _Callbacks(Collector):
 
     def __init__(self) -> None:
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.families: dict[str, tuple[str, list[str], Callable[[], Series]]] = {}
         self.replicas: list[Callable[[], Iterable[ReplicaState]]] = []
 
     def collect(self) -> Iterator[Metric]:
@@ -66,6 +78,15 @@ class _Callbacks(Collector):
             try:
                 family.add_metric([], float(read()))
             except Exception as exc:  # a broken callback must not break the scrape
+                log.warning("metric %s failed: %s", name, exc)
+                continue
+            yield family
+        for name, (doc, labels, read_series) in self.families.items():
+            family = GaugeMetricFamily(name, doc, labels=labels)
+            try:
+                for values, value in read_series():
+                    family.add_metric(list(values), float(value))
+            except Exception as exc:
                 log.warning("metric %s failed: %s", name, exc)
                 continue
             yield family
@@ -119,8 +140,11 @@ class Metrics:
                                  "Time from request to last byte", ["model", "endpoint"],
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("inferd_time_to_first_token_seconds",
-                              "Time to the first streamed chunk", ["model"],
-                              buckets=LATENCY_BUCKETS, registry=r)
+                              "Time from request to the first generated token sent (streams)",
+                              ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.inter_token = Histogram("inferd_inter_token_latency_seconds",
+                                     "Time between two generated chunks sent (streams)",
+                                     ["model"], buckets=INTER_TOKEN_BUCKETS, registry=r)
         self.tokens = Counter("inferd_tokens", "Tokens processed", ["model", "type"],
                               registry=r)
         self.images = Counter("inferd_images", "Pictures generated and denoising steps run",
@@ -135,6 +159,7 @@ class Metrics:
         ProcessCollector(registry=r)
         # read at each scrape, on the event loop (the state they read is the loop's)
         self._callbacks = _Callbacks()
+        self._refreshes: list[Callable[[], Awaitable[None]]] = []
         # Label children by key, so the hot path skips prometheus-client's label lookup.
         self._children: dict[tuple[str, ...], Any] = {}
 
@@ -142,9 +167,21 @@ class Metrics:
         """Expose ``read()`` as gauge ``name`` (e.g. ``inferd_queue_depth``)."""
         self._callbacks.gauges[name] = (doc, read)
 
+    def register_family(self, name: str, doc: str, labels: Sequence[str],
+                        read: Callable[[], Series]) -> None:
+        """Expose gauge ``name`` with ``labels``: ``read()`` returns ``(label values, value)``
+        of each series. Its label values must come from a bounded set (model names the router
+        knows, never a client's string)."""
+        self._callbacks.families[name] = (doc, list(labels), read)
+
     def register_replicas(self, read: Callable[[], Iterable[ReplicaState]]) -> None:
         """Expose the replica states ``read()`` returns at each scrape."""
         self._callbacks.replicas.append(read)
+
+    def register_refresh(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Await ``refresh()`` before each scrape (at most ``REFRESH_TIMEOUT`` seconds; the
+        scrape goes on without it when it fails or is late)."""
+        self._refreshes.append(refresh)
 
     def child(self, kind: str, *labels: str) -> Any:
         key = (kind, *labels)
@@ -160,6 +197,11 @@ class Metrics:
         """``render()`` with the text built in a worker thread: a scrape does not hold up the
         event loop (and the requests on it) however many series there are. The registered
         callbacks are still read on the loop, where the state they read changes."""
+        for refresh in self._refreshes:
+            try:
+                await asyncio.wait_for(refresh(), REFRESH_TIMEOUT)
+            except Exception as exc:  # TimeoutError too: the scrape goes on
+                log.warning("metrics refresh %s failed: %r", refresh, exc)
         return await asyncio.to_thread(self._render, list(self._callbacks.collect()))
 
     def _render(self, collected: list[Metric]) -> bytes:

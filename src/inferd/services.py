@@ -18,6 +18,7 @@ from inferd.errors import InferdError
 from inferd.inference import Inference, build_limiter
 from inferd.jobs.cluster import start_jobs
 from inferd.jobs.service import JobService
+from inferd.jobs.stats import QueueStats
 from inferd.metering import Metering
 from inferd.roles import start_role
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
@@ -104,6 +105,7 @@ class Services:
         metering.metrics.register_gauge("inferd_queue_depth",
                                         "Jobs waiting in this process's queue.",
                                         lambda: float(jobs.queue.depth()))
+        QueueStats(jobs.store, router).register(metering.metrics)
         loop = asyncio.get_running_loop()  # read from the scrape's thread too
         metering.metrics.register_gauge(
             "inferd_asyncio_tasks", "Tasks on the event loop; growth under steady load is a "

@@ -519,6 +519,15 @@ class JobStore:
         async with self.db.statement() as conn:
             return [_record(r) for r in (await conn.execute(query)).all()]
 
+    async def pending_by_model(self) -> dict[str, tuple[int, float]]:
+        """The pending jobs of each model that has some: how many, and when the oldest of
+        them was created (the job-queue metrics; ``ix_jobs_status_model`` finds them)."""
+        query = (sa.select(jobs.c.model, sa.func.count(), sa.func.min(jobs.c.created_at))
+                 .where(jobs.c.status == "pending").group_by(jobs.c.model))
+        async with self.db.statement() as conn:
+            rows = (await conn.execute(query)).all()
+        return {str(model): (int(count), float(oldest)) for model, count, oldest in rows}
+
     async def overdue(self) -> list[str]:
         """Ids of pending jobs past their deadline."""
         query = sa.select(jobs.c.id).where(jobs.c.status == "pending",
