@@ -563,7 +563,8 @@ def exported_metrics() -> set[str]:
             series |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     src = ROOT / "src" / "inferd"
     for path in src.rglob("*.py"):
-        series |= set(re.findall(r'register_gauge\(\s*"(inferd_\w+)"', path.read_text()))
+        series |= set(re.findall(r'register_(?:gauge|family)\(\s*"(inferd_\w+)"',
+                                 path.read_text()))
     return series
 
 
