@@ -27,14 +27,17 @@ TARGET_LABELS = frozenset({"instance", "job"})
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "${model}": ".*", "$model": ".*"}
 
 # PromQL words that are not metric names (functions, aggregations, keywords).
-_WORDS = frozenset("""
-    sum avg min max count stddev stdvar topk bottomk quantile count_values group by without
-    on ignoring group_left group_right and or unless bool offset rate irate increase delta
-    idelta deriv histogram_quantile abs ceil floor round clamp clamp_min clamp_max
-    min_over_time max_over_time avg_over_time sum_over_time count_over_time last_over_time
-    absent absent_over_time changes resets time vector scalar label_replace label_join sort
-    sort_desc predict_linear timestamp exp ln log2 log10 sqrt inf nan
-    """.split())
+_WORDS = frozenset(
+    """
+    sum avg min max count stddev stdvar topk bottomk quantile count_values group by
+    without on ignoring group_left group_right and or unless bool offset rate irate
+    increase delta idelta deriv histogram_quantile abs ceil floor round clamp clamp_min
+    clamp_max min_over_time max_over_time avg_over_time sum_over_time count_over_time
+    last_over_time absent absent_over_time changes resets time vector scalar
+    label_replace label_join sort sort_desc predict_linear timestamp exp ln log2 log10
+    sqrt inf nan
+    """.split()  # noqa: SIM905
+)
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*(\{[^}]*\})?")
 _MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
@@ -71,8 +74,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 
 def alert_rules(path: Path = ALERTS) -> list[dict[str, Any]]:
-    return [rule for group in yaml.safe_load(path.read_text())["groups"]
-            for rule in group["rules"]]
+    return [rule for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]]
 
 
 def rule_queries() -> list[tuple[str, str]]:
@@ -93,10 +95,10 @@ def selectors(expr: str) -> list[tuple[str, set[str]]]:
     out = []
     for match in _SELECTOR.finditer(code):
         name, matchers = match[1], match[2] or ""
-        following = code[match.end():].lstrip()
+        following = code[match.end() :].lstrip()
         if name in _WORDS or following.startswith("("):  # a keyword or a function call
             continue
-        if code[:match.start()].rstrip().endswith(("{", ",")) and not matchers:
+        if code[: match.start()].rstrip().endswith(("{", ",")) and not matchers:
             continue  # a label name inside a matcher list
         out.append((name, set(_MATCHER.findall(matchers))))
     return out
@@ -104,8 +106,12 @@ def selectors(expr: str) -> list[tuple[str, set[str]]]:
 
 def grouping_labels(expr: str) -> set[str]:
     """The label names of the ``by``, ``without``, ``on`` and ``ignoring`` clauses."""
-    return {label.strip() for found in _GROUPING.findall(_STRING.sub('""', expr))
-            for label in found.split(",") if label.strip()}
+    return {
+        label.strip()
+        for found in _GROUPING.findall(_STRING.sub('""', expr))
+        for label in found.split(",")
+        if label.strip()
+    }
 
 
 def promtool() -> str:

@@ -39,8 +39,20 @@ def test_the_alert_rules_pass_promtool() -> None:
 def test_promtool_refuses_a_broken_rule(tmp_path: Path) -> None:
     """The check above is a real one: an expression that does not parse fails it."""
     broken = tmp_path / "broken.yml"
-    broken.write_text(yaml.safe_dump({"groups": [{"name": "inferd", "rules": [
-        {"alert": "Broken", "expr": "sum(rate(inferd_requests_total[5m])"}]}]}))
+    broken.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "inferd",
+                        "rules": [
+                            {"alert": "Broken", "expr": "sum(rate(inferd_requests_total[5m])"}
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     assert "parse error" in run_promtool("check", "rules", str(broken), ok=False)
 
 
@@ -59,9 +71,21 @@ def test_the_dashboard_queries_are_promql(tmp_path: Path) -> None:
     """Each query, with Grafana's variables put in, checked by promtool as a recording rule."""
     queries = dashboard_queries()
     rules = tmp_path / "dashboard.yml"
-    rules.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": expr}
-        for i, (_, expr) in enumerate(queries)]}]}))
+    rules.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "dashboard",
+                        "rules": [
+                            {"record": f"dashboard:query_{i}", "expr": expr}
+                            for i, (_, expr) in enumerate(queries)
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     assert f"SUCCESS: {len(queries)} rules found" in run_promtool("check", "rules", str(rules))
 
 
@@ -70,8 +94,9 @@ def _series(name: str, values: str, **labels: str) -> dict[str, str]:
     return {"series": f"{name}{{{inner}}}", "values": values}
 
 
-def _alert(name: str, at: str, labels: dict[str, str] | None = None,
-           **annotations: str) -> dict[str, Any]:
+def _alert(
+    name: str, at: str, labels: dict[str, str] | None = None, **annotations: str
+) -> dict[str, Any]:
     """The alerts ``name`` has firing at ``at``: one with ``labels`` and ``annotations`` (as
     their templates render them), or none."""
     alerts = [] if labels is None else [{"exp_labels": labels, "exp_annotations": annotations}]
@@ -92,41 +117,63 @@ def test_the_alerts_fire_on_what_they_watch(tmp_path: Path) -> None:
         _series(ttft, "0+60x40", model="m", le="+Inf"),
         _series(ttft, "0+60x40", model="ok", le="5.0"),
         _series(ttft, "0+60x40", model="ok", le="+Inf"),
-        _series("inferd_jobs_oldest_pending_age_seconds", "0+60x40", model="m",
-                instance="gateway-1"),
-        _series("inferd_jobs_oldest_pending_age_seconds", "0x40", model="ok",
-                instance="gateway-1"),
-        _series("inferd_replica_healthy", "1x5 0x35", model="m", replica="r1",
-                instance="gateway-1"),
-        _series("inferd_replica_healthy", "1x40", model="m", replica="r2",
-                instance="gateway-1"),
+        _series(
+            "inferd_jobs_oldest_pending_age_seconds", "0+60x40", model="m", instance="gateway-1"
+        ),
+        _series("inferd_jobs_oldest_pending_age_seconds", "0x40", model="ok", instance="gateway-1"),
+        _series(
+            "inferd_replica_healthy", "1x5 0x35", model="m", replica="r1", instance="gateway-1"
+        ),
+        _series("inferd_replica_healthy", "1x40", model="m", replica="r2", instance="gateway-1"),
         _series("inferd_usage_records_pending", "0x40", instance="gateway-1"),
     ]
     warning = {"severity": "warning"}
     tests = [
         _alert("InferdHighErrorRate", "8m"),  # above 5%, not yet for 10 minutes
-        _alert("InferdHighErrorRate", "20m", {**warning, "model": "m"},
-               summary="More than 5% of the requests for m fail with a 5xx status.",
-               description="16.67% of the requests answered 5xx over 5 minutes."),
+        _alert(
+            "InferdHighErrorRate",
+            "20m",
+            {**warning, "model": "m"},
+            summary="More than 5% of the requests for m fail with a 5xx status.",
+            description="16.67% of the requests answered 5xx over 5 minutes.",
+        ),
         _alert("InferdSlowTimeToFirstToken", "10m"),
-        _alert("InferdSlowTimeToFirstToken", "25m", {**warning, "model": "m"},
-               summary="The time to first token of m is above 5 s at the 95th percentile.",
-               description="p95 9.75s over 5 minutes: the replicas are saturated or slow."),
+        _alert(
+            "InferdSlowTimeToFirstToken",
+            "25m",
+            {**warning, "model": "m"},
+            summary="The time to first token of m is above 5 s at the 95th percentile.",
+            description="p95 9.75s over 5 minutes: the replicas are saturated or slow.",
+        ),
         _alert("InferdJobsWaiting", "18m"),  # 900 s old at 15 m: firing from 21 m
-        _alert("InferdJobsWaiting", "22m", {**warning, "model": "m"},
-               summary="A job for m has been pending for more than 15 minutes.",
-               description="The oldest pending job has waited 22m 0s; check the workers of "
-                           "the model or raise their count."),
+        _alert(
+            "InferdJobsWaiting",
+            "22m",
+            {**warning, "model": "m"},
+            summary="A job for m has been pending for more than 15 minutes.",
+            description="The oldest pending job has waited 22m 0s; check the workers of "
+            "the model or raise their count.",
+        ),
         _alert("InferdReplicaDown", "12m"),
-        _alert("InferdReplicaDown", "20m", {**warning, "model": "m", "replica": "r1"},
-               summary="Replica r1 of m has been unhealthy for 10 minutes."),
+        _alert(
+            "InferdReplicaDown",
+            "20m",
+            {**warning, "model": "m", "replica": "r1"},
+            summary="Replica r1 of m has been unhealthy for 10 minutes.",
+        ),
         _alert("InferdModelWithoutReplica", "30m"),  # r2 still serves m
         _alert("InferdUsageRecordsBacklog", "30m"),
     ]
     unit = tmp_path / "alerts_test.yml"
-    unit.write_text(yaml.safe_dump({
-        "rule_files": [str(ALERTS)], "evaluation_interval": "1m",
-        "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": tests}]}))
+    unit.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(ALERTS)],
+                "evaluation_interval": "1m",
+                "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": tests}],
+            }
+        )
+    )
     assert "SUCCESS" in run_promtool("test", "rules", str(unit))
 
 
@@ -140,7 +187,7 @@ def test_the_dashboard_is_a_grafana_dashboard() -> None:
     variables = {v["name"]: v for v in board["templating"]["list"]}
     sources = [v for v in variables.values() if v["type"] == "datasource"]
     assert [v["query"] for v in sources] == ["prometheus"]
-    source = {"type": "prometheus", "uid": "${%s}" % sources[0]["name"]}
+    source = {"type": "prometheus", "uid": "${" + sources[0]["name"] + "}"}
     for variable in variables.values():
         if variable["type"] == "query":
             assert variable["datasource"] == source
@@ -150,7 +197,7 @@ def test_the_dashboard_is_a_grafana_dashboard() -> None:
     cells: dict[tuple[int, int], str] = {}
     for panel in every:
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24 and grid["h"] > 0, panel["title"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24 and grid["h"] > 0, panel["title"]
         for x in range(grid["x"], grid["x"] + grid["w"]):
             for y in range(grid["y"], grid["y"] + grid["h"]):
                 assert (x, y) not in cells, (panel["title"], cells.get((x, y)))
@@ -160,8 +207,9 @@ def test_the_dashboard_is_a_grafana_dashboard() -> None:
         assert panel["type"] in {"timeseries", "stat", "gauge", "bargauge", "table"}
         assert panel["datasource"] == source, panel["title"]
         targets = panel["targets"]
-        assert targets and all(t["datasource"] == source and t["expr"].strip()
-                               for t in targets), panel["title"]
+        assert targets and all(t["datasource"] == source and t["expr"].strip() for t in targets), (
+            panel["title"]
+        )
         refs = [t["refId"] for t in targets]
         assert len(refs) == len(set(refs)), panel["title"]
 
@@ -178,8 +226,10 @@ def test_the_dashboard_shows_what_an_operator_watches() -> None:
         "histogram_quantile(0.95, sum by (model, le) "
         "(rate(inferd_inter_token_latency_seconds_bucket",
         "rate(inferd_tokens_total",  # tokens/s
-        "inferd_replica_in_flight", "inferd_replica_healthy",  # replicas
-        "inferd_jobs_pending", "inferd_jobs_oldest_pending_age_seconds",  # the job queue
+        "inferd_replica_in_flight",
+        "inferd_replica_healthy",  # replicas
+        "inferd_jobs_pending",
+        "inferd_jobs_oldest_pending_age_seconds",  # the job queue
         "inferd_usage_records_pending",
     ):
         assert wanted in exprs, wanted

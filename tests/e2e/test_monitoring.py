@@ -35,21 +35,28 @@ def series(client: OpenAI, http: httpx.Client) -> dict[str, set[str]]:
     """The metrics after a streamed answer (time to first token, inter-token latency), one
     in one piece and a request for a model that does not exist."""
     stream = client.chat.completions.create(
-        model=CHAT_MODEL, max_tokens=12, temperature=0, stream=True,
-        messages=[{"role": "user", "content": "Count from one to ten."}])
+        model=CHAT_MODEL,
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        messages=[{"role": "user", "content": "Count from one to ten."}],
+    )
     texts = [c.choices[0].delta.content for c in stream if c.choices]
     assert len([t for t in texts if t]) >= 2  # two chunks of text: one gap between them
-    client.chat.completions.create(model=CHAT_MODEL, max_tokens=4,
-                                   messages=[{"role": "user", "content": "Hi"}])
+    client.chat.completions.create(
+        model=CHAT_MODEL, max_tokens=4, messages=[{"role": "user", "content": "Hi"}]
+    )
     with pytest.raises(NotFoundError):
-        client.chat.completions.create(model="no-such-model", max_tokens=4,
-                                       messages=[{"role": "user", "content": "Hi"}])
+        client.chat.completions.create(
+            model="no-such-model", max_tokens=4, messages=[{"role": "user", "content": "Hi"}]
+        )
     return exported(http)
 
 
 @pytest.mark.parametrize("where,expr", dashboard_queries() + rule_queries())
-def test_every_metric_and_label_a_query_uses_is_exported(series: dict[str, set[str]],
-                                                          where: str, expr: str) -> None:
+def test_every_metric_and_label_a_query_uses_is_exported(
+    series: dict[str, set[str]], where: str, expr: str
+) -> None:
     used = [(name, labels) for name, labels in selectors(expr) if name.startswith("inferd_")]
     for name, labels in used:
         assert name in series, (where, name)
@@ -60,9 +67,12 @@ def test_every_metric_and_label_a_query_uses_is_exported(series: dict[str, set[s
 
 
 def test_the_streaming_latencies_and_the_job_queue_are_per_model(
-        series: dict[str, set[str]]) -> None:
-    for name in ("inferd_time_to_first_token_seconds_bucket",
-                 "inferd_inter_token_latency_seconds_bucket"):
+    series: dict[str, set[str]],
+) -> None:
+    for name in (
+        "inferd_time_to_first_token_seconds_bucket",
+        "inferd_inter_token_latency_seconds_bucket",
+    ):
         assert series[name] == {"model", "le"}
     assert series["inferd_jobs_pending"] == {"model"}
     assert series["inferd_jobs_oldest_pending_age_seconds"] == {"model"}

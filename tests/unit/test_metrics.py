@@ -29,10 +29,13 @@ from inferd.usage import UsageRecord, UsageRecorder
 def test_labelled_families_are_read_at_each_scrape() -> None:
     metrics = Metrics()
     depth = {"a": 2.0, "b": 0.0}
-    metrics.register_family("inferd_things", "Things per model", ["model"],
-                            lambda: [((name,), value) for name, value in depth.items()])
-    metrics.register_family("inferd_broken_family", "A failing callback", ["model"],
-                            lambda: 1 / 0)  # type: ignore[arg-type,return-value]
+    metrics.register_family(
+        "inferd_things",
+        "Things per model",
+        ["model"],
+        lambda: [((name,), value) for name, value in depth.items()],
+    )
+    metrics.register_family("inferd_broken_family", "A failing callback", ["model"], lambda: 1 / 0)  # type: ignore[arg-type,return-value]
     text = metrics.render().decode()
     assert 'inferd_things{model="a"} 2.0' in text
     assert 'inferd_things{model="b"} 0.0' in text
@@ -42,7 +45,8 @@ def test_labelled_families_are_read_at_each_scrape() -> None:
 
 
 async def test_refreshes_run_before_a_scrape_and_never_break_it(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     metrics = Metrics()
     value = {"n": 0.0}
     started = asyncio.Event()
@@ -120,16 +124,19 @@ def _paced(clock: Clock, steps: list[float]) -> tuple[Inference, Metering, Recor
 
 def _request(stream: bool) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate(
-        {"model": "paced", "stream": stream,
-         "messages": [{"role": "user", "content": "one two three"}]})
+        {
+            "model": "paced",
+            "stream": stream,
+            "messages": [{"role": "user", "content": "one two three"}],
+        }
+    )
 
 
 def _sample(metering: Metering, name: str) -> Any:
     return metering.metrics.registry.get_sample_value(name, {"model": "paced"})
 
 
-async def test_a_stream_times_its_first_token_and_the_gaps_between_tokens(
-        clock: Clock) -> None:
+async def test_a_stream_times_its_first_token_and_the_gaps_between_tokens(clock: Clock) -> None:
     """The time to first token runs to the first chunk with generated text (not to the role
     chunk a stream opens with); each later chunk with text adds its gap to the inter-token
     latency."""
@@ -141,8 +148,12 @@ async def test_a_stream_times_its_first_token_and_the_gaps_between_tokens(
     assert _sample(metering, "inferd_time_to_first_token_seconds_sum") == 2.0
     assert _sample(metering, "inferd_inter_token_latency_seconds_count") == 2
     assert _sample(metering, "inferd_inter_token_latency_seconds_sum") == 0.75
-    assert metering.metrics.registry.get_sample_value(
-        "inferd_inter_token_latency_seconds_bucket", {"model": "paced", "le": "0.3"}) == 1
+    assert (
+        metering.metrics.registry.get_sample_value(
+            "inferd_inter_token_latency_seconds_bucket", {"model": "paced", "le": "0.3"}
+        )
+        == 1
+    )
     await metering.recorder.flush()
     assert [r.ttft_ms for r in store.records] == [2000.0]
 
@@ -153,5 +164,9 @@ async def test_an_answer_in_one_piece_has_no_token_timings(clock: Clock) -> None
     assert answer["choices"][0]["message"]["content"] == "one two three"
     assert _sample(metering, "inferd_time_to_first_token_seconds_count") is None
     assert _sample(metering, "inferd_inter_token_latency_seconds_count") is None
-    assert metering.metrics.registry.get_sample_value(
-        "inferd_requests_total", {"model": "paced", "endpoint": "chat", "status": "200"}) == 1
+    assert (
+        metering.metrics.registry.get_sample_value(
+            "inferd_requests_total", {"model": "paced", "endpoint": "chat", "status": "200"}
+        )
+        == 1
+    )

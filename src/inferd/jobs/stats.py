@@ -33,13 +33,19 @@ class QueueStats:
 
     def register(self, metrics: Metrics) -> None:
         metrics.register_refresh(self.refresh)
-        metrics.register_family("inferd_jobs_pending",
-                                "Jobs waiting to run (pending in the database), per model",
-                                ["model"], self.pending)
-        metrics.register_family("inferd_jobs_oldest_pending_age_seconds",
-                                "Seconds the oldest pending job of the model has waited since "
-                                "it was submitted (0 when none is pending)",
-                                ["model"], self.oldest_age)
+        metrics.register_family(
+            "inferd_jobs_pending",
+            "Jobs waiting to run (pending in the database), per model",
+            ["model"],
+            self.pending,
+        )
+        metrics.register_family(
+            "inferd_jobs_oldest_pending_age_seconds",
+            "Seconds the oldest pending job of the model has waited since "
+            "it was submitted (0 when none is pending)",
+            ["model"],
+            self.oldest_age,
+        )
 
     async def refresh(self) -> None:
         """Read the counts again, unless they are less than ``every`` seconds old. A failed
@@ -58,8 +64,9 @@ class QueueStats:
         """Per label value: pending jobs and the creation time of the oldest (None: none)."""
         if self._counts is None:
             return {}
-        out: dict[str, tuple[int, float | None]] = {e.name: (0, None)
-                                                   for e in self.router.entries()}
+        out: dict[str, tuple[int, float | None]] = {
+            e.name: (0, None) for e in self.router.entries()
+        }
         for model, (count, oldest) in self._counts.items():
             label = self.router.resolve(model) if self.router.knows(model) else UNKNOWN_MODEL
             had, first = out.get(label, (0, None))
@@ -71,5 +78,7 @@ class QueueStats:
 
     def oldest_age(self) -> Series:
         now = time.time()
-        return [((label,), 0.0 if oldest is None else max(0.0, now - oldest))
-                for label, (_, oldest) in self.by_label().items()]
+        return [
+            ((label,), 0.0 if oldest is None else max(0.0, now - oldest))
+            for label, (_, oldest) in self.by_label().items()
+        ]

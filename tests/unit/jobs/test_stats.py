@@ -20,8 +20,15 @@ from tests.unit.jobs.conftest import Parts, add_echo
 
 
 def _job(model: str, created_at: float, status: str = "pending") -> JobRecord:
-    return JobRecord(id=new_id("job"), endpoint="/v1/chat/completions", model=model,
-                     request={}, request_hash="h", status=status, created_at=created_at)
+    return JobRecord(
+        id=new_id("job"),
+        endpoint="/v1/chat/completions",
+        model=model,
+        request={},
+        request_hash="h",
+        status=status,
+        created_at=created_at,
+    )
 
 
 def _series(text: str, name: str) -> dict[str, float]:
@@ -35,9 +42,12 @@ def _series(text: str, name: str) -> dict[str, float]:
 
 
 async def test_pending_jobs_and_the_oldest_age_per_model(parts: Parts) -> None:
-    parts.router.add(Replica(id="local:other", model="other",
-                             engine=EchoEngine(ModelSpec(name="other", kind="echo"))),
-                     aliases=["other-alias"])
+    parts.router.add(
+        Replica(
+            id="local:other", model="other", engine=EchoEngine(ModelSpec(name="other", kind="echo"))
+        ),
+        aliases=["other-alias"],
+    )
     add_echo(parts.router, "idle")
     store = JobStore(parts.db)
     now = time.time()
@@ -56,34 +66,42 @@ async def test_pending_jobs_and_the_oldest_age_per_model(parts: Parts) -> None:
     after = time.time()
     assert not any(name in text for name in names)
     assert "other-alias" not in text
-    assert _series(text, "inferd_jobs_pending") == {"echo": 2.0, "other": 1.0, "idle": 0.0,
-                                                    "_unknown": 20.0}
+    assert _series(text, "inferd_jobs_pending") == {
+        "echo": 2.0,
+        "other": 1.0,
+        "idle": 0.0,
+        "_unknown": 20.0,
+    }
     ages = _series(text, "inferd_jobs_oldest_pending_age_seconds")
     assert set(ages) == {"echo", "other", "idle", "_unknown"}
     assert ages["idle"] == 0.0
     # the oldest pending job of each: created 100 s, 30 s and 50 + 19 s before ``now``
-    for model, created in (("echo", now - 100), ("other", now - 30),
-                           ("_unknown", now - 69)):
+    for model, created in (("echo", now - 100), ("other", now - 30), ("_unknown", now - 69)):
         assert before - created <= ages[model] <= after - created, model
 
 
 async def test_counts_are_read_at_most_every_few_seconds(
-        parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clock = {"now": 1000.0}
-    monkeypatch.setattr(stats_module, "time",
-                        SimpleNamespace(monotonic=lambda: clock["now"], time=time.time))
+    monkeypatch.setattr(
+        stats_module, "time", SimpleNamespace(monotonic=lambda: clock["now"], time=time.time)
+    )
     store = JobStore(parts.db)
     metrics = Metrics()
     QueueStats(store, parts.router, every=5.0).register(metrics)
-    assert _series((await metrics.render_off_loop()).decode(),
-                   "inferd_jobs_pending") == {"echo": 0.0}
+    assert _series((await metrics.render_off_loop()).decode(), "inferd_jobs_pending") == {
+        "echo": 0.0
+    }
     await store.insert(_job("echo", time.time()))
     clock["now"] += 4.0
-    assert _series((await metrics.render_off_loop()).decode(),
-                   "inferd_jobs_pending") == {"echo": 0.0}
+    assert _series((await metrics.render_off_loop()).decode(), "inferd_jobs_pending") == {
+        "echo": 0.0
+    }
     clock["now"] += 1.0
-    assert _series((await metrics.render_off_loop()).decode(),
-                   "inferd_jobs_pending") == {"echo": 1.0}
+    assert _series((await metrics.render_off_loop()).decode(), "inferd_jobs_pending") == {
+        "echo": 1.0
+    }
 
 
 async def test_a_failed_read_leaves_no_stale_figures(parts: Parts) -> None:
