@@ -247,3 +247,13 @@ async def test_a_deferred_job_is_neither_claimed_nor_recovered_before_its_time(
     assert await store.count_unfinished("k1", batch=False) == 2
     assert await store.count_unfinished("k1", batch=True) == 0
     assert await store.count_unfinished("k2", batch=False) == 0
+
+
+async def test_pending_jobs_are_counted_per_model_with_the_oldest(database: Database) -> None:
+    """What the job-queue metrics read (``inferd.jobs.stats``)."""
+    store = JobStore(database)
+    for model, created_at, status in (("echo", 1000.5, "pending"), ("echo", 2000.0, "pending"),
+                                      ("echo", 500.0, "running"), ("other", 3000.25, "pending"),
+                                      ("idle", 100.0, "completed")):
+        await store.insert(_job(model=model, created_at=created_at, status=status))
+    assert await store.pending_by_model() == {"echo": (2, 1000.5), "other": (1, 3000.25)}
