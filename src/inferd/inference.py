@@ -204,18 +204,19 @@ class Inference:
         # is handed to the response (not when the stream opens: engines send the role first),
         # and the time between two such chunks is the inter-token latency.
         last: float | None = None
-        gaps = self.metering.metrics.child("inter_token", call.label)
+        gap = self.metering.metrics.child("inter_token", call.label).observe
+        clock = time.perf_counter
         try:
             async for chunk in stream:
                 if chunk.get("usage"):
                     usage = chunk["usage"]
                 count = pieces(chunk)
                 if count:
-                    now = time.perf_counter()
+                    now = clock()
                     if last is None:
                         call.ttft = now
                     else:
-                        gaps.observe(now - last)
+                        gap(now - last)
                     last = now
                     sent += count
                 yield chunk

@@ -19,8 +19,10 @@ itself; never a key, a request id or any other string a client chooses.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +35,9 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 log = logging.getLogger("inferd.metrics")
 
@@ -118,6 +121,55 @@ class _Callbacks(Collector):
         yield from (healthy, in_flight, cooldown, failures)
 
 
+class _Buckets:
+    """One label set of a ``LoopHistogram``."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # per bucket, not cumulative; the last is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+
+class LoopHistogram(Collector):
+    """A histogram for observations on the event loop's hot path (one per streamed chunk):
+    an observation is a bisection and two additions, a fraction of prometheus-client's
+    (which takes a lock and walks the buckets in Python). Observed on the event loop's thread
+    only; a scrape reads a copy of each label set's counts (its ``_sum`` may miss an
+    observation made meanwhile)."""
+
+    def __init__(self, name: str, doc: str, labels: Sequence[str], buckets: Sequence[float],
+                 registry: CollectorRegistry) -> None:
+        self.name, self.doc, self.labelnames = name, doc, list(labels)
+        self.bounds = tuple(float(b) for b in buckets)
+        self._children: dict[tuple[str, ...], _Buckets] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Buckets:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _Buckets(self.bounds)
+        return child
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
+        uppers = [floatToGoString(b) for b in self.bounds]  # type: ignore[no-untyped-call]
+        uppers.append("+Inf")
+        for values, child in list(self._children.items()):
+            counts, total = list(child.counts), child.total
+            family.add_metric(list(values), list(zip(uppers, itertools.accumulate(counts),
+                                                     strict=True)), total)
+        yield family
+
+
 class _Collected(Collector):
     """Metric families collected earlier (rendered later, in another thread)."""
 
@@ -142,9 +194,9 @@ class Metrics:
         self.ttft = Histogram("inferd_time_to_first_token_seconds",
                               "Time from request to the first generated token sent (streams)",
                               ["model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.inter_token = Histogram("inferd_inter_token_latency_seconds",
-                                     "Time between two generated chunks sent (streams)",
-                                     ["model"], buckets=INTER_TOKEN_BUCKETS, registry=r)
+        self.inter_token = LoopHistogram("inferd_inter_token_latency_seconds",
+                                         "Time between two generated chunks sent (streams)",
+                                         ["model"], INTER_TOKEN_BUCKETS, r)
         self.tokens = Counter("inferd_tokens", "Tokens processed", ["model", "type"],
                               registry=r)
         self.images = Counter("inferd_images", "Pictures generated and denoising steps run",

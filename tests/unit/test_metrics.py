@@ -148,12 +148,14 @@ async def test_a_stream_times_its_first_token_and_the_gaps_between_tokens(clock:
     assert _sample(metering, "inferd_time_to_first_token_seconds_sum") == 2.0
     assert _sample(metering, "inferd_inter_token_latency_seconds_count") == 2
     assert _sample(metering, "inferd_inter_token_latency_seconds_sum") == 0.75
-    assert (
-        metering.metrics.registry.get_sample_value(
-            "inferd_inter_token_latency_seconds_bucket", {"model": "paced", "le": "0.3"}
+    # cumulative buckets, a gap equal to a bound counted in it (0.25 <= 0.3, 0.5 <= 0.5)
+    buckets = {
+        le: metering.metrics.registry.get_sample_value(
+            "inferd_inter_token_latency_seconds_bucket", {"model": "paced", "le": le}
         )
-        == 1
-    )
+        for le in ("0.2", "0.3", "0.5", "1.0", "+Inf")
+    }
+    assert buckets == {"0.2": 0, "0.3": 1, "0.5": 2, "1.0": 2, "+Inf": 2}
     await metering.recorder.flush()
     assert [r.ttft_ms for r in store.records] == [2000.0]
 
