@@ -17,6 +17,7 @@ from inferd.errors import InferdError
 from inferd.inference import Inference, build_limiter
 from inferd.jobs.cluster import start_jobs
 from inferd.jobs.service import JobService
+from inferd.lifecycle import Drain
 from inferd.metering import Metering
 from inferd.roles import queue_engines, start_role
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
@@ -36,7 +37,7 @@ class Services:
     ``inference``: a request through limits, router and engine; ``catalog``: stored models
     and replicas, health checks; ``jobs``: durable jobs and batches with their workers;
     ``control``: the services over stored state the routes use (``inferd.control``);
-    ``residency``: the budget of loaded in-process models.
+    ``residency``: the budget of loaded in-process models; ``drain``: the process's stop.
     """
 
     settings: Settings
@@ -49,20 +50,23 @@ class Services:
     jobs: JobService
     control: Control
     residency: Residency
+    drain: Drain
     stack: AsyncExitStack
     started_at: int = field(default_factory=lambda: int(time.time()))
 
     @classmethod
-    async def start(cls, settings: Settings) -> Services:
+    async def start(cls, settings: Settings, drain: Drain | None = None) -> Services:
+        """Build and start every part; ``drain``: the process's stop (``inferd.lifecycle``)."""
         stack = AsyncExitStack()
         try:
-            return await cls._start(settings, stack)
+            return await cls._start(settings, stack, drain or Drain())
         except BaseException:
             await stack.aclose()
             raise
 
     @classmethod
-    async def _start(cls, settings: Settings, stack: AsyncExitStack) -> Services:
+    async def _start(cls, settings: Settings, stack: AsyncExitStack,
+                     drain: Drain) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = open_database(settings)
         stack.push_async_callback(db.close)
@@ -107,7 +111,7 @@ class Services:
         # Jobs run as their submitter's key (limits, allow-list, webhook secret), also after
         # a restart.
         jobs = await start_jobs(db, router, inference, settings, principal_lookup=auth.owner,
-                                open_mode=auth.open_mode)
+                                open_mode=auth.open_mode, drain=drain)
         stack.push_async_callback(jobs.close)
         metering.metrics.register_gauge("inferd_queue_depth",
                                         "Jobs waiting in this process's queue.",
@@ -119,7 +123,7 @@ class Services:
         control = build_control(settings, db, catalog, inference, jobs)
         return cls(settings=settings, db=db, router=router, auth=auth, metering=metering,
                    inference=inference, catalog=catalog, jobs=jobs, control=control,
-                   residency=residency, stack=stack)
+                   residency=residency, drain=drain, stack=stack)
 
     async def close(self) -> None:
         await asyncio.shield(self.stack.aclose())

@@ -28,7 +28,7 @@ class Auth:
                  throttle: AuthThrottle | None = None,
                  on_failure: Callable[[], None] | None = None,
                  on_throttled: Callable[[], None] | None = None,
-                 open_mode: Principal = OPEN_MODE, forwarding_key: str = "",
+                 open_mode: Principal, forwarding_key: str = "",
                  engine_key: bytes = b"") -> None:
         self.keys = keys
         self.admin = admin

@@ -29,6 +29,7 @@ from inferd.jobs.service import JobService
 from inferd.jobs.signals import Signals
 from inferd.jobs.webhooks import WebhookSender
 from inferd.jobs.worker import WorkerPool
+from inferd.lifecycle import Drain
 from inferd.routing.router import Router
 from inferd.settings import JobSettings, Settings
 from inferd.store.batches import BatchStore
@@ -70,12 +71,13 @@ def in_process_queue(_on_dead: DeadHandler) -> JobQueue:
 def build_jobs(db: Database, router: Router, inference: Inference, settings: JobSettings, *,
                open_mode: Principal, principal_lookup: PrincipalLookup | None = None,
                queue: QueueFactory = in_process_queue, run_workers: bool = True,
-               only: Collection[str] | None = None) -> JobService:
+               only: Collection[str] | None = None, drain: Drain | None = None) -> JobService:
     """The job service and its parts, each handed what it uses (nothing is set afterwards).
 
     ``queue`` builds the queue from the dead-letter handler; ``run_workers``: this process
     runs jobs (else it only publishes them); ``only``: the models it may run (None: any its
-    router can run); ``principal_lookup`` finds a job's owner by key id (jobs run as their
+    router can run); ``drain``: the process's stop, which the workers obey;
+    ``principal_lookup`` finds a job's owner by key id (jobs run as their
     submitter, also after a restart).
     """
     store = JobStore(db)
@@ -93,7 +95,7 @@ def build_jobs(db: Database, router: Router, inference: Inference, settings: Job
         return await run_job(inference, job, owners.of(job), events, images)
 
     pool = (WorkerPool(store, job_queue, settings, signals, run, finisher,
-                       spill=inference.metering.recorder.record_many)
+                       spill=inference.metering.recorder.record_many, drain=drain)
             if run_workers else None)
     dispatch = Dispatch(store, job_queue, settings, router, pool, only)
     batches = BatchService(finalizer, FileStore(db), resolve=router.resolve,
@@ -109,7 +111,8 @@ def build_jobs(db: Database, router: Router, inference: Inference, settings: Job
 
 
 async def start_jobs(db: Database, router: Router, inference: Inference, settings: Settings,
-                     principal_lookup: PrincipalLookup, open_mode: Principal) -> JobService:
+                     principal_lookup: PrincipalLookup, open_mode: Principal,
+                     drain: Drain) -> JobService:
     """The job service of this process's role, started: a worker started with ``--model``
     runs those models only; a dead-lettered job fails."""
     only = (settings.worker_models if settings.role == "worker" and settings.worker_models
@@ -117,6 +120,6 @@ async def start_jobs(db: Database, router: Router, inference: Inference, setting
     service = build_jobs(db, router, inference, settings.jobs, open_mode=open_mode,
                          principal_lookup=principal_lookup,
                          queue=lambda on_dead: build_queue(settings, settings.jobs, on_dead),
-                         run_workers=runs_jobs(settings), only=only)
+                         run_workers=runs_jobs(settings), only=only, drain=drain)
     await service.start()
     return service

@@ -30,8 +30,15 @@ class Dispatch:
     can run now).
     """
 
-    def __init__(self, store: JobStore, queue: JobQueue, settings: JobSettings, router: Router,
-                 pool: WorkerPool | None, only: Collection[str] | None = None) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        queue: JobQueue,
+        settings: JobSettings,
+        router: Router,
+        pool: WorkerPool | None,
+        only: Collection[str] | None = None,
+    ) -> None:
         self.store = store
         self.queue = queue
         self.settings = settings
@@ -40,10 +47,10 @@ class Dispatch:
         self.only = frozenset(only) if only is not None else None
         # ids the broker confirmed, marked queued for QUEUED_LEASES leases (jobs submitted
         # here are stored marked); ids it did not take, unmarked for the sweep to publish
-        self._queued: Grouped[str, None] = Grouped(lambda ids: self.store.mark_queued(
-            ids, self.queued_until()))
-        self._unqueued: Grouped[str, None] = Grouped(lambda ids: self.store.mark_queued(
-            ids, None))
+        self._queued: Grouped[str, None] = Grouped(
+            lambda ids: self.store.mark_queued(ids, self.queued_until())
+        )
+        self._unqueued: Grouped[str, None] = Grouped(lambda ids: self.store.mark_queued(ids, None))
 
     def runnable(self, model: str) -> bool:
         """Whether this process can run ``model`` now (its router has a replica of it)."""

@@ -131,8 +131,7 @@ class LlamaCppEngine(LocalTextEngine):
             llama_cpp.llama_model_free(weights)
             llama.close()
             raise
-        self._n_ctx = llama_cpp.llama_n_ctx(loop.ctx) // self.spec.parallel
-        loop.n_ctx_seq = self._n_ctx
+        self._n_ctx = loop.n_ctx_seq
         return _Copy(llama, weights, loop)
 
     async def start(self) -> None:
