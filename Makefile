@@ -31,8 +31,8 @@ docs:
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
 
 # The import contracts in .importlinter: no cycle anywhere in src/inferd, the web framework only
-# in http/, SQL only in store/, http/ never importing store/ (src first on the path: the tree
-# checked is this checkout's).
+# in http/, SQL only in store/, http/ never importing store/, the layers one way (src first on
+# the path: the tree checked is this checkout's).
 imports:
 	PYTHONPATH=src .venv/bin/lint-imports
 

@@ -19,18 +19,20 @@ from inferd.http.front import HotPathApp
 from inferd.http.middleware import RequestGuard
 from inferd.http.openai import chat
 from inferd.http.openapi import install_openapi
+from inferd.lifecycle import Drain
 from inferd.services import Services
 from inferd.settings import Settings
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
     """The ASGI application, as the server runs it (``inferd.http.front.HotPathApp``: chat
     requests and job submissions skip the framework); services start in its lifespan and stop
-    with it."""
+    with it. ``drain``: the process's stop, begun by the server's signal handler (a fresh one
+    that never begins without it)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await Services.start(settings)
+        services = await Services.start(settings, drain or Drain())
         app.state.services = services
         scrapes = await metrics_routes.start_metrics_port(services) \
             if settings.metrics_port else None

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -36,6 +37,10 @@ class ChangeBus:
             await self.redis.publish(self.channel, topic)
         except Exception as exc:  # the polls still carry the change
             log.warning("could not publish the %s change: %s", topic, exc)
+
+    def announcer(self, topic: str) -> Handler:
+        """What tells every process that ``topic`` changed (``publish`` of that topic)."""
+        return partial(self.publish, topic)
 
     def listen(self, handlers: dict[str, Handler]) -> None:
         self._listener = asyncio.create_task(self._listen(handlers), name="changes:listen")

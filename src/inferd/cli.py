@@ -13,6 +13,7 @@ import click
 import orjson
 
 from inferd.cli_options import config_option
+from inferd.lifecycle import Drain
 from inferd.settings import ModelSpec, Settings, load_settings
 
 
@@ -227,7 +228,8 @@ def _run(settings: Settings) -> None:
     # uvloop + httptools (with bounds on each request head: inferd.http.server); no access
     # log (usage records and metrics cover every request); no proxy-header rewriting (nothing
     # reads the client address) and no Server header.
-    app = create_app(settings)
+    drain = Drain()  # the stop signal's: the server begins it, the services obey it
+    app = create_app(settings, drain)
     # What is alive now (modules, schemas, routes) lives as long as the process: the cyclic
     # collector need not walk it again, and young collections may run less often.
     gc.collect()
@@ -243,20 +245,18 @@ def _run(settings: Settings) -> None:
                             backlog=4096,
                             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
                             log_config={"version": 1, "disable_existing_loggers": False})
-    draining_server(config, settings.shutdown_grace_seconds).run()
+    draining_server(config, settings.shutdown_grace_seconds, drain).run()
 
 
-def draining_server(config: Any, grace: float) -> Any:
+def draining_server(config: Any, grace: float, drain: Drain) -> Any:
     """uvicorn's server, whose stop signal also starts the process's drain
     (``inferd.lifecycle``): readiness turns 503 and the job workers stop taking jobs while the
     server finishes the requests in flight."""
     import uvicorn
 
-    from inferd.lifecycle import DRAIN
-
     class DrainingServer(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            DRAIN.begin(grace)
+            drain.begin(grace)
             super().handle_exit(sig, frame)
 
     return DrainingServer(config)

@@ -10,8 +10,8 @@ From SIGTERM on:
 - the job workers take no new job, let the running ones finish within the same grace, and hand
   back at once what is still running at its end (``inferd.jobs.worker``).
 
-``DRAIN`` is process-wide because the signal is: the server that catches it and the services
-that obey it are built apart.
+One ``Drain`` per process: the command that runs the server builds it and hands it to the
+server that catches the signal and to the services that obey it (``create_app``).
 """
 
 from __future__ import annotations
@@ -58,6 +58,3 @@ class Drain:
         """Back to serving (a process that runs an app again, and tests)."""
         self.started = None
         self.grace = 0.0
-
-
-DRAIN = Drain()

@@ -48,6 +48,11 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 PUBLIC = "public"
 
+# Sent by a gateway (or worker) with every request it forwards to an http replica: the sender
+# meters the request, so an inferd engine receiving it with its engine credential does not
+# (``inferd.http.auth``).
+FORWARDED_HEADER = "X-Inferd-Forwarded"
+
 # Numbers a resolver reads as an IPv4 address (inet_aton): one to four parts, each decimal,
 # octal (leading 0) or hexadecimal (0x).
 _NUMERIC_V4 = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}")

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 from inferd.engines.base import Engine
@@ -24,18 +25,24 @@ from inferd.store.db import Database
 from inferd.store.replicas import ReplicaStore
 
 
+def queue_engines(settings: Settings,
+                  stack: AsyncExitStack) -> Callable[[str, ReplicaSpec], Engine] | None:
+    """How the catalogue builds ``queue`` replicas' engines: on a gateway or ``serve`` with a
+    broker, over one RPC client (closed by ``stack``); None elsewhere."""
+    if not (settings.broker_url and settings.role in ("gateway", "serve")):
+        return None
+    client = RpcClient(settings.broker_url, settings.broker_prefix)
+    stack.push_async_callback(client.close)
+
+    def queue_engine(name: str, spec: ReplicaSpec) -> Engine:
+        return QueueEngine(name, client, spec.upstream_model, spec.timeout)
+
+    return queue_engine
+
+
 async def start_role(settings: Settings, db: Database, catalog: ReplicaCatalog,
                      stack: AsyncExitStack, engines: dict[str, Engine]) -> None:
     """Start what ``settings.role`` adds; everything started is closed by ``stack``."""
-    if settings.broker_url and settings.role in ("gateway", "serve"):
-        client = RpcClient(settings.broker_url, settings.broker_prefix)
-        stack.push_async_callback(client.close)
-
-        def queue_engine(name: str, spec: ReplicaSpec) -> Engine:
-            return QueueEngine(name, client, spec.upstream_model, spec.timeout)
-
-        catalog.queue_engine = queue_engine
-        await catalog.sync()
     if settings.role == "engine" and settings.gateway_url:
         enlisted = GatewayRegistration(settings)
         enlisted.start(list(engines))

@@ -7,20 +7,20 @@ import logging
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from functools import partial
 
 from inferd.auth.service import Auth
 from inferd.changes import ChangeBus
 from inferd.control import Control, build_control
 from inferd.engines import build_engine
-from inferd.engines.residency import RESIDENCY
+from inferd.engines.residency import Residency
 from inferd.errors import InferdError
 from inferd.inference import Inference, build_limiter
 from inferd.jobs.cluster import start_jobs
 from inferd.jobs.service import JobService
 from inferd.jobs.stats import QueueStats
+from inferd.lifecycle import Drain
 from inferd.metering import Metering
-from inferd.roles import start_role
+from inferd.roles import queue_engines, start_role
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
 from inferd.routing.router import Replica, Router
 from inferd.settings import Settings
@@ -37,7 +37,8 @@ class Services:
     ``auth``: who is calling (keys, key admin, policy); ``metering``: metrics and usage;
     ``inference``: a request through limits, router and engine; ``catalog``: stored models
     and replicas, health checks; ``jobs``: durable jobs and batches with their workers;
-    ``control``: the services over stored state the routes use (``inferd.control``).
+    ``control``: the services over stored state the routes use (``inferd.control``);
+    ``residency``: the budget of loaded in-process models; ``drain``: the process's stop.
     """
 
     settings: Settings
@@ -49,20 +50,24 @@ class Services:
     catalog: ReplicaCatalog
     jobs: JobService
     control: Control
+    residency: Residency
+    drain: Drain
     stack: AsyncExitStack
     started_at: int = field(default_factory=lambda: int(time.time()))
 
     @classmethod
-    async def start(cls, settings: Settings) -> Services:
+    async def start(cls, settings: Settings, drain: Drain | None = None) -> Services:
+        """Build and start every part; ``drain``: the process's stop (``inferd.lifecycle``)."""
         stack = AsyncExitStack()
         try:
-            return await cls._start(settings, stack)
+            return await cls._start(settings, stack, drain or Drain())
         except BaseException:
             await stack.aclose()
             raise
 
     @classmethod
-    async def _start(cls, settings: Settings, stack: AsyncExitStack) -> Services:
+    async def _start(cls, settings: Settings, stack: AsyncExitStack,
+                     drain: Drain) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = open_database(settings)
         stack.push_async_callback(db.close)
@@ -77,13 +82,16 @@ class Services:
         metering.watch(router)
         inference = Inference(router, metering, limiter=build_limiter(settings))
         stack.push_async_callback(inference.close)
+        bus = change_bus(settings, stack)
         throttled = metering.metrics.child("rate_limited", "too_many_failed_authentications")
         auth = await Auth.start(settings, db, on_load=inference.seed_budgets,
                                 on_failure=metering.metrics.auth_failures.inc,
-                                on_throttled=throttled.inc)
+                                on_throttled=throttled.inc,
+                                announce=bus.announcer("keys") if bus else None)
         stack.push_async_callback(auth.close)
-        RESIDENCY.max_loaded = settings.max_loaded_models
-        engines = [(spec, build_engine(spec)) for spec in settings.all_models()]
+        # the budget of loaded models every in-process engine of this process counts against
+        residency = Residency(settings.max_loaded_models)
+        engines = [(spec, build_engine(spec, residency)) for spec in settings.all_models()]
         # Load models one after another: on two cores parallel loads only thrash.
         for spec, engine in engines:
             log.info("loading model %s (%s)", spec.name, spec.kind)
@@ -93,14 +101,18 @@ class Services:
                                cooldown_base=settings.replica_cooldown_base,
                                cooldown_max=settings.replica_cooldown_max),
                        aliases=spec.aliases)
-        catalog = await start_catalog(router, ReplicaStore(db), settings)
+        catalog = await start_catalog(router, ReplicaStore(db), settings,
+                                      announce=bus.announcer("catalog") if bus else None,
+                                      queue_engine=queue_engines(settings, stack))
         stack.push_async_callback(catalog.close)
-        connect_changes(settings, catalog, auth, stack)
+        if bus is not None:
+            bus.listen({"catalog": catalog.sync, "keys": auth.keys.refresh})
+            stack.push_async_callback(bus.close)  # stops listening before the catalog closes
         await start_role(settings, db, catalog, stack, {s.name: e for s, e in engines})
         # Jobs run as their submitter's key (limits, allow-list, webhook secret), also after
         # a restart.
         jobs = await start_jobs(db, router, inference, settings, principal_lookup=auth.owner,
-                                open_mode=auth.open_mode)
+                                open_mode=auth.open_mode, drain=drain)
         stack.push_async_callback(jobs.close)
         metering.metrics.register_gauge("inferd_queue_depth",
                                         "Jobs waiting in this process's queue.",
@@ -113,7 +125,7 @@ class Services:
         control = build_control(settings, db, catalog, inference, jobs)
         return cls(settings=settings, db=db, router=router, auth=auth, metering=metering,
                    inference=inference, catalog=catalog, jobs=jobs, control=control,
-                   stack=stack)
+                   residency=residency, drain=drain, stack=stack)
 
     async def close(self) -> None:
         await asyncio.shield(self.stack.aclose())
@@ -137,13 +149,10 @@ async def prepare_schema(db: Database, settings: Settings) -> None:
             f"{settings.role}.")
 
 
-def connect_changes(settings: Settings, catalog: ReplicaCatalog, auth: Auth,
-                    stack: AsyncExitStack) -> None:
+def change_bus(settings: Settings, stack: AsyncExitStack) -> ChangeBus | None:
     """With Redis: key and catalogue changes reach every process at once (pub/sub)."""
     if not settings.redis_url:
-        return
+        return None
     bus = ChangeBus(settings.redis_url, settings.redis_prefix)
-    catalog.announce = partial(bus.publish, "catalog")
-    auth.keys.announce = partial(bus.publish, "keys")
-    bus.listen({"catalog": catalog.sync, "keys": auth.keys.refresh})
-    stack.push_async_callback(bus.close)
+    stack.push_async_callback(bus.close)  # closing it twice is harmless
+    return bus

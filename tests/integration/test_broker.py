@@ -80,8 +80,7 @@ async def test_unacknowledged_job_comes_back_then_dead_letters(prefix: str) -> N
 
     received = 0
     for _ in range(4):  # each consumer dies before it acknowledges
-        consumer = RabbitQueue(URL, prefix=prefix, max_deliveries=3)
-        consumer.on_dead = on_dead
+        consumer = RabbitQueue(URL, prefix=prefix, max_deliveries=3, on_dead=on_dead)
         try:
             get = asyncio.ensure_future(consumer.get("m"))
             dead_letter = asyncio.ensure_future(gone.wait())
@@ -265,13 +264,12 @@ async def test_a_shared_message_past_its_delivery_limit_fails_each_of_its_jobs(
         assert len(await received(consumer, "m", 3)) == 3  # never acknowledged
     finally:
         await consumer.close()
-    consumer = RabbitQueue(URL, prefix=prefix, max_deliveries=1)
 
     async def on_dead(job: QueuedJob, reason: str) -> None:
         assert "delivered 1 times" in reason
         dead.append(job.id)
 
-    consumer.on_dead = on_dead
+    consumer = RabbitQueue(URL, prefix=prefix, max_deliveries=1, on_dead=on_dead)
     get = asyncio.ensure_future(consumer.get("m"))
     try:
         async def all_dead() -> bool:

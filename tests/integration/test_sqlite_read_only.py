@@ -85,8 +85,7 @@ async def test_writes_come_back_when_the_storage_turns_writable(
     await asyncio.to_thread(upgrade, url)
     killed_while_writing(path)
     mount("-o", "remount,ro", str(data))
-    db = Database(url)
-    db.writes.threshold = 1
+    db = Database(url, unready_after_failed_writes=1)
     try:
         faults = []
         for i in range(5):  # reads go on; each write is a read-only storage fault

@@ -92,7 +92,8 @@ class KeyRing:
 
     def __init__(self, store: KeyStore, *, refresh_seconds: float = 2.0,
                  on_load: LoadHook | None = None,
-                 storage: tuple[int, int] = (0, 0)) -> None:
+                 storage: tuple[int, int] = (0, 0),
+                 announce: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.storage = storage  # the default storage quota: (bytes, objects)
         self.refresh_seconds = refresh_seconds
@@ -107,7 +108,7 @@ class KeyRing:
         self.has_admin = False
         self.count = 0
         # Tells the other processes that keys changed (Redis pub/sub), when configured.
-        self.announce: Callable[[], Awaitable[None]] | None = None
+        self.announce = announce
 
     async def start(self) -> None:
         await self.reload()

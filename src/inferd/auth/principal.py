@@ -10,11 +10,6 @@ from inferd.store.storage import Quota
 Scope = Literal["admin", "user"]
 BudgetPeriod = Literal["day", "week", "month"]
 
-# Sent by a gateway (or worker) with every request it forwards to an http replica: the sender
-# meters the request, so an inferd engine receiving it with its engine credential does not.
-FORWARDED_HEADER = "X-Inferd-Forwarded"
-
-
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The caller of a request, resolved from its API key (or ``OPEN_MODE`` while keys are

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from inferd.auth.admin import KeyAdmin
 from inferd.auth.bootstrap import AuthPolicy, bootstrap, engine_keyed
@@ -27,7 +27,9 @@ class Auth:
     def __init__(self, keys: KeyRing, admin: KeyAdmin, policy: AuthPolicy, *,
                  throttle: AuthThrottle | None = None,
                  on_failure: Callable[[], None] | None = None,
-                 on_throttled: Callable[[], None] | None = None) -> None:
+                 on_throttled: Callable[[], None] | None = None,
+                 open_mode: Principal, forwarding_key: str = "",
+                 engine_key: bytes = b"") -> None:
         self.keys = keys
         self.admin = admin
         self.policy = policy
@@ -35,41 +37,41 @@ class Auth:
         self.on_failure = on_failure or (lambda: None)
         self.on_throttled = on_throttled or (lambda: None)
         # The credential gateways call this engine with (``inferd engine`` only, else "").
-        self.forwarding_key = ""
+        self.forwarding_key = forwarding_key
         # The engines' key on a process of the cluster's database (not on an engine): the
         # ``ENGINE`` principal, which may only register engines ("" = none).
-        self.engine_key = b""
+        self.engine_key = engine_key
         self._unmetered: dict[str | None, Principal] = {}
         # The caller while keys are not required: ``OPEN_MODE``, with the default storage quota.
-        self.open_mode = OPEN_MODE
+        self.open_mode = open_mode
 
     @classmethod
     async def start(cls, settings: Settings, db: Database, *, on_load: LoadHook | None = None,
                     on_failure: Callable[[], None] | None = None,
-                    on_throttled: Callable[[], None] | None = None) -> Auth:
+                    on_throttled: Callable[[], None] | None = None,
+                    announce: Callable[[], Awaitable[None]] | None = None) -> Auth:
         """Apply the bootstrap rule, print a newly generated admin key once, load the keys.
 
         ``on_load`` sees every key each time they are loaded; ``on_failure`` counts refused
         keys and ``on_throttled`` the requests of throttled addresses. ``close`` stops the key
-        refresh.
+        refresh; ``announce`` tells the other processes that keys changed.
         """
         store = KeyStore(db)
         generated = await bootstrap(settings, store, KeyValueStore(db))
         storage = (settings.storage_quota_bytes, settings.storage_quota_objects)
         keys = KeyRing(store, refresh_seconds=settings.key_refresh_seconds, on_load=on_load,
-                       storage=storage)
+                       storage=storage, announce=announce)
         throttle = AuthThrottle(settings.auth_failure_limit,
                                 settings.auth_failure_window_seconds)
+        engine = settings.role == "engine"
         self = cls(keys, KeyAdmin(store, keys, storage=storage),
                    AuthPolicy(settings.auth, settings.host, keyed=engine_keyed(settings)),
-                   throttle=throttle, on_failure=on_failure, on_throttled=on_throttled)
-        self.open_mode = dataclasses.replace(OPEN_MODE, storage_bytes=storage[0],
-                                             storage_objects=storage[1])
+                   throttle=throttle, on_failure=on_failure, on_throttled=on_throttled,
+                   open_mode=dataclasses.replace(OPEN_MODE, storage_bytes=storage[0],
+                                                 storage_objects=storage[1]),
+                   forwarding_key=settings.engine_api_key if engine else "",
+                   engine_key=b"" if engine else settings.engine_api_key.encode())
         await keys.start()
-        if settings.role == "engine":
-            self.forwarding_key = settings.engine_api_key
-        else:
-            self.engine_key = settings.engine_api_key.encode()
         if generated:
             print("inferd: generated the first admin API key (shown only this once):\n"
                   f"  {generated}", file=sys.stderr, flush=True)

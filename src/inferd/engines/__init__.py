@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 
 from inferd.engines.base import Engine
+from inferd.engines.residency import Residency
 from inferd.errors import EngineNotInstalled
 from inferd.settings import ModelSpec
 
@@ -43,15 +44,16 @@ def missing_kind(kind: str, model: str) -> EngineNotInstalled | None:
     return None
 
 
-def build_engine(spec: ModelSpec) -> Engine:
-    """The local engine for ``spec`` (imports heavy runtimes only when needed)."""
+def build_engine(spec: ModelSpec, residency: Residency | None = None) -> Engine:
+    """The local engine for ``spec`` (imports heavy runtimes only when needed); a model that
+    loads and unloads (llama.cpp's) counts against ``residency``, the process's budget."""
     missing = missing_runtime(spec)
     if missing is not None:
         raise missing
     if spec.kind == "llamacpp":
         from inferd.engines.llamacpp import LlamaCppEngine
 
-        return LlamaCppEngine(spec)
+        return LlamaCppEngine(spec, residency)
     if spec.kind == "embeddings":
         from inferd.engines.embeddings import SentenceEmbeddingEngine
 

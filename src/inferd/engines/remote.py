@@ -23,7 +23,6 @@ from typing import Any
 import aiohttp
 import orjson
 
-from inferd.auth.principal import FORWARDED_HEADER
 from inferd.engines.base import Engine
 from inferd.errors import (
     InferdError,
@@ -33,7 +32,7 @@ from inferd.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from inferd.outbound import HostAllowList, connector_options
+from inferd.outbound import FORWARDED_HEADER, HostAllowList, connector_options
 
 __all__ = ["RemoteEngine", "RemoteSpec", "UpstreamUnavailable", "transport_error"]
 

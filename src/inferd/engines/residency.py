@@ -30,10 +30,11 @@ class Resident(Protocol):
 
 
 class Residency:
-    """The process-wide budget of loaded models."""
+    """The budget of loaded models one process shares: the composition root builds one and
+    hands it to every in-process engine it builds (``inferd.engines.build_engine``)."""
 
-    def __init__(self) -> None:
-        self.max_loaded = 0  # 0: no limit
+    def __init__(self, max_loaded: int = 0) -> None:
+        self.max_loaded = max_loaded  # 0: no limit
         self.models: list[Resident] = []
 
     def register(self, model: Resident) -> None:
@@ -55,9 +56,6 @@ class Residency:
             idle = sorted((m for m in loaded if m.active == 0), key=lambda m: m.last_used)
             if not idle or not await idle[0].unload():
                 return
-
-
-RESIDENCY = Residency()
 
 
 class IdleTimer:

@@ -23,7 +23,7 @@ import orjson
 from fastapi import Depends
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from inferd.auth.principal import FORWARDED_HEADER, Principal
+from inferd.auth.principal import Principal
 from inferd.auth.service import Auth
 from inferd.errors import (
     AuthenticationFailed,
@@ -38,6 +38,7 @@ from inferd.http.deps import get_principal
 from inferd.http.fast import NO_PRINCIPAL
 from inferd.http.operation import ENGINE_PREFIX, REGISTRY, Registry
 from inferd.logs import request_id_var
+from inferd.outbound import FORWARDED_HEADER
 
 # Paths browsers ask for that no route serves: a 404 for everyone, never a 401.
 BROWSER_PATHS = frozenset({"/favicon.ico", "/docs/oauth2-redirect"})

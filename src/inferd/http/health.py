@@ -11,7 +11,6 @@ from starlette.responses import Response
 from inferd.http.deps import ServicesDep
 from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
-from inferd.lifecycle import DRAIN
 from inferd.schemas import answers_control as c
 
 router = APIRouter(tags=["health"])
@@ -46,7 +45,7 @@ async def ready(request: Request, services: ServicesDep, deep: bool = False) -> 
     checked = deep or services.db.dialect == "sqlite"
     store = await services.db.ping() if checked else None
     writes = (bool(store) and await services.db.writable()) if checked else None
-    draining = DRAIN.active
+    draining = services.drain.active
     ok = not draining and store is not False and writes is not False and all(models.values())
     status = "ready" if ok else ("draining" if draining else "not_ready")
     body: dict[str, Any] = {"status": status, "store": store, "store_writes": writes}

@@ -12,9 +12,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferd.errors import PayloadTooLarge, envelope
 
-# Request ids: 16 random hex digits per process, then a counter (no syscall per request).
-_ID_PREFIX = os.urandom(8).hex().encode()
-_ID_COUNTER = itertools.count()
 # A client's X-Request-ID is kept when it is 1 to 64 visible ASCII characters (what logs and the
 # usage table's ``request_id`` column hold); any other value is replaced by a generated id.
 MAX_REQUEST_ID = 64
@@ -33,6 +30,9 @@ class RequestGuard:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_file_bytes = max_file_bytes
+        # Request ids: 16 random hex digits per app, then a counter (no syscall per request).
+        self._id_prefix = os.urandom(8).hex().encode()
+        self._ids = itertools.count()
 
     def _limit(self, path: str) -> int:
         return self.max_file_bytes if path.endswith("/files") else self.max_body_bytes
@@ -49,7 +49,7 @@ class RequestGuard:
                 declared = value
             elif name == b"x-request-id" and _CLIENT_ID.match(value):
                 request_id = value
-        rid = request_id or b"%s%016x" % (_ID_PREFIX, next(_ID_COUNTER))
+        rid = request_id or b"%s%016x" % (self._id_prefix, next(self._ids))
         scope.setdefault("state", {})["request_id"] = rid.decode("latin-1")
         # bytes.isdigit() is true for ASCII digits only (unlike str.isdigit(): inferd.numerals)
         if declared is not None and declared.isdigit() and int(declared) > limit:

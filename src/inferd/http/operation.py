@@ -140,6 +140,8 @@ class Registry:
 
 
 # Every route of the app declares itself here (``inferd.http.routes`` imports them all).
+# Module-level on purpose: filled once at import by ``@endpoint``, as the routers are, and
+# only read after (allowed in tests/unit/test_module_state.py).
 REGISTRY = Registry()
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])

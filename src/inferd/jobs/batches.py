@@ -24,7 +24,6 @@ from inferd.jobs.requests import BATCH_ENDPOINTS
 from inferd.json_bodies import check_value
 from inferd.settings import JobSettings
 from inferd.store.batches import BatchRecord, BatchStore
-from inferd.store.db import Database
 from inferd.store.files import IMAGE_PURPOSE, FileRecord, FileStore
 from inferd.store.jobs import JobRecord, JobStore
 
@@ -79,19 +78,20 @@ def _line_error(message: str) -> dict[str, Any]:
 class BatchService:
     """Create, follow, cancel and finish batches."""
 
-    def __init__(self, db: Database, jobs: JobStore, settings: JobSettings, *,
+    def __init__(self, finalizer: BatchFinalizer, files: FileStore, *,
                  resolve: Callable[[str], str],
-                 enqueue: Callable[[JobRecord], Awaitable[None]],
-                 caps: PendingCaps | None = None) -> None:
-        """``resolve`` maps a model name to its canonical one (``ModelNotFound`` otherwise);
-        ``enqueue`` hands a committed job to the workers."""
-        self.store = BatchStore(db)
-        self.files = FileStore(db)
-        self.jobs = jobs
-        self.settings = settings
+                 enqueue: Callable[[JobRecord], Awaitable[None]], caps: PendingCaps) -> None:
+        """``finalizer`` finishes a batch once its last job ended (the job system's
+        ``Finisher`` shares it); ``resolve`` maps a model name to its canonical one
+        (``ModelNotFound`` otherwise); ``enqueue`` hands a committed job to the workers."""
+        self.finalizer = finalizer
+        self.store = finalizer.store
+        self.files = files
+        self.jobs = finalizer.jobs
+        self.settings = finalizer.settings
         self.resolve = resolve
         self.enqueue = enqueue
-        self.caps = caps or PendingCaps(jobs, settings)
+        self.caps = caps
 
     # -- files ------------------------------------------------------------------------------
     async def upload(self, principal: Principal, filename: str, purpose: str,
@@ -233,7 +233,20 @@ class BatchService:
                 **times, "failed_at": None, "expired_at": None,
                 "request_counts": await self.counts(batch), "metadata": batch.meta}
 
-    # -- finish -----------------------------------------------------------------------------
+
+    async def maybe_finalize(self, batch_id: str) -> bool:
+        return await self.finalizer.maybe_finalize(batch_id)
+
+
+class BatchFinalizer:
+    """Finishes a batch when no job of it is left: its output and error files and its final
+    status (apart from ``BatchService``: what finishes jobs needs this, not the enqueueing)."""
+
+    def __init__(self, store: BatchStore, jobs: JobStore, settings: JobSettings) -> None:
+        self.store = store
+        self.jobs = jobs
+        self.settings = settings
+
     async def maybe_finalize(self, batch_id: str) -> bool:
         """Write the output files and the final status once no job of the batch is left."""
         by_status = await self.jobs.batch_counts(batch_id)

@@ -113,11 +113,12 @@ class RabbitQueue:
 
     def __init__(self, url: str, *, prefix: str = "inferd", prefetch: Callable[[str], int] =
                  lambda _model: 1, max_deliveries: int = 5, publish_timeout: float = 5.0,
-                 republish_seconds: float = 30.0, group: int = 1) -> None:
+                 republish_seconds: float = 30.0, group: int = 1,
+                 on_dead: DeadHandler | None = None) -> None:
         self.url, self.prefix, self.prefetch, self.group = url, prefix, prefetch, group
         self.max_deliveries, self.publish_timeout = max_deliveries, publish_timeout
         self.republish_seconds = republish_seconds
-        self.on_dead: DeadHandler | None = None
+        self.on_dead = on_dead
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
         self._declared: set[str] = set()

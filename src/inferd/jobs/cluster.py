@@ -11,21 +11,42 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Collection
 
 from inferd.auth.principal import Principal
+from inferd.images import ImageService
 from inferd.inference import Inference
-from inferd.jobs.broker import RabbitQueue
-from inferd.jobs.owners import PrincipalLookup
-from inferd.jobs.queue import InProcessQueue, JobQueue, QueuedJob
+from inferd.jobs.batches import BatchFinalizer, BatchService
+from inferd.jobs.broker import DeadHandler, RabbitQueue
+from inferd.jobs.caps import PendingCaps
+from inferd.jobs.dispatch import Dispatch
+from inferd.jobs.finish import Finisher
+from inferd.jobs.maintenance import Maintenance
+from inferd.jobs.owners import Owners, PrincipalLookup
+from inferd.jobs.queue import InProcessQueue, JobQueue
+from inferd.jobs.runner import EventLog, Outcome, run_job
 from inferd.jobs.service import JobService
+from inferd.jobs.signals import Signals
+from inferd.jobs.webhooks import WebhookSender
+from inferd.jobs.worker import WorkerPool
+from inferd.lifecycle import Drain
 from inferd.routing.router import Router
 from inferd.settings import JobSettings, Settings
+from inferd.store.batches import BatchStore
 from inferd.store.db import Database
+from inferd.store.files import FileStore
+from inferd.store.job_inserts import GroupInserter
+from inferd.store.jobs import JobRecord, JobStore
+from inferd.store.leases import LeaseStore
+from inferd.store.repo import KeyValueStore
 
 log = logging.getLogger("inferd.jobs")
 
+# Builds the queue, given what fails a job whose message was dead-lettered.
+QueueFactory = Callable[[DeadHandler], JobQueue]
 
-def build_queue(settings: Settings, jobs: JobSettings) -> JobQueue:
+
+def build_queue(settings: Settings, jobs: JobSettings, on_dead: DeadHandler) -> JobQueue:
     """The queue this process publishes to and (if it runs jobs) consumes from."""
     if not settings.broker_url:
         if settings.role == "worker":
@@ -35,7 +56,7 @@ def build_queue(settings: Settings, jobs: JobSettings) -> JobQueue:
     return RabbitQueue(settings.broker_url, prefix=settings.broker_prefix,
                        prefetch=jobs.workers_for, max_deliveries=settings.broker_max_deliveries,
                        republish_seconds=max(jobs.lease_seconds, 2 * jobs.sweep_seconds),
-                       group=settings.broker_group)
+                       group=settings.broker_group, on_dead=on_dead)
 
 
 def runs_jobs(settings: Settings) -> bool:
@@ -43,31 +64,62 @@ def runs_jobs(settings: Settings) -> bool:
     return not (settings.role in ("gateway", "engine") and settings.broker_url)
 
 
-def attach(service: JobService, settings: Settings) -> None:
-    """Limit the workers to the models this process hosts; fail dead-lettered jobs."""
-    if settings.role == "worker" and settings.worker_models:
-        service.only = set(settings.worker_models)
-    queue = service.queue
-    if isinstance(queue, RabbitQueue):
+def in_process_queue(_on_dead: DeadHandler) -> JobQueue:
+    return InProcessQueue()
 
-        async def dead(job: QueuedJob, reason: str) -> None:
-            error = {"message": reason, "type": "server_error", "param": None,
-                     "code": "max_deliveries_exceeded"}
-            if await service.store.finish(job.id, None, "failed", error=error, status_code=500,
-                                          from_status=("pending", "running")):
-                log.warning("job %s failed: %s", job.id, reason)
-                await service.finisher.finished(job.id)
 
-        queue.on_dead = dead
+def build_jobs(db: Database, router: Router, inference: Inference, settings: JobSettings, *,
+               open_mode: Principal, principal_lookup: PrincipalLookup | None = None,
+               queue: QueueFactory = in_process_queue, run_workers: bool = True,
+               only: Collection[str] | None = None, drain: Drain | None = None) -> JobService:
+    """The job service and its parts, each handed what it uses (nothing is set afterwards).
+
+    ``queue`` builds the queue from the dead-letter handler; ``run_workers``: this process
+    runs jobs (else it only publishes them); ``only``: the models it may run (None: any its
+    router can run); ``drain``: the process's stop, which the workers obey;
+    ``principal_lookup`` finds a job's owner by key id (jobs run as their
+    submitter, also after a restart).
+    """
+    store = JobStore(db)
+    signals = Signals()
+    owners = Owners(principal_lookup, open_mode)
+    webhooks = WebhookSender(store, KeyValueStore(db), settings)
+    caps = PendingCaps(store, settings)
+    images = ImageService(inference, FileStore(db), settings.retention_seconds)
+    finalizer = BatchFinalizer(BatchStore(db), store, settings)
+    finisher = Finisher(store, settings, signals, webhooks, owners, finalizer)
+    job_queue = queue(finisher.dead_lettered)
+
+    async def run(job: JobRecord, events: EventLog) -> Outcome:
+        # the owner is resolved inside the job: a revoked key fails its job, not the worker
+        return await run_job(inference, job, owners.of(job), events, images)
+
+    pool = (WorkerPool(store, job_queue, settings, signals, run, finisher,
+                       spill=inference.metering.recorder.record_many, drain=drain)
+            if run_workers else None)
+    dispatch = Dispatch(store, job_queue, settings, router, pool, only)
+    batches = BatchService(finalizer, FileStore(db), resolve=router.resolve,
+                           enqueue=dispatch.enqueue, caps=caps)
+    maintenance = Maintenance(store, settings, batches=batches, webhooks=webhooks,
+                              owners=owners, finisher=finisher, enqueue=dispatch.enqueue,
+                              models=dispatch.taken_models, running=dispatch.running)
+    return JobService(router=router, inference=inference, settings=settings, store=store,
+                      inserts=GroupInserter(store), dispatch=dispatch, signals=signals,
+                      owners=owners, webhooks=webhooks, caps=caps, batches=batches,
+                      finisher=finisher, maintenance=maintenance, images=images,
+                      leases=LeaseStore(db))
 
 
 async def start_jobs(db: Database, router: Router, inference: Inference, settings: Settings,
-                     principal_lookup: PrincipalLookup, open_mode: Principal) -> JobService:
-    """The job service of this process's role, started."""
-    service = JobService(db, router, inference, settings.jobs,
-                         queue=build_queue(settings, settings.jobs),
-                         run_workers=runs_jobs(settings),
-                         principal_lookup=principal_lookup, open_mode=open_mode)
-    attach(service, settings)
+                     principal_lookup: PrincipalLookup, open_mode: Principal,
+                     drain: Drain) -> JobService:
+    """The job service of this process's role, started: a worker started with ``--model``
+    runs those models only; a dead-lettered job fails."""
+    only = (settings.worker_models if settings.role == "worker" and settings.worker_models
+            else None)
+    service = build_jobs(db, router, inference, settings.jobs, open_mode=open_mode,
+                         principal_lookup=principal_lookup,
+                         queue=lambda on_dead: build_queue(settings, settings.jobs, on_dead),
+                         run_workers=runs_jobs(settings), only=only, drain=drain)
     await service.start()
     return service

@@ -3,22 +3,26 @@ followers, send its webhook, finish its batch when it was the last job."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from inferd.errors import DeadlineExceeded, InferdError, JobQuarantined, MaxAttemptsExceeded
-from inferd.jobs.batches import BatchService
+from inferd.jobs.batches import BatchFinalizer
 from inferd.jobs.owners import Owners
+from inferd.jobs.queue import QueuedJob
 from inferd.jobs.signals import Signals
 from inferd.jobs.webhooks import WebhookSender
 from inferd.settings import JobSettings
 from inferd.store.jobs import JobRecord, JobStore
+
+log = logging.getLogger("inferd.jobs")
 
 
 class Finisher:
     """Settles jobs no worker can claim and runs the after-effects of every finished job."""
 
     def __init__(self, store: JobStore, settings: JobSettings, signals: Signals,
-                 webhooks: WebhookSender, owners: Owners, batches: BatchService) -> None:
+                 webhooks: WebhookSender, owners: Owners, batches: BatchFinalizer) -> None:
         self.store = store
         self.settings = settings
         self.signals = signals
@@ -43,6 +47,15 @@ class Finisher:
             self.webhooks.schedule(job, secret)
         if job.batch_id:
             await self.batches.maybe_finalize(job.batch_id)
+
+    async def dead_lettered(self, job: QueuedJob, reason: str) -> None:
+        """A job whose message the broker dead-lettered (delivered too often): it fails."""
+        error = {"message": reason, "type": "server_error", "param": None,
+                 "code": "max_deliveries_exceeded"}
+        if await self.store.finish(job.id, None, "failed", error=error, status_code=500,
+                                   from_status=("pending", "running")):
+            log.warning("job %s failed: %s", job.id, reason)
+            await self.finished(job.id)
 
     async def unclaimable(self, job_id: str) -> None:
         """A job no worker could claim: fail it if it is past its deadline or its attempts,

@@ -47,7 +47,11 @@ class Maintenance:
         self.enqueue = enqueue
         self.models = models
         self.running = running
-        self.stopping = False  # set on close: the loop ends at its next turn
+        self.stopping = False  # set by ``stop``: the loop ends at its next turn
+
+    def stop(self) -> None:
+        """End ``run_forever`` at its next turn (even if a cancellation is lost)."""
+        self.stopping = True
 
     async def recover(self) -> int:
         """Enqueue the pending jobs and the running jobs whose lease lapsed (a dead worker's)

@@ -9,22 +9,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
 from inferd.auth.principal import Principal
-from inferd.errors import Conflict, JobCancelled, ModelNotFound, NotFound
+from inferd.errors import Conflict, JobCancelled, NotFound
 from inferd.ids import new_id
 from inferd.images import ImageService
 from inferd.inference import Inference
 from inferd.jobs.batches import BatchService
 from inferd.jobs.caps import PendingCaps
+from inferd.jobs.dispatch import Dispatch
 from inferd.jobs.finish import Finisher
 from inferd.jobs.maintenance import Maintenance
-from inferd.jobs.owners import Owners, PrincipalLookup
-from inferd.jobs.queue import InProcessQueue, JobQueue, QueuedJob
+from inferd.jobs.owners import Owners
+from inferd.jobs.queue import JobQueue
 from inferd.jobs.requests import (
     check_webhook_url,
     idempotency_scope,
@@ -32,85 +33,63 @@ from inferd.jobs.requests import (
     parse_request,
     request_hash,
 )
-from inferd.jobs.runner import EventLog, Outcome, run_job
 from inferd.jobs.signals import Signals
 from inferd.jobs.webhooks import WebhookSender
-from inferd.jobs.worker import WorkerPool
 from inferd.routing.router import Router
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.settings import JobSettings
-from inferd.store.db import Database
-from inferd.store.files import FileStore
-from inferd.store.groups import Grouped
 from inferd.store.job_inserts import GroupInserter
 from inferd.store.jobs import JobPage, JobRecord, JobStore
 from inferd.store.leases import LeaseStore
-from inferd.store.repo import KeyValueStore
 from inferd.tasks import cancel_and_wait
 
 SSEvent = tuple[int | None, str, str]
 # The jobs of background responses: private to their key, as the responses are (no admin
 # override, README "Authorization"); any other job an admin may see.
 PRIVATE_SOURCE = "responses"
-# How long a job id the broker confirmed counts as queued, in leases: a sweep republishes it
-# only after that (a message lost some other way: a deep queue gets no copies meanwhile).
-QUEUED_LEASES = 10
 
 
 class JobService:
     """Everything the HTTP routes and the compat APIs do with jobs.
 
-    It builds its parts and hands each only what it uses; none of them knows the service.
-    With ``run_workers`` this process runs jobs, of the models its router can run now only:
+    Its parts are built by the composition root (``inferd.jobs.cluster.build_jobs``), each
+    handed only what it uses; none of them knows the service. With a worker pool
+    (``dispatch.pool``) this process runs jobs, of the models its router can run now only:
     other processes sharing the database run the rest.
     """
 
-    def __init__(self, db: Database, router: Router, inference: Inference,
-                 settings: JobSettings, queue: JobQueue | None = None,
-                 run_workers: bool = True, principal_lookup: PrincipalLookup | None = None,
-                 *, open_mode: Principal) -> None:
-        self.db, self.router, self.inference, self.settings = db, router, inference, settings
-        self.store = JobStore(db)
-        self.inserts = GroupInserter(self.store)
-        # ids the broker confirmed, marked queued for QUEUED_LEASES leases (jobs submitted
-        # here are stored marked); ids it did not take, unmarked for the sweep to publish
-        self._queued: Grouped[str, None] = Grouped(lambda ids: self.store.mark_queued(
-            ids, self.queued_until()))
-        self._unqueued: Grouped[str, None] = Grouped(lambda ids: self.store.mark_queued(
-            ids, None))
-        # The models this process may run (``inferd worker --model``); None = any it can.
-        self.only: set[str] | None = None
-        self.queue: JobQueue = queue or InProcessQueue()
-        self.signals = Signals()
-        self.owners = Owners(principal_lookup, open_mode)
-        self.webhooks = WebhookSender(self.store, KeyValueStore(db), settings)
-        self.caps = PendingCaps(self.store, settings)
-        self.batches = BatchService(db, self.store, settings, resolve=router.resolve,
-                                    enqueue=self.enqueue, caps=self.caps)
-        self.finisher = Finisher(self.store, settings, self.signals, self.webhooks,
-                                 self.owners, self.batches)
-        self.pool = (WorkerPool(self.store, self.queue, settings, self.signals, self._run,
-                                self.finisher, spill=inference.metering.recorder.record_many)
-                     if run_workers else None)
-        self.maintenance = Maintenance(
-            self.store, settings, batches=self.batches, webhooks=self.webhooks,
-            owners=self.owners, finisher=self.finisher, enqueue=self.enqueue,
-            models=self.taken_models, running=lambda: set(self.pool.running) if self.pool else ())
-        self.images = ImageService(inference, FileStore(db), settings.retention_seconds)
+    def __init__(self, *, router: Router, inference: Inference, settings: JobSettings,
+                 store: JobStore, inserts: GroupInserter, dispatch: Dispatch, signals: Signals,
+                 owners: Owners, webhooks: WebhookSender, caps: PendingCaps,
+                 batches: BatchService, finisher: Finisher, maintenance: Maintenance,
+                 images: ImageService, leases: LeaseStore) -> None:
+        self.router, self.inference, self.settings = router, inference, settings
+        self.store = store
+        self.inserts = inserts
+        self.dispatch = dispatch
+        self.queue: JobQueue = dispatch.queue
+        self.pool = dispatch.pool
+        self.signals = signals
+        self.owners = owners
+        self.webhooks = webhooks
+        self.caps = caps
+        self.batches = batches
+        self.finisher = finisher
+        self.maintenance = maintenance
+        self.images = images
+        self.leases = leases
         self._sweep: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
     async def start(self) -> None:
         """Start workers, re-enqueue what a previous run left, resume webhooks, sweep."""
-        for model in self.runnable_models():
-            if self.pool is not None:
-                self.pool.ensure(model)
+        self.dispatch.start_workers()
         await self.maintenance.recover()
         await self.maintenance.resume_webhooks()
-        self._sweep = asyncio.create_task(self.maintenance.run_forever(LeaseStore(self.db)))
+        self._sweep = asyncio.create_task(self.maintenance.run_forever(self.leases))
 
     async def close(self) -> None:
-        self.maintenance.stopping = True  # ends its loop even if a cancellation is lost
+        self.maintenance.stop()  # ends its loop even if a cancellation is lost
         if self._sweep is not None:
             await cancel_and_wait([self._sweep], what="job sweep")
         if self.pool is not None:
@@ -120,33 +99,11 @@ class JobService:
 
     def runnable(self, model: str) -> bool:
         """Whether this process can run ``model`` now (its router has a replica of it)."""
-        if self.only is not None and model not in self.only:
-            return False
-        try:
-            return bool(self.router.entry(model).replicas)
-        except ModelNotFound:
-            return False
+        return self.dispatch.runnable(model)
 
-    def queued_until(self) -> float:
-        """Until when a job id the broker took counts as queued (see ``QUEUED_LEASES``)."""
-        return time.time() + QUEUED_LEASES * self.settings.lease_seconds
-
-    def _publishes(self, model: str) -> bool:
-        """Whether ``enqueue`` hands a new job of ``model`` to a durable queue."""
-        return self.queue.durable and (self.pool is None or self.runnable(model))
-
-    def runnable_models(self) -> list[str]:
-        return [m for m in self.router.model_names() if self.runnable(m)]
-
-    def taken_models(self) -> Collection[str] | None:
-        """The models whose jobs this process takes from the database (None: all of them,
-        when it only publishes jobs for workers elsewhere)."""
-        return self.runnable_models() if self.pool is not None else None
-
-    async def _run(self, job: JobRecord, events: EventLog) -> Outcome:
-        # the owner is resolved inside the job: a revoked key fails its job, not the worker
-        return await run_job(self.inference, job, self.owners.of(job), events,
-                             self.images)
+    async def enqueue(self, job: JobRecord, *, premarked: bool = False) -> None:
+        """Hand a committed job to the workers (``Dispatch.enqueue``)."""
+        await self.dispatch.enqueue(job, premarked=premarked)
 
     # -- submit -----------------------------------------------------------------------------
     async def submit(self, principal: Principal, endpoint: str, body: dict[str, Any], *,
@@ -180,9 +137,9 @@ class JobService:
         # Published to a broker, the job is stored already marked queued: one statement less
         # per submission than marking it once the broker confirmed (a failed publish unmarks
         # it; a gateway that dies between commit and publish leaves the mark to lapse).
-        premarked = self._publishes(model)
+        premarked = self.dispatch.publishes(model)
         if premarked:
-            job.lease_expires_at = self.queued_until()
+            job.lease_expires_at = self.dispatch.queued_until()
         record, created = await self.inserts.insert(job)
         if not created:
             if record.request_hash != job.request_hash or record.endpoint != endpoint:
@@ -192,21 +149,6 @@ class JobService:
         self.owners.remember(principal)
         await self.enqueue(record, premarked=premarked)
         return record, True
-
-    async def enqueue(self, job: JobRecord, *, premarked: bool = False) -> None:
-        """Hand a committed job to the workers. A job of a model this process cannot run stays
-        pending in the database for the process that can (its sweep enqueues it there).
-        ``premarked``: the job was stored marked queued (``submit``)."""
-        if self.pool is not None:
-            if not self.runnable(job.model):
-                return
-            self.pool.ensure(job.model)
-        published = await self.queue.put(QueuedJob(job.id, job.model, job.priority))
-        # not awaited: the marks only spare the sweep a republish, or hand it one
-        if published and not premarked:
-            self._queued.post(job.id)
-        elif premarked and not published:
-            self._unqueued.post(job.id)
 
     # -- read -------------------------------------------------------------------------------
     async def get(self, principal: Principal, job_id: str) -> JobRecord:

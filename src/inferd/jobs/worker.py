@@ -42,7 +42,7 @@ from inferd.jobs.finish import Finisher
 from inferd.jobs.queue import Delivery, JobQueue
 from inferd.jobs.runner import EventLog, Outcome
 from inferd.jobs.signals import Signals
-from inferd.lifecycle import DRAIN
+from inferd.lifecycle import Drain
 from inferd.logs import request_id_var
 from inferd.settings import JobSettings
 from inferd.store.groups import Grouped
@@ -119,7 +119,9 @@ class WorkerPool:
 
     def __init__(self, store: JobStore, queue: JobQueue, settings: JobSettings,
                  signals: Signals, run: Run, finisher: Finisher,
-                 spill: Spill | None = None) -> None:
+                 spill: Spill | None = None, drain: Drain | None = None) -> None:
+        """``drain``: the process's stop (``inferd.lifecycle``; without one it never
+        drains)."""
         self.store = store
         self.queue = queue
         self.settings = settings
@@ -127,6 +129,7 @@ class WorkerPool:
         self.run = run
         self.finisher = finisher
         self.spill: Spill = spill or (lambda records: None)
+        self.drain = drain or Drain()
         self.gate = SoloGate()
         self.worker_id = f"w-{secrets.token_hex(6)}"
         self._loops: dict[str, list[asyncio.Task[None]]] = {}
@@ -163,7 +166,7 @@ class WorkerPool:
         def begin() -> None:  # called from the signal handler: act on the loop's turn
             loop.call_soon_threadsafe(self._stop_idle)
 
-        self._drain_undo = DRAIN.on_begin(begin)
+        self._drain_undo = self.drain.on_begin(begin)
 
     def _stop_idle(self) -> None:
         for task in list(self._idle):
@@ -174,7 +177,7 @@ class WorkerPool:
         assert me is not None
         # ``_closing`` also ends a loop whose cancellation was lost; a draining process takes
         # no new job.
-        while not self._closing and not DRAIN.active:
+        while not self._closing and not self.drain.active:
             self._idle.add(me)
             try:
                 delivery = await self.queue.get(model)
@@ -299,10 +302,10 @@ class WorkerPool:
         loops = [t for tasks in self._loops.values() for t in tasks]
         self._stop_idle()
         busy = [t for t in loops if not t.done()]
-        if busy and self.running and DRAIN.active and DRAIN.remaining() > 0:
+        if busy and self.running and self.drain.active and self.drain.remaining() > 0:
             log.info("waiting up to %.0f s for %d running job(s) to finish",
-                     DRAIN.remaining(), len(self.running))
-            await asyncio.wait(busy, timeout=DRAIN.remaining())
+                     self.drain.remaining(), len(self.running))
+            await asyncio.wait(busy, timeout=self.drain.remaining())
         for task in self.running.values():
             task.cancel()
         await cancel_and_wait(loops, what="worker loops")

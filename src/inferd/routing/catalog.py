@@ -63,7 +63,12 @@ class ReplicaCatalog:
     """Builds the router's remote replicas from the store and watches their health."""
 
     def __init__(self, router: Router, store: ReplicaStore, allow: HostAllowList, *,
-                 interval: float, cooldown_base: float, cooldown_max: float) -> None:
+                 interval: float, cooldown_base: float, cooldown_max: float,
+                 announce: Callable[[], Awaitable[None]] | None = None,
+                 queue_engine: Callable[[str, ReplicaSpec], Engine] | None = None) -> None:
+        """``announce`` tells the other processes of a change (Redis pub/sub, when
+        configured); ``queue_engine`` builds the engine of a ``queue`` replica (a process
+        with a broker has one)."""
         self.router = router
         self.store = store
         self.allow = allow
@@ -75,9 +80,8 @@ class ReplicaCatalog:
         self._task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
-        self.announce: Callable[[], Awaitable[None]] | None = None
-        # Builds the engine of a ``queue`` replica (a process with a broker sets it).
-        self.queue_engine: Callable[[str, ReplicaSpec], Engine] | None = None
+        self.announce = announce
+        self.queue_engine = queue_engine
 
     async def sync(self) -> None:
         """Make the router's remote replicas match the database."""
@@ -195,10 +199,13 @@ async def _close_when_idle(replica: Replica) -> None:
         await replica.engine.close()
 
 
-async def start_catalog(router: Router, store: ReplicaStore, settings: Settings
+async def start_catalog(router: Router, store: ReplicaStore, settings: Settings, *,
+                        announce: Callable[[], Awaitable[None]] | None = None,
+                        queue_engine: Callable[[str, ReplicaSpec], Engine] | None = None,
                         ) -> ReplicaCatalog:
     """Record the local and configured models in the store, load every stored replica into
-    the router and start the periodic sync and health checks."""
+    the router and start the periodic sync and health checks (``announce``, ``queue_engine``:
+    see ``ReplicaCatalog``)."""
     for spec in settings.all_models():
         record = await store.find_model(spec.name)
         if record is None:
@@ -210,7 +217,8 @@ async def start_catalog(router: Router, store: ReplicaStore, settings: Settings
     catalog = ReplicaCatalog(router, store, HostAllowList(settings.replica_allowed_hosts),
                              interval=settings.health_check_interval,
                              cooldown_base=settings.replica_cooldown_base,
-                             cooldown_max=settings.replica_cooldown_max)
+                             cooldown_max=settings.replica_cooldown_max,
+                             announce=announce, queue_engine=queue_engine)
     await catalog.sync()
     catalog.start()
     return catalog

@@ -69,8 +69,10 @@ class Database:
     secrets) and decrypts them when read; without it they are stored as they are.
     """
 
-    def __init__(self, url: str, *, echo: bool = False, secrets: SecretBox | None = None
-                 ) -> None:
+    def __init__(self, url: str, *, echo: bool = False, secrets: SecretBox | None = None,
+                 unready_after_failed_writes: int = 3) -> None:
+        """``unready_after_failed_writes``: storage faults on writes in a row after which
+        the database counts as not ready (``WriteHealth``)."""
         self.url = url
         self.secrets = secrets or SecretBox()
         parsed = make_url(url)
@@ -102,7 +104,7 @@ class Database:
             event.listen(sync.pool, "close_detached", self._closed_detached)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False,
                                            class_=AsyncSession)
-        self.writes = WriteHealth()
+        self.writes = WriteHealth(unready_after_failed_writes)
         self.writes.watch(self.engine.sync_engine)
         self._probed = 0.0
         # The same pool, each statement committing by itself (see ``statement``).
@@ -230,10 +232,9 @@ class Database:
 
 def open_database(settings: Settings) -> Database:
     """The database ``settings`` name, with their secret key (``INFERD_SECRET_KEY``)."""
-    db = Database(settings.resolved_database_url(),
-                  secrets=SecretBox.from_setting(settings.secret_key))
-    db.writes.threshold = settings.unready_after_failed_writes
-    return db
+    return Database(settings.resolved_database_url(),
+                    secrets=SecretBox.from_setting(settings.secret_key),
+                    unready_after_failed_writes=settings.unready_after_failed_writes)
 
 
 # What a store call may raise when the database goes away (wrapped by SQLAlchemy or not).

@@ -20,6 +20,8 @@ FIELDS = UsageRecord._fields
 
 
 # The compiled multi-row insert per dialect: (SQL, whether its parameters are positional).
+# Module-level on purpose: a cache of immutable strings, the same for every database of a
+# dialect (allowed in tests/unit/test_module_state.py).
 _INSERTS: dict[str, tuple[str, bool]] = {}
 
 

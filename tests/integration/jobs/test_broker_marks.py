@@ -11,7 +11,7 @@ import pytest
 
 from inferd.auth.principal import OPEN_MODE
 from inferd.jobs.broker import RabbitQueue, queue_name
-from inferd.jobs.service import JobService
+from inferd.jobs.cluster import build_jobs
 from inferd.settings import JobSettings
 from inferd.store.jobs import JobStore
 from tests.helpers import require_service, wait_for_async
@@ -31,14 +31,16 @@ async def test_a_submitted_job_is_stored_marked_and_unmarked_when_its_publish_fa
     up = RabbitQueue(URL, prefix=prefix)
     down = RabbitQueue("amqp://guest:guest@127.0.0.1:1/", prefix=prefix, publish_timeout=2)
     try:
-        confirmed = await JobService(parts.db, parts.router, parts.inference, JobSettings(),
-                                     queue=up, run_workers=False, open_mode=OPEN_MODE).submit(
+        confirmed = await build_jobs(parts.db, parts.router, parts.inference, JobSettings(),
+                                     queue=lambda _dead: up, run_workers=False,
+                                     open_mode=OPEN_MODE).submit(
             OPEN_MODE, "/v1/chat/completions", CHAT)
         stored = await store.get(confirmed[0].id)
         assert stored is not None and stored.lease_expires_at is not None
         assert stored.lease_expires_at > time.time() + 60  # queued: the sweep leaves it
-        lost = await JobService(parts.db, parts.router, parts.inference, JobSettings(),
-                                queue=down, run_workers=False, open_mode=OPEN_MODE).submit(
+        lost = await build_jobs(parts.db, parts.router, parts.inference, JobSettings(),
+                                queue=lambda _dead: down, run_workers=False,
+                                open_mode=OPEN_MODE).submit(
             OPEN_MODE, "/v1/chat/completions", CHAT)
         assert down.unpublished() == 1
 

@@ -12,6 +12,7 @@ import pytest
 from inferd.auth.principal import OPEN_MODE
 from inferd.engines.echo import EchoEngine
 from inferd.inference import Inference
+from inferd.jobs.cluster import build_jobs
 from inferd.jobs.service import JobService
 from inferd.metering import Metering
 from inferd.routing.router import Replica, Router
@@ -29,7 +30,7 @@ class Parts:
 
     def service(self, **settings: object) -> JobService:
         values = {"sweep_seconds": 0.05, "event_flush_seconds": 0.0, **settings}
-        return JobService(self.db, self.router, self.inference,
+        return build_jobs(self.db, self.router, self.inference,
                           JobSettings.model_validate(values), open_mode=OPEN_MODE)
 
 

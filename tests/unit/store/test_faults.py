@@ -121,7 +121,7 @@ async def test_a_full_database_is_not_writable_until_space_returns(tmp_path: Pat
     """SQLite's ``max_page_count`` makes the database full at a chosen size: writes fail with
     SQLITE_FULL, ``writable()`` turns false after the threshold, and true again (through its
     own probe write) once the database may grow."""
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'full.db'}")
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'full.db'}", unready_after_failed_writes=2)
     await db.migrate()
     limit = {"pages": 0}
 
@@ -137,7 +137,6 @@ async def test_a_full_database_is_not_writable_until_space_returns(tmp_path: Pat
             pages = (await conn.execute(sa.text("PRAGMA page_count"))).scalar_one()
         limit["pages"] = pages
         await db.engine.dispose()  # new connections: capped at the current size
-        db.writes.threshold = 2
         failures = 0
         for i in range(200):
             try:

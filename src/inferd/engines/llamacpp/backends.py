@@ -14,6 +14,8 @@ import ctypes
 import threading
 from pathlib import Path
 
+# Module-level on purpose: llama.cpp's backend registry is process-global native state
+# (allowed in tests/unit/test_module_state.py).
 _lock = threading.Lock()
 
 

@@ -110,7 +110,8 @@ class BatchLoop:
             raise RuntimeError("llama.cpp could not create a context")
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
-        self.n_ctx_seq = n_ctx_seq
+        # what llama.cpp gave each sequence (it may round the context up)
+        self.n_ctx_seq = llama_cpp.llama_n_ctx(self.ctx) // parallel
         self.n_batch = n_batch
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)

@@ -23,7 +23,7 @@ from inferd.engines.base import Chunk, ModelInfo
 from inferd.engines.llamacpp.batch import BatchLoop, Event, SeqRequest
 from inferd.engines.llamacpp.sampling import SamplingParams, grammar_error
 from inferd.engines.local import Generation, LocalTextEngine
-from inferd.engines.residency import RESIDENCY, IdleTimer
+from inferd.engines.residency import IdleTimer, Residency
 from inferd.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
 from inferd.numerals import ascii_int
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, Prompt
@@ -80,9 +80,12 @@ class LlamaCppEngine(LocalTextEngine):
     extra_fields = frozenset({"top_k", "min_p", "repeat_penalty", "typical_p", "cache_prompt"})
     max_choices = 16
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, residency: Residency | None = None) -> None:
+        """``residency``: the process's budget of loaded models (its own, unbounded, when
+        none is given)."""
         super().__init__(spec.name)
         self.spec = spec
+        self.residency = residency or Residency()
         self._copies: list[_Copy] = []
         self._formatter: Any = None
         self._family: families.Family = families.Family()
@@ -128,12 +131,11 @@ class LlamaCppEngine(LocalTextEngine):
             llama_cpp.llama_model_free(weights)
             llama.close()
             raise
-        self._n_ctx = llama_cpp.llama_n_ctx(loop.ctx) // self.spec.parallel
-        loop.n_ctx_seq = self._n_ctx
+        self._n_ctx = loop.n_ctx_seq
         return _Copy(llama, weights, loop)
 
     async def start(self) -> None:
-        RESIDENCY.register(self)
+        self.residency.register(self)
         if self.spec.load == "startup":
             await self.load()
 
@@ -144,7 +146,7 @@ class LlamaCppEngine(LocalTextEngine):
                 return
             self.state = "loading"
             try:
-                await RESIDENCY.make_room(self)
+                await self.residency.make_room(self)
                 await self._load_copies()
             except BaseException:
                 self.state = "unloaded"
@@ -188,7 +190,7 @@ class LlamaCppEngine(LocalTextEngine):
         self._timer.cancel()
         await self._free_copies()
         self.state = "unloaded"
-        RESIDENCY.forget(self)
+        self.residency.forget(self)
 
     def ready(self) -> bool:
         # Once loaded, an unloaded model loads again on its next request (as on-demand ones do).

@@ -85,7 +85,7 @@ async def _load(services: Services, principal: Principal, name: str,
                           n_threads=services.settings.threads)
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="path") from None
-    engine = build_engine(model)
+    engine = build_engine(model, services.residency)
     await engine.start()
     services.stack.push_async_callback(engine.close)
     settings = services.settings

@@ -1,0 +1,1 @@
+"""Wire models: the requests inferd accepts and the answers the OpenAPI document describes."""
