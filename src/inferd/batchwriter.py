@@ -165,6 +165,11 @@ class SpooledWriter(Generic[T]):
         return self._held_count
 
     @property
+    def replaying(self) -> int:
+        """Spools of dead processes still to replay."""
+        return len(self._orphans)
+
+    @property
     def spool_path(self) -> Path | None:
         spool = self._spool
         return spool.path if spool is not None else None
@@ -199,6 +204,7 @@ class SpooledWriter(Generic[T]):
         if self._thread is not None:
             return
         self._stopping = False
+        self._started.clear()
         self._thread = threading.Thread(target=self._main, name=f"inferd-{self.name}-writer",
                                         daemon=True)
         self._thread.start()
