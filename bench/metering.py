@@ -59,14 +59,31 @@ def stored(inferd: inferd_target.Inferd) -> int:
     return sum(int(r["requests"]) for r in rows)
 
 
-def start_wrk(inferd: inferd_target.Inferd, connections: int,
-              seconds: float) -> subprocess.Popen[str]:
-    env = {**os.environ, "BENCH_BODY": CHAT.decode(),
-           "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in inferd.headers.items())}
+def start_wrk(
+    inferd: inferd_target.Inferd, connections: int, seconds: float
+) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "BENCH_BODY": CHAT.decode(),
+        "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in inferd.headers.items()),
+    }
     return subprocess.Popen(
-        ["wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--timeout", "10s",
-         "-s", str(harness.WRK_SCRIPT), inferd.url + "/v1/chat/completions"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{round(seconds)}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(harness.WRK_SCRIPT),
+            inferd.url + "/v1/chat/completions",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def wrk_figures(proc: subprocess.Popen[str]) -> dict[str, int]:
@@ -91,8 +108,18 @@ def main() -> None:
     try:
         port = free_port()
         conf = mock.nginx_config(WORK / "nginx", port)
-        nginx = Service("nginx", [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(conf),
-                                  "-p", str(WORK / "nginx")], port, WORK)
+        nginx = Service(
+            "nginx",
+            [
+                shutil.which("nginx") or "/usr/sbin/nginx",
+                "-c",
+                str(conf),
+                "-p",
+                str(WORK / "nginx"),
+            ],
+            port,
+            WORK,
+        )
         nginx.start()
         services.append(nginx)
         mock_url = f"http://127.0.0.1:{port}"
@@ -100,8 +127,11 @@ def main() -> None:
         inferd = inferd_target.Inferd(ROOT, WORK, mock_url, mock_url, store=args.store)
         services.append(inferd.service)
         inferd.start()
-        print(f"{inferd.describe()}; wrk {args.connections} connections for "
-              f"{args.minutes:g} min, then kill -9 under load", flush=True)
+        print(
+            f"{inferd.describe()}; wrk {args.connections} connections for "
+            f"{args.minutes:g} min, then kill -9 under load",
+            flush=True,
+        )
         seconds = args.minutes * 60
         wrk = start_wrk(inferd, args.connections, seconds + 5)  # still loading at the kill
         started = time.monotonic()
@@ -118,8 +148,11 @@ def main() -> None:
             samples.append((elapsed, pending, rss))
             if elapsed >= 60 and rss_minute != rss_minute:
                 rss_minute = rss
-            print(f"  {elapsed:6.0f} s  pending {pending:9,.0f}  RSS {rss:6.1f} MB  "
-                  f"(load {harness.load_average()})", flush=True)
+            print(
+                f"  {elapsed:6.0f} s  pending {pending:9,.0f}  RSS {rss:6.1f} MB  "
+                f"(load {harness.load_average()})",
+                flush=True,
+            )
         dropped = gauge(inferd.url, "inferd_usage_records_dropped")
         rss_end = inferd.service.rss_mb()
         assert inferd.service.proc is not None
@@ -129,12 +162,14 @@ def main() -> None:
         figures = wrk_figures(wrk)
         answered = figures["requests"] - figures["status"]
         rate = answered / killed_at
-        print(f"killed at {killed_at:.1f} s: {answered:,} requests answered 200 "
-              f"({rate:,.0f}/s; wrk errors after the kill: connect {figures['connect']}, "
-              f"read {figures['read']})", flush=True)
+        print(
+            f"killed at {killed_at:.1f} s: {answered:,} requests answered 200 "
+            f"({rate:,.0f}/s; wrk errors after the kill: connect {figures['connect']}, "
+            f"read {figures['read']})",
+            flush=True,
+        )
         inferd.service.start()  # the same data directory, the same database
-        harness.wait_ready(inferd.service, inferd.url + "/v1/chat/completions", CHAT,
-                           ADMIN)
+        harness.wait_ready(inferd.service, inferd.url + "/v1/chat/completions", CHAT, ADMIN)
         records = stored(inferd)
         replayed = gauge(inferd.url, "inferd_usage_records_replayed")
         lost = answered - records
@@ -142,24 +177,40 @@ def main() -> None:
             rss_minute = samples[0][2] if samples else rss_end
         max_pending = max((p for _, p, _ in samples), default=float("nan"))
         summary = {
-            "store": args.store, "minutes": args.minutes, "connections": args.connections,
-            "requests_per_second": round(rate), "answered_200": answered,
-            "records_after_restart": records, "replayed_at_restart": replayed,
-            "lost": lost, "lost_seconds": round(lost / rate, 3) if rate else None,
-            "max_pending": max_pending, "dropped": dropped,
-            "rss_after_minute_1_mb": round(rss_minute, 1), "rss_end_mb": round(rss_end, 1),
-            "rss_ratio": round(rss_end / rss_minute, 3)}
+            "store": args.store,
+            "minutes": args.minutes,
+            "connections": args.connections,
+            "requests_per_second": round(rate),
+            "answered_200": answered,
+            "records_after_restart": records,
+            "replayed_at_restart": replayed,
+            "lost": lost,
+            "lost_seconds": round(lost / rate, 3) if rate else None,
+            "max_pending": max_pending,
+            "dropped": dropped,
+            "rss_after_minute_1_mb": round(rss_minute, 1),
+            "rss_end_mb": round(rss_end, 1),
+            "rss_ratio": round(rss_end / rss_minute, 3),
+        }
         print(f"\npending records: max {max_pending:,.0f} (dropped {dropped:,.0f})")
-        print(f"RSS: {rss_minute:.1f} MB after the first minute, {rss_end:.1f} MB at the end "
-              f"({rss_end / rss_minute:.3f}x)")
-        print(f"kill -9: {answered:,} answered 200, {records:,} records after the restart "
-              f"({replayed:,.0f} of them replayed from the spool): {lost:,} lost "
-              f"= {lost / rate:.3f} s of load" + (" (negative: records of requests cut off "
-                                                  "in flight)" if lost < 0 else ""))
-        checks = [("pending records < 10,000", max_pending < 10_000),
-                  ("RSS within 10% of its level after the first minute",
-                   abs(rss_end / rss_minute - 1) <= 0.10),
-                  ("kill -9 loses at most 1 s of records", lost <= rate)]
+        print(
+            f"RSS: {rss_minute:.1f} MB after the first minute, {rss_end:.1f} MB at the end "
+            f"({rss_end / rss_minute:.3f}x)"
+        )
+        print(
+            f"kill -9: {answered:,} answered 200, {records:,} records after the restart "
+            f"({replayed:,.0f} of them replayed from the spool): {lost:,} lost "
+            f"= {lost / rate:.3f} s of load"
+            + (" (negative: records of requests cut off in flight)" if lost < 0 else "")
+        )
+        checks = [
+            ("pending records < 10,000", max_pending < 10_000),
+            (
+                "RSS within 10% of its level after the first minute",
+                abs(rss_end / rss_minute - 1) <= 0.10,
+            ),
+            ("kill -9 loses at most 1 s of records", lost <= rate),
+        ]
         print("targets:")
         for name, ok in checks:
             print(f"  [{'met' if ok else 'NOT met'}] {name}")

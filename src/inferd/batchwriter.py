@@ -85,8 +85,9 @@ def _always(_exc: BaseException) -> bool:
 class _Waiter:
     __slots__ = ("future", "loop", "target")
 
-    def __init__(self, target: int, loop: asyncio.AbstractEventLoop,
-                 future: asyncio.Future[None]) -> None:
+    def __init__(
+        self, target: int, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
+    ) -> None:
         self.target, self.loop, self.future = target, loop, future
 
 
@@ -98,12 +99,20 @@ def _resolve(future: asyncio.Future[None]) -> None:
 class SpooledWriter(Generic[T]):
     """Takes records on the event loop; a thread spools them and writes them in batches."""
 
-    def __init__(self, sink: Callable[[], Awaitable[Sink[T]]], *, decode: Callable[[Any], T],
-                 directory: Path | None = None, name: str = "records",
-                 flush_seconds: float = 1.0, batch_size: int = 2000,
-                 max_pending: int = 100_000, sync_seconds: float = 0.1,
-                 retry_seconds: float = 0.5,
-                 transient: Callable[[BaseException], bool] = _always) -> None:
+    def __init__(
+        self,
+        sink: Callable[[], Awaitable[Sink[T]]],
+        *,
+        decode: Callable[[Any], T],
+        directory: Path | None = None,
+        name: str = "records",
+        flush_seconds: float = 1.0,
+        batch_size: int = 2000,
+        max_pending: int = 100_000,
+        sync_seconds: float = 0.1,
+        retry_seconds: float = 0.5,
+        transient: Callable[[BaseException], bool] = _always,
+    ) -> None:
         self._open_sink = sink
         self._decode = decode
         self.directory = directory
@@ -187,7 +196,7 @@ class SpooledWriter(Generic[T]):
         room = self.max_pending - len(self._queue)
         if room < len(records):
             self._drop(len(records) - max(room, 0))
-            records = records[:max(room, 0)]
+            records = records[: max(room, 0)]
         self._queue.extend(records)
         self.accepted += len(records)
 
@@ -196,8 +205,12 @@ class SpooledWriter(Generic[T]):
         now = time.monotonic()
         if now - self._last_drop_log >= 10.0:
             self._last_drop_log = now
-            log.error("%s: %d records waiting to be spooled, dropping new ones (%d so far)",
-                      self.name, len(self._queue), self.dropped)
+            log.error(
+                "%s: %d records waiting to be spooled, dropping new ones (%d so far)",
+                self.name,
+                len(self._queue),
+                self.dropped,
+            )
 
     async def start(self) -> None:
         """Start the writer thread (it replays the spools of dead processes first)."""
@@ -205,8 +218,9 @@ class SpooledWriter(Generic[T]):
             return
         self._stopping = False
         self._started.clear()
-        self._thread = threading.Thread(target=self._main, name=f"inferd-{self.name}-writer",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._main, name=f"inferd-{self.name}-writer", daemon=True
+        )
         self._thread.start()
         await asyncio.to_thread(self._started.wait)
 
@@ -253,8 +267,12 @@ class SpooledWriter(Generic[T]):
             self._spool = Spool.create(self.directory)
             self._mark_id = self._spool.id
         except OSError as exc:
-            log.error("%s: cannot spool to %s, records are kept in memory only: %s",
-                      self.name, self.directory, exc)
+            log.error(
+                "%s: cannot spool to %s, records are kept in memory only: %s",
+                self.name,
+                self.directory,
+                exc,
+            )
             self._spool = None
 
     async def _run(self) -> None:
@@ -274,8 +292,11 @@ class SpooledWriter(Generic[T]):
                 self._take()
                 now = time.monotonic()
                 spool = self._spool
-                if spool is not None and spool.unsynced and (
-                        stopping or now - last_sync >= self.sync_seconds):
+                if (
+                    spool is not None
+                    and spool.unsynced
+                    and (stopping or now - last_sync >= self.sync_seconds)
+                ):
                     self._sync(spool)
                     last_sync = now
                 asked = self._flush_asked or bool(self._waiters)
@@ -283,9 +304,13 @@ class SpooledWriter(Generic[T]):
                     if self._orphans:
                         await self._replay(sink)
                     if self._held_count or self._behind():
-                        if (stopping or asked or self._held_count >= self.batch_size
-                                or self._retry_due
-                                or now - self._last_write >= self.flush_seconds):
+                        if (
+                            stopping
+                            or asked
+                            or self._held_count >= self.batch_size
+                            or self._retry_due
+                            or now - self._last_write >= self.flush_seconds
+                        ):
                             self._flush_asked = False
                             await self._write_all(sink)
                     elif asked:
@@ -313,8 +338,12 @@ class SpooledWriter(Generic[T]):
         if spool is None:
             return None
         if not complete:
-            log.warning("%s: %d records not written, kept in %s for the next start",
-                        self.name, self.pending, spool.path)
+            log.warning(
+                "%s: %d records not written, kept in %s for the next start",
+                self.name,
+                self.pending,
+                spool.path,
+            )
         spool.close(remove=complete)
         return spool.id if complete else None
 
@@ -346,8 +375,12 @@ class SpooledWriter(Generic[T]):
                 except OSError as exc:
                     # The records it has beyond what is held stay in it, replayed at the
                     # next start (the marks go on under its id: nothing is written twice).
-                    log.error("%s: cannot append to the spool %s, records are kept in "
-                              "memory only: %s", self.name, spool.path, exc)
+                    log.error(
+                        "%s: cannot append to the spool %s, records are kept in memory only: %s",
+                        self.name,
+                        spool.path,
+                        exc,
+                    )
                     self._close_spool(complete=False)
                 else:
                     if caught_up and self._held_count + count <= self.max_pending:
@@ -363,8 +396,11 @@ class SpooledWriter(Generic[T]):
                 self._held_count -= len(old.records)
                 self.done += len(old.records)
                 self.discarded += len(old.records)
-                log.error("%s: the store is behind and there is no spool: %d records dropped",
-                          self.name, len(old.records))
+                log.error(
+                    "%s: the store is behind and there is no spool: %d records dropped",
+                    self.name,
+                    len(old.records),
+                )
 
     def _read_back(self) -> None:
         """Hold the next frames from the spool file (the store caught up with memory)."""
@@ -372,13 +408,19 @@ class SpooledWriter(Generic[T]):
         if spool is None or self._held:
             return
         for frame in spool.frames(self._held_end, self.batch_size):
-            self._held.append(Frame(frame.first, [self._decode(r) for r in frame.records],
-                                    frame.end))
+            self._held.append(
+                Frame(frame.first, [self._decode(r) for r in frame.records], frame.end)
+            )
             self._held_count += len(frame.records)
             self._held_end = frame.end
         if not self._held and self._held_end < spool.size:  # pragma: no cover - unreadable
-            log.error("%s: the spool %s is unreadable from offset %d: %d bytes skipped",
-                      self.name, spool.path, self._held_end, spool.size - self._held_end)
+            log.error(
+                "%s: the spool %s is unreadable from offset %d: %d bytes skipped",
+                self.name,
+                spool.path,
+                self._held_end,
+                spool.size - self._held_end,
+            )
             self._held_end = spool.size
 
     def _batch(self) -> list[Frame]:
@@ -417,8 +459,12 @@ class SpooledWriter(Generic[T]):
 
     def _rotate(self) -> None:
         spool = self._spool
-        if (spool is not None and not self._held and self._held_end == spool.size
-                and spool.size >= ROTATE_BYTES):
+        if (
+            spool is not None
+            and not self._held
+            and self._held_end == spool.size
+            and spool.size >= ROTATE_BYTES
+        ):
             try:
                 spool.truncate()
             except OSError as exc:  # pragma: no cover - the disk failed under us
@@ -446,15 +492,21 @@ class SpooledWriter(Generic[T]):
                     except Exception as one:
                         if self._away(one, 1):
                             # keep the rest: this frame from this record on, and the others
-                            rest = [Frame(frame.first + offset, frame.records[offset:],
-                                          frame.end), *frames[index + 1:]]
+                            rest = [
+                                Frame(frame.first + offset, frame.records[offset:], frame.end),
+                                *frames[index + 1 :],
+                            ]
                             frames[:] = rest
                             return False
                         self.rejected += 1
                         self.done += 1
-                        log.error("%s: record refused by the store, dropped: %r (%s: %s)",
-                                  self.name, record, one.__class__.__name__,
-                                  str(one).splitlines()[0] if str(one) else "")
+                        log.error(
+                            "%s: record refused by the store, dropped: %r (%s: %s)",
+                            self.name,
+                            record,
+                            one.__class__.__name__,
+                            str(one).splitlines()[0] if str(one) else "",
+                        )
                     else:
                         self.written += 1
                         self.done += 1
@@ -472,8 +524,13 @@ class SpooledWriter(Generic[T]):
             return False
         self.failures += 1
         self._retry_at = time.monotonic() + self._retry_wait
-        log.warning("%s: could not write %d records (spooled, retried in %.1f s): %s",
-                    self.name, count, self._retry_wait, exc)
+        log.warning(
+            "%s: could not write %d records (spooled, retried in %.1f s): %s",
+            self.name,
+            count,
+            self._retry_wait,
+            exc,
+        )
         self._retry_wait = min(self._retry_wait * 2, MAX_RETRY_SECONDS)
         return True
 
@@ -487,8 +544,11 @@ class SpooledWriter(Generic[T]):
                     frames = orphan.frames(self.batch_size)
                     if not frames:
                         break
-                    records = [self._decode(r) for f in frames
-                               for r in f.records[max(0, last - f.first + 1):]]
+                    records = [
+                        self._decode(r)
+                        for f in frames
+                        for r in f.records[max(0, last - f.first + 1) :]
+                    ]
                     if records:
                         await sink.write(records, orphan.id, frames[-1].last)
                         self.replayed += len(records)
@@ -499,8 +559,9 @@ class SpooledWriter(Generic[T]):
                 if self._away(exc, 0):
                     self._notify(failed=True)
                     return
-                log.error("%s: cannot replay the spool %s, left in place: %s", self.name,
-                          orphan.path, exc)
+                log.error(
+                    "%s: cannot replay the spool %s, left in place: %s", self.name, orphan.path, exc
+                )
                 orphan.release()
                 self._orphans.pop(0)
                 continue

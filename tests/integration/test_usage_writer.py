@@ -17,19 +17,40 @@ from tests.helpers import wait_for_async
 
 
 def _record(i: int) -> UsageRecord:
-    return UsageRecord(1_700_000_000.0 + i, f"req-{i}", str(i % 7), f"model-{i % 3}",
-                       "local:x" if i % 2 else None, "chat", bool(i % 2), 200 + i % 3,
-                       None if i % 5 else "rate_limit_exceeded", i, 2 * i, 3 * i,
-                       0.25 * i, None if i % 4 else 1.5, None, i % 3 or None, None)
+    return UsageRecord(
+        1_700_000_000.0 + i,
+        f"req-{i}",
+        str(i % 7),
+        f"model-{i % 3}",
+        "local:x" if i % 2 else None,
+        "chat",
+        bool(i % 2),
+        200 + i % 3,
+        None if i % 5 else "rate_limit_exceeded",
+        i,
+        2 * i,
+        3 * i,
+        0.25 * i,
+        None if i % 4 else 1.5,
+        None,
+        i % 3 or None,
+        None,
+    )
 
 
 async def _rows(database: Database) -> list[UsageRecord]:
     columns = [usage_records.c[name] for name in UsageRecord._fields]
     async with database.engine.connect() as conn:
         rows = (await conn.execute(sa.select(*columns).order_by(usage_records.c.id))).all()
-    return [UsageRecord(*(bool(v) if name == "stream" else v
-                          for name, v in zip(UsageRecord._fields, row, strict=True)))
-            for row in rows]
+    return [
+        UsageRecord(
+            *(
+                bool(v) if name == "stream" else v
+                for name, v in zip(UsageRecord._fields, row, strict=True)
+            )
+        )
+        for row in rows
+    ]
 
 
 async def _marks(database: Database) -> dict[str, int]:
@@ -39,12 +60,12 @@ async def _marks(database: Database) -> dict[str, int]:
 
 
 def _recorder(database: Database, directory: Path, **options: float) -> UsageRecorder:
-    return UsageRecorder(lambda: UsageSink.open(database.url), directory=directory,
-                         transient=unreachable, **options)  # type: ignore[arg-type]
+    return UsageRecorder(
+        lambda: UsageSink.open(database.url), directory=directory, transient=unreachable, **options
+    )  # type: ignore[arg-type]
 
 
-async def test_batches_of_many_rows_read_back_as_made(database: Database,
-                                                       tmp_path: Path) -> None:
+async def test_batches_of_many_rows_read_back_as_made(database: Database, tmp_path: Path) -> None:
     recorder = _recorder(database, tmp_path, flush_seconds=3600, batch_size=1500)
     await recorder.start()
     made = [_record(i) for i in range(4000)]
@@ -58,8 +79,7 @@ async def test_batches_of_many_rows_read_back_as_made(database: Database,
     assert await _marks(database) == {} and not spool.exists()
 
 
-async def test_a_dead_process_spool_is_replayed_once(database: Database,
-                                                     tmp_path: Path) -> None:
+async def test_a_dead_process_spool_is_replayed_once(database: Database, tmp_path: Path) -> None:
     """A process killed after its first batch was committed, before its spool was emptied:
     the next start writes the rest, and only the rest."""
     made = [_record(i) for i in range(10)]

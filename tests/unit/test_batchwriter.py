@@ -39,8 +39,9 @@ async def test_records_are_spooled_at_once_and_written_in_batches(tmp_path: Path
     w = writer(sink, tmp_path, batch_size=1000)
     await w.start()
     w.record_many(rows(0, 400))
-    await wait_for_async(lambda: _true(w.queued == 0 and spooled(w.spool_path) > 0),
-                         what="the records spooled")
+    await wait_for_async(
+        lambda: _true(w.queued == 0 and spooled(w.spool_path) > 0), what="the records spooled"
+    )
     assert sink.records == [] and w.pending == 400  # in the spool, not yet written
     for record in rows(400, 2500):
         w.record(record)
@@ -54,8 +55,7 @@ async def test_records_are_spooled_at_once_and_written_in_batches(tmp_path: Path
     assert not path.exists() and sink.marks == {}  # a clean stop leaves nothing behind
 
 
-async def test_a_full_batch_is_written_without_waiting_for_the_interval(
-        tmp_path: Path) -> None:
+async def test_a_full_batch_is_written_without_waiting_for_the_interval(tmp_path: Path) -> None:
     sink = MemorySink()
     w = writer(sink, tmp_path, batch_size=100)
     await w.start()
@@ -149,8 +149,7 @@ async def test_without_a_spool_records_are_kept_in_memory(tmp_path: Path) -> Non
     assert os.listdir(tmp_path) == []
 
 
-async def test_what_a_stop_could_not_write_is_replayed_at_the_next_start(
-        tmp_path: Path) -> None:
+async def test_what_a_stop_could_not_write_is_replayed_at_the_next_start(tmp_path: Path) -> None:
     away = MemorySink(away=10**9)
     first = writer(away, tmp_path, retry_seconds=3600)
     await first.start()
@@ -184,7 +183,8 @@ async def test_a_replay_skips_what_the_store_already_has(tmp_path: Path) -> None
 
 
 async def test_the_spool_is_emptied_once_the_store_has_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(batchwriter, "ROTATE_BYTES", 1000)
     sink = MemorySink()
     w = writer(sink, tmp_path)

@@ -19,7 +19,9 @@ def test_frames_are_read_back_in_order_with_their_seqs(tmp_path: Path) -> None:
     assert spool.size == end2 == os.path.getsize(spool.path)
     frames = spool.frames()
     assert [(f.first, f.last, f.records, f.end) for f in frames] == [
-        (1, 2, [[1, "a"], [2, "b"]], end1), (3, 3, [[3, None, True, 1.5]], end2)]
+        (1, 2, [[1, "a"], [2, "b"]], end1),
+        (3, 3, [[3, None, True, 1.5]], end2),
+    ]
     assert [f.first for f in spool.frames(end1)] == [3]  # from an offset
     assert [f.first for f in spool.frames(0, max_records=1)] == [1]  # whole frames
     spool.close(remove=False)
@@ -28,8 +30,7 @@ def test_frames_are_read_back_in_order_with_their_seqs(tmp_path: Path) -> None:
 def test_appends_are_synced_in_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[int] = []
     real = os.fdatasync
-    monkeypatch.setattr(spool_module.os, "fdatasync",
-                        lambda fd: synced.append(fd) or real(fd))
+    monkeypatch.setattr(spool_module.os, "fdatasync", lambda fd: synced.append(fd) or real(fd))
     spool = Spool.create(tmp_path)
     assert not spool.unsynced
     for i in range(5):
@@ -48,10 +49,12 @@ def test_a_damaged_or_cut_tail_is_ignored(tmp_path: Path) -> None:
     spool.close(remove=False)
     whole = spool.path.read_bytes()
     cut = encode(4, [[4], [5]])
-    for tail in (cut[: len(cut) - 3],  # a write cut short by a crash
-                 cut[:HEADER.size - 2],  # even in its header
-                 cut[:-1] + b"X",  # a damaged payload (its CRC does not match)
-                 b"\0" * 4096):  # zeroes: a page the file system did not write
+    for tail in (
+        cut[: len(cut) - 3],  # a write cut short by a crash
+        cut[: HEADER.size - 2],  # even in its header
+        cut[:-1] + b"X",  # a damaged payload (its CRC does not match)
+        b"\0" * 4096,
+    ):  # zeroes: a page the file system did not write
         spool.path.write_bytes(whole + tail)
         fd = os.open(spool.path, os.O_RDONLY)
         try:
