@@ -5,14 +5,12 @@ taken it (within milliseconds), written to the database at the next start."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import httpx
 
-from inferd.spool import read_frames
-from tests.helpers import InferdProcess, wait_for
+from tests.helpers import InferdProcess, spooled_usage, wait_for
 
 ECHO = json.dumps([{"name": "echo", "kind": "echo"}])
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "a b c d"}]}
@@ -73,18 +71,6 @@ def test_sync_usage_is_durable_after_the_flush_interval(tmp_path: Path) -> None:
     assert all(r["endpoint"] == "chat" and r["total_tokens"] == 8 for r in records)
 
 
-def _spooled(data_dir: Path) -> int:
-    """The usage records in the spool files under ``data_dir`` (what a kill -9 leaves)."""
-    count = 0
-    for path in (data_dir / "spool" / "usage").glob("*.spool"):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            count += sum(len(frame.records) for frame in read_frames(fd))
-        finally:
-            os.close(fd)
-    return count
-
-
 def test_records_pending_at_a_kill_9_are_written_after_the_restart(tmp_path: Path) -> None:
     """Records accepted and not yet written (the writer would wait an hour) are in the spool:
     a kill -9 loses none, the next start writes each once."""
@@ -93,7 +79,7 @@ def test_records_pending_at_a_kill_9_are_written_after_the_restart(tmp_path: Pat
         for _ in range(30):
             answer = http.post("/v1/chat/completions", json=CHAT)
             assert answer.status_code == 200, answer.text
-        wait_for(lambda: _spooled(tmp_path) == 30, what="the 30 records spooled")
+        wait_for(lambda: spooled_usage(tmp_path) == 30, what="the 30 records spooled")
         assert _pending(server) == 30  # none written yet
         server.kill()
     with serve(tmp_path, flush_seconds=3600, port=server.port) as again:
@@ -101,7 +87,7 @@ def test_records_pending_at_a_kill_9_are_written_after_the_restart(tmp_path: Pat
         assert len(records) == 30
         assert all(r["endpoint"] == "chat" and r["total_tokens"] == 8 for r in records)
         again.stop()  # a clean stop: its records are in, its spool is gone
-    assert _spooled(tmp_path) == 0
+    assert spooled_usage(tmp_path) == 0
     assert list((tmp_path / "spool" / "usage").glob("*.spool")) == []
     with serve(tmp_path, flush_seconds=3600, port=server.port) as third:
         assert len(usage_records(third)) == 30  # not one more: nothing replayed twice

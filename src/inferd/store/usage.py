@@ -17,7 +17,7 @@ from inferd.usage import UsageRecord
 GroupBy = Literal["key", "model", "time"]
 BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
 
-# The columns ``insert_many`` writes, in the order of a record's fields.
+# The columns ``insert_records`` writes, in the order of a record's fields.
 FIELDS = UsageRecord._fields
 
 
