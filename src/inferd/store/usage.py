@@ -101,10 +101,17 @@ class UsageSink:
         return cls(Database(url))
 
     async def write(self, records: Sequence[UsageRecord], spool: str | None, last: int) -> None:
-        async with self.db.engine.begin() as conn:
-            await insert_records(conn, records)
-            if spool is not None:
-                await set_mark(conn, spool, last)
+        try:
+            async with self.db.engine.begin() as conn:
+                await insert_records(conn, records)
+                if spool is not None:
+                    await set_mark(conn, spool, last)
+        except Exception:
+            # Hold no connection while writes fail: on SQLite an open one keeps a read-only
+            # WAL index read-only for every connection of the process (``Database._reopen``),
+            # and elsewhere the next try gets a fresh one.
+            await self.db.engine.dispose()
+            raise
 
     async def last(self, spool: str) -> int:
         async with self.db.engine.connect() as conn:
