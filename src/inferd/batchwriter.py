@@ -155,6 +155,7 @@ class SpooledWriter(Generic[T]):
         self._retry_at = 0.0
         self._retry_wait = retry_seconds
         self._last_write = 0.0
+        self._last_sync = 0.0
         self._last_drop_log = 0.0
 
     # -- the event loop's side -----------------------------------------------------------------
@@ -285,37 +286,18 @@ class SpooledWriter(Generic[T]):
             self._close_spool(complete=False)
             raise
         self._started.set()
-        last_sync = self._last_write = time.monotonic()
+        self._last_sync = self._last_write = time.monotonic()
         try:
             while True:
                 stopping = self._stopping
-                self._take()
-                now = time.monotonic()
-                spool = self._spool
-                if (
-                    spool is not None
-                    and spool.unsynced
-                    and (stopping or now - last_sync >= self.sync_seconds)
-                ):
-                    self._sync(spool)
-                    last_sync = now
-                asked = self._flush_asked or bool(self._waiters)
-                if now >= self._retry_at or stopping:
-                    if self._orphans:
-                        await self._replay(sink)
-                    if self._held_count or self._behind():
-                        if (
-                            stopping
-                            or asked
-                            or self._held_count >= self.batch_size
-                            or self._retry_due
-                            or now - self._last_write >= self.flush_seconds
-                        ):
-                            self._flush_asked = False
-                            await self._write_all(sink)
-                    elif asked:
-                        self._flush_asked = False
-                        self._notify(failed=False)
+                try:
+                    await self._step(sink, stopping)
+                except Exception:  # a bug: say so, keep the thread (and the spool) going
+                    log.exception("%s writer: unexpected error", self.name)
+                    self._notify(failed=True)
+                    if stopping:
+                        break
+                    self._wake.wait(MAX_RETRY_SECONDS)
                 if stopping and not self._queue:
                     break
                 self._wake.wait(SPOOL_SECONDS)
@@ -331,6 +313,37 @@ class SpooledWriter(Generic[T]):
             self._orphans = []
             await sink.close()
             self._notify(failed=True)  # nobody waits for a thread that is gone
+
+    async def _step(self, sink: Sink[T], stopping: bool) -> None:
+        """One turn: spool what is queued, sync it when due, write what is due."""
+        self._take()
+        now = time.monotonic()
+        spool = self._spool
+        if (
+            spool is not None
+            and spool.unsynced
+            and (stopping or now - self._last_sync >= self.sync_seconds)
+        ):
+            self._sync(spool)
+            self._last_sync = now
+        asked = self._flush_asked or bool(self._waiters)
+        if now < self._retry_at and not stopping:
+            return
+        if self._orphans:
+            await self._replay(sink)
+        if self._held_count or self._behind():
+            if (
+                stopping
+                or asked
+                or self._held_count >= self.batch_size
+                or self._retry_due
+                or now - self._last_write >= self.flush_seconds
+            ):
+                self._flush_asked = False
+                await self._write_all(sink)
+        elif asked:
+            self._flush_asked = False
+            self._notify(failed=False)
 
     def _close_spool(self, *, complete: bool) -> str | None:
         """Close the spool (deleted when ``complete``); its id when it was deleted."""

@@ -54,7 +54,7 @@ class Frame(NamedTuple):
 
 def encode(first: int, records: list[Any]) -> bytes:
     """One frame's bytes."""
-    payload = json.dumps(records, separators=(",", ":")).encode()
+    payload = json.dumps(records, separators=(",", ":"), default=str).encode()
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), first) + payload
 
 
