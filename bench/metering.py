@@ -126,6 +126,13 @@ def main() -> None:
         harness.wait_ready(nginx, mock_url + "/v1/chat/completions", CHAT, {})
         inferd = inferd_target.Inferd(ROOT, WORK, mock_url, mock_url, store=args.store)
         services.append(inferd.service)
+        if args.store == "postgresql":  # a gateway starts on a migrated database only
+            subprocess.run(
+                [str(ROOT / ".venv" / "bin" / "inferd"), "migrate"],
+                check=True,
+                env={**os.environ, **inferd.service.env},
+                capture_output=True,
+            )
         inferd.start()
         print(
             f"{inferd.describe()}; wrk {args.connections} connections for "
