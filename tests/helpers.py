@@ -197,3 +197,18 @@ class InferdProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def spooled_usage(data_dir: Path) -> int:
+    """The usage records in the spool files of a process's data directory (what the writer
+    has accepted and a kill -9 leaves behind; written or not)."""
+    from inferd.spool import read_frames
+
+    count = 0
+    for path in (data_dir / "spool" / "usage").glob("*.spool"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            count += sum(len(frame.records) for frame in read_frames(fd))
+        finally:
+            os.close(fd)
+    return count

@@ -1,9 +1,9 @@
 """Metering: what every finished request leaves behind.
 
-``Metering`` owns the Prometheus metrics, the usage recorder (buffered, written in batches) and
-the usage store it writes to. ``Metering.finish`` turns one ``Call`` into metric updates, one
-usage record and, when asked for (or on a 5xx), one structured log line. Nothing here reads or
-writes the database on the way of a request.
+``Metering`` owns the Prometheus metrics, the usage recorder (spooled, written in batches by a
+thread of its own: ``inferd.usage``) and the usage store it writes to. ``Metering.finish`` turns
+one ``Call`` into metric updates, one usage record and, when asked for (or on a 5xx), one
+structured log line. Nothing here reads or writes the database on the way of a request.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from inferd.metrics import Metrics, ReplicaState
 from inferd.routing.router import Router
 from inferd.settings import Settings
 from inferd.store.db import Database, unreachable
-from inferd.store.usage import UsageStore
+from inferd.store.usage import UsageSink, UsageStore
 from inferd.usage import UsageRecord, UsageRecorder, in_job
 
 log = logging.getLogger("inferd.requests")
@@ -77,8 +77,12 @@ class Metering:
     async def start(cls, settings: Settings, db: Database) -> Metering:
         """The recorder writing to ``db``, started (``close`` writes what is left)."""
         store = UsageStore(db)
-        recorder = UsageRecorder(store.insert_many, flush_seconds=settings.usage_flush_seconds,
-                                 transient=unreachable)
+        url = db.url
+        recorder = UsageRecorder(
+            lambda: UsageSink.open(url), flush_seconds=settings.usage_flush_seconds,
+            directory=settings.data_dir / "spool" / "usage" if settings.usage_spool else None,
+            max_pending=settings.usage_max_pending,
+            sync_seconds=settings.usage_spool_sync_seconds, transient=unreachable)
         self = cls(store, recorder, log_requests=settings.log_requests)
         await recorder.start()
         self.metrics.register_gauge("inferd_usage_records_pending",
@@ -87,6 +91,12 @@ class Metering:
         self.metrics.register_gauge("inferd_usage_records_rejected",
                                     "Usage records the database refused (dropped and logged)",
                                     lambda: float(recorder.rejected))
+        self.metrics.register_gauge("inferd_usage_records_dropped",
+                                    "Usage records dropped: more than usage_max_pending waited",
+                                    lambda: float(recorder.dropped + recorder.discarded))
+        self.metrics.register_gauge("inferd_usage_records_replayed",
+                                    "Usage records of a killed process's spool written at start",
+                                    lambda: float(recorder.replayed))
         return self
 
     async def close(self) -> None:

@@ -291,8 +291,16 @@ class Settings(BaseSettings):
     # "auto" = redis when ``redis_url`` is set.
     limits_backend: Literal["auto", "local", "redis"] = "auto"
     redis_url: str = ""
-    # Usage records are written in batches: at most every this many seconds.
+    # Usage records are written in batches by a thread of their own: at the latest this many
+    # seconds after they were made (sooner when a batch is full).
     usage_flush_seconds: float = Field(default=1.0, gt=0.0, le=3600.0)
+    # Usage records are spooled to a local file (``<data_dir>/spool/usage``) before they are
+    # written, fsync'd in groups this often (seconds), replayed at the next start after a crash.
+    usage_spool: bool = True
+    usage_spool_sync_seconds: float = Field(default=0.1, gt=0.0, le=60.0)
+    # At most this many usage records wait in memory (and, while the database lags, this
+    # many are held decoded; the rest wait in the spool file).
+    usage_max_pending: int = Field(default=100_000, ge=1000, le=10_000_000)
     # Logs: "json" (one object per line, with the request id) or "text".
     log_format: Literal["json", "text"] = "json"
     # One info log line per inference request (model, key, status, tokens, latency). Off by

@@ -1,6 +1,7 @@
 """Usage adds up exactly once across a cluster: a gateway (or a worker running a job) that
 forwards a request to an ``inferd engine`` records it, and the engine, called with its engine
-credential, does not record it again."""
+credential, does not record it again; a gateway killed with records not yet written writes
+them when it starts again."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from tests.cluster.conftest import ENGINE_KEY, migrate, submit, wait_finished
-from tests.helpers import InferdProcess
+from tests.helpers import InferdProcess, spooled_usage, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -66,3 +67,26 @@ def test_usage_through_an_engine_is_recorded_once(
     assert mine_row["requests"] == 4 * 2 + 3
     assert mine_row["total_tokens"] == tokens
     assert mine_row["errors"] == 0
+
+
+def test_a_gateway_killed_with_records_pending_writes_them_at_its_restart(
+        start: Callable[..., InferdProcess], cluster_env: dict[str, str]) -> None:
+    assert migrate(cluster_env).returncode == 0
+    # the writer would wait an hour: every record is pending (spooled) at the kill
+    env = {"INFERD_ADMIN_KEY": ADMIN, "INFERD_USAGE_FLUSH_SECONDS": "3600"}
+    start("engine", "--no-bundled", **env, INFERD_ENGINE_API_KEY=ENGINE_KEY)
+    gateway = start("gateway", **env)
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    with httpx.Client(base_url=gateway.url, headers=admin, timeout=30) as http:
+        user: dict[str, Any] = http.post("/admin/v1/keys", json={"name": "killed"}).json()
+    tokens = asyncio.run(sync_requests(gateway.url, user["key"], count=10))
+    wait_for(lambda: spooled_usage(gateway.data_dir) == 20, what="the 20 records spooled")
+    gateway.kill()
+    again = InferdProcess(gateway.data_dir, command="gateway", env={**cluster_env, **env})
+    with again, httpx.Client(base_url=again.url, headers=admin, timeout=30) as http:
+        # the usage API answers once the killed process's spool is replayed
+        rows = http.get("/admin/v1/usage", params={"group_by": "key"}).json()["data"]
+        metrics = http.get("/metrics").text
+    assert [(str(r["key_id"]), r["requests"], r["total_tokens"]) for r in rows] == [
+        (str(user["id"]), 20, tokens)]
+    assert "inferd_usage_records_replayed 20.0" in metrics

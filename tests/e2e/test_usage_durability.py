@@ -1,6 +1,6 @@
 """Usage survives ``kill -9`` of ``inferd serve``: a job's usage is committed with its result
-(nothing to lose), and a sync request's usage is durable once the recorder's flush interval
-(``usage_flush_seconds``, the documented bound) has passed."""
+(nothing to lose), and a sync request's usage is in the spool file once the writer thread has
+taken it (within milliseconds), written to the database at the next start."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import InferdProcess, wait_for
+from tests.helpers import InferdProcess, spooled_usage, wait_for
 
 ECHO = json.dumps([{"name": "echo", "kind": "echo"}])
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "a b c d"}]}
@@ -69,3 +69,25 @@ def test_sync_usage_is_durable_after_the_flush_interval(tmp_path: Path) -> None:
         records = usage_records(again)
     assert len(records) == 20
     assert all(r["endpoint"] == "chat" and r["total_tokens"] == 8 for r in records)
+
+
+def test_records_pending_at_a_kill_9_are_written_after_the_restart(tmp_path: Path) -> None:
+    """Records accepted and not yet written (the writer would wait an hour) are in the spool:
+    a kill -9 loses none, the next start writes each once."""
+    server = serve(tmp_path, flush_seconds=3600)
+    with server, httpx.Client(base_url=server.url, timeout=30) as http:
+        for _ in range(30):
+            answer = http.post("/v1/chat/completions", json=CHAT)
+            assert answer.status_code == 200, answer.text
+        wait_for(lambda: spooled_usage(tmp_path) == 30, what="the 30 records spooled")
+        assert _pending(server) == 30  # none written yet
+        server.kill()
+    with serve(tmp_path, flush_seconds=3600, port=server.port) as again:
+        records = usage_records(again)  # reads once the dead process's spool is replayed
+        assert len(records) == 30
+        assert all(r["endpoint"] == "chat" and r["total_tokens"] == 8 for r in records)
+        again.stop()  # a clean stop: its records are in, its spool is gone
+    assert spooled_usage(tmp_path) == 0
+    assert list((tmp_path / "spool" / "usage").glob("*.spool")) == []
+    with serve(tmp_path, flush_seconds=3600, port=server.port) as third:
+        assert len(usage_records(third)) == 30  # not one more: nothing replayed twice

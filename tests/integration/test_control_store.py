@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from inferd.errors import AuthenticationFailed, NotFound
 from inferd.store.db import Database
 from inferd.store.keys import KeyStore
 from inferd.store.monitor import REDACTED, TableBrowser
-from inferd.store.usage import UsageStore
+from inferd.store.usage import UsageSink, UsageStore
 from inferd.usage import UsageRecord, UsageRecorder
 from tests.helpers import wait_for_async
 
@@ -95,13 +96,14 @@ async def test_a_key_made_elsewhere_right_after_a_miss_is_found(database: Databa
         await ring.close()
 
 
-async def test_usage_batches_and_aggregates(database: Database) -> None:
+async def test_usage_batches_and_aggregates(database: Database, tmp_path: Path) -> None:
     store = UsageStore(database)
-    recorder = UsageRecorder(store.insert_many, flush_seconds=3600, batch_size=200)
+    recorder = UsageRecorder(lambda: UsageSink.open(database.url), directory=tmp_path,
+                             flush_seconds=3600, batch_size=200)
+    await recorder.start()
     now = time.time()
-    for i in range(450):
-        recorder.record(_record(str(i % 3), "a" if i % 2 else "b", now,
-                                status=429 if i == 0 else 200))
+    recorder.record_many([_record(str(i % 3), "a" if i % 2 else "b", now,
+                                  status=429 if i == 0 else 200) for i in range(450)])
     await recorder.close()  # writes everything left
     assert recorder.written == 450 and recorder.flushes == 3
     assert await store.count() == 450

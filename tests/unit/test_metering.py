@@ -1,11 +1,9 @@
-"""The usage recorder's batching and retries, the metrics callback registry, bounded metric
-labels and rendering off the event loop."""
+"""The usage recorder's records, the metrics callback registry, bounded metric labels and
+rendering off the event loop (the recorder's batching: ``test_batchwriter``)."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -22,96 +20,13 @@ from inferd.schemas.openai import ChatCompletionRequest
 from inferd.settings import ModelSpec
 from inferd.store.tables_control import usage_records
 from inferd.usage import UsageRecord, UsageRecorder
+from tests.memory_sink import MemorySink, opener
 
 
 def _record(i: int) -> UsageRecord:
     """A record told apart by its ``created_at``."""
     return UsageRecord(float(i), None, None, "m", None, "chat", False, 200, None, 0, 0, 0,
                        1.0, None, None, None)
-
-
-class FlakyStore:
-    """Collects batches; fails the first ``failures`` writes (like a database that is down)."""
-
-    def __init__(self, failures: int = 0) -> None:
-        self.failures = failures
-        self.batches: list[list[UsageRecord]] = []
-
-    async def write(self, records: Sequence[UsageRecord]) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise ConnectionError("database is down")
-        self.batches.append(list(records))
-
-
-async def test_n_records_are_written_in_few_batches() -> None:
-    store = FlakyStore()
-    recorder = UsageRecorder(store.write, flush_seconds=3600, batch_size=1000)
-    for i in range(2500):
-        recorder.record(_record(i))
-    assert store.batches == []  # nothing written on the request path
-    await recorder.close()
-    assert [len(b) for b in store.batches] == [1000, 1000, 500]
-    assert [r.created_at for b in store.batches for r in b] == list(range(2500))
-
-
-async def test_records_being_written_are_still_pending_until_the_write_ends() -> None:
-    """``pending`` (the ``inferd_usage_records_pending`` gauge) counts what is not durable yet:
-    a batch taken from the buffer stays pending while its write runs."""
-    started, release = asyncio.Event(), asyncio.Event()
-    written: list[UsageRecord] = []
-
-    async def slow_write(records: Sequence[UsageRecord]) -> None:
-        started.set()
-        await release.wait()
-        written.extend(records)
-
-    recorder = UsageRecorder(slow_write, flush_seconds=3600)
-    for i in range(5):
-        recorder.record(_record(i))
-    flush = asyncio.create_task(recorder.flush())
-    await started.wait()
-    recorder.record(_record(5))
-    assert recorder.pending == 6  # five being written, one buffered
-    release.set()
-    assert await flush == 5
-    assert recorder.pending == 1 and len(written) == 5
-
-
-async def test_each_chunk_written_stops_being_pending_at_once() -> None:
-    """In a flush of several chunks, a chunk written is no longer pending while the next
-    ones are still being written."""
-    seen: list[int] = []
-    recorder: UsageRecorder
-
-    async def write(records: Sequence[UsageRecord]) -> None:
-        seen.append(recorder.pending)
-
-    recorder = UsageRecorder(write, flush_seconds=3600, batch_size=10)
-    for i in range(25):
-        recorder.record(_record(i))
-    assert await recorder.flush() == 25
-    assert seen == [25, 15, 5] and recorder.pending == 0
-
-
-async def test_failed_write_keeps_records_for_the_next_flush() -> None:
-    store = FlakyStore(failures=1)
-    recorder = UsageRecorder(store.write, flush_seconds=3600)
-    for i in range(10):
-        recorder.record(_record(i))
-    assert await recorder.flush() == 0 and recorder.pending == 10
-    recorder.record(_record(10))
-    assert await recorder.flush() == 11
-    assert [r.created_at for r in store.batches[0]] == list(range(11))
-
-
-async def test_buffer_is_bounded_while_the_store_is_down() -> None:
-    store = FlakyStore(failures=5)
-    recorder = UsageRecorder(store.write, flush_seconds=3600, max_buffer=5)
-    for i in range(8):
-        recorder.record(_record(i))
-    await recorder.flush()
-    assert recorder.pending == 5 and recorder.dropped == 3
 
 
 def test_registered_gauges_and_replica_states_are_scraped() -> None:
@@ -167,8 +82,10 @@ async def test_unknown_model_names_are_one_label() -> None:
     router.add(Replica(id="local:echo", model="echo",
                        engine=EchoEngine(ModelSpec(name="echo", kind="echo"))),
                aliases=["echo-alias"])
-    store = FlakyStore()
-    metering = Metering(None, UsageRecorder(store.write, flush_seconds=3600))  # type: ignore[arg-type]
+    store = MemorySink()
+    recorder = UsageRecorder(opener(store), flush_seconds=3600)
+    await recorder.start()
+    metering = Metering(None, recorder)  # type: ignore[arg-type]
     inference = Inference(router, metering)
     names = [f"made-up-{i}" for i in range(50)]
     for name in names:
@@ -184,8 +101,8 @@ async def test_unknown_model_names_are_one_label() -> None:
     assert 'inferd_requests_total{endpoint="chat",model="echo-alias",status="200"} 1.0' in text
     assert 'inferd_requests_in_flight{model="_unknown"} 0.0' in text
     # the usage records keep the name that was asked for
-    await metering.recorder.flush()
-    assert {r.model for batch in store.batches for r in batch} >= set(names)
+    await metering.recorder.close()
+    assert {r.model for r in store.records} >= set(names)
 
 
 def _chat(model: str) -> ChatCompletionRequest:

@@ -6,6 +6,9 @@ never reused (``AUTOINCREMENT`` on SQLite, sequences elsewhere): other tables na
 by its id, so a new key must never take the id of a deleted one.
 ``metrics`` is the usage record of every inference request (the proxy toolkit's name for the
 table); it is written in batches by ``inferd.usage.UsageRecorder``, never once per request.
+``spool_marks`` keeps, per spool file of a batched writer (``inferd.batchwriter``), the last
+record number written, in the transaction of the records: a spool replayed after a crash
+resumes after it, so no record is written twice.
 """
 
 from __future__ import annotations
@@ -67,4 +70,12 @@ usage_records = sa.Table(
     sa.Index("ix_metrics_key_id_created_at", "key_id", "created_at"),
     sa.Index("ix_metrics_model_created_at", "model", "created_at"),
     sa.Index("ix_metrics_created_at", "created_at"),
+)
+
+
+spool_marks = sa.Table(
+    "spool_marks", metadata,
+    sa.Column("spool", sa.String(32), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -9,20 +10,25 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferd.store.db import Database
+from inferd.store.tables_control import spool_marks as m
 from inferd.store.tables_control import usage_records as t
 from inferd.usage import UsageRecord
 
 GroupBy = Literal["key", "model", "time"]
 BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
 
-# The columns ``insert_many`` writes, in the order of a record's fields.
+# The columns ``insert_records`` writes, in the order of a record's fields.
 FIELDS = UsageRecord._fields
 
 
-# The compiled multi-row insert per dialect: (SQL, whether its parameters are positional).
+# The compiled insert per dialect: (SQL, whether its parameters are positional).
 # Module-level on purpose: a cache of immutable strings, the same for every database of a
-# dialect (allowed in tests/unit/test_module_state.py).
+# dialect (allowed in tests/unit/test_module_state.py), as is _SQLITE_ROWS below.
 _INSERTS: dict[str, tuple[str, bool]] = {}
+# SQLite: rows per multi-row INSERT (17 parameters a row, under its limit of 32,766), and the
+# statements of 1, 2, 4 ... ROWS rows (a batch is cut into those).
+ROWS = 1024
+_SQLITE_ROWS: dict[int, str] = {}
 
 
 def _insert_sql(dialect: sa.Dialect) -> tuple[str, bool]:
@@ -37,9 +43,37 @@ def _insert_sql(dialect: sa.Dialect) -> tuple[str, bool]:
     return cached
 
 
+def _sqlite_rows(count: int) -> str:
+    """The SQLite INSERT of ``count`` rows (a power of two up to ``ROWS``)."""
+    sql = _SQLITE_ROWS.get(count)
+    if sql is None:
+        row = "(" + ", ".join("?" * len(FIELDS)) + ")"
+        sql = _SQLITE_ROWS[count] = (f"INSERT INTO {t.name} ({', '.join(FIELDS)}) VALUES "
+                                     + ", ".join([row] * count))
+    return sql
+
+
+async def _insert_sqlite(conn: AsyncConnection, records: Sequence[UsageRecord]) -> None:
+    """Multi-row INSERTs: SQLite runs each as one statement, where an executemany steps once
+    per row (and takes Python's lock back for each: slow when the event loop is busy)."""
+    start, total = 0, len(records)
+    while start < total:
+        count = ROWS
+        while count > total - start:
+            count //= 2
+        chunk = records[start:start + count]
+        await conn.exec_driver_sql(_sqlite_rows(count), tuple(v for r in chunk for v in r))
+        start += count
+
+
 async def insert_records(conn: AsyncConnection, records: Sequence[UsageRecord]) -> None:
-    """Insert records in the caller's transaction (one executemany)."""
+    """Insert records in the caller's transaction (SQLite: multi-row INSERTs; elsewhere one
+    executemany, which the drivers batch: asyncpg pipelines it, aiomysql rewrites it into
+    multi-row INSERTs)."""
     if not records:
+        return
+    if conn.dialect.name == "sqlite":
+        await _insert_sqlite(conn, records)
         return
     sql, positional = _insert_sql(conn.dialect)
     # The statement is compiled once; the rows go straight to the driver's executemany
@@ -47,6 +81,51 @@ async def insert_records(conn: AsyncConnection, records: Sequence[UsageRecord]) 
     params: Any = (list(records) if positional
                    else [dict(zip(FIELDS, r, strict=True)) for r in records])
     await conn.exec_driver_sql(sql, params)
+
+
+async def set_mark(conn: AsyncConnection, spool: str, seq: int) -> None:
+    """Store ``seq`` as the last record number written from ``spool`` (caller's transaction)."""
+    now = time.time()
+    updated = await conn.execute(m.update().where(m.c.spool == spool)
+                                 .values(seq=seq, updated_at=now))
+    if updated.rowcount == 0:
+        await conn.execute(m.insert().values(spool=spool, seq=seq, updated_at=now))
+
+
+class UsageSink:
+    """The usage recorder's store, on its writer thread: a database engine of its own."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @classmethod
+    async def open(cls, url: str) -> UsageSink:
+        return cls(Database(url))
+
+    async def write(self, records: Sequence[UsageRecord], spool: str | None, last: int) -> None:
+        try:
+            async with self.db.engine.begin() as conn:
+                await insert_records(conn, records)
+                if spool is not None:
+                    await set_mark(conn, spool, last)
+        except Exception:
+            # Hold no connection while writes fail: on SQLite an open one keeps a read-only
+            # WAL index read-only for every connection of the process (``Database._reopen``),
+            # and elsewhere the next try gets a fresh one.
+            await self.db.engine.dispose()
+            raise
+
+    async def last(self, spool: str) -> int:
+        async with self.db.engine.connect() as conn:
+            seq = (await conn.execute(sa.select(m.c.seq).where(m.c.spool == spool))).scalar()
+        return int(seq or 0)
+
+    async def forget(self, spool: str) -> None:
+        async with self.db.engine.begin() as conn:
+            await conn.execute(m.delete().where(m.c.spool == spool))
+
+    async def close(self) -> None:
+        await self.db.engine.dispose()
 
 
 class UsageStore:

@@ -1,5 +1,5 @@
 """A job's usage records are committed with its result, in one transaction, not through the
-usage recorder's buffer (which a crash would lose); a run whose outcome is not stored hands
+usage recorder (whose last milliseconds a crash would lose); a run whose outcome is not stored hands
 its records to the recorder."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ async def test_a_cancelled_run_hands_its_usage_to_the_recorder(parts: Parts) -> 
     parts.router.add(Replica(id="local:slow", model="slow", engine=EchoEngine(
         ModelSpec(name="slow", kind="echo", echo_delay=0.05))))
     recorder = parts.metering.recorder
-    await recorder.close()
+    await recorder.close()  # stopped: the spilled record waits in its queue
     service = parts.service()
     await service.start()
     try:
@@ -59,6 +59,7 @@ async def test_a_cancelled_run_hands_its_usage_to_the_recorder(parts: Parts) -> 
 
         await wait_for_async(spilled, what="the cancelled run's usage record in the buffer")
         assert await UsageStore(parts.db).count() == 0  # nothing stored with the job
+        await recorder.start()  # the recorder writes it
         await recorder.flush()
         [row] = await UsageStore(parts.db).recent()
         assert row["request_id"] == job.id and row["status"] == 499
