@@ -80,6 +80,7 @@ BASE_PRIORITY = 1  # the backend's priority of a task that names none
 DEFAULT_TOKENS_LIMIT = 8096  # the system's default meta.tokens_limit
 TERMINAL = ("completed", "error")
 POLL_SECONDS = 1.0  # the status record is read at least this often while waiting
+ANSWER_POLL_SECONDS = 0.005  # how often an answer that follows its status is looked for
 
 CHAT = "chat_completion"
 SINGLE = "single_generation"
@@ -139,19 +140,29 @@ class Records:
         return record if isinstance(record, dict) else None
 
     async def set_status(self, job_id: str, status: str, message: str | None,
-                         error: dict[str, str] | None = None, *, only_new: bool = False
-                         ) -> bool:
-        """Write the status record (``only_new``: unless one exists) and announce it."""
+                         error: dict[str, str] | None = None, *, only_new: bool = False,
+                         before: tuple[str, bytes] | None = None) -> bool:
+        """Write the status record (``only_new``: unless one exists) and announce it, in one
+        round trip; ``before``: a (key, value) written first, in the same round trip."""
         key = self.keys.status(job_id)
-        written = await self.redis.set(key, status_record(status, message, error), nx=only_new)
-        if written:
-            await self.redis.publish(key, "set")
-        return bool(written)
+        record = status_record(status, message, error)
+        if only_new:
+            written = await self.redis.set(key, record, nx=True)
+            if written:
+                await self.redis.publish(key, "set")
+            return bool(written)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if before is not None:
+                pipe.set(*before)
+            pipe.set(key, record)
+            pipe.publish(key, "set")
+            await pipe.execute()
+        return True
 
     async def create(self, job_id: str, prompt: dict[str, Any]) -> None:
         """A new task's records, as the backend writes them before publishing it."""
-        await self.redis.set(self.keys.prompt(job_id), orjson.dumps(prompt))
-        await self.set_status(job_id, "pending", "Job is created")
+        await self.set_status(job_id, "pending", "Job is created",
+                              before=(self.keys.prompt(job_id), orjson.dumps(prompt)))
 
     async def answer(self, job_id: str) -> str | None:
         raw = await self.redis.get(self.keys.answer(job_id))
@@ -166,8 +177,8 @@ class Records:
 
     async def complete(self, job_id: str, result: str) -> None:
         """The answer, then the status: a reader that sees ``completed`` finds the answer."""
-        await self.redis.set(self.keys.answer(job_id), orjson.dumps({"result": result}))
-        await self.set_status(job_id, "completed", None)
+        await self.set_status(job_id, "completed", None, before=(
+            self.keys.answer(job_id), orjson.dumps({"result": result})))
 
     async def fail(self, job_id: str, kind: str, message: str) -> None:
         await self.set_status(job_id, "error", None, {"type": kind, "msg": message})
@@ -370,6 +381,10 @@ class QueuedGenerateEngine(RemoteEngine):
                         answer = await records.answer(job_id)
                         if answer is not None:
                             return answer
+                        # the system's workers write the answer just after the status,
+                        # without announcing it
+                        await asyncio.sleep(ANSWER_POLL_SECONDS)
+                        continue
                     elif record.get("status") == "error":
                         raise self._failure(job_id, record.get("error"))
                     await pubsub.get_message(ignore_subscribe_messages=True,

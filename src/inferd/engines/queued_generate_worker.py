@@ -7,6 +7,9 @@ local engines. The system's backend, and its clients, see no difference.
 A task is acknowledged once its final record is written: a worker killed mid-task leaves the
 message to the broker, which hands it to another worker. A redelivered task whose status record
 is already final is acknowledged without running again, so its answer is never written twice.
+The answer is written before the final status, and that status is announced again shortly
+after, so the system's backend (which reads the answer as soon as it sees the status, and reads
+the status once before subscribing to its announcements) never misses it.
 A task naming a model this worker does not host runs on its default model
 (``INFERD_QUEUED_GENERATE_MODEL``, else the first chat model), as the system's workers serve
 one model whatever the task names.
@@ -15,7 +18,9 @@ one model whatever the task names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 import aio_pika
@@ -42,6 +47,7 @@ log = logging.getLogger("inferd.engines.queued_generate")
 
 MAX_STOPS = 4  # stop sequences an OpenAI request may carry
 REDIS_RETRY_SECONDS = 1.0  # a task whose records cannot be written goes back after this
+REANNOUNCE_SECONDS = (0.05, 0.5)  # the final status is announced again after these pauses
 
 
 class Malformed(Exception):
@@ -87,9 +93,7 @@ class TaskServer:
             self._redis = None
 
     async def _received(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.create_task(self._handle(message))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._later(self._handle(message))
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         assert self._redis is not None
@@ -120,6 +124,7 @@ class TaskServer:
                                    "The worker had an error while processing the task.")
             else:
                 await records.complete(job_id, text)
+            self._later(self._announce_again(records, job_id))
         except RedisError as exc:
             # the records cannot be written: the task goes back to the queue for a worker
             # that can write them (this one too, once Redis is back)
@@ -128,6 +133,21 @@ class TaskServer:
             await message.nack(requeue=True)
             return
         await message.ack()
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _announce_again(self, records: Records, job_id: str) -> None:
+        """The system's backend reads the status once, then subscribes to its announcements:
+        a task finished in between would be waited for until its timeout. Announcing the
+        final status again a little later reaches it."""
+        key = self.keys.status(job_id)
+        for delay in REANNOUNCE_SECONDS:
+            await asyncio.sleep(delay)
+            with contextlib.suppress(RedisError):
+                await records.redis.publish(key, "set")
 
     def _engine(self, meta: dict[str, Any]) -> tuple[str, Engine]:
         name = meta.get("model")
