@@ -116,6 +116,12 @@ class Workers:
         assert proc.poll() is None, log.read_text(errors="replace")
         return proc
 
+    def generated(self, task: str) -> int:
+        """How many times the workers generated an answer to ``task`` (their own log line)."""
+        return sum(log.read_text(errors="replace").count(
+            f"The LLM response for task {task} has been generated")
+            for log in self.directory.glob("llmwrap-*.log"))
+
     def stop(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -145,7 +151,8 @@ def front(tmp_path: Path) -> Iterator[Callable[..., InferdProcess]]:
     def run(model: dict[str, Any], **env: str) -> InferdProcess:
         proc = InferdProcess(tmp_path / f"serve-{len(procs)}", "--no-bundled", env={
             "INFERD_MODELS": ECHO, "INFERD_REMOTE_MODELS": json.dumps([model]),
-            "INFERD_HEALTH_CHECK_INTERVAL": "0.5", "INFERD_JOB_SWEEP_SECONDS": "0.5", **env})
+            "INFERD_HEALTH_CHECK_INTERVAL": "0.5", "INFERD_JOB_SWEEP_SECONDS": "0.5",
+            "INFERD_JOB_LEASE_SECONDS": "2", **env})
         procs.append(proc)
         return proc.start()
 
@@ -299,6 +306,7 @@ def test_a_job_whose_worker_is_killed_mid_task_is_answered_once_by_another(
         assert done["result"]["choices"][0]["message"]["content"] == fake_chat_answer(
             "survive")
     assert task_ids(redis_server) == [task]  # one task, answered once
+    assert workers.generated(task) == 1
 
 
 def test_a_job_whose_worker_is_killed_fails_at_its_deadline(
@@ -317,6 +325,28 @@ def test_a_job_whose_worker_is_killed_fails_at_its_deadline(
         assert done["status"] == "failed", done
         assert done["error"]["code"] in ("deadline_exceeded", "upstream_timeout"), done
         assert "deadline" in done["error"]["message"]
+
+
+def test_an_answer_that_lands_while_inferd_is_down_is_collected_after_its_restart(
+        front: Callable[..., InferdProcess], workers: Workers, queue: str,
+        redis_server: RedisServer) -> None:
+    server = front(legacy_model(queue, redis_server))
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        job = submit(http, "legacy", "while you were out")
+        task = wait_for(lambda: next(iter(task_ids(redis_server)), None), within=60,
+                        what="the task published")
+    server.kill()
+    workers.start()  # answers the task while no inferd runs
+    wait_for(lambda: (status_of(redis_server, task) or {}).get("status") == "completed",
+             within=60, what="the worker answering")
+    server.start()  # the job runs again: its task is collected, not published again
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        done = wait_finished(http, [job["id"]])[job["id"]]
+    assert done["status"] == "completed", done
+    assert done["result"]["choices"][0]["message"]["content"] == fake_chat_answer(
+        "while you were out")
+    assert task_ids(redis_server) == [task]
+    assert workers.generated(task) == 1  # not published a second time
 
 
 def test_a_redis_restart_loses_the_records_and_the_task_is_still_answered(
