@@ -264,7 +264,7 @@ def test_a_task_its_worker_fails_is_an_error_naming_it(
     assert "Simulated processing error" in failed.value.message
 
 
-def test_no_worker_answers_a_timeout_then_the_fallback_model(
+def test_no_worker_answers_a_504_naming_the_queue_and_the_task(
         front: Callable[..., InferdProcess], queue: str, redis_server: RedisServer) -> None:
     server = front(legacy_model(queue, redis_server, timeout=1.0))
     client = OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
@@ -315,7 +315,7 @@ def test_a_job_whose_worker_is_killed_fails_at_its_deadline(
     stuck = workers.start("hold")
     server = front(legacy_model(queue, redis_server))
     with httpx.Client(base_url=server.url, timeout=60) as http:
-        job = submit(http, "legacy", "too late", deadline_seconds=3)
+        job = submit(http, "legacy", "too late", deadline_seconds=10)
         task = wait_for(lambda: next(iter(task_ids(redis_server)), None), within=60,
                         what="the task published")
         wait_for(lambda: (status_of(redis_server, task) or {}).get("status") == "in_progress",

@@ -81,6 +81,7 @@ DEFAULT_TOKENS_LIMIT = 8096  # the system's default meta.tokens_limit
 TERMINAL = ("completed", "error")
 POLL_SECONDS = 1.0  # the status record is read at least this often while waiting
 ANSWER_POLL_SECONDS = 0.005  # how often an answer that follows its status is looked for
+ANSWER_GRACE_SECONDS = 2.0  # for this long; then as often as the status
 
 CHAT = "chat_completion"
 SINGLE = "single_generation"
@@ -315,7 +316,7 @@ class QueuedGenerateEngine(RemoteEngine):
         job = job_id_var.get()
         if not job:
             return uuid.uuid4().hex
-        where = hashlib.sha256(f"{self.broker_url}|{self.queue}".encode()).hexdigest()[:8]
+        where = hashlib.sha256(f"{self.spec.url}|{self.queue}".encode()).hexdigest()[:8]
         return f"inferd-{job}-{where}"
 
     async def _run(self, prompt_type: str, prompt: dict[str, Any]) -> tuple[str, str]:
@@ -361,6 +362,7 @@ class QueuedGenerateEngine(RemoteEngine):
             deadline = time.monotonic() + (job_deadline - time.time())
             why = "before the job's deadline"
         pubsub: Any = None
+        missing: float | None = None  # since when the status says completed without an answer
         try:
             while True:
                 left = deadline - time.monotonic()
@@ -382,9 +384,12 @@ class QueuedGenerateEngine(RemoteEngine):
                         if answer is not None:
                             return answer
                         # the system's workers write the answer just after the status,
-                        # without announcing it
-                        await asyncio.sleep(ANSWER_POLL_SECONDS)
-                        continue
+                        # without announcing it (a worker that died in between leaves the
+                        # task to another, which answers it again: read less often then)
+                        missing = missing if missing is not None else time.monotonic()
+                        if time.monotonic() - missing < ANSWER_GRACE_SECONDS:
+                            await asyncio.sleep(ANSWER_POLL_SECONDS)
+                            continue
                     elif record.get("status") == "error":
                         raise self._failure(job_id, record.get("error"))
                     await pubsub.get_message(ignore_subscribe_messages=True,
