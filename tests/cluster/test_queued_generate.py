@@ -444,3 +444,48 @@ def test_an_inferd_worker_needs_redis_and_a_hosted_model(
     with pytest.raises(RuntimeError, match="INFERD_QUEUED_GENERATE_QUEUE needs"):
         start("worker", "--model", "echo", INFERD_QUEUED_GENERATE_QUEUE=queue)
 
+
+
+def test_a_redelivered_task_already_answered_is_not_run_again(
+        inferd_workers: Callable[..., InferdProcess], queue: str,
+        redis_server: RedisServer) -> None:
+    store = redis_server.client()
+    final = {"status": "completed", "last_update": "2026-01-01T00:00:00",
+             "status_message": None, "is_completed": True, "error": None}
+    store.set("job-status:r-1", json.dumps(final))
+    store.set("job-answer:r-1", json.dumps({"result": "the first answer"}))
+    envelope = {"type": "task", "task": "generate", "args": [], "id": "r-1", "retries": 0,
+                "eta": None, "kwargs": {"prompt_type": "chat_completion", "prompt": {
+                    "job_id": "r-1", "priority": 1, "source": "local", "meta": {},
+                    "messages": [{"role": "user", "content": "a second answer"}]}}}
+
+    async def deliver_unacknowledged() -> None:
+        """A worker takes the task and goes away before acknowledging it."""
+        connection = await aio_pika.connect(AMQP)
+        async with connection:
+            channel = await connection.channel()
+            declared = await channel.declare_queue(queue, durable=True,
+                                                   arguments={"x-max-priority": 5})
+            await channel.default_exchange.publish(
+                aio_pika.Message(json.dumps(envelope).encode(), priority=1,
+                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=queue)
+            taken = await declared.get(timeout=30)
+            assert taken is not None and not taken.redelivered
+        # closed unacknowledged: the broker gives it to the next worker, marked redelivered
+
+    async def waiting() -> int:
+        connection = await aio_pika.connect(AMQP)
+        async with connection:
+            channel = await connection.channel()
+            declared = await channel.declare_queue(queue, passive=True)
+            return int(declared.declaration_result.message_count or 0)
+
+    asyncio.run(deliver_unacknowledged())
+    assert asyncio.run(waiting()) == 1
+    worker = inferd_workers("--model", "echo")
+    wait_for(lambda: "r-1 redelivered after it finished" in worker.log_path.read_text(),
+             within=60, what="the worker taking the task")
+    assert asyncio.run(waiting()) == 0
+    assert json.loads(store.get("job-answer:r-1") or b"{}") == {"result": "the first answer"}
+    assert status_of(redis_server, "r-1") == final
