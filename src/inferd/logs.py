@@ -15,6 +15,11 @@ from typing import Any
 import orjson
 
 request_id_var: ContextVar[str | None] = ContextVar("inferd_request_id", default=None)
+# The job a worker is running (unset outside jobs): engines that hand work to another system
+# derive their task ids from it, so a job run again finds its earlier task.
+job_id_var: ContextVar[str | None] = ContextVar("inferd_job_id", default=None)
+# Its deadline (epoch seconds), if it has one: such an engine waits no longer than that.
+job_deadline_var: ContextVar[float | None] = ContextVar("inferd_job_deadline", default=None)
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message",

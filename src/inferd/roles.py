@@ -5,7 +5,8 @@
 - ``engine``: registers itself as an ``http`` replica of its models, with a heartbeat: through
   the gateway at ``INFERD_GATEWAY_URL`` with its own key, else in the shared database.
 - ``worker --model``: answers sync requests for its models over the broker and registers a
-  ``queue`` replica of each, with a heartbeat.
+  ``queue`` replica of each, with a heartbeat; with ``INFERD_QUEUED_GENERATE_QUEUE`` it also
+  answers the queued generate system's tasks (``inferd.engines.queued_generate_worker``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from contextlib import AsyncExitStack
 
 from inferd.engines.base import Engine
 from inferd.engines.queue import QueueEngine, RpcClient, RpcServer
+from inferd.engines.queued_generate import Keys
+from inferd.engines.queued_generate_worker import TaskServer
 from inferd.routing.catalog import ReplicaCatalog
 from inferd.routing.enlist import GatewayRegistration
 from inferd.routing.registration import EngineRegistration
@@ -66,3 +69,22 @@ async def start_role(settings: Settings, db: Database, catalog: ReplicaCatalog,
         stack.push_async_callback(registration.close)
         await ensure_standby(ReplicaStore(db), settings.broker_prefix, list(engines),
                              settings.scale_from_zero_seconds)
+    if settings.role == "worker" and settings.queued_generate_queue:
+        await start_task_server(settings, stack, engines)
+
+
+async def start_task_server(settings: Settings, stack: AsyncExitStack,
+                            engines: dict[str, Engine]) -> None:
+    """Consume the queued generate system's task queue (``queued_generate_worker``)."""
+    if not (settings.broker_url and settings.redis_url and engines):
+        raise ValueError("INFERD_QUEUED_GENERATE_QUEUE needs a broker (INFERD_BROKER_URL or "
+                         "RABBIT_MQ_HOST), Redis (INFERD_REDIS_URL or REDIS_HOST) and a model "
+                         "hosted by this worker")
+    server = TaskServer(settings.broker_url, settings.redis_url,
+                        settings.queued_generate_queue,
+                        Keys(settings.queued_generate_status_prefix,
+                             settings.queued_generate_answer_prefix),
+                        engines, settings.queued_generate_model,
+                        prefetch=max(1, settings.jobs.concurrency))
+    await server.start()
+    stack.push_async_callback(server.close)

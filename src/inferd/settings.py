@@ -145,8 +145,11 @@ DEFAULT_REPLICA_NETWORKS = ["127.0.0.0/8", "::1/128", "localhost", "10.0.0.0/8",
 class ReplicaSpec(BaseModel):
     """One remote place a model runs (config file ``remote_models[].replicas`` or the API)."""
 
-    # "queue": workers hosting the model (``inferd worker --model``), registered by them.
-    kind: Literal["http", "triton", "queue"] = "http"
+    # "queue": workers hosting the model (``inferd worker --model``), registered by them;
+    # "queued_generate": the queued generate system's workers (url ``amqp://host:port/``,
+    # api_key ``login:password``, options ``queue``, ``redis_url``, ``status_prefix``,
+    # ``answer_prefix``, ``priority``: ``inferd.engines.queued_generate``).
+    kind: Literal["http", "triton", "queue", "queued_generate"] = "http"
     url: str = Field(min_length=1, max_length=2048)
     # The model's name on the upstream server ("" = the public name).
     upstream_model: str = Field(default="", max_length=255)
@@ -354,6 +357,19 @@ class Settings(BaseSettings):
     scale_from_zero_seconds: float = Field(default=300.0, gt=0.0, le=86400.0)
     # Models an ``inferd worker`` hosts and consumes (``--model``); empty = every model.
     worker_models: list[str] = Field(default_factory=list)
+    # The queued generate system's task queue (its ``QUEUE_NAME``) an ``inferd worker`` also
+    # consumes, answering in that system's Redis records (at ``redis_url``) as its own workers
+    # do; "" = none (README "The systems inferd replaces").
+    queued_generate_queue: str = Field(default="", max_length=255)
+    # The local model its tasks run on when they name none hosted here ("" = the first chat
+    # model).
+    queued_generate_model: str = Field(default="", max_length=191)
+    # Its Redis key prefixes (the system's ``REDIS_PREFIX_FOR_STATUS`` and
+    # ``REDIS_PREFIX_FOR_ANSWER``).
+    queued_generate_status_prefix: str = Field(default="job-status", min_length=1,
+                                               max_length=100)
+    queued_generate_answer_prefix: str = Field(default="job-answer", min_length=1,
+                                               max_length=100)
     # The OpenAI base URL other processes reach an ``inferd engine`` at (its replica URL).
     engine_url: str = ""
     # The key gateways send to an engine (stored as its replica's credential, and installed
@@ -483,8 +499,9 @@ def replaced_systems_env(env: Mapping[str, str]) -> dict[str, Any]:
 
     protollm (the queued generate system) configures Redis with ``REDIS_HOST`` / ``REDIS_PORT`` /
     ``REDIS_PREFIX`` and RabbitMQ with ``RABBIT_MQ_HOST`` / ``RABBIT_MQ_PORT`` /
-    ``RABBIT_MQ_LOGIN`` / ``RABBIT_MQ_PASSWORD`` / ``QUEUE_NAME``. An ``INFERD_*`` variable or the
-    config file takes precedence.
+    ``RABBIT_MQ_LOGIN`` / ``RABBIT_MQ_PASSWORD`` / ``QUEUE_NAME``, and its records' key prefixes
+    with ``REDIS_PREFIX_FOR_STATUS`` / ``REDIS_PREFIX_FOR_ANSWER``. An ``INFERD_*`` variable or
+    the config file takes precedence.
     """
     from urllib.parse import quote
 
@@ -501,4 +518,8 @@ def replaced_systems_env(env: Mapping[str, str]) -> dict[str, Any]:
         values["broker_url"] = f"amqp://{login}:{password}@{env['RABBIT_MQ_HOST']}:{port}/"
     if env.get("QUEUE_NAME"):
         values["broker_prefix"] = env["QUEUE_NAME"]
+    if env.get("REDIS_PREFIX_FOR_STATUS"):
+        values["queued_generate_status_prefix"] = env["REDIS_PREFIX_FOR_STATUS"]
+    if env.get("REDIS_PREFIX_FOR_ANSWER"):
+        values["queued_generate_answer_prefix"] = env["REDIS_PREFIX_FOR_ANSWER"]
     return values

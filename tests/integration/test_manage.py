@@ -151,3 +151,25 @@ async def test_a_url_on_another_host_needs_its_credential_again(admin: ModelAdmi
     # Without a credential, a replica moves freely.
     free = await admin.update_replica(replica_id, ReplicaUpdate(url="http://127.0.0.4:9/v1"))
     assert free["url"] == "http://127.0.0.4:9/v1" and not free["has_api_key"]
+
+
+async def test_a_queued_generate_replica_is_checked_stored_and_routed(
+        admin: ModelAdmin) -> None:
+    options = {"queue": "llm-api-queue", "redis_url": "redis://127.0.0.1:6379/0"}
+    with pytest.raises(InvalidRequest) as refused:  # Redis outside the allow-list
+        await admin.create_model(_create("legacy", replicas=[ReplicaSpec(
+            kind="queued_generate", url="amqp://127.0.0.1:5672/",
+            options={**options, "redis_url": "redis://10.9.9.9:6379/0"})]))
+    assert refused.value.param == "options.redis_url"
+    view = await admin.create_model(_create("legacy", replicas=[ReplicaSpec(
+        kind="queued_generate", url="amqp://127.0.0.1:5672/", api_key="admin:" + SECRET,
+        options=options)]))
+    [replica] = view["replicas"]
+    assert replica["kind"] == "queued_generate" and replica["has_api_key"]
+    assert SECRET not in repr(view)
+    live = admin.router.replica(replica["id"])
+    assert live is not None and live.engine.kind == "queued_generate"
+    with pytest.raises(InvalidRequest) as refused:  # the broker too
+        await admin.update_replica(replica["id"], ReplicaUpdate(url="amqp://10.9.9.9:5672/",
+                                                                api_key="admin:admin"))
+    assert refused.value.param == "url"

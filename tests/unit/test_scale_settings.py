@@ -42,3 +42,19 @@ def test_queue_names_and_priorities() -> None:
     assert broker_priority(0) == 5
     assert broker_priority(3) > broker_priority(0) > broker_priority(-2)
     assert (broker_priority(-100), broker_priority(100)) == (0, 10)
+
+
+def test_protollm_record_prefixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("INFERD_QUEUED_GENERATE_STATUS_PREFIX", "INFERD_QUEUED_GENERATE_ANSWER_PREFIX",
+                 "REDIS_PREFIX_FOR_STATUS", "REDIS_PREFIX_FOR_ANSWER"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert (settings.queued_generate_status_prefix,
+            settings.queued_generate_answer_prefix) == ("job-status", "job-answer")
+    monkeypatch.setenv("REDIS_PREFIX_FOR_STATUS", "st")
+    monkeypatch.setenv("REDIS_PREFIX_FOR_ANSWER", "ans")
+    settings = load_settings()
+    assert (settings.queued_generate_status_prefix,
+            settings.queued_generate_answer_prefix) == ("st", "ans")
+    monkeypatch.setenv("INFERD_QUEUED_GENERATE_STATUS_PREFIX", "mine")
+    assert load_settings().queued_generate_status_prefix == "mine"  # inferd's own wins

@@ -43,7 +43,7 @@ from inferd.jobs.queue import Delivery, JobQueue
 from inferd.jobs.runner import EventLog, Outcome
 from inferd.jobs.signals import Signals
 from inferd.lifecycle import Drain
-from inferd.logs import request_id_var
+from inferd.logs import job_deadline_var, job_id_var, request_id_var
 from inferd.settings import JobSettings
 from inferd.store.groups import Grouped
 from inferd.store.jobs import Claimed, Finished, JobEvent, JobRecord, JobStore
@@ -224,6 +224,8 @@ class WorkerPool:
         records: list[UsageRecord] = []
         context = holding(records)
         context.run(request_id_var.set, job.id)  # its usage records and logs name the job
+        context.run(job_id_var.set, job.id)
+        context.run(job_deadline_var.set, job.deadline_at)
         task = asyncio.create_task(self.run(job, events), context=context)
         self.running[job.id] = task
         heartbeat = asyncio.create_task(self._heartbeat(job.id, task))

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from inferd.engines.base import Engine
 from inferd.engines.remote import RemoteEngine, RemoteSpec
@@ -39,6 +40,10 @@ def build_remote_engine(name: str, spec: ReplicaSpec,
     it makes is checked against that list when it is made."""
     remote = RemoteSpec(url=spec.url, upstream_model=spec.upstream_model, api_key=spec.api_key,
                         timeout=spec.timeout, options=dict(spec.options), allow=allow)
+    if spec.kind == "queued_generate":
+        from inferd.engines.queued_generate import QueuedGenerateEngine
+
+        return QueuedGenerateEngine(name, remote)
     if spec.kind == "triton":
         from inferd.engines.triton import TritonEngine
 
@@ -105,9 +110,14 @@ class ReplicaCatalog:
                     self.router.remove_model(gone)
             self._stored_models = names
 
-    async def check(self, url: str, options: dict[str, Any] | None = None) -> None:
+    async def check(self, url: str, options: dict[str, Any] | None = None,
+                    kind: str = "http") -> None:
         """Raise ``InvalidRequest`` unless the replica URL, and every other URL its options
-        name (``health_url``), are inside the allow-list."""
+        name (``health_url``; ``redis_url`` of a ``queued_generate`` replica), are inside the
+        allow-list."""
+        if kind == "queued_generate":
+            await self._check_hosts(url, options or {})
+            return
         await self.allow.check(url)
         health_url = (options or {}).get("health_url")
         if health_url:
@@ -116,6 +126,27 @@ class ReplicaCatalog:
             except InvalidRequest as exc:
                 raise InvalidRequest(f"options.health_url: {exc.message}",
                                      param="options.health_url", code=exc.code) from exc
+
+    async def _check_hosts(self, url: str, options: dict[str, Any]) -> None:
+        """The broker's and Redis's hosts of a ``queued_generate`` replica, checked as the
+        allow-list checks an HTTP replica's (credentials go in ``api_key``, never a URL)."""
+        for param, value, schemes in (("url", url, ("amqp", "amqps")),
+                                      ("options.redis_url",
+                                       str(options.get("redis_url") or "redis://localhost:6379"),
+                                       ("redis", "rediss"))):
+            try:
+                parts = urlsplit(value)
+                valid = parts.scheme in schemes and bool(parts.hostname)
+            except ValueError:
+                valid = False
+            if not valid:
+                raise InvalidRequest(f"{param} must be a {schemes[0]}:// URL with a host.",
+                                     param=param)
+            try:
+                await self.allow.check(f"http://{parts.netloc}/")
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"{param}: {exc.message}", param=param,
+                                     code=exc.code) from exc
 
     async def changed(self) -> None:
         """After a change made here: sync, and tell the other processes (``announce``)."""
@@ -131,7 +162,7 @@ class ReplicaCatalog:
             engine = self.queue_engine(record.model, record.spec())
         else:
             try:
-                await self.check(record.url, record.options)
+                await self.check(record.url, record.options, record.kind)
             except InvalidRequest as exc:
                 log.warning("replica %s of %s not used: %s", record.id, record.model,
                             exc.message)

@@ -194,7 +194,7 @@ class ModelAdmin:
         if await self.store.find_model(body.name) is not None:
             raise Conflict(f"A model named '{body.name}' already exists.")
         for replica in body.replicas:
-            await self.catalog.check(replica.url, replica.options)
+            await self.catalog.check(replica.url, replica.options, replica.kind)
         record = await self.store.create_model(body.name, body.aliases, body.fallbacks)
         for replica in body.replicas:
             await self.store.create_replica(record.id, replica)
@@ -240,7 +240,7 @@ class ModelAdmin:
 
     async def create_replica(self, model_ref: str, spec: ReplicaSpec) -> dict[str, Any]:
         model = await self.find_model(model_ref)
-        await self.catalog.check(spec.url, spec.options)
+        await self.catalog.check(spec.url, spec.options, spec.kind)
         record = await self.store.create_replica(model.id, spec)
         await self.catalog.changed()
         return self.replica_view(record)
@@ -267,7 +267,7 @@ class ModelAdmin:
                 param="api_key", code="api_key_required")
         if current is not None and (changes.get("url") or changes.get("options")):
             await self.catalog.check(changes.get("url") or current.url,
-                                     changes.get("options", current.options))
+                                     changes.get("options", current.options), current.kind)
         if row_id is not None:
             record = await self.store.update_replica(row_id, changes)
         if record is None:
