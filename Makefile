@@ -19,6 +19,7 @@ setup:
 setup-dev:
 	bash scripts/setup.sh dev
 	bash scripts/browser.sh
+	bash scripts/axe.sh
 
 lint:
 	.venv/bin/ruff check src tests bench docs/hooks.py
