@@ -150,7 +150,8 @@ def test_key_made_in_the_ui_works_in_the_sdk_with_its_limits(
     fill(d, "#key-form [name=name]", "ui-made")
     fill(d, "#key-form [name=owner]", "alice")
     fill(d, "#key-form [name=team]", "research")
-    fill(d, "#key-form [name=models]", CHAT)
+    find(d, "#key-all-models").click()  # the allow-list: picked from the models served
+    find(d, f"#key-model-list [data-model='{CHAT}']").click()
     fill(d, "#key-form [name=tpm]", "100000")
     fill(d, "#key-form [name=token_budget]", "50000")
     select(d, "#key-form [name=budget_period]", "month")
@@ -495,7 +496,7 @@ def test_image_tab_shows_only_with_an_image_model_and_draws(
         page(d, images.url, f"jobs/{job['id']}")
         wait(d, lambda d: "progress: step" in find(d, "#job-events").text, timeout=120)
         find(d, "#job-detail button.danger").click()
-        wait(d, lambda d: "cancelled" in find(d, "#job-detail h3").text)
+        wait(d, lambda d: "cancelled" in find(d, "#job-detail h2").text)
         assert httpx.get(f"{images.url}/v1/jobs/{job['id']}").json()["status"] == "cancelled"
         shot(d, tmp_path, "job-cancelled")
     d.execute_script("sessionStorage.clear()")
