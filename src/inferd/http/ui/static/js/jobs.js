@@ -68,7 +68,7 @@ async function loadBatches() {
 }
 
 function pre(value) {
-  return el("pre", {}, value === null || value === undefined ? "—" : JSON.stringify(value, null, 2));
+  return el("pre", { tabindex: "0" }, value === null || value === undefined ? "—" : JSON.stringify(value, null, 2));
 }
 
 export function eventLine(kind, data) {
