@@ -23,16 +23,20 @@ REQUIRED = os.environ.get("INFERD_REQUIRE_SERVICES") == "1"
 pytestmark = pytest.mark.skipif(
     not REQUIRED and not (HAVE_BROWSER and AXE.exists()),
     reason="needs Debian's chromium and axe-core (make test installs both: scripts/browser.sh, "
-           "scripts/axe.sh)")
+    "scripts/axe.sh)",
+)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 # Each page, what shows it is drawn, and what opens its dialogs (run before a second check).
 ADMIN_PAGES = ["home", "models", "playground", "keys", "prompts", "jobs", "monitoring"]
 USER_PAGES = ["home", "playground", "jobs", "monitoring"]
 READY = {
-    "home": "#home-models .tile", "models": "#replicas-table tbody tr[data-key]",
-    "playground": "#chat-model option", "keys": "#keys-table tbody tr",
-    "prompts": "#prompts-table tbody tr", "jobs": "#jobs-table tbody tr",
+    "home": "#home-models .tile",
+    "models": "#replicas-table tbody tr[data-key]",
+    "playground": "#chat-model option",
+    "keys": "#keys-table tbody tr",
+    "prompts": "#prompts-table tbody tr",
+    "jobs": "#jobs-table tbody tr",
     "monitoring": "#mon-charts figure",
 }
 
@@ -53,17 +57,35 @@ const background = (node) => { for (let n = node; n; n = n.parentElement) {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferdProcess]:
-    with InferdProcess(tmp_path_factory.mktemp("ui-a11y"),
-                       env={"INFERD_ADMIN_KEY": ADMIN_KEY}) as process:
+    with InferdProcess(
+        tmp_path_factory.mktemp("ui-a11y"), env={"INFERD_ADMIN_KEY": ADMIN_KEY}
+    ) as process:
         with httpx.Client(base_url=process.url, headers=ADMIN, timeout=120) as http:
             # something in every table: a remote model, a prompt, a job with its events
-            assert http.post("/admin/v1/models", json={"name": "elsewhere", "replicas": [
-                {"kind": "http", "url": "http://127.0.0.1:9/v1"}]}).status_code == 201
-            assert http.post("/admin/v1/prompts", json={"name": "greeting",
-                                                        "instructions": "Hi {{name}}"}
-                             ).status_code == 201
-            http.post("/v1/chat/completions", json={
-                "model": CHAT, "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]})
+            assert (
+                http.post(
+                    "/admin/v1/models",
+                    json={
+                        "name": "elsewhere",
+                        "replicas": [{"kind": "http", "url": "http://127.0.0.1:9/v1"}],
+                    },
+                ).status_code
+                == 201
+            )
+            assert (
+                http.post(
+                    "/admin/v1/prompts", json={"name": "greeting", "instructions": "Hi {{name}}"}
+                ).status_code
+                == 201
+            )
+            http.post(
+                "/v1/chat/completions",
+                json={
+                    "model": CHAT,
+                    "max_tokens": 2,
+                    "messages": [{"role": "user", "content": "Hi"}],
+                },
+            )
         yield process
 
 
@@ -76,10 +98,20 @@ def user_key(server: InferdProcess) -> str:
 @pytest.fixture(scope="module")
 def job_id(server: InferdProcess, user_key: str) -> str:
     """A finished job of the user key (the admin sees it too)."""
-    with httpx.Client(base_url=server.url, timeout=120,
-                      headers={"Authorization": f"Bearer {user_key}"}) as http:
-        job = http.post("/v1/jobs", json={"endpoint": "/v1/chat/completions", "body": {
-            "model": CHAT, "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}})
+    with httpx.Client(
+        base_url=server.url, timeout=120, headers={"Authorization": f"Bearer {user_key}"}
+    ) as http:
+        job = http.post(
+            "/v1/jobs",
+            json={
+                "endpoint": "/v1/chat/completions",
+                "body": {
+                    "model": CHAT,
+                    "max_tokens": 2,
+                    "messages": [{"role": "user", "content": "Hi"}],
+                },
+            },
+        )
         assert job.status_code in (200, 201, 202), job.text
         return str(job.json()["id"])
 
@@ -94,8 +126,10 @@ def d(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def scheme(d: Any, value: str) -> None:
-    d.execute_cdp_cmd("Emulation.setEmulatedMedia", {
-        "media": "", "features": [{"name": "prefers-color-scheme", "value": value}]})
+    d.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia",
+        {"media": "", "features": [{"name": "prefers-color-scheme", "value": value}]},
+    )
 
 
 def axe(d: Any, where: str) -> list[str]:
@@ -120,7 +154,9 @@ def show(d: Any, url: str, name: str) -> None:
 
 def checks(d: Any, where: str) -> list[str]:
     """What axe does not measure: one h1, field borders of 3:1, every button named."""
-    problems = d.execute_script(CONTRAST_JS + """
+    problems = d.execute_script(
+        CONTRAST_JS
+        + """
         const out = [];
         const visible = (n) => n.offsetParent !== null || getComputedStyle(n).position === 'fixed';
         const h1 = [...document.querySelectorAll('h1')].filter(visible);
@@ -139,23 +175,28 @@ def checks(d: Any, where: str) -> list[str]:
           if (visible(b) && b.dataset.action && !(b.getAttribute('aria-label') || '')
               .startsWith(b.dataset.action + ' ')) out.push(`row button ${b.textContent} unnamed`);
         }
-        return out;""")
+        return out;"""
+    )
     return [f"{where}: {p}" for p in problems]
 
 
 def open_dialogs(d: Any, name: str) -> None:
     """Opens what the page hides until asked: the model forms, the new key's dialog."""
     if name == "models":
-        d.execute_script("for (const b of document.querySelectorAll('#page-models details'))"
-                         " b.open = true;")
+        d.execute_script(
+            "for (const b of document.querySelectorAll('#page-models details')) b.open = true;"
+        )
     if name == "keys":
-        d.execute_script("document.querySelector('#key-secret').textContent = 'sk-shown-once';"
-                         "document.querySelector('#key-created').showModal();")
+        d.execute_script(
+            "document.querySelector('#key-secret').textContent = 'sk-shown-once';"
+            "document.querySelector('#key-created').showModal();"
+        )
 
 
 @pytest.mark.parametrize("colors", ["light", "dark"])
 def test_axe_finds_no_serious_violation_on_any_page(
-        server: InferdProcess, user_key: str, job_id: str, d: Any, colors: str) -> None:
+    server: InferdProcess, user_key: str, job_id: str, d: Any, colors: str
+) -> None:
     scheme(d, colors)
     found: list[str] = []
     d.get(server.url + "/ui/#keys")  # logged out: the log-in form
@@ -182,7 +223,8 @@ def test_axe_finds_no_serious_violation_on_any_page(
 
 
 def test_user_sees_no_admin_field_and_charts_have_text(
-        server: InferdProcess, user_key: str, d: Any, tmp_path: Path) -> None:
+    server: InferdProcess, user_key: str, d: Any, tmp_path: Path
+) -> None:
     login(d, server.url, user_key)
     show(d, server.url, "monitoring")
     # "Key id" filters are the admin's: a `display` rule must not show them to a user.
@@ -190,11 +232,16 @@ def test_user_sees_no_admin_field_and_charts_have_text(
     wait(d, lambda d: d.find_elements(_by(), "#mon-charts figure[data-metric=Requests] .sr-only"))
     summary = d.execute_script(
         "return document.querySelector('#mon-charts figure[data-metric=Requests] .sr-only')"
-        ".textContent")
+        ".textContent"
+    )
     assert summary.startswith("Requests over") and "total" in summary
-    assert d.execute_script(
-        "return document.querySelector('#mon-charts figure[data-metric=Requests] .uplot')"
-        ".getAttribute('aria-hidden')") == "true"
+    assert (
+        d.execute_script(
+            "return document.querySelector('#mon-charts figure[data-metric=Requests] .uplot')"
+            ".getAttribute('aria-hidden')"
+        )
+        == "true"
+    )
     find(d, "#logout").click()
     wait(d, lambda d: find(d, "#login").is_displayed())
 
@@ -205,9 +252,12 @@ def test_every_action_is_reachable_by_keyboard(server: InferdProcess, d: Any) ->
 
     login(d, server.url, ADMIN_KEY)
     show(d, server.url, "models")
-    wanted = set(d.execute_script(
-        "return [...document.querySelectorAll('#page-models tbody button')]"
-        ".map((b) => b.getAttribute('aria-label'))"))
+    wanted = set(
+        d.execute_script(
+            "return [...document.querySelectorAll('#page-models tbody button')]"
+            ".map((b) => b.getAttribute('aria-label'))"
+        )
+    )
     assert "Remove model elsewhere" in wanted and "Test model " + CHAT in wanted
     d.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
     reached: set[str] = set()

@@ -30,7 +30,8 @@ from tests.helpers import InferdProcess
 
 pytestmark = pytest.mark.skipif(
     not HAVE_BROWSER and os.environ.get("INFERD_REQUIRE_SERVICES") != "1",
-    reason="Debian's chromium and chromium-driver are not installed (make test installs them)")
+    reason="Debian's chromium and chromium-driver are not installed (make test installs them)",
+)
 
 DEAD = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -38,8 +39,12 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferdProcess]:
-    env = {"INFERD_ADMIN_KEY": ADMIN_KEY, "INFERD_HEALTH_CHECK_INTERVAL": "0.5",
-           "INFERD_REPLICA_COOLDOWN_BASE": "0.5", "INFERD_REPLICA_COOLDOWN_MAX": "1"}
+    env = {
+        "INFERD_ADMIN_KEY": ADMIN_KEY,
+        "INFERD_HEALTH_CHECK_INTERVAL": "0.5",
+        "INFERD_REPLICA_COOLDOWN_BASE": "0.5",
+        "INFERD_REPLICA_COOLDOWN_MAX": "1",
+    }
     with InferdProcess(tmp_path_factory.mktemp("ui-operator"), env=env) as process:
         yield process
 
@@ -71,19 +76,25 @@ def row(d: Any, table: str, text: str) -> Any:
 def cell(d: Any, table: str, text: str, label: str) -> str | None:
     """The text of the cell ``label`` in the row of ``table`` holding ``text`` (one script
     call: rows are redrawn while we look)."""
-    value = d.execute_script("""
+    value = d.execute_script(
+        """
         const [table, text, label] = arguments;
         for (const tr of document.querySelectorAll(table + ' tbody tr')) {
           if (!tr.textContent.includes(text)) continue;
           const td = tr.querySelector(`td[data-label="${label}"]`);
           return td ? td.textContent : null;
         }
-        return null;""", table, text, label)
+        return null;""",
+        table,
+        text,
+        label,
+    )
     return None if value is None else str(value)
 
 
 def test_model_and_replica_are_added_in_one_form_tested_before_saving(
-        server: InferdProcess, upstream: InferdProcess, d: Any, tmp_path: Path) -> None:
+    server: InferdProcess, upstream: InferdProcess, d: Any, tmp_path: Path
+) -> None:
     page(d, server.url, "models")
     wait(d, lambda d: CHAT in find(d, "#models-table").text)
     find(d, "#model-box summary").click()
@@ -109,8 +120,12 @@ def test_model_and_replica_are_added_in_one_form_tested_before_saving(
     shot(d, tmp_path, "models-add")
     find(d, "#model-form button[type=submit]").click()
     wait(d, lambda d: "Saved" in find(d, "#model-say").text)
-    wait(d, lambda d: (r := row(d, "#replicas-table", upstream.url))
-         and r.find_elements(_by(), ".badge.ok"))
+    wait(
+        d,
+        lambda d: (
+            (r := row(d, "#replicas-table", upstream.url)) and r.find_elements(_by(), ".badge.ok")
+        ),
+    )
     with http(server) as client:
         stored = client.get("/admin/v1/models/one-step").json()
     replica = stored["replicas"][0]
@@ -120,7 +135,8 @@ def test_model_and_replica_are_added_in_one_form_tested_before_saving(
 
     # Its requests, errors and latency show in its row.
     answer = sdk(server, ADMIN_KEY).chat.completions.create(
-        model="one-step", max_tokens=4, messages=[{"role": "user", "content": "count me"}])
+        model="one-step", max_tokens=4, messages=[{"role": "user", "content": "count me"}]
+    )
     assert answer.choices[0].message.content == "count me"
     wait(d, lambda d: cell(d, "#replicas-table", upstream.url, "requests") == "1")
     assert cell(d, "#replicas-table", upstream.url, "errors") == "0"
@@ -130,32 +146,56 @@ def test_model_and_replica_are_added_in_one_form_tested_before_saving(
     local = row(d, "#models-table", CHAT)
     assert "Remove" not in [b.text for b in local.find_elements(_by(), "button")]
     click_in_row(d, "#models-table", "one-step", "Remove")
-    wait(d, lambda d: find(d, "[aria-label='Confirm remove model one-step']")
-         == d.switch_to.active_element)
+    wait(
+        d,
+        lambda d: (
+            find(d, "[aria-label='Confirm remove model one-step']") == d.switch_to.active_element
+        ),
+    )
     click_in_row(d, "#models-table", "one-step", "Keep")
-    wait(d, lambda d: (r := row(d, "#models-table", "one-step"))
-         and "Remove" in [b.text for b in r.find_elements(_by(), "button")])
+    wait(
+        d,
+        lambda d: (
+            (r := row(d, "#models-table", "one-step"))
+            and "Remove" in [b.text for b in r.find_elements(_by(), "button")]
+        ),
+    )
     click_in_row(d, "#models-table", "one-step", "Remove")
     click_in_row(d, "#models-table", "one-step", "Confirm remove")
     wait(d, lambda d: "one-step" not in find(d, "#models-table").text)
 
 
 def test_a_dead_replica_enabled_again_is_checking_then_unhealthy_and_focus_stays(
-        server: InferdProcess, d: Any) -> None:
+    server: InferdProcess, d: Any
+) -> None:
     with http(server) as client:
-        created = client.post("/admin/v1/models", json={
-            "name": "dead-end", "replicas": [{"kind": "http", "url": DEAD}]})
+        created = client.post(
+            "/admin/v1/models",
+            json={"name": "dead-end", "replicas": [{"kind": "http", "url": DEAD}]},
+        )
         assert created.status_code == 201, created.text
     page(d, server.url, "models")
-    wait(d, lambda d: (r := row(d, "#replicas-table", "dead-end"))
-         and r.find_elements(_by(), ".badge.bad"))
+    wait(
+        d,
+        lambda d: (
+            (r := row(d, "#replicas-table", "dead-end")) and r.find_elements(_by(), ".badge.bad")
+        ),
+    )
 
     # The page refreshes every 2 s and this row changes at every probe (its last error's
     # time): a focused button of it stays focused across refreshes.
     label = "Edit replica"
-    button = wait(d, lambda d: next((b for b in d.find_elements(
-        _by(), "#replicas-table button[data-action=Edit]")
-        if "dead-end" in (b.get_attribute("aria-label") or "")), None))
+    button = wait(
+        d,
+        lambda d: next(
+            (
+                b
+                for b in d.find_elements(_by(), "#replicas-table button[data-action=Edit]")
+                if "dead-end" in (b.get_attribute("aria-label") or "")
+            ),
+            None,
+        ),
+    )
     name = button.get_attribute("aria-label")
     assert name.startswith(label)
     d.execute_script("arguments[0].focus()", button)
@@ -192,12 +232,22 @@ def test_a_refused_row_action_is_said_in_its_row(server: InferdProcess, d: Any) 
     done = threading.Event()
 
     def hold() -> None:  # a stream left unread keeps the model busy
-        with httpx.Client(timeout=120) as client, client.stream(
-                "POST", server.url + "/v1/chat/completions", headers=ADMIN, json={
-                    "model": CHAT, "stream": True, "max_tokens": 2000,
+        with (
+            httpx.Client(timeout=120) as client,
+            client.stream(
+                "POST",
+                server.url + "/v1/chat/completions",
+                headers=ADMIN,
+                json={
+                    "model": CHAT,
+                    "stream": True,
+                    "max_tokens": 2000,
                     # the end-of-text tokens banned: it runs until it is closed
                     "logit_bias": {"0": -100, "1": -100, "2": -100},
-                    "messages": [{"role": "user", "content": "Tell a long story."}]}) as r:
+                    "messages": [{"role": "user", "content": "Tell a long story."}],
+                },
+            ) as r,
+        ):
             assert r.status_code == 200
             lines = r.iter_lines()  # kept: a dropped iterator closes the stream
             for line in lines:  # until it generates (the first chunk names the role)
@@ -214,8 +264,7 @@ def test_a_refused_row_action_is_said_in_its_row(server: InferdProcess, d: Any) 
             engines = client.get("/admin/v1/engines").json()["data"]
         assert next(e for e in engines if e["id"] == CHAT)["active_requests"] == 1, engines
         click_in_row(d, "#models-table", CHAT, "Unload")
-        wait(d, lambda d: "requests running" in (
-            cell(d, "#models-table", CHAT, "") or ""))
+        wait(d, lambda d: "requests running" in (cell(d, "#models-table", CHAT, "") or ""))
         assert not find(d, "#notice").is_displayed()
     finally:
         done.set()
@@ -227,7 +276,8 @@ def test_a_refused_row_action_is_said_in_its_row(server: InferdProcess, d: Any) 
 
 
 def test_key_allow_list_is_picked_and_the_secret_leaves_with_its_dialog(
-        server: InferdProcess, d: Any, tmp_path: Path) -> None:
+    server: InferdProcess, d: Any, tmp_path: Path
+) -> None:
     page(d, server.url, "keys")
     wait(d, lambda d: d.find_elements(_by(), f"#key-model-list [data-model='{CHAT}']"))
     assert not find(d, "#key-model-list").is_displayed()  # "All models" is ticked
@@ -252,16 +302,33 @@ def test_key_allow_list_is_picked_and_the_secret_leaves_with_its_dialog(
 
 def test_jobs_cancel_filter_and_wide_batches(server: InferdProcess, d: Any) -> None:
     with http(server) as client:
-        job = client.post("/v1/jobs", json={"endpoint": "/v1/chat/completions", "body": {
-            "model": CHAT, "max_tokens": 2000,
-            "messages": [{"role": "user", "content": "Count to a thousand."}]}}).json()
+        job = client.post(
+            "/v1/jobs",
+            json={
+                "endpoint": "/v1/chat/completions",
+                "body": {
+                    "model": CHAT,
+                    "max_tokens": 2000,
+                    "messages": [{"role": "user", "content": "Count to a thousand."}],
+                },
+            },
+        ).json()
     client_sdk = sdk(server, ADMIN_KEY)
-    lines = "\n".join(json.dumps({
-        "custom_id": f"r{i}", "method": "POST", "url": "/v1/embeddings",
-        "body": {"model": "all-minilm-l6-v2", "input": "x"}}) for i in range(2))
+    lines = "\n".join(
+        json.dumps(
+            {
+                "custom_id": f"r{i}",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": "all-minilm-l6-v2", "input": "x"},
+            }
+        )
+        for i in range(2)
+    )
     upload = client_sdk.files.create(file=("in.jsonl", lines.encode()), purpose="batch")
-    client_sdk.batches.create(input_file_id=upload.id, endpoint="/v1/embeddings",
-                              completion_window="24h")
+    client_sdk.batches.create(
+        input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
     page(d, server.url, f"jobs/{job['id']}")
     wait(d, lambda d: job["id"] in find(d, "#job-detail").text)
     wait(d, lambda d: "Cancel job" in find(d, "#job-detail").text)
@@ -281,8 +348,7 @@ def test_jobs_cancel_filter_and_wide_batches(server: InferdProcess, d: Any) -> N
 
     # The batches table scrolls inside the page: the page is no wider than the window.
     wait(d, lambda d: "batch_" in find(d, "#batches-table").text)
-    assert d.execute_script(
-        "return document.documentElement.scrollWidth <= window.innerWidth")
+    assert d.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
 
 
 def test_playground_tabs_ctrl_enter_and_stop(server: InferdProcess, d: Any) -> None:
@@ -298,8 +364,9 @@ def test_playground_tabs_ctrl_enter_and_stop(server: InferdProcess, d: Any) -> N
     field = find(d, "#chat-input")
     field.send_keys("Say hi.")
     field.send_keys(Keys.CONTROL, Keys.ENTER)
-    wait(d, lambda d: [u for u in d.find_elements(_by(), ".chat-col .usage") if u.text],
-         timeout=120)
+    wait(
+        d, lambda d: [u for u in d.find_elements(_by(), ".chat-col .usage") if u.text], timeout=120
+    )
     assert find(d, ".msg.user").text == "Say hi."
 
     # Stop ends a running stream: the answer so far stays, marked stopped.
@@ -307,11 +374,20 @@ def test_playground_tabs_ctrl_enter_and_stop(server: InferdProcess, d: Any) -> N
     fill(d, "#chat-max-tokens", "2000")
     fill(d, "#chat-input", "Count from one to a thousand in words.")
     find(d, "#chat-send").click()
-    wait(d, lambda d: find(d, "#chat-stop").is_displayed()
-         and d.find_elements(_by(), ".msg.assistant .tok"), timeout=120)
+    wait(
+        d,
+        lambda d: (
+            find(d, "#chat-stop").is_displayed() and d.find_elements(_by(), ".msg.assistant .tok")
+        ),
+        timeout=120,
+    )
     find(d, "#chat-stop").click()
-    wait(d, lambda d: (u := d.find_elements(_by(), ".chat-col .usage"))
-         and u[0].text.startswith("stopped"))
+    wait(
+        d,
+        lambda d: (
+            (u := d.find_elements(_by(), ".chat-col .usage")) and u[0].text.startswith("stopped")
+        ),
+    )
     assert not find(d, "#chat-stop").is_displayed()
     assert find(d, "#chat-send").is_enabled()
 
