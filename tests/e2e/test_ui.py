@@ -480,6 +480,11 @@ def test_image_tab_shows_only_with_an_image_model_and_draws(
                        env={"INFERD_AUTH": "off"}) as images:
         page(d, images.url, "playground")
         wait(d, lambda d: find(d, "#image-tab").is_displayed())
+        # One tab looks chosen, the other not (both looked chosen before the first click).
+        assert find(d, "#chat-tab").get_attribute("aria-selected") == "true"
+        assert find(d, "#image-tab").get_attribute("aria-selected") == "false"
+        assert (find(d, "#chat-tab").value_of_css_property("background-color")
+                != find(d, "#image-tab").value_of_css_property("background-color"))
         find(d, "#image-tab").click()
         fill(d, "#image-form [name=prompt]", "a lighthouse at dusk")
         find(d, "#image-form button").click()

@@ -296,6 +296,13 @@ def test_key_allow_list_is_picked_and_the_secret_leaves_with_its_dialog(
     wait(d, lambda d: not find(d, "#key-created").is_displayed())
     assert d.execute_script("return document.querySelector('#key-secret').textContent") == ""
     assert d.execute_script("return document.body.innerText").count(secret) == 0
+    # "Saved." is said by the form, and goes away by itself.
+    click_in_row(d, "#keys-table", "picked", "Edit")
+    wait(d, lambda d: find(d, "#key-form [name=name]").get_attribute("value") == "picked")
+    fill(d, "#key-form [name=rpm]", "30")
+    find(d, "#key-form button[type=submit]").click()
+    wait(d, lambda d: "Saved" in find(d, "#key-say").text)
+    wait(d, lambda d: not find(d, "#key-say").is_displayed())
     # Row buttons say which key they act on.
     assert d.find_elements(_by(), "#keys-table button[aria-label='Edit key picked']")
 
@@ -334,6 +341,11 @@ def test_jobs_cancel_filter_and_wide_batches(server: InferdProcess, d: Any) -> N
     wait(d, lambda d: "Cancel job" in find(d, "#job-detail").text)
     find(d, "#job-detail button.danger").click()
     wait(d, lambda d: "cancelled" in find(d, "#job-detail h2").text)
+    # The result box wraps its JSON: nothing is cut off sideways.
+    assert d.execute_script(
+        "return [...document.querySelectorAll('#job-detail pre')]"
+        ".every((p) => p.scrollWidth <= p.clientWidth)"
+    )
     # The list says so too, without a reload.
     wait(d, lambda d: cell(d, "#jobs-table", job["id"], "status") == "cancelled")
 
