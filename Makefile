@@ -20,6 +20,7 @@ setup-dev:
 	bash scripts/setup.sh dev
 	bash scripts/browser.sh
 	bash scripts/promtool.sh
+	bash scripts/axe.sh
 
 lint:
 	.venv/bin/ruff check src tests bench docs/hooks.py

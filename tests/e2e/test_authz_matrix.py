@@ -418,6 +418,7 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/admin/v1/replicas"): Probe("/admin/v1/replicas"),
     ("POST", "/admin/v1/replicas"): Probe("/admin/v1/replicas", ok=201,
                                           json=const({"model": "spare", **REPLICA})),
+    ("POST", "/admin/v1/replicas/test"): Probe("/admin/v1/replicas/test", json=const(REPLICA)),
     ("GET", "/admin/v1/replicas/{replica_id}"): Probe("/admin/v1/replicas/local:echo"),
     ("PATCH", "/admin/v1/replicas/{replica_id}"): Probe("/admin/v1/replicas/{r-patch}",
                                                         json=const({"weight": 2})),

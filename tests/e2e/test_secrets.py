@@ -142,7 +142,7 @@ async def _everything_shown(server: InferdProcess) -> dict[str, str]:
         paths += ["/admin/v1/keys", "/admin/v1/models", "/admin/v1/replicas", "/admin/v1/usage",
                   "/admin/v1/usage/records", "/metrics", "/openapi.json", "/", "/models",
                   "/health", "/ready"]
-        paths += [f"/ui/static/{name}" for name in ("app.js", "index.html")]
+        paths += [f"/ui/static/{name}" for name in ("js/main.js", "index.html")]
         for path in paths:
             response = await http.get(path)
             assert response.status_code == 200, (path, response.text)

@@ -150,13 +150,15 @@ def test_key_made_in_the_ui_works_in_the_sdk_with_its_limits(
     fill(d, "#key-form [name=name]", "ui-made")
     fill(d, "#key-form [name=owner]", "alice")
     fill(d, "#key-form [name=team]", "research")
-    fill(d, "#key-form [name=models]", CHAT)
+    find(d, "#key-all-models").click()  # the allow-list: picked from the models served
+    find(d, f"#key-model-list [data-model='{CHAT}']").click()
     fill(d, "#key-form [name=tpm]", "100000")
     fill(d, "#key-form [name=token_budget]", "50000")
     select(d, "#key-form [name=budget_period]", "month")
     find(d, "#key-form button[type=submit]").click()
     wait(d, lambda d: find(d, "#key-secret").text.startswith("sk-"))
     secret = find(d, "#key-secret").text
+    find(d, "#key-close").click()
     # The row's text is read in the wait: the table is redrawn as data arrives.
     row = wait(d, lambda d: next((r.text for r in d.find_elements(_by(), "#keys-table tbody tr")
                                   if "ui-made" in r.text), None))
@@ -478,6 +480,11 @@ def test_image_tab_shows_only_with_an_image_model_and_draws(
                        env={"INFERD_AUTH": "off"}) as images:
         page(d, images.url, "playground")
         wait(d, lambda d: find(d, "#image-tab").is_displayed())
+        # One tab looks chosen, the other not (both looked chosen before the first click).
+        assert find(d, "#chat-tab").get_attribute("aria-selected") == "true"
+        assert find(d, "#image-tab").get_attribute("aria-selected") == "false"
+        assert (find(d, "#chat-tab").value_of_css_property("background-color")
+                != find(d, "#image-tab").value_of_css_property("background-color"))
         find(d, "#image-tab").click()
         fill(d, "#image-form [name=prompt]", "a lighthouse at dusk")
         find(d, "#image-form button").click()
@@ -495,7 +502,7 @@ def test_image_tab_shows_only_with_an_image_model_and_draws(
         page(d, images.url, f"jobs/{job['id']}")
         wait(d, lambda d: "progress: step" in find(d, "#job-events").text, timeout=120)
         find(d, "#job-detail button.danger").click()
-        wait(d, lambda d: "cancelled" in find(d, "#job-detail h3").text)
+        wait(d, lambda d: "cancelled" in find(d, "#job-detail h2").text)
         assert httpx.get(f"{images.url}/v1/jobs/{job['id']}").json()["status"] == "cancelled"
         shot(d, tmp_path, "job-cancelled")
     d.execute_script("sessionStorage.clear()")

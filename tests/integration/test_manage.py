@@ -173,3 +173,61 @@ async def test_a_queued_generate_replica_is_checked_stored_and_routed(
         await admin.update_replica(replica["id"], ReplicaUpdate(url="amqp://10.9.9.9:5672/",
                                                                 api_key="admin:admin"))
     assert refused.value.param == "url"
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[str]:
+    """A small OpenAI-compatible server: /health, and /v1/models behind a Bearer token."""
+    from aiohttp import web
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def models(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {SECRET}":
+            return web.json_response({"error": {"message": "bad key"}}, status=401)
+        return web.json_response({"object": "list", "data": [
+            {"id": "qwen", "object": "model"}, {"id": "llama", "object": "model"}]})
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", models)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/v1"
+    await runner.cleanup()
+
+
+async def test_a_replica_is_tested_before_it_is_saved(admin: ModelAdmin, upstream: str) -> None:
+    test = await admin.test_replica(ReplicaSpec(url=upstream, api_key=SECRET,
+                                                upstream_model="qwen"))
+    assert test["ok"] and test["error"] is None and test["warning"] is None
+    assert test["models"] == ["qwen", "llama"]
+    other = await admin.test_replica(ReplicaSpec(url=upstream, api_key=SECRET,
+                                                 upstream_model="mistral"))
+    assert other["ok"] and "mistral" in other["warning"]
+    refused = await admin.test_replica(ReplicaSpec(url=upstream, api_key="sk-wrong"))
+    assert not refused["ok"] and "401" in refused["error"] and refused["models"] == []
+    dead = await admin.test_replica(ReplicaSpec(url="http://127.0.0.1:9/v1"))
+    assert not dead["ok"] and dead["error"]
+    with pytest.raises(InvalidRequest):  # outside the allow-list: never reached
+        await admin.test_replica(ReplicaSpec(url="http://10.9.9.9/v1"))
+    with pytest.raises(InvalidRequest) as info:
+        await admin.test_replica(ReplicaSpec(kind="queue", url="queue://x"))
+    assert info.value.param == "kind"
+    assert [m["name"] for m in await admin.models()] == ["echo"]  # nothing was stored
+
+
+async def test_a_replica_is_checking_until_its_first_probe(admin: ModelAdmin,
+                                                           upstream: str) -> None:
+    view = await admin.create_model(_create("fresh", replicas=[
+        ReplicaSpec(url=upstream), ReplicaSpec(url="http://127.0.0.1:9/v1")]))
+    assert [r["checking"] for r in view["replicas"]] == [True, True]
+    await admin.catalog.probe_all()
+    after = (await admin.model_view(await admin.find_model("fresh")))["replicas"]
+    assert [(r["checking"], r["healthy"]) for r in after] == [(False, True), (False, False)]
+    local = await admin.replica("local:echo")
+    assert local["checking"] is False

@@ -80,6 +80,12 @@ class HttpEngine(RemoteEngine):
                 raise  # not reachable at all: no point asking another path
             await self.get_ok(self.url("/models"))
 
+    async def upstream_models(self) -> list[str]:
+        """The ids of the upstream's ``GET /v1/models``."""
+        body = await self.get_json(self.url("/models"))
+        rows = body.get("data") if isinstance(body, dict) else None
+        return [str(m["id"]) for m in rows or [] if isinstance(m, dict) and "id" in m]
+
     def _body(self, request: ChatCompletionRequest | CompletionRequest | EmbeddingRequest
               | ImageGenerationRequest, stream: bool = False) -> dict[str, Any]:
         body = request.model_dump(exclude_unset=True)

@@ -151,6 +151,21 @@ class RemoteEngine(Engine):
         return UpstreamUnavailable(
             f"The replica of '{self.name}' answered {status}: {message}")
 
+    async def upstream_models(self) -> list[str]:
+        """The models the upstream lists, for a connection test ([]: the kind has no list)."""
+        return []
+
+    async def get_json(self, url: str) -> Any:
+        """GET ``url`` within a few seconds; its JSON, or the mapped error of a non-2xx."""
+        try:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=5),
+                                        allow_redirects=False) as resp:
+                if resp.status >= 300:
+                    raise self.status_error(resp.status, await _error_message(resp))
+                return orjson.loads(await resp.read())
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(exc, self.what) from exc
+
     async def get_ok(self, url: str) -> None:
         """GET ``url``; raise unless it answers 2xx within a few seconds."""
         try:

@@ -8,16 +8,17 @@ query values and user information masked (``inferd.redact``).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
 from inferd.engines.residency import Resident
-from inferd.errors import Conflict, InvalidRequest, NotFound
+from inferd.errors import Conflict, InferdError, InvalidRequest, NotFound
 from inferd.numerals import ascii_int
 from inferd.redact import redact_url
-from inferd.routing.catalog import ReplicaCatalog
+from inferd.routing.catalog import ReplicaCatalog, build_remote_engine, probe
 from inferd.routing.replica import Replica
 from inferd.settings import ReplicaSpec
 from inferd.store.replicas import ModelRecord, ReplicaRecord, ReplicaStore
@@ -133,6 +134,7 @@ class ModelAdmin:
             "healthy": False, "available": False, "in_flight": 0, "cooled_down_until": None,
             "consecutive_failures": 0, "cooldown_seconds": 0.0, "last_error": None,
             "last_error_at": None, "latency_ms": None, "requests": 0, "errors": 0,
+            "checking": False,
             "not_loaded": "disabled" if not record.enabled else "refused or inactive"}
         return {**state, "id": str(record.id), "model": record.model,
                 "model_id": record.model_id, "kind": record.kind,
@@ -274,6 +276,33 @@ class ModelAdmin:
             raise NotFound(f"No replica '{replica_id}'.", code="replica_not_found")
         await self.catalog.changed()
         return self.replica_view(record)
+
+    async def test_replica(self, spec: ReplicaSpec) -> dict[str, Any]:
+        """Reach a replica before saving it: its health check and the models it lists (an
+        ``http`` server's ``/v1/models``), through the same allow-list as a saved one."""
+        if spec.kind == "queue":
+            raise InvalidRequest("A queue replica is registered by its workers: there is no "
+                                 "URL to test.", param="kind")
+        await self.catalog.check(spec.url, spec.options)
+        engine = build_remote_engine(spec.upstream_model or "test", spec, self.catalog.allow)
+        started = time.perf_counter()
+        await engine.start()
+        models: list[str] = []
+        try:
+            error = await probe(engine)
+            if error is None:
+                try:
+                    models = await engine.upstream_models()
+                except InferdError as exc:
+                    error = exc.message
+        finally:
+            await engine.close()
+        warning = None
+        if error is None and models and spec.upstream_model and spec.upstream_model not in models:
+            warning = f"The upstream does not list '{spec.upstream_model}'."
+        return {"object": "replica.test", "ok": error is None, "error": error,
+                "warning": warning, "models": models,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
 
     async def delete_replica(self, replica_id: str) -> dict[str, Any]:
         row_id = _row_id(replica_id)

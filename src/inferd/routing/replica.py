@@ -44,6 +44,8 @@ class Replica:
     latency: float | None = None  # moving average of successful request latency, seconds
     requests: int = 0
     errors: int = 0
+    # False until a health probe or a request has answered: the state is not known yet
+    probed: bool = False
     cooldown_base: float = COOLDOWN_BASE
     cooldown_max: float = COOLDOWN_MAX
 
@@ -54,6 +56,7 @@ class Replica:
     def record_success(self, seconds: float) -> None:
         self.requests += 1
         self.failures = 0
+        self.probed = True
         self.latency = seconds if self.latency is None else (
             LATENCY_ALPHA * seconds + (1 - LATENCY_ALPHA) * self.latency)
 
@@ -64,6 +67,7 @@ class Replica:
         self.errors += 1
         self.failures += 1
         self.healthy = False
+        self.probed = True
         backoff = min(self.cooldown_max, self.cooldown_base * 2 ** (self.failures - 1))
         self.cooldown = backoff
         self.cooldown_until = max(self.cooldown_until, now + backoff)
@@ -73,6 +77,7 @@ class Replica:
     def record_probe(self, ok: bool, error: str | None = None, now: float | None = None) -> None:
         """A health probe's outcome: brings a replica back once its cooldown is over."""
         now = time.time() if now is None else now
+        self.probed = True
         if ok:
             if not self.healthy and now >= self.cooldown_until:
                 self.healthy = True
@@ -98,4 +103,6 @@ class Replica:
             "last_error_at": self.last_error_at,
             "latency_ms": None if self.latency is None else round(self.latency * 1000, 3),
             "requests": self.requests, "errors": self.errors,
+            # a remote replica not probed yet (just added or enabled): its health is unknown
+            "checking": self.kind != "local" and not self.probed,
         }

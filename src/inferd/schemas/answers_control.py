@@ -65,6 +65,17 @@ class Replica(Answer):
     source: str
 
 
+class ReplicaTest(Answer):
+    """A connection test of a replica not saved yet."""
+
+    object: Literal["replica.test"]
+    ok: bool
+    error: str | None
+    warning: str | None
+    models: list[str]
+    latency_ms: float
+
+
 class ManagedModel(Answer):
     id: int | str | None
     name: str

@@ -34,6 +34,15 @@ async def create_replica(request: Request, admin: ModelAdminDep) -> Response:
     return json_response(await admin.create_replica(body.model, spec), status=201)
 
 
+@endpoint(router, "POST", "/replicas/test", access="admin", answer=c.ReplicaTest,
+          body=ReplicaSpec, errors=(413, 503))
+async def test_replica(request: Request, admin: ModelAdminDep) -> Response:
+    """Reach a replica before saving it: ``ok`` with the models the upstream lists, or the
+    error it gave (the replica is not stored)."""
+    body = await read_strict(request, ReplicaSpec)
+    return json_response(await admin.test_replica(body))
+
+
 @endpoint(router, "GET", "/replicas/{replica_id}", access="admin", answer=c.Replica,
           errors=(404, 503))
 async def get_replica(replica_id: str, admin: ModelAdminDep) -> Response:

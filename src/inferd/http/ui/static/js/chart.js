@@ -48,7 +48,14 @@ export function drawChart(box, title, data, metric, { height = 180, compact = fa
         fill: counts ? `${color}99` : undefined, points: { show: !counts, size: 5, fill: color } };
     })],
   };
+  // The drawing's text alternative: each series' total and peak, read by screen readers.
+  const summary = series.map((s) => {
+    const values = s.data.map((b) => get(b) || 0);
+    return `${s.name}: total ${fmt(values.reduce((a, b) => a + b, 0))}, peak ${fmt(Math.max(0, ...values))}`;
+  }).join("; ");
+  figure.append(el("p", { class: "sr-only" }, `${title} over ${xs.length} intervals. ${summary}.`));
   const plot = new uPlot(opts, [xs, ...series.map((s) => s.data.map((b) => get(b)))], figure);
+  plot.root.setAttribute("aria-hidden", "true");
   new ResizeObserver(() => {
     const w = inner();
     if (Math.abs(w - plot.width) > 4) plot.setSize({ width: w, height });

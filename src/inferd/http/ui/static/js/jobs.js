@@ -13,11 +13,26 @@ function statusBadge(status) {
   return el("span", { class: `badge ${cls}` }, status);
 }
 
+// The model the filter names: the exact name, else the one model whose name holds the text.
+async function filterModel(typed) {
+  if (!typed) return "";
+  const names = list(await api("GET", "/v1/models")).map((m) => m.id);
+  if (names.includes(typed)) return typed;
+  const found = names.filter((n) => n.toLowerCase().includes(typed.toLowerCase()));
+  if (found.length === 1) return found[0];
+  throw new Error(found.length ? `Several models match "${typed}": ${found.join(", ")}.`
+    : `No model name holds "${typed}".`);
+}
+
 async function loadJobs() {
   const v = formValues($("#jobs-filter"));
   const query = new URLSearchParams({ limit: "20" });
   if (v.status) query.set("status", v.status);
-  if (v.model) query.set("model", v.model);
+  say("#jobs-say", "");
+  let model = "";
+  try { model = await filterModel(v.model); } catch (error) { say("#jobs-say", error.message); return; }
+  if (model) query.set("model", model);
+  if (model && model !== v.model) say("#jobs-say", `Jobs of ${model}.`, "info");
   if (pages[page]) query.set("after", pages[page]);
   const data = await api("GET", `/v1/jobs?${query}`);
   fillTable($("#jobs-table"), list(data), [
@@ -53,7 +68,7 @@ async function loadBatches() {
 }
 
 function pre(value) {
-  return el("pre", {}, value === null || value === undefined ? "—" : JSON.stringify(value, null, 2));
+  return el("pre", { tabindex: "0" }, value === null || value === undefined ? "—" : JSON.stringify(value, null, 2));
 }
 
 export function eventLine(kind, data) {
@@ -70,16 +85,25 @@ async function detail(id) {
   const log = el("ol", { class: "events", id: "job-events", "aria-live": "polite" });
   const result = el("div", { id: "job-result" }, pre(job.result ?? job.error));
   const attempts = el("table", { id: "webhook-table" }, el("thead"), el("tbody"));
+  const said = el("span", { class: "row-say", role: "status" });
   const cancel = job.status === "pending" || job.status === "running"
     ? button("Cancel job", async () => {
-      try { await api("POST", `/v1/jobs/${id}/cancel`); } catch (error) { say("#notice", error.message); }
+      cancel.disabled = true;
+      try {
+        await api("POST", `/v1/jobs/${id}/cancel`);
+        said.textContent = "Cancelling…";
+      } catch (error) {
+        cancel.disabled = false;
+        said.className = "row-say error";
+        said.textContent = error.message;
+      }
     }, "danger") : null;
-  box.replaceChildren(el("h3", {}, "Job ", el("code", {}, id), " ", status, " ", cancel || ""),
+  box.replaceChildren(el("h2", {}, "Job ", el("code", {}, id), " ", status, " ", cancel || ""), said,
     el("p", { class: "hint" }, `${job.endpoint} · ${job.model} · created ${fmtTime(job.created_at)} · attempts ${job.attempts}`),
     el("div", { class: "columns" },
-      el("div", {}, el("h4", {}, "Request"), pre(job.request)),
-      el("div", {}, el("h4", {}, "Result"), result)),
-    el("h4", {}, "Events"), log, el("h4", {}, "Webhook attempts"), attempts);
+      el("div", {}, el("h3", {}, "Request"), pre(job.request)),
+      el("div", {}, el("h3", {}, "Result"), result)),
+    el("h3", {}, "Events"), log, el("h3", {}, "Webhook attempts"), attempts);
   box.hidden = false;
   const hooks = list(await api("GET", `/v1/jobs/${id}/webhook_attempts`));
   fillTable(attempts, hooks, Object.keys(hooks[0] || { attempt: 0 }).map((k) => [k, (a) => text(a[k])]),
@@ -95,6 +119,9 @@ async function detail(id) {
         status.replaceWith(statusBadge(frame.event));
         result.replaceChildren(pre(data.result ?? data.error));
         cancel?.remove();
+        said.textContent = "";
+        // the list shows the job's final status too
+        loadJobs().catch((e) => say("#notice", e.message));
         break;
       }
     }

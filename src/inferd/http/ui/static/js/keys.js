@@ -1,9 +1,10 @@
 // API Keys: create with every limit (shown once, with Copy), spend against budget, edit,
 // disable, delete.
 import { api, list } from "./api.js";
-import { $, el, button, csv, fillTable, fmtNum, fmtTime, formValues, say } from "./ui.js";
+import { $, $$, el, fillTable, fmtNum, fmtTime, formValues, rowButton, rowSay, say } from "./ui.js";
 
 let editing = null; // the key being edited, or null when creating
+const messages = new Map(); // key id -> {text, kind}: the outcome of its row's last action
 
 // Start of the current budget period in UTC, as the server counts it (null: in total).
 function periodStart(period) {
@@ -38,21 +39,57 @@ function spendCell(k, used) {
     el("span", {}, `${fmtNum(tokens)} / ${fmtNum(k.token_budget)} per ${k.budget_period || "total"}`));
 }
 
-function act(label, run, cls = "quiet") {
-  return button(label, async () => {
-    try { await run(); await load(); } catch (error) { say("#key-say", error.message); }
+// A row's action: its outcome is said in the row, the previous one cleared.
+function act(k, label, run, cls = "quiet") {
+  return rowButton(label, `key ${k.name}`, async () => {
+    messages.delete(k.id);
+    try { await run(); } catch (error) { messages.set(k.id, { text: error.message, kind: "error" }); }
+    await load().catch((error) => say("#notice", error.message));
   }, cls);
 }
 
 function actions(k) {
-  const remove = button("Delete", () => {
+  const remove = rowButton("Delete", `key ${k.name}`, () => {
     // Two steps so a stray click or key press deletes nothing.
-    remove.replaceWith(act("Confirm delete", () => api("DELETE", `/admin/v1/keys/${k.id}`), "danger"));
+    const confirm = act(k, "Confirm delete", () => api("DELETE", `/admin/v1/keys/${k.id}`), "danger");
+    remove.replaceWith(confirm);
+    confirm.focus();
   }, "danger");
   return el("span", { class: "actions" },
-    button("Edit", () => edit(k), "quiet"),
-    act(k.enabled ? "Disable" : "Enable", () => api("POST", `/admin/v1/keys/${k.id}/${k.enabled ? "disable" : "enable"}`)),
-    remove);
+    rowButton("Edit", `key ${k.name}`, () => edit(k), "quiet"),
+    act(k, k.enabled ? "Disable" : "Enable", () => api("POST", `/admin/v1/keys/${k.id}/${k.enabled ? "disable" : "enable"}`)),
+    remove, rowSay(messages, k.id));
+}
+
+// The allow-list is picked from the models that exist (a name not served is not offered).
+async function loadModels() {
+  const names = list(await api("GET", "/admin/v1/models")).map((m) => m.name);
+  const box = $("#key-model-list");
+  const ticked = new Set(chosenModels());
+  box.replaceChildren(...names.map((name) => el("label", { class: "check" },
+    el("input", { type: "checkbox", "data-model": name, checked: ticked.has(name) }), ` ${name}`)));
+  showModels();
+}
+
+function chosenModels() {
+  return $$("#key-model-list [data-model]").filter((c) => c.checked).map((c) => c.dataset.model);
+}
+
+function setModels(models) {
+  $("#key-all-models").checked = !models;
+  for (const c of $$("#key-model-list [data-model]")) c.checked = !!models && models.includes(c.dataset.model);
+  // a name the key allows that no longer names a model stays visible (and can be unticked)
+  for (const name of models || []) {
+    if (!$$("#key-model-list [data-model]").some((c) => c.dataset.model === name)) {
+      $("#key-model-list").append(el("label", { class: "check" },
+        el("input", { type: "checkbox", "data-model": name, checked: true }), ` ${name} (no such model)`));
+    }
+  }
+  showModels();
+}
+
+function showModels() {
+  $("#key-model-list").hidden = $("#key-all-models").checked;
 }
 
 async function load() {
@@ -70,6 +107,7 @@ async function load() {
     ["status", (k) => el("span", { class: `badge ${k.enabled ? "ok" : "bad"}` }, k.enabled ? "active" : "disabled")],
     ["", actions],
   ], "No keys yet.");
+  await loadModels();
 }
 
 function edit(k) {
@@ -77,7 +115,7 @@ function edit(k) {
   const f = $("#key-form").elements;
   for (const name of ["name", "owner", "team", "rpm", "tpm", "ipm", "upm", "token_budget", "image_budget", "storage_bytes", "storage_objects"]) f[name].value = k[name] ?? "";
   f.scope.value = k.scope;
-  f.models.value = k.models ? k.models.join(", ") : "";
+  setModels(k.models);
   f.budget_period.value = k.budget_period || "";
   f.expires.value = k.expires_at ? new Date(k.expires_at * 1000 - new Date().getTimezoneOffset() * 60000).toISOString().slice(0, 16) : "";
   $("#key-form-title").textContent = `Edit key ${k.name}`;
@@ -89,7 +127,7 @@ function edit(k) {
 function body(v) {
   const number = (s) => (s === "" ? null : Number(s));
   const out = { name: v.name, owner: v.owner || null, team: v.team || null, scope: v.scope,
-    models: csv(v.models).length ? csv(v.models) : null, rpm: number(v.rpm), tpm: number(v.tpm), ipm: number(v.ipm),
+    models: $("#key-all-models").checked ? null : chosenModels(), rpm: number(v.rpm), tpm: number(v.tpm), ipm: number(v.ipm),
     upm: number(v.upm), image_budget: number(v.image_budget),
     storage_bytes: number(v.storage_bytes), storage_objects: number(v.storage_objects),
     token_budget: number(v.token_budget), budget_period: v.budget_period || null,
@@ -101,6 +139,11 @@ function body(v) {
 async function save(event) {
   event.preventDefault();
   const v = formValues(event.target);
+  say("#key-say", "");
+  if (!$("#key-all-models").checked && !chosenModels().length) {
+    say("#key-say", "Tick the models the key may use, or All models.");
+    return;
+  }
   try {
     if (editing) {
       await api("PATCH", `/admin/v1/keys/${editing.id}`, body(v));
@@ -108,9 +151,8 @@ async function save(event) {
     } else {
       const created = await api("POST", "/admin/v1/keys", body(v));
       $("#key-secret").textContent = created.key;
-      $("#key-created").hidden = false;
       $("#key-copy").textContent = "Copy";
-      say("#key-say", "");
+      $("#key-created").showModal();
     }
     event.target.reset();
     await load();
@@ -122,8 +164,13 @@ async function save(event) {
 export default {
   init() {
     $("#key-form").addEventListener("submit", save);
+    $("#key-all-models").addEventListener("change", showModels);
+    // The secret is shown once: it leaves the page when its dialog closes.
+    $("#key-created").addEventListener("close", () => { $("#key-secret").textContent = ""; });
+    $("#key-close").addEventListener("click", () => $("#key-created").close());
     $("#key-form").addEventListener("reset", () => {
       editing = null;
+      setTimeout(() => setModels(null)); // after the form's own reset of the boxes
       $("#key-form-title").textContent = "Create a key";
       $("#key-form button[type=submit]").textContent = "Create key";
     });

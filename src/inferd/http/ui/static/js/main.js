@@ -27,6 +27,7 @@ function applyRole() {
 }
 
 async function show(page) {
+  for (const dialog of $$("dialog[open]")) dialog.close(); // a page's dialog leaves with it
   say("#notice", "");
   say("#login-say", "");
   const allowed = session.role !== null && (!ADMIN_ONLY.has(page) || isAdmin());

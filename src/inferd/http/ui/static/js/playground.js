@@ -4,6 +4,7 @@ import { $, $$, el, csv, fmtNum, say } from "./ui.js";
 
 export const FINAL = ["completed", "failed", "cancelled"];
 const histories = new Map(); // model -> messages of its conversation
+let running = null; // AbortController of the answers being streamed (Stop aborts it)
 
 function bubble(column, role, content) {
   const node = el("div", { class: `msg ${role}` }, content);
@@ -15,7 +16,7 @@ function column(model) {
   let col = $$(".chat-col").find((c) => c.dataset.model === model);
   if (!col) {
     col = el("section", { class: "chat-col", "data-model": model, "aria-label": `Answers of ${model}` },
-      el("h3", {}, model), el("div", { class: "log", "aria-live": "polite" }));
+      el("h2", {}, model), el("div", { class: "log", "aria-live": "polite" }));
     $("#chat-columns").append(col);
   }
   return col;
@@ -30,31 +31,35 @@ function stats(usage, ttft, seconds, tokens) {
   return el("div", { class: "usage" }, parts.join(" · "));
 }
 
-async function streamAnswer(body, target) {
+async function streamAnswer(body, target, signal) {
   const started = performance.now();
   let first = null, content = "", usage = null, chunks = 0;
   target.textContent = "";
-  for await (const frame of events("/v1/chat/completions", { method: "POST", body })) {
-    if (frame.data === "[DONE]") break;
-    const chunk = JSON.parse(frame.data);
-    if (chunk.error) throw new Error(chunk.error.message);
-    if (chunk.usage) usage = chunk.usage;
-    const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
-    if (delta && delta.content) {
-      if (first === null) first = performance.now();
-      chunks += 1;
-      content += delta.content;
-      // One span per chunk, so the page (and its tests) can see tokens arrive one by one.
-      target.append(el("span", { class: "tok" }, delta.content));
-      target.dataset.chunks = String(chunks);
+  try {
+    for await (const frame of events("/v1/chat/completions", { method: "POST", body, signal })) {
+      if (frame.data === "[DONE]") break;
+      const chunk = JSON.parse(frame.data);
+      if (chunk.error) throw new Error(chunk.error.message);
+      if (chunk.usage) usage = chunk.usage;
+      const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+      if (delta && delta.content) {
+        if (first === null) first = performance.now();
+        chunks += 1;
+        content += delta.content;
+        // One span per chunk, so the page (and its tests) can see tokens arrive one by one.
+        target.append(el("span", { class: "tok" }, delta.content));
+        target.dataset.chunks = String(chunks);
+      }
     }
+  } catch (error) {
+    if (error.name !== "AbortError") throw error;
   }
   const end = performance.now();
   const ttft = first === null ? null : first - started;
   return { content, usage, ttft, seconds: first === null ? 0 : (end - first) / 1000, chunks };
 }
 
-async function jobAnswer(body, target, col) {
+async function jobAnswer(body, target, col, signal) {
   const job = await api("POST", "/v1/jobs", { endpoint: "/v1/chat/completions", body });
   const log = el("ol", { class: "events", "aria-label": `Events of job ${job.id}` });
   const status = el("span", { class: "badge" }, job.status);
@@ -63,6 +68,8 @@ async function jobAnswer(body, target, col) {
   const started = performance.now();
   let first = null;
   target.textContent = "";
+  // Stop cancels the job; its events then end with "cancelled".
+  signal.addEventListener("abort", () => api("POST", `/v1/jobs/${job.id}/cancel`).catch(() => {}));
   for await (const frame of events(`/v1/jobs/${job.id}/events`)) {
     let data = {};
     try { data = JSON.parse(frame.data); } catch { /* plain text event */ }
@@ -78,6 +85,7 @@ async function jobAnswer(body, target, col) {
   }
   const done = await api("GET", `/v1/jobs/${job.id}`);
   status.textContent = done.status;
+  if (done.status === "cancelled") return { content: target.textContent, usage: null, ttft: null, seconds: 0 };
   if (done.error) throw new Error(done.error.message || JSON.stringify(done.error));
   const content = done.result?.choices?.[0]?.message?.content ?? target.textContent;
   target.textContent = content;
@@ -95,7 +103,7 @@ function request(model, v) {
   return body;
 }
 
-async function ask(model, v) {
+async function ask(model, v, signal) {
   const col = column(model);
   const history = histories.get(model) || [];
   histories.set(model, history);
@@ -104,10 +112,12 @@ async function ask(model, v) {
   const target = bubble(col, "assistant", "…");
   const body = request(model, v);
   try {
-    const result = v.job ? await jobAnswer(body, target, col)
-      : await streamAnswer({ ...body, stream: true, stream_options: { include_usage: true } }, target);
+    const result = v.job ? await jobAnswer(body, target, col, signal)
+      : await streamAnswer({ ...body, stream: true, stream_options: { include_usage: true } }, target, signal);
     history.push({ role: "assistant", content: result.content });
-    target.after(stats(result.usage, result.ttft, result.seconds, result.chunks));
+    const line = stats(result.usage, result.ttft, result.seconds, result.chunks);
+    if (signal.aborted) line.textContent = `stopped${line.textContent ? ` · ${line.textContent}` : ""}`;
+    target.after(line);
   } catch (error) {
     history.pop();
     target.replaceWith(el("div", { class: "msg error", role: "alert" }, error.message));
@@ -126,10 +136,15 @@ async function send(event) {
   const models = [v.model, v.compare].filter((m, i, all) => m && all.indexOf(m) === i);
   for (const col of $$(".chat-col")) if (!models.includes(col.dataset.model)) col.remove();
   $("#chat-send").disabled = true;
+  running = new AbortController();
+  $("#chat-stop").hidden = false;
   try {
-    await Promise.all(models.map((m) => ask(m, v)));
+    await Promise.all(models.map((m) => ask(m, v, running.signal)));
   } finally {
+    running = null;
+    $("#chat-stop").hidden = true;
     $("#chat-send").disabled = false;
+    if (document.activeElement === document.body) $("#chat-input").focus();
   }
 }
 
@@ -156,7 +171,10 @@ async function generate(event) {
 }
 
 function tab(name) {
-  for (const b of $$("[data-tab]")) b.setAttribute("aria-selected", String(b.dataset.tab === name));
+  for (const b of $$("[data-tab]")) {
+    b.setAttribute("aria-selected", String(b.dataset.tab === name));
+    b.tabIndex = b.dataset.tab === name ? 0 : -1;
+  }
   $("#tab-chat").hidden = name !== "chat";
   $("#tab-image").hidden = name !== "image";
 }
@@ -170,6 +188,23 @@ export default {
       $("#chat-columns").replaceChildren();
     });
     for (const b of $$("[data-tab]")) b.addEventListener("click", () => tab(b.dataset.tab));
+    // Arrow keys move between tabs (the tab pattern); only the chosen tab is in the Tab order.
+    $(".tabs").addEventListener("keydown", (event) => {
+      if (event.key !== "ArrowRight" && event.key !== "ArrowLeft") return;
+      const shown = $$("[data-tab]").filter((b) => !b.hidden);
+      const at = shown.indexOf(document.activeElement);
+      const next = shown[(at + (event.key === "ArrowRight" ? 1 : shown.length - 1)) % shown.length];
+      tab(next.dataset.tab);
+      next.focus();
+    });
+    // Ctrl+Enter (Cmd+Enter) in the message sends it.
+    $("#chat-input").addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+        event.preventDefault();
+        if (!$("#chat-send").disabled) $("#chat-form").requestSubmit();
+      }
+    });
+    $("#chat-stop").addEventListener("click", () => running?.abort());
   },
   async load() {
     const models = list(await api("GET", "/v1/models"));

@@ -1,7 +1,7 @@
 // Prompts: templates for the Responses API's `prompt` parameter. Create one (for a key), add a
 // version (the latest from then on), delete; each row shows the variables it uses.
 import { api, list } from "./api.js";
-import { $, el, button, fillTable, fmtTime, formValues, say } from "./ui.js";
+import { $, el, fillTable, fmtTime, formValues, rowButton, say } from "./ui.js";
 
 let versioning = null; // the prompt getting a new version, or null when creating
 
@@ -25,13 +25,17 @@ function messagesText(prompt) {
 }
 
 function actions(p) {
-  const remove = button("Delete", () => {
-    remove.replaceWith(button("Confirm delete", async () => {
+  const what = `prompt ${p.name}`;
+  const out = el("span", { class: "row-say error", role: "status" });
+  const remove = rowButton("Delete", what, () => {
+    const confirm = rowButton("Confirm delete", what, async () => {
       try { await api("DELETE", `/admin/v1/prompts/${p.id}`); await load(); }
-      catch (error) { say("#prompt-say", error.message); }
-    }, "danger"));
+      catch (error) { out.textContent = error.message; }
+    }, "danger");
+    remove.replaceWith(confirm);
+    confirm.focus();
   }, "danger");
-  return el("span", { class: "actions" }, button("New version", () => newVersion(p), "quiet"), remove);
+  return el("span", { class: "actions" }, rowButton("New version", what, () => newVersion(p), "quiet"), remove, out);
 }
 
 async function load() {

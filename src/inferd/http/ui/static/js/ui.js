@@ -46,11 +46,71 @@ export function fillTable(table, rows, columns, empty = "Nothing here yet.") {
 }
 
 // A message next to the form (or section) that caused it; `kind` is "error" or "ok".
+// An "ok" message clears itself after a few seconds; an error stays until the next message.
 export function say(target, message, kind = "error") {
   const box = typeof target === "string" ? $(target) : target;
   box.textContent = message || "";
   box.className = `say ${kind}`;
   box.hidden = !message;
+  clearTimeout(box.sayTimer);
+  if (message && kind === "ok") box.sayTimer = setTimeout(() => say(box, ""), 5000);
+}
+
+// Like fillTable, but rows are matched by `key(row)` and a row whose data did not change is
+// left in place, so a refresh keeps the keyboard focus; a changed row is rebuilt and the focus
+// moves to its control of the same `data-action`.
+export function syncTable(table, rows, columns, key, empty = "Nothing here yet.") {
+  const thead = table.querySelector("thead");
+  const names = columns.map(([name]) => name).join("\u0000");
+  if (thead.dataset.names !== names) {
+    thead.replaceChildren(el("tr", {}, columns.map(([name]) => el("th", { scope: "col" }, name))));
+    thead.dataset.names = names;
+  }
+  const body = table.querySelector("tbody");
+  table.dataset.loads = String(Number(table.dataset.loads || 0) + 1);
+  if (!rows.length) {
+    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: columns.length }, empty)));
+    return;
+  }
+  const old = new Map([...body.children].filter((tr) => tr.dataset.key).map((tr) => [tr.dataset.key, tr]));
+  const focused = document.activeElement;
+  const wanted = rows.map((row) => {
+    const id = String(key(row));
+    const cells = columns.map(([name, get]) => {
+      const value = get(row);
+      return el("td", { "data-label": name }, value instanceof Node ? value : text(value));
+    });
+    const sig = cells.map((td) => td.innerHTML).join("\u0000");
+    const previous = old.get(id);
+    old.delete(id);
+    if (previous && previous.dataset.sig === sig) return previous;
+    const tr = el("tr", { "data-key": id }, cells);
+    tr.dataset.sig = sig;
+    if (previous) {
+      const action = previous.contains(focused) && focused.dataset.action;
+      previous.replaceWith(tr);
+      if (action) tr.querySelector(`[data-action="${CSS.escape(action)}"]`)?.focus();
+    }
+    return tr;
+  });
+  for (const tr of old.values()) tr.remove();
+  for (const tr of [...body.children]) if (!tr.dataset.key) tr.remove();
+  wanted.forEach((tr, i) => {
+    if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null);
+  });
+}
+
+// A button of a table row: its label, and for screen readers the row it acts on
+// ("Edit key alice"); `data-action` names it across redraws.
+export function rowButton(label, what, onclick, cls = "") {
+  return el("button", { type: "button", class: cls, onclick, "aria-label": `${label} ${what}`,
+    "data-action": label }, label);
+}
+
+// The message of a row action, shown in the row (kept across redraws in `messages`, by row).
+export function rowSay(messages, id) {
+  const m = messages.get(id);
+  return el("span", { class: `row-say ${m ? m.kind : ""}`, role: "status", "data-row-say": id }, m ? m.text : "");
 }
 
 export function badge(ok, yes = "healthy", no = "unhealthy") {
