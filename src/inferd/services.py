@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
 
+from inferd.audit import AuditLog
 from inferd.auth.service import Auth
 from inferd.changes import ChangeBus
 from inferd.control import Control, build_control
@@ -23,6 +24,7 @@ from inferd.roles import start_role
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
 from inferd.routing.router import Replica, Router
 from inferd.settings import Settings
+from inferd.store.audit import AuditStore
 from inferd.store.db import Database, open_database
 from inferd.store.replicas import ReplicaStore
 
@@ -69,6 +71,11 @@ class Services:
             log.warning("INFERD_SECRET_KEY is not set: replica credentials and webhook "
                         "secrets are stored in the database in plaintext")
         await prepare_schema(db, settings)
+        # changes of the control plane, recorded on the request that makes them
+        audit = AuditLog(AuditStore(db), retention_days=settings.audit_retention_days,
+                         failure_window=settings.audit_failure_window_seconds)
+        audit.start()
+        stack.push_async_callback(audit.close)
         router = Router(max_attempts=settings.router_max_attempts)
         # usage records and limits are closed after the keys and before the database
         metering = await Metering.start(settings, db)
@@ -81,6 +88,7 @@ class Services:
                                 on_failure=metering.metrics.auth_failures.inc,
                                 on_throttled=throttled.inc)
         stack.push_async_callback(auth.close)
+        auth.audit = auth.admin.audit = audit
         RESIDENCY.max_loaded = settings.max_loaded_models
         engines = [(spec, build_engine(spec)) for spec in settings.all_models()]
         # Load models one after another: on two cores parallel loads only thrash.
@@ -101,6 +109,7 @@ class Services:
         jobs = await start_jobs(db, router, inference, settings, principal_lookup=auth.owner,
                                 open_mode=auth.open_mode)
         stack.push_async_callback(jobs.close)
+        jobs.maintenance.audit_prune = audit.prune
         metering.metrics.register_gauge("inferd_queue_depth",
                                         "Jobs waiting in this process's queue.",
                                         lambda: float(jobs.queue.depth()))
@@ -108,7 +117,7 @@ class Services:
         metering.metrics.register_gauge(
             "inferd_asyncio_tasks", "Tasks on the event loop; growth under steady load is a "
             "leak (bench/soak.py watches it).", lambda: float(len(asyncio.all_tasks(loop))))
-        control = build_control(settings, db, catalog, inference, jobs)
+        control = build_control(settings, db, catalog, inference, jobs, audit)
         return cls(settings=settings, db=db, router=router, auth=auth, metering=metering,
                    inference=inference, catalog=catalog, jobs=jobs, control=control,
                    stack=stack)

@@ -9,6 +9,7 @@ import secrets
 import sys
 from collections.abc import Callable
 
+from inferd.audit import AuditLog
 from inferd.auth.admin import KeyAdmin
 from inferd.auth.bootstrap import AuthPolicy, bootstrap, engine_keyed
 from inferd.auth.keys import KeyRing, LoadHook
@@ -42,6 +43,8 @@ class Auth:
         self._unmetered: dict[str | None, Principal] = {}
         # The caller while keys are not required: ``OPEN_MODE``, with the default storage quota.
         self.open_mode = OPEN_MODE
+        # Counts refused keys per client address (``AuditLog.refused``), when set.
+        self.audit: AuditLog | None = None
 
     @classmethod
     async def start(cls, settings: Settings, db: Database, *, on_load: LoadHook | None = None,
@@ -106,9 +109,11 @@ class Auth:
                     "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
                     code="missing_api_key")
             return await self.keys.authenticate_fresh(token)
-        except AuthenticationFailed:
+        except AuthenticationFailed as exc:
             self.on_failure()
             self.throttle.failed(address)
+            if self.audit is not None:
+                self.audit.refused("auth.failed", address, exc.code or "invalid_api_key")
             raise
 
     def forwarded(self, principal: Principal, token: str | None) -> Principal:

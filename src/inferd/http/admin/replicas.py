@@ -21,7 +21,7 @@ from inferd.settings import ReplicaSpec
 router = APIRouter(prefix="/admin/v1", tags=["admin"])
 
 
-@endpoint(router, "GET", "/replicas", access="admin", answer=c.ReplicaList, errors=(503,))
+@endpoint(router, "GET", "/replicas", access="audit", answer=c.ReplicaList, errors=(503,))
 async def list_replicas(admin: ModelAdminDep) -> Response:
     return json_response({"object": "list", "data": await admin.replicas()})
 
@@ -34,7 +34,7 @@ async def create_replica(request: Request, admin: ModelAdminDep) -> Response:
     return json_response(await admin.create_replica(body.model, spec), status=201)
 
 
-@endpoint(router, "GET", "/replicas/{replica_id}", access="admin", answer=c.Replica,
+@endpoint(router, "GET", "/replicas/{replica_id}", access="audit", answer=c.Replica,
           errors=(404, 503))
 async def get_replica(replica_id: str, admin: ModelAdminDep) -> Response:
     return json_response(await admin.replica(replica_id))
