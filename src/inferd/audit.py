@@ -62,11 +62,13 @@ def _secret_field(name: str) -> bool:
 def masked(value: Any, field: str = "") -> Any:
     """``value`` with every secret replaced by ``MASK``: the values of fields named like a
     secret (``api_key``, ``webhook_secret``, ``Authorization``, ``*_token`` ...), every value
-    of a ``headers`` map, and the credentials a URL carries (``*url`` fields)."""
+    of a ``headers`` map, and the credentials a URL carries (``*url`` fields). Flags
+    (``has_api_key``) stay: they tell whether there is a secret, not what it is."""
     if isinstance(value, Mapping):
         headers = field.lower() == "headers"
         return {k: (MASK if (headers or _secret_field(str(k))) and v not in (None, "")
-                    else masked(v, str(k))) for k, v in value.items()}
+                    and not isinstance(v, bool) else masked(v, str(k)))
+                for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [masked(v, field) for v in value]
     if isinstance(value, str) and field.lower().endswith("url"):
