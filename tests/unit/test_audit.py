@@ -11,13 +11,13 @@ def test_secrets_are_masked_at_any_depth() -> None:
             "has_api_key": True, "prefix": "sk-inferd-ab", "key_id": 4,
             "url": "https://u:p@host.example/v1?token=t0k&x=1",
             "options": {"headers": {"Authorization": "Bearer abc", "X-Trace": "trace-7"},
-                        "health_url": "http://h/health?key=k", "client_secret": "cs",
+                        "health_url": "http://h/health?key=hk9", "client_secret": "cs",
                         "nested": [{"password": "pw", "ok": 1}]},
             "Proxy-Authorization": "Basic zz", "access_token": "at", "empty_key": None,
             "key": "sk-inferd-full", "models": ["a", "b"], "rpm": 5}
     out = masked(view)
     text = repr(out)
-    for secret in ("sk-live-1", "whsec_x", ":p@", "t0k", "abc", "trace-7", "k'", "cs", "pw",
+    for secret in ("sk-live-1", "whsec_x", ":p@", "t0k", "abc", "trace-7", "hk9", "cs", "pw",
                    "zz", "'at'", "sk-inferd-full"):
         assert secret not in text, secret
     assert out["api_key"] == MASK and out["key"] == MASK
