@@ -25,6 +25,7 @@ def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="An action (key.create), or a prefix ending in '.' (key.)."),
         click.option("--object-type", default=None, help="api_key, model, replica, ..."),
         click.option("--object-id", default=None),
+        click.option("--request-id", default=None),
     ]
     for option in reversed(options):
         func = option(func)
@@ -58,7 +59,7 @@ def _query(values: dict[str, Any]) -> Any:
 
     return AuditQuery(since=values["since"], until=values["until"], actor=values["actor"],
                       action=values["action"], object_type=values["object_type"],
-                      object_id=values["object_id"])
+                      object_id=values["object_id"], request_id=values["request_id"])
 
 
 @click.group("audit")

@@ -32,6 +32,7 @@ class AuditQuery:
     action: str | None = None  # exact, or a prefix ending with "." ("key.")
     object_type: str | None = None
     object_id: str | None = None
+    request_id: str | None = None
 
 
 class AuditStore:
@@ -71,6 +72,8 @@ class AuditStore:
             where.append(t.c.object_type == query.object_type)
         if query.object_id is not None:
             where.append(t.c.object_id == query.object_id)
+        if query.request_id is not None:
+            where.append(t.c.request_id == query.request_id)
         statement = sa.select(t).where(*where).order_by(t.c.id.desc()).limit(limit + 1)
         async with self.db.engine.connect() as conn:
             rows = [dict(r._mapping) for r in await conn.execute(statement)]
