@@ -86,7 +86,8 @@ class Auth:
         """Whether requests must carry a valid key right now (see ``inferd.auth.bootstrap``)."""
         return self.policy.enforcing(self.keys.has_admin)
 
-    async def principal(self, token: str | None, address: str | None = None) -> Principal:
+    async def principal(self, token: str | None, address: str | None = None,
+                        path: str = "") -> Principal:
         """The caller presenting ``token`` (None: no key sent) from the client ``address``;
         401 when keys are required and it is missing or not valid, 429 while ``address`` is
         throttled for failing too often. The engines' key is the ``ENGINE`` principal."""
@@ -113,7 +114,8 @@ class Auth:
             self.on_failure()
             self.throttle.failed(address)
             if self.audit is not None:
-                self.audit.refused("auth.failed", address, exc.code or "invalid_api_key")
+                self.audit.refused("auth.failed", address, exc.code or "invalid_api_key",
+                                   path=path)
             raise
 
     def forwarded(self, principal: Principal, token: str | None) -> Principal:

@@ -136,7 +136,7 @@ class AuthMiddleware:
         auth: Auth = scope["app"].state.services.auth
         client = scope.get("client")
         token = _bearer(scope)
-        principal = await auth.principal(token, client[0] if client else None)
+        principal = await auth.principal(token, client[0] if client else None, scope["path"])
         if auth.forwarding_key and _forwarded(scope):
             principal = auth.forwarded(principal, token)
         if principal.engine and not scope["path"].startswith(ENGINE_PREFIX):
