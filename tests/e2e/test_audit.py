@@ -4,10 +4,12 @@ database."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +19,9 @@ import httpx
 import pytest
 
 from inferd.secretbox import new_key
+from inferd.settings import load_settings
+from inferd.store.audit import AuditStore
+from inferd.store.db import open_database
 from tests.helpers import ROOT, InferdProcess, wait_for
 
 ADMIN_KEY = "sk-test-admin-audit-0123456789abcdef"
@@ -202,3 +207,29 @@ def test_commands_record_their_changes_and_read_the_log(tmp_path: Path) -> None:
     page = json.loads(listed.stdout)
     assert [e["object_id"] for e in page["data"]] == [str(key["id"])]
     assert page["has_more"] is False
+
+
+def test_the_maintenance_sweep_removes_events_past_the_retention(tmp_path: Path) -> None:
+    """An event 10 days old, a retention of one day: the running server's sweep removes it
+    and keeps the recent ones."""
+    data = tmp_path / "data"
+    created = inferd(data, "keys", "create", "--name", "recent")  # migrates, records an event
+    assert created.returncode == 0, created.stderr
+
+    async def add_old_event() -> None:
+        db = open_database(load_settings(data_dir=data))
+        try:
+            await AuditStore(db).append([{
+                "created_at": time.time() - 10 * 86400, "actor_name": "", "via": "api",
+                "action": "model.create", "object_type": "model", "object_id": "old"}])
+        finally:
+            await db.close()
+
+    asyncio.run(add_old_event())
+    env = {"INFERD_MODELS": MODELS, "INFERD_ADMIN_KEY": ADMIN_KEY,
+           "INFERD_AUDIT_RETENTION_DAYS": "1", "INFERD_JOB_SWEEP_SECONDS": "0.2"}
+    with InferdProcess(data, "--no-bundled", env=env) as process, \
+            httpx.Client(base_url=process.url, timeout=60,
+                         headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as http:
+        wait_for(lambda: not events(http, object_id="old"), what="the old event removed")
+        assert [e["action"] for e in events(http, action="key.create")] == ["key.create"]
