@@ -32,19 +32,48 @@ from typing import Any, Literal
 from inferd.redact import MASK, redact_url
 from inferd.store.audit import AuditQuery, AuditStore
 
-__all__ = ["MASK", "Actor", "AuditLog", "AuditQuery", "acting_as", "cli_actor", "current_actor",
-           "masked", "request_scope"]
+__all__ = [
+    "MASK",
+    "Actor",
+    "AuditLog",
+    "AuditQuery",
+    "acting_as",
+    "cli_actor",
+    "current_actor",
+    "masked",
+    "request_scope",
+]
 
 log = logging.getLogger("inferd.audit")
 
 Via = Literal["api", "cli", "system"]
 
 # Names of fields whose values are secrets (compared lowercased, ``-`` read as ``_``).
-SECRET_FIELDS = frozenset({
-    "key", "api_key", "apikey", "secret", "webhook_secret", "client_secret", "password",
-    "passwd", "token", "access_token", "refresh_token", "id_token", "authorization",
-    "proxy_authorization", "credential", "credentials", "private_key", "key_hash",
-    "x_api_key", "cookie", "secret_key"})
+SECRET_FIELDS = frozenset(
+    {
+        "key",
+        "api_key",
+        "apikey",
+        "secret",
+        "webhook_secret",
+        "client_secret",
+        "password",
+        "passwd",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "authorization",
+        "proxy_authorization",
+        "credential",
+        "credentials",
+        "private_key",
+        "key_hash",
+        "x_api_key",
+        "cookie",
+        "secret_key",
+    }
+)
 SECRET_SUFFIXES = ("_secret", "_token", "_password", "_api_key", "_credential")
 # Events kept in memory while the database refuses them; past this the oldest are dropped
 # (and logged): a process never grows without bound.
@@ -66,9 +95,16 @@ def masked(value: Any, field: str = "") -> Any:
     (``has_api_key``) stay: they tell whether there is a secret, not what it is."""
     if isinstance(value, Mapping):
         headers = field.lower() == "headers"
-        return {k: (MASK if (headers or _secret_field(str(k))) and v not in (None, "")
-                    and not isinstance(v, bool) else masked(v, str(k)))
-                for k, v in value.items()}
+        return {
+            k: (
+                MASK
+                if (headers or _secret_field(str(k)))
+                and v not in (None, "")
+                and not isinstance(v, bool)
+                else masked(v, str(k))
+            )
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [masked(v, field) for v in value]
     if isinstance(value, str) and field.lower().endswith("url"):
@@ -94,8 +130,9 @@ SYSTEM = Actor(name="inferd", via="system")
 
 # The ASGI scope of the request being served (set by the auth middleware): its principal,
 # client address and request id name the actor.
-request_scope: ContextVar[Mapping[str, Any] | None] = ContextVar("inferd_audit_request",
-                                                                 default=None)
+request_scope: ContextVar[Mapping[str, Any] | None] = ContextVar(
+    "inferd_audit_request", default=None
+)
 _acting: ContextVar[Actor | None] = ContextVar("inferd_audit_actor", default=None)
 
 
@@ -105,8 +142,9 @@ def cli_actor() -> Actor:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = ""
-    return Actor(name=f"inferd command ({user})" if user else "inferd command", user=None,
-                 via="cli")
+    return Actor(
+        name=f"inferd command ({user})" if user else "inferd command", user=None, via="cli"
+    )
 
 
 @contextlib.contextmanager
@@ -131,29 +169,46 @@ def current_actor() -> Actor:
     principal = state.get("principal")
     client = scope.get("client")
     open_mode = bool(getattr(principal, "open_mode", False))
-    return Actor(key_id=getattr(principal, "key_id", None),
-                 name="open mode (keys not required)" if open_mode
-                 else str(getattr(principal, "name", "") or ""),
-                 scope="open" if open_mode else getattr(principal, "scope", None),
-                 address=client[0] if client else None, request_id=state.get("request_id"))
+    return Actor(
+        key_id=getattr(principal, "key_id", None),
+        name="open mode (keys not required)"
+        if open_mode
+        else str(getattr(principal, "name", "") or ""),
+        scope="open" if open_mode else getattr(principal, "scope", None),
+        address=client[0] if client else None,
+        request_id=state.get("request_id"),
+    )
 
 
 def event_view(row: Mapping[str, Any]) -> dict[str, Any]:
     """An event as the API, the CLI and the export show it."""
-    return {"id": str(row["id"]), "object": "audit_event", "created_at": row["created_at"],
-            "actor": {"key_id": row["actor_key_id"], "name": row["actor_name"],
-                      "scope": row["actor_scope"], "user": row["actor_user"],
-                      "via": row["via"]},
-            "action": row["action"], "object_type": row["object_type"],
-            "object_id": row["object_id"], "before": row["before"], "after": row["after"],
-            "client_address": row["client_address"], "request_id": row["request_id"]}
+    return {
+        "id": str(row["id"]),
+        "object": "audit_event",
+        "created_at": row["created_at"],
+        "actor": {
+            "key_id": row["actor_key_id"],
+            "name": row["actor_name"],
+            "scope": row["actor_scope"],
+            "user": row["actor_user"],
+            "via": row["via"],
+        },
+        "action": row["action"],
+        "object_type": row["object_type"],
+        "object_id": row["object_id"],
+        "before": row["before"],
+        "after": row["after"],
+        "client_address": row["client_address"],
+        "request_id": row["request_id"],
+    }
 
 
 class AuditLog:
     """Records events and reads them back (``page``, ``export``)."""
 
-    def __init__(self, store: AuditStore, *, retention_days: float = 365.0,
-                 failure_window: float = 60.0) -> None:
+    def __init__(
+        self, store: AuditStore, *, retention_days: float = 365.0, failure_window: float = 60.0
+    ) -> None:
         self.store = store
         self.retention_days = retention_days
         self.failure_window = failure_window
@@ -163,29 +218,47 @@ class AuditLog:
         self._task: asyncio.Task[None] | None = None
 
     # -- writing ---------------------------------------------------------------------------
-    async def record(self, action: str, object_type: str, object_id: object | None, *,
-                     before: Any = None, after: Any = None,
-                     actor: Actor | None = None) -> bool:
+    async def record(
+        self,
+        action: str,
+        object_type: str,
+        object_id: object | None,
+        *,
+        before: Any = None,
+        after: Any = None,
+        actor: Actor | None = None,
+    ) -> bool:
         """Record ``action`` on the object (``object_type``, ``object_id``), its views
         ``before`` and ``after`` the change (masked here). False when it could not be
         written yet: it is kept and written with the next event or tick."""
         who = actor or current_actor()
-        self._queue({
-            "created_at": time.time(), "actor_key_id": who.key_id, "actor_name": who.name[:200],
-            "actor_scope": who.scope, "actor_user": who.user, "via": who.via,
-            "action": action, "object_type": object_type,
-            "object_id": None if object_id is None else str(object_id)[:191],
-            "before": masked(before), "after": masked(after),
-            "client_address": who.address[:64] if who.address else None,
-            "request_id": who.request_id[:64] if who.request_id else None})
+        self._queue(
+            {
+                "created_at": time.time(),
+                "actor_key_id": who.key_id,
+                "actor_name": who.name[:200],
+                "actor_scope": who.scope,
+                "actor_user": who.user,
+                "via": who.via,
+                "action": action,
+                "object_type": object_type,
+                "object_id": None if object_id is None else str(object_id)[:191],
+                "before": masked(before),
+                "after": masked(after),
+                "client_address": who.address[:64] if who.address else None,
+                "request_id": who.request_id[:64] if who.request_id else None,
+            }
+        )
         return await self.flush()
 
     def _queue(self, event: dict[str, Any]) -> None:
         self.pending.append(event)
         if len(self.pending) > MAX_PENDING:
             dropped = self.pending.pop(0)
-            log.error("audit event dropped (the database refused events for too long): %s",
-                      {k: dropped[k] for k in ("action", "object_type", "object_id")})
+            log.error(
+                "audit event dropped (the database refused events for too long): %s",
+                {k: dropped[k] for k in ("action", "object_type", "object_id")},
+            )
 
     async def flush(self) -> bool:
         """Write the events not written yet; False when the database refused them (they
@@ -199,14 +272,20 @@ class AuditLog:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("could not write %d audit events; they are kept to retry",
-                              len(batch))
+                log.exception("could not write %d audit events; they are kept to retry", len(batch))
                 return False
-            del self.pending[:len(batch)]
+            del self.pending[: len(batch)]
             return True
 
-    def refused(self, action: str, address: str | None, code: str, *,
-                key_id: str | None = None, path: str = "") -> None:
+    def refused(
+        self,
+        action: str,
+        address: str | None,
+        code: str,
+        *,
+        key_id: str | None = None,
+        path: str = "",
+    ) -> None:
         """Count a refused key (``auth.failed``) or an admin route refused to a key
         (``auth.denied``); written once per window by ``run`` (never a row per refusal)."""
         now = time.time()
@@ -225,12 +304,23 @@ class AuditLog:
         """Move the counts of refusals into events to write."""
         counts, self.failures = self.failures, {}
         for (action, address, code, key_id), entry in counts.items():
-            self._queue({
-                "created_at": entry["last_at"], "actor_key_id": key_id or None,
-                "actor_name": "", "actor_scope": None, "actor_user": None, "via": "api",
-                "action": action, "object_type": "client", "object_id": address or None,
-                "before": None, "after": {"code": code, **entry}, "request_id": None,
-                "client_address": address[:64] if address and address != "*" else None})
+            self._queue(
+                {
+                    "created_at": entry["last_at"],
+                    "actor_key_id": key_id or None,
+                    "actor_name": "",
+                    "actor_scope": None,
+                    "actor_user": None,
+                    "via": "api",
+                    "action": action,
+                    "object_type": "client",
+                    "object_id": address or None,
+                    "before": None,
+                    "after": {"code": code, **entry},
+                    "request_id": None,
+                    "client_address": address[:64] if address and address != "*" else None,
+                }
+            )
 
     async def tick(self) -> None:
         self.take_failures()
@@ -267,16 +357,20 @@ class AuditLog:
         return await self.store.prune((now or time.time()) - self.retention_days * 86400.0)
 
     # -- reading ---------------------------------------------------------------------------
-    async def page(self, query: AuditQuery, *, after: int | None = None,
-                   limit: int = 100) -> dict[str, Any]:
+    async def page(
+        self, query: AuditQuery, *, after: int | None = None, limit: int = 100
+    ) -> dict[str, Any]:
         rows, more = await self.store.page(query, after=after, limit=limit)
         data = [event_view(r) for r in rows]
-        return {"object": "list", "data": data, "has_more": more,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None}
+        return {
+            "object": "list",
+            "data": data,
+            "has_more": more,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
 
-    async def export(self, query: AuditQuery, *, size: int = 1000
-                     ) -> AsyncIterator[dict[str, Any]]:
+    async def export(self, query: AuditQuery, *, size: int = 1000) -> AsyncIterator[dict[str, Any]]:
         """Every event matching ``query``, newest first, read a page at a time."""
         after: int | None = None
         while True:

@@ -21,8 +21,11 @@ def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--since", type=float, default=None, help="Epoch seconds (inclusive)."),
         click.option("--until", type=float, default=None, help="Epoch seconds (exclusive)."),
         click.option("--actor", default=None, help="The acting key's id."),
-        click.option("--action", default=None,
-                     help="An action (key.create), or a prefix ending in '.' (key.)."),
+        click.option(
+            "--action",
+            default=None,
+            help="An action (key.create), or a prefix ending in '.' (key.).",
+        ),
         click.option("--object-type", default=None, help="api_key, model, replica, ..."),
         click.option("--object-id", default=None),
         click.option("--request-id", default=None),
@@ -57,9 +60,15 @@ def _run(config: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
 def _query(values: dict[str, Any]) -> Any:
     from inferd.audit import AuditQuery
 
-    return AuditQuery(since=values["since"], until=values["until"], actor=values["actor"],
-                      action=values["action"], object_type=values["object_type"],
-                      object_id=values["object_id"], request_id=values["request_id"])
+    return AuditQuery(
+        since=values["since"],
+        until=values["until"],
+        actor=values["actor"],
+        action=values["action"],
+        object_type=values["object_type"],
+        object_id=values["object_id"],
+        request_id=values["request_id"],
+    )
 
 
 @click.group("audit")
@@ -71,8 +80,9 @@ def audit() -> None:
 @config_option
 @filter_options
 @click.option("--limit", type=click.IntRange(1, 1000), default=100)
-@click.option("--after", type=click.IntRange(1), default=None,
-              help="The last id of the previous page.")
+@click.option(
+    "--after", type=click.IntRange(1), default=None, help="The last id of the previous page."
+)
 def list_command(config: Path | None, limit: int, after: int | None, **values: Any) -> None:
     """A page of events, newest first, as JSON (``has_more``, ``last_id`` for the next)."""
     page = _run(config, lambda log: log.page(_query(values), after=after, limit=limit))

@@ -3,12 +3,12 @@
 
 Callers: no key, user key A, user key B, an auditor key (reads what an admin reads, changes
 nothing), the admin key, the engines' key (``INFERD_ENGINE_API_KEY``: the engine registration
-routes only), and a disabled, an expired and a deleted key. One ``inferd serve`` (echo engines, an on-demand llama.cpp model that is never
-loaded by a user, and an ``http`` replica standing in for an image, audio and moderation
-server), objects created once: A and B each own a job, a file, a batch, a context and a
-contexts-and-results result; A also owns stored responses, conversations and a picture. Each route
-has a probe (a request that succeeds for a caller the policy allows); a cell is the status and
-error code one caller gets.
+routes only), and a disabled, an expired and a deleted key. One ``inferd serve`` (echo
+engines, an on-demand llama.cpp model that is never loaded by a user, and an ``http`` replica
+standing in for an image, audio and moderation server), objects created once: A and B each
+own a job, a file, a batch, a context and a contexts-and-results result; A also owns stored
+responses, conversations and a picture. Each route has a probe (a request that succeeds for a
+caller the policy allows); a cell is the status and error code one caller gets.
 A route the app serves without a policy entry, or without a probe here, fails the test; so does
 an admin operation that changes state without recording an event in the audit log.
 """

@@ -19,22 +19,26 @@ ADMIN_KEY = "sk-admin-ui-audit-0123456789abcdef"
 
 pytestmark = pytest.mark.skipif(
     not HAVE_BROWSER and os.environ.get("INFERD_REQUIRE_SERVICES") != "1",
-    reason="Debian's chromium and chromium-driver are not installed (make test installs them)")
+    reason="Debian's chromium and chromium-driver are not installed (make test installs them)",
+)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferdProcess]:
-    env = {"INFERD_ADMIN_KEY": ADMIN_KEY, "INFERD_AUDIT_FAILURE_WINDOW_SECONDS": "0.2",
-           "INFERD_MODELS": json.dumps([{"name": "echo", "kind": "echo"}])}
-    with InferdProcess(tmp_path_factory.mktemp("ui-audit"), "--no-bundled",
-                       env=env) as process:
+    env = {
+        "INFERD_ADMIN_KEY": ADMIN_KEY,
+        "INFERD_AUDIT_FAILURE_WINDOW_SECONDS": "0.2",
+        "INFERD_MODELS": json.dumps([{"name": "echo", "kind": "echo"}]),
+    }
+    with InferdProcess(tmp_path_factory.mktemp("ui-audit"), "--no-bundled", env=env) as process:
         yield process
 
 
 @pytest.fixture(scope="module")
 def api(server: InferdProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60,
-                      headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
+    with httpx.Client(
+        base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    ) as client:
         yield client
 
 
@@ -65,9 +69,9 @@ def log_out(d: Any) -> None:
         wait(d, lambda d: find(d, "#login").is_displayed())
 
 
-def test_the_audit_page_lists_filters_and_details_events(server: InferdProcess,
-                                                         api: httpx.Client,
-                                                         browser: Any) -> None:
+def test_the_audit_page_lists_filters_and_details_events(
+    server: InferdProcess, api: httpx.Client, browser: Any
+) -> None:
     d = browser
     login(d, server.url, ADMIN_KEY)
     created = api.post("/admin/v1/models", json={"name": "audited-model"})
@@ -81,8 +85,12 @@ def test_the_audit_page_lists_filters_and_details_events(server: InferdProcess,
     assert all(key["key"] not in r for r in shown)
     find(d, "#audit-filter input[name=action]").send_keys("model.create")
     find(d, "#audit-filter button[type=submit]").click()
-    wait(d, lambda d: rows(d, "#audit-table")
-         and all("model.create" in r for r in rows(d, "#audit-table")))
+    wait(
+        d,
+        lambda d: (
+            rows(d, "#audit-table") and all("model.create" in r for r in rows(d, "#audit-table"))
+        ),
+    )
     [row] = rows(d, "#audit-table")
     assert "127.0.0.1" in row
     find(d, "#audit-table tbody tr button").click()
@@ -91,9 +99,9 @@ def test_the_audit_page_lists_filters_and_details_events(server: InferdProcess,
     assert "model.create" in detail and "audited-model" in detail
 
 
-def test_an_auditor_sees_the_admin_pages_without_their_forms(server: InferdProcess,
-                                                             api: httpx.Client,
-                                                             browser: Any) -> None:
+def test_an_auditor_sees_the_admin_pages_without_their_forms(
+    server: InferdProcess, api: httpx.Client, browser: Any
+) -> None:
     d = browser
     auditor = api.post("/admin/v1/keys", json={"name": "ui-auditor", "scope": "auditor"})
     assert auditor.status_code == 201, auditor.text
@@ -105,8 +113,9 @@ def test_an_auditor_sees_the_admin_pages_without_their_forms(server: InferdProce
     page(d, server.url, "keys")
     wait(d, lambda d: any("ui-auditor" in r for r in rows(d, "#keys-table")))
     assert not find(d, "#key-box").is_displayed()  # no form to create a key
-    assert not any(b.is_displayed() for b in d.find_elements("css selector",
-                                                              "#keys-table .actions"))
+    assert not any(
+        b.is_displayed() for b in d.find_elements("css selector", "#keys-table .actions")
+    )
     page(d, server.url, "audit")  # the admin's changes (the filter kept: model.create)
     wait(d, lambda d: any("model.create" in r for r in rows(d, "#audit-table")))
     page(d, server.url, "models")
@@ -116,7 +125,8 @@ def test_an_auditor_sees_the_admin_pages_without_their_forms(server: InferdProce
 
 
 def test_a_refused_log_in_is_counted_and_a_user_sees_no_audit_page(
-        server: InferdProcess, api: httpx.Client, browser: Any) -> None:
+    server: InferdProcess, api: httpx.Client, browser: Any
+) -> None:
     d = browser
     page(d, server.url, "home")
     log_out(d)

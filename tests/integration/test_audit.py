@@ -43,17 +43,27 @@ async def events(audit: AuditLog, **filters: object) -> list[dict[str, object]]:
 @pytest.fixture
 async def models(database: Database, audit: AuditLog) -> AsyncIterator[ModelAdmin]:
     router = Router()
-    router.add(Replica(id="local:echo", model="echo",
-                       engine=EchoEngine(ModelSpec(name="echo", kind="echo"))))
+    router.add(
+        Replica(
+            id="local:echo", model="echo", engine=EchoEngine(ModelSpec(name="echo", kind="echo"))
+        )
+    )
     store = ReplicaStore(database)
-    catalog = ReplicaCatalog(router, store, HostAllowList(["127.0.0.0/8"]), interval=3600,
-                             cooldown_base=1.0, cooldown_max=60.0)
+    catalog = ReplicaCatalog(
+        router,
+        store,
+        HostAllowList(["127.0.0.0/8"]),
+        interval=3600,
+        cooldown_base=1.0,
+        cooldown_max=60.0,
+    )
     yield ModelAdmin(store, catalog, audit=audit)
     await catalog.close()
 
 
 async def test_key_changes_are_recorded_without_the_key_or_its_webhook_secret(
-        database: Database, audit: AuditLog) -> None:
+    database: Database, audit: AuditLog
+) -> None:
     admin = KeyAdmin(KeyStore(database), audit=audit)
     with acting_as(ADMIN):
         created = await admin.create(KeySpec(name="svc", owner="ann", rpm=5))
@@ -64,14 +74,24 @@ async def test_key_changes_are_recorded_without_the_key_or_its_webhook_secret(
         await admin.update(key_id, KeyUpdate())  # no change: no event
         await admin.delete(key_id)
     found = await events(audit, object_type="api_key", object_id=str(key_id))
-    assert [e["action"] for e in found] == ["key.delete", "key.enable", "key.disable",
-                                           "key.update", "key.create"]
+    assert [e["action"] for e in found] == [
+        "key.delete",
+        "key.enable",
+        "key.disable",
+        "key.update",
+        "key.create",
+    ]
     update = found[3]
     assert update["before"]["rpm"] == 5 and update["after"]["rpm"] == 10  # type: ignore[index]
     assert update["after"]["team"] == "blue"  # type: ignore[index]
     assert found[0]["after"] is None and found[0]["before"]["name"] == "svc"  # type: ignore[index]
-    assert found[-1]["actor"] == {"key_id": "7", "name": "ops", "scope": "admin", "user": None,
-                                  "via": "api"}
+    assert found[-1]["actor"] == {
+        "key_id": "7",
+        "name": "ops",
+        "scope": "admin",
+        "user": None,
+        "via": "api",
+    }
     assert {e["client_address"] for e in found} == {"10.0.0.9"}
     assert {e["request_id"] for e in found} == {"req-1"}
     stored = repr(found)
@@ -81,20 +101,32 @@ async def test_key_changes_are_recorded_without_the_key_or_its_webhook_secret(
 
 
 async def test_model_and_replica_changes_are_recorded_without_the_upstream_credential(
-        models: ModelAdmin, audit: AuditLog) -> None:
+    models: ModelAdmin, audit: AuditLog
+) -> None:
     url = "http://127.0.0.1:9/v1?token=abc123"
     with acting_as(ADMIN):
-        model = await models.create_model(ModelCreate(name="llama", aliases=[], fallbacks=[],
-                                                      replicas=[]))
-        replica = await models.create_replica("llama", ReplicaSpec(
-            url=url, api_key=UPSTREAM_SECRET, options={"headers": {"X-Api-Key": "hdr-secret"}}))
+        model = await models.create_model(
+            ModelCreate(name="llama", aliases=[], fallbacks=[], replicas=[])
+        )
+        replica = await models.create_replica(
+            "llama",
+            ReplicaSpec(
+                url=url, api_key=UPSTREAM_SECRET, options={"headers": {"X-Api-Key": "hdr-secret"}}
+            ),
+        )
         await models.update_replica(replica["id"], ReplicaUpdate(weight=2.5))
         await models.update_replica(replica["id"], ReplicaUpdate(enabled=False))
         await models.delete_replica(replica["id"])
         await models.delete_model(str(model["id"]))
     found = await events(audit)
-    assert [e["action"] for e in found] == ["model.delete", "replica.delete", "replica.disable",
-                                           "replica.update", "replica.create", "model.create"]
+    assert [e["action"] for e in found] == [
+        "model.delete",
+        "replica.delete",
+        "replica.disable",
+        "replica.update",
+        "replica.create",
+        "model.create",
+    ]
     stored = repr(found)
     for secret in (UPSTREAM_SECRET, "abc123", "hdr-secret"):
         assert secret not in stored
@@ -109,8 +141,12 @@ async def test_model_and_replica_changes_are_recorded_without_the_upstream_crede
 async def test_pages_filter_and_follow_the_cursor(audit: AuditLog) -> None:
     for i in range(7):
         with acting_as(Actor(key_id=str(i % 2), name="k", scope="admin")):
-            await audit.record("key.create" if i % 3 else "model.update",
-                               "api_key" if i % 3 else "model", i, after={"n": i})
+            await audit.record(
+                "key.create" if i % 3 else "model.update",
+                "api_key" if i % 3 else "model",
+                i,
+                after={"n": i},
+            )
     seen: list[str] = []
     after = None
     while True:
@@ -123,8 +159,9 @@ async def test_pages_filter_and_follow_the_cursor(audit: AuditLog) -> None:
     assert len(await events(audit, action="key.create")) == 4
     assert len(await events(audit, action="key.")) == 4
     assert len(await events(audit, action="model.update", actor="0")) == 2
-    assert [e["object_id"] for e in await events(audit, object_type="model",
-                                                 object_id="3")] == ["3"]
+    assert [e["object_id"] for e in await events(audit, object_type="model", object_id="3")] == [
+        "3"
+    ]
     everything = await events(audit)
     middle = float(everything[3]["created_at"])  # type: ignore[arg-type]
     newer = await events(audit, since=middle)
@@ -134,8 +171,9 @@ async def test_pages_filter_and_follow_the_cursor(audit: AuditLog) -> None:
     assert [e["id"] for e in exported] == seen
 
 
-async def test_an_event_the_database_refused_is_written_later(database: Database,
-                                                               audit: AuditLog) -> None:
+async def test_an_event_the_database_refused_is_written_later(
+    database: Database, audit: AuditLog
+) -> None:
     """The table away for a moment (renamed): the event is kept and written by the next
     tick, once the table is back."""
     async with database.engine.begin() as conn:
@@ -152,12 +190,14 @@ async def test_an_event_the_database_refused_is_written_later(database: Database
 
 
 async def test_a_flood_of_refused_keys_writes_one_event_per_address_and_window(
-        audit: AuditLog) -> None:
+    audit: AuditLog,
+) -> None:
     for _ in range(5000):
         audit.refused("auth.failed", "203.0.113.5", "invalid_api_key")
     for _ in range(3):
-        audit.refused("auth.denied", "203.0.113.6", "admin_scope_required", key_id="42",
-                      path="/admin/v1/keys")
+        audit.refused(
+            "auth.denied", "203.0.113.6", "admin_scope_required", key_id="42", path="/admin/v1/keys"
+        )
     await audit.tick()
     found = await events(audit)
     assert len(found) == 2
@@ -184,10 +224,24 @@ async def test_many_addresses_are_bounded(audit: AuditLog) -> None:
 async def test_retention_removes_only_old_events(database: Database, audit: AuditLog) -> None:
     store = AuditStore(database)
     now = time.time()
-    await store.append([{"created_at": now - 40 * 86400, "action": "key.create",
-                         "object_type": "api_key", "actor_name": "", "via": "api"},
-                        {"created_at": now - 10 * 86400, "action": "key.update",
-                         "object_type": "api_key", "actor_name": "", "via": "api"}])
+    await store.append(
+        [
+            {
+                "created_at": now - 40 * 86400,
+                "action": "key.create",
+                "object_type": "api_key",
+                "actor_name": "",
+                "via": "api",
+            },
+            {
+                "created_at": now - 10 * 86400,
+                "action": "key.update",
+                "object_type": "api_key",
+                "actor_name": "",
+                "via": "api",
+            },
+        ]
+    )
     assert await audit.prune(now) == 1
     assert [e["action"] for e in await events(audit)] == ["key.update"]
     forever = AuditLog(store, retention_days=0)
@@ -197,9 +251,28 @@ async def test_retention_removes_only_old_events(database: Database, audit: Audi
 
 def test_the_store_and_the_log_offer_no_way_to_change_an_event() -> None:
     """Append-only: the only ways to write are appending and pruning past the retention."""
-    for cls, allowed in ((AuditStore, {"append", "prune", "page", "count"}),
-                         (AuditLog, {"record", "flush", "refused", "take_failures", "tick",
-                                     "run", "start", "close", "prune", "page", "export"})):
-        methods = {name for name, _ in inspect.getmembers(cls, inspect.isfunction)
-                   if not name.startswith("_")}
+    for cls, allowed in (
+        (AuditStore, {"append", "prune", "page", "count"}),
+        (
+            AuditLog,
+            {
+                "record",
+                "flush",
+                "refused",
+                "take_failures",
+                "tick",
+                "run",
+                "start",
+                "close",
+                "prune",
+                "page",
+                "export",
+            },
+        ),
+    ):
+        methods = {
+            name
+            for name, _ in inspect.getmembers(cls, inspect.isfunction)
+            if not name.startswith("_")
+        }
         assert methods == allowed, cls

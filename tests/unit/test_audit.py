@@ -7,18 +7,43 @@ from inferd.auth.principal import OPEN_MODE, Principal
 
 
 def test_secrets_are_masked_at_any_depth() -> None:
-    view = {"name": "svc", "api_key": "sk-live-1", "webhook_secret": "whsec_x",
-            "has_api_key": True, "prefix": "sk-inferd-ab", "key_id": 4,
-            "url": "https://u:p@host.example/v1?token=t0k&x=1",
-            "options": {"headers": {"Authorization": "Bearer abc", "X-Trace": "trace-7"},
-                        "health_url": "http://h/health?key=hk9", "client_secret": "cs",
-                        "nested": [{"password": "pw", "ok": 1}]},
-            "Proxy-Authorization": "Basic zz", "access_token": "at", "empty_key": None,
-            "key": "sk-inferd-full", "models": ["a", "b"], "rpm": 5}
+    view = {
+        "name": "svc",
+        "api_key": "sk-live-1",
+        "webhook_secret": "whsec_x",
+        "has_api_key": True,
+        "prefix": "sk-inferd-ab",
+        "key_id": 4,
+        "url": "https://u:p@host.example/v1?token=t0k&x=1",
+        "options": {
+            "headers": {"Authorization": "Bearer abc", "X-Trace": "trace-7"},
+            "health_url": "http://h/health?key=hk9",
+            "client_secret": "cs",
+            "nested": [{"password": "pw", "ok": 1}],
+        },
+        "Proxy-Authorization": "Basic zz",
+        "access_token": "at",
+        "empty_key": None,
+        "key": "sk-inferd-full",
+        "models": ["a", "b"],
+        "rpm": 5,
+    }
     out = masked(view)
     text = repr(out)
-    for secret in ("sk-live-1", "whsec_x", ":p@", "t0k", "abc", "trace-7", "hk9", "cs", "pw",
-                   "zz", "'at'", "sk-inferd-full"):
+    for secret in (
+        "sk-live-1",
+        "whsec_x",
+        ":p@",
+        "t0k",
+        "abc",
+        "trace-7",
+        "hk9",
+        "cs",
+        "pw",
+        "zz",
+        "'at'",
+        "sk-inferd-full",
+    ):
         assert secret not in text, secret
     assert out["api_key"] == MASK and out["key"] == MASK
     assert out["has_api_key"] is True  # a flag tells there is a secret, not what it is
@@ -40,11 +65,13 @@ def test_plain_values_pass_through() -> None:
 def test_the_actor_is_the_requests_key_the_command_or_the_system() -> None:
     assert current_actor() is SYSTEM
     principal = Principal(key_id="12", scope="admin", name="ops")
-    token = request_scope.set({"state": {"principal": principal, "request_id": "r-9"},
-                               "client": ("192.0.2.1", 5000)})
+    token = request_scope.set(
+        {"state": {"principal": principal, "request_id": "r-9"}, "client": ("192.0.2.1", 5000)}
+    )
     try:
-        assert current_actor() == Actor(key_id="12", name="ops", scope="admin",
-                                        address="192.0.2.1", request_id="r-9")
+        assert current_actor() == Actor(
+            key_id="12", name="ops", scope="admin", address="192.0.2.1", request_id="r-9"
+        )
         cli = Actor(name="inferd command", via="cli")
         with acting_as(cli):
             assert current_actor() is cli

@@ -17,9 +17,21 @@ from inferd.store.db import Database
 from inferd.store.tables_audit import audit_events as t
 
 # The columns an event is written with (``id`` is the store's).
-FIELDS = ("created_at", "actor_key_id", "actor_name", "actor_scope", "actor_user", "via",
-          "action", "object_type", "object_id", "before", "after", "client_address",
-          "request_id")
+FIELDS = (
+    "created_at",
+    "actor_key_id",
+    "actor_name",
+    "actor_scope",
+    "actor_user",
+    "via",
+    "action",
+    "object_type",
+    "object_id",
+    "before",
+    "after",
+    "client_address",
+    "request_id",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,14 +56,14 @@ class AuditStore:
         ids: list[int] = []
         async with self.db.engine.begin() as conn:
             for event in events:
-                result = await conn.execute(sa.insert(t).values(
-                    {f: event.get(f) for f in FIELDS}))
+                result = await conn.execute(sa.insert(t).values({f: event.get(f) for f in FIELDS}))
                 primary = result.inserted_primary_key
                 ids.append(int(primary[0]) if primary else 0)
         return ids
 
-    async def page(self, query: AuditQuery, *, after: int | None = None,
-                   limit: int = 100) -> tuple[list[dict[str, Any]], bool]:
+    async def page(
+        self, query: AuditQuery, *, after: int | None = None, limit: int = 100
+    ) -> tuple[list[dict[str, Any]], bool]:
         """Up to ``limit`` events matching ``query``, newest first, older than the event
         ``after``; and whether there are more."""
         where: list[sa.ColumnElement[bool]] = []
@@ -87,5 +99,6 @@ class AuditStore:
 
     async def count(self) -> int:
         async with self.db.engine.connect() as conn:
-            return int((await conn.execute(sa.select(sa.func.count()).select_from(t)))
-                       .scalar() or 0)
+            return int(
+                (await conn.execute(sa.select(sa.func.count()).select_from(t))).scalar() or 0
+            )

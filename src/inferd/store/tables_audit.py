@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from inferd.store.schema import BigId, metadata
 
 audit_events = sa.Table(
-    "audit_events", metadata,
+    "audit_events",
+    metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("created_at", sa.Double, nullable=False, index=True),
     # who: the key (id, name, scope), later a user or an SSO subject; "cli" / "system" callers

@@ -32,30 +32,57 @@ Text = Annotated[str | None, Query(min_length=1, max_length=191)]
 Time = Annotated[float | None, Query(ge=0, le=MAX_TIME, allow_inf_nan=False)]
 
 
-def _query(since: float | None, until: float | None, actor: str | None, action: str | None,
-           object_type: str | None, object_id: str | None,
-           request_id: str | None) -> AuditQuery:
-    return AuditQuery(since=since, until=until, actor=actor, action=action,
-                      object_type=object_type, object_id=object_id, request_id=request_id)
+def _query(
+    since: float | None,
+    until: float | None,
+    actor: str | None,
+    action: str | None,
+    object_type: str | None,
+    object_id: str | None,
+    request_id: str | None,
+) -> AuditQuery:
+    return AuditQuery(
+        since=since,
+        until=until,
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        request_id=request_id,
+    )
 
 
 @endpoint(router, "GET", "", access="audit", answer=c.AuditEventList, errors=(503,))
-async def list_events(services: ServicesDep, _reader: AdminDep, since: Time = None,
-                      until: Time = None, actor: Text = None, action: Text = None,
-                      object_type: Text = None, object_id: Text = None,
-                      request_id: Text = None,
-                      after: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
-                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
+async def list_events(
+    services: ServicesDep,
+    _reader: AdminDep,
+    since: Time = None,
+    until: Time = None,
+    actor: Text = None,
+    action: Text = None,
+    object_type: Text = None,
+    object_id: Text = None,
+    request_id: Text = None,
+    after: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
     """Events newest first; ``after`` is the ``last_id`` of the previous page."""
     query = _query(since, until, actor, action, object_type, object_id, request_id)
     return json_response(await services.control.audit.page(query, after=after, limit=limit))
 
 
 @endpoint(router, "GET", "/export", access="audit", media=(JSONL,), errors=(503,))
-async def export_events(services: ServicesDep, _reader: AdminDep, since: Time = None,
-                        until: Time = None, actor: Text = None, action: Text = None,
-                        object_type: Text = None, object_id: Text = None,
-                        request_id: Text = None) -> Response:
+async def export_events(
+    services: ServicesDep,
+    _reader: AdminDep,
+    since: Time = None,
+    until: Time = None,
+    actor: Text = None,
+    action: Text = None,
+    object_type: Text = None,
+    object_id: Text = None,
+    request_id: Text = None,
+) -> Response:
     """Every matching event as JSON lines (one event a line, newest first)."""
     query = _query(since, until, actor, action, object_type, object_id, request_id)
     events = services.control.audit.export(query)
@@ -67,8 +94,11 @@ async def export_events(services: ServicesDep, _reader: AdminDep, since: Time = 
         async for event in events:
             yield orjson.dumps(event) + b"\n"
 
-    return StreamingResponse(lines(), media_type=JSONL, headers={
-        "Content-Disposition": 'attachment; filename="audit.jsonl"'})
+    return StreamingResponse(
+        lines(),
+        media_type=JSONL,
+        headers={"Content-Disposition": 'attachment; filename="audit.jsonl"'},
+    )
 
 
 async def _first(events: AsyncIterator[dict[str, object]]) -> AsyncIterator[dict[str, object]]:
