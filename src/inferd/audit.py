@@ -174,7 +174,11 @@ def current_actor() -> Actor:
         name="open mode (keys not required)"
         if open_mode
         else str(getattr(principal, "name", "") or ""),
-        scope="open" if open_mode else getattr(principal, "scope", None),
+        scope="open"
+        if open_mode
+        else "engine"
+        if getattr(principal, "engine", False)
+        else getattr(principal, "scope", None),
         address=client[0] if client else None,
         request_id=state.get("request_id"),
     )
