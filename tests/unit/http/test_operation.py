@@ -131,11 +131,9 @@ def test_a_request_finds_the_operation_it_reaches() -> None:
     assert session is not None and not session.changes  # a POST that changes nothing
 
 
-def test_every_change_of_the_control_plane_is_admin_only_and_every_read_is_audit() -> None:
-    """Routes of the control plane: its reads are ``audit`` (admin and auditor keys), its
-    changes ``admin``; nothing that changes state is readable by an auditor."""
+def test_no_audit_route_changes_state() -> None:
+    """``audit`` routes (admin and auditor keys) are reads: an auditor changes nothing. (An
+    ``admin`` route may change nothing too, declared ``writes=False``: a dry run.)"""
     for op in declared():
         if op.access == "audit":
             assert not op.changes, op.key
-        if op.access == "admin":
-            assert op.changes, op.key
