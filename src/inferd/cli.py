@@ -376,3 +376,12 @@ def _add_secrets_group() -> None:
 
 
 _add_secrets_group()
+
+
+def _add_audit_group() -> None:
+    from inferd.audit_cli import audit
+
+    main.add_command(audit)
+
+
+_add_audit_group()

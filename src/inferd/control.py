@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from inferd.audit import AuditLog
 from inferd.inference import Inference
 from inferd.jobs.service import JobService
 from inferd.responses.conversations import ConversationService
@@ -42,7 +43,7 @@ class Control:
     ``contexts``: the contexts-and-results API's stored prompts; ``kv``: small stored facts (the
     model-host API's current model per key);
     ``storage``: the storage quota of a key's objects; ``tables``: the monitoring tables;
-    ``usage_series``: usage per time bucket."""
+    ``usage_series``: usage per time bucket; ``audit``: the audit log (``inferd.audit``)."""
 
     models: ModelAdmin
     enrolment: GatewayEnrolment
@@ -54,16 +55,17 @@ class Control:
     storage: StorageStore
     tables: TableBrowser
     usage_series: UsageSeries
+    audit: AuditLog
 
 
 def build_control(settings: Settings, db: Database, catalog: ReplicaCatalog,
-                  inference: Inference, jobs: JobService) -> Control:
+                  inference: Inference, jobs: JobService, audit: AuditLog) -> Control:
     replicas = ReplicaStore(db)
-    prompts = PromptService(PromptStore(db))
+    prompts = PromptService(PromptStore(db), audit=audit)
     conversations = ConversationService(ConversationStore(db),
                                         settings.conversation_max_items)
     return Control(
-        models=ModelAdmin(replicas, catalog),
+        models=ModelAdmin(replicas, catalog, audit=audit),
         enrolment=GatewayEnrolment(replicas, catalog, settings),
         prompts=prompts,
         conversations=conversations,
@@ -74,4 +76,5 @@ def build_control(settings: Settings, db: Database, catalog: ReplicaCatalog,
         storage=StorageStore(db),
         tables=TableBrowser(db),
         usage_series=UsageSeries(db),
+        audit=audit,
     )

@@ -33,7 +33,9 @@ def rotate(config: Path | None) -> None:
     To change keys: set INFERD_SECRET_KEY="NEW,OLD", run this, then set it to "NEW" (and
     restart). Plaintext secrets (stored while no key was set) are encrypted too.
     """
+    from inferd.audit import AuditLog, acting_as, cli_actor
     from inferd.store import secrets as stored
+    from inferd.store.audit import AuditStore
     from inferd.store.db import open_database
 
     try:
@@ -49,7 +51,16 @@ def rotate(config: Path | None) -> None:
         db = open_database(settings)
         try:
             await db.migrate()
-            return await stored.rotate(db)
+            count = await stored.rotate(db)
+            with acting_as(cli_actor()):  # the count only: never a key or a secret
+                written = await AuditLog(AuditStore(db)).record(
+                    "secret.rotate", "secret_key", None,
+                    after={"re_encrypted": count, "keys_configured":
+                           len([k for k in settings.secret_key.split(",") if k.strip()])})
+            if not written:
+                raise click.ClickException("the secrets were re-encrypted, but the audit log "
+                                           "could not record it")
+            return count
         finally:
             await db.close()
 

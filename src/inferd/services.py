@@ -8,6 +8,7 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
+from inferd.audit import AuditLog
 from inferd.auth.service import Auth
 from inferd.changes import ChangeBus
 from inferd.control import Control, build_control
@@ -24,6 +25,7 @@ from inferd.roles import queue_engines, start_role
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
 from inferd.routing.router import Replica, Router
 from inferd.settings import Settings
+from inferd.store.audit import AuditStore
 from inferd.store.db import Database, open_database
 from inferd.store.replicas import ReplicaStore
 
@@ -75,6 +77,11 @@ class Services:
             log.warning("INFERD_SECRET_KEY is not set: replica credentials and webhook "
                         "secrets are stored in the database in plaintext")
         await prepare_schema(db, settings)
+        # changes of the control plane, recorded on the request that makes them
+        audit = AuditLog(AuditStore(db), retention_days=settings.audit_retention_days,
+                         failure_window=settings.audit_failure_window_seconds)
+        audit.start()
+        stack.push_async_callback(audit.close)
         router = Router(max_attempts=settings.router_max_attempts)
         # usage records and limits are closed after the keys and before the database
         metering = await Metering.start(settings, db)
@@ -87,7 +94,8 @@ class Services:
         auth = await Auth.start(settings, db, on_load=inference.seed_budgets,
                                 on_failure=metering.metrics.auth_failures.inc,
                                 on_throttled=throttled.inc,
-                                announce=bus.announcer("keys") if bus else None)
+                                announce=bus.announcer("keys") if bus else None,
+                                audit=audit)
         stack.push_async_callback(auth.close)
         # the budget of loaded models every in-process engine of this process counts against
         residency = Residency(settings.max_loaded_models)
@@ -112,7 +120,8 @@ class Services:
         # Jobs run as their submitter's key (limits, allow-list, webhook secret), also after
         # a restart.
         jobs = await start_jobs(db, router, inference, settings, principal_lookup=auth.owner,
-                                open_mode=auth.open_mode, drain=drain)
+                                open_mode=auth.open_mode, drain=drain,
+                                audit_prune=audit.prune)
         stack.push_async_callback(jobs.close)
         metering.metrics.register_gauge("inferd_queue_depth",
                                         "Jobs waiting in this process's queue.",
@@ -122,7 +131,7 @@ class Services:
         metering.metrics.register_gauge(
             "inferd_asyncio_tasks", "Tasks on the event loop; growth under steady load is a "
             "leak (bench/soak.py watches it).", lambda: float(len(asyncio.all_tasks(loop))))
-        control = build_control(settings, db, catalog, inference, jobs)
+        control = build_control(settings, db, catalog, inference, jobs, audit)
         return cls(settings=settings, db=db, router=router, auth=auth, metering=metering,
                    inference=inference, catalog=catalog, jobs=jobs, control=control,
                    residency=residency, drain=drain, stack=stack)

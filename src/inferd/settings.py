@@ -283,6 +283,11 @@ class Settings(BaseSettings):
     # get 429 (0: no throttling); counted per process.
     auth_failure_limit: int = Field(default=30, ge=0)
     auth_failure_window_seconds: float = Field(default=60.0, gt=0.0, le=86400.0)
+    # The audit log (``docs/security/audit.md``): events older than this many days are
+    # removed by the maintenance sweep (0: kept for ever). Refused keys and admin routes
+    # refused to a key are counted per client address and written once per window.
+    audit_retention_days: float = Field(default=365.0, ge=0.0, le=36500.0)
+    audit_failure_window_seconds: float = Field(default=60.0, gt=0.0, le=86400.0)
     # Seconds between checks for keys changed by another gateway (revocation delay).
     key_refresh_seconds: float = Field(default=2.0, gt=0.0, le=3600.0)
     # Storage quota of each API key without its own (``storage_bytes`` / ``storage_objects``

@@ -1,15 +1,16 @@
 """The authorization matrix: every route of the app by every kind of caller, against the policy
 ``inferd.http.access.POLICY`` (printed in the documentation: docs/security/authorization.md).
 
-Callers: no key, user key A, user key B, the admin key, the engines' key
-(``INFERD_ENGINE_API_KEY``: the engine registration routes only), and a disabled, an expired
-and a deleted key. One ``inferd serve`` (echo engines, an on-demand llama.cpp model that is never
-loaded by a user, and an ``http`` replica standing in for an image, audio and moderation
-server), objects created once: A and B each own a job, a file, a batch, a context and a
-contexts-and-results result; A also owns stored responses, conversations and a picture. Each route
-has a probe (a request that succeeds for a caller the policy allows); a cell is the status and
-error code one caller gets.
-A route the app serves without a policy entry, or without a probe here, fails the test.
+Callers: no key, user key A, user key B, an auditor key (reads what an admin reads, changes
+nothing), the admin key, the engines' key (``INFERD_ENGINE_API_KEY``: the engine registration
+routes only), and a disabled, an expired and a deleted key. One ``inferd serve`` (echo
+engines, an on-demand llama.cpp model that is never loaded by a user, and an ``http`` replica
+standing in for an image, audio and moderation server), objects created once: A and B each
+own a job, a file, a batch, a context and a contexts-and-results result; A also owns stored
+responses, conversations and a picture. Each route has a probe (a request that succeeds for a
+caller the policy allows); a cell is the status and error code one caller gets.
+A route the app serves without a policy entry, or without a probe here, fails the test; so does
+an admin operation that changes state without recording an event in the audit log.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from aiohttp import web
 
 from inferd.app import create_app
 from inferd.http.access import POLICY, Access, policy_table
+from inferd.http.routes import declared
 from inferd.settings import bundled_gguf_path, load_settings
 from tests.fake_audio import FakeAudio, silent_wav
 from tests.helpers import ROOT, InferdProcess, wait_for
@@ -44,8 +46,9 @@ PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4
                        "60e6kgAAAABJRU5ErkJggg==")
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hello there"}]}
 INVALID = ("none", "disabled", "expired", "deleted")
-# B first: its 404s are seen before A or an admin deletes anything
-VALID = ("B", "A", "admin", "engine")
+# B and the auditor first: their 404s are seen before A or an admin deletes anything
+VALID = ("auditor", "B", "A", "admin", "engine")
+OPERATIONS = declared().operations
 REFUSED_CODES = {"none": "missing_api_key", "disabled": "key_disabled",
                  "expired": "key_expired", "deleted": "invalid_api_key"}
 
@@ -203,6 +206,8 @@ def world(server: InferdProcess) -> Iterator[World]:
         for name in ("A", "B"):
             created = make_key(admin, name)
             w.keys[name], w.key_ids[name] = created["key"], created["id"]
+        auditor = make_key(admin, "auditor", scope="auditor")
+        w.keys["auditor"], w.key_ids["auditor"] = auditor["key"], auditor["id"]
         disabled = make_key(admin, "disabled")
         ok(admin.post(f"/admin/v1/keys/{disabled['id']}/disable"))
         w.keys["disabled"] = disabled["key"]
@@ -308,6 +313,9 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/ui"): Probe("/ui"),
     ("GET", "/ui/"): Probe("/ui/"),
     ("GET", "/ui/static/{name:path}"): Probe("/ui/static/style.css"),
+    ("POST", "/ui/session"): Probe("/ui/session"),
+    ("GET", "/admin/v1/audit"): Probe("/admin/v1/audit?limit=5"),
+    ("GET", "/admin/v1/audit/export"): Probe("/admin/v1/audit/export?action=key.create"),
     ("POST", "/v1/chat/completions"): Probe("/v1/chat/completions", json=const(CHAT)),
     ("POST", "/chat/completions"): Probe("/chat/completions", json=const(CHAT)),
     ("POST", "/v1/completions"): Probe("/v1/completions",
@@ -468,7 +476,7 @@ class Cell:
     code: str | None
 
 
-def expected(access: Access, probe: Probe, caller: str) -> Cell:
+def expected(access: Access, probe: Probe, caller: str, route: tuple[str, str]) -> Cell:
     """What the policy says ``caller`` gets from a route with ``access``."""
     if access == "public":
         return Cell(probe.ok, None)
@@ -480,7 +488,11 @@ def expected(access: Access, probe: Probe, caller: str) -> Cell:
         return Cell(403, "engine_scope_required")
     if access == "admin" and caller != "admin":
         return Cell(403, "admin_scope_required")
-    others = {"owner": ("B",), "private": ("B", "admin")}.get(access, ())
+    if access == "audit" and caller not in ("admin", "auditor"):
+        return Cell(403, "admin_scope_required")
+    if caller == "auditor" and access != "audit" and OPERATIONS[route].changes:
+        return Cell(403, "auditor_read_only")
+    others = {"owner": ("B", "auditor"), "private": ("B", "admin", "auditor")}.get(access, ())
     if caller in others and probe.listed is None:
         return Cell(404, None)
     return Cell(probe.ok, None)
@@ -506,7 +518,7 @@ def check(world: World, caller: str, route: tuple[str, str],
           response: httpx.Response) -> str | None:
     """A description of how the cell differs from the policy, or None."""
     access, probe = POLICY[route], PROBES[route]
-    want = expected(access, probe, caller)
+    want = expected(access, probe, caller, route)
     if route[1].startswith("/v1/messages") and want.status in (401, 403):
         # Anthropic's clients expect its shape
         want = Cell(want.status, {401: "authentication_error",
@@ -519,8 +531,8 @@ def check(world: World, caller: str, route: tuple[str, str],
         return None
     listed = probe.listed(response.json())
     mine, theirs = (world.ids[probe.own[0]], world.ids[probe.own[1]])
-    want_in = {"A": {mine}, "B": {theirs}, "admin": {mine, theirs}}[caller]
-    want_out = {"A": {theirs}, "B": {mine}, "admin": set()}[caller]
+    want_in = {"A": {mine}, "B": {theirs}, "admin": {mine, theirs}, "auditor": set()}[caller]
+    want_out = {"A": {theirs}, "B": {mine}, "admin": set(), "auditor": {mine, theirs}}[caller]
     if not want_in <= listed or want_out & listed:
         return f"{route[0]} {route[1]} as {caller}: lists {sorted(listed)}"
     return None
@@ -559,11 +571,27 @@ def test_every_cell_of_the_matrix_follows_the_policy(world: World) -> None:
         refused = list(pool.map(lambda cell: call(world, *cell), cells))
     problems = [check(world, caller, route, response)
                 for (caller, route), response in zip(cells, refused, strict=True)]
+    answers: dict[tuple[str, str], httpx.Response] = {}
     for route in routes:
         for caller in VALID:
-            problems.append(check(world, caller, route, call(world, caller, route)))
+            response = call(world, caller, route)
+            problems.append(check(world, caller, route, response))
+            if caller == "admin":
+                answers[route] = response
     found = [p for p in problems if p]
-    assert not found, f"{len(found)} of {len(routes) * 8} cells differ:\n" + "\n".join(found)
+    assert not found, f"{len(found)} of {len(routes) * 9} cells differ:\n" + "\n".join(found)
+    # every admin operation that changes state recorded its change, on its request
+    changes = [r for r in routes if POLICY[r] == "admin" and OPERATIONS[r].changes]
+    assert len(changes) >= 20
+    # and the engines' registrations (their heartbeats are not changes worth an event)
+    changes += [("PUT", "/internal/v1/engines/{instance}"),
+                ("DELETE", "/internal/v1/engines/{instance}")]
+    admin = world.sessions["admin"]
+    for route in changes:
+        request_id = answers[route].headers["x-request-id"]
+        events = admin.get("/admin/v1/audit", params={"request_id": request_id}).json()["data"]
+        assert events, f"{route[0]} {route[1]} wrote no audit event"
+        assert {e["actor"]["scope"] for e in events} == {"admin"}, events
 
 
 ID_FORMATS = {"job": r"job_[0-9a-f]{48}", "file": r"file_[0-9a-f]{48}",

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from inferd.audit import AuditLog
 from inferd.auth.keys import (
     MIN_KEY_CHARS,
     KeyRing,
@@ -109,10 +110,18 @@ class KeyAdmin:
     """Create, list, change and revoke keys."""
 
     def __init__(self, store: KeyStore, ring: KeyRing | None = None, *,
-                 storage: tuple[int, int] = (0, 0)) -> None:
+                 storage: tuple[int, int] = (0, 0), audit: AuditLog | None = None) -> None:
         self.store = store
         self.ring = ring
         self.storage = storage  # the default storage quota: (bytes, objects)
+        self.audit = audit  # records every change (``inferd.audit``)
+
+    async def _record(self, action: str, key_id: object, before: dict[str, Any] | None,
+                      after: dict[str, Any] | None) -> None:
+        if self.audit is not None:
+            await self.audit.record(action, "api_key", key_id,
+                                    before=None if before is None else key_view(before),
+                                    after=None if after is None else key_view(after))
 
     async def _changed(self) -> None:
         if self.ring is not None:
@@ -136,6 +145,7 @@ class KeyAdmin:
                       webhook_secret=new_webhook_secret(), enabled=True)
         row = await self.store.create(values)
         await self._changed()
+        await self._record("key.create", row["id"], None, row)
         return key_view(row, key=secret)
 
     async def list(self, *, owner: str | None = None, limit: int = 100,
@@ -160,19 +170,26 @@ class KeyAdmin:
 
     async def update(self, key_id: int, change: KeyUpdate) -> dict[str, Any]:
         values = _columns(change, only_set=True)
+        before = await self.store.get(key_id) if values and self.audit is not None else None
         row = await self.store.update(key_id, values) if values else await self.store.get(key_id)
         if row is None:
             raise NotFound(f"No API key with id {key_id}.", code="key_not_found")
         await self._changed()
+        if values:
+            action = ("key.disable" if values == {"enabled": False} else
+                      "key.enable" if values == {"enabled": True} else "key.update")
+            await self._record(action, key_id, before, row)
         return key_view(row)
 
     async def disable(self, key_id: int) -> dict[str, Any]:
         return await self.update(key_id, KeyUpdate(enabled=False))
 
     async def delete(self, key_id: int) -> None:
+        before = await self.store.get(key_id) if self.audit is not None else None
         if not await self.store.delete(key_id):
             raise NotFound(f"No API key with id {key_id}.", code="key_not_found")
         await self._changed()
+        await self._record("key.delete", key_id, before, None)
 
     async def revoke(self, key_id: int) -> Literal["deleted", "disabled"]:
         """The proxy toolkit's rule: a key that was used is disabled (its usage stays), an

@@ -1,6 +1,7 @@
 """``inferd keys ...``: manage API keys straight in the database.
 
 Running gateways see a change within their key refresh interval (``INFERD_KEY_REFRESH_SECONDS``).
+Every change is recorded in the audit log as the command's (``via: cli``, the OS user).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import Any, TypeVar
 import click
 import orjson
 
+from inferd.audit import AuditLog, acting_as, cli_actor
 from inferd.auth.admin import KeyAdmin, KeySpec, KeyUpdate
 from inferd.cli_options import config_option
 from inferd.errors import InferdError
 from inferd.settings import load_settings
+from inferd.store.audit import AuditStore
 from inferd.store.db import open_database
 from inferd.store.keys import KeyStore
 
@@ -34,7 +37,8 @@ def _run(config: Path | None, work: Callable[[KeyAdmin], Awaitable[T]]) -> T:
         db = open_database(settings)
         try:
             await db.migrate()
-            return await work(KeyAdmin(KeyStore(db)))
+            with acting_as(cli_actor()):
+                return await work(KeyAdmin(KeyStore(db), audit=AuditLog(AuditStore(db))))
         finally:
             await db.close()
 
@@ -92,7 +96,7 @@ def keys() -> None:
 @keys.command("create")
 @config_option
 @limit_options
-@click.option("--scope", type=click.Choice(["user", "admin"]), default="user")
+@click.option("--scope", type=click.Choice(["user", "admin", "auditor"]), default="user")
 @click.option("--expires-in", type=float, default=None, help="Seconds from now.")
 def create(config: Path | None, **values: Any) -> None:
     """Create a key and print it (the key is shown only this once)."""
@@ -119,7 +123,7 @@ def get(config: Path | None, key_id: int) -> None:
 @keys.command("update")
 @config_option
 @limit_options
-@click.option("--scope", type=click.Choice(["user", "admin"]), default=None)
+@click.option("--scope", type=click.Choice(["user", "admin", "auditor"]), default=None)
 @click.option("--enable/--disable", "enabled", default=None)
 @click.option("--all-models", is_flag=True, help="Lift the model allow-list.")
 @click.argument("key_id", type=int)

@@ -7,7 +7,8 @@ from typing import Literal
 
 from inferd.store.storage import Quota
 
-Scope = Literal["admin", "user"]
+# ``auditor``: reads everything an admin reads (the ``audit`` routes), changes nothing.
+Scope = Literal["admin", "user", "auditor"]
 BudgetPeriod = Literal["day", "week", "month"]
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,10 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.scope == "admin"
+
+    @property
+    def is_auditor(self) -> bool:
+        return self.scope == "auditor"
 
     @property
     def limited(self) -> bool:

@@ -9,6 +9,7 @@ import secrets
 import sys
 from collections.abc import Awaitable, Callable
 
+from inferd.audit import AuditLog
 from inferd.auth.admin import KeyAdmin
 from inferd.auth.bootstrap import AuthPolicy, bootstrap, engine_keyed
 from inferd.auth.keys import KeyRing, LoadHook
@@ -29,7 +30,7 @@ class Auth:
                  on_failure: Callable[[], None] | None = None,
                  on_throttled: Callable[[], None] | None = None,
                  open_mode: Principal, forwarding_key: str = "",
-                 engine_key: bytes = b"") -> None:
+                 engine_key: bytes = b"", audit: AuditLog | None = None) -> None:
         self.keys = keys
         self.admin = admin
         self.policy = policy
@@ -44,17 +45,21 @@ class Auth:
         self._unmetered: dict[str | None, Principal] = {}
         # The caller while keys are not required: ``OPEN_MODE``, with the default storage quota.
         self.open_mode = open_mode
+        # Counts refused keys per client address (``AuditLog.refused``), when given.
+        self.audit = audit
 
     @classmethod
     async def start(cls, settings: Settings, db: Database, *, on_load: LoadHook | None = None,
                     on_failure: Callable[[], None] | None = None,
                     on_throttled: Callable[[], None] | None = None,
-                    announce: Callable[[], Awaitable[None]] | None = None) -> Auth:
+                    announce: Callable[[], Awaitable[None]] | None = None,
+                    audit: AuditLog | None = None) -> Auth:
         """Apply the bootstrap rule, print a newly generated admin key once, load the keys.
 
         ``on_load`` sees every key each time they are loaded; ``on_failure`` counts refused
         keys and ``on_throttled`` the requests of throttled addresses. ``close`` stops the key
-        refresh; ``announce`` tells the other processes that keys changed.
+        refresh; ``announce`` tells the other processes that keys changed; ``audit`` records
+        key changes and counts refused keys.
         """
         store = KeyStore(db)
         generated = await bootstrap(settings, store, KeyValueStore(db))
@@ -64,13 +69,14 @@ class Auth:
         throttle = AuthThrottle(settings.auth_failure_limit,
                                 settings.auth_failure_window_seconds)
         engine = settings.role == "engine"
-        self = cls(keys, KeyAdmin(store, keys, storage=storage),
+        self = cls(keys, KeyAdmin(store, keys, storage=storage, audit=audit),
                    AuthPolicy(settings.auth, settings.host, keyed=engine_keyed(settings)),
                    throttle=throttle, on_failure=on_failure, on_throttled=on_throttled,
                    open_mode=dataclasses.replace(OPEN_MODE, storage_bytes=storage[0],
                                                  storage_objects=storage[1]),
                    forwarding_key=settings.engine_api_key if engine else "",
-                   engine_key=b"" if engine else settings.engine_api_key.encode())
+                   engine_key=b"" if engine else settings.engine_api_key.encode(),
+                   audit=audit)
         await keys.start()
         if generated:
             print("inferd: generated the first admin API key (shown only this once):\n"
@@ -85,7 +91,8 @@ class Auth:
         """Whether requests must carry a valid key right now (see ``inferd.auth.bootstrap``)."""
         return self.policy.enforcing(self.keys.has_admin)
 
-    async def principal(self, token: str | None, address: str | None = None) -> Principal:
+    async def principal(self, token: str | None, address: str | None = None,
+                        path: str = "") -> Principal:
         """The caller presenting ``token`` (None: no key sent) from the client ``address``;
         401 when keys are required and it is missing or not valid, 429 while ``address`` is
         throttled for failing too often. The engines' key is the ``ENGINE`` principal."""
@@ -108,9 +115,12 @@ class Auth:
                     "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
                     code="missing_api_key")
             return await self.keys.authenticate_fresh(token)
-        except AuthenticationFailed:
+        except AuthenticationFailed as exc:
             self.on_failure()
             self.throttle.failed(address)
+            if self.audit is not None:
+                self.audit.refused("auth.failed", address, exc.code or "invalid_api_key",
+                                   path=path)
             raise
 
     def forwarded(self, principal: Principal, token: str | None) -> Principal:

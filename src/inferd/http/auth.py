@@ -7,7 +7,11 @@ database read) and puts the ``Principal`` in ``scope["state"]["principal"]``, wh
 ``inferd.auth.bootstrap``) a request without a known key is the open-mode admin
 (``OPEN_MODE``, set here on purpose; a route finding no principal answers 401); a known key
 still applies, with its limits. Paths under ``ADMIN_PREFIXES`` need an admin key (403
-otherwise); other admin routes use ``AdminDep``. The engines' key (the ``ENGINE`` principal)
+otherwise); other admin routes use ``AdminDep``. An auditor key reaches only the operations its
+level allows (``check_auditor``: the ``audit`` routes and the reads of the key routes). Admin
+routes refused to a key, and refused keys, are counted in the audit log
+(``AuditLog.refused``); the request's scope names the actor of the changes it makes
+(``inferd.audit.request_scope``). The engines' key (the ``ENGINE`` principal)
 gets 403 everywhere but the engine registration routes (``EngineDep``).
 A client address that keeps failing to authenticate gets 429 for a while (``auth.throttle``).
 
@@ -23,6 +27,7 @@ import orjson
 from fastapi import Depends
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from inferd.audit import request_scope
 from inferd.auth.principal import Principal
 from inferd.auth.service import Auth
 from inferd.errors import (
@@ -36,7 +41,7 @@ from inferd.http.anthropic import PREFIX as ANTHROPIC_PREFIX
 from inferd.http.anthropic import error_body as anthropic_error_body
 from inferd.http.deps import get_principal
 from inferd.http.fast import NO_PRINCIPAL
-from inferd.http.operation import ENGINE_PREFIX, REGISTRY, Registry
+from inferd.http.operation import ENGINE_PREFIX, REGISTRY, Operation, Registry
 from inferd.logs import request_id_var
 from inferd.outbound import FORWARDED_HEADER
 
@@ -89,12 +94,14 @@ class AuthMiddleware:
     def __init__(self, app: ASGIApp, registry: Registry = REGISTRY) -> None:
         self.app = app
         self.public = PublicRoutes(registry)
+        self.registry = registry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
+        request_scope.set(scope)
         request_id_var.set(state.get("request_id"))
         path: str = scope["path"]
         if path in self.public:
@@ -130,15 +137,24 @@ class AuthMiddleware:
         auth: Auth = scope["app"].state.services.auth
         client = scope.get("client")
         token = _bearer(scope)
-        principal = await auth.principal(token, client[0] if client else None)
+        principal = await auth.principal(token, client[0] if client else None, scope["path"])
         if auth.forwarding_key and _forwarded(scope):
             principal = auth.forwarded(principal, token)
         if principal.engine and not scope["path"].startswith(ENGINE_PREFIX):
             raise PermissionDenied(
                 "This is the engines' key (INFERD_ENGINE_API_KEY): it may only register "
                 f"engines ({ENGINE_PREFIX}...). Use an API key.", code="engine_key_not_allowed")
-        if scope["path"].startswith(ADMIN_PREFIXES):
-            check_admin(principal)
+        try:
+            if principal.is_auditor:
+                check_auditor(self.registry.find(scope["method"], scope["path"]))
+            elif scope["path"].startswith(ADMIN_PREFIXES):
+                check_admin(principal)
+        except PermissionDenied as exc:
+            if auth.audit is not None:
+                auth.audit.refused("auth.denied", client[0] if client else None,
+                                   exc.code or "", key_id=principal.key_id,
+                                   path=scope["path"])
+            raise
         return principal
 
 
@@ -186,9 +202,28 @@ def check_admin(principal: Principal) -> None:
                                code="admin_scope_required")
 
 
+def check_auditor(operation: Operation | None) -> None:
+    """403 unless an auditor key may call ``operation``: the ``audit`` routes, the public
+    ones, and the reads of the key routes (an unknown route is the app's 404 or 405)."""
+    if operation is None or operation.access in ("public", "audit"):
+        return
+    if operation.access == "admin":
+        raise PermissionDenied("This endpoint changes the control plane: it needs an admin API "
+                               "key (an auditor key reads only).", code="admin_scope_required")
+    if operation.access == "engine":
+        raise PermissionDenied("This endpoint needs the engines' key (INFERD_ENGINE_API_KEY) "
+                               "or an admin API key.", code="engine_scope_required")
+    if operation.changes:
+        raise PermissionDenied("An auditor key reads only: it may not call this endpoint.",
+                               code="auditor_read_only")
+
+
 def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-    """A route dependency: 403 unless the caller holds an admin key."""
-    check_admin(principal)
+    """A route dependency: 403 unless the caller holds an admin key, or an auditor key on the
+    ``audit`` routes (the auth middleware refuses it every other admin route:
+    ``check_auditor``)."""
+    if not principal.is_auditor:
+        check_admin(principal)
     return principal
 
 

@@ -1,5 +1,8 @@
 """``/internal/v1/engines/{instance}``: engines register with a gateway (the engines' key,
-``INFERD_ENGINE_API_KEY``, or an admin key). See ``inferd.routing.registration``."""
+``INFERD_ENGINE_API_KEY``, or an admin key). See ``inferd.routing.registration``.
+
+A registration and a deregistration change the replicas: each is recorded in the audit log
+(``engine.register``, ``engine.deregister``); heartbeats are not."""
 
 from __future__ import annotations
 
@@ -28,9 +31,13 @@ EnrolmentDep = Annotated[GatewayEnrolment, Depends(get_enrolment)]
 
 @endpoint(router, "PUT", "/engines/{instance}", access="engine", answer=c.EngineRegistered,
           body=EngineRegister, errors=(403, 413, 503))
-async def register(instance: str, request: Request, enrolment: EnrolmentDep) -> Response:
+async def register(instance: str, request: Request, enrolment: EnrolmentDep,
+                   services: ServicesDep) -> Response:
     body = await read_strict(request, EngineRegister)
-    return json_response(await enrolment.register(instance, body))
+    answer = await enrolment.register(instance, body)
+    await services.control.audit.record("engine.register", "engine_instance", instance,
+                                        after=body.model_dump(mode="json"))
+    return json_response(answer)
 
 
 @endpoint(router, "POST", "/engines/{instance}/heartbeat", access="engine", answer=c.EngineBeat,
@@ -44,5 +51,8 @@ async def heartbeat(instance: str, request: Request, enrolment: EnrolmentDep) ->
 
 @endpoint(router, "DELETE", "/engines/{instance}", access="engine", answer=c.EngineLeft,
           errors=(403, 404, 503))
-async def deregister(instance: str, enrolment: EnrolmentDep) -> Response:
-    return json_response(await enrolment.deregister(instance))
+async def deregister(instance: str, enrolment: EnrolmentDep,
+                     services: ServicesDep) -> Response:
+    answer = await enrolment.deregister(instance)
+    await services.control.audit.record("engine.deregister", "engine_instance", instance)
+    return json_response(answer)

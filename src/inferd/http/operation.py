@@ -27,22 +27,28 @@ from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter
 from pydantic import BaseModel
+from starlette.routing import compile_path
 
 from inferd.jobs.requests import ENDPOINTS
 
-Access = Literal["public", "key", "owner", "private", "admin", "engine"]
+Access = Literal["public", "key", "owner", "private", "audit", "admin", "engine"]
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 LEVELS: dict[Access, str] = {
     "public": "no key needed",
     "key": "any valid key (user or admin); a user key only reaches the models of its "
-           "allow-list",
+           "allow-list. An auditor key calls only the reads (`GET`) of this level and the "
+           "`owner` and `private` ones; on the others it gets 403 `auditor_read_only`",
     "owner": "any valid key, on its own objects; an admin key on every key's objects. Another "
              "key's object is a 404 (never a 403, which would confirm the id exists); lists "
              "hold the caller's own objects (an admin's: everyone's)",
     "private": "any valid key, on its own objects only: admin keys too get 404 for another "
                "key's",
-    "admin": "admin keys only; a user key gets 403 `admin_scope_required`",
+    "audit": "admin and auditor keys: the reads of the control plane (an auditor key reads "
+             "everything an admin key reads and changes nothing); a user key gets 403 "
+             "`admin_scope_required`",
+    "admin": "admin keys only: the changes of the control plane, each recorded in the audit "
+             "log; a user or auditor key gets 403 `admin_scope_required`",
     "engine": "the engines' key (`INFERD_ENGINE_API_KEY`) or an admin key; a user key gets 403 "
               "`engine_scope_required`. The engines' key gets 403 `engine_key_not_allowed` "
               "on every other route",
@@ -94,10 +100,17 @@ class Operation:
     anthropic: bool = False  # errors in Anthropic's shape
     also: dict[int, type[BaseModel]] = field(default_factory=dict)  # more success statuses
     document: bool = True
+    # Whether the operation changes state (None: all but GET do). An auditor key may call
+    # only the operations that do not; every ``admin`` one that does is audited.
+    writes: bool | None = None
 
     @property
     def key(self) -> tuple[str, str]:
         return self.method, self.path
+
+    @property
+    def changes(self) -> bool:
+        return self.method != "GET" if self.writes is None else self.writes
 
 
 class Registry:
@@ -105,11 +118,24 @@ class Registry:
 
     def __init__(self) -> None:
         self.operations: dict[tuple[str, str], Operation] = {}
+        self._patterns: list[tuple[str, re.Pattern[str], Operation]] | None = None
 
     def add(self, operation: Operation) -> None:
         if operation.key in self.operations:
             raise ValueError(f"{operation.method} {operation.path} is declared twice")
         self.operations[operation.key] = operation
+        self._patterns = None
+
+    def find(self, method: str, path: str) -> Operation | None:
+        """The operation a request ``method path`` reaches (``HEAD`` is ``GET``), the first
+        declared that matches; None when no route of the registry serves it."""
+        if self._patterns is None:
+            self._patterns = [(op.method, compile_path(op.path)[0], op) for op in self]
+        method = "GET" if method == "HEAD" else method
+        for declared, pattern, operation in self._patterns:
+            if declared == method and pattern.match(path):
+                return operation
+        return None
 
     def __iter__(self) -> Iterator[Operation]:
         return iter(self.operations.values())
@@ -153,7 +179,7 @@ def endpoint(router: APIRouter, method: Method, path: str, *, access: Access,
              form_optional: tuple[str, ...] = (), media: tuple[str, ...] = (),
              many: bool = False, errors: tuple[int, ...] = (), job: bool = False,
              anthropic: bool = False, also: dict[int, type[BaseModel]] | None = None,
-             document: bool = True, tags: list[str] | None = None,
+             document: bool = True, tags: list[str] | None = None, writes: bool | None = None,
              registry: Registry = REGISTRY) -> Callable[[Endpoint], Endpoint]:
     """Declare the operation ``method path`` (``path`` under the router's prefix) and route
     it to the decorated function, which is returned unchanged (decorators stack: one function
@@ -165,7 +191,8 @@ def endpoint(router: APIRouter, method: Method, path: str, *, access: Access,
     operation = Operation(method=method, path=full, access=access, answer=answer,
                           status=status, body=body, form=form, form_optional=form_optional,
                           media=media, many=many, errors=errors, job=job, anthropic=anthropic,
-                          also=also or {}, document=document and router.include_in_schema)
+                          also=also or {}, document=document and router.include_in_schema,
+                          writes=writes)
 
     def register(function: Endpoint) -> Endpoint:
         registry.add(operation)

@@ -11,6 +11,7 @@ from fastapi import APIRouter
 
 from inferd.http import anthropic, batches, docs, files, health, images, internal, jobs, metrics
 from inferd.http import openai as openai_api
+from inferd.http.admin import audit as admin_audit
 from inferd.http.admin import keys as admin_keys
 from inferd.http.admin import loading as admin_loading
 from inferd.http.admin import models as admin_models
@@ -44,6 +45,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     admin_tables.router,
     admin_loading.router,
     admin_prompts.router,
+    admin_audit.router,
     jobs.router,
     files.router,
     batches.router,

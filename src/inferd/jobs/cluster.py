@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 
 from inferd.auth.principal import Principal
 from inferd.images import ImageService
@@ -71,14 +71,16 @@ def in_process_queue(_on_dead: DeadHandler) -> JobQueue:
 def build_jobs(db: Database, router: Router, inference: Inference, settings: JobSettings, *,
                open_mode: Principal, principal_lookup: PrincipalLookup | None = None,
                queue: QueueFactory = in_process_queue, run_workers: bool = True,
-               only: Collection[str] | None = None, drain: Drain | None = None) -> JobService:
+               only: Collection[str] | None = None, drain: Drain | None = None,
+               audit_prune: Callable[[float], Awaitable[int]] | None = None) -> JobService:
     """The job service and its parts, each handed what it uses (nothing is set afterwards).
 
     ``queue`` builds the queue from the dead-letter handler; ``run_workers``: this process
     runs jobs (else it only publishes them); ``only``: the models it may run (None: any its
     router can run); ``drain``: the process's stop, which the workers obey;
     ``principal_lookup`` finds a job's owner by key id (jobs run as their
-    submitter, also after a restart).
+    submitter, also after a restart); ``audit_prune`` removes the audit events past their
+    retention (the maintenance sweep calls it).
     """
     store = JobStore(db)
     signals = Signals()
@@ -102,7 +104,8 @@ def build_jobs(db: Database, router: Router, inference: Inference, settings: Job
                            enqueue=dispatch.enqueue, caps=caps)
     maintenance = Maintenance(store, settings, batches=batches, webhooks=webhooks,
                               owners=owners, finisher=finisher, enqueue=dispatch.enqueue,
-                              models=dispatch.taken_models, running=dispatch.running)
+                              models=dispatch.taken_models, running=dispatch.running,
+                              audit_prune=audit_prune)
     return JobService(router=router, inference=inference, settings=settings, store=store,
                       inserts=GroupInserter(store), dispatch=dispatch, signals=signals,
                       owners=owners, webhooks=webhooks, caps=caps, batches=batches,
@@ -112,7 +115,8 @@ def build_jobs(db: Database, router: Router, inference: Inference, settings: Job
 
 async def start_jobs(db: Database, router: Router, inference: Inference, settings: Settings,
                      principal_lookup: PrincipalLookup, open_mode: Principal,
-                     drain: Drain) -> JobService:
+                     drain: Drain,
+                     audit_prune: Callable[[float], Awaitable[int]] | None = None) -> JobService:
     """The job service of this process's role, started: a worker started with ``--model``
     runs those models only; a dead-lettered job fails."""
     only = (settings.worker_models if settings.role == "worker" and settings.worker_models
@@ -120,6 +124,7 @@ async def start_jobs(db: Database, router: Router, inference: Inference, setting
     service = build_jobs(db, router, inference, settings.jobs, open_mode=open_mode,
                          principal_lookup=principal_lookup,
                          queue=lambda on_dead: build_queue(settings, settings.jobs, on_dead),
-                         run_workers=runs_jobs(settings), only=only, drain=drain)
+                         run_workers=runs_jobs(settings), only=only, drain=drain,
+                         audit_prune=audit_prune)
     await service.start()
     return service

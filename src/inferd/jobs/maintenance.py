@@ -35,7 +35,8 @@ class Maintenance:
                  webhooks: WebhookSender, owners: Owners, finisher: Finisher,
                  enqueue: Callable[[JobRecord], Awaitable[None]],
                  models: Callable[[], Collection[str] | None],
-                 running: Callable[[], Collection[str]]) -> None:
+                 running: Callable[[], Collection[str]],
+                 audit_prune: Callable[[float], Awaitable[int]] | None = None) -> None:
         """``models``: the models whose jobs this process takes (None: all);
         ``running``: ids of the jobs this process runs right now."""
         self.store = store
@@ -48,6 +49,8 @@ class Maintenance:
         self.models = models
         self.running = running
         self.stopping = False  # set by ``stop``: the loop ends at its next turn
+        # removes the audit events past their retention (``AuditLog.prune``), when given
+        self.audit_prune = audit_prune
 
     def stop(self) -> None:
         """End ``run_forever`` at its next turn (even if a cancellation is lost)."""
@@ -76,12 +79,17 @@ class Maintenance:
             await self.finisher.unclaimable(job_id)
 
     async def purge(self, now: float | None = None) -> dict[str, int]:
-        """Delete finished jobs, batches and files older than the retention."""
-        before = (now or time.time()) - self.settings.retention_seconds
+        """Delete finished jobs, batches and files older than the retention, and the audit
+        events older than theirs."""
+        now = now or time.time()
+        before = now - self.settings.retention_seconds
         jobs = await self.store.purge_finished(before)
         batches = await self.batches.store.purge_finished(before)
         files = await self.batches.files.purge_expired(now)
-        return {"jobs": jobs, "batches": len(batches), "files": files}
+        removed = {"jobs": jobs, "batches": len(batches), "files": files}
+        if self.audit_prune is not None:
+            removed["audit_events"] = await self.audit_prune(now)
+        return removed
 
     async def run_forever(self, leases: LeaseStore | None = None) -> None:
         """Sweep every ``sweep_seconds``. With ``leases``, only the one process holding the

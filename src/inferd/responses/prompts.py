@@ -12,6 +12,7 @@ import re
 import time
 from typing import Any
 
+from inferd.audit import AuditLog
 from inferd.auth.principal import Principal
 from inferd.errors import InvalidRequest, NotFound
 from inferd.schemas.responses import (
@@ -86,8 +87,14 @@ def _checked(template: PromptTemplate) -> dict[str, Any]:
 class PromptService:
     """The admin API's prompts, and a response's ``prompt`` resolved for its caller."""
 
-    def __init__(self, store: PromptStore) -> None:
+    def __init__(self, store: PromptStore, *, audit: AuditLog | None = None) -> None:
         self.store = store
+        self.audit = audit  # records every change (``inferd.audit``)
+
+    async def _record(self, action: str, prompt_id: str, before: dict[str, Any] | None,
+                      after: dict[str, Any] | None) -> None:
+        if self.audit is not None:
+            await self.audit.record(action, "prompt", prompt_id, before=before, after=after)
 
     def _object(self, record: PromptRecord, versions: list[tuple[int, dict[str, Any], float]]
                 ) -> dict[str, Any]:
@@ -104,7 +111,9 @@ class PromptService:
         owner = str(body.key_id) if body.key_id is not None else principal.key_id
         record = PromptRecord(new_id("pmpt"), owner, body.name, time.time(), 1)
         await self.store.create(record, template)
-        return self._object(record, [(1, template, record.created_at)])
+        view = self._object(record, [(1, template, record.created_at)])
+        await self._record("prompt.create", record.id, None, view)
+        return view
 
     async def _get(self, prompt_id: str) -> PromptRecord:
         record = await self.store.get(prompt_id)
@@ -129,15 +138,21 @@ class PromptService:
         if record.latest_version >= MAX_VERSIONS:
             raise InvalidRequest(f"A prompt has at most {MAX_VERSIONS} versions; create a new "
                                  "prompt.", param="prompt_id", code="too_many_versions")
+        before = self._object(record, await self.store.versions(record.id)) \
+            if self.audit is not None else None
         if await self.store.add_version(prompt_id, template) is None:
             raise NotFound(f"No prompt with id '{prompt_id}'.", param="prompt_id",
                            code="prompt_not_found")
-        return await self.retrieve(prompt_id)
+        view = await self.retrieve(prompt_id)
+        await self._record("prompt.version", prompt_id, before, view)
+        return view
 
     async def delete(self, prompt_id: str) -> dict[str, Any]:
+        before = await self.retrieve(prompt_id) if self.audit is not None else None
         if not await self.store.delete(prompt_id):
             raise NotFound(f"No prompt with id '{prompt_id}'.", param="prompt_id",
                            code="prompt_not_found")
+        await self._record("prompt.delete", prompt_id, before, None)
         return {"id": prompt_id, "object": "prompt.deleted", "deleted": True}
 
     async def resolve(self, principal: Principal,

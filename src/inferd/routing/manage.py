@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
+from inferd.audit import AuditLog
 from inferd.engines.residency import Resident
 from inferd.errors import Conflict, InferdError, InvalidRequest, NotFound
 from inferd.numerals import ascii_int
@@ -122,10 +123,28 @@ def memory_state(local: list[dict[str, Any]]) -> str | None:
 class ModelAdmin:
     """Model and replica management on top of the store and the live catalogue."""
 
-    def __init__(self, store: ReplicaStore, catalog: ReplicaCatalog) -> None:
+    def __init__(self, store: ReplicaStore, catalog: ReplicaCatalog, *,
+                 audit: AuditLog | None = None) -> None:
         self.store = store
         self.catalog = catalog
         self.router = catalog.router
+        self.audit = audit  # records every change (``inferd.audit``)
+
+    async def _record(self, action: str, kind: str, object_id: object,
+                      before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        if self.audit is not None:
+            await self.audit.record(action, kind, object_id, before=before, after=after)
+
+    @staticmethod
+    def _stored(view: dict[str, Any]) -> dict[str, Any]:
+        """What the audit log keeps of a view: the stored settings, not the live state."""
+        live = {"healthy", "available", "in_flight", "cooled_down_until", "consecutive_failures",
+                "cooldown_seconds", "last_error", "last_error_at", "latency_ms", "requests",
+                "errors", "not_loaded", "state", "loadable"}
+        kept = {k: v for k, v in view.items() if k not in live}
+        if isinstance(kept.get("replicas"), list):
+            kept["replicas"] = [ModelAdmin._stored(r) for r in kept["replicas"]]
+        return kept
 
     # -- views ----------------------------------------------------------------------------
     def replica_view(self, record: ReplicaRecord) -> dict[str, Any]:
@@ -201,25 +220,35 @@ class ModelAdmin:
         for replica in body.replicas:
             await self.store.create_replica(record.id, replica)
         await self.catalog.changed()
-        return await self.model_view(record)
+        view = await self.model_view(record)
+        await self._record("model.create", "model", record.id, None, self._stored(view))
+        return view
 
     async def update_model(self, ref: str, body: ModelUpdate) -> dict[str, Any]:
         record = await self.find_model(ref)
         await self._check_names(record.name, body.aliases if body.aliases is not None
                                 else record.aliases, body.fallbacks or [])
+        before = self._stored(await self.model_view(record))
         updated = await self.store.update_model(record.id, aliases=body.aliases,
                                                 fallbacks=body.fallbacks, active=body.active)
         assert updated is not None
         await self.catalog.changed()
-        return await self.model_view(updated)
+        view = await self.model_view(updated)
+        sent = body.model_dump(exclude_none=True)
+        action = ("model.enable" if sent == {"active": True} else
+                  "model.disable" if sent == {"active": False} else "model.update")
+        await self._record(action, "model", record.id, before, self._stored(view))
+        return view
 
     async def delete_model(self, ref: str) -> dict[str, Any]:
         record = await self.find_model(ref)
         if any(r.model == record.name and r.kind == "local" for r in self.router.replicas()):
             raise Conflict(f"Model '{record.name}' runs on a local engine of this process; "
                            "remove it from the configuration instead.")
+        before = self._stored(await self.model_view(record))
         await self.store.delete_model(record.id)
         await self.catalog.changed()
+        await self._record("model.delete", "model", record.id, before, None)
         return {"id": record.id, "name": record.name, "object": "model", "deleted": True}
 
     # -- replicas -------------------------------------------------------------------------
@@ -245,7 +274,9 @@ class ModelAdmin:
         await self.catalog.check(spec.url, spec.options, spec.kind)
         record = await self.store.create_replica(model.id, spec)
         await self.catalog.changed()
-        return self.replica_view(record)
+        view = self.replica_view(record)
+        await self._record("replica.create", "replica", record.id, None, self._stored(view))
+        return view
 
     async def update_replica(self, replica_id: str, body: ReplicaUpdate) -> dict[str, Any]:
         changes = body.model_dump(exclude_unset=True)
@@ -275,7 +306,13 @@ class ModelAdmin:
         if record is None:
             raise NotFound(f"No replica '{replica_id}'.", code="replica_not_found")
         await self.catalog.changed()
-        return self.replica_view(record)
+        view = self.replica_view(record)
+        action = ("replica.enable" if changes == {"enabled": True} else
+                  "replica.disable" if changes == {"enabled": False} else "replica.update")
+        await self._record(action, "replica", record.id,
+                           None if current is None else self._stored(self.replica_view(current)),
+                           self._stored(view))
+        return view
 
     async def test_replica(self, spec: ReplicaSpec) -> dict[str, Any]:
         """Reach a replica before saving it: its health check and the models it lists (an
@@ -306,7 +343,11 @@ class ModelAdmin:
 
     async def delete_replica(self, replica_id: str) -> dict[str, Any]:
         row_id = _row_id(replica_id)
+        current = await self.store.get_replica(row_id) if row_id is not None else None
         if row_id is None or not await self.store.delete_replica(row_id):
             raise NotFound(f"No replica '{replica_id}'.", code="replica_not_found")
         await self.catalog.changed()
+        await self._record("replica.delete", "replica", row_id,
+                           None if current is None else self._stored(self.replica_view(current)),
+                           None)
         return {"id": replica_id, "object": "replica", "deleted": True}

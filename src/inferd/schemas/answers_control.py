@@ -32,7 +32,7 @@ class ApiKey(Answer):
     object: Literal["api_key"]
     name: str | None
     prefix: str
-    scope: Literal["admin", "user"]
+    scope: Literal["admin", "user", "auditor"]
     owner: str | None
     team: str | None
     models: list[str] | None
@@ -186,3 +186,47 @@ class Prompt(Answer):
 class PromptList(Answer):
     object: Literal["list"]
     data: list[Prompt]
+
+
+# -- audit log ----------------------------------------------------------------------------------
+class AuditActor(Answer):
+    """Who made a change: a key (id, name, scope), a user (later: SSO), how (``via``)."""
+
+    key_id: str | None
+    name: str
+    scope: str | None
+    user: str | None
+    via: Literal["api", "cli", "system"]
+
+
+class AuditEvent(Answer):
+    """One change of the control plane; ``before`` and ``after`` with secrets masked."""
+
+    id: str
+    object: Literal["audit_event"]
+    created_at: float
+    actor: AuditActor
+    action: str
+    object_type: str
+    object_id: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    client_address: str | None
+    request_id: str | None
+
+
+class AuditEventList(Answer):
+    object: Literal["list"]
+    data: list[AuditEvent]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
+class Session(Answer):
+    """The caller of the UI, after its log-in."""
+
+    object: Literal["session"]
+    key_id: str | None
+    name: str
+    scope: Literal["admin", "user", "auditor", "open"]

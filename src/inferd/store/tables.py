@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from inferd.store import (
+    tables_audit,
     tables_control,
     tables_jobs,
     tables_replicas,
@@ -17,8 +18,8 @@ from inferd.store import (
 )
 from inferd.store.schema import metadata
 
-__all__ = ["kv", "metadata", "tables_control", "tables_jobs", "tables_replicas",
-           "tables_responses", "tables_storage"]
+__all__ = ["kv", "metadata", "tables_audit", "tables_control", "tables_jobs",
+           "tables_replicas", "tables_responses", "tables_storage"]
 
 # Small key/value facts about this installation (instance id, bootstrap state).
 kv = sa.Table(

@@ -113,3 +113,27 @@ def test_a_route_cannot_be_declared_twice_nor_run_as_a_job_of_no_job_endpoint() 
     endpoint(router, "POST", "/chat", access="key", body=ChatCompletionRequest, job=True,
              errors=INFER, registry=registry)(handler)
     assert registry.operations[("POST", "/chat")].job
+
+
+def test_a_request_finds_the_operation_it_reaches() -> None:
+    registry = declared()
+    found = registry.find("GET", "/admin/v1/models/org/model-a")
+    assert found is not None and found.path == "/admin/v1/models/{model:path}"
+    assert found.access == "audit" and not found.changes
+    deleting = registry.find("DELETE", "/models/12")
+    assert deleting is not None and deleting.path == "/models/{model_id:int}"
+    assert deleting.access == "admin" and deleting.changes
+    head = registry.find("HEAD", "/admin/v1/audit")
+    assert head is not None and head.method == "GET"
+    assert registry.find("PUT", "/admin/v1/audit") is None
+    assert registry.find("GET", "/nowhere") is None
+    session = registry.find("POST", "/ui/session")
+    assert session is not None and not session.changes  # a POST that changes nothing
+
+
+def test_no_audit_route_changes_state() -> None:
+    """``audit`` routes (admin and auditor keys) are reads: an auditor changes nothing. (An
+    ``admin`` route may change nothing too, declared ``writes=False``: a dry run.)"""
+    for op in declared():
+        if op.access == "audit":
+            assert not op.changes, op.key

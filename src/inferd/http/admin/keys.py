@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from inferd.auth.admin import KeyAdmin, KeySpec, KeyUpdate
 from inferd.http.auth import AdminDep
-from inferd.http.deps import RowId, ServicesDep, read_strict
+from inferd.http.deps import PrincipalDep, RowId, ServicesDep, read_strict
 from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
 from inferd.schemas import answers as a
@@ -33,7 +33,7 @@ async def create_key(request: Request, admin: KeyAdminDep) -> Response:
     return json_response(await admin.create(spec), status=201)
 
 
-@endpoint(router, "GET", "", access="admin", answer=c.ApiKeyList, errors=(503,))
+@endpoint(router, "GET", "", access="audit", answer=c.ApiKeyList, errors=(503,))
 async def list_keys(admin: KeyAdminDep, owner: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     offset: Annotated[int, Query(ge=0)] = 0) -> Response:
@@ -41,9 +41,13 @@ async def list_keys(admin: KeyAdminDep, owner: str | None = None,
     return json_response({"object": "list", "data": keys})
 
 
-@endpoint(router, "GET", "/{key_id}", access="admin", answer=c.ApiKey, errors=(404, 503))
-async def get_key(key_id: RowId, admin: KeyAdminDep) -> Response:
-    return json_response(await admin.get(key_id))
+@endpoint(router, "GET", "/{key_id}", access="audit", answer=c.ApiKey, errors=(404, 503))
+async def get_key(key_id: RowId, admin: KeyAdminDep, principal: PrincipalDep) -> Response:
+    """A key with its webhook secret (but to an auditor key, which reads and signs nothing)."""
+    view = await admin.get(key_id)
+    if principal.is_auditor:
+        view.pop("webhook_secret", None)
+    return json_response(view)
 
 
 @endpoint(router, "PATCH", "/{key_id}", access="admin", answer=c.ApiKey, body=KeyUpdate,

@@ -39,7 +39,7 @@ def find(services: Services, name: str) -> Resident:
     raise ModelNotFound(name)
 
 
-@endpoint(router, "GET", "/engines", access="admin", answer=c.EngineList)
+@endpoint(router, "GET", "/engines", access="audit", answer=c.EngineList)
 async def list_engines(services: ServicesDep, _admin: AdminDep) -> Response:
     return json_response({"object": "list", "data": [view(e) for e in local_models(services)]})
 
@@ -48,15 +48,23 @@ async def list_engines(services: ServicesDep, _admin: AdminDep) -> Response:
           errors=(404, 409, 503))
 async def load(model: str, services: ServicesDep, _admin: AdminDep) -> Response:
     engine = find(services, model)
+    before = view(engine)
     await engine.load()
-    return json_response(view(engine))
+    after = view(engine)
+    await services.control.audit.record("engine.load", "engine", engine.name, before=before,
+                                        after=after)
+    return json_response(after)
 
 
 @endpoint(router, "POST", "/engines/{model:path}/unload", access="admin", answer=c.Engine,
           errors=(404, 409))
 async def unload(model: str, services: ServicesDep, _admin: AdminDep) -> Response:
     engine = find(services, model)
+    before = view(engine)
     if not await engine.unload():
         raise Conflict(f"The model '{engine.name}' has requests running; try again later.",
                        param="model")
-    return json_response(view(engine))
+    after = view(engine)
+    await services.control.audit.record("engine.unload", "engine", engine.name, before=before,
+                                        after=after)
+    return json_response(after)

@@ -26,7 +26,7 @@ def get_model_admin(services: ServicesDep, _admin: AdminDep) -> ModelAdmin:
 ModelAdminDep = Annotated[ModelAdmin, Depends(get_model_admin)]
 
 
-@endpoint(router, "GET", "/models", access="admin", answer=c.ManagedModelList, errors=(503,))
+@endpoint(router, "GET", "/models", access="audit", answer=c.ManagedModelList, errors=(503,))
 async def list_models(admin: ModelAdminDep) -> Response:
     return json_response({"object": "list", "data": await admin.models()})
 
@@ -38,7 +38,7 @@ async def create_model(request: Request, admin: ModelAdminDep) -> Response:
     return json_response(await admin.create_model(body), status=201)
 
 
-@endpoint(router, "GET", "/models/{model:path}", access="admin", answer=c.ManagedModel,
+@endpoint(router, "GET", "/models/{model:path}", access="audit", answer=c.ManagedModel,
           errors=(404, 503))
 async def get_model(model: str, admin: ModelAdminDep) -> Response:
     return json_response(await admin.model_view(await admin.find_model(model)))

@@ -39,13 +39,13 @@ async def create_prompt(request: Request, principal: PrincipalDep, services: Ser
     return json_response(await prompts.create(principal, body), status=201)
 
 
-@endpoint(router, "GET", "", access="admin", answer=c.PromptList, errors=(503,))
+@endpoint(router, "GET", "", access="audit", answer=c.PromptList, errors=(503,))
 async def list_prompts(prompts: PromptsDep,
                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
     return json_response(await prompts.list_prompts(limit))
 
 
-@endpoint(router, "GET", "/{prompt_id}", access="admin", answer=c.Prompt, errors=(404, 503))
+@endpoint(router, "GET", "/{prompt_id}", access="audit", answer=c.Prompt, errors=(404, 503))
 async def get_prompt(prompt_id: PromptId, prompts: PromptsDep) -> Response:
     return json_response(await prompts.retrieve(prompt_id))
 

@@ -21,7 +21,7 @@ from inferd.settings import ReplicaSpec
 router = APIRouter(prefix="/admin/v1", tags=["admin"])
 
 
-@endpoint(router, "GET", "/replicas", access="admin", answer=c.ReplicaList, errors=(503,))
+@endpoint(router, "GET", "/replicas", access="audit", answer=c.ReplicaList, errors=(503,))
 async def list_replicas(admin: ModelAdminDep) -> Response:
     return json_response({"object": "list", "data": await admin.replicas()})
 
@@ -35,7 +35,7 @@ async def create_replica(request: Request, admin: ModelAdminDep) -> Response:
 
 
 @endpoint(router, "POST", "/replicas/test", access="admin", answer=c.ReplicaTest,
-          body=ReplicaSpec, errors=(413, 503))
+          body=ReplicaSpec, errors=(413, 503), writes=False)
 async def test_replica(request: Request, admin: ModelAdminDep) -> Response:
     """Reach a replica before saving it: ``ok`` with the models the upstream lists, or the
     error it gave (the replica is not stored)."""
@@ -43,7 +43,7 @@ async def test_replica(request: Request, admin: ModelAdminDep) -> Response:
     return json_response(await admin.test_replica(body))
 
 
-@endpoint(router, "GET", "/replicas/{replica_id}", access="admin", answer=c.Replica,
+@endpoint(router, "GET", "/replicas/{replica_id}", access="audit", answer=c.Replica,
           errors=(404, 503))
 async def get_replica(replica_id: str, admin: ModelAdminDep) -> Response:
     return json_response(await admin.replica(replica_id))

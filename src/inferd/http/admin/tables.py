@@ -20,14 +20,14 @@ from inferd.schemas import answers_control as c
 router = APIRouter(tags=["admin"])
 
 
-@endpoint(router, "GET", "/tables", access="admin", answer=c.TableNames)
-@endpoint(router, "GET", "/admin/v1/tables", access="admin", answer=c.TableNames)
+@endpoint(router, "GET", "/tables", access="audit", answer=c.TableNames)
+@endpoint(router, "GET", "/admin/v1/tables", access="audit", answer=c.TableNames)
 async def list_tables(services: ServicesDep, _admin: AdminDep) -> Response:
     return json_response({"tables": services.control.tables.tables()})
 
 
-@endpoint(router, "GET", "/tables/{name}", access="admin", answer=c.TableRows, errors=(404, 503))
-@endpoint(router, "GET", "/admin/v1/tables/{name}", access="admin", answer=c.TableRows,
+@endpoint(router, "GET", "/tables/{name}", access="audit", answer=c.TableRows, errors=(404, 503))
+@endpoint(router, "GET", "/admin/v1/tables/{name}", access="audit", answer=c.TableRows,
           errors=(404, 503))
 async def table_rows(name: str, services: ServicesDep, _admin: AdminDep) -> Response:
     """The newest 100 rows of an allowed table."""

@@ -30,7 +30,7 @@ def _groups(text: str) -> list[GroupBy]:
     return [cast(GroupBy, g) for g in groups]
 
 
-@endpoint(router, "GET", "", access="admin", answer=c.UsageGroups, errors=(503,))
+@endpoint(router, "GET", "", access="audit", answer=c.UsageGroups, errors=(503,))
 async def usage(services: ServicesDep, _admin: AdminDep,
                 group_by: str = "key,model",
                 bucket: Literal["minute", "hour", "day"] = "hour",
@@ -48,7 +48,7 @@ async def usage(services: ServicesDep, _admin: AdminDep,
                           "data": rows})
 
 
-@endpoint(router, "GET", "/records", access="admin", answer=c.UsageRecords, errors=(503,))
+@endpoint(router, "GET", "/records", access="audit", answer=c.UsageRecords, errors=(503,))
 async def records(services: ServicesDep, _admin: AdminDep, key_id: str | None = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
     """The newest usage records, one per request."""

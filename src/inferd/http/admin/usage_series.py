@@ -51,7 +51,7 @@ async def _series(services: ServicesDep, *, bucket: Bucket, since: float | None,
                           "series": [{"name": n, "data": d} for n, d in series.items()]})
 
 
-@endpoint(router, "GET", "/admin/v1/usage/series", access="admin", answer=a.UsageSeries,
+@endpoint(router, "GET", "/admin/v1/usage/series", access="audit", answer=a.UsageSeries,
           errors=(503,))
 async def admin_series(services: ServicesDep, _admin: AdminDep, bucket: Bucket = "minute",
                        since: From = None, until: To = None, split_by: SplitBy = "model",

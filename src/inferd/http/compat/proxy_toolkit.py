@@ -83,7 +83,7 @@ async def delete_api_key(request: Request, admin: KeyAdminDep,
 
 
 # -- models and replicas ----------------------------------------------------------------------
-@endpoint(router, "GET", "/models", access="admin", answer=c.ManagedModel, many=True,
+@endpoint(router, "GET", "/models", access="audit", answer=c.ManagedModel, many=True,
           errors=(403, 503))
 async def list_models(admin: ModelAdminDep, active: bool | None = None) -> Response:
     return json_response(await admin.models(active))
@@ -94,7 +94,7 @@ endpoint(router, "POST", "/models", access="admin", answer=c.ManagedModel, statu
          body=ModelCreate, errors=(403, 409, 413, 503))(admin_models.create_model)
 
 
-@endpoint(router, "GET", "/models/{model_id:int}/replicas", access="admin", answer=c.Replica,
+@endpoint(router, "GET", "/models/{model_id:int}/replicas", access="audit", answer=c.Replica,
           many=True, errors=(403, 404, 503))
 async def list_replicas(model_id: RowId, admin: ModelAdminDep) -> Response:
     record = await admin.find_model(str(model_id))
@@ -121,7 +121,7 @@ async def delete_replica(replica_id: RowId, admin: ModelAdminDep) -> Response:
     return json_response(await admin.delete_replica(str(replica_id)))
 
 
-@endpoint(router, "GET", "/models/{name}", access="admin", answer=c.ManagedModel,
+@endpoint(router, "GET", "/models/{name}", access="audit", answer=c.ManagedModel,
           errors=(403, 404, 503))
 async def get_model(name: str, admin: ModelAdminDep) -> Response:
     record = await admin.store.find_model(name)

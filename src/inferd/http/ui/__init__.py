@@ -18,7 +18,10 @@ from fastapi import APIRouter
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from inferd.errors import NotFound
+from inferd.http.deps import PrincipalDep, ServicesDep
 from inferd.http.operation import endpoint
+from inferd.http.responses import json_response
+from inferd.schemas import answers_control as c
 
 STATIC = Path(__file__).parent / "static"
 # Every file the UI may serve, found once at import: a request can only name one of these,
@@ -56,3 +59,17 @@ async def static(name: str) -> Response:
         raise NotFound(f"No UI file named '{name}'.")
     return FileResponse(path, media_type=TYPES.get(path.suffix, "text/plain; charset=utf-8"),
                         headers=SECURITY_HEADERS)
+
+
+@endpoint(router, "POST", "/ui/session", access="key", answer=c.Session, writes=False,
+          errors=(503,))
+async def session(principal: PrincipalDep, services: ServicesDep) -> Response:
+    """The UI's log-in: who the typed key is (its scope decides the pages shown). A log-in
+    with a key is recorded in the audit log (``ui.login``); a refused key is counted with the
+    other refused keys (``auth.failed``)."""
+    scope = "open" if principal.open_mode else principal.scope
+    if principal.key_id is not None:
+        await services.control.audit.record("ui.login", "api_key", principal.key_id,
+                                            after={"scope": scope, "name": principal.name})
+    return json_response({"object": "session", "key_id": principal.key_id,
+                          "name": principal.name, "scope": scope}, headers=SECURITY_HEADERS)

@@ -3,7 +3,7 @@ const STORE = "inferd.key";
 
 export const session = {
   key: sessionStorage.getItem(STORE) || "",
-  role: null, // "admin", "user" or "open" (keys not enforced: the anonymous admin)
+  role: null, // "admin", "auditor", "user" or "open" (keys not enforced: the anonymous admin)
 };
 
 export function setKey(key) {
@@ -12,7 +12,10 @@ export function setKey(key) {
   else sessionStorage.removeItem(STORE);
 }
 
+// May change the control plane (admin pages' forms and buttons).
 export const isAdmin = () => session.role === "admin" || session.role === "open";
+// May read what an admin reads: an admin, or an auditor key (which changes nothing).
+export const canRead = () => isAdmin() || session.role === "auditor";
 
 export function headers(extra = {}) {
   const h = { "Content-Type": "application/json", ...extra };
@@ -81,14 +84,9 @@ export async function* events(path, { method = "GET", body, signal } = {}) {
   }
 }
 
-// Works out what the typed key may do: admin, user, or no key needed at all.
+// Logs the typed key in (the server records it in the audit log) and answers what it may do:
+// admin, auditor, user, or "open" (no key needed at all).
 export async function whoAmI() {
-  try {
-    await api("GET", "/admin/v1/keys?limit=1");
-    return session.key ? "admin" : "open";
-  } catch (error) {
-    if (error.status === 403) return "user";
-    if (error.status === 503) return session.key ? "admin" : "open"; // keys off in this process
-    throw error;
-  }
+  const me = await api("POST", "/ui/session");
+  return me.scope;
 }

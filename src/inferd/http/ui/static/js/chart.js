@@ -1,6 +1,6 @@
 // Time-series charts (vendored uPlot) over /admin/v1/usage/series and /v1/usage/series.
 import uPlot from "../vendor/uplot/uPlot.esm.js";
-import { api, isAdmin } from "./api.js";
+import { api, canRead } from "./api.js";
 import { el } from "./ui.js";
 
 const PALETTE = ["#3b82f6", "#f97316", "#10b981", "#e11d48", "#8b5cf6", "#eab308", "#06b6d4"];
@@ -12,7 +12,7 @@ export async function loadSeries(range, splitBy = "model", filters = {}) {
   const to = Date.now() / 1000;
   const query = new URLSearchParams({ bucket, from: String(to - span), to: String(to), split_by: splitBy });
   for (const [name, value] of Object.entries(filters)) if (value) query.set(name, value);
-  const base = isAdmin() ? "/admin/v1/usage/series" : "/v1/usage/series";
+  const base = canRead() ? "/admin/v1/usage/series" : "/v1/usage/series";
   return api("GET", `${base}?${query}`);
 }
 

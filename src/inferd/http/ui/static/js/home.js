@@ -1,5 +1,5 @@
 // Home: version, uptime, store, models and replica health, the last hour in small charts.
-import { api, headers, list, session, isAdmin } from "./api.js";
+import { api, headers, list, session, canRead } from "./api.js";
 import { $, el, badge } from "./ui.js";
 import { loadSeries, drawChart } from "./chart.js";
 
@@ -25,7 +25,7 @@ async function queueDepth() {
 async function modelTiles(ready) {
   const box = $("#home-models");
   const tiles = [];
-  if (isAdmin()) {
+  if (canRead()) {
     for (const m of list(await api("GET", "/admin/v1/models"))) {
       const healthy = m.replicas.filter((r) => r.healthy).length;
       tiles.push(el("div", { class: "tile" }, el("strong", {}, m.name), " ",

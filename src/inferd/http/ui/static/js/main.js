@@ -1,5 +1,5 @@
 // Log-in, navigation and the page router.
-import { session, setKey, whoAmI, isAdmin } from "./api.js";
+import { session, setKey, whoAmI, canRead } from "./api.js";
 import { $, $$, say } from "./ui.js";
 import home from "./home.js";
 import models from "./models.js";
@@ -8,9 +8,11 @@ import keys from "./keys.js";
 import prompts from "./prompts.js";
 import jobs from "./jobs.js";
 import monitoring from "./monitoring.js";
+import audit from "./audit.js";
 
-const pages = { home, models, playground, keys, prompts, jobs, monitoring };
-const ADMIN_ONLY = new Set(["models", "keys", "prompts"]);
+const pages = { home, models, playground, keys, prompts, jobs, monitoring, audit };
+// Pages for admin and auditor keys (an auditor sees them without their forms and buttons).
+const ADMIN_ONLY = new Set(["models", "keys", "prompts", "audit"]);
 for (const page of Object.values(pages)) page.init?.();
 
 function currentPage() {
@@ -19,10 +21,10 @@ function currentPage() {
 }
 
 function applyRole() {
-  const admin = isAdmin();
+  const reader = canRead();
   document.body.dataset.role = session.role || "none";
-  for (const node of $$("[data-admin]")) node.hidden = !admin;
-  $("#who").textContent = { admin: "admin key", user: "user key", open: "keys off (everyone is admin)" }[session.role] || "";
+  for (const node of $$("[data-admin]")) node.hidden = !reader;
+  $("#who").textContent = { admin: "admin key", auditor: "auditor key (reads only)", user: "user key", open: "keys off (everyone is admin)" }[session.role] || "";
   $("#logout").hidden = !session.key;
 }
 
@@ -30,7 +32,7 @@ async function show(page) {
   for (const dialog of $$("dialog[open]")) dialog.close(); // a page's dialog leaves with it
   say("#notice", "");
   say("#login-say", "");
-  const allowed = session.role !== null && (!ADMIN_ONLY.has(page) || isAdmin());
+  const allowed = session.role !== null && (!ADMIN_ONLY.has(page) || canRead());
   // Home is public (server status); every other page needs a key that may use it.
   const visible = allowed || page === "home";
   $("#login").hidden = allowed;

@@ -1,6 +1,6 @@
 // Monitoring: charts over time per model or key with a range picker, the usage records list
 // and the read-only table viewer.
-import { api, list, isAdmin } from "./api.js";
+import { api, list, canRead } from "./api.js";
 import { $, el, fillTable, fmtTime, formValues, text } from "./ui.js";
 import { loadSeries, drawChart } from "./chart.js";
 
@@ -13,7 +13,7 @@ const CHARTS = [
 async function charts() {
   const v = formValues($("#mon-form"));
   const filters = { model: v.model };
-  if (isAdmin()) filters.key = v.key;
+  if (canRead()) filters.key = v.key;
   const data = await loadSeries(v.range, v.split, filters);
   const box = $("#mon-charts");
   box.replaceChildren();
@@ -60,7 +60,7 @@ export default {
   },
   async load() {
     await charts();
-    if (isAdmin()) await Promise.all([records(), table()]);
+    if (canRead()) await Promise.all([records(), table()]);
   },
 };
 

@@ -1,0 +1,105 @@
+"""``inferd audit ...``: read the audit log straight from the database (as an auditor would)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from inferd.cli_options import config_option
+from inferd.settings import load_settings
+
+T = TypeVar("T")
+
+
+def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--since", type=float, default=None, help="Epoch seconds (inclusive)."),
+        click.option("--until", type=float, default=None, help="Epoch seconds (exclusive)."),
+        click.option("--actor", default=None, help="The acting key's id."),
+        click.option(
+            "--action",
+            default=None,
+            help="An action (key.create), or a prefix ending in '.' (key.).",
+        ),
+        click.option("--object-type", default=None, help="api_key, model, replica, ..."),
+        click.option("--object-id", default=None),
+        click.option("--request-id", default=None),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _run(config: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
+    from inferd.audit import AuditLog
+    from inferd.store.audit import AuditStore
+    from inferd.store.db import open_database
+
+    try:
+        settings = load_settings(config)
+    except ValueError as exc:
+        raise click.ClickException(f"invalid settings: {exc}") from exc
+
+    async def main() -> T:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = open_database(settings)
+        try:
+            await db.migrate()
+            return await work(AuditLog(AuditStore(db)))
+        finally:
+            await db.close()
+
+    return asyncio.run(main())
+
+
+def _query(values: dict[str, Any]) -> Any:
+    from inferd.audit import AuditQuery
+
+    return AuditQuery(
+        since=values["since"],
+        until=values["until"],
+        actor=values["actor"],
+        action=values["action"],
+        object_type=values["object_type"],
+        object_id=values["object_id"],
+        request_id=values["request_id"],
+    )
+
+
+@click.group("audit")
+def audit() -> None:
+    """Read the audit log: every change of the control plane."""
+
+
+@audit.command("list")
+@config_option
+@filter_options
+@click.option("--limit", type=click.IntRange(1, 1000), default=100)
+@click.option(
+    "--after", type=click.IntRange(1), default=None, help="The last id of the previous page."
+)
+def list_command(config: Path | None, limit: int, after: int | None, **values: Any) -> None:
+    """A page of events, newest first, as JSON (``has_more``, ``last_id`` for the next)."""
+    page = _run(config, lambda log: log.page(_query(values), after=after, limit=limit))
+    click.echo(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode())
+
+
+@audit.command("export")
+@config_option
+@filter_options
+def export_command(config: Path | None, **values: Any) -> None:
+    """Every matching event as JSON lines, newest first."""
+
+    async def work(log: Any) -> int:
+        count = 0
+        async for event in log.export(_query(values)):
+            click.echo(orjson.dumps(event).decode())
+            count += 1
+        return count
+
+    _run(config, work)
