@@ -23,7 +23,8 @@ from inferd.metrics import Metrics
 from inferd.routing.router import Replica, Router
 from inferd.schemas.openai import ChatCompletionRequest
 from inferd.settings import ModelSpec
-from inferd.usage import UsageRecord, UsageRecorder
+from inferd.usage import UsageRecorder
+from tests.memory_sink import MemorySink, opener
 
 
 def test_labelled_families_are_read_at_each_scrape() -> None:
@@ -106,20 +107,19 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return clock
 
 
-class Records:
-    def __init__(self) -> None:
-        self.records: list[UsageRecord] = []
-
-    async def write(self, records: list[UsageRecord]) -> None:
-        self.records.extend(records)
-
-
-def _paced(clock: Clock, steps: list[float]) -> tuple[Inference, Metering, Records]:
+@pytest.fixture
+async def paced(clock: Clock) -> AsyncIterator[tuple[Inference, Metering, MemorySink]]:
+    """An inference over the paced engine (2 s to the first token, then 0.5 s and 0.25 s),
+    its metering, and the store its usage records reach."""
     router = Router()
-    router.add(Replica(id="local:paced", model="paced", engine=PacedEcho(clock, steps)))
-    store = Records()
-    metering = Metering(None, UsageRecorder(store.write, flush_seconds=3600))  # type: ignore[arg-type]
-    return Inference(router, metering), metering, store
+    router.add(Replica(id="local:paced", model="paced",
+                       engine=PacedEcho(clock, [2.0, 0.5, 0.25])))
+    store = MemorySink()
+    recorder = UsageRecorder(opener(store), flush_seconds=3600)
+    await recorder.start()
+    metering = Metering(None, recorder)  # type: ignore[arg-type]
+    yield Inference(router, metering), metering, store
+    await recorder.close()
 
 
 def _request(stream: bool) -> ChatCompletionRequest:
@@ -136,11 +136,12 @@ def _sample(metering: Metering, name: str) -> Any:
     return metering.metrics.registry.get_sample_value(name, {"model": "paced"})
 
 
-async def test_a_stream_times_its_first_token_and_the_gaps_between_tokens(clock: Clock) -> None:
+async def test_a_stream_times_its_first_token_and_the_gaps_between_tokens(
+        paced: tuple[Inference, Metering, MemorySink]) -> None:
     """The time to first token runs to the first chunk with generated text (not to the role
     chunk a stream opens with); each later chunk with text adds its gap to the inter-token
     latency."""
-    inference, metering, store = _paced(clock, [2.0, 0.5, 0.25])
+    inference, metering, store = paced
     stream = await inference.chat_stream(_request(True), OPEN_MODE)
     texts = [c["choices"][0]["delta"].get("content") async for c in stream if c["choices"]]
     assert "".join(t or "" for t in texts) == "one two three"
@@ -156,12 +157,13 @@ async def test_a_stream_times_its_first_token_and_the_gaps_between_tokens(clock:
         for le in ("0.2", "0.3", "0.5", "1.0", "+Inf")
     }
     assert buckets == {"0.2": 0, "0.3": 1, "0.5": 2, "1.0": 2, "+Inf": 2}
-    await metering.recorder.flush()
+    await metering.recorder.close()  # writes what is pending
     assert [r.ttft_ms for r in store.records] == [2000.0]
 
 
-async def test_an_answer_in_one_piece_has_no_token_timings(clock: Clock) -> None:
-    inference, metering, _ = _paced(clock, [2.0, 0.5, 0.25])
+async def test_an_answer_in_one_piece_has_no_token_timings(
+        paced: tuple[Inference, Metering, MemorySink]) -> None:
+    inference, metering, _ = paced
     answer = await inference.chat(_request(False), OPEN_MODE)
     assert answer["choices"][0]["message"]["content"] == "one two three"
     assert _sample(metering, "inferd_time_to_first_token_seconds_count") is None
