@@ -143,5 +143,5 @@ def connect_changes(settings: Settings, catalog: ReplicaCatalog, auth: Auth,
     bus = ChangeBus(settings.redis_url, settings.redis_prefix)
     catalog.announce = partial(bus.publish, "catalog")
     auth.keys.announce = partial(bus.publish, "keys")
-    bus.listen({"catalog": catalog.sync, "keys": auth.keys.refresh})
+    bus.listen({"catalog": lambda _: catalog.sync(), "keys": auth.keys.apply_announcement})
     stack.push_async_callback(bus.close)

@@ -282,6 +282,9 @@ class Settings(BaseSettings):
     auth_failure_window_seconds: float = Field(default=60.0, gt=0.0, le=86400.0)
     # Seconds between checks for keys changed by another gateway (revocation delay).
     key_refresh_seconds: float = Field(default=2.0, gt=0.0, le=3600.0)
+    # API keys whose principals each process keeps in memory (the least recently used go
+    # first; others are read by their hash when presented).
+    key_cache_size: int = Field(default=100_000, ge=1)
     # Storage quota of each API key without its own (``storage_bytes`` / ``storage_objects``
     # of the key): the bytes and the number of files, contexts, stored responses and stored
     # pictures it may keep at once (0: no limit). Also the quota of the caller when keys are off.
