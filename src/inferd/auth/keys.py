@@ -228,12 +228,12 @@ class KeyRing:
     async def apply_announcement(self, payload: str) -> None:
         """Another process changed the key with id ``payload`` (empty: some key; read the
         feed now)."""
-        if not payload.isdigit():
+        if payload.isdigit() and len(payload) <= 19 and payload in self._ids:
+            await self._apply([(int(payload), None)])  # held here: reload it
+        elif self._misses or not self.has_admin or not payload.isdigit():
+            # It may be a key remembered as unknown here, or the first admin key (which turns
+            # enforcement on): the feed names its hash.
             await self.refresh()
-            return
-        await self._apply([(int(payload), None)])
-        if not self.has_admin:  # the first admin key turns enforcement on at once
-            self.has_admin = await self.store.has_usable_admin()
 
     async def changed(self, row: dict[str, Any] | None, *, key_id: str,
                       key_hash: str | None) -> None:
@@ -305,6 +305,11 @@ class KeyRing:
     def count(self) -> int:
         """Keys cached in this process."""
         return len(self._entries)
+
+    @property
+    def unknown_count(self) -> int:
+        """Unknown keys remembered in this process."""
+        return len(self._misses)
 
     def principals(self) -> list[Principal]:
         """The principals cached in this process (the keys in use, not every key)."""
