@@ -30,14 +30,21 @@ async def _pages(admin: KeyAdmin, limit: int, **search: str) -> list[list[str]]:
 
 async def test_keys_page_by_cursor_and_search(database: Database) -> None:
     admin = KeyAdmin(KeyStore(database))
-    specs = [("alpha-1", "ann", "red"), ("alpha-2", "bob", "red"), ("beta", "ann", "blue"),
-             ("Gamma 50%_off", None, None), ("delta", "carl", "RED team")]
+    specs = [
+        ("alpha-1", "ann", "red"),
+        ("alpha-2", "bob", "red"),
+        ("beta", "ann", "blue"),
+        ("Gamma 50%_off", None, None),
+        ("delta", "carl", "RED team"),
+    ]
     # chosen keys: display prefixes known in advance (sk-inferd-K000 ...)
-    made = [await admin.create(KeySpec(name=n, owner=o, team=t),
-                               key=f"sk-inferd-K{i:03d}-0123456789abcdefghij")
-            for i, (n, o, t) in enumerate(specs)]
-    assert await _pages(admin, 2) == [["alpha-1", "alpha-2"], ["beta", "Gamma 50%_off"],
-                                      ["delta"]]
+    made = [
+        await admin.create(
+            KeySpec(name=n, owner=o, team=t), key=f"sk-inferd-K{i:03d}-0123456789abcdefghij"
+        )
+        for i, (n, o, t) in enumerate(specs)
+    ]
+    assert await _pages(admin, 2) == [["alpha-1", "alpha-2"], ["beta", "Gamma 50%_off"], ["delta"]]
     assert await _pages(admin, 5) == [["alpha-1", "alpha-2", "beta", "Gamma 50%_off", "delta"]]
     assert await _pages(admin, 1, owner="ann") == [["alpha-1"], ["beta"]]
     assert await _pages(admin, 10, team="red") == [["alpha-1", "alpha-2"]]
@@ -53,17 +60,26 @@ async def test_keys_page_by_cursor_and_search(database: Database) -> None:
     assert made[2]["prefix"] == "sk-inferd-K002"
     assert await _pages(admin, 10, prefix="sk-inferd-K002") == [["beta"]]
     assert await _pages(admin, 10, prefix="sk-inferd-K00") == [
-        ["alpha-1", "alpha-2", "beta", "Gamma 50%_off", "delta"]]
+        ["alpha-1", "alpha-2", "beta", "Gamma 50%_off", "delta"]
+    ]
     assert await _pages(admin, 10, search="k004") == [["delta"]]
     page = await admin.page(after=made[-1]["id"])
-    assert page == {"object": "list", "data": [], "first_id": None, "last_id": None,
-                    "has_more": False}
+    assert page == {
+        "object": "list",
+        "data": [],
+        "first_id": None,
+        "last_id": None,
+        "has_more": False,
+    }
 
 
 async def _feed(database: Database) -> list[tuple[int, str]]:
     async with database.engine.connect() as conn:
-        rows = await conn.execute(sa.select(api_key_changes.c.key_id, api_key_changes.c.key_hash)
-                                  .order_by(api_key_changes.c.id))
+        rows = await conn.execute(
+            sa.select(api_key_changes.c.key_id, api_key_changes.c.key_hash).order_by(
+                api_key_changes.c.id
+            )
+        )
         return [(int(r[0]), str(r[1])) for r in rows]
 
 
@@ -75,19 +91,26 @@ async def test_every_change_is_in_the_feed_in_order(database: Database) -> None:
     await admin.update(second["id"], KeyUpdate(rpm=3))
     await admin.delete(second["id"])
     one, two = hash_key(first["key"]), hash_key(second["key"])
-    assert await _feed(database) == [(first["id"], one), (second["id"], two),
-                                     (second["id"], two), (second["id"], two)]
+    assert await _feed(database) == [
+        (first["id"], one),
+        (second["id"], two),
+        (second["id"], two),
+        (second["id"], two),
+    ]
     last = await store.last_change()
     assert [c[1:] for c in await store.changes_since(last - 2)] == [(second["id"], two)] * 2
     assert await store.changes_since(last) == []
     # a new secret for a key: its old hash is in the feed too, so it stops working everywhere
     await store.update(first["id"], {"key_hash": hash_key("sk-new-secret-0123456789abc")})
-    assert (await _feed(database))[-2:] == [(first["id"], one),
-                                            (first["id"], hash_key("sk-new-secret-0123456789abc"))]
+    assert (await _feed(database))[-2:] == [
+        (first["id"], one),
+        (first["id"], hash_key("sk-new-secret-0123456789abc")),
+    ]
 
 
-async def test_the_feed_is_pruned_by_the_writers(database: Database,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_feed_is_pruned_by_the_writers(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(keys_store, "PRUNE_EVERY", 1)
     monkeypatch.setattr(keys_store, "CHANGE_RETENTION_SECONDS", 0.0)  # a change is soon old
     admin = KeyAdmin(KeyStore(database))

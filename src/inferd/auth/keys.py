@@ -135,7 +135,7 @@ class KeyRing:
     """The principals of the keys in use by hash, read on demand and kept fresh by the feed of
     key changes (see the module)."""
 
-    def __init__(self, store: KeyStore, *, refresh_seconds: float = 2.0,
+    def __init__(self, store: KeyStore, *, refresh_seconds: float = 0.5,
                  on_load: LoadHook | None = None,
                  storage: tuple[int, int] = (0, 0), cache_size: int = CACHE_SIZE,
                  miss_cache_size: int = MISS_CACHE_SIZE,

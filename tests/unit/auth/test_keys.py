@@ -50,8 +50,9 @@ class CountingStore(KeyStore):
         self.by_id_calls.append(key_ids)
         return await super().by_id(key_ids)
 
-    async def changes_since(self, change_id: int,
-                            limit: int = 10_000) -> list[tuple[int, int, str]]:
+    async def changes_since(
+        self, change_id: int, limit: int = 10_000
+    ) -> list[tuple[int, int, str]]:
         self.feed_reads += 1
         return await super().changes_since(change_id, limit)
 
@@ -127,10 +128,10 @@ async def test_requests_with_the_same_key_share_one_read(db: Database) -> None:
     ring, store = await _ring(db)
     store.gate = asyncio.Event()
     try:
-        waiting = [asyncio.ensure_future(ring.authenticate_fresh(created["key"]))
-                   for _ in range(20)]
-        bad = [asyncio.ensure_future(ring.authenticate_fresh("sk-inferd-nope"))
-               for _ in range(20)]
+        waiting = [
+            asyncio.ensure_future(ring.authenticate_fresh(created["key"])) for _ in range(20)
+        ]
+        bad = [asyncio.ensure_future(ring.authenticate_fresh("sk-inferd-nope")) for _ in range(20)]
 
         async def both_reading() -> bool:
             return store.reading == 2
@@ -149,8 +150,10 @@ async def test_at_most_max_lookups_reads_run_at_once(db: Database) -> None:
     ring, store = await _ring(db, max_lookups=2)
     store.gate = asyncio.Event()
     try:
-        flood = [asyncio.ensure_future(ring.authenticate_fresh(f"sk-inferd-random-{i}"))
-                 for i in range(10)]
+        flood = [
+            asyncio.ensure_future(ring.authenticate_fresh(f"sk-inferd-random-{i}"))
+            for i in range(10)
+        ]
 
         async def two_reading() -> bool:
             return store.reading == 2
