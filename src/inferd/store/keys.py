@@ -129,11 +129,14 @@ class KeyStore:
             if values.get("webhook_secret"):
                 values = {**values,
                           "webhook_secret": self.db.secrets.seal(values["webhook_secret"])}
-            result = await conn.execute(
-                sa.insert(api_keys).values(**values, created_at=now, updated_at=now))
-            key_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
-            row = (await conn.execute(sa.select(api_keys)
-                                      .where(api_keys.c.id == key_id))).one()
+            insert = sa.insert(api_keys).values(**values, created_at=now, updated_at=now)
+            if conn.dialect.insert_returning:  # one round trip fewer
+                row = (await conn.execute(insert.returning(*api_keys.c))).one()
+            else:
+                result = await conn.execute(insert)
+                key_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+                row = (await conn.execute(sa.select(api_keys)
+                                          .where(api_keys.c.id == key_id))).one()
             await _record_change(conn, row.id, row.key_hash)
         return self._row(row)
 
