@@ -3,16 +3,18 @@ MariaDB."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import sqlalchemy as sa
 
 from inferd.auth.admin import KeyAdmin, KeySpec, KeyUpdate
 from inferd.auth.keys import KeyRing, hash_key
-from inferd.errors import Conflict
+from inferd.errors import AuthenticationFailed, Conflict
 from inferd.store import keys as keys_store
 from inferd.store.db import Database
 from inferd.store.keys import KeyStore
-from inferd.store.tables_control import api_key_changes
+from inferd.store.tables_control import api_key_changes, api_keys
 
 
 async def _pages(admin: KeyAdmin, limit: int, **search: str) -> list[list[str]]:
@@ -142,5 +144,36 @@ async def test_a_second_ring_reads_only_the_changed_keys(database: Database) -> 
         assert await ring.refresh()
         assert ring.authenticate(used["key"]).rpm == 2
         assert ring.count == 1 and ring.has_admin
+    finally:
+        await ring.close()
+
+
+async def test_a_change_committed_after_a_later_one_is_not_missed(database: Database) -> None:
+    """Creations run side by side: the feed id one took may commit after a higher one, and a
+    ring that read past it looks for it again."""
+    if database.dialect == "sqlite":
+        pytest.skip("SQLite runs one write transaction at a time")
+    chosen = "sk-chosen-late-commit-0123456789"
+    ring = KeyRing(KeyStore(database), refresh_seconds=3600)
+    await ring.start()
+    admin = KeyAdmin(KeyStore(database))
+    try:
+        with pytest.raises(AuthenticationFailed):  # remembered as unknown
+            await ring.authenticate_fresh(chosen)
+        async with database.engine.connect() as slow:
+            transaction = await slow.begin()
+            now = time.time()
+            made = await slow.execute(
+                sa.insert(api_keys).values(
+                    name="late", key_hash=hash_key(chosen), prefix="sk-c", scope="user",
+                    enabled=True, webhook_secret="", created_at=now, updated_at=now))
+            key_id = made.inserted_primary_key[0]
+            await slow.execute(sa.insert(api_key_changes).values(
+                key_id=key_id, key_hash=hash_key(chosen), changed_at=now))
+            await admin.create(KeySpec(name="quick"))  # a higher id, committed first
+            assert await ring.refresh()
+            await transaction.commit()
+        assert await ring.refresh()  # the skipped id, looked for again
+        assert (await ring.authenticate_fresh(chosen)).name == "late"
     finally:
         await ring.close()

@@ -57,6 +57,12 @@ TOUCHED_SIZE = 4096
 # A ring that could not read the change feed for this long starts its cache over (the feed
 # keeps ``CHANGE_RETENTION_SECONDS``).
 STALE_SECONDS = CHANGE_RETENTION_SECONDS / 2
+# An id the feed skipped (its transaction had not committed yet, or was rolled back) is looked
+# for again on each read for this long; at most this many at once, and only after a jump of at
+# most ``MAX_GAP`` ids.
+GAP_SECONDS = 30.0
+MAX_GAPS = 10_000
+MAX_GAP = 1_000
 
 
 def generate_key() -> str:
@@ -158,6 +164,7 @@ class KeyRing:
         self._touched: OrderedDict[str, int] = OrderedDict()
         self._forgotten = 0
         self._since = 0  # the last change of the feed applied
+        self._gaps: OrderedDict[int, float] = OrderedDict()  # skipped id -> seen at
         self._polled_at = 0.0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -181,6 +188,7 @@ class KeyRing:
         since = await self.store.last_change()
         self._reset()
         self._since = since
+        self._gaps.clear()
         self._polled_at = started
         self.has_admin = await self.store.has_usable_admin()
 
@@ -205,12 +213,33 @@ class KeyRing:
                 if not rows:
                     break
                 changed = True
+                self._note_gaps(rows, started)
                 await self._apply([(key_id, key_hash) for _, key_id, key_hash in rows])
                 self._since = rows[-1][0]
+            if self._gaps:
+                late = await self.store.changes_in(list(self._gaps))
+                for change_id, _, _ in late:
+                    self._gaps.pop(change_id, None)
+                if late:
+                    changed = True
+                    await self._apply([(key_id, key_hash) for _, key_id, key_hash in late])
+                while self._gaps and next(iter(self._gaps.values())) < started - GAP_SECONDS:
+                    self._gaps.popitem(last=False)
             self._polled_at = started
             if changed:
                 self.has_admin = await self.store.has_usable_admin()
             return changed
+
+    def _note_gaps(self, rows: list[tuple[int, int, str]], now: float) -> None:
+        """Remember the ids between the changes read that were not there (yet)."""
+        last = self._since
+        for change_id, _, _ in rows:
+            if change_id - last - 1 <= MAX_GAP:
+                for skipped in range(last + 1, change_id):
+                    self._gaps[skipped] = now
+            last = change_id
+        while len(self._gaps) > MAX_GAPS:
+            self._gaps.popitem(last=False)
 
     async def _apply(self, changes: list[tuple[int, str | None]]) -> None:
         """Forget the changed keys, then reload those this process held."""

@@ -1,11 +1,14 @@
 """Repository for API keys (``api_keys``) and the feed of key changes gateways poll.
 
-Every change to a key also writes a new random value under ``keys.version`` in the ``kv``
-table, first in its transaction (so key changes queue behind each other), and appends the key's
-id and hash to ``api_key_changes``. Because changes are serialized, the feed's ids grow in
-commit order: a gateway reads the rows after the last id it saw and reloads only those keys
-(``inferd.auth.keys.KeyRing``). Rows older than ``CHANGE_RETENTION_SECONDS`` are pruned by the
-writers now and then; a gateway that could not read the feed for longer starts its cache over.
+Every change to a key appends the key's id and hash to ``api_key_changes`` in its transaction;
+a gateway reads the rows after the last id it saw and reloads only those keys
+(``inferd.auth.keys.KeyRing``). Creations run side by side, so an id may commit after a higher
+one: a gateway looks again for the ids it skipped for a while (``KeyRing`` does). Rows older
+than ``CHANGE_RETENTION_SECONDS`` are pruned by the writers now and then; a gateway that could
+not read the feed for longer starts its cache over.
+
+Updates and deletes also write a new random value under ``keys.version`` in the ``kv`` table,
+first in their transaction, so that they queue behind each other (see ``_KeepAnAdmin``).
 
 A change that would leave no usable admin key (the last enabled, unexpired one deleted,
 disabled, expired or made a user key) is refused with ``Conflict``: nobody could manage keys
@@ -125,7 +128,8 @@ class KeyStore:
         """Insert a key (``values`` holds ``key_hash``, ``prefix``, ``webhook_secret`` too)."""
         now = time.time()
         async with self.db.engine.begin() as conn:
-            await _bump_version(conn)  # first, like every key change (see ``_KeepAnAdmin``)
+            # No ``keys.version`` write: a new key cannot remove the last admin key, and
+            # creations need not queue behind each other.
             if values.get("webhook_secret"):
                 values = {**values,
                           "webhook_secret": self.db.secrets.seal(values["webhook_secret"])}
@@ -193,6 +197,15 @@ class KeyStore:
                           api_key_changes.c.key_hash)
                 .where(api_key_changes.c.id > change_id)
                 .order_by(api_key_changes.c.id).limit(limit))
+            return [(int(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+    async def changes_in(self, change_ids: list[int]) -> list[tuple[int, int, str]]:
+        """The changes with these ids that exist (committed since they were looked for)."""
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(api_key_changes.c.id, api_key_changes.c.key_id,
+                          api_key_changes.c.key_hash)
+                .where(api_key_changes.c.id.in_(change_ids)).order_by(api_key_changes.c.id))
             return [(int(r[0]), int(r[1]), str(r[2])) for r in rows]
 
     async def has_usable_admin(self) -> bool:
