@@ -18,6 +18,8 @@ on SQLite) and measures
   refuses it.
 
 Prints one table of figures (the docs page ``docs/performance/keys.md`` holds a run).
+``--src DIR`` runs the gateways from another source tree (an earlier version, exported with
+``git archive``) for a side-by-side run.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import os
 import random
 import sqlite3
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -109,19 +112,20 @@ def fresh_postgres() -> str:
     return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + POSTGRES_DB
 
 
-def bulk_load(store: str, url: str, count: int) -> float:
-    """Migrate, then insert ``count`` keys by direct SQL; seconds it took to insert."""
-
-    async def migrate() -> None:
-        db = Database(
-            url.replace("postgresql://", "postgresql+asyncpg://")
-            if store == "postgresql"
-            else f"sqlite+aiosqlite:///{url}"
-        )
-        await db.migrate()
-        await db.close()
-
-    asyncio.run(migrate())
+def bulk_load(store: str, url: str, count: int, src: Path) -> float:
+    """Migrate (with the code in ``src``), then insert ``count`` keys by direct SQL; seconds
+    it took to insert."""
+    env = {
+        "PYTHONPATH": str(src),
+        "INFERD_DATA_DIR": str(WORK),
+        "INFERD_DATABASE_URL": url if store == "postgresql" else f"sqlite:///{url}",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "inferd", "migrate"],
+        check=True,
+        env={**os.environ, **env},
+        capture_output=True,
+    )
     data = rows(count)
     started = time.perf_counter()
     if store == "postgresql":
@@ -149,9 +153,16 @@ def bulk_load(store: str, url: str, count: int) -> float:
     return time.perf_counter() - started
 
 
-def start_gateway(store: str, url: str, data_dir: Path, **env: str) -> tuple[object, str, float]:
+def start_gateway(
+    store: str, url: str, data_dir: Path, src: Path, **env: str
+) -> tuple[object, str, float]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    base = {"INFERD_ADMIN_KEY": ADMIN_KEY, "INFERD_AUTH": "on", "INFERD_LOG_LEVEL": "warning"}
+    base = {
+        "INFERD_ADMIN_KEY": ADMIN_KEY,
+        "INFERD_AUTH": "on",
+        "INFERD_LOG_LEVEL": "warning",
+        "PYTHONPATH": str(src),
+    }
     started = time.perf_counter()
     if store == "postgresql":
         proc, base_url = harness.start_inferd(
@@ -169,6 +180,13 @@ def start_gateway(store: str, url: str, data_dir: Path, **env: str) -> tuple[obj
             timeout=600,
         )
     return proc, base_url, time.perf_counter() - started
+
+
+def cpu_seconds(proc: object) -> float:
+    """User + system CPU time of the process so far."""
+    stat = Path(f"/proc/{proc.pid}/stat").read_text()  # type: ignore[attr-defined]
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(proc: object) -> float:
@@ -272,7 +290,7 @@ def run_store(store: str, args: argparse.Namespace) -> list[tuple[str, str]]:
         for suffix in ("", "-wal", "-shm"):
             Path(url + suffix).unlink(missing_ok=True)
         ring_url = f"sqlite+aiosqlite:///{url}"
-    loaded = bulk_load(store, url, args.keys)
+    loaded = bulk_load(store, url, args.keys, args.src)
     figures.append(("bulk load (direct SQL)", f"{args.keys:,} keys in {loaded:.1f} s"))
     prefix = f"bench-keys-{uuid.uuid4().hex[:8]}"
     redis = (
@@ -282,13 +300,21 @@ def run_store(store: str, args: argparse.Namespace) -> list[tuple[str, str]]:
     )
     procs = []
     try:
-        proc, base_url, took = start_gateway(store, url, work / "gw1", **redis)
+        proc, base_url, took = start_gateway(store, url, work / "gw1", args.src, **redis)
         procs.append(proc)
         figures.append(("gateway start (to /ready)", f"{took:.1f} s"))
         figures.append(("gateway RSS after start", f"{rss_mb(proc):.0f} MB"))
+        cpu = cpu_seconds(proc)
         rate = asyncio.run(create_keys(base_url, args.create))
+        per_key = (cpu_seconds(proc) - cpu) / args.create * 1000
         figures.append(
             ("key creation via API, 16 at a time", f"{rate:.0f} keys/s ({args.create} keys)")
+        )
+        figures.append(
+            (
+                "gateway CPU per key created (keys/s one core allows)",
+                f"{per_key:.2f} ms ({1000 / per_key:.0f}/s)",
+            )
         )
         sample = [bench_key(i) for i in random.Random(7).sample(range(args.keys), args.auth)]
         http = asyncio.run(http_auth(base_url, sample))
@@ -300,14 +326,16 @@ def run_store(store: str, args: argparse.Namespace) -> list[tuple[str, str]]:
             }[phase]
             figures.append((f"HTTP GET /v1/models ms p50 / p99: {label}", fmt(http[phase])))
         figures.append((f"gateway RSS after {args.auth:,} keys used", f"{rss_mb(proc):.0f} MB"))
+        if args.src != ROOT / "src":
+            return figures  # another version's gateway: no ring call, no revocation here
         other = [bench_key(i) for i in random.Random(8).sample(range(args.keys), args.auth)]
         ring = asyncio.run(ring_auth(ring_url, other))
         figures.append(("KeyRing.authenticate_fresh ms p50 / p99: first use", fmt(ring["cold"])))
         figures.append(("KeyRing.authenticate_fresh ms p50 / p99: cached", fmt(ring["warm"])))
         if store == "postgresql":
-            proc2, url2, _ = start_gateway(store, url, work / "gw2", **redis)
+            proc2, url2, _ = start_gateway(store, url, work / "gw2", args.src, **redis)
             procs.append(proc2)
-            proc3, url3, _ = start_gateway(store, url, work / "gw3")  # no Redis: the poll
+            proc3, url3, _ = start_gateway(store, url, work / "gw3", args.src)  # no Redis: the poll
             procs.append(proc3)
             times = []
             for _ in range(args.revocations):
@@ -341,6 +369,13 @@ def main() -> None:
     parser.add_argument("--create", type=int, default=2000, help="keys created via the API")
     parser.add_argument("--auth", type=int, default=2000, help="random keys authenticated")
     parser.add_argument("--revocations", type=int, default=5)
+    parser.add_argument(
+        "--src",
+        type=Path,
+        default=ROOT / "src",
+        help="run the gateways from this source tree (another version, side by side: start, "
+        "memory, creation and the HTTP figures only)",
+    )
     args = parser.parse_args()
     os.environ.pop("INFERD_DATABASE_URL", None)
     for store in args.stores.split(","):

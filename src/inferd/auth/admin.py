@@ -116,9 +116,10 @@ class KeyAdmin:
         self.storage = storage  # the default storage quota: (bytes, objects)
 
     async def _changed(self, row: dict[str, Any] | None, key_id: int,
-                       key_hash: str | None) -> None:
+                       key_hash: str | None, change_id: int | None) -> None:
         if self.ring is not None:
-            await self.ring.changed(row, key_id=str(key_id), key_hash=key_hash)
+            await self.ring.changed(row, key_id=str(key_id), key_hash=key_hash,
+                                    change_id=change_id)
 
     async def create(self, spec: KeySpec, *, key: str | None = None) -> dict[str, Any]:
         """A new key; the answer holds the key itself, which is never shown again."""
@@ -135,7 +136,7 @@ class KeyAdmin:
         values.update(key_hash=hash_key(secret), prefix=display_prefix(secret),
                       webhook_secret=new_webhook_secret(), enabled=True)
         row = await self.store.create(values)
-        await self._changed(row, row["id"], row["key_hash"])
+        await self._changed(row, row["id"], row["key_hash"], row.get("change_id"))
         return key_view(row, key=secret)
 
     async def page(self, *, after: int | None = None, limit: int = 100,
@@ -171,17 +172,17 @@ class KeyAdmin:
         if row is None:
             raise NotFound(f"No API key with id {key_id}.", code="key_not_found")
         if values:
-            await self._changed(row, key_id, row["key_hash"])
+            await self._changed(row, key_id, row["key_hash"], row.get("change_id"))
         return key_view(row)
 
     async def disable(self, key_id: int) -> dict[str, Any]:
         return await self.update(key_id, KeyUpdate(enabled=False))
 
     async def delete(self, key_id: int) -> None:
-        key_hash = await self.store.delete(key_id)
-        if key_hash is None:
+        deleted = await self.store.delete(key_id)
+        if deleted is None:
             raise NotFound(f"No API key with id {key_id}.", code="key_not_found")
-        await self._changed(None, key_id, key_hash)
+        await self._changed(None, key_id, *deleted)
 
     async def revoke(self, key_id: int) -> Literal["deleted", "disabled"]:
         """The proxy toolkit's rule: a key that was used is disabled (its usage stays), an

@@ -63,6 +63,8 @@ STALE_SECONDS = CHANGE_RETENTION_SECONDS / 2
 GAP_SECONDS = 30.0
 MAX_GAPS = 10_000
 MAX_GAP = 1_000
+# Changes this process made itself, remembered to be skipped in the feed (at most).
+OWN_SIZE = 100_000
 
 
 def generate_key() -> str:
@@ -165,6 +167,7 @@ class KeyRing:
         self._forgotten = 0
         self._since = 0  # the last change of the feed applied
         self._gaps: OrderedDict[int, float] = OrderedDict()  # skipped id -> seen at
+        self._own: OrderedDict[int, None] = OrderedDict()  # changes made (and applied) here
         self._polled_at = 0.0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -214,7 +217,7 @@ class KeyRing:
                     break
                 changed = True
                 self._note_gaps(rows, started)
-                await self._apply([(key_id, key_hash) for _, key_id, key_hash in rows])
+                await self._apply_feed(rows)
                 self._since = rows[-1][0]
             if self._gaps:
                 late = await self.store.changes_in(list(self._gaps))
@@ -222,7 +225,7 @@ class KeyRing:
                     self._gaps.pop(change_id, None)
                 if late:
                     changed = True
-                    await self._apply([(key_id, key_hash) for _, key_id, key_hash in late])
+                    await self._apply_feed(late)
                 while self._gaps and next(iter(self._gaps.values())) < started - GAP_SECONDS:
                     self._gaps.popitem(last=False)
             self._polled_at = started
@@ -240,6 +243,17 @@ class KeyRing:
             last = change_id
         while len(self._gaps) > MAX_GAPS:
             self._gaps.popitem(last=False)
+
+    async def _apply_feed(self, rows: list[tuple[int, int, str]]) -> None:
+        """Apply changes read from the feed but those made here."""
+        changes: list[tuple[int, str | None]] = []
+        for change_id, key_id, key_hash in rows:
+            if change_id in self._own:
+                del self._own[change_id]
+            else:
+                changes.append((key_id, key_hash))
+        if changes:
+            await self._apply(changes)
 
     async def _apply(self, changes: list[tuple[int, str | None]]) -> None:
         """Forget the changed keys, then reload those this process held."""
@@ -265,8 +279,13 @@ class KeyRing:
             await self.refresh()
 
     async def changed(self, row: dict[str, Any] | None, *, key_id: str,
-                      key_hash: str | None) -> None:
-        """This process changed a key: ``row`` is it now (``None``: deleted)."""
+                      key_hash: str | None, change_id: int | None = None) -> None:
+        """This process changed a key: ``row`` is it now (``None``: deleted); ``change_id``,
+        the change's id in the feed, is skipped when the feed is read (applied here now)."""
+        if change_id:
+            self._own[change_id] = None
+            while len(self._own) > OWN_SIZE:
+                self._own.popitem(last=False)
         self.forget(key_id, key_hash)
         if row is not None:
             await self._install(row, self._epoch)

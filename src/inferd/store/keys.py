@@ -57,15 +57,19 @@ async def _bump_version(conn: AsyncConnection) -> None:
                                .values(value=value, updated_at=now))
 
 
-async def _record_change(conn: AsyncConnection, key_id: int, key_hash: str) -> None:
-    """Append the change to the feed (inside the change's transaction, after the version)."""
+_INSERT_CHANGE = sa.insert(api_key_changes)
+_PRUNE = sa.delete(api_key_changes).where(api_key_changes.c.changed_at < sa.bindparam("before"))
+
+
+async def _record_change(conn: AsyncConnection, key_id: int, key_hash: str) -> int:
+    """Append the change to the feed (inside the change's transaction); its id."""
     now = time.time()
-    result = await conn.execute(sa.insert(api_key_changes).values(
-        key_id=key_id, key_hash=key_hash, changed_at=now))
-    change_id = result.inserted_primary_key[0] if result.inserted_primary_key else 0
+    result = await conn.execute(_INSERT_CHANGE, {"key_id": key_id, "key_hash": key_hash,
+                                                 "changed_at": now})
+    change_id = int(result.inserted_primary_key[0]) if result.inserted_primary_key else 0
     if change_id and change_id % PRUNE_EVERY == 0:
-        await conn.execute(sa.delete(api_key_changes).where(
-            api_key_changes.c.changed_at < now - CHANGE_RETENTION_SECONDS))
+        await conn.execute(_PRUNE, {"before": now - CHANGE_RETENTION_SECONDS})
+    return change_id
 
 
 async def _usable_admins(conn: AsyncConnection) -> int:
@@ -105,6 +109,9 @@ class _KeepAnAdmin:
                            "before deleting, disabling or demoting it.", code="last_admin_key")
 
 
+_INSERT_KEY_RETURNING = sa.insert(api_keys).returning(*api_keys.c)
+
+
 class KeyStore:
     """Create, read, update and delete API key rows (``webhook_secret`` is stored encrypted:
     ``Database.secrets``)."""
@@ -125,7 +132,8 @@ class KeyStore:
         return None if row is None else str(row[0])
 
     async def create(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Insert a key (``values`` holds ``key_hash``, ``prefix``, ``webhook_secret`` too)."""
+        """Insert a key (``values`` holds ``key_hash``, ``prefix``, ``webhook_secret`` too);
+        the row, with ``change_id``: its change in the feed (likewise ``update``)."""
         now = time.time()
         async with self.db.engine.begin() as conn:
             # No ``keys.version`` write: a new key cannot remove the last admin key, and
@@ -133,16 +141,16 @@ class KeyStore:
             if values.get("webhook_secret"):
                 values = {**values,
                           "webhook_secret": self.db.secrets.seal(values["webhook_secret"])}
-            insert = sa.insert(api_keys).values(**values, created_at=now, updated_at=now)
+            params = {**values, "created_at": now, "updated_at": now}
             if conn.dialect.insert_returning:  # one round trip fewer
-                row = (await conn.execute(insert.returning(*api_keys.c))).one()
+                row = (await conn.execute(_INSERT_KEY_RETURNING, params)).one()
             else:
-                result = await conn.execute(insert)
+                result = await conn.execute(sa.insert(api_keys), params)
                 key_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
                 row = (await conn.execute(sa.select(api_keys)
                                           .where(api_keys.c.id == key_id))).one()
-            await _record_change(conn, row.id, row.key_hash)
-        return self._row(row)
+            change = await _record_change(conn, row.id, row.key_hash)
+        return {**self._row(row), "change_id": change}
 
     async def page(self, *, after: int | None = None, limit: int = 100,
                    owner: str | None = None, team: str | None = None,
@@ -245,13 +253,13 @@ class KeyStore:
                                           .where(api_keys.c.id == key_id))).first()
                 if row is None:
                     raise _NoSuchKey  # rolls the version change back
-                await _record_change(conn, row.id, row.key_hash)
+                change = await _record_change(conn, row.id, row.key_hash)
         except _NoSuchKey:
             return None
-        return self._row(row)
+        return {**self._row(row), "change_id": change}
 
-    async def delete(self, key_id: int) -> str | None:
-        """Delete a key; its hash, or ``None`` when it does not exist."""
+    async def delete(self, key_id: int) -> tuple[str, int] | None:
+        """Delete a key; its hash and the change's id, or ``None`` when it does not exist."""
         try:
             async with self.db.engine.begin() as conn:
                 async with _KeepAnAdmin(conn):
@@ -261,10 +269,10 @@ class KeyStore:
                                                 .where(api_keys.c.id == key_id))
                 if not result.rowcount or key_hash is None:
                     raise _NoSuchKey
-                await _record_change(conn, key_id, str(key_hash))
+                change = await _record_change(conn, key_id, str(key_hash))
         except _NoSuchKey:
             return None
-        return str(key_hash)
+        return str(key_hash), change
 
     async def has_usage(self, key_id: int) -> bool:
         async with self.db.engine.connect() as conn:
