@@ -110,6 +110,21 @@ class _KeepAnAdmin:
 
 
 _INSERT_KEY_RETURNING = sa.insert(api_keys).returning(*api_keys.c)
+_KEY_COLUMNS = [c.name for c in api_keys.c if c.name != "id"]
+
+
+def _insert_key_and_change() -> sa.Select[Any]:
+    """PostgreSQL: insert a key and its change in one statement (``INSERT`` in a CTE)."""
+    key = (sa.insert(api_keys).values({c: sa.bindparam(c) for c in _KEY_COLUMNS})
+           .returning(*api_keys.c).cte("made_key"))
+    change = (sa.insert(api_key_changes)
+              .from_select(["key_id", "key_hash", "changed_at"],
+                           sa.select(key.c.id, key.c.key_hash, key.c.updated_at))
+              .returning(api_key_changes.c.id).cte("made_change"))
+    return sa.select(key, change.c.id.label("change_id")).select_from(key.join(change, sa.true()))
+
+
+_INSERT_KEY_AND_CHANGE = _insert_key_and_change()
 
 
 class KeyStore:
@@ -135,13 +150,25 @@ class KeyStore:
         """Insert a key (``values`` holds ``key_hash``, ``prefix``, ``webhook_secret`` too);
         the row, with ``change_id``: its change in the feed (likewise ``update``)."""
         now = time.time()
+        if values.get("webhook_secret"):
+            values = {**values, "webhook_secret": self.db.secrets.seal(values["webhook_secret"])}
+        params = {**values, "created_at": now, "updated_at": now}
+        # No ``keys.version`` write: a new key cannot remove the last admin key, and creations
+        # need not queue behind each other.
+        if self.db.dialect == "postgresql":
+            # The key and its change in one statement (atomic on its own): one round trip.
+            full = {**dict.fromkeys(_KEY_COLUMNS), "name": "", "enabled": True, **params}
+            async with self.db.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                made = (await conn.execute(_INSERT_KEY_AND_CHANGE, full)).one()
+                change = int(made.change_id)
+                if change % PRUNE_EVERY == 0:
+                    await conn.execute(_PRUNE, {"before": now - CHANGE_RETENTION_SECONDS})
+            key = {str(k): v for k, v in made._mapping.items() if k != "change_id"}
+            if key.get("webhook_secret"):
+                key["webhook_secret"] = self.db.secrets.open(key["webhook_secret"])
+            return {**key, "change_id": change}
         async with self.db.engine.begin() as conn:
-            # No ``keys.version`` write: a new key cannot remove the last admin key, and
-            # creations need not queue behind each other.
-            if values.get("webhook_secret"):
-                values = {**values,
-                          "webhook_secret": self.db.secrets.seal(values["webhook_secret"])}
-            params = {**values, "created_at": now, "updated_at": now}
             if conn.dialect.insert_returning:  # one round trip fewer
                 row = (await conn.execute(_INSERT_KEY_RETURNING, params)).one()
             else:
