@@ -332,7 +332,7 @@ def run_store(store: str, args: argparse.Namespace) -> list[tuple[str, str]]:
         ring = asyncio.run(ring_auth(ring_url, other))
         figures.append(("KeyRing.authenticate_fresh ms p50 / p99: first use", fmt(ring["cold"])))
         figures.append(("KeyRing.authenticate_fresh ms p50 / p99: cached", fmt(ring["warm"])))
-        if store == "postgresql":
+        if store == "postgresql" and args.revocations:
             proc2, url2, _ = start_gateway(store, url, work / "gw2", args.src, **redis)
             procs.append(proc2)
             proc3, url3, _ = start_gateway(store, url, work / "gw3", args.src)  # no Redis: the poll
