@@ -97,7 +97,16 @@ def test_searches_by_owner_team_name_and_prefix(
 
 
 @pytest.mark.parametrize(
-    "params", [{"limit": 0}, {"limit": 1001}, {"after": -1}, {"after": "x"}, {"owner": "o" * 192}]
+    "params",
+    [
+        {"limit": 0},
+        {"limit": 1001},
+        {"after": -1},
+        {"after": "x"},
+        {"owner": "o" * 192},
+        {"search": "a\x00b"},
+        {"team": "\x00"},
+    ],
 )
 def test_bad_list_parameters_are_a_400(server: InferdProcess, params: dict[str, Any]) -> None:
     answer = _get(server, **params)

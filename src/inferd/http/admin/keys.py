@@ -16,6 +16,7 @@ from inferd.schemas import answers as a
 from inferd.schemas import answers_control as c
 
 router = APIRouter(prefix="/admin/v1/keys", tags=["admin"])
+NO_NUL = r"^[^\x00]*$"  # no column holds NUL (PostgreSQL refuses it)
 
 
 def get_key_admin(services: ServicesDep, _admin: AdminDep) -> KeyAdmin:
@@ -34,14 +35,16 @@ async def create_key(request: Request, admin: KeyAdminDep) -> Response:
 
 
 @endpoint(router, "GET", "", access="admin", answer=c.ApiKeyList, errors=(503,))
-async def list_keys(admin: KeyAdminDep,
-                    after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
-                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                    owner: Annotated[str | None, Query(max_length=191)] = None,
-                    team: Annotated[str | None, Query(max_length=191)] = None,
-                    name: Annotated[str | None, Query(max_length=200)] = None,
-                    prefix: Annotated[str | None, Query(max_length=32)] = None,
-                    search: Annotated[str | None, Query(max_length=200)] = None) -> Response:
+async def list_keys(
+        admin: KeyAdminDep,
+        after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        owner: Annotated[str | None, Query(max_length=191, pattern=NO_NUL)] = None,
+        team: Annotated[str | None, Query(max_length=191, pattern=NO_NUL)] = None,
+        name: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
+        prefix: Annotated[str | None, Query(max_length=32, pattern=NO_NUL)] = None,
+        search: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
+) -> Response:
     """Keys by id, ``limit`` after the id ``after`` (``has_more``: another page follows, from
     ``last_id``). ``owner`` and ``team`` match exactly, ``name`` and ``prefix`` (the display
     prefix, ``sk-inferd-AbCd``) from the start, ``search`` anywhere in any of them."""
