@@ -281,7 +281,8 @@ class Settings(BaseSettings):
     auth_failure_limit: int = Field(default=30, ge=0)
     auth_failure_window_seconds: float = Field(default=60.0, gt=0.0, le=86400.0)
     # Seconds between reads of the feed of key changes (the revocation delay without Redis;
-    # one indexed query that usually returns nothing).
+    # one indexed query that usually returns nothing). Above 300 s (half the feed's retention)
+    # each read starts the key cache over.
     key_refresh_seconds: float = Field(default=0.5, gt=0.0, le=3600.0)
     # API keys whose principals each process keeps in memory (the least recently used go
     # first; others are read by their hash when presented).
