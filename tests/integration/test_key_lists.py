@@ -165,11 +165,22 @@ async def test_a_change_committed_after_a_later_one_is_not_missed(database: Data
             now = time.time()
             made = await slow.execute(
                 sa.insert(api_keys).values(
-                    name="late", key_hash=hash_key(chosen), prefix="sk-c", scope="user",
-                    enabled=True, webhook_secret="", created_at=now, updated_at=now))
+                    name="late",
+                    key_hash=hash_key(chosen),
+                    prefix="sk-c",
+                    scope="user",
+                    enabled=True,
+                    webhook_secret="",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
             key_id = made.inserted_primary_key[0]
-            await slow.execute(sa.insert(api_key_changes).values(
-                key_id=key_id, key_hash=hash_key(chosen), changed_at=now))
+            await slow.execute(
+                sa.insert(api_key_changes).values(
+                    key_id=key_id, key_hash=hash_key(chosen), changed_at=now
+                )
+            )
             await admin.create(KeySpec(name="quick"))  # a higher id, committed first
             assert await ring.refresh()
             await transaction.commit()
