@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 
 import httpx
@@ -44,7 +45,7 @@ from harness import ROOT
 
 sys.path.insert(0, str(ROOT / "src"))
 
-from inferd.auth.keys import KeyRing
+from inferd.auth.keys import KeyRing, _Entry, principal_from_row
 from inferd.store.db import Database
 from inferd.store.keys import KeyStore
 
@@ -362,6 +363,32 @@ def run_store(store: str, args: argparse.Namespace) -> list[tuple[str, str]]:
     return figures
 
 
+def cached_key_bytes(count: int = 20_000) -> float:
+    """Bytes a cached key's principal takes (``tracemalloc`` over ``count`` of them, built from
+    rows like the bulk keys', as the ring builds them)."""
+    import tracemalloc
+
+    now = time.time()
+    tracemalloc.start()
+    held: OrderedDict[str, _Entry] = OrderedDict()  # as the ring holds them: by hash, by id
+    ids: dict[str, str] = {}
+    for i, row in enumerate(rows(count)):
+        values = dict(zip(COLUMNS, row, strict=True))
+        values.update(
+            id=1_000_000 + i,
+            models=None,
+            extra={},
+            webhook_secret="whsec_" + "x" * 40,
+            created_at=now,
+            updated_at=now,
+        )
+        held[values["key_hash"]] = _Entry(values["key_hash"], principal_from_row(values), True)
+        ids[str(values["id"])] = values["key_hash"]
+    used = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return used / len(held)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stores", default="postgresql,sqlite")
@@ -382,6 +409,11 @@ def main() -> None:
         print(f"\n== {store}: {args.keys:,} keys", flush=True)
         for name, value in run_store(store, args):
             print(f"  {name:<66} {value}", flush=True)
+    per_key = cached_key_bytes()
+    print(
+        f"\na cached key's principal: {per_key:.0f} bytes "
+        f"({per_key * 100_000 / 2**20:.0f} MB for a full cache of 100,000)"
+    )
     print(f"\n(load average: {harness.load_average()})")
 
 
