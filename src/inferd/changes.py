@@ -2,8 +2,9 @@
 
 When a key is created, changed or revoked, or a model or replica is added, changed or removed
 (an engine registering itself included), the process that made the change publishes the topic
-(``keys`` or ``catalog``) on ``<redis_prefix>:changes``; every process reloads that part at once
-instead of on its next poll. The polls stay as the fallback when Redis is away.
+(``keys`` or ``catalog``) on ``<redis_prefix>:changes``, with what changed after a colon when
+it says (``keys:42``: the key with id 42); every process applies that change at once instead of
+on its next poll. The polls stay as the fallback when Redis is away.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import redis.asyncio as aioredis
 
 log = logging.getLogger("inferd.changes")
 
-Handler = Callable[[], Awaitable[Any]]
+# Called with what changed ("" when the message names only the topic).
+Handler = Callable[[str], Awaitable[Any]]
 
 
 class ChangeBus:
@@ -31,10 +33,10 @@ class ChangeBus:
         self._listener: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
-    async def publish(self, topic: str) -> None:
+    async def publish(self, topic: str, what: str = "") -> None:
         """Tell every process; a Redis outage only delays the change until the next poll."""
         try:
-            await self.redis.publish(self.channel, topic)
+            await self.redis.publish(self.channel, f"{topic}:{what}" if what else topic)
         except Exception as exc:  # the polls still carry the change
             log.warning("could not publish the %s change: %s", topic, exc)
 
@@ -54,9 +56,10 @@ class ChangeBus:
                     async for message in pubsub.listen():
                         if message.get("type") != "message":
                             continue
-                        handler = handlers.get(bytes(message["data"]).decode())
+                        topic, _, what = bytes(message["data"]).decode().partition(":")
+                        handler = handlers.get(topic)
                         if handler is not None:
-                            await _run(handler)
+                            await _run(handler, what)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis restarted: subscribe again
@@ -72,8 +75,8 @@ class ChangeBus:
             await self.redis.aclose()
 
 
-async def _run(handler: Handler) -> None:
+async def _run(handler: Handler, what: str) -> None:
     try:
-        await handler()
+        await handler(what)
     except Exception:  # a reload that fails now is retried by the next poll
         log.warning("reload after a change notification failed", exc_info=True)

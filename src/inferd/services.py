@@ -114,7 +114,7 @@ class Services:
                                       queue_engine=queue_engines(settings, stack))
         stack.push_async_callback(catalog.close)
         if bus is not None:
-            bus.listen({"catalog": catalog.sync, "keys": auth.keys.refresh})
+            bus.listen({"catalog": lambda _: catalog.sync(), "keys": auth.keys.apply_announcement})
             stack.push_async_callback(bus.close)  # stops listening before the catalog closes
         await start_role(settings, db, catalog, stack, {s.name: e for s, e in engines})
         # Jobs run as their submitter's key (limits, allow-list, webhook secret), also after

@@ -288,8 +288,13 @@ class Settings(BaseSettings):
     # refused to a key are counted per client address and written once per window.
     audit_retention_days: float = Field(default=365.0, ge=0.0, le=36500.0)
     audit_failure_window_seconds: float = Field(default=60.0, gt=0.0, le=86400.0)
-    # Seconds between checks for keys changed by another gateway (revocation delay).
-    key_refresh_seconds: float = Field(default=2.0, gt=0.0, le=3600.0)
+    # Seconds between reads of the feed of key changes (the revocation delay without Redis;
+    # one indexed query that usually returns nothing). Above 300 s (half the feed's retention)
+    # each read starts the key cache over.
+    key_refresh_seconds: float = Field(default=0.5, gt=0.0, le=3600.0)
+    # API keys whose principals each process keeps in memory (the least recently used go
+    # first; others are read by their hash when presented).
+    key_cache_size: int = Field(default=100_000, ge=1)
     # Storage quota of each API key without its own (``storage_bytes`` / ``storage_objects``
     # of the key): the bytes and the number of files, contexts, stored responses and stored
     # pictures it may keep at once (0: no limit). Also the quota of the caller when keys are off.

@@ -212,6 +212,31 @@ def test_key_made_in_the_ui_works_in_the_sdk_with_its_limits(
     wait(d, lambda d: "ui-made" not in find(d, "#keys-table").text)
 
 
+def test_the_keys_page_loads_more_and_searches(server: InferdProcess, admin: Any) -> None:
+    d = admin
+    with httpx.Client(base_url=server.url, timeout=30,
+                      headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
+        for i in range(105):  # more than a page (100)
+            assert client.post("/admin/v1/keys", json={"name": f"paged-{i}"}).status_code == 201
+
+    def rows(d: Any) -> list[str]:
+        return [r.text for r in d.find_elements(_by(), "#keys-table tbody tr")]
+
+    page(d, server.url, "keys")
+    wait(d, lambda d: len(rows(d)) == 100 and find(d, "#keys-more").is_displayed())
+    assert not any("paged-104" in r for r in rows(d))
+    find(d, "#keys-more").click()
+    wait(d, lambda d: any("paged-104" in r for r in rows(d)))
+    wait(d, lambda d: not find(d, "#keys-more").is_displayed())
+    fill(d, "#key-search [name=search]", "paged-10")
+    find(d, "#key-search button[type=submit]").click()
+    wait(d, lambda d: sorted(r.split()[0] for r in rows(d)) == sorted(
+        ["paged-10"] + [f"paged-{i}" for i in range(100, 105)]))
+    fill(d, "#key-search [name=search]", "")
+    find(d, "#key-search button[type=submit]").click()
+    wait(d, lambda d: len(rows(d)) == 100)
+
+
 def test_prompt_made_in_the_ui_is_used_by_the_sdk(server: InferdProcess, admin: Any,
                                                    tmp_path: Path) -> None:
     d = admin

@@ -42,7 +42,7 @@ async def test_on_a_gateway_the_engines_key_is_the_engine_principal(
         admin = await auth.principal(ADMIN_KEY, "127.0.0.1")
         assert admin.is_admin and not admin.engine
         # no key row: it is known from the setting only, and only there
-        assert [k["name"] for k in await auth.admin.list()] == ["INFERD_ADMIN_KEY"]
+        assert [k["name"] for k in (await auth.admin.page())["data"]] == ["INFERD_ADMIN_KEY"]
     finally:
         await auth.close()
 

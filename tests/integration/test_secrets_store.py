@@ -75,14 +75,14 @@ async def test_secrets_are_encrypted_at_rest_and_rotated(database: Database,
         with pytest.raises(SecretKeyError):
             await ReplicaStore(handle(*keys)).catalogue()
         with pytest.raises(SecretKeyError):
-            await KeyStore(handle(*keys)).all()
+            await KeyStore(handle(*keys)).page()
 
     assert await secrets.rotate(handle(new, old)) == 3
     after = handle(new)
     assert all(v.startswith(PREFIX) for v in await _raw(after)) and await _raw(after) != raw
     _, records = await ReplicaStore(after).catalogue()
     assert records[0].id == replica.id and records[0].api_key == UPSTREAM
-    assert (await KeyStore(after).all())[0]["webhook_secret"] == hook_secret
+    assert (await KeyStore(after).page())[0]["webhook_secret"] == hook_secret
     assert await KeyValueStore(after).setdefault_secret(WEBHOOK_SECRET, "x") == "whsec_install"
     with pytest.raises(SecretKeyError):
         await ReplicaStore(handle(old)).catalogue()

@@ -1,7 +1,8 @@
 """Managing API keys: what the admin API, the proxy toolkit's routes and ``inferd keys`` share.
 
-``KeyAdmin`` validates a ``KeySpec`` / ``KeyUpdate``, writes through ``KeyStore`` and refreshes
-this process's ``KeyRing`` at once (other gateways follow within their refresh interval).
+``KeyAdmin`` validates a ``KeySpec`` / ``KeyUpdate``, writes through ``KeyStore`` and loads the
+changed key into this process's ``KeyRing`` at once (other gateways follow when the change is
+announced, else within their refresh interval). ``page`` lists keys by cursor.
 ``key_view`` is the one public shape of a key: never the hash, the secret key only on
 creation.
 """
@@ -123,11 +124,11 @@ class KeyAdmin:
                                     before=None if before is None else key_view(before),
                                     after=None if after is None else key_view(after))
 
-    async def _changed(self) -> None:
+    async def _changed(self, row: dict[str, Any] | None, key_id: int,
+                       key_hash: str | None, change_id: int | None) -> None:
         if self.ring is not None:
-            await self.ring.refresh()
-            if self.ring.announce is not None:
-                await self.ring.announce()
+            await self.ring.changed(row, key_id=str(key_id), key_hash=key_hash,
+                                    change_id=change_id)
 
     async def create(self, spec: KeySpec, *, key: str | None = None) -> dict[str, Any]:
         """A new key; the answer holds the key itself, which is never shown again."""
@@ -144,14 +145,21 @@ class KeyAdmin:
         values.update(key_hash=hash_key(secret), prefix=display_prefix(secret),
                       webhook_secret=new_webhook_secret(), enabled=True)
         row = await self.store.create(values)
-        await self._changed()
+        await self._changed(row, row["id"], row["key_hash"], row.get("change_id"))
         await self._record("key.create", row["id"], None, row)
         return key_view(row, key=secret)
 
-    async def list(self, *, owner: str | None = None, limit: int = 100,
-                   offset: int = 0) -> list[dict[str, Any]]:
-        return [key_view(r) for r in await self.store.list(owner=owner, limit=limit,
-                                                            offset=offset)]
+    async def page(self, *, after: int | None = None, limit: int = 100,
+                   **search: str | None) -> dict[str, Any]:
+        """A page of keys by id after ``after`` (OpenAI's list shape: ``has_more``,
+        ``first_id``, ``last_id``); ``search``: ``owner``, ``team``, ``name``, ``prefix``,
+        ``search`` (see ``KeyStore.page``)."""
+        rows = await self.store.page(after=after, limit=limit + 1, **search)
+        data = [key_view(r) for r in rows[:limit]]
+        return {"object": "list", "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+                "has_more": len(rows) > limit}
 
     async def get(self, key_id: int) -> dict[str, Any]:
         row = await self.store.get(key_id)
@@ -174,8 +182,8 @@ class KeyAdmin:
         row = await self.store.update(key_id, values) if values else await self.store.get(key_id)
         if row is None:
             raise NotFound(f"No API key with id {key_id}.", code="key_not_found")
-        await self._changed()
         if values:
+            await self._changed(row, key_id, row["key_hash"], row.get("change_id"))
             action = ("key.disable" if values == {"enabled": False} else
                       "key.enable" if values == {"enabled": True} else "key.update")
             await self._record(action, key_id, before, row)
@@ -186,9 +194,10 @@ class KeyAdmin:
 
     async def delete(self, key_id: int) -> None:
         before = await self.store.get(key_id) if self.audit is not None else None
-        if not await self.store.delete(key_id):
+        deleted = await self.store.delete(key_id)
+        if deleted is None:
             raise NotFound(f"No API key with id {key_id}.", code="key_not_found")
-        await self._changed()
+        await self._changed(None, key_id, *deleted)
         await self._record("key.delete", key_id, before, None)
 
     async def revoke(self, key_id: int) -> Literal["deleted", "disabled"]:

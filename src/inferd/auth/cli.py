@@ -24,6 +24,7 @@ from inferd.store.db import open_database
 from inferd.store.keys import KeyStore
 
 T = TypeVar("T")
+PAGE = 1000  # keys read at a time by ``inferd keys list``
 
 
 def _run(config: Path | None, work: Callable[[KeyAdmin], Awaitable[T]]) -> T:
@@ -106,11 +107,31 @@ def create(config: Path | None, **values: Any) -> None:
 
 @keys.command("list")
 @config_option
-@click.option("--owner", default=None)
-def list_keys(config: Path | None, owner: str | None) -> None:
-    """List keys (never the keys themselves)."""
-    for row in _run(config, lambda admin: admin.list(owner=owner, limit=100_000)):
-        click.echo(orjson.dumps(row).decode())
+@click.option("--owner", default=None, help="Only this owner's keys.")
+@click.option("--team", default=None, help="Only this team's keys.")
+@click.option("--name", default=None, help="Names starting with this.")
+@click.option("--prefix", default=None, help="Display prefixes starting with this.")
+@click.option("--search", default=None, help="In the name, owner, team or prefix.")
+@click.option("--after", type=int, default=None, help="Keys after this id.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="At most this many keys (default: all, read a page at a time).")
+def list_keys(config: Path | None, after: int | None, limit: int | None,
+              **search: str | None) -> None:
+    """List keys by id, one JSON line each (never the keys themselves)."""
+
+    async def pages(admin: KeyAdmin) -> None:
+        cursor, left = after, limit
+        while left is None or left > 0:
+            page = await admin.page(after=cursor, limit=min(PAGE, left or PAGE), **search)
+            for row in page["data"]:
+                click.echo(orjson.dumps(row).decode())
+            if left is not None:
+                left -= len(page["data"])
+            if not page["has_more"]:
+                break
+            cursor = page["last_id"]
+
+    _run(config, pages)
 
 
 @keys.command("get")

@@ -56,7 +56,7 @@ class Auth:
                     audit: AuditLog | None = None) -> Auth:
         """Apply the bootstrap rule, print a newly generated admin key once, load the keys.
 
-        ``on_load`` sees every key each time they are loaded; ``on_failure`` counts refused
+        ``on_load`` sees each key when it is loaded; ``on_failure`` counts refused
         keys and ``on_throttled`` the requests of throttled addresses. ``close`` stops the key
         refresh; ``announce`` tells the other processes that keys changed; ``audit`` records
         key changes and counts refused keys.
@@ -65,7 +65,8 @@ class Auth:
         generated = await bootstrap(settings, store, KeyValueStore(db))
         storage = (settings.storage_quota_bytes, settings.storage_quota_objects)
         keys = KeyRing(store, refresh_seconds=settings.key_refresh_seconds, on_load=on_load,
-                       storage=storage, announce=announce)
+                       storage=storage, cache_size=settings.key_cache_size,
+                       announce=announce)
         throttle = AuthThrottle(settings.auth_failure_limit,
                                 settings.auth_failure_window_seconds)
         engine = settings.role == "engine"
@@ -101,9 +102,9 @@ class Auth:
             return ENGINE
         if not self.enforcing:
             # Keys are off: any client may call; a known key still brings its limits.
-            known = self.keys.lookup(token) if token else None
-            return (self.keys.authenticate(token) if known is not None and token
-                    else self.open_mode)
+            if token and await self.keys.find(token) is not None:
+                return await self.keys.authenticate_fresh(token)
+            return self.open_mode
         try:
             self.throttle.check(address)
         except RateLimited:

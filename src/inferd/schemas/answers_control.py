@@ -48,8 +48,13 @@ class ApiKey(Answer):
 
 
 class ApiKeyList(Answer):
+    """A page of keys by id: the next one starts ``after`` this one's ``last_id``."""
+
     object: Literal["list"]
     data: list[ApiKey]
+    first_id: int | str | None
+    last_id: int | str | None
+    has_more: bool
 
 
 # -- models, replicas, engines -----------------------------------------------------------------

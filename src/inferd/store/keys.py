@@ -1,8 +1,14 @@
-"""Repository for API keys (``api_keys``) and the version counter gateways poll.
+"""Repository for API keys (``api_keys``) and the feed of key changes gateways poll.
 
-Every change to a key also writes a new random value under ``keys.version`` in the ``kv``
-table, in the same transaction; gateways compare that one value every few seconds and reload
-their in-memory key cache only when it changed.
+Every change to a key appends the key's id and hash to ``api_key_changes`` in its transaction;
+a gateway reads the rows after the last id it saw and reloads only those keys
+(``inferd.auth.keys.KeyRing``). Creations run side by side, so an id may commit after a higher
+one: a gateway looks again for the ids it skipped for a while (``KeyRing`` does). Rows older
+than ``CHANGE_RETENTION_SECONDS`` are pruned by the writers now and then; a gateway that could
+not read the feed for longer starts its cache over.
+
+Updates and deletes also write a new random value under ``keys.version`` in the ``kv`` table,
+first in their transaction, so that they queue behind each other (see ``_KeepAnAdmin``).
 
 A change that would leave no usable admin key (the last enabled, unexpired one deleted,
 disabled, expired or made a user key) is refused with ``Conflict``: nobody could manage keys
@@ -22,9 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from inferd.errors import Conflict
 from inferd.store.db import Database
 from inferd.store.tables import kv
-from inferd.store.tables_control import api_keys, usage_records
+from inferd.store.tables_control import api_key_changes, api_keys, usage_records
 
 VERSION_KEY = "keys.version"
+# Changes are kept this long (a gateway that has not read the feed for half of it starts over).
+CHANGE_RETENTION_SECONDS = 600.0
+# Every this many changes, a writer prunes the expired ones.
+PRUNE_EVERY = 256
 
 # Columns a caller may set on create or update (everything but ids, hashes and times).
 EDITABLE = frozenset({"name", "owner", "team", "scope", "models", "rpm", "tpm", "ipm",
@@ -45,6 +55,21 @@ async def _bump_version(conn: AsyncConnection) -> None:
         except sa.exc.IntegrityError:
             await conn.execute(sa.update(kv).where(kv.c.key == VERSION_KEY)
                                .values(value=value, updated_at=now))
+
+
+_INSERT_CHANGE = sa.insert(api_key_changes)
+_PRUNE = sa.delete(api_key_changes).where(api_key_changes.c.changed_at < sa.bindparam("before"))
+
+
+async def _record_change(conn: AsyncConnection, key_id: int, key_hash: str) -> int:
+    """Append the change to the feed (inside the change's transaction); its id."""
+    now = time.time()
+    result = await conn.execute(_INSERT_CHANGE, {"key_id": key_id, "key_hash": key_hash,
+                                                 "changed_at": now})
+    change_id = int(result.inserted_primary_key[0]) if result.inserted_primary_key else 0
+    if change_id and change_id % PRUNE_EVERY == 0:
+        await conn.execute(_PRUNE, {"before": now - CHANGE_RETENTION_SECONDS})
+    return change_id
 
 
 async def _usable_admins(conn: AsyncConnection) -> int:
@@ -84,6 +109,24 @@ class _KeepAnAdmin:
                            "before deleting, disabling or demoting it.", code="last_admin_key")
 
 
+_INSERT_KEY_RETURNING = sa.insert(api_keys).returning(*api_keys.c)
+_KEY_COLUMNS = [c.name for c in api_keys.c if c.name != "id"]
+
+
+def _insert_key_and_change() -> sa.Select[Any]:
+    """PostgreSQL: insert a key and its change in one statement (``INSERT`` in a CTE)."""
+    key = (sa.insert(api_keys).values({c: sa.bindparam(c) for c in _KEY_COLUMNS})
+           .returning(*api_keys.c).cte("made_key"))
+    change = (sa.insert(api_key_changes)
+              .from_select(["key_id", "key_hash", "changed_at"],
+                           sa.select(key.c.id, key.c.key_hash, key.c.updated_at))
+              .returning(api_key_changes.c.id).cte("made_change"))
+    return sa.select(key, change.c.id.label("change_id")).select_from(key.join(change, sa.true()))
+
+
+_INSERT_KEY_AND_CHANGE = _insert_key_and_change()
+
+
 class KeyStore:
     """Create, read, update and delete API key rows (``webhook_secret`` is stored encrypted:
     ``Database.secrets``)."""
@@ -104,32 +147,110 @@ class KeyStore:
         return None if row is None else str(row[0])
 
     async def create(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Insert a key (``values`` holds ``key_hash``, ``prefix``, ``webhook_secret`` too)."""
+        """Insert a key (``values`` holds ``key_hash``, ``prefix``, ``webhook_secret`` too);
+        the row, with ``change_id``: its change in the feed (likewise ``update``)."""
         now = time.time()
+        if values.get("webhook_secret"):
+            values = {**values, "webhook_secret": self.db.secrets.seal(values["webhook_secret"])}
+        params = {**values, "created_at": now, "updated_at": now}
+        # No ``keys.version`` write: a new key cannot remove the last admin key, and creations
+        # need not queue behind each other.
+        if self.db.dialect == "postgresql":
+            # The key and its change in one statement (atomic on its own): one round trip.
+            full = {**dict.fromkeys(_KEY_COLUMNS), "name": "", "enabled": True, **params}
+            async with self.db.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                made = (await conn.execute(_INSERT_KEY_AND_CHANGE, full)).one()
+                change = int(made.change_id)
+                if change % PRUNE_EVERY == 0:
+                    await conn.execute(_PRUNE, {"before": now - CHANGE_RETENTION_SECONDS})
+            key = {str(k): v for k, v in made._mapping.items() if k != "change_id"}
+            if key.get("webhook_secret"):
+                key["webhook_secret"] = self.db.secrets.open(key["webhook_secret"])
+            return {**key, "change_id": change}
         async with self.db.engine.begin() as conn:
-            await _bump_version(conn)  # first, like every key change (see ``_KeepAnAdmin``)
-            if values.get("webhook_secret"):
-                values = {**values,
-                          "webhook_secret": self.db.secrets.seal(values["webhook_secret"])}
-            result = await conn.execute(
-                sa.insert(api_keys).values(**values, created_at=now, updated_at=now))
-            key_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
-            row = (await conn.execute(sa.select(api_keys)
-                                      .where(api_keys.c.id == key_id))).one()
-        return self._row(row)
+            if conn.dialect.insert_returning:  # one round trip fewer
+                row = (await conn.execute(_INSERT_KEY_RETURNING, params)).one()
+            else:
+                result = await conn.execute(sa.insert(api_keys), params)
+                key_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+                row = (await conn.execute(sa.select(api_keys)
+                                          .where(api_keys.c.id == key_id))).one()
+            change = await _record_change(conn, row.id, row.key_hash)
+        return {**self._row(row), "change_id": change}
 
-    async def all(self) -> list[dict[str, Any]]:
-        async with self.db.engine.connect() as conn:
-            rows = await conn.execute(sa.select(api_keys).order_by(api_keys.c.id))
-            return [self._row(r) for r in rows]
-
-    async def list(self, *, owner: str | None = None, limit: int = 100,
-                   offset: int = 0) -> list[dict[str, Any]]:
-        query = sa.select(api_keys).order_by(api_keys.c.id).limit(limit).offset(offset)
+    async def page(self, *, after: int | None = None, limit: int = 100,
+                   owner: str | None = None, team: str | None = None,
+                   name: str | None = None, prefix: str | None = None,
+                   search: str | None = None) -> list[dict[str, Any]]:
+        """Up to ``limit`` keys by id after ``after``: ``owner`` and ``team`` match exactly,
+        ``name`` and ``prefix`` (the display prefix) from the start, ``search`` anywhere in
+        the name, owner, team or prefix (case-insensitive)."""
+        query = sa.select(api_keys).order_by(api_keys.c.id).limit(limit)
+        if after is not None:
+            query = query.where(api_keys.c.id > after)
         if owner is not None:
             query = query.where(api_keys.c.owner == owner)
+        if team is not None:
+            query = query.where(api_keys.c.team == team)
+        if name is not None:
+            query = query.where(api_keys.c.name.startswith(name, autoescape=True))
+        if prefix is not None:
+            query = query.where(api_keys.c.prefix.startswith(prefix, autoescape=True))
+        if search:
+            query = query.where(sa.or_(*(
+                sa.func.lower(column).contains(search.lower(), autoescape=True)
+                for column in (api_keys.c.name, api_keys.c.owner, api_keys.c.team,
+                               api_keys.c.prefix))))
         async with self.db.engine.connect() as conn:
             return [self._row(r) for r in await conn.execute(query)]
+
+    async def by_hash(self, key_hashes: list[str]) -> list[dict[str, Any]]:
+        """The keys with these hashes (an indexed lookup: ``key_hash`` is unique)."""
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(sa.select(api_keys)
+                                      .where(api_keys.c.key_hash.in_(key_hashes)))
+            return [self._row(r) for r in rows]
+
+    async def by_id(self, key_ids: list[int]) -> list[dict[str, Any]]:
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(sa.select(api_keys).where(api_keys.c.id.in_(key_ids)))
+            return [self._row(r) for r in rows]
+
+    async def last_change(self) -> int:
+        """The id of the newest change in the feed (0: none)."""
+        async with self.db.engine.connect() as conn:
+            value = (await conn.execute(sa.select(sa.func.max(api_key_changes.c.id)))).scalar()
+        return int(value or 0)
+
+    async def changes_since(self, change_id: int,
+                            limit: int = 10_000) -> list[tuple[int, int, str]]:
+        """``(change id, key id, key hash)`` of the changes after ``change_id``, oldest first."""
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(api_key_changes.c.id, api_key_changes.c.key_id,
+                          api_key_changes.c.key_hash)
+                .where(api_key_changes.c.id > change_id)
+                .order_by(api_key_changes.c.id).limit(limit))
+            return [(int(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+    async def changes_in(self, change_ids: list[int]) -> list[tuple[int, int, str]]:
+        """The changes with these ids that exist (committed since they were looked for)."""
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(api_key_changes.c.id, api_key_changes.c.key_id,
+                          api_key_changes.c.key_hash)
+                .where(api_key_changes.c.id.in_(change_ids)).order_by(api_key_changes.c.id))
+            return [(int(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+    async def has_usable_admin(self) -> bool:
+        """Whether an enabled, unexpired admin key exists (``scope`` is indexed)."""
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(sa.select(api_keys.c.id).where(
+                api_keys.c.scope == "admin", api_keys.c.enabled.is_(True),
+                sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > time.time()))
+                .limit(1))).first()
+        return row is not None
 
     async def get(self, key_id: int) -> dict[str, Any] | None:
         async with self.db.engine.connect() as conn:
@@ -148,27 +269,37 @@ class KeyStore:
         try:
             async with self.db.engine.begin() as conn:
                 async with _KeepAnAdmin(conn):
+                    if "key_hash" in values:  # the old hash must stop working everywhere
+                        old = (await conn.execute(sa.select(api_keys.c.key_hash)
+                                                  .where(api_keys.c.id == key_id))).scalar()
+                        if old is not None and old != values["key_hash"]:
+                            await _record_change(conn, key_id, str(old))
                     await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id)
                                        .values(**values, updated_at=time.time()))
                 row = (await conn.execute(sa.select(api_keys)
                                           .where(api_keys.c.id == key_id))).first()
                 if row is None:
                     raise _NoSuchKey  # rolls the version change back
+                change = await _record_change(conn, row.id, row.key_hash)
         except _NoSuchKey:
             return None
-        return self._row(row)
+        return {**self._row(row), "change_id": change}
 
-    async def delete(self, key_id: int) -> bool:
+    async def delete(self, key_id: int) -> tuple[str, int] | None:
+        """Delete a key; its hash and the change's id, or ``None`` when it does not exist."""
         try:
             async with self.db.engine.begin() as conn:
                 async with _KeepAnAdmin(conn):
+                    key_hash = (await conn.execute(sa.select(api_keys.c.key_hash)
+                                                   .where(api_keys.c.id == key_id))).scalar()
                     result = await conn.execute(sa.delete(api_keys)
                                                 .where(api_keys.c.id == key_id))
-                if not result.rowcount:
+                if not result.rowcount or key_hash is None:
                     raise _NoSuchKey
+                change = await _record_change(conn, key_id, str(key_hash))
         except _NoSuchKey:
-            return False
-        return True
+            return None
+        return str(key_hash), change
 
     async def has_usage(self, key_id: int) -> bool:
         async with self.db.engine.connect() as conn:

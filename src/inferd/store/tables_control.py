@@ -22,10 +22,10 @@ api_keys = sa.Table(
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(200), nullable=False, server_default=""),
     sa.Column("owner", sa.String(191), nullable=True, index=True),
-    sa.Column("team", sa.String(191), nullable=True),
+    sa.Column("team", sa.String(191), nullable=True, index=True),
     sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("prefix", sa.String(32), nullable=False),
-    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False, index=True),
     sa.Column("models", sa.JSON, nullable=True),  # null: every model
     sa.Column("rpm", sa.Integer, nullable=True),
     sa.Column("tpm", sa.Integer, nullable=True),
@@ -44,6 +44,17 @@ api_keys = sa.Table(
     sa.Column("extra", sa.JSON, nullable=True),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+# One row per key change (its own transaction's), read by gateways after the last one they saw
+# (``inferd.store.keys.KeyStore.changes_since``); pruned after ``CHANGE_RETENTION_SECONDS``.
+api_key_changes = sa.Table(
+    "api_key_changes", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("key_id", sa.BigInteger, nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("changed_at", sa.Double, nullable=False, index=True),
     sqlite_autoincrement=True,
 )
 

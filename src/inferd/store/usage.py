@@ -213,6 +213,8 @@ class UsageStore:
 
     async def image_units_since(self, starts: dict[str, float]) -> dict[str, int]:
         """Image cost units per key id since each key's own start time (image budgets)."""
+        if not starts:
+            return {}
         out: dict[str, int] = {}
         async with self.db.engine.connect() as conn:
             for key_id, start in starts.items():

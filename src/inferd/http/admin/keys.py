@@ -16,6 +16,7 @@ from inferd.schemas import answers as a
 from inferd.schemas import answers_control as c
 
 router = APIRouter(prefix="/admin/v1/keys", tags=["admin"])
+NO_NUL = r"^[^\x00]*$"  # no column holds NUL (PostgreSQL refuses it)
 
 
 def get_key_admin(services: ServicesDep, _admin: AdminDep) -> KeyAdmin:
@@ -34,11 +35,21 @@ async def create_key(request: Request, admin: KeyAdminDep) -> Response:
 
 
 @endpoint(router, "GET", "", access="audit", answer=c.ApiKeyList, errors=(503,))
-async def list_keys(admin: KeyAdminDep, owner: str | None = None,
-                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                    offset: Annotated[int, Query(ge=0)] = 0) -> Response:
-    keys = await admin.list(owner=owner, limit=limit, offset=offset)
-    return json_response({"object": "list", "data": keys})
+async def list_keys(
+        admin: KeyAdminDep,
+        after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        owner: Annotated[str | None, Query(max_length=191, pattern=NO_NUL)] = None,
+        team: Annotated[str | None, Query(max_length=191, pattern=NO_NUL)] = None,
+        name: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
+        prefix: Annotated[str | None, Query(max_length=32, pattern=NO_NUL)] = None,
+        search: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
+) -> Response:
+    """Keys by id, ``limit`` after the id ``after`` (``has_more``: another page follows, from
+    ``last_id``). ``owner`` and ``team`` match exactly, ``name`` and ``prefix`` (the display
+    prefix, ``sk-inferd-AbCd``) from the start, ``search`` anywhere in any of them."""
+    return json_response(await admin.page(after=after, limit=limit, owner=owner, team=team,
+                                          name=name, prefix=prefix, search=search))
 
 
 @endpoint(router, "GET", "/{key_id}", access="audit", answer=c.ApiKey, errors=(404, 503))

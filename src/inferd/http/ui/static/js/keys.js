@@ -1,5 +1,5 @@
 // API Keys: create with every limit (shown once, with Copy), spend against budget, edit,
-// disable, delete.
+// disable, delete; listed a page at a time ("Load more"), searched by name, owner, team, prefix.
 import { api, list } from "./api.js";
 import { $, $$, el, fillTable, fmtNum, fmtTime, formValues, rowButton, rowSay, say } from "./ui.js";
 
@@ -92,8 +92,29 @@ function showModels() {
   $("#key-model-list").hidden = $("#key-all-models").checked;
 }
 
+// The keys shown: pages of the list by cursor, for the search in the box.
+const PAGE = 100;
+let shown = [];
+let lastId = null;
+
+async function page(after) {
+  const query = new URLSearchParams({ limit: PAGE });
+  const search = $("#key-search").elements.search.value.trim();
+  if (search) query.set("search", search);
+  if (after !== null) query.set("after", after);
+  const answer = await api("GET", `/admin/v1/keys?${query}`);
+  shown = after === null ? list(answer) : shown.concat(list(answer));
+  lastId = answer.last_id ?? lastId;
+  $("#keys-more").hidden = !answer.has_more;
+  await render();
+}
+
 async function load() {
-  const keys = list(await api("GET", "/admin/v1/keys?limit=1000"));
+  await page(null);
+}
+
+async function render() {
+  const keys = shown;
   const used = await spend(keys);
   fillTable($("#keys-table"), keys, [
     ["name", (k) => el("strong", {}, k.name)],
@@ -168,6 +189,13 @@ export default {
     // The secret is shown once: it leaves the page when its dialog closes.
     $("#key-created").addEventListener("close", () => { $("#key-secret").textContent = ""; });
     $("#key-close").addEventListener("click", () => $("#key-created").close());
+    $("#key-search").addEventListener("submit", (event) => {
+      event.preventDefault();
+      load().catch((error) => say("#key-say", error.message));
+    });
+    $("#keys-more").addEventListener("click", () => {
+      page(lastId).catch((error) => say("#key-say", error.message));
+    });
     $("#key-form").addEventListener("reset", () => {
       editing = null;
       setTimeout(() => setModels(null)); // after the form's own reset of the boxes
