@@ -40,8 +40,9 @@ class ChangeBus:
         except Exception as exc:  # the polls still carry the change
             log.warning("could not publish the %s change: %s", topic, exc)
 
-    def announcer(self, topic: str) -> Handler:
-        """What tells every process that ``topic`` changed (``publish`` of that topic)."""
+    def announcer(self, topic: str) -> Callable[[str], Awaitable[None]]:
+        """What tells every process that ``topic`` changed (``publish`` of that topic, with
+        what changed: a key's id, or "" for the whole topic)."""
         return partial(self.publish, topic)
 
     def listen(self, handlers: dict[str, Handler]) -> None:

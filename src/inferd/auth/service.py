@@ -52,7 +52,7 @@ class Auth:
     async def start(cls, settings: Settings, db: Database, *, on_load: LoadHook | None = None,
                     on_failure: Callable[[], None] | None = None,
                     on_throttled: Callable[[], None] | None = None,
-                    announce: Callable[[], Awaitable[None]] | None = None,
+                    announce: Callable[[str], Awaitable[None]] | None = None,
                     audit: AuditLog | None = None) -> Auth:
         """Apply the bootstrap rule, print a newly generated admin key once, load the keys.
 

@@ -69,7 +69,7 @@ class ReplicaCatalog:
 
     def __init__(self, router: Router, store: ReplicaStore, allow: HostAllowList, *,
                  interval: float, cooldown_base: float, cooldown_max: float,
-                 announce: Callable[[], Awaitable[None]] | None = None,
+                 announce: Callable[[str], Awaitable[None]] | None = None,
                  queue_engine: Callable[[str, ReplicaSpec], Engine] | None = None) -> None:
         """``announce`` tells the other processes of a change (Redis pub/sub, when
         configured); ``queue_engine`` builds the engine of a ``queue`` replica (a process
@@ -152,7 +152,7 @@ class ReplicaCatalog:
         """After a change made here: sync, and tell the other processes (``announce``)."""
         await self.sync()
         if self.announce is not None:
-            await self.announce()
+            await self.announce("")
 
     async def _add(self, record: ReplicaRecord) -> None:
         engine: Engine
@@ -231,7 +231,7 @@ async def _close_when_idle(replica: Replica) -> None:
 
 
 async def start_catalog(router: Router, store: ReplicaStore, settings: Settings, *,
-                        announce: Callable[[], Awaitable[None]] | None = None,
+                        announce: Callable[[str], Awaitable[None]] | None = None,
                         queue_engine: Callable[[str, ReplicaSpec], Engine] | None = None,
                         ) -> ReplicaCatalog:
     """Record the local and configured models in the store, load every stored replica into

@@ -208,7 +208,7 @@ class EngineRegistration:
 
     def __init__(self, store: ReplicaStore, settings: Settings, *, kind: str = "http",
                  url: str | None = None,
-                 announce: Callable[[], Awaitable[None]] | None = None) -> None:
+                 announce: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.replicas = EngineReplicas(store)
         self.store = store
         self.announce = announce
@@ -234,7 +234,7 @@ class EngineRegistration:
                      redact_url(self.url))
         self._task = asyncio.create_task(self._beat_forever(), name="engine:heartbeat")
         if self.announce is not None:
-            await self.announce()
+            await self.announce("")
 
     async def _beat_forever(self) -> None:
         while True:
@@ -254,4 +254,4 @@ class EngineRegistration:
             with contextlib.suppress(Exception):
                 await self.replicas.remove([replica_id])
         if self.announce is not None and self.replica_ids:
-            await self.announce()
+            await self.announce("")
