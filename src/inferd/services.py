@@ -69,7 +69,8 @@ class Services:
             log.warning("INFERD_SECRET_KEY is not set: replica credentials and webhook "
                         "secrets are stored in the database in plaintext")
         await prepare_schema(db, settings)
-        router = Router(max_attempts=settings.router_max_attempts)
+        router = Router(max_attempts=settings.router_max_attempts, routing=settings.routing,
+                        spill=settings.routing_spill)
         # usage records and limits are closed after the keys and before the database
         metering = await Metering.start(settings, db)
         stack.push_async_callback(metering.close)

@@ -8,7 +8,7 @@ query values and user information masked (``inferd.redact``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
@@ -19,7 +19,7 @@ from inferd.numerals import ascii_int
 from inferd.redact import redact_url
 from inferd.routing.catalog import ReplicaCatalog
 from inferd.routing.replica import Replica
-from inferd.settings import ReplicaSpec
+from inferd.settings import ReplicaSpec, Routing
 from inferd.store.replicas import ModelRecord, ReplicaRecord, ReplicaStore
 
 Name = Field(min_length=1, max_length=191)
@@ -32,6 +32,8 @@ class ModelCreate(BaseModel):
     aliases: list[str] = Field(default_factory=list, max_length=50)
     fallbacks: list[str] = Field(default_factory=list, max_length=10)
     replicas: list[ReplicaSpec] = Field(default_factory=list, max_length=100)
+    # How its replicas are chosen; left out: the server's default (``INFERD_ROUTING``).
+    routing: Routing | None = None
 
 
 class ModelUpdate(BaseModel):
@@ -40,6 +42,8 @@ class ModelUpdate(BaseModel):
     aliases: list[str] | None = Field(default=None, max_length=50)
     fallbacks: list[str] | None = Field(default=None, max_length=10)
     active: bool | None = None
+    # "default" goes back to the server's default.
+    routing: Literal["prefix", "least_busy", "weighted", "default"] | None = None
 
 
 class ReplicaCreate(ReplicaSpec):
@@ -150,6 +154,8 @@ class ModelAdmin:
         replicas = local + stored
         return {"id": record.id, "name": record.name, "object": "model",
                 "aliases": record.aliases, "fallbacks": record.fallbacks,
+                "routing": record.routing or self.router.routing,
+                "routing_default": record.routing is None,
                 "active": record.active, "source": record.source,
                 "healthy": any(r["available"] for r in replicas),
                 "state": memory_state(local),
@@ -195,7 +201,8 @@ class ModelAdmin:
             raise Conflict(f"A model named '{body.name}' already exists.")
         for replica in body.replicas:
             await self.catalog.check(replica.url, replica.options)
-        record = await self.store.create_model(body.name, body.aliases, body.fallbacks)
+        record = await self.store.create_model(body.name, body.aliases, body.fallbacks,
+                                               routing=body.routing)
         for replica in body.replicas:
             await self.store.create_replica(record.id, replica)
         await self.catalog.changed()
@@ -206,7 +213,8 @@ class ModelAdmin:
         await self._check_names(record.name, body.aliases if body.aliases is not None
                                 else record.aliases, body.fallbacks or [])
         updated = await self.store.update_model(record.id, aliases=body.aliases,
-                                                fallbacks=body.fallbacks, active=body.active)
+                                                fallbacks=body.fallbacks, active=body.active,
+                                                routing=body.routing)
         assert updated is not None
         await self.catalog.changed()
         return await self.model_view(updated)
