@@ -95,6 +95,7 @@ async function load() {
     ["health", (m) => badge(m.healthy, "serving", "down")],
     ["aliases", (m) => m.aliases.join(", ")],
     ["fallbacks", (m) => m.fallbacks.join(", ")],
+    ["routing", (m) => (m.routing_default ? `${m.routing} (default)` : m.routing)],
     ["replicas", (m) => m.replicas.length],
     ["active", (m) => (m.active ? "yes" : "no")],
     ["memory", (m) => (m.state
@@ -126,6 +127,7 @@ function editModel(m) {
   form.elements.name.disabled = true;
   form.elements.aliases.value = m.aliases.join(", ");
   form.elements.fallbacks.value = m.fallbacks.join(", ");
+  form.elements.routing.value = m.routing_default ? "default" : m.routing;
   form.elements.active.checked = m.active;
   $("#model-form-title").textContent = `Edit model ${m.name}`;
   $("#model-box").open = true;
@@ -150,9 +152,11 @@ async function saveModel(event) {
   const body = { aliases: csv(v.aliases), fallbacks: csv(v.fallbacks) };
   try {
     if (editingModel) {
-      await api("PATCH", `/admin/v1/models/${encodeURIComponent(editingModel)}`, { ...body, active: v.active });
+      await api("PATCH", `/admin/v1/models/${encodeURIComponent(editingModel)}`,
+        { ...body, active: v.active, routing: v.routing });
     } else {
-      await api("POST", "/admin/v1/models", { name: v.name, ...body });
+      const routing = v.routing === "default" ? null : v.routing;
+      await api("POST", "/admin/v1/models", { name: v.name, ...body, routing });
     }
     event.target.reset();
     say("#model-say", "Saved.", "ok");
