@@ -151,3 +151,19 @@ async def test_a_url_on_another_host_needs_its_credential_again(admin: ModelAdmi
     # Without a credential, a replica moves freely.
     free = await admin.update_replica(replica_id, ReplicaUpdate(url="http://127.0.0.4:9/v1"))
     assert free["url"] == "http://127.0.0.4:9/v1" and not free["has_api_key"]
+
+
+async def test_a_models_routing_is_stored_shown_and_applied(admin: ModelAdmin) -> None:
+    view = await admin.create_model(ModelCreate(name="llama", routing="weighted"))
+    assert (view["routing"], view["routing_default"]) == ("weighted", False)
+    assert admin.router.routing_of("llama") == "weighted"
+    view = await admin.update_model("llama", ModelUpdate(routing="least_busy"))
+    assert view["routing"] == "least_busy" and admin.router.routing_of("llama") == "least_busy"
+    view = await admin.update_model("llama", ModelUpdate(aliases=["l"]))  # left out: kept
+    assert view["routing"] == "least_busy"
+    view = await admin.update_model("llama", ModelUpdate(routing="default"))
+    assert (view["routing"], view["routing_default"]) == ("prefix", True)
+    assert admin.router.routing_of("llama") == "prefix"
+    assert (await admin.find_model("llama")).routing is None
+    with pytest.raises(ValueError, match="routing"):
+        ModelUpdate.model_validate({"routing": "random"})
