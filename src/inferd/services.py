@@ -70,7 +70,7 @@ class Services:
                         "secrets are stored in the database in plaintext")
         await prepare_schema(db, settings)
         router = Router(max_attempts=settings.router_max_attempts, routing=settings.routing,
-                        spill=settings.routing_spill)
+                        spill=settings.routing_spill, slack=settings.routing_slack)
         # usage records and limits are closed after the keys and before the database
         metering = await Metering.start(settings, db)
         stack.push_async_callback(metering.close)

@@ -331,8 +331,10 @@ class Settings(BaseSettings):
     # (fewest requests in flight per weight), "weighted" (round-robin by weight).
     routing: Routing = "prefix"
     # ``prefix``: a replica takes a request while its requests in flight stay within
-    # (1 + this) x its weighted share of the model's; past it, the next replica in line.
+    # (1 + routing_spill) x its weighted share of the model's, plus routing_slack requests;
+    # past it, the next replica in line (docs/serving/routing.md).
     routing_spill: float = Field(default=0.25, ge=0.0, le=100.0)
+    routing_slack: int = Field(default=4, ge=0, le=10_000)
     # "production" (default) or "development": a cluster role bound to a non-loopback
     # address refuses unsafe settings (placeholder admin key, no secret key) unless
     # "development" (README "Security").

@@ -15,7 +15,9 @@ The key is hashed with each available replica's id (rendezvous, or highest-rando
 hashing); the replicas ranked by that score are the same in every gateway, with no shared state,
 and a replica joining or leaving moves only the keys it wins or won. ``bounded`` then takes the
 first replica of the ranking whose requests in flight stay within ``(1 + spill) x`` its weighted
-share of the model's (consistent hashing with bounded loads).
+share of the model's plus ``slack`` (consistent hashing with bounded loads; the slack keeps a
+few requests, which an engine batches at little cost, from spilling to a replica where the
+prompt must be read whole again).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def routing_key(request: Any) -> str | None:
         return "p\0" + prompt[0][:PREFIX_CHARS]
     if isinstance(prompt, list) and prompt:  # token ids
         head = prompt[0] if isinstance(prompt[0], list) else prompt
-        return "t\0" + ",".join(str(t) for t in head[:PREFIX_CHARS // 4])
+        return "t\0" + ",".join(str(t) for t in head[: PREFIX_CHARS // 4])
     return None
 
 
@@ -79,7 +81,7 @@ def _chat_head(messages: Sequence[Any]) -> str | None:
     parts: list[str] = []
     size = 0
     for message in messages:
-        role = message.get("role") if isinstance(message, dict) else message.role
+        role = str(message.get("role") if isinstance(message, dict) else message.role)
         content = message.get("content") if isinstance(message, dict) else message.content
         text = _text(content)
         parts.append(f"{role}\0{text}\0")
@@ -122,15 +124,17 @@ def rank(key_digest: bytes, replicas: Sequence[Ranked]) -> list[Ranked]:
     return sorted(replicas, key=lambda r: (-score(key_digest, r.id, r.weight), r.id))
 
 
-def bounded(key_digest: bytes, replicas: Sequence[Ranked], spill: float) -> Ranked:
+def bounded(key_digest: bytes, replicas: Sequence[Ranked], spill: float, slack: int = 0) -> Ranked:
     """The first replica of the key's ranking that is within its load bound: with ``m``
     requests in flight over the model's replicas of total weight ``W``, a replica of weight
-    ``w`` takes the request while ``in_flight + 1 <= ceil((1 + spill) * (m + 1) * w / W)``.
+    ``w`` takes the request while
+    ``in_flight + 1 <= ceil((1 + spill) * (m + 1) * w / W) + slack``.
     The bounds add up to at least ``m + 1``, so one always takes it."""
     ranked = rank(key_digest, replicas)
     total = sum(r.in_flight for r in replicas) + 1
     weight = sum(r.weight for r in replicas)
     for replica in ranked:
-        if replica.in_flight + 1 <= math.ceil((1 + spill) * total * replica.weight / weight):
+        bound = math.ceil((1 + spill) * total * replica.weight / weight) + slack
+        if replica.in_flight + 1 <= bound:
             return replica
     return min(ranked, key=lambda r: (r.in_flight + 1) / r.weight)  # unreachable in theory

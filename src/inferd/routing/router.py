@@ -41,6 +41,7 @@ ROUTINGS: tuple[str, ...] = get_args(Routing)
 # A model's routing when it sets none, and the load bound of ``prefix``: the settings'.
 DEFAULT_ROUTING: Routing = Settings.model_fields["routing"].default
 SPILL: float = Settings.model_fields["routing_spill"].default
+SLACK: int = Settings.model_fields["routing_slack"].default
 
 T = TypeVar("T")
 R = TypeVar("R", ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
@@ -73,13 +74,14 @@ class Router:
     """Maps model names to replicas and sends requests to one of them."""
 
     def __init__(self, max_attempts: int = 3, routing: Routing = DEFAULT_ROUTING,
-                 spill: float = SPILL) -> None:
+                 spill: float = SPILL, slack: int = SLACK) -> None:
         self._models: dict[str, ModelEntry] = {}
         self._aliases: dict[str, str] = {}
         self._turn = 0
         self.max_attempts = max_attempts
         self.routing: Routing = routing
         self.spill = spill
+        self.slack = slack
 
     # -- the catalogue --------------------------------------------------------------------
     def add(self, replica: Replica, aliases: list[str] | None = None) -> None:
@@ -174,7 +176,8 @@ class Router:
             return ready[0]
         routing = entry.routing or self.routing
         if routing == "prefix" and key is not None:
-            chosen: Replica = affinity.bounded(key, ready, self.spill)  # type: ignore[assignment]
+            chosen: Replica = affinity.bounded(key, ready, self.spill,
+                                                       self.slack)  # type: ignore[assignment]
             return chosen
         if routing == "weighted":
             return _round_robin(entry, ready)

@@ -36,8 +36,9 @@ def keys(n: int) -> list[bytes]:
 # -- routing keys -----------------------------------------------------------------------------
 def test_every_turn_of_a_conversation_has_the_key_of_its_first() -> None:
     first = conversation("You are a pirate.", "Hello")
-    later = conversation("You are a pirate.", "Hello", "Arr!", "Where is the gold?", "Here.",
-                         "Thanks")
+    later = conversation(
+        "You are a pirate.", "Hello", "Arr!", "Where is the gold?", "Here.", "Thanks"
+    )
     assert routing_key(first) == routing_key(later)
     assert routing_key(first) != routing_key(conversation("You are a pirate.", "Good day"))
     assert routing_key(first) != routing_key(conversation("You are a cat.", "Hello"))
@@ -62,8 +63,7 @@ def test_explicit_sessions_override_the_prefix_and_user() -> None:
     header._route = affinity.session_key("from-header")
     assert routing_key(header) == "s\0from-header"
     # the same session in the header and in the body is one key
-    assert routing_key(header) == routing_key(conversation("other", "x",
-                                                           session_id="from-header"))
+    assert routing_key(header) == routing_key(conversation("other", "x", session_id="from-header"))
 
 
 def test_completion_prompts_and_requests_without_a_key() -> None:
@@ -117,6 +117,18 @@ def test_a_replica_past_its_bound_spills_to_the_next_in_the_ranking() -> None:
     assert bounded(key, replicas, 0.25) is second
 
 
+def test_the_slack_keeps_a_few_requests_at_home() -> None:
+    a, b = Slot("a"), Slot("b")
+    key = next(k for k in keys(100) if rank(k, [a, b])[0] is a)
+    a.in_flight = 3  # m = 3: a's bound is ceil(1.25 * 4 / 2) = 3, + 2 of slack: 5
+    assert bounded(key, [a, b], 0.25, slack=2) is a
+    assert bounded(key, [a, b], 0.25, slack=0) is b
+    a.in_flight = 5  # m = 5: ceil(1.25 * 6 / 2) + 2 = 6, and a would make 6
+    assert bounded(key, [a, b], 0.25, slack=2) is a
+    a.in_flight = 9  # m = 9: ceil(1.25 * 10 / 2) + 2 = 9: spills
+    assert bounded(key, [a, b], 0.25, slack=2) is b
+
+
 def test_a_bound_always_leaves_a_replica() -> None:
     replicas = [Slot("a", in_flight=5), Slot("b", in_flight=5), Slot("c", weight=2.0)]
     for key in keys(40):
@@ -126,8 +138,9 @@ def test_a_bound_always_leaves_a_replica() -> None:
 
 # -- the router's modes -----------------------------------------------------------------------
 def echo(rid: str, weight: float = 1.0) -> Replica:
-    return Replica(id=rid, model="m", engine=EchoEngine(ModelSpec(name="m", kind="echo")),
-                   weight=weight)
+    return Replica(
+        id=rid, model="m", engine=EchoEngine(ModelSpec(name="m", kind="echo")), weight=weight
+    )
 
 
 class Placement:
