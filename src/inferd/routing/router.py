@@ -226,8 +226,9 @@ class Router:
         error: UpstreamError | None = None
         chain = self._chain(request.model, placed)
         key: bytes | None = None
-        if any((self._models[m].routing or self.routing) == "prefix"
-               and len(self._models[m].replicas) > 1 for m in chain):
+        if isinstance(request, ChatCompletionRequest | CompletionRequest) and any(
+                (self._models[m].routing or self.routing) == "prefix"
+                and len(self._models[m].replicas) > 1 for m in chain):
             text = affinity.routing_key(request)
             key = None if text is None else affinity.digest(text)
         for model in chain:

@@ -220,3 +220,21 @@ async def test_least_busy_ignores_the_key_and_the_model_setting_wins() -> None:
     router.set_model("m", routing=None)  # back to the router's default
     assert router.routing_of("m") == "prefix"
     assert router.pick("m", key=key) is preferred
+
+
+async def test_requests_other_than_chats_and_completions_go_to_the_least_busy() -> None:
+    router = Router(routing="prefix")
+    a, b = echo("a"), echo("b")
+    router.add(a)
+    router.add(b)
+    request = EmbeddingRequest.model_validate({"model": "m", "input": "x", "user": "alice"})
+    ranking = rank(digest("u\0alice"), [a, b])
+    ranking[0].in_flight = 1  # its first choice by the user is busier: not taken
+    seen: list[str] = []
+
+    async def call(replica: Replica, _request: EmbeddingRequest) -> str:
+        seen.append(replica.id)
+        return replica.id
+
+    assert await router._run(request, call, None) == ranking[1].id
+    assert seen == [ranking[1].id]
