@@ -22,6 +22,7 @@ prompt must be read whole again).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 # apart conversations that share a long system prompt by their first message, cheap to hash.
 PREFIX_CHARS = 4096
 _MAX64 = float(2**64)
+_MASK = 2**64 - 1
 
 
 class Ranked(Protocol):
@@ -106,25 +108,37 @@ def _text(content: Any) -> str:
     return "".join(texts)
 
 
-def digest(key: str) -> bytes:
-    """The key hashed once per request (16 bytes)."""
-    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+def digest(key: str) -> int:
+    """The key hashed once per request (64 bits)."""
+    data = key.encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
-def score(key_digest: bytes, replica_id: str, weight: float = 1.0) -> float:
+@functools.lru_cache(maxsize=4096)
+def _id_hash(replica_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(replica_id.encode(), digest_size=8).digest(), "big")
+
+
+def _mix(x: int) -> int:
+    """SplitMix64's finalizer: every bit of ``x`` flips each bit of the result at random."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+def score(key_digest: int, replica_id: str, weight: float = 1.0) -> float:
     """The rendezvous score of a replica for a key: the highest wins. Weighted so that a
     replica of weight ``w`` wins ``w / sum(w)`` of the keys (-w / ln(u), u uniform in (0, 1))."""
-    h = hashlib.blake2b(replica_id.encode(), digest_size=8, key=key_digest).digest()
-    u = (int.from_bytes(h, "big") + 0.5) / _MAX64
+    u = (_mix(key_digest ^ _id_hash(replica_id)) + 0.5) / _MAX64
     return -weight / math.log(u)
 
 
-def rank(key_digest: bytes, replicas: Sequence[Ranked]) -> list[Ranked]:
+def rank(key_digest: int, replicas: Sequence[Ranked]) -> list[Ranked]:
     """``replicas`` best first for the key; every gateway ranks them alike."""
     return sorted(replicas, key=lambda r: (-score(key_digest, r.id, r.weight), r.id))
 
 
-def bounded(key_digest: bytes, replicas: Sequence[Ranked], spill: float, slack: int = 0) -> Ranked:
+def bounded(key_digest: int, replicas: Sequence[Ranked], spill: float, slack: int = 0) -> Ranked:
     """The first replica of the key's ranking that is within its load bound: with ``m``
     requests in flight over the model's replicas of total weight ``W``, a replica of weight
     ``w`` takes the request while

@@ -154,7 +154,7 @@ class Router:
         return canonical
 
     def pick(self, name: str, exclude: set[str] | frozenset[str] = frozenset(),
-             key: bytes | None = None) -> Replica:
+             key: int | None = None) -> Replica:
         """A replica for ``name`` by the model's routing (see the module docstring); ``key``
         is the request's routing key digest (``affinity.digest``), if it has one.
 
@@ -225,7 +225,7 @@ class Router:
         tried: set[str] = set()
         error: UpstreamError | None = None
         chain = self._chain(request.model, placed)
-        key: bytes | None = None
+        key: int | None = None
         if isinstance(request, ChatCompletionRequest | CompletionRequest) and any(
                 (self._models[m].routing or self.routing) == "prefix"
                 and len(self._models[m].replicas) > 1 for m in chain):

@@ -29,7 +29,7 @@ def conversation(system: str, *turns: str, **extra: object) -> ChatCompletionReq
     return ChatCompletionRequest.model_validate({"model": "m", "messages": messages, **extra})
 
 
-def keys(n: int) -> list[bytes]:
+def keys(n: int) -> list[int]:
     return [digest(f"conversation {i}") for i in range(n)]
 
 
