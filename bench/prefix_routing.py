@@ -105,6 +105,9 @@ class Result:
     def hit_rate(self) -> float:
         return sum(t.cached for t in self.turns) / max(1, sum(t.prompt for t in self.turns))
 
+    def turn_ttft(self, turn: int) -> float:
+        return statistics.mean(t.ttft for t in self.turns if t.turn == turn)
+
     def turn_hit_rate(self, turn: int) -> float:
         rows = [t for t in self.turns if t.turn == turn]
         return sum(t.cached for t in rows) / max(1, sum(t.prompt for t in rows))
@@ -338,10 +341,13 @@ def main() -> None:
                     split = "/".join(str(after[k] - before.get(k, 0)) for k in sorted(after))
                     result.mode = mode
                     results.append(result)
-                    by_turn = ", ".join(f"{result.turn_hit_rate(k):.0%}" for k in range(args.turns))
+                    by_turn = ", ".join(
+                        f"{result.turn_hit_rate(k):.0%} {result.turn_ttft(k):.2f} s"
+                        for k in range(args.turns)
+                    )
                     print(
                         f"  mean TTFT {result.mean():.3f} s, hit rate "
-                        f"{result.hit_rate():.1%} (by turn: {by_turn}), "
+                        f"{result.hit_rate():.1%} (by turn, hits and mean TTFT: {by_turn}), "
                         f"{result.seconds:.1f} s; requests per replica {split}",
                         flush=True,
                     )
