@@ -82,7 +82,8 @@ class Services:
                          failure_window=settings.audit_failure_window_seconds)
         audit.start()
         stack.push_async_callback(audit.close)
-        router = Router(max_attempts=settings.router_max_attempts)
+        router = Router(max_attempts=settings.router_max_attempts, routing=settings.routing,
+                        spill=settings.routing_spill, slack=settings.routing_slack)
         # usage records and limits are closed after the keys and before the database
         metering = await Metering.start(settings, db)
         stack.push_async_callback(metering.close)

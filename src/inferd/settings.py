@@ -20,6 +20,8 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ModelKind = Literal["llamacpp", "embeddings", "echo", "diffusers"]
+# How a model's replicas are chosen (``inferd.routing.router``).
+Routing = Literal["prefix", "least_busy", "weighted"]
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
 MINILM_NAME = "all-minilm-l6-v2"
@@ -80,6 +82,8 @@ class ModelSpec(BaseModel):
     keep_alive: float = Field(default=-1, ge=-1)
     # Chat template family override (see ``inferd.engines.families``); "" = detect.
     family: str = ""
+    # How its replicas are chosen (docs/serving/routing.md); None: ``Settings.routing``.
+    routing: Routing | None = None
     # Seconds the echo engine waits per token (only for ``kind: echo``, used in tests/bench).
     echo_delay: float = Field(default=0.0, ge=0.0)
     # ``kind: embeddings``: read ``input`` given as token ids (lists of ints) as ids of this
@@ -170,6 +174,8 @@ class RemoteModelSpec(BaseModel):
     aliases: list[str] = Field(default_factory=list)
     fallbacks: list[str] = Field(default_factory=list)
     replicas: list[ReplicaSpec] = Field(default_factory=list)
+    # How its replicas are chosen (docs/serving/routing.md); None: ``Settings.routing``.
+    routing: Routing | None = None
 
 
 def default_models(threads: int | None = None) -> list[ModelSpec]:
@@ -341,6 +347,15 @@ class Settings(BaseSettings):
     replica_cooldown_max: float = Field(default=60.0, gt=0.0)
     # Replicas one request may try per model before falling back.
     router_max_attempts: int = Field(default=3, ge=1, le=20)
+    # How a model's replicas are chosen when it sets no ``routing`` of its own:
+    # "prefix" (the replica likely to hold the prompt's head in its cache), "least_busy"
+    # (fewest requests in flight per weight), "weighted" (round-robin by weight).
+    routing: Routing = "prefix"
+    # ``prefix``: a replica takes a request while its requests in flight stay within
+    # (1 + routing_spill) x its weighted share of the model's, plus routing_slack requests;
+    # past it, the next replica in line (docs/serving/routing.md).
+    routing_spill: float = Field(default=0.25, ge=0.0, le=100.0)
+    routing_slack: int = Field(default=4, ge=0, le=10_000)
     # "production" (default) or "development": a cluster role bound to a non-loopback
     # address refuses unsafe settings (placeholder admin key, no secret key) unless
     # "development" (README "Security").

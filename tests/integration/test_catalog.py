@@ -105,8 +105,9 @@ async def test_start_catalog_records_local_models_and_the_config(tmp_path: Path,
                                                                  upstream: str) -> None:
     settings = load_settings(
         data_dir=tmp_path, bundled_models=False,
-        models=[{"name": "echo", "kind": "echo", "aliases": ["e"]}],
-        remote_models=[{"name": "remote", "replicas": [{"url": upstream}]}],
+        models=[{"name": "echo", "kind": "echo", "aliases": ["e"], "routing": "weighted"}],
+        remote_models=[{"name": "remote", "replicas": [{"url": upstream}],
+                        "routing": "least_busy"}],
         replica_allowed_hosts=["127.0.0.0/8"], health_check_interval=3600)
     database = Database(settings.resolved_database_url())
     await database.migrate()
@@ -115,9 +116,17 @@ async def test_start_catalog_records_local_models_and_the_config(tmp_path: Path,
     try:
         local = await store.find_model("echo")
         assert local is not None and local.source == "local" and local.aliases == ["e"]
+        assert local.routing == "weighted"
         assert [r.model for r in router.replicas()] == ["remote"]
+        assert router.routing_of("remote") == "least_busy"
+        # a routing set through the API: the config file's is put back at the next start
+        remote = await store.find_model("remote")
+        assert remote is not None and remote.routing == "least_busy"
+        await store.update_model(remote.id, routing="prefix")
         again = await start_catalog(Router(), store, settings)  # a restart changes nothing
         await again.close()
+        remote = await store.find_model("remote")
+        assert remote is not None and remote.routing == "least_busy"
         assert [m.name for m in await store.list_models()] == ["echo", "remote"]
     finally:
         await catalog.close()

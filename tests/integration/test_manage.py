@@ -231,3 +231,19 @@ async def test_a_replica_is_checking_until_its_first_probe(admin: ModelAdmin,
     assert [(r["checking"], r["healthy"]) for r in after] == [(False, True), (False, False)]
     local = await admin.replica("local:echo")
     assert local["checking"] is False
+
+
+async def test_a_models_routing_is_stored_shown_and_applied(admin: ModelAdmin) -> None:
+    view = await admin.create_model(ModelCreate(name="llama", routing="weighted"))
+    assert (view["routing"], view["routing_default"]) == ("weighted", False)
+    assert admin.router.routing_of("llama") == "weighted"
+    view = await admin.update_model("llama", ModelUpdate(routing="least_busy"))
+    assert view["routing"] == "least_busy" and admin.router.routing_of("llama") == "least_busy"
+    view = await admin.update_model("llama", ModelUpdate(aliases=["l"]))  # left out: kept
+    assert view["routing"] == "least_busy"
+    view = await admin.update_model("llama", ModelUpdate(routing="default"))
+    assert (view["routing"], view["routing_default"]) == ("prefix", True)
+    assert admin.router.routing_of("llama") == "prefix"
+    assert (await admin.find_model("llama")).routing is None
+    with pytest.raises(ValueError, match="routing"):
+        ModelUpdate.model_validate({"routing": "random"})

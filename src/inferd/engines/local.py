@@ -36,6 +36,7 @@ INLINE_PREPARE_CHARS = 8192
 # Fields a local engine may ignore without changing the answer a client gets.
 IGNORABLE_FIELDS = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls",
                               "prompt_cache_key", "safety_identifier", "stream", "model",
+                              "session_id",
                               "stream_options", "messages", "prompt"})
 
 

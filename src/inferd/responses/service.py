@@ -27,6 +27,7 @@ from inferd.responses.background import EVENT_KIND, FIRST_SEQ, ResponseJob
 from inferd.responses.conversations import ConversationService, stored_items
 from inferd.responses.events import Event, ResponseStream, failed_event
 from inferd.responses.prompts import PromptService
+from inferd.routing.affinity import chat_head_key, session_key
 from inferd.schemas.openai import ChatCompletionRequest
 from inferd.schemas.responses import (
     InputTokensRequest,
@@ -34,6 +35,7 @@ from inferd.schemas.responses import (
     ResponseCreateRequest,
     base_response,
     finish,
+    items_to_messages,
     new_id,
     normalize_input,
     output_from_chat,
@@ -120,9 +122,11 @@ class ResponseService:
             raise InvalidRequest("input is required (or a prompt with messages).",
                                  param="input", code="missing_required_parameter")
         history: list[Item] = []
+        route: str | None = None  # the chain's or conversation's routing key
         if request.previous_response_id is not None:
-            history = await self.history(principal, request.previous_response_id)
+            history, route = await self._history(principal, request.previous_response_id)
         elif conversation_id is not None:
+            route = session_key("conversation\0" + conversation_id)
             conversation = await self.conversations.own(principal, conversation_id,
                                                         "conversation")
             history = await self.conversations.store.items(conversation.id)
@@ -137,13 +141,19 @@ class ResponseService:
                                                          principal.storage_quota, size=size)
         status = "queued" if request.background else "in_progress"
         response = base_response(request, new_id("resp"), status)
-        return Prepared(request, response, input_items,
-                        to_chat(request, prompt_items + history + input_items),
-                        conversation_id)
+        chat = to_chat(request, prompt_items + history + input_items)
+        chat._route = route
+        return Prepared(request, response, input_items, chat, conversation_id)
 
     async def history(self, principal: Principal, previous_id: str) -> list[Item]:
         """The conversation up to and including the output of ``previous_id``: the stored
         responses of its chain, oldest first, each with its input items and output."""
+        return (await self._history(principal, previous_id))[0]
+
+    async def _history(self, principal: Principal, previous_id: str
+                       ) -> tuple[list[Item], str | None]:
+        """``history``, and the routing key of the chain: its first response's (the head of
+        its prompt), so that every response of a chain goes where the first went."""
         try:
             chain = await self.store.chain(previous_id, self.max_chain)
         except ChainTooLong:
@@ -167,7 +177,7 @@ class ResponseService:
                 history.extend(record.input_items)
             final = done if record is chain[0] else (record.response or {})
             history.extend(final.get("output") or [])
-        return history
+        return history, _chain_key(chain[-1])
 
     async def _save(self, principal: Principal, prepared: Prepared,
                     response: dict[str, Any], job_id: str | None = None) -> None:
@@ -370,3 +380,17 @@ async def _numbered(events: AsyncGenerator[Event]) -> AsyncIterator[Event]:
         async for event in events:
             yield {**event, "sequence_number": seq}
             seq += 1
+
+
+def _chain_key(first: ResponseRecord) -> str | None:
+    """The routing key the first response of a chain had by its prompt's head (its
+    instructions and first input item)."""
+    items = first.history if first.history is not None else first.input_items
+    try:
+        messages = items_to_messages(list(items))
+    except InferdError:
+        return None
+    instructions = (first.response or {}).get("instructions")
+    if instructions:
+        messages.insert(0, {"role": "system", "content": instructions})
+    return chat_head_key(messages)

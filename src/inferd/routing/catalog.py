@@ -94,7 +94,8 @@ class ReplicaCatalog:
             models, records = await self.store.catalogue()
             active = {m.name for m in models if m.active}
             for model in models:
-                self.router.set_model(model.name, model.aliases, model.fallbacks)
+                self.router.set_model(model.name, model.aliases, model.fallbacks,
+                                      model.routing)
             wanted = {str(r.id): r for r in records if r.enabled and r.model in active}
             for replica_id, updated in list(self._built.items()):
                 record = wanted.get(replica_id)
@@ -241,9 +242,12 @@ async def start_catalog(router: Router, store: ReplicaStore, settings: Settings,
         record = await store.find_model(spec.name)
         if record is None:
             with contextlib.suppress(Conflict):
-                await store.create_model(spec.name, spec.aliases, [], source="local")
-        elif record.aliases != spec.aliases and record.source == "local":
-            await store.update_model(record.id, aliases=spec.aliases)
+                await store.create_model(spec.name, spec.aliases, [], source="local",
+                                         routing=spec.routing)
+        elif record.source == "local" and (record.aliases != spec.aliases
+                                           or record.routing != spec.routing):
+            await store.update_model(record.id, aliases=spec.aliases,
+                                     routing=spec.routing or "default")
     await store.apply_config(settings.remote_models)
     catalog = ReplicaCatalog(router, store, HostAllowList(settings.replica_allowed_hosts),
                              interval=settings.health_check_interval,

@@ -9,7 +9,7 @@ query values and user information masked (``inferd.redact``).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
@@ -21,7 +21,7 @@ from inferd.numerals import ascii_int
 from inferd.redact import redact_url
 from inferd.routing.catalog import ReplicaCatalog, build_remote_engine, probe
 from inferd.routing.replica import Replica
-from inferd.settings import ReplicaSpec
+from inferd.settings import ReplicaSpec, Routing
 from inferd.store.replicas import ModelRecord, ReplicaRecord, ReplicaStore
 
 Name = Field(min_length=1, max_length=191)
@@ -34,6 +34,8 @@ class ModelCreate(BaseModel):
     aliases: list[str] = Field(default_factory=list, max_length=50)
     fallbacks: list[str] = Field(default_factory=list, max_length=10)
     replicas: list[ReplicaSpec] = Field(default_factory=list, max_length=100)
+    # How its replicas are chosen; left out: the server's default (``INFERD_ROUTING``).
+    routing: Routing | None = None
 
 
 class ModelUpdate(BaseModel):
@@ -42,6 +44,8 @@ class ModelUpdate(BaseModel):
     aliases: list[str] | None = Field(default=None, max_length=50)
     fallbacks: list[str] | None = Field(default=None, max_length=10)
     active: bool | None = None
+    # "default" goes back to the server's default.
+    routing: Literal["prefix", "least_busy", "weighted", "default"] | None = None
 
 
 class ReplicaCreate(ReplicaSpec):
@@ -171,6 +175,8 @@ class ModelAdmin:
         replicas = local + stored
         return {"id": record.id, "name": record.name, "object": "model",
                 "aliases": record.aliases, "fallbacks": record.fallbacks,
+                "routing": record.routing or self.router.routing,
+                "routing_default": record.routing is None,
                 "active": record.active, "source": record.source,
                 "healthy": any(r["available"] for r in replicas),
                 "state": memory_state(local),
@@ -216,7 +222,8 @@ class ModelAdmin:
             raise Conflict(f"A model named '{body.name}' already exists.")
         for replica in body.replicas:
             await self.catalog.check(replica.url, replica.options, replica.kind)
-        record = await self.store.create_model(body.name, body.aliases, body.fallbacks)
+        record = await self.store.create_model(body.name, body.aliases, body.fallbacks,
+                                               routing=body.routing)
         for replica in body.replicas:
             await self.store.create_replica(record.id, replica)
         await self.catalog.changed()
@@ -230,7 +237,8 @@ class ModelAdmin:
                                 else record.aliases, body.fallbacks or [])
         before = self._stored(await self.model_view(record))
         updated = await self.store.update_model(record.id, aliases=body.aliases,
-                                                fallbacks=body.fallbacks, active=body.active)
+                                                fallbacks=body.fallbacks, active=body.active,
+                                                routing=body.routing)
         assert updated is not None
         await self.catalog.changed()
         view = await self.model_view(updated)

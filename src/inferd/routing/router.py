@@ -1,7 +1,13 @@
 """The router: a public model name (or alias) to the replicas that serve it.
 
-``Router.pick`` chooses a healthy replica with the fewest requests in flight relative to its
-weight (ties rotate). A request that fails on a replica before its first byte (connection
+``Router.pick`` chooses among a model's healthy replicas by the model's ``routing``:
+``least_busy``: the fewest requests in flight relative to its weight (ties rotate);
+``weighted``: in turn, in proportion to the weights (smooth weighted round-robin);
+``prefix``: the replica the request's routing key ranks first (rendezvous hashing, the same in
+every gateway), unless it is loaded past its bound, then the next (``inferd.routing.affinity``);
+a request without a key (embeddings, images...) goes to the least busy.
+
+A request that fails on a replica before its first byte (connection
 refused or reset, timeout, 5xx or 429: ``UpstreamUnavailable``) is tried on another replica,
 then on the model's fallbacks; the failing replica cools down (see ``Replica``). Once a stream
 has delivered its first chunk nothing is retried: a break ends it with an error event.
@@ -15,19 +21,27 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, get_args
 
 from inferd.engines.base import Chunk, Engine, ModelInfo, Progress
 from inferd.engines.remote import UpstreamUnavailable
 from inferd.engines.streams import primed
 from inferd.errors import ModelNotFound, Unavailable, UpstreamError
+from inferd.routing import affinity
 from inferd.routing.replica import Replica
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
+from inferd.settings import Routing, Settings
 
-__all__ = ["ModelEntry", "Placed", "Replica", "Router"]
+__all__ = ["ROUTINGS", "ModelEntry", "Placed", "Replica", "Router"]
+
+ROUTINGS: tuple[str, ...] = get_args(Routing)
+# A model's routing when it sets none, and the load bound of ``prefix``: the settings'.
+DEFAULT_ROUTING: Routing = Settings.model_fields["routing"].default
+SPILL: float = Settings.model_fields["routing_spill"].default
+SLACK: int = Settings.model_fields["routing_slack"].default
 
 T = TypeVar("T")
 R = TypeVar("R", ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
@@ -51,16 +65,23 @@ class ModelEntry:
     aliases: list[str] = field(default_factory=list)
     fallbacks: list[str] = field(default_factory=list)
     replicas: list[Replica] = field(default_factory=list)
+    routing: Routing | None = None  # None: the router's default
+    # ``weighted``: each replica's running credit (smooth weighted round-robin)
+    credit: dict[str, float] = field(default_factory=dict)
 
 
 class Router:
     """Maps model names to replicas and sends requests to one of them."""
 
-    def __init__(self, max_attempts: int = 3) -> None:
+    def __init__(self, max_attempts: int = 3, routing: Routing = DEFAULT_ROUTING,
+                 spill: float = SPILL, slack: int = SLACK) -> None:
         self._models: dict[str, ModelEntry] = {}
         self._aliases: dict[str, str] = {}
         self._turn = 0
         self.max_attempts = max_attempts
+        self.routing: Routing = routing
+        self.spill = spill
+        self.slack = slack
 
     # -- the catalogue --------------------------------------------------------------------
     def add(self, replica: Replica, aliases: list[str] | None = None) -> None:
@@ -72,8 +93,9 @@ class Router:
             self._aliases[alias] = replica.model
 
     def set_model(self, name: str, aliases: list[str] | None = None,
-                  fallbacks: list[str] | None = None) -> ModelEntry:
-        """Create or update a model (its replicas are kept)."""
+                  fallbacks: list[str] | None = None, routing: str | None = "") -> ModelEntry:
+        """Create or update a model (its replicas are kept); ``routing`` "" keeps it, None
+        sets the router's default."""
         entry = self._models.setdefault(name, ModelEntry(name))
         if aliases is not None:
             for alias in entry.aliases:
@@ -83,7 +105,13 @@ class Router:
                 self._aliases[alias] = name
         if fallbacks is not None:
             entry.fallbacks = list(fallbacks)
+        if routing != "":
+            entry.routing = routing if routing in ROUTINGS else None  # type: ignore[assignment]
         return entry
+
+    def routing_of(self, name: str) -> Routing:
+        """How the replicas of ``name`` are chosen."""
+        return self._models[self.resolve(name)].routing or self.routing
 
     def remove_model(self, name: str) -> list[Replica]:
         """Forget a model; returns its replicas so that the caller can close their engines."""
@@ -125,13 +153,16 @@ class Router:
             raise ModelNotFound(name)
         return canonical
 
-    def pick(self, name: str, exclude: set[str] | frozenset[str] = frozenset()) -> Replica:
-        """A replica for ``name``: available, least loaded for its weight; ties rotate.
+    def pick(self, name: str, exclude: set[str] | frozenset[str] = frozenset(),
+             key: int | None = None) -> Replica:
+        """A replica for ``name`` by the model's routing (see the module docstring); ``key``
+        is the request's routing key digest (``affinity.digest``), if it has one.
 
         When every replica is cooling down, one whose cooldown is over is tried (half-open)
         before the model is declared unavailable.
         """
-        replicas = self._models[self.resolve(name)].replicas
+        entry = self._models[self.resolve(name)]
+        replicas = entry.replicas
         now = time.time()
         ready = [r for r in replicas if r.id not in exclude and r.available(now)]
         if not ready:
@@ -141,6 +172,15 @@ class Router:
             raise Unavailable(f"No replica of model '{name}' is available.")
         # a standby (a request held until a worker starts) only when nothing else can answer
         ready = [r for r in ready if not r.standby] or ready
+        if len(ready) == 1:
+            return ready[0]
+        routing = entry.routing or self.routing
+        if routing == "prefix" and key is not None:
+            chosen: Replica = affinity.bounded(key, ready, self.spill,
+                                                       self.slack)  # type: ignore[assignment]
+            return chosen
+        if routing == "weighted":
+            return _round_robin(entry, ready)
         self._turn += 1
         offset = self._turn % len(ready)
         rotated = ready[offset:] + ready[:offset]
@@ -184,12 +224,19 @@ class Router:
         """``call`` on replicas in turn until one answers (see the module docstring)."""
         tried: set[str] = set()
         error: UpstreamError | None = None
-        for model in self._chain(request.model, placed):
+        chain = self._chain(request.model, placed)
+        key: int | None = None
+        if isinstance(request, ChatCompletionRequest | CompletionRequest) and any(
+                (self._models[m].routing or self.routing) == "prefix"
+                and len(self._models[m].replicas) > 1 for m in chain):
+            text = affinity.routing_key(request)
+            key = None if text is None else affinity.digest(text)
+        for model in chain:
             req = request if model == self.resolve(request.model) else request.model_copy(
                 update={"model": model})
             for _ in range(self.max_attempts):
                 try:
-                    replica = self.pick(model, tried)
+                    replica = self.pick(model, tried, key)
                 except Unavailable:
                     break
                 tried.add(replica.id)
@@ -253,6 +300,22 @@ class Router:
                               placed: Placed | None = None) -> AsyncIterator[Chunk]:
         return await self._run(request, lambda r, q: _started(r, r.engine.complete_stream(q)),
                                placed)
+
+
+def _round_robin(entry: ModelEntry, ready: list[Replica]) -> Replica:
+    """Smooth weighted round-robin: each replica gains its weight, the richest is chosen and
+    pays the total; over ``sum(w)`` picks each is chosen ``w`` times, evenly spread."""
+    total = sum(r.weight for r in ready)
+    credit = entry.credit
+    for r in ready:
+        credit[r.id] = credit.get(r.id, 0.0) + r.weight
+    best = max(ready, key=lambda r: credit[r.id])
+    credit[best.id] -= total
+    if len(credit) > 4 * len(entry.replicas) + 8:  # forget replicas gone long ago
+        live = {r.id for r in entry.replicas}
+        for gone in [k for k in credit if k not in live]:
+            del credit[gone]
+    return best
 
 
 async def _started(replica: Replica, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:

@@ -87,6 +87,9 @@ class ManagedModel(Answer):
     object: Literal["model"]
     aliases: list[str]
     fallbacks: list[str]
+    # How its replicas are chosen: prefix | least_busy | weighted
+    routing: str
+    routing_default: bool  # true: the server's default, not set on the model
     active: bool
     healthy: bool
     replicas: list[Replica]

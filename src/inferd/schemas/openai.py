@@ -138,6 +138,9 @@ class _Sampling(_Wire):
     stream_options: StreamOptions | None = None
     user: str | None = None
     logit_bias: dict[str, float] | None = None
+    # The routing key given outside the body (the ``x-session-id`` header, a Responses
+    # conversation or chain): ``inferd.routing.affinity.routing_key``.
+    _route: str | None = PrivateAttr(default=None)
 
     @field_validator("stop")
     @classmethod

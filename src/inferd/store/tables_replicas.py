@@ -21,6 +21,8 @@ llm_models = sa.Table(
     sa.Column("fallbacks", sa.JSON, nullable=False),
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("source", sa.String(16), nullable=False, server_default="api"),  # api | config
+    # prefix | least_busy | weighted; NULL: the server's default (``inferd.routing.router``)
+    sa.Column("routing", sa.String(16), nullable=True),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
 )

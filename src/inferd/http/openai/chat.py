@@ -15,9 +15,10 @@ from starlette.types import Receive, Scope, Send
 
 from inferd.http import jobs
 from inferd.http.deps import until_disconnected
-from inferd.http.fast import Answered, principal_of, send_error, send_json
+from inferd.http.fast import Answered, header, principal_of, send_error, send_json
 from inferd.http.operation import INFER, SSE, endpoint
 from inferd.http.sse import openai_events, send_sse
+from inferd.routing.affinity import session_key
 from inferd.schemas import answers as a
 from inferd.schemas.openai import ChatCompletionRequest, legacy_answer, legacy_stream
 from inferd.services import Services
@@ -26,6 +27,7 @@ PATH = "/v1/chat/completions"
 # The proxy toolkit serves OpenAI's chat API without the /v1 prefix; its clients keep working.
 PATHS = frozenset({PATH, "/chat/completions"})
 router = APIRouter(tags=["openai"])
+SESSION = b"x-session-id"
 
 
 # The proxy toolkit serves it without the /v1 prefix: the same operation (its jobs run PATH)
@@ -44,6 +46,7 @@ async def answer(scope: Scope, body: bytes, receive: Receive, send: Send) -> Non
     try:
         principal = principal_of(scope)
         request = ChatCompletionRequest.model_validate_json(body)
+        request._route = session_key(header(scope, SESSION))  # kept on one replica
         if request.stream:
             stream = await inference.chat_stream(request, principal)
         else:

@@ -11,6 +11,7 @@ from inferd.http.fast import Answered
 from inferd.http.operation import INFER, SSE, endpoint
 from inferd.http.responses import json_response
 from inferd.http.sse import openai_events, sse_response
+from inferd.routing.affinity import session_key
 from inferd.schemas import answers as a
 from inferd.schemas.openai import CompletionRequest
 
@@ -24,6 +25,7 @@ async def create_completion(request: Request, services: ServicesDep,
     if jobs.wants_async(request.scope):  # Prefer: respond-async -> 202 with a durable job
         return Answered(jobs.answer)
     body = await read_model(request, CompletionRequest)
+    body._route = session_key(request.headers.get("x-session-id"))  # kept on one replica
     if body.stream:
         stream = await services.inference.complete_stream(body, principal)
         return sse_response(openai_events(stream, body.include_usage()))

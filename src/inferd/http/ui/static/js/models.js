@@ -137,6 +137,7 @@ async function load() {
     ["health", (m) => badge(m.healthy, "serving", "down")],
     ["aliases", (m) => m.aliases.join(", ")],
     ["fallbacks", (m) => m.fallbacks.join(", ")],
+    ["routing", (m) => (m.routing_default ? `${m.routing} (default)` : m.routing)],
     ["replicas", (m) => m.replicas.length],
     ["active", (m) => (m.active ? "yes" : "no")],
     ["memory", (m) => (m.state
@@ -257,6 +258,7 @@ function editModel(m) {
   form.elements.name.disabled = true;
   form.elements.aliases.value = m.aliases.join(", ");
   form.elements.fallbacks.value = m.fallbacks.join(", ");
+  form.elements.routing.value = m.routing_default ? "default" : m.routing;
   form.elements.active.checked = m.active;
   fields(form).hidden = true; // its replicas are edited in the replica form
   form.querySelector("[data-test]").hidden = true;
@@ -285,11 +287,14 @@ async function saveModel(event) {
   const body = { aliases: csv(v.aliases), fallbacks: csv(v.fallbacks) };
   try {
     if (editingModel) {
-      await api("PATCH", `/admin/v1/models/${encodeURIComponent(editingModel)}`, { ...body, active: v.active });
+      await api("PATCH", `/admin/v1/models/${encodeURIComponent(editingModel)}`,
+        { ...body, active: v.active, routing: v.routing });
     } else {
       if (!(await tested(form))) return;
       const spec = replicaSpec(form);
-      await api("POST", "/admin/v1/models", { name: v.name, ...body, replicas: spec ? [spec] : [] });
+      const routing = v.routing === "default" ? null : v.routing;
+      await api("POST", "/admin/v1/models",
+        { name: v.name, ...body, routing, replicas: spec ? [spec] : [] });
       if (!v.active) await api("PATCH", `/admin/v1/models/${encodeURIComponent(v.name)}`, { active: false });
     }
     form.reset();
