@@ -31,6 +31,8 @@ ALLOWED: dict[str, str] = {
     "engines/llamacpp/backends.py:_lock": "guards the one-time registration of llama.cpp's "
     "backends, which are process-global native state",
     "store/usage.py:_INSERTS": "the compiled insert per dialect: a cache of immutable strings",
+    "routing/affinity.py:_id_hash": "a bounded memo (4,096) of a pure function of a replica "
+                                    "id, the same for every router",
     "store/usage.py:_SQLITE_ROWS": "the SQLite multi-row insert per row count: a cache of "
                                    "immutable strings",
 }

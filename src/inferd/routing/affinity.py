@@ -114,6 +114,8 @@ def digest(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
+# Module-level on purpose: a bounded memo of a pure function of the replica id (allowed in
+# tests/unit/test_module_state.py); every router of the process computes the same values.
 @functools.lru_cache(maxsize=4096)
 def _id_hash(replica_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(replica_id.encode(), digest_size=8).digest(), "big")
