@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -146,6 +147,36 @@ DEFAULT_REPLICA_NETWORKS = ["127.0.0.0/8", "::1/128", "localhost", "10.0.0.0/8",
                             "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
 
 
+# Request headers a replica may not set: the ones that frame the request or its connection,
+# and the one that tells an inferd engine a gateway meters the request.
+RESERVED_HEADERS = frozenset({
+    "host", "content-length", "content-type", "transfer-encoding", "connection", "keep-alive",
+    "upgrade", "te", "trailer", "proxy-connection", "expect", "x-inferd-forwarded"})
+MAX_HEADERS = 32
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+
+
+def check_headers(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``options.headers`` of a replica: at most 32 names (HTTP tokens of up to 64 characters,
+    none that frames the request) to values of up to 4,096 printable characters."""
+    headers = (options or {}).get("headers")
+    if headers is None:
+        return options
+    if not isinstance(headers, dict) or len(headers) > MAX_HEADERS:
+        raise ValueError(f"options.headers must be an object of at most {MAX_HEADERS} "
+                         "header names to values")
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"options.headers: {name[:64]!r} is not a header name")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"options.headers: {name} is set by inferd itself")
+        if (not isinstance(value, str) or len(value) > 4096
+                or any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value)):
+            raise ValueError(f"options.headers.{name} must be a string of up to 4,096 "
+                             "printable characters")
+    return options
+
+
 class ReplicaSpec(BaseModel):
     """One remote place a model runs (config file ``remote_models[].replicas`` or the API)."""
 
@@ -163,8 +194,14 @@ class ReplicaSpec(BaseModel):
     timeout: float = Field(default=600.0, gt=0.0, le=86400.0)
     enabled: bool = True
     # Kind-specific extras: ``health_url`` (http); ``chat_template``, ``stop``,
-    # ``extra_outputs`` (triton).
+    # ``extra_outputs`` (triton); ``headers`` (http, triton: sent with every request, stored
+    # encrypted like ``api_key`` and shown masked).
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def headers_are_valid(cls, options: dict[str, Any]) -> dict[str, Any]:
+        return check_headers(options) or {}
 
 
 class RemoteModelSpec(BaseModel):

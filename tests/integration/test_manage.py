@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+import sqlalchemy as sa
+from pydantic import ValidationError
 
 from inferd.engines.echo import EchoEngine
-from inferd.errors import Conflict, InvalidRequest, NotFound
+from inferd.errors import Conflict, InferdError, InvalidRequest, NotFound
 from inferd.outbound import HostAllowList
 from inferd.routing.catalog import ReplicaCatalog
 from inferd.routing.manage import ModelAdmin, ModelCreate, ModelUpdate, ReplicaUpdate
@@ -20,6 +22,7 @@ from inferd.routing.router import Router
 from inferd.settings import ModelSpec, ReplicaSpec
 from inferd.store.db import Database
 from inferd.store.replicas import ReplicaStore
+from inferd.store.tables_replicas import replica_security_rules, replicas
 
 SECRET = "sk-upstream-secret-value"
 
@@ -186,8 +189,11 @@ async def upstream() -> AsyncIterator[str]:
     async def models(request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {SECRET}":
             return web.json_response({"error": {"message": "bad key"}}, status=401)
+        # a tenant header, when sent, is listed back as a model (what the upstream received)
+        tenant = ([{"id": f"tenant-{request.headers['X-Tenant']}", "object": "model"}]
+                  if "X-Tenant" in request.headers else [])
         return web.json_response({"object": "list", "data": [
-            {"id": "qwen", "object": "model"}, {"id": "llama", "object": "model"}]})
+            {"id": "qwen", "object": "model"}, {"id": "llama", "object": "model"}, *tenant]})
 
     app = web.Application()
     app.router.add_get("/health", health)
@@ -247,3 +253,54 @@ async def test_a_models_routing_is_stored_shown_and_applied(admin: ModelAdmin) -
     assert (await admin.find_model("llama")).routing is None
     with pytest.raises(ValueError, match="routing"):
         ModelUpdate.model_validate({"routing": "random"})
+
+
+async def test_a_replicas_headers_are_sent_kept_encrypted_and_shown_masked(
+        admin: ModelAdmin, upstream: str, database: Database) -> None:
+    headers = {"Authorization": f"Bearer {SECRET}", "X-Tenant": "blue"}
+    spec = ReplicaSpec(url=upstream, options={"headers": headers, "health_url": ""})
+    tested = await admin.test_replica(spec)
+    assert tested["ok"] and tested["models"] == ["qwen", "llama", "tenant-blue"]
+    view = await admin.create_model(_create("tenanted", replicas=[spec]))
+    [replica] = view["replicas"]
+    assert replica["options"]["headers"] == {"Authorization": "***", "X-Tenant": "***"}
+    assert SECRET not in repr(view) and SECRET not in repr(await admin.models())
+    async with database.engine.connect() as conn:  # the row holds them masked
+        stored = (await conn.execute(sa.select(replicas.c.options))).scalars().all()
+        rules = (await conn.execute(sa.select(replica_security_rules.c.secret))).scalars().all()
+    assert SECRET not in repr(stored) and "blue" not in repr(stored)
+    # ... and the values are a security rule (encrypted as the credentials are)
+    assert [database.secrets.open(str(r)) for r in rules] == [
+        '{"Authorization": "Bearer sk-upstream-secret-value", "X-Tenant": "blue"}']
+    live = admin.router.replica(replica["id"])
+    assert live is not None and "tenant-blue" in await live.engine.upstream_models()
+    # the masked values a view showed, sent back, keep the stored ones; a new value replaces
+    await admin.update_replica(replica["id"], ReplicaUpdate(options={"headers": {
+        "Authorization": "***", "X-Tenant": "green"}}))
+    live = admin.router.replica(replica["id"])
+    assert live is not None and "tenant-green" in await live.engine.upstream_models()
+    with pytest.raises(InvalidRequest) as refused:  # a mask for a header never stored
+        await admin.update_replica(replica["id"], ReplicaUpdate(options={"headers": {
+            "X-Other": "***"}}))
+    assert refused.value.param == "options.headers.X-Other"
+    with pytest.raises(InvalidRequest) as refused:  # stored values never go to a new host
+        await admin.update_replica(replica["id"], ReplicaUpdate(url="http://127.0.0.2:9/v1"))
+    assert refused.value.code == "headers_required"
+    # options without headers remove them: the upstream refuses the missing credential
+    await admin.update_replica(replica["id"], ReplicaUpdate(options={}))
+    live = admin.router.replica(replica["id"])
+    assert live is not None
+    with pytest.raises(InferdError) as unauthorized:
+        await live.engine.upstream_models()
+    assert "answered 401" in str(unauthorized.value)
+
+
+@pytest.mark.parametrize("headers", [
+    {"Host": "elsewhere"}, {"Content-Length": "1"}, {"X-Inferd-Forwarded": "1"},
+    {"Bad Name": "x"}, {"X-Tenant": "a\r\nInjected: yes"}, {"X-Tenant": 3},
+    {f"X-H{i}": "v" for i in range(33)}, ["X-Tenant"]])
+def test_replica_headers_that_would_break_the_request_are_refused(headers: object) -> None:
+    with pytest.raises(ValidationError):
+        ReplicaSpec(url="http://127.0.0.1:9/v1", options={"headers": headers})
+    with pytest.raises(ValidationError):
+        ReplicaUpdate(options={"headers": headers})

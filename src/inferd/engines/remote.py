@@ -81,6 +81,8 @@ class RemoteEngine(Engine):
         self._headers = {"Content-Type": "application/json", FORWARDED_HEADER: "1"}
         if spec.api_key:
             self._headers["Authorization"] = f"Bearer {spec.api_key}"
+        # the replica's own headers (``options.headers``: an upstream's key header, a tenant)
+        self._headers.update(spec.options.get("headers") or {})
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.spec.max_connections, keepalive_timeout=30,

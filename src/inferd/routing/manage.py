@@ -12,16 +12,16 @@ import time
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from inferd.audit import AuditLog
 from inferd.engines.residency import Resident
 from inferd.errors import Conflict, InferdError, InvalidRequest, NotFound
 from inferd.numerals import ascii_int
-from inferd.redact import redact_url
+from inferd.redact import MASK, redact_url
 from inferd.routing.catalog import ReplicaCatalog, build_remote_engine, probe
 from inferd.routing.replica import Replica
-from inferd.settings import ReplicaSpec, Routing
+from inferd.settings import ReplicaSpec, Routing, check_headers
 from inferd.store.replicas import ModelRecord, ReplicaRecord, ReplicaStore
 
 Name = Field(min_length=1, max_length=191)
@@ -66,6 +66,11 @@ class ReplicaUpdate(BaseModel):
     timeout: float | None = Field(default=None, gt=0.0, le=86400.0)
     enabled: bool | None = None
     options: dict[str, Any] | None = None
+
+    @field_validator("options")
+    @classmethod
+    def headers_are_valid(cls, options: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_headers(options)
 
 
 # The largest id a BIGINT column holds; a larger number names no row (and must not reach the
@@ -306,6 +311,15 @@ class ModelAdmin:
                 f"'{redact_url(current.url)}'; a URL on another host must come with its "
                 "credential again: send 'api_key' with the new 'url' (\"\" for none).",
                 param="api_key", code="api_key_required")
+        if (current is not None and changes.get("url") and current.options.get("headers")
+                and origin(changes["url"]) != origin(current.url)
+                and MASK in ((changes.get("options") or current.options).get("headers")
+                             or {}).values()):
+            raise InvalidRequest(
+                "This replica's headers were given for "
+                f"'{redact_url(current.url)}'; a URL on another host must come with their "
+                "values again: send 'options.headers' with the new 'url' ({} for none).",
+                param="options.headers", code="headers_required")
         if current is not None and (changes.get("url") or changes.get("options")):
             await self.catalog.check(changes.get("url") or current.url,
                                      changes.get("options", current.options), current.kind)

@@ -8,6 +8,7 @@ URL that carries secrets (a query string, ``user:pass@``) is stored masked in ``
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,8 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from inferd.errors import Conflict
-from inferd.redact import redact_url
+from inferd.errors import Conflict, InvalidRequest
+from inferd.redact import MASK, redact_url
 from inferd.settings import RemoteModelSpec, ReplicaSpec
 from inferd.store import heartbeats
 from inferd.store.db import Database
@@ -24,6 +25,17 @@ from inferd.store.tables_replicas import llm_models, replica_security_rules, rep
 
 BEARER = "bearer_token"
 FULL_URL = "url"  # the whole replica URL, when ``replicas.url`` holds it masked
+HEADERS = "headers"  # ``options.headers`` (JSON), kept here while ``replicas.options`` masks it
+
+
+def _masked_headers(options: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """``options`` as stored (each header value masked) and its headers as the secret to
+    keep ("" when there are none)."""
+    headers = options.get("headers")
+    if not headers:
+        return {k: v for k, v in options.items() if k != "headers"}, ""
+    return ({**options, "headers": dict.fromkeys(headers, MASK)},
+            json.dumps(headers, sort_keys=True))
 
 
 @dataclass
@@ -107,6 +119,13 @@ class ReplicaStore:
                 replica_id=replica_id, rule=rule, secret=self.db.secrets.seal(secret),
                 created_at=time.time()))
 
+    async def _rule(self, conn: AsyncConnection, replica_id: int, rule: str) -> str:
+        """The replica's ``rule`` secret, decrypted ("" when it has none)."""
+        sealed = await conn.scalar(sa.select(replica_security_rules.c.secret).where(
+            replica_security_rules.c.replica_id == replica_id,
+            replica_security_rules.c.rule == rule))
+        return self.db.secrets.open(str(sealed)) if sealed is not None else ""
+
     async def _set_url(self, conn: AsyncConnection, replica_id: int, url: str) -> None:
         """Keep the whole ``url`` among the secrets when its stored form is masked."""
         await self._set_rule(conn, replica_id, FULL_URL, url if redact_url(url) != url else "")
@@ -187,26 +206,43 @@ class ReplicaStore:
     async def create_replica(self, model_id: int, spec: ReplicaSpec,
                              source: str = "api") -> ReplicaRecord:
         now = time.time()
+        options, headers = _masked_headers(spec.options)
         async with self.db.engine.begin() as conn:
             result = await conn.execute(sa.insert(replicas).values(
                 model_id=model_id, kind=spec.kind, url=redact_url(spec.url),
                 upstream_model=spec.upstream_model, weight=spec.weight, timeout=spec.timeout,
-                enabled=spec.enabled, options=spec.options, source=source,
+                enabled=spec.enabled, options=options, source=source,
                 created_at=now, updated_at=now))
             replica_id = _inserted_id(result)
             await self._set_rule(conn, replica_id, BEARER, spec.api_key)
             await self._set_url(conn, replica_id, spec.url)
+            await self._set_rule(conn, replica_id, HEADERS, headers)
         record = await self.get_replica(replica_id)
         assert record is not None
         return record
 
     async def update_replica(self, replica_id: int, changes: dict[str, Any]
                              ) -> ReplicaRecord | None:
-        """Apply ``changes`` (fields of ``ReplicaSpec``; ``api_key`` "" removes it)."""
+        """Apply ``changes`` (fields of ``ReplicaSpec``; ``api_key`` "" removes it). New
+        ``options`` replace the old; a header whose value is the mask keeps its stored value."""
         values = {k: v for k, v in changes.items() if k in replicas.c and k != "id"}
         if values.get("url"):
             values["url"] = redact_url(values["url"])
+        headers: str | None = None
         async with self.db.engine.begin() as conn:
+            if values.get("options") is not None:
+                given = dict(values["options"].get("headers") or {})
+                kept = await self._rule(conn, replica_id, HEADERS)
+                old = json.loads(kept) if kept else {}
+                for name, value in given.items():
+                    if value == MASK:
+                        if name not in old:
+                            raise InvalidRequest(f"options.headers.{name}: give its value "
+                                                 "(the replica has no such header stored).",
+                                                 param=f"options.headers.{name}")
+                        given[name] = old[name]
+                options = {**values["options"], "headers": given}
+                values["options"], headers = _masked_headers(options)
             result = await conn.execute(sa.update(replicas).where(replicas.c.id == replica_id)
                                         .values(**values, updated_at=time.time()))
             if not result.rowcount:
@@ -215,6 +251,8 @@ class ReplicaStore:
                 await self._set_rule(conn, replica_id, BEARER, changes["api_key"] or "")
             if values.get("url"):
                 await self._set_url(conn, replica_id, changes["url"])
+            if headers is not None:
+                await self._set_rule(conn, replica_id, HEADERS, headers)
         return await self.get_replica(replica_id)
 
     async def delete_replica(self, replica_id: int) -> bool:
@@ -240,6 +278,9 @@ class ReplicaStore:
         for record in records:
             record.api_key = secrets.get((record.id, BEARER), "")
             record.url = secrets.get((record.id, FULL_URL), record.url)
+            if (record.id, HEADERS) in secrets:
+                record.options = {**record.options,
+                                  "headers": json.loads(secrets[(record.id, HEADERS)])}
         return models, records
 
     async def apply_config(self, specs: list[RemoteModelSpec]) -> None:
