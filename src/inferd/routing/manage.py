@@ -174,14 +174,21 @@ class ModelAdmin:
                 "updated_at": record.updated_at}
 
     async def model_view(self, record: ModelRecord) -> dict[str, Any]:
+        """The model as this gateway serves it: its routing is the one its router applies
+        (a change made on another gateway shows once this one has synced), else the stored."""
         stored = [self.replica_view(r) for r in await self.store.list_replicas(record.id)]
+        routing: str | None
+        try:
+            routing = self.router.set_routing(record.name)
+        except KeyError:  # not routed here (inactive, or not synced yet)
+            routing = record.routing
         local = [live_view(r) for r in self.router.replicas()
                  if r.model == record.name and r.kind == "local"]
         replicas = local + stored
         return {"id": record.id, "name": record.name, "object": "model",
                 "aliases": record.aliases, "fallbacks": record.fallbacks,
-                "routing": record.routing or self.router.routing,
-                "routing_default": record.routing is None,
+                "routing": routing or self.router.routing,
+                "routing_default": routing is None,
                 "active": record.active, "source": record.source,
                 "healthy": any(r["available"] for r in replicas),
                 "state": memory_state(local),

@@ -113,6 +113,11 @@ class Router:
         """How the replicas of ``name`` are chosen."""
         return self._models[self.resolve(name)].routing or self.routing
 
+    def set_routing(self, name: str) -> Routing | None:
+        """The routing ``name`` sets for itself here (None: the router's default); raises
+        ``KeyError`` for a model this router does not hold."""
+        return self._models[name].routing
+
     def remove_model(self, name: str) -> list[Replica]:
         """Forget a model; returns its replicas so that the caller can close their engines."""
         entry = self._models.pop(name, None)
