@@ -16,6 +16,7 @@ from inferd.auth.limits import Reservation
 from inferd.auth.principal import Principal
 from inferd.logs import request_id_var
 from inferd.metrics import Metrics, ReplicaState
+from inferd.prices import PriceBook
 from inferd.routing.router import Router
 from inferd.settings import Settings
 from inferd.store.db import Database, unreachable
@@ -67,8 +68,11 @@ class Metering:
     """Metrics, the usage recorder and the usage store of one process."""
 
     def __init__(self, store: UsageStore, recorder: UsageRecorder, *,
-                 metrics: Metrics | None = None, log_requests: bool = False) -> None:
+                 metrics: Metrics | None = None, log_requests: bool = False,
+                 prices: PriceBook | None = None) -> None:
         self.store = store
+        # every model's price, as the replica catalogue last read them (``inferd.prices``)
+        self.prices = prices or PriceBook()
         self.recorder = recorder
         self.metrics = metrics or Metrics()
         self.log_requests = log_requests
@@ -137,7 +141,8 @@ class Metering:
                 time.time(), call.request_id, key_id, call.model, call.replica, call.endpoint,
                 call.stream, status, error, prompt, completion, prompt + completion,
                 latency * 1000.0, None if ttft is None else ttft * 1000.0, call.images,
-                call.steps, call.image_units))
+                call.steps, call.image_units,
+                self.prices.cost(call.model, call.replica, usage, call.images)))
         level = logging.WARNING if status >= 500 else logging.INFO
         if error == "rate_limit_exceeded" and in_job():  # the job is deferred, not answered
             level = logging.DEBUG

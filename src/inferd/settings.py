@@ -20,6 +20,8 @@ import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inferd.prices import Price, check_price
+
 ModelKind = Literal["llamacpp", "embeddings", "echo", "diffusers"]
 # How a model's replicas are chosen (``inferd.routing.router``).
 Routing = Literal["prefix", "least_busy", "weighted"]
@@ -85,6 +87,8 @@ class ModelSpec(BaseModel):
     family: str = ""
     # How its replicas are chosen (docs/serving/routing.md); None: ``Settings.routing``.
     routing: Routing | None = None
+    # What it costs (docs/operating/prices.md); None: the price set through the API, if any.
+    price: Price | None = None
     # Seconds the echo engine waits per token (only for ``kind: echo``, used in tests/bench).
     echo_delay: float = Field(default=0.0, ge=0.0)
     # ``kind: embeddings``: read ``input`` given as token ids (lists of ints) as ids of this
@@ -195,13 +199,14 @@ class ReplicaSpec(BaseModel):
     enabled: bool = True
     # Kind-specific extras: ``health_url`` (http); ``chat_template``, ``stop``,
     # ``extra_outputs`` (triton); ``headers`` (http, triton: sent with every request, stored
-    # encrypted like ``api_key`` and shown masked).
+    # encrypted like ``api_key`` and shown masked); ``price`` (any kind: this replica's price,
+    # instead of its model's; docs/operating/prices.md).
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("options")
     @classmethod
     def headers_are_valid(cls, options: dict[str, Any]) -> dict[str, Any]:
-        return check_headers(options) or {}
+        return check_price(check_headers(options)) or {}
 
 
 class RemoteModelSpec(BaseModel):
@@ -213,6 +218,8 @@ class RemoteModelSpec(BaseModel):
     replicas: list[ReplicaSpec] = Field(default_factory=list)
     # How its replicas are chosen (docs/serving/routing.md); None: ``Settings.routing``.
     routing: Routing | None = None
+    # What it costs (docs/operating/prices.md); None: the price set through the API, if any.
+    price: Price | None = None
 
 
 def default_models(threads: int | None = None) -> list[ModelSpec]:

@@ -45,6 +45,7 @@ class UsageRecord(NamedTuple):
     images: int | None  # image generation: pictures made
     steps: int | None  # and denoising steps run
     image_units: int | None = None  # and their cost units (steps x megapixels x pictures)
+    cost: float = 0.0  # in the currency unit, at its model's (or replica's) price
 
 
 # The records of the job attempt running in this context (None: not inside a job).

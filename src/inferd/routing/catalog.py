@@ -22,12 +22,13 @@ from inferd.engines.base import Engine
 from inferd.engines.remote import RemoteEngine, RemoteSpec
 from inferd.errors import Conflict, InvalidRequest
 from inferd.outbound import HostAllowList
+from inferd.prices import Price, PriceBook, parse_price
 from inferd.redact import redact_url
 from inferd.routing.replica import Replica
 from inferd.routing.router import Router
 from inferd.routing.standby import STANDBY
 from inferd.settings import ReplicaSpec, Settings
-from inferd.store.replicas import ReplicaRecord, ReplicaStore
+from inferd.store.replicas import ModelRecord, ReplicaRecord, ReplicaStore
 
 log = logging.getLogger("inferd.routing")
 
@@ -70,10 +71,11 @@ class ReplicaCatalog:
     def __init__(self, router: Router, store: ReplicaStore, allow: HostAllowList, *,
                  interval: float, cooldown_base: float, cooldown_max: float,
                  announce: Callable[[str], Awaitable[None]] | None = None,
-                 queue_engine: Callable[[str, ReplicaSpec], Engine] | None = None) -> None:
+                 queue_engine: Callable[[str, ReplicaSpec], Engine] | None = None,
+                 prices: PriceBook | None = None) -> None:
         """``announce`` tells the other processes of a change (Redis pub/sub, when
         configured); ``queue_engine`` builds the engine of a ``queue`` replica (a process
-        with a broker has one)."""
+        with a broker has one); ``prices`` is filled with the stored prices on each sync."""
         self.router = router
         self.store = store
         self.allow = allow
@@ -87,6 +89,7 @@ class ReplicaCatalog:
         self._lock = asyncio.Lock()
         self.announce = announce
         self.queue_engine = queue_engine
+        self.prices = prices
 
     async def sync(self) -> None:
         """Make the router's remote replicas match the database."""
@@ -104,12 +107,38 @@ class ReplicaCatalog:
             for replica_id, record in wanted.items():
                 if replica_id not in self._built:
                     await self._add(record)
+            if self.prices is not None:
+                self._set_prices(models, records)
             names = {m.name for m in models}
             for gone in self._stored_models - names:
                 entry = next((e for e in self.router.entries() if e.name == gone), None)
                 if entry is not None and not entry.replicas:
                     self.router.remove_model(gone)
             self._stored_models = names
+
+    def _set_prices(self, models: list[ModelRecord], records: list[ReplicaRecord]) -> None:
+        """The price book from the stored prices (a price that no longer validates, say
+        after a change of bounds, is left out and logged)."""
+        assert self.prices is not None
+        by_model: dict[str, Price] = {}
+        for model in models:
+            try:
+                price = parse_price(model.price)
+            except ValueError as exc:
+                log.warning("price of model %s not used: %s", model.name, exc)
+                continue
+            if price is not None:
+                by_model.update({name: price for name in (*model.aliases, model.name)})
+        overrides: dict[str, Price] = {}
+        for record in records:
+            try:
+                price = parse_price(record.options.get("price"), "options.price")
+            except ValueError as exc:
+                log.warning("price of replica %s not used: %s", record.id, exc)
+                continue
+            if price is not None:
+                overrides[str(record.id)] = price
+        self.prices.replace(by_model, overrides, {str(r.id): r.model for r in records})
 
     async def check(self, url: str, options: dict[str, Any] | None = None,
                     kind: str = "http") -> None:
@@ -234,26 +263,28 @@ async def _close_when_idle(replica: Replica) -> None:
 async def start_catalog(router: Router, store: ReplicaStore, settings: Settings, *,
                         announce: Callable[[str], Awaitable[None]] | None = None,
                         queue_engine: Callable[[str, ReplicaSpec], Engine] | None = None,
-                        ) -> ReplicaCatalog:
+                        prices: PriceBook | None = None) -> ReplicaCatalog:
     """Record the local and configured models in the store, load every stored replica into
     the router and start the periodic sync and health checks (``announce``, ``queue_engine``:
     see ``ReplicaCatalog``)."""
     for spec in settings.all_models():
         record = await store.find_model(spec.name)
+        price = None if spec.price is None else spec.price.view()
         if record is None:
             with contextlib.suppress(Conflict):
                 await store.create_model(spec.name, spec.aliases, [], source="local",
-                                         routing=spec.routing)
+                                         routing=spec.routing, price=price)
         elif record.source == "local" and (record.aliases != spec.aliases
-                                           or record.routing != spec.routing):
+                                           or record.routing != spec.routing
+                                           or (price is not None and record.price != price)):
             await store.update_model(record.id, aliases=spec.aliases,
-                                     routing=spec.routing or "default")
+                                     routing=spec.routing or "default", price=price)
     await store.apply_config(settings.remote_models)
     catalog = ReplicaCatalog(router, store, HostAllowList(settings.replica_allowed_hosts),
                              interval=settings.health_check_interval,
                              cooldown_base=settings.replica_cooldown_base,
                              cooldown_max=settings.replica_cooldown_max,
-                             announce=announce, queue_engine=queue_engine)
+                             announce=announce, queue_engine=queue_engine, prices=prices)
     await catalog.sync()
     catalog.start()
     return catalog

@@ -18,6 +18,7 @@ from inferd.audit import AuditLog
 from inferd.engines.residency import Resident
 from inferd.errors import Conflict, InferdError, InvalidRequest, NotFound
 from inferd.numerals import ascii_int
+from inferd.prices import Price, check_price, parse_price
 from inferd.redact import MASK, redact_url
 from inferd.routing.catalog import ReplicaCatalog, build_remote_engine, probe
 from inferd.routing.replica import Replica
@@ -36,6 +37,8 @@ class ModelCreate(BaseModel):
     replicas: list[ReplicaSpec] = Field(default_factory=list, max_length=100)
     # How its replicas are chosen; left out: the server's default (``INFERD_ROUTING``).
     routing: Routing | None = None
+    # What it costs (docs/operating/prices.md); left out: nothing.
+    price: Price | None = None
 
 
 class ModelUpdate(BaseModel):
@@ -46,6 +49,8 @@ class ModelUpdate(BaseModel):
     active: bool | None = None
     # "default" goes back to the server's default.
     routing: Literal["prefix", "least_busy", "weighted", "default"] | None = None
+    # A new price (replaces the old one whole); ``null`` removes it.
+    price: Price | None = None
 
 
 class ReplicaCreate(ReplicaSpec):
@@ -70,7 +75,7 @@ class ReplicaUpdate(BaseModel):
     @field_validator("options")
     @classmethod
     def headers_are_valid(cls, options: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_headers(options)
+        return check_price(check_headers(options))
 
 
 # The largest id a BIGINT column holds; a larger number names no row (and must not reach the
@@ -120,6 +125,16 @@ def live_view(replica: Replica) -> dict[str, Any]:
 
 # A model served in this process is as loaded as its most loaded replica.
 STATES = ("loaded", "loading", "unloaded")
+
+
+def _price_view(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A model's stored price as views show it (None: none, or one that no longer
+    validates)."""
+    try:
+        price = parse_price(stored)
+    except ValueError:
+        return None
+    return None if price is None else price.view()
 
 
 def memory_state(local: list[dict[str, Any]]) -> str | None:
@@ -190,6 +205,7 @@ class ModelAdmin:
                 "routing": routing or self.router.routing,
                 "routing_default": routing is None,
                 "active": record.active, "source": record.source,
+                "price": _price_view(record.price),
                 "healthy": any(r["available"] for r in replicas),
                 "state": memory_state(local),
                 "loadable": any(r["loadable"] for r in local), "replicas": replicas,
@@ -234,8 +250,9 @@ class ModelAdmin:
             raise Conflict(f"A model named '{body.name}' already exists.")
         for replica in body.replicas:
             await self.catalog.check(replica.url, replica.options, replica.kind)
-        record = await self.store.create_model(body.name, body.aliases, body.fallbacks,
-                                               routing=body.routing)
+        record = await self.store.create_model(
+            body.name, body.aliases, body.fallbacks, routing=body.routing,
+            price=None if body.price is None else body.price.view())
         for replica in body.replicas:
             await self.store.create_replica(record.id, replica)
         await self.catalog.changed()
@@ -248,13 +265,16 @@ class ModelAdmin:
         await self._check_names(record.name, body.aliases if body.aliases is not None
                                 else record.aliases, body.fallbacks or [])
         before = self._stored(await self.model_view(record))
+        price: dict[str, Any] | None = None
+        if "price" in body.model_fields_set:  # null: removed
+            price = {} if body.price is None else body.price.view()
         updated = await self.store.update_model(record.id, aliases=body.aliases,
                                                 fallbacks=body.fallbacks, active=body.active,
-                                                routing=body.routing)
+                                                routing=body.routing, price=price)
         assert updated is not None
         await self.catalog.changed()
         view = await self.model_view(updated)
-        sent = body.model_dump(exclude_none=True)
+        sent = body.model_dump(exclude_unset=True)
         action = ("model.enable" if sent == {"active": True} else
                   "model.disable" if sent == {"active": False} else "model.update")
         await self._record(action, "model", record.id, before, self._stored(view))

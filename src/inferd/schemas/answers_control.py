@@ -91,6 +91,8 @@ class ManagedModel(Answer):
     routing: str
     routing_default: bool  # true: the server's default, not set on the model
     active: bool
+    # input, output, cached_input (per million tokens), image (each); null: none
+    price: dict[str, float | None] | None = None
     healthy: bool
     replicas: list[Replica]
 

@@ -51,6 +51,7 @@ class ModelRecord:
     created_at: float
     updated_at: float
     routing: str | None = None  # None: the server's default
+    price: dict[str, Any] | None = None  # ``inferd.prices.Price`` as JSON; None: no price
 
 
 @dataclass
@@ -84,7 +85,7 @@ def _model(row: Any) -> ModelRecord:
     return ModelRecord(id=int(row.id), name=row.name, aliases=list(row.aliases or []),
                        fallbacks=list(row.fallbacks or []), active=bool(row.active),
                        source=row.source, created_at=row.created_at, updated_at=row.updated_at,
-                       routing=row.routing)
+                       routing=row.routing, price=dict(row.price) if row.price else None)
 
 
 _HAS_KEY = sa.exists().where(replica_security_rules.c.replica_id == replicas.c.id,
@@ -149,13 +150,14 @@ class ReplicaStore:
         return None if row is None else _model(row)
 
     async def create_model(self, name: str, aliases: list[str], fallbacks: list[str],
-                           source: str = "api", routing: str | None = None) -> ModelRecord:
+                           source: str = "api", routing: str | None = None,
+                           price: dict[str, Any] | None = None) -> ModelRecord:
         now = time.time()
         try:
             async with self.db.engine.begin() as conn:
                 result = await conn.execute(sa.insert(llm_models).values(
                     name=name, aliases=aliases, fallbacks=fallbacks, active=True, source=source,
-                    routing=routing, created_at=now, updated_at=now))
+                    routing=routing, price=price or None, created_at=now, updated_at=now))
                 model_id = _inserted_id(result)
         except sa.exc.IntegrityError as exc:
             raise Conflict(f"A model named '{name}' already exists.") from exc
@@ -164,11 +166,14 @@ class ReplicaStore:
         return record
 
     async def update_model(self, model_id: int, **changes: Any) -> ModelRecord | None:
-        """Change the given fields (None: kept); ``routing="default"`` clears the routing."""
+        """Change the given fields (None: kept); ``routing="default"`` clears the routing,
+        ``price={}`` the price."""
         values = {k: v for k, v in changes.items()
-                  if k in ("aliases", "fallbacks", "active", "routing") and v is not None}
+                  if k in ("aliases", "fallbacks", "active", "routing", "price") and v is not None}
         if values.get("routing") == "default":
             values["routing"] = None
+        if values.get("price") == {}:
+            values["price"] = None
         if values:
             async with self.db.engine.begin() as conn:
                 await conn.execute(sa.update(llm_models).where(llm_models.c.id == model_id)
@@ -290,15 +295,18 @@ class ReplicaStore:
             record = await self.find_model(spec.name)
             if record is None:
                 try:
-                    record = await self.create_model(spec.name, spec.aliases, spec.fallbacks,
-                                                     source="config", routing=spec.routing)
+                    record = await self.create_model(
+                        spec.name, spec.aliases, spec.fallbacks, source="config",
+                        routing=spec.routing,
+                        price=None if spec.price is None else spec.price.view())
                 except Conflict:  # another gateway starting at the same time
                     record = await self.find_model(spec.name)
                     assert record is not None
             else:
                 await self.update_model(record.id, aliases=spec.aliases,
                                         fallbacks=spec.fallbacks,
-                                        routing=spec.routing or "default")
+                                        routing=spec.routing or "default",
+                                        price=None if spec.price is None else spec.price.view())
             existing = {(r.kind, r.url, r.upstream_model): r  # URLs as stored: masked
                         for r in await self.list_replicas(record.id) if r.source == "config"}
             for replica in spec.replicas:

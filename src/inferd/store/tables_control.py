@@ -78,6 +78,8 @@ usage_records = sa.Table(
     sa.Column("images", sa.Integer, nullable=True),  # image generation: pictures made
     sa.Column("steps", sa.Integer, nullable=True),  # and denoising steps run
     sa.Column("image_units", sa.Integer, nullable=True),  # and their cost units
+    # in the currency unit, at the prices when it was made (``inferd.prices``)
+    sa.Column("cost", sa.Double, nullable=False, server_default="0"),
     sa.Index("ix_metrics_key_id_created_at", "key_id", "created_at"),
     sa.Index("ix_metrics_model_created_at", "model", "created_at"),
     sa.Index("ix_metrics_created_at", "created_at"),

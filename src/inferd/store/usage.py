@@ -25,7 +25,7 @@ FIELDS = UsageRecord._fields
 # Module-level on purpose: a cache of immutable strings, the same for every database of a
 # dialect (allowed in tests/unit/test_module_state.py), as is _SQLITE_ROWS below.
 _INSERTS: dict[str, tuple[str, bool]] = {}
-# SQLite: rows per multi-row INSERT (17 parameters a row, under its limit of 32,766), and the
+# SQLite: rows per multi-row INSERT (18 parameters a row, under its limit of 32,766), and the
 # statements of 1, 2, 4 ... ROWS rows (a batch is cut into those).
 ROWS = 1024
 _SQLITE_ROWS: dict[int, str] = {}
@@ -173,6 +173,7 @@ class UsageStore:
             sa.func.coalesce(sa.func.sum(t.c.images), 0).label("images"),
             sa.func.coalesce(sa.func.sum(t.c.steps), 0).label("steps"),
             sa.func.coalesce(sa.func.sum(t.c.image_units), 0).label("image_units"),
+            sa.func.coalesce(sa.func.sum(t.c.cost), 0).label("cost"),
         )
         if since is not None:
             query = query.where(t.c.created_at >= since)
@@ -230,12 +231,19 @@ class UsageStore:
                        .scalar() or 0)
 
 
+# Sums shown as they are (never rounded to the millisecond like latencies).
+EXACT = frozenset({"cost"})
+
+
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
     """Database numerics (Decimal on MySQL/PostgreSQL) to plain JSON numbers."""
     for name, value in row.items():
         if value is None or isinstance(value, str | int):
             continue
         number = float(value)
+        if name in EXACT:
+            row[name] = number
+            continue
         row[name] = int(number) if name != "avg_latency_ms" and name != "avg_ttft_ms" \
             and name != "max_latency_ms" and number.is_integer() else round(number, 3)
     return row

@@ -1,0 +1,128 @@
+"""Prices per model and the cost of a request (docs/operating/prices.md).
+
+A ``Price`` is set per model (config file ``models``/``remote_models`` entries, the admin API,
+the UI) and may be overridden per replica (``options.price``). ``PriceBook`` holds them in
+memory (filled by the replica catalogue on each sync) so that the cost of a request is computed
+when its usage record is made, without a database read on the request path.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+# The highest price accepted, per million tokens or per image, in the currency unit.
+MAX_PRICE = Decimal(1_000_000)
+MILLION = Decimal(1_000_000)
+
+
+def _amount() -> Any:
+    return Field(default=Decimal(0), ge=0, le=MAX_PRICE, allow_inf_nan=False, max_digits=20,
+                 decimal_places=9)
+
+
+class Price(BaseModel):
+    """What a model costs: input, output and cached input tokens per million, and per image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Decimal = _amount()  # per million prompt tokens (not cached)
+    output: Decimal = _amount()  # per million completion tokens
+    # per million prompt tokens read from the prompt cache
+    # (``usage.prompt_tokens_details.cached_tokens``); None: the input price
+    cached_input: Decimal | None = Field(default=None, ge=0, le=MAX_PRICE,
+                                         allow_inf_nan=False, max_digits=20, decimal_places=9)
+    image: Decimal = _amount()  # per picture made (image generation)
+
+    def view(self) -> dict[str, float | None]:
+        """As the API shows and stores it (JSON numbers)."""
+        return {"input": float(self.input), "output": float(self.output),
+                "cached_input": None if self.cached_input is None else float(self.cached_input),
+                "image": float(self.image)}
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+             images: int = 0) -> float:
+        """The cost of one request: cached prompt tokens at the cached price, the rest of the
+        prompt at the input price, completion tokens at the output price, images each."""
+        cached = max(0, min(int(cached_tokens), int(prompt_tokens)))
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        total = ((Decimal(int(prompt_tokens) - cached) * self.input
+                  + Decimal(cached) * cached_price
+                  + Decimal(int(completion_tokens)) * self.output) / MILLION
+                 + Decimal(max(0, int(images))) * self.image)
+        return float(total)
+
+
+def parse_price(value: Any, param: str = "price") -> Price | None:
+    """A stored or given price (an object, or None); ``ValueError`` naming ``param`` if bad."""
+    if value is None:
+        return None
+    if isinstance(value, Price):
+        return value
+    try:
+        return Price.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in (param, *first["loc"]))
+        raise ValueError(f"{where}: {first['msg']} (prices are non-negative numbers of at "
+                         f"most {MAX_PRICE:,} per million tokens or per image)") from None
+
+
+def check_price(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A replica's ``options.price`` (its override of the model's price), validated and kept
+    as JSON numbers."""
+    if options is None or options.get("price") is None:
+        return options
+    price = parse_price(options["price"], "options.price")
+    assert price is not None
+    return {**options, "price": price.view()}
+
+
+class PriceBook:
+    """The prices of every model and replica override, as the catalogue last read them."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, Price] = {}  # model name (and alias) -> price
+        self.replicas: dict[str, Price] = {}  # replica id -> its override
+        self.replica_models: dict[str, str] = {}  # replica id -> its model
+
+    def replace(self, models: dict[str, Price], replicas: dict[str, Price],
+                replica_models: dict[str, str]) -> None:
+        """Swap in a whole new set (readers see the old or the new one, never a mix)."""
+        self.models, self.replicas, self.replica_models = models, replicas, replica_models
+
+    def set_model(self, name: str, price: Price | None) -> None:
+        models = dict(self.models)
+        if price is None:
+            models.pop(name, None)
+        else:
+            models[name] = price
+        self.models = models
+
+    def price(self, model: str, replica: str | None) -> Price | None:
+        """The price that applies to a request to ``model`` served by ``replica``: the
+        replica's override, else the price of the model the replica serves, else the
+        requested model's."""
+        if replica is not None:
+            override = self.replicas.get(replica)
+            if override is not None:
+                return override
+            served = self.replica_models.get(replica)
+            if served is not None and served in self.models:
+                return self.models[served]
+        return self.models.get(model)
+
+    def cost(self, model: str, replica: str | None, usage: dict[str, Any] | None,
+             images: int | None = None) -> float:
+        """The cost of a finished request (0 when no price applies)."""
+        price = self.price(model, replica)
+        if price is None:
+            return 0.0
+        usage = usage or {}
+        details = usage.get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+        return price.cost(int(usage.get("prompt_tokens") or 0),
+                          int(usage.get("completion_tokens") or 0),
+                          int(cached or 0), int(images or 0))
