@@ -19,8 +19,9 @@ MILLION = Decimal(1_000_000)
 
 
 def _amount() -> Any:
-    return Field(default=Decimal(0), ge=0, le=MAX_PRICE, allow_inf_nan=False, max_digits=20,
-                 decimal_places=9)
+    return Field(
+        default=Decimal(0), ge=0, le=MAX_PRICE, allow_inf_nan=False, max_digits=20, decimal_places=9
+    )
 
 
 class Price(BaseModel):
@@ -32,26 +33,32 @@ class Price(BaseModel):
     output: Decimal = _amount()  # per million completion tokens
     # per million prompt tokens read from the prompt cache
     # (``usage.prompt_tokens_details.cached_tokens``); None: the input price
-    cached_input: Decimal | None = Field(default=None, ge=0, le=MAX_PRICE,
-                                         allow_inf_nan=False, max_digits=20, decimal_places=9)
+    cached_input: Decimal | None = Field(
+        default=None, ge=0, le=MAX_PRICE, allow_inf_nan=False, max_digits=20, decimal_places=9
+    )
     image: Decimal = _amount()  # per picture made (image generation)
 
     def view(self) -> dict[str, float | None]:
         """As the API shows and stores it (JSON numbers)."""
-        return {"input": float(self.input), "output": float(self.output),
-                "cached_input": None if self.cached_input is None else float(self.cached_input),
-                "image": float(self.image)}
+        return {
+            "input": float(self.input),
+            "output": float(self.output),
+            "cached_input": None if self.cached_input is None else float(self.cached_input),
+            "image": float(self.image),
+        }
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
-             images: int = 0) -> float:
+    def cost(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, images: int = 0
+    ) -> float:
         """The cost of one request: cached prompt tokens at the cached price, the rest of the
         prompt at the input price, completion tokens at the output price, images each."""
         cached = max(0, min(int(cached_tokens), int(prompt_tokens)))
         cached_price = self.input if self.cached_input is None else self.cached_input
-        total = ((Decimal(int(prompt_tokens) - cached) * self.input
-                  + Decimal(cached) * cached_price
-                  + Decimal(int(completion_tokens)) * self.output) / MILLION
-                 + Decimal(max(0, int(images))) * self.image)
+        total = (
+            Decimal(int(prompt_tokens) - cached) * self.input
+            + Decimal(cached) * cached_price
+            + Decimal(int(completion_tokens)) * self.output
+        ) / MILLION + Decimal(max(0, int(images))) * self.image
         return float(total)
 
 
@@ -66,8 +73,10 @@ def parse_price(value: Any, param: str = "price") -> Price | None:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in (param, *first["loc"]))
-        raise ValueError(f"{where}: {first['msg']} (prices are non-negative numbers of at "
-                         f"most {MAX_PRICE:,} per million tokens or per image)") from None
+        raise ValueError(
+            f"{where}: {first['msg']} (prices are non-negative numbers of at "
+            f"most {MAX_PRICE:,} per million tokens or per image)"
+        ) from None
 
 
 def check_price(options: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -88,8 +97,9 @@ class PriceBook:
         self.replicas: dict[str, Price] = {}  # replica id -> its override
         self.replica_models: dict[str, str] = {}  # replica id -> its model
 
-    def replace(self, models: dict[str, Price], replicas: dict[str, Price],
-                replica_models: dict[str, str]) -> None:
+    def replace(
+        self, models: dict[str, Price], replicas: dict[str, Price], replica_models: dict[str, str]
+    ) -> None:
         """Swap in a whole new set (readers see the old or the new one, never a mix)."""
         self.models, self.replicas, self.replica_models = models, replicas, replica_models
 
@@ -114,8 +124,13 @@ class PriceBook:
                 return self.models[served]
         return self.models.get(model)
 
-    def cost(self, model: str, replica: str | None, usage: dict[str, Any] | None,
-             images: int | None = None) -> float:
+    def cost(
+        self,
+        model: str,
+        replica: str | None,
+        usage: dict[str, Any] | None,
+        images: int | None = None,
+    ) -> float:
         """The cost of a finished request (0 when no price applies)."""
         price = self.price(model, replica)
         if price is None:
@@ -123,6 +138,9 @@ class PriceBook:
         usage = usage or {}
         details = usage.get("prompt_tokens_details") or {}
         cached = details.get("cached_tokens") if isinstance(details, dict) else 0
-        return price.cost(int(usage.get("prompt_tokens") or 0),
-                          int(usage.get("completion_tokens") or 0),
-                          int(cached or 0), int(images or 0))
+        return price.cost(
+            int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or 0),
+            int(cached or 0),
+            int(images or 0),
+        )

@@ -298,10 +298,14 @@ def test_http_replica_added_in_the_ui_turns_unhealthy_when_its_server_stops(
         fill(d, "#model-form [name=name]", "remote-echo")
         fill(d, "#model-form [name=aliases]", "echo-alias")
         select(d, "#model-form [name=routing]", "weighted")
+        fill(d, "#model-form [name=price_input]", "1.5")
+        fill(d, "#model-form [name=price_output]", "3")
         find(d, "#model-form button[type=submit]").click()
         wait(d, lambda d: "remote-echo" in find(d, "#models-table").text)
         # its routing, set in the form (the other models show the default's, "prefix")
         wait(d, lambda d: "weighted" in find(d, "#models-table").text)
+        # and its price per million tokens, input and output
+        wait(d, lambda d: "1.5 · 3" in find(d, "#models-table").text)
 
         find(d, "#replica-box summary").click()
         select(d, "#replica-model", "remote-echo")

@@ -13,7 +13,7 @@ from inferd.outbound import HostAllowList
 from inferd.prices import Price, PriceBook
 from inferd.routing.catalog import ReplicaCatalog
 from inferd.routing.router import Router
-from inferd.settings import RemoteModelSpec, ReplicaSpec
+from inferd.settings import RemoteModelSpec
 from inferd.store.db import Database
 from inferd.store.replicas import ReplicaStore
 from inferd.store.tables_control import usage_records
@@ -36,22 +36,39 @@ async def test_a_models_price_is_stored_changed_and_removed(database: Database) 
     assert removed is not None and removed.price is None
 
 
-async def test_config_prices_and_replica_overrides_reach_the_price_book(
-        database: Database) -> None:
+async def test_config_prices_and_replica_overrides_reach_the_price_book(database: Database) -> None:
     store = ReplicaStore(database)
-    spec = RemoteModelSpec.model_validate({
-        "name": "remote", "aliases": ["rem"], "price": {"input": "2", "output": "4"},
-        "replicas": [{"url": "http://127.0.0.1:1/v1"},
-                     {"url": "http://127.0.0.1:2/v1", "options": {"price": {"input": 20}}}]})
+    spec = RemoteModelSpec.model_validate(
+        {
+            "name": "remote",
+            "aliases": ["rem"],
+            "price": {"input": "2", "output": "4"},
+            "replicas": [
+                {"url": "http://127.0.0.1:1/v1"},
+                {"url": "http://127.0.0.1:2/v1", "options": {"price": {"input": 20}}},
+            ],
+        }
+    )
     await store.apply_config([spec])
     record = await store.find_model("remote")
     assert record is not None and record.price == {
-        "input": 2.0, "output": 4.0, "cached_input": None, "image": 0.0}
+        "input": 2.0,
+        "output": 4.0,
+        "cached_input": None,
+        "image": 0.0,
+    }
     plain, special = sorted(await store.list_replicas(record.id), key=lambda r: r.url)
 
     book = PriceBook()
-    catalog = ReplicaCatalog(Router(), store, HostAllowList(["127.0.0.0/8"]), interval=3600,
-                             cooldown_base=1.0, cooldown_max=60.0, prices=book)
+    catalog = ReplicaCatalog(
+        Router(),
+        store,
+        HostAllowList(["127.0.0.0/8"]),
+        interval=3600,
+        cooldown_base=1.0,
+        cooldown_max=60.0,
+        prices=book,
+    )
     try:
         await catalog.sync()
         usage = {"prompt_tokens": 1_000_000, "completion_tokens": 1_000_000}
@@ -72,20 +89,42 @@ async def test_costs_are_stored_and_summed_per_key_and_model(database: Database)
     price = Price(input=Decimal("0.15"), output=Decimal("0.6"), cached_input=Decimal("0.075"))
 
     def record(key: str, model: str, prompt: int, completion: int, cached: int) -> UsageRecord:
-        return UsageRecord(now, None, key, model, None, "chat", False, 200, None, prompt,
-                           completion, prompt + completion, 1.0, None, None, None, None,
-                           price.cost(prompt, completion, cached))
+        return UsageRecord(
+            now,
+            None,
+            key,
+            model,
+            None,
+            "chat",
+            False,
+            200,
+            None,
+            prompt,
+            completion,
+            prompt + completion,
+            1.0,
+            None,
+            None,
+            None,
+            None,
+            price.cost(prompt, completion, cached),
+        )
 
-    records = [record("k1", "a", 1000, 100, 0), record("k1", "a", 2000, 300, 1500),
-               record("k2", "a", 10, 5, 0), record("k2", "b", 400, 40, 100)]
+    records = [
+        record("k1", "a", 1000, 100, 0),
+        record("k1", "a", 2000, 300, 1500),
+        record("k2", "a", 10, 5, 0),
+        record("k2", "b", 400, 40, 100),
+    ]
     await usage.insert_many(records)
     rows = await usage.aggregate(group_by=["key", "model"])
     sums = {(r["key_id"], r["model"]): r["cost"] for r in rows}
     assert sums[("k1", "a")] == records[0].cost + records[1].cost
     assert sums[("k2", "a")] == records[2].cost
     assert sums[("k2", "b")] == records[3].cost
-    assert records[1].cost == float((500 * Decimal("0.15") + 1500 * Decimal("0.075")
-                                     + 300 * Decimal("0.6")) / 10**6)
+    assert records[1].cost == float(
+        (500 * Decimal("0.15") + 1500 * Decimal("0.075") + 300 * Decimal("0.6")) / 10**6
+    )
     total = (await usage.aggregate(group_by=[]))[0]["cost"]
     assert abs(total - sum(r.cost for r in records)) < 1e-15
     newest = await usage.recent(limit=1)
@@ -95,8 +134,18 @@ async def test_costs_are_stored_and_summed_per_key_and_model(database: Database)
 async def test_records_without_a_cost_cost_nothing(database: Database) -> None:
     """A row written without the column (as every record before prices) reads back as 0."""
     async with database.engine.begin() as conn:
-        await conn.execute(sa.insert(usage_records).values(
-            created_at=time.time(), model="old", endpoint="chat", stream=False, status=200,
-            prompt_tokens=5, completion_tokens=5, total_tokens=10, latency_ms=1.0))
+        await conn.execute(
+            sa.insert(usage_records).values(
+                created_at=time.time(),
+                model="old",
+                endpoint="chat",
+                stream=False,
+                status=200,
+                prompt_tokens=5,
+                completion_tokens=5,
+                total_tokens=10,
+                latency_ms=1.0,
+            )
+        )
     rows = await UsageStore(database).aggregate(group_by=["model"])
     assert rows[0]["model"] == "old" and rows[0]["cost"] == 0

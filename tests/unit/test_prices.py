@@ -25,8 +25,7 @@ def test_tokens_cost_their_price_per_million() -> None:
 def test_cached_prompt_tokens_cost_the_cached_price() -> None:
     price = Price(input=Decimal(2), output=Decimal(8), cached_input=Decimal("0.5"))
     # 1,000 prompt tokens of which 600 read from the cache: 400 x 2 + 600 x 0.5 + 10 x 8
-    assert price.cost(1000, 10, cached_tokens=600) == float(
-        Decimal(400 * 2 + 300 + 80) / 1_000_000)
+    assert price.cost(1000, 10, cached_tokens=600) == float(Decimal(400 * 2 + 300 + 80) / 1_000_000)
     # without a cached price, cached tokens cost the input price
     assert Price(input=Decimal(2)).cost(1000, 0, cached_tokens=600) == 0.002
     # more cached tokens than prompt tokens (a bad upstream): at most the prompt
@@ -51,8 +50,11 @@ def test_a_replica_override_wins_over_its_model_price() -> None:
     # a fallback served by a replica of another model costs that model's price
     assert book.cost("other", "8", usage) == 3.0
     assert book.cost("unpriced", "local-1", usage) == 0.0
-    cached = {"prompt_tokens": 1_000_000, "completion_tokens": 0,
-              "prompt_tokens_details": {"cached_tokens": 500_000}}
+    cached = {
+        "prompt_tokens": 1_000_000,
+        "completion_tokens": 0,
+        "prompt_tokens_details": {"cached_tokens": 500_000},
+    }
     book.set_model("c", Price(input=Decimal(4), cached_input=Decimal(1)))
     assert book.cost("c", None, cached) == 2.5
     assert book.cost("c", None, None) == 0.0
@@ -68,48 +70,103 @@ def test_metering_puts_the_cost_on_the_usage_record() -> None:
             recorded.append(record)
 
     book = PriceBook()
-    book.set_model("m", Price(input=Decimal(3), output=Decimal(6), cached_input=Decimal(1),
-                              image=Decimal("0.5")))
+    book.set_model(
+        "m",
+        Price(input=Decimal(3), output=Decimal(6), cached_input=Decimal(1), image=Decimal("0.5")),
+    )
     metering = Metering(None, Recorder(), prices=book)  # type: ignore[arg-type]
     call = Call("chat", "m", OPEN_MODE, stream=False)
     call.images = 2
-    metering.finish(call, {"prompt_tokens": 30, "completion_tokens": 7,
-                           "prompt_tokens_details": {"cached_tokens": 10}}, 200, None)
-    assert recorded[0].cost == float((20 * Decimal(3) + 10 + 7 * Decimal(6)) / 10**6
-                                     + 2 * Decimal("0.5"))
-    metering.finish(Call("chat", "free", OPEN_MODE, stream=False),
-                    {"prompt_tokens": 30, "completion_tokens": 7}, 200, None)
+    metering.finish(
+        call,
+        {
+            "prompt_tokens": 30,
+            "completion_tokens": 7,
+            "prompt_tokens_details": {"cached_tokens": 10},
+        },
+        200,
+        None,
+    )
+    assert recorded[0].cost == float(
+        (20 * Decimal(3) + 10 + 7 * Decimal(6)) / 10**6 + 2 * Decimal("0.5")
+    )
+    metering.finish(
+        Call("chat", "free", OPEN_MODE, stream=False),
+        {"prompt_tokens": 30, "completion_tokens": 7},
+        200,
+        None,
+    )
     assert recorded[1].cost == 0.0
 
 
 def test_a_record_read_from_an_older_spool_costs_nothing() -> None:
-    fields: list[Any] = [1.0, None, None, "m", None, "chat", False, 200, None, 1, 2, 3, 1.0,
-                         None, None, None, None]  # the 17 fields before prices
+    fields: list[Any] = [
+        1.0,
+        None,
+        None,
+        "m",
+        None,
+        "chat",
+        False,
+        200,
+        None,
+        1,
+        2,
+        3,
+        1.0,
+        None,
+        None,
+        None,
+        None,
+    ]  # the 17 fields before prices
     assert UsageRecord(*fields).cost == 0.0
 
 
-@pytest.mark.parametrize("bad", [
-    {"input": -1}, {"output": "-0.01"}, {"input": float(MAX_PRICE) + 1}, {"image": "nan"},
-    {"cached_input": float("inf")}, {"input": "cheap"}, {"input": True}, {"per_token": 1},
-    {"input": 0.1234567891}, {"input": 1e300}, "free", [1, 2],
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"input": -1},
+        {"output": "-0.01"},
+        {"input": float(MAX_PRICE) + 1},
+        {"image": "nan"},
+        {"cached_input": float("inf")},
+        {"input": "cheap"},
+        {"input": True},
+        {"per_token": 1},
+        {"input": 0.1234567891},
+        {"input": 1e300},
+        "free",
+        [1, 2],
+    ],
+)
 def test_bad_prices_are_refused_naming_the_field(bad: Any) -> None:
     with pytest.raises(ValueError, match=r"^price"):
         parse_price(bad)
-    with pytest.raises(ValueError, match="options.price"):
+    with pytest.raises(ValueError, match=r"options\.price"):
         ReplicaSpec(url="http://127.0.0.1:1", options={"price": bad})
 
 
 def test_prices_in_the_config_file_and_replica_options() -> None:
     local = ModelSpec(name="m", kind="echo", price={"input": "0.5", "output": 1.5})
     assert local.price is not None and local.price.view() == {
-        "input": 0.5, "output": 1.5, "cached_input": None, "image": 0.0}
-    remote = RemoteModelSpec(name="r", price={"input": 1}, replicas=[
-        ReplicaSpec(url="http://127.0.0.1:1", options={"price": {"output": "2"}})])
+        "input": 0.5,
+        "output": 1.5,
+        "cached_input": None,
+        "image": 0.0,
+    }
+    remote = RemoteModelSpec(
+        name="r",
+        price={"input": 1},
+        replicas=[ReplicaSpec(url="http://127.0.0.1:1", options={"price": {"output": "2"}})],
+    )
     assert remote.price == Price(input=Decimal(1))
     # kept as JSON numbers in the replica's options
     assert remote.replicas[0].options["price"] == {
-        "input": 0.0, "output": 2.0, "cached_input": None, "image": 0.0}
+        "input": 0.0,
+        "output": 2.0,
+        "cached_input": None,
+        "image": 0.0,
+    }
     assert check_price({"health_url": "x"}) == {"health_url": "x"}
     with pytest.raises(ValueError):
         ModelSpec(name="m", kind="echo", price={"input": -2})

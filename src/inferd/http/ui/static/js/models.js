@@ -124,6 +124,26 @@ function lastError(r) {
     el("div", { class: "hint" }, fmtTime(r.last_error_at)));
 }
 
+function priceCell(m) {
+  return m.price ? `${m.price.input} · ${m.price.output}` : "—";
+}
+
+// -- a model's price: four optional fields; all empty is no price --------------------------------
+const PRICE_FIELDS = ["input", "output", "cached_input", "image"];
+
+function priceOf(form) {
+  const price = {};
+  for (const f of PRICE_FIELDS) {
+    const value = form.elements[`price_${f}`].value.trim();
+    if (value !== "") price[f] = value;
+  }
+  return Object.keys(price).length ? price : null;
+}
+
+function fillPrice(form, price) {
+  for (const f of PRICE_FIELDS) form.elements[`price_${f}`].value = price?.[f] ?? "";
+}
+
 function errorsCell(r) {
   if (!r.errors) return fmtNum(r.errors ?? 0);
   return el("span", { class: "error-text" }, `${fmtNum(r.errors)} (${fmtNum(100 * r.errors / r.requests, 1)}%)`);
@@ -138,6 +158,7 @@ async function load() {
     ["aliases", (m) => m.aliases.join(", ")],
     ["fallbacks", (m) => m.fallbacks.join(", ")],
     ["routing", (m) => (m.routing_default ? `${m.routing} (default)` : m.routing)],
+    ["price / 1M in · out", priceCell],
     ["replicas", (m) => m.replicas.length],
     ["active", (m) => (m.active ? "yes" : "no")],
     ["memory", (m) => (m.state
@@ -260,6 +281,7 @@ function editModel(m) {
   form.elements.fallbacks.value = m.fallbacks.join(", ");
   form.elements.routing.value = m.routing_default ? "default" : m.routing;
   form.elements.active.checked = m.active;
+  fillPrice(form, m.price);
   fields(form).hidden = true; // its replicas are edited in the replica form
   form.querySelector("[data-test]").hidden = true;
   $("#model-form-title").textContent = `Edit model ${m.name}`;
@@ -288,13 +310,13 @@ async function saveModel(event) {
   try {
     if (editingModel) {
       await api("PATCH", `/admin/v1/models/${encodeURIComponent(editingModel)}`,
-        { ...body, active: v.active, routing: v.routing });
+        { ...body, active: v.active, routing: v.routing, price: priceOf(form) });
     } else {
       if (!(await tested(form))) return;
       const spec = replicaSpec(form);
       const routing = v.routing === "default" ? null : v.routing;
       await api("POST", "/admin/v1/models",
-        { name: v.name, ...body, routing, replicas: spec ? [spec] : [] });
+        { name: v.name, ...body, routing, price: priceOf(form), replicas: spec ? [spec] : [] });
       if (!v.active) await api("PATCH", `/admin/v1/models/${encodeURIComponent(v.name)}`, { active: false });
     }
     form.reset();

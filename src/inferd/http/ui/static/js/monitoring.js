@@ -30,6 +30,7 @@ async function records() {
     ["time", (r) => fmtTime(r.created_at)], ["model", (r) => r.model], ["key", (r) => r.key_id],
     ["endpoint", (r) => r.endpoint], ["status", (r) => r.status],
     ["tokens", (r) => `${r.prompt_tokens} + ${r.completion_tokens}`],
+    ["cost", (r) => (r.cost ? String(r.cost) : "0")],
     ["latency ms", (r) => Math.round(r.latency_ms)],
     ["TTFT ms", (r) => (r.ttft_ms === null ? "—" : Math.round(r.ttft_ms))],
     ["error", (r) => r.error],
