@@ -13,14 +13,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-# The highest price accepted, per million tokens or per image, in the currency unit.
+# The highest price accepted, per million tokens or per image, in the currency unit. A price has
+# at most 9 decimal places, so under this bound at most 15 significant digits: stored as a JSON
+# number (a double), it reads back as given.
 MAX_PRICE = Decimal(1_000_000)
 MILLION = Decimal(1_000_000)
 
 
 def _amount() -> Any:
     return Field(
-        default=Decimal(0), ge=0, le=MAX_PRICE, allow_inf_nan=False, max_digits=20, decimal_places=9
+        default=Decimal(0), ge=0, le=MAX_PRICE, allow_inf_nan=False, max_digits=16, decimal_places=9
     )
 
 
@@ -34,7 +36,7 @@ class Price(BaseModel):
     # per million prompt tokens read from the prompt cache
     # (``usage.prompt_tokens_details.cached_tokens``); None: the input price
     cached_input: Decimal | None = Field(
-        default=None, ge=0, le=MAX_PRICE, allow_inf_nan=False, max_digits=20, decimal_places=9
+        default=None, ge=0, le=MAX_PRICE, allow_inf_nan=False, max_digits=16, decimal_places=9
     )
     image: Decimal = _amount()  # per picture made (image generation)
 

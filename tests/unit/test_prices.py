@@ -3,6 +3,7 @@ the cached price, images each, a replica's override, and the validation of price
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -144,6 +145,20 @@ def test_bad_prices_are_refused_naming_the_field(bad: Any) -> None:
         parse_price(bad)
     with pytest.raises(ValueError, match=r"options\.price"):
         ReplicaSpec(url="http://127.0.0.1:1", options={"price": bad})
+
+
+def test_a_price_reads_back_as_given_from_its_stored_json_numbers() -> None:
+    for text in (
+        "999999.12345678",
+        "999999.999999999",
+        "0.000000001",
+        "123456.789012345",
+        "1000000",
+        "0.1",
+    ):
+        price = Price(input=Decimal(text))
+        stored = json.loads(json.dumps(price.view()))
+        assert parse_price(stored) == price
 
 
 def test_prices_in_the_config_file_and_replica_options() -> None:
