@@ -167,3 +167,47 @@ def test_bad_prices_get_a_400_in_the_openai_shape(admin: httpx.Client, price: An
         assert error["type"] == "invalid_request_error"
         assert "price" in (error["param"] or "") + error["message"]
     assert admin.get("/admin/v1/models/bad-price").status_code == 404
+
+
+def test_a_replicas_own_price_replaces_its_models(
+    server: InferdProcess, admin: httpx.Client
+) -> None:
+    """An ``http`` replica (this server's own echo, through the loopback) with
+    ``options.price``: its requests cost its price, not the model's."""
+    created = admin.post(
+        "/admin/v1/models",
+        json={
+            "name": "relay",
+            "price": {"input": 1, "output": 1},
+            "replicas": [
+                {
+                    "url": server.url + "/v1",
+                    "upstream_model": "echo-priced",
+                    "api_key": ADMIN_KEY,
+                    "options": {"price": {"input": 250_000, "output": 125_000}},
+                }
+            ],
+        },
+    )
+    assert created.status_code == 201, created.text
+    replica = created.json()["replicas"][0]
+    assert replica["options"]["price"] == {
+        "input": 250000.0,
+        "output": 125000.0,
+        "cached_input": None,
+        "image": 0.0,
+    }
+    wait_for(lambda: admin.get("/admin/v1/models/relay").json()["healthy"])
+    key_id, client = client_of(server, admin)
+    answer = client.chat.completions.create(
+        model="relay", messages=[{"role": "user", "content": "through the relay"}]
+    )
+    assert answer.usage is not None
+    rows = usage_of(admin, key_id, 1)
+    records = admin.get("/admin/v1/usage/records", params={"key_id": key_id}).json()["data"]
+    assert [r["replica"] for r in records] == [replica["id"]]
+    expected = float(
+        answer.usage.prompt_tokens * Decimal("0.25")
+        + answer.usage.completion_tokens * Decimal("0.125")
+    )
+    assert [(r["model"], r["cost"]) for r in rows] == [("relay", expected)]
