@@ -37,7 +37,8 @@ async def usage(services: ServicesDep, _admin: AdminDep,
                 since: float | None = None, until: float | None = None,
                 key_id: str | None = None, model: str | None = None,
                 limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> Response:
-    """Requests, errors, tokens and latency per group; ``since``/``until`` are epoch seconds."""
+    """Requests, errors, tokens, latency and cost per group; ``since``/``until`` are epoch
+    seconds."""
     groups = _groups(group_by)
     # with the requests still in the buffer
     store = await services.metering.flushed_store()
