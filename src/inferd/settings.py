@@ -400,6 +400,10 @@ class Settings(BaseSettings):
     # past it, the next replica in line (docs/serving/routing.md).
     routing_spill: float = Field(default=0.25, ge=0.0, le=100.0)
     routing_slack: int = Field(default=4, ge=0, le=10_000)
+    # Seconds between two reads of each replica's load from its engine's metrics (0: never
+    # read; docs/serving/routing.md), and the age past which a read is not used.
+    load_poll_interval: float = Field(default=1.0, ge=0.0, le=3600.0)
+    load_stale_after: float = Field(default=5.0, gt=0.0, le=86400.0)
     # "production" (default) or "development": a cluster role bound to a non-loopback
     # address refuses unsafe settings (placeholder admin key, no secret key) unless
     # "development" (README "Security").

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 # Characters of a prompt's head that make its key: ~1,000 tokens of English, enough to tell
@@ -140,17 +140,23 @@ def rank(key_digest: int, replicas: Sequence[Ranked]) -> list[Ranked]:
     return sorted(replicas, key=lambda r: (-score(key_digest, r.id, r.weight), r.id))
 
 
-def bounded(key_digest: int, replicas: Sequence[Ranked], spill: float, slack: int = 0) -> Ranked:
+def _in_flight(replica: Ranked) -> float:
+    return replica.in_flight
+
+
+def bounded(key_digest: int, replicas: Sequence[Ranked], spill: float, slack: int = 0,
+            load: Callable[[Ranked], float] = _in_flight) -> Ranked:
     """The first replica of the key's ranking that is within its load bound: with ``m``
-    requests in flight over the model's replicas of total weight ``W``, a replica of weight
-    ``w`` takes the request while
-    ``in_flight + 1 <= ceil((1 + spill) * (m + 1) * w / W) + slack``.
+    requests on the model's replicas of total weight ``W`` (each replica's ``load``: its
+    requests in flight, or the load its engine reports), a replica of weight ``w`` takes the
+    request while ``load + 1 <= ceil((1 + spill) * (m + 1) * w / W) + slack``.
     The bounds add up to at least ``m + 1``, so one always takes it."""
     ranked = rank(key_digest, replicas)
-    total = sum(r.in_flight for r in replicas) + 1
+    loads = {r.id: load(r) for r in replicas}
+    total = sum(loads.values()) + 1
     weight = sum(r.weight for r in replicas)
     for replica in ranked:
         bound = math.ceil((1 + spill) * total * replica.weight / weight) + slack
-        if replica.in_flight + 1 <= bound:
+        if loads[replica.id] + 1 <= bound:
             return replica
-    return min(ranked, key=lambda r: (r.in_flight + 1) / r.weight)  # unreachable in theory
+    return min(ranked, key=lambda r: (loads[r.id] + 1) / r.weight)  # unreachable in theory

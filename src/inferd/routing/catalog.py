@@ -6,6 +6,12 @@ it: new replicas get an engine (one pooled HTTP session each), changed ones are 
 ones are retired once their requests finish. ``run`` repeats a sync and a health probe of every
 replica each ``interval`` seconds, so every gateway sees another's changes within one interval
 and a cooled-down replica comes back as soon as it answers its health check.
+
+``poll_loads`` reads, every ``load_interval`` seconds, the load each HTTP replica's engine
+publishes on ``/metrics`` (``inferd.routing.load``; the format is ``options.metrics``, or
+detected); the router prefers it to its own in-flight counts. Every gateway polls the same
+engines, so all see the same load without sharing anything. A replica whose metrics cannot be
+read, or hold no known gauge, is asked again only after ``LOAD_RETRY`` seconds.
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
+
 from inferd.engines.base import Engine
 from inferd.engines.remote import RemoteEngine, RemoteSpec
 from inferd.errors import Conflict, InvalidRequest
 from inferd.outbound import HostAllowList
 from inferd.prices import Price, PriceBook, parse_price
 from inferd.redact import redact_url
-from inferd.routing.replica import Replica
+from inferd.routing.load import FORMATS, Load, parse
+from inferd.routing.replica import LOAD_TTL, Replica
 from inferd.routing.router import Router
 from inferd.routing.standby import STANDBY
 from inferd.settings import ReplicaSpec, Settings
@@ -33,6 +42,7 @@ from inferd.store.replicas import ModelRecord, ReplicaRecord, ReplicaStore
 log = logging.getLogger("inferd.routing")
 
 RETIRE_GRACE = 60.0  # seconds a replaced engine may finish its requests before it is closed
+LOAD_RETRY = 60.0  # seconds before a replica whose load could not be read is asked again
 
 
 def build_remote_engine(name: str, spec: ReplicaSpec,
@@ -65,6 +75,34 @@ async def probe(engine: Engine) -> str | None:
     return None
 
 
+def metrics_format(engine: Engine) -> str | None:
+    """The metrics format of ``engine``'s replica: ``options.metrics``, "" to detect it, None
+    for one whose load is not read (``none``, or not an HTTP server)."""
+    root = getattr(engine, "root", None)
+    if not isinstance(engine, RemoteEngine) or not isinstance(root, str):
+        return None
+    fmt = str(engine.spec.options.get("metrics") or "")
+    if fmt == "none":
+        return None
+    return fmt if fmt in FORMATS else ""
+
+
+async def read_load(engine: Engine, timeout: float) -> Load | None:
+    """The load ``engine``'s server reports on ``/metrics`` (None: no known gauge there);
+    raises on a server that does not answer it."""
+    fmt = metrics_format(engine)
+    if fmt is None:
+        return None
+    assert isinstance(engine, RemoteEngine)
+    url = str(getattr(engine, "root", "")) + "/metrics"
+    async with engine.session.get(url, allow_redirects=False,
+                                  timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+        if response.status != 200:
+            raise ValueError(f"/metrics answered {response.status}")
+        text = await response.text()
+    return parse(text, fmt or None, engine.upstream_model)
+
+
 class ReplicaCatalog:
     """Builds the router's remote replicas from the store and watches their health."""
 
@@ -72,7 +110,8 @@ class ReplicaCatalog:
                  interval: float, cooldown_base: float, cooldown_max: float,
                  announce: Callable[[str], Awaitable[None]] | None = None,
                  queue_engine: Callable[[str, ReplicaSpec], Engine] | None = None,
-                 prices: PriceBook | None = None) -> None:
+                 prices: PriceBook | None = None, load_interval: float = 0.0,
+                 load_ttl: float = LOAD_TTL) -> None:
         """``announce`` tells the other processes of a change (Redis pub/sub, when
         configured); ``queue_engine`` builds the engine of a ``queue`` replica (a process
         with a broker has one); ``prices`` is filled with the stored prices on each sync."""
@@ -90,6 +129,10 @@ class ReplicaCatalog:
         self.announce = announce
         self.queue_engine = queue_engine
         self.prices = prices
+        self.load_interval = load_interval
+        self.load_ttl = load_ttl
+        self._load_task: asyncio.Task[None] | None = None
+        self._load_retry: dict[str, float] = {}  # replica id -> when to try its metrics again
 
     async def sync(self) -> None:
         """Make the router's remote replicas match the database."""
@@ -203,7 +246,7 @@ class ReplicaCatalog:
                                 weight=record.weight, kind=record.kind,
                                 standby=record.source == STANDBY,
                                 cooldown_base=self.cooldown_base,
-                                cooldown_max=self.cooldown_max))
+                                cooldown_max=self.cooldown_max, load_ttl=self.load_ttl))
         self._built[str(record.id)] = record.updated_at
         log.info("replica %s of %s: %s %s", record.id, record.model, record.kind,
                  redact_url(record.url))
@@ -223,6 +266,39 @@ class ReplicaCatalog:
         for replica, error in zip(replicas, results, strict=True):
             replica.record_probe(error is None, error)
 
+    async def poll_loads(self) -> None:
+        """Read the load of every replica that publishes one (see the module docstring)."""
+        now = time.time()
+        replicas = [r for r in self.router.replicas()
+                    if metrics_format(r.engine) is not None
+                    and self._load_retry.get(r.id, 0.0) <= now]
+        timeout = max(1.0, min(5.0, 2 * self.load_interval))
+        results = await asyncio.gather(*(read_load(r.engine, timeout) for r in replicas),
+                                       return_exceptions=True)
+        now = time.time()
+        for replica, result in zip(replicas, results, strict=True):
+            if isinstance(result, Load):
+                replica.record_load(result.running, result.waiting, result.kv_cache_usage, now)
+                self._load_retry.pop(replica.id, None)
+                continue
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if replica.id not in self._load_retry:
+                log.info("replica %s of %s: load not read (%s); in-flight counts used",
+                         replica.id, replica.model, result or "no known gauge")
+            self._load_retry[replica.id] = now + LOAD_RETRY
+        live = {r.id for r in self.router.replicas()}
+        for gone in [k for k in self._load_retry if k not in live]:
+            del self._load_retry[gone]
+
+    async def run_loads(self) -> None:
+        while True:
+            try:
+                await self.poll_loads()
+            except Exception:  # the loop must outlive anything a replica answers
+                log.exception("replica load poll failed")
+            await asyncio.sleep(self.load_interval)
+
     async def run(self) -> None:
         while True:
             try:
@@ -234,12 +310,15 @@ class ReplicaCatalog:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run())
+        if self.load_interval > 0:
+            self._load_task = asyncio.create_task(self.run_loads())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._load_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         retiring = list(self._retiring)
         for task in retiring:
             task.cancel()
@@ -284,7 +363,9 @@ async def start_catalog(router: Router, store: ReplicaStore, settings: Settings,
                              interval=settings.health_check_interval,
                              cooldown_base=settings.replica_cooldown_base,
                              cooldown_max=settings.replica_cooldown_max,
-                             announce=announce, queue_engine=queue_engine, prices=prices)
+                             announce=announce, queue_engine=queue_engine, prices=prices,
+                             load_interval=settings.load_poll_interval,
+                             load_ttl=settings.load_stale_after)
     await catalog.sync()
     catalog.start()
     return catalog

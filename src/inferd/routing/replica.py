@@ -18,6 +18,8 @@ from inferd.settings import Settings
 # the settings' (``replica_cooldown_base``, ``replica_cooldown_max``).
 COOLDOWN_BASE: float = Settings.model_fields["replica_cooldown_base"].default
 COOLDOWN_MAX: float = Settings.model_fields["replica_cooldown_max"].default
+# Seconds a load read stays usable (the default of ``Settings.load_stale_after``).
+LOAD_TTL: float = Settings.model_fields["load_stale_after"].default
 # Weight of the newest sample in the latency moving average.
 LATENCY_ALPHA = 0.2
 
@@ -48,6 +50,32 @@ class Replica:
     probed: bool = False
     cooldown_base: float = COOLDOWN_BASE
     cooldown_max: float = COOLDOWN_MAX
+    # The load its engine last reported (``inferd.routing.load``), when, and this gateway's
+    # requests in flight at that moment; a read older than ``load_ttl`` seconds is not used.
+    running: float | None = None
+    waiting: float | None = None
+    kv_cache_usage: float | None = None
+    load_read_at: float | None = None
+    in_flight_at_read: int = 0
+    load_ttl: float = LOAD_TTL
+
+    def record_load(self, running: float, waiting: float, kv_cache_usage: float | None,
+                    now: float | None = None) -> None:
+        """The load the replica's engine reports (read by the catalogue's poller)."""
+        self.running, self.waiting, self.kv_cache_usage = running, waiting, kv_cache_usage
+        self.load_read_at = time.time() if now is None else now
+        self.in_flight_at_read = self.in_flight
+
+    def busy(self, now: float | None = None) -> float:
+        """Requests the replica has: its engine's running + waiting from a fresh read, plus
+        those this gateway sent since (its own in-flight count when it has no fresh read)."""
+        if self.load_read_at is None or self.running is None:
+            return float(self.in_flight)
+        now = time.time() if now is None else now
+        if now - self.load_read_at > self.load_ttl:
+            return float(self.in_flight)
+        sent_since = max(0, self.in_flight - self.in_flight_at_read)
+        return self.running + (self.waiting or 0.0) + sent_since
 
     def available(self, now: float) -> bool:
         """Healthy and ready: the router may send it a request."""
@@ -105,4 +133,7 @@ class Replica:
             "requests": self.requests, "errors": self.errors,
             # a remote replica not probed yet (just added or enabled): its health is unknown
             "checking": self.kind != "local" and not self.probed,
+            # the load its engine reports (None: it publishes none, or not read yet)
+            "running": self.running, "waiting": self.waiting,
+            "kv_cache_usage": self.kv_cache_usage, "load_read_at": self.load_read_at,
         }

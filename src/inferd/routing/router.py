@@ -1,7 +1,9 @@
 """The router: a public model name (or alias) to the replicas that serve it.
 
 ``Router.pick`` chooses among a model's healthy replicas by the model's ``routing``:
-``least_busy``: the fewest requests in flight relative to its weight (ties rotate);
+``least_busy``: the fewest requests relative to its weight (ties rotate): the running and
+waiting requests its engine reports (``Replica.busy``, read by the catalogue's load poller)
+plus those sent since the read, or this gateway's requests in flight when it has no fresh read;
 ``weighted``: in turn, in proportion to the weights (smooth weighted round-robin);
 ``prefix``: the replica the request's routing key ranks first (rendezvous hashing, the same in
 every gateway), unless it is loaded past its bound, then the next (``inferd.routing.affinity``);
@@ -181,15 +183,17 @@ class Router:
             return ready[0]
         routing = entry.routing or self.routing
         if routing == "prefix" and key is not None:
-            chosen: Replica = affinity.bounded(key, ready, self.spill,
-                                                       self.slack)  # type: ignore[assignment]
+            busy = {r.id: r.busy(now) for r in ready}
+            chosen: Replica = affinity.bounded(
+                key, ready, self.spill, self.slack,
+                lambda r: busy[r.id])  # type: ignore[assignment]
             return chosen
         if routing == "weighted":
             return _round_robin(entry, ready)
         self._turn += 1
         offset = self._turn % len(ready)
         rotated = ready[offset:] + ready[:offset]
-        return min(rotated, key=lambda r: (r.in_flight + 1) / r.weight)
+        return min(rotated, key=lambda r: (r.busy(now) + 1) / r.weight)
 
     def models(self) -> list[ModelInfo]:
         out = []
