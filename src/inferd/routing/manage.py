@@ -164,7 +164,8 @@ class ModelAdmin:
         """What the audit log keeps of a view: the stored settings, not the live state."""
         live = {"healthy", "available", "in_flight", "cooled_down_until", "consecutive_failures",
                 "cooldown_seconds", "last_error", "last_error_at", "latency_ms", "requests",
-                "errors", "not_loaded", "state", "loadable"}
+                "errors", "not_loaded", "state", "loadable", "running", "waiting",
+                "kv_cache_usage", "load_read_at"}
         kept = {k: v for k, v in view.items() if k not in live}
         if isinstance(kept.get("replicas"), list):
             kept["replicas"] = [ModelAdmin._stored(r) for r in kept["replicas"]]
@@ -177,7 +178,8 @@ class ModelAdmin:
             "healthy": False, "available": False, "in_flight": 0, "cooled_down_until": None,
             "consecutive_failures": 0, "cooldown_seconds": 0.0, "last_error": None,
             "last_error_at": None, "latency_ms": None, "requests": 0, "errors": 0,
-            "checking": False,
+            "checking": False, "running": None, "waiting": None, "kv_cache_usage": None,
+            "load_read_at": None,
             "not_loaded": "disabled" if not record.enabled else "refused or inactive"}
         return {**state, "id": str(record.id), "model": record.model,
                 "model_id": record.model_id, "kind": record.kind,

@@ -65,6 +65,11 @@ class Replica(Answer):
     healthy: bool
     available: bool
     in_flight: int
+    # The load its engine reports (docs/serving/routing.md); null: none read
+    running: float | None = None
+    waiting: float | None = None
+    kv_cache_usage: float | None = None
+    load_read_at: float | None = None
     enabled: bool
     has_api_key: bool
     source: str

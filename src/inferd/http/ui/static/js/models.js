@@ -179,6 +179,7 @@ async function load() {
     ["url", (r) => r.url || "in process"],
     ["health", health],
     ["in flight", (r) => r.in_flight],
+    ["load", loadCell],
     ["requests", (r) => fmtNum(r.requests ?? 0)],
     ["errors", errorsCell],
     ["latency ms", (r) => (r.latency_ms === null || r.latency_ms === undefined ? "—" : Math.round(r.latency_ms))],
@@ -186,6 +187,14 @@ async function load() {
     ["last error", lastError],
     ["", replicaActions],
   ], (r) => r.id, "No replicas.");
+}
+
+// The load the replica's engine reports: running + waiting, and its KV cache use.
+function loadCell(r) {
+  if (r.running === null || r.running === undefined) return "—";
+  const kv = r.kv_cache_usage === null || r.kv_cache_usage === undefined
+    ? "" : ` · KV ${Math.round(r.kv_cache_usage * 100)}%`;
+  return `${fmtNum(r.running)} running · ${fmtNum(r.waiting ?? 0)} waiting${kv}`;
 }
 
 // -- the replica fields, in the model form and in the replica form ---------------------------
