@@ -181,6 +181,20 @@ def check_headers(options: dict[str, Any] | None) -> dict[str, Any] | None:
     return options
 
 
+# The metrics a replica's engine publishes its load in (``options.metrics``;
+# ``inferd.routing.load``); "none": not read; unset: detected.
+METRICS_FORMATS = ("vllm", "sglang", "llamacpp", "inferd", "none")
+
+
+def check_metrics(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``options.metrics`` of a replica: one of ``METRICS_FORMATS`` when set."""
+    fmt = (options or {}).get("metrics")
+    if fmt is not None and fmt not in METRICS_FORMATS:
+        raise ValueError(f"options.metrics must be one of {', '.join(METRICS_FORMATS)} "
+                         "(or unset: detected)")
+    return options
+
+
 class ReplicaSpec(BaseModel):
     """One remote place a model runs (config file ``remote_models[].replicas`` or the API)."""
 
@@ -200,13 +214,14 @@ class ReplicaSpec(BaseModel):
     # Kind-specific extras: ``health_url`` (http); ``chat_template``, ``stop``,
     # ``extra_outputs`` (triton); ``headers`` (http, triton: sent with every request, stored
     # encrypted like ``api_key`` and shown masked); ``price`` (any kind: this replica's price,
-    # instead of its model's; docs/operating/prices.md).
+    # instead of its model's; docs/operating/prices.md); ``metrics`` (http: the format of its
+    # engine's load metrics, ``METRICS_FORMATS``; docs/serving/routing.md).
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("options")
     @classmethod
     def headers_are_valid(cls, options: dict[str, Any]) -> dict[str, Any]:
-        return check_price(check_headers(options)) or {}
+        return check_metrics(check_price(check_headers(options))) or {}
 
 
 class RemoteModelSpec(BaseModel):

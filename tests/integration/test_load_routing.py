@@ -37,7 +37,8 @@ def vllm(running: int, waiting: int) -> str:
         f'vllm:num_requests_waiting{{engine="0",model_name="up"}} {waiting}.0\n'
         "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n"
         "# TYPE vllm:kv_cache_usage_perc gauge\n"
-        'vllm:kv_cache_usage_perc{engine="0",model_name="up"} 0.5\n')
+        'vllm:kv_cache_usage_perc{engine="0",model_name="up"} 0.5\n'
+    )
 
 
 def sglang(running: int, waiting: int) -> str:
@@ -50,7 +51,8 @@ def sglang(running: int, waiting: int) -> str:
         f'sglang:num_queue_reqs{{model_name="up"}} {waiting}.0\n'
         "# HELP sglang:token_usage The token usage.\n"
         "# TYPE sglang:token_usage gauge\n"
-        'sglang:token_usage{model_name="up"} 0.25\n')
+        'sglang:token_usage{model_name="up"} 0.25\n'
+    )
 
 
 def llamacpp(running: int, waiting: int) -> str:
@@ -60,14 +62,16 @@ def llamacpp(running: int, waiting: int) -> str:
         f"llamacpp:requests_processing {running}\n"
         "# HELP llamacpp:requests_deferred Number of requests deferred.\n"
         "# TYPE llamacpp:requests_deferred gauge\n"
-        f"llamacpp:requests_deferred {waiting}\n")
+        f"llamacpp:requests_deferred {waiting}\n"
+    )
 
 
 def inferd(running: int, waiting: int) -> str:
     return (
         "# HELP inferd_replica_in_flight Requests in flight on a replica\n"
         "# TYPE inferd_replica_in_flight gauge\n"
-        f'inferd_replica_in_flight{{model="up",replica="local"}} {running + waiting}.0\n')
+        f'inferd_replica_in_flight{{model="up",replica="local"}} {running + waiting}.0\n'
+    )
 
 
 @dataclass
@@ -86,19 +90,31 @@ class Fake:
             self.scrapes += 1
             if self.render is None:
                 raise web.HTTPNotFound()
-            return web.Response(text=self.render(self.running, self.waiting),
-                                content_type="text/plain")
+            return web.Response(
+                text=self.render(self.running, self.waiting), content_type="text/plain"
+            )
 
         async def health(_request: web.Request) -> web.Response:
             return web.json_response({"status": "ok"})
 
         async def chat(request: web.Request) -> web.Response:
             self.chats.append((await request.json())["model"])
-            return web.json_response({
-                "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "up",
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": self.name}}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+            return web.json_response(
+                {
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "up",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": self.name},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
+            )
 
         app = web.Application()
         app.router.add_get("/metrics", metrics)
@@ -109,48 +125,73 @@ class Fake:
 
 @pytest.fixture
 async def catalog(database: Database) -> AsyncIterator[ReplicaCatalog]:
-    catalog = ReplicaCatalog(Router(), ReplicaStore(database), LOOPBACK, interval=3600,
-                             cooldown_base=1.0, cooldown_max=60.0, load_interval=3600,
-                             load_ttl=3600)
+    catalog = ReplicaCatalog(
+        Router(),
+        ReplicaStore(database),
+        LOOPBACK,
+        interval=3600,
+        cooldown_base=1.0,
+        cooldown_max=60.0,
+        load_interval=3600,
+        load_ttl=3600,
+    )
     yield catalog
     await catalog.close()
 
 
 async def answered_by(router: Router, model: str) -> str:
     request = ChatCompletionRequest.model_validate(
-        {"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    )
     answer = await router.chat(request)
     return str(answer["choices"][0]["message"]["content"])
 
 
-async def start(catalog: ReplicaCatalog, fakes: list[Fake], routing: str,
-                stack: AsyncExitStack, options: dict[str, dict[str, str]] | None = None
-                ) -> dict[str, str]:
+async def start(
+    catalog: ReplicaCatalog,
+    fakes: list[Fake],
+    routing: str,
+    stack: AsyncExitStack,
+    options: dict[str, dict[str, str]] | None = None,
+) -> dict[str, str]:
     """The fakes as replicas of model "m" (upstream "up"); returns replica id -> fake name."""
     store = catalog.store
     model = await store.create_model("m", [], [], routing=routing)
     ids = {}
     for fake in fakes:
         url = await stack.enter_async_context(serving(fake.app()))
-        record = await store.create_replica(model.id, ReplicaSpec(
-            url=url + "/v1", upstream_model="up",
-            options=(options or {}).get(fake.name, {})))
+        record = await store.create_replica(
+            model.id,
+            ReplicaSpec(
+                url=url + "/v1", upstream_model="up", options=(options or {}).get(fake.name, {})
+            ),
+        )
         ids[str(record.id)] = fake.name
     await catalog.sync()
     return ids
 
 
 async def test_least_busy_sends_requests_to_the_engine_that_reports_the_least_load(
-        catalog: ReplicaCatalog) -> None:
-    fakes = [Fake("vllm", vllm, 9, 4), Fake("sglang", sglang, 6, 0),
-             Fake("llamacpp", llamacpp, 1, 1), Fake("inferd", inferd, 5, 0)]
+    catalog: ReplicaCatalog,
+) -> None:
+    fakes = [
+        Fake("vllm", vllm, 9, 4),
+        Fake("sglang", sglang, 6, 0),
+        Fake("llamacpp", llamacpp, 1, 1),
+        Fake("inferd", inferd, 5, 0),
+    ]
     async with AsyncExitStack() as stack:
         ids = await start(catalog, fakes, "least_busy", stack)
         await catalog.poll_loads()
-        loads = {ids[r.id]: (r.running, r.waiting, r.kv_cache_usage)
-                 for r in catalog.router.replicas()}
-        assert loads == {"vllm": (9, 4, 0.5), "sglang": (6, 0, 0.25),
-                         "llamacpp": (1, 1, None), "inferd": (5, 0, None)}
+        loads = {
+            ids[r.id]: (r.running, r.waiting, r.kv_cache_usage) for r in catalog.router.replicas()
+        }
+        assert loads == {
+            "vllm": (9, 4, 0.5),
+            "sglang": (6, 0, 0.25),
+            "llamacpp": (1, 1, None),
+            "inferd": (5, 0, None),
+        }
         # without a read every replica has 0 in flight here and they would take turns
         assert [await answered_by(catalog.router, "m") for _ in range(4)] == ["llamacpp"] * 4
 
@@ -165,7 +206,8 @@ async def test_least_busy_sends_requests_to_the_engine_that_reports_the_least_lo
 
 
 async def test_the_prefix_bound_spills_from_an_engine_loaded_by_other_gateways(
-        catalog: ReplicaCatalog) -> None:
+    catalog: ReplicaCatalog,
+) -> None:
     fakes = [Fake("a", vllm), Fake("b", vllm)]
     async with AsyncExitStack() as stack:
         await start(catalog, fakes, "prefix", stack)
@@ -184,11 +226,17 @@ def by_name_read(catalog: ReplicaCatalog, ids: dict[str, str]) -> dict[str, floa
 
 
 async def test_a_replica_without_metrics_or_set_to_none_falls_back_to_in_flight_counts(
-        catalog: ReplicaCatalog) -> None:
+    catalog: ReplicaCatalog,
+) -> None:
     fakes = [Fake("bare", None), Fake("quiet", vllm, 50, 50), Fake("sg", sglang, 2, 0)]
     async with AsyncExitStack() as stack:
-        ids = await start(catalog, fakes, "least_busy", stack,
-                          options={"quiet": {"metrics": "none"}, "sg": {"metrics": "sglang"}})
+        ids = await start(
+            catalog,
+            fakes,
+            "least_busy",
+            stack,
+            options={"quiet": {"metrics": "none"}, "sg": {"metrics": "sglang"}},
+        )
         await catalog.poll_loads()
         await catalog.poll_loads()
         assert by_name_read(catalog, ids) == {"bare": None, "quiet": None, "sg": 2}

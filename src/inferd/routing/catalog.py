@@ -87,7 +87,7 @@ def metrics_format(engine: Engine) -> str | None:
     return fmt if fmt in FORMATS else ""
 
 
-async def read_load(engine: Engine, timeout: float) -> Load | None:
+async def read_load(engine: Engine, within: float) -> Load | None:
     """The load ``engine``'s server reports on ``/metrics`` (None: no known gauge there);
     raises on a server that does not answer it."""
     fmt = metrics_format(engine)
@@ -96,7 +96,7 @@ async def read_load(engine: Engine, timeout: float) -> Load | None:
     assert isinstance(engine, RemoteEngine)
     url = str(getattr(engine, "root", "")) + "/metrics"
     async with engine.session.get(url, allow_redirects=False,
-                                  timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                                  timeout=aiohttp.ClientTimeout(total=within)) as response:
         if response.status != 200:
             raise ValueError(f"/metrics answered {response.status}")
         text = await response.text()

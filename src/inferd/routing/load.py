@@ -1,13 +1,15 @@
 """A replica's real load, read from the metrics its engine publishes.
 
-Each engine kind publishes its scheduler's state as Prometheus gauges on ``/metrics``:
+Each engine kind publishes its scheduler's state as Prometheus gauges on ``/metrics``
+(running requests, waiting requests, KV cache use from 0 to 1):
 
-| format | running | waiting | KV cache use (0..1) |
-|---|---|---|---|
-| ``vllm`` | ``vllm:num_requests_running`` | ``vllm:num_requests_waiting`` | ``vllm:kv_cache_usage_perc`` (``vllm:gpu_cache_usage_perc`` before V1) |
-| ``sglang`` | ``sglang:num_running_reqs`` | ``sglang:num_queue_reqs`` | ``sglang:token_usage`` |
-| ``llamacpp`` | ``llamacpp:requests_processing`` | ``llamacpp:requests_deferred`` | ``llamacpp:kv_cache_usage_ratio`` |
-| ``inferd`` | ``inferd_replica_in_flight`` (else ``inferd_requests_in_flight``) | 0 | - |
+- ``vllm``: ``vllm:num_requests_running``, ``vllm:num_requests_waiting``,
+  ``vllm:kv_cache_usage_perc`` (``vllm:gpu_cache_usage_perc`` before vLLM V1);
+- ``sglang``: ``sglang:num_running_reqs``, ``sglang:num_queue_reqs``, ``sglang:token_usage``;
+- ``llamacpp``: ``llamacpp:requests_processing``, ``llamacpp:requests_deferred``,
+  ``llamacpp:kv_cache_usage_ratio``;
+- ``inferd``: ``inferd_replica_in_flight`` (else ``inferd_requests_in_flight``), nothing
+  waiting, no KV cache gauge.
 
 A replica says which one it speaks with ``options.metrics`` (one of ``FORMATS``, or ``none``
 to read nothing); without it the format is detected from the names found. Series labelled with
@@ -27,12 +29,17 @@ __all__ = ["FORMATS", "Load", "detect", "parse"]
 
 # format -> (running gauges, waiting gauges, KV cache gauges); the first present of each wins
 _NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
-    "vllm": (("vllm:num_requests_running",), ("vllm:num_requests_waiting",),
-             ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")),
-    "sglang": (("sglang:num_running_reqs",), ("sglang:num_queue_reqs",),
-               ("sglang:token_usage",)),
-    "llamacpp": (("llamacpp:requests_processing",), ("llamacpp:requests_deferred",),
-                 ("llamacpp:kv_cache_usage_ratio",)),
+    "vllm": (
+        ("vllm:num_requests_running",),
+        ("vllm:num_requests_waiting",),
+        ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    ),
+    "sglang": (("sglang:num_running_reqs",), ("sglang:num_queue_reqs",), ("sglang:token_usage",)),
+    "llamacpp": (
+        ("llamacpp:requests_processing",),
+        ("llamacpp:requests_deferred",),
+        ("llamacpp:kv_cache_usage_ratio",),
+    ),
     "inferd": (("inferd_replica_in_flight", "inferd_requests_in_flight"), (), ()),
 }
 FORMATS: tuple[str, ...] = tuple(_NAMES)
@@ -73,11 +80,13 @@ def detect(names: Iterable[str]) -> str | None:
     return None
 
 
-def _value(series: list[tuple[dict[str, str], float]], model: str | None,
-           reduce: Any = sum) -> float:
+def _value(
+    series: list[tuple[dict[str, str], float]], model: str | None, reduce: Any = sum
+) -> float:
     if model:
-        mine = [v for labels, v in series
-                if any(labels.get(label) == model for label in _MODEL_LABELS)]
+        mine = [
+            v for labels, v in series if any(labels.get(label) == model for label in _MODEL_LABELS)
+        ]
         if mine:
             return float(reduce(mine))
     return float(reduce(v for _, v in series))
@@ -97,6 +106,8 @@ def parse(text: str, fmt: str | None = None, model: str | None = None) -> Load |
         return None
     waiting = next((gauges[n] for n in waiting_names if n in gauges), None)
     kv = next((gauges[n] for n in kv_names if n in gauges), None)
-    return Load(running=max(0.0, _value(running, model)),
-                waiting=0.0 if waiting is None else max(0.0, _value(waiting, model)),
-                kv_cache_usage=None if kv is None else _value(kv, model, max))
+    return Load(
+        running=max(0.0, _value(running, model)),
+        waiting=0.0 if waiting is None else max(0.0, _value(waiting, model)),
+        kv_cache_usage=None if kv is None else _value(kv, model, max),
+    )

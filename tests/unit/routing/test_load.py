@@ -9,13 +9,14 @@ from __future__ import annotations
 import time
 
 import pytest
+from pydantic import ValidationError
 
 from inferd.engines.echo import EchoEngine
 from inferd.routing import affinity
-from inferd.routing.load import Load, detect, parse
+from inferd.routing.load import FORMATS, Load, detect, parse
 from inferd.routing.replica import Replica
 from inferd.routing.router import Router
-from inferd.settings import ModelSpec
+from inferd.settings import METRICS_FORMATS, ModelSpec, ReplicaSpec
 
 VLLM = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -97,20 +98,30 @@ inferd_requests_total{model="smollm2",status="200"} 10.0
 """
 
 
-@pytest.mark.parametrize(("text", "fmt", "model", "expected"), [
-    (VLLM, "vllm", None, Load(7, 3, 0.42)),
-    (VLLM_V0, "vllm", "b", Load(5, 4, 0.75)),  # a server of several models: its own series
-    (VLLM_V0, "vllm", "c", Load(7, 5, 0.75)),  # a model it does not label: the sum (max)
-    (SGLANG, "sglang", "meta-llama/Llama-3.1-8B-Instruct", Load(12, 0, 0.28)),
-    (LLAMACPP, "llamacpp", "whatever", Load(2, 6, 0.125)),
-    (INFERD, "inferd", "smollm2", Load(3, 0, None)),
-])
-def test_each_format_is_read_given_or_detected(text: str, fmt: str, model: str | None,
-                                               expected: Load) -> None:
+@pytest.mark.parametrize(
+    ("text", "fmt", "model", "expected"),
+    [
+        (VLLM, "vllm", None, Load(7, 3, 0.42)),
+        (VLLM_V0, "vllm", "b", Load(5, 4, 0.75)),  # a server of several models: its own series
+        (VLLM_V0, "vllm", "c", Load(7, 5, 0.75)),  # a model it does not label: the sum (max)
+        (SGLANG, "sglang", "meta-llama/Llama-3.1-8B-Instruct", Load(12, 0, 0.28)),
+        (LLAMACPP, "llamacpp", "whatever", Load(2, 6, 0.125)),
+        (INFERD, "inferd", "smollm2", Load(3, 0, None)),
+    ],
+)
+def test_each_format_is_read_given_or_detected(
+    text: str, fmt: str, model: str | None, expected: Load
+) -> None:
     assert parse(text, fmt, model) == expected
     assert parse(text, None, model) == expected
-    assert detect(name.split("{")[0].split(" ")[0] for name in text.splitlines()
-                  if not name.startswith("#")) == fmt
+    assert (
+        detect(
+            name.split("{")[0].split(" ")[0]
+            for name in text.splitlines()
+            if not name.startswith("#")
+        )
+        == fmt
+    )
 
 
 def test_inferd_without_replica_gauges_counts_its_requests_in_flight() -> None:
@@ -119,10 +130,20 @@ def test_inferd_without_replica_gauges_counts_its_requests_in_flight() -> None:
 
 
 def test_metrics_without_a_known_gauge_or_of_another_format_give_nothing() -> None:
-    assert parse("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 3.5\n") \
-        is None
+    assert (
+        parse("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 3.5\n") is None
+    )
     assert parse(SGLANG, "vllm") is None
     assert parse("") is None
+
+
+def test_the_formats_a_replica_may_name_are_the_parsers_and_none() -> None:
+    assert (*FORMATS, "none") == METRICS_FORMATS
+    assert ReplicaSpec(url="http://x/v1", options={"metrics": "sglang"}).options == {
+        "metrics": "sglang"
+    }
+    with pytest.raises(ValidationError, match=r"options\.metrics must be one of"):
+        ReplicaSpec(url="http://x/v1", options={"metrics": "prometheus"})
 
 
 def test_text_that_is_not_an_exposition_raises_value_error() -> None:
@@ -131,8 +152,13 @@ def test_text_that_is_not_an_exposition_raises_value_error() -> None:
 
 
 def replica(rid: str, weight: float = 1.0) -> Replica:
-    return Replica(id=rid, model="m", engine=EchoEngine(ModelSpec(name="m", kind="echo")),
-                   weight=weight, load_ttl=5.0)
+    return Replica(
+        id=rid,
+        model="m",
+        engine=EchoEngine(ModelSpec(name="m", kind="echo")),
+        weight=weight,
+        load_ttl=5.0,
+    )
 
 
 def test_busy_is_the_read_load_plus_requests_sent_since_and_in_flight_when_stale() -> None:
@@ -147,8 +173,12 @@ def test_busy_is_the_read_load_plus_requests_sent_since_and_in_flight_when_stale
     assert r.busy(now=101.0) == 15
     assert r.busy(now=105.1) == 0  # stale: the in-flight count again
     state = r.state()
-    assert (state["running"], state["waiting"], state["kv_cache_usage"],
-            state["load_read_at"]) == (10, 5, 0.5, 100.0)
+    assert (state["running"], state["waiting"], state["kv_cache_usage"], state["load_read_at"]) == (
+        10,
+        5,
+        0.5,
+        100.0,
+    )
 
 
 def test_least_busy_picks_by_the_read_load_over_weight() -> None:
