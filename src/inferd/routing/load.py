@@ -19,6 +19,7 @@ them (a server that serves several models), else every series is summed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,14 @@ _NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "inferd": (("inferd_replica_in_flight", "inferd_requests_in_flight"), (), ()),
 }
 FORMATS: tuple[str, ...] = tuple(_NAMES)
+# The lines of an exposition about the gauges above (their samples, HELP and TYPE): only those
+# are parsed, a server's hundreds of histogram lines are skipped by one scan.
+_WANTED = re.compile(
+    r"^(?:# (?:HELP|TYPE) )?(?:"
+    + "|".join(re.escape(n) for names in _NAMES.values() for group in names for n in group)
+    + r")(?:[ {].*)?$",
+    re.MULTILINE,
+)
 _MODEL_LABELS = ("model_name", "model")
 
 
@@ -62,7 +71,8 @@ class Load:
 def _gauges(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     """Every gauge (and untyped) series of an exposition, by metric name."""
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
+    wanted = "\n".join(m.group(0) for m in _WANTED.finditer(text))
+    for family in text_string_to_metric_families(wanted + "\n" if wanted else ""):
         if family.type not in ("gauge", "unknown"):
             continue
         for sample in family.samples:
@@ -94,8 +104,8 @@ def _value(
 
 def parse(text: str, fmt: str | None = None, model: str | None = None) -> Load | None:
     """The load in a Prometheus exposition ``text`` in format ``fmt`` (None: detected);
-    None when it holds no running gauge of that format. Raises ``ValueError`` on text that
-    is not an exposition."""
+    None when it holds no running gauge of that format (an HTML page, say). Raises
+    ``ValueError`` on a gauge line that is not an exposition's."""
     gauges = _gauges(text)
     fmt = fmt or detect(gauges)
     if fmt is None or fmt not in _NAMES:

@@ -146,9 +146,10 @@ def test_the_formats_a_replica_may_name_are_the_parsers_and_none() -> None:
         ReplicaSpec(url="http://x/v1", options={"metrics": "prometheus"})
 
 
-def test_text_that_is_not_an_exposition_raises_value_error() -> None:
+def test_a_page_that_is_no_exposition_gives_nothing_and_a_broken_gauge_raises() -> None:
+    assert parse("<html><body>Not found</body></html>\n") is None
     with pytest.raises(ValueError):
-        parse("<html><body>Not found</body></html>\n")
+        parse('vllm:num_requests_running{model_name="m"} many\n')
 
 
 def replica(rid: str, weight: float = 1.0) -> Replica:
