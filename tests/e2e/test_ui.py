@@ -316,6 +316,9 @@ def test_http_replica_added_in_the_ui_turns_unhealthy_when_its_server_stops(
         # The page refreshes replica state by itself; no reload needed.
         wait(d, lambda d: (row := _replica_row(d, upstream.url))
              and row.find_elements(_by(), ".badge.ok"))
+        # the load the upstream (an inferd) publishes on /metrics, read by the gateway
+        wait(d, lambda d: (row := _replica_row(d, upstream.url))
+             and "0 running · 0 waiting" in row.text)
 
         click_in_row(d, "#models-table", "remote-echo", "Test")  # a one-token request
         wait(d, lambda d: "ok," in find(d, ".result[data-model=remote-echo]").text)
