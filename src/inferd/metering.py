@@ -59,9 +59,16 @@ class Call:
 
 def replica_states(router: Router) -> list[ReplicaState]:
     """The router's replicas as the metrics export them."""
-    return [ReplicaState(id=r.id, model=r.model, healthy=r.healthy, in_flight=r.in_flight,
-                         failures=r.failures, cooldown_until=r.cooldown_until)
-            for r in router.replicas()]
+    now = time.time()
+    states = []
+    for r in router.replicas():
+        fresh = r.load_read_at is not None and now - r.load_read_at <= r.load_ttl
+        states.append(ReplicaState(
+            id=r.id, model=r.model, healthy=r.healthy, in_flight=r.in_flight,
+            failures=r.failures, cooldown_until=r.cooldown_until,
+            running=r.running if fresh else None, waiting=r.waiting if fresh else None,
+            kv_cache_usage=r.kv_cache_usage if fresh else None))
+    return states
 
 
 class Metering:

@@ -65,6 +65,10 @@ class ReplicaState:
     in_flight: int = 0
     cooldown_until: float | None = None  # epoch seconds
     failures: int = 0
+    # the load its engine reports (None: none read, or the read is stale)
+    running: float | None = None
+    waiting: float | None = None
+    kv_cache_usage: float | None = None
 
 
 class _Callbacks(Collector):
@@ -105,6 +109,11 @@ class _Callbacks(Collector):
                                      labels=labels)
         failures = GaugeMetricFamily("inferd_replica_consecutive_failures",
                                      "Failures since the replica last succeeded", labels=labels)
+        load = {name: GaugeMetricFamily(f"inferd_replica_{name}", doc, labels=labels)
+                for name, doc in (("running", "Requests the replica's engine reports running"),
+                                  ("waiting", "Requests the replica's engine reports waiting"),
+                                  ("kv_cache_usage",
+                                   "KV cache use the replica's engine reports (1: full)"))}
         now = time.time()
         for source in self.replicas:
             try:
@@ -118,7 +127,11 @@ class _Callbacks(Collector):
                 in_flight.add_metric(key, float(s.in_flight))
                 cooldown.add_metric(key, max(0.0, (s.cooldown_until or now) - now))
                 failures.add_metric(key, float(s.failures))
-        yield from (healthy, in_flight, cooldown, failures)
+                for name, reported in (("running", s.running), ("waiting", s.waiting),
+                                       ("kv_cache_usage", s.kv_cache_usage)):
+                    if reported is not None:
+                        load[name].add_metric(key, float(reported))
+        yield from (healthy, in_flight, cooldown, failures, *load.values())
 
 
 class _Buckets:

@@ -34,7 +34,8 @@ def test_registered_gauges_and_replica_states_are_scraped() -> None:
     metrics.register_gauge("inferd_queue_depth", "Jobs waiting", lambda: 7)
     metrics.register_gauge("inferd_broken", "A failing callback", lambda: 1 / 0)
     metrics.register_replicas(lambda: [
-        ReplicaState(id="r1", model="m", healthy=True, in_flight=2),
+        ReplicaState(id="r1", model="m", healthy=True, in_flight=2, running=5, waiting=1,
+                     kv_cache_usage=0.5),
         ReplicaState(id="r2", model="m", healthy=False, cooldown_until=9e12, failures=3)])
     metrics.child("requests", "m", "chat", "200").inc()
     text = metrics.render().decode()
@@ -44,6 +45,11 @@ def test_registered_gauges_and_replica_states_are_scraped() -> None:
     assert 'inferd_replica_healthy{model="m",replica="r2"} 0.0' in text
     assert 'inferd_replica_in_flight{model="m",replica="r1"} 2.0' in text
     assert 'inferd_replica_consecutive_failures{model="m",replica="r2"} 3.0' in text
+    # the load r1's engine reports; r2 has none read, so no series
+    assert 'inferd_replica_running{model="m",replica="r1"} 5.0' in text
+    assert 'inferd_replica_waiting{model="m",replica="r1"} 1.0' in text
+    assert 'inferd_replica_kv_cache_usage{model="m",replica="r1"} 0.5' in text
+    assert 'inferd_replica_running{model="m",replica="r2"}' not in text
     assert 'inferd_requests_total{endpoint="chat",model="m",status="200"} 1.0' in text
 
 
