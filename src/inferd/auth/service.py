@@ -132,6 +132,11 @@ class Auth:
         if not (self.forwarding_key and token
                 and secrets.compare_digest(token.encode(), self.forwarding_key.encode())):
             return principal
+        return self.unmetered(principal)
+
+    def unmetered(self, principal: Principal) -> Principal:
+        """``principal`` with ``metered=False`` (one per key, kept): its requests leave no
+        usage record here."""
         unmetered = self._unmetered.get(principal.key_id)
         if unmetered is None or unmetered.scope != principal.scope:
             unmetered = self._unmetered[principal.key_id] = dataclasses.replace(

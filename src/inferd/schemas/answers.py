@@ -305,7 +305,8 @@ class BatchList(ItemList):
 class UsagePoint(Answer):
     bucket_start: float
     requests: int
-    errors: int
+    errors: int  # 4xx and 5xx answers, not the cancelled ones
+    cancelled: int  # broken off by the client (status 499): a closed connection, a cancel
 
 
 class UsageSeriesLine(Answer):
