@@ -246,6 +246,7 @@ class Job(Answer):
     metadata: dict[str, Any] | None
     batch_id: str | None
     custom_id: str | None
+    owner: str | None = None  # the id of the key that submitted it
 
 
 class JobList(ItemList):
