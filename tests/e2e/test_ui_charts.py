@@ -231,7 +231,8 @@ def test_records_name_keys_and_filter_by_a_picked_key(
         d,
         lambda d: (
             d.execute_script(
-                "return [...document.querySelectorAll('#records-key-keys option')].map(o => o.value)"
+                "return [...document.querySelectorAll('#records-key-keys option')]"
+                ".map(o => o.value)"
             )
             == [option]
         ),
@@ -312,3 +313,24 @@ def test_jobs_list_names_the_owner_and_shows_the_error(
 
     found = wait(d, owner_and_error)
     assert found[0] == "alice" and found[1]
+
+
+def test_a_user_key_cannot_mark_its_requests_as_probes(
+    server: InferdProcess, traffic: dict[str, str]
+) -> None:
+    """Only an admin's probe goes unmetered: a user key's header is ignored (kept last: it
+    adds one request to the counts the tests above read)."""
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+
+        def requests() -> int:
+            data = client.get("/admin/v1/usage/series?split_by=none", headers=ROOT).json()
+            return sum(b["requests"] for s in data["series"] for b in s["data"])
+
+        before = requests()
+        sent = client.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {traffic['alice']}", "X-Inferd-Probe": "1"},
+            json={"model": A, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert sent.status_code == 200
+        assert requests() == before + 1

@@ -38,12 +38,12 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 class _Bucket:
-    __slots__ = ("cancelled", "completion", "errors", "images", "latency", "prompt", "requests", "steps",
-                 "ttft")
+    __slots__ = ("cancelled", "completion", "errors", "images", "latency", "prompt", "requests",
+                 "steps", "ttft")
 
     def __init__(self) -> None:
-        self.requests = self.errors = self.cancelled = self.prompt = self.completion = self.images = 0
-        self.steps = 0
+        self.requests = self.errors = self.cancelled = self.prompt = self.completion = 0
+        self.images = self.steps = 0
         self.latency: list[float] = []
         self.ttft: list[float] = []
 
