@@ -5,6 +5,7 @@ export const session = {
   key: sessionStorage.getItem(STORE) || "",
   role: null, // "admin", "auditor", "user" or "open" (keys not enforced: the anonymous admin)
   name: null, // the signed-in key's name (null in open mode)
+  keyId: null, // and its id
 };
 
 export function setKey(key) {
@@ -91,5 +92,6 @@ export async function* events(path, { method = "GET", body, signal } = {}) {
 export async function whoAmI() {
   const me = await api("POST", "/ui/session");
   session.name = me.name || null;
+  session.keyId = me.key_id === null || me.key_id === undefined ? null : String(me.key_id);
   return me.scope;
 }

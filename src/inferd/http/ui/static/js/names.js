@@ -1,5 +1,5 @@
 // Keys by name: the names of key ids (records, jobs) and a key picker for filters.
-import { api, list, canRead } from "./api.js";
+import { api, list, canRead, session } from "./api.js";
 import { el } from "./ui.js";
 
 const names = new Map(); // key id -> its name (a promise while asked)
@@ -9,6 +9,7 @@ const names = new Map(); // key id -> its name (a promise while asked)
 export function keyName(id) {
   if (id === null || id === undefined || id === "") return Promise.resolve("—");
   const key = String(id);
+  if (key === session.keyId && session.name) return Promise.resolve(session.name); // one's own
   if (!canRead()) return Promise.resolve(`key ${key}`);
   if (!names.has(key)) {
     names.set(key, api("GET", `/admin/v1/keys/${encodeURIComponent(key)}`)
