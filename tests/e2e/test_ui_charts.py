@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.e2e.test_ui import _by, find, select
+from tests.e2e.test_ui_a11y import AXE, REQUIRED, axe
 from tests.e2e.ui_browser import HAVE_BROWSER, chromium, console_errors, login, page, wait
 from tests.helpers import InferdProcess
 
@@ -187,6 +188,28 @@ def test_bars_are_stacked_and_values_show_on_hover(d: Any, server: InferdProcess
     text = find(d, tip).text
     assert f"{A}: {a[busiest]}" in text and f"{B}: {b[busiest]}" in text
     assert f"total: {a[busiest] + b[busiest]}" in text
+
+
+@pytest.mark.skipif(not REQUIRED and not AXE.exists(), reason="needs axe-core (scripts/axe.sh)")
+def test_charts_legends_tooltip_and_pickers_pass_axe(d: Any, server: InferdProcess) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    monitoring(d, server)
+    over = find(d, "#mon-charts figure[data-metric='Requests'] .u-over")
+    ActionChains(d).move_to_element(over).perform()  # the tooltip shown, in light and dark
+    wait(
+        d, lambda d: find(d, "#mon-charts figure[data-metric='Requests'] .chart-tip").is_displayed()
+    )
+    found = axe(d, "monitoring (light)")
+    d.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+    )
+    try:
+        found += axe(d, "monitoring (dark)")
+    finally:
+        d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    assert not found, "\n".join(found)
 
 
 def test_colours_are_fixed_per_series(d: Any, server: InferdProcess) -> None:
