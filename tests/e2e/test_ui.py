@@ -189,7 +189,7 @@ def test_key_made_in_the_ui_works_in_the_sdk_with_its_limits(
     # A user key sees the Playground, its jobs and its own usage, not the admin pages.
     _logout(d)
     login(d, server.url, secret)
-    wait(d, lambda d: find(d, "#who").text == "user key")
+    wait(d, lambda d: find(d, "#who").text == "signed in as ui-made · user key")
     assert not find(d, "nav a[data-page=keys]").is_displayed()
     assert not find(d, "nav a[data-page=models]").is_displayed()
     page(d, server.url, "monitoring")

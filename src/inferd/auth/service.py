@@ -42,7 +42,9 @@ class Auth:
         # The engines' key on a process of the cluster's database (not on an engine): the
         # ``ENGINE`` principal, which may only register engines ("" = none).
         self.engine_key = engine_key
-        self._unmetered: dict[str | None, Principal] = {}
+        # key id -> (the principal it was made from, its unmetered copy): made again when the
+        # key's principal is (a reload of the keys builds new ones, with their new limits)
+        self._unmetered: dict[str | None, tuple[Principal, Principal]] = {}
         # The caller while keys are not required: ``OPEN_MODE``, with the default storage quota.
         self.open_mode = open_mode
         # Counts refused keys per client address (``AuditLog.refused``), when given.
@@ -132,11 +134,16 @@ class Auth:
         if not (self.forwarding_key and token
                 and secrets.compare_digest(token.encode(), self.forwarding_key.encode())):
             return principal
-        unmetered = self._unmetered.get(principal.key_id)
-        if unmetered is None or unmetered.scope != principal.scope:
-            unmetered = self._unmetered[principal.key_id] = dataclasses.replace(
-                principal, metered=False)
-        return unmetered
+        return self.unmetered(principal)
+
+    def unmetered(self, principal: Principal) -> Principal:
+        """``principal`` with ``metered=False`` (one per key, kept): its requests leave no
+        usage record here."""
+        made = self._unmetered.get(principal.key_id)
+        if made is None or made[0] is not principal:
+            made = self._unmetered[principal.key_id] = (
+                principal, dataclasses.replace(principal, metered=False))
+        return made[1]
 
     async def owner(self, key_id: str) -> Principal:
         """The key that submitted earlier work (a job), as it is now; 401 when revoked."""

@@ -75,6 +75,16 @@ def _forwarded(scope: Scope) -> bool:
     return any(name == _FORWARDED for name, _ in scope["headers"])
 
 
+# Sent by the UI's Test button on the Models page: an admin's probe of a model is not
+# traffic, so it leaves no usage record (charts and usage count what callers sent).
+PROBE_HEADER = "X-Inferd-Probe"
+_PROBE = PROBE_HEADER.lower().encode()
+
+
+def _probe(scope: Scope) -> bool:
+    return any(name == _PROBE for name, _ in scope["headers"])
+
+
 class PublicRoutes:
     """The routes ``registry`` declares ``public`` (no key needed), and the paths browsers ask
     for. The middlewares below are built when the app serves its first request, every route
@@ -140,6 +150,8 @@ class AuthMiddleware:
         principal = await auth.principal(token, client[0] if client else None, scope["path"])
         if auth.forwarding_key and _forwarded(scope):
             principal = auth.forwarded(principal, token)
+        if (principal.is_admin or principal.open_mode) and principal.metered and _probe(scope):
+            principal = auth.unmetered(principal)
         if principal.engine and not scope["path"].startswith(ENGINE_PREFIX):
             raise PermissionDenied(
                 "This is the engines' key (INFERD_ENGINE_API_KEY): it may only register "

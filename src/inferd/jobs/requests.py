@@ -80,4 +80,5 @@ def job_object(job: JobRecord) -> dict[str, Any]:
         "usage": job.usage, "webhook_url": job.webhook_url,
         "webhook_status": job.webhook_state, "metadata": meta.get("metadata"),
         "batch_id": job.batch_id, "custom_id": job.custom_id,
+        "owner": job.owner,  # the id of the key that submitted it (the UI names it)
     }

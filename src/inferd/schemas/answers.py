@@ -246,6 +246,7 @@ class Job(Answer):
     metadata: dict[str, Any] | None
     batch_id: str | None
     custom_id: str | None
+    owner: str | None = None  # the id of the key that submitted it
 
 
 class JobList(ItemList):
@@ -305,7 +306,8 @@ class BatchList(ItemList):
 class UsagePoint(Answer):
     bucket_start: float
     requests: int
-    errors: int
+    errors: int  # 4xx and 5xx answers, not the cancelled ones
+    cancelled: int  # broken off by the client (status 499): a closed connection, a cancel
 
 
 class UsageSeriesLine(Answer):

@@ -1,5 +1,9 @@
 """Usage as a time series per model or key, with latency and TTFT percentiles.
 
+Requests the client broke off (status 499: a closed connection, a cancelled job) are counted
+as ``cancelled``, apart from ``errors`` (4xx and 5xx answers). Series per key are named by the
+key's name (the id when the key is gone or has no name; a name two keys share gets its id).
+
 Percentiles have no portable SQL form across SQLite, PostgreSQL and MariaDB, so the query
 reads the few columns a chart needs for the range asked (bounded by ``MAX_ROWS``) and the
 buckets are summed here. A week of a busy server is still a few hundred thousand narrow rows.
@@ -14,11 +18,14 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from inferd.store.db import Database
+from inferd.store.tables_control import api_keys
 from inferd.store.tables_control import usage_records as t
 
 SplitBy = Literal["model", "key", "none"]
 MAX_ROWS = 500_000
 MAX_BUCKETS = 2000
+# The status of a request whose client went away before its answer (``inferd.metering``).
+CANCELLED = 499
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -31,12 +38,12 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 class _Bucket:
-    __slots__ = ("completion", "errors", "images", "latency", "prompt", "requests", "steps",
-                 "ttft")
+    __slots__ = ("cancelled", "completion", "errors", "images", "latency", "prompt", "requests",
+                 "steps", "ttft")
 
     def __init__(self) -> None:
-        self.requests = self.errors = self.prompt = self.completion = self.images = 0
-        self.steps = 0
+        self.requests = self.errors = self.cancelled = self.prompt = self.completion = 0
+        self.images = self.steps = 0
         self.latency: list[float] = []
         self.ttft: list[float] = []
 
@@ -45,7 +52,10 @@ class _Bucket:
         self.requests += 1
         self.images += images
         self.steps += steps
-        self.errors += status >= 400
+        if status == CANCELLED:
+            self.cancelled += 1
+        elif status >= 400:
+            self.errors += 1
         self.prompt += prompt
         self.completion += completion
         self.latency.append(latency)
@@ -54,6 +64,7 @@ class _Bucket:
 
     def view(self, start: float) -> dict[str, Any]:
         return {"bucket_start": start, "requests": self.requests, "errors": self.errors,
+                "cancelled": self.cancelled,
                 "prompt_tokens": self.prompt, "completion_tokens": self.completion,
                 "total_tokens": self.prompt + self.completion, "images": self.images,
                 "steps": self.steps,
@@ -85,7 +96,31 @@ class UsageSeries:
         query = query.order_by(t.c.created_at.desc()).limit(MAX_ROWS)
         async with self.db.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return _fold(rows, bucket=bucket, since=since, until=until, split_by=split_by)
+            series = _fold(rows, bucket=bucket, since=since, until=until, split_by=split_by)
+            if split_by != "key" or not series:
+                return series
+            ids = [k for k in series if k != NO_KEY]
+            found = (await conn.execute(
+                sa.select(api_keys.c.id, api_keys.c.name).where(
+                    api_keys.c.id.in_([int(k) for k in ids if k.isdigit()])))).all()
+        return _named(series, {str(i): n for i, n in found if n})
+
+
+NO_KEY = "(no key)"
+
+
+def _named(series: dict[str, list[dict[str, Any]]],
+           names: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """The series per key id renamed by the keys' names, in the names' order."""
+    shared = {n for n in names.values() if list(names.values()).count(n) > 1}
+    def label(key_id: str) -> str:
+        name = names.get(key_id)
+        if key_id == NO_KEY:
+            return key_id
+        if not name:
+            return f"key {key_id}"
+        return f"{name} (key {key_id})" if name in shared else name
+    return dict(sorted((label(k), v) for k, v in series.items()))
 
 
 def _fold(rows: Iterable[Any], *, bucket: int, since: float, until: float,
@@ -95,7 +130,7 @@ def _fold(rows: Iterable[Any], *, bucket: int, since: float, until: float,
     groups: dict[str, dict[float, _Bucket]] = {}
     for created, model, key_id, status, prompt, completion, latency, ttft, images, steps in rows:
         name = model if split_by == "model" else "all" if split_by == "none" \
-            else str(key_id or "(no key)")
+            else str(key_id or NO_KEY)
         start = float(created // bucket * bucket)
         buckets = groups.setdefault(name, {})
         buckets.setdefault(start, _Bucket()).add(int(status), int(prompt), int(completion),

@@ -36,6 +36,10 @@ def app_for(auth: Auth) -> FastAPI:
         return {"key_id": principal.key_id, "scope": principal.scope,
                 "open_mode": principal.open_mode}
 
+    @endpoint(router, "GET", "/v1/metered", access="key", registry=registry)
+    async def metered(principal: PrincipalDep) -> dict[str, Any]:
+        return {"key_id": principal.key_id, "metered": principal.metered}
+
     @endpoint(router, "GET", "/admin/v1/thing", access="admin", registry=registry)
     async def admin_thing() -> dict[str, bool]:
         return {"admin": True}
@@ -120,3 +124,21 @@ def test_bearer_parsing() -> None:
     assert _bearer(scope((b"x-api-key", b" k1 "))) == "k1"
     assert _bearer(scope((b"authorization", b""))) is None
     assert _bearer(scope()) is None
+
+
+async def test_an_admin_probe_is_not_metered_a_user_one_is(keyed: Any) -> None:
+    """``X-Inferd-Probe`` (the UI's Test button) leaves an admin's request unmetered; from any
+    other key the header changes nothing."""
+    client, auth, _ = keyed
+    user = await auth.admin.create(KeySpec(name="u"))
+    await auth.keys.reload()
+    probe = {"X-Inferd-Probe": "1"}
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    assert (await client.get("/v1/metered", headers=admin)).json()["metered"] is True
+    probed = (await client.get("/v1/metered", headers={**admin, **probe})).json()
+    assert probed["metered"] is False and probed["key_id"] is not None
+    again = (await client.get("/v1/metered", headers={**admin, **probe})).json()
+    assert again == probed
+    mine = {"Authorization": f"Bearer {user['key']}", **probe}
+    assert (await client.get("/v1/metered", headers=mine)).json() == {
+        "key_id": str(user["id"]), "metered": True}

@@ -4,6 +4,8 @@ const STORE = "inferd.key";
 export const session = {
   key: sessionStorage.getItem(STORE) || "",
   role: null, // "admin", "auditor", "user" or "open" (keys not enforced: the anonymous admin)
+  name: null, // the signed-in key's name (null in open mode)
+  keyId: null, // and its id
 };
 
 export function setKey(key) {
@@ -39,9 +41,10 @@ async function failure(response) {
     response.status, error && error.param);
 }
 
-export async function api(method, path, body) {
+// `extra`: more request headers (the Models page's Test sends X-Inferd-Probe: not traffic).
+export async function api(method, path, body, extra = {}) {
   const response = await fetch(path, {
-    method, headers: headers(), body: body === undefined ? undefined : JSON.stringify(body),
+    method, headers: headers(extra), body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (!response.ok) throw await failure(response);
   const text = await response.text();
@@ -88,5 +91,7 @@ export async function* events(path, { method = "GET", body, signal } = {}) {
 // admin, auditor, user, or "open" (no key needed at all).
 export async function whoAmI() {
   const me = await api("POST", "/ui/session");
+  session.name = me.name || null;
+  session.keyId = me.key_id === null || me.key_id === undefined ? null : String(me.key_id);
   return me.scope;
 }

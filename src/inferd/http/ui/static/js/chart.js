@@ -3,7 +3,27 @@ import uPlot from "../vendor/uplot/uPlot.esm.js";
 import { api, canRead } from "./api.js";
 import { el } from "./ui.js";
 
-const PALETTE = ["#3b82f6", "#f97316", "#10b981", "#e11d48", "#8b5cf6", "#eab308", "#06b6d4"];
+const PALETTE = ["#3b82f6", "#f97316", "#10b981", "#e11d48", "#8b5cf6", "#eab308", "#06b6d4",
+  "#db2777", "#65a30d", "#7c3aed", "#0d9488", "#b45309"];
+const COLOURS = "inferd.colours"; // series name -> palette index, kept across reloads
+
+// The colour of a series: fixed per name (the same model or key has the same colour on
+// every chart, page and reload). A new name takes the first colour no other name holds,
+// starting from its name's hash, so two series of one chart rarely share one.
+export function colourOf(name) {
+  let kept = {};
+  try { kept = JSON.parse(localStorage.getItem(COLOURS) || "{}") || {}; } catch { kept = {}; }
+  if (!(name in kept)) {
+    let h = 0;
+    for (const c of String(name)) h = (h * 31 + c.codePointAt(0)) >>> 0;
+    const taken = new Set(Object.values(kept));
+    let i = h % PALETTE.length;
+    for (let n = 0; n < PALETTE.length && taken.has(i); n += 1) i = (i + 1) % PALETTE.length;
+    kept[name] = i;
+    try { localStorage.setItem(COLOURS, JSON.stringify(kept)); } catch { /* private mode */ }
+  }
+  return PALETTE[kept[name] % PALETTE.length];
+}
 export const RANGES = { hour: [3600, "minute"], day: [86400, "5m"], week: [604800, "hour"] };
 
 // The usage series of the last `range` (hour, day, week), split by model, key or none.
@@ -25,7 +45,7 @@ export function drawChart(box, title, data, metric, { height = 180, compact = fa
   const xs = series.length ? series[0].data.map((b) => b.bucket_start) : [];
   const total = series.reduce((sum, s) => sum + s.data.reduce((n, b) => n + (get(b) || 0), 0), 0);
   const figure = el("figure", { class: "chart", "data-metric": title, "data-total": String(total) },
-    el("figcaption", {}, title, el("span", { class: "total" }, compact ? ` ${fmt(total)}` : "")));
+    el("figcaption", {}, title, el("span", { class: "total" }, ` ${fmt(total)}`)));
   box.append(figure);
   if (!series.length) {
     figure.append(el("p", { class: "empty" }, "No requests in this range."));
@@ -33,29 +53,71 @@ export function drawChart(box, title, data, metric, { height = 180, compact = fa
   }
   const axis = { stroke: css("--muted"), grid: { stroke: css("--line") }, ticks: { stroke: css("--line") } };
   const inner = () => Math.max(200, figure.clientWidth - 20); // the figure's width less its padding
-  // Counts are bars (one bucket alone still shows); latencies are lines with points.
+  // Counts are stacked bars (one bucket alone still shows); latencies are lines with points.
   const counts = !/latency|ttft/.test(typeof metric === "string" ? metric : "");
   const bars = counts ? uPlot.paths.bars({ size: [0.8, 24] }) : undefined;
+  const values = series.map((s) => s.data.map((b) => get(b)));
+  // Stacked: series i is drawn from the sum of the series below it to that sum plus its own
+  // count. uPlot draws series in order, so the tallest (the last sum) goes first and each
+  // lower one over it; the legend still reads in the series' order.
+  const tops = [];
+  if (counts) {
+    let sum = xs.map(() => 0);
+    for (const v of values) {
+      sum = sum.map((n, j) => n + (v[j] || 0));
+      tops.push(sum);
+    }
+  }
+  const order = counts ? series.map((_, i) => series.length - 1 - i) : series.map((_, i) => i);
   const opts = {
     width: inner(), height,
-    legend: { show: !compact, live: false },
+    legend: { show: false }, // ours below, in the series' order (uPlot's follows the drawing's)
     cursor: { show: !compact },
     axes: compact ? [{ show: false }, { show: false }] : [axis, { ...axis, size: 56 }],
     scales: { x: { time: true } },
-    series: [{}, ...series.map((s, i) => {
-      const color = PALETTE[i % PALETTE.length];
-      return { label: s.name, stroke: color, width: counts ? 1 : 2, spanGaps: true, paths: bars,
-        fill: counts ? `${color}99` : undefined, points: { show: !counts, size: 5, fill: color } };
+    series: [{}, ...order.map((i) => {
+      const color = colourOf(series[i].name);
+      return { label: series[i].name, stroke: color, width: counts ? 1 : 2, spanGaps: true, paths: bars,
+        fill: counts ? color : undefined, points: { show: !counts, size: 5, fill: color } };
     })],
+    hooks: { setCursor: [(u) => tip(u, u.cursor.idx)] },
   };
   // The drawing's text alternative: each series' total and peak, read by screen readers.
-  const summary = series.map((s) => {
-    const values = s.data.map((b) => get(b) || 0);
-    return `${s.name}: total ${fmt(values.reduce((a, b) => a + b, 0))}, peak ${fmt(Math.max(0, ...values))}`;
+  const summary = series.map((s, i) => {
+    const own = values[i].map((v) => v || 0);
+    return `${s.name}: total ${fmt(own.reduce((a, b) => a + b, 0))}, peak ${fmt(Math.max(0, ...own))}`;
   }).join("; ");
   figure.append(el("p", { class: "sr-only" }, `${title} over ${xs.length} intervals. ${summary}.`));
-  const plot = new uPlot(opts, [xs, ...series.map((s) => s.data.map((b) => get(b)))], figure);
+  // Values on hover: the bucket's time and each series' own value (and their sum).
+  const tipBox = el("div", { class: "chart-tip", hidden: "" });
+  const tip = (u, idx) => {
+    if (idx === null || idx === undefined || !u.over) { tipBox.hidden = true; return; }
+    const when = new Date(xs[idx] * 1000).toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" });
+    const lines = series.map((s, i) => `${s.name}: ${values[i][idx] === null ? "—" : fmt(values[i][idx])}`);
+    if (counts && series.length > 1) lines.push(`total: ${fmt(tops[tops.length - 1][idx])}`);
+    tipBox.replaceChildren(el("strong", {}, when), ...lines.map((line) => el("div", {}, line)));
+    tipBox.hidden = false;
+    const left = u.valToPos(xs[idx], "x");
+    tipBox.style.left = `${Math.min(left + 12, Math.max(0, u.over.clientWidth - 160))}px`;
+  };
+  const drawn = counts ? order.map((i) => tops[i]) : values;
+  const plot = new uPlot(opts, [xs, ...drawn], figure);
+  plot.over.append(tipBox);
+  plot.over.addEventListener("mouseleave", () => { tipBox.hidden = true; });
   plot.root.setAttribute("aria-hidden", "true");
+  if (!compact) {
+    const swatch = (name) => {
+      const box = el("span", { class: "swatch" });
+      box.style.background = colourOf(name); // a property, not a style attribute (the CSP)
+      return box;
+    };
+    figure.append(el("ul", { class: "chart-legend", "aria-hidden": "true" },
+      ...series.map((s) => el("li", {}, swatch(s.name), s.name))));
+  }
+  // For the page's tests: what is drawn (the stacked tops) and each series' own values.
+  figure.chart = { plot, names: series.map((s) => s.name), values, tops,
+    colours: Object.fromEntries(series.map((s) => [s.name, colourOf(s.name)])) };
+  figure.dataset.series = JSON.stringify(series.map((s) => s.name));
   new ResizeObserver(() => {
     const w = inner();
     if (Math.abs(w - plot.width) > 4) plot.setSize({ width: w, height });

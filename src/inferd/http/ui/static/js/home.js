@@ -65,5 +65,6 @@ export default {
     drawChart(charts, "requests, last hour", data, "requests", { height: 70, compact: true });
     drawChart(charts, "tokens, last hour", data, "total_tokens", { height: 70, compact: true });
     drawChart(charts, "errors, last hour", data, "errors", { height: 70, compact: true });
+    drawChart(charts, "cancelled, last hour", data, "cancelled", { height: 70, compact: true });
   },
 };

@@ -3,6 +3,7 @@
 import { api, events, list, headers } from "./api.js";
 import { $, el, button, fillTable, fmtTime, formValues, say, text } from "./ui.js";
 import { FINAL } from "./playground.js";
+import { keyNames } from "./names.js";
 
 const pages = [null]; // the `after` cursor of each page seen, for going back
 let page = 0;
@@ -35,12 +36,15 @@ async function loadJobs() {
   if (model && model !== v.model) say("#jobs-say", `Jobs of ${model}.`, "info");
   if (pages[page]) query.set("after", pages[page]);
   const data = await api("GET", `/v1/jobs?${query}`);
+  const owners = await keyNames(list(data).map((j) => j.owner));
   fillTable($("#jobs-table"), list(data), [
     ["id", (j) => el("a", { href: `#jobs/${j.id}` }, j.id)],
     ["status", (j) => statusBadge(j.status)],
     ["model", (j) => j.model], ["endpoint", (j) => j.endpoint],
     ["created", (j) => fmtTime(j.created_at)], ["finished", (j) => fmtTime(j.finished_at)],
     ["tokens", (j) => j.usage?.total_tokens],
+    ["owner", (j) => owners[j.owner] ?? "—"],
+    ["error", (j) => (j.error ? j.error.code || j.error.message || "error" : "")],
   ], "No jobs match.");
   pages[page + 1] = data.has_more ? data.last_id : undefined;
   $("#jobs-next").disabled = !data.has_more;

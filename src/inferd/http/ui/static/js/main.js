@@ -24,7 +24,9 @@ function applyRole() {
   const reader = canRead();
   document.body.dataset.role = session.role || "none";
   for (const node of $$("[data-admin]")) node.hidden = !reader;
-  $("#who").textContent = { admin: "admin key", auditor: "auditor key (reads only)", user: "user key", open: "keys off (everyone is admin)" }[session.role] || "";
+  // Which key is signed in: its name and its scope.
+  const scope = { admin: "admin key", auditor: "auditor key (reads only)", user: "user key", open: "keys off (everyone is admin)" }[session.role] || "";
+  $("#who").textContent = session.name && scope && session.role !== "open" ? `signed in as ${session.name} · ${scope}` : scope;
   $("#logout").hidden = !session.key;
 }
 

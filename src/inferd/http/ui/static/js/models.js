@@ -32,7 +32,7 @@ async function testModel(name, out) {
   let result;
   try {
     const [path, body] = probe(name);
-    await api("POST", path, body);
+    await api("POST", path, body, { "X-Inferd-Probe": "1" }); // a probe, not metered
     result = { text: `ok, ${Math.round(performance.now() - started)} ms`, cls: "badge ok" };
   } catch (error) {
     result = { text: error.message, cls: "error-text" };

@@ -3,9 +3,11 @@
 import { api, list, canRead } from "./api.js";
 import { $, el, fillTable, fmtTime, formValues, text } from "./ui.js";
 import { loadSeries, drawChart } from "./chart.js";
+import { keyNames, keyPicker, pickedKey } from "./names.js";
 
 const CHARTS = [
-  ["Requests", "requests"], ["Tokens", "total_tokens"], ["Errors", "errors"], ["Images", "images"],
+  ["Requests", "requests"], ["Tokens", "total_tokens"], ["Errors", "errors"],
+  ["Cancelled", "cancelled"], ["Images", "images"],
   ["p50 latency (ms)", "p50_latency_ms"], ["p95 latency (ms)", "p95_latency_ms"],
   ["p50 time to first token (ms)", "p50_ttft_ms"], ["p95 time to first token (ms)", "p95_ttft_ms"],
 ];
@@ -13,7 +15,7 @@ const CHARTS = [
 async function charts() {
   const v = formValues($("#mon-form"));
   const filters = { model: v.model };
-  if (canRead()) filters.key = v.key;
+  if (canRead()) filters.key = await pickedKey($("#mon-key"));
   const data = await loadSeries(v.range, v.split, filters);
   const box = $("#mon-charts");
   box.replaceChildren();
@@ -24,10 +26,12 @@ async function charts() {
 async function records() {
   const v = formValues($("#records-form"));
   const query = new URLSearchParams({ limit: v.limit });
-  if (v.key_id) query.set("key_id", v.key_id);
+  const keyId = await pickedKey($("#records-key"));
+  if (keyId) query.set("key_id", keyId);
   const rows = list(await api("GET", `/admin/v1/usage/records?${query}`));
+  const named = await keyNames(rows.map((r) => r.key_id));
   fillTable($("#records-table"), rows, [
-    ["time", (r) => fmtTime(r.created_at)], ["model", (r) => r.model], ["key", (r) => r.key_id],
+    ["time", (r) => fmtTime(r.created_at)], ["model", (r) => r.model], ["key", (r) => named[r.key_id] ?? "—"],
     ["endpoint", (r) => r.endpoint], ["status", (r) => r.status],
     ["tokens", (r) => `${r.prompt_tokens} + ${r.completion_tokens}`],
     ["cost", (r) => (r.cost ? String(r.cost) : "0")],
@@ -58,6 +62,8 @@ export default {
     $("#mon-split").addEventListener("change", run(charts));
     $("#records-form").addEventListener("submit", run(records));
     $("#table-name").addEventListener("change", run(table));
+    keyPicker($("#mon-key"));
+    keyPicker($("#records-key"));
   },
   async load() {
     await charts();
