@@ -87,14 +87,18 @@ def test_parse_with_a_pydantic_model(client: OpenAI) -> None:
 
 
 def test_prompt_cache_reports_cached_tokens(client: OpenAI) -> None:
+    # Greedy: the answer (and so whether its text tokenizes back to the tokens generated, which
+    # the next turn's cached part depends on) is the same on every run.
     system = {"role": "system", "content": "You answer in one short sentence. " * 8}
     turns = [system, {"role": "user", "content": "Name a fruit."}]
     first = client.chat.completions.create(model=CHAT_MODEL, messages=turns,  # type: ignore[arg-type]
-                                           max_tokens=8, extra_body={"cache_prompt": True})
+                                           max_tokens=8, temperature=0,
+                                           extra_body={"cache_prompt": True})
     turns += [{"role": "assistant", "content": first.choices[0].message.content or ""},
               {"role": "user", "content": "Another one."}]
     second = client.chat.completions.create(model=CHAT_MODEL, messages=turns,  # type: ignore[arg-type]
-                                            max_tokens=8, extra_body={"cache_prompt": True})
+                                            max_tokens=8, temperature=0,
+                                            extra_body={"cache_prompt": True})
     assert second.usage is not None and second.usage.prompt_tokens_details is not None
     assert first.usage is not None
     cached = second.usage.prompt_tokens_details.cached_tokens or 0
