@@ -30,18 +30,21 @@ async def test_a_stream_dropped_before_it_is_read_is_still_metered(tmp_path: Any
     in_flight = metering.metrics.child("in_flight", "echo")
     recorder = metering.recorder
     try:
-        before = recorder.pending
+        before = recorder.accepted
         stream = await inference.chat_stream(ChatCompletionRequest.model_validate(
             {"model": "echo", "messages": [{"role": "user", "content": "a b c"}]}), OPEN_MODE)
         assert in_flight._value.get() == 1
         del stream
         gc.collect()
 
+        # Counted on acceptance: the writer thread may have stored it by the time we look.
         async def metered() -> bool:
-            return recorder.pending == before + 1
+            return recorder.accepted == before + 1
 
         await wait_for_async(metered, within=30, what="the dropped stream's usage record")
         assert in_flight._value.get() == 0
+        rows = await (await metering.flushed_store()).recent(limit=10)
+        assert [(r["model"], r["endpoint"]) for r in rows] == [("echo", "chat")]
     finally:
         await inference.close()
         await metering.close()

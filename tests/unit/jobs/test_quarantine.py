@@ -128,7 +128,9 @@ async def test_a_deferred_job_backs_off_and_leaves_no_usage_record(
     caplog.set_level(logging.DEBUG, logger="inferd.requests")
     parts.metering.log_requests = True  # a line per request answered
     recorder = parts.metering.recorder
-    service = parts.service()
+    # No worker loop (concurrency 0): the test hands each job to the pool itself, so that no
+    # loop of the pool claims the submitted jobs from the queue before it does.
+    service = parts.service(concurrency=0)
     limited = Principal(key_id="7", scope="user", rpm=1)
     chat = {"model": "echo", "messages": [{"role": "user", "content": "a b"}]}
     first, _ = await service.submit(limited, "/v1/chat/completions", chat)
