@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from inferd.engines.echo import EchoEngine
 from inferd.routing import affinity
 from inferd.routing.affinity import PREFIX_CHARS, bounded, digest, rank, routing_key
+from inferd.routing.fairqueue import Priority
 from inferd.routing.replica import Replica
 from inferd.routing.router import Router
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -145,6 +146,9 @@ def echo(rid: str, weight: float = 1.0) -> Replica:
 
 class Placement:
     replica: str | None = None
+    flow = "key"
+    flow_name = ""
+    priority: Priority = "interactive"
 
     def may_use(self, model: str) -> bool:
         return True
