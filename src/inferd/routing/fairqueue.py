@@ -13,10 +13,12 @@ the waiting requests are admitted in this order:
   order; the first one waiting of each key carries a virtual start tag, the later of the
   class's virtual time and the key's previous finish tag (its previous start plus
   ``1 / weight``), and the smallest tag goes first (ties: the earlier arrival). The virtual
-  time is the tag of the request admitted last. So a key with 30 requests waiting holds tags
-  up to ``30 / weight`` ahead, and a key that sends one request now is tagged with the
-  current virtual time: it goes next. Over a busy period each key gets turns in proportion to
-  its weight (``queue_weights``, by key id or key name; 1 by default).
+  time is the tag of the request admitted last. A key that starts waiting afresh is tagged
+  with the virtual time plus its requests already running on the model (each ``1 / weight``:
+  those admitted while nothing waited count too). So a key with 30 requests waiting holds
+  tags up to ``30 / weight`` ahead, and a key that sends one request now, with none running,
+  is tagged with the current virtual time: it goes next. Over a busy period each key gets
+  turns in proportion to its weight (``queue_weights``, by key id or key name; 1 by default).
 
 The queue of a model holds at most ``max_depth`` requests: past it a request is refused at
 once (``Overloaded``, code ``queue_full``); a request that waited its class's timeout leaves
@@ -27,7 +29,8 @@ model has no capacity (no bound), or when no replica is available (the router an
 All of it runs on the event loop: state changes are plain writes, no locks. Admission is
 counted in this process: ``admit`` returns to a caller that starts its request on a replica
 before it next awaits (``Router``), so a replica's load already counts it when the next
-request asks; requests admitted but not yet resumed are held in ``granted``.
+request asks; requests admitted but not yet resumed are held in ``granted``. ``admit`` returns
+an ``Admission`` that the caller closes when the request ends (a stream: when it ends).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from inferd.errors import Overloaded
 from inferd.metrics import Metrics
 from inferd.settings import Settings
 
-__all__ = ["PRIORITIES", "FairQueue", "Priority", "Queueing"]
+__all__ = ["PRIORITIES", "Admission", "FairQueue", "Priority", "Queueing"]
 
 Priority = Literal["interactive", "batch"]
 PRIORITIES: tuple[Priority, ...] = ("interactive", "batch")
@@ -108,11 +111,15 @@ class _Lane:
         self.heads: list[tuple[float, int, str]] = []
         self.depth = 0
 
-    def push(self, waiter: _Waiter, weight: float) -> None:
+    def push(self, waiter: _Waiter, weight: float, running: int) -> None:
+        """Queue ``waiter`` of a key of ``weight`` that has ``running`` requests running."""
         flow = self.flows.get(waiter.flow)
         if flow is None:
             flow = self.flows[waiter.flow] = _Flow(weight, self.vtime)
         flow.weight = weight
+        if not flow.waiters and flow.finish <= self.vtime:
+            # waiting afresh: its requests running (admitted while nothing waited) count
+            flow.finish = self.vtime + running / weight
         flow.waiters.append(waiter)
         self.depth += 1
         if len(flow.waiters) == 1:
@@ -170,11 +177,12 @@ class _Lane:
 class _ModelQueue:
     """The queue of one model: a lane per priority class."""
 
-    __slots__ = ("granted", "lanes", "wait")
+    __slots__ = ("granted", "lanes", "running", "wait")
 
     def __init__(self) -> None:
         self.lanes: dict[Priority, _Lane] = {p: _Lane() for p in PRIORITIES}
         self.granted = 0  # admitted, not yet started on a replica
+        self.running: dict[str, int] = {}  # admitted and not ended, by key
         self.wait = 0.0  # moving average of the waits, seconds
 
     @property
@@ -187,6 +195,25 @@ class _ModelQueue:
             if lane.depth:
                 return lane.pop(), priority
         raise IndexError("empty queue")
+
+
+class Admission:
+    """A request let through (``FairQueue.admit``): ``close()`` it when the request ends.
+    A stream takes it over (``handed``): it closes it when it ends instead."""
+
+    __slots__ = ("_queue", "flow", "handed", "model")
+
+    def __init__(self, queue: FairQueue | None, model: str, flow: str) -> None:
+        self._queue = queue
+        self.model = model
+        self.flow = flow
+        self.handed = False
+
+    def close(self) -> None:
+        """The request ended (once; again is a no-op)."""
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            queue.release(self.model, self.flow)
 
 
 class FairQueue:
@@ -231,23 +258,22 @@ class FairQueue:
 
     # -- admission -------------------------------------------------------------------------
     async def admit(self, model: str, flow: str = "", name: str = "",
-                    priority: Priority = "interactive") -> None:
+                    priority: Priority = "interactive") -> Admission:
         """Return when a replica of ``model`` has room for this request and its turn has come
         (at once when queueing does not apply); raises ``Overloaded`` when the queue is full
         or the wait runs past the class's timeout. The caller must start its request on a
-        replica before it next awaits."""
+        replica before it next awaits, and close the admission when the request ends."""
         if not self.config.enabled:
-            return
+            return Admission(None, model, flow)
         room = self._room(model)
         if room is None:
-            return
+            return Admission(None, model, flow)
         queue = self._queues.get(model)
-        granted = queue.granted if queue is not None else 0
-        if (queue is None or not queue.depth) and math.floor(room) - granted >= 1:
-            self._observe(model, priority, 0.0, None)
-            return
         if queue is None:
             queue = self._queues[model] = _ModelQueue()
+        if not queue.depth and math.floor(room) - queue.granted >= 1:
+            self._observe(model, priority, 0.0, None)
+            return self._running(queue, model, flow)
         if queue.depth >= self.config.max_depth:
             self._refuse(model, priority, "queue_full")
             raise Overloaded(
@@ -256,7 +282,7 @@ class FairQueue:
                 retry_after=self._retry_after(queue), code="queue_full")
         loop = asyncio.get_running_loop()
         waiter = _Waiter(flow, next(self._seq), self._clock(), loop.create_future())
-        queue.lanes[priority].push(waiter, self.weight(flow, name))
+        queue.lanes[priority].push(waiter, self.weight(flow, name), queue.running.get(flow, 0))
         timeout = self.config.timeout if priority == "interactive" else self.config.batch_timeout
         timer = loop.call_later(timeout, self._expire, model, queue, priority, waiter)
         self._dispatch(model, queue)
@@ -275,6 +301,23 @@ class FairQueue:
         finally:
             timer.cancel()
         queue.granted -= 1
+        return self._running(queue, model, flow)
+
+    def _running(self, queue: _ModelQueue, model: str, flow: str) -> Admission:
+        queue.running[flow] = queue.running.get(flow, 0) + 1
+        return Admission(self, model, flow)
+
+    def release(self, model: str, flow: str) -> None:
+        """A request admitted for ``model`` ended (``Admission.close``): its room is free."""
+        queue = self._queues.get(model)
+        if queue is None:
+            return
+        left = queue.running.get(flow, 0) - 1
+        if left > 0:
+            queue.running[flow] = left
+        else:
+            queue.running.pop(flow, None)
+        self._dispatch(model, queue)
         self._drop_if_idle(model, queue)
 
     def wake(self, model: str | None = None) -> None:
@@ -318,7 +361,8 @@ class FairQueue:
         self._drop_if_idle(model, queue)
 
     def _drop_if_idle(self, model: str, queue: _ModelQueue) -> None:
-        if not queue.depth and not queue.granted and self._queues.get(model) is queue:
+        if (not queue.depth and not queue.granted and not queue.running
+                and self._queues.get(model) is queue):
             del self._queues[model]
 
     def _retry_after(self, queue: _ModelQueue) -> float:

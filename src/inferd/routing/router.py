@@ -36,7 +36,7 @@ from inferd.engines.streams import primed
 from inferd.errors import ModelNotFound, Unavailable, UpstreamError
 from inferd.metrics import Metrics
 from inferd.routing import affinity
-from inferd.routing.fairqueue import FairQueue, Priority, Queueing
+from inferd.routing.fairqueue import Admission, FairQueue, Priority, Queueing
 from inferd.routing.replica import Replica
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -294,19 +294,28 @@ class Router:
             chain.append(canonical)
         return chain
 
-    async def _run(self, request: R, call: Callable[[Replica, R], Awaitable[T]],
+    async def _run(self, request: R, call: Callable[[Replica, R, Admission], Awaitable[T]],
                    placed: Placed | None) -> T:
-        """``call`` on replicas in turn until one answers (see the module docstring)."""
-        tried: set[str] = set()
-        error: UpstreamError | None = None
+        """``call`` on replicas in turn until one answers (see the module docstring), once
+        the model's queue has admitted the request (a stream takes over its admission)."""
         chain = self._chain(request.model, placed)
         queued = self.queue.config.enabled
-        if queued:
-            if placed is None:
-                await self.queue.admit(chain[0])
-            else:
-                await self.queue.admit(chain[0], placed.flow, placed.flow_name,
-                                       placed.priority)
+        if placed is None:
+            admission = await self.queue.admit(chain[0])
+        else:
+            admission = await self.queue.admit(chain[0], placed.flow, placed.flow_name,
+                                               placed.priority)
+        try:
+            return await self._attempts(request, call, placed, chain, admission, queued)
+        finally:
+            if not admission.handed:
+                admission.close()
+
+    async def _attempts(self, request: R, call: Callable[[Replica, R, Admission], Awaitable[T]],
+                        placed: Placed | None, chain: list[str], admission: Admission,
+                        queued: bool) -> T:
+        tried: set[str] = set()
+        error: UpstreamError | None = None
         key: int | None = None
         if isinstance(request, ChatCompletionRequest | CompletionRequest) and any(
                 (self._models[m].routing or self.routing) == "prefix"
@@ -333,7 +342,7 @@ class Router:
                 replica.in_flight += 1
                 started = time.perf_counter()
                 try:
-                    result = await call(replica, req)
+                    result = await call(replica, req, admission)
                 except UpstreamUnavailable as exc:
                     replica.record_failure(exc.message)
                     error = exc
@@ -349,30 +358,30 @@ class Router:
 
     async def chat(self, request: ChatCompletionRequest,
                    placed: Placed | None = None) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.chat(q), placed)
+        return await self._run(request, lambda r, q, _: r.engine.chat(q), placed)
 
     async def complete(self, request: CompletionRequest,
                        placed: Placed | None = None) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.complete(q), placed)
+        return await self._run(request, lambda r, q, _: r.engine.complete(q), placed)
 
     async def embed(self, request: EmbeddingRequest,
                     placed: Placed | None = None) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.embed(q), placed)
+        return await self._run(request, lambda r, q, _: r.engine.embed(q), placed)
 
     async def images(self, request: ImageGenerationRequest, progress: Progress | None = None,
                      placed: Placed | None = None) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.images(q, progress), placed)
+        return await self._run(request, lambda r, q, _: r.engine.images(q, progress), placed)
 
     async def rerank(self, request: RerankRequest,
                      placed: Placed | None = None) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.rerank(q), placed)
+        return await self._run(request, lambda r, q, _: r.engine.rerank(q), placed)
 
     async def score(self, request: ScoreRequest,
                     placed: Placed | None = None) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.score(q), placed)
+        return await self._run(request, lambda r, q, _: r.engine.score(q), placed)
 
     async def forward(self, request: Forward, placed: Placed | None = None) -> Forwarded:
-        return await self._run(request, lambda r, q: r.engine.forward(q), placed)
+        return await self._run(request, lambda r, q, _: r.engine.forward(q), placed)
 
     def serving(self, capability: str) -> list[str]:
         """The models with a replica that declares ``capability``."""
@@ -383,13 +392,12 @@ class Router:
     async def chat_stream(self, request: ChatCompletionRequest,
                           placed: Placed | None = None) -> AsyncIterator[Chunk]:
         return await self._run(
-            request, lambda r, q: _started(r, r.engine.chat_stream(q), self.queue.wake), placed)
+            request, lambda r, q, a: _started(r, r.engine.chat_stream(q), a), placed)
 
     async def complete_stream(self, request: CompletionRequest,
                               placed: Placed | None = None) -> AsyncIterator[Chunk]:
         return await self._run(
-            request, lambda r, q: _started(r, r.engine.complete_stream(q), self.queue.wake),
-            placed)
+            request, lambda r, q, a: _started(r, r.engine.complete_stream(q), a), placed)
 
 
 def _round_robin(entry: ModelEntry, ready: list[Replica]) -> Replica:
@@ -409,16 +417,17 @@ def _round_robin(entry: ModelEntry, ready: list[Replica]) -> Replica:
 
 
 async def _started(replica: Replica, stream: AsyncIterator[Chunk],
-                   ended: Callable[[str], None]) -> AsyncIterator[Chunk]:
-    """Prime ``stream`` (errors before its first chunk may be retried), then count it;
-    ``ended(model)`` is told when it ends (its replica has room again)."""
+                   admission: Admission) -> AsyncIterator[Chunk]:
+    """Prime ``stream`` (errors before its first chunk may be retried), then count it; it
+    closes the request's admission when it ends (its replica has room again)."""
     first = await primed(stream)
     replica.in_flight += 1  # ``_run`` releases its own count when this returns
-    return _counted(replica, first, ended)
+    admission.handed = True
+    return _counted(replica, first, admission)
 
 
 async def _counted(replica: Replica, stream: AsyncIterator[Chunk],
-                   ended: Callable[[str], None]) -> AsyncIterator[Chunk]:
+                   admission: Admission) -> AsyncIterator[Chunk]:
     try:
         async for chunk in stream:
             yield chunk
@@ -427,7 +436,7 @@ async def _counted(replica: Replica, stream: AsyncIterator[Chunk],
         raise
     finally:
         replica.in_flight -= 1
-        ended(replica.model)
+        admission.close()
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
             await aclose()
