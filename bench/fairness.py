@@ -15,10 +15,14 @@ both, with the ratio FIFO / fair.
 Then the overhead of the queue when it is never full: requests/s of ``--clients`` concurrent
 clients on a model whose replica answers at once, with a capacity it never reaches (every
 request is admitted on the fast path) against the gateway with queueing off; the best of
-``--rounds`` alternating rounds of ``--overhead-seconds`` each, and the ratio.
+``--rounds`` alternating rounds of ``--overhead-seconds`` each, and the ratio. The same in
+process, without HTTP (so nothing else blurs it): ``Router.chat`` calls per second on an echo
+replica with a capacity never reached, against queueing off (best of ``--rounds`` runs of
+``--router-calls``).
 
     .venv/bin/python bench/fairness.py [--seconds 20] [--slots 4] [--noisy 32]
-        [--long-tokens 50] [--token-ms 10] [--clients 16] [--overhead-seconds 5] [--rounds 2]
+        [--long-tokens 50] [--token-ms 10] [--clients 16] [--overhead-seconds 5] [--rounds 3]
+        [--router-calls 20000]
 """
 
 from __future__ import annotations
@@ -38,6 +42,12 @@ import httpx
 import yaml
 
 import harness
+from inferd.engines.echo import EchoEngine
+from inferd.routing.fairqueue import Priority, Queueing
+from inferd.routing.replica import Replica
+from inferd.routing.router import Router
+from inferd.schemas.openai import ChatCompletionRequest
+from inferd.settings import ModelSpec
 
 ADMIN_KEY = "sk-bench-admin-fairness-0123456789abcdef"
 SHORT_TOKENS = 4
@@ -205,6 +215,33 @@ async def requests_per_second(url: str, key: str, clients: int, seconds: float) 
         return done / (time.perf_counter() - started)
 
 
+class Placed:
+    """A metered caller, as the router sees it."""
+
+    replica: str | None = None
+    flow = "key-1"
+    flow_name = "bench"
+    priority: Priority = "interactive"
+
+    def may_use(self, model: str) -> bool:
+        return True
+
+
+async def router_calls_per_second(queued: bool, calls: int) -> float:
+    router = Router(routing="least_busy", queueing=Queueing(enabled=queued),
+                    capacity=100_000 if queued else 0)
+    engine = EchoEngine(ModelSpec(name="m", kind="echo"))
+    await engine.start()
+    router.add(Replica(id="r", model="m", engine=engine))
+    request = ChatCompletionRequest.model_validate(
+        {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
+    placed = Placed()
+    started = time.perf_counter()
+    for _ in range(calls):
+        await router.chat(request, placed)
+    return calls / (time.perf_counter() - started)
+
+
 # -- the run ------------------------------------------------------------------------------------
 def new_key(url: str, name: str) -> str:
     created = httpx.post(url + "/admin/v1/keys", json={"name": name}, timeout=30,
@@ -256,7 +293,8 @@ def main() -> None:
     parser.add_argument("--token-ms", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--overhead-seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--router-calls", type=int, default=20_000)
     args = parser.parse_args()
 
     port = harness.free_port()
@@ -305,6 +343,15 @@ def main() -> None:
     print(f"overhead, queue never full ({args.clients} clients, best of {args.rounds} x "
           f"{args.overhead_seconds:g} s): fair {best['fair']:.0f} req/s, off "
           f"{best['fifo']:.0f} req/s, fair / off {best['fair'] / best['fifo']:.3f}")
+    calls = {"fair": 0.0, "off": 0.0}
+    for _ in range(args.rounds):
+        for mode in calls:
+            calls[mode] = max(calls[mode], asyncio.run(
+                router_calls_per_second(mode == "fair", args.router_calls)))
+    print(f"overhead in process (Router.chat on an echo replica, best of {args.rounds} x "
+          f"{args.router_calls}): fair {calls['fair']:.0f} calls/s, off {calls['off']:.0f} "
+          f"calls/s, fair / off {calls['fair'] / calls['off']:.3f} "
+          f"({(1 / calls['fair'] - 1 / calls['off']) * 1e6:.1f} us a call)")
     print(f"load average: {harness.load_average()}")
 
 

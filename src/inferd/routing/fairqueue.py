@@ -177,17 +177,19 @@ class _Lane:
 class _ModelQueue:
     """The queue of one model: a lane per priority class."""
 
-    __slots__ = ("granted", "lanes", "running", "wait")
+    __slots__ = ("batch", "granted", "interactive", "lanes", "running", "wait")
 
     def __init__(self) -> None:
-        self.lanes: dict[Priority, _Lane] = {p: _Lane() for p in PRIORITIES}
+        self.interactive, self.batch = _Lane(), _Lane()
+        self.lanes: dict[Priority, _Lane] = {"interactive": self.interactive,
+                                             "batch": self.batch}
         self.granted = 0  # admitted, not yet started on a replica
         self.running: dict[str, int] = {}  # admitted and not ended, by key
         self.wait = 0.0  # moving average of the waits, seconds
 
     @property
     def depth(self) -> int:
-        return sum(lane.depth for lane in self.lanes.values())
+        return self.interactive.depth + self.batch.depth
 
     def pop(self) -> tuple[_Waiter, Priority]:
         for priority in PRIORITIES:
@@ -218,7 +220,9 @@ class Admission:
 
 class FairQueue:
     """The gateway's queues, one per model; ``room(model)`` says how many more requests the
-    model's replicas take now (None: no bound)."""
+    model's replicas take now (None: no bound). A model's queue is made the first time a
+    request is counted against its capacity and kept (model names are the router's, a bounded
+    set) until ``forget``."""
 
     def __init__(self, config: Queueing, room: Callable[[str], float | None],
                  metrics: Metrics | None = None,
@@ -296,7 +300,6 @@ class FairQueue:
                 self._dispatch(model, queue)
             else:
                 queue.lanes[priority].remove(waiter)
-                self._drop_if_idle(model, queue)
             raise
         finally:
             timer.cancel()
@@ -317,8 +320,14 @@ class FairQueue:
             queue.running[flow] = left
         else:
             queue.running.pop(flow, None)
-        self._dispatch(model, queue)
-        self._drop_if_idle(model, queue)
+        if queue.depth:
+            self._dispatch(model, queue)
+
+    def forget(self, model: str) -> None:
+        """The model is gone: drop its queue, unless requests still wait or run there."""
+        queue = self._queues.get(model)
+        if queue is not None and not (queue.depth or queue.granted or queue.running):
+            del self._queues[model]
 
     def wake(self, model: str | None = None) -> None:
         """A replica may have room now (a request ended, a load was read, a replica came
@@ -358,12 +367,6 @@ class FairQueue:
             f"Model '{model}' stayed at capacity for the {waited:.0f} s this request could "
             "wait for it; please retry later.",
             retry_after=self._retry_after(queue), code="queue_timeout"))
-        self._drop_if_idle(model, queue)
-
-    def _drop_if_idle(self, model: str, queue: _ModelQueue) -> None:
-        if (not queue.depth and not queue.granted and not queue.running
-                and self._queues.get(model) is queue):
-            del self._queues[model]
 
     def _retry_after(self, queue: _ModelQueue) -> float:
         """Seconds to wait before retrying: what a request waited lately (at least 1)."""

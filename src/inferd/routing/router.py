@@ -191,6 +191,7 @@ class Router:
         entry = self._models.pop(name, None)
         if entry is None:
             return []
+        self.queue.forget(name)
         for alias in entry.aliases:
             self._aliases.pop(alias, None)
         return entry.replicas
@@ -328,7 +329,8 @@ class Router:
             for _ in range(self.max_attempts):
                 try:
                     # admitted: to a replica with room, if one has (the load may have moved)
-                    full = self._full(model) if queued and model == chain[0] else set()
+                    full = self._full(model) if queued and model == chain[0] and len(
+                        self._models[model].replicas) > 1 else set()
                     try:
                         replica = self.pick(model, tried | full, key) if full else None
                     except Unavailable:

