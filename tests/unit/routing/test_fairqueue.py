@@ -4,12 +4,18 @@ the bound, the timeout and callers that leave (``inferd.routing.fairqueue``)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
+from inferd.engines.echo import EchoEngine
 from inferd.errors import Overloaded
 from inferd.metrics import Metrics
 from inferd.routing.fairqueue import Admission, FairQueue, Priority, Queueing
+from inferd.routing.replica import Replica
+from inferd.routing.router import Router
+from inferd.schemas.openai import ChatCompletionRequest
+from inferd.settings import ModelSpec
 from tests.helpers import wait_for_async
 
 
@@ -212,3 +218,87 @@ async def test_nothing_waits_when_queueing_is_off_or_unbounded() -> None:
     admission.close()
     admission.close()  # closing twice is harmless
     assert unbounded._queues == {}
+
+
+# -- the router: capacity, room, and where an admitted request goes ---------------------------
+def echo(rid: str, **fields: Any) -> Replica:
+    return Replica(id=rid, model="m", engine=EchoEngine(ModelSpec(name="m", kind="echo")),
+                   **fields)
+
+
+def ask() -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "hello"}]})
+
+
+class Caller:
+    replica: str | None = None
+    flow = "key-1"
+    flow_name = "one"
+    priority: Priority = "interactive"
+
+    def may_use(self, model: str) -> bool:
+        return True
+
+
+def test_capacity_of_a_replica_its_own_learned_or_the_routers() -> None:
+    router = Router(capacity=8)
+    own, default, auto = echo("own", capacity=2), echo("default"), echo("auto",
+                                                                       learn_capacity=True)
+    for replica in (own, default, auto):
+        router.add(replica)
+    assert router.limit(own) == 2 and router.limit(default) == 8
+    assert router.limit(auto) is None  # nothing learned yet: no bound
+    auto.record_load(running=3, waiting=2, kv_cache_usage=None)
+    assert router.limit(auto) == 3  # running while others wait: the engine is full
+    auto.record_load(running=2, waiting=0, kv_cache_usage=None)
+    assert router.limit(auto) == 3  # fewer running, none waiting: it learns nothing
+    assert Router().limit(default) is None  # no capacity anywhere: no bound
+
+
+def test_room_counts_the_load_and_is_unbounded_without_a_capacity() -> None:
+    router = Router()
+    first, second = echo("a", capacity=2), echo("b", capacity=3)
+    router.add(first)
+    router.add(second)
+    first.in_flight = 1
+    assert router.room("m") == 4.0
+    # a fresh load read counts the engine's running and waiting requests (one of them ours)...
+    second.in_flight = 1
+    second.record_load(running=2, waiting=1, kv_cache_usage=None)
+    assert router.room("m") == 1.0 + 0.0
+    # ...less this gateway's requests that ended since
+    second.in_flight = 0
+    assert router.room("m") == 1.0 + 1.0
+    router.add(echo("c"))  # a replica without a capacity: no bound for the model
+    assert router.room("m") is None
+
+
+async def test_an_admitted_request_goes_to_the_replica_with_room() -> None:
+    router = Router(routing="weighted", capacity=1)
+    busy, free = echo("busy", weight=100.0), echo("free")
+    router.add(busy)
+    router.add(free)
+    busy.in_flight = 1  # at capacity (weighted routing would pick it first)
+    caller = Caller()
+    await router.chat(ask(), caller)
+    assert caller.replica == "free"
+
+
+async def test_a_request_waits_while_every_replica_is_full_and_goes_when_one_has_room() -> None:
+    router = Router(capacity=1)
+    only = echo("only")
+    router.add(only)
+    only.in_flight = 1  # another request runs there
+    waiting = asyncio.create_task(router.chat(ask(), Caller()))
+
+    async def queued() -> bool:
+        return router.queue.depth("m") == 1
+
+    await wait_for_async(queued, what="the request waiting")
+    assert not waiting.done()
+    only.in_flight = 0  # it ended (the router wakes the queue when its own requests end)
+    router.wake("m")
+    answer = await waiting
+    assert answer["choices"][0]["message"]["content"]
+    assert router.queue.depth("m") == 0 and only.in_flight == 0
