@@ -97,7 +97,8 @@ async def create_message(request: Request, services: ServicesDep,
         for attempt in (1, 2):
             try:
                 if body.stream:
-                    stream = await services.inference.chat_stream(chat, principal)
+                    stream = await unless_disconnected(   # it may wait at a full model
+                        request, services.inference.chat_stream(chat, principal))
                 else:
                     result = await unless_disconnected(
                         request, services.inference.chat(chat, principal))
