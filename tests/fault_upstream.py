@@ -15,7 +15,9 @@ The fault is chosen by the first path segment of the replica URL
 - ``halfjson``: 200 with half of the JSON answer (framing intact, JSON truncated);
 - ``truncated``: ``Content-Length`` promises the whole answer, half arrives, then the
   connection closes;
-- ``flap``: ``503`` for everything (health checks included) while ``down`` is set, else ``ok``.
+- ``flap``: ``503`` for everything (health checks included) while ``down`` is set, else ``ok``;
+- ``gate``: an engine of one slot the test drives: each request is held (its last user message
+  noted in ``arrivals``) until ``release()`` lets the oldest held one answer.
 
 It runs in a thread with its own event loop, so that tests (and the blocking start of an
 ``inferd`` subprocess) never stall it.
@@ -42,12 +44,26 @@ class FaultUpstream:
         self.slow_seconds = 5.0
         self.down = False
         self.seen: Counter[str] = Counter()  # POSTs per fault
+        self.arrivals: list[str] = []  # ``gate``: each request's user message, in order
+        self._gates: list[asyncio.Event] = []  # ``gate``: the requests held, oldest first
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
 
     def url(self, fault: str) -> str:
         return f"http://127.0.0.1:{self.port}/{fault}/v1"
+
+    @property
+    def held(self) -> int:
+        """``gate``: the requests held now."""
+        return len(self._gates)
+
+    def release(self) -> None:
+        """``gate``: the oldest request held answers."""
+        asyncio.run_coroutine_threadsafe(self._release(), self._loop).result(10)
+
+    async def _release(self) -> None:
+        self._gates.pop(0).set()
 
     def __enter__(self) -> FaultUpstream:
         self._thread.start()
@@ -101,6 +117,11 @@ class FaultUpstream:
         words = _last_user_text(request).split()
         if fault == "slow":
             await asyncio.sleep(self.slow_seconds)
+        if fault == "gate":
+            self.arrivals.append(" ".join(words))
+            gate = asyncio.Event()
+            self._gates.append(gate)
+            await gate.wait()
         if request.get("stream"):
             return await self._stream(fault, words, reader, writer)
         answer = json.dumps(_completion(words)).encode()

@@ -25,6 +25,9 @@ with the one field-path format (``messages[0].role``).
     │   └── UpstreamUnavailable: failed before answering; the router tries another replica
     │       └── UpstreamTimeout (504): no answer in time (the one timeout error)
     ├── Unavailable (503 service_unavailable)
+    │   └── Overloaded (codes queue_full, queue_timeout; with Retry-After): every replica of
+    │       the model is at capacity and the gateway's queue for it is full, or the request
+    │       waited in it past its timeout (``inferd.routing.fairqueue``)
     └── how a job ended without a result (stored in the job, see ``inferd.jobs``):
         DeadlineExceeded (408 timeout_error), MaxAttemptsExceeded (500),
         JobCancelled (cancelled)
@@ -187,6 +190,20 @@ class Unavailable(InferdError):
     status = 503
     type = "service_unavailable"
     code = "service_unavailable"
+
+
+class Overloaded(Unavailable):
+    """The model's replicas are at capacity and the request could not wait its turn: the
+    queue is full (``queue_full``) or its wait ran out (``queue_timeout``)."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+    @property
+    def retry_after_header(self) -> str:
+        """The ``Retry-After`` value: whole seconds, at least 1."""
+        return str(max(1, round(self.retry_after)))
 
 
 class DeadlineExceeded(InferdError):

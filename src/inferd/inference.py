@@ -45,6 +45,7 @@ from inferd.schemas.openai import (
 from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
 from inferd.settings import Settings
+from inferd.usage import in_job
 
 # Completion tokens reserved when a request sets no max_tokens (settled with the real count).
 DEFAULT_COMPLETION_ESTIMATE = 256
@@ -158,7 +159,7 @@ class Inference:
         # Metric labels name only models the router knows: any other name a client sends is
         # counted as UNKNOWN_MODEL, so that clients cannot grow /metrics without bound.
         call = Call(endpoint, model, principal, stream,
-                    model if self.router.knows(model) else UNKNOWN_MODEL)
+                    model if self.router.knows(model) else UNKNOWN_MODEL, batch=in_job())
         try:
             if principal.allowed_models is not None:
                 self.check_model(principal, model)

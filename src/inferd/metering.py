@@ -17,6 +17,7 @@ from inferd.auth.principal import Principal
 from inferd.logs import request_id_var
 from inferd.metrics import Metrics, ReplicaState
 from inferd.prices import PriceBook
+from inferd.routing.fairqueue import Priority
 from inferd.routing.router import Router
 from inferd.settings import Settings
 from inferd.store.db import Database, unreachable
@@ -32,11 +33,12 @@ CLIENT_CLOSED = 499
 class Call:
     """One request on its way through: what metering needs at the end."""
 
-    __slots__ = ("endpoint", "image_units", "images", "label", "model", "principal",
-                 "replica", "request_id", "reservation", "started", "steps", "stream", "ttft")
+    __slots__ = ("endpoint", "flow", "flow_name", "image_units", "images", "label", "model",
+                 "principal", "priority", "replica", "request_id", "reservation", "started",
+                 "steps", "stream", "ttft")
 
     def __init__(self, endpoint: str, model: str, principal: Principal, stream: bool,
-                 label: str | None = None) -> None:
+                 label: str | None = None, batch: bool = False) -> None:
         self.endpoint = endpoint
         self.model = model
         # the model's value in metric labels: ``model`` when it is known (see Inference)
@@ -51,6 +53,11 @@ class Call:
         self.images: int | None = None  # image generation only: pictures and steps made
         self.steps: int | None = None
         self.image_units: int | None = None
+        # for fair queueing at a model at capacity: whose turn it takes, and its class (a
+        # job's or batch line's waits behind every interactive request)
+        self.flow = principal.key_id or ""
+        self.flow_name = principal.name
+        self.priority: Priority = "batch" if batch else "interactive"
 
     def may_use(self, model: str) -> bool:
         """Whether the caller's key may use ``model`` (the router skips other fallbacks)."""
@@ -151,7 +158,7 @@ class Metering:
                 call.steps, call.image_units,
                 self.prices.cost(call.model, call.replica, usage, call.images)))
         level = logging.WARNING if status >= 500 else logging.INFO
-        if error == "rate_limit_exceeded" and in_job():  # the job is deferred, not answered
+        if error in ("rate_limit_exceeded", "queue_timeout") and in_job():  # deferred, not answered
             level = logging.DEBUG
         if self.log_requests or status >= 500:
             log.log(level,

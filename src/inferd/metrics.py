@@ -50,6 +50,10 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # ms per token.
 INTER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2,
                        0.3, 0.5, 1.0, 2.5)
+# The time a request waits at the gateway for a replica of its model to have room (fair
+# queueing): none at all for most, up to a job's ``queue_batch_timeout``.
+QUEUE_WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                      60.0, 120.0, 300.0)
 # How long the coroutines of ``register_refresh`` may hold up a scrape.
 REFRESH_TIMEOUT = 5.0
 Series = Iterable[tuple[Sequence[str], float]]
@@ -218,6 +222,16 @@ class Metrics:
                                ["model"], registry=r)
         self.rate_limited = Counter("inferd_rate_limited", "Requests refused by a key's limits",
                                     ["reason"], registry=r)
+        # fair queueing (``inferd.routing.fairqueue``): the wait of each request admitted to
+        # a model with a bounded capacity (0 for one that found room), and the refusals
+        self.queue_wait = Histogram("inferd_gateway_queue_wait_seconds",
+                                    "Time a request waited at the gateway for a replica of "
+                                    "its model to have room", ["model", "priority"],
+                                    buckets=QUEUE_WAIT_BUCKETS, registry=r)
+        self.queue_refused = Counter("inferd_gateway_queue_refused",
+                                     "Requests refused by the gateway's queue: full, or "
+                                     "waited past their timeout",
+                                     ["model", "priority", "reason"], registry=r)
         self.auth_failures = Counter("inferd_auth_failures", "Requests refused with 401",
                                      registry=r)
         # process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total...

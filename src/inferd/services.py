@@ -23,6 +23,7 @@ from inferd.lifecycle import Drain
 from inferd.metering import Metering
 from inferd.roles import queue_engines, start_role
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
+from inferd.routing.fairqueue import Queueing
 from inferd.routing.router import Replica, Router
 from inferd.settings import Settings
 from inferd.store.audit import AuditStore
@@ -82,11 +83,13 @@ class Services:
                          failure_window=settings.audit_failure_window_seconds)
         audit.start()
         stack.push_async_callback(audit.close)
-        router = Router(max_attempts=settings.router_max_attempts, routing=settings.routing,
-                        spill=settings.routing_spill, slack=settings.routing_slack)
         # usage records and limits are closed after the keys and before the database
         metering = await Metering.start(settings, db)
         stack.push_async_callback(metering.close)
+        router = Router(max_attempts=settings.router_max_attempts, routing=settings.routing,
+                        spill=settings.routing_spill, slack=settings.routing_slack,
+                        queueing=Queueing.of(settings), capacity=settings.replica_capacity,
+                        metrics=metering.metrics)
         metering.watch(router)
         inference = Inference(router, metering, limiter=build_limiter(settings))
         stack.push_async_callback(inference.close)

@@ -181,9 +181,25 @@ def check_headers(options: dict[str, Any] | None) -> dict[str, Any] | None:
     return options
 
 
+# The most requests a replica may be said to run at once (``options.capacity``).
+MAX_CAPACITY = 100_000
+
 # The metrics a replica's engine publishes its load in (``options.metrics``;
 # ``inferd.routing.load``); "none": not read; unset: detected.
 METRICS_FORMATS = ("vllm", "sglang", "llamacpp", "inferd", "none")
+
+
+def check_capacity(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``options.capacity`` of a replica: the requests it runs at once (1 to 100,000), or
+    "auto" (learned from its engine's load metrics; docs/serving/fair-queueing.md)."""
+    capacity = (options or {}).get("capacity")
+    if capacity is None or capacity == "auto":
+        return options
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or not (
+            1 <= capacity <= MAX_CAPACITY):
+        raise ValueError(f"options.capacity must be a whole number from 1 to {MAX_CAPACITY:,} "
+                         "or \"auto\"")
+    return options
 
 
 def check_metrics(options: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -215,13 +231,14 @@ class ReplicaSpec(BaseModel):
     # ``extra_outputs`` (triton); ``headers`` (http, triton: sent with every request, stored
     # encrypted like ``api_key`` and shown masked); ``price`` (any kind: this replica's price,
     # instead of its model's; docs/operating/prices.md); ``metrics`` (http: the format of its
-    # engine's load metrics, ``METRICS_FORMATS``; docs/serving/routing.md).
+    # engine's load metrics, ``METRICS_FORMATS``; docs/serving/routing.md); ``capacity``
+    # (any kind: the requests it runs at once, or "auto"; docs/serving/fair-queueing.md).
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("options")
     @classmethod
     def headers_are_valid(cls, options: dict[str, Any]) -> dict[str, Any]:
-        return check_metrics(check_price(check_headers(options))) or {}
+        return check_capacity(check_metrics(check_price(check_headers(options)))) or {}
 
 
 class RemoteModelSpec(BaseModel):
@@ -419,6 +436,24 @@ class Settings(BaseSettings):
     # read; docs/serving/routing.md), and the age past which a read is not used.
     load_poll_interval: float = Field(default=1.0, ge=0.0, le=3600.0)
     load_stale_after: float = Field(default=5.0, gt=0.0, le=86400.0)
+    # Fair queueing (docs/serving/fair-queueing.md): when every replica of a model runs as
+    # many requests as its capacity, a request waits in the gateway's queue for the model,
+    # served in turn across keys by their weights, interactive requests before jobs.
+    # Off: every request goes straight to a replica (the engines queue them first come,
+    # first served).
+    fair_queue: bool = True
+    # Requests a replica runs at once when its ``options.capacity`` sets none (0: no bound,
+    # so its requests never wait at the gateway).
+    replica_capacity: int = Field(default=0, ge=0, le=MAX_CAPACITY)
+    # Requests that may wait for one model (past it: 503 queue_full at once), and how long
+    # an interactive request (and a job's or batch line's) may wait (then 503 queue_timeout;
+    # a job is deferred).
+    queue_max: int = Field(default=1000, ge=1, le=1_000_000)
+    queue_timeout: float = Field(default=30.0, gt=0.0, le=86400.0)
+    queue_batch_timeout: float = Field(default=300.0, gt=0.0, le=86400.0)
+    # A key's share of a busy model, by key id or key name (default 1): a key of weight 3
+    # is admitted three times as often as one of weight 1 while both have requests waiting.
+    queue_weights: dict[str, float] = Field(default_factory=dict)
     # "production" (default) or "development": a cluster role bound to a non-loopback
     # address refuses unsafe settings (placeholder admin key, no secret key) unless
     # "development" (README "Security").
@@ -488,6 +523,15 @@ class Settings(BaseSettings):
         from inferd.secretbox import parse_keys
 
         parse_keys(v)
+        return v
+
+    @field_validator("queue_weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        for key, weight in v.items():
+            if not 0.0 < weight <= 1_000_000.0:
+                raise ValueError(f"queue_weights.{key[:64]} must be above 0 and at most "
+                                 "1,000,000")
         return v
 
     @field_validator("gateway_url")

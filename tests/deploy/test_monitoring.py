@@ -228,6 +228,8 @@ def test_the_dashboard_shows_what_an_operator_watches() -> None:
         "rate(inferd_tokens_total",  # tokens/s
         "inferd_replica_in_flight",
         "inferd_replica_healthy",  # replicas
+        "inferd_gateway_queue_depth",
+        "(rate(inferd_gateway_queue_wait_seconds_bucket",  # fair queueing: time to scale out
         "inferd_jobs_pending",
         "inferd_jobs_oldest_pending_age_seconds",  # the job queue
         "inferd_usage_records_pending",

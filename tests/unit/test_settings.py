@@ -127,3 +127,22 @@ def test_storage_quota_defaults_and_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("INFERD_STORAGE_QUOTA_OBJECTS", "-1")
     with pytest.raises(ValueError):
         Settings()
+
+
+def test_fair_queueing_settings_and_a_replicas_capacity(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inferd.settings import ReplicaSpec
+
+    monkeypatch.setenv("INFERD_QUEUE_WEIGHTS", '{"key-1": 3, "team-bot": 0.5}')
+    monkeypatch.setenv("INFERD_FAIR_QUEUE", "false")
+    settings = Settings()
+    assert settings.queue_weights == {"key-1": 3.0, "team-bot": 0.5}
+    assert settings.fair_queue is False
+    monkeypatch.setenv("INFERD_QUEUE_WEIGHTS", '{"key-1": 0}')
+    with pytest.raises(ValueError, match=r"queue_weights\.key-1"):
+        Settings()
+    for capacity in (1, 100_000, "auto"):
+        spec = ReplicaSpec(url="http://h/v1", options={"capacity": capacity})
+        assert spec.options["capacity"] == capacity
+    for capacity in (0, -1, 100_001, 2.5, True, "many"):
+        with pytest.raises(ValueError, match=r"options\.capacity"):
+            ReplicaSpec(url="http://h/v1", options={"capacity": capacity})

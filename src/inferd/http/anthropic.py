@@ -23,7 +23,7 @@ from inferd.anthropic import translate
 from inferd.anthropic.events import events
 from inferd.anthropic.translate import CountTokensRequest, MessagesRequest
 from inferd.engines.local import LocalTextEngine
-from inferd.errors import ContextLengthExceeded, InferdError, RateLimited
+from inferd.errors import ContextLengthExceeded, InferdError, Overloaded, RateLimited
 from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
 from inferd.http.errors import param_path
 from inferd.http.operation import SSE, endpoint
@@ -54,7 +54,7 @@ def error_response(exc: Exception) -> Response:
         # Anthropic says 529 when it is overloaded; inferd's 503 means the same.
         status = 529 if exc.status == 503 else exc.status
         message = translate.own_names(exc.message)
-        if isinstance(exc, RateLimited):
+        if isinstance(exc, RateLimited | Overloaded):
             headers["retry-after"] = exc.retry_after_header
     elif isinstance(exc, ValidationError):
         status, message = 400, _validation_message(exc)
@@ -97,7 +97,8 @@ async def create_message(request: Request, services: ServicesDep,
         for attempt in (1, 2):
             try:
                 if body.stream:
-                    stream = await services.inference.chat_stream(chat, principal)
+                    stream = await unless_disconnected(   # it may wait at a full model
+                        request, services.inference.chat_stream(chat, principal))
                 else:
                     result = await unless_disconnected(
                         request, services.inference.chat(chat, principal))

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from inferd.errors import (
     InferdError,
     InternalError,
+    Overloaded,
     RateLimited,
     envelope,
     invalid_request,
@@ -45,7 +46,7 @@ def error_response(status: int, message: str, *, type: str | None = None,
 
 def inferd_error_response(exc: InferdError,
                           headers: dict[str, str] | None = None) -> Response:
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | Overloaded):
         headers = {**(headers or {}), "Retry-After": exc.retry_after_header}
     return Response(orjson.dumps(envelope(exc)), status_code=exc.status,
                     media_type="application/json", headers=headers)

@@ -22,6 +22,7 @@ from inferd.errors import (
     InferdError,
     InternalError,
     InvalidRequest,
+    Overloaded,
     RateLimited,
     invalid_request,
 )
@@ -144,6 +145,10 @@ def error_outcome(exc: Exception) -> Outcome:
         # the key's per-minute limit: the job waits its turn instead of failing (a used-up
         # budget, code insufficient_quota, does fail)
         return Outcome("deferred", error=exc.to_dict(), status_code=429)
+    if isinstance(exc, Overloaded):
+        # the model stayed at capacity past the wait of a batch request: the job waits its
+        # turn again later instead of failing
+        return Outcome("deferred", error=exc.to_dict(), status_code=exc.status)
     if isinstance(exc, ValidationError):
         exc = invalid_request(exc.errors())
     if not isinstance(exc, InferdError):

@@ -242,11 +242,14 @@ class ReplicaCatalog:
                 return
             engine = build_remote_engine(record.model, record.spec(), self.allow)
         await engine.start()
+        capacity = record.options.get("capacity")
         self.router.add(Replica(id=str(record.id), model=record.model, engine=engine,
                                 weight=record.weight, kind=record.kind,
                                 standby=record.source == STANDBY,
                                 cooldown_base=self.cooldown_base,
-                                cooldown_max=self.cooldown_max, load_ttl=self.load_ttl))
+                                cooldown_max=self.cooldown_max, load_ttl=self.load_ttl,
+                                capacity=capacity if isinstance(capacity, int) else None,
+                                learn_capacity=capacity == "auto"))
         self._built[str(record.id)] = record.updated_at
         log.info("replica %s of %s: %s %s", record.id, record.model, record.kind,
                  redact_url(record.url))
@@ -265,6 +268,7 @@ class ReplicaCatalog:
         results = await asyncio.gather(*(probe(r.engine) for r in replicas))
         for replica, error in zip(replicas, results, strict=True):
             replica.record_probe(error is None, error)
+        self.router.wake()  # a replica back may have room for what waits
 
     async def poll_loads(self) -> None:
         """Read the load of every replica that publishes one (see the module docstring)."""
@@ -290,6 +294,7 @@ class ReplicaCatalog:
         live = {r.id for r in self.router.replicas()}
         for gone in [k for k in self._load_retry if k not in live]:
             del self._load_retry[gone]
+        self.router.wake()  # the loads read may leave room for what waits
 
     async def run_loads(self) -> None:
         while True:

@@ -22,7 +22,7 @@ from inferd.prices import Price, check_price, parse_price
 from inferd.redact import MASK, redact_url
 from inferd.routing.catalog import ReplicaCatalog, build_remote_engine, probe
 from inferd.routing.replica import Replica
-from inferd.settings import ReplicaSpec, Routing, check_headers, check_metrics
+from inferd.settings import ReplicaSpec, Routing, check_capacity, check_headers, check_metrics
 from inferd.store.replicas import ModelRecord, ReplicaRecord, ReplicaStore
 
 Name = Field(min_length=1, max_length=191)
@@ -75,7 +75,7 @@ class ReplicaUpdate(BaseModel):
     @field_validator("options")
     @classmethod
     def headers_are_valid(cls, options: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_metrics(check_price(check_headers(options)))
+        return check_capacity(check_metrics(check_price(check_headers(options))))
 
 
 # The largest id a BIGINT column holds; a larger number names no row (and must not reach the

@@ -58,6 +58,12 @@ class Replica:
     load_read_at: float | None = None
     in_flight_at_read: int = 0
     load_ttl: float = LOAD_TTL
+    # Requests it runs at once (fair queueing, ``inferd.routing.fairqueue``): None, no bound;
+    # with ``learn_capacity`` the running count its engine last reported while it had
+    # requests waiting (a full engine runs as many as it can).
+    capacity: int | None = None
+    learn_capacity: bool = False
+    learned_capacity: float | None = None
 
     def record_load(self, running: float, waiting: float, kv_cache_usage: float | None,
                     now: float | None = None) -> None:
@@ -65,6 +71,23 @@ class Replica:
         self.running, self.waiting, self.kv_cache_usage = running, waiting, kv_cache_usage
         self.load_read_at = time.time() if now is None else now
         self.in_flight_at_read = self.in_flight
+        if running > 0 and (waiting > 0 or running > (self.learned_capacity or 0.0)):
+            self.learned_capacity = running
+
+    def limit(self) -> float | None:
+        """The requests it takes at once (None: no bound, or none learned yet)."""
+        return self.learned_capacity if self.learn_capacity else self.capacity
+
+    def load(self, now: float | None = None) -> float:
+        """Requests counted against its capacity: ``busy()``, less this gateway's requests
+        that ended since the read (they run no more), never fewer than its own in flight."""
+        if self.load_read_at is None or self.running is None:
+            return float(self.in_flight)
+        now = time.time() if now is None else now
+        if now - self.load_read_at > self.load_ttl:
+            return float(self.in_flight)
+        reported = self.running + (self.waiting or 0.0)
+        return max(float(self.in_flight), reported + self.in_flight - self.in_flight_at_read)
 
     def busy(self, now: float | None = None) -> float:
         """Requests the replica has: its engine's running + waiting from a fresh read, plus

@@ -16,6 +16,11 @@ has delivered its first chunk nothing is retried: a break ends it with an error 
 A caller that meters the request passes it as ``placed``: the router writes there the replica
 that served it (the last one tried), and skips the fallbacks its key may not use (a fallback
 never widens a key's model allow-list).
+
+When the model's replicas all run as many requests as their capacity, a request first waits
+its turn in the gateway's queue for the model (``inferd.routing.fairqueue``: fair between keys,
+interactive before batch); admitted, it goes to a replica with room. Its fallbacks, tried
+only when the model fails, do not queue.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from inferd.engines.base import Chunk, Engine, ModelInfo, Progress
 from inferd.engines.remote import UpstreamUnavailable
 from inferd.engines.streams import primed
 from inferd.errors import ModelNotFound, Unavailable, UpstreamError
+from inferd.metrics import Metrics
 from inferd.routing import affinity
+from inferd.routing.fairqueue import Admission, FairQueue, Priority, Queueing
 from inferd.routing.replica import Replica
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -55,6 +62,10 @@ class Placed(Protocol):
     says which models its key may use."""
 
     replica: str | None
+    # whose request it is, for fair queueing: the key's id and name, and its priority class
+    flow: str
+    flow_name: str
+    priority: Priority
 
     def may_use(self, model: str) -> bool: ...
 
@@ -76,7 +87,9 @@ class Router:
     """Maps model names to replicas and sends requests to one of them."""
 
     def __init__(self, max_attempts: int = 3, routing: Routing = DEFAULT_ROUTING,
-                 spill: float = SPILL, slack: int = SLACK) -> None:
+                 spill: float = SPILL, slack: int = SLACK, *,
+                 queueing: Queueing | None = None, capacity: int = 0,
+                 metrics: Metrics | None = None) -> None:
         self._models: dict[str, ModelEntry] = {}
         self._aliases: dict[str, str] = {}
         self._turn = 0
@@ -84,6 +97,10 @@ class Router:
         self.routing: Routing = routing
         self.spill = spill
         self.slack = slack
+        # the capacity of a replica that sets none (0: no bound), and the queues of the models
+        # at capacity
+        self.capacity = capacity
+        self.queue = FairQueue(queueing or Queueing(), self.room, metrics)
 
     # -- the catalogue --------------------------------------------------------------------
     def add(self, replica: Replica, aliases: list[str] | None = None) -> None:
@@ -93,6 +110,55 @@ class Router:
             if alias not in entry.aliases:
                 entry.aliases.append(alias)
             self._aliases[alias] = replica.model
+        self.queue.wake(replica.model)  # room for what waits
+
+    # -- capacity ----------------------------------------------------------------------------
+    def limit(self, replica: Replica) -> float | None:
+        """The requests ``replica`` takes at once (None: no bound): its own capacity, the one
+        learned from its engine (``"auto"``: None until learned), else the router's."""
+        if replica.learn_capacity:
+            return replica.learned_capacity
+        if replica.capacity is not None:
+            return float(replica.capacity)
+        return float(self.capacity) if self.capacity > 0 else None
+
+    def _serving(self, entry: ModelEntry, now: float) -> list[Replica]:
+        """The replicas a request of ``entry`` goes to now (a standby only without others)."""
+        ready = [r for r in entry.replicas if r.available(now)]
+        return [r for r in ready if not r.standby] or ready
+
+    def room(self, name: str) -> float | None:
+        """How many more requests the replicas of model ``name`` take now within their
+        capacity; None when there is no bound (a replica has none, or no replica is
+        available: the request goes on, for ``pick`` to answer)."""
+        entry = self._models.get(name)
+        if entry is None:
+            return None
+        now = time.time()
+        ready = self._serving(entry, now)
+        if not ready:
+            return None
+        free = 0.0
+        for r in ready:
+            limit = self.limit(r)
+            if limit is None:
+                return None
+            free += max(0.0, limit - r.load(now))
+        return free
+
+    def _full(self, name: str) -> set[str]:
+        """The replicas of ``name`` at capacity (a request admitted goes to another)."""
+        now = time.time()
+        full = set()
+        for r in self._models[name].replicas:
+            limit = self.limit(r)
+            if limit is not None and r.load(now) >= limit:
+                full.add(r.id)
+        return full
+
+    def wake(self, model: str | None = None) -> None:
+        """A replica may have room now (a load read, a probe): admit what waits for it."""
+        self.queue.wake(model)
 
     def set_model(self, name: str, aliases: list[str] | None = None,
                   fallbacks: list[str] | None = None, routing: str | None = "") -> ModelEntry:
@@ -125,6 +191,7 @@ class Router:
         entry = self._models.pop(name, None)
         if entry is None:
             return []
+        self.queue.forget(name)
         for alias in entry.aliases:
             self._aliases.pop(alias, None)
         return entry.replicas
@@ -228,12 +295,28 @@ class Router:
             chain.append(canonical)
         return chain
 
-    async def _run(self, request: R, call: Callable[[Replica, R], Awaitable[T]],
+    async def _run(self, request: R, call: Callable[[Replica, R, Admission], Awaitable[T]],
                    placed: Placed | None) -> T:
-        """``call`` on replicas in turn until one answers (see the module docstring)."""
+        """``call`` on replicas in turn until one answers (see the module docstring), once
+        the model's queue has admitted the request (a stream takes over its admission)."""
+        chain = self._chain(request.model, placed)
+        queued = self.queue.config.enabled
+        if placed is None:
+            admission = await self.queue.admit(chain[0])
+        else:
+            admission = await self.queue.admit(chain[0], placed.flow, placed.flow_name,
+                                               placed.priority)
+        try:
+            return await self._attempts(request, call, placed, chain, admission, queued)
+        finally:
+            if not admission.handed:
+                admission.close()
+
+    async def _attempts(self, request: R, call: Callable[[Replica, R, Admission], Awaitable[T]],
+                        placed: Placed | None, chain: list[str], admission: Admission,
+                        queued: bool) -> T:
         tried: set[str] = set()
         error: UpstreamError | None = None
-        chain = self._chain(request.model, placed)
         key: int | None = None
         if isinstance(request, ChatCompletionRequest | CompletionRequest) and any(
                 (self._models[m].routing or self.routing) == "prefix"
@@ -245,7 +328,14 @@ class Router:
                 update={"model": model})
             for _ in range(self.max_attempts):
                 try:
-                    replica = self.pick(model, tried, key)
+                    # admitted: to a replica with room, if one has (the load may have moved)
+                    full = self._full(model) if queued and model == chain[0] and len(
+                        self._models[model].replicas) > 1 else set()
+                    try:
+                        replica = self.pick(model, tried | full, key) if full else None
+                    except Unavailable:
+                        replica = None
+                    replica = replica or self.pick(model, tried, key)
                 except Unavailable:
                     break
                 tried.add(replica.id)
@@ -254,13 +344,14 @@ class Router:
                 replica.in_flight += 1
                 started = time.perf_counter()
                 try:
-                    result = await call(replica, req)
+                    result = await call(replica, req, admission)
                 except UpstreamUnavailable as exc:
                     replica.record_failure(exc.message)
                     error = exc
                     continue
                 finally:
                     replica.in_flight -= 1
+                    self.queue.wake(replica.model)
                 replica.record_success(time.perf_counter() - started)
                 return result
         if error is not None:
@@ -269,30 +360,30 @@ class Router:
 
     async def chat(self, request: ChatCompletionRequest,
                    placed: Placed | None = None) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.chat(q), placed)
+        return await self._run(request, lambda r, q, _: r.engine.chat(q), placed)
 
     async def complete(self, request: CompletionRequest,
                        placed: Placed | None = None) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.complete(q), placed)
+        return await self._run(request, lambda r, q, _: r.engine.complete(q), placed)
 
     async def embed(self, request: EmbeddingRequest,
                     placed: Placed | None = None) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.embed(q), placed)
+        return await self._run(request, lambda r, q, _: r.engine.embed(q), placed)
 
     async def images(self, request: ImageGenerationRequest, progress: Progress | None = None,
                      placed: Placed | None = None) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.images(q, progress), placed)
+        return await self._run(request, lambda r, q, _: r.engine.images(q, progress), placed)
 
     async def rerank(self, request: RerankRequest,
                      placed: Placed | None = None) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.rerank(q), placed)
+        return await self._run(request, lambda r, q, _: r.engine.rerank(q), placed)
 
     async def score(self, request: ScoreRequest,
                     placed: Placed | None = None) -> dict[str, Any]:
-        return await self._run(request, lambda r, q: r.engine.score(q), placed)
+        return await self._run(request, lambda r, q, _: r.engine.score(q), placed)
 
     async def forward(self, request: Forward, placed: Placed | None = None) -> Forwarded:
-        return await self._run(request, lambda r, q: r.engine.forward(q), placed)
+        return await self._run(request, lambda r, q, _: r.engine.forward(q), placed)
 
     def serving(self, capability: str) -> list[str]:
         """The models with a replica that declares ``capability``."""
@@ -302,13 +393,13 @@ class Router:
 
     async def chat_stream(self, request: ChatCompletionRequest,
                           placed: Placed | None = None) -> AsyncIterator[Chunk]:
-        return await self._run(request, lambda r, q: _started(r, r.engine.chat_stream(q)),
-                               placed)
+        return await self._run(
+            request, lambda r, q, a: _started(r, r.engine.chat_stream(q), a), placed)
 
     async def complete_stream(self, request: CompletionRequest,
                               placed: Placed | None = None) -> AsyncIterator[Chunk]:
-        return await self._run(request, lambda r, q: _started(r, r.engine.complete_stream(q)),
-                               placed)
+        return await self._run(
+            request, lambda r, q, a: _started(r, r.engine.complete_stream(q), a), placed)
 
 
 def _round_robin(entry: ModelEntry, ready: list[Replica]) -> Replica:
@@ -327,14 +418,18 @@ def _round_robin(entry: ModelEntry, ready: list[Replica]) -> Replica:
     return best
 
 
-async def _started(replica: Replica, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
-    """Prime ``stream`` (errors before its first chunk may be retried), then count it."""
+async def _started(replica: Replica, stream: AsyncIterator[Chunk],
+                   admission: Admission) -> AsyncIterator[Chunk]:
+    """Prime ``stream`` (errors before its first chunk may be retried), then count it; it
+    closes the request's admission when it ends (its replica has room again)."""
     first = await primed(stream)
     replica.in_flight += 1  # ``_run`` releases its own count when this returns
-    return _counted(replica, first)
+    admission.handed = True
+    return _counted(replica, first, admission)
 
 
-async def _counted(replica: Replica, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+async def _counted(replica: Replica, stream: AsyncIterator[Chunk],
+                   admission: Admission) -> AsyncIterator[Chunk]:
     try:
         async for chunk in stream:
             yield chunk
@@ -343,6 +438,7 @@ async def _counted(replica: Replica, stream: AsyncIterator[Chunk]) -> AsyncItera
         raise
     finally:
         replica.in_flight -= 1
+        admission.close()
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -93,3 +93,12 @@ async def test_job_errors_name_fields_as_the_api_does(parts: Parts) -> None:
     assert outcome.status == "failed" and outcome.status_code == 400
     assert outcome.error["param"] == "messages[0].role"  # as in a 400 of the HTTP API
     assert outcome.error["message"].startswith("Invalid value for 'messages[0].role'")
+
+
+def test_a_job_whose_model_stays_at_capacity_is_deferred_not_failed() -> None:
+    from inferd.errors import Overloaded
+    from inferd.jobs.runner import error_outcome
+
+    outcome = error_outcome(Overloaded("Model 'm' stayed at capacity.", code="queue_timeout"))
+    assert outcome.status == "deferred" and outcome.status_code == 503
+    assert outcome.error is not None and outcome.error["code"] == "queue_timeout"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from inferd.engines.echo import EchoEngine
 from inferd.routing import affinity
 from inferd.routing.affinity import PREFIX_CHARS, bounded, digest, rank, routing_key
+from inferd.routing.fairqueue import Admission, Priority
 from inferd.routing.replica import Replica
 from inferd.routing.router import Router
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -145,6 +146,9 @@ def echo(rid: str, weight: float = 1.0) -> Replica:
 
 class Placement:
     replica: str | None = None
+    flow = "key"
+    flow_name = ""
+    priority: Priority = "interactive"
 
     def may_use(self, model: str) -> bool:
         return True
@@ -232,7 +236,7 @@ async def test_requests_other_than_chats_and_completions_go_to_the_least_busy() 
     ranking[0].in_flight = 1  # its first choice by the user is busier: not taken
     seen: list[str] = []
 
-    async def call(replica: Replica, _request: EmbeddingRequest) -> str:
+    async def call(replica: Replica, _request: EmbeddingRequest, _admission: Admission) -> str:
         seen.append(replica.id)
         return replica.id
 

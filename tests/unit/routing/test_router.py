@@ -15,6 +15,7 @@ from inferd.engines.echo import EchoEngine
 from inferd.engines.http import HttpEngine
 from inferd.engines.remote import RemoteSpec, UpstreamUnavailable
 from inferd.errors import ModelNotFound, Unavailable
+from inferd.routing.fairqueue import Priority
 from inferd.routing.replica import Replica
 from inferd.routing.router import Router
 from inferd.schemas.openai import ChatCompletionRequest
@@ -97,6 +98,10 @@ async def test_fallback_model_answers_when_every_replica_fails(
 
 class Metered:
     """What a metering caller hands the router: it learns which replica served."""
+
+    flow = "key"
+    flow_name = ""
+    priority: Priority = "interactive"
 
     def __init__(self) -> None:
         self.replica: str | None = None

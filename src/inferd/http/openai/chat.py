@@ -48,7 +48,10 @@ async def answer(scope: Scope, body: bytes, receive: Receive, send: Send) -> Non
         request = ChatCompletionRequest.model_validate_json(body)
         request._route = session_key(header(scope, SESSION))  # kept on one replica
         if request.stream:
-            stream = await inference.chat_stream(request, principal)
+            # nothing is sent until it starts (it may wait its turn at a model at
+            # capacity); a client that leaves meanwhile leaves the queue
+            stream = await until_disconnected(receive, inference.chat_stream(request, principal),
+                                              scope)
         else:
             result = await until_disconnected(receive, inference.chat(request, principal), scope)
     except Exception as exc:  # nothing sent yet: answer in the OpenAI error shape

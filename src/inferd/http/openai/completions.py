@@ -27,7 +27,9 @@ async def create_completion(request: Request, services: ServicesDep,
     body = await read_model(request, CompletionRequest)
     body._route = session_key(request.headers.get("x-session-id"))  # kept on one replica
     if body.stream:
-        stream = await services.inference.complete_stream(body, principal)
+        # nothing is sent until it starts (it may wait its turn at a model at capacity)
+        stream = await unless_disconnected(request,
+                                           services.inference.complete_stream(body, principal))
         return sse_response(openai_events(stream, body.include_usage()))
     result = await unless_disconnected(request, services.inference.complete(body, principal))
     return json_response(result)

@@ -1,0 +1,304 @@
+"""The gateway's fair queue: order across keys by weight and virtual time, priority classes,
+the bound, the timeout and callers that leave (``inferd.routing.fairqueue``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from inferd.engines.echo import EchoEngine
+from inferd.errors import Overloaded
+from inferd.metrics import Metrics
+from inferd.routing.fairqueue import Admission, FairQueue, Priority, Queueing
+from inferd.routing.replica import Replica
+from inferd.routing.router import Router
+from inferd.schemas.openai import ChatCompletionRequest
+from inferd.settings import ModelSpec
+from tests.helpers import wait_for_async
+
+
+class Pool:
+    """Replicas of model "m" with ``capacity`` slots; records the order requests start in."""
+
+    def __init__(self, capacity: int, config: Queueing | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.capacity = capacity
+        self.running = 0
+        self.order: list[str] = []
+        self.admitted: list[Admission] = []
+        self.queue = FairQueue(config or Queueing(), self.room, metrics)
+
+    def room(self, model: str) -> float | None:
+        assert model == "m"
+        return float(self.capacity - self.running)
+
+    async def request(self, flow: str, priority: Priority = "interactive",
+                      name: str = "") -> Admission:
+        admission = await self.queue.admit("m", flow, name, priority)
+        self.running += 1  # started on a replica before the next await
+        self.order.append(flow)
+        self.admitted.append(admission)
+        return admission
+
+    def end_one(self) -> None:
+        """The oldest running request ends."""
+        self.running -= 1
+        self.admitted.pop(0).close()
+
+    async def queued(self, depth: int) -> None:
+        async def reached() -> bool:
+            return self.queue.depth("m") == depth
+
+        await wait_for_async(reached, what=f"{depth} requests waiting")
+
+    async def started(self, count: int) -> None:
+        async def reached() -> bool:
+            return len(self.order) == count
+
+        await wait_for_async(reached, what=f"{count} requests started")
+
+    async def drain(self, count: int) -> None:
+        """End requests one at a time until ``count`` have started."""
+        while len(self.order) < count:
+            before = len(self.order)
+            self.end_one()
+            await self.started(before + 1)
+
+
+async def test_a_key_that_starts_waiting_goes_before_another_keys_backlog() -> None:
+    pool = Pool(1)
+    await pool.request("noisy")  # room: admitted at once
+    backlog = [asyncio.create_task(pool.request("noisy")) for _ in range(4)]
+    await pool.queued(4)
+    quiet = asyncio.create_task(pool.request("quiet"))
+    await pool.queued(5)
+    await pool.drain(6)
+    assert pool.order == ["noisy", "quiet", "noisy", "noisy", "noisy", "noisy"]
+    await asyncio.gather(quiet, *backlog)
+
+
+async def test_the_quiet_key_is_served_next_each_time_it_sends() -> None:
+    pool = Pool(1)
+    await pool.request("noisy")
+    backlog = [asyncio.create_task(pool.request("noisy")) for _ in range(10)]
+    await pool.queued(10)
+    for turn in range(3):
+        quiet = asyncio.create_task(pool.request("quiet"))
+        await pool.queued(10 - turn + 1)
+        await pool.drain(len(pool.order) + 1)
+        assert pool.order[-1] == "quiet"
+        await quiet
+        await pool.drain(len(pool.order) + 1)  # the quiet request's own turn ends
+        assert pool.order[-1] == "noisy"
+    for task in backlog:
+        task.cancel()
+    await asyncio.gather(*backlog, return_exceptions=True)
+
+
+async def test_keys_are_served_in_proportion_to_their_weights() -> None:
+    pool = Pool(1, Queueing(weights={"heavy-id": 3.0, "light": 1.0}))
+    await pool.request("other")
+    heavy = [asyncio.create_task(pool.request("heavy-id")) for _ in range(8)]
+    await pool.queued(8)
+    light = [asyncio.create_task(pool.request("light-id", name="light")) for _ in range(8)]
+    await pool.queued(16)
+    await pool.drain(1 + 8)
+    first = pool.order[1:9]
+    assert first.count("heavy-id") == 6 and first.count("light-id") == 2
+    # start tags: heavy 0, 1/3, 2/3, 1, 4/3...; light 0, 1, 2...; ties go to the earlier
+    assert first == ["heavy-id", "light-id", "heavy-id", "heavy-id", "heavy-id", "light-id",
+                     "heavy-id", "heavy-id"]
+    for task in heavy + light:
+        task.cancel()
+    await asyncio.gather(*heavy, *light, return_exceptions=True)
+
+
+async def test_weights_by_key_id_then_name_default_one() -> None:
+    queue = FairQueue(Queueing(weights={"k1": 4.0, "team": 2.0}), lambda _: None)
+    assert queue.weight("k1", "team") == 4.0
+    assert queue.weight("k2", "team") == 2.0
+    assert queue.weight("k3", "other") == 1.0
+    assert queue.weight("", "") == 1.0
+
+
+async def test_interactive_requests_go_before_batch_ones() -> None:
+    pool = Pool(1)
+    await pool.request("a")
+    batch = [asyncio.create_task(pool.request("jobs", "batch")) for _ in range(2)]
+    await pool.queued(2)
+    interactive = asyncio.create_task(pool.request("b"))
+    await pool.queued(3)
+    assert pool.queue.depth("m", "batch") == 2 and pool.queue.depth("m", "interactive") == 1
+    await pool.drain(4)
+    assert pool.order == ["a", "b", "jobs", "jobs"]
+    await asyncio.gather(interactive, *batch)
+
+
+async def test_a_full_queue_refuses_at_once_with_a_retry_after() -> None:
+    metrics = Metrics()
+    pool = Pool(1, Queueing(max_depth=2), metrics)
+    await pool.request("a")
+    waiting = [asyncio.create_task(pool.request("a")) for _ in range(2)]
+    await pool.queued(2)
+    with pytest.raises(Overloaded) as refused:
+        await pool.request("b")
+    assert refused.value.status == 503 and refused.value.code == "queue_full"
+    assert int(refused.value.retry_after_header) >= 1
+    assert pool.queue.depth("m") == 2  # the refused request did not join
+    text = metrics.render().decode()
+    assert ('inferd_gateway_queue_refused_total{model="m",priority="interactive",'
+            'reason="queue_full"} 1.0') in text
+    assert 'inferd_gateway_queue_depth{model="m",priority="interactive"} 2.0' in text
+    await pool.drain(3)
+    await asyncio.gather(*waiting)
+
+
+async def test_a_request_that_waits_past_its_timeout_leaves_with_503() -> None:
+    metrics = Metrics()
+    pool = Pool(1, Queueing(timeout=0.05, batch_timeout=0.05), metrics)
+    await pool.request("a")
+    for priority in ("interactive", "batch"):
+        with pytest.raises(Overloaded) as late:
+            await pool.request("b", priority)  # type: ignore[arg-type]
+        assert late.value.status == 503 and late.value.code == "queue_timeout"
+        assert late.value.retry_after_header == "1"
+    assert pool.queue.depth("m") == 0
+    text = metrics.render().decode()
+    for priority in ("interactive", "batch"):
+        assert (f'inferd_gateway_queue_refused_total{{model="m",priority="{priority}",'
+                'reason="queue_timeout"} 1.0') in text
+    # the wait of the request admitted at once is observed too (0 s)
+    assert 'inferd_gateway_queue_wait_seconds_count{model="m",priority="interactive"} 1.0' in text
+    pool.end_one()
+    pool.queue.forget("m")  # the model is gone: its idle queue goes with it
+    assert pool.queue._queues == {}
+
+
+async def test_a_caller_that_leaves_leaves_the_queue() -> None:
+    pool = Pool(1)
+    await pool.request("a")
+    leaving = asyncio.create_task(pool.request("b"))
+    staying = asyncio.create_task(pool.request("c"))
+    await pool.queued(2)
+    leaving.cancel()
+    await pool.queued(1)
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    await pool.drain(2)
+    assert pool.order == ["a", "c"]
+    await staying
+    pool.end_one()  # "a" ended in drain, now "c"
+    pool.queue.forget("m")  # idle: nothing waits or runs
+    assert pool.queue._queues == {}
+
+
+async def test_a_caller_that_leaves_once_admitted_hands_its_turn_on() -> None:
+    pool = Pool(1)
+    await pool.request("a")
+    first = asyncio.create_task(pool.request("b"))
+    second = asyncio.create_task(pool.request("c"))
+    await pool.queued(2)
+    pool.end_one()  # "b" is admitted...
+    first.cancel()  # ...and its caller leaves before it resumes
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await pool.started(2)
+    assert pool.order == ["a", "c"]
+    await second
+
+
+async def test_nothing_waits_when_queueing_is_off_or_unbounded() -> None:
+    off = Pool(0, Queueing(enabled=False))
+    await off.request("a")
+    await off.request("a")
+    unbounded = FairQueue(Queueing(), lambda _: None)
+    admission = await unbounded.admit("m", "a")
+    admission.close()
+    admission.close()  # closing twice is harmless
+    assert unbounded._queues == {}
+
+
+# -- the router: capacity, room, and where an admitted request goes ---------------------------
+def echo(rid: str, **fields: Any) -> Replica:
+    return Replica(id=rid, model="m", engine=EchoEngine(ModelSpec(name="m", kind="echo")),
+                   **fields)
+
+
+def ask() -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "hello"}]})
+
+
+class Caller:
+    replica: str | None = None
+    flow = "key-1"
+    flow_name = "one"
+    priority: Priority = "interactive"
+
+    def may_use(self, model: str) -> bool:
+        return True
+
+
+def test_capacity_of_a_replica_its_own_learned_or_the_routers() -> None:
+    router = Router(capacity=8)
+    own, default, auto = echo("own", capacity=2), echo("default"), echo("auto",
+                                                                       learn_capacity=True)
+    for replica in (own, default, auto):
+        router.add(replica)
+    assert router.limit(own) == 2 and router.limit(default) == 8
+    assert router.limit(auto) is None  # nothing learned yet: no bound
+    auto.record_load(running=3, waiting=2, kv_cache_usage=None)
+    assert router.limit(auto) == 3  # running while others wait: the engine is full
+    auto.record_load(running=2, waiting=0, kv_cache_usage=None)
+    assert router.limit(auto) == 3  # fewer running, none waiting: it learns nothing
+    assert Router().limit(default) is None  # no capacity anywhere: no bound
+
+
+def test_room_counts_the_load_and_is_unbounded_without_a_capacity() -> None:
+    router = Router()
+    first, second = echo("a", capacity=2), echo("b", capacity=3)
+    router.add(first)
+    router.add(second)
+    first.in_flight = 1
+    assert router.room("m") == 4.0
+    # a fresh load read counts the engine's running and waiting requests (one of them ours)...
+    second.in_flight = 1
+    second.record_load(running=2, waiting=1, kv_cache_usage=None)
+    assert router.room("m") == 1.0 + 0.0
+    # ...less this gateway's requests that ended since
+    second.in_flight = 0
+    assert router.room("m") == 1.0 + 1.0
+    router.add(echo("c"))  # a replica without a capacity: no bound for the model
+    assert router.room("m") is None
+
+
+async def test_an_admitted_request_goes_to_the_replica_with_room() -> None:
+    router = Router(routing="weighted", capacity=1)
+    busy, free = echo("busy", weight=100.0), echo("free")
+    router.add(busy)
+    router.add(free)
+    busy.in_flight = 1  # at capacity (weighted routing would pick it first)
+    caller = Caller()
+    await router.chat(ask(), caller)
+    assert caller.replica == "free"
+
+
+async def test_a_request_waits_while_every_replica_is_full_and_goes_when_one_has_room() -> None:
+    router = Router(capacity=1)
+    only = echo("only")
+    router.add(only)
+    only.in_flight = 1  # another request runs there
+    waiting = asyncio.create_task(router.chat(ask(), Caller()))
+
+    async def queued() -> bool:
+        return router.queue.depth("m") == 1
+
+    await wait_for_async(queued, what="the request waiting")
+    assert not waiting.done()
+    only.in_flight = 0  # it ended (the router wakes the queue when its own requests end)
+    router.wake("m")
+    answer = await waiting
+    assert answer["choices"][0]["message"]["content"]
+    assert router.queue.depth("m") == 0 and only.in_flight == 0
