@@ -39,13 +39,14 @@ from inferd.store.request_log import (
 )
 
 __all__ = ["AHEAD_DAYS", "RequestLog", "RequestQuery", "RequestRecord", "parse_cursor",
-           "request_view", "trace_id"]
+           "request_view", "status_range", "trace_id"]
 
 # Partitions created ahead of today by the maintenance sweep (PostgreSQL).
 AHEAD_DAYS = 2
 MAX_USER_AGENT = 256
 _TRACEPARENT = re.compile(rb"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 _NO_TRACE = b"0" * 32
+_STATUS = re.compile(r"(?:[1-5][0-9][0-9]|[1-5]xx|error)\Z")
 
 
 def trace_id(value: bytes) -> str | None:
@@ -117,6 +118,19 @@ def parse_cursor(text: str) -> Cursor | None:
     if not math.isfinite(created) or row_id < 0 or row_id >= 2**63:
         return None
     return created, row_id
+
+
+def status_range(status: str) -> tuple[int | None, int | None] | None:
+    """The statuses a status filter keeps, [from, to): ``429``, a class (``5xx``) or
+    ``error`` (every status from 400); None when it is none of those."""
+    if not _STATUS.match(status):
+        return None
+    if status == "error":
+        return 400, None
+    if status.endswith("xx"):
+        low = int(status[0]) * 100
+        return low, low + 100
+    return int(status), int(status) + 1
 
 
 def _decode(fields: list[Any]) -> RequestRecord:

@@ -11,7 +11,6 @@ of the previous page (given while ``has_more``), never an offset.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -22,29 +21,24 @@ from inferd.http.auth import AdminDep
 from inferd.http.deps import PrincipalDep, ServicesDep
 from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
-from inferd.reqlog import RequestQuery, parse_cursor
+from inferd.reqlog import RequestQuery, parse_cursor, status_range
 from inferd.schemas import answers_control as c
 
 router = APIRouter(tags=["requests"])
 
 MAX_TIME = 1e11  # epoch seconds: year 5138
 Text = Annotated[str | None, Query(min_length=1, max_length=191)]
-_STATUS = re.compile(r"(?:[1-5][0-9][0-9]|[1-5]xx|error)\Z")
 STATUS_HELP = "A status (429), a class (4xx, 5xx) or `error` (every status from 400)."
 
 
 def _status_range(status: str | None) -> tuple[int | None, int | None]:
     if status is None:
         return None, None
-    if not _STATUS.match(status):
+    statuses = status_range(status)
+    if statuses is None:
         raise InvalidRequest(f"status is a status code (429), a class (5xx) or 'error'; "
                              f"got '{status[:20]}'.", param="status", code="invalid_value")
-    if status == "error":
-        return 400, None
-    if status.endswith("xx"):
-        low = int(status[0]) * 100
-        return low, low + 100
-    return int(status), int(status) + 1
+    return statuses
 
 
 class RequestFilters:
