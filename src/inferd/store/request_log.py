@@ -108,12 +108,6 @@ def partition_start(name: str) -> float | None:
     return day.timestamp()
 
 
-def _days(low: float, high: float) -> list[float]:
-    first, last = day_start(low), day_start(high)
-    count = round((last - first) / DAY) + 1
-    return [first + i * DAY for i in range(max(count, 1))]
-
-
 def _compiled_insert(dialect: sa.Dialect) -> tuple[str, bool]:
     """The INSERT of one row, compiled for ``dialect``: (SQL, whether positional)."""
     compiled = sa.insert(t).values({f: sa.bindparam(f) for f in FIELDS}).compile(
@@ -186,8 +180,7 @@ class RequestLogStore:
         if not records:
             return
         if self.partitioned:
-            times = [r[0] for r in records]
-            await self.ensure_partitions(_days(min(times), max(times)))
+            await self.ensure_partitions(sorted({day_start(r[0]) for r in records}))
         async with self.db.engine.begin() as conn:
             await self._insert(conn, records)
             if spool is not None:
