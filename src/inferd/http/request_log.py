@@ -94,7 +94,7 @@ async def list_all(services: ServicesDep, _reader: AdminDep, filters: FiltersDep
     return json_response(await log.page(query, cursor=filters.cursor, limit=filters.limit))
 
 
-@endpoint(router, "GET", "/v1/requests", access="private", answer=c.RequestList,
+@endpoint(router, "GET", "/v1/requests", access="key", answer=c.RequestList,
           errors=(400, 503))
 async def list_own(services: ServicesDep, principal: PrincipalDep,
                    filters: FiltersDep) -> Response:
