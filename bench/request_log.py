@@ -48,14 +48,14 @@ from inferd.store.request_log import (
 KEYS, MODELS = 1000, 20
 CHUNK = 1_000_000
 
-GENERATE = """
+GENERATE = f"""
 INSERT INTO request_log (created_at, request_id, key_id, key_name, model, replica, endpoint,
     stream, status, error, latency_ms, ttft_ms, prompt_tokens, completion_tokens,
     cached_tokens, cost, attempts, client_address, user_agent, trace_id)
 SELECT $1 + (g - $2)::float8 * $3,
        md5(g::text),
-       (g % {keys})::text, 'key-' || (g % {keys}),
-       'model-' || ((g / 7) % {models}), 'replica-' || ((g / 7) % {models}) || '-' || (g % 3),
+       (g % {KEYS})::text, 'key-' || (g % {KEYS}),
+       'model-' || ((g / 7) % {MODELS}), 'replica-' || ((g / 7) % {MODELS}) || '-' || (g % 3),
        CASE WHEN g % 5 = 0 THEN 'embeddings' ELSE 'chat' END,
        g % 2 = 0,
        CASE WHEN r < 0.95 THEN 200 WHEN r < 0.98 THEN 429 WHEN r < 0.99 THEN 502 ELSE 499 END,
@@ -67,7 +67,7 @@ SELECT $1 + (g - $2)::float8 * $3,
        '10.0.' || (g % 250) || '.' || (g % 200), 'OpenAI/Python 1.59.0',
        CASE WHEN g % 3 = 0 THEN md5((g * 7)::text) END
 FROM (SELECT g, random() AS r, random() AS l FROM generate_series($2::bigint, $4::bigint) g) s
-""".format(keys=KEYS, models=MODELS)
+"""
 
 
 def filters(rng: random.Random, start: float, span: float, rows: int) -> dict[str, Any]:
@@ -140,13 +140,13 @@ async def pages(store: RequestLogStore, rows: int, start: float, span: float,
                 cursor = None
                 began = time.perf_counter()
                 for _ in range(5):
-                    data, more = await store.page(query, after=cursor, limit=50)
+                    data, _more = await store.page(query, after=cursor, limit=50)
                     last = data[-1]
                     cursor = (last["created_at"], last["id"])
                 ms = (time.perf_counter() - began) * 1000.0 / 5
             else:
                 query = RequestQuery(**filters(rng, start, span, rows)[kind])
-                ms, (data, more) = await timed(lambda q=query: store.page(q, limit=50))
+                ms, (data, _more) = await timed(lambda q=query: store.page(q, limit=50))
             if i:  # the first warms the cache
                 samples.append(ms)
                 found += len(data)
