@@ -184,7 +184,7 @@ async def ingest(url: str, count: int) -> None:
         began = time.perf_counter()
         spent = 0.0
         for low in range(0, count, 5000):  # bursts, as requests come: the loop yields between
-            while writer.queued > 20_000:  # as fast as the writer thread spools them
+            while writer.queued > 20_000:  # noqa: ASYNC110 - as fast as the thread spools
                 await asyncio.sleep(0.002)
             burst = time.perf_counter()
             for record in records[low:low + 5000]:

@@ -115,8 +115,8 @@ def test_chat_requests_are_logged_and_read_back(server: InferdProcess,
         assert requests_of(client, "/v1/requests", model="echo2") == [
             r for r in mine if r["model"] == "echo2"]
         # a user key never sees another key's, even when it asks for them
-        assert all(r["request_id"] != "rl-other" for r in requests_of(
-            client, "/v1/requests", key_id=str(other["id"])))
+        assert requests_of(client, "/v1/requests", key_id=str(other["id"])) == []
+        assert requests_of(client, "/v1/requests", key_id=str(user["id"])) == mine
         refused = client.get("/admin/v1/requests")
         assert refused.status_code == 403
         assert refused.json()["error"]["code"] == "admin_scope_required"

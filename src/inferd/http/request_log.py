@@ -2,10 +2,11 @@
 ``/v1/requests`` (any key: its own requests only).
 
 Both take the same filters (``RequestFilters``, one dependency): a time range (``from``/``to``,
-epoch seconds), the key id (admin route only), the model, the status (``429``, a class such as
-``5xx``, or ``error`` for every status from 400), the error code, the request id and a least
-latency in milliseconds. Pages run newest first by cursor: ``cursor`` is the ``next_cursor``
-of the previous page (given while ``has_more``), never an offset.
+epoch seconds), the key id (on ``/v1/requests`` only the caller's matches), the model, the
+status (``429``, a class such as ``5xx``, or ``error`` for every status from 400), the error
+code, the request id and a least latency in milliseconds. Pages run newest first by cursor:
+``cursor`` is the ``next_cursor`` of the previous page (given while ``has_more``), never an
+offset.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class RequestFilters:
         until: Annotated[float | None, Query(alias="to", ge=0, le=MAX_TIME,
                                              allow_inf_nan=False,
                                              description="Epoch seconds (exclusive).")] = None,
+        key_id: Annotated[str | None, Query(min_length=1, max_length=64,
+                                            description="A key's id.")] = None,
         model: Text = None,
         status: Annotated[str | None, Query(max_length=8, description=STATUS_HELP)] = None,
         error: Annotated[str | None, Query(min_length=1, max_length=64,
@@ -66,7 +69,7 @@ class RequestFilters:
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     ) -> None:
         status_from, status_to = _status_range(status)
-        self.query = RequestQuery(since=since, until=until, model=model,
+        self.query = RequestQuery(since=since, until=until, key_id=key_id, model=model,
                                   status_from=status_from, status_to=status_to, error=error,
                                   request_id=request_id, min_latency_ms=min_latency_ms)
         self.cursor = None
@@ -79,19 +82,17 @@ class RequestFilters:
 
 
 FiltersDep = Annotated[RequestFilters, Depends()]
+EMPTY = {"object": "list", "data": [], "has_more": False, "next_cursor": None}
 
 
 @endpoint(router, "GET", "/admin/v1/requests", access="audit", answer=c.RequestList,
           errors=(400, 503))
-async def list_all(services: ServicesDep, _reader: AdminDep, filters: FiltersDep,
-                   key_id: Text = None) -> Response:
+async def list_all(services: ServicesDep, _reader: AdminDep, filters: FiltersDep) -> Response:
     """Every key's requests, newest first; ``key_id`` keeps one key's."""
     log = services.metering.requests
     await log.flush()  # with the requests still in the writer's buffer
-    query = filters.query
-    if key_id is not None:
-        query = dataclasses.replace(query, key_id=key_id)
-    return json_response(await log.page(query, cursor=filters.cursor, limit=filters.limit))
+    return json_response(await log.page(filters.query, cursor=filters.cursor,
+                                        limit=filters.limit))
 
 
 @endpoint(router, "GET", "/v1/requests", access="key", answer=c.RequestList,
@@ -99,7 +100,10 @@ async def list_all(services: ServicesDep, _reader: AdminDep, filters: FiltersDep
 async def list_own(services: ServicesDep, principal: PrincipalDep,
                    filters: FiltersDep) -> Response:
     """The calling key's requests, newest first (an admin key's own too: every key's are on
-    ``/admin/v1/requests``)."""
+    ``/admin/v1/requests``); a ``key_id`` other than the caller's matches nothing."""
+    asked = filters.query.key_id
+    if asked is not None and asked != principal.key_id:
+        return json_response(EMPTY)
     log = services.metering.requests
     await log.flush()
     query = dataclasses.replace(filters.query, key_id=principal.key_id, own=True)
