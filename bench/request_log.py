@@ -13,7 +13,10 @@ In a fresh PostgreSQL database (created and dropped here), migrated as inferd mi
    key and model, request id, and the 5th page by cursor; the median and the 95th percentile
    per kind (warm cache: each kind's queries run after one untimed query of that kind);
 3. retention: dropping the oldest day's partition (what the maintenance sweep does);
-4. ingest: ``--ingest`` records through the spooled writer (``RequestLog.record``, the request
+4. the request path's cost: ``Metering.finish`` (metrics, the usage record, and the request
+   log's record) with the log on and off, over ``--finishes`` calls from an HTTP request's
+   scope (user agent and ``traceparent`` headers), the ratio printed;
+5. ingest: ``--ingest`` records through the spooled writer (``RequestLog.record``, the request
    path's only cost, then the writer thread's batches into the partitioned table), offered as
    fast as the writer thread takes them off the queue: records a second from the first
    ``record`` to the last row stored; and the cost of one ``record``.
@@ -201,6 +204,52 @@ async def ingest(url: str, count: int) -> None:
           f"{spent / count * 1e9:.0f} ns on the event loop")
 
 
+async def finish_cost(count: int) -> None:
+    """Nanoseconds per ``Metering.finish`` with the request log on and off (median of 5
+    rounds each, alternating; the writers are not started: ``record`` only queues)."""
+    from inferd.audit import request_scope
+    from inferd.auth.principal import Principal
+    from inferd.metering import Call, Metering
+    from inferd.usage import UsageRecorder
+
+    async def nowhere() -> Any:
+        raise RuntimeError("not started")
+
+    scope = {"type": "http", "client": ("10.0.0.7", 50123), "state": {},
+             "headers": [(b"host", b"inferd"), (b"user-agent", b"OpenAI/Python 1.59.0"),
+                         (b"content-type", b"application/json"),
+                         (b"authorization", b"Bearer sk-..."),
+                         (b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-"
+                                          b"00f067aa0ba902b7-01")]}
+    request_scope.set(scope)
+    principal = Principal(key_id="12", name="checkout", scope="user")
+    usage = {"prompt_tokens": 120, "completion_tokens": 40, "total_tokens": 160}
+
+    def metering(on: bool) -> Metering:
+        writer: SpooledWriter[RequestRecord] = SpooledWriter(
+            nowhere, decode=lambda f: RequestRecord(*f), max_pending=10 * count)
+        requests = RequestLog(None, writer if on else None)
+        return Metering(None, UsageRecorder(nowhere, max_pending=10 * count),  # type: ignore[arg-type]
+                        requests=requests)
+
+    def run(target: Metering) -> float:
+        calls = [Call("chat", "m", principal, False) for _ in range(count)]
+        for call in calls:
+            call.replica = "local:m"
+        began = time.perf_counter_ns()
+        for call in calls:
+            target.finish(call, usage, 200, None)
+        return (time.perf_counter_ns() - began) / count
+
+    rounds: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(5):
+        for on in (False, True):
+            rounds[on].append(run(metering(on)))
+    off, on = statistics.median(rounds[False]), statistics.median(rounds[True])
+    print(f"Metering.finish: {off:,.0f} ns without the request log, {on:,.0f} ns with it "
+          f"(ratio {on / off:.2f})")
+
+
 async def main(args: argparse.Namespace) -> None:
     name = f"inferd_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(args.admin_dsn)
@@ -216,6 +265,7 @@ async def main(args: argparse.Namespace) -> None:
         await pages(store, args.rows, start, span, args.queries)
         await retention(store, start)
         await db.engine.dispose()
+        await finish_cost(args.finishes)
         await ingest(url, args.ingest)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -228,5 +278,6 @@ if __name__ == "__main__":
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--ingest", type=int, default=200_000)
+    parser.add_argument("--finishes", type=int, default=100_000)
     parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     asyncio.run(main(parser.parse_args()))
