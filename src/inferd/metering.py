@@ -134,6 +134,16 @@ class Metering:
         self.metrics.register_gauge("inferd_usage_records_replayed",
                                     "Usage records of a killed process's spool written at start",
                                     lambda: float(recorder.replayed))
+        writer = requests.writer
+        if writer is not None:
+            self.metrics.register_gauge("inferd_request_log_pending",
+                                        "Request log records waiting to be written",
+                                        lambda: float(writer.pending))
+            self.metrics.register_gauge(
+                "inferd_request_log_dropped",
+                "Request log records dropped: refused by the database, or more than "
+                "request_log_max_pending waited",
+                lambda: float(writer.rejected + writer.dropped + writer.discarded))
         return self
 
     async def close(self) -> None:
