@@ -128,6 +128,9 @@ def test_chat_requests_are_logged_and_read_back(server: InferdProcess,
                                                  key_id=str(other["id"]))] == ["rl-other"]
     newest = every[0]["created_at"]
     assert requests_of(admin, "/admin/v1/requests", **{"from": newest + 1}) == []
+    metrics = admin.get("/metrics").text  # every record written (the reads flushed them)
+    assert "inferd_request_log_pending 0.0" in metrics
+    assert "inferd_request_log_dropped 0.0" in metrics
     auditor = new_key(admin, name="auditor", scope="auditor")
     with httpx.Client(base_url=server.url, timeout=60,
                       headers={"Authorization": f"Bearer {auditor['key']}"}) as client:
