@@ -5,10 +5,12 @@ on the database once the server stopped cleanly."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers import ROOT, InferdProcess
+from tests.helpers import ROOT, InferdProcess, wait_for
 
 ADMIN_KEY = "sk-test-admin-requests-0123456789abcdef"
 MODELS = json.dumps([{"name": "echo", "kind": "echo"}, {"name": "echo2", "kind": "echo"}])
@@ -178,3 +180,31 @@ def test_the_log_can_be_turned_off(tmp_path: Path) -> None:
         with httpx.Client(base_url=process.url, timeout=60) as client:
             assert ok(client.get("/v1/requests"))["data"] == []
             assert ok(client.get("/admin/v1/requests"))["data"] == []
+
+
+def test_the_maintenance_sweep_removes_requests_past_the_retention(tmp_path: Path) -> None:
+    """Requests 10 days old, a retention of one day: the running server's sweep removes them
+    and keeps the recent ones."""
+    from inferd.settings import load_settings
+    from inferd.store.db import open_database
+    from inferd.store.request_log import RequestLogStore, RequestRecord
+
+    async def add(records: list[RequestRecord]) -> None:
+        db = open_database(load_settings(data_dir=tmp_path))
+        try:
+            await db.migrate()
+            await RequestLogStore(db).insert_many(records)
+        finally:
+            await db.close()
+
+    now = time.time()
+    asyncio.run(add([RequestRecord(
+        when, f"rl-{name}", None, None, "echo", None, "chat", False, 200, None, 1.0, None, 1,
+        1, None, 0.0, 1, None, None, None) for when, name in
+        ((now - 10 * 86400, "old"), (now - 10 * 86400 + 1, "old2"), (now - 60, "recent"))]))
+    env = {"INFERD_MODELS": MODELS, "INFERD_REQUEST_LOG_RETENTION_DAYS": "1",
+           "INFERD_JOB_SWEEP_SECONDS": "0.2"}
+    with (InferdProcess(tmp_path, "--no-bundled", env=env) as process,
+          httpx.Client(base_url=process.url, timeout=60) as http):
+        wait_for(lambda: [r["request_id"] for r in requests_of(http, "/admin/v1/requests")]
+                 == ["rl-recent"], what="the old requests removed")
