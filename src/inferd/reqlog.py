@@ -45,21 +45,24 @@ __all__ = ["AHEAD_DAYS", "RequestLog", "RequestQuery", "RequestRecord", "parse_c
 AHEAD_DAYS = 2
 MAX_USER_AGENT = 256
 DASH = ord("-")
-_HEX = b"0123456789abcdef"
+_HEX = b"0123456789abcdefABCDEF"
 _NO_TRACE = b"0" * 32
 _STATUS = re.compile(r"(?:[1-5][0-9][0-9]|[1-5]xx|error)\Z")
 
 
 def trace_id(value: bytes) -> str | None:
     """The trace id of a W3C ``traceparent`` header's value (None: malformed, or all zeros).
-    Checked with slices and ``bytes.strip`` (C loops): this runs on every request."""
-    value = value.strip().lower()
-    if (len(value) < 55 or value[2] != DASH or value[35] != DASH or value[52] != DASH
-            or (len(value) > 55 and value[55] != DASH)):
+    Checked with slices and one ``bytes.translate`` (a C loop): this runs on every request."""
+    if len(value) != 55:  # a later version's fields follow a dash; spaces around are allowed
+        value = value.strip()
+        if len(value) < 55 or (len(value) > 55 and value[55] != DASH):
+            return None
+        value = value[:55]
+    if (value[2] != DASH or value[35] != DASH or value[52] != DASH
+            or value.translate(None, _HEX) != b"---"):
         return None
-    trace = value[3:35]
-    if (value[:2] == b"ff" or trace == _NO_TRACE
-            or (value[:2] + trace + value[36:52] + value[53:55]).strip(_HEX)):
+    trace = value[3:35].lower()
+    if value[:2] in (b"ff", b"FF") or trace == _NO_TRACE:
         return None
     return trace.decode()
 
