@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers import ROOT, InferdProcess, wait_for
+from tests.helpers import ROOT, InferdProcess, spooled_usage, wait_for
 
 ADMIN_KEY = "sk-test-admin-requests-0123456789abcdef"
 MODELS = json.dumps([{"name": "echo", "kind": "echo"}, {"name": "echo2", "kind": "echo"}])
@@ -208,3 +208,31 @@ def test_the_maintenance_sweep_removes_requests_past_the_retention(tmp_path: Pat
           httpx.Client(base_url=process.url, timeout=60) as http):
         wait_for(lambda: [r["request_id"] for r in requests_of(http, "/admin/v1/requests")]
                  == ["rl-recent"], what="the old requests removed")
+
+
+def test_records_pending_at_a_kill_9_are_written_after_the_restart(tmp_path: Path) -> None:
+    """Records accepted and not yet written (the writer would wait an hour) are in the spool:
+    a kill -9 loses none, the next start writes each once."""
+    env = {"INFERD_MODELS": MODELS, "INFERD_USAGE_FLUSH_SECONDS": "3600"}
+
+    def listed(process: InferdProcess) -> list[str]:
+        with httpx.Client(base_url=process.url, timeout=60) as http:
+            return [r["request_id"] for r in requests_of(http, "/admin/v1/requests",
+                                                          limit=1000)]
+
+    server = InferdProcess(tmp_path, "--no-bundled", env=env)
+    with server:
+        sdk = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        for i in range(30):
+            sdk.chat.completions.create(model="echo", messages=MESSAGES, max_tokens=2,
+                                        extra_headers={"X-Request-ID": f"rl-kill-{i}"})
+        wait_for(lambda: spooled_usage(tmp_path, "requests") == 30, what="30 records spooled")
+        server.kill()
+    wanted = [f"rl-kill-{i}" for i in reversed(range(30))]
+    again = InferdProcess(tmp_path, "--no-bundled", env=env, port=server.port)
+    with again:
+        assert listed(again) == wanted  # read once the dead process's spool is replayed
+        again.stop()  # a clean stop: its records are in, its spool is gone
+    assert list((tmp_path / "spool" / "requests").glob("*.spool")) == []
+    with InferdProcess(tmp_path, "--no-bundled", env=env, port=server.port) as third:
+        assert listed(third) == wanted  # not one more: nothing replayed twice
