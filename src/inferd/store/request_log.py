@@ -242,6 +242,21 @@ class RequestLogStore:
             names = (await conn.execute(_PARTITIONS, {"parent": t.name})).scalars().all()
         return sorted(str(n) for n in names if _PARTITION.match(str(n)))
 
+    async def _drop(self, name: str) -> None:
+        """Drop a day partition: detached first without blocking the table's readers and
+        writers (``DETACH ... CONCURRENTLY``, outside a transaction), then dropped alone;
+        where that is refused (a detach left pending), dropped at once."""
+        try:
+            async with self.db.engine.connect() as conn:
+                auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await auto.exec_driver_sql(
+                    f"ALTER TABLE {t.name} DETACH PARTITION {name} CONCURRENTLY")
+        except sa_exc.DBAPIError as exc:
+            log.info("request log: %s not detached concurrently (%s), dropped at once",
+                     name, str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
+        async with self.db.engine.begin() as conn:
+            await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+
     async def prune(self, before: float) -> int:
         """Remove the requests older than ``before``: on PostgreSQL the partitions whose
         whole day is older (dropped, not deleted: how many partitions), elsewhere the rows,
@@ -252,8 +267,7 @@ class RequestLogStore:
                 start = partition_start(name)
                 if start is None or start + DAY > before:
                     continue
-                async with self.db.engine.begin() as conn:
-                    await conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+                await self._drop(name)
                 self._days.discard(start)
                 dropped += 1
             return dropped
