@@ -4,6 +4,7 @@ the retention (whole day partitions dropped on PostgreSQL, chunked deletes elsew
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,7 @@ async def test_every_filter(database: Database) -> None:
 
 async def test_retention_removes_what_is_older(database: Database,
                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="inferd.reqlog")
     store = RequestLogStore(database)
     today = day_start(NOW)
     old = [record(today - 10 * DAY + i, request_id=f"old{i}") for i in range(5)]
