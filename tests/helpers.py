@@ -199,13 +199,14 @@ class InferdProcess:
         self.stop()
 
 
-def spooled_usage(data_dir: Path) -> int:
-    """The usage records in the spool files of a process's data directory (what the writer
-    has accepted and a kill -9 leaves behind; written or not)."""
+def spooled_usage(data_dir: Path, writer: str = "usage") -> int:
+    """The usage records (``writer="requests"``: the request log's) in the spool files of a
+    process's data directory (what the writer has accepted and a kill -9 leaves behind;
+    written or not)."""
     from inferd.spool import read_frames
 
     count = 0
-    for path in (data_dir / "spool" / "usage").glob("*.spool"):
+    for path in (data_dir / "spool" / writer).glob("*.spool"):
         fd = os.open(path, os.O_RDONLY)
         try:
             count += sum(len(frame.records) for frame in read_frames(fd))

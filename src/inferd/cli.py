@@ -385,3 +385,12 @@ def _add_audit_group() -> None:
 
 
 _add_audit_group()
+
+
+def _add_requests_group() -> None:
+    from inferd.requests_cli import requests
+
+    main.add_command(requests)
+
+
+_add_requests_group()

@@ -194,7 +194,7 @@ class Inference:
             self.limiter.settle(call.reservation, (usage.get("prompt_tokens") or 0)
                                 + (usage.get("completion_tokens") or 0))
         if call.replica is None:
-            call.replica = self._only_replica(call.model)
+            call.assume_replica(self._only_replica(call.model))
         self.metering.finish(call, usage, status, error)
 
     async def _metered(self, call: Call, stream: AsyncIterator[Chunk],

@@ -1,8 +1,9 @@
 """Metering: what every finished request leaves behind.
 
 ``Metering`` owns the Prometheus metrics, the usage recorder (spooled, written in batches by a
-thread of its own: ``inferd.usage``) and the usage store it writes to. ``Metering.finish`` turns
-one ``Call`` into metric updates, one usage record and, when asked for (or on a 5xx), one
+thread of its own: ``inferd.usage``), the usage store it writes to and the request log
+(``inferd.reqlog``, written the same way). ``Metering.finish`` turns one ``Call`` into metric
+updates, one usage record, one request log record and, when asked for (or on a 5xx), one
 structured log line. Nothing here reads or writes the database on the way of a request.
 """
 
@@ -10,13 +11,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
+from inferd.audit import request_scope
 from inferd.auth.limits import Reservation
 from inferd.auth.principal import Principal
 from inferd.logs import request_id_var
 from inferd.metrics import Metrics, ReplicaState
 from inferd.prices import PriceBook
+from inferd.reqlog import RequestLog, RequestRecord, client_of
 from inferd.routing.fairqueue import Priority
 from inferd.routing.router import Router
 from inferd.settings import Settings
@@ -33,9 +37,9 @@ CLIENT_CLOSED = 499
 class Call:
     """One request on its way through: what metering needs at the end."""
 
-    __slots__ = ("endpoint", "flow", "flow_name", "image_units", "images", "label", "model",
-                 "principal", "priority", "replica", "request_id", "reservation", "started",
-                 "steps", "stream", "ttft")
+    __slots__ = ("_replica", "attempts", "endpoint", "flow", "flow_name", "image_units",
+                 "images", "label", "model", "principal", "priority", "request_id",
+                 "reservation", "scope", "started", "steps", "stream", "ttft")
 
     def __init__(self, endpoint: str, model: str, principal: Principal, stream: bool,
                  label: str | None = None, batch: bool = False) -> None:
@@ -47,9 +51,12 @@ class Call:
         self.stream = stream
         self.started = time.perf_counter()
         self.ttft: float | None = None
-        self.replica: str | None = None
+        self._replica: str | None = None
+        self.attempts = 0  # replicas tried (the router names each: ``replica``)
         self.reservation: Reservation | None = None
         self.request_id = request_id_var.get()
+        # the HTTP request's ASGI scope (client address, headers) for the request log
+        self.scope: Mapping[str, Any] | None = request_scope.get()
         self.images: int | None = None  # image generation only: pictures and steps made
         self.steps: int | None = None
         self.image_units: int | None = None
@@ -58,6 +65,21 @@ class Call:
         self.flow = principal.key_id or ""
         self.flow_name = principal.name
         self.priority: Priority = "batch" if batch else "interactive"
+
+    @property
+    def replica(self) -> str | None:
+        """The replica that served the call (the last one tried)."""
+        return self._replica
+
+    @replica.setter
+    def replica(self, value: str | None) -> None:
+        """The router names each replica it tries: counted in ``attempts``."""
+        self._replica = value
+        self.attempts += 1
+
+    def assume_replica(self, replica: str | None) -> None:
+        """Name the replica of a call the router did not route (not counted as tried)."""
+        self._replica = replica
 
     def may_use(self, model: str) -> bool:
         """Whether the caller's key may use ``model`` (the router skips other fallbacks)."""
@@ -83,8 +105,10 @@ class Metering:
 
     def __init__(self, store: UsageStore, recorder: UsageRecorder, *,
                  metrics: Metrics | None = None, log_requests: bool = False,
-                 prices: PriceBook | None = None) -> None:
+                 prices: PriceBook | None = None, requests: RequestLog | None = None) -> None:
         self.store = store
+        # one record per request (``inferd.reqlog``); without one, none is kept
+        self.requests = requests or RequestLog(None, None)
         # every model's price, as the replica catalogue last read them (``inferd.prices``)
         self.prices = prices or PriceBook()
         self.recorder = recorder
@@ -101,7 +125,8 @@ class Metering:
             directory=settings.data_dir / "spool" / "usage" if settings.usage_spool else None,
             max_pending=settings.usage_max_pending,
             sync_seconds=settings.usage_spool_sync_seconds, transient=unreachable)
-        self = cls(store, recorder, log_requests=settings.log_requests)
+        requests = await RequestLog.start(settings, db)
+        self = cls(store, recorder, log_requests=settings.log_requests, requests=requests)
         await recorder.start()
         self.metrics.register_gauge("inferd_usage_records_pending",
                                     "Usage records waiting to be written",
@@ -115,10 +140,21 @@ class Metering:
         self.metrics.register_gauge("inferd_usage_records_replayed",
                                     "Usage records of a killed process's spool written at start",
                                     lambda: float(recorder.replayed))
+        writer = requests.writer
+        if writer is not None:
+            self.metrics.register_gauge("inferd_request_log_pending",
+                                        "Request log records waiting to be written",
+                                        lambda: float(writer.pending))
+            self.metrics.register_gauge(
+                "inferd_request_log_dropped",
+                "Request log records dropped: refused by the database, or more than "
+                "request_log_max_pending waited",
+                lambda: float(writer.rejected + writer.dropped + writer.discarded))
         return self
 
     async def close(self) -> None:
         await self.recorder.close()
+        await self.requests.close()
 
     async def flushed_store(self) -> UsageStore:
         """The usage store, once the records still in the buffer are written (for readers
@@ -151,12 +187,17 @@ class Metering:
             metrics.child("tokens", model, "completion").inc(completion)
         key_id = call.principal.key_id
         if call.principal.metered:  # else the gateway that forwarded it records it
+            now = time.time()
+            latency_ms = latency * 1000.0
+            ttft_ms = None if ttft is None else ttft * 1000.0
+            cost = self.prices.cost(call.model, call.replica, usage, call.images)
             self.recorder.record(UsageRecord(
-                time.time(), call.request_id, key_id, call.model, call.replica, call.endpoint,
+                now, call.request_id, key_id, call.model, call.replica, call.endpoint,
                 call.stream, status, error, prompt, completion, prompt + completion,
-                latency * 1000.0, None if ttft is None else ttft * 1000.0, call.images,
-                call.steps, call.image_units,
-                self.prices.cost(call.model, call.replica, usage, call.images)))
+                latency_ms, ttft_ms, call.images, call.steps, call.image_units, cost))
+            if self.requests.enabled:
+                self._log_request(call, usage, status, error, now, latency_ms, ttft_ms,
+                                  prompt, completion, cost)
         level = logging.WARNING if status >= 500 else logging.INFO
         if error in ("rate_limit_exceeded", "queue_timeout") and in_job():  # deferred, not answered
             level = logging.DEBUG
@@ -168,3 +209,21 @@ class Metering:
                         "completion_tokens": completion, "stream": call.stream,
                         "latency_ms": round(latency * 1000.0, 3)})
 
+    def _log_request(self, call: Call, usage: dict[str, Any] | None, status: int,
+                     error: str | None, now: float, latency_ms: float, ttft_ms: float | None,
+                     prompt: int, completion: int, cost: float) -> None:
+        cached = None
+        if usage:
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict):
+                value = details.get("cached_tokens")
+                cached = value if isinstance(value, int) else None
+        address, agent, trace = client_of(call.scope)
+        principal = call.principal
+        # ``_make`` (tuple.__new__) is several times cheaper than the keyword-checking
+        # constructor: this runs on every request
+        self.requests.record(RequestRecord._make((
+            now, call.request_id, principal.key_id, principal.name[:200] or None,
+            call.model[:191], call.replica, call.endpoint, call.stream, status, error,
+            latency_ms, ttft_ms, prompt, completion, cached, cost, min(call.attempts, 32767),
+            address, agent, trace)))

@@ -396,6 +396,13 @@ class Settings(BaseSettings):
     # At most this many usage records wait in memory (and, while the database lags, this
     # many are held decoded; the rest wait in the spool file).
     usage_max_pending: int = Field(default=100_000, ge=1000, le=10_000_000)
+    # The request log (``docs/operating/requests.md``): one record per request, written in
+    # batches like the usage records (spooled under ``<data_dir>/spool/requests``). Records
+    # older than ``request_log_retention_days`` are removed by the maintenance sweep (0: kept
+    # for ever; on PostgreSQL whole days are dropped, so a day is kept up to a day longer).
+    request_log: bool = True
+    request_log_retention_days: float = Field(default=30.0, ge=0.0, le=36500.0)
+    request_log_max_pending: int = Field(default=100_000, ge=1000, le=10_000_000)
     # Logs: "json" (one object per line, with the request id) or "text".
     log_format: Literal["json", "text"] = "json"
     # One info log line per inference request (model, key, status, tokens, latency). Off by

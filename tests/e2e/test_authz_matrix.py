@@ -316,6 +316,8 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/ui/session"): Probe("/ui/session"),
     ("GET", "/admin/v1/audit"): Probe("/admin/v1/audit?limit=5"),
     ("GET", "/admin/v1/audit/export"): Probe("/admin/v1/audit/export?action=key.create"),
+    ("GET", "/admin/v1/requests"): Probe("/admin/v1/requests?limit=5&status=error"),
+    ("GET", "/v1/requests"): Probe("/v1/requests?limit=5"),
     ("POST", "/v1/chat/completions"): Probe("/v1/chat/completions", json=const(CHAT)),
     ("POST", "/chat/completions"): Probe("/chat/completions", json=const(CHAT)),
     ("POST", "/v1/completions"): Probe("/v1/completions",

@@ -28,8 +28,9 @@ pytestmark = pytest.mark.skipif(
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 # Each page, what shows it is drawn, and what opens its dialogs (run before a second check).
-ADMIN_PAGES = ["home", "models", "playground", "keys", "prompts", "jobs", "monitoring"]
-USER_PAGES = ["home", "playground", "jobs", "monitoring"]
+ADMIN_PAGES = ["home", "models", "playground", "keys", "prompts", "jobs", "monitoring",
+               "requests"]
+USER_PAGES = ["home", "playground", "jobs", "monitoring", "requests"]
 READY = {
     "home": "#home-models .tile",
     "models": "#replicas-table tbody tr[data-key]",
@@ -38,6 +39,7 @@ READY = {
     "prompts": "#prompts-table tbody tr",
     "jobs": "#jobs-table tbody tr",
     "monitoring": "#mon-charts figure",
+    "requests": "#requests-table tbody tr button",
 }
 
 # Contrast of two computed colours (WCAG's relative luminance), in the page.
@@ -208,6 +210,10 @@ def test_axe_finds_no_serious_violation_on_any_page(
             where = f"{colors} {role} {name}"
             show(d, server.url, name)
             found += axe(d, where) + checks(d, where)
+            if name == "requests":  # a request's details
+                find(d, "#requests-table tbody tr button").click()
+                wait(d, lambda d: find(d, "#requests-detail").is_displayed())
+                found += axe(d, f"{where} details") + checks(d, f"{where} details")
             if name in ("models", "keys"):
                 open_dialogs(d, name)
                 found += axe(d, f"{where} dialog") + checks(d, f"{where} dialog")

@@ -3,22 +3,28 @@ rendering off the event loop (the recorder's batching: ``test_batchwriter``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
 import pytest
 
 from inferd import metrics as metrics_module
+from inferd.audit import request_scope
 from inferd.auth.principal import OPEN_MODE
+from inferd.batchwriter import SpooledWriter
 from inferd.engines.echo import EchoEngine
-from inferd.errors import ModelNotFound
+from inferd.errors import ModelNotFound, UpstreamUnavailable
 from inferd.inference import Inference
 from inferd.metering import Metering
 from inferd.metrics import Metrics, ReplicaState
+from inferd.reqlog import RequestLog
 from inferd.routing.router import Replica, Router
 from inferd.schemas.openai import ChatCompletionRequest
 from inferd.settings import ModelSpec
+from inferd.store.request_log import RequestRecord
 from inferd.store.tables_control import usage_records
+from inferd.store.tables_requests import request_log
 from inferd.usage import UsageRecord, UsageRecorder
 from tests.memory_sink import MemorySink, opener
 
@@ -114,3 +120,55 @@ async def test_unknown_model_names_are_one_label() -> None:
 def _chat(model: str) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate(
         {"model": model, "messages": [{"role": "user", "content": "a b"}]})
+
+
+class _Down(EchoEngine):
+    """An engine whose every answer fails before it starts (the router tries another)."""
+
+    async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        raise UpstreamUnavailable("connection refused")
+
+
+async def test_the_request_log_record_counts_replicas_tried_and_reads_the_http_request(
+) -> None:
+    """Each finished call leaves one request log record: the replicas the router tried (a
+    fallback after a failed replica counts), and the client address, user agent and trace id of the
+    HTTP request it was made on; a gateway's forwarded (unmetered) call leaves none."""
+    router = Router()
+    router.add(Replica(id="down", model="echo", engine=_Down(ModelSpec(name="echo",
+                                                                       kind="echo"))))
+    router.add(Replica(id="up", model="spare",
+                       engine=EchoEngine(ModelSpec(name="spare", kind="echo"))))
+    router.set_model("echo", fallbacks=["spare"])  # its one replica fails: the fallback answers
+    log_sink, usage_sink = MemorySink(), MemorySink()
+    writer: SpooledWriter[RequestRecord] = SpooledWriter(
+        opener(log_sink), decode=lambda f: RequestRecord(*f), flush_seconds=3600)
+    await writer.start()
+    recorder = UsageRecorder(opener(usage_sink), flush_seconds=3600)
+    await recorder.start()
+    metering = Metering(None, recorder, requests=RequestLog(None, writer))  # type: ignore[arg-type]
+    inference = Inference(router, metering)
+    scope = {"type": "http", "client": ("10.1.2.3", 5555), "headers": [
+        (b"user-agent", b"test-agent/2"),
+        (b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]}
+    token = request_scope.set(scope)
+    try:
+        await inference.chat(_chat("echo"), OPEN_MODE)
+        await inference.chat(_chat("spare"), OPEN_MODE)
+    finally:
+        request_scope.reset(token)
+    await inference.chat(_chat("echo"), dataclasses.replace(OPEN_MODE, metered=False))
+    await metering.close()
+    assert len(log_sink.records) == 2 == len(usage_sink.records)
+    fell_back, direct = log_sink.records
+    assert (fell_back.model, fell_back.replica, fell_back.attempts) == ("echo", "up", 2)
+    assert (direct.model, direct.replica, direct.attempts) == ("spare", "up", 1)
+    assert fell_back.status == direct.status == 200
+    for record in log_sink.records:
+        assert record.client_address == "10.1.2.3" and record.user_agent == "test-agent/2"
+        assert record.trace_id == "0af7651916cd43dd8448eb211c80319c"
+        assert record.prompt_tokens > 0 and record.completion_tokens > 0
+
+
+def test_a_request_record_has_one_field_per_column_of_the_request_log() -> None:
+    assert RequestRecord._fields == tuple(c.name for c in request_log.columns if c.name != "id")

@@ -11,6 +11,7 @@ from fastapi import APIRouter
 
 from inferd.http import anthropic, batches, docs, files, health, images, internal, jobs, metrics
 from inferd.http import openai as openai_api
+from inferd.http import request_log as request_log_api
 from inferd.http.admin import audit as admin_audit
 from inferd.http.admin import keys as admin_keys
 from inferd.http.admin import loading as admin_loading
@@ -46,6 +47,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     admin_loading.router,
     admin_prompts.router,
     admin_audit.router,
+    request_log_api.router,
     jobs.router,
     files.router,
     batches.router,

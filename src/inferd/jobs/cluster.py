@@ -105,7 +105,8 @@ def build_jobs(db: Database, router: Router, inference: Inference, settings: Job
     maintenance = Maintenance(store, settings, batches=batches, webhooks=webhooks,
                               owners=owners, finisher=finisher, enqueue=dispatch.enqueue,
                               models=dispatch.taken_models, running=dispatch.running,
-                              audit_prune=audit_prune)
+                              audit_prune=audit_prune,
+                              request_prune=inference.metering.requests.maintain)
     return JobService(router=router, inference=inference, settings=settings, store=store,
                       inserts=GroupInserter(store), dispatch=dispatch, signals=signals,
                       owners=owners, webhooks=webhooks, caps=caps, batches=batches,

@@ -36,7 +36,8 @@ class Maintenance:
                  enqueue: Callable[[JobRecord], Awaitable[None]],
                  models: Callable[[], Collection[str] | None],
                  running: Callable[[], Collection[str]],
-                 audit_prune: Callable[[float], Awaitable[int]] | None = None) -> None:
+                 audit_prune: Callable[[float], Awaitable[int]] | None = None,
+                 request_prune: Callable[[float], Awaitable[int]] | None = None) -> None:
         """``models``: the models whose jobs this process takes (None: all);
         ``running``: ids of the jobs this process runs right now."""
         self.store = store
@@ -51,6 +52,9 @@ class Maintenance:
         self.stopping = False  # set by ``stop``: the loop ends at its next turn
         # removes the audit events past their retention (``AuditLog.prune``), when given
         self.audit_prune = audit_prune
+        # creates the request log's next partitions and removes what is past its retention
+        # (``RequestLog.maintain``), when given
+        self.request_prune = request_prune
 
     def stop(self) -> None:
         """End ``run_forever`` at its next turn (even if a cancellation is lost)."""
@@ -80,7 +84,7 @@ class Maintenance:
 
     async def purge(self, now: float | None = None) -> dict[str, int]:
         """Delete finished jobs, batches and files older than the retention, and the audit
-        events older than theirs."""
+        events and the request log's records older than theirs."""
         now = now or time.time()
         before = now - self.settings.retention_seconds
         jobs = await self.store.purge_finished(before)
@@ -89,6 +93,8 @@ class Maintenance:
         removed = {"jobs": jobs, "batches": len(batches), "files": files}
         if self.audit_prune is not None:
             removed["audit_events"] = await self.audit_prune(now)
+        if self.request_prune is not None:
+            removed["request_log"] = await self.request_prune(now)
         return removed
 
     async def run_forever(self, leases: LeaseStore | None = None) -> None:

@@ -245,3 +245,39 @@ class Session(Answer):
     key_id: str | None
     name: str
     scope: Literal["admin", "user", "auditor", "open"]
+
+
+# -- request log --------------------------------------------------------------------------------
+class RequestEntry(Answer):
+    """One request of the request log (no body is stored: ``docs/operating/requests.md``)."""
+
+    id: str
+    object: Literal["request"]
+    created_at: float
+    request_id: str | None
+    key_id: str | None
+    key_name: str | None
+    model: str
+    replica: str | None
+    endpoint: str
+    stream: bool
+    status: int
+    error: str | None
+    latency_ms: float
+    ttft_ms: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int | None
+    cost: float
+    attempts: int
+    client_address: str | None
+    user_agent: str | None
+    trace_id: str | None
+
+
+class RequestList(Answer):
+    object: Literal["list"]
+    data: list[RequestEntry]
+    has_more: bool
+    next_cursor: str | None

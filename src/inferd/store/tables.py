@@ -13,13 +13,14 @@ from inferd.store import (
     tables_control,
     tables_jobs,
     tables_replicas,
+    tables_requests,
     tables_responses,
     tables_storage,
 )
 from inferd.store.schema import metadata
 
 __all__ = ["kv", "metadata", "tables_audit", "tables_control", "tables_jobs",
-           "tables_replicas", "tables_responses", "tables_storage"]
+           "tables_replicas", "tables_requests", "tables_responses", "tables_storage"]
 
 # Small key/value facts about this installation (instance id, bootstrap state).
 kv = sa.Table(

@@ -9,8 +9,9 @@ import prompts from "./prompts.js";
 import jobs from "./jobs.js";
 import monitoring from "./monitoring.js";
 import audit from "./audit.js";
+import requests from "./requests.js";
 
-const pages = { home, models, playground, keys, prompts, jobs, monitoring, audit };
+const pages = { home, models, playground, keys, prompts, jobs, monitoring, requests, audit };
 // Pages for admin and auditor keys (an auditor sees them without their forms and buttons).
 const ADMIN_ONLY = new Set(["models", "keys", "prompts", "audit"]);
 for (const page of Object.values(pages)) page.init?.();

@@ -1,0 +1,93 @@
+// Requests: the request log, newest first, with filters and paging by cursor; a row's
+// Details show everything stored about the request (never its body: none is stored).
+// Admin and auditor keys read every key's requests (/admin/v1/requests); a user key its own
+// (/v1/requests).
+import { api, canRead } from "./api.js";
+import { $, el, button, fillTable, fmtTime, formValues, say } from "./ui.js";
+
+const PAGE = 50;
+const FILTERS = ["model", "status", "error", "request_id", "min_latency_ms"];
+
+function query(extra = {}) {
+  const v = formValues($("#requests-filter"));
+  const params = new URLSearchParams();
+  for (const name of FILTERS) if (v[name]) params.set(name, v[name]);
+  if (v.key_id && canRead()) params.set("key_id", v.key_id);
+  for (const name of ["from", "to"]) {
+    if (v[name]) params.set(name, String(new Date(v[name]).getTime() / 1000));
+  }
+  for (const [name, value] of Object.entries(extra)) params.set(name, String(value));
+  return params;
+}
+
+const ms = (value) => (value === null || value === undefined ? "—" : `${Math.round(value)} ms`);
+
+function key(r) {
+  if (!r.key_id) return el("span", { class: "hint" }, "no key");
+  return el("span", {}, r.key_name || `key ${r.key_id}`, el("small", { class: "hint" }, ` #${r.key_id}`));
+}
+
+function status(r) {
+  return el("span", {}, el("span", { class: r.status >= 400 ? "badge bad" : "badge ok" }, String(r.status)),
+    r.error ? el("small", { class: "hint" }, ` ${r.error}`) : null);
+}
+
+const FIELDS = [
+  ["Time", (r) => fmtTime(r.created_at)], ["Request id", (r) => r.request_id],
+  ["Key", (r) => (r.key_id ? `${r.key_name || ""} #${r.key_id}` : "no key")],
+  ["Model", (r) => r.model], ["Replica", (r) => r.replica], ["Endpoint", (r) => r.endpoint],
+  ["Streamed", (r) => (r.stream ? "yes" : "no")], ["Status", (r) => r.status],
+  ["Error code", (r) => r.error], ["Latency", (r) => ms(r.latency_ms)],
+  ["Time to first token", (r) => ms(r.ttft_ms)],
+  ["Tokens in / out", (r) => `${r.prompt_tokens} / ${r.completion_tokens}`],
+  ["Cached prompt tokens", (r) => r.cached_tokens], ["Cost", (r) => r.cost],
+  ["Replicas tried", (r) => r.attempts], ["Client address", (r) => r.client_address],
+  ["User agent", (r) => r.user_agent], ["Trace id", (r) => r.trace_id],
+];
+
+function detail(r) {
+  const box = $("#requests-detail");
+  const list = el("dl", { class: "facts" }, FIELDS.flatMap(([name, get]) => {
+    const value = get(r);
+    return [el("dt", {}, name), el("dd", {}, value === null || value === undefined || value === "" ? "—" : String(value))];
+  }));
+  box.replaceChildren(el("h2", { id: "requests-detail-title", tabindex: "-1" }, `Request ${r.request_id ?? r.id}`), list);
+  box.hidden = false;
+  $("#requests-detail-title").focus();
+}
+
+async function show(cursor) {
+  const extra = { limit: PAGE };
+  if (cursor) extra.cursor = cursor;
+  const path = canRead() ? "/admin/v1/requests" : "/v1/requests";
+  const page = await api("GET", `${path}?${query(extra)}`);
+  fillTable($("#requests-table"), page.data, [
+    ["when", (r) => fmtTime(r.created_at)],
+    ["model", (r) => el("code", {}, r.model)],
+    ["endpoint", (r) => `${r.endpoint}${r.stream ? " (stream)" : ""}`],
+    ["status", status],
+    ["key", key],
+    ["latency", (r) => ms(r.latency_ms)],
+    ["tokens in / out", (r) => `${r.prompt_tokens} / ${r.completion_tokens}`],
+    ["", (r) => button("Details", () => detail(r), "quiet")],
+  ], "No requests match.");
+  $("#requests-next").disabled = !page.has_more;
+  $("#requests-next").onclick = () => show(page.next_cursor).catch((error) => say("#requests-say", error.message));
+  $("#requests-first").disabled = !cursor;
+}
+
+async function load() {
+  $("#requests-detail").hidden = true;
+  say("#requests-say", "");
+  await show(null);
+}
+
+function init() {
+  $("#requests-filter").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try { await load(); } catch (error) { say("#requests-say", error.message); }
+  });
+  $("#requests-first").addEventListener("click", () => load().catch((error) => say("#requests-say", error.message)));
+}
+
+export default { init, load };
