@@ -28,6 +28,7 @@ from inferd.settings import Settings
 from inferd.store.audit import AuditStore
 from inferd.store.db import Database, open_database
 from inferd.store.replicas import ReplicaStore
+from inferd.tracing import Tracer
 
 log = logging.getLogger("inferd")
 
@@ -58,18 +59,20 @@ class Services:
     started_at: int = field(default_factory=lambda: int(time.time()))
 
     @classmethod
-    async def start(cls, settings: Settings, drain: Drain | None = None) -> Services:
-        """Build and start every part; ``drain``: the process's stop (``inferd.lifecycle``)."""
+    async def start(cls, settings: Settings, drain: Drain | None = None,
+                    tracer: Tracer | None = None) -> Services:
+        """Build and start every part; ``drain``: the process's stop (``inferd.lifecycle``);
+        ``tracer``: what traces requests and jobs (None: nothing is traced)."""
         stack = AsyncExitStack()
         try:
-            return await cls._start(settings, stack, drain or Drain())
+            return await cls._start(settings, stack, drain or Drain(), tracer)
         except BaseException:
             await stack.aclose()
             raise
 
     @classmethod
     async def _start(cls, settings: Settings, stack: AsyncExitStack,
-                     drain: Drain) -> Services:
+                     drain: Drain, tracer: Tracer | None) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = open_database(settings)
         stack.push_async_callback(db.close)
@@ -83,12 +86,14 @@ class Services:
         audit.start()
         stack.push_async_callback(audit.close)
         router = Router(max_attempts=settings.router_max_attempts, routing=settings.routing,
-                        spill=settings.routing_spill, slack=settings.routing_slack)
+                        spill=settings.routing_spill, slack=settings.routing_slack,
+                        tracer=tracer)
         # usage records and limits are closed after the keys and before the database
         metering = await Metering.start(settings, db)
         stack.push_async_callback(metering.close)
         metering.watch(router)
-        inference = Inference(router, metering, limiter=build_limiter(settings))
+        inference = Inference(router, metering, limiter=build_limiter(settings),
+                              tracer=tracer)
         stack.push_async_callback(inference.close)
         bus = change_bus(settings, stack)
         throttled = metering.metrics.child("rate_limited", "too_many_failed_authentications")

@@ -31,11 +31,13 @@ from inferd.engines.streams import primed
 from inferd.errors import ModelNotFound, Unavailable, UpstreamError
 from inferd.routing import affinity
 from inferd.routing.replica import Replica
+from inferd.routing.tracing import RouteTrace
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
 from inferd.settings import Routing, Settings
+from inferd.tracing import Tracer
 
 __all__ = ["ROUTINGS", "ModelEntry", "Placed", "Replica", "Router"]
 
@@ -76,7 +78,7 @@ class Router:
     """Maps model names to replicas and sends requests to one of them."""
 
     def __init__(self, max_attempts: int = 3, routing: Routing = DEFAULT_ROUTING,
-                 spill: float = SPILL, slack: int = SLACK) -> None:
+                 spill: float = SPILL, slack: int = SLACK, tracer: Tracer | None = None) -> None:
         self._models: dict[str, ModelEntry] = {}
         self._aliases: dict[str, str] = {}
         self._turn = 0
@@ -84,6 +86,7 @@ class Router:
         self.routing: Routing = routing
         self.spill = spill
         self.slack = slack
+        self.tracer = tracer  # None: nothing traced (inferd.routing.tracing)
 
     # -- the catalogue --------------------------------------------------------------------
     def add(self, replica: Replica, aliases: list[str] | None = None) -> None:
@@ -229,8 +232,22 @@ class Router:
         return chain
 
     async def _run(self, request: R, call: Callable[[Replica, R], Awaitable[T]],
-                   placed: Placed | None) -> T:
+                   placed: Placed | None, stream: bool = False) -> T:
         """``call`` on replicas in turn until one answers (see the module docstring)."""
+        if self.tracer is None:
+            return await self._attempts(request, call, placed, None)
+        route = RouteTrace(self.tracer, request, self.routing_of(request.model), stream)
+        try:
+            result = await self._attempts(request, call, placed, route)
+        except BaseException as exc:
+            route.end(exc)
+            raise
+        if not stream:  # a stream's route ends with it (RouteTrace.attempt)
+            route.end(None)
+        return result
+
+    async def _attempts(self, request: R, call: Callable[[Replica, R], Awaitable[T]],
+                        placed: Placed | None, route: RouteTrace | None) -> T:
         tried: set[str] = set()
         error: UpstreamError | None = None
         chain = self._chain(request.model, placed)
@@ -254,7 +271,8 @@ class Router:
                 replica.in_flight += 1
                 started = time.perf_counter()
                 try:
-                    result = await call(replica, req)
+                    result = await (call(replica, req) if route is None
+                                    else route.attempt(replica, model, call(replica, req)))
                 except UpstreamUnavailable as exc:
                     replica.record_failure(exc.message)
                     error = exc
@@ -303,12 +321,12 @@ class Router:
     async def chat_stream(self, request: ChatCompletionRequest,
                           placed: Placed | None = None) -> AsyncIterator[Chunk]:
         return await self._run(request, lambda r, q: _started(r, r.engine.chat_stream(q)),
-                               placed)
+                               placed, stream=True)
 
     async def complete_stream(self, request: CompletionRequest,
                               placed: Placed | None = None) -> AsyncIterator[Chunk]:
         return await self._run(request, lambda r, q: _started(r, r.engine.complete_stream(q)),
-                               placed)
+                               placed, stream=True)
 
 
 def _round_robin(entry: ModelEntry, ready: list[Replica]) -> Replica:
