@@ -33,7 +33,8 @@ class Call:
     """One request on its way through: what metering needs at the end."""
 
     __slots__ = ("endpoint", "image_units", "images", "label", "model", "principal",
-                 "replica", "request_id", "reservation", "started", "steps", "stream", "ttft")
+                 "replica", "request_id", "reservation", "span", "started", "steps", "stream",
+                 "ttft")
 
     def __init__(self, endpoint: str, model: str, principal: Principal, stream: bool,
                  label: str | None = None) -> None:
@@ -51,6 +52,7 @@ class Call:
         self.images: int | None = None  # image generation only: pictures and steps made
         self.steps: int | None = None
         self.image_units: int | None = None
+        self.span: Any = None  # its trace span, when the process traces (inference_tracing)
 
     def may_use(self, model: str) -> bool:
         """Whether the caller's key may use ``model`` (the router skips other fallbacks)."""

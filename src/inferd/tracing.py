@@ -46,6 +46,8 @@ SDK_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
 INSTALL = "pip install 'inferd[tracing]'"
 # What the spans of a request that gets an answer from inferd say it is (``gen_ai.system``).
 SYSTEM = "inferd"
+# Where a job keeps the trace of the request that submitted it (``JobRecord.meta``).
+TRACEPARENT = "traceparent"
 # The current OpenTelemetry context holds the tracer while a request is traced, so that the
 # engines below the router (built without one) trace their work only then.
 _TRACER_KEY = context.create_key("inferd-tracer")

@@ -42,8 +42,9 @@ class TraceRequests:
             attributes["server.address"], attributes["server.port"] = server[0], server[1]
         tracer = self.tracer
         route: str | None = path if self.fast(scope) else None
-        span = tracer.start_span(f"{method} {route}" if route else method, context=incoming(scope["headers"]),
-                                 kind=SpanKind.SERVER, attributes=attributes)
+        span = tracer.start_span(f"{method} {route}" if route else method,
+                                 context=incoming(scope["headers"]), kind=SpanKind.SERVER,
+                                 attributes=attributes)
         status = 0
 
         async def traced_send(message: Message) -> None:
