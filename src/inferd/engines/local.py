@@ -27,6 +27,7 @@ from inferd.schemas.openai import (
     usage_chunk,
     usage_dict,
 )
+from inferd.tracing import Span, current_tracer, failed
 
 # Requests whose text is longer than this many characters are tokenized (with their template
 # applied) in a worker thread, so that a long prompt never holds the event loop; shorter ones
@@ -123,7 +124,7 @@ class LocalTextEngine(Engine):
 
     async def _run(self, generations: list[Generation]) -> list[str]:
         texts = [""] * len(generations)
-        async for index, piece, _ in self.merged(generations, stream=False):
+        async for index, piece, _ in self.traced(generations, stream=False):
             texts[index] += piece or ""
         return texts
 
@@ -170,6 +171,40 @@ class LocalTextEngine(Engine):
             for task in tasks:
                 task.cancel()
 
+    def traced(self, generations: list[Generation], stream: bool = True,
+               ) -> AsyncIterator[tuple[int, str | None, list[dict[str, Any]]]]:
+        """``merged``, in a ``generate {model}`` span when the request is traced."""
+        tracer = current_tracer()
+        if tracer is None:
+            return self.merged(generations, stream)
+        span = tracer.start_span(f"generate {self.name}", attributes={
+            "gen_ai.system": self.kind, "gen_ai.request.model": self.name,
+            "gen_ai.usage.input_tokens": _prompt_total(generations),
+            "inferd.choices": len(generations)})
+        return self._traced(span, generations, stream)
+
+    async def _traced(self, span: Span, generations: list[Generation], stream: bool,
+                      ) -> AsyncIterator[tuple[int, str | None, list[dict[str, Any]]]]:
+        first = stream  # unstreamed, an engine may hand over the text at the end
+        try:
+            async for item in self.merged(generations, stream):
+                if first and item[1]:
+                    first = False  # the wait for a seat and the prompt's reading are over
+                    span.add_event("first_token")
+                yield item
+        except BaseException as exc:
+            failed(span, exc)
+            raise
+        finally:
+            span.set_attribute("gen_ai.usage.output_tokens",
+                               sum(g.completion_tokens for g in generations))
+            span.set_attribute("inferd.cached_tokens", sum(
+                int(g.extra.get("cached_tokens") or 0) for g in generations))
+            reasons = [g.finish_reason for g in generations if g.finish_reason]
+            if reasons:
+                span.set_attribute("gen_ai.response.finish_reasons", reasons)
+            span.end()
+
     # -- chat -----------------------------------------------------------------------------
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
         generations = self._choices(await self.prepared_chat(request), request.n)
@@ -201,7 +236,7 @@ class LocalTextEngine(Engine):
         for index in range(len(generations)):
             yield _indexed(chat_chunk(id=cid, model=model, created=created,
                                       delta={"role": "assistant", "content": ""}), index)
-        async for index, piece, entries in self.merged(generations):
+        async for index, piece, entries in self.traced(generations):
             generation, parser = generations[index], calls[index]
             if piece is None:
                 for delta in parser.finish() if parser else []:
@@ -254,7 +289,7 @@ class LocalTextEngine(Engine):
                     "choices": [{"text": text, "index": index, "logprobs": logprobs,
                                  "finish_reason": finish}]}
 
-        async for index, piece, entries in self.merged(generations):
+        async for index, piece, entries in self.traced(generations):
             generation = generations[index]
             if piece is None:
                 yield chunk(index, "", generation.finish_reason or "stop")

@@ -28,7 +28,6 @@ from inferd.errors import ContextLengthExceeded, InvalidRequest, UnsupportedPara
 from inferd.numerals import ascii_int
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, Prompt
 from inferd.settings import ModelSpec
-from inferd.tracing import Span, current_tracer
 
 # Defaults of the OpenAI API where llama.cpp's differ.
 DEFAULT_TEMPERATURE = 1.0
@@ -453,13 +452,9 @@ class LlamaCppEngine(LocalTextEngine):
                 leaders.append(request)
             else:
                 requests[first].followers.append(request)
-        span = self._generation_span(generations)
         copies = [(self._submit(leader), 1 + len(leader.followers)) for leader in leaders]
-        if span is not None:
-            span.add_event("submitted")
         for generation in generations:
             generation.extra.setdefault("logprobs", [])
-        first = span is not None and stream  # unstreamed, the text comes at the end
         try:
             for index, generation in enumerate(generations):
                 if "echo" in generation.params:
@@ -475,9 +470,6 @@ class LlamaCppEngine(LocalTextEngine):
                     yield index, None, []
                     continue
                 text, entries = value
-                if first:  # the prompt is read (after the wait for a seat): tokens come
-                    first = False
-                    span.add_event("first_token")  # type: ignore[union-attr]
                 generations[index].extra["logprobs"].extend(entries)
                 yield index, text, entries
         finally:
@@ -486,19 +478,6 @@ class LlamaCppEngine(LocalTextEngine):
                 _settle(generation, request)
             for copy, load in copies:
                 copy.load -= load
-            if span is not None:
-                _end_generation_span(span, generations)
-
-    def _generation_span(self, generations: list[Generation]) -> Span | None:
-        """The span of this run, when the request is traced (``inferd.tracing``)."""
-        tracer = current_tracer()
-        if tracer is None:
-            return None
-        return tracer.start_span(f"generate {self.name}", attributes={
-            "gen_ai.system": "llama.cpp", "gen_ai.request.model": self.name,
-            "gen_ai.usage.input_tokens": sum(g.prompt_tokens for g in generations
-                                             if "first" not in g.extra),
-            "inferd.choices": len(generations)})
 
 
 def default_threads() -> int:
@@ -510,17 +489,6 @@ def default_threads() -> int:
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (cores or 1) // 2)
-
-
-def _end_generation_span(span: Span, generations: list[Generation]) -> None:
-    span.set_attribute("gen_ai.usage.output_tokens",
-                       sum(g.completion_tokens for g in generations))
-    span.set_attribute("inferd.cached_tokens",
-                       sum(int(g.extra.get("cached_tokens") or 0) for g in generations))
-    reasons = [g.finish_reason for g in generations if g.finish_reason]
-    if reasons:
-        span.set_attribute("gen_ai.response.finish_reasons", reasons)
-    span.end()
 
 
 def _settle(generation: Generation, request: SeqRequest) -> None:
