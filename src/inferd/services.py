@@ -123,7 +123,7 @@ class Services:
         if bus is not None:
             bus.listen({"catalog": lambda _: catalog.sync(), "keys": auth.keys.apply_announcement})
             stack.push_async_callback(bus.close)  # stops listening before the catalog closes
-        await start_role(settings, db, catalog, stack, {s.name: e for s, e in engines})
+        await start_role(settings, db, catalog, stack, {s.name: e for s, e in engines}, tracer)
         # Jobs run as their submitter's key (limits, allow-list, webhook secret), also after
         # a restart.
         jobs = await start_jobs(db, router, inference, settings, principal_lookup=auth.owner,

@@ -157,6 +157,11 @@ def carried(traceparent: str | None) -> context.Context | None:
     return propagate.extract({"traceparent": traceparent})
 
 
+def received(headers: Mapping[str, Any] | None) -> context.Context:
+    """The context a message's headers carry (a RabbitMQ message's ``traceparent``...)."""
+    return propagate.extract({k: str(v) for k, v in (headers or {}).items()})
+
+
 def current_traceparent() -> str | None:
     """The current trace as a ``traceparent`` value, to store with work done later."""
     return outgoing().get("traceparent")

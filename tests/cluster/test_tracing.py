@@ -70,3 +70,32 @@ def test_a_worker_runs_a_job_in_the_trace_of_the_request_that_submitted_it(
     assert first.trace_id != TRACE_ID
     assert any(s.span_id == first.parent_id and s.name == "POST /v1/jobs"
                for s in gateway_spans)
+
+
+def test_a_request_to_a_model_only_workers_host_is_answered_in_its_trace(
+        start: Callable[..., InferdProcess], cluster_env: dict[str, str]) -> None:
+    assert migrate(cluster_env).returncode == 0
+    with otlp_receiver() as receiver:
+        start("worker", "--model", "echo", **receiver.env("worker"))
+        gateway = start("gateway", **receiver.env("gateway"))
+        for stream in (False, True):  # the request crosses the broker both ways
+            body = {"model": "echo", "stream": stream,
+                    "messages": [{"role": "user", "content": "over the broker"}]}
+            answer = httpx.post(gateway.url + "/v1/chat/completions", json=body,
+                                headers={"traceparent": TRACEPARENT}, timeout=60)
+            assert answer.status_code == 200, answer.text
+        gateway_spans = receiver.wait(lambda spans: sum(
+            s.name == "POST /v1/chat/completions" for s in spans) == 2, "gateway")
+        worker_spans = receiver.wait(lambda spans: sum(
+            s.name == "answer echo" for s in spans) == 2, "worker")
+    attempts = [s for s in gateway_spans if s.name == "chat echo" and s.kind == "client"]
+    assert len(attempts) == 2
+    for attempt in attempts:
+        assert attempt.trace_id == TRACE_ID and attempt.attributes["gen_ai.system"] == "queue"
+        # the worker's answer is the child of the gateway's attempt, across the broker
+        (answered,) = [s for s in worker_spans if s.parent_id == attempt.span_id]
+        assert answered.name == "answer echo" and answered.kind == "server"
+        assert answered.trace_id == TRACE_ID
+        (generate,) = children(worker_spans, answered)
+        assert generate.name == "generate echo"
+        assert generate.attributes["gen_ai.usage.output_tokens"] == 3
