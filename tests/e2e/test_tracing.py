@@ -6,6 +6,9 @@ nothing exported when tracing is off."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import InferdProcess
+from tests.helpers import ROOT, InferdProcess
 from tests.otlp_receiver import OtlpReceiver, Received, children, named, one, otlp_receiver
 
 NO_AUTH = {"INFERD_AUTH": "off"}
@@ -173,3 +176,16 @@ def test_nothing_is_exported_when_tracing_is_off(
         chat(server, "nine", stream=True)
     # stopped: a tracing process sends what it buffered before it exits
     assert receiver.requests == 0 and receiver.spans == []
+
+
+def test_a_transport_inferd_cannot_send_stops_it_at_start(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "inferd", "serve", "--no-bundled", "--data-dir",
+         str(tmp_path / "data")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"),
+             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+             "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported")
+    assert "Traceback" not in done.stdout + done.stderr
