@@ -46,7 +46,7 @@ from inferd.schemas.openai import (
 from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
 from inferd.settings import Settings
-from inferd.tracing import Tracer
+from inferd.tracing import Tracer, current_tracer
 
 T = TypeVar("T")
 
@@ -164,8 +164,8 @@ class Inference:
         # counted as UNKNOWN_MODEL, so that clients cannot grow /metrics without bound.
         call = Call(endpoint, model, principal, stream,
                     model if self.router.knows(model) else UNKNOWN_MODEL)
-        if self.tracer is not None:
-            call.span = traced.start_span(self.tracer, endpoint, model, stream)
+        if self.tracer is not None and (tracer := current_tracer()) is not None:
+            call.span = traced.start_span(tracer, endpoint, model, stream)
         try:
             if principal.allowed_models is not None:
                 self.check_model(principal, model)

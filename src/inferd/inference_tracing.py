@@ -14,7 +14,15 @@ from typing import Any, TypeVar
 
 from opentelemetry.context import attach, detach
 
-from inferd.tracing import SYSTEM, Span, Tracer, failed, usage_attributes, with_tracer
+from inferd.tracing import (
+    SYSTEM,
+    Span,
+    Tracer,
+    failed,
+    finish_reasons,
+    usage_attributes,
+    with_tracer,
+)
 
 T = TypeVar("T")
 
@@ -40,12 +48,13 @@ async def within(tracer: Tracer, span: Span, run: Awaitable[T]) -> T:
 
 def answered(span: Span, answer: dict[str, Any]) -> None:
     """What an answer in one piece says of itself: the model, the finish reasons."""
+    attributes: dict[str, Any] = {}
     if isinstance(answer.get("model"), str):
-        span.set_attribute("gen_ai.response.model", answer["model"])
-    reasons = [str(c["finish_reason"]) for c in answer.get("choices") or ()
-               if isinstance(c, dict) and c.get("finish_reason")]
+        attributes["gen_ai.response.model"] = answer["model"]
+    reasons = finish_reasons(answer)
     if reasons:
-        span.set_attribute("gen_ai.response.finish_reasons", reasons)
+        attributes["gen_ai.response.finish_reasons"] = reasons
+    span.set_attributes(attributes)
 
 
 class StreamNotes:
@@ -74,12 +83,13 @@ class StreamNotes:
 
 def end_span(span: Span, usage: dict[str, Any] | None, status: int, error: str | None,
              replica: str | None) -> None:
-    span.set_attributes(usage_attributes(usage))
+    attributes: dict[str, Any] = usage_attributes(usage)
+    attributes["http.response.status_code"] = status
     if replica is not None:
-        span.set_attribute("inferd.replica.id", replica)
-    span.set_attribute("http.response.status_code", status)
+        attributes["inferd.replica.id"] = replica
     if error is not None:
-        span.set_attribute("error.type", error)
-        if status >= 500 or status == 499:
-            failed(span, None, error)
+        attributes["error.type"] = error
+    span.set_attributes(attributes)  # at once: each call takes the span's lock
+    if error is not None and (status >= 500 or status == 499):
+        failed(span, None, error)
     span.end()

@@ -169,12 +169,17 @@ def current_traceparent() -> str | None:
 
 # -- the tracer of the request being traced ----------------------------------------------------
 def with_tracer(tracer: Tracer, span: Span) -> context.Context:
-    """A context in which ``span`` is current and ``current_tracer`` finds ``tracer``."""
+    """A context in which ``span`` is current and, when it is recorded (sampled),
+    ``current_tracer`` finds ``tracer``: what runs under a span the sampler dropped makes no
+    span of its own (its ``traceparent`` still tells the next process it was dropped)."""
+    if not span.is_recording():
+        return trace.set_span_in_context(span)
     return trace.set_span_in_context(span, context.set_value(_TRACER_KEY, tracer))
 
 
 def current_tracer() -> Tracer | None:
-    """The tracer of the request being traced here (None: nothing is traced)."""
+    """The tracer of the request being traced here (None: nothing is traced, or the sampler
+    dropped the request's trace)."""
     tracer: Tracer | None = context.get_value(_TRACER_KEY)  # type: ignore[assignment]
     return tracer
 

@@ -65,13 +65,15 @@ class TraceRequests:
             if matched and matched != route:
                 route = matched
                 span.update_name(f"{method} {route}")
+            ended: dict[str, Any] = {}  # set at once: each call takes the span's lock
             if route:
-                span.set_attribute("http.route", route)
+                ended["http.route"] = route
             request_id = (scope.get("state") or {}).get("request_id")
             if request_id:
-                span.set_attribute("inferd.request_id", request_id)
+                ended["inferd.request_id"] = request_id
             if status:
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    failed(span, None, str(status))
+                ended["http.response.status_code"] = status
+            span.set_attributes(ended)
+            if status >= 500:
+                failed(span, None, str(status))
             span.end()

@@ -37,7 +37,7 @@ from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, Embe
 from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
 from inferd.settings import Routing, Settings
-from inferd.tracing import Tracer
+from inferd.tracing import Tracer, current_tracer
 
 __all__ = ["ROUTINGS", "ModelEntry", "Placed", "Replica", "Router"]
 
@@ -234,9 +234,9 @@ class Router:
     async def _run(self, request: R, call: Callable[[Replica, R], Awaitable[T]],
                    placed: Placed | None, stream: bool = False) -> T:
         """``call`` on replicas in turn until one answers (see the module docstring)."""
-        if self.tracer is None:
+        if self.tracer is None or (tracer := current_tracer()) is None:
             return await self._attempts(request, call, placed, None)
-        route = RouteTrace(self.tracer, request, self.routing_of(request.model), stream)
+        route = RouteTrace(tracer, request, self.routing_of(request.model), stream)
         try:
             result = await self._attempts(request, call, placed, route)
         except BaseException as exc:

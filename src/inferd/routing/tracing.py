@@ -68,6 +68,7 @@ class RouteTrace:
         self.operation = operation_name(request)
         self.stream = stream
         self.attempts = 0
+        self.replica = ""  # the one that answered
         self.span = tracer.start_span(f"route {request.model}", attributes={
             "gen_ai.operation.name": self.operation, "gen_ai.request.model": request.model,
             "gen_ai.system": SYSTEM, "inferd.routing": routing})
@@ -95,14 +96,13 @@ class RouteTrace:
             raise
         finally:
             detach(token)
-        self.span.set_attribute("inferd.replica.id", replica.id)
+        self.replica = replica.id
         if self.stream:  # both spans last as long as the stream
             stream: Any = result
             ending: Any = self._ending(span, stream)
             return ending  # type: ignore[no-any-return]
-        if isinstance(result, dict):
-            span.set_attributes(answer_attributes(result))
-        self._end(span, "ok", None)
+        self._end(span, "ok", None,
+                  answer_attributes(result) if isinstance(result, dict) else None)
         return result
 
     async def _ending(self, span: Span, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
@@ -120,8 +120,9 @@ class RouteTrace:
             self._end(span, outcome, error)
             self.end(error)
 
-    def _end(self, span: Span, outcome: str, error: BaseException | None) -> None:
-        span.set_attribute("inferd.attempt.outcome", outcome)
+    def _end(self, span: Span, outcome: str, error: BaseException | None,
+             attributes: dict[str, Any] | None = None) -> None:
+        span.set_attributes({**(attributes or {}), "inferd.attempt.outcome": outcome})
         if error is not None:
             failed(span, error)
         span.end()
@@ -129,7 +130,10 @@ class RouteTrace:
     def end(self, error: BaseException | None) -> None:
         """The route is done (an answer, a stream started and ended, or every attempt
         failed with ``error``)."""
-        self.span.set_attribute("inferd.route.attempts", self.attempts)
+        attributes: dict[str, Any] = {"inferd.route.attempts": self.attempts}
+        if self.replica:
+            attributes["inferd.replica.id"] = self.replica
+        self.span.set_attributes(attributes)
         if error is not None:
             failed(self.span, error)
         self.span.end()
