@@ -133,6 +133,7 @@ def test_a_stream_is_traced_to_its_end_and_a_request_without_a_caller_starts_a_t
     assert request["generate"].events == ["first_token"]
     (models,) = named(spans, "GET /v1/models")
     assert models.kind == "server" and models.attributes["http.route"] == "/v1/models"
+    assert not named(spans, "GET /ready")  # the probes (the test's own, polled) are not traced
 
 
 def test_an_http_replica_gets_the_traceparent_of_its_attempt(
@@ -189,3 +190,27 @@ def test_a_transport_inferd_cannot_send_stops_it_at_start(tmp_path: Path) -> Non
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported")
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_trace_the_caller_did_not_sample_is_not_recorded_here_nor_upstream(
+        tmp_path: Path, receiver: OtlpReceiver) -> None:
+    dropped = "11111111111111111111111111111111"
+    upstream = echo_server(tmp_path, "upstream", receiver.env("upstream")).start()
+    try:
+        config = tmp_path / "gateway.yaml"
+        config.write_text(yaml.safe_dump({"bundled_models": False, "remote_models": [
+            {"name": "chat", "replicas": [{"kind": "http", "url": upstream.url,
+                                           "upstream_model": "echo"}]}]}))
+        gateway = InferdProcess(tmp_path / "gw", "--config", str(config), "--no-bundled",
+                                env={**NO_AUTH, **receiver.env("gateway")})
+        with gateway:  # parent-based sampling (the SDK's default): the caller's flag decides
+            chat(gateway, "not sampled", model="chat",
+                 headers={"traceparent": f"00-{dropped}-{CALLER_SPAN}-00"})
+            chat(gateway, "sampled", model="chat", headers={"traceparent": TRACEPARENT})
+    finally:
+        upstream.stop()
+    # both stopped: each sent every span it recorded before it exited
+    spans = receiver.of("gateway") + receiver.of("upstream")
+    assert {s.trace_id for s in spans if s.name == CHAT} == {TRACE_ID}
+    assert dropped not in {s.trace_id for s in spans}
+    assert len(receiver.of("upstream")) >= 4  # the sampled request's spans did arrive

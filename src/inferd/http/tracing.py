@@ -6,7 +6,9 @@ the child of the request's W3C ``traceparent`` when it has one, and what runs in
 request's inference, a job submitted by it) is its child. Its name is the method and the route
 (the route's template, ``/v1/jobs/{job_id}``, once the framework has matched one; the method
 alone for a path no route serves); its
-attributes are HTTP's semantic conventions and the request id.
+attributes are HTTP's semantic conventions and the request id. The probes (``PROBES``: health,
+readiness, metrics scrapes) are not traced: they are not traffic, and an orchestrator sends
+them every few seconds.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from inferd.tracing import SpanKind, Tracer, failed, incoming, with_tracer
 
 
+PROBES = frozenset({"/health", "/ready", "/metrics"})
+
+
 class TraceRequests:
     """Traces every HTTP request with ``tracer``; ``fast`` tells the requests a fast path
     answers (their path is their route: the framework matches none for them)."""
@@ -30,7 +35,7 @@ class TraceRequests:
         self.fast = fast
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in PROBES:
             await self.app(scope, receive, send)
             return
         method: str = scope["method"]
