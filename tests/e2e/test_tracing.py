@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.fault_upstream import FaultUpstream
 from tests.helpers import ROOT, InferdProcess
 from tests.otlp_receiver import OtlpReceiver, Received, children, named, one, otlp_receiver
 
@@ -214,3 +215,29 @@ def test_a_trace_the_caller_did_not_sample_is_not_recorded_here_nor_upstream(
     assert {s.trace_id for s in spans if s.name == CHAT} == {TRACE_ID}
     assert dropped not in {s.trace_id for s in spans}
     assert len(receiver.of("upstream")) >= 4  # the sampled request's spans did arrive
+
+
+def test_an_attempt_on_a_failing_replica_and_the_fallback_that_answers(
+        tmp_path: Path, receiver: OtlpReceiver) -> None:
+    with FaultUpstream() as upstream, echo_server(
+            tmp_path, "serve", receiver.env("inferd-serve"), remote_models=[
+                {"name": "chat", "fallbacks": ["echo"], "replicas": [  # 200, not JSON
+                    {"kind": "http", "url": upstream.url("garbage"), "upstream_model": "echo"}]}]
+            ) as server:
+        answer = chat(server, "falls back", model="chat", headers={"traceparent": TRACEPARENT})
+        assert answer.json()["model"] == "echo"
+        spans = receiver.wait(done(TRACE_ID), "inferd-serve")
+    server_span = one([s for s in spans if s.trace_id == TRACE_ID], CHAT)
+    (inference,) = children(spans, server_span)
+    assert inference.attributes["gen_ai.request.model"] == "chat"
+    assert inference.attributes["gen_ai.response.model"] == "echo"
+    (route,) = children(spans, inference)
+    assert route.attributes["inferd.route.attempts"] == 2
+    assert route.attributes["inferd.replica.id"] == "local:echo"
+    first, second = sorted(children(spans, route), key=lambda s: s.attributes["inferd.attempt"])
+    assert first.name == "chat chat" and first.attributes["inferd.attempt"] == 1
+    assert first.attributes["inferd.attempt.outcome"] == "unavailable"
+    assert first.status == 2 and first.attributes["error.type"]  # failed, with its error
+    assert "exception" in first.events
+    assert second.name == "chat echo" and second.attributes["inferd.attempt"] == 2
+    assert second.attributes["inferd.attempt.outcome"] == "ok"

@@ -21,7 +21,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferd.tracing import SpanKind, Tracer, failed, incoming, with_tracer
 
-
 PROBES = frozenset({"/health", "/ready", "/metrics"})
 
 

@@ -3,9 +3,9 @@
 ``RouteTrace`` is one request's ``route {model}`` span and, under it, one span per attempt on a
 replica (kind client, named ``{operation} {model}`` as GenAI's conventions name a call to a
 model): which replica, the attempt's number (1 for the first, counted across fallbacks), its
-outcome (``ok``, ``retried`` when it failed before its first byte and the router goes on,
-``failed``, ``cancelled``) and, for an answer in one piece, its usage. A stream's spans end
-when the stream does.
+outcome (``ok``; ``unavailable`` when it failed before its first byte: the router goes on to
+another replica or fallback if it has one; ``failed``, ``cancelled``) and, for an answer in one
+piece, its usage. A stream's spans end when the stream does.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class RouteTrace:
         try:
             result = await run
         except UpstreamUnavailable as exc:
-            self._end(span, "retried", exc)
+            self._end(span, "unavailable", exc)
             raise
         except Exception as exc:
             self._end(span, "failed", exc)
