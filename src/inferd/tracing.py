@@ -19,10 +19,14 @@ The spans it makes (docs/operating/tracing.md):
 - ``route {model}``: the router choosing replicas (``inferd.routing.router``), and under it one
   ``{operation} {model}`` span of kind client per attempt on a replica: its id, the attempt's
   number and outcome; an ``http`` replica's request carries ``traceparent``;
-- ``generate {model}``: a local engine's run of a prompt, with events when it was submitted and
-  when its first token came (``inferd.engines.llamacpp``);
+- ``generate {model}``: a local text engine's run of a prompt, with an event when its first
+  token came (``inferd.engines.local``);
+- ``answer {model}``, kind server: a worker answering a request a gateway sent it over
+  RabbitMQ (``inferd.engines.queue``: the message's headers carry ``traceparent``);
 - ``job {endpoint}``, kind consumer: a worker running a job, in the trace of the request that
   submitted it (its ``traceparent`` is stored with the job).
+
+Under a span the sampler did not record nothing makes a span (``with_tracer``).
 """
 
 from __future__ import annotations
