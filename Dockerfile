@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # inferd images, one target per role (docker build --target NAME .):
-#   gateway  the base install (`pip install inferd`): `inferd gateway`, `inferd worker` without
-#            --model, `inferd migrate`; no machine-learning runtime
+#   gateway  the base install with the trace exporter (`pip install 'inferd[tracing]'`):
+#            `inferd gateway`, `inferd worker` without --model, `inferd migrate`; no
+#            machine-learning runtime
 #   engine   `inferd engine` with llama.cpp (built portable: the best CPU backend is chosen at
 #            run time) and sentence embeddings, and the bundled SmolLM2-135M-Instruct and
 #            all-MiniLM-L6-v2 models
@@ -20,8 +21,9 @@ RUN python -m venv /opt/inferd
 ENV PATH=/opt/inferd/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY constraints.txt pyproject.toml scripts/requirements.py ./
-# The base install: what `pip install inferd` brings (scripts/requirements.py reads pyproject.toml).
-RUN python requirements.py --pyproject pyproject.toml > base.txt \
+# The base install: what `pip install inferd` brings (scripts/requirements.py reads pyproject.toml),
+# with OpenTelemetry's exporter (`inferd[tracing]`: every image can export traces).
+RUN python requirements.py --pyproject pyproject.toml tracing > base.txt \
     && pip install --no-cache-dir -c constraints.txt -r base.txt
 
 FROM deps AS deps-torch

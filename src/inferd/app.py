@@ -19,32 +19,41 @@ from inferd.http.front import HotPathApp
 from inferd.http.middleware import RequestGuard
 from inferd.http.openai import chat
 from inferd.http.openapi import install_openapi
+from inferd.http.tracing import TraceRequests
 from inferd.lifecycle import Drain
 from inferd.services import Services
 from inferd.settings import Settings
+from inferd.tracing import start_tracing
 
 
 def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
     """The ASGI application, as the server runs it (``inferd.http.front.HotPathApp``: chat
     requests and job submissions skip the framework); services start in its lifespan and stop
     with it. ``drain``: the process's stop, begun by the server's signal handler (a fresh one
-    that never begins without it)."""
+    that never begins without it). With an OTLP endpoint in the environment every request is
+    traced (``inferd.tracing``); without one nothing is."""
+    tracing = start_tracing(settings.role)
+    tracer = tracing.tracer if tracing is not None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await Services.start(settings, drain or Drain())
-        app.state.services = services
-        scrapes = await metrics_routes.start_metrics_port(services) \
-            if settings.metrics_port else None
         try:
-            yield
+            services = await Services.start(settings, drain or Drain(), tracer)
+            app.state.services = services
+            scrapes = await metrics_routes.start_metrics_port(services) \
+                if settings.metrics_port else None
+            try:
+                yield
+            finally:
+                if scrapes is not None:
+                    await scrapes.cleanup()
+                await services.close()
         finally:
-            if scrapes is not None:
-                await scrapes.cleanup()
-            await services.close()
+            if tracing is not None:  # the spans still buffered are sent now
+                tracing.shutdown()
 
-    # inferd exports its own Prometheus metrics; the framework's OpenTelemetry hooks would
-    # look up providers on every request.
+    # inferd exports its own Prometheus metrics and traces (TraceRequests); the framework's
+    # OpenTelemetry hooks would look up providers on every request.
     app = HotPathApp(hot_answer, title="inferd", version=__version__, lifespan=lifespan,
                      # served from the package, declared like every route: http/docs.py
                      openapi_url=None, docs_url=None, redoc_url=None,
@@ -58,6 +67,8 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
     app.add_middleware(AuthMiddleware)  # inside RequestGuard: sees the request id
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
                        max_file_bytes=settings.max_file_bytes)
+    if tracer is not None:  # around the guard: a refused body is a traced request too
+        app.add_middleware(TraceRequests, tracer=tracer, fast=hot_answer)
     if settings.cors_origins:  # outermost: a preflight is answered before auth asks for a key
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["*"],

@@ -215,6 +215,16 @@ def _check_cluster_safety(settings: Settings) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+def _check_tracing() -> None:
+    """Traces asked for (an OTLP endpoint in the environment) that cannot be sent stop the
+    process here: the SDK not installed, or a transport other than OTLP/HTTP."""
+    from inferd.tracing import refusal
+
+    why = refusal()
+    if why is not None:
+        raise click.ClickException(why)
+
+
 def _run(settings: Settings) -> None:
     import uvicorn
 
@@ -223,6 +233,7 @@ def _run(settings: Settings) -> None:
 
     _configure_logging(settings.log_level, settings.log_format)
     _check_engines(settings)
+    _check_tracing()
     _check_cluster_safety(settings)
     _check_schema(settings)
     # uvloop + httptools (with bounds on each request head: inferd.http.server); no access

@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
+from inferd import inference_tracing as traced
 from inferd.auth.limits import Limiter, LocalLimiter, period_bounds
 from inferd.auth.principal import Principal
 from inferd.engines.base import Chunk, ModelInfo, Progress
@@ -45,7 +46,10 @@ from inferd.schemas.openai import (
 from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
 from inferd.settings import Settings
+from inferd.tracing import Tracer, current_tracer
 from inferd.usage import in_job
+
+T = TypeVar("T")
 
 # Completion tokens reserved when a request sets no max_tokens (settled with the real count).
 DEFAULT_COMPLETION_ESTIMATE = 256
@@ -95,10 +99,11 @@ class Inference:
     """Runs chat, completion and embedding requests through limits, the router and metering."""
 
     def __init__(self, router: Router, metering: Metering, *,
-                 limiter: Limiter | None = None) -> None:
+                 limiter: Limiter | None = None, tracer: Tracer | None = None) -> None:
         self.router = router
         self.metering = metering
         self.limiter: Limiter = limiter or LocalLimiter()
+        self.tracer = tracer  # None: nothing traced (inferd.inference_tracing)
 
     async def close(self) -> None:
         await self.limiter.close()
@@ -160,6 +165,8 @@ class Inference:
         # counted as UNKNOWN_MODEL, so that clients cannot grow /metrics without bound.
         call = Call(endpoint, model, principal, stream,
                     model if self.router.knows(model) else UNKNOWN_MODEL, batch=in_job())
+        if self.tracer is not None and (tracer := current_tracer()) is not None:
+            call.span = traced.start_span(tracer, endpoint, model, stream)
         try:
             if principal.allowed_models is not None:
                 self.check_model(principal, model)
@@ -170,6 +177,8 @@ class Inference:
                 self.metering.metrics.child("rate_limited", exc.code or "").inc()
             if not isinstance(exc, ModelNotFound):
                 self._end(call, None, exc.status, exc.code)
+            elif call.span is not None:
+                traced.end_span(call.span, None, exc.status, exc.code, None)
             raise
         self.metering.metrics.child("in_flight", call.label).inc()
         return call
@@ -196,6 +205,14 @@ class Inference:
         if call.replica is None:
             call.assume_replica(self._only_replica(call.model))
         self.metering.finish(call, usage, status, error)
+        if call.span is not None:
+            traced.end_span(call.span, usage, status, error, call.replica)
+
+    def _traced(self, call: Call, run: Awaitable[T]) -> Awaitable[T]:
+        """``run``, with the call's span current when it has one."""
+        if call.span is None or self.tracer is None:
+            return run
+        return traced.within(self.tracer, call.span, run)
 
     async def _metered(self, call: Call, stream: AsyncIterator[Chunk],
                        prompt_estimate: int) -> AsyncIterator[Chunk]:
@@ -207,8 +224,11 @@ class Inference:
         last: float | None = None
         gap = self.metering.metrics.child("inter_token", call.label).observe
         clock = time.perf_counter
+        notes = None if call.span is None else traced.StreamNotes()
         try:
             async for chunk in stream:
+                if notes is not None:
+                    notes.feed(chunk)
                 if chunk.get("usage"):
                     usage = chunk["usage"]
                 count = pieces(chunk)
@@ -222,9 +242,13 @@ class Inference:
                     sent += count
                 yield chunk
         except BaseException as exc:  # broken off (upstream, client): bill what was sent
+            if notes is not None:
+                notes.note(call.span)
             self._failed(call, exc, usage or partial_usage(prompt_estimate, sent))
             raise
         else:
+            if notes is not None:
+                notes.note(call.span)
             self._done(call, usage)
         finally:
             aclose = getattr(stream, "aclose", None)
@@ -233,17 +257,19 @@ class Inference:
 
     async def _answer(self, call: Call, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
         try:
-            result = await run
+            result = await self._traced(call, run)
         except BaseException as exc:
             self._failed(call, exc)
             raise
+        if call.span is not None:
+            traced.answered(call.span, result)
         self._done(call, result.get("usage"))
         return result
 
     async def _started(self, call: Call, start: Awaitable[AsyncIterator[Chunk]],
                        prompt_estimate: int) -> AsyncIterator[Chunk]:
         try:
-            stream = await start
+            stream = await self._traced(call, start)
         except BaseException as exc:
             self._failed(call, exc)
             raise
@@ -300,7 +326,7 @@ class Inference:
         call = await self._begin(request.path.strip("/").replace("/", "."), request.model,
                                  principal, False, lambda: size)
         try:
-            result = await self.router.forward(request, call)
+            result = await self._traced(call, self.router.forward(request, call))
         except BaseException as exc:
             self._failed(call, exc)
             raise
@@ -314,7 +340,7 @@ class Inference:
         record of its prompt tokens (no completion tokens)."""
         call = await self._begin(endpoint, model, principal, False, lambda: estimate)
         try:
-            tokens = await count()
+            tokens = await self._traced(call, count())
         except BaseException as exc:
             self._failed(call, exc)
             raise
@@ -328,10 +354,12 @@ class Inference:
         size = len(request.model_dump_json()) // 4 + 1
         call = await self._begin(endpoint, request.model, principal, False, lambda: size)
         try:
-            result = await run(request, call)
+            result = await self._traced(call, run(request, call))
         except BaseException as exc:
             self._failed(call, exc)
             raise
+        if call.span is not None:
+            traced.answered(call.span, result)
         self._done(call, result.get("usage"))
         return result
 
@@ -362,7 +390,7 @@ class Inference:
             if principal.upm is not None or principal.image_budget is not None:
                 await self.limiter.acquire_image_units(principal, units)
             call.image_units = units
-            result = await self.router.images(request, progress, call)
+            result = await self._traced(call, self.router.images(request, progress, call))
         except BaseException as exc:
             self._failed(call, exc)
             raise

@@ -39,7 +39,7 @@ class Call:
 
     __slots__ = ("_replica", "attempts", "endpoint", "flow", "flow_name", "image_units",
                  "images", "label", "model", "principal", "priority", "request_id",
-                 "reservation", "scope", "started", "steps", "stream", "ttft")
+                 "reservation", "scope", "span", "started", "steps", "stream", "ttft")
 
     def __init__(self, endpoint: str, model: str, principal: Principal, stream: bool,
                  label: str | None = None, batch: bool = False) -> None:
@@ -60,6 +60,7 @@ class Call:
         self.images: int | None = None  # image generation only: pictures and steps made
         self.steps: int | None = None
         self.image_units: int | None = None
+        self.span: Any = None  # its trace span, when the process traces (inference_tracing)
         # for fair queueing at a model at capacity: whose turn it takes, and its class (a
         # job's or batch line's waits behind every interactive request)
         self.flow = principal.key_id or ""

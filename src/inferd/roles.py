@@ -26,6 +26,7 @@ from inferd.routing.standby import ensure_standby
 from inferd.settings import ReplicaSpec, Settings
 from inferd.store.db import Database
 from inferd.store.replicas import ReplicaStore
+from inferd.tracing import Tracer
 
 
 def queue_engines(settings: Settings,
@@ -44,8 +45,10 @@ def queue_engines(settings: Settings,
 
 
 async def start_role(settings: Settings, db: Database, catalog: ReplicaCatalog,
-                     stack: AsyncExitStack, engines: dict[str, Engine]) -> None:
-    """Start what ``settings.role`` adds; everything started is closed by ``stack``."""
+                     stack: AsyncExitStack, engines: dict[str, Engine],
+                     tracer: Tracer | None = None) -> None:
+    """Start what ``settings.role`` adds; everything started is closed by ``stack``;
+    ``tracer``: what traces the requests a worker answers for gateways (None: nothing)."""
     if settings.role == "engine" and settings.gateway_url:
         enlisted = GatewayRegistration(settings)
         enlisted.start(list(engines))
@@ -58,7 +61,7 @@ async def start_role(settings: Settings, db: Database, catalog: ReplicaCatalog,
     if settings.role == "worker" and settings.broker_url and engines:
         concurrency = settings.jobs.concurrency
         server = RpcServer(settings.broker_url, settings.broker_prefix, engines,
-                           prefetch=max(1, concurrency))
+                           prefetch=max(1, concurrency), tracer=tracer)
         await server.start()
         stack.push_async_callback(server.close)
         # one replica per worker: a worker that stops takes only its own row along

@@ -29,6 +29,7 @@ from inferd.settings import Settings
 from inferd.store.audit import AuditStore
 from inferd.store.db import Database, open_database
 from inferd.store.replicas import ReplicaStore
+from inferd.tracing import Tracer
 
 log = logging.getLogger("inferd")
 
@@ -59,18 +60,20 @@ class Services:
     started_at: int = field(default_factory=lambda: int(time.time()))
 
     @classmethod
-    async def start(cls, settings: Settings, drain: Drain | None = None) -> Services:
-        """Build and start every part; ``drain``: the process's stop (``inferd.lifecycle``)."""
+    async def start(cls, settings: Settings, drain: Drain | None = None,
+                    tracer: Tracer | None = None) -> Services:
+        """Build and start every part; ``drain``: the process's stop (``inferd.lifecycle``);
+        ``tracer``: what traces requests and jobs (None: nothing is traced)."""
         stack = AsyncExitStack()
         try:
-            return await cls._start(settings, stack, drain or Drain())
+            return await cls._start(settings, stack, drain or Drain(), tracer)
         except BaseException:
             await stack.aclose()
             raise
 
     @classmethod
     async def _start(cls, settings: Settings, stack: AsyncExitStack,
-                     drain: Drain) -> Services:
+                     drain: Drain, tracer: Tracer | None) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = open_database(settings)
         stack.push_async_callback(db.close)
@@ -89,9 +92,10 @@ class Services:
         router = Router(max_attempts=settings.router_max_attempts, routing=settings.routing,
                         spill=settings.routing_spill, slack=settings.routing_slack,
                         queueing=Queueing.of(settings), capacity=settings.replica_capacity,
-                        metrics=metering.metrics)
+                        metrics=metering.metrics, tracer=tracer)
         metering.watch(router)
-        inference = Inference(router, metering, limiter=build_limiter(settings))
+        inference = Inference(router, metering, limiter=build_limiter(settings),
+                              tracer=tracer)
         stack.push_async_callback(inference.close)
         bus = change_bus(settings, stack)
         throttled = metering.metrics.child("rate_limited", "too_many_failed_authentications")
@@ -121,7 +125,7 @@ class Services:
         if bus is not None:
             bus.listen({"catalog": lambda _: catalog.sync(), "keys": auth.keys.apply_announcement})
             stack.push_async_callback(bus.close)  # stops listening before the catalog closes
-        await start_role(settings, db, catalog, stack, {s.name: e for s, e in engines})
+        await start_role(settings, db, catalog, stack, {s.name: e for s, e in engines}, tracer)
         # Jobs run as their submitter's key (limits, allow-list, webhook secret), also after
         # a restart.
         jobs = await start_jobs(db, router, inference, settings, principal_lookup=auth.owner,

@@ -181,3 +181,21 @@ def test_a_model_whose_extra_is_missing_is_refused_at_start(
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == f"Error: {message}"
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_traces_asked_for_without_the_tracing_extra_are_refused_at_start(
+        base_venv: Path, tmp_path: Path) -> None:
+    names = subprocess.run([_python(base_venv), "-m", "pip", "list", "--format", "json"],
+                           capture_output=True, text=True, timeout=120, check=True).stdout
+    installed = {p["name"].lower() for p in json.loads(names)}
+    assert "opentelemetry-api" in installed  # the API only: the SDK is the extra
+    assert not installed & {"opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"}
+    done = subprocess.run(
+        [_python(base_venv), "-m", "inferd", "serve", "--no-bundled", "--data-dir",
+         str(tmp_path / "data")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=_env(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4318"))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Error: OTEL_EXPORTER_OTLP_ENDPOINT is set but the OpenTelemetry SDK is not "
+        "installed: pip install 'inferd[tracing]'")
+    assert "Traceback" not in done.stdout + done.stderr

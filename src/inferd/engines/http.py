@@ -5,7 +5,8 @@ Requests are forwarded as the client sent them, with the model name rewritten to
 and the upstream's credential sent as a Bearer token. Answers come back with the public model
 name. Streams pass through chunk by chunk as they arrive; the upstream is asked for
 ``stream_options.include_usage`` so that its final usage chunk is seen. A query string in the
-replica URL (``?api-version=...``, ``?token=...``) is sent with every request.
+replica URL (``?api-version=...``, ``?token=...``) is sent with every request. A request made
+while a trace is recorded carries its W3C ``traceparent`` (``inferd.tracing``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
+from inferd.tracing import outgoing
 
 
 def api_base(url: str) -> str:
@@ -117,7 +119,8 @@ class HttpEngine(RemoteEngine):
         if self._pool is None:
             raise UpstreamUnavailable(f"The replica of '{self.name}' is not started.")
         try:
-            status, raw = await self._pool.post(path + self.query, orjson.dumps(body))
+            status, raw = await self._pool.post(path + self.query, orjson.dumps(body),
+                                                outgoing())
             if status < 300:
                 return orjson.loads(raw)
         except TRANSPORT_ERRORS as exc:
@@ -134,7 +137,7 @@ class HttpEngine(RemoteEngine):
         return result
 
     async def _stream(self, path: str, body: dict[str, Any], model: str) -> AsyncIterator[Chunk]:
-        response = await self.post(self.url(path), body)
+        response = await self.post(self.url(path), body, outgoing())
         async for payload in self.sse_events(response, require_done=True):
             try:
                 chunk = orjson.loads(payload)
@@ -185,7 +188,7 @@ class HttpEngine(RemoteEngine):
         if request.capability not in self.capabilities:
             return await super().forward(request)
         data: Any
-        headers = {}
+        headers = outgoing()
         if request.form is not None:
             form = aiohttp.FormData()
             for field in request.form:

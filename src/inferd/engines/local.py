@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from opentelemetry.context import Context, get_current
+
 from inferd.engines.base import Chunk, Engine
 from inferd.engines.toolparse import ToolStream, with_tool_calls
 from inferd.errors import UnsupportedParameter
@@ -27,6 +29,7 @@ from inferd.schemas.openai import (
     usage_chunk,
     usage_dict,
 )
+from inferd.tracing import Tracer, current_tracer, failed
 
 # Requests whose text is longer than this many characters are tokenized (with their template
 # applied) in a worker thread, so that a long prompt never holds the event loop; shorter ones
@@ -123,7 +126,7 @@ class LocalTextEngine(Engine):
 
     async def _run(self, generations: list[Generation]) -> list[str]:
         texts = [""] * len(generations)
-        async for index, piece, _ in self.merged(generations, stream=False):
+        async for index, piece, _ in self.traced(generations, stream=False):
             texts[index] += piece or ""
         return texts
 
@@ -170,6 +173,41 @@ class LocalTextEngine(Engine):
             for task in tasks:
                 task.cancel()
 
+    def traced(self, generations: list[Generation], stream: bool = True,
+               ) -> AsyncIterator[tuple[int, str | None, list[dict[str, Any]]]]:
+        """``merged``, in a ``generate {model}`` span when the request is traced: the child
+        of the span current now (a stream's later steps run in its reader's context)."""
+        tracer = current_tracer()
+        if tracer is None:
+            return self.merged(generations, stream)
+        return self._traced(tracer, get_current(), generations, stream)
+
+    async def _traced(self, tracer: Tracer, parent: Context, generations: list[Generation],
+                      stream: bool) -> AsyncIterator[tuple[int, str | None, list[dict[str, Any]]]]:
+        span = tracer.start_span(f"generate {self.name}", context=parent, attributes={
+            "gen_ai.system": self.kind, "gen_ai.request.model": self.name,
+            "gen_ai.usage.input_tokens": _prompt_total(generations),
+            "inferd.choices": len(generations)})
+        first = stream  # unstreamed, an engine may hand over the text at the end
+        try:
+            async for item in self.merged(generations, stream):
+                if first and item[1]:
+                    first = False  # the wait for a seat and the prompt's reading are over
+                    span.add_event("first_token")
+                yield item
+        except BaseException as exc:
+            failed(span, exc)
+            raise
+        finally:
+            span.set_attribute("gen_ai.usage.output_tokens",
+                               sum(g.completion_tokens for g in generations))
+            span.set_attribute("inferd.cached_tokens", sum(
+                int(g.extra.get("cached_tokens") or 0) for g in generations))
+            reasons = [g.finish_reason for g in generations if g.finish_reason]
+            if reasons:
+                span.set_attribute("gen_ai.response.finish_reasons", reasons)
+            span.end()
+
     # -- chat -----------------------------------------------------------------------------
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
         generations = self._choices(await self.prepared_chat(request), request.n)
@@ -198,10 +236,11 @@ class LocalTextEngine(Engine):
         # with tools, each choice's text goes through a parser that emits tool-call deltas
         calls = [None if (names := _names(g)) is None else ToolStream(names)
                  for g in generations]
+        pieces = self.traced(generations)  # before the first yield: in the attempt's context
         for index in range(len(generations)):
             yield _indexed(chat_chunk(id=cid, model=model, created=created,
                                       delta={"role": "assistant", "content": ""}), index)
-        async for index, piece, entries in self.merged(generations):
+        async for index, piece, entries in pieces:
             generation, parser = generations[index], calls[index]
             if piece is None:
                 for delta in parser.finish() if parser else []:
@@ -254,7 +293,7 @@ class LocalTextEngine(Engine):
                     "choices": [{"text": text, "index": index, "logprobs": logprobs,
                                  "finish_reason": finish}]}
 
-        async for index, piece, entries in self.merged(generations):
+        async for index, piece, entries in self.traced(generations):
             generation = generations[index]
             if piece is None:
                 yield chunk(index, "", generation.finish_reason or "stop")

@@ -6,6 +6,8 @@ reply queue and a correlation id; a worker hosting the model runs it on its loca
 answers on the reply queue: one ``result`` message, or ``chunk`` messages then ``end`` for a
 stream (token by token, as generated), or an ``error``. Requests are not persistent: a sync
 client waits for its answer, so one lost with a broker restart fails with a clear 502/504.
+A traced request's message carries its ``traceparent`` in its headers; a worker with a tracer
+answers it in a span of kind server, the child of the gateway's attempt.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from typing import Any
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from opentelemetry.context import attach, detach
 
 from inferd.engines.base import Chunk, Engine
 from inferd.errors import InferdError, UpstreamError, UpstreamTimeout
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.tasks import bounded, cancel_and_wait
+from inferd.tracing import SpanKind, Tracer, outgoing, received, with_tracer
 
 log = logging.getLogger("inferd.engines.queue")
 
@@ -86,9 +90,10 @@ class RpcClient:
         self._waiting[correlation] = inbox
         try:
             body = orjson.dumps({"op": op, "request": request.model_dump(mode="json")})
+            trace: dict[str, Any] = outgoing()  # the attempt's traceparent, when traced
             await channel.default_exchange.publish(
                 aio_pika.Message(body, correlation_id=correlation, reply_to=self._reply_to,
-                                 expiration=wait_seconds),
+                                 expiration=wait_seconds, headers=trace or None),
                 routing_key=rpc_queue(self.prefix, model))
             while True:
                 try:
@@ -153,8 +158,9 @@ class RpcServer:
     """The worker's side: answer ``<prefix>.rpc.<model>`` for the models it hosts."""
 
     def __init__(self, url: str, prefix: str, engines: dict[str, Engine],
-                 prefetch: int) -> None:
+                 prefetch: int, tracer: Tracer | None = None) -> None:
         self.url, self.prefix, self.engines, self.prefetch = url, prefix, engines, prefetch
+        self.tracer = tracer
         self._connection: AbstractRobustConnection | None = None
         self._replies: AbstractRobustChannel | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -175,6 +181,22 @@ class RpcServer:
         task.add_done_callback(self._running.discard)
 
     async def _answer(self, message: AbstractIncomingMessage) -> None:
+        if self.tracer is None:
+            await self._run(message)
+            return
+        model = rpc_model(self.prefix, message.routing_key or "")
+        span = self.tracer.start_span(f"answer {model}", context=received(message.headers),
+                                      kind=SpanKind.SERVER, attributes={
+                                          "gen_ai.request.model": model,
+                                          "messaging.system": "rabbitmq"})
+        token = attach(with_tracer(self.tracer, span))
+        try:
+            await self._run(message)
+        finally:
+            detach(token)
+            span.end()
+
+    async def _run(self, message: AbstractIncomingMessage) -> None:
         async with message.process(ignore_processed=True):
             channel = self._replies
             assert channel is not None

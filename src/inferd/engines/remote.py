@@ -114,10 +114,12 @@ class RemoteEngine(Engine):
         raise NotImplementedError
 
     # -- calls ----------------------------------------------------------------------------
-    async def post(self, url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
-        """POST ``body``; returns a 2xx response (headers read) or raises the mapped error."""
+    async def post(self, url: str, body: dict[str, Any],
+                   headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+        """POST ``body`` (with ``headers`` besides the session's); returns a 2xx response
+        (headers read) or raises the mapped error."""
         try:
-            response = await self.session.post(url, data=orjson.dumps(body),
+            response = await self.session.post(url, data=orjson.dumps(body), headers=headers,
                                                allow_redirects=False)
         except TRANSPORT_ERRORS as exc:
             raise transport_error(exc, self.what) from exc

@@ -152,14 +152,19 @@ class UpstreamPool:
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_every = max(0.01, min(SWEEP_SECONDS, timeout / 4))
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        """POST ``body`` to ``prefix + path``; returns the status and the whole answer body.
+    async def post(self, path: str, body: bytes,
+                   headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """POST ``body`` to ``prefix + path`` (with ``headers`` besides the pool's own: a
+        trace's ``traceparent``); returns the status and the whole answer body.
 
         Raises ``OSError`` (``UpstreamClosed``, connection refused...) or
         ``TimeoutError``.
         """
+        head = self._head
+        if headers:
+            head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
         data = b"POST %s%s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
-            self.prefix, path.encode(), self._head, len(body), body)
+            self.prefix, path.encode(), head, len(body), body)
         async with self._slots:
             for attempt in (1, 2):
                 conn = self._take()

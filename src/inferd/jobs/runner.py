@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from opentelemetry.context import attach, detach
 from pydantic import ValidationError
 
 from inferd.anthropic import translate
@@ -49,6 +50,7 @@ from inferd.store.db import Database
 from inferd.store.jobs import FIRST_START_DATA, JobEvent, JobRecord, JobStore
 from inferd.store.jobs import Outcome as Outcome  # where the workers know it from
 from inferd.store.responses import ResponseStore
+from inferd.tracing import TRACEPARENT, SpanKind, carried, failed, with_tracer
 
 log = logging.getLogger("inferd.jobs")
 
@@ -160,7 +162,34 @@ def error_outcome(exc: Exception) -> Outcome:
 async def run_job(inference: Inference, job: JobRecord, owner: Awaitable[Principal],
                   events: EventLog, images: ImageService | None = None) -> Outcome:
     """Run ``job`` as ``owner`` to its outcome; errors (of the request, or a revoked key)
-    become a ``failed`` outcome."""
+    become a ``failed`` outcome. Traced (``inference.tracer``), the run is a ``job
+    {endpoint}`` span in the trace of the request that submitted the job."""
+    tracer = inference.tracer
+    if tracer is None:
+        return await _run_job(inference, job, owner, events, images)
+    span = tracer.start_span(
+        f"job {job.endpoint}", context=carried((job.meta or {}).get(TRACEPARENT)),
+        kind=SpanKind.CONSUMER, attributes={
+            "inferd.job.id": job.id, "inferd.job.endpoint": job.endpoint,
+            "inferd.job.attempt": job.attempts, "gen_ai.request.model": job.model})
+    token = attach(with_tracer(tracer, span))
+    try:
+        outcome = await _run_job(inference, job, owner, events, images)
+    except BaseException as exc:
+        failed(span, exc)
+        raise
+    else:
+        span.set_attribute("inferd.job.outcome", outcome.status)
+        if outcome.status == "failed":
+            failed(span, None, str((outcome.error or {}).get("code") or "failed"))
+        return outcome
+    finally:
+        detach(token)
+        span.end()
+
+
+async def _run_job(inference: Inference, job: JobRecord, owner: Awaitable[Principal],
+                   events: EventLog, images: ImageService | None) -> Outcome:
     try:
         principal = await owner
         if job.source == "batch" and job.endpoint in (RESPONSES, MESSAGES):

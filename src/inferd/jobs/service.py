@@ -42,6 +42,7 @@ from inferd.store.job_inserts import GroupInserter
 from inferd.store.jobs import JobPage, JobRecord, JobStore
 from inferd.store.leases import LeaseStore
 from inferd.tasks import cancel_and_wait
+from inferd.tracing import TRACEPARENT, current_traceparent
 
 SSEvent = tuple[int | None, str, str]
 # The jobs of background responses: private to their key, as the responses are (no admin
@@ -125,6 +126,10 @@ class JobService:
             self.inference.check_model(principal, asked)  # 403 model_not_allowed
         await self.caps.check_jobs(principal)  # 429 past the key's unfinished jobs
         stored = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        if self.inference.tracer is not None:  # the worker's span joins the submitter's trace
+            traceparent = current_traceparent()
+            if traceparent is not None:
+                meta = {**(meta or {}), TRACEPARENT: traceparent}
         job = JobRecord(
             id=new_id("job"), endpoint=endpoint, model=model, request=stored,
             request_hash=request_hash(endpoint, stored), owner=principal.key_id,

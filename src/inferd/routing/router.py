@@ -38,11 +38,13 @@ from inferd.metrics import Metrics
 from inferd.routing import affinity
 from inferd.routing.fairqueue import Admission, FairQueue, Priority, Queueing
 from inferd.routing.replica import Replica
+from inferd.routing.tracing import RouteTrace
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
 from inferd.settings import Routing, Settings
+from inferd.tracing import Tracer, current_tracer
 
 __all__ = ["ROUTINGS", "ModelEntry", "Placed", "Replica", "Router"]
 
@@ -89,7 +91,7 @@ class Router:
     def __init__(self, max_attempts: int = 3, routing: Routing = DEFAULT_ROUTING,
                  spill: float = SPILL, slack: int = SLACK, *,
                  queueing: Queueing | None = None, capacity: int = 0,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, tracer: Tracer | None = None) -> None:
         self._models: dict[str, ModelEntry] = {}
         self._aliases: dict[str, str] = {}
         self._turn = 0
@@ -101,6 +103,7 @@ class Router:
         # at capacity
         self.capacity = capacity
         self.queue = FairQueue(queueing or Queueing(), self.room, metrics)
+        self.tracer = tracer  # None: nothing traced (inferd.routing.tracing)
 
     # -- the catalogue --------------------------------------------------------------------
     def add(self, replica: Replica, aliases: list[str] | None = None) -> None:
@@ -296,9 +299,26 @@ class Router:
         return chain
 
     async def _run(self, request: R, call: Callable[[Replica, R, Admission], Awaitable[T]],
-                   placed: Placed | None) -> T:
+                   placed: Placed | None, stream: bool = False) -> T:
         """``call`` on replicas in turn until one answers (see the module docstring), once
         the model's queue has admitted the request (a stream takes over its admission)."""
+        if self.tracer is None or (tracer := current_tracer()) is None:
+            return await self._admitted(request, call, placed, None)
+        route = RouteTrace(tracer, request, self.routing_of(request.model), stream)
+        try:
+            result = await self._admitted(request, call, placed, route)
+        except BaseException as exc:
+            route.end(exc)
+            raise
+        if not stream:  # a stream's route ends with it (RouteTrace.attempt)
+            route.end(None)
+        return result
+
+    async def _admitted(self, request: R,
+                        call: Callable[[Replica, R, Admission], Awaitable[T]],
+                        placed: Placed | None, route: RouteTrace | None) -> T:
+        """``_attempts`` once the model's queue has admitted the request (its wait is within
+        the route's span)."""
         chain = self._chain(request.model, placed)
         queued = self.queue.config.enabled
         if placed is None:
@@ -307,14 +327,14 @@ class Router:
             admission = await self.queue.admit(chain[0], placed.flow, placed.flow_name,
                                                placed.priority)
         try:
-            return await self._attempts(request, call, placed, chain, admission, queued)
+            return await self._attempts(request, call, placed, chain, admission, queued, route)
         finally:
             if not admission.handed:
                 admission.close()
 
     async def _attempts(self, request: R, call: Callable[[Replica, R, Admission], Awaitable[T]],
                         placed: Placed | None, chain: list[str], admission: Admission,
-                        queued: bool) -> T:
+                        queued: bool, route: RouteTrace | None) -> T:
         tried: set[str] = set()
         error: UpstreamError | None = None
         key: int | None = None
@@ -344,7 +364,9 @@ class Router:
                 replica.in_flight += 1
                 started = time.perf_counter()
                 try:
-                    result = await call(replica, req, admission)
+                    attempt = call(replica, req, admission)
+                    result = await (attempt if route is None
+                                    else route.attempt(replica, model, attempt))
                 except UpstreamUnavailable as exc:
                     replica.record_failure(exc.message)
                     error = exc
@@ -394,12 +416,13 @@ class Router:
     async def chat_stream(self, request: ChatCompletionRequest,
                           placed: Placed | None = None) -> AsyncIterator[Chunk]:
         return await self._run(
-            request, lambda r, q, a: _started(r, r.engine.chat_stream(q), a), placed)
+            request, lambda r, q, a: _started(r, r.engine.chat_stream(q), a), placed, stream=True)
 
     async def complete_stream(self, request: CompletionRequest,
                               placed: Placed | None = None) -> AsyncIterator[Chunk]:
         return await self._run(
-            request, lambda r, q, a: _started(r, r.engine.complete_stream(q), a), placed)
+            request, lambda r, q, a: _started(r, r.engine.complete_stream(q), a), placed,
+            stream=True)
 
 
 def _round_robin(entry: ModelEntry, ready: list[Replica]) -> Replica:
