@@ -120,7 +120,6 @@ def downgrade() -> None:
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_column("user_id")
         batch.drop_column("team_id")
-    op.drop_index("ix_team_members_user_id", table_name="team_members")
     op.drop_table("team_members")
     op.drop_table("users")
     op.drop_table("teams")
