@@ -130,7 +130,8 @@ def _levels(row: dict[str, Any]) -> tuple[LimitLevel, ...]:
         if level_id is None or row.get(f"{kind}_name") is None:
             continue
         made = int((row.get(f"{kind}_created_at") or 0) * 1000)
-        level = LimitLevel(kind, f"{kind}-{level_id}-{made}", str(row[f"{kind}_name"]),
+        level = LimitLevel(kind, int(level_id), f"{kind}-{level_id}-{made}",
+                           str(row[f"{kind}_name"]),
                            rpm=row.get(f"{kind}_rpm"), tpm=row.get(f"{kind}_tpm"),
                            token_budget=row.get(f"{kind}_token_budget"),
                            budget_period=row.get(f"{kind}_budget_period"))

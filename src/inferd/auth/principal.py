@@ -18,6 +18,7 @@ class LimitLevel:
     the user's or the team's (``limit_id``), not the key's."""
 
     kind: Literal["user", "team"]
+    row_id: int  # the user's or team's id
     limit_id: str
     name: str
     rpm: int | None = None
