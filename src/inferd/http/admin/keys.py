@@ -27,7 +27,7 @@ KeyAdminDep = Annotated[KeyAdmin, Depends(get_key_admin)]
 
 
 @endpoint(router, "POST", "", access="admin", answer=c.ApiKey, status=201, body=KeySpec,
-          errors=(409, 413, 503))
+          errors=(404, 409, 413, 503))
 async def create_key(request: Request, admin: KeyAdminDep) -> Response:
     """A new key; the answer is the only time the key itself is shown."""
     spec = await read_strict(request, KeySpec)
