@@ -50,6 +50,12 @@ def _chat(server: InferdProcess, key: str) -> str:
         return answer.choices[0].message.content or ""
 
 
+def _option(d: Any, css: str, text: str) -> str:
+    """The value of the option of the select at ``css`` that shows ``text``."""
+    return str(next(o.get_attribute("value") for o in
+                    d.find_elements("css selector", f"{css} option") if o.text == text))
+
+
 def test_a_team_a_user_and_their_key_from_the_ui(server: InferdProcess, browser: Any,
                                                  tmp_path: Path) -> None:
     d = browser
@@ -81,12 +87,8 @@ def test_a_team_a_user_and_their_key_from_the_ui(server: InferdProcess, browser:
     wait(d, lambda d: find(d, "#page-keys").is_displayed())
     fill(d, "#key-name", "erin-key")
     wait(d, lambda d: len(d.find_elements("css selector", "#key-team option")) > 1)
-    team_value = [o.get_attribute("value") for o in
-                  d.find_elements("css selector", "#key-team option") if o.text == "research"][0]
-    user_value = [o.get_attribute("value") for o in
-                  d.find_elements("css selector", "#key-user option") if o.text == "erin"][0]
-    select(d, "#key-team", team_value)
-    select(d, "#key-user", user_value)
+    select(d, "#key-team", _option(d, "#key-team", "research"))
+    select(d, "#key-user", _option(d, "#key-user", "erin"))
     assert find(d, "#key-form [name=team]").get_attribute("value") == "research"
     find(d, "#key-form button[type=submit]").click()
     wait(d, lambda d: find(d, "#key-created").is_displayed())
