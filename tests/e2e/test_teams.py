@@ -43,7 +43,7 @@ def sdk(server: InferdProcess, key: str) -> OpenAI:
 
 
 def chat(client: OpenAI, model: str = "echo") -> str:
-    answer = client.chat.completions.create(model=model, messages=HI, max_tokens=5)  # type: ignore[arg-type]
+    answer = client.chat.completions.create(model=model, messages=HI, max_tokens=5)
     return answer.choices[0].message.content or ""
 
 
