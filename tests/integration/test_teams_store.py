@@ -131,16 +131,19 @@ async def test_migration_makes_teams_and_users_of_the_key_texts(database: Databa
         "name", "owner", "team", "key_hash", "prefix", "scope", "webhook_secret",
         "created_at", "updated_at", "rpm")))
     rows = [("a", "ann", "red", 5), ("b", "ann", "blue", None), ("c", "bob", "red", None),
-            ("d", None, "red", None), ("e", None, None, None)]
+            ("d", None, "red", None), ("e", None, None, None), ("f", "ops", None, None),
+            ("g", "eve", None, None)]
+    scopes = {"f": "admin", "g": "auditor"}
     async with database.engine.begin() as conn:
         await conn.execute(old.insert(), [
             {"name": n, "owner": o, "team": t, "key_hash": f"h{n}", "prefix": "p",
-             "scope": "user", "webhook_secret": "", "created_at": 1.0, "updated_at": 1.0,
+             "scope": scopes.get(n, "user"), "webhook_secret": "", "created_at": 1.0, "updated_at": 1.0,
              "rpm": r} for n, o, t, r in rows])
     await asyncio.to_thread(upgrade, database.url)
     async with database.engine.connect() as conn:
         team_ids = dict((await conn.execute(sa.select(teams.c.name, teams.c.id))).all())
         user_ids = dict((await conn.execute(sa.select(users.c.name, users.c.id))).all())
+        roles = dict((await conn.execute(sa.select(users.c.name, users.c.role))).all())
         linked = (await conn.execute(sa.select(api_keys.c.name, api_keys.c.team_id,
                                                api_keys.c.user_id, api_keys.c.team,
                                                api_keys.c.owner, api_keys.c.rpm)
@@ -148,18 +151,24 @@ async def test_migration_makes_teams_and_users_of_the_key_texts(database: Databa
         members = set((await conn.execute(sa.select(team_members.c.team_id,
                                                     team_members.c.user_id,
                                                     team_members.c.role))).all())
-    assert set(team_ids) == {"red", "blue"} and set(user_ids) == {"ann", "bob"}
+    assert set(team_ids) == {"red", "blue"}
+    assert roles == {"ann": None, "bob": None, "ops": "admin", "eve": "auditor"}
     red, blue, ann, bob = team_ids["red"], team_ids["blue"], user_ids["ann"], user_ids["bob"]
     assert [tuple(r) for r in linked] == [
         ("a", red, ann, "red", "ann", 5), ("b", blue, ann, "blue", "ann", None),
         ("c", red, bob, "red", "bob", None), ("d", red, None, "red", None, None),
-        ("e", None, None, None, None, None)]
+        ("e", None, None, None, None, None), ("f", None, user_ids["ops"], None, "ops", None),
+        ("g", None, user_ids["eve"], None, "eve", None)]
     assert members == {(red, ann, "member"), (blue, ann, "member"), (red, bob, "member")}
     # the keys work as before: no team or user sets a limit or a model list
     row = await KeyStore(database).find_by_name("a")
     assert row is not None
     principal = principal_from_row(row)
     assert principal.levels == () and principal.allowed_models is None and principal.rpm == 5
+    for name, scope in scopes.items():  # the owners of admin and auditor keys have the role
+        row = await KeyStore(database).find_by_name(name)
+        assert row is not None and principal_from_row(row).scope == scope
+    assert await KeyStore(database).has_usable_admin()
     await asyncio.to_thread(downgrade, database.url, "0018")  # and back
     async with database.engine.connect() as conn:
         names = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))

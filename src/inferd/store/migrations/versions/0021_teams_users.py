@@ -8,7 +8,8 @@ Revises: 0018
 ``team_members`` (a user's role in a team: owner, member or viewer). ``api_keys`` gets
 ``team_id`` and ``user_id``. Existing keys keep working unchanged: each distinct ``team``
 text becomes a team and each distinct ``owner`` text a user, the keys are linked to them,
-and the owner of a key with a team becomes a member of that team. The downgrade drops the
+the owner of a key with a team becomes a member of that team, and the owner of an admin
+(auditor) key gets the admin (auditor) role, so every key keeps its scope. The downgrade drops the
 links and the tables; the keys' ``owner`` and ``team`` texts stay as they were.
 """
 
@@ -84,11 +85,12 @@ def _adopt_texts() -> None:
     """Each distinct ``team`` / ``owner`` text of the keys becomes a team / user (grouped by
     the database's own comparison, so the links below find exactly one row each)."""
     now = time.time()
-    keys = sa.table("api_keys", sa.column("team"), sa.column("owner"),
+    keys = sa.table("api_keys", sa.column("team"), sa.column("owner"), sa.column("scope"),
                     sa.column("team_id"), sa.column("user_id"))
     teams = sa.table("teams", sa.column("id"), sa.column("name"), sa.column("created_at"),
                      sa.column("updated_at"))
     users = sa.table("users", sa.column("id"), sa.column("name"), sa.column("disabled"),
+                     sa.column("role"),
                      sa.column("created_at"), sa.column("updated_at"))
     members = sa.table("team_members", sa.column("team_id"), sa.column("user_id"),
                        sa.column("role"), sa.column("created_at"))
@@ -107,6 +109,13 @@ def _adopt_texts() -> None:
     op.execute(keys.update().where(keys.c.owner.is_not(None)).values(
         user_id=sa.select(users.c.id).where(users.c.name == keys.c.owner)
         .scalar_subquery()))
+    # A user's keys may not act above the user's role: the owner of an admin (auditor) key
+    # gets that role, so that every key keeps its scope.
+    for scope in ("auditor", "admin"):
+        op.execute(users.update().where(users.c.id.in_(
+            sa.select(keys.c.user_id).where(keys.c.scope == scope,
+                                            keys.c.user_id.is_not(None))))
+            .values(role=scope))
     op.execute(members.insert().from_select(
         ["team_id", "user_id", "role", "created_at"],
         sa.select(keys.c.team_id, keys.c.user_id, sa.literal("member"), stamp)
