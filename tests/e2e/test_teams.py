@@ -70,6 +70,8 @@ def test_a_team_rate_limit_counts_across_its_keys(
     team = ok(admin.post("/admin/v1/teams", json={"name": "slow-team", "rpm": 1}), 201)
     keys = [ok(admin.post("/admin/v1/keys", json={"name": f"slow-{i}", "team_id": team["id"],
                                                   "rpm": 100}), 201)["key"] for i in range(2)]
+    listed = ok(admin.get("/admin/v1/keys", params={"team_id": team["id"]}))["data"]
+    assert [k["name"] for k in listed] == ["slow-0", "slow-1"]
     with sdk(server, keys[0]) as first, sdk(server, keys[1]) as second:
         assert chat(first)
         with pytest.raises(openai.RateLimitError) as refused:

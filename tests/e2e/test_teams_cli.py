@@ -39,6 +39,9 @@ def test_teams_and_users_from_the_command_line(tmp_path: Path) -> None:
     key = json.loads(ok(data, "keys", "create", "--name", "k", "--team-id", str(team["id"]),
                         "--user-id", str(user["id"])))
     assert (key["team"], key["owner"]) == ("search", "ann")
+    ok(data, "keys", "create", "--name", "other")
+    mine = ok(data, "keys", "list", "--user-id", str(user["id"])).splitlines()
+    assert [json.loads(line)["name"] for line in mine] == ["k"]
     listed = [json.loads(line) for line in ok(data, "users", "list", "--limit", "2").splitlines()]
     assert [u["name"] for u in listed] == ["ann", "bob"]
     after = [json.loads(line)["name"] for line in

@@ -173,10 +173,10 @@ class KeyAdmin:
         return key_view(row, key=secret)
 
     async def page(self, *, after: int | None = None, limit: int = 100,
-                   **search: str | None) -> dict[str, Any]:
+                   **search: Any) -> dict[str, Any]:
         """A page of keys by id after ``after`` (OpenAI's list shape: ``has_more``,
-        ``first_id``, ``last_id``); ``search``: ``owner``, ``team``, ``name``, ``prefix``,
-        ``search`` (see ``KeyStore.page``)."""
+        ``first_id``, ``last_id``); ``search``: ``owner``, ``team``, ``team_id``, ``user_id``,
+        ``name``, ``prefix``, ``search`` (see ``KeyStore.page``)."""
         rows = await self.store.page(after=after, limit=limit + 1, **search)
         data = [key_view(r) for r in rows[:limit]]
         return {"object": "list", "data": data,

@@ -205,8 +205,10 @@ class KeyStore:
     async def page(self, *, after: int | None = None, limit: int = 100,
                    owner: str | None = None, team: str | None = None,
                    name: str | None = None, prefix: str | None = None,
-                   search: str | None = None) -> list[dict[str, Any]]:
-        """Up to ``limit`` keys by id after ``after``: ``owner`` and ``team`` match exactly,
+                   search: str | None = None, team_id: int | None = None,
+                   user_id: int | None = None) -> list[dict[str, Any]]:
+        """Up to ``limit`` keys by id after ``after``: ``owner``, ``team``, ``team_id`` and
+        ``user_id`` match exactly,
         ``name`` and ``prefix`` (the display prefix) from the start, ``search`` anywhere in
         the name, owner, team or prefix (case-insensitive)."""
         query = KEYS.order_by(api_keys.c.id).limit(limit)
@@ -216,6 +218,10 @@ class KeyStore:
             query = query.where(api_keys.c.owner == owner)
         if team is not None:
             query = query.where(api_keys.c.team == team)
+        if team_id is not None:
+            query = query.where(api_keys.c.team_id == team_id)
+        if user_id is not None:
+            query = query.where(api_keys.c.user_id == user_id)
         if name is not None:
             query = query.where(api_keys.c.name.startswith(name, autoescape=True))
         if prefix is not None:
