@@ -64,6 +64,23 @@ def gates(principal: Principal) -> list[Gate]:
     return out
 
 
+class GateCache:
+    """The gates of each principal, made once per principal (a reloaded key is a new
+    principal, with its new limits): the hot path allocates none."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, tuple[Principal, tuple[Gate, ...]]] = {}
+
+    def of(self, principal: Principal) -> tuple[Gate, ...]:
+        made = self._made.get(principal.limit_key)
+        if made is None or made[0] is not principal:
+            made = self._made[principal.limit_key] = (principal, tuple(gates(principal)))
+        return made[1]
+
+    def clear(self) -> None:
+        self._made.clear()
+
+
 @dataclass(slots=True)
 class Reservation:
     """What ``acquire`` took for one request; handed back to ``settle``."""
@@ -198,6 +215,7 @@ class LocalLimiter:
         self._images: dict[str, tuple[float | None, float]] = {}  # key: (level, stamp)
         self._units: dict[str, tuple[float | None, float]] = {}  # key: (level, stamp)
         self._unit_budgets: dict[str, tuple[float, int]] = {}  # key: (period start, used)
+        self._gates = GateCache()
 
     def _get(self, key_id: str, now: float) -> _KeyState:
         state = self._state.get(key_id)
@@ -210,7 +228,7 @@ class LocalLimiter:
         now = time.monotonic()
         wall = time.time()
         plan: list[tuple[Gate, _KeyState, float, float, float | None]] = []
-        for gate in gates(principal):
+        for gate in self._gates.of(principal):
             state = self._get(gate.key, now)
             req_level = tok_level = 0.0
             if gate.rpm is not None:
@@ -308,3 +326,4 @@ class LocalLimiter:
         self._images.clear()
         self._units.clear()
         self._unit_budgets.clear()
+        self._gates.clear()

@@ -20,9 +20,9 @@ import redis.asyncio as aioredis
 from inferd.auth.limits import (
     NO_PERIOD_RETRY_SECONDS,
     Gate,
+    GateCache,
     Reservation,
     gate_limited,
-    gates,
     own_start,
     period_bounds,
     rate_limited,
@@ -142,6 +142,7 @@ class RedisLimiter:
         self._acquire_images = self.redis.register_script(ACQUIRE_IMAGES)
         self._acquire_units = self.redis.register_script(ACQUIRE_UNITS)
         self._pending: list[tuple[str, int, bool]] = []
+        self._gates = GateCache()
         self._flusher: asyncio.Task[None] | None = None
 
     def _keys(self, key_id: str, budget_start: float | None) -> list[str]:
@@ -155,7 +156,7 @@ class RedisLimiter:
         args: list[int] = [tokens]
         taken: list[tuple[Gate, float | None]] = []
         ends: list[float | None] = []
-        for gate in gates(principal):
+        for gate in self._gates.of(principal):
             start, end, budget, ttl = None, None, -1, 0
             if gate.budget is not None:
                 start, end = period_bounds(gate.period, now)
