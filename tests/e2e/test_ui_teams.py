@@ -70,6 +70,12 @@ def test_a_team_a_user_and_their_key_from_the_ui(server: InferdProcess, browser:
     find(d, "#team-form button[type=submit]").click()
     wait(d, lambda d: "research" in find(d, "#teams-table").text)
     assert "50 req/min" in find(d, "#teams-table").text
+    click_in_row(d, "#teams-table", "research", "Edit")
+    wait(d, lambda d: find(d, "#team-form [name=rpm]").get_attribute("value") == "50")
+    fill(d, "#team-form [name=rpm]", "70")
+    find(d, "#team-form button[type=submit]").click()
+    wait(d, lambda d: "70 req/min" in find(d, "#teams-table").text)
+    assert find(d, "#team-form-title").text == "Create a team"
     fill(d, "#user-form [name=name]", "erin")
     fill(d, "#user-form [name=email]", "erin@example.org")
     find(d, "#user-form button[type=submit]").click()

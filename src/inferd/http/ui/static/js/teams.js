@@ -1,5 +1,5 @@
-// Teams & users: create teams and users, list them a page at a time ("Load more"), a team's
-// members (add, change role, remove), disable or enable a user, delete (two steps).
+// Teams & users: create and edit teams and users, list them a page at a time ("Load more"), a
+// team's members (add, change role, remove), disable or enable a user, delete (two steps).
 import { api, list } from "./api.js";
 import { $, el, fillTable, fmtNum, formValues, rowButton, rowSay, say } from "./ui.js";
 
@@ -8,6 +8,27 @@ const messages = new Map(); // "team:1", "user:2", "member:3" -> the outcome of 
 const state = { teams: [], teamsLast: null, users: [], usersLast: null, members: [], membersLast: null, team: null };
 
 const number = (s) => (s === "" || s === undefined ? null : Number(s));
+// The team or user being edited in its form (null: the form creates one).
+const editing = { team: null, user: null };
+const FORMS = {
+  team: { form: "#team-form", box: "#team-box", title: "#team-form-title", say: "#team-say", path: "/admin/v1/teams", noun: "team" },
+  user: { form: "#user-form", box: "#user-box", title: "#user-form-title", say: "#user-say", path: "/admin/v1/users", noun: "user" },
+};
+
+function edit(kind, row) {
+  const spec = FORMS[kind];
+  editing[kind] = row;
+  const f = $(spec.form).elements;
+  for (const field of f) {
+    if (!field.name) continue;
+    const value = field.name === "models" ? (row.models || []).join(", ") : row[field.name];
+    field.value = value ?? "";
+  }
+  $(spec.title).textContent = `Edit ${spec.noun} ${row.name}`;
+  $(`${spec.form} button[type=submit]`).textContent = `Save ${spec.noun}`;
+  $(spec.box).open = true;
+  f.name.focus();
+}
 
 function limits(row) {
   const parts = [];
@@ -67,6 +88,7 @@ function renderTeams() {
     ["", (t) => el("span", { class: "row-actions" },
       rowButton("Members", `of team ${t.name}`, () => showMembers(t), "quiet"),
       el("span", { class: "actions" },
+        rowButton("Edit", `team ${t.name}`, () => edit("team", t), "quiet"),
         remove(`team:${t.id}`, `team ${t.name}`, "Delete", () => api("DELETE", `/admin/v1/teams/${t.id}`)),
         rowSay(messages, `team:${t.id}`)))],
   ], "No teams yet.");
@@ -80,6 +102,7 @@ function renderUsers() {
     ["limits", limits],
     ["status", (u) => el("span", { class: `badge ${u.disabled ? "bad" : "ok"}` }, u.disabled ? "disabled" : "active")],
     ["", (u) => el("span", { class: "actions" },
+      rowButton("Edit", `user ${u.name}`, () => edit("user", u), "quiet"),
       act(`user:${u.id}`, u.disabled ? "Enable" : "Disable", `user ${u.name}`,
         () => api("PATCH", `/admin/v1/users/${u.id}`, { disabled: !u.disabled })),
       remove(`user:${u.id}`, `user ${u.name}`, "Delete", () => api("DELETE", `/admin/v1/users/${u.id}`)),
@@ -116,47 +139,57 @@ async function showMembers(team) {
 
 async function load() {
   await Promise.all([pageOf("teams", null), pageOf("users", null)]);
-  if (state.team && !state.teams.some((t) => t.id === state.team.id)) state.team = null;
+  if (state.team) state.team = state.teams.find((t) => t.id === state.team.id) || null;
   if (state.team) await membersPage(null);
   renderTeams();
   renderUsers();
   renderMembers();
 }
 
+// A new one leaves out what is not set; an edit sends it as null (cleared).
+function drop(out, kind) {
+  if (!editing[kind]) for (const [name, value] of Object.entries(out)) if (value === null) delete out[name];
+  return out;
+}
+
 function teamBody(v) {
   const models = v.models.split(",").map((m) => m.trim()).filter(Boolean);
-  const out = { name: v.name, models: models.length ? models : null, rpm: number(v.rpm), tpm: number(v.tpm),
-    token_budget: number(v.token_budget), budget_period: v.budget_period || null };
-  for (const [name, value] of Object.entries(out)) if (value === null) delete out[name];
-  return out;
+  return drop({ name: v.name, models: models.length ? models : null, rpm: number(v.rpm), tpm: number(v.tpm),
+    token_budget: number(v.token_budget), budget_period: v.budget_period || null }, "team");
 }
 
 function userBody(v) {
-  const out = { name: v.name, email: v.email || null, role: v.role || null, rpm: number(v.rpm), tpm: number(v.tpm),
-    token_budget: number(v.token_budget), budget_period: v.budget_period || null };
-  for (const [name, value] of Object.entries(out)) if (value === null) delete out[name];
-  return out;
+  return drop({ name: v.name, email: v.email || null, role: v.role || null, rpm: number(v.rpm), tpm: number(v.tpm),
+    token_budget: number(v.token_budget), budget_period: v.budget_period || null }, "user");
 }
 
-function creator(form, where, path, body, done) {
-  $(form).addEventListener("submit", async (event) => {
+function form(kind, body) {
+  const spec = FORMS[kind];
+  $(spec.form).addEventListener("submit", async (event) => {
     event.preventDefault();
-    say(where, "");
+    say(spec.say, "");
+    const row = editing[kind];
     try {
-      await api("POST", path, body(formValues(event.target)));
+      if (row) await api("PATCH", `${spec.path}/${row.id}`, body(formValues(event.target)));
+      else await api("POST", spec.path, body(formValues(event.target)));
       event.target.reset();
-      say(where, done, "ok");
+      say(spec.say, row ? "Saved." : `${spec.noun[0].toUpperCase()}${spec.noun.slice(1)} created.`, "ok");
       await load();
     } catch (error) {
-      say(where, error.message);
+      say(spec.say, error.message);
     }
+  });
+  $(spec.form).addEventListener("reset", () => {
+    editing[kind] = null;
+    $(spec.title).textContent = `Create a ${spec.noun}`;
+    $(`${spec.form} button[type=submit]`).textContent = `Create ${spec.noun}`;
   });
 }
 
 export default {
   init() {
-    creator("#team-form", "#team-say", "/admin/v1/teams", teamBody, "Team created.");
-    creator("#user-form", "#user-say", "/admin/v1/users", userBody, "User created.");
+    form("team", teamBody);
+    form("user", userBody);
     $("#member-form").addEventListener("submit", async (event) => {
       event.preventDefault();
       say("#member-say", "");
