@@ -214,7 +214,16 @@ class TeamStore:
 
     async def set_member(self, team_id: int, user_id: int,
                          role: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        """Add a user to a team or change their role: (before, after)."""
+        """Add a user to a team or change their role: (before, after). ``Conflict`` when the
+        team or the user was deleted meanwhile."""
+        try:
+            return await self._set_member(team_id, user_id, role)
+        except sa.exc.IntegrityError:
+            raise Conflict("The team or the user no longer exists.",
+                           code="member_not_added") from None
+
+    async def _set_member(self, team_id: int, user_id: int,
+                          role: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         async with self.db.engine.begin() as conn:
             before = await self._member(conn, team_id, user_id)
             if before is None:
