@@ -77,3 +77,14 @@ async def test_a_team_rate_spans_its_keys(limiter: Limiter) -> None:
         await limiter.acquire(b, 10)
     assert "1 requests per minute for the team 'ops'" in refused.value.message
     assert refused.value.retry_after is not None and refused.value.retry_after > 0
+
+
+async def test_a_refusal_names_the_limit_that_holds_the_request_back_longest(
+        limiter: Limiter) -> None:
+    team = LimitLevel("team", 10, f"team-10-{uuid.uuid4().hex[:6]}", "ops", rpm=1)
+    key = Principal(key_id="5", scope="user", tpm=1000, levels=(team,))
+    await limiter.acquire(key, 1000)  # the key's tokens and the team's request, both used up
+    with pytest.raises(RateLimited) as refused:
+        await limiter.acquire(key, 10)  # 10 tokens come back in 0.6 s, a request in 60 s
+    assert "for the team 'ops'" in refused.value.message
+    assert refused.value.retry_after is not None and refused.value.retry_after > 30

@@ -17,7 +17,9 @@ token estimate as its cost. A budget is a counter of tokens used since the perio
 
 Requests/min, tokens/min and token budgets apply at each level that sets one: the key's own
 ``Gate``, then its user's and its team's (``Principal.levels``), whose counters every key of
-that user or team shares. A request is reserved at every level or at none.
+that user or team shares. A request is reserved at every level or at none; a refused one is
+told of the limit that holds it back longest (``longest``), so its ``Retry-After`` is when
+every level has room.
 """
 
 from __future__ import annotations
@@ -177,6 +179,12 @@ def gate_limited(reason: str, gate: Gate, wait: float) -> RateLimited:
                        retry_after=wait, code="insufficient_quota")
 
 
+def longest(refusals: list[RateLimited]) -> RateLimited:
+    """Of the limits a request meets, the one that holds it back longest: its ``Retry-After``
+    is when every level has room."""
+    return max(refusals, key=lambda refusal: refusal.retry_after or 0.0)
+
+
 def own_start(taken: tuple[tuple[Gate, float | None], ...], principal: Principal) -> float | None:
     """The budget period start of the key's own gate among those reserved."""
     for gate, start in taken:
@@ -228,26 +236,31 @@ class LocalLimiter:
         now = time.monotonic()
         wall = time.time()
         plan: list[tuple[Gate, _KeyState, float, float, float | None]] = []
+        refusals: list[RateLimited] = []
         for gate in self._gates.of(principal):
             state = self._get(gate.key, now)
             req_level = tok_level = 0.0
             if gate.rpm is not None:
                 req_level = _refill(state.req_level, state.req_stamp, gate.rpm, now)
                 if req_level < 1.0:
-                    raise gate_limited("rpm", gate, (1.0 - req_level) * 60.0 / max(gate.rpm, 1))
+                    refusals.append(gate_limited(
+                        "rpm", gate, (1.0 - req_level) * 60.0 / max(gate.rpm, 1)))
             if gate.tpm is not None:
                 tok_level = _refill(state.tok_level, state.tok_stamp, gate.tpm, now)
                 need = min(tokens, gate.tpm)
                 if tok_level < need:
-                    raise gate_limited("tpm", gate, (need - tok_level) * 60.0 / max(gate.tpm, 1))
+                    refusals.append(gate_limited(
+                        "tpm", gate, (need - tok_level) * 60.0 / max(gate.tpm, 1)))
             start = None
             if gate.budget is not None:
                 start, end = period_bounds(gate.period, wall)
                 used = state.budget_used if state.budget_start == start else 0
                 if used + tokens > gate.budget:
                     wait = end - wall if end is not None else NO_PERIOD_RETRY_SECONDS
-                    raise gate_limited("budget", gate, wait)
+                    refusals.append(gate_limited("budget", gate, wait))
             plan.append((gate, state, req_level, tok_level, start))
+        if refusals:
+            raise longest(refusals)
         for gate, state, req_level, tok_level, start in plan:
             if gate.rpm is not None:
                 state.req_level, state.req_stamp = req_level - 1.0, now

@@ -23,6 +23,7 @@ from inferd.auth.limits import (
     GateCache,
     Reservation,
     gate_limited,
+    longest,
     own_start,
     period_bounds,
     rate_limited,
@@ -34,7 +35,8 @@ log = logging.getLogger("inferd.limits")
 # For each level (the key's, its user's, its team's): KEYS request bucket, token bucket, budget
 # counter; ARGV rpm, tpm (0: no limit), budget (-1: none), budget ttl (0: none), after ARGV[1],
 # the cost. Every level is checked before any is written: all are reserved, or none.
-# Returns {1, 0, 0, 0} when reserved, else {0, wait in ms, reason 1=rpm 2=tpm 3=budget, level}.
+# Returns {1} when reserved, else {0, then for each limit met: wait in ms, reason 1=rpm 2=tpm
+# 3=budget, level}.
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -47,24 +49,38 @@ local function level(key, cap)
 end
 local n = #KEYS / 3
 local rls, tls = {}, {}
+local refused = {0}
 for i = 1, n do
   local k, a = (i - 1) * 3, 1 + (i - 1) * 4
   local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local budget = tonumber(ARGV[a + 3])
   if rpm > 0 then
     rls[i] = level(KEYS[k + 1], rpm)
-    if rls[i] < 1 then return {0, math.ceil((1 - rls[i]) * 60000 / rpm), 1, i} end
+    if rls[i] < 1 then
+      table.insert(refused, math.ceil((1 - rls[i]) * 60000 / rpm))
+      table.insert(refused, 1)
+      table.insert(refused, i)
+    end
   end
   if tpm > 0 then
     tls[i] = level(KEYS[k + 2], tpm)
     local need = math.min(cost, tpm)
-    if tls[i] < need then return {0, math.ceil((need - tls[i]) * 60000 / tpm), 2, i} end
+    if tls[i] < need then
+      table.insert(refused, math.ceil((need - tls[i]) * 60000 / tpm))
+      table.insert(refused, 2)
+      table.insert(refused, i)
+    end
   end
   if budget >= 0 then
     local used = tonumber(redis.call('GET', KEYS[k + 3]) or '0')
-    if used + cost > budget then return {0, 0, 3, i} end
+    if used + cost > budget then
+      table.insert(refused, 0)
+      table.insert(refused, 3)
+      table.insert(refused, i)
+    end
   end
 end
+if #refused > 1 then return refused end
 for i = 1, n do
   local k, a = (i - 1) * 3, 1 + (i - 1) * 4
   local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
@@ -82,7 +98,7 @@ for i = 1, n do
     redis.call('EXPIRE', KEYS[k + 2], 120)
   end
 end
-return {1, 0, 0, 0}
+return {1}
 """
 
 _REASONS = {1: "rpm", 2: "tpm", 3: "budget"}
@@ -169,13 +185,16 @@ class RedisLimiter:
         if keys:
             result: Any = await self._acquire(keys=keys, args=args)
             if int(result[0]) != 1:
-                reason = _REASONS[int(result[2])]
-                index = int(result[3]) - 1
-                wait = int(result[1]) / 1000.0
-                if reason == "budget":
-                    end = ends[index]
-                    wait = end - time.time() if end is not None else NO_PERIOD_RETRY_SECONDS
-                raise gate_limited(reason, taken[index][0], wait)
+                refusals = []
+                for at in range(1, len(result) - 2, 3):
+                    reason = _REASONS[int(result[at + 1])]
+                    index = int(result[at + 2]) - 1
+                    wait = int(result[at]) / 1000.0
+                    if reason == "budget":
+                        end = ends[index]
+                        wait = end - time.time() if end is not None else NO_PERIOD_RETRY_SECONDS
+                    refusals.append(gate_limited(reason, taken[index][0], wait))
+                raise longest(refusals)
         done = tuple(taken)
         return Reservation(principal, tokens, own_start(done, principal), done)
 
