@@ -132,6 +132,7 @@ def list_teams(config: Path | None, after: int | None, limit: int | None,
 @config_option
 @click.argument("team_id", type=int)
 def get_team(config: Path | None, team_id: int) -> None:
+    """Show a team."""
     _echo(_run(config, lambda admin: admin.get_team(team_id)))
 
 
@@ -225,6 +226,7 @@ def list_users(config: Path | None, after: int | None, limit: int | None,
 @config_option
 @click.argument("user_id", type=int)
 def get_user(config: Path | None, user_id: int) -> None:
+    """Show a user."""
     _echo(_run(config, lambda admin: admin.get_user(user_id)))
 
 
