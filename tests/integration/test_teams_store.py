@@ -177,3 +177,17 @@ async def test_migration_makes_teams_and_users_of_the_key_texts(database: Databa
     assert not {"teams", "users", "team_members"} & names
     assert [tuple(r) for r in texts] == [(n, o, t) for n, o, t, _ in rows]
     await asyncio.to_thread(upgrade, database.url)
+
+
+async def test_a_team_change_appends_a_change_of_each_of_its_keys(database: Database) -> None:
+    keys, admin, _ = _admins(database)
+    team = await admin.create_team(TeamSpec(name="many"))
+    made = [await keys.create(KeySpec(name=f"k{i}", team_id=team["id"])) for i in range(3)]
+    await keys.create(KeySpec(name="outside"))
+    store = KeyStore(database)
+    before = await store.last_change()
+    await admin.update_team(team["id"], TeamUpdate(rpm=5))
+    changed = await store.changes_since(before)
+    assert [(key_id, key_hash) for _, key_id, key_hash in changed] == [
+        (k["id"], (await store.get(k["id"]) or {})["key_hash"]) for k in made]
+    assert [c[0] for c in changed] == sorted(c[0] for c in changed)

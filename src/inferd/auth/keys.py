@@ -338,15 +338,12 @@ class KeyRing:
         if self.announce is not None:
             await self.announce(key_id)
 
-    async def changed_many(self, changes: list[tuple[int, int, str]]) -> None:
-        """This process changed a team or user: ``changes`` are the changes of its keys in
-        the feed (change id, key id, key hash), applied here now and skipped when the feed is
-        read; the other processes are told to read the feed."""
-        for change_id, _, _ in changes:
-            self._own[change_id] = None
-        while len(self._own) > OWN_SIZE:
-            self._own.popitem(last=False)
-        await self._apply([(key_id, key_hash) for _, key_id, key_hash in changes])
+    async def changed_many(self, changes: list[tuple[int, str]]) -> None:
+        """This process changed a team or user: ``changes`` are its keys (id, hash), whose
+        changes are in the feed; those held here are reloaded now (and again when the feed is
+        read: the changes of a team are written in one statement, without their ids), and the
+        other processes are told to read the feed."""
+        await self._apply([(key_id, key_hash) for key_id, key_hash in changes])
         self.has_admin = await self.store.has_usable_admin()
         if self.announce is not None:
             await self.announce("")

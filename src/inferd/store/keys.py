@@ -95,6 +95,23 @@ async def record_change(conn: AsyncConnection, key_id: int, key_hash: str) -> in
     return change_id
 
 
+async def record_changes(conn: AsyncConnection,
+                         where: sa.ColumnElement[bool]) -> list[tuple[int, str]]:
+    """Append a change of every key matching ``where`` to the feed in one statement (a team's
+    or a user's change: their keys are read with its columns); ``(key id, key hash)`` of
+    those keys."""
+    keys = (await conn.execute(sa.select(api_keys.c.id, api_keys.c.key_hash).where(where)
+                               .order_by(api_keys.c.id))).all()
+    if keys:
+        now = time.time()
+        await conn.execute(sa.insert(api_key_changes).from_select(
+            ["key_id", "key_hash", "changed_at"],
+            sa.select(api_keys.c.id, api_keys.c.key_hash, sa.literal(now, sa.Double))
+            .where(where).order_by(api_keys.c.id)))
+        await conn.execute(_PRUNE, {"before": now - CHANGE_RETENTION_SECONDS})
+    return [(int(k.id), str(k.key_hash)) for k in keys]
+
+
 async def _usable_admins(conn: AsyncConnection) -> int:
     """Enabled, unexpired admin keys, read with row locks (up to date inside a transaction)."""
     rows = await conn.execute(sa.select(api_keys.c.id).where(usable_admin()).with_for_update())

@@ -3,8 +3,9 @@
 Keys belong to a team, a user or both (``api_keys.team_id``, ``user_id``), and a key's
 principal is read with its team's and user's columns (``inferd.store.keys.KEYS``). So every
 change of a team or a user appends a change of each of its keys to the key feed in its
-transaction (``record_change``): every gateway reloads those keys, and a disabled user's keys
-stop working as soon as the feed is read (or at once, when the change is announced).
+transaction (``record_changes``, one statement): every gateway reloads those keys, and a
+disabled user's keys stop working as soon as the feed is read (or at once, when the change is
+announced).
 
 A change of a user takes part in the key store's rule that an admin key must remain
 (``KeepAnAdmin``): disabling the user of the last usable admin key, or taking the admin role
@@ -25,10 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferd.errors import Conflict
 from inferd.store.db import Database
-from inferd.store.keys import KeepAnAdmin, record_change
+from inferd.store.keys import KeepAnAdmin, record_changes
 from inferd.store.tables_control import api_keys, team_members, teams, users
 
-Change = tuple[int, int, str]  # (change id, key id, key hash) in the key feed
+Change = tuple[int, str]  # (key id, key hash) of a key whose change is in the key feed
 
 TEAM_COLUMNS = frozenset({"name", "models", "rpm", "tpm", "token_budget", "budget_period",
                           "extra"})
@@ -40,14 +41,6 @@ KEY_HOLDING_ROLES = ("owner", "member")
 
 def _row(row: sa.Row[Any] | None) -> dict[str, Any] | None:
     return None if row is None else {str(k): v for k, v in row._mapping.items()}
-
-
-async def _key_changes(conn: AsyncConnection, where: sa.ColumnElement[bool]) -> list[Change]:
-    """Append a change of every key matching ``where`` to the key feed."""
-    keys = (await conn.execute(sa.select(api_keys.c.id, api_keys.c.key_hash)
-                               .where(where).order_by(api_keys.c.id))).all()
-    return [(await record_change(conn, int(k.id), str(k.key_hash)), int(k.id), str(k.key_hash))
-            for k in keys]
 
 
 class _Missing(Exception):
@@ -111,7 +104,7 @@ class TeamStore:
                     if "name" in values:
                         await conn.execute(sa.update(api_keys).where(key_column == row_id)
                                            .values({label: values["name"]}))
-                changes = await _key_changes(conn, key_column == row_id)
+                changes = await record_changes(conn, key_column == row_id)
                 row = (await conn.execute(sa.select(table).where(table.c.id == row_id))).one()
         except _Missing:
             return None
