@@ -137,8 +137,8 @@ async def test_migration_makes_teams_and_users_of_the_key_texts(database: Databa
     async with database.engine.begin() as conn:
         await conn.execute(old.insert(), [
             {"name": n, "owner": o, "team": t, "key_hash": f"h{n}", "prefix": "p",
-             "scope": scopes.get(n, "user"), "webhook_secret": "", "created_at": 1.0, "updated_at": 1.0,
-             "rpm": r} for n, o, t, r in rows])
+             "scope": scopes.get(n, "user"), "webhook_secret": "", "created_at": 1.0,
+             "updated_at": 1.0, "rpm": r} for n, o, t, r in rows])
     await asyncio.to_thread(upgrade, database.url)
     async with database.engine.connect() as conn:
         team_ids = dict((await conn.execute(sa.select(teams.c.name, teams.c.id))).all())
