@@ -102,6 +102,8 @@ def test_a_disabled_users_keys_stop_at_once(
             with pytest.raises(openai.AuthenticationError) as refused:
                 chat(client)
             assert refused.value.code == "user_disabled"
+        shown = ok(admin.get(f"/admin/v1/keys/{keys[0]['id']}"))
+        assert shown["enabled"] is True and shown["user_disabled"] is True
         ok(admin.patch(f"/admin/v1/users/{user['id']}", json={"disabled": False}))
         for client in clients:
             assert chat(client)

@@ -109,6 +109,11 @@ def test_a_team_a_user_and_their_key_from_the_ui(server: InferdProcess, browser:
     wait(d, lambda d: "disabled" in find(d, "#users-table").text)
     with pytest.raises(openai.AuthenticationError):
         _chat(server, secret)
+    page(d, server.url, "keys")
+    wait(d, lambda d: any("erin-key" in r.text and "user disabled" in r.text
+                          for r in d.find_elements("css selector", "#keys-table tbody tr")))
+    page(d, server.url, "teams")
+    wait(d, lambda d: "research" in find(d, "#teams-table").text)
     # a team with keys is not deleted: the row says why
     click_in_row(d, "#teams-table", "research", "Delete")
     click_in_row(d, "#teams-table", "research", "Confirm delete")

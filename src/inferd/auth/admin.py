@@ -93,6 +93,8 @@ def key_view(row: dict[str, Any], *, key: str | None = None,
         "storage_bytes": row.get("storage_bytes"), "storage_objects": row.get("storage_objects"),
         "token_budget": row["token_budget"], "budget_period": row["budget_period"],
         "expires_at": row["expires_at"], "enabled": bool(row["enabled"]),
+        # its user is disabled: the key does not work though it is enabled
+        "user_disabled": bool(row.get("user_disabled")),
         "metadata": row["extra"] or {}, "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }

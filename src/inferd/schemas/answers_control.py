@@ -44,6 +44,7 @@ class ApiKey(Answer):
     budget_period: str | None
     expires_at: float | None
     enabled: bool
+    user_disabled: bool = False
     metadata: dict[str, Any]
     key: str | None = None
     webhook_secret: str | None = None

@@ -143,7 +143,8 @@ async function render() {
     ["rpm", (k) => k.rpm], ["tpm", (k) => k.tpm], ["ipm", (k) => k.ipm],
     ["spend", (k) => spendCell(k, used)],
     ["expires", (k) => (k.expires_at ? fmtTime(k.expires_at) : "never")],
-    ["status", (k) => el("span", { class: `badge ${k.enabled ? "ok" : "bad"}` }, k.enabled ? "active" : "disabled")],
+    ["status", (k) => (k.user_disabled ? el("span", { class: "badge bad" }, "user disabled")
+      : el("span", { class: `badge ${k.enabled ? "ok" : "bad"}` }, k.enabled ? "active" : "disabled"))],
     ["", actions],
   ], "No keys yet.");
   await loadModels();
