@@ -104,13 +104,16 @@ class Inference:
         self.metering = metering
         self.limiter: Limiter = limiter or LocalLimiter()
         self.tracer = tracer  # None: nothing traced (inferd.inference_tracing)
+        # The budget period each user's and team's budget was seeded for (limit id -> start).
+        self._seeded: dict[str, float] = {}
 
     async def close(self) -> None:
         await self.limiter.close()
 
     async def seed_budgets(self, principals: list[Principal]) -> None:
         """Start each budgeted key's period with the tokens it already used (from the usage
-        store), so that a restart does not hand out a fresh budget."""
+        store), so that a restart does not hand out a fresh budget; likewise the budgets of
+        their users and teams (the tokens of all their keys)."""
         now = time.time()
         budgeted = {p.key_id: p for p in principals
                     if p.token_budget is not None and p.key_id is not None}
@@ -123,6 +126,14 @@ class Inference:
         for key_id, used in (await self.metering.store.image_units_since(starts)).items():
             await self.limiter.seed_image_budget(imaging[key_id].limit_key, starts[key_id],
                                                  used)
+        for level in {lv.limit_id: lv for p in principals for lv in p.levels
+                      if lv.token_budget is not None}.values():
+            start = period_bounds(level.budget_period, now)[0]
+            if self._seeded.get(level.limit_id) == start:
+                continue
+            used = await self.metering.store.level_tokens_since(level.kind, level.row_id, start)
+            await self.limiter.seed_budget(level.limit_id, start, used)
+            self._seeded[level.limit_id] = start
 
     def _only_replica(self, model: str) -> str | None:
         """The replica of a model that has just one (when the router did not say which)."""

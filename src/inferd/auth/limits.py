@@ -14,6 +14,12 @@ Rates are token buckets (the generic cell rate algorithm): a key with ``rpm=10``
 requests at once and then one every 6 seconds; tokens/min works the same with the request's
 token estimate as its cost. A budget is a counter of tokens used since the period began
 (UTC day, ISO week, calendar month) or ever.
+
+Requests/min, tokens/min and token budgets apply at each level that sets one: the key's own
+``Gate``, then its user's and its team's (``Principal.levels``), whose counters every key of
+that user or team shares. A request is reserved at every level or at none; a refused one is
+told of the limit that holds it back longest (``longest``), so its ``Retry-After`` is when
+every level has room.
 """
 
 from __future__ import annotations
@@ -24,11 +30,57 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from inferd.auth.principal import BudgetPeriod, Principal
+from inferd.auth.principal import BudgetPeriod, LimitLevel, Principal
 from inferd.errors import RateLimited
 
 # A total budget (no period) has no end: tell clients to come back in an hour.
 NO_PERIOD_RETRY_SECONDS = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """One level's requests/min, tokens/min and token budget, counted under ``key``."""
+
+    key: str
+    holder: str  # what the limit belongs to, for the error message
+    rpm: int | None
+    tpm: int | None
+    budget: int | None
+    period: BudgetPeriod | None
+
+
+def _level_gate(level: LimitLevel) -> Gate:
+    return Gate(level.limit_id, f"the {level.kind} '{level.name}'", level.rpm, level.tpm,
+                level.token_budget, level.budget_period)
+
+
+def gates(principal: Principal) -> list[Gate]:
+    """The levels whose token limits apply to a request: the key's, its user's, its team's
+    (those that set any)."""
+    out = []
+    if (principal.rpm is not None or principal.tpm is not None
+            or principal.token_budget is not None):
+        out.append(Gate(principal.limit_key, "this API key", principal.rpm, principal.tpm,
+                        principal.token_budget, principal.budget_period))
+    out.extend(_level_gate(level) for level in principal.levels if level.limited)
+    return out
+
+
+class GateCache:
+    """The gates of each principal, made once per principal (a reloaded key is a new
+    principal, with its new limits): the hot path allocates none."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, tuple[Principal, tuple[Gate, ...]]] = {}
+
+    def of(self, principal: Principal) -> tuple[Gate, ...]:
+        made = self._made.get(principal.limit_key)
+        if made is None or made[0] is not principal:
+            made = self._made[principal.limit_key] = (principal, tuple(gates(principal)))
+        return made[1]
+
+    def clear(self) -> None:
+        self._made.clear()
 
 
 @dataclass(slots=True)
@@ -37,7 +89,9 @@ class Reservation:
 
     principal: Principal
     tokens: int
-    budget_start: float | None
+    budget_start: float | None  # the key's own budget period
+    # every level reserved at, with the start of its budget period (None: no budget)
+    taken: tuple[tuple[Gate, float | None], ...] = ()
 
 
 class Limiter(Protocol):
@@ -113,6 +167,32 @@ def rate_limited(reason: str, principal: Principal, wait: float) -> RateLimited:
                        "used up.", retry_after=wait, code="insufficient_quota")
 
 
+def gate_limited(reason: str, gate: Gate, wait: float) -> RateLimited:
+    """The error of a level's limit (``reason``: rpm, tpm or budget)."""
+    if reason == "rpm":
+        return RateLimited(f"Rate limit reached: {gate.rpm} requests per minute for "
+                           f"{gate.holder}. Try again in {wait:.1f}s.", retry_after=wait)
+    if reason == "tpm":
+        return RateLimited(f"Rate limit reached: {gate.tpm} tokens per minute for "
+                           f"{gate.holder}. Try again in {wait:.1f}s.", retry_after=wait)
+    return RateLimited(f"Token budget of {gate.budget} tokens for {gate.holder} is used up.",
+                       retry_after=wait, code="insufficient_quota")
+
+
+def longest(refusals: list[RateLimited]) -> RateLimited:
+    """Of the limits a request meets, the one that holds it back longest: its ``Retry-After``
+    is when every level has room."""
+    return max(refusals, key=lambda refusal: refusal.retry_after or 0.0)
+
+
+def own_start(taken: tuple[tuple[Gate, float | None], ...], principal: Principal) -> float | None:
+    """The budget period start of the key's own gate among those reserved."""
+    for gate, start in taken:
+        if gate.key == principal.limit_key:
+            return start
+    return None
+
+
 class _KeyState:
     """Buckets and budget counter of one key (in this process)."""
 
@@ -143,6 +223,7 @@ class LocalLimiter:
         self._images: dict[str, tuple[float | None, float]] = {}  # key: (level, stamp)
         self._units: dict[str, tuple[float | None, float]] = {}  # key: (level, stamp)
         self._unit_budgets: dict[str, tuple[float, int]] = {}  # key: (period start, used)
+        self._gates = GateCache()
 
     def _get(self, key_id: str, now: float) -> _KeyState:
         state = self._state.get(key_id)
@@ -152,36 +233,45 @@ class LocalLimiter:
 
     async def acquire(self, principal: Principal, tokens: int) -> Reservation:
         # No await between the checks and the updates: this block is atomic in the loop.
-        key_id = principal.limit_key
         now = time.monotonic()
-        state = self._get(key_id, now)
-        req_level = tok_level = 0.0
-        if principal.rpm is not None:
-            req_level = _refill(state.req_level, state.req_stamp, principal.rpm, now)
-            if req_level < 1.0:
-                wait = (1.0 - req_level) * 60.0 / max(principal.rpm, 1)
-                raise rate_limited("rpm", principal, wait)
-        if principal.tpm is not None:
-            tok_level = _refill(state.tok_level, state.tok_stamp, principal.tpm, now)
-            need = min(tokens, principal.tpm)
-            if tok_level < need:
-                wait = (need - tok_level) * 60.0 / max(principal.tpm, 1)
-                raise rate_limited("tpm", principal, wait)
-        budget_start = None
-        if principal.token_budget is not None:
-            wall = time.time()
-            budget_start, end = period_bounds(principal.budget_period, wall)
-            if state.budget_start != budget_start:
-                state.budget_start, state.budget_used = budget_start, 0
-            if state.budget_used + tokens > principal.token_budget:
-                wait = end - wall if end is not None else NO_PERIOD_RETRY_SECONDS
-                raise rate_limited("budget", principal, wait)
-            state.budget_used += tokens
-        if principal.rpm is not None:
-            state.req_level, state.req_stamp = req_level - 1.0, now
-        if principal.tpm is not None:
-            state.tok_level, state.tok_stamp = tok_level - tokens, now
-        return Reservation(principal, tokens, budget_start)
+        wall = time.time()
+        plan: list[tuple[Gate, _KeyState, float, float, float | None]] = []
+        refusals: list[RateLimited] = []
+        for gate in self._gates.of(principal):
+            state = self._get(gate.key, now)
+            req_level = tok_level = 0.0
+            if gate.rpm is not None:
+                req_level = _refill(state.req_level, state.req_stamp, gate.rpm, now)
+                if req_level < 1.0:
+                    refusals.append(gate_limited(
+                        "rpm", gate, (1.0 - req_level) * 60.0 / max(gate.rpm, 1)))
+            if gate.tpm is not None:
+                tok_level = _refill(state.tok_level, state.tok_stamp, gate.tpm, now)
+                need = min(tokens, gate.tpm)
+                if tok_level < need:
+                    refusals.append(gate_limited(
+                        "tpm", gate, (need - tok_level) * 60.0 / max(gate.tpm, 1)))
+            start = None
+            if gate.budget is not None:
+                start, end = period_bounds(gate.period, wall)
+                used = state.budget_used if state.budget_start == start else 0
+                if used + tokens > gate.budget:
+                    wait = end - wall if end is not None else NO_PERIOD_RETRY_SECONDS
+                    refusals.append(gate_limited("budget", gate, wait))
+            plan.append((gate, state, req_level, tok_level, start))
+        if refusals:
+            raise longest(refusals)
+        for gate, state, req_level, tok_level, start in plan:
+            if gate.rpm is not None:
+                state.req_level, state.req_stamp = req_level - 1.0, now
+            if gate.tpm is not None:
+                state.tok_level, state.tok_stamp = tok_level - tokens, now
+            if start is not None:
+                if state.budget_start != start:
+                    state.budget_start, state.budget_used = start, 0
+                state.budget_used += tokens
+        taken = tuple((gate, start) for gate, _, _, _, start in plan)
+        return Reservation(principal, tokens, own_start(taken, principal), taken)
 
     async def acquire_images(self, principal: Principal, count: int) -> None:
         if principal.ipm is None:
@@ -225,14 +315,15 @@ class LocalLimiter:
         delta = tokens - reservation.tokens
         if not delta:
             return
-        state = self._state.get(reservation.principal.limit_key)
-        if state is None:
-            return
-        if reservation.principal.tpm is not None and state.tok_level is not None:
-            # May go below zero: a request that used more than estimated leaves a debt.
-            state.tok_level -= delta
-        if reservation.budget_start is not None and state.budget_start == reservation.budget_start:
-            state.budget_used += delta
+        for gate, start in reservation.taken:
+            state = self._state.get(gate.key)
+            if state is None:
+                continue
+            if gate.tpm is not None and state.tok_level is not None:
+                # May go below zero: a request that used more than estimated leaves a debt.
+                state.tok_level -= delta
+            if start is not None and state.budget_start == start:
+                state.budget_used += delta
 
     async def seed_budget(self, key_id: str, period_start: float, used: int) -> None:
         state = self._get(key_id, time.monotonic())
@@ -248,3 +339,4 @@ class LocalLimiter:
         self._images.clear()
         self._units.clear()
         self._unit_budgets.clear()
+        self._gates.clear()

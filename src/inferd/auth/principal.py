@@ -11,6 +11,26 @@ from inferd.store.storage import Quota
 Scope = Literal["admin", "user", "auditor"]
 BudgetPeriod = Literal["day", "week", "month"]
 
+
+@dataclass(frozen=True, slots=True)
+class LimitLevel:
+    """Limits a key shares with every other key of its user or its team: the counters are
+    the user's or the team's (``limit_id``), not the key's."""
+
+    kind: Literal["user", "team"]
+    row_id: int  # the user's or team's id
+    limit_id: str
+    name: str
+    rpm: int | None = None
+    tpm: int | None = None
+    token_budget: int | None = None
+    budget_period: BudgetPeriod | None = None
+
+    @property
+    def limited(self) -> bool:
+        return self.rpm is not None or self.tpm is not None or self.token_budget is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The caller of a request, resolved from its API key (or ``OPEN_MODE`` while keys are
@@ -49,6 +69,8 @@ class Principal:
     # The engines' key on a gateway (``INFERD_ENGINE_API_KEY``): it may only call the engine
     # registration routes (``/internal/v1/engines``), nothing else.
     engine: bool = False
+    # The limits of the key's user and team that set any (each counted across all their keys).
+    levels: tuple[LimitLevel, ...] = ()
     # True only for ``OPEN_MODE``: the caller while keys are not required, set on purpose by
     # the auth middleware (never a fallback for a request or a job without a caller).
     open_mode: bool = False
@@ -74,7 +96,7 @@ class Principal:
         """True when any limit applies (the limiter is skipped otherwise)."""
         return (self.rpm is not None or self.tpm is not None or self.token_budget is not None
                 or self.ipm is not None or self.upm is not None
-                or self.image_budget is not None)
+                or self.image_budget is not None or bool(self.levels))
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models

@@ -1,7 +1,8 @@
 """``RedisLimiter``: the limits of ``inferd.auth.limits`` shared by every gateway through Redis.
 
-``acquire`` is one ``EVALSHA`` of a Lua script that refills the key's buckets with Redis's own
-clock, checks requests/min, tokens/min and the budget, and reserves all three or nothing:
+``acquire`` is one ``EVALSHA`` of a Lua script that refills the buckets of the key (and of its
+user and team, ``inferd.auth.limits.gates``) with Redis's own clock, checks requests/min,
+tokens/min and the budgets, and reserves them all or nothing:
 Redis runs a script atomically, so any number of gateways get exact limits. ``settle``
 queues the token correction; a background task sends the queued corrections in one pipeline,
 so a request never waits for it.
@@ -18,7 +19,12 @@ import redis.asyncio as aioredis
 
 from inferd.auth.limits import (
     NO_PERIOD_RETRY_SECONDS,
+    Gate,
+    GateCache,
     Reservation,
+    gate_limited,
+    longest,
+    own_start,
     period_bounds,
     rate_limited,
 )
@@ -26,45 +32,73 @@ from inferd.auth.principal import Principal
 
 log = logging.getLogger("inferd.limits")
 
-# KEYS: request bucket, token bucket, budget counter.
-# ARGV: rpm, tpm (0: no limit), cost, budget (-1: none), budget ttl (0: none).
-# Returns {1, 0, 0} when reserved, else {0, wait in ms, reason 1=rpm 2=tpm 3=budget}.
+# For each level (the key's, its user's, its team's): KEYS request bucket, token bucket, budget
+# counter; ARGV rpm, tpm (0: no limit), budget (-1: none), budget ttl (0: none), after ARGV[1],
+# the cost. Every level is checked before any is written: all are reserved, or none.
+# Returns {1} when reserved, else {0, then for each limit met: wait in ms, reason 1=rpm 2=tpm
+# 3=budget, level}.
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-local cost, budget, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local cost = tonumber(ARGV[1])
 local function level(key, cap)
   local v = redis.call('HMGET', key, 'l', 's')
   local l, s = tonumber(v[1]), tonumber(v[2])
   if l == nil or s == nil then return cap end
   return math.min(cap, l + (now - s) * cap / 60)
 end
-local rl, tl = 0, 0
-if rpm > 0 then
-  rl = level(KEYS[1], rpm)
-  if rl < 1 then return {0, math.ceil((1 - rl) * 60000 / rpm), 1} end
+local n = #KEYS / 3
+local rls, tls = {}, {}
+local refused = {0}
+for i = 1, n do
+  local k, a = (i - 1) * 3, 1 + (i - 1) * 4
+  local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local budget = tonumber(ARGV[a + 3])
+  if rpm > 0 then
+    rls[i] = level(KEYS[k + 1], rpm)
+    if rls[i] < 1 then
+      table.insert(refused, math.ceil((1 - rls[i]) * 60000 / rpm))
+      table.insert(refused, 1)
+      table.insert(refused, i)
+    end
+  end
+  if tpm > 0 then
+    tls[i] = level(KEYS[k + 2], tpm)
+    local need = math.min(cost, tpm)
+    if tls[i] < need then
+      table.insert(refused, math.ceil((need - tls[i]) * 60000 / tpm))
+      table.insert(refused, 2)
+      table.insert(refused, i)
+    end
+  end
+  if budget >= 0 then
+    local used = tonumber(redis.call('GET', KEYS[k + 3]) or '0')
+    if used + cost > budget then
+      table.insert(refused, 0)
+      table.insert(refused, 3)
+      table.insert(refused, i)
+    end
+  end
 end
-if tpm > 0 then
-  tl = level(KEYS[2], tpm)
-  local need = math.min(cost, tpm)
-  if tl < need then return {0, math.ceil((need - tl) * 60000 / tpm), 2} end
+if #refused > 1 then return refused end
+for i = 1, n do
+  local k, a = (i - 1) * 3, 1 + (i - 1) * 4
+  local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local budget, ttl = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  if budget >= 0 then
+    redis.call('INCRBY', KEYS[k + 3], cost)
+    if ttl > 0 then redis.call('EXPIRE', KEYS[k + 3], ttl) end
+  end
+  if rpm > 0 then
+    redis.call('HSET', KEYS[k + 1], 'l', tostring(rls[i] - 1), 's', tostring(now))
+    redis.call('EXPIRE', KEYS[k + 1], 120)
+  end
+  if tpm > 0 then
+    redis.call('HSET', KEYS[k + 2], 'l', tostring(tls[i] - cost), 's', tostring(now))
+    redis.call('EXPIRE', KEYS[k + 2], 120)
+  end
 end
-if budget >= 0 then
-  local used = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if used + cost > budget then return {0, 0, 3} end
-  redis.call('INCRBY', KEYS[3], cost)
-  if ttl > 0 then redis.call('EXPIRE', KEYS[3], ttl) end
-end
-if rpm > 0 then
-  redis.call('HSET', KEYS[1], 'l', tostring(rl - 1), 's', tostring(now))
-  redis.call('EXPIRE', KEYS[1], 120)
-end
-if tpm > 0 then
-  redis.call('HSET', KEYS[2], 'l', tostring(tl - cost), 's', tostring(now))
-  redis.call('EXPIRE', KEYS[2], 120)
-end
-return {1, 0, 0}
+return {1}
 """
 
 _REASONS = {1: "rpm", 2: "tpm", 3: "budget"}
@@ -124,6 +158,7 @@ class RedisLimiter:
         self._acquire_images = self.redis.register_script(ACQUIRE_IMAGES)
         self._acquire_units = self.redis.register_script(ACQUIRE_UNITS)
         self._pending: list[tuple[str, int, bool]] = []
+        self._gates = GateCache()
         self._flusher: asyncio.Task[None] | None = None
 
     def _keys(self, key_id: str, budget_start: float | None) -> list[str]:
@@ -132,24 +167,36 @@ class RedisLimiter:
         return [f"{base}:req", f"{base}:tok", f"{base}:budget:{period}"]
 
     async def acquire(self, principal: Principal, tokens: int) -> Reservation:
-        key_id = principal.limit_key
-        budget_start = None
-        budget, ttl, end = -1, 0, None
-        if principal.token_budget is not None:
-            now = time.time()
-            budget_start, end = period_bounds(principal.budget_period, now)
-            budget = principal.token_budget
-            ttl = int(end - now) + 3600 if end is not None else 0
-        keys = self._keys(key_id, budget_start)
-        result: Any = await self._acquire(keys=keys, args=[
-            principal.rpm or 0, principal.tpm or 0, tokens, budget, ttl])
-        if int(result[0]) != 1:
-            reason = _REASONS[int(result[2])]
-            wait = int(result[1]) / 1000.0
-            if reason == "budget":
-                wait = end - time.time() if end is not None else NO_PERIOD_RETRY_SECONDS
-            raise rate_limited(reason, principal, wait)
-        return Reservation(principal, tokens, budget_start)
+        now = time.time()
+        keys: list[str] = []
+        args: list[int] = [tokens]
+        taken: list[tuple[Gate, float | None]] = []
+        ends: list[float | None] = []
+        for gate in self._gates.of(principal):
+            start, end, budget, ttl = None, None, -1, 0
+            if gate.budget is not None:
+                start, end = period_bounds(gate.period, now)
+                budget = gate.budget
+                ttl = int(end - now) + 3600 if end is not None else 0
+            keys += self._keys(gate.key, start)
+            args += [gate.rpm or 0, gate.tpm or 0, budget, ttl]
+            taken.append((gate, start))
+            ends.append(end)
+        if keys:
+            result: Any = await self._acquire(keys=keys, args=args)
+            if int(result[0]) != 1:
+                refusals = []
+                for at in range(1, len(result) - 2, 3):
+                    reason = _REASONS[int(result[at + 1])]
+                    index = int(result[at + 2]) - 1
+                    wait = int(result[at]) / 1000.0
+                    if reason == "budget":
+                        end = ends[index]
+                        wait = end - time.time() if end is not None else NO_PERIOD_RETRY_SECONDS
+                    refusals.append(gate_limited(reason, taken[index][0], wait))
+                raise longest(refusals)
+        done = tuple(taken)
+        return Reservation(principal, tokens, own_start(done, principal), done)
 
     async def acquire_images(self, principal: Principal, count: int) -> None:
         if principal.ipm is None:
@@ -188,12 +235,12 @@ class RedisLimiter:
         delta = tokens - reservation.tokens
         if not delta:
             return
-        principal = reservation.principal
-        keys = self._keys(principal.limit_key, reservation.budget_start)
-        if principal.tpm is not None:
-            self._pending.append((keys[1], delta, True))
-        if reservation.budget_start is not None:
-            self._pending.append((keys[2], delta, False))
+        for gate, start in reservation.taken:
+            keys = self._keys(gate.key, start)
+            if gate.tpm is not None:
+                self._pending.append((keys[1], delta, True))
+            if start is not None:
+                self._pending.append((keys[2], delta, False))
         if self._pending and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 

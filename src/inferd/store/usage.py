@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferd.store.db import Database
+from inferd.store.tables_control import api_keys
 from inferd.store.tables_control import spool_marks as m
 from inferd.store.tables_control import usage_records as t
 from inferd.usage import UsageRecord
@@ -211,6 +212,17 @@ class UsageStore:
                     .where(t.c.key_id == key_id, t.c.created_at >= start))).scalar()
                 out[key_id] = int(value or 0)
         return out
+
+    async def level_tokens_since(self, kind: Literal["user", "team"], level_id: int,
+                                 start: float) -> int:
+        """Total tokens of every key of a user or team since ``start`` (their budget)."""
+        column = api_keys.c.user_id if kind == "user" else api_keys.c.team_id
+        ids = sa.select(sa.cast(api_keys.c.id, sa.String(64))).where(column == level_id)
+        async with self.db.engine.connect() as conn:
+            value = (await conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(t.c.total_tokens), 0))
+                .where(t.c.key_id.in_(ids), t.c.created_at >= start))).scalar()
+        return int(value or 0)
 
     async def image_units_since(self, starts: dict[str, float]) -> dict[str, int]:
         """Image cost units per key id since each key's own start time (image budgets)."""

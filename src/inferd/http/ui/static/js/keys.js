@@ -92,6 +92,24 @@ function showModels() {
   $("#key-model-list").hidden = $("#key-all-models").checked;
 }
 
+// A key belongs to a team, a user or both: picked from the first page of each (the labels
+// follow the choice).
+async function loadOwners() {
+  for (const [kind, select] of [["teams", "#key-team"], ["users", "#key-user"]]) {
+    const rows = list(await api("GET", `/admin/v1/${kind}?limit=1000`));
+    const box = $(select);
+    const chosen = box.value;
+    box.replaceChildren(el("option", { value: "" }, "none"),
+      ...rows.map((r) => el("option", { value: r.id }, r.name)));
+    if (rows.some((r) => String(r.id) === chosen)) box.value = chosen;
+  }
+}
+
+function pickOwner(select, label) {
+  const box = $(select);
+  $("#key-form").elements[label].value = box.value ? box.selectedOptions[0].textContent : "";
+}
+
 // The keys shown: pages of the list by cursor, for the search in the box.
 const PAGE = 100;
 let shown = [];
@@ -120,15 +138,17 @@ async function render() {
     ["name", (k) => el("strong", {}, k.name)],
     ["prefix", (k) => el("code", {}, k.prefix)],
     ["scope", (k) => k.scope],
-    ["owner / team", (k) => [k.owner, k.team].filter(Boolean).join(" / ") || "—"],
+    ["user / team", (k) => [k.owner, k.team].filter(Boolean).join(" / ") || "—"],
     ["models", (k) => (k.models ? k.models.join(", ") : "all")],
     ["rpm", (k) => k.rpm], ["tpm", (k) => k.tpm], ["ipm", (k) => k.ipm],
     ["spend", (k) => spendCell(k, used)],
     ["expires", (k) => (k.expires_at ? fmtTime(k.expires_at) : "never")],
-    ["status", (k) => el("span", { class: `badge ${k.enabled ? "ok" : "bad"}` }, k.enabled ? "active" : "disabled")],
+    ["status", (k) => (k.user_disabled ? el("span", { class: "badge bad" }, "user disabled")
+      : el("span", { class: `badge ${k.enabled ? "ok" : "bad"}` }, k.enabled ? "active" : "disabled"))],
     ["", actions],
   ], "No keys yet.");
   await loadModels();
+  await loadOwners();
 }
 
 function edit(k) {
@@ -136,6 +156,8 @@ function edit(k) {
   const f = $("#key-form").elements;
   for (const name of ["name", "owner", "team", "rpm", "tpm", "ipm", "upm", "token_budget", "image_budget", "storage_bytes", "storage_objects"]) f[name].value = k[name] ?? "";
   f.scope.value = k.scope;
+  f.team_id.value = k.team_id ?? "";
+  f.user_id.value = k.user_id ?? "";
   setModels(k.models);
   f.budget_period.value = k.budget_period || "";
   f.expires.value = k.expires_at ? new Date(k.expires_at * 1000 - new Date().getTimezoneOffset() * 60000).toISOString().slice(0, 16) : "";
@@ -148,6 +170,7 @@ function edit(k) {
 function body(v) {
   const number = (s) => (s === "" ? null : Number(s));
   const out = { name: v.name, owner: v.owner || null, team: v.team || null, scope: v.scope,
+    team_id: number(v.team_id), user_id: number(v.user_id),
     models: $("#key-all-models").checked ? null : chosenModels(), rpm: number(v.rpm), tpm: number(v.tpm), ipm: number(v.ipm),
     upm: number(v.upm), image_budget: number(v.image_budget),
     storage_bytes: number(v.storage_bytes), storage_objects: number(v.storage_objects),
@@ -186,6 +209,8 @@ export default {
   init() {
     $("#key-form").addEventListener("submit", save);
     $("#key-all-models").addEventListener("change", showModels);
+    $("#key-team").addEventListener("change", () => pickOwner("#key-team", "team"));
+    $("#key-user").addEventListener("change", () => pickOwner("#key-user", "owner"));
     // The secret is shown once: it leaves the page when its dialog closes.
     $("#key-created").addEventListener("close", () => { $("#key-secret").textContent = ""; });
     $("#key-close").addEventListener("click", () => $("#key-created").close());
