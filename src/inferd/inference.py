@@ -15,12 +15,14 @@ Nothing here reads or writes the database on the way of a request.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import ROUND_CEILING
 from typing import Any, TypeVar
 
 from inferd import inference_tracing as traced
-from inferd.auth.limits import Limiter, LocalLimiter, period_bounds
+from inferd.auth.limits import Limiter, LocalLimiter, nanos, period_bounds
 from inferd.auth.principal import Principal
 from inferd.engines.base import Chunk, ModelInfo, Progress
 from inferd.engines.streams import primed
@@ -50,6 +52,8 @@ from inferd.tracing import Tracer, current_tracer
 from inferd.usage import in_job
 
 T = TypeVar("T")
+
+log = logging.getLogger("inferd.limits")
 
 # Completion tokens reserved when a request sets no max_tokens (settled with the real count).
 DEFAULT_COMPLETION_ESTIMATE = 256
@@ -111,9 +115,9 @@ class Inference:
         await self.limiter.close()
 
     async def seed_budgets(self, principals: list[Principal]) -> None:
-        """Start each budgeted key's period with the tokens it already used (from the usage
-        store), so that a restart does not hand out a fresh budget; likewise the budgets of
-        their users and teams (the tokens of all their keys)."""
+        """Start each budgeted key's period with the tokens it already used and the money it
+        already spent (from the usage store), so that a restart does not hand out a fresh
+        budget; likewise the budgets of their users and teams (all their keys' usage)."""
         now = time.time()
         budgeted = {p.key_id: p for p in principals
                     if p.token_budget is not None and p.key_id is not None}
@@ -126,13 +130,25 @@ class Inference:
         for key_id, used in (await self.metering.store.image_units_since(starts)).items():
             await self.limiter.seed_image_budget(imaging[key_id].limit_key, starts[key_id],
                                                  used)
+        spending = {p.key_id: p for p in principals
+                    if p.max_budget is not None and p.key_id is not None}
+        starts = {k: period_bounds(p.budget_period, now)[0] for k, p in spending.items()}
+        for key_id, spent in (await self.metering.store.cost_since(starts)).items():
+            await self.limiter.seed_money(spending[key_id].limit_key, starts[key_id],
+                                          nanos(spent))
         for level in {lv.limit_id: lv for p in principals for lv in p.levels
-                      if lv.token_budget is not None}.values():
+                      if lv.token_budget is not None or lv.max_budget is not None}.values():
             start = period_bounds(level.budget_period, now)[0]
             if self._seeded.get(level.limit_id) == start:
                 continue
-            used = await self.metering.store.level_tokens_since(level.kind, level.row_id, start)
-            await self.limiter.seed_budget(level.limit_id, start, used)
+            if level.token_budget is not None:
+                used = await self.metering.store.level_tokens_since(level.kind, level.row_id,
+                                                                    start)
+                await self.limiter.seed_budget(level.limit_id, start, used)
+            if level.max_budget is not None:
+                spent = await self.metering.store.level_cost_since(level.kind, level.row_id,
+                                                                   start)
+                await self.limiter.seed_money(level.limit_id, start, nanos(spent))
             self._seeded[level.limit_id] = start
 
     def _only_replica(self, model: str) -> str | None:
@@ -182,7 +198,11 @@ class Inference:
             if principal.allowed_models is not None:
                 self.check_model(principal, model)
             if principal.limited:
-                call.reservation = await self.limiter.acquire(principal, estimate())
+                tokens = estimate()
+                cost = self._worst_cost(call.model, tokens) if principal.spends else 0
+                call.reservation = await self.limiter.acquire(principal, tokens, cost)
+                for gate in call.reservation.alerts:
+                    self._alert(gate.holder, gate.level, gate.alert or 0, gate.max_budget)
         except InferdError as exc:
             if isinstance(exc, RateLimited):
                 self.metering.metrics.child("rate_limited", exc.code or "").inc()
@@ -193,6 +213,20 @@ class Inference:
             raise
         self.metering.metrics.child("in_flight", call.label).inc()
         return call
+
+    def _worst_cost(self, model: str, tokens: int) -> int:
+        """The most ``tokens`` tokens of ``model`` may cost (nanos): each at the highest
+        token price of the model and of its replicas."""
+        with contextlib.suppress(ModelNotFound):
+            model = self.router.resolve(model)
+        price = self.metering.prices.worst_token_price(model)
+        # per million tokens, in nanos: price x tokens x 1000, rounded up
+        return int((price * tokens * 1000).to_integral_value(rounding=ROUND_CEILING))
+
+    def _alert(self, holder: str, level: str, alert: int, budget: float | None) -> None:
+        log.warning("the spend of %s reached %.9g of its budget of %s in this period",
+                    holder, alert / 1e9, budget)
+        self.metering.metrics.child("budget_alerts", level).inc()
 
     def _failed(self, call: Call, exc: BaseException, usage: dict[str, Any] | None = None) -> None:
         self.metering.metrics.child("in_flight", call.label).dec()
@@ -209,12 +243,16 @@ class Inference:
 
     def _end(self, call: Call, usage: dict[str, Any] | None, status: int,
              error: str | None) -> None:
-        if call.reservation is not None:
-            usage = usage or {}
-            self.limiter.settle(call.reservation, (usage.get("prompt_tokens") or 0)
-                                + (usage.get("completion_tokens") or 0))
         if call.replica is None:
             call.assume_replica(self._only_replica(call.model))
+        if call.reservation is not None:
+            usage = usage or {}
+            cost = None
+            if call.reservation.cost or call.principal.spends:
+                cost = nanos(self.metering.prices.cost(call.model, call.replica, usage,
+                                                       call.images))
+            self.limiter.settle(call.reservation, (usage.get("prompt_tokens") or 0)
+                                + (usage.get("completion_tokens") or 0), cost)
         self.metering.finish(call, usage, status, error)
         if call.span is not None:
             traced.end_span(call.span, usage, status, error, call.replica)

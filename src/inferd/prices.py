@@ -126,6 +126,14 @@ class PriceBook:
                 return self.models[served]
         return self.models.get(model)
 
+    def worst_token_price(self, model: str) -> Decimal:
+        """The highest price of a token (input or output, per million) that a request to
+        ``model`` may be billed at, whichever of its replicas serves it."""
+        prices = [self.models[model]] if model in self.models else []
+        prices += [price for replica, price in self.replicas.items()
+                   if self.replica_models.get(replica) == model]
+        return max((max(p.input, p.output) for p in prices), default=Decimal(0))
+
     def cost(
         self,
         model: str,

@@ -224,6 +224,28 @@ class UsageStore:
                 .where(t.c.key_id.in_(ids), t.c.created_at >= start))).scalar()
         return int(value or 0)
 
+    async def cost_since(self, starts: dict[str, float]) -> dict[str, float]:
+        """Total cost per key id since each key's own start time (money budgets)."""
+        out: dict[str, float] = {}
+        async with self.db.engine.connect() as conn:
+            for key_id, start in starts.items():
+                value = (await conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.sum(t.c.cost), 0))
+                    .where(t.c.key_id == key_id, t.c.created_at >= start))).scalar()
+                out[key_id] = float(value or 0)
+        return out
+
+    async def level_cost_since(self, kind: Literal["user", "team"], level_id: int,
+                               start: float) -> float:
+        """Total cost of every key of a user or team since ``start`` (their money budget)."""
+        column = api_keys.c.user_id if kind == "user" else api_keys.c.team_id
+        ids = sa.select(sa.cast(api_keys.c.id, sa.String(64))).where(column == level_id)
+        async with self.db.engine.connect() as conn:
+            value = (await conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(t.c.cost), 0))
+                .where(t.c.key_id.in_(ids), t.c.created_at >= start))).scalar()
+        return float(value or 0)
+
     async def image_units_since(self, starts: dict[str, float]) -> dict[str, int]:
         """Image cost units per key id since each key's own start time (image budgets)."""
         if not starts:
