@@ -22,7 +22,7 @@ from decimal import ROUND_CEILING
 from typing import Any, TypeVar
 
 from inferd import inference_tracing as traced
-from inferd.auth.limits import Limiter, LocalLimiter, nanos, period_bounds
+from inferd.auth.limits import NANOS, Limiter, LocalLimiter, nanos, period_bounds
 from inferd.auth.principal import Principal
 from inferd.engines.base import Chunk, ModelInfo, Progress
 from inferd.engines.streams import primed
@@ -187,7 +187,10 @@ class Inference:
                                    param="model", code="model_not_allowed")
 
     async def _begin(self, endpoint: str, model: str, principal: Principal, stream: bool,
-                     estimate: Callable[[], int]) -> Call:
+                     estimate: Callable[[], int],
+                     prompt: Callable[[], int] | None = None) -> Call:
+        """``estimate``: the tokens the request may use; ``prompt``: the part of them in its
+        prompt (the rest is completion), for a money budget's worst case cost."""
         # Metric labels name only models the router knows: any other name a client sends is
         # counted as UNKNOWN_MODEL, so that clients cannot grow /metrics without bound.
         call = Call(endpoint, model, principal, stream,
@@ -199,7 +202,10 @@ class Inference:
                 self.check_model(principal, model)
             if principal.limited:
                 tokens = estimate()
-                cost = self._worst_cost(call.model, tokens) if principal.spends else 0
+                cost = 0
+                if principal.spends:
+                    cost = self._worst_cost(call.model, tokens,
+                                            None if prompt is None else prompt())
                 call.reservation = await self.limiter.acquire(principal, tokens, cost)
                 for gate in call.reservation.alerts:
                     self._alert(gate.holder, gate.level, gate.alert or 0, gate.max_budget)
@@ -214,14 +220,15 @@ class Inference:
         self.metering.metrics.child("in_flight", call.label).inc()
         return call
 
-    def _worst_cost(self, model: str, tokens: int) -> int:
-        """The most ``tokens`` tokens of ``model`` may cost (nanos): each at the highest
-        token price of the model and of its replicas."""
+    def _worst_cost(self, model: str, tokens: int, prompt: int | None) -> int:
+        """The most a request of ``tokens`` tokens (``prompt`` of them in the prompt) to
+        ``model`` may cost, in nanos rounded up: at the highest price of the model and of
+        its replicas."""
         with contextlib.suppress(ModelNotFound):
             model = self.router.resolve(model)
-        price = self.metering.prices.worst_token_price(model)
-        # per million tokens, in nanos: price x tokens x 1000, rounded up
-        return int((price * tokens * 1000).to_integral_value(rounding=ROUND_CEILING))
+        completion = tokens if prompt is None else max(0, tokens - prompt)
+        worst = self.metering.prices.worst_cost(model, prompt, completion)
+        return int((worst * NANOS).to_integral_value(rounding=ROUND_CEILING))
 
     def _alert(self, holder: str, level: str, alert: int, budget: float | None) -> None:
         log.warning("the spend of %s reached %.9g of its budget of %s in this period",
@@ -330,33 +337,38 @@ class Inference:
     async def chat(self, request: ChatCompletionRequest,
                    principal: Principal) -> dict[str, Any]:
         call = await self._begin("chat", request.model, principal, False,
-                                 lambda: estimate_chat(request))
+                                 lambda: estimate_chat(request),
+                                 lambda: estimate_chat_prompt(request))
         return await self._answer(call, self.router.chat(request, call))
 
     async def chat_stream(self, request: ChatCompletionRequest,
                           principal: Principal) -> AsyncIterator[Chunk]:
         """A started stream: errors before the first chunk are raised here."""
         call = await self._begin("chat", request.model, principal, True,
-                                 lambda: estimate_chat(request))
+                                 lambda: estimate_chat(request),
+                                 lambda: estimate_chat_prompt(request))
         return await self._started(call, self.router.chat_stream(request, call),
                                    estimate_chat_prompt(request))
 
     async def complete(self, request: CompletionRequest,
                        principal: Principal) -> dict[str, Any]:
         call = await self._begin("completions", request.model, principal, False,
-                                 lambda: estimate_completion(request))
+                                 lambda: estimate_completion(request),
+                                 lambda: estimate_completion_prompt(request))
         return await self._answer(call, self.router.complete(request, call))
 
     async def complete_stream(self, request: CompletionRequest,
                               principal: Principal) -> AsyncIterator[Chunk]:
         call = await self._begin("completions", request.model, principal, True,
-                                 lambda: estimate_completion(request))
+                                 lambda: estimate_completion(request),
+                                 lambda: estimate_completion_prompt(request))
         return await self._started(call, self.router.complete_stream(request, call),
                                    estimate_completion_prompt(request))
 
     async def embed(self, request: EmbeddingRequest,
                     principal: Principal) -> dict[str, Any]:
         call = await self._begin("embeddings", request.model, principal, False,
+                                 lambda: estimate_embedding(request),
                                  lambda: estimate_embedding(request))
         return await self._answer(call, self.router.embed(request, call))
 
