@@ -108,7 +108,8 @@ class Inference:
         self.metering = metering
         self.limiter: Limiter = limiter or LocalLimiter()
         self.tracer = tracer  # None: nothing traced (inferd.inference_tracing)
-        # The budget period each user's and team's budget was seeded for (limit id -> start).
+        # The budget period each user's and team's budget was seeded for (limit id, with
+        # ``:money`` for the money budget -> start).
         self._seeded: dict[str, float] = {}
 
     async def close(self) -> None:
@@ -139,17 +140,18 @@ class Inference:
         for level in {lv.limit_id: lv for p in principals for lv in p.levels
                       if lv.token_budget is not None or lv.max_budget is not None}.values():
             start = period_bounds(level.budget_period, now)[0]
-            if self._seeded.get(level.limit_id) == start:
-                continue
-            if level.token_budget is not None:
+            # each budget apart: one set later in the period is seeded when it appears
+            tokens, money = level.limit_id, f"{level.limit_id}:money"
+            if level.token_budget is not None and self._seeded.get(tokens) != start:
                 used = await self.metering.store.level_tokens_since(level.kind, level.row_id,
                                                                     start)
                 await self.limiter.seed_budget(level.limit_id, start, used)
-            if level.max_budget is not None:
+                self._seeded[tokens] = start
+            if level.max_budget is not None and self._seeded.get(money) != start:
                 spent = await self.metering.store.level_cost_since(level.kind, level.row_id,
                                                                    start)
                 await self.limiter.seed_money(level.limit_id, start, nanos(spent))
-            self._seeded[level.limit_id] = start
+                self._seeded[money] = start
 
     def _only_replica(self, model: str) -> str | None:
         """The replica of a model that has just one (when the router did not say which)."""

@@ -103,11 +103,13 @@ def test_a_team_a_user_and_their_key_from_the_ui(server: InferdProcess, browser:
     select(d, "#key-team", _option(d, "#key-team", "research"))
     select(d, "#key-user", _option(d, "#key-user", "erin"))
     assert find(d, "#key-form [name=team]").get_attribute("value") == "research"
+    fill(d, "#key-form [name=max_budget]", "2")
     find(d, "#key-form button[type=submit]").click()
     wait(d, lambda d: find(d, "#key-created").is_displayed())
     secret = find(d, "#key-secret").text
     find(d, "#key-close").click()
     wait(d, lambda d: "erin / research" in find(d, "#keys-table").text)
+    assert "spent 0 / 2 per total" in find(d, "#keys-table").text
     assert _chat(server, secret)
     # the usage totals of the monitoring page, per team
     page(d, server.url, "monitoring")
