@@ -21,6 +21,7 @@ from inferd.auth.keys import (
     generate_key,
     hash_key,
 )
+from inferd.auth.limits import MAX_BUDGET
 from inferd.auth.principal import BudgetPeriod, Scope
 from inferd.auth.teams import TeamAdmin
 from inferd.errors import InvalidRequest, NotFound
@@ -56,7 +57,7 @@ class KeyLimits(BaseModel):
     budget_period: BudgetPeriod | None = None
     # money budget in the price book's currency units per ``budget_period``, and the
     # percentage of it at which a warning is logged (null: 80)
-    max_budget: float | None = Field(default=None, ge=0, le=1e12, allow_inf_nan=False)
+    max_budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET, allow_inf_nan=False)
     budget_alert: int | None = Field(default=None, ge=1, le=100)
     expires_at: float | None = Field(default=None, gt=0, le=MAX_EPOCH, allow_inf_nan=False)
     metadata: dict[str, str] | None = None

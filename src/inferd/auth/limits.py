@@ -61,6 +61,9 @@ class Gate:
 
 # Money is counted in nanos of the currency unit (prices have at most 9 decimal places).
 NANOS = 1_000_000_000
+# The highest money budget: 10^18 nanos, within Redis's 64-bit counters with room for the
+# reservations beside it.
+MAX_BUDGET = 1e9
 
 
 def nanos(amount: float) -> int:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inferd.audit import AuditLog
 from inferd.auth.keys import KeyRing
+from inferd.auth.limits import MAX_BUDGET
 from inferd.auth.principal import BudgetPeriod
 from inferd.errors import Conflict, NotFound
 from inferd.schemas.openai import INT32, INT64
@@ -35,7 +36,7 @@ class _Limits(BaseModel):
     budget_period: BudgetPeriod | None = None
     # money budget in the price book's currency units per ``budget_period``, and the
     # percentage of it at which a warning is logged (null: 80)
-    max_budget: float | None = Field(default=None, ge=0, le=1e12, allow_inf_nan=False)
+    max_budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET, allow_inf_nan=False)
     budget_alert: int | None = Field(default=None, ge=1, le=100)
 
 
