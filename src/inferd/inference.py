@@ -64,8 +64,9 @@ def estimate_chat_prompt(request: ChatCompletionRequest) -> int:
 
 
 def estimate_chat(request: ChatCompletionRequest) -> int:
-    return estimate_chat_prompt(request) + (request.token_limit()
-                                            or DEFAULT_COMPLETION_ESTIMATE)
+    """The prompt's tokens and each of the ``n`` choices' completion limit."""
+    return estimate_chat_prompt(request) + (request.n or 1) * (request.token_limit()
+                                                               or DEFAULT_COMPLETION_ESTIMATE)
 
 
 def estimate_completion_prompt(request: CompletionRequest) -> int:
@@ -73,7 +74,7 @@ def estimate_completion_prompt(request: CompletionRequest) -> int:
 
 
 def estimate_completion(request: CompletionRequest) -> int:
-    return estimate_completion_prompt(request) + len(request.prompts()) * (
+    return estimate_completion_prompt(request) + len(request.prompts()) * (request.n or 1) * (
         request.token_limit() or DEFAULT_COMPLETION_ESTIMATE)
 
 

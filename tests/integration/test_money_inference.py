@@ -12,7 +12,7 @@ import pytest
 
 from inferd.auth.admin import KeyAdmin, KeySpec
 from inferd.auth.keys import KeyRing
-from inferd.auth.limits import LocalLimiter
+from inferd.auth.limits import NANOS, LocalLimiter
 from inferd.auth.principal import Principal
 from inferd.auth.teams import MemberSpec, TeamAdmin, TeamSpec, UserSpec
 from inferd.engines.echo import EchoEngine
@@ -97,5 +97,28 @@ async def test_a_team_money_budget_end_to_end(tmp_path: Any) -> None:
         assert again.value.code == "insufficient_quota"
     finally:
         await restarted.close()
+        await metering.close()
+        await db.close()
+
+
+async def test_the_worst_case_counts_every_choice(tmp_path: Any) -> None:
+    settings = load_settings(data_dir=tmp_path, bundled_models=False)
+    db = Database(settings.resolved_database_url())
+    await db.migrate()
+    metering = await Metering.start(settings, db)
+    metering.prices.set_model("echo", PRICE)
+    inference = Inference(_router(), metering, limiter=LocalLimiter())
+    try:
+        principal, _, _ = await _principal(db)  # a budget of 10.0: 5 choices of 2.0
+        limiter = inference.limiter
+        assert isinstance(limiter, LocalLimiter)
+        with pytest.raises(RateLimited):  # 6 choices: 12.0 at worst, refused before it runs
+            await inference.chat(ChatCompletionRequest.model_validate({**ASK, "n": 6}),
+                                 principal)
+        assert limiter.money_spent(principal.levels[0].limit_id) == 0  # nothing taken
+        await inference.chat(ChatCompletionRequest.model_validate(ASK), principal)
+        assert limiter.money_spent(principal.levels[0].limit_id) == 2 * NANOS
+    finally:
+        await inference.close()
         await metering.close()
         await db.close()
