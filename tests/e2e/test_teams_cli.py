@@ -28,9 +28,14 @@ def ok(data: Path, *args: str) -> Any:
 
 def test_teams_and_users_from_the_command_line(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    team = json.loads(ok(data, "teams", "create", "search", "--model", "echo", "--rpm", "5"))
+    team = json.loads(ok(data, "teams", "create", "search", "--model", "echo", "--rpm", "5",
+                         "--max-budget", "12.5", "--budget-alert", "90",
+                         "--budget-period", "month"))
     assert (team["name"], team["models"], team["rpm"]) == ("search", ["echo"], 5)
-    user = json.loads(ok(data, "users", "create", "ann", "--email", "ann@example.org"))
+    assert (team["max_budget"], team["budget_alert"]) == (12.5, 90)
+    user = json.loads(ok(data, "users", "create", "ann", "--email", "ann@example.org",
+                         "--max-budget", "3"))
+    assert user["max_budget"] == 3.0
     for name in ("bob", "carl"):
         ok(data, "users", "create", name)
     member = json.loads(ok(data, "teams", "add-member", str(team["id"]), str(user["id"]),
@@ -39,6 +44,8 @@ def test_teams_and_users_from_the_command_line(tmp_path: Path) -> None:
     key = json.loads(ok(data, "keys", "create", "--name", "k", "--team-id", str(team["id"]),
                         "--user-id", str(user["id"])))
     assert (key["team"], key["owner"]) == ("search", "ann")
+    paying = json.loads(ok(data, "keys", "update", str(key["id"]), "--max-budget", "0.5"))
+    assert (paying["max_budget"], paying["budget_alert"]) == (0.5, None)
     ok(data, "keys", "create", "--name", "other")
     mine = ok(data, "keys", "list", "--user-id", str(user["id"])).splitlines()
     assert [json.loads(line)["name"] for line in mine] == ["k"]

@@ -1,6 +1,7 @@
-"""The Teams & users page in Chromium: create a team and a user, make the user a member, give
-them a key from the API Keys page (picking the team and user), disable the user; the
-``openai`` SDK sees the key work and then stop."""
+"""The Teams & users page in Chromium: create a team (with a money budget) and a user, make the
+user a member, give them a key from the API Keys page (picking the team and user), see the
+team's usage in the monitoring page's totals, disable the user; the ``openai`` SDK sees the
+key work and then stop."""
 
 from __future__ import annotations
 
@@ -75,6 +76,12 @@ def test_a_team_a_user_and_their_key_from_the_ui(server: InferdProcess, browser:
     fill(d, "#team-form [name=rpm]", "70")
     find(d, "#team-form button[type=submit]").click()
     wait(d, lambda d: "70 req/min" in find(d, "#teams-table").text)
+    click_in_row(d, "#teams-table", "research", "Edit")
+    wait(d, lambda d: find(d, "#team-form [name=rpm]").get_attribute("value") == "70")
+    fill(d, "#team-form [name=max_budget]", "5")
+    fill(d, "#team-form [name=budget_alert]", "90")
+    find(d, "#team-form button[type=submit]").click()
+    wait(d, lambda d: "budget 5 per total (alert at 90%)" in find(d, "#teams-table").text)
     assert find(d, "#team-form-title").text == "Create a team"
     fill(d, "#user-form [name=name]", "erin")
     fill(d, "#user-form [name=email]", "erin@example.org")
@@ -96,12 +103,19 @@ def test_a_team_a_user_and_their_key_from_the_ui(server: InferdProcess, browser:
     select(d, "#key-team", _option(d, "#key-team", "research"))
     select(d, "#key-user", _option(d, "#key-user", "erin"))
     assert find(d, "#key-form [name=team]").get_attribute("value") == "research"
+    fill(d, "#key-form [name=max_budget]", "2")
     find(d, "#key-form button[type=submit]").click()
     wait(d, lambda d: find(d, "#key-created").is_displayed())
     secret = find(d, "#key-secret").text
     find(d, "#key-close").click()
     wait(d, lambda d: "erin / research" in find(d, "#keys-table").text)
+    assert "spent 0 / 2 per total" in find(d, "#keys-table").text
     assert _chat(server, secret)
+    # the usage totals of the monitoring page, per team
+    page(d, server.url, "monitoring")
+    wait(d, lambda d: find(d, "#page-monitoring").is_displayed())
+    select(d, "#totals-group", "team")
+    wait(d, lambda d: "research" in find(d, "#totals-table").text)
 
     page(d, server.url, "teams")
     wait(d, lambda d: "erin" in find(d, "#users-table").text)

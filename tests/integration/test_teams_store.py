@@ -191,3 +191,46 @@ async def test_a_team_change_appends_a_change_of_each_of_its_keys(database: Data
     assert [(key_id, key_hash) for _, key_id, key_hash in changed] == [
         (k["id"], (await store.get(k["id"]) or {})["key_hash"]) for k in made]
     assert [c[0] for c in changed] == sorted(c[0] for c in changed)
+
+
+async def test_money_budgets_and_usage_per_user_and_team(database: Database) -> None:
+    import time
+
+    from inferd.store.usage import UsageStore
+    from inferd.usage import UsageRecord
+
+    keys, admin, ring = _admins(database)
+    await ring.reload()
+    team = await admin.create_team(TeamSpec(name="search", max_budget=2.5, budget_alert=90,
+                                            budget_period="week"))
+    user = await admin.create_user(UserSpec(name="ann", max_budget=0.125))
+    await admin.set_member(team["id"], user["id"], MemberSpec(role="member"))
+    made = await keys.create(KeySpec(name="k", team_id=team["id"], user_id=user["id"],
+                                     max_budget=1.0))
+    other = await keys.create(KeySpec(name="other"))
+    assert (made["max_budget"], made["budget_alert"]) == (1.0, None)
+    principal = await ring.authenticate_fresh(made["key"])
+    assert (principal.max_budget, principal.budget_alert) == (1.0, 80)
+    assert [(lv.kind, lv.max_budget, lv.budget_alert) for lv in principal.levels] == [
+        ("user", 0.125, 80), ("team", 2.5, 90)]
+    changed = await admin.update_team(team["id"], TeamUpdate(max_budget=None))
+    assert changed["max_budget"] is None and changed["budget_alert"] == 90
+
+    now = time.time()
+    usage = UsageStore(database)
+
+    def record(key_id: str, cost: float, at: float = now) -> UsageRecord:
+        return UsageRecord(at, None, key_id, "m", None, "chat", False, 200, None, 1, 1, 2, 1.0,
+                           None, None, None, None, cost)
+
+    await usage.insert_many([record(str(made["id"]), 0.25), record(str(made["id"]), 0.5),
+                             record(str(made["id"]), 8.0, now - 86400 * 40),
+                             record(str(other["id"]), 0.125)])
+    by_team = {r["team_name"]: (r["team_id"], r["requests"], r["cost"])
+               for r in await usage.aggregate(group_by=["team"], since=now - 60)}
+    assert by_team == {"search": (team["id"], 2, 0.75), None: (None, 1, 0.125)}
+    by_user = {r["user_name"]: r["cost"] for r in await usage.aggregate(group_by=["user"])}
+    assert by_user == {"ann": 8.75, None: 0.125}
+    assert await usage.level_cost_since("team", team["id"], now - 60) == 0.75
+    assert await usage.level_cost_since("user", user["id"], 0.0) == 8.75
+    assert await usage.cost_since({str(made["id"]): now - 60}) == {str(made["id"]): 0.75}

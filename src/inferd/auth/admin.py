@@ -21,6 +21,7 @@ from inferd.auth.keys import (
     generate_key,
     hash_key,
 )
+from inferd.auth.limits import MAX_BUDGET
 from inferd.auth.principal import BudgetPeriod, Scope
 from inferd.auth.teams import TeamAdmin
 from inferd.errors import InvalidRequest, NotFound
@@ -54,6 +55,10 @@ class KeyLimits(BaseModel):
     storage_objects: int | None = Field(default=None, ge=0, le=INT32)
     token_budget: int | None = Field(default=None, ge=0, le=INT64)
     budget_period: BudgetPeriod | None = None
+    # money budget in the price book's currency units per ``budget_period``, and the
+    # percentage of it at which a warning is logged (null: 80)
+    max_budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET, allow_inf_nan=False)
+    budget_alert: int | None = Field(default=None, ge=1, le=100)
     expires_at: float | None = Field(default=None, gt=0, le=MAX_EPOCH, allow_inf_nan=False)
     metadata: dict[str, str] | None = None
 
@@ -92,6 +97,7 @@ def key_view(row: dict[str, Any], *, key: str | None = None,
         "ipm": row.get("ipm"), "upm": row.get("upm"), "image_budget": row.get("image_budget"),
         "storage_bytes": row.get("storage_bytes"), "storage_objects": row.get("storage_objects"),
         "token_budget": row["token_budget"], "budget_period": row["budget_period"],
+        "max_budget": row.get("max_budget"), "budget_alert": row.get("budget_alert"),
         "expires_at": row["expires_at"], "enabled": bool(row["enabled"]),
         # its user is disabled: the key does not work though it is enabled
         "user_disabled": bool(row.get("user_disabled")),

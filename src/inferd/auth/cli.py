@@ -79,6 +79,12 @@ def limit_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Token budget (in total, or per --budget-period)."),
         click.option("--budget-period", type=click.Choice(["day", "week", "month"]),
                      default=None),
+        click.option("--max-budget", type=float, default=None,
+                     help="Money budget in the price book's currency (in total, or per "
+                          "--budget-period)."),
+        click.option("--budget-alert", type=int, default=None,
+                     help="Percentage of the money budget at which a warning is logged "
+                          "(default 80)."),
         click.option("--expires-at", type=float, default=None, help="Epoch seconds."),
     ]
     for option in reversed(options):

@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from inferd.auth.principal import LimitLevel, Principal, Scope
+from inferd.auth.principal import DEFAULT_BUDGET_ALERT, LimitLevel, Principal, Scope
 from inferd.errors import AuthenticationFailed
 from inferd.store.keys import CHANGE_RETENTION_SECONDS, KeyStore
 
@@ -108,6 +108,7 @@ def principal_from_row(row: dict[str, Any],
         storage_bytes=_or(row.get("storage_bytes"), storage[0]),
         storage_objects=_or(row.get("storage_objects"), storage[1]),
         budget_period=row.get("budget_period"), expires_at=row.get("expires_at"),
+        max_budget=_money(row.get("max_budget")), budget_alert=_alert(row.get("budget_alert")),
         limit_id=f"{row['id']}-{row['key_hash'][:16]}", levels=_levels(row))
 
 
@@ -134,10 +135,20 @@ def _levels(row: dict[str, Any]) -> tuple[LimitLevel, ...]:
                            str(row[f"{kind}_name"]),
                            rpm=row.get(f"{kind}_rpm"), tpm=row.get(f"{kind}_tpm"),
                            token_budget=row.get(f"{kind}_token_budget"),
-                           budget_period=row.get(f"{kind}_budget_period"))
+                           budget_period=row.get(f"{kind}_budget_period"),
+                           max_budget=_money(row.get(f"{kind}_max_budget")),
+                           budget_alert=_alert(row.get(f"{kind}_budget_alert")))
         if level.limited:
             levels.append(level)
     return tuple(levels)
+
+
+def _money(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _alert(value: Any) -> int:
+    return DEFAULT_BUDGET_ALERT if value is None else int(value)
 
 
 def _or(value: int | None, default: int) -> int:

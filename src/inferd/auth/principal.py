@@ -10,6 +10,8 @@ from inferd.store.storage import Quota
 # ``auditor``: reads everything an admin reads (the ``audit`` routes), changes nothing.
 Scope = Literal["admin", "user", "auditor"]
 BudgetPeriod = Literal["day", "week", "month"]
+# The percentage of a money budget at which a warning is logged (when not set).
+DEFAULT_BUDGET_ALERT = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +27,13 @@ class LimitLevel:
     tpm: int | None = None
     token_budget: int | None = None
     budget_period: BudgetPeriod | None = None
+    max_budget: float | None = None  # money, per ``budget_period``
+    budget_alert: int = DEFAULT_BUDGET_ALERT
 
     @property
     def limited(self) -> bool:
-        return self.rpm is not None or self.tpm is not None or self.token_budget is not None
+        return (self.rpm is not None or self.tpm is not None or self.token_budget is not None
+                or self.max_budget is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,10 @@ class Principal:
     image_budget: int | None = None
     token_budget: int | None = None  # tokens in total, or per ``budget_period``
     budget_period: BudgetPeriod | None = None
+    # a budget in money (the price book's currency units) per ``budget_period``, and the
+    # percentage of it at which a warning is logged once per period
+    max_budget: float | None = None
+    budget_alert: int = DEFAULT_BUDGET_ALERT
     expires_at: float | None = None  # epoch seconds
     # Storage quota of the key's stored objects (its own, else the settings'): 0 = no limit.
     storage_bytes: int = 0
@@ -80,6 +89,12 @@ class Principal:
         return self.limit_id or self.key_id or ""
 
     @property
+    def spends(self) -> bool:
+        """True when a money budget applies (the key's, its user's or its team's)."""
+        return self.max_budget is not None or any(
+            level.max_budget is not None for level in self.levels)
+
+    @property
     def storage_quota(self) -> Quota:
         return Quota(self.storage_bytes, self.storage_objects)
 
@@ -96,7 +111,8 @@ class Principal:
         """True when any limit applies (the limiter is skipped otherwise)."""
         return (self.rpm is not None or self.tpm is not None or self.token_budget is not None
                 or self.ipm is not None or self.upm is not None
-                or self.image_budget is not None or bool(self.levels))
+                or self.image_budget is not None or self.max_budget is not None
+                or bool(self.levels))
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models

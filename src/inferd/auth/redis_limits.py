@@ -2,7 +2,7 @@
 
 ``acquire`` is one ``EVALSHA`` of a Lua script that refills the buckets of the key (and of its
 user and team, ``inferd.auth.limits.gates``) with Redis's own clock, checks requests/min,
-tokens/min and the budgets, and reserves them all or nothing:
+tokens/min and the token and money budgets, and reserves them all or nothing:
 Redis runs a script atomically, so any number of gateways get exact limits. ``settle``
 queues the token correction; a background task sends the queued corrections in one pipeline,
 so a request never waits for it.
@@ -33,27 +33,30 @@ from inferd.auth.principal import Principal
 log = logging.getLogger("inferd.limits")
 
 # For each level (the key's, its user's, its team's): KEYS request bucket, token bucket, budget
-# counter; ARGV rpm, tpm (0: no limit), budget (-1: none), budget ttl (0: none), after ARGV[1],
-# the cost. Every level is checked before any is written: all are reserved, or none.
-# Returns {1} when reserved, else {0, then for each limit met: wait in ms, reason 1=rpm 2=tpm
-# 3=budget, level}.
+# counter, money counter (nanos), money alert mark; ARGV rpm, tpm (0: no limit), budget (-1:
+# none), budget ttl (0: none), money budget (-1: none), money alert (-1: none), after ARGV[1]
+# the tokens and ARGV[2] the cost (nanos). Every level is checked before any is written: all
+# are reserved, or none. Returns {1, then the levels whose money alert this reservation
+# crossed first in the period} when reserved, else {0, then for each limit met: wait in ms,
+# reason 1=rpm 2=tpm 3=budget 4=money, level}.
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local cost = tonumber(ARGV[1])
+local money = tonumber(ARGV[2])
 local function level(key, cap)
   local v = redis.call('HMGET', key, 'l', 's')
   local l, s = tonumber(v[1]), tonumber(v[2])
   if l == nil or s == nil then return cap end
   return math.min(cap, l + (now - s) * cap / 60)
 end
-local n = #KEYS / 3
+local n = #KEYS / 5
 local rls, tls = {}, {}
 local refused = {0}
 for i = 1, n do
-  local k, a = (i - 1) * 3, 1 + (i - 1) * 4
+  local k, a = (i - 1) * 5, 2 + (i - 1) * 6
   local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local budget = tonumber(ARGV[a + 3])
+  local budget, mbudget = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 5])
   if rpm > 0 then
     rls[i] = level(KEYS[k + 1], rpm)
     if rls[i] < 1 then
@@ -79,15 +82,33 @@ for i = 1, n do
       table.insert(refused, i)
     end
   end
+  if mbudget >= 0 then
+    local spent = tonumber(redis.call('GET', KEYS[k + 4]) or '0')
+    if spent + money > mbudget then
+      table.insert(refused, 0)
+      table.insert(refused, 4)
+      table.insert(refused, i)
+    end
+  end
 end
 if #refused > 1 then return refused end
+local done = {1}
 for i = 1, n do
-  local k, a = (i - 1) * 3, 1 + (i - 1) * 4
+  local k, a = (i - 1) * 5, 2 + (i - 1) * 6
   local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local budget, ttl = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local mbudget, alert = tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
   if budget >= 0 then
     redis.call('INCRBY', KEYS[k + 3], cost)
     if ttl > 0 then redis.call('EXPIRE', KEYS[k + 3], ttl) end
+  end
+  if mbudget >= 0 then
+    local spent = redis.call('INCRBY', KEYS[k + 4], money)
+    if ttl > 0 then redis.call('EXPIRE', KEYS[k + 4], ttl) end
+    if alert >= 0 and spent >= alert and redis.call('SET', KEYS[k + 5], '1', 'NX') then
+      if ttl > 0 then redis.call('EXPIRE', KEYS[k + 5], ttl) end
+      table.insert(done, i)
+    end
   end
   if rpm > 0 then
     redis.call('HSET', KEYS[k + 1], 'l', tostring(rls[i] - 1), 's', tostring(now))
@@ -98,10 +119,10 @@ for i = 1, n do
     redis.call('EXPIRE', KEYS[k + 2], 120)
   end
 end
-return {1}
+return done
 """
 
-_REASONS = {1: "rpm", 2: "tpm", 3: "budget"}
+_REASONS = {1: "rpm", 2: "tpm", 3: "budget", 4: "money"}
 
 # KEYS: the images bucket. ARGV: ipm, images asked for. Returns 0 when taken, else the wait in ms.
 ACQUIRE_IMAGES = """
@@ -164,24 +185,28 @@ class RedisLimiter:
     def _keys(self, key_id: str, budget_start: float | None) -> list[str]:
         base = f"{self.prefix}:limits:{{{key_id}}}"
         period = "none" if budget_start is None else str(int(budget_start))
-        return [f"{base}:req", f"{base}:tok", f"{base}:budget:{period}"]
+        return [f"{base}:req", f"{base}:tok", f"{base}:budget:{period}",
+                f"{base}:money:{period}", f"{base}:money-alert:{period}"]
 
-    async def acquire(self, principal: Principal, tokens: int) -> Reservation:
+    async def acquire(self, principal: Principal, tokens: int, cost: int = 0) -> Reservation:
         now = time.time()
         keys: list[str] = []
-        args: list[int] = [tokens]
+        args: list[int] = [tokens, cost]
         taken: list[tuple[Gate, float | None]] = []
         ends: list[float | None] = []
         for gate in self._gates.of(principal):
             start, end, budget, ttl = None, None, -1, 0
-            if gate.budget is not None:
+            if gate.budget is not None or gate.money is not None:
                 start, end = period_bounds(gate.period, now)
-                budget = gate.budget
+                budget = -1 if gate.budget is None else gate.budget
                 ttl = int(end - now) + 3600 if end is not None else 0
             keys += self._keys(gate.key, start)
-            args += [gate.rpm or 0, gate.tpm or 0, budget, ttl]
+            args += [gate.rpm or 0, gate.tpm or 0, budget, ttl,
+                     -1 if gate.money is None else gate.money,
+                     -1 if gate.alert is None else gate.alert]
             taken.append((gate, start))
             ends.append(end)
+        alerts: tuple[Gate, ...] = ()
         if keys:
             result: Any = await self._acquire(keys=keys, args=args)
             if int(result[0]) != 1:
@@ -190,13 +215,14 @@ class RedisLimiter:
                     reason = _REASONS[int(result[at + 1])]
                     index = int(result[at + 2]) - 1
                     wait = int(result[at]) / 1000.0
-                    if reason == "budget":
+                    if reason in ("budget", "money"):
                         end = ends[index]
                         wait = end - time.time() if end is not None else NO_PERIOD_RETRY_SECONDS
                     refusals.append(gate_limited(reason, taken[index][0], wait))
                 raise longest(refusals)
+            alerts = tuple(taken[int(i) - 1][0] for i in result[1:])
         done = tuple(taken)
-        return Reservation(principal, tokens, own_start(done, principal), done)
+        return Reservation(principal, tokens, own_start(done, principal), done, cost, alerts)
 
     async def acquire_images(self, principal: Principal, count: int) -> None:
         if principal.ipm is None:
@@ -231,16 +257,19 @@ class RedisLimiter:
     async def seed_image_budget(self, key_id: str, period_start: float, used: int) -> None:
         await self.redis.set(self._unit_keys(key_id, period_start)[1], used, nx=True)
 
-    def settle(self, reservation: Reservation, tokens: int) -> None:
+    def settle(self, reservation: Reservation, tokens: int, cost: int | None = None) -> None:
         delta = tokens - reservation.tokens
-        if not delta:
+        spent = 0 if cost is None else cost - reservation.cost
+        if not delta and not spent:
             return
         for gate, start in reservation.taken:
             keys = self._keys(gate.key, start)
-            if gate.tpm is not None:
+            if gate.tpm is not None and delta:
                 self._pending.append((keys[1], delta, True))
-            if start is not None:
+            if start is not None and gate.budget is not None and delta:
                 self._pending.append((keys[2], delta, False))
+            if start is not None and gate.money is not None and spent:
+                self._pending.append((keys[3], spent, False))
         if self._pending and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
@@ -262,6 +291,14 @@ class RedisLimiter:
 
     async def seed_budget(self, key_id: str, period_start: float, used: int) -> None:
         await self.redis.set(self._keys(key_id, period_start)[2], used, nx=True)
+
+    async def seed_money(self, key_id: str, period_start: float, spent: int) -> None:
+        await self.redis.set(self._keys(key_id, period_start)[3], spent, nx=True)
+
+    async def money_spent(self, key_id: str, period_start: float | None) -> int:
+        """The money (nanos) spent and reserved in a budget period."""
+        value = await self.redis.get(self._keys(key_id, period_start)[3])
+        return int(value or 0)
 
     async def budget_used(self, key_id: str, period_start: float | None) -> int:
         value = await self.redis.get(self._keys(key_id, period_start)[2])

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inferd.audit import AuditLog
 from inferd.auth.keys import KeyRing
+from inferd.auth.limits import MAX_BUDGET
 from inferd.auth.principal import BudgetPeriod
 from inferd.errors import Conflict, NotFound
 from inferd.schemas.openai import INT32, INT64
@@ -33,6 +34,10 @@ class _Limits(BaseModel):
     tpm: int | None = Field(default=None, ge=1, le=INT32)
     token_budget: int | None = Field(default=None, ge=0, le=INT64)
     budget_period: BudgetPeriod | None = None
+    # money budget in the price book's currency units per ``budget_period``, and the
+    # percentage of it at which a warning is logged (null: 80)
+    max_budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET, allow_inf_nan=False)
+    budget_alert: int | None = Field(default=None, ge=1, le=100)
 
 
 class TeamSpec(_Limits):
@@ -79,7 +84,8 @@ class MemberSpec(BaseModel):
 def team_view(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "object": "team", "name": row["name"], "models": row["models"],
             "rpm": row["rpm"], "tpm": row["tpm"], "token_budget": row["token_budget"],
-            "budget_period": row["budget_period"], "metadata": row["extra"] or {},
+            "budget_period": row["budget_period"], "max_budget": row.get("max_budget"),
+            "budget_alert": row.get("budget_alert"), "metadata": row["extra"] or {},
             "created_at": row["created_at"], "updated_at": row["updated_at"]}
 
 
@@ -87,7 +93,8 @@ def user_view(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "object": "user", "name": row["name"], "email": row["email"],
             "role": row["role"], "disabled": bool(row["disabled"]), "rpm": row["rpm"],
             "tpm": row["tpm"], "token_budget": row["token_budget"],
-            "budget_period": row["budget_period"], "created_at": row["created_at"],
+            "budget_period": row["budget_period"], "max_budget": row.get("max_budget"),
+            "budget_alert": row.get("budget_alert"), "created_at": row["created_at"],
             "updated_at": row["updated_at"]}
 
 

@@ -70,6 +70,12 @@ def _limit_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Token budget (in total, or per --budget-period), likewise."),
         click.option("--budget-period", type=click.Choice(["day", "week", "month"]),
                      default=None),
+        click.option("--max-budget", type=float, default=None,
+                     help="Money budget in the price book's currency (in total, or per "
+                          "--budget-period), likewise."),
+        click.option("--budget-alert", type=int, default=None,
+                     help="Percentage of the money budget at which a warning is logged "
+                          "(default 80)."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -42,6 +42,8 @@ class ApiKey(Answer):
     tpm: int | None
     token_budget: int | None
     budget_period: str | None
+    max_budget: float | None = None
+    budget_alert: int | None = None
     expires_at: float | None
     enabled: bool
     user_disabled: bool = False
@@ -72,6 +74,8 @@ class Team(Answer):
     tpm: int | None
     token_budget: int | None
     budget_period: str | None
+    max_budget: float | None = None
+    budget_alert: int | None = None
     metadata: dict[str, Any]
     created_at: float
     updated_at: float
@@ -98,6 +102,8 @@ class User(Answer):
     tpm: int | None
     token_budget: int | None
     budget_period: str | None
+    max_budget: float | None = None
+    budget_alert: int | None = None
     created_at: float
     updated_at: float
 

@@ -39,12 +39,14 @@ PRUNE_EVERY = 256
 # Columns a caller may set on create or update (everything but ids, hashes and times).
 EDITABLE = frozenset({"name", "owner", "team", "scope", "models", "rpm", "tpm", "ipm",
                       "upm", "image_budget", "storage_bytes", "storage_objects",
-                      "token_budget", "budget_period", "expires_at", "enabled", "extra",
+                      "token_budget", "budget_period", "max_budget", "budget_alert",
+                      "expires_at", "enabled", "extra",
                       "team_id", "user_id"})
 
 # A key with what its team and user add to it: their models, limits, role and disabled flag
 # (``team_*`` and ``user_*`` columns, null for a key without them).
-_LEVEL_COLUMNS = ("rpm", "tpm", "token_budget", "budget_period", "created_at")
+_LEVEL_COLUMNS = ("rpm", "tpm", "token_budget", "budget_period", "max_budget", "budget_alert",
+                  "created_at")
 KEYS = (sa.select(api_keys, teams.c.name.label("team_name"),
                   teams.c.models.label("team_models"),
                   *(teams.c[c].label(f"team_{c}") for c in _LEVEL_COLUMNS),

@@ -38,6 +38,9 @@ api_keys = sa.Table(
     sa.Column("storage_objects", sa.Integer, nullable=True),
     sa.Column("token_budget", sa.BigInteger, nullable=True),
     sa.Column("budget_period", sa.String(16), nullable=True),  # null: total; day|week|month
+    # money budget (price book currency units) per budget period, and its alert percentage
+    sa.Column("max_budget", sa.Double, nullable=True),
+    sa.Column("budget_alert", sa.Integer, nullable=True),
     sa.Column("expires_at", sa.Double, nullable=True),
     sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("webhook_secret", sa.String(512), nullable=False),  # encrypted: secretbox
@@ -62,6 +65,9 @@ teams = sa.Table(
     sa.Column("tpm", sa.Integer, nullable=True),
     sa.Column("token_budget", sa.BigInteger, nullable=True),
     sa.Column("budget_period", sa.String(16), nullable=True),
+    # money budget (price book currency units) per budget period, and its alert percentage
+    sa.Column("max_budget", sa.Double, nullable=True),
+    sa.Column("budget_alert", sa.Integer, nullable=True),
     sa.Column("extra", sa.JSON, nullable=True),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
@@ -79,6 +85,9 @@ users = sa.Table(
     sa.Column("tpm", sa.Integer, nullable=True),
     sa.Column("token_budget", sa.BigInteger, nullable=True),
     sa.Column("budget_period", sa.String(16), nullable=True),
+    # money budget (price book currency units) per budget period, and its alert percentage
+    sa.Column("max_budget", sa.Double, nullable=True),
+    sa.Column("budget_alert", sa.Integer, nullable=True),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
     sqlite_autoincrement=True,

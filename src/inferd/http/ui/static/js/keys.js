@@ -16,7 +16,7 @@ function periodStart(period) {
   return 0;
 }
 
-// Tokens used per key since the start of each key's budget period.
+// Tokens used and money spent per key since the start of each key's budget period.
 async function spend(keys) {
   const out = new Map();
   const periods = new Set(keys.map((k) => k.budget_period || ""));
@@ -24,19 +24,30 @@ async function spend(keys) {
     const since = periodStart(period);
     const rows = list(await api("GET", `/admin/v1/usage?group_by=key&since=${since}`));
     for (const row of rows) {
-      for (const k of keys) if (String(k.id) === String(row.key_id) && (k.budget_period || "") === period) out.set(k.id, row.total_tokens);
+      for (const k of keys) if (String(k.id) === String(row.key_id) && (k.budget_period || "") === period) out.set(k.id, row);
     }
   }
   return out;
 }
 
 function spendCell(k, used) {
-  const tokens = used.get(k.id) || 0;
-  if (k.token_budget === null || k.token_budget === undefined) return `${fmtNum(tokens)} tokens`;
-  const share = k.token_budget ? Math.min(1, tokens / k.token_budget) : 1;
-  return el("div", { class: "spend" },
-    el("meter", { min: 0, max: 1, value: share, high: 0.8, optimum: 0 }),
-    el("span", {}, `${fmtNum(tokens)} / ${fmtNum(k.token_budget)} per ${k.budget_period || "total"}`));
+  const row = used.get(k.id);
+  const tokens = row ? row.total_tokens : 0;
+  const cells = [];
+  if (k.token_budget === null || k.token_budget === undefined) cells.push(el("span", {}, `${fmtNum(tokens)} tokens`));
+  else {
+    const share = k.token_budget ? Math.min(1, tokens / k.token_budget) : 1;
+    cells.push(el("meter", { min: 0, max: 1, value: share, high: 0.8, optimum: 0 }),
+      el("span", {}, `${fmtNum(tokens)} / ${fmtNum(k.token_budget)} per ${k.budget_period || "total"}`));
+  }
+  if (k.max_budget !== null && k.max_budget !== undefined) {
+    const cost = row ? row.cost : 0;
+    const share = k.max_budget ? Math.min(1, cost / k.max_budget) : 1;
+    cells.push(el("meter", { min: 0, max: 1, value: share, high: (k.budget_alert ?? 80) / 100, optimum: 0 }),
+      el("span", {}, `spent ${cost} / ${k.max_budget} per ${k.budget_period || "total"}`));
+  }
+  if (cells.length === 1) return cells[0].textContent;
+  return el("div", { class: "spend" }, ...cells);
 }
 
 // A row's action: its outcome is said in the row, the previous one cleared.
@@ -154,7 +165,7 @@ async function render() {
 function edit(k) {
   editing = k;
   const f = $("#key-form").elements;
-  for (const name of ["name", "owner", "team", "rpm", "tpm", "ipm", "upm", "token_budget", "image_budget", "storage_bytes", "storage_objects"]) f[name].value = k[name] ?? "";
+  for (const name of ["name", "owner", "team", "rpm", "tpm", "ipm", "upm", "token_budget", "max_budget", "budget_alert", "image_budget", "storage_bytes", "storage_objects"]) f[name].value = k[name] ?? "";
   f.scope.value = k.scope;
   f.team_id.value = k.team_id ?? "";
   f.user_id.value = k.user_id ?? "";
@@ -175,6 +186,7 @@ function body(v) {
     upm: number(v.upm), image_budget: number(v.image_budget),
     storage_bytes: number(v.storage_bytes), storage_objects: number(v.storage_objects),
     token_budget: number(v.token_budget), budget_period: v.budget_period || null,
+    max_budget: number(v.max_budget), budget_alert: number(v.budget_alert),
     expires_at: v.expires ? new Date(v.expires).getTime() / 1000 : null };
   if (!editing) for (const [name, value] of Object.entries(out)) if (value === null) delete out[name];
   return out;

@@ -35,6 +35,7 @@ function limits(row) {
   if (row.rpm) parts.push(`${fmtNum(row.rpm)} req/min`);
   if (row.tpm) parts.push(`${fmtNum(row.tpm)} tok/min`);
   if (row.token_budget !== null && row.token_budget !== undefined) parts.push(`${fmtNum(row.token_budget)} tokens per ${row.budget_period || "total"}`);
+  if (row.max_budget !== null && row.max_budget !== undefined) parts.push(`budget ${row.max_budget} per ${row.budget_period || "total"} (alert at ${row.budget_alert ?? 80}%)`);
   return parts.join(", ") || "none";
 }
 
@@ -155,12 +156,14 @@ function drop(out, kind) {
 function teamBody(v) {
   const models = v.models.split(",").map((m) => m.trim()).filter(Boolean);
   return drop({ name: v.name, models: models.length ? models : null, rpm: number(v.rpm), tpm: number(v.tpm),
-    token_budget: number(v.token_budget), budget_period: v.budget_period || null }, "team");
+    token_budget: number(v.token_budget), budget_period: v.budget_period || null,
+    max_budget: number(v.max_budget), budget_alert: number(v.budget_alert) }, "team");
 }
 
 function userBody(v) {
   return drop({ name: v.name, email: v.email || null, role: v.role || null, rpm: number(v.rpm), tpm: number(v.tpm),
-    token_budget: number(v.token_budget), budget_period: v.budget_period || null }, "user");
+    token_budget: number(v.token_budget), budget_period: v.budget_period || null,
+    max_budget: number(v.max_budget), budget_alert: number(v.budget_alert) }, "user");
 }
 
 function form(kind, body) {
