@@ -220,6 +220,10 @@ class Metering:
                 value = details.get("cached_tokens")
                 cached = value if isinstance(value, int) else None
         address, agent, trace = client_of(call.scope)
+        if call.span is not None:  # traced here: the trace this request's span is in
+            context = call.span.get_span_context()
+            if context.is_valid:
+                trace = format(context.trace_id, "032x")
         principal = call.principal
         # ``_make`` (tuple.__new__) is several times cheaper than the keyword-checking
         # constructor: this runs on every request

@@ -10,7 +10,8 @@ spool is replayed at the next start.
 Stored per request: its time, request id, key (id and name), model, replica, endpoint,
 whether it streamed, status and error code, latency, time to first token, tokens in and out,
 cached prompt tokens, cost, replicas tried, the client's address and user agent, and the trace
-id of an incoming W3C ``traceparent`` header. Never a request's or an answer's body.
+id (of the request's span when the process traces, else of an incoming W3C
+``traceparent`` header). Never a request's or an answer's body.
 
 Reading pages newest first by cursor (``page``); the maintenance sweep creates the partitions
 of the next days ahead and removes what is past the retention (``maintain``).

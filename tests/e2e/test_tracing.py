@@ -123,7 +123,11 @@ def test_a_stream_is_traced_to_its_end_and_a_request_without_a_caller_starts_a_t
         assert httpx.get(server.url + "/v1/models", timeout=30).status_code == 200
         spans = receiver.wait(lambda s: bool(named(s, CHAT) and named(s, "GET /v1/models")),
                               "inferd-serve")
-    (server_span,) = named(spans, CHAT)
+        (server_span,) = named(spans, CHAT)
+        # the request log names the trace the request started (no traceparent came with it)
+        logged = httpx.get(server.url + "/admin/v1/requests", params={"model": "echo"},
+                           timeout=30).json()["data"]
+        assert [r["trace_id"] for r in logged] == [server_span.trace_id]
     assert server_span.parent_id == ""  # no traceparent: a new trace
     request = the_request(spans, server_span.trace_id)
     inference = request["inference"]
