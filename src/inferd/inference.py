@@ -24,7 +24,7 @@ from inferd.auth.limits import Limiter, LocalLimiter, period_bounds
 from inferd.auth.principal import Principal
 from inferd.engines.base import Chunk, ModelInfo, Progress
 from inferd.engines.streams import primed
-from inferd.errors import InferdError, ModelNotFound, PermissionDenied, RateLimited
+from inferd.errors import InferdError, ModelNotFound, PermissionDenied, RateLimited, envelope
 from inferd.metering import CLIENT_CLOSED, Call, Metering
 from inferd.metrics import UNKNOWN_MODEL
 from inferd.routing.router import Router
@@ -160,11 +160,13 @@ class Inference:
                                    param="model", code="model_not_allowed")
 
     async def _begin(self, endpoint: str, model: str, principal: Principal, stream: bool,
-                     estimate: Callable[[], int]) -> Call:
+                     estimate: Callable[[], int], body: Any = None) -> Call:
         # Metric labels name only models the router knows: any other name a client sends is
         # counted as UNKNOWN_MODEL, so that clients cannot grow /metrics without bound.
         call = Call(endpoint, model, principal, stream,
                     model if self.router.knows(model) else UNKNOWN_MODEL, batch=in_job())
+        if principal.log_bodies:  # kept by the request log
+            call.request_body = body
         if self.tracer is not None and (tracer := current_tracer()) is not None:
             call.span = traced.start_span(tracer, endpoint, model, stream)
         try:
@@ -176,6 +178,8 @@ class Inference:
             if isinstance(exc, RateLimited):
                 self.metering.metrics.child("rate_limited", exc.code or "").inc()
             if not isinstance(exc, ModelNotFound):
+                if principal.log_bodies:
+                    call.response_body = envelope(exc)
                 self._end(call, None, exc.status, exc.code)
             elif call.span is not None:
                 traced.end_span(call.span, None, exc.status, exc.code, None)
@@ -185,6 +189,8 @@ class Inference:
 
     def _failed(self, call: Call, exc: BaseException, usage: dict[str, Any] | None = None) -> None:
         self.metering.metrics.child("in_flight", call.label).dec()
+        if call.principal.log_bodies and isinstance(exc, InferdError):
+            call.response_body = envelope(exc)
         if isinstance(exc, InferdError):
             self._end(call, usage, exc.status, exc.code)
         elif isinstance(exc, Exception):
@@ -225,8 +231,13 @@ class Inference:
         gap = self.metering.metrics.child("inter_token", call.label).observe
         clock = time.perf_counter
         notes = None if call.span is None else traced.StreamNotes()
+        kept: list[Chunk] | None = None
+        if call.principal.log_bodies:  # assembled by the request log
+            kept = call.response_body = []
         try:
             async for chunk in stream:
+                if kept is not None:
+                    kept.append(chunk)
                 if notes is not None:
                     notes.feed(chunk)
                 if chunk.get("usage"):
@@ -263,6 +274,8 @@ class Inference:
             raise
         if call.span is not None:
             traced.answered(call.span, result)
+        if call.principal.log_bodies:
+            call.response_body = result
         self._done(call, result.get("usage"))
         return result
 
@@ -281,34 +294,34 @@ class Inference:
     async def chat(self, request: ChatCompletionRequest,
                    principal: Principal) -> dict[str, Any]:
         call = await self._begin("chat", request.model, principal, False,
-                                 lambda: estimate_chat(request))
+                                 lambda: estimate_chat(request), request)
         return await self._answer(call, self.router.chat(request, call))
 
     async def chat_stream(self, request: ChatCompletionRequest,
                           principal: Principal) -> AsyncIterator[Chunk]:
         """A started stream: errors before the first chunk are raised here."""
         call = await self._begin("chat", request.model, principal, True,
-                                 lambda: estimate_chat(request))
+                                 lambda: estimate_chat(request), request)
         return await self._started(call, self.router.chat_stream(request, call),
                                    estimate_chat_prompt(request))
 
     async def complete(self, request: CompletionRequest,
                        principal: Principal) -> dict[str, Any]:
         call = await self._begin("completions", request.model, principal, False,
-                                 lambda: estimate_completion(request))
+                                 lambda: estimate_completion(request), request)
         return await self._answer(call, self.router.complete(request, call))
 
     async def complete_stream(self, request: CompletionRequest,
                               principal: Principal) -> AsyncIterator[Chunk]:
         call = await self._begin("completions", request.model, principal, True,
-                                 lambda: estimate_completion(request))
+                                 lambda: estimate_completion(request), request)
         return await self._started(call, self.router.complete_stream(request, call),
                                    estimate_completion_prompt(request))
 
     async def embed(self, request: EmbeddingRequest,
                     principal: Principal) -> dict[str, Any]:
         call = await self._begin("embeddings", request.model, principal, False,
-                                 lambda: estimate_embedding(request))
+                                 lambda: estimate_embedding(request), request)
         return await self._answer(call, self.router.embed(request, call))
 
     async def rerank(self, request: RerankRequest,
@@ -352,7 +365,8 @@ class Inference:
                       run: Callable[[Any, Call], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         """A request answered in one piece, metered by its usage's tokens."""
         size = len(request.model_dump_json()) // 4 + 1
-        call = await self._begin(endpoint, request.model, principal, False, lambda: size)
+        call = await self._begin(endpoint, request.model, principal, False, lambda: size,
+                                 request)
         try:
             result = await self._traced(call, run(request, call))
         except BaseException as exc:
@@ -360,6 +374,8 @@ class Inference:
             raise
         if call.span is not None:
             traced.answered(call.span, result)
+        if call.principal.log_bodies:
+            call.response_body = result
         self._done(call, result.get("usage"))
         return result
 

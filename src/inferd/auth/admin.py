@@ -51,6 +51,8 @@ class KeyLimits(BaseModel):
     budget_period: BudgetPeriod | None = None
     expires_at: float | None = Field(default=None, gt=0, le=MAX_EPOCH, allow_inf_nan=False)
     metadata: dict[str, str] | None = None
+    # the request log keeps the bodies of this key's requests and answers (off by default)
+    log_bodies: bool | None = None
 
 
 class KeySpec(KeyLimits):
@@ -88,7 +90,7 @@ def key_view(row: dict[str, Any], *, key: str | None = None,
         "token_budget": row["token_budget"], "budget_period": row["budget_period"],
         "expires_at": row["expires_at"], "enabled": bool(row["enabled"]),
         "metadata": row["extra"] or {}, "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
+        "updated_at": row["updated_at"], "log_bodies": bool(row.get("log_bodies")),
     }
     if key is not None:
         view["key"] = key
@@ -100,6 +102,8 @@ def key_view(row: dict[str, Any], *, key: str | None = None,
 def _columns(spec: KeyLimits, *, only_set: bool) -> dict[str, Any]:
     data = spec.model_dump(exclude_unset=only_set)
     data.pop("expires_in", None)
+    if "log_bodies" in data and data["log_bodies"] is None:  # null: off on create, else kept
+        del data["log_bodies"]
     if "metadata" in data:
         data["extra"] = data.pop("metadata")
     if data.get("name") is None and "name" in data:

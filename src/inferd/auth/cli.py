@@ -76,6 +76,8 @@ def limit_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--budget-period", type=click.Choice(["day", "week", "month"]),
                      default=None),
         click.option("--expires-at", type=float, default=None, help="Epoch seconds."),
+        click.option("--log-bodies/--no-log-bodies", default=None,
+                     help="Keep the request and answer bodies in the request log."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -99,7 +99,8 @@ def principal_from_row(row: dict[str, Any],
         storage_bytes=_or(row.get("storage_bytes"), storage[0]),
         storage_objects=_or(row.get("storage_objects"), storage[1]),
         budget_period=row.get("budget_period"), expires_at=row.get("expires_at"),
-        limit_id=f"{row['id']}-{row['key_hash'][:16]}")
+        limit_id=f"{row['id']}-{row['key_hash'][:16]}",
+        log_bodies=bool(row.get("log_bodies")))
 
 
 def _or(value: int | None, default: int) -> int:

@@ -43,6 +43,7 @@ class ApiKey(Answer):
     expires_at: float | None
     enabled: bool
     metadata: dict[str, Any]
+    log_bodies: bool = False
     key: str | None = None
     webhook_secret: str | None = None
 
@@ -249,7 +250,8 @@ class Session(Answer):
 
 # -- request log --------------------------------------------------------------------------------
 class RequestEntry(Answer):
-    """One request of the request log (no body is stored: ``docs/operating/requests.md``)."""
+    """One request of the request log (``docs/operating/requests.md``); its bodies only when
+    its key keeps them (``log_bodies``), capped and redacted."""
 
     id: str
     object: Literal["request"]
@@ -274,6 +276,8 @@ class RequestEntry(Answer):
     client_address: str | None
     user_agent: str | None
     trace_id: str | None
+    request_body: str | None = None
+    response_body: str | None = None
 
 
 class RequestList(Answer):

@@ -39,7 +39,8 @@ PRUNE_EVERY = 256
 # Columns a caller may set on create or update (everything but ids, hashes and times).
 EDITABLE = frozenset({"name", "owner", "team", "scope", "models", "rpm", "tpm", "ipm",
                       "upm", "image_budget", "storage_bytes", "storage_objects",
-                      "token_budget", "budget_period", "expires_at", "enabled", "extra"})
+                      "token_budget", "budget_period", "expires_at", "enabled", "extra",
+                      "log_bodies"})
 
 
 async def _bump_version(conn: AsyncConnection) -> None:

@@ -44,6 +44,8 @@ api_keys = sa.Table(
     sa.Column("extra", sa.JSON, nullable=True),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+    # the request log keeps this key's request and answer bodies (``inferd.reqlog``)
+    sa.Column("log_bodies", sa.Boolean, nullable=False, server_default=sa.false()),
     sqlite_autoincrement=True,
 )
 

@@ -37,4 +37,7 @@ request_log = sa.Table(
     sa.Column("client_address", sa.String(64), nullable=True),
     sa.Column("user_agent", sa.String(256), nullable=True),
     sa.Column("trace_id", sa.String(32), nullable=True),  # W3C traceparent's trace id
+    # the bodies, of the requests of a key with ``log_bodies`` only (capped, redacted)
+    sa.Column("request_body", sa.Text, nullable=True),
+    sa.Column("response_body", sa.Text, nullable=True),
 )

@@ -1,0 +1,32 @@
+"""request bodies: a key's ``log_bodies`` and the bodies a request log record holds
+
+Revision ID: 0020
+Revises: 0019
+
+``api_keys.log_bodies`` (off unless set): the request log keeps the request's and the answer's
+bodies of that key's requests, in ``request_log.request_body`` and ``response_body`` (null for
+every other request; on PostgreSQL added to the partitioned table, so to every partition).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0020"
+down_revision = "0019"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("api_keys", sa.Column("log_bodies", sa.Boolean, nullable=False,
+                                        server_default=sa.false()))
+    op.add_column("request_log", sa.Column("request_body", sa.Text, nullable=True))
+    op.add_column("request_log", sa.Column("response_body", sa.Text, nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("request_log", "response_body")
+    op.drop_column("request_log", "request_body")
+    op.drop_column("api_keys", "log_bodies")
