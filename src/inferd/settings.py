@@ -407,7 +407,7 @@ class Settings(BaseSettings):
     # to this many bytes (cut with a marker past it), redacted first: ``mask`` (emails,
     # card numbers, bearer tokens and API keys replaced), ``hash`` (the body's SHA-256 only),
     # ``drop`` (no body kept) or ``none``.
-    request_log_body_bytes: int = Field(default=65536, ge=256, le=16 * 1024 * 1024)
+    request_log_body_bytes: int = Field(default=65536, ge=256, le=8 * 1024 * 1024)
     request_log_redact: Literal["none", "mask", "hash", "drop"] = "mask"
     # Logs: "json" (one object per line, with the request id) or "text".
     log_format: Literal["json", "text"] = "json"

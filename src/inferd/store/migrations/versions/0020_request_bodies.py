@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = "0020"
 down_revision = "0019"
 branch_labels = None
 depends_on = None
 
+LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
 
 def upgrade() -> None:
     op.add_column("api_keys", sa.Column("log_bodies", sa.Boolean, nullable=False,
                                         server_default=sa.false()))
-    op.add_column("request_log", sa.Column("request_body", sa.Text, nullable=True))
-    op.add_column("request_log", sa.Column("response_body", sa.Text, nullable=True))
+    op.add_column("request_log", sa.Column("request_body", LongText, nullable=True))
+    op.add_column("request_log", sa.Column("response_body", LongText, nullable=True))
 
 
 def downgrade() -> None:
