@@ -10,10 +10,13 @@ from typing import Any
 
 import orjson
 
+from inferd.auth.admin import KeyAdmin, KeySpec, KeyUpdate
+from inferd.auth.keys import principal_from_row
 from inferd.reqlog import RequestLog
 from inferd.request_bodies import TRUNCATED, assemble, body_text, cap, luhn, mask
 from inferd.schemas.openai import ChatCompletionRequest
 from inferd.store.db import Database
+from inferd.store.keys import KeyStore
 from inferd.store.request_log import RequestLogStore, RequestQuery, RequestRecord
 
 NOW = 1_765_000_000.0
@@ -113,3 +116,20 @@ def test_a_stream_is_assembled() -> None:
     asked, answered = log.bodies({"q": 1}, chunks)
     assert asked == '{"q":1}'
     assert json.loads(answered or "")["choices"][0]["message"]["content"] == "Hello"
+
+
+async def test_a_keys_log_bodies_on_every_store(database: Database) -> None:
+    admin = KeyAdmin(KeyStore(database))
+    keeps = await admin.create(KeySpec(name="keeps", log_bodies=True))
+    plain = await admin.create(KeySpec(name="plain"))
+    assert keeps["log_bodies"] is True and plain["log_bodies"] is False
+    row = await KeyStore(database).get(int(keeps["id"]))
+    assert row is not None and principal_from_row(row).log_bodies
+    # a change of another field keeps it; null keeps it too; false turns it off
+    assert (await admin.update(int(keeps["id"]), KeyUpdate(rpm=5)))["log_bodies"] is True
+    assert (await admin.update(int(keeps["id"]),
+                               KeyUpdate(log_bodies=None)))["log_bodies"] is True
+    off = await admin.update(int(keeps["id"]), KeyUpdate(log_bodies=False))
+    assert off["log_bodies"] is False
+    row = await KeyStore(database).get(int(keeps["id"]))
+    assert row is not None and not principal_from_row(row).log_bodies

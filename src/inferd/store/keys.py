@@ -158,7 +158,8 @@ class KeyStore:
         # need not queue behind each other.
         if self.db.dialect == "postgresql":
             # The key and its change in one statement (atomic on its own): one round trip.
-            full = {**dict.fromkeys(_KEY_COLUMNS), "name": "", "enabled": True, **params}
+            full = {**dict.fromkeys(_KEY_COLUMNS), "name": "", "enabled": True,
+                    "log_bodies": False, **params}
             async with self.db.engine.connect() as conn:
                 conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 made = (await conn.execute(_INSERT_KEY_AND_CHANGE, full)).one()
