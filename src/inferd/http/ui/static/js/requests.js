@@ -89,7 +89,28 @@ async function show(cursor) {
   $("#requests-first").disabled = !cursor;
 }
 
+// Filters given in the address (#requests/model=…&from=…): a chart's bar on Monitoring opens
+// the page so. They replace the form's, and leave the address (a reload shows the form's).
+const local = (epoch) => {
+  const d = new Date(epoch * 1000 - new Date(epoch * 1000).getTimezoneOffset() * 60000);
+  return d.toISOString().slice(0, 16);
+};
+
+function fromAddress() {
+  const [page, rest] = location.hash.split("/");
+  if (!rest) return;
+  const form = $("#requests-filter");
+  form.reset();
+  for (const [name, value] of new URLSearchParams(rest)) {
+    const field = form.elements[name];
+    if (!field) continue;
+    field.value = name === "from" || name === "to" ? local(Number(value)) : value;
+  }
+  history.replaceState(null, "", page);
+}
+
 async function load() {
+  fromAddress();
   $("#requests-detail").hidden = true;
   say("#requests-say", "");
   await show(null);
