@@ -42,29 +42,30 @@ def gateway(name: str, mock_url: str, env: dict[str, str]) -> inferd_target.Infe
     return inferd
 
 
-def bodies_key(inferd: inferd_target.Inferd) -> dict[str, str]:
+def bodies_key(inferd: inferd_target.Inferd) -> tuple[dict[str, str], str]:
     spec = {"name": "bench-bodies", "rpm": 100_000_000, "models": ["mock"], "log_bodies": True}
     status, data = harness.post(inferd.url + "/admin/v1/keys", json.dumps(spec).encode(), ADMIN)
     if status != 201:
         raise RuntimeError(f"creating the bodies key failed: {status} {data[:300]!r}")
-    return {"Authorization": f"Bearer {json.loads(data)['key']}"}
+    made = json.loads(data)
+    return {"Authorization": f"Bearer {made['key']}"}, str(made["id"])
 
 
-def check_bodies(inferd: inferd_target.Inferd) -> None:
+def check_bodies(inferd: inferd_target.Inferd, kept_by: str) -> None:
     """The bodies key's newest request has its bodies, masked; the plain key's none."""
     import urllib.request
 
-    def newest(name: str) -> dict[str, object]:
-        req = urllib.request.Request(inferd.url + "/admin/v1/requests?limit=200", headers=ADMIN)
+    def newest(key_id: str | None) -> dict[str, object]:
+        req = urllib.request.Request(
+            f"{inferd.url}/admin/v1/requests?limit=1&key_id={key_id}", headers=ADMIN)
         with urllib.request.urlopen(req, timeout=300) as resp:
-            rows = json.loads(resp.read())["data"]
-        row: dict[str, object] = next(r for r in rows if r["key_name"] == name)
+            row: dict[str, object] = json.loads(resp.read())["data"][0]
         return row
 
-    kept = newest("bench-bodies")
+    kept = newest(kept_by)
     if "[email]" not in str(kept["request_body"]) or not kept["response_body"]:
         raise RuntimeError(f"the bodies key's request has no masked bodies: {kept}")
-    if newest("bench")["request_body"] is not None:
+    if newest(inferd.key_id)["request_body"] is not None:
         raise RuntimeError("the plain key's request has a body")
 
 
@@ -91,8 +92,9 @@ def main() -> None:
         services.append(off.service)
         on = gateway("on", mock_url, {"INFERD_REQUEST_LOG": "true"})
         services.append(on.service)
+        keeps, keeps_id = bodies_key(on)
         cases = {"log off": (off, off.headers), "log on": (on, on.headers),
-                 "log on + bodies": (on, bodies_key(on))}
+                 "log on + bodies": (on, keeps)}
         print(f"{on.describe()}; wrk {args.connections} connections, {args.seconds:g} s a run, "
               f"{args.rounds} rounds", flush=True)
         for inferd, headers in cases.values():  # warm up each case (connections, caches)
@@ -108,7 +110,7 @@ def main() -> None:
                 print(f"  round {round_ + 1} {name:16s} {result.rps:8,.0f} req/s  "
                       f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms "
                       f"(load {harness.load_average()})", flush=True)
-        check_bodies(on)
+        check_bodies(on, keeps_id)
         base = statistics.median(rates["log off"])
         summary = {name: round(statistics.median(r)) for name, r in rates.items()}
         for name, rate in summary.items():
