@@ -57,7 +57,7 @@ def check_bodies(inferd: inferd_target.Inferd, kept_by: str) -> None:
 
     def newest(key_id: str | None) -> dict[str, object]:
         req = urllib.request.Request(
-            f"{inferd.url}/admin/v1/requests?limit=1&key_id={key_id}", headers=ADMIN)
+            f"{inferd.url}/admin/v1/requests?limit=1&status=200&key_id={key_id}", headers=ADMIN)
         with urllib.request.urlopen(req, timeout=300) as resp:
             row: dict[str, object] = json.loads(resp.read())["data"][0]
         return row
