@@ -371,6 +371,16 @@ def _add_keys_group() -> None:
 _add_keys_group()
 
 
+def _add_teams_groups() -> None:
+    from inferd.auth.teams_cli import teams, users
+
+    main.add_command(teams)
+    main.add_command(users)
+
+
+_add_teams_groups()
+
+
 def _add_images_group() -> None:
     from inferd.images_cli import images
 

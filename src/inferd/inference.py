@@ -15,12 +15,14 @@ Nothing here reads or writes the database on the way of a request.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import ROUND_CEILING
 from typing import Any, TypeVar
 
 from inferd import inference_tracing as traced
-from inferd.auth.limits import Limiter, LocalLimiter, period_bounds
+from inferd.auth.limits import NANOS, Limiter, LocalLimiter, nanos, period_bounds
 from inferd.auth.principal import Principal
 from inferd.engines.base import Chunk, ModelInfo, Progress
 from inferd.engines.streams import primed
@@ -51,6 +53,8 @@ from inferd.usage import in_job
 
 T = TypeVar("T")
 
+log = logging.getLogger("inferd.limits")
+
 # Completion tokens reserved when a request sets no max_tokens (settled with the real count).
 DEFAULT_COMPLETION_ESTIMATE = 256
 
@@ -60,8 +64,9 @@ def estimate_chat_prompt(request: ChatCompletionRequest) -> int:
 
 
 def estimate_chat(request: ChatCompletionRequest) -> int:
-    return estimate_chat_prompt(request) + (request.token_limit()
-                                            or DEFAULT_COMPLETION_ESTIMATE)
+    """The prompt's tokens and each of the ``n`` choices' completion limit."""
+    return estimate_chat_prompt(request) + (request.n or 1) * (request.token_limit()
+                                                               or DEFAULT_COMPLETION_ESTIMATE)
 
 
 def estimate_completion_prompt(request: CompletionRequest) -> int:
@@ -69,7 +74,7 @@ def estimate_completion_prompt(request: CompletionRequest) -> int:
 
 
 def estimate_completion(request: CompletionRequest) -> int:
-    return estimate_completion_prompt(request) + len(request.prompts()) * (
+    return estimate_completion_prompt(request) + len(request.prompts()) * (request.n or 1) * (
         request.token_limit() or DEFAULT_COMPLETION_ESTIMATE)
 
 
@@ -104,13 +109,17 @@ class Inference:
         self.metering = metering
         self.limiter: Limiter = limiter or LocalLimiter()
         self.tracer = tracer  # None: nothing traced (inferd.inference_tracing)
+        # The budget period each user's and team's budget was seeded for (limit id, with
+        # ``:money`` for the money budget -> start).
+        self._seeded: dict[str, float] = {}
 
     async def close(self) -> None:
         await self.limiter.close()
 
     async def seed_budgets(self, principals: list[Principal]) -> None:
-        """Start each budgeted key's period with the tokens it already used (from the usage
-        store), so that a restart does not hand out a fresh budget."""
+        """Start each budgeted key's period with the tokens it already used and the money it
+        already spent (from the usage store), so that a restart does not hand out a fresh
+        budget; likewise the budgets of their users and teams (all their keys' usage)."""
         now = time.time()
         budgeted = {p.key_id: p for p in principals
                     if p.token_budget is not None and p.key_id is not None}
@@ -123,6 +132,27 @@ class Inference:
         for key_id, used in (await self.metering.store.image_units_since(starts)).items():
             await self.limiter.seed_image_budget(imaging[key_id].limit_key, starts[key_id],
                                                  used)
+        spending = {p.key_id: p for p in principals
+                    if p.max_budget is not None and p.key_id is not None}
+        starts = {k: period_bounds(p.budget_period, now)[0] for k, p in spending.items()}
+        for key_id, spent in (await self.metering.store.cost_since(starts)).items():
+            await self.limiter.seed_money(spending[key_id].limit_key, starts[key_id],
+                                          nanos(spent))
+        for level in {lv.limit_id: lv for p in principals for lv in p.levels
+                      if lv.token_budget is not None or lv.max_budget is not None}.values():
+            start = period_bounds(level.budget_period, now)[0]
+            # each budget apart: one set later in the period is seeded when it appears
+            tokens, money = level.limit_id, f"{level.limit_id}:money"
+            if level.token_budget is not None and self._seeded.get(tokens) != start:
+                used = await self.metering.store.level_tokens_since(level.kind, level.row_id,
+                                                                    start)
+                await self.limiter.seed_budget(level.limit_id, start, used)
+                self._seeded[tokens] = start
+            if level.max_budget is not None and self._seeded.get(money) != start:
+                spent = await self.metering.store.level_cost_since(level.kind, level.row_id,
+                                                                   start)
+                await self.limiter.seed_money(level.limit_id, start, nanos(spent))
+                self._seeded[money] = start
 
     def _only_replica(self, model: str) -> str | None:
         """The replica of a model that has just one (when the router did not say which)."""
@@ -160,7 +190,11 @@ class Inference:
                                    param="model", code="model_not_allowed")
 
     async def _begin(self, endpoint: str, model: str, principal: Principal, stream: bool,
-                     estimate: Callable[[], int], body: Any = None) -> Call:
+                     estimate: Callable[[], int],
+                     prompt: Callable[[], int] | None = None, body: Any = None) -> Call:
+        """``estimate``: the tokens the request may use; ``prompt``: the part of them in its
+        prompt (the rest is completion), for a money budget's worst case cost; ``body``: the
+        request, kept by the request log for a key with ``log_bodies``."""
         # Metric labels name only models the router knows: any other name a client sends is
         # counted as UNKNOWN_MODEL, so that clients cannot grow /metrics without bound.
         call = Call(endpoint, model, principal, stream,
@@ -173,7 +207,14 @@ class Inference:
             if principal.allowed_models is not None:
                 self.check_model(principal, model)
             if principal.limited:
-                call.reservation = await self.limiter.acquire(principal, estimate())
+                tokens = estimate()
+                cost = 0
+                if principal.spends:
+                    cost = self._worst_cost(call.model, tokens,
+                                            None if prompt is None else prompt())
+                call.reservation = await self.limiter.acquire(principal, tokens, cost)
+                for gate in call.reservation.alerts:
+                    self._alert(gate.holder, gate.level, gate.alert or 0, gate.max_budget)
         except InferdError as exc:
             if isinstance(exc, RateLimited):
                 self.metering.metrics.child("rate_limited", exc.code or "").inc()
@@ -186,6 +227,21 @@ class Inference:
             raise
         self.metering.metrics.child("in_flight", call.label).inc()
         return call
+
+    def _worst_cost(self, model: str, tokens: int, prompt: int | None) -> int:
+        """The most a request of ``tokens`` tokens (``prompt`` of them in the prompt) to
+        ``model`` may cost, in nanos rounded up: at the highest price of the model and of
+        its replicas."""
+        with contextlib.suppress(ModelNotFound):
+            model = self.router.resolve(model)
+        completion = tokens if prompt is None else max(0, tokens - prompt)
+        worst = self.metering.prices.worst_cost(model, prompt, completion)
+        return int((worst * NANOS).to_integral_value(rounding=ROUND_CEILING))
+
+    def _alert(self, holder: str, level: str, alert: int, budget: float | None) -> None:
+        log.warning("the spend of %s reached %.9g of its budget of %s in this period",
+                    holder, alert / 1e9, budget)
+        self.metering.metrics.child("budget_alerts", level).inc()
 
     def _failed(self, call: Call, exc: BaseException, usage: dict[str, Any] | None = None) -> None:
         self.metering.metrics.child("in_flight", call.label).dec()
@@ -204,12 +260,16 @@ class Inference:
 
     def _end(self, call: Call, usage: dict[str, Any] | None, status: int,
              error: str | None) -> None:
-        if call.reservation is not None:
-            usage = usage or {}
-            self.limiter.settle(call.reservation, (usage.get("prompt_tokens") or 0)
-                                + (usage.get("completion_tokens") or 0))
         if call.replica is None:
             call.assume_replica(self._only_replica(call.model))
+        if call.reservation is not None:
+            usage = usage or {}
+            cost = None
+            if call.reservation.cost or call.principal.spends:
+                cost = nanos(self.metering.prices.cost(call.model, call.replica, usage,
+                                                       call.images))
+            self.limiter.settle(call.reservation, (usage.get("prompt_tokens") or 0)
+                                + (usage.get("completion_tokens") or 0), cost)
         self.metering.finish(call, usage, status, error)
         if call.span is not None:
             traced.end_span(call.span, usage, status, error, call.replica)
@@ -294,34 +354,39 @@ class Inference:
     async def chat(self, request: ChatCompletionRequest,
                    principal: Principal) -> dict[str, Any]:
         call = await self._begin("chat", request.model, principal, False,
-                                 lambda: estimate_chat(request), request)
+                                 lambda: estimate_chat(request),
+                                 lambda: estimate_chat_prompt(request), body=request)
         return await self._answer(call, self.router.chat(request, call))
 
     async def chat_stream(self, request: ChatCompletionRequest,
                           principal: Principal) -> AsyncIterator[Chunk]:
         """A started stream: errors before the first chunk are raised here."""
         call = await self._begin("chat", request.model, principal, True,
-                                 lambda: estimate_chat(request), request)
+                                 lambda: estimate_chat(request),
+                                 lambda: estimate_chat_prompt(request), body=request)
         return await self._started(call, self.router.chat_stream(request, call),
                                    estimate_chat_prompt(request))
 
     async def complete(self, request: CompletionRequest,
                        principal: Principal) -> dict[str, Any]:
         call = await self._begin("completions", request.model, principal, False,
-                                 lambda: estimate_completion(request), request)
+                                 lambda: estimate_completion(request),
+                                 lambda: estimate_completion_prompt(request), body=request)
         return await self._answer(call, self.router.complete(request, call))
 
     async def complete_stream(self, request: CompletionRequest,
                               principal: Principal) -> AsyncIterator[Chunk]:
         call = await self._begin("completions", request.model, principal, True,
-                                 lambda: estimate_completion(request), request)
+                                 lambda: estimate_completion(request),
+                                 lambda: estimate_completion_prompt(request), body=request)
         return await self._started(call, self.router.complete_stream(request, call),
                                    estimate_completion_prompt(request))
 
     async def embed(self, request: EmbeddingRequest,
                     principal: Principal) -> dict[str, Any]:
         call = await self._begin("embeddings", request.model, principal, False,
-                                 lambda: estimate_embedding(request), request)
+                                 lambda: estimate_embedding(request),
+                                 lambda: estimate_embedding(request), body=request)
         return await self._answer(call, self.router.embed(request, call))
 
     async def rerank(self, request: RerankRequest,
@@ -366,7 +431,7 @@ class Inference:
         """A request answered in one piece, metered by its usage's tokens."""
         size = len(request.model_dump_json()) // 4 + 1
         call = await self._begin(endpoint, request.model, principal, False, lambda: size,
-                                 request)
+                                 body=request)
         try:
             result = await self._traced(call, run(request, call))
         except BaseException as exc:

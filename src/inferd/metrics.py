@@ -222,6 +222,10 @@ class Metrics:
                                ["model"], registry=r)
         self.rate_limited = Counter("inferd_rate_limited", "Requests refused by a key's limits",
                                     ["reason"], registry=r)
+        # money budgets whose spend reached their alert percentage (once per budget and period)
+        self.budget_alerts = Counter("inferd_budget_alerts",
+                                     "Money budgets that reached their alert percentage",
+                                     ["level"], registry=r)
         # fair queueing (``inferd.routing.fairqueue``): the wait of each request admitted to
         # a model with a bounded capacity (0 for one that found room), and the refusals
         self.queue_wait = Histogram("inferd_gateway_queue_wait_seconds",

@@ -126,6 +126,19 @@ class PriceBook:
                 return self.models[served]
         return self.models.get(model)
 
+    def worst_cost(self, model: str, prompt: int | None, completion: int) -> Decimal:
+        """The most a request to ``model`` of ``prompt`` input tokens and ``completion``
+        output tokens may cost, whichever of its replicas serves it (``prompt`` None: the
+        split is unknown, every token at the higher of the two prices)."""
+        prices = [self.models[model]] if model in self.models else []
+        prices += [price for replica, price in self.replicas.items()
+                   if self.replica_models.get(replica) == model]
+        if prompt is None:
+            worst = (max(p.input, p.output) * completion for p in prices)
+        else:
+            worst = (p.input * prompt + p.output * completion for p in prices)
+        return max(worst, default=Decimal(0)) / MILLION
+
     def cost(
         self,
         model: str,

@@ -227,6 +227,12 @@ def world(server: InferdProcess) -> Iterator[World]:
                            201)["id"]
         for name in ("prompt", "prompt-del"):
             ids[name] = ok(admin.post("/admin/v1/prompts", json={"name": name}), 201)["id"]
+        for name in ("team", "team-del"):
+            ids[name] = ok(admin.post("/admin/v1/teams", json={"name": name}), 201)["id"]
+        for name in ("user", "user-out", "user-del"):
+            ids[name] = ok(admin.post("/admin/v1/users", json={"name": name}), 201)["id"]
+        for name in ("user", "user-out"):
+            ok(admin.put(f"/admin/v1/teams/{ids['team']}/members/{ids[name]}", json={}))
         deleted = make_key(admin, "deleted")
         ok(admin.delete(f"/admin/v1/keys/{deleted['id']}"))
         w.keys["deleted"] = deleted["key"]
@@ -418,6 +424,25 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("POST", "/admin/v1/keys/{key_id}/disable"): Probe("/admin/v1/keys/{t-disable}/disable"),
     ("POST", "/admin/v1/keys/{key_id}/enable"): Probe("/admin/v1/keys/{t-disable}/enable"),
     ("DELETE", "/admin/v1/keys/{key_id}"): Probe("/admin/v1/keys/{t-delete}"),
+    ("POST", "/admin/v1/teams"): Probe("/admin/v1/teams", ok=201,
+                                       json=const({"name": "new-team"})),
+    ("GET", "/admin/v1/teams"): Probe("/admin/v1/teams"),
+    ("GET", "/admin/v1/teams/{team_id}"): Probe("/admin/v1/teams/{team}"),
+    ("PATCH", "/admin/v1/teams/{team_id}"): Probe("/admin/v1/teams/{team}",
+                                                  json=const({"rpm": 500})),
+    ("DELETE", "/admin/v1/teams/{team_id}"): Probe("/admin/v1/teams/{team-del}"),
+    ("GET", "/admin/v1/teams/{team_id}/members"): Probe("/admin/v1/teams/{team}/members"),
+    ("PUT", "/admin/v1/teams/{team_id}/members/{user_id}"): Probe(
+        "/admin/v1/teams/{team}/members/{user}", json=const({"role": "owner"})),
+    ("DELETE", "/admin/v1/teams/{team_id}/members/{user_id}"): Probe(
+        "/admin/v1/teams/{team}/members/{user-out}"),
+    ("POST", "/admin/v1/users"): Probe("/admin/v1/users", ok=201,
+                                       json=const({"name": "new-user"})),
+    ("GET", "/admin/v1/users"): Probe("/admin/v1/users"),
+    ("GET", "/admin/v1/users/{user_id}"): Probe("/admin/v1/users/{user}"),
+    ("PATCH", "/admin/v1/users/{user_id}"): Probe("/admin/v1/users/{user}",
+                                                  json=const({"email": "u@example.org"})),
+    ("DELETE", "/admin/v1/users/{user_id}"): Probe("/admin/v1/users/{user-del}"),
     ("GET", "/admin/v1/models"): Probe("/admin/v1/models"),
     ("POST", "/admin/v1/models"): Probe("/admin/v1/models", ok=201,
                                         json=const({"name": "created"})),

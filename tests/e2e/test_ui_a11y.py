@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_ui import ADMIN_KEY, CHAT, _by, find
+from tests.e2e.test_ui import ADMIN_KEY, CHAT, _by, click_in_row, find
 from tests.e2e.ui_browser import HAVE_BROWSER, chromium, console_errors, login, page, wait
 from tests.helpers import ROOT, InferdProcess
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 # Each page, what shows it is drawn, and what opens its dialogs (run before a second check).
-ADMIN_PAGES = ["home", "models", "playground", "keys", "prompts", "jobs", "monitoring",
+ADMIN_PAGES = ["home", "models", "playground", "keys", "teams", "prompts", "jobs", "monitoring",
                "requests"]
 USER_PAGES = ["home", "playground", "jobs", "monitoring", "requests"]
 READY = {
@@ -36,6 +36,7 @@ READY = {
     "models": "#replicas-table tbody tr[data-key]",
     "playground": "#chat-model option",
     "keys": "#keys-table tbody tr",
+    "teams": "#teams-table tbody tr",
     "prompts": "#prompts-table tbody tr",
     "jobs": "#jobs-table tbody tr",
     "monitoring": "#mon-charts figure",
@@ -63,7 +64,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferdProcess]:
         tmp_path_factory.mktemp("ui-a11y"), env={"INFERD_ADMIN_KEY": ADMIN_KEY}
     ) as process:
         with httpx.Client(base_url=process.url, headers=ADMIN, timeout=120) as http:
-            # something in every table: a remote model, a prompt, a job with its events
+            # something in every table: a remote model, a prompt, a team and a user, a job with
+            # its events
             assert (
                 http.post(
                     "/admin/v1/models",
@@ -80,6 +82,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferdProcess]:
                 ).status_code
                 == 201
             )
+            team = {"name": "research", "rpm": 60}
+            assert http.post("/admin/v1/teams", json=team).status_code == 201
+            assert http.post("/admin/v1/users", json={"name": "erin"}).status_code == 201
             http.post(
                 "/v1/chat/completions",
                 json={
@@ -183,7 +188,15 @@ def checks(d: Any, where: str) -> list[str]:
 
 
 def open_dialogs(d: Any, name: str) -> None:
-    """Opens what the page hides until asked: the model forms, the new key's dialog."""
+    """Opens what the page hides until asked: the model forms, the new key's dialog, the team
+    and user forms and a team's members."""
+    if name == "teams":
+        d.execute_script(
+            "for (const b of document.querySelectorAll('#page-teams details')) b.open = true;"
+        )
+        click_in_row(d, "#teams-table", "research", "Members")
+        wait(d, lambda d: find(d, "#members-box").is_displayed()
+             and "No members yet." in find(d, "#members-table").text)
     if name == "models":
         d.execute_script(
             "for (const b of document.querySelectorAll('#page-models details')) b.open = true;"
@@ -214,7 +227,7 @@ def test_axe_finds_no_serious_violation_on_any_page(
                 find(d, "#requests-table tbody tr button").click()
                 wait(d, lambda d: find(d, "#requests-detail").is_displayed())
                 found += axe(d, f"{where} details") + checks(d, f"{where} details")
-            if name in ("models", "keys"):
+            if name in ("models", "keys", "teams"):
                 open_dialogs(d, name)
                 found += axe(d, f"{where} dialog") + checks(d, f"{where} dialog")
                 page(d, server.url, "home")  # closes the dialog

@@ -185,3 +185,16 @@ def test_prices_in_the_config_file_and_replica_options() -> None:
     assert check_price({"health_url": "x"}) == {"health_url": "x"}
     with pytest.raises(ValueError):
         ModelSpec(name="m", kind="echo", price={"input": -2})
+
+
+def test_the_worst_case_cost_takes_the_dearest_replica() -> None:
+    book = PriceBook()
+    book.replace({"m": Price(input=Decimal(1), output=Decimal(4))},
+                 {"r2": Price(input=Decimal(3), output=Decimal(2)),
+                  "other": Price(input=Decimal(100), output=Decimal(100))},
+                 {"r1": "m", "r2": "m", "other": "n"})
+    # 1000 prompt tokens and 500 completion: the model's 0.003, the override's 0.004
+    assert book.worst_cost("m", 1000, 500) == Decimal("0.004")
+    # no split known: every token at the higher price of each (4 and 3 per million)
+    assert book.worst_cost("m", None, 1500) == Decimal("0.006")
+    assert book.worst_cost("unpriced", 10, 10) == 0

@@ -21,12 +21,15 @@ from inferd.auth.keys import (
     generate_key,
     hash_key,
 )
+from inferd.auth.limits import MAX_BUDGET
 from inferd.auth.principal import BudgetPeriod, Scope
+from inferd.auth.teams import TeamAdmin
 from inferd.errors import InvalidRequest, NotFound
 from inferd.ids import new_webhook_secret
 from inferd.schemas.openai import INT32, INT64, MAX_DURATION, MAX_EPOCH
 from inferd.store.keys import KeyStore
 from inferd.store.storage import StorageStore
+from inferd.store.teams import TeamStore
 
 
 class KeyLimits(BaseModel):
@@ -37,6 +40,9 @@ class KeyLimits(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     owner: str | None = Field(default=None, max_length=191)
     team: str | None = Field(default=None, max_length=191)
+    # The team and the user the key belongs to (their limits and models apply too).
+    team_id: int | None = Field(default=None, ge=0, le=INT64)
+    user_id: int | None = Field(default=None, ge=0, le=INT64)
     models: list[str] | None = Field(default=None, max_length=1000)
     rpm: int | None = Field(default=None, ge=1, le=INT32)
     tpm: int | None = Field(default=None, ge=1, le=INT32)
@@ -49,6 +55,10 @@ class KeyLimits(BaseModel):
     storage_objects: int | None = Field(default=None, ge=0, le=INT32)
     token_budget: int | None = Field(default=None, ge=0, le=INT64)
     budget_period: BudgetPeriod | None = None
+    # money budget in the price book's currency units per ``budget_period``, and the
+    # percentage of it at which a warning is logged (null: 80)
+    max_budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET, allow_inf_nan=False)
+    budget_alert: int | None = Field(default=None, ge=1, le=100)
     expires_at: float | None = Field(default=None, gt=0, le=MAX_EPOCH, allow_inf_nan=False)
     metadata: dict[str, str] | None = None
     # the request log keeps the bodies of this key's requests and answers (off by default)
@@ -84,11 +94,15 @@ def key_view(row: dict[str, Any], *, key: str | None = None,
     view: dict[str, Any] = {
         "id": row["id"], "object": "api_key", "name": row["name"], "prefix": row["prefix"],
         "scope": row["scope"], "owner": row["owner"], "team": row["team"],
+        "team_id": row.get("team_id"), "user_id": row.get("user_id"),
         "models": row["models"], "rpm": row["rpm"], "tpm": row["tpm"],
         "ipm": row.get("ipm"), "upm": row.get("upm"), "image_budget": row.get("image_budget"),
         "storage_bytes": row.get("storage_bytes"), "storage_objects": row.get("storage_objects"),
         "token_budget": row["token_budget"], "budget_period": row["budget_period"],
+        "max_budget": row.get("max_budget"), "budget_alert": row.get("budget_alert"),
         "expires_at": row["expires_at"], "enabled": bool(row["enabled"]),
+        # its user is disabled: the key does not work though it is enabled
+        "user_disabled": bool(row.get("user_disabled")),
         "metadata": row["extra"] or {}, "created_at": row["created_at"],
         "updated_at": row["updated_at"], "log_bodies": bool(row.get("log_bodies")),
     }
@@ -120,6 +134,22 @@ class KeyAdmin:
         self.ring = ring
         self.storage = storage  # the default storage quota: (bytes, objects)
         self.audit = audit  # records every change (``inferd.audit``)
+        self.teams = TeamAdmin(TeamStore(store.db))  # checks the team and user of a key
+
+    async def _link(self, values: dict[str, Any], current: dict[str, Any] | None) -> None:
+        """Check the team, user and scope a key is to have (``values`` over ``current``) and
+        show the team's and user's names in ``team`` and ``owner`` when they change."""
+        if not ({"team_id", "user_id", "scope"} & values.keys()):
+            return
+        old = current or {}
+        team_id = values["team_id"] if "team_id" in values else old.get("team_id")
+        user_id = values["user_id"] if "user_id" in values else old.get("user_id")
+        scope = values.get("scope") or old.get("scope") or "user"
+        team, user = await self.teams.check_key_links(team_id, user_id, scope)
+        if team is not None and values.get("team_id") is not None and not values.get("team"):
+            values["team"] = team
+        if user is not None and values.get("user_id") is not None and not values.get("owner"):
+            values["owner"] = user
 
     async def _record(self, action: str, key_id: object, before: dict[str, Any] | None,
                       after: dict[str, Any] | None) -> None:
@@ -148,16 +178,17 @@ class KeyAdmin:
             values["expires_at"] = time.time() + spec.expires_in
         values.update(key_hash=hash_key(secret), prefix=display_prefix(secret),
                       webhook_secret=new_webhook_secret(), enabled=True)
+        await self._link(values, None)
         row = await self.store.create(values)
         await self._changed(row, row["id"], row["key_hash"], row.get("change_id"))
         await self._record("key.create", row["id"], None, row)
         return key_view(row, key=secret)
 
     async def page(self, *, after: int | None = None, limit: int = 100,
-                   **search: str | None) -> dict[str, Any]:
+                   **search: Any) -> dict[str, Any]:
         """A page of keys by id after ``after`` (OpenAI's list shape: ``has_more``,
-        ``first_id``, ``last_id``); ``search``: ``owner``, ``team``, ``name``, ``prefix``,
-        ``search`` (see ``KeyStore.page``)."""
+        ``first_id``, ``last_id``); ``search``: ``owner``, ``team``, ``team_id``, ``user_id``,
+        ``name``, ``prefix``, ``search`` (see ``KeyStore.page``)."""
         rows = await self.store.page(after=after, limit=limit + 1, **search)
         data = [key_view(r) for r in rows[:limit]]
         return {"object": "list", "data": data,
@@ -182,7 +213,13 @@ class KeyAdmin:
 
     async def update(self, key_id: int, change: KeyUpdate) -> dict[str, Any]:
         values = _columns(change, only_set=True)
-        before = await self.store.get(key_id) if values and self.audit is not None else None
+        linking = bool({"team_id", "user_id", "scope"} & values.keys())
+        before = (await self.store.get(key_id) if values and (self.audit is not None or linking)
+                  else None)
+        if linking:
+            if before is None:
+                raise NotFound(f"No API key with id {key_id}.", code="key_not_found")
+            await self._link(values, before)
         row = await self.store.update(key_id, values) if values else await self.store.get(key_id)
         if row is None:
             raise NotFound(f"No API key with id {key_id}.", code="key_not_found")

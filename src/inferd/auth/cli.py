@@ -58,6 +58,10 @@ def limit_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--name", default=None),
         click.option("--owner", default=None, help="Who the key belongs to."),
         click.option("--team", default=None),
+        click.option("--team-id", type=int, default=None,
+                     help="The team the key belongs to (see inferd teams)."),
+        click.option("--user-id", type=int, default=None,
+                     help="The user the key belongs to (see inferd users)."),
         click.option("--model", "models", multiple=True,
                      help="A model the key may use (repeatable; default: every model)."),
         click.option("--rpm", type=int, default=None, help="Requests per minute."),
@@ -75,6 +79,12 @@ def limit_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Token budget (in total, or per --budget-period)."),
         click.option("--budget-period", type=click.Choice(["day", "week", "month"]),
                      default=None),
+        click.option("--max-budget", type=float, default=None,
+                     help="Money budget in the price book's currency (in total, or per "
+                          "--budget-period)."),
+        click.option("--budget-alert", type=int, default=None,
+                     help="Percentage of the money budget at which a warning is logged "
+                          "(default 80)."),
         click.option("--expires-at", type=float, default=None, help="Epoch seconds."),
         click.option("--log-bodies/--no-log-bodies", default=None,
                      help="Keep the request and answer bodies in the request log."),
@@ -111,6 +121,8 @@ def create(config: Path | None, **values: Any) -> None:
 @config_option
 @click.option("--owner", default=None, help="Only this owner's keys.")
 @click.option("--team", default=None, help="Only this team's keys.")
+@click.option("--team-id", type=int, default=None, help="Only the keys of this team id.")
+@click.option("--user-id", type=int, default=None, help="Only the keys of this user id.")
 @click.option("--name", default=None, help="Names starting with this.")
 @click.option("--prefix", default=None, help="Display prefixes starting with this.")
 @click.option("--search", default=None, help="In the name, owner, team or prefix.")
@@ -118,7 +130,7 @@ def create(config: Path | None, **values: Any) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="At most this many keys (default: all, read a page at a time).")
 def list_keys(config: Path | None, after: int | None, limit: int | None,
-              **search: str | None) -> None:
+              **search: Any) -> None:
     """List keys by id, one JSON line each (never the keys themselves)."""
 
     async def pages(admin: KeyAdmin) -> None:

@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from inferd.auth.principal import Principal
+from inferd.auth.principal import DEFAULT_BUDGET_ALERT, LimitLevel, Principal, Scope
 from inferd.errors import AuthenticationFailed
 from inferd.store.keys import CHANGE_RETENTION_SECONDS, KeyStore
 
@@ -83,15 +83,24 @@ def display_prefix(key: str) -> str:
 
 def principal_from_row(row: dict[str, Any],
                        storage: tuple[int, int] = (0, 0)) -> Principal:
-    """The principal of a key row; ``storage``: the default quota (bytes, objects) of keys
-    without their own."""
+    """The principal of a key row (read with its team's and user's columns,
+    ``inferd.store.keys.KEYS``); ``storage``: the default quota (bytes, objects) of keys
+    without their own.
+
+    The key may use the models of its own allow-list and its team's (both, when both set one);
+    its user's and team's limits apply besides its own (``levels``); a key of a user may not
+    act above the user's installation role (an admin key of a user who is no admin is a user
+    key)."""
     models = row.get("models")
+    team_models = row.get("team_models") if row.get("team_id") is not None else None
+    if team_models is not None:
+        models = team_models if models is None else [m for m in models if m in team_models]
     extra = {str(k): str(v) for k, v in (row.get("extra") or {}).items()}
     for field in ("owner", "team"):
         if row.get(field):
             extra[field] = str(row[field])
     return Principal(
-        key_id=str(row["id"]), scope=row["scope"],
+        key_id=str(row["id"]), scope=_scope(row),
         allowed_models=None if models is None else frozenset(models),
         webhook_secret=row.get("webhook_secret"), metadata=extra, name=row.get("name") or "",
         rpm=row.get("rpm"), tpm=row.get("tpm"), ipm=row.get("ipm"), upm=row.get("upm"),
@@ -99,8 +108,48 @@ def principal_from_row(row: dict[str, Any],
         storage_bytes=_or(row.get("storage_bytes"), storage[0]),
         storage_objects=_or(row.get("storage_objects"), storage[1]),
         budget_period=row.get("budget_period"), expires_at=row.get("expires_at"),
-        limit_id=f"{row['id']}-{row['key_hash'][:16]}",
+        max_budget=_money(row.get("max_budget")), budget_alert=_alert(row.get("budget_alert")),
+        limit_id=f"{row['id']}-{row['key_hash'][:16]}", levels=_levels(row),
         log_bodies=bool(row.get("log_bodies")))
+
+
+def _scope(row: dict[str, Any]) -> Scope:
+    scope: Scope = row["scope"]
+    if row.get("user_id") is None or scope == "user":
+        return scope
+    role = row.get("user_role")
+    if role == "admin" or (role == "auditor" and scope == "auditor"):
+        return scope
+    return "user"
+
+
+def _levels(row: dict[str, Any]) -> tuple[LimitLevel, ...]:
+    """The user's and the team's limits (those that set any), counted under ids unique to the
+    row (its id and creation time: a reused id on a shared Redis counts apart)."""
+    levels = []
+    for kind in ("user", "team"):
+        level_id = row.get(f"{kind}_id")
+        if level_id is None or row.get(f"{kind}_name") is None:
+            continue
+        made = int((row.get(f"{kind}_created_at") or 0) * 1000)
+        level = LimitLevel(kind, int(level_id), f"{kind}-{level_id}-{made}",
+                           str(row[f"{kind}_name"]),
+                           rpm=row.get(f"{kind}_rpm"), tpm=row.get(f"{kind}_tpm"),
+                           token_budget=row.get(f"{kind}_token_budget"),
+                           budget_period=row.get(f"{kind}_budget_period"),
+                           max_budget=_money(row.get(f"{kind}_max_budget")),
+                           budget_alert=_alert(row.get(f"{kind}_budget_alert")))
+        if level.limited:
+            levels.append(level)
+    return tuple(levels)
+
+
+def _money(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _alert(value: Any) -> int:
+    return DEFAULT_BUDGET_ALERT if value is None else int(value)
 
 
 def _or(value: int | None, default: int) -> int:
@@ -108,12 +157,14 @@ def _or(value: int | None, default: int) -> int:
 
 
 class _Entry:
-    __slots__ = ("enabled", "key_hash", "principal")
+    __slots__ = ("enabled", "key_hash", "principal", "user_disabled")
 
-    def __init__(self, key_hash: str, principal: Principal, enabled: bool) -> None:
+    def __init__(self, key_hash: str, principal: Principal, enabled: bool,
+                 user_disabled: bool = False) -> None:
         self.key_hash = key_hash
         self.principal = principal
-        self.enabled = enabled
+        self.enabled = enabled and not user_disabled
+        self.user_disabled = user_disabled
 
 
 LoadHook = Callable[[list[Principal]], Awaitable[None]]
@@ -132,6 +183,9 @@ def _revoked() -> AuthenticationFailed:
 
 def _valid(entry: _Entry) -> Principal:
     """The entry's principal; raises when it is disabled or expired."""
+    if entry.user_disabled:
+        raise AuthenticationFailed("The user this API key belongs to has been disabled.",
+                                   code="user_disabled")
     if not entry.enabled:
         raise AuthenticationFailed("This API key has been disabled.", code="key_disabled")
     principal = entry.principal
@@ -296,6 +350,16 @@ class KeyRing:
         if self.announce is not None:
             await self.announce(key_id)
 
+    async def changed_many(self, changes: list[tuple[int, str]]) -> None:
+        """This process changed a team or user: ``changes`` are its keys (id, hash), whose
+        changes are in the feed; those held here are reloaded now (and again when the feed is
+        read: the changes of a team are written in one statement, without their ids), and the
+        other processes are told to read the feed."""
+        await self._apply([(key_id, key_hash) for key_id, key_hash in changes])
+        self.has_admin = await self.store.has_usable_admin()
+        if self.announce is not None:
+            await self.announce("")
+
     def forget(self, key_id: str, key_hash: str | None) -> bool:
         """Drop what this process knows of a key (a change is coming); True when it was
         cached. Loads begun before are not kept."""
@@ -326,7 +390,7 @@ class KeyRing:
 
     async def _install(self, row: dict[str, Any], epoch: int) -> _Entry:
         entry = _Entry(row["key_hash"], principal_from_row(row, self.storage),
-                       bool(row["enabled"]))
+                       bool(row["enabled"]), bool(row.get("user_disabled")))
         key_id = str(row["id"])
         if self._fresh(epoch, key_id, entry.key_hash):
             previous = self._ids.get(key_id)

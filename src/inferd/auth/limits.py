@@ -14,6 +14,18 @@ Rates are token buckets (the generic cell rate algorithm): a key with ``rpm=10``
 requests at once and then one every 6 seconds; tokens/min works the same with the request's
 token estimate as its cost. A budget is a counter of tokens used since the period began
 (UTC day, ISO week, calendar month) or ever.
+
+A money budget (``max_budget``, in the price book's currency units, per the same period)
+counts the cost of requests in nanos (10^-9 units, integers: sums are exact): a request
+reserves its worst case cost and settles to the real cost. When a level's spend first reaches
+its ``budget_alert`` percentage in a period, the reservation names it (``Reservation.alerts``)
+once, for a warning and a metric.
+
+Requests/min, tokens/min, token and money budgets apply at each level that sets one: the key's own
+``Gate``, then its user's and its team's (``Principal.levels``), whose counters every key of
+that user or team shares. A request is reserved at every level or at none; a refused one is
+told of the limit that holds it back longest (``longest``), so its ``Retry-After`` is when
+every level has room.
 """
 
 from __future__ import annotations
@@ -24,11 +36,82 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from inferd.auth.principal import BudgetPeriod, Principal
+from inferd.auth.principal import BudgetPeriod, LimitLevel, Principal
 from inferd.errors import RateLimited
 
 # A total budget (no period) has no end: tell clients to come back in an hour.
 NO_PERIOD_RETRY_SECONDS = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """One level's requests/min, tokens/min and token budget, counted under ``key``."""
+
+    key: str
+    holder: str  # what the limit belongs to, for the error message
+    rpm: int | None
+    tpm: int | None
+    budget: int | None
+    period: BudgetPeriod | None
+    money: int | None = None  # the money budget, in nanos
+    alert: int | None = None  # the spend (nanos) at which the budget's alert is given
+    max_budget: float | None = None  # the money budget as set, for the error message
+    level: str = "key"  # key, user or team
+
+
+# Money is counted in nanos of the currency unit (prices have at most 9 decimal places).
+NANOS = 1_000_000_000
+# The highest money budget: 10^18 nanos, within Redis's 64-bit counters with room for the
+# reservations beside it.
+MAX_BUDGET = 1e9
+
+
+def nanos(amount: float) -> int:
+    """An amount of money in nanos (rounded to the nearest)."""
+    return round(amount * NANOS)
+
+
+def _money(max_budget: float | None, alert: int) -> tuple[int | None, int | None, float | None]:
+    if max_budget is None:
+        return None, None, None
+    money = nanos(max_budget)
+    return money, money * alert // 100, max_budget
+
+
+def _level_gate(level: LimitLevel) -> Gate:
+    return Gate(level.limit_id, f"the {level.kind} '{level.name}'", level.rpm, level.tpm,
+                level.token_budget, level.budget_period,
+                *_money(level.max_budget, level.budget_alert), level.kind)
+
+
+def gates(principal: Principal) -> list[Gate]:
+    """The levels whose token limits apply to a request: the key's, its user's, its team's
+    (those that set any)."""
+    out = []
+    if (principal.rpm is not None or principal.tpm is not None
+            or principal.token_budget is not None or principal.max_budget is not None):
+        out.append(Gate(principal.limit_key, "this API key", principal.rpm, principal.tpm,
+                        principal.token_budget, principal.budget_period,
+                        *_money(principal.max_budget, principal.budget_alert)))
+    out.extend(_level_gate(level) for level in principal.levels if level.limited)
+    return out
+
+
+class GateCache:
+    """The gates of each principal, made once per principal (a reloaded key is a new
+    principal, with its new limits): the hot path allocates none."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, tuple[Principal, tuple[Gate, ...]]] = {}
+
+    def of(self, principal: Principal) -> tuple[Gate, ...]:
+        made = self._made.get(principal.limit_key)
+        if made is None or made[0] is not principal:
+            made = self._made[principal.limit_key] = (principal, tuple(gates(principal)))
+        return made[1]
+
+    def clear(self) -> None:
+        self._made.clear()
 
 
 @dataclass(slots=True)
@@ -37,18 +120,25 @@ class Reservation:
 
     principal: Principal
     tokens: int
-    budget_start: float | None
+    budget_start: float | None  # the key's own budget period
+    # every level reserved at, with the start of its budget period (None: no budget)
+    taken: tuple[tuple[Gate, float | None], ...] = ()
+    cost: int = 0  # the worst case cost reserved, in nanos
+    # the money budgets whose alert this reservation crossed first in their period
+    alerts: tuple[Gate, ...] = ()
 
 
 class Limiter(Protocol):
     """Atomic check-and-reserve of a key's limits."""
 
-    async def acquire(self, principal: Principal, tokens: int) -> Reservation:
-        """Reserve one request and ``tokens`` tokens, or raise ``RateLimited``."""
+    async def acquire(self, principal: Principal, tokens: int, cost: int = 0) -> Reservation:
+        """Reserve one request, ``tokens`` tokens and ``cost`` nanos of money, or raise
+        ``RateLimited``."""
         ...
 
-    def settle(self, reservation: Reservation, tokens: int) -> None:
-        """Replace the reserved token estimate with the tokens really used (no waiting)."""
+    def settle(self, reservation: Reservation, tokens: int, cost: int | None = None) -> None:
+        """Replace the reserved token estimate with the tokens really used, and the reserved
+        cost with the real one (nanos; None: as reserved), without waiting."""
         ...
 
     async def acquire_images(self, principal: Principal, count: int) -> None:
@@ -69,6 +159,10 @@ class Limiter(Protocol):
 
     async def seed_image_budget(self, key_id: str, period_start: float, used: int) -> None:
         """``seed_budget`` for the image budget (image cost units)."""
+        ...
+
+    async def seed_money(self, key_id: str, period_start: float, spent: int) -> None:
+        """``seed_budget`` for the money budget (nanos)."""
         ...
 
     async def close(self) -> None: ...
@@ -113,11 +207,41 @@ def rate_limited(reason: str, principal: Principal, wait: float) -> RateLimited:
                        "used up.", retry_after=wait, code="insufficient_quota")
 
 
+def gate_limited(reason: str, gate: Gate, wait: float) -> RateLimited:
+    """The error of a level's limit (``reason``: rpm, tpm or budget)."""
+    if reason == "rpm":
+        return RateLimited(f"Rate limit reached: {gate.rpm} requests per minute for "
+                           f"{gate.holder}. Try again in {wait:.1f}s.", retry_after=wait)
+    if reason == "tpm":
+        return RateLimited(f"Rate limit reached: {gate.tpm} tokens per minute for "
+                           f"{gate.holder}. Try again in {wait:.1f}s.", retry_after=wait)
+    if reason == "money":
+        return RateLimited(f"Budget of {gate.max_budget:g} for {gate.holder} is used up "
+                           "(this request's worst case cost would pass it).",
+                           retry_after=wait, code="insufficient_quota")
+    return RateLimited(f"Token budget of {gate.budget} tokens for {gate.holder} is used up.",
+                       retry_after=wait, code="insufficient_quota")
+
+
+def longest(refusals: list[RateLimited]) -> RateLimited:
+    """Of the limits a request meets, the one that holds it back longest: its ``Retry-After``
+    is when every level has room."""
+    return max(refusals, key=lambda refusal: refusal.retry_after or 0.0)
+
+
+def own_start(taken: tuple[tuple[Gate, float | None], ...], principal: Principal) -> float | None:
+    """The budget period start of the key's own gate among those reserved."""
+    for gate, start in taken:
+        if gate.key == principal.limit_key:
+            return start
+    return None
+
+
 class _KeyState:
     """Buckets and budget counter of one key (in this process)."""
 
-    __slots__ = ("budget_start", "budget_used", "req_level", "req_stamp", "tok_level",
-                 "tok_stamp")
+    __slots__ = ("alerted", "budget_start", "budget_used", "money_start", "money_used",
+                 "req_level", "req_stamp", "tok_level", "tok_stamp")
 
     def __init__(self, now: float) -> None:
         # None: a full bucket (the capacity is known only on use, and may change)
@@ -127,6 +251,9 @@ class _KeyState:
         self.tok_stamp = now
         self.budget_start = -1.0
         self.budget_used = 0
+        self.money_start = -1.0
+        self.money_used = 0  # nanos
+        self.alerted = -1.0  # the period whose alert was given
 
 
 def _refill(level: float | None, stamp: float, capacity: int, now: float) -> float:
@@ -143,6 +270,7 @@ class LocalLimiter:
         self._images: dict[str, tuple[float | None, float]] = {}  # key: (level, stamp)
         self._units: dict[str, tuple[float | None, float]] = {}  # key: (level, stamp)
         self._unit_budgets: dict[str, tuple[float, int]] = {}  # key: (period start, used)
+        self._gates = GateCache()
 
     def _get(self, key_id: str, now: float) -> _KeyState:
         state = self._state.get(key_id)
@@ -150,38 +278,60 @@ class LocalLimiter:
             state = self._state[key_id] = _KeyState(now)
         return state
 
-    async def acquire(self, principal: Principal, tokens: int) -> Reservation:
+    async def acquire(self, principal: Principal, tokens: int, cost: int = 0) -> Reservation:
         # No await between the checks and the updates: this block is atomic in the loop.
-        key_id = principal.limit_key
         now = time.monotonic()
-        state = self._get(key_id, now)
-        req_level = tok_level = 0.0
-        if principal.rpm is not None:
-            req_level = _refill(state.req_level, state.req_stamp, principal.rpm, now)
-            if req_level < 1.0:
-                wait = (1.0 - req_level) * 60.0 / max(principal.rpm, 1)
-                raise rate_limited("rpm", principal, wait)
-        if principal.tpm is not None:
-            tok_level = _refill(state.tok_level, state.tok_stamp, principal.tpm, now)
-            need = min(tokens, principal.tpm)
-            if tok_level < need:
-                wait = (need - tok_level) * 60.0 / max(principal.tpm, 1)
-                raise rate_limited("tpm", principal, wait)
-        budget_start = None
-        if principal.token_budget is not None:
-            wall = time.time()
-            budget_start, end = period_bounds(principal.budget_period, wall)
-            if state.budget_start != budget_start:
-                state.budget_start, state.budget_used = budget_start, 0
-            if state.budget_used + tokens > principal.token_budget:
+        wall = time.time()
+        plan: list[tuple[Gate, _KeyState, float, float, float | None]] = []
+        refusals: list[RateLimited] = []
+        for gate in self._gates.of(principal):
+            state = self._get(gate.key, now)
+            req_level = tok_level = 0.0
+            if gate.rpm is not None:
+                req_level = _refill(state.req_level, state.req_stamp, gate.rpm, now)
+                if req_level < 1.0:
+                    refusals.append(gate_limited(
+                        "rpm", gate, (1.0 - req_level) * 60.0 / max(gate.rpm, 1)))
+            if gate.tpm is not None:
+                tok_level = _refill(state.tok_level, state.tok_stamp, gate.tpm, now)
+                need = min(tokens, gate.tpm)
+                if tok_level < need:
+                    refusals.append(gate_limited(
+                        "tpm", gate, (need - tok_level) * 60.0 / max(gate.tpm, 1)))
+            start = None
+            if gate.budget is not None or gate.money is not None:
+                start, end = period_bounds(gate.period, wall)
                 wait = end - wall if end is not None else NO_PERIOD_RETRY_SECONDS
-                raise rate_limited("budget", principal, wait)
-            state.budget_used += tokens
-        if principal.rpm is not None:
-            state.req_level, state.req_stamp = req_level - 1.0, now
-        if principal.tpm is not None:
-            state.tok_level, state.tok_stamp = tok_level - tokens, now
-        return Reservation(principal, tokens, budget_start)
+                used = state.budget_used if state.budget_start == start else 0
+                if gate.budget is not None and used + tokens > gate.budget:
+                    refusals.append(gate_limited("budget", gate, wait))
+                spent = state.money_used if state.money_start == start else 0
+                if gate.money is not None and spent + cost > gate.money:
+                    refusals.append(gate_limited("money", gate, wait))
+            plan.append((gate, state, req_level, tok_level, start))
+        if refusals:
+            raise longest(refusals)
+        alerts: list[Gate] = []
+        for gate, state, req_level, tok_level, start in plan:
+            if gate.rpm is not None:
+                state.req_level, state.req_stamp = req_level - 1.0, now
+            if gate.tpm is not None:
+                state.tok_level, state.tok_stamp = tok_level - tokens, now
+            if start is not None and gate.budget is not None:
+                if state.budget_start != start:
+                    state.budget_start, state.budget_used = start, 0
+                state.budget_used += tokens
+            if start is not None and gate.money is not None:
+                if state.money_start != start:
+                    state.money_start, state.money_used = start, 0
+                state.money_used += cost
+                if (gate.alert is not None and state.money_used >= gate.alert
+                        and state.alerted != start):
+                    state.alerted = start
+                    alerts.append(gate)
+        taken = tuple((gate, start) for gate, _, _, _, start in plan)
+        return Reservation(principal, tokens, own_start(taken, principal), taken, cost,
+                           tuple(alerts))
 
     async def acquire_images(self, principal: Principal, count: int) -> None:
         if principal.ipm is None:
@@ -221,23 +371,37 @@ class LocalLimiter:
         if self._unit_budgets.get(key_id, (None, 0))[0] != period_start:
             self._unit_budgets[key_id] = (period_start, used)
 
-    def settle(self, reservation: Reservation, tokens: int) -> None:
+    def settle(self, reservation: Reservation, tokens: int, cost: int | None = None) -> None:
         delta = tokens - reservation.tokens
-        if not delta:
+        spent = 0 if cost is None else cost - reservation.cost
+        if not delta and not spent:
             return
-        state = self._state.get(reservation.principal.limit_key)
-        if state is None:
-            return
-        if reservation.principal.tpm is not None and state.tok_level is not None:
-            # May go below zero: a request that used more than estimated leaves a debt.
-            state.tok_level -= delta
-        if reservation.budget_start is not None and state.budget_start == reservation.budget_start:
-            state.budget_used += delta
+        for gate, start in reservation.taken:
+            state = self._state.get(gate.key)
+            if state is None:
+                continue
+            if gate.tpm is not None and state.tok_level is not None:
+                # May go below zero: a request that used more than estimated leaves a debt.
+                state.tok_level -= delta
+            if start is not None and gate.budget is not None and state.budget_start == start:
+                state.budget_used += delta
+            if start is not None and gate.money is not None and state.money_start == start:
+                state.money_used += spent
 
     async def seed_budget(self, key_id: str, period_start: float, used: int) -> None:
         state = self._get(key_id, time.monotonic())
         if state.budget_start != period_start:
             state.budget_start, state.budget_used = period_start, used
+
+    async def seed_money(self, key_id: str, period_start: float, spent: int) -> None:
+        state = self._get(key_id, time.monotonic())
+        if state.money_start != period_start:
+            state.money_start, state.money_used = period_start, spent
+
+    def money_spent(self, key_id: str) -> int:
+        """The money (nanos) spent and reserved in the key's current period."""
+        state = self._state.get(key_id)
+        return 0 if state is None else state.money_used
 
     def budget_used(self, key_id: str) -> int:
         state = self._state.get(key_id)
@@ -248,3 +412,4 @@ class LocalLimiter:
         self._images.clear()
         self._units.clear()
         self._unit_budgets.clear()
+        self._gates.clear()

@@ -10,6 +10,31 @@ from inferd.store.storage import Quota
 # ``auditor``: reads everything an admin reads (the ``audit`` routes), changes nothing.
 Scope = Literal["admin", "user", "auditor"]
 BudgetPeriod = Literal["day", "week", "month"]
+# The percentage of a money budget at which a warning is logged (when not set).
+DEFAULT_BUDGET_ALERT = 80
+
+
+@dataclass(frozen=True, slots=True)
+class LimitLevel:
+    """Limits a key shares with every other key of its user or its team: the counters are
+    the user's or the team's (``limit_id``), not the key's."""
+
+    kind: Literal["user", "team"]
+    row_id: int  # the user's or team's id
+    limit_id: str
+    name: str
+    rpm: int | None = None
+    tpm: int | None = None
+    token_budget: int | None = None
+    budget_period: BudgetPeriod | None = None
+    max_budget: float | None = None  # money, per ``budget_period``
+    budget_alert: int = DEFAULT_BUDGET_ALERT
+
+    @property
+    def limited(self) -> bool:
+        return (self.rpm is not None or self.tpm is not None or self.token_budget is not None
+                or self.max_budget is not None)
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -35,6 +60,10 @@ class Principal:
     image_budget: int | None = None
     token_budget: int | None = None  # tokens in total, or per ``budget_period``
     budget_period: BudgetPeriod | None = None
+    # a budget in money (the price book's currency units) per ``budget_period``, and the
+    # percentage of it at which a warning is logged once per period
+    max_budget: float | None = None
+    budget_alert: int = DEFAULT_BUDGET_ALERT
     expires_at: float | None = None  # epoch seconds
     # Storage quota of the key's stored objects (its own, else the settings'): 0 = no limit.
     storage_bytes: int = 0
@@ -49,6 +78,8 @@ class Principal:
     # The engines' key on a gateway (``INFERD_ENGINE_API_KEY``): it may only call the engine
     # registration routes (``/internal/v1/engines``), nothing else.
     engine: bool = False
+    # The limits of the key's user and team that set any (each counted across all their keys).
+    levels: tuple[LimitLevel, ...] = ()
     # True only for ``OPEN_MODE``: the caller while keys are not required, set on purpose by
     # the auth middleware (never a fallback for a request or a job without a caller).
     open_mode: bool = False
@@ -58,6 +89,12 @@ class Principal:
     @property
     def limit_key(self) -> str:
         return self.limit_id or self.key_id or ""
+
+    @property
+    def spends(self) -> bool:
+        """True when a money budget applies (the key's, its user's or its team's)."""
+        return self.max_budget is not None or any(
+            level.max_budget is not None for level in self.levels)
 
     @property
     def storage_quota(self) -> Quota:
@@ -76,7 +113,8 @@ class Principal:
         """True when any limit applies (the limiter is skipped otherwise)."""
         return (self.rpm is not None or self.tpm is not None or self.token_budget is not None
                 or self.ipm is not None or self.upm is not None
-                or self.image_budget is not None)
+                or self.image_budget is not None or self.max_budget is not None
+                or bool(self.levels))
 
     def may_use(self, model: str) -> bool:
         return self.allowed_models is None or model in self.allowed_models

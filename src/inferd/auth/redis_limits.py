@@ -1,7 +1,8 @@
 """``RedisLimiter``: the limits of ``inferd.auth.limits`` shared by every gateway through Redis.
 
-``acquire`` is one ``EVALSHA`` of a Lua script that refills the key's buckets with Redis's own
-clock, checks requests/min, tokens/min and the budget, and reserves all three or nothing:
+``acquire`` is one ``EVALSHA`` of a Lua script that refills the buckets of the key (and of its
+user and team, ``inferd.auth.limits.gates``) with Redis's own clock, checks requests/min,
+tokens/min and the token and money budgets, and reserves them all or nothing:
 Redis runs a script atomically, so any number of gateways get exact limits. ``settle``
 queues the token correction; a background task sends the queued corrections in one pipeline,
 so a request never waits for it.
@@ -18,7 +19,12 @@ import redis.asyncio as aioredis
 
 from inferd.auth.limits import (
     NO_PERIOD_RETRY_SECONDS,
+    Gate,
+    GateCache,
     Reservation,
+    gate_limited,
+    longest,
+    own_start,
     period_bounds,
     rate_limited,
 )
@@ -26,48 +32,97 @@ from inferd.auth.principal import Principal
 
 log = logging.getLogger("inferd.limits")
 
-# KEYS: request bucket, token bucket, budget counter.
-# ARGV: rpm, tpm (0: no limit), cost, budget (-1: none), budget ttl (0: none).
-# Returns {1, 0, 0} when reserved, else {0, wait in ms, reason 1=rpm 2=tpm 3=budget}.
+# For each level (the key's, its user's, its team's): KEYS request bucket, token bucket, budget
+# counter, money counter (nanos), money alert mark; ARGV rpm, tpm (0: no limit), budget (-1:
+# none), budget ttl (0: none), money budget (-1: none), money alert (-1: none), after ARGV[1]
+# the tokens and ARGV[2] the cost (nanos). Every level is checked before any is written: all
+# are reserved, or none. Returns {1, then the levels whose money alert this reservation
+# crossed first in the period} when reserved, else {0, then for each limit met: wait in ms,
+# reason 1=rpm 2=tpm 3=budget 4=money, level}.
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-local cost, budget, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local cost = tonumber(ARGV[1])
+local money = tonumber(ARGV[2])
 local function level(key, cap)
   local v = redis.call('HMGET', key, 'l', 's')
   local l, s = tonumber(v[1]), tonumber(v[2])
   if l == nil or s == nil then return cap end
   return math.min(cap, l + (now - s) * cap / 60)
 end
-local rl, tl = 0, 0
-if rpm > 0 then
-  rl = level(KEYS[1], rpm)
-  if rl < 1 then return {0, math.ceil((1 - rl) * 60000 / rpm), 1} end
+local n = #KEYS / 5
+local rls, tls = {}, {}
+local refused = {0}
+for i = 1, n do
+  local k, a = (i - 1) * 5, 2 + (i - 1) * 6
+  local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local budget, mbudget = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 5])
+  if rpm > 0 then
+    rls[i] = level(KEYS[k + 1], rpm)
+    if rls[i] < 1 then
+      table.insert(refused, math.ceil((1 - rls[i]) * 60000 / rpm))
+      table.insert(refused, 1)
+      table.insert(refused, i)
+    end
+  end
+  if tpm > 0 then
+    tls[i] = level(KEYS[k + 2], tpm)
+    local need = math.min(cost, tpm)
+    if tls[i] < need then
+      table.insert(refused, math.ceil((need - tls[i]) * 60000 / tpm))
+      table.insert(refused, 2)
+      table.insert(refused, i)
+    end
+  end
+  if budget >= 0 then
+    local used = tonumber(redis.call('GET', KEYS[k + 3]) or '0')
+    if used + cost > budget then
+      table.insert(refused, 0)
+      table.insert(refused, 3)
+      table.insert(refused, i)
+    end
+  end
+  if mbudget >= 0 then
+    local spent = tonumber(redis.call('GET', KEYS[k + 4]) or '0')
+    if spent + money > mbudget then
+      table.insert(refused, 0)
+      table.insert(refused, 4)
+      table.insert(refused, i)
+    end
+  end
 end
-if tpm > 0 then
-  tl = level(KEYS[2], tpm)
-  local need = math.min(cost, tpm)
-  if tl < need then return {0, math.ceil((need - tl) * 60000 / tpm), 2} end
+if #refused > 1 then return refused end
+local done = {1}
+for i = 1, n do
+  local k, a = (i - 1) * 5, 2 + (i - 1) * 6
+  local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local budget, ttl = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local mbudget, alert = tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
+  if budget >= 0 then
+    redis.call('INCRBY', KEYS[k + 3], cost)
+    if ttl > 0 then redis.call('EXPIRE', KEYS[k + 3], ttl) end
+  end
+  if mbudget >= 0 then
+    local spent = redis.call('INCRBY', KEYS[k + 4], money)
+    if ttl > 0 then redis.call('EXPIRE', KEYS[k + 4], ttl) end
+    if alert >= 0 and spent >= alert and redis.call('SET', KEYS[k + 5], '1', 'NX') then
+      if ttl > 0 then redis.call('EXPIRE', KEYS[k + 5], ttl) end
+      table.insert(done, i)
+    end
+  end
+  if rpm > 0 then
+    redis.call('HSET', KEYS[k + 1], 'l', tostring(rls[i] - 1), 's', tostring(now))
+    redis.call('EXPIRE', KEYS[k + 1], 120)
+  end
+  if tpm > 0 then
+    redis.call('HSET', KEYS[k + 2], 'l', tostring(tls[i] - cost), 's', tostring(now))
+    redis.call('EXPIRE', KEYS[k + 2], 120)
+  end
 end
-if budget >= 0 then
-  local used = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if used + cost > budget then return {0, 0, 3} end
-  redis.call('INCRBY', KEYS[3], cost)
-  if ttl > 0 then redis.call('EXPIRE', KEYS[3], ttl) end
-end
-if rpm > 0 then
-  redis.call('HSET', KEYS[1], 'l', tostring(rl - 1), 's', tostring(now))
-  redis.call('EXPIRE', KEYS[1], 120)
-end
-if tpm > 0 then
-  redis.call('HSET', KEYS[2], 'l', tostring(tl - cost), 's', tostring(now))
-  redis.call('EXPIRE', KEYS[2], 120)
-end
-return {1, 0, 0}
+return done
 """
 
-_REASONS = {1: "rpm", 2: "tpm", 3: "budget"}
+_REASONS = {1: "rpm", 2: "tpm", 3: "budget", 4: "money"}
 
 # KEYS: the images bucket. ARGV: ipm, images asked for. Returns 0 when taken, else the wait in ms.
 ACQUIRE_IMAGES = """
@@ -124,32 +179,50 @@ class RedisLimiter:
         self._acquire_images = self.redis.register_script(ACQUIRE_IMAGES)
         self._acquire_units = self.redis.register_script(ACQUIRE_UNITS)
         self._pending: list[tuple[str, int, bool]] = []
+        self._gates = GateCache()
         self._flusher: asyncio.Task[None] | None = None
 
     def _keys(self, key_id: str, budget_start: float | None) -> list[str]:
         base = f"{self.prefix}:limits:{{{key_id}}}"
         period = "none" if budget_start is None else str(int(budget_start))
-        return [f"{base}:req", f"{base}:tok", f"{base}:budget:{period}"]
+        return [f"{base}:req", f"{base}:tok", f"{base}:budget:{period}",
+                f"{base}:money:{period}", f"{base}:money-alert:{period}"]
 
-    async def acquire(self, principal: Principal, tokens: int) -> Reservation:
-        key_id = principal.limit_key
-        budget_start = None
-        budget, ttl, end = -1, 0, None
-        if principal.token_budget is not None:
-            now = time.time()
-            budget_start, end = period_bounds(principal.budget_period, now)
-            budget = principal.token_budget
-            ttl = int(end - now) + 3600 if end is not None else 0
-        keys = self._keys(key_id, budget_start)
-        result: Any = await self._acquire(keys=keys, args=[
-            principal.rpm or 0, principal.tpm or 0, tokens, budget, ttl])
-        if int(result[0]) != 1:
-            reason = _REASONS[int(result[2])]
-            wait = int(result[1]) / 1000.0
-            if reason == "budget":
-                wait = end - time.time() if end is not None else NO_PERIOD_RETRY_SECONDS
-            raise rate_limited(reason, principal, wait)
-        return Reservation(principal, tokens, budget_start)
+    async def acquire(self, principal: Principal, tokens: int, cost: int = 0) -> Reservation:
+        now = time.time()
+        keys: list[str] = []
+        args: list[int] = [tokens, cost]
+        taken: list[tuple[Gate, float | None]] = []
+        ends: list[float | None] = []
+        for gate in self._gates.of(principal):
+            start, end, budget, ttl = None, None, -1, 0
+            if gate.budget is not None or gate.money is not None:
+                start, end = period_bounds(gate.period, now)
+                budget = -1 if gate.budget is None else gate.budget
+                ttl = int(end - now) + 3600 if end is not None else 0
+            keys += self._keys(gate.key, start)
+            args += [gate.rpm or 0, gate.tpm or 0, budget, ttl,
+                     -1 if gate.money is None else gate.money,
+                     -1 if gate.alert is None else gate.alert]
+            taken.append((gate, start))
+            ends.append(end)
+        alerts: tuple[Gate, ...] = ()
+        if keys:
+            result: Any = await self._acquire(keys=keys, args=args)
+            if int(result[0]) != 1:
+                refusals = []
+                for at in range(1, len(result) - 2, 3):
+                    reason = _REASONS[int(result[at + 1])]
+                    index = int(result[at + 2]) - 1
+                    wait = int(result[at]) / 1000.0
+                    if reason in ("budget", "money"):
+                        end = ends[index]
+                        wait = end - time.time() if end is not None else NO_PERIOD_RETRY_SECONDS
+                    refusals.append(gate_limited(reason, taken[index][0], wait))
+                raise longest(refusals)
+            alerts = tuple(taken[int(i) - 1][0] for i in result[1:])
+        done = tuple(taken)
+        return Reservation(principal, tokens, own_start(done, principal), done, cost, alerts)
 
     async def acquire_images(self, principal: Principal, count: int) -> None:
         if principal.ipm is None:
@@ -184,16 +257,19 @@ class RedisLimiter:
     async def seed_image_budget(self, key_id: str, period_start: float, used: int) -> None:
         await self.redis.set(self._unit_keys(key_id, period_start)[1], used, nx=True)
 
-    def settle(self, reservation: Reservation, tokens: int) -> None:
+    def settle(self, reservation: Reservation, tokens: int, cost: int | None = None) -> None:
         delta = tokens - reservation.tokens
-        if not delta:
+        spent = 0 if cost is None else cost - reservation.cost
+        if not delta and not spent:
             return
-        principal = reservation.principal
-        keys = self._keys(principal.limit_key, reservation.budget_start)
-        if principal.tpm is not None:
-            self._pending.append((keys[1], delta, True))
-        if reservation.budget_start is not None:
-            self._pending.append((keys[2], delta, False))
+        for gate, start in reservation.taken:
+            keys = self._keys(gate.key, start)
+            if gate.tpm is not None and delta:
+                self._pending.append((keys[1], delta, True))
+            if start is not None and gate.budget is not None and delta:
+                self._pending.append((keys[2], delta, False))
+            if start is not None and gate.money is not None and spent:
+                self._pending.append((keys[3], spent, False))
         if self._pending and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
@@ -215,6 +291,14 @@ class RedisLimiter:
 
     async def seed_budget(self, key_id: str, period_start: float, used: int) -> None:
         await self.redis.set(self._keys(key_id, period_start)[2], used, nx=True)
+
+    async def seed_money(self, key_id: str, period_start: float, spent: int) -> None:
+        await self.redis.set(self._keys(key_id, period_start)[3], spent, nx=True)
+
+    async def money_spent(self, key_id: str, period_start: float | None) -> int:
+        """The money (nanos) spent and reserved in a budget period."""
+        value = await self.redis.get(self._keys(key_id, period_start)[3])
+        return int(value or 0)
 
     async def budget_used(self, key_id: str, period_start: float | None) -> int:
         value = await self.redis.get(self._keys(key_id, period_start)[2])

@@ -14,25 +14,29 @@ from inferd.auth.admin import KeyAdmin
 from inferd.auth.bootstrap import AuthPolicy, bootstrap, engine_keyed
 from inferd.auth.keys import KeyRing, LoadHook
 from inferd.auth.principal import ENGINE, OPEN_MODE, Principal
+from inferd.auth.teams import TeamAdmin
 from inferd.auth.throttle import AuthThrottle
 from inferd.errors import AuthenticationFailed, RateLimited
 from inferd.settings import Settings
 from inferd.store.db import Database
 from inferd.store.keys import KeyStore
 from inferd.store.repo import KeyValueStore
+from inferd.store.teams import TeamStore
 
 
 class Auth:
     """Keys, their administration and the policy of one process."""
 
     def __init__(self, keys: KeyRing, admin: KeyAdmin, policy: AuthPolicy, *,
-                 throttle: AuthThrottle | None = None,
+                 teams: TeamAdmin | None = None, throttle: AuthThrottle | None = None,
                  on_failure: Callable[[], None] | None = None,
                  on_throttled: Callable[[], None] | None = None,
                  open_mode: Principal, forwarding_key: str = "",
                  engine_key: bytes = b"", audit: AuditLog | None = None) -> None:
         self.keys = keys
         self.admin = admin
+        # Teams, users and membership (their changes reload the affected keys here).
+        self.teams = teams or TeamAdmin(TeamStore(admin.store.db), keys)
         self.policy = policy
         self.throttle = throttle or AuthThrottle(0, 1.0)
         self.on_failure = on_failure or (lambda: None)
@@ -74,7 +78,8 @@ class Auth:
         engine = settings.role == "engine"
         self = cls(keys, KeyAdmin(store, keys, storage=storage, audit=audit),
                    AuthPolicy(settings.auth, settings.host, keyed=engine_keyed(settings)),
-                   throttle=throttle, on_failure=on_failure, on_throttled=on_throttled,
+                   teams=TeamAdmin(TeamStore(db), keys, audit=audit), throttle=throttle,
+                   on_failure=on_failure, on_throttled=on_throttled,
                    open_mode=dataclasses.replace(OPEN_MODE, storage_bytes=storage[0],
                                                  storage_objects=storage[1]),
                    forwarding_key=settings.engine_api_key if engine else "",

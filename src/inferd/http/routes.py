@@ -19,6 +19,7 @@ from inferd.http.admin import models as admin_models
 from inferd.http.admin import prompts as admin_prompts
 from inferd.http.admin import replicas as admin_replicas
 from inferd.http.admin import tables as admin_tables
+from inferd.http.admin import teams as admin_teams
 from inferd.http.admin import usage as admin_usage
 from inferd.http.admin import usage_series
 from inferd.http.compat import (
@@ -41,6 +42,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     proxy_toolkit.router,  # the proxy toolkit's keys, models, replicas
     metrics.router,
     admin_keys.router,
+    admin_teams.teams_router,
+    admin_teams.users_router,
     admin_usage.router,
     usage_series.router,
     admin_tables.router,

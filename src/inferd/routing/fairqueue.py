@@ -232,6 +232,7 @@ class FairQueue:
         self._metrics = metrics
         self._clock = clock
         self._queues: dict[str, _ModelQueue] = {}
+        self._known: set[str] = set()  # the models served (``track``): their series exported
         self._seq = itertools.count()
         if metrics is not None:
             metrics.register_family(
@@ -247,9 +248,21 @@ class FairQueue:
         return queue.depth if priority is None else queue.lanes[priority].depth
 
     def depths(self) -> Iterable[tuple[Sequence[str], float]]:
-        """Each queued model's depth per priority class (``inferd_gateway_queue_depth``)."""
-        return [((model, p), float(queue.lanes[p].depth))
-                for model, queue in list(self._queues.items()) for p in PRIORITIES]
+        """Each model's depth per priority class (``inferd_gateway_queue_depth``): every model
+        served, 0 while nothing waits for it."""
+        return [((model, p), float(self.depth(model, p)))
+                for model in sorted(self._known.union(self._queues)) for p in PRIORITIES]
+
+    def track(self, model: str) -> None:
+        """A model the router serves: its depth and wait series are exported from now on
+        (zero until a request waits), so dashboards and alerts find them before the first
+        wait, and an autoscaler reads 0 rather than nothing."""
+        if model in self._known:
+            return
+        self._known.add(model)
+        if self._metrics is not None:
+            for priority in PRIORITIES:
+                self._metrics.child("queue_wait", model, priority)
 
     def weight(self, flow: str, name: str = "") -> float:
         """A key's weight: ``weights`` by its id, else by its name, else 1."""
@@ -325,6 +338,7 @@ class FairQueue:
 
     def forget(self, model: str) -> None:
         """The model is gone: drop its queue, unless requests still wait or run there."""
+        self._known.discard(model)
         queue = self._queues.get(model)
         if queue is not None and not (queue.depth or queue.granted or queue.running):
             del self._queues[model]

@@ -113,6 +113,7 @@ class Router:
             if alias not in entry.aliases:
                 entry.aliases.append(alias)
             self._aliases[alias] = replica.model
+        self.queue.track(replica.model)
         self.queue.wake(replica.model)  # room for what waits
 
     # -- capacity ----------------------------------------------------------------------------

@@ -35,13 +35,18 @@ class ApiKey(Answer):
     scope: Literal["admin", "user", "auditor"]
     owner: str | None
     team: str | None
+    team_id: int | None = None
+    user_id: int | None = None
     models: list[str] | None
     rpm: int | None
     tpm: int | None
     token_budget: int | None
     budget_period: str | None
+    max_budget: float | None = None
+    budget_alert: int | None = None
     expires_at: float | None
     enabled: bool
+    user_disabled: bool = False
     metadata: dict[str, Any]
     log_bodies: bool = False
     key: str | None = None
@@ -55,6 +60,82 @@ class ApiKeyList(Answer):
     data: list[ApiKey]
     first_id: int | str | None
     last_id: int | str | None
+    has_more: bool
+
+
+# -- teams and users ----------------------------------------------------------------------------
+class Team(Answer):
+    """A team: its models and limits apply to each of its keys besides their own."""
+
+    id: int
+    object: Literal["team"]
+    name: str
+    models: list[str] | None
+    rpm: int | None
+    tpm: int | None
+    token_budget: int | None
+    budget_period: str | None
+    max_budget: float | None = None
+    budget_alert: int | None = None
+    metadata: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+class TeamList(Answer):
+    object: Literal["list"]
+    data: list[Team]
+    first_id: int | None
+    last_id: int | None
+    has_more: bool
+
+
+class User(Answer):
+    """A user: keys belong to them; a disabled user's keys do not work."""
+
+    id: int
+    object: Literal["user"]
+    name: str
+    email: str | None
+    role: Literal["admin", "auditor"] | None
+    disabled: bool
+    rpm: int | None
+    tpm: int | None
+    token_budget: int | None
+    budget_period: str | None
+    max_budget: float | None = None
+    budget_alert: int | None = None
+    created_at: float
+    updated_at: float
+
+
+class UserList(Answer):
+    object: Literal["list"]
+    data: list[User]
+    first_id: int | None
+    last_id: int | None
+    has_more: bool
+
+
+class Member(Answer):
+    """A user's role in a team."""
+
+    object: Literal["team.member"]
+    team_id: int
+    user_id: int
+    name: str
+    email: str | None
+    role: Literal["owner", "member", "viewer"]
+    created_at: float
+
+
+class MemberList(Answer):
+    """Members by user id: the next page starts ``after`` this one's ``last_id``."""
+
+    object: Literal["list"]
+    data: list[Member]
+    first_id: int | None
+    last_id: int | None
     has_more: bool
 
 

@@ -8,7 +8,7 @@ than ``CHANGE_RETENTION_SECONDS`` are pruned by the writers now and then; a gate
 not read the feed for longer starts its cache over.
 
 Updates and deletes also write a new random value under ``keys.version`` in the ``kv`` table,
-first in their transaction, so that they queue behind each other (see ``_KeepAnAdmin``).
+first in their transaction, so that they queue behind each other (see ``KeepAnAdmin``).
 
 A change that would leave no usable admin key (the last enabled, unexpired one deleted,
 disabled, expired or made a user key) is refused with ``Conflict``: nobody could manage keys
@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from inferd.errors import Conflict
 from inferd.store.db import Database
 from inferd.store.tables import kv
-from inferd.store.tables_control import api_key_changes, api_keys, usage_records
+from inferd.store.tables_control import api_key_changes, api_keys, teams, usage_records, users
 
 VERSION_KEY = "keys.version"
 # Changes are kept this long (a gateway that has not read the feed for half of it starts over).
@@ -39,8 +39,32 @@ PRUNE_EVERY = 256
 # Columns a caller may set on create or update (everything but ids, hashes and times).
 EDITABLE = frozenset({"name", "owner", "team", "scope", "models", "rpm", "tpm", "ipm",
                       "upm", "image_budget", "storage_bytes", "storage_objects",
-                      "token_budget", "budget_period", "expires_at", "enabled", "extra",
-                      "log_bodies"})
+                      "token_budget", "budget_period", "max_budget", "budget_alert",
+                      "expires_at", "enabled", "extra",
+                      "team_id", "user_id", "log_bodies"})
+
+# A key with what its team and user add to it: their models, limits, role and disabled flag
+# (``team_*`` and ``user_*`` columns, null for a key without them).
+_LEVEL_COLUMNS = ("rpm", "tpm", "token_budget", "budget_period", "max_budget", "budget_alert",
+                  "created_at")
+KEYS = (sa.select(api_keys, teams.c.name.label("team_name"),
+                  teams.c.models.label("team_models"),
+                  *(teams.c[c].label(f"team_{c}") for c in _LEVEL_COLUMNS),
+                  users.c.name.label("user_name"), users.c.role.label("user_role"),
+                  users.c.disabled.label("user_disabled"),
+                  *(users.c[c].label(f"user_{c}") for c in _LEVEL_COLUMNS))
+        .select_from(api_keys.outerjoin(teams, teams.c.id == api_keys.c.team_id)
+                     .outerjoin(users, users.c.id == api_keys.c.user_id)))
+
+
+def usable_admin() -> sa.ColumnElement[bool]:
+    """The condition of a usable admin key: enabled, unexpired, and its user (if any) an
+    enabled admin."""
+    return sa.and_(
+        api_keys.c.scope == "admin", api_keys.c.enabled.is_(True),
+        sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > time.time()),
+        sa.or_(api_keys.c.user_id.is_(None), api_keys.c.user_id.in_(
+            sa.select(users.c.id).where(users.c.role == "admin", users.c.disabled.is_(False)))))
 
 
 async def _bump_version(conn: AsyncConnection) -> None:
@@ -62,7 +86,7 @@ _INSERT_CHANGE = sa.insert(api_key_changes)
 _PRUNE = sa.delete(api_key_changes).where(api_key_changes.c.changed_at < sa.bindparam("before"))
 
 
-async def _record_change(conn: AsyncConnection, key_id: int, key_hash: str) -> int:
+async def record_change(conn: AsyncConnection, key_id: int, key_hash: str) -> int:
     """Append the change to the feed (inside the change's transaction); its id."""
     now = time.time()
     result = await conn.execute(_INSERT_CHANGE, {"key_id": key_id, "key_hash": key_hash,
@@ -73,14 +97,26 @@ async def _record_change(conn: AsyncConnection, key_id: int, key_hash: str) -> i
     return change_id
 
 
+async def record_changes(conn: AsyncConnection,
+                         where: sa.ColumnElement[bool]) -> list[tuple[int, str]]:
+    """Append a change of every key matching ``where`` to the feed in one statement (a team's
+    or a user's change: their keys are read with its columns); ``(key id, key hash)`` of
+    those keys."""
+    keys = (await conn.execute(sa.select(api_keys.c.id, api_keys.c.key_hash).where(where)
+                               .order_by(api_keys.c.id))).all()
+    if keys:
+        now = time.time()
+        await conn.execute(sa.insert(api_key_changes).from_select(
+            ["key_id", "key_hash", "changed_at"],
+            sa.select(api_keys.c.id, api_keys.c.key_hash, sa.literal(now, sa.Double))
+            .where(where).order_by(api_keys.c.id)))
+        await conn.execute(_PRUNE, {"before": now - CHANGE_RETENTION_SECONDS})
+    return [(int(k.id), str(k.key_hash)) for k in keys]
+
+
 async def _usable_admins(conn: AsyncConnection) -> int:
     """Enabled, unexpired admin keys, read with row locks (up to date inside a transaction)."""
-    now = time.time()
-    rows = await conn.execute(
-        sa.select(api_keys.c.id).where(
-            api_keys.c.scope == "admin", api_keys.c.enabled.is_(True),
-            sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now))
-        .with_for_update())
+    rows = await conn.execute(sa.select(api_keys.c.id).where(usable_admin()).with_for_update())
     return len(rows.all())
 
 
@@ -88,7 +124,7 @@ class _NoSuchKey(Exception):
     """Rolls back a change to a key that does not exist."""
 
 
-class _KeepAnAdmin:
+class KeepAnAdmin:
     """Wraps a key change: refuses it (``Conflict``, rolled back) when it would remove the
     last usable admin key. Entered inside the change's transaction."""
 
@@ -96,7 +132,7 @@ class _KeepAnAdmin:
         self.conn = conn
         self.before = 0
 
-    async def __aenter__(self) -> _KeepAnAdmin:
+    async def __aenter__(self) -> KeepAnAdmin:
         # The version row is written first: every key change updates that one row, so on
         # PostgreSQL and MariaDB concurrent changes queue behind each other here, and on
         # SQLite the write lock is taken before anything is read.
@@ -169,6 +205,8 @@ class KeyStore:
             key = {str(k): v for k, v in made._mapping.items() if k != "change_id"}
             if key.get("webhook_secret"):
                 key["webhook_secret"] = self.db.secrets.open(key["webhook_secret"])
+            if key.get("team_id") is not None or key.get("user_id") is not None:
+                key = await self.get(int(key["id"])) or key  # with its team's and user's
             return {**key, "change_id": change}
         async with self.db.engine.begin() as conn:
             if conn.dialect.insert_returning:  # one round trip fewer
@@ -178,23 +216,32 @@ class KeyStore:
                 key_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
                 row = (await conn.execute(sa.select(api_keys)
                                           .where(api_keys.c.id == key_id))).one()
-            change = await _record_change(conn, row.id, row.key_hash)
-        return {**self._row(row), "change_id": change}
+            change = await record_change(conn, row.id, row.key_hash)
+        made = self._row(row)
+        if made.get("team_id") is not None or made.get("user_id") is not None:
+            made = await self.get(int(made["id"])) or made  # with its team's and user's
+        return {**made, "change_id": change}
 
     async def page(self, *, after: int | None = None, limit: int = 100,
                    owner: str | None = None, team: str | None = None,
                    name: str | None = None, prefix: str | None = None,
-                   search: str | None = None) -> list[dict[str, Any]]:
-        """Up to ``limit`` keys by id after ``after``: ``owner`` and ``team`` match exactly,
+                   search: str | None = None, team_id: int | None = None,
+                   user_id: int | None = None) -> list[dict[str, Any]]:
+        """Up to ``limit`` keys by id after ``after``: ``owner``, ``team``, ``team_id`` and
+        ``user_id`` match exactly,
         ``name`` and ``prefix`` (the display prefix) from the start, ``search`` anywhere in
         the name, owner, team or prefix (case-insensitive)."""
-        query = sa.select(api_keys).order_by(api_keys.c.id).limit(limit)
+        query = KEYS.order_by(api_keys.c.id).limit(limit)
         if after is not None:
             query = query.where(api_keys.c.id > after)
         if owner is not None:
             query = query.where(api_keys.c.owner == owner)
         if team is not None:
             query = query.where(api_keys.c.team == team)
+        if team_id is not None:
+            query = query.where(api_keys.c.team_id == team_id)
+        if user_id is not None:
+            query = query.where(api_keys.c.user_id == user_id)
         if name is not None:
             query = query.where(api_keys.c.name.startswith(name, autoescape=True))
         if prefix is not None:
@@ -210,13 +257,12 @@ class KeyStore:
     async def by_hash(self, key_hashes: list[str]) -> list[dict[str, Any]]:
         """The keys with these hashes (an indexed lookup: ``key_hash`` is unique)."""
         async with self.db.engine.connect() as conn:
-            rows = await conn.execute(sa.select(api_keys)
-                                      .where(api_keys.c.key_hash.in_(key_hashes)))
+            rows = await conn.execute(KEYS.where(api_keys.c.key_hash.in_(key_hashes)))
             return [self._row(r) for r in rows]
 
     async def by_id(self, key_ids: list[int]) -> list[dict[str, Any]]:
         async with self.db.engine.connect() as conn:
-            rows = await conn.execute(sa.select(api_keys).where(api_keys.c.id.in_(key_ids)))
+            rows = await conn.execute(KEYS.where(api_keys.c.id.in_(key_ids)))
             return [self._row(r) for r in rows]
 
     async def last_change(self) -> int:
@@ -248,21 +294,18 @@ class KeyStore:
     async def has_usable_admin(self) -> bool:
         """Whether an enabled, unexpired admin key exists (``scope`` is indexed)."""
         async with self.db.engine.connect() as conn:
-            row = (await conn.execute(sa.select(api_keys.c.id).where(
-                api_keys.c.scope == "admin", api_keys.c.enabled.is_(True),
-                sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > time.time()))
-                .limit(1))).first()
+            row = (await conn.execute(sa.select(api_keys.c.id).where(usable_admin())
+                                      .limit(1))).first()
         return row is not None
 
     async def get(self, key_id: int) -> dict[str, Any] | None:
         async with self.db.engine.connect() as conn:
-            row = (await conn.execute(sa.select(api_keys)
-                                      .where(api_keys.c.id == key_id))).first()
+            row = (await conn.execute(KEYS.where(api_keys.c.id == key_id))).first()
         return None if row is None else self._row(row)
 
     async def find_by_name(self, name: str) -> dict[str, Any] | None:
         async with self.db.engine.connect() as conn:
-            row = (await conn.execute(sa.select(api_keys).where(api_keys.c.name == name)
+            row = (await conn.execute(KEYS.where(api_keys.c.name == name)
                                       .order_by(api_keys.c.id).limit(1))).first()
         return None if row is None else self._row(row)
 
@@ -270,19 +313,18 @@ class KeyStore:
         """Change some columns; ``None`` when the key does not exist."""
         try:
             async with self.db.engine.begin() as conn:
-                async with _KeepAnAdmin(conn):
+                async with KeepAnAdmin(conn):
                     if "key_hash" in values:  # the old hash must stop working everywhere
                         old = (await conn.execute(sa.select(api_keys.c.key_hash)
                                                   .where(api_keys.c.id == key_id))).scalar()
                         if old is not None and old != values["key_hash"]:
-                            await _record_change(conn, key_id, str(old))
+                            await record_change(conn, key_id, str(old))
                     await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id)
                                        .values(**values, updated_at=time.time()))
-                row = (await conn.execute(sa.select(api_keys)
-                                          .where(api_keys.c.id == key_id))).first()
+                row = (await conn.execute(KEYS.where(api_keys.c.id == key_id))).first()
                 if row is None:
                     raise _NoSuchKey  # rolls the version change back
-                change = await _record_change(conn, row.id, row.key_hash)
+                change = await record_change(conn, row.id, row.key_hash)
         except _NoSuchKey:
             return None
         return {**self._row(row), "change_id": change}
@@ -291,14 +333,14 @@ class KeyStore:
         """Delete a key; its hash and the change's id, or ``None`` when it does not exist."""
         try:
             async with self.db.engine.begin() as conn:
-                async with _KeepAnAdmin(conn):
+                async with KeepAnAdmin(conn):
                     key_hash = (await conn.execute(sa.select(api_keys.c.key_hash)
                                                    .where(api_keys.c.id == key_id))).scalar()
                     result = await conn.execute(sa.delete(api_keys)
                                                 .where(api_keys.c.id == key_id))
                 if not result.rowcount or key_hash is None:
                     raise _NoSuchKey
-                change = await _record_change(conn, key_id, str(key_hash))
+                change = await record_change(conn, key_id, str(key_hash))
         except _NoSuchKey:
             return None
         return str(key_hash), change

@@ -1,4 +1,4 @@
-"""Tables of the control plane: API keys and usage records.
+"""Tables of the control plane: API keys, teams and users, and usage records.
 
 ``api_keys`` keeps only a SHA-256 hash of each key (plus a short display prefix); ids are integers
 because the proxy toolkit's routes (``/delete_api_key``) address keys by an integer id. They are
@@ -38,15 +38,71 @@ api_keys = sa.Table(
     sa.Column("storage_objects", sa.Integer, nullable=True),
     sa.Column("token_budget", sa.BigInteger, nullable=True),
     sa.Column("budget_period", sa.String(16), nullable=True),  # null: total; day|week|month
+    # money budget (price book currency units) per budget period, and its alert percentage
+    sa.Column("max_budget", sa.Double, nullable=True),
+    sa.Column("budget_alert", sa.Integer, nullable=True),
     sa.Column("expires_at", sa.Double, nullable=True),
     sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("webhook_secret", sa.String(512), nullable=False),  # encrypted: secretbox
     sa.Column("extra", sa.JSON, nullable=True),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+    # The team and the user the key belongs to (``teams``, ``users``; null: none). The store
+    # checks that they exist and refuses to delete a team or user that still has keys.
+    sa.Column("team_id", sa.BigInteger, nullable=True, index=True),
+    sa.Column("user_id", sa.BigInteger, nullable=True, index=True),
     # the request log keeps this key's request and answer bodies (``inferd.reqlog``)
     sa.Column("log_bodies", sa.Boolean, nullable=False, server_default=sa.false()),
     sqlite_autoincrement=True,
+)
+
+# Teams and users: keys belong to them, and their limits apply across all their keys
+# (``inferd.store.teams``). Names are unique.
+teams = sa.Table(
+    "teams", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(191), nullable=False, unique=True),
+    sa.Column("models", sa.JSON, nullable=True),  # null: every model
+    sa.Column("rpm", sa.Integer, nullable=True),
+    sa.Column("tpm", sa.Integer, nullable=True),
+    sa.Column("token_budget", sa.BigInteger, nullable=True),
+    sa.Column("budget_period", sa.String(16), nullable=True),
+    # money budget (price book currency units) per budget period, and its alert percentage
+    sa.Column("max_budget", sa.Double, nullable=True),
+    sa.Column("budget_alert", sa.Integer, nullable=True),
+    sa.Column("extra", sa.JSON, nullable=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(191), nullable=False, unique=True),
+    sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("role", sa.String(16), nullable=True),  # admin | auditor | null: none
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("rpm", sa.Integer, nullable=True),
+    sa.Column("tpm", sa.Integer, nullable=True),
+    sa.Column("token_budget", sa.BigInteger, nullable=True),
+    sa.Column("budget_period", sa.String(16), nullable=True),
+    # money budget (price book currency units) per budget period, and its alert percentage
+    sa.Column("max_budget", sa.Double, nullable=True),
+    sa.Column("budget_alert", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+team_members = sa.Table(
+    "team_members", metadata,
+    sa.Column("team_id", BigId, sa.ForeignKey("teams.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("user_id", BigId, sa.ForeignKey("users.id", ondelete="CASCADE"),
+              primary_key=True, index=True),
+    sa.Column("role", sa.String(16), nullable=False),  # owner | member | viewer
+    sa.Column("created_at", sa.Double, nullable=False),
 )
 
 # One row per key change (its own transaction's), read by gateways after the last one they saw

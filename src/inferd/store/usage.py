@@ -10,11 +10,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferd.store.db import Database
+from inferd.store.tables_control import api_keys, teams, users
 from inferd.store.tables_control import spool_marks as m
 from inferd.store.tables_control import usage_records as t
 from inferd.usage import UsageRecord
 
-GroupBy = Literal["key", "model", "time"]
+GroupBy = Literal["key", "model", "time", "user", "team"]
 BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
 
 # The columns ``insert_records`` writes, in the order of a record's fields.
@@ -151,8 +152,19 @@ class UsageStore:
                         since: float | None = None, until: float | None = None,
                         key_id: str | None = None, model: str | None = None,
                         limit: int = 1000) -> list[dict[str, Any]]:
-        """Totals per group (any of key, model, time bucket), newest bucket first."""
+        """Totals per group (any of key, model, time bucket, user, team), newest bucket
+        first. A user or team group counts the requests of the keys that belong to that user
+        or team now (null: keys of none)."""
         groups: list[sa.ColumnElement[Any]] = []
+        source: sa.FromClause = t
+        if "user" in group_by or "team" in group_by:
+            source = t.outerjoin(api_keys, t.c.key_id == sa.cast(api_keys.c.id, sa.String(64)))
+        if "user" in group_by:
+            source = source.outerjoin(users, users.c.id == api_keys.c.user_id)
+            groups += [api_keys.c.user_id.label("user_id"), users.c.name.label("user_name")]
+        if "team" in group_by:
+            source = source.outerjoin(teams, teams.c.id == api_keys.c.team_id)
+            groups += [api_keys.c.team_id.label("team_id"), teams.c.name.label("team_name")]
         if "key" in group_by:
             groups.append(t.c.key_id.label("key_id"))
         if "model" in group_by:
@@ -174,7 +186,7 @@ class UsageStore:
             sa.func.coalesce(sa.func.sum(t.c.steps), 0).label("steps"),
             sa.func.coalesce(sa.func.sum(t.c.image_units), 0).label("image_units"),
             sa.func.coalesce(sa.func.sum(t.c.cost), 0).label("cost"),
-        )
+        ).select_from(source)
         if since is not None:
             query = query.where(t.c.created_at >= since)
         if until is not None:
@@ -211,6 +223,39 @@ class UsageStore:
                     .where(t.c.key_id == key_id, t.c.created_at >= start))).scalar()
                 out[key_id] = int(value or 0)
         return out
+
+    async def level_tokens_since(self, kind: Literal["user", "team"], level_id: int,
+                                 start: float) -> int:
+        """Total tokens of every key of a user or team since ``start`` (their budget)."""
+        column = api_keys.c.user_id if kind == "user" else api_keys.c.team_id
+        ids = sa.select(sa.cast(api_keys.c.id, sa.String(64))).where(column == level_id)
+        async with self.db.engine.connect() as conn:
+            value = (await conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(t.c.total_tokens), 0))
+                .where(t.c.key_id.in_(ids), t.c.created_at >= start))).scalar()
+        return int(value or 0)
+
+    async def cost_since(self, starts: dict[str, float]) -> dict[str, float]:
+        """Total cost per key id since each key's own start time (money budgets)."""
+        out: dict[str, float] = {}
+        async with self.db.engine.connect() as conn:
+            for key_id, start in starts.items():
+                value = (await conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.sum(t.c.cost), 0))
+                    .where(t.c.key_id == key_id, t.c.created_at >= start))).scalar()
+                out[key_id] = float(value or 0)
+        return out
+
+    async def level_cost_since(self, kind: Literal["user", "team"], level_id: int,
+                               start: float) -> float:
+        """Total cost of every key of a user or team since ``start`` (their money budget)."""
+        column = api_keys.c.user_id if kind == "user" else api_keys.c.team_id
+        ids = sa.select(sa.cast(api_keys.c.id, sa.String(64))).where(column == level_id)
+        async with self.db.engine.connect() as conn:
+            value = (await conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(t.c.cost), 0))
+                .where(t.c.key_id.in_(ids), t.c.created_at >= start))).scalar()
+        return float(value or 0)
 
     async def image_units_since(self, starts: dict[str, float]) -> dict[str, int]:
         """Image cost units per key id since each key's own start time (image budgets)."""

@@ -27,7 +27,7 @@ KeyAdminDep = Annotated[KeyAdmin, Depends(get_key_admin)]
 
 
 @endpoint(router, "POST", "", access="admin", answer=c.ApiKey, status=201, body=KeySpec,
-          errors=(409, 413, 503))
+          errors=(404, 409, 413, 503))
 async def create_key(request: Request, admin: KeyAdminDep) -> Response:
     """A new key; the answer is the only time the key itself is shown."""
     spec = await read_strict(request, KeySpec)
@@ -44,12 +44,16 @@ async def list_keys(
         name: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
         prefix: Annotated[str | None, Query(max_length=32, pattern=NO_NUL)] = None,
         search: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
+        team_id: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+        user_id: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
 ) -> Response:
     """Keys by id, ``limit`` after the id ``after`` (``has_more``: another page follows, from
-    ``last_id``). ``owner`` and ``team`` match exactly, ``name`` and ``prefix`` (the display
-    prefix, ``sk-inferd-AbCd``) from the start, ``search`` anywhere in any of them."""
+    ``last_id``). ``owner``, ``team``, ``team_id`` and ``user_id`` match exactly, ``name`` and
+    ``prefix`` (the display prefix, ``sk-inferd-AbCd``) from the start, ``search`` anywhere in
+    the name, owner, team or prefix."""
     return json_response(await admin.page(after=after, limit=limit, owner=owner, team=team,
-                                          name=name, prefix=prefix, search=search))
+                                          name=name, prefix=prefix, search=search,
+                                          team_id=team_id, user_id=user_id))
 
 
 @endpoint(router, "GET", "/{key_id}", access="audit", answer=c.ApiKey, errors=(404, 503))

@@ -1,4 +1,4 @@
-"""``/admin/v1/usage``: usage aggregated by key, model and time (admin scope)."""
+"""``/admin/v1/usage``: usage aggregated by key, model, time, user and team (admin scope)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from inferd.schemas import answers_control as c
 
 router = APIRouter(prefix="/admin/v1/usage", tags=["admin"])
 
-GROUPS = ("key", "model", "time")
+GROUPS = ("key", "model", "time", "user", "team")
 
 
 def _groups(text: str) -> list[GroupBy]:

@@ -1,7 +1,7 @@
 """request bodies: a key's ``log_bodies`` and the bodies a request log record holds
 
 Revision ID: 0020
-Revises: 0019
+Revises: 0022 (numbered before it, applied after: the teams and money budgets came first)
 
 ``api_keys.log_bodies`` (off unless set): the request log keeps the request's and the answer's
 bodies of that key's requests, in ``request_log.request_body`` and ``response_body`` (null for
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import mysql
 
 revision = "0020"
-down_revision = "0019"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 

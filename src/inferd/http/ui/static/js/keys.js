@@ -16,7 +16,7 @@ function periodStart(period) {
   return 0;
 }
 
-// Tokens used per key since the start of each key's budget period.
+// Tokens used and money spent per key since the start of each key's budget period.
 async function spend(keys) {
   const out = new Map();
   const periods = new Set(keys.map((k) => k.budget_period || ""));
@@ -24,19 +24,30 @@ async function spend(keys) {
     const since = periodStart(period);
     const rows = list(await api("GET", `/admin/v1/usage?group_by=key&since=${since}`));
     for (const row of rows) {
-      for (const k of keys) if (String(k.id) === String(row.key_id) && (k.budget_period || "") === period) out.set(k.id, row.total_tokens);
+      for (const k of keys) if (String(k.id) === String(row.key_id) && (k.budget_period || "") === period) out.set(k.id, row);
     }
   }
   return out;
 }
 
 function spendCell(k, used) {
-  const tokens = used.get(k.id) || 0;
-  if (k.token_budget === null || k.token_budget === undefined) return `${fmtNum(tokens)} tokens`;
-  const share = k.token_budget ? Math.min(1, tokens / k.token_budget) : 1;
-  return el("div", { class: "spend" },
-    el("meter", { min: 0, max: 1, value: share, high: 0.8, optimum: 0 }),
-    el("span", {}, `${fmtNum(tokens)} / ${fmtNum(k.token_budget)} per ${k.budget_period || "total"}`));
+  const row = used.get(k.id);
+  const tokens = row ? row.total_tokens : 0;
+  const cells = [];
+  if (k.token_budget === null || k.token_budget === undefined) cells.push(el("span", {}, `${fmtNum(tokens)} tokens`));
+  else {
+    const share = k.token_budget ? Math.min(1, tokens / k.token_budget) : 1;
+    cells.push(el("meter", { min: 0, max: 1, value: share, high: 0.8, optimum: 0 }),
+      el("span", {}, `${fmtNum(tokens)} / ${fmtNum(k.token_budget)} per ${k.budget_period || "total"}`));
+  }
+  if (k.max_budget !== null && k.max_budget !== undefined) {
+    const cost = row ? row.cost : 0;
+    const share = k.max_budget ? Math.min(1, cost / k.max_budget) : 1;
+    cells.push(el("meter", { min: 0, max: 1, value: share, high: (k.budget_alert ?? 80) / 100, optimum: 0 }),
+      el("span", {}, `spent ${cost} / ${k.max_budget} per ${k.budget_period || "total"}`));
+  }
+  if (cells.length === 1) return cells[0].textContent;
+  return el("div", { class: "spend" }, ...cells);
 }
 
 // A row's action: its outcome is said in the row, the previous one cleared.
@@ -92,6 +103,24 @@ function showModels() {
   $("#key-model-list").hidden = $("#key-all-models").checked;
 }
 
+// A key belongs to a team, a user or both: picked from the first page of each (the labels
+// follow the choice).
+async function loadOwners() {
+  for (const [kind, select] of [["teams", "#key-team"], ["users", "#key-user"]]) {
+    const rows = list(await api("GET", `/admin/v1/${kind}?limit=1000`));
+    const box = $(select);
+    const chosen = box.value;
+    box.replaceChildren(el("option", { value: "" }, "none"),
+      ...rows.map((r) => el("option", { value: r.id }, r.name)));
+    if (rows.some((r) => String(r.id) === chosen)) box.value = chosen;
+  }
+}
+
+function pickOwner(select, label) {
+  const box = $(select);
+  $("#key-form").elements[label].value = box.value ? box.selectedOptions[0].textContent : "";
+}
+
 // The keys shown: pages of the list by cursor, for the search in the box.
 const PAGE = 100;
 let shown = [];
@@ -120,22 +149,26 @@ async function render() {
     ["name", (k) => el("strong", {}, k.name)],
     ["prefix", (k) => el("code", {}, k.prefix)],
     ["scope", (k) => k.scope],
-    ["owner / team", (k) => [k.owner, k.team].filter(Boolean).join(" / ") || "—"],
+    ["user / team", (k) => [k.owner, k.team].filter(Boolean).join(" / ") || "—"],
     ["models", (k) => (k.models ? k.models.join(", ") : "all")],
     ["rpm", (k) => k.rpm], ["tpm", (k) => k.tpm], ["ipm", (k) => k.ipm],
     ["spend", (k) => spendCell(k, used)],
     ["expires", (k) => (k.expires_at ? fmtTime(k.expires_at) : "never")],
-    ["status", (k) => el("span", { class: `badge ${k.enabled ? "ok" : "bad"}` }, k.enabled ? "active" : "disabled")],
+    ["status", (k) => (k.user_disabled ? el("span", { class: "badge bad" }, "user disabled")
+      : el("span", { class: `badge ${k.enabled ? "ok" : "bad"}` }, k.enabled ? "active" : "disabled"))],
     ["", actions],
   ], "No keys yet.");
   await loadModels();
+  await loadOwners();
 }
 
 function edit(k) {
   editing = k;
   const f = $("#key-form").elements;
-  for (const name of ["name", "owner", "team", "rpm", "tpm", "ipm", "upm", "token_budget", "image_budget", "storage_bytes", "storage_objects"]) f[name].value = k[name] ?? "";
+  for (const name of ["name", "owner", "team", "rpm", "tpm", "ipm", "upm", "token_budget", "max_budget", "budget_alert", "image_budget", "storage_bytes", "storage_objects"]) f[name].value = k[name] ?? "";
   f.scope.value = k.scope;
+  f.team_id.value = k.team_id ?? "";
+  f.user_id.value = k.user_id ?? "";
   setModels(k.models);
   f.budget_period.value = k.budget_period || "";
   f.log_bodies.checked = Boolean(k.log_bodies);
@@ -149,10 +182,12 @@ function edit(k) {
 function body(v) {
   const number = (s) => (s === "" ? null : Number(s));
   const out = { name: v.name, owner: v.owner || null, team: v.team || null, scope: v.scope,
+    team_id: number(v.team_id), user_id: number(v.user_id),
     models: $("#key-all-models").checked ? null : chosenModels(), rpm: number(v.rpm), tpm: number(v.tpm), ipm: number(v.ipm),
     upm: number(v.upm), image_budget: number(v.image_budget),
     storage_bytes: number(v.storage_bytes), storage_objects: number(v.storage_objects),
     token_budget: number(v.token_budget), budget_period: v.budget_period || null,
+    max_budget: number(v.max_budget), budget_alert: number(v.budget_alert),
     expires_at: v.expires ? new Date(v.expires).getTime() / 1000 : null, log_bodies: Boolean(v.log_bodies) };
   if (!editing) for (const [name, value] of Object.entries(out)) if (value === null) delete out[name];
   return out;
@@ -187,6 +222,8 @@ export default {
   init() {
     $("#key-form").addEventListener("submit", save);
     $("#key-all-models").addEventListener("change", showModels);
+    $("#key-team").addEventListener("change", () => pickOwner("#key-team", "team"));
+    $("#key-user").addEventListener("change", () => pickOwner("#key-user", "owner"));
     // The secret is shown once: it leaves the page when its dialog closes.
     $("#key-created").addEventListener("close", () => { $("#key-secret").textContent = ""; });
     $("#key-close").addEventListener("click", () => $("#key-created").close());

@@ -5,15 +5,16 @@ import home from "./home.js";
 import models from "./models.js";
 import playground from "./playground.js";
 import keys from "./keys.js";
+import teams from "./teams.js";
 import prompts from "./prompts.js";
 import jobs from "./jobs.js";
 import monitoring from "./monitoring.js";
 import audit from "./audit.js";
 import requests from "./requests.js";
 
-const pages = { home, models, playground, keys, prompts, jobs, monitoring, requests, audit };
+const pages = { home, models, playground, keys, teams, prompts, jobs, monitoring, requests, audit };
 // Pages for admin and auditor keys (an auditor sees them without their forms and buttons).
-const ADMIN_ONLY = new Set(["models", "keys", "prompts", "audit"]);
+const ADMIN_ONLY = new Set(["models", "keys", "teams", "prompts", "audit"]);
 for (const page of Object.values(pages)) page.init?.();
 
 function currentPage() {

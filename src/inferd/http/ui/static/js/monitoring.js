@@ -70,6 +70,27 @@ async function records() {
   ], "No requests recorded yet.");
 }
 
+const RANGES = { day: 86400, week: 7 * 86400, month: 30 * 86400 };
+const GROUPED = {
+  key: (r, named) => named[r.key_id] ?? r.key_id ?? "—",
+  user: (r) => r.user_name ?? "(no user)",
+  team: (r) => r.team_name ?? "(no team)",
+  model: (r) => r.model,
+};
+
+// Requests, tokens and cost per key, user, team or model (``/admin/v1/usage?group_by=``).
+async function totals() {
+  const v = formValues($("#totals-form"));
+  const since = Math.floor(Date.now() / 1000) - RANGES[v.range];
+  const rows = list(await api("GET", `/admin/v1/usage?group_by=${v.group}&since=${since}`));
+  const named = v.group === "key" ? await keyNames(rows.map((r) => r.key_id)) : {};
+  fillTable($("#totals-table"), rows, [
+    [v.group, (r) => GROUPED[v.group](r, named)], ["requests", (r) => r.requests],
+    ["errors", (r) => r.errors], ["tokens", (r) => `${r.prompt_tokens} + ${r.completion_tokens}`],
+    ["cost", (r) => (r.cost ? String(r.cost) : "0")],
+  ], "No requests recorded in this range.");
+}
+
 async function table() {
   const select = $("#table-name");
   if (!select.options.length) {
@@ -90,13 +111,15 @@ export default {
     $("#mon-range").addEventListener("change", run(charts));
     $("#mon-split").addEventListener("change", run(charts));
     $("#records-form").addEventListener("submit", run(records));
+    $("#totals-form").addEventListener("submit", run(totals));
+    $("#totals-group").addEventListener("change", run(totals));
     $("#table-name").addEventListener("change", run(table));
     keyPicker($("#mon-key"));
     keyPicker($("#records-key"));
   },
   async load() {
     await charts();
-    if (canRead()) await Promise.all([records(), table()]);
+    if (canRead()) await Promise.all([totals(), records(), table()]);
   },
 };
 

@@ -1,0 +1,268 @@
+"""Managing teams, users and team membership: what the admin API and ``inferd teams`` /
+``inferd users`` share.
+
+``TeamAdmin`` validates a spec, writes through ``TeamStore``, records the change in the audit
+log and applies the changes of the affected keys to this process's ``KeyRing`` at once (the
+other gateways follow from the key feed, at once when the change is announced). ``team_view``,
+``user_view`` and ``member_view`` are the public shapes; lists are pages by cursor
+(``has_more``), like keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from inferd.audit import AuditLog
+from inferd.auth.keys import KeyRing
+from inferd.auth.limits import MAX_BUDGET
+from inferd.auth.principal import BudgetPeriod
+from inferd.errors import Conflict, NotFound
+from inferd.schemas.openai import INT32, INT64
+from inferd.store.teams import KEY_HOLDING_ROLES, Change, TeamStore
+
+Role = Literal["admin", "auditor"]
+MemberRole = Literal["owner", "member", "viewer"]
+NAME = r"^[^\x00]*\S[^\x00]*$"  # not blank, no NUL
+
+
+class _Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int | None = Field(default=None, ge=1, le=INT32)
+    tpm: int | None = Field(default=None, ge=1, le=INT32)
+    token_budget: int | None = Field(default=None, ge=0, le=INT64)
+    budget_period: BudgetPeriod | None = None
+    # money budget in the price book's currency units per ``budget_period``, and the
+    # percentage of it at which a warning is logged (null: 80)
+    max_budget: float | None = Field(default=None, ge=0, le=MAX_BUDGET, allow_inf_nan=False)
+    budget_alert: int | None = Field(default=None, ge=1, le=100)
+
+
+class TeamSpec(_Limits):
+    """A new team (on update: only the fields sent change)."""
+
+    name: str = Field(max_length=191, pattern=NAME)
+    models: list[str] | None = Field(default=None, max_length=1000)
+    metadata: dict[str, str] | None = None
+
+
+class TeamUpdate(TeamSpec):
+    name: str = Field(default="", max_length=191, pattern=NAME)
+
+
+class UserSpec(_Limits):
+    """A new user (on update: only the fields sent change). ``role``: the installation role
+    (``admin``, ``auditor``; null: none) caps the scope of the user's keys."""
+
+    name: str = Field(max_length=191, pattern=NAME)
+    email: str | None = Field(default=None, max_length=320)
+    role: Role | None = None
+    disabled: bool = False
+
+
+class UserUpdate(UserSpec):
+    name: str = Field(default="", max_length=191, pattern=NAME)
+
+    @field_validator("disabled")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
+
+
+class MemberSpec(BaseModel):
+    """A user's role in a team."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: MemberRole = "member"
+
+
+def team_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "object": "team", "name": row["name"], "models": row["models"],
+            "rpm": row["rpm"], "tpm": row["tpm"], "token_budget": row["token_budget"],
+            "budget_period": row["budget_period"], "max_budget": row.get("max_budget"),
+            "budget_alert": row.get("budget_alert"), "metadata": row["extra"] or {},
+            "created_at": row["created_at"], "updated_at": row["updated_at"]}
+
+
+def user_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "object": "user", "name": row["name"], "email": row["email"],
+            "role": row["role"], "disabled": bool(row["disabled"]), "rpm": row["rpm"],
+            "tpm": row["tpm"], "token_budget": row["token_budget"],
+            "budget_period": row["budget_period"], "max_budget": row.get("max_budget"),
+            "budget_alert": row.get("budget_alert"), "created_at": row["created_at"],
+            "updated_at": row["updated_at"]}
+
+
+def member_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {"object": "team.member", "team_id": row["team_id"], "user_id": row["user_id"],
+            "name": row["name"], "email": row["email"], "role": row["role"],
+            "created_at": row["created_at"]}
+
+
+def _page(rows: list[dict[str, Any]], limit: int, view: Any,
+          cursor: str = "id") -> dict[str, Any]:
+    data = [view(r) for r in rows[:limit]]
+    return {"object": "list", "data": data,
+            "first_id": data[0][cursor] if data else None,
+            "last_id": data[-1][cursor] if data else None,
+            "has_more": len(rows) > limit}
+
+
+def _columns(spec: BaseModel, *, only_set: bool) -> dict[str, Any]:
+    data = spec.model_dump(exclude_unset=only_set)
+    if "metadata" in data:
+        data["extra"] = data.pop("metadata")
+    return data
+
+
+def _no_team(team_id: int) -> NotFound:
+    return NotFound(f"No team with id {team_id}.", code="team_not_found")
+
+
+def _no_user(user_id: int) -> NotFound:
+    return NotFound(f"No user with id {user_id}.", code="user_not_found")
+
+
+class TeamAdmin:
+    """Create, list, change and delete teams, users and memberships."""
+
+    def __init__(self, store: TeamStore, ring: KeyRing | None = None, *,
+                 audit: AuditLog | None = None) -> None:
+        self.store = store
+        self.ring = ring
+        self.audit = audit
+
+    async def _record(self, action: str, kind: str, object_id: object,
+                      before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        if self.audit is not None:
+            await self.audit.record(action, kind, object_id, before=before, after=after)
+
+    async def _apply(self, changes: list[Change]) -> None:
+        if self.ring is not None and changes:
+            await self.ring.changed_many(changes)
+
+    # -- teams ---------------------------------------------------------------------------------
+    async def create_team(self, spec: TeamSpec) -> dict[str, Any]:
+        view = team_view(await self.store.create_team(_columns(spec, only_set=False)))
+        await self._record("team.create", "team", view["id"], None, view)
+        return view
+
+    async def team_page(self, *, after: int | None = None, limit: int = 100,
+                        search: str | None = None) -> dict[str, Any]:
+        rows = await self.store.team_page(after=after, limit=limit + 1, search=search)
+        return _page(rows, limit, team_view)
+
+    async def get_team(self, team_id: int) -> dict[str, Any]:
+        row = await self.store.team(team_id)
+        if row is None:
+            raise _no_team(team_id)
+        return team_view(row)
+
+    async def update_team(self, team_id: int, change: TeamUpdate) -> dict[str, Any]:
+        values = _columns(change, only_set=True)
+        before = await self.get_team(team_id)
+        if not values:
+            return before
+        done = await self.store.update_team(team_id, values)
+        if done is None:
+            raise _no_team(team_id)
+        row, changes = done
+        await self._apply(changes)
+        view = team_view(row)
+        await self._record("team.update", "team", team_id, before, view)
+        return view
+
+    async def delete_team(self, team_id: int) -> None:
+        row = await self.store.delete_team(team_id)
+        if row is None:
+            raise _no_team(team_id)
+        await self._record("team.delete", "team", team_id, team_view(row), None)
+
+    # -- users ---------------------------------------------------------------------------------
+    async def create_user(self, spec: UserSpec) -> dict[str, Any]:
+        view = user_view(await self.store.create_user(_columns(spec, only_set=False)))
+        await self._record("user.create", "user", view["id"], None, view)
+        return view
+
+    async def user_page(self, *, after: int | None = None, limit: int = 100,
+                        search: str | None = None) -> dict[str, Any]:
+        rows = await self.store.user_page(after=after, limit=limit + 1, search=search)
+        return _page(rows, limit, user_view)
+
+    async def get_user(self, user_id: int) -> dict[str, Any]:
+        row = await self.store.user(user_id)
+        if row is None:
+            raise _no_user(user_id)
+        return user_view(row)
+
+    async def update_user(self, user_id: int, change: UserUpdate) -> dict[str, Any]:
+        """Change a user; disabling one stops all their keys on every gateway."""
+        values = _columns(change, only_set=True)
+        before = await self.get_user(user_id)
+        if not values:
+            return before
+        done = await self.store.update_user(user_id, values)
+        if done is None:
+            raise _no_user(user_id)
+        row, changes = done
+        await self._apply(changes)
+        view = user_view(row)
+        action = ("user.disable" if values == {"disabled": True} else
+                  "user.enable" if values == {"disabled": False} else "user.update")
+        await self._record(action, "user", user_id, before, view)
+        return view
+
+    async def delete_user(self, user_id: int) -> None:
+        row = await self.store.delete_user(user_id)
+        if row is None:
+            raise _no_user(user_id)
+        await self._record("user.delete", "user", user_id, user_view(row), None)
+
+    # -- membership ----------------------------------------------------------------------------
+    async def members(self, team_id: int, *, after: int | None = None,
+                      limit: int = 100) -> dict[str, Any]:
+        await self.get_team(team_id)
+        rows = await self.store.members(team_id, after=after, limit=limit + 1)
+        return _page(rows, limit, member_view, cursor="user_id")
+
+    async def set_member(self, team_id: int, user_id: int, spec: MemberSpec) -> dict[str, Any]:
+        await self.get_team(team_id)
+        await self.get_user(user_id)
+        before, after = await self.store.set_member(team_id, user_id, spec.role)
+        view = member_view(after)
+        if before is None or before["role"] != after["role"]:
+            await self._record("team.member.set", "team", team_id,
+                               None if before is None else member_view(before), view)
+        return view
+
+    async def remove_member(self, team_id: int, user_id: int) -> None:
+        before = await self.store.remove_member(team_id, user_id)
+        if before is None:
+            raise NotFound(f"The user {user_id} is no member of the team {team_id}.",
+                           code="member_not_found")
+        await self._record("team.member.remove", "team", team_id, member_view(before), None)
+
+    # -- what keys may belong to ---------------------------------------------------------------
+    async def check_key_links(self, team_id: int | None, user_id: int | None,
+                              scope: str) -> tuple[str | None, str | None]:
+        """The names of the team and user a key is to belong to; ``NotFound`` when either
+        does not exist, ``Conflict`` when the user is no key-holding member of the team or
+        the key's scope is above the user's role."""
+        team = None if team_id is None else await self.get_team(team_id)
+        user = None if user_id is None else await self.get_user(user_id)
+        if team_id is not None and user_id is not None:
+            member = await self.store.member(team_id, user_id)
+            if member is None or member["role"] not in KEY_HOLDING_ROLES:
+                raise Conflict(f"The user {user_id} is no owner or member of the team "
+                               f"{team_id}: add them before giving them its keys.",
+                               code="not_a_member")
+        if user is not None and scope != "user" and not (
+                user["role"] == "admin" or (user["role"] == "auditor" and scope == "auditor")):
+            raise Conflict(f"The user {user_id} has no {scope} role: their keys may not have "
+                           f"the {scope} scope.", code="role_too_low")
+        return (None if team is None else team["name"], None if user is None else user["name"])

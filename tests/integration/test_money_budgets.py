@@ -1,0 +1,156 @@
+"""Money budgets at the key, user and team levels, in this process and through Redis: a
+request reserves its worst case cost at every level or at none, settles to its real cost, is
+refused with ``insufficient_quota`` when a level's spend and open reservations leave no room
+for its worst case, gives the budget's alert once per period, and a seeded counter stands."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from inferd.auth.limits import NANOS, Limiter, LocalLimiter, nanos, period_bounds
+from inferd.auth.principal import LimitLevel, Principal
+from inferd.auth.redis_limits import RedisLimiter
+from inferd.errors import RateLimited
+from tests.helpers import require_service, wait_for_async
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(params=["local", "redis"])
+async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[Limiter]:
+    if request.param == "local":
+        local = LocalLimiter()
+        yield local
+        await local.close()
+        return
+    require_service("redis")
+    prefix = f"inferd-test-{uuid.uuid4().hex[:8]}"
+    shared = RedisLimiter(REDIS_URL, prefix=prefix)
+    yield shared
+    names = [k async for k in shared.redis.scan_iter(match=f"{prefix}:*")]
+    if names:
+        await shared.redis.delete(*names)
+    await shared.close()
+
+
+async def spent(limiter: Limiter, key_id: str, start: float | None) -> int:
+    if isinstance(limiter, RedisLimiter):
+        return await limiter.money_spent(key_id, start)
+    assert isinstance(limiter, LocalLimiter)
+    return limiter.money_spent(key_id)
+
+
+def _team(budget: float, period: str | None = "month", alert: int = 80) -> LimitLevel:
+    return LimitLevel("team", 7, f"team-7-{uuid.uuid4().hex[:6]}", "search",
+                      max_budget=budget, budget_period=period,  # type: ignore[arg-type]
+                      budget_alert=alert)
+
+
+async def test_a_request_reserves_its_worst_case_and_settles_to_its_real_cost(
+        limiter: Limiter) -> None:
+    team = _team(1.0)
+    key = Principal(key_id="1", scope="user", levels=(team,))
+    start = period_bounds("month", time.time())[0]
+    first = await limiter.acquire(key, 10, nanos(0.6))
+    with pytest.raises(RateLimited) as refused:  # 0.6 reserved + 0.5 would pass 1.0
+        await limiter.acquire(key, 10, nanos(0.5))
+    assert refused.value.status == 429
+    assert refused.value.code == "insufficient_quota"
+    assert "Budget of 1 for the team 'search' is used up" in refused.value.message
+    end = period_bounds("month", time.time())[1]
+    assert end is not None and refused.value.retry_after is not None
+    assert 0 < refused.value.retry_after <= end - time.time() + 1
+    limiter.settle(first, 10, nanos(0.25))  # it cost 0.25: 0.75 is free again
+
+    async def settled() -> bool:
+        return await spent(limiter, team.limit_id, start) == nanos(0.25)
+
+    await wait_for_async(settled, what="the settled cost")
+    await limiter.acquire(key, 10, nanos(0.75))  # exactly the rest fits
+    with pytest.raises(RateLimited):
+        await limiter.acquire(key, 1, 1)  # not one nano more
+
+
+async def test_every_level_or_none(limiter: Limiter) -> None:
+    team = _team(1.0)
+    user = LimitLevel("user", 9, f"user-9-{uuid.uuid4().hex[:6]}", "ann", max_budget=10.0)
+    key = Principal(key_id="2", scope="user", max_budget=0.5, levels=(user, team))
+    start = period_bounds("month", time.time())[0]
+    with pytest.raises(RateLimited) as refused:  # the key's own budget holds it back
+        await limiter.acquire(key, 1, nanos(0.6))
+    assert "this API key" in refused.value.message
+    assert await spent(limiter, team.limit_id, start) == 0  # nothing taken anywhere
+    assert await spent(limiter, user.limit_id, 0.0) == 0
+    await limiter.acquire(key, 1, nanos(0.5))
+    assert await spent(limiter, team.limit_id, start) == nanos(0.5)
+    assert await spent(limiter, key.limit_key, 0.0) == nanos(0.5)
+    assert await spent(limiter, user.limit_id, 0.0) == nanos(0.5)
+
+
+async def test_the_alert_is_given_once_per_period(limiter: Limiter) -> None:
+    team = _team(1.0, alert=50)
+    key = Principal(key_id="3", scope="user", levels=(team,))
+    below = await limiter.acquire(key, 1, nanos(0.4))
+    assert below.alerts == ()
+    crossing = await limiter.acquire(key, 1, nanos(0.1))  # reaches 50%
+    assert [gate.key for gate in crossing.alerts] == [team.limit_id]
+    assert crossing.alerts[0].level == "team"
+    again = await limiter.acquire(key, 1, nanos(0.1))
+    assert again.alerts == ()  # once per period
+
+
+async def test_periods_count_apart() -> None:
+    """A budget's spend counts from the start of its period: the counter of another period
+    (the day before) does not count."""
+    limiter = LocalLimiter()
+    key = Principal(key_id="5", scope="user", max_budget=1.0, budget_period="day")
+    today = period_bounds("day", time.time())[0]
+    await limiter.seed_money(key.limit_key, today - 86400, nanos(1.0))  # yesterday: all spent
+    await limiter.acquire(key, 1, nanos(1.0))  # today is fresh
+    week_start, week_end = period_bounds("week", time.time())
+    assert week_end is not None and week_end - week_start == 7 * 86400
+    assert time.gmtime(week_start).tm_wday == 0  # ISO weeks start on Monday
+    assert period_bounds(None, time.time()) == (0.0, None)  # total: one period, no end
+    await limiter.close()
+
+
+async def test_a_seeded_spend_stands_and_counts(limiter: Limiter) -> None:
+    key = Principal(key_id="6", scope="user", max_budget=2.0, budget_period="week")
+    start = period_bounds("week", time.time())[0]
+    await limiter.seed_money(key.limit_key, start, nanos(1.5))
+    await limiter.seed_money(key.limit_key, start, nanos(0.1))  # already counted: stands
+    with pytest.raises(RateLimited):
+        await limiter.acquire(key, 1, nanos(0.6))
+    await limiter.acquire(key, 1, nanos(0.5))
+    assert await spent(limiter, key.limit_key, start) == 2 * NANOS
+
+
+async def test_two_gateways_never_pass_a_shared_budget() -> None:
+    require_service("redis")
+    prefix = f"inferd-test-{uuid.uuid4().hex[:8]}"
+    gateways = [RedisLimiter(REDIS_URL, prefix=prefix) for _ in range(2)]
+    team = _team(5.0, period=None)
+    keys = [Principal(key_id=str(10 + i), scope="user", levels=(team,)) for i in range(2)]
+
+    async def attempt(i: int) -> bool:
+        try:
+            await gateways[i % 2].acquire(keys[i % 2], 1, nanos(0.1))
+        except RateLimited:
+            return False
+        return True
+
+    try:
+        results = await asyncio.gather(*(attempt(i) for i in range(200)))
+        assert sum(results) == 50
+        assert await gateways[0].money_spent(team.limit_id, 0.0) == nanos(5.0)
+    finally:
+        names = [k async for k in gateways[0].redis.scan_iter(match=f"{prefix}:*")]
+        if names:
+            await gateways[0].redis.delete(*names)
+        for gateway in gateways:
+            await gateway.close()
