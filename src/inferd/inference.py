@@ -26,7 +26,7 @@ from inferd.auth.limits import NANOS, Limiter, LocalLimiter, nanos, period_bound
 from inferd.auth.principal import Principal
 from inferd.engines.base import Chunk, ModelInfo, Progress
 from inferd.engines.streams import primed
-from inferd.errors import InferdError, ModelNotFound, PermissionDenied, RateLimited
+from inferd.errors import InferdError, ModelNotFound, PermissionDenied, RateLimited, envelope
 from inferd.metering import CLIENT_CLOSED, Call, Metering
 from inferd.metrics import UNKNOWN_MODEL
 from inferd.routing.router import Router
@@ -191,13 +191,16 @@ class Inference:
 
     async def _begin(self, endpoint: str, model: str, principal: Principal, stream: bool,
                      estimate: Callable[[], int],
-                     prompt: Callable[[], int] | None = None) -> Call:
+                     prompt: Callable[[], int] | None = None, body: Any = None) -> Call:
         """``estimate``: the tokens the request may use; ``prompt``: the part of them in its
-        prompt (the rest is completion), for a money budget's worst case cost."""
+        prompt (the rest is completion), for a money budget's worst case cost; ``body``: the
+        request, kept by the request log for a key with ``log_bodies``."""
         # Metric labels name only models the router knows: any other name a client sends is
         # counted as UNKNOWN_MODEL, so that clients cannot grow /metrics without bound.
         call = Call(endpoint, model, principal, stream,
                     model if self.router.knows(model) else UNKNOWN_MODEL, batch=in_job())
+        if principal.log_bodies:  # kept by the request log
+            call.request_body = body
         if self.tracer is not None and (tracer := current_tracer()) is not None:
             call.span = traced.start_span(tracer, endpoint, model, stream)
         try:
@@ -216,6 +219,8 @@ class Inference:
             if isinstance(exc, RateLimited):
                 self.metering.metrics.child("rate_limited", exc.code or "").inc()
             if not isinstance(exc, ModelNotFound):
+                if principal.log_bodies:
+                    call.response_body = envelope(exc)
                 self._end(call, None, exc.status, exc.code)
             elif call.span is not None:
                 traced.end_span(call.span, None, exc.status, exc.code, None)
@@ -240,6 +245,8 @@ class Inference:
 
     def _failed(self, call: Call, exc: BaseException, usage: dict[str, Any] | None = None) -> None:
         self.metering.metrics.child("in_flight", call.label).dec()
+        if call.principal.log_bodies and isinstance(exc, InferdError):
+            call.response_body = envelope(exc)
         if isinstance(exc, InferdError):
             self._end(call, usage, exc.status, exc.code)
         elif isinstance(exc, Exception):
@@ -284,8 +291,13 @@ class Inference:
         gap = self.metering.metrics.child("inter_token", call.label).observe
         clock = time.perf_counter
         notes = None if call.span is None else traced.StreamNotes()
+        kept: list[Chunk] | None = None
+        if call.principal.log_bodies:  # assembled by the request log
+            kept = call.response_body = []
         try:
             async for chunk in stream:
+                if kept is not None:
+                    kept.append(chunk)
                 if notes is not None:
                     notes.feed(chunk)
                 if chunk.get("usage"):
@@ -322,6 +334,8 @@ class Inference:
             raise
         if call.span is not None:
             traced.answered(call.span, result)
+        if call.principal.log_bodies:
+            call.response_body = result
         self._done(call, result.get("usage"))
         return result
 
@@ -341,7 +355,7 @@ class Inference:
                    principal: Principal) -> dict[str, Any]:
         call = await self._begin("chat", request.model, principal, False,
                                  lambda: estimate_chat(request),
-                                 lambda: estimate_chat_prompt(request))
+                                 lambda: estimate_chat_prompt(request), body=request)
         return await self._answer(call, self.router.chat(request, call))
 
     async def chat_stream(self, request: ChatCompletionRequest,
@@ -349,7 +363,7 @@ class Inference:
         """A started stream: errors before the first chunk are raised here."""
         call = await self._begin("chat", request.model, principal, True,
                                  lambda: estimate_chat(request),
-                                 lambda: estimate_chat_prompt(request))
+                                 lambda: estimate_chat_prompt(request), body=request)
         return await self._started(call, self.router.chat_stream(request, call),
                                    estimate_chat_prompt(request))
 
@@ -357,14 +371,14 @@ class Inference:
                        principal: Principal) -> dict[str, Any]:
         call = await self._begin("completions", request.model, principal, False,
                                  lambda: estimate_completion(request),
-                                 lambda: estimate_completion_prompt(request))
+                                 lambda: estimate_completion_prompt(request), body=request)
         return await self._answer(call, self.router.complete(request, call))
 
     async def complete_stream(self, request: CompletionRequest,
                               principal: Principal) -> AsyncIterator[Chunk]:
         call = await self._begin("completions", request.model, principal, True,
                                  lambda: estimate_completion(request),
-                                 lambda: estimate_completion_prompt(request))
+                                 lambda: estimate_completion_prompt(request), body=request)
         return await self._started(call, self.router.complete_stream(request, call),
                                    estimate_completion_prompt(request))
 
@@ -372,7 +386,7 @@ class Inference:
                     principal: Principal) -> dict[str, Any]:
         call = await self._begin("embeddings", request.model, principal, False,
                                  lambda: estimate_embedding(request),
-                                 lambda: estimate_embedding(request))
+                                 lambda: estimate_embedding(request), body=request)
         return await self._answer(call, self.router.embed(request, call))
 
     async def rerank(self, request: RerankRequest,
@@ -416,7 +430,8 @@ class Inference:
                       run: Callable[[Any, Call], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         """A request answered in one piece, metered by its usage's tokens."""
         size = len(request.model_dump_json()) // 4 + 1
-        call = await self._begin(endpoint, request.model, principal, False, lambda: size)
+        call = await self._begin(endpoint, request.model, principal, False, lambda: size,
+                                 body=request)
         try:
             result = await self._traced(call, run(request, call))
         except BaseException as exc:
@@ -424,6 +439,8 @@ class Inference:
             raise
         if call.span is not None:
             traced.answered(call.span, result)
+        if call.principal.log_bodies:
+            call.response_body = result
         self._done(call, result.get("usage"))
         return result
 

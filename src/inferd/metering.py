@@ -37,9 +37,29 @@ CLIENT_CLOSED = 499
 class Call:
     """One request on its way through: what metering needs at the end."""
 
-    __slots__ = ("_replica", "attempts", "endpoint", "flow", "flow_name", "image_units",
-                 "images", "label", "model", "principal", "priority", "request_id",
-                 "reservation", "scope", "span", "started", "steps", "stream", "ttft")
+    __slots__ = (
+        "_replica",
+        "attempts",
+        "endpoint",
+        "flow",
+        "flow_name",
+        "image_units",
+        "images",
+        "label",
+        "model",
+        "principal",
+        "priority",
+        "request_body",
+        "request_id",
+        "reservation",
+        "response_body",
+        "scope",
+        "span",
+        "started",
+        "steps",
+        "stream",
+        "ttft",
+    )
 
     def __init__(self, endpoint: str, model: str, principal: Principal, stream: bool,
                  label: str | None = None, batch: bool = False) -> None:
@@ -66,6 +86,10 @@ class Call:
         self.flow = principal.key_id or ""
         self.flow_name = principal.name
         self.priority: Priority = "batch" if batch else "interactive"
+        # a key with ``log_bodies`` only: the request, and the answer (a stream's chunks, an
+        # error's object), for the request log (``inferd.request_bodies``)
+        self.request_body: Any = None
+        self.response_body: Any = None
 
     @property
     def replica(self) -> str | None:
@@ -225,10 +249,13 @@ class Metering:
             if context.is_valid:
                 trace = format(context.trace_id, "032x")
         principal = call.principal
+        asked = answered = None
+        if principal.log_bodies:
+            asked, answered = self.requests.bodies(call.request_body, call.response_body)
         # ``_make`` (tuple.__new__) is several times cheaper than the keyword-checking
         # constructor: this runs on every request
         self.requests.record(RequestRecord._make((
             now, call.request_id, principal.key_id, principal.name[:200] or None,
             call.model[:191], call.replica, call.endpoint, call.stream, status, error,
             latency_ms, ttft_ms, prompt, completion, cached, cost, min(call.attempts, 32767),
-            address, agent, trace)))
+            address, agent, trace, asked, answered)))

@@ -10,8 +10,9 @@ spool is replayed at the next start.
 Stored per request: its time, request id, key (id and name), model, replica, endpoint,
 whether it streamed, status and error code, latency, time to first token, tokens in and out,
 cached prompt tokens, cost, replicas tried, the client's address and user agent, and the trace
-id (of the request's span when the process traces, else of an incoming W3C
-``traceparent`` header). Never a request's or an answer's body.
+id (of the request's span when the process traces, else of an incoming W3C ``traceparent``
+header). The request's and the answer's bodies only for a key with ``log_bodies``
+(``inferd.request_bodies``: capped and redacted, a stream assembled).
 
 Reading pages newest first by cursor (``page``); the maintenance sweep creates the partitions
 of the next days ahead and removes what is past the retention (``maintain``).
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from inferd.batchwriter import SpooledWriter
+from inferd.request_bodies import Redact, assemble, body_text
 from inferd.settings import Settings
 from inferd.store.db import Database, unreachable
 from inferd.store.request_log import (
@@ -109,6 +111,8 @@ def request_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "client_address": row["client_address"],
         "user_agent": row["user_agent"],
         "trace_id": row["trace_id"],
+        "request_body": row.get("request_body"),
+        "response_body": row.get("response_body"),
     }
 
 
@@ -152,13 +156,25 @@ class RequestLog:
 
     def __init__(self, store: RequestLogStore | None,
                  writer: SpooledWriter[RequestRecord] | None, *,
-                 retention_days: float = 30.0) -> None:
+                 retention_days: float = 30.0, redact: Redact = "mask",
+                 body_bytes: int = 65536) -> None:
         """``writer`` None: nothing is recorded (the log is off); what is stored can still
-        be read and is still pruned."""
+        be read and is still pruned. ``redact`` and ``body_bytes``: how the bodies of a key
+        with ``log_bodies`` are kept."""
         self.store = store
         self.writer = writer
         self.enabled = writer is not None
         self.retention_days = retention_days
+        self.redact: Redact = redact
+        self.body_bytes = body_bytes
+
+    def bodies(self, request: Any, response: Any) -> tuple[str | None, str | None]:
+        """The request's and the answer's bodies as kept (a list: the chunks of a stream,
+        assembled here)."""
+        if isinstance(response, list):
+            response = assemble(response)
+        return (body_text(request, self.redact, self.body_bytes),
+                body_text(response, self.redact, self.body_bytes))
 
     @classmethod
     async def start(cls, settings: Settings, db: Database) -> RequestLog:
@@ -175,7 +191,8 @@ class RequestLog:
                 max_pending=settings.request_log_max_pending,
                 sync_seconds=settings.usage_spool_sync_seconds, transient=unreachable)
             await writer.start()
-        return cls(store, writer, retention_days=settings.request_log_retention_days)
+        return cls(store, writer, retention_days=settings.request_log_retention_days,
+                   redact=settings.request_log_redact, body_bytes=settings.request_log_body_bytes)
 
     def record(self, record: RequestRecord) -> None:
         """Accept one request's record (no I/O: the writer thread stores it)."""

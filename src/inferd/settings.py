@@ -403,6 +403,12 @@ class Settings(BaseSettings):
     request_log: bool = True
     request_log_retention_days: float = Field(default=30.0, ge=0.0, le=36500.0)
     request_log_max_pending: int = Field(default=100_000, ge=1000, le=10_000_000)
+    # The bodies of the requests of a key with ``log_bodies``: each (request, answer) kept up
+    # to this many bytes (cut with a marker past it), redacted first: ``mask`` (emails,
+    # card numbers, bearer tokens and API keys replaced), ``hash`` (the body's SHA-256 only),
+    # ``drop`` (no body kept) or ``none``.
+    request_log_body_bytes: int = Field(default=65536, ge=256, le=8 * 1024 * 1024)
+    request_log_redact: Literal["none", "mask", "hash", "drop"] = "mask"
     # Logs: "json" (one object per line, with the request id) or "text".
     log_format: Literal["json", "text"] = "json"
     # One info log line per inference request (model, key, status, tokens, latency). Off by

@@ -190,6 +190,69 @@ def test_bars_are_stacked_and_values_show_on_hover(d: Any, server: InferdProcess
     assert f"total: {a[busiest] + b[busiest]}" in text
 
 
+def _click_bar(d: Any, title: str, series: int, bucket: int) -> None:
+    """Clicks the middle of series ``series``'s part of the stacked bar ``bucket``."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    figure = f'#mon-charts figure[data-metric="{title}"]'
+    x, y = d.execute_script(
+        """
+        const f = document.querySelector(arguments[0]);
+        const u = f.chart.plot, tops = f.chart.tops, i = arguments[1], j = arguments[2];
+        const below = i ? tops[i - 1][j] : 0;
+        // within the plot: the last bucket's bar is centred on its right edge
+        const x = Math.min(u.valToPos(u.data[0][j], 'x'), u.over.clientWidth - 1);
+        return [x - u.over.clientWidth / 2,
+                u.valToPos((below + tops[i][j]) / 2, 'y') - u.over.clientHeight / 2];
+        """,
+        figure, series, bucket,
+    )
+    over = find(d, f"{figure} .u-over")
+    ActionChains(d).move_to_element_with_offset(over, int(x), int(y)).click().perform()
+
+
+def _requests_rows(d: Any) -> list[str]:
+    return [r.text for r in d.find_elements(_by(), "#requests-table tbody tr")
+            if r.find_elements(_by(), "button")]
+
+
+def test_a_bar_opens_its_requests(d: Any, server: InferdProcess) -> None:
+    monitoring(d, server)
+    c = chart(d, "Requests")
+    a = c["values"][c["names"].index(A)]
+    bucket = next(i for i in range(len(a)) if a[i])
+    _click_bar(d, "Requests", c["names"].index(A), bucket)
+    wait(d, lambda d: find(d, "#page-requests").is_displayed())
+    wait(d, lambda d: len(_requests_rows(d)) == a[bucket])
+    shown = _requests_rows(d)
+    assert all(A in r and B not in r for r in shown)
+    form = "#requests-filter"
+    assert find(d, f"{form} [name=model]").get_attribute("value") == A
+    assert find(d, f"{form} [name=status]").get_attribute("value") == ""
+    window = d.execute_script(
+        "const f = document.querySelector(arguments[0]).elements;"
+        "return [new Date(f.from.value).getTime() / 1000, new Date(f.to.value).getTime() / 1000]",
+        form)
+    assert window[1] - window[0] == 60  # the last hour's charts: a bucket a minute
+    assert d.execute_script("return location.hash") == "#requests"
+
+    # the Errors chart's bar: that window's failed requests of the model (the 429)
+    monitoring(d, server)
+    errors = chart(d, "Errors")
+    names = errors["names"]
+    series = names.index(A)
+    bucket = next(i for i, n in enumerate(errors["values"][series]) if n)
+    _click_bar(d, "Errors", series, bucket)
+    wait(d, lambda d: find(d, "#page-requests").is_displayed()
+         and find(d, "#requests-filter [name=status]").get_attribute("value") == "error")
+    wait(d, lambda d: any("429" in r for r in _requests_rows(d)))
+    shown = _requests_rows(d)
+    assert all(A in r for r in shown)
+    assert not any(" 200 " in f" {r} " for r in shown)
+    # errors are 4xx and 5xx answers; the filter keeps a cancelled request (499) too
+    assert len([r for r in shown if "499" not in r]) == errors["values"][series][bucket]
+
+
 @pytest.mark.skipif(not REQUIRED and not AXE.exists(), reason="needs axe-core (scripts/axe.sh)")
 def test_charts_legends_tooltip_and_pickers_pass_axe(d: Any, server: InferdProcess) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
@@ -357,3 +420,4 @@ def test_a_user_key_cannot_mark_its_requests_as_probes(
         )
         assert sent.status_code == 200
         assert requests() == before + 1
+

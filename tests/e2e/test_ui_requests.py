@@ -101,3 +101,73 @@ def test_admin_and_user_read_the_request_log(server: InferdProcess, browser: Any
     wait(d, lambda d: rows(d) and all("200" in r for r in rows(d)))
     find(d, "#logout").click()
     wait(d, lambda d: find(d, "#login").is_displayed())
+
+
+def click_in_row(d: Any, table: str, text: str, label: str) -> None:
+    """Clicks the button ``label`` in the row of ``table`` holding ``text`` (looked up again
+    while the table is redrawn)."""
+    from selenium.webdriver.common.by import By
+
+    def attempt(d: Any) -> bool:
+        for row in d.find_elements(By.CSS_SELECTOR, f"{table} tbody tr"):
+            if text in row.text:
+                for b in row.find_elements(By.CSS_SELECTOR, "button"):
+                    if b.text == label:
+                        b.click()
+                        return True
+        return False
+    wait(d, attempt)
+
+
+def test_a_key_made_to_keep_bodies_shows_them_in_the_details(server: InferdProcess,
+                                                             browser: Any) -> None:
+    d = browser
+    login(d, server.url, ADMIN_KEY)
+    page(d, server.url, "keys")
+    wait(d, lambda d: "INFERD_ADMIN_KEY" in find(d, "#keys-table").text)
+    find(d, "#key-form [name=name]").send_keys("ui-bodies")
+    find(d, "#key-log-bodies").click()
+    find(d, "#key-form button[type=submit]").click()
+    wait(d, lambda d: find(d, "#key-secret").text.startswith("sk-"))
+    secret = find(d, "#key-secret").text
+    find(d, "#key-close").click()
+    content = "hello from ui, mail me at ann@example.org"
+    assert chat(server.url, secret, "ui-bodies-1",
+                messages=[{"role": "user", "content": content}]) == 200
+
+    page(d, server.url, "requests")
+    d.execute_script("document.querySelector('#requests-filter').reset()")
+    find(d, "#requests-filter [name=request_id]").send_keys("ui-bodies-1")
+    find(d, "#requests-filter button[type=submit]").click()
+    wait(d, lambda d: len(rows(d)) == 1 and "ui-bodies" in rows(d)[0])
+    click_in_row(d, "#requests-table", "ui-bodies", "Details")
+    wait(d, lambda d: find(d, "#requests-detail").is_displayed())
+    asked = json.loads(find(d, "#requests-detail-request-body").text)
+    assert asked["messages"] == [{"role": "user",
+                                  "content": "hello from ui, mail me at [email]"}]
+    answered = json.loads(find(d, "#requests-detail-response-body").text)
+    assert answered["object"] == "chat.completion"
+    assert "ann@example.org" not in find(d, "#requests-detail").text
+
+    # the key's form shows the setting; turned off there, the next request keeps no body
+    page(d, server.url, "keys")
+    click_in_row(d, "#keys-table", "ui-bodies", "Edit")
+    wait(d, lambda d: find(d, "#key-form [name=name]").get_attribute("value") == "ui-bodies")
+    assert find(d, "#key-log-bodies").is_selected()
+    find(d, "#key-log-bodies").click()
+    find(d, "#key-form button[type=submit]").click()
+    wait(d, lambda d: "Saved" in find(d, "#key-say").text)
+    listed = httpx.get(server.url + "/admin/v1/keys", params={"name": "ui-bodies"},
+                       headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60).json()
+    assert [k["log_bodies"] for k in listed["data"]] == [False]
+    assert chat(server.url, secret, "ui-bodies-2") == 200
+    page(d, server.url, "requests")
+    find(d, "#requests-filter [name=request_id]").clear()
+    find(d, "#requests-filter [name=request_id]").send_keys("ui-bodies-2")
+    find(d, "#requests-filter button[type=submit]").click()
+    wait(d, lambda d: len(rows(d)) == 1 and "ui-bodies" in rows(d)[0])
+    click_in_row(d, "#requests-table", "ui-bodies", "Details")
+    wait(d, lambda d: find(d, "#requests-detail").is_displayed())
+    assert not d.find_elements("css selector", "#requests-detail-request-body")
+    find(d, "#logout").click()
+    wait(d, lambda d: find(d, "#login").is_displayed())

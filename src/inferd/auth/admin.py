@@ -61,6 +61,8 @@ class KeyLimits(BaseModel):
     budget_alert: int | None = Field(default=None, ge=1, le=100)
     expires_at: float | None = Field(default=None, gt=0, le=MAX_EPOCH, allow_inf_nan=False)
     metadata: dict[str, str] | None = None
+    # the request log keeps the bodies of this key's requests and answers (off by default)
+    log_bodies: bool | None = None
 
 
 class KeySpec(KeyLimits):
@@ -102,7 +104,7 @@ def key_view(row: dict[str, Any], *, key: str | None = None,
         # its user is disabled: the key does not work though it is enabled
         "user_disabled": bool(row.get("user_disabled")),
         "metadata": row["extra"] or {}, "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
+        "updated_at": row["updated_at"], "log_bodies": bool(row.get("log_bodies")),
     }
     if key is not None:
         view["key"] = key
@@ -114,6 +116,8 @@ def key_view(row: dict[str, Any], *, key: str | None = None,
 def _columns(spec: KeyLimits, *, only_set: bool) -> dict[str, Any]:
     data = spec.model_dump(exclude_unset=only_set)
     data.pop("expires_in", None)
+    if "log_bodies" in data and data["log_bodies"] is None:  # null: off on create, else kept
+        del data["log_bodies"]
     if "metadata" in data:
         data["extra"] = data.pop("metadata")
     if data.get("name") is None and "name" in data:

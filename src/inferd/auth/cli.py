@@ -86,6 +86,8 @@ def limit_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Percentage of the money budget at which a warning is logged "
                           "(default 80)."),
         click.option("--expires-at", type=float, default=None, help="Epoch seconds."),
+        click.option("--log-bodies/--no-log-bodies", default=None,
+                     help="Keep the request and answer bodies in the request log."),
     ]
     for option in reversed(options):
         func = option(func)

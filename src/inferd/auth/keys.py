@@ -109,7 +109,8 @@ def principal_from_row(row: dict[str, Any],
         storage_objects=_or(row.get("storage_objects"), storage[1]),
         budget_period=row.get("budget_period"), expires_at=row.get("expires_at"),
         max_budget=_money(row.get("max_budget")), budget_alert=_alert(row.get("budget_alert")),
-        limit_id=f"{row['id']}-{row['key_hash'][:16]}", levels=_levels(row))
+        limit_id=f"{row['id']}-{row['key_hash'][:16]}", levels=_levels(row),
+        log_bodies=bool(row.get("log_bodies")))
 
 
 def _scope(row: dict[str, Any]) -> Scope:

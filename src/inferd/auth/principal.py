@@ -83,6 +83,8 @@ class Principal:
     # True only for ``OPEN_MODE``: the caller while keys are not required, set on purpose by
     # the auth middleware (never a fallback for a request or a job without a caller).
     open_mode: bool = False
+    # The request log keeps this key's request and answer bodies (``inferd.reqlog``).
+    log_bodies: bool = False
 
     @property
     def limit_key(self) -> str:

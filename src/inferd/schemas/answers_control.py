@@ -48,6 +48,7 @@ class ApiKey(Answer):
     enabled: bool
     user_disabled: bool = False
     metadata: dict[str, Any]
+    log_bodies: bool = False
     key: str | None = None
     webhook_secret: str | None = None
 
@@ -330,7 +331,8 @@ class Session(Answer):
 
 # -- request log --------------------------------------------------------------------------------
 class RequestEntry(Answer):
-    """One request of the request log (no body is stored: ``docs/operating/requests.md``)."""
+    """One request of the request log (``docs/operating/requests.md``); its bodies only when
+    its key keeps them (``log_bodies``), capped and redacted."""
 
     id: str
     object: Literal["request"]
@@ -355,6 +357,8 @@ class RequestEntry(Answer):
     client_address: str | None
     user_agent: str | None
     trace_id: str | None
+    request_body: str | None = None
+    response_body: str | None = None
 
 
 class RequestList(Answer):

@@ -41,7 +41,7 @@ EDITABLE = frozenset({"name", "owner", "team", "scope", "models", "rpm", "tpm", 
                       "upm", "image_budget", "storage_bytes", "storage_objects",
                       "token_budget", "budget_period", "max_budget", "budget_alert",
                       "expires_at", "enabled", "extra",
-                      "team_id", "user_id"})
+                      "team_id", "user_id", "log_bodies"})
 
 # A key with what its team and user add to it: their models, limits, role and disabled flag
 # (``team_*`` and ``user_*`` columns, null for a key without them).
@@ -194,7 +194,8 @@ class KeyStore:
         # need not queue behind each other.
         if self.db.dialect == "postgresql":
             # The key and its change in one statement (atomic on its own): one round trip.
-            full = {**dict.fromkeys(_KEY_COLUMNS), "name": "", "enabled": True, **params}
+            full = {**dict.fromkeys(_KEY_COLUMNS), "name": "", "enabled": True,
+                    "log_bodies": False, **params}
             async with self.db.engine.connect() as conn:
                 conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 made = (await conn.execute(_INSERT_KEY_AND_CHANGE, full)).one()

@@ -63,10 +63,12 @@ class RequestRecord(NamedTuple):
     client_address: str | None
     user_agent: str | None
     trace_id: str | None
+    request_body: str | None = None  # a key with ``log_bodies`` only
+    response_body: str | None = None
 
 
 FIELDS = RequestRecord._fields
-SQLITE_ROWS = 1024  # rows per multi-row INSERT on SQLite (20 parameters a row, under 32,766)
+SQLITE_ROWS = 1024  # rows per multi-row INSERT on SQLite (22 parameters a row, under 32,766)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,8 @@ api_keys = sa.Table(
     # checks that they exist and refuses to delete a team or user that still has keys.
     sa.Column("team_id", sa.BigInteger, nullable=True, index=True),
     sa.Column("user_id", sa.BigInteger, nullable=True, index=True),
+    # the request log keeps this key's request and answer bodies (``inferd.reqlog``)
+    sa.Column("log_bodies", sa.Boolean, nullable=False, server_default=sa.false()),
     sqlite_autoincrement=True,
 )
 

@@ -10,8 +10,12 @@ bounded chunks). The indexes serve the filters of a page, newest first.
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from inferd.store.schema import BigId, metadata
+
+# a body is capped at ``request_log_body_bytes`` (at most 8 MiB): MariaDB's TEXT holds 64 KiB
+LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 request_log = sa.Table(
     "request_log", metadata,
@@ -37,4 +41,7 @@ request_log = sa.Table(
     sa.Column("client_address", sa.String(64), nullable=True),
     sa.Column("user_agent", sa.String(256), nullable=True),
     sa.Column("trace_id", sa.String(32), nullable=True),  # W3C traceparent's trace id
+    # the bodies, of the requests of a key with ``log_bodies`` only (capped, redacted)
+    sa.Column("request_body", LongText, nullable=True),
+    sa.Column("response_body", LongText, nullable=True),
 )

@@ -39,7 +39,9 @@ export async function loadSeries(range, splitBy = "model", filters = {}) {
 const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 
 // Draws `metric` (a field of each bucket, or a function of it) for every series into `box`.
-export function drawChart(box, title, data, metric, { height = 180, compact = false } = {}) {
+// `onPick` (count charts): called with {name, from, to} when a bar is clicked: the series
+// under the pointer (null above the bars) and the bucket's time window (epoch seconds).
+export function drawChart(box, title, data, metric, { height = 180, compact = false, onPick = null } = {}) {
   const get = typeof metric === "function" ? metric : (b) => b[metric];
   const series = data.series || [];
   const xs = series.length ? series[0].data.map((b) => b.bucket_start) : [];
@@ -95,16 +97,27 @@ export function drawChart(box, title, data, metric, { height = 180, compact = fa
     const when = new Date(xs[idx] * 1000).toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" });
     const lines = series.map((s, i) => `${s.name}: ${values[i][idx] === null ? "—" : fmt(values[i][idx])}`);
     if (counts && series.length > 1) lines.push(`total: ${fmt(tops[tops.length - 1][idx])}`);
+    if (pickable) lines.push("click: these requests");
     tipBox.replaceChildren(el("strong", {}, when), ...lines.map((line) => el("div", {}, line)));
     tipBox.hidden = false;
     const left = u.valToPos(xs[idx], "x");
     tipBox.style.left = `${Math.min(left + 12, Math.max(0, u.over.clientWidth - 160))}px`;
   };
   const drawn = counts ? order.map((i) => tops[i]) : values;
+  const pickable = Boolean(onPick && counts && !compact);
   const plot = new uPlot(opts, [xs, ...drawn], figure);
   plot.over.append(tipBox);
   plot.over.addEventListener("mouseleave", () => { tipBox.hidden = true; });
   plot.root.setAttribute("aria-hidden", "true");
+  if (pickable) {
+    figure.classList.add("pickable");
+    plot.over.addEventListener("click", () => {
+      const idx = plot.cursor.idx;
+      if (idx === null || idx === undefined || !tops[tops.length - 1][idx]) return; // no bar
+      onPick({ name: seriesAt(tops, idx, plot.posToVal(plot.cursor.top, "y"), series), from: xs[idx],
+        to: xs[idx] + (data.bucket_seconds || (xs.length > 1 ? xs[1] - xs[0] : 60)) });
+    });
+  }
   if (!compact) {
     const swatch = (name) => {
       const box = el("span", { class: "swatch" });
@@ -123,6 +136,16 @@ export function drawChart(box, title, data, metric, { height = 180, compact = fa
     if (Math.abs(w - plot.width) > 4) plot.setSize({ width: w, height });
   }).observe(figure);
   return figure;
+}
+
+// The name of the stacked series whose bar holds the height `y` at bucket `idx` (null: above
+// every bar).
+function seriesAt(tops, idx, y, series) {
+  for (let i = 0; i < series.length; i += 1) {
+    const below = i ? tops[i - 1][idx] : 0;
+    if (tops[i][idx] > below && y <= tops[i][idx]) return series[i].name;
+  }
+  return null;
 }
 
 function fmt(n) {

@@ -171,6 +171,7 @@ function edit(k) {
   f.user_id.value = k.user_id ?? "";
   setModels(k.models);
   f.budget_period.value = k.budget_period || "";
+  f.log_bodies.checked = Boolean(k.log_bodies);
   f.expires.value = k.expires_at ? new Date(k.expires_at * 1000 - new Date().getTimezoneOffset() * 60000).toISOString().slice(0, 16) : "";
   $("#key-form-title").textContent = `Edit key ${k.name}`;
   $("#key-form button[type=submit]").textContent = "Save key";
@@ -187,7 +188,7 @@ function body(v) {
     storage_bytes: number(v.storage_bytes), storage_objects: number(v.storage_objects),
     token_budget: number(v.token_budget), budget_period: v.budget_period || null,
     max_budget: number(v.max_budget), budget_alert: number(v.budget_alert),
-    expires_at: v.expires ? new Date(v.expires).getTime() / 1000 : null };
+    expires_at: v.expires ? new Date(v.expires).getTime() / 1000 : null, log_bodies: Boolean(v.log_bodies) };
   if (!editing) for (const [name, value] of Object.entries(out)) if (value === null) delete out[name];
   return out;
 }

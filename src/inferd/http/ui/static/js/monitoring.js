@@ -1,9 +1,34 @@
 // Monitoring: charts over time per model or key with a range picker, the usage records list
-// and the read-only table viewer.
+// and the read-only table viewer. A click on a bar of a count chart opens the Requests page
+// filtered to that bar: its time window, its series (model or key), errors for the Errors
+// chart and cancelled requests (499) for the Cancelled one.
 import { api, list, canRead } from "./api.js";
 import { $, el, fillTable, fmtTime, formValues, text } from "./ui.js";
 import { loadSeries, drawChart } from "./chart.js";
 import { keyNames, keyPicker, pickedKey } from "./names.js";
+
+// The status filter of the requests behind each count chart's bars (undefined: none).
+const PICKS = { Requests: null, Tokens: null, Errors: "error", Cancelled: "499", Images: null };
+
+// The key id of a series of the key split: named "name", "name (key 12)" or "key 12".
+async function seriesKey(name) {
+  const id = /\(key (\d+)\)$/.exec(name) || /^key (\d+)$/.exec(name);
+  if (id) return id[1];
+  const keys = list(await api("GET", `/admin/v1/keys?${new URLSearchParams({ name, limit: "100" })}`))
+    .filter((k) => k.name === name);
+  return keys.length === 1 ? String(keys[0].id) : "";
+}
+
+async function openRequests(pick, status, split, filters) {
+  const query = new URLSearchParams({ from: String(pick.from), to: String(pick.to) });
+  const model = split === "model" && pick.name ? pick.name : filters.model;
+  if (model) query.set("model", model);
+  let key = filters.key || "";
+  if (split === "key" && pick.name && canRead()) key = (await seriesKey(pick.name)) || key;
+  if (key) query.set("key_id", key);
+  if (status) query.set("status", status);
+  location.hash = `#requests/${query}`;
+}
 
 const CHARTS = [
   ["Requests", "requests"], ["Tokens", "total_tokens"], ["Errors", "errors"],
@@ -20,7 +45,11 @@ async function charts() {
   const box = $("#mon-charts");
   box.replaceChildren();
   box.dataset.requests = String(data.series.reduce((n, s) => n + s.data.reduce((m, b) => m + b.requests, 0), 0));
-  for (const [title, metric] of CHARTS) drawChart(box, title, data, metric);
+  for (const [title, metric] of CHARTS) {
+    const onPick = title in PICKS
+      ? (pick) => openRequests(pick, PICKS[title], v.split, filters).catch((e) => say(e)) : null;
+    drawChart(box, title, data, metric, { onPick });
+  }
 }
 
 async function records() {

@@ -1,5 +1,6 @@
 // Requests: the request log, newest first, with filters and paging by cursor; a row's
-// Details show everything stored about the request (never its body: none is stored).
+// Details show everything stored about the request, with its request and answer bodies when
+// its key keeps them (log_bodies; capped and redacted by the server).
 // Admin and auditor keys read every key's requests (/admin/v1/requests); a user key its own
 // (/v1/requests).
 import { api, canRead } from "./api.js";
@@ -45,13 +46,25 @@ const FIELDS = [
   ["User agent", (r) => r.user_agent], ["Trace id", (r) => r.trace_id],
 ];
 
+// A stored body, indented when it is (still) JSON: a cut or masked one is shown as it is.
+function pretty(text) {
+  try { return JSON.stringify(JSON.parse(text), null, 2); } catch { return text; }
+}
+
+function bodies(r) {
+  if (r.request_body == null && r.response_body == null) return [];
+  return [["Request body", r.request_body, "requests-detail-request-body"],
+    ["Response body", r.response_body, "requests-detail-response-body"]].flatMap(([title, text, id]) => [
+    el("h3", {}, title), text == null ? el("p", { class: "hint" }, "—") : el("pre", { id, class: "json" }, pretty(text))]);
+}
+
 function detail(r) {
   const box = $("#requests-detail");
   const list = el("dl", { class: "facts" }, FIELDS.flatMap(([name, get]) => {
     const value = get(r);
     return [el("dt", {}, name), el("dd", {}, value === null || value === undefined || value === "" ? "—" : String(value))];
   }));
-  box.replaceChildren(el("h2", { id: "requests-detail-title", tabindex: "-1" }, `Request ${r.request_id ?? r.id}`), list);
+  box.replaceChildren(el("h2", { id: "requests-detail-title", tabindex: "-1" }, `Request ${r.request_id ?? r.id}`), list, ...bodies(r));
   box.hidden = false;
   $("#requests-detail-title").focus();
 }
@@ -76,7 +89,28 @@ async function show(cursor) {
   $("#requests-first").disabled = !cursor;
 }
 
+// Filters given in the address (#requests/model=…&from=…): a chart's bar on Monitoring opens
+// the page so. They replace the form's, and leave the address (a reload shows the form's).
+const local = (epoch) => {
+  const d = new Date(epoch * 1000 - new Date(epoch * 1000).getTimezoneOffset() * 60000);
+  return d.toISOString().slice(0, 16);
+};
+
+function fromAddress() {
+  const [page, rest] = location.hash.split("/");
+  if (!rest) return;
+  const form = $("#requests-filter");
+  form.reset();
+  for (const [name, value] of new URLSearchParams(rest)) {
+    const field = form.elements[name];
+    if (!field) continue;
+    field.value = name === "from" || name === "to" ? local(Number(value)) : value;
+  }
+  history.replaceState(null, "", page);
+}
+
 async function load() {
+  fromAddress();
   $("#requests-detail").hidden = true;
   say("#requests-say", "");
   await show(null);
