@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -10,8 +9,7 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from inferd.cli_options import config_option
-from inferd.settings import load_settings
+from inferd.cli_options import config_option, echo_json, run_on_database
 
 T = TypeVar("T")
 
@@ -38,23 +36,8 @@ def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def _run(config: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
     from inferd.audit import AuditLog
     from inferd.store.audit import AuditStore
-    from inferd.store.db import open_database
 
-    try:
-        settings = load_settings(config)
-    except ValueError as exc:
-        raise click.ClickException(f"invalid settings: {exc}") from exc
-
-    async def main() -> T:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = open_database(settings)
-        try:
-            await db.migrate()
-            return await work(AuditLog(AuditStore(db)))
-        finally:
-            await db.close()
-
-    return asyncio.run(main())
+    return run_on_database(config, lambda db: work(AuditLog(AuditStore(db))))
 
 
 def _query(values: dict[str, Any]) -> Any:
@@ -86,7 +69,7 @@ def audit() -> None:
 def list_command(config: Path | None, limit: int, after: int | None, **values: Any) -> None:
     """A page of events, newest first, as JSON (``has_more``, ``last_id`` for the next)."""
     page = _run(config, lambda log: log.page(_query(values), after=after, limit=limit))
-    click.echo(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode())
+    echo_json(page)
 
 
 @audit.command("export")

@@ -6,7 +6,6 @@ Every change is recorded in the audit log as the command's (``via: cli``, the OS
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,13 +13,10 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from inferd.audit import AuditLog, acting_as, cli_actor
+from inferd.audit import AuditLog
 from inferd.auth.admin import KeyAdmin, KeySpec, KeyUpdate
-from inferd.cli_options import config_option
-from inferd.errors import InferdError
-from inferd.settings import load_settings
+from inferd.cli_options import config_option, echo_json, run_on_database
 from inferd.store.audit import AuditStore
-from inferd.store.db import open_database
 from inferd.store.keys import KeyStore
 
 T = TypeVar("T")
@@ -28,29 +24,8 @@ PAGE = 1000  # keys read at a time by ``inferd keys list``
 
 
 def _run(config: Path | None, work: Callable[[KeyAdmin], Awaitable[T]]) -> T:
-    try:
-        settings = load_settings(config)
-    except ValueError as exc:
-        raise click.ClickException(f"invalid settings: {exc}") from exc
-
-    async def main() -> T:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = open_database(settings)
-        try:
-            await db.migrate()
-            with acting_as(cli_actor()):
-                return await work(KeyAdmin(KeyStore(db), audit=AuditLog(AuditStore(db))))
-        finally:
-            await db.close()
-
-    try:
-        return asyncio.run(main())
-    except InferdError as exc:
-        raise click.ClickException(exc.message) from exc
-
-
-def _echo(data: Any) -> None:
-    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    return run_on_database(
+        config, lambda db: work(KeyAdmin(KeyStore(db), audit=AuditLog(AuditStore(db)))))
 
 
 def limit_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -114,7 +89,7 @@ def keys() -> None:
 def create(config: Path | None, **values: Any) -> None:
     """Create a key and print it (the key is shown only this once)."""
     spec = KeySpec.model_validate(_fields(values))
-    _echo(_run(config, lambda admin: admin.create(spec)))
+    echo_json(_run(config, lambda admin: admin.create(spec)))
 
 
 @keys.command("list")
@@ -152,7 +127,7 @@ def list_keys(config: Path | None, after: int | None, limit: int | None,
 @config_option
 @click.argument("key_id", type=int)
 def get(config: Path | None, key_id: int) -> None:
-    _echo(_run(config, lambda admin: admin.get(key_id)))
+    echo_json(_run(config, lambda admin: admin.get(key_id)))
 
 
 @keys.command("update")
@@ -168,7 +143,7 @@ def update(config: Path | None, key_id: int, all_models: bool, **values: Any) ->
     if all_models:
         fields["models"] = None
     change = KeyUpdate.model_validate(fields)
-    _echo(_run(config, lambda admin: admin.update(key_id, change)))
+    echo_json(_run(config, lambda admin: admin.update(key_id, change)))
 
 
 @keys.command("revoke")
@@ -176,7 +151,7 @@ def update(config: Path | None, key_id: int, all_models: bool, **values: Any) ->
 @click.argument("key_id", type=int)
 def revoke(config: Path | None, key_id: int) -> None:
     """Disable a key (it stops working within seconds; its usage stays)."""
-    _echo(_run(config, lambda admin: admin.disable(key_id)))
+    echo_json(_run(config, lambda admin: admin.disable(key_id)))
 
 
 @keys.command("delete")

@@ -7,7 +7,6 @@ key feed). Every change is recorded in the audit log as the command's (``via: cl
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,13 +14,10 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from inferd.audit import AuditLog, acting_as, cli_actor
+from inferd.audit import AuditLog
 from inferd.auth.teams import MemberSpec, TeamAdmin, TeamSpec, TeamUpdate, UserSpec, UserUpdate
-from inferd.cli_options import config_option
-from inferd.errors import InferdError
-from inferd.settings import load_settings
+from inferd.cli_options import config_option, echo_json, run_on_database
 from inferd.store.audit import AuditStore
-from inferd.store.db import open_database
 from inferd.store.teams import TeamStore
 
 T = TypeVar("T")
@@ -29,29 +25,8 @@ PAGE = 1000  # rows read at a time by the list commands
 
 
 def _run(config: Path | None, work: Callable[[TeamAdmin], Awaitable[T]]) -> T:
-    try:
-        settings = load_settings(config)
-    except ValueError as exc:
-        raise click.ClickException(f"invalid settings: {exc}") from exc
-
-    async def main() -> T:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = open_database(settings)
-        try:
-            await db.migrate()
-            with acting_as(cli_actor()):
-                return await work(TeamAdmin(TeamStore(db), audit=AuditLog(AuditStore(db))))
-        finally:
-            await db.close()
-
-    try:
-        return asyncio.run(main())
-    except InferdError as exc:
-        raise click.ClickException(exc.message) from exc
-
-
-def _echo(data: Any) -> None:
-    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    return run_on_database(
+        config, lambda db: work(TeamAdmin(TeamStore(db), audit=AuditLog(AuditStore(db)))))
 
 
 def _fields(values: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +95,7 @@ def teams() -> None:
 def create_team(config: Path | None, name: str, **values: Any) -> None:
     """Create a team."""
     spec = TeamSpec.model_validate({"name": name, **_fields(values)})
-    _echo(_run(config, lambda admin: admin.create_team(spec)))
+    echo_json(_run(config, lambda admin: admin.create_team(spec)))
 
 
 @teams.command("list")
@@ -139,7 +114,7 @@ def list_teams(config: Path | None, after: int | None, limit: int | None,
 @click.argument("team_id", type=int)
 def get_team(config: Path | None, team_id: int) -> None:
     """Show a team."""
-    _echo(_run(config, lambda admin: admin.get_team(team_id)))
+    echo_json(_run(config, lambda admin: admin.get_team(team_id)))
 
 
 @teams.command("update")
@@ -155,7 +130,7 @@ def update_team(config: Path | None, team_id: int, all_models: bool, **values: A
     if all_models:
         fields["models"] = None
     change = TeamUpdate.model_validate(fields)
-    _echo(_run(config, lambda admin: admin.update_team(team_id, change)))
+    echo_json(_run(config, lambda admin: admin.update_team(team_id, change)))
 
 
 @teams.command("delete")
@@ -185,7 +160,7 @@ def members(config: Path | None, team_id: int, after: int | None, limit: int | N
 def add_member(config: Path | None, team_id: int, user_id: int, role: str) -> None:
     """Add a user to a team, or change their role in it."""
     spec = MemberSpec.model_validate({"role": role})
-    _echo(_run(config, lambda admin: admin.set_member(team_id, user_id, spec)))
+    echo_json(_run(config, lambda admin: admin.set_member(team_id, user_id, spec)))
 
 
 @teams.command("remove-member")
@@ -214,7 +189,7 @@ def users() -> None:
 def create_user(config: Path | None, name: str, **values: Any) -> None:
     """Create a user."""
     spec = UserSpec.model_validate({"name": name, **_fields(values)})
-    _echo(_run(config, lambda admin: admin.create_user(spec)))
+    echo_json(_run(config, lambda admin: admin.create_user(spec)))
 
 
 @users.command("list")
@@ -233,7 +208,7 @@ def list_users(config: Path | None, after: int | None, limit: int | None,
 @click.argument("user_id", type=int)
 def get_user(config: Path | None, user_id: int) -> None:
     """Show a user."""
-    _echo(_run(config, lambda admin: admin.get_user(user_id)))
+    echo_json(_run(config, lambda admin: admin.get_user(user_id)))
 
 
 @users.command("update")
@@ -255,7 +230,7 @@ def update_user(config: Path | None, user_id: int, role: str | None, enabled: bo
     if enabled is not None:
         fields["disabled"] = not enabled
     change = UserUpdate.model_validate(fields)
-    _echo(_run(config, lambda admin: admin.update_user(user_id, change)))
+    echo_json(_run(config, lambda admin: admin.update_user(user_id, change)))
 
 
 @users.command("delete")
