@@ -23,6 +23,10 @@ from inferd.store.keys import KeyStore
 from inferd.store.repo import KeyValueStore
 from inferd.store.teams import TeamStore
 
+# Unmetered copies of principals kept (``Auth.unmetered``): the keys that made forwarded or
+# probe requests lately; the oldest made is dropped past this many.
+UNMETERED_KEPT = 4096
+
 
 class Auth:
     """Keys, their administration and the policy of one process."""
@@ -142,10 +146,12 @@ class Auth:
         return self.unmetered(principal)
 
     def unmetered(self, principal: Principal) -> Principal:
-        """``principal`` with ``metered=False`` (one per key, kept): its requests leave no
-        usage record here."""
+        """``principal`` with ``metered=False`` (one per key, kept for the last
+        ``UNMETERED_KEPT`` keys): its requests leave no usage record here."""
         made = self._unmetered.get(principal.key_id)
         if made is None or made[0] is not principal:
+            if made is None and len(self._unmetered) >= UNMETERED_KEPT:
+                del self._unmetered[next(iter(self._unmetered))]  # bounded: the oldest goes
             made = self._unmetered[principal.key_id] = (
                 principal, dataclasses.replace(principal, metered=False))
         return made[1]
