@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response, StreamingResponse
 
 from inferd.audit import AuditQuery
@@ -32,15 +32,16 @@ Text = Annotated[str | None, Query(min_length=1, max_length=191)]
 Time = Annotated[float | None, Query(ge=0, le=MAX_TIME, allow_inf_nan=False)]
 
 
-def _query(
-    since: float | None,
-    until: float | None,
-    actor: str | None,
-    action: str | None,
-    object_type: str | None,
-    object_id: str | None,
-    request_id: str | None,
+def _filters(
+    since: Time = None,
+    until: Time = None,
+    actor: Text = None,
+    action: Text = None,
+    object_type: Text = None,
+    object_id: Text = None,
+    request_id: Text = None,
 ) -> AuditQuery:
+    """The events asked for: the same filters on the list and the export."""
     return AuditQuery(
         since=since,
         until=until,
@@ -52,22 +53,18 @@ def _query(
     )
 
 
+FiltersDep = Annotated[AuditQuery, Depends(_filters)]
+
+
 @endpoint(router, "GET", "", access="audit", answer=c.AuditEventList, errors=(503,))
 async def list_events(
     services: ServicesDep,
     _reader: AdminDep,
-    since: Time = None,
-    until: Time = None,
-    actor: Text = None,
-    action: Text = None,
-    object_type: Text = None,
-    object_id: Text = None,
-    request_id: Text = None,
+    query: FiltersDep,
     after: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     """Events newest first; ``after`` is the ``last_id`` of the previous page."""
-    query = _query(since, until, actor, action, object_type, object_id, request_id)
     return json_response(await services.control.audit.page(query, after=after, limit=limit))
 
 
@@ -75,16 +72,9 @@ async def list_events(
 async def export_events(
     services: ServicesDep,
     _reader: AdminDep,
-    since: Time = None,
-    until: Time = None,
-    actor: Text = None,
-    action: Text = None,
-    object_type: Text = None,
-    object_id: Text = None,
-    request_id: Text = None,
+    query: FiltersDep,
 ) -> Response:
     """Every matching event as JSON lines (one event a line, newest first)."""
-    query = _query(since, until, actor, action, object_type, object_id, request_id)
     events = services.control.audit.export(query)
     first = [event async for event in _first(events)]  # a database error is a 503, not a cut
 
