@@ -178,6 +178,8 @@ def test_a_team_keys_requests_are_listed_under_its_team_and_user(
         assert requests_of(client, "/v1/requests", team=other_team["id"]) == []
     # moved to the other team (this process applies the change before it answers): its next
     # request is listed there, its earlier ones stay under the first
+    ok(admin.put(f"/admin/v1/teams/{other_team['id']}/members/{user['id']}",
+                 json={"role": "member"}))
     ok(admin.patch(f"/admin/v1/keys/{teamed['id']}", json={"team_id": other_team["id"]}))
     sdk = openai.OpenAI(base_url=server.url + "/v1", api_key=teamed["key"], max_retries=0)
     sdk.chat.completions.create(model="echo", messages=MESSAGES, max_tokens=2,
