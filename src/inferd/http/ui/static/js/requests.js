@@ -100,11 +100,17 @@ function detail(r) {
   $("#requests-detail-title").focus();
 }
 
+// Only the last page asked for is drawn: an earlier answer arriving after it (the page's
+// first read, then a filter submitted at once) is dropped.
+let asked = 0;
+
 async function show(cursor) {
   const extra = { limit: PAGE };
   if (cursor) extra.cursor = cursor;
   const path = canRead() ? "/admin/v1/requests" : "/v1/requests";
+  const mine = ++asked;
   const page = await api("GET", `${path}?${query(extra)}`);
+  if (mine !== asked) return;
   fillTable($("#requests-table"), page.data, [
     ["when", (r) => fmtTime(r.created_at)],
     ["model", (r) => el("code", {}, r.model)],
