@@ -202,22 +202,29 @@ def test_bad_filters_are_400s_in_the_error_shape(admin: httpx.Client) -> None:
 
 def test_a_clean_stop_writes_every_record_and_the_command_reads_them(
         server: InferdProcess, admin: httpx.Client, data_dir: Path) -> None:
-    user = new_key(admin, name="burst")
+    team = ok(admin.post("/admin/v1/teams", json={"name": "burst-team"}), 201)
+    user = new_key(admin, name="burst", team_id=team["id"])
     sdk = openai.OpenAI(base_url=server.url + "/v1", api_key=user["key"], max_retries=0)
     for i in range(20):
         sdk.chat.completions.create(model="echo", messages=MESSAGES, max_tokens=2,
                                     extra_headers={"X-Request-ID": f"rl-burst-{i}"})
     server.stop()  # the writer's buffer is written before the process ends
-    listed = subprocess.run(
-        [sys.executable, "-m", "inferd", "requests", "list", "--key", str(user["id"]),
-         "--limit", "1000"], capture_output=True, text=True, timeout=120, cwd=ROOT,
-        check=False, env={**os.environ, "PYTHONPATH": str(ROOT / "src"),
-                          "INFERD_DATA_DIR": str(data_dir)})
-    assert listed.returncode == 0, listed.stderr
-    page = json.loads(listed.stdout)
+
+    def command(*options: str) -> dict[str, Any]:
+        listed = subprocess.run(
+            [sys.executable, "-m", "inferd", "requests", "list", *options, "--limit", "1000"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src"),
+                 "INFERD_DATA_DIR": str(data_dir)})
+        assert listed.returncode == 0, listed.stderr
+        page: dict[str, Any] = json.loads(listed.stdout)
+        return page
+
+    page = command("--key", str(user["id"]))
     assert [r["request_id"] for r in page["data"]] == [f"rl-burst-{i}" for i in
                                                        reversed(range(20))]
     assert page["has_more"] is False
+    assert command("--team", str(team["id"]))["data"] == page["data"]
     assert not list((data_dir / "spool" / "requests").glob("*.spool"))
 
 
