@@ -5,13 +5,15 @@
 
 In a fresh PostgreSQL database (created and dropped here), migrated as inferd migrates it:
 
-1. ``--rows`` generated requests spread over ``--days`` days (1,000 keys, 20 models, 95 % 200,
+1. ``--rows`` generated requests spread over ``--days`` days (1,000 keys of 50 teams and 300
+   users, 20 models, 95 % 200,
    3 % 429, 1 % 502 ``upstream_error``, 1 % 499; latencies exponential around 500 ms), inserted
    with ``INSERT ... SELECT FROM generate_series`` into the day partitions, then ``ANALYZE``;
 2. pages of 50 through ``RequestLogStore.page`` (the API's query) for random filters of each
    kind: none, key, model, status class, error code, least latency, a one-hour window,
-   key and model, request id, and the 5th page by cursor; the median and the 95th percentile
-   per kind (warm cache: each kind's queries run after one untimed query of that kind);
+   key and model, request id, team (indexed), user (not), and the 5th page by cursor; the
+   median and the 95th percentile per kind (warm cache: each kind's queries run after one
+   untimed query of that kind);
 3. retention: dropping the oldest day's partition (what the maintenance sweep does);
 4. the request path's cost: ``Metering.finish`` (metrics, the usage record, and the request
    log's record) with the log on and off, over ``--finishes`` calls from an HTTP request's
@@ -50,13 +52,14 @@ from inferd.store.request_log import (
 )
 
 KEYS, MODELS = 1000, 20
+TEAMS, USERS = 50, 300  # key k belongs to team k % TEAMS and user k % USERS
 ROUND = 2000  # Metering.finish calls per timed round
 CHUNK = 1_000_000
 
 GENERATE = f"""
 INSERT INTO request_log (created_at, request_id, key_id, key_name, model, replica, endpoint,
     stream, status, error, latency_ms, ttft_ms, prompt_tokens, completion_tokens,
-    cached_tokens, cost, attempts, client_address, user_agent, trace_id)
+    cached_tokens, cost, attempts, client_address, user_agent, trace_id, user_id, team_id)
 SELECT $1 + (g - $2)::float8 * $3,
        md5(g::text),
        (g % {KEYS})::text, 'key-' || (g % {KEYS}),
@@ -70,7 +73,8 @@ SELECT $1 + (g - $2)::float8 * $3,
        (50 + g % 2000)::int, (g % 500)::int, CASE WHEN g % 4 = 0 THEN 32 END,
        (g % 1000) / 1e6, CASE WHEN r >= 0.98 AND r < 0.99 THEN 3 ELSE 1 END,
        '10.0.' || (g % 250) || '.' || (g % 200), 'OpenAI/Python 1.59.0',
-       CASE WHEN g % 3 = 0 THEN md5((g * 7)::text) END
+       CASE WHEN g % 3 = 0 THEN md5((g * 7)::text) END,
+       (g % {KEYS}) % {USERS}, (g % {KEYS}) % {TEAMS}
 FROM (SELECT g, random() AS r, random() AS l FROM generate_series($2::bigint, $4::bigint) g) s
 """
 
@@ -90,6 +94,8 @@ def filters(rng: random.Random, start: float, span: float, rows: int) -> dict[st
         "key + model": {"key_id": str(rng.randrange(KEYS)),
                         "model": f"model-{rng.randrange(MODELS)}"},
         "request id": {"request_id": _md5(rng.randrange(1, rows + 1))},
+        "team": {"team_id": rng.randrange(TEAMS)},
+        "user": {"user_id": rng.randrange(USERS)},
     }
 
 

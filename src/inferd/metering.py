@@ -258,4 +258,4 @@ class Metering:
             now, call.request_id, principal.key_id, principal.name[:200] or None,
             call.model[:191], call.replica, call.endpoint, call.stream, status, error,
             latency_ms, ttft_ms, prompt, completion, cached, cost, min(call.attempts, 32767),
-            address, agent, trace, asked, answered)))
+            address, agent, trace, asked, answered, principal.user_id, principal.team_id)))

@@ -7,7 +7,8 @@ and writes them in batches (``inferd.batchwriter``, as the usage recorder does):
 bounded (``request_log_max_pending``), a clean stop writes what is left, a killed process's
 spool is replayed at the next start.
 
-Stored per request: its time, request id, key (id and name), model, replica, endpoint,
+Stored per request: its time, request id, key (id and name) and the key's user and team (ids,
+as they were when the request was made), model, replica, endpoint,
 whether it streamed, status and error code, latency, time to first token, tokens in and out,
 cached prompt tokens, cost, replicas tried, the client's address and user agent, and the trace
 id (of the request's span when the process traces, else of an incoming W3C ``traceparent``
@@ -94,6 +95,8 @@ def request_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "request_id": row["request_id"],
         "key_id": row["key_id"],
         "key_name": row["key_name"],
+        "user_id": row.get("user_id"),
+        "team_id": row.get("team_id"),
         "model": row["model"],
         "replica": row["replica"],
         "endpoint": row["endpoint"],

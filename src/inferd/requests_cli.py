@@ -49,6 +49,10 @@ def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--error", default=None, help="An error code (rate_limit_exceeded)."),
         click.option("--request-id", default=None),
         click.option("--min-latency-ms", type=click.FloatRange(0), default=None),
+        click.option("--user", "user_id", type=click.IntRange(1), default=None,
+                     help="A user's id: the requests of its keys."),
+        click.option("--team", "team_id", type=click.IntRange(1), default=None,
+                     help="A team's id: the requests of its keys."),
     ]
     for option in reversed(options):
         func = option(func)

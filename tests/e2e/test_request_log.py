@@ -140,10 +140,59 @@ def test_chat_requests_are_logged_and_read_back(server: InferdProcess,
             client, "/admin/v1/requests", request_id="rl-other")] == ["rl-other"]
 
 
+def test_a_team_keys_requests_are_listed_under_its_team_and_user(
+        server: InferdProcess, admin: httpx.Client) -> None:
+    """A team and a user that set no limits: their keys' requests still carry their ids, and
+    the ``team`` and ``user`` filters keep them."""
+    team = ok(admin.post("/admin/v1/teams", json={"name": "reqlog-team"}), 201)
+    other_team = ok(admin.post("/admin/v1/teams", json={"name": "reqlog-other"}), 201)
+    user = ok(admin.post("/admin/v1/users", json={"name": "reqlog-user"}), 201)
+    ok(admin.put(f"/admin/v1/teams/{team['id']}/members/{user['id']}",
+                 json={"role": "member"}))
+    teamed = new_key(admin, name="teamed", team_id=team["id"], user_id=user["id"])
+    own = new_key(admin, name="users-own", user_id=user["id"])
+    apart = new_key(admin, name="apart", team_id=other_team["id"])
+    for key, request_id in ((teamed, "rl-team-1"), (own, "rl-user-own"), (apart, "rl-apart"),
+                            (teamed, "rl-team-2")):
+        sdk = openai.OpenAI(base_url=server.url + "/v1", api_key=key["key"], max_retries=0)
+        sdk.chat.completions.create(model="echo", messages=MESSAGES, max_tokens=2,
+                                    extra_headers={"X-Request-ID": request_id})
+
+    def listed(**params: Any) -> list[str]:
+        return [r["request_id"] for r in requests_of(admin, "/admin/v1/requests", **params)]
+
+    assert listed(team=team["id"]) == ["rl-team-2", "rl-team-1"]
+    assert listed(team=other_team["id"]) == ["rl-apart"]
+    assert listed(user=user["id"]) == ["rl-team-2", "rl-user-own", "rl-team-1"]
+    assert listed(user=user["id"], team=team["id"]) == ["rl-team-2", "rl-team-1"]
+    [first] = requests_of(admin, "/admin/v1/requests", request_id="rl-team-1")
+    assert (first["team_id"], first["user_id"]) == (team["id"], user["id"])
+    assert first["key_id"] == str(teamed["id"])
+    [alone] = requests_of(admin, "/admin/v1/requests", request_id="rl-apart")
+    assert (alone["team_id"], alone["user_id"]) == (other_team["id"], None)
+    # the key's own read takes the filters too: its team's requests are its own here
+    with httpx.Client(base_url=server.url, timeout=60,
+                      headers={"Authorization": f"Bearer {teamed['key']}"}) as client:
+        assert [r["request_id"] for r in requests_of(
+            client, "/v1/requests", team=team["id"])] == ["rl-team-2", "rl-team-1"]
+        assert requests_of(client, "/v1/requests", team=other_team["id"]) == []
+    # moved to the other team (this process applies the change before it answers): its next
+    # request is listed there, its earlier ones stay under the first
+    ok(admin.put(f"/admin/v1/teams/{other_team['id']}/members/{user['id']}",
+                 json={"role": "member"}))
+    ok(admin.patch(f"/admin/v1/keys/{teamed['id']}", json={"team_id": other_team["id"]}))
+    sdk = openai.OpenAI(base_url=server.url + "/v1", api_key=teamed["key"], max_retries=0)
+    sdk.chat.completions.create(model="echo", messages=MESSAGES, max_tokens=2,
+                                extra_headers={"X-Request-ID": "rl-team-moved"})
+    assert listed(team=other_team["id"]) == ["rl-team-moved", "rl-apart"]
+    assert listed(team=team["id"]) == ["rl-team-2", "rl-team-1"]
+
+
 def test_bad_filters_are_400s_in_the_error_shape(admin: httpx.Client) -> None:
     for params, param in (({"status": "abc"}, "status"), ({"cursor": "nope"}, "cursor"),
                           ({"limit": 0}, "limit"), ({"from": "x"}, "from"),
-                          ({"min_latency_ms": -1}, "min_latency_ms")):
+                          ({"min_latency_ms": -1}, "min_latency_ms"), ({"team": "x"}, "team"),
+                          ({"user": 0}, "user")):
         response = admin.get("/admin/v1/requests", params=params)
         assert response.status_code == 400, (params, response.text)
         error = response.json()["error"]
@@ -153,22 +202,29 @@ def test_bad_filters_are_400s_in_the_error_shape(admin: httpx.Client) -> None:
 
 def test_a_clean_stop_writes_every_record_and_the_command_reads_them(
         server: InferdProcess, admin: httpx.Client, data_dir: Path) -> None:
-    user = new_key(admin, name="burst")
+    team = ok(admin.post("/admin/v1/teams", json={"name": "burst-team"}), 201)
+    user = new_key(admin, name="burst", team_id=team["id"])
     sdk = openai.OpenAI(base_url=server.url + "/v1", api_key=user["key"], max_retries=0)
     for i in range(20):
         sdk.chat.completions.create(model="echo", messages=MESSAGES, max_tokens=2,
                                     extra_headers={"X-Request-ID": f"rl-burst-{i}"})
     server.stop()  # the writer's buffer is written before the process ends
-    listed = subprocess.run(
-        [sys.executable, "-m", "inferd", "requests", "list", "--key", str(user["id"]),
-         "--limit", "1000"], capture_output=True, text=True, timeout=120, cwd=ROOT,
-        check=False, env={**os.environ, "PYTHONPATH": str(ROOT / "src"),
-                          "INFERD_DATA_DIR": str(data_dir)})
-    assert listed.returncode == 0, listed.stderr
-    page = json.loads(listed.stdout)
+
+    def command(*options: str) -> dict[str, Any]:
+        listed = subprocess.run(
+            [sys.executable, "-m", "inferd", "requests", "list", *options, "--limit", "1000"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src"),
+                 "INFERD_DATA_DIR": str(data_dir)})
+        assert listed.returncode == 0, listed.stderr
+        page: dict[str, Any] = json.loads(listed.stdout)
+        return page
+
+    page = command("--key", str(user["id"]))
     assert [r["request_id"] for r in page["data"]] == [f"rl-burst-{i}" for i in
                                                        reversed(range(20))]
     assert page["has_more"] is False
+    assert command("--team", str(team["id"]))["data"] == page["data"]
     assert not list((data_dir / "spool" / "requests").glob("*.spool"))
 
 

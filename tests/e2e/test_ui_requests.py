@@ -1,6 +1,7 @@
 """The UI's Requests page in a real browser (Debian's headless Chromium driven by Selenium)
 against a running ``inferd serve``: an admin lists every key's requests, filters them and opens
-one's details; a user key sees its own requests only, without the key filter."""
+one's details, by the team of the keys too; a user key sees its own requests only, without
+the key, team and user filters."""
 
 from __future__ import annotations
 
@@ -169,5 +170,47 @@ def test_a_key_made_to_keep_bodies_shows_them_in_the_details(server: InferdProce
     click_in_row(d, "#requests-table", "ui-bodies", "Details")
     wait(d, lambda d: find(d, "#requests-detail").is_displayed())
     assert not d.find_elements("css selector", "#requests-detail-request-body")
+    find(d, "#logout").click()
+    wait(d, lambda d: find(d, "#login").is_displayed())
+
+
+def test_the_team_filter_lists_teams_by_name_and_the_details_show_the_team(
+        server: InferdProcess, browser: Any) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    team = httpx.post(server.url + "/admin/v1/teams", json={"name": "ui-team"}, headers=admin,
+                      timeout=60)
+    assert team.status_code == 201, team.text
+    team_id = team.json()["id"]
+    made = httpx.post(server.url + "/admin/v1/keys", json={"name": "ui-teamed",
+                                                           "team_id": team_id},
+                      headers=admin, timeout=60)
+    assert made.status_code == 201, made.text
+    teamed = made.json()
+    assert chat(server.url, teamed["key"], "ui-team-1") == 200
+    assert chat(server.url, ADMIN_KEY, "ui-no-team") == 200
+
+    d = browser
+    login(d, server.url, ADMIN_KEY)
+    page(d, server.url, "requests")
+    wait(d, lambda d: "ui-team" in find(d, "#requests-filter [name=team]").text)
+    assert find(d, "#requests-filter [name=team]").tag_name == "select"
+    d.execute_script("document.querySelector('#requests-filter').reset()")
+    assert find(d, "#requests-filter [name=user]").is_displayed()
+    Select(find(d, "#requests-filter [name=team]")).select_by_value(str(team_id))
+    find(d, "#requests-filter button[type=submit]").click()
+    wait(d, lambda d: rows(d) and all("ui-teamed" in r for r in rows(d)))
+    click_in_row(d, "#requests-table", "ui-teamed", "Details")
+    wait(d, lambda d: find(d, "#requests-detail").is_displayed())
+    assert f"ui-team #{team_id}" in find(d, "#requests-detail").text
+    find(d, "#logout").click()
+    wait(d, lambda d: find(d, "#login").is_displayed())
+
+    login(d, server.url, teamed["key"])
+    page(d, server.url, "requests")
+    wait(d, lambda d: len(rows(d)) >= 1 and "ui-teamed" in rows(d)[0])
+    assert not find(d, "#requests-filter [name=team]").is_displayed()
+    assert not find(d, "#requests-filter [name=user]").is_displayed()
     find(d, "#logout").click()
     wait(d, lambda d: find(d, "#login").is_displayed())

@@ -110,6 +110,48 @@ async def test_every_filter(database: Database) -> None:
     assert failed["attempts"] == 3 and failed["error"] == "upstream_error"
 
 
+async def test_user_and_team_filters(database: Database) -> None:
+    store = RequestLogStore(database)
+    big = 2**40  # ids are 64-bit on PostgreSQL and MariaDB
+    await store.insert_many([
+        record(NOW - 60, request_id="a", user_id=1, team_id=10),
+        record(NOW - 50, request_id="b", user_id=2, team_id=10),
+        record(NOW - 40, request_id="c", user_id=1, team_id=None),
+        record(NOW - 30, request_id="d", user_id=None, team_id=20, key_id="2"),
+        record(NOW - 20, request_id="e"),  # a key of no user or team
+        record(NOW - 10, request_id="f", user_id=big, team_id=big + 1),
+    ])
+    log = RequestLog(store, None)
+
+    async def ids(**filters: Any) -> list[str]:
+        return [r["request_id"] for r in await read_all(log, RequestQuery(**filters), 2)]
+
+    assert await ids(user_id=1) == ["c", "a"]
+    assert await ids(user_id=2) == ["b"]
+    assert await ids(team_id=10) == ["b", "a"]
+    assert await ids(team_id=20) == ["d"]
+    assert await ids(team_id=10, user_id=1) == ["a"]
+    assert await ids(team_id=20, user_id=1) == []
+    assert await ids(team_id=10, since=NOW - 55) == ["b"]
+    assert await ids(team_id=20, key_id="1") == []
+    assert await ids(user_id=big) == ["f"] and await ids(team_id=big + 1) == ["f"]
+    assert await ids(team_id=99) == []
+    rows = {r["request_id"]: r for r in await read_all(log, RequestQuery(), 10)}
+    assert (rows["a"]["user_id"], rows["a"]["team_id"]) == (1, 10)
+    assert (rows["c"]["user_id"], rows["c"]["team_id"]) == (1, None)
+    assert (rows["e"]["user_id"], rows["e"]["team_id"]) == (None, None)
+    assert (rows["f"]["user_id"], rows["f"]["team_id"]) == (big, big + 1)
+
+
+def test_a_spooled_record_of_before_decodes_without_owners() -> None:
+    """A record spooled by a process of the previous version (no user or team fields) is
+    replayed as one of no user or team."""
+    fields: list[Any] = list(record(NOW, request_id="old"))[:22]
+    replayed = RequestRecord(*fields)
+    assert replayed.request_id == "old"
+    assert replayed.user_id is None and replayed.team_id is None
+
+
 async def test_retention_removes_what_is_older(database: Database,
                                                caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="inferd.reqlog")

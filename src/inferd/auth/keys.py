@@ -110,7 +110,8 @@ def principal_from_row(row: dict[str, Any],
         budget_period=row.get("budget_period"), expires_at=row.get("expires_at"),
         max_budget=_money(row.get("max_budget")), budget_alert=_alert(row.get("budget_alert")),
         limit_id=f"{row['id']}-{row['key_hash'][:16]}", levels=_levels(row),
-        log_bodies=bool(row.get("log_bodies")))
+        log_bodies=bool(row.get("log_bodies")), user_id=_id(row.get("user_id")),
+        team_id=_id(row.get("team_id")))
 
 
 def _scope(row: dict[str, Any]) -> Scope:
@@ -142,6 +143,10 @@ def _levels(row: dict[str, Any]) -> tuple[LimitLevel, ...]:
         if level.limited:
             levels.append(level)
     return tuple(levels)
+
+
+def _id(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _money(value: Any) -> float | None:

@@ -85,6 +85,10 @@ class Principal:
     open_mode: bool = False
     # The request log keeps this key's request and answer bodies (``inferd.reqlog``).
     log_bodies: bool = False
+    # The key's user and team (their ids; None: the key has none), whether or not they set
+    # limits: the request log records them.
+    user_id: int | None = None
+    team_id: int | None = None
 
     @property
     def limit_key(self) -> str:

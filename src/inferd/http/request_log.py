@@ -63,6 +63,12 @@ class RequestFilters:
         request_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
         min_latency_ms: Annotated[float | None, Query(ge=0, le=1e9, allow_inf_nan=False)]
         = None,
+        user: Annotated[int | None, Query(ge=1, le=2**63 - 1,
+                                          description="A user's id: the requests of its keys "
+                                                      "(as they were when made).")] = None,
+        team: Annotated[int | None, Query(ge=1, le=2**63 - 1,
+                                          description="A team's id: the requests of its keys "
+                                                      "(as they were when made).")] = None,
         cursor: Annotated[str | None, Query(max_length=64,
                                             description="`next_cursor` of the previous page.")]
         = None,
@@ -71,7 +77,8 @@ class RequestFilters:
         status_from, status_to = _status_range(status)
         self.query = RequestQuery(since=since, until=until, key_id=key_id, model=model,
                                   status_from=status_from, status_to=status_to, error=error,
-                                  request_id=request_id, min_latency_ms=min_latency_ms)
+                                  request_id=request_id, min_latency_ms=min_latency_ms,
+                                  user_id=user, team_id=team)
         self.cursor = None
         if cursor is not None:
             self.cursor = parse_cursor(cursor)

@@ -35,7 +35,7 @@ class ApiKey(Answer):
     scope: Literal["admin", "user", "auditor"]
     owner: str | None
     team: str | None
-    team_id: int | None = None
+    team_id: int | None
     user_id: int | None = None
     models: list[str] | None
     rpm: int | None
@@ -340,6 +340,8 @@ class RequestEntry(Answer):
     request_id: str | None
     key_id: str | None
     key_name: str | None
+    user_id: int | None  # the key's user and team when the request was made
+    team_id: int | None
     model: str
     replica: str | None
     endpoint: str

@@ -65,10 +65,12 @@ class RequestRecord(NamedTuple):
     trace_id: str | None
     request_body: str | None = None  # a key with ``log_bodies`` only
     response_body: str | None = None
+    user_id: int | None = None  # the key's user and team when the request was made
+    team_id: int | None = None
 
 
 FIELDS = RequestRecord._fields
-SQLITE_ROWS = 1024  # rows per multi-row INSERT on SQLite (22 parameters a row, under 32,766)
+SQLITE_ROWS = 1024  # rows per multi-row INSERT on SQLite (24 parameters a row, under 32,766)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,8 @@ class RequestQuery:
     error: str | None = None
     request_id: str | None = None
     min_latency_ms: float | None = None
+    user_id: int | None = None  # the key's user when the request was made
+    team_id: int | None = None  # the key's team when the request was made
 
 
 Cursor = tuple[float, int]  # (created_at, id) of the last row of the previous page
@@ -224,6 +228,10 @@ class RequestLogStore:
             where.append(t.c.request_id == query.request_id)
         if query.min_latency_ms is not None:
             where.append(t.c.latency_ms >= query.min_latency_ms)
+        if query.user_id is not None:
+            where.append(t.c.user_id == query.user_id)
+        if query.team_id is not None:
+            where.append(t.c.team_id == query.team_id)
         statement = (sa.select(t).where(*where)
                      .order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit + 1))
         async with self.db.engine.connect() as conn:

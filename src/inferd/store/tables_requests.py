@@ -44,4 +44,8 @@ request_log = sa.Table(
     # the bodies, of the requests of a key with ``log_bodies`` only (capped, redacted)
     sa.Column("request_body", LongText, nullable=True),
     sa.Column("response_body", LongText, nullable=True),
+    # the key's user and team when the request was made (no foreign key: a record outlives
+    # a removed user or team, and the writer's batches never wait on their rows)
+    sa.Column("user_id", BigId, nullable=True),
+    sa.Column("team_id", BigId, nullable=True),
 )
