@@ -176,6 +176,23 @@ def task_ids(redis_server: RedisServer) -> list[str]:
             for key in redis_server.client().scan_iter("job-status:*")]
 
 
+def published(redis_server: RedisServer, task: str) -> bool:
+    """Whether inferd marked ``task``'s message confirmed by the broker."""
+    return bool(redis_server.client().exists(f"inferd-published:{task}"))
+
+
+def purge(queue: str) -> int:
+    """Empty ``queue``; how many messages it held."""
+    async def run() -> int:
+        connection = await aio_pika.connect(AMQP)
+        async with connection:
+            channel = await connection.channel()
+            found = await channel.get_queue(queue, ensure=True)
+            return int((await found.purge()).message_count or 0)
+
+    return asyncio.run(run())
+
+
 # -- inferd in front of the system's workers ------------------------------------------------
 
 def test_its_worker_answers_inferd_clients_sync_jobs_and_the_queued_api(
@@ -334,7 +351,9 @@ def test_an_answer_that_lands_while_inferd_is_down_is_collected_after_its_restar
     with httpx.Client(base_url=server.url, timeout=60) as http:
         job = submit(http, "legacy", "while you were out")
         task = wait_for(lambda: next(iter(task_ids(redis_server)), None), within=60,
-                        what="the task published")
+                        what="the task recorded")
+        # killed once the broker has the message (the record is written just before it)
+        wait_for(lambda: published(redis_server, task), within=60, what="the task published")
     server.kill()
     workers.start()  # answers the task while no inferd runs
     wait_for(lambda: (status_of(redis_server, task) or {}).get("status") == "completed",
@@ -347,6 +366,33 @@ def test_an_answer_that_lands_while_inferd_is_down_is_collected_after_its_restar
         "while you were out")
     assert task_ids(redis_server) == [task]
     assert workers.generated(task) == 1  # not published a second time
+
+
+def test_a_task_recorded_whose_message_never_reached_the_queue_is_published_on_its_rerun(
+        front: Callable[..., InferdProcess], workers: Workers, queue: str,
+        redis_server: RedisServer) -> None:
+    """inferd killed after writing a task's record and before the broker confirmed its
+    message: the job's next run publishes it (a pending record alone does not mean queued)."""
+    server = front(legacy_model(queue, redis_server))
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        job = submit(http, "legacy", "lost on the way")
+        task = wait_for(lambda: next(iter(task_ids(redis_server)), None), within=60,
+                        what="the task recorded")
+        wait_for(lambda: published(redis_server, task), within=60, what="the task published")
+    server.kill()
+    # what a kill between the record and the confirmation leaves: the record, no message
+    assert purge(queue) == 1
+    redis_server.client().delete(f"inferd-published:{task}")
+    assert (status_of(redis_server, task) or {}).get("status") == "pending"
+    server.start()  # the job runs again and publishes its task
+    workers.start()
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        done = wait_finished(http, [job["id"]])[job["id"]]
+    assert done["status"] == "completed", done
+    assert done["result"]["choices"][0]["message"]["content"] == fake_chat_answer(
+        "lost on the way")
+    assert task_ids(redis_server) == [task]
+    assert workers.generated(task) == 1
 
 
 def test_a_redis_restart_loses_the_records_and_the_task_is_still_answered(

@@ -24,9 +24,10 @@ A replica publishes each request as a task and waits for its status record (woke
 channel, and reading the record at least every second, so a lost announcement or a Redis
 restart only delays it). A request of an inferd job gets a task id derived from the job: when
 the job runs again (its worker restarted), a task already answered is collected, and one still
-queued is waited for, instead of being published twice. The replica's ``timeout`` bounds the
-wait: a task no worker answers fails with a 504 naming it, and the router may try another
-replica or model.
+queued is waited for, instead of being published twice; one whose record was written but whose
+message the broker never confirmed (the process died in between) is published then. The
+replica's ``timeout`` bounds the wait: a task no worker answers fails with a 504 naming it,
+and the router may try another replica or model.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ DEFAULT_QUEUE = "llm-api-queue"
 STATUS_PREFIX = "job-status"
 ANSWER_PREFIX = "job-answer"
 PROMPT_PREFIX = "prompt"
+PUBLISHED_PREFIX = "inferd-published"  # inferd's own: a job's task whose publish was confirmed
 MAX_PRIORITY = 5  # the workers declare their queue with this x-max-priority
 BASE_PRIORITY = 1  # the backend's priority of a task that names none
 DEFAULT_TOKENS_LIMIT = 8096  # the system's default meta.tokens_limit
@@ -122,6 +124,12 @@ class Keys:
     @staticmethod
     def prompt(job_id: str) -> str:
         return f"{PROMPT_PREFIX}:{job_id}"
+
+    @staticmethod
+    def published(job_id: str) -> str:
+        """inferd's own mark: the broker confirmed this task's message (the system's records
+        say nothing of it)."""
+        return f"{PUBLISHED_PREFIX}:{job_id}"
 
 
 class Records:
@@ -329,7 +337,10 @@ class QueuedGenerateEngine(RemoteEngine):
         except RedisError as exc:
             raise UpstreamUnavailable(f"{self.what}: Redis could not be reached "
                                       f"({type(exc).__name__}).") from exc
-        if existing is None or existing.get("status") == "error":
+        if existing is None or existing.get("status") == "error" or (
+                existing.get("status") == "pending" and not await self._was_published(job_id)):
+            # a pending record without the broker's confirmation: the process that wrote it
+            # died before its message was confirmed, which may never have reached the queue
             await self._publish(job_id, prompt_type, prompt)
         else:
             log.info("task %s is already %s: waiting for it", job_id, existing.get("status"))
@@ -349,6 +360,18 @@ class QueuedGenerateEngine(RemoteEngine):
             await channel.default_exchange.publish(message, routing_key=self.queue, timeout=10)
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
             raise UpstreamUnavailable(f"{self.what}: the task could not be published "
+                                      f"({type(exc).__name__}).") from exc
+        if job_id.startswith("inferd-"):  # a job's task, which may run again
+            try:
+                await self.records.redis.set(Keys.published(job_id), b"1")
+            except RedisError as exc:  # then a run again publishes it once more
+                log.warning("task %s: its publish mark was not written: %s", job_id, exc)
+
+    async def _was_published(self, job_id: str) -> bool:
+        try:
+            return bool(await self.records.redis.exists(Keys.published(job_id)))
+        except RedisError as exc:
+            raise UpstreamUnavailable(f"{self.what}: Redis could not be reached "
                                       f"({type(exc).__name__}).") from exc
 
     async def _wait(self, job_id: str, prompt: dict[str, Any]) -> str:
