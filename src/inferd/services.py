@@ -120,7 +120,8 @@ class Services:
         catalog = await start_catalog(router, ReplicaStore(db), settings,
                                       announce=bus.announcer("catalog") if bus else None,
                                       queue_engine=queue_engines(settings, stack),
-                                      prices=metering.prices)
+                                      prices=metering.prices,
+                                      remote=settings.role != "engine")
         stack.push_async_callback(catalog.close)
         if bus is not None:
             bus.listen({"catalog": lambda _: catalog.sync(), "keys": auth.keys.apply_announcement})

@@ -4,11 +4,13 @@ same engine without sharing any state, and a model set to ``weighted`` spreads t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster.conftest import ENGINE_KEY, migrate
 from tests.helpers import InferdProcess, wait_for
@@ -22,6 +24,27 @@ def replicas(gateway: httpx.Client) -> dict[str, dict[str, Any]]:
     """The available replicas of ``echo`` this gateway routes to, by id."""
     found = gateway.get("/admin/v1/replicas").json()["data"]
     return {str(r["id"]): r for r in found if r["model"] == "echo" and r.get("available")}
+
+
+def every_replica(gateway: httpx.Client) -> list[dict[str, Any]]:
+    """What a gateway knows of each replica of ``echo`` (for a failure's message)."""
+    return [r for r in gateway.get("/admin/v1/replicas").json()["data"] if r["model"] == "echo"]
+
+
+def answered(url: str) -> float:
+    """Chat requests of ``echo`` an engine (at ``url``) has answered, from its metrics."""
+    text = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=30).text
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == "inferd_requests_total" and sample.labels.get("model") == "echo"
+               and sample.labels.get("endpoint") == "chat")
+
+
+def states(*what: Any) -> str:
+    """``what`` with what each gateway (an ``httpx.Client``) knows of each replica, as JSON
+    (a failure's message)."""
+    return json.dumps([every_replica(w) if isinstance(w, httpx.Client) else
+                       sorted(w) if isinstance(w, set) else w for w in what])
 
 
 def served_by(gateway: httpx.Client, body: dict[str, Any], **headers: str) -> str:
@@ -75,8 +98,12 @@ def test_two_gateways_keep_each_conversation_and_session_on_one_engine(
         for c in range(12):
             homes[c] = served_by(one, {"messages": conversation(c, 1)})
             for turns, gateway in ((2, two), (3, one), (4, two)):
-                assert served_by(gateway, {"messages": conversation(c, turns)}) == homes[c]
+                served = served_by(gateway, {"messages": conversation(c, turns)})
+                assert served == homes[c], states(c, turns, one, two)
         assert len(set(homes.values())) == 2  # and the conversations use both engines
+        # each engine answers what it is sent with its own engine: nothing is sent on to the
+        # other (or to itself), so the engines answered the 48 requests once each
+        assert sum(answered(r["url"]) for r in every_replica(one)) == 12 * 4
 
         # an explicit session outranks the prompt: one engine for all its requests
         for session in ("alpha", "beta", "gamma", "delta"):
@@ -88,7 +115,7 @@ def test_two_gateways_keep_each_conversation_and_session_on_one_engine(
                 served_by(two, {"messages": conversation(c, 2), "session_id": session})
                 for c in range(3)
             }
-            assert len(places) == 1, (session, places)
+            assert len(places) == 1, states(session, places, one, two)
 
         # weighted: the same conversation goes to each engine in turn
         answer = one.patch("/admin/v1/models/echo", json={"routing": "weighted"})

@@ -111,10 +111,14 @@ class ReplicaCatalog:
                  announce: Callable[[str], Awaitable[None]] | None = None,
                  queue_engine: Callable[[str, ReplicaSpec], Engine] | None = None,
                  prices: PriceBook | None = None, load_interval: float = 0.0,
-                 load_ttl: float = LOAD_TTL) -> None:
+                 load_ttl: float = LOAD_TTL, remote: bool = True) -> None:
         """``announce`` tells the other processes of a change (Redis pub/sub, when
         configured); ``queue_engine`` builds the engine of a ``queue`` replica (a process
-        with a broker has one); ``prices`` is filled with the stored prices on each sync."""
+        with a broker has one); ``prices`` is filled with the stored prices on each sync;
+        ``remote`` False: the stored replicas are not routed to (an ``inferd engine``
+        answers with its own engines only: routing a gateway's request on to other engines,
+        itself among them, would send it round between them)."""
+        self.remote = remote
         self.router = router
         self.store = store
         self.allow = allow
@@ -142,7 +146,8 @@ class ReplicaCatalog:
             for model in models:
                 self.router.set_model(model.name, model.aliases, model.fallbacks,
                                       model.routing)
-            wanted = {str(r.id): r for r in records if r.enabled and r.model in active}
+            wanted = {str(r.id): r for r in records
+                      if self.remote and r.enabled and r.model in active}
             for replica_id, updated in list(self._built.items()):
                 record = wanted.get(replica_id)
                 if record is None or record.updated_at != updated:
@@ -347,7 +352,8 @@ async def _close_when_idle(replica: Replica) -> None:
 async def start_catalog(router: Router, store: ReplicaStore, settings: Settings, *,
                         announce: Callable[[str], Awaitable[None]] | None = None,
                         queue_engine: Callable[[str, ReplicaSpec], Engine] | None = None,
-                        prices: PriceBook | None = None) -> ReplicaCatalog:
+                        prices: PriceBook | None = None,
+                        remote: bool = True) -> ReplicaCatalog:
     """Record the local and configured models in the store, load every stored replica into
     the router and start the periodic sync and health checks (``announce``, ``queue_engine``:
     see ``ReplicaCatalog``)."""
@@ -370,7 +376,7 @@ async def start_catalog(router: Router, store: ReplicaStore, settings: Settings,
                              cooldown_max=settings.replica_cooldown_max,
                              announce=announce, queue_engine=queue_engine, prices=prices,
                              load_interval=settings.load_poll_interval,
-                             load_ttl=settings.load_stale_after)
+                             load_ttl=settings.load_stale_after, remote=remote)
     await catalog.sync()
     catalog.start()
     return catalog
