@@ -258,11 +258,16 @@ def test_charts_legends_tooltip_and_pickers_pass_axe(d: Any, server: InferdProce
     from selenium.webdriver.common.action_chains import ActionChains
 
     monitoring(d, server)
-    over = find(d, "#mon-charts figure[data-metric='Requests'] .u-over")
-    ActionChains(d).move_to_element(over).perform()  # the tooltip shown, in light and dark
-    wait(
-        d, lambda d: find(d, "#mon-charts figure[data-metric='Requests'] .chart-tip").is_displayed()
-    )
+
+    def hovered(d: Any) -> bool:
+        """The pointer over the chart (again, when a refresh has drawn it anew meanwhile)."""
+        over = find(d, "#mon-charts figure[data-metric='Requests'] .u-over")
+        ActionChains(d).move_to_element(over).perform()
+        return bool(
+            find(d, "#mon-charts figure[data-metric='Requests'] .chart-tip").is_displayed()
+        )
+
+    wait(d, hovered)  # the tooltip shown, in light and dark
     found = axe(d, "monitoring (light)")
     d.execute_cdp_cmd(
         "Emulation.setEmulatedMedia",
