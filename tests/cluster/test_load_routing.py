@@ -45,9 +45,12 @@ def test_gateways_read_the_load_an_inferd_engine_publishes(
     clients = [httpx.Client(base_url=p.url, headers=admin, timeout=30) for p in gateways]
     try:
         for gateway in clients:
+            # read, and routable: the engine registers a moment before its server listens, and
+            # a health probe in that moment takes it out of rotation for a short cooldown
             wait_for(
-                lambda g=gateway: engine_replica(g) is not None,  # type: ignore[misc]
-                what="the gateway read the engine's load",
+                lambda g=gateway: (r := engine_replica(g)) is not None  # type: ignore[misc]
+                and r["available"],
+                what="the gateway read the engine's load and routes to it",
             )
             replica = engine_replica(gateway)
             assert replica is not None
