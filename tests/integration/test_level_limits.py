@@ -5,34 +5,15 @@ Redis."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
-from inferd.auth.limits import Limiter, LocalLimiter
+from inferd.auth.limits import Limiter
 from inferd.auth.principal import LimitLevel, Principal
 from inferd.auth.redis_limits import RedisLimiter
 from inferd.errors import RateLimited
-from tests.helpers import require_service, wait_for_async
+from tests.helpers import wait_for_async
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture(params=["local", "redis"])
-async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[Limiter]:
-    if request.param == "local":
-        local = LocalLimiter()
-        yield local
-        await local.close()
-        return
-    require_service("redis")
-    prefix = f"inferd-test-{uuid.uuid4().hex[:8]}"
-    shared = RedisLimiter(REDIS_URL, prefix=prefix)
-    yield shared
-    names = [k async for k in shared.redis.scan_iter(match=f"{prefix}:*")]
-    if names:
-        await shared.redis.delete(*names)
-    await shared.close()
 
 
 def _keys(team: LimitLevel) -> tuple[Principal, Principal]:

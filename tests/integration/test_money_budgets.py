@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -19,23 +18,6 @@ from inferd.errors import RateLimited
 from tests.helpers import require_service, wait_for_async
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture(params=["local", "redis"])
-async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[Limiter]:
-    if request.param == "local":
-        local = LocalLimiter()
-        yield local
-        await local.close()
-        return
-    require_service("redis")
-    prefix = f"inferd-test-{uuid.uuid4().hex[:8]}"
-    shared = RedisLimiter(REDIS_URL, prefix=prefix)
-    yield shared
-    names = [k async for k in shared.redis.scan_iter(match=f"{prefix}:*")]
-    if names:
-        await shared.redis.delete(*names)
-    await shared.close()
 
 
 async def spent(limiter: Limiter, key_id: str, start: float | None) -> int:
