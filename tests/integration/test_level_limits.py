@@ -15,7 +15,6 @@ from inferd.errors import RateLimited
 from tests.helpers import wait_for_async
 
 
-
 def _keys(team: LimitLevel) -> tuple[Principal, Principal]:
     a = Principal(key_id="1", scope="user", levels=(team,))
     b = Principal(key_id="2", scope="user", token_budget=5, levels=(team,))
