@@ -52,3 +52,12 @@ def run_on_database(config: Path | None, work: Callable[[Database], Awaitable[T]
 def echo_json(data: Any) -> None:
     """``data`` as indented JSON on standard output."""
     click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+def given_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """The options a command was given (None: not given); repeated ``--model`` options as
+    the list ``models`` (left out when none was given)."""
+    fields = {k: v for k, v in values.items() if v is not None and k != "models"}
+    if values.get("models"):
+        fields["models"] = list(values["models"])
+    return fields

@@ -15,7 +15,7 @@ import orjson
 
 from inferd.audit import AuditLog
 from inferd.auth.admin import KeyAdmin, KeySpec, KeyUpdate
-from inferd.cli_options import config_option, echo_json, run_on_database
+from inferd.cli_options import config_option, echo_json, given_fields, run_on_database
 from inferd.store.audit import AuditStore
 from inferd.store.keys import KeyStore
 
@@ -69,13 +69,6 @@ def limit_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _fields(values: dict[str, Any]) -> dict[str, Any]:
-    fields = {k: v for k, v in values.items() if v is not None and k != "models"}
-    if values.get("models"):
-        fields["models"] = list(values["models"])
-    return fields
-
-
 @click.group("keys")
 def keys() -> None:
     """Create, list, change and revoke API keys."""
@@ -88,7 +81,7 @@ def keys() -> None:
 @click.option("--expires-in", type=float, default=None, help="Seconds from now.")
 def create(config: Path | None, **values: Any) -> None:
     """Create a key and print it (the key is shown only this once)."""
-    spec = KeySpec.model_validate(_fields(values))
+    spec = KeySpec.model_validate(given_fields(values))
     echo_json(_run(config, lambda admin: admin.create(spec)))
 
 
@@ -139,7 +132,7 @@ def get(config: Path | None, key_id: int) -> None:
 @click.argument("key_id", type=int)
 def update(config: Path | None, key_id: int, all_models: bool, **values: Any) -> None:
     """Change a key's limits, models, scope or expiry (options given only)."""
-    fields = _fields(values)
+    fields = given_fields(values)
     if all_models:
         fields["models"] = None
     change = KeyUpdate.model_validate(fields)

@@ -16,7 +16,7 @@ import orjson
 
 from inferd.audit import AuditLog
 from inferd.auth.teams import MemberSpec, TeamAdmin, TeamSpec, TeamUpdate, UserSpec, UserUpdate
-from inferd.cli_options import config_option, echo_json, run_on_database
+from inferd.cli_options import config_option, echo_json, given_fields, run_on_database
 from inferd.store.audit import AuditStore
 from inferd.store.teams import TeamStore
 
@@ -27,13 +27,6 @@ PAGE = 1000  # rows read at a time by the list commands
 def _run(config: Path | None, work: Callable[[TeamAdmin], Awaitable[T]]) -> T:
     return run_on_database(
         config, lambda db: work(TeamAdmin(TeamStore(db), audit=AuditLog(AuditStore(db)))))
-
-
-def _fields(values: dict[str, Any]) -> dict[str, Any]:
-    fields = {k: v for k, v in values.items() if v is not None and k != "models"}
-    if values.get("models"):
-        fields["models"] = list(values["models"])
-    return fields
 
 
 def _limit_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -94,7 +87,7 @@ def teams() -> None:
 @_limit_options
 def create_team(config: Path | None, name: str, **values: Any) -> None:
     """Create a team."""
-    spec = TeamSpec.model_validate({"name": name, **_fields(values)})
+    spec = TeamSpec.model_validate({"name": name, **given_fields(values)})
     echo_json(_run(config, lambda admin: admin.create_team(spec)))
 
 
@@ -126,7 +119,7 @@ def get_team(config: Path | None, team_id: int) -> None:
 @_limit_options
 def update_team(config: Path | None, team_id: int, all_models: bool, **values: Any) -> None:
     """Change a team's name, models or limits (options given only)."""
-    fields = _fields(values)
+    fields = given_fields(values)
     if all_models:
         fields["models"] = None
     change = TeamUpdate.model_validate(fields)
@@ -188,7 +181,7 @@ def users() -> None:
 @_limit_options
 def create_user(config: Path | None, name: str, **values: Any) -> None:
     """Create a user."""
-    spec = UserSpec.model_validate({"name": name, **_fields(values)})
+    spec = UserSpec.model_validate({"name": name, **given_fields(values)})
     echo_json(_run(config, lambda admin: admin.create_user(spec)))
 
 
@@ -224,7 +217,7 @@ def get_user(config: Path | None, user_id: int) -> None:
 def update_user(config: Path | None, user_id: int, role: str | None, enabled: bool | None,
                 **values: Any) -> None:
     """Change a user (options given only)."""
-    fields = _fields(values)
+    fields = given_fields(values)
     if role is not None:
         fields["role"] = None if role == "none" else role
     if enabled is not None:
