@@ -181,6 +181,8 @@ class ManagedModel(Answer):
     # input, output, cached_input (per million tokens), image (each); null: none
     price: dict[str, float | None] | None = None
     healthy: bool
+    # requests waiting in this gateway's fair queue for the model (all replicas at capacity)
+    queued: int = 0
     replicas: list[Replica]
 
 
