@@ -72,4 +72,7 @@ async def session(principal: PrincipalDep, services: ServicesDep) -> Response:
         await services.control.audit.record("ui.login", "api_key", principal.key_id,
                                             after={"scope": scope, "name": principal.name})
     return json_response({"object": "session", "key_id": principal.key_id,
-                          "name": principal.name, "scope": scope}, headers=SECURITY_HEADERS)
+                          "name": principal.name, "scope": scope,
+                          "user": principal.metadata.get("owner") if principal.user_id else None,
+                          "sso": principal.metadata.get("sso") is not None},
+                         headers=SECURITY_HEADERS)
