@@ -100,10 +100,12 @@ async def sso_session(request: Request, sso: SsoDep) -> Response:
     return response
 
 
-@endpoint(ui_router, "POST", "/logout", access="key", answer=c.SsoLogout, errors=(404,))
+@endpoint(ui_router, "POST", "/logout", access="key", answer=c.SsoLogout, errors=(404,),
+          writes=False)
 async def sso_logout(principal: PrincipalDep, sso: SsoDep) -> Response:
     """Sign out: the single sign-on session's key the caller holds is deleted (any other key
-    is left as it is)."""
+    is left as it is). Ending one's own session changes nothing else: an auditor signs out
+    too."""
     deleted = await sso.logout(principal)
     return json_response({"object": "sso.logout", "deleted": deleted}, headers=NO_STORE)
 
