@@ -415,3 +415,41 @@ def test_a_failed_login_is_audited(server: InferdProcess, provider: Provider) ->
     assert any("state does not match" in r for r in reasons), reasons
     failed = _events(server, "sso.login_failed")[0]
     assert failed["client_address"] == "127.0.0.1"
+
+
+def test_unknown_key_ids_fetch_the_keys_at_most_once_per_interval(provider: Provider) -> None:
+    """Tokens with made-up key ids: one fetch of the provider's keys for all of them within
+    ``oidc_jwks_refresh_seconds`` (the clock is the client's own, moved by the test)."""
+    import asyncio
+
+    from inferd.auth.oidc import InvalidToken, OidcClient
+    from inferd.settings import Settings
+
+    now = [1000.0]
+    settings = Settings(oidc_issuer=provider.issuer, oidc_client_id="inferd",
+                        oidc_audience=AUDIENCE, oidc_jwks_refresh_seconds=60)
+    claims = {"iss": provider.issuer, "sub": "alice", "aud": AUDIENCE,
+              "exp": int(time.time()) + 600}
+
+    async def run() -> list[int]:
+        fetches = []
+        async with httpx.AsyncClient(timeout=30) as http:
+            client = OidcClient(settings, http, clock=lambda: now[0])
+            good = _signed(provider.keys[0], claims)
+            assert (await client.verify(good, audience=AUDIENCE))["sub"] == "alice"
+            fetches.append(client.key_fetches)
+            forged = [_signed(_key(f"made-up-{i}"), claims) for i in range(3)]
+            now[0] += 61  # the keys were fetched a while ago: an unknown key id fetches them
+            for _ in range(5):
+                results = await asyncio.gather(
+                    *(client.verify(t, audience=AUDIENCE) for t in forged),
+                    return_exceptions=True)
+                assert all(isinstance(r, InvalidToken) for r in results), results
+            fetches.append(client.key_fetches)
+            now[0] += 61  # past the interval: one more fetch, for all of them again
+            await asyncio.gather(*(client.verify(t, audience=AUDIENCE) for t in forged),
+                                 return_exceptions=True)
+            fetches.append(client.key_fetches)
+        return fetches
+
+    assert asyncio.run(run()) == [1, 2, 3]
