@@ -28,7 +28,7 @@ function applyRole() {
   for (const node of $$("[data-admin]")) node.hidden = !reader;
   // Which key is signed in: its name and its scope.
   const scope = { admin: "admin key", auditor: "auditor key (reads only)", user: "user key", open: "keys off (everyone is admin)" }[session.role] || "";
-  const who = session.sso && session.user ? `${session.user} (single sign-on)` : session.user || session.name;
+  const who = session.sso && session.user ? `${session.user} (single sign-on)` : session.name;
   $("#who").textContent = who && scope && session.role !== "open" ? `signed in as ${who} · ${scope}` : scope;
   $("#logout").hidden = !session.key;
 }
