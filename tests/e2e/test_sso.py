@@ -275,9 +275,10 @@ def test_chromium_signs_in_through_the_provider(server: InferdProcess, provider:
     assert logins[0]["client_address"] == "127.0.0.1"
 
 
-def _sign_in(server: InferdProcess, provider: Provider, login: str) -> httpx.Client:
+def _sign_in(server: InferdProcess, provider: Provider, login: str,
+             status: int = 302) -> httpx.Client:
     """Signs ``login`` in through inferd's own login routes (no browser): the client holds
-    the session's handover cookie after the callback."""
+    the session's handover cookie after the callback (which answers ``status``)."""
     browser = httpx.Client(timeout=30)
     answer = browser.get(server.url + "/ui/sso/login")
     assert answer.status_code == 302, answer.text
@@ -286,8 +287,11 @@ def _sign_in(server: InferdProcess, provider: Provider, login: str) -> httpx.Cli
         location = urljoin(str(answer.url), answer.headers["location"])
         if location.startswith(server.url + "/ui/sso/callback"):
             answer = browser.get(location)
-            assert answer.status_code == 302, answer.text
-            assert answer.headers["location"] == "/ui/"
+            assert answer.status_code == status, answer.text
+            if status == 302:
+                assert answer.headers["location"] == "/ui/"
+            else:
+                assert answer.json()["error"]["message"]
             return browser
         answer = browser.get(location)
         while not answer.is_redirect:
@@ -453,3 +457,25 @@ def test_unknown_key_ids_fetch_the_keys_at_most_once_per_interval(provider: Prov
         return fetches
 
     assert asyncio.run(run()) == [1, 2, 3]
+
+
+def test_a_disabled_user_can_neither_sign_in_nor_use_tokens(server: InferdProcess,
+                                                             provider: Provider) -> None:
+    _sign_in(server, provider, "bob")
+    token = provider.token("bob")
+    assert httpx.get(server.url + "/v1/models",
+                     headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    admin = _admin(server)
+    bob = _user(server, "bob")
+    assert admin.patch(f"/admin/v1/users/{bob['id']}", json={"disabled": True}).is_success
+    try:
+        refused = httpx.get(server.url + "/v1/models",
+                            headers={"Authorization": f"Bearer {token}"})
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "user_disabled"
+        _sign_in(server, provider, "bob", status=401)
+        failed = [e for e in _events(server, "sso.login_failed")
+                  if e["after"]["subject"] == "bob"]
+        assert failed and "disabled" in failed[0]["after"]["reason"]
+    finally:
+        admin.patch(f"/admin/v1/users/{bob['id']}", json={"disabled": False})

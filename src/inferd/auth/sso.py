@@ -193,8 +193,8 @@ class Sso:
         except InferdError as exc:
             await self.audit.record("sso.login_failed", "sso", subject, after={
                 "issuer": self.issuer, "subject": subject, "reason": exc.message})
-            if isinstance(exc, LoginFailed):
-                raise
+            if isinstance(exc, LoginFailed) or not isinstance(exc, AuthenticationFailed):
+                raise  # refused, or the provider could not be reached (503)
             raise LoginFailed(f"Single sign-on failed: {exc.message}") from None
 
     async def _sign_in(self, claims: dict[str, Any]) -> Session:
@@ -371,7 +371,8 @@ class Sso:
             return await self.auth.keys.owner_fresh(key_id)
         except AuthenticationFailed:
             self._subjects.pop(subject, None)
-            raise InvalidToken("This access token's user has been disabled in inferd.",
+            raise InvalidToken("This access token's user has been disabled in inferd, or "
+                               "their single sign-on key deleted (signing in again makes it).",
                                code="user_disabled") from None
 
     def _kept(self, subject: str) -> str | None:

@@ -81,7 +81,8 @@ async def sso_callback(request: Request, sso: SsoDep, code: Param = None, state:
                        error: Param = None) -> Response:
     """The provider's redirect back: the code exchanged, the ID token validated, the user
     signed in; the browser goes on to the UI with the session's key in a cookie it hands
-    over once (``POST /ui/sso/session``). A failed login is audited and answers 401."""
+    over once (``POST /ui/sso/session``). A failed login is audited and answers 401 (503
+    when the provider cannot be reached)."""
     session = await sso.finish(code=code, state=state, error=error,
                                cookie=request.cookies.get(LOGIN_COOKIE))
     response = RedirectResponse("/ui/", status_code=302, headers=NO_STORE)
