@@ -3,7 +3,9 @@
 For every HTTP request outside the public routes (``inferd.http.access``) it reads the key
 (``Authorization: Bearer`` or ``X-API-Key``), resolves it through the in-memory ``KeyRing`` (no
 database read) and puts the ``Principal`` in ``scope["state"]["principal"]``, where
-``http.deps.get_principal`` finds it. While keys are not enforced (see
+``http.deps.get_principal`` finds it. With single sign-on configured, a bearer that is a JSON
+Web Token is the OpenID provider's access token instead, and the principal its user's
+(``inferd.auth.sso``). While keys are not enforced (see
 ``inferd.auth.bootstrap``) a request without a known key is the open-mode admin
 (``OPEN_MODE``, set here on purpose; a route finding no principal answers 401); a known key
 still applies, with its limits. Paths under ``ADMIN_PREFIXES`` need an admin key (403

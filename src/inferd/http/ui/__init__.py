@@ -1,7 +1,8 @@
 """The web UI: plain HTML, CSS and ES modules under ``static/`` (no build step).
 
 The pages call inferd's own public API with the key the user types once (kept in the
-browser's sessionStorage); the server adds nothing but the files. Charts use the vendored
+browser's sessionStorage), or the key of a single sign-on session (``inferd.http.sso``); the
+server adds nothing but the files. Charts use the vendored
 uPlot under ``static/vendor/``.
 
 Every answer carries ``SECURITY_HEADERS``: a Content-Security-Policy that allows only the UI's
