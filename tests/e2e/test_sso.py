@@ -30,6 +30,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from tests.e2e.test_ui_a11y import AXE, axe
 from tests.e2e.ui_browser import HAVE_BROWSER, chromium, console_errors, wait
 from tests.helpers import ROOT, InferdProcess, free_port
 
@@ -233,6 +234,8 @@ def test_chromium_signs_in_through_the_provider(server: InferdProcess, provider:
     try:
         d.get(server.url + "/ui/#home")
         wait(d, lambda d: d.find_element(By.ID, "sso").is_displayed())
+        if AXE.exists() or REQUIRED:  # the log-in with its SSO button, measured
+            assert not axe(d, "log in with single sign-on")
         d.find_element(By.ID, "sso-login").click()
         # the provider's login page, then its consent page
         wait(d, lambda d: d.current_url.startswith(provider.issuer)
