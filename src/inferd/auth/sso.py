@@ -189,7 +189,7 @@ class Sso:
                                               audience=self.client.client_id,
                                               nonce=str(login["nonce"]), what="ID token")
             subject = str(claims["sub"])
-            return await self._sign_in(claims)
+            return await self.sign_in(claims)
         except InferdError as exc:
             await self.audit.record("sso.login_failed", "sso", subject, after={
                 "issuer": self.issuer, "subject": subject, "reason": exc.message})
@@ -197,7 +197,9 @@ class Sso:
                 raise  # refused, or the provider could not be reached (503)
             raise LoginFailed(f"Single sign-on failed: {exc.message}") from None
 
-    async def _sign_in(self, claims: dict[str, Any]) -> Session:
+    async def sign_in(self, claims: dict[str, Any]) -> Session:
+        """Sign in the subject of a validated ID token (its ``claims``): the user found or
+        made, the rules applied to their groups, a session key made."""
         subject = str(claims["sub"])
         groups = _groups(claims.get(self.groups_claim))
         user, created = await self._user(subject, claims)
