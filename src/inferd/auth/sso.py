@@ -44,7 +44,7 @@ from inferd.auth.teams import MemberRole, MemberSpec, Role, UserUpdate, user_vie
 from inferd.errors import AuthenticationFailed, Conflict, InferdError, NotFound
 from inferd.settings import Settings
 from inferd.store.db import Database
-from inferd.store.repo import KeyValueStore
+from inferd.store.repo import SSO_COOKIE_KEY, KeyValueStore
 from inferd.store.sso import SsoStore
 from inferd.store.teams import KEY_HOLDING_ROLES, TeamStore
 
@@ -53,7 +53,6 @@ log = logging.getLogger("inferd.auth")
 SESSION_KEY = "sso session"  # the name of a browser session's key
 API_KEY = "sso api"  # the name of the key the provider's access tokens act through
 RULES_KV = "sso.rules"
-COOKIE_KV = "sso.cookie_key"
 # A login has this long between leaving for the provider and coming back; the session's key
 # is handed over within this long after the callback.
 LOGIN_SECONDS = 600
@@ -146,7 +145,7 @@ class Sso:
     async def start(cls, settings: Settings, db: Database, auth: Auth, audit: AuditLog,
                     client: OidcClient) -> Sso:
         kv = KeyValueStore(db)
-        secret = await kv.setdefault_secret(COOKIE_KV, Fernet.generate_key().decode())
+        secret = await kv.setdefault_secret(SSO_COOKIE_KEY, Fernet.generate_key().decode())
         return cls(settings, client, auth, SsoStore(db), TeamStore(db), kv, audit,
                    Fernet(secret.encode()))
 
