@@ -64,11 +64,12 @@ def _key(kid: str) -> RSAKey:
 class Provider:
     """``node provider.mjs`` on a fixed loopback port; ``restart`` with other keys."""
 
-    def __init__(self, workdir: Path, port: int, redirect: str) -> None:
+    def __init__(self, workdir: Path, port: int, inferd_port: int) -> None:
         self.workdir = workdir
         self.port = port
         self.issuer = f"http://127.0.0.1:{port}"
-        self.redirect = redirect
+        self.inferd_port = inferd_port  # where inferd will listen: its redirect URI's port
+        self.redirect = f"http://127.0.0.1:{inferd_port}/ui/sso/callback"
         self.proc: subprocess.Popen[str] | None = None
         self.keys: list[RSAKey] = []
 
@@ -157,10 +158,7 @@ def _through_pages(client: httpx.Client, answer: httpx.Response, login: str) -> 
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
-    inferd_port = free_port()
-    workdir = tmp_path_factory.mktemp("oidc")
-    made = Provider(workdir, free_port(), f"http://127.0.0.1:{inferd_port}/ui/sso/callback")
-    made.inferd_port = inferd_port  # type: ignore[attr-defined]
+    made = Provider(tmp_path_factory.mktemp("oidc"), free_port(), free_port())
     made.start([_key("key-1")])
     yield made
     made.stop()
@@ -169,7 +167,7 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
 @pytest.fixture(scope="module")
 def server(provider: Provider, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[InferdProcess]:
-    port: int = provider.inferd_port  # type: ignore[attr-defined]
+    port = provider.inferd_port
     env = {"INFERD_ADMIN_KEY": ADMIN_KEY,
            "INFERD_MODELS": json.dumps([{"name": "echo", "kind": "echo"}]),
            "INFERD_OIDC_ISSUER": provider.issuer, "INFERD_OIDC_CLIENT_ID": "inferd",
