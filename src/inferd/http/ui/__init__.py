@@ -65,7 +65,8 @@ async def static(name: str) -> Response:
 @endpoint(router, "POST", "/ui/session", access="key", answer=c.Session, writes=False,
           errors=(503,))
 async def session(principal: PrincipalDep, services: ServicesDep) -> Response:
-    """The UI's log-in: who the typed key is (its scope decides the pages shown). A log-in
+    """The UI's log-in: who the typed key is (its scope decides the pages shown; ``user``:
+    the key's user, ``sso``: the key of a single sign-on session). A log-in
     with a key is recorded in the audit log (``ui.login``); a refused key is counted with the
     other refused keys (``auth.failed``)."""
     scope = "open" if principal.open_mode else principal.scope
