@@ -135,6 +135,32 @@ class Auth:
                                    path=path)
             raise
 
+    async def external(self, token: str, address: str | None, path: str,
+                       resolve: Callable[[str], Awaitable[Principal]]) -> Principal:
+        """The caller presenting a token another party issued (the OpenID provider's access
+        token, ``inferd.auth.sso``), which ``resolve`` validates: refused, counted, throttled
+        and audited like a key (while keys are not required, a refused token is open mode,
+        as an unknown key is)."""
+        if not self.enforcing:
+            try:
+                return await resolve(token)
+            except AuthenticationFailed:
+                return self.open_mode
+        try:
+            self.throttle.check(address)
+        except RateLimited:
+            self.on_throttled()
+            raise
+        try:
+            return await resolve(token)
+        except AuthenticationFailed as exc:
+            self.on_failure()
+            self.throttle.failed(address)
+            if self.audit is not None:
+                self.audit.refused("auth.failed", address, exc.code or "invalid_token",
+                                   path=path)
+            raise
+
     def forwarded(self, principal: Principal, token: str | None) -> Principal:
         """The caller of a request a gateway forwarded (it carries ``FORWARDED_HEADER``):
         with this engine's credential it is not metered here, as the gateway that received it

@@ -9,7 +9,18 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from inferd.http import anthropic, batches, docs, files, health, images, internal, jobs, metrics
+from inferd.http import (
+    anthropic,
+    batches,
+    docs,
+    files,
+    health,
+    images,
+    internal,
+    jobs,
+    metrics,
+    sso,
+)
 from inferd.http import openai as openai_api
 from inferd.http import request_log as request_log_api
 from inferd.http.admin import audit as admin_audit
@@ -44,6 +55,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     admin_keys.router,
     admin_teams.teams_router,
     admin_teams.users_router,
+    sso.admin_router,  # single sign-on's group rules
     admin_usage.router,
     usage_series.router,
     admin_tables.router,
@@ -60,6 +72,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     images.router,  # /v1/images/*
     image_backend.router,  # the image backend's /model/generate
     internal.router,  # engines registering with a gateway
+    sso.ui_router,  # single sign-on's login (before the UI's files)
     ui_router,
 )
 

@@ -92,6 +92,10 @@ users = sa.Table(
     sa.Column("budget_alert", sa.Integer, nullable=True),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+    # the OpenID Connect identity the user signs in as (``inferd.auth.sso``); null: none
+    sa.Column("sso_issuer", sa.String(255), nullable=True),
+    sa.Column("sso_subject", sa.String(255), nullable=True),
+    sa.Index("ix_users_sso_identity", "sso_issuer", "sso_subject", unique=True),
     sqlite_autoincrement=True,
 )
 
