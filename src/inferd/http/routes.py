@@ -9,7 +9,18 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from inferd.http import anthropic, batches, docs, files, health, images, internal, jobs, metrics
+from inferd.http import (
+    anthropic,
+    batches,
+    docs,
+    files,
+    health,
+    images,
+    internal,
+    jobs,
+    metrics,
+    scim,
+)
 from inferd.http import openai as openai_api
 from inferd.http import request_log as request_log_api
 from inferd.http.admin import audit as admin_audit
@@ -44,6 +55,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     admin_keys.router,
     admin_teams.teams_router,
     admin_teams.users_router,
+    scim.router,  # SCIM provisioning of users and teams
     admin_usage.router,
     usage_series.router,
     admin_tables.router,

@@ -32,7 +32,7 @@ class ApiKey(Answer):
     object: Literal["api_key"]
     name: str | None
     prefix: str
-    scope: Literal["admin", "user", "auditor"]
+    scope: Literal["admin", "user", "auditor", "scim"]
     owner: str | None
     team: str | None
     team_id: int | None
@@ -326,7 +326,7 @@ class Session(Answer):
     object: Literal["session"]
     key_id: str | None
     name: str
-    scope: Literal["admin", "user", "auditor", "open"]
+    scope: Literal["admin", "user", "auditor", "scim", "open"]
 
 
 # -- request log --------------------------------------------------------------------------------
