@@ -258,7 +258,7 @@ def apply_patch(resource: dict[str, Any], body: Any, schema: str,
     if not isinstance(operations, list) or not operations or len(operations) > MAX_OPERATIONS:
         raise ScimError(400, f"'Operations' must be a list of 1 to {MAX_OPERATIONS} "
                         "operations.", "invalidSyntax")
-    result = json.loads(json.dumps(resource))
+    result: dict[str, Any] = json.loads(json.dumps(resource))
     for operation in operations:
         op = _object(operation, "Operations")
         kind = op.get("op")
@@ -397,7 +397,7 @@ def user_resource(row: dict[str, Any], base: str) -> dict[str, Any]:
         resource["emails"] = kept["emails"]
     elif row.get("email"):
         resource["emails"] = [{"value": row["email"], "primary": True}]
-    if row["disabled"] or kept.get("active", True):
+    if row["disabled"] or row.get("scim") is None or kept.get("active"):
         resource["active"] = not row["disabled"]
     return _with_meta(resource, "User", row, f"{base}/Users/{row['id']}")
 
