@@ -22,13 +22,15 @@ and ``scimType`` RFC 7644 section 3.12 names.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
 
@@ -97,6 +99,23 @@ def scim_error(exc: InferdError) -> ScimError:
         return ScimError(400, exc.message, "invalidSyntax" if exc.code == "invalid_json"
                          else "invalidValue")
     return ScimError(exc.status, exc.message)
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def in_scim_terms(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """``method`` raising every refusal of inferd as SCIM's (``scim_error``)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except InferdError as exc:
+            raise scim_error(exc) from None
+
+    return wrapper
 
 
 def error_body(exc: ScimError) -> dict[str, Any]:
@@ -554,6 +573,7 @@ class ScimService:
         if found is not None and found != row_id:
             raise ScimError(409, f"A {kind} named '{name}' exists already.", "uniqueness")
 
+    @in_scim_terms
     async def create_user(self, body: Any, base: str) -> dict[str, Any]:
         _check_schemas(_object(body, "body"), USER)
         attrs = parse_user(body)
@@ -561,6 +581,7 @@ class ScimService:
         row = await self.teams.create_user_values(user_columns(attrs))
         return user_resource(await self._user_row(str(row["id"])), base)
 
+    @in_scim_terms
     async def replace_user(self, user_id: str, body: Any, base: str,
                            if_match: str | None = None) -> dict[str, Any]:
         _check_schemas(_object(body, "body"), USER)
@@ -568,6 +589,7 @@ class ScimService:
         _precondition(current, if_match)
         return await self._store_user(user_id, parse_user(body), base)
 
+    @in_scim_terms
     async def patch_user(self, user_id: str, body: Any, base: str,
                          if_match: str | None = None) -> dict[str, Any]:
         current = await self.get_user(user_id, base)
@@ -584,6 +606,7 @@ class ScimService:
             await self.teams.update_user_values(int(row["id"]), values)
         return await self.get_user(user_id, base)
 
+    @in_scim_terms
     async def delete_user(self, user_id: str, if_match: str | None = None,
                           base: str = "") -> None:
         """Disable the user (their keys stop at once); delete them when they hold no keys,
@@ -619,6 +642,7 @@ class ScimService:
         return list_response([group_resource(r, members.get(int(r["id"]), []), base)
                               for r in rows], total, start)
 
+    @in_scim_terms
     async def create_group(self, body: Any, base: str) -> dict[str, Any]:
         _check_schemas(_object(body, "body"), GROUP)
         attrs = parse_group(body)
@@ -629,6 +653,7 @@ class ScimService:
         await self._set_members(int(row["id"]), attrs["members"])
         return await self.get_group(str(row["id"]), base)
 
+    @in_scim_terms
     async def replace_group(self, group_id: str, body: Any, base: str,
                             if_match: str | None = None) -> dict[str, Any]:
         _check_schemas(_object(body, "body"), GROUP)
@@ -636,6 +661,7 @@ class ScimService:
         _precondition(current, if_match)
         return await self._store_group(group_id, parse_group(body), base)
 
+    @in_scim_terms
     async def patch_group(self, group_id: str, body: Any, base: str,
                           if_match: str | None = None) -> dict[str, Any]:
         current = await self.get_group(group_id, base)
@@ -669,6 +695,7 @@ class ScimService:
         for user_id in sorted(current - set(members)):
             await self.teams.remove_member(team_id, user_id)
 
+    @in_scim_terms
     async def delete_group(self, group_id: str, if_match: str | None = None,
                            base: str = "") -> None:
         row = await self._group_row(group_id)

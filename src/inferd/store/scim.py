@@ -15,6 +15,8 @@ from inferd.store.tables_control import team_members, teams, users
 
 # (column, value, case-exact): a filter ``column = value``
 Where = tuple[str, str, bool] | None
+# (On MySQL and MariaDB an external id is unique compared without case, as their default
+# collations compare; a filter on it still compares exactly.)
 _SEEN = users.c.deprovisioned_at.is_(None)
 
 
@@ -44,6 +46,9 @@ class ScimStore:
                                              and len(value) <= 18 else -1))
             elif exact:
                 conditions.append(column == value)
+                if self.db.engine.dialect.name in ("mysql", "mariadb"):
+                    # its default collations compare without case: compare the bytes too
+                    conditions.append(sa.func.binary(column) == value)
             else:
                 conditions.append(sa.func.lower(column) == value.lower())
         async with self.db.engine.connect() as conn:
