@@ -62,7 +62,9 @@ FILTERS: dict[str, dict[str, tuple[str, bool]]] = {
     "Group": {"displayname": ("name", False), "externalid": ("external_id", True),
               "id": ("id", True)},
 }
-_FILTER = re.compile(r'^\s*([A-Za-z][\w$]*)\s+(eq)\s+"((?:[^"\\]|\\.)*)"\s*$', re.I)
+FILTER_NAMES = {"User": ("userName", "externalId", "displayName", "id"),
+                "Group": ("displayName", "externalId", "id")}
+_FILTER = re.compile(r'^\s*([A-Za-z][\w$:.]*)\s+(eq)\s+"((?:[^"\\]|\\.)*)"\s*$', re.I)
 _PATH = re.compile(r'^([A-Za-z][\w$]*)(?:\[\s*([A-Za-z][\w$]*)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*\])?'
                    r'(?:\.([A-Za-z][\w$]*))?$', re.I)
 # Attribute names as SCIM spells them, by their lowercase form (names are case-insensitive).
@@ -489,17 +491,19 @@ def parse_filter(text: str | None, kind: str) -> tuple[str, str, bool] | None:
     ``attr eq "value"`` on an attribute of ``FILTERS``."""
     if text is None or not text.strip():
         return None
+    names = ", ".join(FILTER_NAMES[kind])
     match = _FILTER.match(text)
     if match is None:
         raise ScimError(400, 'inferd filters with one comparison: attribute eq "value" '
-                        f"(attributes: {', '.join(sorted(FILTERS[kind]))}).", "invalidFilter")
+                        f"(attributes: {names}).", "invalidFilter")
     attr, _op, value = match.groups()
-    if attr.lower().startswith("urn:"):
-        attr = attr.rsplit(":", 1)[-1]
+    schema = USER if kind == "User" else GROUP
+    if attr.lower().startswith(schema.lower() + ":"):
+        attr = attr[len(schema) + 1:]
     column = FILTERS[kind].get(attr.lower())
     if column is None:
-        raise ScimError(400, f"inferd cannot filter on '{attr}' (only on "
-                        f"{', '.join(sorted(FILTERS[kind]))}).", "invalidFilter")
+        raise ScimError(400, f"inferd cannot filter on '{attr}' (only on {names}).",
+                        "invalidFilter")
     return column[0], _unquote(value), column[1]
 
 

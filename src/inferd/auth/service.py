@@ -38,13 +38,14 @@ class Auth:
                  on_failure: Callable[[], None] | None = None,
                  on_throttled: Callable[[], None] | None = None,
                  open_mode: Principal, forwarding_key: str = "",
-                 engine_key: bytes = b"", audit: AuditLog | None = None) -> None:
+                 engine_key: bytes = b"", audit: AuditLog | None = None,
+                 scim: ScimService | None = None) -> None:
         self.keys = keys
         self.admin = admin
         # Teams, users and membership (their changes reload the affected keys here).
         self.teams = teams or TeamAdmin(TeamStore(admin.store.db), keys)
         # SCIM provisioning of users and teams (through ``teams``: audited, keys reloaded)
-        self.scim = ScimService(self.teams, ScimStore(admin.store.db))
+        self.scim = scim or ScimService(self.teams, ScimStore(self.teams.store.db))
         self.policy = policy
         self.throttle = throttle or AuthThrottle(0, 1.0)
         self.on_failure = on_failure or (lambda: None)
