@@ -5,6 +5,7 @@ deactivates them, filters, paging, errors, and who may call the SCIM routes."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -211,7 +212,8 @@ def test_filters_and_paging(scim: httpx.Client) -> None:
     found = ok(scim.get("Groups", params={"filter": 'externalId eq "ext-paging"'}))
     assert [g["id"] for g in found["Resources"]] == [group["id"]]
     for bad in ('userName co "page"', 'userName eq "a" and active eq true', "emails eq \"x\"",
-                "userName eq page", 'name.givenName eq "x"'):
+                "userName eq page", 'name.givenName eq "x"', 'userName eq "\\ud800"',
+                'userName eq "a\\u0000"'):
         scim_error(scim.get("Users", params={"filter": bad}), 400, "invalidFilter")
     scim_error(scim.get("Groups", params={"filter": 'members eq "1"'}), 400, "invalidFilter")
     # pages of two from the second of the five
@@ -273,6 +275,31 @@ def test_bad_bodies_get_scim_errors(scim: httpx.Client) -> None:
     scim_error(scim.post("ServiceProviderConfig", json={}), 405)
     scim_error(scim.post(".search", json={"schemas": [
         "urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}), 501)
+
+
+def test_no_patch_operation_is_a_server_error(scim: httpx.Client) -> None:
+    """Every operation on every kind of path with every kind of value is answered 200, or a
+    SCIM error 400 or 409 — never 500."""
+    user = new_user(scim, "fuzzed", name={"givenName": "F"}, emails=[{"value": "f@x.org"}])
+    group = ok(scim.post("Groups", json={"schemas": [GROUP], "displayName": "fuzzed",
+                                         "members": [{"value": user["id"]}]}), 201)
+    values = [None, 1, "x", True, [], {}, [1], [{}], {"a": 1}, [{"value": 1}], "False",
+              10**30, {"value": "x"}, [{"value": user["id"]}]]
+    paths = [None, "", "active", "name", "name.givenName", "emails", 'emails[type eq "w"]',
+             'emails[type eq "w"].value', "members", f'members[value eq "{user["id"]}"]',
+             "userName", "displayName", "externalId", "x[", "name.givenName.x", "id",
+             f"{USER}:name.givenName", "emails.value"]
+    answered: set[int] = set()
+    for path, value, op in itertools.product(paths, values, ("add", "replace", "remove")):
+        operation = {"op": op, **({} if path is None else {"path": path}),
+                     **({} if value is None else {"value": value})}
+        for target in (f"Users/{user['id']}", f"Groups/{group['id']}"):
+            response = scim.patch(target, json={"schemas": [PATCH], "Operations": [operation]})
+            assert response.status_code in (200, 400, 409), (target, operation, response.text)
+            if response.status_code != 200:
+                scim_error(response, response.status_code, response.json().get("scimType"))
+            answered.add(response.status_code)
+    assert answered == {200, 400}
 
 
 # -- who may call ----------------------------------------------------------------------------

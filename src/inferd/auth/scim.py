@@ -262,10 +262,16 @@ def user_columns(attrs: dict[str, Any]) -> dict[str, Any]:
 
 # -- PATCH ---------------------------------------------------------------------------------------
 def _unquote(text: str) -> str:
+    """A filter's quoted value (JSON's escapes); valid text without NUL only."""
     try:
-        return str(json.loads(f'"{text}"'))
+        value = str(json.loads(f'"{text}"'))
+        value.encode()
     except ValueError:
         raise ScimError(400, "The filter's value is no valid string.", "invalidFilter") from None
+    if "\x00" in value:
+        raise ScimError(400, "The filter's value may not hold a NUL character.",
+                        "invalidFilter")
+    return value
 
 
 def apply_patch(resource: dict[str, Any], body: Any, schema: str,
