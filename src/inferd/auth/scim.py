@@ -530,9 +530,9 @@ class ScimService:
         self.schema_documents: list[dict[str, Any]] = json.loads(source)
 
     # -- discovery -------------------------------------------------------------------------------
-    def service_provider_config(self, base: str, docs: str) -> dict[str, Any]:
+    def service_provider_config(self, base: str) -> dict[str, Any]:
         return {
-            "schemas": [SPC], "documentationUri": docs,
+            "schemas": [SPC],
             "patch": {"supported": True},
             "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
             "filter": {"supported": True, "maxResults": MAX_RESULTS},
@@ -542,8 +542,7 @@ class ScimService:
             "authenticationSchemes": [{
                 "type": "oauthbearertoken", "name": "Bearer API key", "primary": True,
                 "description": "An inferd API key of the scim scope, sent as "
-                               "'Authorization: Bearer <key>'.",
-                "documentationUri": docs}],
+                               "'Authorization: Bearer <key>'."}],
             "meta": {"resourceType": "ServiceProviderConfig",
                      "location": f"{base}/ServiceProviderConfig"},
         }

@@ -31,7 +31,6 @@ from inferd.http.operation import SCIM_PREFIX, endpoint
 from inferd.json_bodies import parse_json
 
 router = APIRouter(prefix=SCIM_PREFIX, tags=["scim"], include_in_schema=False)
-DOCS = "https://inferd.dev/security/scim/"
 
 
 def _scim(services: ServicesDep) -> ScimService:
@@ -106,7 +105,7 @@ def _listed(request: Request, page: dict[str, Any]) -> Response:
 @endpoint(router, "GET", "/ServiceProviderConfig", access="scim")
 async def service_provider_config(request: Request, services: ServicesDep) -> Response:
     """What inferd's SCIM service supports (RFC 7643 section 5)."""
-    return _answer(_scim(services).service_provider_config(_base(request), DOCS))
+    return _answer(_scim(services).service_provider_config(_base(request)))
 
 
 @endpoint(router, "GET", "/ResourceTypes", access="scim")
