@@ -143,6 +143,14 @@ def test_a_provisioned_users_key_is_refused_at_once_when_deactivated(
             {"op": "Replace", "value": {"active": "True"}}]}))
         assert on["active"] is True
         assert alice.post("/v1/chat/completions", json=CHAT).status_code == 200
+        # she holds a key of the team: she does not leave it, and nothing else changes either
+        scim_error(scim.put(f"Groups/{group['id']}", json={
+            "schemas": [GROUP], "displayName": "renamed", "members": []}), 409)
+        scim_error(scim.patch(f"Groups/{group['id']}", json={"schemas": [PATCH], "Operations": [
+            {"op": "replace", "path": "displayName", "value": "renamed"},
+            {"op": "remove", "path": "members"}]}), 409)
+        kept = ok(scim.get(f"Groups/{group['id']}"))
+        assert kept["displayName"] == "research" and len(kept["members"]) == 1
         # DELETE deprovisions: the key stops at once; the user, still holding it, leaves SCIM
         assert scim.delete(f"Users/{user['id']}").status_code == 204
         refused = alice.post("/v1/chat/completions", json=CHAT)

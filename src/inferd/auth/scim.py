@@ -683,6 +683,11 @@ class ScimService:
         row = await self._group_row(group_id)
         await self._check_members(attrs["members"])
         await self._unique("team", attrs["displayName"], int(row["id"]))
+        leaving = sorted(set(await self.store.member_ids(int(row["id"]))) - set(attrs["members"]))
+        holders = await self.store.key_holders(int(row["id"]), leaving)
+        if holders:  # refused before anything changes
+            raise ScimError(409, f"The user {holders[0]} holds API keys of this team: delete "
+                            "them or move them before taking the user out of it.")
         values = {k: v for k, v in (("name", attrs["displayName"]),
                                     ("external_id", attrs.get("externalId")))
                   if row.get(k) != v}

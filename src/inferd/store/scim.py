@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from inferd.store.db import Database
-from inferd.store.tables_control import team_members, teams, users
+from inferd.store.tables_control import api_keys, team_members, teams, users
 
 # (column, value, case-exact): a filter ``column = value``
 Where = tuple[str, str, bool] | None
@@ -98,6 +98,15 @@ class ScimStore:
 
     async def member_ids(self, team_id: int) -> list[int]:
         return (await self.members_of([team_id])).get(team_id, [])
+
+    async def key_holders(self, team_id: int, user_ids: list[int]) -> list[int]:
+        """Those of ``user_ids`` who hold keys of the team (they cannot leave it)."""
+        if not user_ids:
+            return []
+        async with self.db.engine.connect() as conn:
+            return sorted({int(r[0]) for r in await conn.execute(
+                sa.select(api_keys.c.user_id).where(api_keys.c.team_id == team_id,
+                                                    api_keys.c.user_id.in_(user_ids)))})
 
     async def members_of(self, team_ids: list[int]) -> dict[int, list[int]]:
         """The ids of the members of each of ``team_ids``, ascending."""
