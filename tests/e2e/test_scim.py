@@ -126,6 +126,8 @@ def test_a_provisioned_users_key_is_refused_at_once_when_deactivated(
     # inferd's own view: a user and a team with that member
     shown = ok(admin.get(f"/admin/v1/users/{user['id']}"))
     assert shown["name"] == "alice@example.com" and shown["email"] == "alice@example.com"
+    assert shown["external_id"] == "00u-alice" and shown["deprovisioned_at"] is None
+    assert ok(admin.get(f"/admin/v1/teams/{group['id']}"))["external_id"] == "00g-research"
     members = ok(admin.get(f"/admin/v1/teams/{group['id']}/members"))["data"]
     assert [(m["user_id"], m["role"]) for m in members] == [(int(user["id"]), "member")]
     key = ok(admin.post("/admin/v1/keys", json={"name": "alice-key", "user_id": int(user["id"]),
@@ -157,7 +159,8 @@ def test_a_provisioned_users_key_is_refused_at_once_when_deactivated(
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "user_disabled"
     scim_error(scim.get(f"Users/{user['id']}"), 404)
     assert ok(scim.get(f"Groups/{group['id']}"))["members"] == []
-    assert ok(admin.get(f"/admin/v1/users/{user['id']}"))["disabled"] is True
+    kept = ok(admin.get(f"/admin/v1/users/{user['id']}"))
+    assert kept["disabled"] is True and kept["deprovisioned_at"] is not None
     # every change is audited, with the SCIM key as the actor
     events = ok(admin.get("/admin/v1/audit", params={"object_type": "user",
                                                      "object_id": user["id"]}))["data"]

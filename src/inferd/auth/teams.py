@@ -86,7 +86,8 @@ def team_view(row: dict[str, Any]) -> dict[str, Any]:
             "rpm": row["rpm"], "tpm": row["tpm"], "token_budget": row["token_budget"],
             "budget_period": row["budget_period"], "max_budget": row.get("max_budget"),
             "budget_alert": row.get("budget_alert"), "metadata": row["extra"] or {},
-            "created_at": row["created_at"], "updated_at": row["updated_at"]}
+            "created_at": row["created_at"], "updated_at": row["updated_at"],
+            "external_id": row.get("external_id")}
 
 
 def user_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +96,8 @@ def user_view(row: dict[str, Any]) -> dict[str, Any]:
             "tpm": row["tpm"], "token_budget": row["token_budget"],
             "budget_period": row["budget_period"], "max_budget": row.get("max_budget"),
             "budget_alert": row.get("budget_alert"), "created_at": row["created_at"],
-            "updated_at": row["updated_at"]}
+            "updated_at": row["updated_at"], "external_id": row.get("external_id"),
+            "deprovisioned_at": row.get("deprovisioned_at")}
 
 
 def member_view(row: dict[str, Any]) -> dict[str, Any]:
