@@ -21,6 +21,7 @@ setup-dev:
 	bash scripts/browser.sh
 	bash scripts/promtool.sh
 	bash scripts/axe.sh
+	bash scripts/oidc.sh
 
 lint:
 	.venv/bin/ruff check src tests bench docs/hooks.py

@@ -9,7 +9,9 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 from inferd.audit import AuditLog
+from inferd.auth.oidc import OidcClient, new_http
 from inferd.auth.service import Auth
+from inferd.auth.sso import Sso
 from inferd.changes import ChangeBus
 from inferd.control import Control, build_control
 from inferd.engines import build_engine
@@ -58,6 +60,8 @@ class Services:
     drain: Drain
     stack: AsyncExitStack
     started_at: int = field(default_factory=lambda: int(time.time()))
+    # OpenID Connect single sign-on (``inferd.auth.sso``); None: not configured
+    sso: Sso | None = None
 
     @classmethod
     async def start(cls, settings: Settings, drain: Drain | None = None,
@@ -105,6 +109,7 @@ class Services:
                                 announce=bus.announcer("keys") if bus else None,
                                 audit=audit)
         stack.push_async_callback(auth.close)
+        sso = await start_sso(settings, db, auth, audit, stack)
         # the budget of loaded models every in-process engine of this process counts against
         residency = Residency(settings.max_loaded_models)
         engines = [(spec, build_engine(spec, residency)) for spec in settings.all_models()]
@@ -144,7 +149,7 @@ class Services:
         control = build_control(settings, db, catalog, inference, jobs, audit)
         return cls(settings=settings, db=db, router=router, auth=auth, metering=metering,
                    inference=inference, catalog=catalog, jobs=jobs, control=control,
-                   residency=residency, drain=drain, stack=stack)
+                   residency=residency, drain=drain, stack=stack, sso=sso)
 
     async def close(self) -> None:
         await asyncio.shield(self.stack.aclose())
@@ -166,6 +171,17 @@ async def prepare_schema(db: Database, settings: Settings) -> None:
             f"The {db.dialect} database schema is not up to date: run `inferd migrate` "
             "(with the same INFERD_DATABASE_URL) before starting inferd "
             f"{settings.role}.")
+
+
+async def start_sso(settings: Settings, db: Database, auth: Auth, audit: AuditLog,
+                    stack: AsyncExitStack) -> Sso | None:
+    """Single sign-on with the provider of ``oidc_issuer`` (None when not set; not on an
+    engine, which serves gateways only)."""
+    if not settings.oidc_issuer or settings.role == "engine":
+        return None
+    http = new_http()
+    stack.push_async_callback(http.aclose)
+    return await Sso.start(settings, db, auth, audit, OidcClient(settings, http))
 
 
 def change_bus(settings: Settings, stack: AsyncExitStack) -> ChangeBus | None:

@@ -365,6 +365,27 @@ class Settings(BaseSettings):
     # get 429 (0: no throttling); counted per process.
     auth_failure_limit: int = Field(default=30, ge=0)
     auth_failure_window_seconds: float = Field(default=60.0, gt=0.0, le=86400.0)
+    # OpenID Connect single sign-on (``docs/security/sso.md``): the provider's issuer URL
+    # ("" = off), this installation's client at the provider (no secret: a public client, PKCE
+    # only), the ``aud`` the provider's access tokens carry for inferd's API ("" = the client
+    # id), the URL browsers reach inferd at ("" = the request's own; the provider redirects to
+    # ``<it>/ui/sso/callback``), the scopes asked for and the claim that lists the groups.
+    oidc_issuer: str = Field(default="", max_length=2048)
+    oidc_client_id: str = Field(default="", max_length=255)
+    oidc_client_secret: str = Field(default="", max_length=1024, repr=False)
+    oidc_audience: str = Field(default="", max_length=1024)
+    oidc_redirect_base_url: str = Field(default="", max_length=2048)
+    oidc_scopes: str = Field(default="openid profile email groups", min_length=6,
+                             max_length=1024)
+    oidc_groups_claim: str = Field(default="groups", min_length=1, max_length=200)
+    # How long a browser's single sign-on session lasts (its UI key expires then).
+    oidc_session_seconds: float = Field(default=8 * 3600.0, ge=60.0, le=30 * 86400.0)
+    # The provider's discovery document and keys are kept this long; an unknown key id
+    # fetches the keys again, at most once per ``oidc_jwks_refresh_seconds``.
+    oidc_cache_seconds: float = Field(default=3600.0, ge=1.0, le=86400.0)
+    oidc_jwks_refresh_seconds: float = Field(default=60.0, ge=0.0, le=3600.0)
+    # Clock skew allowed on the tokens' times (exp, iat, nbf).
+    oidc_leeway_seconds: int = Field(default=30, ge=0, le=600)
     # The audit log (``docs/security/audit.md``): events older than this many days are
     # removed by the maintenance sweep (0: kept for ever). Refused keys and admin routes
     # refused to a key are counted per client address and written once per window.
@@ -546,6 +567,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"queue_weights.{key[:64]} must be above 0 and at most "
                                  "1,000,000")
         return v
+
+    @field_validator("oidc_issuer", "oidc_redirect_base_url")
+    @classmethod
+    def _oidc_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _oidc_client(self) -> Settings:
+        if self.oidc_issuer and not self.oidc_client_id:
+            raise ValueError("oidc_client_id is needed with oidc_issuer")
+        return self
 
     @field_validator("gateway_url")
     @classmethod

@@ -122,7 +122,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferdProcess]:
            "INFERD_ENGINE_API_KEY": ENGINE_KEY,
            "INFERD_KEY_REFRESH_SECONDS": "0.3",
            # the matrix fails to authenticate hundreds of times from one address on purpose
-           "INFERD_AUTH_FAILURE_LIMIT": "0"}
+           "INFERD_AUTH_FAILURE_LIMIT": "0",
+           # single sign-on's routes, with a provider that does not answer (port 9: discard;
+           # tests/e2e/test_sso.py signs in through a real one)
+           "INFERD_OIDC_ISSUER": "http://127.0.0.1:9", "INFERD_OIDC_CLIENT_ID": "inferd"}
     proc = InferdProcess(tmp / "data", "--no-bundled", "--config", str(config), env=env)
     try:
         with proc:
@@ -330,6 +333,15 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/ui/"): Probe("/ui/"),
     ("GET", "/ui/static/{name:path}"): Probe("/ui/static/style.css"),
     ("POST", "/ui/session"): Probe("/ui/session"),
+    ("GET", "/ui/sso/config"): Probe("/ui/sso/config"),
+    # the provider does not answer here: 503 in the OpenAI shape
+    ("GET", "/ui/sso/login"): Probe("/ui/sso/login", ok=503),
+    # no login in progress (no login cookie): refused and audited
+    ("GET", "/ui/sso/callback"): Probe("/ui/sso/callback?code=c&state=s", ok=401),
+    ("POST", "/ui/sso/session"): Probe("/ui/sso/session", ok=401),
+    ("POST", "/ui/sso/logout"): Probe("/ui/sso/logout"),
+    ("GET", "/admin/v1/sso/rules"): Probe("/admin/v1/sso/rules"),
+    ("PUT", "/admin/v1/sso/rules"): Probe("/admin/v1/sso/rules", json=const({"rules": []})),
     ("GET", "/admin/v1/audit"): Probe("/admin/v1/audit?limit=5"),
     ("GET", "/admin/v1/audit/export"): Probe("/admin/v1/audit/export?action=key.create"),
     ("GET", "/admin/v1/requests"): Probe("/admin/v1/requests?limit=5&status=error"),

@@ -123,6 +123,10 @@ def test_a_quiet_key_is_served_before_a_noisy_keys_backlog(
     waiting(server, 3)
     quiet = pool.submit(chat, server, keys["quiet"], "quiet 0")
     waiting(server, 4)
+    # the admin API (and the UI's models page) shows what waits for the model
+    models = httpx.get(server.url + "/admin/v1/models", timeout=30,
+                       headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()["data"]
+    assert [m["queued"] for m in models if m["name"] == MODEL] == [4]
     # the queue holds QUEUE_MAX: one more is refused at once
     full = chat(server, keys["noisy"], "noisy 4")
     assert full.status_code == 503

@@ -121,23 +121,45 @@ class Auth:
             if token and await self.keys.find(token) is not None:
                 return await self.keys.authenticate_fresh(token)
             return self.open_mode
+
+        async def authenticate() -> Principal:
+            if token is None:
+                raise AuthenticationFailed(
+                    "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
+                    code="missing_api_key")
+            return await self.keys.authenticate_fresh(token)
+
+        return await self._guarded(address, path, "invalid_api_key", authenticate)
+
+    async def external(self, token: str, address: str | None, path: str,
+                       resolve: Callable[[str], Awaitable[Principal]]) -> Principal:
+        """The caller presenting a token another party issued (the OpenID provider's access
+        token, ``inferd.auth.sso``), which ``resolve`` validates: refused, counted, throttled
+        and audited like a key (while keys are not required, a refused token is open mode,
+        as an unknown key is)."""
+        if not self.enforcing:
+            try:
+                return await resolve(token)
+            except AuthenticationFailed:
+                return self.open_mode
+        return await self._guarded(address, path, "invalid_token", lambda: resolve(token))
+
+    async def _guarded(self, address: str | None, path: str, code: str,
+                       attempt: Callable[[], Awaitable[Principal]]) -> Principal:
+        """``attempt`` to authenticate, unless ``address`` is throttled; a refusal is
+        counted, held against the address, and audited (``code`` when it has none)."""
         try:
             self.throttle.check(address)
         except RateLimited:
             self.on_throttled()
             raise
         try:
-            if token is None:
-                raise AuthenticationFailed(
-                    "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
-                    code="missing_api_key")
-            return await self.keys.authenticate_fresh(token)
+            return await attempt()
         except AuthenticationFailed as exc:
             self.on_failure()
             self.throttle.failed(address)
             if self.audit is not None:
-                self.audit.refused("auth.failed", address, exc.code or "invalid_api_key",
-                                   path=path)
+                self.audit.refused("auth.failed", address, exc.code or code, path=path)
             raise
 
     def forwarded(self, principal: Principal, token: str | None) -> Principal:

@@ -3,7 +3,9 @@
 For every HTTP request outside the public routes (``inferd.http.access``) it reads the key
 (``Authorization: Bearer`` or ``X-API-Key``), resolves it through the in-memory ``KeyRing`` (no
 database read) and puts the ``Principal`` in ``scope["state"]["principal"]``, where
-``http.deps.get_principal`` finds it. While keys are not enforced (see
+``http.deps.get_principal`` finds it. With single sign-on configured, a bearer that is a JSON
+Web Token is the OpenID provider's access token instead, and the principal its user's
+(``inferd.auth.sso``). While keys are not enforced (see
 ``inferd.auth.bootstrap``) a request without a known key is the open-mode admin
 (``OPEN_MODE``, set here on purpose; a route finding no principal answers 401); a known key
 still applies, with its limits. Paths under ``ADMIN_PREFIXES`` need an admin key (403
@@ -28,11 +30,13 @@ from fastapi import Depends
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inferd.audit import request_scope
+from inferd.auth.oidc import looks_like_jwt
 from inferd.auth.principal import Principal
 from inferd.auth.scim import MEDIA_TYPE as SCIM_MEDIA_TYPE
 from inferd.auth.scim import error_body as scim_error_body
 from inferd.auth.scim import scim_error
 from inferd.auth.service import Auth
+from inferd.auth.sso import Sso
 from inferd.errors import (
     AuthenticationFailed,
     InferdError,
@@ -157,7 +161,14 @@ class AuthMiddleware:
         auth: Auth = scope["app"].state.services.auth
         client = scope.get("client")
         token = _bearer(scope)
-        principal = await auth.principal(token, client[0] if client else None, scope["path"])
+        sso: Sso | None = scope["app"].state.services.sso
+        if sso is not None and token is not None and looks_like_jwt(token):
+            # the OpenID provider's access token (single sign-on): its user's principal
+            principal = await auth.external(token, client[0] if client else None,
+                                            scope["path"], sso.principal)
+        else:
+            principal = await auth.principal(token, client[0] if client else None,
+                                             scope["path"])
         if auth.forwarding_key and _forwarded(scope):
             principal = auth.forwarded(principal, token)
         if (principal.is_admin or principal.open_mode) and principal.metered and _probe(scope):

@@ -20,6 +20,7 @@ from inferd.http import (
     jobs,
     metrics,
     scim,
+    sso,
 )
 from inferd.http import openai as openai_api
 from inferd.http import request_log as request_log_api
@@ -56,6 +57,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     admin_teams.teams_router,
     admin_teams.users_router,
     scim.router,  # SCIM provisioning of users and teams
+    sso.admin_router,  # single sign-on's group rules
     admin_usage.router,
     usage_series.router,
     admin_tables.router,
@@ -72,6 +74,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     images.router,  # /v1/images/*
     image_backend.router,  # the image backend's /model/generate
     internal.router,  # engines registering with a gateway
+    sso.ui_router,  # single sign-on's login (before the UI's files)
     ui_router,
 )
 

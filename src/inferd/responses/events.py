@@ -137,7 +137,9 @@ def failed_event(response: dict[str, Any], error: dict[str, Any],
     code = error.get("code") or "server_error"
     message = str(error.get("message", ""))
     if code not in ERROR_CODES:
-        code, message = "server_error", f"{message} ({code})"
+        # a limit's refusal (a rate, a token or money budget) is OpenAI's rate limit code
+        kind = "rate_limit_exceeded" if error.get("type") == "rate_limit_error" else "server_error"
+        code, message = kind, f"{message} ({code})"
     return {"type": "response.failed",
             "response": {**response, "status": status,
                          "error": {"code": code, "message": message}}}

@@ -209,6 +209,8 @@ class ModelAdmin:
                 "active": record.active, "source": record.source,
                 "price": _price_view(record.price),
                 "healthy": any(r["available"] for r in replicas),
+                # requests waiting in this gateway's fair queue for the model
+                "queued": self.router.queue.depth(record.name),
                 "state": memory_state(local),
                 "loadable": any(r["loadable"] for r in local), "replicas": replicas,
                 "created_at": record.created_at, "updated_at": record.updated_at}

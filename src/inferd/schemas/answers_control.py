@@ -187,6 +187,8 @@ class ManagedModel(Answer):
     # input, output, cached_input (per million tokens), image (each); null: none
     price: dict[str, float | None] | None = None
     healthy: bool
+    # requests waiting in this gateway's fair queue for the model (all replicas at capacity)
+    queued: int = 0
     replicas: list[Replica]
 
 
@@ -327,12 +329,51 @@ class AuditEventList(Answer):
 
 
 class Session(Answer):
-    """The caller of the UI, after its log-in."""
+    """The caller of the UI, after its log-in (``user``: the key's user, if any; ``sso``: a
+    single sign-on session's key)."""
 
     object: Literal["session"]
     key_id: str | None
     name: str
     scope: Literal["admin", "user", "auditor", "scim", "open"]
+    user: str | None = None
+    sso: bool = False
+
+
+# -- single sign-on -----------------------------------------------------------------------------
+class SsoConfig(Answer):
+    """Whether single sign-on is configured (the UI shows its button then)."""
+
+    object: Literal["sso.config"]
+    enabled: bool
+    issuer: str | None
+
+
+class SsoHandoff(Answer):
+    """The key of the browser's single sign-on session, handed over once after the login."""
+
+    object: Literal["sso.session"]
+    key: str
+    user: str
+
+
+class SsoLogout(Answer):
+    object: Literal["sso.logout"]
+    deleted: bool
+
+
+class SsoRule(Answer):
+    group: str
+    team: str | None = None
+    role: Literal["owner", "member", "viewer"] | None = None
+    installation_role: Literal["admin", "auditor"] | None = None
+
+
+class SsoRules(Answer):
+    """The group rules of single sign-on, applied in order at each login."""
+
+    object: Literal["sso.rules"]
+    rules: list[SsoRule]
 
 
 # -- request log --------------------------------------------------------------------------------

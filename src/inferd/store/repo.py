@@ -14,7 +14,9 @@ from inferd.store.db import Database
 from inferd.store.tables import kv
 
 WEBHOOK_SECRET = "jobs.webhook_secret"  # the installation's webhook signing secret
-SECRET_KEYS = (WEBHOOK_SECRET,)
+# the key that encrypts single sign-on's cookies (``inferd.auth.sso``)
+SSO_COOKIE_KEY = "sso.cookie_key"
+SECRET_KEYS = (WEBHOOK_SECRET, SSO_COOKIE_KEY)
 
 
 class KeyValueStore:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 
 from inferd.engines.llamacpp import LlamaCppEngine
 from inferd.engines.llamacpp.sampling import StopFinder
+from inferd.errors import InvalidRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
 from inferd.settings import ModelSpec, bundled_gguf_path
 
@@ -271,3 +273,32 @@ def test_stop_finder_holds_back_a_possible_stop() -> None:
     assert finder.feed("a <e") == ("a ", False)
     assert finder.feed("x") == ("<ex", False)
     assert finder.flush() == ""
+
+
+UNWRITABLE = {"type": "string", "pattern": "^\U00062877$"}  # a character no token spells
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("temperature", [0, 1])
+async def test_a_grammar_no_token_can_follow_ends_in_a_clear_error(
+        engine: LlamaCppEngine, stream: bool, temperature: float) -> None:
+    """A schema whose grammar allows no token of the vocabulary at some point: the request
+    fails with a 400 (``schema_unsatisfiable``) instead of llama.cpp accepting a token the
+    grammar refused (which aborts the process), and the engine goes on serving."""
+    request = chat("Say something.", temperature=temperature, stream=stream,
+                   response_format={"type": "json_schema",
+                                    "json_schema": {"name": "out", "schema": UNWRITABLE}})
+    with pytest.raises(InvalidRequest) as refused:
+        if stream:
+            async for _ in engine.chat_stream(request):
+                pass
+        else:
+            await engine.chat(request)
+    assert refused.value.status == 400 and refused.value.code == "schema_unsatisfiable"
+    # the same engine still answers, with and without a grammar
+    assert await answer(engine, OTHERS[2])
+    constrained = await answer(engine, OTHERS[2], response_format={
+        "type": "json_schema",
+        "json_schema": {"name": "out", "schema": {"type": "object", "properties": {
+            "city": {"type": "string", "maxLength": 12}}, "required": ["city"]}}})
+    assert isinstance(json.loads(constrained)["city"], str)

@@ -24,7 +24,7 @@ ADMIN_KEY = "sk-test-admin-0123456789abcdef"
 
 def app_for(auth: Auth) -> FastAPI:
     app = FastAPI()
-    app.state.services = SimpleNamespace(auth=auth)
+    app.state.services = SimpleNamespace(auth=auth, sso=None)
     registry, router = Registry(), APIRouter()
 
     @endpoint(router, "GET", "/health", access="public", registry=registry)

@@ -43,6 +43,7 @@ from inferd.engines.llamacpp.sampling import (
     token_logprobs,
 )
 from inferd.engines.llamacpp.seats import choose_seat
+from inferd.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +305,13 @@ class BatchLoop:
         assert request is not None and chain is not None and slot.stopper is not None
         assert slot.decoder is not None
         token = chain.sample(self.ctx, index)
+        if token is None:  # the grammar allows no token of the vocabulary here
+            request.emit(("error", InvalidRequest(
+                "The answer cannot go on within the request's schema or grammar: it asks "
+                "for text that no token of this model can write (for example a character "
+                "the model's vocabulary does not hold).", code="schema_unsatisfiable")))
+            self._release(slot)
+            return
         if llama_cpp.llama_vocab_is_eog(self.vocab, token):
             self._finish(slot, "stop")
             return

@@ -46,15 +46,40 @@ def grammar_error(vocab: Any, grammar: str) -> str | None:
     return None
 
 
+# llama.cpp's ``llama_token_data``: a candidate token, its logit and its probability.
+_CANDIDATE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
+
+
 class SamplerChain:
-    """A llama.cpp sampler chain; freed with ``close`` (the chain owns its samplers)."""
+    """A llama.cpp sampler chain; freed with ``close`` (the chain owns its samplers).
+
+    A grammar is not one of the chain's samplers: it is applied first and on its own, so that
+    a grammar which allows no token of the vocabulary at some point (a schema asking for a
+    character no token can spell) is seen before a token is accepted. llama.cpp would accept
+    a token the grammar refused and abort the process (``std::runtime_error`` thrown through
+    the C API); here ``sample`` answers None instead.
+    """
 
     def __init__(self, vocab: Any, n_vocab: int, params: SamplingParams) -> None:
         self.chain = llama_cpp.llama_sampler_chain_init(
             llama_cpp.llama_sampler_chain_default_params())
+        self.grammar: Any = None
+        self.n_vocab = n_vocab
         # The ctypes array handed to the logit-bias sampler must outlive this call.
         self._keep: list[Any] = []
-        self._build(vocab, n_vocab, params)
+        self._candidates: np.ndarray[Any, Any] | None = None
+        try:
+            if params.grammar is not None:
+                self.grammar = llama_cpp.llama_sampler_init_grammar(
+                    vocab, params.grammar.encode(), b"root")
+                if not self.grammar:
+                    raise ValueError("llama.cpp refused a sampler")
+                self._candidates = np.zeros(n_vocab, dtype=_CANDIDATE)
+                self._candidates["id"] = np.arange(n_vocab, dtype=np.int32)
+            self._build(vocab, n_vocab, params)
+        except Exception:
+            self.close()
+            raise
 
     def _add(self, sampler: Any) -> None:
         if not sampler:
@@ -62,9 +87,6 @@ class SamplerChain:
         llama_cpp.llama_sampler_chain_add(self.chain, sampler)
 
     def _build(self, vocab: Any, n_vocab: int, p: SamplingParams) -> None:
-        # The grammar goes first so every later step only sees tokens it allows.
-        if p.grammar is not None:
-            self._add(llama_cpp.llama_sampler_init_grammar(vocab, p.grammar.encode(), b"root"))
         if p.logit_bias:
             array = (llama_cpp.llama_logit_bias * len(p.logit_bias))(
                 *[llama_cpp.llama_logit_bias(token, bias) for token, bias in p.logit_bias.items()])
@@ -88,14 +110,45 @@ class SamplerChain:
         seed = random.getrandbits(32) if p.seed is None else p.seed & 0xFFFFFFFF
         self._add(llama_cpp.llama_sampler_init_dist(seed))
 
-    def sample(self, ctx: Any, index: int) -> int:
-        """Pick the next token from the logits at ``index`` of the last batch (and accept it)."""
-        return int(llama_cpp.llama_sampler_sample(self.chain, ctx, index))
+    def sample(self, ctx: Any, index: int) -> int | None:
+        """Pick the next token from the logits at ``index`` of the last batch (and accept it);
+        None when the grammar allows no token at all (nothing is accepted then)."""
+        if self.grammar is None:
+            return int(llama_cpp.llama_sampler_sample(self.chain, ctx, index))
+        # What llama_sampler_sample does, with the grammar applied first and checked: every
+        # candidate the grammar refuses gets a logit of -inf, and the later samplers never
+        # make such a logit finite again (a bias added to -inf is -inf).
+        candidates = self._candidates
+        assert candidates is not None
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index),
+                                       shape=(self.n_vocab,))
+        candidates["logit"] = logits
+        candidates["p"] = 0.0
+        array = llama_cpp.llama_token_data_array(
+            data=candidates.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)),
+            size=self.n_vocab, selected=-1, sorted=False)
+        llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(array))
+        if not np.isfinite(candidates["logit"]).any():
+            return None
+        llama_cpp.llama_sampler_apply(self.chain, ctypes.byref(array))
+        if not 0 <= array.selected < array.size:
+            return None
+        chosen = array.data[array.selected]
+        if not math.isfinite(chosen.logit):
+            return None
+        token = int(chosen.id)
+        llama_cpp.llama_sampler_accept(self.grammar, token)
+        llama_cpp.llama_sampler_accept(self.chain, token)
+        return token
 
     def close(self) -> None:
         if self.chain:
             llama_cpp.llama_sampler_free(self.chain)
             self.chain = None
+        if self.grammar:
+            llama_cpp.llama_sampler_free(self.grammar)
+            self.grammar = None
+        self._candidates = None
         self._keep.clear()
 
 

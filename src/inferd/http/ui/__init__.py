@@ -1,7 +1,8 @@
 """The web UI: plain HTML, CSS and ES modules under ``static/`` (no build step).
 
 The pages call inferd's own public API with the key the user types once (kept in the
-browser's sessionStorage); the server adds nothing but the files. Charts use the vendored
+browser's sessionStorage), or the key of a single sign-on session (``inferd.http.sso``); the
+server adds nothing but the files. Charts use the vendored
 uPlot under ``static/vendor/``.
 
 Every answer carries ``SECURITY_HEADERS``: a Content-Security-Policy that allows only the UI's
@@ -64,7 +65,8 @@ async def static(name: str) -> Response:
 @endpoint(router, "POST", "/ui/session", access="key", answer=c.Session, writes=False,
           errors=(503,))
 async def session(principal: PrincipalDep, services: ServicesDep) -> Response:
-    """The UI's log-in: who the typed key is (its scope decides the pages shown). A log-in
+    """The UI's log-in: who the typed key is (its scope decides the pages shown; ``user``:
+    the key's user, ``sso``: the key of a single sign-on session). A log-in
     with a key is recorded in the audit log (``ui.login``); a refused key is counted with the
     other refused keys (``auth.failed``)."""
     scope = "open" if principal.open_mode else principal.scope
@@ -72,4 +74,7 @@ async def session(principal: PrincipalDep, services: ServicesDep) -> Response:
         await services.control.audit.record("ui.login", "api_key", principal.key_id,
                                             after={"scope": scope, "name": principal.name})
     return json_response({"object": "session", "key_id": principal.key_id,
-                          "name": principal.name, "scope": scope}, headers=SECURITY_HEADERS)
+                          "name": principal.name, "scope": scope,
+                          "user": principal.metadata.get("owner") if principal.user_id else None,
+                          "sso": principal.metadata.get("sso") is not None},
+                         headers=SECURITY_HEADERS)

@@ -1,7 +1,7 @@
 """SCIM provisioning: the identity provider's id of users and teams, and the users' SCIM names
 
 Revision ID: 0026_scim
-Revises: 0024
+Revises: 0025_sso
 
 ``users.external_id`` and ``teams.external_id``: the identity provider's own id of a user or
 team it provisions over SCIM (``externalId``; unique, null for those it did not provision).
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0026_scim"
-down_revision = "0024"
+down_revision = "0025_sso"
 branch_labels = None
 depends_on = None
 

@@ -6,6 +6,8 @@ export const session = {
   role: null, // "admin", "auditor", "user" or "open" (keys not enforced: the anonymous admin)
   name: null, // the signed-in key's name (null in open mode)
   keyId: null, // and its id
+  user: null, // the key's user, if any
+  sso: false, // the key of a single sign-on session (signing out deletes it)
 };
 
 export function setKey(key) {
@@ -93,5 +95,27 @@ export async function whoAmI() {
   const me = await api("POST", "/ui/session");
   session.name = me.name || null;
   session.keyId = me.key_id === null || me.key_id === undefined ? null : String(me.key_id);
+  session.user = me.user || null;
+  session.sso = Boolean(me.sso);
   return me.scope;
+}
+
+// Single sign-on: whether it is configured, and the key of a session the provider's login
+// just made (handed over once from an HttpOnly cookie; null when there is none).
+export async function ssoEnabled() {
+  try {
+    return Boolean((await api("GET", "/ui/sso/config")).enabled);
+  } catch {
+    return false;
+  }
+}
+
+export async function ssoSessionKey() {
+  const response = await fetch("/ui/sso/session", { method: "POST", credentials: "same-origin" });
+  if (!response.ok) return null;
+  return (await response.json()).key || null;
+}
+
+export async function ssoLogout() {
+  await api("POST", "/ui/sso/logout").catch(() => null); // the key may be gone already
 }

@@ -1,5 +1,5 @@
 // Log-in, navigation and the page router.
-import { session, setKey, whoAmI, canRead } from "./api.js";
+import { session, setKey, whoAmI, canRead, ssoEnabled, ssoSessionKey, ssoLogout } from "./api.js";
 import { $, $$, say } from "./ui.js";
 import home from "./home.js";
 import models from "./models.js";
@@ -28,7 +28,8 @@ function applyRole() {
   for (const node of $$("[data-admin]")) node.hidden = !reader;
   // Which key is signed in: its name and its scope.
   const scope = { admin: "admin key", auditor: "auditor key (reads only)", user: "user key", open: "keys off (everyone is admin)" }[session.role] || "";
-  $("#who").textContent = session.name && scope && session.role !== "open" ? `signed in as ${session.name} · ${scope}` : scope;
+  const who = session.sso && session.user ? `${session.user} (single sign-on)` : session.name;
+  $("#who").textContent = who && scope && session.role !== "open" ? `signed in as ${who} · ${scope}` : scope;
   $("#logout").hidden = !session.key;
 }
 
@@ -80,6 +81,7 @@ $("#login-form").addEventListener("submit", async (event) => {
 });
 
 $("#logout").addEventListener("click", async () => {
+  if (session.sso) await ssoLogout();
   setKey("");
   await login("");
   location.hash = "#home";
@@ -88,5 +90,8 @@ $("#logout").addEventListener("click", async () => {
 
 window.addEventListener("hashchange", () => show(currentPage()));
 
-await login(session.key);
+// Back from the provider's login: take over the session's key (once).
+const ssoKey = session.key ? null : await ssoSessionKey().catch(() => null);
+$("#sso").hidden = !(await ssoEnabled());
+await login(ssoKey || session.key);
 show(currentPage());

@@ -160,6 +160,7 @@ async function load() {
     ["routing", (m) => (m.routing_default ? `${m.routing} (default)` : m.routing)],
     ["price / 1M in · out", priceCell],
     ["replicas", (m) => m.replicas.length],
+    ["queued", (m) => fmtNum(m.queued ?? 0)],
     ["active", (m) => (m.active ? "yes" : "no")],
     ["memory", (m) => (m.state
       ? el("span", { class: "badge", "data-engine": m.name }, m.state) : "—")],

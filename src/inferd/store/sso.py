@@ -1,0 +1,51 @@
+"""Repository for single sign-on (``inferd.auth.sso``): users by their OpenID Connect
+identity, the teams the group rules name, a user's memberships and the keys single sign-on
+made for a user (by their names, ``SSO_KEY_NAMES``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from inferd.store.db import Database
+from inferd.store.tables_control import api_keys, team_members, teams, users
+
+
+class SsoStore:
+    """Reads for single sign-on; the changes go through ``TeamStore`` and ``KeyStore``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def user_by_identity(self, issuer: str, subject: str) -> dict[str, Any] | None:
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(sa.select(users).where(
+                users.c.sso_issuer == issuer, users.c.sso_subject == subject))).first()
+        return None if row is None else dict(row._mapping)
+
+    async def team_ids(self, names: list[str]) -> dict[str, int]:
+        """The ids of the teams of these names that exist."""
+        if not names:
+            return {}
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(teams.c.name, teams.c.id)
+                                       .where(teams.c.name.in_(names)))).all()
+        return {str(name): int(team_id) for name, team_id in rows}
+
+    async def memberships(self, user_id: int) -> dict[int, str]:
+        """The user's teams: team id -> role."""
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(team_members.c.team_id, team_members.c.role)
+                                       .where(team_members.c.user_id == user_id))).all()
+        return {int(team_id): str(role) for team_id, role in rows}
+
+    async def keys_named(self, user_id: int, names: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The user's keys of these names, oldest first."""
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(
+                sa.select(api_keys.c.id, api_keys.c.name, api_keys.c.scope, api_keys.c.team_id,
+                          api_keys.c.expires_at, api_keys.c.enabled)
+                .where(api_keys.c.user_id == user_id, api_keys.c.name.in_(names))
+                .order_by(api_keys.c.id))).all()
+        return [dict(row._mapping) for row in rows]

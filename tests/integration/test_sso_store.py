@@ -1,0 +1,74 @@
+"""Single sign-on's users, group rules and keys on SQLite, PostgreSQL and MariaDB: a signed-in
+subject's user (by issuer and subject), the memberships and role the rules give at each login,
+the user's keys moved along, and the principal an access token of theirs gets (the provider's
+side of the flow runs in tests/e2e/test_sso.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from inferd.audit import AuditLog
+from inferd.auth.oidc import OidcClient
+from inferd.auth.service import Auth
+from inferd.auth.sso import API_KEY, SESSION_KEY, Sso, SsoRules
+from inferd.auth.teams import TeamSpec
+from inferd.settings import Settings
+from inferd.store.audit import AuditStore
+from inferd.store.db import Database
+from inferd.store.sso import SsoStore
+
+ISSUER = "https://id.example.org"
+ADMIN_KEY = "sk-admin-of-the-sso-store-tests-0123456789"
+
+
+@pytest.fixture
+async def sso(database: Database) -> AsyncIterator[Sso]:
+    settings = Settings(key_refresh_seconds=3600, admin_key=ADMIN_KEY, oidc_issuer=ISSUER,
+                        oidc_client_id="inferd")
+    audit = AuditLog(AuditStore(database))
+    auth = await Auth.start(settings, database, audit=audit)
+    async with httpx.AsyncClient() as http:
+        yield await Sso.start(settings, database, auth, audit, OidcClient(settings, http))
+    await auth.close()
+    await audit.flush()
+
+
+async def _keys(sso: Sso, user_id: int) -> list[dict[str, object]]:
+    return await SsoStore(sso.store.db).keys_named(user_id, (SESSION_KEY, API_KEY))
+
+
+async def test_the_rules_give_memberships_and_roles_at_each_login(sso: Sso) -> None:
+    teams = sso.auth.teams
+    ml = (await teams.create_team(TeamSpec(name="ml")))["id"]
+    ops = (await teams.create_team(TeamSpec(name="ops")))["id"]
+    await sso.set_rules(SsoRules.model_validate({"rules": [
+        {"group": "ml", "team": "ml"}, {"group": "ops", "team": "ops", "role": "owner"},
+        {"group": "watchers", "team": "ml", "role": "viewer"},
+        {"group": "admins", "installation_role": "admin"}]}))
+    claims = {"iss": ISSUER, "sub": "u-1", "preferred_username": "dana",
+              "email": "dana@example.org", "groups": ["ml", "ops", "admins"]}
+    first = await sso.sign_in(claims)
+    assert first.user == "dana"
+    user = await sso.store.user_by_identity(ISSUER, "u-1")
+    assert user is not None and user["role"] == "admin" and user["email"] == "dana@example.org"
+    assert await sso.store.memberships(user["id"]) == {ml: "member", ops: "owner"}
+    keys = await _keys(sso, user["id"])
+    assert sorted(k["name"] for k in keys) == [API_KEY, SESSION_KEY]
+    assert {(k["team_id"], k["scope"]) for k in keys} == {(ml, "admin")}
+    session = sso.handoff(first.cookie)["key"]
+    assert (await sso.auth.principal(session)).is_admin
+
+    # the groups changed at the provider: ops and admin gone, ml only watched
+    await sso.sign_in({**claims, "groups": ["watchers"]})
+    user = await sso.store.user_by_identity(ISSUER, "u-1")
+    assert user is not None and user["role"] is None
+    assert await sso.store.memberships(user["id"]) == {ml: "viewer"}
+    keys = await _keys(sso, user["id"])
+    assert {(k["team_id"], k["scope"]) for k in keys} == {(None, "user")}
+    assert not (await sso.auth.principal(session)).is_admin
+    # the same subject is the same user; another one with a taken name gets its own
+    other = await sso.sign_in({**claims, "sub": "u-2", "groups": []})
+    assert other.user == "dana (u-2)"
