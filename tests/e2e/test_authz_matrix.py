@@ -44,10 +44,13 @@ ENGINE_KEY = "sk-test-engines-authz-0123456789abcdef"
 SLOW_TEXT = " ".join(f"w{i}" for i in range(600))  # 600 words at 0.5 s: running for minutes
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA"
                        "60e6kgAAAABJRU5ErkJggg==")
+SCIM_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+SCIM_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+SCIM_PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hello there"}]}
 INVALID = ("none", "disabled", "expired", "deleted")
 # B and the auditor first: their 404s are seen before A or an admin deletes anything
-VALID = ("auditor", "B", "A", "admin", "engine")
+VALID = ("auditor", "B", "A", "admin", "engine", "scim")
 OPERATIONS = declared().operations
 REFUSED_CODES = {"none": "missing_api_key", "disabled": "key_disabled",
                  "expired": "key_expired", "deleted": "invalid_api_key"}
@@ -211,6 +214,8 @@ def world(server: InferdProcess) -> Iterator[World]:
             w.keys[name], w.key_ids[name] = created["key"], created["id"]
         auditor = make_key(admin, "auditor", scope="auditor")
         w.keys["auditor"], w.key_ids["auditor"] = auditor["key"], auditor["id"]
+        scim = make_key(admin, "scim", scope="scim")
+        w.keys["scim"], w.key_ids["scim"] = scim["key"], scim["id"]
         disabled = make_key(admin, "disabled")
         ok(admin.post(f"/admin/v1/keys/{disabled['id']}/disable"))
         w.keys["disabled"] = disabled["key"]
@@ -230,10 +235,15 @@ def world(server: InferdProcess) -> Iterator[World]:
                            201)["id"]
         for name in ("prompt", "prompt-del"):
             ids[name] = ok(admin.post("/admin/v1/prompts", json={"name": name}), 201)["id"]
-        for name in ("team", "team-del"):
+        for name in ("team", "team-del", "scim-team", "scim-team-del", "scim-team-del@admin",
+                     "scim-team-del@scim"):
             ids[name] = ok(admin.post("/admin/v1/teams", json={"name": name}), 201)["id"]
-        for name in ("user", "user-out", "user-del"):
+        for name in ("user", "user-out", "user-del", "scim-user-del", "scim-user-del@admin",
+                     "scim-user-del@scim"):
             ids[name] = ok(admin.post("/admin/v1/users", json={"name": name}), 201)["id"]
+        # the names the SCIM routes create, one per caller allowed to
+        ids.update({"scim-new": "scim-new", "scim-new@admin": "scim-new-admin",
+                    "scim-new@scim": "scim-new-scim"})
         for name in ("user", "user-out"):
             ok(admin.put(f"/admin/v1/teams/{ids['team']}/members/{ids[name]}", json={}))
         deleted = make_key(admin, "deleted")
@@ -455,6 +465,35 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("PATCH", "/admin/v1/users/{user_id}"): Probe("/admin/v1/users/{user}",
                                                   json=const({"email": "u@example.org"})),
     ("DELETE", "/admin/v1/users/{user_id}"): Probe("/admin/v1/users/{user-del}"),
+    ("GET", "/scim/v2/ServiceProviderConfig"): Probe("/scim/v2/ServiceProviderConfig"),
+    ("GET", "/scim/v2/ResourceTypes"): Probe("/scim/v2/ResourceTypes"),
+    ("GET", "/scim/v2/ResourceTypes/{name}"): Probe("/scim/v2/ResourceTypes/User"),
+    ("GET", "/scim/v2/Schemas"): Probe("/scim/v2/Schemas"),
+    ("GET", "/scim/v2/Schemas/{schema_id}"): Probe(
+        "/scim/v2/Schemas/urn:ietf:params:scim:schemas:core:2.0:Group"),
+    ("POST", "/scim/v2/.search"): Probe("/scim/v2/.search", ok=501, json=const(
+        {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]})),
+    ("GET", "/scim/v2/Users"): Probe("/scim/v2/Users?filter=userName%20eq%20%22user%22"),
+    ("POST", "/scim/v2/Users"): Probe("/scim/v2/Users", ok=201, json=lambda ids: {
+        "schemas": [SCIM_USER], "userName": ids["scim-new"]}),
+    ("GET", "/scim/v2/Users/{user_id}"): Probe("/scim/v2/Users/{user}"),
+    # (each caller's change its own, so that each is a change and audited)
+    ("PUT", "/scim/v2/Users/{user_id}"): Probe("/scim/v2/Users/{user}", json=lambda ids: {
+        "schemas": [SCIM_USER], "userName": "user", "displayName": ids["scim-new"]}),
+    ("PATCH", "/scim/v2/Users/{user_id}"): Probe("/scim/v2/Users/{user}", json=lambda ids: {
+        "schemas": [SCIM_PATCH], "Operations": [
+            {"op": "replace", "path": "externalId", "value": ids["scim-new"]}]}),
+    ("DELETE", "/scim/v2/Users/{user_id}"): Probe("/scim/v2/Users/{scim-user-del}", ok=204),
+    ("GET", "/scim/v2/Groups"): Probe("/scim/v2/Groups"),
+    ("POST", "/scim/v2/Groups"): Probe("/scim/v2/Groups", ok=201, json=lambda ids: {
+        "schemas": [SCIM_GROUP], "displayName": ids["scim-new"]}),
+    ("GET", "/scim/v2/Groups/{group_id}"): Probe("/scim/v2/Groups/{team}"),
+    ("PUT", "/scim/v2/Groups/{group_id}"): Probe("/scim/v2/Groups/{scim-team}", json=lambda ids: {
+        "schemas": [SCIM_GROUP], "displayName": ids["scim-new"] + "-renamed"}),
+    ("PATCH", "/scim/v2/Groups/{group_id}"): Probe("/scim/v2/Groups/{scim-team}", json=lambda ids: {
+        "schemas": [SCIM_PATCH], "Operations": [
+            {"op": "replace", "path": "externalId", "value": ids["scim-new"]}]}),
+    ("DELETE", "/scim/v2/Groups/{group_id}"): Probe("/scim/v2/Groups/{scim-team-del}", ok=204),
     ("GET", "/admin/v1/models"): Probe("/admin/v1/models"),
     ("POST", "/admin/v1/models"): Probe("/admin/v1/models", ok=201,
                                         json=const({"name": "created"})),
@@ -523,6 +562,10 @@ def expected(access: Access, probe: Probe, caller: str, route: tuple[str, str]) 
         return Cell(401, REFUSED_CODES[caller])
     if caller == "engine":
         return Cell(probe.ok, None) if access == "engine" else Cell(403, "engine_key_not_allowed")
+    if caller == "scim":
+        return Cell(probe.ok, None) if access == "scim" else Cell(403, "scim_key_not_allowed")
+    if access == "scim" and caller != "admin":
+        return Cell(403, "scim_scope_required")
     if access == "engine" and caller != "admin":
         return Cell(403, "engine_scope_required")
     if access == "admin" and caller != "admin":
@@ -538,9 +581,12 @@ def expected(access: Access, probe: Probe, caller: str, route: tuple[str, str]) 
 
 
 def observed(response: httpx.Response) -> Cell:
-    """The status, and the error's code (Anthropic's shape has none: its error type)."""
+    """The status, and the error's code (Anthropic's shape has none: its error type; SCIM's
+    its ``scimType``, if any)."""
     if response.status_code < 400:
         return Cell(response.status_code, None)
+    if response.url.path.startswith("/scim/"):
+        return Cell(response.status_code, response.json().get("scimType"))
     error = response.json()["error"]
     return Cell(response.status_code, error.get("code") or error["type"])
 
@@ -562,6 +608,8 @@ def check(world: World, caller: str, route: tuple[str, str],
         # Anthropic's clients expect its shape
         want = Cell(want.status, {401: "authentication_error",
                                   403: "permission_error"}[want.status])
+    if route[1].startswith("/scim/"):  # SCIM's shape: its status, and no scimType here
+        want = Cell(want.status, None)
     got = observed(response)
     if got.status != want.status or (want.code is not None and got.code != want.code):
         return (f"{route[0]} {route[1]} as {caller}: expected {want.status} {want.code or ''}"
@@ -610,15 +658,15 @@ def test_every_cell_of_the_matrix_follows_the_policy(world: World) -> None:
         refused = list(pool.map(lambda cell: call(world, *cell), cells))
     problems = [check(world, caller, route, response)
                 for (caller, route), response in zip(cells, refused, strict=True)]
-    answers: dict[tuple[str, str], httpx.Response] = {}
+    answers: dict[tuple[str, str, str], httpx.Response] = {}
     for route in routes:
         for caller in VALID:
             response = call(world, caller, route)
             problems.append(check(world, caller, route, response))
-            if caller == "admin":
-                answers[route] = response
+            if caller == "admin" or (caller == "scim" and POLICY[route] == "scim"):
+                answers[(caller, *route)] = response
     found = [p for p in problems if p]
-    assert not found, f"{len(found)} of {len(routes) * 9} cells differ:\n" + "\n".join(found)
+    assert not found, f"{len(found)} of {len(routes) * 10} cells differ:\n" + "\n".join(found)
     # every admin operation that changes state recorded its change, on its request
     changes = [r for r in routes if POLICY[r] == "admin" and OPERATIONS[r].changes]
     assert len(changes) >= 20
@@ -626,11 +674,14 @@ def test_every_cell_of_the_matrix_follows_the_policy(world: World) -> None:
     changes += [("PUT", "/internal/v1/engines/{instance}"),
                 ("DELETE", "/internal/v1/engines/{instance}")]
     admin = world.sessions["admin"]
-    for route in changes:
-        request_id = answers[route].headers["x-request-id"]
+    # and every SCIM change, by the admin's key and by the SCIM key
+    scim = [r for r in routes if POLICY[r] == "scim" and OPERATIONS[r].changes]
+    assert len(scim) == 8
+    for caller, route in [("admin", r) for r in changes + scim] + [("scim", r) for r in scim]:
+        request_id = answers[(caller, *route)].headers["x-request-id"]
         events = admin.get("/admin/v1/audit", params={"request_id": request_id}).json()["data"]
-        assert events, f"{route[0]} {route[1]} wrote no audit event"
-        assert {e["actor"]["scope"] for e in events} == {"admin"}, events
+        assert events, f"{route[0]} {route[1]} by {caller} wrote no audit event"
+        assert {e["actor"]["scope"] for e in events} == {caller}, events
 
 
 ID_FORMATS = {"job": r"job_[0-9a-f]{48}", "file": r"file_[0-9a-f]{48}",

@@ -77,7 +77,7 @@ def keys() -> None:
 @keys.command("create")
 @config_option
 @limit_options
-@click.option("--scope", type=click.Choice(["user", "admin", "auditor"]), default="user")
+@click.option("--scope", type=click.Choice(["user", "admin", "auditor", "scim"]), default="user")
 @click.option("--expires-in", type=float, default=None, help="Seconds from now.")
 def create(config: Path | None, **values: Any) -> None:
     """Create a key and print it (the key is shown only this once)."""
@@ -126,7 +126,7 @@ def get(config: Path | None, key_id: int) -> None:
 @keys.command("update")
 @config_option
 @limit_options
-@click.option("--scope", type=click.Choice(["user", "admin", "auditor"]), default=None)
+@click.option("--scope", type=click.Choice(["user", "admin", "auditor", "scim"]), default=None)
 @click.option("--enable/--disable", "enabled", default=None)
 @click.option("--all-models", is_flag=True, help="Lift the model allow-list.")
 @click.argument("key_id", type=int)

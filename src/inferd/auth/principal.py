@@ -8,7 +8,8 @@ from typing import Literal
 from inferd.store.storage import Quota
 
 # ``auditor``: reads everything an admin reads (the ``audit`` routes), changes nothing.
-Scope = Literal["admin", "user", "auditor"]
+# ``scim``: an identity provider's key: it may call only the SCIM routes (``/scim/v2/``).
+Scope = Literal["admin", "user", "auditor", "scim"]
 BudgetPeriod = Literal["day", "week", "month"]
 # The percentage of a money budget at which a warning is logged (when not set).
 DEFAULT_BUDGET_ALERT = 80
@@ -111,6 +112,10 @@ class Principal:
     @property
     def is_auditor(self) -> bool:
         return self.scope == "auditor"
+
+    @property
+    def is_scim(self) -> bool:
+        return self.scope == "scim"
 
     @property
     def limited(self) -> bool:

@@ -14,6 +14,7 @@ from inferd.auth.admin import KeyAdmin
 from inferd.auth.bootstrap import AuthPolicy, bootstrap, engine_keyed
 from inferd.auth.keys import KeyRing, LoadHook
 from inferd.auth.principal import ENGINE, OPEN_MODE, Principal
+from inferd.auth.scim import ScimService
 from inferd.auth.teams import TeamAdmin
 from inferd.auth.throttle import AuthThrottle
 from inferd.errors import AuthenticationFailed, RateLimited
@@ -21,6 +22,7 @@ from inferd.settings import Settings
 from inferd.store.db import Database
 from inferd.store.keys import KeyStore
 from inferd.store.repo import KeyValueStore
+from inferd.store.scim import ScimStore
 from inferd.store.teams import TeamStore
 
 # Unmetered copies of principals kept (``Auth.unmetered``): the keys that made forwarded or
@@ -36,11 +38,14 @@ class Auth:
                  on_failure: Callable[[], None] | None = None,
                  on_throttled: Callable[[], None] | None = None,
                  open_mode: Principal, forwarding_key: str = "",
-                 engine_key: bytes = b"", audit: AuditLog | None = None) -> None:
+                 engine_key: bytes = b"", audit: AuditLog | None = None,
+                 scim: ScimService | None = None) -> None:
         self.keys = keys
         self.admin = admin
         # Teams, users and membership (their changes reload the affected keys here).
         self.teams = teams or TeamAdmin(TeamStore(admin.store.db), keys)
+        # SCIM provisioning of users and teams (through ``teams``: audited, keys reloaded)
+        self.scim = scim or ScimService(self.teams, ScimStore(self.teams.store.db))
         self.policy = policy
         self.throttle = throttle or AuthThrottle(0, 1.0)
         self.on_failure = on_failure or (lambda: None)

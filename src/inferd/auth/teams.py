@@ -86,7 +86,8 @@ def team_view(row: dict[str, Any]) -> dict[str, Any]:
             "rpm": row["rpm"], "tpm": row["tpm"], "token_budget": row["token_budget"],
             "budget_period": row["budget_period"], "max_budget": row.get("max_budget"),
             "budget_alert": row.get("budget_alert"), "metadata": row["extra"] or {},
-            "created_at": row["created_at"], "updated_at": row["updated_at"]}
+            "created_at": row["created_at"], "updated_at": row["updated_at"],
+            "external_id": row.get("external_id")}
 
 
 def user_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +96,8 @@ def user_view(row: dict[str, Any]) -> dict[str, Any]:
             "tpm": row["tpm"], "token_budget": row["token_budget"],
             "budget_period": row["budget_period"], "max_budget": row.get("max_budget"),
             "budget_alert": row.get("budget_alert"), "created_at": row["created_at"],
-            "updated_at": row["updated_at"]}
+            "updated_at": row["updated_at"], "external_id": row.get("external_id"),
+            "deprovisioned_at": row.get("deprovisioned_at")}
 
 
 def member_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -148,9 +150,13 @@ class TeamAdmin:
 
     # -- teams ---------------------------------------------------------------------------------
     async def create_team(self, spec: TeamSpec) -> dict[str, Any]:
-        view = team_view(await self.store.create_team(_columns(spec, only_set=False)))
-        await self._record("team.create", "team", view["id"], None, view)
-        return view
+        return team_view(await self.create_team_values(_columns(spec, only_set=False)))
+
+    async def create_team_values(self, values: dict[str, Any]) -> dict[str, Any]:
+        """A new team of checked column values (SCIM's too): its row."""
+        row = await self.store.create_team(values)
+        await self._record("team.create", "team", row["id"], None, team_view(row))
+        return row
 
     async def team_page(self, *, after: int | None = None, limit: int = 100,
                         search: str | None = None) -> dict[str, Any]:
@@ -165,17 +171,20 @@ class TeamAdmin:
 
     async def update_team(self, team_id: int, change: TeamUpdate) -> dict[str, Any]:
         values = _columns(change, only_set=True)
-        before = await self.get_team(team_id)
         if not values:
-            return before
+            return await self.get_team(team_id)
+        return team_view(await self.update_team_values(team_id, values))
+
+    async def update_team_values(self, team_id: int, values: dict[str, Any]) -> dict[str, Any]:
+        """Change a team's columns (checked values, SCIM's too): its row."""
+        before = await self.get_team(team_id)
         done = await self.store.update_team(team_id, values)
         if done is None:
             raise _no_team(team_id)
         row, changes = done
         await self._apply(changes)
-        view = team_view(row)
-        await self._record("team.update", "team", team_id, before, view)
-        return view
+        await self._record("team.update", "team", team_id, before, team_view(row))
+        return row
 
     async def delete_team(self, team_id: int) -> None:
         row = await self.store.delete_team(team_id)
@@ -185,9 +194,13 @@ class TeamAdmin:
 
     # -- users ---------------------------------------------------------------------------------
     async def create_user(self, spec: UserSpec) -> dict[str, Any]:
-        view = user_view(await self.store.create_user(_columns(spec, only_set=False)))
-        await self._record("user.create", "user", view["id"], None, view)
-        return view
+        return user_view(await self.create_user_values(_columns(spec, only_set=False)))
+
+    async def create_user_values(self, values: dict[str, Any]) -> dict[str, Any]:
+        """A new user of checked column values (SCIM's too): its row."""
+        row = await self.store.create_user(values)
+        await self._record("user.create", "user", row["id"], None, user_view(row))
+        return row
 
     async def user_page(self, *, after: int | None = None, limit: int = 100,
                         search: str | None = None) -> dict[str, Any]:
@@ -203,19 +216,27 @@ class TeamAdmin:
     async def update_user(self, user_id: int, change: UserUpdate) -> dict[str, Any]:
         """Change a user; disabling one stops all their keys on every gateway."""
         values = _columns(change, only_set=True)
-        before = await self.get_user(user_id)
         if not values:
-            return before
+            return await self.get_user(user_id)
+        return user_view(await self.update_user_values(user_id, values))
+
+    async def update_user_values(self, user_id: int, values: dict[str, Any], *,
+                                 action: str | None = None) -> dict[str, Any]:
+        """Change a user's columns (checked values, SCIM's too): its row. Disabling the
+        user stops all their keys on every gateway."""
+        before = await self.get_user(user_id)
         done = await self.store.update_user(user_id, values)
         if done is None:
             raise _no_user(user_id)
         row, changes = done
         await self._apply(changes)
-        view = user_view(row)
-        action = ("user.disable" if values == {"disabled": True} else
-                  "user.enable" if values == {"disabled": False} else "user.update")
-        await self._record(action, "user", user_id, before, view)
-        return view
+        # disabling or enabling: the change of ``disabled`` (or all the change there is)
+        if "disabled" in values and (values.keys() == {"disabled"}
+                                     or bool(values["disabled"]) != before["disabled"]):
+            action = action or ("user.disable" if values["disabled"] else "user.enable")
+        action = action or "user.update"
+        await self._record(action, "user", user_id, before, user_view(row))
+        return row
 
     async def delete_user(self, user_id: int) -> None:
         row = await self.store.delete_user(user_id)
@@ -239,6 +260,11 @@ class TeamAdmin:
             await self._record("team.member.set", "team", team_id,
                                None if before is None else member_view(before), view)
         return view
+
+    async def add_member(self, team_id: int, user_id: int) -> None:
+        """Make a user a member of a team unless they are one already (in any role)."""
+        if await self.store.member(team_id, user_id) is None:
+            await self.set_member(team_id, user_id, MemberSpec())
 
     async def remove_member(self, team_id: int, user_id: int) -> None:
         before = await self.store.remove_member(team_id, user_id)

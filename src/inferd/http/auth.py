@@ -32,6 +32,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from inferd.audit import request_scope
 from inferd.auth.oidc import looks_like_jwt
 from inferd.auth.principal import Principal
+from inferd.auth.scim import MEDIA_TYPE as SCIM_MEDIA_TYPE
+from inferd.auth.scim import error_body as scim_error_body
+from inferd.auth.scim import scim_error
 from inferd.auth.service import Auth
 from inferd.auth.sso import Sso
 from inferd.errors import (
@@ -45,7 +48,14 @@ from inferd.http.anthropic import PREFIX as ANTHROPIC_PREFIX
 from inferd.http.anthropic import error_body as anthropic_error_body
 from inferd.http.deps import get_principal
 from inferd.http.fast import NO_PRINCIPAL
-from inferd.http.operation import ENGINE_PREFIX, REGISTRY, Operation, Registry
+from inferd.http.operation import (
+    ENGINE_PREFIX,
+    REGISTRY,
+    SCIM_PREFIX,
+    Operation,
+    Registry,
+    is_scim_path,
+)
 from inferd.logs import request_id_var
 from inferd.outbound import FORWARDED_HEADER
 
@@ -168,6 +178,7 @@ class AuthMiddleware:
                 "This is the engines' key (INFERD_ENGINE_API_KEY): it may only register "
                 f"engines ({ENGINE_PREFIX}...). Use an API key.", code="engine_key_not_allowed")
         try:
+            check_scim(principal, scope["path"])
             if principal.is_auditor:
                 check_auditor(self.registry.find(scope["method"], scope["path"]))
             elif scope["path"].startswith(ADMIN_PREFIXES):
@@ -204,11 +215,14 @@ class RequirePrincipal:
 
 
 async def _refuse(send: Send, exc: InferdError, path: str) -> None:
+    media = b"application/json"
     if path.startswith(ANTHROPIC_PREFIX):  # Anthropic's clients expect Anthropic's shape
         body = anthropic_error_body(exc.status, exc.message)
+    elif is_scim_path(path):  # and SCIM clients SCIM's
+        body, media = orjson.dumps(scim_error_body(scim_error(exc))), SCIM_MEDIA_TYPE.encode()
     else:
         body = orjson.dumps(envelope(exc))
-    headers = [(b"content-type", b"application/json"),
+    headers = [(b"content-type", media),
                (b"content-length", str(len(body)).encode())]
     if exc.status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="inferd"'))
@@ -223,6 +237,18 @@ def check_admin(principal: Principal) -> None:
     if not principal.is_admin:
         raise PermissionDenied("This endpoint needs an admin API key.",
                                code="admin_scope_required")
+
+
+def check_scim(principal: Principal, path: str) -> None:
+    """403 for a ``scim`` key outside the SCIM routes, and on them for a key that is neither
+    a ``scim`` nor an admin key."""
+    scim = is_scim_path(path)
+    if principal.is_scim and not scim:
+        raise PermissionDenied(f"This is a SCIM provisioning key: it may only call the SCIM "
+                               f"routes ({SCIM_PREFIX}/...).", code="scim_key_not_allowed")
+    if scim and not (principal.is_scim or principal.is_admin):
+        raise PermissionDenied("The SCIM routes need a key of the scim scope (or an admin "
+                               "key).", code="scim_scope_required")
 
 
 def check_auditor(operation: Operation | None) -> None:

@@ -12,6 +12,9 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from inferd.auth.scim import MEDIA_TYPE as SCIM_MEDIA_TYPE
+from inferd.auth.scim import ScimError, scim_error
+from inferd.auth.scim import error_body as scim_error_body
 from inferd.errors import (
     InferdError,
     InternalError,
@@ -21,6 +24,7 @@ from inferd.errors import (
     invalid_request,
     param_path,
 )
+from inferd.http.operation import is_scim_path
 from inferd.http.unknown import unknown_route_message
 from inferd.storage_faults import MESSAGES, STORE_ERRORS, bad_value, storage_fault, unreachable
 
@@ -56,20 +60,38 @@ def validation_error_response(errors: list[Any]) -> Response:
     return inferd_error_response(invalid_request(errors))
 
 
+def scim_shaped(path: str, response: Response, exc: Exception | None = None) -> Response:
+    """An error answer on the SCIM routes in SCIM's shape (RFC 7644 3.12), its status and
+    headers kept; elsewhere ``response`` itself."""
+    if not is_scim_path(path):
+        return response
+    error = InferdError(orjson.loads(bytes(response.body))["error"]["message"])
+    error.status = response.status_code
+    if isinstance(exc, InferdError):
+        error.code = exc.code
+    body = orjson.dumps(scim_error_body(scim_error(
+        exc if isinstance(exc, ScimError) else error)))
+    headers = {k: v for k, v in response.headers.items()
+               if k.lower() not in ("content-length", "content-type")}
+    return Response(body, status_code=response.status_code, media_type=SCIM_MEDIA_TYPE,
+                    headers=headers)
+
+
 def install(app: FastAPI) -> None:
-    """Register the handlers that turn every failure into the OpenAI error shape."""
+    """Register the handlers that turn every failure into the OpenAI error shape (SCIM's on
+    the SCIM routes: ``scim_shaped``)."""
 
     @app.exception_handler(InferdError)
-    async def _inferd(_request: Request, exc: InferdError) -> Response:
-        return inferd_error_response(exc)
+    async def _inferd(request: Request, exc: InferdError) -> Response:
+        return scim_shaped(request.url.path, inferd_error_response(exc), exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _request_validation(_request: Request, exc: RequestValidationError) -> Response:
-        return validation_error_response(list(exc.errors()))
+    async def _request_validation(request: Request, exc: RequestValidationError) -> Response:
+        return scim_shaped(request.url.path, validation_error_response(list(exc.errors())))
 
     @app.exception_handler(ValidationError)
-    async def _validation(_request: Request, exc: ValidationError) -> Response:
-        return validation_error_response(list(exc.errors()))
+    async def _validation(request: Request, exc: ValidationError) -> Response:
+        return scim_shaped(request.url.path, validation_error_response(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -79,23 +101,27 @@ def install(app: FastAPI) -> None:
             paths = request.app.openapi().get("paths", {})
             message = unknown_route_message(request.method, request.url.path, paths)
         headers = dict(exc.headers) if exc.headers else None
-        return error_response(exc.status_code, message, headers=headers)
+        return scim_shaped(request.url.path,
+                           error_response(exc.status_code, message, headers=headers))
 
     @app.exception_handler(OverflowError)
     async def _overflow(request: Request, exc: OverflowError) -> Response:
-        return exception_response(exc, request.method, request.url.path)
+        return scim_shaped(request.url.path,
+                           exception_response(exc, request.method, request.url.path))
 
     async def _store(request: Request, exc: Exception) -> Response:
         # handled here, inside the app, so the connection stays usable (an error that
         # reaches the server's last handler closes it)
-        return exception_response(exc, request.method, request.url.path)
+        return scim_shaped(request.url.path,
+                           exception_response(exc, request.method, request.url.path))
 
     for error in (*STORE_ERRORS, OSError):  # OSError: files inferd writes (uploads)
         app.add_exception_handler(error, _store)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        return exception_response(exc, request.method, request.url.path)
+        return scim_shaped(request.url.path,
+                           exception_response(exc, request.method, request.url.path))
 
 
 def exception_response(exc: Exception, method: str, path: str) -> Response:

@@ -31,7 +31,7 @@ from starlette.routing import compile_path
 
 from inferd.jobs.requests import ENDPOINTS
 
-Access = Literal["public", "key", "owner", "private", "audit", "admin", "engine"]
+Access = Literal["public", "key", "owner", "private", "audit", "admin", "engine", "scim"]
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 LEVELS: dict[Access, str] = {
@@ -52,10 +52,22 @@ LEVELS: dict[Access, str] = {
     "engine": "the engines' key (`INFERD_ENGINE_API_KEY`) or an admin key; a user key gets 403 "
               "`engine_scope_required`. The engines' key gets 403 `engine_key_not_allowed` "
               "on every other route",
+    "scim": "SCIM provisioning keys (scope `scim`, held by an identity provider) and admin "
+            "keys; every change recorded in the audit log. Another key gets 403 "
+            "`scim_scope_required`; a `scim` key gets 403 `scim_key_not_allowed` on every "
+            "other route. Errors come in SCIM's shape (`urn:ietf:params:scim:api:messages:"
+            "2.0:Error`)",
 }
 
 # The routes the engines' key may call (the ``engine`` level), and nothing else.
 ENGINE_PREFIX = "/internal/v1/engines/"
+# The SCIM routes (the ``scim`` level): all a ``scim`` key may call.
+SCIM_PREFIX = "/scim/v2"
+
+
+def is_scim_path(path: str) -> bool:
+    """Whether ``path`` is under the SCIM routes (their errors are in SCIM's shape)."""
+    return path == SCIM_PREFIX or path.startswith(SCIM_PREFIX + "/")
 
 JSON = "application/json"
 SSE = "text/event-stream"

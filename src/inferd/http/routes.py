@@ -19,6 +19,7 @@ from inferd.http import (
     internal,
     jobs,
     metrics,
+    scim,
     sso,
 )
 from inferd.http import openai as openai_api
@@ -55,6 +56,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     admin_keys.router,
     admin_teams.teams_router,
     admin_teams.users_router,
+    scim.router,  # SCIM provisioning of users and teams
     sso.admin_router,  # single sign-on's group rules
     admin_usage.router,
     usage_series.router,

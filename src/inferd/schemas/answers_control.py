@@ -32,7 +32,7 @@ class ApiKey(Answer):
     object: Literal["api_key"]
     name: str | None
     prefix: str
-    scope: Literal["admin", "user", "auditor"]
+    scope: Literal["admin", "user", "auditor", "scim"]
     owner: str | None
     team: str | None
     team_id: int | None
@@ -80,6 +80,8 @@ class Team(Answer):
     metadata: dict[str, Any]
     created_at: float
     updated_at: float
+    # the identity provider's id of a team it provisions over SCIM
+    external_id: str | None = None
 
 
 class TeamList(Answer):
@@ -107,6 +109,10 @@ class User(Answer):
     budget_alert: int | None = None
     created_at: float
     updated_at: float
+    # the identity provider's id of a user it provisions over SCIM, and when a SCIM DELETE
+    # took out the user while they held keys (disabled, no longer seen by SCIM)
+    external_id: str | None = None
+    deprovisioned_at: float | None = None
 
 
 class UserList(Answer):
@@ -329,7 +335,7 @@ class Session(Answer):
     object: Literal["session"]
     key_id: str | None
     name: str
-    scope: Literal["admin", "user", "auditor", "open"]
+    scope: Literal["admin", "user", "auditor", "scim", "open"]
     user: str | None = None
     sso: bool = False
 

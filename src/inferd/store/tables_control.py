@@ -73,6 +73,8 @@ teams = sa.Table(
     sa.Column("extra", sa.JSON, nullable=True),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+    # the identity provider's id of a team it provisions over SCIM (``inferd.auth.scim``)
+    sa.Column("external_id", sa.String(191), nullable=True, unique=True),
     sqlite_autoincrement=True,
 )
 
@@ -95,6 +97,13 @@ users = sa.Table(
     # the OpenID Connect identity the user signs in as (``inferd.auth.sso``); null: none
     sa.Column("sso_issuer", sa.String(255), nullable=True),
     sa.Column("sso_subject", sa.String(255), nullable=True),
+    # SCIM provisioning (``inferd.auth.scim``): the identity provider's id of the user, its
+    # ``displayName``, the other SCIM attributes kept as given (``name``, ``emails``), and
+    # when a SCIM ``DELETE`` took out a user who still holds keys (SCIM no longer sees it)
+    sa.Column("external_id", sa.String(191), nullable=True, unique=True),
+    sa.Column("display_name", sa.String(191), nullable=True),
+    sa.Column("scim", sa.JSON, nullable=True),
+    sa.Column("deprovisioned_at", sa.Double, nullable=True),
     sa.Index("ix_users_sso_identity", "sso_issuer", "sso_subject", unique=True),
     sqlite_autoincrement=True,
 )

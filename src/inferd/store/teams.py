@@ -32,9 +32,10 @@ from inferd.store.tables_control import api_keys, team_members, teams, users
 Change = tuple[int, str]  # (key id, key hash) of a key whose change is in the key feed
 
 TEAM_COLUMNS = frozenset({"name", "models", "rpm", "tpm", "token_budget", "budget_period",
-                          "max_budget", "budget_alert", "extra"})
+                          "max_budget", "budget_alert", "extra", "external_id"})
 USER_COLUMNS = frozenset({"name", "email", "role", "disabled", "rpm", "tpm", "token_budget",
-                          "budget_period", "max_budget", "budget_alert"})
+                          "budget_period", "max_budget", "budget_alert", "external_id",
+                          "display_name", "scim", "deprovisioned_at"})
 # Member roles that may hold keys of the team.
 KEY_HOLDING_ROLES = ("owner", "member")
 
@@ -47,7 +48,13 @@ class _Missing(Exception):
     """Rolls back a change of a row that does not exist."""
 
 
-def _duplicate(kind: str, name: object) -> Conflict:
+def _duplicate(kind: str, values: dict[str, Any]) -> Conflict:
+    """Names and external ids (``inferd.auth.scim``) are unique."""
+    name, external = values.get("name"), values.get("external_id")
+    if external is not None:
+        what = (f"the external id '{external}'" if name is None else
+                f"the name '{name}' or the external id '{external}'")
+        return Conflict(f"A {kind} with {what} exists already.", code=f"{kind}_exists")
     return Conflict(f"A {kind} named '{name}' exists already.", code=f"{kind}_exists")
 
 
@@ -68,7 +75,7 @@ class TeamStore:
                 new_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
                 row = (await conn.execute(sa.select(table).where(table.c.id == new_id))).one()
         except sa.exc.IntegrityError:
-            raise _duplicate(kind, values.get("name")) from None
+            raise _duplicate(kind, values) from None
         return dict(_row(row) or {})
 
     async def _get(self, table: sa.Table, row_id: int) -> dict[str, Any] | None:
@@ -109,7 +116,7 @@ class TeamStore:
         except _Missing:
             return None
         except sa.exc.IntegrityError:
-            raise _duplicate(kind, values.get("name")) from None
+            raise _duplicate(kind, values) from None
         return dict(_row(row) or {}), changes
 
     async def _delete(self, table: sa.Table, kind: str, row_id: int,

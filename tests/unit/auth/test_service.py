@@ -12,7 +12,8 @@ from inferd.auth.service import Auth
 def bare_auth() -> Auth:
     """An ``Auth`` whose keys, admin and policy are never reached by ``unmetered``."""
     unused = cast(Any, None)
-    return Auth(unused, unused, unused, teams=cast(Any, object()), open_mode=OPEN_MODE)
+    return Auth(unused, unused, unused, teams=cast(Any, object()), scim=cast(Any, object()),
+                open_mode=OPEN_MODE)
 
 
 def test_an_unmetered_copy_is_made_once_per_principal_and_again_when_it_is_reloaded() -> None:

@@ -18,6 +18,8 @@ import pytest
 from inferd.app import create_app
 from inferd.http.anthropic import PREFIX as ANTHROPIC_PREFIX
 from inferd.http.auth import AuthMiddleware, PublicRoutes
+from inferd.http.fast import NO_PRINCIPAL
+from inferd.http.operation import is_scim_path
 from inferd.http.routes import declared
 from inferd.settings import load_settings
 
@@ -61,9 +63,13 @@ def client(app: Any) -> httpx.AsyncClient:
 
 
 def assert_refused(response: httpx.Response, what: str) -> None:
-    """401 in the OpenAI error shape (the Anthropic API's own shape on its routes, as the
-    auth middleware answers there)."""
+    """401 in the OpenAI error shape (the Anthropic API's and SCIM's own shapes on their routes,
+    as the auth middleware answers there)."""
     assert response.status_code == 401, (what, response.status_code, response.text)
+    if is_scim_path(what.split(" ")[-1]):
+        assert response.json() == {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                                   "status": "401", "detail": NO_PRINCIPAL}, what
+        return
     error = response.json()["error"]
     if what.split(" ")[-1].startswith(ANTHROPIC_PREFIX):
         assert response.json()["type"] == "error", what
