@@ -116,7 +116,7 @@ async def test_the_migration_adds_and_drops_its_columns(database: Database) -> N
              "teams": {"external_id"}}
     found = await columns()
     assert all(added[t] <= found[t] for t in added)
-    await asyncio.to_thread(downgrade, database.url, "0025_sso")
+    await asyncio.to_thread(downgrade, database.url, "0025")
     found = await columns()
     assert not any(added[t] & found[t] for t in added)
     await asyncio.to_thread(upgrade, database.url)

@@ -1,6 +1,6 @@
 """single sign-on: the OpenID Connect identity of a user
 
-Revision ID: 0025_sso
+Revision ID: 0025
 Revises: 0024
 
 ``users.sso_issuer`` and ``sso_subject``: the provider (its issuer URL) and the subject
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0025_sso"
+revision = "0025"
 down_revision = "0024"
 branch_labels = None
 depends_on = None

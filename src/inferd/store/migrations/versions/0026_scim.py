@@ -1,7 +1,7 @@
 """SCIM provisioning: the identity provider's id of users and teams, and the users' SCIM names
 
-Revision ID: 0026_scim
-Revises: 0025_sso
+Revision ID: 0026
+Revises: 0025
 
 ``users.external_id`` and ``teams.external_id``: the identity provider's own id of a user or
 team it provisions over SCIM (``externalId``; unique, null for those it did not provision).
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0026_scim"
-down_revision = "0025_sso"
+revision = "0026"
+down_revision = "0025"
 branch_labels = None
 depends_on = None
 
