@@ -15,14 +15,22 @@ Nothing here reads or writes the database on the way of a request.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import ROUND_CEILING
 from typing import Any, TypeVar
 
 from inferd import inference_tracing as traced
-from inferd.auth.limits import NANOS, Limiter, LocalLimiter, nanos, period_bounds
+from inferd.auth.limits import (
+    NANOS,
+    BudgetAlerts,
+    Limiter,
+    LocalLimiter,
+    OnAlert,
+    nanos,
+    no_alert,
+    period_bounds,
+)
 from inferd.auth.principal import Principal
 from inferd.engines.base import Chunk, ModelInfo, Progress
 from inferd.engines.streams import primed
@@ -52,8 +60,6 @@ from inferd.tracing import Tracer, current_tracer
 from inferd.usage import in_job
 
 T = TypeVar("T")
-
-log = logging.getLogger("inferd.limits")
 
 # Completion tokens reserved when a request sets no max_tokens (settled with the real count).
 DEFAULT_COMPLETION_ESTIMATE = 256
@@ -107,7 +113,7 @@ class Inference:
                  limiter: Limiter | None = None, tracer: Tracer | None = None) -> None:
         self.router = router
         self.metering = metering
-        self.limiter: Limiter = limiter or LocalLimiter()
+        self.limiter: Limiter = limiter or LocalLimiter(BudgetAlerts(metering.metrics))
         self.tracer = tracer  # None: nothing traced (inferd.inference_tracing)
         # The budget period each user's and team's budget was seeded for (limit id, with
         # ``:money`` for the money budget -> start).
@@ -213,8 +219,6 @@ class Inference:
                     cost = self._worst_cost(call.model, tokens,
                                             None if prompt is None else prompt())
                 call.reservation = await self.limiter.acquire(principal, tokens, cost)
-                for gate in call.reservation.alerts:
-                    self._alert(gate.holder, gate.level, gate.alert or 0, gate.max_budget)
         except InferdError as exc:
             if isinstance(exc, RateLimited):
                 self.metering.metrics.child("rate_limited", exc.code or "").inc()
@@ -237,11 +241,6 @@ class Inference:
         completion = tokens if prompt is None else max(0, tokens - prompt)
         worst = self.metering.prices.worst_cost(model, prompt, completion)
         return int((worst * NANOS).to_integral_value(rounding=ROUND_CEILING))
-
-    def _alert(self, holder: str, level: str, alert: int, budget: float | None) -> None:
-        log.warning("the spend of %s reached %.9g of its budget of %s in this period",
-                    holder, alert / 1e9, budget)
-        self.metering.metrics.child("budget_alerts", level).inc()
 
     def _failed(self, call: Call, exc: BaseException, usage: dict[str, Any] | None = None) -> None:
         self.metering.metrics.child("in_flight", call.label).dec()
@@ -482,12 +481,13 @@ class Inference:
         return result
 
 
-def build_limiter(settings: Settings) -> Limiter:
-    """Per-key limits in this process, or in Redis when gateways share them."""
+def build_limiter(settings: Settings, on_alert: OnAlert = no_alert) -> Limiter:
+    """Per-key limits in this process, or in Redis when gateways share them; ``on_alert``:
+    what a money budget's alert is given to (``BudgetAlerts``)."""
     from inferd.auth.redis_limits import RedisLimiter
 
     if settings.limits_backend == "redis" or (settings.limits_backend == "auto"
                                               and settings.redis_url):
         return RedisLimiter(settings.redis_url or "redis://127.0.0.1:6379/0",
-                            prefix=settings.redis_prefix)
-    return LocalLimiter()
+                            prefix=settings.redis_prefix, on_alert=on_alert)
+    return LocalLimiter(on_alert)
