@@ -197,10 +197,13 @@ class Inference:
 
     async def _begin(self, endpoint: str, model: str, principal: Principal, stream: bool,
                      estimate: Callable[[], int],
-                     prompt: Callable[[], int] | None = None, body: Any = None) -> Call:
+                     prompt: Callable[[], int] | None = None, body: Any = None,
+                     worst: Callable[[str], int] | None = None) -> Call:
         """``estimate``: the tokens the request may use; ``prompt``: the part of them in its
         prompt (the rest is completion), for a money budget's worst case cost; ``body``: the
-        request, kept by the request log for a key with ``log_bodies``."""
+        request, kept by the request log for a key with ``log_bodies``; ``worst``: the worst
+        case cost (nanos) of a request priced otherwise than by its tokens, given the model's
+        canonical name."""
         # Metric labels name only models the router knows: any other name a client sends is
         # counted as UNKNOWN_MODEL, so that clients cannot grow /metrics without bound.
         call = Call(endpoint, model, principal, stream,
@@ -215,7 +218,9 @@ class Inference:
             if principal.limited:
                 tokens = estimate()
                 cost = 0
-                if principal.spends:
+                if principal.spends and worst is not None:
+                    cost = worst(self._canonical(call.model))
+                elif principal.spends:
                     cost = self._worst_cost(call.model, tokens,
                                             None if prompt is None else prompt())
                 call.reservation = await self.limiter.acquire(principal, tokens, cost)
@@ -236,11 +241,21 @@ class Inference:
         """The most a request of ``tokens`` tokens (``prompt`` of them in the prompt) to
         ``model`` may cost, in nanos rounded up: at the highest price of the model and of
         its replicas."""
-        with contextlib.suppress(ModelNotFound):
-            model = self.router.resolve(model)
         completion = tokens if prompt is None else max(0, tokens - prompt)
-        worst = self.metering.prices.worst_cost(model, prompt, completion)
+        worst = self.metering.prices.worst_cost(self._canonical(model), prompt, completion)
         return int((worst * NANOS).to_integral_value(rounding=ROUND_CEILING))
+
+    def _worst_images(self, model: str, images: int) -> int:
+        """The most ``images`` pictures of ``model`` (canonical) may cost, in nanos rounded
+        up: at the highest price per image of the model and of its replicas."""
+        worst = self.metering.prices.worst_image_cost(model, images)
+        return int((worst * NANOS).to_integral_value(rounding=ROUND_CEILING))
+
+    def _canonical(self, model: str) -> str:
+        """The model's canonical name (the name asked for when the router does not know it)."""
+        with contextlib.suppress(ModelNotFound):
+            return self.router.resolve(model)
+        return model
 
     def _failed(self, call: Call, exc: BaseException, usage: dict[str, Any] | None = None) -> None:
         self.metering.metrics.child("in_flight", call.label).dec()
@@ -461,9 +476,11 @@ class Inference:
     async def images(self, request: ImageGenerationRequest, principal: Principal,
                      progress: Progress | None = None) -> dict[str, Any]:
         """Generate images; metered as images, steps and image units (rpm, ipm, upm and the
-        image budget apply, tokens do not)."""
+        image budget apply, tokens do not). A money budget reserves the ``n`` pictures at the
+        highest price per image of the model and its replicas, settled to the real cost."""
         units = self.image_cost(request)  # 400 past the model's max_steps or max_size
-        call = await self._begin("images", request.model, principal, False, lambda: 0)
+        call = await self._begin("images", request.model, principal, False, lambda: 0,
+                                 worst=lambda model: self._worst_images(model, request.n))
         try:
             if principal.ipm is not None:
                 await self.limiter.acquire_images(principal, request.n)
