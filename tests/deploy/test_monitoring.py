@@ -288,5 +288,7 @@ def test_the_dashboard_shows_what_an_operator_watches() -> None:
         "inferd_jobs_pending",
         "inferd_jobs_oldest_pending_age_seconds",  # the job queue
         "inferd_usage_records_pending",
+        "max by (team) (inferd_team_budget_used_ratio)",  # budgets
+        "increase(inferd_budget_alerts_total",
     ):
         assert wanted in exprs, wanted
