@@ -221,6 +221,9 @@ class Placed:
     replica: str | None = None
     flow = "key-1"
     flow_name = "bench"
+    flow_weight: float | None = None
+    group = ""
+    group_weight: float | None = None
     priority: Priority = "interactive"
 
     def may_use(self, model: str) -> bool:

@@ -15,14 +15,22 @@ Nothing here reads or writes the database on the way of a request.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import ROUND_CEILING
 from typing import Any, TypeVar
 
 from inferd import inference_tracing as traced
-from inferd.auth.limits import NANOS, Limiter, LocalLimiter, nanos, period_bounds
+from inferd.auth.limits import (
+    NANOS,
+    BudgetAlerts,
+    Limiter,
+    LocalLimiter,
+    OnAlert,
+    nanos,
+    no_alert,
+    period_bounds,
+)
 from inferd.auth.principal import Principal
 from inferd.engines.base import Chunk, ModelInfo, Progress
 from inferd.engines.streams import primed
@@ -52,8 +60,6 @@ from inferd.tracing import Tracer, current_tracer
 from inferd.usage import in_job
 
 T = TypeVar("T")
-
-log = logging.getLogger("inferd.limits")
 
 # Completion tokens reserved when a request sets no max_tokens (settled with the real count).
 DEFAULT_COMPLETION_ESTIMATE = 256
@@ -107,7 +113,7 @@ class Inference:
                  limiter: Limiter | None = None, tracer: Tracer | None = None) -> None:
         self.router = router
         self.metering = metering
-        self.limiter: Limiter = limiter or LocalLimiter()
+        self.limiter: Limiter = limiter or LocalLimiter(BudgetAlerts(metering.metrics))
         self.tracer = tracer  # None: nothing traced (inferd.inference_tracing)
         # The budget period each user's and team's budget was seeded for (limit id, with
         # ``:money`` for the money budget -> start).
@@ -191,10 +197,13 @@ class Inference:
 
     async def _begin(self, endpoint: str, model: str, principal: Principal, stream: bool,
                      estimate: Callable[[], int],
-                     prompt: Callable[[], int] | None = None, body: Any = None) -> Call:
+                     prompt: Callable[[], int] | None = None, body: Any = None,
+                     worst: Callable[[str], int] | None = None) -> Call:
         """``estimate``: the tokens the request may use; ``prompt``: the part of them in its
         prompt (the rest is completion), for a money budget's worst case cost; ``body``: the
-        request, kept by the request log for a key with ``log_bodies``."""
+        request, kept by the request log for a key with ``log_bodies``; ``worst``: the worst
+        case cost (nanos) of a request priced otherwise than by its tokens, given the model's
+        canonical name."""
         # Metric labels name only models the router knows: any other name a client sends is
         # counted as UNKNOWN_MODEL, so that clients cannot grow /metrics without bound.
         call = Call(endpoint, model, principal, stream,
@@ -209,12 +218,12 @@ class Inference:
             if principal.limited:
                 tokens = estimate()
                 cost = 0
-                if principal.spends:
+                if principal.spends and worst is not None:
+                    cost = worst(self._canonical(call.model))
+                elif principal.spends:
                     cost = self._worst_cost(call.model, tokens,
                                             None if prompt is None else prompt())
                 call.reservation = await self.limiter.acquire(principal, tokens, cost)
-                for gate in call.reservation.alerts:
-                    self._alert(gate.holder, gate.level, gate.alert or 0, gate.max_budget)
         except InferdError as exc:
             if isinstance(exc, RateLimited):
                 self.metering.metrics.child("rate_limited", exc.code or "").inc()
@@ -232,16 +241,21 @@ class Inference:
         """The most a request of ``tokens`` tokens (``prompt`` of them in the prompt) to
         ``model`` may cost, in nanos rounded up: at the highest price of the model and of
         its replicas."""
-        with contextlib.suppress(ModelNotFound):
-            model = self.router.resolve(model)
         completion = tokens if prompt is None else max(0, tokens - prompt)
-        worst = self.metering.prices.worst_cost(model, prompt, completion)
+        worst = self.metering.prices.worst_cost(self._canonical(model), prompt, completion)
         return int((worst * NANOS).to_integral_value(rounding=ROUND_CEILING))
 
-    def _alert(self, holder: str, level: str, alert: int, budget: float | None) -> None:
-        log.warning("the spend of %s reached %.9g of its budget of %s in this period",
-                    holder, alert / 1e9, budget)
-        self.metering.metrics.child("budget_alerts", level).inc()
+    def _worst_images(self, model: str, images: int) -> int:
+        """The most ``images`` pictures of ``model`` (canonical) may cost, in nanos rounded
+        up: at the highest price per image of the model and of its replicas."""
+        worst = self.metering.prices.worst_image_cost(model, images)
+        return int((worst * NANOS).to_integral_value(rounding=ROUND_CEILING))
+
+    def _canonical(self, model: str) -> str:
+        """The model's canonical name (the name asked for when the router does not know it)."""
+        with contextlib.suppress(ModelNotFound):
+            return self.router.resolve(model)
+        return model
 
     def _failed(self, call: Call, exc: BaseException, usage: dict[str, Any] | None = None) -> None:
         self.metering.metrics.child("in_flight", call.label).dec()
@@ -462,9 +476,11 @@ class Inference:
     async def images(self, request: ImageGenerationRequest, principal: Principal,
                      progress: Progress | None = None) -> dict[str, Any]:
         """Generate images; metered as images, steps and image units (rpm, ipm, upm and the
-        image budget apply, tokens do not)."""
+        image budget apply, tokens do not). A money budget reserves the ``n`` pictures at the
+        highest price per image of the model and its replicas, settled to the real cost."""
         units = self.image_cost(request)  # 400 past the model's max_steps or max_size
-        call = await self._begin("images", request.model, principal, False, lambda: 0)
+        call = await self._begin("images", request.model, principal, False, lambda: 0,
+                                 worst=lambda model: self._worst_images(model, request.n))
         try:
             if principal.ipm is not None:
                 await self.limiter.acquire_images(principal, request.n)
@@ -482,12 +498,13 @@ class Inference:
         return result
 
 
-def build_limiter(settings: Settings) -> Limiter:
-    """Per-key limits in this process, or in Redis when gateways share them."""
+def build_limiter(settings: Settings, on_alert: OnAlert = no_alert) -> Limiter:
+    """Per-key limits in this process, or in Redis when gateways share them; ``on_alert``:
+    what a money budget's alert is given to (``BudgetAlerts``)."""
     from inferd.auth.redis_limits import RedisLimiter
 
     if settings.limits_backend == "redis" or (settings.limits_backend == "auto"
                                               and settings.redis_url):
         return RedisLimiter(settings.redis_url or "redis://127.0.0.1:6379/0",
-                            prefix=settings.redis_prefix)
-    return LocalLimiter()
+                            prefix=settings.redis_prefix, on_alert=on_alert)
+    return LocalLimiter(on_alert)

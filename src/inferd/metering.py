@@ -43,6 +43,9 @@ class Call:
         "endpoint",
         "flow",
         "flow_name",
+        "flow_weight",
+        "group",
+        "group_weight",
         "image_units",
         "images",
         "label",
@@ -85,6 +88,9 @@ class Call:
         # job's or batch line's waits behind every interactive request)
         self.flow = principal.key_id or ""
         self.flow_name = principal.name
+        self.flow_weight = principal.queue_weight
+        self.group = "" if principal.team_id is None else str(principal.team_id)
+        self.group_weight = principal.team_queue_weight
         self.priority: Priority = "batch" if batch else "interactive"
         # a key with ``log_bodies`` only: the request, and the answer (a stream's chunks, an
         # error's object), for the request log (``inferd.request_bodies``)

@@ -54,6 +54,8 @@ INTER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1,
 # queueing): none at all for most, up to a job's ``queue_batch_timeout``.
 QUEUE_WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                       60.0, 120.0, 300.0)
+# The levels a money budget is set at (the label of ``inferd_budget_alerts_total``).
+BUDGET_LEVELS = ("key", "user", "team")
 # How long the coroutines of ``register_refresh`` may hold up a scrape.
 REFRESH_TIMEOUT = 5.0
 Series = Iterable[tuple[Sequence[str], float]]
@@ -226,6 +228,8 @@ class Metrics:
         self.budget_alerts = Counter("inferd_budget_alerts",
                                      "Money budgets that reached their alert percentage",
                                      ["level"], registry=r)
+        for level in BUDGET_LEVELS:  # a series per level from the start, 0 until one fires
+            self.budget_alerts.labels(level)
         # fair queueing (``inferd.routing.fairqueue``): the wait of each request admitted to
         # a model with a bounded capacity (0 for one that found room), and the refusals
         self.queue_wait = Histogram("inferd_gateway_queue_wait_seconds",

@@ -139,6 +139,14 @@ class PriceBook:
             worst = (p.input * prompt + p.output * completion for p in prices)
         return max(worst, default=Decimal(0)) / MILLION
 
+    def worst_image_cost(self, model: str, images: int) -> Decimal:
+        """The most ``images`` pictures made by ``model`` may cost, whichever of its replicas
+        makes them: at the highest price per image of the model and of its replicas."""
+        prices = [self.models[model]] if model in self.models else []
+        prices += [price for replica, price in self.replicas.items()
+                   if self.replica_models.get(replica) == model]
+        return max((p.image for p in prices), default=Decimal(0)) * max(0, images)
+
     def cost(
         self,
         model: str,

@@ -9,6 +9,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 from inferd.audit import AuditLog
+from inferd.auth.budget_stats import TeamBudgets
+from inferd.auth.limits import BudgetAlerts
 from inferd.auth.oidc import OidcClient, new_http
 from inferd.auth.service import Auth
 from inferd.auth.sso import Sso
@@ -98,7 +100,8 @@ class Services:
                         queueing=Queueing.of(settings), capacity=settings.replica_capacity,
                         metrics=metering.metrics, tracer=tracer)
         metering.watch(router)
-        inference = Inference(router, metering, limiter=build_limiter(settings),
+        limiter = build_limiter(settings, BudgetAlerts(metering.metrics))
+        inference = Inference(router, metering, limiter=limiter,
                               tracer=tracer)
         stack.push_async_callback(inference.close)
         bus = change_bus(settings, stack)
@@ -142,6 +145,7 @@ class Services:
                                         "Jobs waiting in this process's queue.",
                                         lambda: float(jobs.queue.depth()))
         QueueStats(jobs.store, router).register(metering.metrics)
+        TeamBudgets(metering.store).register(metering.metrics)
         loop = asyncio.get_running_loop()  # read from the scrape's thread too
         metering.metrics.register_gauge(
             "inferd_asyncio_tasks", "Tasks on the event loop; growth under steady load is a "

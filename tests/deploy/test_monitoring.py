@@ -177,6 +177,61 @@ def test_the_alerts_fire_on_what_they_watch(tmp_path: Path) -> None:
     assert "SUCCESS" in run_promtool("test", "rules", str(unit))
 
 
+def test_the_budget_alerts_fire_on_what_they_watch(tmp_path: Path) -> None:
+    """promtool's rule unit tests of the money budgets, one sample a minute: a team's budget
+    alert is counted at minute 11 (a key's never), and team ``a`` spends 50%, then 85% from
+    minute 6, then 120% from minute 12 of its budget; team ``b`` 10%."""
+    ratio = "inferd_team_budget_used_ratio"
+    series = [
+        _series("inferd_budget_alerts_total", "0x10 1x30", level="team", instance="gateway-1"),
+        _series("inferd_budget_alerts_total", "0x40", level="key", instance="gateway-1"),
+        _series("inferd_budget_alerts_total", "0x40", level="user", instance="gateway-1"),
+        _series(ratio, "0.5x5 0.85x5 1.2x30", team="a", instance="gateway-1"),
+        _series(ratio, "0.5x5 0.85x5 1.2x30", team="a", instance="gateway-2"),
+        _series(ratio, "0.1x40", team="b", instance="gateway-1"),
+    ]
+    tests = [
+        _alert("InferdBudgetAlert", "5m"),
+        _alert(
+            "InferdBudgetAlert",
+            "12m",
+            {"severity": "info", "level": "team"},
+            summary="A team's money budget reached its alert percentage.",
+            description="inferd logs a warning that names the team and its budget.",
+        ),
+        _alert("InferdBudgetAlert", "40m"),  # counted once: no longer in the last 15 minutes
+        _alert("InferdTeamBudgetAt80Percent", "3m"),
+        _alert(
+            "InferdTeamBudgetAt80Percent",
+            "8m",
+            {"severity": "warning", "team": "a"},
+            summary="Team a has spent 80% of its money budget for this period.",
+            description="85% of the budget is spent.",
+        ),
+        _alert("InferdTeamBudgetAt80Percent", "20m"),  # used up: the other alert says so
+        _alert("InferdTeamBudgetUsedUp", "8m"),
+        _alert(
+            "InferdTeamBudgetUsedUp",
+            "20m",
+            {"severity": "critical", "team": "a"},
+            summary="Team a has used up its money budget for this period.",
+            description="Its keys get 429 insufficient_quota until the period ends or the "
+            "budget is raised.",
+        ),
+    ]
+    unit = tmp_path / "budget_alerts_test.yml"
+    unit.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(ALERTS)],
+                "evaluation_interval": "1m",
+                "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": tests}],
+            }
+        )
+    )
+    assert "SUCCESS" in run_promtool("test", "rules", str(unit))
+
+
 def test_the_dashboard_is_a_grafana_dashboard() -> None:
     """What Grafana needs to import it anywhere: a uid, a Prometheus data source variable
     that every panel and query uses, unique panel ids, panels inside the 24-column grid that
@@ -233,5 +288,7 @@ def test_the_dashboard_shows_what_an_operator_watches() -> None:
         "inferd_jobs_pending",
         "inferd_jobs_oldest_pending_age_seconds",  # the job queue
         "inferd_usage_records_pending",
+        "max by (team) (inferd_team_budget_used_ratio)",  # budgets
+        "increase(inferd_budget_alerts_total",
     ):
         assert wanted in exprs, wanted

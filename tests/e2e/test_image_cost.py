@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,36 @@ def test_pictures_kept_by_url_count_in_the_storage_quota(server: InferdProcess,
     assert draw(client, SMALL).data[0].b64_json  # not kept: no room needed
     storage = admin.get(f"/admin/v1/keys/{key['id']}").json()["storage"]
     assert storage["objects"] == 2 and storage["bytes"] > 0
+
+
+def test_a_money_budget_for_two_pictures_refuses_a_third_concurrent_request(
+        server: InferdProcess, admin: httpx.Client) -> None:
+    """Each request reserves its pictures at the model's price per image before it runs: of
+    three concurrent requests for one picture under a budget that pays for two, one is
+    refused, whichever finishes first."""
+    priced = admin.patch("/admin/v1/models/tiny-sd", json={"price": {"image": 0.5}})
+    assert priced.status_code == 200, priced.text
+    try:
+        key, client = client_of(server, admin, max_budget=1.0)
+        with ThreadPoolExecutor(3) as pool:
+            outcomes = list(pool.map(lambda _: _outcome(client), range(3)))
+        assert sorted(outcomes) == ["200", "200", "insufficient_quota"]
+
+        def spent() -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = admin.get("/admin/v1/usage", params={
+                "group_by": "key", "key_id": key["id"]}).json()["data"]
+            return rows if rows and rows[0]["requests"] == 3 else []
+
+        assert wait_for(spent)[0]["cost"] == 1.0  # two pictures at 0.5; the refused one none
+    finally:
+        reset = admin.patch("/admin/v1/models/tiny-sd", json={"price": None})
+        assert reset.status_code == 200, reset.text
+
+
+def _outcome(client: openai.OpenAI) -> str:
+    """200, or the code of the 429 that refused it."""
+    try:
+        draw(client, SMALL)
+    except openai.RateLimitError as refused:
+        return str(refused.code)
+    return "200"

@@ -8,6 +8,7 @@ import pytest
 from openai import NotFoundError, OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import wait_for
 from tests.monitoring import (
     TARGET_LABELS,
     dashboard_queries,
@@ -33,7 +34,10 @@ def exported(http: httpx.Client) -> dict[str, set[str]]:
 @pytest.fixture(scope="module")
 def series(client: OpenAI, http: httpx.Client) -> dict[str, set[str]]:
     """The metrics after a streamed answer (time to first token, inter-token latency), one
-    in one piece and a request for a model that does not exist."""
+    in one piece and a request for a model that does not exist, with a team that has a money
+    budget (its budget use)."""
+    made = http.post("/admin/v1/teams", json={"name": "monitored-budget", "max_budget": 5.0})
+    assert made.status_code == 201, made.text
     stream = client.chat.completions.create(
         model=CHAT_MODEL,
         max_tokens=12,
@@ -50,7 +54,13 @@ def series(client: OpenAI, http: httpx.Client) -> dict[str, set[str]]:
         client.chat.completions.create(
             model="no-such-model", max_tokens=4, messages=[{"role": "user", "content": "Hi"}]
         )
-    return exported(http)
+
+    def with_the_team_budget() -> dict[str, set[str]] | None:
+        found = exported(http)
+        return found if "inferd_team_budget_used_ratio" in found else None
+
+    # the team budgets are read at most every few seconds: until the new team's is
+    return wait_for(with_the_team_budget, interval=0.5, what="the team's budget use in /metrics")
 
 
 @pytest.mark.parametrize("where,expr", dashboard_queries() + rule_queries())
@@ -76,3 +86,18 @@ def test_the_streaming_latencies_and_the_job_queue_are_per_model(
         assert series[name] == {"model", "le"}
     assert series["inferd_jobs_pending"] == {"model"}
     assert series["inferd_jobs_oldest_pending_age_seconds"] == {"model"}
+
+
+def test_the_budget_series_are_there_before_any_budget_is_reached(
+    series: dict[str, set[str]], http: httpx.Client
+) -> None:
+    """The budget alerts count from 0 at each level (the alert rules see an increase from
+    the first one), and each team with a money budget has its budget use."""
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(http.get("/metrics").text)
+        for s in family.samples
+    }
+    for level in ("key", "user", "team"):
+        assert samples[("inferd_budget_alerts_total", (("level", level),))] == 0
+    assert samples[("inferd_team_budget_used_ratio", (("team", "monitored-budget"),))] == 0

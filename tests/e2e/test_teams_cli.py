@@ -69,3 +69,18 @@ def test_teams_and_users_from_the_command_line(tmp_path: Path) -> None:
     assert {"team.create", "user.create", "team.member.set", "user.disable",
             "team.update"} <= set(actions)
     assert {e["actor"]["via"] for e in exported} == {"cli"}
+
+
+def test_queue_weights_of_teams_and_keys_from_the_command_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    team = json.loads(ok(data, "teams", "create", "search", "--queue-weight", "3"))
+    assert team["queue_weight"] == 3.0
+    changed = json.loads(ok(data, "teams", "update", str(team["id"]), "--queue-weight", "0.5"))
+    assert changed["queue_weight"] == 0.5
+    key = json.loads(ok(data, "keys", "create", "--name", "k", "--team-id", str(team["id"]),
+                        "--queue-weight", "2"))
+    assert key["queue_weight"] == 2.0
+    lighter = json.loads(ok(data, "keys", "update", str(key["id"]), "--queue-weight", "1.25"))
+    assert lighter["queue_weight"] == 1.25
+    refused = inferd(data, "teams", "update", str(team["id"]), "--queue-weight", "0")
+    assert refused.returncode != 0 and "queue_weight" in refused.stderr

@@ -140,7 +140,8 @@ def monitoring(d: Any, server: InferdProcess, split: str = "model") -> None:
     wait(
         d,
         lambda d: (
-            (c := chart(d, "Requests")) is not None
+            find(d, "#mon-charts").get_attribute("aria-busy") == "false"  # every drawing done
+            and (c := chart(d, "Requests")) is not None
             and c["total"] == 8
             and len(c["names"]) == (1 if split == "none" else 2)
         ),
@@ -251,6 +252,77 @@ def test_a_bar_opens_its_requests(d: Any, server: InferdProcess) -> None:
     assert not any(" 200 " in f" {r} " for r in shown)
     # errors are 4xx and 5xx answers; the filter keeps a cancelled request (499) too
     assert len([r for r in shown if "499" not in r]) == errors["values"][series][bucket]
+
+
+def _chosen(d: Any) -> dict[str, Any] | None:
+    """The bar and series the keyboard chose on the Requests chart (None: none yet)."""
+    found = d.execute_script(
+        "const f = document.querySelector('#mon-charts figure[data-metric=\"Requests\"]');"
+        "return f && f.dataset.chosen ? JSON.parse(f.dataset.chosen) : null;")
+    return found if isinstance(found, dict) else None
+
+
+def _press(d: Any, *keys: str) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(d).send_keys(*keys).perform()
+
+
+def test_a_bar_opens_its_requests_from_the_keyboard(d: Any, server: InferdProcess) -> None:
+    """Tab reaches the Requests chart (its outline shows the focus), the arrow keys choose a
+    bar and a series' part of it (the tooltip shows its values, an aria-live line tells
+    them), and Enter opens that bar's requests, as a click on it does."""
+    from selenium.webdriver.common.keys import Keys
+
+    monitoring(d, server)
+    c = chart(d, "Requests")
+    a, b = c["values"][c["names"].index(A)], c["values"][c["names"].index(B)]
+    bars = [j for j in range(len(a)) if (a[j] or 0) + (b[j] or 0)]
+    figure = "#mon-charts figure[data-metric='Requests']"
+    find(d, "#mon-form button").send_keys(Keys.TAB)
+    assert d.execute_script("return document.activeElement.dataset.metric") == "Requests"
+    outline = d.execute_script(
+        "return getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"  # a visible focus
+    assert _chosen(d) is None
+    _press(d, Keys.END)
+    assert _chosen(d) == {"bucket": bars[-1], "series": A if a[bars[-1]] else B}
+    _press(d, Keys.HOME)
+    assert _chosen(d)["bucket"] == bars[0]  # type: ignore[index]
+    target = next(j for j in bars if a[j])  # a bar with requests of A (drawn at the bottom)
+    for _ in bars:
+        if _chosen(d)["bucket"] == target:  # type: ignore[index]
+            break
+        _press(d, Keys.ARROW_RIGHT)
+    assert _chosen(d) == {"bucket": target, "series": A}
+    assert find(d, f"{figure} .chart-tip").is_displayed()
+    told = d.execute_script(  # read by screen readers, not shown
+        "return document.querySelector(arguments[0]).textContent", f"{figure} .chart-choice")
+    assert f"{A} {a[target]} of {a[target] + (b[target] or 0)} in this bar" in told
+    assert find(d, f"{figure} .chart-choice").get_attribute("aria-live") == "polite"
+    if b[target]:  # up: B's part of the same bar, down: A's again
+        _press(d, Keys.ARROW_UP)
+        assert _chosen(d) == {"bucket": target, "series": B}
+        _press(d, Keys.ARROW_DOWN)
+        assert _chosen(d) == {"bucket": target, "series": A}
+    _press(d, Keys.ENTER)
+    wait(d, lambda d: find(d, "#page-requests").is_displayed())
+    wait(d, lambda d: len(_requests_rows(d)) == a[target])
+    assert all(A in r and B not in r for r in _requests_rows(d))
+    assert find(d, "#requests-filter [name=model]").get_attribute("value") == A
+    assert find(d, "#requests-filter [name=status]").get_attribute("value") == ""
+
+
+@pytest.mark.skipif(not REQUIRED and not AXE.exists(), reason="needs axe-core (scripts/axe.sh)")
+def test_a_chart_chosen_from_the_keyboard_passes_axe(d: Any, server: InferdProcess) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    monitoring(d, server)
+    find(d, "#mon-form button").send_keys(Keys.TAB)
+    _press(d, Keys.END)
+    wait(d, lambda d: _chosen(d) is not None)
+    found = axe(d, "monitoring (a bar chosen from the keyboard)")
+    assert not found, "\n".join(found)
 
 
 @pytest.mark.skipif(not REQUIRED and not AXE.exists(), reason="needs axe-core (scripts/axe.sh)")

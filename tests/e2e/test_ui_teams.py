@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -80,8 +81,10 @@ def test_a_team_a_user_and_their_key_from_the_ui(server: InferdProcess, browser:
     wait(d, lambda d: find(d, "#team-form [name=rpm]").get_attribute("value") == "70")
     fill(d, "#team-form [name=max_budget]", "5")
     fill(d, "#team-form [name=budget_alert]", "90")
+    fill(d, "#team-form [name=queue_weight]", "3")
     find(d, "#team-form button[type=submit]").click()
     wait(d, lambda d: "budget 5 per total (alert at 90%)" in find(d, "#teams-table").text)
+    assert "queue weight 3" in find(d, "#teams-table").text
     assert find(d, "#team-form-title").text == "Create a team"
     fill(d, "#user-form [name=name]", "erin")
     fill(d, "#user-form [name=email]", "erin@example.org")
@@ -104,12 +107,16 @@ def test_a_team_a_user_and_their_key_from_the_ui(server: InferdProcess, browser:
     select(d, "#key-user", _option(d, "#key-user", "erin"))
     assert find(d, "#key-form [name=team]").get_attribute("value") == "research"
     fill(d, "#key-form [name=max_budget]", "2")
+    fill(d, "#key-form [name=queue_weight]", "2.5")
     find(d, "#key-form button[type=submit]").click()
     wait(d, lambda d: find(d, "#key-created").is_displayed())
     secret = find(d, "#key-secret").text
     find(d, "#key-close").click()
     wait(d, lambda d: "erin / research" in find(d, "#keys-table").text)
     assert "spent 0 / 2 per total" in find(d, "#keys-table").text
+    made = httpx.get(server.url + "/admin/v1/keys", params={"name": "erin-key"}, timeout=30,
+                     headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()["data"]
+    assert [k["queue_weight"] for k in made] == [2.5]
     assert _chat(server, secret)
     # the usage totals of the monitoring page, per team
     page(d, server.url, "monitoring")

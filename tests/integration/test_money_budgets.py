@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from inferd.auth.limits import NANOS, Limiter, LocalLimiter, nanos, period_bounds
+from inferd.auth.limits import NANOS, Gate, Limiter, LocalLimiter, nanos, period_bounds
 from inferd.auth.principal import LimitLevel, Principal
 from inferd.auth.redis_limits import RedisLimiter
 from inferd.errors import RateLimited
@@ -74,7 +74,8 @@ async def test_every_level_or_none(limiter: Limiter) -> None:
     assert await spent(limiter, user.limit_id, 0.0) == nanos(0.5)
 
 
-async def test_the_alert_is_given_once_per_period(limiter: Limiter) -> None:
+async def test_the_alert_is_given_once_per_period(limiter: Limiter,
+                                                   alerted: list[Gate]) -> None:
     team = _team(1.0, alert=50)
     key = Principal(key_id="3", scope="user", levels=(team,))
     below = await limiter.acquire(key, 1, nanos(0.4))
@@ -84,6 +85,65 @@ async def test_the_alert_is_given_once_per_period(limiter: Limiter) -> None:
     assert crossing.alerts[0].level == "team"
     again = await limiter.acquire(key, 1, nanos(0.1))
     assert again.alerts == ()  # once per period
+    limiter.settle(again, 1, nanos(0.3))  # a settled cost past the alert: given already
+    await limiter.close()  # (the Redis limiter sends the settled costs first)
+    assert alerted == list(crossing.alerts)
+
+
+async def test_a_settled_cost_that_reaches_the_alert_gives_it(limiter: Limiter,
+                                                             alerted: list[Gate]) -> None:
+    """A request reserved below the alert whose real cost takes the spend to it gives the
+    alert, once; a settled cost below the reserved one does not."""
+    team = _team(1.0, alert=50)
+    key = Principal(key_id="4", scope="user", levels=(team,))
+    start = period_bounds("month", time.time())[0]
+    cheaper = await limiter.acquire(key, 1, nanos(0.45))
+    limiter.settle(cheaper, 1, nanos(0.05))  # cost less than reserved: far from 50%
+    first = await limiter.acquire(key, 1, 0)
+    second = await limiter.acquire(key, 1, 0)
+    assert (cheaper.alerts, first.alerts, second.alerts) == ((), (), ())
+    limiter.settle(first, 1, nanos(0.3))  # 0.35: below
+    limiter.settle(second, 1, nanos(0.25))  # 0.6: past 50%
+
+    async def settled() -> bool:
+        return await spent(limiter, team.limit_id, start) == nanos(0.6)
+
+    async def given() -> bool:
+        return bool(alerted)
+
+    await wait_for_async(settled, what="the settled costs")
+    await wait_for_async(given, what="the alert")
+    third = await limiter.acquire(key, 1, 0)
+    limiter.settle(third, 1, nanos(0.1))  # once per period
+    await limiter.close()
+    assert [(gate.key, gate.level) for gate in alerted] == [(team.limit_id, "team")]
+
+
+async def test_two_gateways_give_a_settled_alert_once() -> None:
+    """Costs settled on two gateways that together reach a shared budget's alert: one of
+    them gives it."""
+    require_service("redis")
+    prefix = f"inferd-test-{uuid.uuid4().hex[:8]}"
+    alerts: list[list[Gate]] = [[], []]
+    gateways = [RedisLimiter(REDIS_URL, prefix=prefix, on_alert=alerts[i].append)
+                for i in range(2)]
+    team = _team(10.0, alert=80)
+    keys = [Principal(key_id=str(20 + i), scope="user", levels=(team,)) for i in range(2)]
+    try:
+        reservations = [await gateways[i % 2].acquire(keys[i % 2], 1, 0) for i in range(40)]
+        for i, reservation in enumerate(reservations):  # 40 x 0.25: past 8.0 at the 32nd
+            gateways[i % 2].settle(reservation, 1, nanos(0.25))
+        for gateway in gateways:
+            await gateway.close()  # each sends its settled costs first
+        assert len(alerts[0]) + len(alerts[1]) == 1
+        start = period_bounds("month", time.time())[0]
+        assert await gateways[0].money_spent(team.limit_id, start) == nanos(10.0)
+    finally:
+        names = [k async for k in gateways[0].redis.scan_iter(match=f"{prefix}:*")]
+        if names:
+            await gateways[0].redis.delete(*names)
+        for gateway in gateways:
+            await gateway.close()
 
 
 async def test_periods_count_apart() -> None:

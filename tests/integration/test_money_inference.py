@@ -12,7 +12,7 @@ import pytest
 
 from inferd.auth.admin import KeyAdmin, KeySpec
 from inferd.auth.keys import KeyRing
-from inferd.auth.limits import NANOS, LocalLimiter
+from inferd.auth.limits import NANOS, BudgetAlerts, LocalLimiter
 from inferd.auth.principal import Principal
 from inferd.auth.teams import MemberSpec, TeamAdmin, TeamSpec, UserSpec
 from inferd.engines.echo import EchoEngine
@@ -61,7 +61,8 @@ async def test_a_team_money_budget_end_to_end(tmp_path: Any) -> None:
     await db.migrate()
     metering = await Metering.start(settings, db)
     metering.prices.set_model("echo", PRICE)
-    inference = Inference(_router(), metering, limiter=LocalLimiter())
+    inference = Inference(_router(), metering,
+                          limiter=LocalLimiter(BudgetAlerts(metering.metrics)))
     request = ChatCompletionRequest.model_validate(ASK)
     try:
         principal, team_id, user_id = await _principal(db)

@@ -234,3 +234,46 @@ async def test_money_budgets_and_usage_per_user_and_team(database: Database) -> 
     assert await usage.level_cost_since("team", team["id"], now - 60) == 0.75
     assert await usage.level_cost_since("user", user["id"], 0.0) == 8.75
     assert await usage.cost_since({str(made["id"]): now - 60}) == {str(made["id"]): 0.75}
+
+
+async def test_the_budget_use_of_each_team_with_a_money_budget(database: Database) -> None:
+    """``inferd_team_budget_used_ratio``: the spend of a team's keys in its current period
+    over its budget, a series for each team with a money budget and for no other."""
+    import time
+
+    from inferd.auth.budget_stats import TeamBudgets
+    from inferd.auth.limits import period_bounds
+    from inferd.metrics import Metrics
+    from inferd.store.usage import UsageStore
+    from inferd.usage import UsageRecord
+
+    keys, admin, ring = _admins(database)
+    await ring.reload()
+    monthly = await admin.create_team(TeamSpec(name="monthly", max_budget=2.0,
+                                               budget_period="month"))
+    total = await admin.create_team(TeamSpec(name="for ever", max_budget=4.0))
+    free = await admin.create_team(TeamSpec(name="free"))
+    made = {team["name"]: await keys.create(KeySpec(name=team["name"], team_id=team["id"]))
+            for team in (monthly, total, free)}
+    now = time.time()
+    before = period_bounds("month", now)[0] - 1  # last month
+
+    def record(team: str, cost: float, at: float = now) -> UsageRecord:
+        return UsageRecord(at, None, str(made[team]["id"]), "m", None, "chat", False, 200,
+                           None, 1, 1, 2, 1.0, None, None, None, None, cost)
+
+    usage = UsageStore(database)
+    await usage.insert_many([record("monthly", 0.5), record("monthly", 1.25),
+                             record("monthly", 8.0, before), record("for ever", 1.0, before),
+                             record("for ever", 2.0), record("free", 3.0)])
+    stats = TeamBudgets(usage)
+    assert await stats.read(now) == [("monthly", 0.875), ("for ever", 0.75)]
+    metrics = Metrics()
+    stats.register(metrics)
+    text = (await metrics.render_off_loop()).decode()
+    assert 'inferd_team_budget_used_ratio{team="monthly"} 0.875' in text
+    assert 'inferd_team_budget_used_ratio{team="for ever"} 0.75' in text
+    assert 'team="free"' not in text
+    # a new spend counts at the next read
+    await usage.insert_many([record("for ever", 1.0)])
+    assert await stats.read(now) == [("monthly", 0.875), ("for ever", 1.0)]

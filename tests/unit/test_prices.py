@@ -198,3 +198,14 @@ def test_the_worst_case_cost_takes_the_dearest_replica() -> None:
     # no split known: every token at the higher price of each (4 and 3 per million)
     assert book.worst_cost("m", None, 1500) == Decimal("0.006")
     assert book.worst_cost("unpriced", 10, 10) == 0
+
+
+def test_the_worst_case_of_pictures_takes_the_dearest_replica() -> None:
+    book = PriceBook()
+    book.replace({"sd": Price(image=Decimal("0.25"))},
+                 {"r2": Price(image=Decimal("0.5")), "other": Price(image=Decimal(9))},
+                 {"r1": "sd", "r2": "sd", "other": "flux"})
+    assert book.worst_image_cost("sd", 3) == Decimal("1.5")  # the override of r2
+    assert book.worst_image_cost("unpriced", 3) == 0
+    book.replace({"sd": Price(image=Decimal("0.25"))}, {}, {"r1": "sd"})
+    assert book.worst_image_cost("sd", 2) == Decimal("0.5")

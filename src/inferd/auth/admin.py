@@ -22,7 +22,7 @@ from inferd.auth.keys import (
     hash_key,
 )
 from inferd.auth.limits import MAX_BUDGET
-from inferd.auth.principal import BudgetPeriod, Scope
+from inferd.auth.principal import MAX_QUEUE_WEIGHT, BudgetPeriod, Scope
 from inferd.auth.teams import TeamAdmin
 from inferd.errors import InvalidRequest, NotFound
 from inferd.ids import new_webhook_secret
@@ -63,6 +63,10 @@ class KeyLimits(BaseModel):
     metadata: dict[str, str] | None = None
     # the request log keeps the bodies of this key's requests and answers (off by default)
     log_bodies: bool | None = None
+    # its weight among its team's keys (or alone) in the gateway's fair queueing (null: the
+    # settings' ``queue_weights``, else 1)
+    queue_weight: float | None = Field(default=None, gt=0, le=MAX_QUEUE_WEIGHT,
+                                       allow_inf_nan=False)
 
 
 class KeySpec(KeyLimits):
@@ -105,6 +109,7 @@ def key_view(row: dict[str, Any], *, key: str | None = None,
         "user_disabled": bool(row.get("user_disabled")),
         "metadata": row["extra"] or {}, "created_at": row["created_at"],
         "updated_at": row["updated_at"], "log_bodies": bool(row.get("log_bodies")),
+        "queue_weight": row.get("queue_weight"),
     }
     if key is not None:
         view["key"] = key

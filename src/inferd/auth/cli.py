@@ -63,6 +63,9 @@ def limit_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--expires-at", type=float, default=None, help="Epoch seconds."),
         click.option("--log-bodies/--no-log-bodies", default=None,
                      help="Keep the request and answer bodies in the request log."),
+        click.option("--queue-weight", type=float, default=None,
+                     help="Weight among its team's keys (or alone, without a team) in the "
+                          "gateway's fair queueing (default: queue_weights, else 1)."),
     ]
     for option in reversed(options):
         func = option(func)

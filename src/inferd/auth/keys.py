@@ -111,7 +111,9 @@ def principal_from_row(row: dict[str, Any],
         max_budget=_money(row.get("max_budget")), budget_alert=_alert(row.get("budget_alert")),
         limit_id=f"{row['id']}-{row['key_hash'][:16]}", levels=_levels(row),
         log_bodies=bool(row.get("log_bodies")), user_id=_id(row.get("user_id")),
-        team_id=_id(row.get("team_id")))
+        team_id=_id(row.get("team_id")), queue_weight=_weight(row.get("queue_weight")),
+        team_queue_weight=_weight(row.get("team_queue_weight"))
+        if row.get("team_id") is not None else None)
 
 
 def _scope(row: dict[str, Any]) -> Scope:
@@ -143,6 +145,10 @@ def _levels(row: dict[str, Any]) -> tuple[LimitLevel, ...]:
         if level.limited:
             levels.append(level)
     return tuple(levels)
+
+
+def _weight(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _id(value: Any) -> int | None:

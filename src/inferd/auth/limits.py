@@ -18,8 +18,9 @@ token estimate as its cost. A budget is a counter of tokens used since the perio
 A money budget (``max_budget``, in the price book's currency units, per the same period)
 counts the cost of requests in nanos (10^-9 units, integers: sums are exact): a request
 reserves its worst case cost and settles to the real cost. When a level's spend first reaches
-its ``budget_alert`` percentage in a period, the reservation names it (``Reservation.alerts``)
-once, for a warning and a metric.
+its ``budget_alert`` percentage in a period, by a reservation or by a settled cost above the
+one reserved, the limiter hands its gate to its ``on_alert`` (``BudgetAlerts``: a warning and
+a metric), once per budget and period: in this process, or among every gateway sharing Redis.
 
 Requests/min, tokens/min, token and money budgets apply at each level that sets one: the key's own
 ``Gate``, then its user's and its team's (``Principal.levels``), whose counters every key of
@@ -31,13 +32,18 @@ every level has room.
 from __future__ import annotations
 
 import calendar
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from inferd.auth.principal import BudgetPeriod, LimitLevel, Principal
 from inferd.errors import RateLimited
+from inferd.metrics import Metrics
+
+log = logging.getLogger("inferd.limits")
 
 # A total budget (no period) has no end: tell clients to come back in an hour.
 NO_PERIOD_RETRY_SECONDS = 3600.0
@@ -97,6 +103,26 @@ def gates(principal: Principal) -> list[Gate]:
     return out
 
 
+# What a limiter calls with the gate of a money budget whose alert was reached.
+OnAlert = Callable[["Gate"], None]
+
+
+class BudgetAlerts:
+    """A money budget's alert: a warning in the log and ``inferd_budget_alerts_total``."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def __call__(self, gate: Gate) -> None:
+        log.warning("the spend of %s reached %.9g of its budget of %s in this period",
+                    gate.holder, (gate.alert or 0) / NANOS, gate.max_budget)
+        self.metrics.child("budget_alerts", gate.level).inc()
+
+
+def no_alert(gate: Gate) -> None:
+    """An ``OnAlert`` that does nothing (limiters built without one)."""
+
+
 class GateCache:
     """The gates of each principal, made once per principal (a reloaded key is a new
     principal, with its new limits): the hot path allocates none."""
@@ -124,7 +150,8 @@ class Reservation:
     # every level reserved at, with the start of its budget period (None: no budget)
     taken: tuple[tuple[Gate, float | None], ...] = ()
     cost: int = 0  # the worst case cost reserved, in nanos
-    # the money budgets whose alert this reservation crossed first in their period
+    # the money budgets whose alert this reservation crossed first in their period (each
+    # handed to the limiter's ``on_alert`` too)
     alerts: tuple[Gate, ...] = ()
 
 
@@ -138,7 +165,9 @@ class Limiter(Protocol):
 
     def settle(self, reservation: Reservation, tokens: int, cost: int | None = None) -> None:
         """Replace the reserved token estimate with the tokens really used, and the reserved
-        cost with the real one (nanos; None: as reserved), without waiting."""
+        cost with the real one (nanos; None: as reserved), without waiting. A real cost above
+        the reserved one that takes a money budget to its alert gives the alert (``on_alert``),
+        unless it was given in the period already."""
         ...
 
     async def acquire_images(self, principal: Principal, count: int) -> None:
@@ -263,9 +292,11 @@ def _refill(level: float | None, stamp: float, capacity: int, now: float) -> flo
 
 
 class LocalLimiter:
-    """Limits kept in this process's memory; exact for one process."""
+    """Limits kept in this process's memory; exact for one process. ``on_alert``: what a
+    money budget's alert is given to."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_alert: OnAlert = no_alert) -> None:
+        self.on_alert = on_alert
         self._state: dict[str, _KeyState] = {}
         self._images: dict[str, tuple[float | None, float]] = {}  # key: (level, stamp)
         self._units: dict[str, tuple[float | None, float]] = {}  # key: (level, stamp)
@@ -330,6 +361,8 @@ class LocalLimiter:
                     state.alerted = start
                     alerts.append(gate)
         taken = tuple((gate, start) for gate, _, _, _, start in plan)
+        for gate in alerts:
+            self.on_alert(gate)
         return Reservation(principal, tokens, own_start(taken, principal), taken, cost,
                            tuple(alerts))
 
@@ -387,6 +420,10 @@ class LocalLimiter:
                 state.budget_used += delta
             if start is not None and gate.money is not None and state.money_start == start:
                 state.money_used += spent
+                if (spent > 0 and gate.alert is not None and state.money_used >= gate.alert
+                        and state.alerted != start):
+                    state.alerted = start
+                    self.on_alert(gate)
 
     async def seed_budget(self, key_id: str, period_start: float, used: int) -> None:
         state = self._get(key_id, time.monotonic())

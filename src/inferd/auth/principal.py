@@ -13,6 +13,8 @@ Scope = Literal["admin", "user", "auditor", "scim"]
 BudgetPeriod = Literal["day", "week", "month"]
 # The percentage of a money budget at which a warning is logged (when not set).
 DEFAULT_BUDGET_ALERT = 80
+# The highest weight of a key or a team in the gateway's fair queueing (as ``queue_weights``).
+MAX_QUEUE_WEIGHT = 1_000_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,11 @@ class Principal:
     # limits: the request log records them.
     user_id: int | None = None
     team_id: int | None = None
+    # Fair queueing at a model at capacity (``inferd.routing.fairqueue``): the key's weight
+    # among its team's keys, and its team's among teams (None: the settings'
+    # ``queue_weights``, else 1).
+    queue_weight: float | None = None
+    team_queue_weight: float | None = None
 
     @property
     def limit_key(self) -> str:

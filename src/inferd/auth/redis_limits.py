@@ -5,7 +5,9 @@ user and team, ``inferd.auth.limits.gates``) with Redis's own clock, checks requ
 tokens/min and the token and money budgets, and reserves them all or nothing:
 Redis runs a script atomically, so any number of gateways get exact limits. ``settle``
 queues the token correction; a background task sends the queued corrections in one pipeline,
-so a request never waits for it.
+so a request never waits for it. A money budget's alert is marked in Redis (``SET NX`` on the
+period's alert mark, by the reservation or the settled cost that reaches it), so one gateway
+gives it, once per period.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from inferd.auth.limits import (
     NO_PERIOD_RETRY_SECONDS,
     Gate,
     GateCache,
+    OnAlert,
     Reservation,
     gate_limited,
     longest,
+    no_alert,
     own_start,
     period_bounds,
     rate_limited,
@@ -124,6 +128,18 @@ return done
 
 _REASONS = {1: "rpm", 2: "tpm", 3: "budget", 4: "money"}
 
+# A settled cost above the one reserved. KEYS: money counter, money alert mark. ARGV: the
+# difference (nanos, above 0), the alert (nanos), the mark's ttl (0: none). Returns 1 when the
+# spend reached the alert and this is the first to see it in the period, else 0.
+SETTLE_MONEY = """
+local spent = redis.call('INCRBY', KEYS[1], ARGV[1])
+if spent >= tonumber(ARGV[2]) and redis.call('SET', KEYS[2], '1', 'NX') then
+  if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+  return 1
+end
+return 0
+"""
+
 # KEYS: the images bucket. ARGV: ipm, images asked for. Returns 0 when taken, else the wait in ms.
 ACQUIRE_IMAGES = """
 local t = redis.call('TIME')
@@ -170,15 +186,21 @@ return {0, 0}
 
 
 class RedisLimiter:
-    """Exact limits across processes, one Redis round trip per request."""
+    """Exact limits across processes, one Redis round trip per request. ``on_alert``: what a
+    money budget's alert is given to (by the gateway that reaches it)."""
 
-    def __init__(self, url: str, *, prefix: str = "inferd") -> None:
+    def __init__(self, url: str, *, prefix: str = "inferd", on_alert: OnAlert = no_alert) -> None:
         self.redis: aioredis.Redis = aioredis.from_url(url)
         self.prefix = prefix
+        self.on_alert = on_alert
+        self._settle_money = self.redis.register_script(SETTLE_MONEY)
         self._acquire = self.redis.register_script(ACQUIRE)
         self._acquire_images = self.redis.register_script(ACQUIRE_IMAGES)
         self._acquire_units = self.redis.register_script(ACQUIRE_UNITS)
         self._pending: list[tuple[str, int, bool]] = []
+        # settled costs above the reserved ones at a budget with an alert: (gate, money
+        # counter, alert mark, difference, mark's ttl)
+        self._alerting: list[tuple[Gate, str, str, int, int]] = []
         self._gates = GateCache()
         self._flusher: asyncio.Task[None] | None = None
 
@@ -221,6 +243,8 @@ class RedisLimiter:
                     refusals.append(gate_limited(reason, taken[index][0], wait))
                 raise longest(refusals)
             alerts = tuple(taken[int(i) - 1][0] for i in result[1:])
+            for gate in alerts:
+                self.on_alert(gate)
         done = tuple(taken)
         return Reservation(principal, tokens, own_start(done, principal), done, cost, alerts)
 
@@ -269,14 +293,21 @@ class RedisLimiter:
             if start is not None and gate.budget is not None and delta:
                 self._pending.append((keys[2], delta, False))
             if start is not None and gate.money is not None and spent:
-                self._pending.append((keys[3], spent, False))
-        if self._pending and (self._flusher is None or self._flusher.done()):
+                if spent > 0 and gate.alert is not None:  # may reach the alert
+                    end = period_bounds(gate.period, start)[1]
+                    ttl = 0 if end is None else max(int(end - time.time()) + 3600, 1)
+                    self._alerting.append((gate, keys[3], keys[4], spent, ttl))
+                else:
+                    self._pending.append((keys[3], spent, False))
+        if ((self._pending or self._alerting)
+                and (self._flusher is None or self._flusher.done())):
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
         await asyncio.sleep(0.01)  # gather the corrections of a burst into one pipeline
         pending, self._pending = self._pending, []
-        if not pending:
+        alerting, self._alerting = self._alerting, []
+        if not pending and not alerting:
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -285,9 +316,17 @@ class RedisLimiter:
                         pipe.hincrbyfloat(key, "l", -delta)
                     else:
                         pipe.incrby(key, delta)
-                await pipe.execute()
+                for gate, counter, mark, delta, ttl in alerting:
+                    await self._settle_money(keys=[counter, mark],
+                                             args=[delta, gate.alert or 0, ttl], client=pipe)
+                results = await pipe.execute()
         except aioredis.RedisError as exc:
-            log.warning("could not settle %d token reservations in Redis: %s", len(pending), exc)
+            log.warning("could not settle %d reservations in Redis: %s",
+                        len(pending) + len(alerting), exc)
+            return
+        for (gate, *_), reached in zip(alerting, results[len(pending):], strict=True):
+            if int(reached):
+                self.on_alert(gate)
 
     async def seed_budget(self, key_id: str, period_start: float, used: int) -> None:
         await self.redis.set(self._keys(key_id, period_start)[2], used, nx=True)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from inferd.audit import AuditLog
 from inferd.auth.keys import KeyRing
 from inferd.auth.limits import MAX_BUDGET
-from inferd.auth.principal import BudgetPeriod
+from inferd.auth.principal import MAX_QUEUE_WEIGHT, BudgetPeriod
 from inferd.errors import Conflict, NotFound
 from inferd.schemas.openai import INT32, INT64
 from inferd.store.teams import KEY_HOLDING_ROLES, Change, TeamStore
@@ -46,6 +46,9 @@ class TeamSpec(_Limits):
     name: str = Field(max_length=191, pattern=NAME)
     models: list[str] | None = Field(default=None, max_length=1000)
     metadata: dict[str, str] | None = None
+    # its weight among teams in the gateway's fair queueing (null: 1)
+    queue_weight: float | None = Field(default=None, gt=0, le=MAX_QUEUE_WEIGHT,
+                                       allow_inf_nan=False)
 
 
 class TeamUpdate(TeamSpec):
@@ -86,6 +89,7 @@ def team_view(row: dict[str, Any]) -> dict[str, Any]:
             "rpm": row["rpm"], "tpm": row["tpm"], "token_budget": row["token_budget"],
             "budget_period": row["budget_period"], "max_budget": row.get("max_budget"),
             "budget_alert": row.get("budget_alert"), "metadata": row["extra"] or {},
+            "queue_weight": row.get("queue_weight"),
             "created_at": row["created_at"], "updated_at": row["updated_at"],
             "external_id": row.get("external_id")}
 

@@ -85,6 +85,8 @@ def teams() -> None:
 @click.option("--model", "models", multiple=True,
               help="A model the team's keys may use (repeatable; default: every model).")
 @_limit_options
+@click.option("--queue-weight", type=float, default=None,
+              help="Weight among teams in the gateway's fair queueing (default 1).")
 def create_team(config: Path | None, name: str, **values: Any) -> None:
     """Create a team."""
     spec = TeamSpec.model_validate({"name": name, **given_fields(values)})
@@ -117,6 +119,8 @@ def get_team(config: Path | None, team_id: int) -> None:
 @click.option("--model", "models", multiple=True, help="A model the team's keys may use.")
 @click.option("--all-models", is_flag=True, help="Lift the team's model allow-list.")
 @_limit_options
+@click.option("--queue-weight", type=float, default=None,
+              help="Weight among teams in the gateway's fair queueing (default 1).")
 def update_team(config: Path | None, team_id: int, all_models: bool, **values: Any) -> None:
     """Change a team's name, models or limits (options given only)."""
     fields = given_fields(values)

@@ -18,7 +18,13 @@ the waiting requests are admitted in this order:
   those admitted while nothing waited count too). So a key with 30 requests waiting holds
   tags up to ``30 / weight`` ahead, and a key that sends one request now, with none running,
   is tagged with the current virtual time: it goes next. Over a busy period each key gets
-  turns in proportion to its weight (``queue_weights``, by key id or key name; 1 by default).
+  turns in proportion to its weight.
+- hierarchically: the turns are shared so between groups first, then between the keys of
+  the group whose turn it is. A group is a team (its keys together, with the team's
+  ``queue_weight``, 1 by default) or a key of no team (alone, with its own weight). A key's
+  weight is its ``queue_weight``, else the settings' ``queue_weights`` by key id or key name,
+  else 1. So two teams of equal weight get half the turns each however many keys each has
+  waiting, and within a team its keys share the team's turns by their weights.
 
 The queue of a model holds at most ``max_depth`` requests: past it a request is refused at
 once (``Overloaded``, code ``queue_full``); a request that waited its class's timeout leaves
@@ -76,13 +82,15 @@ class Queueing:
 
 
 class _Waiter:
-    """One request waiting: its key (flow), arrival order and time, and what it waits on."""
+    """One request waiting: its key (flow) and the key's group (its team, or the key alone),
+    arrival order and time, and what it waits on."""
 
-    __slots__ = ("enqueued", "flow", "future", "seq")
+    __slots__ = ("enqueued", "flow", "future", "group", "seq")
 
     def __init__(self, flow: str, seq: int, enqueued: float,
-                 future: asyncio.Future[None]) -> None:
+                 future: asyncio.Future[None], group: str = "") -> None:
         self.flow = flow
+        self.group = group or flow
         self.seq = seq
         self.enqueued = enqueued
         self.future = future
@@ -99,13 +107,19 @@ class _Flow:
         self.waiters: deque[_Waiter] = deque()
 
 
-class _Lane:
-    """One priority class of one model's queue: the keys' flows, and the first waiter of each
-    in a heap by start tag (entries of a waiter no longer first are skipped when popped)."""
+class _Group:
+    """The keys of one group (a team, or a key of none) waiting in one class: start-time fair
+    queueing between them by their weights, the first waiter of each key in a heap by start
+    tag (entries of a waiter no longer first are skipped when popped). As one flow of the
+    lane, the group has a weight and a finish tag of its own, and ``entry``: its tag in the
+    lane's heap while it has waiters."""
 
-    __slots__ = ("depth", "flows", "heads", "vtime")
+    __slots__ = ("depth", "entry", "finish", "flows", "heads", "vtime", "weight")
 
-    def __init__(self) -> None:
+    def __init__(self, weight: float, finish: float) -> None:
+        self.weight = weight
+        self.finish = finish
+        self.entry: tuple[float, int] | None = None
         self.vtime = 0.0
         self.flows: dict[str, _Flow] = {}
         self.heads: list[tuple[float, int, str]] = []
@@ -130,7 +144,7 @@ class _Lane:
         heapq.heappush(self.heads, (max(self.vtime, flow.finish), head.seq, key))
 
     def pop(self) -> _Waiter:
-        """The waiter with the smallest start tag, taken out; the class's virtual time moves
+        """The waiter with the smallest start tag, taken out; the group's virtual time moves
         to its tag and its key's finish tag past it by ``1 / weight``."""
         while True:
             start, seq, key = heapq.heappop(self.heads)
@@ -174,10 +188,85 @@ class _Lane:
             self.heads.clear()
 
 
+class _Lane:
+    """One priority class of one model's queue: start-time fair queueing between groups
+    (teams, and keys of none) by their weights, each group's next waiter chosen between its
+    keys by theirs (``_Group``)."""
+
+    __slots__ = ("depth", "groups", "heads", "vtime")
+
+    def __init__(self) -> None:
+        self.vtime = 0.0
+        self.groups: dict[str, _Group] = {}
+        self.heads: list[tuple[float, int, str]] = []  # (start tag, order, group)
+        self.depth = 0
+
+    def push(self, waiter: _Waiter, weight: float, running: int, group_weight: float,
+             group_running: int) -> None:
+        """Queue ``waiter`` of a key of ``weight`` with ``running`` requests running, in a
+        group of ``group_weight`` with ``group_running``."""
+        group = self.groups.get(waiter.group)
+        if group is None:
+            group = self.groups[waiter.group] = _Group(group_weight, self.vtime)
+        group.weight = group_weight
+        if not group.depth and group.finish <= self.vtime:
+            # waiting afresh: the group's requests running count
+            group.finish = self.vtime + group_running / group_weight
+        group.push(waiter, weight, running)
+        self.depth += 1
+        if group.entry is None:
+            self._tag(waiter.group, group, waiter.seq)
+
+    def _tag(self, key: str, group: _Group, seq: int) -> None:
+        group.entry = (max(self.vtime, group.finish), seq)
+        heapq.heappush(self.heads, (*group.entry, key))
+
+    def pop(self) -> _Waiter:
+        """The next waiter of the group with the smallest start tag, taken out; the class's
+        virtual time moves to that tag and the group's finish tag past it by
+        ``1 / its weight``."""
+        while True:
+            start, seq, key = heapq.heappop(self.heads)
+            group = self.groups.get(key)
+            if group is None or group.entry != (start, seq):
+                continue  # the group's waiters left, or it was tagged anew
+            waiter = group.pop()
+            self.depth -= 1
+            self.vtime = start
+            group.finish = start + 1.0 / group.weight
+            group.entry = None
+            if group.depth:
+                self._tag(key, group, waiter.seq)
+            self._forget()
+            return waiter
+
+    def remove(self, waiter: _Waiter) -> bool:
+        """Take out a waiter that leaves (timed out, or its caller gone); False: not here."""
+        group = self.groups.get(waiter.group)
+        if group is None or not group.remove(waiter):
+            return False
+        self.depth -= 1
+        if not group.depth:
+            group.entry = None
+        self._forget()
+        return True
+
+    def _forget(self) -> None:
+        """Drop idle groups whose finish tag the virtual time has passed."""
+        if len(self.groups) <= 2 * self.depth + 64:
+            return
+        for key in [k for k, g in self.groups.items()
+                    if not g.depth and g.finish <= self.vtime]:
+            del self.groups[key]
+        if not self.depth:
+            self.heads.clear()
+
+
 class _ModelQueue:
     """The queue of one model: a lane per priority class."""
 
-    __slots__ = ("batch", "granted", "interactive", "lanes", "running", "wait")
+    __slots__ = ("batch", "granted", "group_running", "interactive", "lanes", "running",
+                 "wait")
 
     def __init__(self) -> None:
         self.interactive, self.batch = _Lane(), _Lane()
@@ -185,6 +274,7 @@ class _ModelQueue:
                                              "batch": self.batch}
         self.granted = 0  # admitted, not yet started on a replica
         self.running: dict[str, int] = {}  # admitted and not ended, by key
+        self.group_running: dict[str, int] = {}  # the same, by group
         self.wait = 0.0  # moving average of the waits, seconds
 
     @property
@@ -203,19 +293,20 @@ class Admission:
     """A request let through (``FairQueue.admit``): ``close()`` it when the request ends.
     A stream takes it over (``handed``): it closes it when it ends instead."""
 
-    __slots__ = ("_queue", "flow", "handed", "model")
+    __slots__ = ("_queue", "flow", "group", "handed", "model")
 
-    def __init__(self, queue: FairQueue | None, model: str, flow: str) -> None:
+    def __init__(self, queue: FairQueue | None, model: str, flow: str, group: str = "") -> None:
         self._queue = queue
         self.model = model
         self.flow = flow
+        self.group = group or flow
         self.handed = False
 
     def close(self) -> None:
         """The request ended (once; again is a no-op)."""
         queue, self._queue = self._queue, None
         if queue is not None:
-            queue.release(self.model, self.flow)
+            queue.release(self.model, self.flow, self.group)
 
 
 class FairQueue:
@@ -264,8 +355,11 @@ class FairQueue:
             for priority in PRIORITIES:
                 self._metrics.child("queue_wait", model, priority)
 
-    def weight(self, flow: str, name: str = "") -> float:
-        """A key's weight: ``weights`` by its id, else by its name, else 1."""
+    def weight(self, flow: str, name: str = "", own: float | None = None) -> float:
+        """A key's weight: its own (the key's ``queue_weight``), else ``weights`` by its id,
+        else by its name, else 1."""
+        if own is not None:
+            return own
         weights = self.config.weights
         if flow and flow in weights:
             return weights[flow]
@@ -275,11 +369,16 @@ class FairQueue:
 
     # -- admission -------------------------------------------------------------------------
     async def admit(self, model: str, flow: str = "", name: str = "",
-                    priority: Priority = "interactive") -> Admission:
+                    priority: Priority = "interactive", weight: float | None = None,
+                    group: str = "", group_weight: float | None = None) -> Admission:
         """Return when a replica of ``model`` has room for this request and its turn has come
         (at once when queueing does not apply); raises ``Overloaded`` when the queue is full
         or the wait runs past the class's timeout. The caller must start its request on a
-        replica before it next awaits, and close the admission when the request ends."""
+        replica before it next awaits, and close the admission when the request ends.
+
+        ``flow``, ``name``: the key's id and name; ``weight``: its own weight (None: by
+        ``weight``); ``group``: its team (``""``: none, the key is a group of its own, with
+        the key's weight); ``group_weight``: the team's weight (None: 1)."""
         if not self.config.enabled:
             return Admission(None, model, flow)
         room = self._room(model)
@@ -288,9 +387,14 @@ class FairQueue:
         queue = self._queues.get(model)
         if queue is None:
             queue = self._queues[model] = _ModelQueue()
+        own = self.weight(flow, name, weight)
+        if group:
+            group, shared = f"team:{group}", 1.0 if group_weight is None else group_weight
+        else:
+            group, shared = f"key:{flow}", own
         if not queue.depth and math.floor(room) - queue.granted >= 1:
             self._observe(model, priority, 0.0, None)
-            return self._running(queue, model, flow)
+            return self._running(queue, model, flow, group)
         if queue.depth >= self.config.max_depth:
             self._refuse(model, priority, "queue_full")
             raise Overloaded(
@@ -298,8 +402,9 @@ class FairQueue:
                 "it already (the most the queue holds); please retry later.",
                 retry_after=self._retry_after(queue), code="queue_full")
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(flow, next(self._seq), self._clock(), loop.create_future())
-        queue.lanes[priority].push(waiter, self.weight(flow, name), queue.running.get(flow, 0))
+        waiter = _Waiter(flow, next(self._seq), self._clock(), loop.create_future(), group)
+        queue.lanes[priority].push(waiter, own, queue.running.get(flow, 0), shared,
+                                   queue.group_running.get(group, 0))
         timeout = self.config.timeout if priority == "interactive" else self.config.batch_timeout
         timer = loop.call_later(timeout, self._expire, model, queue, priority, waiter)
         self._dispatch(model, queue)
@@ -317,22 +422,24 @@ class FairQueue:
         finally:
             timer.cancel()
         queue.granted -= 1
-        return self._running(queue, model, flow)
+        return self._running(queue, model, flow, group)
 
-    def _running(self, queue: _ModelQueue, model: str, flow: str) -> Admission:
+    def _running(self, queue: _ModelQueue, model: str, flow: str, group: str) -> Admission:
         queue.running[flow] = queue.running.get(flow, 0) + 1
-        return Admission(self, model, flow)
+        queue.group_running[group] = queue.group_running.get(group, 0) + 1
+        return Admission(self, model, flow, group)
 
-    def release(self, model: str, flow: str) -> None:
+    def release(self, model: str, flow: str, group: str = "") -> None:
         """A request admitted for ``model`` ended (``Admission.close``): its room is free."""
         queue = self._queues.get(model)
         if queue is None:
             return
-        left = queue.running.get(flow, 0) - 1
-        if left > 0:
-            queue.running[flow] = left
-        else:
-            queue.running.pop(flow, None)
+        for counts, key in ((queue.running, flow), (queue.group_running, group or flow)):
+            left = counts.get(key, 0) - 1
+            if left > 0:
+                counts[key] = left
+            else:
+                counts.pop(key, None)
         if queue.depth:
             self._dispatch(model, queue)
 
@@ -340,7 +447,8 @@ class FairQueue:
         """The model is gone: drop its queue, unless requests still wait or run there."""
         self._known.discard(model)
         queue = self._queues.get(model)
-        if queue is not None and not (queue.depth or queue.granted or queue.running):
+        if queue is not None and not (queue.depth or queue.granted or queue.running
+                                      or queue.group_running):
             del self._queues[model]
 
     def wake(self, model: str | None = None) -> None:

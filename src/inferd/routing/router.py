@@ -64,9 +64,13 @@ class Placed(Protocol):
     says which models its key may use."""
 
     replica: str | None
-    # whose request it is, for fair queueing: the key's id and name, and its priority class
+    # whose request it is, for fair queueing: the key's id, name and weight, its team (its
+    # id, "" for none) and the team's weight, and its priority class
     flow: str
     flow_name: str
+    flow_weight: float | None
+    group: str
+    group_weight: float | None
     priority: Priority
 
     def may_use(self, model: str) -> bool: ...
@@ -326,7 +330,8 @@ class Router:
             admission = await self.queue.admit(chain[0])
         else:
             admission = await self.queue.admit(chain[0], placed.flow, placed.flow_name,
-                                               placed.priority)
+                                               placed.priority, placed.flow_weight,
+                                               placed.group, placed.group_weight)
         try:
             return await self._attempts(request, call, placed, chain, admission, queued, route)
         finally:

@@ -49,6 +49,7 @@ class ApiKey(Answer):
     user_disabled: bool = False
     metadata: dict[str, Any]
     log_bodies: bool = False
+    queue_weight: float | None = None
     key: str | None = None
     webhook_secret: str | None = None
 
@@ -78,6 +79,7 @@ class Team(Answer):
     max_budget: float | None = None
     budget_alert: int | None = None
     metadata: dict[str, Any]
+    queue_weight: float | None = None
     created_at: float
     updated_at: float
     # the identity provider's id of a team it provisions over SCIM

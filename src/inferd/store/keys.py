@@ -41,7 +41,7 @@ EDITABLE = frozenset({"name", "owner", "team", "scope", "models", "rpm", "tpm", 
                       "upm", "image_budget", "storage_bytes", "storage_objects",
                       "token_budget", "budget_period", "max_budget", "budget_alert",
                       "expires_at", "enabled", "extra",
-                      "team_id", "user_id", "log_bodies"})
+                      "team_id", "user_id", "log_bodies", "queue_weight"})
 
 # A key with what its team and user add to it: their models, limits, role and disabled flag
 # (``team_*`` and ``user_*`` columns, null for a key without them).
@@ -49,6 +49,7 @@ _LEVEL_COLUMNS = ("rpm", "tpm", "token_budget", "budget_period", "max_budget", "
                   "created_at")
 KEYS = (sa.select(api_keys, teams.c.name.label("team_name"),
                   teams.c.models.label("team_models"),
+                  teams.c.queue_weight.label("team_queue_weight"),
                   *(teams.c[c].label(f"team_{c}") for c in _LEVEL_COLUMNS),
                   users.c.name.label("user_name"), users.c.role.label("user_role"),
                   users.c.disabled.label("user_disabled"),

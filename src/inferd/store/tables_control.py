@@ -53,6 +53,9 @@ api_keys = sa.Table(
     sa.Column("user_id", sa.BigInteger, nullable=True, index=True),
     # the request log keeps this key's request and answer bodies (``inferd.reqlog``)
     sa.Column("log_bodies", sa.Boolean, nullable=False, server_default=sa.false()),
+    # its weight among its team's keys in the gateway's fair queueing (null: the settings'
+    # ``queue_weights``, else 1)
+    sa.Column("queue_weight", sa.Double, nullable=True),
     sqlite_autoincrement=True,
 )
 
@@ -75,6 +78,8 @@ teams = sa.Table(
     sa.Column("updated_at", sa.Double, nullable=False),
     # the identity provider's id of a team it provisions over SCIM (``inferd.auth.scim``)
     sa.Column("external_id", sa.String(191), nullable=True, unique=True),
+    # its weight among teams in the gateway's fair queueing (null: 1)
+    sa.Column("queue_weight", sa.Double, nullable=True),
     sqlite_autoincrement=True,
 )
 

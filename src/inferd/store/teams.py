@@ -32,7 +32,8 @@ from inferd.store.tables_control import api_keys, team_members, teams, users
 Change = tuple[int, str]  # (key id, key hash) of a key whose change is in the key feed
 
 TEAM_COLUMNS = frozenset({"name", "models", "rpm", "tpm", "token_budget", "budget_period",
-                          "max_budget", "budget_alert", "extra", "external_id"})
+                          "max_budget", "budget_alert", "extra", "external_id",
+                          "queue_weight"})
 USER_COLUMNS = frozenset({"name", "email", "role", "disabled", "rpm", "tpm", "token_budget",
                           "budget_period", "max_budget", "budget_alert", "external_id",
                           "display_name", "scim", "deprovisioned_at"})

@@ -257,6 +257,33 @@ class UsageStore:
                 .where(t.c.key_id.in_(ids), t.c.created_at >= start))).scalar()
         return float(value or 0)
 
+    async def budgeted_teams(self) -> list[tuple[int, str, float, str | None]]:
+        """``(id, name, max_budget, budget_period)`` of every team with a money budget."""
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(
+                sa.select(teams.c.id, teams.c.name, teams.c.max_budget, teams.c.budget_period)
+                .where(teams.c.max_budget.is_not(None)).order_by(teams.c.id))).all()
+        return [(int(r[0]), str(r[1]), float(r[2]), r[3]) for r in rows]
+
+    async def team_costs_since(self, starts: dict[int, float]) -> dict[int, float]:
+        """Total cost of every key of each team since the team's own start time (one grouped
+        query per distinct start: teams share the start of their budget period)."""
+        by_start: dict[float, list[int]] = {}
+        for team_id, start in starts.items():
+            by_start.setdefault(start, []).append(team_id)
+        out = dict.fromkeys(starts, 0.0)
+        async with self.db.engine.connect() as conn:
+            for start, ids in by_start.items():
+                rows = (await conn.execute(
+                    sa.select(api_keys.c.team_id, sa.func.coalesce(sa.func.sum(t.c.cost), 0))
+                    .select_from(t.join(api_keys, t.c.key_id
+                                        == sa.cast(api_keys.c.id, sa.String(64))))
+                    .where(api_keys.c.team_id.in_(ids), t.c.created_at >= start)
+                    .group_by(api_keys.c.team_id))).all()
+                for team_id, cost in rows:
+                    out[int(team_id)] = float(cost or 0)
+        return out
+
     async def image_units_since(self, starts: dict[str, float]) -> dict[str, int]:
         """Image cost units per key id since each key's own start time (image budgets)."""
         if not starts:

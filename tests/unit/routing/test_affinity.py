@@ -148,6 +148,9 @@ class Placement:
     replica: str | None = None
     flow = "key"
     flow_name = ""
+    flow_weight: float | None = None
+    group = ""
+    group_weight: float | None = None
     priority: Priority = "interactive"
 
     def may_use(self, model: str) -> bool:

@@ -35,8 +35,10 @@ class Pool:
         return float(self.capacity - self.running)
 
     async def request(self, flow: str, priority: Priority = "interactive",
-                      name: str = "") -> Admission:
-        admission = await self.queue.admit("m", flow, name, priority)
+                      name: str = "", weight: float | None = None, team: str = "",
+                      team_weight: float | None = None) -> Admission:
+        admission = await self.queue.admit("m", flow, name, priority, weight, team,
+                                           team_weight)
         self.running += 1  # started on a replica before the next await
         self.order.append(flow)
         self.admitted.append(admission)
@@ -121,6 +123,75 @@ async def test_weights_by_key_id_then_name_default_one() -> None:
     assert queue.weight("k2", "team") == 2.0
     assert queue.weight("k3", "other") == 1.0
     assert queue.weight("", "") == 1.0
+    assert queue.weight("k1", "team", 0.5) == 0.5  # the key's own queue_weight first
+
+
+async def _backlogs(pool: Pool, waiting: list[tuple[str, dict[str, Any]]],
+                    each: int) -> list[asyncio.Task[Admission]]:
+    """``each`` requests of every key of ``waiting`` (its flow and the ``request`` fields),
+    queued key after key behind one running request."""
+    await pool.request("first")
+    tasks: list[asyncio.Task[Admission]] = []
+    for flow, fields in waiting:
+        tasks += [asyncio.create_task(pool.request(flow, **fields)) for _ in range(each)]
+        await pool.queued(len(tasks))
+    return tasks
+
+
+async def _stop(tasks: list[asyncio.Task[Admission]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_teams_share_turns_by_team_then_keys_within_a_team() -> None:
+    """Team t1 has three keys waiting, team t2 one: the teams take turns (t2's one key gets
+    half of them), and t1's turns go round its keys."""
+    pool = Pool(1)
+    tasks = await _backlogs(pool, [("a1", {"team": "t1"}), ("a2", {"team": "t1"}),
+                                   ("a3", {"team": "t1"}), ("b1", {"team": "t2"})], 4)
+    await pool.drain(1 + 8)
+    assert pool.order[1:9] == ["a1", "b1", "a2", "b1", "a3", "b1", "a1", "b1"]
+    await _stop(tasks)
+
+
+async def test_team_weights_and_key_weights_within_a_team() -> None:
+    """Team t1 of weight 3 against team t2 of weight 1: three turns to one; within t1, key
+    k1 of weight 2 gets two of every three of the team's turns."""
+    pool = Pool(1)
+    t1 = {"team": "t1", "team_weight": 3.0}
+    tasks = await _backlogs(pool, [("k1", {**t1, "weight": 2.0}), ("k2", t1),
+                                   ("b1", {"team": "t2", "team_weight": 1.0})], 8)
+    await pool.drain(1 + 12)
+    first = pool.order[1:13]
+    assert first.count("b1") == 3  # a quarter of the turns
+    mine = [flow for flow in first if flow != "b1"]
+    assert mine.count("k1") == 6 and mine.count("k2") == 3
+    await _stop(tasks)
+
+
+async def test_a_key_of_no_team_is_a_group_of_its_own_with_its_weight() -> None:
+    """A key of no team takes turns with a team as one group: with its own weight (2) against
+    the team's (1), whatever the number of the team's keys; a key's own weight goes before
+    the settings' ``queue_weights``."""
+    pool = Pool(1, Queueing(weights={"solo": 9.0}))
+    tasks = await _backlogs(pool, [("solo", {"weight": 2.0}), ("a1", {"team": "t1"}),
+                                   ("a2", {"team": "t1"})], 6)
+    await pool.drain(1 + 9)
+    first = pool.order[1:10]
+    assert first.count("solo") == 6 and first.count("a1") + first.count("a2") == 3
+    await _stop(tasks)
+
+
+async def test_a_team_that_starts_waiting_goes_before_another_teams_backlog() -> None:
+    """As for keys: a team charged only for its requests running goes next."""
+    pool = Pool(1)
+    tasks = await _backlogs(pool, [("a1", {"team": "t1"}), ("a2", {"team": "t1"})], 4)
+    quiet = asyncio.create_task(pool.request("b1", team="t2"))
+    await pool.queued(9)
+    await pool.drain(1 + 3)
+    assert pool.order[1:4] == ["a1", "b1", "a2"]  # b1 second, of the nine waiting
+    await _stop([*tasks, quiet])
 
 
 async def test_interactive_requests_go_before_batch_ones() -> None:
@@ -235,6 +306,9 @@ class Caller:
     replica: str | None = None
     flow = "key-1"
     flow_name = "one"
+    flow_weight: float | None = None
+    group = ""
+    group_weight: float | None = None
     priority: Priority = "interactive"
 
     def may_use(self, model: str) -> bool:

@@ -101,6 +101,9 @@ class Metered:
 
     flow = "key"
     flow_name = ""
+    flow_weight: float | None = None
+    group = ""
+    group_weight: float | None = None
     priority: Priority = "interactive"
 
     def __init__(self) -> None:

@@ -40,7 +40,10 @@ const css = (name) => getComputedStyle(document.documentElement).getPropertyValu
 
 // Draws `metric` (a field of each bucket, or a function of it) for every series into `box`.
 // `onPick` (count charts): called with {name, from, to} when a bar is clicked: the series
-// under the pointer (null above the bars) and the bucket's time window (epoch seconds).
+// under the pointer (null above the bars) and the bucket's time window (epoch seconds). From
+// the keyboard, such a chart takes the focus: the arrow keys choose a bar (left, right, Home,
+// End) and a series' part of it (up, down), shown by the cursor and the values' tooltip and
+// told to screen readers, and Enter (or Space) picks it.
 export function drawChart(box, title, data, metric, { height = 180, compact = false, onPick = null } = {}) {
   const get = typeof metric === "function" ? metric : (b) => b[metric];
   const series = data.series || [];
@@ -89,7 +92,9 @@ export function drawChart(box, title, data, metric, { height = 180, compact = fa
     const own = values[i].map((v) => v || 0);
     return `${s.name}: total ${fmt(own.reduce((a, b) => a + b, 0))}, peak ${fmt(Math.max(0, ...own))}`;
   }).join("; ");
-  figure.append(el("p", { class: "sr-only" }, `${title} over ${xs.length} intervals. ${summary}.`));
+  const pickable = Boolean(onPick && counts && !compact);
+  const hint = pickable ? " Arrow keys choose a bar, Enter opens its requests." : "";
+  figure.append(el("p", { class: "sr-only" }, `${title} over ${xs.length} intervals. ${summary}.${hint}`));
   // Values on hover: the bucket's time and each series' own value (and their sum).
   const tipBox = el("div", { class: "chart-tip", hidden: "" });
   const tip = (u, idx) => {
@@ -104,19 +109,20 @@ export function drawChart(box, title, data, metric, { height = 180, compact = fa
     tipBox.style.left = `${Math.min(left + 12, Math.max(0, u.over.clientWidth - 160))}px`;
   };
   const drawn = counts ? order.map((i) => tops[i]) : values;
-  const pickable = Boolean(onPick && counts && !compact);
   const plot = new uPlot(opts, [xs, ...drawn], figure);
   plot.over.append(tipBox);
   plot.over.addEventListener("mouseleave", () => { tipBox.hidden = true; });
   plot.root.setAttribute("aria-hidden", "true");
   if (pickable) {
     figure.classList.add("pickable");
+    const step = data.bucket_seconds || (xs.length > 1 ? xs[1] - xs[0] : 60);
+    const pick = (idx, name) => onPick({ name, from: xs[idx], to: xs[idx] + step });
     plot.over.addEventListener("click", () => {
       const idx = plot.cursor.idx;
       if (idx === null || idx === undefined || !tops[tops.length - 1][idx]) return; // no bar
-      onPick({ name: seriesAt(tops, idx, plot.posToVal(plot.cursor.top, "y"), series), from: xs[idx],
-        to: xs[idx] + (data.bucket_seconds || (xs.length > 1 ? xs[1] - xs[0] : 60)) });
+      pick(idx, seriesAt(tops, idx, plot.posToVal(plot.cursor.top, "y"), series));
     });
+    byKeyboard(figure, plot, { xs, series, values, tops, pick, hide: () => { tipBox.hidden = true; } });
   }
   if (!compact) {
     const swatch = (name) => {
@@ -136,6 +142,60 @@ export function drawChart(box, title, data, metric, { height = 180, compact = fa
     if (Math.abs(w - plot.width) > 4) plot.setSize({ width: w, height });
   }).observe(figure);
   return figure;
+}
+
+// The keyboard's way to the bars of a pickable chart: the figure takes the focus (shown by
+// its outline); left and right (Home, End) choose a bar among those with requests, up and
+// down a series' part of it (bottom first), Enter or Space picks it. The choice moves the
+// cursor over that part (its crosshair and tooltip, as the pointer would) and an aria-live
+// line tells its time and values.
+function byKeyboard(figure, plot, { xs, series, values, tops, pick, hide }) {
+  const total = tops[tops.length - 1];
+  const bars = xs.map((_, j) => j).filter((j) => total[j]);
+  const parts = (j) => series.map((_, i) => i).filter((i) => values[i][j]);
+  const live = el("p", { class: "sr-only chart-choice", "aria-live": "polite" });
+  figure.append(live);
+  figure.tabIndex = 0;
+  figure.setAttribute("aria-keyshortcuts", "ArrowLeft ArrowRight ArrowUp ArrowDown Home End Enter");
+  let at = -1; // the chosen bar, in `bars` (-1: none yet)
+  let part = 0; // the chosen series' part of it, in `parts(bar)`
+  const chosen = () => {
+    const j = bars[at];
+    const list = parts(j);
+    return [j, list[Math.min(part, list.length - 1)]];
+  };
+  const show = () => {
+    const [j, i] = chosen();
+    const below = i ? tops[i - 1][j] : 0;
+    plot.setCursor({ left: Math.min(plot.valToPos(xs[j], "x"), plot.over.clientWidth - 1),
+      top: plot.valToPos((below + tops[i][j]) / 2, "y") });
+    const when = new Date(xs[j] * 1000).toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" });
+    const others = series.length > 1 ? ` of ${fmt(total[j])} in this bar` : "";
+    live.textContent = `${when}: ${series[i].name} ${fmt(values[i][j])}${others}. Enter opens these requests.`;
+    figure.dataset.chosen = JSON.stringify({ bucket: j, series: series[i].name });
+  };
+  figure.addEventListener("keydown", (event) => {
+    if (!bars.length) return;
+    const last = bars.length - 1;
+    const moves = {
+      ArrowRight: () => { at = Math.min(last, at + 1); part = 0; },
+      ArrowLeft: () => { at = at < 0 ? last : Math.max(0, at - 1); part = 0; },
+      Home: () => { at = 0; part = 0; },
+      End: () => { at = last; part = 0; },
+      ArrowUp: () => { if (at < 0) at = last; else part = Math.min(parts(bars[at]).length - 1, part + 1); },
+      ArrowDown: () => { if (at < 0) at = last; else part = Math.max(0, part - 1); },
+    };
+    if (event.key in moves) {
+      event.preventDefault(); // the page does not scroll
+      moves[event.key]();
+      show();
+    } else if ((event.key === "Enter" || event.key === " ") && at >= 0) {
+      event.preventDefault();
+      const [j, i] = chosen();
+      pick(j, series[i].name);
+    }
+  });
+  figure.addEventListener("blur", hide);
 }
 
 // The name of the stacked series whose bar holds the height `y` at bucket `idx` (null: above

@@ -165,7 +165,7 @@ async function render() {
 function edit(k) {
   editing = k;
   const f = $("#key-form").elements;
-  for (const name of ["name", "owner", "team", "rpm", "tpm", "ipm", "upm", "token_budget", "max_budget", "budget_alert", "image_budget", "storage_bytes", "storage_objects"]) f[name].value = k[name] ?? "";
+  for (const name of ["name", "owner", "team", "rpm", "tpm", "ipm", "upm", "token_budget", "max_budget", "budget_alert", "image_budget", "storage_bytes", "storage_objects", "queue_weight"]) f[name].value = k[name] ?? "";
   f.scope.value = k.scope;
   f.team_id.value = k.team_id ?? "";
   f.user_id.value = k.user_id ?? "";
@@ -188,7 +188,8 @@ function body(v) {
     storage_bytes: number(v.storage_bytes), storage_objects: number(v.storage_objects),
     token_budget: number(v.token_budget), budget_period: v.budget_period || null,
     max_budget: number(v.max_budget), budget_alert: number(v.budget_alert),
-    expires_at: v.expires ? new Date(v.expires).getTime() / 1000 : null, log_bodies: Boolean(v.log_bodies) };
+    expires_at: v.expires ? new Date(v.expires).getTime() / 1000 : null, log_bodies: Boolean(v.log_bodies),
+    queue_weight: number(v.queue_weight) };
   if (!editing) for (const [name, value] of Object.entries(out)) if (value === null) delete out[name];
   return out;
 }

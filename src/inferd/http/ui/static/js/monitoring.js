@@ -37,12 +37,26 @@ const CHARTS = [
   ["p50 time to first token (ms)", "p50_ttft_ms"], ["p95 time to first token (ms)", "p95_ttft_ms"],
 ];
 
+// The charts drawn anew. `aria-busy` stays true while any drawing is under way (a change of
+// the range and the form's submit may start two): the charts are whole, and keep the
+// keyboard's focus, once it is false.
 async function charts() {
+  const box = $("#mon-charts");
+  box.dataset.drawing = String(Number(box.dataset.drawing || 0) + 1);
+  box.setAttribute("aria-busy", "true");
+  try {
+    await drawCharts(box);
+  } finally {
+    box.dataset.drawing = String(Number(box.dataset.drawing) - 1);
+    if (box.dataset.drawing === "0") box.setAttribute("aria-busy", "false");
+  }
+}
+
+async function drawCharts(box) {
   const v = formValues($("#mon-form"));
   const filters = { model: v.model };
   if (canRead()) filters.key = await pickedKey($("#mon-key"));
   const data = await loadSeries(v.range, v.split, filters);
-  const box = $("#mon-charts");
   box.replaceChildren();
   box.dataset.requests = String(data.series.reduce((n, s) => n + s.data.reduce((m, b) => m + b.requests, 0), 0));
   for (const [title, metric] of CHARTS) {

@@ -36,6 +36,7 @@ function limits(row) {
   if (row.tpm) parts.push(`${fmtNum(row.tpm)} tok/min`);
   if (row.token_budget !== null && row.token_budget !== undefined) parts.push(`${fmtNum(row.token_budget)} tokens per ${row.budget_period || "total"}`);
   if (row.max_budget !== null && row.max_budget !== undefined) parts.push(`budget ${row.max_budget} per ${row.budget_period || "total"} (alert at ${row.budget_alert ?? 80}%)`);
+  if (row.queue_weight !== null && row.queue_weight !== undefined) parts.push(`queue weight ${row.queue_weight}`);
   return parts.join(", ") || "none";
 }
 
@@ -157,7 +158,8 @@ function teamBody(v) {
   const models = v.models.split(",").map((m) => m.trim()).filter(Boolean);
   return drop({ name: v.name, models: models.length ? models : null, rpm: number(v.rpm), tpm: number(v.tpm),
     token_budget: number(v.token_budget), budget_period: v.budget_period || null,
-    max_budget: number(v.max_budget), budget_alert: number(v.budget_alert) }, "team");
+    max_budget: number(v.max_budget), budget_alert: number(v.budget_alert),
+    queue_weight: number(v.queue_weight) }, "team");
 }
 
 function userBody(v) {
