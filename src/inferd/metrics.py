@@ -25,7 +25,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -44,6 +44,7 @@ log = logging.getLogger("inferd.metrics")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The model label of requests for a model the router does not know.
 UNKNOWN_MODEL = "_unknown"
+T = TypeVar("T")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0, 60.0, 120.0)
 # The time between two generated chunks of a stream: engines take a few ms to a few hundred
@@ -59,6 +60,32 @@ BUDGET_LEVELS = ("key", "user", "team")
 # How long the coroutines of ``register_refresh`` may hold up a scrape.
 REFRESH_TIMEOUT = 5.0
 Series = Iterable[tuple[Sequence[str], float]]
+
+
+class StoreReading(Generic[T]):
+    """A figure read from the database for ``/metrics``: read again when a scrape asks for it
+    (``refresh``) and it is at least ``every`` seconds old, so its cost does not grow with the
+    request rate or the scrapers. A failed read drops the figure (its series are absent, not
+    stale) and raises."""
+
+    def __init__(self, read: Callable[[], Awaitable[T]], every: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.read = read
+        self.every = every
+        self.clock = clock
+        self.value: T | None = None
+        self._read_at: float | None = None  # monotonic
+
+    async def refresh(self) -> None:
+        now = self.clock()
+        if self._read_at is not None and now - self._read_at < self.every:
+            return
+        try:
+            value = await self.read()
+        except BaseException:
+            self.value = self._read_at = None
+            raise
+        self.value, self._read_at = value, now
 
 
 @dataclass

@@ -15,7 +15,7 @@ import time
 
 from inferd.auth.limits import period_bounds
 from inferd.auth.principal import BudgetPeriod
-from inferd.metrics import Metrics, Series
+from inferd.metrics import Metrics, Series, StoreReading
 from inferd.store.usage import UsageStore
 
 REFRESH_EVERY = 5.0
@@ -27,12 +27,10 @@ class TeamBudgets:
 
     def __init__(self, store: UsageStore, every: float = REFRESH_EVERY) -> None:
         self.store = store
-        self.every = every
-        self._ratios: list[tuple[str, float]] | None = None
-        self._read_at: float | None = None  # monotonic
+        self.ratios = StoreReading(lambda: self.read(time.time()), every)
 
     def register(self, metrics: Metrics) -> None:
-        metrics.register_refresh(self.refresh)
+        metrics.register_refresh(self.ratios.refresh)
         metrics.register_family(
             "inferd_team_budget_used_ratio",
             "Spend of each team with a money budget in its current budget period, over the "
@@ -40,19 +38,6 @@ class TeamBudgets:
             ["team"],
             self.series,
         )
-
-    async def refresh(self) -> None:
-        """Read the spends again, unless they are less than ``every`` seconds old. A failed
-        read drops the figures (the series are absent, not stale) and raises."""
-        now = time.monotonic()
-        if self._read_at is not None and now - self._read_at < self.every:
-            return
-        try:
-            self._ratios = await self.read(time.time())
-        except BaseException:
-            self._ratios = self._read_at = None
-            raise
-        self._read_at = now
 
     async def read(self, wall: float) -> list[tuple[str, float]]:
         """``(team name, spend / budget)`` of every team with a money budget, at ``wall``."""
@@ -66,4 +51,4 @@ class TeamBudgets:
                 for team_id, name, budget, _ in teams]
 
     def series(self) -> Series:
-        return [((name,), ratio) for name, ratio in self._ratios or ()]
+        return [((name,), ratio) for name, ratio in self.ratios.value or ()]

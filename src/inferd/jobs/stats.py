@@ -12,8 +12,9 @@ Label values are the models the router knows (each with a series, 0 when none is
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-from inferd.metrics import UNKNOWN_MODEL, Metrics, Series
+from inferd.metrics import UNKNOWN_MODEL, Metrics, Series, StoreReading
 from inferd.routing.router import Router
 from inferd.store.jobs import JobStore
 
@@ -24,15 +25,14 @@ class QueueStats:
     """Pending jobs per model, as the metrics ``inferd_jobs_pending`` and
     ``inferd_jobs_oldest_pending_age_seconds`` show them."""
 
-    def __init__(self, store: JobStore, router: Router, every: float = REFRESH_EVERY) -> None:
+    def __init__(self, store: JobStore, router: Router, every: float = REFRESH_EVERY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.router = router
-        self.every = every
-        self._counts: dict[str, tuple[int, float]] | None = None
-        self._read_at: float | None = None  # monotonic
+        self.counts = StoreReading(lambda: self.store.pending_by_model(), every, clock)
 
     def register(self, metrics: Metrics) -> None:
-        metrics.register_refresh(self.refresh)
+        metrics.register_refresh(self.counts.refresh)
         metrics.register_family(
             "inferd_jobs_pending",
             "Jobs waiting to run (pending in the database), per model",
@@ -47,27 +47,15 @@ class QueueStats:
             self.oldest_age,
         )
 
-    async def refresh(self) -> None:
-        """Read the counts again, unless they are less than ``every`` seconds old. A failed
-        read drops the figures (the series are absent, not stale) and raises."""
-        now = time.monotonic()
-        if self._read_at is not None and now - self._read_at < self.every:
-            return
-        try:
-            counts = await self.store.pending_by_model()
-        except BaseException:
-            self._counts = self._read_at = None
-            raise
-        self._counts, self._read_at = counts, now
-
     def by_label(self) -> dict[str, tuple[int, float | None]]:
         """Per label value: pending jobs and the creation time of the oldest (None: none)."""
-        if self._counts is None:
+        counts = self.counts.value
+        if counts is None:
             return {}
         out: dict[str, tuple[int, float | None]] = {
             e.name: (0, None) for e in self.router.entries()
         }
-        for model, (count, oldest) in self._counts.items():
+        for model, (count, oldest) in counts.items():
             label = self.router.resolve(model) if self.router.knows(model) else UNKNOWN_MODEL
             had, first = out.get(label, (0, None))
             out[label] = (had + count, oldest if first is None else min(first, oldest))

@@ -4,13 +4,9 @@ with a bounded set of label values."""
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
-
-import pytest
 
 from inferd.engines.echo import EchoEngine
 from inferd.ids import new_id
-from inferd.jobs import stats as stats_module
 from inferd.jobs.stats import QueueStats
 from inferd.metrics import Metrics
 from inferd.routing.router import Replica
@@ -80,16 +76,11 @@ async def test_pending_jobs_and_the_oldest_age_per_model(parts: Parts) -> None:
         assert before - created <= ages[model] <= after - created, model
 
 
-async def test_counts_are_read_at_most_every_few_seconds(
-    parts: Parts, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_counts_are_read_at_most_every_few_seconds(parts: Parts) -> None:
     clock = {"now": 1000.0}
-    monkeypatch.setattr(
-        stats_module, "time", SimpleNamespace(monotonic=lambda: clock["now"], time=time.time)
-    )
     store = JobStore(parts.db)
     metrics = Metrics()
-    QueueStats(store, parts.router, every=5.0).register(metrics)
+    QueueStats(store, parts.router, every=5.0, clock=lambda: clock["now"]).register(metrics)
     assert _series((await metrics.render_off_loop()).decode(), "inferd_jobs_pending") == {
         "echo": 0.0
     }
