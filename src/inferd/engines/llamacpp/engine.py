@@ -332,6 +332,9 @@ class LlamaCppEngine(LocalTextEngine):
 
     async def prepared_chat(self, request: ChatCompletionRequest) -> Generation:
         generation = await self.prepare_chat_off_loop(request)
+        fmt = request.response_format
+        if generation.extra["tools"] is None and (fmt is None or fmt.type == "text"):
+            return generation  # no grammar: no trip to a worker thread
         # Converting a schema and parsing its grammar take time in proportion to the schema:
         # done on a worker thread, the event loop keeps serving meanwhile.
         generation.params["sampling"].grammar = await asyncio.to_thread(
