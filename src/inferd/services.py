@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from inferd.audit import AuditLog
 from inferd.auth.budget_stats import TeamBudgets
-from inferd.auth.limits import BudgetAlerts
+from inferd.auth.budget_webhooks import BudgetWebhook
+from inferd.auth.limits import BudgetAlerts, no_event
 from inferd.auth.oidc import OidcClient, new_http
 from inferd.auth.service import Auth
 from inferd.auth.sso import Sso
@@ -19,12 +20,14 @@ from inferd.control import Control, build_control
 from inferd.engines import build_engine
 from inferd.engines.residency import Residency
 from inferd.errors import InferdError
+from inferd.ids import new_webhook_secret
 from inferd.inference import Inference, build_limiter
 from inferd.jobs.cluster import start_jobs
 from inferd.jobs.service import JobService
 from inferd.jobs.stats import QueueStats
 from inferd.lifecycle import Drain
 from inferd.metering import Metering
+from inferd.metrics import Metrics
 from inferd.roles import queue_engines, start_role
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
 from inferd.routing.fairqueue import Queueing
@@ -33,6 +36,7 @@ from inferd.settings import Settings
 from inferd.store.audit import AuditStore
 from inferd.store.db import Database, open_database
 from inferd.store.replicas import ReplicaStore
+from inferd.store.repo import WEBHOOK_SECRET, KeyValueStore
 from inferd.tracing import Tracer
 
 log = logging.getLogger("inferd")
@@ -100,7 +104,10 @@ class Services:
                         queueing=Queueing.of(settings), capacity=settings.replica_capacity,
                         metrics=metering.metrics, tracer=tracer)
         metering.watch(router)
-        limiter = build_limiter(settings, BudgetAlerts(metering.metrics))
+        # closed after the limiter, whose last settled costs may give events
+        webhook = await start_budget_webhook(settings, db, metering.metrics, stack)
+        limiter = build_limiter(settings, BudgetAlerts(
+            metering.metrics, webhook.send if webhook is not None else no_event))
         inference = Inference(router, metering, limiter=limiter,
                               tracer=tracer)
         stack.push_async_callback(inference.close)
@@ -186,6 +193,28 @@ async def start_sso(settings: Settings, db: Database, auth: Auth, audit: AuditLo
     http = new_http()
     stack.push_async_callback(http.aclose)
     return await Sso.start(settings, db, auth, audit, OidcClient(settings, http))
+
+
+async def start_budget_webhook(settings: Settings, db: Database, metrics: Metrics,
+                               stack: AsyncExitStack) -> BudgetWebhook | None:
+    """The budget webhook (``budget_webhook_url``; None when not set), signed with
+    ``budget_webhook_secret``, else the installation's webhook secret."""
+    if not settings.budget_webhook_url:
+        return None
+    kv, configured = KeyValueStore(db), settings.budget_webhook_secret
+
+    async def secret() -> str:
+        return configured or await kv.setdefault_secret(WEBHOOK_SECRET, new_webhook_secret())
+
+    webhook = BudgetWebhook(settings.budget_webhook_url, secret, settings.jobs, metrics,
+                            settings.budget_webhook_queue)
+    await webhook.check()
+    webhook.start()
+    stack.push_async_callback(webhook.close)
+    metrics.register_gauge("inferd_budget_webhooks_pending",
+                           "Money budget events waiting for the budget webhook.",
+                           lambda: float(webhook.pending()))
+    return webhook
 
 
 def change_bus(settings: Settings, stack: AsyncExitStack) -> ChangeBus | None:
