@@ -20,7 +20,6 @@ from inferd.control import Control, build_control
 from inferd.engines import build_engine
 from inferd.engines.residency import Residency
 from inferd.errors import InferdError
-from inferd.ids import new_webhook_secret
 from inferd.inference import Inference, build_limiter
 from inferd.jobs.cluster import start_jobs
 from inferd.jobs.service import JobService
@@ -36,7 +35,6 @@ from inferd.settings import Settings
 from inferd.store.audit import AuditStore
 from inferd.store.db import Database, open_database
 from inferd.store.replicas import ReplicaStore
-from inferd.store.repo import WEBHOOK_SECRET, KeyValueStore
 from inferd.tracing import Tracer
 
 log = logging.getLogger("inferd")
@@ -105,7 +103,7 @@ class Services:
                         metrics=metering.metrics, tracer=tracer)
         metering.watch(router)
         # closed after the limiter, whose last settled costs may give events
-        webhook = await start_budget_webhook(settings, db, metering.metrics, stack)
+        webhook = await start_budget_webhook(settings, metering.metrics, stack)
         limiter = build_limiter(settings, BudgetAlerts(
             metering.metrics, webhook.send if webhook is not None else no_event))
         inference = Inference(router, metering, limiter=limiter,
@@ -195,19 +193,14 @@ async def start_sso(settings: Settings, db: Database, auth: Auth, audit: AuditLo
     return await Sso.start(settings, db, auth, audit, OidcClient(settings, http))
 
 
-async def start_budget_webhook(settings: Settings, db: Database, metrics: Metrics,
+async def start_budget_webhook(settings: Settings, metrics: Metrics,
                                stack: AsyncExitStack) -> BudgetWebhook | None:
-    """The budget webhook (``budget_webhook_url``; None when not set), signed with
-    ``budget_webhook_secret``, else the installation's webhook secret."""
+    """The budget webhook (``budget_webhook_url``, signed with ``budget_webhook_secret``;
+    None when not set)."""
     if not settings.budget_webhook_url:
         return None
-    kv, configured = KeyValueStore(db), settings.budget_webhook_secret
-
-    async def secret() -> str:
-        return configured or await kv.setdefault_secret(WEBHOOK_SECRET, new_webhook_secret())
-
-    webhook = BudgetWebhook(settings.budget_webhook_url, secret, settings.jobs, metrics,
-                            settings.budget_webhook_queue)
+    webhook = BudgetWebhook(settings.budget_webhook_url, settings.budget_webhook_secret,
+                            settings.jobs, metrics, settings.budget_webhook_queue)
     await webhook.check()
     webhook.start()
     stack.push_async_callback(webhook.close)

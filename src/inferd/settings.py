@@ -552,9 +552,9 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     # Money budget events (docs/security/limits.md#budget-webhook): ``budget.alert`` and
     # ``budget.exhausted`` are POSTed to this URL ("" = none), signed with this ``whsec_``
-    # secret ("" = the installation's webhook secret, as job webhooks), retried as job
-    # webhooks are (``jobs.webhook_*``, and only to ``jobs.webhook_allowed_hosts``). At most
-    # ``budget_webhook_queue`` events wait to be sent; more are dropped (and counted).
+    # secret (needed with the URL), retried as job webhooks are (``jobs.webhook_*``, and only
+    # to ``jobs.webhook_allowed_hosts``). At most ``budget_webhook_queue`` events wait to be
+    # sent; more are dropped (and counted).
     budget_webhook_url: str = Field(default="", max_length=2048)
     budget_webhook_secret: str = Field(default="", max_length=1024, repr=False)
     budget_webhook_queue: int = Field(default=1000, ge=1, le=1_000_000)
@@ -582,6 +582,13 @@ class Settings(BaseSettings):
         if v and not v.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return v
+
+    @model_validator(mode="after")
+    def _budget_webhook(self) -> Settings:
+        if self.budget_webhook_url and not self.budget_webhook_secret:
+            raise ValueError("budget_webhook_secret is needed with budget_webhook_url (the "
+                             "receiver checks the signature with it)")
+        return self
 
     @model_validator(mode="after")
     def _oidc_client(self) -> Settings:

@@ -249,7 +249,7 @@ async def test_two_gateways_give_budget_exhausted_once() -> None:
         assert all(isinstance(r, RateLimited) for r in refusals)
         given = events[0] + events[1]
         assert [(e.type, e.gate.level, e.gate.owner_id, e.spend, e.period_start)
-                for e in given] == [("budget.exhausted", "key", "31", nanos(0.9), 0.0)]
+                for e in given] == [("budget.exhausted", "key", 31, nanos(0.9), 0.0)]
     finally:
         names = [k async for k in gateways[0].redis.scan_iter(match=f"{prefix}:*")]
         if names:

@@ -7,12 +7,12 @@ a bounded queue (full: the event is dropped and counted), so a request never wai
 webhook nor fails because of it; one task of this process delivers the queue in order, each
 event retried with exponential backoff (the job webhooks' ``jobs.webhook_*`` settings).
 
-Signed as job webhooks are (``inferd.webhook_signing``): with ``budget_webhook_secret``, else
-the installation's webhook secret. The ``webhook-id`` is made of the event (type, level,
-owner, period), so a receiver can drop a repeat (a process restarted with ``local`` limits
-gives an alert of the period again). The URL must be inside ``jobs.webhook_allowed_hosts``,
-checked before each attempt and at connect time (``inferd.outbound``); redirects are never
-followed and the receiver's answer body is never read.
+Signed as job webhooks are (``inferd.webhook_signing``), with ``budget_webhook_secret``. The
+``webhook-id`` is made of the event (type, level, owner, period), so a receiver can drop a
+repeat (a process restarted with ``local`` limits gives an alert of the period again). The URL
+must be inside ``jobs.webhook_allowed_hosts``, checked before each attempt and at connect time
+(``inferd.outbound``); redirects are never followed and the receiver's answer body is never
+read.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,20 +66,17 @@ def message_id(event: BudgetEvent) -> str:
 
 
 class BudgetWebhook:
-    """Delivers budget events to one URL, off the request path, in order.
+    """Delivers budget events to one URL, signed with ``secret`` (``whsec_...``), off the
+    request path, in order."""
 
-    ``secret``: returns the signing secret (read once, at the first delivery).
-    """
-
-    def __init__(self, url: str, secret: Callable[[], Awaitable[str]], settings: JobSettings,
-                 metrics: Metrics, queue_size: int) -> None:
+    def __init__(self, url: str, secret: str, settings: JobSettings, metrics: Metrics,
+                 queue_size: int) -> None:
         self.url = url
         self.secret = secret
         self.settings = settings
         self.metrics = metrics
         self.allow = HostAllowList(settings.webhook_allowed_hosts, BUDGET_WEBHOOK)
         self._queue: asyncio.Queue[BudgetEvent] = asyncio.Queue(queue_size)
-        self._key: str | None = None
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -125,8 +121,6 @@ class BudgetWebhook:
 
     async def deliver(self, event: BudgetEvent) -> bool:
         """POST ``event``, retried with backoff; True once the receiver answered 2xx."""
-        if self._key is None:
-            self._key = await self.secret()
         body, msg_id = orjson.dumps(payload(event)), message_id(event)
         attempts = self.settings.webhook_attempts
         for attempt in range(1, attempts + 1):
@@ -143,7 +137,6 @@ class BudgetWebhook:
         return False
 
     async def _post(self, body: bytes, msg_id: str) -> tuple[int | None, str | None]:
-        assert self._key is not None
         try:
             await self.allow.check(self.url)
         except InvalidRequest as exc:
@@ -154,7 +147,7 @@ class BudgetWebhook:
                 timeout=aiohttp.ClientTimeout(total=self.settings.webhook_timeout_seconds))
         try:
             async with self._session.post(self.url, data=body,
-                                          headers=signed_headers(self._key, msg_id, body),
+                                          headers=signed_headers(self.secret, msg_id, body),
                                           allow_redirects=False) as response:
                 return response.status, None
         except aiohttp.ClientConnectorError as exc:

@@ -97,6 +97,11 @@ def _level_gate(level: LimitLevel) -> Gate:
                 owner_id=level.row_id, owner_name=level.name)
 
 
+def _key_row(key_id: str | None) -> str | int | None:
+    """A key's id as the admin API shows it (the key row's number)."""
+    return int(key_id) if key_id is not None and key_id.isdigit() else key_id
+
+
 def gates(principal: Principal) -> list[Gate]:
     """The levels whose token limits apply to a request: the key's, its user's, its team's
     (those that set any)."""
@@ -106,7 +111,7 @@ def gates(principal: Principal) -> list[Gate]:
         out.append(Gate(principal.limit_key, "this API key", principal.rpm, principal.tpm,
                         principal.token_budget, principal.budget_period,
                         *_money(principal.max_budget, principal.budget_alert),
-                        owner_id=principal.key_id, owner_name=principal.name))
+                        owner_id=_key_row(principal.key_id), owner_name=principal.name))
     out.extend(_level_gate(level) for level in principal.levels if level.limited)
     return out
 

@@ -60,10 +60,6 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
         yield seen, url + "/hook"
 
 
-async def _secret() -> str:
-    return SECRET
-
-
 def _count(metrics: Metrics, kind: str, outcome: str) -> float:
     value: float = metrics.child("budget_webhooks", kind, outcome)._value.get()
     return value
@@ -80,7 +76,7 @@ async def test_a_full_queue_drops_and_counts_then_the_queued_go_out_in_order(
         receiver: tuple[Receiver, str]) -> None:
     seen, url = receiver
     metrics = Metrics()
-    webhook = BudgetWebhook(url, _secret, LOOPBACK, metrics, queue_size=2)
+    webhook = BudgetWebhook(url, SECRET, LOOPBACK, metrics, queue_size=2)
     first, second = _event(owner=1), _event(EXHAUSTED, spend=9.5, owner=2)
     for event in (first, second, _event(owner=3), _event(EXHAUSTED, owner=4)):
         webhook.send(event)  # not started yet: the queue holds 2, the others are dropped
@@ -110,7 +106,7 @@ async def test_a_failed_attempt_is_retried_with_the_same_id(
     seen, url = receiver
     seen.statuses = [500, 503]
     metrics = Metrics()
-    webhook = BudgetWebhook(url, _secret, LOOPBACK, metrics, queue_size=10)
+    webhook = BudgetWebhook(url, SECRET, LOOPBACK, metrics, queue_size=10)
     webhook.start()
     try:
         webhook.send(_event(level="key", owner="key_abc", name="ci"))
@@ -129,7 +125,7 @@ async def test_a_receiver_that_keeps_failing_is_counted_and_the_next_event_goes_
     seen, url = receiver
     seen.statuses = [500, 500, 500]  # every attempt of the first event
     metrics = Metrics()
-    webhook = BudgetWebhook(url, _secret, LOOPBACK, metrics, queue_size=10)
+    webhook = BudgetWebhook(url, SECRET, LOOPBACK, metrics, queue_size=10)
     webhook.start()
     try:
         webhook.send(_event(owner=1))
@@ -147,7 +143,7 @@ async def test_a_url_outside_the_allowed_hosts_is_never_called(
     seen, url = receiver
     metrics = Metrics()
     public_only = JobSettings(webhook_attempts=3, webhook_backoff_seconds=0.01)
-    webhook = BudgetWebhook(url, _secret, public_only, metrics, queue_size=10)
+    webhook = BudgetWebhook(url, SECRET, public_only, metrics, queue_size=10)
     webhook.start()
     try:
         webhook.send(_event())
@@ -174,6 +170,8 @@ def test_the_settings_refuse_a_bad_url_or_secret() -> None:
         Settings(budget_webhook_secret="whsec_not base64!")
     with pytest.raises(ValueError, match="budget_webhook_secret"):
         Settings(budget_webhook_secret="c2hvcnQ=")  # no whsec_ prefix
+    with pytest.raises(ValueError, match="budget_webhook_secret is needed"):
+        Settings(budget_webhook_url="https://hooks.example.com/budget")
     made = Settings(budget_webhook_url="https://hooks.example.com/budget",
                     budget_webhook_secret=SECRET)
     assert SECRET not in repr(made)
