@@ -26,9 +26,9 @@ from inferd.auth.limits import (
     BudgetAlerts,
     Limiter,
     LocalLimiter,
-    OnAlert,
+    OnBudget,
     nanos,
-    no_alert,
+    no_event,
     period_bounds,
 )
 from inferd.auth.principal import Principal
@@ -498,13 +498,13 @@ class Inference:
         return result
 
 
-def build_limiter(settings: Settings, on_alert: OnAlert = no_alert) -> Limiter:
-    """Per-key limits in this process, or in Redis when gateways share them; ``on_alert``:
-    what a money budget's alert is given to (``BudgetAlerts``)."""
+def build_limiter(settings: Settings, on_budget: OnBudget = no_event) -> Limiter:
+    """Per-key limits in this process, or in Redis when gateways share them; ``on_budget``:
+    what a money budget's events are given to (``BudgetAlerts``)."""
     from inferd.auth.redis_limits import RedisLimiter
 
     if settings.limits_backend == "redis" or (settings.limits_backend == "auto"
                                               and settings.redis_url):
         return RedisLimiter(settings.redis_url or "redis://127.0.0.1:6379/0",
-                            prefix=settings.redis_prefix, on_alert=on_alert)
-    return LocalLimiter(on_alert)
+                            prefix=settings.redis_prefix, on_budget=on_budget)
+    return LocalLimiter(on_budget)

@@ -57,6 +57,10 @@ QUEUE_WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
                       60.0, 120.0, 300.0)
 # The levels a money budget is set at (the label of ``inferd_budget_alerts_total``).
 BUDGET_LEVELS = ("key", "user", "team")
+# The events of a money budget the budget webhook sends, and what became of each
+# (``inferd_budget_webhooks_total``).
+BUDGET_EVENTS = ("budget.alert", "budget.exhausted")
+WEBHOOK_OUTCOMES = ("delivered", "failed", "dropped")
 # How long the coroutines of ``register_refresh`` may hold up a scrape.
 REFRESH_TIMEOUT = 5.0
 Series = Iterable[tuple[Sequence[str], float]]
@@ -257,6 +261,14 @@ class Metrics:
                                      ["level"], registry=r)
         for level in BUDGET_LEVELS:  # a series per level from the start, 0 until one fires
             self.budget_alerts.labels(level)
+        # budget events sent to the budget webhook: delivered, failed after every attempt, or
+        # dropped because its queue was full
+        self.budget_webhooks = Counter("inferd_budget_webhooks",
+                                       "Money budget events for the budget webhook, by outcome",
+                                       ["type", "outcome"], registry=r)
+        for event in BUDGET_EVENTS:
+            for outcome in WEBHOOK_OUTCOMES:
+                self.budget_webhooks.labels(event, outcome)
         # fair queueing (``inferd.routing.fairqueue``): the wait of each request admitted to
         # a model with a bounded capacity (0 for one that found room), and the refusals
         self.queue_wait = Histogram("inferd_gateway_queue_wait_seconds",

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from inferd.audit import AuditLog
 from inferd.auth.budget_stats import TeamBudgets
-from inferd.auth.limits import BudgetAlerts
+from inferd.auth.budget_webhooks import BudgetWebhook
+from inferd.auth.limits import BudgetAlerts, no_event
 from inferd.auth.oidc import OidcClient, new_http
 from inferd.auth.service import Auth
 from inferd.auth.sso import Sso
@@ -25,6 +26,7 @@ from inferd.jobs.service import JobService
 from inferd.jobs.stats import QueueStats
 from inferd.lifecycle import Drain
 from inferd.metering import Metering
+from inferd.metrics import Metrics
 from inferd.roles import queue_engines, start_role
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
 from inferd.routing.fairqueue import Queueing
@@ -100,7 +102,10 @@ class Services:
                         queueing=Queueing.of(settings), capacity=settings.replica_capacity,
                         metrics=metering.metrics, tracer=tracer)
         metering.watch(router)
-        limiter = build_limiter(settings, BudgetAlerts(metering.metrics))
+        # closed after the limiter, whose last settled costs may give events
+        webhook = await start_budget_webhook(settings, metering.metrics, stack)
+        limiter = build_limiter(settings, BudgetAlerts(
+            metering.metrics, webhook.send if webhook is not None else no_event))
         inference = Inference(router, metering, limiter=limiter,
                               tracer=tracer)
         stack.push_async_callback(inference.close)
@@ -186,6 +191,23 @@ async def start_sso(settings: Settings, db: Database, auth: Auth, audit: AuditLo
     http = new_http()
     stack.push_async_callback(http.aclose)
     return await Sso.start(settings, db, auth, audit, OidcClient(settings, http))
+
+
+async def start_budget_webhook(settings: Settings, metrics: Metrics,
+                               stack: AsyncExitStack) -> BudgetWebhook | None:
+    """The budget webhook (``budget_webhook_url``, signed with ``budget_webhook_secret``;
+    None when not set)."""
+    if not settings.budget_webhook_url:
+        return None
+    webhook = BudgetWebhook(settings.budget_webhook_url, settings.budget_webhook_secret,
+                            settings.jobs, metrics, settings.budget_webhook_queue)
+    await webhook.check()
+    webhook.start()
+    stack.push_async_callback(webhook.close)
+    metrics.register_gauge("inferd_budget_webhooks_pending",
+                           "Money budget events waiting for the budget webhook.",
+                           lambda: float(webhook.pending()))
+    return webhook
 
 
 def change_bus(settings: Settings, stack: AsyncExitStack) -> ChangeBus | None:

@@ -550,6 +550,14 @@ class Settings(BaseSettings):
     secret_key: str = Field(default="", repr=False)
     # The job system (``jobs:`` map of the config file, ``INFERD_JOB_*`` variables).
     jobs: JobSettings = Field(default_factory=JobSettings)
+    # Money budget events (docs/security/limits.md#budget-webhook): ``budget.alert`` and
+    # ``budget.exhausted`` are POSTed to this URL ("" = none), signed with this ``whsec_``
+    # secret (needed with the URL), retried as job webhooks are (``jobs.webhook_*``, and only
+    # to ``jobs.webhook_allowed_hosts``). At most ``budget_webhook_queue`` events wait to be
+    # sent; more are dropped (and counted).
+    budget_webhook_url: str = Field(default="", max_length=2048)
+    budget_webhook_secret: str = Field(default="", max_length=1024, repr=False)
+    budget_webhook_queue: int = Field(default=1000, ge=1, le=1_000_000)
 
     @field_validator("secret_key")
     @classmethod
@@ -576,10 +584,34 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
+    def _budget_webhook(self) -> Settings:
+        if self.budget_webhook_url and not self.budget_webhook_secret:
+            raise ValueError("budget_webhook_secret is needed with budget_webhook_url (the "
+                             "receiver checks the signature with it)")
+        return self
+
+    @model_validator(mode="after")
     def _oidc_client(self) -> Settings:
         if self.oidc_issuer and not self.oidc_client_id:
             raise ValueError("oidc_client_id is needed with oidc_issuer")
         return self
+
+    @field_validator("budget_webhook_url")
+    @classmethod
+    def _budget_webhook_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("budget_webhook_url must be an http:// or https:// URL")
+        return v
+
+    @field_validator("budget_webhook_secret")
+    @classmethod
+    def _budget_webhook_secret(cls, v: str) -> str:
+        from inferd.webhook_signing import valid_secret
+
+        if v and not valid_secret(v):
+            raise ValueError("budget_webhook_secret must be 'whsec_' followed by the base64 "
+                             "of at least 16 random bytes")
+        return v
 
     @field_validator("gateway_url")
     @classmethod

@@ -1,7 +1,8 @@
 """Money budgets at the key, user and team levels, in this process and through Redis: a
 request reserves its worst case cost at every level or at none, settles to its real cost, is
 refused with ``insufficient_quota`` when a level's spend and open reservations leave no room
-for its worst case, gives the budget's alert once per period, and a seeded counter stands."""
+for its worst case, gives the budget's alert once per period (and its first refusal in a
+period as ``budget.exhausted``), and a seeded counter stands."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import uuid
 
 import pytest
 
-from inferd.auth.limits import NANOS, Gate, Limiter, LocalLimiter, nanos, period_bounds
+from inferd.auth.limits import (
+    NANOS,
+    BudgetEvent,
+    Limiter,
+    LocalLimiter,
+    nanos,
+    period_bounds,
+)
 from inferd.auth.principal import LimitLevel, Principal
 from inferd.auth.redis_limits import RedisLimiter
 from inferd.errors import RateLimited
@@ -75,9 +83,10 @@ async def test_every_level_or_none(limiter: Limiter) -> None:
 
 
 async def test_the_alert_is_given_once_per_period(limiter: Limiter,
-                                                   alerted: list[Gate]) -> None:
+                                                   budget_events: list[BudgetEvent]) -> None:
     team = _team(1.0, alert=50)
     key = Principal(key_id="3", scope="user", levels=(team,))
+    start = period_bounds("month", time.time())[0]
     below = await limiter.acquire(key, 1, nanos(0.4))
     assert below.alerts == ()
     crossing = await limiter.acquire(key, 1, nanos(0.1))  # reaches 50%
@@ -87,11 +96,14 @@ async def test_the_alert_is_given_once_per_period(limiter: Limiter,
     assert again.alerts == ()  # once per period
     limiter.settle(again, 1, nanos(0.3))  # a settled cost past the alert: given already
     await limiter.close()  # (the Redis limiter sends the settled costs first)
-    assert alerted == list(crossing.alerts)
+    assert [event.gate for event in budget_events] == list(crossing.alerts)
+    event = budget_events[0]
+    assert (event.type, event.spend, event.period_start) == ("budget.alert", nanos(0.5), start)
+    assert (event.gate.owner_id, event.gate.owner_name) == (7, "search")
 
 
-async def test_a_settled_cost_that_reaches_the_alert_gives_it(limiter: Limiter,
-                                                             alerted: list[Gate]) -> None:
+async def test_a_settled_cost_that_reaches_the_alert_gives_it(
+        limiter: Limiter, budget_events: list[BudgetEvent]) -> None:
     """A request reserved below the alert whose real cost takes the spend to it gives the
     alert, once; a settled cost below the reserved one does not."""
     team = _team(1.0, alert=50)
@@ -109,14 +121,16 @@ async def test_a_settled_cost_that_reaches_the_alert_gives_it(limiter: Limiter,
         return await spent(limiter, team.limit_id, start) == nanos(0.6)
 
     async def given() -> bool:
-        return bool(alerted)
+        return bool(budget_events)
 
     await wait_for_async(settled, what="the settled costs")
     await wait_for_async(given, what="the alert")
     third = await limiter.acquire(key, 1, 0)
     limiter.settle(third, 1, nanos(0.1))  # once per period
     await limiter.close()
-    assert [(gate.key, gate.level) for gate in alerted] == [(team.limit_id, "team")]
+    assert [(e.type, e.gate.key, e.gate.level, e.spend, e.period_start)
+            for e in budget_events] == [("budget.alert", team.limit_id, "team", nanos(0.6),
+                                         start)]
 
 
 async def test_two_gateways_give_a_settled_alert_once() -> None:
@@ -124,8 +138,8 @@ async def test_two_gateways_give_a_settled_alert_once() -> None:
     them gives it."""
     require_service("redis")
     prefix = f"inferd-test-{uuid.uuid4().hex[:8]}"
-    alerts: list[list[Gate]] = [[], []]
-    gateways = [RedisLimiter(REDIS_URL, prefix=prefix, on_alert=alerts[i].append)
+    alerts: list[list[BudgetEvent]] = [[], []]
+    gateways = [RedisLimiter(REDIS_URL, prefix=prefix, on_budget=alerts[i].append)
                 for i in range(2)]
     team = _team(10.0, alert=80)
     keys = [Principal(key_id=str(20 + i), scope="user", levels=(team,)) for i in range(2)]
@@ -190,6 +204,52 @@ async def test_two_gateways_never_pass_a_shared_budget() -> None:
         results = await asyncio.gather(*(attempt(i) for i in range(200)))
         assert sum(results) == 50
         assert await gateways[0].money_spent(team.limit_id, 0.0) == nanos(5.0)
+    finally:
+        names = [k async for k in gateways[0].redis.scan_iter(match=f"{prefix}:*")]
+        if names:
+            await gateways[0].redis.delete(*names)
+        for gateway in gateways:
+            await gateway.close()
+
+
+async def test_the_first_refusal_in_a_period_gives_budget_exhausted(
+        limiter: Limiter, budget_events: list[BudgetEvent]) -> None:
+    """A money budget that refuses a request gives ``budget.exhausted`` once per period, with
+    the spend (and open reservations) it refused at; a refusal by another limit does not."""
+    user = LimitLevel("user", 9, f"user-9-{uuid.uuid4().hex[:6]}", "ann", rpm=1000,
+                      max_budget=1.0, budget_period="day", budget_alert=100)
+    key = Principal(key_id="30", scope="user", name="ci", max_budget=5.0, levels=(user,))
+    start = period_bounds("day", time.time())[0]
+    await limiter.acquire(key, 1, nanos(0.7))
+    for _ in range(3):
+        with pytest.raises(RateLimited) as refused:
+            await limiter.acquire(key, 1, nanos(0.4))
+        assert refused.value.code == "insufficient_quota"
+    await limiter.acquire(key, 1, nanos(0.3))  # exactly the rest: the alert at 100%
+    assert [(e.type, e.gate.level, e.gate.owner_id, e.gate.owner_name, e.spend, e.period_start)
+            for e in budget_events] == [
+        ("budget.exhausted", "user", 9, "ann", nanos(0.7), start),
+        ("budget.alert", "user", 9, "ann", nanos(1.0), start)]
+
+
+async def test_two_gateways_give_budget_exhausted_once() -> None:
+    """Refusals by a budget shared through Redis on two gateways: one of them gives
+    ``budget.exhausted``, of the key's own budget (a total one: no period)."""
+    require_service("redis")
+    prefix = f"inferd-test-{uuid.uuid4().hex[:8]}"
+    events: list[list[BudgetEvent]] = [[], []]
+    gateways = [RedisLimiter(REDIS_URL, prefix=prefix, on_budget=events[i].append)
+                for i in range(2)]
+    key = Principal(key_id="31", scope="user", name="shared", max_budget=1.0,
+                    budget_alert=100)
+    try:
+        await gateways[0].acquire(key, 1, nanos(0.9))
+        refusals = await asyncio.gather(*(gateways[i % 2].acquire(key, 1, nanos(0.2))
+                                          for i in range(20)), return_exceptions=True)
+        assert all(isinstance(r, RateLimited) for r in refusals)
+        given = events[0] + events[1]
+        assert [(e.type, e.gate.level, e.gate.owner_id, e.spend, e.period_start)
+                for e in given] == [("budget.exhausted", "key", 31, nanos(0.9), 0.0)]
     finally:
         names = [k async for k in gateways[0].redis.scan_iter(match=f"{prefix}:*")]
         if names:

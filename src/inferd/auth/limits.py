@@ -19,8 +19,10 @@ A money budget (``max_budget``, in the price book's currency units, per the same
 counts the cost of requests in nanos (10^-9 units, integers: sums are exact): a request
 reserves its worst case cost and settles to the real cost. When a level's spend first reaches
 its ``budget_alert`` percentage in a period, by a reservation or by a settled cost above the
-one reserved, the limiter hands its gate to its ``on_alert`` (``BudgetAlerts``: a warning and
-a metric), once per budget and period: in this process, or among every gateway sharing Redis.
+one reserved, the limiter hands a ``BudgetEvent`` (``budget.alert``) to its ``on_budget``
+(``BudgetAlerts``: a warning, a metric and the budget webhook), once per budget and period: in
+this process, or among every gateway sharing Redis. The first request a money budget refuses in
+a period gives a ``budget.exhausted`` event the same way.
 
 Requests/min, tokens/min, token and money budgets apply at each level that sets one: the key's own
 ``Gate``, then its user's and its team's (``Principal.levels``), whose counters every key of
@@ -35,9 +37,9 @@ import calendar
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from inferd.auth.principal import BudgetPeriod, LimitLevel, Principal
 from inferd.errors import RateLimited
@@ -63,6 +65,10 @@ class Gate:
     alert: int | None = None  # the spend (nanos) at which the budget's alert is given
     max_budget: float | None = None  # the money budget as set, for the error message
     level: str = "key"  # key, user or team
+    # what the budget belongs to, as the admin API names it: the key's id and name, or the
+    # user's or team's id and name
+    owner_id: str | int | None = None
+    owner_name: str = ""
 
 
 # Money is counted in nanos of the currency unit (prices have at most 9 decimal places).
@@ -87,7 +93,13 @@ def _money(max_budget: float | None, alert: int) -> tuple[int | None, int | None
 def _level_gate(level: LimitLevel) -> Gate:
     return Gate(level.limit_id, f"the {level.kind} '{level.name}'", level.rpm, level.tpm,
                 level.token_budget, level.budget_period,
-                *_money(level.max_budget, level.budget_alert), level.kind)
+                *_money(level.max_budget, level.budget_alert), level.kind,
+                owner_id=level.row_id, owner_name=level.name)
+
+
+def _key_row(key_id: str | None) -> str | int | None:
+    """A key's id as the admin API shows it (the key row's number)."""
+    return int(key_id) if key_id is not None and key_id.isdigit() else key_id
 
 
 def gates(principal: Principal) -> list[Gate]:
@@ -98,29 +110,56 @@ def gates(principal: Principal) -> list[Gate]:
             or principal.token_budget is not None or principal.max_budget is not None):
         out.append(Gate(principal.limit_key, "this API key", principal.rpm, principal.tpm,
                         principal.token_budget, principal.budget_period,
-                        *_money(principal.max_budget, principal.budget_alert)))
+                        *_money(principal.max_budget, principal.budget_alert),
+                        owner_id=_key_row(principal.key_id), owner_name=principal.name))
     out.extend(_level_gate(level) for level in principal.levels if level.limited)
     return out
 
 
-# What a limiter calls with the gate of a money budget whose alert was reached.
-OnAlert = Callable[["Gate"], None]
+BudgetEventType = Literal["budget.alert", "budget.exhausted"]
+ALERT: BudgetEventType = "budget.alert"
+EXHAUSTED: BudgetEventType = "budget.exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetEvent:
+    """A money budget that reached its alert (``budget.alert``) or refused a request
+    (``budget.exhausted``): given once per budget and period."""
+
+    type: BudgetEventType
+    gate: Gate
+    spend: int  # nanos spent in the period, with the open reservations, when it happened
+    period_start: float  # epoch seconds (0.0: a total budget)
+    at: float = field(default_factory=time.time)
+
+
+# What a limiter gives its money budgets' events to.
+OnBudget = Callable[[BudgetEvent], None]
+
+
+def no_event(event: BudgetEvent) -> None:
+    """An ``OnBudget`` that does nothing (limiters built without one)."""
 
 
 class BudgetAlerts:
-    """A money budget's alert: a warning in the log and ``inferd_budget_alerts_total``."""
+    """A money budget's events: a warning in the log, ``inferd_budget_alerts_total`` for an
+    alert, then ``notify`` (the budget webhook, when one is set)."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, notify: OnBudget = no_event) -> None:
         self.metrics = metrics
+        self.notify = notify
 
-    def __call__(self, gate: Gate) -> None:
-        log.warning("the spend of %s reached %.9g of its budget of %s in this period",
-                    gate.holder, (gate.alert or 0) / NANOS, gate.max_budget)
-        self.metrics.child("budget_alerts", gate.level).inc()
-
-
-def no_alert(gate: Gate) -> None:
-    """An ``OnAlert`` that does nothing (limiters built without one)."""
+    def __call__(self, event: BudgetEvent) -> None:
+        gate = event.gate
+        if event.type == ALERT:
+            log.warning("the spend of %s reached %.9g of its budget of %s in this period",
+                        gate.holder, (gate.alert or 0) / NANOS, gate.max_budget)
+            self.metrics.child("budget_alerts", gate.level).inc()
+        else:
+            log.warning("the budget of %s (%s) is used up in this period: a request was "
+                        "refused at a spend of %.9g", gate.holder, gate.max_budget,
+                        event.spend / NANOS)
+        self.notify(event)
 
 
 class GateCache:
@@ -151,7 +190,7 @@ class Reservation:
     taken: tuple[tuple[Gate, float | None], ...] = ()
     cost: int = 0  # the worst case cost reserved, in nanos
     # the money budgets whose alert this reservation crossed first in their period (each
-    # handed to the limiter's ``on_alert`` too)
+    # handed to the limiter's ``on_budget`` too, as a ``budget.alert``)
     alerts: tuple[Gate, ...] = ()
 
 
@@ -166,8 +205,8 @@ class Limiter(Protocol):
     def settle(self, reservation: Reservation, tokens: int, cost: int | None = None) -> None:
         """Replace the reserved token estimate with the tokens really used, and the reserved
         cost with the real one (nanos; None: as reserved), without waiting. A real cost above
-        the reserved one that takes a money budget to its alert gives the alert (``on_alert``),
-        unless it was given in the period already."""
+        the reserved one that takes a money budget to its alert gives the alert
+        (``on_budget``), unless it was given in the period already."""
         ...
 
     async def acquire_images(self, principal: Principal, count: int) -> None:
@@ -269,8 +308,8 @@ def own_start(taken: tuple[tuple[Gate, float | None], ...], principal: Principal
 class _KeyState:
     """Buckets and budget counter of one key (in this process)."""
 
-    __slots__ = ("alerted", "budget_start", "budget_used", "money_start", "money_used",
-                 "req_level", "req_stamp", "tok_level", "tok_stamp")
+    __slots__ = ("alerted", "budget_start", "budget_used", "exhausted", "money_start",
+                 "money_used", "req_level", "req_stamp", "tok_level", "tok_stamp")
 
     def __init__(self, now: float) -> None:
         # None: a full bucket (the capacity is known only on use, and may change)
@@ -283,6 +322,7 @@ class _KeyState:
         self.money_start = -1.0
         self.money_used = 0  # nanos
         self.alerted = -1.0  # the period whose alert was given
+        self.exhausted = -1.0  # the period whose first refusal by the money budget was given
 
 
 def _refill(level: float | None, stamp: float, capacity: int, now: float) -> float:
@@ -292,11 +332,11 @@ def _refill(level: float | None, stamp: float, capacity: int, now: float) -> flo
 
 
 class LocalLimiter:
-    """Limits kept in this process's memory; exact for one process. ``on_alert``: what a
-    money budget's alert is given to."""
+    """Limits kept in this process's memory; exact for one process. ``on_budget``: what a
+    money budget's events are given to."""
 
-    def __init__(self, on_alert: OnAlert = no_alert) -> None:
-        self.on_alert = on_alert
+    def __init__(self, on_budget: OnBudget = no_event) -> None:
+        self.on_budget = on_budget
         self._state: dict[str, _KeyState] = {}
         self._images: dict[str, tuple[float | None, float]] = {}  # key: (level, stamp)
         self._units: dict[str, tuple[float | None, float]] = {}  # key: (level, stamp)
@@ -315,6 +355,7 @@ class LocalLimiter:
         wall = time.time()
         plan: list[tuple[Gate, _KeyState, float, float, float | None]] = []
         refusals: list[RateLimited] = []
+        exhausted: list[BudgetEvent] = []
         for gate in self._gates.of(principal):
             state = self._get(gate.key, now)
             req_level = tok_level = 0.0
@@ -339,10 +380,15 @@ class LocalLimiter:
                 spent = state.money_used if state.money_start == start else 0
                 if gate.money is not None and spent + cost > gate.money:
                     refusals.append(gate_limited("money", gate, wait))
+                    if state.exhausted != start:
+                        state.exhausted = start
+                        exhausted.append(BudgetEvent(EXHAUSTED, gate, spent, start))
             plan.append((gate, state, req_level, tok_level, start))
         if refusals:
+            for event in exhausted:
+                self.on_budget(event)
             raise longest(refusals)
-        alerts: list[Gate] = []
+        alerts: list[BudgetEvent] = []
         for gate, state, req_level, tok_level, start in plan:
             if gate.rpm is not None:
                 state.req_level, state.req_stamp = req_level - 1.0, now
@@ -359,12 +405,12 @@ class LocalLimiter:
                 if (gate.alert is not None and state.money_used >= gate.alert
                         and state.alerted != start):
                     state.alerted = start
-                    alerts.append(gate)
+                    alerts.append(BudgetEvent(ALERT, gate, state.money_used, start))
         taken = tuple((gate, start) for gate, _, _, _, start in plan)
-        for gate in alerts:
-            self.on_alert(gate)
+        for event in alerts:
+            self.on_budget(event)
         return Reservation(principal, tokens, own_start(taken, principal), taken, cost,
-                           tuple(alerts))
+                           tuple(event.gate for event in alerts))
 
     async def acquire_images(self, principal: Principal, count: int) -> None:
         if principal.ipm is None:
@@ -423,7 +469,7 @@ class LocalLimiter:
                 if (spent > 0 and gate.alert is not None and state.money_used >= gate.alert
                         and state.alerted != start):
                     state.alerted = start
-                    self.on_alert(gate)
+                    self.on_budget(BudgetEvent(ALERT, gate, state.money_used, start))
 
     async def seed_budget(self, key_id: str, period_start: float, used: int) -> None:
         state = self._get(key_id, time.monotonic())

@@ -7,7 +7,8 @@ Redis runs a script atomically, so any number of gateways get exact limits. ``se
 queues the token correction; a background task sends the queued corrections in one pipeline,
 so a request never waits for it. A money budget's alert is marked in Redis (``SET NX`` on the
 period's alert mark, by the reservation or the settled cost that reaches it), so one gateway
-gives it, once per period.
+gives it, once per period; likewise the first refusal by a money budget in a period (its
+exhausted mark, set by the script that refuses).
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from inferd.auth.limits import (
+    ALERT,
+    EXHAUSTED,
     NO_PERIOD_RETRY_SECONDS,
+    BudgetEvent,
     Gate,
     GateCache,
-    OnAlert,
+    OnBudget,
     Reservation,
     gate_limited,
     longest,
-    no_alert,
+    no_event,
     own_start,
     period_bounds,
     rate_limited,
@@ -37,12 +41,13 @@ from inferd.auth.principal import Principal
 log = logging.getLogger("inferd.limits")
 
 # For each level (the key's, its user's, its team's): KEYS request bucket, token bucket, budget
-# counter, money counter (nanos), money alert mark; ARGV rpm, tpm (0: no limit), budget (-1:
-# none), budget ttl (0: none), money budget (-1: none), money alert (-1: none), after ARGV[1]
-# the tokens and ARGV[2] the cost (nanos). Every level is checked before any is written: all
-# are reserved, or none. Returns {1, then the levels whose money alert this reservation
-# crossed first in the period} when reserved, else {0, then for each limit met: wait in ms,
-# reason 1=rpm 2=tpm 3=budget 4=money, level}.
+# counter, money counter (nanos), money alert mark, money exhausted mark; ARGV rpm, tpm (0: no
+# limit), budget (-1: none), budget ttl (0: none), money budget (-1: none), money alert (-1:
+# none), after ARGV[1] the tokens and ARGV[2] the cost (nanos). Every level is checked before
+# any is written: all are reserved, or none. Returns {1, then for each level whose money alert
+# this reservation crossed first in the period: level, spend} when reserved, else {0, then for
+# each limit met: wait in ms, reason 1=rpm 2=tpm 3=budget 4=money 5=money (its first refusal
+# in the period), level, spend}.
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -54,11 +59,11 @@ local function level(key, cap)
   if l == nil or s == nil then return cap end
   return math.min(cap, l + (now - s) * cap / 60)
 end
-local n = #KEYS / 5
+local n = #KEYS / 6
 local rls, tls = {}, {}
 local refused = {0}
 for i = 1, n do
-  local k, a = (i - 1) * 5, 2 + (i - 1) * 6
+  local k, a = (i - 1) * 6, 2 + (i - 1) * 6
   local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local budget, mbudget = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 5])
   if rpm > 0 then
@@ -67,6 +72,7 @@ for i = 1, n do
       table.insert(refused, math.ceil((1 - rls[i]) * 60000 / rpm))
       table.insert(refused, 1)
       table.insert(refused, i)
+      table.insert(refused, 0)
     end
   end
   if tpm > 0 then
@@ -76,6 +82,7 @@ for i = 1, n do
       table.insert(refused, math.ceil((need - tls[i]) * 60000 / tpm))
       table.insert(refused, 2)
       table.insert(refused, i)
+      table.insert(refused, 0)
     end
   end
   if budget >= 0 then
@@ -84,21 +91,29 @@ for i = 1, n do
       table.insert(refused, 0)
       table.insert(refused, 3)
       table.insert(refused, i)
+      table.insert(refused, 0)
     end
   end
   if mbudget >= 0 then
     local spent = tonumber(redis.call('GET', KEYS[k + 4]) or '0')
     if spent + money > mbudget then
+      local reason = 4
+      if redis.call('SET', KEYS[k + 6], '1', 'NX') then
+        local ttl = tonumber(ARGV[a + 4])
+        if ttl > 0 then redis.call('EXPIRE', KEYS[k + 6], ttl) end
+        reason = 5
+      end
       table.insert(refused, 0)
-      table.insert(refused, 4)
+      table.insert(refused, reason)
       table.insert(refused, i)
+      table.insert(refused, spent)
     end
   end
 end
 if #refused > 1 then return refused end
 local done = {1}
 for i = 1, n do
-  local k, a = (i - 1) * 5, 2 + (i - 1) * 6
+  local k, a = (i - 1) * 6, 2 + (i - 1) * 6
   local rpm, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local budget, ttl = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   local mbudget, alert = tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
@@ -112,6 +127,7 @@ for i = 1, n do
     if alert >= 0 and spent >= alert and redis.call('SET', KEYS[k + 5], '1', 'NX') then
       if ttl > 0 then redis.call('EXPIRE', KEYS[k + 5], ttl) end
       table.insert(done, i)
+      table.insert(done, spent)
     end
   end
   if rpm > 0 then
@@ -126,18 +142,19 @@ end
 return done
 """
 
-_REASONS = {1: "rpm", 2: "tpm", 3: "budget", 4: "money"}
+_REASONS = {1: "rpm", 2: "tpm", 3: "budget", 4: "money", 5: "money"}
+FIRST_EXHAUSTED = 5
 
 # A settled cost above the one reserved. KEYS: money counter, money alert mark. ARGV: the
-# difference (nanos, above 0), the alert (nanos), the mark's ttl (0: none). Returns 1 when the
-# spend reached the alert and this is the first to see it in the period, else 0.
+# difference (nanos, above 0), the alert (nanos), the mark's ttl (0: none). Returns {1, spend}
+# when the spend reached the alert and this is the first to see it in the period, else {0, 0}.
 SETTLE_MONEY = """
 local spent = redis.call('INCRBY', KEYS[1], ARGV[1])
 if spent >= tonumber(ARGV[2]) and redis.call('SET', KEYS[2], '1', 'NX') then
   if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
-  return 1
+  return {1, spent}
 end
-return 0
+return {0, 0}
 """
 
 # KEYS: the images bucket. ARGV: ipm, images asked for. Returns 0 when taken, else the wait in ms.
@@ -186,21 +203,23 @@ return {0, 0}
 
 
 class RedisLimiter:
-    """Exact limits across processes, one Redis round trip per request. ``on_alert``: what a
-    money budget's alert is given to (by the gateway that reaches it)."""
+    """Exact limits across processes, one Redis round trip per request. ``on_budget``: what a
+    money budget's events are given to (by the gateway that reaches its alert, or whose
+    request it refuses first in the period)."""
 
-    def __init__(self, url: str, *, prefix: str = "inferd", on_alert: OnAlert = no_alert) -> None:
+    def __init__(self, url: str, *, prefix: str = "inferd",
+                 on_budget: OnBudget = no_event) -> None:
         self.redis: aioredis.Redis = aioredis.from_url(url)
         self.prefix = prefix
-        self.on_alert = on_alert
+        self.on_budget = on_budget
         self._settle_money = self.redis.register_script(SETTLE_MONEY)
         self._acquire = self.redis.register_script(ACQUIRE)
         self._acquire_images = self.redis.register_script(ACQUIRE_IMAGES)
         self._acquire_units = self.redis.register_script(ACQUIRE_UNITS)
         self._pending: list[tuple[str, int, bool]] = []
-        # settled costs above the reserved ones at a budget with an alert: (gate, money
-        # counter, alert mark, difference, mark's ttl)
-        self._alerting: list[tuple[Gate, str, str, int, int]] = []
+        # settled costs above the reserved ones at a budget with an alert: (gate, period
+        # start, money counter, alert mark, difference, mark's ttl)
+        self._alerting: list[tuple[Gate, float, str, str, int, int]] = []
         self._gates = GateCache()
         self._flusher: asyncio.Task[None] | None = None
 
@@ -208,7 +227,8 @@ class RedisLimiter:
         base = f"{self.prefix}:limits:{{{key_id}}}"
         period = "none" if budget_start is None else str(int(budget_start))
         return [f"{base}:req", f"{base}:tok", f"{base}:budget:{period}",
-                f"{base}:money:{period}", f"{base}:money-alert:{period}"]
+                f"{base}:money:{period}", f"{base}:money-alert:{period}",
+                f"{base}:money-exhausted:{period}"]
 
     async def acquire(self, principal: Principal, tokens: int, cost: int = 0) -> Reservation:
         now = time.time()
@@ -233,18 +253,26 @@ class RedisLimiter:
             result: Any = await self._acquire(keys=keys, args=args)
             if int(result[0]) != 1:
                 refusals = []
-                for at in range(1, len(result) - 2, 3):
-                    reason = _REASONS[int(result[at + 1])]
+                for at in range(1, len(result) - 3, 4):
+                    code = int(result[at + 1])
+                    reason = _REASONS[code]
                     index = int(result[at + 2]) - 1
                     wait = int(result[at]) / 1000.0
+                    gate, start = taken[index]
                     if reason in ("budget", "money"):
                         end = ends[index]
                         wait = end - time.time() if end is not None else NO_PERIOD_RETRY_SECONDS
-                    refusals.append(gate_limited(reason, taken[index][0], wait))
+                    refusals.append(gate_limited(reason, gate, wait))
+                    if code == FIRST_EXHAUSTED:
+                        self.on_budget(BudgetEvent(EXHAUSTED, gate, int(result[at + 3]),
+                                                   start or 0.0))
                 raise longest(refusals)
-            alerts = tuple(taken[int(i) - 1][0] for i in result[1:])
-            for gate in alerts:
-                self.on_alert(gate)
+            events = [BudgetEvent(ALERT, taken[int(result[at]) - 1][0], int(result[at + 1]),
+                                  taken[int(result[at]) - 1][1] or 0.0)
+                      for at in range(1, len(result) - 1, 2)]
+            alerts = tuple(event.gate for event in events)
+            for event in events:
+                self.on_budget(event)
         done = tuple(taken)
         return Reservation(principal, tokens, own_start(done, principal), done, cost, alerts)
 
@@ -296,7 +324,7 @@ class RedisLimiter:
                 if spent > 0 and gate.alert is not None:  # may reach the alert
                     end = period_bounds(gate.period, start)[1]
                     ttl = 0 if end is None else max(int(end - time.time()) + 3600, 1)
-                    self._alerting.append((gate, keys[3], keys[4], spent, ttl))
+                    self._alerting.append((gate, start, keys[3], keys[4], spent, ttl))
                 else:
                     self._pending.append((keys[3], spent, False))
         if ((self._pending or self._alerting)
@@ -316,7 +344,7 @@ class RedisLimiter:
                         pipe.hincrbyfloat(key, "l", -delta)
                     else:
                         pipe.incrby(key, delta)
-                for gate, counter, mark, delta, ttl in alerting:
+                for gate, _, counter, mark, delta, ttl in alerting:
                     await self._settle_money(keys=[counter, mark],
                                              args=[delta, gate.alert or 0, ttl], client=pipe)
                 results = await pipe.execute()
@@ -324,9 +352,9 @@ class RedisLimiter:
             log.warning("could not settle %d reservations in Redis: %s",
                         len(pending) + len(alerting), exc)
             return
-        for (gate, *_), reached in zip(alerting, results[len(pending):], strict=True):
-            if int(reached):
-                self.on_alert(gate)
+        for (gate, start, *_), reached in zip(alerting, results[len(pending):], strict=True):
+            if int(reached[0]):
+                self.on_budget(BudgetEvent(ALERT, gate, int(reached[1]), start))
 
     async def seed_budget(self, key_id: str, period_start: float, used: int) -> None:
         await self.redis.set(self._keys(key_id, period_start)[2], used, nx=True)

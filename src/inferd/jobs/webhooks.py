@@ -1,10 +1,8 @@
 """Job webhooks, signed the Standard Webhooks way.
 
-Headers: ``webhook-id`` (the same for every retry of one notice), ``webhook-timestamp`` (epoch
-seconds) and ``webhook-signature`` = ``v1,`` + base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}"))
-where ``key`` is the base64-decoded part of the ``whsec_...`` secret. The secret is the job
-owner's key secret when it has one, else the installation secret (generated once, shown to
-admins). Each attempt is recorded; failures are retried with exponential backoff.
+Headers and signature: ``inferd.webhook_signing`` (``verify`` is what a receiver does). The
+secret is the job owner's key secret when it has one, else the installation secret (generated
+once, shown to admins). Each attempt is recorded; failures are retried with exponential backoff.
 
 The URL is checked against ``jobs.webhook_allowed_hosts`` when the job is submitted and again
 before each attempt, and every connection goes only to addresses that list allows (resolved
@@ -15,9 +13,6 @@ the delivery at once, and its attempt records only why (nothing of a refused hos
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import logging
 import time
 from datetime import UTC, datetime
@@ -29,33 +24,17 @@ import orjson
 from inferd.errors import InvalidRequest
 from inferd.ids import new_webhook_secret
 from inferd.jobs.requests import job_object
-from inferd.numerals import ascii_int
 from inferd.outbound import WEBHOOK, AddressRefused, HostAllowList, connector_options
 from inferd.settings import JobSettings
 from inferd.store.jobs import JobRecord, JobStore
 from inferd.store.repo import WEBHOOK_SECRET, KeyValueStore
+from inferd.webhook_signing import sign as sign
+from inferd.webhook_signing import signed_headers
+from inferd.webhook_signing import verify as verify
 
 log = logging.getLogger("inferd.jobs.webhooks")
 
 REFUSED = "refused: "  # the start of an attempt's error when the allow-list refused the URL
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header value for ``body``."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
-
-
-def verify(secret: str, headers: dict[str, str], body: bytes, tolerance: float = 300) -> bool:
-    """Check a received webhook (what a receiver does; used by the tests and the docs)."""
-    msg_id = headers.get("webhook-id", "")
-    timestamp = ascii_int(headers.get("webhook-timestamp", ""))
-    if timestamp is None or abs(time.time() - timestamp) > tolerance:
-        return False  # what was signed is the header as sent: ASCII digits only
-    expected = sign(secret, msg_id, timestamp, body)
-    return any(hmac.compare_digest(expected, s)
-               for s in headers.get("webhook-signature", "").split())
 
 
 class WebhookSender:
@@ -112,10 +91,7 @@ class WebhookSender:
 
     async def _post(self, url: str, key: str, msg_id: str,
                     body: bytes) -> tuple[int | None, str | None]:
-        timestamp = int(time.time())
-        headers = {"content-type": "application/json", "webhook-id": msg_id,
-                   "webhook-timestamp": str(timestamp),
-                   "webhook-signature": sign(key, msg_id, timestamp, body)}
+        headers = signed_headers(key, msg_id, body)
         try:
             await self.allow.check(url)  # the setting may have changed since submission
         except InvalidRequest as exc:
