@@ -245,10 +245,11 @@ class Inference:
         worst = self.metering.prices.worst_cost(self._canonical(model), prompt, completion)
         return int((worst * NANOS).to_integral_value(rounding=ROUND_CEILING))
 
-    def _worst_images(self, model: str, images: int) -> int:
-        """The most ``images`` pictures of ``model`` (canonical) may cost, in nanos rounded
-        up: at the highest price per image of the model and of its replicas."""
-        worst = self.metering.prices.worst_image_cost(model, images)
+    def _worst_images(self, model: str, images: int, steps: int) -> int:
+        """The most ``images`` pictures of ``steps`` denoising steps of ``model`` (canonical)
+        may cost, in nanos rounded up: at the highest price per image and per step of the model
+        and of its replicas."""
+        worst = self.metering.prices.worst_image_cost(model, images, steps)
         return int((worst * NANOS).to_integral_value(rounding=ROUND_CEILING))
 
     def _canonical(self, model: str) -> str:
@@ -281,7 +282,7 @@ class Inference:
             cost = None
             if call.reservation.cost or call.principal.spends:
                 cost = nanos(self.metering.prices.cost(call.model, call.replica, usage,
-                                                       call.images))
+                                                       call.images, call.steps))
             self.limiter.settle(call.reservation, (usage.get("prompt_tokens") or 0)
                                 + (usage.get("completion_tokens") or 0), cost)
         self.metering.finish(call, usage, status, error)
@@ -458,29 +459,35 @@ class Inference:
         self._done(call, result.get("usage"))
         return result
 
-    def image_cost(self, request: ImageGenerationRequest) -> int:
-        """The request's cost in image units, with the model's defaults for what it leaves
-        out; 400 when it asks more than the model's ``max_steps`` or ``max_size``."""
-        details: dict[str, Any] = {}
+    def image_cost(self, request: ImageGenerationRequest) -> tuple[int, int]:
+        """The request's cost in image units, and the most denoising steps a picture of it
+        may run (its ``steps``, else the highest default of the model's replicas), with the
+        model's defaults for what it leaves out; 400 when it asks more than the model's
+        ``max_steps`` or ``max_size``."""
+        details: list[dict[str, Any]] = []
         with contextlib.suppress(ModelNotFound):
-            replicas = self.router.entry(request.model).replicas
-            if replicas:
-                details = replicas[0].engine.info().details
-        steps = request.steps or int(details.get("steps") or DEFAULT_STEPS)
-        width, height = request.dimensions() or parse_size(str(details.get("size")
+            details = [r.engine.info().details for r in self.router.entry(request.model).replicas]
+        first = details[0] if details else {}
+        steps = request.steps or int(first.get("steps") or DEFAULT_STEPS)
+        most_steps = request.steps or max(
+            (int(d.get("steps") or DEFAULT_STEPS) for d in details), default=DEFAULT_STEPS)
+        width, height = request.dimensions() or parse_size(str(first.get("size")
                                                                 or DEFAULT_SIZE))
-        check_bounds(request.model, steps, width, height, details.get("max_steps"),
-                     details.get("max_size"))
-        return image_units(request.n, steps, width, height)
+        check_bounds(request.model, steps, width, height, first.get("max_steps"),
+                     first.get("max_size"))
+        return image_units(request.n, steps, width, height), most_steps
 
     async def images(self, request: ImageGenerationRequest, principal: Principal,
                      progress: Progress | None = None) -> dict[str, Any]:
         """Generate images; metered as images, steps and image units (rpm, ipm, upm and the
-        image budget apply, tokens do not). A money budget reserves the ``n`` pictures at the
-        highest price per image of the model and its replicas, settled to the real cost."""
-        units = self.image_cost(request)  # 400 past the model's max_steps or max_size
+        image budget apply, tokens do not). A money budget reserves the ``n`` pictures of the
+        most steps they may run at the highest prices per image and per step of the model and
+        its replicas, settled to the real cost (the steps really run; when the replica does not
+        report them, the steps each picture was asked to run)."""
+        # 400 past the model's max_steps or max_size
+        units, steps = self.image_cost(request)
         call = await self._begin("images", request.model, principal, False, lambda: 0,
-                                 worst=lambda model: self._worst_images(model, request.n))
+                                 worst=lambda model: self._worst_images(model, request.n, steps))
         try:
             if principal.ipm is not None:
                 await self.limiter.acquire_images(principal, request.n)
@@ -492,6 +499,8 @@ class Inference:
             self._failed(call, exc)
             raise
         call.images, call.steps = image_usage(result)
+        if not call.steps:  # a replica that does not count them ran the steps it was asked
+            call.steps = call.images * steps
         self.metering.metrics.child("images", call.label, "images").inc(call.images)
         self.metering.metrics.child("images", call.label, "steps").inc(call.steps)
         self._done(call, None)

@@ -221,7 +221,7 @@ class Metering:
             now = time.time()
             latency_ms = latency * 1000.0
             ttft_ms = None if ttft is None else ttft * 1000.0
-            cost = self.prices.cost(call.model, call.replica, usage, call.images)
+            cost = self.prices.cost(call.model, call.replica, usage, call.images, call.steps)
             self.recorder.record(UsageRecord(
                 now, call.request_id, key_id, call.model, call.replica, call.endpoint,
                 call.stream, status, error, prompt, completion, prompt + completion,

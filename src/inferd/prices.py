@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-# The highest price accepted, per million tokens or per image, in the currency unit. A price has
+# The highest price accepted, per million tokens, per image or per step, in the currency unit. A price has
 # at most 9 decimal places, so under this bound at most 15 significant digits: stored as a JSON
 # number (a double), it reads back as given.
 MAX_PRICE = Decimal(1_000_000)
@@ -27,7 +27,8 @@ def _amount() -> Any:
 
 
 class Price(BaseModel):
-    """What a model costs: input, output and cached input tokens per million, and per image."""
+    """What a model costs: input, output and cached input tokens per million, per image, and
+    per diffusion step of each image."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -39,6 +40,7 @@ class Price(BaseModel):
         default=None, ge=0, le=MAX_PRICE, allow_inf_nan=False, max_digits=16, decimal_places=9
     )
     image: Decimal = _amount()  # per picture made (image generation)
+    step: Decimal = _amount()  # per denoising step run for each picture (image generation)
 
     def view(self) -> dict[str, float | None]:
         """As the API shows and stores it (JSON numbers)."""
@@ -47,20 +49,29 @@ class Price(BaseModel):
             "output": float(self.output),
             "cached_input": None if self.cached_input is None else float(self.cached_input),
             "image": float(self.image),
+            "step": float(self.step),
         }
 
     def cost(
-        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, images: int = 0
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        images: int = 0,
+        steps: int = 0,
     ) -> float:
         """The cost of one request: cached prompt tokens at the cached price, the rest of the
-        prompt at the input price, completion tokens at the output price, images each."""
+        prompt at the input price, completion tokens at the output price, images each, and
+        ``steps`` (the denoising steps run, summed over the pictures) each."""
         cached = max(0, min(int(cached_tokens), int(prompt_tokens)))
         cached_price = self.input if self.cached_input is None else self.cached_input
         total = (
             Decimal(int(prompt_tokens) - cached) * self.input
             + Decimal(cached) * cached_price
             + Decimal(int(completion_tokens)) * self.output
-        ) / MILLION + Decimal(max(0, int(images))) * self.image
+        ) / MILLION + Decimal(max(0, int(images))) * self.image + Decimal(
+            max(0, int(steps))
+        ) * self.step
         return float(total)
 
 
@@ -77,7 +88,7 @@ def parse_price(value: Any, param: str = "price") -> Price | None:
         where = ".".join(str(p) for p in (param, *first["loc"]))
         raise ValueError(
             f"{where}: {first['msg']} (prices are non-negative numbers of at "
-            f"most {MAX_PRICE:,} per million tokens or per image)"
+            f"most {MAX_PRICE:,} per million tokens, per image or per step)"
         ) from None
 
 
@@ -139,13 +150,16 @@ class PriceBook:
             worst = (p.input * prompt + p.output * completion for p in prices)
         return max(worst, default=Decimal(0)) / MILLION
 
-    def worst_image_cost(self, model: str, images: int) -> Decimal:
-        """The most ``images`` pictures made by ``model`` may cost, whichever of its replicas
-        makes them: at the highest price per image of the model and of its replicas."""
+    def worst_image_cost(self, model: str, images: int, steps: int = 0) -> Decimal:
+        """The most ``images`` pictures of at most ``steps`` denoising steps each made by
+        ``model`` may cost, whichever of its replicas makes them: each at the highest price per
+        image plus ``steps`` times the highest price per step, of the model and its replicas."""
         prices = [self.models[model]] if model in self.models else []
         prices += [price for replica, price in self.replicas.items()
                    if self.replica_models.get(replica) == model]
-        return max((p.image for p in prices), default=Decimal(0)) * max(0, images)
+        image = max((p.image for p in prices), default=Decimal(0))
+        step = max((p.step for p in prices), default=Decimal(0))
+        return Decimal(max(0, images)) * (image + Decimal(max(0, steps)) * step)
 
     def cost(
         self,
@@ -153,8 +167,10 @@ class PriceBook:
         replica: str | None,
         usage: dict[str, Any] | None,
         images: int | None = None,
+        steps: int | None = None,
     ) -> float:
-        """The cost of a finished request (0 when no price applies)."""
+        """The cost of a finished request (0 when no price applies); ``steps``: the denoising
+        steps its pictures ran, summed over them."""
         price = self.price(model, replica)
         if price is None:
             return 0.0
@@ -166,4 +182,5 @@ class PriceBook:
             int(usage.get("completion_tokens") or 0),
             int(cached or 0),
             int(images or 0),
+            int(steps or 0),
         )

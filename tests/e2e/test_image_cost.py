@@ -1,7 +1,8 @@
 """What an image request may cost: the model's ``max_steps`` and ``max_size`` (400 naming the
-field and the bound), and a key's image units (steps x megapixels x pictures) per minute and
-image budget, shown in its usage. ``inferd serve`` on the tiny random-weight pipeline, the
-official openai SDK as client; stored pictures count in the key's storage quota."""
+field and the bound), a key's image units (steps x megapixels x pictures) per minute and image
+budget, shown in its usage, and the model's price per image and per step under a money budget.
+``inferd serve`` on the tiny random-weight pipeline, the official openai SDK as client; stored
+pictures count in the key's storage quota."""
 
 from __future__ import annotations
 
@@ -150,3 +151,59 @@ def _outcome(client: openai.OpenAI) -> str:
     except openai.RateLimitError as refused:
         return str(refused.code)
     return "200"
+
+
+def test_a_price_per_step_charges_each_picture_for_the_steps_it_ran(
+        server: InferdProcess, admin: httpx.Client) -> None:
+    """cost = pictures x (image + steps x step): with the steps the request asks for, else
+    the model's default (2), in the usage records and the request log alike."""
+    priced = admin.patch("/admin/v1/models/tiny-sd", json={"price": {"image": 0.5, "step": 0.25}})
+    assert priced.status_code == 200, priced.text
+    assert priced.json()["price"]["step"] == 0.25
+    try:
+        key, client = client_of(server, admin)
+        draw(client, SMALL)  # 1 picture of 1 step: 0.5 + 1 x 0.25
+        draw(client, {"size": "64x64", "n": 2})  # 2 pictures of the default 2: 2 x (0.5 + 0.5)
+
+        def records() -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = admin.get("/admin/v1/usage/records", params={
+                "key_id": key["id"]}).json()["data"]
+            return rows if len(rows) == 2 else []
+
+        charged = sorted((r["images"], r["steps"], r["cost"]) for r in wait_for(records))
+        assert charged == [(1, 1, 0.75), (2, 4, 2.0)]
+        logged = admin.get("/admin/v1/requests", params={"key_id": key["id"]}).json()["data"]
+        assert sorted(r["cost"] for r in logged) == [0.75, 2.0]
+    finally:
+        reset = admin.patch("/admin/v1/models/tiny-sd", json={"price": None})
+        assert reset.status_code == 200, reset.text
+
+
+def test_a_money_budget_refuses_a_request_whose_steps_make_its_worst_case_too_dear(
+        server: InferdProcess, admin: httpx.Client) -> None:
+    """Each picture reserves the image price plus the steps it may run at the step price: 10
+    steps (0.5 + 10 x 0.25 = 3) do not fit a budget of 2, 1 step (0.75) and the model's
+    default of 2 (1.0) do, and the key is charged those."""
+    priced = admin.patch("/admin/v1/models/tiny-sd", json={"price": {"image": 0.5, "step": 0.25}})
+    assert priced.status_code == 200, priced.text
+    try:
+        key, client = client_of(server, admin, max_budget=2.0)
+        with pytest.raises(openai.RateLimitError) as refused:
+            draw(client, {"size": "64x64", "extra_body": {"steps": 10}})
+        assert refused.value.code == "insufficient_quota"
+        assert len(draw(client, SMALL).data) == 1
+        assert len(draw(client, {"size": "64x64"}).data) == 1
+
+        def spent() -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = admin.get("/admin/v1/usage", params={
+                "group_by": "key", "key_id": key["id"]}).json()["data"]
+            return rows if rows and rows[0]["requests"] == 3 else []
+
+        assert wait_for(spent)[0]["cost"] == 1.75  # 0.75 + 1.0; the refused one nothing
+        # 0.25 left: even 1 step (0.75) no longer fits
+        with pytest.raises(openai.RateLimitError) as broke:
+            draw(client, SMALL)
+        assert broke.value.code == "insufficient_quota"
+    finally:
+        reset = admin.patch("/admin/v1/models/tiny-sd", json={"price": None})
+        assert reset.status_code == 200, reset.text

@@ -91,6 +91,7 @@ def test_a_price_set_through_the_api_costs_every_request_exactly(
         "output": 250000.0,
         "cached_input": None,
         "image": 0.0,
+        "step": 0.0,
     }
     assert admin.get("/admin/v1/models/echo").json()["price"] == changed.json()["price"]
     key_id, client = client_of(server, admin)
@@ -124,6 +125,7 @@ def test_a_price_from_the_config_file_and_an_unpriced_model(
         "output": 0.6,
         "cached_input": None,
         "image": 0.0,
+        "step": 0.0,
     }
     key_id, client = client_of(server, admin)
     answer = client.chat.completions.create(
@@ -152,6 +154,7 @@ def test_a_price_from_the_config_file_and_an_unpriced_model(
         {"input": -1},
         {"input": 1e7},
         {"output": "lots"},
+        {"step": -0.01},
         {"input": 0.1234567891},
         {"per_token": 1},
         "free",
@@ -196,6 +199,7 @@ def test_a_replicas_own_price_replaces_its_models(
         "output": 125000.0,
         "cached_input": None,
         "image": 0.0,
+        "step": 0.0,
     }
     wait_for(lambda: admin.get("/admin/v1/models/relay").json()["healthy"])
     key_id, client = client_of(server, admin)

@@ -56,6 +56,7 @@ async def test_config_prices_and_replica_overrides_reach_the_price_book(database
         "output": 4.0,
         "cached_input": None,
         "image": 0.0,
+        "step": 0.0,
     }
     plain, special = sorted(await store.list_replicas(record.id), key=lambda r: r.url)
 

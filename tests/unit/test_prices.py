@@ -1,5 +1,6 @@
 """The cost of a request from its model's price (``inferd.prices``): cached prompt tokens at
-the cached price, images each, a replica's override, and the validation of prices."""
+the cached price, images each and their steps, a replica's override, the worst case of a
+request, and the validation of prices."""
 
 from __future__ import annotations
 
@@ -39,6 +40,20 @@ def test_images_cost_their_price_each() -> None:
     assert Price().cost(10**6, 10**6, images=5) == 0.0
 
 
+def test_images_cost_their_price_plus_their_steps_at_the_step_price() -> None:
+    price = Price(image=Decimal("0.04"), step=Decimal("0.001"))
+    # 3 pictures of 20 steps each: 3 x (0.04 + 20 x 0.001); steps are summed over pictures
+    assert price.cost(0, 0, images=3, steps=60) == float(3 * (Decimal("0.04") + 20 * Decimal("0.001")))
+    assert price.cost(0, 0, images=3, steps=60) == 0.18
+    assert price.cost(0, 0, images=1, steps=50) == 0.09
+    # a price per step alone: the steps cost, the pictures nothing more
+    assert Price(step=Decimal("0.5")).cost(0, 0, images=2, steps=8) == 4.0
+    book = PriceBook()
+    book.replace({"sd": price}, {"r": Price(step=Decimal(1))}, {"r": "sd"})
+    assert book.cost("sd", None, None, images=2, steps=10) == float(2 * Decimal("0.04") + 10 * Decimal("0.001"))
+    assert book.cost("sd", "r", {}, images=2, steps=10) == 10.0  # the replica's own price
+
+
 def test_a_replica_override_wins_over_its_model_price() -> None:
     book = PriceBook()
     model = Price(input=Decimal(1), output=Decimal(2))
@@ -73,11 +88,12 @@ def test_metering_puts_the_cost_on_the_usage_record() -> None:
     book = PriceBook()
     book.set_model(
         "m",
-        Price(input=Decimal(3), output=Decimal(6), cached_input=Decimal(1), image=Decimal("0.5")),
+        Price(input=Decimal(3), output=Decimal(6), cached_input=Decimal(1), image=Decimal("0.5"),
+              step=Decimal("0.01")),
     )
     metering = Metering(None, Recorder(), prices=book)  # type: ignore[arg-type]
     call = Call("chat", "m", OPEN_MODE, stream=False)
-    call.images = 2
+    call.images, call.steps = 2, 10
     metering.finish(
         call,
         {
@@ -90,6 +106,7 @@ def test_metering_puts_the_cost_on_the_usage_record() -> None:
     )
     assert recorded[0].cost == float(
         (20 * Decimal(3) + 10 + 7 * Decimal(6)) / 10**6 + 2 * Decimal("0.5")
+        + 10 * Decimal("0.01")
     )
     metering.finish(
         Call("chat", "free", OPEN_MODE, stream=False),
@@ -130,6 +147,8 @@ def test_a_record_read_from_an_older_spool_costs_nothing() -> None:
         {"output": "-0.01"},
         {"input": float(MAX_PRICE) + 1},
         {"image": "nan"},
+        {"step": -0.5},
+        {"step": "many"},
         {"cached_input": float("inf")},
         {"input": "cheap"},
         {"input": True},
@@ -168,6 +187,7 @@ def test_prices_in_the_config_file_and_replica_options() -> None:
         "output": 1.5,
         "cached_input": None,
         "image": 0.0,
+        "step": 0.0,
     }
     remote = RemoteModelSpec(
         name="r",
@@ -181,6 +201,7 @@ def test_prices_in_the_config_file_and_replica_options() -> None:
         "output": 2.0,
         "cached_input": None,
         "image": 0.0,
+        "step": 0.0,
     }
     assert check_price({"health_url": "x"}) == {"health_url": "x"}
     with pytest.raises(ValueError):
@@ -209,3 +230,18 @@ def test_the_worst_case_of_pictures_takes_the_dearest_replica() -> None:
     assert book.worst_image_cost("unpriced", 3) == 0
     book.replace({"sd": Price(image=Decimal("0.25"))}, {}, {"r1": "sd"})
     assert book.worst_image_cost("sd", 2) == Decimal("0.5")
+
+
+def test_the_worst_case_of_pictures_counts_their_steps_at_the_dearest_step_price() -> None:
+    book = PriceBook()
+    book.replace({"sd": Price(image=Decimal("0.25"), step=Decimal("0.01"))},
+                 {"r2": Price(image=Decimal("0.5")), "r3": Price(step=Decimal("0.02")),
+                  "other": Price(step=Decimal(9))},
+                 {"r1": "sd", "r2": "sd", "r3": "sd", "other": "flux"})
+    # each picture at the highest image price (r2's 0.5) plus its steps at the highest step
+    # price (r3's 0.02): 3 x (0.5 + 40 x 0.02)
+    assert book.worst_image_cost("sd", 3, 40) == Decimal("3.9")
+    assert book.worst_image_cost("sd", 3, 10) == Decimal("2.1")  # fewer steps: cheaper
+    assert book.worst_image_cost("sd", 3) == Decimal("1.5")  # no steps: the pictures alone
+    assert book.worst_image_cost("unpriced", 3, 40) == 0
+    assert book.worst_image_cost("sd", 0, 40) == 0

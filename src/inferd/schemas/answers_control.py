@@ -186,7 +186,8 @@ class ManagedModel(Answer):
     routing: str
     routing_default: bool  # true: the server's default, not set on the model
     active: bool
-    # input, output, cached_input (per million tokens), image (each); null: none
+    # input, output, cached_input (per million tokens), image (each), step (per step of each
+    # image); null: none
     price: dict[str, float | None] | None = None
     healthy: bool
     # requests waiting in this gateway's fair queue for the model (all replicas at capacity)

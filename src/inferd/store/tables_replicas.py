@@ -23,7 +23,8 @@ llm_models = sa.Table(
     sa.Column("source", sa.String(16), nullable=False, server_default="api"),  # api | config
     # prefix | least_busy | weighted; NULL: the server's default (``inferd.routing.router``)
     sa.Column("routing", sa.String(16), nullable=True),
-    # input, output, cached_input (per million tokens), image (each); NULL: no price
+    # input, output, cached_input (per million tokens), image (each), step (per step of each
+    # image); NULL: no price
     sa.Column("price", sa.JSON, nullable=True),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),

@@ -128,8 +128,8 @@ function priceCell(m) {
   return m.price ? `${m.price.input} · ${m.price.output}` : "—";
 }
 
-// -- a model's price: four optional fields; all empty is no price --------------------------------
-const PRICE_FIELDS = ["input", "output", "cached_input", "image"];
+// -- a model's price: five optional fields; all empty is no price --------------------------------
+const PRICE_FIELDS = ["input", "output", "cached_input", "image", "step"];
 
 function priceOf(form) {
   const price = {};
