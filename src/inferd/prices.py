@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-# The highest price accepted, per million tokens, per image or per step, in the currency unit. A price has
-# at most 9 decimal places, so under this bound at most 15 significant digits: stored as a JSON
-# number (a double), it reads back as given.
+# The highest price accepted, per million tokens, per image or per step, in the currency unit. A
+# price has at most 9 decimal places, so under this bound at most 15 significant digits: stored
+# as a JSON number (a double), it reads back as given.
 MAX_PRICE = Decimal(1_000_000)
 MILLION = Decimal(1_000_000)
 

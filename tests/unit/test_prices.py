@@ -43,14 +43,16 @@ def test_images_cost_their_price_each() -> None:
 def test_images_cost_their_price_plus_their_steps_at_the_step_price() -> None:
     price = Price(image=Decimal("0.04"), step=Decimal("0.001"))
     # 3 pictures of 20 steps each: 3 x (0.04 + 20 x 0.001); steps are summed over pictures
-    assert price.cost(0, 0, images=3, steps=60) == float(3 * (Decimal("0.04") + 20 * Decimal("0.001")))
+    assert price.cost(0, 0, images=3, steps=60) == float(
+        3 * (Decimal("0.04") + 20 * Decimal("0.001")))
     assert price.cost(0, 0, images=3, steps=60) == 0.18
     assert price.cost(0, 0, images=1, steps=50) == 0.09
     # a price per step alone: the steps cost, the pictures nothing more
     assert Price(step=Decimal("0.5")).cost(0, 0, images=2, steps=8) == 4.0
     book = PriceBook()
     book.replace({"sd": price}, {"r": Price(step=Decimal(1))}, {"r": "sd"})
-    assert book.cost("sd", None, None, images=2, steps=10) == float(2 * Decimal("0.04") + 10 * Decimal("0.001"))
+    assert book.cost("sd", None, None, images=2, steps=10) == float(
+        2 * Decimal("0.04") + 10 * Decimal("0.001"))
     assert book.cost("sd", "r", {}, images=2, steps=10) == 10.0  # the replica's own price
 
 
