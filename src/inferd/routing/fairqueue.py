@@ -461,7 +461,8 @@ class FairQueue:
     def _reserved(self, model: str, queue: _ModelQueue, priority: Priority,
                   group: str) -> bool:
         """Whether a request of ``group`` may go now into a replica's reserve: interactive,
-        its group with nothing running on the model, and a reserve with room."""
+        its group with nothing running on the model, and a reserve with room (counted in
+        ``inferd_gateway_queue_reserve_total`` when it may)."""
         if priority != "interactive" or queue.group_running.get(group) or self._spare is None:
             return False
         spare = self._spare(model)
