@@ -2,15 +2,18 @@
 
 An upstream that behaves like an engine with a fixed number of slots (``--slots``: requests
 beyond them wait in its own queue, first come, first served; each slot generates a token every
-``--token-ms``) serves one model through two ``inferd serve`` gateways: one with fair queueing
-(the replica's ``options.capacity`` is its slot count, so requests past it wait at the gateway,
-fair between keys) and one with ``fair_queue: false`` (every request goes straight to the
-engine, which queues it behind all the others: FIFO).
+``--token-ms``) serves one model through three ``inferd serve`` gateways: one with fair
+queueing (the replica's ``options.capacity`` is its slot count, so requests past it wait at the
+gateway, fair between keys), one with fair queueing and a reserve (``options.capacity`` one
+slot less, ``options.reserve: 1``: the last slot is for a key with nothing running), and one
+with ``fair_queue: false`` (every request goes straight to the engine, which queues it behind
+all the others: FIFO).
 
-In each gateway's phase (``--seconds``) a noisy key keeps ``--noisy`` long streamed
-generations (``--long-tokens``) under way at all times, and a quiet key sends one short
-request (4 tokens) at a time; the quiet key's time to first token (p50, p95) is printed for
-both, with the ratio FIFO / fair.
+First the quiet key alone (on the fair gateway, nothing else running): it sends one short
+request (4 tokens) at a time for ``--seconds``. Then in each gateway's phase (``--seconds``) a
+noisy key keeps ``--noisy`` long streamed generations (``--long-tokens``) under way at all
+times, and the quiet key sends its short requests one at a time again; the quiet key's time to
+first token (p50, p95) is printed for each, with its p95's ratio to its p95 alone.
 
 Then the overhead of the queue when it is never full: requests/s of ``--clients`` concurrent
 clients on a model whose replica answers at once, with a capacity it never reaches (every
@@ -170,10 +173,10 @@ async def ttft(port: int, key: str, tokens: int) -> float:
         writer.close()
 
 
-async def phase(port: int, keys: dict[str, str], args: argparse.Namespace
+async def phase(port: int, keys: dict[str, str], args: argparse.Namespace, noisy_streams: int
                 ) -> tuple[list[float], int]:
-    """The noisy key's backlog and the quiet key's requests: the quiet TTFTs, and the noisy
-    generations finished."""
+    """The noisy key's backlog (``noisy_streams`` at all times; 0: the quiet key alone) and the
+    quiet key's requests: the quiet TTFTs, and the noisy generations finished."""
     end = time.monotonic() + args.seconds
     finished = 0
 
@@ -183,8 +186,9 @@ async def phase(port: int, keys: dict[str, str], args: argparse.Namespace
             await ttft(port, keys["noisy"], args.long_tokens)
             finished += 1
 
-    tasks = [asyncio.create_task(noisy()) for _ in range(args.noisy)]
-    await asyncio.sleep(1.0)  # the backlog forms
+    tasks = [asyncio.create_task(noisy()) for _ in range(noisy_streams)]
+    if tasks:
+        await asyncio.sleep(1.0)  # the backlog forms
     quiet: list[float] = []
     while time.monotonic() < end:
         quiet.append(await ttft(port, keys["quiet"], SHORT_TOKENS))
@@ -272,15 +276,20 @@ def idle(upstream: str) -> None:
     raise RuntimeError(f"the engine stayed busy: {state}")
 
 
-def config(workdir: Path, upstream: str, slots: int, fair: bool) -> Path:
-    path = workdir / f"gateway-{'fair' if fair else 'fifo'}.yaml"
+def config(workdir: Path, upstream: str, mode: str, slots: int) -> Path:
+    """The gateway of ``mode``: ``fifo`` (no queueing), ``fair`` (capacity: the slots),
+    ``reserve`` (capacity: the slots less one, and a reserve of one)."""
+    path = workdir / f"gateway-{mode}.yaml"
+    options: dict[str, Any] = {"capacity": slots, "metrics": "none"}
+    if mode == "reserve":
+        options.update(capacity=slots - 1, reserve=1)
     path.write_text(yaml.safe_dump({
-        "bundled_models": False, "fair_queue": fair, "queue_timeout": 600,
+        "bundled_models": False, "fair_queue": mode != "fifo", "queue_timeout": 600,
         "queue_max": 100_000,
         "remote_models": [
             {"name": "slotted", "replicas": [
                 {"kind": "http", "url": upstream + "/slotted/v1", "upstream_model": "fake",
-                 "timeout": 600, "options": {"capacity": slots, "metrics": "none"}}]},
+                 "timeout": 600, "options": options}]},
             {"name": "fast", "replicas": [
                 {"kind": "http", "url": upstream + "/fast/v1", "upstream_model": "fake",
                  "options": {"capacity": 100_000, "metrics": "none"}}]}]}))
@@ -290,7 +299,7 @@ def config(workdir: Path, upstream: str, slots: int, fair: bool) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--slots", type=int, default=4)  # at least 2 (the reserve's run)
     parser.add_argument("--noisy", type=int, default=32)
     parser.add_argument("--long-tokens", type=int, default=50)
     parser.add_argument("--token-ms", type=float, default=10.0)
@@ -309,23 +318,30 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             with harness.InferdServer(work / "fifo", "--no-bundled", "--config",
-                                      str(config(work, upstream, args.slots, False)),
+                                      str(config(work, upstream, "fifo", args.slots)),
                                       env=env) as fifo, \
                  harness.InferdServer(work / "fair", "--no-bundled", "--config",
-                                      str(config(work, upstream, args.slots, True)),
-                                      env=env) as fair:
-                gateways = {"fifo": fifo.url, "fair": fair.url}
+                                      str(config(work, upstream, "fair", args.slots)),
+                                      env=env) as fair, \
+                 harness.InferdServer(work / "reserve", "--no-bundled", "--config",
+                                      str(config(work, upstream, "reserve", args.slots)),
+                                      env=env) as reserve:
+                gateways = {"fifo": fifo.url, "fair": fair.url, "reserve": reserve.url}
                 keys = {mode: {name: new_key(url, name) for name in ("noisy", "quiet")}
                         for mode, url in gateways.items()}
                 results: dict[str, tuple[list[float], int]] = {}
+                idle(upstream)
+                results["alone"] = asyncio.run(phase(int(fair.url.rsplit(":", 1)[1]),
+                                                     keys["fair"], args, 0))
                 for mode, url in gateways.items():
                     idle(upstream)
                     results[mode] = asyncio.run(phase(int(url.rsplit(":", 1)[1]),
-                                                      keys[mode], args))
+                                                      keys[mode], args, args.noisy))
                 idle(upstream)
                 rps: dict[str, list[float]] = {"fifo": [], "fair": []}
                 for _ in range(args.rounds):
-                    for mode, url in gateways.items():
+                    for mode in rps:
+                        url = gateways[mode]
                         rps[mode].append(asyncio.run(requests_per_second(
                             url, keys[mode]["quiet"], args.clients, args.overhead_seconds)))
     finally:
@@ -335,13 +351,14 @@ def main() -> None:
     print(f"engine: {args.slots} slots, a token every {args.token_ms:g} ms; noisy key: "
           f"{args.noisy} streams of {args.long_tokens} tokens at all times; quiet key: one "
           f"request of {SHORT_TOKENS} tokens at a time; {args.seconds:g} s per gateway")
+    p95 = {mode: harness.pct(quiet, 95) for mode, (quiet, _) in results.items()}
     print(f"{'gateway':<8} {'quiet n':>8} {'TTFT p50':>10} {'TTFT p95':>10} "
-          f"{'noisy done':>11}")
+          f"{'p95 / alone':>12} {'noisy done':>11}")
     for mode, (quiet, finished) in results.items():
         print(f"{mode:<8} {len(quiet):>8} {harness.median(quiet) * 1000:>8.0f}ms "
-              f"{harness.pct(quiet, 95) * 1000:>8.0f}ms {finished:>11}")
-    p95 = {mode: harness.pct(quiet, 95) for mode, (quiet, _) in results.items()}
-    print(f"quiet key's p95 TTFT, FIFO / fair: {p95['fifo'] / p95['fair']:.1f}x")
+              f"{p95[mode] * 1000:>8.0f}ms {p95[mode] / p95['alone']:>11.2f}x {finished:>11}")
+    print(f"quiet key's p95 TTFT, FIFO / fair: {p95['fifo'] / p95['fair']:.1f}x, "
+          f"FIFO / fair with a reserve: {p95['fifo'] / p95['reserve']:.1f}x")
     best = {mode: max(values) for mode, values in rps.items()}
     print(f"overhead, queue never full ({args.clients} clients, best of {args.rounds} x "
           f"{args.overhead_seconds:g} s): fair {best['fair']:.0f} req/s, off "

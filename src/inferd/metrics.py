@@ -279,6 +279,11 @@ class Metrics:
                                      "Requests refused by the gateway's queue: full, or "
                                      "waited past their timeout",
                                      ["model", "priority", "reason"], registry=r)
+        # requests let through into a replica's reserve (a group with nothing running)
+        self.queue_reserve = Counter("inferd_gateway_queue_reserve",
+                                     "Requests let through into the reserve of a replica of "
+                                     "their model (their team or key had nothing running)",
+                                     ["model"], registry=r)
         self.auth_failures = Counter("inferd_auth_failures", "Requests refused with 401",
                                      registry=r)
         # process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total...

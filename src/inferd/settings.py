@@ -191,7 +191,13 @@ METRICS_FORMATS = ("vllm", "sglang", "llamacpp", "inferd", "none")
 
 def check_capacity(options: dict[str, Any] | None) -> dict[str, Any] | None:
     """``options.capacity`` of a replica: the requests it runs at once (1 to 100,000), or
-    "auto" (learned from its engine's load metrics; docs/serving/fair-queueing.md)."""
+    "auto" (learned from its engine's load metrics; docs/serving/fair-queueing.md); and
+    ``options.reserve``: its slots beyond that for a team or key with nothing running (0 to
+    100,000)."""
+    reserve = (options or {}).get("reserve")
+    if reserve is not None and (isinstance(reserve, bool) or not isinstance(reserve, int) or not (
+            0 <= reserve <= MAX_CAPACITY)):
+        raise ValueError(f"options.reserve must be a whole number from 0 to {MAX_CAPACITY:,}")
     capacity = (options or {}).get("capacity")
     if capacity is None or capacity == "auto":
         return options

@@ -5,6 +5,8 @@ a time (``options.capacity: 1``) in front of an upstream the test drives (the ``
 A quiet key's request goes before a noisy key's backlog; a full queue refuses at once and a
 request that waits past ``queue_timeout`` gets 503 with ``Retry-After``, both in the OpenAI
 error shape; a stream sends nothing while it waits; a client that leaves leaves the queue.
+With a reserve (``options.reserve: 1``), a key with nothing running reaches the replica at
+once while another key's backlog waits.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tests.helpers import InferdProcess, wait_for
 
 ADMIN_KEY = "sk-test-admin-fairq-0123456789abcdef"
 MODEL = "one-slot"
+RESERVED = "one-slot-reserve"  # capacity 1 and reserve 1, on the same upstream
 QUEUE_MAX = 4
 QUEUE_TIMEOUT = 8.0  # long enough for the other tests' turns on a busy machine
 
@@ -45,7 +48,10 @@ def server(tmp_path_factory: pytest.TempPathFactory,
         "queue_max": QUEUE_MAX, "queue_timeout": QUEUE_TIMEOUT,
         "remote_models": [{"name": MODEL, "replicas": [
             {"kind": "http", "url": upstream.url("gate"), "upstream_model": "fake",
-             "options": {"capacity": 1, "metrics": "none"}}]}]}))
+             "options": {"capacity": 1, "metrics": "none"}}]},
+            {"name": RESERVED, "replicas": [
+                {"kind": "http", "url": upstream.url("gate"), "upstream_model": "fake",
+                 "options": {"capacity": 1, "reserve": 1, "metrics": "none"}}]}]}))
     env = {"INFERD_ADMIN_KEY": ADMIN_KEY, "INFERD_KEY_REFRESH_SECONDS": "0.3"}
     with InferdProcess(tmp / "gw", "--config", str(config), "--no-bundled", env=env) as proc:
         yield proc
@@ -74,23 +80,28 @@ def pool() -> Iterator[ThreadPoolExecutor]:
         yield executor
 
 
-def chat(server: InferdProcess, key: str, text: str, **extra: Any) -> httpx.Response:
+def chat(server: InferdProcess, key: str, text: str, model: str = MODEL,
+         **extra: Any) -> httpx.Response:
     return httpx.post(server.url + "/v1/chat/completions", timeout=120,
                       headers={"Authorization": f"Bearer {key}"},
-                      json={"model": MODEL, "messages": [{"role": "user", "content": text}],
+                      json={"model": model, "messages": [{"role": "user", "content": text}],
                             **extra})
 
 
-def depth(server: InferdProcess) -> float:
-    """Requests waiting for the model (interactive), from ``/metrics``."""
+def metric(server: InferdProcess, series: str) -> float:
+    """The value of one series of ``/metrics`` (0 when absent)."""
     text = httpx.get(server.url + "/metrics", timeout=30).text
-    found = re.search(r'^inferd_gateway_queue_depth\{model="one-slot",priority="interactive"\}'
-                      r" (\S+)$", text, re.MULTILINE)
+    found = re.search("^" + re.escape(series) + r" (\S+)$", text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
 
-def waiting(server: InferdProcess, count: int) -> None:
-    wait_for(lambda: depth(server) == count, what=f"{count} requests waiting")
+def depth(server: InferdProcess, model: str = MODEL) -> float:
+    """Requests waiting for the model (interactive), from ``/metrics``."""
+    return metric(server, f'inferd_gateway_queue_depth{{model="{model}",priority="interactive"}}')
+
+
+def waiting(server: InferdProcess, count: int, model: str = MODEL) -> None:
+    wait_for(lambda: depth(server, model) == count, what=f"{count} requests waiting")
 
 
 def held(upstream: FaultUpstream, count: int) -> None:
@@ -217,3 +228,33 @@ def test_a_stream_sends_nothing_until_admitted_and_a_client_that_leaves_leaves_t
     assert after.result().status_code == 200
     assert upstream.arrivals[-2:] == ["busy again", "after"]
     assert "gone" not in upstream.arrivals
+
+
+def test_with_a_reserve_a_key_with_nothing_running_reaches_the_replica_at_once(
+        server: InferdProcess, upstream: FaultUpstream, pool: ThreadPoolExecutor) -> None:
+    noisy_key, quiet_key = new_key(server, "reserve-noisy"), new_key(server, "reserve-quiet")
+    start = len(upstream.arrivals)
+    noisy = [pool.submit(chat, server, noisy_key, f"noisy {i}", RESERVED) for i in range(3)]
+    held(upstream, 1)  # the capacity: one runs, the other two wait at the gateway
+    waiting(server, 2, RESERVED)
+    quiet = pool.submit(chat, server, quiet_key, "quiet 0", RESERVED)
+    held(upstream, 2)  # the reserve: the quiet key had nothing running
+    assert upstream.arrivals[-1] == "quiet 0"
+    assert depth(server, RESERVED) == 2  # the noisy key's backlog still waits
+    reserve = 'inferd_gateway_queue_reserve_total{model="one-slot-reserve"}'
+    assert metric(server, reserve) == 1.0
+    # its next request while the first runs does not go into the reserve: it waits its turn
+    again = pool.submit(chat, server, quiet_key, "quiet 1", RESERVED)
+    waiting(server, 3, RESERVED)
+    answers = [*noisy, quiet, again]
+    while not all(a.done() for a in answers):
+        wait_for(lambda: upstream.held > 0 or all(a.done() for a in answers),
+                 what="a request upstream")
+        if upstream.held:
+            upstream.release()
+    assert [a.result().status_code for a in answers] == [200] * 5
+    assert quiet.result().json()["choices"][0]["message"]["content"] == "quiet 0"
+    order = upstream.arrivals[start:]
+    assert order[1] == "quiet 0" and sorted(order) == sorted(
+        [f"noisy {i}" for i in range(3)] + ["quiet 0", "quiet 1"])
+    assert depth(server, RESERVED) == 0

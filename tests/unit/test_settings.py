@@ -130,6 +130,7 @@ def test_storage_quota_defaults_and_environment(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_fair_queueing_settings_and_a_replicas_capacity(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inferd.routing.manage import ReplicaUpdate
     from inferd.settings import ReplicaSpec
 
     monkeypatch.setenv("INFERD_QUEUE_WEIGHTS", '{"key-1": 3, "team-bot": 0.5}')
@@ -146,3 +147,11 @@ def test_fair_queueing_settings_and_a_replicas_capacity(monkeypatch: pytest.Monk
     for capacity in (0, -1, 100_001, 2.5, True, "many"):
         with pytest.raises(ValueError, match=r"options\.capacity"):
             ReplicaSpec(url="http://h/v1", options={"capacity": capacity})
+    for reserve in (0, 1, 100_000):
+        spec = ReplicaSpec(url="http://h/v1", options={"capacity": 3, "reserve": reserve})
+        assert spec.options["reserve"] == reserve
+    for reserve in (-1, 100_001, 0.5, True, "1"):
+        with pytest.raises(ValueError, match=r"options\.reserve"):
+            ReplicaSpec(url="http://h/v1", options={"capacity": 3, "reserve": reserve})
+        with pytest.raises(ValueError, match=r"options\.reserve"):
+            ReplicaUpdate(options={"reserve": reserve})

@@ -248,13 +248,15 @@ class ReplicaCatalog:
             engine = build_remote_engine(record.model, record.spec(), self.allow)
         await engine.start()
         capacity = record.options.get("capacity")
+        reserve = record.options.get("reserve")
         self.router.add(Replica(id=str(record.id), model=record.model, engine=engine,
                                 weight=record.weight, kind=record.kind,
                                 standby=record.source == STANDBY,
                                 cooldown_base=self.cooldown_base,
                                 cooldown_max=self.cooldown_max, load_ttl=self.load_ttl,
                                 capacity=capacity if isinstance(capacity, int) else None,
-                                learn_capacity=capacity == "auto"))
+                                learn_capacity=capacity == "auto",
+                                reserve=reserve if isinstance(reserve, int) else 0))
         self._built[str(record.id)] = record.updated_at
         log.info("replica %s of %s: %s %s", record.id, record.model, record.kind,
                  redact_url(record.url))

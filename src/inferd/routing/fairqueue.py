@@ -26,6 +26,15 @@ the waiting requests are admitted in this order:
   else 1. So two teams of equal weight get half the turns each however many keys each has
   waiting, and within a team its keys share the team's turns by their weights.
 
+A replica may keep a **reserve** (``options.reserve``, 0 by default): slots beyond its
+capacity for a request whose group (its team, or the key alone) has nothing running on the
+model. Such a request is let through while the requests in flight are below capacity plus
+reserve; any other only below capacity. So a tenant that just arrived starts at once, even
+while another keeps every slot of the capacity busy, and the busy tenant keeps its capacity.
+When the reserve has room for fewer than wait for it, the interactive requests of groups with
+nothing running take it in the class's fair order (their start tags); ``batch`` requests never
+use it. A request counts as running from the moment it is admitted.
+
 The queue of a model holds at most ``max_depth`` requests: past it a request is refused at
 once (``Overloaded``, code ``queue_full``); a request that waited its class's timeout leaves
 with ``queue_timeout``; both with ``Retry-After``. A request whose caller goes away (its task
@@ -230,15 +239,34 @@ class _Lane:
             group = self.groups.get(key)
             if group is None or group.entry != (start, seq):
                 continue  # the group's waiters left, or it was tagged anew
-            waiter = group.pop()
-            self.depth -= 1
-            self.vtime = start
-            group.finish = start + 1.0 / group.weight
-            group.entry = None
-            if group.depth:
-                self._tag(key, group, waiter.seq)
-            self._forget()
-            return waiter
+            return self._take(key, group, start)
+
+    def pop_idle(self, running: Mapping[str, int]) -> _Waiter | None:
+        """Like ``pop``, among the groups with nothing ``running`` (by group) only: the
+        reserve's next request (None: no such group waits). Its entry left in the heap is
+        skipped when popped (the group is tagged anew, or has no entry)."""
+        best: tuple[tuple[float, int], str] | None = None
+        for key, group in self.groups.items():
+            if group.entry is not None and not running.get(key) and (
+                    best is None or group.entry < best[0]):
+                best = (group.entry, key)
+        if best is None:
+            return None
+        (start, _), key = best
+        return self._take(key, self.groups[key], start)
+
+    def _take(self, key: str, group: _Group, start: float) -> _Waiter:
+        """The next waiter of ``group``, whose start tag is ``start``, taken out."""
+        waiter = group.pop()
+        self.depth -= 1
+        # a tag ahead of the order (the reserve's) never moves the virtual time back
+        self.vtime = max(self.vtime, start)
+        group.finish = start + 1.0 / group.weight
+        group.entry = None
+        if group.depth:
+            self._tag(key, group, waiter.seq)
+        self._forget()
+        return waiter
 
     def remove(self, waiter: _Waiter) -> bool:
         """Take out a waiter that leaves (timed out, or its caller gone); False: not here."""
@@ -273,7 +301,7 @@ class _ModelQueue:
         self.lanes: dict[Priority, _Lane] = {"interactive": self.interactive,
                                              "batch": self.batch}
         self.granted = 0  # admitted, not yet started on a replica
-        self.running: dict[str, int] = {}  # admitted and not ended, by key
+        self.running: dict[str, int] = {}  # admitted (started or not) and not ended, by key
         self.group_running: dict[str, int] = {}  # the same, by group
         self.wait = 0.0  # moving average of the waits, seconds
 
@@ -311,15 +339,18 @@ class Admission:
 
 class FairQueue:
     """The gateway's queues, one per model; ``room(model)`` says how many more requests the
-    model's replicas take now (None: no bound). A model's queue is made the first time a
-    request is counted against its capacity and kept (model names are the router's, a bounded
-    set) until ``forget``."""
+    model's replicas take now (None: no bound), ``spare(model)`` how many more within their
+    capacity and reserve (for groups with nothing running; None: no reserve anywhere). A
+    model's queue is made the first time a request is counted against its capacity and kept
+    (model names are the router's, a bounded set) until ``forget``."""
 
     def __init__(self, config: Queueing, room: Callable[[str], float | None],
                  metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 spare: Callable[[str], float | None] | None = None) -> None:
         self.config = config
         self._room = room
+        self._spare = spare
         self._metrics = metrics
         self._clock = clock
         self._queues: dict[str, _ModelQueue] = {}
@@ -354,6 +385,7 @@ class FairQueue:
         if self._metrics is not None:
             for priority in PRIORITIES:
                 self._metrics.child("queue_wait", model, priority)
+            self._metrics.child("queue_reserve", model)
 
     def weight(self, flow: str, name: str = "", own: float | None = None) -> float:
         """A key's weight: its own (the key's ``queue_weight``), else ``weights`` by its id,
@@ -392,9 +424,11 @@ class FairQueue:
             group, shared = f"team:{group}", 1.0 if group_weight is None else group_weight
         else:
             group, shared = f"key:{flow}", own
-        if not queue.depth and math.floor(room) - queue.granted >= 1:
+        if not queue.depth and (math.floor(room) - queue.granted >= 1 or (
+                self._reserved(model, queue, priority, group))):
             self._observe(model, priority, 0.0, None)
-            return self._running(queue, model, flow, group)
+            self._running(queue, flow, group)
+            return Admission(self, model, flow, group)
         if queue.depth >= self.config.max_depth:
             self._refuse(model, priority, "queue_full")
             raise Overloaded(
@@ -411,23 +445,37 @@ class FairQueue:
         try:
             await waiter.future
         except asyncio.CancelledError:
-            # the caller went away: out of the queue, or its admission handed on
+            # the caller went away: out of the queue, or its admission handed back
             future = waiter.future
             if future.done() and not future.cancelled() and future.exception() is None:
                 queue.granted -= 1
-                self._dispatch(model, queue)
+                self.release(model, flow, group)
             else:
                 queue.lanes[priority].remove(waiter)
             raise
         finally:
             timer.cancel()
         queue.granted -= 1
-        return self._running(queue, model, flow, group)
+        return Admission(self, model, flow, group)
 
-    def _running(self, queue: _ModelQueue, model: str, flow: str, group: str) -> Admission:
+    def _reserved(self, model: str, queue: _ModelQueue, priority: Priority,
+                  group: str) -> bool:
+        """Whether a request of ``group`` may go now into a replica's reserve: interactive,
+        its group with nothing running on the model, and a reserve with room (counted in
+        ``inferd_gateway_queue_reserve_total`` when it may)."""
+        if priority != "interactive" or queue.group_running.get(group) or self._spare is None:
+            return False
+        spare = self._spare(model)
+        if spare is None or math.floor(spare) - queue.granted < 1:
+            return False
+        if self._metrics is not None:
+            self._metrics.child("queue_reserve", model).inc()
+        return True
+
+    @staticmethod
+    def _running(queue: _ModelQueue, flow: str, group: str) -> None:
         queue.running[flow] = queue.running.get(flow, 0) + 1
         queue.group_running[group] = queue.group_running.get(group, 0) + 1
-        return Admission(self, model, flow, group)
 
     def release(self, model: str, flow: str, group: str = "") -> None:
         """A request admitted for ``model`` ended (``Admission.close``): its room is free."""
@@ -472,12 +520,32 @@ class FairQueue:
         now = self._clock()
         while free > 0 and queue.depth:
             waiter, priority = queue.pop()
-            if waiter.future.done():  # cancelled: its caller is leaving
-                continue
-            waiter.future.set_result(None)
-            queue.granted += 1
-            free -= 1
-            self._observe(model, priority, now - waiter.enqueued, queue)
+            if self._grant(model, queue, waiter, priority, now):
+                free -= 1
+        # the reserve: interactive requests of groups with nothing running, in fair order
+        if room is None or self._spare is None or not queue.interactive.depth:
+            return
+        spare = self._spare(model)
+        free = 0 if spare is None else math.floor(spare) - queue.granted
+        while free > 0:
+            taken = queue.interactive.pop_idle(queue.group_running)
+            if taken is None:
+                return
+            if self._grant(model, queue, taken, "interactive", now):
+                free -= 1
+                if self._metrics is not None:
+                    self._metrics.child("queue_reserve", model).inc()
+
+    def _grant(self, model: str, queue: _ModelQueue, waiter: _Waiter, priority: Priority,
+               now: float) -> bool:
+        """Let ``waiter`` through (False: its caller is leaving); it runs from now on."""
+        if waiter.future.done():  # cancelled: its caller is leaving
+            return False
+        waiter.future.set_result(None)
+        queue.granted += 1
+        self._running(queue, waiter.flow, waiter.group)
+        self._observe(model, priority, now - waiter.enqueued, queue)
+        return True
 
     def _expire(self, model: str, queue: _ModelQueue, priority: Priority,
                 waiter: _Waiter) -> None:

@@ -63,6 +63,9 @@ class Replica:
     # requests waiting (a full engine runs as many as it can).
     capacity: int | None = None
     learn_capacity: bool = False
+    # slots beyond the capacity for a request whose team or key has nothing running on the
+    # model (``options.reserve``; fair queueing)
+    reserve: int = 0
     learned_capacity: float | None = None
 
     def record_load(self, running: float, waiting: float, kv_cache_usage: float | None,

@@ -106,7 +106,7 @@ class Router:
         # the capacity of a replica that sets none (0: no bound), and the queues of the models
         # at capacity
         self.capacity = capacity
-        self.queue = FairQueue(queueing or Queueing(), self.room, metrics)
+        self.queue = FairQueue(queueing or Queueing(), self.room, metrics, spare=self.spare)
         self.tracer = tracer  # None: nothing traced (inferd.routing.tracing)
 
     # -- the catalogue --------------------------------------------------------------------
@@ -139,6 +139,14 @@ class Router:
         """How many more requests the replicas of model ``name`` take now within their
         capacity; None when there is no bound (a replica has none, or no replica is
         available: the request goes on, for ``pick`` to answer)."""
+        return self._free(name, False)
+
+    def spare(self, name: str) -> float | None:
+        """How many more requests the replicas of model ``name`` take now within their
+        capacity and reserve (for a team or key with nothing running); None as ``room``."""
+        return self._free(name, True)
+
+    def _free(self, name: str, reserve: bool) -> float | None:
         entry = self._models.get(name)
         if entry is None:
             return None
@@ -151,18 +159,22 @@ class Router:
             limit = self.limit(r)
             if limit is None:
                 return None
-            free += max(0.0, limit - r.load(now))
+            free += max(0.0, limit + (r.reserve if reserve else 0) - r.load(now))
         return free
 
     def _full(self, name: str) -> set[str]:
-        """The replicas of ``name`` at capacity (a request admitted goes to another)."""
+        """The replicas of ``name`` at capacity (a request admitted goes to another); when
+        all are, those at capacity and reserve too (one let into a reserve goes to another)."""
         now = time.time()
-        full = set()
-        for r in self._models[name].replicas:
+        full, spent = set(), set()
+        replicas = self._models[name].replicas
+        for r in replicas:
             limit = self.limit(r)
             if limit is not None and r.load(now) >= limit:
                 full.add(r.id)
-        return full
+                if r.load(now) >= limit + r.reserve:
+                    spent.add(r.id)
+        return spent if len(full) == len(replicas) else full
 
     def wake(self, model: str | None = None) -> None:
         """A replica may have room now (a load read, a probe): admit what waits for it."""

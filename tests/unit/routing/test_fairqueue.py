@@ -15,24 +15,30 @@ from inferd.routing.fairqueue import Admission, FairQueue, Priority, Queueing
 from inferd.routing.replica import Replica
 from inferd.routing.router import Router
 from inferd.schemas.openai import ChatCompletionRequest
-from inferd.settings import ModelSpec
+from inferd.settings import ModelSpec, check_capacity
 from tests.helpers import wait_for_async
 
 
 class Pool:
-    """Replicas of model "m" with ``capacity`` slots; records the order requests start in."""
+    """Replicas of model "m" with ``capacity`` slots and ``reserve`` beyond them; records
+    the order requests start in."""
 
     def __init__(self, capacity: int, config: Queueing | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, reserve: int = 0) -> None:
         self.capacity = capacity
+        self.reserve = reserve
         self.running = 0
         self.order: list[str] = []
         self.admitted: list[Admission] = []
-        self.queue = FairQueue(config or Queueing(), self.room, metrics)
+        self.queue = FairQueue(config or Queueing(), self.room, metrics, spare=self.spare)
 
     def room(self, model: str) -> float | None:
         assert model == "m"
-        return float(self.capacity - self.running)
+        return float(max(0, self.capacity - self.running))
+
+    def spare(self, model: str) -> float | None:
+        assert model == "m"
+        return float(max(0, self.capacity + self.reserve - self.running))
 
     async def request(self, flow: str, priority: Priority = "interactive",
                       name: str = "", weight: float | None = None, team: str = "",
@@ -48,6 +54,13 @@ class Pool:
         """The oldest running request ends."""
         self.running -= 1
         self.admitted.pop(0).close()
+
+    def end(self, flow: str) -> None:
+        """The oldest running request of ``flow`` ends."""
+        self.running -= 1
+        admission = next(a for a in self.admitted if a.flow == flow)
+        self.admitted.remove(admission)
+        admission.close()
 
     async def queued(self, depth: int) -> None:
         async def reached() -> bool:
@@ -376,3 +389,122 @@ async def test_a_request_waits_while_every_replica_is_full_and_goes_when_one_has
     answer = await waiting
     assert answer["choices"][0]["message"]["content"]
     assert router.queue.depth("m") == 0 and only.in_flight == 0
+
+
+# -- the reserve: slots beyond the capacity for a team or key with nothing running ------------
+async def test_a_key_with_nothing_running_goes_into_the_reserve_at_once() -> None:
+    metrics = Metrics()
+    pool = Pool(1, metrics=metrics, reserve=1)
+    await pool.request("noisy")  # the capacity
+    backlog = [asyncio.create_task(pool.request("noisy")) for _ in range(3)]
+    await pool.queued(3)
+    await pool.request("quiet")  # nothing running: the reserve, at once
+    assert pool.order == ["noisy", "quiet"] and pool.queue.depth("m") == 3
+    # its next request while the first runs is not let into the reserve: it waits its turn
+    second = asyncio.create_task(pool.request("quiet"))
+    await pool.queued(4)
+    pool.end("quiet")  # the reserve is free, and the quiet key has nothing running again
+    await pool.started(3)
+    assert pool.order[-1] == "quiet" and pool.queue.depth("m") == 3
+    await second
+    # the noisy key never goes past its capacity: a free reserve slot is not for it
+    pool.end("quiet")
+    assert pool.queue.depth("m") == 3 and pool.running == 1
+    text = metrics.render().decode()
+    assert 'inferd_gateway_queue_reserve_total{model="m"} 2.0' in text
+    await pool.drain(5)
+    assert pool.order[3:] == ["noisy", "noisy"]
+    for task in backlog:
+        task.cancel()
+    await asyncio.gather(*backlog, return_exceptions=True)
+
+
+async def test_keys_with_nothing_running_take_the_reserve_in_turn() -> None:
+    pool = Pool(1, reserve=1)
+    await pool.request("noisy")
+    backlog = [asyncio.create_task(pool.request("noisy")) for _ in range(3)]
+    await pool.queued(3)
+    await pool.request("q1")
+    later = [asyncio.create_task(pool.request(flow)) for flow in ("q2", "q3")]
+    await pool.queued(5)
+    pool.end("q1")  # the reserve goes to the first of the others waiting, not the backlog
+    await pool.started(3)
+    assert pool.order[-1] == "q2"
+    pool.end("q2")
+    await pool.started(4)
+    assert pool.order[-1] == "q3" and pool.queue.depth("m") == 3
+    await asyncio.gather(*later)
+    for task in backlog:
+        task.cancel()
+    await asyncio.gather(*backlog, return_exceptions=True)
+
+
+async def test_batch_requests_never_use_the_reserve() -> None:
+    pool = Pool(1, reserve=1)
+    await pool.request("a")
+    job = asyncio.create_task(pool.request("jobs", "batch"))
+    await pool.queued(1)
+    assert pool.order == ["a"]  # the reserve is free, but not for a job
+    await pool.request("b")  # an interactive request of a key with nothing running takes it
+    assert pool.order == ["a", "b"] and pool.queue.depth("m", "batch") == 1
+    pool.end("b")
+    assert pool.queue.depth("m", "batch") == 1
+    pool.end("a")
+    await job
+    assert pool.order == ["a", "b", "jobs"]
+
+
+async def test_a_key_of_a_team_with_requests_running_does_not_use_the_reserve() -> None:
+    pool = Pool(1, reserve=1)
+    await pool.request("crawler", team="search")
+    teammate = asyncio.create_task(pool.request("ui", team="search"))
+    await pool.queued(1)  # its team has a request running: it waits
+    await pool.request("alone")  # a key of no team with nothing running: the reserve
+    assert pool.order == ["crawler", "alone"]
+    pool.end("crawler")
+    await teammate
+    assert pool.order == ["crawler", "alone", "ui"]
+
+
+async def test_without_a_reserve_a_key_with_nothing_running_waits() -> None:
+    pool = Pool(1)
+    await pool.request("noisy")
+    quiet = asyncio.create_task(pool.request("quiet"))
+    await pool.queued(1)
+    assert pool.order == ["noisy"]
+    pool.end("noisy")
+    await quiet
+
+
+def test_spare_counts_each_replicas_reserve_beyond_its_capacity() -> None:
+    router = Router()
+    first, second = echo("a", capacity=2, reserve=1), echo("b", capacity=3)
+    router.add(first)
+    router.add(second)
+    first.in_flight, second.in_flight = 3, 3
+    assert router.room("m") == 0.0 and router.spare("m") == 0.0
+    first.in_flight = 2
+    assert router.room("m") == 0.0 and router.spare("m") == 1.0
+    first.in_flight = 1
+    assert router.room("m") == 1.0 and router.spare("m") == 2.0
+    router.add(echo("c"))  # a replica without a capacity: no bound for the model
+    assert router.spare("m") is None
+
+
+async def test_a_request_let_into_a_reserve_goes_to_a_replica_with_reserve_room() -> None:
+    router = Router(routing="weighted")
+    without, spare = echo("without", capacity=1, weight=100.0), echo("spare", capacity=1,
+                                                                      reserve=1)
+    router.add(without)
+    router.add(spare)
+    without.in_flight = spare.in_flight = 1  # both at capacity
+    caller = Caller()
+    await router.chat(ask(), caller)  # a key with nothing running: let into the reserve
+    assert caller.replica == "spare"
+
+
+@pytest.mark.parametrize("reserve", [-1, True, 1.5, "1", 100_001])
+def test_a_reserve_is_a_whole_number_from_0(reserve: Any) -> None:
+    with pytest.raises(ValueError, match=r"options\.reserve must be a whole number"):
+        check_capacity({"capacity": 4, "reserve": reserve})
+    assert check_capacity({"capacity": 4, "reserve": 0}) == {"capacity": 4, "reserve": 0}
