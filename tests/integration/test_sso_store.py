@@ -15,6 +15,7 @@ from inferd.auth.oidc import OidcClient
 from inferd.auth.service import Auth
 from inferd.auth.sso import API_KEY, SESSION_KEY, Sso, SsoRules
 from inferd.auth.teams import TeamSpec
+from inferd.errors import AuthenticationFailed
 from inferd.settings import Settings
 from inferd.store.audit import AuditStore
 from inferd.store.db import Database
@@ -72,3 +73,30 @@ async def test_the_rules_give_memberships_and_roles_at_each_login(sso: Sso) -> N
     # the same subject is the same user; another one with a taken name gets its own
     other = await sso.sign_in({**claims, "sub": "u-2", "groups": []})
     assert other.user == "dana (u-2)"
+
+
+async def test_a_user_the_provider_provisioned_over_scim_is_the_one_signing_in(sso: Sso) -> None:
+    """The provider's SCIM client made the user before their first login: the login is that
+    user's (not a second user beside it), so deprovisioning it over SCIM ends the access the
+    login gives. A local user of the same name is never taken over."""
+    teams = sso.auth.teams
+    provisioned = await teams.create_user_values({"name": "erin@example.org",
+                                           "email": "erin@example.org",
+                                           "external_id": "idp-erin"})
+    await teams.create_user_values({"name": "frank@example.org"})  # made locally, not provisioned
+    claims = {"iss": ISSUER, "sub": "u-erin", "preferred_username": "erin@example.org",
+              "email": "Erin@Example.org", "groups": []}
+    login = await sso.sign_in(claims)
+    assert login.user == "erin@example.org"
+    user = await sso.store.user_by_identity(ISSUER, "u-erin")
+    assert user is not None and user["id"] == provisioned["id"]
+    session = sso.handoff(login.cookie)["key"]
+    assert (await sso.auth.principal(session)).key_id is not None
+    # deprovisioned (SCIM's active: false): the session the login gave is refused at once
+    await teams.update_user_values(int(provisioned["id"]), {"disabled": True})
+    with pytest.raises(AuthenticationFailed):
+        await sso.auth.principal(session)
+
+    other = await sso.sign_in({**claims, "sub": "u-frank",
+                               "preferred_username": "frank@example.org", "email": None})
+    assert other.user == "frank@example.org (u-frank)"

@@ -259,6 +259,17 @@ class Sso:
         if found is not None:
             return found, False
         email = claims.get("email") if isinstance(claims.get("email"), str) else None
+        # The provider's SCIM client provisioned the user before their first login: that user
+        # (one only, by name or email) becomes this identity's, so that deprovisioning it over
+        # SCIM also ends this identity's access. Users made otherwise are never taken over.
+        names = [str(claims[c]) for c in ("preferred_username", "email")
+                 if isinstance(claims.get(c), str)]
+        provisioned = await self.store.provisioned_users(names)
+        if len(provisioned) == 1:
+            row = await self.auth.teams.update_user_values(
+                int(provisioned[0]["id"]), {"sso_issuer": self.issuer, "sso_subject": subject},
+                action="sso.user.link")
+            return row, False
         base = next((str(claims[c]) for c in ("preferred_username", "email", "name")
                      if isinstance(claims.get(c), str) and str(claims[c]).strip()), subject)
         for name in (base[:191], f"{base[:120]} ({subject[:60]})"):

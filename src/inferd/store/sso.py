@@ -24,6 +24,20 @@ class SsoStore:
                 users.c.sso_issuer == issuer, users.c.sso_subject == subject))).first()
         return None if row is None else dict(row._mapping)
 
+    async def provisioned_users(self, names: list[str]) -> list[dict[str, Any]]:
+        """Users an identity provider provisioned over SCIM (an ``external_id``) who have no
+        single sign-on identity yet, whose name or email is one of ``names`` (compared
+        without case)."""
+        wanted = sorted({n.lower() for n in names if n})
+        if not wanted:
+            return []
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(users).where(
+                users.c.external_id.is_not(None), users.c.sso_subject.is_(None),
+                sa.or_(sa.func.lower(users.c.name).in_(wanted),
+                       sa.func.lower(users.c.email).in_(wanted))).limit(2))).all()
+        return [dict(row._mapping) for row in rows]
+
     async def team_ids(self, names: list[str]) -> dict[str, int]:
         """The ids of the teams of these names that exist."""
         if not names:

@@ -36,7 +36,8 @@ TEAM_COLUMNS = frozenset({"name", "models", "rpm", "tpm", "token_budget", "budge
                           "queue_weight"})
 USER_COLUMNS = frozenset({"name", "email", "role", "disabled", "rpm", "tpm", "token_budget",
                           "budget_period", "max_budget", "budget_alert", "external_id",
-                          "display_name", "scim", "deprovisioned_at"})
+                          "display_name", "scim", "deprovisioned_at", "sso_issuer",
+                          "sso_subject"})
 # Member roles that may hold keys of the team.
 KEY_HOLDING_ROLES = ("owner", "member")
 
