@@ -17,9 +17,13 @@ from typing import Any
 # The converter's string character, and what replaces it: the same escapes, no raw control
 # characters. The regex "." of a ``pattern`` (``dot``) may not end the string either.
 _CHAR = r'char ::= [^"\\] | '
-_JSON_CHAR = r'char ::= [^"\\\x00-\x1F] | '
+# Nor what is no Unicode scalar value: llama.cpp's grammars read the bytes of a surrogate
+# (ED A0..BF ..) or of a code point past U+10FFFF (F4 90.. ..) as one character, which the
+# answer's text then holds as several U+FFFD (a maxLength passed, the JSON no longer valid).
+_NOT_TEXT = r"\uD800-\uDFFF\U00110000-\U001FFFFF"
+_JSON_CHAR = r'char ::= [^"\\\x00-\x1F' + _NOT_TEXT + r'] | '
 _DOT = r"dot ::= [^\x0A\x0D]"
-_JSON_DOT = r'dot ::= [^"\\\x00-\x1F]'
+_JSON_DOT = r'dot ::= [^"\\\x00-\x1F' + _NOT_TEXT + r']'
 # ``response_format: json_object``: any JSON object, one rule a line (so it can be
 # ``prefixed``), whitespace as llama.cpp's JSON grammar allows it.
 JSON_OBJECT = "\n".join([
@@ -27,7 +31,8 @@ JSON_OBJECT = "\n".join([
     'value ::= object | array | string | number | ("true" | "false" | "null") ws',
     'object ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws',
     'array ::= "[" ws ( value ("," ws value)* )? "]" ws',
-    r'string ::= "\"" ( [^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4}) )* "\"" ws',
+    r'string ::= "\"" ( [^"\\\x00-\x1F' + _NOT_TEXT
+    + r'] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4}) )* "\"" ws',
     r'number ::= "-"? ("0" | [1-9] [0-9]{0,15}) ("." [0-9]+)? ([eE] [-+]? [0-9]+)? ws',
     r'ws ::= | " " | "\n" [ \t]{0,20}',
 ])

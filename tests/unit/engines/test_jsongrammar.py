@@ -13,7 +13,7 @@ import llama_cpp
 import pytest
 
 from inferd.engines import jsongrammar, tools
-from inferd.engines.llamacpp.sampling import grammar_error
+from inferd.engines.llamacpp.sampling import TokenText, grammar_error
 from inferd.settings import bundled_gguf_path
 
 NOTE = {"type": "object", "properties": {"title": {"type": "string"},
@@ -130,3 +130,50 @@ def test_json_strings_changes_only_the_string_characters() -> None:
     before = json_schema_to_gbnf(json.dumps(NOTE))
     changed = set(before.splitlines()) ^ set(jsongrammar.json_strings(before).splitlines())
     assert {line.split(" ::= ")[0] for line in changed} == {"char"}
+
+
+def accepts_bytes(model: Any, grammar: str, raw: bytes) -> bool:
+    """Whether the grammar lets the model write ``raw`` a byte at a time (so a character of
+    several bytes is read from its parts, as a model may write it) and then end."""
+    vocab = model._model.vocab
+    # the tokenizer turns bytes that are no UTF-8 into U+FFFD: the byte tokens are found by
+    # their text instead
+    text = TokenText(vocab)
+    byte_token = {piece[0]: token for token in range(model.n_vocab())
+                  if len(piece := text.piece(token)) == 1}
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    try:
+        tokens = [byte_token[b] for b in raw]
+        for token in [*tokens, model.token_eos()]:
+            data = (llama_cpp.llama_token_data * 1)(llama_cpp.llama_token_data(token, 1.0, 0.0))
+            array = llama_cpp.llama_token_data_array(data, 1, -1, False)
+            llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
+            if data[0].logit == float("-inf"):
+                return False
+            if token != model.token_eos():
+                llama_cpp.llama_sampler_accept(sampler, token)
+        return True
+    finally:
+        llama_cpp.llama_sampler_free(sampler)
+
+
+@pytest.mark.parametrize("grammar", [jsongrammar.schema_gbnf(NOTE), jsongrammar.JSON_OBJECT,
+                                     jsongrammar.schema_gbnf(PATTERN)])
+def test_strings_hold_only_unicode_scalar_values(vocab: Any, grammar: str) -> None:
+    """A surrogate's bytes or a code point past U+10FFFF would be read as one character by
+    the grammar but decode to several U+FFFD (a maxLength passed, the JSON not valid)."""
+    def doc(middle: bytes) -> bytes:
+        key = b"code" if "code-kv" in grammar else b"title"
+        tail = b', "body": "x"}' if key == b"title" else b"}"
+        return b'{"' + key + b'": "a' + middle + b'b"' + tail
+
+    emoji = "\U0001F600".encode()  # 4 bytes, valid
+    if "code-kv" in grammar:  # the pattern ^a.b$: exactly one character between a and b
+        assert accepts_bytes(vocab, grammar, doc(emoji))
+    else:
+        assert accepts_bytes(vocab, grammar, doc(emoji + "é".encode()))
+    for bad in (b"\xed\xa0\x80",           # U+D800, a surrogate
+                b"\xed\xbf\xbf",           # U+DFFF
+                b"\xf4\x90\x80\x80",       # U+110000, past the last code point
+                b"\xf4\xbf\xbf\xbf"):      # U+13FFFF (F5..FF: no token of this model)
+        assert not accepts_bytes(vocab, grammar, doc(bad)), bad

@@ -302,3 +302,48 @@ async def test_a_grammar_no_token_can_follow_ends_in_a_clear_error(
         "json_schema": {"name": "out", "schema": {"type": "object", "properties": {
             "city": {"type": "string", "maxLength": 12}}, "required": ["city"]}}})
     assert isinstance(json.loads(constrained)["city"], str)
+
+
+def test_banned_tokens_are_never_sampled_under_a_grammar(path: str) -> None:
+    """Tokens of ``invalid_utf8_tokens`` (none in this model's vocabulary: it has no token of
+    the bytes C0, C1 or F5..FF) are never sampled under a grammar: here a grammar allowing "a"
+    or "b", with the token "a" banned, always gives "b"."""
+    import ctypes
+
+    import llama_cpp
+    import numpy as np
+
+    from inferd.engines.llamacpp.sampling import (
+        SamplerChain,
+        SamplingParams,
+        TokenText,
+        invalid_utf8_tokens,
+    )
+
+    model = llama_cpp.llama_model_load_from_file(path.encode(),
+                                                 llama_cpp.llama_model_default_params())
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        assert len(invalid_utf8_tokens(vocab, n_vocab)) == 0
+        text = TokenText(vocab)
+        a = next(t for t in range(n_vocab) if text.piece(t) == b"a")
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = 64
+        ctx = llama_cpp.llama_init_from_model(model, params)
+        try:
+            batch = llama_cpp.llama_batch_get_one((ctypes.c_int32 * 1)(a), 1)
+            assert llama_cpp.llama_decode(ctx, batch) == 0
+            for temperature in (0.0, 1.0, 1.0, 1.0):
+                chain = SamplerChain(vocab, n_vocab, SamplingParams(
+                    temperature=temperature, grammar='root ::= "a" | "b"'),
+                    banned=np.array([a]))
+                try:
+                    token = chain.sample(ctx, -1)
+                    assert token is not None and text.piece(token) == b"b"
+                finally:
+                    chain.close()
+        finally:
+            llama_cpp.llama_free(ctx)
+    finally:
+        llama_cpp.llama_model_free(model)

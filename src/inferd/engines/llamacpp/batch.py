@@ -40,6 +40,7 @@ from inferd.engines.llamacpp.sampling import (
     SamplingParams,
     StopFinder,
     TokenText,
+    invalid_utf8_tokens,
     token_logprobs,
 )
 from inferd.engines.llamacpp.seats import choose_seat
@@ -111,6 +112,7 @@ class BatchLoop:
             raise RuntimeError("llama.cpp could not create a context")
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.invalid_utf8 = invalid_utf8_tokens(self.vocab, self.n_vocab)
         # what llama.cpp gave each sequence (it may round the context up)
         self.n_ctx_seq = llama_cpp.llama_n_ctx(self.ctx) // parallel
         self.n_batch = n_batch
@@ -223,7 +225,8 @@ class BatchLoop:
         slot.decoder = TokenText(self.vocab)
         slot.stopper = StopFinder(request.stops)
         try:
-            slot.chain = SamplerChain(self.vocab, self.n_vocab, request.params)
+            slot.chain = SamplerChain(self.vocab, self.n_vocab, request.params,
+                                      self.invalid_utf8)
         except Exception as exc:
             request.emit(("error", exc))
             self._release(slot)

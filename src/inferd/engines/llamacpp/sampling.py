@@ -46,6 +46,21 @@ def grammar_error(vocab: Any, grammar: str) -> str | None:
     return None
 
 
+# Bytes that never stand in UTF-8 text: C0 and C1 would encode a character of one byte in two,
+# F5..FF a code point past U+10FFFF. llama.cpp's grammars read such bytes as characters (so
+# C0 A2 would pass for a '"'), and the text they make decodes to U+FFFD: tokens holding one are
+# never sampled under a grammar (``invalid_utf8_tokens``).
+INVALID_UTF8_BYTES = frozenset({0xC0, 0xC1, *range(0xF5, 0x100)})
+
+
+def invalid_utf8_tokens(vocab: Any, n_vocab: int) -> np.ndarray[Any, Any]:
+    """The ids of the tokens whose text holds a byte of ``INVALID_UTF8_BYTES``."""
+    text = TokenText(vocab)
+    banned = [token for token in range(n_vocab)
+              if not INVALID_UTF8_BYTES.isdisjoint(text.piece(token))]
+    return np.array(banned, dtype=np.int64)
+
+
 # llama.cpp's ``llama_token_data``: a candidate token, its logit and its probability.
 _CANDIDATE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
 
@@ -60,11 +75,14 @@ class SamplerChain:
     the C API); here ``sample`` answers None instead.
     """
 
-    def __init__(self, vocab: Any, n_vocab: int, params: SamplingParams) -> None:
+    def __init__(self, vocab: Any, n_vocab: int, params: SamplingParams,
+                 banned: np.ndarray[Any, Any] | None = None) -> None:
         self.chain = llama_cpp.llama_sampler_chain_init(
             llama_cpp.llama_sampler_chain_default_params())
         self.grammar: Any = None
         self.n_vocab = n_vocab
+        # tokens never sampled under the grammar (``invalid_utf8_tokens``)
+        self.banned = banned if banned is not None and len(banned) else None
         # The ctypes array handed to the logit-bias sampler must outlive this call.
         self._keep: list[Any] = []
         self._candidates: np.ndarray[Any, Any] | None = None
@@ -124,6 +142,8 @@ class SamplerChain:
                                        shape=(self.n_vocab,))
         candidates["logit"] = logits
         candidates["p"] = 0.0
+        if self.banned is not None:
+            candidates["logit"][self.banned] = -np.inf
         array = llama_cpp.llama_token_data_array(
             data=candidates.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)),
             size=self.n_vocab, selected=-1, sorted=False)
