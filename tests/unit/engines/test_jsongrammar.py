@@ -34,12 +34,16 @@ def vocab() -> Iterator[Any]:
 
 def accepts(model: Any, grammar: str, text: str) -> bool:
     """Whether the grammar lets the model write ``text`` and then end."""
+    tokens = [t for c in text for t in model.tokenize(c.encode(), add_bos=False, special=False)]
+    return accepts_tokens(model, grammar, tokens)
+
+
+def accepts_tokens(model: Any, grammar: str, tokens: list[int]) -> bool:
+    """Whether the grammar lets the model write ``tokens`` and then end."""
     vocab = model._model.vocab
     assert grammar_error(vocab, grammar) is None
     sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
     try:
-        tokens = [t for c in text
-                  for t in model.tokenize(c.encode(), add_bos=False, special=False)]
         for token in [*tokens, model.token_eos()]:
             data = (llama_cpp.llama_token_data * 1)(llama_cpp.llama_token_data(token, 1.0, 0.0))
             array = llama_cpp.llama_token_data_array(data, 1, -1, False)
@@ -141,20 +145,7 @@ def accepts_bytes(model: Any, grammar: str, raw: bytes) -> bool:
     text = TokenText(vocab)
     byte_token = {piece[0]: token for token in range(model.n_vocab())
                   if len(piece := text.piece(token)) == 1}
-    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
-    try:
-        tokens = [byte_token[b] for b in raw]
-        for token in [*tokens, model.token_eos()]:
-            data = (llama_cpp.llama_token_data * 1)(llama_cpp.llama_token_data(token, 1.0, 0.0))
-            array = llama_cpp.llama_token_data_array(data, 1, -1, False)
-            llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
-            if data[0].logit == float("-inf"):
-                return False
-            if token != model.token_eos():
-                llama_cpp.llama_sampler_accept(sampler, token)
-        return True
-    finally:
-        llama_cpp.llama_sampler_free(sampler)
+    return accepts_tokens(model, grammar, [byte_token[b] for b in raw])
 
 
 @pytest.mark.parametrize("grammar", [jsongrammar.schema_gbnf(NOTE), jsongrammar.JSON_OBJECT,
