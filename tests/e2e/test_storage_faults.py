@@ -110,10 +110,11 @@ def check_database(path: Path, job_ids: list[str]) -> None:
 def fill(directory: Path) -> Path:
     """Write a file until the file system is full."""
     filler = directory / "filler"
-    with filler.open("wb") as out, suppress(OSError):
+    # unbuffered, and the error of any step taken as the disk being full (a buffered file keeps
+    # the bytes the full disk refused, and its close raises on writing them again)
+    with suppress(OSError), filler.open("wb", buffering=0) as out:
         while True:
             out.write(b"\0" * 65536)
-            out.flush()
     return filler
 
 
