@@ -16,6 +16,7 @@ token, which is always read), and the time to the first token (TTFT).
 
     .venv/bin/python bench/prompt_cache.py [--build] [--threads 1] [--parallel 8]
         [--conversations 8] [--turns 4] [--tokens 48] [--common-system] [--no-repack]
+        [--pause 0]
 
 ``--no-repack`` starts llama-server without its extra weight buffers (its AMX kernels among
 them).
@@ -127,6 +128,9 @@ async def run(targets: dict[str, str], args: argparse.Namespace,
                     talk.turns.append(row)
                     talk.last = (prompt, completion)
                     talk.messages.append({"role": "assistant", "content": text})
+                    # a person reads the answer before the next turn; the server that answered
+                    # finishes what it does after an answer before the other one is timed
+                    await asyncio.sleep(args.pause)
                     share = (f"{row.cached}/{reusable} ({row.cached / reusable:.0%})"
                              if reusable else f"{row.cached} (first turn)")
                     print(f"  turn {turn + 1} conversation {i} {name:12} prompt {prompt:4} "
@@ -178,6 +182,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--n-ctx", type=int, default=2048, help="context of each sequence")
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds between two requests (0: the next one at once)")
     parser.add_argument("--common-system", action="store_true",
                         help="one system prompt for every conversation")
     parser.add_argument("--no-repack", action="store_true",
