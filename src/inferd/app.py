@@ -32,7 +32,7 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
     with it. ``drain``: the process's stop, begun by the server's signal handler (a fresh one
     that never begins without it). With an OTLP endpoint in the environment every request is
     traced (``inferd.tracing``); without one nothing is."""
-    tracing = start_tracing(settings.role)
+    tracing = start_tracing(settings.cluster.role)
     tracer = tracing.tracer if tracing is not None else None
 
     @asynccontextmanager
@@ -41,7 +41,7 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
             services = await Services.start(settings, drain or Drain(), tracer)
             app.state.services = services
             scrapes = await metrics_routes.start_metrics_port(services) \
-                if settings.metrics_port else None
+                if settings.http.metrics_port else None
             try:
                 yield
             finally:
@@ -65,12 +65,12 @@ def create_app(settings: Settings, drain: Drain | None = None) -> FastAPI:
     # innermost: a request without a principal never reaches a route (401)
     app.add_middleware(RequirePrincipal)
     app.add_middleware(AuthMiddleware)  # inside RequestGuard: sees the request id
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
-                       max_file_bytes=settings.max_file_bytes)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.http.max_body_bytes,
+                       max_file_bytes=settings.http.max_file_bytes)
     if tracer is not None:  # around the guard: a refused body is a traced request too
         app.add_middleware(TraceRequests, tracer=tracer, fast=hot_answer)
-    if settings.cors_origins:  # outermost: a preflight is answered before auth asks for a key
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+    if settings.http.cors_origins:  # outermost: a preflight is answered before auth asks for a key
+        app.add_middleware(CORSMiddleware, allow_origins=settings.http.cors_origins,
                            allow_methods=["*"], allow_headers=["*"],
                            expose_headers=["Retry-After", "X-Request-Id"])
     return app

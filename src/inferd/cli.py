@@ -14,7 +14,16 @@ import orjson
 
 from inferd.cli_options import config_option
 from inferd.lifecycle import Drain
-from inferd.settings import ModelSpec, Settings, load_settings
+from inferd.settings import (
+    AccessSettings,
+    ClusterSettings,
+    EngineSettings,
+    HttpSettings,
+    ModelSpec,
+    Settings,
+    StorageSettings,
+    load_settings,
+)
 
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
@@ -67,7 +76,7 @@ def _with_local_models(settings: Settings, models: tuple[str, ...]) -> Settings:
     specs = _model_specs(models)
     if specs is None:
         return settings
-    return settings.model_copy(update={"models": [*settings.models, *specs]})
+    return settings.with_values(models=[*settings.engines.models, *specs])
 
 
 @click.group()
@@ -99,7 +108,7 @@ def gateway(config: Path | None, host: str | None, port: int | None, data_dir: P
     ``remote_models`` in the config file and from the admin API.
     """
     _run(_settings(config, host=host, port=port, data_dir=data_dir, log_level=log_level,
-                   bundled_models=False).model_copy(update={"models": [], "role": "gateway"}))
+                   bundled_models=False).with_values(models=[], role="gateway"))
 
 
 @main.command()
@@ -115,7 +124,7 @@ def worker(config: Path | None, host: str | None, port: int | None, data_dir: Pa
     replicas. Its HTTP port serves the same API (for probes and metrics).
     """
     settings = _settings(config, host=host, port=port, data_dir=data_dir, log_level=log_level)
-    known = {spec.name: spec for spec in settings.all_models()}
+    known = {spec.name: spec for spec in settings.engines.all_models()}
     specs: list[ModelSpec] = []
     for value in models:
         if "=" in value:
@@ -126,10 +135,9 @@ def worker(config: Path | None, host: str | None, port: int | None, data_dir: Pa
             raise click.BadParameter(f"unknown model {value!r} (known: "
                                      f"{', '.join(sorted(known)) or 'none'})",
                                      param_hint="--model")
-    settings = settings.model_copy(update={
-        "role": "worker", "models": specs, "bundled_models": False,
-        "worker_models": [s.name for s in specs]})
-    if not settings.broker_url:
+    settings = settings.with_values(role="worker", models=specs, bundled_models=False,
+                                    worker_models=[s.name for s in specs])
+    if not settings.broker.broker_url:
         raise click.ClickException("inferd worker needs a broker: set INFERD_BROKER_URL "
                                    "(or RABBIT_MQ_HOST)")
     _run(settings)
@@ -150,18 +158,19 @@ def engine(config: Path | None, host: str | None, port: int | None, data_dir: Pa
     settings = _with_local_models(
         _settings(config, host=host, port=port, data_dir=data_dir, log_level=log_level,
                   engine_url=engine_url, bundled_models=False if no_bundled else None), models)
-    if not settings.engine_url:
-        settings = settings.model_copy(update={"engine_url": advertised_url(settings)})
-    _run(settings.model_copy(update={"role": "engine"}))
+    if not settings.cluster.engine_url:
+        settings = settings.with_values(
+            engine_url=advertised_url(settings.http, settings.cluster.engine_host))
+    _run(settings.with_values(role="engine"))
 
 
-def advertised_url(settings: Settings) -> str:
+def advertised_url(settings: HttpSettings, engine_host: str = "") -> str:
     """The URL gateways reach this engine at: ``engine_host`` (e.g. the pod IP), else the bound
     address, else (bound to every address) the host's name; an IPv6 address in brackets."""
     import ipaddress
     import socket
 
-    host = settings.engine_host or (
+    host = engine_host or (
         settings.host if settings.host not in ("0.0.0.0", "::", "") else socket.getfqdn())
     host = host.strip("[]")
     try:
@@ -172,12 +181,12 @@ def advertised_url(settings: Settings) -> str:
     return f"http://{host}:{settings.port}/v1"
 
 
-def _check_schema(settings: Settings) -> None:
+def _check_schema(settings: StorageSettings, role: str) -> None:
     """A cluster role on a shared database stops here when ``inferd migrate`` has not run."""
     from inferd.services import SchemaNotMigrated, prepare_schema
     from inferd.store.db import open_database
 
-    if settings.role == "serve":
+    if role == "serve":
         return
 
     async def check() -> None:
@@ -185,7 +194,7 @@ def _check_schema(settings: Settings) -> None:
         if db.dialect == "sqlite":
             await db.close()
             return
-        await prepare_schema(db, settings)
+        await prepare_schema(db, role)
         await db.close()
 
     try:
@@ -194,7 +203,7 @@ def _check_schema(settings: Settings) -> None:
         raise click.ClickException(exc.message) from exc
 
 
-def _check_engines(settings: Settings) -> None:
+def _check_engines(settings: EngineSettings) -> None:
     """Refuse to start when a model this process would host needs an extra not installed
     (``pip install 'inferd[llamacpp]'``): one line saying what to install, no traceback."""
     from inferd.engines import missing_runtime
@@ -205,12 +214,13 @@ def _check_engines(settings: Settings) -> None:
             raise click.ClickException(missing.message)
 
 
-def _check_cluster_safety(settings: Settings) -> None:
+def _check_cluster_safety(cluster: ClusterSettings, access: AccessSettings, *, host: str,
+                          secret_key: str) -> None:
     """A cluster role reachable from other hosts stops here on unsafe secrets."""
     from inferd.auth.bootstrap import StartupRefused, unsafe_cluster_settings
 
     try:
-        unsafe_cluster_settings(settings)
+        unsafe_cluster_settings(cluster, access, host=host, secret_key=secret_key)
     except StartupRefused as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -231,11 +241,13 @@ def _run(settings: Settings) -> None:
     from inferd.app import create_app
     from inferd.http.server import guarded_protocol
 
-    _configure_logging(settings.log_level, settings.log_format)
-    _check_engines(settings)
+    http, logs = settings.http, settings.logging
+    _configure_logging(logs.log_level, logs.log_format)
+    _check_engines(settings.engines)
     _check_tracing()
-    _check_cluster_safety(settings)
-    _check_schema(settings)
+    _check_cluster_safety(settings.cluster, settings.access, host=http.host,
+                          secret_key=settings.storage.secret_key)
+    _check_schema(settings.storage, settings.cluster.role)
     # uvloop + httptools (with bounds on each request head: inferd.http.server); no access
     # log (usage records and metrics cover every request); no proxy-header rewriting (nothing
     # reads the client address) and no Server header.
@@ -246,17 +258,17 @@ def _run(settings: Settings) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
-    protocol = guarded_protocol(settings.max_header_bytes, settings.header_timeout_seconds,
-                                settings.body_timeout_seconds, settings.body_min_rate)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, loop="uvloop", http=protocol,
-                            h11_max_incomplete_event_size=settings.max_header_bytes,
-                            timeout_keep_alive=settings.keep_alive_seconds,
+    protocol = guarded_protocol(http.max_header_bytes, http.header_timeout_seconds,
+                                http.body_timeout_seconds, http.body_min_rate)
+    config = uvicorn.Config(app, host=http.host, port=http.port,
+                            log_level=logs.log_level, loop="uvloop", http=protocol,
+                            h11_max_incomplete_event_size=http.max_header_bytes,
+                            timeout_keep_alive=http.keep_alive_seconds,
                             access_log=False, proxy_headers=False, server_header=False,
                             backlog=4096,
-                            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+                            timeout_graceful_shutdown=int(http.shutdown_grace_seconds),
                             log_config={"version": 1, "disable_existing_loggers": False})
-    draining_server(config, settings.shutdown_grace_seconds, drain).run()
+    draining_server(config, http.shutdown_grace_seconds, drain).run()
 
 
 def draining_server(config: Any, grace: float, drain: Drain) -> Any:
@@ -279,7 +291,7 @@ def draining_server(config: Any, grace: float, drain: Drain) -> Any:
 def list_models(config: Path | None, models: tuple[str, ...]) -> None:
     """List the models ``inferd serve`` would serve with these settings."""
     settings = _settings(config)
-    specs = [*settings.all_models(), *(_model_specs(models) or [])]
+    specs = [*settings.engines.all_models(), *(_model_specs(models) or [])]
     for spec in specs:
         fields = {"name", "kind", "path", "n_ctx", "n_threads", "aliases"}
         if spec.kind == "diffusers":
@@ -293,9 +305,9 @@ def migrate(config: Path | None) -> None:
     """Bring the database schema to the newest version."""
     from inferd.store.db import open_database
 
-    settings = _settings(config)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = open_database(settings)
+    storage = _settings(config).storage
+    storage.data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_database(storage)
     asyncio.run(db.migrate())
     click.echo(f"migrated {db.dialect} database")
 

@@ -29,7 +29,7 @@ def run_on_database(config: Path | None, work: Callable[[Database], Awaitable[T]
     from inferd.store.db import open_database
 
     try:
-        settings = load_settings(config)
+        settings = load_settings(config).storage
     except ValueError as exc:
         raise click.ClickException(f"invalid settings: {exc}") from exc
 

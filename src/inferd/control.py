@@ -19,7 +19,7 @@ from inferd.responses.service import ResponseService
 from inferd.routing.catalog import ReplicaCatalog
 from inferd.routing.manage import ModelAdmin
 from inferd.routing.registration import GatewayEnrolment
-from inferd.settings import Settings
+from inferd.settings import ClusterSettings, LimitSettings
 from inferd.store.conversations import ConversationStore, PromptStore
 from inferd.store.db import Database
 from inferd.store.jobs import JobRecord
@@ -58,15 +58,16 @@ class Control:
     audit: AuditLog
 
 
-def build_control(settings: Settings, db: Database, catalog: ReplicaCatalog,
-                  inference: Inference, jobs: JobService, audit: AuditLog) -> Control:
+def build_control(settings: LimitSettings, cluster: ClusterSettings, db: Database,
+                  catalog: ReplicaCatalog, inference: Inference, jobs: JobService,
+                  audit: AuditLog) -> Control:
     replicas = ReplicaStore(db)
     prompts = PromptService(PromptStore(db), audit=audit)
     conversations = ConversationService(ConversationStore(db),
                                         settings.conversation_max_items)
     return Control(
         models=ModelAdmin(replicas, catalog, audit=audit),
-        enrolment=GatewayEnrolment(replicas, catalog, settings),
+        enrolment=GatewayEnrolment(replicas, catalog, cluster),
         prompts=prompts,
         conversations=conversations,
         responses=ResponseService(inference, ResponseStore(db), jobs, conversations, prompts,

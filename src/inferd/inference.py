@@ -55,7 +55,7 @@ from inferd.schemas.openai import (
 )
 from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
-from inferd.settings import Settings
+from inferd.settings import BrokerSettings, LimitSettings
 from inferd.tracing import Tracer, current_tracer
 from inferd.usage import in_job
 
@@ -507,13 +507,14 @@ class Inference:
         return result
 
 
-def build_limiter(settings: Settings, on_budget: OnBudget = no_event) -> Limiter:
-    """Per-key limits in this process, or in Redis when gateways share them; ``on_budget``:
-    what a money budget's events are given to (``BudgetAlerts``)."""
+def build_limiter(settings: LimitSettings, broker: BrokerSettings,
+                  on_budget: OnBudget = no_event) -> Limiter:
+    """Per-key limits in this process, or in Redis (``broker``'s) when gateways share them;
+    ``on_budget``: what a money budget's events are given to (``BudgetAlerts``)."""
     from inferd.auth.redis_limits import RedisLimiter
 
     if settings.limits_backend == "redis" or (settings.limits_backend == "auto"
-                                              and settings.redis_url):
-        return RedisLimiter(settings.redis_url or "redis://127.0.0.1:6379/0",
-                            prefix=settings.redis_prefix, on_budget=on_budget)
+                                              and broker.redis_url):
+        return RedisLimiter(broker.redis_url or "redis://127.0.0.1:6379/0",
+                            prefix=broker.redis_prefix, on_budget=on_budget)
     return LocalLimiter(on_budget)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from inferd.audit import request_scope
@@ -23,7 +24,7 @@ from inferd.prices import PriceBook
 from inferd.reqlog import RequestLog, RequestRecord, client_of
 from inferd.routing.fairqueue import Priority
 from inferd.routing.router import Router
-from inferd.settings import Settings
+from inferd.settings import RequestLogSettings, UsageSettings
 from inferd.store.db import Database, unreachable
 from inferd.store.usage import UsageSink, UsageStore
 from inferd.usage import UsageRecord, UsageRecorder, in_job
@@ -147,17 +148,19 @@ class Metering:
         self.log_requests = log_requests
 
     @classmethod
-    async def start(cls, settings: Settings, db: Database) -> Metering:
-        """The recorder writing to ``db``, started (``close`` writes what is left)."""
+    async def start(cls, settings: UsageSettings, db: Database, *, data_dir: Path,
+                    requests: RequestLogSettings, log_requests: bool = False) -> Metering:
+        """The recorder writing to ``db``, started (``close`` writes what is left), with the
+        request log of ``requests``; spools live under ``data_dir``."""
         store = UsageStore(db)
         url = db.url
         recorder = UsageRecorder(
             lambda: UsageSink.open(url), flush_seconds=settings.usage_flush_seconds,
-            directory=settings.data_dir / "spool" / "usage" if settings.usage_spool else None,
+            directory=data_dir / "spool" / "usage" if settings.usage_spool else None,
             max_pending=settings.usage_max_pending,
             sync_seconds=settings.usage_spool_sync_seconds, transient=unreachable)
-        requests = await RequestLog.start(settings, db)
-        self = cls(store, recorder, log_requests=settings.log_requests, requests=requests)
+        request_log = await RequestLog.start(requests, settings, db, data_dir)
+        self = cls(store, recorder, log_requests=log_requests, requests=request_log)
         await recorder.start()
         self.metrics.register_gauge("inferd_usage_records_pending",
                                     "Usage records waiting to be written",
@@ -171,7 +174,7 @@ class Metering:
         self.metrics.register_gauge("inferd_usage_records_replayed",
                                     "Usage records of a killed process's spool written at start",
                                     lambda: float(recorder.replayed))
-        writer = requests.writer
+        writer = request_log.writer
         if writer is not None:
             self.metrics.register_gauge("inferd_request_log_pending",
                                         "Request log records waiting to be written",

@@ -30,7 +30,7 @@ from typing import Any
 
 from inferd.batchwriter import SpooledWriter
 from inferd.request_bodies import Redact, assemble, body_text
-from inferd.settings import Settings
+from inferd.settings import RequestLogSettings, UsageSettings
 from inferd.store.db import Database, unreachable
 from inferd.store.request_log import (
     DAY,
@@ -180,19 +180,20 @@ class RequestLog:
                 body_text(response, self.redact, self.body_bytes))
 
     @classmethod
-    async def start(cls, settings: Settings, db: Database) -> RequestLog:
-        """The log of ``settings`` on ``db``, its writer started when the log is on."""
+    async def start(cls, settings: RequestLogSettings, usage: UsageSettings, db: Database,
+                    data_dir: Path) -> RequestLog:
+        """The log of ``settings`` on ``db``, its writer started when the log is on (batched
+        and spooled under ``data_dir`` as ``usage`` says usage records are)."""
         store = RequestLogStore(db)
         writer = None
         if settings.request_log:
             url = db.url
             writer = SpooledWriter(
                 lambda: RequestLogSink.open(url), decode=_decode,
-                directory=(settings.data_dir / "spool" / "requests"
-                           if settings.usage_spool else None),
-                name="requests", flush_seconds=settings.usage_flush_seconds,
+                directory=data_dir / "spool" / "requests" if usage.usage_spool else None,
+                name="requests", flush_seconds=usage.usage_flush_seconds,
                 max_pending=settings.request_log_max_pending,
-                sync_seconds=settings.usage_spool_sync_seconds, transient=unreachable)
+                sync_seconds=usage.usage_spool_sync_seconds, transient=unreachable)
             await writer.start()
         return cls(store, writer, retention_days=settings.request_log_retention_days,
                    redact=settings.request_log_redact, body_bytes=settings.request_log_body_bytes)

@@ -79,7 +79,7 @@ def list_command(config: Path | None, limit: int, cursor: Any, status: Any,
     from inferd.store.request_log import RequestLogStore
 
     try:
-        settings = load_settings(config)
+        settings = load_settings(config).storage
     except ValueError as exc:
         raise click.ClickException(f"invalid settings: {exc}") from exc
     status_from, status_to = status or (None, None)

@@ -23,17 +23,23 @@ from inferd.routing.catalog import ReplicaCatalog
 from inferd.routing.enlist import GatewayRegistration
 from inferd.routing.registration import EngineRegistration
 from inferd.routing.standby import ensure_standby
-from inferd.settings import ReplicaSpec, Settings
+from inferd.settings import (
+    BrokerSettings,
+    ClusterSettings,
+    JobSettings,
+    QueuedGenerateSettings,
+    ReplicaSpec,
+)
 from inferd.store.db import Database
 from inferd.store.replicas import ReplicaStore
 from inferd.tracing import Tracer
 
 
-def queue_engines(settings: Settings,
+def queue_engines(settings: BrokerSettings, role: str,
                   stack: AsyncExitStack) -> Callable[[str, ReplicaSpec], Engine] | None:
     """How the catalogue builds ``queue`` replicas' engines: on a gateway or ``serve`` with a
     broker, over one RPC client (closed by ``stack``); None elsewhere."""
-    if not (settings.broker_url and settings.role in ("gateway", "serve")):
+    if not (settings.broker_url and role in ("gateway", "serve")):
         return None
     client = RpcClient(settings.broker_url, settings.broker_prefix)
     stack.push_async_callback(client.close)
@@ -44,8 +50,9 @@ def queue_engines(settings: Settings,
     return queue_engine
 
 
-async def start_role(settings: Settings, db: Database, catalog: ReplicaCatalog,
-                     stack: AsyncExitStack, engines: dict[str, Engine],
+async def start_role(settings: ClusterSettings, broker: BrokerSettings, jobs: JobSettings,
+                     queued_generate: QueuedGenerateSettings, db: Database,
+                     catalog: ReplicaCatalog, stack: AsyncExitStack, engines: dict[str, Engine],
                      tracer: Tracer | None = None) -> None:
     """Start what ``settings.role`` adds; everything started is closed by ``stack``;
     ``tracer``: what traces the requests a worker answers for gateways (None: nothing)."""
@@ -58,36 +65,38 @@ async def start_role(settings: Settings, db: Database, catalog: ReplicaCatalog,
                                           announce=catalog.announce)
         await registration.register(list(engines))
         stack.push_async_callback(registration.close)
-    if settings.role == "worker" and settings.broker_url and engines:
-        concurrency = settings.jobs.concurrency
-        server = RpcServer(settings.broker_url, settings.broker_prefix, engines,
+    if settings.role == "worker" and broker.broker_url and engines:
+        concurrency = jobs.concurrency
+        server = RpcServer(broker.broker_url, broker.broker_prefix, engines,
                            prefetch=max(1, concurrency), tracer=tracer)
         await server.start()
         stack.push_async_callback(server.close)
         # one replica per worker: a worker that stops takes only its own row along
-        url = f"queue://{settings.broker_prefix}/{secrets.token_hex(6)}"
+        url = f"queue://{broker.broker_prefix}/{secrets.token_hex(6)}"
         registration = EngineRegistration(ReplicaStore(db), settings, kind="queue",
                                           url=url, announce=catalog.announce)
         await registration.register(list(engines))
         stack.push_async_callback(registration.close)
-        await ensure_standby(ReplicaStore(db), settings.broker_prefix, list(engines),
+        await ensure_standby(ReplicaStore(db), broker.broker_prefix, list(engines),
                              settings.scale_from_zero_seconds)
-    if settings.role == "worker" and settings.queued_generate_queue:
-        await start_task_server(settings, stack, engines)
+    if settings.role == "worker" and queued_generate.queued_generate_queue:
+        await start_task_server(queued_generate, broker, stack, engines,
+                                prefetch=max(1, jobs.concurrency))
 
 
-async def start_task_server(settings: Settings, stack: AsyncExitStack,
-                            engines: dict[str, Engine]) -> None:
-    """Consume the queued generate system's task queue (``queued_generate_worker``)."""
-    if not (settings.broker_url and settings.redis_url and engines):
+async def start_task_server(settings: QueuedGenerateSettings, broker: BrokerSettings,
+                            stack: AsyncExitStack, engines: dict[str, Engine], *,
+                            prefetch: int) -> None:
+    """Consume the queued generate system's task queue (``queued_generate_worker``), taking
+    up to ``prefetch`` tasks at once."""
+    if not (broker.broker_url and broker.redis_url and engines):
         raise ValueError("INFERD_QUEUED_GENERATE_QUEUE needs a broker (INFERD_BROKER_URL or "
                          "RABBIT_MQ_HOST), Redis (INFERD_REDIS_URL or REDIS_HOST) and a model "
                          "hosted by this worker")
-    server = TaskServer(settings.broker_url, settings.redis_url,
+    server = TaskServer(broker.broker_url, broker.redis_url,
                         settings.queued_generate_queue,
                         Keys(settings.queued_generate_status_prefix,
                              settings.queued_generate_answer_prefix),
-                        engines, settings.queued_generate_model,
-                        prefetch=max(1, settings.jobs.concurrency))
+                        engines, settings.queued_generate_model, prefetch=prefetch)
     await server.start()
     stack.push_async_callback(server.close)

@@ -39,7 +39,7 @@ def rotate(config: Path | None) -> None:
     from inferd.store.db import open_database
 
     try:
-        settings = load_settings(config)
+        settings = load_settings(config).storage
     except ValueError as exc:
         raise click.ClickException(f"invalid settings: {exc}") from exc
     if not settings.secret_key:

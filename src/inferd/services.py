@@ -31,7 +31,7 @@ from inferd.roles import queue_engines, start_role
 from inferd.routing.catalog import ReplicaCatalog, start_catalog
 from inferd.routing.fairqueue import Queueing
 from inferd.routing.router import Replica, Router
-from inferd.settings import Settings
+from inferd.settings import BrokerSettings, BudgetSettings, JobSettings, Settings, SsoSettings
 from inferd.store.audit import AuditStore
 from inferd.store.db import Database, open_database
 from inferd.store.replicas import ReplicaStore
@@ -82,69 +82,79 @@ class Services:
     @classmethod
     async def _start(cls, settings: Settings, stack: AsyncExitStack,
                      drain: Drain, tracer: Tracer | None) -> Services:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = open_database(settings)
+        settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+        db = open_database(settings.storage)
         stack.push_async_callback(db.close)
         if not db.secrets.encrypts:
             log.warning("INFERD_SECRET_KEY is not set: replica credentials and webhook "
                         "secrets are stored in the database in plaintext")
-        await prepare_schema(db, settings)
+        role = settings.cluster.role
+        await prepare_schema(db, role)
         # changes of the control plane, recorded on the request that makes them
-        audit = AuditLog(AuditStore(db), retention_days=settings.audit_retention_days,
-                         failure_window=settings.audit_failure_window_seconds)
+        audit = AuditLog(AuditStore(db), retention_days=settings.audit.audit_retention_days,
+                         failure_window=settings.audit.audit_failure_window_seconds)
         audit.start()
         stack.push_async_callback(audit.close)
         # usage records and limits are closed after the keys and before the database
-        metering = await Metering.start(settings, db)
+        metering = await Metering.start(settings.usage, db, data_dir=settings.storage.data_dir,
+                                        requests=settings.requests,
+                                        log_requests=settings.logging.log_requests)
         stack.push_async_callback(metering.close)
-        router = Router(max_attempts=settings.router_max_attempts, routing=settings.routing,
-                        spill=settings.routing_spill, slack=settings.routing_slack,
-                        queueing=Queueing.of(settings), capacity=settings.replica_capacity,
+        routing = settings.router
+        router = Router(max_attempts=routing.router_max_attempts, routing=routing.routing,
+                        spill=routing.routing_spill, slack=routing.routing_slack,
+                        queueing=Queueing.of(settings.queue),
+                        capacity=settings.queue.replica_capacity,
                         metrics=metering.metrics, tracer=tracer)
         metering.watch(router)
         # closed after the limiter, whose last settled costs may give events
-        webhook = await start_budget_webhook(settings, metering.metrics, stack)
-        limiter = build_limiter(settings, BudgetAlerts(
+        webhook = await start_budget_webhook(settings.budget, settings.jobs, metering.metrics,
+                                             stack)
+        limiter = build_limiter(settings.limits, settings.broker, BudgetAlerts(
             metering.metrics, webhook.send if webhook is not None else no_event))
         inference = Inference(router, metering, limiter=limiter,
                               tracer=tracer)
         stack.push_async_callback(inference.close)
-        bus = change_bus(settings, stack)
+        bus = change_bus(settings.broker, stack)
         throttled = metering.metrics.child("rate_limited", "too_many_failed_authentications")
-        auth = await Auth.start(settings, db, on_load=inference.seed_budgets,
+        auth = await Auth.start(settings.access, db, cluster=settings.cluster,
+                                host=settings.http.host, on_load=inference.seed_budgets,
                                 on_failure=metering.metrics.auth_failures.inc,
                                 on_throttled=throttled.inc,
                                 announce=bus.announcer("keys") if bus else None,
                                 audit=audit)
         stack.push_async_callback(auth.close)
-        sso = await start_sso(settings, db, auth, audit, stack)
+        sso = await start_sso(settings.sso, role, db, auth, audit, stack)
         # the budget of loaded models every in-process engine of this process counts against
-        residency = Residency(settings.max_loaded_models)
-        engines = [(spec, build_engine(spec, residency)) for spec in settings.all_models()]
+        models = settings.engines.all_models()
+        residency = Residency(settings.engines.max_loaded_models)
+        engines = [(spec, build_engine(spec, residency)) for spec in models]
         # Load models one after another: on two cores parallel loads only thrash.
         for spec, engine in engines:
             log.info("loading model %s (%s)", spec.name, spec.kind)
             await engine.start()
             stack.push_async_callback(engine.close)
             router.add(Replica(id=f"local:{spec.name}", model=spec.name, engine=engine,
-                               cooldown_base=settings.replica_cooldown_base,
-                               cooldown_max=settings.replica_cooldown_max),
+                               cooldown_base=routing.replica_cooldown_base,
+                               cooldown_max=routing.replica_cooldown_max),
                        aliases=spec.aliases)
-        catalog = await start_catalog(router, ReplicaStore(db), settings,
+        catalog = await start_catalog(router, ReplicaStore(db), routing, models=models,
                                       announce=bus.announcer("catalog") if bus else None,
-                                      queue_engine=queue_engines(settings, stack),
-                                      prices=metering.prices,
-                                      remote=settings.role != "engine")
+                                      queue_engine=queue_engines(settings.broker, role, stack),
+                                      prices=metering.prices, remote=role != "engine")
         stack.push_async_callback(catalog.close)
         if bus is not None:
             bus.listen({"catalog": lambda _: catalog.sync(), "keys": auth.keys.apply_announcement})
             stack.push_async_callback(bus.close)  # stops listening before the catalog closes
-        await start_role(settings, db, catalog, stack, {s.name: e for s, e in engines}, tracer)
+        await start_role(settings.cluster, settings.broker, settings.jobs,
+                         settings.queued_generate, db, catalog, stack,
+                         {s.name: e for s, e in engines}, tracer)
         # Jobs run as their submitter's key (limits, allow-list, webhook secret), also after
         # a restart.
-        jobs = await start_jobs(db, router, inference, settings, principal_lookup=auth.owner,
-                                open_mode=auth.open_mode, drain=drain,
-                                audit_prune=audit.prune)
+        jobs = await start_jobs(db, router, inference, settings.jobs,
+                                principal_lookup=auth.owner, open_mode=auth.open_mode,
+                                drain=drain, audit_prune=audit.prune, broker=settings.broker,
+                                cluster=settings.cluster)
         stack.push_async_callback(jobs.close)
         metering.metrics.register_gauge("inferd_queue_depth",
                                         "Jobs waiting in this process's queue.",
@@ -155,7 +165,8 @@ class Services:
         metering.metrics.register_gauge(
             "inferd_asyncio_tasks", "Tasks on the event loop; growth under steady load is a "
             "leak (bench/soak.py watches it).", lambda: float(len(asyncio.all_tasks(loop))))
-        control = build_control(settings, db, catalog, inference, jobs, audit)
+        control = build_control(settings.limits, settings.cluster, db, catalog, inference, jobs,
+                                audit)
         return cls(settings=settings, db=db, router=router, auth=auth, metering=metering,
                    inference=inference, catalog=catalog, jobs=jobs, control=control,
                    residency=residency, drain=drain, stack=stack, sso=sso)
@@ -168,39 +179,39 @@ class SchemaNotMigrated(InferdError):
     """A shared database whose schema is older than this code."""
 
 
-async def prepare_schema(db: Database, settings: Settings) -> None:
+async def prepare_schema(db: Database, role: str) -> None:
     """``serve`` (and any role on a SQLite file) migrates by itself; the roles of a cluster
     on a shared database refuse an old schema, so that one step (``inferd migrate``) decides
     when it changes."""
-    if settings.role == "serve" or db.dialect == "sqlite":
+    if role == "serve" or db.dialect == "sqlite":
         await db.migrate()
         return
     if await db.pending_migrations():
         raise SchemaNotMigrated(
             f"The {db.dialect} database schema is not up to date: run `inferd migrate` "
             "(with the same INFERD_DATABASE_URL) before starting inferd "
-            f"{settings.role}.")
+            f"{role}.")
 
 
-async def start_sso(settings: Settings, db: Database, auth: Auth, audit: AuditLog,
-                    stack: AsyncExitStack) -> Sso | None:
+async def start_sso(settings: SsoSettings, role: str, db: Database, auth: Auth,
+                    audit: AuditLog, stack: AsyncExitStack) -> Sso | None:
     """Single sign-on with the provider of ``oidc_issuer`` (None when not set; not on an
     engine, which serves gateways only)."""
-    if not settings.oidc_issuer or settings.role == "engine":
+    if not settings.oidc_issuer or role == "engine":
         return None
     http = new_http()
     stack.push_async_callback(http.aclose)
     return await Sso.start(settings, db, auth, audit, OidcClient(settings, http))
 
 
-async def start_budget_webhook(settings: Settings, metrics: Metrics,
+async def start_budget_webhook(settings: BudgetSettings, jobs: JobSettings, metrics: Metrics,
                                stack: AsyncExitStack) -> BudgetWebhook | None:
-    """The budget webhook (``budget_webhook_url``, signed with ``budget_webhook_secret``;
-    None when not set)."""
+    """The budget webhook (``budget_webhook_url``, signed with ``budget_webhook_secret``,
+    retried as ``jobs`` retries job webhooks; None when not set)."""
     if not settings.budget_webhook_url:
         return None
     webhook = BudgetWebhook(settings.budget_webhook_url, settings.budget_webhook_secret,
-                            settings.jobs, metrics, settings.budget_webhook_queue)
+                            jobs, metrics, settings.budget_webhook_queue)
     await webhook.check()
     webhook.start()
     stack.push_async_callback(webhook.close)
@@ -210,7 +221,7 @@ async def start_budget_webhook(settings: Settings, metrics: Metrics,
     return webhook
 
 
-def change_bus(settings: Settings, stack: AsyncExitStack) -> ChangeBus | None:
+def change_bus(settings: BrokerSettings, stack: AsyncExitStack) -> ChangeBus | None:
     """With Redis: key and catalogue changes reach every process at once (pub/sub)."""
     if not settings.redis_url:
         return None

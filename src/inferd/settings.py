@@ -5,6 +5,10 @@ read once, here; the job system's settings are its ``jobs:`` map (``INFERD_JOB_*
 is validated at start-up so that a bad value, or a key the file should not have (a typo),
 stops the process with a message naming it, instead of failing on the first request or
 being ignored.
+
+``Settings`` holds one group per concern (``HttpSettings``, ``AccessSettings``,
+``StorageSettings``, ...), and each component is handed only the group it uses; the variables
+and the file's keys stay flat (``INFERD_PORT`` and ``port:`` are ``settings.http.port``).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from inferd.prices import Price, check_price
 
@@ -321,24 +326,27 @@ class JobSettings(BaseSettings):
         return self.concurrency_per_model.get(model, self.concurrency)
 
 
-class Settings(BaseSettings):
-    """All of inferd's settings. Environment variables use the ``INFERD_`` prefix."""
+# The settings of inferd, one group per concern. Each group is its own ``BaseSettings`` read
+# from the same flat ``INFERD_*`` variables as ever (``INFERD_PORT`` is ``http.port``), so a
+# component is handed the one group it uses, and a group can be built alone (``HttpSettings()``
+# reads the environment like ``Settings()`` does). Field names are unique across the groups:
+# the config file and ``Settings(port=...)`` stay flat, and ``Settings`` routes each key to
+# its group.
+_GROUP_CONFIG = SettingsConfigDict(env_prefix="INFERD_", extra="ignore")
 
-    model_config = SettingsConfigDict(env_prefix="INFERD_", extra="ignore")
+
+class HttpSettings(BaseSettings):
+    """The HTTP server: where it listens, the bounds it puts on requests and connections,
+    who may read ``/metrics`` and ``/ready``, and how long it drains on SIGTERM."""
+
+    model_config = _GROUP_CONFIG
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    data_dir: Path = Path("./data")
-    database_url: str = ""
-    log_level: str = "info"
     # Upper bound on a request body; larger bodies get 413 before they are read whole.
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     # Batch input files may be larger than a single request.
     max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
-    # Stored responses a ``previous_response_id`` conversation may chain (longer: 400).
-    responses_max_chain: int = Field(default=500, ge=1, le=100_000)
-    # Items a conversation (``/v1/conversations``) may hold (more: 400).
-    conversation_max_items: int = Field(default=10_000, ge=1, le=10_000_000)
     # Upper bound on a request's head (request line and headers): 431 and the connection closed.
     max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     # Seconds a client has to send a complete request head, from its first byte (or from the
@@ -351,18 +359,72 @@ class Settings(BaseSettings):
     body_min_rate: float = Field(default=500.0, gt=0.0, le=1024.0**3)
     # Seconds an idle keep-alive connection stays open between two requests.
     keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
-    # /ready turns 503 after this many writes in a row failed for lack of storage (disk full,
-    # read-only); it turns 200 again at the next write that succeeds.
-    unready_after_failed_writes: int = Field(default=3, ge=1, le=1000)
-    models: list[ModelSpec] = Field(default_factory=list)
-    # When false, the bundled models are not added automatically.
-    bundled_models: bool = True
-    # Threads of each llama.cpp model without its own ``n_threads`` (None: half the cores this
-    # process may run on).
-    threads: int | None = Field(default=None, ge=1)
-    # Most llama.cpp models loaded at once (0: no limit); the least recently used idle one
-    # is unloaded to make room.
-    max_loaded_models: int = Field(default=0, ge=0)
+    # Browser origins allowed to call the API from another site (CORS); empty = CORS off.
+    # "*" allows any origin.
+    cors_origins: list[str] = Field(default_factory=list)
+    # A port of its own for ``GET /metrics`` (0 = served on the main port, with the API).
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    # ``/metrics`` answers only callers with a valid key (401 otherwise; Prometheus sends one
+    # with ``authorization: {credentials: KEY}``). Off: public, like ``/health``.
+    metrics_require_key: bool = False
+    # ``/ready`` names the models (and whether each is loaded) only to callers with a valid
+    # key; anyone still gets its status code and ``status``/``store`` fields (probes).
+    ready_require_key: bool = False
+    # On SIGTERM: seconds in-flight requests, streams and running jobs have to finish before
+    # the process exits (what is left of a job is handed back at once).
+    shutdown_grace_seconds: float = Field(default=120.0, ge=0.0, le=86400.0)
+
+
+class ClusterSettings(BaseSettings):
+    """Scale-out (README "Scaling out"): the role this process plays and how engines and
+    gateways find each other."""
+
+    model_config = _GROUP_CONFIG
+
+    # Which role this process plays (set by the command).
+    role: Literal["serve", "gateway", "worker", "engine"] = "serve"
+    # "production" (default) or "development": a cluster role bound to a non-loopback
+    # address refuses unsafe settings (placeholder admin key, no secret key) unless
+    # "development" (README "Security").
+    env: Literal["production", "development"] = "production"
+    # A sync request to a model whose workers are all stopped (scaled to zero) waits this
+    # many seconds in its request queue for one to start (README "Scaling out").
+    scale_from_zero_seconds: float = Field(default=300.0, gt=0.0, le=86400.0)
+    # Models an ``inferd worker`` hosts and consumes (``--model``); empty = every model.
+    worker_models: list[str] = Field(default_factory=list)
+    # The OpenAI base URL other processes reach an ``inferd engine`` at (its replica URL).
+    engine_url: str = ""
+    # The key gateways send to an engine (stored as its replica's credential, and installed
+    # by the engine as a user-scope key named INFERD_ENGINE_API_KEY); never the admin key.
+    # Needed when the engine requires keys.
+    engine_api_key: str = Field(default="", repr=False)
+    # This engine instance's identity in routing (its replicas' key): "" = the host name, so
+    # two engines behind one service name stay two replicas (README "Scaling out").
+    engine_instance: str = Field(default="", max_length=200)
+    # The address other processes reach an ``inferd engine`` at when ``engine_url`` is not
+    # set (e.g. the pod IP from the downward API; an IPv6 address is bracketed in the URL).
+    engine_host: str = Field(default="", max_length=255)
+    # The gateway an ``inferd engine`` registers with over HTTP, with its
+    # ``engine_api_key`` (e.g. http://inferd-gateway:8000); "" = it registers in the shared
+    # database itself (README "Scaling out").
+    gateway_url: str = Field(default="", max_length=2048)
+    # Seconds between an engine's heartbeats; routing drops it after three missed ones.
+    engine_heartbeat_seconds: float = Field(default=5.0, gt=0.0, le=3600.0)
+
+    @field_validator("gateway_url")
+    @classmethod
+    def _gateway_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("gateway_url must be an http:// or https:// URL")
+        return v
+
+
+class AccessSettings(BaseSettings):
+    """API keys: whether they are required, the admin key, throttling of failed attempts, how
+    each process keeps the keys it has seen, and the storage quota of a key without its own."""
+
+    model_config = _GROUP_CONFIG
+
     admin_key: str = ""
     # API keys: "auto" = off on a loopback address until an admin key exists, required
     # elsewhere; "on" = always required; "off" = no keys (loopback only). See README.
@@ -371,11 +433,30 @@ class Settings(BaseSettings):
     # get 429 (0: no throttling); counted per process.
     auth_failure_limit: int = Field(default=30, ge=0)
     auth_failure_window_seconds: float = Field(default=60.0, gt=0.0, le=86400.0)
-    # OpenID Connect single sign-on (``docs/security/sso.md``): the provider's issuer URL
-    # ("" = off), this installation's client at the provider (no secret: a public client, PKCE
-    # only), the ``aud`` the provider's access tokens carry for inferd's API ("" = the client
-    # id), the URL browsers reach inferd at ("" = the request's own; the provider redirects to
-    # ``<it>/ui/sso/callback``), the scopes asked for and the claim that lists the groups.
+    # Seconds between reads of the feed of key changes (the revocation delay without Redis;
+    # one indexed query that usually returns nothing). Above 300 s (half the feed's retention)
+    # each read starts the key cache over.
+    key_refresh_seconds: float = Field(default=0.5, gt=0.0, le=3600.0)
+    # API keys whose principals each process keeps in memory (the least recently used go
+    # first; others are read by their hash when presented).
+    key_cache_size: int = Field(default=100_000, ge=1)
+    # Storage quota of each API key without its own (``storage_bytes`` / ``storage_objects``
+    # of the key): the bytes and the number of files, contexts, stored responses and stored
+    # pictures it may keep at once (0: no limit). Also the quota of the caller when keys are off.
+    storage_quota_bytes: int = Field(default=1024**3, ge=0)
+    storage_quota_objects: int = Field(default=10_000, ge=0)
+
+
+class SsoSettings(BaseSettings):
+    """OpenID Connect single sign-on (``docs/security/sso.md``)."""
+
+    model_config = _GROUP_CONFIG
+
+    # The provider's issuer URL ("" = off), this installation's client at the provider (no
+    # secret: a public client, PKCE only), the ``aud`` the provider's access tokens carry for
+    # inferd's API ("" = the client id), the URL browsers reach inferd at ("" = the request's
+    # own; the provider redirects to ``<it>/ui/sso/callback``), the scopes asked for and the
+    # claim that lists the groups.
     oidc_issuer: str = Field(default="", max_length=2048)
     oidc_client_id: str = Field(default="", max_length=255)
     oidc_client_secret: str = Field(default="", max_length=1024, repr=False)
@@ -392,27 +473,128 @@ class Settings(BaseSettings):
     oidc_jwks_refresh_seconds: float = Field(default=60.0, ge=0.0, le=3600.0)
     # Clock skew allowed on the tokens' times (exp, iat, nbf).
     oidc_leeway_seconds: int = Field(default=30, ge=0, le=600)
-    # The audit log (``docs/security/audit.md``): events older than this many days are
-    # removed by the maintenance sweep (0: kept for ever). Refused keys and admin routes
-    # refused to a key are counted per client address and written once per window.
+
+    @field_validator("oidc_issuer", "oidc_redirect_base_url")
+    @classmethod
+    def _oidc_url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _oidc_client(self) -> SsoSettings:
+        if self.oidc_issuer and not self.oidc_client_id:
+            raise ValueError("oidc_client_id is needed with oidc_issuer")
+        return self
+
+
+class AuditSettings(BaseSettings):
+    """The audit log (``docs/security/audit.md``)."""
+
+    model_config = _GROUP_CONFIG
+
+    # Events older than this many days are removed by the maintenance sweep (0: kept for
+    # ever). Refused keys and admin routes refused to a key are counted per client address
+    # and written once per window.
     audit_retention_days: float = Field(default=365.0, ge=0.0, le=36500.0)
     audit_failure_window_seconds: float = Field(default=60.0, gt=0.0, le=86400.0)
-    # Seconds between reads of the feed of key changes (the revocation delay without Redis;
-    # one indexed query that usually returns nothing). Above 300 s (half the feed's retention)
-    # each read starts the key cache over.
-    key_refresh_seconds: float = Field(default=0.5, gt=0.0, le=3600.0)
-    # API keys whose principals each process keeps in memory (the least recently used go
-    # first; others are read by their hash when presented).
-    key_cache_size: int = Field(default=100_000, ge=1)
-    # Storage quota of each API key without its own (``storage_bytes`` / ``storage_objects``
-    # of the key): the bytes and the number of files, contexts, stored responses and stored
-    # pictures it may keep at once (0: no limit). Also the quota of the caller when keys are off.
-    storage_quota_bytes: int = Field(default=1024**3, ge=0)
-    storage_quota_objects: int = Field(default=10_000, ge=0)
+
+
+class StorageSettings(BaseSettings):
+    """Where state lives: the data directory, the database, and the key that encrypts the
+    credentials stored in it."""
+
+    model_config = _GROUP_CONFIG
+
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    # /ready turns 503 after this many writes in a row failed for lack of storage (disk full,
+    # read-only); it turns 200 again at the next write that succeeds.
+    unready_after_failed_writes: int = Field(default=3, ge=1, le=1000)
+    # Fernet key(s) that encrypt replica credentials and webhook secrets in the database,
+    # newest first, comma-separated (README "Security"); "" = stored in plaintext.
+    secret_key: str = Field(default="", repr=False)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _fernet_keys(cls, v: str) -> str:
+        from inferd.secretbox import parse_keys
+
+        parse_keys(v)
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_url(cls, v: str) -> str:
+        if v and v.split(":", 1)[0].split("+", 1)[0] not in {"sqlite", "postgresql", "mysql",
+                                                                 "mariadb"}:
+            raise ValueError("database_url must be sqlite://, postgresql:// or mysql:// ...")
+        return v
+
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy async URL; defaults to a SQLite file in the data directory."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'inferd.db').resolve()}"
+        return async_database_url(url)
+
+
+class LimitSettings(BaseSettings):
+    """Where per-key limits live, and the bounds on what one conversation may hold."""
+
+    model_config = _GROUP_CONFIG
+
     # Where per-key limits live: "local" (this process) or "redis" (shared by gateways);
     # "auto" = redis when ``redis_url`` is set.
     limits_backend: Literal["auto", "local", "redis"] = "auto"
+    # Stored responses a ``previous_response_id`` conversation may chain (longer: 400).
+    responses_max_chain: int = Field(default=500, ge=1, le=100_000)
+    # Items a conversation (``/v1/conversations``) may hold (more: 400).
+    conversation_max_items: int = Field(default=10_000, ge=1, le=10_000_000)
+
+
+class BrokerSettings(BaseSettings):
+    """The services processes share (README "Scaling out"): RabbitMQ for job ids and Redis
+    for limits and change notices."""
+
+    model_config = _GROUP_CONFIG
+
+    # RabbitMQ for job ids (``amqp://user:pass@host:5672/``); "" = the in-process queue.
+    broker_url: str = ""
+    # Queues are ``<broker_prefix>.jobs.<model>``; Redis keys start with ``<redis_prefix>:``.
+    broker_prefix: str = Field(default="inferd", min_length=1, max_length=100)
+    redis_prefix: str = Field(default="inferd", min_length=1, max_length=100)
     redis_url: str = ""
+    # A job message redelivered more often than this (its workers died) fails the job.
+    broker_max_deliveries: int = Field(default=5, ge=1, le=100)
+    # Job ids one broker message may carry (ids published together for one model and
+    # priority); 1 = a message per job. More suits many short jobs (README "Scaling out").
+    broker_group: int = Field(default=1, ge=1, le=1000)
+
+
+class QueuedGenerateSettings(BaseSettings):
+    """The queued generate system's task queue an ``inferd worker`` also consumes, answering
+    in that system's Redis records (at ``redis_url``) as its own workers do (README "The
+    systems inferd replaces")."""
+
+    model_config = _GROUP_CONFIG
+
+    # Its task queue (its ``QUEUE_NAME``); "" = none.
+    queued_generate_queue: str = Field(default="", max_length=255)
+    # The local model its tasks run on when they name none hosted here ("" = the first chat
+    # model).
+    queued_generate_model: str = Field(default="", max_length=191)
+    # Its Redis key prefixes (the system's ``REDIS_PREFIX_FOR_STATUS`` and
+    # ``REDIS_PREFIX_FOR_ANSWER``).
+    queued_generate_status_prefix: str = Field(default="job-status", min_length=1,
+                                               max_length=100)
+    queued_generate_answer_prefix: str = Field(default="job-answer", min_length=1,
+                                               max_length=100)
+
+
+class UsageSettings(BaseSettings):
+    """How usage records reach the database (also how the request log's do)."""
+
+    model_config = _GROUP_CONFIG
+
     # Usage records are written in batches by a thread of their own: at the latest this many
     # seconds after they were made (sooner when a batch is full).
     usage_flush_seconds: float = Field(default=1.0, gt=0.0, le=3600.0)
@@ -423,10 +605,17 @@ class Settings(BaseSettings):
     # At most this many usage records wait in memory (and, while the database lags, this
     # many are held decoded; the rest wait in the spool file).
     usage_max_pending: int = Field(default=100_000, ge=1000, le=10_000_000)
-    # The request log (``docs/operating/requests.md``): one record per request, written in
-    # batches like the usage records (spooled under ``<data_dir>/spool/requests``). Records
-    # older than ``request_log_retention_days`` are removed by the maintenance sweep (0: kept
-    # for ever; on PostgreSQL whole days are dropped, so a day is kept up to a day longer).
+
+
+class RequestLogSettings(BaseSettings):
+    """The request log (``docs/operating/requests.md``)."""
+
+    model_config = _GROUP_CONFIG
+
+    # One record per request, written in batches like the usage records (spooled under
+    # ``<data_dir>/spool/requests``). Records older than ``request_log_retention_days`` are
+    # removed by the maintenance sweep (0: kept for ever; on PostgreSQL whole days are
+    # dropped, so a day is kept up to a day longer).
     request_log: bool = True
     request_log_retention_days: float = Field(default=30.0, ge=0.0, le=36500.0)
     request_log_max_pending: int = Field(default=100_000, ge=1000, le=10_000_000)
@@ -436,21 +625,56 @@ class Settings(BaseSettings):
     # ``drop`` (no body kept) or ``none``.
     request_log_body_bytes: int = Field(default=65536, ge=256, le=8 * 1024 * 1024)
     request_log_redact: Literal["none", "mask", "hash", "drop"] = "mask"
-    # Logs: "json" (one object per line, with the request id) or "text".
+
+
+class LogSettings(BaseSettings):
+    """The process's logs."""
+
+    model_config = _GROUP_CONFIG
+
+    log_level: str = "info"
+    # "json" (one object per line, with the request id) or "text".
     log_format: Literal["json", "text"] = "json"
     # One info log line per inference request (model, key, status, tokens, latency). Off by
     # default: writing it costs about a fifth of the gateway's throughput.
     log_requests: bool = False
-    config_file: Path | None = None
-    # ``/metrics`` answers only callers with a valid key (401 otherwise; Prometheus sends one
-    # with ``authorization: {credentials: KEY}``). Off: public, like ``/health``.
-    metrics_require_key: bool = False
-    # ``/ready`` names the models (and whether each is loaded) only to callers with a valid
-    # key; anyone still gets its status code and ``status``/``store`` fields (probes).
-    ready_require_key: bool = False
-    # Browser origins allowed to call the API from another site (CORS); empty = CORS off.
-    # "*" allows any origin.
-    cors_origins: list[str] = Field(default_factory=list)
+
+
+class EngineSettings(BaseSettings):
+    """The models this process serves with local engines."""
+
+    model_config = _GROUP_CONFIG
+
+    models: list[ModelSpec] = Field(default_factory=list)
+    # When false, the bundled models are not added automatically.
+    bundled_models: bool = True
+    # Threads of each llama.cpp model without its own ``n_threads`` (None: half the cores this
+    # process may run on).
+    threads: int | None = Field(default=None, ge=1)
+    # Most llama.cpp models loaded at once (0: no limit); the least recently used idle one
+    # is unloaded to make room.
+    max_loaded_models: int = Field(default=0, ge=0)
+
+    def all_models(self) -> list[ModelSpec]:
+        """Configured models plus the bundled ones (unless disabled or shadowed by name).
+
+        ``threads`` (``--threads``) is the llama.cpp thread count of every GGUF model that does
+        not set its own ``n_threads``.
+        """
+        specs = [s.model_copy(update={"n_threads": self.threads})
+                 if self.threads and s.kind == "llamacpp" and s.n_threads is None else s
+                 for s in self.models]
+        if self.bundled_models:
+            names = {s.name for s in specs}
+            specs += [s for s in default_models(self.threads) if s.name not in names]
+        return specs
+
+
+class RouterSettings(BaseSettings):
+    """Remote models and how requests are routed among replicas (docs/serving/routing.md)."""
+
+    model_config = _GROUP_CONFIG
+
     # Models served by remote replicas (http, triton); merged with the database at start.
     remote_models: list[RemoteModelSpec] = Field(default_factory=list)
     # Hosts/networks replica URLs may point at: CIDR networks, host names, "*.domain".
@@ -476,9 +700,15 @@ class Settings(BaseSettings):
     # read; docs/serving/routing.md), and the age past which a read is not used.
     load_poll_interval: float = Field(default=1.0, ge=0.0, le=3600.0)
     load_stale_after: float = Field(default=5.0, gt=0.0, le=86400.0)
-    # Fair queueing (docs/serving/fair-queueing.md): when every replica of a model runs as
-    # many requests as its capacity, a request waits in the gateway's queue for the model,
-    # served in turn across keys by their weights, interactive requests before jobs.
+
+
+class QueueSettings(BaseSettings):
+    """Fair queueing (docs/serving/fair-queueing.md): when every replica of a model runs as
+    many requests as its capacity, a request waits in the gateway's queue for the model,
+    served in turn across keys by their weights, interactive requests before jobs."""
+
+    model_config = _GROUP_CONFIG
+
     # Off: every request goes straight to a replica (the engines queue them first come,
     # first served).
     fair_queue: bool = True
@@ -494,84 +724,6 @@ class Settings(BaseSettings):
     # A key's share of a busy model, by key id or key name (default 1): a key of weight 3
     # is admitted three times as often as one of weight 1 while both have requests waiting.
     queue_weights: dict[str, float] = Field(default_factory=dict)
-    # "production" (default) or "development": a cluster role bound to a non-loopback
-    # address refuses unsafe settings (placeholder admin key, no secret key) unless
-    # "development" (README "Security").
-    env: Literal["production", "development"] = "production"
-    # On SIGTERM: seconds in-flight requests, streams and running jobs have to finish before
-    # the process exits (what is left of a job is handed back at once).
-    shutdown_grace_seconds: float = Field(default=120.0, ge=0.0, le=86400.0)
-    # A port of its own for ``GET /metrics`` (0 = served on the main port, with the API).
-    metrics_port: int = Field(default=0, ge=0, le=65535)
-    # Scale-out (README "Scaling out"): which role this process plays (set by the command).
-    role: Literal["serve", "gateway", "worker", "engine"] = "serve"
-    # RabbitMQ for job ids (``amqp://user:pass@host:5672/``); "" = the in-process queue.
-    broker_url: str = ""
-    # Queues are ``<broker_prefix>.jobs.<model>``; Redis keys start with ``<redis_prefix>:``.
-    broker_prefix: str = Field(default="inferd", min_length=1, max_length=100)
-    redis_prefix: str = Field(default="inferd", min_length=1, max_length=100)
-    # A job message redelivered more often than this (its workers died) fails the job.
-    broker_max_deliveries: int = Field(default=5, ge=1, le=100)
-    # Job ids one broker message may carry (ids published together for one model and
-    # priority); 1 = a message per job. More suits many short jobs (README "Scaling out").
-    broker_group: int = Field(default=1, ge=1, le=1000)
-    # A sync request to a model whose workers are all stopped (scaled to zero) waits this
-    # many seconds in its request queue for one to start (README "Scaling out").
-    scale_from_zero_seconds: float = Field(default=300.0, gt=0.0, le=86400.0)
-    # Models an ``inferd worker`` hosts and consumes (``--model``); empty = every model.
-    worker_models: list[str] = Field(default_factory=list)
-    # The queued generate system's task queue (its ``QUEUE_NAME``) an ``inferd worker`` also
-    # consumes, answering in that system's Redis records (at ``redis_url``) as its own workers
-    # do; "" = none (README "The systems inferd replaces").
-    queued_generate_queue: str = Field(default="", max_length=255)
-    # The local model its tasks run on when they name none hosted here ("" = the first chat
-    # model).
-    queued_generate_model: str = Field(default="", max_length=191)
-    # Its Redis key prefixes (the system's ``REDIS_PREFIX_FOR_STATUS`` and
-    # ``REDIS_PREFIX_FOR_ANSWER``).
-    queued_generate_status_prefix: str = Field(default="job-status", min_length=1,
-                                               max_length=100)
-    queued_generate_answer_prefix: str = Field(default="job-answer", min_length=1,
-                                               max_length=100)
-    # The OpenAI base URL other processes reach an ``inferd engine`` at (its replica URL).
-    engine_url: str = ""
-    # The key gateways send to an engine (stored as its replica's credential, and installed
-    # by the engine as a user-scope key named INFERD_ENGINE_API_KEY); never the admin key.
-    # Needed when the engine requires keys.
-    engine_api_key: str = Field(default="", repr=False)
-    # This engine instance's identity in routing (its replicas' key): "" = the host name, so
-    # two engines behind one service name stay two replicas (README "Scaling out").
-    engine_instance: str = Field(default="", max_length=200)
-    # The address other processes reach an ``inferd engine`` at when ``engine_url`` is not
-    # set (e.g. the pod IP from the downward API; an IPv6 address is bracketed in the URL).
-    engine_host: str = Field(default="", max_length=255)
-    # The gateway an ``inferd engine`` registers with over HTTP, with its
-    # ``engine_api_key`` (e.g. http://inferd-gateway:8000); "" = it registers in the shared
-    # database itself (README "Scaling out").
-    gateway_url: str = Field(default="", max_length=2048)
-    # Seconds between an engine's heartbeats; routing drops it after three missed ones.
-    engine_heartbeat_seconds: float = Field(default=5.0, gt=0.0, le=3600.0)
-    # Fernet key(s) that encrypt replica credentials and webhook secrets in the database,
-    # newest first, comma-separated (README "Security"); "" = stored in plaintext.
-    secret_key: str = Field(default="", repr=False)
-    # The job system (``jobs:`` map of the config file, ``INFERD_JOB_*`` variables).
-    jobs: JobSettings = Field(default_factory=JobSettings)
-    # Money budget events (docs/security/limits.md#budget-webhook): ``budget.alert`` and
-    # ``budget.exhausted`` are POSTed to this URL ("" = none), signed with this ``whsec_``
-    # secret (needed with the URL), retried as job webhooks are (``jobs.webhook_*``, and only
-    # to ``jobs.webhook_allowed_hosts``). At most ``budget_webhook_queue`` events wait to be
-    # sent; more are dropped (and counted).
-    budget_webhook_url: str = Field(default="", max_length=2048)
-    budget_webhook_secret: str = Field(default="", max_length=1024, repr=False)
-    budget_webhook_queue: int = Field(default=1000, ge=1, le=1_000_000)
-
-    @field_validator("secret_key")
-    @classmethod
-    def _fernet_keys(cls, v: str) -> str:
-        from inferd.secretbox import parse_keys
-
-        parse_keys(v)
-        return v
 
     @field_validator("queue_weights")
     @classmethod
@@ -582,24 +734,25 @@ class Settings(BaseSettings):
                                  "1,000,000")
         return v
 
-    @field_validator("oidc_issuer", "oidc_redirect_base_url")
-    @classmethod
-    def _oidc_url(cls, v: str) -> str:
-        if v and not v.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return v
+
+class BudgetSettings(BaseSettings):
+    """Money budget events (docs/security/limits.md#budget-webhook)."""
+
+    model_config = _GROUP_CONFIG
+
+    # ``budget.alert`` and ``budget.exhausted`` are POSTed to this URL ("" = none), signed
+    # with this ``whsec_`` secret (needed with the URL), retried as job webhooks are
+    # (``jobs.webhook_*``, and only to ``jobs.webhook_allowed_hosts``). At most
+    # ``budget_webhook_queue`` events wait to be sent; more are dropped (and counted).
+    budget_webhook_url: str = Field(default="", max_length=2048)
+    budget_webhook_secret: str = Field(default="", max_length=1024, repr=False)
+    budget_webhook_queue: int = Field(default=1000, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
-    def _budget_webhook(self) -> Settings:
+    def _budget_webhook(self) -> BudgetSettings:
         if self.budget_webhook_url and not self.budget_webhook_secret:
             raise ValueError("budget_webhook_secret is needed with budget_webhook_url (the "
                              "receiver checks the signature with it)")
-        return self
-
-    @model_validator(mode="after")
-    def _oidc_client(self) -> Settings:
-        if self.oidc_issuer and not self.oidc_client_id:
-            raise ValueError("oidc_client_id is needed with oidc_issuer")
         return self
 
     @field_validator("budget_webhook_url")
@@ -619,39 +772,101 @@ class Settings(BaseSettings):
                              "of at least 16 random bytes")
         return v
 
-    @field_validator("gateway_url")
+
+# The groups whose fields are flat ``INFERD_*`` variables and flat keys of the config file,
+# by their field in ``Settings``. ``jobs`` is not one of them: it is its own map of the file
+# (``jobs:``) and its variables have their own prefix (``INFERD_JOB_*``).
+FLAT_GROUPS: dict[str, type[BaseSettings]] = {
+    "http": HttpSettings, "cluster": ClusterSettings, "access": AccessSettings,
+    "sso": SsoSettings, "audit": AuditSettings, "storage": StorageSettings,
+    "limits": LimitSettings, "broker": BrokerSettings, "queued_generate": QueuedGenerateSettings,
+    "usage": UsageSettings, "requests": RequestLogSettings, "logging": LogSettings,
+    "engines": EngineSettings, "router": RouterSettings, "queue": QueueSettings,
+    "budget": BudgetSettings,
+}
+# Each flat key's group.
+FIELD_GROUPS: dict[str, str] = {field: group for group, cls in FLAT_GROUPS.items()
+                                for field in cls.model_fields}
+assert len(FIELD_GROUPS) == sum(len(cls.model_fields) for cls in FLAT_GROUPS.values()), \
+    "a setting's name must be unique across the groups"
+
+
+class Settings(BaseModel):
+    """All of inferd's settings, one group per concern; the composition root hands each group
+    to what uses it.
+
+    Environment variables stay flat (``INFERD_PORT``, ``INFERD_ADMIN_KEY``; ``INFERD_JOB_*``
+    for ``jobs``): each group reads its own. Keyword arguments and the config file stay flat
+    as well: ``Settings(port=9000, admin_key=...)`` puts ``port`` in ``http`` and
+    ``admin_key`` in ``access``, the groups not given reading the environment alone. A group
+    may also be given whole, as a group or a mapping (``jobs={...}``).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
+    sso: SsoSettings = Field(default_factory=SsoSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    queued_generate: QueuedGenerateSettings = Field(default_factory=QueuedGenerateSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
+    requests: RequestLogSettings = Field(default_factory=RequestLogSettings)
+    logging: LogSettings = Field(default_factory=LogSettings)
+    engines: EngineSettings = Field(default_factory=EngineSettings)
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    # The job system (``jobs:`` map of the config file, ``INFERD_JOB_*`` variables).
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    # The config file the settings were read from, if any.
+    config_file: Path | None = None
+
+    @model_validator(mode="before")
     @classmethod
-    def _gateway_url(cls, v: str) -> str:
-        if v and not v.startswith(("http://", "https://")):
-            raise ValueError("gateway_url must be an http:// or https:// URL")
-        return v
+    def _route_flat_keys(cls, data: Any) -> Any:
+        """Build each group from its flat keys (and its map, if given), over the environment.
 
-    @field_validator("database_url")
-    @classmethod
-    def _supported_url(cls, v: str) -> str:
-        if v and v.split(":", 1)[0].split("+", 1)[0] not in {"sqlite", "postgresql", "mysql",
-                                                                 "mariadb"}:
-            raise ValueError("database_url must be sqlite://, postgresql:// or mysql:// ...")
-        return v
-
-    def resolved_database_url(self) -> str:
-        """The SQLAlchemy async URL; defaults to a SQLite file in the data directory."""
-        url = self.database_url or f"sqlite:///{(self.data_dir / 'inferd.db').resolve()}"
-        return async_database_url(url)
-
-    def all_models(self) -> list[ModelSpec]:
-        """Configured models plus the bundled ones (unless disabled or shadowed by name).
-
-        ``threads`` (``--threads``) is the llama.cpp thread count of every GGUF model that does
-        not set its own ``n_threads``.
+        A group is built here, whole, so that its variables fill what the keys leave out, and
+        its errors name the flat key (``port``), as the variable and the file's key are named.
         """
-        specs = [s.model_copy(update={"n_threads": self.threads})
-                 if self.threads and s.kind == "llamacpp" and s.n_threads is None else s
-                 for s in self.models]
-        if self.bundled_models:
-            names = {s.name for s in specs}
-            specs += [s for s in default_models(self.threads) if s.name not in names]
-        return specs
+        if not isinstance(data, Mapping):
+            return data
+        parts: dict[str, dict[str, Any]] = {}
+        routed: dict[str, Any] = {}
+        for key, value in data.items():
+            group = FIELD_GROUPS.get(key)
+            if group is not None:
+                parts.setdefault(group, {})[key] = value
+            else:
+                routed[key] = value
+        for group, flat in parts.items():
+            given = routed.get(group)
+            if isinstance(given, BaseModel):
+                given = given.model_dump(exclude_unset=True)
+            routed[group] = FLAT_GROUPS[group](**{**(given or {}), **flat})
+        for group in FLAT_GROUPS.keys() - parts.keys():
+            if isinstance(routed.get(group), Mapping):
+                routed[group] = FLAT_GROUPS[group](**routed[group])
+        return routed
+
+    def with_values(self, **values: Any) -> Settings:
+        """A copy with these flat keys changed (``with_values(role="engine")``), unvalidated
+        like ``model_copy``."""
+        changes: dict[str, dict[str, Any]] = {}
+        top: dict[str, Any] = {}
+        for key, value in values.items():
+            group = FIELD_GROUPS.get(key)
+            if group is None:
+                top[key] = value
+            else:
+                changes.setdefault(group, {})[key] = value
+        top.update({group: getattr(self, group).model_copy(update=update)
+                    for group, update in changes.items()})
+        return self.model_copy(update=top)
 
 
 def async_database_url(url: str) -> str:
@@ -667,7 +882,10 @@ def async_database_url(url: str) -> str:
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build settings from defaults < config file < environment < explicit overrides."""
+    """Build settings from defaults < config file < environment < explicit overrides.
+
+    The file's keys are the flat ones (``port``, ``admin_key``) plus the ``jobs:`` map.
+    """
     file_values: dict[str, Any] = {}
     path = config_file or (Path(os.environ["INFERD_CONFIG"]) if "INFERD_CONFIG" in os.environ
                            else None)
@@ -675,28 +893,34 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {path} must hold a mapping")
-        unknown_keys(loaded, Settings, path)
+        unknown_keys(loaded, _file_fields(), path)
         file_values = loaded
         file_values["config_file"] = path
-    env_settings = Settings()
     merged: dict[str, Any] = replaced_systems_env(os.environ)
     merged.update(file_values)
-    for key in env_settings.model_fields_set - {"jobs"}:
-        merged[key] = getattr(env_settings, key)
-    job_env = JobSettings()  # INFERD_JOB_* over the file's jobs: map
-    merged["jobs"] = {**(file_values.get("jobs") or {}),
-                      **{k: getattr(job_env, k) for k in job_env.model_fields_set}}
+    for cls in FLAT_GROUPS.values():  # each group's INFERD_* variables over the file
+        merged.update(EnvSettingsSource(cls)())
+    # INFERD_JOB_* over the file's jobs: map
+    merged["jobs"] = {**(file_values.get("jobs") or {}), **EnvSettingsSource(JobSettings)()}
     merged.update({k: v for k, v in overrides.items() if v is not None})
     return Settings.model_validate(merged)
 
 
-def unknown_keys(values: Mapping[str, Any], model: type[BaseModel], path: Path,
+def _file_fields() -> dict[str, FieldInfo]:
+    """The keys the config file may hold at its top: every group's, flat, and ``jobs``."""
+    fields = {key: FLAT_GROUPS[group].model_fields[key] for key, group in FIELD_GROUPS.items()}
+    fields.update(jobs=Settings.model_fields["jobs"],
+                  config_file=Settings.model_fields["config_file"])
+    return fields
+
+
+def unknown_keys(values: Mapping[str, Any], fields: Mapping[str, FieldInfo], path: Path,
                  prefix: str = "") -> None:
     """Refuse a key of the config file that no setting has, naming it and the file."""
     for key, value in values.items():
-        field = model.model_fields.get(str(key))
+        field = fields.get(str(key))
         if field is None:
-            known = ", ".join(sorted(model.model_fields))
+            known = ", ".join(sorted(fields))
             raise ValueError(f"unknown key '{prefix}{key}' in the config file {path} "
                              f"(known keys here: {known})")
         inner = field.annotation
@@ -708,7 +932,7 @@ def unknown_keys(values: Mapping[str, Any], model: type[BaseModel], path: Path,
         if isinstance(inner, type) and issubclass(inner, BaseModel):
             for where, item in items:
                 if isinstance(item, Mapping):
-                    unknown_keys(item, inner, path, where)
+                    unknown_keys(item, inner.model_fields, path, where)
 
 
 def replaced_systems_env(env: Mapping[str, str]) -> dict[str, Any]:

@@ -427,7 +427,7 @@ def test_one_keda_trigger_per_model_queue_counting_unacked_to_zero(name: str) ->
     scaled = by_kind(docs, "ScaledObject")["inferd-worker"]
     assert scaled["spec"]["minReplicaCount"] == 0 < scaled["spec"]["maxReplicaCount"]
     triggers = scaled["spec"]["triggers"]
-    prefix = Settings().broker_prefix
+    prefix = Settings().broker.broker_prefix
     queues = [t["metadata"]["queueName"] for t in triggers]
     assert sorted(queues) == sorted(queue_name(prefix, m) for m in served_models(docs))
     assert len({t["name"] for t in triggers}) == len(triggers)
@@ -679,7 +679,7 @@ def test_engines_size_threads_from_their_cpu_limit_and_advertise_their_pod_ip(
     assert threads["resource"] == "limits.cpu" and threads["containerName"] == engine["name"]
     assert engine["resources"]["limits"]["cpu"]
     monkeypatch.setenv("INFERD_THREADS", "2")  # the variable the engine reads
-    assert Settings().threads == 2
+    assert Settings().engines.threads == 2
     assert env["INFERD_ENGINE_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     # no URL template with the address in it: an IPv6 address needs brackets there
     assert "INFERD_ENGINE_URL" not in env

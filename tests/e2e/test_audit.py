@@ -271,7 +271,7 @@ def test_the_maintenance_sweep_removes_events_past_the_retention(tmp_path: Path)
     assert created.returncode == 0, created.stderr
 
     async def add_old_event() -> None:
-        db = open_database(load_settings(data_dir=data))
+        db = open_database(load_settings(data_dir=data).storage)
         try:
             await AuditStore(db).append(
                 [

@@ -246,7 +246,7 @@ def test_the_maintenance_sweep_removes_requests_past_the_retention(tmp_path: Pat
     from inferd.store.request_log import RequestLogStore, RequestRecord
 
     async def add(records: list[RequestRecord]) -> None:
-        db = open_database(load_settings(data_dir=tmp_path))
+        db = open_database(load_settings(data_dir=tmp_path).storage)
         try:
             await db.migrate()
             await RequestLogStore(db).insert_many(records)

@@ -439,7 +439,7 @@ def test_unknown_key_ids_fetch_the_keys_at_most_once_per_interval(provider: Prov
     async def run() -> list[int]:
         fetches = []
         async with httpx.AsyncClient(timeout=30) as http:
-            client = OidcClient(settings, http, clock=lambda: now[0])
+            client = OidcClient(settings.sso, http, clock=lambda: now[0])
             good = _signed(provider.keys[0], claims)
             assert (await client.verify(good, audience=AUDIENCE))["sub"] == "alice"
             fetches.append(client.key_fetches)

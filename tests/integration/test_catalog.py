@@ -109,10 +109,11 @@ async def test_start_catalog_records_local_models_and_the_config(tmp_path: Path,
         remote_models=[{"name": "remote", "replicas": [{"url": upstream}],
                         "routing": "least_busy"}],
         replica_allowed_hosts=["127.0.0.0/8"], health_check_interval=3600)
-    database = Database(settings.resolved_database_url())
+    database = Database(settings.storage.resolved_database_url())
     await database.migrate()
     store, router = ReplicaStore(database), Router()
-    catalog = await start_catalog(router, store, settings)
+    catalog = await start_catalog(router, store, settings.router,
+                                  models=settings.engines.all_models())
     try:
         local = await store.find_model("echo")
         assert local is not None and local.source == "local" and local.aliases == ["e"]
@@ -123,7 +124,8 @@ async def test_start_catalog_records_local_models_and_the_config(tmp_path: Path,
         remote = await store.find_model("remote")
         assert remote is not None and remote.routing == "least_busy"
         await store.update_model(remote.id, routing="prefix")
-        again = await start_catalog(Router(), store, settings)  # a restart changes nothing
+        again = await start_catalog(Router(), store, settings.router,  # a restart: no change
+                                    models=settings.engines.all_models())
         await again.close()
         remote = await store.find_model("remote")
         assert remote is not None and remote.routing == "least_busy"

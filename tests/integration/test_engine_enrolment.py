@@ -22,7 +22,7 @@ from inferd.routing.registration import (
     GatewayEnrolment,
 )
 from inferd.routing.router import Router
-from inferd.settings import Settings
+from inferd.settings import ClusterSettings
 from inferd.store.db import Database
 from inferd.store.heartbeats import PREFIX
 from inferd.store.replicas import ReplicaStore
@@ -39,7 +39,7 @@ async def enrolment(database: Database) -> AsyncIterator[GatewayEnrolment]:
     store = ReplicaStore(database)
     catalog = ReplicaCatalog(Router(), store, HostAllowList(["127.0.0.0/8"]), interval=3600,
                              cooldown_base=1.0, cooldown_max=60.0)
-    settings = Settings(engine_api_key=ENGINE_KEY, engine_heartbeat_seconds=5)
+    settings = ClusterSettings(engine_api_key=ENGINE_KEY, engine_heartbeat_seconds=5)
     yield GatewayEnrolment(store, catalog, settings)
     await catalog.close()
 

@@ -5,17 +5,17 @@ other in routing. On SQLite, PostgreSQL and MariaDB."""
 from __future__ import annotations
 
 from inferd.routing.registration import INSTANCE, EngineRegistration
-from inferd.settings import Settings
+from inferd.settings import ClusterSettings, Settings
 from inferd.store.db import Database
 from inferd.store.replicas import ReplicaStore
 
 SHARED_URL = "http://engine:8000/v1"  # what both engines of a scaled compose service advertise
 
 
-def _settings(instance: str) -> Settings:
-    return Settings(engine_url=SHARED_URL, engine_instance=instance,
-                    engine_api_key="k" * 8 + "engine-key-of-the-cluster",
-                    engine_heartbeat_seconds=3600)
+def _settings(instance: str) -> ClusterSettings:
+    return ClusterSettings(engine_url=SHARED_URL, engine_instance=instance,
+                           engine_api_key="k" * 8 + "engine-key-of-the-cluster",
+                           engine_heartbeat_seconds=3600)
 
 
 async def test_two_instances_at_one_url_are_two_replicas(database: Database) -> None:
@@ -53,7 +53,7 @@ async def test_the_admin_key_is_never_the_replica_credential(database: Database)
     store = ReplicaStore(database)
     settings = Settings(engine_url=SHARED_URL, engine_instance="e",
                         admin_key="an-admin-key-of-thirty-two-chars-long")
-    registration = EngineRegistration(store, settings)
+    registration = EngineRegistration(store, settings.cluster)
     await registration.register(["echo"])
     _, full = await store.catalogue()
     assert [r.api_key for r in full] == [""]

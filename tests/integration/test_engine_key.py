@@ -28,8 +28,10 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await database.close()
 
 
-async def _auth(db: Database, **settings: object) -> Auth:
-    return await Auth.start(Settings(key_refresh_seconds=3600, **settings), db)  # type: ignore[arg-type]
+async def _auth(db: Database, **values: object) -> Auth:
+    settings = Settings(key_refresh_seconds=3600, **values)  # type: ignore[arg-type]
+    return await Auth.start(settings.access, db, cluster=settings.cluster,
+                            host=settings.http.host)
 
 
 @pytest.mark.parametrize("role", ["serve", "gateway", "worker"])
@@ -89,11 +91,16 @@ async def test_the_engines_key_is_never_the_admin_key(db: Database, role: str) -
 def test_an_engine_registering_through_a_gateway_needs_only_its_key() -> None:
     """No secret key (it stores no secret) and no admin key; still no placeholder key."""
     engine = {"role": "engine", "host": "0.0.0.0", "gateway_url": "http://gateway:8000"}
-    unsafe_cluster_settings(Settings(**engine, engine_api_key="q3VxP0b7Yk2mRt9ZcL4wHs8N1aJdFe"))
+    _check(Settings(**engine, engine_api_key="q3VxP0b7Yk2mRt9ZcL4wHs8N1aJdFe"))
     with pytest.raises(StartupRefused, match="INFERD_ENGINE_API_KEY looks like a placeholder"):
-        unsafe_cluster_settings(Settings(**engine, engine_api_key="change-me-change-me-000000"))
+        _check(Settings(**engine, engine_api_key="change-me-change-me-000000"))
     with pytest.raises(StartupRefused, match="needs INFERD_ENGINE_API_KEY"):
-        unsafe_cluster_settings(Settings(**engine))
+        _check(Settings(**engine))
     with pytest.raises(StartupRefused, match="needs INFERD_SECRET_KEY"):  # on the database
-        unsafe_cluster_settings(Settings(role="engine", host="0.0.0.0",
-                                         engine_api_key="q3VxP0b7Yk2mRt9ZcL4wHs8N1aJdFe"))
+        _check(Settings(role="engine", host="0.0.0.0",
+                        engine_api_key="q3VxP0b7Yk2mRt9ZcL4wHs8N1aJdFe"))
+
+
+def _check(settings: Settings) -> None:
+    unsafe_cluster_settings(settings.cluster, settings.access, host=settings.http.host,
+                            secret_key=settings.storage.secret_key)

@@ -40,9 +40,10 @@ async def test_a_budget_for_two_pictures_refuses_a_third_concurrent_request(
     router = Router()
     router.add(Replica(id="local:tiny-sd", model="tiny-sd", engine=engine))
     settings = load_settings(data_dir=tmp_path, bundled_models=False)
-    db = Database(settings.resolved_database_url())
+    db = Database(settings.storage.resolved_database_url())
     await db.migrate()
-    metering = await Metering.start(settings, db)
+    metering = await Metering.start(settings.usage, db, data_dir=settings.storage.data_dir,
+                                      requests=settings.requests)
     # the local replica makes pictures at 0.25; another replica of the model, at 0.5: a
     # request reserves 0.5 a picture, whichever replica will make it
     metering.prices.replace({"tiny-sd": Price(image=Decimal("0.25"))},
@@ -115,9 +116,10 @@ async def test_a_replica_that_does_not_count_steps_is_charged_the_steps_asked(
     router = Router()
     router.add(Replica(id="remote:remote-sd", model="remote-sd", engine=engine))
     settings = load_settings(data_dir=tmp_path, bundled_models=False)
-    db = Database(settings.resolved_database_url())
+    db = Database(settings.storage.resolved_database_url())
     await db.migrate()
-    metering = await Metering.start(settings, db)
+    metering = await Metering.start(settings.usage, db, data_dir=settings.storage.data_dir,
+                                      requests=settings.requests)
     metering.prices.replace({"remote-sd": Price(image=Decimal("0.5"), step=Decimal("0.25"))},
                             {}, {"remote:remote-sd": "remote-sd"})
     limiter = LocalLimiter()

@@ -32,8 +32,7 @@ for name in names:
 from inferd.app import create_app
 from inferd.settings import load_settings
 for role in ("gateway", "worker"):
-    settings = load_settings(None, bundled_models=False).model_copy(
-        update={"models": [], "role": role})
+    settings = load_settings(None, bundled_models=False).with_values(models=[], role=role)
     create_app(settings)
 heavy = sorted(m for m in sys.argv[2].split(",") if m in sys.modules)
 print(json.dumps({"imported": len(names), "heavy": heavy}))

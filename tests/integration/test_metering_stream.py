@@ -20,12 +20,13 @@ async def test_a_stream_dropped_before_it_is_read_is_still_metered(tmp_path: Any
     """A client that leaves before the response starts: the stream is never iterated, yet its
     usage record is written and the in-flight gauge goes back down."""
     settings = load_settings(data_dir=tmp_path, bundled_models=False)
-    db = Database(settings.resolved_database_url())
+    db = Database(settings.storage.resolved_database_url())
     await db.migrate()
     router = Router()
     router.add(Replica(id="local:echo", model="echo",
                        engine=EchoEngine(ModelSpec(name="echo", kind="echo"))))
-    metering = await Metering.start(settings, db)
+    metering = await Metering.start(settings.usage, db, data_dir=settings.storage.data_dir,
+                                      requests=settings.requests)
     inference = Inference(router, metering)
     in_flight = metering.metrics.child("in_flight", "echo")
     recorder = metering.recorder

@@ -57,9 +57,10 @@ async def _principal(db: Database) -> tuple[Principal, int, int]:
 
 async def test_a_team_money_budget_end_to_end(tmp_path: Any) -> None:
     settings = load_settings(data_dir=tmp_path, bundled_models=False)
-    db = Database(settings.resolved_database_url())
+    db = Database(settings.storage.resolved_database_url())
     await db.migrate()
-    metering = await Metering.start(settings, db)
+    metering = await Metering.start(settings.usage, db, data_dir=settings.storage.data_dir,
+                                      requests=settings.requests)
     metering.prices.set_model("echo", PRICE)
     inference = Inference(_router(), metering,
                           limiter=LocalLimiter(BudgetAlerts(metering.metrics)))
@@ -104,9 +105,10 @@ async def test_a_team_money_budget_end_to_end(tmp_path: Any) -> None:
 
 async def test_the_worst_case_counts_every_choice(tmp_path: Any) -> None:
     settings = load_settings(data_dir=tmp_path, bundled_models=False)
-    db = Database(settings.resolved_database_url())
+    db = Database(settings.storage.resolved_database_url())
     await db.migrate()
-    metering = await Metering.start(settings, db)
+    metering = await Metering.start(settings.usage, db, data_dir=settings.storage.data_dir,
+                                      requests=settings.requests)
     metering.prices.set_model("echo", PRICE)
     inference = Inference(_router(), metering, limiter=LocalLimiter())
     try:

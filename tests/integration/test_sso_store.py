@@ -30,9 +30,11 @@ async def sso(database: Database) -> AsyncIterator[Sso]:
     settings = Settings(key_refresh_seconds=3600, admin_key=ADMIN_KEY, oidc_issuer=ISSUER,
                         oidc_client_id="inferd")
     audit = AuditLog(AuditStore(database))
-    auth = await Auth.start(settings, database, audit=audit)
+    auth = await Auth.start(settings.access, database, cluster=settings.cluster,
+                            host=settings.http.host, audit=audit)
     async with httpx.AsyncClient() as http:
-        yield await Sso.start(settings, database, auth, audit, OidcClient(settings, http))
+        yield await Sso.start(settings.sso, database, auth, audit,
+                              OidcClient(settings.sso, http))
     await auth.close()
     await audit.flush()
 

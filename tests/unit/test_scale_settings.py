@@ -18,15 +18,15 @@ def test_protollm_rabbitmq_and_redis_variables(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("QUEUE_NAME", "llm-tasks")
     monkeypatch.setenv("REDIS_PREFIX", "protollm")
     settings = load_settings()
-    assert settings.broker_url == "amqp://admin:p%40ss%2Fword@rabbitmq:5673/"
-    assert settings.broker_prefix == "llm-tasks"
-    assert settings.redis_prefix == "protollm"
+    assert settings.broker.broker_url == "amqp://admin:p%40ss%2Fword@rabbitmq:5673/"
+    assert settings.broker.broker_prefix == "llm-tasks"
+    assert settings.broker.redis_prefix == "protollm"
     monkeypatch.setenv("INFERD_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
     monkeypatch.setenv("INFERD_BROKER_PREFIX", "inferd-prod")
     monkeypatch.setenv("INFERD_REDIS_PREFIX", "mine")
     settings = load_settings()  # inferd's own variables win
-    assert settings.broker_url == "amqp://guest:guest@127.0.0.1:5672/"
-    assert (settings.broker_prefix, settings.redis_prefix) == ("inferd-prod", "mine")
+    assert settings.broker.broker_url == "amqp://guest:guest@127.0.0.1:5672/"
+    assert (settings.broker.broker_prefix, settings.broker.redis_prefix) == ("inferd-prod", "mine")
 
 
 def test_rabbitmq_login_defaults_to_guest(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,7 +34,7 @@ def test_rabbitmq_login_defaults_to_guest(monkeypatch: pytest.MonkeyPatch) -> No
     for name in ("RABBIT_MQ_PORT", "RABBIT_MQ_LOGIN", "RABBIT_MQ_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RABBIT_MQ_HOST", "mq")
-    assert load_settings().broker_url == "amqp://guest:guest@mq:5672/"
+    assert load_settings().broker.broker_url == "amqp://guest:guest@mq:5672/"
 
 
 def test_queue_names_and_priorities() -> None:
@@ -49,12 +49,13 @@ def test_protollm_record_prefixes(monkeypatch: pytest.MonkeyPatch) -> None:
                  "REDIS_PREFIX_FOR_STATUS", "REDIS_PREFIX_FOR_ANSWER"):
         monkeypatch.delenv(name, raising=False)
     settings = load_settings()
-    assert (settings.queued_generate_status_prefix,
-            settings.queued_generate_answer_prefix) == ("job-status", "job-answer")
+    assert (settings.queued_generate.queued_generate_status_prefix,
+            settings.queued_generate.queued_generate_answer_prefix) == ("job-status", "job-answer")
     monkeypatch.setenv("REDIS_PREFIX_FOR_STATUS", "st")
     monkeypatch.setenv("REDIS_PREFIX_FOR_ANSWER", "ans")
     settings = load_settings()
-    assert (settings.queued_generate_status_prefix,
-            settings.queued_generate_answer_prefix) == ("st", "ans")
+    assert (settings.queued_generate.queued_generate_status_prefix,
+            settings.queued_generate.queued_generate_answer_prefix) == ("st", "ans")
     monkeypatch.setenv("INFERD_QUEUED_GENERATE_STATUS_PREFIX", "mine")
-    assert load_settings().queued_generate_status_prefix == "mine"  # inferd's own wins
+    # inferd's own wins
+    assert load_settings().queued_generate.queued_generate_status_prefix == "mine"

@@ -27,9 +27,9 @@ def test_threads_setting_reaches_models_without_their_own(tmp_path: Path) -> Non
     models = [ModelSpec.parse_cli(f"plain={gguf}"), ModelSpec.parse_cli(f"own={gguf},threads=1"),
               ModelSpec(name="e", kind="echo")]
     specs = {s.name: s.n_threads
-             for s in Settings(threads=3, bundled_models=False, models=models).all_models()}
+             for s in Settings(threads=3, bundled_models=False, models=models).engines.all_models()}
     assert specs == {"plain": 3, "own": 1, "e": None}
-    unset = Settings(bundled_models=False, models=models).all_models()
+    unset = Settings(bundled_models=False, models=models).engines.all_models()
     assert [s.n_threads for s in unset] == [None, 1, None]
 
 
@@ -39,16 +39,16 @@ def test_config_file_then_env_then_overrides(tmp_path: Path,
     config.write_text("port: 9000\nhost: 127.0.0.2\nmodels:\n  - {name: e, kind: echo}\n")
     monkeypatch.setenv("INFERD_PORT", "9100")
     settings = load_settings(config, host="127.0.0.3")
-    assert settings.port == 9100  # env beats file
-    assert settings.host == "127.0.0.3"  # explicit beats env
-    assert [m.name for m in settings.models] == ["e"]
+    assert settings.http.port == 9100  # env beats file
+    assert settings.http.host == "127.0.0.3"  # explicit beats env
+    assert [m.name for m in settings.engines.models] == ["e"]
 
 
 def test_models_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INFERD_MODELS", '[{"name": "echo", "kind": "echo"}]')
     monkeypatch.setenv("INFERD_BUNDLED_MODELS", "false")
     settings = load_settings()
-    assert [m.name for m in settings.all_models()] == ["echo"]
+    assert [m.name for m in settings.engines.all_models()] == ["echo"]
 
 
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,9 +71,9 @@ def test_async_driver_mapping() -> None:
 def test_protollm_redis_variables_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_HOST", "cache.internal")
     monkeypatch.setenv("REDIS_PORT", "6380")
-    assert load_settings().redis_url == "redis://cache.internal:6380/0"
+    assert load_settings().broker.redis_url == "redis://cache.internal:6380/0"
     monkeypatch.setenv("INFERD_REDIS_URL", "redis://127.0.0.1:6379/2")
-    assert load_settings().redis_url == "redis://127.0.0.1:6379/2"  # inferd's own wins
+    assert load_settings().broker.redis_url == "redis://127.0.0.1:6379/2"  # inferd's own wins
 
 
 @pytest.mark.parametrize(("text", "named"), [
@@ -119,11 +119,12 @@ def test_an_image_models_defaults_must_be_within_its_bounds(tmp_path: Path,
 
 
 def test_storage_quota_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert (Settings().storage_quota_bytes, Settings().storage_quota_objects) == (
+    assert (Settings().access.storage_quota_bytes, Settings().access.storage_quota_objects) == (
         1024**3, 10_000)
     monkeypatch.setenv("INFERD_STORAGE_QUOTA_BYTES", "0")
     monkeypatch.setenv("INFERD_STORAGE_QUOTA_OBJECTS", "5")
-    assert (Settings().storage_quota_bytes, Settings().storage_quota_objects) == (0, 5)
+    access = Settings().access
+    assert (access.storage_quota_bytes, access.storage_quota_objects) == (0, 5)
     monkeypatch.setenv("INFERD_STORAGE_QUOTA_OBJECTS", "-1")
     with pytest.raises(ValueError):
         Settings()
@@ -136,8 +137,8 @@ def test_fair_queueing_settings_and_a_replicas_capacity(monkeypatch: pytest.Monk
     monkeypatch.setenv("INFERD_QUEUE_WEIGHTS", '{"key-1": 3, "team-bot": 0.5}')
     monkeypatch.setenv("INFERD_FAIR_QUEUE", "false")
     settings = Settings()
-    assert settings.queue_weights == {"key-1": 3.0, "team-bot": 0.5}
-    assert settings.fair_queue is False
+    assert settings.queue.queue_weights == {"key-1": 3.0, "team-bot": 0.5}
+    assert settings.queue.fair_queue is False
     monkeypatch.setenv("INFERD_QUEUE_WEIGHTS", '{"key-1": 0}')
     with pytest.raises(ValueError, match=r"queue_weights\.key-1"):
         Settings()

@@ -24,7 +24,7 @@ import time
 from inferd.auth.admin import KeyAdmin, KeySpec
 from inferd.auth.keys import MIN_KEY_CHARS, display_prefix, hash_key
 from inferd.auth.principal import Scope
-from inferd.settings import Settings
+from inferd.settings import AccessSettings, ClusterSettings
 from inferd.store.keys import KeyStore
 from inferd.store.repo import KeyValueStore
 
@@ -65,10 +65,10 @@ class AuthPolicy:
         return has_admin
 
 
-def engine_keyed(settings: Settings) -> bool:
+def engine_keyed(cluster: ClusterSettings) -> bool:
     """An ``inferd engine`` with its own key: it requires that key (the one gateways send),
     and needs no admin key."""
-    return settings.role == "engine" and bool(settings.engine_api_key)
+    return cluster.role == "engine" and bool(cluster.engine_api_key)
 
 
 # Words of the values that documentation, examples and templates put where a secret goes.
@@ -91,7 +91,8 @@ def placeholder_reason(key: str) -> str | None:
     return None
 
 
-def unsafe_cluster_settings(settings: Settings) -> None:
+def unsafe_cluster_settings(cluster: ClusterSettings, access: AccessSettings, *, host: str,
+                            secret_key: str) -> None:
     """Refuse what no cluster should run with (``StartupRefused`` saying what to set).
 
     Applies to ``gateway``, ``worker`` and ``engine`` bound to an address other hosts can
@@ -99,29 +100,28 @@ def unsafe_cluster_settings(settings: Settings) -> None:
     placeholder (short, an example's words, too few distinct characters), an engine that would
     hand gateways the admin key, and no ``INFERD_SECRET_KEY`` (replica credentials and webhook
     secrets would be stored in plaintext)."""
-    if settings.role == "serve" or settings.env == "development" \
-            or is_loopback(settings.host):
+    if cluster.role == "serve" or cluster.env == "development" or is_loopback(host):
         return
     advice = ("Generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
               " (or set INFERD_ENV=development on a machine of your own).")
-    for name, value in (("INFERD_ADMIN_KEY", settings.admin_key),
-                        ("INFERD_ENGINE_API_KEY", settings.engine_api_key)):
+    for name, value in (("INFERD_ADMIN_KEY", access.admin_key),
+                        ("INFERD_ENGINE_API_KEY", cluster.engine_api_key)):
         if value and (reason := placeholder_reason(value)) is not None:
             raise StartupRefused(f"{name} looks like a placeholder: {reason}. {advice}")
-    if settings.role == "engine" and settings.gateway_url and settings.engine_api_key:
+    if cluster.role == "engine" and cluster.gateway_url and cluster.engine_api_key:
         return  # it stores no secret: only its own key, hashed, in a database of its own
-    if settings.role == "engine":
-        if not settings.engine_api_key:
+    if cluster.role == "engine":
+        if not cluster.engine_api_key:
             raise StartupRefused(
                 "inferd engine needs INFERD_ENGINE_API_KEY: the key gateways send to it (stored "
                 f"as its replicas' credential; never the admin key). {advice}")
-        if settings.admin_key and secrets.compare_digest(settings.engine_api_key.encode(),
-                                                         settings.admin_key.encode()):
+        if access.admin_key and secrets.compare_digest(cluster.engine_api_key.encode(),
+                                                       access.admin_key.encode()):
             raise StartupRefused("INFERD_ENGINE_API_KEY must not be the admin key: it is "
                                  f"stored as a replica credential. {advice}")
-    if not settings.secret_key:
+    if not secret_key:
         raise StartupRefused(
-            f"inferd {settings.role} needs INFERD_SECRET_KEY (a Fernet key: `python -c 'from "
+            f"inferd {cluster.role} needs INFERD_SECRET_KEY (a Fernet key: `python -c 'from "
             "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`) to "
             "encrypt the replica credentials and webhook secrets it stores (or set "
             "INFERD_ENV=development on a machine of your own).")
@@ -140,26 +140,27 @@ async def _install_env_key(admin: KeyAdmin, store: KeyStore, key: str,
                                        "enabled": True, "scope": scope, "expires_at": None})
 
 
-async def bootstrap(settings: Settings, store: KeyStore, facts: KeyValueStore) -> str | None:
+async def bootstrap(access: AccessSettings, cluster: ClusterSettings, host: str,
+                    store: KeyStore, facts: KeyValueStore) -> str | None:
     """Apply the rule above before serving; returns a newly generated admin key to print."""
-    policy = AuthPolicy(settings.auth, settings.host)
-    if settings.auth == "off" and not policy.loopback:
+    policy = AuthPolicy(access.auth, host)
+    if access.auth == "off" and not policy.loopback:
         raise StartupRefused(
-            f"INFERD_AUTH=off is only allowed on a loopback address, not {settings.host}.")
-    if settings.admin_key and settings.engine_api_key and secrets.compare_digest(
-            settings.admin_key.encode(), settings.engine_api_key.encode()):
+            f"INFERD_AUTH=off is only allowed on a loopback address, not {host}.")
+    if access.admin_key and cluster.engine_api_key and secrets.compare_digest(
+            access.admin_key.encode(), cluster.engine_api_key.encode()):
         raise StartupRefused("INFERD_ENGINE_API_KEY must not be the admin key: engines hold "
                              "it, gateways store it as a replica credential and accept it only "
                              "to register engines.")
     admin = KeyAdmin(store)
-    if settings.admin_key:
-        await _install_env_key(admin, store, settings.admin_key)
-    if settings.role == "engine" and settings.engine_api_key:
-        await _install_env_key(admin, store, settings.engine_api_key, name=ENGINE_KEY_NAME,
+    if access.admin_key:
+        await _install_env_key(admin, store, access.admin_key)
+    if cluster.role == "engine" and cluster.engine_api_key:
+        await _install_env_key(admin, store, cluster.engine_api_key, name=ENGINE_KEY_NAME,
                                scope="user")
-    if await store.count_admins() > 0 or settings.auth == "off" or engine_keyed(settings):
+    if await store.count_admins() > 0 or access.auth == "off" or engine_keyed(cluster):
         return None
-    if settings.auth == "on":
+    if access.auth == "on":
         # Whoever stores the fact first generates the key (several gateways may start at once).
         stamp = f"{time.time()}:{secrets.token_hex(8)}"
         if await facts.setdefault(GENERATED_FACT, stamp) != stamp:
@@ -168,7 +169,7 @@ async def bootstrap(settings: Settings, store: KeyStore, facts: KeyValueStore) -
         return str(created["key"])
     if not policy.loopback:
         raise StartupRefused(
-            f"inferd is bound to {settings.host}, which is not a loopback address, and has no "
+            f"inferd is bound to {host}, which is not a loopback address, and has no "
             "admin key. Set INFERD_ADMIN_KEY, create one with `inferd keys create --scope "
             "admin`, or set INFERD_AUTH=on to generate one on this first start.")
     return None

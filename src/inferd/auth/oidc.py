@@ -32,7 +32,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from inferd.errors import AuthenticationFailed, Unavailable
-from inferd.settings import Settings
+from inferd.settings import SsoSettings
 
 # Signature algorithms accepted: asymmetric ones only (a shared-secret HS* token could be
 # made by anyone holding the client secret, and ``none`` by anyone).
@@ -78,7 +78,7 @@ def _header(token: str) -> dict[str, Any]:
 class OidcClient:
     """One provider (``oidc_issuer``) as this installation's client (``oidc_client_id``)."""
 
-    def __init__(self, settings: Settings, http: httpx.AsyncClient, *,
+    def __init__(self, settings: SsoSettings, http: httpx.AsyncClient, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.issuer = settings.oidc_issuer
         self.client_id = settings.oidc_client_id

@@ -18,7 +18,7 @@ from inferd.auth.scim import ScimService
 from inferd.auth.teams import TeamAdmin
 from inferd.auth.throttle import AuthThrottle
 from inferd.errors import AuthenticationFailed, RateLimited
-from inferd.settings import Settings
+from inferd.settings import AccessSettings, ClusterSettings
 from inferd.store.db import Database
 from inferd.store.keys import KeyStore
 from inferd.store.repo import KeyValueStore
@@ -64,7 +64,8 @@ class Auth:
         self.audit = audit
 
     @classmethod
-    async def start(cls, settings: Settings, db: Database, *, on_load: LoadHook | None = None,
+    async def start(cls, settings: AccessSettings, db: Database, *, cluster: ClusterSettings,
+                    host: str, on_load: LoadHook | None = None,
                     on_failure: Callable[[], None] | None = None,
                     on_throttled: Callable[[], None] | None = None,
                     announce: Callable[[str], Awaitable[None]] | None = None,
@@ -77,22 +78,22 @@ class Auth:
         key changes and counts refused keys.
         """
         store = KeyStore(db)
-        generated = await bootstrap(settings, store, KeyValueStore(db))
+        generated = await bootstrap(settings, cluster, host, store, KeyValueStore(db))
         storage = (settings.storage_quota_bytes, settings.storage_quota_objects)
         keys = KeyRing(store, refresh_seconds=settings.key_refresh_seconds, on_load=on_load,
                        storage=storage, cache_size=settings.key_cache_size,
                        announce=announce)
         throttle = AuthThrottle(settings.auth_failure_limit,
                                 settings.auth_failure_window_seconds)
-        engine = settings.role == "engine"
+        engine = cluster.role == "engine"
         self = cls(keys, KeyAdmin(store, keys, storage=storage, audit=audit),
-                   AuthPolicy(settings.auth, settings.host, keyed=engine_keyed(settings)),
+                   AuthPolicy(settings.auth, host, keyed=engine_keyed(cluster)),
                    teams=TeamAdmin(TeamStore(db), keys, audit=audit), throttle=throttle,
                    on_failure=on_failure, on_throttled=on_throttled,
                    open_mode=dataclasses.replace(OPEN_MODE, storage_bytes=storage[0],
                                                  storage_objects=storage[1]),
-                   forwarding_key=settings.engine_api_key if engine else "",
-                   engine_key=b"" if engine else settings.engine_api_key.encode(),
+                   forwarding_key=cluster.engine_api_key if engine else "",
+                   engine_key=b"" if engine else cluster.engine_api_key.encode(),
                    audit=audit)
         await keys.start()
         if generated:

@@ -42,7 +42,7 @@ from inferd.auth.principal import Principal, Scope
 from inferd.auth.service import Auth
 from inferd.auth.teams import MemberRole, MemberSpec, Role, UserUpdate, user_view
 from inferd.errors import AuthenticationFailed, Conflict, InferdError, NotFound
-from inferd.settings import Settings
+from inferd.settings import SsoSettings
 from inferd.store.db import Database
 from inferd.store.repo import SSO_COOKIE_KEY, KeyValueStore
 from inferd.store.sso import SsoStore
@@ -125,7 +125,7 @@ class LoginFailed(AuthenticationFailed):
 class Sso:
     """Single sign-on of one installation with one provider."""
 
-    def __init__(self, settings: Settings, client: OidcClient, auth: Auth, store: SsoStore,
+    def __init__(self, settings: SsoSettings, client: OidcClient, auth: Auth, store: SsoStore,
                  teams: TeamStore, kv: KeyValueStore, audit: AuditLog, box: Fernet) -> None:
         self.client = client
         self.auth = auth
@@ -142,7 +142,7 @@ class Sso:
         self._subjects: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     @classmethod
-    async def start(cls, settings: Settings, db: Database, auth: Auth, audit: AuditLog,
+    async def start(cls, settings: SsoSettings, db: Database, auth: Auth, audit: AuditLog,
                     client: OidcClient) -> Sso:
         kv = KeyValueStore(db)
         secret = await kv.setdefault_secret(SSO_COOKIE_KEY, Fernet.generate_key().decode())

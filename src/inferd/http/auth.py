@@ -149,7 +149,7 @@ class AuthMiddleware:
         when ``ready_require_key`` is on (a missing or refused key is no error there: the
         answer leaves the models out). Probes without a key are not counted as failures."""
         services = scope["app"].state.services
-        settings = services.settings
+        settings = services.settings.http
         if path == "/metrics" and settings.metrics_require_key:
             state["principal"] = await self._principal(scope)
         elif path == "/ready" and settings.ready_require_key and (

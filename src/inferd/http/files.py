@@ -28,7 +28,7 @@ async def upload_file(request: Request, jobs: JobsDep, services: ServicesDep,
                              "'file' and 'purpose'.", param="file")
     # a key whose storage is full is refused before its upload is read
     await services.control.storage.check_room(principal.key_id, principal.storage_quota)
-    limit = services.settings.max_file_bytes
+    limit = services.settings.http.max_file_bytes
     async with request.form(max_part_size=limit) as form:
         upload, purpose = form.get("file"), form.get("purpose")
         if not isinstance(upload, UploadFile):

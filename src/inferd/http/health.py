@@ -49,7 +49,8 @@ async def ready(request: Request, services: ServicesDep, deep: bool = False) -> 
     ok = not draining and store is not False and writes is not False and all(models.values())
     status = "ready" if ok else ("draining" if draining else "not_ready")
     body: dict[str, Any] = {"status": status, "store": store, "store_writes": writes}
-    if not services.settings.ready_require_key or "principal" in request.scope.get("state", {}):
+    if (not services.settings.http.ready_require_key
+            or "principal" in request.scope.get("state", {})):
         body["models"] = models
     if store and not writes:
         body["storage_fault"] = services.db.writes.last_fault

@@ -21,8 +21,8 @@ router = APIRouter(tags=["monitoring"])
 
 @endpoint(router, "GET", "/metrics", access="public", media=(TEXT,))
 async def metrics(services: ServicesDep) -> Response:
-    if services.settings.metrics_port:
-        raise NotFound(f"Metrics are served on port {services.settings.metrics_port}.")
+    if services.settings.http.metrics_port:
+        raise NotFound(f"Metrics are served on port {services.settings.http.metrics_port}.")
     return Response(await services.metering.metrics.render_off_loop(), media_type=CONTENT_TYPE)
 
 
@@ -37,6 +37,6 @@ async def start_metrics_port(services: Services) -> web.AppRunner:
     app.router.add_get("/metrics", scrape)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    settings = services.settings
+    settings = services.settings.http
     await web.TCPSite(runner, settings.host, settings.metrics_port).start()
     return runner

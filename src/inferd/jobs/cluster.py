@@ -31,7 +31,7 @@ from inferd.jobs.webhooks import WebhookSender
 from inferd.jobs.worker import WorkerPool
 from inferd.lifecycle import Drain
 from inferd.routing.router import Router
-from inferd.settings import JobSettings, Settings
+from inferd.settings import BrokerSettings, ClusterSettings, JobSettings
 from inferd.store.batches import BatchStore
 from inferd.store.db import Database
 from inferd.store.files import FileStore
@@ -46,10 +46,11 @@ log = logging.getLogger("inferd.jobs")
 QueueFactory = Callable[[DeadHandler], JobQueue]
 
 
-def build_queue(settings: Settings, jobs: JobSettings, on_dead: DeadHandler) -> JobQueue:
-    """The queue this process publishes to and (if it runs jobs) consumes from."""
+def build_queue(settings: BrokerSettings, jobs: JobSettings, on_dead: DeadHandler, *,
+                role: str) -> JobQueue:
+    """The queue this process (of ``role``) publishes to and (if it runs jobs) consumes from."""
     if not settings.broker_url:
-        if settings.role == "worker":
+        if role == "worker":
             raise ValueError("inferd worker needs a broker: set INFERD_BROKER_URL "
                              "(or RABBIT_MQ_HOST)")
         return InProcessQueue()
@@ -59,9 +60,9 @@ def build_queue(settings: Settings, jobs: JobSettings, on_dead: DeadHandler) -> 
                        group=settings.broker_group, on_dead=on_dead)
 
 
-def runs_jobs(settings: Settings) -> bool:
+def runs_jobs(role: str, broker: BrokerSettings) -> bool:
     """Gateways and engines leave jobs to the workers when there is a broker."""
-    return not (settings.role in ("gateway", "engine") and settings.broker_url)
+    return not (role in ("gateway", "engine") and broker.broker_url)
 
 
 def in_process_queue(_on_dead: DeadHandler) -> JobQueue:
@@ -114,18 +115,19 @@ def build_jobs(db: Database, router: Router, inference: Inference, settings: Job
                       leases=LeaseStore(db))
 
 
-async def start_jobs(db: Database, router: Router, inference: Inference, settings: Settings,
+async def start_jobs(db: Database, router: Router, inference: Inference, settings: JobSettings,
                      principal_lookup: PrincipalLookup, open_mode: Principal,
                      drain: Drain,
-                     audit_prune: Callable[[float], Awaitable[int]] | None = None) -> JobService:
-    """The job service of this process's role, started: a worker started with ``--model``
-    runs those models only; a dead-lettered job fails."""
-    only = (settings.worker_models if settings.role == "worker" and settings.worker_models
-            else None)
-    service = build_jobs(db, router, inference, settings.jobs, open_mode=open_mode,
+                     audit_prune: Callable[[float], Awaitable[int]] | None = None, *,
+                     broker: BrokerSettings, cluster: ClusterSettings) -> JobService:
+    """The job service of this process's role (``cluster.role``), started: a worker started
+    with ``--model`` runs those models only; a dead-lettered job fails."""
+    role = cluster.role
+    only = cluster.worker_models if role == "worker" and cluster.worker_models else None
+    service = build_jobs(db, router, inference, settings, open_mode=open_mode,
                          principal_lookup=principal_lookup,
-                         queue=lambda on_dead: build_queue(settings, settings.jobs, on_dead),
-                         run_workers=runs_jobs(settings), only=only, drain=drain,
+                         queue=lambda on_dead: build_queue(broker, settings, on_dead, role=role),
+                         run_workers=runs_jobs(role, broker), only=only, drain=drain,
                          audit_prune=audit_prune)
     await service.start()
     return service

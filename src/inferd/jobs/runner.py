@@ -44,7 +44,7 @@ from inferd.schemas.openai import (
     legacy_answer,
 )
 from inferd.schemas.responses import ResponseCreateRequest
-from inferd.settings import Settings
+from inferd.settings import LimitSettings
 from inferd.store.conversations import ConversationStore, PromptStore
 from inferd.store.db import Database
 from inferd.store.jobs import FIRST_START_DATA, JobEvent, JobRecord, JobStore
@@ -230,7 +230,7 @@ async def _run_batch_line(inference: Inference, job: JobRecord, principal: Princ
             raise InvalidRequest("A batch runs its requests in the background already; "
                                  "'background' must be false.", param="background")
         # a batch line is answered at once (not in the background), with the default bounds
-        defaults = Settings.model_fields
+        defaults = LimitSettings.model_fields
         responses = ResponseService(
             inference, ResponseStore(db), None,
             ConversationService(ConversationStore(db),

@@ -36,7 +36,7 @@ from inferd.routing.load import FORMATS, Load, parse
 from inferd.routing.replica import LOAD_TTL, Replica
 from inferd.routing.router import Router
 from inferd.routing.standby import STANDBY
-from inferd.settings import ReplicaSpec, Settings
+from inferd.settings import ModelSpec, ReplicaSpec, RouterSettings
 from inferd.store.replicas import ModelRecord, ReplicaRecord, ReplicaStore
 
 log = logging.getLogger("inferd.routing")
@@ -351,15 +351,16 @@ async def _close_when_idle(replica: Replica) -> None:
         await replica.engine.close()
 
 
-async def start_catalog(router: Router, store: ReplicaStore, settings: Settings, *,
+async def start_catalog(router: Router, store: ReplicaStore, settings: RouterSettings, *,
+                        models: list[ModelSpec],
                         announce: Callable[[str], Awaitable[None]] | None = None,
                         queue_engine: Callable[[str, ReplicaSpec], Engine] | None = None,
                         prices: PriceBook | None = None,
                         remote: bool = True) -> ReplicaCatalog:
-    """Record the local and configured models in the store, load every stored replica into
-    the router and start the periodic sync and health checks (``announce``, ``queue_engine``:
-    see ``ReplicaCatalog``)."""
-    for spec in settings.all_models():
+    """Record the local ``models`` and the configured remote ones in the store, load every
+    stored replica into the router and start the periodic sync and health checks
+    (``announce``, ``queue_engine``: see ``ReplicaCatalog``)."""
+    for spec in models:
         record = await store.find_model(spec.name)
         price = None if spec.price is None else spec.price.view()
         if record is None:

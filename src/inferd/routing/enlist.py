@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 
 from inferd.redact import redact_url
-from inferd.settings import Settings
+from inferd.settings import ClusterSettings
 
 log = logging.getLogger("inferd.engine")
 # Pauses between attempts to register: from the first to the last, doubling.
@@ -44,7 +44,7 @@ class GatewayError(RuntimeError):
 class GatewayRegistration:
     """Registers this engine's models with a gateway and beats for them until closed."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ClusterSettings) -> None:
         self.gateway = settings.gateway_url.rstrip("/")
         self.instance = settings.engine_instance or socket.gethostname()
         self.url = settings.engine_url

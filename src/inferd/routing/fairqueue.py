@@ -62,7 +62,7 @@ from typing import Literal
 
 from inferd.errors import Overloaded
 from inferd.metrics import Metrics
-from inferd.settings import Settings
+from inferd.settings import QueueSettings
 
 __all__ = ["PRIORITIES", "Admission", "FairQueue", "Priority", "Queueing"]
 
@@ -84,7 +84,7 @@ class Queueing:
     weights: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, settings: Settings) -> Queueing:
+    def of(cls, settings: QueueSettings) -> Queueing:
         return cls(enabled=settings.fair_queue, max_depth=settings.queue_max,
                    timeout=settings.queue_timeout, batch_timeout=settings.queue_batch_timeout,
                    weights=dict(settings.queue_weights))

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from inferd.errors import Conflict, InvalidRequest, NotFound
 from inferd.redact import redact_url
 from inferd.routing.catalog import ReplicaCatalog
-from inferd.settings import ReplicaSpec, Settings
+from inferd.settings import ClusterSettings, ReplicaSpec
 from inferd.store.heartbeats import HeartbeatStore
 from inferd.store.replicas import ReplicaRecord, ReplicaStore
 
@@ -146,7 +146,8 @@ class GatewayEnrolment:
     whoever calls: an admin key that registers an engine is never stored.
     """
 
-    def __init__(self, store: ReplicaStore, catalog: ReplicaCatalog, settings: Settings) -> None:
+    def __init__(self, store: ReplicaStore, catalog: ReplicaCatalog,
+                 settings: ClusterSettings) -> None:
         self.replicas = EngineReplicas(store)
         self.catalog = catalog
         self.api_key = settings.engine_api_key
@@ -206,7 +207,7 @@ class EngineRegistration:
     """The replicas this process registered in the shared database, and the task that keeps
     them alive."""
 
-    def __init__(self, store: ReplicaStore, settings: Settings, *, kind: str = "http",
+    def __init__(self, store: ReplicaStore, settings: ClusterSettings, *, kind: str = "http",
                  url: str | None = None,
                  announce: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.replicas = EngineReplicas(store)

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferd.engines.base import Engine
-from inferd.settings import Settings
+from inferd.settings import RouterSettings
 
 # Exponential backoff of a failing replica: base * 2**(failures-1), capped; the defaults are
 # the settings' (``replica_cooldown_base``, ``replica_cooldown_max``).
-COOLDOWN_BASE: float = Settings.model_fields["replica_cooldown_base"].default
-COOLDOWN_MAX: float = Settings.model_fields["replica_cooldown_max"].default
-# Seconds a load read stays usable (the default of ``Settings.load_stale_after``).
-LOAD_TTL: float = Settings.model_fields["load_stale_after"].default
+COOLDOWN_BASE: float = RouterSettings.model_fields["replica_cooldown_base"].default
+COOLDOWN_MAX: float = RouterSettings.model_fields["replica_cooldown_max"].default
+# Seconds a load read stays usable (the default of ``RouterSettings.load_stale_after``).
+LOAD_TTL: float = RouterSettings.model_fields["load_stale_after"].default
 # Weight of the newest sample in the latency moving average.
 LATENCY_ALPHA = 0.2
 

@@ -43,16 +43,16 @@ from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
-from inferd.settings import Routing, Settings
+from inferd.settings import RouterSettings, Routing
 from inferd.tracing import Tracer, current_tracer
 
 __all__ = ["ROUTINGS", "ModelEntry", "Placed", "Replica", "Router"]
 
 ROUTINGS: tuple[str, ...] = get_args(Routing)
 # A model's routing when it sets none, and the load bound of ``prefix``: the settings'.
-DEFAULT_ROUTING: Routing = Settings.model_fields["routing"].default
-SPILL: float = Settings.model_fields["routing_spill"].default
-SLACK: int = Settings.model_fields["routing_slack"].default
+DEFAULT_ROUTING: Routing = RouterSettings.model_fields["routing"].default
+SPILL: float = RouterSettings.model_fields["routing_spill"].default
+SLACK: int = RouterSettings.model_fields["routing_slack"].default
 
 T = TypeVar("T")
 R = TypeVar("R", ChatCompletionRequest, CompletionRequest, EmbeddingRequest,

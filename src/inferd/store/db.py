@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.util import await_
 
 from inferd.secretbox import SecretBox
-from inferd.settings import Settings
+from inferd.settings import StorageSettings
 from inferd.store.faults import READ_ONLY, WriteHealth
 from inferd.store.tables import kv
 
@@ -230,7 +230,7 @@ class Database:
         await self.engine.dispose()
 
 
-def open_database(settings: Settings) -> Database:
+def open_database(settings: StorageSettings) -> Database:
     """The database ``settings`` name, with their secret key (``INFERD_SECRET_KEY``)."""
     return Database(settings.resolved_database_url(),
                     secrets=SecretBox.from_setting(settings.secret_key),

@@ -54,10 +54,11 @@ async def keyed(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Auth, 
     """Keys required (``auth: on`` with an admin key); ``failures`` counts refused keys."""
     settings = load_settings(data_dir=tmp_path, bundled_models=False, auth="on",
                              admin_key=ADMIN_KEY)
-    db = Database(settings.resolved_database_url())
+    db = Database(settings.storage.resolved_database_url())
     await db.migrate()
     failures: list[int] = []
-    auth = await Auth.start(settings, db, on_failure=lambda: failures.append(1))
+    auth = await Auth.start(settings.access, db, cluster=settings.cluster,
+                            host=settings.http.host, on_failure=lambda: failures.append(1))
     transport = httpx.ASGITransport(app=app_for(auth))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         yield client, auth, failures
@@ -100,9 +101,10 @@ async def test_keys_by_bearer_or_x_api_key_and_the_admin_prefixes(keyed: Any) ->
 
 async def test_without_enforcement_callers_are_the_open_mode_admin(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, bundled_models=False, auth="off")
-    db = Database(settings.resolved_database_url())
+    db = Database(settings.storage.resolved_database_url())
     await db.migrate()
-    auth = await Auth.start(settings, db)
+    auth = await Auth.start(settings.access, db, cluster=settings.cluster,
+                            host=settings.http.host)
     try:
         assert not auth.enforcing
         transport = httpx.ASGITransport(app=app_for(auth))

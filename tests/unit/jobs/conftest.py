@@ -42,13 +42,14 @@ def add_echo(router: Router, name: str = "echo") -> None:
 @pytest.fixture
 async def parts(tmp_path: Path, sqlite_template: str) -> AsyncIterator[Parts]:
     settings = load_settings(data_dir=tmp_path, bundled_models=False)
-    if settings.resolved_database_url().startswith("sqlite"):  # a copy of one migrated file
-        await copy_database(sqlite_template, settings.resolved_database_url())
-    db = Database(settings.resolved_database_url())
+    if settings.storage.resolved_database_url().startswith("sqlite"):  # a copy of one migrated file
+        await copy_database(sqlite_template, settings.storage.resolved_database_url())
+    db = Database(settings.storage.resolved_database_url())
     await db.migrate()
     router = Router()
     add_echo(router)
-    metering = await Metering.start(settings, db)
+    metering = await Metering.start(settings.usage, db, data_dir=settings.storage.data_dir,
+                                      requests=settings.requests)
     inference = Inference(router, metering)
     try:
         yield Parts(db, router, inference, metering)

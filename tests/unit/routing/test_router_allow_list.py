@@ -36,7 +36,7 @@ def user(*models: str) -> Principal:
 async def inference(tmp_path: Path) -> AsyncIterator[Inference]:
     """``primary`` (its only replica refuses connections) falls back to ``secret`` (echo)."""
     settings = load_settings(data_dir=tmp_path, bundled_models=False)
-    db = Database(settings.resolved_database_url())
+    db = Database(settings.storage.resolved_database_url())
     await db.migrate()
     dead = HttpEngine("primary", RemoteSpec(url=f"http://127.0.0.1:{free_port()}",
                                             connect_timeout=2.0))
@@ -47,7 +47,8 @@ async def inference(tmp_path: Path) -> AsyncIterator[Inference]:
                        engine=EchoEngine(ModelSpec(name="secret", kind="echo"))),
                aliases=["hidden"])
     router.set_model("primary", fallbacks=["hidden"])
-    metering = await Metering.start(settings, db)
+    metering = await Metering.start(settings.usage, db, data_dir=settings.storage.data_dir,
+                                      requests=settings.requests)
     inference = Inference(router, metering)
     try:
         yield inference

@@ -77,18 +77,18 @@ async def _load(services: Services, principal: Principal, name: str,
     """Load a GGUF under ``name`` and add it to the router."""
     if not principal.is_admin:
         raise PermissionDenied("Loading a model needs an admin key.")
-    path = spec.path or str(services.settings.data_dir / "models" / f"{name}.gguf")
+    path = spec.path or str(services.settings.storage.data_dir / "models" / f"{name}.gguf")
     if not await asyncio.to_thread(Path(path).is_file):
         raise ModelNotFound(name)
     try:
         model = ModelSpec(name=name, path=path, n_ctx=spec.n_ctx or 2048,
-                          n_threads=services.settings.threads)
+                          n_threads=services.settings.engines.threads)
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="path") from None
     engine = build_engine(model, services.residency)
     await engine.start()
     services.stack.push_async_callback(engine.close)
-    settings = services.settings
+    settings = services.settings.router
     services.router.add(Replica(id=f"local:{name}", model=name, engine=engine,
                                 cooldown_base=settings.replica_cooldown_base,
                                 cooldown_max=settings.replica_cooldown_max))
