@@ -5,8 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from inferd.settings import ModelSpec, Settings, async_database_url, load_settings
+from inferd.settings import (
+    FIELD_GROUPS,
+    FLAT_GROUPS,
+    HttpSettings,
+    ModelSpec,
+    Settings,
+    async_database_url,
+    load_settings,
+)
 
 
 def test_parse_cli_model(tmp_path: Path) -> None:
@@ -156,3 +165,51 @@ def test_fair_queueing_settings_and_a_replicas_capacity(monkeypatch: pytest.Monk
             ReplicaSpec(url="http://h/v1", options={"capacity": 3, "reserve": reserve})
         with pytest.raises(ValueError, match=r"options\.reserve"):
             ReplicaUpdate(options={"reserve": reserve})
+
+
+def test_flat_keys_reach_their_group_over_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERD_HOST", "127.0.0.9")
+    monkeypatch.setenv("INFERD_ADMIN_KEY", "from-the-environment")
+    settings = Settings(port=9001, auth="on", redis_url="redis://cache:6379/0")
+    assert (settings.http.host, settings.http.port) == ("127.0.0.9", 9001)  # env fills the rest
+    assert (settings.access.auth, settings.access.admin_key) == ("on", "from-the-environment")
+    assert settings.broker.redis_url == "redis://cache:6379/0"
+    assert HttpSettings().host == "127.0.0.9"  # a group alone reads the same variables
+    changed = settings.with_values(role="engine", port=9002)
+    assert (changed.cluster.role, changed.http.port, changed.http.host) == (
+        "engine", 9002, "127.0.0.9")
+    assert (settings.cluster.role, settings.http.port) == ("serve", 9001)  # a copy
+
+
+def test_every_setting_has_one_group_and_its_variable() -> None:
+    assert len(FIELD_GROUPS) == sum(len(group.model_fields) for group in FLAT_GROUPS.values())
+    for group, cls in FLAT_GROUPS.items():
+        assert Settings.model_fields[group].annotation is cls
+        assert cls.model_config["env_prefix"] == "INFERD_"
+
+
+@pytest.mark.parametrize(("where", "named"), [
+    ("file", "port"), ("env", "port"), ("keyword", "port")])
+def test_a_bad_value_is_named_by_its_flat_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              where: str, named: str) -> None:
+    config = tmp_path / "inferd.yaml"
+    config.write_text("port: 99999\n" if where == "file" else "host: 127.0.0.2\n")
+    if where == "env":
+        monkeypatch.setenv("INFERD_PORT", "99999")
+    with pytest.raises(ValidationError) as refused:
+        load_settings(config, port=99999 if where == "keyword" else None)
+    assert [error["loc"] for error in refused.value.errors()] == [(named,)]
+
+
+def test_the_file_stays_flat_and_jobs_a_map(tmp_path: Path) -> None:
+    config = tmp_path / "inferd.yaml"
+    config.write_text("port: 9005\nadmin_key: k\nrequest_log_redact: hash\n"
+                      "jobs:\n  concurrency: 2\n")
+    settings = load_settings(config)
+    assert (settings.http.port, settings.access.admin_key) == (9005, "k")
+    assert settings.requests.request_log_redact == "hash"
+    assert settings.jobs.concurrency == 2 and settings.config_file == config
+    config.write_text("http:\n  port: 9005\n")  # no sections but jobs
+    with pytest.raises(ValueError, match="unknown key 'http'"):
+        load_settings(config)
