@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any
 
 from inferd.auth.principal import Principal
 from inferd.engines.base import Progress
@@ -19,6 +18,7 @@ from inferd.errors import InvalidRequest, NotFound
 from inferd.ids import new_id
 from inferd.inference import Inference
 from inferd.routing.router import Router
+from inferd.schemas.answers import ImagesAnswer
 from inferd.schemas.images import IMAGE_FORMATS, ImageGenerationRequest
 from inferd.store.files import IMAGE_PURPOSE, FileRecord, FileStore
 from inferd.store.storage import StorageStore
@@ -54,7 +54,7 @@ class ImageService:
         return request.model_copy(update={"model": default_image_model(self.inference.router)})
 
     async def generate(self, request: ImageGenerationRequest, principal: Principal,
-                       progress: Progress | None = None) -> dict[str, Any]:
+                       progress: Progress | None = None) -> ImagesAnswer:
         request = self.with_model(request)
         asked = request.response_format or "b64_json"
         engine_request = request.model_copy(update={"response_format": "b64_json"})
@@ -69,13 +69,14 @@ class ImageService:
             await self._store(result, request.output_format, principal)
         return result
 
-    async def _store(self, result: dict[str, Any], output_format: str,
+    async def _store(self, result: ImagesAnswer, output_format: str,
                      principal: Principal) -> None:
         """Replace each ``b64_json`` by the URL of a stored copy owned by ``principal``."""
-        fmt = result.get("output_format") or output_format
+        fmt = result.output_format or output_format
         now = time.time()
-        for item in result.get("data") or []:
-            encoded = item.pop("b64_json", None)
+        for item in result.data:
+            encoded = item.b64_json
+            item.unset("b64_json")
             if encoded is None:
                 continue  # an upstream answered a URL of its own: passed on as it is
             content = base64.b64decode(encoded)
@@ -85,7 +86,7 @@ class ImageService:
                 filename=f"{image_id}.{fmt if fmt in IMAGE_FORMATS else 'png'}",
                 bytes=len(content), created_at=now,
                 expires_at=now + self.retention_seconds), content)
-            item["url"] = content_url(image_id)
+            item.url = content_url(image_id)
 
     async def content(self, principal: Principal, image_id: str) -> tuple[bytes, str]:
         """A stored picture and its media type; 404 for anyone but the key that made it."""

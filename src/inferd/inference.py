@@ -38,6 +38,18 @@ from inferd.errors import InferdError, ModelNotFound, PermissionDenied, RateLimi
 from inferd.metering import CLIENT_CLOSED, Call, Metering
 from inferd.metrics import UNKNOWN_MODEL
 from inferd.routing.router import Router
+from inferd.schemas.answers import (
+    ChatCompletion,
+    EmbeddingList,
+    ImagesAnswer,
+    RerankAnswer,
+    Result,
+    ScoreList,
+    TextCompletion,
+    Usage,
+    metered_usage,
+    usage_of,
+)
 from inferd.schemas.images import (
     DEFAULT_SIZE,
     DEFAULT_STEPS,
@@ -60,6 +72,8 @@ from inferd.tracing import Tracer, current_tracer
 from inferd.usage import in_job
 
 T = TypeVar("T")
+R = TypeVar("R", bound=Result)
+Q = TypeVar("Q", RerankRequest, ScoreRequest)
 
 # Completion tokens reserved when a request sets no max_tokens (settled with the real count).
 DEFAULT_COMPLETION_ESTIMATE = 256
@@ -95,11 +109,10 @@ def pieces(chunk: Chunk) -> int:
     return count
 
 
-def partial_usage(prompt_estimate: int, completion: int) -> dict[str, Any]:
+def partial_usage(prompt_estimate: int, completion: int) -> Usage:
     """The usage of a stream that ended before the engine reported its own: the prompt as
     estimated, the pieces already sent as completion tokens (what was delivered is billed)."""
-    return {"prompt_tokens": prompt_estimate, "completion_tokens": completion,
-            "total_tokens": prompt_estimate + completion}
+    return Usage.of(prompt_estimate, completion)
 
 
 def estimate_embedding(request: EmbeddingRequest) -> int:
@@ -258,7 +271,7 @@ class Inference:
             return self.router.resolve(model)
         return model
 
-    def _failed(self, call: Call, exc: BaseException, usage: dict[str, Any] | None = None) -> None:
+    def _failed(self, call: Call, exc: BaseException, usage: Usage | None = None) -> None:
         self.metering.metrics.child("in_flight", call.label).dec()
         if call.principal.log_bodies and isinstance(exc, InferdError):
             call.response_body = envelope(exc)
@@ -269,22 +282,20 @@ class Inference:
         else:  # cancelled: the client went away
             self._end(call, usage, CLIENT_CLOSED, "client_closed")
 
-    def _done(self, call: Call, usage: dict[str, Any] | None) -> None:
+    def _done(self, call: Call, usage: Usage | None) -> None:
         self.metering.metrics.child("in_flight", call.label).dec()
         self._end(call, usage, 200, None)
 
-    def _end(self, call: Call, usage: dict[str, Any] | None, status: int,
+    def _end(self, call: Call, usage: Usage | None, status: int,
              error: str | None) -> None:
         if call.replica is None:
             call.assume_replica(self._only_replica(call.model))
         if call.reservation is not None:
-            usage = usage or {}
             cost = None
             if call.reservation.cost or call.principal.spends:
                 cost = nanos(self.metering.prices.cost(call.model, call.replica, usage,
                                                        call.images, call.steps))
-            self.limiter.settle(call.reservation, (usage.get("prompt_tokens") or 0)
-                                + (usage.get("completion_tokens") or 0), cost)
+            self.limiter.settle(call.reservation, 0 if usage is None else usage.tokens, cost)
         self.metering.finish(call, usage, status, error)
         if call.span is not None:
             traced.end_span(call.span, usage, status, error, call.replica)
@@ -297,7 +308,7 @@ class Inference:
 
     async def _metered(self, call: Call, stream: AsyncIterator[Chunk],
                        prompt_estimate: int) -> AsyncIterator[Chunk]:
-        usage: dict[str, Any] | None = None
+        usage: object = None  # the usage chunk's, as sent
         sent = 0
         # The time to first token is taken when the first chunk that carries generated text
         # is handed to the response (not when the stream opens: engines send the role first),
@@ -330,18 +341,19 @@ class Inference:
         except BaseException as exc:  # broken off (upstream, client): bill what was sent
             if notes is not None:
                 notes.note(call.span)
-            self._failed(call, exc, usage or partial_usage(prompt_estimate, sent))
+            self._failed(call, exc, usage_of(usage) or partial_usage(prompt_estimate, sent))
             raise
         else:
             if notes is not None:
                 notes.note(call.span)
-            self._done(call, usage)
+            self._done(call, usage_of(usage))
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
 
-    async def _answer(self, call: Call, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    async def _answer(self, call: Call, run: Awaitable[R]) -> R:
+        """``run``'s answer, metered by its usage."""
         try:
             result = await self._traced(call, run)
         except BaseException as exc:
@@ -351,7 +363,7 @@ class Inference:
             traced.answered(call.span, result)
         if call.principal.log_bodies:
             call.response_body = result
-        self._done(call, result.get("usage"))
+        self._done(call, metered_usage(result))
         return result
 
     async def _started(self, call: Call, start: Awaitable[AsyncIterator[Chunk]],
@@ -367,7 +379,7 @@ class Inference:
 
     # -- the requests -------------------------------------------------------------------------
     async def chat(self, request: ChatCompletionRequest,
-                   principal: Principal) -> dict[str, Any]:
+                   principal: Principal) -> ChatCompletion:
         call = await self._begin("chat", request.model, principal, False,
                                  lambda: estimate_chat(request),
                                  lambda: estimate_chat_prompt(request), body=request)
@@ -383,7 +395,7 @@ class Inference:
                                    estimate_chat_prompt(request))
 
     async def complete(self, request: CompletionRequest,
-                       principal: Principal) -> dict[str, Any]:
+                       principal: Principal) -> TextCompletion:
         call = await self._begin("completions", request.model, principal, False,
                                  lambda: estimate_completion(request),
                                  lambda: estimate_completion_prompt(request), body=request)
@@ -398,18 +410,18 @@ class Inference:
                                    estimate_completion_prompt(request))
 
     async def embed(self, request: EmbeddingRequest,
-                    principal: Principal) -> dict[str, Any]:
+                    principal: Principal) -> EmbeddingList:
         call = await self._begin("embeddings", request.model, principal, False,
                                  lambda: estimate_embedding(request),
                                  lambda: estimate_embedding(request), body=request)
         return await self._answer(call, self.router.embed(request, call))
 
     async def rerank(self, request: RerankRequest,
-                     principal: Principal) -> dict[str, Any]:
+                     principal: Principal) -> RerankAnswer:
         return await self._simple("rerank", request, principal, self.router.rerank)
 
     async def score(self, request: ScoreRequest,
-                    principal: Principal) -> dict[str, Any]:
+                    principal: Principal) -> ScoreList:
         return await self._simple("score", request, principal, self.router.score)
 
     async def forward(self, request: Forward, principal: Principal) -> Forwarded:
@@ -423,7 +435,7 @@ class Inference:
         except BaseException as exc:
             self._failed(call, exc)
             raise
-        self._done(call, result.usage)
+        self._done(call, usage_of(result.usage))
         return result
 
     async def count_tokens(self, endpoint: str, model: str, principal: Principal,
@@ -437,27 +449,16 @@ class Inference:
         except BaseException as exc:
             self._failed(call, exc)
             raise
-        self._done(call, {"prompt_tokens": tokens, "completion_tokens": 0,
-                          "total_tokens": tokens})
+        self._done(call, Usage.of(tokens, 0))
         return tokens
 
-    async def _simple(self, endpoint: str, request: Any, principal: Principal,
-                      run: Callable[[Any, Call], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    async def _simple(self, endpoint: str, request: Q, principal: Principal,
+                      run: Callable[[Q, Call], Awaitable[R]]) -> R:
         """A request answered in one piece, metered by its usage's tokens."""
         size = len(request.model_dump_json()) // 4 + 1
         call = await self._begin(endpoint, request.model, principal, False, lambda: size,
                                  body=request)
-        try:
-            result = await self._traced(call, run(request, call))
-        except BaseException as exc:
-            self._failed(call, exc)
-            raise
-        if call.span is not None:
-            traced.answered(call.span, result)
-        if call.principal.log_bodies:
-            call.response_body = result
-        self._done(call, result.get("usage"))
-        return result
+        return await self._answer(call, run(request, call))
 
     def image_cost(self, request: ImageGenerationRequest) -> tuple[int, int]:
         """The request's cost in image units, and the most denoising steps a picture of it
@@ -478,7 +479,7 @@ class Inference:
         return image_units(request.n, steps, width, height), most_steps
 
     async def images(self, request: ImageGenerationRequest, principal: Principal,
-                     progress: Progress | None = None) -> dict[str, Any]:
+                     progress: Progress | None = None) -> ImagesAnswer:
         """Generate images; metered as images, steps and image units (rpm, ipm, upm and the
         image budget apply, tokens do not). A money budget reserves the ``n`` pictures of the
         most steps they may run at the highest prices per image and per step of the model and

@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 
 from opentelemetry.context import attach, detach
 
+from inferd.schemas.answers import ImagesAnswer, Result, Usage, finish_reasons
 from inferd.tracing import (
     SYSTEM,
     Span,
     Tracer,
     failed,
-    finish_reasons,
     usage_attributes,
     with_tracer,
 )
@@ -46,11 +46,12 @@ async def within(tracer: Tracer, span: Span, run: Awaitable[T]) -> T:
         detach(token)
 
 
-def answered(span: Span, answer: dict[str, Any]) -> None:
+def answered(span: Span, answer: Result) -> None:
     """What an answer in one piece says of itself: the model, the finish reasons."""
     attributes: dict[str, Any] = {}
-    if isinstance(answer.get("model"), str):
-        attributes["gen_ai.response.model"] = answer["model"]
+    model = None if isinstance(answer, ImagesAnswer) else answer.model
+    if model is not None:
+        attributes["gen_ai.response.model"] = model
     reasons = finish_reasons(answer)
     if reasons:
         attributes["gen_ai.response.finish_reasons"] = reasons
@@ -81,9 +82,10 @@ class StreamNotes:
                                [self.reasons[i] for i in sorted(self.reasons)])
 
 
-def end_span(span: Span, usage: dict[str, Any] | None, status: int, error: str | None,
+def end_span(span: Span, usage: Usage | None, status: int, error: str | None,
              replica: str | None) -> None:
-    attributes: dict[str, Any] = usage_attributes(usage)
+    attributes: dict[str, Any] = ({} if usage is None else usage_attributes(
+        usage.prompt_tokens, usage.completion_tokens))
     attributes["http.response.status_code"] = status
     if replica is not None:
         attributes["inferd.replica.id"] = replica

@@ -24,6 +24,7 @@ from inferd.prices import PriceBook
 from inferd.reqlog import RequestLog, RequestRecord, client_of
 from inferd.routing.fairqueue import Priority
 from inferd.routing.router import Router
+from inferd.schemas.answers import Usage
 from inferd.settings import RequestLogSettings, UsageSettings
 from inferd.store.db import Database, unreachable
 from inferd.store.usage import UsageSink, UsageStore
@@ -200,14 +201,14 @@ class Metering:
         """Export the router's replicas (health, load, failures) as gauges."""
         self.metrics.register_replicas(lambda: replica_states(router))
 
-    def finish(self, call: Call, usage: dict[str, Any] | None, status: int,
+    def finish(self, call: Call, usage: Usage | None, status: int,
                error: str | None) -> None:
         """Record a finished call: metrics, one usage record, and its log line."""
         latency = time.perf_counter() - call.started
         prompt = completion = 0
-        if usage:
-            prompt = usage.get("prompt_tokens") or 0
-            completion = usage.get("completion_tokens") or 0
+        if usage is not None:
+            prompt = usage.prompt_tokens
+            completion = usage.completion_tokens or 0
         model, metrics = call.label, self.metrics
         metrics.child("requests", model, call.endpoint, str(status)).inc()
         metrics.child("latency", model, call.endpoint).observe(latency)
@@ -243,15 +244,12 @@ class Metering:
                         "completion_tokens": completion, "stream": call.stream,
                         "latency_ms": round(latency * 1000.0, 3)})
 
-    def _log_request(self, call: Call, usage: dict[str, Any] | None, status: int,
+    def _log_request(self, call: Call, usage: Usage | None, status: int,
                      error: str | None, now: float, latency_ms: float, ttft_ms: float | None,
                      prompt: int, completion: int, cost: float) -> None:
         cached = None
-        if usage:
-            details = usage.get("prompt_tokens_details")
-            if isinstance(details, dict):
-                value = details.get("cached_tokens")
-                cached = value if isinstance(value, int) else None
+        if usage is not None and usage.prompt_tokens_details is not None:
+            cached = usage.prompt_tokens_details.cached_tokens
         address, agent, trace = client_of(call.scope)
         if call.span is not None:  # traced here: the trace this request's span is in
             context = call.span.get_span_context()

@@ -9,7 +9,7 @@ when its usage record is made, without a database read on the request path.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -18,6 +18,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 # as a JSON number (a double), it reads back as given.
 MAX_PRICE = Decimal(1_000_000)
 MILLION = Decimal(1_000_000)
+
+
+class TokenUsage(Protocol):
+    """The tokens a request used, as its usage reports them (``inferd.schemas.answers.Usage``)."""
+
+    @property
+    def prompt_tokens(self) -> int: ...
+
+    @property
+    def completion_tokens(self) -> int | None: ...
+
+    @property
+    def cached_tokens(self) -> int: ...
 
 
 def _amount() -> Any:
@@ -165,7 +178,7 @@ class PriceBook:
         self,
         model: str,
         replica: str | None,
-        usage: dict[str, Any] | None,
+        usage: TokenUsage | None,
         images: int | None = None,
         steps: int | None = None,
     ) -> float:
@@ -174,13 +187,10 @@ class PriceBook:
         price = self.price(model, replica)
         if price is None:
             return 0.0
-        usage = usage or {}
-        details = usage.get("prompt_tokens_details") or {}
-        cached = details.get("cached_tokens") if isinstance(details, dict) else 0
         return price.cost(
-            int(usage.get("prompt_tokens") or 0),
-            int(usage.get("completion_tokens") or 0),
-            int(cached or 0),
+            0 if usage is None else usage.prompt_tokens,
+            0 if usage is None else usage.completion_tokens or 0,
+            0 if usage is None else usage.cached_tokens,
             int(images or 0),
             int(steps or 0),
         )

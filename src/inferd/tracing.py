@@ -198,19 +198,12 @@ def failed(span: Span, exc: BaseException | None, description: str | None = None
     span.set_status(Status(StatusCode.ERROR, description))
 
 
-def usage_attributes(usage: Mapping[str, Any] | None) -> dict[str, int]:
-    """``gen_ai.usage.*`` of an OpenAI usage object."""
-    if not usage:
-        return {}
+def usage_attributes(prompt_tokens: int | None, completion_tokens: int | None
+                     ) -> dict[str, int]:
+    """``gen_ai.usage.*`` of the tokens an OpenAI usage object reports."""
     out = {}
-    if isinstance(usage.get("prompt_tokens"), int):
-        out["gen_ai.usage.input_tokens"] = usage["prompt_tokens"]
-    if isinstance(usage.get("completion_tokens"), int):
-        out["gen_ai.usage.output_tokens"] = usage["completion_tokens"]
+    if prompt_tokens is not None:
+        out["gen_ai.usage.input_tokens"] = prompt_tokens
+    if completion_tokens is not None:
+        out["gen_ai.usage.output_tokens"] = completion_tokens
     return out
-
-
-def finish_reasons(answer: Mapping[str, Any]) -> list[str]:
-    """The ``finish_reason`` of each choice of an answer or stream chunk."""
-    return [str(c["finish_reason"]) for c in answer.get("choices") or ()
-            if isinstance(c, dict) and c.get("finish_reason")]

@@ -56,7 +56,7 @@ async def test_a_budget_for_two_pictures_refuses_a_third_concurrent_request(
 
     async def draw() -> dict[str, Any] | RateLimited:
         try:
-            return await inference.images(request, key)
+            return (await inference.images(request, key)).wire()
         except RateLimited as refused:
             return refused
 
@@ -69,7 +69,7 @@ async def test_a_budget_for_two_pictures_refuses_a_third_concurrent_request(
         # settled to the two pictures made at the local replica's price
         assert limiter.money_spent(key.limit_key) == NANOS // 2
         with_room = await inference.images(request, key)  # 0.5 + a worst case of 0.5 fits
-        assert len(with_room["data"]) == 1
+        assert len(with_room.data) == 1
         assert limiter.money_spent(key.limit_key) == 3 * NANOS // 4
         with_two = ImageGenerationRequest.model_validate(
             {"model": "tiny-sd", "prompt": "a cube", "n": 2})
@@ -128,10 +128,10 @@ async def test_a_replica_that_does_not_count_steps_is_charged_the_steps_asked(
     try:
         four = ImageGenerationRequest.model_validate(
             {"model": "remote-sd", "prompt": "a cube", "n": 2, "steps": 4})
-        assert len((await inference.images(four, key))["data"]) == 2
+        assert len((await inference.images(four, key)).data) == 2
         assert limiter.money_spent(key.limit_key) == 3 * NANOS  # 2 x (0.5 + 4 x 0.25)
         default = ImageGenerationRequest.model_validate({"model": "remote-sd", "prompt": "a"})
-        assert len((await inference.images(default, key))["data"]) == 1
+        assert len((await inference.images(default, key)).data) == 1
         assert limiter.money_spent(key.limit_key) == 11 * NANOS  # + 0.5 + 30 x 0.25
         # 9 left: 40 steps (0.5 + 40 x 0.25 = 10.5) are refused before they run
         forty = ImageGenerationRequest.model_validate(

@@ -143,7 +143,7 @@ async def answered_by(router: Router, model: str) -> str:
     request = ChatCompletionRequest.model_validate(
         {"model": model, "messages": [{"role": "user", "content": "hi"}]}
     )
-    answer = await router.chat(request)
+    answer = (await router.chat(request)).wire()
     return str(answer["choices"][0]["message"]["content"])
 
 

@@ -72,7 +72,7 @@ async def test_a_team_money_budget_end_to_end(tmp_path: Any) -> None:
         served = 0
         with pytest.raises(RateLimited) as refused:
             for _ in range(10):
-                answer = await inference.chat(request, principal)
+                answer = (await inference.chat(request, principal)).wire()
                 assert answer["usage"]["completion_tokens"] == 4
                 served += 1
         assert served == 5  # 5 x 2.0 = 10.0: no more, and none refused while room remained

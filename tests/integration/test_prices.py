@@ -13,6 +13,7 @@ from inferd.outbound import HostAllowList
 from inferd.prices import Price, PriceBook
 from inferd.routing.catalog import ReplicaCatalog
 from inferd.routing.router import Router
+from inferd.schemas.answers import Usage
 from inferd.settings import RemoteModelSpec
 from inferd.store.db import Database
 from inferd.store.replicas import ReplicaStore
@@ -72,7 +73,7 @@ async def test_config_prices_and_replica_overrides_reach_the_price_book(database
     )
     try:
         await catalog.sync()
-        usage = {"prompt_tokens": 1_000_000, "completion_tokens": 1_000_000}
+        usage = Usage.of(1_000_000, 1_000_000)
         assert book.cost("remote", str(plain.id), usage) == 6.0
         assert book.cost("rem", None, usage) == 6.0
         assert book.cost("remote", str(special.id), usage) == 20.0  # output: 0 there

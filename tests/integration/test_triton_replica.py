@@ -43,7 +43,7 @@ def chat(text: str, **fields: object) -> ChatCompletionRequest:
 async def test_chat_renders_the_template_and_maps_the_answer(
         triton: tuple[FakeTriton, TritonEngine]) -> None:
     fake, engine = triton
-    result = await engine.chat(chat("one two three four", max_tokens=3, temperature=0.0))
+    result = (await engine.chat(chat("one two three four", max_tokens=3, temperature=0.0))).wire()
     assert result["object"] == "chat.completion"
     assert result["model"] == "llama"
     assert result["choices"][0]["message"]["content"] == "one two three"
@@ -61,7 +61,7 @@ async def test_chat_renders_the_template_and_maps_the_answer(
 async def test_several_stop_strings_travel_as_sampling_parameters(
         triton: tuple[FakeTriton, TritonEngine]) -> None:
     fake, engine = triton
-    result = await engine.chat(chat("alpha beta STOP gamma", stop=["STOP"]))
+    result = (await engine.chat(chat("alpha beta STOP gamma", stop=["STOP"]))).wire()
     assert result["choices"][0]["message"]["content"] == "alpha beta"
     sent = fake.requests[-1]
     assert "parameters" not in sent
@@ -83,7 +83,7 @@ async def test_chat_stream_yields_deltas_then_finish_and_usage(
 async def test_text_completion_and_its_stream(triton: tuple[FakeTriton, TritonEngine]) -> None:
     _, engine = triton
     request = CompletionRequest.model_validate({"model": "llama", "prompt": ["a b", "c d e"]})
-    result = await engine.complete(request)
+    result = (await engine.complete(request)).wire()
     assert [c["text"] for c in result["choices"]] == ["a b", "c d e"]
     assert result["usage"]["completion_tokens"] == 5
     stream_request = CompletionRequest.model_validate({"model": "llama", "prompt": "x y z",
@@ -139,7 +139,7 @@ async def test_a_dead_triton_is_retried_elsewhere_and_cooled_down() -> None:
             router.add(Replica(id=rid, model="llama", engine=engine, kind="triton"))
         try:
             for _ in range(3):
-                result = await router.chat(chat("still here"))
+                result = (await router.chat(chat("still here"))).wire()
                 assert result["choices"][0]["message"]["content"] == "still here"
             down = router.replica("dead")
             assert down is not None and not down.healthy
@@ -210,7 +210,7 @@ async def calling() -> AsyncIterator[tuple[FakeTriton, TritonEngine]]:
 async def test_tools_are_rendered_and_calls_parsed_back(
         calling: tuple[FakeTriton, TritonEngine]) -> None:
     fake, engine = calling
-    result = await engine.chat(chat("Weather in Paris?", tools=[WEATHER]))
+    result = (await engine.chat(chat("Weather in Paris?", tools=[WEATHER]))).wire()
     choice = result["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] is None
@@ -223,7 +223,8 @@ async def test_tools_are_rendered_and_calls_parsed_back(
     assert text.startswith("<|im_start|>system\nBe brief.\n\nYou are a function calling")
     assert '"name": "get_weather"' in text
     # tool_choice none: no tools in the prompt, the answer stays text
-    plain = await engine.chat(chat("Weather in Paris?", tools=[WEATHER], tool_choice="none"))
+    plain = (await engine.chat(chat("Weather in Paris?", tools=[WEATHER],
+                                    tool_choice="none"))).wire()
     assert plain["choices"][0]["message"]["content"] == CALL
     assert "get_weather" not in fake.requests[-1]["text_input"]
 
@@ -254,13 +255,13 @@ async def test_tool_results_go_back_into_the_prompt_and_templates_render_tools()
                                                   options={"chat_template": template}))
         await engine.start()
         try:
-            result = await engine.chat(ChatCompletionRequest.model_validate({
+            result = (await engine.chat(ChatCompletionRequest.model_validate({
                 "model": "llama", "tools": [WEATHER], "messages": [
                     {"role": "user", "content": "Weather in Paris?"},
                     {"role": "assistant", "content": None, "tool_calls": [
                         {"id": "call_1", "type": "function", "function": {
                             "name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
-                    {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 24 C"}]}))
+                    {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 24 C"}]}))).wire()
         finally:
             await engine.close()
     assert result["choices"][0]["message"]["content"] == "It is sunny."

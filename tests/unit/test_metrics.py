@@ -165,7 +165,7 @@ async def test_an_answer_in_one_piece_has_no_token_timings(
         paced: tuple[Inference, Metering, MemorySink]) -> None:
     inference, metering, _ = paced
     answer = await inference.chat(_request(False), OPEN_MODE)
-    assert answer["choices"][0]["message"]["content"] == "one two three"
+    assert answer.choices[0].message.content == "one two three"
     assert _sample(metering, "inferd_time_to_first_token_seconds_count") is None
     assert _sample(metering, "inferd_inter_token_latency_seconds_count") is None
     assert (

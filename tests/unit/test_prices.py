@@ -13,6 +13,7 @@ import pytest
 from inferd.auth.principal import OPEN_MODE
 from inferd.metering import Call, Metering
 from inferd.prices import MAX_PRICE, Price, PriceBook, check_price, parse_price
+from inferd.schemas.answers import Usage
 from inferd.settings import ModelSpec, RemoteModelSpec, ReplicaSpec
 from inferd.usage import UsageRecord
 
@@ -53,7 +54,7 @@ def test_images_cost_their_price_plus_their_steps_at_the_step_price() -> None:
     book.replace({"sd": price}, {"r": Price(step=Decimal(1))}, {"r": "sd"})
     assert book.cost("sd", None, None, images=2, steps=10) == float(
         2 * Decimal("0.04") + 10 * Decimal("0.001"))
-    assert book.cost("sd", "r", {}, images=2, steps=10) == 10.0  # the replica's own price
+    assert book.cost("sd", "r", None, images=2, steps=10) == 10.0  # the replica's own price
 
 
 def test_a_replica_override_wins_over_its_model_price() -> None:
@@ -61,18 +62,18 @@ def test_a_replica_override_wins_over_its_model_price() -> None:
     model = Price(input=Decimal(1), output=Decimal(2))
     override = Price(input=Decimal(10), output=Decimal(20))
     book.replace({"m": model, "m-alias": model}, {"7": override}, {"7": "m", "8": "m"})
-    usage = {"prompt_tokens": 1_000_000, "completion_tokens": 1_000_000}
+    usage = Usage.of(1_000_000, 1_000_000)
     assert book.cost("m", "7", usage) == 30.0  # the override
     assert book.cost("m", "8", usage) == 3.0  # the model's
     assert book.cost("m-alias", None, usage) == 3.0  # an alias names the model's price
     # a fallback served by a replica of another model costs that model's price
     assert book.cost("other", "8", usage) == 3.0
     assert book.cost("unpriced", "local-1", usage) == 0.0
-    cached = {
+    cached = Usage.model_validate({
         "prompt_tokens": 1_000_000,
         "completion_tokens": 0,
         "prompt_tokens_details": {"cached_tokens": 500_000},
-    }
+    })
     book.set_model("c", Price(input=Decimal(4), cached_input=Decimal(1)))
     assert book.cost("c", None, cached) == 2.5
     assert book.cost("c", None, None) == 0.0
@@ -98,11 +99,11 @@ def test_metering_puts_the_cost_on_the_usage_record() -> None:
     call.images, call.steps = 2, 10
     metering.finish(
         call,
-        {
+        Usage.model_validate({
             "prompt_tokens": 30,
             "completion_tokens": 7,
             "prompt_tokens_details": {"cached_tokens": 10},
-        },
+        }),
         200,
         None,
     )
@@ -112,7 +113,7 @@ def test_metering_puts_the_cost_on_the_usage_record() -> None:
     )
     metering.finish(
         Call("chat", "free", OPEN_MODE, stream=False),
-        {"prompt_tokens": 30, "completion_tokens": 7},
+        Usage.of(30, 7),
         200,
         None,
     )

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from inferd.anthropic.translate import STOP_REASONS, message_usage, new_message_id
+from inferd.schemas.answers import usage_of
 
 Event = tuple[str, dict[str, Any]]
 
@@ -72,7 +73,7 @@ async def events(chunks: AsyncIterator[dict[str, Any]], model: str) -> AsyncIter
     yield ("ping", {"type": "ping"})
     blocks = _Blocks()
     finish = "stop"
-    usage: dict[str, Any] = {}
+    usage: object = None  # the usage chunk's, as sent
     async for chunk in chunks:
         usage = chunk.get("usage") or usage
         for choice in chunk.get("choices") or []:
@@ -89,5 +90,5 @@ async def events(chunks: AsyncIterator[dict[str, Any]], model: str) -> AsyncIter
     yield ("message_delta", {"type": "message_delta",
                              "delta": {"stop_reason": STOP_REASONS.get(finish, "end_turn"),
                                        "stop_sequence": None},
-                             "usage": message_usage(usage)})
+                             "usage": message_usage(usage_of(usage))})
     yield ("message_stop", {"type": "message_stop"})

@@ -1,7 +1,9 @@
 """The engine interface: the one narrow seam between inferd and whatever runs a model.
 
-An engine answers OpenAI-shaped requests with OpenAI-shaped dicts. Streams yield
-``chat.completion.chunk`` / ``text_completion`` dicts and always end with a usage chunk
+An engine answers OpenAI-shaped requests with the typed answers of ``inferd.schemas.answers``
+(``ChatCompletion``, ``TextCompletion``, ``EmbeddingList``, ``ImagesAnswer``, ...). Streams
+yield ``chat.completion.chunk`` / ``text_completion`` dicts (one per token: built and passed
+through as plain dicts) and always end with a usage chunk
 (``"choices": []`` plus ``"usage"``); the HTTP layer forwards that chunk only when the client
 asked for ``stream_options.include_usage``, and the usage recorder always reads it.
 
@@ -18,6 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferd.errors import InvalidRequest
+from inferd.schemas.answers import (
+    ChatCompletion,
+    EmbeddingList,
+    ImagesAnswer,
+    RerankAnswer,
+    ScoreList,
+    TextCompletion,
+)
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.schemas.passthrough import Forward, Forwarded
@@ -66,28 +76,28 @@ class Engine:
         return InvalidRequest(f"The model '{self.name}' does not support {what}.",
                               param="model", code="unsupported_model_operation")
 
-    async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
         raise self._unsupported("chat completions")
 
     def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
         raise self._unsupported("chat completions")
 
-    async def complete(self, request: CompletionRequest) -> dict[str, Any]:
+    async def complete(self, request: CompletionRequest) -> TextCompletion:
         raise self._unsupported("text completions")
 
     def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
         raise self._unsupported("text completions")
 
-    async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingList:
         raise self._unsupported("embeddings")
 
-    async def rerank(self, request: RerankRequest) -> dict[str, Any]:
+    async def rerank(self, request: RerankRequest) -> RerankAnswer:
         """By default: cosine similarity of this engine's embeddings (see ``similarity``)."""
         from inferd.engines import similarity
 
         return await similarity.rerank(self.embed, request)
 
-    async def score(self, request: ScoreRequest) -> dict[str, Any]:
+    async def score(self, request: ScoreRequest) -> ScoreList:
         from inferd.engines import similarity
 
         return await similarity.score(self.embed, request)
@@ -97,6 +107,6 @@ class Engine:
         raise self._unsupported(f"'{request.path}'")
 
     async def images(self, request: ImageGenerationRequest,
-                     progress: Progress | None = None) -> dict[str, Any]:
+                     progress: Progress | None = None) -> ImagesAnswer:
         """An ``ImagesResponse`` whose ``data`` items carry ``b64_json``."""
         raise self._unsupported("image generation")

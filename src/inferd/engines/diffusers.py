@@ -24,6 +24,7 @@ from typing import Any
 
 from inferd.engines.base import Engine, ModelInfo, Progress
 from inferd.errors import InvalidRequest, UnsupportedParameter
+from inferd.schemas.answers import ImageData, ImagesAnswer
 from inferd.schemas.images import ImageGenerationRequest, check_bounds, images_response
 from inferd.settings import ModelSpec
 
@@ -138,7 +139,7 @@ class DiffusersEngine(Engine):
                     else request.output_compression)
 
     async def images(self, request: ImageGenerationRequest,
-                     progress: Progress | None = None) -> dict[str, Any]:
+                     progress: Progress | None = None) -> ImagesAnswer:
         plan = self.plan(request)
         if self._pipeline is None:
             raise InvalidRequest(f"The model '{self.name}' is not loaded.")
@@ -165,7 +166,7 @@ class DiffusersEngine(Engine):
             raise
         finally:
             self._stops.discard(stop)
-        data = [{"b64_json": base64.b64encode(p).decode()} for p in pictures]
+        data = [ImageData(b64_json=base64.b64encode(p).decode()) for p in pictures]
         return images_response(created, data, size=f"{plan.width}x{plan.height}",
                                output_format=plan.output_format, steps=plan.steps,
                                seed=plan.seed)

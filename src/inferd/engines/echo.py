@@ -10,10 +10,10 @@ import asyncio
 import hashlib
 import struct
 from collections.abc import AsyncIterator
-from typing import Any
 
 from inferd.engines.local import Generation, LocalTextEngine
 from inferd.engines.tools import unreadable
+from inferd.schemas.answers import Embedding, EmbeddingList, Usage
 from inferd.schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -76,7 +76,7 @@ class EchoEngine(LocalTextEngine):
             generation.completion_tokens += 1
             yield word if index == 0 else f" {word}"
 
-    async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingList:
         data = []
         tokens = 0
         for index, given in enumerate(request.inputs()):
@@ -84,6 +84,6 @@ class EchoEngine(LocalTextEngine):
             digest = hashlib.sha256(text.encode()).digest()
             vector = [v / 2**31 for v in struct.unpack("<8i", digest)]
             tokens += len(text.split())
-            data.append({"object": "embedding", "index": index, "embedding": vector})
-        return {"object": "list", "data": data, "model": request.model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+            data.append(Embedding(object="embedding", index=index, embedding=vector))
+        return EmbeddingList(object="list", data=data, model=request.model,
+                             usage=Usage(prompt_tokens=tokens, total_tokens=tokens))

@@ -21,6 +21,7 @@ from typing import Any
 
 from inferd.engines.base import Engine, ModelInfo
 from inferd.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
+from inferd.schemas.answers import Embedding, EmbeddingList, Usage
 from inferd.schemas.openai import EmbeddingRequest, Prompt
 from inferd.settings import ModelSpec
 
@@ -136,7 +137,7 @@ class SentenceEmbeddingEngine(Engine):
             "its own tokenizer with its setting token_id_input: true.)",
             param="input", code="token_ids_not_accepted")
 
-    async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingList:
         if request.dimensions is not None and request.dimensions != self.dimensions:
             raise UnsupportedParameter(
                 f"The model '{self.name}' produces {self.dimensions} dimensions only.",
@@ -147,11 +148,11 @@ class SentenceEmbeddingEngine(Engine):
             self._thread, self._encode, texts)
         data = []
         for index, vector in enumerate(vectors):
-            value: Any = vector
+            value: list[float] | str = vector
             if request.encoding_format == "base64":
                 import numpy as np
 
                 value = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
-            data.append({"object": "embedding", "index": index, "embedding": value})
-        return {"object": "list", "data": data, "model": request.model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+            data.append(Embedding(object="embedding", index=index, embedding=value))
+        return EmbeddingList(object="list", data=data, model=request.model,
+                             usage=Usage(prompt_tokens=tokens, total_tokens=tokens))

@@ -12,11 +12,12 @@ while a trace is recorded carries its W3C ``traceparent`` (``inferd.tracing``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from pydantic import ValidationError
 
 from inferd.engines.base import Chunk, ModelInfo, Progress
 from inferd.engines.remote import (
@@ -29,11 +30,27 @@ from inferd.engines.remote import (
 )
 from inferd.engines.upstream import UpstreamClosed, UpstreamPool
 from inferd.errors import UpstreamError
+from inferd.schemas.answers import (
+    Answer,
+    ChatCompletion,
+    EmbeddingList,
+    ImagesAnswer,
+    RerankAnswer,
+    ScoreList,
+    TextCompletion,
+)
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
 from inferd.tracing import outgoing
+
+A = TypeVar("A", bound=Answer)
+# What an answer of each kind is called in the error a malformed one gets.
+_KINDS: dict[type[Answer], str] = {
+    ChatCompletion: "a chat completion", TextCompletion: "a text completion",
+    EmbeddingList: "embeddings", ImagesAnswer: "images", RerankAnswer: "a rerank answer",
+    ScoreList: "scores"}
 
 
 def api_base(url: str) -> str:
@@ -114,27 +131,33 @@ class HttpEngine(RemoteEngine):
             self._pool = None
         await super().close()
 
-    async def _post_json(self, path: str, body: dict[str, Any]) -> Any:
-        """A non-streamed call through the lean pool, errors mapped as ``post`` maps them."""
+    async def _post_json(self, path: str, body: dict[str, Any]) -> bytes:
+        """A non-streamed call through the lean pool, errors mapped as ``post`` maps them:
+        the raw answer."""
         if self._pool is None:
             raise UpstreamUnavailable(f"The replica of '{self.name}' is not started.")
         try:
             status, raw = await self._pool.post(path + self.query, orjson.dumps(body),
                                                 outgoing())
             if status < 300:
-                return orjson.loads(raw)
+                return raw
         except TRANSPORT_ERRORS as exc:
             failed = ("broke off its answer" if isinstance(exc, UpstreamClosed)
                       and exc.mid_answer else "could not be reached")
             raise transport_error(exc, self.what, failed) from exc
         raise self.status_error(status, error_text(raw, status))
 
-    async def _answer(self, path: str, body: dict[str, Any], model: str) -> dict[str, Any]:
-        result = await self._post_json(path, body)
-        if not isinstance(result, dict):
-            raise UpstreamUnavailable(f"The replica of '{self.name}' answered a non-object.")
-        result["model"] = model
-        return result
+    async def _answer(self, path: str, body: dict[str, Any], kind: type[A]) -> A:
+        """The upstream's answer to ``path``, validated as ``kind`` straight from its bytes
+        (what it adds is kept)."""
+        raw = await self._post_json(path, body)
+        try:
+            return kind.model_validate_json(raw)
+        except ValidationError as exc:
+            where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "the body"
+            raise UpstreamUnavailable(
+                f"The replica of '{self.name}' answered something other than "
+                f"{_KINDS.get(kind, kind.__name__)} (at {where}).") from None
 
     async def _stream(self, path: str, body: dict[str, Any], model: str) -> AsyncIterator[Chunk]:
         response = await self.post(self.url(path), body, outgoing())
@@ -153,34 +176,44 @@ class HttpEngine(RemoteEngine):
                 del chunk["usage"]
             yield chunk
 
-    async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        return await self._answer("/chat/completions", self._body(request), request.model)
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
+        result = await self._answer("/chat/completions", self._body(request), ChatCompletion)
+        result.model = request.model
+        return result
 
     def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
         return self._stream("/chat/completions", self._body(request, stream=True), request.model)
 
-    async def complete(self, request: CompletionRequest) -> dict[str, Any]:
-        return await self._answer("/completions", self._body(request), request.model)
+    async def complete(self, request: CompletionRequest) -> TextCompletion:
+        result = await self._answer("/completions", self._body(request), TextCompletion)
+        result.model = request.model
+        return result
 
     def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
         return self._stream("/completions", self._body(request, stream=True), request.model)
 
-    async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
-        return await self._answer("/embeddings", self._body(request), request.model)
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingList:
+        result = await self._answer("/embeddings", self._body(request), EmbeddingList)
+        result.model = request.model
+        return result
 
-    async def rerank(self, request: RerankRequest) -> dict[str, Any]:
+    async def rerank(self, request: RerankRequest) -> RerankAnswer:
         """Passed through when the upstream serves ``/rerank`` (capability ``rerank``), else
         answered from its embeddings."""
         if "rerank" not in self.capabilities:
             return await super().rerank(request)
         body = {**request.model_dump(exclude_unset=True), "model": self.upstream_model}
-        return await self._answer("/rerank", body, request.model)
+        result = await self._answer("/rerank", body, RerankAnswer)
+        result.model = request.model
+        return result
 
-    async def score(self, request: ScoreRequest) -> dict[str, Any]:
+    async def score(self, request: ScoreRequest) -> ScoreList:
         if "score" not in self.capabilities:
             return await super().score(request)
         body = {**request.model_dump(exclude_unset=True), "model": self.upstream_model}
-        return await self._answer("/score", body, request.model)
+        result = await self._answer("/score", body, ScoreList)
+        result.model = request.model
+        return result
 
     async def forward(self, request: Forward) -> Forwarded:
         """POST the body or form on with the upstream's model name; the answer comes back
@@ -225,10 +258,6 @@ class HttpEngine(RemoteEngine):
         return Forwarded(body=body, content_type=content_type, usage=usage)
 
     async def images(self, request: ImageGenerationRequest,
-                     progress: Progress | None = None) -> dict[str, Any]:
+                     progress: Progress | None = None) -> ImagesAnswer:
         """``/images/generations`` passed through (no step progress crosses HTTP)."""
-        result = await self._post_json("/images/generations", self._body(request))
-        if not isinstance(result, dict) or not isinstance(result.get("data"), list):
-            raise UpstreamUnavailable(
-                f"The replica of '{self.name}' answered something other than images.")
-        return result
+        return await self._answer("/images/generations", self._body(request), ImagesAnswer)

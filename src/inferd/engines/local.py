@@ -19,15 +19,25 @@ from inferd.engines.base import Chunk, Engine
 from inferd.engines.toolparse import ToolStream, with_tool_calls
 from inferd.errors import UnsupportedParameter
 from inferd.ids import new_id
+from inferd.schemas.answers import (
+    ChatChoice,
+    ChatCompletion,
+    ChatMessageOut,
+    ChoiceLogprobs,
+    CompletionChoice,
+    CompletionLogprobs,
+    PromptTokensDetails,
+    TextCompletion,
+    TokenLogprob,
+    Usage,
+)
 from inferd.schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
     Prompt,
     chat_chunk,
-    chat_completion,
     message_chars,
     usage_chunk,
-    usage_dict,
 )
 from inferd.tracing import Tracer, current_tracer, failed
 
@@ -209,26 +219,25 @@ class LocalTextEngine(Engine):
             span.end()
 
     # -- chat -----------------------------------------------------------------------------
-    async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
         generations = self._choices(await self.prepared_chat(request), request.n)
         texts = await self._run(generations)
-        first = generations[0]
-        out = chat_completion(id=new_id("chatcmpl", "-"), model=request.model, text=texts[0],
-                              finish_reason=first.finish_reason,
-                              prompt_tokens=first.prompt_tokens,
-                              completion_tokens=sum(g.completion_tokens for g in generations))
-        template = out["choices"][0]
-        out["choices"] = [
-            {**template, "index": i, "message": {**template["message"], "content": text},
-             "finish_reason": g.finish_reason or "stop",
-             "logprobs": _chat_logprobs(g, g.extra.get("logprobs", []))}
-            for i, (g, text) in enumerate(zip(generations, texts, strict=True))]
-        for choice, g, text in zip(out["choices"], generations, texts, strict=True):
+        choices = []
+        for index, (g, text) in enumerate(zip(generations, texts, strict=True)):
+            choice = ChatChoice(
+                index=index,
+                message=ChatMessageOut(role="assistant", content=text, refusal=None),
+                logprobs=_chat_logprobs(g, g.extra.get("logprobs", [])),
+                finish_reason=g.finish_reason or "stop")
             names = _names(g)
             if names is not None:
                 with_tool_calls(choice, text, names)
-        _cached(out["usage"], generations)
-        return out
+            choices.append(choice)
+        return ChatCompletion(
+            id=new_id("chatcmpl", "-"), object="chat.completion", created=int(time.time()),
+            model=request.model, choices=choices,
+            usage=_usage(generations[0].prompt_tokens,
+                         sum(g.completion_tokens for g in generations), generations))
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
         generations = self._choices(await self.prepared_chat(request), request.n)
@@ -258,12 +267,13 @@ class LocalTextEngine(Engine):
             elif piece or entries:
                 chunk = chat_chunk(id=cid, model=model, created=created,
                                    delta={"content": piece})
-                chunk["choices"][0]["logprobs"] = _chat_logprobs(generation, entries)
+                logprobs = _chat_logprobs(generation, entries)
+                chunk["choices"][0]["logprobs"] = None if logprobs is None else logprobs.wire()
                 yield _indexed(chunk, index)
         last = usage_chunk(id=cid, model=model, created=created, obj="chat.completion.chunk",
                            prompt_tokens=generations[0].prompt_tokens,
                            completion_tokens=sum(g.completion_tokens for g in generations))
-        _cached(last["usage"], generations)
+        last["usage"]["prompt_tokens_details"] = {"cached_tokens": _cached(generations)}
         yield last
 
     # -- text completions -----------------------------------------------------------------
@@ -271,26 +281,29 @@ class LocalTextEngine(Engine):
         return [g for p in request.prompts() for g in self._choices(
             await self.prepare_text_off_loop(request, p), request.n)]
 
-    async def complete(self, request: CompletionRequest) -> dict[str, Any]:
+    async def complete(self, request: CompletionRequest) -> TextCompletion:
         generations = await self._text_generations(request)
         texts = await self._run(generations)
-        choices = [{"text": text, "index": index,
-                    "logprobs": _text_logprobs(g, g.extra.get("logprobs", []), text),
-                    "finish_reason": g.finish_reason or "stop"}
-                   for index, (g, text) in enumerate(zip(generations, texts, strict=True))]
-        usage = usage_dict(_prompt_total(generations),
-                           sum(g.completion_tokens for g in generations))
-        _cached(usage, generations)
-        return {"id": new_id("cmpl", "-"), "object": "text_completion", "created": int(time.time()),
-                "model": request.model, "choices": choices, "usage": usage}
+        choices = [CompletionChoice(
+            text=text, index=index,
+            logprobs=_text_logprobs(g, g.extra.get("logprobs", []), text),
+            finish_reason=g.finish_reason or "stop")
+            for index, (g, text) in enumerate(zip(generations, texts, strict=True))]
+        return TextCompletion(
+            id=new_id("cmpl", "-"), object="text_completion", created=int(time.time()),
+            model=request.model, choices=choices,
+            usage=_usage(_prompt_total(generations),
+                         sum(g.completion_tokens for g in generations), generations))
 
     async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
         generations = await self._text_generations(request)
         cid, created, model = new_id("cmpl", "-"), int(time.time()), request.model
 
-        def chunk(index: int, text: str, finish: str | None, logprobs: Any = None) -> Chunk:
+        def chunk(index: int, text: str, finish: str | None,
+                  logprobs: CompletionLogprobs | None = None) -> Chunk:
             return {"id": cid, "object": "text_completion", "created": created, "model": model,
-                    "choices": [{"text": text, "index": index, "logprobs": logprobs,
+                    "choices": [{"text": text, "index": index,
+                                 "logprobs": None if logprobs is None else logprobs.wire(),
                                  "finish_reason": finish}]}
 
         async for index, piece, entries in self.traced(generations):
@@ -302,7 +315,7 @@ class LocalTextEngine(Engine):
         last = usage_chunk(id=cid, model=model, created=created, obj="text_completion",
                            prompt_tokens=_prompt_total(generations),
                            completion_tokens=sum(g.completion_tokens for g in generations))
-        _cached(last["usage"], generations)
+        last["usage"]["prompt_tokens_details"] = {"cached_tokens": _cached(generations)}
         yield last
 
 
@@ -330,14 +343,15 @@ def _indexed(chunk: Chunk, index: int) -> Chunk:
 
 
 def _chat_logprobs(generation: Generation,
-                   entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+                   entries: list[dict[str, Any]]) -> ChoiceLogprobs | None:
     if generation.params.get("logprobs") is None:
         return None
-    return {"content": entries, "refusal": None}
+    return ChoiceLogprobs(content=[TokenLogprob.model_validate(e) for e in entries],
+                          refusal=None)
 
 
 def _text_logprobs(generation: Generation, entries: list[dict[str, Any]],
-                   text: str) -> dict[str, Any] | None:
+                   text: str) -> CompletionLogprobs | None:
     """The legacy completions shape; offsets count from the start of the choice's text."""
     if generation.params.get("logprobs") is None:
         return None
@@ -347,11 +361,10 @@ def _text_logprobs(generation: Generation, entries: list[dict[str, Any]],
         offsets.append(offset)
         offset += len(entry["token"])
     generation.extra["text_offset"] = offset
-    return {"tokens": [e["token"] for e in entries],
-            "token_logprobs": [e["logprob"] for e in entries],
-            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]}
-                             for e in entries],
-            "text_offset": offsets}
+    return CompletionLogprobs(
+        tokens=[e["token"] for e in entries], token_logprobs=[e["logprob"] for e in entries],
+        top_logprobs=[{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
+        text_offset=offsets)
 
 
 def _prompt_total(generations: list[Generation]) -> int:
@@ -359,10 +372,17 @@ def _prompt_total(generations: list[Generation]) -> int:
     return sum(g.prompt_tokens for g in generations if not g.extra.get("choice"))
 
 
-def _cached(usage: dict[str, Any], generations: list[Generation]) -> None:
-    cached = sum(g.extra.get("cached_tokens", 0) for g in generations
-                 if not g.extra.get("choice"))
-    usage["prompt_tokens_details"] = {"cached_tokens": cached}
+def _cached(generations: list[Generation]) -> int:
+    """Prompt tokens found in the cache, counted once per prompt."""
+    return sum(g.extra.get("cached_tokens", 0) for g in generations
+               if not g.extra.get("choice"))
+
+
+def _usage(prompt: int, completion: int, generations: list[Generation]) -> Usage:
+    return Usage(prompt_tokens=prompt, completion_tokens=completion,
+                 total_tokens=prompt + completion,
+                 prompt_tokens_details=PromptTokensDetails(
+                     cached_tokens=_cached(generations)))
 
 
 def chat_chars(request: ChatCompletionRequest) -> int:

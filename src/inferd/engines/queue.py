@@ -16,15 +16,17 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 from opentelemetry.context import attach, detach
+from pydantic import ValidationError
 
 from inferd.engines.base import Chunk, Engine
 from inferd.errors import InferdError, UpstreamError, UpstreamTimeout
+from inferd.schemas.answers import Answer, ChatCompletion, EmbeddingList, TextCompletion
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.tasks import bounded, cancel_and_wait
 from inferd.tracing import SpanKind, Tracer, outgoing, received, with_tracer
@@ -37,6 +39,8 @@ Request = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
 def rpc_queue(prefix: str, model: str) -> str:
     return f"{prefix}.rpc.{model}"
 
+
+A = TypeVar("A", bound=Answer)
 
 class RemoteFailure(InferdError):
     """An error a worker reported for a request, with the worker's status and type."""
@@ -125,10 +129,16 @@ class QueueEngine(Engine):
         super().__init__(name)
         self.client, self.model, self.timeout = client, model or name, timeout
 
-    async def _one(self, op: str, request: Request) -> dict[str, Any]:
-        result: dict[str, Any] | None = None
+    async def _one(self, op: str, request: Request, kind: type[A]) -> A:
+        """The worker's answer to ``op``, validated as ``kind`` (as it built it)."""
+        result: A | None = None
         async for reply in self.client.call(self.model, op, request, self.timeout):
-            result = dict(reply["result"]) if "result" in reply else result
+            if "result" in reply:
+                try:
+                    result = kind.model_validate(reply["result"])
+                except ValidationError:
+                    raise UpstreamError(f"The worker of '{self.name}' sent a malformed "
+                                        "answer.") from None
         if result is None:
             raise UpstreamError(f"The worker of '{self.name}' sent no answer.")
         return result
@@ -138,20 +148,20 @@ class QueueEngine(Engine):
             if "chunk" in reply:
                 yield dict(reply["chunk"])
 
-    async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        return await self._one("chat", request)
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
+        return await self._one("chat", request, ChatCompletion)
 
     def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
         return self._stream("chat_stream", request)
 
-    async def complete(self, request: CompletionRequest) -> dict[str, Any]:
-        return await self._one("complete", request)
+    async def complete(self, request: CompletionRequest) -> TextCompletion:
+        return await self._one("complete", request, TextCompletion)
 
     def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
         return self._stream("complete_stream", request)
 
-    async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
-        return await self._one("embed", request)
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingList:
+        return await self._one("embed", request, EmbeddingList)
 
 
 class RpcServer:
@@ -228,19 +238,19 @@ async def run(engine: Engine, op: str, body: dict[str, Any]) -> AsyncIterator[di
     if op in ("chat", "chat_stream"):
         chat = ChatCompletionRequest.model_validate(body)
         if op == "chat":
-            yield {"result": await engine.chat(chat)}
+            yield {"result": (await engine.chat(chat)).wire()}
         else:
             async for chunk in engine.chat_stream(chat):
                 yield {"chunk": chunk}
     elif op in ("complete", "complete_stream"):
         text = CompletionRequest.model_validate(body)
         if op == "complete":
-            yield {"result": await engine.complete(text)}
+            yield {"result": (await engine.complete(text)).wire()}
         else:
             async for chunk in engine.complete_stream(text):
                 yield {"chunk": chunk}
     elif op == "embed":
-        yield {"result": await engine.embed(EmbeddingRequest.model_validate(body))}
+        yield {"result": (await engine.embed(EmbeddingRequest.model_validate(body))).wire()}
     else:
         raise UpstreamError(f"Unknown queued operation {op!r}.")
     yield {"end": True}

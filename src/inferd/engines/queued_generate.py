@@ -59,6 +59,7 @@ from inferd.errors import (
     UpstreamUnavailable,
 )
 from inferd.logs import job_deadline_var, job_id_var
+from inferd.schemas.answers import ChatCompletion, CompletionChoice, TextCompletion, Usage
 from inferd.schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -442,7 +443,7 @@ class QueuedGenerateEngine(RemoteEngine):
                 "model": self.spec.upstream_model or None}
 
     # -- the engine interface -----------------------------------------------------------------
-    async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
         messages = _messages(request)
         prompt = {"job_id": self._task_id(), "priority": self.priority, "source": "local",
                   "meta": self._meta(request.temperature, request.token_limit(), request.stop),
@@ -457,17 +458,16 @@ class QueuedGenerateEngine(RemoteEngine):
             self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
         """The whole answer as one chunk (the workers do not stream), then the usage."""
         answer = await self.chat(request)
-        created, text = int(answer["created"]), answer["choices"][0]["message"]["content"]
-        yield chat_chunk(id=answer["id"], model=request.model, created=created,
-                         delta={"role": "assistant", "content": text})
-        yield chat_chunk(id=answer["id"], model=request.model, created=created, delta={},
+        created, usage = answer.created, _usage(answer.usage)
+        yield chat_chunk(id=answer.id, model=request.model, created=created,
+                         delta={"role": "assistant", "content": answer.text()})
+        yield chat_chunk(id=answer.id, model=request.model, created=created, delta={},
                          finish_reason="stop")
-        yield usage_chunk(id=answer["id"], model=request.model, created=created,
-                          obj="chat.completion.chunk",
-                          prompt_tokens=answer["usage"]["prompt_tokens"],
-                          completion_tokens=answer["usage"]["completion_tokens"])
+        yield usage_chunk(id=answer.id, model=request.model, created=created,
+                          obj="chat.completion.chunk", prompt_tokens=usage.prompt_tokens,
+                          completion_tokens=usage.completion_tokens or 0)
 
-    async def complete(self, request: CompletionRequest) -> dict[str, Any]:
+    async def complete(self, request: CompletionRequest) -> TextCompletion:
         prompts = request.prompts()
         if len(prompts) != 1 or not isinstance(prompts[0], str):
             raise InvalidRequest(f"The model '{self.name}' takes one text prompt per request.",
@@ -476,27 +476,28 @@ class QueuedGenerateEngine(RemoteEngine):
                   "meta": self._meta(request.temperature, request.token_limit(), request.stop),
                   "content": prompts[0]}
         job_id, text = await self._run(SINGLE, prompt)
-        prompt_tokens = len(prompts[0]) // 4 + 1
-        completion_tokens = len(text) // 4 + 1
-        return {"id": f"cmpl-{job_id}", "object": "text_completion",
-                "created": int(time.time()), "model": request.model,
-                "choices": [{"index": 0, "text": text, "logprobs": None,
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens}}
+        return TextCompletion(
+            id=f"cmpl-{job_id}", object="text_completion", created=int(time.time()),
+            model=request.model,
+            choices=[CompletionChoice(index=0, text=text, logprobs=None, finish_reason="stop")],
+            usage=Usage.of(len(prompts[0]) // 4 + 1, len(text) // 4 + 1))
 
     async def complete_stream(
             self, request: CompletionRequest) -> AsyncIterator[Chunk]:
         answer = await self.complete(request)
-        created = int(answer["created"])
-        yield {"id": answer["id"], "object": "text_completion", "created": created,
-               "model": request.model, "choices": [{"index": 0, "text":
-                                                    answer["choices"][0]["text"],
+        created, usage = answer.created, _usage(answer.usage)
+        yield {"id": answer.id, "object": "text_completion", "created": created,
+               "model": request.model, "choices": [{"index": 0, "text": answer.choices[0].text,
                                                     "logprobs": None, "finish_reason": "stop"}]}
-        yield usage_chunk(id=answer["id"], model=request.model, created=created,
-                          obj="text_completion",
-                          prompt_tokens=answer["usage"]["prompt_tokens"],
-                          completion_tokens=answer["usage"]["completion_tokens"])
+        yield usage_chunk(id=answer.id, model=request.model, created=created,
+                          obj="text_completion", prompt_tokens=usage.prompt_tokens,
+                          completion_tokens=usage.completion_tokens or 0)
+
+
+def _usage(usage: Usage | None) -> Usage:
+    """The usage this engine put in its own answer."""
+    assert usage is not None  # ``chat`` and ``complete`` above always count it
+    return usage
 
 
 async def _close_pubsub(pubsub: Any) -> None:

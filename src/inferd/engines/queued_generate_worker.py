@@ -171,13 +171,12 @@ class TaskServer:
             settings["stop"] = stops[:MAX_STOPS]
         if prompt_type == SINGLE:
             text = CompletionRequest.model_validate({**settings, "prompt": prompt["content"]})
-            result = await engine.complete(text)
-            return str(result["choices"][0].get("text") or "")
+            completion = await engine.complete(text)
+            return completion.choices[0].text if completion.choices else ""
         messages = [{"role": m["role"] if m["role"] in ("system", "user", "assistant")
                      else "user", "content": m["content"]} for m in prompt["messages"]]
         chat = ChatCompletionRequest.model_validate({**settings, "messages": messages})
-        result = await engine.chat(chat)
-        return str(result["choices"][0]["message"].get("content") or "")
+        return (await engine.chat(chat)).text()
 
 
 def parse(body: bytes) -> tuple[str, dict[str, Any], str]:

@@ -12,13 +12,21 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from inferd.errors import InvalidRequest
+from inferd.errors import InvalidRequest, UpstreamError
+from inferd.schemas.answers import (
+    EmbeddingList,
+    RerankAnswer,
+    RerankDocument,
+    RerankResult,
+    Score,
+    ScoreList,
+    TokenCountUsage,
+)
 from inferd.schemas.openai import EmbeddingRequest
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
 
-Embed = Callable[[EmbeddingRequest], Awaitable[dict[str, Any]]]
+Embed = Callable[[EmbeddingRequest], Awaitable[EmbeddingList]]
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -30,27 +38,31 @@ def cosine(a: list[float], b: list[float]) -> float:
 async def _vectors(embed: Embed, model: str,
                    texts: list[str]) -> tuple[list[list[float]], int]:
     result = await embed(EmbeddingRequest(model=model, input=texts))
-    data = sorted(result["data"], key=lambda d: d["index"])
-    tokens = int((result.get("usage") or {}).get("total_tokens") or 0)
-    return [d["embedding"] for d in data], tokens
+    data = sorted(result.data, key=lambda d: d.index)
+    tokens = result.usage.total_tokens if result.usage is not None else 0
+    vectors = [d.embedding for d in data]
+    if not all(isinstance(v, list) for v in vectors):  # asked as floats: a replica's fault
+        raise UpstreamError(f"The embeddings of '{model}' came back as other than floats.")
+    return [v for v in vectors if isinstance(v, list)], tokens
 
 
-async def rerank(embed: Embed, request: RerankRequest) -> dict[str, Any]:
+async def rerank(embed: Embed, request: RerankRequest) -> RerankAnswer:
     texts = request.texts()
     vectors, tokens = await _vectors(embed, request.model, [request.query, *texts])
     scores = [cosine(vectors[0], v) for v in vectors[1:]]
     order = sorted(range(len(texts)), key=lambda i: scores[i], reverse=True)
     results = []
     for index in order[: request.top_n or len(order)]:
-        result: dict[str, Any] = {"index": index, "relevance_score": scores[index]}
+        result = RerankResult(index=index, relevance_score=scores[index])
         if request.return_documents:
-            result["document"] = {"text": texts[index]}
+            result.document = RerankDocument(text=texts[index])
         results.append(result)
-    return {"id": f"rerank-{uuid.uuid4().hex[:24]}", "model": request.model,
-            "results": results, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return RerankAnswer(id=f"rerank-{uuid.uuid4().hex[:24]}", model=request.model,
+                        results=results,
+                        usage=TokenCountUsage(prompt_tokens=tokens, total_tokens=tokens))
 
 
-async def score(embed: Embed, request: ScoreRequest) -> dict[str, Any]:
+async def score(embed: Embed, request: ScoreRequest) -> ScoreList:
     try:
         pairs = request.pairs()
     except ValueError as exc:
@@ -58,8 +70,8 @@ async def score(embed: Embed, request: ScoreRequest) -> dict[str, Any]:
     unique = list(dict.fromkeys(t for pair in pairs for t in pair))
     vectors, tokens = await _vectors(embed, request.model, unique)
     by_text = dict(zip(unique, vectors, strict=True))
-    data = [{"index": i, "object": "score", "score": cosine(by_text[a], by_text[b])}
+    data = [Score(index=i, object="score", score=cosine(by_text[a], by_text[b]))
             for i, (a, b) in enumerate(pairs)]
-    return {"id": f"score-{uuid.uuid4().hex[:24]}", "object": "list",
-            "created": int(time.time()), "model": request.model, "data": data,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return ScoreList(id=f"score-{uuid.uuid4().hex[:24]}", object="list", model=request.model,
+                     data=data, usage=TokenCountUsage(prompt_tokens=tokens, total_tokens=tokens),
+                     created=int(time.time()))

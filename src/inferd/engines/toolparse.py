@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from inferd.engines.tools import TOOL_CLOSE, TOOL_OPEN
+from inferd.schemas.answers import ChatChoice, FunctionCall, ToolCall
 
 _HEAD = re.compile(r'\s*' + re.escape(TOOL_OPEN) +
                    r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*(?=\S)',
@@ -175,36 +176,36 @@ class ToolStream:
             self.pos, self.args_start = close + len(TOOL_CLOSE), None
 
 
-def parse(text: str, names: Iterable[str] = ()) -> tuple[str | None, list[dict[str, Any]]]:
+def parse(text: str, names: Iterable[str] = ()) -> tuple[str | None, list[ToolCall]]:
     """``(content, tool_calls)`` of a whole answer. A call cut short (max_tokens) is kept
     with the arguments written so far; an answer of calls has no content."""
     stream = ToolStream(names)
     deltas = stream.feed(text) + stream.finish()
     if stream.mode != "tools":
         return text, []
-    calls: list[dict[str, Any]] = []
+    calls: list[ToolCall] = []
     for delta in deltas:
         for part in delta.get("tool_calls", []):
             if "id" in part:
-                calls.append({"id": part["id"], "type": "function",
-                              "function": dict(part["function"])})
+                calls.append(ToolCall(id=part["id"], type="function", function=FunctionCall(
+                    name=part["function"]["name"], arguments=part["function"]["arguments"])))
             else:
-                calls[-1]["function"]["arguments"] += part["function"]["arguments"]
+                calls[-1].function.arguments += part["function"]["arguments"]
     for call in calls[:stream.complete]:
-        function = call["function"]
+        function = call.function
         with contextlib.suppress(ValueError):  # else kept as written
             # the arguments the grammar let through, written the usual way
-            function["arguments"] = json.dumps(json.loads(function["arguments"]))
+            function.arguments = json.dumps(json.loads(function.arguments))
     return None, calls
 
 
-def with_tool_calls(choice: dict[str, Any], text: str, names: Iterable[str] = ()) -> None:
+def with_tool_calls(choice: ChatChoice, text: str, names: Iterable[str] = ()) -> None:
     """Rewrite a chat completion's choice whose text holds calls into ``tool_calls``."""
     content, calls = parse(text, names)
     if content is not None:
         return
-    choice["message"]["content"] = None
+    choice.message.content = None
     if calls:
-        choice["message"]["tool_calls"] = calls
-        if choice["finish_reason"] == "stop":
-            choice["finish_reason"] = "tool_calls"
+        choice.message.tool_calls = calls
+        if choice.finish_reason == "stop":
+            choice.finish_reason = "tool_calls"

@@ -32,13 +32,13 @@ from inferd.engines.remote import RemoteEngine, RemoteSpec, UpstreamUnavailable
 from inferd.engines.toolparse import ToolStream, with_tool_calls
 from inferd.errors import UnsupportedParameter, UpstreamError
 from inferd.ids import new_id
+from inferd.schemas.answers import ChatCompletion, CompletionChoice, TextCompletion, Usage
 from inferd.schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
     chat_chunk,
     chat_completion,
     usage_chunk,
-    usage_dict,
 )
 
 # OpenAI sampling fields and the vLLM sampling parameter each becomes.
@@ -154,7 +154,7 @@ class TritonEngine(RemoteEngine):
             if text:
                 yield text
 
-    async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
         prompt_text, with_tools = self._prompt(request)
         text, finish, prompt, completion = await self._generate(
             self._body(request, prompt_text, stream=False))
@@ -162,7 +162,7 @@ class TritonEngine(RemoteEngine):
                               finish_reason=finish, prompt_tokens=prompt,
                               completion_tokens=completion)
         if with_tools:
-            with_tool_calls(out["choices"][0], text)
+            with_tool_calls(out.choices[0], text)
         return out
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
@@ -186,16 +186,16 @@ class TritonEngine(RemoteEngine):
         yield usage_chunk(id=cid, model=model, created=created, obj="chat.completion.chunk",
                           prompt_tokens=counts["prompt"], completion_tokens=counts["completion"])
 
-    async def complete(self, request: CompletionRequest) -> dict[str, Any]:
+    async def complete(self, request: CompletionRequest) -> TextCompletion:
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for index, prompt in enumerate(request.prompts()):
             text, finish, p, c = await self._generate(self._body(request, prompt, stream=False))
             prompt_tokens, completion_tokens = prompt_tokens + p, completion_tokens + c
-            choices.append({"text": text, "index": index, "logprobs": None,
-                            "finish_reason": finish})
-        return {"id": new_id("cmpl", "-"), "object": "text_completion", "created": int(time.time()),
-                "model": request.model, "choices": choices,
-                "usage": usage_dict(prompt_tokens, completion_tokens)}
+            choices.append(CompletionChoice(text=text, index=index, logprobs=None,
+                                            finish_reason=finish))
+        return TextCompletion(id=new_id("cmpl", "-"), object="text_completion",
+                              created=int(time.time()), model=request.model, choices=choices,
+                              usage=Usage.of(prompt_tokens, completion_tokens))
 
     async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
         cid, created, model = new_id("cmpl", "-"), int(time.time()), request.model

@@ -20,6 +20,7 @@ from starlette.types import Message, Receive, Scope, Send
 from inferd.auth.principal import Principal
 from inferd.errors import AuthenticationFailed
 from inferd.http.errors import exception_response
+from inferd.schemas import answers
 
 
 class ClientGone(Exception):
@@ -71,7 +72,17 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 async def send_json(send: Send, content: object, status: int = 200,
                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = orjson.dumps(content)
+    await send_body(send, orjson.dumps(content), status, headers)
+
+
+async def send_answer(send: Send, answer: answers.Answer) -> None:
+    """A typed answer as it goes on the wire (``Answer.wire_json``)."""
+    await send_body(send, answer.wire_json())
+
+
+async def send_body(send: Send, body: bytes, status: int = 200,
+                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A JSON body already serialised."""
     start: Message = {"type": "http.response.start", "status": status,
                       "headers": [(b"content-type", b"application/json"),
                                   (b"content-length", b"%d" % len(body)), *(headers or ())]}

@@ -13,7 +13,7 @@ from inferd.http.fast import Answered
 from inferd.http.jobs import answer as submit_job
 from inferd.http.jobs import get_jobs, wants_async
 from inferd.http.operation import INFER, endpoint
-from inferd.http.responses import json_response
+from inferd.http.responses import answer_response
 from inferd.images import ENDPOINT, ImageService
 from inferd.schemas import answers as a
 from inferd.schemas.images import ImageGenerationRequest
@@ -38,10 +38,10 @@ async def create_image(request: Request, services: ServicesDep, images: ImagesDe
     # a client that leaves stops the generation at its next step
     result = await unless_disconnected(request, images.generate(body, principal))
     base = str(request.base_url).rstrip("/")
-    for item in result.get("data") or []:
-        if str(item.get("url", "")).startswith("/"):  # inferd's own: absolute for the client
-            item["url"] = base + item["url"]
-    return json_response(result)
+    for item in result.data:
+        if item.url is not None and item.url.startswith("/"):  # inferd's own: absolute
+            item.url = base + item.url
+    return answer_response(result)
 
 
 @endpoint(router, "GET", "/v1/images/{image_id}/content", access="private",

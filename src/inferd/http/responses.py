@@ -7,11 +7,18 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from inferd.schemas.answers import Answer
+
 
 def json_response(content: Any, status: int = 200,
                   headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json",
                     headers=headers)
+
+
+def answer_response(answer: Answer) -> Response:
+    """A typed answer as it goes on the wire: the fields it was built or received with."""
+    return Response(answer.wire_json(), media_type="application/json")
 
 
 def page_response(data: list[dict[str, Any]], has_more: bool) -> Response:

@@ -34,6 +34,7 @@ from inferd.responses import RESPONSES, background
 from inferd.responses.conversations import ConversationService
 from inferd.responses.prompts import PromptService
 from inferd.responses.service import ResponseService
+from inferd.schemas.answers import Answer, ChatCompletion, TextCompletion
 from inferd.schemas.fold import ChunkFold
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import (
@@ -198,18 +199,18 @@ async def _run_job(inference: Inference, job: JobRecord, owner: Awaitable[Princi
             result, usage = await background.run_response(
                 inference, background.ResponseJob.model_validate(job.request), principal, events,
                 ResponseStore(events.store.db))
-            return Outcome("completed", result=result, status_code=200, usage=usage)
+            return Outcome("completed", result=result, status_code=200, usage=_wire(usage))
         request = parse_request(job.endpoint, job.request)
         if isinstance(request, ImageGenerationRequest):
             assert images is not None
-            result = await images.generate(request, principal, events.progress)
+            pictures = await images.generate(request, principal, events.progress)
             await events.last()
-            return Outcome("completed", result=result, status_code=200,
-                           usage=result.get("usage"))
+            return Outcome("completed", result=pictures.wire(), status_code=200,
+                           usage=_wire(pictures.usage))
         if isinstance(request, EmbeddingRequest):
-            result = await inference.embed(request, principal)
-            return Outcome("completed", result=result, status_code=200,
-                           usage=result.get("usage"))
+            vectors = await inference.embed(request, principal)
+            return Outcome("completed", result=vectors.wire(), status_code=200,
+                           usage=_wire(vectors.usage))
         assert isinstance(request, ChatCompletionRequest | CompletionRequest)
         return await _run_stream(inference, request, principal, events)
     except (InferdError, ValidationError) as exc:
@@ -256,7 +257,7 @@ async def _run_batch_line(inference: Inference, job: JobRecord, principal: Princ
         chat.max_tokens = None
         result = await inference.chat(chat, principal)
     return Outcome("completed", result=translate.from_chat(result, body.model),
-                   status_code=200, usage=result.get("usage"))
+                   status_code=200, usage=_wire(result.usage))
 
 
 async def _run_stream(inference: Inference, request: ChatCompletionRequest | CompletionRequest,
@@ -276,8 +277,16 @@ async def _run_stream(inference: Inference, request: ChatCompletionRequest | Com
                 await events.token(text, choice.get("index", 0))
     await events.last()
     # the body a sync request answers: every choice, tool calls, logprobs, the engine's usage
-    result = (fold.chat(request.model) if isinstance(request, ChatCompletionRequest)
-              else fold.completion(request.model))
-    if isinstance(request, ChatCompletionRequest) and request.legacy_functions:
-        result = legacy_answer(result)  # the client sent ``functions``
-    return Outcome("completed", result=result, status_code=200, usage=result["usage"])
+    result: ChatCompletion | TextCompletion
+    if isinstance(request, ChatCompletionRequest):
+        result = fold.chat(request.model)
+        if request.legacy_functions:  # the client sent ``functions``
+            result = legacy_answer(result)
+    else:
+        result = fold.completion(request.model)
+    return Outcome("completed", result=result.wire(), status_code=200, usage=_wire(result.usage))
+
+
+def _wire(usage: Answer | None) -> dict[str, Any] | None:
+    """A usage as the job stores it (JSON)."""
+    return None if usage is None else usage.wire()

@@ -14,6 +14,7 @@ from inferd.auth.principal import Principal
 from inferd.inference import Inference
 from inferd.responses.conversations import stored_items
 from inferd.responses.events import ResponseStream
+from inferd.schemas.answers import Usage
 from inferd.schemas.openai import ChatCompletionRequest, StreamOptions
 from inferd.store.conversations import ConversationStore
 from inferd.store.responses import ResponseStore
@@ -41,7 +42,7 @@ class EventSink(Protocol):
 
 async def run_response(inference: Inference, job: ResponseJob, principal: Principal,
                        events: EventSink, responses: ResponseStore
-                       ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+                       ) -> tuple[dict[str, Any], Usage | None]:
     """Generate the response, storing its events; ``(response object, chat usage)``.
 
     The finished object is also written to the response's row, so that it outlives the job

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferd.schemas.answers import Usage, usage_of
 from inferd.schemas.responses import finish, function_call_item, message_item, new_id
 
 Event = dict[str, Any]
@@ -36,7 +37,7 @@ class ResponseStream:
     _text: str = ""
     _text_index: int | None = None
     _calls: dict[int, _Call] = field(default_factory=dict)
-    _usage: dict[str, Any] | None = None
+    _usage: Usage | None = None
     _finish_reason: str | None = None
 
     def start(self) -> Iterator[Event]:
@@ -46,7 +47,7 @@ class ResponseStream:
 
     def feed(self, chunk: dict[str, Any]) -> Iterator[Event]:
         if chunk.get("usage"):
-            self._usage = chunk["usage"]
+            self._usage = usage_of(chunk["usage"])
         for choice in chunk.get("choices") or []:
             if choice.get("index", 0) != 0:
                 continue
@@ -123,7 +124,7 @@ class ResponseStream:
         yield {"type": kind, "response": self.response}
 
     @property
-    def usage(self) -> dict[str, Any] | None:
+    def usage(self) -> Usage | None:
         return self._usage
 
 

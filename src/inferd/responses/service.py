@@ -220,9 +220,8 @@ class ResponseService:
             result = await self.inference.chat(prepared.chat, principal)
         except InvalidRequest as exc:
             raise own_names(exc) from None
-        finish_reason = (result.get("choices") or [{}])[0].get("finish_reason")
-        response = finish(prepared.response, output_from_chat(result), result.get("usage"),
-                          finish_reason)
+        response = finish(prepared.response, output_from_chat(result), result.usage,
+                          result.finish_reason())
         await self._save(principal, prepared, response)
         return response
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, get_args
+from typing import Protocol, TypeVar, get_args
 
 from inferd.engines.base import Chunk, Engine, ModelInfo, Progress
 from inferd.engines.remote import UpstreamUnavailable
@@ -39,6 +39,14 @@ from inferd.routing import affinity
 from inferd.routing.fairqueue import Admission, FairQueue, Priority, Queueing
 from inferd.routing.replica import Replica
 from inferd.routing.tracing import RouteTrace
+from inferd.schemas.answers import (
+    ChatCompletion,
+    EmbeddingList,
+    ImagesAnswer,
+    RerankAnswer,
+    ScoreList,
+    TextCompletion,
+)
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.schemas.passthrough import Forward, Forwarded
@@ -399,27 +407,27 @@ class Router:
         raise Unavailable(f"No replica of model '{request.model}' is available.")
 
     async def chat(self, request: ChatCompletionRequest,
-                   placed: Placed | None = None) -> dict[str, Any]:
+                   placed: Placed | None = None) -> ChatCompletion:
         return await self._run(request, lambda r, q, _: r.engine.chat(q), placed)
 
     async def complete(self, request: CompletionRequest,
-                       placed: Placed | None = None) -> dict[str, Any]:
+                       placed: Placed | None = None) -> TextCompletion:
         return await self._run(request, lambda r, q, _: r.engine.complete(q), placed)
 
     async def embed(self, request: EmbeddingRequest,
-                    placed: Placed | None = None) -> dict[str, Any]:
+                    placed: Placed | None = None) -> EmbeddingList:
         return await self._run(request, lambda r, q, _: r.engine.embed(q), placed)
 
     async def images(self, request: ImageGenerationRequest, progress: Progress | None = None,
-                     placed: Placed | None = None) -> dict[str, Any]:
+                     placed: Placed | None = None) -> ImagesAnswer:
         return await self._run(request, lambda r, q, _: r.engine.images(q, progress), placed)
 
     async def rerank(self, request: RerankRequest,
-                     placed: Placed | None = None) -> dict[str, Any]:
+                     placed: Placed | None = None) -> RerankAnswer:
         return await self._run(request, lambda r, q, _: r.engine.rerank(q), placed)
 
     async def score(self, request: ScoreRequest,
-                    placed: Placed | None = None) -> dict[str, Any]:
+                    placed: Placed | None = None) -> ScoreList:
         return await self._run(request, lambda r, q, _: r.engine.score(q), placed)
 
     async def forward(self, request: Forward, placed: Placed | None = None) -> Forwarded:

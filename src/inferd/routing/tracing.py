@@ -19,13 +19,22 @@ from opentelemetry.trace import set_span_in_context
 from inferd.engines.base import Chunk
 from inferd.engines.remote import UpstreamUnavailable
 from inferd.routing.replica import Replica
+from inferd.schemas.answers import (
+    ChatCompletion,
+    ImagesAnswer,
+    RerankAnswer,
+    Result,
+    ScoreList,
+    TextCompletion,
+    finish_reasons,
+    metered_usage,
+)
 from inferd.tracing import (
     SYSTEM,
     Span,
     SpanKind,
     Tracer,
     failed,
-    finish_reasons,
     usage_attributes,
     with_tracer,
 )
@@ -47,13 +56,15 @@ def operation_name(request: Any) -> str:
     return name
 
 
-def answer_attributes(answer: dict[str, Any]) -> dict[str, Any]:
+def answer_attributes(answer: Result) -> dict[str, Any]:
     """``gen_ai.response.*`` and ``gen_ai.usage.*`` of an answer in one piece."""
-    out: dict[str, Any] = usage_attributes(answer.get("usage"))
-    if isinstance(answer.get("model"), str):
-        out["gen_ai.response.model"] = answer["model"]
-    if isinstance(answer.get("id"), str):
-        out["gen_ai.response.id"] = answer["id"]
+    usage = metered_usage(answer)
+    out: dict[str, Any] = ({} if usage is None else usage_attributes(
+        usage.prompt_tokens, usage.completion_tokens))
+    if not isinstance(answer, ImagesAnswer):
+        out["gen_ai.response.model"] = answer.model
+    if isinstance(answer, ChatCompletion | TextCompletion | RerankAnswer | ScoreList):
+        out["gen_ai.response.id"] = answer.id
     reasons = finish_reasons(answer)
     if reasons:
         out["gen_ai.response.finish_reasons"] = reasons
@@ -102,7 +113,7 @@ class RouteTrace:
             ending: Any = self._ending(span, stream)
             return ending  # type: ignore[no-any-return]
         self._end(span, "ok", None,
-                  answer_attributes(result) if isinstance(result, dict) else None)
+                  answer_attributes(result) if isinstance(result, Result) else None)
         return result
 
     async def _ending(self, span: Span, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:

@@ -1,18 +1,21 @@
 """What the data-plane routes answer, as pydantic models: the OpenAPI document's response
 schemas (``inferd.http.openapi``), so client generators and the fuzzer know every shape.
 
-The routes build their answers as plain dicts (cheap, and passed through from ``http``
-replicas as the upstream sent them); these models describe those dicts and are never used to
-build them. Fields a replica may add are allowed: only what inferd itself always sends is
-required. A field that is always present but may be ``null`` is typed ``X | None`` with no
-default.
+The OpenAI results (``ChatCompletion``, ``TextCompletion``, ``EmbeddingList``,
+``ImagesAnswer``) are also what engines, the router and ``Inference`` return: consumers read
+their attributes. An ``http`` replica's answer is validated into them from its raw bytes (in
+pydantic's own parser, which replaces the JSON parse it needed anyway), and they are sent with
+``wire``/``wire_json``: only the fields that were set, so an answer keeps the keys (and the
+nulls) it was built or received with. Fields a replica may add are allowed and kept: only what
+inferd itself always sends is required. A field that is always present but may be ``null`` is
+typed ``X | None`` with no default.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 
 class Answer(BaseModel):
@@ -20,23 +23,112 @@ class Answer(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
+    def wire(self) -> dict[str, Any]:
+        """The JSON object sent: the fields that were set (received or built), extras kept."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def wire_json(self) -> bytes:
+        """``wire`` as JSON bytes, serialised at once."""
+        return self.__pydantic_serializer__.to_json(self, exclude_unset=True)
+
+    def unset(self, name: str) -> None:
+        """Leave field ``name`` out of the wire form again (as if never set)."""
+        setattr(self, name, None)
+        self.model_fields_set.discard(name)
+
 
 # -- the OpenAI API -----------------------------------------------------------------------------
+class PromptTokensDetails(Answer):
+    cached_tokens: int | None = None
+
+
 class Usage(Answer):
     prompt_tokens: int
     completion_tokens: int | None = None
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _total(cls, value: Any) -> Any:
+        """A replica's usage without ``total_tokens`` gets the sum (not refused)."""
+        if isinstance(value, dict) and value.get("total_tokens") is None and isinstance(
+                value.get("prompt_tokens"), int):
+            completion = value.get("completion_tokens")
+            value = {**value, "total_tokens": value["prompt_tokens"]
+                     + (completion if isinstance(completion, int) else 0)}
+        return value
+
+    @classmethod
+    def of(cls, prompt: int, completion: int) -> Usage:
+        return cls(prompt_tokens=prompt, completion_tokens=completion,
+                   total_tokens=prompt + completion)
+
+    @property
+    def tokens(self) -> int:
+        """Prompt and completion tokens (what a token budget is charged)."""
+        return self.prompt_tokens + (self.completion_tokens or 0)
+
+    @property
+    def cached_tokens(self) -> int:
+        details = self.prompt_tokens_details
+        return (details.cached_tokens or 0) if details is not None else 0
+
+
+def usage_of(value: object) -> Usage | None:
+    """A usage object as a client or replica sent it (a stream's last chunk, a passed-through
+    answer), None when it is missing or not an OpenAI usage (it is then not counted)."""
+    if not isinstance(value, dict) or not value:
+        return None
+    try:
+        return Usage.model_validate(value)
+    except ValidationError:
+        return None
+
+
+class FunctionCall(Answer):
+    name: str
+    arguments: str
+
+
+class ToolCall(Answer):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class TopLogprob(Answer):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(Answer):
+    """A ``ChatCompletionTokenLogprob``: one generated token and its likeliest rivals."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(Answer):
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None
 
 
 class ChatMessageOut(Answer):
     role: str
     content: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    function_call: FunctionCall | None = None  # the legacy shape (``legacy_answer``)
 
 
 class ChatChoice(Answer):
     index: int
     message: ChatMessageOut
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None
 
 
@@ -50,10 +142,27 @@ class ChatCompletion(Answer):
     choices: list[ChatChoice]
     usage: Usage | None = None
 
+    def text(self) -> str:
+        """The first choice's content ("" when it has none: a tool call, no choice)."""
+        return (self.choices[0].message.content or "") if self.choices else ""
+
+    def finish_reason(self) -> str | None:
+        return self.choices[0].finish_reason if self.choices else None
+
+
+class CompletionLogprobs(Answer):
+    """The legacy completions shape of logprobs."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float]] | None
+    text_offset: list[int]
+
 
 class CompletionChoice(Answer):
     index: int
     text: str
+    logprobs: CompletionLogprobs | None = None
     finish_reason: str | None
 
 
@@ -94,17 +203,33 @@ class ModelList(Answer):
     data: list[Model]
 
 
+class TokenCountUsage(Answer):
+    """The usage of a rerank or score answer (a replica may send only ``total_tokens``)."""
+
+    prompt_tokens: int | None = None
+    total_tokens: int | None = None
+
+    def as_usage(self) -> Usage:
+        """As metered: its prompt tokens (no completion)."""
+        return Usage(prompt_tokens=self.prompt_tokens or 0,
+                     total_tokens=self.total_tokens or self.prompt_tokens or 0)
+
+
+class RerankDocument(Answer):
+    text: str
+
+
 class RerankResult(Answer):
     index: int
     relevance_score: float
-    document: dict[str, Any] | None = None
+    document: RerankDocument | None = None
 
 
 class RerankAnswer(Answer):
     id: str
     model: str
     results: list[RerankResult]
-    usage: dict[str, int] | None = None
+    usage: TokenCountUsage | None = None
 
 
 class Score(Answer):
@@ -116,9 +241,10 @@ class Score(Answer):
 class ScoreList(Answer):
     id: str
     object: Literal["list"]
+    created: int | None = None
     model: str
     data: list[Score]
-    usage: dict[str, int] | None = None
+    usage: TokenCountUsage | None = None
 
 
 class ImageData(Answer):
@@ -127,9 +253,50 @@ class ImageData(Answer):
     revised_prompt: str | None = None
 
 
+class ImageInputDetails(Answer):
+    text_tokens: int = 0
+    image_tokens: int = 0
+
+
+class ImagesUsage(Answer):
+    """OpenAI's token fields (0 for a diffusion model) and inferd's count of images and of
+    the denoising steps they ran."""
+
+    images: int | None = None
+    steps: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    input_tokens_details: ImageInputDetails | None = None
+
+
 class ImagesAnswer(Answer):
     created: int
     data: list[ImageData]
+    usage: ImagesUsage | None = None
+    output_format: str | None = None
+    size: str | None = None
+    seed: int | None = None
+
+
+# What engines and the router answer in one piece.
+Result = ChatCompletion | TextCompletion | EmbeddingList | ImagesAnswer | RerankAnswer | ScoreList
+
+
+def metered_usage(result: Result) -> Usage | None:
+    """The tokens an answer is metered by (images are metered by their count instead)."""
+    if isinstance(result, RerankAnswer | ScoreList):
+        return None if result.usage is None else result.usage.as_usage()
+    if isinstance(result, ImagesAnswer):
+        return None
+    return result.usage
+
+
+def finish_reasons(result: Result) -> list[str]:
+    """The ``finish_reason`` of each choice of a completion (none for other answers)."""
+    if isinstance(result, ChatCompletion | TextCompletion):
+        return [c.finish_reason for c in result.choices if c.finish_reason]
+    return []
 
 
 class ModerationList(Answer):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferd.schemas.openai import usage_dict
+from inferd.schemas.answers import ChatCompletion, TextCompletion, Usage, usage_of
 
 
 @dataclass
@@ -28,7 +28,7 @@ class ChunkFold:
 
     id: str = ""
     created: int = 0
-    usage: dict[str, Any] | None = None
+    usage: Usage | None = None
     choices: dict[int, _Choice] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. system_fingerprint
 
@@ -37,7 +37,7 @@ class ChunkFold:
         if chunk.get("system_fingerprint"):
             self.extra["system_fingerprint"] = chunk["system_fingerprint"]
         if chunk.get("usage"):
-            self.usage = chunk["usage"]
+            self.usage = usage_of(chunk["usage"])
         for given in chunk.get("choices") or []:
             choice = self.choices.setdefault(int(given.get("index") or 0), _Choice())
             delta = given.get("delta")
@@ -50,10 +50,11 @@ class ChunkFold:
             if given.get("finish_reason"):
                 choice.finish_reason = given["finish_reason"]
 
-    def _usage(self) -> dict[str, Any]:
-        return self.usage or usage_dict(0, 0)
+    def _usage(self) -> Usage:
+        return self.usage or Usage.of(0, 0)
 
-    def chat(self, model: str) -> dict[str, Any]:
+    def chat(self, model: str) -> ChatCompletion:
+        """The chat completion the stream amounts to (its chunks' shapes validated)."""
         choices = []
         for index, choice in sorted(self.choices.items()):
             calls = [choice.calls[i] for i in sorted(choice.calls)]
@@ -64,15 +65,18 @@ class ChunkFold:
                 message["tool_calls"] = calls
             choices.append({"index": index, "message": message, "logprobs": choice.logprobs,
                             "finish_reason": choice.finish_reason or "stop"})
-        return {"id": self.id, "object": "chat.completion", "created": self.created,
-                "model": model, "choices": choices, "usage": self._usage(), **self.extra}
+        return ChatCompletion.model_validate({
+            "id": self.id, "object": "chat.completion", "created": self.created,
+            "model": model, "choices": choices, "usage": self._usage(), **self.extra})
 
-    def completion(self, model: str) -> dict[str, Any]:
+    def completion(self, model: str) -> TextCompletion:
+        """The text completion the stream amounts to."""
         choices = [{"text": choice.text, "index": index, "logprobs": choice.logprobs,
                     "finish_reason": choice.finish_reason or "stop"}
                    for index, choice in sorted(self.choices.items())]
-        return {"id": self.id, "object": "text_completion", "created": self.created,
-                "model": model, "choices": choices, "usage": self._usage(), **self.extra}
+        return TextCompletion.model_validate({
+            "id": self.id, "object": "text_completion", "created": self.created,
+            "model": model, "choices": choices, "usage": self._usage(), **self.extra})
 
 
 def _add_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inferd.errors import InvalidRequest
+from inferd.schemas.answers import ImageData, ImageInputDetails, ImagesAnswer, ImagesUsage
 
 IMAGE_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # The sizes OpenAI's answer may name; other sizes are left out of ``size`` in the answer.
@@ -94,30 +95,28 @@ class ImageGenerationRequest(BaseModel):
         return IMAGE_FORMATS[self.output_format]
 
 
-def images_response(created: int, data: list[dict[str, Any]], *, size: str,
+def images_response(created: int, data: list[ImageData], *, size: str,
                     output_format: str, steps: int | None = None,
-                    seed: int | None = None) -> dict[str, Any]:
+                    seed: int | None = None) -> ImagesAnswer:
     """OpenAI's ``ImagesResponse``; ``usage`` counts images (and inference steps) beside
     OpenAI's token fields (always 0 here)."""
-    usage: dict[str, Any] = {"images": len(data), "input_tokens": 0, "output_tokens": 0,
-                             "total_tokens": 0,
-                             "input_tokens_details": {"text_tokens": 0, "image_tokens": 0}}
+    usage = ImagesUsage(images=len(data), input_tokens=0, output_tokens=0, total_tokens=0,
+                        input_tokens_details=ImageInputDetails(text_tokens=0, image_tokens=0))
     if steps is not None:
-        usage["steps"] = steps * len(data)
-    answer: dict[str, Any] = {"created": created, "data": data,
-                              "output_format": output_format, "usage": usage}
+        usage.steps = steps * len(data)
+    answer = ImagesAnswer(created=created, data=data, output_format=output_format, usage=usage)
     if size in OPENAI_SIZES:
-        answer["size"] = size
+        answer.size = size
     if seed is not None:
-        answer["seed"] = seed
+        answer.seed = seed
     return answer
 
 
-def image_usage(result: dict[str, Any]) -> tuple[int, int]:
+def image_usage(result: ImagesAnswer) -> tuple[int, int]:
     """``(images, steps)`` of an images answer (any server's: data counted when no usage)."""
-    usage = result.get("usage") or {}
-    images = usage.get("images")
-    if not isinstance(images, int):
-        images = len(result.get("data") or [])
-    steps = usage.get("steps")
-    return images, steps if isinstance(steps, int) else 0
+    usage = result.usage
+    images = usage.images if usage is not None else None
+    if images is None:
+        images = len(result.data)
+    steps = usage.steps if usage is not None else None
+    return images, steps or 0

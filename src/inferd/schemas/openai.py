@@ -3,7 +3,8 @@
 Requests are pydantic models: they reject a malformed body with the name of the field.
 Unknown fields are kept (``extra="allow"``) so that an ``http`` replica can pass engine-specific
 parameters through; a local engine refuses the ones it cannot honour, naming them.
-Responses are plain dicts in the OpenAI shapes (cheap to build and to pass through).
+Answers are the typed models of ``inferd.schemas.answers``; stream chunks stay plain dicts in
+the OpenAI shapes (cheap to build and to pass through, one per token).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pydantic import (
 )
 
 from inferd.errors import InvalidRequest
+from inferd.schemas.answers import ChatChoice, ChatCompletion, ChatMessageOut, FunctionCall, Usage
 
 
 class _Wire(BaseModel):
@@ -288,46 +290,53 @@ def _legacy_history(messages: list[ChatMessage]) -> None:
             extra["tool_call_id"] = last
 
 
-def _legacy_message(message: dict[str, Any], key: str) -> dict[str, Any]:
-    """A message or delta with its first tool call as ``function_call`` (the rest dropped:
-    a legacy request asks for one call)."""
-    out = {k: v for k, v in message.items() if k != "tool_calls"}
-    calls = [c for c in message.get("tool_calls") or []
+def _legacy_delta(delta: dict[str, Any]) -> dict[str, Any]:
+    """A stream delta with the pieces of its first tool call as ``function_call`` (the rest
+    dropped: a legacy request asks for one call)."""
+    out = {k: v for k, v in delta.items() if k != "tool_calls"}
+    calls = [c for c in delta.get("tool_calls") or []
              if isinstance(c, dict) and not c.get("index")]
     if calls:
         function = calls[0].get("function") or {}
-        if key == "message":
-            out["function_call"] = {"name": function.get("name", ""),
-                                    "arguments": function.get("arguments", "")}
-        else:
-            out["function_call"] = {k: function[k] for k in ("name", "arguments")
-                                    if k in function}
+        out["function_call"] = {k: function[k] for k in ("name", "arguments") if k in function}
     return out
 
 
-def _legacy_choices(body: dict[str, Any], key: str) -> dict[str, Any]:
+def _legacy_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
     choices = []
-    for choice in body.get("choices") or []:
+    for choice in chunk.get("choices") or []:
         choice = dict(choice)
-        if isinstance(choice.get(key), dict):
-            choice[key] = _legacy_message(choice[key], key)
+        if isinstance(choice.get("delta"), dict):
+            choice["delta"] = _legacy_delta(choice["delta"])
         if choice.get("finish_reason") == "tool_calls":
             choice["finish_reason"] = "function_call"
         choices.append(choice)
-    return {**body, "choices": choices} if "choices" in body else body
+    return {**chunk, "choices": choices} if "choices" in chunk else chunk
 
 
-def legacy_answer(result: dict[str, Any]) -> dict[str, Any]:
+def legacy_answer(result: ChatCompletion) -> ChatCompletion:
     """A chat completion in the shape a ``functions`` request gets: ``message.function_call``
-    and ``finish_reason: "function_call"`` instead of ``tool_calls``."""
-    return _legacy_choices(result, "message")
+    and ``finish_reason: "function_call"`` instead of ``tool_calls`` (a copy: ``result`` is
+    left as it is)."""
+    legacy = result.model_copy(deep=True)
+    for choice in legacy.choices:
+        message = choice.message
+        if message.tool_calls is not None:
+            calls = message.tool_calls
+            message.unset("tool_calls")
+            if calls:  # the first (a legacy request asks for one call)
+                message.function_call = FunctionCall(name=calls[0].function.name,
+                                                     arguments=calls[0].function.arguments)
+        if choice.finish_reason == "tool_calls":
+            choice.finish_reason = "function_call"
+    return legacy
 
 
 async def legacy_stream(chunks: AsyncIterator[dict[str, Any]]
                         ) -> AsyncIterator[dict[str, Any]]:
     """Stream chunks in the legacy shape: ``delta.function_call`` pieces."""
     async for chunk in chunks:
-        yield _legacy_choices(chunk, "delta")
+        yield _legacy_chunk(chunk)
 
 
 # A prompt or an embedding input given as token ids of the model's own tokenizer, as the
@@ -417,15 +426,14 @@ def usage_dict(prompt: int, completion: int) -> dict[str, int]:
 
 def chat_completion(*, id: str, model: str, text: str, finish_reason: str | None,
                     prompt_tokens: int, completion_tokens: int,
-                    created: int | None = None) -> dict[str, Any]:
-    return {
-        "id": id, "object": "chat.completion", "created": created or int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
-                                              "refusal": None},
-                     "logprobs": None, "finish_reason": finish_reason or "stop"}],
-        "usage": usage_dict(prompt_tokens, completion_tokens),
-    }
+                    created: int | None = None) -> ChatCompletion:
+    """A one-choice chat completion of ``text``."""
+    return ChatCompletion(
+        id=id, object="chat.completion", created=created or int(time.time()), model=model,
+        choices=[ChatChoice(index=0, message=ChatMessageOut(role="assistant", content=text,
+                                                             refusal=None),
+                            logprobs=None, finish_reason=finish_reason or "stop")],
+        usage=Usage.of(prompt_tokens, completion_tokens))
 
 
 def chat_chunk(*, id: str, model: str, created: int, delta: dict[str, Any],

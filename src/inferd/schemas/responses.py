@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from inferd.errors import InvalidRequest
+from inferd.schemas.answers import ChatCompletion, Usage
 from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest, ModelName
 
 Item = dict[str, Any]
@@ -306,10 +307,11 @@ def base_response(request: ResponseCreateRequest, response_id: str,
     }
 
 
-def response_usage(usage: dict[str, Any] | None) -> dict[str, Any]:
-    prompt = int((usage or {}).get("prompt_tokens") or 0)
-    completion = int((usage or {}).get("completion_tokens") or 0)
-    cached = int(((usage or {}).get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+def response_usage(usage: Usage | None) -> dict[str, Any]:
+    """The Responses API's usage of a chat usage."""
+    prompt = 0 if usage is None else usage.prompt_tokens
+    completion = 0 if usage is None else usage.completion_tokens or 0
+    cached = 0 if usage is None else usage.cached_tokens
     return {"input_tokens": prompt,
             "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
             "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": 0},
@@ -330,24 +332,22 @@ def function_call_item(call_id: str, name: str, arguments: str, item_id: str | N
             "name": name, "arguments": arguments, "status": status}
 
 
-def output_from_chat(result: dict[str, Any]) -> list[dict[str, Any]]:
+def output_from_chat(result: ChatCompletion) -> list[dict[str, Any]]:
     """The output items of one (non-streamed) chat completion."""
-    message = (result.get("choices") or [{}])[0].get("message") or {}
+    message = result.choices[0].message if result.choices else None
     items: list[dict[str, Any]] = []
-    if message.get("content"):
-        items.append(message_item(message["content"]))
-    for call in message.get("tool_calls") or []:
-        function = call.get("function") or {}
-        items.append(function_call_item(call.get("id") or new_id("call"),
-                                        function.get("name", ""),
-                                        function.get("arguments") or ""))
+    if message is not None and message.content:
+        items.append(message_item(message.content))
+    for call in (message.tool_calls if message is not None else None) or []:
+        items.append(function_call_item(call.id or new_id("call"), call.function.name,
+                                        call.function.arguments))
     if not items:
         items.append(message_item(""))
     return items
 
 
 def finish(response: dict[str, Any], output: list[dict[str, Any]],
-           usage: dict[str, Any] | None, finish_reason: str | None) -> dict[str, Any]:
+           usage: Usage | None, finish_reason: str | None) -> dict[str, Any]:
     """``response`` completed with its output (``incomplete`` when the token limit cut it)."""
     done = {**response, "output": output, "usage": response_usage(usage),
             "status": "completed"}

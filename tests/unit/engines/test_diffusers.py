@@ -16,6 +16,7 @@ from PIL import Image
 
 from inferd.engines.diffusers import DiffusersEngine
 from inferd.errors import InvalidRequest, UnsupportedParameter
+from inferd.schemas.answers import ImagesAnswer
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.settings import ModelSpec
 
@@ -40,9 +41,8 @@ def request(**fields: Any) -> ImageGenerationRequest:
                                                   **fields})
 
 
-def pictures(result: dict[str, Any]) -> list[Image.Image]:
-    return [Image.open(io.BytesIO(base64.b64decode(item["b64_json"])))
-            for item in result["data"]]
+def pictures(result: ImagesAnswer) -> list[Image.Image]:
+    return [Image.open(io.BytesIO(base64.b64decode(item.b64_json or ""))) for item in result.data]
 
 
 @pytest.mark.parametrize(("fmt", "pil_format"),
@@ -54,8 +54,8 @@ async def test_answers_decodable_pictures_of_the_size_and_format_asked(
     assert len(images) == 2
     assert all(i.format == pil_format and i.size == (128, 64) for i in images)
     assert "size" not in result  # OpenAI's answer names only its own three sizes
-    assert result["output_format"] == fmt
-    assert result["usage"]["images"] == 2 and result["usage"]["steps"] == 6
+    assert result.output_format == fmt
+    assert result.usage is not None and result.usage.images == 2 and result.usage.steps == 6
 
 
 async def test_defaults_come_from_the_model(engine: DiffusersEngine) -> None:
@@ -67,23 +67,23 @@ async def test_defaults_come_from_the_model(engine: DiffusersEngine) -> None:
     result = await engine.images(request(), progress)
     assert pictures(result)[0].size == (64, 64)
     assert seen == [(1, 3), (2, 3), (3, 3)]
-    assert isinstance(result["seed"], int)
+    assert isinstance(result.seed, int)
 
 
 async def test_same_seed_same_picture_other_seed_other_picture(engine: DiffusersEngine) -> None:
     first = await engine.images(request(seed=42))
     again = await engine.images(request(seed=42))
     other = await engine.images(request(seed=43))
-    assert first["data"][0]["b64_json"] == again["data"][0]["b64_json"]
-    assert first["data"][0]["b64_json"] != other["data"][0]["b64_json"]
-    assert first["seed"] == 42
+    assert first.data[0].b64_json == again.data[0].b64_json
+    assert first.data[0].b64_json != other.data[0].b64_json
+    assert first.seed == 42
 
 
 async def test_concurrent_requests_take_turns_and_match_sequential_runs(
         engine: DiffusersEngine) -> None:
-    alone = [(await engine.images(request(seed=s)))["data"][0]["b64_json"] for s in (5, 6, 7)]
+    alone = [(await engine.images(request(seed=s))).data[0].b64_json for s in (5, 6, 7)]
     together = await asyncio.gather(*(engine.images(request(seed=s)) for s in (5, 6, 7)))
-    assert [r["data"][0]["b64_json"] for r in together] == alone
+    assert [r.data[0].b64_json for r in together] == alone
 
 
 async def test_a_cancelled_generation_stops_between_steps(engine: DiffusersEngine) -> None:

@@ -186,7 +186,7 @@ async def test_llama_extras_are_honoured(engine: LlamaCppEngine) -> None:
 async def test_default_completion_length_is_16(engine: LlamaCppEngine) -> None:
     result = await engine.complete(CompletionRequest(model="smol", prompt="Once upon a time",
                                                      temperature=0, logit_bias={"2": -100}))
-    assert result["usage"]["completion_tokens"] == 16
+    assert result.usage is not None and result.usage.completion_tokens == 16
 
 
 async def test_greedy_answer_does_not_depend_on_what_ran_before(engine: LlamaCppEngine) -> None:
@@ -194,7 +194,7 @@ async def test_greedy_answer_does_not_depend_on_what_ran_before(engine: LlamaCpp
     same instance: alone, again right after itself, after a request sharing its prefix."""
     async def text(request: ChatCompletionRequest) -> str:
         result = await engine.chat(request)
-        return str(result["choices"][0]["message"]["content"])
+        return str(result.choices[0].message.content)
 
     greedy = chat("Say hello in one short sentence.", max_tokens=25, temperature=0, seed=7)
     first = await text(greedy)

@@ -46,7 +46,7 @@ def chat(text: str, **fields: object) -> ChatCompletionRequest:
 
 
 async def answer(engine: LlamaCppEngine, text: str, **fields: object) -> str:
-    result = await engine.chat(chat(text, **fields))
+    result = (await engine.chat(chat(text, **fields))).wire()
     content: str = result["choices"][0]["message"]["content"]
     return content
 
@@ -85,8 +85,8 @@ async def test_seeded_sampling_repeats(engine: LlamaCppEngine) -> None:
 
 
 async def test_n_choices_and_logprobs(engine: LlamaCppEngine) -> None:
-    result = await engine.chat(chat("Say hi", n=3, temperature=1.0, seed=5, max_tokens=12,
-                                    logprobs=True, top_logprobs=2))
+    result = (await engine.chat(chat("Say hi", n=3, temperature=1.0, seed=5, max_tokens=12,
+                                    logprobs=True, top_logprobs=2))).wire()
     choices = result["choices"]
     assert [c["index"] for c in choices] == [0, 1, 2]
     assert len({c["message"]["content"] for c in choices}) > 1  # seeds 5, 6, 7 differ
@@ -109,12 +109,12 @@ async def test_n_choices_read_the_prompt_once_and_greedy_ones_equal_a_lone_run(
     loop = engine._copies[0].loop
     read = loop.prompt_tokens_read
     # Each declines the prompt cache: every request reads its prompt, here counted.
-    alone = await engine.chat(chat(QUESTION, cache_prompt=False))
+    alone = (await engine.chat(chat(QUESTION, cache_prompt=False))).wire()
     n_prompt = alone["usage"]["prompt_tokens"]
     assert loop.prompt_tokens_read - read == n_prompt
     read = loop.prompt_tokens_read
     # Three choices in a batch of four sequences: one reads, two get its KV cells copied.
-    three = await engine.chat(chat(QUESTION, n=3, cache_prompt=False))
+    three = (await engine.chat(chat(QUESTION, n=3, cache_prompt=False))).wire()
     assert loop.prompt_tokens_read - read == n_prompt
     lone = alone["choices"][0]["message"]["content"]
     assert [c["message"]["content"] for c in three["choices"]] == [lone] * 3
@@ -129,19 +129,19 @@ async def test_n_choices_read_the_prompt_once_and_greedy_ones_equal_a_lone_run(
     assert loop.prompt_tokens_read - read == 3 * n_prompt  # 4 seats: 1 read + 3 copies, 2 more
     # Seeded choices share the prompt too, each with its own seed.
     read = loop.prompt_tokens_read
-    seeded = await engine.chat(chat(QUESTION, n=3, temperature=1.0, seed=3,
-                                    cache_prompt=False))
+    seeded = (await engine.chat(chat(QUESTION, n=3, temperature=1.0, seed=3,
+                                    cache_prompt=False))).wire()
     assert loop.prompt_tokens_read - read == n_prompt
     assert len({c["message"]["content"] for c in seeded["choices"]}) == 3
-    single = await engine.chat(chat(QUESTION, temperature=1.0, seed=4))
+    single = (await engine.chat(chat(QUESTION, temperature=1.0, seed=4))).wire()
     assert seeded["choices"][1]["message"]["content"] == single["choices"][0]["message"][
         "content"]  # choice i uses seed + i, as a lone request with that seed would
 
 
 async def test_greedy_logprob_is_the_top_alternative(engine: LlamaCppEngine) -> None:
-    result = await engine.complete(CompletionRequest.model_validate(
+    result = (await engine.complete(CompletionRequest.model_validate(
         {"model": "smol", "prompt": "The capital of France is", "temperature": 0,
-         "max_tokens": 5, "logprobs": 3}))
+         "max_tokens": 5, "logprobs": 3}))).wire()
     logprobs = result["choices"][0]["logprobs"]
     assert "".join(logprobs["tokens"]) == result["choices"][0]["text"]
     for token, logprob, top in zip(logprobs["tokens"], logprobs["token_logprobs"],
@@ -155,19 +155,19 @@ async def test_prompt_cache_reuses_the_shared_prefix(engine: LlamaCppEngine) -> 
              {"role": "user", "content": "Name a colour."}]
     # greedy: the reply (whose tokens the next turn finds cached) is the same on every run,
     # not a sample that may read back as other tokens
-    first = await engine.chat(ChatCompletionRequest.model_validate(
-        {"model": "smol", "messages": turns, "max_tokens": 8, "temperature": 0}))
+    first = (await engine.chat(ChatCompletionRequest.model_validate(
+        {"model": "smol", "messages": turns, "max_tokens": 8, "temperature": 0}))).wire()
     assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     turns += [{"role": "assistant", "content": first["choices"][0]["message"]["content"]},
               {"role": "user", "content": "Another one."}]
     # On by default.
-    second = await engine.chat(ChatCompletionRequest.model_validate(
-        {"model": "smol", "messages": turns, "max_tokens": 8}))
+    second = (await engine.chat(ChatCompletionRequest.model_validate(
+        {"model": "smol", "messages": turns, "max_tokens": 8}))).wire()
     cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
     assert first["usage"]["prompt_tokens"] < cached < second["usage"]["prompt_tokens"]
     # A request that declines it reuses nothing.
-    third = await engine.chat(ChatCompletionRequest.model_validate(
-        {"model": "smol", "messages": turns, "max_tokens": 8, "cache_prompt": False}))
+    third = (await engine.chat(ChatCompletionRequest.model_validate(
+        {"model": "smol", "messages": turns, "max_tokens": 8, "cache_prompt": False}))).wire()
     assert third["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
 
 
@@ -211,8 +211,8 @@ async def test_conversations_taking_turns_keep_their_cells(path: str) -> None:
         for round_ in range(3):
             for i, messages in enumerate(talks):
                 messages.append({"role": "user", "content": f"{OTHERS[(i + round_) % 3]}"})
-                result = await engine.chat(turn(messages))
-                whole = await plain.chat(turn(messages))
+                result = (await engine.chat(turn(messages))).wire()
+                whole = (await plain.chat(turn(messages))).wire()
                 assert whole["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
                 assert said(whole) == said(result)
                 if round_:
@@ -233,17 +233,17 @@ async def test_a_shared_system_prompt_is_copied_to_a_new_conversation(path: str)
         loop = engine._copies[0].loop
         system = {"role": "system", "content": "You are a terse assistant. " * 10}
         first = [system, {"role": "user", "content": OTHERS[0]}]
-        one = await engine.chat(turn(first))
+        one = (await engine.chat(turn(first))).wire()
         # A second conversation with the same system prompt: the prefix is copied to the
         # empty sequence, the first conversation keeps its own.
         second = [system, {"role": "user", "content": OTHERS[1]}]
-        two = await engine.chat(turn(second))
+        two = (await engine.chat(turn(second))).wire()
         assert loop.prefix_copies == 1
         assert two["usage"]["prompt_tokens_details"]["cached_tokens"] >= 60
-        assert said(two) == said(await engine.chat(turn(second, cache_prompt=False)))
+        assert said(two) == said((await engine.chat(turn(second, cache_prompt=False))).wire())
         first += [{"role": "assistant", "content": said(one)[0]},
                   {"role": "user", "content": "Another one."}]
-        again = await engine.chat(turn(first))
+        again = (await engine.chat(turn(first))).wire()
         assert again["usage"]["prompt_tokens_details"]["cached_tokens"] >= 0.95 * reusable(
             one, again)
     finally:
@@ -258,7 +258,7 @@ async def test_a_model_without_the_cache_reads_every_prompt_whole(path: str) -> 
         loop = engine._copies[0].loop
         messages = [{"role": "user", "content": QUESTION}]
         for _ in range(2):
-            result = await engine.chat(turn(messages, cache_prompt=True))
+            result = (await engine.chat(turn(messages, cache_prompt=True))).wire()
             assert result["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
         assert loop.cached_tokens == 0
         assert loop.prompt_tokens_read == 2 * result["usage"]["prompt_tokens"]

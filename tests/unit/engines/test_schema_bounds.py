@@ -230,7 +230,7 @@ async def test_the_engine_builds_grammars_off_the_event_loop(
     loop_thread = threading.get_ident()
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     result = await engine.chat(chat(response_format=schema_format(schema)))
-    assert result["choices"][0]["message"]["content"].startswith("{")
+    assert result.text().startswith("{")
     tool = {"type": "function", "function": {"name": "f", "parameters": schema}}
     await engine.chat(chat(tools=[tool], tool_choice="required"))
     assert threads and loop_thread not in threads

@@ -11,6 +11,7 @@ from inferd.anthropic.events import events
 from inferd.engines import tools
 from inferd.engines.toolparse import ToolStream, parse, with_tool_calls
 from inferd.errors import InvalidRequest
+from inferd.schemas.answers import ChatChoice, ChatMessageOut
 from inferd.schemas.openai import ChatCompletionRequest
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -76,8 +77,8 @@ def test_messages_carry_calls_and_results() -> None:
 def test_parse_whole_answer() -> None:
     content, calls = parse(CALLS)
     assert content is None
-    assert [c["function"]["name"] for c in calls] == ["get_weather", "get_time"]
-    assert json.loads(calls[0]["function"]["arguments"])["city"] == 'Pa"ris'
+    assert [c.function.name for c in calls] == ["get_weather", "get_time"]
+    assert json.loads(calls[0].function.arguments)["city"] == 'Pa"ris'
     assert parse("Just text.") == ("Just text.", [])
     # cut short by max_tokens before the name is whole, and no functions to complete it from:
     # no call to report, and no markup as content either
@@ -100,9 +101,9 @@ def test_stream_gives_the_same_calls_in_any_pieces(step: int) -> None:
             entry["name"] = call["function"]["name"]
         entry["arguments"] += call["function"]["arguments"]
     _, whole = parse(CALLS)
-    assert [c["name"] for c in calls.values()] == [c["function"]["name"] for c in whole]
+    assert [c["name"] for c in calls.values()] == [c.function.name for c in whole]
     assert [json.loads(c["arguments"]) for c in calls.values()] == \
-        [json.loads(c["function"]["arguments"]) for c in whole]
+        [json.loads(c.function.arguments) for c in whole]
 
 
 def _streamed(text: str, step: int, names: list[str]) -> list[dict[str, str]]:
@@ -129,7 +130,7 @@ def test_a_closing_tag_inside_a_string_does_not_end_the_call(step: int) -> None:
             '\n</tool_call>')
     content, calls = parse(text, ["save"])
     assert content is None
-    assert [json.loads(c["function"]["arguments"]) for c in calls] == [
+    assert [json.loads(c.function.arguments) for c in calls] == [
         {"body": "a </tool_call> b}"}]
     assert [json.loads(c["arguments"]) for c in _streamed(text, step, ["save"])] == [
         {"body": "a </tool_call> b}"}]
@@ -145,8 +146,8 @@ def test_a_call_cut_short_is_still_a_call(cut: int, step: int) -> None:
     names = ["get_weather", "get_time"]
     content, calls = parse(text, names)
     assert content is None
-    assert [c["function"]["name"] for c in calls] == ["get_weather"]
-    arguments = calls[0]["function"]["arguments"]
+    assert [c.function.name for c in calls] == ["get_weather"]
+    arguments = calls[0].function.arguments
     assert '{"city": "Paris", "unit": "celsius"}'.startswith(arguments)
     assert _streamed(text, step, names) == [{"name": "get_weather", "arguments": arguments}]
 
@@ -157,27 +158,29 @@ def test_a_call_cut_before_its_name_is_known() -> None:
         assert parse(text, names) == (None, [])  # either function: nothing to report
         assert _streamed(text, 1, names) == []
     content, calls = parse('<tool_call>\n{"name": "get_t', names)
-    assert content is None and calls[0]["function"] == {"name": "get_time", "arguments": ""}
+    assert content is None and calls[0].function.wire() == {"name": "get_time", "arguments": ""}
     content, calls = parse("<tool", ["get_time"])  # one function: it is that one
-    assert content is None and calls[0]["function"] == {"name": "get_time", "arguments": ""}
+    assert content is None and calls[0].function.wire() == {"name": "get_time", "arguments": ""}
     # a second call cut before its name is not guessed
     first = '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>\n<tool'
-    assert [c["function"]["name"] for c in parse(first, ["get_time"])[1]] == ["get_time"]
+    assert [c.function.name for c in parse(first, ["get_time"])[1]] == ["get_time"]
 
 
 def test_with_tool_calls_keeps_length_for_a_cut_call() -> None:
-    choice: dict[str, Any] = {"message": {"role": "assistant", "content": "x"},
-                              "finish_reason": "length"}
+    choice = ChatChoice(index=0, message=ChatMessageOut(role="assistant", content="x"),
+                        finish_reason="length")
     with_tool_calls(choice, '<tool_call>\n{"name": "f", "arguments": {"a": "b', ["f"])
-    assert choice["finish_reason"] == "length"
-    assert choice["message"]["content"] is None
-    assert choice["message"]["tool_calls"][0]["function"] == {"name": "f",
-                                                              "arguments": '{"a": "b'}
-    done: dict[str, Any] = {"message": {"role": "assistant", "content": "x"},
-                            "finish_reason": "stop"}
+    assert choice.finish_reason == "length"
+    assert choice.message.content is None
+    assert choice.message.tool_calls is not None
+    assert choice.message.tool_calls[0].function.wire() == {"name": "f",
+                                                            "arguments": '{"a": "b'}
+    done = ChatChoice(index=0, message=ChatMessageOut(role="assistant", content="x"),
+                      finish_reason="stop")
     with_tool_calls(done, '<tool_call>\n{"name": "f", "arguments": {"a":1}}\n</tool_call>', ["f"])
-    assert done["finish_reason"] == "tool_calls"
-    assert done["message"]["tool_calls"][0]["function"]["arguments"] == '{"a": 1}'
+    assert done.finish_reason == "tool_calls"
+    assert done.message.tool_calls is not None
+    assert done.message.tool_calls[0].function.arguments == '{"a": 1}'
 
 
 def test_stream_of_text_stays_text() -> None:

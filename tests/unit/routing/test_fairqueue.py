@@ -387,7 +387,7 @@ async def test_a_request_waits_while_every_replica_is_full_and_goes_when_one_has
     only.in_flight = 0  # it ended (the router wakes the queue when its own requests end)
     router.wake("m")
     answer = await waiting
-    assert answer["choices"][0]["message"]["content"]
+    assert answer.choices[0].message.content
     assert router.queue.depth("m") == 0 and only.in_flight == 0
 
 

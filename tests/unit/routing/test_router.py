@@ -72,7 +72,7 @@ async def test_a_refused_connection_is_retried_on_another_replica(
     router.add(echo_replica("live"))
     for _ in range(4):
         result = await router.chat(chat())
-        assert result["choices"][0]["message"]["content"] == "hello world"
+        assert result.choices[0].message.content == "hello world"
     assert not dead.healthy and dead.failures == 1
     assert dead.last_error is not None and "could not be reached" in dead.last_error
     assert dead.cooldown_until > 0
@@ -87,8 +87,8 @@ async def test_fallback_model_answers_when_every_replica_fails(
     router.add(echo_replica("backup", model="small"))
     router.set_model("m", fallbacks=["small"])
     result = await router.chat(chat())
-    assert result["model"] == "small"
-    assert result["choices"][0]["message"]["content"] == "hello world"
+    assert result.model == "small"
+    assert result.choices[0].message.content == "hello world"
     # without a fallback the caller gets the upstream failure (502), not a hang
     router.set_model("m", fallbacks=[])
     router.replicas()[0].cooldown_until = 0  # allow a half-open try

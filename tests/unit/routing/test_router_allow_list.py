@@ -90,5 +90,5 @@ async def test_an_allowed_fallback_still_answers(inference: Inference) -> None:
                       Principal(key_id="8", scope="user")):
         revive(inference)
         answer = await inference.chat(chat(), principal)
-        assert answer["model"] == "secret"
-        assert answer["choices"][0]["message"]["content"] == "hello world"
+        assert answer.model == "secret"
+        assert answer.choices[0].message.content == "hello world"

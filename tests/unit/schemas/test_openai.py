@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from inferd.errors import InvalidRequest
+from inferd.schemas.answers import ChatCompletion
 from inferd.schemas.openai import ChatCompletionRequest, legacy_answer, legacy_stream
 
 F = {"name": "f", "parameters": {"type": "object", "properties": {}}}
@@ -78,16 +79,21 @@ CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments
 
 
 def test_the_legacy_answer_has_a_function_call() -> None:
-    result = {"id": "x", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-        "role": "assistant", "content": None, "tool_calls": [CALL]}}], "usage": {}}
+    result = ChatCompletion.model_validate({
+        "id": "x", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None, "tool_calls": [CALL]}}]})
     legacy = legacy_answer(result)
-    assert legacy["choices"][0] == {"index": 0, "finish_reason": "function_call", "message": {
-        "role": "assistant", "content": None,
-        "function_call": {"name": "f", "arguments": "{}"}}}
-    assert result["choices"][0]["message"]["tool_calls"] == [CALL]  # not changed in place
-    text = {"choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "hello"}}]}
-    assert legacy_answer(text) == text
+    assert legacy.wire()["choices"][0] == {
+        "index": 0, "finish_reason": "function_call", "message": {
+            "role": "assistant", "content": None,
+            "function_call": {"name": "f", "arguments": "{}"}}}
+    assert result.wire()["choices"][0]["message"]["tool_calls"] == [CALL]  # not changed
+    text = ChatCompletion.model_validate({
+        "id": "x", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "hello"}}]})
+    assert legacy_answer(text).wire() == text.wire()
 
 
 async def test_the_legacy_stream_has_function_call_pieces() -> None:

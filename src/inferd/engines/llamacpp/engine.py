@@ -26,6 +26,7 @@ from inferd.engines.local import Generation, LocalTextEngine
 from inferd.engines.residency import IdleTimer, Residency
 from inferd.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
 from inferd.numerals import ascii_int
+from inferd.schemas.answers import ChatCompletion, TextCompletion
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, Prompt
 from inferd.settings import ModelSpec
 
@@ -208,7 +209,7 @@ class LlamaCppEngine(LocalTextEngine):
             self.active -= 1
             self._timer.touch()
 
-    async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
         async with self._in_use():
             return await super().chat(request)
 
@@ -217,7 +218,7 @@ class LlamaCppEngine(LocalTextEngine):
             async for chunk in super().chat_stream(request):
                 yield chunk
 
-    async def complete(self, request: CompletionRequest) -> dict[str, Any]:
+    async def complete(self, request: CompletionRequest) -> TextCompletion:
         async with self._in_use():
             return await super().complete(request)
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from inferd.errors import UpstreamError
 from inferd.http.deps import PrincipalDep, read_model, unless_disconnected
 from inferd.http.images import ImagesDep
 from inferd.http.operation import INFER, endpoint
@@ -35,4 +36,7 @@ async def backend_generate(request: Request, images: ImagesDep,
     body = ImageGenerationRequest(prompt=spec.text, model=spec.model, size=spec.size,
                                   seed=spec.seed, output_format="png")
     result = await unless_disconnected(request, images.generate(body, principal))
-    return Response(base64.b64decode(result["data"][0]["b64_json"]), media_type="image/png")
+    encoded = result.data[0].b64_json if result.data else None
+    if encoded is None:  # asked as b64_json: a replica's fault
+        raise UpstreamError(f"The model '{body.model}' answered no picture.")
+    return Response(base64.b64decode(encoded), media_type="image/png")

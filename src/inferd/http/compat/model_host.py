@@ -144,8 +144,9 @@ async def generate(request: Request, services: ServicesDep,
     chat = await _request(services, principal, OldChat.model_validate_json(await request.body()),
                           False)
     result = await unless_disconnected(request, services.inference.chat(chat, principal))
-    text = result["choices"][0]["message"]["content"]
-    return json_response({"response": text, "model": chat.model, "usage": result.get("usage")})
+    usage = None if result.usage is None else result.usage.wire()
+    return json_response({"response": result.choices[0].message.content if result.choices
+                          else None, "model": chat.model, "usage": usage})
 
 
 @endpoint(router, "POST", "/old/stream", access="key", body=OldChat, media=(TEXT,),

@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from inferd.http import jobs
 from inferd.http.deps import until_disconnected
-from inferd.http.fast import Answered, header, principal_of, send_error, send_json
+from inferd.http.fast import Answered, header, principal_of, send_answer, send_error
 from inferd.http.operation import INFER, SSE, endpoint
 from inferd.http.sse import openai_events, send_sse
 from inferd.routing.affinity import session_key
@@ -62,4 +62,4 @@ async def answer(scope: Scope, body: bytes, receive: Receive, send: Send) -> Non
             stream = legacy_stream(stream)
         await send_sse(receive, send, openai_events(stream, request.include_usage()), scope)
     else:
-        await send_json(send, legacy_answer(result) if request.legacy_functions else result)
+        await send_answer(send, legacy_answer(result) if request.legacy_functions else result)

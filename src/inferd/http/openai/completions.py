@@ -9,7 +9,7 @@ from inferd.http import jobs
 from inferd.http.deps import PrincipalDep, ServicesDep, read_model, unless_disconnected
 from inferd.http.fast import Answered
 from inferd.http.operation import INFER, SSE, endpoint
-from inferd.http.responses import json_response
+from inferd.http.responses import answer_response
 from inferd.http.sse import openai_events, sse_response
 from inferd.routing.affinity import session_key
 from inferd.schemas import answers as a
@@ -32,4 +32,4 @@ async def create_completion(request: Request, services: ServicesDep,
                                            services.inference.complete_stream(body, principal))
         return sse_response(openai_events(stream, body.include_usage()))
     result = await unless_disconnected(request, services.inference.complete(body, principal))
-    return json_response(result)
+    return answer_response(result)

@@ -9,7 +9,7 @@ from inferd.http import jobs
 from inferd.http.deps import PrincipalDep, ServicesDep, read_model
 from inferd.http.fast import Answered
 from inferd.http.operation import INFER, endpoint
-from inferd.http.responses import json_response
+from inferd.http.responses import answer_response
 from inferd.schemas import answers as a
 from inferd.schemas.openai import EmbeddingRequest
 
@@ -23,4 +23,4 @@ async def create_embeddings(request: Request, services: ServicesDep,
     if jobs.wants_async(request.scope):  # Prefer: respond-async -> 202 with a durable job
         return Answered(jobs.answer)
     body = await read_model(request, EmbeddingRequest)
-    return json_response(await services.inference.embed(body, principal))
+    return answer_response(await services.inference.embed(body, principal))

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from inferd.http.deps import PrincipalDep, ServicesDep, read_model, unless_disconnected
 from inferd.http.operation import INFER, endpoint
-from inferd.http.responses import json_response
+from inferd.http.responses import answer_response
 from inferd.schemas import answers as a
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
 
@@ -20,7 +20,7 @@ router = APIRouter(tags=["openai"])
           errors=(*INFER, 413))
 async def rerank(request: Request, services: ServicesDep, principal: PrincipalDep) -> Response:
     body = await read_model(request, RerankRequest)
-    return json_response(await unless_disconnected(
+    return answer_response(await unless_disconnected(
         request, services.inference.rerank(body, principal)))
 
 
@@ -28,5 +28,5 @@ async def rerank(request: Request, services: ServicesDep, principal: PrincipalDe
           errors=(*INFER, 413))
 async def score(request: Request, services: ServicesDep, principal: PrincipalDep) -> Response:
     body = await read_model(request, ScoreRequest)
-    return json_response(await unless_disconnected(
+    return answer_response(await unless_disconnected(
         request, services.inference.score(body, principal)))
