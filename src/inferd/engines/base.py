@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from inferd.errors import InvalidRequest
 from inferd.schemas.answers import (
@@ -34,6 +34,27 @@ from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
 
 Chunk = dict[str, Any]
+
+
+class TopLogprobEntry(TypedDict):
+    """One likely token at a position: its text, log-probability and bytes (a token may hold
+    part of a UTF-8 character)."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class LogprobEntry(TypedDict):
+    """A generated token as an engine reports it (OpenAI's ``ChatCompletionTokenLogprob``):
+    a plain dict, built once per token on the engine's thread and sent as it is."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[TopLogprobEntry]
+
+
 # Told ``(step, of)`` after each denoising step of an image generation.
 Progress = Callable[[int, int], Awaitable[None]]
 

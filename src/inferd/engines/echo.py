@@ -11,7 +11,7 @@ import hashlib
 import struct
 from collections.abc import AsyncIterator
 
-from inferd.engines.local import Generation, LocalTextEngine
+from inferd.engines.local import Generation, GenerationParams, LocalTextEngine
 from inferd.engines.tools import unreadable
 from inferd.schemas.answers import Embedding, EmbeddingList, Usage
 from inferd.schemas.openai import (
@@ -37,9 +37,8 @@ class EchoEngine(LocalTextEngine):
         self.delay = spec.echo_delay
 
     def _generation(self, text: str, limit: int | None, stop: list[str]) -> Generation:
-        words = text.split()
-        return Generation(prompt=words, prompt_tokens=len(words),
-                          params={"max_tokens": limit, "stop": stop})
+        return Generation(prompt=text, prompt_tokens=len(text.split()),
+                          params=GenerationParams(max_tokens=limit, stop=stop))
 
     def prepare_chat(self, request: ChatCompletionRequest) -> Generation:
         self.check_fields(request)
@@ -57,19 +56,22 @@ class EchoEngine(LocalTextEngine):
         text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
         generation = self._generation(text, request.token_limit(), request.stop_list())
         if request.echo:
-            generation.params["echo"] = text
+            generation.params.echo = text
         return generation
 
     async def generate(self, generation: Generation, stream: bool = True) -> AsyncIterator[str]:
-        limit = generation.params["max_tokens"]
+        params = generation.params
+        limit = params.max_tokens
         generation.finish_reason = "stop"
-        if "echo" in generation.params:  # ``echo: true``: the prompt comes first
-            yield generation.params["echo"]
-        for index, word in enumerate(generation.prompt):
+        if params.echo is not None:  # ``echo: true``: the prompt comes first
+            yield params.echo
+        words = (generation.prompt if isinstance(generation.prompt, str)
+                 else " ".join(map(str, generation.prompt))).split()
+        for index, word in enumerate(words):
             if limit is not None and index >= limit:
                 generation.finish_reason = "length"
                 return
-            if word in generation.params["stop"]:
+            if word in params.stop:
                 return
             if self.delay:
                 await asyncio.sleep(self.delay)

@@ -11,12 +11,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Protocol, Self
 
 from opentelemetry.context import Context, get_current
 
-from inferd.engines.base import Chunk, Engine
+from inferd.engines.base import Chunk, Engine, LogprobEntry
 from inferd.engines.toolparse import ToolStream, with_tool_calls
+from inferd.engines.tools import ToolPlan
 from inferd.errors import UnsupportedParameter
 from inferd.ids import new_id
 from inferd.schemas.answers import (
@@ -35,6 +36,7 @@ from inferd.schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
     Prompt,
+    TokenIds,
     chat_chunk,
     message_chars,
     usage_chunk,
@@ -53,16 +55,45 @@ IGNORABLE_FIELDS = frozenset({"user", "metadata", "store", "service_tier", "para
                               "stream_options", "messages", "prompt"})
 
 
+class Sampler(Protocol):
+    """An engine's own sampler settings (llama.cpp's ``SamplingParams``)."""
+
+    @property
+    def seed(self) -> int | None: ...
+
+    def seeded(self, seed: int | None) -> Self:
+        """The same settings with another seed (each choice of ``n`` has its own)."""
+        ...
+
+
+@dataclass
+class GenerationParams:
+    """How a generation runs: its limits, its stops and what it reports besides text."""
+
+    max_tokens: int | None
+    stop: list[str]
+    sampling: Sampler | None = None  # the engine's own (None: it samples as it likes)
+    logprobs: int | None = None  # None: no logprobs; else how many alternatives per token
+    echo: str | None = None  # ``echo: true``: the prompt's text, sent before the answer
+    cache_prompt: bool = True  # whether the engine may reuse a cached prefix of the prompt
+
+
 @dataclass
 class Generation:
     """One run of the model: its input and, once finished, its outcome."""
 
-    prompt: Any
+    prompt: str | TokenIds  # text, or token ids of the model's tokenizer
     prompt_tokens: int
-    params: dict[str, Any]
+    params: GenerationParams
     completion_tokens: int = 0
     finish_reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # the logprob entries of the tokens generated so far (with ``params.logprobs``)
+    logprobs: list[LogprobEntry] = field(default_factory=list)
+    cached_tokens: int = 0  # prompt tokens found in the engine's prompt cache
+    tools: ToolPlan | None = None  # the functions it may call (a chat with tools)
+    choice: int = 0  # its index among the ``n`` choices of one prompt
+    first: Generation | None = None  # the first choice of its prompt (for choice > 0)
+    text_offset: int = 0  # characters of text already reported (the legacy logprobs)
 
 
 class LocalTextEngine(Engine):
@@ -72,7 +103,7 @@ class LocalTextEngine(Engine):
     together, and may read their shared prompt once: ``choice_of`` links each to the first);
     with a ``seed``, choice ``i`` uses ``seed + i`` so the choices differ yet repeat.
     An engine that reports logprobs appends OpenAI ``ChatCompletionTokenLogprob`` entries to
-    ``generation.extra["logprobs"]`` before yielding the piece they belong to.
+    ``generation.logprobs`` before yielding the piece they belong to.
     """
 
     capabilities = frozenset({"chat", "completions"})
@@ -141,7 +172,7 @@ class LocalTextEngine(Engine):
         return texts
 
     async def merged(self, generations: list[Generation], stream: bool = True,
-                     ) -> AsyncIterator[tuple[int, str | None, list[dict[str, Any]]]]:
+                     ) -> AsyncIterator[tuple[int, str | None, list[LogprobEntry]]]:
         """Pieces of all generations as they come: (choice, text, logprob entries); text None
         = that choice ended.
 
@@ -151,19 +182,19 @@ class LocalTextEngine(Engine):
         if len(generations) == 1:
             seen = 0
             async for piece in self.generate(generations[0], stream):
-                entries = generations[0].extra.get("logprobs", [])
+                entries = generations[0].logprobs
                 yield 0, piece, entries[seen:]
                 seen = len(entries)
             yield 0, None, []
             return
-        queue: asyncio.Queue[tuple[int, str | Exception | None, list[dict[str, Any]]]] = (
+        queue: asyncio.Queue[tuple[int, str | Exception | None, list[LogprobEntry]]] = (
             asyncio.Queue())
 
         async def pump(index: int, generation: Generation) -> None:
             seen = 0
             try:
                 async for piece in self.generate(generation, stream):
-                    entries = generation.extra.get("logprobs", [])
+                    entries = generation.logprobs
                     queue.put_nowait((index, piece, entries[seen:]))
                     seen = len(entries)
                 queue.put_nowait((index, None, []))
@@ -184,7 +215,7 @@ class LocalTextEngine(Engine):
                 task.cancel()
 
     def traced(self, generations: list[Generation], stream: bool = True,
-               ) -> AsyncIterator[tuple[int, str | None, list[dict[str, Any]]]]:
+               ) -> AsyncIterator[tuple[int, str | None, list[LogprobEntry]]]:
         """``merged``, in a ``generate {model}`` span when the request is traced: the child
         of the span current now (a stream's later steps run in its reader's context)."""
         tracer = current_tracer()
@@ -193,7 +224,7 @@ class LocalTextEngine(Engine):
         return self._traced(tracer, get_current(), generations, stream)
 
     async def _traced(self, tracer: Tracer, parent: Context, generations: list[Generation],
-                      stream: bool) -> AsyncIterator[tuple[int, str | None, list[dict[str, Any]]]]:
+                      stream: bool) -> AsyncIterator[tuple[int, str | None, list[LogprobEntry]]]:
         span = tracer.start_span(f"generate {self.name}", context=parent, attributes={
             "gen_ai.system": self.kind, "gen_ai.request.model": self.name,
             "gen_ai.usage.input_tokens": _prompt_total(generations),
@@ -211,8 +242,7 @@ class LocalTextEngine(Engine):
         finally:
             span.set_attribute("gen_ai.usage.output_tokens",
                                sum(g.completion_tokens for g in generations))
-            span.set_attribute("inferd.cached_tokens", sum(
-                int(g.extra.get("cached_tokens") or 0) for g in generations))
+            span.set_attribute("inferd.cached_tokens", sum(g.cached_tokens for g in generations))
             reasons = [g.finish_reason for g in generations if g.finish_reason]
             if reasons:
                 span.set_attribute("gen_ai.response.finish_reasons", reasons)
@@ -227,7 +257,7 @@ class LocalTextEngine(Engine):
             choice = ChatChoice(
                 index=index,
                 message=ChatMessageOut(role="assistant", content=text, refusal=None),
-                logprobs=_chat_logprobs(g, g.extra.get("logprobs", [])),
+                logprobs=_chat_logprobs(g, g.logprobs),
                 finish_reason=g.finish_reason or "stop")
             names = _names(g)
             if names is not None:
@@ -286,7 +316,7 @@ class LocalTextEngine(Engine):
         texts = await self._run(generations)
         choices = [CompletionChoice(
             text=text, index=index,
-            logprobs=_text_logprobs(g, g.extra.get("logprobs", []), text),
+            logprobs=_text_logprobs(g, g.logprobs, text),
             finish_reason=g.finish_reason or "stop")
             for index, (g, text) in enumerate(zip(generations, texts, strict=True))]
         return TextCompletion(
@@ -321,19 +351,19 @@ class LocalTextEngine(Engine):
 
 def choice_of(first: Generation, index: int) -> Generation:
     """Choice ``index`` of an ``n > 1`` request: the same prompt, its own sampling state."""
-    params = dict(first.params)
-    sampling = params.get("sampling")
+    sampling = first.params.sampling
     if sampling is not None:
-        seed = getattr(sampling, "seed", None)
-        params["sampling"] = replace(sampling, seed=None if seed is None else seed + index)
-    return Generation(prompt=first.prompt, prompt_tokens=first.prompt_tokens, params=params,
-                      extra={"choice": index, "first": first})
+        seed = sampling.seed
+        sampling = sampling.seeded(None if seed is None else seed + index)
+    return Generation(prompt=first.prompt, prompt_tokens=first.prompt_tokens,
+                      params=replace(first.params, sampling=sampling), choice=index,
+                      first=first)
 
 
 def _names(generation: Generation) -> list[str] | None:
     """The functions a generation may call, None without tools (every choice of a request
     has the tools of its first)."""
-    plan = (generation.extra.get("first") or generation).extra.get("tools")
+    plan = (generation.first or generation).tools
     return None if plan is None else [f["name"] for f in plan.functions]
 
 
@@ -343,24 +373,24 @@ def _indexed(chunk: Chunk, index: int) -> Chunk:
 
 
 def _chat_logprobs(generation: Generation,
-                   entries: list[dict[str, Any]]) -> ChoiceLogprobs | None:
-    if generation.params.get("logprobs") is None:
+                   entries: list[LogprobEntry]) -> ChoiceLogprobs | None:
+    if generation.params.logprobs is None:
         return None
     return ChoiceLogprobs(content=[TokenLogprob.model_validate(e) for e in entries],
                           refusal=None)
 
 
-def _text_logprobs(generation: Generation, entries: list[dict[str, Any]],
+def _text_logprobs(generation: Generation, entries: list[LogprobEntry],
                    text: str) -> CompletionLogprobs | None:
     """The legacy completions shape; offsets count from the start of the choice's text."""
-    if generation.params.get("logprobs") is None:
+    if generation.params.logprobs is None:
         return None
     offsets = []
-    offset = generation.extra.get("text_offset", 0)
+    offset = generation.text_offset
     for entry in entries:
         offsets.append(offset)
         offset += len(entry["token"])
-    generation.extra["text_offset"] = offset
+    generation.text_offset = offset
     return CompletionLogprobs(
         tokens=[e["token"] for e in entries], token_logprobs=[e["logprob"] for e in entries],
         top_logprobs=[{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
@@ -369,13 +399,12 @@ def _text_logprobs(generation: Generation, entries: list[dict[str, Any]],
 
 def _prompt_total(generations: list[Generation]) -> int:
     """Prompt tokens, counted once per prompt however many choices it has."""
-    return sum(g.prompt_tokens for g in generations if not g.extra.get("choice"))
+    return sum(g.prompt_tokens for g in generations if not g.choice)
 
 
 def _cached(generations: list[Generation]) -> int:
     """Prompt tokens found in the cache, counted once per prompt."""
-    return sum(g.extra.get("cached_tokens", 0) for g in generations
-               if not g.extra.get("choice"))
+    return sum(g.cached_tokens for g in generations if not g.choice)
 
 
 def _usage(prompt: int, completion: int, generations: list[Generation]) -> Usage:

@@ -166,21 +166,21 @@ async def test_context_length_and_unsupported_parameters(engine: LlamaCppEngine)
     auto = await engine.prepared_chat(chat("hi", tools=tool,
                                            response_format={"type": "json_object"},
                                            stop=["\n"]))
-    assert "root ::= calls | answer-root" in auto.params["sampling"].grammar
-    assert "\n" in auto.params["stop"]
+    assert "root ::= calls | answer-root" in auto.params.sampling.grammar
+    assert "\n" in auto.params.stop
     forced = await engine.prepared_chat(chat("hi", tools=tool, tool_choice="required",
                                              stop=["\n"],
                                              response_format={"type": "json_object"}))
-    assert forced.params["sampling"].grammar.startswith("root ::= calls\n")
-    assert forced.params["stop"] == []
+    assert forced.params.sampling.grammar.startswith("root ::= calls\n")
+    assert forced.params.stop == []
     with pytest.raises(UnsupportedParameter):
         engine.prepare_text(CompletionRequest(model="smol", prompt="x", suffix="y"), "x")
 
 
 async def test_llama_extras_are_honoured(engine: LlamaCppEngine) -> None:
     generation = engine.prepare_chat(chat("hi", top_k=1, min_p=0.1, repeat_penalty=1.2))
-    assert generation.params["sampling"].top_k == 1
-    assert generation.params["sampling"].repeat_penalty == 1.2
+    assert generation.params.sampling.top_k == 1
+    assert generation.params.sampling.repeat_penalty == 1.2
 
 
 async def test_default_completion_length_is_16(engine: LlamaCppEngine) -> None:

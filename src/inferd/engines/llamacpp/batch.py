@@ -35,6 +35,7 @@ from typing import Any
 
 import llama_cpp
 
+from inferd.engines.base import LogprobEntry, TopLogprobEntry
 from inferd.engines.llamacpp.sampling import (
     SamplerChain,
     SamplingParams,
@@ -83,7 +84,7 @@ class _Slot:
     read: int = 0  # prompt tokens already in the KV cache
     last: int = -1  # sampled token not yet decoded
     kept: list[str] = field(default_factory=list)
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[LogprobEntry] = field(default_factory=list)
     followers: list[_Slot] = field(default_factory=list)  # slots waiting for this prompt's KV
     leader: _Slot | None = None  # the slot whose prompt KV this one waits for
     used: int = 0  # when a request last took or left it (a counter; 0: never)
@@ -333,17 +334,19 @@ class BatchLoop:
         else:
             slot.last = token
 
-    def _entry(self, decoder: TokenText, index: int, token: int, top: int) -> dict[str, Any]:
+    def _entry(self, decoder: TokenText, index: int, token: int, top: int) -> LogprobEntry:
         logprob, best = token_logprobs(self.ctx, index, self.n_vocab, token, top)
 
-        def shaped(tok: int, lp: float) -> dict[str, Any]:
+        def shaped(tok: int, lp: float) -> TopLogprobEntry:
             raw = decoder.piece(tok)
             return {"token": raw.decode("utf-8", errors="replace"), "logprob": lp,
                     "bytes": list(raw)}
 
-        return {**shaped(token, logprob), "top_logprobs": [shaped(t, lp) for t, lp in best]}
+        mine = shaped(token, logprob)
+        return {"token": mine["token"], "logprob": mine["logprob"], "bytes": mine["bytes"],
+                "top_logprobs": [shaped(t, lp) for t, lp in best]}
 
-    def _emit(self, slot: _Slot, text: str, entries: list[dict[str, Any]]) -> None:
+    def _emit(self, slot: _Slot, text: str, entries: list[LogprobEntry]) -> None:
         request = slot.request
         assert request is not None
         if request.stream:

@@ -19,10 +19,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inferd.engines import families, jsongrammar, schema_bounds, tools
-from inferd.engines.base import Chunk, ModelInfo
+from inferd.engines.base import Chunk, LogprobEntry, ModelInfo
 from inferd.engines.llamacpp.batch import BatchLoop, Event, SeqRequest
 from inferd.engines.llamacpp.sampling import SamplingParams, grammar_error
-from inferd.engines.local import Generation, LocalTextEngine
+from inferd.engines.local import Generation, GenerationParams, LocalTextEngine
 from inferd.engines.residency import IdleTimer, Residency
 from inferd.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
 from inferd.numerals import ascii_int
@@ -270,7 +270,8 @@ class LlamaCppEngine(LocalTextEngine):
         return limit
 
     def _sampling(self, request: ChatCompletionRequest | CompletionRequest,
-                  limit: int | None, n_prompt: int, default_limit: int | None) -> dict[str, Any]:
+                  limit: int | None, n_prompt: int, default_limit: int | None
+                  ) -> GenerationParams:
         extra = request.model_extra or {}
         try:
             own = LlamaSampling.model_validate(
@@ -290,10 +291,11 @@ class LlamaCppEngine(LocalTextEngine):
             presence_penalty=request.presence_penalty or 0.0,
             frequency_penalty=request.frequency_penalty or 0.0, seed=request.seed,
             logit_bias=self._logit_bias(request.logit_bias) if request.logit_bias else {})
-        return {"max_tokens": self._limit(request, limit, n_prompt, default_limit),
-                "stop": request.stop_list(), "sampling": sampling,
-                # The prompt cache is on unless the model's settings or the request turn it off.
-                "cache_prompt": self.spec.cache_prompt and own.cache_prompt is not False}
+        return GenerationParams(
+            max_tokens=self._limit(request, limit, n_prompt, default_limit),
+            stop=request.stop_list(), sampling=sampling,
+            # The prompt cache is on unless the model's settings or the request turn it off.
+            cache_prompt=self.spec.cache_prompt and own.cache_prompt is not False)
 
     def _logit_bias(self, bias: dict[str, float]) -> dict[int, float]:
         vocabulary = self._copies[0].loop.n_vocab
@@ -315,31 +317,30 @@ class LlamaCppEngine(LocalTextEngine):
         prepared = self._formatter(messages=self._family.prepare(messages), tools=native)
         tokens = self._tokenize(prepared.prompt, add_bos=not prepared.added_special, special=True)
         params = self._sampling(request, request.token_limit(), len(tokens), None)
-        stops = list(params["stop"]) + [s for s in self._family.extra_stop
-                                        if s not in params["stop"]]
+        stops = list(params.stop) + [s for s in self._family.extra_stop
+                                     if s not in params.stop]
         if prepared.stop:
             extra = [prepared.stop] if isinstance(prepared.stop, str) else list(prepared.stop)
             stops += [s for s in extra if s not in stops]
         # A forced call ends where its grammar ends: no stop string may cut it short.
-        params["stop"] = [] if tool_plan is not None and tool_plan.required else stops
+        params.stop = [] if tool_plan is not None and tool_plan.required else stops
         if request.logprobs:
-            params["logprobs"] = request.top_logprobs or 0
+            params.logprobs = request.top_logprobs or 0
         elif request.top_logprobs:
             raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true.",
                                  param="top_logprobs")
-        generation = Generation(prompt=tokens, prompt_tokens=len(tokens), params=params)
-        generation.extra["tools"] = tool_plan
-        return generation
+        return Generation(prompt=tokens, prompt_tokens=len(tokens), params=params,
+                          tools=tool_plan)
 
     async def prepared_chat(self, request: ChatCompletionRequest) -> Generation:
         generation = await self.prepare_chat_off_loop(request)
         fmt = request.response_format
-        if generation.extra["tools"] is None and (fmt is None or fmt.type == "text"):
+        if generation.tools is None and (fmt is None or fmt.type == "text"):
             return generation  # no grammar: no trip to a worker thread
         # Converting a schema and parsing its grammar take time in proportion to the schema:
         # done on a worker thread, the event loop keeps serving meanwhile.
-        generation.params["sampling"].grammar = await asyncio.to_thread(
-            self._request_grammar, request, generation.extra["tools"])
+        _sampler(generation).grammar = await asyncio.to_thread(
+            self._request_grammar, request, generation.tools)
         return generation
 
     def _request_grammar(self, request: ChatCompletionRequest,
@@ -408,20 +409,20 @@ class LlamaCppEngine(LocalTextEngine):
         params = self._sampling(request, request.token_limit(), len(tokens),
                                 DEFAULT_COMPLETION_TOKENS)
         if request.logprobs is not None:
-            params["logprobs"] = request.logprobs
+            params.logprobs = request.logprobs
         if request.echo:
-            params["echo"] = prompt if isinstance(prompt, str) else self._detokenize(prompt)
+            params.echo = prompt if isinstance(prompt, str) else self._detokenize(prompt)
         return Generation(prompt=tokens, prompt_tokens=len(tokens), params=params)
 
     # -- generation -----------------------------------------------------------------------
     def _sequence(self, generation: Generation, stream: bool,
                   emit: Callable[[Event], object]) -> SeqRequest:
-        params = generation.params
+        params, prompt = generation.params, generation.prompt
+        assert not isinstance(prompt, str) and params.max_tokens is not None  # prepare_*
         return SeqRequest(
-            prompt=list(generation.prompt), params=params["sampling"],
-            max_tokens=params["max_tokens"], stops=params["stop"], emit=emit, stream=stream,
-            logprobs=params.get("logprobs"), cache_prompt=params.get("cache_prompt", True),
-            cancelled=threading.Event())
+            prompt=list(prompt), params=_sampler(generation), max_tokens=params.max_tokens,
+            stops=params.stop, emit=emit, stream=stream, logprobs=params.logprobs,
+            cache_prompt=params.cache_prompt, cancelled=threading.Event())
 
     def _submit(self, leader: SeqRequest) -> _Copy:
         """Run ``leader`` (and its followers) on the least busy copy."""
@@ -441,7 +442,7 @@ class LlamaCppEngine(LocalTextEngine):
                 yield piece
 
     async def merged(self, generations: list[Generation], stream: bool = True,
-                     ) -> AsyncIterator[tuple[int, str | None, list[dict[str, Any]]]]:
+                     ) -> AsyncIterator[tuple[int, str | None, list[LogprobEntry]]]:
         """All generations as sequences of the batch; the choices of one prompt (``n > 1``)
         follow its first choice, so the prompt is read once and its KV cells copied."""
         loop = asyncio.get_running_loop()
@@ -451,18 +452,16 @@ class LlamaCppEngine(LocalTextEngine):
         position = {id(g): i for i, g in enumerate(generations)}
         leaders = []
         for generation, request in zip(generations, requests, strict=True):
-            first = position.get(id(generation.extra.get("first")))
+            first = position.get(id(generation.first))
             if first is None:
                 leaders.append(request)
             else:
                 requests[first].followers.append(request)
         copies = [(self._submit(leader), 1 + len(leader.followers)) for leader in leaders]
-        for generation in generations:
-            generation.extra.setdefault("logprobs", [])
         try:
             for index, generation in enumerate(generations):
-                if "echo" in generation.params:
-                    yield index, generation.params["echo"], []
+                if generation.params.echo is not None:
+                    yield index, generation.params.echo, []
             done = 0
             while done < len(requests):
                 index, (kind, value) = await events.get()
@@ -474,7 +473,7 @@ class LlamaCppEngine(LocalTextEngine):
                     yield index, None, []
                     continue
                 text, entries = value
-                generations[index].extra["logprobs"].extend(entries)
+                generations[index].logprobs.extend(entries)
                 yield index, text, entries
         finally:
             for generation, request in zip(generations, requests, strict=True):
@@ -499,7 +498,14 @@ def _settle(generation: Generation, request: SeqRequest) -> None:
     """What the engine thread counted, onto the generation."""
     generation.completion_tokens = request.completion_tokens
     generation.finish_reason = request.finish_reason
-    generation.extra["cached_tokens"] = request.cached_tokens
+    generation.cached_tokens = request.cached_tokens
+
+
+def _sampler(generation: Generation) -> SamplingParams:
+    """The llama.cpp sampler settings ``prepare_*`` gave the generation."""
+    sampling = generation.params.sampling
+    assert isinstance(sampling, SamplingParams)
+    return sampling
 
 
 def _deliver(loop: asyncio.AbstractEventLoop, events: asyncio.Queue[tuple[int, Event]],

@@ -10,7 +10,7 @@ import codecs
 import ctypes
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import llama_cpp
@@ -35,6 +35,10 @@ class SamplingParams:
     seed: int | None = None
     logit_bias: dict[int, float] = field(default_factory=dict)
     grammar: str | None = None  # GBNF, root rule "root"
+
+    def seeded(self, seed: int | None) -> SamplingParams:
+        """The same settings with another seed (each choice of ``n`` has its own)."""
+        return replace(self, seed=seed)
 
 
 def grammar_error(vocab: Any, grammar: str) -> str | None:
