@@ -90,5 +90,5 @@ async def events(chunks: AsyncIterator[dict[str, Any]], model: str) -> AsyncIter
     yield ("message_delta", {"type": "message_delta",
                              "delta": {"stop_reason": STOP_REASONS.get(finish, "end_turn"),
                                        "stop_sequence": None},
-                             "usage": message_usage(usage_of(usage))})
+                             "usage": message_usage(usage_of(usage)).wire()})
     yield ("message_stop", {"type": "message_stop"})

@@ -10,7 +10,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferd.errors import InvalidRequest, UnsupportedParameter
-from inferd.schemas.answers import ChatCompletion, Usage
+from inferd.schemas.answers import (
+    AnthropicMessage,
+    AnthropicText,
+    AnthropicToolUse,
+    AnthropicUsage,
+    ChatCompletion,
+    Usage,
+)
 from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest, ModelName
 
 # Fields a client such as Claude Code sends that do not change what inferd can answer.
@@ -250,31 +257,31 @@ def _arguments(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def message_usage(usage: Usage | None) -> dict[str, int]:
+def message_usage(usage: Usage | None) -> AnthropicUsage:
     """Anthropic's usage from a chat usage: ``input_tokens`` counts the prompt tokens read
     afresh and ``cache_read_input_tokens`` those found in the engine's prompt cache, so their
     sum is the whole prompt (what ``count_tokens`` answers); nothing is written to a cache on
     request, so ``cache_creation_input_tokens`` is 0."""
     prompt = 0 if usage is None else usage.prompt_tokens
     cached = 0 if usage is None else min(prompt, usage.cached_tokens)
-    return {"input_tokens": prompt - cached, "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": cached,
-            "output_tokens": 0 if usage is None else usage.completion_tokens or 0}
+    return AnthropicUsage(input_tokens=prompt - cached, cache_creation_input_tokens=0,
+                          cache_read_input_tokens=cached,
+                          output_tokens=0 if usage is None else usage.completion_tokens or 0)
 
 
-def from_chat(result: ChatCompletion, model: str) -> dict[str, Any]:
+def from_chat(result: ChatCompletion, model: str) -> AnthropicMessage:
     """The Message for a (non-streamed) chat completion."""
     choice = result.choices[0]
     message = choice.message
-    content: list[dict[str, Any]] = []
+    content: list[AnthropicText | AnthropicToolUse] = []
     if message.content:
-        content.append({"type": "text", "text": message.content})
+        content.append(AnthropicText(type="text", text=message.content))
     for call in message.tool_calls or []:
-        content.append({"type": "tool_use", "id": call.id or new_message_id(),
-                        "name": call.function.name,
-                        "input": _arguments(call.function.arguments)})
-    return {"id": new_message_id(), "type": "message", "role": "assistant", "model": model,
-            "content": content,
-            "stop_reason": STOP_REASONS.get(choice.finish_reason or "stop", "end_turn"),
-            "stop_sequence": None,
-            "usage": message_usage(result.usage)}
+        content.append(AnthropicToolUse(type="tool_use", id=call.id or new_message_id(),
+                                        name=call.function.name,
+                                        input=_arguments(call.function.arguments)))
+    return AnthropicMessage(
+        id=new_message_id(), type="message", role="assistant", model=model,
+        content=list(content),
+        stop_reason=STOP_REASONS.get(choice.finish_reason or "stop", "end_turn"),
+        stop_sequence=None, usage=message_usage(result.usage))

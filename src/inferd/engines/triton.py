@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -138,18 +139,16 @@ class TritonEngine(RemoteEngine):
                 int(_scalar(result.get("num_input_tokens", 0)) or 0),
                 int(_scalar(result.get("num_output_tokens", 0)) or 0))
 
-    async def _pieces(self, body: dict[str, Any], counts: dict[str, Any]
-                      ) -> AsyncIterator[str]:
+    async def _pieces(self, body: dict[str, Any], counts: _Counts) -> AsyncIterator[str]:
         """Text deltas of ``generate_stream``; fills ``counts`` (tokens, finish reason)."""
         response = await self.post(self.generate_url + "_stream", body)
         async for payload in self.sse_events(response):
             event = orjson.loads(payload)
             if "error" in event:
                 raise UpstreamError(f"The replica of '{self.name}' failed: {event['error']}")
-            counts["prompt"] = int(_scalar(event.get("num_input_tokens", 0)) or 0) or counts[
-                "prompt"]
-            counts["completion"] += int(_scalar(event.get("num_output_tokens", 0)) or 0)
-            counts["finish"] = _finish(event, counts["finish"])
+            counts.prompt = int(_scalar(event.get("num_input_tokens", 0)) or 0) or counts.prompt
+            counts.completion += int(_scalar(event.get("num_output_tokens", 0)) or 0)
+            counts.finish = _finish(event, counts.finish)
             text = str(_scalar(event.get("text_output", "")))
             if text:
                 yield text
@@ -168,10 +167,10 @@ class TritonEngine(RemoteEngine):
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
         prompt_text, with_tools = self._prompt(request)
         body = self._body(request, prompt_text, stream=True)
-        counts: dict[str, Any] = {"prompt": 0, "completion": 0, "finish": "stop"}
+        counts = _Counts()
         cid, created, model = new_id("chatcmpl", "-"), int(time.time()), request.model
         parser = ToolStream() if with_tools else None
-        role: dict[str, Any] = {"role": "assistant"}  # on the first delta
+        role: dict[str, str] = {"role": "assistant"}  # on the first delta
         async for piece in self._pieces(body, counts):
             for delta in parser.feed(piece) if parser else [{"content": piece}]:
                 yield chat_chunk(id=cid, model=model, created=created, delta={**role, **delta})
@@ -179,12 +178,12 @@ class TritonEngine(RemoteEngine):
         for delta in parser.finish() if parser else []:
             yield chat_chunk(id=cid, model=model, created=created, delta={**role, **delta})
             role = {}
-        finish = counts["finish"]
+        finish = counts.finish
         if parser and parser.called and finish == "stop":
             finish = "tool_calls"
         yield chat_chunk(id=cid, model=model, created=created, delta={}, finish_reason=finish)
         yield usage_chunk(id=cid, model=model, created=created, obj="chat.completion.chunk",
-                          prompt_tokens=counts["prompt"], completion_tokens=counts["completion"])
+                          prompt_tokens=counts.prompt, completion_tokens=counts.completion)
 
     async def complete(self, request: CompletionRequest) -> TextCompletion:
         choices, prompt_tokens, completion_tokens = [], 0, 0
@@ -199,16 +198,25 @@ class TritonEngine(RemoteEngine):
 
     async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
         cid, created, model = new_id("cmpl", "-"), int(time.time()), request.model
-        totals = {"prompt": 0, "completion": 0}
+        totals = _Counts()
         for index, prompt in enumerate(request.prompts()):
-            counts: dict[str, Any] = {"prompt": 0, "completion": 0, "finish": "stop"}
+            counts = _Counts()
             async for piece in self._pieces(self._body(request, prompt, stream=True), counts):
                 yield _text_chunk(cid, created, model, index, piece, None)
-            yield _text_chunk(cid, created, model, index, "", counts["finish"])
-            totals["prompt"] += counts["prompt"]
-            totals["completion"] += counts["completion"]
+            yield _text_chunk(cid, created, model, index, "", counts.finish)
+            totals.prompt += counts.prompt
+            totals.completion += counts.completion
         yield usage_chunk(id=cid, model=model, created=created, obj="text_completion",
-                          prompt_tokens=totals["prompt"], completion_tokens=totals["completion"])
+                          prompt_tokens=totals.prompt, completion_tokens=totals.completion)
+
+
+@dataclass
+class _Counts:
+    """What a ``generate_stream`` reported: its tokens and finish reason."""
+
+    prompt: int = 0
+    completion: int = 0
+    finish: str = "stop"
 
 
 def _finish(event: dict[str, Any], default: str = "stop") -> str:

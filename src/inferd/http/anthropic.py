@@ -27,7 +27,7 @@ from inferd.errors import ContextLengthExceeded, InferdError, Overloaded, RateLi
 from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
 from inferd.http.errors import param_path
 from inferd.http.operation import SSE, endpoint
-from inferd.http.responses import json_response
+from inferd.http.responses import answer_response, json_response
 from inferd.http.sse import sse_response
 from inferd.inference import estimate_chat_prompt
 from inferd.schemas import answers as a
@@ -113,7 +113,7 @@ async def create_message(request: Request, services: ServicesDep,
         return error_response(exc)
     if body.stream:
         return sse_response(_sse(stream, body.model))
-    return json_response(translate.from_chat(result, body.model))
+    return answer_response(translate.from_chat(result, body.model))
 
 
 @endpoint(router, "POST", PREFIX + "/count_tokens", access="key", answer=a.TokenCount,

@@ -256,7 +256,7 @@ async def _run_batch_line(inference: Inference, job: JobRecord, principal: Princ
             raise
         chat.max_tokens = None
         result = await inference.chat(chat, principal)
-    return Outcome("completed", result=translate.from_chat(result, body.model),
+    return Outcome("completed", result=translate.from_chat(result, body.model).wire(),
                    status_code=200, usage=_wire(result.usage))
 
 

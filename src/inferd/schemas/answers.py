@@ -13,9 +13,9 @@ typed ``X | None`` with no default.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Answer(BaseModel):
@@ -362,6 +362,23 @@ class ConversationItem(Answer):
 class AnthropicUsage(Answer):
     input_tokens: int
     output_tokens: int
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+
+class AnthropicText(Answer):
+    type: Literal["text"]
+    text: str
+
+
+class AnthropicToolUse(Answer):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]  # the call's arguments, as the model wrote them (any JSON object)
+
+
+AnthropicBlock = Annotated[AnthropicText | AnthropicToolUse, Field(discriminator="type")]
 
 
 class AnthropicMessage(Answer):
@@ -369,7 +386,7 @@ class AnthropicMessage(Answer):
     type: Literal["message"]
     role: Literal["assistant"]
     model: str
-    content: list[dict[str, Any]]
+    content: list[AnthropicBlock]
     stop_reason: str | None
     stop_sequence: str | None
     usage: AnthropicUsage
