@@ -435,7 +435,7 @@ class Inference:
         except BaseException as exc:
             self._failed(call, exc)
             raise
-        self._done(call, usage_of(result.usage))
+        self._done(call, result.usage)
         return result
 
     async def count_tokens(self, endpoint: str, model: str, principal: Principal,

@@ -38,6 +38,7 @@ from inferd.schemas.answers import (
     RerankAnswer,
     ScoreList,
     TextCompletion,
+    usage_of,
 )
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -251,7 +252,7 @@ class HttpEngine(RemoteEngine):
         if content_type.startswith("application/json"):
             answer = orjson.loads(body)
             if isinstance(answer, dict):
-                usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
+                usage = usage_of(answer.get("usage"))
                 if "model" in answer:
                     answer["model"] = request.model
                     body = orjson.dumps(answer)

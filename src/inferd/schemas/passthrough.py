@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inferd.schemas.answers import Usage
 from inferd.schemas.openai import ModelName
 
 # OpenAI path (under /v1) -> the capability a replica declares for it
@@ -42,7 +43,7 @@ class Forwarded(BaseModel):
 
     body: bytes
     content_type: str
-    usage: dict[str, Any] | None = None
+    usage: Usage | None = None  # what it reported, when an OpenAI usage (metered by it)
 
 
 class ModerationRequest(BaseModel):
