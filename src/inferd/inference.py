@@ -32,7 +32,7 @@ from inferd.auth.limits import (
     period_bounds,
 )
 from inferd.auth.principal import Principal
-from inferd.engines.base import Chunk, ModelInfo, Progress
+from inferd.engines.base import Chunk, ImageDefaults, ModelInfo, Progress
 from inferd.engines.streams import primed
 from inferd.errors import InferdError, ModelNotFound, PermissionDenied, RateLimited, envelope
 from inferd.metering import CLIENT_CLOSED, Call, Metering
@@ -51,7 +51,6 @@ from inferd.schemas.answers import (
     usage_of,
 )
 from inferd.schemas.images import (
-    DEFAULT_SIZE,
     DEFAULT_STEPS,
     ImageGenerationRequest,
     check_bounds,
@@ -465,17 +464,15 @@ class Inference:
         may run (its ``steps``, else the highest default of the model's replicas), with the
         model's defaults for what it leaves out; 400 when it asks more than the model's
         ``max_steps`` or ``max_size``."""
-        details: list[dict[str, Any]] = []
+        drawn: list[ImageDefaults] = []
         with contextlib.suppress(ModelNotFound):
-            details = [r.engine.info().details for r in self.router.entry(request.model).replicas]
-        first = details[0] if details else {}
-        steps = request.steps or int(first.get("steps") or DEFAULT_STEPS)
-        most_steps = request.steps or max(
-            (int(d.get("steps") or DEFAULT_STEPS) for d in details), default=DEFAULT_STEPS)
-        width, height = request.dimensions() or parse_size(str(first.get("size")
-                                                                or DEFAULT_SIZE))
-        check_bounds(request.model, steps, width, height, first.get("max_steps"),
-                     first.get("max_size"))
+            drawn = [r.engine.info().images or ImageDefaults()
+                     for r in self.router.entry(request.model).replicas]
+        first = drawn[0] if drawn else ImageDefaults()
+        steps = request.steps or first.steps
+        most_steps = request.steps or max((d.steps for d in drawn), default=DEFAULT_STEPS)
+        width, height = request.dimensions() or parse_size(first.size)
+        check_bounds(request.model, steps, width, height, first.max_steps, first.max_size)
         return image_units(request.n, steps, width, height), most_steps
 
     async def images(self, request: ImageGenerationRequest, principal: Principal,

@@ -16,7 +16,7 @@ Kinds: ``llamacpp`` (GGUF in this process), ``embeddings`` (sentence embeddings 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from inferd.errors import InvalidRequest
@@ -28,7 +28,7 @@ from inferd.schemas.answers import (
     ScoreList,
     TextCompletion,
 )
-from inferd.schemas.images import ImageGenerationRequest
+from inferd.schemas.images import DEFAULT_SIZE, DEFAULT_STEPS, ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
@@ -59,6 +59,19 @@ class LogprobEntry(TypedDict):
 Progress = Callable[[int, int], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class ImageDefaults:
+    """What an image model draws when a request leaves it out, and the most it may be asked
+    (``Inference.image_cost`` prices and bounds a request by them). A replica that does not
+    say (an ``http`` one) is taken to draw ``DEFAULT_STEPS`` steps at ``DEFAULT_SIZE``."""
+
+    steps: int = DEFAULT_STEPS
+    size: str = DEFAULT_SIZE
+    guidance_scale: float | None = None
+    max_steps: int | None = None
+    max_size: str | None = None
+
+
 @dataclass
 class ModelInfo:
     """What an engine says about a model it serves (for ``/v1/models`` and ``/ready``)."""
@@ -68,7 +81,7 @@ class ModelInfo:
     owned_by: str = "inferd"
     capabilities: frozenset[str] = frozenset()
     context_length: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    images: ImageDefaults | None = None  # an image model's defaults and bounds
 
 
 class Engine:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from inferd.engines.base import Engine, ModelInfo, Progress
+from inferd.engines.base import Engine, ImageDefaults, ModelInfo, Progress
 from inferd.errors import InvalidRequest, UnsupportedParameter
 from inferd.schemas.answers import ImageData, ImagesAnswer
 from inferd.schemas.images import ImageGenerationRequest, check_bounds, images_response
@@ -105,10 +105,10 @@ class DiffusersEngine(Engine):
 
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.name, kind=self.kind, capabilities=self.capabilities,
-                         details={"steps": self.spec.steps, "size": self.spec.size,
-                                  "guidance_scale": self.spec.guidance_scale,
-                                  "max_steps": self.spec.max_steps,
-                                  "max_size": self.spec.max_size})
+                         images=ImageDefaults(steps=self.spec.steps, size=self.spec.size,
+                                              guidance_scale=self.spec.guidance_scale,
+                                              max_steps=self.spec.max_steps,
+                                              max_size=self.spec.max_size))
 
     def plan(self, request: ImageGenerationRequest) -> Plan:
         """Check ``request`` against what this engine can do and fill in the defaults."""

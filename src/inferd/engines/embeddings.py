@@ -85,8 +85,7 @@ class SentenceEmbeddingEngine(Engine):
 
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.name, kind=self.kind, capabilities=self.capabilities,
-                         context_length=self.max_seq_length,
-                         details={"dimensions": self.dimensions, "path": str(self.path)})
+                         context_length=self.max_seq_length)
 
     def _text(self, given: Prompt, index: int) -> str:
         """An input as text: token ids (of this model's tokenizer) are decoded."""

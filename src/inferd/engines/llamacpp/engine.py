@@ -229,14 +229,7 @@ class LlamaCppEngine(LocalTextEngine):
 
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.name, kind=self.kind, capabilities=self.capabilities,
-                         context_length=self._n_ctx,
-                         details={"family": self._family.name, "path": self.spec.path,
-                                  "instances": self.spec.instances,
-                                  "parallel": self.spec.parallel, "threads": self.threads,
-                                  "cache_prompt": self.spec.cache_prompt,
-                                  "state": self.state,
-                                  "load": self.spec.load, "keep_alive": self.spec.keep_alive,
-                                  "architecture": self._metadata.get("general.architecture")})
+                         context_length=self._n_ctx)
 
     # -- request preparation --------------------------------------------------------------
     def _tokenize(self, text: str, add_bos: bool, special: bool) -> list[int]:
