@@ -92,8 +92,9 @@ class FunctionCall(Answer):
 
 
 class ToolCall(Answer):
-    id: str
-    type: Literal["function"]
+    # inferd always sends both; a replica that leaves one out is passed on as it sent it
+    id: str | None = None
+    type: Literal["function"] = "function"
     function: FunctionCall
 
 
