@@ -41,8 +41,16 @@ imports:
 typecheck:
 	.venv/bin/mypy
 
+# The suite in two passes. First on $(WORKERS) pytest-xdist workers (2 cores: most tests wait
+# on the processes they start), a test file to a worker at a time (--dist loadfile: a module's
+# server starts once), the files in collection order (cluster, deploy, docs, e2e, integration,
+# unit: the long ones first, the short ones fill the workers in at the end). Then the tests
+# marked `serial`, alone on the machine: they stop the shared broker, or bound the growth of a
+# server's memory and descriptors, which the other workers' load would move.
+WORKERS ?= 3
 pytest:
-	.venv/bin/python -m pytest -q -ra
+	.venv/bin/python -m pytest -q -ra -n $(WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial"
+	.venv/bin/python -m pytest -q -ra -p no:xdist -m serial
 
 unit:
 	.venv/bin/python -m pytest -q -ra tests/unit

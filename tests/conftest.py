@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 import sqlite3
 import uuid
@@ -44,6 +45,19 @@ async def _mysql_exec(sql: str) -> None:
 
 
 DATABASES = ["sqlite", "postgresql", "mariadb"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a pytest-xdist worker, a test marked ``serial`` is skipped, not run beside the other
+    workers' tests: it stops a service they use, or bounds what their load would move.
+    ``make pytest`` deselects these in its parallel pass and runs them after it, alone."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    alone = pytest.mark.skip(reason="serial: needs the machine to itself; run it without -n "
+                                    "(make pytest runs it after the parallel pass)")
+    for item in items:
+        if item.get_closest_marker("serial"):
+            item.add_marker(alone)
 
 
 @contextmanager

@@ -2,7 +2,8 @@
 
 ``test_broker_restart_*`` stops the shared RabbitMQ application for a few seconds
 (``rabbitmqctl stop_app`` / ``start_app``, marked ``broker_restart``): other users of the same
-broker see it restart too. It is started again in a ``finally``.
+broker see it restart too (``make test`` runs it alone: marked ``serial``). It is started again
+in a ``finally``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ async def submit_many(urls: list[str], count: int, restart_after: int) -> list[s
 # that takes longer than the suite's 300 s hang guard, while every step has its own deadline
 # (process start, rabbitmqctl, the wait for each next job to finish).
 @pytest.mark.timeout(1200)
+@pytest.mark.serial  # the broker stops for every test using it: make test runs this one alone
 @pytest.mark.broker_restart
 @pytest.mark.parametrize("group", ["1", "16"])  # a message per job; up to 16 ids a message
 def test_broker_restart_while_submitting_500_jobs_completes_each_once(

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, set_tracing_disabled
 from openai import AsyncOpenAI
 
 from tests.helpers import InferdProcess
@@ -12,6 +11,10 @@ MODEL = "smollm2-135m-instruct"
 
 
 async def test_an_agent_runs_on_the_bundled_model(inferd_server: InferdProcess) -> None:
+    # imported here: the SDK takes seconds of CPU to import, which every collection of the
+    # suite (each xdist worker's) would spend otherwise
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, set_tracing_disabled
+
     set_tracing_disabled(True)  # traces would be sent to OpenAI's servers
     client = AsyncOpenAI(base_url=inferd_server.url + "/v1", api_key="unused", max_retries=0)
     agent = Agent(name="Greeter", instructions="Answer in one short sentence.",

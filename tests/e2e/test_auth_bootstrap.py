@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,9 @@ def test_usage_buffer_is_written_on_shutdown(tmp_path: Path) -> None:
 async def test_limits_shared_by_two_gateways_through_redis(tmp_path: Path) -> None:
     require_service("redis")
     admin_key = "sk-test-admin-redis-0123456789"
+    # keys of this test's own (a fresh database numbers its keys as every other test's does)
     env = echo_env(INFERD_REDIS_URL="redis://127.0.0.1:6379/0", INFERD_ADMIN_KEY=admin_key,
-                   INFERD_MODELS=ECHO_MODELS)
+                   INFERD_REDIS_PREFIX=f"test-{uuid.uuid4().hex[:10]}", INFERD_MODELS=ECHO_MODELS)
     with InferdProcess(tmp_path, "--no-bundled", env=env) as one, \
             InferdProcess(tmp_path, "--no-bundled", port=free_port(), env=env) as two:
         async with httpx.AsyncClient() as http:

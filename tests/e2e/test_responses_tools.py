@@ -52,8 +52,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InferdProcess]
         config = tmp / "gateway.yaml"
         config.write_text(yaml.safe_dump({"remote_models": [{"name": "tooly", "replicas": [
             {"kind": "http", "url": upstream + "/v1", "upstream_model": "smollm2"}]}]}))
+        # One health check, at the start: llama_cpp.server answers one request at a time, its
+        # /v1/models behind a generation, which on a busy machine outlasts a check's 5 s and
+        # would take the replica out of routing between two tests' requests.
         with InferdProcess(tmp / "gw", "--config", str(config), "--no-bundled",
-                           env={"INFERD_AUTH": "off"}) as gw:
+                           env={"INFERD_AUTH": "off",
+                                "INFERD_HEALTH_CHECK_INTERVAL": "3600"}) as gw:
             yield gw
     finally:
         proc.terminate()

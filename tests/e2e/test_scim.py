@@ -16,8 +16,6 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from scim2_client.engines.httpx2 import SyncSCIMClient
-from scim2_tester import Status, check_server
 
 from tests.helpers import ROOT, InferdProcess
 
@@ -86,6 +84,11 @@ MAY_SKIP = {"search_with_attributes"}
 
 
 def test_scim2_tester_checks_pass(server: InferdProcess, scim_key: str) -> None:
+    # imported here: scim2-client builds its models at import, seconds of CPU that every
+    # collection of the suite (each xdist worker's) would spend otherwise
+    from scim2_client.engines.httpx2 import SyncSCIMClient
+    from scim2_tester import Status, check_server
+
     with httpx2.Client(base_url=server.url + "/scim/v2", timeout=60,
                        headers={"Authorization": f"Bearer {scim_key}"}) as http:
         results = check_server(SyncSCIMClient(http))

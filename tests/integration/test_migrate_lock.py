@@ -44,18 +44,23 @@ class Holder:
             self.conn = await aiomysql.connect(host="127.0.0.1", port=3306, user="root",
                                                password="", db=db)
             async with self.conn.cursor() as cur:
-                await cur.execute("SELECT GET_LOCK(%s, 10)", (MIGRATION_LOCK_NAME,))
+                # the name is the server's, not the database's: a migrate of another test's
+                # database may hold it for a while
+                await cur.execute("SELECT GET_LOCK(%s, 300)", (MIGRATION_LOCK_NAME,))
                 assert (await cur.fetchone())[0] == 1
 
     async def waiters(self) -> int:
-        """Sessions waiting for the lock."""
+        """Sessions of this database waiting for the lock (the server's other databases
+        are other tests', which may be migrating at the same time)."""
         if self.kind == "postgresql":
             count: int = await self.conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
             return count
         async with self.conn.cursor() as cur:
             await cur.execute("SELECT count(*) FROM information_schema.PROCESSLIST "
-                              "WHERE INFO LIKE %s AND ID <> CONNECTION_ID()", ("%GET_LOCK%",))
+                              "WHERE INFO LIKE %s AND ID <> CONNECTION_ID() AND DB = DATABASE()",
+                              ("%GET_LOCK%",))
             return int((await cur.fetchone())[0])
 
     async def tables(self) -> int:

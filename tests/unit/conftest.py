@@ -20,9 +20,9 @@ from tests.helpers import SERVICES
 
 UNIT = Path(__file__).resolve().parent
 # The markers of tests that need something this tier has not: a service, the bundled model,
-# minutes of load, the package index.
+# minutes of load, the package index, the machine to itself.
 SLOW_TIER_MARKERS = ("postgres", "mariadb", "rabbitmq", "redis", "slow", "broker_restart",
-                     "soak", "pypi")
+                     "soak", "pypi", "serial")
 SERVICE_PORTS = {port: name for name, port in SERVICES.items()}
 
 
