@@ -155,7 +155,10 @@ class HttpEngine(RemoteEngine):
         try:
             return kind.model_validate_json(raw)
         except ValidationError as exc:
-            where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "the body"
+            first = exc.errors()[0]
+            if first["type"] == "json_invalid":
+                raise UpstreamUnavailable(f"{self.what} answered with invalid JSON.") from None
+            where = ".".join(str(p) for p in first["loc"]) or "the body"
             raise UpstreamUnavailable(
                 f"The replica of '{self.name}' answered something other than "
                 f"{_KINDS.get(kind, kind.__name__)} (at {where}).") from None
