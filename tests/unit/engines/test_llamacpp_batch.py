@@ -356,3 +356,52 @@ def test_banned_tokens_are_never_sampled_under_a_grammar(path: str) -> None:
             llama_cpp.llama_free(ctx)
     finally:
         llama_cpp.llama_model_free(model)
+
+
+def test_utf8_steps_refuse_what_grammars_would_read_as_one_character() -> None:
+    """``utf8_step`` keeps a text valid UTF-8 across token boundaries and refuses the forms
+    llama.cpp's grammars read as one character where a decoder makes several U+FFFD."""
+    from inferd.engines.llamacpp.sampling import UTF8_BOUNDARY, utf8_step
+
+    emoji = "😀".encode()  # F0 9F 98 80, split over tokens
+    state = utf8_step(UTF8_BOUNDARY, emoji[:1])
+    assert state is not None and state != UTF8_BOUNDARY
+    assert utf8_step(state, emoji[1:]) == UTF8_BOUNDARY
+    assert utf8_step(UTF8_BOUNDARY, "é a".encode()) == UTF8_BOUNDARY
+    for bad in (b"\xf0\x8f\xbf\xbf",  # overlong (U+FFFF in four bytes)
+                b"\xe0\x80\x80",  # overlong (U+0000 in three)
+                b"\xed\xa0\x80",  # a surrogate
+                b"\xf4\x90\x80\x80",  # past U+10FFFF
+                b"\xe4A",  # a lead byte without its continuation
+                b"\x80"):  # a continuation byte without its lead
+        assert utf8_step(UTF8_BOUNDARY, bad) is None, bad
+        assert b"\xef\xbf\xbd" in bad.decode("utf-8", "replace").encode()
+
+
+def test_the_utf8_guard_refuses_tokens_by_where_the_text_stands(path: str) -> None:
+    """Over the bundled vocabulary: between characters, every token of valid text is allowed;
+    after the lead byte F0, the token of the byte 8F (an overlong form) is refused and that of
+    9F (an emoji's) is not."""
+    import llama_cpp
+
+    from inferd.engines.llamacpp.sampling import UTF8_BOUNDARY, Utf8Guard
+
+    model = llama_cpp.llama_model_load_from_file(path.encode(),
+                                                 llama_cpp.llama_model_default_params())
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        guard = Utf8Guard(vocab, llama_cpp.llama_vocab_n_tokens(vocab))
+        refused = set(guard.refused(UTF8_BOUNDARY).tolist())
+        for token, piece in enumerate(guard.pieces):
+            try:
+                piece.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            assert token not in refused, piece
+        byte = {piece: token for token, piece in enumerate(guard.pieces) if len(piece) == 1}
+        after_f0 = guard.after(UTF8_BOUNDARY, byte[b"\xf0"])
+        refused = set(guard.refused(after_f0).tolist())
+        assert byte[b"\x8f"] in refused and byte[b"\x9f"] not in refused
+        assert guard.after(after_f0, byte[b"\x9f"]) != UTF8_BOUNDARY
+    finally:
+        llama_cpp.llama_model_free(model)

@@ -41,6 +41,7 @@ from inferd.engines.llamacpp.sampling import (
     SamplingParams,
     StopFinder,
     TokenText,
+    Utf8Guard,
     invalid_utf8_tokens,
     token_logprobs,
 )
@@ -114,6 +115,7 @@ class BatchLoop:
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.invalid_utf8 = invalid_utf8_tokens(self.vocab, self.n_vocab)
+        self.utf8 = Utf8Guard(self.vocab, self.n_vocab)
         # what llama.cpp gave each sequence (it may round the context up)
         self.n_ctx_seq = llama_cpp.llama_n_ctx(self.ctx) // parallel
         self.n_batch = n_batch
@@ -227,7 +229,7 @@ class BatchLoop:
         slot.stopper = StopFinder(request.stops)
         try:
             slot.chain = SamplerChain(self.vocab, self.n_vocab, request.params,
-                                      self.invalid_utf8)
+                                      self.invalid_utf8, self.utf8)
         except Exception as exc:
             request.emit(("error", exc))
             self._release(slot)

@@ -65,6 +65,63 @@ def invalid_utf8_tokens(vocab: Any, n_vocab: int) -> np.ndarray[Any, Any]:
     return np.array(banned, dtype=np.int64)
 
 
+# Where a UTF-8 text stands after some bytes: continuation bytes still wanted, and the range
+# the next one must fall in (E0, ED, F0 and F4 narrow it: no overlong form, no surrogate, nothing
+# past U+10FFFF). (0, 0, 0): between two characters.
+Utf8State = tuple[int, int, int]
+UTF8_BOUNDARY: Utf8State = (0, 0, 0)
+
+
+def utf8_step(state: Utf8State, data: bytes) -> Utf8State | None:
+    """``state`` after ``data``; None when ``data`` cannot follow in valid UTF-8."""
+    need, lo, hi = state
+    for b in data:
+        if need:
+            if not lo <= b <= hi:
+                return None
+            need, lo, hi = need - 1, 0x80, 0xBF
+        elif b < 0x80:
+            continue
+        elif 0xC2 <= b <= 0xDF:
+            need, lo, hi = 1, 0x80, 0xBF
+        elif 0xE0 <= b <= 0xEF:
+            need, lo, hi = 2, (0xA0 if b == 0xE0 else 0x80), (0x9F if b == 0xED else 0xBF)
+        elif 0xF0 <= b <= 0xF4:
+            need, lo, hi = 3, (0x90 if b == 0xF0 else 0x80), (0x8F if b == 0xF4 else 0xBF)
+        else:
+            return None
+    return (need, lo, hi) if need else UTF8_BOUNDARY
+
+
+class Utf8Guard:
+    """Which tokens may come next so that the text stays valid UTF-8, by where it stands.
+
+    llama.cpp's grammars decode UTF-8 without checking it: an overlong form (F0 8F BF BF), a
+    lead byte followed by no continuation byte, pass for one character, and the text decodes
+    to several U+FFFD (a string past its ``maxLength``). Under a grammar, a token that would
+    make the text invalid is not sampled wherever the grammar leaves another token (it is
+    applied after the grammar, and only then; a text the engine did not sample, such as a
+    forced prefix, is not followed, so the state may lag behind it). The refused tokens of each state are worked out
+    the first time the state is met (a handful of states; one pass over the vocabulary each).
+    """
+
+    def __init__(self, vocab: Any, n_vocab: int) -> None:
+        text = TokenText(vocab)
+        self.pieces = [text.piece(token) for token in range(n_vocab)]
+        self._refused: dict[Utf8State, np.ndarray[Any, Any]] = {}
+
+    def refused(self, state: Utf8State) -> np.ndarray[Any, Any]:
+        found = self._refused.get(state)
+        if found is None:
+            found = np.array([token for token, piece in enumerate(self.pieces)
+                              if utf8_step(state, piece) is None], dtype=np.int64)
+            self._refused[state] = found
+        return found
+
+    def after(self, state: Utf8State, token: int) -> Utf8State:
+        return utf8_step(state, self.pieces[token]) or UTF8_BOUNDARY
+
+
 # llama.cpp's ``llama_token_data``: a candidate token, its logit and its probability.
 _CANDIDATE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
 
@@ -80,13 +137,17 @@ class SamplerChain:
     """
 
     def __init__(self, vocab: Any, n_vocab: int, params: SamplingParams,
-                 banned: np.ndarray[Any, Any] | None = None) -> None:
+                 banned: np.ndarray[Any, Any] | None = None,
+                 utf8: Utf8Guard | None = None) -> None:
         self.chain = llama_cpp.llama_sampler_chain_init(
             llama_cpp.llama_sampler_chain_default_params())
         self.grammar: Any = None
         self.n_vocab = n_vocab
         # tokens never sampled under the grammar (``invalid_utf8_tokens``)
         self.banned = banned if banned is not None and len(banned) else None
+        # under the grammar, the text kept valid UTF-8 token by token (``Utf8Guard``)
+        self.utf8 = utf8
+        self.utf8_state = UTF8_BOUNDARY
         # The ctypes array handed to the logit-bias sampler must outlive this call.
         self._keep: list[Any] = []
         self._candidates: np.ndarray[Any, Any] | None = None
@@ -154,6 +215,14 @@ class SamplerChain:
         llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(array))
         if not np.isfinite(candidates["logit"]).any():
             return None
+        if self.utf8 is not None:
+            # after the grammar, and only where some token it allows is left
+            refused = self.utf8.refused(self.utf8_state)
+            if len(refused):
+                kept = candidates["logit"][refused]
+                candidates["logit"][refused] = -np.inf
+                if not np.isfinite(candidates["logit"]).any():
+                    candidates["logit"][refused] = kept
         llama_cpp.llama_sampler_apply(self.chain, ctypes.byref(array))
         if not 0 <= array.selected < array.size:
             return None
@@ -163,6 +232,8 @@ class SamplerChain:
         token = int(chosen.id)
         llama_cpp.llama_sampler_accept(self.grammar, token)
         llama_cpp.llama_sampler_accept(self.chain, token)
+        if self.utf8 is not None:
+            self.utf8_state = self.utf8.after(self.utf8_state, token)
         return token
 
     def close(self) -> None:
