@@ -318,6 +318,7 @@ def test_banned_tokens_are_never_sampled_under_a_grammar(path: str) -> None:
         SamplerChain,
         SamplingParams,
         TokenText,
+        Utf8Guard,
         invalid_utf8_tokens,
     )
 
@@ -326,7 +327,7 @@ def test_banned_tokens_are_never_sampled_under_a_grammar(path: str) -> None:
     try:
         vocab = llama_cpp.llama_model_get_vocab(model)
         n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-        assert len(invalid_utf8_tokens(vocab, n_vocab)) == 0
+        assert len(invalid_utf8_tokens(Utf8Guard(vocab, n_vocab).pieces)) == 0
         text = TokenText(vocab)
         a = next(t for t in range(n_vocab) if text.piece(t) == b"a")
         params = llama_cpp.llama_context_default_params()

@@ -114,8 +114,8 @@ class BatchLoop:
             raise RuntimeError("llama.cpp could not create a context")
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
-        self.invalid_utf8 = invalid_utf8_tokens(self.vocab, self.n_vocab)
         self.utf8 = Utf8Guard(self.vocab, self.n_vocab)
+        self.invalid_utf8 = invalid_utf8_tokens(self.utf8.pieces)
         # what llama.cpp gave each sequence (it may round the context up)
         self.n_ctx_seq = llama_cpp.llama_n_ctx(self.ctx) // parallel
         self.n_batch = n_batch

@@ -57,11 +57,11 @@ def grammar_error(vocab: Any, grammar: str) -> str | None:
 INVALID_UTF8_BYTES = frozenset({0xC0, 0xC1, *range(0xF5, 0x100)})
 
 
-def invalid_utf8_tokens(vocab: Any, n_vocab: int) -> np.ndarray[Any, Any]:
-    """The ids of the tokens whose text holds a byte of ``INVALID_UTF8_BYTES``."""
-    text = TokenText(vocab)
-    banned = [token for token in range(n_vocab)
-              if not INVALID_UTF8_BYTES.isdisjoint(text.piece(token))]
+def invalid_utf8_tokens(pieces: list[bytes]) -> np.ndarray[Any, Any]:
+    """The ids of the tokens (``pieces``: each token's bytes) holding a byte of
+    ``INVALID_UTF8_BYTES``."""
+    banned = [token for token, piece in enumerate(pieces)
+              if not INVALID_UTF8_BYTES.isdisjoint(piece)]
     return np.array(banned, dtype=np.int64)
 
 
@@ -101,8 +101,9 @@ class Utf8Guard:
     to several U+FFFD (a string past its ``maxLength``). Under a grammar, a token that would
     make the text invalid is not sampled wherever the grammar leaves another token (it is
     applied after the grammar, and only then; a text the engine did not sample, such as a
-    forced prefix, is not followed, so the state may lag behind it). The refused tokens of each state are worked out
-    the first time the state is met (a handful of states; one pass over the vocabulary each).
+    forced prefix, is not followed, so the state may lag behind it). The refused tokens of
+    each state are worked out the first time the state is met (a handful of states; one pass
+    over the vocabulary each, whose pieces are read once).
     """
 
     def __init__(self, vocab: Any, n_vocab: int) -> None:
