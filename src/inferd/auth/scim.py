@@ -279,7 +279,8 @@ def apply_patch(resource: dict[str, Any], body: Any, schema: str,
     """``resource`` (its attributes, as SCIM shows them) after the operations of the PatchOp
     ``body``; raises ``ScimError`` for an operation that is not valid (RFC 7644 3.5.2)."""
     data = _object(body, "body")
-    if PATCH_OP not in (data.get("schemas") or []):
+    schemas = data.get("schemas") or []
+    if not isinstance(schemas, str | list | dict) or PATCH_OP not in schemas:
         raise ScimError(400, f"'schemas' must list {PATCH_OP}.", "invalidSyntax")
     operations = data.get("Operations", data.get("operations"))
     if not isinstance(operations, list) or not operations or len(operations) > MAX_OPERATIONS:
@@ -337,7 +338,8 @@ def _operate(data: dict[str, Any], kind: str, path: str | None, value: Any, has_
         if isinstance(data.get(name), list) and has_value and isinstance(value, list):
             # remove these values of a multi-valued attribute (``members``)
             gone = {str(v.get("value")) for v in value if isinstance(v, dict)}
-            data[name] = [v for v in data[name] if str(v.get("value")) not in gone]
+            data[name] = [v for v in data[name]
+                          if not isinstance(v, dict) or str(v.get("value")) not in gone]
         else:
             data.pop(name, None)
     elif kind == "add" and isinstance(data.get(name), list):
