@@ -30,13 +30,21 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, ParamSpec, TypeVar
+from typing import Generic, NotRequired, ParamSpec, TypedDict, TypeVar
 
 import orjson
 
 from inferd.auth.teams import TeamAdmin
 from inferd.errors import Conflict, InferdError, NotFound
-from inferd.store.scim import ScimStore
+from inferd.jsontypes import JsonObject, JsonValue
+from inferd.store.scim import (
+    ScimEmail,
+    ScimKept,
+    ScimName,
+    ScimStore,
+    ScimTeamRow,
+    ScimUserRow,
+)
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 LIST = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
@@ -75,6 +83,152 @@ NAME_PARTS = {a.lower(): a for a in ("formatted", "familyName", "givenName")}
 EMAIL_PARTS = {a.lower(): a for a in ("value", "type", "primary")}
 MEMBER_PARTS = {a.lower(): a for a in ("value", "$ref")}
 READ_ONLY = frozenset({"id", "meta", "schemas"})
+R = TypeVar("R")
+
+
+# -- what SCIM sends and answers -----------------------------------------------------------------
+class UserAttributes(TypedDict):
+    """A User's attributes as ``parse_user`` checked them; absent ones left out."""
+
+    userName: str
+    externalId: NotRequired[str]
+    displayName: NotRequired[str]
+    name: NotRequired[ScimName]
+    emails: NotRequired[list[ScimEmail]]
+    active: NotRequired[bool]
+
+
+class GroupAttributes(TypedDict):
+    """A Group's attributes as ``parse_group`` checked them: ``members`` as user ids."""
+
+    displayName: str
+    externalId: NotRequired[str]
+    members: list[int]
+
+
+class UserColumns(TypedDict):
+    """The ``users`` columns of a User's attributes (``user_columns``)."""
+
+    name: str
+    external_id: str | None
+    display_name: str | None
+    email: str | None
+    disabled: bool
+    scim: ScimKept
+
+
+class ResourceMeta(TypedDict):
+    """A User's or Group's ``meta``; ``version`` is a weak ETag of its content."""
+
+    resourceType: str
+    created: str
+    lastModified: str
+    location: str
+    version: str
+
+
+class DocumentMeta(TypedDict):
+    """The ``meta`` of a discovery document."""
+
+    resourceType: str
+    location: str
+
+
+class UserResource(TypedDict):
+    """A User as SCIM shows it. ``userName`` and ``meta`` are always there: they are set in
+    the order SCIM shows the attributes, after ones that may be missing."""
+
+    schemas: list[str]
+    id: str
+    externalId: NotRequired[str]
+    userName: NotRequired[str]
+    name: NotRequired[ScimName]
+    displayName: NotRequired[str]
+    emails: NotRequired[list[ScimEmail]]
+    active: NotRequired[bool]
+    meta: NotRequired[ResourceMeta]
+
+
+GroupMember = TypedDict("GroupMember", {"value": str, "$ref": str})
+
+
+class GroupResource(TypedDict):
+    """A Group as SCIM shows it (``displayName``, ``members`` and ``meta`` always there, set
+    after ``externalId``)."""
+
+    schemas: list[str]
+    id: str
+    externalId: NotRequired[str]
+    displayName: NotRequired[str]
+    members: NotRequired[list[GroupMember]]
+    meta: NotRequired[ResourceMeta]
+
+
+class ListResponse(TypedDict, Generic[R]):
+    """A page of resources (RFC 7644 3.4.2)."""
+
+    schemas: list[str]
+    totalResults: int
+    startIndex: int
+    itemsPerPage: int
+    Resources: list[R]
+
+
+class ErrorBody(TypedDict):
+    """SCIM's ``Error`` (RFC 7644 3.12)."""
+
+    schemas: list[str]
+    status: str
+    detail: str
+    scimType: NotRequired[str]
+
+
+class Supported(TypedDict):
+    supported: bool
+
+
+class BulkSupport(TypedDict):
+    supported: bool
+    maxOperations: int
+    maxPayloadSize: int
+
+
+class FilterSupport(TypedDict):
+    supported: bool
+    maxResults: int
+
+
+class AuthenticationScheme(TypedDict):
+    type: str
+    name: str
+    primary: bool
+    description: str
+
+
+class ServiceProviderConfig(TypedDict):
+    """What the service supports (RFC 7643 section 5)."""
+
+    schemas: list[str]
+    patch: Supported
+    bulk: BulkSupport
+    filter: FilterSupport
+    changePassword: Supported
+    sort: Supported
+    etag: Supported
+    authenticationSchemes: list[AuthenticationScheme]
+    meta: DocumentMeta
+
+
+class ResourceType(TypedDict):
+    """A resource type inferd serves (RFC 7643 section 6)."""
+
+    schemas: list[str]
+    id: str
+    name: str
+    endpoint: str
+    description: str
+    schema: str
+    meta: DocumentMeta
 
 
 class ScimError(InferdError):
@@ -120,16 +274,15 @@ def in_scim_terms(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]
     return wrapper
 
 
-def error_body(exc: ScimError) -> dict[str, Any]:
-    body: dict[str, Any] = {"schemas": [ERROR], "status": str(exc.status),
-                            "detail": exc.message}
+def error_body(exc: ScimError) -> ErrorBody:
+    body: ErrorBody = {"schemas": [ERROR], "status": str(exc.status), "detail": exc.message}
     if exc.scim_type:
         body["scimType"] = exc.scim_type
     return body
 
 
 # -- values ------------------------------------------------------------------------------------
-def _text(value: Any, where: str, limit: int = NAME_CHARS, *, blank: bool = False) -> str:
+def _text(value: JsonValue, where: str, limit: int = NAME_CHARS, *, blank: bool = False) -> str:
     if not isinstance(value, str):
         raise invalid(f"'{where}' must be a string.")
     if len(value) > limit:
@@ -141,11 +294,11 @@ def _text(value: Any, where: str, limit: int = NAME_CHARS, *, blank: bool = Fals
     return value
 
 
-def _optional_text(value: Any, where: str, limit: int = NAME_CHARS) -> str | None:
+def _optional_text(value: JsonValue, where: str, limit: int = NAME_CHARS) -> str | None:
     return None if value is None else _text(value, where, limit)
 
 
-def _boolean(value: Any, where: str) -> bool:
+def _boolean(value: JsonValue, where: str) -> bool:
     # Some providers send booleans as the strings "True" and "False".
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
@@ -154,20 +307,20 @@ def _boolean(value: Any, where: str) -> bool:
     return value
 
 
-def _object(value: Any, where: str) -> dict[str, Any]:
+def _object(value: JsonValue, where: str) -> JsonObject:
     if not isinstance(value, dict):
         raise invalid(f"'{where}' must be an object.")
     return value
 
 
-def _known(data: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+def _known(data: JsonObject, names: dict[str, str]) -> JsonObject:
     """``data`` with its known attribute names spelled as SCIM does; unknown ones left out."""
     return {names[k.lower()]: v for k, v in data.items() if k.lower() in names}
 
 
-def _strip_urn(data: dict[str, Any], schema: str) -> dict[str, Any]:
+def _strip_urn(data: JsonObject, schema: str) -> JsonObject:
     """Attributes sent under their full name (``urn:...:User:userName``) as short names."""
-    out: dict[str, Any] = {}
+    out: JsonObject = {}
     for name, value in data.items():
         if name.lower().startswith(schema.lower() + ":"):
             out[name[len(schema) + 1:]] = value
@@ -178,25 +331,23 @@ def _strip_urn(data: dict[str, Any], schema: str) -> dict[str, Any]:
     return out
 
 
-def _check_schemas(data: dict[str, Any], schema: str) -> None:
+def _check_schemas(data: JsonObject, schema: str) -> None:
     schemas = data.get("schemas")
     if not isinstance(schemas, list) or schema not in schemas:
         raise ScimError(400, f"'schemas' must list {schema}.", "invalidSyntax")
 
 
-def parse_user(data: Any) -> dict[str, Any]:
+def parse_user(data: JsonValue) -> UserAttributes:
     """The SCIM attributes of a User body (checked), with absent ones left out."""
     body = _strip_urn(_object(data, "body"), USER)
     attrs = _known(body, USER_ATTRIBUTES)
-    out: dict[str, Any] = {"userName": _text(attrs.get("userName"), "userName")}
+    out: UserAttributes = {"userName": _text(attrs.get("userName"), "userName")}
     if attrs.get("externalId") is not None:
         out["externalId"] = _text(attrs["externalId"], "externalId")
     if attrs.get("displayName") is not None:
         out["displayName"] = _text(attrs["displayName"], "displayName", blank=True)
     if attrs.get("name") is not None:
-        name = {k: _optional_text(v, f"name.{k}", 255)
-                for k, v in _known(_object(attrs["name"], "name"), NAME_PARTS).items()}
-        name = {k: v for k, v in name.items() if v is not None}
+        name = _name(_object(attrs["name"], "name"))
         if name:
             out["name"] = name
     if attrs.get("emails") is not None:
@@ -206,14 +357,29 @@ def parse_user(data: Any) -> dict[str, Any]:
     return out
 
 
-def _emails(value: Any) -> list[dict[str, Any]]:
+def _name(value: JsonObject) -> ScimName:
+    """The parts of a ``name`` inferd keeps (null ones left out), in the order given."""
+    name: ScimName = {}
+    for part, item in _known(value, NAME_PARTS).items():
+        text = _optional_text(item, f"name.{part}", 255)
+        if text is None:
+            continue
+        if part == "formatted":
+            name["formatted"] = text
+        elif part == "familyName":
+            name["familyName"] = text
+        else:
+            name["givenName"] = text
+    return name
+
+
+def _emails(value: JsonValue) -> list[ScimEmail]:
     if not isinstance(value, list) or len(value) > MAX_EMAILS:
         raise invalid(f"'emails' must be a list of at most {MAX_EMAILS} objects.")
-    emails = []
+    emails: list[ScimEmail] = []
     for item in value:
         email = _known(_object(item, "emails"), EMAIL_PARTS)
-        checked: dict[str, Any] = {"value": _text(email.get("value"), "emails.value",
-                                                  EMAIL_CHARS)}
+        checked: ScimEmail = {"value": _text(email.get("value"), "emails.value", EMAIL_CHARS)}
         if email.get("type") is not None:
             checked["type"] = _text(email["type"], "emails.type", 64)
         if email.get("primary") is not None:
@@ -224,21 +390,25 @@ def _emails(value: Any) -> list[dict[str, Any]]:
     return emails
 
 
-def parse_group(data: Any) -> dict[str, Any]:
+def parse_group(data: JsonValue) -> GroupAttributes:
     """The SCIM attributes of a Group body (checked): ``members`` as user ids."""
     body = _strip_urn(_object(data, "body"), GROUP)
     attrs = _known(body, GROUP_ATTRIBUTES)
-    out: dict[str, Any] = {"displayName": _text(attrs.get("displayName"), "displayName")}
+    display_name = _text(attrs.get("displayName"), "displayName")
+    external_id = None
     if attrs.get("externalId") is not None:
-        out["externalId"] = _text(attrs["externalId"], "externalId")
+        external_id = _text(attrs["externalId"], "externalId")
     members = attrs.get("members") or []
     if not isinstance(members, list) or len(members) > MAX_MEMBERS:
         raise invalid(f"'members' must be a list of at most {MAX_MEMBERS} objects.")
-    out["members"] = sorted({_member_id(m) for m in members})
+    out: GroupAttributes = {"displayName": display_name,
+                            "members": sorted({_member_id(m) for m in members})}
+    if external_id is not None:
+        out["externalId"] = external_id
     return out
 
 
-def _member_id(item: Any) -> int:
+def _member_id(item: JsonValue) -> int:
     value = _known(_object(item, "members"), MEMBER_PARTS).get("value")
     if not isinstance(value, str) or not value.isascii() or not value.isdigit() or \
             len(value) > 18:
@@ -246,14 +416,19 @@ def _member_id(item: Any) -> int:
     return int(value)
 
 
-def user_columns(attrs: dict[str, Any]) -> dict[str, Any]:
+def user_columns(attrs: UserAttributes) -> UserColumns:
     """The ``users`` columns of a User's attributes."""
     emails = attrs.get("emails") or []
     primary = next((e for e in emails if e.get("primary")), emails[0] if emails else None)
-    # ``active``: whether the provider set it (absent: the user is active, and SCIM shows
-    # no ``active`` until it is set; a disabled user always shows ``active: false``)
-    kept = {k: attrs[k] is not None if k == "active" else attrs[k]
-            for k in ("name", "emails", "active") if k in attrs}
+    kept: ScimKept = {}
+    if "name" in attrs:
+        kept["name"] = attrs["name"]
+    if "emails" in attrs:
+        kept["emails"] = attrs["emails"]
+    if "active" in attrs:
+        # whether the provider set it (absent: the user is active, and SCIM shows no
+        # ``active`` until it is set; a disabled user always shows ``active: false``)
+        kept["active"] = True
     return {"name": attrs["userName"], "external_id": attrs.get("externalId"),
             "display_name": attrs.get("displayName"),
             "email": None if primary is None else primary["value"],
@@ -274,8 +449,8 @@ def _unquote(text: str) -> str:
     return value
 
 
-def apply_patch(resource: dict[str, Any], body: Any, schema: str,
-                names: dict[str, str]) -> dict[str, Any]:
+def apply_patch(resource: JsonObject, body: JsonValue, schema: str,
+                names: dict[str, str]) -> JsonObject:
     """``resource`` (its attributes, as SCIM shows them) after the operations of the PatchOp
     ``body``; raises ``ScimError`` for an operation that is not valid (RFC 7644 3.5.2)."""
     data = _object(body, "body")
@@ -286,7 +461,7 @@ def apply_patch(resource: dict[str, Any], body: Any, schema: str,
     if not isinstance(operations, list) or not operations or len(operations) > MAX_OPERATIONS:
         raise ScimError(400, f"'Operations' must be a list of 1 to {MAX_OPERATIONS} "
                         "operations.", "invalidSyntax")
-    result: dict[str, Any] = json.loads(json.dumps(resource))
+    result: JsonObject = json.loads(json.dumps(resource))
     for operation in operations:
         op = _object(operation, "Operations")
         kind = op.get("op")
@@ -300,8 +475,8 @@ def apply_patch(resource: dict[str, Any], body: Any, schema: str,
     return result
 
 
-def _operate(data: dict[str, Any], kind: str, path: str | None, value: Any, has_value: bool,
-             schema: str, names: dict[str, str]) -> None:
+def _operate(data: JsonObject, kind: str, path: str | None, value: JsonValue,
+             has_value: bool, schema: str, names: dict[str, str]) -> None:
     if path is None or not path.strip():
         if kind == "remove":
             raise ScimError(400, "A remove operation needs a 'path'.", "noTarget")
@@ -334,25 +509,33 @@ def _operate(data: dict[str, Any], kind: str, path: str | None, value: Any, has_
             _drop(current, sub)
         else:
             current[sub] = value
-    elif kind == "remove":
-        if isinstance(data.get(name), list) and has_value and isinstance(value, list):
+    else:
+        _operate_whole(data, kind, name, value, has_value)
+
+
+def _operate_whole(data: JsonObject, kind: str, name: str, value: JsonValue,
+                   has_value: bool) -> None:
+    """An operation on the attribute ``name`` as a whole."""
+    current = data.get(name)
+    if kind == "remove":
+        if isinstance(current, list) and has_value and isinstance(value, list):
             # remove these values of a multi-valued attribute (``members``)
             gone = {str(v.get("value")) for v in value if isinstance(v, dict)}
-            data[name] = [v for v in data[name]
+            data[name] = [v for v in current
                           if not isinstance(v, dict) or str(v.get("value")) not in gone]
         else:
             data.pop(name, None)
-    elif kind == "add" and isinstance(data.get(name), list):
-        data[name] = data[name] + [v for v in (value if isinstance(value, list) else [value])
-                                   if v not in data[name]]
-    elif kind == "add" and isinstance(data.get(name), dict) and isinstance(value, dict):
-        data[name].update(value)
+    elif kind == "add" and isinstance(current, list):
+        data[name] = current + [v for v in (value if isinstance(value, list) else [value])
+                                if v not in current]
+    elif kind == "add" and isinstance(current, dict) and isinstance(value, dict):
+        current.update(value)
     else:
         data[name] = value
 
 
-def _operate_filtered(data: dict[str, Any], kind: str, name: str, filter_attr: str,
-                      filter_value: str, sub: str | None, value: Any) -> None:
+def _operate_filtered(data: JsonObject, kind: str, name: str, filter_attr: str,
+                      filter_value: str, sub: str | None, value: JsonValue) -> None:
     items = data.get(name)
     if items is None and kind == "add" and sub is not None:
         items = data[name] = []
@@ -361,15 +544,15 @@ def _operate_filtered(data: dict[str, Any], kind: str, name: str, filter_attr: s
             return
         raise ScimError(400, f"'{name}' is not multi-valued.", "invalidPath")
 
-    def matches(item: Any) -> bool:
-        return isinstance(item, dict) and any(
-            k.lower() == filter_attr.lower() and str(v).lower() == filter_value.lower()
-            for k, v in item.items())
+    def matches(item: JsonObject) -> bool:
+        return any(k.lower() == filter_attr.lower() and str(v).lower() == filter_value.lower()
+                   for k, v in item.items())
 
-    hits = [item for item in items if matches(item)]
+    hits = [item for item in items if isinstance(item, dict) and matches(item)]
     if kind == "remove":
         if sub is None:
-            data[name] = [item for item in items if not matches(item)]
+            data[name] = [item for item in items
+                          if not (isinstance(item, dict) and matches(item))]
         else:
             for item in hits:
                 _drop(item, sub)
@@ -377,8 +560,9 @@ def _operate_filtered(data: dict[str, Any], kind: str, name: str, filter_attr: s
     if not hits:
         if kind == "replace" and sub is None:
             raise ScimError(400, f"No value of '{name}' matches the filter.", "noTarget")
-        hits = [{filter_attr: filter_value}]
-        items.append(hits[0])
+        added: JsonObject = {filter_attr: filter_value}
+        items.append(added)
+        hits = [added]
     for item in hits:
         if sub is None:
             item.clear()
@@ -387,7 +571,7 @@ def _operate_filtered(data: dict[str, Any], kind: str, name: str, filter_attr: s
             item[sub] = value
 
 
-def _drop(data: dict[str, Any], name: str) -> None:
+def _drop(data: JsonObject, name: str) -> None:
     for key in [k for k in data if k.lower() == name.lower()]:
         del data[key]
 
@@ -397,96 +581,113 @@ def _stamp(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
-def version(resource: dict[str, Any]) -> str:
+def version(resource: UserResource | GroupResource) -> str:
     """A weak ETag of a resource: a hash of its content (``meta`` aside)."""
     content = {k: v for k, v in resource.items() if k != "meta"}
     digest = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return f'W/"{digest[:20]}"'
 
 
-def _with_meta(resource: dict[str, Any], kind: str, row: dict[str, Any],
-               location: str) -> dict[str, Any]:
-    resource["meta"] = {"resourceType": kind, "created": _stamp(row["created_at"]),
-                        "lastModified": _stamp(row["updated_at"]), "location": location}
-    resource["meta"]["version"] = version(resource)
+def _meta(resource: UserResource | GroupResource, kind: str, row: ScimUserRow | ScimTeamRow,
+          location: str) -> ResourceMeta:
+    return {"resourceType": kind, "created": _stamp(row["created_at"]),
+            "lastModified": _stamp(row["updated_at"]), "location": location,
+            "version": version(resource)}
+
+
+def user_resource(row: ScimUserRow, base: str) -> UserResource:
+    resource: UserResource = {"schemas": [USER], "id": str(row["id"])}
+    external_id, display_name, email = row["external_id"], row["display_name"], row["email"]
+    if external_id is not None:
+        resource["externalId"] = external_id
+    resource["userName"] = row["name"]
+    kept: ScimKept = row["scim"] or {}
+    if kept.get("name"):
+        resource["name"] = kept["name"]
+    if display_name is not None:
+        resource["displayName"] = display_name
+    if kept.get("emails"):
+        resource["emails"] = kept["emails"]
+    elif email:
+        resource["emails"] = [{"value": email, "primary": True}]
+    if row["disabled"] or row["scim"] is None or kept.get("active"):
+        resource["active"] = not row["disabled"]
+    resource["meta"] = _meta(resource, "User", row, f"{base}/Users/{row['id']}")
     return resource
 
 
-def user_resource(row: dict[str, Any], base: str) -> dict[str, Any]:
-    resource: dict[str, Any] = {"schemas": [USER], "id": str(row["id"])}
-    if row.get("external_id") is not None:
-        resource["externalId"] = row["external_id"]
-    resource["userName"] = row["name"]
-    kept = row.get("scim") or {}
-    if kept.get("name"):
-        resource["name"] = kept["name"]
-    if row.get("display_name") is not None:
-        resource["displayName"] = row["display_name"]
-    if kept.get("emails"):
-        resource["emails"] = kept["emails"]
-    elif row.get("email"):
-        resource["emails"] = [{"value": row["email"], "primary": True}]
-    if row["disabled"] or row.get("scim") is None or kept.get("active"):
-        resource["active"] = not row["disabled"]
-    return _with_meta(resource, "User", row, f"{base}/Users/{row['id']}")
-
-
-def group_resource(row: dict[str, Any], members: list[int], base: str) -> dict[str, Any]:
-    resource: dict[str, Any] = {"schemas": [GROUP], "id": str(row["id"])}
-    if row.get("external_id") is not None:
-        resource["externalId"] = row["external_id"]
+def group_resource(row: ScimTeamRow, members: list[int], base: str) -> GroupResource:
+    resource: GroupResource = {"schemas": [GROUP], "id": str(row["id"])}
+    external_id = row["external_id"]
+    if external_id is not None:
+        resource["externalId"] = external_id
     resource["displayName"] = row["name"]
     resource["members"] = [{"value": str(m), "$ref": f"{base}/Users/{m}"} for m in members]
-    return _with_meta(resource, "Group", row, f"{base}/Groups/{row['id']}")
+    resource["meta"] = _meta(resource, "Group", row, f"{base}/Groups/{row['id']}")
+    return resource
 
 
-def attributes_of(resource: dict[str, Any]) -> dict[str, Any]:
+def _json(value: object) -> JsonValue:
+    """A value of a resource (JSON, typed by the resource's ``TypedDict``) as a JSON value."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if isinstance(value, list):
+        return [_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json(v) for k, v in value.items()}
+    raise TypeError(f"A SCIM resource holds {type(value).__name__}, which is no JSON.")
+
+
+def attributes_of(resource: UserResource | GroupResource) -> JsonObject:
     """A resource's own attributes (what a PATCH changes)."""
-    return {k: v for k, v in resource.items() if k not in READ_ONLY}
+    return {k: _json(v) for k, v in resource.items() if k not in READ_ONLY}
 
 
-def project(resource: dict[str, Any], attributes: list[str] | None,
-            excluded: list[str] | None) -> dict[str, Any]:
+def _selection(paths: list[str]) -> dict[str, set[str] | None]:
+    """Attribute paths by their attribute (lowercase): the sub-attributes named, or None for
+    the whole attribute."""
+    selected: dict[str, set[str] | None] = {}
+    for path in paths:
+        top, _, sub = path.partition(".")
+        top = top.lower()
+        subs = selected.get(top, set())
+        if sub and subs is not None:
+            subs.add(sub.lower())
+            selected[top] = subs
+        elif not sub:
+            selected[top] = None
+    return selected
+
+
+def project(resource: UserResource | GroupResource, attributes: list[str] | None,
+            excluded: list[str] | None) -> UserResource | GroupResource | JsonObject:
     """The resource with only ``attributes`` (or without ``excluded``), RFC 7644 3.4.2.5:
     ``id`` and ``schemas`` always stay. Names may name a sub-attribute (``name.givenName``)."""
     if attributes:
-        wanted: dict[str, set[str] | None] = {}
-        for path in attributes:
-            top, _, sub = path.partition(".")
-            top = top.lower()
-            if sub and wanted.get(top, set()) is not None:
-                wanted.setdefault(top, set()).add(sub.lower())  # type: ignore[union-attr]
-            else:
-                wanted[top] = None
-        out: dict[str, Any] = {}
+        wanted = _selection(attributes)
+        out: JsonObject = {}
         for key, value in resource.items():
             if key in ("id", "schemas"):
-                out[key] = value
+                out[key] = _json(value)
             elif key.lower() in wanted:
                 subs = wanted[key.lower()]
-                out[key] = value if subs is None else _subset(value, subs, keep=True)
+                out[key] = _json(value) if subs is None else _subset(_json(value), subs,
+                                                                      keep=True)
         return out
     if excluded:
-        drop: dict[str, set[str] | None] = {}
-        for path in excluded:
-            top, _, sub = path.partition(".")
-            if sub:
-                if drop.get(top.lower(), set()) is not None:
-                    drop.setdefault(top.lower(), set()).add(sub.lower())  # type: ignore[union-attr]
-            else:
-                drop[top.lower()] = None
+        drop = _selection(excluded)
         out = {}
         for key, value in resource.items():
             subs = drop.get(key.lower(), set())
             if key in ("id", "schemas") or key.lower() not in drop:
-                out[key] = value
+                out[key] = _json(value)
             elif subs is not None:
-                out[key] = _subset(value, subs, keep=False)
+                out[key] = _subset(_json(value), subs, keep=False)
         return out
     return resource
 
 
-def _subset(value: Any, subs: set[str], *, keep: bool) -> Any:
+def _subset(value: JsonValue, subs: set[str], *, keep: bool) -> JsonValue:
     if isinstance(value, list):
         return [_subset(v, subs, keep=keep) for v in value]
     if isinstance(value, dict):
@@ -515,8 +716,7 @@ def parse_filter(text: str | None, kind: str) -> tuple[str, str, bool] | None:
     return column[0], _unquote(value), column[1]
 
 
-def list_response(resources_: list[dict[str, Any]], total: int,
-                  start: int) -> dict[str, Any]:
+def list_response(resources_: list[R], total: int, start: int) -> ListResponse[R]:
     return {"schemas": [LIST], "totalResults": total, "startIndex": start,
             "itemsPerPage": len(resources_), "Resources": resources_}
 
@@ -529,10 +729,10 @@ class ScimService:
         self.teams = teams
         self.store = store
         source = resources.files("inferd.auth").joinpath("scim_schemas.json").read_text()
-        self.schema_documents: list[dict[str, Any]] = json.loads(source)
+        self.schema_documents: list[JsonObject] = json.loads(source)
 
     # -- discovery -------------------------------------------------------------------------------
-    def service_provider_config(self, base: str) -> dict[str, Any]:
+    def service_provider_config(self, base: str) -> ServiceProviderConfig:
         return {
             "schemas": [SPC],
             "patch": {"supported": True},
@@ -549,7 +749,7 @@ class ScimService:
                      "location": f"{base}/ServiceProviderConfig"},
         }
 
-    def resource_types(self, base: str) -> list[dict[str, Any]]:
+    def resource_types(self, base: str) -> list[ResourceType]:
         return [{"schemas": [RESOURCE_TYPE], "id": name, "name": name, "endpoint": endpoint,
                  "description": description, "schema": schema,
                  "meta": {"resourceType": "ResourceType",
@@ -558,23 +758,23 @@ class ScimService:
                     ("User", "/Users", "An inferd user", USER),
                     ("Group", "/Groups", "An inferd team", GROUP))]
 
-    def schemas(self, base: str) -> list[dict[str, Any]]:
+    def schemas(self, base: str) -> list[JsonObject]:
         return [{**doc, "meta": {"resourceType": "Schema",
                                  "location": f"{base}/Schemas/{doc['id']}"}}
                 for doc in self.schema_documents]
 
     # -- users -----------------------------------------------------------------------------------
-    async def _user_row(self, user_id: str) -> dict[str, Any]:
+    async def _user_row(self, user_id: str) -> ScimUserRow:
         row = await self.store.user(_row_id(user_id))
         if row is None:
             raise ScimError(404, f"No User with id {user_id}.")
         return row
 
-    async def get_user(self, user_id: str, base: str) -> dict[str, Any]:
+    async def get_user(self, user_id: str, base: str) -> UserResource:
         return user_resource(await self._user_row(user_id), base)
 
     async def list_users(self, base: str, where: tuple[str, str, bool] | None, start: int,
-                         count: int) -> dict[str, Any]:
+                         count: int) -> ListResponse[UserResource]:
         total, rows = await self.store.user_page(where, start - 1, count)
         return list_response([user_resource(r, base) for r in rows], total, start)
 
@@ -585,31 +785,31 @@ class ScimService:
             raise ScimError(409, f"A {kind} named '{name}' exists already.", "uniqueness")
 
     @in_scim_terms
-    async def create_user(self, body: Any, base: str) -> dict[str, Any]:
+    async def create_user(self, body: JsonValue, base: str) -> UserResource:
         _check_schemas(_object(body, "body"), USER)
         attrs = parse_user(body)
         await self._unique("user", attrs["userName"])
-        row = await self.teams.create_user_values(user_columns(attrs))
+        row = await self.teams.create_user_values(dict(user_columns(attrs)))
         return user_resource(await self._user_row(str(row["id"])), base)
 
     @in_scim_terms
-    async def replace_user(self, user_id: str, body: Any, base: str,
-                           if_match: str | None = None) -> dict[str, Any]:
+    async def replace_user(self, user_id: str, body: JsonValue, base: str,
+                           if_match: str | None = None) -> UserResource:
         _check_schemas(_object(body, "body"), USER)
         current = await self.get_user(user_id, base)
         _precondition(current, if_match)
         return await self._store_user(user_id, parse_user(body), base)
 
     @in_scim_terms
-    async def patch_user(self, user_id: str, body: Any, base: str,
-                         if_match: str | None = None) -> dict[str, Any]:
+    async def patch_user(self, user_id: str, body: JsonValue, base: str,
+                         if_match: str | None = None) -> UserResource:
         current = await self.get_user(user_id, base)
         _precondition(current, if_match)
         patched = apply_patch(attributes_of(current), body, USER, USER_ATTRIBUTES)
         return await self._store_user(user_id, parse_user(patched), base)
 
-    async def _store_user(self, user_id: str, attrs: dict[str, Any],
-                          base: str) -> dict[str, Any]:
+    async def _store_user(self, user_id: str, attrs: UserAttributes,
+                          base: str) -> UserResource:
         row = await self._user_row(user_id)
         await self._unique("user", attrs["userName"], int(row["id"]))
         values = {k: v for k, v in user_columns(attrs).items() if row.get(k) != v}
@@ -636,25 +836,25 @@ class ScimService:
                 action="user.deprovision")
 
     # -- groups ----------------------------------------------------------------------------------
-    async def _group_row(self, group_id: str) -> dict[str, Any]:
+    async def _group_row(self, group_id: str) -> ScimTeamRow:
         row = await self.store.team(_row_id(group_id))
         if row is None:
             raise ScimError(404, f"No Group with id {group_id}.")
         return row
 
-    async def get_group(self, group_id: str, base: str) -> dict[str, Any]:
+    async def get_group(self, group_id: str, base: str) -> GroupResource:
         row = await self._group_row(group_id)
         return group_resource(row, await self.store.member_ids(int(row["id"])), base)
 
     async def list_groups(self, base: str, where: tuple[str, str, bool] | None, start: int,
-                          count: int) -> dict[str, Any]:
+                          count: int) -> ListResponse[GroupResource]:
         total, rows = await self.store.team_page(where, start - 1, count)
         members = await self.store.members_of([int(r["id"]) for r in rows])
         return list_response([group_resource(r, members.get(int(r["id"]), []), base)
                               for r in rows], total, start)
 
     @in_scim_terms
-    async def create_group(self, body: Any, base: str) -> dict[str, Any]:
+    async def create_group(self, body: JsonValue, base: str) -> GroupResource:
         _check_schemas(_object(body, "body"), GROUP)
         attrs = parse_group(body)
         await self._check_members(attrs["members"])
@@ -665,23 +865,23 @@ class ScimService:
         return await self.get_group(str(row["id"]), base)
 
     @in_scim_terms
-    async def replace_group(self, group_id: str, body: Any, base: str,
-                            if_match: str | None = None) -> dict[str, Any]:
+    async def replace_group(self, group_id: str, body: JsonValue, base: str,
+                            if_match: str | None = None) -> GroupResource:
         _check_schemas(_object(body, "body"), GROUP)
         current = await self.get_group(group_id, base)
         _precondition(current, if_match)
         return await self._store_group(group_id, parse_group(body), base)
 
     @in_scim_terms
-    async def patch_group(self, group_id: str, body: Any, base: str,
-                          if_match: str | None = None) -> dict[str, Any]:
+    async def patch_group(self, group_id: str, body: JsonValue, base: str,
+                          if_match: str | None = None) -> GroupResource:
         current = await self.get_group(group_id, base)
         _precondition(current, if_match)
         patched = apply_patch(attributes_of(current), body, GROUP, GROUP_ATTRIBUTES)
         return await self._store_group(group_id, parse_group(patched), base)
 
-    async def _store_group(self, group_id: str, attrs: dict[str, Any],
-                           base: str) -> dict[str, Any]:
+    async def _store_group(self, group_id: str, attrs: GroupAttributes,
+                           base: str) -> GroupResource:
         row = await self._group_row(group_id)
         await self._check_members(attrs["members"])
         await self._unique("team", attrs["displayName"], int(row["id"]))
@@ -730,7 +930,7 @@ def _row_id(text: str) -> int:
     return int(text)
 
 
-def _precondition(current: dict[str, Any], if_match: str | None) -> None:
+def _precondition(current: UserResource | GroupResource, if_match: str | None) -> None:
     """412 when ``If-Match`` names no version the resource has (RFC 7644 3.14)."""
     if if_match is None or if_match.strip() == "*":
         return

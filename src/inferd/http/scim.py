@@ -10,8 +10,6 @@ its discovery documents, so these routes stay out of the OpenAPI document.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -19,8 +17,11 @@ from starlette.responses import Response
 from inferd.auth.scim import (
     MAX_RESULTS,
     MEDIA_TYPE,
+    GroupResource,
+    ListResponse,
     ScimError,
     ScimService,
+    UserResource,
     list_response,
     parse_filter,
     project,
@@ -29,6 +30,7 @@ from inferd.errors import InferdError
 from inferd.http.deps import ServicesDep
 from inferd.http.operation import SCIM_PREFIX, endpoint
 from inferd.json_bodies import parse_json
+from inferd.jsontypes import JsonValue
 
 router = APIRouter(prefix=SCIM_PREFIX, tags=["scim"], include_in_schema=False)
 
@@ -41,7 +43,7 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + SCIM_PREFIX
 
 
-def _answer(content: Any, status: int = 200, *, etag: str | None = None,
+def _answer(content: object, status: int = 200, *, etag: str | None = None,
             location: str | None = None) -> Response:
     headers = {}
     if etag is not None:
@@ -52,7 +54,8 @@ def _answer(content: Any, status: int = 200, *, etag: str | None = None,
                     headers=headers)
 
 
-def _resource(request: Request, resource: dict[str, Any], status: int = 200) -> Response:
+def _resource(request: Request, resource: UserResource | GroupResource,
+              status: int = 200) -> Response:
     """One resource, with only the attributes the query asks for; its version as ETag."""
     meta = resource["meta"]
     return _answer(project(resource, *_attributes(request)), status, etag=meta["version"],
@@ -88,17 +91,19 @@ def _paging(request: Request) -> tuple[int, int]:
     return start, count
 
 
-async def _body(request: Request) -> Any:
+async def _body(request: Request) -> JsonValue:
     try:
-        return parse_json(await request.body(), unique_keys=True)
+        body: JsonValue = parse_json(await request.body(), unique_keys=True)
     except InferdError as exc:
         raise ScimError(400, exc.message, "invalidSyntax") from None
+    return body
 
 
-def _listed(request: Request, page: dict[str, Any]) -> Response:
+def _listed(request: Request,
+            page: ListResponse[UserResource] | ListResponse[GroupResource]) -> Response:
     attributes = _attributes(request)
-    page["Resources"] = [project(r, *attributes) for r in page["Resources"]]
-    return _answer(page)
+    return _answer(list_response([project(r, *attributes) for r in page["Resources"]],
+                                 page["totalResults"], page["startIndex"]))
 
 
 # -- discovery ---------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ offset with an equality filter and their total, and team members' ids. Writes go
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NotRequired, TypedDict, TypeVar
 
 import sqlalchemy as sa
 
@@ -18,10 +19,68 @@ Where = tuple[str, str, bool] | None
 # (On MySQL and MariaDB an external id is unique compared without case, as their default
 # collations compare; a filter on it still compares exactly.)
 _SEEN = users.c.deprovisioned_at.is_(None)
+Row = TypeVar("Row")
 
 
-def _rows(result: Any) -> list[dict[str, Any]]:
-    return [{str(k): v for k, v in row._mapping.items()} for row in result]
+class ScimName(TypedDict, total=False):
+    """A SCIM User's ``name``: the parts inferd keeps, as the provider gave them."""
+
+    formatted: str
+    familyName: str
+    givenName: str
+
+
+class ScimEmail(TypedDict):
+    """One of a SCIM User's ``emails``."""
+
+    value: str
+    type: NotRequired[str]
+    primary: NotRequired[bool]
+
+
+class ScimKept(TypedDict, total=False):
+    """A user's ``scim`` column: the SCIM attributes kept as the provider gave them;
+    ``active`` is there (true) when the provider set it."""
+
+    name: ScimName
+    emails: list[ScimEmail]
+    active: bool
+
+
+class ScimUserRow(TypedDict):
+    """The columns of a user SCIM reads."""
+
+    id: int
+    name: str
+    email: str | None
+    disabled: bool
+    external_id: str | None
+    display_name: str | None
+    scim: ScimKept | None
+    created_at: float
+    updated_at: float
+
+
+class ScimTeamRow(TypedDict):
+    """The columns of a team SCIM reads."""
+
+    id: int
+    name: str
+    external_id: str | None
+    created_at: float
+    updated_at: float
+
+
+def _user(row: sa.RowMapping) -> ScimUserRow:
+    return {"id": row["id"], "name": row["name"], "email": row["email"],
+            "disabled": row["disabled"], "external_id": row["external_id"],
+            "display_name": row["display_name"], "scim": row["scim"],
+            "created_at": row["created_at"], "updated_at": row["updated_at"]}
+
+
+def _team(row: sa.RowMapping) -> ScimTeamRow:
+    return {"id": row["id"], "name": row["name"], "external_id": row["external_id"],
+            "created_at": row["created_at"], "updated_at": row["updated_at"]}
 
 
 class ScimStore:
@@ -30,13 +89,15 @@ class ScimStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def _one(self, query: sa.Select[Any]) -> dict[str, Any] | None:
+    async def _one(self, query: sa.Select[Any],
+                   row: Callable[[sa.RowMapping], Row]) -> Row | None:
         async with self.db.engine.connect() as conn:
-            rows = _rows(await conn.execute(query))
-        return rows[0] if rows else None
+            found = (await conn.execute(query)).mappings().first()
+        return None if found is None else row(found)
 
-    async def _page(self, table: sa.Table, where: Where, offset: int, limit: int,
-                    *seen: sa.ColumnElement[bool]) -> tuple[int, list[dict[str, Any]]]:
+    async def _page(self, table: sa.Table, row: Callable[[sa.RowMapping], Row], where: Where,
+                    offset: int, limit: int,
+                    *seen: sa.ColumnElement[bool]) -> tuple[int, list[Row]]:
         conditions = list(seen)
         if where is not None:
             column_name, value, exact = where
@@ -54,20 +115,20 @@ class ScimStore:
         async with self.db.engine.connect() as conn:
             total = (await conn.execute(sa.select(sa.func.count()).select_from(table)
                                         .where(*conditions))).scalar() or 0
-            rows = [] if limit <= 0 else _rows(await conn.execute(
+            rows = [] if limit <= 0 else [row(r) for r in (await conn.execute(
                 sa.select(table).where(*conditions).order_by(table.c.id)
-                .offset(offset).limit(limit)))
+                .offset(offset).limit(limit))).mappings()]
         return int(total), rows
 
     # -- users -------------------------------------------------------------------------------
-    async def user(self, user_id: int) -> dict[str, Any] | None:
-        return await self._one(sa.select(users).where(users.c.id == user_id, _SEEN))
+    async def user(self, user_id: int) -> ScimUserRow | None:
+        return await self._one(sa.select(users).where(users.c.id == user_id, _SEEN), _user)
 
     async def user_page(self, where: Where, offset: int,
-                        limit: int) -> tuple[int, list[dict[str, Any]]]:
+                        limit: int) -> tuple[int, list[ScimUserRow]]:
         """The number of users ``where`` matches, and ``limit`` of them by id from
         ``offset``."""
-        return await self._page(users, where, offset, limit, _SEEN)
+        return await self._page(users, _user, where, offset, limit, _SEEN)
 
     async def named(self, kind: str, name: str) -> int | None:
         """The id of the user (``kind`` "user") or team whose name is ``name`` compared
@@ -89,12 +150,12 @@ class ScimStore:
         return [u for u in user_ids if u not in found]
 
     # -- teams -------------------------------------------------------------------------------
-    async def team(self, team_id: int) -> dict[str, Any] | None:
-        return await self._one(sa.select(teams).where(teams.c.id == team_id))
+    async def team(self, team_id: int) -> ScimTeamRow | None:
+        return await self._one(sa.select(teams).where(teams.c.id == team_id), _team)
 
     async def team_page(self, where: Where, offset: int,
-                        limit: int) -> tuple[int, list[dict[str, Any]]]:
-        return await self._page(teams, where, offset, limit)
+                        limit: int) -> tuple[int, list[ScimTeamRow]]:
+        return await self._page(teams, _team, where, offset, limit)
 
     async def member_ids(self, team_id: int) -> list[int]:
         return (await self.members_of([team_id])).get(team_id, [])
