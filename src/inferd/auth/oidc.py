@@ -23,7 +23,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import httpx
@@ -32,6 +32,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from inferd.errors import AuthenticationFailed, Unavailable
+from inferd.jsontypes import JsonObject
 from inferd.settings import SsoSettings
 
 # Signature algorithms accepted: asymmetric ones only (a shared-secret HS* token could be
@@ -64,7 +65,16 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, _b64(hashlib.sha256(verifier.encode()).digest())
 
 
-def _header(token: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ProviderEndpoints:
+    """What inferd reads of the provider's discovery document."""
+
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+
+
+def _header(token: str) -> JsonObject:
     try:
         part = token.split(".", 1)[0]
         header = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
@@ -90,7 +100,7 @@ class OidcClient:
         self.leeway = settings.oidc_leeway_seconds
         self.http = http
         self.clock = clock
-        self._metadata: dict[str, Any] | None = None
+        self._metadata: ProviderEndpoints | None = None
         self._metadata_at = 0.0
         self._keys: KeySet | None = None
         self._kids: frozenset[str] = frozenset()
@@ -98,7 +108,7 @@ class OidcClient:
         self._lock = asyncio.Lock()
         self.key_fetches = 0  # how many times the key set was fetched
 
-    async def _get(self, url: str) -> dict[str, Any]:
+    async def _get(self, url: str) -> JsonObject:
         try:
             answer = await self.http.get(url, headers={"Accept": "application/json"})
             answer.raise_for_status()
@@ -111,8 +121,8 @@ class OidcClient:
                               code="sso_provider_unavailable")
         return body
 
-    async def metadata(self) -> dict[str, Any]:
-        """The discovery document (kept for ``oidc_cache_seconds``)."""
+    async def metadata(self) -> ProviderEndpoints:
+        """The discovery document's endpoints (kept for ``oidc_cache_seconds``)."""
         now = self.clock()
         if self._metadata is None or now - self._metadata_at >= self.cache_seconds:
             url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
@@ -121,18 +131,21 @@ class OidcClient:
                 raise Unavailable(f"The OpenID provider's discovery document names the issuer "
                                   f"{document.get('issuer')!r}, not {self.issuer!r}.",
                                   code="sso_provider_misconfigured")
+            endpoints: list[str] = []
             for field in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-                if not isinstance(document.get(field), str):
+                value = document.get(field)
+                if not isinstance(value, str):
                     raise Unavailable(f"The OpenID provider's discovery document has no "
                                       f"{field}.", code="sso_provider_misconfigured")
-            self._metadata, self._metadata_at = document, now
+                endpoints.append(value)
+            self._metadata, self._metadata_at = ProviderEndpoints(*endpoints), now
         return self._metadata
 
     async def _fetch_keys(self) -> None:
         document = await self.metadata()
         self._keys_at = self.clock()
         self.key_fetches += 1
-        body = await self._get(str(document["jwks_uri"]))
+        body = await self._get(document.jwks_uri)
         try:
             keys = KeySet.import_key_set(body)  # type: ignore[arg-type]
         except (JoseError, ValueError, TypeError, KeyError) as exc:
@@ -154,7 +167,7 @@ class OidcClient:
             return self._keys
 
     async def verify(self, token: str, *, audience: str, nonce: str | None = None,
-                     what: str = "token") -> dict[str, Any]:
+                     what: str = "token") -> JsonObject:
         """The claims of ``token`` when it is valid (see the module's description), else
         ``InvalidToken``."""
         if not looks_like_jwt(token):
@@ -171,11 +184,11 @@ class OidcClient:
             decoded = jwt.decode(token, keys, algorithms=[str(alg)])
         except (JoseError, ValueError, TypeError) as exc:
             raise InvalidToken(f"The {what}'s signature is not valid ({exc}).") from None
-        claims = dict(decoded.claims)
+        claims: JsonObject = dict(decoded.claims)
         self._check(claims, audience, nonce, what)
         return claims
 
-    def _check(self, claims: dict[str, Any], audience: str, nonce: str | None,
+    def _check(self, claims: JsonObject, audience: str, nonce: str | None,
                what: str) -> None:
         if claims.get("iss") != self.issuer:
             raise InvalidToken(f"The {what} is from another issuer.")
@@ -207,10 +220,10 @@ class OidcClient:
                            "redirect_uri": redirect_uri, "scope": self.scopes,
                            "state": state, "nonce": nonce, "code_challenge": challenge,
                            "code_challenge_method": "S256"})
-        endpoint = str(document["authorization_endpoint"])
+        endpoint = document.authorization_endpoint
         return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
 
-    async def exchange(self, code: str, verifier: str, redirect_uri: str) -> dict[str, Any]:
+    async def exchange(self, code: str, verifier: str, redirect_uri: str) -> JsonObject:
         """The provider's tokens for an authorization code (with the PKCE verifier)."""
         document = await self.metadata()
         form = {"grant_type": "authorization_code", "code": code,
@@ -219,7 +232,7 @@ class OidcClient:
         auth = (httpx.BasicAuth(self.client_id, self.client_secret) if self.client_secret
                 else None)
         try:
-            answer = await self.http.post(str(document["token_endpoint"]), data=form,
+            answer = await self.http.post(document.token_endpoint, data=form,
                                           auth=auth or httpx.USE_CLIENT_DEFAULT)
             body = answer.json()
         except (httpx.HTTPError, ValueError) as exc:

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from cryptography.fernet import Fernet
 from cryptography.fernet import InvalidToken as BadCookie
@@ -42,10 +42,11 @@ from inferd.auth.principal import Principal, Scope
 from inferd.auth.service import Auth
 from inferd.auth.teams import MemberRole, MemberSpec, Role, UserUpdate, user_view
 from inferd.errors import AuthenticationFailed, Conflict, InferdError, NotFound
+from inferd.jsontypes import JsonObject, JsonValue
 from inferd.settings import SsoSettings
 from inferd.store.db import Database
 from inferd.store.repo import SSO_COOKIE_KEY, KeyValueStore
-from inferd.store.sso import SsoStore
+from inferd.store.sso import SsoStore, SsoUser, sso_user
 from inferd.store.teams import KEY_HOLDING_ROLES, TeamStore
 
 log = logging.getLogger("inferd.auth")
@@ -63,6 +64,7 @@ SUBJECT_SECONDS = 30.0
 MEMBER_RANK = {"viewer": 1, "member": 2, "owner": 3}
 ROLE_RANK = {None: 0, "auditor": 1, "admin": 2}
 ROLE_SCOPE: dict[str | None, Scope] = {None: "user", "auditor": "auditor", "admin": "admin"}
+ROLES: dict[str, Role] = {"admin": "admin", "auditor": "auditor"}  # a user's role column
 
 
 class SsoRule(BaseModel):
@@ -97,9 +99,49 @@ class SsoRules(BaseModel):
     rules: list[SsoRule] = Field(default_factory=list, max_length=1000)
 
 
-def rules_view(rules: SsoRules) -> dict[str, Any]:
-    return {"object": "sso.rules",
-            "rules": [rule.model_dump(exclude_none=True) for rule in rules.rules]}
+class SsoRuleView(TypedDict):
+    """A rule as the API shows it (the fields set)."""
+
+    group: str
+    team: NotRequired[str]
+    role: NotRequired[MemberRole]
+    installation_role: NotRequired[Role]
+
+
+class SsoRulesView(TypedDict):
+    object: str
+    rules: list[SsoRuleView]
+
+
+def rule_view(rule: SsoRule) -> SsoRuleView:
+    view: SsoRuleView = {"group": rule.group}
+    if rule.team is not None:
+        view["team"] = rule.team
+    if rule.role is not None:
+        view["role"] = rule.role
+    if rule.installation_role is not None:
+        view["installation_role"] = rule.installation_role
+    return view
+
+
+def rules_view(rules: SsoRules) -> SsoRulesView:
+    return {"object": "sso.rules", "rules": [rule_view(rule) for rule in rules.rules]}
+
+
+class LoginState(TypedDict):
+    """What a login's cookie holds (encrypted) between ``begin`` and ``finish``."""
+
+    state: str
+    nonce: str
+    verifier: str
+    redirect_uri: str
+
+
+class Handoff(TypedDict):
+    """What the cookie handing a session's key over holds (encrypted)."""
+
+    key: str
+    user: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +202,9 @@ class Sso:
         state, nonce = _random(), _random()
         redirect_uri = self.redirect_uri(request_base)
         url = await self.client.authorization_url(redirect_uri, state, nonce, challenge)
-        cookie = self.box.encrypt(json.dumps(
-            {"state": state, "nonce": nonce, "verifier": verifier,
-             "redirect_uri": redirect_uri}).encode()).decode()
+        login: LoginState = {"state": state, "nonce": nonce, "verifier": verifier,
+                             "redirect_uri": redirect_uri}
+        cookie = self.box.encrypt(json.dumps(login).encode()).decode()
         return Login(url, cookie)
 
     async def finish(self, *, code: str | None, state: str | None, error: str | None,
@@ -196,7 +238,7 @@ class Sso:
                 raise  # refused, or the provider could not be reached (503)
             raise LoginFailed(f"Single sign-on failed: {exc.message}") from None
 
-    async def sign_in(self, claims: dict[str, Any]) -> Session:
+    async def sign_in(self, claims: JsonObject) -> Session:
         """Sign in the subject of a validated ID token (its ``claims``): the user found or
         made, the rules applied to their groups, a session key made."""
         subject = str(claims["sub"])
@@ -204,20 +246,18 @@ class Sso:
         user, created = await self._user(subject, claims)
         if user["disabled"]:
             raise LoginFailed("This user has been disabled.", code="user_disabled")
-        with self._as(user):
-            if created:
-                await self.audit.record("sso.user.create", "user", user["id"], after={
-                    **user_view(user), "sso_issuer": self.issuer, "sso_subject": subject})
+        with self._as(user["name"]):
             role = await self._apply_rules(user, groups)
             key = await self._session_key(user["id"], role)
             await self.audit.record("sso.login", "user", user["id"], after={
                 "issuer": self.issuer, "subject": subject, "name": user["name"],
                 "groups": groups, "role": role, "created": created})
         self._subjects.pop(subject, None)
-        cookie = self.box.encrypt(json.dumps({"key": key, "user": user["name"]}).encode())
+        handoff: Handoff = {"key": key, "user": user["name"]}
+        cookie = self.box.encrypt(json.dumps(handoff).encode())
         return Session(cookie.decode(), str(user["name"]))
 
-    def handoff(self, cookie: str | None) -> dict[str, str]:
+    def handoff(self, cookie: str | None) -> Handoff:
         """The session's key the callback's cookie holds (within ``HANDOFF_SECONDS``)."""
         session = self._open(cookie, HANDOFF_SECONDS)
         if session is None or not isinstance(session.get("key"), str):
@@ -235,7 +275,9 @@ class Sso:
             return False
         return True
 
-    def _open(self, cookie: str | None, ttl: int) -> dict[str, Any] | None:
+    def _open(self, cookie: str | None, ttl: int) -> JsonObject | None:
+        """The JSON object an encrypted cookie of ours holds (None: no such cookie, or it is
+        older than ``ttl``)."""
         if not cookie:
             return None
         try:
@@ -245,20 +287,23 @@ class Sso:
         return value if isinstance(value, dict) else None
 
     @contextmanager
-    def _as(self, user: dict[str, Any]) -> Iterator[None]:
-        """The changes of a login are the user's own (through single sign-on)."""
+    def _as(self, name: str) -> Iterator[None]:
+        """The changes of a login are the user's (``name``) own (through single sign-on)."""
         actor = current_actor()
-        with acting_as(type(actor)(name=f"single sign-on: {user['name']}", scope="sso",
-                                   user=str(user["name"]), via="api",
+        with acting_as(type(actor)(name=f"single sign-on: {name}", scope="sso",
+                                   user=name, via="api",
                                    address=actor.address, request_id=actor.request_id)):
             yield
 
     # -- the user --------------------------------------------------------------------------
-    async def _user(self, subject: str, claims: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    async def _user(self, subject: str, claims: JsonObject) -> tuple[SsoUser, bool]:
+        """The user of the identity ``subject``: found, linked (provisioned over SCIM) or
+        made (audited ``sso.user.create``, as the user's own change); True when made."""
         found = await self.store.user_by_identity(self.issuer, subject)
         if found is not None:
             return found, False
-        email = claims.get("email") if isinstance(claims.get("email"), str) else None
+        claimed_email = claims.get("email")
+        email = claimed_email if isinstance(claimed_email, str) else None
         # The provider's SCIM client provisioned the user before their first login: that user
         # (one only, by name or email) becomes this identity's, so that deprovisioning it over
         # SCIM also ends this identity's access. Users made otherwise are never taken over.
@@ -269,7 +314,7 @@ class Sso:
             row = await self.auth.teams.update_user_values(
                 int(provisioned[0]["id"]), {"sso_issuer": self.issuer, "sso_subject": subject},
                 action="sso.user.link")
-            return row, False
+            return sso_user(row), False
         base = next((str(claims[c]) for c in ("preferred_username", "email", "name")
                      if isinstance(claims.get(c), str) and str(claims[c]).strip()), subject)
         for name in (base[:191], f"{base[:120]} ({subject[:60]})"):
@@ -277,14 +322,18 @@ class Sso:
                 row = await self.teams.create_user({
                     "name": name, "email": None if email is None else email[:320],
                     "sso_issuer": self.issuer, "sso_subject": subject})
-                return row, True
             except Conflict:
                 found = await self.store.user_by_identity(self.issuer, subject)
                 if found is not None:  # made by a concurrent login of the same subject
                     return found, False
+                continue
+            with self._as(str(row["name"])):
+                await self.audit.record("sso.user.create", "user", row["id"], after={
+                    **user_view(row), "sso_issuer": self.issuer, "sso_subject": subject})
+            return sso_user(row), True
         raise LoginFailed(f"No user could be made for {base[:100]!r}: the name is taken.")
 
-    async def _apply_rules(self, user: dict[str, Any], groups: list[str]) -> Role | None:
+    async def _apply_rules(self, user: SsoUser, groups: list[str]) -> Role | None:
         """Grant, change and remove the user's memberships of the teams the rules name, and
         set the installation role when any rule names one; move the user's single sign-on
         keys to the first team they are owner or member of. Answers the role."""
@@ -292,7 +341,7 @@ class Sso:
         user_id = int(user["id"])
         ids = await self.store.team_ids(sorted({r.team for r in rules if r.team}))
         wanted: dict[int, MemberRole] = {}
-        role: Role | None = user["role"]
+        role: Role | None = None if user["role"] is None else ROLES[user["role"]]
         if any(r.installation_role for r in rules):
             role = None
         for rule in rules:
@@ -404,7 +453,7 @@ class Sso:
         stored = await self.kv.get(RULES_KV)
         return SsoRules() if stored is None else SsoRules.model_validate_json(stored)
 
-    async def set_rules(self, rules: SsoRules) -> dict[str, Any]:
+    async def set_rules(self, rules: SsoRules) -> SsoRulesView:
         """Replace the rules (audited ``sso.rules.set``); a team they name must exist."""
         names = sorted({r.team for r in rules.rules if r.team})
         missing = sorted(set(names) - set(await self.store.team_ids(names)))
@@ -427,7 +476,7 @@ def _same(a: str, b: str) -> bool:
     return secrets.compare_digest(a.encode(), b.encode())
 
 
-def _groups(value: Any) -> list[str]:
+def _groups(value: JsonValue) -> list[str]:
     if isinstance(value, str):
         return [value]
     if isinstance(value, list):

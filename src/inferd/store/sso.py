@@ -4,12 +4,40 @@ made for a user (by their names, ``SSO_KEY_NAMES``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 
 from inferd.store.db import Database
 from inferd.store.tables_control import api_keys, team_members, teams, users
+
+
+class SsoUser(TypedDict):
+    """The columns of a user single sign-on reads."""
+
+    id: int
+    name: str
+    email: str | None
+    role: str | None
+    disabled: bool
+
+
+class SsoKey(TypedDict):
+    """The columns of a key single sign-on made that it reads."""
+
+    id: int
+    name: str
+    scope: str
+    team_id: int | None
+    expires_at: float | None
+    enabled: bool
+
+
+def sso_user(row: dict[str, Any]) -> SsoUser:
+    """The columns single sign-on reads of a user's row (all its columns, as ``TeamStore``
+    answers it)."""
+    return {"id": row["id"], "name": row["name"], "email": row["email"], "role": row["role"],
+            "disabled": row["disabled"]}
 
 
 class SsoStore:
@@ -18,13 +46,13 @@ class SsoStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def user_by_identity(self, issuer: str, subject: str) -> dict[str, Any] | None:
+    async def user_by_identity(self, issuer: str, subject: str) -> SsoUser | None:
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(sa.select(users).where(
                 users.c.sso_issuer == issuer, users.c.sso_subject == subject))).first()
-        return None if row is None else dict(row._mapping)
+        return None if row is None else sso_user(dict(row._mapping))
 
-    async def provisioned_users(self, names: list[str]) -> list[dict[str, Any]]:
+    async def provisioned_users(self, names: list[str]) -> list[SsoUser]:
         """Users an identity provider provisioned over SCIM (an ``external_id``) who have no
         single sign-on identity yet, whose name or email is one of ``names`` (compared
         without case)."""
@@ -36,7 +64,7 @@ class SsoStore:
                 users.c.external_id.is_not(None), users.c.sso_subject.is_(None),
                 sa.or_(sa.func.lower(users.c.name).in_(wanted),
                        sa.func.lower(users.c.email).in_(wanted))).limit(2))).all()
-        return [dict(row._mapping) for row in rows]
+        return [sso_user(dict(row._mapping)) for row in rows]
 
     async def team_ids(self, names: list[str]) -> dict[str, int]:
         """The ids of the teams of these names that exist."""
@@ -54,7 +82,7 @@ class SsoStore:
                                        .where(team_members.c.user_id == user_id))).all()
         return {int(team_id): str(role) for team_id, role in rows}
 
-    async def keys_named(self, user_id: int, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    async def keys_named(self, user_id: int, names: tuple[str, ...]) -> list[SsoKey]:
         """The user's keys of these names, oldest first."""
         async with self.db.engine.connect() as conn:
             rows = (await conn.execute(
@@ -62,4 +90,10 @@ class SsoStore:
                           api_keys.c.expires_at, api_keys.c.enabled)
                 .where(api_keys.c.user_id == user_id, api_keys.c.name.in_(names))
                 .order_by(api_keys.c.id))).all()
-        return [dict(row._mapping) for row in rows]
+        return [_key(row._mapping) for row in rows]
+
+
+def _key(row: sa.RowMapping) -> SsoKey:
+    return {"id": row["id"], "name": row["name"], "scope": row["scope"],
+            "team_id": row["team_id"], "expires_at": row["expires_at"],
+            "enabled": row["enabled"]}
