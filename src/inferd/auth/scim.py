@@ -149,6 +149,7 @@ class UserResource(TypedDict):
     meta: NotRequired[ResourceMeta]
 
 
+# One of a Group's ``members`` (``$ref`` is no Python name: the functional form).
 GroupMember = TypedDict("GroupMember", {"value": str, "$ref": str})
 
 
