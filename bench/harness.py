@@ -144,6 +144,15 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float = 5.0) -
         return exc.code, exc.read()
 
 
+def get(url: str, headers: dict[str, str], timeout: float = 5.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
 def wait_ready(service: Service, url: str, body: bytes, headers: dict[str, str],
                timeout: float = 120.0) -> None:
     """Poll with a real request until it answers 200 (or the process dies)."""
