@@ -8,12 +8,94 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal, TypeAlias, TypedDict
 
 from inferd.anthropic.translate import STOP_REASONS, message_usage, new_message_id
+from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import usage_of
 
-Event = tuple[str, dict[str, Any]]
+
+class TextBlock(TypedDict):
+    type: Literal["text"]
+    text: str
+
+
+class ToolUseBlock(TypedDict):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: JsonObject
+
+
+class TextDelta(TypedDict):
+    type: Literal["text_delta"]
+    text: str
+
+
+class InputJsonDelta(TypedDict):
+    type: Literal["input_json_delta"]
+    partial_json: str
+
+
+class MessageUsage(TypedDict):
+    input_tokens: int
+    output_tokens: int
+
+
+class StartedMessage(TypedDict):
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    model: str
+    content: list[TextBlock | ToolUseBlock]
+    stop_reason: None
+    stop_sequence: None
+    usage: MessageUsage
+
+
+class MessageStart(TypedDict):
+    type: Literal["message_start"]
+    message: StartedMessage
+
+
+class Ping(TypedDict):
+    type: Literal["ping"]
+
+
+class BlockStart(TypedDict):
+    type: Literal["content_block_start"]
+    index: int
+    content_block: TextBlock | ToolUseBlock
+
+
+class BlockDelta(TypedDict):
+    type: Literal["content_block_delta"]
+    index: int
+    delta: TextDelta | InputJsonDelta
+
+
+class BlockStop(TypedDict):
+    type: Literal["content_block_stop"]
+    index: int
+
+
+class StopDelta(TypedDict):
+    stop_reason: str
+    stop_sequence: None
+
+
+class MessageDelta(TypedDict):
+    type: Literal["message_delta"]
+    delta: StopDelta
+    usage: JsonObject  # ``AnthropicUsage`` as sent
+
+
+class MessageStop(TypedDict):
+    type: Literal["message_stop"]
+
+
+Event: TypeAlias = tuple[str, MessageStart | Ping | BlockStart | BlockDelta | BlockStop
+                         | MessageDelta | MessageStop]
 
 
 class _Blocks:
@@ -30,7 +112,7 @@ class _Blocks:
         self.kind = None
         return [("content_block_stop", {"type": "content_block_stop", "index": self.index})]
 
-    def open(self, kind: str, block: dict[str, Any]) -> list[Event]:
+    def open(self, kind: str, block: TextBlock | ToolUseBlock) -> list[Event]:
         out = self.close()
         self.index += 1
         self.kind = kind
@@ -38,7 +120,7 @@ class _Blocks:
                                             "content_block": block}))
         return out
 
-    def delta(self, delta: dict[str, Any]) -> Event:
+    def delta(self, delta: TextDelta | InputJsonDelta) -> Event:
         return ("content_block_delta", {"type": "content_block_delta", "index": self.index,
                                         "delta": delta})
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal, Required, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferd.errors import InvalidRequest, UnsupportedParameter
+from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import (
     AnthropicMessage,
     AnthropicText,
@@ -41,7 +42,7 @@ class ToolUseBlock(_Block):
     type: Literal["tool_use"]
     id: str
     name: str
-    input: dict[str, Any] = Field(default_factory=dict)
+    input: JsonObject = Field(default_factory=dict)
 
 
 class ToolResultBlock(_Block):
@@ -71,7 +72,7 @@ class Tool(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str = Field(min_length=1, max_length=128)
     description: str | None = None
-    input_schema: dict[str, Any]
+    input_schema: JsonObject
     type: str | None = None
 
 
@@ -88,7 +89,7 @@ class OutputConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     effort: str | None = None
-    format: dict[str, Any] | None = None
+    format: JsonObject | None = None
 
 
 class CountTokensRequest(BaseModel):
@@ -114,12 +115,65 @@ class MessagesRequest(CountTokensRequest):
     stream: bool = False
 
 
+class ChatFunction(TypedDict):
+    name: str
+    arguments: str
+
+
+class ChatToolCall(TypedDict):
+    id: str
+    type: Literal["function"]
+    function: ChatFunction
+
+
+class ChatMessageBody(TypedDict, total=False):
+    """A chat message as built here (validated as a ``ChatCompletionRequest``'s)."""
+
+    role: Required[str]
+    content: Required[str | None]
+    tool_call_id: str
+    tool_calls: list[ChatToolCall]
+
+
+class ChatTool(TypedDict):
+    type: Literal["function"]
+    function: JsonObject
+
+
+class ChatToolFields(TypedDict, total=False):
+    tools: list[ChatTool]
+    tool_choice: str | JsonObject
+    parallel_tool_calls: bool
+
+
+class StreamOptionsBody(TypedDict):
+    include_usage: bool
+
+
+class ChatBody(ChatToolFields, total=False):
+    """The chat request a Messages request becomes (validated as a ``ChatCompletionRequest``)."""
+
+    model: Required[str]
+    messages: Required[list[ChatMessageBody]]
+    max_tokens: int
+    stop: list[str]
+    temperature: float
+    top_p: float
+    top_k: int
+    response_format: JsonObject
+    stream: bool
+    stream_options: StreamOptionsBody
+
+
 def _text(content: str | list[TextBlock]) -> str:
     return content if isinstance(content, str) else "".join(b.text for b in content)
 
 
-def _user(index: int, blocks: list[Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+MessageBlock = TextBlock | ToolUseBlock | ToolResultBlock | OtherBlock
+
+
+def _user(index: int, blocks: list[MessageBlock]) -> list[ChatMessageBody]:
+    out: list[ChatMessageBody] = []
     texts: list[str] = []
     for block in blocks:
         if isinstance(block, ToolResultBlock):
@@ -140,23 +194,23 @@ def _user(index: int, blocks: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _assistant(blocks: list[Any]) -> dict[str, Any]:
+def _assistant(blocks: list[MessageBlock]) -> ChatMessageBody:
     texts = [b.text for b in blocks if isinstance(b, TextBlock)]
-    calls = [{"id": b.id, "type": "function",
+    calls: list[ChatToolCall] = [{"id": b.id, "type": "function",
               "function": {"name": b.name, "arguments": json.dumps(b.input)}}
              for b in blocks if isinstance(b, ToolUseBlock)]
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    message: ChatMessageBody = {"role": "assistant", "content": "".join(texts) or None}
     if calls:
         message["tool_calls"] = calls
     return message
 
 
-def chat_messages(request: CountTokensRequest) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def chat_messages(request: CountTokensRequest) -> list[ChatMessageBody]:
+    out: list[ChatMessageBody] = []
     if request.system:
         out.append({"role": "system", "content": _text(request.system)})
     for index, message in enumerate(request.messages):
-        blocks: list[Any] = ([TextBlock(type="text", text=message.content)]
+        blocks: list[MessageBlock] = ([TextBlock(type="text", text=message.content)]
                              if isinstance(message.content, str) else list(message.content))
         if message.role == "user":
             out += _user(index, blocks)
@@ -165,10 +219,11 @@ def chat_messages(request: CountTokensRequest) -> list[dict[str, Any]]:
     return out
 
 
-def _tools(request: CountTokensRequest) -> dict[str, Any]:
+def _add_tools(request: CountTokensRequest, fields: ChatToolFields) -> None:
+    """The request's tools (and its tool choice) as the chat request's, into ``fields``."""
     if not request.tools:
-        return {}
-    tools = []
+        return
+    tools: list[ChatTool] = []
     for index, tool in enumerate(request.tools):
         if tool.type not in (None, "custom"):
             raise UnsupportedParameter(f"tools.{index}: server tools of type '{tool.type}' are "
@@ -176,7 +231,7 @@ def _tools(request: CountTokensRequest) -> dict[str, Any]:
         tools.append({"type": "function", "function": {
             "name": tool.name, "description": tool.description or "",
             "parameters": tool.input_schema}})
-    fields: dict[str, Any] = {"tools": tools}
+    fields["tools"] = tools
     choice = request.tool_choice
     if choice is not None:
         if choice.type == "tool":
@@ -189,7 +244,6 @@ def _tools(request: CountTokensRequest) -> dict[str, Any]:
                                      "none": "none"}[choice.type]
         if choice.disable_parallel_tool_use:
             fields["parallel_tool_calls"] = False
-    return fields
 
 
 def _refuse_unknown(request: CountTokensRequest) -> None:
@@ -202,14 +256,17 @@ def _refuse_unknown(request: CountTokensRequest) -> None:
 def to_chat(request: MessagesRequest) -> ChatCompletionRequest:
     """The chat-completions request that answers a Messages request."""
     _refuse_unknown(request)
-    body: dict[str, Any] = {"model": request.model, "messages": chat_messages(request),
-                            "max_tokens": request.max_tokens, **_tools(request)}
+    body: ChatBody = {"model": request.model, "messages": chat_messages(request),
+                      "max_tokens": request.max_tokens}
+    _add_tools(request, body)
     if request.stop_sequences:
         body["stop"] = request.stop_sequences
-    for name in ("temperature", "top_p", "top_k"):
-        value = getattr(request, name)
-        if value is not None:
-            body[name] = value
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.top_k is not None:
+        body["top_k"] = request.top_k
     fmt = request.output_config.format if request.output_config else None
     if fmt is not None:
         if fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
@@ -219,15 +276,17 @@ def to_chat(request: MessagesRequest) -> ChatCompletionRequest:
         body["response_format"] = {"type": "json_schema",
                                    "json_schema": {"name": "output", "schema": fmt["schema"]}}
     if request.stream:
-        body.update(stream=True, stream_options={"include_usage": True})
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
     return ChatCompletionRequest.model_validate(body)
 
 
 def count_request(request: CountTokensRequest) -> ChatCompletionRequest:
     """The chat request whose prompt a count_tokens request measures."""
     _refuse_unknown(request)
-    return ChatCompletionRequest.model_validate(
-        {"model": request.model, "messages": chat_messages(request), **_tools(request)})
+    body: ChatBody = {"model": request.model, "messages": chat_messages(request)}
+    _add_tools(request, body)
+    return ChatCompletionRequest.model_validate(body)
 
 
 # The chat request's names of the places a schema sits, and this API's (a refusal of a schema
@@ -249,7 +308,7 @@ def new_message_id() -> str:
     return "msg_" + uuid.uuid4().hex[:24]
 
 
-def _arguments(text: str) -> dict[str, Any]:
+def _arguments(text: str) -> JsonObject:
     try:
         value = json.loads(text) if text.strip() else {}
     except ValueError:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -22,6 +21,7 @@ from starlette.responses import Response
 from inferd.anthropic import translate
 from inferd.anthropic.events import events
 from inferd.anthropic.translate import CountTokensRequest, MessagesRequest
+from inferd.engines.base import Chunk
 from inferd.engines.local import LocalTextEngine
 from inferd.errors import ContextLengthExceeded, InferdError, Overloaded, RateLimited
 from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
@@ -75,7 +75,7 @@ def _validation_message(exc: ValidationError) -> str:
     return f"{where}: {first.get('msg', 'invalid value')}"
 
 
-async def _sse(stream: AsyncIterator[dict[str, Any]], model: str) -> AsyncIterator[bytes]:
+async def _sse(stream: AsyncIterator[Chunk], model: str) -> AsyncIterator[bytes]:
     try:
         async for name, data in events(stream, model):
             yield b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"

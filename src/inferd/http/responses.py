@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import Answer
 
 
@@ -21,7 +22,7 @@ def answer_response(answer: Answer) -> Response:
     return Response(answer.wire_json(), media_type="application/json")
 
 
-def page_response(data: list[dict[str, Any]], has_more: bool) -> Response:
+def page_response(data: list[JsonObject], has_more: bool) -> Response:
     """One page of a cursor-paginated list, as OpenAI's list endpoints answer it (the next
     page starts ``after`` the ``last_id``)."""
     return json_response({"object": "list", "data": data,

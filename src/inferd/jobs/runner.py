@@ -32,6 +32,7 @@ from inferd.inference import Inference
 from inferd.jobs.requests import MESSAGES, parse_request
 from inferd.responses import RESPONSES, background
 from inferd.responses.conversations import ConversationService
+from inferd.responses.events import Event
 from inferd.responses.prompts import PromptService
 from inferd.responses.service import ResponseService
 from inferd.schemas.answers import Answer, ChatCompletion, TextCompletion
@@ -110,7 +111,7 @@ class EventLog:
         self._pending.append(self._event("token", {"index": index, "text": text}))
         await self._maybe_flush()
 
-    async def add(self, kind: str, data: dict[str, Any]) -> None:
+    async def add(self, kind: str, data: Event) -> None:
         """One event as it is (a Responses stream event), numbered in ``sequence_number``."""
         self._pending.append(self._event(kind, {**data, "sequence_number": self.seq}))
         await self._maybe_flush()
@@ -239,10 +240,11 @@ async def _run_batch_line(inference: Inference, job: JobRecord, principal: Princ
             PromptService(PromptStore(db)), defaults["responses_max_chain"].default)
         response = await responses.create(principal,
                                           await responses.prepare(principal, request))
-        used = response.get("usage") or {}
+        used = response.get("usage")
         usage = {"prompt_tokens": used.get("input_tokens", 0),
                  "completion_tokens": used.get("output_tokens", 0),
-                 "total_tokens": used.get("total_tokens", 0)} if used else None
+                 "total_tokens": used.get("total_tokens", 0)} \
+            if isinstance(used, dict) and used else None
         return Outcome("completed", result=response, status_code=200, usage=usage)
     body = translate.MessagesRequest.model_validate(job.request)
     if body.stream:

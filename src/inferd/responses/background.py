@@ -6,16 +6,18 @@ event ``FIRST_SEQ``: streams number the events from 0 (OpenAI's numbering) by th
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferd.auth.principal import Principal
 from inferd.inference import Inference
+from inferd.jsontypes import JsonObject
 from inferd.responses.conversations import stored_items
-from inferd.responses.events import ResponseStream
+from inferd.responses.events import Event, ResponseStream
 from inferd.schemas.answers import Usage
 from inferd.schemas.openai import ChatCompletionRequest, StreamOptions
+from inferd.schemas.responses import output_items
 from inferd.store.conversations import ConversationStore
 from inferd.store.responses import ResponseStore
 
@@ -29,20 +31,20 @@ class ResponseJob(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1)
-    chat: dict[str, Any]
-    response: dict[str, Any]
+    chat: JsonObject  # the chat request, as dumped (validated when it runs)
+    response: JsonObject
     conversation: str | None = None  # its output items are added to it at the end
 
 
 class EventSink(Protocol):
-    async def add(self, kind: str, data: dict[str, Any]) -> None: ...
+    async def add(self, kind: str, data: Event) -> None: ...
 
     async def flush(self) -> None: ...
 
 
 async def run_response(inference: Inference, job: ResponseJob, principal: Principal,
                        events: EventSink, responses: ResponseStore
-                       ) -> tuple[dict[str, Any], Usage | None]:
+                       ) -> tuple[JsonObject, Usage | None]:
     """Generate the response, storing its events; ``(response object, chat usage)``.
 
     The finished object is also written to the response's row, so that it outlives the job
@@ -61,8 +63,8 @@ async def run_response(inference: Inference, job: ResponseJob, principal: Princi
     for event in state.finish():
         await events.add(EVENT_KIND, event)
     await events.flush()
-    await responses.set_response(state.response["id"], state.response)
+    await responses.set_response(str(state.response["id"]), state.response)
     if job.conversation is not None:
         await ConversationStore(responses.db).add_items(
-            job.conversation, stored_items(list(state.response.get("output") or [])))
+            job.conversation, stored_items(output_items(state.response)))
     return state.response, state.usage

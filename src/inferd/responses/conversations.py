@@ -7,14 +7,18 @@ A conversation belongs to the key that made it: any other key is told it does no
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from inferd.auth.principal import Principal
 from inferd.errors import InvalidRequest, NotFound
+from inferd.jsontypes import JsonObject
 from inferd.schemas.responses import (
     ConversationCreate,
     ConversationItemsCreate,
+    ConversationObject,
+    Deleted,
     Item,
+    ItemPage,
+    item_page,
     items_to_messages,
     new_id,
 )
@@ -31,25 +35,28 @@ def stored_items(items: list[Item], param: str = "items") -> list[Item]:
     items_to_messages(items, param)
     out: list[Item] = []
     for i, given in enumerate(items):
-        item = {"type": "message", **given}
+        item: Item = {"type": "message", **given}
         kind = str(item["type"])
         if item.get("id") is None:
             item["id"] = new_id(ITEM_PREFIX.get(kind, "item"))
-        if not isinstance(item["id"], str) or not 0 < len(item["id"]) <= 64:
+        item_id = item["id"]
+        if not isinstance(item_id, str) or not 0 < len(item_id) <= 64:
             raise InvalidRequest("An item id is a string of 1 to 64 characters.",
                                  param=f"{param}[{i}].id")
-        if kind == "message" and isinstance(item.get("content"), str):
+        content = item.get("content")
+        if kind == "message" and isinstance(content, str):
+            part: JsonObject
             if item.get("role") == "assistant":
-                part = {"type": "output_text", "text": item["content"], "annotations": []}
+                part = {"type": "output_text", "text": content, "annotations": []}
             else:
-                part = {"type": "input_text", "text": item["content"]}
+                part = {"type": "input_text", "text": content}
             item["content"] = [part]
         item.setdefault("status", "completed")
         out.append(item)
     return out
 
 
-def conversation_object(record: ConversationRecord) -> dict[str, Any]:
+def conversation_object(record: ConversationRecord) -> ConversationObject:
     return {"id": record.id, "object": "conversation", "created_at": int(record.created_at),
             "metadata": record.metadata}
 
@@ -69,24 +76,24 @@ class ConversationService:
                            code="conversation_not_found")
         return record
 
-    async def create(self, principal: Principal, body: ConversationCreate) -> dict[str, Any]:
+    async def create(self, principal: Principal, body: ConversationCreate) -> ConversationObject:
         items = stored_items(body.items or [])
         record = ConversationRecord(new_id("conv"), principal.key_id, time.time(),
                                     dict(body.metadata or {}))
         await self.store.create(record, items, principal.storage_quota)
         return conversation_object(record)
 
-    async def retrieve(self, principal: Principal, conversation_id: str) -> dict[str, Any]:
+    async def retrieve(self, principal: Principal, conversation_id: str) -> ConversationObject:
         return conversation_object(await self.own(principal, conversation_id))
 
     async def update(self, principal: Principal, conversation_id: str,
-                     metadata: dict[str, str]) -> dict[str, Any]:
+                     metadata: dict[str, str]) -> ConversationObject:
         record = await self.own(principal, conversation_id)
         await self.store.set_metadata(record.id, dict(metadata))
         record.metadata = dict(metadata)
         return conversation_object(record)
 
-    async def delete(self, principal: Principal, conversation_id: str) -> dict[str, Any]:
+    async def delete(self, principal: Principal, conversation_id: str) -> Deleted:
         record = await self.own(principal, conversation_id)
         await self.store.delete(record.id)
         return {"id": record.id, "object": "conversation.deleted", "deleted": True}
@@ -109,20 +116,20 @@ class ConversationService:
         return items
 
     async def add_items(self, principal: Principal, conversation_id: str,
-                        body: ConversationItemsCreate) -> dict[str, Any]:
+                        body: ConversationItemsCreate) -> ItemPage:
         record = await self.own(principal, conversation_id)
         items = await self.append(record, stored_items(body.items), principal.storage_quota)
-        return _page(items, False)
+        return item_page(items, False)
 
     async def list_items(self, principal: Principal, conversation_id: str, *, limit: int,
-                         order: str, after: str | None) -> dict[str, Any]:
+                         order: str, after: str | None) -> ItemPage:
         record = await self.own(principal, conversation_id)
         items, more = await self.store.page(record.id, limit=limit,
                                             descending=order == "desc", after=after)
-        return _page(items, more)
+        return item_page(items, more)
 
     async def get_item(self, principal: Principal, conversation_id: str,
-                       item_id: str) -> dict[str, Any]:
+                       item_id: str) -> Item:
         record = await self.own(principal, conversation_id)
         item = await self.store.item(record.id, item_id)
         if item is None:
@@ -131,7 +138,7 @@ class ConversationService:
         return item
 
     async def delete_item(self, principal: Principal, conversation_id: str,
-                          item_id: str) -> dict[str, Any]:
+                          item_id: str) -> ConversationObject:
         """Remove an item; answers the conversation, as OpenAI does."""
         record = await self.own(principal, conversation_id)
         if not await self.store.delete_item(record.id, item_id):
@@ -139,8 +146,3 @@ class ConversationService:
                            param="item_id", code="item_not_found")
         return conversation_object(record)
 
-
-def _page(items: list[Item], has_more: bool) -> dict[str, Any]:
-    return {"object": "list", "data": items,
-            "first_id": items[0]["id"] if items else None,
-            "last_id": items[-1]["id"] if items else None, "has_more": has_more}

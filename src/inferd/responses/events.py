@@ -11,12 +11,80 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal, TypeAlias, TypedDict
 
+from inferd.engines.base import Chunk
+from inferd.jsontypes import JsonObject, JsonValue
 from inferd.schemas.answers import Usage, usage_of
-from inferd.schemas.responses import finish, function_call_item, message_item, new_id
+from inferd.schemas.responses import (
+    Item,
+    finish,
+    function_call_item,
+    message_item,
+    new_id,
+    output_text,
+)
 
-Event = dict[str, Any]
+
+class _Numbered(TypedDict, total=False):
+    sequence_number: int  # set by whoever sends or stores the event
+
+
+class ResponseEvent(_Numbered):
+    type: Literal["response.created", "response.in_progress", "response.completed",
+                  "response.incomplete", "response.failed"]
+    response: JsonObject
+
+
+class OutputItemEvent(_Numbered):
+    type: Literal["response.output_item.added", "response.output_item.done"]
+    output_index: int
+    item: Item
+
+
+class ContentPartEvent(_Numbered):
+    type: Literal["response.content_part.added", "response.content_part.done"]
+    item_id: str
+    output_index: int
+    content_index: int
+    part: JsonObject
+
+
+class TextDeltaEvent(_Numbered):
+    type: Literal["response.output_text.delta"]
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+    logprobs: list[JsonValue]
+
+
+class TextDoneEvent(_Numbered):
+    type: Literal["response.output_text.done"]
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+    logprobs: list[JsonValue]
+
+
+class ArgumentsDeltaEvent(_Numbered):
+    type: Literal["response.function_call_arguments.delta"]
+    item_id: str
+    output_index: int
+    delta: str
+
+
+class ArgumentsDoneEvent(_Numbered):
+    type: Literal["response.function_call_arguments.done"]
+    item_id: str
+    output_index: int
+    name: str
+    arguments: str
+
+
+Event: TypeAlias = (ResponseEvent | OutputItemEvent | ContentPartEvent | TextDeltaEvent
+                    | TextDoneEvent | ArgumentsDeltaEvent | ArgumentsDoneEvent)
 
 
 @dataclass
@@ -32,20 +100,21 @@ class _Call:
 class ResponseStream:
     """The state of one streamed response; ``response`` is the final object once finished."""
 
-    response: dict[str, Any]
-    output: list[dict[str, Any]] = field(default_factory=list)
+    response: JsonObject
+    output: list[Item] = field(default_factory=list)
     _text: str = ""
     _text_index: int | None = None
+    _text_id: str = ""
     _calls: dict[int, _Call] = field(default_factory=dict)
     _usage: Usage | None = None
     _finish_reason: str | None = None
 
     def start(self) -> Iterator[Event]:
-        created = {**self.response, "status": "in_progress"}
+        created: JsonObject = {**self.response, "status": "in_progress"}
         yield {"type": "response.created", "response": created}
         yield {"type": "response.in_progress", "response": created}
 
-    def feed(self, chunk: dict[str, Any]) -> Iterator[Event]:
+    def feed(self, chunk: Chunk) -> Iterator[Event]:
         if chunk.get("usage"):
             self._usage = usage_of(chunk["usage"])
         for choice in chunk.get("choices") or []:
@@ -62,21 +131,21 @@ class ResponseStream:
     def _text_delta(self, text: str) -> Iterator[Event]:
         if self._text_index is None:
             self._text_index = len(self.output)
-            item = message_item("", new_id("msg"), status="in_progress")
+            self._text_id = new_id("msg")
+            item = message_item("", self._text_id, status="in_progress")
             item["content"] = []
             self.output.append(item)
             yield {"type": "response.output_item.added", "output_index": self._text_index,
                    "item": item}
-            yield {"type": "response.content_part.added", "item_id": item["id"],
+            yield {"type": "response.content_part.added", "item_id": self._text_id,
                    "output_index": self._text_index, "content_index": 0,
-                   "part": {"type": "output_text", "text": "", "annotations": [],
-                            "logprobs": []}}
+                   "part": output_text("")}
         self._text += text
-        yield {"type": "response.output_text.delta", "item_id": self.output[self._text_index]["id"],
+        yield {"type": "response.output_text.delta", "item_id": self._text_id,
                "output_index": self._text_index, "content_index": 0, "delta": text,
                "logprobs": []}
 
-    def _call_delta(self, delta: dict[str, Any]) -> Iterator[Event]:
+    def _call_delta(self, delta: Chunk) -> Iterator[Event]:
         index = delta.get("index", 0)
         function = delta.get("function") or {}
         call = self._calls.get(index)
@@ -101,12 +170,13 @@ class ResponseStream:
             yield from self._text_delta("")
         if self._text_index is not None:
             index = self._text_index
-            item = message_item(self._text, self.output[index]["id"])
-            part = item["content"][0]
-            yield {"type": "response.output_text.done", "item_id": item["id"],
+            part = output_text(self._text)
+            item = message_item(self._text, self._text_id)
+            item["content"] = [part]
+            yield {"type": "response.output_text.done", "item_id": self._text_id,
                    "output_index": index, "content_index": 0, "text": self._text,
                    "logprobs": []}
-            yield {"type": "response.content_part.done", "item_id": item["id"],
+            yield {"type": "response.content_part.done", "item_id": self._text_id,
                    "output_index": index, "content_index": 0, "part": part}
             self.output[index] = item
             yield {"type": "response.output_item.done", "output_index": index, "item": item}
@@ -119,9 +189,8 @@ class ResponseStream:
             yield {"type": "response.output_item.done", "output_index": call.output_index,
                    "item": item}
         self.response = finish(self.response, self.output, self._usage, self._finish_reason)
-        kind = ("response.incomplete" if self.response["status"] == "incomplete"
-                else "response.completed")
-        yield {"type": kind, "response": self.response}
+        yield {"type": ("response.incomplete" if self.response["status"] == "incomplete"
+                        else "response.completed"), "response": self.response}
 
     @property
     def usage(self) -> Usage | None:
@@ -132,8 +201,8 @@ class ResponseStream:
 ERROR_CODES = frozenset({"server_error", "rate_limit_exceeded", "invalid_prompt"})
 
 
-def failed_event(response: dict[str, Any], error: dict[str, Any],
-                 status: str = "failed") -> Event:
+def failed_event(response: JsonObject, error: JsonObject,
+                 status: str = "failed") -> ResponseEvent:
     """The last event of a response that did not complete."""
     code = error.get("code") or "server_error"
     message = str(error.get("message", ""))

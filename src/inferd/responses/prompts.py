@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import Literal, NotRequired, TypedDict
 
 from inferd.audit import AuditLog
 from inferd.auth.principal import Principal
 from inferd.errors import InvalidRequest, NotFound
+from inferd.jsontypes import JsonObject, JsonValue
 from inferd.schemas.responses import (
+    Deleted,
     Item,
     PromptCreate,
     PromptRef,
@@ -23,17 +25,45 @@ from inferd.schemas.responses import (
     items_to_messages,
     new_id,
 )
-from inferd.store.conversations import PromptRecord, PromptStore
+from inferd.store.conversations import PromptRecord, PromptStore, Template
 
 VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_.-]{1,64})\s*\}\}")
 MAX_VERSIONS = 1000  # per prompt: a template's history is bounded
 
 
-def template_variables(template: dict[str, Any]) -> list[str]:
+class PromptVersion(TypedDict):
+    version: str
+    created_at: int
+    instructions: NotRequired[str]
+    input: NotRequired[list[JsonObject]]
+    variables: list[str]
+
+
+class Prompt(TypedDict):
+    """A prompt as the admin API shows it: its latest version, and every version."""
+
+    id: str
+    object: Literal["prompt"]
+    name: str
+    key_id: str | None
+    created_at: int
+    version: str
+    instructions: NotRequired[str]
+    input: NotRequired[list[JsonObject]]
+    variables: list[str]
+    versions: list[PromptVersion]
+
+
+class PromptList(TypedDict):
+    object: Literal["list"]
+    data: list[Prompt]
+
+
+def template_variables(template: Template) -> list[str]:
     """The variables a template uses, in order of first use."""
     found: dict[str, None] = {}
 
-    def scan(value: Any) -> None:
+    def scan(value: object) -> None:
         if isinstance(value, str):
             found.update(dict.fromkeys(VARIABLE.findall(value)))
         elif isinstance(value, dict):
@@ -47,17 +77,18 @@ def template_variables(template: dict[str, Any]) -> list[str]:
     return list(found)
 
 
-def _variable_text(name: str, value: str | dict[str, Any]) -> str:
+def _variable_text(name: str, value: str | JsonObject) -> str:
     if isinstance(value, str):
         return value
-    if value.get("type") == "input_text" and isinstance(value.get("text"), str):
-        return str(value["text"])
+    text = value.get("text")
+    if value.get("type") == "input_text" and isinstance(text, str):
+        return text
     raise InvalidRequest("A prompt variable is a string or an input_text part.",
                          param=f"prompt.variables.{name}", code="unsupported_variable")
 
 
-def render(template: dict[str, Any],
-           variables: dict[str, str | dict[str, Any]]) -> tuple[str | None, list[Item]]:
+def render(template: Template,
+           variables: dict[str, str | JsonObject]) -> tuple[str | None, list[Item]]:
     """The template's instructions and input items with its variables filled in."""
     values = {name: _variable_text(name, value) for name, value in variables.items()}
     missing = [name for name in template_variables(template) if name not in values]
@@ -65,21 +96,32 @@ def render(template: dict[str, Any],
         raise InvalidRequest(f"The prompt's variable '{missing[0]}' is not given.",
                              param="prompt.variables", code="missing_variable")
 
-    def fill(value: Any) -> Any:
+    def fill_text(text: str) -> str:
+        return VARIABLE.sub(lambda m: values[m.group(1)], text)
+
+    def fill_object(value: JsonObject) -> JsonObject:
+        return {key: fill(inner) for key, inner in value.items()}
+
+    def fill(value: JsonValue) -> JsonValue:
         if isinstance(value, str):
-            return VARIABLE.sub(lambda m: values[m.group(1)], value)
+            return fill_text(value)
         if isinstance(value, dict):
-            return {key: fill(inner) for key, inner in value.items()}
+            return fill_object(value)
         if isinstance(value, list):
             return [fill(inner) for inner in value]
         return value
 
-    filled = fill(template)
-    return filled.get("instructions"), list(filled.get("input") or [])
+    instructions = template.get("instructions")
+    return (None if instructions is None else fill_text(instructions),
+            [fill_object(item) for item in template.get("input") or []])
 
 
-def _checked(template: PromptTemplate) -> dict[str, Any]:
-    body = template.model_dump(include={"instructions", "input"}, exclude_none=True)
+def _checked(template: PromptTemplate) -> Template:
+    body: Template = {}
+    if template.instructions is not None:
+        body["instructions"] = template.instructions
+    if template.input is not None:
+        body["input"] = [dict(item) for item in template.input]
     items_to_messages(body.get("input") or [])  # the kinds of items a chat model reads
     return body
 
@@ -91,14 +133,15 @@ class PromptService:
         self.store = store
         self.audit = audit  # records every change (``inferd.audit``)
 
-    async def _record(self, action: str, prompt_id: str, before: dict[str, Any] | None,
-                      after: dict[str, Any] | None) -> None:
+    async def _record(self, action: str, prompt_id: str, before: Prompt | None,
+                      after: Prompt | None) -> None:
         if self.audit is not None:
             await self.audit.record(action, "prompt", prompt_id, before=before, after=after)
 
-    def _object(self, record: PromptRecord, versions: list[tuple[int, dict[str, Any], float]]
-                ) -> dict[str, Any]:
-        latest = next((t for v, t, _ in versions if v == record.latest_version), {})
+    def _object(self, record: PromptRecord, versions: list[tuple[int, Template, float]]
+                ) -> Prompt:
+        empty: Template = {}
+        latest = next((t for v, t, _ in versions if v == record.latest_version), empty)
         return {"id": record.id, "object": "prompt", "name": record.name,
                 "key_id": record.owner, "created_at": int(record.created_at),
                 "version": str(record.latest_version), **latest,
@@ -106,7 +149,7 @@ class PromptService:
                 "versions": [{"version": str(v), "created_at": int(c), **t,
                               "variables": template_variables(t)} for v, t, c in versions]}
 
-    async def create(self, principal: Principal, body: PromptCreate) -> dict[str, Any]:
+    async def create(self, principal: Principal, body: PromptCreate) -> Prompt:
         template = _checked(body)
         owner = str(body.key_id) if body.key_id is not None else principal.key_id
         record = PromptRecord(new_id("pmpt"), owner, body.name, time.time(), 1)
@@ -122,17 +165,17 @@ class PromptService:
                            code="prompt_not_found")
         return record
 
-    async def retrieve(self, prompt_id: str) -> dict[str, Any]:
+    async def retrieve(self, prompt_id: str) -> Prompt:
         record = await self._get(prompt_id)
         return self._object(record, await self.store.versions(record.id))
 
-    async def list_prompts(self, limit: int) -> dict[str, Any]:
+    async def list_prompts(self, limit: int) -> PromptList:
         data = []
         for record in await self.store.latest(limit):
             data.append(self._object(record, await self.store.versions(record.id)))
         return {"object": "list", "data": data}
 
-    async def add_version(self, prompt_id: str, body: PromptTemplate) -> dict[str, Any]:
+    async def add_version(self, prompt_id: str, body: PromptTemplate) -> Prompt:
         template = _checked(body)
         record = await self._get(prompt_id)
         if record.latest_version >= MAX_VERSIONS:
@@ -147,7 +190,7 @@ class PromptService:
         await self._record("prompt.version", prompt_id, before, view)
         return view
 
-    async def delete(self, prompt_id: str) -> dict[str, Any]:
+    async def delete(self, prompt_id: str) -> Deleted:
         before = await self.retrieve(prompt_id) if self.audit is not None else None
         if not await self.store.delete(prompt_id):
             raise NotFound(f"No prompt with id '{prompt_id}'.", param="prompt_id",

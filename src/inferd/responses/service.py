@@ -14,14 +14,16 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 
 from inferd.auth.principal import Principal
+from inferd.engines.base import Chunk
 from inferd.engines.local import LocalTextEngine
 from inferd.errors import Conflict, InferdError, InvalidRequest, NotFound, Unavailable
 from inferd.inference import Inference, estimate_chat_prompt
+from inferd.jsontypes import JsonObject
 from inferd.responses import RESPONSES
 from inferd.responses.background import EVENT_KIND, FIRST_SEQ, ResponseJob
 from inferd.responses.conversations import ConversationService, stored_items
@@ -30,15 +32,21 @@ from inferd.responses.prompts import PromptService
 from inferd.routing.affinity import chat_head_key, session_key
 from inferd.schemas.openai import ChatCompletionRequest
 from inferd.schemas.responses import (
+    Deleted,
+    InputTokens,
     InputTokensRequest,
     Item,
+    ItemPage,
+    PromptRef,
     ResponseCreateRequest,
     base_response,
     finish,
+    item_page,
     items_to_messages,
     new_id,
     normalize_input,
     output_from_chat,
+    output_items,
     own_names,
     to_chat,
 )
@@ -53,7 +61,7 @@ class BackgroundJobs(Protocol):
 
     store: JobStore
 
-    async def submit(self, principal: Principal, endpoint: str, body: dict[str, Any], *,
+    async def submit(self, principal: Principal, endpoint: str, body: JsonObject, *,
                      source: str = "api") -> tuple[JobRecord, bool]: ...
 
     def events(self, principal: Principal, job_id: str,
@@ -74,7 +82,7 @@ class Prepared:
     """A create request resolved against its conversation."""
 
     request: ResponseCreateRequest
-    response: dict[str, Any]
+    response: JsonObject
     input_items: list[Item]
     chat: ChatCompletionRequest
     conversation_id: str | None = None
@@ -113,7 +121,7 @@ class ResponseService:
         if request.prompt is not None:
             instructions, prompt_items, version = await self.prompts.resolve(principal,
                                                                              request.prompt)
-            update: dict[str, Any] = {"prompt": request.prompt.model_copy(
+            update: dict[str, PromptRef | str] = {"prompt": request.prompt.model_copy(
                 update={"version": version})}
             if request.instructions is None and instructions is not None:
                 update["instructions"] = instructions
@@ -176,24 +184,24 @@ class ResponseService:
             else:
                 history.extend(record.input_items)
             final = done if record is chain[0] else (record.response or {})
-            history.extend(final.get("output") or [])
+            history.extend(output_items(final))
         return history, _chain_key(chain[-1])
 
     async def _save(self, principal: Principal, prepared: Prepared,
-                    response: dict[str, Any], job_id: str | None = None) -> None:
+                    response: JsonObject, job_id: str | None = None) -> None:
         if prepared.conversation_id is not None and job_id is None:  # room checked before
             await self.conversations.store.add_items(
                 prepared.conversation_id,
-                prepared.input_items + stored_items(list(response.get("output") or [])))
+                prepared.input_items + stored_items(output_items(response)))
         if prepared.request.store is False:
             return
         await self.store.insert(ResponseRecord(
-            id=response["id"], owner=principal.key_id, model=prepared.request.model,
+            id=str(response["id"]), owner=principal.key_id, model=prepared.request.model,
             created_at=time.time(), input_items=prepared.input_items, job_id=job_id,
             response=response, previous_id=prepared.request.previous_response_id))
 
     async def count_input_tokens(self, principal: Principal,
-                                 request: InputTokensRequest) -> dict[str, Any]:
+                                 request: InputTokensRequest) -> InputTokens:
         """``POST /v1/responses/input_tokens``: the prompt tokens the request would send."""
         if request.model is None:
             raise InvalidRequest("model is required to count tokens.", param="model",
@@ -215,7 +223,7 @@ class ResponseService:
                                                    principal, estimate, count)
         return {"object": "response.input_tokens", "input_tokens": tokens}
 
-    async def create(self, principal: Principal, prepared: Prepared) -> dict[str, Any]:
+    async def create(self, principal: Principal, prepared: Prepared) -> JsonObject:
         try:
             result = await self.inference.chat(prepared.chat, principal)
         except InvalidRequest as exc:
@@ -236,7 +244,7 @@ class ResponseService:
         return _numbered(self._stream(principal, prepared, chunks))
 
     async def _stream(self, principal: Principal, prepared: Prepared,
-                      chunks: AsyncIterator[dict[str, Any]]) -> AsyncGenerator[Event]:
+                      chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Event]:
         state = ResponseStream(prepared.response)
         for event in state.start():
             yield event
@@ -257,7 +265,7 @@ class ResponseService:
             yield event
 
     async def create_background(self, principal: Principal,
-                                prepared: Prepared) -> dict[str, Any]:
+                                prepared: Prepared) -> JsonObject:
         """Commit the response and its job, then answer ``queued``."""
         jobs = self._jobs()
         body = ResponseJob(model=prepared.request.model,
@@ -286,7 +294,7 @@ class ResponseService:
                            code="response_not_found")
         return record
 
-    async def current(self, principal: Principal, record: ResponseRecord) -> dict[str, Any]:
+    async def current(self, principal: Principal, record: ResponseRecord) -> JsonObject:
         """The response as it is now (a background one: its job's state or result)."""
         response = record.response or {}
         if record.job_id is None or self.jobs is None:
@@ -306,11 +314,11 @@ class ResponseService:
             await self.store.set_response(record.id, final)  # outlives the job's retention
         return final
 
-    async def retrieve(self, principal: Principal, response_id: str) -> dict[str, Any]:
+    async def retrieve(self, principal: Principal, response_id: str) -> JsonObject:
         return await self.current(principal, await self._own(principal, response_id))
 
     async def follow(self, principal: Principal, response_id: str,
-                     after: int | None = None) -> AsyncIterator[Event]:
+                     after: int | None = None) -> AsyncIterator[Event | JsonObject]:
         """A background response's stream events after sequence number ``after``, live until
         it ends; raises here (before any event) when there is nothing to follow."""
         record = await self._own(principal, response_id)
@@ -321,26 +329,31 @@ class ResponseService:
         return self._follow(principal, record, jobs, -1 if after is None else after)
 
     async def _follow(self, principal: Principal, record: ResponseRecord, jobs: BackgroundJobs,
-                      after: int) -> AsyncIterator[Event]:
+                      after: int) -> AsyncIterator[Event | JsonObject]:
         """Events numbered from 0 as OpenAI's are: the job's event number less ``FIRST_SEQ``
-        (a later attempt's events follow the earlier one's, with higher numbers)."""
+        (a later attempt's events follow the earlier one's, with higher numbers). An event
+        read back from the job's log is the JSON object it was stored as."""
         assert record.job_id is not None
         last_seq, last_type = after, ""
         async for seq, kind, data in jobs.events(principal, record.job_id,
                                                  max(after + FIRST_SEQ, 0)):
             if seq is not None and kind == EVENT_KIND:
-                event = {**orjson.loads(data), "sequence_number": seq - FIRST_SEQ}
-                last_seq, last_type = event["sequence_number"], event.get("type", "")
+                stored: JsonObject = orjson.loads(data)
+                event: JsonObject = {**stored, "sequence_number": seq - FIRST_SEQ}
+                last_seq, last_type = seq - FIRST_SEQ, str(event.get("type", ""))
                 yield event
             elif seq is None and kind != "status" and last_type not in TERMINAL_EVENTS:
                 final = await self.current(principal, record)
                 if final.get("status") in ("completed", "incomplete"):
                     return  # its closing event was read before ``after``
-                yield {**failed_event(final, final.get("error") or {}, final["status"]),
-                       "sequence_number": last_seq + 1}
+                error = final.get("error")
+                failed = failed_event(final, error if isinstance(error, dict) else {},
+                                      str(final["status"]))
+                failed["sequence_number"] = last_seq + 1
+                yield failed
 
     # -- change -----------------------------------------------------------------------------
-    async def cancel(self, principal: Principal, response_id: str) -> dict[str, Any]:
+    async def cancel(self, principal: Principal, response_id: str) -> JsonObject:
         record = await self._own(principal, response_id)
         if record.job_id is None:
             raise InvalidRequest("Only background responses can be cancelled.",
@@ -349,7 +362,7 @@ class ResponseService:
             await self._jobs().cancel(principal, record.job_id)
         return await self.current(principal, record)
 
-    async def delete(self, principal: Principal, response_id: str) -> dict[str, Any]:
+    async def delete(self, principal: Principal, response_id: str) -> Deleted:
         record = await self._own(principal, response_id)
         if record.job_id is not None and self.jobs is not None:
             with contextlib.suppress(NotFound):
@@ -358,7 +371,7 @@ class ResponseService:
         return {"id": record.id, "object": "response", "deleted": True}
 
     async def input_items(self, principal: Principal, response_id: str, *, limit: int = 20,
-                          order: str = "desc", after: str | None = None) -> dict[str, Any]:
+                          order: str = "desc", after: str | None = None) -> ItemPage:
         record = await self._own(principal, response_id)
         items = list(record.input_items)
         if order == "desc":
@@ -366,18 +379,16 @@ class ResponseService:
         if after is not None:
             ids = [item.get("id") for item in items]
             items = items[ids.index(after) + 1:] if after in ids else []
-        page = items[:limit]
-        return {"object": "list", "data": page,
-                "first_id": page[0]["id"] if page else None,
-                "last_id": page[-1]["id"] if page else None,
-                "has_more": len(items) > limit}
+        return item_page(items[:limit], len(items) > limit)
 
 
 async def _numbered(events: AsyncGenerator[Event]) -> AsyncIterator[Event]:
     seq = 0
     async with contextlib.aclosing(events):  # a client that leaves stops the generation
         async for event in events:
-            yield {**event, "sequence_number": seq}
+            numbered = event.copy()
+            numbered["sequence_number"] = seq
+            yield numbered
             seq += 1
 
 
@@ -390,6 +401,6 @@ def _chain_key(first: ResponseRecord) -> str | None:
     except InferdError:
         return None
     instructions = (first.response or {}).get("instructions")
-    if instructions:
+    if isinstance(instructions, str) and instructions:
         messages.insert(0, {"role": "system", "content": instructions})
     return chat_head_key(messages)

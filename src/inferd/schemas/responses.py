@@ -11,15 +11,20 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal, Required, TypeAlias, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from inferd.errors import InvalidRequest
+from inferd.jsontypes import JsonObject, JsonValue
 from inferd.schemas.answers import ChatCompletion, Usage
 from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest, ModelName
 
-Item = dict[str, Any]
+# An item (input, output or a conversation's) as a client sent it or inferd built it: the keys
+# inferd reads are narrowed where they are read, the others are kept and sent back as they are.
+# The Response object is a JSON object too: it echoes the request's tools, text format and
+# metadata, and is stored and read back (rows of earlier versions, a background job's result).
+Item: TypeAlias = JsonObject
 
 
 def new_id(prefix: str) -> str:
@@ -32,7 +37,7 @@ class TextFormat(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: Literal["text", "json_object", "json_schema"] = "text"
     name: str | None = None
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    schema_: JsonObject | None = Field(default=None, alias="schema")
     strict: bool | None = None
     description: str | None = None
 
@@ -62,7 +67,7 @@ class PromptRef(BaseModel):
     id: ObjectId
     version: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,9}$")] | None = None
     variables: dict[Annotated[str, StringConstraints(max_length=64)],
-                    str | dict[str, Any]] | None = None
+                    str | JsonObject] | None = None
 
 
 class ResponseCreateRequest(BaseModel):
@@ -75,8 +80,8 @@ class ResponseCreateRequest(BaseModel):
     max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[JsonObject] | None = None
+    tool_choice: str | JsonObject | None = None
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
     stream: bool | None = False
@@ -140,29 +145,125 @@ class PromptCreate(PromptTemplate):
     key_id: int | None = Field(default=None, ge=1)
 
 
-# -------------------------------------------------------------------------- input → messages
+# -------------------------------------------------------------------------- the answers
 
-def _text_of(content: Any, param: str) -> str | list[dict[str, Any]]:
+class Deleted(TypedDict):
+    """A deleted object (a response, a conversation, a prompt)."""
+
+    id: str
+    object: str
+    deleted: bool
+
+
+class ConversationObject(TypedDict):
+    id: str
+    object: Literal["conversation"]
+    created_at: int
+    metadata: dict[str, str]
+
+
+class ItemPage(TypedDict):
+    """One page of items; ``first_id`` and ``last_id`` as the items hold them."""
+
+    object: Literal["list"]
+    data: list[Item]
+    first_id: JsonValue
+    last_id: JsonValue
+    has_more: bool
+
+
+class InputTokens(TypedDict):
+    object: Literal["response.input_tokens"]
+    input_tokens: int
+
+
+def item_page(items: list[Item], has_more: bool) -> ItemPage:
+    return {"object": "list", "data": items,
+            "first_id": items[0]["id"] if items else None,
+            "last_id": items[-1]["id"] if items else None, "has_more": has_more}
+
+
+# -------------------------------------------------------------------------- input → messages
+# The chat request built from the items (validated as a ``ChatCompletionRequest``): values
+# taken from an item as it was sent are ``JsonValue``, checked by that validation.
+
+class ChatText(TypedDict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatImageUrl(TypedDict):
+    url: JsonValue
+
+
+class ChatImage(TypedDict):
+    type: Literal["image_url"]
+    image_url: ChatImageUrl
+
+
+ChatPart: TypeAlias = ChatText | ChatImage
+
+
+class ChatFunction(TypedDict):
+    name: JsonValue
+    arguments: JsonValue
+
+
+class ChatToolCall(TypedDict):
+    id: JsonValue
+    type: Literal["function"]
+    function: ChatFunction
+
+
+class ChatMessageBody(TypedDict, total=False):
+    role: Required[str]
+    content: str | list[ChatPart]
+    tool_calls: list[ChatToolCall]
+    tool_call_id: JsonValue
+
+
+class ChatTool(TypedDict):
+    type: Literal["function"]
+    function: JsonObject
+
+
+class ChatBody(TypedDict):
+    """The chat request's fields a Responses request sets (None: left out)."""
+
+    model: str
+    messages: list[ChatMessageBody]
+    temperature: float | None
+    top_p: float | None
+    max_tokens: int | None
+    tools: list[ChatTool] | None
+    tool_choice: JsonValue
+    response_format: JsonObject | None
+
+
+def _text_of(content: JsonValue, param: str) -> str | list[ChatPart]:
     """A message item's content as chat content (a string, or parts when there are images)."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
         raise InvalidRequest("A message's content must be a string or a list of parts.",
                              param=param)
-    parts: list[dict[str, Any]] = []
+    parts: list[ChatPart] = []
+    texts: list[str] = []
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind in ("input_text", "output_text", "text"):
-            parts.append({"type": "text", "text": str(part.get("text", ""))})
-        elif kind == "input_image" and part.get("image_url"):
+        if isinstance(part, dict) and kind in ("input_text", "output_text", "text"):
+            texts.append(str(part.get("text", "")))
+            parts.append({"type": "text", "text": texts[-1]})
+        elif isinstance(part, dict) and kind == "input_image" and part.get("image_url"):
             parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
-        elif kind == "refusal":
-            parts.append({"type": "text", "text": str(part.get("refusal", ""))})
+        elif isinstance(part, dict) and kind == "refusal":
+            texts.append(str(part.get("refusal", "")))
+            parts.append({"type": "text", "text": texts[-1]})
         else:
             raise InvalidRequest(f"Content parts of type '{kind}' are not supported.",
                                  param=param, code="unsupported_content")
-    if all(p["type"] == "text" for p in parts):
-        return "".join(p["text"] for p in parts)
+    if len(texts) == len(parts):
+        return "".join(texts)
     return parts
 
 
@@ -174,10 +275,10 @@ def normalize_input(value: str | list[Item]) -> list[Item]:
     return [dict(item) for item in value]
 
 
-def items_to_messages(items: list[Item], name: str = "input") -> list[dict[str, Any]]:
+def items_to_messages(items: list[Item], name: str = "input") -> list[ChatMessageBody]:
     """Conversation items as chat messages; consecutive function calls share one message.
     ``name``: the request field the items came from (errors name ``name[i]``)."""
-    messages: list[dict[str, Any]] = []
+    messages: list[ChatMessageBody] = []
     for i, item in enumerate(items):
         param = f"{name}[{i}]"
         if not isinstance(item, dict):
@@ -185,17 +286,19 @@ def items_to_messages(items: list[Item], name: str = "input") -> list[dict[str, 
         kind = item.get("type", "message")
         if kind == "message":
             role = item.get("role")
-            if role not in ("user", "assistant", "system", "developer"):
+            if not isinstance(role, str) or role not in ("user", "assistant", "system",
+                                                         "developer"):
                 raise InvalidRequest(f"Unknown role '{role}'.", param=f"{param}.role")
             messages.append({"role": role,
                              "content": _text_of(item.get("content"), f"{param}.content")})
         elif kind == "function_call":
-            call = {"id": item.get("call_id"), "type": "function",
-                    "function": {"name": item.get("name"),
-                                 "arguments": item.get("arguments", "")}}
+            call: ChatToolCall = {"id": item.get("call_id"), "type": "function",
+                                  "function": {"name": item.get("name"),
+                                               "arguments": item.get("arguments", "")}}
             last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant" and last.get("tool_calls"):
-                last["tool_calls"].append(call)
+            calls = last.get("tool_calls") if last is not None else None
+            if last is not None and last["role"] == "assistant" and calls:
+                calls.append(call)
             else:
                 # an empty string, not null: some servers (llama.cpp's) require text here
                 messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
@@ -212,34 +315,35 @@ def items_to_messages(items: list[Item], name: str = "input") -> list[dict[str, 
     return messages
 
 
-def _chat_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+def _chat_tools(tools: list[JsonObject] | None) -> list[ChatTool] | None:
     if not tools:
         return None
-    out = []
+    out: list[ChatTool] = []
     for i, tool in enumerate(tools):
         if tool.get("type") != "function":
             raise InvalidRequest(f"Tools of type '{tool.get('type')}' are not supported by "
                                  "this server; use function tools.", param=f"tools[{i}].type",
                                  code="unsupported_tool")
-        function = {k: tool[k] for k in ("name", "description", "parameters", "strict")
-                    if tool.get(k) is not None}
+        function: JsonObject = {k: tool[k] for k in ("name", "description", "parameters",
+                                                     "strict")
+                                if tool.get(k) is not None}
         out.append({"type": "function", "function": function})
     return out
 
 
-def _chat_tool_choice(choice: str | dict[str, Any] | None) -> Any:
+def _chat_tool_choice(choice: str | JsonObject | None) -> JsonValue:
     if isinstance(choice, dict) and choice.get("type") == "function":
         return {"type": "function", "function": {"name": choice.get("name")}}
     return choice
 
 
-def _response_format(text: TextConfig | None) -> dict[str, Any] | None:
+def _response_format(text: TextConfig | None) -> JsonObject | None:
     fmt = text.format if text is not None else None
     if fmt is None or fmt.type == "text":
         return None
     if fmt.type == "json_object":
         return {"type": "json_object"}
-    schema: dict[str, Any] = {"name": fmt.name or "response", "schema": fmt.schema_ or {}}
+    schema: JsonObject = {"name": fmt.name or "response", "schema": fmt.schema_ or {}}
     if fmt.strict is not None:
         schema["strict"] = fmt.strict
     return {"type": "json_schema", "json_schema": schema}
@@ -270,25 +374,25 @@ def to_chat(request: ResponseCreateRequest, items: list[Item]) -> ChatCompletion
         messages.insert(0, {"role": "system", "content": request.instructions})
     if not messages:
         raise InvalidRequest("input must hold at least one item.", param="input")
-    body: dict[str, Any] = {"model": request.model, "messages": messages,
-                            "temperature": request.temperature, "top_p": request.top_p,
-                            "max_tokens": request.max_output_tokens,
-                            "tools": _chat_tools(request.tools),
-                            "tool_choice": _chat_tool_choice(request.tool_choice),
-                            "response_format": _response_format(request.text)}
+    body: ChatBody = {"model": request.model, "messages": messages,
+                      "temperature": request.temperature, "top_p": request.top_p,
+                      "max_tokens": request.max_output_tokens,
+                      "tools": _chat_tools(request.tools),
+                      "tool_choice": _chat_tool_choice(request.tool_choice),
+                      "response_format": _response_format(request.text)}
+    fields = {k: v for k, v in body.items() if v is not None}
     if request.parallel_tool_calls is not None and request.tools:
-        body["parallel_tool_calls"] = request.parallel_tool_calls
-    return ChatCompletionRequest.model_validate({k: v for k, v in body.items()
-                                                 if v is not None})
+        fields["parallel_tool_calls"] = request.parallel_tool_calls
+    return ChatCompletionRequest.model_validate(fields)
 
 
 # -------------------------------------------------------------------------- the Response object
 
 def base_response(request: ResponseCreateRequest, response_id: str,
-                  status: str) -> dict[str, Any]:
+                  status: str) -> JsonObject:
     """The Response object before any output: what ``response.created`` carries."""
     text = request.text.model_dump(by_alias=True, exclude_none=True) if request.text else None
-    return {
+    response: JsonObject = {
         "id": response_id, "object": "response", "created_at": int(time.time()),
         "status": status, "background": bool(request.background), "error": None,
         "incomplete_details": None, "instructions": request.instructions,
@@ -297,17 +401,20 @@ def base_response(request: ResponseCreateRequest, response_id: str,
         "previous_response_id": request.previous_response_id,
         "store": request.store is not False, "temperature": request.temperature,
         "text": text or {"format": {"type": "text"}},
-        "tool_choice": request.tool_choice or "auto", "tools": request.tools or [],
+        "tool_choice": request.tool_choice or "auto", "tools": list(request.tools or []),
         "top_p": request.top_p, "truncation": "disabled",
-        "metadata": request.metadata or {},
-        **({"user": request.user} if request.user is not None else {}),
-        **({"conversation": {"id": request.conversation_id}}
-           if request.conversation_id is not None else {}),
-        **({"prompt": request.prompt.model_dump()} if request.prompt is not None else {}),
+        "metadata": dict(request.metadata or {}),
     }
+    if request.user is not None:
+        response["user"] = request.user
+    if request.conversation_id is not None:
+        response["conversation"] = {"id": request.conversation_id}
+    if request.prompt is not None:
+        response["prompt"] = request.prompt.model_dump()
+    return response
 
 
-def response_usage(usage: Usage | None) -> dict[str, Any]:
+def response_usage(usage: Usage | None) -> JsonObject:
     """The Responses API's usage of a chat usage."""
     prompt = 0 if usage is None else usage.prompt_tokens
     completion = 0 if usage is None else usage.completion_tokens or 0
@@ -318,24 +425,27 @@ def response_usage(usage: Usage | None) -> dict[str, Any]:
             "total_tokens": prompt + completion}
 
 
+def output_text(text: str) -> JsonObject:
+    """An ``output_text`` content part."""
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
 def message_item(text: str, item_id: str | None = None,
-                 status: str = "completed") -> dict[str, Any]:
+                 status: str = "completed") -> JsonObject:
     return {"type": "message", "id": item_id or new_id("msg"), "status": status,
-            "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": [],
-                         "logprobs": []}]}
+            "role": "assistant", "content": [output_text(text)]}
 
 
 def function_call_item(call_id: str, name: str, arguments: str, item_id: str | None = None,
-                       status: str = "completed") -> dict[str, Any]:
+                       status: str = "completed") -> JsonObject:
     return {"type": "function_call", "id": item_id or new_id("fc"), "call_id": call_id,
             "name": name, "arguments": arguments, "status": status}
 
 
-def output_from_chat(result: ChatCompletion) -> list[dict[str, Any]]:
+def output_from_chat(result: ChatCompletion) -> list[Item]:
     """The output items of one (non-streamed) chat completion."""
     message = result.choices[0].message if result.choices else None
-    items: list[dict[str, Any]] = []
+    items: list[Item] = []
     if message is not None and message.content:
         items.append(message_item(message.content))
     for call in (message.tool_calls if message is not None else None) or []:
@@ -346,11 +456,18 @@ def output_from_chat(result: ChatCompletion) -> list[dict[str, Any]]:
     return items
 
 
-def finish(response: dict[str, Any], output: list[dict[str, Any]],
-           usage: Usage | None, finish_reason: str | None) -> dict[str, Any]:
+def output_items(response: JsonObject) -> list[Item]:
+    """A Response object's output items."""
+    output = response.get("output")
+    return [item for item in output if isinstance(item, dict)] \
+        if isinstance(output, list) else []
+
+
+def finish(response: JsonObject, output: list[Item],
+           usage: Usage | None, finish_reason: str | None) -> JsonObject:
     """``response`` completed with its output (``incomplete`` when the token limit cut it)."""
-    done = {**response, "output": output, "usage": response_usage(usage),
-            "status": "completed"}
+    done: JsonObject = {**response, "output": list(output), "usage": response_usage(usage),
+                        "status": "completed"}
     if finish_reason == "length":
         done["status"] = "incomplete"
         done["incomplete_details"] = {"reason": "max_output_tokens"}

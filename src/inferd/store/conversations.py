@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from inferd.jsontypes import JsonObject
 from inferd.store.db import Database
 from inferd.store.storage import CONVERSATION, Quota, ensure_counter, grow, release, reserve
 from inferd.store.tables_responses import (
@@ -24,7 +26,7 @@ class ConversationRecord:
     id: str
     owner: str | None
     created_at: float
-    metadata: dict[str, Any]
+    metadata: dict[str, str]
 
 
 class ConversationStore:
@@ -33,7 +35,7 @@ class ConversationStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, record: ConversationRecord, items: list[dict[str, Any]],
+    async def create(self, record: ConversationRecord, items: list[JsonObject],
                      quota: Quota | None) -> None:
         """Store a conversation, counted in its key's storage as one object that grows with
         its items (``quota``: 413/429 past the key's quota; None counts without refusing)."""
@@ -52,7 +54,7 @@ class ConversationStore:
                 conversations.c.id == conversation_id))).first()
         return None if row is None else ConversationRecord(**dict(row._mapping))
 
-    async def set_metadata(self, conversation_id: str, metadata: dict[str, Any]) -> None:
+    async def set_metadata(self, conversation_id: str, metadata: dict[str, str]) -> None:
         async with self.db.engine.begin() as conn:
             await conn.execute(sa.update(conversations)
                                .where(conversations.c.id == conversation_id)
@@ -72,7 +74,7 @@ class ConversationStore:
                 conversation_items.c.conversation_id == conversation_id))).scalar()
         return int(value or 0)
 
-    async def add_items(self, conversation_id: str, items: list[dict[str, Any]],
+    async def add_items(self, conversation_id: str, items: list[JsonObject],
                         quota: Quota | None = None) -> None:
         """Add items, their bytes counted in the conversation's (and its key's) storage
         (``quota``: 429 past the key's quota; None, for a response's items whose room was
@@ -83,7 +85,7 @@ class ConversationStore:
                        size=len(orjson.dumps(items)), quota=quota)
             await _add_items(conn, conversation_id, items)
 
-    async def items(self, conversation_id: str) -> list[dict[str, Any]]:
+    async def items(self, conversation_id: str) -> list[JsonObject]:
         """Every item, oldest first."""
         async with self.db.engine.connect() as conn:
             rows = await conn.execute(sa.select(conversation_items.c.item).where(
@@ -92,7 +94,7 @@ class ConversationStore:
             return [dict(item) for (item,) in rows]
 
     async def page(self, conversation_id: str, *, limit: int, descending: bool,
-                   after: str | None) -> tuple[list[dict[str, Any]], bool]:
+                   after: str | None) -> tuple[list[JsonObject], bool]:
         """One page of items (and whether more follow) after the item ``after``."""
         c = conversation_items.c
         query = sa.select(c.item).where(c.conversation_id == conversation_id)
@@ -108,7 +110,7 @@ class ConversationStore:
             found = [dict(item) for (item,) in await conn.execute(query)]
         return found[:limit], len(found) > limit
 
-    async def item(self, conversation_id: str, item_id: str) -> dict[str, Any] | None:
+    async def item(self, conversation_id: str, item_id: str) -> JsonObject | None:
         c = conversation_items.c
         async with self.db.engine.connect() as conn:
             value = (await conn.execute(sa.select(c.item).where(
@@ -124,12 +126,20 @@ class ConversationStore:
         return bool(result.rowcount)
 
 
-async def _add_items(conn: Any, conversation_id: str, items: list[dict[str, Any]]) -> None:
+async def _add_items(conn: AsyncConnection, conversation_id: str,
+                     items: list[JsonObject]) -> None:
     if items:
         now = time.time()
         await conn.execute(sa.insert(conversation_items), [
             {"conversation_id": conversation_id, "item_id": item["id"], "item": item,
              "created_at": now} for item in items])
+
+
+class Template(TypedDict, total=False):
+    """A prompt template's version as stored: its instructions and input items."""
+
+    instructions: str
+    input: list[JsonObject]
 
 
 @dataclass
@@ -147,7 +157,7 @@ class PromptStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, record: PromptRecord, template: dict[str, Any]) -> None:
+    async def create(self, record: PromptRecord, template: Template) -> None:
         async with self.db.engine.begin() as conn:
             await conn.execute(sa.insert(prompts).values(
                 id=record.id, owner=record.owner, name=record.name,
@@ -168,7 +178,7 @@ class PromptStore:
                                                                    prompts.c.id).limit(limit))
             return [PromptRecord(**dict(row._mapping)) for row in rows]
 
-    async def add_version(self, prompt_id: str, template: dict[str, Any]) -> int | None:
+    async def add_version(self, prompt_id: str, template: Template) -> int | None:
         """The new version's number (None: no such prompt)."""
         async with self.db.engine.begin() as conn:
             latest = (await conn.execute(sa.select(prompts.c.latest_version)
@@ -184,21 +194,22 @@ class PromptStore:
                                .values(latest_version=version))
         return version
 
-    async def versions(self, prompt_id: str) -> list[tuple[int, dict[str, Any], float]]:
+    async def versions(self, prompt_id: str) -> list[tuple[int, Template, float]]:
         async with self.db.engine.connect() as conn:
             rows = await conn.execute(
                 sa.select(prompt_versions.c.version, prompt_versions.c.template,
                           prompt_versions.c.created_at)
                 .where(prompt_versions.c.prompt_id == prompt_id)
                 .order_by(prompt_versions.c.version))
-            return [(int(v), dict(t), float(c)) for v, t, c in rows]
+            return [(int(v), t, float(c)) for v, t, c in rows]
 
-    async def version(self, prompt_id: str, version: int) -> dict[str, Any] | None:
+    async def version(self, prompt_id: str, version: int) -> Template | None:
         async with self.db.engine.connect() as conn:
-            value = (await conn.execute(sa.select(prompt_versions.c.template).where(
-                prompt_versions.c.prompt_id == prompt_id,
-                prompt_versions.c.version == version))).scalar()
-        return None if value is None else dict(value)
+            template: Template | None = (await conn.execute(
+                sa.select(prompt_versions.c.template).where(
+                    prompt_versions.c.prompt_id == prompt_id,
+                    prompt_versions.c.version == version))).scalar()
+        return template
 
     async def delete(self, prompt_id: str) -> bool:
         async with self.db.engine.begin() as conn:

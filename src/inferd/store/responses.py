@@ -7,12 +7,12 @@ the response it continued; ``chain`` reads a conversation back in one recursive 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from inferd.jsontypes import JsonObject
 from inferd.store.db import Database
 from inferd.store.storage import RESPONSE, ensure_counter, release, reserve
 from inferd.store.tables_responses import responses
@@ -26,17 +26,17 @@ class ResponseRecord:
     owner: str | None
     model: str
     created_at: float
-    input_items: list[dict[str, Any]]
+    input_items: list[JsonObject]
     job_id: str | None = None
-    response: dict[str, Any] | None = None
+    response: JsonObject | None = None
     previous_id: str | None = None
     # the whole conversation up to this input: rows stored before revision 0010 only
-    history: list[dict[str, Any]] | None = None
+    history: list[JsonObject] | None = None
     deleted: bool = False
     size_bytes: int = field(default=0)
 
 
-def document_bytes(document: Any) -> int:
+def document_bytes(document: object) -> int:
     """The size of one JSON document as stored (compact UTF-8)."""
     return 0 if document is None else len(orjson.dumps(document))
 
@@ -102,7 +102,7 @@ class ResponseStore:
             raise ChainTooLong(response_id)
         return [ResponseRecord(**dict(row._mapping)) for row in rows]
 
-    async def set_response(self, response_id: str, response: dict[str, Any]) -> None:
+    async def set_response(self, response_id: str, response: JsonObject) -> None:
         async with self.db.engine.begin() as conn:
             old = (await conn.execute(sa.select(responses.c.response)
                                       .where(responses.c.id == response_id))).first()
@@ -139,7 +139,7 @@ class ResponseStore:
         return True
 
 
-async def _continued(conn: Any, response_id: str) -> bool:
+async def _continued(conn: AsyncConnection, response_id: str) -> bool:
     found = (await conn.execute(sa.select(responses.c.id)
                                 .where(responses.c.previous_id == response_id)
                                 .limit(1))).first()

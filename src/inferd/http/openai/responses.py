@@ -4,7 +4,7 @@ routes; the logic is ``inferd.responses``)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -15,6 +15,7 @@ from inferd.http.deps import PrincipalDep, ServicesDep, read_strict, unless_disc
 from inferd.http.operation import INFER, SSE, endpoint
 from inferd.http.responses import json_response
 from inferd.http.sse import sse_response
+from inferd.jsontypes import JsonObject
 from inferd.responses.conversations import ConversationService
 from inferd.responses.events import Event
 from inferd.responses.service import ResponseService
@@ -45,7 +46,7 @@ ConversationId = Annotated[str, Path(min_length=1, max_length=64)]
 ItemId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+async def _sse(events: AsyncIterator[Event | JsonObject]) -> AsyncIterator[bytes]:
     """``event: <type>`` + ``data: <json>`` per event, as OpenAI sends them."""
     try:
         async for event in events:  # sse_response closes this generator, and it ``events``
@@ -70,7 +71,7 @@ async def create_response(request: Request, principal: PrincipalDep,
     if body.background:
         created = await responses.create_background(principal, prepared)
         if body.stream:
-            return sse_response(_sse(await responses.follow(principal, created["id"])))
+            return sse_response(_sse(await responses.follow(principal, str(created["id"]))))
         return json_response(created)
     if body.stream:
         return sse_response(_sse(await responses.create_stream(principal, prepared)))
@@ -119,8 +120,8 @@ async def list_input_items(response_id: ResponseId, principal: PrincipalDep,
                            limit: Annotated[int, Query(ge=1, le=100)] = 20,
                            order: Literal["asc", "desc"] = "desc",
                            after: str | None = None) -> Response:
-    page: dict[str, Any] = await responses.input_items(principal, response_id, limit=limit,
-                                                       order=order, after=after)
+    page = await responses.input_items(principal, response_id, limit=limit, order=order,
+                                       after=after)
     return json_response(page)
 
 
