@@ -28,6 +28,10 @@ defaults (8 conversations, 4 turns, 48-token answers, prompts of 263 to 462 toke
 |---|---|---|---|---|
 | inferd | 24 | 99.7% | 0.081 s | 0.500 s |
 | llama-server | 24 | 99.6% | 0.051 s | 0.426 s |
+
+On a CPU without AMX (2026-12-07 evening, load average 4.7-8.9), two runs: returning-turn TTFT
+inferd / llama-server 1.05x and 1.03x (ratio of the medians), 1.18x and 1.09x (median of the
+paired ratios; the second run with ``--pause 1``); docs/performance/engine.md has the table.
 """
 
 from __future__ import annotations
