@@ -9,7 +9,7 @@ creation.
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -137,6 +137,18 @@ class KeyView(TypedDict):
     key: NotRequired[str]
     webhook_secret: NotRequired[str]
     storage: NotRequired[KeyStorage]
+
+
+class KeySearch(TypedDict, total=False):
+    """What a page of keys is filtered by (``KeyStore.page``)."""
+
+    owner: str | None
+    team: str | None
+    name: str | None
+    prefix: str | None
+    search: str | None
+    team_id: int | None
+    user_id: int | None
 
 
 class KeyPage(TypedDict):
@@ -293,7 +305,7 @@ class KeyAdmin:
         return key_view(row, key=secret)
 
     async def page(self, *, after: int | None = None, limit: int = 100,
-                   **search: Any) -> KeyPage:
+                   **search: Unpack[KeySearch]) -> KeyPage:
         """A page of keys by id after ``after`` (OpenAI's list shape: ``has_more``,
         ``first_id``, ``last_id``); ``search``: ``owner``, ``team``, ``team_id``, ``user_id``,
         ``name``, ``prefix``, ``search`` (see ``KeyStore.page``)."""
