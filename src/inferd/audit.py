@@ -187,6 +187,8 @@ def current_actor() -> Actor:
 
 
 class ActorView(TypedDict):
+    """Who made a change, as an event shows it (``c.AuditActor``)."""
+
     key_id: str | None
     name: str
     scope: str | None
