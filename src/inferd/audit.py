@@ -27,10 +27,11 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
+from inferd.jsontypes import JsonObject, JsonValue
 from inferd.redact import MASK, redact_url
-from inferd.store.audit import AuditQuery, AuditStore
+from inferd.store.audit import AuditQuery, AuditStore, NewEvent, StoredEvent, Via
 
 __all__ = [
     "MASK",
@@ -45,8 +46,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("inferd.audit")
-
-Via = Literal["api", "cli", "system"]
 
 # Names of fields whose values are secrets (compared lowercased, ``-`` read as ``_``).
 SECRET_FIELDS = frozenset(
@@ -88,15 +87,16 @@ def _secret_field(name: str) -> bool:
     return name in SECRET_FIELDS or name.endswith(SECRET_SUFFIXES)
 
 
-def masked(value: Any, field: str = "") -> Any:
-    """``value`` with every secret replaced by ``MASK``: the values of fields named like a
-    secret (``api_key``, ``webhook_secret``, ``Authorization``, ``*_token`` ...), every value
-    of a ``headers`` map, and the credentials a URL carries (``*url`` fields). Flags
-    (``has_api_key``) stay: they tell whether there is a secret, not what it is."""
+def masked(value: object, field: str = "") -> JsonValue:
+    """``value`` (a view: JSON, tuples read as lists, keys as text) with every secret replaced
+    by ``MASK``: the values of fields named like a secret (``api_key``, ``webhook_secret``,
+    ``Authorization``, ``*_token`` ...), every value of a ``headers`` map, and the credentials
+    a URL carries (``*url`` fields). Flags (``has_api_key``) stay: they tell whether there is
+    a secret, not what it is."""
     if isinstance(value, Mapping):
         headers = field.lower() == "headers"
         return {
-            k: (
+            str(k): (
                 MASK
                 if (headers or _secret_field(str(k)))
                 and v not in (None, "")
@@ -109,7 +109,9 @@ def masked(value: Any, field: str = "") -> Any:
         return [masked(v, field) for v in value]
     if isinstance(value, str) and field.lower().endswith("url"):
         return redact_url(value)
-    return value
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return str(value)  # not JSON (no view holds such a value): its text, never the object
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +186,52 @@ def current_actor() -> Actor:
     )
 
 
-def event_view(row: Mapping[str, Any]) -> dict[str, Any]:
+class ActorView(TypedDict):
+    """Who made a change, as an event shows it (``c.AuditActor``)."""
+
+    key_id: str | None
+    name: str
+    scope: str | None
+    user: str | None
+    via: Via
+
+
+class EventView(TypedDict):
+    """An event as the API, the CLI and the export show it (``c.AuditEvent``)."""
+
+    id: str
+    object: Literal["audit_event"]
+    created_at: float
+    actor: ActorView
+    action: str
+    object_type: str
+    object_id: str | None
+    before: JsonValue
+    after: JsonValue
+    client_address: str | None
+    request_id: str | None
+
+
+class EventPage(TypedDict):
+    """A page of events, newest first (``c.AuditEventList``)."""
+
+    object: Literal["list"]
+    data: list[EventView]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
+class _Refusals(TypedDict):
+    """The count of one kind of refusal in the current window."""
+
+    count: int
+    first_at: float
+    path: str
+    last_at: float
+
+
+def event_view(row: StoredEvent) -> EventView:
     """An event as the API, the CLI and the export show it."""
     return {
         "id": str(row["id"]),
@@ -216,8 +263,8 @@ class AuditLog:
         self.store = store
         self.retention_days = retention_days
         self.failure_window = failure_window
-        self.pending: list[dict[str, Any]] = []
-        self.failures: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self.pending: list[NewEvent] = []
+        self.failures: dict[tuple[str, str, str, str], _Refusals] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -228,8 +275,8 @@ class AuditLog:
         object_type: str,
         object_id: object | None,
         *,
-        before: Any = None,
-        after: Any = None,
+        before: object = None,
+        after: object = None,
         actor: Actor | None = None,
     ) -> bool:
         """Record ``action`` on the object (``object_type``, ``object_id``), its views
@@ -255,13 +302,17 @@ class AuditLog:
         )
         return await self.flush()
 
-    def _queue(self, event: dict[str, Any]) -> None:
+    def _queue(self, event: NewEvent) -> None:
         self.pending.append(event)
         if len(self.pending) > MAX_PENDING:
             dropped = self.pending.pop(0)
             log.error(
                 "audit event dropped (the database refused events for too long): %s",
-                {k: dropped[k] for k in ("action", "object_type", "object_id")},
+                {
+                    "action": dropped["action"],
+                    "object_type": dropped["object_type"],
+                    "object_id": dropped["object_id"],
+                },
             )
 
     async def flush(self) -> bool:
@@ -300,7 +351,12 @@ class AuditLog:
                 key = (action, "*", code, "")
                 entry = self.failures.get(key)
             if entry is None:
-                entry = self.failures[key] = {"count": 0, "first_at": now, "path": path[:200]}
+                entry = self.failures[key] = {
+                    "count": 0,
+                    "first_at": now,
+                    "path": path[:200],
+                    "last_at": now,
+                }
         entry["count"] += 1
         entry["last_at"] = now
 
@@ -308,6 +364,13 @@ class AuditLog:
         """Move the counts of refusals into events to write."""
         counts, self.failures = self.failures, {}
         for (action, address, code, key_id), entry in counts.items():
+            after: JsonObject = {
+                "code": code,
+                "count": entry["count"],
+                "first_at": entry["first_at"],
+                "path": entry["path"],
+                "last_at": entry["last_at"],
+            }
             self._queue(
                 {
                     "created_at": entry["last_at"],
@@ -320,7 +383,7 @@ class AuditLog:
                     "object_type": "client",
                     "object_id": address or None,
                     "before": None,
-                    "after": {"code": code, **entry},
+                    "after": after,
                     "request_id": None,
                     "client_address": address[:64] if address and address != "*" else None,
                 }
@@ -363,7 +426,7 @@ class AuditLog:
     # -- reading ---------------------------------------------------------------------------
     async def page(
         self, query: AuditQuery, *, after: int | None = None, limit: int = 100
-    ) -> dict[str, Any]:
+    ) -> EventPage:
         rows, more = await self.store.page(query, after=after, limit=limit)
         data = [event_view(r) for r in rows]
         return {
@@ -374,7 +437,7 @@ class AuditLog:
             "last_id": data[-1]["id"] if data else None,
         }
 
-    async def export(self, query: AuditQuery, *, size: int = 1000) -> AsyncIterator[dict[str, Any]]:
+    async def export(self, query: AuditQuery, *, size: int = 1000) -> AsyncIterator[EventView]:
         """Every event matching ``query``, newest first, read a page at a time."""
         after: int | None = None
         while True:

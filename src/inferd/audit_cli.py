@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
 
 from inferd.cli_options import config_option, echo_json, run_on_database
+
+if TYPE_CHECKING:
+    from inferd.audit import AuditLog, AuditQuery
 
 T = TypeVar("T")
 
@@ -33,24 +36,34 @@ def filter_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _run(config: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
+def _run(config: Path | None, work: Callable[[AuditLog], Awaitable[T]]) -> T:
     from inferd.audit import AuditLog
     from inferd.store.audit import AuditStore
 
     return run_on_database(config, lambda db: work(AuditLog(AuditStore(db))))
 
 
-def _query(values: dict[str, Any]) -> Any:
+def _query(
+    *,
+    since: float | None,
+    until: float | None,
+    actor: str | None,
+    action: str | None,
+    object_type: str | None,
+    object_id: str | None,
+    request_id: str | None,
+) -> AuditQuery:
+    """The events the options (``filter_options``) ask for."""
     from inferd.audit import AuditQuery
 
     return AuditQuery(
-        since=values["since"],
-        until=values["until"],
-        actor=values["actor"],
-        action=values["action"],
-        object_type=values["object_type"],
-        object_id=values["object_id"],
-        request_id=values["request_id"],
+        since=since,
+        until=until,
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        request_id=request_id,
     )
 
 
@@ -68,7 +81,7 @@ def audit() -> None:
 )
 def list_command(config: Path | None, limit: int, after: int | None, **values: Any) -> None:
     """A page of events, newest first, as JSON (``has_more``, ``last_id`` for the next)."""
-    page = _run(config, lambda log: log.page(_query(values), after=after, limit=limit))
+    page = _run(config, lambda log: log.page(_query(**values), after=after, limit=limit))
     echo_json(page)
 
 
@@ -78,9 +91,9 @@ def list_command(config: Path | None, limit: int, after: int | None, **values: A
 def export_command(config: Path | None, **values: Any) -> None:
     """Every matching event as JSON lines, newest first."""
 
-    async def work(log: Any) -> int:
+    async def work(log: AuditLog) -> int:
         count = 0
-        async for event in log.export(_query(values)):
+        async for event in log.export(_query(**values)):
             click.echo(orjson.dumps(event).decode())
             count += 1
         return count

@@ -9,7 +9,7 @@ creation.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict, Unpack
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -27,7 +27,7 @@ from inferd.auth.teams import TeamAdmin
 from inferd.errors import InvalidRequest, NotFound
 from inferd.ids import new_webhook_secret
 from inferd.schemas.openai import INT32, INT64, MAX_DURATION, MAX_EPOCH
-from inferd.store.keys import KeyStore
+from inferd.store.keys import KeyColumns, KeyRow, KeyStore
 from inferd.store.storage import StorageStore
 from inferd.store.teams import TeamStore
 
@@ -92,10 +92,79 @@ class KeyUpdate(KeyLimits):
         return value
 
 
-def key_view(row: dict[str, Any], *, key: str | None = None,
-             with_secret: bool = False) -> dict[str, Any]:
+class KeyStorage(TypedDict):
+    """What a key stores, and its quota (the settings' default where the key sets none)."""
+
+    bytes: int
+    objects: int
+    quota_bytes: int
+    quota_objects: int
+
+
+class KeyView(TypedDict):
+    """A key as the API shows it (``c.ApiKey``): ``key`` only in the creation answer,
+    ``webhook_secret`` in that one and in a single key's view, ``storage`` in the latter."""
+
+    id: int
+    object: Literal["api_key"]
+    name: str
+    prefix: str
+    scope: Scope
+    owner: str | None
+    team: str | None
+    team_id: int | None
+    user_id: int | None
+    models: list[str] | None
+    rpm: int | None
+    tpm: int | None
+    ipm: int | None
+    upm: int | None
+    image_budget: int | None
+    storage_bytes: int | None
+    storage_objects: int | None
+    token_budget: int | None
+    budget_period: BudgetPeriod | None
+    max_budget: float | None
+    budget_alert: int | None
+    expires_at: float | None
+    enabled: bool
+    user_disabled: bool
+    metadata: dict[str, str]
+    created_at: float
+    updated_at: float
+    log_bodies: bool
+    queue_weight: float | None
+    key: NotRequired[str]
+    webhook_secret: NotRequired[str]
+    storage: NotRequired[KeyStorage]
+
+
+class KeySearch(TypedDict, total=False):
+    """What a page of keys is filtered by (``KeyStore.page``)."""
+
+    owner: str | None
+    team: str | None
+    name: str | None
+    prefix: str | None
+    search: str | None
+    team_id: int | None
+    user_id: int | None
+
+
+class KeyPage(TypedDict):
+    """A page of keys by id (``c.ApiKeyList``)."""
+
+    object: Literal["list"]
+    data: list[KeyView]
+    first_id: int | None
+    last_id: int | None
+    has_more: bool
+
+
+def key_view(row: KeyRow, *, key: str | None = None,
+             with_secret: bool = False) -> KeyView:
     """A key as the API shows it (``key`` only when just created)."""
-    view: dict[str, Any] = {
+    view: KeyView = {
         "id": row["id"], "object": "api_key", "name": row["name"], "prefix": row["prefix"],
         "scope": row["scope"], "owner": row["owner"], "team": row["team"],
         "team_id": row.get("team_id"), "user_id": row.get("user_id"),
@@ -118,16 +187,58 @@ def key_view(row: dict[str, Any], *, key: str | None = None,
     return view
 
 
-def _columns(spec: KeyLimits, *, only_set: bool) -> dict[str, Any]:
-    data = spec.model_dump(exclude_unset=only_set)
-    data.pop("expires_in", None)
-    if "log_bodies" in data and data["log_bodies"] is None:  # null: off on create, else kept
-        del data["log_bodies"]
-    if "metadata" in data:
-        data["extra"] = data.pop("metadata")
-    if data.get("name") is None and "name" in data:
-        data["name"] = ""
-    return data
+def _columns(spec: KeyLimits, *, only_set: bool) -> KeyColumns:
+    """The columns of the fields of ``spec`` (``only_set``: of those given only)."""
+    given = spec.model_fields_set if only_set else type(spec).model_fields.keys()
+    columns: KeyColumns = {}
+    if "name" in given:
+        columns["name"] = spec.name or ""
+    if "owner" in given:
+        columns["owner"] = spec.owner
+    if "team" in given:
+        columns["team"] = spec.team
+    if "team_id" in given:
+        columns["team_id"] = spec.team_id
+    if "user_id" in given:
+        columns["user_id"] = spec.user_id
+    if "models" in given:
+        columns["models"] = spec.models
+    if "rpm" in given:
+        columns["rpm"] = spec.rpm
+    if "tpm" in given:
+        columns["tpm"] = spec.tpm
+    if "ipm" in given:
+        columns["ipm"] = spec.ipm
+    if "upm" in given:
+        columns["upm"] = spec.upm
+    if "image_budget" in given:
+        columns["image_budget"] = spec.image_budget
+    if "storage_bytes" in given:
+        columns["storage_bytes"] = spec.storage_bytes
+    if "storage_objects" in given:
+        columns["storage_objects"] = spec.storage_objects
+    if "token_budget" in given:
+        columns["token_budget"] = spec.token_budget
+    if "budget_period" in given:
+        columns["budget_period"] = spec.budget_period
+    if "max_budget" in given:
+        columns["max_budget"] = spec.max_budget
+    if "budget_alert" in given:
+        columns["budget_alert"] = spec.budget_alert
+    if "expires_at" in given:
+        columns["expires_at"] = spec.expires_at
+    if "log_bodies" in given and spec.log_bodies is not None:  # null: off on create, else kept
+        columns["log_bodies"] = spec.log_bodies
+    if "queue_weight" in given:
+        columns["queue_weight"] = spec.queue_weight
+    # ``scope`` and ``enabled`` are never null (``KeyUpdate`` refuses it when given)
+    if isinstance(spec, KeySpec | KeyUpdate) and "scope" in given and spec.scope is not None:
+        columns["scope"] = spec.scope
+    if isinstance(spec, KeyUpdate) and "enabled" in given and spec.enabled is not None:
+        columns["enabled"] = spec.enabled
+    if "metadata" in given:
+        columns["extra"] = spec.metadata
+    return columns
 
 
 class KeyAdmin:
@@ -141,35 +252,37 @@ class KeyAdmin:
         self.audit = audit  # records every change (``inferd.audit``)
         self.teams = TeamAdmin(TeamStore(store.db))  # checks the team and user of a key
 
-    async def _link(self, values: dict[str, Any], current: dict[str, Any] | None) -> None:
+    async def _link(self, values: KeyColumns, current: KeyRow | None) -> None:
         """Check the team, user and scope a key is to have (``values`` over ``current``) and
         show the team's and user's names in ``team`` and ``owner`` when they change."""
         if not ({"team_id", "user_id", "scope"} & values.keys()):
             return
-        old = current or {}
-        team_id = values["team_id"] if "team_id" in values else old.get("team_id")
-        user_id = values["user_id"] if "user_id" in values else old.get("user_id")
-        scope = values.get("scope") or old.get("scope") or "user"
+        team_id = (values["team_id"] if "team_id" in values else
+                   None if current is None else current.get("team_id"))
+        user_id = (values["user_id"] if "user_id" in values else
+                   None if current is None else current.get("user_id"))
+        scope = (values.get("scope") or (None if current is None else current.get("scope"))
+                 or "user")
         team, user = await self.teams.check_key_links(team_id, user_id, scope)
         if team is not None and values.get("team_id") is not None and not values.get("team"):
             values["team"] = team
         if user is not None and values.get("user_id") is not None and not values.get("owner"):
             values["owner"] = user
 
-    async def _record(self, action: str, key_id: object, before: dict[str, Any] | None,
-                      after: dict[str, Any] | None) -> None:
+    async def _record(self, action: str, key_id: object, before: KeyRow | None,
+                      after: KeyRow | None) -> None:
         if self.audit is not None:
             await self.audit.record(action, "api_key", key_id,
                                     before=None if before is None else key_view(before),
                                     after=None if after is None else key_view(after))
 
-    async def _changed(self, row: dict[str, Any] | None, key_id: int,
+    async def _changed(self, row: KeyRow | None, key_id: int,
                        key_hash: str | None, change_id: int | None) -> None:
         if self.ring is not None:
             await self.ring.changed(row, key_id=str(key_id), key_hash=key_hash,
                                     change_id=change_id)
 
-    async def create(self, spec: KeySpec, *, key: str | None = None) -> dict[str, Any]:
+    async def create(self, spec: KeySpec, *, key: str | None = None) -> KeyView:
         """A new key; the answer holds the key itself, which is never shown again."""
         import time
 
@@ -181,8 +294,10 @@ class KeyAdmin:
         values["name"] = values.get("name") or ""
         if spec.expires_in is not None:
             values["expires_at"] = time.time() + spec.expires_in
-        values.update(key_hash=hash_key(secret), prefix=display_prefix(secret),
-                      webhook_secret=new_webhook_secret(), enabled=True)
+        values["key_hash"] = hash_key(secret)
+        values["prefix"] = display_prefix(secret)
+        values["webhook_secret"] = new_webhook_secret()
+        values["enabled"] = True
         await self._link(values, None)
         row = await self.store.create(values)
         await self._changed(row, row["id"], row["key_hash"], row.get("change_id"))
@@ -190,7 +305,7 @@ class KeyAdmin:
         return key_view(row, key=secret)
 
     async def page(self, *, after: int | None = None, limit: int = 100,
-                   **search: Any) -> dict[str, Any]:
+                   **search: Unpack[KeySearch]) -> KeyPage:
         """A page of keys by id after ``after`` (OpenAI's list shape: ``has_more``,
         ``first_id``, ``last_id``); ``search``: ``owner``, ``team``, ``team_id``, ``user_id``,
         ``name``, ``prefix``, ``search`` (see ``KeyStore.page``)."""
@@ -201,22 +316,21 @@ class KeyAdmin:
                 "last_id": data[-1]["id"] if data else None,
                 "has_more": len(rows) > limit}
 
-    async def get(self, key_id: int) -> dict[str, Any]:
+    async def get(self, key_id: int) -> KeyView:
         row = await self.store.get(key_id)
         if row is None:
             raise NotFound(f"No API key with id {key_id}.", code="key_not_found")
         view = key_view(row, with_secret=True)
         use = await StorageStore(self.store.db).use(str(key_id))
         quota_bytes, quota_objects = self.storage
+        own_bytes, own_objects = row.get("storage_bytes"), row.get("storage_objects")
         view["storage"] = {
             "bytes": use.bytes, "objects": use.objects,
-            "quota_bytes": quota_bytes if row.get("storage_bytes") is None
-            else row["storage_bytes"],
-            "quota_objects": quota_objects if row.get("storage_objects") is None
-            else row["storage_objects"]}
+            "quota_bytes": quota_bytes if own_bytes is None else own_bytes,
+            "quota_objects": quota_objects if own_objects is None else own_objects}
         return view
 
-    async def update(self, key_id: int, change: KeyUpdate) -> dict[str, Any]:
+    async def update(self, key_id: int, change: KeyUpdate) -> KeyView:
         values = _columns(change, only_set=True)
         linking = bool({"team_id", "user_id", "scope"} & values.keys())
         before = (await self.store.get(key_id) if values and (self.audit is not None or linking)
@@ -235,7 +349,7 @@ class KeyAdmin:
             await self._record(action, key_id, before, row)
         return key_view(row)
 
-    async def disable(self, key_id: int) -> dict[str, Any]:
+    async def disable(self, key_id: int) -> KeyView:
         return await self.update(key_id, KeyUpdate(enabled=False))
 
     async def delete(self, key_id: int) -> None:

@@ -22,12 +22,13 @@ import contextlib
 import hashlib
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TypedDict
 
 import aiohttp
 import orjson
 
-from inferd.auth.limits import NANOS, BudgetEvent
+from inferd.auth.limits import NANOS, BudgetEvent, BudgetEventType
+from inferd.auth.principal import BudgetPeriod
 from inferd.errors import InvalidRequest
 from inferd.metrics import Metrics
 from inferd.outbound import AddressRefused, HostAllowList, Purpose, connector_options
@@ -44,7 +45,23 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
-def payload(event: BudgetEvent) -> dict[str, Any]:
+class BudgetPayload(TypedDict):
+    """The webhook's body: the event, and the budget it is about (``id``, ``name``: its
+    key's, user's or team's, as ``level`` says)."""
+
+    type: BudgetEventType
+    timestamp: str
+    level: str
+    id: str | int | None
+    name: str
+    spend: float
+    max_budget: float | None
+    percent: float | None
+    period: BudgetPeriod | None
+    period_start: str | None
+
+
+def payload(event: BudgetEvent) -> BudgetPayload:
     """What the webhook's body holds (JSON)."""
     gate = event.gate
     spend = event.spend / NANOS

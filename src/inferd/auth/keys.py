@@ -33,11 +33,11 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Literal
 
 from inferd.auth.principal import DEFAULT_BUDGET_ALERT, LimitLevel, Principal, Scope
 from inferd.errors import AuthenticationFailed
-from inferd.store.keys import CHANGE_RETENTION_SECONDS, KeyStore
+from inferd.store.keys import CHANGE_RETENTION_SECONDS, BudgetPeriod, KeyRow, KeyStore
 
 log = logging.getLogger("inferd.auth")
 
@@ -81,7 +81,7 @@ def display_prefix(key: str) -> str:
     return key[:len(mark) + SHOWN_CHARS]
 
 
-def principal_from_row(row: dict[str, Any],
+def principal_from_row(row: KeyRow,
                        storage: tuple[int, int] = (0, 0)) -> Principal:
     """The principal of a key row (read with its team's and user's columns,
     ``inferd.store.keys.KEYS``); ``storage``: the default quota (bytes, objects) of keys
@@ -96,9 +96,11 @@ def principal_from_row(row: dict[str, Any],
     if team_models is not None:
         models = team_models if models is None else [m for m in models if m in team_models]
     extra = {str(k): str(v) for k, v in (row.get("extra") or {}).items()}
-    for field in ("owner", "team"):
-        if row.get(field):
-            extra[field] = str(row[field])
+    owner, team = row.get("owner"), row.get("team")
+    if owner:
+        extra["owner"] = str(owner)
+    if team:
+        extra["team"] = str(team)
     return Principal(
         key_id=str(row["id"]), scope=_scope(row),
         allowed_models=None if models is None else frozenset(models),
@@ -116,7 +118,7 @@ def principal_from_row(row: dict[str, Any],
         if row.get("team_id") is not None else None)
 
 
-def _scope(row: dict[str, Any]) -> Scope:
+def _scope(row: KeyRow) -> Scope:
     scope: Scope = row["scope"]
     if row.get("user_id") is None or scope == "user":
         return scope
@@ -126,40 +128,47 @@ def _scope(row: dict[str, Any]) -> Scope:
     return "user"
 
 
-def _levels(row: dict[str, Any]) -> tuple[LimitLevel, ...]:
+def _levels(row: KeyRow) -> tuple[LimitLevel, ...]:
     """The user's and the team's limits (those that set any), counted under ids unique to the
     row (its id and creation time: a reused id on a shared Redis counts apart)."""
-    levels = []
-    for kind in ("user", "team"):
-        level_id = row.get(f"{kind}_id")
-        if level_id is None or row.get(f"{kind}_name") is None:
-            continue
-        made = int((row.get(f"{kind}_created_at") or 0) * 1000)
-        level = LimitLevel(kind, int(level_id), f"{kind}-{level_id}-{made}",
-                           str(row[f"{kind}_name"]),
-                           rpm=row.get(f"{kind}_rpm"), tpm=row.get(f"{kind}_tpm"),
-                           token_budget=row.get(f"{kind}_token_budget"),
-                           budget_period=row.get(f"{kind}_budget_period"),
-                           max_budget=_money(row.get(f"{kind}_max_budget")),
-                           budget_alert=_alert(row.get(f"{kind}_budget_alert")))
-        if level.limited:
-            levels.append(level)
-    return tuple(levels)
+    levels = (
+        _level("user", row.get("user_id"), row.get("user_name"), row.get("user_created_at"),
+               row.get("user_rpm"), row.get("user_tpm"), row.get("user_token_budget"),
+               row.get("user_budget_period"), row.get("user_max_budget"),
+               row.get("user_budget_alert")),
+        _level("team", row.get("team_id"), row.get("team_name"), row.get("team_created_at"),
+               row.get("team_rpm"), row.get("team_tpm"), row.get("team_token_budget"),
+               row.get("team_budget_period"), row.get("team_max_budget"),
+               row.get("team_budget_alert")))
+    return tuple(level for level in levels if level is not None and level.limited)
 
 
-def _weight(value: Any) -> float | None:
+def _level(kind: Literal["user", "team"], level_id: int | None, name: str | None,
+           created_at: float | None, rpm: int | None, tpm: int | None,
+           token_budget: int | None, budget_period: BudgetPeriod | None,
+           max_budget: float | None, budget_alert: int | None) -> LimitLevel | None:
+    """The limits of the key's user or team (``None``: the key has none)."""
+    if level_id is None or name is None:
+        return None
+    made = int((created_at or 0) * 1000)
+    return LimitLevel(kind, int(level_id), f"{kind}-{level_id}-{made}", str(name),
+                      rpm=rpm, tpm=tpm, token_budget=token_budget, budget_period=budget_period,
+                      max_budget=_money(max_budget), budget_alert=_alert(budget_alert))
+
+
+def _weight(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _id(value: Any) -> int | None:
+def _id(value: int | None) -> int | None:
     return None if value is None else int(value)
 
 
-def _money(value: Any) -> float | None:
+def _money(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _alert(value: Any) -> int:
+def _alert(value: int | None) -> int:
     return DEFAULT_BUDGET_ALERT if value is None else int(value)
 
 
@@ -345,7 +354,7 @@ class KeyRing:
             # enforcement on): the feed names its hash.
             await self.refresh()
 
-    async def changed(self, row: dict[str, Any] | None, *, key_id: str,
+    async def changed(self, row: KeyRow | None, *, key_id: str,
                       key_hash: str | None, change_id: int | None = None) -> None:
         """This process changed a key: ``row`` is it now (``None``: deleted); ``change_id``,
         the change's id in the feed, is skipped when the feed is read (applied here now)."""
@@ -399,7 +408,7 @@ class KeyRing:
         return (epoch >= self._forgotten and touched.get(f"h:{key_hash}", 0) <= epoch
                 and touched.get(f"i:{key_id}", 0) <= epoch)
 
-    async def _install(self, row: dict[str, Any], epoch: int) -> _Entry:
+    async def _install(self, row: KeyRow, epoch: int) -> _Entry:
         entry = _Entry(row["key_hash"], principal_from_row(row, self.storage),
                        bool(row["enabled"]), bool(row.get("user_disabled")))
         key_id = str(row["id"])

@@ -45,6 +45,7 @@ from inferd.store.scim import (
     ScimTeamRow,
     ScimUserRow,
 )
+from inferd.store.teams import TeamColumns, UserColumns
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 LIST = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
@@ -104,17 +105,6 @@ class GroupAttributes(TypedDict):
     displayName: str
     externalId: NotRequired[str]
     members: list[int]
-
-
-class UserColumns(TypedDict):
-    """The ``users`` columns of a User's attributes (``user_columns``)."""
-
-    name: str
-    external_id: str | None
-    display_name: str | None
-    email: str | None
-    disabled: bool
-    scim: ScimKept
 
 
 class ResourceMeta(TypedDict):
@@ -418,7 +408,7 @@ def _member_id(item: JsonValue) -> int:
 
 
 def user_columns(attrs: UserAttributes) -> UserColumns:
-    """The ``users`` columns of a User's attributes."""
+    """The ``users`` columns of a User's attributes (every one that SCIM sets)."""
     emails = attrs.get("emails") or []
     primary = next((e for e in emails if e.get("primary")), emails[0] if emails else None)
     kept: ScimKept = {}
@@ -790,7 +780,7 @@ class ScimService:
         _check_schemas(_object(body, "body"), USER)
         attrs = parse_user(body)
         await self._unique("user", attrs["userName"])
-        row = await self.teams.create_user_values(dict(user_columns(attrs)))
+        row = await self.teams.create_user_values(user_columns(attrs))
         return user_resource(await self._user_row(str(row["id"])), base)
 
     @in_scim_terms
@@ -813,7 +803,20 @@ class ScimService:
                           base: str) -> UserResource:
         row = await self._user_row(user_id)
         await self._unique("user", attrs["userName"], int(row["id"]))
-        values = {k: v for k, v in user_columns(attrs).items() if row.get(k) != v}
+        columns = user_columns(attrs)
+        values: UserColumns = {}
+        if row.get("name") != columns["name"]:
+            values["name"] = columns["name"]
+        if row.get("external_id") != columns["external_id"]:
+            values["external_id"] = columns["external_id"]
+        if row.get("display_name") != columns["display_name"]:
+            values["display_name"] = columns["display_name"]
+        if row.get("email") != columns["email"]:
+            values["email"] = columns["email"]
+        if row.get("disabled") != columns["disabled"]:
+            values["disabled"] = columns["disabled"]
+        if row.get("scim") != columns["scim"]:
+            values["scim"] = columns["scim"]
         if values:
             await self.teams.update_user_values(int(row["id"]), values)
         return await self.get_user(user_id, base)
@@ -891,9 +894,11 @@ class ScimService:
         if holders:  # refused before anything changes
             raise ScimError(409, f"The user {holders[0]} holds API keys of this team: delete "
                             "them or move them before taking the user out of it.")
-        values = {k: v for k, v in (("name", attrs["displayName"]),
-                                    ("external_id", attrs.get("externalId")))
-                  if row.get(k) != v}
+        values: TeamColumns = {}
+        if row.get("name") != attrs["displayName"]:
+            values["name"] = attrs["displayName"]
+        if row.get("external_id") != attrs.get("externalId"):
+            values["external_id"] = attrs.get("externalId")
         if values:
             await self.teams.update_team_values(int(row["id"]), values)
         await self._set_members(int(row["id"]), attrs["members"])

@@ -10,7 +10,8 @@ other gateways follow from the key feed, at once when the change is announced). 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Collection
+from typing import Any, Generic, Literal, TypedDict, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -20,7 +21,17 @@ from inferd.auth.limits import MAX_BUDGET
 from inferd.auth.principal import MAX_QUEUE_WEIGHT, BudgetPeriod
 from inferd.errors import Conflict, NotFound
 from inferd.schemas.openai import INT32, INT64
-from inferd.store.teams import KEY_HOLDING_ROLES, Change, TeamStore
+from inferd.store.teams import (
+    KEY_HOLDING_ROLES,
+    Change,
+    LimitColumns,
+    MemberRow,
+    TeamColumns,
+    TeamRow,
+    TeamStore,
+    UserColumns,
+    UserRow,
+)
 
 Role = Literal["admin", "auditor"]
 MemberRole = Literal["owner", "member", "viewer"]
@@ -84,7 +95,74 @@ class MemberSpec(BaseModel):
     role: MemberRole = "member"
 
 
-def team_view(row: dict[str, Any]) -> dict[str, Any]:
+class TeamView(TypedDict):
+    """A team as the API shows it (``c.Team``)."""
+
+    id: int
+    object: Literal["team"]
+    name: str
+    models: list[str] | None
+    rpm: int | None
+    tpm: int | None
+    token_budget: int | None
+    budget_period: BudgetPeriod | None
+    max_budget: float | None
+    budget_alert: int | None
+    metadata: dict[str, str]
+    queue_weight: float | None
+    created_at: float
+    updated_at: float
+    external_id: str | None
+
+
+class UserView(TypedDict):
+    """A user as the API shows it (``c.User``)."""
+
+    id: int
+    object: Literal["user"]
+    name: str
+    email: str | None
+    role: Role | None
+    disabled: bool
+    rpm: int | None
+    tpm: int | None
+    token_budget: int | None
+    budget_period: BudgetPeriod | None
+    max_budget: float | None
+    budget_alert: int | None
+    created_at: float
+    updated_at: float
+    external_id: str | None
+    deprovisioned_at: float | None
+
+
+class MemberView(TypedDict):
+    """A user's role in a team as the API shows it (``c.Member``)."""
+
+    object: Literal["team.member"]
+    team_id: int
+    user_id: int
+    name: str
+    email: str | None
+    role: MemberRole
+    created_at: float
+
+
+View = TypeVar("View", TeamView, UserView, MemberView)
+
+
+class Page(TypedDict, Generic[View]):
+    """A page by id (``c.TeamList``, ``c.UserList``; members by user id, ``c.MemberList``):
+    the next one starts after ``last_id``."""
+
+    object: Literal["list"]
+    data: list[View]
+    first_id: int | None
+    last_id: int | None
+    has_more: bool
+
+
+def team_view(row: TeamRow) -> TeamView:
     return {"id": row["id"], "object": "team", "name": row["name"], "models": row["models"],
             "rpm": row["rpm"], "tpm": row["tpm"], "token_budget": row["token_budget"],
             "budget_period": row["budget_period"], "max_budget": row.get("max_budget"),
@@ -94,7 +172,7 @@ def team_view(row: dict[str, Any]) -> dict[str, Any]:
             "external_id": row.get("external_id")}
 
 
-def user_view(row: dict[str, Any]) -> dict[str, Any]:
+def user_view(row: UserRow) -> UserView:
     return {"id": row["id"], "object": "user", "name": row["name"], "email": row["email"],
             "role": row["role"], "disabled": bool(row["disabled"]), "rpm": row["rpm"],
             "tpm": row["tpm"], "token_budget": row["token_budget"],
@@ -104,26 +182,70 @@ def user_view(row: dict[str, Any]) -> dict[str, Any]:
             "deprovisioned_at": row.get("deprovisioned_at")}
 
 
-def member_view(row: dict[str, Any]) -> dict[str, Any]:
+def member_view(row: MemberRow) -> MemberView:
     return {"object": "team.member", "team_id": row["team_id"], "user_id": row["user_id"],
             "name": row["name"], "email": row["email"], "role": row["role"],
             "created_at": row["created_at"]}
 
 
-def _page(rows: list[dict[str, Any]], limit: int, view: Any,
-          cursor: str = "id") -> dict[str, Any]:
-    data = [view(r) for r in rows[:limit]]
+def _page(data: list[View], ids: list[int], has_more: bool) -> Page[View]:
+    """``data``, whose ids (the cursor: a member's user id) are ``ids``."""
     return {"object": "list", "data": data,
-            "first_id": data[0][cursor] if data else None,
-            "last_id": data[-1][cursor] if data else None,
-            "has_more": len(rows) > limit}
+            "first_id": ids[0] if ids else None,
+            "last_id": ids[-1] if ids else None,
+            "has_more": has_more}
 
 
-def _columns(spec: BaseModel, *, only_set: bool) -> dict[str, Any]:
-    data = spec.model_dump(exclude_unset=only_set)
-    if "metadata" in data:
-        data["extra"] = data.pop("metadata")
-    return data
+def _limit_columns(spec: _Limits, given: Collection[str], columns: LimitColumns) -> None:
+    """Set the limits of ``spec`` among ``given`` (the fields to write) in ``columns``."""
+    if "rpm" in given:
+        columns["rpm"] = spec.rpm
+    if "tpm" in given:
+        columns["tpm"] = spec.tpm
+    if "token_budget" in given:
+        columns["token_budget"] = spec.token_budget
+    if "budget_period" in given:
+        columns["budget_period"] = spec.budget_period
+    if "max_budget" in given:
+        columns["max_budget"] = spec.max_budget
+    if "budget_alert" in given:
+        columns["budget_alert"] = spec.budget_alert
+
+
+def _given(spec: BaseModel, only_set: bool) -> Collection[str]:
+    return spec.model_fields_set if only_set else type(spec).model_fields.keys()
+
+
+def _team_columns(spec: TeamSpec, *, only_set: bool) -> TeamColumns:
+    """The columns of the fields of ``spec`` (``only_set``: of those given only)."""
+    given = _given(spec, only_set)
+    columns: TeamColumns = {}
+    _limit_columns(spec, given, columns)
+    if "name" in given:
+        columns["name"] = spec.name
+    if "models" in given:
+        columns["models"] = spec.models
+    if "queue_weight" in given:
+        columns["queue_weight"] = spec.queue_weight
+    if "metadata" in given:
+        columns["extra"] = spec.metadata
+    return columns
+
+
+def _user_columns(spec: UserSpec, *, only_set: bool) -> UserColumns:
+    """The columns of the fields of ``spec`` (``only_set``: of those given only)."""
+    given = _given(spec, only_set)
+    columns: UserColumns = {}
+    _limit_columns(spec, given, columns)
+    if "name" in given:
+        columns["name"] = spec.name
+    if "email" in given:
+        columns["email"] = spec.email
+    if "role" in given:
+        columns["role"] = spec.role
+    if "disabled" in given:
+        columns["disabled"] = spec.disabled
+    return columns
 
 
 def _no_team(team_id: int) -> NotFound:
@@ -144,7 +266,8 @@ class TeamAdmin:
         self.audit = audit
 
     async def _record(self, action: str, kind: str, object_id: object,
-                      before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+                      before: TeamView | UserView | MemberView | None,
+                      after: TeamView | UserView | MemberView | None) -> None:
         if self.audit is not None:
             await self.audit.record(action, kind, object_id, before=before, after=after)
 
@@ -153,33 +276,34 @@ class TeamAdmin:
             await self.ring.changed_many(changes)
 
     # -- teams ---------------------------------------------------------------------------------
-    async def create_team(self, spec: TeamSpec) -> dict[str, Any]:
-        return team_view(await self.create_team_values(_columns(spec, only_set=False)))
+    async def create_team(self, spec: TeamSpec) -> TeamView:
+        return team_view(await self.create_team_values(_team_columns(spec, only_set=False)))
 
-    async def create_team_values(self, values: dict[str, Any]) -> dict[str, Any]:
+    async def create_team_values(self, values: TeamColumns) -> TeamRow:
         """A new team of checked column values (SCIM's too): its row."""
         row = await self.store.create_team(values)
         await self._record("team.create", "team", row["id"], None, team_view(row))
         return row
 
     async def team_page(self, *, after: int | None = None, limit: int = 100,
-                        search: str | None = None) -> dict[str, Any]:
+                        search: str | None = None) -> Page[TeamView]:
         rows = await self.store.team_page(after=after, limit=limit + 1, search=search)
-        return _page(rows, limit, team_view)
+        data = [team_view(r) for r in rows[:limit]]
+        return _page(data, [v["id"] for v in data], len(rows) > limit)
 
-    async def get_team(self, team_id: int) -> dict[str, Any]:
+    async def get_team(self, team_id: int) -> TeamView:
         row = await self.store.team(team_id)
         if row is None:
             raise _no_team(team_id)
         return team_view(row)
 
-    async def update_team(self, team_id: int, change: TeamUpdate) -> dict[str, Any]:
-        values = _columns(change, only_set=True)
+    async def update_team(self, team_id: int, change: TeamUpdate) -> TeamView:
+        values = _team_columns(change, only_set=True)
         if not values:
             return await self.get_team(team_id)
         return team_view(await self.update_team_values(team_id, values))
 
-    async def update_team_values(self, team_id: int, values: dict[str, Any]) -> dict[str, Any]:
+    async def update_team_values(self, team_id: int, values: TeamColumns) -> TeamRow:
         """Change a team's columns (checked values, SCIM's too): its row."""
         before = await self.get_team(team_id)
         done = await self.store.update_team(team_id, values)
@@ -197,35 +321,36 @@ class TeamAdmin:
         await self._record("team.delete", "team", team_id, team_view(row), None)
 
     # -- users ---------------------------------------------------------------------------------
-    async def create_user(self, spec: UserSpec) -> dict[str, Any]:
-        return user_view(await self.create_user_values(_columns(spec, only_set=False)))
+    async def create_user(self, spec: UserSpec) -> UserView:
+        return user_view(await self.create_user_values(_user_columns(spec, only_set=False)))
 
-    async def create_user_values(self, values: dict[str, Any]) -> dict[str, Any]:
+    async def create_user_values(self, values: UserColumns) -> UserRow:
         """A new user of checked column values (SCIM's too): its row."""
         row = await self.store.create_user(values)
         await self._record("user.create", "user", row["id"], None, user_view(row))
         return row
 
     async def user_page(self, *, after: int | None = None, limit: int = 100,
-                        search: str | None = None) -> dict[str, Any]:
+                        search: str | None = None) -> Page[UserView]:
         rows = await self.store.user_page(after=after, limit=limit + 1, search=search)
-        return _page(rows, limit, user_view)
+        data = [user_view(r) for r in rows[:limit]]
+        return _page(data, [v["id"] for v in data], len(rows) > limit)
 
-    async def get_user(self, user_id: int) -> dict[str, Any]:
+    async def get_user(self, user_id: int) -> UserView:
         row = await self.store.user(user_id)
         if row is None:
             raise _no_user(user_id)
         return user_view(row)
 
-    async def update_user(self, user_id: int, change: UserUpdate) -> dict[str, Any]:
+    async def update_user(self, user_id: int, change: UserUpdate) -> UserView:
         """Change a user; disabling one stops all their keys on every gateway."""
-        values = _columns(change, only_set=True)
+        values = _user_columns(change, only_set=True)
         if not values:
             return await self.get_user(user_id)
         return user_view(await self.update_user_values(user_id, values))
 
-    async def update_user_values(self, user_id: int, values: dict[str, Any], *,
-                                 action: str | None = None) -> dict[str, Any]:
+    async def update_user_values(self, user_id: int, values: UserColumns, *,
+                                 action: str | None = None) -> UserRow:
         """Change a user's columns (checked values, SCIM's too): its row. Disabling the
         user stops all their keys on every gateway."""
         before = await self.get_user(user_id)
@@ -250,12 +375,13 @@ class TeamAdmin:
 
     # -- membership ----------------------------------------------------------------------------
     async def members(self, team_id: int, *, after: int | None = None,
-                      limit: int = 100) -> dict[str, Any]:
+                      limit: int = 100) -> Page[MemberView]:
         await self.get_team(team_id)
         rows = await self.store.members(team_id, after=after, limit=limit + 1)
-        return _page(rows, limit, member_view, cursor="user_id")
+        data = [member_view(r) for r in rows[:limit]]
+        return _page(data, [v["user_id"] for v in data], len(rows) > limit)
 
-    async def set_member(self, team_id: int, user_id: int, spec: MemberSpec) -> dict[str, Any]:
+    async def set_member(self, team_id: int, user_id: int, spec: MemberSpec) -> MemberView:
         await self.get_team(team_id)
         await self.get_user(user_id)
         before, after = await self.store.set_member(team_id, user_id, spec.role)

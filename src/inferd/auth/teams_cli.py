@@ -15,7 +15,16 @@ import click
 import orjson
 
 from inferd.audit import AuditLog
-from inferd.auth.teams import MemberSpec, TeamAdmin, TeamSpec, TeamUpdate, UserSpec, UserUpdate
+from inferd.auth.teams import (
+    MemberSpec,
+    Page,
+    TeamAdmin,
+    TeamSpec,
+    TeamUpdate,
+    UserSpec,
+    UserUpdate,
+    View,
+)
 from inferd.cli_options import config_option, echo_json, given_fields, run_on_database
 from inferd.store.audit import AuditStore
 from inferd.store.teams import TeamStore
@@ -51,7 +60,7 @@ def _limit_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _list(config: Path | None, after: int | None, limit: int | None,
-          read: Callable[[TeamAdmin, int | None, int], Awaitable[dict[str, Any]]]) -> None:
+          read: Callable[[TeamAdmin, int | None, int], Awaitable[Page[View]]]) -> None:
     async def pages(admin: TeamAdmin) -> None:
         cursor, left = after, limit
         while left is None or left > 0:

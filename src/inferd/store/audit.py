@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import sqlalchemy as sa
 
+from inferd.jsontypes import JsonValue
 from inferd.store.db import Database
 from inferd.store.tables_audit import audit_events as t
 
@@ -34,6 +35,44 @@ FIELDS = (
 )
 
 
+# How the change was made: over the API, by a command, or by inferd itself.
+Via = Literal["api", "cli", "system"]
+
+
+class NewEvent(TypedDict):
+    """An event to write (``FIELDS``); ``before`` and ``after``: the object's views, every
+    secret masked (``inferd.audit.masked``)."""
+
+    created_at: float
+    actor_key_id: str | None
+    actor_name: str
+    actor_scope: str | None
+    actor_user: str | None
+    via: Via
+    action: str
+    object_type: str
+    object_id: str | None
+    before: JsonValue
+    after: JsonValue
+    client_address: str | None
+    request_id: str | None
+
+
+class StoredEvent(NewEvent):
+    """An event as stored: with its id."""
+
+    id: int
+
+
+def _event(row: sa.Row[Any]) -> StoredEvent:
+    return StoredEvent(id=row.id, created_at=row.created_at, actor_key_id=row.actor_key_id,
+                       actor_name=row.actor_name, actor_scope=row.actor_scope,
+                       actor_user=row.actor_user, via=row.via, action=row.action,
+                       object_type=row.object_type, object_id=row.object_id,
+                       before=row.before, after=row.after,
+                       client_address=row.client_address, request_id=row.request_id)
+
+
 @dataclass(frozen=True, slots=True)
 class AuditQuery:
     """Filters of a page of events (None: any)."""
@@ -51,7 +90,7 @@ class AuditStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def append(self, events: Sequence[dict[str, Any]]) -> list[int]:
+    async def append(self, events: Sequence[NewEvent]) -> list[int]:
         """Insert ``events`` (dicts of ``FIELDS``) in one transaction; their ids."""
         ids: list[int] = []
         async with self.db.engine.begin() as conn:
@@ -63,7 +102,7 @@ class AuditStore:
 
     async def page(
         self, query: AuditQuery, *, after: int | None = None, limit: int = 100
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[StoredEvent], bool]:
         """Up to ``limit`` events matching ``query``, newest first, older than the event
         ``after``; and whether there are more."""
         where: list[sa.ColumnElement[bool]] = []
@@ -88,7 +127,7 @@ class AuditStore:
             where.append(t.c.request_id == query.request_id)
         statement = sa.select(t).where(*where).order_by(t.c.id.desc()).limit(limit + 1)
         async with self.db.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in await conn.execute(statement)]
+            rows = [_event(r) for r in await conn.execute(statement)]
         return rows[:limit], len(rows) > limit
 
     async def prune(self, before: float) -> int:

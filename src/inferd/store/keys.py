@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -42,6 +42,136 @@ EDITABLE = frozenset({"name", "owner", "team", "scope", "models", "rpm", "tpm", 
                       "token_budget", "budget_period", "max_budget", "budget_alert",
                       "expires_at", "enabled", "extra",
                       "team_id", "user_id", "log_bodies", "queue_weight"})
+
+# What ``scope`` and ``budget_period`` hold (checked on the way in, ``inferd.auth.admin``).
+KeyScope = Literal["admin", "user", "auditor", "scim"]
+BudgetPeriod = Literal["day", "week", "month"]  # null: a total budget
+
+
+class KeyColumns(TypedDict, total=False):
+    """The columns of a key a caller sets (``EDITABLE``, and on create or when the key itself
+    changes ``key_hash``, ``prefix``, ``webhook_secret``): on create, those left out take
+    their defaults; on update, only those given change."""
+
+    name: str
+    owner: str | None
+    team: str | None
+    key_hash: str
+    prefix: str
+    scope: KeyScope
+    models: list[str] | None  # null: every model
+    rpm: int | None
+    tpm: int | None
+    ipm: int | None
+    upm: int | None
+    image_budget: int | None
+    storage_bytes: int | None
+    storage_objects: int | None
+    token_budget: int | None
+    budget_period: BudgetPeriod | None
+    max_budget: float | None
+    budget_alert: int | None
+    expires_at: float | None
+    enabled: bool
+    webhook_secret: str  # in the clear: the store seals it
+    extra: dict[str, str] | None  # the API's ``metadata``
+    team_id: int | None
+    user_id: int | None
+    log_bodies: bool
+    queue_weight: float | None
+
+
+class KeyLinks(TypedDict, total=False):
+    """What a key's team and user add to it (``KEYS``; null for a key without them)."""
+
+    team_name: str | None
+    team_models: list[str] | None
+    team_queue_weight: float | None
+    team_rpm: int | None
+    team_tpm: int | None
+    team_token_budget: int | None
+    team_budget_period: BudgetPeriod | None
+    team_max_budget: float | None
+    team_budget_alert: int | None
+    team_created_at: float | None
+    user_name: str | None
+    user_role: str | None
+    user_disabled: bool | None
+    user_rpm: int | None
+    user_tpm: int | None
+    user_token_budget: int | None
+    user_budget_period: BudgetPeriod | None
+    user_max_budget: float | None
+    user_budget_alert: int | None
+    user_created_at: float | None
+
+
+class KeyRow(KeyLinks):
+    """A row of ``api_keys`` (``webhook_secret`` opened), read with its team's and user's
+    columns (``KEYS``) but when just inserted without either; ``change_id``: the change a
+    create or update appended to the feed."""
+
+    id: int
+    name: str
+    owner: str | None
+    team: str | None
+    key_hash: str
+    prefix: str
+    scope: KeyScope
+    models: list[str] | None
+    rpm: int | None
+    tpm: int | None
+    ipm: int | None
+    upm: int | None
+    image_budget: int | None
+    storage_bytes: int | None
+    storage_objects: int | None
+    token_budget: int | None
+    budget_period: BudgetPeriod | None
+    max_budget: float | None
+    budget_alert: int | None
+    expires_at: float | None
+    enabled: bool
+    webhook_secret: str
+    extra: dict[str, str] | None
+    created_at: float
+    updated_at: float
+    team_id: int | None
+    user_id: int | None
+    log_bodies: bool
+    queue_weight: float | None
+    change_id: NotRequired[int]
+
+
+def _links(m: sa.RowMapping) -> KeyLinks:
+    return KeyLinks(
+        team_name=m["team_name"], team_models=m["team_models"],
+        team_queue_weight=m["team_queue_weight"], team_rpm=m["team_rpm"],
+        team_tpm=m["team_tpm"], team_token_budget=m["team_token_budget"],
+        team_budget_period=m["team_budget_period"], team_max_budget=m["team_max_budget"],
+        team_budget_alert=m["team_budget_alert"], team_created_at=m["team_created_at"],
+        user_name=m["user_name"], user_role=m["user_role"], user_disabled=m["user_disabled"],
+        user_rpm=m["user_rpm"], user_tpm=m["user_tpm"],
+        user_token_budget=m["user_token_budget"],
+        user_budget_period=m["user_budget_period"], user_max_budget=m["user_max_budget"],
+        user_budget_alert=m["user_budget_alert"], user_created_at=m["user_created_at"])
+
+
+def _key(m: sa.RowMapping) -> KeyRow:
+    """The key of a row of ``api_keys`` or of ``KEYS`` (``webhook_secret`` as stored)."""
+    key = KeyRow(
+        id=m["id"], name=m["name"], owner=m["owner"], team=m["team"], key_hash=m["key_hash"],
+        prefix=m["prefix"], scope=m["scope"], models=m["models"], rpm=m["rpm"], tpm=m["tpm"],
+        ipm=m["ipm"], upm=m["upm"], image_budget=m["image_budget"],
+        storage_bytes=m["storage_bytes"], storage_objects=m["storage_objects"],
+        token_budget=m["token_budget"], budget_period=m["budget_period"],
+        max_budget=m["max_budget"], budget_alert=m["budget_alert"],
+        expires_at=m["expires_at"], enabled=m["enabled"], webhook_secret=m["webhook_secret"],
+        extra=m["extra"], created_at=m["created_at"], updated_at=m["updated_at"],
+        team_id=m["team_id"], user_id=m["user_id"], log_bodies=m["log_bodies"],
+        queue_weight=m["queue_weight"])
+    return {**key, **_links(m)} if "team_name" in m else key
+
 
 # A key with what its team and user add to it: their models, limits, role and disabled flag
 # (``team_*`` and ``user_*`` columns, null for a key without them).
@@ -172,8 +302,8 @@ class KeyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def _row(self, row: sa.Row[Any]) -> dict[str, Any]:
-        values = {str(k): v for k, v in row._mapping.items()}
+    def _row(self, row: sa.Row[Any]) -> KeyRow:
+        values = _key(row._mapping)
         if values.get("webhook_secret"):
             values["webhook_secret"] = self.db.secrets.open(values["webhook_secret"])
         return values
@@ -184,7 +314,7 @@ class KeyStore:
                                       .where(kv.c.key == VERSION_KEY))).first()
         return None if row is None else str(row[0])
 
-    async def create(self, values: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, values: KeyColumns) -> KeyRow:
         """Insert a key (``values`` holds ``key_hash``, ``prefix``, ``webhook_secret`` too);
         the row, with ``change_id``: its change in the feed (likewise ``update``)."""
         now = time.time()
@@ -203,7 +333,7 @@ class KeyStore:
                 change = int(made.change_id)
                 if change % PRUNE_EVERY == 0:
                     await conn.execute(_PRUNE, {"before": now - CHANGE_RETENTION_SECONDS})
-            key = {str(k): v for k, v in made._mapping.items() if k != "change_id"}
+            key = _key(made._mapping)
             if key.get("webhook_secret"):
                 key["webhook_secret"] = self.db.secrets.open(key["webhook_secret"])
             if key.get("team_id") is not None or key.get("user_id") is not None:
@@ -227,7 +357,7 @@ class KeyStore:
                    owner: str | None = None, team: str | None = None,
                    name: str | None = None, prefix: str | None = None,
                    search: str | None = None, team_id: int | None = None,
-                   user_id: int | None = None) -> list[dict[str, Any]]:
+                   user_id: int | None = None) -> list[KeyRow]:
         """Up to ``limit`` keys by id after ``after``: ``owner``, ``team``, ``team_id`` and
         ``user_id`` match exactly,
         ``name`` and ``prefix`` (the display prefix) from the start, ``search`` anywhere in
@@ -255,13 +385,13 @@ class KeyStore:
         async with self.db.engine.connect() as conn:
             return [self._row(r) for r in await conn.execute(query)]
 
-    async def by_hash(self, key_hashes: list[str]) -> list[dict[str, Any]]:
+    async def by_hash(self, key_hashes: list[str]) -> list[KeyRow]:
         """The keys with these hashes (an indexed lookup: ``key_hash`` is unique)."""
         async with self.db.engine.connect() as conn:
             rows = await conn.execute(KEYS.where(api_keys.c.key_hash.in_(key_hashes)))
             return [self._row(r) for r in rows]
 
-    async def by_id(self, key_ids: list[int]) -> list[dict[str, Any]]:
+    async def by_id(self, key_ids: list[int]) -> list[KeyRow]:
         async with self.db.engine.connect() as conn:
             rows = await conn.execute(KEYS.where(api_keys.c.id.in_(key_ids)))
             return [self._row(r) for r in rows]
@@ -299,18 +429,18 @@ class KeyStore:
                                       .limit(1))).first()
         return row is not None
 
-    async def get(self, key_id: int) -> dict[str, Any] | None:
+    async def get(self, key_id: int) -> KeyRow | None:
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(KEYS.where(api_keys.c.id == key_id))).first()
         return None if row is None else self._row(row)
 
-    async def find_by_name(self, name: str) -> dict[str, Any] | None:
+    async def find_by_name(self, name: str) -> KeyRow | None:
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(KEYS.where(api_keys.c.name == name)
                                       .order_by(api_keys.c.id).limit(1))).first()
         return None if row is None else self._row(row)
 
-    async def update(self, key_id: int, values: dict[str, Any]) -> dict[str, Any] | None:
+    async def update(self, key_id: int, values: KeyColumns) -> KeyRow | None:
         """Change some columns; ``None`` when the key does not exist."""
         try:
             async with self.db.engine.begin() as conn:

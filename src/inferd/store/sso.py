@@ -4,12 +4,13 @@ made for a user (by their names, ``SSO_KEY_NAMES``)."""
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import sqlalchemy as sa
 
 from inferd.store.db import Database
 from inferd.store.tables_control import api_keys, team_members, teams, users
+from inferd.store.teams import UserRow, user_row
 
 
 class SsoUser(TypedDict):
@@ -33,7 +34,7 @@ class SsoKey(TypedDict):
     enabled: bool
 
 
-def sso_user(row: dict[str, Any]) -> SsoUser:
+def sso_user(row: UserRow) -> SsoUser:
     """The columns single sign-on reads of a user's row (all its columns, as ``TeamStore``
     answers it)."""
     return {"id": row["id"], "name": row["name"], "email": row["email"], "role": row["role"],
@@ -50,7 +51,7 @@ class SsoStore:
         async with self.db.engine.connect() as conn:
             row = (await conn.execute(sa.select(users).where(
                 users.c.sso_issuer == issuer, users.c.sso_subject == subject))).first()
-        return None if row is None else sso_user(dict(row._mapping))
+        return None if row is None else sso_user(user_row(row))
 
     async def provisioned_users(self, names: list[str]) -> list[SsoUser]:
         """Users an identity provider provisioned over SCIM (an ``external_id``) who have no
@@ -64,7 +65,7 @@ class SsoStore:
                 users.c.external_id.is_not(None), users.c.sso_subject.is_(None),
                 sa.or_(sa.func.lower(users.c.name).in_(wanted),
                        sa.func.lower(users.c.email).in_(wanted))).limit(2))).all()
-        return [sso_user(dict(row._mapping)) for row in rows]
+        return [sso_user(user_row(row)) for row in rows]
 
     async def team_ids(self, names: list[str]) -> dict[str, int]:
         """The ids of the teams of these names that exist."""

@@ -19,14 +19,15 @@ made a viewer there (viewers hold no keys of a team).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferd.errors import Conflict
 from inferd.store.db import Database
-from inferd.store.keys import KeepAnAdmin, record_changes
+from inferd.store.keys import BudgetPeriod, KeepAnAdmin, record_changes
+from inferd.store.scim import ScimKept
 from inferd.store.tables_control import api_keys, team_members, teams, users
 
 Change = tuple[int, str]  # (key id, key hash) of a key whose change is in the key feed
@@ -40,17 +41,131 @@ USER_COLUMNS = frozenset({"name", "email", "role", "disabled", "rpm", "tpm", "to
                           "sso_subject"})
 # Member roles that may hold keys of the team.
 KEY_HOLDING_ROLES = ("owner", "member")
+# A user's installation role (null: none), and a member's role in a team.
+UserRole = Literal["admin", "auditor"]
+MemberRole = Literal["owner", "member", "viewer"]
 
 
-def _row(row: sa.Row[Any] | None) -> dict[str, Any] | None:
-    return None if row is None else {str(k): v for k, v in row._mapping.items()}
+class LimitColumns(TypedDict, total=False):
+    """The limits a team and a user set alike."""
+
+    rpm: int | None
+    tpm: int | None
+    token_budget: int | None
+    budget_period: BudgetPeriod | None
+    max_budget: float | None
+    budget_alert: int | None
+
+
+class TeamColumns(LimitColumns, total=False):
+    """The columns of a team a caller sets (``TEAM_COLUMNS``): on create, those left out
+    take their defaults; on update, only those given change."""
+
+    name: str
+    models: list[str] | None  # null: every model
+    extra: dict[str, str] | None  # the API's ``metadata``
+    external_id: str | None
+    queue_weight: float | None
+
+
+class TeamRow(TypedDict):
+    """A row of ``teams``."""
+
+    id: int
+    name: str
+    models: list[str] | None
+    rpm: int | None
+    tpm: int | None
+    token_budget: int | None
+    budget_period: BudgetPeriod | None
+    max_budget: float | None
+    budget_alert: int | None
+    extra: dict[str, str] | None
+    created_at: float
+    updated_at: float
+    external_id: str | None
+    queue_weight: float | None
+
+
+class UserColumns(LimitColumns, total=False):
+    """The columns of a user a caller sets (``USER_COLUMNS``), as ``TeamColumns``."""
+
+    name: str
+    email: str | None
+    role: UserRole | None
+    disabled: bool
+    external_id: str | None
+    display_name: str | None
+    scim: ScimKept | None  # the SCIM attributes kept as given
+    deprovisioned_at: float | None
+    sso_issuer: str | None
+    sso_subject: str | None
+
+
+class UserRow(TypedDict):
+    """A row of ``users``."""
+
+    id: int
+    name: str
+    email: str | None
+    role: UserRole | None
+    disabled: bool
+    rpm: int | None
+    tpm: int | None
+    token_budget: int | None
+    budget_period: BudgetPeriod | None
+    max_budget: float | None
+    budget_alert: int | None
+    created_at: float
+    updated_at: float
+    sso_issuer: str | None
+    sso_subject: str | None
+    external_id: str | None
+    display_name: str | None
+    scim: ScimKept | None
+    deprovisioned_at: float | None
+
+
+class MemberRow(TypedDict):
+    """A row of ``team_members`` with its user's name and email."""
+
+    team_id: int
+    user_id: int
+    role: MemberRole
+    created_at: float
+    name: str
+    email: str | None
+
+
+def team_row(row: sa.Row[Any]) -> TeamRow:
+    return TeamRow(id=row.id, name=row.name, models=row.models, rpm=row.rpm, tpm=row.tpm,
+                   token_budget=row.token_budget, budget_period=row.budget_period,
+                   max_budget=row.max_budget, budget_alert=row.budget_alert, extra=row.extra,
+                   created_at=row.created_at, updated_at=row.updated_at,
+                   external_id=row.external_id, queue_weight=row.queue_weight)
+
+
+def user_row(row: sa.Row[Any]) -> UserRow:
+    return UserRow(id=row.id, name=row.name, email=row.email, role=row.role,
+                   disabled=row.disabled, rpm=row.rpm, tpm=row.tpm,
+                   token_budget=row.token_budget, budget_period=row.budget_period,
+                   max_budget=row.max_budget, budget_alert=row.budget_alert,
+                   created_at=row.created_at, updated_at=row.updated_at,
+                   sso_issuer=row.sso_issuer, sso_subject=row.sso_subject,
+                   external_id=row.external_id, display_name=row.display_name,
+                   scim=row.scim, deprovisioned_at=row.deprovisioned_at)
+
+
+def member_row(row: sa.Row[Any]) -> MemberRow:
+    return MemberRow(team_id=row.team_id, user_id=row.user_id, role=row.role,
+                     created_at=row.created_at, name=row.name, email=row.email)
 
 
 class _Missing(Exception):
     """Rolls back a change of a row that does not exist."""
 
 
-def _duplicate(kind: str, values: dict[str, Any]) -> Conflict:
+def _duplicate(kind: str, values: TeamColumns | UserColumns) -> Conflict:
     """Names and external ids (``inferd.auth.scim``) are unique."""
     name, external = values.get("name"), values.get("external_id")
     if external is not None:
@@ -68,7 +183,7 @@ class TeamStore:
 
     # -- teams and users alike ---------------------------------------------------------------
     async def _create(self, table: sa.Table, kind: str,
-                      values: dict[str, Any]) -> dict[str, Any]:
+                      values: TeamColumns | UserColumns) -> sa.Row[Any]:
         now = time.time()
         try:
             async with self.db.engine.begin() as conn:
@@ -78,16 +193,15 @@ class TeamStore:
                 row = (await conn.execute(sa.select(table).where(table.c.id == new_id))).one()
         except sa.exc.IntegrityError:
             raise _duplicate(kind, values) from None
-        return dict(_row(row) or {})
+        return row
 
-    async def _get(self, table: sa.Table, row_id: int) -> dict[str, Any] | None:
+    async def _get(self, table: sa.Table, row_id: int) -> sa.Row[Any] | None:
         async with self.db.engine.connect() as conn:
-            return _row((await conn.execute(sa.select(table).where(table.c.id == row_id)))
-                        .first())
+            return (await conn.execute(sa.select(table).where(table.c.id == row_id))).first()
 
     async def _page(self, table: sa.Table, *, after: int | None, limit: int,
                     search: str | None, extra: tuple[sa.ColumnElement[Any], ...] = (),
-                    where: tuple[sa.ColumnElement[bool], ...] = ()) -> list[dict[str, Any]]:
+                    where: tuple[sa.ColumnElement[bool], ...] = ()) -> list[sa.Row[Any]]:
         query = sa.select(table).where(*where).order_by(table.c.id).limit(limit)
         if after is not None:
             query = query.where(table.c.id > after)
@@ -96,11 +210,11 @@ class TeamStore:
                 sa.func.lower(column).contains(search.lower(), autoescape=True)
                 for column in (table.c.name, *extra))))
         async with self.db.engine.connect() as conn:
-            return [dict(_row(r) or {}) for r in await conn.execute(query)]
+            return list(await conn.execute(query))
 
-    async def _update(self, table: sa.Table, kind: str, row_id: int, values: dict[str, Any],
-                      key_column: sa.Column[Any], label: str,
-                      ) -> tuple[dict[str, Any], list[Change]] | None:
+    async def _update(self, table: sa.Table, kind: str, row_id: int,
+                      values: TeamColumns | UserColumns, key_column: sa.Column[Any], label: str,
+                      ) -> tuple[sa.Row[Any], list[Change]] | None:
         """Change a team or user; its keys' changes in the feed (every key: its principal
         is read with these columns). ``label``: the keys' text column that shows the name."""
         try:
@@ -119,19 +233,19 @@ class TeamStore:
             return None
         except sa.exc.IntegrityError:
             raise _duplicate(kind, values) from None
-        return dict(_row(row) or {}), changes
+        return row, changes
 
     async def _delete(self, table: sa.Table, kind: str, row_id: int,
-                      key_column: sa.Column[Any]) -> dict[str, Any] | None:
+                      key_column: sa.Column[Any]) -> sa.Row[Any] | None:
         async with self.db.engine.begin() as conn:
-            row = _row((await conn.execute(sa.select(table).where(table.c.id == row_id)
-                                           .with_for_update())).first())
+            row = (await conn.execute(sa.select(table).where(table.c.id == row_id)
+                                      .with_for_update())).first()
             if row is None:
                 return None
             keys = (await conn.execute(sa.select(sa.func.count()).select_from(api_keys)
                                        .where(key_column == row_id))).scalar()
             if keys:
-                raise Conflict(f"The {kind} '{row['name']}' still has {keys} API key(s): "
+                raise Conflict(f"The {kind} '{row.name}' still has {keys} API key(s): "
                                "delete them or move them first.", code=f"{kind}_has_keys")
             column = team_members.c.team_id if kind == "team" else team_members.c.user_id
             await conn.execute(sa.delete(team_members).where(column == row_id))
@@ -139,51 +253,59 @@ class TeamStore:
         return row
 
     # -- teams ---------------------------------------------------------------------------------
-    async def create_team(self, values: dict[str, Any]) -> dict[str, Any]:
-        return await self._create(teams, "team", values)
+    async def create_team(self, values: TeamColumns) -> TeamRow:
+        return team_row(await self._create(teams, "team", values))
 
-    async def team(self, team_id: int) -> dict[str, Any] | None:
-        return await self._get(teams, team_id)
+    async def team(self, team_id: int) -> TeamRow | None:
+        row = await self._get(teams, team_id)
+        return None if row is None else team_row(row)
 
     async def team_page(self, *, after: int | None = None, limit: int = 100,
-                        search: str | None = None) -> list[dict[str, Any]]:
+                        search: str | None = None) -> list[TeamRow]:
         """Up to ``limit`` teams by id after ``after``; ``search``: anywhere in the name."""
-        return await self._page(teams, after=after, limit=limit, search=search)
+        return [team_row(r) for r in
+                await self._page(teams, after=after, limit=limit, search=search)]
 
-    async def update_team(self, team_id: int, values: dict[str, Any],
-                          ) -> tuple[dict[str, Any], list[Change]] | None:
-        return await self._update(teams, "team", team_id, values, api_keys.c.team_id, "team")
+    async def update_team(self, team_id: int, values: TeamColumns,
+                          ) -> tuple[TeamRow, list[Change]] | None:
+        done = await self._update(teams, "team", team_id, values, api_keys.c.team_id, "team")
+        return None if done is None else (team_row(done[0]), done[1])
 
-    async def delete_team(self, team_id: int) -> dict[str, Any] | None:
-        return await self._delete(teams, "team", team_id, api_keys.c.team_id)
+    async def delete_team(self, team_id: int) -> TeamRow | None:
+        row = await self._delete(teams, "team", team_id, api_keys.c.team_id)
+        return None if row is None else team_row(row)
 
     # -- users ---------------------------------------------------------------------------------
-    async def create_user(self, values: dict[str, Any]) -> dict[str, Any]:
-        return await self._create(users, "user", values)
+    async def create_user(self, values: UserColumns) -> UserRow:
+        return user_row(await self._create(users, "user", values))
 
-    async def user(self, user_id: int) -> dict[str, Any] | None:
-        return await self._get(users, user_id)
+    async def user(self, user_id: int) -> UserRow | None:
+        row = await self._get(users, user_id)
+        return None if row is None else user_row(row)
 
     async def user_page(self, *, after: int | None = None, limit: int = 100,
                         search: str | None = None,
-                        team_id: int | None = None) -> list[dict[str, Any]]:
+                        team_id: int | None = None) -> list[UserRow]:
         """Up to ``limit`` users by id after ``after``; ``search``: anywhere in the name or
         email; ``team_id``: only that team's members."""
         where = () if team_id is None else (users.c.id.in_(
             sa.select(team_members.c.user_id).where(team_members.c.team_id == team_id)),)
-        return await self._page(users, after=after, limit=limit, search=search,
-                                extra=(users.c.email,), where=where)
+        return [user_row(r) for r in await self._page(users, after=after, limit=limit,
+                                                   search=search, extra=(users.c.email,),
+                                                   where=where)]
 
-    async def update_user(self, user_id: int, values: dict[str, Any],
-                          ) -> tuple[dict[str, Any], list[Change]] | None:
-        return await self._update(users, "user", user_id, values, api_keys.c.user_id, "owner")
+    async def update_user(self, user_id: int, values: UserColumns,
+                          ) -> tuple[UserRow, list[Change]] | None:
+        done = await self._update(users, "user", user_id, values, api_keys.c.user_id, "owner")
+        return None if done is None else (user_row(done[0]), done[1])
 
-    async def delete_user(self, user_id: int) -> dict[str, Any] | None:
-        return await self._delete(users, "user", user_id, api_keys.c.user_id)
+    async def delete_user(self, user_id: int) -> UserRow | None:
+        row = await self._delete(users, "user", user_id, api_keys.c.user_id)
+        return None if row is None else user_row(row)
 
     # -- membership ----------------------------------------------------------------------------
     async def members(self, team_id: int, *, after: int | None = None,
-                      limit: int = 100) -> list[dict[str, Any]]:
+                      limit: int = 100) -> list[MemberRow]:
         """Up to ``limit`` members of a team by user id after ``after``, with the user's
         name and email."""
         query = (sa.select(team_members, users.c.name, users.c.email)
@@ -193,20 +315,22 @@ class TeamStore:
         if after is not None:
             query = query.where(team_members.c.user_id > after)
         async with self.db.engine.connect() as conn:
-            return [dict(_row(r) or {}) for r in await conn.execute(query)]
+            return [member_row(r) for r in await conn.execute(query)]
 
-    async def member(self, team_id: int, user_id: int) -> dict[str, Any] | None:
+    async def member(self, team_id: int, user_id: int) -> MemberRow | None:
         async with self.db.engine.connect() as conn:
             return await self._member(conn, team_id, user_id)
 
     @staticmethod
-    async def _member(conn: AsyncConnection, team_id: int,
-                      user_id: int) -> dict[str, Any] | None:
-        return _row((await conn.execute(
-            sa.select(team_members, users.c.name, users.c.email)
-            .join(users, users.c.id == team_members.c.user_id)
-            .where(team_members.c.team_id == team_id,
-                   team_members.c.user_id == user_id))).first())
+    def _membership(team_id: int, user_id: int) -> sa.Select[Any]:
+        return (sa.select(team_members, users.c.name, users.c.email)
+                .join(users, users.c.id == team_members.c.user_id)
+                .where(team_members.c.team_id == team_id, team_members.c.user_id == user_id))
+
+    async def _member(self, conn: AsyncConnection, team_id: int,
+                      user_id: int) -> MemberRow | None:
+        row = (await conn.execute(self._membership(team_id, user_id))).first()
+        return None if row is None else member_row(row)
 
     async def _holds_keys(self, conn: AsyncConnection, team_id: int, user_id: int) -> int:
         return int((await conn.execute(
@@ -215,7 +339,7 @@ class TeamStore:
             or 0)
 
     async def set_member(self, team_id: int, user_id: int,
-                         role: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+                         role: MemberRole) -> tuple[MemberRow | None, MemberRow]:
         """Add a user to a team or change their role: (before, after). ``Conflict`` when the
         team or the user was deleted meanwhile."""
         try:
@@ -225,7 +349,7 @@ class TeamStore:
                            code="member_not_added") from None
 
     async def _set_member(self, team_id: int, user_id: int,
-                          role: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+                          role: MemberRole) -> tuple[MemberRow | None, MemberRow]:
         async with self.db.engine.begin() as conn:
             before = await self._member(conn, team_id, user_id)
             if before is None:
@@ -236,10 +360,10 @@ class TeamStore:
                     self._refuse_keys(await self._holds_keys(conn, team_id, user_id))
                 await conn.execute(sa.update(team_members).values(role=role).where(
                     team_members.c.team_id == team_id, team_members.c.user_id == user_id))
-            after = await self._member(conn, team_id, user_id)
-        return before, dict(after or {})
+            after = (await conn.execute(self._membership(team_id, user_id))).one()
+        return before, member_row(after)
 
-    async def remove_member(self, team_id: int, user_id: int) -> dict[str, Any] | None:
+    async def remove_member(self, team_id: int, user_id: int) -> MemberRow | None:
         """Take a user out of a team: the membership it was, or ``None`` when there was none."""
         async with self.db.engine.begin() as conn:
             before = await self._member(conn, team_id, user_id)

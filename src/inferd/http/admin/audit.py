@@ -17,7 +17,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import Response, StreamingResponse
 
-from inferd.audit import AuditQuery
+from inferd.audit import AuditQuery, EventView
 from inferd.http.auth import AdminDep
 from inferd.http.deps import ServicesDep
 from inferd.http.operation import endpoint
@@ -91,7 +91,7 @@ async def export_events(
     )
 
 
-async def _first(events: AsyncIterator[dict[str, object]]) -> AsyncIterator[dict[str, object]]:
+async def _first(events: AsyncIterator[EventView]) -> AsyncIterator[EventView]:
     """The first event of ``events`` (none when empty), read before the answer starts."""
     async for event in events:
         yield event

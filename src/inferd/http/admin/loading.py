@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal, TypedDict
 
 from fastapi import APIRouter
 from starlette.responses import Response
@@ -23,7 +23,21 @@ def local_models(services: Services) -> list[Resident]:
     return [e for e in services.router.engines() if isinstance(e, Resident)]
 
 
-def view(engine: Resident) -> dict[str, Any]:
+class EngineView(TypedDict):
+    """An in-process model as the admin API shows it (``c.Engine``)."""
+
+    id: str
+    object: Literal["model"]
+    state: str  # unloaded | loading | loaded
+    load: Literal["startup", "on_demand"]
+    keep_alive: float
+    active_requests: int
+    parallel: int
+    n_ctx: int
+    n_threads: int
+
+
+def view(engine: Resident) -> EngineView:
     """What the admin API shows of one model: loaded / loading / unloaded, and why."""
     return {"id": engine.name, "object": "model", "state": engine.state,
             "load": engine.spec.load, "keep_alive": engine.spec.keep_alive,
