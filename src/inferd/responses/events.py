@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferd.errors import ErrorObject
+from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import Usage, usage_of
 from inferd.schemas.responses import finish, function_call_item, message_item, new_id
 
@@ -132,7 +134,7 @@ class ResponseStream:
 ERROR_CODES = frozenset({"server_error", "rate_limit_exceeded", "invalid_prompt"})
 
 
-def failed_event(response: dict[str, Any], error: dict[str, Any],
+def failed_event(response: dict[str, Any], error: ErrorObject | JsonObject,
                  status: str = "failed") -> Event:
     """The last event of a response that did not complete."""
     code = error.get("code") or "server_error"

@@ -21,6 +21,7 @@ from inferd.http.deps import ContextId, PrincipalDep, ServicesDep, read_strict
 from inferd.http.jobs import JobsDep
 from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
+from inferd.jsontypes import JsonObject
 from inferd.schemas import compat
 
 router = APIRouter(tags=["contexts-results"])
@@ -44,7 +45,8 @@ def context_object(context: ContextRecord) -> dict[str, Any]:
 
 
 def result_object(job: JobRecord) -> dict[str, Any]:
-    error = (job.error or {}).get("message") if job.status in ("failed", "cancelled") else None
+    error = (job.error.get("message") if job.error and job.status in ("failed", "cancelled")
+             else None)
     return {"id": job.id, "result_id": job.id, "context_id": (job.meta or {}).get("context_id"),
             "model": job.model, "status": _STATUS[job.status], "content": result_text(job),
             "error": error, "created_at": int(job.created_at),
@@ -119,7 +121,8 @@ async def list_models(services: ServicesDep, principal: PrincipalDep) -> Respons
 async def send(model_name: str, context_id: ContextId, services: ServicesDep, jobs: JobsDep,
                principal: PrincipalDep) -> Response:
     context = await _context(services, principal, context_id)
-    body = {"model": model_name, "messages": [{"role": "user", "content": context.content}]}
+    body: JsonObject = {"model": model_name,
+                        "messages": [{"role": "user", "content": context.content}]}
     job, _ = await jobs.submit(principal, "/v1/chat/completions", body, source=SOURCE,
                                meta={"context_id": context.id})
     return json_response(result_object(job), status=202)

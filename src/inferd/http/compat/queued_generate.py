@@ -77,9 +77,11 @@ async def _run(jobs: JobService, principal: Principal, job_id: str, meta: Queued
                                source=SOURCE)
     job = await jobs.wait(principal, job.id)
     if job.status != "completed":
-        error = job.error or {}
-        return error_response(job.status_code or 500, str(error.get("message") or job.status),
-                              type=error.get("type"), code=error.get("code"))
+        error = job.error
+        return error_response(job.status_code or 500,
+                              str((error.get("message") if error else None) or job.status),
+                              type=error.get("type") if error else None,
+                              code=error.get("code") if error else None)
     return json_response({"content": result_text(job)})
 
 
