@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
+from pydantic_core import CoreSchema, core_schema
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -46,10 +47,17 @@ ASYNC_PATHS = {"/v1/chat/completions": "/v1/chat/completions",
                "/v1/completions": "/v1/completions", "/v1/embeddings": "/v1/embeddings",
                IMAGES_ENDPOINT: IMAGES_ENDPOINT}
 
-# A JSON object a request carries as it is (a job's body, a batch's metadata), documented as
-# any object.
-AnyObject = Annotated[JsonObject, WithJsonSchema({"type": "object",
-                                                  "additionalProperties": True})]
+class _ParsedObject:
+    """Validates a JSON object of a parsed request body: an object, its values JSON already
+    (they were parsed from its text); documented as any object."""
+
+    def __get_pydantic_core_schema__(self, source: object,
+                                     handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.dict_schema(core_schema.str_schema(), core_schema.any_schema())
+
+
+# A JSON object a request carries as it is (a job's body, a batch's metadata).
+AnyObject = Annotated[JsonObject, _ParsedObject()]
 
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
 
