@@ -7,7 +7,7 @@ status reads ``pending`` until it is ``completed`` or ``failed``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
@@ -39,12 +39,34 @@ class ContextCreate(BaseModel):
     content: str
 
 
-def context_object(context: ContextRecord) -> dict[str, Any]:
+class ContextObject(TypedDict):
+    """A context as the contexts-and-results API shows it."""
+
+    id: int
+    content: str
+    created_at: int
+
+
+class ResultObject(TypedDict):
+    """A result (the job that answers a context) as the contexts-and-results API shows it."""
+
+    id: str
+    result_id: str
+    context_id: int | None
+    model: str
+    status: str
+    content: str | None
+    error: str | None
+    created_at: int
+    finished_at: int | None
+
+
+def context_object(context: ContextRecord) -> ContextObject:
     return {"id": context.id, "content": context.content,
             "created_at": int(context.created_at)}
 
 
-def result_object(job: JobRecord) -> dict[str, Any]:
+def result_object(job: JobRecord) -> ResultObject:
     error = (job.error.get("message") if job.error and job.status in ("failed", "cancelled")
              else None)
     return {"id": job.id, "result_id": job.id, "context_id": (job.meta or {}).get("context_id"),
