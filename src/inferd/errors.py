@@ -37,7 +37,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypedDict
+
+
+class ErrorObject(TypedDict):
+    """The OpenAI error object: what a client reads under ``"error"``, what a job stores."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorEnvelope(TypedDict):
+    """``{"error": {...}}``: the body of an error answer."""
+
+    error: ErrorObject
 
 
 class InferdError(Exception):
@@ -54,13 +69,13 @@ class InferdError(Exception):
         if code is not None:
             self.code = code
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ErrorObject:
         """The OpenAI error object (the value under ``"error"``)."""
         return {"message": self.message, "type": self.type, "param": self.param,
                 "code": self.code}
 
 
-def envelope(error: InferdError) -> dict[str, Any]:
+def envelope(error: InferdError) -> ErrorEnvelope:
     """``{"error": {...}}``: what a client receives for ``error``."""
     return {"error": error.to_dict()}
 

@@ -10,10 +10,12 @@ streamed, the HTTP status it ended with. Everything the router does for it is it
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from opentelemetry.context import attach, detach
+from opentelemetry.util.types import AttributeValue
 
+from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import ImagesAnswer, Result, Usage, finish_reasons
 from inferd.tracing import (
     SYSTEM,
@@ -48,7 +50,7 @@ async def within(tracer: Tracer, span: Span, run: Awaitable[T]) -> T:
 
 def answered(span: Span, answer: Result) -> None:
     """What an answer in one piece says of itself: the model, the finish reasons."""
-    attributes: dict[str, Any] = {}
+    attributes: dict[str, AttributeValue] = {}
     model = None if isinstance(answer, ImagesAnswer) else answer.model
     if model is not None:
         attributes["gen_ai.response.model"] = model
@@ -67,12 +69,16 @@ class StreamNotes:
         self.model: str | None = None
         self.reasons: dict[int, str] = {}
 
-    def feed(self, chunk: dict[str, Any]) -> None:
-        if self.model is None and isinstance(chunk.get("model"), str):
-            self.model = chunk["model"]
-        for choice in chunk.get("choices") or ():
+    def feed(self, chunk: JsonObject) -> None:
+        model = chunk.get("model")
+        if self.model is None and isinstance(model, str):
+            self.model = model
+        choices = chunk.get("choices") or ()
+        for choice in choices if isinstance(choices, list) else ():
             if isinstance(choice, dict) and choice.get("finish_reason"):
-                self.reasons[int(choice.get("index") or 0)] = str(choice["finish_reason"])
+                index = choice.get("index") or 0
+                if isinstance(index, int | float | str):
+                    self.reasons[int(index)] = str(choice["finish_reason"])
 
     def note(self, span: Span) -> None:
         if self.model is not None:
@@ -84,8 +90,9 @@ class StreamNotes:
 
 def end_span(span: Span, usage: Usage | None, status: int, error: str | None,
              replica: str | None) -> None:
-    attributes: dict[str, Any] = ({} if usage is None else usage_attributes(
-        usage.prompt_tokens, usage.completion_tokens))
+    attributes: dict[str, AttributeValue] = {}
+    if usage is not None:
+        attributes.update(usage_attributes(usage.prompt_tokens, usage.completion_tokens))
     attributes["http.response.status_code"] = status
     if replica is not None:
         attributes["inferd.replica.id"] = replica

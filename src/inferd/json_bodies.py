@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from inferd.errors import InvalidRequest
+from inferd.jsontypes import JsonObject, JsonValue
 
 MAX_DEPTH = 64
 _NOT_JSON = ("We could not parse the JSON body of your request. (HINT: This likely means you "
@@ -93,7 +94,7 @@ def _param(path: Path) -> str | None:
     return out or None
 
 
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _unique(pairs: list[tuple[str, JsonValue]]) -> JsonObject:
     value = dict(pairs)
     if len(value) != len(pairs):
         seen: set[str] = set()

@@ -16,9 +16,11 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import aiohttp
+
+from inferd.jsontypes import JsonObject
 
 KINDS = ("chat", "stream", "embeddings", "images", "health")
 WORDS = (
@@ -156,7 +158,7 @@ class Runner:
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             return Sample(kind, 0, time.monotonic() - start, error=type(exc).__name__)
 
-    def _request(self, kind: str) -> tuple[str, dict[str, Any]]:
+    def _request(self, kind: str) -> tuple[str, JsonObject]:
         plan = self.plan
         if kind == "embeddings":
             return "/v1/embeddings", {"model": plan.embedding_model or plan.model,
@@ -202,7 +204,23 @@ def _error_code(data: bytes) -> str:
         return ""
 
 
-def summary(samples: list[Sample], elapsed: float) -> dict[str, Any]:
+class Report(TypedDict):
+    """What a run measured (``summary``)."""
+
+    requests: int
+    succeeded: int
+    failed: int
+    seconds: float
+    requests_per_second: float
+    completion_tokens: int
+    tokens_per_second: float
+    by_kind: dict[str, int]
+    latency: dict[str, float | None]
+    ttft: dict[str, float | None]
+    errors: dict[str, int]
+
+
+def summary(samples: list[Sample], elapsed: float) -> Report:
     """Requests/s, tokens/s, latency and TTFT percentiles (seconds), errors by status."""
     ok = [s for s in samples if 200 <= s.status < 300]
     latencies = [s.seconds for s in ok]
@@ -228,7 +246,7 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def render(report: dict[str, Any]) -> str:
+def render(report: Report) -> str:
     """The summary as text for a terminal."""
     def row(name: str, values: dict[str, float | None]) -> str:
         shown = "  ".join(f"{k} {'-' if v is None else f'{v * 1000:.1f} ms'}"

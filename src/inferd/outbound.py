@@ -34,7 +34,7 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -256,6 +256,12 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-def connector_options(allow: HostAllowList | None) -> dict[str, Any]:
+class ConnectorOptions(TypedDict, total=False):
+    """Keyword arguments of ``aiohttp.TCPConnector``."""
+
+    resolver: AbstractResolver
+
+
+def connector_options(allow: HostAllowList | None) -> ConnectorOptions:
     """Keyword arguments of ``aiohttp.TCPConnector`` that check every connection."""
     return {} if allow is None else {"resolver": GuardedResolver(allow)}

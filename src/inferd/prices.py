@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from inferd.jsontypes import JsonObject
+
 # The highest price accepted, per million tokens, per image or per step, in the currency unit. A
 # price has at most 9 decimal places, so under this bound at most 15 significant digits: stored
 # as a JSON number (a double), it reads back as given.
@@ -105,14 +107,14 @@ def parse_price(value: Any, param: str = "price") -> Price | None:
         ) from None
 
 
-def check_price(options: dict[str, Any] | None) -> dict[str, Any] | None:
+def check_price(options: JsonObject | None) -> JsonObject | None:
     """A replica's ``options.price`` (its override of the model's price), validated and kept
     as JSON numbers."""
     if options is None or options.get("price") is None:
         return options
     price = parse_price(options["price"], "options.price")
     assert price is not None
-    return {**options, "price": price.view()}
+    return {**options, "price": {**price.view()}}
 
 
 class PriceBook:

@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from inferd.batchwriter import SpooledWriter
 from inferd.request_bodies import Redact, assemble, body_text
@@ -85,7 +85,48 @@ def client_of(scope: Mapping[str, Any] | None) -> tuple[str | None, str | None, 
     return (str(client[0])[:64] if client else None), agent, trace
 
 
-def request_view(row: Mapping[str, Any]) -> dict[str, Any]:
+class RequestView(TypedDict):
+    """A stored request as the API, the CLI and the UI show it."""
+
+    id: str
+    object: str
+    created_at: float
+    request_id: str | None
+    key_id: str | None
+    key_name: str | None
+    user_id: int | None
+    team_id: int | None
+    model: str
+    replica: str | None
+    endpoint: str
+    stream: bool
+    status: int
+    error: str | None
+    latency_ms: float
+    ttft_ms: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int | None
+    cost: float
+    attempts: int
+    client_address: str | None
+    user_agent: str | None
+    trace_id: str | None
+    request_body: str | None
+    response_body: str | None
+
+
+class RequestPage(TypedDict):
+    """A page of stored requests, newest first."""
+
+    object: str
+    data: list[RequestView]
+    has_more: bool
+    next_cursor: str | None
+
+
+def request_view(row: Mapping[str, Any]) -> RequestView:
     """A stored request as the API, the CLI and the UI show it."""
     ttft = row["ttft_ms"]
     return {
@@ -218,7 +259,7 @@ class RequestLog:
         return self.writer.spool_path if self.writer is not None else None
 
     async def page(self, query: RequestQuery, *, cursor: Cursor | None = None,
-                   limit: int = 50) -> dict[str, Any]:
+                   limit: int = 50) -> RequestPage:
         """A page of requests, newest first, with ``has_more`` and ``next_cursor``."""
         if self.store is None:
             return {"object": "list", "data": [], "has_more": False, "next_cursor": None}

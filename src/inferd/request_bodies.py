@@ -19,9 +19,12 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
+
+from inferd.jsontypes import JsonObject, JsonValue
 
 Redact = Literal["none", "mask", "hash", "drop"]
 
@@ -84,11 +87,42 @@ def body_text(body: Any, redact: Redact, limit: int) -> str | None:
     return cap(text, limit)
 
 
-def assemble(chunks: Sequence[dict[str, Any]]) -> dict[str, Any]:
+@dataclass
+class _Tool:
+    """A tool call of a streamed choice, its name and arguments gathered from its deltas."""
+
+    id: JsonValue = None
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass
+class _Choice:
+    """A streamed choice gathered from its chunks."""
+
+    text: list[str] = field(default_factory=list)
+    tools: dict[int, _Tool] = field(default_factory=dict)
+    role: JsonValue = None
+    finish_reason: JsonValue = None
+
+
+def _object(value: JsonValue) -> JsonObject:
+    return value if isinstance(value, dict) else {}
+
+
+def _items(value: JsonValue) -> list[JsonValue]:
+    return value if isinstance(value, list) else []
+
+
+def _index(value: JsonValue) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def assemble(chunks: Sequence[JsonObject]) -> JsonObject:
     """The answer a stream of chat or completion chunks amounts to."""
-    choices: dict[int, dict[str, Any]] = {}
-    head: dict[str, Any] = {}
-    usage = None
+    choices: dict[int, _Choice] = {}
+    head: JsonObject = {}
+    usage: JsonValue = None
     chat = False
     for chunk in chunks:
         if not head:
@@ -97,40 +131,44 @@ def assemble(chunks: Sequence[dict[str, Any]]) -> dict[str, Any]:
             chat = True
         if chunk.get("usage"):
             usage = chunk["usage"]
-        for part in chunk.get("choices") or ():
-            index = part.get("index") or 0
-            choice = choices.setdefault(index, {"index": index, "text": [], "tools": {},
-                                                "role": None, "finish_reason": None})
+        for item in _items(chunk.get("choices")):
+            part = _object(item)
+            index = _index(part.get("index"))
+            choice = choices.setdefault(index, _Choice())
             if part.get("finish_reason"):
-                choice["finish_reason"] = part["finish_reason"]
-            if part.get("text"):
-                choice["text"].append(part["text"])
-            delta = part.get("delta") or {}
+                choice.finish_reason = part["finish_reason"]
+            text = part.get("text")
+            if text and isinstance(text, str):
+                choice.text.append(text)
+            delta = _object(part.get("delta"))
             if delta:
                 chat = True
             if delta.get("role"):
-                choice["role"] = delta["role"]
-            if delta.get("content"):
-                choice["text"].append(delta["content"])
-            for call in delta.get("tool_calls") or ():
-                slot = choice["tools"].setdefault(call.get("index") or 0, {
-                    "id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                choice.role = delta["role"]
+            content = delta.get("content")
+            if content and isinstance(content, str):
+                choice.text.append(content)
+            for entry in _items(delta.get("tool_calls")):
+                call = _object(entry)
+                slot = choice.tools.setdefault(_index(call.get("index")), _Tool())
                 if call.get("id"):
-                    slot["id"] = call["id"]
-                function = call.get("function") or {}
-                slot["function"]["name"] += function.get("name") or ""
-                slot["function"]["arguments"] += function.get("arguments") or ""
-    out: list[dict[str, Any]] = []
+                    slot.id = call["id"]
+                function = _object(call.get("function"))
+                slot.name += str(function.get("name") or "")
+                slot.arguments += str(function.get("arguments") or "")
+    out: list[JsonValue] = []
     for index in sorted(choices):
         c = choices[index]
-        text = "".join(c["text"])
+        text = "".join(c.text)
         if chat:
-            message: dict[str, Any] = {"role": c["role"] or "assistant", "content": text}
-            if c["tools"]:
-                message["tool_calls"] = [c["tools"][i] for i in sorted(c["tools"])]
-            out.append({"index": index, "message": message,
-                        "finish_reason": c["finish_reason"]})
+            message: JsonObject = {"role": c.role or "assistant", "content": text}
+            if c.tools:
+                message["tool_calls"] = [
+                    {"id": tool.id, "type": "function",
+                     "function": {"name": tool.name, "arguments": tool.arguments}}
+                    for tool in (c.tools[i] for i in sorted(c.tools))]
+            out.append({"index": index, "message": message, "finish_reason": c.finish_reason})
         else:
-            out.append({"index": index, "text": text, "finish_reason": c["finish_reason"]})
+            out.append({"index": index, "text": text, "finish_reason": c.finish_reason})
     return {**head, "object": "chat.completion" if chat else "text_completion",
             "choices": out, "usage": usage}

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
 from inferd.cli_options import config_option
 from inferd.settings import load_settings
+
+if TYPE_CHECKING:
+    from inferd.reqlog import RequestPage
 
 
 def _status(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
@@ -85,7 +88,7 @@ def list_command(config: Path | None, limit: int, cursor: Any, status: Any,
     status_from, status_to = status or (None, None)
     query = RequestQuery(status_from=status_from, status_to=status_to, **values)
 
-    async def main() -> dict[str, Any]:
+    async def main() -> RequestPage:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = open_database(settings)
         try:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from inferd.jsontypes import JsonObject
 from inferd.prices import Price, check_price
 
 ModelKind = Literal["llamacpp", "embeddings", "echo", "diffusers"]
@@ -139,7 +140,7 @@ class ModelSpec(BaseModel):
         if "=" not in head:
             raise ValueError(f"--model expects NAME=PATH[,key=value...], got {text!r}")
         name, path = head.split("=", 1)
-        fields: dict[str, Any] = {"name": name.strip(), "path": path.strip()}
+        fields: dict[str, str] = {"name": name.strip(), "path": path.strip()}
         aliases = {"threads": "n_threads", "ctx": "n_ctx", "context": "n_ctx"}
         for opt in opts:
             if "=" not in opt:
@@ -165,7 +166,7 @@ MAX_HEADERS = 32
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 
 
-def check_headers(options: dict[str, Any] | None) -> dict[str, Any] | None:
+def check_headers(options: JsonObject | None) -> JsonObject | None:
     """``options.headers`` of a replica: at most 32 names (HTTP tokens of up to 64 characters,
     none that frames the request) to values of up to 4,096 printable characters."""
     headers = (options or {}).get("headers")
@@ -194,7 +195,7 @@ MAX_CAPACITY = 100_000
 METRICS_FORMATS = ("vllm", "sglang", "llamacpp", "inferd", "none")
 
 
-def check_capacity(options: dict[str, Any] | None) -> dict[str, Any] | None:
+def check_capacity(options: JsonObject | None) -> JsonObject | None:
     """``options.capacity`` of a replica: the requests it runs at once (1 to 100,000), or
     "auto" (learned from its engine's load metrics; docs/serving/fair-queueing.md); and
     ``options.reserve``: its slots beyond that for a team or key with nothing running (0 to
@@ -213,7 +214,7 @@ def check_capacity(options: dict[str, Any] | None) -> dict[str, Any] | None:
     return options
 
 
-def check_metrics(options: dict[str, Any] | None) -> dict[str, Any] | None:
+def check_metrics(options: JsonObject | None) -> JsonObject | None:
     """``options.metrics`` of a replica: one of ``METRICS_FORMATS`` when set."""
     fmt = (options or {}).get("metrics")
     if fmt is not None and fmt not in METRICS_FORMATS:
@@ -248,7 +249,7 @@ class ReplicaSpec(BaseModel):
 
     @field_validator("options")
     @classmethod
-    def headers_are_valid(cls, options: dict[str, Any]) -> dict[str, Any]:
+    def headers_are_valid(cls, options: JsonObject) -> JsonObject:
         return check_capacity(check_metrics(check_price(check_headers(options)))) or {}
 
 
@@ -935,7 +936,7 @@ def unknown_keys(values: Mapping[str, Any], fields: Mapping[str, FieldInfo], pat
                     unknown_keys(item, inner.model_fields, path, where)
 
 
-def replaced_systems_env(env: Mapping[str, str]) -> dict[str, Any]:
+def replaced_systems_env(env: Mapping[str, str]) -> dict[str, str]:
     """Settings from the variables the replaced systems' deployments already set.
 
     protollm (the queued generate system) configures Redis with ``REDIS_HOST`` / ``REDIS_PORT`` /
@@ -946,7 +947,7 @@ def replaced_systems_env(env: Mapping[str, str]) -> dict[str, Any]:
     """
     from urllib.parse import quote
 
-    values: dict[str, Any] = {}
+    values: dict[str, str] = {}
     if env.get("REDIS_HOST"):
         port = env.get("REDIS_PORT") or "6379"
         values["redis_url"] = f"redis://{env['REDIS_HOST']}:{port}/0"

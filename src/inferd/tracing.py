@@ -35,7 +35,7 @@ import importlib.util
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
@@ -51,7 +51,7 @@ INSTALL = "pip install 'inferd[tracing]'"
 # What the spans of a request that gets an answer from inferd say it is (``gen_ai.system``).
 SYSTEM = "inferd"
 # Where a job keeps the trace of the request that submitted it (``JobRecord.meta``).
-TRACEPARENT = "traceparent"
+TRACEPARENT: Final = "traceparent"
 # The current OpenTelemetry context holds the tracer while a request is traced, so that the
 # engines below the router (built without one) trace their work only then.
 _TRACER_KEY = context.create_key("inferd-tracer")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from inferd.http.deps import PrincipalDep, read_strict
-from inferd.http.jobs import JobsDep
+from inferd.http.jobs import AnyObject, JobsDep
 from inferd.http.operation import endpoint
 from inferd.http.responses import json_response, page_response
 from inferd.schemas import answers as a
@@ -24,7 +24,7 @@ class BatchCreate(BaseModel):
     input_file_id: str = Field(min_length=1)
     endpoint: str = Field(min_length=1)
     completion_window: str = "24h"
-    metadata: dict[str, Any] | None = None
+    metadata: AnyObject | None = None
 
 
 # ``owner``: from the caller's own input file

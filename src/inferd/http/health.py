@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -12,6 +12,16 @@ from inferd.http.deps import ServicesDep
 from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
 from inferd.schemas import answers_control as c
+
+
+class Readiness(TypedDict):
+    """The body ``/ready`` answers."""
+
+    status: str
+    store: bool | None
+    store_writes: bool | None
+    models: NotRequired[dict[str, bool]]
+    storage_fault: NotRequired[str | None]
 
 router = APIRouter(tags=["health"])
 STARTED = time.time()  # when this process loaded its routes: the UI shows the uptime
@@ -48,7 +58,7 @@ async def ready(request: Request, services: ServicesDep, deep: bool = False) -> 
     draining = services.drain.active
     ok = not draining and store is not False and writes is not False and all(models.values())
     status = "ready" if ok else ("draining" if draining else "not_ready")
-    body: dict[str, Any] = {"status": status, "store": store, "store_writes": writes}
+    body: Readiness = {"status": status, "store": store, "store_writes": writes}
     if (not services.settings.http.ready_require_key
             or "principal" in request.scope.get("state", {})):
         body["models"] = models

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler
+from pydantic_core import CoreSchema, core_schema
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -31,6 +32,7 @@ from inferd.images import ENDPOINT as IMAGES_ENDPOINT
 from inferd.jobs.requests import job_object
 from inferd.jobs.service import JobService, SSEvent
 from inferd.json_bodies import parse_json
+from inferd.jsontypes import JsonObject
 from inferd.numerals import ascii_int
 from inferd.schemas import answers as a
 from inferd.schemas.openai import MAX_DURATION
@@ -44,6 +46,18 @@ ASYNC_PATHS = {"/v1/chat/completions": "/v1/chat/completions",
                "/chat/completions": "/v1/chat/completions",  # the proxy toolkit's path
                "/v1/completions": "/v1/completions", "/v1/embeddings": "/v1/embeddings",
                IMAGES_ENDPOINT: IMAGES_ENDPOINT}
+
+class _ParsedObject:
+    """Validates a JSON object of a parsed request body: an object, its values JSON already
+    (they were parsed from its text); documented as any object."""
+
+    def __get_pydantic_core_schema__(self, source: object,
+                                     handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.dict_schema(core_schema.str_schema(), core_schema.any_schema())
+
+
+# A JSON object a request carries as it is (a job's body, a batch's metadata).
+AnyObject = Annotated[JsonObject, _ParsedObject()]
 
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
 
@@ -60,7 +74,7 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     endpoint: str = Field(min_length=1)
-    body: dict[str, Any]
+    body: AnyObject
     priority: int = Field(default=0, ge=-1000, le=1000)
     deadline_seconds: float | None = Field(default=None, gt=0, le=MAX_DURATION,
                                            allow_inf_nan=False)
@@ -97,7 +111,7 @@ def wants_async(scope: Scope) -> bool:
                for name, value in scope["headers"])
 
 
-def json_object(raw: bytes) -> dict[str, Any]:
+def json_object(raw: bytes) -> JsonObject:
     """The body of a request that becomes a job (stored: the rules of ``read_strict``)."""
     body = parse_json(raw, unique_keys=True)
     if not isinstance(body, dict):

@@ -13,8 +13,6 @@ ask for one there).
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
@@ -24,6 +22,7 @@ from inferd.http.auth import ADMIN_PREFIXES, KEYED_PROBES
 from inferd.http.operation import JSON, LEVELS, MULTIPART, Registry
 from inferd.http.operation import Operation as Op
 from inferd.http.routes import declared
+from inferd.jsontypes import JsonObject, JsonValue
 from inferd.schemas.answers import AnthropicError, Job
 
 REF = "#/components/schemas/{model}"
@@ -36,29 +35,36 @@ ERRORS = {400: "Invalid request (the field is named in `error.param`)",
           502: "The model's replica failed", 503: "No replica available, or the database is "
           "unreachable (retry)", 504: "The model's replica did not answer in time",
           529: "Overloaded (Anthropic's name for 503)"}
-ERROR_SCHEMA = {
+ERROR_SCHEMA: JsonObject = {
     "type": "object", "required": ["error"], "title": "ErrorResponse",
     "properties": {"error": {"type": "object", "required": ["message", "type"], "properties": {
         "message": {"type": "string"}, "type": {"type": "string"},
         "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
-ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
-ANTHROPIC_ERROR_REF = {"$ref": REF.format(model=AnthropicError.__name__)}
+ERROR_REF: JsonObject = {"$ref": "#/components/schemas/ErrorResponse"}
+ANTHROPIC_ERROR_REF: JsonObject = {"$ref": REF.format(model=AnthropicError.__name__)}
 SUCCESS = {200: "OK", 201: "Created", 202: "Accepted as a job: follow it at `/v1/jobs/{id}`"}
-PREFER = {"name": "Prefer", "in": "header", "required": False,
+PREFER: JsonObject = {"name": "Prefer", "in": "header", "required": False,
           "schema": {"type": "string", "enum": ["respond-async"]},
           "description": "`respond-async`: accept the request as a durable job (202)."}
 
 
-SECURITY_SCHEMES = {
+SECURITY_SCHEMES: JsonObject = {
     "bearerAuth": {"type": "http", "scheme": "bearer",
                    "description": "An inferd API key as `Authorization: Bearer KEY`."},
     "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key",
                    "description": "An inferd API key as `X-API-Key: KEY`."},
 }
-KEYED: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
+KEYED: list[JsonValue] = [{name: []} for name in SECURITY_SCHEMES]
 
 
-def _security(path: str, operation: dict[str, Any], op: Op | None) -> None:
+def _object(value: JsonValue) -> JsonObject:
+    """A part of the document that is an object (as the framework builds it)."""
+    if not isinstance(value, dict):
+        raise TypeError(f"an object of the OpenAPI document, not {value!r}")
+    return value
+
+
+def _security(path: str, operation: JsonObject, op: Op | None) -> None:
     """The operation's ``security`` by its access level; ``x-inferd-access`` names it."""
     if op is None:
         return  # the document's default: a key
@@ -74,10 +80,10 @@ def _security(path: str, operation: dict[str, Any], op: Op | None) -> None:
     operation["description"] = f"{description}\n\nAccess: `{access}` ({who}).".lstrip()
 
 
-Refs = dict[tuple[Any, JsonSchemaMode], dict[str, Any]]
+Refs = dict[tuple[type[BaseModel], JsonSchemaMode], JsonObject]
 
 
-def _schemas(doc: dict[str, Any], ops: dict[tuple[str, str], Op]) -> Refs:
+def _schemas(doc: JsonObject, ops: dict[tuple[str, str], Op]) -> Refs:
     """Every model of the declared operations in ``components.schemas`` (names made unique by
     pydantic); returns the ``$ref`` of each."""
     wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {
@@ -89,20 +95,20 @@ def _schemas(doc: dict[str, Any], ops: dict[tuple[str, str], Op]) -> Refs:
             if model is not None:
                 wanted[(model, "serialization")] = None
     refs, defs = models_json_schema(list(wanted), ref_template=REF)
-    components = doc.setdefault("components", {}).setdefault("schemas", {})
+    components = _object(_object(doc.setdefault("components", {})).setdefault("schemas", {}))
     components.update(defs.get("$defs", {}))
     components["ErrorResponse"] = ERROR_SCHEMA
-    return refs
+    return {key: refs[key] for key in wanted}
 
 
-def _error(status: int, op: Op | None) -> dict[str, Any]:
+def _error(status: int, op: Op | None) -> JsonObject:
     anthropic = op is not None and op.anthropic and status != 413  # 413 is answered up front
     return {"description": ERRORS.get(status, "Error"), "content": {JSON: {
         "schema": ANTHROPIC_ERROR_REF if anthropic else ERROR_REF}}}
 
 
-def _answer(op: Op, model: type[BaseModel] | None, refs: Refs) -> dict[str, Any]:
-    content: dict[str, Any] = {}
+def _answer(op: Op, model: type[BaseModel] | None, refs: Refs) -> JsonObject:
+    content: JsonObject = {}
     if model is not None:
         schema = refs[(model, "serialization")]
         content[JSON] = {"schema": {"type": "array", "items": schema} if op.many else schema}
@@ -111,7 +117,7 @@ def _answer(op: Op, model: type[BaseModel] | None, refs: Refs) -> dict[str, Any]
     return content
 
 
-def _statuses(path: str, operation: dict[str, Any], op: Op | None) -> list[int]:
+def _statuses(path: str, operation: JsonObject, op: Op | None) -> list[int]:
     """The error statuses of an operation: those every route shares, then its own."""
     if op is not None and op.access == "public":
         # ``/metrics`` refuses a caller without a valid key under ``metrics_require_key``
@@ -127,21 +133,22 @@ def _statuses(path: str, operation: dict[str, Any], op: Op | None) -> list[int]:
     return sorted(statuses)
 
 
-def _request_body(op: Op, refs: Refs) -> dict[str, Any] | None:
+def _request_body(op: Op, refs: Refs) -> JsonObject | None:
     if op.body is not None:
         return {"required": True, "content": {JSON: {"schema": refs[(op.body, "validation")]}}}
     if op.form:
-        fields = {name: ({"type": "string", "format": "binary"} if name == "file"
+        fields: JsonObject = {name: ({"type": "string", "format": "binary"} if name == "file"
                          else {"type": "string"}) for name in (*op.form, *op.form_optional)}
         return {"required": True, "content": {MULTIPART: {"schema": {
-            "type": "object", "required": list(op.form), "properties": fields}}}}
+            "type": "object", "required": [*op.form], "properties": fields}}}}
     return None
 
 
-def _describe(path: str, operation: dict[str, Any], op: Op | None, refs: Refs) -> None:
-    responses: dict[str, Any] = {}
+def _describe(path: str, operation: JsonObject, op: Op | None, refs: Refs) -> None:
+    responses: JsonObject = {}
     if op is None:  # an operation nobody declared: the framework's answer, no 422
-        responses = {k: v for k, v in operation.get("responses", {}).items() if k != "422"}
+        responses = {k: v for k, v in _object(operation.get("responses", {})).items()
+                     if k != "422"}
     else:
         responses[str(op.status)] = {"description": SUCCESS.get(op.status, "OK"),
                                      "content": _answer(op, op.answer, refs)}
@@ -152,39 +159,44 @@ def _describe(path: str, operation: dict[str, Any], op: Op | None, refs: Refs) -
         if body is not None:
             operation["requestBody"] = body
         if op.job:
-            operation.setdefault("parameters", []).append(PREFER)
+            parameters = operation.setdefault("parameters", [])
+            if not isinstance(parameters, list):
+                raise TypeError(f"an operation's parameters, not {parameters!r}")
+            parameters.append(PREFER)
             job = refs[(Job, "serialization")]
             responses["202"] = {"description": SUCCESS[202], "content": {JSON: {"schema": job}}}
             # a repeated Idempotency-Key with ``Prefer: respond-async``: the existing job
-            ok = responses["200"]["content"][JSON]
+            ok = _object(_object(_object(responses["200"])["content"])[JSON])
             ok["schema"] = {"anyOf": [ok["schema"], job]}
     for status in _statuses(path, operation, op):
         responses.setdefault(str(status), _error(status, op))
     operation["responses"] = dict(sorted(responses.items()))
 
 
-def build(app: FastAPI, registry: Registry | None = None) -> dict[str, Any]:
+def build(app: FastAPI, registry: Registry | None = None) -> JsonObject:
     """The document of ``app``'s routes, described by their declarations in ``registry``
     (every route of inferd's unless told)."""
     ops = (declared() if registry is None else registry).documented()
-    doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    doc: JsonObject = get_openapi(title=app.title, version=app.version, routes=app.routes)
     refs = _schemas(doc, ops)
-    doc["components"]["securitySchemes"] = SECURITY_SCHEMES
+    components = _object(doc["components"])
+    components["securitySchemes"] = SECURITY_SCHEMES
     doc["security"] = KEYED
-    for path, item in doc.get("paths", {}).items():
-        for method, operation in item.items():
+    for path, item in _object(doc.get("paths", {})).items():
+        for method, operation in _object(item).items():
             op = ops.get((method, path))
-            _describe(path, operation, op, refs)
-            _security(path, operation, op)
+            _describe(path, _object(operation), op, refs)
+            _security(path, _object(operation), op)
+    schemas = _object(components["schemas"])
     for schema in ("HTTPValidationError", "ValidationError"):
-        doc["components"]["schemas"].pop(schema, None)
+        schemas.pop(schema, None)
     return doc
 
 
 def install_openapi(app: FastAPI, registry: Registry | None = None) -> None:
     """Make ``app.openapi()`` (and ``/openapi.json``) return the document above, built once."""
 
-    def openapi() -> dict[str, Any]:
+    def openapi() -> JsonObject:
         if app.openapi_schema is None:
             app.openapi_schema = build(app, registry)
         return app.openapi_schema

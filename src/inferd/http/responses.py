@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import orjson
 from starlette.responses import Response
 
 from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import Answer
+
+if TYPE_CHECKING:
+    from inferd.jobs.batches import BatchObject, FileObject
+    from inferd.jobs.requests import JobObject
+
+    # What a list endpoint pages: objects with an ``id`` (a conversation's items are JSON).
+    Listed: TypeAlias = JobObject | BatchObject | FileObject | JsonObject
 
 
 def json_response(content: Any, status: int = 200,
@@ -22,7 +30,7 @@ def answer_response(answer: Answer) -> Response:
     return Response(answer.wire_json(), media_type="application/json")
 
 
-def page_response(data: list[JsonObject], has_more: bool) -> Response:
+def page_response(data: Sequence[Listed], has_more: bool) -> Response:
     """One page of a cursor-paginated list, as OpenAI's list endpoints answer it (the next
     page starts ``after`` the ``last_id``)."""
     return json_response({"object": "list", "data": data,

@@ -14,9 +14,9 @@ them every few seconds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from opentelemetry.context import attach, detach
+from opentelemetry.util.types import AttributeValue
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferd.tracing import SpanKind, Tracer, failed, incoming, with_tracer
@@ -39,8 +39,9 @@ class TraceRequests:
             return
         method: str = scope["method"]
         path: str = scope["path"]
-        attributes: dict[str, Any] = {"http.request.method": method, "url.path": path,
-                                      "url.scheme": scope.get("scheme", "http")}
+        attributes: dict[str, AttributeValue] = {
+            "http.request.method": method, "url.path": path,
+            "url.scheme": scope.get("scheme", "http")}
         server = scope.get("server")
         if server:
             attributes["server.address"], attributes["server.port"] = server[0], server[1]
@@ -69,7 +70,7 @@ class TraceRequests:
             if matched and matched != route:
                 route = matched
                 span.update_name(f"{method} {route}")
-            ended: dict[str, Any] = {}  # set at once: each call takes the span's lock
+            ended: dict[str, AttributeValue] = {}  # set at once: each call takes the span's lock
             if route:
                 ended["http.route"] = route
             request_id = (scope.get("state") or {}).get("request_id")

@@ -11,23 +11,97 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TypedDict
 
 import orjson
 
 from inferd.auth.principal import Principal
-from inferd.errors import Conflict, InvalidRequest, NotFound
+from inferd.errors import Conflict, ErrorObject, InvalidRequest, NotFound
 from inferd.ids import new_id, unix_seconds
 from inferd.jobs.caps import PendingCaps
 from inferd.jobs.queue import enqueue_each
 from inferd.jobs.requests import BATCH_ENDPOINTS
 from inferd.json_bodies import check_value
+from inferd.jsontypes import JsonObject
 from inferd.settings import JobSettings
 from inferd.store.batches import BatchRecord, BatchStore
 from inferd.store.files import IMAGE_PURPOSE, FileRecord, FileStore
 from inferd.store.jobs import JobRecord, JobStore
 
 WINDOWS = ("24h",)
+
+
+class FileObject(TypedDict):
+    """A file as the API shows it."""
+
+    id: str
+    object: str
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: str
+    status_details: None
+    expires_at: int | None
+
+
+class RequestCounts(TypedDict):
+    total: int
+    completed: int
+    failed: int
+
+
+class BatchObject(TypedDict):
+    """A batch as the API shows it."""
+
+    id: str
+    object: str
+    endpoint: str
+    errors: None
+    input_file_id: str
+    completion_window: str
+    status: str
+    output_file_id: str | None
+    error_file_id: str | None
+    created_at: int
+    in_progress_at: int | None
+    expires_at: int | None
+    finalizing_at: int | None
+    completed_at: int | None
+    cancelling_at: int | None
+    cancelled_at: int | None
+    failed_at: None
+    expired_at: None
+    request_counts: RequestCounts
+    metadata: JsonObject | None
+
+
+class LineFailure(TypedDict):
+    """The body of a line the model answered with an error."""
+
+    error: ErrorObject | None
+
+
+class LineResponse(TypedDict):
+    status_code: int
+    request_id: str
+    body: JsonObject | LineFailure | None
+
+
+class LineError(TypedDict):
+    """Why a line has no answer at all."""
+
+    code: str
+    message: str
+
+
+class OutputLine(TypedDict):
+    """One line of a batch's output or error file, in OpenAI's format."""
+
+    id: str
+    custom_id: str | None
+    response: LineResponse | None
+    error: LineError | None
 
 
 def jsonl_lines(content: bytes) -> list[str]:
@@ -47,7 +121,7 @@ def jsonl_lines(content: bytes) -> list[str]:
     return lines
 
 
-def _object(line: str) -> dict[str, Any] | None:
+def _object(line: str) -> JsonObject | None:
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -55,7 +129,7 @@ def _object(line: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _refused(item: dict[str, Any]) -> str | None:
+def _refused(item: JsonObject) -> str | None:
     """Why a line breaks the rules of stored bodies (``inferd.json_bodies``), if it does."""
     try:
         check_value(item)
@@ -64,14 +138,14 @@ def _refused(item: dict[str, Any]) -> str | None:
     return None
 
 
-def file_object(record: FileRecord) -> dict[str, Any]:
+def file_object(record: FileRecord) -> FileObject:
     return {"id": record.id, "object": "file", "bytes": record.bytes,
             "created_at": unix_seconds(record.created_at), "filename": record.filename,
             "purpose": record.purpose, "status": "processed", "status_details": None,
             "expires_at": unix_seconds(record.expires_at)}
 
 
-def _line_error(message: str) -> dict[str, Any]:
+def _line_error(message: str) -> ErrorObject:
     return InvalidRequest(message, code="invalid_request").to_dict()
 
 
@@ -124,7 +198,7 @@ class BatchService:
 
     # -- create -----------------------------------------------------------------------------
     async def create(self, principal: Principal, input_file_id: str, endpoint: str,
-                     completion_window: str, metadata: dict[str, Any] | None) -> BatchRecord:
+                     completion_window: str, metadata: JsonObject | None) -> BatchRecord:
         if endpoint not in BATCH_ENDPOINTS:
             raise InvalidRequest(f"Unsupported endpoint '{endpoint}'; use one of "
                                  f"{', '.join(BATCH_ENDPOINTS)}.", param="endpoint",
@@ -178,7 +252,7 @@ class BatchService:
             elif not isinstance(body, dict) or not isinstance(body.get("model"), str):
                 problem = f"Line {index + 1}: body must be an object with a 'model'."
             else:
-                job.model = self._model(principal, body["model"], index)
+                job.model = self._model(principal, str(body["model"]), index)
                 job.request = {k: v for k, v in body.items()
                                if k not in ("stream", "stream_options")}
         if problem is not None:
@@ -216,21 +290,25 @@ class BatchService:
         await self.maybe_finalize(batch.id)
         return await self.get(principal, batch_id)
 
-    async def counts(self, batch: BatchRecord) -> dict[str, int]:
+    async def counts(self, batch: BatchRecord) -> RequestCounts:
         by_status = await self.jobs.batch_counts(batch.id)
         failed = by_status.get("failed", 0) + by_status.get("cancelled", 0)
         return {"total": batch.total, "completed": by_status.get("completed", 0),
                 "failed": failed}
 
-    async def batch_object(self, batch: BatchRecord) -> dict[str, Any]:
-        times = {name: unix_seconds(getattr(batch, name)) for name in (
-            "created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at",
-            "cancelling_at", "cancelled_at")}
+    async def batch_object(self, batch: BatchRecord) -> BatchObject:
         return {"id": batch.id, "object": "batch", "endpoint": batch.endpoint, "errors": None,
                 "input_file_id": batch.input_file_id,
                 "completion_window": batch.completion_window, "status": batch.status,
                 "output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id,
-                **times, "failed_at": None, "expired_at": None,
+                "created_at": unix_seconds(batch.created_at),
+                "in_progress_at": unix_seconds(batch.in_progress_at),
+                "expires_at": unix_seconds(batch.expires_at),
+                "finalizing_at": unix_seconds(batch.finalizing_at),
+                "completed_at": unix_seconds(batch.completed_at),
+                "cancelling_at": unix_seconds(batch.cancelling_at),
+                "cancelled_at": unix_seconds(batch.cancelled_at),
+                "failed_at": None, "expired_at": None,
                 "request_counts": await self.counts(batch), "metadata": batch.meta}
 
 
@@ -255,8 +333,8 @@ class BatchFinalizer:
         batch = await self.store.get(batch_id)
         if batch is None or batch.status not in ("in_progress", "cancelling"):
             return False
-        output: list[dict[str, Any]] = []
-        errors: list[dict[str, Any]] = []
+        output: list[OutputLine] = []
+        errors: list[OutputLine] = []
         for job in await self.jobs.of_batch(batch_id):
             line = output_line(job)
             (output if job.status == "completed" else errors).append(line)
@@ -277,17 +355,18 @@ class BatchFinalizer:
         return await self.store.finalize(batch_id, outputs, ids[0], ids[1])
 
 
-def output_line(job: JobRecord) -> dict[str, Any]:
+def output_line(job: JobRecord) -> OutputLine:
     """One line of the output or error file, in OpenAI's format."""
-    line: dict[str, Any] = {"id": f"batch_req_{job.id.removeprefix('job_')}",
-                            "custom_id": job.custom_id, "response": None, "error": None}
+    line: OutputLine = {"id": f"batch_req_{job.id.removeprefix('job_')}",
+                        "custom_id": job.custom_id, "response": None, "error": None}
     if job.status == "completed":
         line["response"] = {"status_code": 200, "request_id": job.id, "body": job.result}
     elif job.status_code is not None:
         line["response"] = {"status_code": job.status_code, "request_id": job.id,
                             "body": {"error": job.error}}
     else:
-        error = job.error or {}
-        line["error"] = {"code": error.get("code") or "failed",
-                         "message": error.get("message") or "The request failed."}
+        error = job.error
+        line["error"] = {"code": (error.get("code") if error else None) or "failed",
+                         "message": (error.get("message") if error else None)
+                         or "The request failed."}
     return line

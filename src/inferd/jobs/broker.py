@@ -29,7 +29,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import aio_pika
 import orjson
@@ -42,6 +41,7 @@ from aio_pika.abc import (
 
 from inferd.jobs.acks import Acks
 from inferd.jobs.queue import Delivery, QueuedJob
+from inferd.jsontypes import JsonValue
 from inferd.tasks import bounded, cancel_and_wait
 
 log = logging.getLogger("inferd.jobs.broker")
@@ -98,12 +98,16 @@ def _deliveries(message: AbstractIncomingMessage) -> int:
 
 def _jobs_of(body: bytes) -> list[QueuedJob]:
     """The job ids of a message: ``{"id": ...}`` (one) or ``{"ids": [...]}`` (a group)."""
-    data: dict[str, Any] = orjson.loads(body)
-    model, priority = str(data["model"]), int(data.get("priority", 0))
+    data: JsonValue = orjson.loads(body)
+    if not isinstance(data, dict):
+        raise TypeError("a job message must be a JSON object")
+    model, priority = str(data["model"]), data.get("priority", 0)
+    if not isinstance(priority, int | float | str):
+        raise TypeError("priority must be a number")
     ids = data["ids"] if "ids" in data else [data["id"]]
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
         raise ValueError("ids must be a non-empty list of strings")
-    return [QueuedJob(job_id, model, priority) for job_id in ids]
+    return [QueuedJob(str(job_id), model, int(priority)) for job_id in ids]
 
 
 class RabbitQueue:
@@ -240,8 +244,9 @@ class RabbitQueue:
         if job.model not in self._declared:
             await self._queue(self._publisher, job.model)
             self._declared.add(job.model)
-        ids: dict[str, Any] = ({"id": job.id} if len(jobs) == 1  # as read by older workers
-                               else {"ids": [queued.id for queued in jobs]})
+        ids: dict[str, str | list[str]] = (
+            {"id": job.id} if len(jobs) == 1  # as read by older workers
+            else {"ids": [queued.id for queued in jobs]})
         body = orjson.dumps({**ids, "model": job.model, "priority": job.priority})
         message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                                    priority=broker_priority(job.priority), message_id=job.id,

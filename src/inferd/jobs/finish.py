@@ -6,7 +6,13 @@ from __future__ import annotations
 import logging
 import time
 
-from inferd.errors import DeadlineExceeded, InferdError, JobQuarantined, MaxAttemptsExceeded
+from inferd.errors import (
+    DeadlineExceeded,
+    ErrorObject,
+    InferdError,
+    JobQuarantined,
+    MaxAttemptsExceeded,
+)
 from inferd.jobs.batches import BatchFinalizer
 from inferd.jobs.owners import Owners
 from inferd.jobs.queue import QueuedJob
@@ -50,8 +56,8 @@ class Finisher:
 
     async def dead_lettered(self, job: QueuedJob, reason: str) -> None:
         """A job whose message the broker dead-lettered (delivered too often): it fails."""
-        error = {"message": reason, "type": "server_error", "param": None,
-                 "code": "max_deliveries_exceeded"}
+        error: ErrorObject = {"message": reason, "type": "server_error", "param": None,
+                              "code": "max_deliveries_exceeded"}
         if await self.store.finish(job.id, None, "failed", error=error, status_code=500,
                                    from_status=("pending", "running")):
             log.warning("job %s failed: %s", job.id, reason)

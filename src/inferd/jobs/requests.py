@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TypedDict
 
 import orjson
 from pydantic import BaseModel
 
-from inferd.errors import InvalidRequest
+from inferd.errors import ErrorObject, InvalidRequest
 from inferd.ids import unix_seconds
+from inferd.jsontypes import JsonObject
 from inferd.outbound import HostAllowList
 from inferd.responses import RESPONSES
 from inferd.schemas.images import ImageGenerationRequest
@@ -39,7 +40,7 @@ def check_endpoint(endpoint: str, param: str = "endpoint") -> type[BaseModel]:
                              code="invalid_endpoint") from None
 
 
-def parse_request(endpoint: str, body: dict[str, Any], internal: bool = False) -> BaseModel:
+def parse_request(endpoint: str, body: JsonObject, internal: bool = False) -> BaseModel:
     """Validate ``body`` for ``endpoint`` (pydantic's ``ValidationError`` names the field).
 
     ``internal`` admits the endpoints only inferd itself submits (background responses).
@@ -51,7 +52,7 @@ def parse_request(endpoint: str, body: dict[str, Any], internal: bool = False) -
     return check_endpoint(endpoint).model_validate(body)
 
 
-def request_hash(endpoint: str, body: dict[str, Any]) -> str:
+def request_hash(endpoint: str, body: JsonObject) -> str:
     """Identifies "the same request" for idempotency: key order does not matter."""
     return hashlib.sha256(orjson.dumps([endpoint, body], option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -68,7 +69,33 @@ async def check_webhook_url(url: str | None, allow: HostAllowList) -> str | None
     return url
 
 
-def job_object(job: JobRecord) -> dict[str, Any]:
+class JobObject(TypedDict):
+    """A job as the API shows it."""
+
+    id: str
+    object: str
+    endpoint: str
+    model: str
+    status: str
+    priority: int
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    deadline_at: int | None
+    attempts: int
+    request: JsonObject
+    result: JsonObject | None
+    error: ErrorObject | None
+    usage: JsonObject | None
+    webhook_url: str | None
+    webhook_status: str | None
+    metadata: dict[str, str] | None
+    batch_id: str | None
+    custom_id: str | None
+    owner: str | None
+
+
+def job_object(job: JobRecord) -> JobObject:
     """A job as the API shows it."""
     meta = job.meta or {}
     return {

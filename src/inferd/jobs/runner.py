@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import orjson
 from opentelemetry.context import attach, detach
@@ -30,6 +29,7 @@ from inferd.errors import (
 from inferd.images import ImageService
 from inferd.inference import Inference
 from inferd.jobs.requests import MESSAGES, parse_request
+from inferd.jsontypes import JsonObject
 from inferd.responses import RESPONSES, background
 from inferd.responses.conversations import ConversationService
 from inferd.responses.events import Event
@@ -81,7 +81,7 @@ class EventLog:
         self._pending: list[JobEvent] = []
         self._last_flush = time.monotonic()
 
-    def _event(self, kind: str, data: dict[str, Any]) -> JobEvent:
+    def _event(self, kind: str, data: JsonObject | Event) -> JobEvent:
         event = JobEvent(self.seq, kind, orjson.dumps(data).decode())
         self.seq += 1
         return event
@@ -113,7 +113,9 @@ class EventLog:
 
     async def add(self, kind: str, data: Event) -> None:
         """One event as it is (a Responses stream event), numbered in ``sequence_number``."""
-        self._pending.append(self._event(kind, {**data, "sequence_number": self.seq}))
+        numbered = data.copy()
+        numbered["sequence_number"] = self.seq
+        self._pending.append(self._event(kind, numbered))
         await self._maybe_flush()
 
     async def progress(self, step: int, of: int) -> None:
@@ -183,7 +185,7 @@ async def run_job(inference: Inference, job: JobRecord, owner: Awaitable[Princip
     else:
         span.set_attribute("inferd.job.outcome", outcome.status)
         if outcome.status == "failed":
-            failed(span, None, str((outcome.error or {}).get("code") or "failed"))
+            failed(span, None, (outcome.error["code"] if outcome.error else None) or "failed")
         return outcome
     finally:
         detach(token)
@@ -289,6 +291,6 @@ async def _run_stream(inference: Inference, request: ChatCompletionRequest | Com
     return Outcome("completed", result=result.wire(), status_code=200, usage=_wire(result.usage))
 
 
-def _wire(usage: Answer | None) -> dict[str, Any] | None:
+def _wire(usage: Answer | None) -> JsonObject | None:
     """A usage as the job stores it (JSON)."""
     return None if usage is None else usage.wire()

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import orjson
 
@@ -35,11 +34,12 @@ from inferd.jobs.requests import (
 )
 from inferd.jobs.signals import Signals
 from inferd.jobs.webhooks import WebhookSender
+from inferd.jsontypes import JsonObject
 from inferd.routing.router import Router
 from inferd.schemas.images import ImageGenerationRequest
 from inferd.settings import JobSettings
 from inferd.store.job_inserts import GroupInserter
-from inferd.store.jobs import JobPage, JobRecord, JobStore
+from inferd.store.jobs import JobMeta, JobPage, JobRecord, JobStore
 from inferd.store.leases import LeaseStore
 from inferd.tasks import cancel_and_wait
 from inferd.tracing import TRACEPARENT, current_traceparent
@@ -107,11 +107,11 @@ class JobService:
         await self.dispatch.enqueue(job, premarked=premarked)
 
     # -- submit -----------------------------------------------------------------------------
-    async def submit(self, principal: Principal, endpoint: str, body: dict[str, Any], *,
+    async def submit(self, principal: Principal, endpoint: str, body: JsonObject, *,
                      priority: int = 0, deadline_at: float | None = None,
-                     webhook_url: str | None = None, metadata: dict[str, Any] | None = None,
+                     webhook_url: str | None = None, metadata: dict[str, str] | None = None,
                      idempotency_key: str | None = None, source: str = "api",
-                     meta: dict[str, Any] | None = None) -> tuple[JobRecord, bool]:
+                     meta: JobMeta | None = None) -> tuple[JobRecord, bool]:
         """Validate and commit a job, then enqueue it; ``(job, created)``.
 
         A known idempotency key returns the job it made (``created`` false), or 409 when the
@@ -126,10 +126,13 @@ class JobService:
             self.inference.check_model(principal, asked)  # 403 model_not_allowed
         await self.caps.check_jobs(principal)  # 429 past the key's unfinished jobs
         stored = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        kept: JobMeta = meta.copy() if meta else {}
         if self.inference.tracer is not None:  # the worker's span joins the submitter's trace
             traceparent = current_traceparent()
             if traceparent is not None:
-                meta = {**(meta or {}), TRACEPARENT: traceparent}
+                kept[TRACEPARENT] = traceparent
+        if metadata:
+            kept["metadata"] = metadata
         job = JobRecord(
             id=new_id("job"), endpoint=endpoint, model=model, request=stored,
             request_hash=request_hash(endpoint, stored), owner=principal.key_id,
@@ -138,7 +141,7 @@ class JobService:
                                if idempotency_key else None),
             deadline_at=deadline_at,
             webhook_url=await check_webhook_url(webhook_url, self.webhooks.allow),
-            meta={**(meta or {}), **({"metadata": metadata} if metadata else {})} or None)
+            meta=kept or None)
         # Published to a broker, the job is stored already marked queued: one statement less
         # per submission than marking it once the broker confirmed (a failed publish unmarks
         # it; a gateway that dies between commit and publish leaves the mark to lapse).

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 import aiohttp
 import orjson
@@ -26,7 +25,7 @@ from inferd.ids import new_webhook_secret
 from inferd.jobs.requests import job_object
 from inferd.outbound import WEBHOOK, AddressRefused, HostAllowList, connector_options
 from inferd.settings import JobSettings
-from inferd.store.jobs import JobRecord, JobStore
+from inferd.store.jobs import JobRecord, JobStore, WebhookAttempt
 from inferd.store.repo import WEBHOOK_SECRET, KeyValueStore
 from inferd.webhook_signing import sign as sign
 from inferd.webhook_signing import signed_headers
@@ -118,5 +117,5 @@ class WebhookSender:
         if self._session is not None:
             await self._session.close()
 
-    def describe(self, attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def describe(self, attempts: list[WebhookAttempt]) -> list[WebhookAttempt]:
         return [{**a, "created_at": int(a["created_at"])} for a in attempts]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeAlias, TypedDict
 
 from inferd.engines.base import Chunk
+from inferd.errors import ErrorObject
 from inferd.jsontypes import JsonObject, JsonValue
 from inferd.schemas.answers import Usage, usage_of
 from inferd.schemas.responses import (
@@ -201,7 +202,7 @@ class ResponseStream:
 ERROR_CODES = frozenset({"server_error", "rate_limit_exceeded", "invalid_prompt"})
 
 
-def failed_event(response: JsonObject, error: JsonObject,
+def failed_event(response: JsonObject, error: ErrorObject | JsonObject,
                  status: str = "failed") -> ResponseEvent:
     """The last event of a response that did not complete."""
     code = error.get("code") or "server_error"

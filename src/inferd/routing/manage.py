@@ -342,10 +342,11 @@ class ModelAdmin:
                 f"'{redact_url(current.url)}'; a URL on another host must come with its "
                 "credential again: send 'api_key' with the new 'url' (\"\" for none).",
                 param="api_key", code="api_key_required")
+        headers = (None if current is None
+                   else (changes.get("options") or current.options).get("headers"))
         if (current is not None and changes.get("url") and current.options.get("headers")
                 and origin(changes["url"]) != origin(current.url)
-                and MASK in ((changes.get("options") or current.options).get("headers")
-                             or {}).values()):
+                and MASK in (headers.values() if isinstance(headers, dict) else ())):
             raise InvalidRequest(
                 "This replica's headers were given for "
                 f"'{redact_url(current.url)}'; a URL on another host must come with their "

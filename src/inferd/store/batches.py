@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from inferd.jsontypes import JsonObject
 from inferd.store.db import Database
 from inferd.store.files import FileRecord, FileStore
 from inferd.store.jobs import JobRecord, JobStore
@@ -29,7 +30,7 @@ class BatchRecord:
     created_at: float
     output_file_id: str | None = None
     error_file_id: str | None = None
-    meta: dict[str, Any] | None = None
+    meta: JsonObject | None = None  # the client's ``metadata``
     in_progress_at: float | None = None
     expires_at: float | None = None
     finalizing_at: float | None = None

@@ -77,19 +77,20 @@ class Database:
         self.secrets = secrets or SecretBox()
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
-        kwargs: dict[str, Any] = {"echo": echo}
+        self.engine: AsyncEngine
         if self.dialect == "sqlite":
             database = parsed.database
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_async_engine(url, echo=echo)
         else:
             # No pre-ping: on asyncpg it costs three round trips per checkout (a transaction
             # around "SELECT 1"), more than most statements it guards. A dead connection fails
             # its statement instead (a 503, see ``unreachable``) and the pool then replaces
             # every connection older than that failure, so one failure per outage, not one
             # per connection.
-            kwargs.update(pool_size=10, max_overflow=20, pool_recycle=1800)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+            self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20,
+                                              pool_recycle=1800)
         self._file = Path(parsed.database) if self.dialect == "sqlite" and parsed.database \
             and parsed.database != ":memory:" else None
         self.open_connections = 0  # DBAPI connections open now

@@ -10,14 +10,15 @@ import json
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from inferd.errors import JobCancelled
+from inferd.errors import ErrorObject, JobCancelled
+from inferd.jsontypes import JsonObject
 from inferd.store.db import Database
 from inferd.store.tables_control import usage_records as usage_table
 from inferd.store.tables_jobs import job_events, jobs, webhook_attempts
@@ -101,14 +102,45 @@ _STARTED = sa.insert(job_events).from_select(
 _CLAIM_STARTING = sa.select(_CLAIMED).add_cte(_STARTED)
 
 
+class JobMeta(TypedDict, total=False):
+    """What a job keeps beside its request (``jobs.meta``): the client's ``metadata``, the
+    trace of the request that submitted it (``inferd.tracing.TRACEPARENT``), the context of a
+    job submitted through the compatibility API."""
+
+    traceparent: str
+    context_id: int
+    metadata: dict[str, str]
+
+
+class WebhookAttempt(TypedDict):
+    """One delivery attempt of a job's webhook (a row of ``webhook_attempts``), as the API
+    shows it."""
+
+    webhook_id: str
+    attempt: int
+    url: str
+    status_code: int | None
+    error: str | None
+    created_at: float
+
+
+class _EventRow(TypedDict):
+    job_id: str
+    seq: int
+    kind: str
+    data: str
+    created_at: float
+
+
 @dataclass
 class JobRecord:
-    """One row of ``jobs``."""
+    """One row of ``jobs``: ``request`` is the body the job runs (before validation),
+    ``result`` the answer's JSON, ``usage`` the answer's usage as JSON."""
 
     id: str
     endpoint: str
     model: str
-    request: dict[str, Any]
+    request: JsonObject
     request_hash: str
     owner: str | None = None
     owner_scope: str = "admin"
@@ -116,11 +148,11 @@ class JobRecord:
     status: str = "pending"
     priority: int = 0
     idempotency_scope: str | None = None
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
+    result: JsonObject | None = None
+    error: ErrorObject | None = None
     status_code: int | None = None
-    usage: dict[str, Any] | None = None
-    meta: dict[str, Any] | None = None
+    usage: JsonObject | None = None
+    meta: JobMeta | None = None
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
@@ -164,10 +196,10 @@ class Outcome:
     """How a run of a job ended, as it will be stored."""
 
     status: str  # completed | failed | deferred (back to pending: the key's rate limit)
-    result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
+    result: JsonObject | None = None
+    error: ErrorObject | None = None
     status_code: int | None = None
-    usage: dict[str, Any] | None = None
+    usage: JsonObject | None = None
 
 
 class Claimed(NamedTuple):
@@ -349,8 +381,9 @@ class JobStore:
         so there each job is claimed, then read.
         """
         now = time.time()
-        params: dict[str, Any] = {"c_now": now, "c_worker": worker, "c_lease_end": now + lease,
-                                  "c_max_attempts": max_attempts, "c_max_crashes": max_crashes}
+        params: dict[str, float | str | list[str]] = {
+            "c_now": now, "c_worker": worker, "c_lease_end": now + lease,
+            "c_max_attempts": max_attempts, "c_max_crashes": max_crashes}
         found: dict[str, Claimed] = {}
         unique = list(dict.fromkeys(job_ids))
         if self.db.dialect in ("postgresql", "sqlite"):
@@ -385,8 +418,8 @@ class JobStore:
         return bool(result.rowcount == 1)
 
     async def finish(self, job_id: str, worker: str | None, status: str, *,
-                     result: dict[str, Any] | None = None, error: dict[str, Any] | None = None,
-                     status_code: int | None = None, usage: dict[str, Any] | None = None,
+                     result: JsonObject | None = None, error: ErrorObject | None = None,
+                     status_code: int | None = None, usage: JsonObject | None = None,
                      from_status: tuple[str, ...] = ("running",),
                      usage_records: Sequence[UsageRecord] = ()) -> bool:
         """Store the outcome once: only the worker holding the job (or, for ``worker=None``,
@@ -426,7 +459,7 @@ class JobStore:
                 _LOCK_OURS, {"b_ids": ids, "b_worker": worker})).scalars()}
             stored, rows, now = [], [], time.time()
             billed: list[UsageRecord] = []
-            events: list[dict[str, Any]] = []
+            events: list[_EventRow] = []
             for job_id, outcome, records, left in outcomes:
                 mine = job_id in ours
                 ours.discard(job_id)  # once per job, whatever the group holds
@@ -480,15 +513,14 @@ class JobStore:
         """Hand a job back on shutdown: pending again, and this attempt does not count.
         ``not_before``: a deferral (its key's rate limit): no claim or sweep takes the job
         before that time, and its deferrals are counted (the next one waits longer)."""
-        values: dict[str, Any] = {"status": "pending", "claimed_by": None,
-                                  "lease_expires_at": None, "attempts": jobs.c.attempts - 1}
+        update = (sa.update(jobs).where(jobs.c.id == job_id, jobs.c.claimed_by == worker,
+                                        jobs.c.status == "running")
+                  .values(status="pending", claimed_by=None, lease_expires_at=None,
+                          attempts=jobs.c.attempts - 1))
         if not_before is not None:
-            values.update(not_before=not_before, deferrals=jobs.c.deferrals + 1)
+            update = update.values(not_before=not_before, deferrals=jobs.c.deferrals + 1)
         async with self.db.statement() as conn:
-            await conn.execute(
-                sa.update(jobs).where(jobs.c.id == job_id, jobs.c.claimed_by == worker,
-                                      jobs.c.status == "running")
-                .values(**values))
+            await conn.execute(update)
 
     async def count_unfinished(self, owner: str | None, *, batch: bool) -> int:
         """How many jobs of ``owner`` are pending or running: its batches' lines (``batch``),
@@ -618,14 +650,14 @@ class JobStore:
                 job_id=job_id, webhook_id=webhook_id, attempt=attempt, url=url,
                 status_code=status_code, error=error, created_at=time.time()))
 
-    async def attempts(self, job_id: str) -> list[dict[str, Any]]:
+    async def attempts(self, job_id: str) -> list[WebhookAttempt]:
         query = (sa.select(webhook_attempts).where(webhook_attempts.c.job_id == job_id)
                  .order_by(webhook_attempts.c.id))
         async with self.db.statement() as conn:
             rows = (await conn.execute(query)).all()
-        # keys are str subclasses (quoted_name): plain str for JSON encoders
-        return [{str(k): v for k, v in r._asdict().items() if k not in {"id", "job_id"}}
-                for r in rows]
+        return [WebhookAttempt(webhook_id=str(r.webhook_id), attempt=int(r.attempt),
+                               url=str(r.url), status_code=r.status_code, error=r.error,
+                               created_at=float(r.created_at)) for r in rows]
 
     async def set_webhook_state(self, job_id: str, state: str) -> None:
         async with self.db.statement() as conn:

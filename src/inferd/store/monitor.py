@@ -10,10 +10,10 @@ same rule applies to keys; a URL has its query values and user information maske
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import sqlalchemy as sa
 
+from inferd.jsontypes import JsonObject, JsonValue
 from inferd.redact import redact_url
 from inferd.store.db import Database
 from inferd.store.tables import metadata
@@ -33,7 +33,7 @@ def is_secret(name: str) -> bool:
                                                               for m in SECRET_MARKERS)
 
 
-def redact(value: Any) -> Any:
+def redact(value: JsonValue) -> JsonValue:
     """``value`` with secrets inside JSON documents and URLs masked."""
     if isinstance(value, dict):
         return {k: REDACTED if is_secret(str(k)) else redact(v) for k, v in value.items()}
@@ -55,7 +55,7 @@ class TableBrowser:
     def tables(self) -> list[str]:
         return [name for name in ALLOWED_TABLES if name in metadata.tables]
 
-    async def rows(self, name: str, limit: int = MAX_ROWS) -> list[dict[str, Any]] | None:
+    async def rows(self, name: str, limit: int = MAX_ROWS) -> list[JsonObject] | None:
         """Up to ``limit`` (at most 100) rows, newest first; ``None`` for a table not shown."""
         if name not in self.tables():
             return None

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferd.errors import Conflict, InvalidRequest
+from inferd.jsontypes import JsonObject
 from inferd.redact import MASK, redact_url
 from inferd.settings import RemoteModelSpec, ReplicaSpec
 from inferd.store import heartbeats
@@ -28,12 +29,14 @@ FULL_URL = "url"  # the whole replica URL, when ``replicas.url`` holds it masked
 HEADERS = "headers"  # ``options.headers`` (JSON), kept here while ``replicas.options`` masks it
 
 
-def _masked_headers(options: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def _masked_headers(options: JsonObject) -> tuple[JsonObject, str]:
     """``options`` as stored (each header value masked) and its headers as the secret to
     keep ("" when there are none)."""
     headers = options.get("headers")
     if not headers:
         return {k: v for k, v in options.items() if k != "headers"}, ""
+    if not isinstance(headers, dict):  # ``ReplicaSpec`` refuses it
+        raise TypeError("options.headers must be an object")
     return ({**options, "headers": dict.fromkeys(headers, MASK)},
             json.dumps(headers, sort_keys=True))
 
@@ -51,7 +54,7 @@ class ModelRecord:
     created_at: float
     updated_at: float
     routing: str | None = None  # None: the server's default
-    price: dict[str, Any] | None = None  # ``inferd.prices.Price`` as JSON; None: no price
+    price: dict[str, float | None] | None = None  # ``Price.view()``; None: no price
 
 
 @dataclass
@@ -67,7 +70,7 @@ class ReplicaRecord:
     weight: float
     timeout: float
     enabled: bool
-    options: dict[str, Any]
+    options: JsonObject
     source: str
     has_credential: bool
     created_at: float
@@ -151,7 +154,7 @@ class ReplicaStore:
 
     async def create_model(self, name: str, aliases: list[str], fallbacks: list[str],
                            source: str = "api", routing: str | None = None,
-                           price: dict[str, Any] | None = None) -> ModelRecord:
+                           price: dict[str, float | None] | None = None) -> ModelRecord:
         now = time.time()
         try:
             async with self.db.engine.begin() as conn:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -151,7 +151,7 @@ class UsageStore:
     async def aggregate(self, *, group_by: Sequence[GroupBy], bucket: str = "hour",
                         since: float | None = None, until: float | None = None,
                         key_id: str | None = None, model: str | None = None,
-                        limit: int = 1000) -> list[dict[str, Any]]:
+                        limit: int = 1000) -> list[UsageRow]:
         """Totals per group (any of key, model, time bucket, user, team), newest bucket
         first. A user or team group counts the requests of the keys that belong to that user
         or team now (null: keys of none)."""
@@ -203,7 +203,8 @@ class UsageStore:
             rows = await conn.execute(query)
             return [_clean({str(k): v for k, v in r._mapping.items()}) for r in rows]
 
-    async def recent(self, *, limit: int = 100, key_id: str | None = None) -> list[dict[str, Any]]:
+    async def recent(self, *, limit: int = 100, key_id: str | None = None) -> list[UsageRow]:
+        """The newest usage records as stored (their columns)."""
         query = sa.select(t).order_by(t.c.id.desc()).limit(limit)
         if key_id is not None:
             query = query.where(t.c.key_id == key_id)
@@ -307,15 +308,22 @@ class UsageStore:
 EXACT = frozenset({"cost"})
 
 
-def _clean(row: dict[str, Any]) -> dict[str, Any]:
+# A row of usage totals: the columns it is grouped by (text, ids, a bucket's start) and its
+# sums and averages, as JSON numbers.
+UsageRow = dict[str, str | int | float | None]
+
+
+def _clean(row: Mapping[str, Any]) -> UsageRow:
     """Database numerics (Decimal on MySQL/PostgreSQL) to plain JSON numbers."""
+    out: UsageRow = {}
     for name, value in row.items():
         if value is None or isinstance(value, str | int):
+            out[name] = value
             continue
         number = float(value)
         if name in EXACT:
-            row[name] = number
+            out[name] = number
             continue
-        row[name] = int(number) if name != "avg_latency_ms" and name != "avg_ttft_ms" \
+        out[name] = int(number) if name != "avg_latency_ms" and name != "avg_ttft_ms" \
             and name != "max_latency_ms" and number.is_integer() else round(number, 3)
-    return row
+    return out

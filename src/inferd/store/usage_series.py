@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import sqlalchemy as sa
 
@@ -35,6 +35,28 @@ def percentile(values: list[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return round(ordered[rank - 1], 3)
+
+
+class BucketView(TypedDict):
+    """One time bucket of a usage series, as the API shows it."""
+
+    bucket_start: float
+    requests: int
+    errors: int
+    cancelled: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    images: int
+    steps: int
+    p50_latency_ms: float | None
+    p95_latency_ms: float | None
+    p50_ttft_ms: float | None
+    p95_ttft_ms: float | None
+
+
+# Series name -> its buckets, oldest first.
+Series = dict[str, list[BucketView]]
 
 
 class _Bucket:
@@ -62,7 +84,7 @@ class _Bucket:
         if ttft is not None:
             self.ttft.append(ttft)
 
-    def view(self, start: float) -> dict[str, Any]:
+    def view(self, start: float) -> BucketView:
         return {"bucket_start": start, "requests": self.requests, "errors": self.errors,
                 "cancelled": self.cancelled,
                 "prompt_tokens": self.prompt, "completion_tokens": self.completion,
@@ -82,7 +104,7 @@ class UsageSeries:
 
     async def series(self, *, bucket: int, since: float, until: float,
                      split_by: SplitBy = "model", model: str | None = None,
-                     key_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+                     key_id: str | None = None) -> Series:
         """``{series name: [bucket, ...]}``; every series has every bucket of the range
         (empty buckets are zeros) so charts line up."""
         query = sa.select(t.c.created_at, t.c.model, t.c.key_id, t.c.status,
@@ -109,8 +131,7 @@ class UsageSeries:
 NO_KEY = "(no key)"
 
 
-def _named(series: dict[str, list[dict[str, Any]]],
-           names: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+def _named(series: Series, names: dict[str, str]) -> Series:
     """The series per key id renamed by the keys' names, in the names' order."""
     shared = {n for n in names.values() if list(names.values()).count(n) > 1}
     def label(key_id: str) -> str:
@@ -124,7 +145,7 @@ def _named(series: dict[str, list[dict[str, Any]]],
 
 
 def _fold(rows: Iterable[Any], *, bucket: int, since: float, until: float,
-          split_by: SplitBy) -> dict[str, list[dict[str, Any]]]:
+          split_by: SplitBy) -> Series:
     first = math.floor(since / bucket) * bucket
     starts = [float(first + i * bucket) for i in range(math.ceil((until - first) / bucket))]
     groups: dict[str, dict[float, _Bucket]] = {}

@@ -15,8 +15,6 @@ model host).
 
 from __future__ import annotations
 
-from typing import Any
-
 from inferd.auth.principal import Principal
 from inferd.control import JobRecord
 from inferd.errors import ModelNotFound, Unavailable
@@ -65,10 +63,11 @@ def token_limit(router: Router, model: str, limit: int | None) -> int | None:
 
 def result_text(job: JobRecord) -> str | None:
     """The generated text of a finished chat or completion job."""
-    result: dict[str, Any] | None = job.result
-    if not result or not result.get("choices"):
+    choices = job.result.get("choices") if job.result else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return None
-    choice = result["choices"][0]
+    choice = choices[0]
     if "message" in choice:
-        return str(choice["message"].get("content") or "")
+        message = choice["message"]
+        return str((message.get("content") if isinstance(message, dict) else None) or "")
     return str(choice.get("text") or "")

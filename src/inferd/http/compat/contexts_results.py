@@ -7,7 +7,7 @@ status reads ``pending`` until it is ``completed`` or ``failed``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
@@ -21,6 +21,7 @@ from inferd.http.deps import ContextId, PrincipalDep, ServicesDep, read_strict
 from inferd.http.jobs import JobsDep
 from inferd.http.operation import endpoint
 from inferd.http.responses import json_response
+from inferd.jsontypes import JsonObject
 from inferd.schemas import compat
 
 router = APIRouter(tags=["contexts-results"])
@@ -38,13 +39,36 @@ class ContextCreate(BaseModel):
     content: str
 
 
-def context_object(context: ContextRecord) -> dict[str, Any]:
+class ContextObject(TypedDict):
+    """A context as the contexts-and-results API shows it."""
+
+    id: int
+    content: str
+    created_at: int
+
+
+class ResultObject(TypedDict):
+    """A result (the job that answers a context) as the contexts-and-results API shows it."""
+
+    id: str
+    result_id: str
+    context_id: int | None
+    model: str
+    status: str
+    content: str | None
+    error: str | None
+    created_at: int
+    finished_at: int | None
+
+
+def context_object(context: ContextRecord) -> ContextObject:
     return {"id": context.id, "content": context.content,
             "created_at": int(context.created_at)}
 
 
-def result_object(job: JobRecord) -> dict[str, Any]:
-    error = (job.error or {}).get("message") if job.status in ("failed", "cancelled") else None
+def result_object(job: JobRecord) -> ResultObject:
+    error = (job.error.get("message") if job.error and job.status in ("failed", "cancelled")
+             else None)
     return {"id": job.id, "result_id": job.id, "context_id": (job.meta or {}).get("context_id"),
             "model": job.model, "status": _STATUS[job.status], "content": result_text(job),
             "error": error, "created_at": int(job.created_at),
@@ -119,7 +143,8 @@ async def list_models(services: ServicesDep, principal: PrincipalDep) -> Respons
 async def send(model_name: str, context_id: ContextId, services: ServicesDep, jobs: JobsDep,
                principal: PrincipalDep) -> Response:
     context = await _context(services, principal, context_id)
-    body = {"model": model_name, "messages": [{"role": "user", "content": context.content}]}
+    body: JsonObject = {"model": model_name,
+                        "messages": [{"role": "user", "content": context.content}]}
     job, _ = await jobs.submit(principal, "/v1/chat/completions", body, source=SOURCE,
                                meta={"context_id": context.id})
     return json_response(result_object(job), status=202)

@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import orjson
 from fastapi import APIRouter, Request
@@ -27,8 +27,10 @@ from inferd.engines.residency import Resident
 from inferd.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from inferd.http.compat import default_chat_model, serves_chat
 from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
+from inferd.http.jobs import AnyObject
 from inferd.http.operation import INFER, TEXT, endpoint
 from inferd.http.responses import json_response
+from inferd.jsontypes import JsonObject
 from inferd.routing.replica import Replica
 from inferd.schemas import compat
 from inferd.schemas.openai import MAX_TOKENS, ChatCompletionRequest
@@ -51,14 +53,14 @@ class Initialize(BaseModel):
     path: str | None = None
     n_ctx: int | None = Field(default=None, ge=64)
     max_new_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: AnyObject = Field(default_factory=dict)
 
 
 class OldChat(BaseModel):
     """``POST /old/generate`` and ``/old/stream``: messages (and optional parameters)."""
 
     model_config = ConfigDict(extra="allow")
-    messages: list[dict[str, Any]] = Field(min_length=1)
+    messages: list[AnyObject] = Field(min_length=1)
 
 
 def _state_key(principal: Principal) -> str:
@@ -67,9 +69,18 @@ def _state_key(principal: Principal) -> str:
     return STATE_KEY if principal.key_id is None else f"{STATE_KEY}:{principal.key_id}"
 
 
-async def _state(services: Services, principal: Principal) -> dict[str, Any]:
+class HostState(TypedDict, total=False):
+    """A key's current model and the parameters to generate with (stored as JSON)."""
+
+    model: str
+    params: JsonObject
+    initialized_at: float
+
+
+async def _state(services: Services, principal: Principal) -> HostState:
     raw = await services.control.kv.get(_state_key(principal))
-    return orjson.loads(raw) if raw else {}
+    state: HostState = orjson.loads(raw) if raw else {}
+    return state
 
 
 async def _load(services: Services, principal: Principal, name: str,
@@ -122,7 +133,7 @@ async def initialize(request: Request, services: ServicesDep,
     # the parameters must make a valid request now, not fail every later /old/generate
     ChatCompletionRequest.model_validate(
         {**params, "model": name, "messages": [{"role": "user", "content": ""}]})
-    state = {"model": name, "params": params, "initialized_at": time.time()}
+    state: HostState = {"model": name, "params": params, "initialized_at": time.time()}
     await services.control.kv.set(_state_key(principal), orjson.dumps(state).decode())
     return json_response({"status": "initialized", "model": name, "params": params})
 

@@ -7,8 +7,6 @@ same job) and the answer ``{"content": ...}`` is sent once the job has finished.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
@@ -21,6 +19,7 @@ from inferd.http.jobs import JobsDep
 from inferd.http.operation import UPSTREAM, endpoint
 from inferd.http.responses import json_response
 from inferd.jobs.service import JobService
+from inferd.jsontypes import JsonObject, JsonValue
 from inferd.schemas import compat
 
 SOURCE = "queued"  # the source of the jobs this API starts
@@ -63,23 +62,24 @@ class QueuedChat(BaseModel):
 
 
 async def _run(jobs: JobService, principal: Principal, job_id: str, meta: QueuedMeta,
-               messages: list[dict[str, Any]]) -> Response:
+               messages: list[JsonValue]) -> Response:
     model = chat_model(jobs.inference, meta.model, principal)
-    body: dict[str, Any] = {"model": model, "messages": messages,
-                            "temperature": meta.temperature}
+    body: JsonObject = {"model": model, "messages": messages, "temperature": meta.temperature}
     limit = token_limit(jobs.router, model, meta.tokens_limit)
     if limit is not None:
         body["max_tokens"] = limit
     stops = [s for s in meta.stop_words or [] if s][:4]
     if stops:
-        body["stop"] = stops
+        body["stop"] = [*stops]
     job, _ = await jobs.submit(principal, "/v1/chat/completions", body, idempotency_key=job_id,
                                source=SOURCE)
     job = await jobs.wait(principal, job.id)
     if job.status != "completed":
-        error = job.error or {}
-        return error_response(job.status_code or 500, str(error.get("message") or job.status),
-                              type=error.get("type"), code=error.get("code"))
+        error = job.error
+        return error_response(job.status_code or 500,
+                              str((error.get("message") if error else None) or job.status),
+                              type=error.get("type") if error else None,
+                              code=error.get("code") if error else None)
     return json_response({"content": result_text(job)})
 
 
@@ -96,6 +96,7 @@ async def generate(request: Request, jobs: JobsDep, principal: PrincipalDep) -> 
           body=QueuedChat, errors=(403, 404, 408, 409, 413, *UPSTREAM))
 async def chat_completion(request: Request, jobs: JobsDep, principal: PrincipalDep) -> Response:
     body = await read_strict(request, QueuedChat)
-    messages = [{"role": m.role if m.role in ("system", "user", "assistant") else "user",
-                 "content": m.content} for m in body.messages]
+    messages: list[JsonValue] = [
+        {"role": m.role if m.role in ("system", "user", "assistant") else "user",
+         "content": m.content} for m in body.messages]
     return await _run(jobs, principal, body.job_id, body.meta, messages)

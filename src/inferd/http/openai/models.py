@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 from fastapi import APIRouter
 from starlette.responses import Response
@@ -17,7 +17,19 @@ from inferd.schemas import answers as a
 router = APIRouter(tags=["openai"])
 
 
-def model_object(info: ModelInfo, created: int) -> dict[str, Any]:
+class ModelObject(TypedDict):
+    """A model as ``/v1/models`` shows it."""
+
+    id: str
+    object: str
+    created: int
+    owned_by: str
+    capabilities: list[str]
+    context_length: int | None
+    kind: str
+
+
+def model_object(info: ModelInfo, created: int) -> ModelObject:
     return {"id": info.name, "object": "model", "created": created, "owned_by": info.owned_by,
             "capabilities": sorted(info.capabilities), "context_length": info.context_length,
             "kind": info.kind}

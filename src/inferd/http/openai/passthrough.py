@@ -14,6 +14,7 @@ from starlette.responses import Response
 from inferd.errors import InvalidRequest
 from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected
 from inferd.http.operation import INFER, TEXT, endpoint
+from inferd.jsontypes import JsonObject
 from inferd.passthrough import model_for
 from inferd.schemas import answers as a
 from inferd.schemas.passthrough import FormField, Forward, ModerationRequest, SpeechRequest
@@ -22,7 +23,7 @@ from inferd.services import Services
 router = APIRouter(tags=["openai"])
 
 
-async def _json(request: Request) -> dict[str, Any]:
+async def _json(request: Request) -> JsonObject:
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
@@ -57,7 +58,7 @@ async def speech(request: Request, services: ServicesDep, principal: PrincipalDe
     for name in ("model", "input"):
         if not isinstance(body.get(name), str) or not body[name]:
             raise InvalidRequest(f"Missing required parameter: '{name}'.", param=name)
-    model = model_for(services.router, "/audio/speech", body["model"])
+    model = model_for(services.router, "/audio/speech", str(body["model"]))
     return await _send(request, services, principal,
                        Forward(path="/audio/speech", model=model, json_body=body))
 
