@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from opentelemetry.context import attach, detach
 
 from inferd.schemas.answers import ImagesAnswer, Result, Usage, finish_reasons
+from inferd.schemas.chunks import Chunk
 from inferd.tracing import (
     SYSTEM,
     Span,
@@ -67,7 +68,7 @@ class StreamNotes:
         self.model: str | None = None
         self.reasons: dict[int, str] = {}
 
-    def feed(self, chunk: dict[str, Any]) -> None:
+    def feed(self, chunk: Chunk) -> None:
         if self.model is None and isinstance(chunk.get("model"), str):
             self.model = chunk["model"]
         for choice in chunk.get("choices") or ():

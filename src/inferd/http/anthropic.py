@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -31,6 +30,7 @@ from inferd.http.responses import answer_response, json_response
 from inferd.http.sse import sse_response
 from inferd.inference import estimate_chat_prompt
 from inferd.schemas import answers as a
+from inferd.schemas.chunks import Chunk
 
 log = logging.getLogger("inferd.http")
 
@@ -75,7 +75,7 @@ def _validation_message(exc: ValidationError) -> str:
     return f"{where}: {first.get('msg', 'invalid value')}"
 
 
-async def _sse(stream: AsyncIterator[dict[str, Any]], model: str) -> AsyncIterator[bytes]:
+async def _sse(stream: AsyncIterator[Chunk], model: str) -> AsyncIterator[bytes]:
     try:
         async for name, data in events(stream, model):
             yield b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferd.schemas.answers import Usage, usage_of
+from inferd.schemas.chunks import Chunk, FunctionDelta, ToolCallDelta
 from inferd.schemas.responses import finish, function_call_item, message_item, new_id
 
 Event = dict[str, Any]
@@ -45,15 +46,16 @@ class ResponseStream:
         yield {"type": "response.created", "response": created}
         yield {"type": "response.in_progress", "response": created}
 
-    def feed(self, chunk: dict[str, Any]) -> Iterator[Event]:
+    def feed(self, chunk: Chunk) -> Iterator[Event]:
         if chunk.get("usage"):
             self._usage = usage_of(chunk["usage"])
         for choice in chunk.get("choices") or []:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            if delta.get("content"):
-                yield from self._text_delta(delta["content"])
+            content = delta.get("content")
+            if content:
+                yield from self._text_delta(content)
             for call in delta.get("tool_calls") or []:
                 yield from self._call_delta(call)
             if choice.get("finish_reason"):
@@ -76,9 +78,9 @@ class ResponseStream:
                "output_index": self._text_index, "content_index": 0, "delta": text,
                "logprobs": []}
 
-    def _call_delta(self, delta: dict[str, Any]) -> Iterator[Event]:
+    def _call_delta(self, delta: ToolCallDelta) -> Iterator[Event]:
         index = delta.get("index", 0)
-        function = delta.get("function") or {}
+        function = delta.get("function") or FunctionDelta()
         call = self._calls.get(index)
         if call is None:
             call = _Call(len(self.output), new_id("fc"), delta.get("id") or new_id("call"),

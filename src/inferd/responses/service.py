@@ -28,6 +28,7 @@ from inferd.responses.conversations import ConversationService, stored_items
 from inferd.responses.events import Event, ResponseStream, failed_event
 from inferd.responses.prompts import PromptService
 from inferd.routing.affinity import chat_head_key, session_key
+from inferd.schemas.chunks import Chunk
 from inferd.schemas.openai import ChatCompletionRequest
 from inferd.schemas.responses import (
     InputTokensRequest,
@@ -236,7 +237,7 @@ class ResponseService:
         return _numbered(self._stream(principal, prepared, chunks))
 
     async def _stream(self, principal: Principal, prepared: Prepared,
-                      chunks: AsyncIterator[dict[str, Any]]) -> AsyncGenerator[Event]:
+                      chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Event]:
         state = ResponseStream(prepared.response)
         for event in state.start():
             yield event
