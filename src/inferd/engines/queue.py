@@ -59,6 +59,7 @@ class Reply(TypedDict, total=False):
     error: JsonObject
     status: int
 
+
 class RemoteFailure(InferdError):
     """An error a worker reported for a request, with the worker's status and type."""
 

@@ -489,9 +489,10 @@ class QueuedGenerateEngine(RemoteEngine):
     # -- the engine interface -----------------------------------------------------------------
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
         messages = _messages(request)
-        prompt: Prompt = {"job_id": self._task_id(), "priority": self.priority, "source": "local",
-                  "meta": self._meta(request.temperature, request.token_limit(), request.stop),
-                  "messages": messages}
+        prompt: Prompt = {
+            "job_id": self._task_id(), "priority": self.priority, "source": "local",
+            "meta": self._meta(request.temperature, request.token_limit(), request.stop),
+            "messages": messages}
         job_id, text = await self._run(CHAT, prompt)
         return chat_completion(id=f"chatcmpl-{job_id}", model=request.model, text=text,
                                finish_reason="stop",
@@ -516,9 +517,10 @@ class QueuedGenerateEngine(RemoteEngine):
         if len(prompts) != 1 or not isinstance(prompts[0], str):
             raise InvalidRequest(f"The model '{self.name}' takes one text prompt per request.",
                                  param="prompt")
-        prompt: Prompt = {"job_id": self._task_id(), "priority": self.priority,
-                  "meta": self._meta(request.temperature, request.token_limit(), request.stop),
-                  "content": prompts[0]}
+        prompt: Prompt = {
+            "job_id": self._task_id(), "priority": self.priority,
+            "meta": self._meta(request.temperature, request.token_limit(), request.stop),
+            "content": prompts[0]}
         job_id, text = await self._run(SINGLE, prompt)
         return TextCompletion(
             id=f"cmpl-{job_id}", object="text_completion", created=int(time.time()),
