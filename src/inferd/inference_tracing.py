@@ -15,8 +15,8 @@ from typing import TypeVar
 from opentelemetry.context import attach, detach
 from opentelemetry.util.types import AttributeValue
 
-from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import ImagesAnswer, Result, Usage, finish_reasons
+from inferd.schemas.chunks import Chunk
 from inferd.tracing import (
     SYSTEM,
     Span,
@@ -69,12 +69,10 @@ class StreamNotes:
         self.model: str | None = None
         self.reasons: dict[int, str] = {}
 
-    def feed(self, chunk: JsonObject) -> None:
-        model = chunk.get("model")
-        if self.model is None and isinstance(model, str):
-            self.model = model
-        choices = chunk.get("choices") or ()
-        for choice in choices if isinstance(choices, list) else ():
+    def feed(self, chunk: Chunk) -> None:
+        if self.model is None and isinstance(chunk.get("model"), str):
+            self.model = chunk["model"]
+        for choice in chunk.get("choices") or ():
             if isinstance(choice, dict) and choice.get("finish_reason"):
                 index = choice.get("index") or 0
                 if isinstance(index, int | float | str):

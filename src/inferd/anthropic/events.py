@@ -8,11 +8,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Literal, TypeAlias, TypedDict
+from typing import Literal, TypeAlias, TypedDict
 
 from inferd.anthropic.translate import STOP_REASONS, message_usage, new_message_id
 from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import usage_of
+from inferd.schemas.chunks import Chunk, FunctionDelta, ToolCallDelta
 
 
 class TextBlock(TypedDict):
@@ -128,9 +129,9 @@ class _Blocks:
         out = [] if self.kind == "text" else self.open("text", {"type": "text", "text": ""})
         return [*out, self.delta({"type": "text_delta", "text": text})]
 
-    def tool(self, call: dict[str, Any]) -> list[Event]:
+    def tool(self, call: ToolCallDelta) -> list[Event]:
         out: list[Event] = []
-        function = call.get("function") or {}
+        function = call.get("function") or FunctionDelta()
         if call.get("id") or self.kind != "tool_use" or call.get("index") != self.tool_index:
             self.tool_index = call.get("index")
             out += self.open("tool_use", {"type": "tool_use", "id": call.get("id") or
@@ -149,7 +150,7 @@ def message_start(model: str) -> Event:
         "usage": {"input_tokens": 0, "output_tokens": 0}}})
 
 
-async def events(chunks: AsyncIterator[dict[str, Any]], model: str) -> AsyncIterator[Event]:
+async def events(chunks: AsyncIterator[Chunk], model: str) -> AsyncIterator[Event]:
     """Anthropic's events for a started chat stream (errors propagate to the caller)."""
     yield message_start(model)
     yield ("ping", {"type": "ping"})
@@ -160,8 +161,9 @@ async def events(chunks: AsyncIterator[dict[str, Any]], model: str) -> AsyncIter
         usage = chunk.get("usage") or usage
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
-            if delta.get("content"):
-                for event in blocks.text(delta["content"]):
+            content = delta.get("content")
+            if content:
+                for event in blocks.text(content):
                     yield event
             for call in delta.get("tool_calls") or []:
                 for event in blocks.tool(call):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from inferd.errors import InvalidRequest
 from inferd.schemas.answers import (
@@ -28,12 +28,11 @@ from inferd.schemas.answers import (
     ScoreList,
     TextCompletion,
 )
+from inferd.schemas.chunks import Chunk as Chunk  # what streams yield
 from inferd.schemas.images import DEFAULT_SIZE, DEFAULT_STEPS, ImageGenerationRequest
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.schemas.passthrough import Forward, Forwarded
 from inferd.schemas.rerank import RerankRequest, ScoreRequest
-
-Chunk = dict[str, Any]
 
 
 class TopLogprobEntry(TypedDict):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 
 def _byte_vocab() -> dict[str, int]:
@@ -78,6 +78,11 @@ def build_tiny_pipeline(path: str | Path, *, seed: int = 0) -> Path:
     return folder
 
 
-def _vae_blocks() -> dict[str, Any]:
+class _VaeBlocks(TypedDict):
+    down_block_types: tuple[str, ...]
+    up_block_types: tuple[str, ...]
+
+
+def _vae_blocks() -> _VaeBlocks:
     return {"down_block_types": ("DownEncoderBlock2D",) * 4,
             "up_block_types": ("UpDecoderBlock2D",) * 4}

@@ -30,6 +30,7 @@ from inferd.engines.remote import (
 )
 from inferd.engines.upstream import UpstreamClosed, UpstreamPool
 from inferd.errors import UpstreamError
+from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import (
     Answer,
     ChatCompletion,
@@ -107,7 +108,7 @@ class HttpEngine(RemoteEngine):
         return [str(m["id"]) for m in rows or [] if isinstance(m, dict) and "id" in m]
 
     def _body(self, request: ChatCompletionRequest | CompletionRequest | EmbeddingRequest
-              | ImageGenerationRequest, stream: bool = False) -> dict[str, Any]:
+              | ImageGenerationRequest, stream: bool = False) -> JsonObject:
         body = request.model_dump(exclude_unset=True)
         body["model"] = self.upstream_model
         if stream:
@@ -132,7 +133,7 @@ class HttpEngine(RemoteEngine):
             self._pool = None
         await super().close()
 
-    async def _post_json(self, path: str, body: dict[str, Any]) -> bytes:
+    async def _post_json(self, path: str, body: JsonObject) -> bytes:
         """A non-streamed call through the lean pool, errors mapped as ``post`` maps them:
         the raw answer."""
         if self._pool is None:
@@ -148,7 +149,7 @@ class HttpEngine(RemoteEngine):
             raise transport_error(exc, self.what, failed) from exc
         raise self.status_error(status, error_text(raw, status))
 
-    async def _answer(self, path: str, body: dict[str, Any], kind: type[A]) -> A:
+    async def _answer(self, path: str, body: JsonObject, kind: type[A]) -> A:
         """The upstream's answer to ``path``, validated as ``kind`` straight from its bytes
         (what it adds is kept)."""
         raw = await self._post_json(path, body)
@@ -163,7 +164,7 @@ class HttpEngine(RemoteEngine):
                 f"The replica of '{self.name}' answered something other than "
                 f"{_KINDS.get(kind, kind.__name__)} (at {where}).") from None
 
-    async def _stream(self, path: str, body: dict[str, Any], model: str) -> AsyncIterator[Chunk]:
+    async def _stream(self, path: str, body: JsonObject, model: str) -> AsyncIterator[Chunk]:
         response = await self.post(self.url(path), body, outgoing())
         async for payload in self.sse_events(response, require_done=True):
             try:

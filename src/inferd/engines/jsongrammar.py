@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+
+from inferd.jsontypes import JsonObject
 
 # The converter's string character, and what replaces it: the same escapes, no raw control
 # characters. The regex "." of a ``pattern`` (``dot``) may not end the string either.
@@ -52,7 +53,7 @@ def json_strings(gbnf: str) -> str:
     return "\n".join(out)
 
 
-def schema_gbnf(schema: dict[str, Any], prop_order: list[str] | None = None) -> str:
+def schema_gbnf(schema: JsonObject, prop_order: list[str] | None = None) -> str:
     """The grammar of a JSON schema (root rule ``root``); raises what the converter raises
     for a schema it cannot take."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf

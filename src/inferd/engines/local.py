@@ -302,8 +302,8 @@ class LocalTextEngine(Engine):
                 yield _indexed(chunk, index)
         last = usage_chunk(id=cid, model=model, created=created, obj="chat.completion.chunk",
                            prompt_tokens=generations[0].prompt_tokens,
-                           completion_tokens=sum(g.completion_tokens for g in generations))
-        last["usage"]["prompt_tokens_details"] = {"cached_tokens": _cached(generations)}
+                           completion_tokens=sum(g.completion_tokens for g in generations),
+                           cached_tokens=_cached(generations))
         yield last
 
     # -- text completions -----------------------------------------------------------------
@@ -344,8 +344,8 @@ class LocalTextEngine(Engine):
                 yield chunk(index, piece, None, _text_logprobs(generation, entries, piece))
         last = usage_chunk(id=cid, model=model, created=created, obj="text_completion",
                            prompt_tokens=_prompt_total(generations),
-                           completion_tokens=sum(g.completion_tokens for g in generations))
-        last["usage"]["prompt_tokens_details"] = {"cached_tokens": _cached(generations)}
+                           completion_tokens=sum(g.completion_tokens for g in generations),
+                           cached_tokens=_cached(generations))
         yield last
 
 

@@ -16,16 +16,22 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import TypedDict, TypeVar
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    FieldValue,
+)
 from opentelemetry.context import attach, detach
 from pydantic import ValidationError
 
 from inferd.engines.base import Chunk, Engine
-from inferd.errors import InferdError, UpstreamError, UpstreamTimeout
+from inferd.errors import ErrorObject, InferdError, UpstreamError, UpstreamTimeout
+from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import Answer, ChatCompletion, EmbeddingList, TextCompletion
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferd.tasks import bounded, cancel_and_wait
@@ -42,12 +48,26 @@ def rpc_queue(prefix: str, model: str) -> str:
 
 A = TypeVar("A", bound=Answer)
 
+
+class Reply(TypedDict, total=False):
+    """A worker's reply message: an answer's ``result``, a stream's ``chunk`` (then ``end``),
+    or an ``error`` (the OpenAI error object) with its HTTP ``status``."""
+
+    result: JsonObject
+    chunk: Chunk
+    end: bool
+    error: ErrorObject | JsonObject  # as sent; as received, whatever JSON the worker sent
+    status: int
+
+
 class RemoteFailure(InferdError):
     """An error a worker reported for a request, with the worker's status and type."""
 
-    def __init__(self, error: dict[str, Any], status: int) -> None:
+    def __init__(self, error: ErrorObject | JsonObject, status: int) -> None:
+        param, code = error.get("param"), error.get("code")
         super().__init__(str(error.get("message") or "The worker failed."),
-                         param=error.get("param"), code=error.get("code"))
+                         param=param if isinstance(param, str) else None,
+                         code=code if isinstance(code, str) else None)
         self.status = status
         self.type = str(error.get("type") or "server_error")
 
@@ -60,7 +80,7 @@ class RpcClient:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._reply_to = ""
-        self._waiting: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._waiting: dict[str, asyncio.Queue[Reply]] = {}
         self._declared: set[str] = set()
         self._lock = asyncio.Lock()
 
@@ -81,7 +101,7 @@ class RpcClient:
             inbox.put_nowait(orjson.loads(message.body))
 
     async def call(self, model: str, op: str, request: Request,
-                   wait_seconds: float) -> AsyncIterator[dict[str, Any]]:
+                   wait_seconds: float) -> AsyncIterator[Reply]:
         """Send one request; yield the worker's reply messages until the last one."""
         channel = await self._connect()
         if model not in self._declared:
@@ -90,11 +110,12 @@ class RpcClient:
             await channel.declare_queue(rpc_queue(self.prefix, model), durable=True)
             self._declared.add(model)
         correlation = uuid.uuid4().hex
-        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inbox: asyncio.Queue[Reply] = asyncio.Queue()
         self._waiting[correlation] = inbox
         try:
             body = orjson.dumps({"op": op, "request": request.model_dump(mode="json")})
-            trace: dict[str, Any] = outgoing()  # the attempt's traceparent, when traced
+            # the attempt's traceparent, when traced
+            trace: dict[str, FieldValue] = {**outgoing()}
             await channel.default_exchange.publish(
                 aio_pika.Message(body, correlation_id=correlation, reply_to=self._reply_to,
                                  expiration=wait_seconds, headers=trace or None),
@@ -146,7 +167,7 @@ class QueueEngine(Engine):
     async def _stream(self, op: str, request: Request) -> AsyncIterator[Chunk]:
         async for reply in self.client.call(self.model, op, request, self.timeout):
             if "chunk" in reply:
-                yield dict(reply["chunk"])
+                yield reply["chunk"].copy()
 
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
         return await self._one("chat", request, ChatCompletion)
@@ -233,7 +254,7 @@ def rpc_model(prefix: str, routing_key: str) -> str:
     return routing_key.removeprefix(f"{prefix}.rpc.")
 
 
-async def run(engine: Engine, op: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+async def run(engine: Engine, op: str, body: JsonObject) -> AsyncIterator[Reply]:
     """Run one request on a local engine: its reply messages, the last one included."""
     if op in ("chat", "chat_stream"):
         chat = ChatCompletionRequest.model_validate(body)
@@ -257,7 +278,7 @@ async def run(engine: Engine, op: str, body: dict[str, Any]) -> AsyncIterator[di
 
 
 async def _reply(channel: AbstractRobustChannel, request: AbstractIncomingMessage,
-                 reply: dict[str, Any]) -> None:
+                 reply: Reply) -> None:
     if not request.reply_to:
         return
     await channel.default_exchange.publish(

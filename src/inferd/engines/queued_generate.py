@@ -40,7 +40,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 from urllib.parse import quote, urlsplit
 
 import aio_pika
@@ -58,6 +58,7 @@ from inferd.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from inferd.jsontypes import JsonObject, JsonValue
 from inferd.logs import job_deadline_var, job_id_var
 from inferd.schemas.answers import ChatCompletion, CompletionChoice, TextCompletion, Usage
 from inferd.schemas.openai import (
@@ -102,7 +103,50 @@ def status_record(status: str, message: str | None, error: dict[str, str] | None
                          "is_completed": status in TERMINAL, "error": error})
 
 
-def task_message(job_id: str, prompt_type: str, prompt: dict[str, Any]) -> dict[str, Any]:
+class Meta(TypedDict, total=False):
+    """A task's generation settings (the system's workers read what is there)."""
+
+    temperature: float
+    tokens_limit: int
+    stop_words: list[str] | None
+    model: str | None  # which of a worker's models; None: its own
+
+
+class PromptMessage(TypedDict):
+    role: str  # system, user or assistant
+    content: str
+
+
+class Prompt(TypedDict):
+    """A task's prompt record: a chat's ``messages`` (``chat_completion``), or one text's
+    ``content`` (``single_generation``)."""
+
+    job_id: str
+    priority: NotRequired[int]
+    source: NotRequired[str]
+    meta: NotRequired[Meta]
+    messages: NotRequired[list[PromptMessage]]
+    content: NotRequired[str]
+
+
+class TaskArguments(TypedDict):
+    prompt: Prompt
+    prompt_type: str
+
+
+class TaskMessage(TypedDict):
+    """The envelope of a task on the queue."""
+
+    type: str
+    task: str
+    args: list[JsonValue]
+    kwargs: TaskArguments
+    id: str
+    retries: int
+    eta: None
+
+
+def task_message(job_id: str, prompt_type: str, prompt: Prompt) -> TaskMessage:
     """The envelope the system's backend publishes."""
     return {"type": "task", "task": "generate", "args": [],
             "kwargs": {"prompt": prompt, "prompt_type": prompt_type},
@@ -139,7 +183,7 @@ class Records:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self.redis, self.keys = client, keys
 
-    async def status(self, job_id: str) -> dict[str, Any] | None:
+    async def status(self, job_id: str) -> JsonObject | None:
         raw = await self.redis.get(self.keys.status(job_id))
         if raw is None:
             return None
@@ -169,7 +213,7 @@ class Records:
             await pipe.execute()
         return True
 
-    async def create(self, job_id: str, prompt: dict[str, Any]) -> None:
+    async def create(self, job_id: str, prompt: Prompt) -> None:
         """A new task's records, as the backend writes them before publishing it."""
         await self.set_status(job_id, "pending", "Job is created",
                               before=(self.keys.prompt(job_id), orjson.dumps(prompt)))
@@ -214,8 +258,8 @@ def broker_url_of(url: str, credential: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-def _messages(request: ChatCompletionRequest) -> list[dict[str, str]]:
-    messages = []
+def _messages(request: ChatCompletionRequest) -> list[PromptMessage]:
+    messages: list[PromptMessage] = []
     for index, message in enumerate(request.messages):
         try:
             text = message.text()
@@ -328,7 +372,7 @@ class QueuedGenerateEngine(RemoteEngine):
         where = hashlib.sha256(f"{self.spec.url}|{self.queue}".encode()).hexdigest()[:8]
         return f"inferd-{job}-{where}"
 
-    async def _run(self, prompt_type: str, prompt: dict[str, Any]) -> tuple[str, str]:
+    async def _run(self, prompt_type: str, prompt: Prompt) -> tuple[str, str]:
         """Publish the task (unless this job's task is already there) and wait for its answer:
         (task id, text)."""
         job_id = str(prompt["job_id"])
@@ -347,7 +391,7 @@ class QueuedGenerateEngine(RemoteEngine):
             log.info("task %s is already %s: waiting for it", job_id, existing.get("status"))
         return job_id, await self._wait(job_id, prompt)
 
-    async def _publish(self, job_id: str, prompt_type: str, prompt: dict[str, Any]) -> None:
+    async def _publish(self, job_id: str, prompt_type: str, prompt: Prompt) -> None:
         channel = await self._channel_open()
         try:
             await self.records.create(job_id, prompt)
@@ -375,7 +419,7 @@ class QueuedGenerateEngine(RemoteEngine):
             raise UpstreamUnavailable(f"{self.what}: Redis could not be reached "
                                       f"({type(exc).__name__}).") from exc
 
-    async def _wait(self, job_id: str, prompt: dict[str, Any]) -> str:
+    async def _wait(self, job_id: str, prompt: Prompt) -> str:
         """The task's answer once its status record says it is done."""
         records = self.records
         key = self.keys.status(job_id)
@@ -437,7 +481,7 @@ class QueuedGenerateEngine(RemoteEngine):
         return UpstreamError(f"{self.what} failed task {job_id}: {kind}: {message}"[:1000])
 
     def _meta(self, temperature: float | None, limit: int | None,
-              stop: str | list[str] | None) -> dict[str, Any]:
+              stop: str | list[str] | None) -> Meta:
         return {"temperature": 0.2 if temperature is None else temperature,
                 "tokens_limit": limit or DEFAULT_TOKENS_LIMIT, "stop_words": _stops(stop),
                 "model": self.spec.upstream_model or None}
@@ -445,9 +489,10 @@ class QueuedGenerateEngine(RemoteEngine):
     # -- the engine interface -----------------------------------------------------------------
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
         messages = _messages(request)
-        prompt = {"job_id": self._task_id(), "priority": self.priority, "source": "local",
-                  "meta": self._meta(request.temperature, request.token_limit(), request.stop),
-                  "messages": messages}
+        prompt: Prompt = {
+            "job_id": self._task_id(), "priority": self.priority, "source": "local",
+            "meta": self._meta(request.temperature, request.token_limit(), request.stop),
+            "messages": messages}
         job_id, text = await self._run(CHAT, prompt)
         return chat_completion(id=f"chatcmpl-{job_id}", model=request.model, text=text,
                                finish_reason="stop",
@@ -472,9 +517,10 @@ class QueuedGenerateEngine(RemoteEngine):
         if len(prompts) != 1 or not isinstance(prompts[0], str):
             raise InvalidRequest(f"The model '{self.name}' takes one text prompt per request.",
                                  param="prompt")
-        prompt = {"job_id": self._task_id(), "priority": self.priority,
-                  "meta": self._meta(request.temperature, request.token_limit(), request.stop),
-                  "content": prompts[0]}
+        prompt: Prompt = {
+            "job_id": self._task_id(), "priority": self.priority,
+            "meta": self._meta(request.temperature, request.token_limit(), request.stop),
+            "content": prompts[0]}
         job_id, text = await self._run(SINGLE, prompt)
         return TextCompletion(
             id=f"cmpl-{job_id}", object="text_completion", created=int(time.time()),

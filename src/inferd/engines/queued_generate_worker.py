@@ -37,9 +37,12 @@ from inferd.engines.queued_generate import (
     SINGLE,
     TERMINAL,
     Keys,
+    Meta,
+    Prompt,
     Records,
 )
 from inferd.errors import InferdError
+from inferd.jsontypes import JsonObject, JsonValue
 from inferd.schemas.openai import ChatCompletionRequest, CompletionRequest
 from inferd.tasks import bounded, cancel_and_wait
 
@@ -149,24 +152,25 @@ class TaskServer:
             with contextlib.suppress(RedisError):
                 await records.redis.publish(key, "set")
 
-    def _engine(self, meta: dict[str, Any]) -> tuple[str, Engine]:
+    def _engine(self, meta: Meta) -> tuple[str, Engine]:
         name = meta.get("model")
         if isinstance(name, str) and name in self.engines:
             return name, self.engines[name]
         return self.model, self.engines[self.model]
 
-    async def run(self, prompt_type: str, prompt: dict[str, Any]) -> str:
+    async def run(self, prompt_type: str, prompt: Prompt) -> str:
         """One task on the local engine: its generated text."""
         meta = prompt.get("meta") or {}
         name, engine = self._engine(meta)
-        settings: dict[str, Any] = {"model": name}
+        settings: JsonObject = {"model": name}  # the request, validated below
         if meta.get("temperature") is not None:
             settings["temperature"] = meta["temperature"]
         limit = meta.get("tokens_limit")
         size = engine.info().context_length
         if isinstance(limit, int) and limit > 0 and (size is None or limit < size):
             settings["max_tokens"] = limit
-        stops = [s for s in meta.get("stop_words") or [] if isinstance(s, str) and s]
+        stops: list[JsonValue] = [s for s in meta.get("stop_words") or []
+                                  if isinstance(s, str) and s]
         if stops:
             settings["stop"] = stops[:MAX_STOPS]
         if prompt_type == SINGLE:
@@ -179,12 +183,15 @@ class TaskServer:
         return (await engine.chat(chat)).text()
 
 
-def parse(body: bytes) -> tuple[str, dict[str, Any], str]:
+def parse(body: bytes) -> tuple[str, Prompt, str]:
     """(prompt type, prompt, job id) of a task message."""
     try:
         envelope = orjson.loads(body)
         kwargs = envelope["kwargs"]
-        prompt_type, prompt = kwargs["prompt_type"], kwargs["prompt"]
+        prompt_type = kwargs["prompt_type"]
+        # the shape the system's backend writes, taken as it is: ``run`` fails a task whose
+        # prompt lacks what it reads
+        prompt: Prompt = kwargs["prompt"]
         job_id = str(prompt["job_id"])
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise Malformed(f"{type(exc).__name__}: {exc}"[:200]) from exc

@@ -32,6 +32,7 @@ from inferd.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from inferd.jsontypes import JsonObject
 from inferd.outbound import FORWARDED_HEADER, HostAllowList, connector_options
 
 __all__ = ["RemoteEngine", "RemoteSpec", "UpstreamUnavailable", "transport_error"]
@@ -114,7 +115,7 @@ class RemoteEngine(Engine):
         raise NotImplementedError
 
     # -- calls ----------------------------------------------------------------------------
-    async def post(self, url: str, body: dict[str, Any],
+    async def post(self, url: str, body: JsonObject,
                    headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
         """POST ``body`` (with ``headers`` besides the session's); returns a 2xx response
         (headers read) or raises the mapped error."""

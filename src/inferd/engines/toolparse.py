@@ -17,10 +17,10 @@ import json
 import re
 import uuid
 from collections.abc import Iterable
-from typing import Any
 
 from inferd.engines.tools import TOOL_CLOSE, TOOL_OPEN
 from inferd.schemas.answers import ChatChoice, FunctionCall, ToolCall
+from inferd.schemas.chunks import Delta, ToolCallDelta
 
 _HEAD = re.compile(r'\s*' + re.escape(TOOL_OPEN) +
                    r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*(?=\S)',
@@ -107,7 +107,7 @@ class ToolStream:
     def called(self) -> bool:
         return self.index >= 0
 
-    def feed(self, piece: str) -> list[dict[str, Any]]:
+    def feed(self, piece: str) -> list[Delta]:
         self.text += piece
         if self.mode is None:
             head = self.text.lstrip()
@@ -121,7 +121,7 @@ class ToolStream:
             return [{"content": piece}] if piece else []
         return self._calls()
 
-    def finish(self) -> list[dict[str, Any]]:
+    def finish(self) -> list[Delta]:
         """Deltas for what is left at the end: text that only looked like a call's start, or
         the first call, cut before its arguments began."""
         head = self.text.lstrip()
@@ -143,11 +143,11 @@ class ToolStream:
                                          "function": {"name": fits[0], "arguments": ""}})]
         return []
 
-    def _delta(self, call: dict[str, Any]) -> dict[str, Any]:
+    def _delta(self, call: ToolCallDelta) -> Delta:
         return {"tool_calls": [{"index": self.index, **call}]}
 
-    def _calls(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def _calls(self) -> list[Delta]:
+        out: list[Delta] = []
         while True:
             if self.args_start is None:
                 head = _HEAD.match(self.text, self.pos)

@@ -19,10 +19,12 @@ import contextlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from inferd.engines import jsongrammar
+from inferd.engines.families import Message
 from inferd.errors import InvalidRequest, UnsupportedParameter
+from inferd.jsontypes import JsonObject, JsonValue
 from inferd.schemas.openai import ChatCompletionRequest, ChatMessage, NonTextContent
 
 TOOL_OPEN = "<tool_call>"
@@ -31,23 +33,36 @@ TOOL_CLOSE = "</tool_call>"
 MAX_PARALLEL_CALLS = 8
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
-Message = dict[str, Any]
+
+class Function(TypedDict):
+    """A function the model may call, as a request's ``tools`` offer it."""
+
+    name: str
+    description: JsonValue  # as the client sent it ("" when left out)
+    parameters: JsonObject  # the JSON schema of its arguments
+
+
+class Tool(TypedDict):
+    """A function as the OpenAI API (and a chat template that renders tools) writes it."""
+
+    type: Literal["function"]
+    function: Function
 
 
 @dataclass
 class ToolPlan:
     """What the model may answer: which functions, and whether a call is required."""
 
-    functions: list[dict[str, Any]]  # {"name", "description", "parameters"}
+    functions: list[Function]
     required: bool
     parallel: bool
 
-    def openai_tools(self) -> list[dict[str, Any]]:
+    def openai_tools(self) -> list[Tool]:
         return [{"type": "function", "function": f} for f in self.functions]
 
 
-def _functions(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
+def _functions(tools: list[JsonObject]) -> list[Function]:
+    out: list[Function] = []
     for index, tool in enumerate(tools):
         function = tool.get("function")
         if tool.get("type") != "function" or not isinstance(function, dict):
@@ -168,7 +183,7 @@ def render_messages(messages: list[ChatMessage], native: bool, model: str) -> li
 
 
 def chat_messages(request: ChatCompletionRequest, native: bool,
-                  ) -> tuple[list[Message], ToolPlan | None, list[dict[str, Any]] | None]:
+                  ) -> tuple[list[Message], ToolPlan | None, list[Tool] | None]:
     """A chat's messages for a chat template, its tool plan, and the ``tools`` to hand the
     template: the template's own rendering when it renders tools (``native``), else the tools
     described in the system prompt."""
@@ -195,14 +210,14 @@ def system_prompt(tool_plan: ToolPlan) -> str:
 def add_system_prompt(messages: list[Message], tool_plan: ToolPlan) -> list[Message]:
     prompt = system_prompt(tool_plan)
     if messages and messages[0]["role"] in ("system", "developer"):
-        first = {**messages[0], "content": f"{messages[0]['content']}\n\n{prompt}"}
+        first: Message = {**messages[0], "content": f"{messages[0]['content']}\n\n{prompt}"}
         return [first, *messages[1:]]
     return [{"role": "system", "content": prompt}, *messages]
 
 
 # -- the grammar --------------------------------------------------------------------------
 
-def _arguments_schema(parameters: dict[str, Any]) -> dict[str, Any]:
+def _arguments_schema(parameters: JsonObject) -> JsonObject:
     """The function's schema, or any JSON object when the grammar converter cannot take it
     (some JSON-schema features have no GBNF form); the call stays well-formed JSON."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
@@ -217,14 +232,17 @@ def _arguments_schema(parameters: dict[str, Any]) -> dict[str, Any]:
 def grammar_text(tool_plan: ToolPlan, answer: str | None = None) -> str:
     """GBNF: one call (or up to ``MAX_PARALLEL_CALLS``), or for ``auto`` a plain answer; with
     ``answer`` (the GBNF of a ``response_format``) that answer follows it instead."""
-    alternatives: list[dict[str, Any]] = []
-    schema: dict[str, Any] = {"oneOf": alternatives}
+    alternatives: list[JsonValue] = []
+    schema: JsonObject = {"oneOf": alternatives}
     for function in tool_plan.functions:
         arguments = dict(_arguments_schema(function["parameters"]))
         # "#/$defs/..." references (pydantic's nested models) resolve from the root: the
         # definitions move there.
         for key in ("$defs", "definitions"):
-            schema.setdefault(key, {}).update(arguments.pop(key, None) or {})
+            definitions = schema.setdefault(key, {})
+            moved = arguments.pop(key, None)
+            if isinstance(definitions, dict) and isinstance(moved, dict):
+                definitions.update(moved)
         alternatives.append({"type": "object", "required": ["name", "arguments"],
                              "properties": {"name": {"const": function["name"]},
                                             "arguments": arguments}})

@@ -33,7 +33,9 @@ from inferd.engines.remote import RemoteEngine, RemoteSpec, UpstreamUnavailable
 from inferd.engines.toolparse import ToolStream, with_tool_calls
 from inferd.errors import UnsupportedParameter, UpstreamError
 from inferd.ids import new_id
+from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import ChatCompletion, CompletionChoice, TextCompletion, Usage
+from inferd.schemas.chunks import Delta
 from inferd.schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -90,12 +92,12 @@ class TritonEngine(RemoteEngine):
                     f"The model '{self.name}' does not support '{name}'.", param=name)
 
     def _body(self, request: ChatCompletionRequest | CompletionRequest, text: str | list[int],
-              stream: bool) -> dict[str, Any]:
+              stream: bool) -> JsonObject:
         self._check(request)
         if not isinstance(text, str):  # the generate protocol takes text only
             raise UnsupportedParameter(f"The model '{self.name}' takes the prompt as text, not "
                                        "as token ids.", param="prompt")
-        params: dict[str, Any] = {}
+        params: JsonObject = {}
         for field, name in SAMPLING.items():
             value = getattr(request, field)
             if value is not None:
@@ -107,8 +109,8 @@ class TritonEngine(RemoteEngine):
         if limit is not None:
             params["max_tokens"] = limit
         stop = [*request.stop_list(), *self.stop]
-        body: dict[str, Any] = {"text_input": text, "stream": stream,
-                                "exclude_input_in_output": True}
+        body: JsonObject = {"text_input": text, "stream": stream,
+                            "exclude_input_in_output": True}
         if len(stop) > 1:
             # Request parameters must be scalars; a list of stop strings travels in the vLLM
             # backend's ``sampling_parameters`` input (JSON text), which takes precedence.
@@ -130,7 +132,7 @@ class TritonEngine(RemoteEngine):
         return prompt, plan is not None
 
     # -- calls ----------------------------------------------------------------------------
-    async def _generate(self, body: dict[str, Any]) -> tuple[str, str, int, int]:
+    async def _generate(self, body: JsonObject) -> tuple[str, str, int, int]:
         response = await self.post(self.generate_url, body)
         result = await self.read_json(response)
         if not isinstance(result, dict) or "text_output" not in result:
@@ -139,7 +141,7 @@ class TritonEngine(RemoteEngine):
                 int(_scalar(result.get("num_input_tokens", 0)) or 0),
                 int(_scalar(result.get("num_output_tokens", 0)) or 0))
 
-    async def _pieces(self, body: dict[str, Any], counts: _Counts) -> AsyncIterator[str]:
+    async def _pieces(self, body: JsonObject, counts: _Counts) -> AsyncIterator[str]:
         """Text deltas of ``generate_stream``; fills ``counts`` (tokens, finish reason)."""
         response = await self.post(self.generate_url + "_stream", body)
         async for payload in self.sse_events(response):
@@ -170,9 +172,9 @@ class TritonEngine(RemoteEngine):
         counts = _Counts()
         cid, created, model = new_id("chatcmpl", "-"), int(time.time()), request.model
         parser = ToolStream() if with_tools else None
-        role: dict[str, str] = {"role": "assistant"}  # on the first delta
+        role: Delta = {"role": "assistant"}  # on the first delta
         async for piece in self._pieces(body, counts):
-            for delta in parser.feed(piece) if parser else [{"content": piece}]:
+            for delta in parser.feed(piece) if parser else [Delta(content=piece)]:
                 yield chat_chunk(id=cid, model=model, created=created, delta={**role, **delta})
                 role = {}
         for delta in parser.finish() if parser else []:
@@ -219,7 +221,7 @@ class _Counts:
     finish: str = "stop"
 
 
-def _finish(event: dict[str, Any], default: str = "stop") -> str:
+def _finish(event: JsonObject, default: str = "stop") -> str:
     reason = _scalar(event.get("finish_reason"))
     if reason in (None, "None", ""):
         return default

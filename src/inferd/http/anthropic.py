@@ -31,6 +31,7 @@ from inferd.http.responses import answer_response, json_response
 from inferd.http.sse import sse_response
 from inferd.inference import estimate_chat_prompt
 from inferd.schemas import answers as a
+from inferd.schemas.chunks import Chunk
 
 log = logging.getLogger("inferd.http")
 

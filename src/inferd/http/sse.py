@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from inferd.errors import InferdError, StreamInterrupted, envelope
 from inferd.http.disconnect import cancel_on_disconnect
-from inferd.jsontypes import JsonObject
+from inferd.schemas.chunks import Chunk
 
 log = logging.getLogger("inferd.http")
 
@@ -20,11 +20,11 @@ DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _is_usage_chunk(chunk: JsonObject) -> bool:
+def _is_usage_chunk(chunk: Chunk) -> bool:
     return not chunk.get("choices") and "usage" in chunk
 
 
-async def openai_events(stream: AsyncIterator[JsonObject],
+async def openai_events(stream: AsyncIterator[Chunk],
                         include_usage: bool) -> AsyncIterator[bytes]:
     """``data: {chunk}`` lines, the usage chunk only if asked for, then ``[DONE]``.
 

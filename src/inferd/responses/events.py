@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias, TypedDict
 
-from inferd.engines.base import Chunk
 from inferd.errors import ErrorObject
 from inferd.jsontypes import JsonObject, JsonValue
 from inferd.schemas.answers import Usage, usage_of
+from inferd.schemas.chunks import Chunk, FunctionDelta, ToolCallDelta
 from inferd.schemas.responses import (
     Item,
     finish,
@@ -122,8 +122,9 @@ class ResponseStream:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            if delta.get("content"):
-                yield from self._text_delta(delta["content"])
+            content = delta.get("content")
+            if content:
+                yield from self._text_delta(content)
             for call in delta.get("tool_calls") or []:
                 yield from self._call_delta(call)
             if choice.get("finish_reason"):
@@ -146,9 +147,9 @@ class ResponseStream:
                "output_index": self._text_index, "content_index": 0, "delta": text,
                "logprobs": []}
 
-    def _call_delta(self, delta: Chunk) -> Iterator[Event]:
+    def _call_delta(self, delta: ToolCallDelta) -> Iterator[Event]:
         index = delta.get("index", 0)
-        function = delta.get("function") or {}
+        function = delta.get("function") or FunctionDelta()
         call = self._calls.get(index)
         if call is None:
             call = _Call(len(self.output), new_id("fc"), delta.get("id") or new_id("call"),

@@ -30,6 +30,7 @@ from inferd.responses.conversations import ConversationService, stored_items
 from inferd.responses.events import Event, ResponseStream, failed_event
 from inferd.responses.prompts import PromptService
 from inferd.routing.affinity import chat_head_key, session_key
+from inferd.schemas.chunks import Chunk
 from inferd.schemas.openai import ChatCompletionRequest
 from inferd.schemas.responses import (
     Deleted,

@@ -20,8 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -29,6 +28,7 @@ import aiohttp
 from inferd.engines.base import Engine
 from inferd.engines.remote import RemoteEngine, RemoteSpec
 from inferd.errors import Conflict, InvalidRequest
+from inferd.jsontypes import JsonValue
 from inferd.outbound import HostAllowList
 from inferd.prices import Price, PriceBook, parse_price
 from inferd.redact import redact_url
@@ -188,7 +188,7 @@ class ReplicaCatalog:
                 overrides[str(record.id)] = price
         self.prices.replace(by_model, overrides, {str(r.id): r.model for r in records})
 
-    async def check(self, url: str, options: dict[str, Any] | None = None,
+    async def check(self, url: str, options: Mapping[str, JsonValue] | None = None,
                     kind: str = "http") -> None:
         """Raise ``InvalidRequest`` unless the replica URL, and every other URL its options
         name (``health_url``; ``redis_url`` of a ``queued_generate`` replica), are inside the
@@ -205,7 +205,7 @@ class ReplicaCatalog:
                 raise InvalidRequest(f"options.health_url: {exc.message}",
                                      param="options.health_url", code=exc.code) from exc
 
-    async def _check_hosts(self, url: str, options: dict[str, Any]) -> None:
+    async def _check_hosts(self, url: str, options: Mapping[str, JsonValue]) -> None:
         """The broker's and Redis's hosts of a ``queued_generate`` replica, checked as the
         allow-list checks an HTTP replica's (credentials go in ``api_key``, never a URL)."""
         for param, value, schemes in (("url", url, ("amqp", "amqps")),

@@ -17,12 +17,12 @@ import asyncio
 import contextlib
 import logging
 import socket
-from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import orjson
 
+from inferd.jsontypes import JsonObject
 from inferd.redact import redact_url
 from inferd.settings import ClusterSettings
 
@@ -53,7 +53,7 @@ class GatewayRegistration:
         self.endpoint = f"{self.gateway}/internal/v1/engines/{quote(self.instance, safe='')}"
         self.models: list[str] = []
         self.registered = asyncio.Event()
-        self.replicas: list[dict[str, Any]] = []
+        self.replicas: list[JsonObject] = []  # as the gateway answered: {"id", "model"}
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -65,8 +65,8 @@ class GatewayRegistration:
             headers=headers, timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT))
         self._task = asyncio.create_task(self._run(), name="engine:gateway")
 
-    async def _call(self, method: str, path: str = "", body: dict[str, Any] | None = None
-                    ) -> dict[str, Any]:
+    async def _call(self, method: str, path: str = "", body: JsonObject | None = None
+                    ) -> JsonObject:
         assert self._session is not None
         async with self._session.request(
                 method, self.endpoint + path, data=orjson.dumps(body or {}),
@@ -74,14 +74,16 @@ class GatewayRegistration:
             text = await response.text()
             if response.status >= 400:
                 raise GatewayError(response.status, text)
-            answer: dict[str, Any] = orjson.loads(text) if text else {}
+            answer: JsonObject = orjson.loads(text) if text else {}
             return answer
 
     async def register(self) -> None:
         """One attempt; raises what failed."""
-        answer = await self._call("PUT", body={"url": self.url, "models": self.models,
+        answer = await self._call("PUT", body={"url": self.url, "models": list(self.models),
                                                "heartbeat_seconds": self.every})
-        self.replicas = list(answer.get("replicas") or [])
+        replicas = answer.get("replicas")
+        self.replicas = ([r for r in replicas if isinstance(r, dict)]
+                         if isinstance(replicas, list) else [])
         self.registered.set()
         log.info("registered with %s as %s at %s: %s", redact_url(self.gateway),
                  self.instance, redact_url(self.url),

@@ -9,7 +9,8 @@ query values and user information masked (``inferd.redact``).
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Literal, TypedDict
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator
@@ -17,11 +18,12 @@ from pydantic import BaseModel, Field, field_validator
 from inferd.audit import AuditLog
 from inferd.engines.residency import Resident
 from inferd.errors import Conflict, InferdError, InvalidRequest, NotFound
+from inferd.jsontypes import JsonObject, JsonValue
 from inferd.numerals import ascii_int
 from inferd.prices import Price, check_price, parse_price
 from inferd.redact import MASK, redact_url
 from inferd.routing.catalog import ReplicaCatalog, build_remote_engine, probe
-from inferd.routing.replica import Replica
+from inferd.routing.replica import Replica, ReplicaState
 from inferd.settings import ReplicaSpec, Routing, check_capacity, check_headers, check_metrics
 from inferd.store.replicas import ModelRecord, ReplicaRecord, ReplicaStore
 
@@ -70,11 +72,11 @@ class ReplicaUpdate(BaseModel):
     weight: float | None = Field(default=None, gt=0.0, le=1000.0)
     timeout: float | None = Field(default=None, gt=0.0, le=86400.0)
     enabled: bool | None = None
-    options: dict[str, Any] | None = None
+    options: JsonObject | None = None
 
     @field_validator("options")
     @classmethod
-    def headers_are_valid(cls, options: dict[str, Any] | None) -> dict[str, Any] | None:
+    def headers_are_valid(cls, options: JsonObject | None) -> JsonObject | None:
         return check_capacity(check_metrics(check_price(check_headers(options))))
 
 
@@ -100,20 +102,133 @@ def origin(url: str) -> tuple[str, str, int | None]:
             port or {"http": 80, "https": 443}.get(parts.scheme.lower()))
 
 
-def shown_options(options: dict[str, Any]) -> dict[str, Any]:
+class _Unplaced(TypedDict):
+    """The state shown for a stored replica this gateway does not route (disabled, or its
+    model inactive or not synced yet)."""
+
+    healthy: bool
+    available: bool
+    in_flight: int
+    cooled_down_until: None
+    consecutive_failures: int
+    cooldown_seconds: float
+    last_error: None
+    last_error_at: None
+    latency_ms: None
+    requests: int
+    errors: int
+    checking: bool
+    running: None
+    waiting: None
+    kv_cache_usage: None
+    load_read_at: None
+    not_loaded: str
+
+
+class _Stored(TypedDict):
+    """A stored replica's settings as its view shows them."""
+
+    id: str
+    model: str
+    model_id: int
+    kind: str
+    url: str
+    upstream_model: str
+    weight: float
+    timeout: float
+    enabled: bool
+    options: JsonObject
+    has_api_key: bool
+    source: str
+    created_at: float
+    updated_at: float
+
+
+class LocalView(ReplicaState):
+    """A replica the router holds but the store does not (a local engine)."""
+
+    model_id: None
+    url: None
+    upstream_model: None
+    enabled: bool
+    has_api_key: bool
+    source: str
+    state: str  # loaded, loading or unloaded
+    loadable: bool
+
+
+class PlacedView(ReplicaState, _Stored):
+    """A stored replica this gateway routes: its live state and its settings."""
+
+
+class UnplacedView(_Unplaced, _Stored):
+    """A stored replica this gateway does not route: why, and its settings."""
+
+
+ReplicaView = LocalView | PlacedView | UnplacedView
+
+
+class ModelView(TypedDict):
+    """A model as the admin API shows it."""
+
+    id: int
+    name: str
+    object: Literal["model"]
+    aliases: list[str]
+    fallbacks: list[str]
+    routing: str
+    routing_default: bool
+    active: bool
+    source: str
+    price: dict[str, float | None] | None
+    healthy: bool
+    queued: int
+    state: str | None
+    loadable: bool
+    replicas: list[ReplicaView]
+    created_at: float
+    updated_at: float
+
+
+class ModelDeleted(TypedDict):
+    id: int
+    name: str
+    object: Literal["model"]
+    deleted: Literal[True]
+
+
+class ReplicaDeleted(TypedDict):
+    id: str
+    object: Literal["replica"]
+    deleted: Literal[True]
+
+
+class ReplicaTest(TypedDict):
+    """What ``test_replica`` found."""
+
+    object: Literal["replica.test"]
+    ok: bool
+    error: str | None
+    warning: str | None
+    models: list[str]
+    latency_ms: float
+
+
+def shown_options(options: Mapping[str, JsonValue]) -> JsonObject:
     """A replica's options as views show them: URLs (``health_url``) masked."""
     return {k: redact_url(v) if k.endswith("url") and isinstance(v, str) else v
             for k, v in options.items()}
 
 
-def unmasked_options(sent: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+def unmasked_options(sent: Mapping[str, JsonValue], stored: Mapping[str, JsonValue]
+                     ) -> JsonObject:
     """``sent`` with each URL that is the masked form of the stored one set back to it."""
     return {k: stored[k] if (isinstance(v, str) and isinstance(stored.get(k), str)
                              and v != stored[k] and v == shown_options(stored)[k]) else v
             for k, v in sent.items()}
 
 
-def live_view(replica: Replica) -> dict[str, Any]:
+def live_view(replica: Replica) -> LocalView:
     """A replica the router holds but the store does not (a local engine), with its memory
     state: ``loaded`` / ``loading`` / ``unloaded`` (engines without weights to load: loaded)."""
     engine = replica.engine
@@ -127,7 +242,7 @@ def live_view(replica: Replica) -> dict[str, Any]:
 STATES = ("loaded", "loading", "unloaded")
 
 
-def _price_view(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+def _price_view(stored: Mapping[str, JsonValue] | None) -> dict[str, float | None] | None:
     """A model's stored price as views show it (None: none, or one that no longer
     validates)."""
     try:
@@ -137,7 +252,7 @@ def _price_view(stored: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if price is None else price.view()
 
 
-def memory_state(local: list[dict[str, Any]]) -> str | None:
+def memory_state(local: list[LocalView]) -> str | None:
     """The model's memory state, from the views of its in-process replicas; None when it
     has none (it runs elsewhere)."""
     states = {r["state"] for r in local}
@@ -155,42 +270,48 @@ class ModelAdmin:
         self.audit = audit  # records every change (``inferd.audit``)
 
     async def _record(self, action: str, kind: str, object_id: object,
-                      before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+                      before: dict[str, object] | None, after: dict[str, object] | None
+                      ) -> None:
         if self.audit is not None:
             await self.audit.record(action, kind, object_id, before=before, after=after)
 
     @staticmethod
-    def _stored(view: dict[str, Any]) -> dict[str, Any]:
-        """What the audit log keeps of a view: the stored settings, not the live state."""
+    def _stored(view: Mapping[str, object]) -> dict[str, object]:
+        """What the audit log keeps of a view (a ``ModelView`` or a ``ReplicaView``): the
+        stored settings, not the live state."""
         live = {"healthy", "available", "in_flight", "cooled_down_until", "consecutive_failures",
                 "cooldown_seconds", "last_error", "last_error_at", "latency_ms", "requests",
                 "errors", "not_loaded", "state", "loadable", "running", "waiting",
                 "kv_cache_usage", "load_read_at"}
         kept = {k: v for k, v in view.items() if k not in live}
-        if isinstance(kept.get("replicas"), list):
-            kept["replicas"] = [ModelAdmin._stored(r) for r in kept["replicas"]]
+        replicas = kept.get("replicas")
+        if isinstance(replicas, list):
+            kept["replicas"] = [ModelAdmin._stored(r) for r in replicas]
         return kept
 
     # -- views ----------------------------------------------------------------------------
-    def replica_view(self, record: ReplicaRecord) -> dict[str, Any]:
+    def replica_view(self, record: ReplicaRecord) -> ReplicaView:
         live = self.router.replica(str(record.id))
-        state = live.state() if live is not None else {
+        stored: _Stored = {
+            "id": str(record.id), "model": record.model, "model_id": record.model_id,
+            "kind": record.kind, "url": redact_url(record.url),
+            "upstream_model": record.upstream_model, "weight": record.weight,
+            "timeout": record.timeout, "enabled": record.enabled,
+            "options": shown_options(record.options), "has_api_key": record.has_credential,
+            "source": record.source, "created_at": record.created_at,
+            "updated_at": record.updated_at}
+        if live is not None:
+            return {**live.state(), **stored}
+        unplaced: _Unplaced = {
             "healthy": False, "available": False, "in_flight": 0, "cooled_down_until": None,
             "consecutive_failures": 0, "cooldown_seconds": 0.0, "last_error": None,
             "last_error_at": None, "latency_ms": None, "requests": 0, "errors": 0,
             "checking": False, "running": None, "waiting": None, "kv_cache_usage": None,
             "load_read_at": None,
             "not_loaded": "disabled" if not record.enabled else "refused or inactive"}
-        return {**state, "id": str(record.id), "model": record.model,
-                "model_id": record.model_id, "kind": record.kind,
-                "url": redact_url(record.url),
-                "upstream_model": record.upstream_model, "weight": record.weight,
-                "timeout": record.timeout, "enabled": record.enabled,
-                "options": shown_options(record.options), "has_api_key": record.has_credential,
-                "source": record.source, "created_at": record.created_at,
-                "updated_at": record.updated_at}
+        return {**unplaced, **stored}
 
-    async def model_view(self, record: ModelRecord) -> dict[str, Any]:
+    async def model_view(self, record: ModelRecord) -> ModelView:
         """The model as this gateway serves it: its routing is the one its router applies
         (a change made on another gateway shows once this one has synced), else the stored."""
         stored = [self.replica_view(r) for r in await self.store.list_replicas(record.id)]
@@ -216,7 +337,7 @@ class ModelAdmin:
                 "created_at": record.created_at, "updated_at": record.updated_at}
 
     # -- models ---------------------------------------------------------------------------
-    async def models(self, active: bool | None = None) -> list[dict[str, Any]]:
+    async def models(self, active: bool | None = None) -> list[ModelView]:
         records = await self.store.list_models()
         return [await self.model_view(r) for r in records
                 if active is None or r.active == active]
@@ -248,7 +369,7 @@ class ModelAdmin:
         if name in fallbacks:
             raise InvalidRequest("A model cannot fall back to itself.", param="fallbacks")
 
-    async def create_model(self, body: ModelCreate) -> dict[str, Any]:
+    async def create_model(self, body: ModelCreate) -> ModelView:
         await self._check_names(body.name, body.aliases, body.fallbacks)
         if await self.store.find_model(body.name) is not None:
             raise Conflict(f"A model named '{body.name}' already exists.")
@@ -264,12 +385,12 @@ class ModelAdmin:
         await self._record("model.create", "model", record.id, None, self._stored(view))
         return view
 
-    async def update_model(self, ref: str, body: ModelUpdate) -> dict[str, Any]:
+    async def update_model(self, ref: str, body: ModelUpdate) -> ModelView:
         record = await self.find_model(ref)
         await self._check_names(record.name, body.aliases if body.aliases is not None
                                 else record.aliases, body.fallbacks or [])
         before = self._stored(await self.model_view(record))
-        price: dict[str, Any] | None = None
+        price: dict[str, float | None] | None = None
         if "price" in body.model_fields_set:  # null: removed
             price = {} if body.price is None else body.price.view()
         updated = await self.store.update_model(record.id, aliases=body.aliases,
@@ -284,7 +405,7 @@ class ModelAdmin:
         await self._record(action, "model", record.id, before, self._stored(view))
         return view
 
-    async def delete_model(self, ref: str) -> dict[str, Any]:
+    async def delete_model(self, ref: str) -> ModelDeleted:
         record = await self.find_model(ref)
         if any(r.model == record.name and r.kind == "local" for r in self.router.replicas()):
             raise Conflict(f"Model '{record.name}' runs on a local engine of this process; "
@@ -296,13 +417,13 @@ class ModelAdmin:
         return {"id": record.id, "name": record.name, "object": "model", "deleted": True}
 
     # -- replicas -------------------------------------------------------------------------
-    async def replicas(self, model_id: int | None = None) -> list[dict[str, Any]]:
+    async def replicas(self, model_id: int | None = None) -> list[ReplicaView]:
         views = [self.replica_view(r) for r in await self.store.list_replicas(model_id)]
         if model_id is None:
             views = [live_view(r) for r in self.router.replicas() if r.kind == "local"] + views
         return views
 
-    async def replica(self, replica_id: str) -> dict[str, Any]:
+    async def replica(self, replica_id: str) -> ReplicaView:
         row_id = _row_id(replica_id)
         if row_id is not None:
             record = await self.store.get_replica(row_id)
@@ -313,7 +434,7 @@ class ModelAdmin:
             return live_view(live)
         raise NotFound(f"No replica '{replica_id}'.", code="replica_not_found")
 
-    async def create_replica(self, model_ref: str, spec: ReplicaSpec) -> dict[str, Any]:
+    async def create_replica(self, model_ref: str, spec: ReplicaSpec) -> ReplicaView:
         model = await self.find_model(model_ref)
         await self.catalog.check(spec.url, spec.options, spec.kind)
         record = await self.store.create_replica(model.id, spec)
@@ -322,7 +443,7 @@ class ModelAdmin:
         await self._record("replica.create", "replica", record.id, None, self._stored(view))
         return view
 
-    async def update_replica(self, replica_id: str, body: ReplicaUpdate) -> dict[str, Any]:
+    async def update_replica(self, replica_id: str, body: ReplicaUpdate) -> ReplicaView:
         changes = body.model_dump(exclude_unset=True)
         for field, value in list(changes.items()):
             if value is None and field != "api_key":
@@ -368,7 +489,7 @@ class ModelAdmin:
                            self._stored(view))
         return view
 
-    async def test_replica(self, spec: ReplicaSpec) -> dict[str, Any]:
+    async def test_replica(self, spec: ReplicaSpec) -> ReplicaTest:
         """Reach a replica before saving it: its health check and the models it lists (an
         ``http`` server's ``/v1/models``), through the same allow-list as a saved one."""
         if spec.kind == "queue":
@@ -395,7 +516,7 @@ class ModelAdmin:
                 "warning": warning, "models": models,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
 
-    async def delete_replica(self, replica_id: str) -> dict[str, Any]:
+    async def delete_replica(self, replica_id: str) -> ReplicaDeleted:
         row_id = _row_id(replica_id)
         current = await self.store.get_replica(row_id) if row_id is not None else None
         if row_id is None or not await self.store.delete_replica(row_id):

@@ -24,7 +24,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Literal, TypedDict
 
 from pydantic import BaseModel, Field
 
@@ -139,6 +139,34 @@ def check_instance(instance: str) -> str:
     return instance
 
 
+class EngineReplica(TypedDict):
+    id: str
+    model: str
+
+
+class Registered(TypedDict):
+    """The answer to an engine's registration: its replicas, and how often to beat."""
+
+    object: Literal["engine"]
+    instance: str
+    heartbeat_seconds: float
+    replicas: list[EngineReplica]
+
+
+class Beaten(TypedDict):
+    object: Literal["engine"]
+    instance: str
+    heartbeat_seconds: float
+    replicas: int
+
+
+class Deregistered(TypedDict):
+    object: Literal["engine"]
+    instance: str
+    deleted: Literal[True]
+    replicas: int
+
+
 class GatewayEnrolment:
     """What a gateway does for the engines that register with it over HTTP.
 
@@ -153,7 +181,7 @@ class GatewayEnrolment:
         self.api_key = settings.engine_api_key
         self.every = settings.engine_heartbeat_seconds
 
-    async def register(self, instance: str, body: EngineRegister) -> dict[str, Any]:
+    async def register(self, instance: str, body: EngineRegister) -> Registered:
         check_instance(instance)
         for i, name in enumerate(body.models):
             if not 1 <= len(name) <= 191:
@@ -177,7 +205,7 @@ class GatewayEnrolment:
         return {"object": "engine", "instance": instance, "heartbeat_seconds": every,
                 "replicas": [{"id": str(r.id), "model": r.model} for r in records]}
 
-    async def heartbeat(self, instance: str, body: EngineHeartbeat) -> dict[str, Any]:
+    async def heartbeat(self, instance: str, body: EngineHeartbeat) -> Beaten:
         """404 when the instance has no replica here (never registered, removed by an admin,
         or a new database): the engine registers again."""
         ids = await self._ids(instance)
@@ -186,7 +214,7 @@ class GatewayEnrolment:
         return {"object": "engine", "instance": instance, "heartbeat_seconds": every,
                 "replicas": len(ids)}
 
-    async def deregister(self, instance: str) -> dict[str, Any]:
+    async def deregister(self, instance: str) -> Deregistered:
         ids = await self._ids(instance)
         await self.replicas.remove(ids)
         await self.catalog.changed()

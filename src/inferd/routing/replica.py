@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 from inferd.engines.base import Engine
+from inferd.jsontypes import JsonObject
 from inferd.settings import RouterSettings
 
 # Exponential backoff of a failing replica: base * 2**(failures-1), capped; the defaults are
@@ -24,6 +25,31 @@ LOAD_TTL: float = RouterSettings.model_fields["load_stale_after"].default
 LATENCY_ALPHA = 0.2
 
 
+class ReplicaState(TypedDict):
+    """A replica's live state as the admin API shows it."""
+
+    id: str
+    model: str
+    kind: str
+    weight: float
+    healthy: bool
+    available: bool
+    in_flight: int
+    cooled_down_until: float | None
+    consecutive_failures: int
+    cooldown_seconds: float
+    last_error: str | None
+    last_error_at: float | None
+    latency_ms: float | None
+    requests: int
+    errors: int
+    checking: bool
+    running: float | None
+    waiting: float | None
+    kv_cache_usage: float | None
+    load_read_at: float | None
+
+
 @dataclass
 class Replica:
     """One place a model runs, with the state the router keeps about it."""
@@ -33,7 +59,7 @@ class Replica:
     engine: Engine
     weight: float = 1.0
     in_flight: int = 0
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: JsonObject = field(default_factory=dict)
     kind: str = "local"
     # Used only when no other replica of the model is available (``inferd.routing.standby``).
     standby: bool = False
@@ -144,7 +170,7 @@ class Replica:
             self.last_error = error or "health check failed"
             self.last_error_at = now
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> ReplicaState:
         """The live state shown by the admin API (never any credential)."""
         now = time.time()
         return {

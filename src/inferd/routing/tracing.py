@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from opentelemetry.context import attach, detach
 from opentelemetry.trace import set_span_in_context
+from opentelemetry.util.types import AttributeValue
 
 from inferd.engines.base import Chunk
 from inferd.engines.remote import UpstreamUnavailable
@@ -56,11 +57,11 @@ def operation_name(request: Any) -> str:
     return name
 
 
-def answer_attributes(answer: Result) -> dict[str, Any]:
+def answer_attributes(answer: Result) -> dict[str, AttributeValue]:
     """``gen_ai.response.*`` and ``gen_ai.usage.*`` of an answer in one piece."""
     usage = metered_usage(answer)
-    out: dict[str, Any] = ({} if usage is None else usage_attributes(
-        usage.prompt_tokens, usage.completion_tokens))
+    out: dict[str, AttributeValue] = ({} if usage is None else {**usage_attributes(
+        usage.prompt_tokens, usage.completion_tokens)})
     if not isinstance(answer, ImagesAnswer):
         out["gen_ai.response.model"] = answer.model
     if isinstance(answer, ChatCompletion | TextCompletion | RerankAnswer | ScoreList):
@@ -132,7 +133,7 @@ class RouteTrace:
             self.end(error)
 
     def _end(self, span: Span, outcome: str, error: BaseException | None,
-             attributes: dict[str, Any] | None = None) -> None:
+             attributes: dict[str, AttributeValue] | None = None) -> None:
         span.set_attributes({**(attributes or {}), "inferd.attempt.outcome": outcome})
         if error is not None:
             failed(span, error)
@@ -141,7 +142,7 @@ class RouteTrace:
     def end(self, error: BaseException | None) -> None:
         """The route is done (an answer, a stream started and ended, or every attempt
         failed with ``error``)."""
-        attributes: dict[str, Any] = {"inferd.route.attempts": self.attempts}
+        attributes: dict[str, AttributeValue] = {"inferd.route.attempts": self.attempts}
         if self.replica:
             attributes["inferd.replica.id"] = self.replica
         self.span.set_attributes(attributes)

@@ -17,13 +17,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from inferd.jsontypes import JsonObject
+
 
 class Answer(BaseModel):
     """The base of every answer model: fields beyond the described ones are allowed."""
 
     model_config = ConfigDict(extra="allow")
 
-    def wire(self) -> dict[str, Any]:
+    def wire(self) -> JsonObject:
         """The JSON object sent: the fields that were set (received or built), extras kept."""
         return self.model_dump(mode="json", exclude_unset=True)
 
@@ -305,7 +307,7 @@ class ModerationList(Answer):
 
     id: str | None = None
     model: str | None = None
-    results: list[dict[str, Any]]
+    results: list[JsonObject]
 
 
 class Transcription(Answer):
@@ -321,9 +323,9 @@ class ResponseObject(Answer):
     created_at: int
     status: str
     model: str
-    output: list[dict[str, Any]]
-    error: dict[str, Any] | None
-    metadata: dict[str, Any] | None = None
+    output: list[JsonObject]
+    error: JsonObject | None
+    metadata: JsonObject | None = None
 
 
 class Deleted(Answer):
@@ -336,7 +338,7 @@ class Deleted(Answer):
 
 class ItemList(Answer):
     object: Literal["list"]
-    data: list[dict[str, Any]]
+    data: list[JsonObject]
     first_id: str | None
     last_id: str | None
     has_more: bool
@@ -346,7 +348,7 @@ class Conversation(Answer):
     id: str
     object: Literal["conversation"]
     created_at: int
-    metadata: dict[str, Any]
+    metadata: JsonObject
 
 
 class InputTokens(Answer):
@@ -376,7 +378,7 @@ class AnthropicToolUse(Answer):
     type: Literal["tool_use"]
     id: str
     name: str
-    input: dict[str, Any]  # the call's arguments, as the model wrote them (any JSON object)
+    input: JsonObject  # the call's arguments, as the model wrote them (any JSON object)
 
 
 AnthropicBlock = Annotated[AnthropicText | AnthropicToolUse, Field(discriminator="type")]
@@ -422,13 +424,13 @@ class Job(Answer):
     finished_at: int | None
     deadline_at: int | None
     attempts: int
-    request: dict[str, Any] | None
-    result: dict[str, Any] | None
-    error: dict[str, Any] | None
-    usage: dict[str, Any] | None
+    request: JsonObject | None
+    result: JsonObject | None
+    error: JsonObject | None
+    usage: JsonObject | None
     webhook_url: str | None
     webhook_status: str | None
-    metadata: dict[str, Any] | None
+    metadata: JsonObject | None
     batch_id: str | None
     custom_id: str | None
     owner: str | None = None  # the id of the key that submitted it
@@ -440,7 +442,7 @@ class JobList(ItemList):
 
 class WebhookAttempts(Answer):
     object: Literal["list"]
-    data: list[dict[str, Any]]
+    data: list[JsonObject]
 
 
 class WebhookSecret(Answer):
@@ -481,7 +483,7 @@ class Batch(Answer):
     error_file_id: str | None
     created_at: int
     request_counts: BatchCounts
-    metadata: dict[str, Any] | None
+    metadata: JsonObject | None
 
 
 class BatchList(ItemList):

@@ -5,8 +5,9 @@ routes build; nothing builds answers from them."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
+from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import Answer
 
 
@@ -47,7 +48,7 @@ class ApiKey(Answer):
     expires_at: float | None
     enabled: bool
     user_disabled: bool = False
-    metadata: dict[str, Any]
+    metadata: JsonObject
     log_bodies: bool = False
     queue_weight: float | None = None
     key: str | None = None
@@ -78,7 +79,7 @@ class Team(Answer):
     budget_period: str | None
     max_budget: float | None = None
     budget_alert: int | None = None
-    metadata: dict[str, Any]
+    metadata: JsonObject
     queue_weight: float | None = None
     created_at: float
     updated_at: float
@@ -255,12 +256,12 @@ class UsageGroups(Answer):
     since: float | None
     until: float | None
     generated_at: float
-    data: list[dict[str, Any]]
+    data: list[JsonObject]
 
 
 class UsageRecords(Answer):
     object: Literal["list"]
-    data: list[dict[str, Any]]
+    data: list[JsonObject]
 
 
 class TableNames(Answer):
@@ -269,14 +270,14 @@ class TableNames(Answer):
 
 class TableRows(Answer):
     table: str
-    data: list[dict[str, Any]]
+    data: list[JsonObject]
 
 
 class PromptVersion(Answer):
     version: str
     created_at: int
     instructions: str | None = None
-    input: list[dict[str, Any]] | None = None
+    input: list[JsonObject] | None = None
     variables: list[str]
 
 
@@ -317,8 +318,8 @@ class AuditEvent(Answer):
     action: str
     object_type: str
     object_id: str | None
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
+    before: JsonObject | None
+    after: JsonObject | None
     client_address: str | None
     request_id: str | None
 

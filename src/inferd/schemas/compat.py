@@ -4,8 +4,9 @@ answers from them."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
+from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import Answer
 
 
@@ -65,7 +66,7 @@ class HostInitialized(Answer):
 
     status: Literal["initialized"]
     model: str
-    params: dict[str, Any]
+    params: JsonObject
 
 
 class HostGenerated(Answer):
@@ -73,7 +74,7 @@ class HostGenerated(Answer):
 
     response: str | None
     model: str
-    usage: dict[str, Any] | None
+    usage: JsonObject | None
 
 
 class HostStatus(Answer):
@@ -81,7 +82,7 @@ class HostStatus(Answer):
 
     status: Literal["loaded", "not_initialized"]
     model: str | None
-    params: dict[str, Any]
+    params: JsonObject
     default_model: str | None
     models: list[str]
     initialized_at: float | None

@@ -9,16 +9,38 @@ logprobs and finish reason, and the usage the engine reported.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NotRequired, TypedDict
 
+from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import ChatCompletion, TextCompletion, Usage, usage_of
+from inferd.schemas.chunks import Chunk, FunctionDelta, ToolCallDelta
+
+
+class _Function(TypedDict):
+    name: str
+    arguments: str
+
+
+class _Call(TypedDict):
+    """A tool call, its pieces joined."""
+
+    id: str
+    type: str
+    function: _Function
+
+
+class _Message(TypedDict):
+    role: str
+    content: str | None
+    refusal: None
+    tool_calls: NotRequired[list[_Call]]
 
 
 @dataclass
 class _Choice:
     text: str = ""
-    calls: dict[int, dict[str, Any]] = field(default_factory=dict)
-    logprobs: dict[str, Any] | None = None
+    calls: dict[int, _Call] = field(default_factory=dict)
+    logprobs: JsonObject | None = None
     finish_reason: str | None = None
 
 
@@ -30,9 +52,9 @@ class ChunkFold:
     created: int = 0
     usage: Usage | None = None
     choices: dict[int, _Choice] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. system_fingerprint
+    extra: JsonObject = field(default_factory=dict)  # e.g. system_fingerprint
 
-    def feed(self, chunk: dict[str, Any]) -> None:
+    def feed(self, chunk: Chunk) -> None:
         self.id, self.created = chunk.get("id") or self.id, chunk.get("created") or self.created
         if chunk.get("system_fingerprint"):
             self.extra["system_fingerprint"] = chunk["system_fingerprint"]
@@ -45,8 +67,9 @@ class ChunkFold:
             choice.text += text or ""
             for call in (delta or {}).get("tool_calls") or []:
                 _add_call(choice.calls, call)
-            if given.get("logprobs"):
-                choice.logprobs = _add_logprobs(choice.logprobs, given["logprobs"])
+            logprobs = given.get("logprobs")
+            if logprobs:
+                choice.logprobs = _add_logprobs(choice.logprobs, logprobs)
             if given.get("finish_reason"):
                 choice.finish_reason = given["finish_reason"]
 
@@ -58,9 +81,9 @@ class ChunkFold:
         choices = []
         for index, choice in sorted(self.choices.items()):
             calls = [choice.calls[i] for i in sorted(choice.calls)]
-            message: dict[str, Any] = {"role": "assistant",
-                                       "content": choice.text if choice.text or not calls
-                                       else None, "refusal": None}
+            message: _Message = {"role": "assistant",
+                                 "content": choice.text if choice.text or not calls else None,
+                                 "refusal": None}
             if calls:
                 message["tool_calls"] = calls
             choices.append({"index": index, "message": message, "logprobs": choice.logprobs,
@@ -79,7 +102,7 @@ class ChunkFold:
             "model": model, "choices": choices, "usage": self._usage(), **self.extra})
 
 
-def _add_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
+def _add_call(calls: dict[int, _Call], delta: ToolCallDelta) -> None:
     """One ``delta.tool_calls`` item: the first of a call has its id and name."""
     index = int(delta.get("index") or 0)
     call = calls.setdefault(index, {"id": "", "type": "function",
@@ -88,17 +111,18 @@ def _add_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
         call["id"] = delta["id"]
     if delta.get("type"):
         call["type"] = delta["type"]
-    function = delta.get("function") or {}
+    function = delta.get("function") or FunctionDelta()
     call["function"]["name"] += function.get("name") or ""
     call["function"]["arguments"] += function.get("arguments") or ""
 
 
-def _add_logprobs(kept: dict[str, Any] | None, given: dict[str, Any]) -> dict[str, Any]:
+def _add_logprobs(kept: JsonObject | None, given: JsonObject) -> JsonObject:
     """Chat logprobs (``content`` entries) or the legacy completions shape (parallel lists)."""
     if kept is None:
         return {key: list(value) if isinstance(value, list) else value
                 for key, value in given.items()}
     for key, value in given.items():
         if isinstance(value, list):
-            kept[key] = (kept.get(key) or []) + value
+            old = kept.get(key)
+            kept[key] = (old if isinstance(old, list) else []) + value
     return kept

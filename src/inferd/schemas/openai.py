@@ -24,7 +24,9 @@ from pydantic import (
 )
 
 from inferd.errors import InvalidRequest
+from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import ChatChoice, ChatCompletion, ChatMessageOut, FunctionCall, Usage
+from inferd.schemas.chunks import Chunk, Delta, FunctionDelta, UsageDict
 
 
 class _Wire(BaseModel):
@@ -98,7 +100,7 @@ class StreamOptions(BaseModel):
 class ResponseFormat(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JsonObject | None = None
 
 
 StopField = str | list[str] | None
@@ -185,7 +187,7 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[JsonObject] | None = None
     tool_choice: Any = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
@@ -193,9 +195,9 @@ class ChatCompletionRequest(_Sampling):
     verbosity: Literal["low", "medium", "high"] | None = None
     prediction: Prediction | None = None
     modalities: list[str] | None = Field(default=None, max_length=2)
-    audio: dict[str, Any] | None = None
-    functions: list[dict[str, Any]] | None = Field(default=None, max_length=128)
-    function_call: str | dict[str, Any] | None = None
+    audio: JsonObject | None = None
+    functions: list[JsonObject] | None = Field(default=None, max_length=128)
+    function_call: str | JsonObject | None = None
     _legacy_functions: bool = PrivateAttr(default=False)
 
     @field_validator("modalities")
@@ -208,7 +210,7 @@ class ChatCompletionRequest(_Sampling):
 
     @field_validator("audio")
     @classmethod
-    def _no_audio(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _no_audio(cls, v: JsonObject | None) -> JsonObject | None:
         if v is not None:
             raise ValueError("audio output is not supported: leave 'audio' out or send null")
         return v
@@ -290,22 +292,28 @@ def _legacy_history(messages: list[ChatMessage]) -> None:
             extra["tool_call_id"] = last
 
 
-def _legacy_delta(delta: dict[str, Any]) -> dict[str, Any]:
+def _legacy_delta(delta: Delta) -> Delta:
     """A stream delta with the pieces of its first tool call as ``function_call`` (the rest
     dropped: a legacy request asks for one call)."""
-    out = {k: v for k, v in delta.items() if k != "tool_calls"}
+    out = delta.copy()
+    out.pop("tool_calls", None)
     calls = [c for c in delta.get("tool_calls") or []
              if isinstance(c, dict) and not c.get("index")]
     if calls:
-        function = calls[0].get("function") or {}
-        out["function_call"] = {k: function[k] for k in ("name", "arguments") if k in function}
+        function = calls[0].get("function") or FunctionDelta()
+        call = FunctionDelta()
+        if "name" in function:
+            call["name"] = function["name"]
+        if "arguments" in function:
+            call["arguments"] = function["arguments"]
+        out["function_call"] = call
     return out
 
 
-def _legacy_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
+def _legacy_chunk(chunk: Chunk) -> Chunk:
     choices = []
-    for choice in chunk.get("choices") or []:
-        choice = dict(choice)
+    for given in chunk.get("choices") or []:
+        choice = given.copy()
         if isinstance(choice.get("delta"), dict):
             choice["delta"] = _legacy_delta(choice["delta"])
         if choice.get("finish_reason") == "tool_calls":
@@ -332,8 +340,7 @@ def legacy_answer(result: ChatCompletion) -> ChatCompletion:
     return legacy
 
 
-async def legacy_stream(chunks: AsyncIterator[dict[str, Any]]
-                        ) -> AsyncIterator[dict[str, Any]]:
+async def legacy_stream(chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
     """Stream chunks in the legacy shape: ``delta.function_call`` pieces."""
     async for chunk in chunks:
         yield _legacy_chunk(chunk)
@@ -419,7 +426,7 @@ def message_chars(request: ChatCompletionRequest) -> int:
     return chars
 
 
-def usage_dict(prompt: int, completion: int) -> dict[str, int]:
+def usage_dict(prompt: int, completion: int) -> UsageDict:
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}
 
@@ -436,14 +443,19 @@ def chat_completion(*, id: str, model: str, text: str, finish_reason: str | None
         usage=Usage.of(prompt_tokens, completion_tokens))
 
 
-def chat_chunk(*, id: str, model: str, created: int, delta: dict[str, Any],
-               finish_reason: str | None = None) -> dict[str, Any]:
+def chat_chunk(*, id: str, model: str, created: int, delta: Delta,
+               finish_reason: str | None = None) -> Chunk:
     return {"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
             "choices": [{"index": 0, "delta": delta, "logprobs": None,
                          "finish_reason": finish_reason}]}
 
 
 def usage_chunk(*, id: str, model: str, created: int, obj: str, prompt_tokens: int,
-                completion_tokens: int) -> dict[str, Any]:
+                completion_tokens: int, cached_tokens: int | None = None) -> Chunk:
+    """The last chunk of a stream: no choices, the usage (with ``cached_tokens``, the prompt
+    tokens read from a cache, under ``prompt_tokens_details``)."""
+    usage = usage_dict(prompt_tokens, completion_tokens)
+    if cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
     return {"id": id, "object": obj, "created": created, "model": model, "choices": [],
-            "usage": usage_dict(prompt_tokens, completion_tokens)}
+            "usage": usage}

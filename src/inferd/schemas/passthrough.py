@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inferd.jsontypes import JsonObject
 from inferd.schemas.answers import Usage
 from inferd.schemas.openai import ModelName
 
@@ -30,7 +31,7 @@ class Forward(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
     path: str
     model: ModelName
-    json_body: dict[str, Any] | None = None
+    json_body: JsonObject | None = None  # as the client sent it
     form: list[FormField] | None = None
 
     @property

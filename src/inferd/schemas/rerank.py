@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from inferd.jsontypes import JsonObject
 from inferd.schemas.openai import ModelName
 
 
@@ -16,13 +15,13 @@ class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: ModelName
     query: str
-    documents: list[str | dict[str, Any]] = Field(min_length=1, max_length=1000)
+    documents: list[str | JsonObject] = Field(min_length=1, max_length=1000)
     top_n: int | None = Field(default=None, ge=1)
     return_documents: bool = True
 
     @field_validator("documents")
     @classmethod
-    def _texts(cls, v: list[str | dict[str, Any]]) -> list[str | dict[str, Any]]:
+    def _texts(cls, v: list[str | JsonObject]) -> list[str | JsonObject]:
         for document in v:
             if isinstance(document, dict) and not isinstance(document.get("text"), str):
                 raise ValueError("a document must be a string or an object with 'text'")

@@ -8,9 +8,19 @@ GGUF metadata, or named explicitly in a model's config (``family: gemma``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import NotRequired, TypedDict
 
-Message = dict[str, Any]
+from inferd.jsontypes import JsonValue
+
+
+class Message(TypedDict):
+    """A chat message as a chat template reads it: text content, and for a template that
+    renders tools, a tool result's function name and call id."""
+
+    role: str
+    content: str
+    name: NotRequired[str]
+    tool_call_id: NotRequired[JsonValue]  # as the client sent it
 
 # Used when a GGUF carries no chat template of its own.
 CHATML_TEMPLATE = (

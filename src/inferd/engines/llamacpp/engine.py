@@ -342,7 +342,8 @@ class LlamaCppEngine(LocalTextEngine):
         if tool_plan is None:
             return self._grammar(request)
         for index, tool in enumerate(request.tools or []):
-            parameters = (tool.get("function") or {}).get("parameters")
+            function = tool.get("function")
+            parameters = function.get("parameters") if isinstance(function, dict) else None
             if parameters:
                 schema_bounds.check_schema(parameters, f"tools[{index}].function.parameters")
         # With tools, a response_format shapes the text answer only (a forced call has none).
