@@ -15,11 +15,9 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
@@ -36,6 +34,9 @@ from inferd.secretbox import SecretBox
 from inferd.settings import StorageSettings
 from inferd.store.faults import READ_ONLY, WriteHealth
 from inferd.store.tables import kv
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The database lock ``inferd migrate`` holds while it migrates (PostgreSQL advisory lock key,
@@ -287,7 +288,12 @@ def migration_lock(connection: sa.Connection) -> Iterator[None]:
         connection.commit()
 
 
+# Alembic (and the Mako templates and SQL dialects it loads) is imported by the functions that
+# migrate: a process whose schema is checked or migrated imports it then, a CLI command that
+# only reads or writes rows never does.
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -296,8 +302,12 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Run migrations up to ``revision``; blocking, so call it outside the event loop."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str, revision: str = "base") -> None:
+    from alembic import command
+
     command.downgrade(alembic_config(url), revision)
