@@ -52,12 +52,20 @@ PROBE_BYTES = 60_000  # under MySQL's TEXT limit
 REOPEN_WAIT = 5.0
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_wal(dbapi_connection: Any, _record: Any = None) -> None:
+    """WAL, and commits that do not wait for the disk: the connections of the migrations too
+    (``migrations/env.py``), where a new file's few dozen commits would each wait for fsync."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode survives a crash of the process (kill -9); only an OS crash may
     # lose the last transactions.
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    sqlite_wal(dbapi_connection)
+    cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
