@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -221,8 +223,22 @@ class Database:
         return self.writes.ok
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest revision (runs Alembic in a worker thread)."""
+        """Bring the schema to the newest revision (runs Alembic in a worker thread). A
+        database already there (a restart, a CLI command) is left alone without loading
+        Alembic and the migrations."""
+        if await self.at_head():
+            return
         await asyncio.to_thread(upgrade, self.url)
+
+    async def at_head(self) -> bool:
+        """True when the revisions the database records are the migrations' heads (read
+        from their files: ``schema_heads``); False when it differs, has none, or they could
+        not be read (then Alembic decides)."""
+        heads = schema_heads()
+        if heads is None:
+            return False
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(_stored_revisions) == heads
 
     async def pending_migrations(self) -> bool:
         """True when the schema is older than this code (``inferd migrate`` has not run)."""
@@ -306,6 +322,37 @@ def alembic_config(url: str) -> Config:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
+
+
+_REVISION = re.compile(r'^revision = "([^"]+)"$', re.MULTILINE)
+_DOWN_REVISION = re.compile(r'^down_revision = (?:None|"([^"]+)")$', re.MULTILINE)
+
+
+@functools.cache
+def schema_heads() -> frozenset[str] | None:
+    """The revisions no migration follows, read from the files of ``migrations/versions``
+    (``revision = "..."``, ``down_revision = "..."`` or ``None``) without importing them;
+    None when a file says either otherwise (a merge, a computed value): Alembic decides."""
+    revisions: set[str] = set()
+    followed: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        source = path.read_text()
+        revision = _REVISION.findall(source)
+        down = _DOWN_REVISION.findall(source)
+        if len(revision) != 1 or len(down) != 1:
+            return None
+        revisions.add(revision[0])
+        if down[0]:
+            followed.add(down[0])
+    return frozenset(revisions - followed) or None
+
+
+def _stored_revisions(connection: sa.Connection) -> frozenset[str]:
+    """The revisions Alembic recorded in the database (none: not migrated yet)."""
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return frozenset()
+    rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+    return frozenset(str(row) for row in rows)
 
 
 def upgrade(url: str, revision: str = "head") -> None:
