@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import os
 import re
@@ -242,6 +241,8 @@ class Database:
 
     async def pending_migrations(self) -> bool:
         """True when the schema is older than this code (``inferd migrate`` has not run)."""
+        if await self.at_head():
+            return False
         from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory
 
@@ -328,11 +329,11 @@ _REVISION = re.compile(r'^revision = "([^"]+)"$', re.MULTILINE)
 _DOWN_REVISION = re.compile(r'^down_revision = (?:None|"([^"]+)")$', re.MULTILINE)
 
 
-@functools.cache
 def schema_heads() -> frozenset[str] | None:
     """The revisions no migration follows, read from the files of ``migrations/versions``
-    (``revision = "..."``, ``down_revision = "..."`` or ``None``) without importing them;
-    None when a file says either otherwise (a merge, a computed value): Alembic decides."""
+    (``revision = "..."``, ``down_revision = "..."`` or ``None``) without importing them (a
+    millisecond); None when a file says either otherwise (a merge, a computed value): Alembic
+    decides."""
     revisions: set[str] = set()
     followed: set[str] = set()
     for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
