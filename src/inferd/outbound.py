@@ -34,14 +34,14 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 
 from inferd.errors import InvalidRequest
 from inferd.redact import redact_url
+
+if TYPE_CHECKING:
+    from aiohttp.abc import ResolveResult
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -234,15 +234,21 @@ async def _resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-class GuardedResolver(AbstractResolver):
+class GuardedResolver:
     """aiohttp's resolver with every answer checked against an allow-list before aiohttp
     connects to it (aiohttp connects only to the addresses its resolver returns).
 
     aiohttp does not ask the resolver about an IP address literal: such a URL is checked by
     ``HostAllowList.check`` (its address cannot change).
+
+    It has the methods of ``aiohttp.abc.AbstractResolver`` without deriving from it: aiohttp
+    is imported by the processes that connect somewhere (a webhook, a remote replica), not
+    with this module, which every process imports.
     """
 
     def __init__(self, allow: HostAllowList) -> None:
+        from aiohttp.resolver import ThreadedResolver
+
         self.allow = allow
         self._inner = ThreadedResolver()  # the system resolver, as ``_resolve`` asks it
 

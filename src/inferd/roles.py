@@ -17,7 +17,6 @@ from contextlib import AsyncExitStack
 
 from inferd.engines.base import Engine
 from inferd.routing.catalog import ReplicaCatalog
-from inferd.routing.enlist import GatewayRegistration
 from inferd.routing.registration import EngineRegistration
 from inferd.routing.standby import ensure_standby
 from inferd.settings import (
@@ -57,6 +56,8 @@ async def start_role(settings: ClusterSettings, broker: BrokerSettings, jobs: Jo
     """Start what ``settings.role`` adds; everything started is closed by ``stack``;
     ``tracer``: what traces the requests a worker answers for gateways (None: nothing)."""
     if settings.role == "engine" and settings.gateway_url:
+        from inferd.routing.enlist import GatewayRegistration  # aiohttp's client
+
         enlisted = GatewayRegistration(settings)
         enlisted.start(list(engines))
         stack.push_async_callback(enlisted.close)

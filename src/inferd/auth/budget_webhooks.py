@@ -22,9 +22,8 @@ import contextlib
 import hashlib
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from inferd.auth.limits import NANOS, BudgetEvent
@@ -33,6 +32,10 @@ from inferd.metrics import Metrics
 from inferd.outbound import AddressRefused, HostAllowList, Purpose, connector_options
 from inferd.settings import JobSettings
 from inferd.webhook_signing import signed_headers
+
+# aiohttp is imported with the first webhook sent: most processes send none.
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("inferd.limits")
 
@@ -137,6 +140,8 @@ class BudgetWebhook:
         return False
 
     async def _post(self, body: bytes, msg_id: str) -> tuple[int | None, str | None]:
+        import aiohttp
+
         try:
             await self.allow.check(self.url)
         except InvalidRequest as exc:

@@ -16,9 +16,8 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from inferd.errors import InvalidRequest
@@ -28,6 +27,10 @@ from inferd.outbound import WEBHOOK, AddressRefused, HostAllowList, connector_op
 from inferd.settings import JobSettings
 from inferd.store.jobs import JobRecord, JobStore
 from inferd.store.repo import WEBHOOK_SECRET, KeyValueStore
+
+# aiohttp is imported with the first webhook sent: most processes send none.
+if TYPE_CHECKING:
+    import aiohttp
 from inferd.webhook_signing import sign as sign
 from inferd.webhook_signing import signed_headers
 from inferd.webhook_signing import verify as verify
@@ -91,6 +94,8 @@ class WebhookSender:
 
     async def _post(self, url: str, key: str, msg_id: str,
                     body: bytes) -> tuple[int | None, str | None]:
+        import aiohttp
+
         headers = signed_headers(key, msg_id, body)
         try:
             await self.allow.check(url)  # the setting may have changed since submission
