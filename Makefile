@@ -47,8 +47,12 @@ typecheck:
 # unit: the long ones first, the short ones fill the workers in at the end). Then the tests
 # marked `serial`, alone on the machine: they stop the shared broker, or bound the growth of a
 # server's memory and descriptors, which the other workers' load would move.
+# The suite starts a few hundred inferd processes: with PYTHONDONTWRITEBYTECODE set (as in
+# many containers) each would compile src/ again, a tenth of its start. compileall writes the
+# bytecode anyway; an interpreter that may not write it still reads it.
 WORKERS ?= 3
 pytest:
+	.venv/bin/python -m compileall -q src
 	.venv/bin/python -m pytest -q -ra -n $(WORKERS) --dist loadfile --no-loadscope-reorder -m "not serial"
 	.venv/bin/python -m pytest -q -ra -p no:xdist -m serial
 

@@ -34,11 +34,7 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass
-from typing import TypedDict
 from urllib.parse import urlsplit
-
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 
 from inferd.errors import InvalidRequest
 from inferd.redact import redact_url
@@ -232,36 +228,3 @@ async def _resolve(host: str, port: int) -> list[str]:
     except OSError as exc:
         raise AddressRefused(f"Host '{host}' cannot be resolved.") from exc
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver with every answer checked against an allow-list before aiohttp
-    connects to it (aiohttp connects only to the addresses its resolver returns).
-
-    aiohttp does not ask the resolver about an IP address literal: such a URL is checked by
-    ``HostAllowList.check`` (its address cannot change).
-    """
-
-    def __init__(self, allow: HostAllowList) -> None:
-        self.allow = allow
-        self._inner = ThreadedResolver()  # the system resolver, as ``_resolve`` asks it
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        self.allow.verify(host, [r["host"] for r in results])
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-class ConnectorOptions(TypedDict, total=False):
-    """Keyword arguments of ``aiohttp.TCPConnector``."""
-
-    resolver: AbstractResolver
-
-
-def connector_options(allow: HostAllowList | None) -> ConnectorOptions:
-    """Keyword arguments of ``aiohttp.TCPConnector`` that check every connection."""
-    return {} if allow is None else {"resolver": GuardedResolver(allow)}

@@ -16,11 +16,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 from inferd.engines.base import Engine
-from inferd.engines.queue import QueueEngine, RpcClient, RpcServer
-from inferd.engines.queued_generate import Keys
-from inferd.engines.queued_generate_worker import TaskServer
 from inferd.routing.catalog import ReplicaCatalog
-from inferd.routing.enlist import GatewayRegistration
 from inferd.routing.registration import EngineRegistration
 from inferd.routing.standby import ensure_standby
 from inferd.settings import (
@@ -41,6 +37,9 @@ def queue_engines(settings: BrokerSettings, role: str,
     broker, over one RPC client (closed by ``stack``); None elsewhere."""
     if not (settings.broker_url and role in ("gateway", "serve")):
         return None
+    # The broker's client (aio_pika) is imported by the processes that have a broker only.
+    from inferd.engines.queue import QueueEngine, RpcClient
+
     client = RpcClient(settings.broker_url, settings.broker_prefix)
     stack.push_async_callback(client.close)
 
@@ -57,6 +56,8 @@ async def start_role(settings: ClusterSettings, broker: BrokerSettings, jobs: Jo
     """Start what ``settings.role`` adds; everything started is closed by ``stack``;
     ``tracer``: what traces the requests a worker answers for gateways (None: nothing)."""
     if settings.role == "engine" and settings.gateway_url:
+        from inferd.routing.enlist import GatewayRegistration  # aiohttp's client
+
         enlisted = GatewayRegistration(settings)
         enlisted.start(list(engines))
         stack.push_async_callback(enlisted.close)
@@ -66,6 +67,8 @@ async def start_role(settings: ClusterSettings, broker: BrokerSettings, jobs: Jo
         await registration.register(list(engines))
         stack.push_async_callback(registration.close)
     if settings.role == "worker" and broker.broker_url and engines:
+        from inferd.engines.queue import RpcServer
+
         concurrency = jobs.concurrency
         server = RpcServer(broker.broker_url, broker.broker_prefix, engines,
                            prefetch=max(1, concurrency), tracer=tracer)
@@ -93,6 +96,10 @@ async def start_task_server(settings: QueuedGenerateSettings, broker: BrokerSett
         raise ValueError("INFERD_QUEUED_GENERATE_QUEUE needs a broker (INFERD_BROKER_URL or "
                          "RABBIT_MQ_HOST), Redis (INFERD_REDIS_URL or REDIS_HOST) and a model "
                          "hosted by this worker")
+    # aio_pika and the Redis client, imported by the workers that answer these tasks only
+    from inferd.engines.queued_generate import Keys
+    from inferd.engines.queued_generate_worker import TaskServer
+
     server = TaskServer(broker.broker_url, broker.redis_url,
                         settings.queued_generate_queue,
                         Keys(settings.queued_generate_status_prefix,

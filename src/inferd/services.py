@@ -7,6 +7,7 @@ import logging
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from inferd.audit import AuditLog
 from inferd.auth.budget_stats import TeamBudgets
@@ -15,7 +16,6 @@ from inferd.auth.limits import BudgetAlerts, no_event
 from inferd.auth.oidc import OidcClient, new_http
 from inferd.auth.service import Auth
 from inferd.auth.sso import Sso
-from inferd.changes import ChangeBus
 from inferd.control import Control, build_control
 from inferd.engines import build_engine
 from inferd.engines.residency import Residency
@@ -36,6 +36,9 @@ from inferd.store.audit import AuditStore
 from inferd.store.db import Database, open_database
 from inferd.store.replicas import ReplicaStore
 from inferd.tracing import Tracer
+
+if TYPE_CHECKING:
+    from inferd.changes import ChangeBus
 
 log = logging.getLogger("inferd")
 
@@ -225,6 +228,9 @@ def change_bus(settings: BrokerSettings, stack: AsyncExitStack) -> ChangeBus | N
     """With Redis: key and catalogue changes reach every process at once (pub/sub)."""
     if not settings.redis_url:
         return None
+    # the Redis client is imported by the processes configured with Redis only
+    from inferd.changes import ChangeBus
+
     bus = ChangeBus(settings.redis_url, settings.redis_prefix)
     stack.push_async_callback(bus.close)  # closing it twice is harmless
     return bus

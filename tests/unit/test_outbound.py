@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from inferd.errors import InvalidRequest
+from inferd.guarded_resolver import GuardedResolver
 from inferd.outbound import (
     REPLICA,
     WEBHOOK,
     AddressRefused,
-    GuardedResolver,
     HostAllowList,
     parse_address,
 )

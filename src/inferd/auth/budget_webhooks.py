@@ -22,18 +22,21 @@ import contextlib
 import hashlib
 import logging
 from datetime import UTC, datetime
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
-import aiohttp
 import orjson
 
 from inferd.auth.limits import NANOS, BudgetEvent, BudgetEventType
 from inferd.auth.principal import BudgetPeriod
 from inferd.errors import InvalidRequest
 from inferd.metrics import Metrics
-from inferd.outbound import AddressRefused, HostAllowList, Purpose, connector_options
+from inferd.outbound import AddressRefused, HostAllowList, Purpose
 from inferd.settings import JobSettings
 from inferd.webhook_signing import signed_headers
+
+# aiohttp is imported with the first webhook sent: most processes send none.
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("inferd.limits")
 
@@ -154,6 +157,10 @@ class BudgetWebhook:
         return False
 
     async def _post(self, body: bytes, msg_id: str) -> tuple[int | None, str | None]:
+        import aiohttp
+
+        from inferd.guarded_resolver import connector_options
+
         try:
             await self.allow.check(self.url)
         except InvalidRequest as exc:

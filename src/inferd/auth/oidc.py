@@ -24,16 +24,18 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
-
-import httpx
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
 
 from inferd.errors import AuthenticationFailed, Unavailable
 from inferd.jsontypes import JsonObject
 from inferd.settings import SsoSettings
+
+# httpx and joserfc are imported where the provider is called or a token verified: every
+# process imports this module (the HTTP layer tells a JWT from a key), few have single sign-on.
+if TYPE_CHECKING:
+    import httpx
+    from joserfc.jwk import KeySet
 
 # Signature algorithms accepted: asymmetric ones only (a shared-secret HS* token could be
 # made by anyone holding the client secret, and ``none`` by anyone).
@@ -109,6 +111,8 @@ class OidcClient:
         self.key_fetches = 0  # how many times the key set was fetched
 
     async def _get(self, url: str) -> JsonObject:
+        import httpx
+
         try:
             answer = await self.http.get(url, headers={"Accept": "application/json"})
             answer.raise_for_status()
@@ -146,6 +150,9 @@ class OidcClient:
         self._keys_at = self.clock()
         self.key_fetches += 1
         body = await self._get(document.jwks_uri)
+        from joserfc.errors import JoseError
+        from joserfc.jwk import KeySet
+
         try:
             keys = KeySet.import_key_set(body)  # type: ignore[arg-type]
         except (JoseError, ValueError, TypeError, KeyError) as exc:
@@ -180,6 +187,9 @@ class OidcClient:
         keys = await self._key_set(kid if isinstance(kid, str) else None)
         if isinstance(kid, str) and kid not in self._kids:
             raise InvalidToken(f"The {what} is signed with a key the provider does not have.")
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+
         try:
             decoded = jwt.decode(token, keys, algorithms=[str(alg)])
         except (JoseError, ValueError, TypeError) as exc:
@@ -225,6 +235,8 @@ class OidcClient:
 
     async def exchange(self, code: str, verifier: str, redirect_uri: str) -> JsonObject:
         """The provider's tokens for an authorization code (with the PKCE verifier)."""
+        import httpx
+
         document = await self.metadata()
         form = {"grant_type": "authorization_code", "code": code,
                 "redirect_uri": redirect_uri, "code_verifier": verifier,
@@ -250,5 +262,7 @@ class OidcClient:
 
 def new_http() -> httpx.AsyncClient:
     """The HTTP client of the provider's calls (no redirects followed, bounded time)."""
+    import httpx
+
     return httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False)
 

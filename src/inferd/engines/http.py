@@ -21,12 +21,12 @@ from pydantic import ValidationError
 
 from inferd.engines.base import Chunk, ModelInfo, Progress
 from inferd.engines.remote import (
-    TRANSPORT_ERRORS,
     RemoteEngine,
     RemoteSpec,
     UpstreamUnavailable,
     error_text,
     transport_error,
+    transport_errors,
 )
 from inferd.engines.upstream import UpstreamClosed, UpstreamPool
 from inferd.errors import UpstreamError
@@ -143,7 +143,7 @@ class HttpEngine(RemoteEngine):
                                                 outgoing())
             if status < 300:
                 return raw
-        except TRANSPORT_ERRORS as exc:
+        except transport_errors() as exc:
             failed = ("broke off its answer" if isinstance(exc, UpstreamClosed)
                       and exc.mid_answer else "could not be reached")
             raise transport_error(exc, self.what, failed) from exc

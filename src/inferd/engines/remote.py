@@ -18,9 +18,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from inferd.engines.base import Engine
@@ -32,8 +31,14 @@ from inferd.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from inferd.guarded_resolver import connector_options
 from inferd.jsontypes import JsonObject
-from inferd.outbound import FORWARDED_HEADER, HostAllowList, connector_options
+from inferd.outbound import FORWARDED_HEADER, HostAllowList
+
+# aiohttp is imported when a remote replica starts or fails: the catalogue and the router
+# import this module in every process, most of which have no remote replica.
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["RemoteEngine", "RemoteSpec", "UpstreamUnavailable", "transport_error"]
 
@@ -51,8 +56,11 @@ def transport_error(exc: BaseException, what: str,
     return UpstreamUnavailable(f"{what} {failed}: {describe(exc)}")
 
 
-# What ``transport_error`` maps (orjson's decode error is a ValueError).
-TRANSPORT_ERRORS = (TimeoutError, OSError, aiohttp.ClientError, orjson.JSONDecodeError)
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """What ``transport_error`` maps (orjson's decode error is a ValueError)."""
+    import aiohttp
+
+    return TimeoutError, OSError, aiohttp.ClientError, orjson.JSONDecodeError
 
 
 @dataclass
@@ -86,6 +94,8 @@ class RemoteEngine(Engine):
         self._headers.update(spec.options.get("headers") or {})
 
     async def start(self) -> None:
+        import aiohttp
+
         connector = aiohttp.TCPConnector(limit=self.spec.max_connections, keepalive_timeout=30,
                                          ttl_dns_cache=60, **connector_options(self.spec.allow))
         timeout = aiohttp.ClientTimeout(total=None, connect=self.spec.connect_timeout,
@@ -122,7 +132,7 @@ class RemoteEngine(Engine):
         try:
             response = await self.session.post(url, data=orjson.dumps(body), headers=headers,
                                                allow_redirects=False)
-        except TRANSPORT_ERRORS as exc:
+        except transport_errors() as exc:
             raise transport_error(exc, self.what) from exc
         if response.status >= 300:
             try:
@@ -135,7 +145,7 @@ class RemoteEngine(Engine):
         try:
             async with response:
                 return orjson.loads(await response.read())
-        except TRANSPORT_ERRORS as exc:
+        except transport_errors() as exc:
             raise transport_error(exc, self.what, "failed mid-answer") from exc
 
     async def raise_for_status(self, response: aiohttp.ClientResponse) -> None:
@@ -162,24 +172,28 @@ class RemoteEngine(Engine):
 
     async def get_json(self, url: str) -> Any:
         """GET ``url`` within a few seconds; its JSON, or the mapped error of a non-2xx."""
+        import aiohttp
+
         try:
             async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=5),
                                         allow_redirects=False) as resp:
                 if resp.status >= 300:
                     raise self.status_error(resp.status, await _error_message(resp))
                 return orjson.loads(await resp.read())
-        except TRANSPORT_ERRORS as exc:
+        except transport_errors() as exc:
             raise transport_error(exc, self.what) from exc
 
     async def get_ok(self, url: str) -> None:
         """GET ``url``; raise unless it answers 2xx within a few seconds."""
+        import aiohttp
+
         try:
             async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=5),
                                         allow_redirects=False) as resp:
                 if resp.status >= 300:
                     raise UpstreamUnavailable(f"health check answered {resp.status}")
                 await resp.read()
-        except TRANSPORT_ERRORS as exc:
+        except transport_errors() as exc:
             raise transport_error(exc, "health check", "failed") from exc
 
     async def sse_events(self, response: aiohttp.ClientResponse,
@@ -189,6 +203,8 @@ class RemoteEngine(Engine):
         A body that breaks off, or ends without ``[DONE]`` when ``require_done`` is set, raises
         ``UpstreamError``: the client's stream then ends with an error event.
         """
+        import aiohttp
+
         try:
             async with response:
                 async for line in response.content:
@@ -219,6 +235,8 @@ def describe(exc: BaseException) -> str:
 
 async def _error_message(response: aiohttp.ClientResponse) -> str:
     """The upstream's error text (OpenAI shape, Triton shape or plain text), shortened."""
+    import aiohttp
+
     try:
         raw = await response.read()
     except aiohttp.ClientError:

@@ -21,7 +21,6 @@ from starlette.responses import Response
 from inferd.anthropic import translate
 from inferd.anthropic.events import events
 from inferd.anthropic.translate import CountTokensRequest, MessagesRequest
-from inferd.engines.base import Chunk
 from inferd.engines.local import LocalTextEngine
 from inferd.errors import ContextLengthExceeded, InferdError, Overloaded, RateLimited
 from inferd.http.deps import PrincipalDep, ServicesDep, unless_disconnected

@@ -6,7 +6,8 @@ Service (the main port then answers 404 for it)."""
 
 from __future__ import annotations
 
-from aiohttp import web
+from typing import TYPE_CHECKING
+
 from fastapi import APIRouter
 from starlette.responses import Response
 
@@ -15,6 +16,9 @@ from inferd.http.deps import ServicesDep
 from inferd.http.operation import TEXT, endpoint
 from inferd.metrics import CONTENT_TYPE
 from inferd.services import Services
+
+if TYPE_CHECKING:  # aiohttp's server is imported when the metrics have a port of their own
+    from aiohttp import web
 
 router = APIRouter(tags=["monitoring"])
 
@@ -28,6 +32,7 @@ async def metrics(services: ServicesDep) -> Response:
 
 async def start_metrics_port(services: Services) -> web.AppRunner:
     """Serve ``GET /metrics`` alone on ``metrics_port`` (same address as the API)."""
+    from aiohttp import web
 
     async def scrape(request: web.Request) -> web.Response:
         body = await services.metering.metrics.render_off_loop()

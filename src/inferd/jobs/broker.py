@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aio_pika
@@ -40,7 +40,7 @@ from aio_pika.abc import (
 )
 
 from inferd.jobs.acks import Acks
-from inferd.jobs.queue import Delivery, QueuedJob
+from inferd.jobs.queue import DeadHandler, Delivery, QueuedJob
 from inferd.jsontypes import JsonValue
 from inferd.tasks import bounded, cancel_and_wait
 
@@ -48,7 +48,6 @@ log = logging.getLogger("inferd.jobs.broker")
 
 MAX_PRIORITY = 10
 DELIVERIES_HEADER = "x-inferd-deliveries"
-DeadHandler = Callable[[QueuedJob, str], Awaitable[None]]
 
 
 def queue_name(prefix: str, model: str) -> str:

@@ -17,13 +17,12 @@ from inferd.auth.principal import Principal
 from inferd.images import ImageService
 from inferd.inference import Inference
 from inferd.jobs.batches import BatchFinalizer, BatchService
-from inferd.jobs.broker import DeadHandler, RabbitQueue
 from inferd.jobs.caps import PendingCaps
 from inferd.jobs.dispatch import Dispatch
 from inferd.jobs.finish import Finisher
 from inferd.jobs.maintenance import Maintenance
 from inferd.jobs.owners import Owners, PrincipalLookup
-from inferd.jobs.queue import InProcessQueue, JobQueue
+from inferd.jobs.queue import DeadHandler, InProcessQueue, JobQueue
 from inferd.jobs.runner import EventLog, Outcome, run_job
 from inferd.jobs.service import JobService
 from inferd.jobs.signals import Signals
@@ -54,6 +53,9 @@ def build_queue(settings: BrokerSettings, jobs: JobSettings, on_dead: DeadHandle
             raise ValueError("inferd worker needs a broker: set INFERD_BROKER_URL "
                              "(or RABBIT_MQ_HOST)")
         return InProcessQueue()
+    # aio_pika is imported only by a process that has a broker
+    from inferd.jobs.broker import RabbitQueue
+
     return RabbitQueue(settings.broker_url, prefix=settings.broker_prefix,
                        prefetch=jobs.workers_for, max_deliveries=settings.broker_max_deliveries,
                        republish_seconds=max(jobs.lease_seconds, 2 * jobs.sweep_seconds),

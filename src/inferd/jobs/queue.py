@@ -26,6 +26,10 @@ class QueuedJob:
     priority: int = 0
 
 
+# What fails a job whose message a broker dead-lettered, with the reason.
+DeadHandler = Callable[[QueuedJob, str], Awaitable[None]]
+
+
 class Delivery(Protocol):
     """One received job id; ``ack`` once its outcome is stored (or it needs no run)."""
 

@@ -16,17 +16,21 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import aiohttp
 import orjson
 
 from inferd.errors import InvalidRequest
 from inferd.ids import new_webhook_secret
 from inferd.jobs.requests import job_object
-from inferd.outbound import WEBHOOK, AddressRefused, HostAllowList, connector_options
+from inferd.outbound import WEBHOOK, AddressRefused, HostAllowList
 from inferd.settings import JobSettings
 from inferd.store.jobs import JobRecord, JobStore, WebhookAttempt
 from inferd.store.repo import WEBHOOK_SECRET, KeyValueStore
+
+# aiohttp is imported with the first webhook sent: most processes send none.
+if TYPE_CHECKING:
+    import aiohttp
 from inferd.webhook_signing import sign as sign
 from inferd.webhook_signing import signed_headers
 from inferd.webhook_signing import verify as verify
@@ -90,6 +94,10 @@ class WebhookSender:
 
     async def _post(self, url: str, key: str, msg_id: str,
                     body: bytes) -> tuple[int | None, str | None]:
+        import aiohttp
+
+        from inferd.guarded_resolver import connector_options
+
         headers = signed_headers(key, msg_id, body)
         try:
             await self.allow.check(url)  # the setting may have changed since submission

@@ -19,7 +19,6 @@ from typing import Protocol
 import orjson
 
 from inferd.auth.principal import Principal
-from inferd.engines.base import Chunk
 from inferd.engines.local import LocalTextEngine
 from inferd.errors import Conflict, InferdError, InvalidRequest, NotFound, Unavailable
 from inferd.inference import Inference, estimate_chat_prompt

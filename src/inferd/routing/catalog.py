@@ -23,8 +23,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from inferd.engines.base import Engine
 from inferd.engines.remote import RemoteEngine, RemoteSpec
 from inferd.errors import Conflict, InvalidRequest
@@ -94,6 +92,8 @@ async def read_load(engine: Engine, within: float) -> Load | None:
     if fmt is None:
         return None
     assert isinstance(engine, RemoteEngine)
+    import aiohttp  # there is a remote replica: RemoteEngine.start imported it
+
     url = str(getattr(engine, "root", "")) + "/metrics"
     async with engine.session.get(url, allow_redirects=False,
                                   timeout=aiohttp.ClientTimeout(total=within)) as response:

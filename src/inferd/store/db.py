@@ -10,16 +10,15 @@ import asyncio
 import contextlib
 import gc
 import os
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
@@ -37,6 +36,9 @@ from inferd.settings import StorageSettings
 from inferd.store.faults import READ_ONLY, WriteHealth
 from inferd.store.tables import kv
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The database lock ``inferd migrate`` holds while it migrates (PostgreSQL advisory lock key,
 # MySQL/MariaDB named lock): processes starting together migrate one after the other, and the
@@ -51,12 +53,20 @@ PROBE_BYTES = 60_000  # under MySQL's TEXT limit
 REOPEN_WAIT = 5.0
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_wal(dbapi_connection: Any, _record: Any = None) -> None:
+    """WAL, and commits that do not wait for the disk: the connections of the migrations too
+    (``migrations/env.py``), where a new file's few dozen commits would each wait for fsync."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode survives a crash of the process (kill -9); only an OS crash may
     # lose the last transactions.
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    sqlite_wal(dbapi_connection)
+    cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -213,11 +223,27 @@ class Database:
         return self.writes.ok
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest revision (runs Alembic in a worker thread)."""
+        """Bring the schema to the newest revision (runs Alembic in a worker thread). A
+        database already there (a restart, a CLI command) is left alone without loading
+        Alembic and the migrations."""
+        if await self.at_head():
+            return
         await asyncio.to_thread(upgrade, self.url)
+
+    async def at_head(self) -> bool:
+        """True when the revisions the database records are the migrations' heads (read
+        from their files: ``schema_heads``); False when it differs, has none, or they could
+        not be read (then Alembic decides)."""
+        heads = schema_heads()
+        if heads is None:
+            return False
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(_stored_revisions) == heads
 
     async def pending_migrations(self) -> bool:
         """True when the schema is older than this code (``inferd migrate`` has not run)."""
+        if await self.at_head():
+            return False
         from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory
 
@@ -288,17 +314,57 @@ def migration_lock(connection: sa.Connection) -> Iterator[None]:
         connection.commit()
 
 
+# Alembic (and the Mako templates and SQL dialects it loads) is imported by the functions that
+# migrate: a process whose schema is checked or migrated imports it then, a CLI command that
+# only reads or writes rows never does.
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
+_REVISION = re.compile(r'^revision = "([^"]+)"$', re.MULTILINE)
+_DOWN_REVISION = re.compile(r'^down_revision = (?:None|"([^"]+)")$', re.MULTILINE)
+
+
+def schema_heads() -> frozenset[str] | None:
+    """The revisions no migration follows, read from the files of ``migrations/versions``
+    (``revision = "..."``, ``down_revision = "..."`` or ``None``) without importing them (a
+    millisecond); None when a file says either otherwise (a merge, a computed value): Alembic
+    decides."""
+    revisions: set[str] = set()
+    followed: set[str] = set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        source = path.read_text()
+        revision = _REVISION.findall(source)
+        down = _DOWN_REVISION.findall(source)
+        if len(revision) != 1 or len(down) != 1:
+            return None
+        revisions.add(revision[0])
+        if down[0]:
+            followed.add(down[0])
+    return frozenset(revisions - followed) or None
+
+
+def _stored_revisions(connection: sa.Connection) -> frozenset[str]:
+    """The revisions Alembic recorded in the database (none: not migrated yet)."""
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return frozenset()
+    rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+    return frozenset(str(row) for row in rows)
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Run migrations up to ``revision``; blocking, so call it outside the event loop."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str, revision: str = "base") -> None:
+    from alembic import command
+
     command.downgrade(alembic_config(url), revision)

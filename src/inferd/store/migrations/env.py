@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from inferd.store.db import migration_lock
+from inferd.store.db import migration_lock, sqlite_wal
 from inferd.store.tables import metadata
 
 config = context.config
@@ -26,6 +27,8 @@ def _run(connection: Connection) -> None:
 
 async def _run_async() -> None:
     engine = create_async_engine(config.get_main_option("sqlalchemy.url") or "")
+    if engine.dialect.name == "sqlite":  # foreign keys stay off: batch steps copy tables
+        event.listen(engine.sync_engine, "connect", sqlite_wal)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()
