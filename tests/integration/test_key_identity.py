@@ -15,7 +15,8 @@ from inferd.auth.admin import KeyAdmin, KeySpec, KeyUpdate
 from inferd.auth.keys import KEY_PREFIX, MIN_KEY_CHARS, SHOWN_CHARS, KeyRing
 from inferd.errors import Conflict
 from inferd.store.db import Database, upgrade
-from inferd.store.keys import KeyStore
+from inferd.store.keys import VERSION_KEY, KeyStore
+from inferd.store.tables import kv
 from inferd.store.tables_control import api_keys
 from inferd.store.tables_jobs import jobs
 
@@ -115,3 +116,27 @@ async def test_two_concurrent_deletions_leave_one_admin(database: Database) -> N
         assert await KeyStore(database).count_admins() == 1
         survivor = survivor if isinstance(outcomes[0], Conflict) else other
         assert await KeyStore(database).get(survivor["id"]) is not None
+
+
+async def test_first_concurrent_key_changes_on_a_new_database_all_land(
+        database: Database) -> None:
+    """The keys' version row is written by every key change; on a new database the first
+    changes write it together. They queue on the row rather than racing to insert it (on
+    MariaDB an update that finds no row and then an insert deadlock each other, and the
+    deadlock rolls the whole change back: a 500 for a key deletion)."""
+    admin = KeyAdmin(KeyStore(database))
+    await admin.create(KeySpec(scope="admin"))
+    made = [await admin.create(KeySpec(name=f"k{i}")) for i in range(4)]
+    for round_ in range(15):
+        async with database.engine.begin() as conn:  # a new database: no version row yet
+            if database.dialect == "sqlite":
+                await conn.execute(sa.delete(kv).where(kv.c.key == VERSION_KEY))
+            else:  # no trace of the row either (a deleted row's record locks as a row)
+                await conn.execute(sa.text("TRUNCATE TABLE kv"))
+        outcomes = await asyncio.gather(
+            *(admin.update(k["id"], KeyUpdate(name=f"k{i}-{round_}"))
+              for i, k in enumerate(made)), return_exceptions=True)
+        assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
+        assert await KeyStore(database).version() is not None
+    names = {k["name"] for k in (await admin.page())["data"]}
+    assert {f"k{i}-14" for i in range(4)} <= names

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from inferd.errors import Conflict
 from inferd.store.db import Database
+from inferd.store.repo import kv_upsert
 from inferd.store.tables import kv
 from inferd.store.tables_control import api_key_changes, api_keys, teams, usage_records, users
 
@@ -199,18 +200,7 @@ def usable_admin() -> sa.ColumnElement[bool]:
 
 
 async def _bump_version(conn: AsyncConnection) -> None:
-    value = uuid.uuid4().hex
-    now = time.time()
-    updated = await conn.execute(
-        sa.update(kv).where(kv.c.key == VERSION_KEY).values(value=value, updated_at=now))
-    if updated.rowcount == 0:
-        try:
-            async with conn.begin_nested():
-                await conn.execute(sa.insert(kv).values(key=VERSION_KEY, value=value,
-                                                        updated_at=now))
-        except sa.exc.IntegrityError:
-            await conn.execute(sa.update(kv).where(kv.c.key == VERSION_KEY)
-                               .values(value=value, updated_at=now))
+    await conn.execute(kv_upsert(conn.dialect.name, VERSION_KEY, uuid.uuid4().hex))
 
 
 _INSERT_CHANGE = sa.insert(api_key_changes)

@@ -19,6 +19,22 @@ SSO_COOKIE_KEY = "sso.cookie_key"
 SECRET_KEYS = (WEBHOOK_SECRET, SSO_COOKIE_KEY)
 
 
+def kv_upsert(dialect: str, key: str, value: str) -> sa.Executable:
+    """One statement storing ``value`` under ``key`` whether the row exists or not: two
+    transactions writing a key first queue on its row instead of racing to insert it (on
+    MariaDB an update finding no row then an insert deadlock each other, and the deadlock
+    rolls the whole transaction back)."""
+    row = {"key": key, "value": value, "updated_at": time.time()}
+    change = {"value": value, "updated_at": row["updated_at"]}
+    if dialect in ("mysql", "mariadb"):
+        return mysql.insert(kv).values(row).on_duplicate_key_update(change)
+    if dialect == "postgresql":
+        return postgresql.insert(kv).values(row).on_conflict_do_update(
+            index_elements=[kv.c.key], set_=change)
+    return sqlite.insert(kv).values(row).on_conflict_do_update(
+        index_elements=[kv.c.key], set_=change)
+
+
 class KeyValueStore:
     """Read and write small facts (``kv`` table)."""
 
@@ -32,19 +48,8 @@ class KeyValueStore:
 
     async def set(self, key: str, value: str) -> None:
         """Store ``value`` under ``key`` in one upsert (two first writes cannot collide)."""
-        row = {"key": key, "value": value, "updated_at": time.time()}
-        change = {"value": value, "updated_at": row["updated_at"]}
-        statement: sa.Executable
-        if self.db.dialect == "mysql":
-            statement = mysql.insert(kv).values(row).on_duplicate_key_update(change)
-        elif self.db.dialect == "postgresql":
-            statement = postgresql.insert(kv).values(row).on_conflict_do_update(
-                index_elements=[kv.c.key], set_=change)
-        else:
-            statement = sqlite.insert(kv).values(row).on_conflict_do_update(
-                index_elements=[kv.c.key], set_=change)
         async with self.db.engine.begin() as conn:
-            await conn.execute(statement)
+            await conn.execute(kv_upsert(self.db.dialect, key, value))
 
     async def setdefault(self, key: str, value: str) -> str:
         """Store ``value`` unless the key exists; return what is stored (race-safe)."""
