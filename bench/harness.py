@@ -188,9 +188,11 @@ class WrkResult:
 
 
 def run_wrk(url: str, body: bytes, headers: dict[str, str], connections: int, seconds: float,
-            threads: int = 1) -> WrkResult:
+            threads: int = 1, vary: bool = False) -> WrkResult:
+    """``vary``: ``{n}`` in ``body`` becomes each request's number (every body differs)."""
     env = {**os.environ, "BENCH_BODY": body.decode(),
-           "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in headers.items())}
+           "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in headers.items()),
+           "BENCH_VARY": "1" if vary else ""}
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
                           "--timeout", "10s", "-s", str(WRK_SCRIPT), url],
                          env=env, capture_output=True, text=True, check=True).stdout

@@ -12,6 +12,10 @@ allow-list, usage metering, fair queueing. ``wrk`` posts the same non-streamed c
 turn for several interleaved rounds; the table gives requests/s (median of the rounds) and each
 mode's ratio to ``weighted``. The target: ``prefix`` and ``least_busy`` within 5% of
 ``weighted`` (a ratio of at least 0.95).
+
+``--vary``: every request's message differs (``Say hello <n>``), so ``prefix`` spreads the
+requests over both replicas as it would many conversations, where one message for all sends
+them to the replica that wins its key, as far as the load bound lets it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from inferd_target import ADMIN_KEY
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench" / "routing-overhead"
 CHAT = b'{"model":"mock","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}'
+VARIED = (b'{"model":"mock","messages":[{"role":"user","content":"Say hello {n}"}],'
+          b'"max_tokens":16}')
 MODES = ("weighted", "least_busy", "prefix")
 
 
@@ -94,18 +100,22 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--vary", action="store_true",
+                        help="a message of its own for every request")
     args = parser.parse_args()
+    body = VARIED if args.vary else CHAT
     services: list[Service] = []
     try:
         upstreams = [start_mock("mock-a", services), start_mock("mock-b", services)]
         gateways = [start_gateway(mode, upstreams, services) for mode in MODES]
         for g in gateways:  # warm-up, not in the table
-            run_wrk(g.url + "/v1/chat/completions", CHAT, g.headers, args.connections, 2)
+            run_wrk(g.url + "/v1/chat/completions", body, g.headers, args.connections, 2,
+                    vary=args.vary)
         for r in range(args.rounds):
             order = gateways if r % 2 == 0 else list(reversed(gateways))
             for g in order:
-                result = run_wrk(g.url + "/v1/chat/completions", CHAT, g.headers,
-                                 args.connections, args.duration)
+                result = run_wrk(g.url + "/v1/chat/completions", body, g.headers,
+                                 args.connections, args.duration, vary=args.vary)
                 g.runs.append(result)
                 print(f"  round {r + 1} {g.mode:10} {result.rps:9,.0f} req/s  p50 "
                       f"{result.p50_ms:6.2f} ms  p99 {result.p99_ms:7.2f} ms  errors "
@@ -114,7 +124,8 @@ def main() -> None:
         for s in reversed(services):
             s.stop()
     base = median([r.rps for r in gateways[0].runs])
-    print(f"\nNon-streamed POST /v1/chat/completions to a model of 2 http replicas, wrk "
+    what = "a message of its own per request" if args.vary else "one message for all"
+    print(f"\nNon-streamed POST /v1/chat/completions ({what}) to a model of 2 http replicas, wrk "
           f"{args.connections} connections, {args.duration:g} s a run, median of "
           f"{args.rounds} interleaved rounds (load {harness.load_average()}):\n")
     print("| routing | requests/s | p50 | p99 | errors | ratio to weighted |")

@@ -1,5 +1,6 @@
 -- wrk script: POST a chat completion body; prints the run's figures as one JSON line.
--- BENCH_BODY: the JSON body; BENCH_HEADERS: extra headers, one "Name: value" per line.
+-- BENCH_BODY: the JSON body; BENCH_HEADERS: extra headers, one "Name: value" per line;
+-- BENCH_VARY (set): "{n}" in the body is replaced by the request's number (1, 2, ...).
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY")
 wrk.headers["Content-Type"] = "application/json"
@@ -7,6 +8,16 @@ local extra = os.getenv("BENCH_HEADERS") or ""
 for line in extra:gmatch("[^\n]+") do
   local name, value = line:match("^([^:]+):%s*(.*)$")
   if name then wrk.headers[name] = value end
+end
+
+local vary = os.getenv("BENCH_VARY")
+if vary and vary ~= "" then
+  local n = 0
+  request = function()
+    n = n + 1
+    local body = (wrk.body:gsub("{n}", tostring(n)))
+    return wrk.format(nil, nil, nil, body)
+  end
 end
 
 done = function(summary, latency, requests)
