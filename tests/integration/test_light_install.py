@@ -51,3 +51,33 @@ def test_every_module_but_the_engines_imports_no_ml_runtime(tmp_path: Path) -> N
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["heavy"] == []
     assert report["imported"] > 100  # the walk covered the package, not a part of it
+
+
+# Clients a process loads only when it is configured with what they reach (a broker, Redis,
+# an identity provider) or when it makes a connection (a webhook, a remote replica), and the
+# migration tool, loaded only when a database is behind its newest revision.
+ON_USE = ("aiohttp", "alembic", "aio_pika", "redis", "httpx", "joserfc",
+          "inferd.guarded_resolver")
+
+_START_PROBE = """
+import json, sys
+import inferd.cli
+from inferd.app import create_app
+from inferd.settings import load_settings
+settings = load_settings(None, bundled_models=False).with_values(models=[], role="gateway")
+create_app(settings)
+print(json.dumps(sorted(m for m in sys.argv[1].split(",") if m in sys.modules)))
+"""
+
+
+def test_a_gateway_without_a_broker_redis_or_sso_loads_none_of_their_clients(
+        tmp_path: Path) -> None:
+    """What a process start costs is mostly imports: the command line and a gateway's app,
+    built in a fresh interpreter with no broker, Redis or identity provider configured, load
+    none of the clients kept for when they are used."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFERD_")}  # no services
+    env.update(PYTHONPATH=str(ROOT / "src"), INFERD_DATA_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", _START_PROBE, ",".join(ON_USE)], env=env,
+                          capture_output=True, text=True, cwd=tmp_path, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []

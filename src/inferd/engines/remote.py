@@ -31,7 +31,6 @@ from inferd.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from inferd.guarded_resolver import connector_options
 from inferd.jsontypes import JsonObject
 from inferd.outbound import FORWARDED_HEADER, HostAllowList
 
@@ -95,6 +94,8 @@ class RemoteEngine(Engine):
 
     async def start(self) -> None:
         import aiohttp
+
+        from inferd.guarded_resolver import connector_options
 
         connector = aiohttp.TCPConnector(limit=self.spec.max_connections, keepalive_timeout=30,
                                          ttl_dns_cache=60, **connector_options(self.spec.allow))
