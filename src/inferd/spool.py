@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import secrets
@@ -29,6 +28,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import orjson
 
 log = logging.getLogger("inferd.spool")
 
@@ -54,7 +55,7 @@ class Frame(NamedTuple):
 
 def encode(first: int, records: list[Any]) -> bytes:
     """One frame's bytes."""
-    payload = json.dumps(records, separators=(",", ":"), default=str).encode()
+    payload = orjson.dumps(records, default=str)
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), first) + payload
 
 
@@ -73,8 +74,8 @@ def read_frames(fd: int, offset: int = 0, max_records: int | None = None) -> Ite
         if len(payload) < length or zlib.crc32(payload) != crc:
             return
         try:
-            records = json.loads(payload)
-        except ValueError:
+            records = orjson.loads(payload)
+        except orjson.JSONDecodeError:
             return
         if not isinstance(records, list):
             return

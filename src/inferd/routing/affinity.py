@@ -26,7 +26,7 @@ import functools
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 # Characters of a prompt's head that make its key: ~1,000 tokens of English, enough to tell
 # apart conversations that share a long system prompt by their first message, cheap to hash.
@@ -41,6 +41,9 @@ class Ranked(Protocol):
     in_flight: int
 
 
+RankedT = TypeVar("RankedT", bound=Ranked)
+
+
 def session_key(session: str | None) -> str | None:
     """The routing key of an explicit session (None: no session)."""
     return "s\0" + session if session else None
@@ -49,7 +52,10 @@ def session_key(session: str | None) -> str | None:
 def routing_key(request: Any) -> str | None:
     """The request's routing key (see the module docstring), None when it has none. A key
     given outside the body (the request's private ``_route``) comes first."""
-    given = getattr(request, "_route", None)
+    # a pydantic model keeps its private attributes in ``__pydantic_private__``: read there,
+    # the attribute lookup of ``_route`` alone costs about as much as the rest of the key
+    private = getattr(request, "__pydantic_private__", None)
+    given = private.get("_route") if private is not None else getattr(request, "_route", None)
     if given:
         return str(given)
     extra = getattr(request, "model_extra", None) or {}
@@ -135,28 +141,50 @@ def score(key_digest: int, replica_id: str, weight: float = 1.0) -> float:
     return -weight / math.log(u)
 
 
-def rank(key_digest: int, replicas: Sequence[Ranked]) -> list[Ranked]:
+def rank(key_digest: int, replicas: Sequence[RankedT]) -> list[RankedT]:
     """``replicas`` best first for the key; every gateway ranks them alike."""
-    return sorted(replicas, key=lambda r: (-score(key_digest, r.id, r.weight), r.id))
+    return [r for _, _, r in _scored(key_digest, replicas)]
+
+
+def _scored(key_digest: int,
+            replicas: Sequence[RankedT]) -> list[tuple[float, str, RankedT]]:
+    """(-score, id, replica) for each replica, best first (ties by id)."""
+    scored = [(-score(key_digest, r.id, r.weight), r.id, r) for r in replicas]
+    scored.sort(key=_first_two)
+    return scored
+
+
+def _first_two(item: tuple[float, str, Ranked]) -> tuple[float, str]:
+    return item[0], item[1]
 
 
 def _in_flight(replica: Ranked) -> float:
     return replica.in_flight
 
 
-def bounded(key_digest: int, replicas: Sequence[Ranked], spill: float, slack: int = 0,
-            load: Callable[[Ranked], float] = _in_flight) -> Ranked:
+def bounded(key_digest: int, replicas: Sequence[RankedT], spill: float, slack: int = 0,
+            load: Callable[[RankedT], float] = _in_flight) -> RankedT:
     """The first replica of the key's ranking that is within its load bound: with ``m``
     requests on the model's replicas of total weight ``W`` (each replica's ``load``: its
     requests in flight, or the load its engine reports), a replica of weight ``w`` takes the
     request while ``load + 1 <= ceil((1 + spill) * (m + 1) * w / W) + slack``.
     The bounds add up to at least ``m + 1``, so one always takes it."""
-    ranked = rank(key_digest, replicas)
-    loads = {r.id: load(r) for r in replicas}
-    total = sum(loads.values()) + 1
+    loads = [load(r) for r in replicas]
+    total = sum(loads) + 1
     weight = sum(r.weight for r in replicas)
-    for replica in ranked:
-        bound = math.ceil((1 + spill) * total * replica.weight / weight) + slack
-        if loads[replica.id] + 1 <= bound:
+    share = (1 + spill) * total / weight
+    best, top = 0, -1.0
+    for index, replica in enumerate(replicas):  # the key's replica: the highest score
+        value = score(key_digest, replica.id, replica.weight)
+        if value > top or (value == top and replica.id < replicas[best].id):
+            best, top = index, value
+    first = replicas[best]  # most of the time within its bound
+    if loads[best] + 1 <= math.ceil(share * first.weight) + slack:
+        return first
+    by_id = {r.id: i for i, r in enumerate(replicas)}
+    ranked = _scored(key_digest, replicas)
+    for _, rid, replica in ranked:
+        if loads[by_id[rid]] + 1 <= math.ceil(share * replica.weight) + slack:
             return replica
-    return min(ranked, key=lambda r: (loads[r.id] + 1) / r.weight)  # unreachable in theory
+    # unreachable in theory (the bounds add up to at least m + 1)
+    return min((r for _, _, r in ranked), key=lambda r: (loads[by_id[r.id]] + 1) / r.weight)

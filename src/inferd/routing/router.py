@@ -278,11 +278,7 @@ class Router:
             return ready[0]
         routing = entry.routing or self.routing
         if routing == "prefix" and key is not None:
-            busy = {r.id: r.busy(now) for r in ready}
-            chosen: Replica = affinity.bounded(
-                key, ready, self.spill, self.slack,
-                lambda r: busy[r.id])  # type: ignore[assignment]
-            return chosen
+            return affinity.bounded(key, ready, self.spill, self.slack, lambda r: r.busy(now))
         if routing == "weighted":
             return _round_robin(entry, ready)
         self._turn += 1
