@@ -63,6 +63,7 @@ class Gateway:
     model: str = "mock"
     headers: dict[str, str] = field(default_factory=dict)
     runs: list[WrkResult] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # the gateway's CPU per request, a run
 
     def body(self, vary: bool) -> bytes:
         return (VARIED if vary else CHAT).replace(b'"model":"mock"',
@@ -157,12 +158,15 @@ def main() -> None:
         for r in range(args.rounds):
             order = gateways if r % 2 == 0 else list(reversed(gateways))
             for g in order:
+                cpu = g.service.cpu_seconds()
                 result = run_wrk(g.url + "/v1/chat/completions", g.body(args.vary), g.headers,
                                  args.connections, args.duration, vary=args.vary)
                 g.runs.append(result)
+                g.cpu_us.append((g.service.cpu_seconds() - cpu) / max(1, result.requests) * 1e6)
                 print(f"  round {r + 1} {g.mode:10} {result.rps:9,.0f} req/s  p50 "
-                      f"{result.p50_ms:6.2f} ms  p99 {result.p99_ms:7.2f} ms  errors "
-                      f"{result.errors}  (load {harness.load_average()})", flush=True)
+                      f"{result.p50_ms:6.2f} ms  p99 {result.p99_ms:7.2f} ms  gateway CPU "
+                      f"{g.cpu_us[-1]:5.0f} us/request  errors {result.errors}  "
+                      f"(load {harness.load_average()})", flush=True)
     finally:
         for s in reversed(services):
             s.stop()
@@ -172,15 +176,15 @@ def main() -> None:
     print(f"\nNon-streamed POST /v1/chat/completions ({what}), {where}, 2 http replicas, wrk "
           f"{args.connections} connections, {args.duration:g} s a run, median of "
           f"{args.rounds} interleaved rounds (load {harness.load_average()}):\n")
-    print("| routing | requests/s | p50 | p99 | errors | ratio to weighted | median of the "
-          "rounds' ratios (rounds) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| routing | requests/s | p50 | p99 | gateway CPU a request | errors | ratio to "
+          "weighted | median of the rounds' ratios (rounds) |")
+    print("|---|---|---|---|---|---|---|---|")
     worst = 1.0
     for g in gateways:
         rps = median([r.rps for r in g.runs])
         pairs = [r.rps / b.rps for r, b in zip(g.runs, gateways[0].runs, strict=True)]
         print(f"| `{g.mode}` | {rps:,.0f} | {median([r.p50_ms for r in g.runs]):.2f} ms | "
-              f"{median([r.p99_ms for r in g.runs]):.2f} ms | "
+              f"{median([r.p99_ms for r in g.runs]):.2f} ms | {median(g.cpu_us):.0f} us | "
               f"{sum(r.errors for r in g.runs)} | {rps / base:.3f} | {median(pairs):.3f} "
               f"({', '.join(f'{p:.2f}' for p in pairs)}) |")
         if g.mode in MODES[1:]:

@@ -55,8 +55,16 @@ class Frame(NamedTuple):
 
 def encode(first: int, records: list[Any]) -> bytes:
     """One frame's bytes."""
-    payload = orjson.dumps(records, default=str)
+    payload = orjson.dumps(records, default=_plain)
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), first) + payload
+
+
+def _plain(value: object) -> object:
+    """What orjson does not write itself: a record (a named tuple) as the array of its fields,
+    anything else as its text."""
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
 
 
 def read_frames(fd: int, offset: int = 0, max_records: int | None = None) -> Iterator[Frame]:

@@ -27,6 +27,24 @@ def test_frames_are_read_back_in_order_with_their_seqs(tmp_path: Path) -> None:
     spool.close(remove=False)
 
 
+def test_the_writers_records_are_written_as_arrays_of_their_fields(tmp_path: Path) -> None:
+    """The writers append named tuples (``UsageRecord``, ``RequestRecord``): each is read back
+    as the array of its fields, which their ``decode`` turns into the record again; a value
+    JSON has no type for is written as its text."""
+    from inferd.reqlog import RequestRecord
+    from inferd.usage import UsageRecord
+
+    usage = UsageRecord(1765148400.5, "req-1", "key-1", "m", "m#0", "chat", False, 200, None,
+                        12, 5, 17, 1.25, None, 0, 0, 0.0, 0.001)
+    request = RequestRecord(*([None] * len(RequestRecord._fields)))
+    spool = Spool.create(tmp_path)
+    spool.append(1, [usage, request, [Path("/x"), {"a": (1, 2)}]])
+    [frame] = spool.frames()
+    assert frame.records == [list(usage), list(request), ["/x", {"a": [1, 2]}]]
+    assert UsageRecord(*frame.records[0]) == usage
+    spool.close(remove=True)
+
+
 def test_appends_are_synced_in_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[int] = []
     real = os.fdatasync
