@@ -58,11 +58,12 @@ def routing_key(request: Any) -> str | None:
     given = private.get("_route") if private is not None else getattr(request, "_route", None)
     if given:
         return str(given)
-    extra = getattr(request, "model_extra", None) or {}
-    for name in ("session_id", "prompt_cache_key"):
-        session = extra.get(name)
-        if isinstance(session, str) and session:
-            return "s\0" + session
+    extra = getattr(request, "__pydantic_extra__", None)
+    if extra:
+        for name in ("session_id", "prompt_cache_key"):
+            session = extra.get(name)
+            if isinstance(session, str) and session:
+                return "s\0" + session
     user = getattr(request, "user", None)
     if isinstance(user, str) and user:
         return "u\0" + user
@@ -86,19 +87,22 @@ def chat_head_key(messages: Sequence[Any]) -> str | None:
 
 
 def _chat_head(messages: Sequence[Any]) -> str | None:
-    parts: list[str] = []
+    parts = ["c"]
     size = 0
     for message in messages:
-        role = str(message.get("role") if isinstance(message, dict) else message.role)
-        content = message.get("content") if isinstance(message, dict) else message.content
-        text = _text(content)
-        parts.append(f"{role}\0{text}\0")
+        if isinstance(message, dict):
+            role, content = str(message.get("role")), message.get("content")
+        else:
+            role, content = message.role, message.content
+        text = content if type(content) is str else _text(content)
+        parts += (role, text)
         size += len(text) + len(role) + 2
-        if role not in ("system", "developer") or size >= PREFIX_CHARS:
+        if size >= PREFIX_CHARS or (role != "system" and role != "developer"):
             break
-    if not parts:
+    if len(parts) == 1:
         return None
-    return "c\0" + "".join(parts)[:PREFIX_CHARS]
+    # "c\0" and each message's "role\0text\0", at most PREFIX_CHARS after the "c\0"
+    return ("\0".join(parts) + "\0")[:PREFIX_CHARS + 2]
 
 
 def _text(content: Any) -> str:

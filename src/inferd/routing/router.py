@@ -354,17 +354,24 @@ class Router:
             if not admission.handed:
                 admission.close()
 
+    def _prefix_key(self, request: object, chain: list[str]) -> int | None:
+        """The digest of the request's routing key when a model of ``chain`` is routed by
+        ``prefix`` among several replicas (None: no model needs it, or the request has none)."""
+        if not isinstance(request, (ChatCompletionRequest, CompletionRequest)):
+            return None
+        for model in chain:
+            entry = self._models[model]
+            if (entry.routing or self.routing) == "prefix" and len(entry.replicas) > 1:
+                text = affinity.routing_key(request)
+                return None if text is None else affinity.digest(text)
+        return None
+
     async def _attempts(self, request: R, call: Callable[[Replica, R, Admission], Awaitable[T]],
                         placed: Placed | None, chain: list[str], admission: Admission,
                         queued: bool, route: RouteTrace | None) -> T:
         tried: set[str] = set()
         error: UpstreamError | None = None
-        key: int | None = None
-        if isinstance(request, ChatCompletionRequest | CompletionRequest) and any(
-                (self._models[m].routing or self.routing) == "prefix"
-                and len(self._models[m].replicas) > 1 for m in chain):
-            text = affinity.routing_key(request)
-            key = None if text is None else affinity.digest(text)
+        key = self._prefix_key(request, chain)
         for model in chain:
             req = request if model == self.resolve(request.model) else request.model_copy(
                 update={"model": model})
