@@ -174,12 +174,14 @@ def bounded(key_digest: int, replicas: Sequence[RankedT], spill: float, slack: i
     request while ``load + 1 <= ceil((1 + spill) * (m + 1) * w / W) + slack``.
     The bounds add up to at least ``m + 1``, so one always takes it."""
     loads = [load(r) for r in replicas]
-    total = sum(loads) + 1
-    weight = sum(r.weight for r in replicas)
-    share = (1 + spill) * total / weight
+    share = (1 + spill) * (sum(loads) + 1) / sum([r.weight for r in replicas])
     best, top = 0, -1.0
     for index, replica in enumerate(replicas):  # the key's replica: the highest score
-        value = score(key_digest, replica.id, replica.weight)
+        # ``score``, inlined: this runs for every replica of every request routed by prefix
+        x = key_digest ^ _id_hash(replica.id)
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+        value = -replica.weight / math.log(((x ^ (x >> 31)) + 0.5) / _MAX64)
         if value > top or (value == top and replica.id < replicas[best].id):
             best, top = index, value
     first = replicas[best]  # most of the time within its bound
