@@ -3,6 +3,8 @@ routing modes of the router (echo engines as replicas)."""
 
 from __future__ import annotations
 
+import math
+import random
 from collections import Counter
 from dataclasses import dataclass
 
@@ -128,6 +130,22 @@ def test_the_slack_keeps_a_few_requests_at_home() -> None:
     assert bounded(key, [a, b], 0.25, slack=2) is a
     a.in_flight = 9  # m = 9: ceil(1.25 * 10 / 2) + 2 = 9: spills
     assert bounded(key, [a, b], 0.25, slack=2) is b
+
+
+def test_the_choice_is_the_first_of_the_ranking_within_its_bound() -> None:
+    """``bounded`` (which scores the replicas inline and sorts only on a spill) takes what its
+    definition says: the first replica of ``rank`` whose load stays within its bound."""
+    rng = random.Random(7)
+    for _ in range(3000):
+        replicas = [Slot(f"r{i}-{rng.random():.6f}", rng.choice([0.5, 1.0, 2.0, 3.0]),
+                         rng.randint(0, 12)) for i in range(rng.randint(1, 6))]
+        key = rng.getrandbits(64)
+        spill, slack = rng.choice([0.0, 0.25, 1.0]), rng.randint(0, 3)
+        total = sum(r.in_flight for r in replicas) + 1
+        weight = sum(r.weight for r in replicas)
+        within = [r for r in rank(key, replicas) if r.in_flight + 1
+                  <= math.ceil((1 + spill) * total * r.weight / weight) + slack]
+        assert bounded(key, replicas, spill, slack) is within[0]
 
 
 def test_a_bound_always_leaves_a_replica() -> None:
