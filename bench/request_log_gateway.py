@@ -2,6 +2,7 @@
 with a key that keeps its bodies, side by side.
 
     .venv/bin/python bench/request_log_gateway.py [--seconds 10] [--rounds 3] [--connections 16]
+    .venv/bin/python bench/request_log_gateway.py --bare   # the bare aiohttp proxy beside them
 
 Two ``inferd gateway`` processes (SQLite) in front of the nginx mock (a fixed chat answer, no
 model time): one with ``INFERD_REQUEST_LOG=false``, one with the log on (the default), holding
@@ -9,8 +10,11 @@ two keys, one of them with ``log_bodies`` (``INFERD_REQUEST_LOG_REDACT=mask``, t
 ``wrk`` POSTs the same chat request (``--connections`` connections, ``--seconds`` each) to the
 log-off gateway, the log-on gateway with the plain key, then with the bodies key; ``--rounds``
 times, interleaved so that the machine's drift falls on every case alike. Prints each run, the
-median requests a second of each case and the ratios to the log off. Only one gateway is loaded
-at a time (the other idles).
+median requests a second of each case and the ratios to the log off, and each case's CPU time a
+request (the serving process, every thread, from ``/proc``). Only one gateway is loaded at a
+time (the other idles). ``--bare`` adds the bare aiohttp proxy of ``bench/gateway.py``
+(``bench/bare_proxy.py``) as a case, and each case's ratio to it: what the log does to the
+gateway benchmark's figure.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 from pathlib import Path
 
 import harness
@@ -74,6 +79,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--bare", action="store_true",
+                        help="the bare aiohttp proxy as a case too")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}, load before: {harness.load_average()}", flush=True)
     shutil.rmtree(WORK, ignore_errors=True)
@@ -93,29 +100,49 @@ def main() -> None:
         on = gateway("on", mock_url, {"INFERD_REQUEST_LOG": "true"})
         services.append(on.service)
         keeps, keeps_id = bodies_key(on)
-        cases = {"log off": (off, off.headers), "log on": (on, on.headers),
-                 "log on + bodies": (on, keeps)}
+        # each case: the URL, its headers and the process serving it
+        cases: dict[str, tuple[str, dict[str, str], Service]] = {
+            "log off": (off.url + URL, off.headers, off.service),
+            "log on": (on.url + URL, on.headers, on.service),
+            "log on + bodies": (on.url + URL, keeps, on.service)}
+        if args.bare:
+            bare_port = free_port()
+            bare = Service("bare", [sys.executable, str(ROOT / "bench" / "bare_proxy.py"),
+                                    str(bare_port), mock_url + "/v1"], bare_port, WORK)
+            bare.start()
+            services.append(bare)
+            bare_url = f"http://127.0.0.1:{bare_port}{URL}"
+            harness.wait_ready(bare, bare_url, CHAT, {})
+            cases = {"bare aiohttp proxy": (bare_url, {}, bare), **cases}
         print(f"{on.describe()}; wrk {args.connections} connections, {args.seconds:g} s a run, "
               f"{args.rounds} rounds", flush=True)
-        for inferd, headers in cases.values():  # warm up each case (connections, caches)
-            harness.run_wrk(inferd.url + URL, CHAT, headers, args.connections, 2)
+        for url, headers, _ in cases.values():  # warm up each case (connections, caches)
+            harness.run_wrk(url, CHAT, headers, args.connections, 2)
         rates: dict[str, list[float]] = {name: [] for name in cases}
+        cpu: dict[str, list[float]] = {name: [] for name in cases}
         for round_ in range(args.rounds):
-            for name, (inferd, headers) in cases.items():
-                result = harness.run_wrk(inferd.url + URL, CHAT, headers, args.connections,
-                                         args.seconds)
+            for name, (url, headers, service) in cases.items():
+                before = service.cpu_seconds()
+                result = harness.run_wrk(url, CHAT, headers, args.connections, args.seconds)
                 if result.errors:
                     raise RuntimeError(f"{name}: {result.errors} errors")
                 rates[name].append(result.rps)
-                print(f"  round {round_ + 1} {name:16s} {result.rps:8,.0f} req/s  "
-                      f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms "
-                      f"(load {harness.load_average()})", flush=True)
+                cpu[name].append((service.cpu_seconds() - before) / result.requests * 1e6)
+                print(f"  round {round_ + 1} {name:18s} {result.rps:8,.0f} req/s  "
+                      f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
+                      f"CPU {cpu[name][-1]:4.0f} us/request (load {harness.load_average()})",
+                      flush=True)
         check_bodies(on, keeps_id)
         base = statistics.median(rates["log off"])
+        bare_rate = statistics.median(rates["bare aiohttp proxy"]) if args.bare else None
         summary = {name: round(statistics.median(r)) for name, r in rates.items()}
         for name, rate in summary.items():
-            print(f"{name:16s} median {rate:8,} req/s   ratio to log off {rate / base:.3f}")
+            versus = f"   ratio to the bare proxy {rate / bare_rate:.3f}" if bare_rate else ""
+            print(f"{name:18s} median {rate:8,} req/s   ratio to log off {rate / base:.3f}"
+                  f"{versus}   CPU {statistics.median(cpu[name]):4.0f} us/request")
         print(json.dumps({"requests_per_second": summary,
+                          "cpu_us_per_request": {name: round(statistics.median(c))
+                                                 for name, c in cpu.items()},
                           "ratio_on": round(summary["log on"] / base, 3),
                           "ratio_bodies": round(summary["log on + bodies"] / base, 3)}))
     finally:
