@@ -147,19 +147,7 @@ def score(key_digest: int, replica_id: str, weight: float = 1.0) -> float:
 
 def rank(key_digest: int, replicas: Sequence[RankedT]) -> list[RankedT]:
     """``replicas`` best first for the key; every gateway ranks them alike."""
-    return [r for _, _, r in _scored(key_digest, replicas)]
-
-
-def _scored(key_digest: int,
-            replicas: Sequence[RankedT]) -> list[tuple[float, str, RankedT]]:
-    """(-score, id, replica) for each replica, best first (ties by id)."""
-    scored = [(-score(key_digest, r.id, r.weight), r.id, r) for r in replicas]
-    scored.sort(key=_first_two)
-    return scored
-
-
-def _first_two(item: tuple[float, str, Ranked]) -> tuple[float, str]:
-    return item[0], item[1]
+    return sorted(replicas, key=lambda r: (-score(key_digest, r.id, r.weight), r.id))
 
 
 def _in_flight(replica: Ranked) -> float:
@@ -175,22 +163,15 @@ def bounded(key_digest: int, replicas: Sequence[RankedT], spill: float, slack: i
     The bounds add up to at least ``m + 1``, so one always takes it."""
     loads = [load(r) for r in replicas]
     share = (1 + spill) * (sum(loads) + 1) / sum([r.weight for r in replicas])
-    best, top = 0, -1.0
-    for index, replica in enumerate(replicas):  # the key's replica: the highest score
-        # ``score``, inlined: this runs for every replica of every request routed by prefix
-        x = key_digest ^ _id_hash(replica.id)
-        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
-        value = -replica.weight / math.log(((x ^ (x >> 31)) + 0.5) / _MAX64)
-        if value > top or (value == top and replica.id < replicas[best].id):
-            best, top = index, value
-    first = replicas[best]  # most of the time within its bound
-    if loads[best] + 1 <= math.ceil(share * first.weight) + slack:
-        return first
-    by_id = {r.id: i for i, r in enumerate(replicas)}
-    ranked = _scored(key_digest, replicas)
-    for _, rid, replica in ranked:
-        if loads[by_id[rid]] + 1 <= math.ceil(share * replica.weight) + slack:
-            return replica
+    scores = [score(key_digest, r.id, r.weight) for r in replicas]
+    # the key's replica (the highest score; ties by id), most of the time within its bound
+    order = range(len(replicas))
+    best = min(order, key=lambda i: (-scores[i], replicas[i].id))
+    if loads[best] + 1 <= math.ceil(share * replicas[best].weight) + slack:
+        return replicas[best]
+    ranked = sorted(order, key=lambda i: (-scores[i], replicas[i].id))  # only on a spill
+    for i in ranked:
+        if loads[i] + 1 <= math.ceil(share * replicas[i].weight) + slack:
+            return replicas[i]
     # unreachable in theory (the bounds add up to at least m + 1)
-    return min((r for _, _, r in ranked), key=lambda r: (loads[by_id[r.id]] + 1) / r.weight)
+    return replicas[min(ranked, key=lambda i: (loads[i] + 1) / replicas[i].weight)]
